@@ -1,0 +1,85 @@
+# cairn build. `make` builds build/cairn and build/libcairn.a; `make test` runs every test;
+# `make asan` builds and tests with ASan+UBSan into build-asan/; `make fuzz` builds the fuzzers.
+# CUDA sources build when nvcc is found (CUDA=0 to skip); the CPU binary never needs them.
+
+BUILD   ?= build
+CC      ?= cc
+NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+CUDA    ?= $(if $(NVCC),1,0)
+OPT     ?= -O2 -g
+CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+           -fno-strict-aliasing -pthread -Isrc $(OPT) $(EXTRA_CFLAGS)
+LDLIBS  := -Wl,-Bstatic -ljansson -lpcre2-8 -lutf8proc -lxxhash -Wl,-Bdynamic \
+           -lmicrohttpd -lcurl -lpthread -lm -ldl
+LDFLAGS := -pthread $(EXTRA_LDFLAGS)
+
+# SIMD kernels: files named *_avx2.c / *_avx512.c get their ISA flags; dispatch is at run time.
+AVX2_FLAGS   := -mavx2 -mfma -mf16c
+AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c -mavx2
+
+LIB_SRC  := $(shell find src -name '*.c' -not -path 'src/app/*' | sort)
+APP_SRC  := $(sort $(wildcard src/app/*.c))
+CU_SRC   := $(sort $(wildcard src/backend/cuda/*.cu))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o)
+
+ifeq ($(CUDA),1)
+CUDA_HOME  ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+NVCCFLAGS  := -O3 -lineinfo -std=c++17 -Isrc -DCAIRN_HAVE_CUDA \
+              -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+              -Xcompiler -Wall,-fno-strict-aliasing $(EXTRA_NVCCFLAGS)
+CFLAGS     += -DCAIRN_HAVE_CUDA -I$(CUDA_HOME)/include
+LIB_OBJ    += $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
+LDLIBS     += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -lrt -lstdc++
+endif
+
+TEST_SRC := $(sort $(wildcard tests/unit/test_*.c tests/ops/test_*.c tests/model/test_*.c \
+                             tests/text/test_*.c tests/engine/test_*.c tests/server/test_*.c))
+TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+
+.PHONY: all test asan fuzz clean format tests
+all: $(BUILD)/cairn $(BUILD)/libcairn.a
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS),$(if $(findstring _avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libcairn.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/cairn: $(APP_OBJ) $(BUILD)/libcairn.a
+	$(CC) $(LDFLAGS) $(APP_OBJ) $(BUILD)/libcairn.a $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libcairn.a tests/harness.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $< $(BUILD)/libcairn.a $(LDFLAGS) $(LDLIBS) -o $@
+
+tests: $(TEST_BIN)
+
+# Every C test binary, then every tests/*/run_*.sh script (black-box tests of build/cairn).
+test: all $(TEST_BIN)
+	@BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN)
+
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	        EXTRA_LDFLAGS="-fsanitize=address,undefined" CUDA=0 test
+
+fuzz:
+	@mkdir -p $(BUILD)/fuzz
+	$(MAKE) BUILD=build-fuzz CC=clang CUDA=0 OPT="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libcairn.a
+	for f in $(FUZZ_SRC); do clang -std=c11 -D_GNU_SOURCE -Isrc -O1 -g -fsanitize=fuzzer,address,undefined $$f \
+	    build-fuzz/libcairn.a $(LDLIBS) -o build-fuzz/$$(basename $$f .c) || exit 1; done
+
+format:
+	clang-format -i $(LIB_SRC) $(APP_SRC)
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,162 @@
+/* backend: the ops vtable every compute backend implements (ref, cpu, cuda).
+ *
+ * The forward pass (model/forward.c) is written once against these ops. Each op is one explicit,
+ * typed function with a one-line contract. Compute calls are void and asynchronous on the
+ * backend's stream; errors surface at sync(). Shapes below are [rows, cols] with cols innermost
+ * (tensor ne[0]); activations are f32 unless said otherwise; weights may be f32, f16 or bf16.
+ *
+ * Threading: a backend is used by one thread at a time (the engine thread). Device state lives in
+ * the struct behind `struct backend`, never in file statics.
+ *
+ * Batches: one step computes a flattened batch of tokens from many sequences (struct batch_meta).
+ * batch_begin() stages its index arrays where the ops can read them (a no-op on host backends;
+ * an upload on CUDA); every op of the step then receives the same meta pointer.
+ *
+ *     struct backend *be;  backend_new("cpu", &(struct backend_cfg){ .n_threads = 2 }, &be);
+ *     be->ops->batch_begin(be, &meta);
+ *     be->ops->rmsnorm(be, &xn, &x, &w, 1e-6f, 0.0f);
+ *     be->ops->sync(be);
+ *     backend_free(be);
+ */
+#ifndef CAIRN_BACKEND_BACKEND_H
+#define CAIRN_BACKEND_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "tensor/tensor.h"
+
+/* One step's tokens. All arrays are host memory owned by the caller and valid until the step's
+ * ops have been issued (the backend copies what it needs in batch_begin). */
+struct batch_meta {
+    int            n_tok;          // tokens in this step
+    const int32_t *tok_id;         // [n_tok] token ids
+    const int32_t *tok_pos;        // [n_tok] position of the token in its sequence
+    const int32_t *tok_seq;        // [n_tok] index of its sequence within this batch
+    const int64_t *tok_slot;       // [n_tok] KV slot: block_id * block_size + pos % block_size
+    int            n_seq;          // sequences in this step
+    const int32_t *seq_len;        // [n_seq] tokens of the sequence in the KV cache after this step
+    const int32_t *seq_block0;     // [n_seq + 1] CSR offsets of each sequence's blocks in block_ids
+    const int32_t *block_ids;      // block tables of all sequences, concatenated
+    int            n_out;          // tokens whose logits are wanted
+    const int32_t *out_tok;        // [n_out] indices into the step's tokens
+    int            block_size;     // tokens per KV block
+};
+
+/* Paged KV storage for one layer: [n_blocks * block_size, n_kv_heads, head_dim]; slot s of the
+ * cache is row s. Allocated by kv/ from the backend's buffers. */
+struct kv_layer {
+    struct tensor k;               // [n_slots, n_kv_heads * head_dim] kv dtype (f32, f16 or bf16)
+    struct tensor v;               // same shape as k
+};
+
+struct attn_params {
+    int   n_heads;
+    int   n_kv_heads;              // n_heads % n_kv_heads == 0 (GQA)
+    int   head_dim;
+    float scale;                   // multiplies q.k (usually 1/sqrt(head_dim))
+    int   window;                  // > 0: token at pos p sees positions > p - window only
+    float softcap;                 // > 0: scores = softcap * tanh(scores / softcap)
+};
+
+struct rope_params {
+    int   head_dim;
+    int   rot_dim;                 // leading dims of each head that rotate (partial rotary)
+    float mscale;                  // multiplies cos and sin (yarn attention factor; 1 otherwise)
+    bool  interleaved;             // false: HF rotate_half (pairs i, i + rot_dim/2); true: (2i, 2i+1)
+};
+
+enum act {
+    ACT_SILU = 0,                  // SwiGLU: silu(gate) * up
+    ACT_GELU_TANH,                 // GeGLU with tanh-approximated gelu
+};
+
+struct backend;
+
+struct backend_cfg {
+    int  n_threads;                // cpu: worker threads (0 = all cores)
+    int  device;                   // cuda: device ordinal
+};
+
+struct backend_ops {
+    const char *name;
+    void        (*destroy)(struct backend *);   // frees the backend and its state
+
+    /* ---- memory ---- */
+    enum status (*buffer_new)(struct backend *, size_t bytes, struct buffer **out);   // zeroed? no; ENOMEM on failure
+    void        (*buffer_free)(struct backend *, struct buffer *);
+    /* Copies bytes from host memory into t's storage (starting at t's offset). Synchronous. */
+    void        (*upload)(struct backend *, struct tensor *t, const void *src, size_t bytes);
+    /* Copies bytes of t's storage into host memory. Synchronous (waits for queued work). */
+    void        (*download)(struct backend *, void *dst, const struct tensor *t, size_t bytes);
+    /* Optional: makes a weight usable by this backend (device copy or repack); may replace *w.
+     * Host backends use the mmapped bytes as they are. NULL means nothing to do. */
+    enum status (*weight_prepare)(struct backend *, struct tensor *w);
+
+    /* ---- step ---- */
+    void        (*batch_begin)(struct backend *, const struct batch_meta *);
+    enum status (*sync)(struct backend *);   // waits for queued work; reports a sticky device error
+
+    /* ---- ops ---- */
+    // out[n_tok, d] = table[tok_id[i], :] * scale   (table [n_vocab, d], any float dtype)
+    void (*embed)(struct backend *, struct tensor *out, const struct tensor *table,
+                  const struct batch_meta *, float scale);
+    // out[r, :] = x[r, :] / rms(x[r, :]) * (w + w_offset); rows = all rows of x; w: [ne0]
+    void (*rmsnorm)(struct backend *, struct tensor *out, const struct tensor *x,
+                    const struct tensor *w, float eps, float w_offset);
+    // out[n, m] = x[n, k] @ w[m, k]^T (+ bias[m] if bias != NULL); w any float dtype
+    void (*matmul)(struct backend *, struct tensor *out, const struct tensor *x,
+                   const struct tensor *w, const struct tensor *bias);
+    // out[n, m] = x[row_idx[i], k] @ w^T for i < n  (logits of selected tokens; rows in meta->out_tok)
+    void (*matmul_rows)(struct backend *, struct tensor *out, const struct tensor *x,
+                        const struct tensor *w, const struct batch_meta *);
+    // x[n_tok, n_heads * head_dim] rotated in place at positions tok_pos; inv_freq: [rot_dim/2] f32
+    void (*rope)(struct backend *, struct tensor *x, int n_heads, const struct tensor *inv_freq,
+                 const struct rope_params *, const struct batch_meta *);
+    // writes k, v [n_tok, n_kv_heads * head_dim] into the cache rows tok_slot
+    void (*kv_write)(struct backend *, struct kv_layer *, const struct tensor *k,
+                     const struct tensor *v, const struct batch_meta *);
+    // out[n_tok, n_heads * head_dim]: causal paged attention of each token over its sequence's
+    // cache positions [0, tok_pos] (within the window); q: [n_tok, n_heads * head_dim]
+    void (*attention)(struct backend *, struct tensor *out, const struct tensor *q,
+                      const struct kv_layer *, const struct attn_params *, const struct batch_meta *);
+    // out[n, f] = act(gate[n, f]) * up[n, f]
+    void (*glu)(struct backend *, struct tensor *out, const struct tensor *gate,
+                const struct tensor *up, enum act);
+    // out = a + b (same shapes; out may alias a)
+    void (*add)(struct backend *, struct tensor *out, const struct tensor *a, const struct tensor *b);
+    // x = cap * tanh(x / cap), in place
+    void (*softcap)(struct backend *, struct tensor *x, float cap);
+    // MoE routing: probs = softmax(logits[n, E]); picks the top k per row (ties: lower index);
+    // weights renormalized to sum 1 when norm_topk. ids: [n, k] i32, weights: [n, k] f32.
+    void (*moe_route)(struct backend *, struct tensor *ids, struct tensor *weights,
+                      const struct tensor *logits, int k, bool norm_topk);
+    // out[n, d] = sum_j weights[i, j] * down_e(act(gate_e(x_i)) * up_e(x_i)), e = ids[i, j];
+    // gate/up/down: arrays of n_experts weight tensors ([f, d], [f, d], [d, f])
+    void (*moe_ffn)(struct backend *, struct tensor *out, const struct tensor *x,
+                    const struct tensor *ids, const struct tensor *weights,
+                    const struct tensor *gate, const struct tensor *up, const struct tensor *down,
+                    int n_experts, enum act);
+    // out_ids[i] = argmax(logits[i, :]) (ties: lower index); out_ids host memory [n]. Synchronous.
+    void (*argmax)(struct backend *, int32_t *out_ids, const struct tensor *logits);
+};
+
+struct backend {
+    const struct backend_ops *ops;
+    void *impl;                    // the backend's own state
+};
+
+/* Creates a backend by name ("ref", "cpu", "cuda"). Logs and returns EUNSUPPORTED for an unknown
+ * or unavailable one (e.g. "cuda" without a GPU). */
+enum status backend_new(const char *name, const struct backend_cfg *cfg, struct backend **out);
+void        backend_free(struct backend *be);   // be->ops->destroy(be); NULL is fine
+/* Comma-separated list of backends compiled into this binary. */
+const char *backend_list(void);
+
+/* Per-backend constructors; backend_new dispatches to them. */
+enum status backend_ref_new(const struct backend_cfg *cfg, struct backend **out);
+enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out);
+enum status backend_cuda_new(const struct backend_cfg *cfg, struct backend **out);
+
+#endif

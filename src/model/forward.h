@@ -1,0 +1,29 @@
+/* forward: the one forward pass of every architecture, over a flattened batch of tokens.
+ *
+ * A step takes tokens from many sequences (struct batch_meta), writes their K/V into the paged
+ * cache and returns logits for the tokens listed in meta->out_tok. Architecture differences come
+ * from model->f and model->hp only. Scratch activations live in one compute buffer sized at
+ * forward_new for max_tok tokens: a step allocates nothing.
+ *
+ *     struct forward *fw;  forward_new(m, be, 512, &fw);
+ *     struct tensor logits;  forward_step(fw, kv_layers, &meta, &logits);   // [n_out, n_vocab] f32
+ *     be->ops->download(be, host, &logits, bytes);
+ */
+#ifndef CAIRN_MODEL_FORWARD_H
+#define CAIRN_MODEL_FORWARD_H
+
+#include "backend/backend.h"
+#include "model/model.h"
+
+struct forward;
+
+enum status forward_new(const struct model *m, struct backend *be, int max_tok, struct forward **out);
+void        forward_free(struct forward *fw);
+int         forward_max_tok(const struct forward *fw);
+
+/* Runs one step. kv: [n_layers] cache layers. meta->n_tok <= max_tok and meta->n_out <= max_tok.
+ * *logits receives a view of [n_out, n_vocab] f32 in backend memory, valid until the next step. */
+void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_meta *meta,
+                  struct tensor *logits);
+
+#endif

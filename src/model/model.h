@@ -1,0 +1,134 @@
+/* model: a loaded checkpoint: hyper-parameters, architecture switches and bound weights.
+ *
+ * model_load() reads a Hugging Face model directory (config.json + safetensors, single or sharded),
+ * validates everything read from disk, picks the architecture from config.json's "architectures"
+ * and binds every weight the architecture needs. Weights stay in the mmapped files; a backend may
+ * make device copies (backend_ops.weight_prepare) in model_prepare(). The model is read-only
+ * afterwards and may be shared by threads.
+ *
+ *     struct model *m;
+ *     if (model_load("models/tiny", &m) != STATUS_OK) return 1;   // error already logged
+ *     model_prepare(m, be);  ...  model_free(m);
+ */
+#ifndef CAIRN_MODEL_MODEL_H
+#define CAIRN_MODEL_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "base/status.h"
+#include "tensor/tensor.h"
+
+#define MODEL_MAX_LAYERS 256
+#define MODEL_MAX_EOS    8
+
+enum rope_scaling {
+    ROPE_SCALING_NONE = 0,
+    ROPE_SCALING_LINEAR,           // positions / factor
+    ROPE_SCALING_DYNAMIC,          // NTK-aware base growth past original_max_position_embeddings
+    ROPE_SCALING_LLAMA3,           // Llama 3.1 frequency-banded scaling
+    ROPE_SCALING_YARN,
+};
+
+struct rope_cfg {
+    float             theta;                 // base
+    enum rope_scaling scaling;
+    float             factor;
+    float             low_freq_factor;       // llama3
+    float             high_freq_factor;      // llama3
+    int               orig_max_pos;          // llama3, yarn, dynamic: original_max_position_embeddings
+    float             beta_fast, beta_slow;  // yarn (defaults 32, 1)
+    float             attention_factor;      // yarn mscale; 0 = derive from factor
+    float             mscale, mscale_all_dim;// yarn (deepseek-style), 0 if unset
+    bool              truncate;              // yarn: truncate correction range (default true)
+};
+
+struct hparams {
+    char   arch[64];                 // "Qwen3ForCausalLM", ...
+    int    n_vocab;
+    int    d_model;                  // hidden_size
+    int    n_layers;
+    int    n_heads;
+    int    n_kv_heads;
+    int    head_dim;
+    int    d_ff;                     // intermediate_size (dense FFN)
+    float  norm_eps;
+    int    max_pos;                  // max_position_embeddings
+    bool   tie_embed;
+    enum dtype dtype;                // torch_dtype / dtype of the checkpoint (informational)
+
+    struct rope_cfg rope;            // global (full-attention) layers
+    struct rope_cfg rope_local;      // sliding-window layers (Gemma 3: rope_local_base_freq)
+    float  partial_rotary;           // fraction of head_dim that rotates (1.0 default)
+
+    int    bos_id;                   // -1 if none
+    int    eos_ids[MODEL_MAX_EOS];   // from config.json and generation_config.json
+    int    n_eos;
+
+    // attention variants
+    int    sliding_window;           // 0: none
+    bool   layer_sliding[MODEL_MAX_LAYERS];   // true: this layer uses the sliding window
+    float  attn_scale;               // multiplies q.k; 1/sqrt(head_dim) or query_pre_attn_scalar^-0.5
+    float  attn_softcap;             // 0: none
+    float  final_softcap;            // 0: none (final_logit_softcapping)
+
+    // MoE
+    int    n_experts;                // 0: dense model
+    int    n_experts_used;           // num_experts_per_tok
+    int    d_ff_expert;              // moe_intermediate_size
+    bool   norm_topk;
+    bool   layer_moe[MODEL_MAX_LAYERS];       // from decoder_sparse_step and mlp_only_layers
+};
+
+/* Architecture switches: what the forward pass does differently per family. */
+struct arch_features {
+    bool     qk_norm;                // RMSNorm over each head of q and k (Qwen3, Gemma 3)
+    bool     qkv_bias;               // q/k/v projections have biases (Qwen2)
+    bool     norm_plus_one;          // RMSNorm multiplies by (1 + w) (Gemma)
+    bool     sandwich_norm;          // post-attention and post-FFN norms before the residual add (Gemma 3)
+    bool     embed_scale;            // embeddings times sqrt(d_model), rounded to the weight dtype (Gemma)
+    enum act act;
+    bool     moe;                    // layers flagged in layer_moe use routed experts
+};
+
+/* Weights of one decoder layer. A tensor whose buf is NULL is absent. */
+struct layer_weights {
+    struct tensor attn_norm;         // [d]   input_layernorm
+    struct tensor wq, wk, wv, wo;    // [n_heads*hd, d], [n_kv*hd, d], [n_kv*hd, d], [d, n_heads*hd]
+    struct tensor bq, bk, bv;        // qkv biases (Qwen2)
+    struct tensor q_norm, k_norm;    // [hd]
+    struct tensor attn_post_norm;    // [d] (Gemma 3 post_attention_layernorm)
+    struct tensor ffn_norm;          // [d] pre-FFN norm (Llama post_attention_layernorm; Gemma pre_feedforward_layernorm)
+    struct tensor ffn_post_norm;     // [d] (Gemma 3 post_feedforward_layernorm)
+    struct tensor w_gate, w_up, w_down;   // dense FFN: [f, d], [f, d], [d, f]
+    struct tensor router;            // [n_experts, d]
+    struct tensor *exp_gate, *exp_up, *exp_down;   // [n_experts] arrays: [fe, d], [fe, d], [d, fe]
+};
+
+struct arch;
+struct model_file;
+
+struct model {
+    struct hparams          hp;
+    const struct arch      *arch;
+    struct arch_features    f;
+    struct tensor           tok_embed;      // [n_vocab, d]
+    struct tensor           out_norm;       // [d]
+    struct tensor           lm_head;        // [n_vocab, d]; aliases tok_embed when tied
+    struct layer_weights   *layers;         // [n_layers]
+    struct model_file      *files;          // mmapped safetensors, owned
+    char                   *dir;            // model directory, owned
+    uint64_t                n_params;
+    uint64_t                weight_bytes;
+};
+
+enum status model_load(const char *dir, struct model **out);
+/* Lets the backend make weights usable (device copies, repacking). Call once per backend. */
+enum status model_prepare(struct model *m, struct backend *be);
+void        model_free(struct model *m);
+
+/* KV cache bytes per token for this model and KV dtype (all layers, K and V). */
+size_t model_kv_bytes_per_token(const struct model *m, enum dtype kv_dtype);
+
+#endif

@@ -1,0 +1,53 @@
+/* dtype: element types of tensors and conversions between them.
+ *
+ * bf16 and f16 are stored as raw uint16_t bits; conversions to f32 are exact, conversions from
+ * f32 round to nearest even (NaN stays NaN). Quantized block formats come later (MLX affine).
+ */
+#ifndef CAIRN_TENSOR_DTYPE_H
+#define CAIRN_TENSOR_DTYPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+enum dtype {
+    DTYPE_F32 = 0,
+    DTYPE_F16,
+    DTYPE_BF16,
+    DTYPE_I32,
+    DTYPE_I64,
+    DTYPE_U8,
+    DTYPE_COUNT
+};
+
+size_t      dtype_size(enum dtype dt);         // bytes per element
+const char *dtype_name(enum dtype dt);         // "f32", "bf16", ...
+/* Parses a safetensors dtype ("BF16", "F16", "F32", "I32", "I64", "U8"); returns -1 if unknown. */
+int         dtype_from_safetensors(const char *s);
+
+static inline float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);   // quiet NaN
+    u += 0x7fffu + ((u >> 16) & 1);                                               // round to nearest even
+    return (uint16_t)(u >> 16);
+}
+
+float    f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+/* Converts n elements of src (dtype dt) to f32. */
+void dtype_to_f32(enum dtype dt, const void *src, float *dst, size_t n);
+/* Converts n f32 values to dtype dt (F32, F16 or BF16). */
+void dtype_from_f32(enum dtype dt, const float *src, void *dst, size_t n);
+
+#endif

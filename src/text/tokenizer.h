@@ -1,0 +1,57 @@
+/* tokenizer: Hugging Face tokenizer.json, exactly (added tokens, normalizers, pre-tokenizers,
+ * BPE, post-processors, decoders), plus a streaming detokenizer.
+ *
+ * A tokenizer is immutable after tokenizer_load and safe to share between threads; encoding
+ * keeps a per-call state (the BPE word cache is internally synchronized).
+ *
+ *     struct tokenizer *tk;  tokenizer_load("models/tiny", &tk);
+ *     int32_t *ids; int n;  tokenizer_encode(tk, text, len, true, &ids, &n);
+ *     char *s = tokenizer_decode(tk, ids, n, false);
+ */
+#ifndef CAIRN_TEXT_TOKENIZER_H
+#define CAIRN_TEXT_TOKENIZER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+
+struct tokenizer;
+
+/* Loads dir/tokenizer.json (+ tokenizer_config.json, special_tokens_map.json when present). */
+enum status tokenizer_load(const char *dir, struct tokenizer **out);
+/* Same from a tokenizer.json document in memory (config_json may be NULL). */
+enum status tokenizer_load_json(const char *tokenizer_json, size_t len, const char *config_json,
+                                struct tokenizer **out);
+void        tokenizer_free(struct tokenizer *tk);
+
+/* Encodes text; add_special applies the post-processor (BOS etc.). Caller frees *ids. */
+enum status tokenizer_encode(const struct tokenizer *tk, const char *text, size_t len, bool add_special,
+                             int32_t **ids, int *n_ids);
+/* Decodes ids to a heap string, like tokenizer.decode(ids, skip_special_tokens=skip_special). */
+char       *tokenizer_decode(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_special);
+
+int         tokenizer_vocab_size(const struct tokenizer *tk);
+/* Token string as in the vocabulary (e.g. "Ġthe"), NULL if out of range. */
+const char *tokenizer_token_str(const struct tokenizer *tk, int32_t id);
+/* Id of a token string (vocab or added token), -1 if none. */
+int32_t     tokenizer_token_id(const struct tokenizer *tk, const char *token);
+bool        tokenizer_is_special(const struct tokenizer *tk, int32_t id);
+/* bos/eos/pad strings from tokenizer_config.json, NULL when unset. */
+const char *tokenizer_bos_str(const struct tokenizer *tk);
+const char *tokenizer_eos_str(const struct tokenizer *tk);
+/* The raw tokenizer_config.json document, NULL if none (chat templates read it). */
+const char *tokenizer_config_json(const struct tokenizer *tk);
+
+/* Streaming detokenizer: feed ids one at a time, get text deltas that are always valid UTF-8 and
+ * concatenate to tokenizer_decode of all ids. */
+struct detok;
+struct detok *detok_new(const struct tokenizer *tk, bool skip_special);
+void          detok_free(struct detok *d);
+/* Appends id; writes the newly complete text (may be empty) to a heap string the caller frees. */
+char         *detok_push(struct detok *d, int32_t id);
+/* Flushes what is held back (incomplete UTF-8 becomes U+FFFD as HF does). */
+char         *detok_flush(struct detok *d);
+
+#endif

@@ -54,13 +54,11 @@ struct gen_request {
     uint64_t       cache_salt;      // separates prefix caches (adapters, media, users who opt out)
 };
 
-struct token_logprob { int32_t id; float logprob; };
-
 struct token_event {
     int32_t            token;           // valid when has_token
     bool               has_token;
     float              logprob;         // of the chosen token, when requested
-    struct token_logprob top[20];       // top alternatives, n_top of them
+    struct token_logprob top[SAMPLER_MAX_TOP];       // top alternatives, n_top of them
     int                n_top;
     bool               done;            // last event of the stream
     enum finish_reason finish;          // when done

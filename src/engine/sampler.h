@@ -1,9 +1,28 @@
 /* sampler: turns a row of logits into a token, with the usual controls.
  *
- * Order (as in vLLM / HF): logit bias, repetition/presence/frequency penalties over the tokens
- * seen so far, temperature, then top-k, top-p and min-p filtering, then a draw from the seeded
- * RNG. temperature == 0 is greedy (argmax, lower index wins ties) after bias and penalties.
- * The same seed, logits and history give the same token on every machine.
+ * Order (as in HF generate / vLLM):
+ *   1. logit bias (added to the raw logits),
+ *   2. repetition penalty (HF: over prompt + generated tokens; a positive logit is divided by the
+ *      penalty, a negative one multiplied),
+ *   3. presence and frequency penalties (OpenAI: over generated tokens only;
+ *      logit -= presence * (count > 0) + frequency * count),
+ *   4. temperature, then top-k, top-p and min-p filtering (HF warper order), then a draw from the
+ *      seeded RNG over the renormalized survivors.
+ * temperature == 0 is greedy: argmax after steps 1-3, lower index wins ties.
+ * Log-probabilities (chosen token and the top n alternatives) are log_softmax of the logits after
+ * steps 1-3, before temperature and filtering, so greedy and sampled requests report comparable
+ * numbers (vLLM's "processed_logits" mode).
+ *
+ * Tie-breaking and candidate order are deterministic (probability, then lower id), so the same
+ * seed, logits and history give the same token on every machine.
+ *
+ * Threading: a sampler belongs to one request and is used by one thread at a time (the engine
+ * thread). sampler_sample allocates nothing; all scratch comes from sampler_new, or from a
+ * struct sampler_scratch shared by the samplers of one engine (sampler_new_shared).
+ *
+ *     struct sampler *s = sampler_new(&cfg, n_vocab);
+ *     sampler_accept_prompt(s, prompt, n_prompt);
+ *     int32_t tok = sampler_sample(s, logits, NULL);  sampler_accept(s, tok);
  */
 #ifndef CAIRN_ENGINE_SAMPLER_H
 #define CAIRN_ENGINE_SAMPLER_H
@@ -13,19 +32,23 @@
 
 #include "base/rng.h"
 
+#define SAMPLER_MAX_TOP 20          // most top log-probabilities one sample reports
+
 struct logit_bias { int32_t id; float bias; };
+
+struct token_logprob { int32_t id; float logprob; };
 
 struct sampling {
     float    temperature;           // 0 = greedy
     int      top_k;                 // 0 = off
-    float    top_p;                 // 1 = off
+    float    top_p;                 // 1 = off (0 is treated as off too)
     float    min_p;                 // 0 = off
-    float    repetition_penalty;    // 1 = off (HF: divide positive logits, multiply negative)
+    float    repetition_penalty;    // 1 = off (0 is treated as off too)
     float    presence_penalty;      // 0 = off (OpenAI)
     float    frequency_penalty;     // 0 = off (OpenAI)
     uint64_t seed;
-    bool     has_seed;              // false: seed from the request id
-    const struct logit_bias *bias;  // [n_bias]
+    bool     has_seed;              // false: the engine seeds from the request id
+    const struct logit_bias *bias;  // [n_bias], copied by sampler_new; ids outside the vocab ignored
     int      n_bias;
 };
 
@@ -33,14 +56,33 @@ struct sampling {
 struct sampling sampling_greedy(void);
 
 struct sampler;
+/* Scratch for sampling one row ([n_vocab] floats and ids); one per thread that samples. */
+struct sampler_scratch;
 
-/* n_vocab: logits row length. Allocates all scratch here; sampler_sample allocates nothing. */
+struct sampler_scratch *sampler_scratch_new(int n_vocab);
+void                    sampler_scratch_free(struct sampler_scratch *sc);
+
+/* n_vocab: logits row length. Allocates all scratch here; sampler_sample allocates nothing.
+ * Seeds the RNG with cfg->seed (callers without a seed call sampler_seed). */
 struct sampler *sampler_new(const struct sampling *cfg, int n_vocab);
+/* Same, borrowing scratch (which must outlive the sampler and not be used concurrently). */
+struct sampler *sampler_new_shared(const struct sampling *cfg, int n_vocab, struct sampler_scratch *sc);
 void            sampler_free(struct sampler *s);
-/* Records a token of the context (prompt or generated) for the penalties. */
+void            sampler_seed(struct sampler *s, uint64_t seed);
+/* Records prompt tokens: they count for the repetition penalty only. */
+void            sampler_accept_prompt(struct sampler *s, const int32_t *ids, int n);
+/* Records a generated token: it counts for the repetition, presence and frequency penalties. */
 void            sampler_accept(struct sampler *s, int32_t token);
+/* True when sampling is a plain argmax of the raw logits (temperature 0, no bias, no penalties):
+ * the engine may then use the backend's argmax instead of downloading the logits. */
+bool            sampler_is_plain_greedy(const struct sampler *s);
+
 /* Picks the next token from logits[n_vocab] (modified in place). If logprob_out != NULL, writes
- * the log-probability of the chosen token under the final (post-processing) distribution. */
+ * the log-probability of the chosen token (see the top of this file for which distribution). */
 int32_t         sampler_sample(struct sampler *s, float *logits, float *logprob_out);
+/* Same, and also writes the n_top (<= SAMPLER_MAX_TOP) most likely tokens, most likely first
+ * (ties: lower id), into top[]; returns how many were written in *n_top_out. */
+int32_t         sampler_sample_top(struct sampler *s, float *logits, float *logprob_out,
+                                   int n_top, struct token_logprob *top, int *n_top_out);
 
 #endif

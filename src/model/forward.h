@@ -5,7 +5,7 @@
  * from model->f and model->hp only. Scratch activations live in one compute buffer sized at
  * forward_new for max_tok tokens: a step allocates nothing.
  *
- *     struct forward *fw;  forward_new(m, be, 512, &fw);
+ *     struct forward *fw;  forward_new(m, be, 512, 64, &fw);
  *     struct tensor logits;  forward_step(fw, kv_layers, &meta, &logits);   // [n_out, n_vocab] f32
  *     be->ops->download(be, host, &logits, bytes);
  */
@@ -17,7 +17,9 @@
 
 struct forward;
 
-enum status forward_new(const struct model *m, struct backend *be, int max_tok, struct forward **out);
+/* max_tok: tokens per step at most; max_out: logits rows per step at most (<= max_tok). */
+enum status forward_new(const struct model *m, struct backend *be, int max_tok, int max_out,
+                        struct forward **out);
 void        forward_free(struct forward *fw);
 int         forward_max_tok(const struct forward *fw);
 

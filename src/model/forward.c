@@ -1,0 +1,243 @@
+/* forward: the decoder forward pass, written once for every supported architecture.
+ *
+ * Design note. A step is a flat list of tokens from many sequences (continuous batching), so
+ * every projection is one matmul over all tokens of the step, and only attention looks at which
+ * sequence a token belongs to (through the paged KV cache). Architecture differences are switches
+ * in model->f (norm style, q/k norm, biases, sandwich norms, activation, MoE) and data in
+ * model->hp (rope per layer type, sliding windows, soft-caps): no per-model copy of this file.
+ *
+ * Scratch activations are carved from one backend buffer at forward_new, sized for max_tok
+ * tokens and max_out logits rows; forward_step allocates nothing.
+ */
+#include "model/forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/mem.h"
+#include "model/rope.h"
+
+enum { ROPE_GLOBAL = 0, ROPE_LOCAL = 1, ROPE_N };
+
+struct forward {
+    const struct model *m;
+    struct backend     *be;
+    int                 max_tok;
+    int                 max_out;
+    int                 rot_dim;
+
+    struct buffer      *buf;            // all scratch below lives here
+    struct tensor       x;              // [max_tok, d] residual stream
+    struct tensor       xn;             // [max_tok, d] normalized input of a block
+    struct tensor       q;              // [max_tok, n_heads * hd]
+    struct tensor       k, v;           // [max_tok, n_kv * hd]
+    struct tensor       attn;           // [max_tok, n_heads * hd]
+    struct tensor       proj;           // [max_tok, d] block output before the residual add
+    struct tensor       gate, up;       // [max_tok, f_max]
+    struct tensor       router;         // [max_tok, n_experts]
+    struct tensor       moe_ids;        // [max_tok, k] i32
+    struct tensor       moe_w;          // [max_tok, k] f32
+    struct tensor       logits;         // [max_out, n_vocab]
+    struct tensor       inv_freq[ROPE_N];   // [rot_dim / 2] f32
+    float               mscale[ROPE_N];
+    bool                dynamic[ROPE_N];    // inv_freq depends on the step's longest sequence
+    float              *host_freq;      // [rot_dim / 2] staging for dynamic rope
+};
+
+int forward_max_tok(const struct forward *fw) { return fw->max_tok; }
+
+static const struct rope_cfg *rope_cfg_of(const struct model *m, int which)
+{
+    return which == ROPE_LOCAL && m->hp.rope_local.theta > 0 ? &m->hp.rope_local : &m->hp.rope;
+}
+
+enum status forward_new(const struct model *m, struct backend *be, int max_tok, int max_out,
+                        struct forward **out)
+{
+    const struct hparams *hp = &m->hp;
+    CHECK(max_tok > 0 && max_out > 0 && max_out <= max_tok, "bad forward sizes %d/%d", max_tok, max_out);
+    struct forward *fw = xcalloc(1, sizeof *fw);
+    fw->m = m;
+    fw->be = be;
+    fw->max_tok = max_tok;
+    fw->max_out = max_out;
+    fw->rot_dim = (int)(hp->head_dim * (hp->partial_rotary > 0 ? hp->partial_rotary : 1.0f));
+    fw->rot_dim -= fw->rot_dim % 2;
+
+    int64_t d = hp->d_model, T = max_tok;
+    int64_t qd = (int64_t)hp->n_heads * hp->head_dim, kvd = (int64_t)hp->n_kv_heads * hp->head_dim;
+    int64_t f = hp->d_ff > hp->d_ff_expert ? hp->d_ff : hp->d_ff_expert;
+    int64_t n_exp = hp->n_experts > 0 ? hp->n_experts : 1;
+    int64_t k_exp = hp->n_experts_used > 0 ? hp->n_experts_used : 1;
+
+    struct { struct tensor *t; enum dtype dt; int64_t cols, rows; } plan[] = {
+        { &fw->x, DTYPE_F32, d, T },          { &fw->xn, DTYPE_F32, d, T },
+        { &fw->q, DTYPE_F32, qd, T },         { &fw->k, DTYPE_F32, kvd, T },
+        { &fw->v, DTYPE_F32, kvd, T },        { &fw->attn, DTYPE_F32, qd, T },
+        { &fw->proj, DTYPE_F32, d, T },       { &fw->gate, DTYPE_F32, f, T },
+        { &fw->up, DTYPE_F32, f, T },         { &fw->router, DTYPE_F32, n_exp, T },
+        { &fw->moe_ids, DTYPE_I32, k_exp, T },{ &fw->moe_w, DTYPE_F32, k_exp, T },
+        { &fw->logits, DTYPE_F32, hp->n_vocab, max_out },
+        { &fw->inv_freq[0], DTYPE_F32, fw->rot_dim / 2, 1 },
+        { &fw->inv_freq[1], DTYPE_F32, fw->rot_dim / 2, 1 },
+    };
+    size_t n_plan = sizeof plan / sizeof plan[0];
+    size_t bytes = 0;
+    for (size_t i = 0; i < n_plan; i++)
+        bytes += ((size_t)(plan[i].cols * plan[i].rows) * dtype_size(plan[i].dt) + 255) & ~(size_t)255;
+    enum status st = be->ops->buffer_new(be, bytes, &fw->buf);
+    if (st != STATUS_OK) {
+        LOG_ERR("forward: cannot allocate %zu bytes of activations for %d tokens", bytes, max_tok);
+        free(fw);
+        return st;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < n_plan; i++) {
+        *plan[i].t = tensor_2d(plan[i].dt, plan[i].cols, plan[i].rows, fw->buf, off);
+        off += (tensor_bytes(plan[i].t) + 255) & ~(size_t)255;
+    }
+
+    fw->host_freq = xmalloc(sizeof(float) * (size_t)(fw->rot_dim / 2));
+    for (int r = 0; r < ROPE_N; r++) {
+        const struct rope_cfg *rc = rope_cfg_of(m, r);
+        fw->dynamic[r] = rc->scaling == ROPE_SCALING_DYNAMIC;
+        rope_inv_freq(rc, fw->rot_dim, hp->max_pos, 0, fw->host_freq, &fw->mscale[r]);
+        be->ops->upload(be, &fw->inv_freq[r], fw->host_freq, sizeof(float) * (size_t)(fw->rot_dim / 2));
+    }
+    *out = fw;
+    return STATUS_OK;
+}
+
+void forward_free(struct forward *fw)
+{
+    if (!fw) return;
+    fw->be->ops->buffer_free(fw->be, fw->buf);
+    free(fw->host_freq);
+    free(fw);
+}
+
+/* The first n rows of a scratch tensor. */
+static struct tensor rows(const struct tensor *t, int n) { return tensor_rows_view(t, 0, n); }
+
+static bool has(const struct tensor *t) { return t->buf != NULL; }
+
+static void norm(struct forward *fw, struct tensor *out, const struct tensor *x, const struct tensor *w)
+{
+    const struct model *m = fw->m;
+    fw->be->ops->rmsnorm(fw->be, out, x, w, m->hp.norm_eps, m->f.norm_plus_one ? 1.0f : 0.0f);
+}
+
+/* Per-head RMSNorm of a [n, n_heads * hd] tensor (Qwen3 / Gemma 3 q_norm and k_norm). */
+static void head_norm(struct forward *fw, struct tensor *x, int n_heads, const struct tensor *w)
+{
+    int64_t hd = fw->m->hp.head_dim;
+    struct tensor v = tensor_reshape(x, 2, (int64_t[]){ hd, x->ne[1] * n_heads });
+    norm(fw, &v, &v, w);
+}
+
+static void attention_block(struct forward *fw, int l, struct kv_layer *kv, const struct batch_meta *meta)
+{
+    const struct model *m = fw->m;
+    const struct hparams *hp = &m->hp;
+    const struct layer_weights *lw = &m->layers[l];
+    struct backend *be = fw->be;
+    int n = meta->n_tok;
+    struct tensor x = rows(&fw->x, n), xn = rows(&fw->xn, n), q = rows(&fw->q, n), k = rows(&fw->k, n),
+                  v = rows(&fw->v, n), attn = rows(&fw->attn, n), proj = rows(&fw->proj, n);
+
+    norm(fw, &xn, &x, &lw->attn_norm);
+    be->ops->matmul(be, &q, &xn, &lw->wq, has(&lw->bq) ? &lw->bq : NULL);
+    be->ops->matmul(be, &k, &xn, &lw->wk, has(&lw->bk) ? &lw->bk : NULL);
+    be->ops->matmul(be, &v, &xn, &lw->wv, has(&lw->bv) ? &lw->bv : NULL);
+    if (m->f.qk_norm) {
+        head_norm(fw, &q, hp->n_heads, &lw->q_norm);
+        head_norm(fw, &k, hp->n_kv_heads, &lw->k_norm);
+    }
+
+    bool sliding = hp->sliding_window > 0 && hp->layer_sliding[l];
+    int which = sliding ? ROPE_LOCAL : ROPE_GLOBAL;
+    struct rope_params rp = {
+        .head_dim = hp->head_dim, .rot_dim = fw->rot_dim, .mscale = fw->mscale[which], .interleaved = false,
+    };
+    be->ops->rope(be, &q, hp->n_heads, &fw->inv_freq[which], &rp, meta);
+    be->ops->rope(be, &k, hp->n_kv_heads, &fw->inv_freq[which], &rp, meta);
+    be->ops->kv_write(be, kv, &k, &v, meta);
+
+    struct attn_params ap = {
+        .n_heads = hp->n_heads, .n_kv_heads = hp->n_kv_heads, .head_dim = hp->head_dim,
+        .scale = hp->attn_scale, .window = sliding ? hp->sliding_window : 0, .softcap = hp->attn_softcap,
+    };
+    be->ops->attention(be, &attn, &q, kv, &ap, meta);
+    be->ops->matmul(be, &proj, &attn, &lw->wo, NULL);
+    if (m->f.sandwich_norm) norm(fw, &proj, &proj, &lw->attn_post_norm);
+    be->ops->add(be, &x, &x, &proj);
+}
+
+static void ffn_block(struct forward *fw, int l, const struct batch_meta *meta)
+{
+    const struct model *m = fw->m;
+    const struct hparams *hp = &m->hp;
+    const struct layer_weights *lw = &m->layers[l];
+    struct backend *be = fw->be;
+    int n = meta->n_tok;
+    struct tensor x = rows(&fw->x, n), xn = rows(&fw->xn, n), proj = rows(&fw->proj, n);
+
+    norm(fw, &xn, &x, &lw->ffn_norm);
+    if (m->f.moe && hp->layer_moe[l]) {
+        struct tensor logits = rows(&fw->router, n), ids = rows(&fw->moe_ids, n), w = rows(&fw->moe_w, n);
+        be->ops->matmul(be, &logits, &xn, &lw->router, NULL);
+        be->ops->moe_route(be, &ids, &w, &logits, hp->n_experts_used, hp->norm_topk);
+        be->ops->moe_ffn(be, &proj, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down, hp->n_experts, m->f.act);
+    } else {
+        int64_t f = hp->d_ff;
+        struct tensor gate = tensor_2d(DTYPE_F32, f, n, fw->gate.buf, fw->gate.offset);
+        struct tensor up = tensor_2d(DTYPE_F32, f, n, fw->up.buf, fw->up.offset);
+        be->ops->matmul(be, &gate, &xn, &lw->w_gate, NULL);
+        be->ops->matmul(be, &up, &xn, &lw->w_up, NULL);
+        be->ops->glu(be, &gate, &gate, &up, m->f.act);
+        be->ops->matmul(be, &proj, &gate, &lw->w_down, NULL);
+    }
+    if (m->f.sandwich_norm) norm(fw, &proj, &proj, &lw->ffn_post_norm);
+    be->ops->add(be, &x, &x, &proj);
+}
+
+/* Dynamic NTK rope: the base depends on the longest sequence in the step (transformers'
+ * dynamic_rope_update, without its cache of the longest length seen so far). */
+static void update_dynamic_rope(struct forward *fw, const struct batch_meta *meta)
+{
+    int longest = 0;
+    for (int s = 0; s < meta->n_seq; s++)
+        if (meta->seq_len[s] > longest) longest = meta->seq_len[s];
+    for (int r = 0; r < ROPE_N; r++) {
+        if (!fw->dynamic[r]) continue;
+        rope_inv_freq(rope_cfg_of(fw->m, r), fw->rot_dim, fw->m->hp.max_pos, longest, fw->host_freq, &fw->mscale[r]);
+        fw->be->ops->upload(fw->be, &fw->inv_freq[r], fw->host_freq, sizeof(float) * (size_t)(fw->rot_dim / 2));
+    }
+}
+
+void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_meta *meta, struct tensor *logits)
+{
+    const struct model *m = fw->m;
+    struct backend *be = fw->be;
+    CHECK(meta->n_tok > 0 && meta->n_tok <= fw->max_tok, "step of %d tokens, max %d", meta->n_tok, fw->max_tok);
+    CHECK(meta->n_out >= 0 && meta->n_out <= fw->max_out, "step of %d logits rows, max %d", meta->n_out, fw->max_out);
+
+    if (fw->dynamic[ROPE_GLOBAL] || fw->dynamic[ROPE_LOCAL]) update_dynamic_rope(fw, meta);
+    be->ops->batch_begin(be, meta);
+
+    struct tensor x = rows(&fw->x, meta->n_tok), xn = rows(&fw->xn, meta->n_tok);
+    be->ops->embed(be, &x, &m->tok_embed, meta, m->f.embed_scale ? sqrtf((float)m->hp.d_model) : 1.0f);
+    for (int l = 0; l < m->hp.n_layers; l++) {
+        attention_block(fw, l, &kv[l], meta);
+        ffn_block(fw, l, meta);
+    }
+
+    *logits = rows(&fw->logits, meta->n_out > 0 ? meta->n_out : 1);
+    if (meta->n_out == 0) return;
+    norm(fw, &xn, &x, &m->out_norm);
+    *logits = rows(&fw->logits, meta->n_out);
+    be->ops->matmul_rows(be, logits, &xn, &m->lm_head, meta);
+    if (m->hp.final_softcap > 0) be->ops->softcap(be, logits, m->hp.final_softcap);
+}

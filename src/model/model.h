@@ -128,6 +128,11 @@ enum status model_load(const char *dir, struct model **out);
 enum status model_prepare(struct model *m, struct backend *be);
 void        model_free(struct model *m);
 
+/* A model with random bf16 weights in host memory (no files): config.json-style file at
+ * config_json_path (with "architectures"); same values as `cairn synth` with the same seed.
+ * Used by engine tests and synthetic benchmarks. */
+enum status model_synthesize(const char *config_json_path, uint64_t seed, struct model **out);
+
 /* KV cache bytes per token for this model and KV dtype (all layers, K and V). */
 size_t model_kv_bytes_per_token(const struct model *m, enum dtype kv_dtype);
 

@@ -1,0 +1,109 @@
+/* cmd_info: `cairn info MODEL_DIR`: loads (and so validates) a checkpoint and prints its
+ * architecture, shapes, parameter count, dtypes, weight bytes, KV bytes per token, context
+ * length, and where it came from (PROVENANCE, else the top of README.md). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/cmd.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "model/model.h"
+#include "model/safetensors.h"
+
+static const char *rope_name(enum rope_scaling s)
+{
+    switch (s) {
+    case ROPE_SCALING_NONE: return "default";
+    case ROPE_SCALING_LINEAR: return "linear";
+    case ROPE_SCALING_DYNAMIC: return "dynamic";
+    case ROPE_SCALING_LLAMA3: return "llama3";
+    case ROPE_SCALING_YARN: return "yarn";
+    }
+    return "?";
+}
+
+static void print_rope(const char *label, const struct rope_cfg *r)
+{
+    printf("%-14s theta %g, %s", label, (double)r->theta, rope_name(r->scaling));
+    if (r->scaling != ROPE_SCALING_NONE) printf(" factor %g", (double)r->factor);
+    if (r->orig_max_pos) printf(", original context %d", r->orig_max_pos);
+    printf("\n");
+}
+
+/* Prints PROVENANCE whole (bounded), else the first lines of README.md. */
+static void print_provenance(const char *dir)
+{
+    static const char *files[] = { "PROVENANCE", "README.md" };
+    for (int i = 0; i < 2; i++) {
+        struct strbuf p = {0};
+        strbuf_printf(&p, "%s/%s", dir, files[i]);
+        FILE *f = fopen(p.data, "r");
+        strbuf_free(&p);
+        if (!f) continue;
+        printf("%-14s (%s)\n", "provenance:", files[i]);
+        char line[512];
+        int max_lines = i == 0 ? 40 : 12, n = 0;
+        while (n < max_lines && fgets(line, sizeof line, f)) {
+            if (i == 1 && line[0] == '\n') continue;
+            printf("  %s%s", line, strchr(line, '\n') ? "" : "\n");
+            n++;
+        }
+        fclose(f);
+        return;
+    }
+}
+
+int cmd_info(int argc, char **argv)
+{
+    if (argc != 2 || argv[1][0] == '-') {
+        fprintf(argc == 2 ? stdout : stderr, "usage: cairn info MODEL_DIR\n");
+        return argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) ? 0 : 2;
+    }
+    struct model *m;
+    enum status st = model_load(argv[1], &m);
+    if (st != STATUS_OK) {
+        fprintf(stderr, "cairn info: %s: %s\n", argv[1], status_str(st));
+        return 1;
+    }
+    const struct hparams *hp = &m->hp;
+    printf("%-14s %s\n", "model:", argv[1]);
+    printf("%-14s %s\n", "architecture:", hp->arch);
+    printf("%-14s %d (d_model %d, heads %d, kv heads %d, head_dim %d, ffn %d)\n", "layers:", hp->n_layers,
+           hp->d_model, hp->n_heads, hp->n_kv_heads, hp->head_dim, hp->d_ff);
+    if (m->f.moe) {
+        int n_sparse = 0;
+        for (int l = 0; l < hp->n_layers; l++) n_sparse += hp->layer_moe[l];
+        printf("%-14s %d, %d per token, ffn %d, %s; %d of %d layers sparse\n", "experts:", hp->n_experts,
+               hp->n_experts_used, hp->d_ff_expert, hp->norm_topk ? "renormalized" : "not renormalized",
+               n_sparse, hp->n_layers);
+    }
+    printf("%-14s %d\n", "vocab:", hp->n_vocab);
+    printf("%-14s %d tokens\n", "context:", hp->max_pos);
+    print_rope("rope:", &hp->rope);
+    if (hp->sliding_window > 0) {
+        int n_sl = 0;
+        for (int l = 0; l < hp->n_layers; l++) n_sl += hp->layer_sliding[l];
+        printf("%-14s window %d on %d of %d layers\n", "sliding:", hp->sliding_window, n_sl, hp->n_layers);
+        print_rope("rope (local):", &hp->rope_local);
+    }
+    if (hp->partial_rotary < 1.0f) printf("%-14s %g of head_dim\n", "rotary:", (double)hp->partial_rotary);
+    printf("%-14s %s\n", "tied embed:", hp->tie_embed ? "yes" : "no");
+    printf("%-14s %.3f B (%llu)\n", "parameters:", (double)m->n_params / 1e9, (unsigned long long)m->n_params);
+    int per_dtype[DTYPE_COUNT] = { 0 };
+    for (int i = 0; i < m->files->n_tensors; i++) per_dtype[m->files->tensors[i].dtype]++;
+    printf("%-14s %.3f GB (%.3f GiB);", "weights:", (double)m->weight_bytes / 1e9,
+           (double)m->weight_bytes / (double)(1ull << 30));
+    for (int d = 0; d < DTYPE_COUNT; d++)
+        if (per_dtype[d]) printf(" %s: %d tensors", dtype_name((enum dtype)d), per_dtype[d]);
+    printf(" in %d file%s\n", m->files->n_shards, m->files->n_shards > 1 ? "s" : "");
+    size_t kv16 = model_kv_bytes_per_token(m, DTYPE_BF16), kv32 = model_kv_bytes_per_token(m, DTYPE_F32);
+    printf("%-14s %zu bytes/token bf16, %zu f32; %.2f GiB bf16 at full context\n", "kv cache:", kv16, kv32,
+           (double)kv16 * hp->max_pos / (double)(1ull << 30));
+    printf("%-14s %d / ", "bos / eos:", hp->bos_id);
+    for (int i = 0; i < hp->n_eos; i++) printf("%s%d", i ? "," : "", hp->eos_ids[i]);
+    printf("%s\n", hp->n_eos ? "" : "none");
+    print_provenance(argv[1]);
+    model_free(m);
+    return 0;
+}

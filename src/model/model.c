@@ -1,0 +1,303 @@
+/* model: loading a checkpoint directory into a struct model (config + files + bound weights).
+ *
+ * Design note: binding walks the family's weight plan (weights.c), so the names and shapes the
+ * loader checks are exactly the ones synth writes and forward.c reads. Every planned tensor must
+ * be present with the planned shape and a float dtype; anything else is an error naming it.
+ * Weights stay where the mmap put them. Qwen3-MoE experts may be fused per layer (transformers 5):
+ * then each expert's gate/up/down is a contiguous view into the fused tensor.
+ */
+#include "model/model.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/mem.h"
+#include "model/arch.h"
+#include "model/config.h"
+#include "model/safetensors.h"
+#include "model/synth.h"
+#include "model/weights.h"
+
+/* ==== Allocation ==== */
+
+static struct model *model_alloc(const struct hparams *hp, const struct arch_features *f, const struct arch *a)
+{
+    struct model *m = xcalloc(1, sizeof *m);
+    m->hp = *hp;
+    m->f = *f;
+    m->arch = a;
+    m->layers = xcalloc((size_t)hp->n_layers, sizeof *m->layers);
+    for (int l = 0; l < hp->n_layers; l++) {
+        if (!(f->moe && hp->layer_moe[l])) continue;
+        struct layer_weights *lw = &m->layers[l];
+        lw->exp_gate = xcalloc(3 * (size_t)hp->n_experts, sizeof *lw->exp_gate);
+        lw->exp_up = lw->exp_gate + hp->n_experts;
+        lw->exp_down = lw->exp_gate + 2 * hp->n_experts;
+    }
+    return m;
+}
+
+void model_free(struct model *m)
+{
+    if (!m) return;
+    if (m->layers)
+        for (int l = 0; l < m->hp.n_layers; l++) free(m->layers[l].exp_gate);
+    free(m->layers);
+    safetensors_close(m->files);
+    free(m->dir);
+    free(m);
+}
+
+static void count_one(struct tensor *t, void *ctx)
+{
+    uint64_t *acc = ctx;
+    acc[0] += (uint64_t)tensor_nelem(t);
+    acc[1] += (uint64_t)tensor_bytes(t);
+}
+
+static void model_count(struct model *m)
+{
+    uint64_t acc[2] = { 0, 0 };
+    weights_for_each(m, count_one, acc);
+    m->n_params = acc[0];
+    m->weight_bytes = acc[1];
+}
+
+/* ==== Binding ==== */
+
+static const struct st_tensor *find_any(const struct model_file *mf, const struct arch *a, const char *name)
+{
+    const struct st_tensor *t = safetensors_find(mf, name);
+    if (t || strncmp(name, "model.", 6)) return t;
+    char alt[256];
+    for (int i = 0; i < 3 && a->alt_prefix[i] && !t; i++) {
+        snprintf(alt, sizeof alt, "%s%s", a->alt_prefix[i], name + 6);
+        t = safetensors_find(mf, alt);
+    }
+    return t;
+}
+
+static void shape_str(char *buf, size_t n, int n_dims, const int64_t *outer_first)
+{
+    size_t used = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < n_dims && used < n; i++)
+        used += (size_t)snprintf(buf + used, n - used, "%s%lld", i ? ", " : "", (long long)outer_first[i]);
+    if (used < n) snprintf(buf + used, n - used, "]");
+}
+
+/* Checks a file tensor against the wanted shape (outermost first) and a float dtype. */
+static enum status check_tensor(const struct model_file *mf, const struct st_tensor *t, int n_dims,
+                                const int64_t *want)
+{
+    const char *path = mf->shards[t->shard].path;
+    if (t->dtype != DTYPE_BF16 && t->dtype != DTYPE_F16 && t->dtype != DTYPE_F32) {
+        LOG_ERR("%s: tensor %s: dtype %s is not a weight dtype (bf16, f16, f32)", path, t->name, dtype_name(t->dtype));
+        return STATUS_EUNSUPPORTED;
+    }
+    bool ok = t->n_dims == n_dims;
+    for (int i = 0; ok && i < n_dims; i++) ok = t->shape[i] == want[i];
+    if (!ok) {
+        char got[128], exp[128];
+        shape_str(got, sizeof got, t->n_dims, t->shape);
+        shape_str(exp, sizeof exp, n_dims, want);
+        LOG_ERR("%s: tensor %s: shape %s but config.json needs %s", path, t->name, got, exp);
+        return STATUS_EFORMAT;
+    }
+    return STATUS_OK;
+}
+
+/* Binds all experts of layer l from the fused transformers 5 tensors. */
+static enum status bind_fused_experts(struct model *m, int l, bool *used)
+{
+    const struct model_file *mf = m->files;
+    const struct arch *a = m->arch;
+    int64_t E = m->hp.n_experts, fe = m->hp.d_ff_expert, d = m->hp.d_model;
+    char gu_name[160], dn_name[160];
+    snprintf(gu_name, sizeof gu_name, a->names[W_EXP_GATE_UP_FUSED] ? a->names[W_EXP_GATE_UP_FUSED] : "", l);
+    snprintf(dn_name, sizeof dn_name, a->names[W_EXP_DOWN_FUSED] ? a->names[W_EXP_DOWN_FUSED] : "", l);
+    const struct st_tensor *gu = a->names[W_EXP_GATE_UP_FUSED] ? find_any(mf, a, gu_name) : NULL;
+    const struct st_tensor *dn = a->names[W_EXP_DOWN_FUSED] ? find_any(mf, a, dn_name) : NULL;
+    if (!gu || !dn) {
+        char per[160];
+        snprintf(per, sizeof per, a->names[W_EXP_GATE], l, 0);
+        LOG_ERR("%s: tensor %s missing (nor fused %s / %s found)", m->dir, per, gu_name, dn_name);
+        return STATUS_ENOTFOUND;
+    }
+    enum status st = check_tensor(mf, gu, 3, (int64_t[]){ E, 2 * fe, d });
+    if (st == STATUS_OK) st = check_tensor(mf, dn, 3, (int64_t[]){ E, d, fe });
+    if (st != STATUS_OK) return st;
+    used[gu - mf->tensors] = used[dn - mf->tensors] = true;
+    struct layer_weights *lw = &m->layers[l];
+    struct st_shard *sg = &mf->shards[gu->shard], *sd = &mf->shards[dn->shard];
+    size_t es = dtype_size(gu->dtype), ds = dtype_size(dn->dtype);
+    for (int64_t e = 0; e < E; e++) {
+        size_t g0 = sg->data_off + gu->begin + (size_t)(e * 2 * fe * d) * es;
+        lw->exp_gate[e] = tensor_2d(gu->dtype, d, fe, &sg->buf, g0);
+        lw->exp_up[e] = tensor_2d(gu->dtype, d, fe, &sg->buf, g0 + (size_t)(fe * d) * es);
+        lw->exp_down[e] = tensor_2d(dn->dtype, fe, d, &sd->buf, sd->data_off + dn->begin + (size_t)(e * d * fe) * ds);
+        lw->exp_gate[e].name = lw->exp_up[e].name = gu->name;
+        lw->exp_down[e].name = dn->name;
+    }
+    return STATUS_OK;
+}
+
+static enum status bind_all(struct model *m)
+{
+    const struct model_file *mf = m->files;
+    struct weight_spec *plan;
+    int n = weights_plan(m->arch, &m->hp, &m->f, &plan);
+    bool *used = xcalloc((size_t)mf->n_tensors + 1, 1);
+    bool *fused = xcalloc((size_t)m->hp.n_layers, 1);
+    enum status st = STATUS_OK;
+    for (int i = 0; i < n && st == STATUS_OK; i++) {
+        const struct weight_spec *s = &plan[i];
+        bool expert = s->role == W_EXP_GATE || s->role == W_EXP_UP || s->role == W_EXP_DOWN;
+        if (expert && fused[s->layer]) continue;
+        const struct st_tensor *t = find_any(mf, m->arch, s->name);
+        if (!t && expert && s->expert == 0 && s->role == W_EXP_GATE) {
+            st = bind_fused_experts(m, s->layer, used);
+            fused[s->layer] = true;
+            continue;
+        }
+        if (!t) {
+            LOG_ERR("%s: tensor %s missing (needed by %s)", m->dir, s->name, m->hp.arch);
+            st = STATUS_ENOTFOUND;
+            break;
+        }
+        int64_t want[2] = { s->n_dims == 2 ? s->ne[1] : s->ne[0], s->ne[0] };
+        if ((st = check_tensor(mf, t, s->n_dims, want)) != STATUS_OK) break;
+        if ((st = safetensors_view(mf, t, weights_slot(m, s->role, s->layer, s->expert))) != STATUS_OK) break;
+        used[t - mf->tensors] = true;
+    }
+    if (st == STATUS_OK) {
+        if (m->hp.tie_embed) {
+            const struct st_tensor *lh = find_any(mf, m->arch, m->arch->names[W_LM_HEAD]);
+            if (lh) used[lh - mf->tensors] = true;   // transformers ties it anyway
+            m->lm_head = m->tok_embed;
+        }
+        int n_unused = 0;
+        const char *example = NULL;
+        for (int i = 0; i < mf->n_tensors; i++)
+            if (!used[i]) {
+                n_unused++;
+                if (!example || strstr(mf->tensors[i].name, "layers.")) example = mf->tensors[i].name;
+            }
+        if (n_unused)
+            LOG_WARN("%s: %d tensors in the checkpoint are not used by %s (e.g. %s)", m->dir, n_unused,
+                     m->hp.arch, example);
+    }
+    free(fused);
+    free(used);
+    free(plan);
+    return st;
+}
+
+/* ==== Public ==== */
+
+enum status model_load(const char *dir, struct model **out)
+{
+    *out = NULL;
+    struct hparams hp;
+    struct arch_features f;
+    const struct arch *a;
+    enum status st = config_load(dir, &hp, &f, &a);
+    if (st != STATUS_OK) return st;
+    struct model_file *mf;
+    if ((st = safetensors_open_dir(dir, &mf)) != STATUS_OK) return st;
+    struct model *m = model_alloc(&hp, &f, a);
+    m->files = mf;
+    m->dir = xstrdup(dir);
+    if ((st = bind_all(m)) != STATUS_OK) {
+        model_free(m);
+        return st;
+    }
+    model_count(m);
+    LOG_INFO("%s: %s, %d layers, %.2f B parameters, %.2f GiB of weights", dir, hp.arch, hp.n_layers,
+             (double)m->n_params / 1e9, (double)m->weight_bytes / (double)(1ull << 30));
+    *out = m;
+    return STATUS_OK;
+}
+
+struct prepare_ctx {
+    struct backend *be;
+    enum status     st;
+};
+
+static void prepare_one(struct tensor *t, void *ctx)
+{
+    struct prepare_ctx *c = ctx;
+    if (c->st == STATUS_OK) c->st = c->be->ops->weight_prepare(c->be, t);
+}
+
+enum status model_prepare(struct model *m, struct backend *be)
+{
+    if (!be->ops->weight_prepare) return STATUS_OK;
+    struct prepare_ctx c = { be, STATUS_OK };
+    weights_for_each(m, prepare_one, &c);
+    if (m->hp.tie_embed) m->lm_head = m->tok_embed;
+    return c.st;
+}
+
+size_t model_kv_bytes_per_token(const struct model *m, enum dtype kv_dtype)
+{
+    return (size_t)m->hp.n_layers * 2 * (size_t)m->hp.n_kv_heads * (size_t)m->hp.head_dim * dtype_size(kv_dtype);
+}
+
+enum status model_synthesize(const char *config_json_path, uint64_t seed, struct model **out)
+{
+    *out = NULL;
+    char *text;
+    size_t len;
+    enum status st = file_read_all(config_json_path, &text, &len);
+    if (st != STATUS_OK) return st;
+    struct hparams hp;
+    struct arch_features f;
+    const struct arch *a;
+    st = config_parse(config_json_path, text, len, NULL, 0, &hp, &f, &a);
+    free(text);
+    if (st != STATUS_OK) return st;
+    struct weight_spec *plan;
+    int n = weights_plan(a, &hp, &f, &plan);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        size_t bytes = (size_t)(plan[i].ne[0] * plan[i].ne[1]) * 2;
+        total += (bytes + 63) & ~(size_t)63;
+    }
+    void *data = NULL;
+    if (posix_memalign(&data, 64, total ? total : 64) != 0) {
+        LOG_ERR("%s: cannot allocate %zu bytes of synthetic weights", config_json_path, total);
+        free(plan);
+        return STATUS_ENOMEM;
+    }
+    struct model_file *mf = xcalloc(1, sizeof *mf);
+    mf->shards = xcalloc(1, sizeof *mf->shards);
+    mf->n_shards = 1;
+    mf->extra = plan;   // tensor names point into the plan
+    struct st_shard *sh = &mf->shards[0];
+    sh->path = xstrdup("(synthetic)");
+    sh->map = data;
+    sh->size = total;
+    sh->owned = true;
+    sh->buf = (struct buffer){ .kind = BUF_HOST, .data = data, .bytes = total };
+    struct model *m = model_alloc(&hp, &f, a);
+    m->files = mf;
+    m->dir = xstrdup(config_json_path);
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        const struct weight_spec *s = &plan[i];
+        struct tensor *t = weights_slot(m, s->role, s->layer, s->expert);
+        *t = tensor_make(DTYPE_BF16, s->n_dims, s->ne, &sh->buf, off);
+        t->name = s->name;
+        size_t ne = (size_t)(s->ne[0] * s->ne[1]);
+        float base = weights_is_norm(s->role) ? (f.norm_plus_one ? 0.0f : 1.0f) : 0.0f;
+        synth_fill_bf16((uint16_t *)((char *)data + off), ne, synth_tensor_seed(seed, s->name), 0, base, SYNTH_STD);
+        off += (ne * 2 + 63) & ~(size_t)63;
+    }
+    if (hp.tie_embed) m->lm_head = m->tok_embed;
+    model_count(m);
+    *out = m;
+    return STATUS_OK;
+}

@@ -1,0 +1,43 @@
+/* synth: random-weight checkpoints of any supported architecture at any shape.
+ *
+ * synth_write() writes a Hugging Face-style directory: config.json (with "architectures" set),
+ * bf16 safetensors streamed to disk tensor by tensor (never the whole model in memory), sharded
+ * with model.safetensors.index.json above SYNTH_SHARD_BYTES. Values are a pure function of
+ * (seed, tensor name, element index), so sharding, threads and in-memory synthesis
+ * (model_synthesize) all give the same weights: matrices and biases N(0, 0.02), norm weights
+ * 1 + N(0, 0.02) (0 + N(0, 0.02) for (1 + w) norms). Called by `cairn synth` and tests.
+ *
+ *     struct synth_opts o = { .arch = "Qwen3ForCausalLM", .config_path = "configs/qwen3-0.6b.json",
+ *                             .out_dir = "/tmp/q", .seed = 1 };
+ *     if (synth_write(&o) != STATUS_OK) return 1;
+ */
+#ifndef CAIRN_MODEL_SYNTH_H
+#define CAIRN_MODEL_SYNTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+
+#define SYNTH_SHARD_BYTES (4ull << 30)
+#define SYNTH_STD         0.02f
+
+struct synth_opts {
+    const char *arch;              // overrides config's "architectures"; NULL: keep the config's
+    const char *config_path;       // config.json-style input
+    const char *out_dir;           // created if missing
+    const char *tokenizer_dir;     // optional: tokenizer files copied in
+    uint64_t    seed;
+    uint64_t    shard_bytes;       // 0: SYNTH_SHARD_BYTES
+    int         n_threads;         // 0: all cores (at most 16)
+    int         quiet;             // no progress on stderr
+};
+
+enum status synth_write(const struct synth_opts *o);
+
+/* Seed of one tensor: mixes the run seed and the tensor name. */
+uint64_t synth_tensor_seed(uint64_t seed, const char *name);
+/* dst[i] = bf16(base + std * z(tseed, first + i)) for i < n, z approximately N(0, 1). */
+void synth_fill_bf16(uint16_t *dst, size_t n, uint64_t tseed, uint64_t first, float base, float std);
+
+#endif

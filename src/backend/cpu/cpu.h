@@ -1,0 +1,62 @@
+/* cpu: internals shared by the files of the cpu backend (not a public header).
+ *
+ * struct cpu is the backend's state: the thread pool, the kernel family picked at creation and
+ * grow-only scratch (per thread, and one shared area for gathers). Scratch grows on the first
+ * steps and is then reused, so steady-state steps allocate nothing.
+ *
+ * Files: cpu.c (creation, buffers, row-wise ops), cpu_matmul.c (matmul, matmul_rows, moe_ffn),
+ * cpu_attn.c (rope, kv_write, attention), kern*.c (SIMD kernels, see kern.h).
+ *
+ *     struct cpu *c = be->impl;
+ *     float *tmp = cpu_thread_scratch(c, thread, n_floats);   // inside a threadpool task
+ */
+#ifndef CAIRN_BACKEND_CPU_CPU_H
+#define CAIRN_BACKEND_CPU_CPU_H
+
+#include "backend/backend.h"
+#include "backend/cpu/kern.h"
+#include "base/threadpool.h"
+
+struct cpu_scratch {
+    float  *p;
+    size_t  n;           // floats allocated
+    char    pad[48];     // keeps neighbours on separate cache lines
+};
+
+struct cpu {
+    struct backend         be;
+    struct threadpool     *tp;
+    int                    n_threads;
+    const struct cpu_kern *kf;
+    struct cpu_scratch    *tscratch;   // [n_threads]: per-thread scratch
+    struct cpu_scratch     shared;     // gathers (matmul_rows, moe_ffn), used outside tasks
+};
+
+/* Scratch of at least n floats (64-byte aligned), owned by `thread`; contents not kept. */
+float *cpu_thread_scratch(struct cpu *c, int thread, size_t n);
+/* Shared scratch of at least n floats; only the engine thread, outside threadpool tasks. */
+float *cpu_shared_scratch(struct cpu *c, size_t n);
+
+/* out[n, m] (row stride ldo floats) = x[n, k] (row stride ldx floats) @ w^T (+ bias), w any float
+ * dtype [m, k]. Parallel over weight rows; batch-invariant (kern.h). */
+void cpu_gemm(struct cpu *c, float *out, int64_t ldo, const float *x, int64_t ldx, int64_t n,
+              const struct tensor *w, const struct tensor *bias);
+
+void cpu_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
+                const struct tensor *w, const struct tensor *bias);
+void cpu_matmul_rows(struct backend *be, struct tensor *out, const struct tensor *x,
+                     const struct tensor *w, const struct batch_meta *meta);
+void cpu_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *ids,
+                 const struct tensor *weights, const struct tensor *gate, const struct tensor *up,
+                 const struct tensor *down, int n_experts, enum act act);
+void cpu_rope(struct backend *be, struct tensor *x, int n_heads, const struct tensor *inv_freq,
+              const struct rope_params *rp, const struct batch_meta *meta);
+void cpu_kv_write(struct backend *be, struct kv_layer *kv, const struct tensor *k,
+                  const struct tensor *v, const struct batch_meta *meta);
+void cpu_attention(struct backend *be, struct tensor *out, const struct tensor *q,
+                   const struct kv_layer *kv, const struct attn_params *ap, const struct batch_meta *meta);
+
+/* act(g) * u over n contiguous floats (shared by glu and moe_ffn). */
+void cpu_glu_row(float *out, const float *g, const float *u, int64_t n, enum act act);
+
+#endif

@@ -1,0 +1,208 @@
+/* cpu_attn: rope, kv_write and paged attention of the cpu backend.
+ *
+ * Attention runs one task per (token, kv head): the q heads that share a kv head (GQA group) are
+ * processed together, so each K and V row is read once per group, in chunks of ATTN_CHUNK keys
+ * with an online (streaming) softmax: running max m, running sum l and an f32 accumulator per
+ * q head, rescaled when the max grows. A token's result depends only on its own q, its
+ * sequence's cache and the fixed chunking from its window start: never on the rest of the
+ * batch. Scratch per task is O(n_rep * (head_dim + ATTN_CHUNK)), whatever the context length.
+ *
+ * rope computes cos/sin once per token (f32 angle = pos * inv_freq[i], as HF does) and rotates
+ * every head with them; tokens are split across threads.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "backend/cpu/cpu.h"
+#include "backend/ref/host.h"
+#include "base/log.h"
+
+#define ATTN_CHUNK 64
+#define ROPE_MAX_HALF 1024
+
+/* ==== rope ==== */
+
+struct rope_job {
+    struct tensor            *x;
+    int                       n_heads;
+    const float              *freq;
+    const struct rope_params *rp;
+    const struct batch_meta  *meta;
+    int                       toks_per_task;
+};
+
+static void rope_task(void *arg, int task, int thread)
+{
+    (void)thread;
+    const struct rope_job *j = arg;
+    const struct rope_params *rp = j->rp;
+    int hd = rp->head_dim, half = rp->rot_dim / 2;
+    float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
+    int t0 = task * j->toks_per_task;
+    int t1 = t0 + j->toks_per_task < j->meta->n_tok ? t0 + j->toks_per_task : j->meta->n_tok;
+    for (int t = t0; t < t1; t++) {
+        float pos = (float)j->meta->tok_pos[t];
+        for (int i = 0; i < half; i++) {
+            float angle = pos * j->freq[i];
+            cs[i] = (float)cos((double)angle) * rp->mscale;
+            sn[i] = (float)sin((double)angle) * rp->mscale;
+        }
+        float *row = host_row(j->x, t);
+        for (int h = 0; h < j->n_heads; h++) {
+            float *v = row + (size_t)h * hd;
+            if (rp->interleaved) {
+                for (int i = 0; i < half; i++) {
+                    float x0 = v[2 * i], x1 = v[2 * i + 1];
+                    v[2 * i] = x0 * cs[i] - x1 * sn[i];
+                    v[2 * i + 1] = x1 * cs[i] + x0 * sn[i];
+                }
+            } else {
+                for (int i = 0; i < half; i++) {
+                    float x0 = v[i], x1 = v[i + half];
+                    v[i] = x0 * cs[i] - x1 * sn[i];
+                    v[i + half] = x1 * cs[i] + x0 * sn[i];
+                }
+            }
+        }
+    }
+}
+
+void cpu_rope(struct backend *be, struct tensor *x, int n_heads, const struct tensor *inv_freq,
+              const struct rope_params *rp, const struct batch_meta *meta)
+{
+    struct cpu *c = be->impl;
+    CHECK(x->dtype == DTYPE_F32 && inv_freq->dtype == DTYPE_F32, "rope: f32 only");
+    CHECK(rp->rot_dim % 2 == 0 && rp->rot_dim <= rp->head_dim && rp->rot_dim / 2 <= ROPE_MAX_HALF,
+          "rope: rot_dim %d, head_dim %d", rp->rot_dim, rp->head_dim);
+    CHECK(x->ne[0] == (int64_t)n_heads * rp->head_dim, "rope: x row %lld != %d heads * %d",
+          (long long)x->ne[0], n_heads, rp->head_dim);
+    CHECK(inv_freq->ne[0] >= rp->rot_dim / 2, "rope: inv_freq too short");
+    int n = meta->n_tok;
+    if (n <= 0) return;
+    int n_tasks = n < c->n_threads * 4 ? n : c->n_threads * 4;
+    if ((int64_t)n * n_heads * rp->rot_dim < 16384) n_tasks = 1;
+    struct rope_job j = { x, n_heads, host_row(inv_freq, 0), rp, meta, (n + n_tasks - 1) / n_tasks };
+    threadpool_run(c->tp, (n + j.toks_per_task - 1) / j.toks_per_task, rope_task, &j);
+}
+
+/* ==== kv_write ==== */
+
+void cpu_kv_write(struct backend *be, struct kv_layer *kv, const struct tensor *k,
+                  const struct tensor *v, const struct batch_meta *meta)
+{
+    (void)be;
+    CHECK(k->dtype == DTYPE_F32 && v->dtype == DTYPE_F32, "kv_write: f32 k, v");
+    int64_t row = kv->k.ne[0];
+    CHECK(k->ne[0] == row && v->ne[0] == row && kv->v.ne[0] == row && kv->k.dtype == kv->v.dtype, "kv_write: rows");
+    enum dtype dt = kv->k.dtype;
+    for (int t = 0; t < meta->n_tok; t++) {
+        int64_t slot = meta->tok_slot[t];
+        CHECK(slot >= 0 && slot < tensor_rows(&kv->k), "kv_write: slot %lld out of range", (long long)slot);
+        const float *kr = host_row(k, t), *vr = host_row(v, t);
+        void *kd = host_row(&kv->k, slot), *vd = host_row(&kv->v, slot);
+        if (dt == DTYPE_F32) {
+            memcpy(kd, kr, (size_t)row * 4);
+            memcpy(vd, vr, (size_t)row * 4);
+        } else {
+            dtype_from_f32(dt, kr, kd, (size_t)row);
+            dtype_from_f32(dt, vr, vd, (size_t)row);
+        }
+    }
+}
+
+/* ==== attention ==== */
+
+struct attn_job {
+    struct cpu               *c;
+    struct tensor            *out;
+    const struct tensor      *q;
+    const struct kv_layer    *kv;
+    const struct attn_params *ap;
+    const struct batch_meta  *meta;
+};
+
+static void attn_task(void *arg, int task, int thread)
+{
+    const struct attn_job *a = arg;
+    const struct attn_params *ap = a->ap;
+    const struct batch_meta *meta = a->meta;
+    const struct cpu_kern *kf = a->c->kf;
+    int hd = ap->head_dim, n_rep = ap->n_heads / ap->n_kv_heads;
+    int t = task / ap->n_kv_heads, g = task % ap->n_kv_heads;
+    int s = meta->tok_seq[t], p = meta->tok_pos[t];
+    int j0 = ap->window > 0 && p - ap->window + 1 > 0 ? p - ap->window + 1 : 0;
+    int n_blocks = meta->seq_block0[s + 1] - meta->seq_block0[s];
+    CHECK(p / meta->block_size < n_blocks, "attention: position %d past seq %d's %d blocks", p, s, n_blocks);
+    const int32_t *blocks = meta->block_ids + meta->seq_block0[s];
+
+    // scratch: acc [n_rep * hd], scores [n_rep * ATTN_CHUNK], m, l [n_rep], row pointers
+    size_t n_f = (size_t)n_rep * hd + (size_t)n_rep * ATTN_CHUNK + 2 * (size_t)n_rep + 4 * ATTN_CHUNK;
+    float *acc = cpu_thread_scratch(a->c, thread, n_f);
+    float *sc = acc + (size_t)n_rep * hd;
+    float *mx = sc + (size_t)n_rep * ATTN_CHUNK;
+    float *l = mx + n_rep;
+    const void **krows = (const void **)(l + n_rep);
+    const void **vrows = krows + ATTN_CHUNK;
+    memset(acc, 0, (size_t)n_rep * hd * sizeof(float));
+    for (int r = 0; r < n_rep; r++) {
+        mx[r] = -INFINITY;
+        l[r] = 0;
+    }
+
+    const float *q = (const float *)host_row(a->q, t) + (size_t)g * n_rep * hd;
+    enum dtype dt = a->kv->k.dtype;
+    size_t head_off = (size_t)g * hd * dtype_size(dt);
+    const char *kbase = host_row(&a->kv->k, 0), *vbase = host_row(&a->kv->v, 0);
+    size_t kstride = a->kv->k.nb[1], vstride = a->kv->v.nb[1];
+    int bs = meta->block_size;
+
+    for (int c0 = j0; c0 <= p; c0 += ATTN_CHUNK) {
+        int nk = p + 1 - c0 < ATTN_CHUNK ? p + 1 - c0 : ATTN_CHUNK;
+        for (int jj = 0; jj < nk; jj++) {
+            int j = c0 + jj;
+            int64_t slot = (int64_t)blocks[j / bs] * bs + j % bs;
+            krows[jj] = kbase + (size_t)slot * kstride + head_off;
+            vrows[jj] = vbase + (size_t)slot * vstride + head_off;
+        }
+        kf->qk(n_rep, q, hd, krows, nk, dt, sc, ATTN_CHUNK);
+        for (int r = 0; r < n_rep; r++) {
+            float *sr = sc + (size_t)r * ATTN_CHUNK;
+            float cm = -INFINITY;
+            for (int jj = 0; jj < nk; jj++) {
+                float v = sr[jj] * ap->scale;
+                if (ap->softcap > 0) v = ap->softcap * tanhf(v / ap->softcap);
+                sr[jj] = v;
+                cm = v > cm ? v : cm;
+            }
+            if (cm > mx[r]) {
+                float corr = expf(mx[r] - cm);
+                l[r] *= corr;
+                float *ar = acc + (size_t)r * hd;
+                for (int i = 0; i < hd; i++) ar[i] *= corr;
+                mx[r] = cm;
+            }
+            float sum = 0;
+            for (int jj = 0; jj < nk; jj++) sum += sr[jj] = expf(sr[jj] - mx[r]);
+            l[r] += sum;
+        }
+        kf->pv(n_rep, acc, hd, sc, ATTN_CHUNK, vrows, nk, dt);
+    }
+    float *o = (float *)host_row(a->out, t) + (size_t)g * n_rep * hd;
+    for (int r = 0; r < n_rep; r++) {
+        float inv = 1.0f / l[r];
+        for (int i = 0; i < hd; i++) o[(size_t)r * hd + i] = acc[(size_t)r * hd + i] * inv;
+    }
+}
+
+void cpu_attention(struct backend *be, struct tensor *out, const struct tensor *q,
+                   const struct kv_layer *kv, const struct attn_params *ap, const struct batch_meta *meta)
+{
+    struct cpu *c = be->impl;
+    CHECK(out->dtype == DTYPE_F32 && q->dtype == DTYPE_F32, "attention: f32 q, out");
+    CHECK(ap->n_kv_heads > 0 && ap->n_heads % ap->n_kv_heads == 0, "attention: %d heads, %d kv heads",
+          ap->n_heads, ap->n_kv_heads);
+    CHECK(q->ne[0] == (int64_t)ap->n_heads * ap->head_dim && out->ne[0] == q->ne[0], "attention: q/out rows");
+    CHECK(kv->k.ne[0] == (int64_t)ap->n_kv_heads * ap->head_dim && kv->k.dtype == kv->v.dtype, "attention: kv rows");
+    struct attn_job a = { c, out, q, kv, ap, meta };
+    threadpool_run(c->tp, meta->n_tok * ap->n_kv_heads, attn_task, &a);
+}

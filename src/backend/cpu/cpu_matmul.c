@@ -1,0 +1,204 @@
+/* cpu_matmul: matmul, matmul_rows and moe_ffn of the cpu backend.
+ *
+ * out[n, m] = x[n, k] @ w[m, k]^T. Work is split across threads by weight rows (output columns),
+ * so every weight byte is read from memory once per call. Two loops over the same tile kernel:
+ *  - decode GEMV (n <= GEMV_MAX_ROWS): each task streams its weight rows nr at a time in their
+ *    own dtype and multiplies them with all rows of x at once: bandwidth bound.
+ *  - prefill GEMM: each task converts a panel of weight rows to f32 once (sized to stay in L2),
+ *    then runs mr x nr register tiles over all rows of x against it: compute bound.
+ * Both compute every c[i, j] with the identical operation sequence (kern.h), so a row's output
+ * does not depend on n or on the split: batch invariance by construction.
+ *
+ * moe_ffn runs each expert's gate/up/down as ordinary gemms over the tokens routed to it
+ * (gathered into scratch), so each expert's weights are read once per step, then adds the
+ * weighted results into each token's row in ascending expert order (as HF does).
+ */
+#include <string.h>
+
+#include "backend/cpu/cpu.h"
+#include "backend/ref/host.h"
+#include "base/log.h"
+
+#define GEMV_MAX_ROWS 8
+#define PANEL_BYTES   (192 * 1024)
+
+struct gemm_job {
+    struct cpu            *c;
+    const struct cpu_kern *kf;
+    float                 *out;
+    int64_t                ldo;
+    const float           *x;
+    int64_t                ldx;
+    int64_t                n, m, k;
+    const char            *w;       // weight row 0
+    size_t                 ldw;     // bytes between weight rows
+    enum dtype             wdt;
+    const struct tensor   *bias;
+    int64_t                rows_per_task;
+    int64_t                panel_rows;   // GEMM: weight rows converted at once
+    bool                   gemv;
+};
+
+static void gemm_rows(const struct gemm_job *g, int64_t j0, int64_t j1, const char *w, size_t ldw, enum dtype wdt)
+{
+    const struct cpu_kern *kf = g->kf;
+    for (int64_t i0 = 0; i0 < g->n; i0 += kf->mr) {
+        int mr = g->n - i0 < kf->mr ? (int)(g->n - i0) : kf->mr;
+        for (int64_t j = j0; j < j1; j += kf->nr) {
+            int nr = j1 - j < kf->nr ? (int)(j1 - j) : kf->nr;
+            kf->tile(mr, nr, wdt, g->k, g->x + i0 * g->ldx, g->ldx, w + (size_t)(j - j0) * ldw, ldw,
+                     g->out + i0 * g->ldo + j, g->ldo);
+        }
+    }
+}
+
+static void gemv_rows(const struct gemm_job *g, int64_t j0, int64_t j1)
+{
+    const struct cpu_kern *kf = g->kf;
+    for (int64_t j = j0; j < j1; j += kf->nr) {
+        int nr = j1 - j < kf->nr ? (int)(j1 - j) : kf->nr;
+        const char *w = g->w + (size_t)j * g->ldw;
+        for (int64_t i0 = 0; i0 < g->n; i0 += kf->mr) {
+            int mr = g->n - i0 < kf->mr ? (int)(g->n - i0) : kf->mr;
+            kf->tile(mr, nr, g->wdt, g->k, g->x + i0 * g->ldx, g->ldx, w, g->ldw, g->out + i0 * g->ldo + j, g->ldo);
+        }
+    }
+}
+
+static void gemm_task(void *arg, int task, int thread)
+{
+    const struct gemm_job *g = arg;
+    int64_t j0 = (int64_t)task * g->rows_per_task;
+    int64_t j1 = j0 + g->rows_per_task < g->m ? j0 + g->rows_per_task : g->m;
+    if (g->gemv) {
+        gemv_rows(g, j0, j1);
+    } else if (g->wdt == DTYPE_F32) {
+        gemm_rows(g, j0, j1, g->w + (size_t)j0 * g->ldw, g->ldw, DTYPE_F32);
+    } else {
+        float *panel = cpu_thread_scratch(g->c, thread, (size_t)(g->panel_rows * g->k));
+        for (int64_t p0 = j0; p0 < j1; p0 += g->panel_rows) {
+            int64_t p1 = p0 + g->panel_rows < j1 ? p0 + g->panel_rows : j1;
+            for (int64_t j = p0; j < p1; j++)
+                g->kf->to_f32(g->wdt, g->w + (size_t)j * g->ldw, panel + (j - p0) * g->k, g->k);
+            gemm_rows(g, p0, p1, (const char *)panel, (size_t)g->k * sizeof(float), DTYPE_F32);
+        }
+    }
+    if (g->bias) {
+        const void *b = host_row(g->bias, 0);
+        for (int64_t i = 0; i < g->n; i++)
+            for (int64_t j = j0; j < j1; j++) g->out[i * g->ldo + j] += host_elem_f32(g->bias->dtype, b, j);
+    }
+}
+
+void cpu_gemm(struct cpu *c, float *out, int64_t ldo, const float *x, int64_t ldx, int64_t n,
+              const struct tensor *w, const struct tensor *bias)
+{
+    if (n <= 0) return;
+    int64_t m = tensor_rows(w), k = w->ne[0];
+    CHECK(host_is_float(w->dtype), "matmul: weight dtype %s", dtype_name(w->dtype));
+    CHECK(tensor_is_contiguous(w) || w->ne[2] * w->ne[3] == 1, "matmul: weight %s not 2-D", w->name ? w->name : "?");
+    struct gemm_job g = {
+        .c = c, .kf = c->kf, .out = out, .ldo = ldo, .x = x, .ldx = ldx, .n = n, .m = m, .k = k,
+        .w = host_row(w, 0), .ldw = w->nb[1], .wdt = w->dtype, .bias = bias,
+        .gemv = n <= GEMV_MAX_ROWS,
+    };
+    int64_t panel = PANEL_BYTES / (k * (int64_t)sizeof(float));
+    panel = panel / c->kf->nr * c->kf->nr;
+    g.panel_rows = panel < c->kf->nr ? c->kf->nr : panel;
+    // GEMV: one contiguous slice per thread; GEMM: a few tasks per thread for balance. Slices
+    // are multiples of 16 rows so threads never write the same cache line of out.
+    int64_t work = n * m * k;
+    int64_t n_tasks = work < 65536 ? 1 : g.gemv ? c->n_threads : c->n_threads * 4;
+    int64_t rpt = (m + n_tasks - 1) / n_tasks;
+    rpt = (rpt + 15) / 16 * 16;
+    g.rows_per_task = rpt;
+    n_tasks = (m + rpt - 1) / rpt;
+    threadpool_run(c->tp, (int)n_tasks, gemm_task, &g);
+}
+
+static void check_act(const struct tensor *t, const char *what)
+{
+    CHECK(t->dtype == DTYPE_F32, "%s: expected f32, got %s", what, dtype_name(t->dtype));
+    CHECK(t->ne[2] * t->ne[3] == 1 || tensor_is_contiguous(t), "%s: not 2-D", what);
+}
+
+void cpu_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
+                const struct tensor *w, const struct tensor *bias)
+{
+    check_act(out, "matmul out");
+    check_act(x, "matmul x");
+    int64_t k = x->ne[0], n = tensor_rows(x), m = tensor_rows(w);
+    CHECK(w->ne[0] == k, "matmul: x has %lld cols, w has %lld", (long long)k, (long long)w->ne[0]);
+    CHECK(out->ne[0] == m && tensor_rows(out) >= n, "matmul: out shape");
+    CHECK(!bias || bias->ne[0] >= m, "matmul: bias shape");
+    cpu_gemm(be->impl, host_row(out, 0), (int64_t)(out->nb[1] / sizeof(float)), host_row(x, 0),
+             (int64_t)(x->nb[1] / sizeof(float)), n, w, bias);
+}
+
+void cpu_matmul_rows(struct backend *be, struct tensor *out, const struct tensor *x,
+                     const struct tensor *w, const struct batch_meta *meta)
+{
+    struct cpu *c = be->impl;
+    check_act(out, "matmul_rows out");
+    check_act(x, "matmul_rows x");
+    int64_t k = x->ne[0], m = tensor_rows(w), n = meta->n_out;
+    CHECK(w->ne[0] == k && out->ne[0] == m && tensor_rows(out) >= n, "matmul_rows: shapes");
+    float *xs = cpu_shared_scratch(c, (size_t)(n * k));
+    for (int64_t i = 0; i < n; i++) {
+        int32_t src = meta->out_tok[i];
+        CHECK(src >= 0 && src < tensor_rows(x), "matmul_rows: out_tok %d out of range", src);
+        memcpy(xs + i * k, host_row(x, src), (size_t)k * sizeof(float));
+    }
+    cpu_gemm(c, host_row(out, 0), (int64_t)(out->nb[1] / sizeof(float)), xs, k, n, w, NULL);
+}
+
+/* ==== MoE ==== */
+
+void cpu_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *ids,
+                 const struct tensor *weights, const struct tensor *gate, const struct tensor *up,
+                 const struct tensor *down, int n_experts, enum act act)
+{
+    struct cpu *c = be->impl;
+    check_act(out, "moe_ffn out");
+    check_act(x, "moe_ffn x");
+    CHECK(ids->dtype == DTYPE_I32 && weights->dtype == DTYPE_F32, "moe_ffn: ids i32, weights f32");
+    int64_t d = x->ne[0], n = tensor_rows(x), k = ids->ne[0], f = tensor_rows(&gate[0]);
+    CHECK(out->ne[0] == d && tensor_rows(out) >= n && tensor_rows(ids) >= n, "moe_ffn: shapes");
+    // scratch: [n*k] routed (token, slot) pairs, X [n*k, d], G and U [n*k, f], Y [n*k, d]
+    size_t nk = (size_t)(n * k);
+    float *s = cpu_shared_scratch(c, nk + nk * (size_t)(2 * d + 2 * f));
+    int32_t *pair = (int32_t *)s;
+    float *xs = s + nk, *gs = xs + nk * (size_t)d, *us = gs + nk * (size_t)f, *ys = us + nk * (size_t)f;
+    for (int64_t r = 0; r < n; r++) {
+        float *o = host_row(out, r);
+        memset(o, 0, (size_t)d * sizeof(float));
+        const int32_t *id = host_row(ids, r);
+        for (int64_t j = 0; j < k; j++) CHECK(id[j] >= 0 && id[j] < n_experts, "moe_ffn: expert id %d", id[j]);
+    }
+    for (int e = 0; e < n_experts; e++) {
+        int64_t ne_ = 0;
+        for (int64_t r = 0; r < n; r++) {
+            const int32_t *id = host_row(ids, r);
+            for (int64_t j = 0; j < k; j++) {
+                if (id[j] != e) continue;
+                pair[ne_] = (int32_t)(r * k + j);
+                memcpy(xs + ne_ * d, host_row(x, r), (size_t)d * sizeof(float));
+                ne_++;
+            }
+        }
+        if (!ne_) continue;
+        CHECK(gate[e].ne[0] == d && up[e].ne[0] == d && down[e].ne[0] == f && tensor_rows(&down[e]) == d &&
+              tensor_rows(&gate[e]) == f && tensor_rows(&up[e]) == f, "moe_ffn: expert %d shapes", e);
+        cpu_gemm(c, gs, f, xs, d, ne_, &gate[e], NULL);
+        cpu_gemm(c, us, f, xs, d, ne_, &up[e], NULL);
+        for (int64_t i = 0; i < ne_; i++) cpu_glu_row(gs + i * f, gs + i * f, us + i * f, f, act);
+        cpu_gemm(c, ys, d, gs, f, ne_, &down[e], NULL);
+        for (int64_t i = 0; i < ne_; i++) {
+            int64_t r = pair[i] / k, j = pair[i] % k;
+            float wt = ((const float *)host_row(weights, r))[j];
+            float *o = host_row(out, r);
+            const float *y = ys + i * d;
+            for (int64_t q = 0; q < d; q++) o[q] += wt * y[q];
+        }
+    }
+}

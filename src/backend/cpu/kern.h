@@ -1,0 +1,58 @@
+/* kern: the SIMD kernel families of the cpu backend (portable C, AVX2+FMA, AVX-512).
+ *
+ * One family is picked once at backend creation (cpu_kern_pick, from __builtin_cpu_supports, or
+ * CAIRN_CPU_ISA=portable|avx2|avx512 to force one) and used for every op of that backend.
+ *
+ * Batch invariance: every matmul output c[i, j] = dot(x_i, w_j) is computed by the same sequence
+ * of operations whatever the tile shape (mr x nr), the batch size or the thread split: LANES
+ * lane-parallel accumulators walk k in chunks of LANES in increasing order with one FMA per
+ * chunk (a partial last chunk reads zeros in the missing lanes), then one fixed horizontal-sum
+ * tree. The weight may be read in its own dtype (decode GEMV) or from a panel converted to f32
+ * (prefill GEMM): bf16/f16 -> f32 is exact, so both give bit-identical results.
+ *
+ *     const struct cpu_kern *kf = cpu_kern_pick();
+ *     kf->tile(2, 4, DTYPE_BF16, k, x, ldx, w, ldw_bytes, c, ldc);   // c[2][4] = x[2] . w[4]
+ */
+#ifndef CAIRN_BACKEND_CPU_KERN_H
+#define CAIRN_BACKEND_CPU_KERN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor/dtype.h"
+
+#define CPU_KERN_MR_MAX 4
+#define CPU_KERN_NR_MAX 4
+
+struct cpu_kern {
+    const char *name;   // "avx512", "avx2", "portable"
+    int         mr;     // x rows per tile (<= CPU_KERN_MR_MAX)
+    int         nr;     // weight rows per tile (<= CPU_KERN_NR_MAX)
+
+    /* c[i * ldc + j] = sum_k x[i * ldx + k] * w_j[k] for i < mr_, j < nr_; w_j at w + j * ldw bytes,
+     * dtype wdt (f32, f16, bf16). mr_ <= mr, nr_ <= nr. */
+    void (*tile)(int mr_, int nr_, enum dtype wdt, int64_t k, const float *x, int64_t ldx,
+                 const void *w, size_t ldw, float *c, int64_t ldc);
+
+    /* Attention: s[r * ld_s + j] = dot(q[r * hd ..], k_rows[j][0..hd)) for r < n_q, j < n_k. */
+    void (*qk)(int n_q, const float *q, int hd, const void *const *k_rows, int n_k, enum dtype dt,
+               float *s, int ld_s);
+    /* acc[r * hd + i] += sum_j p[r * ld_p + j] * v_rows[j][i] for r < n_q, i < hd. */
+    void (*pv)(int n_q, float *acc, int hd, const float *p, int ld_p, const void *const *v_rows,
+               int n_k, enum dtype dt);
+    /* dst[i] = (float)src[i] for a bf16/f16/f32 row. */
+    void (*to_f32)(enum dtype dt, const void *src, float *dst, int64_t n);
+};
+
+/* The best family this CPU runs (or the one CAIRN_CPU_ISA names, if the CPU supports it). */
+const struct cpu_kern *cpu_kern_pick(void);
+/* A family by name, or NULL if unknown or unsupported by this CPU. */
+const struct cpu_kern *cpu_kern_by_name(const char *name);
+
+/* The tables; only cpu_kern_pick/by_name check that the CPU supports them. Defined in
+ * kern.c, kern_avx2.c and kern_avx512.c (the latter two compiled with their -m flags). */
+extern const struct cpu_kern cpu_kern_portable_table;
+extern const struct cpu_kern cpu_kern_avx2_table;
+extern const struct cpu_kern cpu_kern_avx512_table;
+
+#endif

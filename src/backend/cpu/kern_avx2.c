@@ -1,0 +1,65 @@
+/* kern_avx2: the AVX2+FMA+F16C kernel family: 8 f32 lanes, 4x2 matmul tiles (16 ymm registers).
+ * Compiled with the Makefile's AVX2 flags; cpu_kern_pick() uses it only on CPUs that have
+ * avx2, fma and f16c. The code is the shared template (kern_tmpl.h) over the vocabulary below. */
+#include "backend/cpu/kern.h"
+
+#include <string.h>
+
+#include "base/log.h"
+
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+#define VEC    __m256
+#define VLANES 8
+
+static inline __m256 v_zero(void) { return _mm256_setzero_ps(); }
+static inline __m256 v_fma(__m256 a, __m256 b, __m256 acc) { return _mm256_fmadd_ps(a, b, acc); }
+static inline __m256 v_bcast(float f) { return _mm256_set1_ps(f); }
+static inline __m256i v_mask(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline __m256 v_ldx(const float *p) { return _mm256_loadu_ps(p); }
+static inline __m256 v_ldx_part(const float *p, int n) { return _mm256_maskload_ps(p, v_mask(n)); }
+static inline void v_st(float *p, __m256 v) { _mm256_storeu_ps(p, v); }
+static inline void v_st_part(float *p, __m256 v, int n) { _mm256_maskstore_ps(p, v_mask(n), v); }
+
+static inline __m256 v_cvt16(enum dtype dt, __m128i h)
+{
+    if (dt == DTYPE_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static inline __m256 v_ldw(enum dtype dt, const void *p)
+{
+    if (dt == DTYPE_F32) return _mm256_loadu_ps(p);
+    return v_cvt16(dt, _mm_loadu_si128((const __m128i *)p));
+}
+
+static inline __m256 v_ldw_part(enum dtype dt, const void *p, int n)
+{
+    if (dt == DTYPE_F32) return _mm256_maskload_ps(p, v_mask(n));
+    uint16_t tmp[8] = { 0 };
+    memcpy(tmp, p, (size_t)n * 2);
+    return v_cvt16(dt, _mm_loadu_si128((const __m128i *)tmp));
+}
+
+/* Fixed tree: 4 + 4, 2 + 2, 1 + 1. */
+static inline float v_hsum(__m256 v)
+{
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_add_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+}
+
+#define KERN_NAME  "avx2"
+#define KERN_TABLE cpu_kern_avx2_table
+#define KERN_MR    4
+#define KERN_NR    2
+#include "backend/cpu/kern_tmpl.h"
+
+#else
+const struct cpu_kern cpu_kern_avx2_table = { .name = NULL };
+#endif

@@ -1,0 +1,171 @@
+/* kern_tmpl: the body of a cpu kernel family, written once over a small vector vocabulary.
+ *
+ * Included (only) by kern.c, kern_avx2.c and kern_avx512.c after they define:
+ *   VEC                 the vector type of VLANES f32 lanes
+ *   v_zero() v_fma(a, b, acc) v_bcast(f) v_hsum(v)      arithmetic (v_hsum: one fixed tree)
+ *   v_ldx(p) v_ldx_part(p, n)                            f32 loads (part: n < VLANES, rest 0)
+ *   v_ldw(dt, p) v_ldw_part(dt, p, n)                    bf16/f16/f32 loads converted to f32
+ *   v_st(p, v) v_st_part(p, v, n)                        f32 stores
+ *   KERN_NAME, KERN_TABLE, KERN_MR, KERN_NR              the family's name, table symbol, tile
+ * The tile body is the only place a matmul dot product is computed, so its operation order (see
+ * kern.h) is the same for every tile shape of a family.
+ */
+#ifndef KERN_TABLE
+#error "kern_tmpl.h needs the vector vocabulary; include it from a kern*.c file"
+#endif
+
+#define KT_ESIZE(dt) ((dt) == DTYPE_F32 ? 4 : 2)
+#define KT_INLINE static inline __attribute__((always_inline))
+
+KT_INLINE void kt_tile_body(const int MR, const int NR, const enum dtype DT, int64_t k, const float *x,
+                            int64_t ldx, const void *w, size_t ldw, float *c, int64_t ldc)
+{
+    const char *wb = w;
+    VEC acc[CPU_KERN_MR_MAX][CPU_KERN_NR_MAX];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) acc[i][j] = v_zero();
+    int64_t kk = 0;
+    for (; kk + VLANES <= k; kk += VLANES) {
+        VEC xv[CPU_KERN_MR_MAX];
+        for (int i = 0; i < MR; i++) xv[i] = v_ldx(x + i * ldx + kk);
+        for (int j = 0; j < NR; j++) {
+            VEC wv = v_ldw(DT, wb + j * ldw + (size_t)kk * KT_ESIZE(DT));
+            for (int i = 0; i < MR; i++) acc[i][j] = v_fma(xv[i], wv, acc[i][j]);
+        }
+    }
+    if (kk < k) {
+        int n = (int)(k - kk);
+        VEC xv[CPU_KERN_MR_MAX];
+        for (int i = 0; i < MR; i++) xv[i] = v_ldx_part(x + i * ldx + kk, n);
+        for (int j = 0; j < NR; j++) {
+            VEC wv = v_ldw_part(DT, wb + j * ldw + (size_t)kk * KT_ESIZE(DT), n);
+            for (int i = 0; i < MR; i++) acc[i][j] = v_fma(xv[i], wv, acc[i][j]);
+        }
+    }
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) c[i * ldc + j] = v_hsum(acc[i][j]);
+}
+
+#define KT_TILE_FN(DTN, DT, MR, NR) \
+    static void kt_tile_##DTN##_##MR##_##NR(int64_t k, const float *x, int64_t ldx, const void *w, \
+                                            size_t ldw, float *c, int64_t ldc) \
+    { kt_tile_body(MR, NR, DT, k, x, ldx, w, ldw, c, ldc); }
+#define KT_TILES_NR(DTN, DT, MR) KT_TILE_FN(DTN, DT, MR, 1) KT_TILE_FN(DTN, DT, MR, 2) \
+                                 KT_TILE_FN(DTN, DT, MR, 3) KT_TILE_FN(DTN, DT, MR, 4)
+#define KT_TILES(DTN, DT) KT_TILES_NR(DTN, DT, 1) KT_TILES_NR(DTN, DT, 2) KT_TILES_NR(DTN, DT, 3) \
+                          KT_TILES_NR(DTN, DT, 4)
+KT_TILES(f32, DTYPE_F32)
+KT_TILES(f16, DTYPE_F16)
+KT_TILES(bf16, DTYPE_BF16)
+
+#define KT_ROW(DTN, MR) { kt_tile_##DTN##_##MR##_1, kt_tile_##DTN##_##MR##_2, \
+                          kt_tile_##DTN##_##MR##_3, kt_tile_##DTN##_##MR##_4 }
+#define KT_DT(DTN) { KT_ROW(DTN, 1), KT_ROW(DTN, 2), KT_ROW(DTN, 3), KT_ROW(DTN, 4) }
+
+typedef void (*kt_tile_fn)(int64_t, const float *, int64_t, const void *, size_t, float *, int64_t);
+// indexed by dtype (DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2), then mr - 1, nr - 1
+static const kt_tile_fn kt_tiles[3][CPU_KERN_MR_MAX][CPU_KERN_NR_MAX] = { KT_DT(f32), KT_DT(f16), KT_DT(bf16) };
+
+static void kt_tile(int mr, int nr, enum dtype wdt, int64_t k, const float *x, int64_t ldx,
+                    const void *w, size_t ldw, float *c, int64_t ldc)
+{
+    kt_tiles[wdt][mr - 1][nr - 1](k, x, ldx, w, ldw, c, ldc);
+}
+
+/* ==== Attention helpers ==== */
+
+KT_INLINE void kt_qk_body(const enum dtype DT, int n_q, const float *q, int hd, const void *const *k_rows,
+                          int n_k, float *s, int ld_s)
+{
+    for (int j = 0; j < n_k; j++) {
+        const char *kr = k_rows[j];
+        for (int r0 = 0; r0 < n_q; r0 += 4) {
+            int nq = n_q - r0 < 4 ? n_q - r0 : 4;
+            VEC acc[4] = { v_zero(), v_zero(), v_zero(), v_zero() };
+            int i = 0;
+            for (; i + VLANES <= hd; i += VLANES) {
+                VEC kv = v_ldw(DT, kr + (size_t)i * KT_ESIZE(DT));
+                for (int r = 0; r < nq; r++) acc[r] = v_fma(v_ldx(q + (size_t)(r0 + r) * hd + i), kv, acc[r]);
+            }
+            if (i < hd) {
+                VEC kv = v_ldw_part(DT, kr + (size_t)i * KT_ESIZE(DT), hd - i);
+                for (int r = 0; r < nq; r++)
+                    acc[r] = v_fma(v_ldx_part(q + (size_t)(r0 + r) * hd + i, hd - i), kv, acc[r]);
+            }
+            for (int r = 0; r < nq; r++) s[(size_t)(r0 + r) * ld_s + j] = v_hsum(acc[r]);
+        }
+    }
+}
+
+KT_INLINE void kt_pv_body(const enum dtype DT, int n_q, float *acc, int hd, const float *p, int ld_p,
+                          const void *const *v_rows, int n_k)
+{
+    for (int r0 = 0; r0 < n_q; r0 += 4) {
+        int nq = n_q - r0 < 4 ? n_q - r0 : 4;
+        for (int i = 0; i < hd; i += VLANES) {
+            int n = hd - i < VLANES ? hd - i : VLANES;
+            VEC a[4];
+            for (int r = 0; r < nq; r++)
+                a[r] = n == VLANES ? v_ldx(acc + (size_t)(r0 + r) * hd + i) : v_ldx_part(acc + (size_t)(r0 + r) * hd + i, n);
+            for (int j = 0; j < n_k; j++) {
+                const char *vr = (const char *)v_rows[j] + (size_t)i * KT_ESIZE(DT);
+                VEC vv = n == VLANES ? v_ldw(DT, vr) : v_ldw_part(DT, vr, n);
+                for (int r = 0; r < nq; r++) a[r] = v_fma(v_bcast(p[(size_t)(r0 + r) * ld_p + j]), vv, a[r]);
+            }
+            for (int r = 0; r < nq; r++) {
+                if (n == VLANES) v_st(acc + (size_t)(r0 + r) * hd + i, a[r]);
+                else v_st_part(acc + (size_t)(r0 + r) * hd + i, a[r], n);
+            }
+        }
+    }
+}
+
+static void kt_qk(int n_q, const float *q, int hd, const void *const *k_rows, int n_k, enum dtype dt,
+                  float *s, int ld_s)
+{
+    switch (dt) {
+    case DTYPE_F32: kt_qk_body(DTYPE_F32, n_q, q, hd, k_rows, n_k, s, ld_s); return;
+    case DTYPE_F16: kt_qk_body(DTYPE_F16, n_q, q, hd, k_rows, n_k, s, ld_s); return;
+    case DTYPE_BF16: kt_qk_body(DTYPE_BF16, n_q, q, hd, k_rows, n_k, s, ld_s); return;
+    default: CHECK(0, "attention: kv dtype %s", dtype_name(dt));
+    }
+}
+
+static void kt_pv(int n_q, float *acc, int hd, const float *p, int ld_p, const void *const *v_rows,
+                  int n_k, enum dtype dt)
+{
+    switch (dt) {
+    case DTYPE_F32: kt_pv_body(DTYPE_F32, n_q, acc, hd, p, ld_p, v_rows, n_k); return;
+    case DTYPE_F16: kt_pv_body(DTYPE_F16, n_q, acc, hd, p, ld_p, v_rows, n_k); return;
+    case DTYPE_BF16: kt_pv_body(DTYPE_BF16, n_q, acc, hd, p, ld_p, v_rows, n_k); return;
+    default: CHECK(0, "attention: kv dtype %s", dtype_name(dt));
+    }
+}
+
+KT_INLINE void kt_to_f32_body(const enum dtype DT, const void *src, float *dst, int64_t n)
+{
+    const char *sb = src;
+    int64_t i = 0;
+    for (; i + VLANES <= n; i += VLANES) v_st(dst + i, v_ldw(DT, sb + (size_t)i * KT_ESIZE(DT)));
+    if (i < n) v_st_part(dst + i, v_ldw_part(DT, sb + (size_t)i * KT_ESIZE(DT), (int)(n - i)), (int)(n - i));
+}
+
+static void kt_to_f32(enum dtype dt, const void *src, float *dst, int64_t n)
+{
+    switch (dt) {
+    case DTYPE_F32: kt_to_f32_body(DTYPE_F32, src, dst, n); return;
+    case DTYPE_F16: kt_to_f32_body(DTYPE_F16, src, dst, n); return;
+    case DTYPE_BF16: kt_to_f32_body(DTYPE_BF16, src, dst, n); return;
+    default: CHECK(0, "to_f32: dtype %s", dtype_name(dt));
+    }
+}
+
+const struct cpu_kern KERN_TABLE = {
+    .name = KERN_NAME,
+    .mr = KERN_MR,
+    .nr = KERN_NR,
+    .tile = kt_tile,
+    .qk = kt_qk,
+    .pv = kt_pv,
+    .to_f32 = kt_to_f32,
+};

@@ -1,0 +1,238 @@
+/* Tool-call, reasoning and stop-string parsers: every family, fed whole and in random chunkings
+ * (all chunkings must give the same merged events). */
+#include "harness.h"
+
+#include "base/mem.h"
+#include "base/rng.h"
+#include "server/reasoning.h"
+#include "server/stopstr.h"
+#include "server/toolparse.h"
+
+struct rec { struct strbuf out; int last_kind; int last_index; };
+
+static void on_ev(void *ctx, const struct tp_event *ev)
+{
+    struct rec *r = ctx;
+    bool merge = (int)ev->kind == r->last_kind && (ev->kind == TP_TEXT || (ev->kind == TP_CALL_ARGS && ev->index == r->last_index));
+    if (merge && r->out.len) r->out.len--, r->out.data[r->out.len] = 0;   // drop the closing ']'
+    switch (ev->kind) {
+    case TP_TEXT:       if (!merge) strbuf_puts(&r->out, "T["); strbuf_append(&r->out, ev->text, ev->len); strbuf_puts(&r->out, "]"); break;
+    case TP_CALL_START: strbuf_printf(&r->out, "S%d:%s ", ev->index, ev->name); break;
+    case TP_CALL_ARGS:  if (!merge) strbuf_printf(&r->out, "A%d[", ev->index); strbuf_append(&r->out, ev->text, ev->len); strbuf_puts(&r->out, "]"); break;
+    case TP_CALL_END:   strbuf_printf(&r->out, " E%d ", ev->index); break;
+    }
+    r->last_kind = ev->kind;
+    r->last_index = ev->index;
+}
+
+static char *parse_chunked(enum tool_family f, const json_t *tools, const char *text, struct rng *rg)
+{
+    struct rec r = { .last_kind = -1 };
+    int n_calls = 0;
+    struct toolparse *tp = toolparse_new(f, tools, &n_calls, on_ev, &r);
+    size_t len = strlen(text), i = 0;
+    while (i < len) {
+        size_t k = rg ? 1 + rng_next(rg) % 7 : len;
+        if (k > len - i) k = len - i;
+        toolparse_feed(tp, text + i, k);
+        i += k;
+    }
+    toolparse_finish(tp);
+    toolparse_free(tp);
+    if (!r.out.data) strbuf_puts(&r.out, "");
+    return strbuf_take(&r.out);
+}
+
+static void check_family(enum tool_family f, const char *text, const char *want, const json_t *tools)
+{
+    char *whole = parse_chunked(f, tools, text, NULL);
+    EXPECTF(!strcmp(whole, want), "%s: got <%s> want <%s>", tool_family_name(f), whole, want);
+    struct rng rg;
+    rng_seed(&rg, 7);
+    int bad = 0;
+    for (int t = 0; t < 200 && !bad; t++) {
+        char *c = parse_chunked(f, tools, text, &rg);
+        if (strcmp(c, whole)) { bad = 1; fprintf(stderr, "  chunked <%s>\n  whole   <%s>\n", c, whole); }
+        free(c);
+    }
+    EXPECT(!bad);
+    free(whole);
+}
+
+TEST(hermes)
+{
+    check_family(TOOL_FAMILY_HERMES, "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"n\": [1, {\"x\": \"}\"}]}}\n</tool_call>",
+                 "T[Let me check.\n]S0:get_weather A0[{\"city\": \"Paris\", \"n\": [1, {\"x\": \"}\"}]}] E0 ", NULL);
+    // parallel calls, args before name, string arguments
+    check_family(TOOL_FAMILY_HERMES, "<tool_call>{\"arguments\": {\"a\": 1}, \"name\": \"f\"}</tool_call>\n<tool_call>{\"name\": \"g\", \"arguments\": \"{\\\"b\\\": 2}\"}</tool_call>",
+                 "S0:f A0[{\"a\": 1}] E0 T[\n]S1:g A1[{\"b\": 2}] E1 ", NULL);
+    // malformed: not JSON -> text, and text after it survives
+    check_family(TOOL_FAMILY_HERMES, "a <tool_call>oops</tool_call> b <tool_ca",
+                 "T[a <tool_call>oops</tool_call> b <tool_ca]", NULL);
+    // unterminated call at the end: closed with what was seen
+    check_family(TOOL_FAMILY_HERMES, "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": ",
+                 "S0:f A0[{\"a\": ] E0 ", NULL);
+    // no arguments
+    check_family(TOOL_FAMILY_HERMES, "<tool_call>{\"name\": \"f\"}</tool_call>done", "S0:f A0[{}] E0 T[done]", NULL);
+    // hermes parser also takes XML bodies
+    check_family(TOOL_FAMILY_HERMES, "<tool_call><function=f><parameter=x>1</parameter></function></tool_call>",
+                 "S0:f A0[{\"x\": 1}] E0 ", NULL);
+}
+
+TEST(qwen3_coder)
+{
+    json_t *tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"write\",\"parameters\":{\"type\":\"object\","
+                               "\"properties\":{\"path\":{\"type\":\"string\"},\"n\":{\"type\":\"string\"},\"lines\":{\"type\":\"integer\"}}}}}]", 0, NULL);
+    ASSERT(tools);
+    check_family(TOOL_FAMILY_QWEN3_CODER,
+                 "ok\n<tool_call>\n<function=write>\n<parameter=path>\n/tmp/a \"b\".txt\n</parameter>\n<parameter=n>\n42\n</parameter>\n"
+                 "<parameter=lines>\n7\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=ls>\n</function>\n</tool_call>",
+                 "T[ok\n]S0:write A0[{\"path\": \"/tmp/a \\\"b\\\".txt\", \"n\": \"42\", \"lines\": 7}] E0 T[\n]S1:ls A1[{}] E1 ", tools);
+    check_family(TOOL_FAMILY_QWEN3_CODER, "<tool_call>\n<function=f>\n<parameter=x>\n{\"a\": [1]}\n</parameter>\n</function>\n</tool_call>",
+                 "S0:f A0[{\"x\": {\"a\":[1]}}] E0 ", NULL);
+    // missing </parameter> (seen from Qwen3.6): value ends at </function>
+    check_family(TOOL_FAMILY_QWEN3_CODER, "<tool_call><function=f><parameter=x>hi</function></tool_call>",
+                 "S0:f A0[{\"x\": \"hi\"}] E0 ", NULL);
+    check_family(TOOL_FAMILY_QWEN3_CODER, "<tool_call>nope</tool_call>", "T[<tool_call>nope</tool_call>]", NULL);
+    json_decref(tools);
+}
+
+TEST(llama3)
+{
+    json_t *tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{}}}]", 0, NULL);
+    check_family(TOOL_FAMILY_LLAMA3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}",
+                 "S0:get_weather A0[{\"city\": \"Oslo\"}] E0 ", tools);
+    check_family(TOOL_FAMILY_LLAMA3, "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {}}; {\"name\": \"get_weather\", \"parameters\": {\"c\": 1}}",
+                 "S0:get_weather A0[{}] E0 S1:get_weather A1[{\"c\": 1}] E1 ", tools);
+    // JSON content that is not a declared tool stays content
+    check_family(TOOL_FAMILY_LLAMA3, "{\"name\": \"Bob\", \"age\": 3} is the answer",
+                 "T[{\"name\": \"Bob\", \"age\": 3} is the answer]", tools);
+    check_family(TOOL_FAMILY_LLAMA3, "Sure: {\"name\": \"get_weather\"}", "T[Sure: {\"name\": \"get_weather\"}]", tools);
+    json_decref(tools);
+}
+
+TEST(mistral)
+{
+    check_family(TOOL_FAMILY_MISTRAL, "[TOOL_CALLS][{\"name\": \"a\", \"arguments\": {\"x\": 1}}, {\"name\": \"b\", \"arguments\": {}}]",
+                 "S0:a A0[{\"x\": 1}] E0 S1:b A1[{}] E1 ", NULL);
+    check_family(TOOL_FAMILY_MISTRAL, "hi [TOOL_CALLS]get_weather[ARGS]{\"city\": \"[x]\"}[TOOL_CALLS]b[ARGS]{}",
+                 "T[hi ]S0:get_weather A0[{\"city\": \"[x]\"}] E0 S1:b A1[{}] E1 ", NULL);
+}
+
+TEST(deepseek_v3)
+{
+    const char *t =
+        "Calling.<\xEF\xBD\x9Ctool\xE2\x96\x81" "calls\xE2\x96\x81" "begin\xEF\xBD\x9C>"
+        "<\xEF\xBD\x9Ctool\xE2\x96\x81" "call\xE2\x96\x81" "begin\xEF\xBD\x9C>function<\xEF\xBD\x9Ctool\xE2\x96\x81" "sep\xEF\xBD\x9C>get_weather\n```json\n{\"city\": \"Rome\"}\n```"
+        "<\xEF\xBD\x9Ctool\xE2\x96\x81" "call\xE2\x96\x81" "end\xEF\xBD\x9C>\n"
+        "<\xEF\xBD\x9Ctool\xE2\x96\x81" "call\xE2\x96\x81" "begin\xEF\xBD\x9C>function<\xEF\xBD\x9Ctool\xE2\x96\x81" "sep\xEF\xBD\x9C>now\n```json\n{}\n```"
+        "<\xEF\xBD\x9Ctool\xE2\x96\x81" "call\xE2\x96\x81" "end\xEF\xBD\x9C>"
+        "<\xEF\xBD\x9Ctool\xE2\x96\x81" "calls\xE2\x96\x81" "end\xEF\xBD\x9C>";
+    check_family(TOOL_FAMILY_DEEPSEEK_V3, t, "T[Calling.]S0:get_weather A0[{\"city\": \"Rome\"}] E0 S1:now A1[{}] E1 ", NULL);
+}
+
+TEST(family_detect)
+{
+    EXPECT(tool_family_detect("{{ '<tool_call>' }}") == TOOL_FAMILY_HERMES);
+    EXPECT(tool_family_detect("<tool_call>\n<function=") == TOOL_FAMILY_QWEN3_CODER);
+    EXPECT(tool_family_detect("[TOOL_CALLS]") == TOOL_FAMILY_MISTRAL);
+    EXPECT(tool_family_detect("<|python_tag|>") == TOOL_FAMILY_LLAMA3);
+    enum tool_family f;
+    EXPECT(tool_family_from_name("qwen3.5", &f) && f == TOOL_FAMILY_QWEN3_CODER);
+    EXPECT(!tool_family_from_name("bogus", &f));
+}
+
+struct rrec { struct strbuf out; int last; };
+
+static void on_r(void *ctx, bool is_r, const char *t, size_t n)
+{
+    struct rrec *r = ctx;
+    if (r->last == (int)is_r && r->out.len) r->out.data[--r->out.len] = 0;
+    else strbuf_puts(&r->out, is_r ? "R[" : "C[");
+    strbuf_append(&r->out, t, n);
+    strbuf_puts(&r->out, "]");
+    r->last = is_r;
+}
+
+static char *split(const char *text, bool inside, struct rng *rg)
+{
+    struct rrec r = { .last = -1 };
+    struct reasoning *rs = reasoning_new("<think>", "</think>", inside, on_r, &r);
+    size_t len = strlen(text), i = 0;
+    while (i < len) {
+        size_t k = rg ? 1 + rng_next(rg) % 5 : len;
+        if (k > len - i) k = len - i;
+        reasoning_feed(rs, text + i, k);
+        i += k;
+    }
+    reasoning_finish(rs);
+    reasoning_free(rs);
+    if (!r.out.data) strbuf_puts(&r.out, "");
+    return strbuf_take(&r.out);
+}
+
+TEST(reasoning_split)
+{
+    struct { const char *in; bool inside; const char *want; } cases[] = {
+        { "<think>\nhmm <b> </thin\n</think>\n\nAnswer <", false, "R[hmm <b> </thin\n]C[Answer <]" },
+        { "deep thought</think>Yes", true, "R[deep thought]C[Yes]" },
+        { "no thinking here", false, "C[no thinking here]" },
+        { "<think>unfinished", false, "R[unfinished]" },
+    };
+    struct rng rg;
+    rng_seed(&rg, 3);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char *w = split(cases[c].in, cases[c].inside, NULL);
+        EXPECTF(!strcmp(w, cases[c].want), "got <%s> want <%s>", w, cases[c].want);
+        for (int t = 0; t < 100; t++) {
+            char *x = split(cases[c].in, cases[c].inside, &rg);
+            EXPECTF(!strcmp(x, w), "chunked <%s>", x);
+            free(x);
+        }
+        free(w);
+    }
+    EXPECT(reasoning_prompt_open("<|im_start|>assistant\n<think>\n", "<think>", "</think>"));
+    EXPECT(!reasoning_prompt_open("<think>\n\n</think>\n\n", "<think>", "</think>"));
+    EXPECT(!reasoning_prompt_open("plain", "<think>", "</think>"));
+}
+
+TEST(stop_strings)
+{
+    const char *stops[] = { "STOP", "\n\n", "éa" };
+    struct rng rg;
+    rng_seed(&rg, 5);
+    const char *in[] = { "hello ST world STOP after", "one\ntwo\n\nthree", "caf\xC3\xA9" "a!", "no stop at all ST" };
+    const char *want[] = { "hello ST world ", "one\ntwo", "caf", "no stop at all ST" };
+    for (int c = 0; c < 4; c++) {
+        for (int t = 0; t < 50; t++) {
+            struct stopstr ss;
+            stopstr_init(&ss, stops, 3);
+            struct strbuf out = {0};
+            size_t len = strlen(in[c]), i = 0;
+            while (i < len) {
+                size_t k = 1 + rng_next(&rg) % 4;
+                if (k > len - i) k = len - i;
+                stopstr_feed(&ss, in[c] + i, k, &out);
+                i += k;
+            }
+            stopstr_flush(&ss, &out);
+            EXPECTF(out.data && !strcmp(out.data, want[c]), "case %d got <%s>", c, out.data ? out.data : "");
+            EXPECT(ss.hit == (c < 3));
+            strbuf_free(&out);
+            stopstr_deinit(&ss);
+        }
+    }
+}
+
+int main(void)
+{
+    RUN(hermes);
+    RUN(qwen3_coder);
+    RUN(llama3);
+    RUN(mistral);
+    RUN(deepseek_v3);
+    RUN(family_detect);
+    RUN(reasoning_split);
+    RUN(stop_strings);
+    return test_summary();
+}

@@ -30,7 +30,7 @@ NVCCFLAGS  := -O3 -lineinfo -std=c++17 -Isrc -DCAIRN_HAVE_CUDA \
               -Xcompiler -Wall,-fno-strict-aliasing $(EXTRA_NVCCFLAGS)
 CFLAGS     += -DCAIRN_HAVE_CUDA -I$(CUDA_HOME)/include
 LIB_OBJ    += $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
-LDLIBS     += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -lrt -lstdc++
+LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -lrt -lstdc++
 endif
 
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c tests/ops/test_*.c tests/model/test_*.c \

@@ -1,0 +1,265 @@
+/* backend_cuda: the CUDA backend's vtable, memory, batch staging and synchronization.
+ * The ops themselves live in one .cu file per family (elementwise, matmul, attention, moe). */
+#include "backend/cuda/cuda_common.cuh"
+
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "base/mem.h"
+}
+
+struct prepared_entry {
+    const void    *host;      // host bytes the device copy was made from (dedupes tied weights)
+    struct buffer *buf;
+};
+
+struct cuda_backend_ext {
+    struct cuda_backend    cb;
+    struct prepared_entry *prep;
+    int                    n_prep, cap_prep;
+    cudaEvent_t            staged;        // recorded after the last batch upload
+    bool                   staged_pending;
+};
+
+void *cuda_workspace(struct cuda_backend *cb, size_t bytes)
+{
+    if (bytes <= cb->work_bytes) return cb->d_work;
+    if (cb->d_work) {
+        CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+        CUDA_CHECK(cudaFree(cb->d_work));
+    }
+    size_t cap = bytes + bytes / 4;
+    CUDA_CHECK(cudaMalloc(&cb->d_work, cap));
+    cb->work_bytes = cap;
+    return cb->d_work;
+}
+
+static enum status c_buffer_new(struct backend *be, size_t bytes, struct buffer **out)
+{
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        size_t free_b = 0, total = 0;
+        cudaGetLastError();
+        cudaMemGetInfo(&free_b, &total);
+        LOG_ERR("cuda: cannot allocate %zu bytes of device memory (%zu of %zu free): %s", bytes, free_b, total,
+                cudaGetErrorString(e));
+        return STATUS_ENOMEM;
+    }
+    struct buffer *b = (struct buffer *)xcalloc(1, sizeof *b);
+    b->kind = BUF_DEVICE;
+    b->data = p;
+    b->bytes = bytes;
+    b->owner = be;
+    *out = b;
+    return STATUS_OK;
+}
+
+static void c_buffer_free(struct backend *be, struct buffer *b)
+{
+    if (!b) return;
+    CUDA_CHECK(cudaStreamSynchronize(cuda_of(be)->stream));
+    CUDA_CHECK(cudaFree(b->data));
+    free(b);
+}
+
+static void c_upload(struct backend *be, struct tensor *t, const void *src, size_t bytes)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    CUDA_CHECK(cudaMemcpyAsync(dptr(t), src, bytes, cudaMemcpyHostToDevice, cb->stream));
+    CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+}
+
+static void c_download(struct backend *be, void *dst, const struct tensor *t, size_t bytes)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    CUDA_CHECK(cudaMemcpyAsync(dst, dptr(t), bytes, cudaMemcpyDeviceToHost, cb->stream));
+    CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+}
+
+/* Device copy of a host (mmapped) weight; tensors sharing host bytes share the copy. */
+static enum status c_weight_prepare(struct backend *be, struct tensor *w)
+{
+    struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
+    if (!w->buf || w->buf->kind == BUF_DEVICE) return STATUS_OK;
+    const void *host = tensor_data(w);
+    for (int i = 0; i < x->n_prep; i++) {
+        if (x->prep[i].host == host) {
+            w->buf = x->prep[i].buf;
+            w->offset = 0;
+            return STATUS_OK;
+        }
+    }
+    CHECK(tensor_is_contiguous(w), "cuda: weight %s is not contiguous", w->name ? w->name : "?");
+    struct buffer *b;
+    enum status st = c_buffer_new(be, tensor_bytes(w), &b);
+    if (st != STATUS_OK) {
+        LOG_ERR("cuda: out of device memory loading weight %s", w->name ? w->name : "?");
+        return st;
+    }
+    CUDA_CHECK(cudaMemcpy(b->data, host, tensor_bytes(w), cudaMemcpyHostToDevice));
+    if (x->n_prep == x->cap_prep) {
+        x->cap_prep = x->cap_prep ? 2 * x->cap_prep : 256;
+        x->prep = (struct prepared_entry *)xrealloc(x->prep, sizeof *x->prep * (size_t)x->cap_prep);
+    }
+    x->prep[x->n_prep].host = host;
+    x->prep[x->n_prep].buf = b;
+    x->n_prep++;
+    w->buf = b;
+    w->offset = 0;
+    return STATUS_OK;
+}
+
+/* Stages the step's index arrays on the device: one pinned pack, one copy. */
+static void c_batch_begin(struct backend *be, const struct batch_meta *m)
+{
+    struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
+    struct cuda_backend *cb = &x->cb;
+    struct cuda_batch *b = &cb->batch;
+    if (x->staged_pending) CUDA_CHECK(cudaEventSynchronize(x->staged));   // pinned pack still in use
+
+    int n_blocks = m->seq_block0[m->n_seq];
+    size_t sizes[] = {
+        sizeof(int32_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_tok,
+        sizeof(int32_t) * (size_t)m->n_seq, sizeof(int32_t) * (size_t)(m->n_seq + 1),
+        sizeof(int32_t) * (size_t)(n_blocks > 0 ? n_blocks : 1), sizeof(int32_t) * (size_t)(m->n_out > 0 ? m->n_out : 1),
+        sizeof(int64_t) * (size_t)m->n_tok,
+    };
+    const void *srcs[] = { m->tok_id, m->tok_pos, m->tok_seq, m->seq_len, m->seq_block0, m->block_ids, m->out_tok, m->tok_slot };
+    int32_t **dsts32[] = { &b->d_tok_id, &b->d_tok_pos, &b->d_tok_seq, &b->d_seq_len, &b->d_seq_block0, &b->d_block_ids, &b->d_out_tok };
+    size_t total = 0, offs[8];
+    for (int i = 0; i < 8; i++) {
+        offs[i] = total;
+        total += (sizes[i] + 15) & ~(size_t)15;
+    }
+    if (total > b->h_pinned_bytes) {
+        if (b->h_pinned) {
+            CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+            CUDA_CHECK(cudaFreeHost(b->h_pinned));
+            CUDA_CHECK(cudaFree(b->d_tok_id));
+        }
+        b->h_pinned_bytes = total * 2;
+        CUDA_CHECK(cudaMallocHost(&b->h_pinned, b->h_pinned_bytes));
+        CUDA_CHECK(cudaMalloc((void **)&b->d_tok_id, b->h_pinned_bytes));   // the device pack
+    }
+    char *dev = (char *)b->d_tok_id;   // base of the device pack (first array sits at offset 0)
+    for (int i = 0; i < 8; i++) {
+        if (srcs[i] && sizes[i]) memcpy((char *)b->h_pinned + offs[i], srcs[i], sizes[i]);
+    }
+    CUDA_CHECK(cudaMemcpyAsync(dev, b->h_pinned, total, cudaMemcpyHostToDevice, cb->stream));
+    CUDA_CHECK(cudaEventRecord(x->staged, cb->stream));
+    x->staged_pending = true;
+    for (int i = 0; i < 7; i++) *dsts32[i] = (int32_t *)(dev + offs[i]);
+    b->d_tok_slot = (int64_t *)(dev + offs[7]);
+
+    b->n_tok = m->n_tok;
+    b->n_seq = m->n_seq;
+    b->n_out = m->n_out;
+    b->block_size = m->block_size;
+    b->max_seq_len = 0;
+    for (int s = 0; s < m->n_seq; s++)
+        if (m->seq_len[s] > b->max_seq_len) b->max_seq_len = m->seq_len[s];
+    b->all_single = m->n_tok == m->n_seq;
+}
+
+static enum status c_sync(struct backend *be)
+{
+    cudaError_t e = cudaStreamSynchronize(cuda_of(be)->stream);
+    if (e != cudaSuccess) {
+        LOG_ERR("cuda: %s", cudaGetErrorString(e));
+        return STATUS_EDEVICE;
+    }
+    return STATUS_OK;
+}
+
+static void c_destroy(struct backend *be)
+{
+    struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
+    struct cuda_backend *cb = &x->cb;
+    cudaStreamSynchronize(cb->stream);
+    for (int i = 0; i < x->n_prep; i++) {
+        cudaFree(x->prep[i].buf->data);
+        free(x->prep[i].buf);
+    }
+    free(x->prep);
+    if (cb->batch.h_pinned) cudaFreeHost(cb->batch.h_pinned);
+    if (cb->batch.d_tok_id) cudaFree(cb->batch.d_tok_id);
+    if (cb->d_work) cudaFree(cb->d_work);
+    if (cb->d_attn_part) cudaFree(cb->d_attn_part);
+    if (cb->d_argmax) cudaFree(cb->d_argmax);
+    cudaEventDestroy(x->staged);
+    cublasDestroy(cb->cublas);
+    cudaStreamDestroy(cb->stream);
+    free(x);
+    free(be);
+}
+
+static const struct backend_ops cuda_ops = {
+    /* .name = */ "cuda",
+    /* .destroy = */ c_destroy,
+    /* .buffer_new = */ c_buffer_new,
+    /* .buffer_free = */ c_buffer_free,
+    /* .upload = */ c_upload,
+    /* .download = */ c_download,
+    /* .weight_prepare = */ c_weight_prepare,
+    /* .batch_begin = */ c_batch_begin,
+    /* .sync = */ c_sync,
+    /* .embed = */ cuda_embed,
+    /* .rmsnorm = */ cuda_rmsnorm,
+    /* .matmul = */ cuda_matmul,
+    /* .matmul_rows = */ cuda_matmul_rows,
+    /* .rope = */ cuda_rope,
+    /* .kv_write = */ cuda_kv_write,
+    /* .attention = */ cuda_attention,
+    /* .glu = */ cuda_glu,
+    /* .add = */ cuda_add,
+    /* .softcap = */ cuda_softcap,
+    /* .moe_route = */ cuda_moe_route,
+    /* .moe_ffn = */ cuda_moe_ffn,
+    /* .argmax = */ cuda_argmax,
+};
+
+extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct backend **out)
+{
+    int n_dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&n_dev);
+    if (e != cudaSuccess || n_dev == 0) {
+        cudaGetLastError();
+        LOG_ERR("cuda: no usable GPU (%s)", e != cudaSuccess ? cudaGetErrorString(e) : "no device found");
+        return STATUS_EUNSUPPORTED;
+    }
+    int dev = cfg ? cfg->device : 0;
+    if (dev < 0 || dev >= n_dev) {
+        LOG_ERR("cuda: device %d does not exist (%d found)", dev, n_dev);
+        return STATUS_EINVAL;
+    }
+    if (cudaSetDevice(dev) != cudaSuccess) {
+        cudaGetLastError();
+        LOG_ERR("cuda: cannot use device %d", dev);
+        return STATUS_EDEVICE;
+    }
+    struct cuda_backend_ext *x = (struct cuda_backend_ext *)xcalloc(1, sizeof *x);
+    struct cuda_backend *cb = &x->cb;
+    cb->device = dev;
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    cb->n_sm = prop.multiProcessorCount;
+    cb->smem_optin = prop.sharedMemPerBlockOptin;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&x->staged, cudaEventDisableTiming));
+    if (cublasCreate(&cb->cublas) != CUBLAS_STATUS_SUCCESS) {
+        LOG_ERR("cuda: cannot create a cuBLAS handle");
+        cudaStreamDestroy(cb->stream);
+        free(x);
+        return STATUS_EDEVICE;
+    }
+    CUBLAS_CHECK(cublasSetStream(cb->cublas, cb->stream));
+    CUBLAS_CHECK(cublasSetMathMode(cb->cublas, CUBLAS_DEFAULT_MATH));
+    struct backend *be = (struct backend *)xcalloc(1, sizeof *be);
+    be->ops = &cuda_ops;
+    be->impl = x;
+    LOG_INFO("cuda: %s, %d SMs, %.1f GiB", prop.name, cb->n_sm, (double)prop.totalGlobalMem / (1 << 30));
+    *out = be;
+    return STATUS_OK;
+}

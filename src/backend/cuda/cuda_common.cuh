@@ -1,0 +1,121 @@
+/* cuda_common: state and helpers shared by the CUDA backend's files.
+ *
+ * struct cuda_backend holds everything device-side: stream, cuBLAS handle, the staged batch
+ * (index arrays of the step, uploaded once in batch_begin) and workspaces. Nothing lives in file
+ * statics, so several backends (devices, models) can coexist. All launches go on `stream`;
+ * errors are sticky and surface at sync (CUDA_CHECK aborts in the step path: a failed launch
+ * means a bug or a poisoned context).
+ */
+#ifndef CAIRN_BACKEND_CUDA_COMMON_CUH
+#define CAIRN_BACKEND_CUDA_COMMON_CUH
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "backend/backend.h"
+#include "base/log.h"
+}
+
+#define CUDA_CHECK(call) do { cudaError_t e_ = (call); \
+        CHECK(e_ == cudaSuccess, "CUDA error %s: %s", cudaGetErrorName(e_), cudaGetErrorString(e_)); } while (0)
+#define CUBLAS_CHECK(call) do { cublasStatus_t s_ = (call); CHECK(s_ == CUBLAS_STATUS_SUCCESS, "cuBLAS error %d", (int)s_); } while (0)
+#define LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
+struct moe_table {
+    const struct tensor *key;          // the layer's host array of gate tensors
+    const void        **d_gate, **d_up, **d_down;   // [n_experts] device pointers
+};
+
+/* Device copy of one step's batch_meta; arrays grow (rarely) and are reused across steps. */
+struct cuda_batch {
+    int      n_tok, n_seq, n_out, block_size;
+    int      max_seq_len;        // longest sequence of the step
+    bool     all_single;         // every sequence contributes at most one token (pure decode)
+    int32_t *d_tok_id, *d_tok_pos, *d_tok_seq, *d_seq_len, *d_seq_block0, *d_block_ids, *d_out_tok;
+    int64_t *d_tok_slot;
+    int      cap_tok, cap_seq, cap_blocks;
+    void    *h_pinned;           // pinned staging for the uploads
+    size_t   h_pinned_bytes;
+};
+
+struct cuda_backend {
+    int             device;
+    cudaStream_t    stream;
+    cublasHandle_t  cublas;
+    int             n_sm;
+    size_t          smem_optin;         // max dynamic shared memory per block
+    struct cuda_batch batch;
+    void           *d_work;             // general workspace (activation conversions, gathers)
+    size_t          work_bytes;
+    float          *d_attn_part;        // split-K attention partials
+    size_t          attn_part_bytes;
+    int32_t        *d_argmax;           // [cap] argmax results
+    int             argmax_cap;
+    struct moe_table *moe_tables;       // device arrays of expert weight pointers, per layer
+    int             n_moe_tables, cap_moe_tables;
+};
+
+static inline struct cuda_backend *cuda_of(struct backend *be) { return (struct cuda_backend *)be->impl; }
+
+/* Grows a device workspace to at least `bytes` (allocation only when it must grow). */
+void *cuda_workspace(struct cuda_backend *cb, size_t bytes);
+
+/* Element loads as f32 from any float dtype. */
+template <typename T> __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
+
+/* Calls F<T>(args...) with T the CUDA type of dtype dt (f32, f16, bf16). */
+#define DISPATCH_FLOAT(dt, T, ...) do { \
+        switch (dt) { \
+        case DTYPE_F32: { typedef float T; __VA_ARGS__; break; } \
+        case DTYPE_F16: { typedef __half T; __VA_ARGS__; break; } \
+        case DTYPE_BF16: { typedef __nv_bfloat16 T; __VA_ARGS__; break; } \
+        default: CHECK(0, "cuda: unsupported dtype %s", dtype_name(dt)); \
+        } } while (0)
+
+static inline void *dptr(const struct tensor *t) { return (char *)t->buf->data + t->offset; }
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Ops implemented in the other .cu files, wired into the vtable in backend_cuda.cu. */
+void cuda_embed(struct backend *, struct tensor *, const struct tensor *, const struct batch_meta *, float);
+void cuda_rmsnorm(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, float, float);
+void cuda_rope(struct backend *, struct tensor *, int, const struct tensor *, const struct rope_params *, const struct batch_meta *);
+void cuda_kv_write(struct backend *, struct kv_layer *, const struct tensor *, const struct tensor *, const struct batch_meta *);
+void cuda_glu(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, enum act);
+void cuda_add(struct backend *, struct tensor *, const struct tensor *, const struct tensor *);
+void cuda_softcap(struct backend *, struct tensor *, float);
+void cuda_argmax(struct backend *, int32_t *, const struct tensor *);
+void cuda_matmul(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *);
+void cuda_matmul_rows(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct batch_meta *);
+void cuda_attention(struct backend *, struct tensor *, const struct tensor *, const struct kv_layer *,
+                    const struct attn_params *, const struct batch_meta *);
+void cuda_moe_route(struct backend *, struct tensor *, struct tensor *, const struct tensor *, int, bool);
+void cuda_moe_ffn(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *,
+                  const struct tensor *, const struct tensor *, const struct tensor *, int, enum act);
+
+/* out[n, m] = x[n, k] @ w^T with x given as rows of a device f32 array (used by MoE too). */
+void cuda_linear(struct cuda_backend *cb, float *d_out, const float *d_x, int n, const struct tensor *w);
+
+#endif

@@ -1,0 +1,205 @@
+/* elementwise: the CUDA ops that touch each element a bounded number of times: embedding,
+ * RMSNorm, RoPE, KV-cache writes, GLU activations, residual adds, soft-capping, argmax.
+ * All compute in f32; one block per row where a row-wide reduction is needed. */
+#include "backend/cuda/cuda_common.cuh"
+
+#include <math.h>
+
+/* ---- embed ---- */
+template <typename T>
+__global__ void k_embed(float *out, const T *table, const int32_t *ids, int d, float scale)
+{
+    int t = blockIdx.x;
+    const T *row = table + (size_t)ids[t] * d;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) out[(size_t)t * d + i] = to_f<T>(row[i]) * scale;
+}
+
+void cuda_embed(struct backend *be, struct tensor *out, const struct tensor *table, const struct batch_meta *m, float scale)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    int d = (int)table->ne[0];
+    DISPATCH_FLOAT(table->dtype, T, k_embed<T><<<m->n_tok, 256, 0, cb->stream>>>(
+        (float *)dptr(out), (const T *)dptr(table), cb->batch.d_tok_id, d, scale));
+    LAUNCH_CHECK();
+}
+
+/* ---- rmsnorm: one block per row ---- */
+template <typename T>
+__global__ void k_rmsnorm(float *out, const float *x, const T *w, int d, float eps, float w_offset)
+{
+    const float *xr = x + (size_t)blockIdx.x * d;
+    float *orow = out + (size_t)blockIdx.x * d;
+    float ss = 0;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) ss += xr[i] * xr[i];
+    __shared__ float red[32];
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        float v = threadIdx.x < (blockDim.x >> 5) ? red[threadIdx.x] : 0.0f;
+        v = warp_sum(v);
+        if (threadIdx.x == 0) red[0] = v;
+    }
+    __syncthreads();
+    float inv = rsqrtf(red[0] / (float)d + eps);
+    for (int i = threadIdx.x; i < d; i += blockDim.x) orow[i] = xr[i] * inv * (to_f<T>(w[i]) + w_offset);
+}
+
+void cuda_rmsnorm(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *w, float eps,
+                  float w_offset)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    int d = (int)x->ne[0];
+    int rows = (int)tensor_rows(x);
+    int threads = d >= 1024 ? 1024 : d >= 256 ? 256 : d >= 128 ? 128 : 64;
+    if (threads > 1024) threads = 1024;
+    DISPATCH_FLOAT(w->dtype, T, k_rmsnorm<T><<<rows, threads, 0, cb->stream>>>(
+        (float *)dptr(out), (const float *)dptr(x), (const T *)dptr(w), d, eps, w_offset));
+    LAUNCH_CHECK();
+}
+
+/* ---- rope (HF rotate_half or interleaved pairs), in place ---- */
+__global__ void k_rope(float *x, const int32_t *pos, const float *inv_freq, int n_heads, int head_dim, int rot_dim,
+                       float mscale, bool interleaved)
+{
+    int t = blockIdx.x;
+    int half = rot_dim / 2;
+    float p = (float)pos[t];
+    for (int idx = threadIdx.x; idx < n_heads * half; idx += blockDim.x) {
+        int h = idx / half, i = idx % half;
+        float *hx = x + ((size_t)t * n_heads + h) * head_dim;
+        float ang = p * inv_freq[i];
+        float s, c;
+        sincosf(ang, &s, &c);
+        c *= mscale;
+        s *= mscale;
+        int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+        float x0 = hx[a], x1 = hx[b];
+        hx[a] = x0 * c - x1 * s;
+        hx[b] = x1 * c + x0 * s;
+    }
+}
+
+void cuda_rope(struct backend *be, struct tensor *x, int n_heads, const struct tensor *inv_freq, const struct rope_params *rp,
+               const struct batch_meta *m)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    k_rope<<<m->n_tok, 128, 0, cb->stream>>>((float *)dptr(x), cb->batch.d_tok_pos, (const float *)dptr(inv_freq), n_heads,
+                                             rp->head_dim, rp->rot_dim, rp->mscale, rp->interleaved);
+    LAUNCH_CHECK();
+}
+
+/* ---- kv_write ---- */
+template <typename T>
+__global__ void k_kv_write(T *kc, T *vc, const float *k, const float *v, const int64_t *slot, int row)
+{
+    int t = blockIdx.x;
+    size_t dst = (size_t)slot[t] * row;
+    for (int i = threadIdx.x; i < row; i += blockDim.x) {
+        kc[dst + i] = from_f<T>(k[(size_t)t * row + i]);
+        vc[dst + i] = from_f<T>(v[(size_t)t * row + i]);
+    }
+}
+
+void cuda_kv_write(struct backend *be, struct kv_layer *kv, const struct tensor *k, const struct tensor *v,
+                   const struct batch_meta *m)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    int row = (int)kv->k.ne[0];
+    DISPATCH_FLOAT(kv->k.dtype, T, k_kv_write<T><<<m->n_tok, 256, 0, cb->stream>>>(
+        (T *)dptr(&kv->k), (T *)dptr(&kv->v), (const float *)dptr(k), (const float *)dptr(v), cb->batch.d_tok_slot, row));
+    LAUNCH_CHECK();
+}
+
+/* ---- glu, add, softcap ---- */
+__global__ void k_glu(float *out, const float *gate, const float *up, size_t n, int act)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float g = gate[i], a;
+        if (act == ACT_SILU) {
+            a = g / (1.0f + expf(-g));
+        } else {
+            const float k0 = 0.7978845608028654f;   // sqrt(2 / pi)
+            a = 0.5f * g * (1.0f + tanhf(k0 * (g + 0.044715f * g * g * g)));
+        }
+        out[i] = a * up[i];
+    }
+}
+
+static int grid_for(size_t n) { size_t g = (n + 255) / 256; return (int)(g > 65535 ? 65535 : g ? g : 1); }
+
+void cuda_glu(struct backend *be, struct tensor *out, const struct tensor *gate, const struct tensor *up, enum act act)
+{
+    size_t n = (size_t)tensor_nelem(out);
+    k_glu<<<grid_for(n), 256, 0, cuda_of(be)->stream>>>((float *)dptr(out), (const float *)dptr(gate),
+                                                        (const float *)dptr(up), n, (int)act);
+    LAUNCH_CHECK();
+}
+
+__global__ void k_add(float *out, const float *a, const float *b, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = a[i] + b[i];
+}
+
+void cuda_add(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b)
+{
+    size_t n = (size_t)tensor_nelem(out);
+    k_add<<<grid_for(n), 256, 0, cuda_of(be)->stream>>>((float *)dptr(out), (const float *)dptr(a),
+                                                        (const float *)dptr(b), n);
+    LAUNCH_CHECK();
+}
+
+__global__ void k_softcap(float *x, size_t n, float cap)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = cap * tanhf(x[i] / cap);
+}
+
+void cuda_softcap(struct backend *be, struct tensor *x, float cap)
+{
+    size_t n = (size_t)tensor_nelem(x);
+    k_softcap<<<grid_for(n), 256, 0, cuda_of(be)->stream>>>((float *)dptr(x), n, cap);
+    LAUNCH_CHECK();
+}
+
+/* ---- argmax: one block per row; ties go to the lower index ---- */
+__global__ void k_argmax(int32_t *out, const float *x, int n)
+{
+    const float *row = x + (size_t)blockIdx.x * n;
+    float best = -INFINITY;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        float v = row[i];
+        if (v > best || (v == best && i < bi)) { best = v; bi = i; }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, best, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
+    }
+    __shared__ float sv[32];
+    __shared__ int si[32];
+    if ((threadIdx.x & 31) == 0) { sv[threadIdx.x >> 5] = best; si[threadIdx.x >> 5] = bi; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x >> 5); w++)
+            if (sv[w] > best || (sv[w] == best && si[w] < bi)) { best = sv[w]; bi = si[w]; }
+        out[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
+    }
+}
+
+void cuda_argmax(struct backend *be, int32_t *out_ids, const struct tensor *logits)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    int rows = (int)tensor_rows(logits), n = (int)logits->ne[0];
+    if (rows > cb->argmax_cap) {
+        if (cb->d_argmax) CUDA_CHECK(cudaFree(cb->d_argmax));
+        cb->argmax_cap = rows * 2;
+        CUDA_CHECK(cudaMalloc(&cb->d_argmax, sizeof(int32_t) * (size_t)cb->argmax_cap));
+    }
+    k_argmax<<<rows, 1024, 0, cb->stream>>>(cb->d_argmax, (const float *)dptr(logits), n);
+    LAUNCH_CHECK();
+    CUDA_CHECK(cudaMemcpyAsync(out_ids, cb->d_argmax, sizeof(int32_t) * (size_t)rows, cudaMemcpyDeviceToHost, cb->stream));
+    CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+}

@@ -1,0 +1,228 @@
+/* matmul: out[n, m] = x[n, k] @ w[m, k]^T for bf16/f16/f32 weights.
+ *
+ * Decode (n <= GEMV_MAX_N): a bandwidth-bound GEMV. Each warp owns one weight row and streams it
+ * once with 16-byte loads (four in flight per lane), applying it to all n activation rows; x is
+ * re-read from L1/L2. Each token's dot product is summed in the same order whatever n is, so a
+ * token's result does not depend on the batch (batch invariance within the GEMV path).
+ * Prefill (n > GEMV_MAX_N): activations are rounded to the weight dtype and cuBLAS multiplies with
+ * f32 accumulation (tensor cores); this is where the GPU backend trades bit-exactness for speed.
+ */
+#include "backend/cuda/cuda_common.cuh"
+
+#define GEMV_MAX_N    8
+#define GEMV_WARPS    8
+
+template <typename T> struct vec16;   // 16 bytes of T
+template <> struct vec16<__nv_bfloat16> { static const int n = 8; };
+template <> struct vec16<__half> { static const int n = 8; };
+template <> struct vec16<float> { static const int n = 4; };
+
+template <typename T>
+__device__ __forceinline__ void unpack16(const uint4 &u, float *f);
+template <>
+__device__ __forceinline__ void unpack16<__nv_bfloat16>(const uint4 &u, float *f)
+{
+    const uint32_t w[4] = { u.x, u.y, u.z, u.w };
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(w[i] << 16);
+        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+template <>
+__device__ __forceinline__ void unpack16<__half>(const uint4 &u, float *f)
+{
+    const uint32_t w[4] = { u.x, u.y, u.z, u.w };
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        __half2 h = *reinterpret_cast<const __half2 *>(&w[i]);
+        float2 v = __half22float2(h);
+        f[2 * i] = v.x;
+        f[2 * i + 1] = v.y;
+    }
+}
+template <>
+__device__ __forceinline__ void unpack16<float>(const uint4 &u, float *f)
+{
+    f[0] = __uint_as_float(u.x); f[1] = __uint_as_float(u.y); f[2] = __uint_as_float(u.z); f[3] = __uint_as_float(u.w);
+}
+
+/* Requires k % vec16<T>::n == 0 and 16-byte aligned rows. */
+template <typename T, int N>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(float *out, const float *x, const T *w, const T *bias, int m, int k)
+{
+    const int V = vec16<T>::n;
+    int row = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (row >= m) return;
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)row * k);
+    int n_vec = k / V;
+    float acc[N];
+#pragma unroll
+    for (int t = 0; t < N; t++) acc[t] = 0.0f;
+    const int U = 4;
+    int base = 0;
+    for (; base + U * 32 <= n_vec; base += U * 32) {
+        uint4 u[U];
+#pragma unroll
+        for (int j = 0; j < U; j++) u[j] = __ldg(wr + base + j * 32 + lane);
+#pragma unroll
+        for (int j = 0; j < U; j++) {
+            float f[V];
+            unpack16<T>(u[j], f);
+            int col = (base + j * 32 + lane) * V;
+#pragma unroll
+            for (int t = 0; t < N; t++) {
+                const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * k + col);
+#pragma unroll
+                for (int q = 0; q < V / 4; q++) {
+                    float4 a = __ldg(xv + q);
+                    acc[t] += f[4 * q] * a.x + f[4 * q + 1] * a.y + f[4 * q + 2] * a.z + f[4 * q + 3] * a.w;
+                }
+            }
+        }
+    }
+    for (int vi = base + lane; vi < n_vec; vi += 32) {
+        float f[V];
+        unpack16<T>(__ldg(wr + vi), f);
+        int col = vi * V;
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * k + col);
+#pragma unroll
+            for (int q = 0; q < V / 4; q++) {
+                float4 a = __ldg(xv + q);
+                acc[t] += f[4 * q] * a.x + f[4 * q + 1] * a.y + f[4 * q + 2] * a.z + f[4 * q + 3] * a.w;
+            }
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < N; t++) {
+        float s = warp_sum(acc[t]);
+        if (lane == 0) out[(size_t)t * m + row] = s + (bias ? to_f<T>(bias[row]) : 0.0f);
+    }
+}
+
+/* Any k and alignment: one warp per row, scalar loads. */
+template <typename T>
+__global__ void k_gemv_scalar(float *out, const float *x, const T *w, const T *bias, int n, int m, int k)
+{
+    int row = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (row >= m) return;
+    for (int t = 0; t < n; t++) {
+        float acc = 0;
+        for (int i = lane; i < k; i += 32) acc += to_f<T>(w[(size_t)row * k + i]) * x[(size_t)t * k + i];
+        acc = warp_sum(acc);
+        if (lane == 0) out[(size_t)t * m + row] = acc + (bias ? to_f<T>(bias[row]) : 0.0f);
+    }
+}
+
+template <typename T>
+static void gemv(struct cuda_backend *cb, float *out, const float *x, const T *w, const T *bias, int n, int m, int k)
+{
+    dim3 grid((m + GEMV_WARPS - 1) / GEMV_WARPS), block(GEMV_WARPS * 32);
+    bool vec_ok = k % vec16<T>::n == 0 && ((uintptr_t)w & 15) == 0 && ((uintptr_t)x & 15) == 0;
+    if (!vec_ok) {
+        k_gemv_scalar<T><<<grid, block, 0, cb->stream>>>(out, x, w, bias, n, m, k);
+        return;
+    }
+    switch (n) {
+    case 1: k_gemv<T, 1><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
+    case 2: k_gemv<T, 2><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
+    case 3: k_gemv<T, 3><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
+    case 4: k_gemv<T, 4><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
+    case 5: k_gemv<T, 5><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
+    case 6: k_gemv<T, 6><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
+    case 7: k_gemv<T, 7><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
+    default: k_gemv<T, 8><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
+    }
+}
+
+template <typename T>
+__global__ void k_to_dtype(T *dst, const float *src, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = from_f<T>(src[i]);
+}
+
+template <typename T>
+__global__ void k_add_bias(float *out, const T *bias, int m, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] += to_f<T>(bias[i % m]);
+}
+
+static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, const struct tensor *w, int n, int m, int k)
+{
+    const float alpha = 1.0f, beta = 0.0f;
+    if (w->dtype == DTYPE_F32) {
+        CUBLAS_CHECK(cublasSgemm(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, (const float *)dptr(w), k, x, k,
+                                 &beta, out, m));
+        return;
+    }
+    cudaDataType dt = w->dtype == DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    void *xb = cuda_workspace(cb, sizeof(uint16_t) * (size_t)n * k);
+    size_t nel = (size_t)n * k;
+    int grid = (int)((nel + 255) / 256 > 65535 ? 65535 : (nel + 255) / 256);
+    if (w->dtype == DTYPE_BF16) k_to_dtype<__nv_bfloat16><<<grid, 256, 0, cb->stream>>>((__nv_bfloat16 *)xb, x, nel);
+    else k_to_dtype<__half><<<grid, 256, 0, cb->stream>>>((__half *)xb, x, nel);
+    LAUNCH_CHECK();
+    CUBLAS_CHECK(cublasGemmEx(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, dptr(w), dt, k, xb, dt, k, &beta,
+                              out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+static void linear(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *w,
+                   const struct tensor *bias)
+{
+    int m = (int)w->ne[1], k = (int)w->ne[0];
+    if (n <= GEMV_MAX_N) {
+        DISPATCH_FLOAT(w->dtype, T, gemv<T>(cb, out, x, (const T *)dptr(w), bias ? (const T *)dptr(bias) : (const T *)NULL, n, m, k));
+        LAUNCH_CHECK();
+        return;
+    }
+    gemm_cublas(cb, out, x, w, n, m, k);
+    if (bias) {
+        size_t nel = (size_t)n * m;
+        int grid = (int)((nel + 255) / 256 > 65535 ? 65535 : (nel + 255) / 256);
+        DISPATCH_FLOAT(bias->dtype, T, k_add_bias<T><<<grid, 256, 0, cb->stream>>>(out, (const T *)dptr(bias), m, nel));
+        LAUNCH_CHECK();
+    }
+}
+
+void cuda_linear(struct cuda_backend *cb, float *d_out, const float *d_x, int n, const struct tensor *w)
+{
+    linear(cb, d_out, d_x, n, w, NULL);
+}
+
+void cuda_matmul(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *w,
+                 const struct tensor *bias)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    CHECK(x->ne[0] == w->ne[0] && out->ne[0] == w->ne[1], "cuda matmul: shapes [%lld] x [%lld, %lld] -> [%lld]",
+          (long long)x->ne[0], (long long)w->ne[1], (long long)w->ne[0], (long long)out->ne[0]);
+    linear(cb, (float *)dptr(out), (const float *)dptr(x), (int)tensor_rows(x), w, bias);
+}
+
+__global__ void k_gather_rows(float *dst, const float *src, const int32_t *idx, int k)
+{
+    int r = blockIdx.x;
+    const float *s = src + (size_t)idx[r] * k;
+    for (int i = threadIdx.x; i < k; i += blockDim.x) dst[(size_t)r * k + i] = s[i];
+}
+
+void cuda_matmul_rows(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *w,
+                      const struct batch_meta *m)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    int k = (int)x->ne[0], n = m->n_out;
+    // The gathered rows sit at the end of the workspace's first half so gemm_cublas's bf16 copy
+    // (which also uses the workspace) cannot overlap them.
+    size_t gather_bytes = sizeof(float) * (size_t)n * k;
+    size_t conv_bytes = sizeof(uint16_t) * (size_t)n * k;
+    char *ws = (char *)cuda_workspace(cb, gather_bytes + conv_bytes + 256);
+    float *rows = (float *)(ws + ((conv_bytes + 255) & ~(size_t)255));
+    k_gather_rows<<<n, 256, 0, cb->stream>>>(rows, (const float *)dptr(x), cb->batch.d_out_tok, k);
+    LAUNCH_CHECK();
+    linear(cb, (float *)dptr(out), rows, n, w, NULL);
+}

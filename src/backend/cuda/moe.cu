@@ -1,0 +1,219 @@
+/* moe: mixture-of-experts routing and expert FFNs on the GPU.
+ *
+ * Routing is one warp per token: softmax over the experts, top-k by repeated warp arg-max (ties to
+ * the lower index), optional renormalization. For few tokens (decode) the expert FFN runs without
+ * any host round trip: GEMV kernels read each (token, choice)'s expert id from device memory and
+ * index a device table of expert weight pointers, so a step is five launches per layer whatever
+ * experts are picked. For many tokens (prefill) the ids come back to the host, tokens are grouped
+ * per expert, and each expert runs through cuBLAS once on its gathered rows.
+ */
+#include "backend/cuda/cuda_common.cuh"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "base/mem.h"
+}
+
+#define MOE_SMALL_N 16
+#define MOE_WARPS   8
+
+__global__ void k_moe_route(int32_t *ids, float *weights, const float *logits, int E, int k, bool norm)
+{
+    int t = blockIdx.x, lane = threadIdx.x;
+    const float *row = logits + (size_t)t * E;
+    float mx = -INFINITY;
+    for (int e = lane; e < E; e += 32) mx = fmaxf(mx, row[e]);
+    mx = warp_max(mx);
+    float sum = 0;
+    for (int e = lane; e < E; e += 32) sum += __expf(row[e] - mx);
+    sum = warp_sum(sum);
+    float picked_sum = 0;
+    int prev_e = -1;
+    float prev_v = INFINITY;
+    for (int j = 0; j < k; j++) {
+        // next best strictly after (prev_v, prev_e) in (value desc, index asc) order
+        float best = -INFINITY;
+        int bi = 0x7fffffff;
+        for (int e = lane; e < E; e += 32) {
+            float v = row[e];
+            bool after = v < prev_v || (v == prev_v && e > prev_e);
+            if (after && (v > best || (v == best && e < bi))) { best = v; bi = e; }
+        }
+        for (int o = 16; o > 0; o >>= 1) {
+            float ov = __shfl_xor_sync(0xffffffffu, best, o);
+            int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+            if (ov > best || (ov == best && oi < bi)) { best = ov; bi = oi; }
+        }
+        float p = __expf(best - mx) / sum;
+        if (lane == 0) { ids[t * k + j] = bi; weights[t * k + j] = p; }
+        picked_sum += p;
+        prev_v = best;
+        prev_e = bi;
+    }
+    __syncwarp();
+    if (norm && lane < k) weights[t * k + lane] /= picked_sum;
+}
+
+void cuda_moe_route(struct backend *be, struct tensor *ids, struct tensor *weights, const struct tensor *logits, int k,
+                    bool norm_topk)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    CHECK(k <= 32, "cuda moe: top-%d not supported", k);
+    int n = (int)tensor_rows(logits), E = (int)logits->ne[0];
+    k_moe_route<<<n, 32, 0, cb->stream>>>((int32_t *)dptr(ids), (float *)dptr(weights), (const float *)dptr(logits), E, k,
+                                          norm_topk);
+    LAUNCH_CHECK();
+}
+
+static struct moe_table *table_for(struct cuda_backend *cb, const struct tensor *gate, const struct tensor *up,
+                                   const struct tensor *down, int E)
+{
+    for (int i = 0; i < cb->n_moe_tables; i++)
+        if (cb->moe_tables[i].key == gate) return &cb->moe_tables[i];
+    if (cb->n_moe_tables == cb->cap_moe_tables) {
+        cb->cap_moe_tables = cb->cap_moe_tables ? cb->cap_moe_tables * 2 : 64;
+        cb->moe_tables = (struct moe_table *)xrealloc(cb->moe_tables, sizeof(struct moe_table) * (size_t)cb->cap_moe_tables);
+    }
+    struct moe_table *t = &cb->moe_tables[cb->n_moe_tables++];
+    t->key = gate;
+    const void **h = (const void **)xmalloc(sizeof(void *) * 3 * (size_t)E);
+    for (int e = 0; e < E; e++) {
+        CHECK(gate[e].buf->kind == BUF_DEVICE && up[e].buf->kind == BUF_DEVICE && down[e].buf->kind == BUF_DEVICE,
+              "cuda moe: expert %d weights are not on the device", e);
+        h[e] = dptr(&gate[e]);
+        h[E + e] = dptr(&up[e]);
+        h[2 * E + e] = dptr(&down[e]);
+    }
+    void *d;
+    CUDA_CHECK(cudaMalloc(&d, sizeof(void *) * 3 * (size_t)E));
+    CUDA_CHECK(cudaMemcpy(d, h, sizeof(void *) * 3 * (size_t)E, cudaMemcpyHostToDevice));
+    free(h);
+    t->d_gate = (const void **)d;
+    t->d_up = t->d_gate + E;
+    t->d_down = t->d_gate + 2 * E;
+    return t;
+}
+
+/* out[slot, row] = W_{ids[slot]}[row, :] . x[slot / x_div, :]; slot = token * k + choice.
+ * x_div = k when every choice reads its token's row, 1 when each slot has its own input row. */
+template <typename T>
+__global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_gemv(float *out, const float *x, const void *const *w_tab,
+                                                             const int32_t *ids, int m, int kdim, int x_div)
+{
+    int slot = blockIdx.y;
+    int row = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= m) return;
+    const T *w = (const T *)w_tab[ids[slot]] + (size_t)row * kdim;
+    const float *xr = x + (size_t)(slot / x_div) * kdim;
+    float acc = 0;
+    for (int i = lane * 2; i < kdim; i += 64) {
+        if (i + 1 < kdim) acc += to_f<T>(w[i]) * xr[i] + to_f<T>(w[i + 1]) * xr[i + 1];
+        else acc += to_f<T>(w[i]) * xr[i];
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) out[(size_t)slot * m + row] = acc;
+}
+
+__global__ void k_moe_glu(float *g, const float *u, size_t n, int act)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float x = g[i];
+        float a = act == ACT_SILU ? x / (1.0f + __expf(-x))
+                                  : 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+        g[i] = a * u[i];
+    }
+}
+
+/* out[t, :] = sum_j weights[t, j] * y[t * k + j, :] (fixed j order) */
+__global__ void k_moe_combine(float *out, const float *y, const float *weights, int k, int d)
+{
+    int t = blockIdx.x;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) {
+        float s = 0;
+        for (int j = 0; j < k; j++) s += weights[t * k + j] * y[((size_t)t * k + j) * d + i];
+        out[(size_t)t * d + i] = s;
+    }
+}
+
+__global__ void k_gather(float *dst, const float *src, const int32_t *rows, int d)
+{
+    int r = blockIdx.x;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) dst[(size_t)r * d + i] = src[(size_t)rows[r] * d + i];
+}
+
+__global__ void k_scatter_slots(float *y, const float *src, const int32_t *slots, int d)
+{
+    int r = blockIdx.x;
+    for (int i = threadIdx.x; i < d; i += blockDim.x) y[(size_t)slots[r] * d + i] = src[(size_t)r * d + i];
+}
+
+void cuda_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *ids,
+                  const struct tensor *weights, const struct tensor *gate, const struct tensor *up,
+                  const struct tensor *down, int n_experts, enum act act)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    int n = (int)tensor_rows(x), d = (int)x->ne[0], k = (int)ids->ne[0], f = (int)gate[0].ne[1];
+    size_t slots = (size_t)n * k;
+    // workspace: g [slots, f], u [slots, f], y [slots, d], plus room for gathered rows and index lists
+    size_t bytes = sizeof(float) * (slots * (2 * (size_t)f + 2 * (size_t)d)) + sizeof(int32_t) * 2 * slots + 1024;
+    char *ws = (char *)cuda_workspace(cb, bytes + sizeof(uint16_t) * slots * (size_t)(f > d ? f : d) + 256);
+    float *g = (float *)ws, *u = g + slots * f, *y = u + slots * f, *xg = y + slots * d;
+    int32_t *idx = (int32_t *)(xg + slots * d), *slot_of = idx + slots;
+    int gl = (int)((slots * f + 255) / 256 > 65535 ? 65535 : (slots * f + 255) / 256);
+
+    if (n <= MOE_SMALL_N) {
+        struct moe_table *tab = table_for(cb, gate, up, down, n_experts);
+        dim3 blk(MOE_WARPS * 32);
+        DISPATCH_FLOAT(gate[0].dtype, T,
+            k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
+                g, (const float *)dptr(x), tab->d_gate, (const int32_t *)dptr(ids), f, d, k);
+            k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
+                u, (const float *)dptr(x), tab->d_up, (const int32_t *)dptr(ids), f, d, k));
+        LAUNCH_CHECK();
+        k_moe_glu<<<gl, 256, 0, cb->stream>>>(g, u, slots * f, (int)act);
+        DISPATCH_FLOAT(down[0].dtype, T,
+            k_moe_gemv<T><<<dim3((d + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
+                y, g, tab->d_down, (const int32_t *)dptr(ids), d, f, 1));
+        LAUNCH_CHECK();
+    } else {
+        // Group (token, choice) slots by expert on the host; one cuBLAS pass per used expert.
+        int32_t *h_ids = (int32_t *)xmalloc(sizeof(int32_t) * slots);
+        CUDA_CHECK(cudaMemcpyAsync(h_ids, dptr(ids), sizeof(int32_t) * slots, cudaMemcpyDeviceToHost, cb->stream));
+        CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+        int *count = (int *)xcalloc((size_t)n_experts + 1, sizeof(int));
+        for (size_t i = 0; i < slots; i++) count[h_ids[i] + 1]++;
+        for (int e = 0; e < n_experts; e++) count[e + 1] += count[e];
+        int32_t *h_rows = (int32_t *)xmalloc(sizeof(int32_t) * 2 * slots), *h_slot = h_rows + slots;
+        int *fill = (int *)xcalloc((size_t)n_experts, sizeof(int));
+        for (size_t i = 0; i < slots; i++) {
+            int e = h_ids[i], at = count[e] + fill[e]++;
+            h_rows[at] = (int32_t)(i / k);
+            h_slot[at] = (int32_t)i;
+        }
+        CUDA_CHECK(cudaMemcpyAsync(idx, h_rows, sizeof(int32_t) * 2 * slots, cudaMemcpyHostToDevice, cb->stream));
+        CUDA_CHECK(cudaStreamSynchronize(cb->stream));   // h_rows is pageable and freed below
+        for (int e = 0; e < n_experts; e++) {
+            int c = count[e + 1] - count[e];
+            if (!c) continue;
+            float *xe = xg + (size_t)count[e] * d;
+            float *ge = g + (size_t)count[e] * f, *ue = u + (size_t)count[e] * f;
+            k_gather<<<c, 256, 0, cb->stream>>>(xe, (const float *)dptr(x), idx + count[e], d);
+            cuda_linear(cb, ge, xe, c, &gate[e]);
+            cuda_linear(cb, ue, xe, c, &up[e]);
+            int gle = (int)(((size_t)c * f + 255) / 256 > 65535 ? 65535 : ((size_t)c * f + 255) / 256);
+            k_moe_glu<<<gle, 256, 0, cb->stream>>>(ge, ue, (size_t)c * f, (int)act);
+            cuda_linear(cb, xe, ge, c, &down[e]);   // expert output, in grouped order
+            k_scatter_slots<<<c, 256, 0, cb->stream>>>(y, xe, slot_of + count[e], d);
+        }
+        LAUNCH_CHECK();
+        free(h_ids);
+        free(count);
+        free(h_rows);
+        free(fill);
+    }
+    k_moe_combine<<<n, 256, 0, cb->stream>>>((float *)dptr(out), y, (const float *)dptr(weights), k, d);
+    LAUNCH_CHECK();
+}

@@ -157,9 +157,11 @@ void cpu_glu_row(float *out, const float *g, const float *u, int64_t n, enum act
         for (int64_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
     } else {
         CHECK(act == ACT_GELU_TANH, "bad act %d", (int)act);
+        // 0.5 * x * (1 + tanh(z)) == x / (1 + exp(-2z)): no cancellation for negative x
         for (int64_t i = 0; i < n; i++) {
             float x = g[i];
-            out[i] = 0.5f * x * (1.0f + tanhf(0.7978845608f * (x + 0.044715f * x * x * x))) * u[i];
+            float z = 0.7978845608f * (x + 0.044715f * x * x * x);
+            out[i] = x / (1.0f + expf(-2.0f * z)) * u[i];
         }
     }
 }

@@ -1,0 +1,87 @@
+/* ops_util: helpers for the op tests and the op bench: host tensors with random contents and
+ * the comparison of a backend's output with ref's (|a - r| <= atol + rtol * |r| per element,
+ * plus an NMSE bound; the first 5 mismatches are printed).
+ *
+ *     struct tt x = tt_new(DTYPE_F32, 1024, 7);  tt_randn(&x, &rng, 1.0f);
+ *     EXPECT(tt_close("matmul", a.f, r.f, n, 1e-4, 1e-4, 1e-10));
+ *     tt_free(&x);
+ */
+#ifndef CAIRN_TESTS_OPS_UTIL_H
+#define CAIRN_TESTS_OPS_UTIL_H
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "base/rng.h"
+#include "tensor/dtype.h"
+#include "tensor/tensor.h"
+
+/* A host tensor that owns its buffer (tests only). */
+struct tt {
+    struct tensor  t;
+    struct buffer  b;
+    void          *p;
+};
+
+static inline struct tt tt_new(enum dtype dt, int64_t ne0, int64_t ne1)
+{
+    struct tt x;
+    memset(&x, 0, sizeof x);
+    size_t bytes = (size_t)(ne0 * ne1) * dtype_size(dt);
+    if (posix_memalign(&x.p, 64, bytes ? (bytes + 63) / 64 * 64 : 64)) abort();
+    memset(x.p, 0, bytes);
+    x.b = (struct buffer){ .kind = BUF_HOST, .data = x.p, .bytes = bytes };
+    x.t = tensor_2d(dt, ne0, ne1, NULL, 0);
+    return x;
+}
+
+/* The tensor of x (its buffer pointer fixed up: struct tt may have been copied). */
+static inline struct tensor *tt_t(struct tt *x)
+{
+    x->t.buf = &x->b;
+    return &x->t;
+}
+
+static inline void tt_free(struct tt *x) { free(x->p); x->p = NULL; }
+
+static inline void tt_randn(struct tt *x, struct rng *r, float scale)
+{
+    int64_t n = x->t.ne[0] * x->t.ne[1];
+    for (int64_t i = 0; i < n; i++) {
+        float v = rng_normal(r) * scale;
+        if (x->t.dtype == DTYPE_F32) ((float *)x->p)[i] = v;
+        else dtype_from_f32(x->t.dtype, &v, (char *)x->p + (size_t)i * 2, 1);
+    }
+}
+
+static inline void tt_copy(struct tt *dst, const struct tt *src)
+{
+    memcpy(dst->p, src->p, (size_t)(src->t.ne[0] * src->t.ne[1]) * dtype_size(src->t.dtype));
+}
+
+/* Compares a (backend) with r (ref): per-element tolerance and NMSE. Prints up to 5 mismatches. */
+static inline bool tt_close(const char *what, const float *a, const float *r, int64_t n, double atol,
+                            double rtol, double nmse_max)
+{
+    double se = 0, sr = 0;
+    int64_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - r[i]);
+        se += d * d;
+        sr += (double)r[i] * r[i];
+        if (!(d <= atol + rtol * fabs(r[i]))) {
+            if (bad < 5) fprintf(stderr, "    %s: [%lld] got %.9g want %.9g (diff %.3g)\n", what, (long long)i, a[i], r[i], d);
+            bad++;
+        }
+    }
+    double nmse = sr > 0 ? se / sr : se;
+    if (!(nmse <= nmse_max)) fprintf(stderr, "    %s: nmse %.3g > %.3g\n", what, nmse, nmse_max);
+    if (bad) fprintf(stderr, "    %s: %lld of %lld elements out of tolerance\n", what, (long long)bad, (long long)n);
+    return bad == 0 && nmse <= nmse_max;
+}
+
+#endif

@@ -1,20 +1,41 @@
 /* engine: continuous batching of generation requests over one model on one backend.
  *
- * One engine thread (engine_run, or a caller looping engine_step) owns the scheduler, the KV cache
- * and the backend: nothing inside needs a lock. Other threads talk to it only through
- * engine_submit (a bounded, thread-safe queue), engine_cancel and the per-request token_stream,
- * which they read with token_stream_next until it reports the end.
+ * One engine thread (engine_start, or a caller looping engine_step) owns the scheduler, the KV
+ * cache (kv/pool, kv/blocks, kv/prefix) and the backend: nothing inside them needs a lock. Other
+ * threads talk to it only through engine_submit (a bounded, thread-safe queue), engine_cancel /
+ * engine_finish (flags the engine reads at its next step) and the per-request token_stream, which
+ * they read with token_stream_next until an event with done = true.
+ *
+ * Each step: admit waiting requests FIFO while KV memory allows (prefix-cache lookup first), give
+ * every running decode one token, fill the rest of the per-step token budget (max_batch_tokens)
+ * with prefill chunks, run ONE forward pass over the flattened batch, sample one token per
+ * sequence that finished its pending tokens, apply the stop rules and publish the tokens.
+ * When a running sequence needs a KV block and none is free (after evicting cached prefix blocks),
+ * the newest running request is preempted: its blocks are released and it goes back to the head of
+ * the queue with its generated tokens appended, so recomputing it (mostly from the prefix cache)
+ * continues exactly where it stopped; nothing is emitted twice.
+ *
+ * Stop rules applied here: EOS ids of the model (unless ignore_eos), stop token ids, max_tokens,
+ * the context limit (min(model max_pos, the whole KV cache)). Stop STRINGS are the server's job
+ * (it owns the detokenizer and holds back text that may start a stop string); when it sees one it
+ * calls engine_finish, and the request ends with FINISH_STOP at the next step and frees its blocks.
+ *
+ * n > 1 choices: submit n requests with the same prompt. Full prompt blocks are shared copy-free
+ * through the prefix cache: a request whose prompt shares full blocks with a request still in
+ * prefill waits (at most until that prefill ends) instead of computing them again, so n choices
+ * compute the prompt once and hold its blocks once.
  *
  *     struct token_stream *ts;
  *     if (engine_submit(eng, &req, &ts) != STATUS_OK) ...            // EBUSY: queue full, ETOOLONG
  *     struct token_event ev;
- *     while (token_stream_next(ts, &ev, -1) == STATUS_OK && !ev.done) use(ev.token);
+ *     while (token_stream_next(ts, &ev, -1) == STATUS_OK) { if (ev.has_token) use(ev.token); if (ev.done) break; }
  *     token_stream_release(ts);
  */
 #ifndef CAIRN_ENGINE_ENGINE_H
 #define CAIRN_ENGINE_ENGINE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "backend/backend.h"
@@ -24,80 +45,105 @@
 
 enum finish_reason {
     FINISH_NONE = 0,      // still running
-    FINISH_STOP,          // EOS, stop token or stop string
+    FINISH_STOP,          // EOS, stop token, stop string (engine_finish) or end of forced tokens
     FINISH_LENGTH,        // max_tokens or context limit
     FINISH_CANCELED,      // engine_cancel (client gone)
     FINISH_ERROR,         // engine failure (status in the event)
 };
 
+/* Zero fields take the defaults of engine_cfg_default(), except prefix_cache (false = off). */
 struct engine_cfg {
-    size_t     kv_cache_bytes;      // KV memory budget; 0 = default for the backend
-    enum dtype kv_dtype;            // f32 (CPU default), f16, bf16
+    size_t     kv_cache_bytes;      // KV memory budget; 0 = 1 GiB, capped to max_running full contexts
+    enum dtype kv_dtype;            // f32 (CPU default; DTYPE_F32 == 0), f16, bf16
     int        block_size;          // tokens per KV block (16)
-    int        max_batch_tokens;    // per-step token budget (prefill chunks + decodes)
-    int        max_running;         // sequences decoding at once
-    int        max_queue;           // waiting requests before submit answers EBUSY
-    bool       prefix_cache;        // share full blocks across requests (default on)
+    int        max_batch_tokens;    // per-step token budget (prefill chunks + decodes) (256)
+    int        max_running;         // sequences in the batch at once (64; <= max_batch_tokens)
+    int        max_queue;           // requests waiting for admission before submit answers EBUSY (256)
+    bool       prefix_cache;        // share full blocks across requests
 };
+
+/* Defaults, with the prefix cache on. */
+struct engine_cfg engine_cfg_default(void);
 
 struct gen_request {
     const int32_t *prompt;          // [n_prompt] token ids (copied by submit)
     int            n_prompt;
     int            max_tokens;      // generated tokens at most (> 0)
-    struct sampling sampling;       // temperature, top-k/p, penalties, seed, logit bias
+    struct sampling sampling;       // temperature, top-k/p, penalties, seed, logit bias (copied)
     const int32_t *stop_ids;        // extra stop token ids (EOS ids of the model always stop unless ignore_eos)
     int            n_stop_ids;
     bool           ignore_eos;
-    int            n_logprobs;      // top log-probabilities to report per token (0 = none, -1: only chosen)
+    int            n_logprobs;      // top log-probabilities per token (0: none; -1: only the chosen one)
     const int32_t *msg_ends;        // positions where chat messages end (snapshot hints), ascending
     int            n_msg_ends;
     uint64_t       cache_salt;      // separates prefix caches (adapters, media, users who opt out)
+    /* TEST ONLY (scripted output for server tests): when n_forced > 0, output token i is
+     * forced_tokens[i] instead of the sampled one (the forward pass still runs, stop ids and EOS are
+     * not checked), and the request ends with FINISH_STOP after the last one (or FINISH_LENGTH at
+     * max_tokens if that comes first). Never set it from user input. */
+    const int32_t *forced_tokens;
+    int            n_forced;
 };
 
 struct token_event {
-    int32_t            token;           // valid when has_token
-    bool               has_token;
+    int32_t            token;           // the generated token when has_token; else the stop token or -1
+    bool               has_token;       // false on a final event that carries no text token
     float              logprob;         // of the chosen token, when requested
-    struct token_logprob top[SAMPLER_MAX_TOP];       // top alternatives, n_top of them
+    struct token_logprob top[SAMPLER_MAX_TOP];   // top alternatives, n_top of them, most likely first
     int                n_top;
     bool               done;            // last event of the stream
     enum finish_reason finish;          // when done
     enum status        error;           // when finish == FINISH_ERROR
+    int32_t            stop_token;      // when done with FINISH_STOP on a stop/EOS id: that id (not emitted); else -1
     // counters, valid when done (and kept current otherwise)
     int                n_prompt;
-    int                n_cached;        // prompt tokens served from the prefix cache
-    int                n_generated;
+    int                n_cached;        // prompt tokens served from the prefix cache (first admission)
+    int                n_generated;     // includes a stop token
     double             t_queued_s;      // submit -> admitted
-    double             t_first_s;       // submit -> first token
-    double             t_done_s;        // submit -> done
+    double             t_first_s;       // submit -> first token (0 until then)
+    double             t_done_s;        // submit -> done (0 until then)
 };
 
 struct engine;
 struct token_stream;
 
+/* Allocates the KV pool, the forward pass and every per-step array. m must be prepared for be. */
 enum status engine_new(const struct engine_cfg *cfg, struct model *m, struct backend *be, struct engine **out);
+/* Stops the thread if started; requests still open end with FINISH_CANCELED; streams stay readable
+ * until released. */
 void        engine_free(struct engine *e);
-/* Runs the engine loop on a thread of its own until engine_stop. */
+/* Runs the engine loop (engine_step, sleeping when idle) on a thread of its own until engine_stop. */
 enum status engine_start(struct engine *e);
 void        engine_stop(struct engine *e);
 /* Thread-safe. On success *out must be released by the caller. ETOOLONG: prompt + 1 exceeds the
  * context or the whole cache; EBUSY: queue full; EINVAL: bad parameters. Logs nothing per request. */
 enum status engine_submit(struct engine *e, const struct gen_request *req, struct token_stream **out);
+/* Same; on failure writes a one-line reason (with the token counts for ETOOLONG) into msg. */
+enum status engine_submit_msg(struct engine *e, const struct gen_request *req, struct token_stream **out,
+                              char *msg, size_t msg_len);
 /* Thread-safe; the request ends with FINISH_CANCELED at the next step and frees its blocks. */
 void        engine_cancel(struct engine *e, struct token_stream *ts);
-/* Waits up to timeout_ms (-1: forever) for the next event. ETIMEDOUT-like: returns EBUSY on timeout. */
+/* Thread-safe; the request ends with FINISH_STOP at the next step (a stop string matched in the
+ * server), frees its blocks, and emits no further tokens. */
+void        engine_finish(struct engine *e, struct token_stream *ts);
+/* Waits up to timeout_ms (-1: forever) for the next event. EBUSY on timeout. After the done event,
+ * further calls return the done event again. */
 enum status token_stream_next(struct token_stream *ts, struct token_event *ev, int timeout_ms);
+/* The caller's reference goes; a request still running is canceled. */
 void        token_stream_release(struct token_stream *ts);
+uint64_t    token_stream_id(const struct token_stream *ts);
 
 /* One scheduler step (admit, schedule, forward, sample, emit). Returns false when idle. For tests
- * and single-threaded tools; engine_start runs this in a loop. */
+ * and single-threaded tools; do not call it while engine_start's thread runs. */
 bool        engine_step(struct engine *e);
 
 struct engine_stats {
     int      n_running, n_waiting;
     int      kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_blocks_free;
+    int      block_size;
+    int      max_context;           // tokens a request may reach: min(max_pos, whole cache)
     uint64_t prefix_lookups, prefix_hit_tokens, prompt_tokens, generated_tokens;
-    uint64_t preemptions, steps;
+    uint64_t preemptions, steps, requests_done;
     double   last_step_ms;
     int      last_step_tokens;
     double   last_progress_s;       // clock_now_s() of the last step that did work

@@ -1,0 +1,441 @@
+/* engine: the public API, the engine thread, and the step: forward, sample, stop rules, emit.
+ * Scheduling lives in sched.c, request validation in request.c, token streams in stream.c.
+ *
+ * Design note. Submit, cancel and finish are the only entry points from other threads: submit
+ * appends to a mutex-protected inbox (bounded by max_queue together with the requests waiting for
+ * admission), cancel/finish set atomic flags on the stream that the engine polls at the start of
+ * each step. Everything else is owned by the engine thread, so the KV bookkeeping has no locks.
+ * Logits: rows of plain greedy requests (temperature 0, no penalties, no bias, no logprobs) are
+ * reduced on the backend with argmax (no [n, vocab] download: matters on the GPU); other rows are
+ * downloaded one by one into a preallocated host buffer and go through the sampler.
+ */
+#include "engine/engine.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "engine/engine_int.h"
+
+struct engine_cfg engine_cfg_default(void)
+{
+    return (struct engine_cfg){
+        .kv_cache_bytes = 0, .kv_dtype = DTYPE_F32, .block_size = KV_BLOCK_SIZE_DEFAULT,
+        .max_batch_tokens = 256, .max_running = 64, .max_queue = 256, .prefix_cache = true,
+    };
+}
+
+/* ==== Lifetime ==== */
+
+enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct backend *be, struct engine **out)
+{
+    struct engine_cfg cfg = *cfg_in, def = engine_cfg_default();
+    if (cfg.block_size <= 0) cfg.block_size = def.block_size;
+    if (cfg.max_batch_tokens <= 0) cfg.max_batch_tokens = def.max_batch_tokens;
+    if (cfg.max_running <= 0) cfg.max_running = def.max_running;
+    if (cfg.max_queue <= 0) cfg.max_queue = def.max_queue;
+    if (cfg.max_running > cfg.max_batch_tokens) cfg.max_running = cfg.max_batch_tokens;
+    const struct hparams *hp = &m->hp;
+    int bs = cfg.block_size;
+    int ctx_blocks = (hp->max_pos + bs - 1) / bs;
+
+    int n_blocks;
+    if (cfg.kv_cache_bytes == 0) {
+        n_blocks = kv_pool_blocks_for_bytes(m, cfg.kv_dtype, bs, (size_t)1 << 30);
+        long cap = (long)cfg.max_running * ctx_blocks;
+        if (n_blocks > cap) n_blocks = (int)cap;
+    } else {
+        n_blocks = kv_pool_blocks_for_bytes(m, cfg.kv_dtype, bs, cfg.kv_cache_bytes);
+    }
+    if (n_blocks < 1) {
+        LOG_ERR("kv cache of %zu bytes holds no block of %d tokens (%zu bytes per token)", cfg.kv_cache_bytes, bs,
+                model_kv_bytes_per_token(m, cfg.kv_dtype));
+        return STATUS_ENOMEM;
+    }
+
+    struct engine *e = xcalloc(1, sizeof *e);
+    e->cfg = cfg;
+    e->m = m;
+    e->be = be;
+    e->n_vocab = hp->n_vocab;
+    e->bs = bs;
+    enum status st = kv_pool_new(m, be, cfg.kv_dtype, bs, n_blocks, &e->pool);
+    if (st != STATUS_OK) goto out_free;
+    st = forward_new(m, be, cfg.max_batch_tokens, cfg.max_running, &e->fw);
+    if (st != STATUS_OK) goto out_free_pool;
+    e->max_ctx = hp->max_pos < n_blocks * bs ? hp->max_pos : n_blocks * bs;
+    e->max_blocks_seq = (e->max_ctx + bs - 1) / bs;
+    e->kb = kv_blocks_new(n_blocks);
+    e->px = kv_prefix_new(e->kb, bs, 0, 0);
+    e->scratch = sampler_scratch_new(e->n_vocab);
+    uint64_t shape[5] = { (uint64_t)hp->n_layers, (uint64_t)hp->d_model, (uint64_t)hp->n_vocab,
+                          (uint64_t)hp->n_kv_heads, m->n_params };
+    e->salt_model = XXH3_64bits_withSeed(shape, sizeof shape, XXH3_64bits(hp->arch, strlen(hp->arch)));
+
+    size_t mr = (size_t)cfg.max_running, mt = (size_t)cfg.max_batch_tokens;
+    e->running = xcalloc(mr, sizeof *e->running);
+    e->items = xcalloc(mr, sizeof *e->items);
+    e->tok_id = xcalloc(mt, sizeof *e->tok_id);
+    e->tok_pos = xcalloc(mt, sizeof *e->tok_pos);
+    e->tok_seq = xcalloc(mt, sizeof *e->tok_seq);
+    e->tok_slot = xcalloc(mt, sizeof *e->tok_slot);
+    e->seq_len = xcalloc(mr, sizeof *e->seq_len);
+    e->seq_block0 = xcalloc(mr + 1, sizeof *e->seq_block0);
+    e->block_ids = xcalloc(mr * (size_t)e->max_blocks_seq, sizeof *e->block_ids);
+    e->out_tok = xcalloc(mr, sizeof *e->out_tok);
+    e->argmax_ids = xcalloc(mr, sizeof *e->argmax_ids);
+    e->logits = xcalloc(mr * (size_t)e->n_vocab, sizeof *e->logits);
+    e->hit_blocks = xcalloc((size_t)e->max_blocks_seq, sizeof *e->hit_blocks);
+    e->hit_keys = xcalloc((size_t)e->max_blocks_seq, sizeof *e->hit_keys);
+
+    pthread_mutex_init(&e->q_mu, NULL);
+    pthread_cond_init(&e->q_cv, NULL);
+    pthread_mutex_init(&e->st_mu, NULL);
+    atomic_init(&e->poke, 0);
+    e->acc.kv_blocks_total = n_blocks;
+    e->acc.kv_blocks_free = n_blocks;
+    e->acc.block_size = bs;
+    e->acc.max_context = e->max_ctx;
+    e->st = e->acc;
+    *out = e;
+    return STATUS_OK;
+
+out_free_pool:
+    kv_pool_free(e->pool);
+out_free:
+    free(e);
+    return st;
+}
+
+static void finish_all(struct engine *e, enum finish_reason why)
+{
+    pthread_mutex_lock(&e->q_mu);
+    struct request *r = e->inbox_head;
+    e->inbox_head = e->inbox_tail = NULL;
+    pthread_mutex_unlock(&e->q_mu);
+    while (r) {   // never admitted: only in the inbox list
+        struct request *next = r->next;
+        r->next = NULL;
+        stream_end(r->ts, why, STATUS_OK, clock_now_s());
+        request_free(e, r);
+        r = next;
+    }
+    while (e->n_running > 0) engine_finish_request(e, e->running[e->n_running - 1], why, STATUS_OK);
+    while (e->wait_head) engine_finish_request(e, e->wait_head, why, STATUS_OK);
+}
+
+void engine_free(struct engine *e)
+{
+    if (!e) return;
+    engine_stop(e);
+    finish_all(e, FINISH_CANCELED);
+    kv_prefix_free(e->px);
+    kv_blocks_free(e->kb);
+    forward_free(e->fw);
+    kv_pool_free(e->pool);
+    sampler_scratch_free(e->scratch);
+    free(e->running);
+    free(e->items);
+    free(e->tok_id);
+    free(e->tok_pos);
+    free(e->tok_seq);
+    free(e->tok_slot);
+    free(e->seq_len);
+    free(e->seq_block0);
+    free(e->block_ids);
+    free(e->out_tok);
+    free(e->argmax_ids);
+    free(e->logits);
+    free(e->hit_blocks);
+    free(e->hit_keys);
+    pthread_mutex_destroy(&e->q_mu);
+    pthread_cond_destroy(&e->q_cv);
+    pthread_mutex_destroy(&e->st_mu);
+    free(e);
+}
+
+/* ==== Thread ==== */
+
+static void *engine_main(void *arg)
+{
+    struct engine *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->q_mu);
+        bool stop = e->stopping;
+        pthread_mutex_unlock(&e->q_mu);
+        if (stop) break;
+        if (engine_step(e)) continue;
+        pthread_mutex_lock(&e->q_mu);
+        if (!e->stopping && !e->inbox_head && !atomic_load(&e->poke)) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 50 * 1000000L;   // re-poll now and then: a flag may race the wait
+            if (until.tv_nsec >= 1000000000L) { until.tv_sec++; until.tv_nsec -= 1000000000L; }
+            pthread_cond_timedwait(&e->q_cv, &e->q_mu, &until);
+        }
+        atomic_store(&e->poke, 0);
+        pthread_mutex_unlock(&e->q_mu);
+    }
+    return NULL;
+}
+
+enum status engine_start(struct engine *e)
+{
+    CHECK(!e->has_thread, "engine started twice");
+    e->stopping = false;
+    if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
+        LOG_ERR("cannot start the engine thread");
+        return STATUS_ENOMEM;
+    }
+    e->has_thread = true;
+    return STATUS_OK;
+}
+
+void engine_stop(struct engine *e)
+{
+    if (!e->has_thread) return;
+    pthread_mutex_lock(&e->q_mu);
+    e->stopping = true;
+    pthread_cond_broadcast(&e->q_cv);
+    pthread_mutex_unlock(&e->q_mu);
+    pthread_join(e->thread, NULL);
+    e->has_thread = false;
+}
+
+/* ==== Submit, cancel, finish ==== */
+
+enum status engine_submit_msg(struct engine *e, const struct gen_request *g, struct token_stream **out,
+                              char *msg, size_t msg_len)
+{
+    if (msg && msg_len) msg[0] = '\0';
+    pthread_mutex_lock(&e->q_mu);
+    bool full = e->n_queued >= e->cfg.max_queue;
+    pthread_mutex_unlock(&e->q_mu);
+    if (full) goto busy;
+    struct request *r;
+    enum status st = request_new(e, g, &r, msg, msg_len);
+    if (st != STATUS_OK) return st;
+    pthread_mutex_lock(&e->q_mu);
+    if (e->n_queued >= e->cfg.max_queue) {
+        pthread_mutex_unlock(&e->q_mu);
+        request_free(e, r);   // drops the stream's engine reference
+        goto busy;
+    }
+    e->n_queued++;
+    r->counted_waiting = true;
+    r->next = NULL;
+    if (e->inbox_tail) e->inbox_tail->next = r; else e->inbox_head = r;
+    e->inbox_tail = r;
+    pthread_cond_broadcast(&e->q_cv);
+    pthread_mutex_unlock(&e->q_mu);
+    *out = r->ts;
+    return STATUS_OK;
+busy:
+    if (msg && msg_len) snprintf(msg, msg_len, "the queue is full (%d requests waiting)", e->cfg.max_queue);
+    return STATUS_EBUSY;
+}
+
+enum status engine_submit(struct engine *e, const struct gen_request *req, struct token_stream **out)
+{
+    return engine_submit_msg(e, req, out, NULL, 0);
+}
+
+static void poke(struct engine *e)
+{
+    atomic_store(&e->poke, 1);
+    pthread_mutex_lock(&e->q_mu);
+    pthread_cond_broadcast(&e->q_cv);
+    pthread_mutex_unlock(&e->q_mu);
+}
+
+void engine_cancel(struct engine *e, struct token_stream *ts)
+{
+    atomic_store(&ts->cancel, 1);
+    poke(e);
+}
+
+void engine_finish(struct engine *e, struct token_stream *ts)
+{
+    atomic_store(&ts->stop, 1);
+    poke(e);
+}
+
+/* ==== Finishing ==== */
+
+void engine_finish_request(struct engine *e, struct request *r, enum finish_reason why, enum status err)
+{
+    bool running = false;
+    for (int i = 0; i < e->n_running && !running; i++) running = e->running[i] == r;
+    if (running) sched_running_remove(e, r);
+    else sched_waiting_remove(e, r);
+    if (r->counted_waiting) {
+        pthread_mutex_lock(&e->q_mu);
+        e->n_queued--;
+        pthread_mutex_unlock(&e->q_mu);
+        r->counted_waiting = false;
+    }
+    stream_end(r->ts, why, err, clock_now_s());
+    e->acc.requests_done++;
+    request_free(e, r);   // releases its blocks
+}
+
+static void poll_flags(struct engine *e)
+{
+    for (int i = e->n_running - 1; i >= 0; i--) {
+        struct request *r = e->running[i];
+        if (atomic_load(&r->ts->cancel)) engine_finish_request(e, r, FINISH_CANCELED, STATUS_OK);
+        else if (atomic_load(&r->ts->stop)) engine_finish_request(e, r, FINISH_STOP, STATUS_OK);
+    }
+    for (struct request *r = e->wait_head, *next; r; r = next) {
+        next = r->next;
+        if (atomic_load(&r->ts->cancel)) engine_finish_request(e, r, FINISH_CANCELED, STATUS_OK);
+        else if (atomic_load(&r->ts->stop)) engine_finish_request(e, r, FINISH_STOP, STATUS_OK);
+    }
+}
+
+static void drain_inbox(struct engine *e)
+{
+    pthread_mutex_lock(&e->q_mu);
+    struct request *r = e->inbox_head;
+    e->inbox_head = e->inbox_tail = NULL;
+    pthread_mutex_unlock(&e->q_mu);
+    while (r) {
+        struct request *next = r->next;
+        r->next = NULL;
+        r->prev = e->wait_tail;
+        if (e->wait_tail) e->wait_tail->next = r; else e->wait_head = r;
+        e->wait_tail = r;
+        e->n_waiting++;
+        r = next;
+    }
+}
+
+/* ==== Sampling and stop rules ==== */
+
+static bool is_stop(const struct engine *e, const struct request *r, int32_t tok)
+{
+    if (!r->ignore_eos)
+        for (int i = 0; i < e->m->hp.n_eos; i++)
+            if (e->m->hp.eos_ids[i] == tok) return true;
+    for (int i = 0; i < r->n_stop_ids; i++)
+        if (r->stop_ids[i] == tok) return true;
+    return false;
+}
+
+static void emit(struct engine *e, struct request *r, int32_t tok, float lp, const struct token_logprob *top, int n_top)
+{
+    double now = clock_now_s();
+    CHECK(r->n_tok < r->cap_tok, "request %llu token overflow", (unsigned long long)r->id);
+    r->tok[r->n_tok++] = tok;
+    r->n_gen++;
+    sampler_accept(r->smp, tok);
+    e->acc.generated_tokens++;
+    if (r->n_forced == 0 && is_stop(e, r, tok)) {
+        stream_count_stop(r->ts, tok, now);
+        engine_finish_request(e, r, FINISH_STOP, STATUS_OK);
+        return;
+    }
+    stream_publish(r->ts, tok, lp, top, n_top, now);
+    if (r->n_forced > 0 && r->n_gen >= r->n_forced) engine_finish_request(e, r, FINISH_STOP, STATUS_OK);
+    else if (r->n_gen >= r->max_gen) engine_finish_request(e, r, FINISH_LENGTH, STATUS_OK);
+}
+
+static void sample_outputs(struct engine *e, const struct tensor *logits)
+{
+    bool any_plain = false;
+    for (int i = 0; i < e->n_items; i++)
+        if (e->items[i].out_row >= 0 && e->items[i].r->plain_greedy) any_plain = true;
+    if (any_plain) e->be->ops->argmax(e->be, e->argmax_ids, logits);
+    for (int i = 0; i < e->n_items; i++) {
+        struct sched_item *it = &e->items[i];
+        if (it->out_row < 0 || it->r->plain_greedy) continue;
+        struct tensor row = tensor_rows_view(logits, it->out_row, 1);
+        e->be->ops->download(e->be, e->logits + (size_t)it->out_row * (size_t)e->n_vocab, &row,
+                             (size_t)e->n_vocab * sizeof(float));
+    }
+}
+
+/* ==== Step ==== */
+
+static void publish_stats(struct engine *e, double step_ms, int n_tok, bool worked)
+{
+    struct engine_stats *a = &e->acc;
+    a->n_running = e->n_running;
+    a->n_waiting = e->n_waiting;
+    a->kv_blocks_used = kv_blocks_n_used(e->kb);
+    a->kv_blocks_cached = kv_blocks_n_cached(e->kb);
+    a->kv_blocks_free = kv_blocks_n_free(e->kb);
+    if (worked) {
+        a->steps++;
+        a->last_step_ms = step_ms;
+        a->last_step_tokens = n_tok;
+        a->last_progress_s = clock_now_s();
+    }
+    pthread_mutex_lock(&e->st_mu);
+    e->st = *a;
+    pthread_mutex_unlock(&e->st_mu);
+}
+
+bool engine_step(struct engine *e)
+{
+    int64_t t0 = clock_now_ns();
+    drain_inbox(e);
+    poll_flags(e);
+    if (e->n_running == 0 && !e->wait_head) {
+        publish_stats(e, 0, 0, false);
+        return false;
+    }
+    int n_tok = sched_build(e);
+    if (n_tok == 0) {
+        publish_stats(e, 0, 0, false);
+        return false;
+    }
+    struct batch_meta meta = {
+        .n_tok = n_tok, .tok_id = e->tok_id, .tok_pos = e->tok_pos, .tok_seq = e->tok_seq,
+        .tok_slot = e->tok_slot, .n_seq = e->n_items, .seq_len = e->seq_len, .seq_block0 = e->seq_block0,
+        .block_ids = e->block_ids, .n_out = e->n_out, .out_tok = e->out_tok, .block_size = e->bs,
+    };
+    struct tensor logits;
+    forward_step(e->fw, e->pool->layers, &meta, &logits);
+    if (e->n_out > 0) sample_outputs(e, &logits);
+    enum status st = e->be->ops->sync(e->be);
+    if (st != STATUS_OK) {
+        LOG_ERR("engine step failed: %s; ending the %d requests of the step", status_str(st), e->n_items);
+        for (int i = 0; i < e->n_items; i++) engine_finish_request(e, e->items[i].r, FINISH_ERROR, st);
+        publish_stats(e, (double)(clock_now_ns() - t0) / 1e6, n_tok, true);
+        return true;
+    }
+    // items are visited in order; finishing one never touches another's item
+    for (int i = 0; i < e->n_items; i++) {
+        struct sched_item *it = &e->items[i];
+        struct request *r = it->r;
+        r->n_computed += it->n;
+        sched_index_blocks(e, r);
+        if (it->out_row < 0) continue;
+        int32_t tok;
+        float lp = 0.0f;
+        struct token_logprob top[SAMPLER_MAX_TOP];
+        int n_top = 0;
+        if (r->plain_greedy) {
+            tok = e->argmax_ids[it->out_row];
+        } else {
+            float *row = e->logits + (size_t)it->out_row * (size_t)e->n_vocab;
+            tok = sampler_sample_top(r->smp, row, r->n_logprobs != 0 ? &lp : NULL, r->n_logprobs, top, &n_top);
+        }
+        if (r->n_forced > 0) tok = r->forced[r->n_gen];
+        emit(e, r, tok, lp, top, n_top);
+    }
+    publish_stats(e, (double)(clock_now_ns() - t0) / 1e6, n_tok, true);
+    return true;
+}
+
+void engine_get_stats(struct engine *e, struct engine_stats *out)
+{
+    pthread_mutex_lock(&e->st_mu);
+    *out = e->st;
+    pthread_mutex_unlock(&e->st_mu);
+}

@@ -1,0 +1,128 @@
+/* engine_int: the engine's internal state, shared by engine.c (API, thread, step, sampling and
+ * emission), sched.c (admission, token budget, preemption, batch building) and request.c.
+ * Everything here except the inbox and the stats is touched by the engine thread only.
+ */
+#ifndef CAIRN_ENGINE_ENGINE_INT_H
+#define CAIRN_ENGINE_ENGINE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "engine/engine.h"
+#include "engine/stream.h"
+#include "kv/blocks.h"
+#include "kv/pool.h"
+#include "kv/prefix.h"
+#include "model/forward.h"
+
+/* One generation request: the whole sequence (prompt + generated), its block table and sampler.
+ * Allocated at submit (on the caller's thread), freed by the engine when it finishes. */
+struct request {
+    uint64_t             id;
+    struct token_stream *ts;            // the engine's reference
+    int32_t             *tok;           // [cap_tok] prompt then generated tokens
+    int                  n_tok;         // known tokens
+    int                  cap_tok;       // n_prompt + max_gen
+    int                  n_prompt;
+    int                  max_gen;       // min(max_tokens, context - n_prompt)
+    bool                 ctx_limited;   // max_gen was cut by the context
+    int                  n_gen;
+    int                  n_computed;    // tokens whose K/V are in the cache (prefix hits included)
+    struct kv_table      table;
+    uint64_t            *keys;          // [table.cap] chain keys of the first n_keyed full blocks
+    int                  n_keyed;
+    uint64_t             salt;
+    struct sampler      *smp;
+    bool                 plain_greedy;  // argmax of raw logits is enough (no logprobs either)
+    int32_t             *stop_ids;
+    int                  n_stop_ids;
+    bool                 ignore_eos;
+    int                  n_logprobs;
+    int32_t             *forced;
+    int                  n_forced;
+    int32_t             *msg_ends;      // snapshot hints (hybrid models, later)
+    int                  n_msg_ends;
+    bool                 admitted_once;
+    bool                 counted_waiting;   // still counted in e->n_queued (never admitted)
+    struct request      *next;          // inbox / waiting list links
+    struct request      *prev;
+};
+
+/* What one sequence contributes to a step. */
+struct sched_item {
+    struct request *r;
+    int             start;              // first position computed
+    int             n;                  // tokens computed
+    int             out_row;            // row in the logits, -1 if nothing is sampled
+};
+
+struct engine {
+    struct engine_cfg      cfg;
+    struct model          *m;
+    struct backend        *be;
+    struct kv_pool        *pool;
+    struct kv_blocks      *kb;
+    struct kv_prefix      *px;
+    struct forward        *fw;
+    struct sampler_scratch *scratch;
+    int                    n_vocab;
+    int                    bs;              // block size
+    int                    max_ctx;         // tokens a sequence may reach
+    int                    max_blocks_seq;  // ceil(max_ctx / bs)
+    uint64_t               salt_model;      // mixed into every request's salt
+
+    // inbox (any thread, under q_mu)
+    pthread_mutex_t        q_mu;
+    pthread_cond_t         q_cv;            // wakes the engine thread
+    struct request        *inbox_head, *inbox_tail;
+    int                    n_queued;        // inbox + waiting requests never admitted
+    uint64_t               next_id;
+    bool                   stopping;
+    bool                   has_thread;
+    pthread_t              thread;
+    atomic_int             poke;            // a cancel/finish arrived
+
+    // engine thread only
+    struct request        *wait_head, *wait_tail;   // FIFO; preempted requests go to the head
+    int                    n_waiting;
+    struct request       **running;         // [max_running], oldest admission first
+    int                    n_running;
+
+    // per-step arrays, preallocated
+    struct sched_item     *items;           // [max_running]
+    int                    n_items;
+    int32_t               *tok_id, *tok_pos, *tok_seq;   // [max_batch_tokens]
+    int64_t               *tok_slot;        // [max_batch_tokens]
+    int32_t               *seq_len;         // [max_running]
+    int32_t               *seq_block0;      // [max_running + 1]
+    int32_t               *block_ids;       // [max_running * max_blocks_seq]
+    int32_t               *out_tok;         // [max_running]
+    int32_t               *argmax_ids;      // [max_running]
+    float                 *logits;          // [max_running * n_vocab] host rows for the sampler
+    int32_t               *hit_blocks;      // [max_blocks_seq] prefix lookup scratch
+    uint64_t              *hit_keys;        // [max_blocks_seq]
+    int                    n_tok;           // tokens in the step being built
+    int                    n_out;
+    bool                   preempted_step;  // this step preempted someone
+    struct engine_stats    acc;             // counters, engine thread only; published to st each step
+
+    // stats (written by the engine thread under st_mu)
+    pthread_mutex_t        st_mu;
+    struct engine_stats    st;
+};
+
+/* request.c */
+enum status request_new(struct engine *e, const struct gen_request *g, struct request **out, char *msg, size_t msg_len);
+void        request_free(struct engine *e, struct request *r);
+
+/* sched.c: builds the step's batch in e->items / e->tok_* (returns the tokens scheduled). */
+int  sched_build(struct engine *e);
+void sched_waiting_remove(struct engine *e, struct request *r);
+void sched_running_remove(struct engine *e, struct request *r);
+/* Indexes the full blocks of r computed so far in the prefix cache. */
+void sched_index_blocks(struct engine *e, struct request *r);
+
+/* engine.c */
+void engine_finish_request(struct engine *e, struct request *r, enum finish_reason why, enum status err);
+
+#endif

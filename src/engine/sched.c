@@ -1,0 +1,219 @@
+/* sched: admission, the per-step token budget, preemption and the flattened batch.
+ *
+ * Design note. A step is built in three passes over a budget of max_batch_tokens tokens:
+ *   1. decodes: every running sequence with exactly one pending token, oldest first. A decode
+ *      that crosses into a new block allocates it; if the pool is dry (kv_blocks has already
+ *      evicted every cached prefix block), the NEWEST running request is preempted, repeatedly,
+ *      until the block is found or the request itself was the newest (then it waits).
+ *   2. prefill chunks of running sequences with more than one pending token, oldest first, each
+ *      as large as the remaining budget allows: a long prompt is ingested over several steps while
+ *      every decode still gets its token each step.
+ *   3. admission, FIFO: the queue head is matched against the prefix cache, and admitted when the
+ *      blocks its known tokens still need fit in the free + evictable blocks, keeping one block
+ *      per running sequence in reserve for their decodes. Admission allocates all blocks of the
+ *      known tokens at once, so prefill never needs memory later; only decodes grow.
+ * Preempted requests keep their sampler state and generated tokens: recomputation ends on the
+ * last known token and samples the next new one, so outputs are the same as without preemption.
+ */
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "engine/engine_int.h"
+
+/* ==== Lists ==== */
+
+static void waiting_push_head(struct engine *e, struct request *r)
+{
+    r->prev = NULL;
+    r->next = e->wait_head;
+    if (e->wait_head) e->wait_head->prev = r; else e->wait_tail = r;
+    e->wait_head = r;
+    e->n_waiting++;
+}
+
+void sched_waiting_remove(struct engine *e, struct request *r)
+{
+    if (r->prev) r->prev->next = r->next; else e->wait_head = r->next;
+    if (r->next) r->next->prev = r->prev; else e->wait_tail = r->prev;
+    r->next = r->prev = NULL;
+    e->n_waiting--;
+}
+
+void sched_running_remove(struct engine *e, struct request *r)
+{
+    int i = 0;
+    while (i < e->n_running && e->running[i] != r) i++;
+    CHECK(i < e->n_running, "request %llu not running", (unsigned long long)r->id);
+    memmove(e->running + i, e->running + i + 1, (size_t)(e->n_running - i - 1) * sizeof *e->running);
+    e->n_running--;
+}
+
+/* ==== Prefix cache ==== */
+
+void sched_index_blocks(struct engine *e, struct request *r)
+{
+    if (!e->cfg.prefix_cache) return;
+    int full = r->n_computed / e->bs;
+    while (r->n_keyed < full) {
+        int i = r->n_keyed;
+        uint64_t parent = i > 0 ? r->keys[i - 1] : r->salt;
+        const int32_t *t = r->tok + (size_t)i * (size_t)e->bs;
+        uint64_t k = kv_prefix_key(parent, t, e->bs);
+        kv_prefix_insert(e->px, r->table.ids[i], parent, k, t);   // false: same content indexed elsewhere
+        r->keys[i] = k;
+        r->n_keyed++;
+    }
+}
+
+/* Leading full blocks r and o have in common (same salt), counted up to limit. */
+static int shared_blocks(const struct engine *e, const struct request *r, const struct request *o, int limit)
+{
+    if (r->salt != o->salt) return 0;
+    int n = 0;
+    while (n < limit && (n + 1) * e->bs <= o->n_tok &&
+           !memcmp(r->tok + (size_t)n * (size_t)e->bs, o->tok + (size_t)n * (size_t)e->bs, (size_t)e->bs * sizeof *r->tok))
+        n++;
+    return n;
+}
+
+/* ==== Preemption ==== */
+
+static void preempt(struct engine *e, struct request *v)
+{
+    kv_table_release(e->kb, &v->table);
+    v->n_computed = 0;
+    v->n_keyed = 0;
+    sched_running_remove(e, v);
+    waiting_push_head(e, v);
+    e->acc.preemptions++;
+    e->preempted_step = true;
+}
+
+/* Grows r's table to n_tokens positions, preempting the newest running requests as needed.
+ * False if r itself had to be preempted. */
+static bool ensure_blocks(struct engine *e, struct request *r, int n_tokens)
+{
+    while (kv_table_grow(e->kb, &r->table, n_tokens, e->bs) != STATUS_OK) {
+        CHECK(e->n_running > 0, "no running request to preempt");
+        struct request *v = e->running[e->n_running - 1];
+        preempt(e, v);
+        if (v == r) return false;
+    }
+    return true;
+}
+
+/* ==== Admission ==== */
+
+static bool try_admit(struct engine *e, struct request *r)
+{
+    int n_hit = 0;
+    if (e->cfg.prefix_cache) {
+        int max_hit = (r->n_tok - 1) / e->bs;   // always compute at least the last known token
+        n_hit = kv_prefix_lookup(e->px, r->salt, r->tok, r->n_tok, max_hit, e->hit_blocks, e->hit_keys);
+        // n > 1 choices and bursts with a common prompt: if a request in prefill is computing
+        // blocks this one could share, wait for them instead of computing them twice
+        int full = (r->n_tok - 1) / e->bs;
+        for (int i = 0; i < e->n_running && n_hit < full; i++) {
+            struct request *o = e->running[i];
+            if (o->n_computed >= o->n_tok - 1) continue;   // decoding: its blocks are indexed already
+            int sh = shared_blocks(e, r, o, full);
+            if (sh > n_hit && o->n_computed < sh * e->bs) return false;
+        }
+    }
+    int need = (r->n_tok + e->bs - 1) / e->bs - n_hit;
+    int hits_cached = 0;
+    for (int i = 0; i < n_hit; i++) hits_cached += e->kb->state[e->hit_blocks[i]] == KV_BLOCK_CACHED;
+    int avail = kv_blocks_n_available(e->kb) - hits_cached;
+    int reserve = e->n_running;
+    if (need + reserve > avail && !(e->n_running == 0 && need <= avail)) return false;
+
+    for (int i = 0; i < n_hit; i++) {
+        kv_blocks_retain(e->kb, e->hit_blocks[i]);
+        kv_table_push(&r->table, e->hit_blocks[i]);
+        r->keys[i] = e->hit_keys[i];
+    }
+    r->n_keyed = n_hit;
+    r->n_computed = n_hit * e->bs;
+    enum status st = kv_table_grow(e->kb, &r->table, r->n_tok, e->bs);
+    CHECK(st == STATUS_OK, "admission accounting is wrong: %d blocks needed, %d available", need, avail);
+    if (e->cfg.prefix_cache) {
+        e->acc.prefix_lookups++;
+        e->acc.prefix_hit_tokens += (uint64_t)r->n_computed;
+    }
+    if (!r->admitted_once) {
+        r->admitted_once = true;
+        e->acc.prompt_tokens += (uint64_t)r->n_prompt;
+        stream_set_admitted(r->ts, r->n_computed, clock_now_s());
+        if (r->counted_waiting) {
+            pthread_mutex_lock(&e->q_mu);
+            e->n_queued--;
+            pthread_mutex_unlock(&e->q_mu);
+            r->counted_waiting = false;
+        }
+    }
+    sched_waiting_remove(e, r);
+    e->running[e->n_running++] = r;
+    return true;
+}
+
+/* ==== Batch ==== */
+
+static void add_item(struct engine *e, struct request *r, int start, int n)
+{
+    int s = e->n_items;
+    CHECK(s < e->cfg.max_running && e->n_tok + n <= e->cfg.max_batch_tokens, "batch overflow");
+    struct sched_item *it = &e->items[s];
+    *it = (struct sched_item){ .r = r, .start = start, .n = n, .out_row = -1 };
+    for (int t = start; t < start + n; t++) {
+        int i = e->n_tok++;
+        e->tok_id[i] = r->tok[t];
+        e->tok_pos[i] = t;
+        e->tok_seq[i] = s;
+        e->tok_slot[i] = (int64_t)r->table.ids[t / e->bs] * e->bs + t % e->bs;
+    }
+    e->seq_len[s] = start + n;
+    int nb = (start + n + e->bs - 1) / e->bs;
+    CHECK(nb <= r->table.n, "sequence %llu: %d blocks needed, %d held", (unsigned long long)r->id, nb, r->table.n);
+    memcpy(e->block_ids + e->seq_block0[s], r->table.ids, (size_t)nb * sizeof *e->block_ids);
+    e->seq_block0[s + 1] = e->seq_block0[s] + nb;
+    if (start + n == r->n_tok) {
+        it->out_row = e->n_out;
+        e->out_tok[e->n_out++] = e->n_tok - 1;
+    }
+    e->n_items++;
+}
+
+int sched_build(struct engine *e)
+{
+    e->n_items = e->n_tok = e->n_out = 0;
+    e->preempted_step = false;
+    e->seq_block0[0] = 0;
+    int budget = e->cfg.max_batch_tokens;
+
+    for (int i = 0; i < e->n_running; i++) {
+        struct request *r = e->running[i];
+        if (r->n_tok - r->n_computed != 1) continue;
+        if (!ensure_blocks(e, r, r->n_tok)) break;   // r was the newest: everything after it is gone too
+        add_item(e, r, r->n_computed, 1);
+        budget--;
+    }
+    for (int i = 0; i < e->n_running && budget > 0; i++) {
+        struct request *r = e->running[i];
+        int pend = r->n_tok - r->n_computed;
+        if (pend <= 1) continue;
+        int n = pend < budget ? pend : budget;
+        add_item(e, r, r->n_computed, n);
+        budget -= n;
+    }
+    // no admission right after a preemption: memory is short, and the victim would only thrash
+    while (!e->preempted_step && budget > 0 && e->wait_head && e->n_running < e->cfg.max_running) {
+        struct request *r = e->wait_head;
+        if (!try_admit(e, r)) break;
+        int pend = r->n_tok - r->n_computed;
+        int n = pend < budget ? pend : budget;
+        add_item(e, r, r->n_computed, n);
+        budget -= n;
+    }
+    return e->n_tok;
+}

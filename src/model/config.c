@@ -147,6 +147,9 @@ static enum status parse_rope(const json_t *o, const char *what, struct hparams 
         (st = config_get_float(o, "mscale_all_dim", &r->mscale_all_dim)) ||
         (st = config_get_bool(o, "truncate", &r->truncate)))
         return st;
+    // transformers ignores original_max_position_embeddings for dynamic NTK (it warns) and grows
+    // the base past max_position_embeddings; rope.c reads orig_max_pos > 0 as "given".
+    if (r->scaling == ROPE_SCALING_DYNAMIC) r->orig_max_pos = 0;
     if (!(r->factor > 0)) {
         LOG_ERR("config: %s type %s needs factor > 0", what, type);
         return STATUS_EFORMAT;

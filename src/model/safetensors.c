@@ -247,7 +247,7 @@ static void shard_finish(struct st_shard *sh)
 static enum status finish(struct model_file *mf)
 {
     for (int i = 0; i < mf->n_shards; i++) shard_finish(&mf->shards[i]);
-    qsort(mf->tensors, (size_t)mf->n_tensors, sizeof *mf->tensors, cmp_name);
+    if (mf->n_tensors > 1) qsort(mf->tensors, (size_t)mf->n_tensors, sizeof *mf->tensors, cmp_name);
     for (int i = 1; i < mf->n_tensors; i++) {
         if (!strcmp(mf->tensors[i - 1].name, mf->tensors[i].name)) {
             LOG_ERR("tensor %s is in both %s and %s", mf->tensors[i].name,

@@ -3,7 +3,8 @@
  * q/k norms; norms before and after both attention and FFN ("sandwich"); GeGLU with tanh gelu;
  * sliding-window layers (layer_types, else every layer but each sliding_window_pattern-th) with
  * their own rope base (rope_local_base_freq, or rope_parameters["sliding_attention"]);
- * attention scale query_pre_attn_scalar^-0.5; optional attention and final logit soft-capping.
+ * attention scale query_pre_attn_scalar^-0.5; optional final logit soft-capping (attention
+ * soft-capping is ignored, as transformers 5 does).
  * Defaults are Gemma3TextConfig's, because saved configs omit keys equal to them (bos 2, eos 1,
  * tied embeddings). The multimodal wrapper keeps the text model under model.language_model.
  * (transformers >= 4.52) or language_model.model. (older); vision weights are ignored.
@@ -45,7 +46,11 @@ static enum status gemma3_read(const json_t *cfg, const json_t *root, struct hpa
     }
     hp->attn_scale = 1.0f / sqrtf(qpas);
     hp->final_softcap = final_cap;
-    hp->attn_softcap = attn_cap;
+    // transformers (checked with 5.17) passes no softcap to Gemma 3's attention, so a set
+    // attn_logit_softcapping changes nothing there; match it rather than the config text.
+    if (attn_cap > 0)
+        LOG_WARN("%s: attn_logit_softcapping %g ignored, as transformers does for Gemma 3", hp->arch, (double)attn_cap);
+    hp->attn_softcap = 0;
     if (hp->bos_id < 0) hp->bos_id = 2;
     if (hp->n_eos == 0) hp->eos_ids[hp->n_eos++] = 1;
     return STATUS_OK;

@@ -1,0 +1,451 @@
+/* test_loader: safetensors validation, model_load binding and synth, on checkpoints this test
+ * builds itself (a tiny Qwen3 written by synth_write, then corrupted in every way we check), plus
+ * the committed transformers fixtures (tests/model/fixtures). Every corrupt input must give its
+ * status and never crash (run under `make asan` too). */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/mem.h"
+#include "harness.h"
+#include "model/config.h"
+#include "model/model.h"
+#include "model/safetensors.h"
+#include "model/synth.h"
+
+/* vocab 64, d 32, ffn 48, 2 layers, heads 2/1, head_dim 16: small enough to corrupt by hand. */
+static const char *TINY_CFG =
+    "{\"architectures\": [\"Qwen3ForCausalLM\"], \"vocab_size\": 64, \"hidden_size\": 32,"
+    " \"intermediate_size\": 48, \"num_hidden_layers\": 2, \"num_attention_heads\": 2,"
+    " \"num_key_value_heads\": 1, \"head_dim\": 16, \"max_position_embeddings\": 128,"
+    " \"rope_theta\": 10000, \"tie_word_embeddings\": false, \"eos_token_id\": 3}";
+
+static char tmp[64];
+static uint8_t *good;          // the valid model.safetensors
+static size_t good_len;
+static json_t *good_hdr;       // its header
+static size_t good_data_off;   // 8 + header length
+
+static char *pathf(const char *fmt, const char *name)
+{
+    static char buf[4][256];
+    static int k;
+    char *b = buf[k++ & 3];
+    snprintf(b, 256, fmt, tmp, name);
+    return b;
+}
+
+static void write_file(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    CHECK(f, "cannot write %s", path);
+    CHECK(fwrite(p, 1, n, f) == n, "short write %s", path);
+    fclose(f);
+}
+
+/* Writes dir tmp/<name> with config text and a safetensors file of header text + data, the
+ * 8-byte length being hlen_override if non-zero. */
+static char *write_model(const char *name, const char *cfg, const char *hdr, const void *data, size_t data_len,
+                         uint64_t hlen_override)
+{
+    char *dir = pathf("%s/%s", name);
+    mkdir(dir, 0755);
+    char p[300];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    write_file(p, cfg, strlen(cfg));
+    size_t h = strlen(hdr);
+    uint64_t n = hlen_override ? hlen_override : h;
+    size_t total = 8 + h + data_len;
+    uint8_t *buf = xmalloc(total);
+    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(n >> (8 * i));
+    memcpy(buf + 8, hdr, h);
+    if (data_len) memcpy(buf + 8 + h, data, data_len);
+    snprintf(p, sizeof p, "%s/model.safetensors", dir);
+    write_file(p, buf, total);
+    free(buf);
+    return dir;
+}
+
+/* Loads a model written from the good header after `edit` changed a copy of it. */
+static enum status load_edited(const char *name, void (*edit)(json_t *hdr), const char *cfg)
+{
+    json_t *h = json_deep_copy(good_hdr);
+    edit(h);
+    char *text = json_dumps(h, JSON_COMPACT);
+    json_decref(h);
+    char *dir = write_model(name, cfg ? cfg : TINY_CFG, text, good + good_data_off, good_len - good_data_off, 0);
+    free(text);
+    struct model *m = NULL;
+    enum status st = model_load(dir, &m);
+    model_free(m);
+    return st;
+}
+
+static enum status open_mem_str(const char *hdr, size_t data_len, uint64_t hlen_override)
+{
+    size_t h = strlen(hdr);
+    uint64_t n = hlen_override ? hlen_override : h;
+    uint8_t *buf = xcalloc(1, 8 + h + data_len);
+    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(n >> (8 * i));
+    memcpy(buf + 8, hdr, h);
+    struct model_file *mf = NULL;
+    enum status st = safetensors_open_mem("mem", buf, 8 + h + data_len, &mf);
+    safetensors_close(mf);
+    free(buf);
+    return st;
+}
+
+static void setup(void)
+{
+    snprintf(tmp, sizeof tmp, "/tmp/cairn_test_loader_XXXXXX");
+    CHECK(mkdtemp(tmp), "mkdtemp");
+    write_file(pathf("%s/%s", "tiny.json"), TINY_CFG, strlen(TINY_CFG));
+    struct synth_opts o = { .config_path = pathf("%s/%s", "tiny.json"), .out_dir = pathf("%s/%s", "good"),
+                            .seed = 7, .quiet = 1 };
+    CHECK(synth_write(&o) == STATUS_OK, "synth of the tiny model failed");
+    char *text;
+    CHECK(file_read_all(pathf("%s/%s", "good/model.safetensors"), &text, &good_len) == STATUS_OK, "read");
+    good = (uint8_t *)text;
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | good[i];
+    good_data_off = 8 + (size_t)n;
+    json_error_t err;
+    good_hdr = json_loadb((const char *)good + 8, (size_t)n, 0, &err);
+    CHECK(good_hdr, "header of the synthesized file does not parse");
+}
+
+/* ==== Valid checkpoints ==== */
+
+TEST(loads_synthesized)
+{
+    struct model *m = NULL;
+    ASSERT(model_load(pathf("%s/%s", "good"), &m) == STATUS_OK);
+    // Parameters by hand: embed + lm_head + final norm + 2 layers of
+    // (2 norms 32, q 32x32, k 16x32, v 16x32, o 32x32, q/k norms 16, gate/up 48x32, down 32x48).
+    uint64_t layer = 2 * 32 + 32 * 32 + 2 * 16 * 32 + 32 * 32 + 2 * 16 + 3 * 48 * 32;
+    EXPECT(m->n_params == 2 * 64 * 32 + 32 + 2 * layer);
+    EXPECT(m->weight_bytes == 2 * m->n_params);
+    EXPECT(m->hp.n_layers == 2 && m->hp.head_dim == 16 && m->f.qk_norm && !m->hp.tie_embed);
+    EXPECT(m->layers[1].wq.ne[0] == 32 && m->layers[1].wq.ne[1] == 32 && m->layers[1].wq.dtype == DTYPE_BF16);
+    EXPECT(m->layers[0].w_down.ne[0] == 48 && m->layers[0].w_down.ne[1] == 32);
+    EXPECT(m->lm_head.buf && m->lm_head.offset != m->tok_embed.offset);
+    EXPECT(model_kv_bytes_per_token(m, DTYPE_BF16) == 2 * 2 * 16 * 2);
+    // Values: matrices N(0, 0.02), norms 1 + N(0, 0.02).
+    const uint16_t *w = tensor_data(&m->tok_embed);
+    double s = 0, s2 = 0;
+    for (int i = 0; i < 64 * 32; i++) {
+        double x = bf16_to_f32(w[i]);
+        s += x;
+        s2 += x * x;
+    }
+    double mean = s / 2048, sd = sqrt(s2 / 2048 - mean * mean);
+    EXPECTF(fabs(mean) < 0.003 && sd > 0.017 && sd < 0.023, "mean %g sd %g", mean, sd);
+    const uint16_t *nw = tensor_data(&m->layers[0].attn_norm);
+    EXPECT(fabs(bf16_to_f32(nw[0]) - 1.0) < 0.1 && fabs(bf16_to_f32(nw[5]) - 1.0) < 0.1);
+    model_free(m);
+}
+
+TEST(synth_in_memory_matches_file)
+{
+    struct model *a = NULL, *b = NULL, *c = NULL;
+    ASSERT(model_load(pathf("%s/%s", "good"), &a) == STATUS_OK);
+    ASSERT(model_synthesize(pathf("%s/%s", "tiny.json"), 7, &b) == STATUS_OK);
+    ASSERT(model_synthesize(pathf("%s/%s", "tiny.json"), 8, &c) == STATUS_OK);
+    EXPECT(a->n_params == b->n_params);
+    EXPECT(!memcmp(tensor_data(&a->tok_embed), tensor_data(&b->tok_embed), tensor_bytes(&a->tok_embed)));
+    EXPECT(!memcmp(tensor_data(&a->layers[1].w_down), tensor_data(&b->layers[1].w_down), tensor_bytes(&a->layers[1].w_down)));
+    EXPECT(!memcmp(tensor_data(&a->out_norm), tensor_data(&b->out_norm), tensor_bytes(&a->out_norm)));
+    EXPECT(memcmp(tensor_data(&a->tok_embed), tensor_data(&c->tok_embed), tensor_bytes(&a->tok_embed)));
+    model_free(a);
+    model_free(b);
+    model_free(c);
+}
+
+TEST(sharded_matches_single)
+{
+    struct synth_opts o = { .config_path = pathf("%s/%s", "tiny.json"), .out_dir = pathf("%s/%s", "sharded"),
+                            .seed = 7, .quiet = 1, .shard_bytes = 6000 };
+    ASSERT(synth_write(&o) == STATUS_OK);
+    EXPECT(access(pathf("%s/%s", "sharded/model.safetensors.index.json"), F_OK) == 0);
+    EXPECT(access(pathf("%s/%s", "sharded/model.safetensors"), F_OK) != 0);
+    struct model *a = NULL, *b = NULL;
+    ASSERT(model_load(pathf("%s/%s", "good"), &a) == STATUS_OK);
+    ASSERT(model_load(pathf("%s/%s", "sharded"), &b) == STATUS_OK);
+    EXPECT(b->files->n_shards > 3);
+    EXPECT(a->n_params == b->n_params);
+    EXPECT(!memcmp(tensor_data(&a->lm_head), tensor_data(&b->lm_head), tensor_bytes(&a->lm_head)));
+    EXPECT(!memcmp(tensor_data(&a->layers[1].k_norm), tensor_data(&b->layers[1].k_norm), tensor_bytes(&a->layers[1].k_norm)));
+    model_free(a);
+    model_free(b);
+}
+
+TEST(tied_embeddings_alias)
+{
+    const char *cfg = "{\"architectures\": [\"Qwen3ForCausalLM\"], \"vocab_size\": 64, \"hidden_size\": 32,"
+                      " \"intermediate_size\": 48, \"num_hidden_layers\": 1, \"num_attention_heads\": 2,"
+                      " \"num_key_value_heads\": 2, \"tie_word_embeddings\": true}";
+    write_file(pathf("%s/%s", "tied.json"), cfg, strlen(cfg));
+    struct synth_opts o = { .config_path = pathf("%s/%s", "tied.json"), .out_dir = pathf("%s/%s", "tied"), .quiet = 1 };
+    ASSERT(synth_write(&o) == STATUS_OK);
+    struct model *m = NULL;
+    ASSERT(model_load(pathf("%s/%s", "tied"), &m) == STATUS_OK);
+    EXPECT(m->hp.tie_embed && m->hp.head_dim == 16);
+    EXPECT(m->lm_head.buf == m->tok_embed.buf && m->lm_head.offset == m->tok_embed.offset);
+    EXPECT(!safetensors_find(m->files, "lm_head.weight"));
+    model_free(m);
+}
+
+/* ==== Corrupt safetensors (in memory) ==== */
+
+TEST(corrupt_headers)
+{
+    const char *ok = "{\"a\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,12]},\"__metadata__\":{\"format\":\"pt\"}}";
+    EXPECT(open_mem_str(ok, 12, 0) == STATUS_OK);
+    EXPECT(open_mem_str(ok, 11, 0) == STATUS_EFORMAT);                          // data region too short
+    EXPECT(open_mem_str(ok, 12, 1u << 20) == STATUS_EFORMAT);                   // header length past EOF
+    EXPECT(open_mem_str(ok, 12, ~0ull) == STATUS_EFORMAT);                      // absurd header length
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"BF16\",\"shape\":[2,3],", 12, 0) == STATUS_EFORMAT);   // bad JSON
+    EXPECT(open_mem_str("[1,2]", 0, 0) == STATUS_EFORMAT);                      // not an object
+    EXPECT(open_mem_str("{\"a\":7}", 0, 0) == STATUS_EFORMAT);                  // entry not an object
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,16]}}", 12, 0) == STATUS_EFORMAT);
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,12]}}", 12, 0) == STATUS_EFORMAT);
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[12],\"data_offsets\":[0,12]}}", 12, 0) == STATUS_EUNSUPPORTED);
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":7,\"shape\":[6],\"data_offsets\":[0,12]}}", 12, 0) == STATUS_EFORMAT);
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"BF16\",\"shape\":[-2,3],\"data_offsets\":[0,12]}}", 12, 0) == STATUS_EFORMAT);
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"BF16\",\"shape\":[2.5],\"data_offsets\":[0,12]}}", 12, 0) == STATUS_EFORMAT);
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"BF16\",\"shape\":[6],\"data_offsets\":[12,0]}}", 12, 0) == STATUS_EFORMAT);
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"BF16\",\"shape\":[6],\"data_offsets\":[0]}}", 12, 0) == STATUS_EFORMAT);
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"BF16\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,2]}}", 12, 0) == STATUS_EFORMAT);
+    // shape product overflows 64 bits
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"BF16\",\"shape\":[4294967296,4294967296,4],\"data_offsets\":[0,0]}}", 12, 0) == STATUS_EFORMAT);
+    // offsets past 2^63
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[18446744073709551614,0]}}", 12, 0) == STATUS_EFORMAT);
+    // overlap: b starts inside a
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[0,8]},"
+                        "\"b\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[6,10]}}", 12, 0) == STATUS_EFORMAT);
+    // same range twice
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                        "\"b\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 12, 0) == STATUS_EFORMAT);
+    // duplicate name
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                        "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 12, 0) == STATUS_EFORMAT);
+    // adjacent, empty and scalar tensors are fine; I64/I32/U8 parse
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]},"
+                        "\"e\":{\"dtype\":\"F16\",\"shape\":[0,5],\"data_offsets\":[8,8]},"
+                        "\"s\":{\"dtype\":\"I32\",\"shape\":[],\"data_offsets\":[8,12]}}", 12, 0) == STATUS_OK);
+    struct model_file *mf = NULL;
+    EXPECT(safetensors_open_mem("tiny", "1234567", 7, &mf) == STATUS_EFORMAT && !mf);   // shorter than 8 bytes
+    EXPECT(safetensors_open_mem("empty", "", 0, &mf) == STATUS_EFORMAT);
+}
+
+TEST(lookup_and_views)
+{
+    const char *hdr = "{\"w\":{\"dtype\":\"BF16\",\"shape\":[3,2],\"data_offsets\":[0,12]},"
+                      "\"big\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1],\"data_offsets\":[12,13]}}";
+    size_t h = strlen(hdr);
+    uint8_t *buf = xcalloc(1, 8 + h + 13);
+    buf[0] = (uint8_t)h;
+    memcpy(buf + 8, hdr, h);
+    struct model_file *mf = NULL;
+    ASSERT(safetensors_open_mem("mem", buf, 8 + h + 13, &mf) == STATUS_OK);
+    struct tensor t;
+    EXPECT(safetensors_get(mf, "w", &t) == STATUS_OK);
+    EXPECT(t.ne[0] == 2 && t.ne[1] == 3 && t.dtype == DTYPE_BF16 && tensor_data(&t) == buf + 8 + h);
+    EXPECT(safetensors_get(mf, "nope", &t) == STATUS_ENOTFOUND);
+    EXPECT(safetensors_get(mf, "big", &t) == STATUS_EUNSUPPORTED);
+    safetensors_close(mf);
+    free(buf);
+}
+
+/* ==== Corrupt checkpoints (files, through model_load) ==== */
+
+static void edit_drop_tensor(json_t *h) { json_object_del(h, "model.layers.1.self_attn.v_proj.weight"); }
+static void edit_bad_shape(json_t *h)
+{
+    json_t *e = json_object_get(h, "model.layers.0.mlp.up_proj.weight");
+    json_object_set_new(e, "shape", json_pack("[I,I]", (json_int_t)32, (json_int_t)48));   // transposed
+}
+static void edit_int_dtype(json_t *h)
+{
+    json_t *e = json_object_get(h, "model.norm.weight");   // 32 bf16 = 64 bytes = 16 I32
+    json_object_set_new(e, "dtype", json_string("I32"));
+    json_object_set_new(e, "shape", json_pack("[I]", (json_int_t)16));
+}
+static void edit_offset_out(json_t *h)
+{
+    json_t *e = json_object_get(h, "model.norm.weight");
+    json_t *o = json_object_get(e, "data_offsets");
+    json_int_t b = json_integer_value(json_array_get(o, 0)) + 1000000;
+    json_object_set_new(e, "data_offsets", json_pack("[I,I]", b, b + 64));
+}
+static void edit_overlap(json_t *h)
+{
+    json_t *a = json_object_get(h, "model.norm.weight");
+    json_t *b = json_object_get(h, "model.layers.0.input_layernorm.weight");
+    json_object_set(b, "data_offsets", json_object_get(a, "data_offsets"));
+}
+static void edit_wrong_dtype_size(json_t *h)
+{
+    json_object_set_new(json_object_get(h, "model.norm.weight"), "dtype", json_string("F32"));
+}
+static void edit_extra_unused(json_t *h) { json_object_set_new(h, "__metadata__", json_pack("{s:s}", "x", "y")); }
+
+TEST(corrupt_checkpoints)
+{
+    EXPECT(load_edited("unused_meta", edit_extra_unused, NULL) == STATUS_OK);
+    EXPECT(load_edited("missing", edit_drop_tensor, NULL) == STATUS_ENOTFOUND);
+    EXPECT(load_edited("badshape", edit_bad_shape, NULL) == STATUS_EFORMAT);
+    EXPECT(load_edited("intdtype", edit_int_dtype, NULL) == STATUS_EUNSUPPORTED);
+    EXPECT(load_edited("offset", edit_offset_out, NULL) == STATUS_EFORMAT);
+    EXPECT(load_edited("overlap", edit_overlap, NULL) == STATUS_EFORMAT);
+    EXPECT(load_edited("dtypesize", edit_wrong_dtype_size, NULL) == STATUS_EFORMAT);
+    // config.json disagrees with the file: a larger FFN than the tensors have
+    const char *wide = "{\"architectures\": [\"Qwen3ForCausalLM\"], \"vocab_size\": 64, \"hidden_size\": 32,"
+                       " \"intermediate_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 2,"
+                       " \"num_key_value_heads\": 1, \"head_dim\": 16}";
+    EXPECT(load_edited("wide", edit_extra_unused, wide) == STATUS_EFORMAT);
+    // tie_word_embeddings false but no lm_head.weight
+    const char *untied3 = "{\"architectures\": [\"Qwen3ForCausalLM\"], \"vocab_size\": 64, \"hidden_size\": 32,"
+                          " \"intermediate_size\": 48, \"num_hidden_layers\": 1, \"num_attention_heads\": 2,"
+                          " \"num_key_value_heads\": 2}";
+    char p[300];
+    snprintf(p, sizeof p, "%s/config.json", pathf("%s/%s", "tied"));
+    write_file(p, untied3, strlen(untied3));
+    struct model *m = NULL;
+    EXPECT(model_load(pathf("%s/%s", "tied"), &m) == STATUS_ENOTFOUND && !m);
+
+    // Truncations of the good file: every prefix length class.
+    size_t cuts[] = { 0, 5, 8, 9, good_data_off - 1, good_data_off, good_data_off + 10, good_len - 1 };
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        char *dir = pathf("%s/%s", "good");
+        char f[300];
+        snprintf(f, sizeof f, "%s/trunc.safetensors", tmp);
+        write_file(f, good, cuts[i]);
+        struct model_file *mf = NULL;
+        enum status st = safetensors_open_file(f, &mf);
+        EXPECTF(st == STATUS_EFORMAT, "cut at %zu: %s", cuts[i], status_str(st));
+        safetensors_close(mf);
+        (void)dir;
+    }
+    // Garbage bytes in the header region.
+    uint8_t *bad = xmalloc(good_len);
+    memcpy(bad, good, good_len);
+    memset(bad + 20, 0xff, 16);
+    struct model_file *mf = NULL;
+    EXPECT(safetensors_open_mem("garbage", bad, good_len, &mf) == STATUS_EFORMAT);
+    free(bad);
+    // No weights at all.
+    mkdir(pathf("%s/%s", "empty"), 0755);
+    EXPECT(safetensors_open_dir(pathf("%s/%s", "empty"), &mf) == STATUS_ENOTFOUND);
+    EXPECT(model_load(pathf("%s/%s", "nonexistent"), &m) == STATUS_ENOTFOUND);
+}
+
+TEST(corrupt_index)
+{
+    // The sharded checkpoint with a broken index in several ways.
+    char *dir = pathf("%s/%s", "sharded");
+    char idx[300];
+    snprintf(idx, sizeof idx, "%s/model.safetensors.index.json", dir);
+    char *orig;
+    size_t len;
+    ASSERT(file_read_all(idx, &orig, &len) == STATUS_OK);
+    struct { const char *from, *to; enum status want; } cases[] = {
+        { "model-00001-of-", "../model-00001-of-", STATUS_EFORMAT },   // path outside the directory
+        { "\"weight_map\"", "\"weight_mop\"", STATUS_EFORMAT },
+        { "model-00002-of-", "model-00099-of-", STATUS_ENOTFOUND },    // shard file missing
+        { "\"model.norm.weight\"", "\"model.nrom.weight\"", STATUS_ENOTFOUND },   // listed but absent
+        { "{", "[", STATUS_EFORMAT },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *at = strstr(orig, cases[i].from);
+        ASSERT(at);
+        struct strbuf sb = {0};
+        strbuf_append(&sb, orig, (size_t)(at - orig));
+        strbuf_puts(&sb, cases[i].to);
+        strbuf_puts(&sb, at + strlen(cases[i].from));
+        write_file(idx, sb.data, sb.len);
+        strbuf_free(&sb);
+        struct model_file *mf = NULL;
+        enum status st = safetensors_open_dir(dir, &mf);
+        EXPECTF(st == cases[i].want, "case %zu: %s", i, status_str(st));
+        safetensors_close(mf);
+    }
+    // A tensor attributed to the wrong shard.
+    json_error_t err;
+    json_t *j = json_loads(orig, 0, &err);
+    ASSERT(j);
+    json_t *wm = json_object_get(j, "weight_map");
+    const char *s1 = json_string_value(json_object_get(wm, "model.norm.weight"));
+    json_object_set_new(wm, "model.embed_tokens.weight", json_string(s1));
+    json_dump_file(j, idx, 0);
+    json_decref(j);
+    struct model_file *mf = NULL;
+    EXPECT(safetensors_open_dir(dir, &mf) == STATUS_EFORMAT);
+    write_file(idx, orig, len);
+    EXPECT(safetensors_open_dir(dir, &mf) == STATUS_OK);
+    safetensors_close(mf);
+    free(orig);
+}
+
+/* ==== Committed transformers fixtures ==== */
+
+TEST(fixtures_load)
+{
+    static const char *names[] = { "llama", "llama_rope_llama3", "llama_rope_linear", "llama_rope_dynamic",
+                                   "llama_rope_yarn", "mistral", "qwen2", "qwen3", "qwen3_tied", "qwen3_moe",
+                                   "qwen3_moe_b", "gemma3", "gemma3_scaled" };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char dir[256], ref[300];
+        snprintf(dir, sizeof dir, "tests/model/fixtures/%s", names[i]);
+        snprintf(ref, sizeof ref, "%s/ref.json", dir);
+        json_error_t err;
+        json_t *r = json_load_file(ref, 0, &err);
+        EXPECTF(r, "%s: %s", ref, err.text);
+        if (!r) continue;
+        struct model *m = NULL;
+        enum status st = model_load(dir, &m);
+        EXPECTF(st == STATUS_OK, "%s: %s", names[i], status_str(st));
+        if (st == STATUS_OK) {
+            EXPECT(!strcmp(m->hp.arch, json_string_value(json_object_get(r, "arch"))));
+            EXPECT(m->hp.n_vocab == json_integer_value(json_object_get(r, "vocab")));
+            // Every tensor of the file is bound: parameters = all elements in the file.
+            uint64_t all = 0;
+            for (int t = 0; t < m->files->n_tensors; t++) all += m->files->tensors[t].bytes / 2;
+            EXPECTF(m->n_params == all, "%s: %llu bound vs %llu in file", names[i],
+                    (unsigned long long)m->n_params, (unsigned long long)all);
+            const json_t *lm = json_object_get(r, "layer_moe");
+            if (lm) {
+                bool same = json_array_size(lm) == (size_t)m->hp.n_layers;
+                for (int l = 0; same && l < m->hp.n_layers; l++)
+                    same = json_is_true(json_array_get(lm, (size_t)l)) == m->hp.layer_moe[l];
+                EXPECTF(same, "%s: layer_moe differs from ref.json", names[i]);
+            }
+        }
+        model_free(m);
+        json_decref(r);
+    }
+}
+
+int main(void)
+{
+    setup();
+    RUN(loads_synthesized);
+    RUN(synth_in_memory_matches_file);
+    RUN(sharded_matches_single);
+    RUN(tied_embeddings_alias);
+    RUN(corrupt_headers);
+    RUN(lookup_and_views);
+    RUN(corrupt_checkpoints);
+    RUN(corrupt_index);
+    RUN(fixtures_load);
+    json_decref(good_hdr);
+    free(good);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    return test_summary();
+}

@@ -42,6 +42,9 @@ struct cpu_kern {
                int n_k, enum dtype dt);
     /* dst[i] = (float)src[i] for a bf16/f16/f32 row. */
     void (*to_f32)(enum dtype dt, const void *src, float *dst, int64_t n);
+    /* Sum of n floats with 4 vector accumulators (n % (4 * lanes) == 0): streams memory at the
+     * full load width; the memory bandwidth probe (membw.h) uses it. */
+    float (*read_sum)(const float *p, int64_t n);
 };
 
 /* The best family this CPU runs (or the one CAIRN_CPU_ISA names, if the CPU supports it). */

@@ -17,33 +17,37 @@
 #define KT_ESIZE(dt) ((dt) == DTYPE_F32 ? 4 : 2)
 #define KT_INLINE static inline __attribute__((always_inline))
 
+/* Tile loops are fully unrolled (MR, NR are constants after inlining) so that the accumulators
+ * live in registers; without the pragma GCC keeps them on the stack. */
+#define KT_UNROLL _Pragma("GCC unroll 4")
+
 KT_INLINE void kt_tile_body(const int MR, const int NR, const enum dtype DT, int64_t k, const float *x,
                             int64_t ldx, const void *w, size_t ldw, float *c, int64_t ldc)
 {
     const char *wb = w;
     VEC acc[CPU_KERN_MR_MAX][CPU_KERN_NR_MAX];
-    for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NR; j++) acc[i][j] = v_zero();
+    KT_UNROLL for (int i = 0; i < MR; i++)
+        KT_UNROLL for (int j = 0; j < NR; j++) acc[i][j] = v_zero();
     int64_t kk = 0;
     for (; kk + VLANES <= k; kk += VLANES) {
         VEC xv[CPU_KERN_MR_MAX];
-        for (int i = 0; i < MR; i++) xv[i] = v_ldx(x + i * ldx + kk);
-        for (int j = 0; j < NR; j++) {
+        KT_UNROLL for (int i = 0; i < MR; i++) xv[i] = v_ldx(x + i * ldx + kk);
+        KT_UNROLL for (int j = 0; j < NR; j++) {
             VEC wv = v_ldw(DT, wb + j * ldw + (size_t)kk * KT_ESIZE(DT));
-            for (int i = 0; i < MR; i++) acc[i][j] = v_fma(xv[i], wv, acc[i][j]);
+            KT_UNROLL for (int i = 0; i < MR; i++) acc[i][j] = v_fma(xv[i], wv, acc[i][j]);
         }
     }
     if (kk < k) {
         int n = (int)(k - kk);
         VEC xv[CPU_KERN_MR_MAX];
-        for (int i = 0; i < MR; i++) xv[i] = v_ldx_part(x + i * ldx + kk, n);
-        for (int j = 0; j < NR; j++) {
+        KT_UNROLL for (int i = 0; i < MR; i++) xv[i] = v_ldx_part(x + i * ldx + kk, n);
+        KT_UNROLL for (int j = 0; j < NR; j++) {
             VEC wv = v_ldw_part(DT, wb + j * ldw + (size_t)kk * KT_ESIZE(DT), n);
-            for (int i = 0; i < MR; i++) acc[i][j] = v_fma(xv[i], wv, acc[i][j]);
+            KT_UNROLL for (int i = 0; i < MR; i++) acc[i][j] = v_fma(xv[i], wv, acc[i][j]);
         }
     }
-    for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NR; j++) c[i * ldc + j] = v_hsum(acc[i][j]);
+    KT_UNROLL for (int i = 0; i < MR; i++)
+        KT_UNROLL for (int j = 0; j < NR; j++) c[i * ldc + j] = v_hsum(acc[i][j]);
 }
 
 #define KT_TILE_FN(DTN, DT, MR, NR) \
@@ -160,6 +164,18 @@ static void kt_to_f32(enum dtype dt, const void *src, float *dst, int64_t n)
     }
 }
 
+static float kt_read_sum(const float *p, int64_t n)
+{
+    VEC a0 = v_zero(), a1 = v_zero(), a2 = v_zero(), a3 = v_zero(), one = v_bcast(1.0f);
+    for (int64_t i = 0; i + 4 * VLANES <= n; i += 4 * VLANES) {
+        a0 = v_fma(v_ldx(p + i), one, a0);
+        a1 = v_fma(v_ldx(p + i + VLANES), one, a1);
+        a2 = v_fma(v_ldx(p + i + 2 * VLANES), one, a2);
+        a3 = v_fma(v_ldx(p + i + 3 * VLANES), one, a3);
+    }
+    return v_hsum(a0) + v_hsum(a1) + v_hsum(a2) + v_hsum(a3);
+}
+
 const struct cpu_kern KERN_TABLE = {
     .name = KERN_NAME,
     .mr = KERN_MR,
@@ -168,4 +184,5 @@ const struct cpu_kern KERN_TABLE = {
     .qk = kt_qk,
     .pv = kt_pv,
     .to_f32 = kt_to_f32,
+    .read_sum = kt_read_sum,
 };

@@ -34,8 +34,7 @@ LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcu
 endif
 
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c tests/ops/test_*.c tests/model/test_*.c \
-                             tests/text/test_*.c tests/engine/test_*.c tests/server/test_*.c \
-                             tests/bench/test_*.c))
+                             tests/text/test_*.c tests/engine/test_*.c tests/server/test_*.c))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 
@@ -70,6 +69,12 @@ test: all $(TEST_BIN)
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 	        EXTRA_LDFLAGS="-fsanitize=address,undefined" CUDA=0 test
+
+# `make tsan`: the same with ThreadSanitizer into build-tsan/ (the engine's queue, streams and stats).
+.PHONY: tsan
+tsan:
+	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" \
+	        EXTRA_LDFLAGS="-fsanitize=thread" CUDA=0 test
 
 fuzz:
 	@mkdir -p $(BUILD)/fuzz

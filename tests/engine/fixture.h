@@ -32,14 +32,14 @@ static void fixture_deinit(void)
     backend_free(g_be);
 }
 
-static void random_prompt(uint64_t seed, int32_t *out, int n)
+static inline void random_prompt(uint64_t seed, int32_t *out, int n)
 {
     struct rng r;
     rng_seed(&r, seed);
     for (int i = 0; i < n; i++) out[i] = 3 + (int32_t)(rng_next(&r) % 500);
 }
 
-static int32_t argmax_row(const float *x, int n)
+static inline int32_t argmax_row(const float *x, int n)
 {
     int32_t b = 0;
     for (int i = 1; i < n; i++)
@@ -48,7 +48,7 @@ static int32_t argmax_row(const float *x, int n)
 }
 
 /* Greedy continuation of prompt by the single-sequence runner: the reference "solo run". */
-static void solo_greedy(const int32_t *prompt, int n, int max_tokens, int32_t *out)
+static inline void solo_greedy(const int32_t *prompt, int n, int max_tokens, int32_t *out)
 {
     struct runner *r;
     CHECK(runner_new(g_m, g_be, n + max_tokens + 1, 64, DTYPE_F32, &r) == STATUS_OK, "runner_new");
@@ -62,7 +62,7 @@ static void solo_greedy(const int32_t *prompt, int n, int max_tokens, int32_t *o
     runner_free(r);
 }
 
-static struct gen_request greedy_req(const int32_t *prompt, int n, int max_tokens)
+static inline struct gen_request greedy_req(const int32_t *prompt, int n, int max_tokens)
 {
     struct gen_request g = { 0 };
     g.prompt = prompt;
@@ -74,7 +74,7 @@ static struct gen_request greedy_req(const int32_t *prompt, int n, int max_token
 }
 
 /* Steps a single-threaded engine until idle (at most max_steps). Returns the steps taken. */
-static int run_until_idle(struct engine *e, int max_steps)
+static inline int run_until_idle(struct engine *e, int max_steps)
 {
     int n = 0;
     while (n < max_steps && engine_step(e)) n++;
@@ -82,7 +82,7 @@ static int run_until_idle(struct engine *e, int max_steps)
 }
 
 /* Reads every event available now; returns tokens read, fills *last with the final event when done. */
-static int drain(struct token_stream *ts, int32_t *out, int cap, struct token_event *last, int *done)
+static inline int drain(struct token_stream *ts, int32_t *out, int cap, struct token_event *last, int *done)
 {
     struct token_event ev;
     int n = 0;

@@ -185,7 +185,7 @@ TEST(prefix_hit_same_tokens)
     EXPECT(s0.kv_blocks_used == 0 && s0.kv_blocks_cached == 1060 / 16);   // finished: blocks stay cached
     ASSERT(engine_submit(e, &g2, &t2) == STATUS_OK);
     run_until_idle(e, 1000);
-    struct token_event l1, l2;
+    struct token_event l1 = { 0 }, l2 = { 0 };
     int d1, d2;
     drain(t1, got, 16, &l1, &d1);
     int n = drain(t2, got, 16, &l2, &d2);
@@ -201,7 +201,7 @@ TEST(prefix_hit_same_tokens)
     struct token_stream *t3;
     ASSERT(engine_submit(e, &g3, &t3) == STATUS_OK);
     run_until_idle(e, 1000);
-    struct token_event l3;
+    struct token_event l3 = { 0 };
     int d3;
     drain(t3, got, 16, &l3, &d3);
     EXPECT(d3 && l3.n_cached == 0);
@@ -234,7 +234,7 @@ static void cancel_case(bool prefix_cache, bool mid_decode)
     EXPECT(st.kv_blocks_used > 0);
     int32_t got[256];
     int done;
-    struct token_event last;
+    struct token_event last = { 0 };
     int n0 = drain(ts, got, 256, &last, &done);
     EXPECT(mid_decode ? n0 > 0 : n0 == 0);
     engine_cancel(e, ts);
@@ -270,7 +270,7 @@ TEST(finish_from_server_stop_string)
     run_until_idle(e, 100);
     int32_t got[128];
     int done;
-    struct token_event last;
+    struct token_event last = { 0 };
     int n = drain(ts, got, 128, &last, &done);
     EXPECT(done && last.finish == FINISH_STOP && n == 5 && last.stop_token == -1);
     struct engine_stats st;
@@ -303,7 +303,7 @@ TEST(queue_bound_ebusy)
     for (int i = 0; i < ok; i++) {
         int32_t got[8];
         int done;
-        struct token_event last;
+        struct token_event last = { 0 };
         drain(ts[i], got, 8, &last, &done);
         finished += done && last.finish == FINISH_LENGTH && last.n_generated == 3;
         token_stream_release(ts[i]);
@@ -344,7 +344,7 @@ TEST(rejections_too_long)
     run_until_idle(e, 100);
     int32_t got[128];
     int done;
-    struct token_event last;
+    struct token_event last = { 0 };
     int n = drain(ts, got, 128, &last, &done);
     EXPECT(done && last.finish == FINISH_LENGTH && n == 10);
     token_stream_release(ts);
@@ -386,7 +386,7 @@ TEST(stop_ids_eos_forced_logprobs)
     run_until_idle(e, 100);
     int32_t got[16];
     int done;
-    struct token_event last;
+    struct token_event last = { 0 };
     int n = drain(t1, got, 16, &last, &done);
     EXPECTF(done && last.finish == FINISH_STOP && n == k && last.stop_token == want[k] && last.n_generated == k + 1,
             "n %d k %d stop %d", n, k, last.stop_token);
@@ -436,7 +436,7 @@ TEST(n_choices_share_prompt)
     for (int i = 0; i < 4; i++) {
         int32_t got[8];
         int done;
-        struct token_event last;
+        struct token_event last = { 0 };
         drain(ts[i], got, 8, &last, &done);
         done_all &= done;
         cached += last.n_cached;

@@ -34,7 +34,8 @@ LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcu
 endif
 
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c tests/ops/test_*.c tests/model/test_*.c \
-                             tests/text/test_*.c tests/engine/test_*.c tests/server/test_*.c))
+                             tests/text/test_*.c tests/engine/test_*.c tests/server/test_*.c \
+                             tests/bench/test_*.c))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 

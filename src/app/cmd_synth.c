@@ -1,5 +1,5 @@
 /* cmd_synth: `cairn synth --arch ARCH --config CONFIG.json --out DIR [--seed N] [--tokenizer DIR]
- * [--threads N] [--shard-gb G]`: writes a random-weight bf16 checkpoint (model/synth.h), then
+ * [--threads N] [--shard-gb G] [--dry-run]`: writes a random-weight bf16 checkpoint (model/synth.h), then
  * loads it back as a self-check and prints one summary line. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,9 +13,10 @@
 static void synth_usage(FILE *f)
 {
     fprintf(f, "usage: cairn synth [--arch ARCH] --config CONFIG.json --out DIR [--seed N] [--tokenizer DIR]\n"
-               "                   [--threads N] [--shard-gb G]\n"
+               "                   [--threads N] [--shard-gb G] [--dry-run]\n"
                "  Writes config.json + random bf16 safetensors (sharded above 4 GB per shard).\n"
-               "  --arch overrides the config's \"architectures\"; ready configs are in configs/.\n");
+               "  --arch overrides the config's \"architectures\"; ready configs are in configs/.\n"
+               "  --dry-run validates the config and prints the plan without writing anything.\n");
 }
 
 int cmd_synth(int argc, char **argv)
@@ -26,6 +27,10 @@ int cmd_synth(int argc, char **argv)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             synth_usage(stdout);
             return 0;
+        }
+        if (!strcmp(a, "--dry-run")) {
+            o.dry_run = 1;
+            continue;
         }
         if (!v) {
             fprintf(stderr, "cairn synth: %s needs a value\n", a);
@@ -62,10 +67,16 @@ int cmd_synth(int argc, char **argv)
         synth_usage(stderr);
         return 2;
     }
-    enum status st = synth_write(&o);
+    struct synth_result r;
+    enum status st = synth_write(&o, &r);
     if (st != STATUS_OK) {
         fprintf(stderr, "cairn synth: failed: %s\n", status_str(st));
         return 1;
+    }
+    if (o.dry_run) {
+        printf("%s: would write %d tensors, %.3f B parameters, %.2f GB in %d shard%s\n", o.out_dir, r.n_tensors,
+               (double)r.n_params / 1e9, (double)r.bytes / 1e9, r.n_shards, r.n_shards > 1 ? "s" : "");
+        return 0;
     }
     struct model *m;
     if ((st = model_load(o.out_dir, &m)) != STATUS_OK) {

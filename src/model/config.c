@@ -456,7 +456,10 @@ enum status config_load(const char *dir, struct hparams *hp, struct arch_feature
         }
         strbuf_free(&g);
     }
-    if (st == STATUS_OK) st = config_parse(p.data, text, len, gen, gen_len, hp, f, arch);
+    if (st == STATUS_OK) {
+        st = config_parse(p.data, text, len, gen, gen_len, hp, f, arch);
+        if (st != STATUS_OK) LOG_ERR("%s: not usable (%s)", p.data, status_str(st));   // the file, for the detail above
+    }
     free(text);
     free(gen);
     strbuf_free(&p);

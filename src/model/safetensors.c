@@ -123,6 +123,13 @@ static enum status parse_entry(struct model_file *mf, int si, const char *name, 
                 (unsigned long long)(end - begin), dtype_name(t->dtype), (unsigned long long)want);
         return STATUS_EFORMAT;
     }
+    // Kernels read elements through typed pointers; writers pad the header to 8 bytes, so any
+    // tensor not aligned to its element size comes from a broken or unusual writer.
+    if ((sh->data_off + begin) % dtype_size(t->dtype)) {
+        LOG_ERR("%s: tensor %s: file offset %llu is not a multiple of its element size %zu", path, name,
+                (unsigned long long)(sh->data_off + begin), dtype_size(t->dtype));
+        return STATUS_EUNSUPPORTED;
+    }
     t->begin = (size_t)begin;
     t->bytes = (size_t)(end - begin);
     return STATUS_OK;

@@ -256,7 +256,41 @@ static enum status write_shard(const struct synth_opts *o, const char *path, con
     return st;
 }
 
-enum status synth_write(const struct synth_opts *o)
+/* Assigns plan entries to shards of at most `limit` bytes (a larger tensor gets its own shard).
+ * first[s] is the first plan index of shard s; first[n_shards] = n. Returns n_shards. */
+static int shard_plan(const struct weight_spec *plan, int n, uint64_t limit, int *first, uint64_t *total)
+{
+    uint64_t cur = 0;
+    int n_shards = 0;
+    *total = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t bytes = (uint64_t)(plan[i].ne[0] * plan[i].ne[1]) * 2;
+        if (i == 0 || (cur > 0 && cur + bytes > limit)) {
+            first[n_shards++] = i;
+            cur = 0;
+        }
+        cur += bytes;
+        *total += bytes;
+    }
+    first[n_shards] = n;
+    return n_shards;
+}
+
+static enum status synth_plan_only(const struct synth_opts *o, const struct arch *a, const struct hparams *hp,
+                                   const struct arch_features *f, struct synth_result *res)
+{
+    struct weight_spec *plan;
+    int n = weights_plan(a, hp, f, &plan);
+    int *first = xmalloc(sizeof *first * (size_t)(n + 1));
+    uint64_t total;
+    int n_shards = shard_plan(plan, n, o->shard_bytes ? o->shard_bytes : SYNTH_SHARD_BYTES, first, &total);
+    if (res) *res = (struct synth_result){ .n_params = total / 2, .bytes = total, .n_tensors = n, .n_shards = n_shards };
+    free(first);
+    free(plan);
+    return STATUS_OK;
+}
+
+enum status synth_write(const struct synth_opts *o, struct synth_result *res)
 {
     struct hparams hp;
     struct arch_features f;
@@ -264,6 +298,10 @@ enum status synth_write(const struct synth_opts *o)
     char *cfg_text = NULL;
     enum status st = prepare_config(o, &cfg_text, &hp, &f, &a);
     if (st != STATUS_OK) return st;
+    if (o->dry_run) {
+        st = synth_plan_only(o, a, &hp, &f, res);
+        goto out_free_cfg;
+    }
     if ((st = mkdir_p(o->out_dir)) != STATUS_OK) goto out_free_cfg;
 
     struct strbuf path = {0};
@@ -279,19 +317,9 @@ enum status synth_write(const struct synth_opts *o)
 
     struct weight_spec *plan;
     int n = weights_plan(a, &hp, &f, &plan);
-    uint64_t limit = o->shard_bytes ? o->shard_bytes : SYNTH_SHARD_BYTES, total = 0, cur = 0;
+    uint64_t total;
     int *first = xmalloc(sizeof *first * (size_t)(n + 1));   // first plan index of each shard
-    int n_shards = 0;
-    for (int i = 0; i < n; i++) {
-        uint64_t bytes = (uint64_t)(plan[i].ne[0] * plan[i].ne[1]) * 2;
-        if (i == 0 || (cur > 0 && cur + bytes > limit)) {
-            first[n_shards++] = i;
-            cur = 0;
-        }
-        cur += bytes;
-        total += bytes;
-    }
-    first[n_shards] = n;
+    int n_shards = shard_plan(plan, n, o->shard_bytes ? o->shard_bytes : SYNTH_SHARD_BYTES, first, &total);
     int n_threads = o->n_threads > 0 ? o->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (n_threads < 1) n_threads = 1;
     if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
@@ -325,6 +353,8 @@ enum status synth_write(const struct synth_opts *o)
         json_decref(index);
     }
     json_decref(wmap);
+    if (st == STATUS_OK && res)
+        *res = (struct synth_result){ .n_params = total / 2, .bytes = total, .n_tensors = n, .n_shards = n_shards };
     if (st == STATUS_OK && !o->quiet)
         LOG_INFO("%s: wrote %s, %d tensors, %.2f GB in %d shard%s", o->out_dir, hp.arch, n, (double)total / 1e9,
                  n_shards, n_shards > 1 ? "s" : "");

@@ -9,7 +9,7 @@
  *
  *     struct synth_opts o = { .arch = "Qwen3ForCausalLM", .config_path = "configs/qwen3-0.6b.json",
  *                             .out_dir = "/tmp/q", .seed = 1 };
- *     if (synth_write(&o) != STATUS_OK) return 1;
+ *     if (synth_write(&o, NULL) != STATUS_OK) return 1;
  */
 #ifndef CAIRN_MODEL_SYNTH_H
 #define CAIRN_MODEL_SYNTH_H
@@ -31,9 +31,18 @@ struct synth_opts {
     uint64_t    shard_bytes;       // 0: SYNTH_SHARD_BYTES
     int         n_threads;         // 0: all cores (at most 16)
     int         quiet;             // no progress on stderr
+    int         dry_run;           // plan only: fill the result, write nothing
 };
 
-enum status synth_write(const struct synth_opts *o);
+struct synth_result {
+    uint64_t n_params;
+    uint64_t bytes;                // of tensor data
+    int      n_tensors;
+    int      n_shards;
+};
+
+/* res may be NULL. */
+enum status synth_write(const struct synth_opts *o, struct synth_result *res);
 
 /* Seed of one tensor: mixes the run seed and the tensor name. */
 uint64_t synth_tensor_seed(uint64_t seed, const char *name);

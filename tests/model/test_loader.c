@@ -57,12 +57,13 @@ static char *write_model(const char *name, const char *cfg, const char *hdr, con
     char p[300];
     snprintf(p, sizeof p, "%s/config.json", dir);
     write_file(p, cfg, strlen(cfg));
-    size_t h = strlen(hdr);
+    size_t h = (strlen(hdr) + 7) & ~(size_t)7;   // padded with spaces, as writers do
     uint64_t n = hlen_override ? hlen_override : h;
     size_t total = 8 + h + data_len;
     uint8_t *buf = xmalloc(total);
     for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(n >> (8 * i));
-    memcpy(buf + 8, hdr, h);
+    memset(buf + 8, ' ', h);
+    memcpy(buf + 8, hdr, strlen(hdr));
     if (data_len) memcpy(buf + 8 + h, data, data_len);
     snprintf(p, sizeof p, "%s/model.safetensors", dir);
     write_file(p, buf, total);
@@ -87,11 +88,12 @@ static enum status load_edited(const char *name, void (*edit)(json_t *hdr), cons
 
 static enum status open_mem_str(const char *hdr, size_t data_len, uint64_t hlen_override)
 {
-    size_t h = strlen(hdr);
+    size_t h = (strlen(hdr) + 7) & ~(size_t)7;
     uint64_t n = hlen_override ? hlen_override : h;
     uint8_t *buf = xcalloc(1, 8 + h + data_len);
     for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(n >> (8 * i));
-    memcpy(buf + 8, hdr, h);
+    memset(buf + 8, ' ', h);
+    memcpy(buf + 8, hdr, strlen(hdr));
     struct model_file *mf = NULL;
     enum status st = safetensors_open_mem("mem", buf, 8 + h + data_len, &mf);
     safetensors_close(mf);
@@ -106,7 +108,7 @@ static void setup(void)
     write_file(pathf("%s/%s", "tiny.json"), TINY_CFG, strlen(TINY_CFG));
     struct synth_opts o = { .config_path = pathf("%s/%s", "tiny.json"), .out_dir = pathf("%s/%s", "good"),
                             .seed = 7, .quiet = 1 };
-    CHECK(synth_write(&o) == STATUS_OK, "synth of the tiny model failed");
+    CHECK(synth_write(&o, NULL) == STATUS_OK, "synth of the tiny model failed");
     char *text;
     CHECK(file_read_all(pathf("%s/%s", "good/model.safetensors"), &text, &good_len) == STATUS_OK, "read");
     good = (uint8_t *)text;
@@ -169,7 +171,7 @@ TEST(sharded_matches_single)
 {
     struct synth_opts o = { .config_path = pathf("%s/%s", "tiny.json"), .out_dir = pathf("%s/%s", "sharded"),
                             .seed = 7, .quiet = 1, .shard_bytes = 6000 };
-    ASSERT(synth_write(&o) == STATUS_OK);
+    ASSERT(synth_write(&o, NULL) == STATUS_OK);
     EXPECT(access(pathf("%s/%s", "sharded/model.safetensors.index.json"), F_OK) == 0);
     EXPECT(access(pathf("%s/%s", "sharded/model.safetensors"), F_OK) != 0);
     struct model *a = NULL, *b = NULL;
@@ -190,7 +192,7 @@ TEST(tied_embeddings_alias)
                       " \"num_key_value_heads\": 2, \"tie_word_embeddings\": true}";
     write_file(pathf("%s/%s", "tied.json"), cfg, strlen(cfg));
     struct synth_opts o = { .config_path = pathf("%s/%s", "tied.json"), .out_dir = pathf("%s/%s", "tied"), .quiet = 1 };
-    ASSERT(synth_write(&o) == STATUS_OK);
+    ASSERT(synth_write(&o, NULL) == STATUS_OK);
     struct model *m = NULL;
     ASSERT(model_load(pathf("%s/%s", "tied"), &m) == STATUS_OK);
     EXPECT(m->hp.tie_embed && m->hp.head_dim == 16);
@@ -237,6 +239,9 @@ TEST(corrupt_headers)
     EXPECT(open_mem_str("{\"a\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]},"
                         "\"e\":{\"dtype\":\"F16\",\"shape\":[0,5],\"data_offsets\":[8,8]},"
                         "\"s\":{\"dtype\":\"I32\",\"shape\":[],\"data_offsets\":[8,12]}}", 12, 0) == STATUS_OK);
+    // a bf16 tensor at an odd file offset (header not padded, or odd begin)
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[1,5]}}", 12, 0) == STATUS_EUNSUPPORTED);
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[1,3]}}", 12, 0) == STATUS_OK);
     struct model_file *mf = NULL;
     EXPECT(safetensors_open_mem("tiny", "1234567", 7, &mf) == STATUS_EFORMAT && !mf);   // shorter than 8 bytes
     EXPECT(safetensors_open_mem("empty", "", 0, &mf) == STATUS_EFORMAT);
@@ -391,6 +396,87 @@ TEST(corrupt_index)
     free(orig);
 }
 
+/* ==== Fused experts (transformers 5 in-memory layout) ==== */
+
+struct blob {
+    uint8_t *p;
+    size_t   n;
+};
+
+static void blob_add(struct blob *b, const void *p, size_t n)
+{
+    b->p = xrealloc(b->p, b->n + n);
+    memcpy(b->p + b->n, p, n);
+    b->n += n;
+}
+
+/* Rewrites a per-expert MoE checkpoint with fused gate_up_proj [E, 2fe, d] and down_proj [E, d, fe]. */
+TEST(fused_experts_match_per_expert)
+{
+    const char *cfg = "{\"architectures\": [\"Qwen3MoeForCausalLM\"], \"vocab_size\": 16, \"hidden_size\": 8,"
+                      " \"intermediate_size\": 12, \"num_hidden_layers\": 2, \"num_attention_heads\": 2,"
+                      " \"num_key_value_heads\": 1, \"head_dim\": 4, \"num_experts\": 3, \"num_experts_per_tok\": 2,"
+                      " \"moe_intermediate_size\": 4, \"mlp_only_layers\": [0]}";
+    write_file(pathf("%s/%s", "moe.json"), cfg, strlen(cfg));
+    struct synth_opts o = { .config_path = pathf("%s/%s", "moe.json"), .out_dir = pathf("%s/%s", "moe"), .seed = 5, .quiet = 1 };
+    ASSERT(synth_write(&o, NULL) == STATUS_OK);
+    struct model *a = NULL, *b = NULL;
+    ASSERT(model_load(pathf("%s/%s", "moe"), &a) == STATUS_OK);
+    ASSERT(a->f.moe && !a->hp.layer_moe[0] && a->hp.layer_moe[1]);
+    json_t *hdr = json_object();
+    struct blob data = {0};
+    for (int i = 0; i < a->files->n_tensors; i++) {
+        const struct st_tensor *t = &a->files->tensors[i];
+        if (strstr(t->name, ".experts.")) continue;
+        struct tensor v;
+        ASSERT(safetensors_view(a->files, t, &v) == STATUS_OK);
+        json_t *shape = json_array();
+        for (int d = 0; d < t->n_dims; d++) json_array_append_new(shape, json_integer(t->shape[d]));
+        json_object_set_new(hdr, t->name, json_pack("{s:s,s:o,s:[I,I]}", "dtype", "BF16", "shape", shape,
+                                                     "data_offsets", (json_int_t)data.n, (json_int_t)(data.n + t->bytes)));
+        blob_add(&data, tensor_data(&v), t->bytes);
+    }
+    const struct layer_weights *lw = &a->layers[1];
+    size_t off = data.n;
+    for (int e = 0; e < 3; e++) {
+        blob_add(&data, tensor_data(&lw->exp_gate[e]), tensor_bytes(&lw->exp_gate[e]));
+        blob_add(&data, tensor_data(&lw->exp_up[e]), tensor_bytes(&lw->exp_up[e]));
+    }
+    json_object_set_new(hdr, "model.layers.1.mlp.experts.gate_up_proj",
+                        json_pack("{s:s,s:[i,i,i],s:[I,I]}", "dtype", "BF16", "shape", 3, 8, 8, "data_offsets",
+                                  (json_int_t)off, (json_int_t)data.n));
+    off = data.n;
+    for (int e = 0; e < 3; e++) blob_add(&data, tensor_data(&lw->exp_down[e]), tensor_bytes(&lw->exp_down[e]));
+    json_object_set_new(hdr, "model.layers.1.mlp.experts.down_proj",
+                        json_pack("{s:s,s:[i,i,i],s:[I,I]}", "dtype", "BF16", "shape", 3, 8, 4, "data_offsets",
+                                  (json_int_t)off, (json_int_t)data.n));
+    char *text = json_dumps(hdr, JSON_COMPACT);
+    char *dir = write_model("moe_fused", cfg, text, data.p, data.n, 0);
+    ASSERT(model_load(dir, &b) == STATUS_OK);
+    EXPECT(a->n_params == b->n_params);
+    for (int e = 0; e < 3; e++) {
+        const struct layer_weights *lb = &b->layers[1];
+        EXPECT(lb->exp_gate[e].ne[0] == 8 && lb->exp_gate[e].ne[1] == 4 && lb->exp_down[e].ne[0] == 4 && lb->exp_down[e].ne[1] == 8);
+        EXPECT(!memcmp(tensor_data(&lb->exp_gate[e]), tensor_data(&lw->exp_gate[e]), 64));
+        EXPECT(!memcmp(tensor_data(&lb->exp_up[e]), tensor_data(&lw->exp_up[e]), 64));
+        EXPECT(!memcmp(tensor_data(&lb->exp_down[e]), tensor_data(&lw->exp_down[e]), 64));
+    }
+    model_free(b);
+    // a fused tensor of the wrong shape is an error naming it
+    json_object_set_new(hdr, "model.layers.1.mlp.experts.down_proj",
+                        json_pack("{s:s,s:[i,i,i],s:[I,I]}", "dtype", "BF16", "shape", 3, 4, 8, "data_offsets",
+                                  (json_int_t)off, (json_int_t)data.n));
+    free(text);
+    text = json_dumps(hdr, JSON_COMPACT);
+    dir = write_model("moe_fused_bad", cfg, text, data.p, data.n, 0);
+    b = NULL;
+    EXPECT(model_load(dir, &b) == STATUS_EFORMAT && !b);
+    free(text);
+    free(data.p);
+    json_decref(hdr);
+    model_free(a);
+}
+
 /* ==== Committed transformers fixtures ==== */
 
 TEST(fixtures_load)
@@ -441,6 +527,7 @@ int main(void)
     RUN(lookup_and_views);
     RUN(corrupt_checkpoints);
     RUN(corrupt_index);
+    RUN(fused_experts_match_per_expert);
     RUN(fixtures_load);
     json_decref(good_hdr);
     free(good);

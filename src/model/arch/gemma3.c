@@ -51,8 +51,8 @@ static enum status gemma3_read(const json_t *cfg, const json_t *root, struct hpa
     if (attn_cap > 0)
         LOG_WARN("%s: attn_logit_softcapping %g ignored, as transformers does for Gemma 3", hp->arch, (double)attn_cap);
     hp->attn_softcap = 0;
-    if (hp->bos_id < 0) hp->bos_id = 2;
-    if (hp->n_eos == 0) hp->eos_ids[hp->n_eos++] = 1;
+    if (hp->bos_id < 0 && hp->n_vocab > 2) hp->bos_id = 2;
+    if (hp->n_eos == 0 && hp->n_vocab > 1) hp->eos_ids[hp->n_eos++] = 1;
     return STATUS_OK;
 }
 

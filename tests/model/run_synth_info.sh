@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Black-box test of `cairn synth` and `cairn info`: synthesize a small checkpoint of each family
+# from a config, check info's numbers against the synth summary and the config, check sharding,
+# and check that a corrupt checkpoint makes info exit non-zero with the file and tensor named.
+set -euo pipefail
+BUILD=${BUILD:-build}
+CAIRN=$BUILD/cairn
+T=$(mktemp -d /tmp/cairn_run_synth.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+
+# A small Qwen3-MoE shape: 2 of 3 layers sparse.
+cat > "$T/moe.json" <<'JSON'
+{"architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 96, "hidden_size": 32, "intermediate_size": 48,
+ "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+ "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16, "mlp_only_layers": [0],
+ "max_position_embeddings": 256, "rope_theta": 1000000.0, "eos_token_id": 5}
+JSON
+out=$("$CAIRN" synth --config "$T/moe.json" --out "$T/moe" --seed 3 2>/dev/null)
+echo "$out"
+echo "$out" | grep -q "Qwen3MoeForCausalLM" || fail "synth summary: $out"
+info=$("$CAIRN" info "$T/moe" 2>/dev/null)
+echo "$info"
+# parameters by hand: embed + lm_head + norm + 3 x attention (norms, q 32x32, k/v 16x32, o 32x32, q/k norms 8)
+# + dense layer 0 (3 x 48x32) + 2 sparse layers (router 4x32 + 4 experts x 3 x 16x32)
+attn=$((2*32 + 32*32 + 2*16*32 + 32*32 + 2*8))
+want=$((2*96*32 + 32 + 3*attn + 3*48*32 + 2*(4*32 + 4*3*16*32)))
+echo "$info" | grep -q "parameters:.*($want)" || fail "parameter count, want $want"
+echo "$info" | grep -q "experts: *4, 2 per token, ffn 16, not renormalized; 2 of 3 layers sparse" || fail "experts line"
+echo "$info" | grep -q "kv cache: *$((3*2*2*8*2)) bytes/token bf16" || fail "kv bytes"
+echo "$info" | grep -q "context: *256 tokens" || fail "context"
+# --arch overrides; sharding at a tiny shard size; same seed gives the same bytes
+"$CAIRN" synth --arch Qwen3MoeForCausalLM --config "$T/moe.json" --out "$T/moe_sh" --seed 3 --shard-gb 0.00002 >/dev/null 2>&1
+[ -f "$T/moe_sh/model.safetensors.index.json" ] || fail "no index for a sharded synth"
+n=$(ls "$T/moe_sh"/model-*-of-*.safetensors | wc -l)
+[ "$n" -gt 2 ] || fail "expected several shards, got $n"
+"$CAIRN" info "$T/moe_sh" 2>/dev/null | grep -q "parameters:.*($want)" || fail "sharded parameter count"
+"$CAIRN" synth --config "$T/moe.json" --out "$T/moe2" --seed 3 >/dev/null 2>&1
+cmp -s "$T/moe/model.safetensors" "$T/moe2/model.safetensors" || fail "same seed, different bytes"
+# provenance note
+printf 'Synthesized by run_synth_info.sh\nseed 3\n' > "$T/moe/PROVENANCE"
+"$CAIRN" info "$T/moe" 2>/dev/null | grep -q "Synthesized by run_synth_info.sh" || fail "provenance not printed"
+# every ready config parses and has its model card's parameter count (rounded as published)
+while read -r c want; do
+    got=$("$CAIRN" synth --config "configs/$c" --out "$T/dry" --dry-run 2>/dev/null | sed -n 's/.* \([0-9.]*\) B parameters.*/\1/p')
+    [ -n "$got" ] || fail "$c: dry run failed"
+    awk -v g="$got" -v w="$want" 'BEGIN { d = g - w; if (d < 0) d = -d; exit !(d <= 0.05 * w) }' || fail "$c: $got B parameters, card says $want B"
+    [ ! -e "$T/dry" ] || fail "dry run wrote $T/dry"
+done <<'LIST'
+qwen3-0.6b.json 0.6
+qwen3-1.7b.json 1.7
+qwen3-8b.json 8.2
+llama-3.1-8b.json 8.03
+qwen3-30b-a3b.json 30.5
+LIST
+# a Gemma 3 with a tokenizer directory copied in
+mkdir -p "$T/tok" && echo '{"model": {}}' > "$T/tok/tokenizer.json" && echo '{}' > "$T/tok/tokenizer_config.json"
+cat > "$T/g.json" <<'JSON'
+{"architectures": ["Gemma3ForCausalLM"], "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+ "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
+ "sliding_window": 8, "sliding_window_pattern": 2, "query_pre_attn_scalar": 16}
+JSON
+"$CAIRN" synth --config "$T/g.json" --out "$T/g" --tokenizer "$T/tok" >/dev/null 2>&1 || fail "gemma3 synth"
+[ -f "$T/g/tokenizer.json" ] && [ -f "$T/g/tokenizer_config.json" ] || fail "tokenizer files not copied"
+"$CAIRN" info "$T/g" 2>/dev/null | grep -q "sliding: *window 8 on 1 of 2 layers" || fail "gemma3 sliding"
+"$CAIRN" info "$T/g" 2>/dev/null | grep -q "tied embed: *yes" || fail "gemma3 ties by default"
+# corrupt: truncate the weights; info must fail and name the file
+truncate -s 1000 "$T/moe/model.safetensors"
+if "$CAIRN" info "$T/moe" >/dev/null 2>"$T/err"; then fail "info on a truncated file succeeded"; fi
+grep -q "model.safetensors" "$T/err" || fail "error does not name the file"
+# unsupported architecture: named, and the supported ones listed
+sed 's/Qwen3MoeForCausalLM/PhiForCausalLM/' "$T/moe.json" > "$T/phi.json"
+if "$CAIRN" synth --config "$T/phi.json" --out "$T/phi" 2>"$T/err" >/dev/null; then fail "unsupported arch accepted"; fi
+grep -q "PhiForCausalLM is not supported (supported: .*Qwen3ForCausalLM" "$T/err" || fail "unsupported arch message"
+echo "all synth/info checks passed"

@@ -1,0 +1,315 @@
+/* engine_bench: the batching engine end to end (scheduler + prefix cache + forward + sampling) on
+ * a synthesized or loaded model, driven by engine_step on this thread so step times are exact.
+ *
+ *   engine_bench [--config configs/qwen3-0.6b.json | --model DIR] [--backend cpu] [--threads 2]
+ *                [--part decode,agentic,gap] [--conc 1,4,8,16] [--gen 32] [--sys 2000] [--user 100]
+ *                [--n-user 10] [--long 16384] [--budget 256] [--kv-gb 4]
+ *
+ * decode:  C concurrent requests (64-token prompts, --gen tokens, greedy): aggregate decode tok/s
+ *          over the steps after every request has its first token, and the ratio to C = 1.
+ * agentic: a --sys-token system prompt shared by --n-user requests with different --user-token
+ *          messages; TTFT of the first (cold) and of the following ones one at a time (warm prefix):
+ *          ratio warm/cold; then the same burst submitted at once to a fresh engine.
+ * gap:     a running stream decodes while a --long-token prompt is ingested in chunks of the step
+ *          budget: worst and median inter-token gap of the stream, vs its gap alone.
+ * Prints key=value lines for bench/engine_bench.sh.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/rng.h"
+#include "engine/engine.h"
+#include "model/model.h"
+
+struct opts {
+    const char *config, *model, *backend, *parts;
+    int         threads, gen, sys, user, n_user, long_tok, budget;
+    int         conc[8], n_conc;
+    double      kv_gb;
+};
+
+static struct model   *g_m;
+static struct backend *g_be;
+
+static void prompt_fill(uint64_t seed, int32_t *out, int n)
+{
+    struct rng r;
+    rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) out[i] = 100 + (int32_t)(rng_next(&r) % (uint64_t)(g_m->hp.n_vocab - 200));
+}
+
+static struct engine *engine_make(const struct opts *o, int budget, int max_running)
+{
+    struct engine_cfg cfg = engine_cfg_default();
+    cfg.max_batch_tokens = budget;
+    cfg.max_running = max_running;
+    cfg.kv_cache_bytes = (size_t)(o->kv_gb * (double)(1ull << 30));
+    struct engine *e;
+    CHECK(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK, "engine_new failed");
+    return e;
+}
+
+static struct gen_request req_make(const int32_t *p, int n, int max_tokens)
+{
+    struct gen_request g = { 0 };
+    g.prompt = p;
+    g.n_prompt = n;
+    g.max_tokens = max_tokens;
+    g.sampling = sampling_greedy();
+    g.ignore_eos = true;
+    return g;
+}
+
+/* Reads what the stream has now; returns tokens read; *done set at the end. */
+static int stream_poll(struct token_stream *ts, struct token_event *last, bool *done)
+{
+    struct token_event ev;
+    int n = 0;
+    while (!*done && token_stream_next(ts, &ev, 0) == STATUS_OK) {
+        n += ev.has_token;
+        if (ev.done) { *done = true; *last = ev; }
+    }
+    return n;
+}
+
+/* ==== decode ==== */
+
+static void bench_decode(const struct opts *o)
+{
+    double base = 0;
+    for (int ci = 0; ci < o->n_conc; ci++) {
+        int c = o->conc[ci];
+        struct engine *e = engine_make(o, 64 * c > 256 ? 64 * c : 256, c);
+        int32_t *prompts = xmalloc(sizeof(int32_t) * 64 * (size_t)c);
+        struct token_stream **ts = xcalloc((size_t)c, sizeof *ts);
+        bool *done = xcalloc((size_t)c, sizeof *done);
+        int *n_tok = xcalloc((size_t)c, sizeof *n_tok);
+        struct token_event last;
+        for (int i = 0; i < c; i++) {
+            prompt_fill(1000 + (uint64_t)i, prompts + 64 * i, 64);
+            struct gen_request g = req_make(prompts + 64 * i, 64, o->gen);
+            CHECK(engine_submit(e, &g, &ts[i]) == STATUS_OK, "submit");
+        }
+        // prefill (and first tokens) until every stream has a token
+        for (;;) {
+            engine_step(e);
+            int have = 0;
+            for (int i = 0; i < c; i++) { n_tok[i] += stream_poll(ts[i], &last, &done[i]); have += n_tok[i] > 0; }
+            if (have == c) break;
+        }
+        int before = 0, after = 0, steps = 0;
+        for (int i = 0; i < c; i++) before += n_tok[i];
+        double t0 = clock_now_s();
+        while (engine_step(e)) steps++;
+        double dt = clock_now_s() - t0;
+        for (int i = 0; i < c; i++) { n_tok[i] += stream_poll(ts[i], &last, &done[i]); after += n_tok[i]; }
+        double tps = (after - before) / dt;
+        if (ci == 0) base = tps / (double)c;   // the single-stream rate (the list starts at 1)
+        printf("decode conc=%d tokens=%d steps=%d ms_per_step=%.1f tok_s=%.2f x_single=%.2f\n", c, after - before,
+               steps, 1e3 * dt / (steps ? steps : 1), tps, tps / base);
+        fflush(stdout);
+        for (int i = 0; i < c; i++) token_stream_release(ts[i]);
+        free(prompts);
+        free(ts);
+        free(done);
+        free(n_tok);
+        engine_free(e);
+    }
+}
+
+/* ==== agentic ==== */
+
+static double ttft_one(struct engine *e, const int32_t *p, int n, int *cached)
+{
+    struct gen_request g = req_make(p, n, 4);
+    struct token_stream *ts;
+    CHECK(engine_submit(e, &g, &ts) == STATUS_OK, "submit");
+    struct token_event last;
+    bool done = false;
+    while (engine_step(e)) stream_poll(ts, &last, &done);
+    stream_poll(ts, &last, &done);
+    CHECK(done, "request did not finish");
+    *cached = last.n_cached;
+    token_stream_release(ts);
+    return last.t_first_s;
+}
+
+static void bench_agentic(const struct opts *o)
+{
+    int n = o->sys + o->user;
+    int32_t *p = xmalloc(sizeof(int32_t) * (size_t)n * (size_t)o->n_user);
+    for (int i = 0; i < o->n_user; i++) {
+        int32_t *pi = p + (size_t)i * (size_t)n;
+        prompt_fill(7, pi, o->sys);                         // the same system prompt
+        prompt_fill(100 + (uint64_t)i, pi + o->sys, o->user); // a different user message
+    }
+    struct engine *e = engine_make(o, o->budget, 16);
+    int cached;
+    double cold = ttft_one(e, p, n, &cached);
+    printf("agentic cold ttft_s=%.3f prompt=%d cached=%d\n", cold, n, cached);
+    double sum = 0, worst = 0;
+    for (int i = 1; i < o->n_user; i++) {
+        double t = ttft_one(e, p + (size_t)i * (size_t)n, n, &cached);
+        printf("agentic warm i=%d ttft_s=%.3f cached=%d\n", i, t, cached);
+        sum += t;
+        if (t > worst) worst = t;
+    }
+    double warm = sum / (o->n_user - 1);
+    printf("agentic summary ttft_cold_s=%.3f ttft_warm_mean_s=%.3f ttft_warm_max_s=%.3f ratio=%.4f\n", cold, warm, worst,
+           warm / cold);
+    fflush(stdout);
+    engine_free(e);
+
+    // the burst: all at once on a fresh engine (the first computes the system prompt, the others wait for it and share it)
+    e = engine_make(o, o->budget, 16);
+    struct token_stream *ts[64];
+    bool done[64] = { 0 };
+    struct token_event last[64];
+    int nb = o->n_user < 64 ? o->n_user : 64;
+    double t0 = clock_now_s();
+    for (int i = 0; i < nb; i++) {
+        struct gen_request g = req_make(p + (size_t)i * (size_t)n, n, 4);
+        CHECK(engine_submit(e, &g, &ts[i]) == STATUS_OK, "submit");
+    }
+    while (engine_step(e))
+        for (int i = 0; i < nb; i++) stream_poll(ts[i], &last[i], &done[i]);
+    double total = clock_now_s() - t0, tsum = 0, tmax = 0;
+    int csum = 0;
+    for (int i = 0; i < nb; i++) {
+        stream_poll(ts[i], &last[i], &done[i]);
+        tsum += last[i].t_first_s;
+        if (last[i].t_first_s > tmax) tmax = last[i].t_first_s;
+        csum += last[i].n_cached;
+        token_stream_release(ts[i]);
+    }
+    printf("agentic burst n=%d total_s=%.3f ttft_mean_s=%.3f ttft_max_s=%.3f cached_tokens=%d (vs %d cold burst time ~%.1fs)\n",
+           nb, total, tsum / nb, tmax, csum, nb * n, cold * nb);
+    fflush(stdout);
+    engine_free(e);
+    free(p);
+}
+
+/* ==== gap ==== */
+
+static void bench_gap(const struct opts *o)
+{
+    struct engine *e = engine_make(o, o->budget, 8);
+    int32_t pa[64];
+    prompt_fill(3, pa, 64);
+    int32_t *pl = xmalloc(sizeof(int32_t) * (size_t)o->long_tok);
+    prompt_fill(4, pl, o->long_tok);
+    struct gen_request ga = req_make(pa, 64, 1 << 20 < g_m->hp.max_pos - 65 ? 1 << 20 : g_m->hp.max_pos - 65);
+    struct token_stream *ta, *tl;
+    CHECK(engine_submit(e, &ga, &ta) == STATUS_OK, "submit");
+    struct token_event la, ll;
+    bool da = false, dl = false;
+    double t_prev = 0, alone_max = 0, alone_sum = 0;
+    int alone_n = 0;
+    for (int s = 0; s < 12; s++) {   // the stream alone
+        engine_step(e);
+        if (stream_poll(ta, &la, &da) > 0) {
+            double t = clock_now_s();
+            if (t_prev > 0) {
+                alone_sum += t - t_prev;
+                alone_n++;
+                if (t - t_prev > alone_max) alone_max = t - t_prev;
+            }
+            t_prev = t;
+        }
+    }
+    struct gen_request gl = req_make(pl, o->long_tok, 1);
+    CHECK(engine_submit(e, &gl, &tl) == STATUS_OK, "submit long");
+    double t_sub = clock_now_s(), worst = 0;
+    static double gaps[1 << 16];
+    int n_gaps = 0, steps = 0;
+    while (!dl) {
+        engine_step(e);
+        steps++;
+        stream_poll(tl, &ll, &dl);
+        if (stream_poll(ta, &la, &da) > 0) {
+            double t = clock_now_s();
+            if (n_gaps < (1 << 16)) gaps[n_gaps++] = t - t_prev;
+            if (t - t_prev > worst) worst = t - t_prev;
+            t_prev = t;
+        }
+    }
+    double ingest = clock_now_s() - t_sub;
+    // median
+    for (int i = 1; i < n_gaps; i++) {
+        double x = gaps[i];
+        int j = i - 1;
+        while (j >= 0 && gaps[j] > x) { gaps[j + 1] = gaps[j]; j--; }
+        gaps[j + 1] = x;
+    }
+    printf("gap long=%d budget=%d steps=%d ingest_s=%.2f prefill_tok_s=%.1f long_ttft_s=%.2f "
+           "gap_alone_mean_s=%.3f gap_alone_max_s=%.3f gap_during_median_s=%.3f gap_during_max_s=%.3f stream_tokens=%d\n",
+           o->long_tok, o->budget, steps, ingest, o->long_tok / ingest, ll.t_first_s, alone_n ? alone_sum / alone_n : 0,
+           alone_max, n_gaps ? gaps[n_gaps / 2] : 0, worst, n_gaps);
+    fflush(stdout);
+    engine_cancel(e, ta);
+    engine_step(e);
+    token_stream_release(ta);
+    token_stream_release(tl);
+    engine_free(e);
+    free(pl);
+}
+
+/* ==== main ==== */
+
+static int parse_list(const char *s, int *out, int cap)
+{
+    int n = 0;
+    while (*s && n < cap) {
+        out[n++] = atoi(s);
+        const char *c = strchr(s, ',');
+        if (!c) break;
+        s = c + 1;
+    }
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    log_init_from_env();
+    struct opts o = { .config = "configs/qwen3-0.6b.json", .backend = "cpu", .parts = "decode,agentic,gap",
+                      .threads = 2, .gen = 32, .sys = 2000, .user = 100, .n_user = 10, .long_tok = 16384,
+                      .budget = 256, .kv_gb = 4.0 };
+    o.n_conc = parse_list("1,4,8,16", o.conc, 8);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) { fprintf(stderr, "missing value for %s\n", a); return 2; }
+        if (!strcmp(a, "--config")) o.config = v;
+        else if (!strcmp(a, "--model")) o.model = v;
+        else if (!strcmp(a, "--backend")) o.backend = v;
+        else if (!strcmp(a, "--threads")) o.threads = atoi(v);
+        else if (!strcmp(a, "--part")) o.parts = v;
+        else if (!strcmp(a, "--conc")) o.n_conc = parse_list(v, o.conc, 8);
+        else if (!strcmp(a, "--gen")) o.gen = atoi(v);
+        else if (!strcmp(a, "--sys")) o.sys = atoi(v);
+        else if (!strcmp(a, "--user")) o.user = atoi(v);
+        else if (!strcmp(a, "--n-user")) o.n_user = atoi(v);
+        else if (!strcmp(a, "--long")) o.long_tok = atoi(v);
+        else if (!strcmp(a, "--budget")) o.budget = atoi(v);
+        else if (!strcmp(a, "--kv-gb")) o.kv_gb = atof(v);
+        else { fprintf(stderr, "unknown flag %s\n", a); return 2; }
+        i++;
+    }
+    enum status st = o.model ? model_load(o.model, &g_m) : model_synthesize(o.config, 1, &g_m);
+    if (st != STATUS_OK) return 1;
+    if (backend_new(o.backend, &(struct backend_cfg){ .n_threads = o.threads }, &g_be) != STATUS_OK) return 1;
+    if (model_prepare(g_m, g_be) != STATUS_OK) return 1;
+    printf("model %s layers=%d d=%d vocab=%d params=%.3gB backend=%s threads=%d\n", o.model ? o.model : o.config,
+           g_m->hp.n_layers, g_m->hp.d_model, g_m->hp.n_vocab, (double)g_m->n_params / 1e9, o.backend, o.threads);
+    fflush(stdout);
+    if (strstr(o.parts, "decode")) bench_decode(&o);
+    if (strstr(o.parts, "agentic")) bench_agentic(&o);
+    if (strstr(o.parts, "gap")) bench_gap(&o);
+    backend_free(g_be);
+    model_free(g_m);
+    return 0;
+}

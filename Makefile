@@ -25,8 +25,8 @@ APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o)
 
 ifeq ($(CUDA),1)
 CUDA_HOME  ?= $(patsubst %/bin/nvcc,%,$(NVCC))
-NVCCFLAGS  := -O3 -lineinfo -std=c++17 -Isrc -DCAIRN_HAVE_CUDA \
-              -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+CUDA_GENCODE ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+NVCCFLAGS  := -O3 -lineinfo -std=c++17 -Isrc -DCAIRN_HAVE_CUDA $(CUDA_GENCODE) \
               -Xcompiler -Wall,-fno-strict-aliasing $(EXTRA_NVCCFLAGS)
 CFLAGS     += -DCAIRN_HAVE_CUDA -I$(CUDA_HOME)/include
 LIB_OBJ    += $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
@@ -38,8 +38,15 @@ TEST_SRC := $(sort $(wildcard tests/unit/test_*.c tests/ops/test_*.c tests/model
                              tests/bench/test_*.c))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+# GPU tests: built by `make test` (so they keep compiling), run only by `make test-cuda`.
+CUDA_TEST_SRC := $(if $(filter 1,$(CUDA)),$(sort $(wildcard tests/cuda/test_*.c)))
+CUDA_TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(CUDA_TEST_SRC))
 
-.PHONY: all test asan fuzz clean format tests
+# Benchmark tools: bench/*.c against the library; bench/*.cu (GPU ceilings) when CUDA is built.
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(sort $(wildcard bench/*.c))) \
+             $(if $(filter 1,$(CUDA)),$(patsubst bench/%.cu,$(BUILD)/bench/%,$(sort $(wildcard bench/*.cu))))
+
+.PHONY: all test test-cuda asan fuzz clean format tests bench-tools
 all: $(BUILD)/cairn $(BUILD)/libcairn.a
 
 $(BUILD)/obj/%.o: %.c
@@ -61,11 +68,26 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/libcairn.a tests/harness.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(BUILD)/libcairn.a $(LDFLAGS) $(LDLIBS) -o $@
 
-tests: $(TEST_BIN)
+tests: $(TEST_BIN) $(CUDA_TEST_BIN)
+
+bench-tools: $(BENCH_BIN)
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libcairn.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(BUILD)/libcairn.a $(LDFLAGS) $(LDLIBS) -o $@
+
+$(BUILD)/bench/%: bench/%.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 $< -lcublas -o $@
 
 # Every C test binary, then every tests/*/run_*.sh script (black-box tests of build/cairn).
-test: all $(TEST_BIN)
+test: all $(TEST_BIN) $(CUDA_TEST_BIN)
 	@BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN)
+
+# On a GPU machine: the CUDA op tests and every model fixture on the cuda backend.
+test-cuda: all $(CUDA_TEST_BIN) $(BUILD)/tests/model/test_fixtures
+	@set -e; for t in $(CUDA_TEST_BIN); do echo "== $$t"; $$t; done
+	CAIRN_TEST_BACKENDS=cuda $(BUILD)/tests/model/test_fixtures
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \

@@ -4,7 +4,18 @@
 
 #include "base/log.h"
 
-#pragma weak backend_cuda_new
+#ifdef CAIRN_HAVE_CUDA
+#define HAVE_CUDA 1
+#else
+#define HAVE_CUDA 0
+enum status backend_cuda_new(const struct backend_cfg *cfg, struct backend **out)
+{
+    (void)cfg;
+    (void)out;
+    LOG_ERR("backend cuda: this binary was built without CUDA (nvcc not found at build time)");
+    return STATUS_EUNSUPPORTED;
+}
+#endif
 
 enum status backend_new(const char *name, const struct backend_cfg *cfg, struct backend **out)
 {
@@ -12,13 +23,7 @@ enum status backend_new(const char *name, const struct backend_cfg *cfg, struct 
     if (!cfg) cfg = &defaults;
     if (!strcmp(name, "ref")) return backend_ref_new(cfg, out);
     if (!strcmp(name, "cpu")) return backend_cpu_new(cfg, out);
-    if (!strcmp(name, "cuda")) {
-        if (!backend_cuda_new) {
-            LOG_ERR("backend cuda: this binary was built without CUDA (nvcc not found at build time)");
-            return STATUS_EUNSUPPORTED;
-        }
-        return backend_cuda_new(cfg, out);
-    }
+    if (!strcmp(name, "cuda")) return backend_cuda_new(cfg, out);
     LOG_ERR("unknown backend '%s' (available: %s)", name, backend_list());
     return STATUS_EUNSUPPORTED;
 }
@@ -30,5 +35,5 @@ void backend_free(struct backend *be)
 
 const char *backend_list(void)
 {
-    return backend_cuda_new ? "ref, cpu, cuda" : "ref, cpu";
+    return HAVE_CUDA ? "ref, cpu, cuda" : "ref, cpu";
 }

@@ -177,6 +177,7 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
 {
     struct cuda_backend *cb = cuda_of(be);
     const struct cuda_batch *b = &cb->batch;
+    if (!b->all_single && cuda_attention_tiled(cb, out, q, kv, ap, m)) return;
     int G = ap->n_heads / ap->n_kv_heads;
     CHECK(G <= ATT_G_MAX && ap->head_dim <= ATT_D_MAX && ap->head_dim % 8 == 0,
           "cuda attention: unsupported shape (group %d, head_dim %d)", G, ap->head_dim);

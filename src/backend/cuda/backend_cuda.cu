@@ -119,17 +119,41 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
     struct cuda_batch *b = &cb->batch;
     if (x->staged_pending) CUDA_CHECK(cudaEventSynchronize(x->staged));   // pinned pack still in use
 
-    int n_blocks = m->seq_block0[m->n_seq];
-    size_t sizes[] = {
+    // Query tiles for the tiled prefill kernel (see attention_tiled.cu).
+    if (m->n_tok > b->cap_tok) {
+        free(b->h_tiles);
+        b->cap_tok = m->n_tok * 2;
+        b->h_tiles = (int32_t *)xmalloc(sizeof(int32_t) * 3 * (size_t)b->cap_tok);
+    }
+    int n_tiles = 0;
+    for (int t = 0; t < m->n_tok; t++) {
+        int32_t *cur = b->h_tiles + 3 * (n_tiles - 1);
+        bool extend = n_tiles > 0 && m->tok_seq && m->tok_pos && cur[2] == m->tok_seq[t] && cur[1] < 64 &&
+                      m->tok_pos[t] == m->tok_pos[cur[0] + cur[1] - 1] + 1;
+        if (extend) {
+            cur[1]++;
+        } else {
+            int32_t *nt = b->h_tiles + 3 * n_tiles++;
+            nt[0] = t;
+            nt[1] = 1;
+            nt[2] = m->tok_seq ? m->tok_seq[t] : 0;
+        }
+    }
+
+    int n_blocks = m->seq_block0 ? m->seq_block0[m->n_seq] : 0;
+    enum { N_ARR = 9 };
+    size_t sizes[N_ARR] = {
         sizeof(int32_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_tok,
         sizeof(int32_t) * (size_t)m->n_seq, sizeof(int32_t) * (size_t)(m->n_seq + 1),
         sizeof(int32_t) * (size_t)(n_blocks > 0 ? n_blocks : 1), sizeof(int32_t) * (size_t)(m->n_out > 0 ? m->n_out : 1),
-        sizeof(int64_t) * (size_t)m->n_tok,
+        sizeof(int32_t) * 3 * (size_t)(n_tiles > 0 ? n_tiles : 1), sizeof(int64_t) * (size_t)m->n_tok,
     };
-    const void *srcs[] = { m->tok_id, m->tok_pos, m->tok_seq, m->seq_len, m->seq_block0, m->block_ids, m->out_tok, m->tok_slot };
-    int32_t **dsts32[] = { &b->d_tok_id, &b->d_tok_pos, &b->d_tok_seq, &b->d_seq_len, &b->d_seq_block0, &b->d_block_ids, &b->d_out_tok };
-    size_t total = 0, offs[8];
-    for (int i = 0; i < 8; i++) {
+    const void *srcs[N_ARR] = { m->tok_id, m->tok_pos, m->tok_seq, m->seq_len, m->seq_block0, m->block_ids, m->out_tok,
+                                b->h_tiles, m->tok_slot };
+    int32_t **dsts32[N_ARR - 1] = { &b->d_tok_id, &b->d_tok_pos, &b->d_tok_seq, &b->d_seq_len, &b->d_seq_block0,
+                                    &b->d_block_ids, &b->d_out_tok, &b->d_tiles };
+    size_t total = 0, offs[N_ARR];
+    for (int i = 0; i < N_ARR; i++) {
         offs[i] = total;
         total += (sizes[i] + 15) & ~(size_t)15;
     }
@@ -137,21 +161,21 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
         if (b->h_pinned) {
             CUDA_CHECK(cudaStreamSynchronize(cb->stream));
             CUDA_CHECK(cudaFreeHost(b->h_pinned));
-            CUDA_CHECK(cudaFree(b->d_tok_id));
+            CUDA_CHECK(cudaFree(b->d_pack));
         }
         b->h_pinned_bytes = total * 2;
         CUDA_CHECK(cudaMallocHost(&b->h_pinned, b->h_pinned_bytes));
-        CUDA_CHECK(cudaMalloc((void **)&b->d_tok_id, b->h_pinned_bytes));   // the device pack
+        CUDA_CHECK(cudaMalloc(&b->d_pack, b->h_pinned_bytes));
     }
-    char *dev = (char *)b->d_tok_id;   // base of the device pack (first array sits at offset 0)
-    for (int i = 0; i < 8; i++) {
+    char *dev = (char *)b->d_pack;
+    for (int i = 0; i < N_ARR; i++)
         if (srcs[i] && sizes[i]) memcpy((char *)b->h_pinned + offs[i], srcs[i], sizes[i]);
-    }
     CUDA_CHECK(cudaMemcpyAsync(dev, b->h_pinned, total, cudaMemcpyHostToDevice, cb->stream));
     CUDA_CHECK(cudaEventRecord(x->staged, cb->stream));
     x->staged_pending = true;
-    for (int i = 0; i < 7; i++) *dsts32[i] = (int32_t *)(dev + offs[i]);
-    b->d_tok_slot = (int64_t *)(dev + offs[7]);
+    for (int i = 0; i < N_ARR - 1; i++) *dsts32[i] = (int32_t *)(dev + offs[i]);
+    b->d_tok_slot = (int64_t *)(dev + offs[N_ARR - 1]);
+    b->n_tiles = n_tiles;
 
     b->n_tok = m->n_tok;
     b->n_seq = m->n_seq;
@@ -184,7 +208,8 @@ static void c_destroy(struct backend *be)
     }
     free(x->prep);
     if (cb->batch.h_pinned) cudaFreeHost(cb->batch.h_pinned);
-    if (cb->batch.d_tok_id) cudaFree(cb->batch.d_tok_id);
+    if (cb->batch.d_pack) cudaFree(cb->batch.d_pack);
+    free(cb->batch.h_tiles);
     if (cb->d_work) cudaFree(cb->d_work);
     if (cb->d_attn_part) cudaFree(cb->d_attn_part);
     if (cb->d_argmax) cudaFree(cb->d_argmax);

@@ -27,6 +27,7 @@ extern "C" {
 
 struct moe_table {
     const struct tensor *key;          // the layer's host array of gate tensors
+    const void          *key_dev;      // and its first expert's device address (arrays may be reused)
     const void        **d_gate, **d_up, **d_down;   // [n_experts] device pointers
 };
 
@@ -37,7 +38,11 @@ struct cuda_batch {
     bool     all_single;         // every sequence contributes at most one token (pure decode)
     int32_t *d_tok_id, *d_tok_pos, *d_tok_seq, *d_seq_len, *d_seq_block0, *d_block_ids, *d_out_tok;
     int64_t *d_tok_slot;
+    int      n_tiles;            // query tiles for the tiled prefill kernel: runs of consecutive
+    int32_t *d_tiles;            // positions of one sequence, <= 64 tokens: [n_tiles][first, n, seq]
+    int32_t *h_tiles;            // host staging, cap_tok * 3
     int      cap_tok, cap_seq, cap_blocks;
+    void    *d_pack;             // device copy of all the arrays above, one allocation
     void    *h_pinned;           // pinned staging for the uploads
     size_t   h_pinned_bytes;
 };
@@ -111,6 +116,10 @@ void cuda_matmul(struct backend *, struct tensor *, const struct tensor *, const
 void cuda_matmul_rows(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct batch_meta *);
 void cuda_attention(struct backend *, struct tensor *, const struct tensor *, const struct kv_layer *,
                     const struct attn_params *, const struct batch_meta *);
+/* Tiled tensor-core attention for prefill; false when the shape is not supported (then the
+ * split-K kernel runs). */
+bool cuda_attention_tiled(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+                          const struct attn_params *ap, const struct batch_meta *m);
 void cuda_moe_route(struct backend *, struct tensor *, struct tensor *, const struct tensor *, int, bool);
 void cuda_moe_ffn(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *,
                   const struct tensor *, const struct tensor *, const struct tensor *, int, enum act);

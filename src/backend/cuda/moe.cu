@@ -72,13 +72,14 @@ static struct moe_table *table_for(struct cuda_backend *cb, const struct tensor 
                                    const struct tensor *down, int E)
 {
     for (int i = 0; i < cb->n_moe_tables; i++)
-        if (cb->moe_tables[i].key == gate) return &cb->moe_tables[i];
+        if (cb->moe_tables[i].key == gate && cb->moe_tables[i].key_dev == dptr(&gate[0])) return &cb->moe_tables[i];
     if (cb->n_moe_tables == cb->cap_moe_tables) {
         cb->cap_moe_tables = cb->cap_moe_tables ? cb->cap_moe_tables * 2 : 64;
         cb->moe_tables = (struct moe_table *)xrealloc(cb->moe_tables, sizeof(struct moe_table) * (size_t)cb->cap_moe_tables);
     }
     struct moe_table *t = &cb->moe_tables[cb->n_moe_tables++];
     t->key = gate;
+    t->key_dev = dptr(&gate[0]);
     const void **h = (const void **)xmalloc(sizeof(void *) * 3 * (size_t)E);
     for (int e = 0; e < E; e++) {
         CHECK(gate[e].buf->kind == BUF_DEVICE && up[e].buf->kind == BUF_DEVICE && down[e].buf->kind == BUF_DEVICE,

@@ -1,0 +1,180 @@
+/* model_bench: raw forward-pass speed of one model on one backend, without the scheduler.
+ *
+ *   model_bench MODEL_DIR [--backend cuda|cpu|ref] [--threads N] [--prefill 512,4096] [--decode-ctx 512,8192]
+ *               [--gen 128] [--streams 64] [--stream-ctx 512] [--kv-dtype bf16] [--bytes-per-s X]
+ *
+ * Prefill: one prompt of N tokens in chunks of up to 4096 tokens: tok/s and model TFLOP/s
+ * (2 * params-per-token FLOPs + attention). Decode: a prompt of C tokens, then --gen greedy steps
+ * of one token: tok/s and, given --bytes-per-s (the measured read bandwidth), the fraction of the
+ * roofline (weight bytes read per token + KV bytes read per token) / bandwidth. Streams: S
+ * sequences of --stream-ctx tokens decoding together, one token each per step: aggregate tok/s.
+ * Prints one line per measurement (key=value), for the bench scripts to collect.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/mem.h"
+#include "kv/pool.h"
+#include "model/forward.h"
+#include "model/model.h"
+
+struct seqs {
+    int      n;
+    int      blocks_per_seq;
+    int32_t *block_ids, *seq_block0, *seq_len;
+};
+
+/* Bytes of weights one decode step reads: everything but the embedding table (one row is
+ * gathered), unless the embedding is also the output matrix. */
+static double weight_bytes_per_token(const struct model *m)
+{
+    double b = (double)m->weight_bytes;
+    if (!m->hp.tie_embed) b -= (double)tensor_bytes(&m->tok_embed);
+    return b;
+}
+
+/* Runs `n_tok` tokens per sequence for all sequences as one step per token column (decode) or
+ * one step for a chunk of a single sequence (prefill). Returns seconds. */
+static double run_steps(struct backend *be, struct forward *fw, struct kv_pool *kv, struct seqs *S, int start,
+                        int n_new, int chunk, int32_t *scratch_i32, int64_t *scratch_slot)
+{
+    double t0 = clock_now_s();
+    int bs = kv->block_size;
+    for (int done = 0; done < n_new;) {
+        int c = S->n == 1 ? (n_new - done < chunk ? n_new - done : chunk) : 1;
+        int n_tok = c * S->n;
+        int32_t *id = scratch_i32, *pos = id + n_tok, *seq = pos + n_tok, *out = seq + n_tok;
+        for (int s = 0; s < S->n; s++) {
+            for (int i = 0; i < c; i++) {
+                int t = s * c + i, p = start + done + i;
+                id[t] = (p * 7919 + s * 104729) % 1000 + 10;
+                pos[t] = p;
+                seq[t] = s;
+                scratch_slot[t] = (int64_t)S->block_ids[s * S->blocks_per_seq + p / bs] * bs + p % bs;
+            }
+            S->seq_len[s] = start + done + c;
+            out[s] = s * c + c - 1;
+        }
+        struct batch_meta meta = { .n_tok = n_tok, .tok_id = id, .tok_pos = pos, .tok_seq = seq, .tok_slot = scratch_slot,
+                                   .n_seq = S->n, .seq_len = S->seq_len, .seq_block0 = S->seq_block0,
+                                   .block_ids = S->block_ids, .n_out = S->n, .out_tok = out, .block_size = bs };
+        struct tensor logits;
+        forward_step(fw, kv->layers, &meta, &logits);
+        be->ops->argmax(be, scratch_i32 + 4 * n_tok, &logits);   // what a greedy engine step does
+        done += c;
+    }
+    CHECK(be->ops->sync(be) == STATUS_OK, "device error");
+    return clock_now_s() - t0;
+}
+
+static int parse_list(const char *s, int *out, int max)
+{
+    int n = 0;
+    while (*s && n < max) {
+        out[n++] = atoi(s);
+        const char *c = strchr(s, ',');
+        if (!c) break;
+        s = c + 1;
+    }
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = NULL, *backend = "cpu", *kv_s = NULL;
+    int threads = 0, gen = 128, streams = 0, stream_ctx = 512;
+    int prefill[8], n_prefill = 0, dctx[8], n_dctx = 0;
+    double bw = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--prefill") && i + 1 < argc) n_prefill = parse_list(argv[++i], prefill, 8);
+        else if (!strcmp(argv[i], "--decode-ctx") && i + 1 < argc) n_dctx = parse_list(argv[++i], dctx, 8);
+        else if (!strcmp(argv[i], "--gen") && i + 1 < argc) gen = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--streams") && i + 1 < argc) streams = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--stream-ctx") && i + 1 < argc) stream_ctx = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc) kv_s = argv[++i];
+        else if (!strcmp(argv[i], "--bytes-per-s") && i + 1 < argc) bw = atof(argv[++i]);
+        else if (argv[i][0] != '-' && !dir) dir = argv[i];
+        else { fprintf(stderr, "model_bench: bad argument %s\n", argv[i]); return 2; }
+    }
+    if (!dir) { fprintf(stderr, "usage: model_bench MODEL_DIR [options]\n"); return 2; }
+    struct model *m;
+    struct backend *be;
+    if (model_load(dir, &m) != STATUS_OK) return 1;
+    if (backend_new(backend, &(struct backend_cfg){ .n_threads = threads }, &be) != STATUS_OK) return 1;
+    double t_load = clock_now_s();
+    if (model_prepare(m, be) != STATUS_OK) return 1;
+    fprintf(stderr, "weights ready in %.1f s\n", clock_now_s() - t_load);
+    enum dtype kvdt = kv_s ? (!strcmp(kv_s, "f32") ? DTYPE_F32 : !strcmp(kv_s, "f16") ? DTYPE_F16 : DTYPE_BF16)
+                           : (!strcmp(backend, "cuda") ? DTYPE_BF16 : DTYPE_F32);
+    double wbytes = weight_bytes_per_token(m);
+    double kv_tok = (double)model_kv_bytes_per_token(m, kvdt);
+    double params = (double)m->n_params - (m->hp.tie_embed ? 0 : (double)tensor_nelem(&m->tok_embed));
+    printf("model=%s backend=%s threads=%d params=%.3fB weight_bytes_per_token=%.0f kv_bytes_per_token=%.0f\n", dir,
+           backend, threads, m->n_params / 1e9, wbytes, kv_tok);
+
+    int max_ctx = 0;
+    for (int i = 0; i < n_prefill; i++) max_ctx = prefill[i] > max_ctx ? prefill[i] : max_ctx;
+    for (int i = 0; i < n_dctx; i++) max_ctx = dctx[i] + gen > max_ctx ? dctx[i] + gen : max_ctx;
+    int n_seq_max = streams > 1 ? streams : 1;
+    int per_seq = streams > 1 && stream_ctx + gen > max_ctx ? stream_ctx + gen : max_ctx;
+    int bs = KV_BLOCK_SIZE_DEFAULT, bps = (per_seq + bs - 1) / bs;
+    struct kv_pool *kv;
+    if (kv_pool_new(m, be, kvdt, bs, bps * n_seq_max, &kv) != STATUS_OK) return 1;
+    int chunk = 4096;
+    int max_tok = chunk > n_seq_max ? chunk : n_seq_max;
+    struct forward *fw;
+    if (forward_new(m, be, max_tok, n_seq_max, &fw) != STATUS_OK) return 1;
+    int32_t *scratch = xmalloc(sizeof(int32_t) * (size_t)max_tok * 6);
+    int64_t *slots = xmalloc(sizeof(int64_t) * (size_t)max_tok);
+    struct seqs S = { .n = 1, .blocks_per_seq = bps };
+    S.block_ids = xmalloc(sizeof(int32_t) * (size_t)bps * n_seq_max);
+    S.seq_block0 = xmalloc(sizeof(int32_t) * (size_t)(n_seq_max + 1));
+    S.seq_len = xmalloc(sizeof(int32_t) * (size_t)n_seq_max);
+    for (int i = 0; i < bps * n_seq_max; i++) S.block_ids[i] = i;
+    for (int s = 0; s <= n_seq_max; s++) S.seq_block0[s] = s * bps;
+
+    run_steps(be, fw, kv, &S, 0, 64, chunk, scratch, slots);   // warm-up (kernels, cuBLAS heuristics)
+    for (int i = 0; i < n_prefill; i++) {
+        int n = prefill[i];
+        double best = 1e30;
+        for (int rep = 0; rep < 3; rep++) {
+            double t = run_steps(be, fw, kv, &S, 0, n, chunk, scratch, slots);
+            best = t < best ? t : best;
+        }
+        // FLOPs: 2 per parameter per token + attention (QK^T and PV over the causal half)
+        double attn = 2.0 * 2.0 * m->hp.n_layers * (double)m->hp.n_heads * m->hp.head_dim * (double)n * n / 2;
+        double flops = 2.0 * params * n + attn;
+        printf("prefill tokens=%d time_s=%.4f tok_s=%.1f tflops=%.1f\n", n, best, n / best, flops / best / 1e12);
+        fflush(stdout);
+    }
+    for (int i = 0; i < n_dctx; i++) {
+        int c = dctx[i];
+        run_steps(be, fw, kv, &S, 0, c, chunk, scratch, slots);
+        run_steps(be, fw, kv, &S, c, 8, chunk, scratch, slots);   // warm the one-token path
+        double t = run_steps(be, fw, kv, &S, c + 8, gen, chunk, scratch, slots);
+        double tps = gen / t;
+        double bytes = wbytes + kv_tok * (c + 8 + gen / 2.0);
+        printf("decode ctx=%d gen=%d tok_s=%.2f ms_per_tok=%.3f bytes_per_tok=%.0f", c, gen, tps, 1e3 * t / gen, bytes);
+        if (bw > 0) printf(" roofline_tok_s=%.1f frac_roofline=%.3f", bw / bytes, tps * bytes / bw);
+        printf("\n");
+        fflush(stdout);
+    }
+    if (streams > 1) {
+        S.n = streams;
+        run_steps(be, fw, kv, &S, 0, stream_ctx, chunk, scratch, slots);   // one token per sequence per step
+        double t = run_steps(be, fw, kv, &S, stream_ctx, gen, chunk, scratch, slots);
+        printf("streams=%d ctx=%d gen=%d aggregate_tok_s=%.1f step_ms=%.3f\n", streams, stream_ctx, gen,
+               (double)streams * gen / t, 1e3 * t / gen);
+    }
+    forward_free(fw);
+    kv_pool_free(kv);
+    model_free(m);
+    backend_free(be);
+    return 0;
+}

@@ -1,0 +1,372 @@
+/* test_cuda_ops: every op of the cuda backend against the ref backend (the oracle), over shapes
+ * with odd sizes, real model dims, batches across the GEMV/cuBLAS switch, paged caches with
+ * shuffled blocks, windows, soft-caps and GQA groups, and all float dtypes. Random inputs from
+ * fixed seeds. Needs a GPU: run by `make test-cuda` on the GPU machine (not by `make test`).
+ *
+ * Tolerances: the GEMV path and elementwise ops compute in f32 (tight); the cuBLAS path rounds
+ * activations to bf16/f16 (NMSE bound ~1e-4); attention reads a bf16/f16 cache the same way ref does.
+ */
+#include "harness.h"
+#include "ops/ops_util.h"
+
+#include "backend/backend.h"
+#include "base/rng.h"
+
+static struct backend *g_ref, *g_cuda;
+static const enum dtype float_dtypes[3] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16 };
+
+/* A device tensor with the shape of a host one. */
+struct dt { struct tensor t; struct buffer *b; };
+
+static struct dt dev_new(const struct tt *h)
+{
+    struct dt d;
+    size_t bytes = (size_t)tensor_nelem(&h->t) * dtype_size(h->t.dtype);
+    if (g_cuda->ops->buffer_new(g_cuda, bytes ? bytes : 4, &d.b) != STATUS_OK) abort();
+    d.t = h->t;
+    d.t.buf = d.b;
+    d.t.offset = 0;
+    return d;
+}
+
+static struct dt dev_of(struct tt *h)
+{
+    struct dt d = dev_new(h);
+    g_cuda->ops->upload(g_cuda, &d.t, h->p, (size_t)tensor_nelem(&h->t) * dtype_size(h->t.dtype));
+    return d;
+}
+
+static void dev_get(struct dt *d, struct tt *h)
+{
+    g_cuda->ops->download(g_cuda, h->p, &d->t, (size_t)tensor_nelem(&h->t) * dtype_size(h->t.dtype));
+}
+
+static void dev_free(struct dt *d) { g_cuda->ops->buffer_free(g_cuda, d->b); }
+
+TEST(matmul)
+{
+    struct rng r;
+    rng_seed(&r, 1);
+    struct { int n, k, m; bool bias; } cases[] = {
+        { 1, 17, 5, true }, { 3, 1000, 37, false }, { 8, 4096, 96, true }, { 9, 1024, 130, false },
+        { 37, 256, 130, true }, { 64, 1024, 1000, false }, { 1, 3072, 1024, false }, { 5, 64, 19, true },
+        { 200, 512, 256, false },
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int d = 0; d < 3; d++) {
+            int n = cases[c].n, k = cases[c].k, m = cases[c].m;
+            struct tt x = tt_new(DTYPE_F32, k, n), w = tt_new(float_dtypes[d], k, m), b = tt_new(float_dtypes[d], m, 1);
+            struct tt o_ref = tt_new(DTYPE_F32, m, n), o = tt_new(DTYPE_F32, m, n);
+            tt_randn(&x, &r, 1.0f);
+            tt_randn(&w, &r, 1.0f);
+            tt_randn(&b, &r, 1.0f);
+            g_ref->ops->matmul(g_ref, tt_t(&o_ref), tt_t(&x), tt_t(&w), cases[c].bias ? tt_t(&b) : NULL);
+            struct dt dx = dev_of(&x), dw = dev_of(&w), db = dev_of(&b), dout = dev_new(&o);
+            g_cuda->ops->matmul(g_cuda, &dout.t, &dx.t, &dw.t, cases[c].bias ? &db.t : NULL);
+            dev_get(&dout, &o);
+            EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
+            char what[96];
+            snprintf(what, sizeof what, "matmul n=%d k=%d m=%d %s", n, k, m, dtype_name(float_dtypes[d]));
+            bool gemv = n <= 8;   // f32 activations; else rounded to the weight dtype for cuBLAS
+            double nmse = gemv || float_dtypes[d] == DTYPE_F32 ? 1e-10 : 1e-4;
+            double atol = gemv || float_dtypes[d] == DTYPE_F32 ? 1e-3 : 0.1 * sqrt((double)k) / 8;
+            EXPECTF(tt_close(what, o.p, o_ref.p, (int64_t)n * m, atol, 1e-3, nmse), "%s", what);
+            dev_free(&dx); dev_free(&dw); dev_free(&db); dev_free(&dout);
+            tt_free(&x); tt_free(&w); tt_free(&b); tt_free(&o_ref); tt_free(&o);
+        }
+    }
+}
+
+/* A GEMV-path row is the same alone as in a batch of 8 (batch invariance on the decode path). */
+TEST(gemv_batch_invariance)
+{
+    struct rng r;
+    rng_seed(&r, 2);
+    const int k = 1024, m = 300, n = 8;
+    struct tt x = tt_new(DTYPE_F32, k, n), w = tt_new(DTYPE_BF16, k, m), o8 = tt_new(DTYPE_F32, m, n), o1 = tt_new(DTYPE_F32, m, 1);
+    tt_randn(&x, &r, 1.0f);
+    tt_randn(&w, &r, 1.0f);
+    struct dt dx = dev_of(&x), dw = dev_of(&w), d8 = dev_new(&o8), d1 = dev_new(&o1);
+    g_cuda->ops->matmul(g_cuda, &d8.t, &dx.t, &dw.t, NULL);
+    dev_get(&d8, &o8);
+    int same = 1;
+    for (int i = 0; i < n; i++) {
+        struct tensor xi = tensor_rows_view(&dx.t, i, 1);
+        g_cuda->ops->matmul(g_cuda, &d1.t, &xi, &dw.t, NULL);
+        dev_get(&d1, &o1);
+        same &= !memcmp(o1.p, (float *)o8.p + (size_t)i * m, (size_t)m * 4);
+    }
+    EXPECT(same);
+    dev_free(&dx); dev_free(&dw); dev_free(&d8); dev_free(&d1);
+    tt_free(&x); tt_free(&w); tt_free(&o8); tt_free(&o1);
+}
+
+TEST(elementwise)
+{
+    struct rng r;
+    rng_seed(&r, 3);
+    int dims[][2] = { { 1, 1 }, { 64, 3 }, { 1000, 7 }, { 4096, 2 }, { 128, 40 } };
+    for (size_t c = 0; c < sizeof dims / sizeof dims[0]; c++) {
+        int d = dims[c][0], n = dims[c][1];
+        for (int wd = 0; wd < 3; wd++) {
+            struct tt x = tt_new(DTYPE_F32, d, n), w = tt_new(float_dtypes[wd], d, 1), a = tt_new(DTYPE_F32, d, n),
+                      b = tt_new(DTYPE_F32, d, n);
+            tt_randn(&x, &r, 3.0f);
+            tt_randn(&w, &r, 1.0f);
+            for (int off = 0; off < 2; off++) {
+                g_ref->ops->rmsnorm(g_ref, tt_t(&a), tt_t(&x), tt_t(&w), 1e-6f, (float)off);
+                struct dt dx = dev_of(&x), dw = dev_of(&w), dout = dev_new(&b);
+                g_cuda->ops->rmsnorm(g_cuda, &dout.t, &dx.t, &dw.t, 1e-6f, (float)off);
+                dev_get(&dout, &b);
+                EXPECTF(tt_close("rmsnorm", b.p, a.p, (int64_t)d * n, 1e-5, 1e-4, 1e-10), "rmsnorm d=%d %s", d,
+                        dtype_name(float_dtypes[wd]));
+                dev_free(&dx); dev_free(&dw); dev_free(&dout);
+            }
+            tt_free(&w); tt_free(&a); tt_free(&b);
+            tt_free(&x);
+        }
+        // glu, add, softcap
+        struct tt g = tt_new(DTYPE_F32, d, n), u = tt_new(DTYPE_F32, d, n), a = tt_new(DTYPE_F32, d, n), b = tt_new(DTYPE_F32, d, n);
+        tt_randn(&g, &r, 3.0f);
+        tt_randn(&u, &r, 1.0f);
+        struct dt dg = dev_of(&g), du = dev_of(&u), dout = dev_new(&a);
+        for (int act = 0; act < 2; act++) {
+            g_ref->ops->glu(g_ref, tt_t(&a), tt_t(&g), tt_t(&u), (enum act)act);
+            g_cuda->ops->glu(g_cuda, &dout.t, &dg.t, &du.t, (enum act)act);
+            dev_get(&dout, &b);
+            EXPECTF(tt_close("glu", b.p, a.p, (int64_t)d * n, 1e-5, 1e-4, 1e-10), "glu act %d", act);
+        }
+        g_ref->ops->add(g_ref, tt_t(&a), tt_t(&g), tt_t(&u));
+        g_cuda->ops->add(g_cuda, &dout.t, &dg.t, &du.t);
+        dev_get(&dout, &b);
+        EXPECT(tt_close("add", b.p, a.p, (int64_t)d * n, 0, 0, 0));
+        g_ref->ops->softcap(g_ref, tt_t(&g), 2.5f);
+        g_cuda->ops->softcap(g_cuda, &dg.t, 2.5f);
+        dev_get(&dg, &b);
+        EXPECT(tt_close("softcap", b.p, g.p, (int64_t)d * n, 1e-5, 1e-5, 1e-10));
+        dev_free(&dg); dev_free(&du); dev_free(&dout);
+        tt_free(&g); tt_free(&u); tt_free(&a); tt_free(&b);
+    }
+}
+
+TEST(embed_rope_argmax)
+{
+    struct rng r;
+    rng_seed(&r, 4);
+    const int V = 1001, d = 96, n = 13;
+    int32_t ids[13], pos[13], seq[13] = { 0 };
+    for (int i = 0; i < n; i++) { ids[i] = (int32_t)(rng_next(&r) % V); pos[i] = (int32_t)(rng_next(&r) % 5000); }
+    struct batch_meta m = { .n_tok = n, .tok_id = ids, .tok_pos = pos, .tok_seq = seq, .n_seq = 1,
+                            .seq_len = (int32_t[]){ 5000 }, .seq_block0 = (int32_t[]){ 0, 0 }, .block_size = 16,
+                            .tok_slot = (int64_t[13]){ 0 }, .out_tok = ids };
+    g_cuda->ops->batch_begin(g_cuda, &m);
+    g_ref->ops->batch_begin(g_ref, &m);
+    for (int wd = 0; wd < 3; wd++) {
+        struct tt tab = tt_new(float_dtypes[wd], d, V), a = tt_new(DTYPE_F32, d, n), b = tt_new(DTYPE_F32, d, n);
+        tt_randn(&tab, &r, 1.0f);
+        g_ref->ops->embed(g_ref, tt_t(&a), tt_t(&tab), &m, 1.5f);
+        struct dt dtab = dev_of(&tab), dout = dev_new(&b);
+        g_cuda->ops->embed(g_cuda, &dout.t, &dtab.t, &m, 1.5f);
+        dev_get(&dout, &b);
+        EXPECT(tt_close("embed", b.p, a.p, (int64_t)d * n, 0, 1e-6, 1e-12));
+        dev_free(&dtab); dev_free(&dout);
+        tt_free(&tab); tt_free(&a); tt_free(&b);
+    }
+    // rope: heads of 64 with 48 rotating dims, both pairings
+    const int H = 3, hd = 64, rot = 48;
+    struct tt x = tt_new(DTYPE_F32, H * hd, n), a = tt_new(DTYPE_F32, H * hd, n), f = tt_new(DTYPE_F32, rot / 2, 1);
+    tt_randn(&x, &r, 1.0f);
+    for (int i = 0; i < rot / 2; i++) ((float *)f.p)[i] = powf(10000.0f, -2.0f * i / rot);
+    for (int il = 0; il < 2; il++) {
+        struct rope_params rp = { .head_dim = hd, .rot_dim = rot, .mscale = 1.1f, .interleaved = il };
+        struct dt dx = dev_of(&x), df = dev_of(&f);
+        tt_copy(&a, &x);
+        g_ref->ops->rope(g_ref, tt_t(&a), H, tt_t(&f), &rp, &m);
+        g_cuda->ops->rope(g_cuda, &dx.t, H, &df.t, &rp, &m);
+        struct tt b = tt_new(DTYPE_F32, H * hd, n);
+        dev_get(&dx, &b);
+        EXPECTF(tt_close("rope", b.p, a.p, (int64_t)H * hd * n, 2e-4, 1e-4, 1e-9), "rope interleaved=%d", il);
+        dev_free(&dx); dev_free(&df);
+        tt_free(&b);
+    }
+    // argmax with ties to the lower index
+    struct tt lg = tt_new(DTYPE_F32, V, n);
+    tt_randn(&lg, &r, 1.0f);
+    ((float *)lg.p)[V + 7] = 100.0f;
+    ((float *)lg.p)[V + 900] = 100.0f;
+    int32_t want[13], got[13];
+    g_ref->ops->argmax(g_ref, want, tt_t(&lg));
+    struct dt dlg = dev_of(&lg);
+    g_cuda->ops->argmax(g_cuda, got, &dlg.t);
+    EXPECT(!memcmp(want, got, sizeof want) && got[1] == 7);
+    dev_free(&dlg);
+    tt_free(&lg); tt_free(&x); tt_free(&a); tt_free(&f);
+}
+
+struct attn_case { int n_seq, ctx, n_new, n_heads, n_kv, hd, window; float softcap; };
+
+static void attn_case_run(const struct attn_case *ac, enum dtype kvdt, struct rng *r)
+{
+    const int bs = 16;
+    int len[8], tot_blocks = 0, n_tok = 0;
+    for (int s = 0; s < ac->n_seq; s++) {
+        len[s] = ac->ctx + s * 3;
+        tot_blocks += (len[s] + bs - 1) / bs;
+        n_tok += ac->n_new < len[s] ? ac->n_new : len[s];
+    }
+    int n_blocks = tot_blocks + 3;
+    int32_t *perm = malloc(sizeof(int32_t) * (size_t)n_blocks);
+    for (int i = 0; i < n_blocks; i++) perm[i] = i;
+    for (int i = n_blocks - 1; i > 0; i--) {
+        int j = (int)(rng_next(r) % (uint64_t)(i + 1));
+        int32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
+    }
+    int32_t seq_block0[9];
+    seq_block0[0] = 0;
+    for (int s = 0; s < ac->n_seq; s++) seq_block0[s + 1] = seq_block0[s] + (len[s] + bs - 1) / bs;
+    int row = ac->n_kv * ac->hd, qrow = ac->n_heads * ac->hd;
+    struct tt kc = tt_new(kvdt, row, (int64_t)n_blocks * bs), vc = tt_new(kvdt, row, (int64_t)n_blocks * bs);
+    struct dt dkc = dev_of(&kc), dvc = dev_of(&vc);
+    for (int s = 0; s < ac->n_seq; s++) {
+        struct tt k = tt_new(DTYPE_F32, row, len[s]), v = tt_new(DTYPE_F32, row, len[s]);
+        tt_randn(&k, r, 1.0f);
+        tt_randn(&v, r, 1.0f);
+        int64_t *slot = malloc(sizeof(int64_t) * (size_t)len[s]);
+        for (int j = 0; j < len[s]; j++) slot[j] = (int64_t)perm[seq_block0[s] + j / bs] * bs + j % bs;
+        struct batch_meta wm = { .n_tok = len[s], .tok_slot = slot, .block_size = bs, .n_seq = 1,
+                                 .seq_len = &len[s], .seq_block0 = (int32_t[]){ 0, 0 } };
+        struct kv_layer lr = { *tt_t(&kc), *tt_t(&vc) }, ld = { dkc.t, dvc.t };
+        g_ref->ops->kv_write(g_ref, &lr, tt_t(&k), tt_t(&v), &wm);
+        struct dt dk = dev_of(&k), dv = dev_of(&v);
+        g_cuda->ops->batch_begin(g_cuda, &wm);
+        g_cuda->ops->kv_write(g_cuda, &ld, &dk.t, &dv.t, &wm);
+        dev_free(&dk); dev_free(&dv);
+        free(slot);
+        tt_free(&k); tt_free(&v);
+    }
+    struct tt kc2 = tt_new(kvdt, row, (int64_t)n_blocks * bs);
+    dev_get(&dkc, &kc2);
+    EXPECTF(!memcmp(kc2.p, kc.p, (size_t)row * n_blocks * bs * dtype_size(kvdt)), "kv_write %s", dtype_name(kvdt));
+    tt_free(&kc2);
+
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_tok), *seq = malloc(sizeof(int32_t) * (size_t)n_tok);
+    int64_t *slots = calloc((size_t)n_tok, sizeof(int64_t));
+    int t = 0;
+    for (int s = 0; s < ac->n_seq; s++) {
+        int nn = ac->n_new < len[s] ? ac->n_new : len[s];
+        for (int j = len[s] - nn; j < len[s]; j++, t++) { pos[t] = j; seq[t] = s; }
+    }
+    struct batch_meta meta = { .n_tok = n_tok, .tok_pos = pos, .tok_seq = seq, .n_seq = ac->n_seq, .seq_len = len,
+                               .seq_block0 = seq_block0, .block_ids = perm, .block_size = bs, .tok_slot = slots,
+                               .tok_id = pos, .out_tok = pos };
+    struct attn_params ap = { .n_heads = ac->n_heads, .n_kv_heads = ac->n_kv, .head_dim = ac->hd,
+                              .scale = 1.0f / sqrtf((float)ac->hd), .window = ac->window, .softcap = ac->softcap };
+    struct tt q = tt_new(DTYPE_F32, qrow, n_tok), o_ref = tt_new(DTYPE_F32, qrow, n_tok), o = tt_new(DTYPE_F32, qrow, n_tok);
+    tt_randn(&q, r, 2.0f);
+    struct kv_layer lr = { *tt_t(&kc), *tt_t(&vc) }, ld = { dkc.t, dvc.t };
+    g_ref->ops->attention(g_ref, tt_t(&o_ref), tt_t(&q), &lr, &ap, &meta);
+    struct dt dq = dev_of(&q), dout = dev_new(&o);
+    g_cuda->ops->batch_begin(g_cuda, &meta);
+    g_cuda->ops->attention(g_cuda, &dout.t, &dq.t, &ld, &ap, &meta);
+    dev_get(&dout, &o);
+    EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
+    char what[128];
+    snprintf(what, sizeof what, "attention seqs=%d ctx=%d new=%d heads=%d/%d hd=%d win=%d cap=%g %s", ac->n_seq, ac->ctx,
+             ac->n_new, ac->n_heads, ac->n_kv, ac->hd, ac->window, ac->softcap, dtype_name(kvdt));
+    EXPECTF(tt_close(what, o.p, o_ref.p, (int64_t)qrow * n_tok, 2e-5, 1e-4, 1e-10), "%s", what);
+    dev_free(&dkc); dev_free(&dvc); dev_free(&dq); dev_free(&dout);
+    tt_free(&kc); tt_free(&vc); tt_free(&q); tt_free(&o_ref); tt_free(&o);
+    free(pos); free(seq); free(slots); free(perm);
+}
+
+TEST(attention)
+{
+    struct rng r;
+    rng_seed(&r, 9);
+    const struct attn_case cases[] = {
+        { 1, 1, 1, 1, 1, 8, 0, 0 },          // a single key
+        { 3, 40, 1, 8, 2, 64, 0, 0 },        // decode, GQA 4:1
+        { 2, 70, 70, 4, 4, 128, 0, 0 },      // prefill, MHA
+        { 4, 33, 5, 16, 8, 128, 0, 0 },      // chunked prefill
+        { 2, 300, 1, 4, 1, 256, 0, 0 },      // decode, MQA, hd 256
+        { 1, 5000, 1, 32, 8, 128, 0, 0 },    // long decode: many splits
+        { 2, 50, 17, 4, 2, 64, 7, 0 },       // sliding window
+        { 2, 45, 3, 4, 2, 80, 0, 50.0f },    // softcap, head_dim 80
+        { 1, 129, 129, 2, 1, 72, 64, 0 },    // window, prefill
+        { 1, 700, 300, 16, 2, 128, 0, 0 },   // long prefill chunk, GQA 8:1
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int d = 0; d < 3; d++) attn_case_run(&cases[c], float_dtypes[d], &r);
+}
+
+TEST(moe)
+{
+    struct rng r;
+    rng_seed(&r, 10);
+    const int E = 8, k = 2, dm = 64, f = 48;
+    for (int d = 0; d < 3; d++) {
+        struct tt gw[8], uw[8], dw[8];
+        struct tensor gt[8], ut[8], dt_[8], dgt[8], dut[8], ddt[8];
+        struct dt dg[8], du[8], dd[8];
+        for (int e = 0; e < E; e++) {
+            gw[e] = tt_new(float_dtypes[d], dm, f);
+            uw[e] = tt_new(float_dtypes[d], dm, f);
+            dw[e] = tt_new(float_dtypes[d], f, dm);
+            tt_randn(&gw[e], &r, 0.2f);
+            tt_randn(&uw[e], &r, 0.2f);
+            tt_randn(&dw[e], &r, 0.2f);
+            gt[e] = *tt_t(&gw[e]); ut[e] = *tt_t(&uw[e]); dt_[e] = *tt_t(&dw[e]);
+            dg[e] = dev_of(&gw[e]); du[e] = dev_of(&uw[e]); dd[e] = dev_of(&dw[e]);
+            dgt[e] = dg[e].t; dut[e] = du[e].t; ddt[e] = dd[e].t;
+        }
+        int sizes[2] = { 3, 37 };   // device-indexed GEMV path and grouped cuBLAS path
+        for (int si = 0; si < 2; si++) {
+            int n = sizes[si];
+            struct tt x = tt_new(DTYPE_F32, dm, n), lg = tt_new(DTYPE_F32, E, n);
+            struct tt ids = tt_new(DTYPE_I32, k, n), w = tt_new(DTYPE_F32, k, n), ids2 = tt_new(DTYPE_I32, k, n),
+                      w2 = tt_new(DTYPE_F32, k, n);
+            struct tt a = tt_new(DTYPE_F32, dm, n), b = tt_new(DTYPE_F32, dm, n);
+            tt_randn(&x, &r, 1.0f);
+            tt_randn(&lg, &r, 1.0f);
+            g_ref->ops->moe_route(g_ref, tt_t(&ids), tt_t(&w), tt_t(&lg), k, true);
+            struct dt dx = dev_of(&x), dlg = dev_of(&lg), dids = dev_new(&ids), dw_ = dev_new(&w), dout = dev_new(&a);
+            g_cuda->ops->moe_route(g_cuda, &dids.t, &dw_.t, &dlg.t, k, true);
+            dev_get(&dids, &ids2);
+            dev_get(&dw_, &w2);
+            EXPECT(!memcmp(ids.p, ids2.p, sizeof(int32_t) * (size_t)(n * k)));
+            EXPECT(tt_close("moe_route", w2.p, w.p, (int64_t)n * k, 1e-6, 1e-5, 1e-12));
+            for (int act = 0; act < 2; act++) {
+                g_ref->ops->moe_ffn(g_ref, tt_t(&b), tt_t(&x), tt_t(&ids), tt_t(&w), gt, ut, dt_, E, (enum act)act);
+                g_cuda->ops->moe_ffn(g_cuda, &dout.t, &dx.t, &dids.t, &dw_.t, dgt, dut, ddt, E, (enum act)act);
+                dev_get(&dout, &a);
+                bool tight = n <= 16 || float_dtypes[d] == DTYPE_F32;
+                EXPECTF(tt_close("moe_ffn", a.p, b.p, (int64_t)dm * n, tight ? 1e-4 : 2e-2, 1e-3, tight ? 1e-9 : 1e-4),
+                        "moe_ffn n=%d %s act %d", n, dtype_name(float_dtypes[d]), act);
+            }
+            dev_free(&dx); dev_free(&dlg); dev_free(&dids); dev_free(&dw_); dev_free(&dout);
+            tt_free(&x); tt_free(&lg); tt_free(&ids); tt_free(&w); tt_free(&ids2); tt_free(&w2); tt_free(&a); tt_free(&b);
+        }
+        for (int e = 0; e < E; e++) {
+            dev_free(&dg[e]); dev_free(&du[e]); dev_free(&dd[e]);
+            tt_free(&gw[e]); tt_free(&uw[e]); tt_free(&dw[e]);
+        }
+    }
+}
+
+int main(void)
+{
+    if (backend_new("ref", NULL, &g_ref) != STATUS_OK) return 1;
+    if (backend_new("cuda", NULL, &g_cuda) != STATUS_OK) {
+        fprintf(stderr, "FAIL: no CUDA device: this test needs a GPU (run it with make test-cuda on the GPU machine)\n");
+        return 1;
+    }
+    RUN(matmul);
+    RUN(gemv_batch_invariance);
+    RUN(elementwise);
+    RUN(embed_rope_argmax);
+    RUN(attention);
+    RUN(moe);
+    backend_free(g_cuda);
+    backend_free(g_ref);
+    return test_summary();
+}

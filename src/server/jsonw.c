@@ -55,6 +55,11 @@ size_t utf8_valid_prefix(const char *s, size_t len)
     return i;
 }
 
+int utf8_next(const char *s, size_t avail, uint32_t *cp)
+{
+    return avail ? utf8_seq((const unsigned char *)s, avail, cp) : -1;
+}
+
 int utf8_is_valid(const char *s, size_t len) { return utf8_valid_prefix(s, len) == len; }
 
 void jsonw_str(struct strbuf *sb, const char *s, size_t len)

@@ -31,6 +31,8 @@ void jsonw_key(struct strbuf *sb, const char *key);
 /* Length of the longest prefix of s[0..len) that is well-formed UTF-8 and does not end inside
  * a sequence (used to hold back partial characters). */
 size_t utf8_valid_prefix(const char *s, size_t len);
+/* Decodes one sequence: its length (1..4), 0 when ill-formed, -1 when truncated but valid so far. */
+int    utf8_next(const char *s, size_t avail, uint32_t *cp);
 /* True when s[0..len) is entirely well-formed UTF-8. */
 int    utf8_is_valid(const char *s, size_t len);
 

@@ -24,7 +24,7 @@ void stopstr_feed(struct stopstr *ss, const char *text, size_t len, struct strbu
     size_t first = n;
     for (int i = 0; i < ss->n; i++) {
         const char *m = memmem(h, n, ss->stops[i], strlen(ss->stops[i]));
-        if (m && (size_t)(m - h) < first) first = (size_t)(m - h);
+        if (m && (size_t)(m - h) < first) { first = (size_t)(m - h); ss->which = i; }
     }
     if (first < n) {
         strbuf_append(out, h, first);

@@ -21,6 +21,7 @@ struct stopstr {
     int           n;
     struct strbuf held;
     bool          hit;      // a stop string matched; nothing more will be returned
+    int           which;    // index into stops of the match (valid when hit)
 };
 
 void stopstr_init(struct stopstr *ss, const char *const *stops, int n);

@@ -1,0 +1,185 @@
+/* cmd_serve: `cairn serve [MODEL_DIR]`: flags, model/engine wiring, signals.
+ *
+ * The HTTP server starts first (so /health answers 503 "loading" while weights load), then the
+ * model is opened on the backend, the engine thread started and the tokenizer and chat template
+ * loaded; SIGINT/SIGTERM start a graceful shutdown (no new requests, in-flight ones get
+ * --shutdown-grace seconds, the rest are cancelled), then everything is freed in reverse order.
+ * --fake (test-only) serves a built-in byte-level fake model without weights.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "app/cmd.h"
+#include "app/common.h"
+#include "base/log.h"
+#include "engine/engine.h"
+#include "server/gen.h"
+#include "server/server.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
+
+static void usage(void)
+{
+    fprintf(stderr,
+        "usage: cairn serve [MODEL_DIR] [options]\n"
+        "  --host ADDR                 listen address (127.0.0.1)\n"
+        "  --port N                    port (8080; 0 = any free port)\n"
+        "  --api-key KEY               require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (or CAIRN_API_KEY)\n"
+        "  --served-model-name NAME    model name clients send and see (default: directory name)\n"
+        "  --chat-template-kwargs JSON default template kwargs, e.g. '{\"enable_thinking\":false}'\n"
+        "  --max-queue N               requests waiting for admission before 429 (256)\n"
+        "  --cors-origin ORIGIN        send CORS headers for this origin ('*' for any)\n"
+        "  --tool-parser NAME          hermes|qwen3|qwen3_coder|qwen3.5|llama3|mistral|deepseek_v3|none (auto)\n"
+        "  --reasoning-parser NAME     auto|qwen3|deepseek_r1|none (auto: <think> when the template uses it)\n"
+        "  --backend NAME              ref|cpu|cuda (default: cuda if a GPU is present, else cpu)\n"
+        "  --threads N                 CPU threads\n"
+        "  --kv-cache-bytes N          KV cache budget (suffixes K, M, G)\n"
+        "  --max-batch-tokens N        tokens per engine step (256)\n"
+        "  --max-running N             sequences decoding at once (64)\n"
+        "  --no-prefix-cache           do not share prompt blocks across requests\n"
+        "  --max-body-bytes N          413 above this (32M)\n"
+        "  --http-timeout S            idle connection timeout (60)\n"
+        "  --body-timeout S            a request body must arrive within S seconds (60)\n"
+        "  --keepalive S               SSE keep-alive comment interval (5)\n"
+        "  --stall-seconds S           /health is 503 when the engine has work but no progress for S s (30)\n"
+        "  --shutdown-grace S          seconds in-flight requests may finish on SIGTERM (5)\n"
+        "  --test-script FILE          TEST ONLY: scripted outputs [{\"match\",\"output\",\"delay_ms\"}]\n"
+        "  --fake                      TEST ONLY: serve a built-in fake model (no weights)\n");
+}
+
+static bool parse_bytes(const char *s, size_t *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || v < 0) return false;
+    double mul = 1;
+    switch (*end) {
+    case 'k': case 'K': mul = 1024.0; end++; break;
+    case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'i' || *end == 'B') end++;
+    if (*end == 'B') end++;
+    if (*end) return false;
+    *out = (size_t)(v * mul);
+    return true;
+}
+
+static bool is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    struct server_cfg sc = { .host = "127.0.0.1", .port = 8080, .shutdown_grace_s = 5 };
+    const char *dir = NULL, *backend = NULL, *kv = NULL, *body_bytes = NULL;
+    int threads = 0, max_queue = 0, max_batch = 0, max_running = 0;
+    bool no_prefix = false, fake = false, bad = false;
+    for (int i = 1; i < argc && !bad; i++) {
+        if (flag_str(argc, argv, &i, "--host", &sc.host, &bad) || flag_int(argc, argv, &i, "--port", &sc.port, &bad) ||
+            flag_str(argc, argv, &i, "--api-key", &sc.api_key, &bad) ||
+            flag_str(argc, argv, &i, "--served-model-name", &sc.served_model_name, &bad) ||
+            flag_str(argc, argv, &i, "--chat-template-kwargs", &sc.chat_template_kwargs, &bad) ||
+            flag_int(argc, argv, &i, "--max-queue", &max_queue, &bad) ||
+            flag_str(argc, argv, &i, "--cors-origin", &sc.cors_origin, &bad) ||
+            flag_str(argc, argv, &i, "--tool-parser", &sc.tool_parser, &bad) ||
+            flag_str(argc, argv, &i, "--reasoning-parser", &sc.reasoning_parser, &bad) ||
+            flag_str(argc, argv, &i, "--backend", &backend, &bad) ||
+            flag_int(argc, argv, &i, "--threads", &threads, &bad) ||
+            flag_str(argc, argv, &i, "--kv-cache-bytes", &kv, &bad) ||
+            flag_int(argc, argv, &i, "--max-batch-tokens", &max_batch, &bad) ||
+            flag_int(argc, argv, &i, "--max-running", &max_running, &bad) ||
+            flag_str(argc, argv, &i, "--max-body-bytes", &body_bytes, &bad) ||
+            flag_int(argc, argv, &i, "--http-timeout", &sc.http_timeout_s, &bad) ||
+            flag_int(argc, argv, &i, "--body-timeout", &sc.body_timeout_s, &bad) ||
+            flag_int(argc, argv, &i, "--keepalive", &sc.keepalive_s, &bad) ||
+            flag_int(argc, argv, &i, "--stall-seconds", &sc.stall_s, &bad) ||
+            flag_int(argc, argv, &i, "--shutdown-grace", &sc.shutdown_grace_s, &bad) ||
+            flag_str(argc, argv, &i, "--test-script", &sc.test_script, &bad))
+            continue;
+        if (!strcmp(argv[i], "--no-prefix-cache")) no_prefix = true;
+        else if (!strcmp(argv[i], "--fake")) fake = true;
+        else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(); return 0; }
+        else if (argv[i][0] != '-' && !dir) dir = argv[i];
+        else { fprintf(stderr, "cairn serve: unknown option '%s'\n", argv[i]); bad = true; }
+    }
+    if (bad) { usage(); return 2; }
+    if (!sc.api_key) sc.api_key = getenv("CAIRN_API_KEY");
+    if (body_bytes && !parse_bytes(body_bytes, &sc.max_body_bytes)) {
+        fprintf(stderr, "cairn serve: bad --max-body-bytes '%s'\n", body_bytes);
+        return 2;
+    }
+    struct engine_cfg ec = engine_cfg_default();
+    if (kv && !parse_bytes(kv, &ec.kv_cache_bytes)) {
+        fprintf(stderr, "cairn serve: bad --kv-cache-bytes '%s'\n", kv);
+        return 2;
+    }
+    if (max_queue > 0) ec.max_queue = max_queue;
+    if (max_batch > 0) ec.max_batch_tokens = max_batch;
+    if (max_running > 0) ec.max_running = max_running;
+    if (no_prefix) ec.prefix_cache = false;
+    if (!fake) {
+        if (!dir) dir = app_default_model_dir();
+        if (!is_dir(dir)) {
+            LOG_ERR("model directory '%s' not found%s", dir,
+                    argc < 2 || !argv[1] || argv[1][0] == '-' ? " (the built-in default model is missing; pass MODEL_DIR)" : "");
+            return 1;
+        }
+    }
+
+    // Signals: block them in every thread (inherited), wait for them here.
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 1;
+    struct server *srv = NULL;
+    struct gen *g = NULL;
+    struct app_model am = {0};
+    struct engine *eng = NULL;
+    struct tokenizer *tk = NULL;
+    struct chat_template *ct = NULL;
+    if (server_new(&sc, &srv) != STATUS_OK) return 1;
+    if (fake) {
+        struct gen_fake_cfg fc = { .token_us = 1000, .n_ctx = 4096 };
+        const char *tu = getenv("CAIRN_FAKE_TOKEN_US");
+        if (tu) fc.token_us = atoi(tu);
+        if (gen_fake_new(&fc, &g) != STATUS_OK) goto out;
+    } else {
+        if (app_model_open(dir, backend, threads, &am) != STATUS_OK) goto out;
+        if (engine_new(&ec, am.m, am.be, &eng) != STATUS_OK) goto out;
+        if (engine_start(eng) != STATUS_OK) goto out;
+        if (tokenizer_load(dir, &tk) != STATUS_OK) goto out;
+        enum status st = chat_template_load(dir, tk, &ct);
+        if (st != STATUS_OK) {
+            ct = NULL;
+            LOG_WARN("%s: no usable chat template; /v1/chat/completions and /v1/messages will answer 400", dir);
+        }
+        const char *base = strrchr(dir, '/');
+        char name[256];
+        snprintf(name, sizeof name, "%s", base && base[1] ? base + 1 : dir);
+        if (gen_engine_new(eng, tk, ct, name, &g) != STATUS_OK) goto out;
+    }
+    server_set_gen(srv, g);
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    LOG_INFO("signal %d: shutting down (grace %d s)", sig, sc.shutdown_grace_s);
+    rc = 0;
+out:
+    server_free(srv);          // joins every connection thread; no request uses g after this
+    gen_free(g);
+    if (eng) { engine_stop(eng); engine_free(eng); }
+    chat_template_free(ct);
+    tokenizer_free(tk);
+    if (am.m || am.be) app_model_close(&am);
+    return rc;
+}

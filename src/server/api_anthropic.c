@@ -1,0 +1,507 @@
+/* api_anthropic: POST /v1/messages and POST /v1/messages/count_tokens (Anthropic Messages API).
+ *
+ * Content blocks are mapped onto the OpenAI-style messages the chat templates expect: text ->
+ * content, thinking -> reasoning_content, tool_use -> tool_calls (input as the arguments object),
+ * tool_result -> a "tool" message (it must answer a tool_use of an earlier assistant turn).
+ * Streaming follows the documented event sequence: message_start, ping, per block
+ * content_block_start / *_delta / content_block_stop (text_delta, thinking_delta + signature_delta,
+ * input_json_delta), message_delta (stop_reason, usage), message_stop.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "server/jsonw.h"
+#include "server/server_int.h"
+
+enum blk { BLK_NONE = 0, BLK_TEXT, BLK_THINKING, BLK_TOOL };
+
+struct anth_w {
+    char      id[64];
+    char      model[256];
+    bool      started, finished;
+    enum blk  open;
+    int       n_blocks;          // content block index of the next block
+    char      stop_seqs[16][256];
+};
+
+/* ==== Request ==== */
+
+static bool system_text(json_t *sys, struct strbuf *out, struct api_error *e)
+{
+    if (!sys || json_is_null(sys)) return true;
+    char *t;
+    if (!content_text(sys, "system", false, &t, e)) return false;
+    strbuf_puts(out, t);
+    free(t);
+    return true;
+}
+
+static bool block_text(json_t *c, const char *field, struct strbuf *out, struct api_error *e)
+{
+    char *t;
+    if (!content_text(c, field, true, &t, e)) return false;
+    strbuf_puts(out, t);
+    free(t);
+    return true;
+}
+
+/* Anthropic messages -> template messages. */
+static json_t *anth_messages(json_t *body, char **last_user, struct api_error *e)
+{
+    json_t *msgs = json_object_get(body, "messages");
+    if (!json_is_array(msgs) || !json_array_size(msgs)) {
+        *e = api_error_make(STATUS_EINVAL, "messages", "messages: must be a non-empty array");
+        return NULL;
+    }
+    json_t *out = json_array();
+    json_t *ids = json_object();
+    struct strbuf sys = {0};
+    if (!system_text(json_object_get(body, "system"), &sys, e)) goto fail;
+    if (sys.len) json_array_append_new(out, json_pack("{s:s,s:s}", "role", "system", "content", sys.data));
+    size_t i;
+    json_t *m;
+    char f[96];
+    json_array_foreach(msgs, i, m) {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (!json_is_object(m) || !role || (strcmp(role, "user") && strcmp(role, "assistant"))) {
+            *e = api_error_make(STATUS_EINVAL, "messages", "messages.%zu.role: must be 'user' or 'assistant'", i);
+            goto fail;
+        }
+        bool asst = !strcmp(role, "assistant");
+        json_t *content = json_object_get(m, "content");
+        struct strbuf text = {0}, thinking = {0};
+        json_t *calls = json_array();
+        if (json_is_string(content)) strbuf_append(&text, json_string_value(content), json_string_length(content));
+        else if (json_is_array(content)) {
+            size_t k;
+            json_t *b;
+            json_array_foreach(content, k, b) {
+                const char *type = json_string_value(json_object_get(b, "type"));
+                snprintf(f, sizeof f, "messages.%zu.content.%zu", i, k);
+                if (!type) {
+                    *e = api_error_make(STATUS_EINVAL, "messages", "%s.type: Field required", f);
+                    goto fail_msg;
+                }
+                if (!strcmp(type, "text")) {
+                    json_t *t = json_object_get(b, "text");
+                    if (!json_is_string(t)) {
+                        *e = api_error_make(STATUS_EINVAL, "messages", "%s.text: must be a string", f);
+                        goto fail_msg;
+                    }
+                    strbuf_append(&text, json_string_value(t), json_string_length(t));
+                } else if (!strcmp(type, "thinking") && asst) {
+                    json_t *t = json_object_get(b, "thinking");
+                    if (json_is_string(t)) strbuf_append(&thinking, json_string_value(t), json_string_length(t));
+                } else if (!strcmp(type, "redacted_thinking") && asst) {
+                } else if (!strcmp(type, "tool_use") && asst) {
+                    const char *id = json_string_value(json_object_get(b, "id"));
+                    const char *name = json_string_value(json_object_get(b, "name"));
+                    json_t *input = json_object_get(b, "input");
+                    if (!id || !name || !json_is_object(input)) {
+                        *e = api_error_make(STATUS_EINVAL, "messages", "%s: tool_use needs id, name and an input object", f);
+                        goto fail_msg;
+                    }
+                    json_object_set_new(ids, id, json_true());
+                    json_array_append_new(calls, json_pack("{s:s,s:s,s:{s:s,s:O}}", "id", id, "type", "function",
+                                                           "function", "name", name, "arguments", input));
+                } else if (!strcmp(type, "tool_result") && !asst) {
+                    const char *tid = json_string_value(json_object_get(b, "tool_use_id"));
+                    if (!tid || !json_object_get(ids, tid)) {
+                        *e = api_error_make(STATUS_EINVAL, "messages",
+                                            "%s: tool_result for '%s' does not answer a tool_use block of an earlier assistant message",
+                                            f, tid ? tid : "(missing tool_use_id)");
+                        goto fail_msg;
+                    }
+                    struct strbuf rt = {0};
+                    char rf[128];
+                    snprintf(rf, sizeof rf, "%s.content", f);
+                    if (!block_text(json_object_get(b, "content"), rf, &rt, e)) { strbuf_free(&rt); goto fail_msg; }
+                    json_array_append_new(out, json_pack("{s:s,s:s,s:s}", "role", "tool", "tool_call_id", tid, "content",
+                                                         rt.data ? rt.data : ""));
+                    strbuf_free(&rt);
+                } else {
+                    *e = api_error_make(STATUS_EUNSUPPORTED, "messages", "%s: content block type '%s' is not supported in a %s message",
+                                        f, type, role);
+                    goto fail_msg;
+                }
+            }
+        } else {
+            *e = api_error_make(STATUS_EINVAL, "messages", "messages.%zu.content: must be a string or an array of blocks", i);
+            goto fail_msg;
+        }
+        if (asst || text.len || !json_array_size(calls)) {
+            json_t *nm = json_pack("{s:s,s:s}", "role", role, "content", text.data ? text.data : "");
+            if (thinking.len) json_object_set_new(nm, "reasoning_content", json_string(thinking.data));
+            if (json_array_size(calls)) json_object_set(nm, "tool_calls", calls);
+            bool only_tool_results = !asst && !text.len && json_is_array(content) && json_array_size(content);
+            if (!only_tool_results) json_array_append_new(out, nm);
+            else json_decref(nm);
+            if (!asst && text.len) { free(*last_user); *last_user = xstrdup(text.data); }
+        }
+        strbuf_free(&text);
+        strbuf_free(&thinking);
+        json_decref(calls);
+        continue;
+fail_msg:
+        strbuf_free(&text);
+        strbuf_free(&thinking);
+        json_decref(calls);
+        goto fail;
+    }
+    strbuf_free(&sys);
+    json_decref(ids);
+    return out;
+fail:
+    strbuf_free(&sys);
+    json_decref(ids);
+    json_decref(out);
+    return NULL;
+}
+
+/* tools: [{name, description, input_schema}] -> OpenAI shape for the template. */
+static bool anth_tools(json_t *body, json_t **out, bool *use, struct api_error *e)
+{
+    *out = NULL;
+    *use = false;
+    json_t *tools = json_object_get(body, "tools");
+    if (tools && !json_is_null(tools)) {
+        if (!json_is_array(tools)) {
+            *e = api_error_make(STATUS_EINVAL, "tools", "tools: must be an array");
+            return false;
+        }
+        json_t *conv = json_array();
+        size_t i;
+        json_t *t;
+        json_array_foreach(tools, i, t) {
+            const char *name = json_string_value(json_object_get(t, "name"));
+            json_t *schema = json_object_get(t, "input_schema");
+            if (!name || !*name || !json_is_object(schema)) {
+                json_decref(conv);
+                *e = api_error_make(STATUS_EINVAL, "tools", "tools.%zu: needs a name and an input_schema object", i);
+                return false;
+            }
+            json_t *fn = json_pack("{s:s,s:O}", "name", name, "parameters", schema);
+            json_t *d = json_object_get(t, "description");
+            if (json_is_string(d)) json_object_set(fn, "description", d);
+            json_array_append_new(conv, json_pack("{s:s,s:o}", "type", "function", "function", fn));
+        }
+        if (json_array_size(conv)) *out = conv;
+        else json_decref(conv);
+    }
+    json_t *tc = json_object_get(body, "tool_choice");
+    const char *type = "auto";
+    if (tc && !json_is_null(tc)) {
+        type = json_string_value(json_object_get(tc, "type"));
+        if (!json_is_object(tc) || !type) {
+            *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice: must be an object with a type");
+            goto fail;
+        }
+    }
+    if (!strcmp(type, "any") || !strcmp(type, "tool")) {
+        *e = api_error_make(STATUS_EUNSUPPORTED, "tool_choice",
+                            "tool_choice '%s' needs constrained decoding, which this server does not support yet; use 'auto' or 'none'",
+                            type);
+        goto fail;
+    }
+    if (strcmp(type, "auto") && strcmp(type, "none")) {
+        *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice.type: must be auto, any, tool or none");
+        goto fail;
+    }
+    *use = *out && !strcmp(type, "auto");
+    return true;
+fail:
+    json_decref(*out);
+    *out = NULL;
+    return false;
+}
+
+/* Shared by messages and count_tokens: render the prompt. */
+static bool anth_render(struct req *r, json_t *body, char **prompt, char **last_user, json_t **tools, bool *use_tools,
+                        struct api_error *e)
+{
+    json_t *msgs = NULL, *kwargs = NULL;
+    char *err = NULL;
+    bool ok = false;
+    if (!anth_tools(body, tools, use_tools, e)) return false;
+    if (!(msgs = anth_messages(body, last_user, e))) goto out;
+    kwargs = param_kwargs(r, json_object_get(body, "chat_template_kwargs"));
+    json_t *th = json_object_get(body, "thinking");
+    if (json_is_object(th)) {
+        const char *t = json_string_value(json_object_get(th, "type"));
+        if (t && !strcmp(t, "disabled")) json_object_set_new(kwargs, "enable_thinking", json_false());
+        if (t && !strcmp(t, "enabled")) json_object_set_new(kwargs, "enable_thinking", json_true());
+    }
+    enum status st = r->g->ops->render(r->g->self, msgs, *use_tools ? *tools : NULL, kwargs, true, prompt, &err);
+    if (st != STATUS_OK) {
+        *e = api_error_make(STATUS_ETEMPLATE, "messages", "chat template error: %s", err ? err : status_str(st));
+        goto out;
+    }
+    ok = true;
+out:
+    free(err);
+    json_decref(msgs);
+    json_decref(kwargs);
+    return ok;
+}
+
+/* ==== Writers ==== */
+
+static const char *stop_reason(const struct job_choice *c)
+{
+    if (c->n_calls > 0) return "tool_use";
+    if (c->stop_hit) return "stop_sequence";
+    if (c->finish == FINISH_LENGTH) return "max_tokens";
+    return "end_turn";
+}
+
+static void event(struct strbuf *o, const char *name)
+{
+    strbuf_printf(o, "event: %s\ndata: ", name);
+}
+
+static void close_block(struct anth_w *w, struct strbuf *o)
+{
+    if (w->open == BLK_NONE) return;
+    if (w->open == BLK_THINKING) {
+        event(o, "content_block_delta");
+        strbuf_printf(o, "{\"type\":\"content_block_delta\",\"index\":%d,\"delta\":{\"type\":\"signature_delta\",\"signature\":\"\"}}\n\n",
+                      w->n_blocks - 1);
+    }
+    event(o, "content_block_stop");
+    strbuf_printf(o, "{\"type\":\"content_block_stop\",\"index\":%d}\n\n", w->n_blocks - 1);
+    w->open = BLK_NONE;
+}
+
+static void open_block(struct anth_w *w, struct strbuf *o, enum blk kind, const struct job_ev *ev)
+{
+    close_block(w, o);
+    event(o, "content_block_start");
+    strbuf_printf(o, "{\"type\":\"content_block_start\",\"index\":%d,\"content_block\":", w->n_blocks);
+    if (kind == BLK_TEXT) jsonw_raw(o, "{\"type\":\"text\",\"text\":\"\"}");
+    else if (kind == BLK_THINKING) jsonw_raw(o, "{\"type\":\"thinking\",\"thinking\":\"\",\"signature\":\"\"}");
+    else {
+        jsonw_raw(o, "{\"type\":\"tool_use\",\"id\":");
+        jsonw_cstr(o, ev->id);
+        jsonw_raw(o, ",\"name\":");
+        jsonw_cstr(o, ev->name);
+        jsonw_raw(o, ",\"input\":{}}");
+    }
+    jsonw_raw(o, "}\n\n");
+    w->n_blocks++;
+    w->open = kind;
+}
+
+static void delta(struct anth_w *w, struct strbuf *o, const char *type, const char *key, const struct strbuf *t)
+{
+    event(o, "content_block_delta");
+    strbuf_printf(o, "{\"type\":\"content_block_delta\",\"index\":%d,\"delta\":{\"type\":\"%s\",\"%s\":", w->n_blocks - 1,
+                  type, key);
+    jsonw_str(o, t->data ? t->data : "", t->len);
+    jsonw_raw(o, "}}\n\n");
+}
+
+static void anth_fill(struct req *r)
+{
+    struct anth_w *w = r->wstate;
+    struct job_choice *c = &r->job->ch[0];
+    struct strbuf *o = &r->out;
+    if (!w->started) {
+        event(o, "message_start");
+        jsonw_raw(o, "{\"type\":\"message_start\",\"message\":{\"id\":");
+        jsonw_cstr(o, w->id);
+        jsonw_raw(o, ",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
+        jsonw_cstr(o, w->model);
+        strbuf_printf(o, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,"
+                         "\"usage\":{\"input_tokens\":%d,\"output_tokens\":0}}}\n\n", c->n_prompt);
+        event(o, "ping");
+        jsonw_raw(o, "{\"type\":\"ping\"}\n\n");
+        w->started = true;
+    }
+    for (int k = 0; k < c->n_evs; k++) {
+        const struct job_ev *ev = &c->evs[k];
+        switch (ev->kind) {
+        case JEV_REASONING:
+            if (w->open != BLK_THINKING) open_block(w, o, BLK_THINKING, ev);
+            delta(w, o, "thinking_delta", "thinking", &ev->text);
+            break;
+        case JEV_CONTENT:
+            if (w->open != BLK_TEXT) open_block(w, o, BLK_TEXT, ev);
+            delta(w, o, "text_delta", "text", &ev->text);
+            break;
+        case JEV_TOOL_START:
+            open_block(w, o, BLK_TOOL, ev);
+            break;
+        case JEV_TOOL_ARGS:
+            if (w->open == BLK_TOOL) delta(w, o, "input_json_delta", "partial_json", &ev->text);
+            break;
+        case JEV_TOOL_END:
+            close_block(w, o);
+            break;
+        }
+    }
+    c->n_evs = 0;
+    if (c->done && !w->finished) {
+        close_block(w, o);
+        if (c->finish == FINISH_ERROR) {
+            event(o, "error");
+            jsonw_raw(o, "{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":");
+            jsonw_cstr(o, status_str(c->error));
+            jsonw_raw(o, "}}\n\n");
+        }
+        event(o, "message_delta");
+        jsonw_raw(o, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":");
+        jsonw_cstr(o, stop_reason(c));
+        jsonw_raw(o, ",\"stop_sequence\":");
+        jsonw_cstr(o, c->stop_hit ? c->ss.stops[c->ss.which] : NULL);
+        strbuf_printf(o, "},\"usage\":{\"input_tokens\":%d,\"output_tokens\":%d,\"cache_read_input_tokens\":%d}}\n\n",
+                      c->n_prompt, c->n_generated, c->n_cached);
+        event(o, "message_stop");
+        jsonw_raw(o, "{\"type\":\"message_stop\"}\n\n");
+        w->finished = true;
+        r->sse_done = true;
+    }
+}
+
+static enum MHD_Result anth_whole(struct req *r, struct anth_w *w)
+{
+    struct job_choice *c = &r->job->ch[0];
+    if (c->finish == FINISH_ERROR) {
+        struct api_error e = api_error_make(c->error ? c->error : STATUS_EIO, NULL, "generation failed: %s", status_str(c->error));
+        return srv_send_error(r, &e);
+    }
+    struct strbuf o = {0};
+    jsonw_raw(&o, "{\"id\":");
+    jsonw_cstr(&o, w->id);
+    jsonw_raw(&o, ",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
+    jsonw_cstr(&o, w->model);
+    jsonw_raw(&o, ",\"content\":[");
+    int n = 0;
+    for (int b = 0; b < c->n_blocks; b++) {
+        const struct job_ev *bl = &c->blocks[b];
+        if (n++) strbuf_putc(&o, ',');
+        if (bl->kind == JEV_REASONING) {
+            jsonw_raw(&o, "{\"type\":\"thinking\",\"thinking\":");
+            jsonw_str(&o, bl->text.data, bl->text.len);
+            jsonw_raw(&o, ",\"signature\":\"\"}");
+        } else if (bl->kind == JEV_CONTENT) {
+            jsonw_raw(&o, "{\"type\":\"text\",\"text\":");
+            jsonw_str(&o, bl->text.data, bl->text.len);
+            jsonw_raw(&o, "}");
+        } else {
+            jsonw_raw(&o, "{\"type\":\"tool_use\",\"id\":");
+            jsonw_cstr(&o, bl->id);
+            jsonw_raw(&o, ",\"name\":");
+            jsonw_cstr(&o, bl->name);
+            jsonw_raw(&o, ",\"input\":");
+            json_t *in = bl->text.len ? json_loadb(bl->text.data, bl->text.len, 0, NULL) : NULL;
+            if (!json_is_object(in)) {
+                LOG_WARN("req-%llu: tool call %s arguments are not a JSON object; sending {}", (unsigned long long)r->id, bl->name);
+                jsonw_raw(&o, "{}");
+            } else jsonw_raw(&o, "");
+            if (json_is_object(in)) {
+                char *s = json_dumps(in, JSON_COMPACT);
+                jsonw_raw(&o, s);
+                free(s);
+            }
+            json_decref(in);
+            jsonw_raw(&o, "}");
+        }
+    }
+    jsonw_raw(&o, "],\"stop_reason\":");
+    jsonw_cstr(&o, stop_reason(c));
+    jsonw_raw(&o, ",\"stop_sequence\":");
+    jsonw_cstr(&o, c->stop_hit ? c->ss.stops[c->ss.which] : NULL);
+    strbuf_printf(&o, ",\"usage\":{\"input_tokens\":%d,\"output_tokens\":%d,\"cache_read_input_tokens\":%d}}",
+                  c->n_prompt, c->n_generated, c->n_cached);
+    enum MHD_Result ret = srv_send_json(r, 200, o.data, o.len);
+    strbuf_free(&o);
+    return ret;
+}
+
+static void anth_w_free(void *p) { free(p); }
+
+/* ==== Handlers ==== */
+
+enum MHD_Result api_anthropic_messages(struct req *r, json_t *body)
+{
+    struct api_error e;
+    struct gen_params p;
+    memset(&p, 0, sizeof p);
+    char *prompt = NULL, *last_user = NULL;
+    json_t *tools = NULL;
+    bool use_tools, stream;
+    long long max_tokens;
+    enum MHD_Result ret;
+    if (!param_model(r, body, &e)) goto fail;
+    if (!json_object_get(body, "max_tokens")) {
+        e = api_error_make(STATUS_EINVAL, "max_tokens", "max_tokens: Field required");
+        goto fail;
+    }
+    if (!param_int(body, "max_tokens", 1, 1 << 30, 0, &max_tokens, &e)) goto fail;
+    if (!param_sampling(body, &p.sp, &e)) goto fail;
+    if (!param_bool(body, "stream", false, &stream, &e)) goto fail;
+    if (!param_stops(body, "stop_sequences", p.stops, &p.n_stops, &e)) goto fail;
+    if (!anth_render(r, body, &prompt, &last_user, &tools, &use_tools, &e)) goto fail;
+    r->tools = tools;   // owned by the request from here
+    tools = NULL;
+    p.prompt_text = prompt;
+    p.n_prompts = 1;
+    p.n = 1;
+    p.max_tokens = max_tokens;
+    p.max_given = true;
+    p.tools = r->tools;
+    p.family = use_tools ? srv_tool_family(r->s) : TOOL_FAMILY_NONE;
+    p.reasoning = srv_reasoning(r->s);
+    p.script_text = last_user;
+    p.tool_id_prefix = "toolu_";
+    if (!srv_start_job(r, &p, &e)) goto fail;
+    struct anth_w *w = xcalloc(1, sizeof *w);
+    srv_make_id(r, "msg_", w->id, sizeof w->id);
+    snprintf(w->model, sizeof w->model, "%s", r->s->served_name);
+    r->wstate = w;
+    r->wstate_free = anth_w_free;
+    if (stream) {
+        r->fill = anth_fill;
+        ret = srv_start_sse(r);
+    } else if (!srv_wait_job(r)) ret = MHD_NO;
+    else ret = anth_whole(r, w);
+    goto out;
+fail:
+    ret = srv_send_error(r, &e);
+out:
+    json_decref(tools);
+    free(prompt);
+    free(last_user);
+    return ret;
+}
+
+enum MHD_Result api_anthropic_count_tokens(struct req *r, json_t *body)
+{
+    struct api_error e;
+    char *prompt = NULL, *last_user = NULL;
+    json_t *tools = NULL;
+    bool use_tools;
+    enum MHD_Result ret;
+    int32_t *ids = NULL;
+    int n = 0;
+    if (!param_model(r, body, &e)) goto fail;
+    if (!anth_render(r, body, &prompt, &last_user, &tools, &use_tools, &e)) goto fail;
+    if (r->g->ops->encode(r->g->self, prompt, strlen(prompt), false, &ids, &n) != STATUS_OK) {
+        e = api_error_make(STATUS_EINVAL, "messages", "could not tokenize the prompt");
+        goto fail;
+    }
+    char b[64];
+    int len = snprintf(b, sizeof b, "{\"input_tokens\":%d}", n);
+    ret = srv_send_json(r, 200, b, (size_t)len);
+    goto out;
+fail:
+    ret = srv_send_error(r, &e);
+out:
+    free(ids);
+    json_decref(tools);
+    free(prompt);
+    free(last_user);
+    return ret;
+}

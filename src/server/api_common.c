@@ -1,0 +1,123 @@
+/* api_common: the generation set-up both APIs share: tokenize, context check, scripted test
+ * output, job creation and submission, and message content normalization. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "server/reasoning.h"
+#include "server/server_int.h"
+
+bool content_text(json_t *content, const char *field, bool allow_null, char **out, struct api_error *e)
+{
+    if (!content || json_is_null(content)) {
+        if (!allow_null) {
+            *e = api_error_make(STATUS_EINVAL, field, "'%s' is required", field);
+            return false;
+        }
+        *out = xstrdup("");
+        return true;
+    }
+    if (json_is_string(content)) {
+        *out = xstrndup(json_string_value(content), json_string_length(content));
+        return true;
+    }
+    if (!json_is_array(content)) {
+        *e = api_error_make(STATUS_EINVAL, field, "'%s' must be a string or an array of content parts", field);
+        return false;
+    }
+    struct strbuf sb = {0};
+    size_t i;
+    json_t *p;
+    json_array_foreach(content, i, p) {
+        const char *type = json_string_value(json_object_get(p, "type"));
+        json_t *t = json_object_get(p, "text");
+        if (!type || strcmp(type, "text") || !json_is_string(t)) {
+            strbuf_free(&sb);
+            if (type && strcmp(type, "text"))
+                *e = api_error_make(STATUS_EUNSUPPORTED, field, "'%s[%zu]': content part type '%s' is not supported (text only)",
+                                    field, i, type);
+            else *e = api_error_make(STATUS_EINVAL, field, "'%s[%zu]' must be {\"type\":\"text\",\"text\":string}", field, i);
+            return false;
+        }
+        strbuf_append(&sb, json_string_value(t), json_string_length(t));
+    }
+    if (!sb.data) strbuf_puts(&sb, "");
+    *out = strbuf_take(&sb);
+    return true;
+}
+
+static enum status encode(struct req *r, const char *text, bool add_special, int32_t **ids, int *n)
+{
+    return r->g->ops->encode(r->g->self, text, strlen(text), add_special, ids, n);
+}
+
+bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
+{
+    struct gen *g = r->g;
+    int n_sets = p->prompt_ids ? p->n_prompts : 1;
+    int32_t *own_ids = NULL;
+    int own_n = 0;
+    int32_t **sets = p->prompt_ids;
+    int *set_n = p->n_prompt_ids;
+    if (!sets) {
+        if (encode(r, p->prompt_text, p->add_special, &own_ids, &own_n) != STATUS_OK) {
+            *e = api_error_make(STATUS_EINVAL, NULL, "could not tokenize the prompt");
+            return false;
+        }
+        sets = &own_ids;
+        set_n = &own_n;
+    }
+    long long max_tokens = p->max_tokens;
+    for (int i = 0; i < n_sets; i++) {
+        long long m;
+        if (!param_prompt_fits(r, set_n[i], p->max_tokens, p->max_given, &m, e)) { free(own_ids); return false; }
+        if (!p->max_given && (i == 0 || m < max_tokens)) max_tokens = m;
+    }
+    // test-only scripted output
+    int32_t *forced = NULL;
+    int n_forced = 0, delay_ms = 0;
+    const struct srv_script *sc = srv_script_match(r->s, p->script_text);
+    if (sc) {
+        if (g->ops->encode(g->self, sc->output, strlen(sc->output), false, &forced, &n_forced) != STATUS_OK) n_forced = 0;
+        delay_ms = sc->delay_ms;
+    }
+    struct job_cfg jc = {
+        .tool_family = p->family, .tools = p->tools, .reasoning = p->reasoning,
+        .start_in_think = p->reasoning && p->prompt_text && reasoning_prompt_open(p->prompt_text, "<think>", "</think>"),
+        .stops = p->stops, .n_stops = p->n_stops, .tool_id_prefix = p->tool_id_prefix,
+        .want_logprobs = p->n_logprobs != 0,
+    };
+    srv_job_hooks(r, &jc);
+    int n_choices = n_sets * p->n;
+    struct job *j = job_new(g, &jc, n_choices);
+    int32_t **cp = xcalloc((size_t)n_choices, sizeof *cp);
+    int *cn = xcalloc((size_t)n_choices, sizeof *cn);
+    for (int i = 0; i < n_choices; i++) { cp[i] = sets[i / p->n]; cn[i] = set_n[i / p->n]; }
+    struct gen_req req;
+    memset(&req, 0, sizeof req);
+    req.base.max_tokens = (int)max_tokens;
+    req.base.sampling = p->sp;
+    req.base.sampling.bias = p->bias;
+    req.base.sampling.n_bias = p->n_bias;
+    req.base.n_logprobs = p->n_logprobs;
+    req.forced = forced;
+    req.n_forced = n_forced;
+    req.test_delay_ms = delay_ms;
+    enum status st = job_submit(j, &req, cp, cn);
+    free(cp);
+    free(cn);
+    free(forced);
+    free(own_ids);
+    if (st != STATUS_OK) {
+        job_free(j);
+        if (st == STATUS_EBUSY) *e = api_error_make(st, NULL, "the server is busy (request queue full); retry shortly");
+        else if (st == STATUS_ETOOLONG) *e = api_error_make(st, "messages", "the prompt does not fit in the KV cache or context");
+        else if (st == STATUS_EINVAL) *e = api_error_make(st, NULL, "invalid generation parameters");
+        else *e = api_error_make(st, NULL, "generation failed: %s", status_str(st));
+        return false;
+    }
+    r->job = j;
+    srv_register(r);
+    return true;
+}

@@ -1,0 +1,713 @@
+/* api_openai: POST /v1/chat/completions and POST /v1/completions: request validation, prompt
+ * building, and the JSON / SSE writers (chat.completion[.chunk], text_completion).
+ *
+ * Tool calls stream as OpenAI deltas: the first delta of a call carries index, id, type and name
+ * with empty arguments, the next ones argument pieces. tool_choice "required" or a named function,
+ * and response_format json_object/json_schema, need constrained decoding: 400 until it exists,
+ * never silently ignored.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "server/jsonw.h"
+#include "server/server_int.h"
+
+struct oai_w {
+    char   id[64];
+    char   model[256];
+    long long created;
+    bool   chat;
+    bool   include_usage;
+    bool   legacy_lp;            // /v1/completions logprobs shape
+    bool  *role_sent, *finish_sent;
+    bool   final_sent;
+    int    n_per;                // choices per prompt
+};
+
+static void oai_w_free(void *p)
+{
+    struct oai_w *w = p;
+    if (!w) return;
+    free(w->role_sent);
+    free(w->finish_sent);
+    free(w);
+}
+
+static const char *finish_str(const struct job_choice *c)
+{
+    if (c->n_calls > 0) return "tool_calls";
+    switch (c->finish) {
+    case FINISH_LENGTH: return "length";
+    case FINISH_ERROR:  return "error";
+    default:            return "stop";
+    }
+}
+
+/* ==== Shared writers ==== */
+
+/* n_per: choices per prompt (n); prompts of n choices over one prompt count once. */
+static void usage_json(struct strbuf *sb, const struct job *j, int n_per)
+{
+    int prompt = 0, gen = 0, cached = 0, reason = 0;
+    for (int i = 0; i < j->n_choices; i++) {
+        gen += j->ch[i].n_generated;
+        reason += j->ch[i].n_reason_tokens;
+        if (i % n_per == 0) { prompt += j->ch[i].n_prompt; cached += j->ch[i].n_cached; }
+    }
+    strbuf_printf(sb, "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
+                      "\"prompt_tokens_details\":{\"cached_tokens\":%d},"
+                      "\"completion_tokens_details\":{\"reasoning_tokens\":%d}}",
+                  prompt, gen, prompt + gen, cached, reason);
+}
+
+static void token_json(struct strbuf *sb, struct gen *g, int32_t id)
+{
+    char *t = g->ops->decode(g->self, &id, 1, false);
+    jsonw_cstr(sb, t);
+    jsonw_raw(sb, ",\"bytes\":[");
+    for (size_t i = 0; t[i]; i++) strbuf_printf(sb, i ? ",%u" : "%u", (unsigned char)t[i]);
+    jsonw_raw(sb, "]");
+    free(t);
+}
+
+/* Chat logprobs: {"content":[{"token","logprob","bytes","top_logprobs":[...]}]} for lps[from..to). */
+static void chat_logprobs(struct strbuf *sb, struct gen *g, const struct job_choice *c, int from, int to)
+{
+    jsonw_raw(sb, "{\"content\":[");
+    for (int i = from; i < to; i++) {
+        const struct job_lp *lp = &c->lps[i];
+        if (i > from) strbuf_putc(sb, ',');
+        jsonw_raw(sb, "{\"token\":");
+        token_json(sb, g, lp->id);
+        jsonw_raw(sb, ",\"logprob\":");
+        jsonw_double(sb, lp->logprob);
+        jsonw_raw(sb, ",\"top_logprobs\":[");
+        for (int k = 0; k < lp->n_top; k++) {
+            if (k) strbuf_putc(sb, ',');
+            jsonw_raw(sb, "{\"token\":");
+            token_json(sb, g, lp->top[k].id);
+            jsonw_raw(sb, ",\"logprob\":");
+            jsonw_double(sb, lp->top[k].logprob);
+            jsonw_raw(sb, "}");
+        }
+        jsonw_raw(sb, "]}");
+    }
+    jsonw_raw(sb, "]}");
+}
+
+/* Legacy completions logprobs: {"tokens","token_logprobs","top_logprobs":[{tok:lp}],"text_offset"}. */
+static void legacy_logprobs(struct strbuf *sb, struct gen *g, const struct job_choice *c, int from, int to, size_t *offset)
+{
+    struct strbuf toks = {0}, lps = {0}, tops = {0}, offs = {0};
+    for (int i = from; i < to; i++) {
+        const struct job_lp *lp = &c->lps[i];
+        char *t = g->ops->decode(g->self, &lp->id, 1, false);
+        if (i > from) { strbuf_putc(&toks, ','); strbuf_putc(&lps, ','); strbuf_putc(&tops, ','); strbuf_putc(&offs, ','); }
+        jsonw_cstr(&toks, t);
+        jsonw_double(&lps, lp->logprob);
+        strbuf_putc(&tops, '{');
+        for (int k = 0; k < lp->n_top; k++) {
+            char *tt = g->ops->decode(g->self, &lp->top[k].id, 1, false);
+            if (k) strbuf_putc(&tops, ',');
+            jsonw_key(&tops, tt);
+            jsonw_double(&tops, lp->top[k].logprob);
+            free(tt);
+        }
+        strbuf_putc(&tops, '}');
+        strbuf_printf(&offs, "%zu", *offset);
+        *offset += strlen(t);
+        free(t);
+    }
+    strbuf_printf(sb, "{\"tokens\":[%s],\"token_logprobs\":[%s],\"top_logprobs\":[%s],\"text_offset\":[%s]}",
+                  toks.data ? toks.data : "", lps.data ? lps.data : "", tops.data ? tops.data : "",
+                  offs.data ? offs.data : "");
+    strbuf_free(&toks);
+    strbuf_free(&lps);
+    strbuf_free(&tops);
+    strbuf_free(&offs);
+}
+
+/* ==== Streaming ==== */
+
+static void chunk_begin(struct strbuf *o, const struct oai_w *w, int index)
+{
+    jsonw_raw(o, "data: {\"id\":");
+    jsonw_cstr(o, w->id);
+    strbuf_printf(o, ",\"object\":\"%s\",\"created\":%lld,\"model\":", w->chat ? "chat.completion.chunk" : "text_completion",
+                  w->created);
+    jsonw_cstr(o, w->model);
+    strbuf_printf(o, ",\"choices\":[{\"index\":%d,", index);
+}
+
+static void chunk_end(struct strbuf *o, struct req *r, const struct oai_w *w, struct job_choice *c, const char *finish,
+                      bool with_lps)
+{
+    jsonw_raw(o, ",\"logprobs\":");
+    if (with_lps && c->lps_drained < c->n_lps) {
+        if (w->legacy_lp) {
+            size_t off = 0;
+            legacy_logprobs(o, r->g, c, c->lps_drained, c->n_lps, &off);
+        } else chat_logprobs(o, r->g, c, c->lps_drained, c->n_lps);
+        c->lps_drained = c->n_lps;
+    } else jsonw_raw(o, "null");
+    jsonw_raw(o, ",\"finish_reason\":");
+    jsonw_cstr(o, finish);
+    jsonw_raw(o, "}]}\n\n");
+}
+
+static void oai_fill(struct req *r)
+{
+    struct oai_w *w = r->wstate;
+    struct job *j = r->job;
+    struct strbuf *o = &r->out;
+    bool all_done = true;
+    for (int i = 0; i < j->n_choices; i++) {
+        struct job_choice *c = &j->ch[i];
+        if (w->chat && !w->role_sent[i]) {
+            chunk_begin(o, w, i);
+            jsonw_raw(o, "\"delta\":{\"role\":\"assistant\",\"content\":\"\"}");
+            chunk_end(o, r, w, c, NULL, false);
+            w->role_sent[i] = true;
+        }
+        for (int k = 0; k < c->n_evs; k++) {
+            const struct job_ev *ev = &c->evs[k];
+            if (ev->kind == JEV_TOOL_END) continue;
+            if (!w->chat) {
+                if (ev->kind != JEV_CONTENT) continue;
+                chunk_begin(o, w, i);
+                jsonw_raw(o, "\"text\":");
+                jsonw_str(o, ev->text.data, ev->text.len);
+                chunk_end(o, r, w, c, NULL, true);
+                continue;
+            }
+            chunk_begin(o, w, i);
+            jsonw_raw(o, "\"delta\":{");
+            switch (ev->kind) {
+            case JEV_REASONING:
+                jsonw_raw(o, "\"reasoning_content\":");
+                jsonw_str(o, ev->text.data, ev->text.len);
+                break;
+            case JEV_CONTENT:
+                jsonw_raw(o, "\"content\":");
+                jsonw_str(o, ev->text.data, ev->text.len);
+                break;
+            case JEV_TOOL_START:
+                strbuf_printf(o, "\"tool_calls\":[{\"index\":%d,\"id\":", ev->tool_index);
+                jsonw_cstr(o, ev->id);
+                jsonw_raw(o, ",\"type\":\"function\",\"function\":{\"name\":");
+                jsonw_cstr(o, ev->name);
+                jsonw_raw(o, ",\"arguments\":\"\"}}]");
+                break;
+            case JEV_TOOL_ARGS:
+                strbuf_printf(o, "\"tool_calls\":[{\"index\":%d,\"function\":{\"arguments\":", ev->tool_index);
+                jsonw_str(o, ev->text.data, ev->text.len);
+                jsonw_raw(o, "}}]");
+                break;
+            default: break;
+            }
+            jsonw_raw(o, "}");
+            chunk_end(o, r, w, c, NULL, true);
+        }
+        c->n_evs = 0;
+        if (c->done && !w->finish_sent[i]) {
+            if (c->finish == FINISH_ERROR) {
+                jsonw_raw(o, "data: {\"error\":{\"message\":");
+                jsonw_cstr(o, status_str(c->error));
+                jsonw_raw(o, ",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n");
+            }
+            chunk_begin(o, w, i);
+            jsonw_raw(o, w->chat ? "\"delta\":{}" : "\"text\":\"\"");
+            chunk_end(o, r, w, c, finish_str(c), true);
+            w->finish_sent[i] = true;
+        }
+        all_done &= w->finish_sent[i];
+    }
+    if (all_done && !w->final_sent) {
+        if (w->include_usage) {
+            jsonw_raw(o, "data: {\"id\":");
+            jsonw_cstr(o, w->id);
+            strbuf_printf(o, ",\"object\":\"%s\",\"created\":%lld,\"model\":",
+                          w->chat ? "chat.completion.chunk" : "text_completion", w->created);
+            jsonw_cstr(o, w->model);
+            jsonw_raw(o, ",\"choices\":[],\"usage\":");
+            usage_json(o, j, w->n_per);
+            jsonw_raw(o, "}\n\n");
+        }
+        jsonw_raw(o, "data: [DONE]\n\n");
+        w->final_sent = true;
+        r->sse_done = true;
+    }
+}
+
+/* ==== Non-streaming ==== */
+
+static enum MHD_Result respond_whole(struct req *r, struct oai_w *w)
+{
+    struct job *j = r->job;
+    for (int i = 0; i < j->n_choices; i++)
+        if (j->ch[i].finish == FINISH_ERROR) {
+            struct api_error e = api_error_make(j->ch[i].error ? j->ch[i].error : STATUS_EIO, NULL,
+                                                "generation failed: %s", status_str(j->ch[i].error));
+            return srv_send_error(r, &e);
+        }
+    struct strbuf o = {0};
+    jsonw_raw(&o, "{\"id\":");
+    jsonw_cstr(&o, w->id);
+    strbuf_printf(&o, ",\"object\":\"%s\",\"created\":%lld,\"model\":", w->chat ? "chat.completion" : "text_completion",
+                  w->created);
+    jsonw_cstr(&o, w->model);
+    jsonw_raw(&o, ",\"choices\":[");
+    for (int i = 0; i < j->n_choices; i++) {
+        struct job_choice *c = &j->ch[i];
+        struct strbuf content = {0}, reasoning = {0};
+        int n_tools = 0;
+        for (int b = 0; b < c->n_blocks; b++) {
+            const struct job_ev *bl = &c->blocks[b];
+            if (bl->kind == JEV_CONTENT) strbuf_append(&content, bl->text.data, bl->text.len);
+            else if (bl->kind == JEV_REASONING) strbuf_append(&reasoning, bl->text.data, bl->text.len);
+            else if (bl->kind == JEV_TOOL_START) n_tools++;
+        }
+        if (i) strbuf_putc(&o, ',');
+        strbuf_printf(&o, "{\"index\":%d,", i);
+        if (w->chat) {
+            jsonw_raw(&o, "\"message\":{\"role\":\"assistant\",\"content\":");
+            if (content.len || !n_tools) jsonw_str(&o, content.data ? content.data : "", content.len);
+            else jsonw_raw(&o, "null");
+            if (reasoning.len) {
+                jsonw_raw(&o, ",\"reasoning_content\":");
+                jsonw_str(&o, reasoning.data, reasoning.len);
+            }
+            if (n_tools) {
+                jsonw_raw(&o, ",\"tool_calls\":[");
+                int k = 0;
+                for (int b = 0; b < c->n_blocks; b++) {
+                    const struct job_ev *bl = &c->blocks[b];
+                    if (bl->kind != JEV_TOOL_START) continue;
+                    if (k++) strbuf_putc(&o, ',');
+                    jsonw_raw(&o, "{\"id\":");
+                    jsonw_cstr(&o, bl->id);
+                    jsonw_raw(&o, ",\"type\":\"function\",\"function\":{\"name\":");
+                    jsonw_cstr(&o, bl->name);
+                    jsonw_raw(&o, ",\"arguments\":");
+                    jsonw_str(&o, bl->text.data ? bl->text.data : "", bl->text.len);
+                    jsonw_raw(&o, "}}");
+                }
+                jsonw_raw(&o, "]");
+            }
+            jsonw_raw(&o, "}");
+        } else {
+            jsonw_raw(&o, "\"text\":");
+            jsonw_str(&o, content.data ? content.data : "", content.len);
+        }
+        jsonw_raw(&o, ",\"logprobs\":");
+        if (c->n_lps) {
+            if (w->legacy_lp) {
+                size_t off = 0;
+                legacy_logprobs(&o, r->g, c, 0, c->n_lps, &off);
+            } else chat_logprobs(&o, r->g, c, 0, c->n_lps);
+        } else jsonw_raw(&o, "null");
+        jsonw_raw(&o, ",\"finish_reason\":");
+        jsonw_cstr(&o, finish_str(c));
+        jsonw_raw(&o, "}");
+        strbuf_free(&content);
+        strbuf_free(&reasoning);
+    }
+    jsonw_raw(&o, "],\"usage\":");
+    usage_json(&o, j, w->n_per);
+    jsonw_raw(&o, ",\"system_fingerprint\":null}");
+    enum MHD_Result ret = srv_send_json(r, 200, o.data, o.len);
+    strbuf_free(&o);
+    return ret;
+}
+
+static enum MHD_Result run(struct req *r, struct oai_w *w, bool stream, int n_per)
+{
+    w->n_per = n_per;
+    r->wstate = w;
+    r->wstate_free = oai_w_free;
+    w->role_sent = xcalloc((size_t)r->job->n_choices, sizeof *w->role_sent);
+    w->finish_sent = xcalloc((size_t)r->job->n_choices, sizeof *w->finish_sent);
+    if (stream) {
+        r->fill = oai_fill;
+        return srv_start_sse(r);
+    }
+    if (!srv_wait_job(r)) return MHD_NO;   // client gone: close
+    return respond_whole(r, w);
+}
+
+/* ==== Common fields ==== */
+
+static bool common_fields(struct req *r, json_t *body, struct gen_params *p, bool *stream, bool *include_usage,
+                          struct logit_bias **bias, struct api_error *e)
+{
+    if (!param_model(r, body, e)) return false;
+    if (!param_sampling(body, &p->sp, e)) return false;
+    long long n;
+    if (!param_int(body, "n", 1, 16, 1, &n, e)) return false;
+    p->n = (int)n;
+    if (!param_bool(body, "stream", false, stream, e)) return false;
+    json_t *so = json_object_get(body, "stream_options");
+    *include_usage = false;
+    if (so && !json_is_null(so)) {
+        if (!json_is_object(so)) {
+            *e = api_error_make(STATUS_EINVAL, "stream_options", "'stream_options' must be an object");
+            return false;
+        }
+        if (!param_bool(so, "include_usage", false, include_usage, e)) return false;
+    }
+    if (!param_stops(body, "stop", p->stops, &p->n_stops, e)) return false;
+    const char *user;
+    if (!param_str(body, "user", false, &user, e)) return false;
+    json_t *lb = json_object_get(body, "logit_bias");
+    if (lb && !json_is_null(lb)) {
+        if (!json_is_object(lb)) {
+            *e = api_error_make(STATUS_EINVAL, "logit_bias", "'logit_bias' must be an object of token id -> bias");
+            return false;
+        }
+        *bias = xcalloc(json_object_size(lb) + 1, sizeof **bias);
+        const char *key;
+        json_t *v;
+        json_object_foreach(lb, key, v) {
+            char *end;
+            long id = strtol(key, &end, 10);
+            if (!*key || *end || id < 0 || id >= r->g->n_vocab) {
+                *e = api_error_make(STATUS_EINVAL, "logit_bias", "'logit_bias' key '%s' is not a token id in [0, %d)", key,
+                                    r->g->n_vocab);
+                return false;
+            }
+            if (!json_is_number(v) || json_number_value(v) < -100 || json_number_value(v) > 100) {
+                *e = api_error_make(STATUS_EINVAL, "logit_bias", "'logit_bias[%s]' must be a number in [-100, 100]", key);
+                return false;
+            }
+            (*bias)[p->n_bias].id = (int32_t)id;
+            (*bias)[p->n_bias].bias = (float)json_number_value(v);
+            p->n_bias++;
+        }
+        p->bias = *bias;
+    }
+    return true;
+}
+
+/* ==== Chat ==== */
+
+/* Validates messages and returns a normalized copy for the template (content as text, tool call
+ * arguments as objects when they parse). */
+static json_t *chat_messages(json_t *msgs, char **last_user, struct api_error *e)
+{
+    if (!json_is_array(msgs) || !json_array_size(msgs)) {
+        *e = api_error_make(STATUS_EINVAL, "messages", "'messages' must be a non-empty array");
+        return NULL;
+    }
+    json_t *out = json_array();
+    json_t *call_ids = json_object();
+    size_t i;
+    json_t *m;
+    char field[64];
+    json_array_foreach(msgs, i, m) {
+        snprintf(field, sizeof field, "messages[%zu]", i);
+        if (!json_is_object(m)) {
+            *e = api_error_make(STATUS_EINVAL, field, "'%s' must be an object", field);
+            goto fail;
+        }
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (!role) {
+            *e = api_error_make(STATUS_EINVAL, field, "'%s.role' must be a string", field);
+            goto fail;
+        }
+        if (strcmp(role, "system") && strcmp(role, "developer") && strcmp(role, "user") && strcmp(role, "assistant") &&
+            strcmp(role, "tool")) {
+            *e = api_error_make(STATUS_EINVAL, field, "'%s.role' must be system, developer, user, assistant or tool, got '%s'",
+                                field, role);
+            goto fail;
+        }
+        json_t *tcs = json_object_get(m, "tool_calls");
+        bool is_asst = !strcmp(role, "assistant");
+        char cf[80];
+        snprintf(cf, sizeof cf, "%s.content", field);
+        char *text;
+        if (!content_text(json_object_get(m, "content"), cf, is_asst, &text, e)) goto fail;
+        json_t *nm = json_object();
+        json_object_set_new(nm, "role", json_string(!strcmp(role, "developer") ? "system" : role));
+        json_object_set_new(nm, "content", json_string(text));
+        if (!strcmp(role, "user")) { free(*last_user); *last_user = xstrdup(text); }
+        free(text);
+        json_t *rc = json_object_get(m, "reasoning_content");
+        if (is_asst && json_is_string(rc)) json_object_set(nm, "reasoning_content", rc);
+        if (tcs && !json_is_null(tcs)) {
+            if (!is_asst || !json_is_array(tcs)) {
+                json_decref(nm);
+                *e = api_error_make(STATUS_EINVAL, field, "'%s.tool_calls' must be an array on an assistant message", field);
+                goto fail;
+            }
+            json_t *ntcs = json_array();
+            size_t k;
+            json_t *tc;
+            json_array_foreach(tcs, k, tc) {
+                json_t *fn = json_object_get(tc, "function");
+                const char *name = json_string_value(json_object_get(fn, "name"));
+                json_t *args = json_object_get(fn, "arguments");
+                if (!name || (args && !json_is_string(args) && !json_is_object(args))) {
+                    json_decref(ntcs);
+                    json_decref(nm);
+                    *e = api_error_make(STATUS_EINVAL, field, "'%s.tool_calls[%zu]' needs function.name and string arguments",
+                                        field, k);
+                    goto fail;
+                }
+                json_t *a = json_is_string(args) ? json_loads(json_string_value(args), 0, NULL) : json_incref(args);
+                if (!a) a = json_incref(args ? args : json_object());
+                if (!a) a = json_object();
+                const char *id = json_string_value(json_object_get(tc, "id"));
+                if (id) json_object_set_new(call_ids, id, json_true());
+                json_t *ntc = json_pack("{s:s,s:{s:s,s:o}}", "type", "function", "function", "name", name, "arguments", a);
+                if (id) json_object_set_new(ntc, "id", json_string(id));
+                json_array_append_new(ntcs, ntc);
+            }
+            json_object_set_new(nm, "tool_calls", ntcs);
+        }
+        if (!strcmp(role, "tool")) {
+            const char *tid = json_string_value(json_object_get(m, "tool_call_id"));
+            if (!tid || !json_object_get(call_ids, tid)) {
+                json_decref(nm);
+                *e = api_error_make(STATUS_EINVAL, field, "'%s' is a tool result for '%s', but no earlier assistant message made that call",
+                                    field, tid ? tid : "(no tool_call_id)");
+                goto fail;
+            }
+            json_object_set_new(nm, "tool_call_id", json_string(tid));
+        }
+        json_array_append_new(out, nm);
+    }
+    json_decref(call_ids);
+    return out;
+fail:
+    json_decref(call_ids);
+    json_decref(out);
+    return NULL;
+}
+
+/* tools (OpenAI shape) and tool_choice. *use_tools false when none given or tool_choice "none". */
+static bool chat_tools(json_t *body, json_t **tools_out, bool *use_tools, struct api_error *e)
+{
+    json_t *tools = json_object_get(body, "tools");
+    *tools_out = NULL;
+    *use_tools = false;
+    if (tools && !json_is_null(tools)) {
+        if (!json_is_array(tools)) {
+            *e = api_error_make(STATUS_EINVAL, "tools", "'tools' must be an array");
+            return false;
+        }
+        size_t i;
+        json_t *t;
+        json_array_foreach(tools, i, t) {
+            json_t *fn = json_object_get(t, "function");
+            const char *type = json_string_value(json_object_get(t, "type"));
+            const char *name = json_string_value(json_object_get(fn, "name"));
+            json_t *params = json_object_get(fn, "parameters");
+            if (!type || strcmp(type, "function") || !name || !*name || (params && !json_is_object(params))) {
+                *e = api_error_make(STATUS_EINVAL, "tools", "'tools[%zu]' must be {\"type\":\"function\",\"function\":{\"name\":string,\"parameters\":object}}", i);
+                return false;
+            }
+        }
+        *tools_out = json_array_size(tools) ? tools : NULL;
+    }
+    json_t *tc = json_object_get(body, "tool_choice");
+    const char *mode = "auto";
+    if (tc && !json_is_null(tc)) {
+        if (json_is_string(tc)) mode = json_string_value(tc);
+        else if (json_is_object(tc)) mode = "named";
+        else {
+            *e = api_error_make(STATUS_EINVAL, "tool_choice", "'tool_choice' must be a string or an object");
+            return false;
+        }
+    }
+    if (!strcmp(mode, "required") || !strcmp(mode, "named")) {
+        *e = api_error_make(STATUS_EUNSUPPORTED, "tool_choice",
+                            "tool_choice '%s' needs constrained decoding, which this server does not support yet; use 'auto' or 'none'",
+                            mode);
+        return false;
+    }
+    if (strcmp(mode, "auto") && strcmp(mode, "none")) {
+        *e = api_error_make(STATUS_EINVAL, "tool_choice", "'tool_choice' must be auto, none, required or a function");
+        return false;
+    }
+    *use_tools = *tools_out && !strcmp(mode, "auto");
+    return true;
+}
+
+static bool response_format_ok(json_t *body, struct api_error *e)
+{
+    json_t *rf = json_object_get(body, "response_format");
+    if (!rf || json_is_null(rf)) return true;
+    const char *type = json_string_value(json_object_get(rf, "type"));
+    if (!json_is_object(rf) || !type) {
+        *e = api_error_make(STATUS_EINVAL, "response_format", "'response_format' must be an object with a 'type'");
+        return false;
+    }
+    if (!strcmp(type, "text")) return true;
+    if (!strcmp(type, "json_object") || !strcmp(type, "json_schema")) {
+        *e = api_error_make(STATUS_EUNSUPPORTED, "response_format",
+                            "response_format '%s' needs constrained decoding, which this server does not support yet", type);
+        return false;
+    }
+    *e = api_error_make(STATUS_EINVAL, "response_format", "unknown response_format type '%s'", type);
+    return false;
+}
+
+enum MHD_Result api_openai_chat(struct req *r, json_t *body)
+{
+    struct api_error e;
+    struct gen_params p;
+    memset(&p, 0, sizeof p);
+    bool stream, include_usage, use_tools, lp;
+    struct logit_bias *bias = NULL;
+    json_t *msgs = NULL, *kwargs = NULL, *tools = NULL;
+    char *prompt = NULL, *err = NULL, *last_user = NULL;
+    long long max_tokens, mct, top_lp;
+    enum MHD_Result ret;
+    if (!common_fields(r, body, &p, &stream, &include_usage, &bias, &e)) goto fail;
+    if (!param_int(body, "max_tokens", 1, 1 << 30, 0, &max_tokens, &e)) goto fail;
+    if (!param_int(body, "max_completion_tokens", 1, 1 << 30, 0, &mct, &e)) goto fail;
+    if (mct) max_tokens = mct;
+    p.max_tokens = max_tokens;
+    p.max_given = max_tokens > 0;
+    if (!param_bool(body, "logprobs", false, &lp, &e)) goto fail;
+    if (!param_int(body, "top_logprobs", 0, 20, 0, &top_lp, &e)) goto fail;
+    if (top_lp && !lp) {
+        e = api_error_make(STATUS_EINVAL, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+        goto fail;
+    }
+    p.n_logprobs = lp ? (top_lp ? (int)top_lp : -1) : 0;
+    if (!chat_tools(body, &tools, &use_tools, &e)) goto fail;
+    if (!response_format_ok(body, &e)) goto fail;
+    json_t *ck = json_object_get(body, "chat_template_kwargs");
+    if (ck && !json_is_null(ck) && !json_is_object(ck)) {
+        e = api_error_make(STATUS_EINVAL, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
+        goto fail;
+    }
+    if (!(msgs = chat_messages(json_object_get(body, "messages"), &last_user, &e))) goto fail;
+    kwargs = param_kwargs(r, ck);
+    enum status st = r->g->ops->render(r->g->self, msgs, use_tools ? tools : NULL, kwargs, true, &prompt, &err);
+    if (st != STATUS_OK) {
+        e = api_error_make(STATUS_ETEMPLATE, "messages", "chat template error: %s", err ? err : status_str(st));
+        goto fail;
+    }
+    r->tools = json_incref(tools);
+    p.prompt_text = prompt;
+    p.n_prompts = 1;
+    p.tools = tools;
+    p.family = use_tools ? srv_tool_family(r->s) : TOOL_FAMILY_NONE;
+    p.reasoning = srv_reasoning(r->s);
+    p.script_text = last_user;
+    p.tool_id_prefix = "call_";
+    if (!srv_start_job(r, &p, &e)) goto fail;
+    struct oai_w *w = xcalloc(1, sizeof *w);
+    srv_make_id(r, "chatcmpl-", w->id, sizeof w->id);
+    snprintf(w->model, sizeof w->model, "%s", r->s->served_name);
+    w->created = (long long)time(NULL);
+    w->chat = true;
+    w->include_usage = include_usage;
+    ret = run(r, w, stream, p.n);
+    goto out;
+fail:
+    ret = srv_send_error(r, &e);
+out:
+    free(bias);
+    free(prompt);
+    free(err);
+    free(last_user);
+    json_decref(msgs);
+    json_decref(kwargs);
+    return ret;
+}
+
+/* ==== Completions ==== */
+
+enum MHD_Result api_openai_completions(struct req *r, json_t *body)
+{
+    struct api_error e;
+    struct gen_params p;
+    memset(&p, 0, sizeof p);
+    bool stream, include_usage, echo;
+    struct logit_bias *bias = NULL;
+    long long max_tokens, lp, best_of;
+    int32_t **sets = NULL;
+    int *set_n = NULL, n_sets = 0;
+    struct strbuf script = {0};
+    enum MHD_Result ret;
+    if (!common_fields(r, body, &p, &stream, &include_usage, &bias, &e)) goto fail;
+    if (!param_int(body, "max_tokens", 1, 1 << 30, 16, &max_tokens, &e)) goto fail;
+    p.max_tokens = max_tokens;
+    p.max_given = true;
+    if (!param_int(body, "logprobs", 0, 20, 0, &lp, &e)) goto fail;
+    p.n_logprobs = json_object_get(body, "logprobs") && !json_is_null(json_object_get(body, "logprobs")) ? (lp ? (int)lp : -1) : 0;
+    if (!param_bool(body, "echo", false, &echo, &e)) goto fail;
+    if (echo) { e = api_error_make(STATUS_EUNSUPPORTED, "echo", "'echo' is not supported"); goto fail; }
+    if (!param_int(body, "best_of", 1, 1, 1, &best_of, &e)) goto fail;
+    json_t *suffix = json_object_get(body, "suffix");
+    if (suffix && !json_is_null(suffix)) { e = api_error_make(STATUS_EUNSUPPORTED, "suffix", "'suffix' is not supported"); goto fail; }
+    json_t *pr = json_object_get(body, "prompt");
+    // prompt: string | [string] | [int] | [[int]]
+    json_t *list = json_is_array(pr) && json_array_size(pr) && !json_is_integer(json_array_get(pr, 0)) ? pr : NULL;
+    size_t n_items = list ? json_array_size(list) : 1;
+    if (!pr || (!json_is_string(pr) && !json_is_array(pr)) || (json_is_array(pr) && !json_array_size(pr)) || n_items > 64) {
+        e = api_error_make(STATUS_EINVAL, "prompt", "'prompt' must be a string, an array of strings, or token ids (at most 64 prompts)");
+        goto fail;
+    }
+    sets = xcalloc(n_items, sizeof *sets);
+    set_n = xcalloc(n_items, sizeof *set_n);
+    for (size_t i = 0; i < n_items; i++, n_sets++) {
+        json_t *item = list ? json_array_get(list, i) : pr;
+        if (json_is_string(item)) {
+            strbuf_append(&script, json_string_value(item), json_string_length(item));
+            if (r->g->ops->encode(r->g->self, json_string_value(item), json_string_length(item), r->g->add_bos,
+                                  &sets[i], &set_n[i]) != STATUS_OK) {
+                e = api_error_make(STATUS_EINVAL, "prompt", "could not tokenize prompt %zu", i);
+                goto fail;
+            }
+        } else if (json_is_array(item)) {
+            size_t k;
+            json_t *v;
+            sets[i] = xmalloc((json_array_size(item) + 1) * sizeof **sets);
+            json_array_foreach(item, k, v) {
+                if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= r->g->n_vocab) {
+                    e = api_error_make(STATUS_EINVAL, "prompt", "'prompt' token ids must be integers in [0, %d)", r->g->n_vocab);
+                    n_sets++;
+                    goto fail;
+                }
+                sets[i][k] = (int32_t)json_integer_value(v);
+            }
+            set_n[i] = (int)json_array_size(item);
+        } else {
+            e = api_error_make(STATUS_EINVAL, "prompt", "'prompt[%zu]' must be a string or an array of token ids", i);
+            goto fail;
+        }
+    }
+    if (n_sets * p.n > 64) { e = api_error_make(STATUS_EINVAL, "n", "too many choices (prompts x n > 64)"); goto fail; }
+    p.prompt_ids = sets;
+    p.n_prompt_ids = set_n;
+    p.n_prompts = n_sets;
+    p.family = TOOL_FAMILY_NONE;
+    p.reasoning = false;
+    p.script_text = script.data;
+    if (!srv_start_job(r, &p, &e)) goto fail;
+    struct oai_w *w = xcalloc(1, sizeof *w);
+    srv_make_id(r, "cmpl-", w->id, sizeof w->id);
+    snprintf(w->model, sizeof w->model, "%s", r->s->served_name);
+    w->created = (long long)time(NULL);
+    w->chat = false;
+    w->legacy_lp = true;
+    w->include_usage = include_usage;
+    ret = run(r, w, stream, p.n);
+    goto out;
+fail:
+    ret = srv_send_error(r, &e);
+out:
+    for (int i = 0; i < n_sets; i++) free(sets[i]);
+    free(sets);
+    free(set_n);
+    free(bias);
+    strbuf_free(&script);
+    return ret;
+}

@@ -1,0 +1,79 @@
+/* gen: what the server needs from a model, as one small table of functions: tokenize, detokenize,
+ * render the chat template, and generate (submit / next / cancel / release / stats).
+ *
+ * Two providers implement it: gen_engine.c (the real thing: tokenizer.h, chat.h, engine.h) and
+ * gen_fake.c (test-only: a byte-level tokenizer, a ChatML renderer and a word generator with the
+ * engine's stream semantics, so the HTTP layer can be tested without model weights). The server
+ * cannot tell them apart. All functions are thread-safe; a stream is used by one thread at a time
+ * (engine_cancel semantics: cancel may come from any thread).
+ *
+ *     struct gen *g;  gen_fake_new(&cfg, &g);
+ *     g->ops->submit(g->self, &req, &stream);  g->ops->next(stream, &ev, 100);  ...
+ *     g->ops->release(stream);  gen_free(g);
+ */
+#ifndef CAIRN_SERVER_GEN_H
+#define CAIRN_SERVER_GEN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "base/status.h"
+#include "engine/engine.h"
+
+struct gen_req {
+    struct gen_request base;
+    const int32_t *forced;      // test-only: emit these ids, then end (the forward pass still runs)
+    int            n_forced;
+    int            test_delay_ms; // test-only (fake provider): delay before the first token
+};
+
+struct gen_ops {
+    enum status (*encode)(void *self, const char *text, size_t len, bool add_special, int32_t **ids, int *n);
+    char       *(*decode)(void *self, const int32_t *ids, int n, bool skip_special);
+    void       *(*detok_new)(void *self);
+    char       *(*detok_push)(void *detok, int32_t id);   // heap string, may be ""
+    char       *(*detok_flush)(void *detok);
+    void        (*detok_free)(void *detok);
+    const char *(*token_str)(void *self, int32_t id);
+    enum status (*render)(void *self, json_t *messages, json_t *tools, json_t *kwargs, bool add_gen_prompt,
+                          char **out_text, char **err_msg);
+    enum status (*submit)(void *self, const struct gen_req *req, void **stream);
+    enum status (*next)(void *stream, struct token_event *ev, int timeout_ms);   // EBUSY on timeout
+    void        (*cancel)(void *self, void *stream);    // client gone: ends with FINISH_CANCELED
+    void        (*finish)(void *self, void *stream);    // stop string seen: ends with FINISH_STOP
+    void        (*release)(void *stream);
+    void        (*stats)(void *self, struct engine_stats *out);
+    void        (*destroy)(void *self);
+};
+
+struct gen {
+    const struct gen_ops *ops;
+    void                 *self;
+    char                  model_id[256];    // default served name
+    const char           *template_src;     // chat template source (tool/reasoning family detection)
+    int                   n_ctx;            // context length in tokens
+    int                   n_vocab;
+    bool                  add_bos;          // completions: encode with add_special
+};
+
+struct gen_fake_cfg {
+    int token_us;       // simulated decode time per token (per stream)
+    int n_ctx;
+};
+
+enum status gen_fake_new(const struct gen_fake_cfg *cfg, struct gen **out);
+
+struct tokenizer;
+struct chat_template;
+
+/* Wraps a started engine with its tokenizer and chat template (ct may be NULL: chat routes then
+ * answer 400). Borrows all three; they must outlive the gen. model_id: default served name. */
+enum status gen_engine_new(struct engine *eng, const struct tokenizer *tk, const struct chat_template *ct,
+                           const char *model_id, struct gen **out);
+
+void gen_free(struct gen *g);
+
+#endif

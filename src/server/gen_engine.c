@@ -1,0 +1,136 @@
+/* gen_engine: the real model provider (see gen.h): tokenizer.h for ids and streaming detok,
+ * chat.h for templates, engine.h for generation. A thin adapter; everything it calls is
+ * thread-safe (the engine through its submit queue and streams). */
+#include "server/gen.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/mem.h"
+#include "text/chat.h"
+#include "text/tokenizer.h"
+
+struct eng_gen {
+    struct gen                  g;
+    struct engine              *eng;
+    const struct tokenizer     *tk;
+    const struct chat_template *ct;
+};
+
+static enum status eg_encode(void *self, const char *text, size_t len, bool add_special, int32_t **ids, int *n)
+{
+    struct eng_gen *e = self;
+    return tokenizer_encode(e->tk, text, len, add_special, ids, n);
+}
+
+static char *eg_decode(void *self, const int32_t *ids, int n, bool skip_special)
+{
+    struct eng_gen *e = self;
+    char *s = tokenizer_decode(e->tk, ids, n, skip_special);
+    return s ? s : xstrdup("");
+}
+
+static void *eg_detok_new(void *self)
+{
+    struct eng_gen *e = self;
+    return detok_new(e->tk, true);
+}
+
+static char *eg_detok_push(void *d, int32_t id)
+{
+    char *s = detok_push(d, id);
+    return s ? s : xstrdup("");
+}
+
+static char *eg_detok_flush(void *d)
+{
+    char *s = detok_flush(d);
+    return s ? s : xstrdup("");
+}
+
+static void eg_detok_free(void *d) { detok_free(d); }
+
+static const char *eg_token_str(void *self, int32_t id)
+{
+    struct eng_gen *e = self;
+    return tokenizer_token_str(e->tk, id);
+}
+
+static enum status eg_render(void *self, json_t *messages, json_t *tools, json_t *kwargs, bool add_gen,
+                             char **out, char **err)
+{
+    struct eng_gen *e = self;
+    if (!e->ct) {
+        *err = xstrdup("this model has no chat template (use /v1/completions)");
+        return STATUS_ETEMPLATE;
+    }
+    return chat_render(e->ct, messages, tools, kwargs, add_gen, out, err);
+}
+
+static enum status eg_submit(void *self, const struct gen_req *req, void **stream)
+{
+    struct eng_gen *e = self;
+    struct gen_request r = req->base;
+    r.forced_tokens = req->forced;
+    r.n_forced = req->n_forced;
+    struct token_stream *ts;
+    enum status st = engine_submit(e->eng, &r, &ts);
+    if (st == STATUS_OK) *stream = ts;
+    return st;
+}
+
+static enum status eg_next(void *stream, struct token_event *ev, int timeout_ms)
+{
+    return token_stream_next(stream, ev, timeout_ms);
+}
+
+static void eg_cancel(void *self, void *stream)
+{
+    struct eng_gen *e = self;
+    engine_cancel(e->eng, stream);
+}
+
+static void eg_finish(void *self, void *stream)
+{
+    struct eng_gen *e = self;
+    engine_finish(e->eng, stream);
+}
+
+static void eg_release(void *stream) { token_stream_release(stream); }
+
+static void eg_stats(void *self, struct engine_stats *out)
+{
+    struct eng_gen *e = self;
+    engine_get_stats(e->eng, out);
+}
+
+static void eg_destroy(void *self) { free(self); }
+
+static const struct gen_ops eng_ops = {
+    .encode = eg_encode, .decode = eg_decode, .detok_new = eg_detok_new, .detok_push = eg_detok_push,
+    .detok_flush = eg_detok_flush, .detok_free = eg_detok_free, .token_str = eg_token_str, .render = eg_render,
+    .submit = eg_submit, .next = eg_next, .cancel = eg_cancel, .finish = eg_finish, .release = eg_release,
+    .stats = eg_stats, .destroy = eg_destroy,
+};
+
+enum status gen_engine_new(struct engine *eng, const struct tokenizer *tk, const struct chat_template *ct,
+                           const char *model_id, struct gen **out)
+{
+    struct eng_gen *e = xcalloc(1, sizeof *e);
+    e->eng = eng;
+    e->tk = tk;
+    e->ct = ct;
+    e->g.ops = &eng_ops;
+    e->g.self = e;
+    snprintf(e->g.model_id, sizeof e->g.model_id, "%s", model_id ? model_id : "default");
+    e->g.template_src = ct ? chat_template_source(ct) : NULL;
+    struct engine_stats st;
+    engine_get_stats(eng, &st);
+    e->g.n_ctx = st.max_context;
+    e->g.n_vocab = tokenizer_vocab_size(tk);
+    e->g.add_bos = true;
+    *out = &e->g;
+    return STATUS_OK;
+}

@@ -1,0 +1,708 @@
+/* server: libmicrohttpd daemon, routing, auth, limits, SSE plumbing, health, metrics, models,
+ * tokenize/detokenize, graceful shutdown; see server.h. The API handlers live in api_*.c.
+ *
+ * Threading: MHD_USE_THREAD_PER_CONNECTION, so a handler or an SSE reader callback may block on
+ * the model: each waits at most ~100 ms at a time and checks whether the peer closed its socket
+ * (recv MSG_PEEK == 0), cancelling the generation when it has. A request struct is shared by the
+ * completion callback and (when streaming) the response's reader: refcounted, freed by the last.
+ *
+ * Limits: bodies above max_body_bytes answer 413 (from Content-Length before reading, or while
+ * reading chunked bodies); a body that trickles in for longer than body_timeout_s answers 408;
+ * an idle connection closes after http_timeout_s (slowloris).
+ */
+#include "server/server_int.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "server/jsonw.h"
+
+/* ==== Routes ==== */
+
+static const struct { const char *path; enum route route; const char *method; } routes[] = {
+    { "/health", ROUTE_HEALTH, "GET" },
+    { "/metrics", ROUTE_METRICS, "GET" },
+    { "/v1/models", ROUTE_MODELS, "GET" },
+    { "/v1/chat/completions", ROUTE_CHAT, "POST" },
+    { "/v1/completions", ROUTE_COMPLETIONS, "POST" },
+    { "/v1/messages", ROUTE_MESSAGES, "POST" },
+    { "/v1/messages/count_tokens", ROUTE_COUNT_TOKENS, "POST" },
+    { "/tokenize", ROUTE_TOKENIZE, "POST" },
+    { "/detokenize", ROUTE_DETOKENIZE, "POST" },
+};
+#define N_ROUTES (int)(sizeof routes / sizeof routes[0])
+
+/* ==== Requests ==== */
+
+static void req_unref(struct req *r)
+{
+    if (atomic_fetch_sub(&r->refs, 1) != 1) return;
+    job_free(r->job);
+    if (r->wstate_free) r->wstate_free(r->wstate);
+    json_decref(r->tools);
+    strbuf_free(&r->body);
+    strbuf_free(&r->out);
+    free(r);
+}
+
+void srv_register(struct req *r)
+{
+    struct server *s = r->s;
+    pthread_mutex_lock(&s->mu);
+    if (s->n_live == s->cap_live) {
+        s->cap_live = s->cap_live ? s->cap_live * 2 : 64;
+        s->live = xrealloc(s->live, (size_t)s->cap_live * sizeof *s->live);
+    }
+    s->live[s->n_live++] = r;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void unregister(struct req *r)
+{
+    struct server *s = r->s;
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_live; i++)
+        if (s->live[i] == r) { s->live[i] = s->live[--s->n_live]; break; }
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void add_common_headers(struct req *r, struct MHD_Response *resp)
+{
+    char id[32];
+    snprintf(id, sizeof id, "req-%llu", (unsigned long long)r->id);
+    MHD_add_response_header(resp, "X-Request-Id", id);
+    if (r->s->cors_origin) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->s->cors_origin);
+        MHD_add_response_header(resp, "Vary", "Origin");
+    }
+}
+
+enum MHD_Result srv_send_json(struct req *r, int code, const char *body, size_t len)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    add_common_headers(r, resp);
+    r->http_status = code;
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)code, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result send_text(struct req *r, int code, const char *ctype, const char *body, size_t len)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", ctype);
+    add_common_headers(r, resp);
+    r->http_status = code;
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)code, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+enum MHD_Result srv_send_error(struct req *r, const struct api_error *e)
+{
+    struct strbuf sb = {0};
+    api_error_body(&sb, r->api, e);
+    int code = api_error_http(e);
+    LOG_DEBUG("req %llu: %d %s", (unsigned long long)r->id, code, e->message);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(sb.len, sb.data, MHD_RESPMEM_MUST_COPY);
+    strbuf_free(&sb);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    add_common_headers(r, resp);
+    if (e->retry_after_s > 0) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", e->retry_after_s);
+        MHD_add_response_header(resp, "Retry-After", ra);
+    }
+    if (code == 405) {
+        for (int i = 0; i < N_ROUTES; i++)
+            if (!strcmp(routes[i].path, r->path)) MHD_add_response_header(resp, "Allow", routes[i].method);
+    }
+    r->http_status = code;
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)code, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+bool srv_peer_closed(struct req *r)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return false;
+    char c;
+    ssize_t n = recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0) return true;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return true;
+    return false;
+}
+
+bool srv_wait_job(struct req *r)
+{
+    while (!job_done(r->job)) {
+        if (srv_peer_closed(r) || atomic_load(&r->s->cancel_all)) {
+            job_cancel(r->job);
+            while (!job_done(r->job)) job_poll(r->job, 50);
+            return !srv_peer_closed(r);
+        }
+        job_poll(r->job, 100);
+    }
+    return true;
+}
+
+void srv_make_id(struct req *r, const char *prefix, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s%llx%08llx", prefix, (unsigned long long)time(NULL),
+             (unsigned long long)(r->id * 2654435761u & 0xffffffffu));
+}
+
+/* ==== SSE ==== */
+
+static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct req *r = cls;
+    for (;;) {
+        if (r->out_pos < r->out.len) {
+            size_t n = r->out.len - r->out_pos;
+            if (n > max) n = max;
+            memcpy(buf, r->out.data + r->out_pos, n);
+            r->out_pos += n;
+            r->last_write_s = clock_now_s();
+            return (ssize_t)n;
+        }
+        strbuf_clear(&r->out);
+        r->out_pos = 0;
+        if (r->sse_done) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (srv_peer_closed(r)) {
+            job_cancel(r->job);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (atomic_load(&r->s->cancel_all)) job_cancel(r->job);
+        job_poll(r->job, 100);
+        r->fill(r);
+        if (!r->out.len && clock_now_s() - r->last_write_s >= r->s->cfg.keepalive_s)
+            strbuf_puts(&r->out, ": keep-alive\n\n");
+    }
+}
+
+static void sse_free(void *cls) { req_unref(cls); }
+
+enum MHD_Result srv_start_sse(struct req *r)
+{
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_reader, r, sse_free);
+    if (!resp) return MHD_NO;
+    atomic_fetch_add(&r->refs, 1);
+    r->streaming = true;
+    r->last_write_s = clock_now_s();
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    add_common_headers(r, resp);
+    r->http_status = 200;
+    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* ==== Model-dependent helpers ==== */
+
+const struct srv_script *srv_script_match(struct server *s, const char *text)
+{
+    if (!text) return NULL;
+    for (int i = 0; i < s->n_script; i++)
+        if (strstr(text, s->script[i].match)) return &s->script[i];
+    return NULL;
+}
+
+enum tool_family srv_tool_family(struct server *s)
+{
+    if (s->family_forced) return s->family;
+    struct gen *g = atomic_load(&s->g);
+    return tool_family_detect(g ? g->template_src : NULL);
+}
+
+bool srv_reasoning(struct server *s)
+{
+    if (s->reasoning_mode >= 0) return s->reasoning_mode;
+    struct gen *g = atomic_load(&s->g);
+    return g && g->template_src && strstr(g->template_src, "</think>");
+}
+
+static void on_token(void *ctx, double itl_s, bool first, double ttft_s)
+{
+    struct req *r = ctx;
+    if (first) {
+        metrics_ttft(r->s->m, clock_now_s() - r->t0_s);
+        if (r->ttft_s == 0) r->ttft_s = clock_now_s() - r->t0_s;
+    } else metrics_itl(r->s->m, itl_s);
+}
+
+void srv_job_hooks(struct req *r, struct job_cfg *jc)
+{
+    jc->on_token = on_token;
+    jc->on_token_ctx = r;
+}
+
+/* ==== Small endpoints ==== */
+
+static enum MHD_Result do_health(struct req *r)
+{
+    struct gen *g = atomic_load(&r->s->g);
+    if (atomic_load(&r->s->stopping)) return srv_send_json(r, 503, "{\"status\":\"shutting_down\"}", 26);
+    if (!g) return srv_send_json(r, 503, "{\"status\":\"loading\"}", 20);
+    struct engine_stats st;
+    g->ops->stats(g->self, &st);
+    double idle = clock_now_s() - st.last_progress_s;
+    if (st.n_running + st.n_waiting > 0 && idle > r->s->cfg.stall_s) {
+        char b[160];
+        int n = snprintf(b, sizeof b, "{\"status\":\"stalled\",\"running\":%d,\"waiting\":%d,\"seconds_without_progress\":%.1f}",
+                         st.n_running, st.n_waiting, idle);
+        return srv_send_json(r, 503, b, (size_t)n);
+    }
+    return srv_send_json(r, 200, "{\"status\":\"ok\"}", 15);
+}
+
+static enum MHD_Result do_metrics(struct req *r)
+{
+    struct gen *g = atomic_load(&r->s->g);
+    struct engine_stats st;
+    if (g) g->ops->stats(g->self, &st);
+    struct strbuf sb = {0};
+    metrics_render(r->s->m, g ? &st : NULL, &sb);
+    enum MHD_Result ret = send_text(r, 200, "text/plain; version=0.0.4", sb.data, sb.len);
+    strbuf_free(&sb);
+    return ret;
+}
+
+static enum MHD_Result do_models(struct req *r)
+{
+    struct gen *g = atomic_load(&r->s->g);
+    struct strbuf sb = {0};
+    jsonw_raw(&sb, "{\"object\":\"list\",\"data\":[{\"id\":");
+    jsonw_cstr(&sb, r->s->served_name);
+    strbuf_printf(&sb, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"cairn\",\"max_model_len\":%d}]}",
+                  (long long)time(NULL), g ? g->n_ctx : 0);
+    enum MHD_Result ret = srv_send_json(r, 200, sb.data, sb.len);
+    strbuf_free(&sb);
+    return ret;
+}
+
+static enum MHD_Result do_tokenize(struct req *r, json_t *body)
+{
+    struct api_error e;
+    const char *prompt;
+    bool add_special;
+    if (!param_str(body, "prompt", true, &prompt, &e)) return srv_send_error(r, &e);
+    if (!param_bool(body, "add_special_tokens", false, &add_special, &e)) return srv_send_error(r, &e);
+    int32_t *ids;
+    int n;
+    size_t len = json_string_length(json_object_get(body, "prompt"));
+    if (r->g->ops->encode(r->g->self, prompt, len, add_special, &ids, &n) != STATUS_OK) {
+        e = api_error_make(STATUS_EINVAL, "prompt", "could not tokenize the prompt");
+        return srv_send_error(r, &e);
+    }
+    struct strbuf sb = {0};
+    jsonw_raw(&sb, "{\"tokens\":[");
+    for (int i = 0; i < n; i++) strbuf_printf(&sb, i ? ",%d" : "%d", ids[i]);
+    strbuf_printf(&sb, "],\"count\":%d,\"max_model_len\":%d}", n, r->g->n_ctx);
+    free(ids);
+    enum MHD_Result ret = srv_send_json(r, 200, sb.data, sb.len);
+    strbuf_free(&sb);
+    return ret;
+}
+
+static enum MHD_Result do_detokenize(struct req *r, json_t *body)
+{
+    struct api_error e;
+    json_t *toks = json_object_get(body, "tokens");
+    if (!json_is_array(toks)) {
+        e = api_error_make(STATUS_EINVAL, "tokens", "'tokens' must be an array of token ids");
+        return srv_send_error(r, &e);
+    }
+    size_t n = json_array_size(toks), i;
+    int32_t *ids = xmalloc((n + 1) * sizeof *ids);
+    json_t *v;
+    json_array_foreach(toks, i, v) {
+        long long x = json_integer_value(v);
+        if (!json_is_integer(v) || x < 0 || x >= r->g->n_vocab) {
+            free(ids);
+            e = api_error_make(STATUS_EINVAL, "tokens", "'tokens[%zu]' must be a token id in [0, %d)", i, r->g->n_vocab);
+            return srv_send_error(r, &e);
+        }
+        ids[i] = (int32_t)x;
+    }
+    char *text = r->g->ops->decode(r->g->self, ids, (int)n, false);
+    free(ids);
+    struct strbuf sb = {0};
+    jsonw_raw(&sb, "{\"prompt\":");
+    jsonw_cstr(&sb, text);
+    jsonw_raw(&sb, "}");
+    free(text);
+    enum MHD_Result ret = srv_send_json(r, 200, sb.data, sb.len);
+    strbuf_free(&sb);
+    return ret;
+}
+
+/* ==== The access handler ==== */
+
+static bool auth_ok(struct req *r)
+{
+    const char *key = r->s->api_key;
+    if (!key) return true;
+    const char *got = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "x-api-key");
+    const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    if (!got && auth && !strncasecmp(auth, "Bearer ", 7)) got = auth + 7;
+    if (!got) return false;
+    size_t a = strlen(got), b = strlen(key);
+    unsigned diff = (unsigned)(a ^ b);
+    for (size_t i = 0; i < a && i < b; i++) diff |= (unsigned)(got[i] ^ key[i]);
+    return diff == 0;
+}
+
+static enum MHD_Result dispatch(struct req *r)
+{
+    struct api_error e;
+    switch (r->route) {
+    case ROUTE_HEALTH:  return do_health(r);
+    case ROUTE_METRICS: return do_metrics(r);
+    case ROUTE_MODELS:  return do_models(r);
+    default: break;
+    }
+    r->g = atomic_load(&r->s->g);
+    if (!r->g) {
+        e = api_error_kind_make(API_ERROR_LOADING, "the model is still loading");
+        return srv_send_error(r, &e);
+    }
+    if (!r->body.len) {
+        e = api_error_make(STATUS_EINVAL, NULL, "the request body is empty; expected a JSON object");
+        return srv_send_error(r, &e);
+    }
+    json_error_t jerr;
+    json_t *body = json_loadb(r->body.data, r->body.len, 0, &jerr);
+    if (!body) {
+        e = api_error_make(STATUS_EFORMAT, NULL, "Invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
+                           jerr.text);
+        return srv_send_error(r, &e);
+    }
+    if (!json_is_object(body)) {
+        json_decref(body);
+        e = api_error_make(STATUS_EINVAL, NULL, "the request body must be a JSON object");
+        return srv_send_error(r, &e);
+    }
+    enum MHD_Result ret = MHD_NO;
+    switch (r->route) {
+    case ROUTE_CHAT:         ret = api_openai_chat(r, body); break;
+    case ROUTE_COMPLETIONS:  ret = api_openai_completions(r, body); break;
+    case ROUTE_MESSAGES:     ret = api_anthropic_messages(r, body); break;
+    case ROUTE_COUNT_TOKENS: ret = api_anthropic_count_tokens(r, body); break;
+    case ROUTE_TOKENIZE:     ret = do_tokenize(r, body); break;
+    case ROUTE_DETOKENIZE:   ret = do_detokenize(r, body); break;
+    default: break;
+    }
+    json_decref(body);
+    return ret;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+    struct server *s = cls;
+    struct req *r = *con_cls;
+    struct api_error e;
+    if (!r) {
+        r = xcalloc(1, sizeof *r);
+        atomic_init(&r->refs, 1);
+        r->s = s;
+        r->conn = conn;
+        r->id = atomic_fetch_add(&s->next_id, 1) + 1;
+        r->t0_s = clock_now_s();
+        snprintf(r->method, sizeof r->method, "%s", method);
+        snprintf(r->path, sizeof r->path, "%s", url);
+        *con_cls = r;
+        metrics_inflight(s->m, 1);
+        r->api = !strncmp(url, "/v1/messages", 12) ? API_ANTHROPIC : API_OPENAI;
+        bool path_known = false;
+        for (int i = 0; i < N_ROUTES; i++) {
+            if (strcmp(routes[i].path, url)) continue;
+            path_known = true;
+            if (!strcmp(routes[i].method, method)) r->route = routes[i].route;
+        }
+        if (!strcmp(method, "OPTIONS") && s->cors_origin && path_known) {
+            struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+            add_common_headers(r, resp);
+            MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+            MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                    "Authorization, Content-Type, x-api-key, anthropic-version, anthropic-beta");
+            MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
+            r->http_status = 204;
+            enum MHD_Result ret = MHD_queue_response(conn, 204, resp);
+            MHD_destroy_response(resp);
+            return ret;
+        }
+        if (!path_known) {
+            e = api_error_kind_make(API_ERROR_NO_ROUTE, "no route %s %s", method, url);
+            return srv_send_error(r, &e);
+        }
+        if (r->route == ROUTE_NONE) {
+            e = api_error_kind_make(API_ERROR_METHOD, "method %s is not allowed on %s", method, url);
+            return srv_send_error(r, &e);
+        }
+        if (atomic_load(&s->stopping)) {
+            e = api_error_kind_make(API_ERROR_SHUTDOWN, "the server is shutting down");
+            return srv_send_error(r, &e);
+        }
+        if (r->route != ROUTE_HEALTH && r->route != ROUTE_METRICS && !auth_ok(r)) {
+            e = api_error_make(STATUS_EAUTH, NULL, "missing or invalid API key (send 'Authorization: Bearer KEY' or 'x-api-key: KEY')");
+            return srv_send_error(r, &e);
+        }
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > s->cfg.max_body_bytes) {
+            e = api_error_kind_make(API_ERROR_BODY_TOO_LARGE, "request body of %s bytes is over the limit of %zu bytes",
+                                    cl, s->cfg.max_body_bytes);
+            return srv_send_error(r, &e);
+        }
+        return MHD_YES;
+    }
+    if (r->http_status) {   // already answered (early error); discard the rest
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (clock_now_s() - r->t0_s > s->cfg.body_timeout_s) r->too_slow = true;
+        if (r->body.len + *upload_size > s->cfg.max_body_bytes) r->too_large = true;
+        if (!r->too_large && !r->too_slow) strbuf_append(&r->body, upload, *upload_size);
+        *upload_size = 0;
+        if (r->too_slow) {
+            e = api_error_make(STATUS_EINVAL, NULL, "the request body took longer than %d s to arrive", s->cfg.body_timeout_s);
+            e.kind = API_ERROR_STATUS;
+            srv_send_error(r, &e);
+            r->http_status = 408;
+            return MHD_NO;   // close the connection
+        }
+        return MHD_YES;
+    }
+    if (r->too_large) {
+        e = api_error_kind_make(API_ERROR_BODY_TOO_LARGE, "request body is over the limit of %zu bytes", s->cfg.max_body_bytes);
+        return srv_send_error(r, &e);
+    }
+    atomic_fetch_add(&s->n_active, 1);
+    enum MHD_Result ret = dispatch(r);
+    atomic_fetch_sub(&s->n_active, 1);
+    return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    struct server *s = cls;
+    struct req *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    unregister(r);
+    bool client_gone = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (r->job) {
+        if (!job_done(r->job)) job_cancel(r->job);
+        for (int i = 0; i < r->job->n_choices; i++) {
+            struct job_choice *c = &r->job->ch[i];
+            r->n_prompt += c->n_prompt;
+            r->n_cached += c->n_cached;
+            r->n_generated += c->n_generated;
+        }
+    }
+    int code = r->http_status ? r->http_status : 500;
+    if (client_gone && r->job) code = 499;   // nginx convention: client closed the request
+    metrics_request(s->m, r->route ? r->path : "other", code);
+    metrics_tokens(s->m, r->n_prompt, r->n_cached, r->n_generated);
+    metrics_inflight(s->m, -1);
+    double dur = clock_now_s() - r->t0_s;
+    if (r->job) {
+        double dec = 0;
+        struct job_choice *c0 = &r->job->ch[0];
+        if (c0->n_generated > 1 && c0->t_last_s > c0->t_first_s)
+            dec = (c0->n_generated - 1) / (c0->t_last_s - c0->t_first_s);
+        LOG_INFO("req-%llu %s %s %d%s prompt=%d cached=%d gen=%d ttft=%.1fms decode=%.1ftok/s time=%.3fs",
+                 (unsigned long long)r->id, r->method, r->path, r->http_status, client_gone ? " (client gone)" : "",
+                 r->n_prompt, r->n_cached, r->n_generated, r->ttft_s * 1e3, dec, dur);
+    } else {
+        LOG_INFO("req-%llu %s %s %d time=%.3fs", (unsigned long long)r->id, r->method, r->path, code, dur);
+    }
+    req_unref(r);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    if (log_get_level() > LOG_LEVEL_DEBUG) return;
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    size_t n = strlen(buf);
+    while (n && buf[n - 1] == '\n') buf[--n] = 0;
+    LOG_DEBUG("microhttpd: %s", buf);
+}
+
+/* ==== Lifecycle ==== */
+
+static enum status load_script(struct server *s, const char *path)
+{
+    json_error_t jerr;
+    json_t *a = json_load_file(path, 0, &jerr);
+    if (!json_is_array(a)) {
+        LOG_ERR("%s:%d: test script must be a JSON array: %s", path, jerr.line, jerr.text);
+        json_decref(a);
+        return STATUS_EFORMAT;
+    }
+    s->n_script = (int)json_array_size(a);
+    s->script = xcalloc((size_t)s->n_script + 1, sizeof *s->script);
+    for (int i = 0; i < s->n_script; i++) {
+        json_t *e = json_array_get(a, (size_t)i);
+        const char *m = json_string_value(json_object_get(e, "match"));
+        const char *o = json_string_value(json_object_get(e, "output"));
+        if (!m || !o) {
+            LOG_ERR("%s: entry %d needs string 'match' and 'output'", path, i);
+            json_decref(a);
+            return STATUS_EFORMAT;
+        }
+        s->script[i].match = xstrdup(m);
+        s->script[i].output = xstrdup(o);
+        s->script[i].delay_ms = (int)json_integer_value(json_object_get(e, "delay_ms"));
+    }
+    json_decref(a);
+    LOG_WARN("test-only scripted outputs loaded from %s (%d entries)", path, s->n_script);
+    return STATUS_OK;
+}
+
+enum status server_new(const struct server_cfg *cfg, struct server **out)
+{
+    struct server *s = xcalloc(1, sizeof *s);
+    s->cfg = *cfg;
+    if (!s->cfg.max_body_bytes) s->cfg.max_body_bytes = 32u << 20;
+    if (s->cfg.http_timeout_s <= 0) s->cfg.http_timeout_s = 60;
+    if (s->cfg.body_timeout_s <= 0) s->cfg.body_timeout_s = 60;
+    if (s->cfg.keepalive_s <= 0) s->cfg.keepalive_s = 5;
+    if (s->cfg.stall_s <= 0) s->cfg.stall_s = 30;
+    if (s->cfg.shutdown_grace_s < 0) s->cfg.shutdown_grace_s = 0;
+    if (s->cfg.max_connections <= 0) s->cfg.max_connections = 512;
+    s->host = xstrdup(cfg->host ? cfg->host : "127.0.0.1");
+    s->api_key = cfg->api_key && *cfg->api_key ? xstrdup(cfg->api_key) : NULL;
+    s->cors_origin = cfg->cors_origin ? xstrdup(cfg->cors_origin) : NULL;
+    s->served_name = cfg->served_model_name ? xstrdup(cfg->served_model_name) : NULL;
+    s->m = metrics_new();
+    pthread_mutex_init(&s->mu, NULL);
+    s->reasoning_mode = -1;
+    enum status st = STATUS_EINVAL;
+    if (cfg->reasoning_parser) {
+        if (!strcmp(cfg->reasoning_parser, "none")) s->reasoning_mode = 0;
+        else if (!strcmp(cfg->reasoning_parser, "qwen3") || !strcmp(cfg->reasoning_parser, "deepseek_r1") ||
+                 !strcmp(cfg->reasoning_parser, "think")) s->reasoning_mode = 1;
+        else if (strcmp(cfg->reasoning_parser, "auto")) {
+            LOG_ERR("unknown --reasoning-parser '%s' (auto, none, qwen3, deepseek_r1)", cfg->reasoning_parser);
+            goto out_free;
+        }
+    }
+    if (cfg->tool_parser && strcmp(cfg->tool_parser, "auto")) {
+        if (!tool_family_from_name(cfg->tool_parser, &s->family)) {
+            LOG_ERR("unknown --tool-parser '%s' (hermes, qwen3, qwen3_coder, qwen3.5, llama3, mistral, deepseek_v3, none)",
+                    cfg->tool_parser);
+            goto out_free;
+        }
+        s->family_forced = true;
+    }
+    json_error_t jerr;
+    s->kwargs_default = cfg->chat_template_kwargs ? json_loads(cfg->chat_template_kwargs, 0, &jerr) : json_object();
+    if (!json_is_object(s->kwargs_default)) {
+        LOG_ERR("--chat-template-kwargs must be a JSON object");
+        goto out_free;
+    }
+    if (cfg->test_script && (st = load_script(s, cfg->test_script)) != STATUS_OK) goto out_free;
+    struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->port) };
+    if (inet_pton(AF_INET, s->host, &addr.sin_addr) != 1) {
+        LOG_ERR("--host %s: not an IPv4 address", s->host);
+        st = STATUS_EINVAL;
+        goto out_free;
+    }
+    s->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+                            (uint16_t)cfg->port, NULL, NULL, on_request, s,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.http_timeout_s,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+                            MHD_OPTION_END);
+    if (!s->d) {
+        LOG_ERR("cannot listen on %s:%d (port in use?)", s->host, cfg->port);
+        st = STATUS_EIO;
+        goto out_free;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : cfg->port;
+    LOG_INFO("listening on http://%s:%d", s->host, s->port);
+    *out = s;
+    return STATUS_OK;
+out_free:
+    server_free(s);
+    return st;
+}
+
+enum status server_set_gen(struct server *s, struct gen *g)
+{
+    if (!s->served_name) s->served_name = xstrdup(g->model_id);
+    atomic_store(&s->g, g);
+    LOG_INFO("serving model '%s' (context %d tokens, tool parser %s, reasoning %s)", s->served_name, g->n_ctx,
+             tool_family_name(srv_tool_family(s)), srv_reasoning(s) ? "on" : "off");
+    return STATUS_OK;
+}
+
+int server_port(const struct server *s) { return s->port; }
+
+void server_shutdown(struct server *s)
+{
+    if (!s->d) return;
+    atomic_store(&s->stopping, true);   // new requests get 503; streams end at their next poll
+    double t0 = clock_now_s();
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        int n = s->n_live;
+        pthread_mutex_unlock(&s->mu);
+        if (!n || clock_now_s() - t0 > s->cfg.shutdown_grace_s) break;
+        struct timespec ts = { 0, 50000000 };
+        nanosleep(&ts, NULL);
+    }
+    atomic_store(&s->cancel_all, true);
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < s->n_live; i++)
+        if (s->live[i]->job) job_cancel(s->live[i]->job);
+    pthread_mutex_unlock(&s->mu);
+    MHD_stop_daemon(s->d);
+    s->d = NULL;
+    LOG_INFO("server stopped");
+}
+
+void server_free(struct server *s)
+{
+    if (!s) return;
+    if (s->d) server_shutdown(s);
+    for (int i = 0; i < s->n_script; i++) {
+        free(s->script[i].match);
+        free(s->script[i].output);
+    }
+    free(s->script);
+    json_decref(s->kwargs_default);
+    metrics_free(s->m);
+    pthread_mutex_destroy(&s->mu);
+    free(s->live);
+    free(s->host);
+    free(s->api_key);
+    free(s->cors_origin);
+    free(s->served_name);
+    free(s);
+}

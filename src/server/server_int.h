@@ -1,0 +1,150 @@
+/* server_int: what server.c shares with the API files (api_openai.c, api_anthropic.c,
+ * params.c): the server and request structs, response helpers and the parameter validators.
+ * Not for use outside src/server/. */
+#ifndef CAIRN_SERVER_SERVER_INT_H
+#define CAIRN_SERVER_SERVER_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+
+#include "base/mem.h"
+#include "server/errors.h"
+#include "server/gen.h"
+#include "server/job.h"
+#include "server/metrics.h"
+#include "server/server.h"
+#include "server/toolparse.h"
+
+struct srv_script { char *match; char *output; int delay_ms; };
+
+struct server {
+    struct server_cfg   cfg;
+    char               *host, *api_key, *served_name, *cors_origin;
+    json_t             *kwargs_default;      // object
+    struct MHD_Daemon  *d;
+    int                 port;
+    _Atomic(struct gen *) g;
+    struct metrics     *m;
+    atomic_bool         stopping;            // no new requests
+    atomic_bool         cancel_all;          // grace period over: cancel in-flight generations
+    atomic_uint_fast64_t next_id;
+    atomic_int          n_active;            // requests being handled
+    enum tool_family    family;
+    bool                family_forced;
+    int                 reasoning_mode;      // -1 auto, 0 off, 1 on
+    struct srv_script  *script;
+    int                 n_script;
+    pthread_mutex_t     mu;                  // jobs registry
+    struct req        **live;
+    int                 n_live, cap_live;
+};
+
+enum route {
+    ROUTE_NONE = 0, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_MODELS, ROUTE_CHAT, ROUTE_COMPLETIONS,
+    ROUTE_MESSAGES, ROUTE_COUNT_TOKENS, ROUTE_TOKENIZE, ROUTE_DETOKENIZE,
+};
+
+struct req {
+    struct server          *s;
+    struct gen             *g;
+    struct MHD_Connection  *conn;
+    uint64_t                id;
+    char                    method[16];
+    char                    path[160];
+    enum route              route;
+    enum api_kind           api;
+    struct strbuf           body;
+    bool                    too_large, too_slow;
+    double                  t0_s;
+    int                     http_status;
+    atomic_int              refs;
+    // generation
+    struct job             *job;
+    bool                    streaming;
+    bool                    sse_done;
+    struct strbuf           out;            // SSE bytes not yet handed to MHD
+    size_t                  out_pos;
+    double                  last_write_s;
+    void                  (*fill)(struct req *r);   // job events -> SSE bytes in out
+    void                   *wstate;         // API writer state
+    void                  (*wstate_free)(void *wstate);
+    json_t                 *tools;          // kept alive for the parsers
+    int                     n_prompt, n_cached, n_generated;
+    double                  ttft_s;
+};
+
+/* Responses (server.c). */
+enum MHD_Result srv_send_json(struct req *r, int code, const char *body, size_t len);
+enum MHD_Result srv_send_error(struct req *r, const struct api_error *e);
+enum MHD_Result srv_start_sse(struct req *r);
+bool            srv_peer_closed(struct req *r);
+/* Waits for a non-streaming job, cancelling it when the client leaves. false: client gone. */
+bool            srv_wait_job(struct req *r);
+/* Request id, "chatcmpl-..." style. */
+void            srv_make_id(struct req *r, const char *prefix, char *out, size_t cap);
+/* Test-only scripted output for text containing a marker; NULL if none. */
+const struct srv_script *srv_script_match(struct server *s, const char *text);
+/* Effective tool family / reasoning for this model. */
+enum tool_family srv_tool_family(struct server *s);
+bool            srv_reasoning(struct server *s);
+void            srv_job_hooks(struct req *r, struct job_cfg *jc);
+void            srv_register(struct req *r);
+
+/* APIs. */
+enum MHD_Result api_openai_chat(struct req *r, json_t *body);
+enum MHD_Result api_openai_completions(struct req *r, json_t *body);
+enum MHD_Result api_anthropic_messages(struct req *r, json_t *body);
+enum MHD_Result api_anthropic_count_tokens(struct req *r, json_t *body);
+
+/* Parameter validation (params.c): each returns true when absent (writes the default) or valid,
+ * else fills *e with a 400 naming the field. */
+bool param_int(json_t *o, const char *key, long long lo, long long hi, long long def, long long *out, struct api_error *e);
+bool param_num(json_t *o, const char *key, double lo, double hi, double def, double *out, struct api_error *e);
+bool param_bool(json_t *o, const char *key, bool def, bool *out, struct api_error *e);
+bool param_str(json_t *o, const char *key, bool required, const char **out, struct api_error *e);
+/* stop: a string or an array of at most 16 strings. */
+bool param_stops(json_t *o, const char *key, const char **out, int *n, struct api_error *e);
+/* Sampling fields shared by the APIs (temperature, top_p, top_k, min_p, penalties, seed). */
+bool param_sampling(json_t *o, struct sampling *sp, struct api_error *e);
+/* The request's model name must be the served one (404 otherwise); absent is fine. */
+bool param_model(struct req *r, json_t *o, struct api_error *e);
+/* Template kwargs: server defaults overlaid with the request's object (new reference). */
+json_t *param_kwargs(struct req *r, json_t *req_kwargs);
+/* Tokenizes prompt text; EINVAL on failure, ETOOLONG (400 with counts) when it cannot fit. */
+bool param_prompt_fits(struct req *r, int n_prompt, long long max_tokens, bool max_given, long long *max_out,
+                       struct api_error *e);
+
+#endif
+
+/* Generation set-up shared by the APIs (api_common.c). */
+struct gen_params {
+    const char        *prompt_text;     // rendered prompt (chat) or NULL when prompt_ids given
+    int32_t          **prompt_ids;      // completions: one id list per prompt (borrowed)
+    int               *n_prompt_ids;
+    int                n_prompts;       // 1 for chat
+    long long          max_tokens;
+    bool               max_given;
+    struct sampling    sp;
+    struct logit_bias *bias;            // borrowed
+    int                n_bias;
+    const char        *stops[16];
+    int                n_stops;
+    int                n;               // choices per prompt
+    int                n_logprobs;      // 0 none, -1 chosen only, k top
+    json_t            *tools;           // borrowed; kept alive by r->tools
+    enum tool_family   family;          // NONE: no tool parsing
+    bool               reasoning;
+    const char        *script_text;     // where test markers are looked for
+    const char        *tool_id_prefix;
+    bool               add_special;     // encode prompt_text with BOS etc.
+};
+/* Tokenizes, checks the context, submits; false with *e on failure. r->job is set on success. */
+bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e);
+/* Text of a content value: a string, or the concatenated "text" of an array of text parts.
+ * false with *e (naming field) for other shapes or part types. Caller frees *out. */
+bool content_text(json_t *content, const char *field, bool allow_null, char **out, struct api_error *e);

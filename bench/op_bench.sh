@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-opbench}
-make BUILD="$BUILD" -j"$(nproc)" "$BUILD/libcairn.a" >/dev/null
+make BUILD="$BUILD" CUDA=0 -j"$(nproc)" "$BUILD/libcairn.a" >/dev/null
 CFLAGS="-std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -pthread -Isrc"
 cc $CFLAGS bench/op_bench.c "$BUILD/libcairn.a" -lm -lpthread -o "$BUILD/op_bench"
 cc $CFLAGS bench/membw.c "$BUILD/libcairn.a" -lm -lpthread -o "$BUILD/membw"

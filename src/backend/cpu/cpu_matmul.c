@@ -75,12 +75,14 @@ static void gemm_task(void *arg, int task, int thread)
     } else if (g->wdt == DTYPE_F32) {
         gemm_rows(g, j0, j1, g->w + (size_t)j0 * g->ldw, g->ldw, DTYPE_F32);
     } else {
-        float *panel = cpu_thread_scratch(g->c, thread, (size_t)(g->panel_rows * g->k));
+        // panel rows padded by 16 floats: strides that are multiples of 4 KiB alias in L1
+        int64_t ldp = (g->k + 15) / 16 * 16 + 16;
+        float *panel = cpu_thread_scratch(g->c, thread, (size_t)(g->panel_rows * ldp));
         for (int64_t p0 = j0; p0 < j1; p0 += g->panel_rows) {
             int64_t p1 = p0 + g->panel_rows < j1 ? p0 + g->panel_rows : j1;
             for (int64_t j = p0; j < p1; j++)
-                g->kf->to_f32(g->wdt, g->w + (size_t)j * g->ldw, panel + (j - p0) * g->k, g->k);
-            gemm_rows(g, p0, p1, (const char *)panel, (size_t)g->k * sizeof(float), DTYPE_F32);
+                g->kf->to_f32(g->wdt, g->w + (size_t)j * g->ldw, panel + (j - p0) * ldp, g->k);
+            gemm_rows(g, p0, p1, (const char *)panel, (size_t)ldp * sizeof(float), DTYPE_F32);
         }
     }
     if (g->bias) {

@@ -21,7 +21,7 @@
 
 #include "tensor/dtype.h"
 
-#define CPU_KERN_MR_MAX 4
+#define CPU_KERN_MR_MAX 6
 #define CPU_KERN_NR_MAX 4
 
 struct cpu_kern {

@@ -1,4 +1,4 @@
-/* kern_avx512: the AVX-512 (F, BW, VL) kernel family: 16 f32 lanes, 4x4 matmul tiles.
+/* kern_avx512: the AVX-512 (F, BW, VL) kernel family: 16 f32 lanes, 6x4 matmul tiles.
  * Compiled with the Makefile's AVX-512 flags; cpu_kern_pick() uses it only on CPUs that have
  * avx512f/bw/vl. The code is the shared template (kern_tmpl.h) over the vocabulary below. */
 #include "backend/cpu/kern.h"
@@ -52,7 +52,7 @@ static inline float v_hsum(__m512 v)
 
 #define KERN_NAME  "avx512"
 #define KERN_TABLE cpu_kern_avx512_table
-#define KERN_MR    4
+#define KERN_MR    6
 #define KERN_NR    4
 #include "backend/cpu/kern_tmpl.h"
 

@@ -19,7 +19,7 @@
 
 /* Tile loops are fully unrolled (MR, NR are constants after inlining) so that the accumulators
  * live in registers; without the pragma GCC keeps them on the stack. */
-#define KT_UNROLL _Pragma("GCC unroll 4")
+#define KT_UNROLL _Pragma("GCC unroll 6")
 
 KT_INLINE void kt_tile_body(const int MR, const int NR, const enum dtype DT, int64_t k, const float *x,
                             int64_t ldx, const void *w, size_t ldw, float *c, int64_t ldc)
@@ -57,14 +57,14 @@ KT_INLINE void kt_tile_body(const int MR, const int NR, const enum dtype DT, int
 #define KT_TILES_NR(DTN, DT, MR) KT_TILE_FN(DTN, DT, MR, 1) KT_TILE_FN(DTN, DT, MR, 2) \
                                  KT_TILE_FN(DTN, DT, MR, 3) KT_TILE_FN(DTN, DT, MR, 4)
 #define KT_TILES(DTN, DT) KT_TILES_NR(DTN, DT, 1) KT_TILES_NR(DTN, DT, 2) KT_TILES_NR(DTN, DT, 3) \
-                          KT_TILES_NR(DTN, DT, 4)
+                          KT_TILES_NR(DTN, DT, 4) KT_TILES_NR(DTN, DT, 5) KT_TILES_NR(DTN, DT, 6)
 KT_TILES(f32, DTYPE_F32)
 KT_TILES(f16, DTYPE_F16)
 KT_TILES(bf16, DTYPE_BF16)
 
 #define KT_ROW(DTN, MR) { kt_tile_##DTN##_##MR##_1, kt_tile_##DTN##_##MR##_2, \
                           kt_tile_##DTN##_##MR##_3, kt_tile_##DTN##_##MR##_4 }
-#define KT_DT(DTN) { KT_ROW(DTN, 1), KT_ROW(DTN, 2), KT_ROW(DTN, 3), KT_ROW(DTN, 4) }
+#define KT_DT(DTN) { KT_ROW(DTN, 1), KT_ROW(DTN, 2), KT_ROW(DTN, 3), KT_ROW(DTN, 4), KT_ROW(DTN, 5), KT_ROW(DTN, 6) }
 
 typedef void (*kt_tile_fn)(int64_t, const float *, int64_t, const void *, size_t, float *, int64_t);
 // indexed by dtype (DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2), then mr - 1, nr - 1

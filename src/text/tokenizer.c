@@ -1,0 +1,403 @@
+/* tokenizer: loading tokenizer.json (+ tokenizer_config.json, special_tokens_map.json), added
+ * tokens, and the encode pipeline: repair invalid UTF-8 -> split on added tokens that match the
+ * raw text -> normalize each remaining segment -> split on added tokens that match normalized
+ * text -> pre-tokenize -> BPE per piece -> post-process (add_special).
+ *
+ * Added tokens are matched leftmost-longest over a byte trie (HF uses Aho-Corasick with the same
+ * match kind), honouring single_word, lstrip and rstrip as HF's AddedVocabulary::find_matches.
+ * The tokenizer is immutable after load and shared between threads; each encode call keeps its
+ * scratch state on its own stack/heap; only the BPE word cache is shared (tokenizer_bpe.c).
+ *
+ *     struct tokenizer *tk; if (tokenizer_load(dir, &tk) != STATUS_OK) return st;
+ *     int32_t *ids; int n; tokenizer_encode(tk, "hi", 2, false, &ids, &n); free(ids);
+ *     tokenizer_free(tk);
+ */
+#include "text/tokenizer.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "text/tokenizer_internal.h"
+
+/* ==== Trie of added tokens ==== */
+
+static int trie_node(struct tk_trie *t, uint8_t byte)
+{
+    if (t->n == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 256;
+        t->nodes = xrealloc(t->nodes, (size_t)t->cap * sizeof *t->nodes);
+    }
+    t->nodes[t->n] = (struct tk_trie_node){ -1, -1, -1, byte };
+    return t->n++;
+}
+
+static void trie_insert(struct tk_trie *t, const char *s, uint32_t len, int added_idx)
+{
+    if (!len) return;
+    if (!t->n) trie_node(t, 0);
+    int cur = 0;
+    for (uint32_t i = 0; i < len; i++) {
+        uint8_t b = (uint8_t)s[i];
+        int c = t->nodes[cur].child;
+        while (c >= 0 && t->nodes[c].byte != b) c = t->nodes[c].sibling;
+        if (c < 0) {
+            c = trie_node(t, b);
+            t->nodes[c].sibling = t->nodes[cur].child;
+            t->nodes[cur].child = c;
+        }
+        cur = c;
+    }
+    if (t->nodes[cur].added < 0) t->nodes[cur].added = added_idx;   // first definition wins
+    t->first[(uint8_t)s[0]] = 1;
+}
+
+/* Longest token starting at s[i]; returns its added index and sets *end, or -1. */
+static int trie_longest(const struct tk_trie *t, const char *s, size_t n, size_t i, size_t *end)
+{
+    int cur = 0, best = -1;
+    for (size_t k = i; k < n; k++) {
+        int c = t->nodes[cur].child;
+        uint8_t b = (uint8_t)s[k];
+        while (c >= 0 && t->nodes[c].byte != b) c = t->nodes[c].sibling;
+        if (c < 0) break;
+        cur = c;
+        if (t->nodes[cur].added >= 0) { best = t->nodes[cur].added; *end = k + 1; }
+    }
+    return best;
+}
+
+/* ==== Loading ==== */
+
+static char *config_token(json_t *cfg, const char *key)
+{
+    json_t *v = json_object_get(cfg, key);
+    if (json_is_string(v)) return xstrdup(json_string_value(v));
+    if (json_is_object(v) && json_is_string(json_object_get(v, "content")))
+        return xstrdup(json_string_value(json_object_get(v, "content")));
+    return NULL;
+}
+
+static enum status load_added(struct tokenizer *tk, json_t *arr)
+{
+    size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
+    tk->added = xcalloc(n + 1, sizeof *tk->added);
+    for (size_t i = 0; i < n; i++) {
+        json_t *a = json_array_get(arr, i);
+        json_t *id = json_object_get(a, "id"), *content = json_object_get(a, "content");
+        if (!json_is_integer(id) || !json_is_string(content) || json_integer_value(id) < 0 ||
+            json_integer_value(id) > 16 * 1024 * 1024) {
+            LOG_ERR("tokenizer: added_tokens[%zu] needs an id and a content", i);
+            return STATUS_EFORMAT;
+        }
+        struct tk_added *t = &tk->added[tk->n_added++];
+        t->len = (uint32_t)json_string_length(content);
+        t->content = xstrndup(json_string_value(content), t->len);
+        t->id = (int32_t)json_integer_value(id);
+        t->special = json_is_true(json_object_get(a, "special"));
+        t->lstrip = json_is_true(json_object_get(a, "lstrip"));
+        t->rstrip = json_is_true(json_object_get(a, "rstrip"));
+        t->normalized = json_is_true(json_object_get(a, "normalized"));
+        t->single_word = json_is_true(json_object_get(a, "single_word"));
+    }
+    return STATUS_OK;
+}
+
+enum status tokenizer_load_json(const char *tokenizer_json, size_t len, const char *config_json,
+                                struct tokenizer **out)
+{
+    *out = NULL;
+    json_error_t err;
+    json_t *root = json_loadb(tokenizer_json, len, JSON_ALLOW_NUL, &err);
+    if (!root || !json_is_object(root)) {
+        LOG_ERR("tokenizer.json: line %d: %s", err.line, root ? "not an object" : err.text);
+        json_decref(root);
+        return STATUS_EFORMAT;
+    }
+    json_t *cfg = NULL;
+    if (config_json) {
+        cfg = json_loads(config_json, JSON_DECODE_INT_AS_REAL, &err);
+        if (!cfg) LOG_WARN("tokenizer_config.json: line %d: %s (ignored)", err.line, err.text);
+    }
+    struct tokenizer *tk = xcalloc(1, sizeof *tk);
+    tk_bytelevel_init(&tk->bl);
+    enum status st = tk_norm_parse(json_object_get(root, "normalizer"), &tk->norm);
+    if (st == STATUS_OK) st = tk_pre_parse(json_object_get(root, "pre_tokenizer"), &tk->pre);
+    if (st == STATUS_OK) st = tk_dec_parse(json_object_get(root, "decoder"), &tk->dec);
+    if (st == STATUS_OK) {
+        json_t *model = json_object_get(root, "model");
+        if (!json_is_object(model)) { LOG_ERR("tokenizer.json: no model"); st = STATUS_EFORMAT; }
+        else st = tk_bpe_load(model, tk_pre_has_bytelevel(tk->pre), &tk->bl, &tk->bpe);
+    }
+    if (st == STATUS_OK) st = load_added(tk, json_object_get(root, "added_tokens"));
+    if (st == STATUS_OK) st = tk_post_parse(tk, json_object_get(root, "post_processor"), &tk->post);
+    if (st != STATUS_OK) goto out_fail;
+
+    tk->n_ids_total = tk->bpe.n_ids;
+    for (int i = 0; i < tk->n_added; i++)
+        if (tk->added[i].id + 1 > tk->n_ids_total) tk->n_ids_total = tk->added[i].id + 1;
+    tk->added_of_id = xmalloc(((size_t)tk->n_ids_total + 1) * sizeof *tk->added_of_id);
+    for (int i = 0; i < tk->n_ids_total; i++) tk->added_of_id[i] = -1;
+    for (int i = 0; i < tk->n_added; i++) {
+        struct tk_added *a = &tk->added[i];
+        if (tk->added_of_id[a->id] < 0) tk->added_of_id[a->id] = i;
+        trie_insert(a->normalized ? &tk->trie_norm : &tk->trie_raw, a->content, a->len, i);
+    }
+    for (int i = 0; i < tk->post.n_pre; i++)
+        if (tk->post.pre[i] < 0 || tk->post.pre[i] >= tk->n_ids_total) goto out_bad_post;
+    for (int i = 0; i < tk->post.n_post; i++)
+        if (tk->post.post[i] < 0 || tk->post.post[i] >= tk->n_ids_total) goto out_bad_post;
+
+    if (cfg) {
+        tk->cleanup = json_is_true(json_object_get(cfg, "clean_up_tokenization_spaces"));
+        tk->bos = config_token(cfg, "bos_token");
+        tk->eos = config_token(cfg, "eos_token");
+        tk->pad = config_token(cfg, "pad_token");
+        tk->unk = config_token(cfg, "unk_token");
+        tk->config_json = xstrdup(config_json);
+    }
+    json_decref(cfg);
+    json_decref(root);
+    *out = tk;
+    return STATUS_OK;
+
+out_bad_post:
+    LOG_ERR("tokenizer.json: post_processor refers to an id outside the vocabulary");
+    st = STATUS_EFORMAT;
+out_fail:
+    json_decref(cfg);
+    json_decref(root);
+    tokenizer_free(tk);
+    return st;
+}
+
+static char *read_optional(const char *dir, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (access(path, R_OK) != 0) return NULL;
+    char *s = NULL;
+    if (file_read_all(path, &s, NULL) != STATUS_OK) return NULL;
+    return s;
+}
+
+enum status tokenizer_load(const char *dir, struct tokenizer **out)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    char *js;
+    size_t len;
+    enum status st = file_read_all(path, &js, &len);
+    if (st != STATUS_OK) return st;
+    char *cfg = read_optional(dir, "tokenizer_config.json");
+    st = tokenizer_load_json(js, len, cfg, out);
+    if (st == STATUS_OK && (!(*out)->bos || !(*out)->eos)) {
+        // special_tokens_map.json fills what tokenizer_config.json left unset.
+        char *stm = read_optional(dir, "special_tokens_map.json");
+        json_t *j = stm ? json_loads(stm, 0, NULL) : NULL;
+        if (j) {
+            if (!(*out)->bos) (*out)->bos = config_token(j, "bos_token");
+            if (!(*out)->eos) (*out)->eos = config_token(j, "eos_token");
+            if (!(*out)->pad) (*out)->pad = config_token(j, "pad_token");
+            if (!(*out)->unk) (*out)->unk = config_token(j, "unk_token");
+        }
+        json_decref(j);
+        free(stm);
+    }
+    if (st != STATUS_OK) LOG_ERR("%s: cannot load the tokenizer", path);
+    free(js);
+    free(cfg);
+    return st;
+}
+
+void tokenizer_free(struct tokenizer *tk)
+{
+    if (!tk) return;
+    tk_norm_free(tk->norm);
+    tk_pre_free(tk->pre);
+    tk_dec_free(tk->dec);
+    tk_bpe_free(&tk->bpe);
+    for (int i = 0; i < tk->n_added; i++) free(tk->added[i].content);
+    free(tk->added);
+    free(tk->trie_raw.nodes);
+    free(tk->trie_norm.nodes);
+    free(tk->added_of_id);
+    free(tk->post.pre);
+    free(tk->post.post);
+    free(tk->bos);
+    free(tk->eos);
+    free(tk->pad);
+    free(tk->unk);
+    free(tk->config_json);
+    free(tk);
+}
+
+/* ==== Encoding ==== */
+
+struct enc {
+    const struct tokenizer *tk;
+    int32_t           *ids;
+    int                n_ids, cap;
+    pcre2_match_data  *md;
+    struct tk_pieces   pcs, tmp;
+    struct strbuf      norm;
+};
+
+static bool ends_with_word(const char *s, size_t n)
+{
+    if (!n) return false;
+    size_t p = n - 1;
+    while (p > 0 && ((unsigned char)s[p] & 0xC0) == 0x80) p--;
+    int k;
+    return tk_is_alnum(tk_utf8_decode(s + p, &k));
+}
+
+static bool starts_with_word(const char *s, size_t n)
+{
+    int k;
+    return n > 0 && tk_is_alnum(tk_utf8_decode(s, &k));
+}
+
+typedef void (*segment_fn)(struct enc *e, const char *s, size_t n, uint32_t orig);
+
+/* Splits s on the added tokens of trie t (HF find_matches): text between matches goes to fn,
+ * each match appends its id. */
+static void split_added(struct enc *e, const struct tk_trie *t, const char *s, size_t n, uint32_t orig, segment_fn fn)
+{
+    size_t done = 0;   // end of the last emitted piece
+    if (t->n) {
+        for (size_t i = 0; i < n;) {
+            size_t end = i;
+            int ai = t->first[(uint8_t)s[i]] ? trie_longest(t, s, n, i, &end) : -1;
+            if (ai < 0) { i++; continue; }
+            const struct tk_added *a = &e->tk->added[ai];
+            size_t start = i;
+            i = end;   // matches do not overlap, discarded or not
+            if (start < done) continue;   // swallowed by the previous token's rstrip
+            if (a->single_word && ((start > 0 && ends_with_word(s, start)) || (end < n && starts_with_word(s + end, n - end))))
+                continue;
+            if (a->lstrip) {
+                size_t ns = start;
+                while (ns > done) {
+                    size_t p = ns - 1;
+                    while (p > done && ((unsigned char)s[p] & 0xC0) == 0x80) p--;
+                    int k;
+                    if (!tk_is_whitespace(tk_utf8_decode(s + p, &k))) break;
+                    ns = p;
+                }
+                start = ns;
+            }
+            if (a->rstrip) {
+                while (end < n) {
+                    int k;
+                    if (!tk_is_whitespace(tk_utf8_decode(s + end, &k))) break;
+                    end += (size_t)k;
+                }
+                i = end;
+            }
+            if (start > done) fn(e, s + done, start - done, orig + (uint32_t)done);
+            if (e->n_ids == e->cap) {
+                e->cap = e->cap ? e->cap * 2 : 64;
+                e->ids = xrealloc(e->ids, (size_t)e->cap * sizeof *e->ids);
+            }
+            e->ids[e->n_ids++] = a->id;
+            done = end;
+        }
+    }
+    if (n > done) fn(e, s + done, n - done, orig + (uint32_t)done);
+}
+
+static void model_segment(struct enc *e, const char *s, size_t n, uint32_t orig)
+{
+    tk_pieces_clear(&e->pcs);
+    tk_pieces_push(&e->pcs, s, n, orig);
+    tk_pre_apply(e->tk->pre, &e->pcs, e->md, &e->tmp);
+    struct tk_bpe *bpe = (struct tk_bpe *)&e->tk->bpe;   // only the internally locked cache is written
+    for (int i = 0; i < e->pcs.n; i++)
+        tk_bpe_word(bpe, e->pcs.buf.data + e->pcs.sp[i].off, e->pcs.sp[i].len, &e->ids, &e->n_ids, &e->cap);
+}
+
+static void raw_segment(struct enc *e, const char *s, size_t n, uint32_t orig)
+{
+    const char *text = s;
+    size_t len = n;
+    struct strbuf norm = {0};
+    if (e->tk->norm) {
+        tk_norm_apply(e->tk->norm, s, n, &norm);
+        text = norm.data;
+        len = norm.len;
+    }
+    split_added(e, &e->tk->trie_norm, text, len, orig, model_segment);
+    strbuf_free(&norm);
+}
+
+enum status tokenizer_encode(const struct tokenizer *tk, const char *text, size_t len, bool add_special,
+                             int32_t **ids, int *n_ids)
+{
+    *ids = NULL;
+    *n_ids = 0;
+    if (len > (size_t)INT32_MAX / 2) {
+        LOG_ERR("tokenizer: input of %zu bytes is too long", len);
+        return STATUS_ETOOLONG;
+    }
+    struct enc e = { .tk = tk };
+    e.md = pcre2_match_data_create(4, NULL);
+    struct strbuf clean = {0};
+    tk_utf8_lossy(&clean, text ? text : "", text ? len : 0);
+    const char *s = clean.data ? clean.data : "";
+    if (add_special) {
+        for (int i = 0; i < tk->post.n_pre; i++) {
+            if (e.n_ids == e.cap) { e.cap = e.cap ? e.cap * 2 : 64; e.ids = xrealloc(e.ids, (size_t)e.cap * sizeof *e.ids); }
+            e.ids[e.n_ids++] = tk->post.pre[i];
+        }
+    }
+    split_added(&e, &tk->trie_raw, s, clean.len, 0, raw_segment);
+    if (add_special) {
+        for (int i = 0; i < tk->post.n_post; i++) {
+            if (e.n_ids == e.cap) { e.cap = e.cap ? e.cap * 2 : 64; e.ids = xrealloc(e.ids, (size_t)e.cap * sizeof *e.ids); }
+            e.ids[e.n_ids++] = tk->post.post[i];
+        }
+    }
+    pcre2_match_data_free(e.md);
+    tk_pieces_free(&e.pcs);
+    tk_pieces_free(&e.tmp);
+    strbuf_free(&clean);
+    if (!e.ids) e.ids = xmalloc(sizeof *e.ids);
+    *ids = e.ids;
+    *n_ids = e.n_ids;
+    return STATUS_OK;
+}
+
+/* ==== Queries ==== */
+
+int tokenizer_vocab_size(const struct tokenizer *tk)
+{
+    return tk->n_ids_total;
+}
+
+const char *tokenizer_token_str(const struct tokenizer *tk, int32_t id)
+{
+    if (id < 0 || id >= tk->n_ids_total) return NULL;
+    if (tk->added_of_id[id] >= 0) return tk->added[tk->added_of_id[id]].content;
+    return id < tk->bpe.n_ids ? tk->bpe.tok[id] : NULL;
+}
+
+int32_t tokenizer_token_id(const struct tokenizer *tk, const char *token)
+{
+    size_t n = strlen(token);
+    for (int i = 0; i < tk->n_added; i++)
+        if (tk->added[i].len == n && !memcmp(tk->added[i].content, token, n)) return tk->added[i].id;
+    for (int32_t id = 0; id < tk->bpe.n_ids; id++)   // rare query: a scan keeps load simple
+        if (tk->bpe.tok[id] && tk->bpe.tok_len[id] == n && !memcmp(tk->bpe.tok[id], token, n)) return id;
+    return -1;
+}
+
+bool tokenizer_is_special(const struct tokenizer *tk, int32_t id)
+{
+    return id >= 0 && id < tk->n_ids_total && tk->added_of_id[id] >= 0 && tk->added[tk->added_of_id[id]].special;
+}
+
+const char *tokenizer_bos_str(const struct tokenizer *tk) { return tk->bos; }
+const char *tokenizer_eos_str(const struct tokenizer *tk) { return tk->eos; }
+const char *tokenizer_config_json(const struct tokenizer *tk) { return tk->config_json; }

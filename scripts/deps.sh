@@ -4,7 +4,7 @@
 set -euo pipefail
 pkgs=(build-essential pkg-config libjansson-dev libpcre2-dev libutf8proc-dev libmicrohttpd-dev
       libcurl4-openssl-dev libxxhash-dev)
-if [ "${1:-}" = "--test" ]; then pkgs+=(nodejs npm curl ca-certificates); fi
+if [ "${1:-}" = "--test" ]; then pkgs+=(nodejs npm curl ca-certificates python3); fi
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

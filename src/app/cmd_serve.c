@@ -150,7 +150,7 @@ int cmd_serve(int argc, char **argv)
     struct chat_template *ct = NULL;
     if (server_new(&sc, &srv) != STATUS_OK) return 1;
     if (fake) {
-        struct gen_fake_cfg fc = { .token_us = 1000, .n_ctx = 4096 };
+        struct gen_fake_cfg fc = { .token_us = 1000, .n_ctx = 4096, .max_live = max_queue };
         const char *tu = getenv("CAIRN_FAKE_TOKEN_US");
         if (tu) fc.token_us = atoi(tu);
         if (gen_fake_new(&fc, &g) != STATUS_OK) goto out;

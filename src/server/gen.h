@@ -62,6 +62,7 @@ struct gen {
 struct gen_fake_cfg {
     int token_us;       // simulated decode time per token (per stream)
     int n_ctx;
+    int max_live;       // streams at once before submit answers EBUSY (0: 256)
 };
 
 enum status gen_fake_new(const struct gen_fake_cfg *cfg, struct gen **out);

@@ -49,6 +49,7 @@ static const char *fake_words[] = {
 struct fake {
     struct gen      g;
     int             token_us;
+    int             max_live;
     pthread_mutex_t mu;
     int             n_live;           // streams not yet done
     int             blocks_used;
@@ -247,6 +248,10 @@ static enum status fake_submit(void *self, const struct gen_req *req, void **out
     struct fake *f = self;
     if (req->base.n_prompt <= 0 || req->base.max_tokens <= 0) return STATUS_EINVAL;
     if (req->base.n_prompt + 1 > f->g.n_ctx) return STATUS_ETOOLONG;
+    pthread_mutex_lock(&f->mu);
+    bool full = f->n_live >= f->max_live;
+    pthread_mutex_unlock(&f->mu);
+    if (full) return STATUS_EBUSY;
     struct fake_stream *s = xcalloc(1, sizeof *s);
     s->f = f;
     s->n_prompt = req->base.n_prompt;
@@ -420,6 +425,7 @@ enum status gen_fake_new(const struct gen_fake_cfg *cfg, struct gen **out)
     struct fake *f = xcalloc(1, sizeof *f);
     pthread_mutex_init(&f->mu, NULL);
     f->token_us = cfg && cfg->token_us > 0 ? cfg->token_us : 1000;
+    f->max_live = cfg && cfg->max_live > 0 ? cfg->max_live : 256;
     f->g.ops = &fake_ops;
     f->g.self = f;
     snprintf(f->g.model_id, sizeof f->g.model_id, "cairn-fake");

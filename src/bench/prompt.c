@@ -106,12 +106,15 @@ void prompt_filler_calibrated(int n_tokens, const char *nonce, uint64_t seed,
     int words = filler_words_for(n_tokens, nonce);
     filler_build(words, nonce, seed, out);
     if (!count) return;
-    for (int iter = 0; iter < 3; iter++) {
+    // proportional steps: a counter may see several tokens per filler word (a character-level
+    // vocabulary sees five), so stepping by the token gap alone could overshoot and oscillate
+    for (int iter = 0; iter < 6; iter++) {
         int c = count(ctx, out->data);
         if (c <= 0 || c == n_tokens) return;
-        int next = words + (n_tokens - c);   // tokens per word is about one: step by the gap
+        int next = (int)((double)words * n_tokens / c + (n_tokens > c ? 0.5 : -0.5));
         if (next < 1) next = 1;
-        if (next == words) return;
+        if (next == words) next += n_tokens > c ? 1 : -1;
+        if (next < 1 || abs(c - n_tokens) * 200 < n_tokens) return;   // within 0.5%: good enough
         words = next;
         filler_build(words, nonce, seed, out);
     }

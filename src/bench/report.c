@@ -165,7 +165,12 @@ static void sweep_section(struct strbuf *o, struct engine_data *e, int n_e)
         }
         strbuf_puts(o, "</table>\n");
     }
-    strbuf_puts(o, "<p class=\"note\">* prompt tokens counted locally with --tokenizer (the server sent no usage).</p>\n");
+    bool local = false;
+    for (int k = 0; k < n_e; k++)
+        for (int i = 0; i < e[k].n_sweep; i++) local |= e[k].sweep[i].prompt_counted_locally;
+    if (local)
+        strbuf_puts(o, "<p class=\"note\">* prompt tokens counted locally with --tokenizer (the server sent no "
+                       "usage; the chat template's tokens are not included).</p>\n");
 }
 
 static void burst_section(struct strbuf *o, struct engine_data *e, int n_e)

@@ -84,6 +84,19 @@ bench --url "http://127.0.0.1:$PORT" --model m --sizes 64 --runs 2 --no-warmup -
 [ $? -eq 1 ] || fail "unreachable: exit code"
 $CHECK errors "$T/unreach.jsonl" "^unreachable" "^unreachable" || fail "unreachable check"
 
+echo "== missing usage counted with --tokenizer (a character-level tokenizer.json fixture)"
+start_mock tok --mode nousage
+bench --url "http://127.0.0.1:$PORT" --sizes 200,1000 --runs 1 --no-warmup --max-tokens 8 \
+      --tokenizer tests/bench/tokenizer --json-out "$T/tok.jsonl" > "$T/tok.txt" || fail "tokenizer run exit $?"
+grep -q "counted with --tokenizer" "$T/tok.txt" || fail "the summary does not say tokens were counted locally"
+node -e '
+const rs = require("fs").readFileSync(process.argv[1], "utf8").trim().split("\n").map(JSON.parse);
+for (const r of rs) {
+  if (r.error !== null || r.prompt_tokens_src !== "tokenizer") throw new Error("run: " + JSON.stringify(r));
+  if (Math.abs(r.prompt_tokens - r.size) > r.size * 0.01 + 8) throw new Error("size " + r.size + ": " + r.prompt_tokens);
+  if (!(r.prefill_tps > 0) || r.completion_tokens !== 8) throw new Error("rates: " + JSON.stringify(r));
+}' "$T/tok.jsonl" || fail "tokenizer check"
+
 echo "== bad flags exit 2"
 bench --sizes 0 > /dev/null 2>&1; [ $? -eq 2 ] || fail "bad --sizes accepted"
 bench --mode nope > /dev/null 2>&1; [ $? -eq 2 ] || fail "bad --mode accepted"

@@ -93,6 +93,24 @@ TEST(calibration_converges_with_a_real_counter)
     strbuf_free(&p);
 }
 
+static int count_chars(void *ctx, const char *text)
+{
+    (void)ctx;
+    return (int)strlen(text);
+}
+
+TEST(calibration_converges_with_a_character_level_counter)
+{
+    struct strbuf p = {0};
+    static const int sizes[] = { 256, 2048, 32768 };   // the fixed header alone is ~90 characters
+    for (int i = 0; i < 3; i++) {
+        prompt_filler_calibrated(sizes[i], "0123456789abcdef", 5, count_chars, NULL, &p);
+        int c = count_chars(NULL, p.data);
+        EXPECTF(abs(c - sizes[i]) <= sizes[i] / 100 + 8, "size %d: calibrated count %d", sizes[i], c);
+    }
+    strbuf_free(&p);
+}
+
 TEST(agentic_sizes)
 {
     struct strbuf sys = {0}, u = {0};
@@ -120,6 +138,7 @@ int main(void)
     RUN(sizes_are_about_right);
     RUN(same_size_different_nonce_different_text_after_the_nonce);
     RUN(calibration_converges_with_a_real_counter);
+    RUN(calibration_converges_with_a_character_level_counter);
     RUN(agentic_sizes);
     return test_summary();
 }

@@ -164,26 +164,26 @@ static void attn_task(void *arg, int task, int thread)
             krows[jj] = kbase + (size_t)slot * kstride + head_off;
             vrows[jj] = vbase + (size_t)slot * vstride + head_off;
         }
+        // prefetch the next chunk's rows: a head's slice of a slot row is a short strided run
+        // that the hardware prefetchers do not follow well across a long context
+        int n_next = p + 1 - (c0 + ATTN_CHUNK) < ATTN_CHUNK ? p + 1 - (c0 + ATTN_CHUNK) : ATTN_CHUNK;
+        size_t head_bytes = (size_t)hd * dtype_size(dt);
+        for (int jj = 0; jj < n_next; jj++) {
+            int j = c0 + ATTN_CHUNK + jj;
+            int64_t slot = (int64_t)blocks[j / bs] * bs + j % bs;
+            const char *kp = kbase + (size_t)slot * kstride + head_off, *vp = vbase + (size_t)slot * vstride + head_off;
+            for (size_t b = 0; b < head_bytes; b += 64) {
+                __builtin_prefetch(kp + b);
+                __builtin_prefetch(vp + b);
+            }
+        }
         kf->qk(n_rep, q, hd, krows, nk, dt, sc, ATTN_CHUNK);
         for (int r = 0; r < n_rep; r++) {
-            float *sr = sc + (size_t)r * ATTN_CHUNK;
-            float cm = -INFINITY;
-            for (int jj = 0; jj < nk; jj++) {
-                float v = sr[jj] * ap->scale;
-                if (ap->softcap > 0) v = ap->softcap * tanhf(v / ap->softcap);
-                sr[jj] = v;
-                cm = v > cm ? v : cm;
-            }
-            if (cm > mx[r]) {
-                float corr = expf(mx[r] - cm);
-                l[r] *= corr;
+            float corr = kf->softmax_step(sc + (size_t)r * ATTN_CHUNK, nk, ap->scale, ap->softcap, &mx[r], &l[r]);
+            if (corr != 1.0f) {
                 float *ar = acc + (size_t)r * hd;
                 for (int i = 0; i < hd; i++) ar[i] *= corr;
-                mx[r] = cm;
             }
-            float sum = 0;
-            for (int jj = 0; jj < nk; jj++) sum += sr[jj] = expf(sr[jj] - mx[r]);
-            l[r] += sum;
         }
         kf->pv(n_rep, acc, hd, sc, ATTN_CHUNK, vrows, nk, dt);
     }

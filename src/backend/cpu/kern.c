@@ -3,6 +3,7 @@
  * ISA flags, so nothing runs an instruction the CPU lacks before the probe says it may. */
 #include "backend/cpu/kern.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,22 @@ static inline float v_hsum(struct v8 v)
     float a0 = v.f[0] + v.f[4], a1 = v.f[1] + v.f[5], a2 = v.f[2] + v.f[6], a3 = v.f[3] + v.f[7];
     return (a0 + a2) + (a1 + a3);
 }
+
+static inline struct v8 v_add(struct v8 a, struct v8 b) { for (int i = 0; i < VLANES; i++) a.f[i] += b.f[i]; return a; }
+static inline struct v8 v_mul(struct v8 a, struct v8 b) { for (int i = 0; i < VLANES; i++) a.f[i] *= b.f[i]; return a; }
+static inline struct v8 v_div(struct v8 a, struct v8 b) { for (int i = 0; i < VLANES; i++) a.f[i] /= b.f[i]; return a; }
+static inline struct v8 v_max(struct v8 a, struct v8 b)
+{
+    for (int i = 0; i < VLANES; i++) a.f[i] = a.f[i] > b.f[i] ? a.f[i] : b.f[i];
+    return a;
+}
+static inline float v_hmax(struct v8 v)
+{
+    float m = v.f[0];
+    for (int i = 1; i < VLANES; i++) m = v.f[i] > m ? v.f[i] : m;
+    return m;
+}
+static inline struct v8 v_exp(struct v8 v) { for (int i = 0; i < VLANES; i++) v.f[i] = expf(v.f[i]); return v; }
 
 #define KERN_NAME  "portable"
 #define KERN_TABLE cpu_kern_portable_table

@@ -45,6 +45,10 @@ struct cpu_kern {
     /* Sum of n floats with 4 vector accumulators (n % (4 * lanes) == 0): streams memory at the
      * full load width; the memory bandwidth probe (membw.h) uses it. */
     float (*read_sum)(const float *p, int64_t n);
+    /* One chunk of an online softmax (attention): s[0..n) = softcap(s * scale) (softcap 0: none),
+     * then with the running max *m and sum *l: *m = max(*m, max s), s = exp(s - *m),
+     * *l = *l * corr + sum s. Returns corr = exp(old *m - new *m), to rescale the output. */
+    float (*softmax_step)(float *s, int n, float scale, float softcap, float *m, float *l);
 };
 
 /* The best family this CPU runs (or the one CAIRN_CPU_ISA names, if the CPU supports it). */

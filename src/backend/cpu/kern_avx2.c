@@ -3,6 +3,7 @@
  * avx2, fma and f16c. The code is the shared template (kern_tmpl.h) over the vocabulary below. */
 #include "backend/cpu/kern.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "base/log.h"
@@ -52,6 +53,42 @@ static inline float v_hsum(__m256 v)
     b = _mm_add_ps(b, _mm_movehl_ps(b, b));
     b = _mm_add_ss(b, _mm_movehdup_ps(b));
     return _mm_cvtss_f32(b);
+}
+
+static inline __m256 v_add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+static inline __m256 v_mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+static inline __m256 v_max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
+static inline __m256 v_div(__m256 a, __m256 b) { return _mm256_div_ps(a, b); }
+static inline float v_hmax(__m256 v)
+{
+    __m128 b = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    b = _mm_max_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_max_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+}
+
+/* exp(x): x = n ln2 + r, degree-6 polynomial for e^r, 2^n built in the exponent bits; x is
+ * clamped to [-87.3, 88.7] so 2^n stays a normal float (results below ~1e-38 become ~1e-38,
+ * which callers only ever add to sums of order 1). About 2 ulp. */
+static inline __m256 v_exp(__m256 x)
+{
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.7f)), _mm256_set1_ps(-87.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+    __m256 y = _mm256_set1_ps(1.0f / 720);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0f / 120));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0f / 24));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0f / 6));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(0.5f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0f));
+    // n in [-126, 128]: split 2^n = 2^(n/2) * 2^(n - n/2) so both factors are normal
+    __m256i ni = _mm256_cvtps_epi32(n);
+    __m256i h = _mm256_srai_epi32(ni, 1);
+    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h, _mm256_set1_epi32(127)), 23));
+    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, h), _mm256_set1_epi32(127)), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(y, s1), s2);
 }
 
 #define KERN_NAME  "avx2"

@@ -3,6 +3,8 @@
  * avx512f/bw/vl. The code is the shared template (kern_tmpl.h) over the vocabulary below. */
 #include "backend/cpu/kern.h"
 
+#include <math.h>
+
 #include "base/log.h"
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
@@ -48,6 +50,30 @@ static inline float v_hsum(__m512 v)
     b = _mm_add_ps(b, _mm_movehl_ps(b, b));
     b = _mm_add_ss(b, _mm_movehdup_ps(b));
     return _mm_cvtss_f32(b);
+}
+
+static inline __m512 v_add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+static inline __m512 v_mul(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
+static inline __m512 v_max(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+static inline __m512 v_div(__m512 a, __m512 b) { return _mm512_div_ps(a, b); }
+static inline float v_hmax(__m512 v) { return _mm512_reduce_max_ps(v); }
+
+/* exp(x): x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial for e^r, times 2^n by scalef
+ * (which also handles underflow to 0 and overflow to inf). About 2 ulp. */
+static inline __m512 v_exp(__m512 x)
+{
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.7f)), _mm512_set1_ps(-104.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504089f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+    __m512 y = _mm512_set1_ps(1.0f / 720);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 120));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 24));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f / 6));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(0.5f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(y, n);
 }
 
 #define KERN_NAME  "avx512"

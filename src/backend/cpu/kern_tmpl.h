@@ -78,27 +78,73 @@ static void kt_tile(int mr, int nr, enum dtype wdt, int64_t k, const float *x, i
 
 /* ==== Attention helpers ==== */
 
+/* Scores of NQ q heads (constant) against keys k_rows[j0, j1): KB keys at a time so that KB * NQ
+ * FMA chains run in parallel, accumulators in registers. */
+KT_INLINE void kt_qk_group(const int NQ, const int KB, const enum dtype DT, const float *q, int hd,
+                           const void *const *k_rows, int j0, int j1, float *s, int ld_s)
+{
+    for (int j = j0; j + KB <= j1; j += KB) {
+        VEC acc[4][4];
+        KT_UNROLL for (int b = 0; b < KB; b++)
+            KT_UNROLL for (int r = 0; r < NQ; r++) acc[b][r] = v_zero();
+        int i = 0;
+        for (; i + VLANES <= hd; i += VLANES) {
+            VEC qv[4];
+            KT_UNROLL for (int r = 0; r < NQ; r++) qv[r] = v_ldx(q + (size_t)r * hd + i);
+            KT_UNROLL for (int b = 0; b < KB; b++) {
+                VEC kv = v_ldw(DT, (const char *)k_rows[j + b] + (size_t)i * KT_ESIZE(DT));
+                KT_UNROLL for (int r = 0; r < NQ; r++) acc[b][r] = v_fma(qv[r], kv, acc[b][r]);
+            }
+        }
+        if (i < hd) {
+            VEC qv[4];
+            KT_UNROLL for (int r = 0; r < NQ; r++) qv[r] = v_ldx_part(q + (size_t)r * hd + i, hd - i);
+            KT_UNROLL for (int b = 0; b < KB; b++) {
+                VEC kv = v_ldw_part(DT, (const char *)k_rows[j + b] + (size_t)i * KT_ESIZE(DT), hd - i);
+                KT_UNROLL for (int r = 0; r < NQ; r++) acc[b][r] = v_fma(qv[r], kv, acc[b][r]);
+            }
+        }
+        KT_UNROLL for (int b = 0; b < KB; b++)
+            KT_UNROLL for (int r = 0; r < NQ; r++) s[(size_t)r * ld_s + j + b] = v_hsum(acc[b][r]);
+    }
+}
+
 KT_INLINE void kt_qk_body(const enum dtype DT, int n_q, const float *q, int hd, const void *const *k_rows,
                           int n_k, float *s, int ld_s)
 {
-    for (int j = 0; j < n_k; j++) {
-        const char *kr = k_rows[j];
-        for (int r0 = 0; r0 < n_q; r0 += 4) {
-            int nq = n_q - r0 < 4 ? n_q - r0 : 4;
-            VEC acc[4] = { v_zero(), v_zero(), v_zero(), v_zero() };
-            int i = 0;
-            for (; i + VLANES <= hd; i += VLANES) {
-                VEC kv = v_ldw(DT, kr + (size_t)i * KT_ESIZE(DT));
-                for (int r = 0; r < nq; r++) acc[r] = v_fma(v_ldx(q + (size_t)(r0 + r) * hd + i), kv, acc[r]);
-            }
-            if (i < hd) {
-                VEC kv = v_ldw_part(DT, kr + (size_t)i * KT_ESIZE(DT), hd - i);
-                for (int r = 0; r < nq; r++)
-                    acc[r] = v_fma(v_ldx_part(q + (size_t)(r0 + r) * hd + i, hd - i), kv, acc[r]);
-            }
-            for (int r = 0; r < nq; r++) s[(size_t)(r0 + r) * ld_s + j] = v_hsum(acc[r]);
+    int n4 = n_k / 4 * 4;
+    for (int r0 = 0; r0 < n_q; r0 += 4) {
+        int nq = n_q - r0 < 4 ? n_q - r0 : 4;
+        const float *qr = q + (size_t)r0 * hd;
+        float *sr = s + (size_t)r0 * ld_s;
+        switch (nq) {
+        case 1: kt_qk_group(1, 4, DT, qr, hd, k_rows, 0, n4, sr, ld_s); kt_qk_group(1, 1, DT, qr, hd, k_rows, n4, n_k, sr, ld_s); break;
+        case 2: kt_qk_group(2, 4, DT, qr, hd, k_rows, 0, n4, sr, ld_s); kt_qk_group(2, 1, DT, qr, hd, k_rows, n4, n_k, sr, ld_s); break;
+        case 3: kt_qk_group(3, 4, DT, qr, hd, k_rows, 0, n4, sr, ld_s); kt_qk_group(3, 1, DT, qr, hd, k_rows, n4, n_k, sr, ld_s); break;
+        default: kt_qk_group(4, 4, DT, qr, hd, k_rows, 0, n4, sr, ld_s); kt_qk_group(4, 1, DT, qr, hd, k_rows, n4, n_k, sr, ld_s); break;
         }
     }
+}
+
+/* acc[r][i0 .. i0 + DG * VLANES) += p[r][j] * v_j for NQ heads (constant): NQ * DG accumulators in
+ * registers while the keys stream by. Full chunks only (i0 + DG * VLANES <= hd). */
+KT_INLINE void kt_pv_group(const int NQ, const int DG, const enum dtype DT, float *acc, int hd, int i0,
+                           const float *p, int ld_p, const void *const *v_rows, int n_k)
+{
+    VEC a[4][4];
+    KT_UNROLL for (int r = 0; r < NQ; r++)
+        KT_UNROLL for (int d = 0; d < DG; d++) a[r][d] = v_ldx(acc + (size_t)r * hd + i0 + d * VLANES);
+    for (int j = 0; j < n_k; j++) {
+        const char *vr = (const char *)v_rows[j] + (size_t)i0 * KT_ESIZE(DT);
+        VEC pb[4];
+        KT_UNROLL for (int r = 0; r < NQ; r++) pb[r] = v_bcast(p[(size_t)r * ld_p + j]);
+        KT_UNROLL for (int d = 0; d < DG; d++) {
+            VEC vv = v_ldw(DT, vr + (size_t)d * VLANES * KT_ESIZE(DT));
+            KT_UNROLL for (int r = 0; r < NQ; r++) a[r][d] = v_fma(pb[r], vv, a[r][d]);
+        }
+    }
+    KT_UNROLL for (int r = 0; r < NQ; r++)
+        KT_UNROLL for (int d = 0; d < DG; d++) v_st(acc + (size_t)r * hd + i0 + d * VLANES, a[r][d]);
 }
 
 KT_INLINE void kt_pv_body(const enum dtype DT, int n_q, float *acc, int hd, const float *p, int ld_p,
@@ -106,22 +152,80 @@ KT_INLINE void kt_pv_body(const enum dtype DT, int n_q, float *acc, int hd, cons
 {
     for (int r0 = 0; r0 < n_q; r0 += 4) {
         int nq = n_q - r0 < 4 ? n_q - r0 : 4;
-        for (int i = 0; i < hd; i += VLANES) {
-            int n = hd - i < VLANES ? hd - i : VLANES;
-            VEC a[4];
-            for (int r = 0; r < nq; r++)
-                a[r] = n == VLANES ? v_ldx(acc + (size_t)(r0 + r) * hd + i) : v_ldx_part(acc + (size_t)(r0 + r) * hd + i, n);
-            for (int j = 0; j < n_k; j++) {
-                const char *vr = (const char *)v_rows[j] + (size_t)i * KT_ESIZE(DT);
-                VEC vv = n == VLANES ? v_ldw(DT, vr) : v_ldw_part(DT, vr, n);
-                for (int r = 0; r < nq; r++) a[r] = v_fma(v_bcast(p[(size_t)(r0 + r) * ld_p + j]), vv, a[r]);
+        float *ar = acc + (size_t)r0 * hd;
+        const float *pr = p + (size_t)r0 * ld_p;
+        int i = 0;
+        for (; i + 4 * VLANES <= hd; i += 4 * VLANES) {
+            switch (nq) {
+            case 1: kt_pv_group(1, 4, DT, ar, hd, i, pr, ld_p, v_rows, n_k); break;
+            case 2: kt_pv_group(2, 4, DT, ar, hd, i, pr, ld_p, v_rows, n_k); break;
+            case 3: kt_pv_group(3, 4, DT, ar, hd, i, pr, ld_p, v_rows, n_k); break;
+            default: kt_pv_group(4, 4, DT, ar, hd, i, pr, ld_p, v_rows, n_k); break;
             }
+        }
+        for (; i + VLANES <= hd; i += VLANES) {
+            switch (nq) {
+            case 1: kt_pv_group(1, 1, DT, ar, hd, i, pr, ld_p, v_rows, n_k); break;
+            case 2: kt_pv_group(2, 1, DT, ar, hd, i, pr, ld_p, v_rows, n_k); break;
+            case 3: kt_pv_group(3, 1, DT, ar, hd, i, pr, ld_p, v_rows, n_k); break;
+            default: kt_pv_group(4, 1, DT, ar, hd, i, pr, ld_p, v_rows, n_k); break;
+            }
+        }
+        if (i < hd) {   // partial last chunk of dims
+            int n = hd - i;
             for (int r = 0; r < nq; r++) {
-                if (n == VLANES) v_st(acc + (size_t)(r0 + r) * hd + i, a[r]);
-                else v_st_part(acc + (size_t)(r0 + r) * hd + i, a[r], n);
+                VEC a = v_ldx_part(ar + (size_t)r * hd + i, n);
+                for (int j = 0; j < n_k; j++)
+                    a = v_fma(v_bcast(pr[(size_t)r * ld_p + j]),
+                              v_ldw_part(DT, (const char *)v_rows[j] + (size_t)i * KT_ESIZE(DT), n), a);
+                v_st_part(ar + (size_t)r * hd + i, a, n);
             }
         }
     }
+}
+
+/* One chunk of the online softmax for one q head: s[0..n) = softcap(s * scale); then with the
+ * running max *m and sum *l: m' = max(*m, max s), s = exp(s - m'), *l = *l * exp(*m - m') + sum s.
+ * Returns the factor exp(*m - m') the caller applies to its output accumulator. */
+static float kt_softmax_step(float *s, int n, float scale, float softcap, float *m, float *l)
+{
+    VEC vscale = v_bcast(scale), mx = v_bcast(-INFINITY);
+    for (int i = 0; i < n; i += VLANES) {
+        int c = n - i < VLANES ? n - i : VLANES;
+        VEC x = v_mul(c == VLANES ? v_ldx(s + i) : v_ldx_part(s + i, c), vscale);
+        if (softcap > 0) {   // cap * tanh(x / cap), tanh(y) = 1 - 2 / (exp(2y) + 1)
+            VEC e = v_exp(v_mul(x, v_bcast(2.0f / softcap)));
+            VEC t = v_add(v_bcast(1.0f), v_div(v_bcast(-2.0f), v_add(e, v_bcast(1.0f))));
+            x = v_mul(t, v_bcast(softcap));
+        }
+        if (c == VLANES) {
+            v_st(s + i, x);
+            mx = v_max(mx, x);
+        } else {
+            v_st_part(s + i, x, c);
+            for (int k = 0; k < c; k++) mx = v_max(mx, v_bcast(s[i + k]));
+        }
+    }
+    float cm = v_hmax(mx), corr = 1.0f;
+    if (cm > *m) {
+        corr = *m == -INFINITY ? 0.0f : expf(*m - cm);
+        *m = cm;
+    }
+    VEC vm = v_bcast(*m), sum = v_zero();
+    for (int i = 0; i < n; i += VLANES) {
+        int c = n - i < VLANES ? n - i : VLANES;
+        if (c == VLANES) {
+            VEC e = v_exp(v_add(v_ldx(s + i), v_mul(vm, v_bcast(-1.0f))));
+            v_st(s + i, e);
+            sum = v_add(sum, e);
+        } else {
+            VEC e = v_exp(v_add(v_ldx_part(s + i, c), v_mul(vm, v_bcast(-1.0f))));
+            v_st_part(s + i, e, c);
+            sum = v_add(sum, v_ldx_part(s + i, c));
+        }
+    }
+    *l = *l * corr + v_hsum(sum);
+    return corr;
 }
 
 static void kt_qk(int n_q, const float *q, int hd, const void *const *k_rows, int n_k, enum dtype dt,
@@ -185,4 +289,5 @@ const struct cpu_kern KERN_TABLE = {
     .pv = kt_pv,
     .to_f32 = kt_to_f32,
     .read_sum = kt_read_sum,
+    .softmax_step = kt_softmax_step,
 };

@@ -46,6 +46,7 @@ int api_error_http(const struct api_error *e)
     case API_ERROR_NO_ROUTE:       return 404;
     case API_ERROR_METHOD:         return 405;
     case API_ERROR_BODY_TOO_LARGE: return 413;
+    case API_ERROR_TIMEOUT:        return 408;
     case API_ERROR_LOADING:
     case API_ERROR_SHUTDOWN:       return 503;
     case API_ERROR_STATUS:         break;

@@ -23,6 +23,7 @@ enum api_error_kind {
     API_ERROR_BODY_TOO_LARGE, // 413
     API_ERROR_LOADING,        // 503: model still loading
     API_ERROR_SHUTDOWN,       // 503: server shutting down
+    API_ERROR_TIMEOUT,        // 408: request body too slow
 };
 
 struct api_error {

@@ -211,6 +211,13 @@ static enum status fake_render(void *self, json_t *messages, json_t *tools, json
             strbuf_free(&sb);
             return STATUS_ETEMPLATE;
         }
+        json_t *ct = json_object_get(m, "content");
+        if (json_is_string(ct) && strstr(json_string_value(ct), "RAISE_TEMPLATE_ERROR")) {
+            // what a template's raise_exception() looks like to the server
+            *err_msg = xstrdup("raise_exception raised: this template refuses RAISE_TEMPLATE_ERROR");
+            strbuf_free(&sb);
+            return STATUS_ETEMPLATE;
+        }
         strbuf_printf(&sb, "<|im_start|>%s\n", role);
         json_t *rc = json_object_get(m, "reasoning_content");
         if (json_is_string(rc)) strbuf_printf(&sb, "<think>\n%s\n</think>\n\n", json_string_value(rc));

@@ -484,11 +484,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r->too_large && !r->too_slow) strbuf_append(&r->body, upload, *upload_size);
         *upload_size = 0;
         if (r->too_slow) {
-            e = api_error_make(STATUS_EINVAL, NULL, "the request body took longer than %d s to arrive", s->cfg.body_timeout_s);
-            e.kind = API_ERROR_STATUS;
-            srv_send_error(r, &e);
-            r->http_status = 408;
-            return MHD_NO;   // close the connection
+            e = api_error_kind_make(API_ERROR_TIMEOUT, "the request body took longer than %d s to arrive", s->cfg.body_timeout_s);
+            // MHD would hold a queued response until the body ends, which a slowloris client never
+            // does: count it as 408 and drop the connection now.
+            LOG_WARN("req-%llu: %s", (unsigned long long)r->id, e.message);
+            r->http_status = api_error_http(&e);
+            return MHD_NO;
         }
         return MHD_YES;
     }

@@ -162,7 +162,7 @@ void bench_record(struct bench_ctx *c, struct bench_run *r)
 bool bench_time_left(struct bench_ctx *c, int n_would_run)
 {
     if (ms_between(c->t0_ns, clock_now_ns()) / 1e3 < c->cfg->max_time_s) return true;
-    if (c->n_skipped == 0) bench_note(c, "time budget of %.0f s spent: remaining runs skipped", c->cfg->max_time_s);
+    if (c->n_skipped == 0) bench_note(c, "time budget of %g s spent: remaining runs skipped", c->cfg->max_time_s);
     c->n_skipped += n_would_run;
     return false;
 }
@@ -178,8 +178,9 @@ void bench_note(struct bench_ctx *c, const char *fmt, ...)
 
 void bench_clear_cache(struct bench_ctx *c)
 {
-    // vLLM, SGLang and cairn spell it differently; any 2xx will do, 404/405 just means "none"
-    static const char *const paths[] = { "/reset_prefix_cache", "/flush_cache", "/v1/cache/clear" };
+    // vLLM and SGLang spell it differently; any 2xx will do, 404/405 just means "none" (cairn,
+    // llama.cpp and Ollama have no such endpoint: the nonce alone defeats their caches)
+    static const char *const paths[] = { "/reset_prefix_cache", "/flush_cache" };
     if (!c->cfg->clear_cache || c->cache_clear_dead) return;
     bool any = false;
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {

@@ -56,12 +56,18 @@ static void print_agentic(const struct bench_ctx *c, FILE *f)
     if (!analyze_agentic(c->runs.v, c->runs.n, NULL, &a)) return;
     for (int i = 0; i < c->runs.n; i++) {
         const struct bench_run *r = &c->runs.v[i];
-        fprintf(f, "%-20s TTFT %9.1f ms  prompt %6d tok  completion %4d tok  tool calls %d/%d clean%s%s\n", r->phase,
-                r->ttft_ms, r->prompt_tokens, r->completion_tokens, r->tool_calls_clean, r->tool_calls,
-                r->error ? "  ERROR: " : "", r->error ? r->error : "");
+        if (r->error) {
+            fprintf(f, "%-20s ERROR: %s\n", r->phase, r->error);
+            continue;
+        }
+        fprintf(f, "%-20s TTFT %9.1f ms  prompt %6d tok  completion %4d tok  tool calls %d/%d clean\n", r->phase,
+                r->ttft_ms, r->prompt_tokens, r->completion_tokens, r->tool_calls_clean, r->tool_calls);
     }
-    fprintf(f, "cross-user prefix reuse: %s (median prefix-test TTFT %.1f ms / cold %.1f ms = %.3f; YES below %.1f)\n",
-            verdict_str(a.verdict), a.prefix_median_ms, a.cold_ttft_ms, a.ratio, AGENTIC_REUSE_RATIO);
+    if (a.verdict >= 0)
+        fprintf(f, "cross-user prefix reuse: %s (median prefix-test TTFT %.1f ms / cold %.1f ms = %.3f; YES below %.1f)\n",
+                verdict_str(a.verdict), a.prefix_median_ms, a.cold_ttft_ms, a.ratio, AGENTIC_REUSE_RATIO);
+    else
+        fprintf(f, "cross-user prefix reuse: unknown (the cold call or every prefix-test call failed)\n");
     if (a.restart_verdict >= 0)
         fprintf(f, "persistent cache across restart: %s (%.1f ms / cold %.1f ms = %.3f)\n",
                 verdict_str(a.restart_verdict), a.restart_ttft_ms, a.cold_ttft_ms, a.restart_ratio);

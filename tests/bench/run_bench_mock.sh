@@ -97,6 +97,28 @@ for (const r of rs) {
   if (!(r.prefill_tps > 0) || r.completion_tokens !== 8) throw new Error("rates: " + JSON.stringify(r));
 }' "$T/tok.jsonl" || fail "tokenizer check"
 
+echo "== bounded by time: --max-time skips the rest, says so, exits 1"
+start_mock slow --tokens 8 --tok-ms 40
+bench --url "http://127.0.0.1:$PORT" --sizes 64 --runs 6 --no-warmup --max-tokens 8 --max-time 0.5 \
+      --json-out "$T/slow.jsonl" --summary-out "$T/slow.json" > "$T/slow.txt" 2>&1
+[ $? -eq 1 ] || { cat "$T/slow.txt"; fail "max-time: exit code"; }
+grep -q "time budget of 0.5 s spent" "$T/slow.txt" || { cat "$T/slow.txt"; fail "max-time: no note"; }
+n=$(wc -l < "$T/slow.jsonl")
+[ "$n" -ge 1 ] && [ "$n" -lt 6 ] || fail "max-time: $n runs recorded"
+node -e 'const s = JSON.parse(require("fs").readFileSync(process.argv[1])); if (s.skipped !== 6 - s.runs || s.skipped < 1) throw new Error(JSON.stringify(s));' "$T/slow.json" || fail "max-time: skipped count"
+
+echo "== progress bar on a terminal"
+if command -v script > /dev/null; then
+    script -qec "$CAIRN bench --url http://127.0.0.1:$PORT --sizes 64 --runs 2 --no-warmup --max-tokens 4 > /dev/null" "$T/tty.txt" > /dev/null 2>&1 \
+        || fail "progress run under script(1)"
+    grep -q "2/2 runs" "$T/tty.txt" || fail "no progress bar on a terminal"
+else
+    echo "note: script(1) missing, progress bar not exercised"
+fi
+"$CAIRN" bench --url "http://127.0.0.1:$PORT" --sizes 64 --runs 1 --no-warmup --max-tokens 4 > /dev/null 2> "$T/notty.txt" \
+    || fail "quiet run"
+grep -q "runs," "$T/notty.txt" && fail "progress bar drawn without a terminal"
+
 echo "== bad flags exit 2"
 bench --sizes 0 > /dev/null 2>&1; [ $? -eq 2 ] || fail "bad --sizes accepted"
 bench --mode nope > /dev/null 2>&1; [ $? -eq 2 ] || fail "bad --mode accepted"

@@ -65,7 +65,7 @@ async function streamChat(oa, params) {
 }
 
 async function main() {
-  const srv = await startServer([...base, '--keepalive', '1', '--max-queue', '4']);
+  const srv = await startServer([...base, '--keepalive', '1', '--max-queue', '4', ...(model ? [] : ['--stall-seconds', '1'])]);
   const oa = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: 'none', maxRetries: 0 });
   const an = new Anthropic({ baseURL: srv.url, apiKey: 'none', maxRetries: 0 });
 
@@ -141,7 +141,7 @@ async function main() {
   const r2 = await streamChat(oa, { messages: user('SCRIPT_THINK'), max_tokens: 100 });
   check(r2.content === 'The answer is 4.' && r2.reasoning.trim() === 'Let me think.', 'reasoning split (stream)', r2);
   const r3 = await oa.chat.completions.create({ messages: user('SCRIPT_OPEN_THINK'), max_tokens: 100, chat_template_kwargs: { think_open: true } });
-  check(r3.choices[0].message.content === 'Done.' && r3.choices[0].message.reasoning_content === 'Pondering deeply.', 'reasoning when the prompt opened <think>', r3.choices[0].message);
+  if (!model) check(r3.choices[0].message.content === 'Done.' && r3.choices[0].message.reasoning_content === 'Pondering deeply.', 'reasoning when the prompt opened <think>', r3.choices[0].message);
 
   // ---- unicode and escaping survive the JSON writer
   const u = await oa.chat.completions.create({ messages: user('SCRIPT_UNICODE'), max_tokens: 100 });
@@ -221,10 +221,17 @@ async function main() {
   const over = await request(srv.port, 'POST', '/v1/chat/completions', { messages: user('x'), max_tokens: 100000000 });
   check(over.status === 400 && /max_tokens/.test(over.body), 'max_tokens beyond context 400', over.body.slice(0, 200));
 
-  // ---- keep-alive comments while a slow prefill runs
-  const ka = await sse(srv.port, '/v1/chat/completions', { messages: user('SCRIPT_SLOW'), stream: true, max_tokens: 50 });
+  // ---- keep-alive comments while a slow prefill runs (fake model: the script delays the first token)
+  if (!model) {
+  const kap = sse(srv.port, '/v1/chat/completions', { messages: user('SCRIPT_SLOW'), stream: true, max_tokens: 50 });
+  await sleep(1800);   // > --stall-seconds 1 without engine progress while work is pending
+  const hs = await request(srv.port, 'GET', '/health');
+  check(hs.status === 503 && hs.json?.status === 'stalled', '/health 503 while the engine makes no progress', hs.body);
+  const ka = await kap;
+  check((await request(srv.port, 'GET', '/health')).status === 200, '/health 200 again after progress');
   const katext = ka.events.filter((e) => e.data !== '[DONE]').map((e) => JSON.parse(e.data).choices[0]?.delta?.content || '').join('');
   check(ka.comments >= 1 && ka.raw.includes(': keep-alive') && katext === 'slow answer', 'SSE keep-alive during slow prefill', { c: ka.comments, katext });
+  }
 
   // ---- queue full: 429 with Retry-After (fake provider: --max-queue streams at once)
   if (!model) {

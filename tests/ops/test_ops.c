@@ -210,11 +210,13 @@ TEST(argmax_and_route)
     lp[0 * 1000 + 500] = 9.0f; lp[0 * 1000 + 100] = 9.0f;   // row 0: tie at 100 and 500
     lp[1 * 1000 + 999] = 9.0f;
     lp[2 * 1000 + 0] = 9.0f;
+    lp[3 * 1000 + 0] = NAN;   // row 3: a NaN first, then the max at 7
+    lp[3 * 1000 + 7] = 9.0f;
     int32_t a[5], b[5];
     g_ref->ops->argmax(g_ref, b, tt_t(&l));
     g_cpu->ops->argmax(g_cpu, a, tt_t(&l));
     EXPECT(!memcmp(a, b, sizeof a));
-    EXPECT(b[0] == 100 && b[1] == 999 && b[2] == 0);
+    EXPECT(b[0] == 100 && b[1] == 999 && b[2] == 0 && b[3] == 7);
     tt_free(&l);
 
     const int n_exp[3] = { 8, 60, 128 }, ks[3] = { 2, 4, 8 };

@@ -285,7 +285,7 @@ static void cpu_argmax(struct backend *be, int32_t *out_ids, const struct tensor
         int64_t best = 0;
         float bv = l[0];
         for (int64_t i = 1; i < logits->ne[0]; i++)
-            if (l[i] > bv) { bv = l[i]; best = i; }
+            if (l[i] > bv || bv != bv) { bv = l[i]; best = i; }   // bv != bv: NaN so far
         out_ids[r] = (int32_t)best;
     }
 }

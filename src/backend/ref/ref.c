@@ -375,7 +375,7 @@ static void ref_argmax(struct backend *be, int32_t *out_ids, const struct tensor
     for (int64_t r = 0; r < tensor_rows(logits); r++) {
         const float *l = host_row(logits, r);
         int64_t best = 0;
-        for (int64_t i = 1; i < logits->ne[0]; i++) if (l[i] > l[best]) best = i;
+        for (int64_t i = 1; i < logits->ne[0]; i++) if (l[i] > l[best] || l[best] != l[best]) best = i;
         out_ids[r] = (int32_t)best;
     }
 }

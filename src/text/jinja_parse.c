@@ -706,7 +706,11 @@ static struct jn *parse_body(struct jparse *p, const char *const *ends, const ch
     for (;;) {
         struct jtoken *t = next(p);
         if (t->kind == JT_EOF) {
-            if (ends) jparse_fail(p, t->line, "unexpected end of template, expected '%s'", ends[0]);
+            if (ends) {
+                int last = 0;
+                while (ends[last + 1]) last++;
+                jparse_fail(p, t->line, "unexpected end of template, expected '%s'", ends[last]);
+            }
             break;
         }
         if (t->kind == JT_DATA) {

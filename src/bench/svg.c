@@ -53,6 +53,12 @@ static void fmt_num(char *buf, size_t cap, double v)
     else snprintf(buf, cap, "%.3g", v);
 }
 
+// Approximate width in pixels of a legend label at font-size 11.
+static int legend_width(const char *name)
+{
+    return name ? (int)strlen(name) * 6 : 0;
+}
+
 struct axes {
     double x0, x1, y0, y1;   // data range (log-transformed when log)
     bool   x_log, y_log;
@@ -94,10 +100,18 @@ void svg_line_chart(struct strbuf *o, const struct svg_chart *ch, const struct s
         double yv = a.y_log ? log10(ch->y_ref) : ch->y_ref;
         a.y0 = fmin(a.y0, yv); a.y1 = fmax(a.y1, yv);
     }
+    // the legend wraps below the plot; long engine labels take extra rows, which grow the image
+    int legend_rows = 1, lx0 = ML;
+    for (int k = 0; k < n_series; k++) {
+        int w = 34 + legend_width(s[k].name);
+        if (lx0 + w > W && lx0 > ML) { lx0 = ML; legend_rows++; }
+        lx0 += w;
+    }
+    int h_total = H + (legend_rows - 1) * 14;
     strbuf_printf(o, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
-                     "font-family=\"sans-serif\" font-size=\"11\">\n", W, H, W, H);
+                     "font-family=\"sans-serif\" font-size=\"11\">\n", W, h_total, W, h_total);
     strbuf_printf(o, "<rect width=\"%d\" height=\"%d\" fill=\"#fff\"/>\n<text x=\"%d\" y=\"20\" font-size=\"14\" "
-                     "font-weight=\"bold\">", W, H, ML);
+                     "font-weight=\"bold\">", W, h_total, ML);
     svg_escape(o, ch->title);
     strbuf_puts(o, "</text>\n");
     if (!isfinite(a.x0) || !isfinite(a.y0)) {
@@ -191,14 +205,14 @@ void svg_line_chart(struct strbuf *o, const struct svg_chart *ch, const struct s
     // legend, below the x label
     int lx = ML, ly = H - 18;
     for (int k = 0; k < n_series; k++) {
-        int len = s[k].name ? (int)strlen(s[k].name) : 0;
-        if (lx + 30 + len * 6 > W && lx > ML) { lx = ML; ly += 14; }
+        int w = 34 + legend_width(s[k].name);
+        if (lx + w > W && lx > ML) { lx = ML; ly += 14; }
         strbuf_printf(o, "<line x1=\"%d\" x2=\"%d\" y1=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"3\"%s/>"
                          "<text x=\"%d\" y=\"%d\">", lx, lx + 18, ly - 4, ly - 4, svg_color(s[k].color),
                       s[k].dashed ? " stroke-dasharray=\"5,3\"" : "", lx + 22, ly);
         svg_escape(o, s[k].name);
         strbuf_puts(o, "</text>\n");
-        lx += 34 + len * 6;
+        lx += w;
     }
     strbuf_puts(o, "</svg>\n");
 }

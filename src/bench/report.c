@@ -100,7 +100,7 @@ static void sweep_section(struct strbuf *o, struct engine_data *e, int n_e)
     for (int k = 0; k < n_e; k++) any |= e[k].n_sweep > 0;
     if (!any) return;
     struct svg_series s[ENGINES_MAX * 2];
-    strbuf_puts(o, "<h2>Sweep: single request by prompt size</h2>\n<p>Medians over the measured runs; whiskers "
+    strbuf_puts(o, "<h2 id=\"sweep\">Sweep: single request by prompt size</h2>\n<p>Medians over the measured runs; whiskers "
                    "span min to max. Every prompt starts with a unique nonce, so no prefix cache can serve it.</p>\n"
                    "<div class=\"grid\">\n");
     for (int k = 0; k < n_e; k++)
@@ -179,7 +179,7 @@ static void burst_section(struct strbuf *o, struct engine_data *e, int n_e)
     for (int k = 0; k < n_e; k++) any |= e[k].n_burst > 0;
     if (!any) return;
     struct svg_series s[ENGINES_MAX * 2];
-    strbuf_puts(o, "<h2>Burst: N concurrent requests started within the burst window</h2>\n<div class=\"grid\">\n");
+    strbuf_puts(o, "<h2 id=\"burst\">Burst: N concurrent requests started within the burst window</h2>\n<div class=\"grid\">\n");
     int m = 0;
     for (int k = 0; k < n_e; k++) {
         char *n1 = xmalloc(strlen(e[k].label) + 16), *n2 = xmalloc(strlen(e[k].label) + 16);
@@ -238,7 +238,7 @@ static void agentic_section(struct strbuf *o, struct engine_data *e, int n_e)
     bool any = false;
     for (int k = 0; k < n_e; k++) any |= e[k].has_agentic;
     if (!any) return;
-    strbuf_printf(o, "<h2>Agentic: shared ~7 KB system prompt with tools, changing user messages</h2>\n"
+    strbuf_printf(o, "<h2 id=\"agentic\">Agentic: shared ~7 KB system prompt with tools, changing user messages</h2>\n"
                      "<p>Cross-user prefix reuse is YES when median(prefix-test TTFT) / cold TTFT &lt; %.1f.</p>\n"
                      "<table><tr><th>engine</th><th>cold TTFT ms</th><th>warm</th><th>prefix-test median</th>"
                      "<th>ratio</th><th>reuse</th><th>after restart</th><th>persistent</th><th>tool calls clean</th>"

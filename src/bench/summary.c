@@ -15,15 +15,15 @@ static void print_sweep(const struct bench_ctx *c, FILE *f)
 {
     struct sweep_cell cells[CELLS_MAX];
     int m = analyze_sweep(c->runs.v, c->runs.n, NULL, cells, CELLS_MAX);
-    fprintf(f, "%7s %5s %10s %10s %10s %21s %9s %9s %8s %8s\n", "size", "ok", "prompt_tok", "TTFT_ms",
-            "prefill/s", "decode tok/s (sd)", "dec_min", "dec_max", "reason", "content");
+    fprintf(f, "%7s %5s %10s %10s %10s %21s %9s %9s %9s %8s %8s\n", "size", "ok", "prompt_tok", "TTFT_ms",
+            "prefill/s", "decode tok/s (sd)", "dec_mean", "dec_min", "dec_max", "reason", "content");
     bool local = false;
     for (int i = 0; i < m; i++) {
         const struct sweep_cell *s = &cells[i];
         local |= s->prompt_counted_locally;
-        fprintf(f, "%7d %2d/%-2d %10.0f %10.1f %10.0f %12.1f (%6.1f) %9.1f %9.1f %8.0f %8.0f\n", s->size, s->n_ok,
-                s->n_ok + s->n_failed, s->prompt_tokens.median, s->ttft_ms.median, s->prefill_tps.median,
-                s->decode_tps.median, s->decode_tps.stddev, s->decode_tps.min, s->decode_tps.max,
+        fprintf(f, "%7d %2d/%-2d %10.0f %10.1f %10.0f %12.1f (%6.1f) %9.1f %9.1f %9.1f %8.0f %8.0f\n", s->size,
+                s->n_ok, s->n_ok + s->n_failed, s->prompt_tokens.median, s->ttft_ms.median, s->prefill_tps.median,
+                s->decode_tps.median, s->decode_tps.stddev, s->decode_tps.mean, s->decode_tps.min, s->decode_tps.max,
                 s->reasoning_tokens.median, s->content_tokens.median);
         if (s->first_error) fprintf(f, "        first error: %s\n", s->first_error);
     }

@@ -103,4 +103,14 @@ rc=$?
 [ $rc -eq 1 ] || { cat "$T/stall.txt"; fail "stall: exit $rc, expected 1"; }
 $CHECK errors "$T/stall.jsonl" "^stalled: no data for 1 s" "^stalled: no data for 1 s" || fail "stall check"
 curl -sf "http://127.0.0.1:$PORT/v1/models" > /dev/null || fail "the server did not survive the abandoned streams"
+
+echo "== --api-key against a server that requires one"
+start_serve key --fake --api-key s3cret
+bench --url "http://127.0.0.1:$PORT" --model cairn-fake --sizes 64 --runs 1 --no-warmup --max-tokens 4 \
+      --json-out "$T/nokey.jsonl" > "$T/nokey.txt" 2>&1
+[ $? -eq 1 ] || fail "no key: exit code"
+$CHECK errors "$T/nokey.jsonl" "^HTTP 401" || fail "no key check"
+bench --url "http://127.0.0.1:$PORT" --api-key s3cret --sizes 64 --runs 1 --no-warmup --max-tokens 4 \
+      --json-out "$T/key.jsonl" > "$T/key.txt" 2>&1 || { cat "$T/key.txt"; fail "with key: exit code"; }
+$CHECK errors "$T/key.jsonl" null || fail "with key check"
 echo "all bench serve tests passed"

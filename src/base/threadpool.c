@@ -1,12 +1,19 @@
 /* threadpool: fork-join workers (see threadpool.h).
  *
- * Protocol: the caller publishes the job (fn, ctx, n_tasks), resets the task counter and the
- * count of workers still busy, then bumps `gen`. Workers wait for `gen` to change: spinning
- * first, then sleeping on `cond`. A worker registers in `n_sleeping` (under the mutex) before it
- * re-checks `gen` and waits; the caller bumps `gen` before it reads `n_sleeping` and broadcasts
- * under the mutex. Both are sequentially consistent atomics, so one of the two always sees the
- * other's write and no wake-up is lost. Each worker claims tasks until the counter passes
- * n_tasks, then decrements `n_busy`; the caller runs tasks too and spins until `n_busy` is 0.
+ * Protocol. One 64-bit atomic word `work` holds (generation << 32 | tasks left). The caller
+ * publishes the job (fn, ctx) and then stores a new generation with n_tasks left. Anyone
+ * claims a task by a compare-and-swap that decrements "left" while the generation is unchanged;
+ * the claimed task is the new "left" value (tasks run from n_tasks - 1 down to 0). A thread
+ * reads fn and ctx only after a successful claim: the run cannot finish (and the caller cannot
+ * publish the next job) while one of its tasks is claimed but not done, so they are stable.
+ * The caller claims tasks too, then waits until `n_done` reaches n_tasks. It never waits for a
+ * worker that has not claimed anything: on an oversubscribed machine a descheduled worker costs
+ * at most the task it holds, not a wake-up per run.
+ *
+ * Workers wait for the generation to change: spinning first, then sleeping on `cond`. A worker
+ * registers in `n_sleeping` (under the mutex) before it re-checks the generation and waits; the
+ * caller bumps the generation before it reads `n_sleeping` and broadcasts under the mutex. Both
+ * are sequentially consistent atomics, so one of the two always sees the other's write.
  */
 #include "base/threadpool.h"
 
@@ -34,17 +41,16 @@ struct threadpool {
     pthread_mutex_t  mutex;
     pthread_cond_t   cond;
 
-    // the current job, written by the caller before gen is bumped
+    // the current job, written by the caller before `work` gets the new generation
     void           (*fn)(void *ctx, int task, int thread);
     void            *ctx;
-    int              n_tasks;
 
-    _Atomic uint64_t gen;        // bumped once per run
-    _Atomic int      next_task;
-    _Atomic int      n_busy;     // workers that have not finished the current run
+    _Atomic uint64_t work;       // generation << 32 | tasks not yet claimed
+    _Atomic int      n_done;     // tasks finished in the current run
     _Atomic int      n_sleeping;
     _Atomic int      stop;
     _Atomic int      running;    // detects nested or concurrent runs
+    uint32_t         gen;        // the caller's copy of the current generation
 };
 
 static inline void cpu_relax(void)
@@ -62,30 +68,34 @@ int threadpool_cpu_count(void)
     return n < 1 ? 1 : (int)n;
 }
 
-static void run_tasks(struct threadpool *tp, int thread)
+/* Claims and runs tasks of generation gen until none is left. */
+static void run_tasks(struct threadpool *tp, uint32_t gen, int thread)
 {
-    int n = tp->n_tasks;
+    uint64_t v = atomic_load(&tp->work);
     for (;;) {
-        int t = atomic_fetch_add_explicit(&tp->next_task, 1, memory_order_relaxed);
-        if (t >= n) break;
-        tp->fn(tp->ctx, t, thread);
+        if ((uint32_t)(v >> 32) != gen || (uint32_t)v == 0) return;
+        if (!atomic_compare_exchange_weak(&tp->work, &v, v - 1)) continue;   // v reloaded
+        tp->fn(tp->ctx, (int)(uint32_t)(v - 1), thread);
+        atomic_fetch_add_explicit(&tp->n_done, 1, memory_order_release);
+        v = atomic_load(&tp->work);
     }
 }
 
-static uint64_t wait_for_gen(struct threadpool *tp, uint64_t seen)
+static uint32_t current_gen(struct threadpool *tp) { return (uint32_t)(atomic_load(&tp->work) >> 32); }
+
+static uint32_t wait_for_gen(struct threadpool *tp, uint32_t seen)
 {
     int64_t t0 = clock_now_ns();
     for (int i = 0;; i++) {
-        uint64_t g = atomic_load(&tp->gen);
+        uint32_t g = current_gen(tp);
         if (g != seen || atomic_load(&tp->stop)) return g;
         cpu_relax();
         if ((i & 255) == 255 && clock_now_ns() - t0 > SPIN_NS) break;
     }
     pthread_mutex_lock(&tp->mutex);
     atomic_fetch_add(&tp->n_sleeping, 1);
-    uint64_t g;
-    while ((g = atomic_load(&tp->gen)) == seen && !atomic_load(&tp->stop))
-        pthread_cond_wait(&tp->cond, &tp->mutex);
+    uint32_t g;
+    while ((g = current_gen(tp)) == seen && !atomic_load(&tp->stop)) pthread_cond_wait(&tp->cond, &tp->mutex);
     atomic_fetch_sub(&tp->n_sleeping, 1);
     pthread_mutex_unlock(&tp->mutex);
     return g;
@@ -95,12 +105,11 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     struct threadpool *tp = w->tp;
-    uint64_t seen = 0;
+    uint32_t seen = 0;
     for (;;) {
         seen = wait_for_gen(tp, seen);
         if (atomic_load(&tp->stop)) break;
-        run_tasks(tp, w->id);
-        atomic_fetch_sub_explicit(&tp->n_busy, 1, memory_order_release);
+        run_tasks(tp, seen, w->id);
     }
     return NULL;
 }
@@ -149,16 +158,15 @@ void threadpool_run(struct threadpool *tp, int n_tasks, void (*fn)(void *ctx, in
     CHECK(atomic_exchange(&tp->running, 1) == 0, "threadpool_run: nested or concurrent run");
     tp->fn = fn;
     tp->ctx = ctx;
-    tp->n_tasks = n_tasks;
-    atomic_store(&tp->next_task, 0);
-    atomic_store(&tp->n_busy, tp->n_threads - 1);
-    atomic_fetch_add(&tp->gen, 1);
+    atomic_store(&tp->n_done, 0);
+    uint32_t gen = ++tp->gen;
+    atomic_store(&tp->work, (uint64_t)gen << 32 | (uint32_t)n_tasks);
     if (atomic_load(&tp->n_sleeping) > 0) {
         pthread_mutex_lock(&tp->mutex);
         pthread_cond_broadcast(&tp->cond);
         pthread_mutex_unlock(&tp->mutex);
     }
-    run_tasks(tp, 0);
-    while (atomic_load_explicit(&tp->n_busy, memory_order_acquire) > 0) cpu_relax();
+    run_tasks(tp, gen, 0);
+    while (atomic_load_explicit(&tp->n_done, memory_order_acquire) < n_tasks) cpu_relax();
     atomic_store(&tp->running, 0);
 }

@@ -2,8 +2,8 @@
  *
  * out[n, m] = x[n, k] @ w[m, k]^T. Work is split across threads by weight rows (output columns),
  * so every weight byte is read from memory once per call. Two loops over the same tile kernel:
- *  - decode GEMV (n <= GEMV_MAX_ROWS): each task streams its weight rows nr at a time in their
- *    own dtype and multiplies them with all rows of x at once: bandwidth bound.
+ *  - decode GEMV (n <= GEMV_MAX_ROWS): each task streams its slice of weight rows nr at a time
+ *    in their own dtype and multiplies them with all rows of x at once: bandwidth bound.
  *  - prefill GEMM: each task converts a panel of weight rows to f32 once (sized to stay in L2),
  *    then runs mr x nr register tiles over all rows of x against it: compute bound.
  * Both compute every c[i, j] with the identical operation sequence (kern.h), so a row's output
@@ -107,10 +107,11 @@ void cpu_gemm(struct cpu *c, float *out, int64_t ldo, const float *x, int64_t ld
     int64_t panel = PANEL_BYTES / (k * (int64_t)sizeof(float));
     panel = panel / c->kf->nr * c->kf->nr;
     g.panel_rows = panel < c->kf->nr ? c->kf->nr : panel;
-    // GEMV: one contiguous slice per thread; GEMM: a few tasks per thread for balance. Slices
-    // are multiples of 16 rows so threads never write the same cache line of out.
+    // A few contiguous slices per thread, handed out dynamically: a thread that gets
+    // descheduled (or a slower core) strands little work. Slices are multiples of 16 rows so
+    // threads never write the same cache line of out.
     int64_t work = n * m * k;
-    int64_t n_tasks = work < 65536 ? 1 : g.gemv ? c->n_threads : c->n_threads * 4;
+    int64_t n_tasks = work < 65536 ? 1 : c->n_threads * 4;
     int64_t rpt = (m + n_tasks - 1) / n_tasks;
     rpt = (rpt + 15) / 16 * 16;
     g.rows_per_task = rpt;

@@ -83,14 +83,14 @@ static void chat_logprobs(struct strbuf *sb, struct gen *g, const struct job_cho
         jsonw_raw(sb, "{\"token\":");
         token_json(sb, g, lp->id);
         jsonw_raw(sb, ",\"logprob\":");
-        jsonw_double(sb, lp->logprob);
+        jsonw_float(sb, lp->logprob);
         jsonw_raw(sb, ",\"top_logprobs\":[");
         for (int k = 0; k < lp->n_top; k++) {
             if (k) strbuf_putc(sb, ',');
             jsonw_raw(sb, "{\"token\":");
             token_json(sb, g, lp->top[k].id);
             jsonw_raw(sb, ",\"logprob\":");
-            jsonw_double(sb, lp->top[k].logprob);
+            jsonw_float(sb, lp->top[k].logprob);
             jsonw_raw(sb, "}");
         }
         jsonw_raw(sb, "]}");
@@ -107,13 +107,13 @@ static void legacy_logprobs(struct strbuf *sb, struct gen *g, const struct job_c
         char *t = g->ops->decode(g->self, &lp->id, 1, false);
         if (i > from) { strbuf_putc(&toks, ','); strbuf_putc(&lps, ','); strbuf_putc(&tops, ','); strbuf_putc(&offs, ','); }
         jsonw_cstr(&toks, t);
-        jsonw_double(&lps, lp->logprob);
+        jsonw_float(&lps, lp->logprob);
         strbuf_putc(&tops, '{');
         for (int k = 0; k < lp->n_top; k++) {
             char *tt = g->ops->decode(g->self, &lp->top[k].id, 1, false);
             if (k) strbuf_putc(&tops, ',');
             jsonw_key(&tops, tt);
-            jsonw_double(&tops, lp->top[k].logprob);
+            jsonw_float(&tops, lp->top[k].logprob);
             free(tt);
         }
         strbuf_putc(&tops, '}');

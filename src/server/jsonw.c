@@ -125,6 +125,17 @@ void jsonw_double(struct strbuf *sb, double v)
     strbuf_puts(sb, buf);
 }
 
+void jsonw_float(struct strbuf *sb, float v)
+{
+    if (!isfinite(v)) { strbuf_puts(sb, "null"); return; }
+    char buf[32];
+    for (int prec = 4; prec <= 9; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, (double)v);
+        if (strtof(buf, NULL) == v) break;
+    }
+    strbuf_puts(sb, buf);
+}
+
 void jsonw_bool(struct strbuf *sb, int v) { strbuf_puts(sb, v ? "true" : "false"); }
 
 void jsonw_key(struct strbuf *sb, const char *key)

@@ -24,6 +24,7 @@ void jsonw_str(struct strbuf *sb, const char *s, size_t len);      // "escaped"
 void jsonw_cstr(struct strbuf *sb, const char *s);                 // NULL writes null
 void jsonw_int(struct strbuf *sb, int64_t v);
 void jsonw_double(struct strbuf *sb, double v);                    // shortest %.17g that round-trips
+void jsonw_float(struct strbuf *sb, float v);                     // shortest that round-trips as a float
 void jsonw_bool(struct strbuf *sb, int v);
 /* "key": with the key escaped; caller writes the value next. */
 void jsonw_key(struct strbuf *sb, const char *key);

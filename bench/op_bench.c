@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "backend/backend.h"
 #include "backend/cpu/kern.h"
@@ -41,7 +42,8 @@ static void mat_init(struct mat *m, int rows, int cols, enum dtype dt, bool rota
     if (m->n_copies > 64) m->n_copies = 64;
     if (m->n_copies < 1) m->n_copies = 1;
     void *p = NULL;
-    if (posix_memalign(&p, 64, one * (size_t)m->n_copies)) abort();
+    if (posix_memalign(&p, (size_t)2 << 20, one * (size_t)m->n_copies)) abort();
+    (void)madvise(p, one * (size_t)m->n_copies, MADV_HUGEPAGE);   // as membw and file-backed weights
     struct rng r;
     rng_seed(&r, 1);
     uint16_t *h = p;

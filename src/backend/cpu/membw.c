@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "backend/cpu/kern.h"
 #include "base/clock.h"
@@ -48,12 +49,15 @@ double membw_measure_read_gbs(int n_threads, size_t bytes)
     j->n_per_task = (int64_t)(bytes / sizeof(float) / (size_t)n_threads) / 64 * 64;
     size_t used = (size_t)j->n_per_task * (size_t)n_threads * sizeof(float);
     void *p = NULL;
-    if (posix_memalign(&p, 64, used) != 0) {
+    if (posix_memalign(&p, (size_t)2 << 20, used) != 0) {
         LOG_ERR("membw: cannot allocate %zu bytes", used);
         free(j);
         return 0;
     }
     j->buf = p;
+    // huge pages where the kernel allows: the probe measures DRAM, not page walks (weights are
+    // file mappings, which recent kernels back with large folios)
+    (void)madvise(p, used, MADV_HUGEPAGE);
     struct threadpool *tp = threadpool_new(n_threads);
     threadpool_run(tp, n_threads, membw_touch_task, j);   // fault the pages in, on their threads
     threadpool_run(tp, n_threads, membw_read_task, j);    // warm-up

@@ -1,8 +1,8 @@
 /* membw: measures this machine's memory read bandwidth, the roofline of decode.
  *
- * Reads a buffer much larger than the last-level cache with n_threads threads (each its own
- * contiguous slice, full-width SIMD loads from the cpu backend's kernel family), repeats, and
- * returns the median rate in GB/s (1e9 bytes per second). Benchmarks quote decode tok/s as a
+ * Reads a buffer much larger than the last-level cache (huge pages where the kernel allows) with
+ * n_threads threads (each its own contiguous slice, full-width SIMD loads from the cpu backend's
+ * kernel family), repeats, and returns the median rate in GB/s (1e9 bytes per second). Benchmarks quote decode tok/s as a
  * fraction of (weight bytes per token / this bandwidth). Takes about a second; allocates and
  * frees its buffer; any thread may call it (it makes its own pool).
  *

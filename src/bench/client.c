@@ -189,6 +189,9 @@ static struct curl_slist *make_headers(const struct bench_http *h, bool json_bod
 {
     struct curl_slist *hd = NULL;
     if (json_body) hd = curl_slist_append(hd, "Content-Type: application/json");
+    // no "Expect: 100-continue" for large bodies: a server that ignores it would add up to a
+    // second of curl's waiting to the measured TTFT of long prompts
+    hd = curl_slist_append(hd, "Expect:");
     hd = curl_slist_append(hd, "Accept: text/event-stream, application/json");
     if (h->api_key && *h->api_key) {
         struct strbuf sb = {0};
@@ -276,7 +279,12 @@ enum status client_chat(const struct bench_http *h, const char *body, struct cha
     } else {
         sse_finish(&c.sse);   // a last event without its blank line still counts
         if (!out->error && !out->got_done) {
-            if (c.sse.n_events == 0) set_error(out, "no SSE events in a %d response", out->http_status);
+            if (c.sse.n_events == 0) {
+                char *ctype = NULL;
+                curl_easy_getinfo(c.curl, CURLINFO_CONTENT_TYPE, &ctype);
+                set_error(out, "no SSE events in the %d response (content type %s; does the server stream?)",
+                          out->http_status, ctype ? ctype : "none");
+            }
             else set_error(out, "stream ended without [DONE] (connection closed by the server)");
         }
         if (!out->error && !out->t_first_ns) set_error(out, "stream carried no tokens");

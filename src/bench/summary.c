@@ -11,20 +11,35 @@
 
 #define CELLS_MAX 64
 
+// One right-aligned table cell: the number, or "-" when it was not measured.
+static void cell(FILE *f, int width, int prec, double v)
+{
+    if (isfinite(v)) fprintf(f, " %*.*f", width, prec, v);
+    else fprintf(f, " %*s", width, "-");
+}
+
 static void print_sweep(const struct bench_ctx *c, FILE *f)
 {
     struct sweep_cell cells[CELLS_MAX];
     int m = analyze_sweep(c->runs.v, c->runs.n, NULL, cells, CELLS_MAX);
-    fprintf(f, "%7s %5s %10s %10s %10s %21s %9s %9s %9s %8s %8s\n", "size", "ok", "prompt_tok", "TTFT_ms",
-            "prefill/s", "decode tok/s (sd)", "dec_mean", "dec_min", "dec_max", "reason", "content");
+    fprintf(f, "%7s %5s %10s %10s %10s %12s %8s %9s %9s %9s %8s %8s\n", "size", "ok", "prompt_tok", "TTFT_ms",
+            "prefill/s", "decode_tok/s", "(sd)", "dec_mean", "dec_min", "dec_max", "reason", "content");
     bool local = false;
     for (int i = 0; i < m; i++) {
         const struct sweep_cell *s = &cells[i];
         local |= s->prompt_counted_locally;
-        fprintf(f, "%7d %2d/%-2d %10.0f %10.1f %10.0f %12.1f (%6.1f) %9.1f %9.1f %9.1f %8.0f %8.0f\n", s->size,
-                s->n_ok, s->n_ok + s->n_failed, s->prompt_tokens.median, s->ttft_ms.median, s->prefill_tps.median,
-                s->decode_tps.median, s->decode_tps.stddev, s->decode_tps.mean, s->decode_tps.min, s->decode_tps.max,
-                s->reasoning_tokens.median, s->content_tokens.median);
+        fprintf(f, "%7d %2d/%-2d", s->size, s->n_ok, s->n_ok + s->n_failed);
+        cell(f, 10, 0, s->prompt_tokens.median);
+        cell(f, 10, 1, s->ttft_ms.median);
+        cell(f, 10, 0, s->prefill_tps.median);
+        cell(f, 12, 1, s->decode_tps.median);
+        cell(f, 8, 1, s->decode_tps.stddev);
+        cell(f, 9, 1, s->decode_tps.mean);
+        cell(f, 9, 1, s->decode_tps.min);
+        cell(f, 9, 1, s->decode_tps.max);
+        cell(f, 8, 0, s->reasoning_tokens.median);
+        cell(f, 8, 0, s->content_tokens.median);
+        fputc('\n', f);
         if (s->first_error) fprintf(f, "        first error: %s\n", s->first_error);
     }
     if (local) fprintf(f, "note: prompt tokens counted with --tokenizer (server sent no usage; chat template not counted)\n");
@@ -38,9 +53,16 @@ static void print_burst(const struct bench_ctx *c, FILE *f)
             "lat_max", "ttft_p50", "ttft_p95", "ttft_max", "agg_tok/s", "");
     for (int i = 0; i < m; i++) {
         const struct burst_cell *b = &cells[i];
-        fprintf(f, "%5d %3d/%-3d %9.0f %9.0f %9.0f %9.0f %9.0f %9.0f %9.0f %9.1f %s\n", b->n, b->n_ok,
-                b->n_ok + b->n_failed, b->wall_ms, b->latency_ms.median, b->latency_ms.p95, b->latency_ms.max,
-                b->ttft_ms.median, b->ttft_ms.p95, b->ttft_ms.max, b->agg_tps, b->serialized ? "SERIALIZES" : "");
+        fprintf(f, "%5d %3d/%-3d", b->n, b->n_ok, b->n_ok + b->n_failed);
+        cell(f, 9, 0, b->wall_ms);
+        cell(f, 9, 0, b->latency_ms.median);
+        cell(f, 9, 0, b->latency_ms.p95);
+        cell(f, 9, 0, b->latency_ms.max);
+        cell(f, 9, 0, b->ttft_ms.median);
+        cell(f, 9, 0, b->ttft_ms.p95);
+        cell(f, 9, 0, b->ttft_ms.max);
+        cell(f, 9, 1, b->agg_tps);
+        fprintf(f, " %s\n", b->serialized ? "SERIALIZES" : "");
         if (b->first_error) fprintf(f, "      first error: %s\n", b->first_error);
     }
 }

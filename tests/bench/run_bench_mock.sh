@@ -34,7 +34,7 @@ bench --url "http://127.0.0.1:$PORT/v1" --label mockA --sizes 64,300 --runs 3 --
       --json-out "$T/sweep.jsonl" --summary-out "$T/sweep.json" > "$T/sweep.txt" || fail "sweep exit $?"
 cat "$T/sweep.txt"
 $CHECK sweep "$T/sweep.jsonl" "$T/sweep.json" "$T/sweep.log" mockA 8 4 || fail "sweep check"
-grep -q "decode tok/s" "$T/sweep.txt" || fail "no summary table"
+grep -q "decode_tok/s" "$T/sweep.txt" || fail "no summary table"
 
 echo "== agentic, prefix cache on, restart drops the cache"
 start_mock agentic --prefill-us 300

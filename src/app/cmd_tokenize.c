@@ -72,8 +72,9 @@ int cmd_detokenize(int argc, char **argv)
     }
     struct tokenizer *tk;
     if (tokenizer_load(dir, &tk) != STATUS_OK) { free(ids); return 1; }
-    char *s = tokenizer_decode(tk, ids, n, skip);
-    fwrite(s, 1, strlen(s), stdout);
+    size_t len;
+    char *s = tokenizer_decode_n(tk, ids, n, skip, &len);
+    fwrite(s, 1, len, stdout);
     free(s);
     tokenizer_free(tk);
     free(ids);

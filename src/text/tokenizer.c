@@ -142,6 +142,14 @@ enum status tokenizer_load_json(const char *tokenizer_json, size_t len, const ch
     for (int i = 0; i < tk->n_added; i++) {
         struct tk_added *a = &tk->added[i];
         if (tk->added_of_id[a->id] < 0) tk->added_of_id[a->id] = i;
+        if (a->normalized && tk->norm) {
+            // HF matches (and decodes) a normalized added token by its normalized content.
+            struct strbuf nb = {0};
+            tk_norm_apply(tk->norm, a->content, a->len, &nb);
+            free(a->content);
+            a->len = (uint32_t)nb.len;
+            a->content = strbuf_take(&nb);
+        }
         trie_insert(a->normalized ? &tk->trie_norm : &tk->trie_raw, a->content, a->len, i);
     }
     for (int i = 0; i < tk->post.n_pre; i++)
@@ -150,7 +158,10 @@ enum status tokenizer_load_json(const char *tokenizer_json, size_t len, const ch
         if (tk->post.post[i] < 0 || tk->post.post[i] >= tk->n_ids_total) goto out_bad_post;
 
     if (cfg) {
-        tk->cleanup = json_is_true(json_object_get(cfg, "clean_up_tokenization_spaces"));
+        // transformers 5 ignores clean_up_tokenization_spaces for BPE models ("destructive for
+        // BPE"), and BPE is the only model here: decode never cleans up. tk_decode keeps the code
+        // path for a future WordPiece model.
+        tk->cleanup = false;
         tk->bos = config_token(cfg, "bos_token");
         tk->eos = config_token(cfg, "eos_token");
         tk->pad = config_token(cfg, "pad_token");

@@ -31,6 +31,9 @@ enum status tokenizer_encode(const struct tokenizer *tk, const char *text, size_
                              int32_t **ids, int *n_ids);
 /* Decodes ids to a heap string, like tokenizer.decode(ids, skip_special_tokens=skip_special). */
 char       *tokenizer_decode(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_special);
+/* Same, with the length in bytes: decoded text may contain U+0000 (e.g. a <0x00> token). */
+char       *tokenizer_decode_n(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_special,
+                               size_t *len);
 
 int         tokenizer_vocab_size(const struct tokenizer *tk);
 /* Token string as in the vocabulary (e.g. "Ġthe"), NULL if out of range. */
@@ -53,5 +56,8 @@ void          detok_free(struct detok *d);
 char         *detok_push(struct detok *d, int32_t id);
 /* Flushes what is held back (incomplete UTF-8 becomes U+FFFD as HF does). */
 char         *detok_flush(struct detok *d);
+/* Same as detok_push/detok_flush with the delta's length in bytes (deltas may contain U+0000). */
+char         *detok_push_n(struct detok *d, int32_t id, size_t *len);
+char         *detok_flush_n(struct detok *d, size_t *len);
 
 #endif

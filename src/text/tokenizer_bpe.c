@@ -409,7 +409,7 @@ void tk_bpe_word(struct tk_bpe *b, const char *w, size_t n, int32_t **ids, int *
         char *key = xmalloc(n);
         memcpy(key, w, n);
         int32_t *cp = xmalloc((size_t)(k > 0 ? k : 1) * sizeof *cp);
-        memcpy(cp, *ids + start, (size_t)k * sizeof *cp);
+        if (k > 0) memcpy(cp, *ids + start, (size_t)k * sizeof *cp);
         pthread_mutex_lock(lock);
         free(e->key);
         free(e->ids);

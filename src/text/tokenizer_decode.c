@@ -417,11 +417,17 @@ void tk_decode(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_
     tk_pieces_free(&pb);
 }
 
-char *tokenizer_decode(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_special)
+char *tokenizer_decode_n(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_special, size_t *len)
 {
     struct strbuf sb = {0};
     tk_decode(tk, ids, n, skip_special, &sb);
+    if (len) *len = sb.len;
     return strbuf_take(&sb);
+}
+
+char *tokenizer_decode(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_special)
+{
+    return tokenizer_decode_n(tk, ids, n, skip_special, NULL);
 }
 
 /* ==== Streaming ==== */
@@ -474,23 +480,50 @@ static size_t stable_len(const struct detok *d, const struct strbuf *t)
     return L;
 }
 
-static char *detok_step(struct detok *d, bool flush)
+static bool is_byte_token(const struct tokenizer *tk, int32_t id)
+{
+    const char *s = tokenizer_token_str(tk, id);
+    return s && s[0] == '<' && s[1] == '0' && s[2] == 'x' && s[3] && s[4] && s[5] == '>' && !s[6];
+}
+
+/* Byte tokens, and skipped special tokens between them, can belong to one byte-fallback run. */
+static bool run_part(const struct detok *d, int32_t id)
+{
+    return is_byte_token(d->tk, id) || (d->skip_special && tokenizer_is_special(d->tk, id));
+}
+
+static char *detok_step(struct detok *d, bool flush, size_t *len)
 {
     strbuf_clear(&d->text);
     tk_decode(d->tk, d->ids + d->win, d->n - d->win, d->skip_special, &d->text);
     size_t L = flush ? d->text.len : stable_len(d, &d->text);
+    const struct strbuf *src = &d->text;
+    int k = d->n;
+    while (!flush && k > d->win && run_part(d, d->ids[k - 1])) k--;
+    if (k < d->n) {
+        // A trailing run of byte-fallback tokens is undecided: HF turns the whole run into
+        // U+FFFDs if it ends invalid, so only the text before the run is stable.
+        strbuf_clear(&d->alt);
+        tk_decode(d->tk, d->ids + d->win, k - d->win, d->skip_special, &d->alt);
+        src = &d->alt;
+        L = stable_len(d, &d->alt);
+        if (L > d->text.len || memcmp(d->alt.data, d->text.data, L)) L = 0;   // not a prefix: wait
+    }
     struct strbuf delta = {0};
     if (L > d->sent) {
-        strbuf_append(&delta, d->text.data + d->sent, L - d->sent);
+        strbuf_append(&delta, src->data + d->sent, L - d->sent);
         d->sent = L;
     }
     // Slide the window when it grew: accept the new start only if it decodes to the same tail.
-    if (!flush && d->n - d->win > 2 * DETOK_WINDOW) {
-        int nw = d->n - DETOK_WINDOW;
+    int nw = d->n - DETOK_WINDOW;
+    // ByteFallback turns a whole invalid byte run into U+FFFDs: never start a window inside a run.
+    if (!flush && d->n - d->win > 2 * DETOK_WINDOW && !run_part(d, d->ids[nw]) && !run_part(d, d->ids[nw - 1])) {
         strbuf_clear(&d->alt);
         tk_decode(d->tk, d->ids + nw, d->n - nw, d->skip_special, &d->alt);
         size_t unsent = d->text.len - d->sent;
-        if (unsent <= d->alt.len && d->alt.len <= d->text.len &&
+        // The new window must start with text already sent: an empty or all-pending window would
+        // let a later token become its "first" one (Metaspace/Strip leading-space rules).
+        if (unsent < d->alt.len && d->alt.len <= d->text.len &&
             !memcmp(d->alt.data + d->alt.len - unsent, d->text.data + d->sent, unsent) &&
             !memcmp(d->alt.data, d->text.data + (d->text.len - d->alt.len), d->alt.len)) {
             d->win = nw;
@@ -498,20 +531,31 @@ static char *detok_step(struct detok *d, bool flush)
         }
     }
     if (!delta.data) strbuf_append(&delta, "", 0);
+    if (len) *len = delta.len;
     return strbuf_take(&delta);
 }
 
 char *detok_push(struct detok *d, int32_t id)
+{
+    return detok_push_n(d, id, NULL);
+}
+
+char *detok_flush(struct detok *d)
+{
+    return detok_flush_n(d, NULL);
+}
+
+char *detok_push_n(struct detok *d, int32_t id, size_t *len)
 {
     if (d->n == d->cap) {
         d->cap = d->cap ? d->cap * 2 : 64;
         d->ids = xrealloc(d->ids, (size_t)d->cap * sizeof *d->ids);
     }
     d->ids[d->n++] = id;
-    return detok_step(d, false);
+    return detok_step(d, false, len);
 }
 
-char *detok_flush(struct detok *d)
+char *detok_flush_n(struct detok *d, size_t *len)
 {
-    return detok_step(d, true);
+    return detok_step(d, true, len);
 }

@@ -109,6 +109,7 @@ struct tk_norm {
     bool              left, right;   // STRIP
     struct tk_regex   re;        // REPLACE
     char             *content;   // REPLACE content, PREPEND string
+    uint8_t          *safe;      // NF*: bitmap over code points that normalization leaves alone
 };
 enum status tk_norm_parse(json_t *j, struct tk_norm **out);   // NULL j: *out = NULL
 void        tk_norm_free(struct tk_norm *n);

@@ -19,6 +19,7 @@ static void norm_deinit(struct tk_norm *n)
     free(n->subs);
     tk_regex_free(&n->re);
     free(n->content);
+    free(n->safe);
 }
 
 void tk_norm_free(struct tk_norm *n)
@@ -26,6 +27,45 @@ void tk_norm_free(struct tk_norm *n)
     if (!n) return;
     norm_deinit(n);
     free(n);
+}
+
+/* ==== Fast path for Unicode normalization ====
+ * A code point is "safe" when normalization maps it to itself and it can neither combine with the
+ * code point before it nor be reordered: combining class 0, not the second half of a canonical
+ * composition (utf8proc marks those with comb_index >= 0x8000; Hangul V/T jamo are algorithmic),
+ * and a one-char normalization that is the identity. The boundary before a safe code point is a
+ * normalization boundary, so only the runs of unsafe code points (with the starter before them)
+ * go through utf8proc; all-safe text (most text) is copied. */
+
+#define N_CODEPOINTS 0x110000
+
+static uint8_t *safe_table(int opts)
+{
+    uint8_t *t = xcalloc(N_CODEPOINTS / 8, 1);
+    for (int32_t c = 0; c < N_CODEPOINTS; c++) {
+        if (c >= 0xD800 && c <= 0xDFFF) continue;
+        const utf8proc_property_t *p = utf8proc_get_property(c);
+        if (p->combining_class != 0) continue;
+        if (p->comb_index >= 0x8000 && p->comb_index != 0xFFFF) continue;
+        if ((c >= 0x1161 && c <= 0x1175) || (c >= 0x11A8 && c <= 0x11C2)) continue;
+        if (p->decomp_seqindex != UINT16_MAX || (c >= 0xAC00 && c <= 0xD7A3)) {
+            // Has a decomposition: safe only if normalizing it alone gives it back.
+            utf8proc_int32_t buf[8];
+            utf8proc_ssize_t k = utf8proc_decompose_char(c, buf, 8, (utf8proc_option_t)((opts & ~UTF8PROC_COMPOSE) | UTF8PROC_DECOMPOSE), NULL);
+            if (k != 1 || buf[0] != c) {
+                if (!(opts & UTF8PROC_COMPOSE) || k <= 0 || k > 8) continue;
+                utf8proc_ssize_t m = utf8proc_normalize_utf32(buf, k, (utf8proc_option_t)(opts | UTF8PROC_STABLE));
+                if (m != 1 || buf[0] != c) continue;
+            }
+        }
+        t[c >> 3] |= (uint8_t)(1u << (c & 7));
+    }
+    return t;
+}
+
+static inline bool is_safe(const uint8_t *t, uint32_t c)
+{
+    return c < N_CODEPOINTS && (t[c >> 3] >> (c & 7)) & 1;
 }
 
 static enum status norm_parse_into(json_t *j, struct tk_norm *n, int depth)
@@ -48,10 +88,10 @@ static enum status norm_parse_into(json_t *j, struct tk_norm *n, int depth)
         }
         return STATUS_OK;
     }
-    if (!strcmp(type, "NFC")) { n->type = TK_NORM_NFC; return STATUS_OK; }
-    if (!strcmp(type, "NFD")) { n->type = TK_NORM_NFD; return STATUS_OK; }
-    if (!strcmp(type, "NFKC")) { n->type = TK_NORM_NFKC; return STATUS_OK; }
-    if (!strcmp(type, "NFKD")) { n->type = TK_NORM_NFKD; return STATUS_OK; }
+    if (!strcmp(type, "NFC")) { n->type = TK_NORM_NFC; n->safe = safe_table(UTF8PROC_COMPOSE); return STATUS_OK; }
+    if (!strcmp(type, "NFD")) { n->type = TK_NORM_NFD; n->safe = safe_table(UTF8PROC_DECOMPOSE); return STATUS_OK; }
+    if (!strcmp(type, "NFKC")) { n->type = TK_NORM_NFKC; n->safe = safe_table(UTF8PROC_COMPOSE | UTF8PROC_COMPAT); return STATUS_OK; }
+    if (!strcmp(type, "NFKD")) { n->type = TK_NORM_NFKD; n->safe = safe_table(UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT); return STATUS_OK; }
     if (!strcmp(type, "Lowercase")) { n->type = TK_NORM_LOWERCASE; return STATUS_OK; }
     if (!strcmp(type, "StripAccents")) { n->type = TK_NORM_STRIP_ACCENTS; return STATUS_OK; }
     if (!strcmp(type, "Strip")) {
@@ -96,15 +136,40 @@ static bool all_ascii(const char *s, size_t n)
     return true;
 }
 
-static void apply_unicode(int opts, const char *s, size_t len, struct strbuf *out)
+static void map_run(int opts, const char *s, size_t len, struct strbuf *out)
 {
-    if (all_ascii(s, len)) { strbuf_append(out, s, len); return; }
     utf8proc_uint8_t *dst = NULL;
     utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)len, &dst,
                                       (utf8proc_option_t)(UTF8PROC_STABLE | opts));
     if (n < 0) strbuf_append(out, s, len);   // cannot happen on valid UTF-8; keep the text
     else strbuf_append(out, (const char *)dst, (size_t)n);
     free(dst);
+}
+
+static void apply_unicode(const struct tk_norm *nm, int opts, const char *s, size_t len, struct strbuf *out)
+{
+    if (all_ascii(s, len)) { strbuf_append(out, s, len); return; }
+    size_t i = 0, prev = 0, done = 0;   // prev: start of the char before i
+    while (i < len) {
+        if ((unsigned char)s[i] < 0x80) { prev = i++; continue; }
+        int k;
+        uint32_t c = tk_utf8_decode(s + i, &k);
+        if (is_safe(nm->safe, c)) { prev = i; i += (size_t)k; continue; }
+        size_t start = i > done ? prev : i;   // include the starter this run may compose with
+        if (start < done) start = done;
+        strbuf_append(out, s + done, start - done);
+        size_t end = i + (size_t)k;
+        while (end < len) {
+            int kk;
+            uint32_t cc = tk_utf8_decode(s + end, &kk);
+            if (cc < 0x80 || is_safe(nm->safe, cc)) break;
+            end += (size_t)kk;
+        }
+        map_run(opts, s + start, end - start, out);
+        done = i = end;
+        prev = end;
+    }
+    strbuf_append(out, s + done, len - done);
 }
 
 static void apply_one(const struct tk_norm *n, const char *s, size_t len, struct strbuf *out)
@@ -123,10 +188,10 @@ static void apply_one(const struct tk_norm *n, const char *s, size_t len, struct
         strbuf_free(&b);
         return;
     }
-    case TK_NORM_NFC: apply_unicode(UTF8PROC_COMPOSE, s, len, out); return;
-    case TK_NORM_NFD: apply_unicode(UTF8PROC_DECOMPOSE, s, len, out); return;
-    case TK_NORM_NFKC: apply_unicode(UTF8PROC_COMPOSE | UTF8PROC_COMPAT, s, len, out); return;
-    case TK_NORM_NFKD: apply_unicode(UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT, s, len, out); return;
+    case TK_NORM_NFC: apply_unicode(n, UTF8PROC_COMPOSE, s, len, out); return;
+    case TK_NORM_NFD: apply_unicode(n, UTF8PROC_DECOMPOSE, s, len, out); return;
+    case TK_NORM_NFKC: apply_unicode(n, UTF8PROC_COMPOSE | UTF8PROC_COMPAT, s, len, out); return;
+    case TK_NORM_NFKD: apply_unicode(n, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT, s, len, out); return;
     case TK_NORM_LOWERCASE:
         for (size_t i = 0; i < len;) {
             int k;
@@ -141,7 +206,9 @@ static void apply_one(const struct tk_norm *n, const char *s, size_t len, struct
         for (size_t i = 0; i < len;) {
             int k;
             uint32_t c = tk_utf8_decode(s + i, &k);
-            if (utf8proc_category((utf8proc_int32_t)c) != UTF8PROC_CATEGORY_MN) strbuf_append(out, s + i, (size_t)k);
+            utf8proc_category_t cat = utf8proc_category((utf8proc_int32_t)c);   // HF drops every Mark (M*)
+            if (cat != UTF8PROC_CATEGORY_MN && cat != UTF8PROC_CATEGORY_MC && cat != UTF8PROC_CATEGORY_ME)
+                strbuf_append(out, s + i, (size_t)k);
             i += (size_t)k;
         }
         return;

@@ -151,22 +151,14 @@ static void cpu_rmsnorm(struct backend *be, struct tensor *out, const struct ten
     parallel_rows(c, rows, rows * d, rmsnorm_rows, &a);
 }
 
-void cpu_glu_row(float *out, const float *g, const float *u, int64_t n, enum act act)
+void cpu_glu_row(struct cpu *c, float *out, const float *g, const float *u, int64_t n, enum act act)
 {
-    if (act == ACT_SILU) {
-        for (int64_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-    } else {
-        CHECK(act == ACT_GELU_TANH, "bad act %d", (int)act);
-        // 0.5 * x * (1 + tanh(z)) == x / (1 + exp(-2z)): no cancellation for negative x
-        for (int64_t i = 0; i < n; i++) {
-            float x = g[i];
-            float z = 0.7978845608f * (x + 0.044715f * x * x * x);
-            out[i] = x / (1.0f + expf(-2.0f * z)) * u[i];
-        }
-    }
+    CHECK(act == ACT_SILU || act == ACT_GELU_TANH, "bad act %d", (int)act);
+    c->kf->glu(out, g, u, n, act == ACT_GELU_TANH);
 }
 
 struct glu_ctx {
+    struct cpu *c;
     struct tensor *out;
     const struct tensor *gate, *up;
     enum act act;
@@ -176,7 +168,7 @@ static void glu_rows(void *arg, int64_t r0, int64_t r1)
 {
     struct glu_ctx *a = arg;
     for (int64_t r = r0; r < r1; r++)
-        cpu_glu_row(host_row(a->out, r), host_row(a->gate, r), host_row(a->up, r), a->gate->ne[0], a->act);
+        cpu_glu_row(a->c, host_row(a->out, r), host_row(a->gate, r), host_row(a->up, r), a->gate->ne[0], a->act);
 }
 
 static void cpu_glu(struct backend *be, struct tensor *out, const struct tensor *gate,
@@ -187,7 +179,7 @@ static void cpu_glu(struct backend *be, struct tensor *out, const struct tensor 
     check_f32(up, "glu up");
     int64_t f = gate->ne[0], rows = tensor_rows(gate);
     CHECK(up->ne[0] == f && out->ne[0] == f && tensor_rows(up) == rows && tensor_rows(out) >= rows, "glu: shapes");
-    struct glu_ctx a = { out, gate, up, act };
+    struct glu_ctx a = { be->impl, out, gate, up, act };
     parallel_rows(be->impl, rows, rows * f * 8, glu_rows, &a);
 }
 

@@ -57,6 +57,6 @@ void cpu_attention(struct backend *be, struct tensor *out, const struct tensor *
                    const struct kv_layer *kv, const struct attn_params *ap, const struct batch_meta *meta);
 
 /* act(g) * u over n contiguous floats (shared by glu and moe_ffn). */
-void cpu_glu_row(float *out, const float *g, const float *u, int64_t n, enum act act);
+void cpu_glu_row(struct cpu *c, float *out, const float *g, const float *u, int64_t n, enum act act);
 
 #endif

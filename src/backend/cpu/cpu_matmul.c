@@ -194,7 +194,7 @@ void cpu_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x,
               tensor_rows(&gate[e]) == f && tensor_rows(&up[e]) == f, "moe_ffn: expert %d shapes", e);
         cpu_gemm(c, gs, f, xs, d, ne_, &gate[e], NULL);
         cpu_gemm(c, us, f, xs, d, ne_, &up[e], NULL);
-        for (int64_t i = 0; i < ne_; i++) cpu_glu_row(gs + i * f, gs + i * f, us + i * f, f, act);
+        for (int64_t i = 0; i < ne_; i++) cpu_glu_row(c, gs + i * f, gs + i * f, us + i * f, f, act);
         cpu_gemm(c, ys, d, gs, f, ne_, &down[e], NULL);
         for (int64_t i = 0; i < ne_; i++) {
             int64_t r = pair[i] / k, j = pair[i] % k;

@@ -49,6 +49,8 @@ struct cpu_kern {
      * then with the running max *m and sum *l: *m = max(*m, max s), s = exp(s - *m),
      * *l = *l * corr + sum s. Returns corr = exp(old *m - new *m), to rescale the output. */
     float (*softmax_step)(float *s, int n, float scale, float softcap, float *m, float *l);
+    /* out[i] = act(g[i]) * u[i], act = silu (gelu 0) or gelu_tanh (gelu 1); out may alias g. */
+    void (*glu)(float *out, const float *g, const float *u, int64_t n, int gelu);
 };
 
 /* The best family this CPU runs (or the one CAIRN_CPU_ISA names, if the CPU supports it). */

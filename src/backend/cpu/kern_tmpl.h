@@ -228,6 +228,28 @@ static float kt_softmax_step(float *s, int n, float scale, float softcap, float 
     return corr;
 }
 
+/* out = act(g) * u: silu(g) = g / (1 + exp(-g)); gelu_tanh(g) = g / (1 + exp(-2z)),
+ * z = sqrt(2/pi) (g + 0.044715 g^3) (the same as 0.5 g (1 + tanh z), without cancellation). */
+static void kt_glu(float *out, const float *g, const float *u, int64_t n, int gelu)
+{
+    VEC one = v_bcast(1.0f);
+    for (int64_t i = 0; i < n; i += VLANES) {
+        int c = n - i < VLANES ? (int)(n - i) : VLANES;
+        VEC x = c == VLANES ? v_ldx(g + i) : v_ldx_part(g + i, c);
+        VEC y = c == VLANES ? v_ldx(u + i) : v_ldx_part(u + i, c);
+        VEC z;
+        if (gelu) {
+            VEC x3 = v_mul(v_mul(x, x), x);
+            z = v_mul(v_fma(x3, v_bcast(0.044715f), x), v_bcast(-2.0f * 0.7978845608f));
+        } else {
+            z = v_mul(x, v_bcast(-1.0f));
+        }
+        VEC r = v_mul(v_div(x, v_add(one, v_exp(z))), y);
+        if (c == VLANES) v_st(out + i, r);
+        else v_st_part(out + i, r, c);
+    }
+}
+
 static void kt_qk(int n_q, const float *q, int hd, const void *const *k_rows, int n_k, enum dtype dt,
                   float *s, int ld_s)
 {
@@ -290,4 +312,5 @@ const struct cpu_kern KERN_TABLE = {
     .to_f32 = kt_to_f32,
     .read_sum = kt_read_sum,
     .softmax_step = kt_softmax_step,
+    .glu = kt_glu,
 };

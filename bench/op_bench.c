@@ -5,7 +5,8 @@
  *    median µs, GB/s of weights streamed and the % of the measured read bandwidth. Weights are
  *    rotated through copies totalling > 256 MB so every call reads from DRAM, as decode does.
  *  - the whole decode step's matmuls (28 layers + lm_head) as tok/s, and as % of the roofline.
- *  - GEMM at prefill shapes (n = 512): median µs and GFLOP/s.
+ *  - GEMM at prefill shapes (n = 512, 64): median µs and GFLOP/s.
+ *  - decode attention over a bf16 KV cache at 512, 4096 and 32768 tokens: µs and GB/s of K/V.
  * One CSV-ish line per measurement: `gemv bf16 [3072,1024] n=1 t=2 181.2us 34.7GB/s 81%`.
  *
  *     bench/op_bench.sh            # builds build-bench/ and runs this
@@ -76,6 +77,47 @@ static double time_matmul(struct backend *be, struct mat *m, int n, int reps)
     return med;
 }
 
+/* Median µs of decode attention: one token at position ctx - 1 of one sequence, Qwen3-0.6B
+ * heads (16 q, 8 kv, head_dim 128), bf16 KV in 16-token blocks scattered over the cache. */
+static double time_attention(struct backend *be, int ctx, int reps)
+{
+    const int nh = 16, nkv = 8, hd = 128, bs = 16, nblk = (ctx + bs - 1) / bs;
+    size_t row = (size_t)nkv * hd, bytes = (size_t)nblk * bs * row * 2;
+    void *kp = NULL, *vp = NULL;
+    if (posix_memalign(&kp, (size_t)2 << 20, bytes) || posix_memalign(&vp, (size_t)2 << 20, bytes)) abort();
+    (void)madvise(kp, bytes, MADV_HUGEPAGE);
+    (void)madvise(vp, bytes, MADV_HUGEPAGE);
+    memset(kp, 0x3c, bytes);
+    memset(vp, 0x3c, bytes);
+    struct buffer kb = { .kind = BUF_HOST, .data = kp, .bytes = bytes }, vb = { .kind = BUF_HOST, .data = vp, .bytes = bytes };
+    struct kv_layer kv = { tensor_2d(DTYPE_BF16, (int64_t)row, (int64_t)nblk * bs, &kb, 0),
+                           tensor_2d(DTYPE_BF16, (int64_t)row, (int64_t)nblk * bs, &vb, 0) };
+    int32_t *blocks = malloc(sizeof(int32_t) * (size_t)nblk);
+    for (int i = 0; i < nblk; i++) blocks[i] = (int32_t)((i * 7919L) % nblk);   // a permutation when nblk % 7919 != 0
+    int32_t b0[2] = { 0, nblk }, len = ctx, pos = ctx - 1, seq = 0;
+    struct batch_meta m = { .n_tok = 1, .tok_pos = &pos, .tok_seq = &seq, .n_seq = 1, .seq_len = &len,
+                            .seq_block0 = b0, .block_ids = blocks, .block_size = bs };
+    float q[16 * 128], o[16 * 128];
+    for (int i = 0; i < nh * hd; i++) q[i] = (float)(i % 7) * 0.01f;
+    struct buffer qb = { .kind = BUF_HOST, .data = q, .bytes = sizeof q }, ob = { .kind = BUF_HOST, .data = o, .bytes = sizeof o };
+    struct tensor qt = tensor_2d(DTYPE_F32, nh * hd, 1, &qb, 0), ot = tensor_2d(DTYPE_F32, nh * hd, 1, &ob, 0);
+    struct attn_params ap = { .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .scale = 0.0884f };
+    double *us = calloc((size_t)reps, sizeof(double));
+    be->ops->attention(be, &ot, &qt, &kv, &ap, &m);
+    for (int r = 0; r < reps; r++) {
+        int64_t t0 = clock_now_ns();
+        be->ops->attention(be, &ot, &qt, &kv, &ap, &m);
+        us[r] = (double)(clock_now_ns() - t0) / 1e3;
+    }
+    qsort(us, (size_t)reps, sizeof(double), cmp_double);
+    double med = us[reps / 2];
+    free(us);
+    free(blocks);
+    free(kp);
+    free(vp);
+    return med;
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && !strcmp(argv[1], "--quick");
@@ -124,6 +166,13 @@ int main(int argc, char **argv)
                        shapes[s].cols, n, t, us, gflops);
                 free(one.buf.data);
             }
+        }
+        int ctxs[3] = { 512, 4096, 32768 };
+        for (int ci = 0; ci < 3; ci++) {
+            double us = time_attention(be, ctxs[ci], quick ? 5 : 21);
+            double gbs = 2.0 * ctxs[ci] * 8 * 128 * 2 / us / 1e3;
+            printf("attention decode bf16 kv ctx=%d h=16/8 hd=128 t=%d %8.1fus %6.1fGB/s %3.0f%%\n", ctxs[ci], t, us, gbs,
+                   100 * gbs / bw[t]);
         }
         backend_free(be);
     }

@@ -251,8 +251,10 @@ static struct jv do_tojson(struct jctx *c, struct jv v, struct jv *a, int np, co
         item_sep = jv_strdup(c, seps.u.list->items[0].u.s, seps.u.list->items[0].n).u.s;
         key_sep = jv_strdup(c, seps.u.list->items[1].u.s, seps.u.list->items[1].n).u.s;
     } else if (seps.kind != JV_NONE) jfail(c, "line %d: tojson: separators must be a pair of strings", c->line);
+    struct jjson_opts o = { ind, ind_n, item_sep, key_sep, sort_keys,
+                            jv_truthy(arg(a, np, kw, nk, 0, "ensure_ascii", jv_bool(false))) };
     struct jbuf b = {0};
-    jv_write_json(c, &b, v, ind, ind_n, 0, item_sep, key_sep, sort_keys);
+    jv_write_json(c, &b, v, &o, 0);
     return jv_str(b.p, b.n);
 }
 

@@ -183,8 +183,16 @@ size_t      utf8_count(const char *s, size_t n);
 struct jv   jv_to_str(struct jctx *c, struct jv v);
 void        jv_write_str(struct jctx *c, struct jbuf *b, struct jv v);   // str(v)
 void        jv_write_repr(struct jctx *c, struct jbuf *b, struct jv v);  // repr(v)
-void        jv_write_json(struct jctx *c, struct jbuf *b, struct jv v, const char *indent, size_t indent_n,
-                          int level, const char *item_sep, const char *key_sep, bool sort_keys);
+/* json.dumps(v, ensure_ascii=ascii, indent=indent, separators=(item_sep, key_sep), sort_keys=...) */
+struct jjson_opts {
+    const char *indent;     // NULL: one line
+    size_t      indent_n;
+    const char *item_sep;
+    const char *key_sep;
+    bool        sort_keys;
+    bool        ascii;      // escape non-ASCII as \uXXXX
+};
+void        jv_write_json(struct jctx *c, struct jbuf *b, struct jv v, const struct jjson_opts *o, int level);
 void        py_float_repr(double f, char buf[40]);
 /* iteration: lists, tuples, dict keys, string characters; undefined is empty */
 struct jv   jv_iter_list(struct jctx *c, struct jv v);

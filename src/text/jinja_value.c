@@ -477,14 +477,15 @@ struct jv jv_to_str(struct jctx *c, struct jv v)
     return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
 }
 
-static void write_json_str(struct jctx *c, struct jbuf *b, const char *s, size_t n)
+static void write_json_str(struct jctx *c, struct jbuf *b, const char *s, size_t n, bool ascii)
 {
     jbuf_putc(c, b, '"');
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         const char *esc = NULL;
-        char tmp[8];
+        char tmp[16];
+        size_t skip = 0;
         if (ch == '"') esc = "\\\"";
         else if (ch == '\\') esc = "\\\\";
         else if (ch == '\n') esc = "\\n";
@@ -492,10 +493,26 @@ static void write_json_str(struct jctx *c, struct jbuf *b, const char *s, size_t
         else if (ch == '\t') esc = "\\t";
         else if (ch == '\b') esc = "\\b";
         else if (ch == '\f') esc = "\\f";
-        else if (ch < 0x20) { snprintf(tmp, sizeof tmp, "\\u%04x", ch); esc = tmp; }
+        else if (ch < 0x20 || (ascii && ch == 0x7f)) { snprintf(tmp, sizeof tmp, "\\u%04x", ch); esc = tmp; }
+        else if (ascii && ch >= 0x80) {
+            // decode one UTF-8 sequence (malformed bytes pass as U+FFFD) and write \uXXXX (surrogate pairs)
+            uint32_t cp = 0xFFFD;
+            size_t len = ch >= 0xF0 ? 4 : ch >= 0xE0 ? 3 : ch >= 0xC0 ? 2 : 1;
+            if (len > 1 && i + len <= n) {
+                cp = ch & (0x7F >> len);
+                for (size_t k = 1; k < len; k++) cp = cp << 6 | ((unsigned char)s[i + k] & 0x3F);
+            }
+            if (cp >= 0x10000) {
+                cp -= 0x10000;
+                snprintf(tmp, sizeof tmp, "\\u%04x\\u%04x", 0xD800 + (cp >> 10), 0xDC00 + (cp & 0x3FF));
+            } else snprintf(tmp, sizeof tmp, "\\u%04x", cp);
+            esc = tmp;
+            skip = (len > 1 && i + len <= n) ? len - 1 : 0;
+        }
         if (!esc) continue;
         jbuf_put(c, b, s + run, i - run);
         jbuf_put(c, b, esc, strlen(esc));
+        i += skip;
         run = i + 1;
     }
     jbuf_put(c, b, s + run, n - run);
@@ -508,9 +525,11 @@ static void json_newline(struct jctx *c, struct jbuf *b, const char *indent, siz
     for (int i = 0; i < level; i++) jbuf_put(c, b, indent, indent_n);
 }
 
-void jv_write_json(struct jctx *c, struct jbuf *b, struct jv v, const char *indent, size_t indent_n, int level,
-                   const char *item_sep, const char *key_sep, bool sort_keys)
+void jv_write_json(struct jctx *c, struct jbuf *b, struct jv v, const struct jjson_opts *o, int level)
 {
+    const char *indent = o->indent, *item_sep = o->item_sep, *key_sep = o->key_sep;
+    size_t indent_n = o->indent_n;
+    bool sort_keys = o->sort_keys;
     if (level > c->lim.depth) jfail(c, "line %d: tojson: value nested too deeply", c->line);
     switch (v.kind) {
     case JV_NONE: jbuf_put(c, b, "null", 4); return;
@@ -521,7 +540,7 @@ void jv_write_json(struct jctx *c, struct jbuf *b, struct jv v, const char *inde
         else if (isinf(v.u.f)) { if (v.u.f < 0) jbuf_put(c, b, "-Infinity", 9); else jbuf_put(c, b, "Infinity", 8); }
         else write_num(c, b, v);
         return;
-    case JV_STR: write_json_str(c, b, v.u.s, v.n); return;
+    case JV_STR: write_json_str(c, b, v.u.s, v.n, o->ascii); return;
     case JV_LIST: {
         size_t n = v.u.list->n;
         if (!n) { jbuf_put(c, b, "[]", 2); return; }
@@ -529,7 +548,7 @@ void jv_write_json(struct jctx *c, struct jbuf *b, struct jv v, const char *inde
         for (size_t i = 0; i < n; i++) {
             if (i) jbuf_put(c, b, item_sep, strlen(item_sep));
             if (indent) json_newline(c, b, indent, indent_n, level + 1);
-            jv_write_json(c, b, v.u.list->items[i], indent, indent_n, level + 1, item_sep, key_sep, sort_keys);
+            jv_write_json(c, b, v.u.list->items[i], o, level + 1);
         }
         if (indent) json_newline(c, b, indent, indent_n, level);
         jbuf_putc(c, b, ']');
@@ -551,13 +570,13 @@ void jv_write_json(struct jctx *c, struct jbuf *b, struct jv v, const char *inde
             if (k) jbuf_put(c, b, item_sep, strlen(item_sep));
             if (indent) json_newline(c, b, indent, indent_n, level + 1);
             struct jv key = d->keys[i];
-            if (key.kind == JV_STR) write_json_str(c, b, key.u.s, key.n);
+            if (key.kind == JV_STR) write_json_str(c, b, key.u.s, key.n, o->ascii);
             else if (key.kind == JV_NONE) jbuf_put(c, b, "\"null\"", 6);
             else if (key.kind == JV_BOOL) { if (key.u.b) jbuf_put(c, b, "\"true\"", 6); else jbuf_put(c, b, "\"false\"", 7); }
             else if (key.kind == JV_INT || key.kind == JV_FLOAT) { jbuf_putc(c, b, '"'); write_num(c, b, key); jbuf_putc(c, b, '"'); }
             else jfail(c, "line %d: keys must be str, int, float, bool or None, not %s", c->line, jv_type_name(key));
             jbuf_put(c, b, key_sep, strlen(key_sep));
-            jv_write_json(c, b, d->vals[i], indent, indent_n, level + 1, item_sep, key_sep, sort_keys);
+            jv_write_json(c, b, d->vals[i], o, level + 1);
         }
         if (indent) json_newline(c, b, indent, indent_n, level);
         jbuf_putc(c, b, '}');

@@ -60,6 +60,10 @@ TEST(python_printing)
     EXPECT(renders_to("{{ [1, 2.5, 'a', none, true, {'k': (1,)}] }}", NULL, "[1, 2.5, 'a', None, True, {'k': (1,)}]"));
     EXPECT(renders_to("{{ [\"it's\", 'a\\nb'] }}", NULL, "[\"it's\", 'a\\nb']"));
     EXPECT(renders_to("{{ x }}|{{ x.y is defined }}", "{\"x\": {}}", "{}|False"));
+    // transformers' tojson(ensure_ascii=...): Python json.dumps output
+    EXPECT(renders_to("{{ {'a': '\u00e9\U0001F600\x7f\x01'} | tojson(ensure_ascii=true) }}", NULL,
+                      "{\"a\": \"\\u00e9\\ud83d\\ude00\\u007f\\u0001\"}"));
+    EXPECT(renders_to("{{ {'a': '\u00e9'} | tojson }}", NULL, "{\"a\": \"\u00e9\"}"));
 }
 
 TEST(whitespace)

@@ -136,6 +136,59 @@ TEST(overlong_line_is_refused)
     sse_deinit(&p);
 }
 
+// Property test: random streams over an alphabet of framing pieces give the same events
+// whether fed at once or in random chunks (chunk boundaries must never matter), and the parser
+// survives arbitrary bytes.
+static enum status collect_all(void *ctx, const char *event, const char *data, size_t len)
+{
+    struct strbuf *sb = ctx;
+    strbuf_printf(sb, "<%s|", event);
+    strbuf_append(sb, data, len);
+    strbuf_putc(sb, '>');
+    return STATUS_OK;
+}
+
+TEST(random_streams_are_chunking_invariant)
+{
+    static const char *const pieces[] = { "data:", "data: ", "event: e", ":c", "x", "yz", "\r", "\n", "\r\n",
+                                          " ", ":", "\n\n", "id: 1", "\xff\x00" };
+    uint64_t seed = 12345;
+    int mismatches = 0;
+    for (int iter = 0; iter < 2000; iter++) {
+        char buf[512];
+        size_t n = 0;
+        while (n < 400) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            const char *pc = pieces[(seed >> 33) % (sizeof pieces / sizeof pieces[0])];
+            size_t l = strcmp(pc, "\xff\x00") ? strlen(pc) : 2;
+            memcpy(buf + n, pc, l);
+            n += l;
+        }
+        struct strbuf whole = {0}, chunked = {0};
+        struct sse_parser p;
+        sse_init(&p, collect_all, &whole);
+        sse_feed(&p, buf, n);
+        sse_finish(&p);
+        sse_deinit(&p);
+        sse_init(&p, collect_all, &chunked);
+        for (size_t i = 0; i < n;) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            size_t step = 1 + (seed >> 40) % 17;
+            if (i + step > n) step = n - i;
+            sse_feed(&p, buf + i, step);
+            i += step;
+        }
+        sse_finish(&p);
+        sse_deinit(&p);
+        if ((whole.len != chunked.len || memcmp(whole.data ? whole.data : "", chunked.data ? chunked.data : "",
+                                                whole.len)) && mismatches++ < 3)
+            fprintf(stderr, "  iteration %d: chunked parse differs\n", iter);
+        strbuf_free(&whole);
+        strbuf_free(&chunked);
+    }
+    EXPECTF(mismatches == 0, "%d of 2000 random streams parsed differently in chunks", mismatches);
+}
+
 int main(void)
 {
     RUN(basic_events_lf);
@@ -146,5 +199,6 @@ int main(void)
     RUN(field_without_colon_and_empty_data);
     RUN(callback_error_stops_the_parser);
     RUN(overlong_line_is_refused);
+    RUN(random_streams_are_chunking_invariant);
     return test_summary();
 }

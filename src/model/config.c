@@ -376,6 +376,14 @@ enum status config_parse(const char *label, const char *text, size_t len, const 
         st = STATUS_EUNSUPPORTED;
         goto out;
     }
+    const json_t *quant = json_object_get(root, "quantization_config");
+    if (quant && !json_is_null(quant)) {
+        const char *qm = json_string_value(json_object_get(quant, "quant_method"));
+        LOG_ERR("%s: quantized checkpoint (quant_method %s) is not supported yet (supported: bf16, f16, f32 weights)",
+                label, qm ? qm : "unknown");
+        st = STATUS_EUNSUPPORTED;
+        goto out;
+    }
     const json_t *cfg = root;
     if (a->sub_config) {
         cfg = json_object_get(root, a->sub_config);

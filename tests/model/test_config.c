@@ -169,6 +169,8 @@ TEST(unsupported_named)
     EXPECT(parse("{" BASE("LlamaForCausalLM") ", \"attention_bias\": false}") == STATUS_OK);
     EXPECT(parse("{" BASE("Qwen3ForCausalLM") ", \"layer_types\": [\"linear_attention\", \"full_attention\","
                  " \"full_attention\", \"full_attention\"]}") == STATUS_EUNSUPPORTED);
+    EXPECT(parse("{" BASE("Qwen3ForCausalLM") ", \"quantization_config\": {\"quant_method\": \"fp8\","
+                 " \"fmt\": \"e4m3\", \"weight_block_size\": [128, 128]}}") == STATUS_EUNSUPPORTED);
     char list[512];
     arch_list(list, sizeof list);
     EXPECT(strstr(list, "Qwen3MoeForCausalLM") && strstr(list, "Gemma3ForCausalLM") && strstr(list, "MistralForCausalLM"));

@@ -188,7 +188,10 @@ enum status chat_render(const struct chat_template *ct, json_t *messages, json_t
         return STATUS_EINVAL;
     }
     json_t *ctx = json_object();
-    json_object_update(ctx, ct->tokens);
+    const char *k;
+    json_t *v;
+    // fresh copies: ct is shared between threads, so its values' refcounts are not touched
+    json_object_foreach(ct->tokens, k, v) json_object_set_new(ctx, k, json_string(json_string_value(v)));
     if (kwargs) json_object_update(ctx, kwargs);
     json_object_set(ctx, "messages", messages);
     json_object_set_new(ctx, "tools", tools ? json_incref(tools) : json_null());

@@ -683,6 +683,15 @@ void server_shutdown(struct server *s)
     for (int i = 0; i < s->n_live; i++)
         if (s->live[i]->job) job_cancel(s->live[i]->job);
     pthread_mutex_unlock(&s->mu);
+    // let cancelled streams write their last chunk before connections are torn down
+    for (t0 = clock_now_s(); clock_now_s() - t0 < 2;) {
+        pthread_mutex_lock(&s->mu);
+        int n = s->n_live;
+        pthread_mutex_unlock(&s->mu);
+        if (!n) break;
+        struct timespec ts = { 0, 20000000 };
+        nanosleep(&ts, NULL);
+    }
     MHD_stop_daemon(s->d);
     s->d = NULL;
     LOG_INFO("server stopped");

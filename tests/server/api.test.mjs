@@ -265,12 +265,13 @@ async function main() {
   check('cairn_queue_depth' in mt && 'cairn_preemptions_total' in mt && 'cairn_kv_blocks{state="cached"}' in mt, 'metrics: engine gauges');
 
   // ---- graceful shutdown: an in-flight stream finishes, then the process exits 0
-  const inflight = streamChat(oa, { messages: user('finish me'), max_tokens: 300, temperature: 0 });
+  const nfin = model ? 40 : 300;
+  const inflight = streamChat(oa, { messages: user('finish me'), max_tokens: nfin, temperature: 0 });
   await sleep(100);
   const exit = srv.stop('SIGTERM');
   const res = await inflight;
   const ex = await exit;
-  check(res.finish === 'length' && res.usage?.completion_tokens === 300, 'in-flight request finished during shutdown', res.finish);
+  check(res.finish === 'length' && res.usage?.completion_tokens === nfin, 'in-flight request finished during shutdown', res.finish);
   check(ex.code === 0, 'clean exit on SIGTERM', ex);
   checkSanitizer(srv.stderr());
 
@@ -288,7 +289,7 @@ async function main() {
   }
 
   // ---- API key: Bearer and x-api-key
-  const ks = await startServer([...base, '--api-key', 'sekrit', '--cors-origin', 'https://app.example']);
+  const ks = await startServer([...base, '--api-key', 'sekrit', '--cors-origin', 'https://app.example', '--shutdown-grace', '1']);
   const pre = await request(ks.port, 'OPTIONS', '/v1/chat/completions', undefined, { origin: 'https://app.example', 'access-control-request-method': 'POST' });
   check(pre.status === 204 && pre.headers['access-control-allow-origin'] === 'https://app.example' && /authorization/i.test(pre.headers['access-control-allow-headers']), 'CORS preflight', pre.headers);
   const beta = await request(ks.port, 'POST', '/v1/messages?beta=true', { max_tokens: 2, messages: user('x') }, { 'x-api-key': 'sekrit', 'anthropic-version': '2023-06-01' });
@@ -301,7 +302,15 @@ async function main() {
   check((await new OpenAI({ baseURL: `${ks.url}/v1`, apiKey: 'sekrit' }).chat.completions.create({ messages: user('x'), max_tokens: 2 })).choices.length === 1, 'Bearer key ok');
   check((await new Anthropic({ baseURL: ks.url, apiKey: 'sekrit' }).messages.create({ model: modelId, messages: user('x'), max_tokens: 2 })).type === 'message', 'x-api-key ok');
   check((await request(ks.port, 'GET', '/health')).status === 200, 'health needs no key');
-  await ks.stop();
+  // shutdown with a request that outlives the grace period: it is cancelled but its stream ends properly
+  const oks = new OpenAI({ baseURL: `${ks.url}/v1`, apiKey: 'sekrit', maxRetries: 0 });
+  const longrun = streamChat(oks, { messages: user('never ending'), max_tokens: model ? 4000 : 3500, temperature: 0 });
+  await sleep(300);
+  const t0 = Date.now();
+  const kex = ks.stop();
+  const lr = await longrun.catch((e) => ({ error: String(e) }));
+  check(!lr.error && lr.finish && lr.usage && lr.usage.completion_tokens < (model ? 4000 : 3500), 'stream cancelled at shutdown ends with a final chunk', lr.error || lr.finish);
+  check((await kex).code === 0 && Date.now() - t0 < 6000, 'shutdown after the grace period', Date.now() - t0);
   checkSanitizer(ks.stderr());
   fs.rmSync(tmp, { recursive: true, force: true });
   process.exit(summary('api'));

@@ -29,8 +29,12 @@ for t in api load; do
     start=$(date +%s)
     if node tests/server/$t.test.mjs; then echo "ok   server/$t on $dir ($(( $(date +%s) - start )) s)"; else echo "FAIL server/$t on $dir"; rc=1; fi
 done
-# cairn chat: two turns and a reset through the same model; one reply line per turn
-out=$(printf 'hello\n/reset\nagain\n' | "$BUILD/cairn" chat "$dir" --max-tokens 4 --temperature 0 2>/dev/null)
+# cairn chat: two turns and a reset through the same model; each reply ends with a newline
+printf 'hello\n/reset\nagain\n' | "$BUILD/cairn" chat "$dir" --max-tokens 4 --temperature 0 > "$BUILD/tmp/chat.out" 2> "$BUILD/tmp/chat.err"
 st=$?
-if [ $st -eq 0 ] && [ "$(printf '%s\n' "$out" | wc -l)" -ge 2 ]; then echo "ok   cairn chat"; else echo "FAIL cairn chat (status $st)"; rc=1; fi
+if [ $st -eq 0 ] && [ "$(tr -cd '\n' < "$BUILD/tmp/chat.out" | wc -c)" -ge 2 ] && ! grep -q "Sanitizer\|runtime error" "$BUILD/tmp/chat.err"; then
+    echo "ok   cairn chat"
+else
+    echo "FAIL cairn chat (status $st)"; tail -5 "$BUILD/tmp/chat.err"; rc=1
+fi
 exit $rc

@@ -349,6 +349,8 @@ static bool contains(struct jctx *c, struct jv item, struct jv coll)
         if (!item.n) return true;
         return item.n <= coll.n && memmem(coll.u.s, coll.n, item.u.s, item.n) != NULL;
     case JV_LIST:
+        c->steps += (int64_t)(coll.u.list->n / 64);   // linear scan: charge for it
+        jstep(c);
         for (size_t i = 0; i < coll.u.list->n; i++) if (jv_equal(item, coll.u.list->items[i])) return true;
         return false;
     case JV_DICT: case JV_NS: {

@@ -404,6 +404,8 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
             struct jv seen = jv_list_new(c, 0);
             for (size_t i = 0; i < n; i++) {
                 bool dup = false;
+                c->steps += (int64_t)(seen.u.list->n / 64);   // quadratic: charge for it
+                jstep(c);
                 for (size_t j = 0; j < seen.u.list->n && !dup; j++) dup = jv_equal(seen.u.list->items[j], keys[i]);
                 if (dup) continue;
                 jlist_push(c, seen.u.list, keys[i]);

@@ -172,6 +172,7 @@ static bool key_eq(struct jv a, struct jv b)
 
 void jdict_set(struct jctx *c, struct jdict *d, struct jv key, struct jv val)
 {
+    if (d->n > 64) { c->steps += (int64_t)(d->n / 64); jstep(c); }   // linear scan: charge for it
     for (size_t i = 0; i < d->n; i++)
         if (key_eq(d->keys[i], key)) { d->vals[i] = val; return; }
     if (d->n == d->cap) {
@@ -251,8 +252,14 @@ bool jv_truthy(struct jv v)
     }
 }
 
-bool jv_equal(struct jv a, struct jv b)
+static bool equal_at(struct jv a, struct jv b, int depth);
+bool jv_equal(struct jv a, struct jv b) { return equal_at(a, b, 0); }
+
+/* Python's ==; containers nested deeper than Python's recursion limit compare by identity (a
+ * template can nest lists without bound; this keeps the C stack safe). */
+static bool equal_at(struct jv a, struct jv b, int depth)
 {
+    if (depth > 1000) return a.kind == b.kind && a.u.list == b.u.list;
     if (jv_is_num(a) && jv_is_num(b)) {
         if (a.kind != JV_FLOAT && b.kind != JV_FLOAT) {
             int64_t x = a.kind == JV_BOOL ? a.u.b : a.u.i, y = b.kind == JV_BOOL ? b.u.b : b.u.i;
@@ -266,13 +273,13 @@ bool jv_equal(struct jv a, struct jv b)
     case JV_STR: return a.n == b.n && !memcmp(a.u.s, b.u.s, a.n);
     case JV_LIST:
         if (a.tuple != b.tuple || a.u.list->n != b.u.list->n) return false;
-        for (size_t i = 0; i < a.u.list->n; i++) if (!jv_equal(a.u.list->items[i], b.u.list->items[i])) return false;
+        for (size_t i = 0; i < a.u.list->n; i++) if (!equal_at(a.u.list->items[i], b.u.list->items[i], depth + 1)) return false;
         return true;
     case JV_DICT: {
         if (a.u.dict->n != b.u.dict->n) return false;
         for (size_t i = 0; i < a.u.dict->n; i++) {
             struct jv o;
-            if (!jdict_get(b.u.dict, a.u.dict->keys[i], &o) || !jv_equal(a.u.dict->vals[i], o)) return false;
+            if (!jdict_get(b.u.dict, a.u.dict->keys[i], &o) || !equal_at(a.u.dict->vals[i], o, depth + 1)) return false;
         }
         return true;
     }
@@ -323,7 +330,10 @@ int jv_compare(struct jctx *c, struct jv a, struct jv b)
         size_t n = a.u.list->n < b.u.list->n ? a.u.list->n : b.u.list->n;
         for (size_t i = 0; i < n; i++) {
             if (jv_equal(a.u.list->items[i], b.u.list->items[i])) continue;
-            return jv_compare(c, a.u.list->items[i], b.u.list->items[i]);
+            if (++c->depth > c->lim.depth) jfail(c, "line %d: values nested too deeply to compare", c->line);
+            int r = jv_compare(c, a.u.list->items[i], b.u.list->items[i]);
+            c->depth--;
+            return r;
         }
         return a.u.list->n < b.u.list->n ? -1 : a.u.list->n > b.u.list->n;
     }

@@ -132,6 +132,12 @@ TEST(runaway_guards)
     EXPECT(fails_with("{% set ns = namespace(s='xx') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
                       NULL, NULL, STATUS_ETEMPLATE, "exceeds"));
     EXPECT(fails_with("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }}", NULL, NULL, STATUS_ETEMPLATE, "nested too deeply"));
+    // quadratic work is charged to the step budget, and deep nesting cannot overflow the C stack
+    EXPECT(fails_with("{{ (range(100000) | list + range(100000) | list) | unique | length }}", NULL, &lim, STATUS_ETEMPLATE, "steps"));
+    EXPECT(fails_with("{% set r = range(100000) | list %}{% for i in r %}{% if i in r %}{% endif %}{% endfor %}", NULL, &lim,
+                      STATUS_ETEMPLATE, "steps"));
+    EXPECT(renders_to("{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% endfor %}"
+                      "{{ ns.x == ns.x }}", NULL, "True"));
 }
 
 static struct jinja_template *shared_tpl;

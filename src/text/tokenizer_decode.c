@@ -495,7 +495,8 @@ static bool run_part(const struct detok *d, int32_t id)
 static char *detok_step(struct detok *d, bool flush, size_t *len)
 {
     strbuf_clear(&d->text);
-    tk_decode(d->tk, d->ids + d->win, d->n - d->win, d->skip_special, &d->text);
+    if (d->n > d->win) tk_decode(d->tk, d->ids + d->win, d->n - d->win, d->skip_special, &d->text);
+    else strbuf_append(&d->text, "", 0);
     size_t L = flush ? d->text.len : stable_len(d, &d->text);
     const struct strbuf *src = &d->text;
     int k = d->n;

@@ -24,7 +24,7 @@ static const struct mm_case mm_cases[] = {
     { 1, 1, 1, false }, { 1, 17, 5, true }, { 3, 33, 7, false }, { 5, 64, 19, true },
     { 2, 15, 3, false }, { 7, 1000, 37, false }, { 9, 100, 130, true }, { 37, 256, 130, false },
     { 64, 1024, 96, true }, { 1, 1024, 1024, false }, { 4, 4096, 48, false }, { 16, 129, 65, false },
-    { 1, 3072, 200, false },
+    { 1, 3072, 200, false }, { 37, 3000, 50, true }, { 16, 2048, 21, false }, { 13, 1025, 9, false },
 };
 
 static void run_matmul(struct backend *be, struct tt *out, struct tt *x, struct tt *w, struct tt *b)
@@ -64,15 +64,16 @@ TEST(matmul_batch_invariance)
 {
     struct rng r;
     rng_seed(&r, 2);
-    const int k = 1000, m = 130, n = 37;
-    for (int d = 0; d < 3; d++) {
+    const int m = 130, n = 37;
+    for (int dk = 0; dk < 6; dk++) {
+        int d = dk % 3, k = dk < 3 ? 1000 : 2500;   // 2500: the GEMM cuts k into blocks
         struct tt x = tt_new(DTYPE_F32, k, n), w = tt_new(float_dtypes[d], k, m);
         struct tt o37 = tt_new(DTYPE_F32, m, n), o37s = tt_new(DTYPE_F32, m, n);
         tt_randn(&x, &r, 1.0f);
         tt_randn(&w, &r, 1.0f);
         run_matmul(g_cpu, &o37, &x, &w, NULL);
         run_matmul(g_cpu1, &o37s, &x, &w, NULL);
-        EXPECTF(!memcmp(o37.p, o37s.p, (size_t)m * n * 4), "%s: 1 vs 2 threads differ", dtype_name(float_dtypes[d]));
+        EXPECTF(!memcmp(o37.p, o37s.p, (size_t)m * n * 4), "%s k=%d: 1 vs 2 threads differ", dtype_name(float_dtypes[d]), k);
         int same1 = 1, same5 = 1;
         for (int i = 0; i < n; i++) {
             struct tensor xi = tensor_rows_view(tt_t(&x), i, 1);
@@ -88,8 +89,8 @@ TEST(matmul_batch_invariance)
                 tt_free(&o5);
             }
         }
-        EXPECTF(same1, "%s: row alone differs from row in batch of 37", dtype_name(float_dtypes[d]));
-        EXPECTF(same5, "%s: rows in batch of 5 differ from batch of 37", dtype_name(float_dtypes[d]));
+        EXPECTF(same1, "%s k=%d: row alone differs from row in batch of 37", dtype_name(float_dtypes[d]), k);
+        EXPECTF(same5, "%s k=%d: rows in batch of 5 differ from batch of 37", dtype_name(float_dtypes[d]), k);
         tt_free(&x); tt_free(&w); tt_free(&o37); tt_free(&o37s);
     }
 }

@@ -39,6 +39,7 @@ static float *scratch_get(struct cpu_scratch *s, size_t n)
 
 float *cpu_thread_scratch(struct cpu *c, int thread, size_t n) { return scratch_get(&c->tscratch[thread], n); }
 float *cpu_shared_scratch(struct cpu *c, size_t n) { return scratch_get(&c->shared, n); }
+float *cpu_xpack_scratch(struct cpu *c, size_t n) { return scratch_get(&c->xpack, n); }
 
 /* ==== Parallel rows ==== */
 
@@ -85,6 +86,7 @@ static void cpu_destroy(struct backend *be)
     for (int i = 0; i < c->n_threads; i++) free(c->tscratch[i].p);
     free(c->tscratch);
     free(c->shared.p);
+    free(c->xpack.p);
     free(c);
 }
 

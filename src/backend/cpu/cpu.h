@@ -30,12 +30,15 @@ struct cpu {
     const struct cpu_kern *kf;
     struct cpu_scratch    *tscratch;   // [n_threads]: per-thread scratch
     struct cpu_scratch     shared;     // gathers (matmul_rows, moe_ffn), used outside tasks
+    struct cpu_scratch     xpack;      // cpu_gemm's padded copy of x
 };
 
 /* Scratch of at least n floats (64-byte aligned), owned by `thread`; contents not kept. */
 float *cpu_thread_scratch(struct cpu *c, int thread, size_t n);
 /* Shared scratch of at least n floats; only the engine thread, outside threadpool tasks. */
 float *cpu_shared_scratch(struct cpu *c, size_t n);
+/* cpu_gemm's own scratch (so callers may pass x in the shared scratch). */
+float *cpu_xpack_scratch(struct cpu *c, size_t n);
 
 /* out[n, m] (row stride ldo floats) = x[n, k] (row stride ldx floats) @ w^T (+ bias), w any float
  * dtype [m, k]. Parallel over weight rows; batch-invariant (kern.h). */

@@ -13,6 +13,7 @@
  * (gathered into scratch), so each expert's weights are read once per step, then adds the
  * weighted results into each token's row in ascending expert order (as HF does).
  */
+#include <stdint.h>
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
@@ -20,7 +21,10 @@
 #include "base/log.h"
 
 #define GEMV_MAX_ROWS 8
-#define PANEL_BYTES   (192 * 1024)
+#define PANEL_BYTES   (192 * 1024)   // f32 weight panel, kept in L2
+#define KC_MAX        1024           // longer k is cut into KC blocks (x and w tiles stay in L1)
+#define KC            512            // a multiple of every family's lanes
+#define XBLOCK_TILES  16             // x tiles per block when k is cut
 
 struct gemm_job {
     struct cpu            *c;
@@ -39,15 +43,38 @@ struct gemm_job {
     bool                   gemv;
 };
 
-static void gemm_rows(const struct gemm_job *g, int64_t j0, int64_t j1, const char *w, size_t ldw, enum dtype wdt)
+/* GEMM over weight rows [j0, j1) held as f32 at w (row stride ldw bytes). Up to KC_MAX the
+ * whole k of an x tile and of a weight tile stay in L1; beyond, k is cut in KC blocks, x in
+ * blocks of 16 tiles, and the tiles' accumulators wait in part between k blocks (exact). */
+static void gemm_rows(const struct gemm_job *g, int64_t j0, int64_t j1, const char *w, size_t ldw, float *part)
 {
     const struct cpu_kern *kf = g->kf;
-    for (int64_t i0 = 0; i0 < g->n; i0 += kf->mr) {
-        int mr = g->n - i0 < kf->mr ? (int)(g->n - i0) : kf->mr;
-        for (int64_t j = j0; j < j1; j += kf->nr) {
-            int nr = j1 - j < kf->nr ? (int)(j1 - j) : kf->nr;
-            kf->tile(mr, nr, wdt, g->k, g->x + i0 * g->ldx, g->ldx, w + (size_t)(j - j0) * ldw, ldw,
-                     g->out + i0 * g->ldo + j, g->ldo);
+    if (g->k <= KC_MAX) {
+        for (int64_t i0 = 0; i0 < g->n; i0 += kf->mr) {
+            int mr = g->n - i0 < kf->mr ? (int)(g->n - i0) : kf->mr;
+            for (int64_t j = j0; j < j1; j += kf->nr) {
+                int nr = j1 - j < kf->nr ? (int)(j1 - j) : kf->nr;
+                kf->tile(mr, nr, DTYPE_F32, g->k, g->x + i0 * g->ldx, g->ldx, w + (size_t)(j - j0) * ldw, ldw,
+                         g->out + i0 * g->ldo + j, g->ldo);
+            }
+        }
+        return;
+    }
+    int64_t mb = (int64_t)kf->mr * XBLOCK_TILES, tiles_j = (j1 - j0 + kf->nr - 1) / kf->nr;
+    size_t slot = (size_t)kf->mr * kf->nr * kf->lanes;
+    for (int64_t ib0 = 0; ib0 < g->n; ib0 += mb) {
+        int64_t ib1 = ib0 + mb < g->n ? ib0 + mb : g->n;
+        for (int64_t kb0 = 0; kb0 < g->k; kb0 += KC) {
+            int64_t kb1 = kb0 + KC < g->k ? kb0 + KC : g->k;
+            for (int64_t i0 = ib0; i0 < ib1; i0 += kf->mr) {
+                int mr = ib1 - i0 < kf->mr ? (int)(ib1 - i0) : kf->mr;
+                for (int64_t j = j0; j < j1; j += kf->nr) {
+                    int nr = j1 - j < kf->nr ? (int)(j1 - j) : kf->nr;
+                    float *ps = part + ((size_t)((i0 - ib0) / kf->mr) * (size_t)tiles_j + (size_t)((j - j0) / kf->nr)) * slot;
+                    kf->tile_k(mr, nr, DTYPE_F32, g->k, kb0, kb1, g->x + i0 * g->ldx, g->ldx,
+                               w + (size_t)(j - j0) * ldw, ldw, g->out + i0 * g->ldo + j, g->ldo, ps);
+                }
+            }
         }
     }
 }
@@ -72,17 +99,19 @@ static void gemm_task(void *arg, int task, int thread)
     int64_t j1 = j0 + g->rows_per_task < g->m ? j0 + g->rows_per_task : g->m;
     if (g->gemv) {
         gemv_rows(g, j0, j1);
-    } else if (g->wdt == DTYPE_F32) {
-        gemm_rows(g, j0, j1, g->w + (size_t)j0 * g->ldw, g->ldw, DTYPE_F32);
     } else {
-        // panel rows padded by 16 floats: strides that are multiples of 4 KiB alias in L1
-        int64_t ldp = (g->k + 15) / 16 * 16 + 16;
-        float *panel = cpu_thread_scratch(g->c, thread, (size_t)(g->panel_rows * ldp));
+        // weights to f32 once per panel of rows, rows padded so their stride never is a multiple
+        // of 2 KiB (aliasing in L1); f32 weights are copied too, for the same layout
+        int64_t ldp = (g->k + 15) / 16 * 16;
+        if ((ldp * (int64_t)sizeof(float)) % 2048 == 0) ldp += 16;
+        size_t part_n = g->k > KC_MAX ? (size_t)g->kf->mr * XBLOCK_TILES * (size_t)((g->panel_rows + g->kf->nr - 1) / g->kf->nr * g->kf->nr) * (size_t)g->kf->lanes : 0;
+        float *panel = cpu_thread_scratch(g->c, thread, (size_t)(g->panel_rows * ldp) + part_n);
+        float *part = panel + g->panel_rows * ldp;
         for (int64_t p0 = j0; p0 < j1; p0 += g->panel_rows) {
             int64_t p1 = p0 + g->panel_rows < j1 ? p0 + g->panel_rows : j1;
             for (int64_t j = p0; j < p1; j++)
                 g->kf->to_f32(g->wdt, g->w + (size_t)j * g->ldw, panel + (j - p0) * ldp, g->k);
-            gemm_rows(g, p0, p1, (const char *)panel, (size_t)ldp * sizeof(float), DTYPE_F32);
+            gemm_rows(g, p0, p1, (const char *)panel, (size_t)ldp * sizeof(float), part);
         }
     }
     if (g->bias) {
@@ -99,10 +128,21 @@ void cpu_gemm(struct cpu *c, float *out, int64_t ldo, const float *x, int64_t ld
     int64_t m = tensor_rows(w), k = w->ne[0];
     CHECK(host_is_float(w->dtype), "matmul: weight dtype %s", dtype_name(w->dtype));
     CHECK(tensor_is_contiguous(w) || w->ne[2] * w->ne[3] == 1, "matmul: weight %s not 2-D", w->name ? w->name : "?");
+    bool gemv = n <= GEMV_MAX_ROWS;
+    if (!gemv && ((ldx * (int64_t)sizeof(float)) % 2048 == 0 || ldx % 16 || (uintptr_t)x % 64)) {
+        // x rows 2 or 4 KiB apart alias in L1 (the tile reads mr of them at the same offset),
+        // and rows that are not 64-byte aligned split loads: copy x once, aligned and padded
+        int64_t ldp = (k + 15) / 16 * 16;
+        if ((ldp * (int64_t)sizeof(float)) % 2048 == 0) ldp += 16;
+        float *xp = cpu_xpack_scratch(c, (size_t)(n * ldp));
+        for (int64_t i = 0; i < n; i++) memcpy(xp + i * ldp, x + i * ldx, (size_t)k * sizeof(float));
+        x = xp;
+        ldx = ldp;
+    }
     struct gemm_job g = {
         .c = c, .kf = c->kf, .out = out, .ldo = ldo, .x = x, .ldx = ldx, .n = n, .m = m, .k = k,
         .w = host_row(w, 0), .ldw = w->nb[1], .wdt = w->dtype, .bias = bias,
-        .gemv = n <= GEMV_MAX_ROWS,
+        .gemv = gemv,
     };
     int64_t panel = PANEL_BYTES / (k * (int64_t)sizeof(float));
     panel = panel / c->kf->nr * c->kf->nr;

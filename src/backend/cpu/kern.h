@@ -28,11 +28,18 @@ struct cpu_kern {
     const char *name;   // "avx512", "avx2", "portable"
     int         mr;     // x rows per tile (<= CPU_KERN_MR_MAX)
     int         nr;     // weight rows per tile (<= CPU_KERN_NR_MAX)
+    int         lanes;  // f32 lanes per vector
 
     /* c[i * ldc + j] = sum_k x[i * ldx + k] * w_j[k] for i < mr_, j < nr_; w_j at w + j * ldw bytes,
      * dtype wdt (f32, f16, bf16). mr_ <= mr, nr_ <= nr. */
     void (*tile)(int mr_, int nr_, enum dtype wdt, int64_t k, const float *x, int64_t ldx,
                  const void *w, size_t ldw, float *c, int64_t ldc);
+
+    /* tile over the k chunks [k0, k1) only (k0, k1 multiples of lanes, or k1 == k), keeping the
+     * mr_ * nr_ vector accumulators in part (mr_ * nr_ * lanes floats) between calls: k0 == 0
+     * starts from zero, k1 == k writes c. Bit-identical to one tile call over [0, k). */
+    void (*tile_k)(int mr_, int nr_, enum dtype wdt, int64_t k, int64_t k0, int64_t k1, const float *x,
+                   int64_t ldx, const void *w, size_t ldw, float *c, int64_t ldc, float *part);
 
     /* Attention: s[r * ld_s + j] = dot(q[r * hd ..], k_rows[j][0..hd)) for r < n_q, j < n_k. */
     void (*qk)(int n_q, const float *q, int hd, const void *const *k_rows, int n_k, enum dtype dt,

@@ -50,6 +50,70 @@ KT_INLINE void kt_tile_body(const int MR, const int NR, const enum dtype DT, int
         KT_UNROLL for (int j = 0; j < NR; j++) c[i * ldc + j] = v_hsum(acc[i][j]);
 }
 
+/* The same dot products over k chunks [k0, k1) only (k0, k1 multiples of VLANES, or k1 == k):
+ * the accumulators start from zero (k0 == 0) or from part, and end in c (k1 == k, after the
+ * tail chunk and the horizontal sums) or back in part. Storing and reloading a vector is exact,
+ * so a product split into k blocks is bit-identical to kt_tile_body's. */
+KT_INLINE void kt_tilek_body(const int MR, const int NR, const enum dtype DT, int64_t k, int64_t k0, int64_t k1,
+                             const float *x, int64_t ldx, const void *w, size_t ldw, float *c, int64_t ldc,
+                             float *part)
+{
+    const char *wb = w;
+    VEC acc[CPU_KERN_MR_MAX][CPU_KERN_NR_MAX];
+    KT_UNROLL for (int i = 0; i < MR; i++)
+        KT_UNROLL for (int j = 0; j < NR; j++) acc[i][j] = k0 == 0 ? v_zero() : v_ldx(part + (i * NR + j) * VLANES);
+    int64_t kk = k0;
+    for (; kk + VLANES <= k1; kk += VLANES) {
+        VEC xv[CPU_KERN_MR_MAX];
+        KT_UNROLL for (int i = 0; i < MR; i++) xv[i] = v_ldx(x + i * ldx + kk);
+        KT_UNROLL for (int j = 0; j < NR; j++) {
+            VEC wv = v_ldw(DT, wb + j * ldw + (size_t)kk * KT_ESIZE(DT));
+            KT_UNROLL for (int i = 0; i < MR; i++) acc[i][j] = v_fma(xv[i], wv, acc[i][j]);
+        }
+    }
+    if (k1 < k) {
+        KT_UNROLL for (int i = 0; i < MR; i++)
+            KT_UNROLL for (int j = 0; j < NR; j++) v_st(part + (i * NR + j) * VLANES, acc[i][j]);
+        return;
+    }
+    if (kk < k) {
+        int n = (int)(k - kk);
+        VEC xv[CPU_KERN_MR_MAX];
+        KT_UNROLL for (int i = 0; i < MR; i++) xv[i] = v_ldx_part(x + i * ldx + kk, n);
+        KT_UNROLL for (int j = 0; j < NR; j++) {
+            VEC wv = v_ldw_part(DT, wb + j * ldw + (size_t)kk * KT_ESIZE(DT), n);
+            KT_UNROLL for (int i = 0; i < MR; i++) acc[i][j] = v_fma(xv[i], wv, acc[i][j]);
+        }
+    }
+    KT_UNROLL for (int i = 0; i < MR; i++)
+        KT_UNROLL for (int j = 0; j < NR; j++) c[i * ldc + j] = v_hsum(acc[i][j]);
+}
+
+#define KT_TILEK_FN(DTN, DT, MR, NR) \
+    static void kt_tilek_##DTN##_##MR##_##NR(int64_t k, int64_t k0, int64_t k1, const float *x, int64_t ldx, \
+                                             const void *w, size_t ldw, float *c, int64_t ldc, float *part) \
+    { kt_tilek_body(MR, NR, DT, k, k0, k1, x, ldx, w, ldw, c, ldc, part); }
+#define KT_TILESK_NR(DTN, DT, MR) KT_TILEK_FN(DTN, DT, MR, 1) KT_TILEK_FN(DTN, DT, MR, 2) \
+                                  KT_TILEK_FN(DTN, DT, MR, 3) KT_TILEK_FN(DTN, DT, MR, 4)
+#define KT_TILESK(DTN, DT) KT_TILESK_NR(DTN, DT, 1) KT_TILESK_NR(DTN, DT, 2) KT_TILESK_NR(DTN, DT, 3) \
+                           KT_TILESK_NR(DTN, DT, 4) KT_TILESK_NR(DTN, DT, 5) KT_TILESK_NR(DTN, DT, 6)
+KT_TILESK(f32, DTYPE_F32)
+KT_TILESK(f16, DTYPE_F16)
+KT_TILESK(bf16, DTYPE_BF16)
+
+#define KT_ROWK(DTN, MR) { kt_tilek_##DTN##_##MR##_1, kt_tilek_##DTN##_##MR##_2, \
+                           kt_tilek_##DTN##_##MR##_3, kt_tilek_##DTN##_##MR##_4 }
+#define KT_DTK(DTN) { KT_ROWK(DTN, 1), KT_ROWK(DTN, 2), KT_ROWK(DTN, 3), KT_ROWK(DTN, 4), KT_ROWK(DTN, 5), KT_ROWK(DTN, 6) }
+
+typedef void (*kt_tilek_fn)(int64_t, int64_t, int64_t, const float *, int64_t, const void *, size_t, float *, int64_t, float *);
+static const kt_tilek_fn kt_tilesk[3][CPU_KERN_MR_MAX][CPU_KERN_NR_MAX] = { KT_DTK(f32), KT_DTK(f16), KT_DTK(bf16) };
+
+static void kt_tile_k(int mr, int nr, enum dtype wdt, int64_t k, int64_t k0, int64_t k1, const float *x, int64_t ldx,
+                      const void *w, size_t ldw, float *c, int64_t ldc, float *part)
+{
+    kt_tilesk[wdt][mr - 1][nr - 1](k, k0, k1, x, ldx, w, ldw, c, ldc, part);
+}
+
 #define KT_TILE_FN(DTN, DT, MR, NR) \
     static void kt_tile_##DTN##_##MR##_##NR(int64_t k, const float *x, int64_t ldx, const void *w, \
                                             size_t ldw, float *c, int64_t ldc) \
@@ -306,7 +370,9 @@ const struct cpu_kern KERN_TABLE = {
     .name = KERN_NAME,
     .mr = KERN_MR,
     .nr = KERN_NR,
+    .lanes = VLANES,
     .tile = kt_tile,
+    .tile_k = kt_tile_k,
     .qk = kt_qk,
     .pv = kt_pv,
     .to_f32 = kt_to_f32,

@@ -1,8 +1,25 @@
 /* tokenizer: Hugging Face tokenizer.json, exactly (added tokens, normalizers, pre-tokenizers,
  * BPE, post-processors, decoders), plus a streaming detokenizer.
  *
+ * Reference: HF `tokenizers` (Tokenizer.from_file(...).encode/decode); tests/text/golden holds its
+ * output for 7 real tokenizers (Qwen3, Llama 3/3.1, Llama 2, Gemma 3, DeepSeek-V3, GPT-OSS) and 4
+ * synthetic ones, made by tools/make_tokenizer_goldens.py. Supported: added tokens (special,
+ * lstrip, rstrip, normalized, single_word); normalizers NFC/NFD/NFKC/NFKD, Lowercase, Strip,
+ * StripAccents, Replace, Prepend, Sequence; pre-tokenizers Split (5 behaviours, invert),
+ * ByteLevel, Metaspace, Digits, Whitespace, WhitespaceSplit, Punctuation, BertPreTokenizer,
+ * Sequence; model BPE (both merges formats, ignore_merges, byte_fallback, unk/fuse_unk,
+ * continuing_subword_prefix, end_of_word_suffix); post-processors TemplateProcessing, ByteLevel,
+ * RobertaProcessing, BertProcessing, Sequence; decoders ByteLevel, Metaspace, ByteFallback, Fuse,
+ * Strip, Replace, WordPiece, Sequence. Anything else fails to load with EUNSUPPORTED.
+ * Invalid UTF-8 input: each maximal invalid subsequence becomes U+FFFD first (Rust's
+ * from_utf8_lossy, Python's errors="replace"), then the text is encoded as usual.
+ * Decode = tokenizer.decode(ids, skip_special_tokens): unknown ids are dropped; transformers 5
+ * applies no clean_up_tokenization to BPE models, so neither does this. Decoded text may contain
+ * U+0000 (a <0x00> byte token): use the _n variants to get the length.
+ *
  * A tokenizer is immutable after tokenizer_load and safe to share between threads; encoding
- * keeps a per-call state (the BPE word cache is internally synchronized).
+ * keeps a per-call state (the BPE word cache is internally synchronized). A detok belongs to one
+ * thread.
  *
  *     struct tokenizer *tk;  tokenizer_load("models/tiny", &tk);
  *     int32_t *ids; int n;  tokenizer_encode(tk, text, len, true, &ids, &n);

@@ -104,7 +104,8 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     req.forced = forced;
     req.n_forced = n_forced;
     req.test_delay_ms = delay_ms;
-    enum status st = job_submit(j, &req, cp, cn);
+    char msg[256] = "";
+    enum status st = job_submit(j, &req, cp, cn, msg, sizeof msg);
     free(cp);
     free(cn);
     free(forced);
@@ -112,8 +113,9 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     if (st != STATUS_OK) {
         job_free(j);
         if (st == STATUS_EBUSY) *e = api_error_make(st, NULL, "the server is busy (request queue full); retry shortly");
-        else if (st == STATUS_ETOOLONG) *e = api_error_make(st, "messages", "the prompt does not fit in the KV cache or context");
-        else if (st == STATUS_EINVAL) *e = api_error_make(st, NULL, "invalid generation parameters");
+        else if (st == STATUS_ETOOLONG)
+            *e = api_error_make(st, "messages", "the prompt does not fit: %s", msg[0] ? msg : "longer than the context or the KV cache");
+        else if (st == STATUS_EINVAL) *e = api_error_make(st, NULL, "invalid generation parameters%s%s", msg[0] ? ": " : "", msg);
         else *e = api_error_make(st, NULL, "generation failed: %s", status_str(st));
         return false;
     }

@@ -40,7 +40,8 @@ struct gen_ops {
     const char *(*token_str)(void *self, int32_t id);
     enum status (*render)(void *self, json_t *messages, json_t *tools, json_t *kwargs, bool add_gen_prompt,
                           char **out_text, char **err_msg);
-    enum status (*submit)(void *self, const struct gen_req *req, void **stream);
+    /* On failure msg (may be NULL) gets a one-line reason, with token counts for ETOOLONG. */
+    enum status (*submit)(void *self, const struct gen_req *req, void **stream, char *msg, size_t msg_len);
     enum status (*next)(void *stream, struct token_event *ev, int timeout_ms);   // EBUSY on timeout
     void        (*cancel)(void *self, void *stream);    // client gone: ends with FINISH_CANCELED
     void        (*finish)(void *self, void *stream);    // stop string seen: ends with FINISH_STOP

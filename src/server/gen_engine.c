@@ -69,14 +69,15 @@ static enum status eg_render(void *self, json_t *messages, json_t *tools, json_t
     return chat_render(e->ct, messages, tools, kwargs, add_gen, out, err);
 }
 
-static enum status eg_submit(void *self, const struct gen_req *req, void **stream)
+static enum status eg_submit(void *self, const struct gen_req *req, void **stream, char *msg, size_t msg_len)
 {
     struct eng_gen *e = self;
     struct gen_request r = req->base;
     r.forced_tokens = req->forced;
     r.n_forced = req->n_forced;
     struct token_stream *ts;
-    enum status st = engine_submit(e->eng, &r, &ts);
+    char tmp[8];
+    enum status st = engine_submit_msg(e->eng, &r, &ts, msg ? msg : tmp, msg ? msg_len : sizeof tmp);
     if (st == STATUS_OK) *stream = ts;
     return st;
 }

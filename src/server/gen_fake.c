@@ -250,11 +250,14 @@ static uint64_t hash_ids(const int32_t *ids, int n)
     return h;
 }
 
-static enum status fake_submit(void *self, const struct gen_req *req, void **out)
+static enum status fake_submit(void *self, const struct gen_req *req, void **out, char *msg, size_t msg_len)
 {
     struct fake *f = self;
     if (req->base.n_prompt <= 0 || req->base.max_tokens <= 0) return STATUS_EINVAL;
-    if (req->base.n_prompt + 1 > f->g.n_ctx) return STATUS_ETOOLONG;
+    if (req->base.n_prompt + 1 > f->g.n_ctx) {
+        if (msg) snprintf(msg, msg_len, "the prompt has %d tokens; the context holds %d", req->base.n_prompt, f->g.n_ctx);
+        return STATUS_ETOOLONG;
+    }
     pthread_mutex_lock(&f->mu);
     bool full = f->n_live >= f->max_live;
     pthread_mutex_unlock(&f->mu);

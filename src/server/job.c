@@ -121,7 +121,8 @@ struct job *job_new(struct gen *g, const struct job_cfg *cfg, int n_choices)
     return j;
 }
 
-enum status job_submit(struct job *j, const struct gen_req *req, int32_t *const *prompts, const int *n_prompts)
+enum status job_submit(struct job *j, const struct gen_req *req, int32_t *const *prompts, const int *n_prompts,
+                       char *msg, size_t msg_len)
 {
     for (int i = 0; i < j->n_choices; i++) {
         struct job_choice *c = &j->ch[i];
@@ -129,7 +130,7 @@ enum status job_submit(struct job *j, const struct gen_req *req, int32_t *const 
         if (prompts) { r.base.prompt = prompts[i]; r.base.n_prompt = n_prompts[i]; }
         if (r.base.sampling.has_seed) r.base.sampling.seed += (uint64_t)i;
         c->n_prompt = r.base.n_prompt;
-        enum status st = j->g->ops->submit(j->g->self, &r, &c->stream);
+        enum status st = j->g->ops->submit(j->g->self, &r, &c->stream, msg, msg_len);
         if (st != STATUS_OK) {
             for (int k = 0; k < i; k++) {
                 j->g->ops->cancel(j->g->self, j->ch[k].stream);

@@ -93,7 +93,8 @@ struct job {
 struct job *job_new(struct gen *g, const struct job_cfg *cfg, int n_choices);
 /* Submits every choice; prompts[i] (owned by the caller, copied) or the same prompt for all.
  * Choice i uses seed + i when a seed is given. On failure nothing stays submitted. */
-enum status job_submit(struct job *j, const struct gen_req *req, int32_t *const *prompts, const int *n_prompts);
+enum status job_submit(struct job *j, const struct gen_req *req, int32_t *const *prompts, const int *n_prompts,
+                       char *msg, size_t msg_len);
 /* Waits up to timeout_ms for progress on any choice; processes what arrived. */
 void job_poll(struct job *j, int timeout_ms);
 bool job_done(const struct job *j);

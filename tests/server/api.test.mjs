@@ -288,6 +288,19 @@ async function main() {
     checkSanitizer(s.stderr());
   }
 
+  // ---- --served-model-name and --chat-template-kwargs defaults (a request's keys win)
+  if (!model) {
+    const ns = await startServer([...base, '--served-model-name', 'my-model', '--chat-template-kwargs', '{"enable_thinking": false}']);
+    const ons = new OpenAI({ baseURL: `${ns.url}/v1`, apiKey: 'x', maxRetries: 0 });
+    check((await ons.models.list()).data[0].id === 'my-model', 'served model name listed');
+    const d1 = await ons.chat.completions.create({ model: 'my-model', messages: user('kw'), max_tokens: 1 });
+    const d2 = await ons.chat.completions.create({ model: 'my-model', messages: user('kw'), max_tokens: 1, chat_template_kwargs: { enable_thinking: true } });
+    check(d1.model === 'my-model' && d1.usage.prompt_tokens > d2.usage.prompt_tokens, 'template kwargs: server default applied, request wins', [d1.usage.prompt_tokens, d2.usage.prompt_tokens]);
+    check((await request(ns.port, 'POST', '/v1/chat/completions', { model: 'other', messages: user('x') })).status === 404, 'other model name 404');
+    await ns.stop();
+    checkSanitizer(ns.stderr());
+  }
+
   // ---- API key: Bearer and x-api-key
   const ks = await startServer([...base, '--api-key', 'sekrit', '--cors-origin', 'https://app.example', '--shutdown-grace', '1']);
   const pre = await request(ks.port, 'OPTIONS', '/v1/chat/completions', undefined, { origin: 'https://app.example', 'access-control-request-method': 'POST' });

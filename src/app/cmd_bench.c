@@ -33,6 +33,7 @@ static void bench_usage(FILE *f)
         "  --burst-prompt N      prompt tokens of each burst request (default 512)\n"
         "  --burst-window MS     all N requests must leave within this window (default 200)\n"
         "  --prefix-runs N       agentic prefix-test calls (default 3)\n"
+        "  --agentic-system-bytes N  agentic: cut the ~7 KB system prompt to N bytes (small-context models)\n"
         "  --restart-cmd CMD     agentic: shell command that restarts the server (persistent-cache test)\n"
         "  --restart-wait S      agentic: how long to wait for the server after the restart (default 300)\n"
         "  --timeout S           per-request limit, whole transfer (default 600)\n"
@@ -174,7 +175,10 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--max-tokens")) bad = parse_int(a, v, 1, 1 << 20, &cfg.max_tokens);
         else if (!strcmp(a, "--burst-prompt")) bad = parse_int(a, v, 16, 1 << 20, &cfg.burst_prompt_tokens);
         else if (!strcmp(a, "--prefix-runs")) bad = parse_int(a, v, 1, 100, &cfg.agentic_prefix_runs);
-        else if (!strcmp(a, "--burst-window")) bad = parse_seconds(a, v, &cfg.burst_window_ms);
+        else if (!strcmp(a, "--agentic-system-bytes")) bad = parse_int(a, v, 256, 1 << 20, &cfg.agentic_system_bytes);
+        else if (!strcmp(a, "--burst-window")) {
+            bad = parse_seconds(a, v, &cfg.burst_window_ms);   // milliseconds here; same bounds check
+        }
         else if (!strcmp(a, "--thinking")) bad = on_off(a, v, &cfg.thinking);
         else if (!strcmp(a, "--progress")) bad = on_off(a, v, &cfg.progress);
         else if (!strcmp(a, "--restart-cmd")) cfg.restart_cmd = v;

@@ -69,7 +69,7 @@ static void agentic_call(struct bench_ctx *c, const char *system, const json_t *
     struct strbuf user = {0}, all = {0};
     prompt_agentic_user(user_idx, nonce, &user);
     strbuf_printf(&all, "%s\n%s", system, user.data);
-    char *body = bench_body(c, system, user.data, tools);
+    char *body = bench_body(c, system, user.data, tools, 0);
     struct chat_result res;
     struct bench_run r;
     bench_measure(c, body, all.data, t0, &r, &res);
@@ -128,6 +128,14 @@ enum status bench_agentic(struct bench_ctx *c)
     prompt_nonce(&c->rng, session);
     struct strbuf system = {0};
     prompt_agentic_system(session, &system);
+    if (cfg->agentic_system_bytes > 0 && system.len > (size_t)cfg->agentic_system_bytes) {
+        // cut at a line end: the nonce stays first and the text stays readable
+        size_t cut = (size_t)cfg->agentic_system_bytes;
+        while (cut > 64 && system.data[cut - 1] != '\n') cut--;
+        system.len = cut;
+        system.data[cut] = '\0';
+        bench_note(c, "system prompt cut to %zu bytes (--agentic-system-bytes)", cut);
+    }
     json_t *tools = prompt_agentic_tools();
     c->n_planned = 2 + cfg->agentic_prefix_runs + (cfg->restart_cmd ? 1 : 0);
 
@@ -138,7 +146,7 @@ enum status bench_agentic(struct bench_ctx *c)
         struct strbuf user = {0}, all = {0};
         prompt_agentic_user(0, nonce, &user);
         strbuf_printf(&all, "%s\n%s", system.data, user.data);
-        char *body = bench_body(c, system.data, user.data, tools);
+        char *body = bench_body(c, system.data, user.data, tools, 0);
         struct chat_result res;
         struct bench_run r;
         bench_measure(c, body, all.data, t0, &r, &res);

@@ -18,6 +18,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "bench/prompt.h"
 
 void bench_cfg_defaults(struct bench_cfg *cfg)
 {
@@ -43,7 +44,7 @@ void bench_cfg_defaults(struct bench_cfg *cfg)
     cfg->max_time_s = 4 * 3600;
 }
 
-char *bench_body(struct bench_ctx *c, const char *system, const char *user, const json_t *tools)
+char *bench_body(struct bench_ctx *c, const char *system, const char *user, const json_t *tools, int max_tokens)
 {
     json_t *o = json_object();
     json_object_set_new(o, "model", json_string(c->model));
@@ -53,7 +54,7 @@ char *bench_body(struct bench_ctx *c, const char *system, const char *user, cons
     json_object_set_new(o, "messages", msgs);
     json_object_set_new(o, "stream", json_true());
     json_object_set_new(o, "stream_options", json_pack("{s:b}", "include_usage", 1));
-    json_object_set_new(o, "max_tokens", json_integer(c->cfg->max_tokens));
+    json_object_set_new(o, "max_tokens", json_integer(max_tokens > 0 ? max_tokens : c->cfg->max_tokens));
     json_object_set_new(o, "temperature", json_real(0.0));
     json_object_set_new(o, "chat_template_kwargs", json_pack("{s:b}", "enable_thinking", c->cfg->thinking));
     if (tools) json_object_set(o, "tools", (json_t *)tools);
@@ -61,6 +62,51 @@ char *bench_body(struct bench_ctx *c, const char *system, const char *user, cons
     json_decref(o);
     CHECK(s, "json_dumps of a request body failed");
     return s;
+}
+
+void bench_filler(struct bench_ctx *c, int size, const char *nonce, struct strbuf *out)
+{
+    const struct bench_cfg *cfg = c->cfg;
+    int target = size;
+    if (!cfg->count_tokens && c->filler_scale > 0) target = (int)(size / c->filler_scale + 0.5);
+    prompt_filler_calibrated(target < 16 ? 16 : target, nonce, rng_next(&c->rng), cfg->count_tokens, cfg->count_ctx,
+                             out);
+}
+
+void bench_learn_scale(struct bench_ctx *c, const char *prompt, const struct bench_run *r)
+{
+    if (c->cfg->count_tokens || r->error || strcmp(r->prompt_tokens_src, "usage")) return;
+    int est = prompt_estimate_tokens(prompt);
+    // too short to measure a ratio, or no longer than what it was learned from: the longer the
+    // prompt, the less the chat template's own tokens distort the ratio
+    if (est < 200 || r->prompt_tokens <= 0 || est <= c->filler_calib_est) return;
+    bool first = !c->filler_calibrated;
+    c->filler_scale = (double)r->prompt_tokens / est;
+    c->filler_calibrated = true;
+    c->filler_calib_est = est;
+    if (first && (c->filler_scale < 0.9 || c->filler_scale > 1.1))
+        bench_note(c, "this server counts about %.2f tokens per estimated filler token; prompts sized accordingly",
+                   c->filler_scale);
+}
+
+void bench_calibrate(struct bench_ctx *c, int size)
+{
+    // below ~200 tokens the chat template's own tokens would dominate the ratio: no probe
+    if (c->cfg->count_tokens || c->filler_calibrated || size < 200) return;
+    char nonce[PROMPT_NONCE_LEN + 1];
+    prompt_nonce(&c->rng, nonce);
+    struct strbuf prompt = {0};
+    bench_filler(c, size, nonce, &prompt);
+    char *body = bench_body(c, NULL, prompt.data, NULL, 1);
+    struct bench_run r;
+    bench_measure(c, body, prompt.data, clock_now_ns(), &r, NULL);
+    bench_learn_scale(c, prompt.data, &r);
+    if (!c->filler_calibrated)
+        bench_note(c, "the size probe gave no token count (%.120s): prompt sizes are estimates",
+                   r.error ? r.error : "no usage");
+    bench_run_deinit(&r);
+    free(body);
+    strbuf_free(&prompt);
 }
 
 static double ms_between(int64_t a_ns, int64_t b_ns)
@@ -169,7 +215,7 @@ bool bench_time_left(struct bench_ctx *c, int n_would_run)
 
 void bench_note(struct bench_ctx *c, const char *fmt, ...)
 {
-    if (c->n_notes >= 4) return;
+    if (c->n_notes >= (int)(sizeof c->notes / sizeof c->notes[0])) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(c->notes[c->n_notes++], sizeof c->notes[0], fmt, ap);
@@ -198,7 +244,7 @@ int bench_main(const struct bench_cfg *cfg_in)
 {
     struct bench_cfg cfg = *cfg_in;
     if (cfg.stall_s <= 0) cfg.stall_s = cfg.timeout_s;
-    struct bench_ctx c = { .cfg = &cfg };
+    struct bench_ctx c = { .cfg = &cfg, .filler_scale = 1.0 };
     c.http = (struct bench_http){ .base_url = cfg.url, .api_key = cfg.api_key, .timeout_s = cfg.timeout_s,
                                   .stall_s = cfg.stall_s };
     c.t0_ns = clock_now_ns();

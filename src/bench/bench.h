@@ -42,6 +42,8 @@ struct bench_cfg {
     int             burst_prompt_tokens;
     double          burst_window_ms; // the N requests start within this window
     int             agentic_prefix_runs;     // prefix-test calls (3)
+    int             agentic_system_bytes;    // cut the ~7 KB system prompt to this (0: whole); for
+                                             // models whose context cannot hold it
     const char     *restart_cmd;    // agentic: run between phases to test a persistent cache
     double          restart_wait_s; // how long to wait for the server to answer after restart
     double          timeout_s;      // per request, whole transfer

@@ -2,7 +2,7 @@
  * context of one benchmark session and the helpers that build, send and record requests.
  * Internal to src/bench; main thread only, except bench_measure(), which burst threads call.
  *
- *     char *body = bench_body(ctx, NULL, prompt, NULL);
+ *     char *body = bench_body(ctx, NULL, prompt, NULL, 0);
  *     struct bench_run r;  bench_measure(ctx, body, prompt, t0_ns, &r, NULL);
  *     strcpy(r.mode, "sweep");  bench_record(ctx, &r);  free(body);
  */
@@ -31,12 +31,24 @@ struct bench_ctx {
     int                     n_skipped;    // not run: time budget exhausted
     bool                    cache_clear_dead;   // every clear endpoint said 404: stop trying
     bool                    progress_drawn;
-    char                    notes[4][200];      // lines for the summary ("prompt tokens counted...")
+    char                    notes[6][200];      // lines for the summary ("prompt tokens counted...")
     int                     n_notes;
+    double                  filler_scale;       // server tokens per estimated filler token (1: unknown)
+    bool                    filler_calibrated;
+    int                     filler_calib_est;   // estimated tokens of the prompt it was learned from
 };
 
-/* A streaming chat request body; system and tools may be NULL. Heap string. */
-char *bench_body(struct bench_ctx *c, const char *system, const char *user, const json_t *tools);
+/* A streaming chat request body; system and tools may be NULL; max_tokens 0 means the
+ * configured one. Heap string. */
+char *bench_body(struct bench_ctx *c, const char *system, const char *user, const json_t *tools, int max_tokens);
+/* A filler prompt of about size tokens: exact with --tokenizer, else the estimate corrected by
+ * filler_scale, which the first successful run with usage teaches (bench_learn_scale). */
+void  bench_filler(struct bench_ctx *c, int size, const char *nonce, struct strbuf *out);
+/* Learns filler_scale from a successful run of a filler prompt whose usage came from the server. */
+void  bench_learn_scale(struct bench_ctx *c, const char *prompt, const struct bench_run *r);
+/* One unrecorded probe request (max_tokens 1) of about size tokens, to learn filler_scale before
+ * the measured runs; nothing to do with --tokenizer or once calibrated. */
+void  bench_calibrate(struct bench_ctx *c, int size);
 /* Sends body and fills *r (initialized here) with timings, token counts and any error.
  * prompt_text is what a local tokenizer counts when usage is missing. mode_t0_ns anchors
  * start_ms/first_ms/end_ms. When res is non-NULL the raw result is handed over (caller frees). */

@@ -47,11 +47,10 @@ static void burst_one(struct bench_ctx *c, int n)
     char (*nonces)[PROMPT_NONCE_LEN + 1] = xcalloc((size_t)n, sizeof *nonces);
     for (int i = 0; i < n; i++) {
         prompt_nonce(&c->rng, nonces[i]);
-        prompt_filler_calibrated(cfg->burst_prompt_tokens, nonces[i], rng_next(&c->rng), cfg->count_tokens,
-                                 cfg->count_ctx, &prompts[i]);
+        bench_filler(c, cfg->burst_prompt_tokens, nonces[i], &prompts[i]);
         jobs[i].c = c;
         jobs[i].prompt = prompts[i].data;
-        jobs[i].body = bench_body(c, NULL, prompts[i].data, NULL);
+        jobs[i].body = bench_body(c, NULL, prompts[i].data, NULL, 0);
     }
     // all bodies are built before the clock starts; threads get 20 ms to be scheduled
     int64_t t0 = clock_now_ns() + 20 * 1000000LL;
@@ -101,6 +100,7 @@ enum status bench_burst(struct bench_ctx *c)
     const struct bench_cfg *cfg = c->cfg;
     c->n_planned = 0;
     for (int i = 0; i < cfg->n_bursts; i++) c->n_planned += cfg->bursts[i];
+    bench_calibrate(c, cfg->burst_prompt_tokens);   // size the prompts in this server's tokens
     for (int i = 0; i < cfg->n_bursts; i++)
         if (bench_time_left(c, cfg->bursts[i])) burst_one(c, cfg->bursts[i]);
     return STATUS_OK;

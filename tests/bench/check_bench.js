@@ -40,7 +40,12 @@ if (cmd === 'sweep' || cmd === 'sweep-real') {
   // client's estimate: no server-log check, prompt sizes within 25% (the chat template adds some)
   const real = cmd === 'sweep-real';
   const [runsP, sumP, logP, label, expReason, expContent] = real ? [a[0], a[1], null, a[2], 0, -1] : a;
-  const runs = lines(runsP), sum = JSON.parse(fs.readFileSync(sumP, 'utf8')), log = real ? null : lines(logP);
+  const runs = lines(runsP), sum = JSON.parse(fs.readFileSync(sumP, 'utf8'));
+  // the size probe (max_tokens 1, not a run) also led with its own nonce
+  const all = real ? null : lines(logP);
+  if (!real && !all.filter((e) => e.max_tokens === 1).every((e) => /^\[[0-9a-f]{16}\] /.test(e.user_head)))
+    fail('a probe without a leading nonce');
+  const log = real ? null : all.filter((e) => e.max_tokens !== 1);
   for (const r of runs) for (const f of FIELDS) if (!(f in r)) fail(`field ${f} missing`);
   if (runs[0].phase !== 'warmup') fail('first run is not the warm-up');
   if (runs.some((r) => r.label !== label || r.mode !== 'sweep' || (!real && r.model !== 'mock-model')))

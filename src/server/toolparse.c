@@ -15,6 +15,7 @@
 
 #include "base/log.h"
 #include "base/mem.h"
+#include "server/jsonw.h"
 
 #define DS_CALLS_BEGIN "<\xEF\xBD\x9Ctool\xE2\x96\x81" "calls\xE2\x96\x81" "begin\xEF\xBD\x9C>"
 #define DS_CALLS_END   "<\xEF\xBD\x9Ctool\xE2\x96\x81" "calls\xE2\x96\x81" "end\xEF\xBD\x9C>"
@@ -80,6 +81,9 @@ struct toolparse {
     // XML
     char             xml_param[128];
     bool             xml_first;
+    bool             xml_stream;     // string-typed value: streamed as it arrives
+    bool             xml_lead_done;  // the value's leading newline has been dealt with
+    size_t           xml_emitted;    // value bytes before this offset were streamed
     char             fname[256];
 };
 
@@ -477,6 +481,56 @@ static void xml_emit_param(struct toolparse *tp, const char *v, size_t len)
     strbuf_free(&sb);
 }
 
+static const char *xml_param_type(struct toolparse *tp)
+{
+    const json_t *props = json_object_get(tool_params(tp->tools, tp->fname), "properties");
+    return json_string_value(json_object_get(json_object_get(props, tp->xml_param), "type"));
+}
+
+/* Streams value text as JSON string content (no quotes). */
+static void xml_emit_escaped(struct toolparse *tp, size_t from, size_t to)
+{
+    if (to <= from) return;
+    struct strbuf sb = {0};
+    jsonw_str(&sb, B(tp) + from, to - from);
+    emit_args(tp, sb.data + 1, sb.len - 2);
+    strbuf_free(&sb);
+}
+
+/* Opens a streamed string value: {"p": " */
+static void xml_stream_begin(struct toolparse *tp)
+{
+    struct strbuf sb = {0};
+    strbuf_puts(&sb, tp->xml_first ? "{" : ", ");
+    tp->xml_first = false;
+    jsonw_str(&sb, tp->xml_param, strlen(tp->xml_param));
+    strbuf_puts(&sb, ": \"");
+    emit_args(tp, sb.data, sb.len);
+    strbuf_free(&sb);
+}
+
+/* Streams what is decided of a string value that has no terminator yet. */
+static void xml_stream_some(struct toolparse *tp)
+{
+    size_t n = tp->buf.len;
+    if (!tp->xml_lead_done) {
+        if (n <= tp->raw_start) return;
+        tp->xml_emitted = tp->raw_start + (B(tp)[tp->raw_start] == '\n');
+        tp->xml_lead_done = true;
+    }
+    static const char *ends[2] = { "</parameter>", "</function>" };
+    size_t keep = 0;
+    for (int i = 0; i < 2; i++)
+        for (size_t k = strlen(ends[i]) - 1; k > keep; k--)
+            if (k <= n - tp->xml_emitted && !memcmp(B(tp) + n - k, ends[i], k)) { keep = k; break; }
+    size_t safe = n - keep;
+    if (safe > tp->xml_emitted && B(tp)[safe - 1] == '\n') safe--;   // may be the stripped final newline
+    if (safe > tp->xml_emitted) {
+        xml_emit_escaped(tp, tp->xml_emitted, safe);
+        tp->xml_emitted = safe;
+    }
+}
+
 /* ==== The state machine ==== */
 
 static const char *text_markers[TOOL_FAMILY_COUNT][2] = {
@@ -667,6 +721,11 @@ static bool step(struct toolparse *tp, bool final)
             if (r < 0) { tp->pos = save; emit_args(tp, tp->xml_first ? "{}" : "}", tp->xml_first ? 2 : 1); abandon(tp, "bad parameter name"); return true; }
             tp->raw_start = tp->pos;   // value start
             tp->st = ST_XML_VALUE;
+            const char *type = xml_param_type(tp);
+            tp->xml_stream = type && !strcmp(type, "string");
+            tp->xml_lead_done = false;
+            tp->xml_emitted = tp->raw_start;
+            if (tp->xml_stream) xml_stream_begin(tp);
             return true;
         }
         r = match_at(tp, tp->pos, "</function>");
@@ -682,11 +741,17 @@ static bool step(struct toolparse *tp, bool final)
         const char *e1 = find(tp, tp->raw_start, "</parameter>");
         const char *e2 = find(tp, tp->raw_start, "</function>");
         const char *e = e1 && (!e2 || e1 < e2) ? e1 : e2;
-        if (!e) return false;
+        if (!e) {
+            if (tp->xml_stream) xml_stream_some(tp);
+            return false;
+        }
         size_t vs = tp->raw_start, ve = (size_t)(e - B(tp));
         if (vs < ve && B(tp)[vs] == '\n') vs++;
         if (ve > vs && B(tp)[ve - 1] == '\n') ve--;
-        xml_emit_param(tp, B(tp) + vs, ve - vs);
+        if (tp->xml_stream) {
+            xml_emit_escaped(tp, tp->xml_emitted > vs ? tp->xml_emitted : vs, ve);
+            emit_args(tp, "\"", 1);
+        } else xml_emit_param(tp, B(tp) + vs, ve - vs);
         tp->pos = (size_t)(e - B(tp)) + (e == e1 ? strlen("</parameter>") : 0);
         if (e != e1) LOG_WARN("tool call %d: parameter %s not closed", tp->index, tp->xml_param);
         tp->st = ST_XML_BODY;
@@ -833,6 +898,10 @@ void toolparse_finish(struct toolparse *tp)
     run(tp, true);
     if (tp->st != ST_TEXT) {
         if (tp->committed) {
+            if (tp->st == ST_XML_VALUE && tp->xml_stream) {
+                xml_emit_escaped(tp, tp->xml_emitted, tp->buf.len);
+                emit_args(tp, "\"", 1);
+            }
             if (tp->st == ST_XML_BODY || tp->st == ST_XML_VALUE)
                 emit_args(tp, tp->xml_first ? "{}" : "}", tp->xml_first ? 2 : 1);
             else if (!tp->js.has_args)

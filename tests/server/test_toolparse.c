@@ -88,12 +88,36 @@ TEST(qwen3_coder)
                  "ok\n<tool_call>\n<function=write>\n<parameter=path>\n/tmp/a \"b\".txt\n</parameter>\n<parameter=n>\n42\n</parameter>\n"
                  "<parameter=lines>\n7\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=ls>\n</function>\n</tool_call>",
                  "T[ok\n]S0:write A0[{\"path\": \"/tmp/a \\\"b\\\".txt\", \"n\": \"42\", \"lines\": 7}] E0 T[\n]S1:ls A1[{}] E1 ", tools);
+    // string values stream while generated (file contents), newlines and quotes escaped; an
+    // unterminated one is closed at the end
+    check_family(TOOL_FAMILY_QWEN3_CODER, "<tool_call><function=write><parameter=path>\nline1\n\"q\" </par\n\nend\n</parameter></function></tool_call>",
+                 "S0:write A0[{\"path\": \"line1\\n\\\"q\\\" </par\\n\\nend\"}] E0 ", tools);
+    check_family(TOOL_FAMILY_QWEN3_CODER, "<tool_call><function=write><parameter=path>\nabc",
+                 "S0:write A0[{\"path\": \"abc\"}] E0 ", tools);
     check_family(TOOL_FAMILY_QWEN3_CODER, "<tool_call>\n<function=f>\n<parameter=x>\n{\"a\": [1]}\n</parameter>\n</function>\n</tool_call>",
                  "S0:f A0[{\"x\": {\"a\":[1]}}] E0 ", NULL);
     // missing </parameter> (seen from Qwen3.6): value ends at </function>
     check_family(TOOL_FAMILY_QWEN3_CODER, "<tool_call><function=f><parameter=x>hi</function></tool_call>",
                  "S0:f A0[{\"x\": \"hi\"}] E0 ", NULL);
     check_family(TOOL_FAMILY_QWEN3_CODER, "<tool_call>nope</tool_call>", "T[<tool_call>nope</tool_call>]", NULL);
+    json_decref(tools);
+}
+
+TEST(xml_streams_string_values)
+{
+    json_t *tools = json_loads("[{\"type\":\"function\",\"function\":{\"name\":\"write\",\"parameters\":{\"properties\":{\"body\":{\"type\":\"string\"}}}}}]", 0, NULL);
+    struct rec r = { .last_kind = -1 };
+    int n = 0;
+    struct toolparse *tp = toolparse_new(TOOL_FAMILY_QWEN3_CODER, tools, &n, on_ev, &r);
+    const char *part = "<tool_call>\n<function=write>\n<parameter=body>\nhello wor";
+    toolparse_feed(tp, part, strlen(part));
+    // the value is visible before its parameter closes
+    EXPECTF(r.out.data && strstr(r.out.data, "A0[{\"body\": \"hello wor"), "%s", r.out.data ? r.out.data : "");
+    toolparse_feed(tp, "ld\n</parameter>\n</function>\n</tool_call>", 40);
+    toolparse_finish(tp);
+    EXPECTF(!strcmp(r.out.data, "S0:write A0[{\"body\": \"hello world\"}] E0 "), "%s", r.out.data);
+    toolparse_free(tp);
+    strbuf_free(&r.out);
     json_decref(tools);
 }
 
@@ -228,6 +252,7 @@ int main(void)
 {
     RUN(hermes);
     RUN(qwen3_coder);
+    RUN(xml_streams_string_values);
     RUN(llama3);
     RUN(mistral);
     RUN(deepseek_v3);

@@ -477,6 +477,64 @@ TEST(fused_experts_match_per_expert)
     model_free(a);
 }
 
+/* Gemma3ForConditionalGeneration: the text model under model.language_model. (transformers >= 4.52)
+ * or language_model.model. (older), dims in text_config, vision tensors ignored. */
+TEST(gemma3_multimodal_prefixes)
+{
+    const char *text_cfg = "{\"vocab_size\": 64, \"hidden_size\": 32, \"intermediate_size\": 64,"
+                           " \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"num_key_value_heads\": 1,"
+                           " \"head_dim\": 16, \"sliding_window\": 8, \"query_pre_attn_scalar\": 16}";
+    char cfg[1024];
+    snprintf(cfg, sizeof cfg, "{\"architectures\": [\"Gemma3ForCausalLM\"], %s", text_cfg + 1);
+    write_file(pathf("%s/%s", "g3.json"), cfg, strlen(cfg));
+    struct synth_opts o = { .config_path = pathf("%s/%s", "g3.json"), .out_dir = pathf("%s/%s", "g3"), .seed = 9, .quiet = 1 };
+    ASSERT(synth_write(&o, NULL) == STATUS_OK);
+    struct model *a = NULL;
+    ASSERT(model_load(pathf("%s/%s", "g3"), &a) == STATUS_OK);
+    ASSERT(a->f.norm_plus_one && a->hp.tie_embed);
+    snprintf(cfg, sizeof cfg, "{\"architectures\": [\"Gemma3ForConditionalGeneration\"], \"text_config\": %s,"
+             " \"vision_config\": {\"hidden_size\": 16}, \"eos_token_id\": [1, 60]}", text_cfg);
+    static const char *prefixes[] = { "model.language_model.", "language_model.model." };
+    for (int k = 0; k < 2; k++) {
+        json_t *hdr = json_object();
+        struct blob data = {0};
+        for (int i = 0; i < a->files->n_tensors; i++) {
+            const struct st_tensor *t = &a->files->tensors[i];
+            struct tensor v;
+            ASSERT(safetensors_view(a->files, t, &v) == STATUS_OK);
+            char name[256];
+            snprintf(name, sizeof name, "%s%s", prefixes[k], t->name + strlen("model."));
+            json_t *shape = json_array();
+            for (int d = 0; d < t->n_dims; d++) json_array_append_new(shape, json_integer(t->shape[d]));
+            json_object_set_new(hdr, name, json_pack("{s:s,s:o,s:[I,I]}", "dtype", "BF16", "shape", shape,
+                                                     "data_offsets", (json_int_t)data.n, (json_int_t)(data.n + t->bytes)));
+            blob_add(&data, tensor_data(&v), t->bytes);
+        }
+        // a vision tower tensor the text model does not use
+        json_object_set_new(hdr, "model.vision_tower.patch_embedding.weight",
+                            json_pack("{s:s,s:[i],s:[I,I]}", "dtype", "F32", "shape", 4, "data_offsets",
+                                      (json_int_t)data.n, (json_int_t)(data.n + 16)));
+        blob_add(&data, "0123456789abcdef", 16);
+        char *text = json_dumps(hdr, JSON_COMPACT);
+        char *dir = write_model(k ? "g3_old" : "g3_new", cfg, text, data.p, data.n, 0);
+        struct model *b = NULL;
+        enum status st = model_load(dir, &b);
+        EXPECTF(st == STATUS_OK, "prefix %s: %s", prefixes[k], status_str(st));
+        if (b) {
+            EXPECT(!strcmp(b->hp.arch, "Gemma3ForConditionalGeneration") && b->hp.n_layers == 2 && b->hp.tie_embed);
+            EXPECT(b->hp.n_eos == 2 && b->hp.eos_ids[1] == 60 && b->hp.layer_sliding[0] && b->hp.sliding_window == 8);
+            EXPECT(b->n_params == a->n_params);
+            EXPECT(!memcmp(tensor_data(&b->layers[1].ffn_post_norm), tensor_data(&a->layers[1].ffn_post_norm), 64));
+            EXPECT(b->lm_head.offset == b->tok_embed.offset);
+        }
+        model_free(b);
+        free(text);
+        free(data.p);
+        json_decref(hdr);
+    }
+    model_free(a);
+}
+
 /* ==== Committed transformers fixtures ==== */
 
 TEST(fixtures_load)
@@ -528,6 +586,7 @@ int main(void)
     RUN(corrupt_checkpoints);
     RUN(corrupt_index);
     RUN(fused_experts_match_per_expert);
+    RUN(gemma3_multimodal_prefixes);
     RUN(fixtures_load);
     json_decref(good_hdr);
     free(good);

@@ -94,8 +94,21 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     int32_t **cp = xcalloc((size_t)n_choices, sizeof *cp);
     int *cn = xcalloc((size_t)n_choices, sizeof *cn);
     for (int i = 0; i < n_choices; i++) { cp[i] = sets[i / p->n]; cn[i] = set_n[i / p->n]; }
+    // message-end hints for the prefix cache (hybrid models snapshot state there): right after
+    // each end-of-turn token of a chat prompt
+    int32_t *ends = NULL;
+    int n_ends = 0;
+    if (!p->prompt_ids && g->eot_id >= 0) {
+        for (int i = 0; i < own_n; i++) n_ends += own_ids[i] == g->eot_id;
+        ends = n_ends ? xmalloc((size_t)n_ends * sizeof *ends) : NULL;
+        n_ends = 0;
+        for (int i = 0; i < own_n; i++)
+            if (own_ids[i] == g->eot_id) ends[n_ends++] = i + 1;
+    }
     struct gen_req req;
     memset(&req, 0, sizeof req);
+    req.base.msg_ends = ends;
+    req.base.n_msg_ends = n_ends;
     req.base.max_tokens = (int)max_tokens;
     req.base.sampling = p->sp;
     req.base.sampling.bias = p->bias;
@@ -109,6 +122,7 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     free(cp);
     free(cn);
     free(forced);
+    free(ends);
     free(own_ids);
     if (st != STATUS_OK) {
         job_free(j);

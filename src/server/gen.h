@@ -58,6 +58,7 @@ struct gen {
     int                   n_ctx;            // context length in tokens
     int                   n_vocab;
     bool                  add_bos;          // completions: encode with add_special
+    int32_t               eot_id;           // token that ends a chat turn (message-end hints), -1 if unknown
 };
 
 struct gen_fake_cfg {

@@ -132,6 +132,8 @@ enum status gen_engine_new(struct engine *eng, const struct tokenizer *tk, const
     e->g.n_ctx = st.max_context;
     e->g.n_vocab = tokenizer_vocab_size(tk);
     e->g.add_bos = true;
+    const char *eos = tokenizer_eos_str(tk);
+    e->g.eot_id = eos ? tokenizer_token_id(tk, eos) : -1;
     *out = &e->g;
     return STATUS_OK;
 }

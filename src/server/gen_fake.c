@@ -442,6 +442,7 @@ enum status gen_fake_new(const struct gen_fake_cfg *cfg, struct gen **out)
     f->g.template_src = fake_template_src;
     f->g.n_ctx = cfg && cfg->n_ctx > 0 ? cfg->n_ctx : 4096;
     f->g.n_vocab = FAKE_VOCAB;
+    f->g.eot_id = FAKE_EOS;
     f->last_progress_s = clock_now_s();
     for (int b = 0; b < 256; b++) f->tokstr[b][0] = (char)b;
     *out = &f->g;

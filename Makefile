@@ -7,11 +7,13 @@ CC      ?= cc
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 CUDA    ?= $(if $(NVCC),1,0)
 OPT     ?= -O2 -g
-CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -fPIC \
            -fno-strict-aliasing -pthread -Isrc $(OPT) $(EXTRA_CFLAGS)
 LDLIBS  := -Wl,-Bstatic -ljansson -lpcre2-8 -lutf8proc -lxxhash -Wl,-Bdynamic \
            -lmicrohttpd -lcurl -lpthread -lm -ldl
 LDFLAGS := -pthread $(EXTRA_LDFLAGS)
+
+comma := ,
 
 # SIMD kernels: files named *_avx2.c / *_avx512.c get their ISA flags; dispatch is at run time.
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
@@ -27,7 +29,7 @@ ifeq ($(CUDA),1)
 CUDA_HOME  ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CUDA_GENCODE ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
 NVCCFLAGS  := -O3 -lineinfo -std=c++17 -Isrc -DCAIRN_HAVE_CUDA $(CUDA_GENCODE) \
-              -Xcompiler -Wall,-fno-strict-aliasing $(EXTRA_NVCCFLAGS)
+              -Xcompiler -Wall,-fno-strict-aliasing,-fPIC $(EXTRA_NVCCFLAGS)
 CFLAGS     += -DCAIRN_HAVE_CUDA -I$(CUDA_HOME)/include
 LIB_OBJ    += $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
 LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -lrt -lstdc++
@@ -60,6 +62,10 @@ $(BUILD)/obj/%.o: %.cu
 $(BUILD)/libcairn.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+# A shared build of the library: device runs carry it once instead of one static copy per binary.
+$(BUILD)/libcairn.so: $(LIB_OBJ)
+	$(CC) -shared $(LDFLAGS) $^ $(subst -Wl$(comma)-Bstatic,,$(LDLIBS)) -o $@
 
 $(BUILD)/cairn: $(APP_OBJ) $(BUILD)/libcairn.a
 	$(CC) $(LDFLAGS) $(APP_OBJ) $(BUILD)/libcairn.a $(LDLIBS) -o $@

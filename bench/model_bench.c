@@ -120,12 +120,14 @@ int main(int argc, char **argv)
 
     int max_ctx = 0;
     for (int i = 0; i < n_prefill; i++) max_ctx = prefill[i] > max_ctx ? prefill[i] : max_ctx;
-    for (int i = 0; i < n_dctx; i++) max_ctx = dctx[i] + gen > max_ctx ? dctx[i] + gen : max_ctx;
+    for (int i = 0; i < n_dctx; i++) max_ctx = dctx[i] + gen + 8 > max_ctx ? dctx[i] + gen + 8 : max_ctx;
     int n_seq_max = streams > 1 ? streams : 1;
-    int per_seq = streams > 1 && stream_ctx + gen > max_ctx ? stream_ctx + gen : max_ctx;
-    int bs = KV_BLOCK_SIZE_DEFAULT, bps = (per_seq + bs - 1) / bs;
+    if (max_ctx < 64) max_ctx = 64;   // the warm-up step
+    int bs = KV_BLOCK_SIZE_DEFAULT, bps = (max_ctx + bs - 1) / bs;
+    int bps_streams = (stream_ctx + gen + bs - 1) / bs;
+    int n_blocks = bps > bps_streams * n_seq_max ? bps : bps_streams * n_seq_max;
     struct kv_pool *kv;
-    if (kv_pool_new(m, be, kvdt, bs, bps * n_seq_max, &kv) != STATUS_OK) return 1;
+    if (kv_pool_new(m, be, kvdt, bs, n_blocks, &kv) != STATUS_OK) return 1;
     int chunk = 4096;
     int max_tok = chunk > n_seq_max ? chunk : n_seq_max;
     struct forward *fw;
@@ -133,11 +135,12 @@ int main(int argc, char **argv)
     int32_t *scratch = xmalloc(sizeof(int32_t) * (size_t)max_tok * 6);
     int64_t *slots = xmalloc(sizeof(int64_t) * (size_t)max_tok);
     struct seqs S = { .n = 1, .blocks_per_seq = bps };
-    S.block_ids = xmalloc(sizeof(int32_t) * (size_t)bps * n_seq_max);
+    S.block_ids = xmalloc(sizeof(int32_t) * (size_t)n_blocks);
     S.seq_block0 = xmalloc(sizeof(int32_t) * (size_t)(n_seq_max + 1));
     S.seq_len = xmalloc(sizeof(int32_t) * (size_t)n_seq_max);
-    for (int i = 0; i < bps * n_seq_max; i++) S.block_ids[i] = i;
-    for (int s = 0; s <= n_seq_max; s++) S.seq_block0[s] = s * bps;
+    for (int i = 0; i < n_blocks; i++) S.block_ids[i] = i;
+    S.seq_block0[0] = 0;
+    S.seq_block0[1] = bps;
 
     run_steps(be, fw, kv, &S, 0, 64, chunk, scratch, slots);   // warm-up (kernels, cuBLAS heuristics)
     for (int i = 0; i < n_prefill; i++) {
@@ -156,8 +159,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_dctx; i++) {
         int c = dctx[i];
         run_steps(be, fw, kv, &S, 0, c, chunk, scratch, slots);
-        run_steps(be, fw, kv, &S, c, 8, chunk, scratch, slots);   // warm the one-token path
-        double t = run_steps(be, fw, kv, &S, c + 8, gen, chunk, scratch, slots);
+        run_steps(be, fw, kv, &S, c, 8, 1, scratch, slots);   // warm the one-token path
+        double t = run_steps(be, fw, kv, &S, c + 8, gen, 1, scratch, slots);   // one token per step
         double tps = gen / t;
         double bytes = wbytes + kv_tok * (c + 8 + gen / 2.0);
         printf("decode ctx=%d gen=%d tok_s=%.2f ms_per_tok=%.3f bytes_per_tok=%.0f", c, gen, tps, 1e3 * t / gen, bytes);
@@ -167,6 +170,8 @@ int main(int argc, char **argv)
     }
     if (streams > 1) {
         S.n = streams;
+        S.blocks_per_seq = bps_streams;
+        for (int s = 0; s <= streams; s++) S.seq_block0[s] = s * bps_streams;
         run_steps(be, fw, kv, &S, 0, stream_ctx, chunk, scratch, slots);   // one token per sequence per step
         double t = run_steps(be, fw, kv, &S, stream_ctx, gen, chunk, scratch, slots);
         printf("streams=%d ctx=%d gen=%d aggregate_tok_s=%.1f step_ms=%.3f\n", streams, stream_ctx, gen,

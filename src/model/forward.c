@@ -15,11 +15,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "model/rope.h"
 
 enum { ROPE_GLOBAL = 0, ROPE_LOCAL = 1, ROPE_N };
+
+/* Per-op time when CAIRN_PROFILE=1: each op is followed by a sync, so the numbers add up to the
+ * step time (at the cost of overlap). Printed by forward_free. */
+enum prof_op { P_EMBED, P_NORM, P_QKV, P_QK_NORM, P_ROPE, P_KV_WRITE, P_ATTN, P_O_PROJ, P_FFN_UP, P_GLU, P_FFN_DOWN,
+               P_ROUTER, P_MOE, P_ADD, P_LOGITS, P_N };
+static const char *prof_names[P_N] = { "embed", "rmsnorm", "qkv matmul", "qk norm", "rope", "kv write", "attention",
+                                       "o matmul", "gate/up matmul", "glu", "down matmul", "router", "moe experts",
+                                       "residual add", "logits" };
+#define OP(fw, id, call) do { \
+        double t0_ = (fw)->prof ? prof_begin(fw) : 0; \
+        call; \
+        if ((fw)->prof) prof_end(fw, id, t0_); \
+    } while (0)
 
 struct forward {
     const struct model *m;
@@ -44,7 +58,21 @@ struct forward {
     float               mscale[ROPE_N];
     bool                dynamic[ROPE_N];    // inv_freq depends on the step's longest sequence
     float              *host_freq;      // [rot_dim / 2] staging for dynamic rope
+    bool                prof;           // CAIRN_PROFILE set
+    double              prof_s[P_N];    // seconds per op kind
 };
+
+static double prof_begin(struct forward *fw)
+{
+    fw->be->ops->sync(fw->be);
+    return clock_now_s();
+}
+
+static void prof_end(struct forward *fw, enum prof_op id, double t0)
+{
+    fw->be->ops->sync(fw->be);
+    fw->prof_s[id] += clock_now_s() - t0;
+}
 
 int forward_max_tok(const struct forward *fw) { return fw->max_tok; }
 
@@ -99,6 +127,8 @@ enum status forward_new(const struct model *m, struct backend *be, int max_tok, 
         off += (tensor_bytes(plan[i].t) + 255) & ~(size_t)255;
     }
 
+    const char *prof = getenv("CAIRN_PROFILE");
+    fw->prof = prof && *prof && strcmp(prof, "0");
     fw->host_freq = xmalloc(sizeof(float) * (size_t)(fw->rot_dim / 2));
     for (int r = 0; r < ROPE_N; r++) {
         const struct rope_cfg *rc = rope_cfg_of(m, r);
@@ -113,6 +143,13 @@ enum status forward_new(const struct model *m, struct backend *be, int max_tok, 
 void forward_free(struct forward *fw)
 {
     if (!fw) return;
+    if (fw->prof) {
+        double total = 0;
+        for (int i = 0; i < P_N; i++) total += fw->prof_s[i];
+        for (int i = 0; i < P_N; i++)
+            if (fw->prof_s[i] > 0)
+                LOG_INFO("profile %-15s %9.3f s  %5.1f%%", prof_names[i], fw->prof_s[i], 100 * fw->prof_s[i] / total);
+    }
     fw->be->ops->buffer_free(fw->be, fw->buf);
     free(fw->host_freq);
     free(fw);
@@ -147,13 +184,12 @@ static void attention_block(struct forward *fw, int l, struct kv_layer *kv, cons
     struct tensor x = rows(&fw->x, n), xn = rows(&fw->xn, n), q = rows(&fw->q, n), k = rows(&fw->k, n),
                   v = rows(&fw->v, n), attn = rows(&fw->attn, n), proj = rows(&fw->proj, n);
 
-    norm(fw, &xn, &x, &lw->attn_norm);
-    be->ops->matmul(be, &q, &xn, &lw->wq, has(&lw->bq) ? &lw->bq : NULL);
-    be->ops->matmul(be, &k, &xn, &lw->wk, has(&lw->bk) ? &lw->bk : NULL);
-    be->ops->matmul(be, &v, &xn, &lw->wv, has(&lw->bv) ? &lw->bv : NULL);
+    OP(fw, P_NORM, norm(fw, &xn, &x, &lw->attn_norm));
+    OP(fw, P_QKV, be->ops->matmul(be, &q, &xn, &lw->wq, has(&lw->bq) ? &lw->bq : NULL);
+                  be->ops->matmul(be, &k, &xn, &lw->wk, has(&lw->bk) ? &lw->bk : NULL);
+                  be->ops->matmul(be, &v, &xn, &lw->wv, has(&lw->bv) ? &lw->bv : NULL));
     if (m->f.qk_norm) {
-        head_norm(fw, &q, hp->n_heads, &lw->q_norm);
-        head_norm(fw, &k, hp->n_kv_heads, &lw->k_norm);
+        OP(fw, P_QK_NORM, head_norm(fw, &q, hp->n_heads, &lw->q_norm); head_norm(fw, &k, hp->n_kv_heads, &lw->k_norm));
     }
 
     bool sliding = hp->sliding_window > 0 && hp->layer_sliding[l];
@@ -161,18 +197,18 @@ static void attention_block(struct forward *fw, int l, struct kv_layer *kv, cons
     struct rope_params rp = {
         .head_dim = hp->head_dim, .rot_dim = fw->rot_dim, .mscale = fw->mscale[which], .interleaved = false,
     };
-    be->ops->rope(be, &q, hp->n_heads, &fw->inv_freq[which], &rp, meta);
-    be->ops->rope(be, &k, hp->n_kv_heads, &fw->inv_freq[which], &rp, meta);
-    be->ops->kv_write(be, kv, &k, &v, meta);
+    OP(fw, P_ROPE, be->ops->rope(be, &q, hp->n_heads, &fw->inv_freq[which], &rp, meta);
+                   be->ops->rope(be, &k, hp->n_kv_heads, &fw->inv_freq[which], &rp, meta));
+    OP(fw, P_KV_WRITE, be->ops->kv_write(be, kv, &k, &v, meta));
 
     struct attn_params ap = {
         .n_heads = hp->n_heads, .n_kv_heads = hp->n_kv_heads, .head_dim = hp->head_dim,
         .scale = hp->attn_scale, .window = sliding ? hp->sliding_window : 0, .softcap = hp->attn_softcap,
     };
-    be->ops->attention(be, &attn, &q, kv, &ap, meta);
-    be->ops->matmul(be, &proj, &attn, &lw->wo, NULL);
-    if (m->f.sandwich_norm) norm(fw, &proj, &proj, &lw->attn_post_norm);
-    be->ops->add(be, &x, &x, &proj);
+    OP(fw, P_ATTN, be->ops->attention(be, &attn, &q, kv, &ap, meta));
+    OP(fw, P_O_PROJ, be->ops->matmul(be, &proj, &attn, &lw->wo, NULL));
+    if (m->f.sandwich_norm) OP(fw, P_NORM, norm(fw, &proj, &proj, &lw->attn_post_norm));
+    OP(fw, P_ADD, be->ops->add(be, &x, &x, &proj));
 }
 
 static void ffn_block(struct forward *fw, int l, const struct batch_meta *meta)
@@ -184,23 +220,23 @@ static void ffn_block(struct forward *fw, int l, const struct batch_meta *meta)
     int n = meta->n_tok;
     struct tensor x = rows(&fw->x, n), xn = rows(&fw->xn, n), proj = rows(&fw->proj, n);
 
-    norm(fw, &xn, &x, &lw->ffn_norm);
+    OP(fw, P_NORM, norm(fw, &xn, &x, &lw->ffn_norm));
     if (m->f.moe && hp->layer_moe[l]) {
         struct tensor logits = rows(&fw->router, n), ids = rows(&fw->moe_ids, n), w = rows(&fw->moe_w, n);
-        be->ops->matmul(be, &logits, &xn, &lw->router, NULL);
-        be->ops->moe_route(be, &ids, &w, &logits, hp->n_experts_used, hp->norm_topk);
-        be->ops->moe_ffn(be, &proj, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down, hp->n_experts, m->f.act);
+        OP(fw, P_ROUTER, be->ops->matmul(be, &logits, &xn, &lw->router, NULL);
+                         be->ops->moe_route(be, &ids, &w, &logits, hp->n_experts_used, hp->norm_topk));
+        OP(fw, P_MOE, be->ops->moe_ffn(be, &proj, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down,
+                                       hp->n_experts, m->f.act));
     } else {
         int64_t f = hp->d_ff;
         struct tensor gate = tensor_2d(DTYPE_F32, f, n, fw->gate.buf, fw->gate.offset);
         struct tensor up = tensor_2d(DTYPE_F32, f, n, fw->up.buf, fw->up.offset);
-        be->ops->matmul(be, &gate, &xn, &lw->w_gate, NULL);
-        be->ops->matmul(be, &up, &xn, &lw->w_up, NULL);
-        be->ops->glu(be, &gate, &gate, &up, m->f.act);
-        be->ops->matmul(be, &proj, &gate, &lw->w_down, NULL);
+        OP(fw, P_FFN_UP, be->ops->matmul(be, &gate, &xn, &lw->w_gate, NULL); be->ops->matmul(be, &up, &xn, &lw->w_up, NULL));
+        OP(fw, P_GLU, be->ops->glu(be, &gate, &gate, &up, m->f.act));
+        OP(fw, P_FFN_DOWN, be->ops->matmul(be, &proj, &gate, &lw->w_down, NULL));
     }
-    if (m->f.sandwich_norm) norm(fw, &proj, &proj, &lw->ffn_post_norm);
-    be->ops->add(be, &x, &x, &proj);
+    if (m->f.sandwich_norm) OP(fw, P_NORM, norm(fw, &proj, &proj, &lw->ffn_post_norm));
+    OP(fw, P_ADD, be->ops->add(be, &x, &x, &proj));
 }
 
 /* Dynamic NTK rope: the base depends on the longest sequence in the step (transformers'
@@ -228,7 +264,7 @@ void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_me
     be->ops->batch_begin(be, meta);
 
     struct tensor x = rows(&fw->x, meta->n_tok), xn = rows(&fw->xn, meta->n_tok);
-    be->ops->embed(be, &x, &m->tok_embed, meta, m->f.embed_scale ? sqrtf((float)m->hp.d_model) : 1.0f);
+    OP(fw, P_EMBED, be->ops->embed(be, &x, &m->tok_embed, meta, m->f.embed_scale ? sqrtf((float)m->hp.d_model) : 1.0f));
     for (int l = 0; l < m->hp.n_layers; l++) {
         attention_block(fw, l, &kv[l], meta);
         ffn_block(fw, l, meta);
@@ -236,8 +272,7 @@ void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_me
 
     *logits = rows(&fw->logits, meta->n_out > 0 ? meta->n_out : 1);
     if (meta->n_out == 0) return;
-    norm(fw, &xn, &x, &m->out_norm);
     *logits = rows(&fw->logits, meta->n_out);
-    be->ops->matmul_rows(be, logits, &xn, &m->lm_head, meta);
-    if (m->hp.final_softcap > 0) be->ops->softcap(be, logits, m->hp.final_softcap);
+    OP(fw, P_LOGITS, norm(fw, &xn, &x, &m->out_norm); be->ops->matmul_rows(be, logits, &xn, &m->lm_head, meta);
+                     if (m->hp.final_softcap > 0) be->ops->softcap(be, logits, m->hp.final_softcap));
 }

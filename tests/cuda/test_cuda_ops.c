@@ -67,7 +67,7 @@ TEST(matmul)
             EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
             char what[96];
             snprintf(what, sizeof what, "matmul n=%d k=%d m=%d %s", n, k, m, dtype_name(float_dtypes[d]));
-            bool gemv = n <= 8;   // f32 activations; else rounded to the weight dtype for cuBLAS
+            bool gemv = n <= 8 || m <= 256;   // f32 activations; else rounded to the weight dtype for cuBLAS
             double nmse = gemv || float_dtypes[d] == DTYPE_F32 ? 1e-10 : 1e-4;
             double atol = gemv || float_dtypes[d] == DTYPE_F32 ? 1e-3 : 0.1 * sqrt((double)k) / 8;
             EXPECTF(tt_close(what, o.p, o_ref.p, (int64_t)n * m, atol, 1e-3, nmse), "%s", what);
@@ -273,7 +273,11 @@ static void attn_case_run(const struct attn_case *ac, enum dtype kvdt, struct rn
     char what[128];
     snprintf(what, sizeof what, "attention seqs=%d ctx=%d new=%d heads=%d/%d hd=%d win=%d cap=%g %s", ac->n_seq, ac->ctx,
              ac->n_new, ac->n_heads, ac->n_kv, ac->hd, ac->window, ac->softcap, dtype_name(kvdt));
-    EXPECTF(tt_close(what, o.p, o_ref.p, (int64_t)qrow * n_tok, 2e-5, 1e-4, 1e-10), "%s", what);
+    // Steps with several tokens of a sequence run the tiled tensor-core kernel (bf16 Q, K, V and P,
+    // as FlashAttention does); decode steps the f32 split-K kernel.
+    bool tiled = ac->n_new > 1 && ac->hd % 16 == 0;
+    EXPECTF(tt_close(what, o.p, o_ref.p, (int64_t)qrow * n_tok, tiled ? 3e-2 : 2e-5, tiled ? 2e-2 : 1e-4,
+                     tiled ? 2e-4 : 1e-10), "%s", what);
     dev_free(&dkc); dev_free(&dvc); dev_free(&dq); dev_free(&dout);
     tt_free(&kc); tt_free(&vc); tt_free(&q); tt_free(&o_ref); tt_free(&o);
     free(pos); free(seq); free(slots); free(perm);

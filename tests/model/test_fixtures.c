@@ -2,6 +2,7 @@
  * tools/make_model_fixtures.py and tools/train_default_model.py with HF transformers) runs on the
  * ref and cpu backends; logits of every prompt position must match transformers' float32 logits
  * (max |Δ| / max |ref| <= 1e-3 per position) and the greedy continuation must be identical.
+ * On cuda the tolerance is 2e-2 and the first 8 greedy tokens must match.
  * Set CAIRN_TEST_BACKENDS=cuda (or "ref,cpu,cuda") to run others; the tolerance is then 2e-2. */
 #include <dirent.h>
 #include <jansson.h>
@@ -111,12 +112,19 @@ static void run_fixture(const char *dir, const char *name, const char *backend, 
         free(ids);
     }
 
-    json_t *greedy = json_object_get(ref, "greedy");
-    int gp = (int)json_integer_value(json_object_get(ref, "greedy_prompt"));
-    if (greedy) {
+    // greedy: one continuation of prompts[greedy_prompt], or one per prompt (default model
+    // fixture), where greedy_reliable says which prompts have no near-tie on the way.
+    json_t *greedy = json_object_get(ref, "greedy"), *reliable = json_object_get(ref, "greedy_reliable");
+    bool per_prompt = json_is_array(json_array_get(greedy, 0));
+    int n_checks = per_prompt ? (int)json_array_size(greedy) : 1;
+    for (int c = 0; greedy && c < n_checks; c++) {
+        if (per_prompt && reliable && !json_is_true(json_array_get(reliable, (size_t)c))) continue;
+        int pi = per_prompt ? c : (int)json_integer_value(json_object_get(ref, "greedy_prompt"));
         int n, n_want;
-        int32_t *ids = json_ids(json_array_get(prompts, (size_t)gp), &n);
-        int32_t *want = json_ids(greedy, &n_want);
+        int32_t *ids = json_ids(json_array_get(prompts, (size_t)pi), &n);
+        int32_t *want = json_ids(per_prompt ? json_array_get(greedy, (size_t)c) : greedy, &n_want);
+        // cuda rounds activations to bf16 in its GEMMs: it must agree for the first 8 tokens
+        int need = !strcmp(backend, "cuda") && n_want > 8 ? 8 : n_want;
         struct runner *r;
         ASSERT(runner_new(am.m, am.be, n + n_want + 1, 64, DTYPE_F32, &r) == STATUS_OK);
         float *lg = xmalloc(sizeof(float) * (size_t)vocab);
@@ -126,9 +134,10 @@ static void run_fixture(const char *dir, const char *name, const char *backend, 
             int32_t tok = argmax(lg, vocab);
             if (tok != want[i]) break;
             same++;
-            EXPECT(runner_feed(r, &tok, 1, lg, false) == STATUS_OK);
+            if (i + 1 < n_want) EXPECT(runner_feed(r, &tok, 1, lg, false) == STATUS_OK);
         }
-        EXPECTF(same == n_want, "%s on %s: greedy continuation diverges at token %d of %d", name, backend, same, n_want);
+        EXPECTF(same >= need, "%s on %s: greedy continuation of prompt %d diverges at token %d of %d", name, backend,
+                pi, same, n_want);
         runner_free(r);
         free(lg);
         free(want);

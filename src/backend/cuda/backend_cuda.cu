@@ -22,17 +22,16 @@ struct cuda_backend_ext {
     bool                   staged_pending;
 };
 
-void *cuda_workspace(struct cuda_backend *cb, size_t bytes)
+void *cuda_grow(struct cuda_backend *cb, void **buf, size_t *cap, size_t bytes)
 {
-    if (bytes <= cb->work_bytes) return cb->d_work;
-    if (cb->d_work) {
+    if (bytes <= *cap) return *buf;
+    if (*buf) {
         CUDA_CHECK(cudaStreamSynchronize(cb->stream));
-        CUDA_CHECK(cudaFree(cb->d_work));
+        CUDA_CHECK(cudaFree(*buf));
     }
-    size_t cap = bytes + bytes / 4;
-    CUDA_CHECK(cudaMalloc(&cb->d_work, cap));
-    cb->work_bytes = cap;
-    return cb->d_work;
+    *cap = bytes + bytes / 4;
+    CUDA_CHECK(cudaMalloc(buf, *cap));
+    return *buf;
 }
 
 static enum status c_buffer_new(struct backend *be, size_t bytes, struct buffer **out)
@@ -211,6 +210,12 @@ static void c_destroy(struct backend *be)
     if (cb->batch.d_pack) cudaFree(cb->batch.d_pack);
     free(cb->batch.h_tiles);
     if (cb->d_work) cudaFree(cb->d_work);
+    if (cb->d_moe_work) cudaFree(cb->d_moe_work);
+    for (int i = 0; i < cb->n_moe_tables; i++) {
+        cudaFree((void *)cb->moe_tables[i].d_gate);
+        free(cb->moe_tables[i].h_ptrs);
+    }
+    free(cb->moe_tables);
     if (cb->d_attn_part) cudaFree(cb->d_attn_part);
     if (cb->d_argmax) cudaFree(cb->d_argmax);
     cudaEventDestroy(x->staged);

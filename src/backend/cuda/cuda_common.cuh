@@ -27,8 +27,9 @@ extern "C" {
 
 struct moe_table {
     const struct tensor *key;          // the layer's host array of gate tensors
-    const void          *key_dev;      // and its first expert's device address (arrays may be reused)
-    const void        **d_gate, **d_up, **d_down;   // [n_experts] device pointers
+    int                  n_experts;
+    const void         **h_ptrs;       // [3 * n_experts] gate, up, down device addresses (to validate)
+    const void         **d_gate, **d_up, **d_down;   // [n_experts] device pointers
 };
 
 /* Device copy of one step's batch_meta; arrays grow (rarely) and are reused across steps. */
@@ -56,6 +57,8 @@ struct cuda_backend {
     struct cuda_batch batch;
     void           *d_work;             // general workspace (activation conversions, gathers)
     size_t          work_bytes;
+    void           *d_moe_work;         // MoE expert activations (the GEMMs inside use d_work)
+    size_t          moe_work_bytes;
     float          *d_attn_part;        // split-K attention partials
     size_t          attn_part_bytes;
     int32_t        *d_argmax;           // [cap] argmax results
@@ -67,7 +70,11 @@ struct cuda_backend {
 static inline struct cuda_backend *cuda_of(struct backend *be) { return (struct cuda_backend *)be->impl; }
 
 /* Grows a device workspace to at least `bytes` (allocation only when it must grow). */
-void *cuda_workspace(struct cuda_backend *cb, size_t bytes);
+void *cuda_grow(struct cuda_backend *cb, void **buf, size_t *cap, size_t bytes);
+static inline void *cuda_workspace(struct cuda_backend *cb, size_t bytes)
+{
+    return cuda_grow(cb, &cb->d_work, &cb->work_bytes, bytes);
+}
 
 /* Element loads as f32 from any float dtype. */
 template <typename T> __device__ __forceinline__ float to_f(T v);

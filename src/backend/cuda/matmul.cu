@@ -11,6 +11,7 @@
 
 #define GEMV_MAX_N    8
 #define GEMV_WARPS    8
+#define GEMV_NARROW_M 256   // outputs this narrow always use the GEMV
 
 template <typename T> struct vec16;   // 16 bytes of T
 template <> struct vec16<__nv_bfloat16> { static const int n = 8; };
@@ -176,8 +177,14 @@ static void linear(struct cuda_backend *cb, float *out, const float *x, int n, c
                    const struct tensor *bias)
 {
     int m = (int)w->ne[1], k = (int)w->ne[0];
-    if (n <= GEMV_MAX_N) {
-        DISPATCH_FLOAT(w->dtype, T, gemv<T>(cb, out, x, (const T *)dptr(w), bias ? (const T *)dptr(bias) : (const T *)NULL, n, m, k));
+    // Narrow outputs (MoE routers) stay on the f32 GEMV path at any n: they are cheap, and
+    // rounding their input to bf16 would flip near-tied expert choices.
+    if (n <= GEMV_MAX_N || m <= GEMV_NARROW_M) {
+        for (int r0 = 0; r0 < n; r0 += GEMV_MAX_N) {
+            int nr = n - r0 < GEMV_MAX_N ? n - r0 : GEMV_MAX_N;
+            DISPATCH_FLOAT(w->dtype, T, gemv<T>(cb, out + (size_t)r0 * m, x + (size_t)r0 * k, (const T *)dptr(w),
+                                                bias ? (const T *)dptr(bias) : (const T *)NULL, nr, m, k));
+        }
         LAUNCH_CHECK();
         return;
     }

@@ -68,18 +68,12 @@ void cuda_moe_route(struct backend *be, struct tensor *ids, struct tensor *weigh
     LAUNCH_CHECK();
 }
 
+/* The device table of expert weight pointers for one layer, made once. A layer is found by its
+ * host array of gate tensors and every pointer is checked, so a reused array never hits a stale
+ * table (cheap: 3 * n_experts compares per call). */
 static struct moe_table *table_for(struct cuda_backend *cb, const struct tensor *gate, const struct tensor *up,
                                    const struct tensor *down, int E)
 {
-    for (int i = 0; i < cb->n_moe_tables; i++)
-        if (cb->moe_tables[i].key == gate && cb->moe_tables[i].key_dev == dptr(&gate[0])) return &cb->moe_tables[i];
-    if (cb->n_moe_tables == cb->cap_moe_tables) {
-        cb->cap_moe_tables = cb->cap_moe_tables ? cb->cap_moe_tables * 2 : 64;
-        cb->moe_tables = (struct moe_table *)xrealloc(cb->moe_tables, sizeof(struct moe_table) * (size_t)cb->cap_moe_tables);
-    }
-    struct moe_table *t = &cb->moe_tables[cb->n_moe_tables++];
-    t->key = gate;
-    t->key_dev = dptr(&gate[0]);
     const void **h = (const void **)xmalloc(sizeof(void *) * 3 * (size_t)E);
     for (int e = 0; e < E; e++) {
         CHECK(gate[e].buf->kind == BUF_DEVICE && up[e].buf->kind == BUF_DEVICE && down[e].buf->kind == BUF_DEVICE,
@@ -88,10 +82,30 @@ static struct moe_table *table_for(struct cuda_backend *cb, const struct tensor 
         h[E + e] = dptr(&up[e]);
         h[2 * E + e] = dptr(&down[e]);
     }
+    for (int i = 0; i < cb->n_moe_tables; i++) {
+        struct moe_table *t = &cb->moe_tables[i];
+        if (t->key != gate || t->n_experts != E) continue;
+        if (!memcmp(t->h_ptrs, h, sizeof(void *) * 3 * (size_t)E)) {
+            free(h);
+            return t;
+        }
+        CUDA_CHECK(cudaMemcpyAsync((void *)t->d_gate, h, sizeof(void *) * 3 * (size_t)E, cudaMemcpyHostToDevice, cb->stream));
+        CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+        free(t->h_ptrs);
+        t->h_ptrs = h;
+        return t;
+    }
+    if (cb->n_moe_tables == cb->cap_moe_tables) {
+        cb->cap_moe_tables = cb->cap_moe_tables ? cb->cap_moe_tables * 2 : 64;
+        cb->moe_tables = (struct moe_table *)xrealloc(cb->moe_tables, sizeof(struct moe_table) * (size_t)cb->cap_moe_tables);
+    }
+    struct moe_table *t = &cb->moe_tables[cb->n_moe_tables++];
+    t->key = gate;
+    t->n_experts = E;
+    t->h_ptrs = h;
     void *d;
     CUDA_CHECK(cudaMalloc(&d, sizeof(void *) * 3 * (size_t)E));
     CUDA_CHECK(cudaMemcpy(d, h, sizeof(void *) * 3 * (size_t)E, cudaMemcpyHostToDevice));
-    free(h);
     t->d_gate = (const void **)d;
     t->d_up = t->d_gate + E;
     t->d_down = t->d_gate + 2 * E;
@@ -160,7 +174,7 @@ void cuda_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x
     size_t slots = (size_t)n * k;
     // workspace: g [slots, f], u [slots, f], y [slots, d], plus room for gathered rows and index lists
     size_t bytes = sizeof(float) * (slots * (2 * (size_t)f + 2 * (size_t)d)) + sizeof(int32_t) * 2 * slots + 1024;
-    char *ws = (char *)cuda_workspace(cb, bytes + sizeof(uint16_t) * slots * (size_t)(f > d ? f : d) + 256);
+    char *ws = (char *)cuda_grow(cb, &cb->d_moe_work, &cb->moe_work_bytes, bytes);
     float *g = (float *)ws, *u = g + slots * f, *y = u + slots * f, *xg = y + slots * d;
     int32_t *idx = (int32_t *)(xg + slots * d), *slot_of = idx + slots;
     int gl = (int)((slots * f + 255) / 256 > 65535 ? 65535 : (slots * f + 255) / 256);

@@ -331,16 +331,12 @@ static void model_segment(struct enc *e, const char *s, size_t n, uint32_t orig)
 
 static void raw_segment(struct enc *e, const char *s, size_t n, uint32_t orig)
 {
-    const char *text = s;
-    size_t len = n;
-    struct strbuf norm = {0};
-    if (e->tk->norm) {
-        tk_norm_apply(e->tk->norm, s, n, &norm);
-        text = norm.data;
-        len = norm.len;
+    if (!e->tk->norm) {
+        split_added(e, &e->tk->trie_norm, s, n, orig, model_segment);
+        return;
     }
-    split_added(e, &e->tk->trie_norm, text, len, orig, model_segment);
-    strbuf_free(&norm);
+    tk_norm_apply(e->tk->norm, s, n, &e->norm);   // e->norm is free: model_segment never uses it
+    split_added(e, &e->tk->trie_norm, e->norm.data, e->norm.len, orig, model_segment);
 }
 
 enum status tokenizer_encode(const struct tokenizer *tk, const char *text, size_t len, bool add_special,
@@ -371,6 +367,7 @@ enum status tokenizer_encode(const struct tokenizer *tk, const char *text, size_
         }
     }
     pcre2_match_data_free(e.md);
+    strbuf_free(&e.norm);
     tk_pieces_free(&e.pcs);
     tk_pieces_free(&e.tmp);
     strbuf_free(&clean);

@@ -264,9 +264,10 @@ static void find_chars(enum char_class cc, const char *s, size_t n, struct span_
 
 /* Applies one non-sequence pre-tokenizer to one piece, appending results to out. */
 static void pre_piece(const struct tk_pre *p, const char *s, size_t n, uint32_t orig, pcre2_match_data *md,
-                      struct tk_pieces *out, struct strbuf *scratch)
+                      struct tk_pieces *out, struct strbuf *scratch, struct span_list *lp)
 {
-    struct span_list l = {0};
+    struct span_list l = *lp;   // reused between pieces; handed back below
+    l.n = 0;
     switch (p->type) {
     case TK_PRE_SEQUENCE:
         CHECK(0, "sequence handled by tk_pre_apply");
@@ -342,7 +343,7 @@ static void pre_piece(const struct tk_pre *p, const char *s, size_t n, uint32_t 
         break;
     }
     }
-    free(l.v);
+    *lp = l;
 }
 
 void tk_pre_apply(const struct tk_pre *p, struct tk_pieces *pcs, pcre2_match_data *md, struct tk_pieces *tmp)
@@ -353,9 +354,11 @@ void tk_pre_apply(const struct tk_pre *p, struct tk_pieces *pcs, pcre2_match_dat
         return;
     }
     struct strbuf scratch = {0};
+    struct span_list l = {0};
     tk_pieces_clear(tmp);
     for (int i = 0; i < pcs->n; i++)
-        pre_piece(p, pcs->buf.data + pcs->sp[i].off, pcs->sp[i].len, pcs->sp[i].orig, md, tmp, &scratch);
+        pre_piece(p, pcs->buf.data + pcs->sp[i].off, pcs->sp[i].len, pcs->sp[i].orig, md, tmp, &scratch, &l);
+    free(l.v);
     strbuf_free(&scratch);
     struct tk_pieces t = *pcs;
     *pcs = *tmp;

@@ -22,7 +22,7 @@ static void usage(void)
 static json_t *load(const char *path, const char *what)
 {
     json_error_t e;
-    json_t *j = json_load_file(path, 0, &e);
+    json_t *j = json_load_file(path, JSON_DECODE_ANY, &e);
     if (!j) fprintf(stderr, "cairn template: %s %s:%d: %s\n", what, path, e.line, e.text);
     return j;
 }
@@ -48,7 +48,15 @@ int cmd_template(int argc, char **argv)
     struct chat_template *ct = NULL;
     msgs = load(msgs_path, "messages");
     if (!msgs) goto out;
+    if (!json_is_array(msgs)) {
+        fprintf(stderr, "cairn template: %s: messages must be a JSON array\n", msgs_path);
+        goto out;
+    }
     if (tools_path && !(tools = load(tools_path, "tools"))) goto out;
+    if (json_is_null(tools)) {   // a file holding `null`: no tools, as tools=None
+        json_decref(tools);
+        tools = NULL;
+    }
     if (kwargs_text) {
         json_error_t e;
         kwargs = json_loads(kwargs_text, 0, &e);

@@ -333,7 +333,8 @@ def speed(tokdir, out_dir, repo):
     text = tst.make_text(10.0, 1)
     docs = tst.split_docs(text)
     nbytes = sum(len(x.encode()) for x in docs)
-    res = {"bytes": nbytes, "docs": len(docs), "cpu_count": os.cpu_count(), "tokenizers": tokenizers.__version__}
+    res = {"bytes": nbytes, "docs": len(docs), "cpu_count": os.cpu_count(), "tokenizers": tokenizers.__version__,
+           "RAYON_NUM_THREADS": os.environ.get("RAYON_NUM_THREADS", "")}
     try:
         res["cpu"] = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")][0]
     except Exception:
@@ -355,7 +356,8 @@ def speed(tokdir, out_dir, repo):
     dt = time.perf_counter() - t0
     res["encode_batch_s"] = dt
     res["encode_batch_MBps"] = nbytes / dt / 1e6
-    with open(os.path.join(out_dir, "speed.json"), "w") as f:
+    name = "speed.json" if not res["RAYON_NUM_THREADS"] else "speed_rayon%s.json" % res["RAYON_NUM_THREADS"]
+    with open(os.path.join(out_dir, name), "w") as f:
         json.dump(res, f, indent=1)
     print("speed", res, flush=True)
     shutil.rmtree(d)

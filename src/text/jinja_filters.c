@@ -14,7 +14,7 @@
 
 
 static const char *const FILTERS[] = {
-    "abs", "attr", "batch", "capitalize", "count", "d", "default", "dictsort", "e", "escape", "first", "float",
+    "abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e", "escape", "first", "float",
     "forceescape", "format", "indent", "int", "items", "join", "last", "length", "list", "lower", "map", "max", "min",
     "pprint", "reject", "rejectattr", "replace", "reverse", "round", "safe", "select", "selectattr", "sort", "string",
     "sum", "title", "tojson", "trim", "unique", "upper", "wordcount", NULL,
@@ -207,19 +207,16 @@ static struct jv do_indent(struct jctx *c, struct jv s, struct jv width, bool fi
         memset(sp, ' ', (size_t)w);
         ind = jv_str(sp, (size_t)w);
     }
-    // Jinja appends "\n" and splits lines, so a trailing newline survives
+    // Jinja splits s + "\n" into lines: every "\n"-separated piece of s, the last one included
     struct jbuf b = {0};
-    size_t i = 0;
-    bool first_line = true;
-    while (i < s.n + 1) {
+    for (size_t i = 0;;) {
         size_t j = i;
         while (j < s.n && s.u.s[j] != '\n') j++;
-        if (j >= s.n && i >= s.n && !first_line) break;   // the empty piece after the added "\n"
         size_t ln = j - i;
-        if (!first_line) jbuf_putc(c, &b, '\n');
-        if ((first_line && first) || (!first_line && (blank || ln))) jbuf_put(c, &b, ind.u.s, ind.n);
+        if (i) jbuf_putc(c, &b, '\n');
+        if ((i == 0 && first) || (i > 0 && (blank || ln))) jbuf_put(c, &b, ind.u.s, ind.n);
         jbuf_put(c, &b, s.u.s + i, ln);
-        first_line = false;
+        if (j >= s.n) break;
         i = j + 1;
     }
     return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
@@ -506,6 +503,19 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
             else acc = jv_int((acc.kind == JV_BOOL ? acc.u.b : acc.u.i) + (v.kind == JV_BOOL ? v.u.b : v.u.i));
         }
         return acc;
+    }
+    if (!strcmp(name, "center")) {   // str.center(width), padding split as CPython does
+        struct jv s = soft_str(c, in), w = arg(a, np, kw, nk, 0, "width", jv_int(80));
+        if (w.kind != JV_INT) jfail(c, "line %d: center: width must be an integer", c->line);
+        int64_t len = (int64_t)utf8_count(s.u.s, s.n), pad = w.u.i - len;
+        if (pad <= 0) return s;
+        if (w.u.i > 100000) jfail(c, "line %d: center: width too large", c->line);
+        int64_t left = pad / 2 + (pad & w.u.i & 1);   // CPython: left = pad/2 + (pad & width & 1)
+        struct jbuf b = {0};
+        for (int64_t i = 0; i < left; i++) jbuf_putc(c, &b, ' ');
+        jbuf_put(c, &b, s.u.s, s.n);
+        for (int64_t i = 0; i < pad - left; i++) jbuf_putc(c, &b, ' ');
+        return jv_str(b.p, b.n);
     }
     if (!strcmp(name, "wordcount")) {
         struct jv s = soft_str(c, in);

@@ -274,7 +274,7 @@ static struct jv binop(struct jctx *c, int op, struct jv a, struct jv b)
         if (ints) { if (__builtin_add_overflow(ival(a), ival(b), &r)) break; return jv_int(r); }
         if (num) return jv_float(jv_num(a) + jv_num(b));
         if (a.kind == JV_STR && b.kind == JV_STR) return str_concat(c, a, b);
-        if (a.kind == JV_LIST && b.kind == JV_LIST) {
+        if (a.kind == JV_LIST && b.kind == JV_LIST && a.tuple == b.tuple) {
             struct jv l = jv_list_new(c, a.u.list->n + b.u.list->n);
             for (size_t i = 0; i < a.u.list->n; i++) jlist_push(c, l.u.list, a.u.list->items[i]);
             for (size_t i = 0; i < b.u.list->n; i++) jlist_push(c, l.u.list, b.u.list->items[i]);

@@ -396,7 +396,9 @@ int32_t tokenizer_token_id(const struct tokenizer *tk, const char *token)
     size_t n = strlen(token);
     for (int i = 0; i < tk->n_added; i++)
         if (tk->added[i].len == n && !memcmp(tk->added[i].content, token, n)) return tk->added[i].id;
-    for (int32_t id = 0; id < tk->bpe.n_ids; id++)   // rare query: a scan keeps load simple
+    int32_t id0 = tk_bpe_lookup(&tk->bpe, &tk->bl, token, n);
+    if (id0 >= 0 && tk->bpe.tok_len[id0] == n && !memcmp(tk->bpe.tok[id0], token, n)) return id0;
+    for (int32_t id = 0; id < tk->bpe.n_ids; id++)   // duplicate raw keys only: scan
         if (tk->bpe.tok[id] && tk->bpe.tok_len[id] == n && !memcmp(tk->bpe.tok[id], token, n)) return id;
     return -1;
 }

@@ -66,6 +66,16 @@ static inline const struct tk_merge_ent *merges_get(const struct tk_bpe *b, int3
     }
 }
 
+static int32_t lookup(const struct tk_bpe *b, const struct tk_bytelevel *bl, const char *s, size_t n, struct strbuf *key);
+
+int32_t tk_bpe_lookup(const struct tk_bpe *b, const struct tk_bytelevel *bl, const char *s, size_t n)
+{
+    struct strbuf key = {0};
+    int32_t id = lookup(b, bl, s, n, &key);
+    strbuf_free(&key);
+    return id;
+}
+
 static int32_t lookup(const struct tk_bpe *b, const struct tk_bytelevel *bl, const char *s, size_t n, struct strbuf *key)
 {
     vocab_key(bl, b->byte_level, s, n, key);

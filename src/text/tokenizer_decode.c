@@ -21,8 +21,6 @@
 #include "text/tokenizer.h"
 #include "text/tokenizer_internal.h"
 
-enum status tk_prepend_parse(json_t *j, enum tk_prepend *out);   // tokenizer_pretok.c
-
 /* ==== Decoder parsing ==== */
 
 static void dec_deinit(struct tk_dec *d)

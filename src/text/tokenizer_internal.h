@@ -141,6 +141,8 @@ struct tk_pre {
     bool                   individual_digits;  // DIGITS
 };
 enum status tk_pre_parse(json_t *j, struct tk_pre **out);
+/* Reads "prepend_scheme" (or the older "add_prefix_space") of a Metaspace pre-tokenizer/decoder. */
+enum status tk_prepend_parse(json_t *j, enum tk_prepend *out);
 void        tk_pre_free(struct tk_pre *p);
 bool        tk_pre_has_bytelevel(const struct tk_pre *p);
 /* Splits the pieces in place (in: the segment as one piece). */
@@ -186,9 +188,11 @@ struct tk_bpe {
     struct tk_cache_ent *cache;      // [TK_CACHE_SLOTS]
     pthread_mutex_t   locks[TK_CACHE_LOCKS];
 };
-struct tk_bpe_scratch;   // per-call buffers
 enum status tk_bpe_load(json_t *model, bool byte_level, const struct tk_bytelevel *bl, struct tk_bpe *out);
 void        tk_bpe_free(struct tk_bpe *b);
+/* Id of a vocabulary string as written in tokenizer.json (e.g. "Ġthe"), -1 if none; may also
+ * match a string with the same bytes in byte-level mode, so callers compare tok[id]. */
+int32_t     tk_bpe_lookup(const struct tk_bpe *b, const struct tk_bytelevel *bl, const char *s, size_t n);
 /* Appends the ids of one pre-tokenized word. */
 void        tk_bpe_word(struct tk_bpe *b, const char *w, size_t n, int32_t **ids, int *n_ids, int *cap);
 

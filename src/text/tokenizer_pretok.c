@@ -56,7 +56,6 @@ static void copy_utf8_char(char dst[8], const char *s)
     else memcpy(dst, "\xE2\x96\x81", 3);   // U+2581, the SentencePiece default
 }
 
-enum status tk_prepend_parse(json_t *j, enum tk_prepend *out);
 enum status tk_prepend_parse(json_t *j, enum tk_prepend *out)
 {
     const char *s = json_string_value(json_object_get(j, "prepend_scheme"));

@@ -317,8 +317,7 @@ void jlex(struct jparse *p, const char *src0, size_t len0)
                 if (rs || (r < len && src[r] == '+')) r++;
                 if (len - r < 2 || memcmp(src + r, "%}", 2)) jparse_fail(p, line, "expected '%%}' after raw");
                 size_t b0 = r + 2;
-                if (rs) while (b0 < len && is_ws(src[b0])) b0++;
-                else if (b0 < len && src[b0] == '\n') b0++;
+                if (rs) while (b0 < len && is_ws(src[b0])) b0++;   // no trim_blocks after {% raw %}, as Jinja
                 // find {%-? endraw -?%}
                 size_t e = b0;
                 for (;; e++) {

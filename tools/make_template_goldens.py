@@ -15,8 +15,15 @@ Output, one JSON file per tokenizer: tests/text/golden/tpl_<name>.json =
      {"id", "messages", "tools", "kwargs", "add_generation_prompt", "text" | "error"}]}
 None of the real templates call strftime_now, so no date pinning is needed (checked below).
 
+Snippets (--snippets tests/text/golden/tpl_snippets.txt, "\n===\n"-separated templates) are
+rendered one by one with SNIPPET_CTX in the environment transformers compiles chat templates with
+(transformers.utils.chat_template_utils._compile_jinja_template when importable, else the emulated
+one, which the output names) into tpl_snippets.json: {"engine", "context", "cases": [{"template",
+"text" | "error"}]}. They pin Jinja semantics one feature at a time, errors included.
+
 Usage (GPU machine, transformers installed):
-  python3 tools/make_template_goldens.py --tokenizers .devcarry/tokenizers --out $OUT
+  python3 tools/make_template_goldens.py --tokenizers .devcarry/tokenizers --out $OUT \
+      --snippets tests/text/golden/tpl_snippets.txt
   --emulate: no transformers; renders with a local jinja2 environment set up like transformers'
   (for developing the C interpreter only; never commit its output as goldens).
 """
@@ -232,6 +239,45 @@ class Emulated:
                                                 add_generation_prompt=add_generation_prompt, **ctx)
 
 
+SNIPPET_CTX = {
+    "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Hi there, you!"},
+                 {"role": "assistant", "content": None,
+                  "tool_calls": [{"function": {"name": "f", "arguments": {"a": 1, "b": [1.5, "x"]}}}]},
+                 {"role": "tool", "content": "42"}],
+    "tools": [{"type": "function", "function": {"name": "f", "description": "d\nmore",
+                                                 "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}}}],
+    "n": 5, "f": 2.5, "s": "Hello World", "d": {"b": 2, "a": 1}, "l": [3, 1, 2], "e": [], "z": 0, "t": True, "nn": None,
+}
+
+
+def make_snippets(path, out_dir, emulate):
+    src = open(path, encoding="utf-8", newline="").read()
+    snippets = [t for t in src.split("\n===\n") if t.strip()]
+    compile_ = None
+    engine = "jinja2 (transformers environment emulated)"
+    if not emulate:
+        try:
+            from transformers.utils.chat_template_utils import _compile_jinja_template as compile_
+            import transformers
+            engine = f"transformers {transformers.__version__} _compile_jinja_template"
+        except ImportError:
+            pass
+    if compile_ is None:
+        env = Emulated({}).env
+        compile_ = env.from_string
+    import jinja2
+    cases = []
+    for t in snippets:
+        try:
+            cases.append({"template": t, "text": compile_(t).render(**copy.deepcopy(SNIPPET_CTX))})
+        except Exception as e:
+            cases.append({"template": t, "error": f"{type(e).__name__}: {e}"})
+    doc = {"engine": engine, "jinja2": jinja2.__version__, "context": SNIPPET_CTX, "cases": cases}
+    with open(os.path.join(out_dir, "tpl_snippets.json"), "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False, indent=1)
+    print(f"snippets: {len(cases)}, {sum('error' in c for c in cases)} raise ({engine})", file=sys.stderr)
+
+
 def render(tok, case, chat_template=None):
     kw = dict(case["kwargs"])
     if chat_template is not None:
@@ -252,8 +298,11 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--extra", default="tests/text/golden", help="folder holding tpl_extra_*.jinja")
     ap.add_argument("--emulate", action="store_true")
+    ap.add_argument("--snippets", help="also render this file of snippets into tpl_snippets.json")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.snippets:
+        make_snippets(args.snippets, args.out, args.emulate)
     version = "emulated-jinja2"
     if not args.emulate:
         import transformers

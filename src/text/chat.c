@@ -187,6 +187,7 @@ enum status chat_render(const struct chat_template *ct, json_t *messages, json_t
         if (err_msg) *err_msg = xstrdup("chat template kwargs must be an object");
         return STATUS_EINVAL;
     }
+    if (json_is_null(tools)) tools = NULL;   // JSON null is tools=None
     json_t *ctx = json_object();
     const char *k;
     json_t *v;

@@ -118,7 +118,13 @@ TEST(goldens)
     glob_t g;
     int rc = glob("tests/text/golden/tpl_*.json", 0, NULL, &g);
     ASSERT(rc == 0 && g.gl_pathc >= 7);
-    for (size_t i = 0; i < g.gl_pathc; i++) check_file(g.gl_pathv[i]);
+    int n_files = 0;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        if (strstr(g.gl_pathv[i], "tpl_snippets.json")) continue;   // test_jinja_snippets' file
+        check_file(g.gl_pathv[i]);
+        n_files++;
+    }
+    EXPECT(n_files >= 7);
     globfree(&g);
     fprintf(stderr, "  %d conversations checked, %d of them raise\n", n_cases, n_raise);
     EXPECT(n_cases >= 7 * 20);

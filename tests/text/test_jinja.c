@@ -66,6 +66,17 @@ TEST(python_printing)
     EXPECT(renders_to("{{ {'a': '\u00e9'} | tojson }}", NULL, "{\"a\": \"\u00e9\"}"));
 }
 
+TEST(strftime_now)
+{
+    // the current local time through strftime, as datetime.now().strftime(fmt)
+    char *out, *err;
+    EXPECT(render("{{ strftime_now('%Y-%m-%d') }}", NULL, NULL, &out, &err) == STATUS_OK);
+    EXPECT(out && strlen(out) == 10 && out[4] == '-' && out[7] == '-' && out[0] == '2');
+    free(out);
+    free(err);
+    EXPECT(fails_with("{{ strftime_now(3) }}", NULL, NULL, STATUS_ETEMPLATE, "format string"));
+}
+
 TEST(whitespace)
 {
     EXPECT(renders_to("a\n  {% if true %}\n  x\n  {% endif %}\nb\n", NULL, "a\n  x\nb"));
@@ -178,6 +189,7 @@ int main(void)
 {
     log_set_level(LOG_LEVEL_OFF);
     RUN(python_printing);
+    RUN(strftime_now);
     RUN(whitespace);
     RUN(undefined_semantics);
     RUN(sandbox_and_raise);

@@ -70,7 +70,12 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     e->max_ctx = hp->max_pos < n_blocks * bs ? hp->max_pos : n_blocks * bs;
     e->max_blocks_seq = (e->max_ctx + bs - 1) / bs;
     e->kb = kv_blocks_new(n_blocks);
-    e->px = kv_prefix_new(e->kb, bs, 0, 0);
+    if (cfg.test_state_bytes > 0) {
+        CHECK(cfg.test_state_bytes >= sizeof(uint64_t), "test state of %zu bytes < 8", cfg.test_state_bytes);
+        e->state_bytes = cfg.test_state_bytes;
+        e->state_buf = xcalloc(1, e->state_bytes);
+    }
+    e->px = kv_prefix_new(e->kb, bs, e->state_bytes, e->state_bytes ? n_blocks : 0);
     e->scratch = sampler_scratch_new(e->n_vocab);
     uint64_t shape[5] = { (uint64_t)hp->n_layers, (uint64_t)hp->d_model, (uint64_t)hp->n_vocab,
                           (uint64_t)hp->n_kv_heads, m->n_params };
@@ -152,6 +157,7 @@ void engine_free(struct engine *e)
     free(e->logits);
     free(e->hit_blocks);
     free(e->hit_keys);
+    free(e->state_buf);
     pthread_mutex_destroy(&e->q_mu);
     pthread_cond_destroy(&e->q_cv);
     pthread_mutex_destroy(&e->st_mu);
@@ -278,6 +284,9 @@ void engine_finish_request(struct engine *e, struct request *r, enum finish_reas
         pthread_mutex_unlock(&e->q_mu);
         r->counted_waiting = false;
     }
+    if (e->state_bytes > 0)   // the state must be exactly that of the computed tokens, however it was resumed
+        CHECK(r->state == sched_state_of(r->tok, r->n_computed, 0), "request %llu: state out of step with its tokens",
+              (unsigned long long)r->id);
     stream_end(r->ts, why, err, clock_now_s());
     e->acc.requests_done++;
     request_free(e, r);   // releases its blocks
@@ -415,6 +424,7 @@ bool engine_step(struct engine *e)
         struct request *r = it->r;
         r->n_computed += it->n;
         sched_index_blocks(e, r);
+        sched_state_advance(e, r, it->start, it->n);
         if (it->out_row < 0) continue;
         int32_t tok;
         float lp = 0.0f;

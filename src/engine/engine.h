@@ -20,6 +20,13 @@
  * (it owns the detokenizer and holds back text that may start a stop string); when it sees one it
  * calls engine_finish, and the request ends with FINISH_STOP at the next step and frees its blocks.
  *
+ * Recurrent state (hybrid models, later): a sequence's state is snapshotted into the prefix cache
+ * (kv/prefix.h) at its snapshot positions: the block-aligned ends of its chat messages
+ * (gen_request.msg_ends, from the server's template rendering) and of its prompt; prefill chunks
+ * are cut so a step ends exactly there. Admission then resumes from the deepest matched block that
+ * has a snapshot, not from the deepest matched block. Today only a test stand-in uses this
+ * (engine_cfg.test_state_bytes); attention-only models ignore msg_ends.
+ *
  * n > 1 choices: submit n requests with the same prompt. Full prompt blocks are shared copy-free
  * through the prefix cache: a request whose prompt shares full blocks with a request still in
  * prefill waits (at most until that prefill ends) instead of computing them again, so n choices
@@ -60,6 +67,11 @@ struct engine_cfg {
     int        max_running;         // sequences in the batch at once (64; <= max_batch_tokens)
     int        max_queue;           // requests waiting for admission before submit answers EBUSY (256)
     bool       prefix_cache;        // share full blocks across requests
+    /* TEST ONLY: pretend the model keeps a recurrent state of this many bytes (>= 8) per sequence.
+     * The engine then maintains a stand-in state (a hash chain of the computed tokens), snapshots
+     * it into the prefix cache at snapshot positions and resumes from snapshots, exactly as it will
+     * for hybrid models; the stand-in lets tests check that bookkeeping. 0 for real use. */
+    size_t     test_state_bytes;
 };
 
 /* Defaults, with the prefix cache on. */

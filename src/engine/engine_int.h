@@ -42,6 +42,9 @@ struct request {
     int                  n_forced;
     int32_t             *msg_ends;      // snapshot hints (hybrid models, later)
     int                  n_msg_ends;
+    int32_t             *snap_pos;      // block-aligned snapshot positions, ascending (state models only)
+    int                  n_snap_pos;
+    uint64_t             state;         // the test stand-in for a recurrent state (engine_cfg.test_state_bytes)
     bool                 admitted_once;
     bool                 counted_waiting;   // still counted in e->n_queued (never admitted)
     struct request      *next;          // inbox / waiting list links
@@ -70,6 +73,8 @@ struct engine {
     int                    max_ctx;         // tokens a sequence may reach
     int                    max_blocks_seq;  // ceil(max_ctx / bs)
     uint64_t               salt_model;      // mixed into every request's salt
+    size_t                 state_bytes;     // per-sequence recurrent state (0: attention only)
+    uint8_t               *state_buf;       // [state_bytes] snapshot staging
 
     // inbox (any thread, under q_mu)
     pthread_mutex_t        q_mu;
@@ -121,6 +126,11 @@ void sched_waiting_remove(struct engine *e, struct request *r);
 void sched_running_remove(struct engine *e, struct request *r);
 /* Indexes the full blocks of r computed so far in the prefix cache. */
 void sched_index_blocks(struct engine *e, struct request *r);
+/* State models: advances r's state over tokens [start, start + n) and snapshots it when r reaches
+ * one of its snapshot positions. */
+void sched_state_advance(struct engine *e, struct request *r, int start, int n);
+/* The test stand-in state after tokens [0, n) (a hash chain; a real model computes its state). */
+uint64_t sched_state_of(const int32_t *tok, int n, uint64_t state);
 
 /* engine.c */
 void engine_finish_request(struct engine *e, struct request *r, enum finish_reason why, enum status err);

@@ -102,6 +102,16 @@ enum status request_new(struct engine *e, const struct gen_request *g, struct re
     r->n_forced = r->forced ? g->n_forced : 0;
     r->msg_ends = dup_ids(g->msg_ends, g->n_msg_ends);
     r->n_msg_ends = r->msg_ends ? g->n_msg_ends : 0;
+    if (e->state_bytes > 0) {
+        // snapshot positions: block-aligned ends of the messages and of the prompt, ascending, unique
+        r->snap_pos = xmalloc((size_t)(r->n_msg_ends + 1) * sizeof *r->snap_pos);
+        for (int i = 0; i <= r->n_msg_ends; i++) {
+            int x = i < r->n_msg_ends ? r->msg_ends[i] : g->n_prompt;
+            if (x > g->n_prompt) x = g->n_prompt;
+            int p = x / e->bs * e->bs;
+            if (p > 0 && (r->n_snap_pos == 0 || p > r->snap_pos[r->n_snap_pos - 1])) r->snap_pos[r->n_snap_pos++] = p;
+        }
+    }
     r->ts = stream_new(r->id, r->max_gen, g->n_logprobs, g->n_prompt, clock_now_s());
     *out = r;
     return STATUS_OK;
@@ -118,6 +128,7 @@ void request_free(struct engine *e, struct request *r)
     free(r->stop_ids);
     free(r->forced);
     free(r->msg_ends);
+    free(r->snap_pos);
     stream_unref(r->ts);
     free(r);
 }

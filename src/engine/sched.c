@@ -16,6 +16,7 @@
  * last known token and samples the next new one, so outputs are the same as without preemption.
  */
 #include <string.h>
+#include <xxhash.h>
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -66,6 +67,38 @@ void sched_index_blocks(struct engine *e, struct request *r)
     }
 }
 
+/* ==== Recurrent state (hybrid models; today the test stand-in) ==== */
+
+uint64_t sched_state_of(const int32_t *tok, int n, uint64_t state)
+{
+    for (int i = 0; i < n; i++) state = XXH3_64bits_withSeed(&tok[i], sizeof tok[i], state);
+    return state;
+}
+
+void sched_state_advance(struct engine *e, struct request *r, int start, int n)
+{
+    if (e->state_bytes == 0) return;
+    r->state = sched_state_of(r->tok + start, n, r->state);
+    int end = start + n;
+    if (!e->cfg.prefix_cache || end % e->bs != 0) return;
+    for (int i = 0; i < r->n_snap_pos; i++) {
+        if (r->snap_pos[i] != end) continue;
+        memset(e->state_buf, 0, e->state_bytes);
+        memcpy(e->state_buf, &r->state, sizeof r->state);
+        kv_prefix_snap_put(e->px, r->table.ids[end / e->bs - 1], e->state_buf);   // false: block not indexed
+        break;
+    }
+}
+
+/* State models: a chunk from start ends at the first snapshot position inside it. */
+static int chunk_cut(const struct engine *e, const struct request *r, int start, int n)
+{
+    if (e->state_bytes == 0) return n;
+    for (int i = 0; i < r->n_snap_pos; i++)
+        if (r->snap_pos[i] > start && r->snap_pos[i] < start + n) return r->snap_pos[i] - start;
+    return n;
+}
+
 /* Leading full blocks r and o have in common (same salt), counted up to limit. */
 static int shared_blocks(const struct engine *e, const struct request *r, const struct request *o, int limit)
 {
@@ -84,6 +117,7 @@ static void preempt(struct engine *e, struct request *v)
     kv_table_release(e->kb, &v->table);
     v->n_computed = 0;
     v->n_keyed = 0;
+    v->state = 0;
     sched_running_remove(e, v);
     waiting_push_head(e, v);
     e->acc.preemptions++;
@@ -111,6 +145,8 @@ static bool try_admit(struct engine *e, struct request *r)
     if (e->cfg.prefix_cache) {
         int max_hit = (r->n_tok - 1) / e->bs;   // always compute at least the last known token
         n_hit = kv_prefix_lookup(e->px, r->salt, r->tok, r->n_tok, max_hit, e->hit_blocks, e->hit_keys);
+        // a state model resumes where it has both the KV blocks and a state snapshot
+        if (e->state_bytes > 0) n_hit = kv_prefix_snap_depth(e->px, e->hit_blocks, n_hit);
         // n > 1 choices and bursts with a common prompt: if a request in prefill is computing
         // blocks this one could share, wait for them instead of computing them twice
         int full = (r->n_tok - 1) / e->bs;
@@ -135,6 +171,13 @@ static bool try_admit(struct engine *e, struct request *r)
     }
     r->n_keyed = n_hit;
     r->n_computed = n_hit * e->bs;
+    if (e->state_bytes > 0) {
+        r->state = 0;
+        if (n_hit > 0) {
+            CHECK(kv_prefix_snap_get(e->px, e->hit_blocks[n_hit - 1], e->state_buf), "snapshot vanished");
+            memcpy(&r->state, e->state_buf, sizeof r->state);
+        }
+    }
     enum status st = kv_table_grow(e->kb, &r->table, r->n_tok, e->bs);
     CHECK(st == STATUS_OK, "admission accounting is wrong: %d blocks needed, %d available", need, avail);
     if (e->cfg.prefix_cache) {
@@ -202,7 +245,7 @@ int sched_build(struct engine *e)
         struct request *r = e->running[i];
         int pend = r->n_tok - r->n_computed;
         if (pend <= 1) continue;
-        int n = pend < budget ? pend : budget;
+        int n = chunk_cut(e, r, r->n_computed, pend < budget ? pend : budget);
         add_item(e, r, r->n_computed, n);
         budget -= n;
     }
@@ -211,7 +254,7 @@ int sched_build(struct engine *e)
         struct request *r = e->wait_head;
         if (!try_admit(e, r)) break;
         int pend = r->n_tok - r->n_computed;
-        int n = pend < budget ? pend : budget;
+        int n = chunk_cut(e, r, r->n_computed, pend < budget ? pend : budget);
         add_item(e, r, r->n_computed, n);
         budget -= n;
     }

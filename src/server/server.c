@@ -438,33 +438,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             path_known = true;
             if (!strcmp(routes[i].method, method)) r->route = routes[i].route;
         }
-        if (!strcmp(method, "OPTIONS") && s->cors_origin && path_known) {
-            struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-            add_common_headers(r, resp);
-            MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-            MHD_add_response_header(resp, "Access-Control-Allow-Headers",
-                                    "Authorization, Content-Type, x-api-key, anthropic-version, anthropic-beta");
-            MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
-            r->http_status = 204;
-            enum MHD_Result ret = MHD_queue_response(conn, 204, resp);
-            MHD_destroy_response(resp);
-            return ret;
-        }
-        if (!path_known) {
-            e = api_error_kind_make(API_ERROR_NO_ROUTE, "no route %s %s", method, url);
-            return srv_send_error(r, &e);
-        }
-        if (r->route == ROUTE_NONE) {
-            e = api_error_kind_make(API_ERROR_METHOD, "method %s is not allowed on %s", method, url);
-            return srv_send_error(r, &e);
-        }
-        if (atomic_load(&s->stopping)) {
-            e = api_error_kind_make(API_ERROR_SHUTDOWN, "the server is shutting down");
-            return srv_send_error(r, &e);
-        }
-        if (r->route != ROUTE_HEALTH && r->route != ROUTE_METRICS && !auth_ok(r)) {
-            e = api_error_make(STATUS_EAUTH, NULL, "missing or invalid API key (send 'Authorization: Bearer KEY' or 'x-api-key: KEY')");
-            return srv_send_error(r, &e);
+        // Errors known from the headers are answered after the body has been read and dropped:
+        // answering before would make MHD close the connection, which breaks keep-alive clients.
+        if (!strcmp(method, "OPTIONS") && s->cors_origin && path_known) r->is_preflight = true;
+        else if (!path_known) {
+            r->early_err = api_error_kind_make(API_ERROR_NO_ROUTE, "no route %s %s", method, url);
+            r->has_early = true;
+        } else if (r->route == ROUTE_NONE) {
+            r->early_err = api_error_kind_make(API_ERROR_METHOD, "method %s is not allowed on %s", method, url);
+            r->has_early = true;
+        } else if (atomic_load(&s->stopping)) {
+            r->early_err = api_error_kind_make(API_ERROR_SHUTDOWN, "the server is shutting down");
+            r->has_early = true;
+        } else if (r->route != ROUTE_HEALTH && r->route != ROUTE_METRICS && !auth_ok(r)) {
+            r->early_err = api_error_make(STATUS_EAUTH, NULL, "missing or invalid API key (send 'Authorization: Bearer KEY' or 'x-api-key: KEY')");
+            r->has_early = true;
         }
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > s->cfg.max_body_bytes) {
@@ -481,7 +469,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (*upload_size) {
         if (clock_now_s() - r->t0_s > s->cfg.body_timeout_s) r->too_slow = true;
         if (r->body.len + *upload_size > s->cfg.max_body_bytes) r->too_large = true;
-        if (!r->too_large && !r->too_slow) strbuf_append(&r->body, upload, *upload_size);
+        if (!r->too_large && !r->too_slow && !r->has_early && !r->is_preflight) strbuf_append(&r->body, upload, *upload_size);
         *upload_size = 0;
         if (r->too_slow) {
             e = api_error_kind_make(API_ERROR_TIMEOUT, "the request body took longer than %d s to arrive", s->cfg.body_timeout_s);
@@ -496,6 +484,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->too_large) {
         e = api_error_kind_make(API_ERROR_BODY_TOO_LARGE, "request body is over the limit of %zu bytes", s->cfg.max_body_bytes);
         return srv_send_error(r, &e);
+    }
+    if (r->has_early) return srv_send_error(r, &r->early_err);
+    if (r->is_preflight) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        if (!resp) return MHD_NO;
+        add_common_headers(r, resp);
+        MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                "Authorization, Content-Type, x-api-key, anthropic-version, anthropic-beta");
+        MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
+        r->http_status = 204;
+        enum MHD_Result ret = MHD_queue_response(conn, 204, resp);
+        MHD_destroy_response(resp);
+        return ret;
     }
     atomic_fetch_add(&s->n_active, 1);
     enum MHD_Result ret = dispatch(r);

@@ -60,6 +60,9 @@ struct req {
     enum api_kind           api;
     struct strbuf           body;
     bool                    too_large, too_slow;
+    bool                    has_early;      // answer early_err once the body is read (keeps keep-alive)
+    bool                    is_preflight;   // CORS OPTIONS
+    struct api_error        early_err;
     double                  t0_s;
     int                     http_status;
     atomic_int              refs;

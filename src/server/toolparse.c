@@ -525,6 +525,15 @@ static void xml_stream_some(struct toolparse *tp)
             if (k <= n - tp->xml_emitted && !memcmp(B(tp) + n - k, ends[i], k)) { keep = k; break; }
     size_t safe = n - keep;
     if (safe > tp->xml_emitted && B(tp)[safe - 1] == '\n') safe--;   // may be the stripped final newline
+    // never cut a UTF-8 character in two (input split mid-character)
+    for (size_t q = safe, back = 0; q > tp->xml_emitted && back < 4; back++) {
+        q--;
+        unsigned char c = (unsigned char)B(tp)[q];
+        if ((c & 0xC0) == 0x80) continue;
+        uint32_t cp;
+        if (c >= 0xC0 && utf8_next(B(tp) + q, safe - q, &cp) < 0) safe = q;
+        break;
+    }
     if (safe > tp->xml_emitted) {
         xml_emit_escaped(tp, tp->xml_emitted, safe);
         tp->xml_emitted = safe;
@@ -650,7 +659,8 @@ static bool step(struct toolparse *tp, bool final)
         r = js_object(tp);
         if (r == 0) return false;
         if (r < 0) {
-            if (tp->committed) { tp->pos = tp->js.p; abandon(tp, "bad JSON"); }
+            // what was scanned is streamed whatever the chunking, so the events do not depend on it
+            if (tp->committed) { js_stream_args(tp); tp->pos = tp->js.p; abandon(tp, "bad JSON"); }
             else give_back(tp, tp->js.p, "bad JSON");
             return true;
         }

@@ -45,6 +45,10 @@ float *cpu_xpack_scratch(struct cpu *c, size_t n);
 void cpu_gemm(struct cpu *c, float *out, int64_t ldo, const float *x, int64_t ldx, int64_t n,
               const struct tensor *w, const struct tensor *bias);
 
+/* The same for up to 3 weight matrices sharing x (one fork-join); biases may be NULL. */
+void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ldos, const float *x, int64_t ldx,
+                int64_t n, const struct tensor *const *ws, const struct tensor *const *biases);
+
 void cpu_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
                 const struct tensor *w, const struct tensor *bias);
 void cpu_matmul_rows(struct backend *be, struct tensor *out, const struct tensor *x,

@@ -26,27 +26,39 @@
 #define KC            512            // a multiple of every family's lanes
 #define XBLOCK_TILES  16             // x tiles per block when k is cut
 
+#define GEMM_MAX_MATS 3
+
+/* One weight matrix of a gemm job: out[n, m] = x @ w^T (+ bias). */
+struct gemm_mat {
+    float               *out;
+    int64_t              ldo;
+    const char          *w;         // weight row 0
+    size_t               ldw;       // bytes between weight rows
+    enum dtype           wdt;
+    const struct tensor *bias;
+    int64_t              m;
+    int64_t              rows_per_task;
+    int                  task0;     // the job's first task for this matrix
+};
+
+/* Several matrices that share x (q/k/v, gate/up) run as one fork-join. */
 struct gemm_job {
     struct cpu            *c;
     const struct cpu_kern *kf;
-    float                 *out;
-    int64_t                ldo;
     const float           *x;
     int64_t                ldx;
-    int64_t                n, m, k;
-    const char            *w;       // weight row 0
-    size_t                 ldw;     // bytes between weight rows
-    enum dtype             wdt;
-    const struct tensor   *bias;
-    int64_t                rows_per_task;
+    int64_t                n, k;
     int64_t                panel_rows;   // GEMM: weight rows converted at once
     bool                   gemv;
+    int                    n_mats;
+    struct gemm_mat        mats[GEMM_MAX_MATS];
 };
 
 /* GEMM over weight rows [j0, j1) held as f32 at w (row stride ldw bytes). Up to KC_MAX the
  * whole k of an x tile and of a weight tile stay in L1; beyond, k is cut in KC blocks, x in
  * blocks of 16 tiles, and the tiles' accumulators wait in part between k blocks (exact). */
-static void gemm_rows(const struct gemm_job *g, int64_t j0, int64_t j1, const char *w, size_t ldw, float *part)
+static void gemm_rows(const struct gemm_job *g, const struct gemm_mat *mt, int64_t j0, int64_t j1, const char *w,
+                      size_t ldw, float *part)
 {
     const struct cpu_kern *kf = g->kf;
     if (g->k <= KC_MAX) {
@@ -55,7 +67,7 @@ static void gemm_rows(const struct gemm_job *g, int64_t j0, int64_t j1, const ch
             for (int64_t j = j0; j < j1; j += kf->nr) {
                 int nr = j1 - j < kf->nr ? (int)(j1 - j) : kf->nr;
                 kf->tile(mr, nr, DTYPE_F32, g->k, g->x + i0 * g->ldx, g->ldx, w + (size_t)(j - j0) * ldw, ldw,
-                         g->out + i0 * g->ldo + j, g->ldo);
+                         mt->out + i0 * mt->ldo + j, mt->ldo);
             }
         }
         return;
@@ -72,22 +84,22 @@ static void gemm_rows(const struct gemm_job *g, int64_t j0, int64_t j1, const ch
                     int nr = j1 - j < kf->nr ? (int)(j1 - j) : kf->nr;
                     float *ps = part + ((size_t)((i0 - ib0) / kf->mr) * (size_t)tiles_j + (size_t)((j - j0) / kf->nr)) * slot;
                     kf->tile_k(mr, nr, DTYPE_F32, g->k, kb0, kb1, g->x + i0 * g->ldx, g->ldx,
-                               w + (size_t)(j - j0) * ldw, ldw, g->out + i0 * g->ldo + j, g->ldo, ps);
+                               w + (size_t)(j - j0) * ldw, ldw, mt->out + i0 * mt->ldo + j, mt->ldo, ps);
                 }
             }
         }
     }
 }
 
-static void gemv_rows(const struct gemm_job *g, int64_t j0, int64_t j1)
+static void gemv_rows(const struct gemm_job *g, const struct gemm_mat *mt, int64_t j0, int64_t j1)
 {
     const struct cpu_kern *kf = g->kf;
     for (int64_t j = j0; j < j1; j += kf->nr) {
         int nr = j1 - j < kf->nr ? (int)(j1 - j) : kf->nr;
-        const char *w = g->w + (size_t)j * g->ldw;
+        const char *w = mt->w + (size_t)j * mt->ldw;
         for (int64_t i0 = 0; i0 < g->n; i0 += kf->mr) {
             int mr = g->n - i0 < kf->mr ? (int)(g->n - i0) : kf->mr;
-            kf->tile(mr, nr, g->wdt, g->k, g->x + i0 * g->ldx, g->ldx, w, g->ldw, g->out + i0 * g->ldo + j, g->ldo);
+            kf->tile(mr, nr, mt->wdt, g->k, g->x + i0 * g->ldx, g->ldx, w, mt->ldw, mt->out + i0 * mt->ldo + j, mt->ldo);
         }
     }
 }
@@ -95,10 +107,13 @@ static void gemv_rows(const struct gemm_job *g, int64_t j0, int64_t j1)
 static void gemm_task(void *arg, int task, int thread)
 {
     const struct gemm_job *g = arg;
-    int64_t j0 = (int64_t)task * g->rows_per_task;
-    int64_t j1 = j0 + g->rows_per_task < g->m ? j0 + g->rows_per_task : g->m;
+    int mi = g->n_mats - 1;
+    while (task < g->mats[mi].task0) mi--;
+    const struct gemm_mat *mt = &g->mats[mi];
+    int64_t j0 = (int64_t)(task - mt->task0) * mt->rows_per_task;
+    int64_t j1 = j0 + mt->rows_per_task < mt->m ? j0 + mt->rows_per_task : mt->m;
     if (g->gemv) {
-        gemv_rows(g, j0, j1);
+        gemv_rows(g, mt, j0, j1);
     } else {
         // weights to f32 once per panel of rows, rows padded so their stride never is a multiple
         // of 2 KiB (aliasing in L1); f32 weights are copied too, for the same layout
@@ -110,24 +125,30 @@ static void gemm_task(void *arg, int task, int thread)
         for (int64_t p0 = j0; p0 < j1; p0 += g->panel_rows) {
             int64_t p1 = p0 + g->panel_rows < j1 ? p0 + g->panel_rows : j1;
             for (int64_t j = p0; j < p1; j++)
-                g->kf->to_f32(g->wdt, g->w + (size_t)j * g->ldw, panel + (j - p0) * ldp, g->k);
-            gemm_rows(g, p0, p1, (const char *)panel, (size_t)ldp * sizeof(float), part);
+                g->kf->to_f32(mt->wdt, mt->w + (size_t)j * mt->ldw, panel + (j - p0) * ldp, g->k);
+            gemm_rows(g, mt, p0, p1, (const char *)panel, (size_t)ldp * sizeof(float), part);
         }
     }
-    if (g->bias) {
-        const void *b = host_row(g->bias, 0);
+    if (mt->bias) {
+        const void *b = host_row(mt->bias, 0);
         for (int64_t i = 0; i < g->n; i++)
-            for (int64_t j = j0; j < j1; j++) g->out[i * g->ldo + j] += host_elem_f32(g->bias->dtype, b, j);
+            for (int64_t j = j0; j < j1; j++) mt->out[i * mt->ldo + j] += host_elem_f32(mt->bias->dtype, b, j);
     }
 }
 
-void cpu_gemm(struct cpu *c, float *out, int64_t ldo, const float *x, int64_t ldx, int64_t n,
-              const struct tensor *w, const struct tensor *bias)
+void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ldos, const float *x, int64_t ldx,
+                int64_t n, const struct tensor *const *ws, const struct tensor *const *biases)
 {
-    if (n <= 0) return;
-    int64_t m = tensor_rows(w), k = w->ne[0];
-    CHECK(host_is_float(w->dtype), "matmul: weight dtype %s", dtype_name(w->dtype));
-    CHECK(tensor_is_contiguous(w) || w->ne[2] * w->ne[3] == 1, "matmul: weight %s not 2-D", w->name ? w->name : "?");
+    if (n <= 0 || n_mats <= 0) return;
+    CHECK(n_mats <= GEMM_MAX_MATS, "gemm: %d matrices (max %d)", n_mats, GEMM_MAX_MATS);
+    int64_t k = ws[0]->ne[0], m_total = 0;
+    for (int i = 0; i < n_mats; i++) {
+        const struct tensor *w = ws[i];
+        CHECK(w->ne[0] == k && tensor_rows(w) > 0, "matmul: weights of one x differ in k, or are empty");
+        CHECK(host_is_float(w->dtype), "matmul: weight dtype %s", dtype_name(w->dtype));
+        CHECK(tensor_is_contiguous(w) || w->ne[2] * w->ne[3] == 1, "matmul: weight %s not 2-D", w->name ? w->name : "?");
+        m_total += tensor_rows(w);
+    }
     bool gemv = n <= GEMV_MAX_ROWS;
     if (!gemv && ((ldx * (int64_t)sizeof(float)) % 2048 == 0 || ldx % 16 || (uintptr_t)x % 64)) {
         // x rows 2 or 4 KiB apart alias in L1 (the tile reads mr of them at the same offset),
@@ -139,24 +160,38 @@ void cpu_gemm(struct cpu *c, float *out, int64_t ldo, const float *x, int64_t ld
         x = xp;
         ldx = ldp;
     }
-    struct gemm_job g = {
-        .c = c, .kf = c->kf, .out = out, .ldo = ldo, .x = x, .ldx = ldx, .n = n, .m = m, .k = k,
-        .w = host_row(w, 0), .ldw = w->nb[1], .wdt = w->dtype, .bias = bias,
-        .gemv = gemv,
-    };
+    struct gemm_job g = { .c = c, .kf = c->kf, .x = x, .ldx = ldx, .n = n, .k = k, .gemv = gemv, .n_mats = n_mats };
     int64_t panel = PANEL_BYTES / (k * (int64_t)sizeof(float));
     panel = panel / c->kf->nr * c->kf->nr;
     g.panel_rows = panel < c->kf->nr ? c->kf->nr : panel;
     // A few contiguous slices per thread, handed out dynamically: a thread that gets
     // descheduled (or a slower core) strands little work. Slices are multiples of 16 rows so
     // threads never write the same cache line of out.
-    int64_t work = n * m * k;
-    int64_t n_tasks = work < 65536 ? 1 : c->n_threads * 4;
-    int64_t rpt = (m + n_tasks - 1) / n_tasks;
-    rpt = (rpt + 15) / 16 * 16;
-    g.rows_per_task = rpt;
-    n_tasks = (m + rpt - 1) / rpt;
-    threadpool_run(c->tp, (int)n_tasks, gemm_task, &g);
+    int64_t target = n * m_total * k < 65536 ? 1 : c->n_threads * 4;
+    int task = 0;
+    for (int i = 0; i < n_mats; i++) {
+        struct gemm_mat *mt = &g.mats[i];
+        const struct tensor *w = ws[i];
+        mt->out = outs[i];
+        mt->ldo = ldos[i];
+        mt->w = host_row(w, 0);
+        mt->ldw = w->nb[1];
+        mt->wdt = w->dtype;
+        mt->bias = biases ? biases[i] : NULL;
+        mt->m = tensor_rows(w);
+        int64_t nt = (target * mt->m + m_total - 1) / m_total;
+        int64_t rpt = (mt->m + nt - 1) / nt;
+        mt->rows_per_task = (rpt + 15) / 16 * 16;
+        mt->task0 = task;
+        task += (int)((mt->m + mt->rows_per_task - 1) / mt->rows_per_task);
+    }
+    threadpool_run(c->tp, task, gemm_task, &g);
+}
+
+void cpu_gemm(struct cpu *c, float *out, int64_t ldo, const float *x, int64_t ldx, int64_t n,
+              const struct tensor *w, const struct tensor *bias)
+{
+    cpu_gemm_n(c, 1, &out, &ldo, x, ldx, n, &w, &bias);
 }
 
 static void check_act(const struct tensor *t, const char *what)

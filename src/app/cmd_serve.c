@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "app/cmd.h"
 #include "app/common.h"
@@ -154,6 +155,11 @@ int cmd_serve(int argc, char **argv)
         const char *tu = getenv("CAIRN_FAKE_TOKEN_US");
         if (tu) fc.token_us = atoi(tu);
         if (gen_fake_new(&fc, &g) != STATUS_OK) goto out;
+        const char *load_ms = getenv("CAIRN_FAKE_LOAD_MS");   // test-only: simulate a slow load
+        if (load_ms) {
+            struct timespec ts = { atoi(load_ms) / 1000, (long)(atoi(load_ms) % 1000) * 1000000L };
+            nanosleep(&ts, NULL);
+        }
     } else {
         if (app_model_open(dir, backend, threads, &am) != STATUS_OK) goto out;
         if (engine_new(&ec, am.m, am.be, &eng) != STATUS_OK) goto out;

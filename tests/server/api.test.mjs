@@ -301,6 +301,20 @@ async function main() {
     checkSanitizer(ns.stderr());
   }
 
+  // ---- 503 while the model loads, then 200
+  if (!model) {
+    const ls = await startServer(['--fake'], { CAIRN_FAKE_LOAD_MS: '1500' }, { waitServing: false });
+    const h1 = await request(ls.port, 'GET', '/health');
+    const c503 = await request(ls.port, 'POST', '/v1/chat/completions', { messages: user('x'), max_tokens: 2 });
+    check(h1.status === 503 && h1.json?.status === 'loading', '/health 503 while loading', h1.body);
+    check(c503.status === 503 && c503.headers['retry-after'], 'chat 503 + Retry-After while loading', c503.status);
+    let h2;
+    for (let i = 0; i < 50; i++) { await sleep(100); h2 = await request(ls.port, 'GET', '/health'); if (h2.status === 200) break; }
+    check(h2.status === 200, '/health 200 once loaded');
+    await ls.stop();
+    checkSanitizer(ls.stderr());
+  }
+
   // ---- API key: Bearer and x-api-key
   const ks = await startServer([...base, '--api-key', 'sekrit', '--cors-origin', 'https://app.example', '--shutdown-grace', '1']);
   const pre = await request(ks.port, 'OPTIONS', '/v1/chat/completions', undefined, { origin: 'https://app.example', 'access-control-request-method': 'POST' });

@@ -21,7 +21,7 @@ export function summary(name) {
 }
 
 // Starts the server; resolves {port, proc, stderr(), stop()} once it is listening and serving.
-export async function startServer(args = [], env = {}) {
+export async function startServer(args = [], env = {}, { waitServing = true } = {}) {
   const proc = spawn(BIN, ['serve', '--port', '0', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   proc.stderr.on('data', (d) => { err += d.toString(); if (process.env.VERBOSE) process.stderr.write(d); });
@@ -30,7 +30,7 @@ export async function startServer(args = [], env = {}) {
     const t = setTimeout(() => reject(new Error('server did not start: ' + err)), 60000);
     const poll = setInterval(() => {
       const m = err.match(/listening on http:\/\/[\d.]+:(\d+)/);
-      if (m && /serving model/.test(err)) { clearInterval(poll); clearTimeout(t); resolve(Number(m[1])); }
+      if (m && (!waitServing || /serving model/.test(err))) { clearInterval(poll); clearTimeout(t); resolve(Number(m[1])); }
     }, 20);
     proc.on('exit', (code) => { clearInterval(poll); clearTimeout(t); reject(new Error(`server exited ${code}: ${err}`)); });
   });

@@ -289,10 +289,18 @@ static enum MHD_Result do_models(struct req *r)
 {
     struct gen *g = atomic_load(&r->s->g);
     struct strbuf sb = {0};
-    jsonw_raw(&sb, "{\"object\":\"list\",\"data\":[{\"id\":");
-    jsonw_cstr(&sb, r->s->served_name);
-    strbuf_printf(&sb, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"cairn\",\"max_model_len\":%d}]}",
+    const char *one = !strncmp(r->path, "/v1/models/", 11) ? r->path + 11 : NULL;
+    const char *name = r->s->served_name ? r->s->served_name : "";
+    if (one && strcmp(one, name)) {
+        struct api_error e = api_error_make(STATUS_ENOTFOUND, "model", "The model '%s' does not exist", one);
+        return srv_send_error(r, &e);
+    }
+    if (!one) jsonw_raw(&sb, "{\"object\":\"list\",\"data\":[");
+    jsonw_raw(&sb, "{\"id\":");
+    jsonw_cstr(&sb, name);
+    strbuf_printf(&sb, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"cairn\",\"max_model_len\":%d}",
                   (long long)time(NULL), g ? g->n_ctx : 0);
+    if (!one) jsonw_raw(&sb, "]}");
     enum MHD_Result ret = srv_send_json(r, 200, sb.data, sb.len);
     strbuf_free(&sb);
     return ret;
@@ -437,6 +445,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             if (strcmp(routes[i].path, url)) continue;
             path_known = true;
             if (!strcmp(routes[i].method, method)) r->route = routes[i].route;
+        }
+        if (!strncmp(url, "/v1/models/", 11) && url[11]) {   // GET /v1/models/{id}
+            path_known = true;
+            if (!strcmp(method, "GET")) r->route = ROUTE_MODELS;
         }
         // Errors known from the headers are answered after the body has been read and dropped:
         // answering before would make MHD close the connection, which breaks keep-alive clients.

@@ -74,6 +74,8 @@ async function main() {
   const models = await oa.models.list();
   const modelId = models.data[0].id;
   check(models.data.length === 1 && modelId, 'models list');
+  check((await oa.models.retrieve(modelId)).id === modelId, 'models retrieve');
+  check((await request(srv.port, 'GET', '/v1/models/nope')).status === 404, 'models retrieve unknown 404');
 
   // ---- chat basics, usage, determinism
   const c1 = await oa.chat.completions.create({ model: modelId, messages: user('hello there'), max_tokens: 12, temperature: 0 });

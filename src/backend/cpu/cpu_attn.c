@@ -184,8 +184,8 @@ static void attn_task(void *arg, int task, int thread)
             int64_t slot = (int64_t)blocks[j / bs] * bs + j % bs;
             const char *kp = kbase + (size_t)slot * kstride, *vp = vbase + (size_t)slot * vstride;
             for (size_t b = 0; b < (size_t)n_g * head_bytes; b += 64) {
-                __builtin_prefetch(kp + b);
-                __builtin_prefetch(vp + b);
+                __builtin_prefetch(kp + b, 0, 1);   // to L2: a chunk is larger than L1
+                __builtin_prefetch(vp + b, 0, 1);
             }
         }
         for (int g = 0; g < n_g; g++) {

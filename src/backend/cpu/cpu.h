@@ -51,6 +51,8 @@ void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ld
 
 void cpu_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
                 const struct tensor *w, const struct tensor *bias);
+void cpu_matmul_n(struct backend *be, int n_mats, struct tensor *const *outs, const struct tensor *x,
+                  const struct tensor *const *ws, const struct tensor *const *biases);
 void cpu_matmul_rows(struct backend *be, struct tensor *out, const struct tensor *x,
                      const struct tensor *w, const struct batch_meta *meta);
 void cpu_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *ids,

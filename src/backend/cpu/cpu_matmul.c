@@ -213,6 +213,26 @@ void cpu_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
              (int64_t)(x->nb[1] / sizeof(float)), n, w, bias);
 }
 
+void cpu_matmul_n(struct backend *be, int n_mats, struct tensor *const *outs, const struct tensor *x,
+                  const struct tensor *const *ws, const struct tensor *const *biases)
+{
+    check_act(x, "matmul_n x");
+    CHECK(n_mats >= 1 && n_mats <= GEMM_MAX_MATS, "matmul_n: %d matrices", n_mats);
+    int64_t n = tensor_rows(x);
+    float *o[GEMM_MAX_MATS];
+    int64_t ld[GEMM_MAX_MATS];
+    for (int i = 0; i < n_mats; i++) {
+        check_act(outs[i], "matmul_n out");
+        CHECK(ws[i]->ne[0] == x->ne[0], "matmul_n: x has %lld cols, w %d has %lld", (long long)x->ne[0], i,
+              (long long)ws[i]->ne[0]);
+        CHECK(outs[i]->ne[0] == tensor_rows(ws[i]) && tensor_rows(outs[i]) >= n, "matmul_n: out %d shape", i);
+        CHECK(!biases || !biases[i] || biases[i]->ne[0] >= tensor_rows(ws[i]), "matmul_n: bias %d shape", i);
+        o[i] = host_row(outs[i], 0);
+        ld[i] = (int64_t)(outs[i]->nb[1] / sizeof(float));
+    }
+    cpu_gemm_n(be->impl, n_mats, o, ld, host_row(x, 0), (int64_t)(x->nb[1] / sizeof(float)), n, ws, biases);
+}
+
 void cpu_matmul_rows(struct backend *be, struct tensor *out, const struct tensor *x,
                      const struct tensor *w, const struct batch_meta *meta)
 {

@@ -8,7 +8,7 @@
 set -euo pipefail
 B=build-gpu
 DST=build-dev
-make -s -j2 BUILD=$B CUDA_GENCODE="-gencode arch=compute_90,code=sm_90" $B/libcairn.so $B/libcairn.a >/dev/null
+make -s -j2 BUILD=$B CUDA_GENCODE="-gencode arch=compute_90,code=sm_90" EXTRA_NVCCFLAGS="-Xfatbin -compress-all" $B/libcairn.so $B/libcairn.a >/dev/null
 rm -rf "$DST"
 mkdir -p "$DST/lib" "$DST/tests/cuda" "$DST/tests/model" "$DST/bench"
 cp $B/libcairn.so "$DST/lib/" && strip --strip-debug "$DST/lib/libcairn.so"

@@ -163,6 +163,10 @@ struct backend_ops {
                     int n_experts, enum act);
     // out_ids[i] = argmax(logits[i, :]) (ties: lower index); out_ids host memory [n]. Synchronous.
     void (*argmax)(struct backend *, int32_t *out_ids, const struct tensor *logits);
+    // Optional (NULL: callers use matmul n times): outs[i] = x @ ws[i]^T (+ biases[i]) for i < n
+    // (n <= 3), several projections of one input in one pass (q/k/v, gate/up); biases may be NULL.
+    void (*matmul_n)(struct backend *, int n, struct tensor *const *outs, const struct tensor *x,
+                     const struct tensor *const *ws, const struct tensor *const *biases);
 };
 
 struct backend {

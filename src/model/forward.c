@@ -174,6 +174,17 @@ static void head_norm(struct forward *fw, struct tensor *x, int n_heads, const s
     norm(fw, &v, &v, w);
 }
 
+/* outs[i] = x @ ws[i]^T (+ bs[i]): one fused pass when the backend has matmul_n. */
+static void matmul_many(struct backend *be, int n, struct tensor *const *outs, const struct tensor *x,
+                        const struct tensor *const *ws, const struct tensor *const *bs)
+{
+    if (be->ops->matmul_n) {
+        be->ops->matmul_n(be, n, outs, x, ws, bs);
+        return;
+    }
+    for (int i = 0; i < n; i++) be->ops->matmul(be, outs[i], x, ws[i], bs[i]);
+}
+
 static void attention_block(struct forward *fw, int l, struct kv_layer *kv, const struct batch_meta *meta)
 {
     const struct model *m = fw->m;
@@ -185,9 +196,11 @@ static void attention_block(struct forward *fw, int l, struct kv_layer *kv, cons
                   v = rows(&fw->v, n), attn = rows(&fw->attn, n), proj = rows(&fw->proj, n);
 
     OP(fw, P_NORM, norm(fw, &xn, &x, &lw->attn_norm));
-    OP(fw, P_QKV, be->ops->matmul(be, &q, &xn, &lw->wq, has(&lw->bq) ? &lw->bq : NULL);
-                  be->ops->matmul(be, &k, &xn, &lw->wk, has(&lw->bk) ? &lw->bk : NULL);
-                  be->ops->matmul(be, &v, &xn, &lw->wv, has(&lw->bv) ? &lw->bv : NULL));
+    struct tensor *qkv[3] = { &q, &k, &v };
+    const struct tensor *w_qkv[3] = { &lw->wq, &lw->wk, &lw->wv };
+    const struct tensor *b_qkv[3] = { has(&lw->bq) ? &lw->bq : NULL, has(&lw->bk) ? &lw->bk : NULL,
+                                      has(&lw->bv) ? &lw->bv : NULL };
+    OP(fw, P_QKV, matmul_many(be, 3, qkv, &xn, w_qkv, b_qkv));
     if (m->f.qk_norm) {
         OP(fw, P_QK_NORM, head_norm(fw, &q, hp->n_heads, &lw->q_norm); head_norm(fw, &k, hp->n_kv_heads, &lw->k_norm));
     }
@@ -231,7 +244,9 @@ static void ffn_block(struct forward *fw, int l, const struct batch_meta *meta)
         int64_t f = hp->d_ff;
         struct tensor gate = tensor_2d(DTYPE_F32, f, n, fw->gate.buf, fw->gate.offset);
         struct tensor up = tensor_2d(DTYPE_F32, f, n, fw->up.buf, fw->up.offset);
-        OP(fw, P_FFN_UP, be->ops->matmul(be, &gate, &xn, &lw->w_gate, NULL); be->ops->matmul(be, &up, &xn, &lw->w_up, NULL));
+        struct tensor *gu[2] = { &gate, &up };
+        const struct tensor *w_gu[2] = { &lw->w_gate, &lw->w_up }, *no_bias[2] = { NULL, NULL };
+        OP(fw, P_FFN_UP, matmul_many(be, 2, gu, &xn, w_gu, no_bias));
         OP(fw, P_GLU, be->ops->glu(be, &gate, &gate, &up, m->f.act));
         OP(fw, P_FFN_DOWN, be->ops->matmul(be, &proj, &gate, &lw->w_down, NULL));
     }

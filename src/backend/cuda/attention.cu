@@ -13,28 +13,29 @@
 #include <math.h>
 
 #define ATT_THREADS 128
-#define ATT_CHUNK   64
+#define ATT_CHUNK   64          // keys per inner step (two threads per key)
 #define ATT_G_MAX   16
 #define ATT_D_MAX   256
 #define ATT_SPLIT_MAX 32
 
-template <typename T>
-__device__ __forceinline__ void load_slice(const T *src, float *dst, int n)
-{
-    for (int i = 0; i < n; i++) dst[i] = to_f<T>(src[i]);
-}
-
-template <typename T>
+/* One block = one query token x one KV head (its G query heads) x one split of the keys.
+ * Scores: two adjacent threads per key, each a half of head_dim with 16-byte loads, q read from
+ * shared memory (a broadcast). P.V: one thread per output dim (D <= 128) or two dims (D = 256),
+ * V rows read coalesced, sixteen keys in flight. */
+template <typename T, int D>
 __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
     float *part_acc, float *part_ml, const float *q, const T *kc, const T *vc, const int32_t *tok_pos,
     const int32_t *tok_seq, const int32_t *seq_block0, const int32_t *block_ids, int block_size, int n_heads,
-    int n_kv, int D, float scale, int window, float softcap, int n_split)
+    int n_kv, float scale, int window, float softcap, int n_split)
 {
+    constexpr int DPT = D > ATT_THREADS ? D / ATT_THREADS : 1;   // output dims per thread
+    constexpr int HALF = D / 2;                                  // dims per thread in the score phase
     const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
     const int G = n_heads / n_kv;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    __shared__ float q_s[ATT_G_MAX * ATT_D_MAX];
+    __shared__ __align__(16) float q_s[ATT_G_MAX][D];
     __shared__ float s_s[ATT_G_MAX][ATT_CHUNK];
+    __shared__ int64_t slot_s[ATT_CHUNK];
     __shared__ float m_s[ATT_G_MAX], l_s[ATT_G_MAX], alpha_s[ATT_G_MAX];
 
     const int p = tok_pos[t], s = tok_seq[t];
@@ -45,50 +46,49 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
     const int hi = min(p + 1, lo + per_split);   // exclusive
     const int32_t *blocks = block_ids + seq_block0[s];
     const size_t row = (size_t)n_kv * D;
+    const T *kbase = kc + (size_t)kvh * D, *vbase = vc + (size_t)kvh * D;
 
-    for (int i = tid; i < G * D; i += ATT_THREADS) {
-        int g = i / D, d = i % D;
-        q_s[i] = q[((size_t)t * n_heads + kvh * G + g) * D + d];
-    }
+    for (int i = tid; i < G * D; i += ATT_THREADS) q_s[i / D][i % D] = q[((size_t)t * n_heads + kvh * G) * D + i];
     if (tid < G) { m_s[tid] = -INFINITY; l_s[tid] = 0.0f; }
-    float acc[ATT_G_MAX][2];
+    float acc[ATT_G_MAX][DPT];
 #pragma unroll
-    for (int g = 0; g < ATT_G_MAX; g++) { acc[g][0] = 0.0f; acc[g][1] = 0.0f; }
+    for (int g = 0; g < ATT_G_MAX; g++)
+#pragma unroll
+        for (int r = 0; r < DPT; r++) acc[g][r] = 0.0f;
     __syncthreads();
 
-    const int DL = D / 8;                 // dims per lane in the score phase
-    const int sub = lane & 7, key_in_warp = lane >> 3;
     for (int c0 = lo; c0 < hi; c0 += ATT_CHUNK) {
-        int n_c = min(ATT_CHUNK, hi - c0);
-        // scores: warp w handles keys w*4 + key_in_warp + 16*i of the chunk
-        for (int j = warp * 4 + key_in_warp; j < ATT_CHUNK; j += 16) {
+        const int n_c = min(ATT_CHUNK, hi - c0);
+        // scores: key j = tid / 2, half h = tid % 2 of head_dim
+        {
+            const int j = tid >> 1, h = tid & 1;
             float part[ATT_G_MAX];
 #pragma unroll
             for (int g = 0; g < ATT_G_MAX; g++) part[g] = 0.0f;
             if (j < n_c) {
-                int pos = c0 + j;
-                size_t slot = (size_t)blocks[pos / block_size] * block_size + pos % block_size;
-                const T *kr = kc + slot * row + (size_t)kvh * D + sub * DL;
-                for (int i0 = 0; i0 < DL; i0 += 8) {
+                const int pos = c0 + j;
+                const int64_t slot = (int64_t)blocks[pos / block_size] * block_size + pos % block_size;
+                if (h == 0) slot_s[j] = slot;
+                const T *kr = kbase + slot * row + h * HALF;
+#pragma unroll
+                for (int i0 = 0; i0 < HALF; i0 += 8) {
                     float kf[8];
-                    int n8 = min(8, DL - i0);
-                    load_slice<T>(kr + i0, kf, n8);
+                    load8<T>(kr + i0, kf);
 #pragma unroll
                     for (int g = 0; g < ATT_G_MAX; g++) {
                         if (g < G) {
-                            const float *qg = q_s + g * D + sub * DL + i0;
-                            for (int i = 0; i < n8; i++) part[g] += qg[i] * kf[i];
+                            const float *qg = &q_s[g][h * HALF + i0];
+#pragma unroll
+                            for (int i = 0; i < 8; i++) part[g] += qg[i] * kf[i];
                         }
                     }
                 }
             }
 #pragma unroll
             for (int g = 0; g < ATT_G_MAX; g++) {
-                float v = part[g];
-                v += __shfl_xor_sync(0xffffffffu, v, 1);
-                v += __shfl_xor_sync(0xffffffffu, v, 2);
-                v += __shfl_xor_sync(0xffffffffu, v, 4);
-                if (sub == 0 && g < G) {
+                if (g >= G) break;
+                float v = part[g] + __shfl_xor_sync(0xffffffffu, part[g], 1);
+                if (h == 0 && j < ATT_CHUNK) {
                     float sc = v * scale;
                     if (softcap > 0) sc = softcap * tanhf(sc / softcap);
                     s_s[g][j] = j < n_c ? sc : -INFINITY;
@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
             }
         }
         __syncthreads();
-        // online softmax per head: warp w takes heads w, w+4, ...
+        // online softmax per head: warp w takes heads w, w + 4, ...
         for (int g = warp; g < G; g += ATT_THREADS / 32) {
             float a = s_s[g][lane], b = s_s[g][lane + 32];
             float mx = warp_max(fmaxf(a, b));
@@ -115,18 +115,27 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
             }
         }
         __syncthreads();
-        // acc = acc * alpha + P V, one thread per output dim (two when D > 128)
+        // acc = acc * alpha + P V
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            int d = tid + r * ATT_THREADS;
-            if (d >= D) continue;
+        for (int r = 0; r < DPT; r++) {
+            const int d = tid + r * ATT_THREADS;
+            if (d >= D) break;
 #pragma unroll
             for (int g = 0; g < ATT_G_MAX; g++)
                 if (g < G) acc[g][r] *= alpha_s[g];
-            for (int j = 0; j < n_c; j++) {
-                int pos = c0 + j;
-                size_t slot = (size_t)blocks[pos / block_size] * block_size + pos % block_size;
-                float v = to_f<T>(vc[slot * row + (size_t)kvh * D + d]);
+            int j = 0;
+            for (; j + 16 <= n_c; j += 16) {
+                float v[16];
+#pragma unroll
+                for (int u = 0; u < 16; u++) v[u] = to_f<T>(vbase[slot_s[j + u] * row + d]);
+#pragma unroll
+                for (int u = 0; u < 16; u++)
+#pragma unroll
+                    for (int g = 0; g < ATT_G_MAX; g++)
+                        if (g < G) acc[g][r] += s_s[g][j + u] * v[u];
+            }
+            for (; j < n_c; j++) {
+                float v = to_f<T>(vbase[slot_s[j] * row + d]);
 #pragma unroll
                 for (int g = 0; g < ATT_G_MAX; g++)
                     if (g < G) acc[g][r] += s_s[g][j] * v;
@@ -137,10 +146,10 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
     // partials: [t][head][split]
 #pragma unroll
     for (int g = 0; g < ATT_G_MAX; g++) {
-        if (g >= G) continue;
+        if (g >= G) break;
         size_t base = ((size_t)t * n_heads + kvh * G + g) * n_split + split;
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
+        for (int r = 0; r < DPT; r++) {
             int d = tid + r * ATT_THREADS;
             if (d < D) part_acc[base * D + d] = acc[g][r];
         }
@@ -179,8 +188,7 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
     const struct cuda_batch *b = &cb->batch;
     if (!b->all_single && cuda_attention_tiled(cb, out, q, kv, ap, m)) return;
     int G = ap->n_heads / ap->n_kv_heads;
-    CHECK(G <= ATT_G_MAX && ap->head_dim <= ATT_D_MAX && ap->head_dim % 8 == 0,
-          "cuda attention: unsupported shape (group %d, head_dim %d)", G, ap->head_dim);
+    CHECK(G <= ATT_G_MAX, "cuda attention: %d query heads per KV head (at most %d)", G, ATT_G_MAX);
     // Enough splits to fill the GPU at decode; few when many tokens already fill it.
     int max_len = b->max_seq_len > 0 ? b->max_seq_len : 1;
     int n_split = 1;
@@ -200,10 +208,21 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
     float *part_acc = cb->d_attn_part;
     float *part_ml = part_acc + n_part * ap->head_dim;
     dim3 grid(m->n_tok, ap->n_kv_heads, n_split);
-    DISPATCH_FLOAT(kv->k.dtype, T, k_attn_split<T><<<grid, ATT_THREADS, 0, cb->stream>>>(
-        part_acc, part_ml, (const float *)dptr(q), (const T *)dptr(&kv->k), (const T *)dptr(&kv->v), b->d_tok_pos,
-        b->d_tok_seq, b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, ap->n_kv_heads, ap->head_dim,
-        ap->scale, ap->window, ap->softcap, n_split));
+#define SPLIT_CASE(DD) case DD: DISPATCH_FLOAT(kv->k.dtype, T, k_attn_split<T, DD><<<grid, ATT_THREADS, 0, cb->stream>>>( \
+        part_acc, part_ml, (const float *)dptr(q), (const T *)dptr(&kv->k), (const T *)dptr(&kv->v), b->d_tok_pos, \
+        b->d_tok_seq, b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, ap->n_kv_heads, ap->scale, \
+        ap->window, ap->softcap, n_split)); break;
+    switch (ap->head_dim) {
+    SPLIT_CASE(16)
+    SPLIT_CASE(32)
+    SPLIT_CASE(64)
+    SPLIT_CASE(80)
+    SPLIT_CASE(96)
+    SPLIT_CASE(128)
+    SPLIT_CASE(256)
+    default: CHECK(0, "cuda attention: head_dim %d not supported (16, 32, 64, 80, 96, 128, 256)", ap->head_dim);
+    }
+#undef SPLIT_CASE
     LAUNCH_CHECK();
     k_attn_combine<<<dim3(m->n_tok, ap->n_heads), 128, 0, cb->stream>>>((float *)dptr(out), part_acc, part_ml, ap->n_heads,
                                                                          ap->head_dim, n_split);

@@ -50,6 +50,7 @@ __global__ void __launch_bounds__(TW * 32) k_attn_tiled(
     __nv_bfloat16 *Vs = (__nv_bfloat16 *)(smem + L.v), *Ps = (__nv_bfloat16 *)(smem + L.p);
     float *Ss = (float *)(smem + L.s), *Os = (float *)(smem + L.o);
     float *row_m = (float *)(smem + L.ml), *row_l = row_m + TQ, *row_a = row_l + TQ;
+    __shared__ int64_t slot_s[TK];
 
     const int t0 = tiles[blockIdx.x * 3], n_rows = tiles[blockIdx.x * 3 + 1], s = tiles[blockIdx.x * 3 + 2];
     const int h = blockIdx.y, kvh = h / (n_heads / n_kv);
@@ -58,11 +59,15 @@ __global__ void __launch_bounds__(TW * 32) k_attn_tiled(
     const int32_t *blocks = block_ids + seq_block0[s];
     const size_t row = (size_t)n_kv * D;
 
-    for (int i = tid; i < TQ * D; i += TW * 32) {
-        int r = i / D, d = i % D;
-        float v = r < n_rows ? q[((size_t)(t0 + r) * n_heads + h) * D + d] : 0.0f;
-        Qs[i] = __float2bfloat16(v);
-        Os[i] = 0.0f;
+    for (int i = tid; i < TQ * D / 8; i += TW * 32) {
+        int r = i / (D / 8), c = (i % (D / 8)) * 8;
+        float f[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };
+        if (r < n_rows) load8<float>(q + ((size_t)(t0 + r) * n_heads + h) * D + c, f);
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            Qs[r * D + c + u] = __float2bfloat16(f[u]);
+            Os[r * D + c + u] = 0.0f;
+        }
     }
     for (int r = tid; r < TQ; r += TW * 32) { row_m[r] = -INFINITY; row_l[r] = 0.0f; }
 
@@ -70,16 +75,24 @@ __global__ void __launch_bounds__(TW * 32) k_attn_tiled(
     k_lo -= k_lo % TK;
     for (int kb = k_lo; kb <= p_last; kb += TK) {
         __syncthreads();
-        for (int i = tid; i < TK * D; i += TW * 32) {
-            int j = i / D, d = i % D, pos = kb + j;
-            float kv_k = 0.0f, kv_v = 0.0f;
-            if (pos <= p_last) {
-                size_t slot = (size_t)blocks[pos / block_size] * block_size + pos % block_size;
-                kv_k = to_f<T>(kc[slot * row + (size_t)kvh * D + d]);
-                kv_v = to_f<T>(vc[slot * row + (size_t)kvh * D + d]);
+        if (tid < TK) {
+            int pos = kb + tid;
+            slot_s[tid] = pos <= p_last ? (int64_t)blocks[pos / block_size] * block_size + pos % block_size : -1;
+        }
+        __syncthreads();
+        for (int i = tid; i < TK * D / 8; i += TW * 32) {
+            int j = i / (D / 8), c = (i % (D / 8)) * 8;
+            float fk[8] = { 0, 0, 0, 0, 0, 0, 0, 0 }, fv[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };
+            int64_t slot = slot_s[j];
+            if (slot >= 0) {
+                load8<T>(kc + slot * row + (size_t)kvh * D + c, fk);
+                load8<T>(vc + slot * row + (size_t)kvh * D + c, fv);
             }
-            Ks[i] = __float2bfloat16(kv_k);
-            Vs[i] = __float2bfloat16(kv_v);
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                Ks[j * D + c + u] = __float2bfloat16(fk[u]);
+                Vs[j * D + c + u] = __float2bfloat16(fv[u]);
+            }
         }
         __syncthreads();
         // S[16 rows of this warp][TK] = Q K^T

@@ -248,6 +248,7 @@ static const struct backend_ops cuda_ops = {
     /* .moe_route = */ cuda_moe_route,
     /* .moe_ffn = */ cuda_moe_ffn,
     /* .argmax = */ cuda_argmax,
+    /* .matmul_n = */ cuda_matmul_n,
 };
 
 extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct backend **out)

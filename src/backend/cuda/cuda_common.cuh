@@ -98,6 +98,22 @@ template <> __device__ __forceinline__ __half from_f<__half>(float v) { return _
 
 static inline void *dptr(const struct tensor *t) { return (char *)t->buf->data + t->offset; }
 
+/* Eight consecutive values as floats: one 16-byte load for bf16/f16, two for f32 (16-byte aligned). */
+template <typename T>
+__device__ __forceinline__ void load8(const T *src, float *dst)
+{
+    if (sizeof(T) == 2) {
+        uint4 u = *reinterpret_cast<const uint4 *>(src);
+        const T *h = reinterpret_cast<const T *>(&u);
+#pragma unroll
+        for (int i = 0; i < 8; i++) dst[i] = to_f<T>(h[i]);
+    } else {
+        float4 a = reinterpret_cast<const float4 *>(src)[0], b = reinterpret_cast<const float4 *>(src)[1];
+        dst[0] = a.x; dst[1] = a.y; dst[2] = a.z; dst[3] = a.w;
+        dst[4] = b.x; dst[5] = b.y; dst[6] = b.z; dst[7] = b.w;
+    }
+}
+
 __device__ __forceinline__ float warp_sum(float v)
 {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -120,6 +136,8 @@ void cuda_add(struct backend *, struct tensor *, const struct tensor *, const st
 void cuda_softcap(struct backend *, struct tensor *, float);
 void cuda_argmax(struct backend *, int32_t *, const struct tensor *);
 void cuda_matmul(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *);
+void cuda_matmul_n(struct backend *, int, struct tensor *const *, const struct tensor *, const struct tensor *const *,
+                   const struct tensor *const *);
 void cuda_matmul_rows(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct batch_meta *);
 void cuda_attention(struct backend *, struct tensor *, const struct tensor *, const struct kv_layer *,
                     const struct attn_params *, const struct batch_meta *);

@@ -48,20 +48,37 @@ __device__ __forceinline__ void unpack16<float>(const uint4 &u, float *f)
     f[0] = __uint_as_float(u.x); f[1] = __uint_as_float(u.y); f[2] = __uint_as_float(u.z); f[3] = __uint_as_float(u.w);
 }
 
+/* Up to three weight matrices that share the input (q/k/v, gate/up) in one launch: the grid
+ * covers their rows back to back. */
+#define GEMV_MAX_SEGS 3
+template <typename T>
+struct gemv_segs {
+    const T *w[GEMV_MAX_SEGS];
+    const T *bias[GEMV_MAX_SEGS];
+    float   *out[GEMV_MAX_SEGS];
+    int      m[GEMV_MAX_SEGS];
+    int      n_segs;
+};
+
 /* Requires k % vec16<T>::n == 0 and 16-byte aligned rows. */
 template <typename T, int N>
-__global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(float *out, const float *x, const T *w, const T *bias, int m, int k)
+__global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const float *x, int k)
 {
     const int V = vec16<T>::n;
     int row = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
-    if (row >= m) return;
-    const uint4 *wr = reinterpret_cast<const uint4 *>(w + (size_t)row * k);
+    int seg = 0;
+    while (seg < sg.n_segs && row >= sg.m[seg]) row -= sg.m[seg++];
+    if (seg >= sg.n_segs) return;
+    const int m = sg.m[seg];
+    const T *bias = sg.bias[seg];
+    float *out = sg.out[seg];
+    const uint4 *wr = reinterpret_cast<const uint4 *>(sg.w[seg] + (size_t)row * k);
     int n_vec = k / V;
     float acc[N];
 #pragma unroll
     for (int t = 0; t < N; t++) acc[t] = 0.0f;
-    const int U = 4;
+    const int U = 8;   // 16-byte loads in flight per lane
     int base = 0;
     for (; base + U * 32 <= n_vec; base += U * 32) {
         uint4 u[U];
@@ -119,25 +136,46 @@ __global__ void k_gemv_scalar(float *out, const float *x, const T *w, const T *b
     }
 }
 
+/* n <= GEMV_MAX_N tokens through every segment; scalar fallback for odd k or alignment. */
+template <typename T>
+static void gemv_multi(struct cuda_backend *cb, const gemv_segs<T> &sg, const float *x, int n, int k)
+{
+    bool vec_ok = k % vec16<T>::n == 0 && ((uintptr_t)x & 15) == 0;
+    int rows = 0;
+    for (int i = 0; i < sg.n_segs; i++) {
+        rows += sg.m[i];
+        vec_ok = vec_ok && ((uintptr_t)sg.w[i] & 15) == 0;
+    }
+    dim3 block(GEMV_WARPS * 32);
+    if (!vec_ok) {
+        for (int i = 0; i < sg.n_segs; i++)
+            k_gemv_scalar<T><<<(sg.m[i] + GEMV_WARPS - 1) / GEMV_WARPS, block, 0, cb->stream>>>(sg.out[i], x, sg.w[i],
+                                                                                               sg.bias[i], n, sg.m[i], k);
+        return;
+    }
+    dim3 grid((rows + GEMV_WARPS - 1) / GEMV_WARPS);
+    switch (n) {
+    case 1: k_gemv<T, 1><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
+    case 2: k_gemv<T, 2><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
+    case 3: k_gemv<T, 3><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
+    case 4: k_gemv<T, 4><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
+    case 5: k_gemv<T, 5><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
+    case 6: k_gemv<T, 6><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
+    case 7: k_gemv<T, 7><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
+    default: k_gemv<T, 8><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
+    }
+}
+
 template <typename T>
 static void gemv(struct cuda_backend *cb, float *out, const float *x, const T *w, const T *bias, int n, int m, int k)
 {
-    dim3 grid((m + GEMV_WARPS - 1) / GEMV_WARPS), block(GEMV_WARPS * 32);
-    bool vec_ok = k % vec16<T>::n == 0 && ((uintptr_t)w & 15) == 0 && ((uintptr_t)x & 15) == 0;
-    if (!vec_ok) {
-        k_gemv_scalar<T><<<grid, block, 0, cb->stream>>>(out, x, w, bias, n, m, k);
-        return;
-    }
-    switch (n) {
-    case 1: k_gemv<T, 1><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
-    case 2: k_gemv<T, 2><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
-    case 3: k_gemv<T, 3><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
-    case 4: k_gemv<T, 4><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
-    case 5: k_gemv<T, 5><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
-    case 6: k_gemv<T, 6><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
-    case 7: k_gemv<T, 7><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
-    default: k_gemv<T, 8><<<grid, block, 0, cb->stream>>>(out, x, w, bias, m, k); break;
-    }
+    gemv_segs<T> sg = {};
+    sg.w[0] = w;
+    sg.bias[0] = bias;
+    sg.out[0] = out;
+    sg.m[0] = m;
+    sg.n_segs = 1;
+    gemv_multi<T>(cb, sg, x, n, k);
 }
 
 template <typename T>
@@ -232,4 +270,30 @@ void cuda_matmul_rows(struct backend *be, struct tensor *out, const struct tenso
     k_gather_rows<<<n, 256, 0, cb->stream>>>(rows, (const float *)dptr(x), cb->batch.d_out_tok, k);
     LAUNCH_CHECK();
     linear(cb, (float *)dptr(out), rows, n, w, NULL);
+}
+
+void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, const struct tensor *x,
+                   const struct tensor *const *ws, const struct tensor *const *biases)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    int n = (int)tensor_rows(x), k = (int)x->ne[0];
+    bool same_dtype = true;
+    for (int i = 1; i < n_w; i++) same_dtype = same_dtype && ws[i]->dtype == ws[0]->dtype;
+    if (n > GEMV_MAX_N || n_w > GEMV_MAX_SEGS || !same_dtype) {
+        for (int i = 0; i < n_w; i++) cuda_matmul(be, outs[i], x, ws[i], biases ? biases[i] : NULL);
+        return;
+    }
+    DISPATCH_FLOAT(ws[0]->dtype, T, {
+        gemv_segs<T> sg = {};
+        for (int i = 0; i < n_w; i++) {
+            CHECK(ws[i]->ne[0] == k, "cuda matmul_n: weight %d has %lld inputs, x has %d", i, (long long)ws[i]->ne[0], k);
+            sg.w[i] = (const T *)dptr(ws[i]);
+            sg.bias[i] = biases && biases[i] ? (const T *)dptr(biases[i]) : (const T *)NULL;
+            sg.out[i] = (float *)dptr(outs[i]);
+            sg.m[i] = (int)ws[i]->ne[1];
+        }
+        sg.n_segs = n_w;
+        gemv_multi<T>(cb, sg, (const float *)dptr(x), n, k);
+    });
+    LAUNCH_CHECK();
 }

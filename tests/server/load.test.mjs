@@ -56,6 +56,7 @@ async function main() {
     if (res[i].text === solo[i].text && res[i].finish === solo[i].finish) same++;
     else if (same + 3 > i) console.error(`  client ${i}: concurrent <${res[i].text?.slice(0, 60)}> solo <${solo[i].text.slice(0, 60)}>`);
   }
+  await sleep(300);   // request accounting runs when the connection completes, just after [DONE]
   const after = await metrics(srv.port);
   tokens = after.cairn_generated_tokens_total - base.cairn_generated_tokens_total;
   check(same === N, `${N} concurrent streams equal their solo runs`, `${same}/${N}`);

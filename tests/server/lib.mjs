@@ -34,11 +34,15 @@ export async function startServer(args = [], env = {}, { waitServing = true } = 
     }, 20);
     proc.on('exit', (code) => { clearInterval(poll); clearTimeout(t); reject(new Error(`server exited ${code}: ${err}`)); });
   });
-  const exited = new Promise((resolve) => proc.on('exit', (code, sig) => resolve({ code, sig })));
+  let stopping = false;
+  const exited = new Promise((resolve) => proc.on('exit', (code, sig) => {
+    if (!stopping) console.error(`FAIL server exited unexpectedly (code ${code}, signal ${sig}); its last log lines:\n${err.split('\n').slice(-8).join('\n')}`);
+    resolve({ code, sig });
+  }));
   return {
     port, proc, url: `http://127.0.0.1:${port}`,
     stderr: () => err,
-    async stop(sig = 'SIGTERM') { proc.kill(sig); return exited; },
+    async stop(sig = 'SIGTERM') { stopping = true; proc.kill(sig); return exited; },
     exited,
   };
 }

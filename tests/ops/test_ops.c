@@ -95,6 +95,40 @@ TEST(matmul_batch_invariance)
     }
 }
 
+/* matmul_n (q/k/v in one pass) gives the bits of separate matmuls, GEMV and GEMM paths. */
+TEST(matmul_n_same_as_matmul)
+{
+    struct rng r;
+    rng_seed(&r, 11);
+    const int k = 200, ms[3] = { 64, 32, 48 }, ns[2] = { 3, 21 };
+    for (int ni = 0; ni < 2; ni++) {
+        int n = ns[ni];
+        struct tt x = tt_new(DTYPE_F32, k, n), w[3], b[3], o[3], e[3];
+        tt_randn(&x, &r, 1.0f);
+        struct tensor *outs[3], *bs[3];
+        const struct tensor *wsp[3], *bsp[3];
+        for (int i = 0; i < 3; i++) {
+            w[i] = tt_new(DTYPE_BF16, k, ms[i]);
+            b[i] = tt_new(DTYPE_F32, ms[i], 1);
+            o[i] = tt_new(DTYPE_F32, ms[i], n);
+            e[i] = tt_new(DTYPE_F32, ms[i], n);
+            tt_randn(&w[i], &r, 1.0f);
+            tt_randn(&b[i], &r, 1.0f);
+            outs[i] = tt_t(&o[i]);
+            wsp[i] = tt_t(&w[i]);
+            bs[i] = i == 1 ? NULL : tt_t(&b[i]);
+            bsp[i] = bs[i];
+            g_cpu->ops->matmul(g_cpu, tt_t(&e[i]), tt_t(&x), tt_t(&w[i]), bs[i]);
+        }
+        g_cpu->ops->matmul_n(g_cpu, 3, outs, tt_t(&x), wsp, bsp);
+        for (int i = 0; i < 3; i++) {
+            EXPECTF(!memcmp(o[i].p, e[i].p, (size_t)ms[i] * n * 4), "matmul_n n=%d matrix %d", n, i);
+            tt_free(&w[i]); tt_free(&b[i]); tt_free(&o[i]); tt_free(&e[i]);
+        }
+        tt_free(&x);
+    }
+}
+
 TEST(matmul_rows_vs_ref)
 {
     struct rng r;
@@ -467,6 +501,7 @@ int main(void)
         fprintf(stderr, "cpu kernels: %s\n", cpu_kern_pick()->name);
         RUN(matmul_vs_ref);
         RUN(matmul_batch_invariance);
+        RUN(matmul_n_same_as_matmul);
         RUN(matmul_rows_vs_ref);
         RUN(rmsnorm_vs_ref);
         RUN(elementwise_vs_ref);

@@ -298,6 +298,7 @@ static const struct backend_ops cpu_ops = {
     .rmsnorm = cpu_rmsnorm,
     .matmul = cpu_matmul,
     .matmul_rows = cpu_matmul_rows,
+    .matmul_n = cpu_matmul_n,
     .rope = cpu_rope,
     .kv_write = cpu_kv_write,
     .attention = cpu_attention,

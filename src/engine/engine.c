@@ -237,8 +237,11 @@ enum status engine_submit_msg(struct engine *e, const struct gen_request *g, str
     if (e->inbox_tail) e->inbox_tail->next = r; else e->inbox_head = r;
     e->inbox_tail = r;
     pthread_cond_broadcast(&e->q_cv);
+    // Read the stream before unlocking: once r is on the inbox the engine thread may finish and
+    // free a short request at any moment.
+    struct token_stream *ts = r->ts;
     pthread_mutex_unlock(&e->q_mu);
-    *out = r->ts;
+    *out = ts;
     return STATUS_OK;
 busy:
     if (msg && msg_len) snprintf(msg, msg_len, "the queue is full (%d requests waiting)", e->cfg.max_queue);

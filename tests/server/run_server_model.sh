@@ -32,6 +32,14 @@ for t in api load; do
     start=$(date +%s)
     if node tests/server/$t.test.mjs; then echo "ok   server/$t on $dir ($(( $(date +%s) - start )) s)"; else echo "FAIL server/$t on $dir"; rc=1; fi
 done
+# the built-in default model (its own tokenizer and ChatML template): concurrent streams equal
+# their solo runs, and the disconnect test leaves KV usage at baseline
+start=$(date +%s)
+if CAIRN_TEST_MODEL=models/default node tests/server/load.test.mjs; then
+    echo "ok   server/load on models/default ($(( $(date +%s) - start )) s)"
+else
+    echo "FAIL server/load on models/default"; rc=1
+fi
 # cairn chat: two turns and a reset through the same model; each reply ends with a newline
 printf 'hello\n/reset\nagain\n' | "$BUILD/cairn" chat "$dir" --max-tokens 4 --temperature 0 > "$BUILD/tmp/chat.out" 2> "$BUILD/tmp/chat.err"
 st=$?

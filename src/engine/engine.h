@@ -66,6 +66,12 @@ struct engine_cfg {
     int        max_batch_tokens;    // per-step token budget (prefill chunks + decodes) (256)
     int        max_running;         // sequences in the batch at once (64; <= max_batch_tokens)
     int        max_queue;           // requests waiting for admission before submit answers EBUSY (256)
+    /* While decodes run, prefill chunks of a step may cost at most this much attention work,
+     * counted as sum of n * (start + n) over chunks of n tokens starting at start: a prompt deep
+     * into a long context is ingested in smaller chunks so the running streams' inter-token gap
+     * stays bounded (attention cost grows with the context, the token budget does not see it).
+     * 0: max_batch_tokens * 2048; -1: no cap. Chunks never shrink below 16 tokens. */
+    int64_t    max_prefill_pairs;
     bool       prefix_cache;        // share full blocks across requests
     /* TEST ONLY: pretend the model keeps a recurrent state of this many bytes (>= 8) per sequence.
      * The engine then maintains a stand-in state (a hash chain of the computed tokens), snapshots

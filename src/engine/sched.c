@@ -7,7 +7,10 @@
  *      until the block is found or the request itself was the newest (then it waits).
  *   2. prefill chunks of running sequences with more than one pending token, oldest first, each
  *      as large as the remaining budget allows: a long prompt is ingested over several steps while
- *      every decode still gets its token each step.
+ *      every decode still gets its token each step. When the step has decodes, chunks are also
+ *      capped by attention work (max_prefill_pairs: n * (start + n) summed over chunks), because
+ *      deep in a long prompt one token costs far more than at its start; without decodes nobody
+ *      waits, and chunks take the whole budget.
  *   3. admission, FIFO: the queue head is matched against the prefix cache, and admitted when the
  *      blocks its known tokens still need fit in the free + evictable blocks, keeping one block
  *      per running sequence in reserve for their decodes. Admission allocates all blocks of the
@@ -15,6 +18,7 @@
  * Preempted requests keep their sampler state and generated tokens: recomputation ends on the
  * last known token and samples the next new one, so outputs are the same as without preemption.
  */
+#include <math.h>
 #include <string.h>
 #include <xxhash.h>
 
@@ -96,6 +100,21 @@ static int chunk_cut(const struct engine *e, const struct request *r, int start,
     if (e->state_bytes == 0) return n;
     for (int i = 0; i < r->n_snap_pos; i++)
         if (r->snap_pos[i] > start && r->snap_pos[i] < start + n) return r->snap_pos[i] - start;
+    return n;
+}
+
+/* The largest chunk n <= want starting at start with n * (start + n) <= *pairs (at least 16, or
+ * want if smaller); *pairs is charged. */
+static int pairs_cut(int64_t *pairs, int start, int want)
+{
+    int n = want;
+    if ((int64_t)n * (start + n) > *pairs) {
+        double s0 = (double)start, p = (double)(*pairs > 0 ? *pairs : 0);
+        n = (int)((-s0 + sqrt(s0 * s0 + 4.0 * p)) / 2.0);
+        while (n > 0 && (int64_t)n * (start + n) > *pairs) n--;
+        if (n < 16) n = want < 16 ? want : 16;
+    }
+    *pairs -= (int64_t)n * (start + n);
     return n;
 }
 
@@ -241,11 +260,14 @@ int sched_build(struct engine *e)
         add_item(e, r, r->n_computed, 1);
         budget--;
     }
+    int64_t pairs = e->n_items > 0 ? e->cfg.max_prefill_pairs : INT64_MAX;   // decodes wait on this step
     for (int i = 0; i < e->n_running && budget > 0; i++) {
         struct request *r = e->running[i];
         int pend = r->n_tok - r->n_computed;
         if (pend <= 1) continue;
-        int n = chunk_cut(e, r, r->n_computed, pend < budget ? pend : budget);
+        int n = pend < budget ? pend : budget;
+        if (pairs != INT64_MAX) n = pairs_cut(&pairs, r->n_computed, n);
+        n = chunk_cut(e, r, r->n_computed, n);
         add_item(e, r, r->n_computed, n);
         budget -= n;
     }
@@ -254,7 +276,9 @@ int sched_build(struct engine *e)
         struct request *r = e->wait_head;
         if (!try_admit(e, r)) break;
         int pend = r->n_tok - r->n_computed;
-        int n = chunk_cut(e, r, r->n_computed, pend < budget ? pend : budget);
+        int n = pend < budget ? pend : budget;
+        if (pairs != INT64_MAX) n = pairs_cut(&pairs, r->n_computed, n);
+        n = chunk_cut(e, r, r->n_computed, n);
         add_item(e, r, r->n_computed, n);
         budget -= n;
     }

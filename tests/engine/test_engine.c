@@ -495,6 +495,50 @@ TEST(state_snapshots_at_message_ends)
     engine_free(e);
 }
 
+/* While a stream decodes, a long prompt's chunks shrink as its context grows (attention-work cap),
+ * the stream gets a token every step, and the long request's output is unchanged. */
+TEST(long_prefill_chunks_shrink_with_context)
+{
+    static int32_t pa[32], pl[1000];
+    random_prompt(71, pa, 32);
+    random_prompt(72, pl, 1000);
+    int32_t want[3], got[8];
+    solo_greedy(pl, 1000, 3, want);
+    struct engine_cfg cfg = engine_cfg_default();
+    cfg.max_batch_tokens = 128;
+    cfg.max_prefill_pairs = 128 * 128;
+    cfg.kv_cache_bytes = 8 << 20;
+    struct engine *e;
+    ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+    struct gen_request ga = greedy_req(pa, 32, 400), gl = greedy_req(pl, 1000, 3);
+    struct token_stream *ta, *tl;
+    ASSERT(engine_submit(e, &ga, &ta) == STATUS_OK);
+    engine_step(e);
+    int d0;
+    EXPECT(drain(ta, got, 8, NULL, &d0) == 1);
+    ASSERT(engine_submit(e, &gl, &tl) == STATUS_OK);
+    int steps = 0, first = 0, last = 0, starved = 0, done_l = 0, n_l = 0;
+    int32_t out_l[8];
+    struct token_event ll = { 0 };
+    while (!done_l && steps < 400) {
+        engine_step(e);
+        steps++;
+        struct engine_stats st;
+        engine_get_stats(e, &st);
+        if (steps == 1) first = st.last_step_tokens;
+        last = st.last_step_tokens;
+        int d, n_a = drain(ta, got, 8, NULL, &d);
+        starved += n_a != 1;
+        n_l += drain(tl, out_l + n_l, 8 - n_l, &ll, &done_l);
+    }
+    EXPECTF(first == 128 && starved == 0, "first step %d tokens, %d steps without a stream token", first, starved);
+    EXPECTF(last < 40 && steps > 1000 / 127 + 2, "last step %d tokens after %d steps", last, steps);
+    EXPECT(done_l && n_l == 3 && !memcmp(out_l, want, sizeof want));
+    engine_free(e);   // ends the stream (canceled)
+    token_stream_release(ta);
+    token_stream_release(tl);
+}
+
 int main(void)
 {
     fixture_init();
@@ -509,6 +553,7 @@ int main(void)
     RUN(stop_ids_eos_forced_logprobs);
     RUN(n_choices_share_prompt);
     RUN(state_snapshots_at_message_ends);
+    RUN(long_prefill_chunks_shrink_with_context);
     fixture_deinit();
     return test_summary();
 }

@@ -460,6 +460,29 @@ TEST(moe_ffn_vs_ref)
     }
 }
 
+/* weight_prepare copies weights into backend memory with the same bytes; a second prepare of the
+ * same source (tied embeddings) shares the copy; matmul results do not change. */
+TEST(weight_prepare_copies)
+{
+    struct rng r;
+    rng_seed(&r, 12);
+    struct tt w = tt_new(DTYPE_BF16, 96, 40), x = tt_new(DTYPE_F32, 96, 3);
+    struct tt a = tt_new(DTYPE_F32, 40, 3), b = tt_new(DTYPE_F32, 40, 3);
+    tt_randn(&w, &r, 1.0f);
+    tt_randn(&x, &r, 1.0f);
+    g_cpu->ops->matmul(g_cpu, tt_t(&a), tt_t(&x), tt_t(&w), NULL);
+    struct tensor w1 = *tt_t(&w), w2 = *tt_t(&w);
+    ASSERT(g_cpu->ops->weight_prepare);
+    EXPECT(g_cpu->ops->weight_prepare(g_cpu, &w1) == STATUS_OK);
+    EXPECT(g_cpu->ops->weight_prepare(g_cpu, &w2) == STATUS_OK);
+    EXPECT(w1.buf != &w.b && w1.buf->owner == g_cpu);
+    EXPECT(w2.buf == w1.buf && w2.offset == w1.offset);
+    EXPECT(!memcmp(tensor_data(&w1), w.p, 96 * 40 * 2));
+    g_cpu->ops->matmul(g_cpu, tt_t(&b), tt_t(&x), &w1, NULL);
+    EXPECT(!memcmp(a.p, b.p, 40 * 3 * 4));
+    tt_free(&w); tt_free(&x); tt_free(&a); tt_free(&b);
+}
+
 /* The ref oracle itself, on cases whose answer is known exactly. */
 TEST(ref_known_answers)
 {
@@ -510,6 +533,7 @@ int main(void)
         RUN(rope_vs_ref);
         RUN(attention_vs_ref);
         RUN(moe_ffn_vs_ref);
+        RUN(weight_prepare_copies);
         backend_free(g_cpu);
         backend_free(g_cpu1);
     }

@@ -87,6 +87,7 @@ static void cpu_destroy(struct backend *be)
     free(c->tscratch);
     free(c->shared.p);
     free(c->xpack.p);
+    cpu_weights_free(c->weights);
     free(c);
 }
 
@@ -291,7 +292,7 @@ static const struct backend_ops cpu_ops = {
     .buffer_free = host_buffer_free,
     .upload = host_upload,
     .download = host_download,
-    .weight_prepare = NULL,
+    .weight_prepare = cpu_weight_prepare,
     .batch_begin = cpu_batch_begin,
     .sync = cpu_sync,
     .embed = cpu_embed,

@@ -4,8 +4,9 @@
  * grow-only scratch (per thread, and one shared area for gathers). Scratch grows on the first
  * steps and is then reused, so steady-state steps allocate nothing.
  *
- * Files: cpu.c (creation, buffers, row-wise ops), cpu_matmul.c (matmul, matmul_rows, moe_ffn),
- * cpu_attn.c (rope, kv_write, attention), kern*.c (SIMD kernels, see kern.h).
+ * Files: cpu.c (creation, buffers, row-wise ops), cpu_matmul.c (matmul, matmul_n, matmul_rows,
+ * moe_ffn), cpu_attn.c (rope, kv_write, attention), cpu_weights.c (weight_prepare: huge-page
+ * copies), kern*.c (SIMD kernels, see kern.h), membw.c (bandwidth probe).
  *
  *     struct cpu *c = be->impl;
  *     float *tmp = cpu_thread_scratch(c, thread, n_floats);   // inside a threadpool task
@@ -23,6 +24,8 @@ struct cpu_scratch {
     char    pad[48];     // keeps neighbours on separate cache lines
 };
 
+struct cpu_weights;
+
 struct cpu {
     struct backend         be;
     struct threadpool     *tp;
@@ -31,6 +34,7 @@ struct cpu {
     struct cpu_scratch    *tscratch;   // [n_threads]: per-thread scratch
     struct cpu_scratch     shared;     // gathers (matmul_rows, moe_ffn), used outside tasks
     struct cpu_scratch     xpack;      // cpu_gemm's padded copy of x
+    struct cpu_weights    *weights;    // huge-page copies of the weights (cpu_weights.c), or NULL
 };
 
 /* Scratch of at least n floats (64-byte aligned), owned by `thread`; contents not kept. */
@@ -64,6 +68,10 @@ void cpu_kv_write(struct backend *be, struct kv_layer *kv, const struct tensor *
                   const struct tensor *v, const struct batch_meta *meta);
 void cpu_attention(struct backend *be, struct tensor *out, const struct tensor *q,
                    const struct kv_layer *kv, const struct attn_params *ap, const struct batch_meta *meta);
+
+/* weight_prepare: copies w into huge-page memory the backend owns (see cpu_weights.c). */
+enum status cpu_weight_prepare(struct backend *be, struct tensor *w);
+void        cpu_weights_free(struct cpu_weights *cw);
 
 /* act(g) * u over n contiguous floats (shared by glu and moe_ffn). */
 void cpu_glu_row(struct cpu *c, float *out, const float *g, const float *u, int64_t n, enum act act);

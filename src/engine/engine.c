@@ -230,7 +230,8 @@ enum status engine_submit_msg(struct engine *e, const struct gen_request *g, str
     pthread_mutex_lock(&e->q_mu);
     if (e->n_queued >= e->cfg.max_queue) {
         pthread_mutex_unlock(&e->q_mu);
-        request_free(e, r);   // drops the stream's engine reference
+        stream_unref(r->ts);   // the reference the caller would have had
+        request_free(e, r);    // and the engine's
         goto busy;
     }
     e->n_queued++;

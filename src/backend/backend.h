@@ -167,6 +167,14 @@ struct backend_ops {
     // (n <= 3), several projections of one input in one pass (q/k/v, gate/up); biases may be NULL.
     void (*matmul_n)(struct backend *, int n, struct tensor *const *outs, const struct tensor *x,
                      const struct tensor *const *ws, const struct tensor *const *biases);
+    // Optional (NULL: rmsnorm into xn, then matmul_n): outs[i] = rmsnorm(x; norm_w, eps, w_offset)
+    // @ ws[i]^T (+ biases[i]) for i < n (n <= 3); xn [rows of x, d] is scratch that the backend may
+    // fill with rmsnorm(x) or leave as it was (callers must not read it afterwards).
+    void (*norm_matmul_n)(struct backend *, int n, struct tensor *const *outs, struct tensor *xn,
+                          const struct tensor *x, const struct tensor *norm_w, float eps, float w_offset,
+                          const struct tensor *const *ws, const struct tensor *const *biases);
+    // Optional (NULL: matmul, then add): out[n, m] += x[n, k] @ w[m, k]^T (residual adds)
+    void (*matmul_add)(struct backend *, struct tensor *out, const struct tensor *x, const struct tensor *w);
 };
 
 struct backend {

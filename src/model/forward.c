@@ -185,6 +185,37 @@ static void matmul_many(struct backend *be, int n, struct tensor *const *outs, c
     for (int i = 0; i < n; i++) be->ops->matmul(be, outs[i], x, ws[i], bs[i]);
 }
 
+/* outs[i] = norm(x) @ ws[i]^T (+ bs[i]), through xn; one fused pass when the backend has
+ * norm_matmul_n (then xn may stay unwritten, and the norm's time counts as the matmul's). */
+static void norm_matmul_many(struct forward *fw, enum prof_op id, int n, struct tensor *const *outs, struct tensor *xn,
+                             const struct tensor *x, const struct tensor *norm_w, const struct tensor *const *ws,
+                             const struct tensor *const *bs)
+{
+    const struct model *m = fw->m;
+    struct backend *be = fw->be;
+    if (be->ops->norm_matmul_n) {
+        OP(fw, id, be->ops->norm_matmul_n(be, n, outs, xn, x, norm_w, m->hp.norm_eps, m->f.norm_plus_one ? 1.0f : 0.0f,
+                                          ws, bs));
+        return;
+    }
+    OP(fw, P_NORM, norm(fw, xn, x, norm_w));
+    OP(fw, id, matmul_many(be, n, outs, xn, ws, bs));
+}
+
+/* x += in @ w^T, with the block's optional post-norm on the product (sandwich norm). */
+static void residual_matmul(struct forward *fw, enum prof_op id, struct tensor *x, struct tensor *proj,
+                            const struct tensor *in, const struct tensor *w, const struct tensor *post_norm)
+{
+    struct backend *be = fw->be;
+    if (!post_norm && be->ops->matmul_add) {
+        OP(fw, id, be->ops->matmul_add(be, x, in, w));
+        return;
+    }
+    OP(fw, id, be->ops->matmul(be, proj, in, w, NULL));
+    if (post_norm) OP(fw, P_NORM, norm(fw, proj, proj, post_norm));
+    OP(fw, P_ADD, be->ops->add(be, x, x, proj));
+}
+
 static void attention_block(struct forward *fw, int l, struct kv_layer *kv, const struct batch_meta *meta)
 {
     const struct model *m = fw->m;
@@ -195,12 +226,11 @@ static void attention_block(struct forward *fw, int l, struct kv_layer *kv, cons
     struct tensor x = rows(&fw->x, n), xn = rows(&fw->xn, n), q = rows(&fw->q, n), k = rows(&fw->k, n),
                   v = rows(&fw->v, n), attn = rows(&fw->attn, n), proj = rows(&fw->proj, n);
 
-    OP(fw, P_NORM, norm(fw, &xn, &x, &lw->attn_norm));
     struct tensor *qkv[3] = { &q, &k, &v };
     const struct tensor *w_qkv[3] = { &lw->wq, &lw->wk, &lw->wv };
     const struct tensor *b_qkv[3] = { has(&lw->bq) ? &lw->bq : NULL, has(&lw->bk) ? &lw->bk : NULL,
                                       has(&lw->bv) ? &lw->bv : NULL };
-    OP(fw, P_QKV, matmul_many(be, 3, qkv, &xn, w_qkv, b_qkv));
+    norm_matmul_many(fw, P_QKV, 3, qkv, &xn, &x, &lw->attn_norm, w_qkv, b_qkv);
     if (m->f.qk_norm) {
         OP(fw, P_QK_NORM, head_norm(fw, &q, hp->n_heads, &lw->q_norm); head_norm(fw, &k, hp->n_kv_heads, &lw->k_norm));
     }
@@ -219,9 +249,7 @@ static void attention_block(struct forward *fw, int l, struct kv_layer *kv, cons
         .scale = hp->attn_scale, .window = sliding ? hp->sliding_window : 0, .softcap = hp->attn_softcap,
     };
     OP(fw, P_ATTN, be->ops->attention(be, &attn, &q, kv, &ap, meta));
-    OP(fw, P_O_PROJ, be->ops->matmul(be, &proj, &attn, &lw->wo, NULL));
-    if (m->f.sandwich_norm) OP(fw, P_NORM, norm(fw, &proj, &proj, &lw->attn_post_norm));
-    OP(fw, P_ADD, be->ops->add(be, &x, &x, &proj));
+    residual_matmul(fw, P_O_PROJ, &x, &proj, &attn, &lw->wo, m->f.sandwich_norm ? &lw->attn_post_norm : NULL);
 }
 
 static void ffn_block(struct forward *fw, int l, const struct batch_meta *meta)
@@ -233,8 +261,8 @@ static void ffn_block(struct forward *fw, int l, const struct batch_meta *meta)
     int n = meta->n_tok;
     struct tensor x = rows(&fw->x, n), xn = rows(&fw->xn, n), proj = rows(&fw->proj, n);
 
-    OP(fw, P_NORM, norm(fw, &xn, &x, &lw->ffn_norm));
     if (m->f.moe && hp->layer_moe[l]) {
+        OP(fw, P_NORM, norm(fw, &xn, &x, &lw->ffn_norm));
         struct tensor logits = rows(&fw->router, n), ids = rows(&fw->moe_ids, n), w = rows(&fw->moe_w, n);
         OP(fw, P_ROUTER, be->ops->matmul(be, &logits, &xn, &lw->router, NULL);
                          be->ops->moe_route(be, &ids, &w, &logits, hp->n_experts_used, hp->norm_topk));
@@ -246,9 +274,10 @@ static void ffn_block(struct forward *fw, int l, const struct batch_meta *meta)
         struct tensor up = tensor_2d(DTYPE_F32, f, n, fw->up.buf, fw->up.offset);
         struct tensor *gu[2] = { &gate, &up };
         const struct tensor *w_gu[2] = { &lw->w_gate, &lw->w_up }, *no_bias[2] = { NULL, NULL };
-        OP(fw, P_FFN_UP, matmul_many(be, 2, gu, &xn, w_gu, no_bias));
+        norm_matmul_many(fw, P_FFN_UP, 2, gu, &xn, &x, &lw->ffn_norm, w_gu, no_bias);
         OP(fw, P_GLU, be->ops->glu(be, &gate, &gate, &up, m->f.act));
-        OP(fw, P_FFN_DOWN, be->ops->matmul(be, &proj, &gate, &lw->w_down, NULL));
+        residual_matmul(fw, P_FFN_DOWN, &x, &proj, &gate, &lw->w_down, m->f.sandwich_norm ? &lw->ffn_post_norm : NULL);
+        return;
     }
     if (m->f.sandwich_norm) OP(fw, P_NORM, norm(fw, &proj, &proj, &lw->ffn_post_norm));
     OP(fw, P_ADD, be->ops->add(be, &x, &x, &proj));

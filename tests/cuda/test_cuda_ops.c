@@ -143,6 +143,73 @@ TEST(gemv_batch_invariance)
     tt_free(&x); tt_free(&w); tt_free(&o8); tt_free(&o1);
 }
 
+/* RMSNorm fused into the GEMV (decode) or run before matmul_n (larger n), against ref's
+ * rmsnorm then matmul; and matmul_add (residual fused into the epilogue) against matmul + add. */
+TEST(norm_matmul_n_and_add)
+{
+    struct rng r;
+    rng_seed(&r, 7);
+    struct { int n, k; } cases[] = { { 1, 4096 }, { 3, 1000 }, { 8, 512 }, { 1, 12288 }, { 9, 256 }, { 2, 24 } };
+    const int ms[3] = { 200, 72, 40 };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int d = 0; d < 3; d++) {
+            int n = cases[c].n, k = cases[c].k;
+            enum dtype dt = float_dtypes[d];
+            struct tt x = tt_new(DTYPE_F32, k, n), nw = tt_new(dt, k, 1), xn = tt_new(DTYPE_F32, k, n);
+            tt_randn(&x, &r, 3.0f);
+            tt_randn(&nw, &r, 1.0f);
+            float off = (float)(c % 2);
+            g_ref->ops->rmsnorm(g_ref, tt_t(&xn), tt_t(&x), tt_t(&nw), 1e-6f, off);
+            struct dt dx = dev_of(&x), dnw = dev_of(&nw), dxn = dev_new(&xn);
+            struct tt w[3], b[3], o[3], o_ref[3];
+            struct dt dw[3], db[3], dout[3];
+            struct tensor *outs[3];
+            const struct tensor *ws[3], *bs[3];
+            for (int i = 0; i < 3; i++) {
+                w[i] = tt_new(dt, k, ms[i]);
+                b[i] = tt_new(dt, ms[i], 1);
+                o[i] = tt_new(DTYPE_F32, ms[i], n);
+                o_ref[i] = tt_new(DTYPE_F32, ms[i], n);
+                tt_randn(&w[i], &r, 1.0f);
+                tt_randn(&b[i], &r, 1.0f);
+                g_ref->ops->matmul(g_ref, tt_t(&o_ref[i]), tt_t(&xn), tt_t(&w[i]), i == 1 ? NULL : tt_t(&b[i]));
+                dw[i] = dev_of(&w[i]);
+                db[i] = dev_of(&b[i]);
+                dout[i] = dev_new(&o[i]);
+                outs[i] = &dout[i].t;
+                ws[i] = &dw[i].t;
+                bs[i] = i == 1 ? NULL : &db[i].t;
+            }
+            g_cuda->ops->norm_matmul_n(g_cuda, 3, outs, &dxn.t, &dx.t, &dnw.t, 1e-6f, off, ws, bs);
+            for (int i = 0; i < 3; i++) {
+                dev_get(&dout[i], &o[i]);
+                char what[96];
+                snprintf(what, sizeof what, "norm_matmul_n n=%d k=%d w%d %s", n, k, i, dtype_name(dt));
+                EXPECTF(tt_close(what, o[i].p, o_ref[i].p, (int64_t)n * ms[i], 2e-3 * sqrt((double)k / 64), 1e-3, 1e-9),
+                        "%s", what);
+            }
+            // matmul_add: out (holding the previous result) += xn @ w0^T
+            struct tt add_ref = tt_new(DTYPE_F32, ms[0], n), add_got = tt_new(DTYPE_F32, ms[0], n);
+            struct dt dxn_ref = dev_of(&xn);
+            g_ref->ops->matmul(g_ref, tt_t(&add_ref), tt_t(&xn), tt_t(&w[0]), NULL);
+            for (int64_t i = 0; i < (int64_t)n * ms[0]; i++) ((float *)add_ref.p)[i] += ((float *)o[0].p)[i];
+            g_cuda->ops->matmul_add(g_cuda, &dout[0].t, &dxn_ref.t, &dw[0].t);
+            dev_get(&dout[0], &add_got);
+            EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
+            EXPECTF(tt_close("matmul_add", add_got.p, add_ref.p, (int64_t)n * ms[0], 2e-3 * sqrt((double)k / 64), 1e-3,
+                             1e-9), "matmul_add n=%d k=%d %s", n, k, dtype_name(dt));
+            dev_free(&dxn_ref);
+            tt_free(&add_ref); tt_free(&add_got);
+            for (int i = 0; i < 3; i++) {
+                dev_free(&dw[i]); dev_free(&db[i]); dev_free(&dout[i]);
+                tt_free(&w[i]); tt_free(&b[i]); tt_free(&o[i]); tt_free(&o_ref[i]);
+            }
+            dev_free(&dx); dev_free(&dnw); dev_free(&dxn);
+            tt_free(&x); tt_free(&nw); tt_free(&xn);
+        }
+    }
+}
+
 TEST(elementwise)
 {
     struct rng r;
@@ -401,6 +468,7 @@ TEST(moe)
 
 int main(void)
 {
+    setenv("CAIRN_CUDA_NORM_FUSE", "1", 0);   // exercise the fused RMSNorm GEMV (off by default)
     if (backend_new("ref", NULL, &g_ref) != STATUS_OK) return 1;
     if (backend_new("cuda", NULL, &g_cuda) != STATUS_OK) {
         fprintf(stderr, "FAIL: no CUDA device: this test needs a GPU (run it with make test-cuda on the GPU machine)\n");
@@ -409,6 +477,7 @@ int main(void)
     RUN(matmul);
     RUN(gemv_batch_invariance);
     RUN(matmul_n);
+    RUN(norm_matmul_n_and_add);
     RUN(elementwise);
     RUN(embed_rope_argmax);
     RUN(attention);

@@ -4,9 +4,14 @@
  * query heads that share a KV head, and walks its split of the token's visible keys in chunks of
  * CHUNK: scores for the chunk (8 lanes per key, each lane a slice of head_dim), an online-softmax
  * update per head, then P·V with one thread per output dimension (V rows read coalesced). Each
- * split writes (max, sum, acc) partials; a second kernel combines the splits. Splitting the key
- * range keeps long-context decode spread over all SMs (a batch-1 step has only n_kv_heads blocks
- * per split). K and V are read from the paged cache through the sequence's block table.
+ * split writes (max, sum, acc) partials; the last split of a (token, KV head) to finish (a counter
+ * per pair, reset by that block) combines them, so there is no second launch; with one split the
+ * block writes the output directly. Splitting the key range keeps decode spread over all SMs (a
+ * batch-1 step has only n_kv_heads blocks per split): splits are short (>= 32 keys) so even a
+ * 512-token context yields ~128 blocks (at most cb->att_split_max splits, 64 by default: more
+ * make the combine too long). The kernel is compiled for G <= 4 and G <= 16 query heads per KV
+ * head (per-head accumulators in registers; the smaller variant took 32K-context decode from 65 to
+ * 75 tok/s on H100). K and V are read from the paged cache through the sequence's block table.
  */
 #include "backend/cuda/cuda_common.cuh"
 
@@ -16,15 +21,16 @@
 #define ATT_CHUNK   64          // keys per inner step (two threads per key)
 #define ATT_G_MAX   16
 #define ATT_D_MAX   256
-#define ATT_SPLIT_MAX 32
+#define ATT_SPLIT_MAX 128   // w_s capacity; cb->att_split_max is the limit in use
+#define ATT_SPLIT_MIN_KEYS 32   // fewest keys per split
 
 /* One block = one query token x one KV head (its G query heads) x one split of the keys.
  * Scores: two adjacent threads per key, each a half of head_dim with 16-byte loads, q read from
  * shared memory (a broadcast). P.V: one thread per output dim (D <= 128) or two dims (D = 256),
  * V rows read coalesced, sixteen keys in flight. */
-template <typename T, int D>
+template <typename T, int D, int GM>
 __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
-    float *part_acc, float *part_ml, const float *q, const T *kc, const T *vc, const int32_t *tok_pos,
+    float *out, float *part_acc, float *part_ml, int32_t *done, const float *q, const T *kc, const T *vc, const int32_t *tok_pos,
     const int32_t *tok_seq, const int32_t *seq_block0, const int32_t *block_ids, int block_size, int n_heads,
     int n_kv, float scale, int window, float softcap, int n_split)
 {
@@ -33,10 +39,12 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
     const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
     const int G = n_heads / n_kv;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    __shared__ __align__(16) float q_s[ATT_G_MAX][D];
-    __shared__ float s_s[ATT_G_MAX][ATT_CHUNK];
+    __shared__ __align__(16) float q_s[GM][D];
+    __shared__ float s_s[GM][ATT_CHUNK];
     __shared__ int64_t slot_s[ATT_CHUNK];
-    __shared__ float m_s[ATT_G_MAX], l_s[ATT_G_MAX], alpha_s[ATT_G_MAX];
+    __shared__ float m_s[GM], l_s[GM], alpha_s[GM];
+    __shared__ float w_s[GM][ATT_SPLIT_MAX];   // combine: weight of each split
+    __shared__ bool last_s;
 
     const int p = tok_pos[t], s = tok_seq[t];
     const int lo_all = window > 0 ? max(0, p - window + 1) : 0;
@@ -50,9 +58,9 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
 
     for (int i = tid; i < G * D; i += ATT_THREADS) q_s[i / D][i % D] = q[((size_t)t * n_heads + kvh * G) * D + i];
     if (tid < G) { m_s[tid] = -INFINITY; l_s[tid] = 0.0f; }
-    float acc[ATT_G_MAX][DPT];
+    float acc[GM][DPT];
 #pragma unroll
-    for (int g = 0; g < ATT_G_MAX; g++)
+    for (int g = 0; g < GM; g++)
 #pragma unroll
         for (int r = 0; r < DPT; r++) acc[g][r] = 0.0f;
     __syncthreads();
@@ -62,9 +70,9 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
         // scores: key j = tid / 2, half h = tid % 2 of head_dim
         {
             const int j = tid >> 1, h = tid & 1;
-            float part[ATT_G_MAX];
+            float part[GM];
 #pragma unroll
-            for (int g = 0; g < ATT_G_MAX; g++) part[g] = 0.0f;
+            for (int g = 0; g < GM; g++) part[g] = 0.0f;
             if (j < n_c) {
                 const int pos = c0 + j;
                 const int64_t slot = (int64_t)blocks[pos / block_size] * block_size + pos % block_size;
@@ -73,19 +81,23 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
 #pragma unroll
                 for (int i0 = 0; i0 < HALF; i0 += 8) {
                     float kf[8];
-                    load8<T>(kr + i0, kf);
+                    if (HALF % 8 == 0) load8<T>(kr + i0, kf);   // else scalar (head_dim 72: unaligned halves)
+                    else
 #pragma unroll
-                    for (int g = 0; g < ATT_G_MAX; g++) {
+                        for (int i = 0; i < 8; i++) kf[i] = i0 + i < HALF ? to_f<T>(kr[i0 + i]) : 0.0f;
+#pragma unroll
+                    for (int g = 0; g < GM; g++) {
                         if (g < G) {
                             const float *qg = &q_s[g][h * HALF + i0];
 #pragma unroll
-                            for (int i = 0; i < 8; i++) part[g] += qg[i] * kf[i];
+                            for (int i = 0; i < 8; i++)
+                                if (HALF % 8 == 0 || i0 + i < HALF) part[g] += qg[i] * kf[i];
                         }
                     }
                 }
             }
 #pragma unroll
-            for (int g = 0; g < ATT_G_MAX; g++) {
+            for (int g = 0; g < GM; g++) {
                 if (g >= G) break;
                 float v = part[g] + __shfl_xor_sync(0xffffffffu, part[g], 1);
                 if (h == 0 && j < ATT_CHUNK) {
@@ -121,7 +133,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
             const int d = tid + r * ATT_THREADS;
             if (d >= D) break;
 #pragma unroll
-            for (int g = 0; g < ATT_G_MAX; g++)
+            for (int g = 0; g < GM; g++)
                 if (g < G) acc[g][r] *= alpha_s[g];
             int j = 0;
             for (; j + 16 <= n_c; j += 16) {
@@ -131,21 +143,34 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
 #pragma unroll
                 for (int u = 0; u < 16; u++)
 #pragma unroll
-                    for (int g = 0; g < ATT_G_MAX; g++)
+                    for (int g = 0; g < GM; g++)
                         if (g < G) acc[g][r] += s_s[g][j + u] * v[u];
             }
             for (; j < n_c; j++) {
                 float v = to_f<T>(vbase[slot_s[j] * row + d]);
 #pragma unroll
-                for (int g = 0; g < ATT_G_MAX; g++)
+                for (int g = 0; g < GM; g++)
                     if (g < G) acc[g][r] += s_s[g][j] * v;
             }
         }
         __syncthreads();
     }
+    if (n_split == 1) {
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            if (g >= G) break;
+            float l = l_s[g];
+#pragma unroll
+            for (int r = 0; r < DPT; r++) {
+                int d = tid + r * ATT_THREADS;
+                if (d < D) out[((size_t)t * n_heads + kvh * G + g) * D + d] = l > 0 ? acc[g][r] / l : 0.0f;
+            }
+        }
+        return;
+    }
     // partials: [t][head][split]
 #pragma unroll
-    for (int g = 0; g < ATT_G_MAX; g++) {
+    for (int g = 0; g < GM; g++) {
         if (g >= G) break;
         size_t base = ((size_t)t * n_heads + kvh * G + g) * n_split + split;
 #pragma unroll
@@ -158,26 +183,52 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
             part_ml[base * 2 + 1] = l_s[g];
         }
     }
-}
-
-__global__ void k_attn_combine(float *out, const float *part_acc, const float *part_ml, int n_heads, int D, int n_split)
-{
-    const int t = blockIdx.x, h = blockIdx.y;
-    size_t base = ((size_t)t * n_heads + h) * n_split;
-    float M = -INFINITY;
-    for (int s = 0; s < n_split; s++) M = fmaxf(M, part_ml[(base + s) * 2]);
-    float L = 0;
-    for (int s = 0; s < n_split; s++) {
-        float m = part_ml[(base + s) * 2];
-        if (m != -INFINITY) L += part_ml[(base + s) * 2 + 1] * __expf(m - M);
+    // The last split to finish combines (threadfence: our partials are visible before the count).
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        int32_t *cnt = done + (size_t)t * n_kv + kvh;
+        last_s = atomicAdd(cnt, 1) == n_split - 1;
+        if (last_s) *cnt = 0;   // ready for the next launch
     }
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float o = 0;
-        for (int s = 0; s < n_split; s++) {
-            float m = part_ml[(base + s) * 2];
-            if (m != -INFINITY) o += part_acc[(base + s) * D + d] * __expf(m - M);
+    __syncthreads();
+    if (!last_s) return;
+    __threadfence();
+    for (int g = warp; g < G; g += ATT_THREADS / 32) {
+        size_t base = ((size_t)t * n_heads + kvh * G + g) * n_split;
+        float M = -INFINITY;
+        for (int sp = lane; sp < n_split; sp += 32) M = fmaxf(M, __ldcg(part_ml + (base + sp) * 2));
+        M = warp_max(M);
+        float L = 0;
+        for (int sp = lane; sp < n_split; sp += 32) {
+            float m = __ldcg(part_ml + (base + sp) * 2);
+            float w = m == -INFINITY ? 0.0f : __expf(m - M);
+            w_s[g][sp] = w;
+            L += __ldcg(part_ml + (base + sp) * 2 + 1) * w;
         }
-        out[((size_t)t * n_heads + h) * D + d] = L > 0 ? o / L : 0.0f;
+        L = warp_sum(L);
+        float inv = L > 0 ? 1.0f / L : 0.0f;
+        __syncwarp();
+        for (int sp = lane; sp < n_split; sp += 32) w_s[g][sp] *= inv;
+    }
+    __syncthreads();
+    // splits outer, heads inner: G x 4 independent loads in flight per thread
+    const size_t base0 = ((size_t)t * n_heads + kvh * G) * n_split;
+#pragma unroll
+    for (int r = 0; r < DPT; r++) {
+        const int d = tid + r * ATT_THREADS;
+        if (d >= D) break;
+        float o[GM];
+#pragma unroll
+        for (int g = 0; g < GM; g++) o[g] = 0.0f;
+#pragma unroll 8
+        for (int sp = 0; sp < n_split; sp++)
+#pragma unroll
+            for (int g = 0; g < GM; g++)
+                if (g < G) o[g] += __ldcg(part_acc + (base0 + (size_t)g * n_split + sp) * D + d) * w_s[g][sp];
+#pragma unroll
+        for (int g = 0; g < GM; g++)
+            if (g < G) out[((size_t)t * n_heads + kvh * G + g) * D + d] = o[g];
     }
 }
 
@@ -193,7 +244,9 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
     int max_len = b->max_seq_len > 0 ? b->max_seq_len : 1;
     int n_split = 1;
     int blocks = m->n_tok * ap->n_kv_heads;
-    while (n_split < ATT_SPLIT_MAX && blocks * n_split < 2 * cb->n_sm && max_len / (n_split * 2) >= ATT_CHUNK) n_split *= 2;
+    int split_max = cb->att_split_max < ATT_SPLIT_MAX ? cb->att_split_max : ATT_SPLIT_MAX;
+    while (n_split < split_max && blocks * n_split < 4 * cb->n_sm && max_len / (n_split * 2) >= ATT_SPLIT_MIN_KEYS)
+        n_split *= 2;
 
     size_t n_part = (size_t)m->n_tok * ap->n_heads * n_split;
     size_t bytes = n_part * ((size_t)ap->head_dim + 2) * sizeof(float);
@@ -205,26 +258,39 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
         cb->attn_part_bytes = bytes + bytes / 2;
         CUDA_CHECK(cudaMalloc(&cb->d_attn_part, cb->attn_part_bytes));
     }
+    size_t n_pairs = (size_t)m->n_tok * ap->n_kv_heads;
+    if (n_pairs > cb->attn_done_cap) {
+        if (cb->d_attn_done) {
+            CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+            CUDA_CHECK(cudaFree(cb->d_attn_done));
+        }
+        cb->attn_done_cap = n_pairs * 2;
+        CUDA_CHECK(cudaMalloc(&cb->d_attn_done, sizeof(int32_t) * cb->attn_done_cap));
+        CUDA_CHECK(cudaMemsetAsync(cb->d_attn_done, 0, sizeof(int32_t) * cb->attn_done_cap, cb->stream));
+    }
     float *part_acc = cb->d_attn_part;
     float *part_ml = part_acc + n_part * ap->head_dim;
     dim3 grid(m->n_tok, ap->n_kv_heads, n_split);
-#define SPLIT_CASE(DD) case DD: DISPATCH_FLOAT(kv->k.dtype, T, k_attn_split<T, DD><<<grid, ATT_THREADS, 0, cb->stream>>>( \
-        part_acc, part_ml, (const float *)dptr(q), (const T *)dptr(&kv->k), (const T *)dptr(&kv->v), b->d_tok_pos, \
-        b->d_tok_seq, b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, ap->n_kv_heads, ap->scale, \
-        ap->window, ap->softcap, n_split)); break;
+    // GM: query heads per KV head the kernel is compiled for (4 covers most GQA models in few
+    // registers; 16 the rest)
+#define SPLIT_LAUNCH(DD, GG) k_attn_split<T, DD, GG><<<grid, ATT_THREADS, 0, cb->stream>>>( \
+        (float *)dptr(out), part_acc, part_ml, cb->d_attn_done, (const float *)dptr(q), (const T *)dptr(&kv->k), \
+        (const T *)dptr(&kv->v), b->d_tok_pos, b->d_tok_seq, b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, \
+        ap->n_kv_heads, ap->scale, ap->window, ap->softcap, n_split)
+#define SPLIT_CASE(DD) case DD: DISPATCH_FLOAT(kv->k.dtype, T, { \
+        if (G <= 4) SPLIT_LAUNCH(DD, 4); else SPLIT_LAUNCH(DD, ATT_G_MAX); }); break;
     switch (ap->head_dim) {
     SPLIT_CASE(16)
     SPLIT_CASE(32)
     SPLIT_CASE(64)
+    SPLIT_CASE(72)
     SPLIT_CASE(80)
     SPLIT_CASE(96)
     SPLIT_CASE(128)
     SPLIT_CASE(256)
-    default: CHECK(0, "cuda attention: head_dim %d not supported (16, 32, 64, 80, 96, 128, 256)", ap->head_dim);
+    default: CHECK(0, "cuda attention: head_dim %d not supported (16, 32, 64, 72, 80, 96, 128, 256)", ap->head_dim);
     }
 #undef SPLIT_CASE
-    LAUNCH_CHECK();
-    k_attn_combine<<<dim3(m->n_tok, ap->n_heads), 128, 0, cb->stream>>>((float *)dptr(out), part_acc, part_ml, ap->n_heads,
-                                                                         ap->head_dim, n_split);
+#undef SPLIT_LAUNCH
     LAUNCH_CHECK();
 }

@@ -61,6 +61,11 @@ struct cuda_backend {
     size_t          moe_work_bytes;
     float          *d_attn_part;        // split-K attention partials
     size_t          attn_part_bytes;
+    int             gemv_u;             // GEMV loads in flight per lane (8, or 4 with CAIRN_CUDA_GEMV_U=4)
+    bool            norm_fuse;          // RMSNorm inside the GEMV (CAIRN_CUDA_NORM_FUSE=1; off by default)
+    int             att_split_max;      // most key splits of decode attention (CAIRN_CUDA_ATT_SPLITS)
+    int32_t        *d_attn_done;        // split-K attention: finished splits per (token, KV head)
+    size_t          attn_done_cap;
     int32_t        *d_argmax;           // [cap] argmax results
     int             argmax_cap;
     struct moe_table *moe_tables;       // device arrays of expert weight pointers, per layer
@@ -138,6 +143,9 @@ void cuda_argmax(struct backend *, int32_t *, const struct tensor *);
 void cuda_matmul(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *);
 void cuda_matmul_n(struct backend *, int, struct tensor *const *, const struct tensor *, const struct tensor *const *,
                    const struct tensor *const *);
+void cuda_matmul_add(struct backend *, struct tensor *, const struct tensor *, const struct tensor *);
+void cuda_norm_matmul_n(struct backend *, int, struct tensor *const *, struct tensor *, const struct tensor *,
+                        const struct tensor *, float, float, const struct tensor *const *, const struct tensor *const *);
 void cuda_matmul_rows(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct batch_meta *);
 void cuda_attention(struct backend *, struct tensor *, const struct tensor *, const struct kv_layer *,
                     const struct attn_params *, const struct batch_meta *);

@@ -62,12 +62,12 @@ void cuda_rmsnorm(struct backend *be, struct tensor *out, const struct tensor *x
 __global__ void k_rope(float *x, const int32_t *pos, const float *inv_freq, int n_heads, int head_dim, int rot_dim,
                        float mscale, bool interleaved)
 {
-    int t = blockIdx.x;
+    // grid (token, head): one block per head keeps a one-token step spread over the SMs
+    int t = blockIdx.x, h = blockIdx.y;
     int half = rot_dim / 2;
     float p = (float)pos[t];
-    for (int idx = threadIdx.x; idx < n_heads * half; idx += blockDim.x) {
-        int h = idx / half, i = idx % half;
-        float *hx = x + ((size_t)t * n_heads + h) * head_dim;
+    float *hx = x + ((size_t)t * n_heads + h) * head_dim;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float ang = p * inv_freq[i];
         float s, c;
         sincosf(ang, &s, &c);
@@ -84,8 +84,11 @@ void cuda_rope(struct backend *be, struct tensor *x, int n_heads, const struct t
                const struct batch_meta *m)
 {
     struct cuda_backend *cb = cuda_of(be);
-    k_rope<<<m->n_tok, 128, 0, cb->stream>>>((float *)dptr(x), cb->batch.d_tok_pos, (const float *)dptr(inv_freq), n_heads,
-                                             rp->head_dim, rp->rot_dim, rp->mscale, rp->interleaved);
+    int half = rp->rot_dim / 2;
+    int threads = half >= 128 ? 128 : half >= 64 ? 64 : 32;
+    k_rope<<<dim3(m->n_tok, n_heads), threads, 0, cb->stream>>>((float *)dptr(x), cb->batch.d_tok_pos,
+                                                               (const float *)dptr(inv_freq), n_heads, rp->head_dim,
+                                                               rp->rot_dim, rp->mscale, rp->interleaved);
     LAUNCH_CHECK();
 }
 
@@ -95,7 +98,7 @@ __global__ void k_kv_write(T *kc, T *vc, const float *k, const float *v, const i
 {
     int t = blockIdx.x;
     size_t dst = (size_t)slot[t] * row;
-    for (int i = threadIdx.x; i < row; i += blockDim.x) {
+    for (int i = blockIdx.y * blockDim.x + threadIdx.x; i < row; i += gridDim.y * blockDim.x) {
         kc[dst + i] = from_f<T>(k[(size_t)t * row + i]);
         vc[dst + i] = from_f<T>(v[(size_t)t * row + i]);
     }
@@ -106,7 +109,8 @@ void cuda_kv_write(struct backend *be, struct kv_layer *kv, const struct tensor 
 {
     struct cuda_backend *cb = cuda_of(be);
     int row = (int)kv->k.ne[0];
-    DISPATCH_FLOAT(kv->k.dtype, T, k_kv_write<T><<<m->n_tok, 256, 0, cb->stream>>>(
+    int parts = m->n_tok >= 64 ? 1 : (row + 127) / 128;   // few tokens: spread each row over blocks
+    DISPATCH_FLOAT(kv->k.dtype, T, k_kv_write<T><<<dim3(m->n_tok, parts), 128, 0, cb->stream>>>(
         (T *)dptr(&kv->k), (T *)dptr(&kv->v), (const float *)dptr(k), (const float *)dptr(v), cb->batch.d_tok_slot, row));
     LAUNCH_CHECK();
 }

@@ -1,8 +1,9 @@
 /* matmul: out[n, m] = x[n, k] @ w[m, k]^T for bf16/f16/f32 weights.
  *
  * Decode (n <= GEMV_MAX_N): a bandwidth-bound GEMV. Each warp owns one weight row and streams it
- * once with 16-byte loads (four in flight per lane), applying it to all n activation rows; x is
- * re-read from L1/L2. Each token's dot product is summed in the same order whatever n is, so a
+ * once with 16-byte loads (eight in flight per lane), applying it to all n activation rows; x is
+ * re-read from L1/L2. Epilogue fusions: bias, out += (residual adds, matmul_add) and optionally
+ * the RMSNorm of x (norm_matmul_n; off by default, it measured slower than the separate kernel). Each token's dot product is summed in the same order whatever n is, so a
  * token's result does not depend on the batch (batch invariance within the GEMV path).
  * Prefill (n > GEMV_MAX_N): activations are rounded to the weight dtype and cuBLAS multiplies with
  * f32 accumulation (tensor cores); this is where the GPU backend trades bit-exactness for speed.
@@ -49,7 +50,9 @@ __device__ __forceinline__ void unpack16<float>(const uint4 &u, float *f)
 }
 
 /* Up to three weight matrices that share the input (q/k/v, gate/up) in one launch: the grid
- * covers their rows back to back. */
+ * covers their rows back to back. Optional fusions: norm_w != NULL applies RMSNorm to x on the
+ * fly (each block recomputes the rows' inverse rms from x, which sits in L2); accumulate adds the
+ * result into out (residual adds). */
 #define GEMV_MAX_SEGS 3
 template <typename T>
 struct gemv_segs {
@@ -58,72 +61,129 @@ struct gemv_segs {
     float   *out[GEMV_MAX_SEGS];
     int      m[GEMV_MAX_SEGS];
     int      n_segs;
+    const T *norm_w;        // [k] RMSNorm weight, or NULL
+    float    eps, w_offset;
+    bool     accumulate;    // out += x @ w^T
 };
 
-/* Requires k % vec16<T>::n == 0 and 16-byte aligned rows. */
+/* Warps per row: each row's k can be cut into S slices (S warps of one block); the partial sums are
+ * added in a fixed order that depends on k only (batch invariance). */
+static int gemv_splits(int n_vec)
+{
+    (void)n_vec;
+    return 1;   // measured on H100 (ncu): S = 2..8 was slower than one warp per row for 4K-12K inputs
+}
+
+/* acc[t] += w[vi-th 16 bytes] . x[t][same columns] (times the norm weight when nw != NULL). */
 template <typename T, int N>
-__global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const float *x, int k)
+__device__ __forceinline__ void gemv_fma(float *acc, const uint4 &u, int vi, const float *x, int k, const uint4 *nw,
+                                         float w_offset)
 {
     const int V = vec16<T>::n;
-    int row = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
-    int lane = threadIdx.x & 31;
+    float f[V];
+    unpack16<T>(u, f);
+    if (nw) {
+        float g[V];
+        unpack16<T>(__ldg(nw + vi), g);
+#pragma unroll
+        for (int e = 0; e < V; e++) f[e] *= g[e] + w_offset;
+    }
+    const int col = vi * V;
+#pragma unroll
+    for (int t = 0; t < N; t++) {
+        const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * k + col);
+#pragma unroll
+        for (int q = 0; q < V / 4; q++) {
+            float4 a = __ldg(xv + q);
+            acc[t] += f[4 * q] * a.x + f[4 * q + 1] * a.y + f[4 * q + 2] * a.z + f[4 * q + 3] * a.w;
+        }
+    }
+}
+
+/* Requires k % vec16<T>::n == 0 and 16-byte aligned rows. */
+template <typename T, int N, int U>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const float *x, int k, int S)
+{
+    const int V = vec16<T>::n;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int R = GEMV_WARPS / S;   // rows per block
+    int row = blockIdx.x * R + warp / S;
+    const int split = warp % S;
     int seg = 0;
     while (seg < sg.n_segs && row >= sg.m[seg]) row -= sg.m[seg++];
-    if (seg >= sg.n_segs) return;
-    const int m = sg.m[seg];
-    const T *bias = sg.bias[seg];
-    float *out = sg.out[seg];
-    const uint4 *wr = reinterpret_cast<const uint4 *>(sg.w[seg] + (size_t)row * k);
-    int n_vec = k / V;
+    const bool valid = seg < sg.n_segs;
+    __shared__ float red[GEMV_WARPS][N];
+    __shared__ float inv_s[N];
+    const int n_vec = k / V;
+    const int per = (n_vec + S - 1) / S;
+    const int lo = split * per, hi = valid ? min(n_vec, lo + per) : lo;
+    const uint4 *wr = reinterpret_cast<const uint4 *>(sg.w[valid ? seg : 0] + (size_t)(valid ? row : 0) * k);
+    const uint4 *nw = reinterpret_cast<const uint4 *>(sg.norm_w);
+    if (nw) {
+        // inverse rms of each token's x row (the whole block; fixed order)
+        for (int t = 0; t < N; t++) {
+            float ss = 0;
+            const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * k);
+            for (int i = threadIdx.x; i < k / 4; i += GEMV_WARPS * 32) {
+                float4 a = __ldg(xv + i);
+                ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+            }
+            ss = warp_sum(ss);
+            if (lane == 0) red[warp][t] = ss;
+        }
+        __syncthreads();
+        if (threadIdx.x < N) {
+            float ss = 0;
+            for (int w = 0; w < GEMV_WARPS; w++) ss += red[w][threadIdx.x];
+            inv_s[threadIdx.x] = rsqrtf(ss / (float)k + sg.eps);
+        }
+        __syncthreads();
+    }
     float acc[N];
 #pragma unroll
     for (int t = 0; t < N; t++) acc[t] = 0.0f;
-    const int U = 8;   // 16-byte loads in flight per lane
-    int base = 0;
-    for (; base + U * 32 <= n_vec; base += U * 32) {
+    int base = lo;
+    for (; base + U * 32 <= hi; base += U * 32) {   // U loads in flight per lane
         uint4 u[U];
 #pragma unroll
         for (int j = 0; j < U; j++) u[j] = __ldg(wr + base + j * 32 + lane);
 #pragma unroll
-        for (int j = 0; j < U; j++) {
-            float f[V];
-            unpack16<T>(u[j], f);
-            int col = (base + j * 32 + lane) * V;
+        for (int j = 0; j < U; j++) gemv_fma<T, N>(acc, u[j], base + j * 32 + lane, x, k, nw, sg.w_offset);
+    }
+    for (int vi = base + lane; vi < hi; vi += 32) gemv_fma<T, N>(acc, __ldg(wr + vi), vi, x, k, nw, sg.w_offset);
+#pragma unroll
+    for (int t = 0; t < N; t++) acc[t] = warp_sum(acc[t]);
+    if (S > 1) {
+        if (sg.norm_w) __syncthreads();   // red was used for the rms
+        if (lane == 0)
+#pragma unroll
+            for (int t = 0; t < N; t++) red[warp][t] = acc[t];
+        __syncthreads();
+        if (split == 0)
 #pragma unroll
             for (int t = 0; t < N; t++) {
-                const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * k + col);
-#pragma unroll
-                for (int q = 0; q < V / 4; q++) {
-                    float4 a = __ldg(xv + q);
-                    acc[t] += f[4 * q] * a.x + f[4 * q + 1] * a.y + f[4 * q + 2] * a.z + f[4 * q + 3] * a.w;
-                }
+                float s = 0;
+                for (int i = 0; i < S; i++) s += red[warp + i][t];
+                acc[t] = s;
             }
-        }
     }
-    for (int vi = base + lane; vi < n_vec; vi += 32) {
-        float f[V];
-        unpack16<T>(__ldg(wr + vi), f);
-        int col = vi * V;
-#pragma unroll
-        for (int t = 0; t < N; t++) {
-            const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * k + col);
-#pragma unroll
-            for (int q = 0; q < V / 4; q++) {
-                float4 a = __ldg(xv + q);
-                acc[t] += f[4 * q] * a.x + f[4 * q + 1] * a.y + f[4 * q + 2] * a.z + f[4 * q + 3] * a.w;
-            }
-        }
-    }
+    if (!valid || split != 0 || lane != 0) return;
+    const T *bias = sg.bias[seg];
+    float *out = sg.out[seg];
+    const int m = sg.m[seg];
 #pragma unroll
     for (int t = 0; t < N; t++) {
-        float s = warp_sum(acc[t]);
-        if (lane == 0) out[(size_t)t * m + row] = s + (bias ? to_f<T>(bias[row]) : 0.0f);
+        float s = acc[t];
+        if (sg.norm_w) s *= inv_s[t];
+        s += bias ? to_f<T>(bias[row]) : 0.0f;
+        float *o = out + (size_t)t * m + row;
+        *o = sg.accumulate ? *o + s : s;
     }
 }
 
 /* Any k and alignment: one warp per row, scalar loads. */
 template <typename T>
-__global__ void k_gemv_scalar(float *out, const float *x, const T *w, const T *bias, int n, int m, int k)
+__global__ void k_gemv_scalar(float *out, const float *x, const T *w, const T *bias, int n, int m, int k, bool accumulate)
 {
     int row = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
@@ -132,44 +192,55 @@ __global__ void k_gemv_scalar(float *out, const float *x, const T *w, const T *b
         float acc = 0;
         for (int i = lane; i < k; i += 32) acc += to_f<T>(w[(size_t)row * k + i]) * x[(size_t)t * k + i];
         acc = warp_sum(acc);
-        if (lane == 0) out[(size_t)t * m + row] = acc + (bias ? to_f<T>(bias[row]) : 0.0f);
+        float s = acc + (bias ? to_f<T>(bias[row]) : 0.0f);
+        if (lane == 0) out[(size_t)t * m + row] = accumulate ? out[(size_t)t * m + row] + s : s;
     }
 }
 
-/* n <= GEMV_MAX_N tokens through every segment; scalar fallback for odd k or alignment. */
+/* n <= GEMV_MAX_N tokens through every segment; scalar fallback for odd k or alignment (never
+ * with a fused norm: callers check gemv_vec_ok first). */
+template <typename T>
+static bool gemv_vec_ok(const gemv_segs<T> &sg, const float *x, int k)
+{
+    bool ok = k % vec16<T>::n == 0 && k % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)sg.norm_w & 15) == 0;
+    for (int i = 0; i < sg.n_segs; i++) ok = ok && ((uintptr_t)sg.w[i] & 15) == 0;
+    return ok;
+}
+
 template <typename T>
 static void gemv_multi(struct cuda_backend *cb, const gemv_segs<T> &sg, const float *x, int n, int k)
 {
-    bool vec_ok = k % vec16<T>::n == 0 && ((uintptr_t)x & 15) == 0;
+    bool vec_ok = gemv_vec_ok<T>(sg, x, k);
     int rows = 0;
-    for (int i = 0; i < sg.n_segs; i++) {
-        rows += sg.m[i];
-        vec_ok = vec_ok && ((uintptr_t)sg.w[i] & 15) == 0;
-    }
+    for (int i = 0; i < sg.n_segs; i++) rows += sg.m[i];
     dim3 block(GEMV_WARPS * 32);
     if (!vec_ok) {
         for (int i = 0; i < sg.n_segs; i++)
             k_gemv_scalar<T><<<(sg.m[i] + GEMV_WARPS - 1) / GEMV_WARPS, block, 0, cb->stream>>>(sg.out[i], x, sg.w[i],
-                                                                                               sg.bias[i], n, sg.m[i], k);
+                                                                                               sg.bias[i], n, sg.m[i], k,
+                                                                                               sg.accumulate);
         return;
     }
-    dim3 grid((rows + GEMV_WARPS - 1) / GEMV_WARPS);
+    int S = gemv_splits(k / vec16<T>::n), R = GEMV_WARPS / S;
+    dim3 grid((rows + R - 1) / R);
+    // U: 16-byte loads in flight per lane (8 by default; CAIRN_CUDA_GEMV_U=4 for comparison)
+#define GEMV_CASE(NN) case NN: \
+        if (cb->gemv_u == 8) k_gemv<T, NN, 8><<<grid, block, 0, cb->stream>>>(sg, x, k, S); \
+        else k_gemv<T, NN, 4><<<grid, block, 0, cb->stream>>>(sg, x, k, S); \
+        break;
     switch (n) {
-    case 1: k_gemv<T, 1><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
-    case 2: k_gemv<T, 2><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
-    case 3: k_gemv<T, 3><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
-    case 4: k_gemv<T, 4><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
-    case 5: k_gemv<T, 5><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
-    case 6: k_gemv<T, 6><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
-    case 7: k_gemv<T, 7><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
-    default: k_gemv<T, 8><<<grid, block, 0, cb->stream>>>(sg, x, k); break;
+    GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7)
+    default: GEMV_CASE(8)
     }
+#undef GEMV_CASE
 }
 
 template <typename T>
-static void gemv(struct cuda_backend *cb, float *out, const float *x, const T *w, const T *bias, int n, int m, int k)
+static void gemv(struct cuda_backend *cb, float *out, const float *x, const T *w, const T *bias, int n, int m, int k,
+                 bool accumulate)
 {
     gemv_segs<T> sg = {};
+    sg.accumulate = accumulate;
     sg.w[0] = w;
     sg.bias[0] = bias;
     sg.out[0] = out;
@@ -192,9 +263,10 @@ __global__ void k_add_bias(float *out, const T *bias, int m, size_t n)
         out[i] += to_f<T>(bias[i % m]);
 }
 
-static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, const struct tensor *w, int n, int m, int k)
+static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, const struct tensor *w, int n, int m, int k,
+                        bool accumulate)
 {
-    const float alpha = 1.0f, beta = 0.0f;
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     if (w->dtype == DTYPE_F32) {
         CUBLAS_CHECK(cublasSgemm(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, (const float *)dptr(w), k, x, k,
                                  &beta, out, m));
@@ -212,7 +284,7 @@ static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, con
 }
 
 static void linear(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *w,
-                   const struct tensor *bias)
+                   const struct tensor *bias, bool accumulate)
 {
     int m = (int)w->ne[1], k = (int)w->ne[0];
     // Narrow outputs (MoE routers) stay on the f32 GEMV path at any n: they are cheap, and
@@ -221,12 +293,12 @@ static void linear(struct cuda_backend *cb, float *out, const float *x, int n, c
         for (int r0 = 0; r0 < n; r0 += GEMV_MAX_N) {
             int nr = n - r0 < GEMV_MAX_N ? n - r0 : GEMV_MAX_N;
             DISPATCH_FLOAT(w->dtype, T, gemv<T>(cb, out + (size_t)r0 * m, x + (size_t)r0 * k, (const T *)dptr(w),
-                                                bias ? (const T *)dptr(bias) : (const T *)NULL, nr, m, k));
+                                                bias ? (const T *)dptr(bias) : (const T *)NULL, nr, m, k, accumulate));
         }
         LAUNCH_CHECK();
         return;
     }
-    gemm_cublas(cb, out, x, w, n, m, k);
+    gemm_cublas(cb, out, x, w, n, m, k, accumulate);
     if (bias) {
         size_t nel = (size_t)n * m;
         int grid = (int)((nel + 255) / 256 > 65535 ? 65535 : (nel + 255) / 256);
@@ -237,7 +309,7 @@ static void linear(struct cuda_backend *cb, float *out, const float *x, int n, c
 
 void cuda_linear(struct cuda_backend *cb, float *d_out, const float *d_x, int n, const struct tensor *w)
 {
-    linear(cb, d_out, d_x, n, w, NULL);
+    linear(cb, d_out, d_x, n, w, NULL, false);
 }
 
 void cuda_matmul(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *w,
@@ -246,7 +318,15 @@ void cuda_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
     struct cuda_backend *cb = cuda_of(be);
     CHECK(x->ne[0] == w->ne[0] && out->ne[0] == w->ne[1], "cuda matmul: shapes [%lld] x [%lld, %lld] -> [%lld]",
           (long long)x->ne[0], (long long)w->ne[1], (long long)w->ne[0], (long long)out->ne[0]);
-    linear(cb, (float *)dptr(out), (const float *)dptr(x), (int)tensor_rows(x), w, bias);
+    linear(cb, (float *)dptr(out), (const float *)dptr(x), (int)tensor_rows(x), w, bias, false);
+}
+
+void cuda_matmul_add(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *w)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    CHECK(x->ne[0] == w->ne[0] && out->ne[0] == w->ne[1], "cuda matmul_add: shapes [%lld] x [%lld, %lld] -> [%lld]",
+          (long long)x->ne[0], (long long)w->ne[1], (long long)w->ne[0], (long long)out->ne[0]);
+    linear(cb, (float *)dptr(out), (const float *)dptr(x), (int)tensor_rows(x), w, NULL, true);
 }
 
 __global__ void k_gather_rows(float *dst, const float *src, const int32_t *idx, int k)
@@ -269,7 +349,7 @@ void cuda_matmul_rows(struct backend *be, struct tensor *out, const struct tenso
     float *rows = (float *)(ws + ((conv_bytes + 255) & ~(size_t)255));
     k_gather_rows<<<n, 256, 0, cb->stream>>>(rows, (const float *)dptr(x), cb->batch.d_out_tok, k);
     LAUNCH_CHECK();
-    linear(cb, (float *)dptr(out), rows, n, w, NULL);
+    linear(cb, (float *)dptr(out), rows, n, w, NULL, false);
 }
 
 void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, const struct tensor *x,
@@ -296,4 +376,37 @@ void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, cons
         gemv_multi<T>(cb, sg, (const float *)dptr(x), n, k);
     });
     LAUNCH_CHECK();
+}
+
+/* Decode: the RMSNorm runs inside the GEMV (no launch, no xn round trip); otherwise two ops. */
+void cuda_norm_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, struct tensor *xn, const struct tensor *x,
+                        const struct tensor *norm_w, float eps, float w_offset, const struct tensor *const *ws,
+                        const struct tensor *const *biases)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    int n = (int)tensor_rows(x), k = (int)x->ne[0];
+    bool fuse = cb->norm_fuse && n <= GEMV_MAX_N && n_w <= GEMV_MAX_SEGS && norm_w->ne[0] == k && tensor_is_contiguous(x);
+    for (int i = 0; i < n_w; i++) fuse = fuse && ws[i]->dtype == norm_w->dtype && ws[i]->ne[0] == k;
+    if (fuse && norm_w->dtype != DTYPE_F32) {
+        DISPATCH_FLOAT(norm_w->dtype, T, {
+            gemv_segs<T> sg = {};
+            for (int i = 0; i < n_w; i++) {
+                sg.w[i] = (const T *)dptr(ws[i]);
+                sg.bias[i] = biases && biases[i] ? (const T *)dptr(biases[i]) : (const T *)NULL;
+                sg.out[i] = (float *)dptr(outs[i]);
+                sg.m[i] = (int)ws[i]->ne[1];
+            }
+            sg.n_segs = n_w;
+            sg.norm_w = (const T *)dptr(norm_w);
+            sg.eps = eps;
+            sg.w_offset = w_offset;
+            if (gemv_vec_ok<T>(sg, (const float *)dptr(x), k)) {
+                gemv_multi<T>(cb, sg, (const float *)dptr(x), n, k);
+                LAUNCH_CHECK();
+                return;
+            }
+        });
+    }
+    cuda_rmsnorm(be, xn, x, norm_w, eps, w_offset);
+    cuda_matmul_n(be, n_w, outs, xn, ws, biases);
 }

@@ -3,7 +3,7 @@
  *
  *   engine_bench [--config configs/qwen3-0.6b.json | --model DIR] [--backend cpu] [--threads 2]
  *                [--part decode,agentic,gap] [--conc 1,4,8,16] [--gen 32] [--sys 2000] [--user 100]
- *                [--n-user 10] [--long 16384] [--budget 256] [--kv-gb 4]
+ *                [--n-user 10] [--long 16384] [--budget 256] [--kv-gb 4] [--pairs N]
  *
  * decode:  C concurrent requests (64-token prompts, --gen tokens, greedy): aggregate decode tok/s
  *          over the steps after every request has its first token, and the ratio to C = 1.
@@ -11,7 +11,8 @@
  *          messages; TTFT of the first (cold) and of the following ones one at a time (warm prefix):
  *          ratio warm/cold; then the same burst submitted at once to a fresh engine.
  * gap:     a running stream decodes while a --long-token prompt is ingested in chunks of the step
- *          budget: worst and median inter-token gap of the stream, vs its gap alone.
+ *          budget (and of --pairs, engine_cfg.max_prefill_pairs: 0 default, -1 off): worst and median
+ *          inter-token gap of the stream, vs its gap alone.
  * Every time is reported twice: wall seconds, and process CPU seconds (all threads; "cpu_s"),
  * because a shared machine makes wall time noisy: cpu_s / threads is what the wall time would be
  * on idle cores, and ratios of cpu_s are stable under load.
@@ -33,6 +34,7 @@
 struct opts {
     const char *config, *model, *backend, *parts;
     int         threads, gen, sys, user, n_user, long_tok, budget;
+    long long   pairs;
     int         conc[8], n_conc;
     double      kv_gb;
 };
@@ -60,6 +62,7 @@ static struct engine *engine_make(const struct opts *o, int budget, int max_runn
     cfg.max_batch_tokens = budget;
     cfg.max_running = max_running;
     cfg.kv_cache_bytes = (size_t)(o->kv_gb * (double)(1ull << 30));
+    cfg.max_prefill_pairs = o->pairs;
     struct engine *e;
     CHECK(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK, "engine_new failed");
     return e;
@@ -326,6 +329,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--long")) o.long_tok = atoi(v);
         else if (!strcmp(a, "--budget")) o.budget = atoi(v);
         else if (!strcmp(a, "--kv-gb")) o.kv_gb = atof(v);
+        else if (!strcmp(a, "--pairs")) o.pairs = atoll(v);
         else { fprintf(stderr, "unknown flag %s\n", a); return 2; }
         i++;
     }

@@ -85,7 +85,7 @@ static int parse_list(const char *s, int *out, int max)
 
 int main(int argc, char **argv)
 {
-    const char *dir = NULL, *backend = "cpu", *kv_s = NULL;
+    const char *dir = NULL, *backend = "cpu", *kv_s = NULL, *synthetic = NULL;
     int threads = 0, gen = 128, streams = 0, stream_ctx = 512;
     int prefill[8], n_prefill = 0, dctx[8], n_dctx = 0;
     double bw = 0;
@@ -99,13 +99,16 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--stream-ctx") && i + 1 < argc) stream_ctx = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc) kv_s = argv[++i];
         else if (!strcmp(argv[i], "--bytes-per-s") && i + 1 < argc) bw = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--synthetic") && i + 1 < argc) synthetic = argv[++i];
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else { fprintf(stderr, "model_bench: bad argument %s\n", argv[i]); return 2; }
     }
-    if (!dir) { fprintf(stderr, "usage: model_bench MODEL_DIR [options]\n"); return 2; }
+    if (!dir && !synthetic) { fprintf(stderr, "usage: model_bench MODEL_DIR | --synthetic CONFIG.json [options]\n"); return 2; }
+    if (!dir) dir = synthetic;
     struct model *m;
     struct backend *be;
-    if (model_load(dir, &m) != STATUS_OK) return 1;
+    // --synthetic CONFIG.json: random weights made in memory (no checkpoint on disk)
+    if (synthetic ? model_synthesize(synthetic, 1, &m) != STATUS_OK : model_load(dir, &m) != STATUS_OK) return 1;
     if (backend_new(backend, &(struct backend_cfg){ .n_threads = threads }, &be) != STATUS_OK) return 1;
     double t_load = clock_now_s();
     if (model_prepare(m, be) != STATUS_OK) return 1;

@@ -39,7 +39,7 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     if (cfg.max_running <= 0) cfg.max_running = def.max_running;
     if (cfg.max_queue <= 0) cfg.max_queue = def.max_queue;
     if (cfg.max_running > cfg.max_batch_tokens) cfg.max_running = cfg.max_batch_tokens;
-    if (cfg.max_prefill_pairs == 0) cfg.max_prefill_pairs = (int64_t)cfg.max_batch_tokens * 2048;
+    if (cfg.max_prefill_pairs == 0) cfg.max_prefill_pairs = (int64_t)cfg.max_batch_tokens * 512;
     if (cfg.max_prefill_pairs < 0) cfg.max_prefill_pairs = INT64_MAX;
     const struct hparams *hp = &m->hp;
     int bs = cfg.block_size;

@@ -70,7 +70,7 @@ struct engine_cfg {
      * counted as sum of n * (start + n) over chunks of n tokens starting at start: a prompt deep
      * into a long context is ingested in smaller chunks so the running streams' inter-token gap
      * stays bounded (attention cost grows with the context, the token budget does not see it).
-     * 0: max_batch_tokens * 2048; -1: no cap. Chunks never shrink below 16 tokens. */
+     * 0: max_batch_tokens * 512; -1: no cap. Chunks never shrink below 16 tokens. */
     int64_t    max_prefill_pairs;
     bool       prefix_cache;        // share full blocks across requests
     /* TEST ONLY: pretend the model keeps a recurrent state of this many bytes (>= 8) per sequence.

@@ -202,7 +202,14 @@ static void norm_matmul_many(struct forward *fw, enum prof_op id, int n, struct 
     OP(fw, id, matmul_many(be, n, outs, xn, ws, bs));
 }
 
-/* x += in @ w^T, with the block's optional post-norm on the product (sandwich norm). */
+/* x += post_norm(proj) (the post-norm only in sandwich-norm architectures). */
+static void residual_add(struct forward *fw, struct tensor *x, struct tensor *proj, const struct tensor *post_norm)
+{
+    if (post_norm) OP(fw, P_NORM, norm(fw, proj, proj, post_norm));
+    OP(fw, P_ADD, fw->be->ops->add(fw->be, x, x, proj));
+}
+
+/* x += post_norm(in @ w^T); one fused pass when the backend has matmul_add and there is no post-norm. */
 static void residual_matmul(struct forward *fw, enum prof_op id, struct tensor *x, struct tensor *proj,
                             const struct tensor *in, const struct tensor *w, const struct tensor *post_norm)
 {
@@ -212,8 +219,7 @@ static void residual_matmul(struct forward *fw, enum prof_op id, struct tensor *
         return;
     }
     OP(fw, id, be->ops->matmul(be, proj, in, w, NULL));
-    if (post_norm) OP(fw, P_NORM, norm(fw, proj, proj, post_norm));
-    OP(fw, P_ADD, be->ops->add(be, x, x, proj));
+    residual_add(fw, x, proj, post_norm);
 }
 
 static void attention_block(struct forward *fw, int l, struct kv_layer *kv, const struct batch_meta *meta)
@@ -261,6 +267,7 @@ static void ffn_block(struct forward *fw, int l, const struct batch_meta *meta)
     int n = meta->n_tok;
     struct tensor x = rows(&fw->x, n), xn = rows(&fw->xn, n), proj = rows(&fw->proj, n);
 
+    const struct tensor *post_norm = m->f.sandwich_norm ? &lw->ffn_post_norm : NULL;
     if (m->f.moe && hp->layer_moe[l]) {
         OP(fw, P_NORM, norm(fw, &xn, &x, &lw->ffn_norm));
         struct tensor logits = rows(&fw->router, n), ids = rows(&fw->moe_ids, n), w = rows(&fw->moe_w, n);
@@ -268,19 +275,17 @@ static void ffn_block(struct forward *fw, int l, const struct batch_meta *meta)
                          be->ops->moe_route(be, &ids, &w, &logits, hp->n_experts_used, hp->norm_topk));
         OP(fw, P_MOE, be->ops->moe_ffn(be, &proj, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down,
                                        hp->n_experts, m->f.act));
-    } else {
-        int64_t f = hp->d_ff;
-        struct tensor gate = tensor_2d(DTYPE_F32, f, n, fw->gate.buf, fw->gate.offset);
-        struct tensor up = tensor_2d(DTYPE_F32, f, n, fw->up.buf, fw->up.offset);
-        struct tensor *gu[2] = { &gate, &up };
-        const struct tensor *w_gu[2] = { &lw->w_gate, &lw->w_up }, *no_bias[2] = { NULL, NULL };
-        norm_matmul_many(fw, P_FFN_UP, 2, gu, &xn, &x, &lw->ffn_norm, w_gu, no_bias);
-        OP(fw, P_GLU, be->ops->glu(be, &gate, &gate, &up, m->f.act));
-        residual_matmul(fw, P_FFN_DOWN, &x, &proj, &gate, &lw->w_down, m->f.sandwich_norm ? &lw->ffn_post_norm : NULL);
+        residual_add(fw, &x, &proj, post_norm);
         return;
     }
-    if (m->f.sandwich_norm) OP(fw, P_NORM, norm(fw, &proj, &proj, &lw->ffn_post_norm));
-    OP(fw, P_ADD, be->ops->add(be, &x, &x, &proj));
+    int64_t f = hp->d_ff;
+    struct tensor gate = tensor_2d(DTYPE_F32, f, n, fw->gate.buf, fw->gate.offset);
+    struct tensor up = tensor_2d(DTYPE_F32, f, n, fw->up.buf, fw->up.offset);
+    struct tensor *gu[2] = { &gate, &up };
+    const struct tensor *w_gu[2] = { &lw->w_gate, &lw->w_up }, *no_bias[2] = { NULL, NULL };
+    norm_matmul_many(fw, P_FFN_UP, 2, gu, &xn, &x, &lw->ffn_norm, w_gu, no_bias);
+    OP(fw, P_GLU, be->ops->glu(be, &gate, &gate, &up, m->f.act));
+    residual_matmul(fw, P_FFN_DOWN, &x, &proj, &gate, &lw->w_down, post_norm);
 }
 
 /* Dynamic NTK rope: the base depends on the longest sequence in the step (transformers'
@@ -314,9 +319,8 @@ void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_me
         ffn_block(fw, l, meta);
     }
 
-    *logits = rows(&fw->logits, meta->n_out > 0 ? meta->n_out : 1);
-    if (meta->n_out == 0) return;
     *logits = rows(&fw->logits, meta->n_out);
+    if (meta->n_out == 0) return;
     OP(fw, P_LOGITS, norm(fw, &xn, &x, &m->out_norm); be->ops->matmul_rows(be, logits, &xn, &m->lm_head, meta);
                      if (m->hp.final_softcap > 0) be->ops->softcap(be, logits, m->hp.final_softcap));
 }

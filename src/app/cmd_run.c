@@ -161,7 +161,8 @@ int cmd_run(int argc, char **argv)
     struct detok *dt = out_ids ? NULL : detok_new(tk, true);
     struct token_event ev;
     bool first = true;
-    while (!engine_step(eng) || true) {
+    for (;;) {   // this thread is the engine's: step, then drain what the step emitted
+        engine_step(eng);
         while (token_stream_next(ts, &ev, 0) == STATUS_OK) {
             if (ev.has_token) {
                 if (out_ids) {

@@ -175,6 +175,10 @@ struct backend_ops {
                           const struct tensor *const *ws, const struct tensor *const *biases);
     // Optional (NULL: matmul, then add): out[n, m] += x[n, k] @ w[m, k]^T (residual adds)
     void (*matmul_add)(struct backend *, struct tensor *out, const struct tensor *x, const struct tensor *w);
+
+    /* ---- device memory ---- */
+    // Optional (NULL: host memory, no fixed budget): bytes of device memory free now and in all.
+    void (*mem_info)(struct backend *, size_t *free_bytes, size_t *total_bytes);
 };
 
 struct backend {

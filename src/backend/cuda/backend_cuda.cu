@@ -196,6 +196,12 @@ static enum status c_sync(struct backend *be)
     return STATUS_OK;
 }
 
+static void c_mem_info(struct backend *be, size_t *free_bytes, size_t *total_bytes)
+{
+    (void)be;
+    CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+}
+
 static void c_destroy(struct backend *be)
 {
     struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
@@ -252,6 +258,7 @@ static const struct backend_ops cuda_ops = {
     /* .matmul_n = */ cuda_matmul_n,
     /* .norm_matmul_n = */ cuda_norm_matmul_n,
     /* .matmul_add = */ cuda_matmul_add,
+    /* .mem_info = */ c_mem_info,
 };
 
 extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct backend **out)

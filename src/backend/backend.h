@@ -67,6 +67,8 @@ struct rope_params {
     bool  interleaved;             // false: HF rotate_half (pairs i, i + rot_dim/2); true: (2i, 2i+1)
 };
 
+enum { STEP_GRAPH_NONE = 0, STEP_GRAPH_REPLAYED, STEP_GRAPH_RECORDING };
+
 enum act {
     ACT_SILU = 0,                  // SwiGLU: silu(gate) * up
     ACT_GELU_TANH,                 // GeGLU with tanh-approximated gelu
@@ -175,6 +177,24 @@ struct backend_ops {
                           const struct tensor *const *ws, const struct tensor *const *biases);
     // Optional (NULL: matmul, then add): out[n, m] += x[n, k] @ w[m, k]^T (residual adds)
     void (*matmul_add)(struct backend *, struct tensor *out, const struct tensor *x, const struct tensor *w);
+
+    // Optional (NULL: rmsnorm, rope and kv_write one by one): the attention inputs' per-token work
+    // in one pass. Per head of q [n_tok, n_heads * hd] and k [n_tok, n_kv_heads * hd]: RMSNorm with
+    // q_norm / k_norm ([hd]; skipped when NULL), then rope at tok_pos; q is rotated in place, the
+    // rotated k and v go to the cache rows tok_slot. k's scratch is left in an unspecified state.
+    void (*qk_rope_kv)(struct backend *, struct tensor *q, struct tensor *k, const struct tensor *v,
+                       const struct tensor *q_norm, const struct tensor *k_norm, float eps, float w_offset,
+                       int n_heads, int n_kv_heads, const struct tensor *inv_freq, const struct rope_params *,
+                       struct kv_layer *, const struct batch_meta *);
+
+    /* ---- step graphs ---- */
+    // Optional (NULL: ops launch one by one). Called after batch_begin for a whole forward step:
+    // STEP_GRAPH_REPLAYED: a recording of an equivalent step (same shapes; the staged batch arrays
+    // differ) was launched, so the caller issues none of the step's ops; STEP_GRAPH_RECORDING: the
+    // caller issues them (they are recorded, not run) and then calls step_graph_end, which runs the
+    // recording; STEP_GRAPH_NONE: the caller issues them as usual.
+    int  (*step_graph_begin)(struct backend *, const struct batch_meta *);
+    void (*step_graph_end)(struct backend *);
 
     /* ---- device memory ---- */
     // Optional (NULL: host memory, no fixed budget): bytes of device memory free now and in all.

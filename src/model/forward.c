@@ -237,18 +237,24 @@ static void attention_block(struct forward *fw, int l, struct kv_layer *kv, cons
     const struct tensor *b_qkv[3] = { has(&lw->bq) ? &lw->bq : NULL, has(&lw->bk) ? &lw->bk : NULL,
                                       has(&lw->bv) ? &lw->bv : NULL };
     norm_matmul_many(fw, P_QKV, 3, qkv, &xn, &x, &lw->attn_norm, w_qkv, b_qkv);
-    if (m->f.qk_norm) {
-        OP(fw, P_QK_NORM, head_norm(fw, &q, hp->n_heads, &lw->q_norm); head_norm(fw, &k, hp->n_kv_heads, &lw->k_norm));
-    }
 
     bool sliding = hp->sliding_window > 0 && hp->layer_sliding[l];
     int which = sliding ? ROPE_LOCAL : ROPE_GLOBAL;
     struct rope_params rp = {
         .head_dim = hp->head_dim, .rot_dim = fw->rot_dim, .mscale = fw->mscale[which], .interleaved = false,
     };
-    OP(fw, P_ROPE, be->ops->rope(be, &q, hp->n_heads, &fw->inv_freq[which], &rp, meta);
-                   be->ops->rope(be, &k, hp->n_kv_heads, &fw->inv_freq[which], &rp, meta));
-    OP(fw, P_KV_WRITE, be->ops->kv_write(be, kv, &k, &v, meta));
+    if (be->ops->qk_rope_kv) {
+        OP(fw, P_ROPE, be->ops->qk_rope_kv(be, &q, &k, &v, m->f.qk_norm ? &lw->q_norm : NULL,
+                                           m->f.qk_norm ? &lw->k_norm : NULL, hp->norm_eps,
+                                           m->f.norm_plus_one ? 1.0f : 0.0f, hp->n_heads, hp->n_kv_heads,
+                                           &fw->inv_freq[which], &rp, kv, meta));
+    } else {
+        if (m->f.qk_norm)
+            OP(fw, P_QK_NORM, head_norm(fw, &q, hp->n_heads, &lw->q_norm); head_norm(fw, &k, hp->n_kv_heads, &lw->k_norm));
+        OP(fw, P_ROPE, be->ops->rope(be, &q, hp->n_heads, &fw->inv_freq[which], &rp, meta);
+                       be->ops->rope(be, &k, hp->n_kv_heads, &fw->inv_freq[which], &rp, meta));
+        OP(fw, P_KV_WRITE, be->ops->kv_write(be, kv, &k, &v, meta));
+    }
 
     struct attn_params ap = {
         .n_heads = hp->n_heads, .n_kv_heads = hp->n_kv_heads, .head_dim = hp->head_dim,
@@ -312,6 +318,11 @@ void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_me
     if (fw->dynamic[ROPE_GLOBAL] || fw->dynamic[ROPE_LOCAL]) update_dynamic_rope(fw, meta);
     be->ops->batch_begin(be, meta);
 
+    // A backend may replay a recording of an equivalent earlier step instead of the ops below.
+    int graph = be->ops->step_graph_begin && !fw->prof ? be->ops->step_graph_begin(be, meta) : STEP_GRAPH_NONE;
+    *logits = rows(&fw->logits, meta->n_out);
+    if (graph == STEP_GRAPH_REPLAYED) return;
+
     struct tensor x = rows(&fw->x, meta->n_tok), xn = rows(&fw->xn, meta->n_tok);
     OP(fw, P_EMBED, be->ops->embed(be, &x, &m->tok_embed, meta, m->f.embed_scale ? sqrtf((float)m->hp.d_model) : 1.0f));
     for (int l = 0; l < m->hp.n_layers; l++) {
@@ -319,8 +330,8 @@ void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_me
         ffn_block(fw, l, meta);
     }
 
-    *logits = rows(&fw->logits, meta->n_out);
-    if (meta->n_out == 0) return;
-    OP(fw, P_LOGITS, norm(fw, &xn, &x, &m->out_norm); be->ops->matmul_rows(be, logits, &xn, &m->lm_head, meta);
-                     if (m->hp.final_softcap > 0) be->ops->softcap(be, logits, m->hp.final_softcap));
+    if (meta->n_out > 0)
+        OP(fw, P_LOGITS, norm(fw, &xn, &x, &m->out_norm); be->ops->matmul_rows(be, logits, &xn, &m->lm_head, meta);
+                         if (m->hp.final_softcap > 0) be->ops->softcap(be, logits, m->hp.final_softcap));
+    if (graph == STEP_GRAPH_RECORDING) be->ops->step_graph_end(be);
 }

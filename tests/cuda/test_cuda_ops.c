@@ -312,6 +312,74 @@ TEST(embed_rope_argmax)
     tt_free(&lg); tt_free(&x); tt_free(&a); tt_free(&f);
 }
 
+/* The fused per-head norm + rope + cache write against ref's three ops, for q/k norms on and off,
+ * partial rotary, GQA and each cache dtype. */
+TEST(qk_rope_kv)
+{
+    struct rng r;
+    rng_seed(&r, 6);
+    struct { int n, H, KV, hd, rot; bool norm; enum dtype kvdt; } cases[] = {
+        { 1, 32, 8, 128, 128, true, DTYPE_BF16 }, { 7, 4, 2, 64, 48, false, DTYPE_F32 },
+        { 5, 8, 8, 256, 256, true, DTYPE_F16 },   { 3, 6, 2, 80, 80, true, DTYPE_BF16 },
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int n = cases[c].n, H = cases[c].H, KV = cases[c].KV, hd = cases[c].hd, rot = cases[c].rot;
+        const int bs = 16, n_slots = 64;
+        int32_t pos[8], seq[8] = { 0 };
+        int64_t slot[8];
+        for (int i = 0; i < n; i++) { pos[i] = (int32_t)(rng_next(&r) % 9000); slot[i] = (int64_t)((i * 37 + 5) % n_slots); }
+        struct batch_meta m = { .n_tok = n, .tok_id = pos, .tok_pos = pos, .tok_seq = seq, .tok_slot = slot, .n_seq = 1,
+                                .seq_len = (int32_t[]){ 9000 }, .seq_block0 = (int32_t[]){ 0, 0 }, .block_size = bs,
+                                .out_tok = pos };
+        struct tt q = tt_new(DTYPE_F32, H * hd, n), k = tt_new(DTYPE_F32, KV * hd, n), v = tt_new(DTYPE_F32, KV * hd, n);
+        struct tt qn = tt_new(DTYPE_BF16, hd, 1), kn = tt_new(DTYPE_BF16, hd, 1), f = tt_new(DTYPE_F32, rot / 2, 1);
+        struct tt kc = tt_new(cases[c].kvdt, KV * hd, n_slots), vc = tt_new(cases[c].kvdt, KV * hd, n_slots);
+        tt_randn(&q, &r, 2.0f); tt_randn(&k, &r, 2.0f); tt_randn(&v, &r, 1.0f);
+        tt_randn(&qn, &r, 0.3f); tt_randn(&kn, &r, 0.3f);
+        memset(kc.p, 0, tensor_bytes(tt_t(&kc)));
+        memset(vc.p, 0, tensor_bytes(tt_t(&vc)));
+        for (int i = 0; i < rot / 2; i++) ((float *)f.p)[i] = powf(1e6f, -2.0f * i / rot);
+        struct dt dq = dev_of(&q), dk = dev_of(&k), dv = dev_of(&v), dqn = dev_of(&qn), dkn = dev_of(&kn);
+        struct dt df = dev_of(&f), dkc = dev_of(&kc), dvc = dev_of(&vc);
+        struct rope_params rp = { .head_dim = hd, .rot_dim = rot, .mscale = 1.0f, .interleaved = false };
+        const float eps = 1e-6f;
+        // ref: the three ops
+        g_ref->ops->batch_begin(g_ref, &m);
+        if (cases[c].norm) {
+            struct tensor qv = tensor_reshape(tt_t(&q), 2, (int64_t[]){ hd, (int64_t)n * H });
+            struct tensor kv2 = tensor_reshape(tt_t(&k), 2, (int64_t[]){ hd, (int64_t)n * KV });
+            g_ref->ops->rmsnorm(g_ref, &qv, &qv, tt_t(&qn), eps, 0.0f);
+            g_ref->ops->rmsnorm(g_ref, &kv2, &kv2, tt_t(&kn), eps, 0.0f);
+        }
+        g_ref->ops->rope(g_ref, tt_t(&q), H, tt_t(&f), &rp, &m);
+        g_ref->ops->rope(g_ref, tt_t(&k), KV, tt_t(&f), &rp, &m);
+        struct kv_layer lr = { *tt_t(&kc), *tt_t(&vc) }, ld = { dkc.t, dvc.t };
+        g_ref->ops->kv_write(g_ref, &lr, tt_t(&k), tt_t(&v), &m);
+        // cuda: one op
+        g_cuda->ops->batch_begin(g_cuda, &m);
+        g_cuda->ops->qk_rope_kv(g_cuda, &dq.t, &dk.t, &dv.t, cases[c].norm ? &dqn.t : NULL, cases[c].norm ? &dkn.t : NULL,
+                                eps, 0.0f, H, KV, &df.t, &rp, &ld, &m);
+        struct tt q2 = tt_new(DTYPE_F32, H * hd, n), kc2 = tt_new(cases[c].kvdt, KV * hd, n_slots);
+        struct tt vc2 = tt_new(cases[c].kvdt, KV * hd, n_slots);
+        dev_get(&dq, &q2); dev_get(&dkc, &kc2); dev_get(&dvc, &vc2);
+        EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
+        EXPECTF(tt_close("qk_rope_kv q", q2.p, q.p, (int64_t)H * hd * n, 2e-4, 1e-4, 1e-9), "case %zu", c);
+        // the cache rows hold dtype-rounded values: compare as f32
+        struct tt a = tt_new(DTYPE_F32, KV * hd, n_slots), b = tt_new(DTYPE_F32, KV * hd, n_slots);
+        size_t n_el = (size_t)KV * hd * n_slots;
+        dtype_to_f32(cases[c].kvdt, kc.p, a.p, n_el);
+        dtype_to_f32(cases[c].kvdt, kc2.p, b.p, n_el);
+        EXPECTF(tt_close("qk_rope_kv k cache", b.p, a.p, (int64_t)KV * hd * n_slots, 2e-2, 1e-2, 1e-6), "case %zu", c);
+        dtype_to_f32(cases[c].kvdt, vc.p, a.p, n_el);
+        dtype_to_f32(cases[c].kvdt, vc2.p, b.p, n_el);
+        EXPECTF(!memcmp(a.p, b.p, tensor_bytes(tt_t(&a))), "qk_rope_kv v cache, case %zu", c);
+        dev_free(&dq); dev_free(&dk); dev_free(&dv); dev_free(&dqn); dev_free(&dkn); dev_free(&df); dev_free(&dkc);
+        dev_free(&dvc);
+        tt_free(&q); tt_free(&k); tt_free(&v); tt_free(&qn); tt_free(&kn); tt_free(&f); tt_free(&kc); tt_free(&vc);
+        tt_free(&q2); tt_free(&kc2); tt_free(&vc2); tt_free(&a); tt_free(&b);
+    }
+}
+
 struct attn_case { int n_seq, ctx, n_new, n_heads, n_kv, hd, window; float softcap; };
 
 static void attn_case_run(const struct attn_case *ac, enum dtype kvdt, struct rng *r)
@@ -480,6 +548,7 @@ int main(void)
     RUN(norm_matmul_n_and_add);
     RUN(elementwise);
     RUN(embed_rope_argmax);
+    RUN(qk_rope_kv);
     RUN(attention);
     RUN(moe);
     backend_free(g_cuda);

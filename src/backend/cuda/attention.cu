@@ -34,6 +34,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
     const int32_t *tok_seq, const int32_t *seq_block0, const int32_t *block_ids, int block_size, int n_heads,
     int n_kv, float scale, int window, float softcap, int n_split)
 {
+    pdl_trigger();   // the output projection's GEMV follows
     constexpr int DPT = D > ATT_THREADS ? D / ATT_THREADS : 1;   // output dims per thread
     constexpr int HALF = D / 2;                                  // dims per thread in the score phase
     const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
@@ -257,6 +258,7 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
         }
         cb->attn_part_bytes = bytes + bytes / 2;
         CUDA_CHECK(cudaMalloc(&cb->d_attn_part, cb->attn_part_bytes));
+        cb->mem_gen++;
     }
     size_t n_pairs = (size_t)m->n_tok * ap->n_kv_heads;
     if (n_pairs > cb->attn_done_cap) {
@@ -266,6 +268,7 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
         }
         cb->attn_done_cap = n_pairs * 2;
         CUDA_CHECK(cudaMalloc(&cb->d_attn_done, sizeof(int32_t) * cb->attn_done_cap));
+        cb->mem_gen++;
         CUDA_CHECK(cudaMemsetAsync(cb->d_attn_done, 0, sizeof(int32_t) * cb->attn_done_cap, cb->stream));
     }
     float *part_acc = cb->d_attn_part;

@@ -14,8 +14,23 @@ struct prepared_entry {
     struct buffer *buf;
 };
 
+/* A recorded decode step, replayed for every later step of the same shape (see c_step_graph_begin). */
+struct step_graph {
+    uint64_t        key;          // step_graph_key; 0 = free entry
+    uint32_t        mem_gen;      // cb->mem_gen when recorded (stale once a workspace moved)
+    uint64_t        last_use;
+    cudaGraphExec_t exec;         // NULL: seen once, ran op by op (so workspaces have grown to size)
+};
+
+#define STEP_GRAPHS        64     // recordings kept (least recently used is dropped)
+#define STEP_GRAPH_MAX_TOK 8      // steps up to this many tokens are recorded (GEMV and device-side MoE paths only)
+
 struct cuda_backend_ext {
     struct cuda_backend    cb;
+    struct step_graph      graphs[STEP_GRAPHS];
+    uint64_t               graph_clock;
+    struct step_graph     *recording;     // the entry being recorded, between begin and end
+    bool                   graphs_off;    // CAIRN_CUDA_GRAPHS=0
     struct prepared_entry *prep;
     int                    n_prep, cap_prep;
     cudaEvent_t            staged;        // recorded after the last batch upload
@@ -31,6 +46,7 @@ void *cuda_grow(struct cuda_backend *cb, void **buf, size_t *cap, size_t bytes)
     }
     *cap = bytes + bytes / 4;
     CUDA_CHECK(cudaMalloc(buf, *cap));
+    cb->mem_gen++;
     return *buf;
 }
 
@@ -139,18 +155,20 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
         }
     }
 
+    // One pinned pack, one copy. The block table, the only array whose length varies between
+    // steps of equal shape, goes last, so a recorded step graph's array addresses stay valid.
     int n_blocks = m->seq_block0 ? m->seq_block0[m->n_seq] : 0;
     enum { N_ARR = 9 };
     size_t sizes[N_ARR] = {
-        sizeof(int32_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_tok,
-        sizeof(int32_t) * (size_t)m->n_seq, sizeof(int32_t) * (size_t)(m->n_seq + 1),
-        sizeof(int32_t) * (size_t)(n_blocks > 0 ? n_blocks : 1), sizeof(int32_t) * (size_t)(m->n_out > 0 ? m->n_out : 1),
-        sizeof(int32_t) * 3 * (size_t)(n_tiles > 0 ? n_tiles : 1), sizeof(int64_t) * (size_t)m->n_tok,
+        sizeof(int64_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_tok,
+        sizeof(int32_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_seq, sizeof(int32_t) * (size_t)(m->n_seq + 1),
+        sizeof(int32_t) * (size_t)(m->n_out > 0 ? m->n_out : 1), sizeof(int32_t) * 3 * (size_t)(n_tiles > 0 ? n_tiles : 1),
+        sizeof(int32_t) * (size_t)(n_blocks > 0 ? n_blocks : 1),
     };
-    const void *srcs[N_ARR] = { m->tok_id, m->tok_pos, m->tok_seq, m->seq_len, m->seq_block0, m->block_ids, m->out_tok,
-                                b->h_tiles, m->tok_slot };
+    const void *srcs[N_ARR] = { m->tok_slot, m->tok_id, m->tok_pos, m->tok_seq, m->seq_len, m->seq_block0, m->out_tok,
+                                b->h_tiles, m->block_ids };
     int32_t **dsts32[N_ARR - 1] = { &b->d_tok_id, &b->d_tok_pos, &b->d_tok_seq, &b->d_seq_len, &b->d_seq_block0,
-                                    &b->d_block_ids, &b->d_out_tok, &b->d_tiles };
+                                    &b->d_out_tok, &b->d_tiles, &b->d_block_ids };
     size_t total = 0, offs[N_ARR];
     for (int i = 0; i < N_ARR; i++) {
         offs[i] = total;
@@ -165,6 +183,7 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
         b->h_pinned_bytes = total * 2;
         CUDA_CHECK(cudaMallocHost(&b->h_pinned, b->h_pinned_bytes));
         CUDA_CHECK(cudaMalloc(&b->d_pack, b->h_pinned_bytes));
+        cb->mem_gen++;
     }
     char *dev = (char *)b->d_pack;
     for (int i = 0; i < N_ARR; i++)
@@ -172,8 +191,8 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
     CUDA_CHECK(cudaMemcpyAsync(dev, b->h_pinned, total, cudaMemcpyHostToDevice, cb->stream));
     CUDA_CHECK(cudaEventRecord(x->staged, cb->stream));
     x->staged_pending = true;
-    for (int i = 0; i < N_ARR - 1; i++) *dsts32[i] = (int32_t *)(dev + offs[i]);
-    b->d_tok_slot = (int64_t *)(dev + offs[N_ARR - 1]);
+    b->d_tok_slot = (int64_t *)dev;
+    for (int i = 1; i < N_ARR; i++) *dsts32[i - 1] = (int32_t *)(dev + offs[i]);
     b->n_tiles = n_tiles;
 
     b->n_tok = m->n_tok;
@@ -184,6 +203,69 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
     for (int s = 0; s < m->n_seq; s++)
         if (m->seq_len[s] > b->max_seq_len) b->max_seq_len = m->seq_len[s];
     b->all_single = m->n_tok == m->n_seq;
+}
+
+/* What decides a step's launches on the host: its token, sequence and logits-row counts, and the
+ * longest sequence's power of two (decode attention picks its key splits from it). Everything
+ * else is read from the staged arrays at run time, which keep their addresses between steps. */
+static uint64_t step_graph_key(const struct batch_meta *m, int max_seq_len)
+{
+    int lg = 0;
+    while (lg < 40 && (1 << (lg + 1)) <= max_seq_len) lg++;
+    return 1ull << 63 | (uint64_t)m->n_tok | (uint64_t)m->n_seq << 16 | (uint64_t)m->n_out << 32 | (uint64_t)lg << 48;
+}
+
+static void step_graph_drop(struct step_graph *g)
+{
+    if (g->exec) CUDA_CHECK(cudaGraphExecDestroy(g->exec));
+    memset(g, 0, sizeof *g);
+}
+
+/* Decode steps (one token per sequence, few sequences) are recorded into a CUDA graph the second
+ * time their shape is seen (the first run, op by op, grows every workspace to size, so recording
+ * never allocates or synchronizes) and replayed from then on: one launch instead of ~500. */
+static int c_step_graph_begin(struct backend *be, const struct batch_meta *m)
+{
+    struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
+    struct cuda_backend *cb = &x->cb;
+    if (x->graphs_off || m->n_tok != m->n_seq || m->n_tok > STEP_GRAPH_MAX_TOK) return STEP_GRAPH_NONE;
+    uint64_t key = step_graph_key(m, cb->batch.max_seq_len);
+    struct step_graph *g = NULL, *victim = &x->graphs[0];
+    for (int i = 0; i < STEP_GRAPHS; i++) {
+        if (x->graphs[i].key == key) g = &x->graphs[i];
+        if (x->graphs[i].last_use < victim->last_use) victim = &x->graphs[i];
+    }
+    if (g && g->exec && g->mem_gen != cb->mem_gen) step_graph_drop(g), g = NULL;
+    if (!g) {   // first sight: run op by op, remember the shape
+        step_graph_drop(victim);
+        victim->key = key;
+        victim->last_use = ++x->graph_clock;
+        return STEP_GRAPH_NONE;
+    }
+    g->last_use = ++x->graph_clock;
+    if (g->exec) {
+        CUDA_CHECK(cudaGraphLaunch(g->exec, cb->stream));
+        return STEP_GRAPH_REPLAYED;
+    }
+    CUDA_CHECK(cudaStreamBeginCapture(cb->stream, cudaStreamCaptureModeThreadLocal));
+    g->mem_gen = cb->mem_gen;
+    x->recording = g;
+    return STEP_GRAPH_RECORDING;
+}
+
+static void c_step_graph_end(struct backend *be)
+{
+    struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
+    struct cuda_backend *cb = &x->cb;
+    struct step_graph *g = x->recording;
+    CHECK(g, "cuda: step_graph_end without a recording");
+    x->recording = NULL;
+    cudaGraph_t graph = NULL;
+    CUDA_CHECK(cudaStreamEndCapture(cb->stream, &graph));
+    CHECK(g->mem_gen == cb->mem_gen, "cuda: a workspace moved while a step was being recorded");
+    CUDA_CHECK(cudaGraphInstantiate(&g->exec, graph, 0));
+    CUDA_CHECK(cudaGraphDestroy(graph));
+    CUDA_CHECK(cudaGraphLaunch(g->exec, cb->stream));
 }
 
 static enum status c_sync(struct backend *be)
@@ -207,6 +289,8 @@ static void c_destroy(struct backend *be)
     struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
     struct cuda_backend *cb = &x->cb;
     cudaStreamSynchronize(cb->stream);
+    for (int i = 0; i < STEP_GRAPHS; i++)
+        if (x->graphs[i].exec) cudaGraphExecDestroy(x->graphs[i].exec);
     for (int i = 0; i < x->n_prep; i++) {
         cudaFree(x->prep[i].buf->data);
         free(x->prep[i].buf);
@@ -258,6 +342,9 @@ static const struct backend_ops cuda_ops = {
     /* .matmul_n = */ cuda_matmul_n,
     /* .norm_matmul_n = */ cuda_norm_matmul_n,
     /* .matmul_add = */ cuda_matmul_add,
+    /* .qk_rope_kv = */ cuda_qk_rope_kv,
+    /* .step_graph_begin = */ c_step_graph_begin,
+    /* .step_graph_end = */ c_step_graph_end,
     /* .mem_info = */ c_mem_info,
 };
 
@@ -290,6 +377,12 @@ extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct ba
     // Tuning knobs for measurements (defaults are the measured best on H100).
     const char *env = getenv("CAIRN_CUDA_GEMV_U");   // 8 measured 8% faster decode than 4 on H100
     cb->gemv_u = env && atoi(env) == 4 ? 4 : 8;
+    env = getenv("CAIRN_CUDA_GRAPHS");   // 0: launch every op (for measuring what graphs save)
+    x->graphs_off = env && !strcmp(env, "0");
+    env = getenv("CAIRN_CUDA_PDL");
+    cb->pdl = prop.major >= 9 && !(env && !strcmp(env, "0"));
+    env = getenv("CAIRN_CUDA_GEMV");
+    cb->gemv_mode = env && !strcmp(env, "classic") ? GEMV_MODE_CLASSIC : GEMV_MODE_STREAM;
     env = getenv("CAIRN_CUDA_NORM_FUSE");   // off by default: measured 2% slower end to end on H100
     cb->norm_fuse = env && !strcmp(env, "1");
     env = getenv("CAIRN_CUDA_ATT_SPLITS");

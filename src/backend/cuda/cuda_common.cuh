@@ -25,6 +25,8 @@ extern "C" {
 #define CUBLAS_CHECK(call) do { cublasStatus_t s_ = (call); CHECK(s_ == CUBLAS_STATUS_SUCCESS, "cuBLAS error %d", (int)s_); } while (0)
 #define LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
 
+enum { GEMV_MODE_CLASSIC, GEMV_MODE_STREAM };
+
 struct moe_table {
     const struct tensor *key;          // the layer's host array of gate tensors
     int                  n_experts;
@@ -62,12 +64,15 @@ struct cuda_backend {
     float          *d_attn_part;        // split-K attention partials
     size_t          attn_part_bytes;
     int             gemv_u;             // GEMV loads in flight per lane (8, or 4 with CAIRN_CUDA_GEMV_U=4)
+    int             gemv_mode;          // GEMV_MODE_STREAM: weights bypass L1 (default); CAIRN_CUDA_GEMV=classic: __ldg
     bool            norm_fuse;          // RMSNorm inside the GEMV (CAIRN_CUDA_NORM_FUSE=1; off by default)
     int             att_split_max;      // most key splits of decode attention (CAIRN_CUDA_ATT_SPLITS)
     int32_t        *d_attn_done;        // split-K attention: finished splits per (token, KV head)
     size_t          attn_done_cap;
     int32_t        *d_argmax;           // [cap] argmax results
     int             argmax_cap;
+    bool            pdl;                // programmatic dependent launch of GEMVs (sm_90+; CAIRN_CUDA_PDL=0 off)
+    uint32_t        mem_gen;            // bumped whenever a workspace moves (recorded step graphs go stale)
     struct moe_table *moe_tables;       // device arrays of expert weight pointers, per layer
     int             n_moe_tables, cap_moe_tables;
 };
@@ -131,11 +136,48 @@ __device__ __forceinline__ float warp_max(float v)
     return v;
 }
 
+/* Programmatic dependent launch (Hopper): a kernel launched with launch_pdl may start while the
+ * kernel before it is finishing; it must call pdl_wait() before reading anything that kernel
+ * wrote (pdl_wait returns once that grid has completed and its writes are visible). Kernels that
+ * usually precede one call pdl_trigger() early so the dependent's blocks can take SMs as theirs
+ * drain. Both are no-ops before sm_90, and launch_pdl launches normally there. */
+__device__ __forceinline__ void pdl_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_trigger()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+template <typename... KArgs, typename... Args>
+static void launch_pdl(struct cuda_backend *cb, void (*kernel)(KArgs...), dim3 grid, dim3 block, Args... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.stream = cb->stream;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = cb->pdl ? 1 : 0;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
+}
+
 /* Ops implemented in the other .cu files, wired into the vtable in backend_cuda.cu. */
 void cuda_embed(struct backend *, struct tensor *, const struct tensor *, const struct batch_meta *, float);
 void cuda_rmsnorm(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, float, float);
 void cuda_rope(struct backend *, struct tensor *, int, const struct tensor *, const struct rope_params *, const struct batch_meta *);
 void cuda_kv_write(struct backend *, struct kv_layer *, const struct tensor *, const struct tensor *, const struct batch_meta *);
+void cuda_qk_rope_kv(struct backend *, struct tensor *, struct tensor *, const struct tensor *, const struct tensor *,
+                     const struct tensor *, float, float, int, int, const struct tensor *, const struct rope_params *,
+                     struct kv_layer *, const struct batch_meta *);
 void cuda_glu(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, enum act);
 void cuda_add(struct backend *, struct tensor *, const struct tensor *, const struct tensor *);
 void cuda_softcap(struct backend *, struct tensor *, float);

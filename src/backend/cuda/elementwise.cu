@@ -27,6 +27,7 @@ void cuda_embed(struct backend *be, struct tensor *out, const struct tensor *tab
 template <typename T>
 __global__ void k_rmsnorm(float *out, const float *x, const T *w, int d, float eps, float w_offset)
 {
+    pdl_trigger();   // a GEMV usually follows (see cuda_common.cuh)
     const float *xr = x + (size_t)blockIdx.x * d;
     float *orow = out + (size_t)blockIdx.x * d;
     float ss = 0;
@@ -92,6 +93,83 @@ void cuda_rope(struct backend *be, struct tensor *x, int n_heads, const struct t
     LAUNCH_CHECK();
 }
 
+/* ---- qk_rope_kv: per-head norm + rope of q and k, k and v into the cache, one launch ---- */
+/* Grid (token, head) over the n_heads query heads then the n_kv KV heads; a block stages its head
+ * in shared memory, normalizes it (same f32 formula as k_rmsnorm, summed in block order), rotates
+ * it (as k_rope), and writes q back or k and v to the cache. */
+template <typename T, typename W>
+__global__ void k_qk_rope_kv(float *q, const float *k, const float *v, T *kc, T *vc, const W *qn, const W *kn, float eps,
+                             float w_offset, const int32_t *pos, const int64_t *slot, const float *inv_freq, int n_heads,
+                             int n_kv, int hd, int rot_dim, float mscale, bool interleaved)
+{
+    extern __shared__ float xs[];   // [hd]
+    __shared__ float red[32];
+    const int t = blockIdx.x, h = blockIdx.y;
+    const bool is_q = h < n_heads;
+    const int kh = h - n_heads;
+    float *src = is_q ? q + ((size_t)t * n_heads + h) * hd : (float *)k + ((size_t)t * n_kv + kh) * hd;
+    const W *nw = is_q ? qn : kn;
+    float ss = 0;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        float a = src[i];
+        xs[i] = a;
+        ss += a * a;
+    }
+    if (nw) {
+        ss = warp_sum(ss);
+        if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
+        __syncthreads();
+        float tot = 0;
+        for (int w = 0; w < (int)(blockDim.x >> 5); w++) tot += red[w];
+        const float inv = rsqrtf(tot / (float)hd + eps);
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) xs[i] = xs[i] * inv * (to_f<W>(nw[i]) + w_offset);
+    }
+    __syncthreads();
+    const int half = rot_dim / 2;
+    const float p = (float)pos[t];
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float s, c;
+        sincosf(p * inv_freq[i], &s, &c);
+        c *= mscale;
+        s *= mscale;
+        const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
+        const float x0 = xs[a], x1 = xs[b];
+        xs[a] = x0 * c - x1 * s;
+        xs[b] = x1 * c + x0 * s;
+    }
+    __syncthreads();
+    if (is_q) {
+        for (int i = threadIdx.x; i < hd; i += blockDim.x) src[i] = xs[i];
+        return;
+    }
+    const size_t row = (size_t)n_kv * hd, dst = (size_t)slot[t] * row + (size_t)kh * hd;
+    const float *vr = v + ((size_t)t * n_kv + kh) * hd;
+    for (int i = threadIdx.x; i < hd; i += blockDim.x) {
+        kc[dst + i] = from_f<T>(xs[i]);
+        vc[dst + i] = from_f<T>(vr[i]);
+    }
+}
+
+void cuda_qk_rope_kv(struct backend *be, struct tensor *q, struct tensor *k, const struct tensor *v,
+                     const struct tensor *q_norm, const struct tensor *k_norm, float eps, float w_offset, int n_heads,
+                     int n_kv, const struct tensor *inv_freq, const struct rope_params *rp, struct kv_layer *kv,
+                     const struct batch_meta *m)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    const int hd = rp->head_dim;
+    CHECK(!q_norm == !k_norm && (!q_norm || q_norm->dtype == k_norm->dtype), "cuda qk_rope_kv: q and k norms differ");
+    const int threads = hd >= 128 ? 128 : hd >= 64 ? 64 : 32;
+    dim3 grid(m->n_tok, n_heads + n_kv);
+    size_t smem = sizeof(float) * (size_t)hd;
+    enum dtype wdt = q_norm ? q_norm->dtype : DTYPE_F32;
+    DISPATCH_FLOAT(kv->k.dtype, T, DISPATCH_FLOAT(wdt, W, k_qk_rope_kv<T, W><<<grid, threads, smem, cb->stream>>>(
+        (float *)dptr(q), (const float *)dptr(k), (const float *)dptr(v), (T *)dptr(&kv->k), (T *)dptr(&kv->v),
+        q_norm ? (const W *)dptr(q_norm) : (const W *)NULL, k_norm ? (const W *)dptr(k_norm) : (const W *)NULL, eps,
+        w_offset, cb->batch.d_tok_pos, cb->batch.d_tok_slot, (const float *)dptr(inv_freq), n_heads, n_kv, hd,
+        rp->rot_dim, rp->mscale, rp->interleaved)));
+    LAUNCH_CHECK();
+}
+
 /* ---- kv_write ---- */
 template <typename T>
 __global__ void k_kv_write(T *kc, T *vc, const float *k, const float *v, const int64_t *slot, int row)
@@ -118,6 +196,7 @@ void cuda_kv_write(struct backend *be, struct kv_layer *kv, const struct tensor 
 /* ---- glu, add, softcap ---- */
 __global__ void k_glu(float *out, const float *gate, const float *up, size_t n, int act)
 {
+    pdl_trigger();   // a GEMV usually follows (see cuda_common.cuh)
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float g = gate[i], a;
         if (act == ACT_SILU) {
@@ -142,6 +221,7 @@ void cuda_glu(struct backend *be, struct tensor *out, const struct tensor *gate,
 
 __global__ void k_add(float *out, const float *a, const float *b, size_t n)
 {
+    pdl_trigger();   // a GEMV usually follows (see cuda_common.cuh)
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         out[i] = a[i] + b[i];
 }

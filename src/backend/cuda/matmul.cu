@@ -1,10 +1,13 @@
 /* matmul: out[n, m] = x[n, k] @ w[m, k]^T for bf16/f16/f32 weights.
  *
  * Decode (n <= GEMV_MAX_N): a bandwidth-bound GEMV. Each warp owns one weight row and streams it
- * once with 16-byte loads (eight in flight per lane), applying it to all n activation rows; x is
- * re-read from L1/L2. Epilogue fusions: bias, out += (residual adds, matmul_add) and optionally
- * the RMSNorm of x (norm_matmul_n; off by default, it measured slower than the separate kernel). Each token's dot product is summed in the same order whatever n is, so a
- * token's result does not depend on the batch (batch invariance within the GEMV path).
+ * once with 16-byte loads (eight in flight per lane) that bypass L1, applying it to all n
+ * activation rows; x is re-read from L1. Launched as a programmatic dependent of the kernel
+ * before it: its first weight loads are issued while that kernel drains, and it waits for it only
+ * before touching x. Epilogue fusions: bias, out += (residual adds, matmul_add) and optionally the
+ * RMSNorm of x (norm_matmul_n; off by default, it measured slower than the separate kernel). Each
+ * token's dot product is summed in the same order whatever n is, so a token's result does not
+ * depend on the batch (batch invariance within the GEMV path).
  * Prefill (n > GEMV_MAX_N): activations are rounded to the weight dtype and cuBLAS multiplies with
  * f32 accumulation (tensor cores); this is where the GPU backend trades bit-exactness for speed.
  */
@@ -66,12 +69,45 @@ struct gemv_segs {
     bool     accumulate;    // out += x @ w^T
 };
 
+/* sg.field[seg] without a dynamic index into the kernel's parameter space (which would copy the
+ * whole struct to local memory in every thread). */
+template <typename P>
+__device__ __forceinline__ P seg_pick(const P (&a)[GEMV_MAX_SEGS], int seg)
+{
+    P v = a[0];
+#pragma unroll
+    for (int i = 1; i < GEMV_MAX_SEGS; i++)
+        if (seg == i) v = a[i];
+    return v;
+}
+
+/* Row r of the concatenated segments: its segment and its row within it. */
+template <typename T>
+__device__ __forceinline__ int seg_locate(const gemv_segs<T> &sg, int &r)
+{
+    int seg = 0;
+#pragma unroll
+    for (int i = 0; i < GEMV_MAX_SEGS - 1; i++)
+        if (seg == i && i < sg.n_segs - 1 && r >= sg.m[i]) { r -= sg.m[i]; seg = i + 1; }
+    return seg;
+}
+
 /* Warps per row: each row's k can be cut into S slices (S warps of one block); the partial sums are
  * added in a fixed order that depends on k only (batch invariance). */
 static int gemv_splits(int n_vec)
 {
     (void)n_vec;
     return 1;   // measured on H100 (ncu): S = 2..8 was slower than one warp per row for 4K-12K inputs
+}
+
+/* A 16-byte weight load that bypasses L1 (weights are read once; keeping them out of L1 leaves it
+ * to x, which every warp re-reads) and asks L2 to fetch 256-byte sectors (fewer DRAM requests). */
+__device__ __forceinline__ uint4 ld_weight16(const uint4 *p)
+{
+    uint4 r;
+    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
 }
 
 /* acc[t] += w[vi-th 16 bytes] . x[t][same columns] (times the norm weight when nw != NULL). */
@@ -101,7 +137,7 @@ __device__ __forceinline__ void gemv_fma(float *acc, const uint4 &u, int vi, con
 }
 
 /* Requires k % vec16<T>::n == 0 and 16-byte aligned rows. */
-template <typename T, int N, int U>
+template <typename T, int N, int U, bool STREAM>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const float *x, int k, int S)
 {
     const int V = vec16<T>::n;
@@ -109,17 +145,17 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const
     const int R = GEMV_WARPS / S;   // rows per block
     int row = blockIdx.x * R + warp / S;
     const int split = warp % S;
-    int seg = 0;
-    while (seg < sg.n_segs && row >= sg.m[seg]) row -= sg.m[seg++];
-    const bool valid = seg < sg.n_segs;
+    const int seg = seg_locate(sg, row);
+    const bool valid = row < seg_pick(sg.m, seg);
     __shared__ float red[GEMV_WARPS][N];
     __shared__ float inv_s[N];
     const int n_vec = k / V;
     const int per = (n_vec + S - 1) / S;
     const int lo = split * per, hi = valid ? min(n_vec, lo + per) : lo;
-    const uint4 *wr = reinterpret_cast<const uint4 *>(sg.w[valid ? seg : 0] + (size_t)(valid ? row : 0) * k);
+    const uint4 *wr = reinterpret_cast<const uint4 *>(seg_pick(sg.w, seg) + (size_t)(valid ? row : 0) * k);
     const uint4 *nw = reinterpret_cast<const uint4 *>(sg.norm_w);
     if (nw) {
+        pdl_wait();
         // inverse rms of each token's x row (the whole block; fixed order)
         for (int t = 0; t < N; t++) {
             float ss = 0;
@@ -146,10 +182,12 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const
     for (; base + U * 32 <= hi; base += U * 32) {   // U loads in flight per lane
         uint4 u[U];
 #pragma unroll
-        for (int j = 0; j < U; j++) u[j] = __ldg(wr + base + j * 32 + lane);
+        for (int j = 0; j < U; j++) u[j] = STREAM ? ld_weight16(wr + base + j * 32 + lane) : __ldg(wr + base + j * 32 + lane);
+        if (base == lo) pdl_wait();   // the first weights are on their way; x comes from the previous kernel
 #pragma unroll
         for (int j = 0; j < U; j++) gemv_fma<T, N>(acc, u[j], base + j * 32 + lane, x, k, nw, sg.w_offset);
     }
+    if (base == lo) pdl_wait();   // rows shorter than one batch
     for (int vi = base + lane; vi < hi; vi += 32) gemv_fma<T, N>(acc, __ldg(wr + vi), vi, x, k, nw, sg.w_offset);
 #pragma unroll
     for (int t = 0; t < N; t++) acc[t] = warp_sum(acc[t]);
@@ -168,9 +206,9 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const
             }
     }
     if (!valid || split != 0 || lane != 0) return;
-    const T *bias = sg.bias[seg];
-    float *out = sg.out[seg];
-    const int m = sg.m[seg];
+    const T *bias = seg_pick(sg.bias, seg);
+    float *out = seg_pick(sg.out, seg);
+    const int m = seg_pick(sg.m, seg);
 #pragma unroll
     for (int t = 0; t < N; t++) {
         float s = acc[t];
@@ -224,15 +262,18 @@ static void gemv_multi(struct cuda_backend *cb, const gemv_segs<T> &sg, const fl
     int S = gemv_splits(k / vec16<T>::n), R = GEMV_WARPS / S;
     dim3 grid((rows + R - 1) / R);
     // U: 16-byte loads in flight per lane (8 by default; CAIRN_CUDA_GEMV_U=4 for comparison)
+#define GEMV_U(NN, UU) \
+        if (cb->gemv_mode == GEMV_MODE_STREAM) launch_pdl(cb, k_gemv<T, NN, UU, true>, grid, block, sg, x, k, S); \
+        else launch_pdl(cb, k_gemv<T, NN, UU, false>, grid, block, sg, x, k, S);
 #define GEMV_CASE(NN) case NN: \
-        if (cb->gemv_u == 8) k_gemv<T, NN, 8><<<grid, block, 0, cb->stream>>>(sg, x, k, S); \
-        else k_gemv<T, NN, 4><<<grid, block, 0, cb->stream>>>(sg, x, k, S); \
+        if (cb->gemv_u == 4) { GEMV_U(NN, 4) } else { GEMV_U(NN, 8) } \
         break;
     switch (n) {
     GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7)
     default: GEMV_CASE(8)
     }
 #undef GEMV_CASE
+#undef GEMV_U
 }
 
 template <typename T>

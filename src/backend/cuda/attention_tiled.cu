@@ -1,19 +1,342 @@
-/* attention_tiled: causal paged attention for prefill chunks on tensor cores (WMMA, bf16 in,
- * f32 accumulate), FlashAttention-2 style.
+/* attention_tiled: causal paged attention for prefill chunks on tensor cores, FlashAttention-2
+ * style.
  *
- * A block takes a tile of up to 64 consecutive query tokens of one sequence and one query head
- * (four warps, 16 query rows each) and walks the keys the tile can see in tiles of 64: S = Q K^T
- * on tensor cores into shared memory, masking (causal, window) and the online softmax per row in
- * f32, then O += P V on tensor cores with O kept in shared memory. K and V come from the paged
- * cache through the block table, converted to bf16 on load. Query tiles are built on the host
- * in batch_begin (runs of consecutive positions of one sequence). Decode steps (one token per
- * sequence) use the split-K kernel in attention.cu instead.
+ * Query tiles come from batch_begin: runs of up to ATT_TILE (128) consecutive positions of one
+ * sequence. Decode steps (one token per sequence) use the split-K kernel in attention.cu instead.
+ *
+ * Main kernel (k_attn_fa2; bf16 or f16 cache, head_dim 64, 128 or 256): a block takes ROWS = 16 *
+ * WARPS query rows of one query head, each warp 16 rows. Q is converted to the cache's 16-bit
+ * type once and, for head_dim <= 128, kept as mma A fragments in registers for the whole key
+ * walk. K and V tiles of BC keys are gathered from the paged cache (slot per key through the
+ * block table, so any block_size works) with cp.async into double-buffered shared memory: the
+ * next tile loads while this one computes. Per tile and warp: S = Q K^T with mma.sync m16n8k16
+ * (K fragments by ldmatrix), S stays in registers; scale, softcap, causal/window mask and the
+ * online softmax in f32 registers (row max across the 4 lanes of a quad by shuffles, exp2 with
+ * log2(e) folded in); P is repacked from the S accumulator layout straight into A fragments
+ * (no shared memory round trip), O += P V with V fragments by ldmatrix.trans, O in f32
+ * registers. Warps whose 16 rows cannot see any key of a tile skip its math (the causal
+ * diagonal, window edges); only tiles that cross a row's limits pay for the mask. Rows are padded
+ * by 16 bytes in shared memory so ldmatrix's eight row addresses fall in distinct banks. Blocks
+ * run in descending tile order (longest key ranges first) with the query heads of one KV head
+ * adjacent, so a KV tile is reused from L2 by the heads of its group.
+ *
+ * Fallback (k_attn_tiled; f32 cache or other head dims): WMMA with S and O in shared memory,
+ * 64 rows per block.
  */
 #include "backend/cuda/cuda_common.cuh"
+
+#include <stdlib.h>
 
 #include <mma.h>
 
 using namespace nvcuda;
+
+#define ATT_TILE 128   // query tokens per tile from batch_begin (backend_cuda.cu builds them)
+
+/* ------------------------------------------------------------------------------------------- */
+/* FlashAttention-2 kernel                                                                      */
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* 16 bytes global -> shared, asynchronously; zero-filled when !ok (keys past the sequence). */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool ok)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+}
+
+/* c += a b for one m16n8k16 tile (a: 4 regs, b: 2 regs, c: 4 f32), bf16 or f16 inputs. */
+template <typename T> __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+template <> __device__ __forceinline__ void mma16816<__nv_bfloat16>(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <> __device__ __forceinline__ void mma16816<__half>(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* 2^x on the special-function unit (2^-inf = 0). */
+__device__ __forceinline__ float fast_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* Two floats as one register of two 16-bit values, the first in the low half (lower column). */
+template <typename T> __device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+template <> __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi)
+{
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+template <int D, int WARPS, int BC>
+struct fa2_cfg {
+    static constexpr int ROWS = 16 * WARPS;        // query rows per block
+    static constexpr int NT = 32 * WARPS;          // threads
+    static constexpr int LD = D + 8;               // shared row stride in elements (16-byte pad)
+    static constexpr bool Q_REGS = D <= 128;       // Q fragments live in registers (D=256: reloaded)
+    static constexpr size_t SMEM = ((size_t)ROWS + 4 * BC) * LD * 2;   // Q, K[2], V[2]
+};
+
+template <typename T, int D, int WARPS, int BC>
+__global__ void __launch_bounds__(32 * WARPS, 1) k_attn_fa2(
+    float *out, const float *q, const T *kc, const T *vc, const int32_t *tiles, int n_tiles, const int32_t *tok_pos,
+    const int32_t *seq_block0, const int32_t *block_ids, int block_size, int n_heads, int n_kv, float scale,
+    int window, float softcap)
+{
+    typedef fa2_cfg<D, WARPS, BC> C;
+    constexpr int ROWS = C::ROWS, NT = C::NT, LD = C::LD, NSUB = ATT_TILE / ROWS;
+    extern __shared__ __align__(128) unsigned char smem[];
+    T *Qs = (T *)smem, *Ks = Qs + ROWS * LD, *Vs = Ks + 2 * BC * LD;
+
+    // Heaviest tiles (latest in the batch, most keys) first; heads of one KV group adjacent.
+    const int per_tile = n_heads * NSUB;
+    const int tile = n_tiles - 1 - (int)(blockIdx.x / per_tile), rem = (int)(blockIdx.x % per_tile);
+    const int h = rem % n_heads, sub = rem / n_heads;
+    const int t0 = tiles[tile * 3] + sub * ROWS, s = tiles[tile * 3 + 2];
+    const int n_rows = min(ROWS, tiles[tile * 3 + 1] - sub * ROWS);
+    if (n_rows <= 0) return;   // whole block: the tile is shorter than this sub-tile
+    const int kvh = h / (n_heads / n_kv);
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
+    const int p_first = tok_pos[t0], p_last = p_first + n_rows - 1;
+    const int32_t *blocks = block_ids + seq_block0[s];
+    const size_t krow = (size_t)n_kv * D;
+    const T *kbase = kc + (size_t)kvh * D, *vbase = vc + (size_t)kvh * D;
+
+    // Q rows -> 16-bit shared (rows past the tile zero); f32 in, four at a time.
+    for (int i = tid; i < ROWS * D / 4; i += NT) {
+        int r = i / (D / 4), c = (i % (D / 4)) * 4;
+        float4 f = make_float4(0, 0, 0, 0);
+        if (r < n_rows) f = *reinterpret_cast<const float4 *>(q + ((size_t)(t0 + r) * n_heads + h) * D + c);
+        uint2 u = make_uint2(pack2<T>(f.x, f.y), pack2<T>(f.z, f.w));
+        *reinterpret_cast<uint2 *>(Qs + r * LD + c) = u;
+    }
+
+    // The key range of the block: [k_lo, p_last], walked in tiles of BC from a multiple of BC.
+    int k_lo = window > 0 ? max(0, p_first - window + 1) : 0;
+    k_lo -= k_lo % BC;
+    const int n_kt = (p_last - k_lo) / BC + 1;
+
+    auto load_kv = [&](int kb, int buf) {
+        T *ks = Ks + buf * BC * LD, *vs = Vs + buf * BC * LD;
+        constexpr int CH = D / 8;   // 16-byte chunks per row
+#pragma unroll
+        for (int i = tid; i < BC * CH; i += NT) {
+            int r = i / CH, c = (i % CH) * 8, pos = kb + r;
+            bool ok = pos <= p_last;
+            size_t slot = ok ? (size_t)blocks[pos / block_size] * block_size + pos % block_size : 0;
+            cp_async16(ks + r * LD + c, kbase + slot * krow + c, ok);
+            cp_async16(vs + r * LD + c, vbase + slot * krow + c, ok);
+        }
+    };
+    load_kv(k_lo, 0);
+    cp_async_commit();
+
+    // This thread's two rows (g and g + 8 of the warp's 16); rows past the tile act as the last
+    // row (finite math, never stored).
+    const int r0 = warp * 16 + g, r1 = r0 + 8;
+    const int qp0 = r0 < n_rows ? p_first + r0 : p_last, qp1 = r1 < n_rows ? p_first + r1 : p_last;
+    const int w_min = warp * 16 < n_rows ? p_first + warp * 16 : p_last;
+    const int w_max = warp * 16 + 15 < n_rows ? p_first + warp * 16 + 15 : p_last;
+    const float LOG2E = 1.4426950408889634f, sl = scale * LOG2E;
+
+    uint32_t qf[C::Q_REGS ? D / 16 : 1][4];
+    float o[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;   // row max (log2 units), partial sums
+
+    // A fragment of Q for k-step kk: ldmatrix x4 of rows 0-7/8-15 x cols lo/hi.
+    const T *qa = Qs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
+    __syncthreads();
+    if (C::Q_REGS) {
+#pragma unroll
+        for (int kk = 0; kk < (C::Q_REGS ? D / 16 : 0); kk++) ldsm_x4(qf[kk], qa + kk * 16);
+    }
+
+    for (int it = 0; it < n_kt; it++) {
+        const int kb = k_lo + it * BC, buf = it & 1;
+        if (it + 1 < n_kt) {
+            load_kv(kb + BC, buf ^ 1);   // its buffer was last read in it - 1, before the closing barrier
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const T *ks = Ks + buf * BC * LD, *vs = Vs + buf * BC * LD;
+        // Warps whose rows see no key of this tile skip it (causal diagonal, before the window,
+        // rows past a short tile).
+        bool skip = warp * 16 >= n_rows || kb > w_max || (window > 0 && kb + BC - 1 <= w_min - window);
+        if (!skip) {
+            float sc[BC / 8][4];
+#pragma unroll
+            for (int j = 0; j < BC / 8; j++) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+            // S = Q K^T; K fragments: matrices (keys 0-7, d lo), (0-7, hi), (8-15, lo), (8-15, hi).
+            const T *kp = ks + ((lane & 7) + (lane >> 4) * 8) * LD + ((lane >> 3) & 1) * 8;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                uint32_t a[4];
+                if (C::Q_REGS) {
+                    a[0] = qf[C::Q_REGS ? kk : 0][0]; a[1] = qf[C::Q_REGS ? kk : 0][1];
+                    a[2] = qf[C::Q_REGS ? kk : 0][2]; a[3] = qf[C::Q_REGS ? kk : 0][3];
+                } else {
+                    ldsm_x4(a, qa + kk * 16);
+                }
+#pragma unroll
+                for (int nj = 0; nj < BC / 16; nj++) {
+                    uint32_t b[4];
+                    ldsm_x4(b, kp + nj * 16 * LD + kk * 16);
+                    mma16816<T>(sc[2 * nj], a, b[0], b[1]);
+                    mma16816<T>(sc[2 * nj + 1], a, b[2], b[3]);
+                }
+            }
+            // Scores in log2 units: (softcap of) scale * s, masked; row max over the quad.
+            const bool need_mask = kb + BC - 1 > w_min || (window > 0 && kb <= w_max - window);
+            float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < BC / 8; j++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    float v = sc[j][e];
+                    if (softcap > 0) v = softcap * tanhf(v * scale / softcap) * LOG2E;
+                    else v *= sl;
+                    if (need_mask) {
+                        int kpos = kb + j * 8 + tq * 2 + (e & 1), qp = e < 2 ? qp0 : qp1;
+                        bool ok = kpos <= qp && (window <= 0 || kpos > qp - window);
+                        v = ok ? v : -INFINITY;
+                    }
+                    sc[j][e] = v;
+                }
+                mx0 = fmaxf(mx0, fmaxf(sc[j][0], sc[j][1]));
+                mx1 = fmaxf(mx1, fmaxf(sc[j][2], sc[j][3]));
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
+            // A row with nothing visible yet keeps max -inf: subtract 0 instead (no inf - inf).
+            const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
+            const float al0 = fast_exp2(m0 - mu0), al1 = fast_exp2(m1 - mu1);
+            m0 = mn0;
+            m1 = mn1;
+            float ps0 = 0.0f, ps1 = 0.0f;
+#pragma unroll
+            for (int j = 0; j < BC / 8; j++) {
+                sc[j][0] = fast_exp2(sc[j][0] - mu0);
+                sc[j][1] = fast_exp2(sc[j][1] - mu0);
+                sc[j][2] = fast_exp2(sc[j][2] - mu1);
+                sc[j][3] = fast_exp2(sc[j][3] - mu1);
+                ps0 += sc[j][0] + sc[j][1];
+                ps1 += sc[j][2] + sc[j][3];
+            }
+            l0 = l0 * al0 + ps0;
+            l1 = l1 * al1 + ps1;
+#pragma unroll
+            for (int j = 0; j < D / 8; j++) {
+                o[j][0] *= al0; o[j][1] *= al0;
+                o[j][2] *= al1; o[j][3] *= al1;
+            }
+            // O += P V. The S accumulators of key columns 16kk..16kk+15 are exactly the A fragment
+            // of k-step kk; V fragments by ldmatrix.trans: (keys 0-7, d lo), (8-15, lo), (0-7, hi), (8-15, hi).
+            const T *vp = vs + ((lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
+#pragma unroll
+            for (int kk = 0; kk < BC / 16; kk++) {
+                uint32_t a[4];
+                a[0] = pack2<T>(sc[2 * kk][0], sc[2 * kk][1]);
+                a[1] = pack2<T>(sc[2 * kk][2], sc[2 * kk][3]);
+                a[2] = pack2<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+                a[3] = pack2<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+#pragma unroll
+                for (int dj = 0; dj < D / 16; dj++) {
+                    uint32_t b[4];
+                    ldsm_x4_t(b, vp + kk * 16 * LD + dj * 16);
+                    mma16816<T>(o[2 * dj], a, b[0], b[1]);
+                    mma16816<T>(o[2 * dj + 1], a, b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads();   // everyone is done with buf before the next iteration refills it
+    }
+
+    // Row sums across the quad, then O / l to f32 out (two adjacent columns per store).
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float i0 = l0 > 0 ? 1.0f / l0 : 0.0f, i1 = l1 > 0 ? 1.0f / l1 : 0.0f;
+    float *o0 = out + ((size_t)(t0 + r0) * n_heads + h) * D + tq * 2;
+    float *o1 = out + ((size_t)(t0 + r1) * n_heads + h) * D + tq * 2;
+#pragma unroll
+    for (int j = 0; j < D / 8; j++) {
+        if (r0 < n_rows) *reinterpret_cast<float2 *>(o0 + j * 8) = make_float2(o[j][0] * i0, o[j][1] * i0);
+        if (r1 < n_rows) *reinterpret_cast<float2 *>(o1 + j * 8) = make_float2(o[j][2] * i1, o[j][3] * i1);
+    }
+}
+
+template <typename T, int D, int WARPS, int BC>
+static void launch_fa2(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+                       const struct attn_params *ap, const struct batch_meta *m)
+{
+    typedef fa2_cfg<D, WARPS, BC> C;
+    static_assert(ATT_TILE % C::ROWS == 0, "a tile must split into whole blocks");
+    const struct cuda_batch *b = &cb->batch;
+    CUDA_CHECK(cudaFuncSetAttribute(k_attn_fa2<T, D, WARPS, BC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM));
+    unsigned n_blocks = (unsigned)b->n_tiles * (unsigned)ap->n_heads * (ATT_TILE / C::ROWS);
+    k_attn_fa2<T, D, WARPS, BC><<<n_blocks, C::NT, C::SMEM, cb->stream>>>(
+        (float *)dptr(out), (const float *)dptr(q), (const T *)dptr(&kv->k), (const T *)dptr(&kv->v), b->d_tiles,
+        b->n_tiles, b->d_tok_pos, b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, ap->n_kv_heads,
+        ap->scale, ap->window, ap->softcap);
+    LAUNCH_CHECK();
+}
+
+/* head_dim 64/128/256 over a bf16/f16 cache; false otherwise. CAIRN_CUDA_ATT_WARPS=4 picks
+ * 64-row blocks for head_dim <= 128 (a measurement knob; 8 warps, 128 rows, is the default). */
+template <typename T>
+static bool fa2_dispatch(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+                         const struct attn_params *ap, const struct batch_meta *m)
+{
+    const char *env = getenv("CAIRN_CUDA_ATT_WARPS");
+    bool w4 = env && atoi(env) == 4;
+    switch (ap->head_dim) {
+    case 64:
+        if (w4) launch_fa2<T, 64, 4, 64>(cb, out, q, kv, ap, m); else launch_fa2<T, 64, 8, 64>(cb, out, q, kv, ap, m);
+        return true;
+    case 128:
+        if (w4) launch_fa2<T, 128, 4, 64>(cb, out, q, kv, ap, m); else launch_fa2<T, 128, 8, 64>(cb, out, q, kv, ap, m);
+        return true;
+    case 256: launch_fa2<T, 256, 4, 32>(cb, out, q, kv, ap, m); return true;
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Fallback: WMMA, S and O staged in shared memory (f32 caches, head dims other than 64/128/256) */
 
 #define TQ 64          // query rows per block
 #define TK 64          // keys per tile
@@ -52,7 +375,10 @@ __global__ void __launch_bounds__(TW * 32) k_attn_tiled(
     float *row_m = (float *)(smem + L.ml), *row_l = row_m + TQ, *row_a = row_l + TQ;
     __shared__ int64_t slot_s[TK];
 
-    const int t0 = tiles[blockIdx.x * 3], n_rows = tiles[blockIdx.x * 3 + 1], s = tiles[blockIdx.x * 3 + 2];
+    // blockIdx.z: which 64-row part of the (up to ATT_TILE-row) tile
+    const int t0 = tiles[blockIdx.x * 3] + blockIdx.z * TQ, s = tiles[blockIdx.x * 3 + 2];
+    const int n_rows = min(TQ, tiles[blockIdx.x * 3 + 1] - (int)blockIdx.z * TQ);
+    if (n_rows <= 0) return;   // whole block
     const int h = blockIdx.y, kvh = h / (n_heads / n_kv);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int p_first = tok_pos[t0], p_last = tok_pos[t0 + n_rows - 1];
@@ -172,6 +498,7 @@ __global__ void __launch_bounds__(TW * 32) k_attn_tiled(
     }
 }
 
+
 template <typename T, int D>
 static void launch(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                    const struct attn_params *ap, const struct batch_meta *m)
@@ -179,8 +506,9 @@ static void launch(struct cuda_backend *cb, struct tensor *out, const struct ten
     const struct cuda_batch *b = &cb->batch;
     size_t smem = tiled_layout(D).total;
     static_assert(D % 16 == 0, "head_dim must be a multiple of 16");
+    static_assert(ATT_TILE % TQ == 0, "a tile must split into whole blocks");
     CUDA_CHECK(cudaFuncSetAttribute(k_attn_tiled<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    dim3 grid(b->n_tiles, ap->n_heads);
+    dim3 grid(b->n_tiles, ap->n_heads, ATT_TILE / TQ);
     k_attn_tiled<T, D><<<grid, TW * 32, smem, cb->stream>>>(
         (float *)dptr(out), (const float *)dptr(q), (const T *)dptr(&kv->k), (const T *)dptr(&kv->v), b->d_tiles,
         b->d_tok_pos, b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, ap->n_kv_heads, ap->scale,
@@ -191,6 +519,8 @@ static void launch(struct cuda_backend *cb, struct tensor *out, const struct ten
 bool cuda_attention_tiled(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                           const struct attn_params *ap, const struct batch_meta *m)
 {
+    if (kv->k.dtype == DTYPE_BF16 && fa2_dispatch<__nv_bfloat16>(cb, out, q, kv, ap, m)) return true;
+    if (kv->k.dtype == DTYPE_F16 && fa2_dispatch<__half>(cb, out, q, kv, ap, m)) return true;
     int D = ap->head_dim;
     if (D % 16 || tiled_layout(D).total > cb->smem_optin) return false;
 #define TILED_CASE(DD) case DD: DISPATCH_FLOAT(kv->k.dtype, T, launch<T, DD>(cb, out, q, kv, ap, m)); return true;

@@ -4,21 +4,23 @@
  * Query tiles come from batch_begin: runs of up to ATT_TILE (128) consecutive positions of one
  * sequence. Decode steps (one token per sequence) use the split-K kernel in attention.cu instead.
  *
- * Main kernel (k_attn_fa2; bf16 or f16 cache, head_dim 64, 128 or 256): a block takes ROWS = 16 *
- * WARPS query rows of one query head, each warp 16 rows. Q is converted to the cache's 16-bit
- * type once and, for head_dim <= 128, kept as mma A fragments in registers for the whole key
- * walk. K and V tiles of BC keys are gathered from the paged cache (slot per key through the
- * block table, so any block_size works) with cp.async into double-buffered shared memory: the
- * next tile loads while this one computes. Per tile and warp: S = Q K^T with mma.sync m16n8k16
- * (K fragments by ldmatrix), S stays in registers; scale, softcap, causal/window mask and the
- * online softmax in f32 registers (row max across the 4 lanes of a quad by shuffles, exp2 with
- * log2(e) folded in); P is repacked from the S accumulator layout straight into A fragments
- * (no shared memory round trip), O += P V with V fragments by ldmatrix.trans, O in f32
- * registers. Warps whose 16 rows cannot see any key of a tile skip its math (the causal
- * diagonal, window edges); only tiles that cross a row's limits pay for the mask. Rows are padded
- * by 16 bytes in shared memory so ldmatrix's eight row addresses fall in distinct banks. Blocks
- * run in descending tile order (longest key ranges first) with the query heads of one KV head
- * adjacent, so a KV tile is reused from L2 by the heads of its group.
+ * Main kernel (k_attn_fa2; bf16 or f16 cache, head_dim 64, 128 or 256): a block takes 128 query
+ * rows of one query head (head_dim 256: 64), as WARPS warps of MT m16 tiles each (4 x 2 by
+ * default: each K/V fragment loaded by ldmatrix feeds two MMAs). Q is converted to the cache's
+ * 16-bit type once into shared memory (with one m-tile per warp its A fragments then stay in
+ * registers for the whole key walk). K and V tiles of BC keys are gathered from the paged cache
+ * (slot per key through the block table, a shift for power-of-two block sizes, so any block_size
+ * works) with cp.async into double-buffered shared memory: the next tile loads while this one
+ * computes. Per tile and warp: S = Q K^T with mma.sync m16n8k16 (K fragments by ldmatrix), S
+ * stays in registers; softcap, causal/window mask and the online softmax in f32 registers (row
+ * max across the 4 lanes of a quad by shuffles; scale and log2(e) folded into exp2's FFMA; the O
+ * rescale skipped once the warp's row maxima settle); P is repacked from the S accumulator layout
+ * straight into A fragments (no shared memory round trip), O += P V with V fragments by
+ * ldmatrix.trans, O in f32 registers. Warps whose rows cannot see any key of a tile skip its math
+ * (the causal diagonal, window edges); only tiles that cross a row's limits pay for the mask. Rows
+ * are padded by 16 bytes in shared memory so ldmatrix's eight row addresses fall in distinct
+ * banks. Blocks run in descending tile order (longest key ranges first) with the query heads of
+ * one KV head adjacent, so a KV tile is reused from L2 by the heads of its group.
  *
  * Fallback (k_attn_tiled; f32 cache or other head dims): WMMA with S and O in shared memory,
  * 64 rows per block.
@@ -93,23 +95,24 @@ template <> __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi
     return *reinterpret_cast<uint32_t *>(&v);
 }
 
-template <int D, int WARPS, int BC>
+/* Block shape: WARPS warps of MT m16 tiles (16 query rows) each, BC keys per K/V tile. */
+template <int D, int WARPS, int MT, int BC>
 struct fa2_cfg {
-    static constexpr int ROWS = 16 * WARPS;        // query rows per block
+    static constexpr int ROWS = 16 * MT * WARPS;   // query rows per block
     static constexpr int NT = 32 * WARPS;          // threads
     static constexpr int LD = D + 8;               // shared row stride in elements (16-byte pad)
-    static constexpr bool Q_REGS = D <= 128;       // Q fragments live in registers (D=256: reloaded)
+    static constexpr bool Q_REGS = MT == 1 && D <= 128;   // Q fragments stay in registers
     static constexpr size_t SMEM = ((size_t)ROWS + 4 * BC) * LD * 2;   // Q, K[2], V[2]
 };
 
-template <typename T, int D, int WARPS, int BC>
-__global__ void __launch_bounds__(32 * WARPS, 1) k_attn_fa2(
+template <typename T, int D, int WARPS, int MT, int BC>
+__global__ void __launch_bounds__(32 * WARPS, 8 / WARPS) k_attn_fa2(
     float *out, const float *q, const T *kc, const T *vc, const int32_t *tiles, int n_tiles, const int32_t *tok_pos,
-    const int32_t *seq_block0, const int32_t *block_ids, int block_size, int n_heads, int n_kv, float scale,
-    int window, float softcap)
+    const int32_t *seq_block0, const int32_t *block_ids, int block_size, int bs_shift, int n_heads, int n_kv,
+    float scale, int window, float softcap)
 {
-    typedef fa2_cfg<D, WARPS, BC> C;
-    constexpr int ROWS = C::ROWS, NT = C::NT, LD = C::LD, NSUB = ATT_TILE / ROWS;
+    typedef fa2_cfg<D, WARPS, MT, BC> C;
+    constexpr int ROWS = C::ROWS, NT = C::NT, LD = C::LD, NSUB = ATT_TILE / ROWS, WR = 16 * MT;
     extern __shared__ __align__(128) unsigned char smem[];
     T *Qs = (T *)smem, *Ks = Qs + ROWS * LD, *Vs = Ks + 2 * BC * LD;
 
@@ -148,7 +151,9 @@ __global__ void __launch_bounds__(32 * WARPS, 1) k_attn_fa2(
         for (int i = tid; i < BC * CH; i += NT) {
             int r = i / CH, c = (i % CH) * 8, pos = kb + r;
             bool ok = pos <= p_last;
-            size_t slot = ok ? (size_t)blocks[pos / block_size] * block_size + pos % block_size : 0;
+            // block_size a power of two (the usual 16): shifts instead of a division
+            int blk = bs_shift >= 0 ? pos >> bs_shift : pos / block_size;
+            size_t slot = ok ? (size_t)blocks[blk] * block_size + (pos - blk * block_size) : 0;
             cp_async16(ks + r * LD + c, kbase + slot * krow + c, ok);
             cp_async16(vs + r * LD + c, vbase + slot * krow + c, ok);
         }
@@ -156,22 +161,29 @@ __global__ void __launch_bounds__(32 * WARPS, 1) k_attn_fa2(
     load_kv(k_lo, 0);
     cp_async_commit();
 
-    // This thread's two rows (g and g + 8 of the warp's 16); rows past the tile act as the last
-    // row (finite math, never stored).
-    const int r0 = warp * 16 + g, r1 = r0 + 8;
-    const int qp0 = r0 < n_rows ? p_first + r0 : p_last, qp1 = r1 < n_rows ? p_first + r1 : p_last;
-    const int w_min = warp * 16 < n_rows ? p_first + warp * 16 : p_last;
-    const int w_max = warp * 16 + 15 < n_rows ? p_first + warp * 16 + 15 : p_last;
-    const float LOG2E = 1.4426950408889634f, sl = scale * LOG2E;
+    // This thread's rows: g and g + 8 of each of the warp's MT m-tiles; rows past the tile act
+    // as the last row (finite math, never stored).
+    const int wr0 = warp * WR;
+    const int w_min = wr0 < n_rows ? p_first + wr0 : p_last;
+    const int w_max = wr0 + WR - 1 < n_rows ? p_first + wr0 + WR - 1 : p_last;
+    const float LOG2E = 1.4426950408889634f;
+    // Without softcap the max is taken on raw q.k and the scale folds into exp2's FFMA; with
+    // softcap (or a non-positive scale) scores are transformed to log2 units first.
+    const bool transform = softcap > 0 || !(scale > 0);
+    const float mult = transform ? 1.0f : scale * LOG2E;
 
     uint32_t qf[C::Q_REGS ? D / 16 : 1][4];
-    float o[D / 8][4];
+    float o[MT][D / 8][4];
 #pragma unroll
-    for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;   // row max (log2 units), partial sums
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
+    float m[MT][2], l[MT][2];   // row max (score units), this lane's partial row sums
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
 
-    // A fragment of Q for k-step kk: ldmatrix x4 of rows 0-7/8-15 x cols lo/hi.
-    const T *qa = Qs + (warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
+    // A fragment of Q for k-step kk of m-tile mt: ldmatrix x4 of rows 0-7/8-15 x cols lo/hi.
+    const T *qa = Qs + (wr0 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
     __syncthreads();
     if (C::Q_REGS) {
 #pragma unroll
@@ -191,93 +203,112 @@ __global__ void __launch_bounds__(32 * WARPS, 1) k_attn_fa2(
         const T *ks = Ks + buf * BC * LD, *vs = Vs + buf * BC * LD;
         // Warps whose rows see no key of this tile skip it (causal diagonal, before the window,
         // rows past a short tile).
-        bool skip = warp * 16 >= n_rows || kb > w_max || (window > 0 && kb + BC - 1 <= w_min - window);
+        bool skip = wr0 >= n_rows || kb > w_max || (window > 0 && kb + BC - 1 <= w_min - window);
         if (!skip) {
-            float sc[BC / 8][4];
+            float sc[MT][BC / 8][4];
 #pragma unroll
-            for (int j = 0; j < BC / 8; j++) sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < BC / 8; j++) sc[mt][j][0] = sc[mt][j][1] = sc[mt][j][2] = sc[mt][j][3] = 0.0f;
             // S = Q K^T; K fragments: matrices (keys 0-7, d lo), (0-7, hi), (8-15, lo), (8-15, hi).
             const T *kp = ks + ((lane & 7) + (lane >> 4) * 8) * LD + ((lane >> 3) & 1) * 8;
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++) {
-                uint32_t a[4];
-                if (C::Q_REGS) {
-                    a[0] = qf[C::Q_REGS ? kk : 0][0]; a[1] = qf[C::Q_REGS ? kk : 0][1];
-                    a[2] = qf[C::Q_REGS ? kk : 0][2]; a[3] = qf[C::Q_REGS ? kk : 0][3];
-                } else {
-                    ldsm_x4(a, qa + kk * 16);
+                uint32_t a[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    if (C::Q_REGS) {
+#pragma unroll
+                        for (int x = 0; x < 4; x++) a[mt][x] = qf[C::Q_REGS ? kk : 0][x];
+                    } else {
+                        ldsm_x4(a[mt], qa + mt * 16 * LD + kk * 16);
+                    }
                 }
 #pragma unroll
                 for (int nj = 0; nj < BC / 16; nj++) {
                     uint32_t b[4];
                     ldsm_x4(b, kp + nj * 16 * LD + kk * 16);
-                    mma16816<T>(sc[2 * nj], a, b[0], b[1]);
-                    mma16816<T>(sc[2 * nj + 1], a, b[2], b[3]);
-                }
-            }
-            // Scores in log2 units: (softcap of) scale * s, masked; row max over the quad.
-            const bool need_mask = kb + BC - 1 > w_min || (window > 0 && kb <= w_max - window);
-            float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
-            for (int j = 0; j < BC / 8; j++) {
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    float v = sc[j][e];
-                    if (softcap > 0) v = softcap * tanhf(v * scale / softcap) * LOG2E;
-                    else v *= sl;
-                    if (need_mask) {
-                        int kpos = kb + j * 8 + tq * 2 + (e & 1), qp = e < 2 ? qp0 : qp1;
-                        bool ok = kpos <= qp && (window <= 0 || kpos > qp - window);
-                        v = ok ? v : -INFINITY;
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma16816<T>(sc[mt][2 * nj], a[mt], b[0], b[1]);
+                        mma16816<T>(sc[mt][2 * nj + 1], a[mt], b[2], b[3]);
                     }
-                    sc[j][e] = v;
                 }
-                mx0 = fmaxf(mx0, fmaxf(sc[j][0], sc[j][1]));
-                mx1 = fmaxf(mx1, fmaxf(sc[j][2], sc[j][3]));
             }
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            const float mn0 = fmaxf(m0, mx0), mn1 = fmaxf(m1, mx1);
-            // A row with nothing visible yet keeps max -inf: subtract 0 instead (no inf - inf).
-            const float mu0 = mn0 == -INFINITY ? 0.0f : mn0, mu1 = mn1 == -INFINITY ? 0.0f : mn1;
-            const float al0 = fast_exp2(m0 - mu0), al1 = fast_exp2(m1 - mu1);
-            m0 = mn0;
-            m1 = mn1;
-            float ps0 = 0.0f, ps1 = 0.0f;
+            const bool need_mask = kb + BC - 1 > w_min || (window > 0 && kb <= w_max - window);
 #pragma unroll
-            for (int j = 0; j < BC / 8; j++) {
-                sc[j][0] = fast_exp2(sc[j][0] - mu0);
-                sc[j][1] = fast_exp2(sc[j][1] - mu0);
-                sc[j][2] = fast_exp2(sc[j][2] - mu1);
-                sc[j][3] = fast_exp2(sc[j][3] - mu1);
-                ps0 += sc[j][0] + sc[j][1];
-                ps1 += sc[j][2] + sc[j][3];
-            }
-            l0 = l0 * al0 + ps0;
-            l1 = l1 * al1 + ps1;
+            for (int mt = 0; mt < MT; mt++) {
+                // (softcapped) scores, masked; row max over the quad
+                float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
-            for (int j = 0; j < D / 8; j++) {
-                o[j][0] *= al0; o[j][1] *= al0;
-                o[j][2] *= al1; o[j][3] *= al1;
+                for (int j = 0; j < BC / 8; j++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float v = sc[mt][j][e];
+                        if (transform) v = softcap > 0 ? softcap * tanhf(v * scale / softcap) * LOG2E : v * scale * LOG2E;
+                        if (need_mask) {
+                            int r = wr0 + mt * 16 + g + (e >> 1) * 8, p = r < n_rows ? p_first + r : p_last;
+                            int kpos = kb + j * 8 + tq * 2 + (e & 1);
+                            bool ok = kpos <= p && (window <= 0 || kpos > p - window);
+                            v = ok ? v : -INFINITY;
+                        }
+                        sc[mt][j][e] = v;
+                        mx[e >> 1] = fmaxf(mx[e >> 1], v);
+                    }
+                }
+                float al[2], mm[2];
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffffu, mx[e], 1));
+                    mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffffu, mx[e], 2));
+                    float mn = fmaxf(m[mt][e], mx[e]);
+                    // A row with nothing visible yet keeps max -inf: subtract 0 instead (no inf - inf).
+                    float mu = mn == -INFINITY ? 0.0f : mn;
+                    al[e] = fast_exp2((m[mt][e] - mu) * mult);
+                    mm[e] = mu * mult;
+                    m[mt][e] = mn;
+                }
+                float ps[2] = { 0.0f, 0.0f };
+#pragma unroll
+                for (int j = 0; j < BC / 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        sc[mt][j][e] = fast_exp2(fmaf(sc[mt][j][e], mult, -mm[e >> 1]));
+                        ps[e >> 1] += sc[mt][j][e];
+                    }
+                l[mt][0] = l[mt][0] * al[0] + ps[0];
+                l[mt][1] = l[mt][1] * al[1] + ps[1];
+                // Once the row maxima settle, alpha is 1: skip the rescale when the whole warp agrees.
+                if (__any_sync(0xffffffffu, al[0] != 1.0f || al[1] != 1.0f)) {
+#pragma unroll
+                    for (int j = 0; j < D / 8; j++) {
+                        o[mt][j][0] *= al[0]; o[mt][j][1] *= al[0];
+                        o[mt][j][2] *= al[1]; o[mt][j][3] *= al[1];
+                    }
+                }
             }
             // O += P V. The S accumulators of key columns 16kk..16kk+15 are exactly the A fragment
             // of k-step kk; V fragments by ldmatrix.trans: (keys 0-7, d lo), (8-15, lo), (0-7, hi), (8-15, hi).
             const T *vp = vs + ((lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
 #pragma unroll
             for (int kk = 0; kk < BC / 16; kk++) {
-                uint32_t a[4];
-                a[0] = pack2<T>(sc[2 * kk][0], sc[2 * kk][1]);
-                a[1] = pack2<T>(sc[2 * kk][2], sc[2 * kk][3]);
-                a[2] = pack2<T>(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
-                a[3] = pack2<T>(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+                uint32_t a[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    a[mt][0] = pack2<T>(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+                    a[mt][1] = pack2<T>(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+                    a[mt][2] = pack2<T>(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+                    a[mt][3] = pack2<T>(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+                }
 #pragma unroll
                 for (int dj = 0; dj < D / 16; dj++) {
                     uint32_t b[4];
                     ldsm_x4_t(b, vp + kk * 16 * LD + dj * 16);
-                    mma16816<T>(o[2 * dj], a, b[0], b[1]);
-                    mma16816<T>(o[2 * dj + 1], a, b[2], b[3]);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma16816<T>(o[mt][2 * dj], a[mt], b[0], b[1]);
+                        mma16816<T>(o[mt][2 * dj + 1], a[mt], b[2], b[3]);
+                    }
                 }
             }
         }
@@ -285,52 +316,73 @@ __global__ void __launch_bounds__(32 * WARPS, 1) k_attn_fa2(
     }
 
     // Row sums across the quad, then O / l to f32 out (two adjacent columns per store).
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const float i0 = l0 > 0 ? 1.0f / l0 : 0.0f, i1 = l1 > 0 ? 1.0f / l1 : 0.0f;
-    float *o0 = out + ((size_t)(t0 + r0) * n_heads + h) * D + tq * 2;
-    float *o1 = out + ((size_t)(t0 + r1) * n_heads + h) * D + tq * 2;
 #pragma unroll
-    for (int j = 0; j < D / 8; j++) {
-        if (r0 < n_rows) *reinterpret_cast<float2 *>(o0 + j * 8) = make_float2(o[j][0] * i0, o[j][1] * i0);
-        if (r1 < n_rows) *reinterpret_cast<float2 *>(o1 + j * 8) = make_float2(o[j][2] * i1, o[j][3] * i1);
-    }
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float sum = l[mt][e];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            const float inv = sum > 0 ? 1.0f / sum : 0.0f;
+            const int r = wr0 + mt * 16 + g + e * 8;
+            if (r >= n_rows) continue;
+            float *orow = out + ((size_t)(t0 + r) * n_heads + h) * D + tq * 2;
+#pragma unroll
+            for (int j = 0; j < D / 8; j++)
+                *reinterpret_cast<float2 *>(orow + j * 8) = make_float2(o[mt][j][2 * e] * inv, o[mt][j][2 * e + 1] * inv);
+        }
 }
 
-template <typename T, int D, int WARPS, int BC>
+template <typename T, int D, int WARPS, int MT, int BC>
 static void launch_fa2(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                        const struct attn_params *ap, const struct batch_meta *m)
 {
-    typedef fa2_cfg<D, WARPS, BC> C;
+    typedef fa2_cfg<D, WARPS, MT, BC> C;
     static_assert(ATT_TILE % C::ROWS == 0, "a tile must split into whole blocks");
     const struct cuda_batch *b = &cb->batch;
-    CUDA_CHECK(cudaFuncSetAttribute(k_attn_fa2<T, D, WARPS, BC>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM));
+    auto kern = k_attn_fa2<T, D, WARPS, MT, BC>;
+    CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM));
+    int bs = m->block_size, shift = -1;
+    if (bs > 0 && (bs & (bs - 1)) == 0)
+        for (shift = 0; (1 << shift) < bs; shift++) {}
     unsigned n_blocks = (unsigned)b->n_tiles * (unsigned)ap->n_heads * (ATT_TILE / C::ROWS);
-    k_attn_fa2<T, D, WARPS, BC><<<n_blocks, C::NT, C::SMEM, cb->stream>>>(
+    kern<<<n_blocks, C::NT, C::SMEM, cb->stream>>>(
         (float *)dptr(out), (const float *)dptr(q), (const T *)dptr(&kv->k), (const T *)dptr(&kv->v), b->d_tiles,
-        b->n_tiles, b->d_tok_pos, b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, ap->n_kv_heads,
+        b->n_tiles, b->d_tok_pos, b->d_seq_block0, b->d_block_ids, bs, shift, ap->n_heads, ap->n_kv_heads,
         ap->scale, ap->window, ap->softcap);
     LAUNCH_CHECK();
 }
 
-/* head_dim 64/128/256 over a bf16/f16 cache; false otherwise. CAIRN_CUDA_ATT_WARPS=4 picks
- * 64-row blocks for head_dim <= 128 (a measurement knob; 8 warps, 128 rows, is the default). */
+/* head_dim 64/128/256 over a bf16/f16 cache; false otherwise. Block shapes measured on H100
+ * (bench/attn_bench, Qwen3-8B shape, causal 4K / 32K tokens, TFLOP/s): 4 warps x 32 rows, 64-key
+ * tiles 225 / 265; the same with 32-key tiles 220 / 256; 8 warps x 16 rows 187 / 216; 4 warps x
+ * 16 rows 185 / 205. Two m-tiles per warp halve the K/V fragment loads per MMA; the 128-row shape
+ * spills ~130 bytes at 255 registers and is still the fastest. CAIRN_CUDA_ATT_VARIANT (measurement
+ * knob) picks another: 1 = 8 warps x 16 rows, 2 = 4 warps x 16 rows, 5 = 4 warps x 32 rows with
+ * 32-key tiles; head_dim 256: 4 = 8 warps x 16 rows (default 4 warps x 16 rows, 32-key tiles:
+ * the accumulators of 32 rows would not fit in registers). */
 template <typename T>
 static bool fa2_dispatch(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                          const struct attn_params *ap, const struct batch_meta *m)
 {
-    const char *env = getenv("CAIRN_CUDA_ATT_WARPS");
-    bool w4 = env && atoi(env) == 4;
+    const char *env = getenv("CAIRN_CUDA_ATT_VARIANT");
+    int v = env ? atoi(env) : 0;
     switch (ap->head_dim) {
     case 64:
-        if (w4) launch_fa2<T, 64, 4, 64>(cb, out, q, kv, ap, m); else launch_fa2<T, 64, 8, 64>(cb, out, q, kv, ap, m);
+        if (v == 1) launch_fa2<T, 64, 8, 1, 64>(cb, out, q, kv, ap, m);
+        else if (v == 2) launch_fa2<T, 64, 4, 1, 64>(cb, out, q, kv, ap, m);
+        else launch_fa2<T, 64, 4, 2, 64>(cb, out, q, kv, ap, m);
         return true;
     case 128:
-        if (w4) launch_fa2<T, 128, 4, 64>(cb, out, q, kv, ap, m); else launch_fa2<T, 128, 8, 64>(cb, out, q, kv, ap, m);
+        if (v == 1) launch_fa2<T, 128, 8, 1, 64>(cb, out, q, kv, ap, m);
+        else if (v == 2) launch_fa2<T, 128, 4, 1, 64>(cb, out, q, kv, ap, m);
+        else if (v == 5) launch_fa2<T, 128, 4, 2, 32>(cb, out, q, kv, ap, m);
+        else launch_fa2<T, 128, 4, 2, 64>(cb, out, q, kv, ap, m);
         return true;
-    case 256: launch_fa2<T, 256, 4, 32>(cb, out, q, kv, ap, m); return true;
+    case 256:
+        if (v == 4) launch_fa2<T, 256, 8, 1, 32>(cb, out, q, kv, ap, m);
+        else launch_fa2<T, 256, 4, 1, 32>(cb, out, q, kv, ap, m);
+        return true;
     }
     return false;
 }

@@ -1,19 +1,394 @@
-/* attention_tiled: causal paged attention for prefill chunks on tensor cores (WMMA, bf16 in,
- * f32 accumulate), FlashAttention-2 style.
+/* attention_tiled: causal paged attention for prefill chunks on tensor cores, FlashAttention-2
+ * style.
  *
- * A block takes a tile of up to 64 consecutive query tokens of one sequence and one query head
- * (four warps, 16 query rows each) and walks the keys the tile can see in tiles of 64: S = Q K^T
- * on tensor cores into shared memory, masking (causal, window) and the online softmax per row in
- * f32, then O += P V on tensor cores with O kept in shared memory. K and V come from the paged
- * cache through the block table, converted to bf16 on load. Query tiles are built on the host
- * in batch_begin (runs of consecutive positions of one sequence). Decode steps (one token per
- * sequence) use the split-K kernel in attention.cu instead.
+ * Query tiles come from batch_begin: runs of up to ATT_TILE (128) consecutive positions of one
+ * sequence. Decode steps (one token per sequence) use the split-K kernel in attention.cu instead.
+ *
+ * Main kernel (k_attn_fa2; bf16 or f16 cache, head_dim 64, 128 or 256): a block takes 128 query
+ * rows of one query head (head_dim 256: 64), as WARPS warps of MT m16 tiles each (4 x 2 by
+ * default: each K/V fragment loaded by ldmatrix feeds two MMAs). Q is converted to the cache's
+ * 16-bit type once into shared memory (with one m-tile per warp its A fragments then stay in
+ * registers for the whole key walk). K and V tiles of BC keys are gathered from the paged cache
+ * (slot per key through the block table, a shift for power-of-two block sizes, so any block_size
+ * works) with cp.async into double-buffered shared memory: the next tile loads while this one
+ * computes. Per tile and warp: S = Q K^T with mma.sync m16n8k16 (K fragments by ldmatrix), S
+ * stays in registers; softcap, causal/window mask and the online softmax in f32 registers (row
+ * max across the 4 lanes of a quad by shuffles; scale and log2(e) folded into exp2's FFMA; the O
+ * rescale skipped once the warp's row maxima settle); P is repacked from the S accumulator layout
+ * straight into A fragments (no shared memory round trip), O += P V with V fragments by
+ * ldmatrix.trans, O in f32 registers. Warps whose rows cannot see any key of a tile skip its math
+ * (the causal diagonal, window edges); only tiles that cross a row's limits pay for the mask. Rows
+ * are padded by 16 bytes in shared memory so ldmatrix's eight row addresses fall in distinct
+ * banks. Blocks run in descending tile order (longest key ranges first) with the query heads of
+ * one KV head adjacent, so a KV tile is reused from L2 by the heads of its group.
+ *
+ * Fallback (k_attn_tiled; f32 cache or other head dims): WMMA with S and O in shared memory,
+ * 64 rows per block.
  */
 #include "backend/cuda/cuda_common.cuh"
+
+#include <stdlib.h>
 
 #include <mma.h>
 
 using namespace nvcuda;
+
+#define ATT_TILE 128   // query tokens per tile from batch_begin (backend_cuda.cu builds them)
+
+/* ------------------------------------------------------------------------------------------- */
+/* FlashAttention-2 kernel                                                                      */
+
+__device__ __forceinline__ uint32_t smem_u32(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* 16 bytes global -> shared, asynchronously; zero-filled when !ok (keys past the sequence). */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src, bool ok)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+__device__ __forceinline__ void ldsm_x4(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], const void *p)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(smem_u32(p)));
+}
+
+/* c += a b for one m16n8k16 tile (a: 4 regs, b: 2 regs, c: 4 f32), bf16 or f16 inputs. */
+template <typename T> __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+template <> __device__ __forceinline__ void mma16816<__nv_bfloat16>(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <> __device__ __forceinline__ void mma16816<__half>(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* 2^x on the special-function unit (2^-inf = 0). */
+__device__ __forceinline__ float fast_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* Two floats as one register of two 16-bit values, the first in the low half (lower column). */
+template <typename T> __device__ __forceinline__ uint32_t pack2(float lo, float hi);
+template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+template <> __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi)
+{
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* Block shape: WARPS warps of MT m16 tiles (16 query rows) each, BC keys per K/V tile. */
+template <int D, int WARPS, int MT, int BC>
+struct fa2_cfg {
+    static constexpr int ROWS = 16 * MT * WARPS;   // query rows per block
+    static constexpr int NT = 32 * WARPS;          // threads
+    static constexpr int LD = D + 8;               // shared row stride in elements (16-byte pad)
+    static constexpr bool Q_REGS = MT == 1 && D <= 128;   // Q fragments stay in registers
+    static constexpr size_t SMEM = ((size_t)ROWS + 4 * BC) * LD * 2;   // Q, K[2], V[2]
+};
+
+template <typename T, int D, int WARPS, int MT, int BC>
+__global__ void __launch_bounds__(32 * WARPS, 8 / WARPS) k_attn_fa2(
+    float *out, const float *q, const T *kc, const T *vc, const int32_t *tiles, int n_tiles, const int32_t *tok_pos,
+    const int32_t *seq_block0, const int32_t *block_ids, int block_size, int bs_shift, int n_heads, int n_kv,
+    float scale, int window, float softcap)
+{
+    typedef fa2_cfg<D, WARPS, MT, BC> C;
+    constexpr int ROWS = C::ROWS, NT = C::NT, LD = C::LD, NSUB = ATT_TILE / ROWS, WR = 16 * MT;
+    extern __shared__ __align__(128) unsigned char smem[];
+    T *Qs = (T *)smem, *Ks = Qs + ROWS * LD, *Vs = Ks + 2 * BC * LD;
+
+    // Heaviest tiles (latest in the batch, most keys) first; heads of one KV group adjacent.
+    const int per_tile = n_heads * NSUB;
+    const int tile = n_tiles - 1 - (int)(blockIdx.x / per_tile), rem = (int)(blockIdx.x % per_tile);
+    const int h = rem % n_heads, sub = rem / n_heads;
+    const int t0 = tiles[tile * 3] + sub * ROWS, s = tiles[tile * 3 + 2];
+    const int n_rows = min(ROWS, tiles[tile * 3 + 1] - sub * ROWS);
+    if (n_rows <= 0) return;   // whole block: the tile is shorter than this sub-tile
+    const int kvh = h / (n_heads / n_kv);
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
+    const int p_first = tok_pos[t0], p_last = p_first + n_rows - 1;
+    const int32_t *blocks = block_ids + seq_block0[s];
+    const size_t krow = (size_t)n_kv * D;
+    const T *kbase = kc + (size_t)kvh * D, *vbase = vc + (size_t)kvh * D;
+
+    // Q rows -> 16-bit shared (rows past the tile zero); f32 in, four at a time.
+    for (int i = tid; i < ROWS * D / 4; i += NT) {
+        int r = i / (D / 4), c = (i % (D / 4)) * 4;
+        float4 f = make_float4(0, 0, 0, 0);
+        if (r < n_rows) f = *reinterpret_cast<const float4 *>(q + ((size_t)(t0 + r) * n_heads + h) * D + c);
+        uint2 u = make_uint2(pack2<T>(f.x, f.y), pack2<T>(f.z, f.w));
+        *reinterpret_cast<uint2 *>(Qs + r * LD + c) = u;
+    }
+
+    // The key range of the block: [k_lo, p_last], walked in tiles of BC from a multiple of BC.
+    int k_lo = window > 0 ? max(0, p_first - window + 1) : 0;
+    k_lo -= k_lo % BC;
+    const int n_kt = (p_last - k_lo) / BC + 1;
+
+    auto load_kv = [&](int kb, int buf) {
+        T *ks = Ks + buf * BC * LD, *vs = Vs + buf * BC * LD;
+        constexpr int CH = D / 8;   // 16-byte chunks per row
+#pragma unroll
+        for (int i = tid; i < BC * CH; i += NT) {
+            int r = i / CH, c = (i % CH) * 8, pos = kb + r;
+            bool ok = pos <= p_last;
+            // block_size a power of two (the usual 16): shifts instead of a division
+            int blk = bs_shift >= 0 ? pos >> bs_shift : pos / block_size;
+            size_t slot = ok ? (size_t)blocks[blk] * block_size + (pos - blk * block_size) : 0;
+            cp_async16(ks + r * LD + c, kbase + slot * krow + c, ok);
+            cp_async16(vs + r * LD + c, vbase + slot * krow + c, ok);
+        }
+    };
+    load_kv(k_lo, 0);
+    cp_async_commit();
+
+    // This thread's rows: g and g + 8 of each of the warp's MT m-tiles; rows past the tile act
+    // as the last row (finite math, never stored).
+    const int wr0 = warp * WR;
+    const int w_min = wr0 < n_rows ? p_first + wr0 : p_last;
+    const int w_max = wr0 + WR - 1 < n_rows ? p_first + wr0 + WR - 1 : p_last;
+    const float LOG2E = 1.4426950408889634f;
+    // Without softcap the max is taken on raw q.k and the scale folds into exp2's FFMA; with
+    // softcap (or a non-positive scale) scores are transformed to log2 units first.
+    const bool transform = softcap > 0 || !(scale > 0);
+    const float mult = transform ? 1.0f : scale * LOG2E;
+
+    uint32_t qf[C::Q_REGS ? D / 16 : 1][4];
+    float o[MT][D / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int j = 0; j < D / 8; j++) o[mt][j][0] = o[mt][j][1] = o[mt][j][2] = o[mt][j][3] = 0.0f;
+    float m[MT][2], l[MT][2];   // row max (score units), this lane's partial row sums
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) m[mt][0] = m[mt][1] = -INFINITY, l[mt][0] = l[mt][1] = 0.0f;
+
+    // A fragment of Q for k-step kk of m-tile mt: ldmatrix x4 of rows 0-7/8-15 x cols lo/hi.
+    const T *qa = Qs + (wr0 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
+    __syncthreads();
+    if (C::Q_REGS) {
+#pragma unroll
+        for (int kk = 0; kk < (C::Q_REGS ? D / 16 : 0); kk++) ldsm_x4(qf[kk], qa + kk * 16);
+    }
+
+    for (int it = 0; it < n_kt; it++) {
+        const int kb = k_lo + it * BC, buf = it & 1;
+        if (it + 1 < n_kt) {
+            load_kv(kb + BC, buf ^ 1);   // its buffer was last read in it - 1, before the closing barrier
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const T *ks = Ks + buf * BC * LD, *vs = Vs + buf * BC * LD;
+        // Warps whose rows see no key of this tile skip it (causal diagonal, before the window,
+        // rows past a short tile).
+        bool skip = wr0 >= n_rows || kb > w_max || (window > 0 && kb + BC - 1 <= w_min - window);
+        if (!skip) {
+            float sc[MT][BC / 8][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int j = 0; j < BC / 8; j++) sc[mt][j][0] = sc[mt][j][1] = sc[mt][j][2] = sc[mt][j][3] = 0.0f;
+            // S = Q K^T; K fragments: matrices (keys 0-7, d lo), (0-7, hi), (8-15, lo), (8-15, hi).
+            const T *kp = ks + ((lane & 7) + (lane >> 4) * 8) * LD + ((lane >> 3) & 1) * 8;
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+                uint32_t a[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    if (C::Q_REGS) {
+#pragma unroll
+                        for (int x = 0; x < 4; x++) a[mt][x] = qf[C::Q_REGS ? kk : 0][x];
+                    } else {
+                        ldsm_x4(a[mt], qa + mt * 16 * LD + kk * 16);
+                    }
+                }
+#pragma unroll
+                for (int nj = 0; nj < BC / 16; nj++) {
+                    uint32_t b[4];
+                    ldsm_x4(b, kp + nj * 16 * LD + kk * 16);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma16816<T>(sc[mt][2 * nj], a[mt], b[0], b[1]);
+                        mma16816<T>(sc[mt][2 * nj + 1], a[mt], b[2], b[3]);
+                    }
+                }
+            }
+            const bool need_mask = kb + BC - 1 > w_min || (window > 0 && kb <= w_max - window);
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                // (softcapped) scores, masked; row max over the quad
+                float mx[2] = { -INFINITY, -INFINITY };
+#pragma unroll
+                for (int j = 0; j < BC / 8; j++) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float v = sc[mt][j][e];
+                        if (transform) v = softcap > 0 ? softcap * tanhf(v * scale / softcap) * LOG2E : v * scale * LOG2E;
+                        if (need_mask) {
+                            int r = wr0 + mt * 16 + g + (e >> 1) * 8, p = r < n_rows ? p_first + r : p_last;
+                            int kpos = kb + j * 8 + tq * 2 + (e & 1);
+                            bool ok = kpos <= p && (window <= 0 || kpos > p - window);
+                            v = ok ? v : -INFINITY;
+                        }
+                        sc[mt][j][e] = v;
+                        mx[e >> 1] = fmaxf(mx[e >> 1], v);
+                    }
+                }
+                float al[2], mm[2];
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffffu, mx[e], 1));
+                    mx[e] = fmaxf(mx[e], __shfl_xor_sync(0xffffffffu, mx[e], 2));
+                    float mn = fmaxf(m[mt][e], mx[e]);
+                    // A row with nothing visible yet keeps max -inf: subtract 0 instead (no inf - inf).
+                    float mu = mn == -INFINITY ? 0.0f : mn;
+                    al[e] = fast_exp2((m[mt][e] - mu) * mult);
+                    mm[e] = mu * mult;
+                    m[mt][e] = mn;
+                }
+                float ps[2] = { 0.0f, 0.0f };
+#pragma unroll
+                for (int j = 0; j < BC / 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        sc[mt][j][e] = fast_exp2(fmaf(sc[mt][j][e], mult, -mm[e >> 1]));
+                        ps[e >> 1] += sc[mt][j][e];
+                    }
+                l[mt][0] = l[mt][0] * al[0] + ps[0];
+                l[mt][1] = l[mt][1] * al[1] + ps[1];
+                // Once the row maxima settle, alpha is 1: skip the rescale when the whole warp agrees.
+                if (__any_sync(0xffffffffu, al[0] != 1.0f || al[1] != 1.0f)) {
+#pragma unroll
+                    for (int j = 0; j < D / 8; j++) {
+                        o[mt][j][0] *= al[0]; o[mt][j][1] *= al[0];
+                        o[mt][j][2] *= al[1]; o[mt][j][3] *= al[1];
+                    }
+                }
+            }
+            // O += P V. The S accumulators of key columns 16kk..16kk+15 are exactly the A fragment
+            // of k-step kk; V fragments by ldmatrix.trans: (keys 0-7, d lo), (8-15, lo), (0-7, hi), (8-15, hi).
+            const T *vp = vs + ((lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
+#pragma unroll
+            for (int kk = 0; kk < BC / 16; kk++) {
+                uint32_t a[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    a[mt][0] = pack2<T>(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+                    a[mt][1] = pack2<T>(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+                    a[mt][2] = pack2<T>(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+                    a[mt][3] = pack2<T>(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+                }
+#pragma unroll
+                for (int dj = 0; dj < D / 16; dj++) {
+                    uint32_t b[4];
+                    ldsm_x4_t(b, vp + kk * 16 * LD + dj * 16);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma16816<T>(o[mt][2 * dj], a[mt], b[0], b[1]);
+                        mma16816<T>(o[mt][2 * dj + 1], a[mt], b[2], b[3]);
+                    }
+                }
+            }
+        }
+        __syncthreads();   // everyone is done with buf before the next iteration refills it
+    }
+
+    // Row sums across the quad, then O / l to f32 out (two adjacent columns per store).
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            float sum = l[mt][e];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            const float inv = sum > 0 ? 1.0f / sum : 0.0f;
+            const int r = wr0 + mt * 16 + g + e * 8;
+            if (r >= n_rows) continue;
+            float *orow = out + ((size_t)(t0 + r) * n_heads + h) * D + tq * 2;
+#pragma unroll
+            for (int j = 0; j < D / 8; j++)
+                *reinterpret_cast<float2 *>(orow + j * 8) = make_float2(o[mt][j][2 * e] * inv, o[mt][j][2 * e + 1] * inv);
+        }
+}
+
+template <typename T, int D, int WARPS, int MT, int BC>
+static void launch_fa2(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+                       const struct attn_params *ap, const struct batch_meta *m)
+{
+    typedef fa2_cfg<D, WARPS, MT, BC> C;
+    static_assert(ATT_TILE % C::ROWS == 0, "a tile must split into whole blocks");
+    const struct cuda_batch *b = &cb->batch;
+    auto kern = k_attn_fa2<T, D, WARPS, MT, BC>;
+    CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM));
+    int bs = m->block_size, shift = -1;
+    if (bs > 0 && (bs & (bs - 1)) == 0)
+        for (shift = 0; (1 << shift) < bs; shift++) {}
+    unsigned n_blocks = (unsigned)b->n_tiles * (unsigned)ap->n_heads * (ATT_TILE / C::ROWS);
+    kern<<<n_blocks, C::NT, C::SMEM, cb->stream>>>(
+        (float *)dptr(out), (const float *)dptr(q), (const T *)dptr(&kv->k), (const T *)dptr(&kv->v), b->d_tiles,
+        b->n_tiles, b->d_tok_pos, b->d_seq_block0, b->d_block_ids, bs, shift, ap->n_heads, ap->n_kv_heads,
+        ap->scale, ap->window, ap->softcap);
+    LAUNCH_CHECK();
+}
+
+/* head_dim 64/128/256 over a bf16/f16 cache; false otherwise. Block shapes measured on H100
+ * (bench/attn_bench, Qwen3-8B shape, causal 4K / 32K tokens, TFLOP/s): 4 warps x 32 rows, 64-key
+ * tiles 225 / 265; the same with 32-key tiles 220 / 256; 8 warps x 16 rows 187 / 216; 4 warps x
+ * 16 rows 185 / 205. Two m-tiles per warp halve the K/V fragment loads per MMA; the 128-row shape
+ * spills ~130 bytes at 255 registers and is still the fastest. CAIRN_CUDA_ATT_VARIANT (measurement
+ * knob) picks another: 1 = 8 warps x 16 rows, 2 = 4 warps x 16 rows, 5 = 4 warps x 32 rows with
+ * 32-key tiles; head_dim 256: 4 = 8 warps x 16 rows (default 4 warps x 16 rows, 32-key tiles:
+ * the accumulators of 32 rows would not fit in registers). */
+template <typename T>
+static bool fa2_dispatch(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+                         const struct attn_params *ap, const struct batch_meta *m)
+{
+    const char *env = getenv("CAIRN_CUDA_ATT_VARIANT");
+    int v = env ? atoi(env) : 0;
+    switch (ap->head_dim) {
+    case 64:
+        if (v == 1) launch_fa2<T, 64, 8, 1, 64>(cb, out, q, kv, ap, m);
+        else if (v == 2) launch_fa2<T, 64, 4, 1, 64>(cb, out, q, kv, ap, m);
+        else launch_fa2<T, 64, 4, 2, 64>(cb, out, q, kv, ap, m);
+        return true;
+    case 128:
+        if (v == 1) launch_fa2<T, 128, 8, 1, 64>(cb, out, q, kv, ap, m);
+        else if (v == 2) launch_fa2<T, 128, 4, 1, 64>(cb, out, q, kv, ap, m);
+        else if (v == 5) launch_fa2<T, 128, 4, 2, 32>(cb, out, q, kv, ap, m);
+        else launch_fa2<T, 128, 4, 2, 64>(cb, out, q, kv, ap, m);
+        return true;
+    case 256:
+        if (v == 4) launch_fa2<T, 256, 8, 1, 32>(cb, out, q, kv, ap, m);
+        else launch_fa2<T, 256, 4, 1, 32>(cb, out, q, kv, ap, m);
+        return true;
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Fallback: WMMA, S and O staged in shared memory (f32 caches, head dims other than 64/128/256) */
 
 #define TQ 64          // query rows per block
 #define TK 64          // keys per tile
@@ -52,7 +427,10 @@ __global__ void __launch_bounds__(TW * 32) k_attn_tiled(
     float *row_m = (float *)(smem + L.ml), *row_l = row_m + TQ, *row_a = row_l + TQ;
     __shared__ int64_t slot_s[TK];
 
-    const int t0 = tiles[blockIdx.x * 3], n_rows = tiles[blockIdx.x * 3 + 1], s = tiles[blockIdx.x * 3 + 2];
+    // blockIdx.z: which 64-row part of the (up to ATT_TILE-row) tile
+    const int t0 = tiles[blockIdx.x * 3] + blockIdx.z * TQ, s = tiles[blockIdx.x * 3 + 2];
+    const int n_rows = min(TQ, tiles[blockIdx.x * 3 + 1] - (int)blockIdx.z * TQ);
+    if (n_rows <= 0) return;   // whole block
     const int h = blockIdx.y, kvh = h / (n_heads / n_kv);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int p_first = tok_pos[t0], p_last = tok_pos[t0 + n_rows - 1];
@@ -172,6 +550,7 @@ __global__ void __launch_bounds__(TW * 32) k_attn_tiled(
     }
 }
 
+
 template <typename T, int D>
 static void launch(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                    const struct attn_params *ap, const struct batch_meta *m)
@@ -179,8 +558,9 @@ static void launch(struct cuda_backend *cb, struct tensor *out, const struct ten
     const struct cuda_batch *b = &cb->batch;
     size_t smem = tiled_layout(D).total;
     static_assert(D % 16 == 0, "head_dim must be a multiple of 16");
+    static_assert(ATT_TILE % TQ == 0, "a tile must split into whole blocks");
     CUDA_CHECK(cudaFuncSetAttribute(k_attn_tiled<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    dim3 grid(b->n_tiles, ap->n_heads);
+    dim3 grid(b->n_tiles, ap->n_heads, ATT_TILE / TQ);
     k_attn_tiled<T, D><<<grid, TW * 32, smem, cb->stream>>>(
         (float *)dptr(out), (const float *)dptr(q), (const T *)dptr(&kv->k), (const T *)dptr(&kv->v), b->d_tiles,
         b->d_tok_pos, b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, ap->n_kv_heads, ap->scale,
@@ -191,6 +571,8 @@ static void launch(struct cuda_backend *cb, struct tensor *out, const struct ten
 bool cuda_attention_tiled(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                           const struct attn_params *ap, const struct batch_meta *m)
 {
+    if (kv->k.dtype == DTYPE_BF16 && fa2_dispatch<__nv_bfloat16>(cb, out, q, kv, ap, m)) return true;
+    if (kv->k.dtype == DTYPE_F16 && fa2_dispatch<__half>(cb, out, q, kv, ap, m)) return true;
     int D = ap->head_dim;
     if (D % 16 || tiled_layout(D).total > cb->smem_optin) return false;
 #define TILED_CASE(DD) case DD: DISPATCH_FLOAT(kv->k.dtype, T, launch<T, DD>(cb, out, q, kv, ap, m)); return true;

@@ -134,7 +134,8 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
     struct cuda_batch *b = &cb->batch;
     if (x->staged_pending) CUDA_CHECK(cudaEventSynchronize(x->staged));   // pinned pack still in use
 
-    // Query tiles for the tiled prefill kernel (see attention_tiled.cu).
+    // Query tiles for the tiled prefill kernel (see attention_tiled.cu): up to 128 tokens, its
+    // ATT_TILE (one 128-row block there: each K/V tile is fetched once per 128 query rows).
     if (m->n_tok > b->cap_tok) {
         free(b->h_tiles);
         b->cap_tok = m->n_tok * 2;
@@ -143,7 +144,7 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
     int n_tiles = 0;
     for (int t = 0; t < m->n_tok; t++) {
         int32_t *cur = b->h_tiles + 3 * (n_tiles - 1);
-        bool extend = n_tiles > 0 && m->tok_seq && m->tok_pos && cur[2] == m->tok_seq[t] && cur[1] < 64 &&
+        bool extend = n_tiles > 0 && m->tok_seq && m->tok_pos && cur[2] == m->tok_seq[t] && cur[1] < 128 &&
                       m->tok_pos[t] == m->tok_pos[cur[0] + cur[1] - 1] + 1;
         if (extend) {
             cur[1]++;

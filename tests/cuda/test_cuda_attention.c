@@ -1,0 +1,217 @@
+/* test_cuda_attention: the cuda prefill attention kernels (attention_tiled.cu) against the ref
+ * backend over random batches: several sequences per step, each with a cached prefix and a chunk
+ * of new tokens of odd lengths (across the 128-token tiles and 64-key tiles), GQA ratios 1/4/8,
+ * head_dim 64/128/256 (and 80: the WMMA fallback), windows, soft-caps, block sizes that are and
+ * are not multiples of 16, bf16/f16/f32 caches. Needs a GPU (make test-cuda).
+ *
+ * Traps: cache slots that no position of the step may read (unused blocks, the tail of each
+ * sequence's last block) hold NaN, and the output is NaN-poisoned before the call, so a stray
+ * read or an unwritten row fails. A control case checks that the comparison rejects a kernel run
+ * with a 5% wrong scale. CAIRN_TEST_QUICK=1 runs a few small cases (for compute-sanitizer).
+ *
+ * Tolerance: the kernels round Q, K, V and P to 16 bits as FlashAttention does (the one for the
+ * tiled path in test_cuda_ops.c).
+ */
+#include "harness.h"
+#include "ops/ops_util.h"
+
+#include "backend/backend.h"
+#include "base/rng.h"
+
+static struct backend *g_ref, *g_cuda;
+
+struct acase {
+    int   n_seq, ctx[4], n_new[4];   // per sequence: cached positions before the step, new tokens
+    int   n_heads, n_kv, hd, window, bs;
+    float softcap;
+    enum dtype kvdt;
+};
+
+static struct buffer *dev_buf(size_t bytes)
+{
+    struct buffer *b;
+    if (g_cuda->ops->buffer_new(g_cuda, bytes ? bytes : 4, &b) != STATUS_OK) abort();
+    return b;
+}
+
+static int urange(struct rng *r, int lo, int hi) { return lo + (int)(rng_next(r) % (uint64_t)(hi - lo + 1)); }
+
+/* Runs one case; scale_err != 1 runs the cuda side with a wrong scale (the control) and returns
+ * whether the comparison passed, without recording a failure. */
+static bool case_run(const struct acase *ac, struct rng *r, float scale_err)
+{
+    const int bs = ac->bs;
+    int len[4], n_tok = 0, n_blocks = 0;
+    for (int s = 0; s < ac->n_seq; s++) {
+        len[s] = ac->ctx[s] + ac->n_new[s];
+        n_blocks += (len[s] + bs - 1) / bs;
+        n_tok += ac->n_new[s];
+    }
+    int n_alloc = n_blocks + 5;   // 5 blocks nobody owns
+    int32_t *perm = malloc(sizeof(int32_t) * (size_t)n_alloc);
+    for (int i = 0; i < n_alloc; i++) perm[i] = i;
+    for (int i = n_alloc - 1; i > 0; i--) {
+        int j = (int)(rng_next(r) % (uint64_t)(i + 1));
+        int32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
+    }
+    int32_t seq_block0[5] = { 0 };
+    for (int s = 0; s < ac->n_seq; s++) seq_block0[s + 1] = seq_block0[s] + (len[s] + bs - 1) / bs;
+
+    // Cache: every slot NaN, then random values at the slots of positions [0, len) of each sequence.
+    int row = ac->n_kv * ac->hd, qrow = ac->n_heads * ac->hd;
+    int64_t n_slots = (int64_t)n_alloc * bs;
+    struct tt kc = tt_new(ac->kvdt, row, n_slots), vc = tt_new(ac->kvdt, row, n_slots);
+    struct tt one = tt_new(DTYPE_F32, row, 1);
+    float nan = NAN;
+    for (int64_t i = 0; i < n_slots * row; i++) {
+        size_t es = dtype_size(ac->kvdt);
+        dtype_from_f32(ac->kvdt, &nan, (char *)kc.p + i * es, 1);
+        dtype_from_f32(ac->kvdt, &nan, (char *)vc.p + i * es, 1);
+    }
+    for (int s = 0; s < ac->n_seq; s++) {
+        for (int j = 0; j < len[s]; j++) {
+            int64_t slot = (int64_t)perm[seq_block0[s] + j / bs] * bs + j % bs;
+            size_t es = dtype_size(ac->kvdt), off = (size_t)slot * row * es;
+            tt_randn(&one, r, 1.0f);
+            dtype_from_f32(ac->kvdt, one.p, (char *)kc.p + off, (size_t)row);
+            tt_randn(&one, r, 1.0f);
+            dtype_from_f32(ac->kvdt, one.p, (char *)vc.p + off, (size_t)row);
+        }
+    }
+    size_t kv_bytes = (size_t)n_slots * row * dtype_size(ac->kvdt);
+    struct buffer *bk = dev_buf(kv_bytes), *bv = dev_buf(kv_bytes);
+    struct kv_layer lr = { *tt_t(&kc), *tt_t(&vc) }, ld = { kc.t, vc.t };
+    ld.k.buf = bk; ld.k.offset = 0;
+    ld.v.buf = bv; ld.v.offset = 0;
+    g_cuda->ops->upload(g_cuda, &ld.k, kc.p, kv_bytes);
+    g_cuda->ops->upload(g_cuda, &ld.v, vc.p, kv_bytes);
+
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_tok), *seq = malloc(sizeof(int32_t) * (size_t)n_tok);
+    int64_t *slots = calloc((size_t)n_tok, sizeof(int64_t));
+    for (int s = 0, t = 0; s < ac->n_seq; s++)
+        for (int j = ac->ctx[s]; j < len[s]; j++, t++) {
+            pos[t] = j;
+            seq[t] = s;
+            slots[t] = (int64_t)perm[seq_block0[s] + j / bs] * bs + j % bs;
+        }
+    struct batch_meta meta = { .n_tok = n_tok, .tok_pos = pos, .tok_seq = seq, .n_seq = ac->n_seq, .seq_len = len,
+                               .seq_block0 = seq_block0, .block_ids = perm, .block_size = bs, .tok_slot = slots,
+                               .tok_id = pos, .out_tok = pos };
+    struct attn_params ap = { .n_heads = ac->n_heads, .n_kv_heads = ac->n_kv, .head_dim = ac->hd,
+                              .scale = 1.0f / sqrtf((float)ac->hd), .window = ac->window, .softcap = ac->softcap };
+    struct tt q = tt_new(DTYPE_F32, qrow, n_tok), o_ref = tt_new(DTYPE_F32, qrow, n_tok), o = tt_new(DTYPE_F32, qrow, n_tok);
+    tt_randn(&q, r, 2.0f);
+    for (int64_t i = 0; i < (int64_t)qrow * n_tok; i++) ((float *)o.p)[i] = NAN;
+    g_ref->ops->attention(g_ref, tt_t(&o_ref), tt_t(&q), &lr, &ap, &meta);
+
+    struct buffer *bq = dev_buf((size_t)qrow * n_tok * 4), *bo = dev_buf((size_t)qrow * n_tok * 4);
+    struct tensor dq = tensor_2d(DTYPE_F32, qrow, n_tok, bq, 0), dout = tensor_2d(DTYPE_F32, qrow, n_tok, bo, 0);
+    g_cuda->ops->upload(g_cuda, &dq, q.p, (size_t)qrow * n_tok * 4);
+    g_cuda->ops->upload(g_cuda, &dout, o.p, (size_t)qrow * n_tok * 4);   // NaN poison
+    struct attn_params apc = ap;
+    apc.scale *= scale_err;
+    g_cuda->ops->batch_begin(g_cuda, &meta);
+    g_cuda->ops->attention(g_cuda, &dout, &dq, &ld, &apc, &meta);
+    g_cuda->ops->download(g_cuda, o.p, &dout, (size_t)qrow * n_tok * 4);
+    bool synced = g_cuda->ops->sync(g_cuda) == STATUS_OK;
+
+    char what[200];
+    int n = snprintf(what, sizeof what, "attn %s heads=%d/%d hd=%d win=%d cap=%g bs=%d seqs", dtype_name(ac->kvdt),
+                     ac->n_heads, ac->n_kv, ac->hd, ac->window, ac->softcap, bs);
+    for (int s = 0; s < ac->n_seq && n < (int)sizeof what - 20; s++) n += snprintf(what + n, sizeof what - n, " %d+%d", ac->ctx[s], ac->n_new[s]);
+    // f32 caches too: the WMMA fallback rounds K and V to bf16 on load
+    bool ok = synced && tt_close(what, o.p, o_ref.p, (int64_t)qrow * n_tok, 3e-2, 2e-2, 2e-4);
+    if (scale_err == 1.0f) EXPECTF(ok, "%s", what);
+    g_cuda->ops->buffer_free(g_cuda, bk); g_cuda->ops->buffer_free(g_cuda, bv);
+    g_cuda->ops->buffer_free(g_cuda, bq); g_cuda->ops->buffer_free(g_cuda, bo);
+    tt_free(&kc); tt_free(&vc); tt_free(&one); tt_free(&q); tt_free(&o_ref); tt_free(&o);
+    free(pos); free(seq); free(slots); free(perm);
+    return ok;
+}
+
+static const struct acase fixed[] = {
+    // n_seq, ctx, new, heads, kv, hd, window, bs, softcap, dtype
+    { 1, { 0 }, { 300 }, 8, 2, 128, 0, 16, 0, DTYPE_BF16 },                          // 2 full tiles + 44
+    { 1, { 0 }, { 257 }, 32, 8, 128, 0, 16, 0, DTYPE_BF16 },                         // Qwen3-8B heads
+    { 1, { 61 }, { 128 }, 8, 8, 64, 0, 16, 0, DTYPE_BF16 },                          // MHA, unaligned prefix
+    { 3, { 0, 100, 37 }, { 129, 1, 64 }, 8, 1, 128, 0, 32, 0, DTYPE_F16 },           // MQA, a decode row among prefills
+    { 2, { 5, 0 }, { 200, 33 }, 8, 4, 256, 0, 16, 0, DTYPE_BF16 },                   // head_dim 256
+    { 2, { 0, 70 }, { 190, 90 }, 8, 2, 64, 37, 16, 0, DTYPE_BF16 },                  // sliding window
+    { 1, { 300 }, { 150 }, 16, 8, 256, 100, 16, 50.0f, DTYPE_BF16 },                 // Gemma-style: window + softcap
+    { 2, { 0, 3 }, { 77, 140 }, 4, 4, 128, 0, 24, 30.0f, DTYPE_F16 },                // block size 24 (not 16k)
+    { 1, { 40 }, { 100 }, 4, 1, 80, 0, 16, 0, DTYPE_BF16 },                          // head_dim 80: WMMA fallback
+    { 1, { 10 }, { 150 }, 4, 2, 128, 20, 16, 0, DTYPE_F32 },                         // f32 cache: WMMA fallback
+    { 4, { 0, 0, 0, 0 }, { 1, 1, 1, 1 }, 8, 2, 128, 0, 16, 0, DTYPE_BF16 },          // pure decode (split-K)
+};
+
+TEST(fixed_cases)
+{
+    struct rng r;
+    rng_seed(&r, 11);
+    for (size_t c = 0; c < sizeof fixed / sizeof fixed[0]; c++) case_run(&fixed[c], &r, 1.0f);
+}
+
+TEST(random_cases)
+{
+    struct rng r;
+    rng_seed(&r, 12);
+    const int hds[3] = { 64, 128, 256 }, gs[3] = { 1, 4, 8 }, bss[4] = { 16, 32, 64, 8 };
+    for (int c = 0; c < 24; c++) {
+        struct acase ac;
+        memset(&ac, 0, sizeof ac);
+        ac.n_seq = urange(&r, 1, 4);
+        for (int s = 0; s < ac.n_seq; s++) {
+            ac.ctx[s] = urange(&r, 0, 3) == 0 ? 0 : urange(&r, 0, 400);
+            ac.n_new[s] = urange(&r, 1, 300 / ac.n_seq + 20);
+        }
+        ac.n_kv = urange(&r, 1, 2);
+        ac.n_heads = ac.n_kv * gs[urange(&r, 0, 2)];
+        ac.hd = hds[urange(&r, 0, 2)];
+        ac.window = urange(&r, 0, 2) == 0 ? urange(&r, 1, 300) : 0;
+        ac.softcap = urange(&r, 0, 3) == 0 ? 30.0f : 0.0f;
+        ac.bs = bss[urange(&r, 0, 3)];
+        ac.kvdt = urange(&r, 0, 2) == 0 ? DTYPE_F16 : DTYPE_BF16;
+        case_run(&ac, &r, 1.0f);
+    }
+}
+
+/* The comparison has teeth: a 5% error in the scale must be rejected. */
+TEST(control_rejects_wrong_scale)
+{
+    struct rng r;
+    rng_seed(&r, 13);
+    fprintf(stderr, "  (control: mismatches below are expected)\n");
+    EXPECT(!case_run(&fixed[1], &r, 1.05f));
+}
+
+TEST(quick)
+{
+    struct rng r;
+    rng_seed(&r, 14);
+    const struct acase quick[] = {
+        { 2, { 0, 20 }, { 130, 40 }, 4, 1, 128, 0, 16, 0, DTYPE_BF16 },
+        { 1, { 9 }, { 70 }, 2, 1, 256, 33, 16, 20.0f, DTYPE_F16 },
+        { 1, { 0 }, { 100 }, 2, 2, 64, 0, 32, 0, DTYPE_BF16 },
+    };
+    for (size_t c = 0; c < sizeof quick / sizeof quick[0]; c++) case_run(&quick[c], &r, 1.0f);
+}
+
+int main(void)
+{
+    if (backend_new("ref", NULL, &g_ref) != STATUS_OK) return 1;
+    if (backend_new("cuda", NULL, &g_cuda) != STATUS_OK) {
+        fprintf(stderr, "FAIL: no CUDA device: this test needs a GPU (run it with make test-cuda on the GPU machine)\n");
+        return 1;
+    }
+    const char *quick = getenv("CAIRN_TEST_QUICK");
+    if (quick && !strcmp(quick, "1")) {
+        RUN(quick);
+    } else {
+        RUN(fixed_cases);
+        RUN(random_cases);
+        RUN(control_rejects_wrong_scale);
+    }
+    backend_free(g_cuda);
+    backend_free(g_ref);
+    return test_summary();
+}

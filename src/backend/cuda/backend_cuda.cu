@@ -259,6 +259,7 @@ static const struct backend_ops cuda_ops = {
     /* .norm_matmul_n = */ cuda_norm_matmul_n,
     /* .matmul_add = */ cuda_matmul_add,
     /* .mem_info = */ c_mem_info,
+    /* .fill_synthetic = */ cuda_fill_synthetic,
 };
 
 extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct backend **out)

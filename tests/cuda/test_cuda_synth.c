@@ -99,11 +99,18 @@ static const char *write_tmp(const char *text, char *path, size_t cap)
 }
 
 /* Whole models: every weight of model_synthesize_on(cuda) equals model_synthesize's, the device
- * model's logits equal those of the host model uploaded by model_prepare, and both free cleanly. */
+ * model's logits equal those of the host model uploaded by model_prepare, and both free cleanly.
+ * A backend per model: the cuda backend keeps the device copies made by weight_prepare keyed by
+ * host address until it is destroyed, so a later host model at a reused address must not meet them. */
 static void check_model(const char *config, uint64_t seed)
 {
     struct model *dm = NULL, *hm = NULL;
-    EXPECT(model_synthesize_on(config, seed, g_cuda, &dm) == STATUS_OK);
+    struct backend *be;
+    if (backend_new("cuda", NULL, &be) != STATUS_OK) {
+        EXPECTF(0, "cannot create a cuda backend");
+        return;
+    }
+    EXPECT(model_synthesize_on(config, seed, be, &dm) == STATUS_OK);
     EXPECT(model_synthesize(config, seed, &hm) == STATUS_OK);
     if (!dm || !hm) goto out;
     EXPECTF(dm->dev_weights && dm->dev_weights->kind == BUF_DEVICE, "%s: weights not in device memory", config);
@@ -119,7 +126,7 @@ static void check_model(const char *config, uint64_t seed)
         size_t n = (size_t)tensor_nelem(hl.t[i]);
         EXPECT((size_t)tensor_nelem(dl.t[i]) == n && dl.t[i]->buf->kind == BUF_DEVICE);
         uint16_t *dev = malloc(n * 2);
-        g_cuda->ops->download(g_cuda, dev, dl.t[i], n * 2);
+        be->ops->download(be, dev, dl.t[i], n * 2);
         struct cmp r = compare_bf16(dev, tensor_data(hl.t[i]), n);
         if (r.n_diff) fprintf(stderr, "  %s: %s: %zu of %zu differ, max %d ulp\n", config, hl.t[i]->name, r.n_diff, n, r.max_ulp);
         n_diff += r.n_diff;
@@ -130,14 +137,14 @@ static void check_model(const char *config, uint64_t seed)
     EXPECTF(max_ulp <= 1, "%s: max %d bf16 ulp", config, max_ulp);
 
     // Same forward pass on the same device: the logits must be identical.
-    EXPECT(model_prepare(dm, g_cuda) == STATUS_OK);
-    EXPECT(model_prepare(hm, g_cuda) == STATUS_OK);
+    EXPECT(model_prepare(dm, be) == STATUS_OK);
+    EXPECT(model_prepare(hm, be) == STATUS_OK);
     int32_t ids[6] = { 1, 2, 3, 4, 5, 6 };
     size_t nv = (size_t)hm->hp.n_vocab;
     float *la = malloc(sizeof(float) * 6 * nv), *lb = malloc(sizeof(float) * 6 * nv);
     struct runner *ra = NULL, *rb = NULL;
-    EXPECT(runner_new(dm, g_cuda, 64, 8, DTYPE_BF16, &ra) == STATUS_OK);
-    EXPECT(runner_new(hm, g_cuda, 64, 8, DTYPE_BF16, &rb) == STATUS_OK);
+    EXPECT(runner_new(dm, be, 64, 8, DTYPE_BF16, &ra) == STATUS_OK);
+    EXPECT(runner_new(hm, be, 64, 8, DTYPE_BF16, &rb) == STATUS_OK);
     if (ra && rb) {
         EXPECT(runner_feed(ra, ids, 6, la, true) == STATUS_OK);
         EXPECT(runner_feed(rb, ids, 6, lb, true) == STATUS_OK);
@@ -150,6 +157,7 @@ static void check_model(const char *config, uint64_t seed)
 out:
     model_free(dm);   // frees its device buffer through the backend (which outlives it)
     model_free(hm);
+    backend_free(be);
 }
 
 TEST(models_match_host)

@@ -77,12 +77,13 @@ if "$CAIRN" run --synthetic /nonexistent.json --prompt-ids 1 --backend cpu > /de
 if "$CAIRN" serve --synthetic tests/engine/tiny_qwen3.json --port 0 2> "$T/e"; then bad "serve --synthetic without --tokenizer started"
 elif grep -q -- "--synthetic needs --tokenizer DIR" "$T/e"; then ok "serve --synthetic needs --tokenizer"
 else bad "serve: no clear error: $(cat "$T/e")"; fi
+: > "$T/serve.err"   # exists before the background job opens it (the loop below reads it at once)
 "$CAIRN" serve --synthetic "$T/tiny-8k.json" --tokenizer models/default --port 0 --backend cpu --threads 2 \
     --kv-dtype bf16 2> "$T/serve.err" &
 srv_pid=$!
 port=
-for _ in $(seq 1 100); do
-    port=$(sed -n 's/.*listening on http:\/\/[0-9.]*:\([0-9]*\).*/\1/p' "$T/serve.err" | head -1)
+for _ in $(seq 1 300); do   # up to 30 s (sanitizer builds)
+    port=$(sed -n 's/.*listening on http:\/\/[0-9.]*:\([0-9]*\).*/\1/p' "$T/serve.err" | head -1 || true)
     [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" > /dev/null 2>&1 && break
     sleep 0.1
 done

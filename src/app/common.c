@@ -106,7 +106,8 @@ enum status app_model_synthesize(const char *config, uint64_t seed, const char *
     if (st != STATUS_OK) return st;
     // The backend comes first: the weights are made in its memory (and freed before it).
     if ((st = model_synthesize_on(config, seed, out->be, &out->m)) != STATUS_OK) goto out_free_backend;
-    if ((st = check_device_room(out->m, out->be, config)) != STATUS_OK) goto out_free_model;
+    // Weights made in device memory are already there (model_synthesize_on checked the room).
+    if (!out->m->dev_weights && (st = check_device_room(out->m, out->be, config)) != STATUS_OK) goto out_free_model;
     if ((st = model_prepare(out->m, out->be)) != STATUS_OK) goto out_free_model;
     return STATUS_OK;
 

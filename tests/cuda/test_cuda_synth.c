@@ -237,9 +237,55 @@ TEST(kv_default_from_free_memory)
     model_free(m);
 }
 
-int main(void)
+/* End to end through the binary: `cairn run --synthetic` at the real 8B and 30B-A3B shapes on the
+ * GPU (weights made in device memory, KV sized from what is left), greedy ids out, exit 0. */
+static char g_cairn[512];
+
+static void run_cli(const char *config, size_t need_total_gib)
+{
+    size_t free_b, total_b;
+    g_cuda->ops->mem_info(g_cuda, &free_b, &total_b);
+    if (total_b < (need_total_gib << 30)) {
+        fprintf(stderr, "  skip %s: needs a %zu GiB device\n", config, need_total_gib);
+        EXPECT(1);
+        return;
+    }
+    char cmd[1024], log[128], out[128];
+    snprintf(log, sizeof log, "/tmp/cairn_test_cuda_synth_%d.log", (int)getpid());
+    snprintf(out, sizeof out, "/tmp/cairn_test_cuda_synth_%d.out", (int)getpid());
+    snprintf(cmd, sizeof cmd, "CAIRN_LOG=info %s run --synthetic %s --prompt-ids 1,2,3,4,5 --max-tokens 6 --temperature 0 "
+             "--ignore-eos --backend cuda > %s 2> %s", g_cairn, config, out, log);
+    int rc = system(cmd);
+    EXPECTF(rc == 0, "%s: exit status %d (log %s)", cmd, rc, log);
+    char buf[4096] = "";
+    FILE *f = fopen(out, "r");
+    if (f) { size_t n = fread(buf, 1, sizeof buf - 1, f); buf[n] = 0; fclose(f); }
+    int commas = 0;
+    for (char *p = buf; *p; p++) commas += *p == ',';
+    EXPECTF(commas == 5, "%s: want 6 ids, got '%s'", config, buf);
+    f = fopen(log, "r");
+    char lg[16384] = "";
+    if (f) { size_t n = fread(lg, 1, sizeof lg - 1, f); lg[n] = 0; fclose(f); }
+    EXPECTF(strstr(lg, "in cuda memory") != NULL, "%s: weights not made in device memory:\n%s", config, lg);
+    EXPECTF(strstr(lg, "kv cache:") && strstr(lg, "bf16"), "%s: no bf16 kv cache log line:\n%s", config, lg);
+    fprintf(stderr, "  %s -> %s", config, buf);
+    if (!t_test_failed) { unlink(log); unlink(out); }
+}
+
+TEST(cli_big_shapes)
+{
+    run_cli("configs/qwen3-8b.json", 24);
+    run_cli("configs/qwen3-30b-a3b.json", 70);
+}
+
+int main(int argc, char **argv)
 {
     log_init_from_env();
+    // build*/tests/cuda/test_cuda_synth -> build*/cairn
+    snprintf(g_cairn, sizeof g_cairn, "%s", argc > 0 ? argv[0] : "build/tests/cuda/test_cuda_synth");
+    char *cut = strstr(g_cairn, "tests/cuda/");
+    if (cut) strcpy(cut, "cairn");
+    else snprintf(g_cairn, sizeof g_cairn, "build/cairn");
     if (backend_new("cuda", NULL, &g_cuda) != STATUS_OK) {
         fprintf(stderr, "FAIL: no CUDA device: this test needs a GPU (run it with make test-cuda on the GPU machine)\n");
         return 1;
@@ -252,6 +298,7 @@ int main(void)
     RUN(models_match_host);
     RUN(too_large_is_enomem);
     RUN(kv_default_from_free_memory);
+    RUN(cli_big_shapes);
     backend_free(g_cuda);
     return test_summary();
 }

@@ -3,7 +3,11 @@
  *
  *   engine_bench [--config configs/qwen3-0.6b.json | --model DIR] [--backend cpu] [--threads 2]
  *                [--part decode,agentic,gap] [--conc 1,4,8,16] [--gen 32] [--sys 2000] [--user 100]
- *                [--n-user 10] [--long 16384] [--budget 256] [--kv-gb 4] [--pairs N]
+ *                [--n-user 10] [--long 16384] [--budget 256] [--kv-gb 4] [--pairs N] [--kv-dtype bf16]
+ *
+ * --config (alias --synthetic) synthesizes random weights of that shape, in device memory on cuda.
+ * --kv-gb 0: the engine's default budget (free device memory minus a margin on cuda, 1 GiB on cpu).
+ * --kv-dtype: f32, f16 or bf16 (default bf16 on cuda, f32 on cpu, as cairn serve).
  *
  * decode:  C concurrent requests (64-token prompts, --gen tokens, greedy): aggregate decode tok/s
  *          over the steps after every request has its first token, and the ratio to C = 1.
@@ -32,7 +36,7 @@
 #include "model/model.h"
 
 struct opts {
-    const char *config, *model, *backend, *parts;
+    const char *config, *model, *backend, *parts, *kv_dtype;
     int         threads, gen, sys, user, n_user, long_tok, budget;
     long long   pairs;
     int         conc[8], n_conc;
@@ -63,6 +67,7 @@ static struct engine *engine_make(const struct opts *o, int budget, int max_runn
     cfg.max_running = max_running;
     cfg.kv_cache_bytes = (size_t)(o->kv_gb * (double)(1ull << 30));
     cfg.max_prefill_pairs = o->pairs;
+    cfg.kv_dtype = !strcmp(o->kv_dtype, "f16") ? DTYPE_F16 : !strcmp(o->kv_dtype, "bf16") ? DTYPE_BF16 : DTYPE_F32;
     struct engine *e;
     CHECK(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK, "engine_new failed");
     return e;
@@ -316,7 +321,8 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) { fprintf(stderr, "missing value for %s\n", a); return 2; }
-        if (!strcmp(a, "--config")) o.config = v;
+        if (!strcmp(a, "--config") || !strcmp(a, "--synthetic")) o.config = v;
+        else if (!strcmp(a, "--kv-dtype")) o.kv_dtype = v;
         else if (!strcmp(a, "--model")) o.model = v;
         else if (!strcmp(a, "--backend")) o.backend = v;
         else if (!strcmp(a, "--threads")) o.threads = atoi(v);
@@ -333,17 +339,23 @@ int main(int argc, char **argv)
         else { fprintf(stderr, "unknown flag %s\n", a); return 2; }
         i++;
     }
-    enum status st = o.model ? model_load(o.model, &g_m) : model_synthesize(o.config, 1, &g_m);
-    if (st != STATUS_OK) return 1;
+    if (o.kv_dtype && strcmp(o.kv_dtype, "f32") && strcmp(o.kv_dtype, "f16") && strcmp(o.kv_dtype, "bf16")) {
+        fprintf(stderr, "--kv-dtype must be f32, f16 or bf16\n");
+        return 2;
+    }
+    if (!o.kv_dtype) o.kv_dtype = !strcmp(o.backend, "cuda") ? "bf16" : "f32";
     if (backend_new(o.backend, &(struct backend_cfg){ .n_threads = o.threads }, &g_be) != STATUS_OK) return 1;
+    // the backend first: synthetic weights are made in its memory (device memory on cuda)
+    enum status st = o.model ? model_load(o.model, &g_m) : model_synthesize_on(o.config, 1, g_be, &g_m);
+    if (st != STATUS_OK) return 1;
     if (model_prepare(g_m, g_be) != STATUS_OK) return 1;
-    printf("model %s layers=%d d=%d vocab=%d params=%.3gB backend=%s threads=%d\n", o.model ? o.model : o.config,
-           g_m->hp.n_layers, g_m->hp.d_model, g_m->hp.n_vocab, (double)g_m->n_params / 1e9, o.backend, o.threads);
+    printf("model %s layers=%d d=%d vocab=%d params=%.3gB backend=%s threads=%d kv_dtype=%s\n", o.model ? o.model : o.config,
+           g_m->hp.n_layers, g_m->hp.d_model, g_m->hp.n_vocab, (double)g_m->n_params / 1e9, o.backend, o.threads, o.kv_dtype);
     fflush(stdout);
     if (strstr(o.parts, "decode")) bench_decode(&o);
     if (strstr(o.parts, "agentic")) bench_agentic(&o);
     if (strstr(o.parts, "gap")) bench_gap(&o);
+    model_free(g_m);   // before the backend that owns its device memory
     backend_free(g_be);
-    model_free(g_m);
     return 0;
 }

@@ -107,10 +107,10 @@ int main(int argc, char **argv)
     if (!dir) dir = synthetic;
     struct model *m;
     struct backend *be;
-    // --synthetic CONFIG.json: random weights made in memory (no checkpoint on disk)
-    if (synthetic ? model_synthesize(synthetic, 1, &m) != STATUS_OK : model_load(dir, &m) != STATUS_OK) return 1;
     if (backend_new(backend, &(struct backend_cfg){ .n_threads = threads }, &be) != STATUS_OK) return 1;
     double t_load = clock_now_s();
+    // --synthetic CONFIG.json: random weights (no checkpoint on disk), made in device memory on cuda
+    if (synthetic ? model_synthesize_on(synthetic, 1, be, &m) != STATUS_OK : model_load(dir, &m) != STATUS_OK) return 1;
     if (model_prepare(m, be) != STATUS_OK) return 1;
     fprintf(stderr, "weights ready in %.1f s\n", clock_now_s() - t_load);
     enum dtype kvdt = kv_s ? (!strcmp(kv_s, "f32") ? DTYPE_F32 : !strcmp(kv_s, "f16") ? DTYPE_F16 : DTYPE_BF16)

@@ -93,6 +93,7 @@ int cmd_chat(int argc, char **argv)
     if (system) json_array_append_new(history, json_pack("{s:s,s:s}", "role", "system", "content", system));
     if (app_model_open(dir, backend, threads, &am) != STATUS_OK) goto out;
     struct engine_cfg ec = engine_cfg_default();
+    ec.kv_dtype = app_default_kv_dtype(am.be);   // bf16 on cuda, as run and serve
     if (engine_new(&ec, am.m, am.be, &eng) != STATUS_OK || engine_start(eng) != STATUS_OK) goto out;
     if (tokenizer_load(dir, &tk) != STATUS_OK) goto out;
     if (chat_template_load(dir, tk, &ct) != STATUS_OK) {

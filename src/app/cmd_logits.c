@@ -1,6 +1,8 @@
-/* cairn logits MODEL_DIR --ids 5,17,42 --out FILE [--backend ref|cpu|cuda] [--threads N]
+/* cairn logits (MODEL_DIR | --synthetic CONFIG.json [--synth-seed N]) --ids 5,17,42 --out FILE
+ *              [--backend ref|cpu|cuda] [--threads N]
  * Writes the logits of every position as little-endian float32, n_ids x vocab_size, row-major.
- * A stable contract: reference tests and outside tools use it. */
+ * A stable contract: reference tests and outside tools use it (--synthetic: random weights of
+ * the config's shape, the same as `cairn synth --seed N`). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,12 +16,16 @@
 int cmd_logits(int argc, char **argv)
 {
     const char *dir = NULL, *ids_s = NULL, *out_path = NULL, *backend = NULL, *kv_s = "f32";
+    const char *synthetic = NULL;
+    int synth_seed = 0;
     int threads = 0, chunk = 64;
     bool bad = false;
     for (int i = 1; i < argc && !bad; i++) {
         if (flag_str(argc, argv, &i, "--ids", &ids_s, &bad) || flag_str(argc, argv, &i, "--out", &out_path, &bad) ||
             flag_str(argc, argv, &i, "--backend", &backend, &bad) || flag_int(argc, argv, &i, "--threads", &threads, &bad) ||
-            flag_int(argc, argv, &i, "--chunk", &chunk, &bad) || flag_str(argc, argv, &i, "--kv-dtype", &kv_s, &bad))
+            flag_int(argc, argv, &i, "--chunk", &chunk, &bad) || flag_str(argc, argv, &i, "--kv-dtype", &kv_s, &bad) ||
+            flag_str(argc, argv, &i, "--synthetic", &synthetic, &bad) ||
+            flag_int(argc, argv, &i, "--synth-seed", &synth_seed, &bad))
             continue;
         if (argv[i][0] == '-' || dir) {
             fprintf(stderr, "logits: unexpected argument %s\n", argv[i]);
@@ -28,9 +34,9 @@ int cmd_logits(int argc, char **argv)
             dir = argv[i];
         }
     }
-    if (bad || !dir || !ids_s || !out_path || chunk <= 0) {
-        fprintf(stderr, "usage: cairn logits MODEL_DIR --ids 5,17,42 --out FILE [--backend ref|cpu|cuda] "
-                        "[--threads N] [--chunk N] [--kv-dtype f32|f16|bf16]\n");
+    if (bad || !dir == !synthetic || !ids_s || !out_path || chunk <= 0 || synth_seed < 0) {
+        fprintf(stderr, "usage: cairn logits (MODEL_DIR | --synthetic CONFIG.json [--synth-seed N]) --ids 5,17,42 --out FILE\n"
+                        "       [--backend ref|cpu|cuda] [--threads N] [--chunk N] [--kv-dtype f32|f16|bf16]\n");
         return 2;
     }
     int kv_dt = !strcmp(kv_s, "f32") ? DTYPE_F32 : !strcmp(kv_s, "f16") ? DTYPE_F16 : !strcmp(kv_s, "bf16") ? DTYPE_BF16 : -1;
@@ -48,7 +54,9 @@ int cmd_logits(int argc, char **argv)
     struct app_model am;
     struct runner *r = NULL;
     float *logits = NULL;
-    if (app_model_open(dir, backend, threads, &am) != STATUS_OK) goto out_ids;
+    if ((synthetic ? app_model_synthesize(synthetic, (uint64_t)synth_seed, backend, threads, &am)
+                   : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
+        goto out_ids;
     int vocab = am.m->hp.n_vocab;
     for (int i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= vocab) {

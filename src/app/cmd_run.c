@@ -1,9 +1,14 @@
-/* cairn run [MODEL_DIR] (--prompt TEXT | --chat MESSAGE | --prompt-ids IDS) [options]
+/* cairn run [MODEL_DIR | --synthetic CONFIG.json] (--prompt TEXT | --chat MESSAGE | --prompt-ids IDS) [options]
  *
  * One generation from the terminal, through the same engine the server uses. Text is streamed
  * to stdout as it is generated; `--output ids` prints the generated ids comma-separated on one
  * line instead (a stable contract for tests and tools; it needs no tokenizer files). Timing goes
  * to stderr. Without MODEL_DIR the built-in default model is used.
+ *
+ * --synthetic CONFIG.json runs random weights of that shape (model/synth.h; the same values as
+ * `cairn synth --config CONFIG.json --seed N`), made in device memory on cuda. A config has no
+ * tokenizer: text in or out needs --tokenizer DIR (whose vocabulary must fit the config's);
+ * without one only --prompt-ids with --output ids works. --tokenizer also overrides MODEL_DIR's.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -21,7 +26,10 @@
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: cairn run [MODEL_DIR] (--prompt TEXT | --chat MESSAGE | --prompt-ids 5,17,42) [options]\n"
+            "usage: cairn run [MODEL_DIR | --synthetic CONFIG.json] (--prompt TEXT | --chat MESSAGE | --prompt-ids 5,17,42) [options]\n"
+            "  --synthetic CONFIG    random weights of this config.json's shape (no checkpoint; in GPU memory on cuda)\n"
+            "  --synth-seed N        seed of the synthetic weights (default 0, as `cairn synth`)\n"
+            "  --tokenizer DIR       tokenizer (and chat template) directory (default: MODEL_DIR; none for --synthetic)\n"
             "  --max-tokens N        tokens to generate (default 128)\n"
             "  --temperature T --top-k K --top-p P --min-p P --seed N --repetition-penalty R\n"
             "  --presence-penalty P --frequency-penalty P\n"
@@ -29,7 +37,9 @@ static void usage(void)
             "  --kwargs-json JSON    extra chat-template variables, e.g. '{\"enable_thinking\":false}'\n"
             "  --output text|ids     what to print (default: text; ids for --prompt-ids)\n"
             "  --ignore-eos          keep going past end-of-sequence tokens\n"
-            "  --backend ref|cpu|cuda  --threads N  --kv-cache-bytes N\n");
+            "  --backend ref|cpu|cuda  --threads N\n"
+            "  --kv-cache-bytes N    KV cache budget (suffixes K, M, G; default: free GPU memory on cuda, 1G on cpu)\n"
+            "  --kv-dtype f32|f16|bf16  KV cache dtype (default bf16 on cuda, f32 on cpu)\n");
 }
 
 /* Renders --chat through the model's template into prompt text. */
@@ -70,7 +80,8 @@ static enum status render_chat(const char *dir, const struct tokenizer *tk, cons
 int cmd_run(int argc, char **argv)
 {
     const char *dir = NULL, *prompt = NULL, *chat = NULL, *ids_s = NULL, *output = NULL, *backend = NULL;
-    const char *system = NULL, *kwargs_json = NULL, *kv_bytes_s = NULL;
+    const char *system = NULL, *kwargs_json = NULL, *kv_bytes_s = NULL, *kv_dtype_s = NULL;
+    const char *synthetic = NULL, *synth_seed_s = NULL, *tok_dir = NULL;
     int max_tokens = 128, threads = 0, top_k = 0, seed = -1;
     float temperature = 0.7f, top_p = 1.0f, min_p = 0.0f, rep = 1.0f, presence = 0.0f, frequency = 0.0f;
     bool ignore_eos = false, bad = false;
@@ -80,6 +91,10 @@ int cmd_run(int argc, char **argv)
             flag_str(argc, argv, &i, "--backend", &backend, &bad) || flag_str(argc, argv, &i, "--system", &system, &bad) ||
             flag_str(argc, argv, &i, "--kwargs-json", &kwargs_json, &bad) ||
             flag_str(argc, argv, &i, "--kv-cache-bytes", &kv_bytes_s, &bad) ||
+            flag_str(argc, argv, &i, "--kv-dtype", &kv_dtype_s, &bad) ||
+            flag_str(argc, argv, &i, "--synthetic", &synthetic, &bad) ||
+            flag_str(argc, argv, &i, "--synth-seed", &synth_seed_s, &bad) ||
+            flag_str(argc, argv, &i, "--tokenizer", &tok_dir, &bad) ||
             flag_int(argc, argv, &i, "--max-tokens", &max_tokens, &bad) || flag_int(argc, argv, &i, "--threads", &threads, &bad) ||
             flag_int(argc, argv, &i, "--top-k", &top_k, &bad) || flag_int(argc, argv, &i, "--seed", &seed, &bad) ||
             flag_float(argc, argv, &i, "--temperature", &temperature, &bad) || flag_float(argc, argv, &i, "--top-p", &top_p, &bad) ||
@@ -102,7 +117,22 @@ int cmd_run(int argc, char **argv)
     if (!output) output = ids_s ? "ids" : "text";
     bool out_ids = !strcmp(output, "ids");
     if (!out_ids && strcmp(output, "text")) { fprintf(stderr, "run: --output must be text or ids\n"); return 2; }
-    if (!dir) dir = app_default_model_dir();
+    if (synthetic && dir) { fprintf(stderr, "run: give MODEL_DIR or --synthetic CONFIG.json, not both\n"); return 2; }
+    uint64_t synth_seed = 0;
+    if (synth_seed_s) {
+        char *end;
+        synth_seed = strtoull(synth_seed_s, &end, 10);
+        if (*end || end == synth_seed_s) { fprintf(stderr, "run: --synth-seed: not a number: %s\n", synth_seed_s); return 2; }
+    }
+    size_t kv_bytes = 0;
+    if (kv_bytes_s && !app_parse_bytes(kv_bytes_s, &kv_bytes)) {
+        fprintf(stderr, "run: bad --kv-cache-bytes '%s'\n", kv_bytes_s);
+        return 2;
+    }
+    enum dtype kv_dtype = DTYPE_F32;
+    if (kv_dtype_s && !app_parse_kv_dtype("run", kv_dtype_s, &kv_dtype)) return 2;
+    if (!dir && !synthetic) dir = app_default_model_dir();
+    if (!tok_dir) tok_dir = dir;   // NULL with --synthetic: no tokenizer unless given
 
     int rc = 1;
     struct tokenizer *tk = NULL;
@@ -110,8 +140,13 @@ int cmd_run(int argc, char **argv)
     int n_ids = 0;
     char *text = NULL;
     bool need_tk = prompt || chat || !out_ids;
-    if (need_tk && tokenizer_load(dir, &tk) != STATUS_OK) {
-        fprintf(stderr, "run: cannot load the tokenizer of %s (use --prompt-ids and --output ids without one)\n", dir);
+    if (need_tk && !tok_dir) {
+        fprintf(stderr, "run: --synthetic weights come without a tokenizer: pass --tokenizer DIR (e.g. build/tokenizers/qwen3\n"
+                        "     from tests/text/fetch_tokenizers.sh for the Qwen3 configs), or use --prompt-ids with --output ids\n");
+        return 2;
+    }
+    if (need_tk && tokenizer_load(tok_dir, &tk) != STATUS_OK) {
+        fprintf(stderr, "run: cannot load the tokenizer of %s (use --prompt-ids and --output ids without one)\n", tok_dir);
         return 1;
     }
     if (ids_s) {
@@ -120,7 +155,7 @@ int cmd_run(int argc, char **argv)
             goto out_tk;
         }
     } else {
-        if (chat && render_chat(dir, tk, system, chat, kwargs_json, &text) != STATUS_OK) goto out_tk;
+        if (chat && render_chat(tok_dir, tk, system, chat, kwargs_json, &text) != STATUS_OK) goto out_tk;
         const char *src = chat ? text : prompt;
         // A chat template writes its own special tokens; raw prompts get the tokenizer's.
         if (tokenizer_encode(tk, src, strlen(src), !chat, &ids, &n_ids) != STATUS_OK || n_ids == 0) {
@@ -130,7 +165,10 @@ int cmd_run(int argc, char **argv)
     }
 
     struct app_model am;
-    if (app_model_open(dir, backend, threads, &am) != STATUS_OK) goto out_ids;
+    if ((synthetic ? app_model_synthesize(synthetic, synth_seed, backend, threads, &am)
+                   : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
+        goto out_ids;
+    if (tk && app_tokenizer_check(tk, am.m, tok_dir) != STATUS_OK) goto out_model;
     for (int i = 0; i < n_ids; i++) {
         if (ids[i] < 0 || ids[i] >= am.m->hp.n_vocab) {
             fprintf(stderr, "run: token id %d out of range [0, %d)\n", ids[i], am.m->hp.n_vocab);
@@ -139,8 +177,8 @@ int cmd_run(int argc, char **argv)
     }
     struct engine_cfg cfg = engine_cfg_default();
     cfg.max_running = 1;
-    if (kv_bytes_s) cfg.kv_cache_bytes = (size_t)strtoull(kv_bytes_s, NULL, 10);
-    if (!strcmp(am.be->ops->name, "cuda")) cfg.kv_dtype = DTYPE_BF16;
+    cfg.kv_cache_bytes = kv_bytes;
+    cfg.kv_dtype = kv_dtype_s ? kv_dtype : app_default_kv_dtype(am.be);
     struct engine *eng;
     if (engine_new(&cfg, am.m, am.be, &eng) != STATUS_OK) goto out_model;
 

@@ -1,9 +1,15 @@
-/* cmd_serve: `cairn serve [MODEL_DIR]`: flags, model/engine wiring, signals.
+/* cmd_serve: `cairn serve [MODEL_DIR | --synthetic CONFIG.json --tokenizer DIR]`: flags,
+ * model/engine wiring, signals.
  *
  * The HTTP server starts first (so /health answers 503 "loading" while weights load), then the
- * model is opened on the backend, the engine thread started and the tokenizer and chat template
- * loaded; SIGINT/SIGTERM start a graceful shutdown (no new requests, in-flight ones get
- * --shutdown-grace seconds, the rest are cancelled), then everything is freed in reverse order.
+ * tokenizer is loaded (a bad one fails before minutes of weight loading), the model is opened on
+ * the backend, the engine thread started and the chat template loaded; SIGINT/SIGTERM start a
+ * graceful shutdown (no new requests, in-flight ones get --shutdown-grace seconds, the rest are
+ * cancelled), then everything is freed in reverse order.
+ * --synthetic CONFIG.json serves random weights of that shape (made in GPU memory on cuda) for
+ * load tests and benchmarks of 8B-30B shapes without a checkpoint. Every endpoint speaks text, so
+ * it needs --tokenizer DIR (e.g. build/tokenizers/qwen3 for the Qwen3 configs); without one serve
+ * refuses to start (docs/server.md).
  * --fake (test-only) serves a built-in byte-level fake model without weights.
  */
 #include <signal.h>
@@ -25,7 +31,10 @@
 static void usage(void)
 {
     fprintf(stderr,
-        "usage: cairn serve [MODEL_DIR] [options]\n"
+        "usage: cairn serve [MODEL_DIR | --synthetic CONFIG.json --tokenizer DIR] [options]\n"
+        "  --synthetic CONFIG.json     random weights of this config's shape, no checkpoint (in GPU memory on cuda)\n"
+        "  --synth-seed N              seed of the synthetic weights (0, as `cairn synth`)\n"
+        "  --tokenizer DIR             tokenizer and chat template directory (default: MODEL_DIR; required with --synthetic)\n"
         "  --host ADDR                 listen address (127.0.0.1)\n"
         "  --port N                    port (8080; 0 = any free port)\n"
         "  --api-key KEY               require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (or CAIRN_API_KEY)\n"
@@ -37,7 +46,9 @@ static void usage(void)
         "  --reasoning-parser NAME     auto|qwen3|deepseek_r1|none (auto: <think> when the template uses it)\n"
         "  --backend NAME              ref|cpu|cuda (default: cuda if a GPU is present, else cpu)\n"
         "  --threads N                 CPU threads\n"
-        "  --kv-cache-bytes N          KV cache budget (suffixes K, M, G)\n"
+        "  --kv-cache-bytes N          KV cache budget (suffixes K, M, G; default: free GPU memory after the\n"
+        "                              weights minus a margin on cuda, 1G on cpu)\n"
+        "  --kv-dtype f32|f16|bf16     KV cache dtype (bf16 on cuda, f32 on cpu)\n"
         "  --max-batch-tokens N        tokens per engine step (256)\n"
         "  --max-running N             sequences decoding at once (64)\n"
         "  --no-prefix-cache           do not share prompt blocks across requests\n"
@@ -51,25 +62,6 @@ static void usage(void)
         "  --fake                      TEST ONLY: serve a built-in fake model (no weights)\n");
 }
 
-static bool parse_bytes(const char *s, size_t *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v < 0) return false;
-    double mul = 1;
-    switch (*end) {
-    case 'k': case 'K': mul = 1024.0; end++; break;
-    case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
-    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
-    default: break;
-    }
-    if (*end == 'i' || *end == 'B') end++;
-    if (*end == 'B') end++;
-    if (*end) return false;
-    *out = (size_t)(v * mul);
-    return true;
-}
-
 static bool is_dir(const char *p)
 {
     struct stat st;
@@ -79,7 +71,8 @@ static bool is_dir(const char *p)
 int cmd_serve(int argc, char **argv)
 {
     struct server_cfg sc = { .host = "127.0.0.1", .port = 8080, .shutdown_grace_s = 5 };
-    const char *dir = NULL, *backend = NULL, *kv = NULL, *body_bytes = NULL;
+    const char *dir = NULL, *backend = NULL, *kv = NULL, *body_bytes = NULL, *kv_dtype_s = NULL;
+    const char *synthetic = NULL, *synth_seed_s = NULL, *tok_dir = NULL;
     int threads = 0, max_queue = 0, max_batch = 0, max_running = 0;
     bool no_prefix = false, fake = false, bad = false;
     for (int i = 1; i < argc && !bad; i++) {
@@ -94,6 +87,10 @@ int cmd_serve(int argc, char **argv)
             flag_str(argc, argv, &i, "--backend", &backend, &bad) ||
             flag_int(argc, argv, &i, "--threads", &threads, &bad) ||
             flag_str(argc, argv, &i, "--kv-cache-bytes", &kv, &bad) ||
+            flag_str(argc, argv, &i, "--kv-dtype", &kv_dtype_s, &bad) ||
+            flag_str(argc, argv, &i, "--synthetic", &synthetic, &bad) ||
+            flag_str(argc, argv, &i, "--synth-seed", &synth_seed_s, &bad) ||
+            flag_str(argc, argv, &i, "--tokenizer", &tok_dir, &bad) ||
             flag_int(argc, argv, &i, "--max-batch-tokens", &max_batch, &bad) ||
             flag_int(argc, argv, &i, "--max-running", &max_running, &bad) ||
             flag_str(argc, argv, &i, "--max-body-bytes", &body_bytes, &bad) ||
@@ -112,12 +109,12 @@ int cmd_serve(int argc, char **argv)
     }
     if (bad) { usage(); return 2; }
     if (!sc.api_key) sc.api_key = getenv("CAIRN_API_KEY");
-    if (body_bytes && !parse_bytes(body_bytes, &sc.max_body_bytes)) {
+    if (body_bytes && !app_parse_bytes(body_bytes, &sc.max_body_bytes)) {
         fprintf(stderr, "cairn serve: bad --max-body-bytes '%s'\n", body_bytes);
         return 2;
     }
     struct engine_cfg ec = engine_cfg_default();
-    if (kv && !parse_bytes(kv, &ec.kv_cache_bytes)) {
+    if (kv && !app_parse_bytes(kv, &ec.kv_cache_bytes)) {
         fprintf(stderr, "cairn serve: bad --kv-cache-bytes '%s'\n", kv);
         return 2;
     }
@@ -125,7 +122,32 @@ int cmd_serve(int argc, char **argv)
     if (max_batch > 0) ec.max_batch_tokens = max_batch;
     if (max_running > 0) ec.max_running = max_running;
     if (no_prefix) ec.prefix_cache = false;
-    if (!fake) {
+    if (kv_dtype_s && !app_parse_kv_dtype("cairn serve", kv_dtype_s, &ec.kv_dtype)) return 2;
+    uint64_t synth_seed = 0;
+    if (synth_seed_s) {
+        char *end;
+        synth_seed = strtoull(synth_seed_s, &end, 10);
+        if (*end || end == synth_seed_s) {
+            fprintf(stderr, "cairn serve: bad --synth-seed '%s'\n", synth_seed_s);
+            return 2;
+        }
+    }
+    if (synthetic && (fake || dir)) {
+        fprintf(stderr, "cairn serve: --synthetic CONFIG.json replaces MODEL_DIR (and --fake)\n");
+        return 2;
+    }
+    if (synthetic && !tok_dir) {
+        fprintf(stderr, "cairn serve: --synthetic needs --tokenizer DIR: every endpoint takes and returns text.\n"
+                        "  For the Qwen3 configs: bash tests/text/fetch_tokenizers.sh qwen3, then --tokenizer build/tokenizers/qwen3\n"
+                        "  (any tokenizer whose ids fit the config's vocab_size works; `cairn run --synthetic` needs none\n"
+                        "  with --prompt-ids and --output ids)\n");
+        return 2;
+    }
+    if (tok_dir && !is_dir(tok_dir)) {
+        LOG_ERR("tokenizer directory '%s' not found", tok_dir);
+        return 1;
+    }
+    if (!fake && !synthetic) {
         if (!dir) dir = app_default_model_dir();
         if (!is_dir(dir)) {
             LOG_ERR("model directory '%s' not found%s", dir,
@@ -161,18 +183,27 @@ int cmd_serve(int argc, char **argv)
             nanosleep(&ts, NULL);
         }
     } else {
-        if (app_model_open(dir, backend, threads, &am) != STATUS_OK) goto out;
+        if (!tok_dir) tok_dir = dir;
+        if (tokenizer_load(tok_dir, &tk) != STATUS_OK) goto out;
+        if ((synthetic ? app_model_synthesize(synthetic, synth_seed, backend, threads, &am)
+                       : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
+            goto out;
+        if (app_tokenizer_check(tk, am.m, tok_dir) != STATUS_OK) goto out;
+        if (!kv_dtype_s) ec.kv_dtype = app_default_kv_dtype(am.be);
         if (engine_new(&ec, am.m, am.be, &eng) != STATUS_OK) goto out;
         if (engine_start(eng) != STATUS_OK) goto out;
-        if (tokenizer_load(dir, &tk) != STATUS_OK) goto out;
-        enum status st = chat_template_load(dir, tk, &ct);
+        enum status st = chat_template_load(tok_dir, tk, &ct);
         if (st != STATUS_OK) {
             ct = NULL;
-            LOG_WARN("%s: no usable chat template; /v1/chat/completions and /v1/messages will answer 400", dir);
+            LOG_WARN("%s: no usable chat template; /v1/chat/completions and /v1/messages will answer 400", tok_dir);
         }
-        const char *base = strrchr(dir, '/');
+        // Default served name: the directory's name, or the config's file name without .json.
+        const char *src = synthetic ? synthetic : dir;
+        const char *base = strrchr(src, '/');
         char name[256];
-        snprintf(name, sizeof name, "%s", base && base[1] ? base + 1 : dir);
+        snprintf(name, sizeof name, "%s", base && base[1] ? base + 1 : src);
+        size_t nl = strlen(name);
+        if (synthetic && nl > 5 && !strcmp(name + nl - 5, ".json")) name[nl - 5] = 0;
         if (gen_engine_new(eng, tk, ct, name, &g) != STATUS_OK) goto out;
     }
     server_set_gen(srv, g);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "text/tokenizer.h"
 
 static bool is_dir(const char *p)
 {
@@ -58,14 +59,33 @@ const char *app_default_backend(void)
     return choice;
 }
 
+/* Device backends: a clear error when the weights cannot fit, before any copy starts. */
+static enum status check_device_room(const struct model *m, struct backend *be, const char *what)
+{
+    if (!be->ops->mem_info || !be->ops->weight_prepare) return STATUS_OK;
+    size_t free_b = 0, total_b = 0;
+    be->ops->mem_info(be, &free_b, &total_b);
+    if (m->weight_bytes <= free_b) return STATUS_OK;
+    const double gib = (double)(1ull << 30);
+    LOG_ERR("%s: %.2f GiB of weights do not fit in %s memory: %.2f of %.2f GiB free", what,
+            (double)m->weight_bytes / gib, be->ops->name, (double)free_b / gib, (double)total_b / gib);
+    return STATUS_ENOMEM;
+}
+
+static enum status backend_open(const char *backend, int n_threads, struct backend **out)
+{
+    struct backend_cfg cfg = { .n_threads = n_threads };
+    return backend_new(backend ? backend : app_default_backend(), &cfg, out);
+}
+
 enum status app_model_open(const char *dir, const char *backend, int n_threads, struct app_model *out)
 {
     memset(out, 0, sizeof *out);
     enum status st = model_load(dir, &out->m);
     if (st != STATUS_OK) return st;
-    struct backend_cfg cfg = { .n_threads = n_threads };
-    st = backend_new(backend ? backend : app_default_backend(), &cfg, &out->be);
+    st = backend_open(backend, n_threads, &out->be);
     if (st != STATUS_OK) goto out_free_model;
+    if ((st = check_device_room(out->m, out->be, dir)) != STATUS_OK) goto out_free_backend;
     st = model_prepare(out->m, out->be);
     if (st != STATUS_OK) goto out_free_backend;
     return STATUS_OK;
@@ -76,6 +96,72 @@ out_free_model:
     model_free(out->m);
     memset(out, 0, sizeof *out);
     return st;
+}
+
+enum status app_model_synthesize(const char *config, uint64_t seed, const char *backend, int n_threads,
+                                 struct app_model *out)
+{
+    memset(out, 0, sizeof *out);
+    enum status st = backend_open(backend, n_threads, &out->be);
+    if (st != STATUS_OK) return st;
+    // The backend comes first: the weights are made in its memory (and freed before it).
+    if ((st = model_synthesize_on(config, seed, out->be, &out->m)) != STATUS_OK) goto out_free_backend;
+    // Weights made in device memory are already there (model_synthesize_on checked the room).
+    if (!out->m->dev_weights && (st = check_device_room(out->m, out->be, config)) != STATUS_OK) goto out_free_model;
+    if ((st = model_prepare(out->m, out->be)) != STATUS_OK) goto out_free_model;
+    return STATUS_OK;
+
+out_free_model:
+    model_free(out->m);
+out_free_backend:
+    backend_free(out->be);
+    memset(out, 0, sizeof *out);
+    return st;
+}
+
+enum dtype app_default_kv_dtype(const struct backend *be)
+{
+    return be && !strcmp(be->ops->name, "cuda") ? DTYPE_BF16 : DTYPE_F32;
+}
+
+bool app_parse_kv_dtype(const char *cmd, const char *s, enum dtype *out)
+{
+    if (!strcmp(s, "f32")) *out = DTYPE_F32;
+    else if (!strcmp(s, "f16")) *out = DTYPE_F16;
+    else if (!strcmp(s, "bf16")) *out = DTYPE_BF16;
+    else {
+        fprintf(stderr, "%s: --kv-dtype must be f32, f16 or bf16 (got '%s')\n", cmd, s);
+        return false;
+    }
+    return true;
+}
+
+enum status app_tokenizer_check(const struct tokenizer *tk, const struct model *m, const char *dir)
+{
+    int n_tk = tokenizer_vocab_size(tk);
+    if (n_tk <= m->hp.n_vocab) return STATUS_OK;
+    LOG_ERR("%s: the tokenizer has %d token ids but the model's vocabulary has %d: it belongs to another model "
+            "(with --synthetic, pass --tokenizer DIR of the config's family)", dir, n_tk, m->hp.n_vocab);
+    return STATUS_EINVAL;
+}
+
+bool app_parse_bytes(const char *s, size_t *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || v < 0) return false;
+    double mul = 1;
+    switch (*end) {
+    case 'k': case 'K': mul = 1024.0; end++; break;
+    case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'i' || *end == 'B') end++;
+    if (*end == 'B') end++;
+    if (*end) return false;
+    *out = (size_t)(v * mul);
+    return true;
 }
 
 void app_model_close(struct app_model *am)

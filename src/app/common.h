@@ -1,9 +1,11 @@
-/* common: what several subcommands share: finding the built-in default model, opening a model on
- * a backend, and small flag-parsing helpers. */
+/* common: what several subcommands share: finding the built-in default model, opening a model (or
+ * synthesizing one) on a backend, the KV dtype flag, loading a tokenizer that fits the model, and
+ * small flag-parsing helpers. */
 #ifndef CAIRN_APP_COMMON_H
 #define CAIRN_APP_COMMON_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "backend/backend.h"
 #include "model/model.h"
@@ -24,7 +26,25 @@ struct app_model {
 /* Loads dir, creates the backend (name NULL = default) and prepares the weights on it.
  * Errors are logged; returns non-OK status. */
 enum status app_model_open(const char *dir, const char *backend, int n_threads, struct app_model *out);
+/* Same with random weights from a config.json-style file (--synthetic; model/synth.h): made directly
+ * in device memory when the backend can (cuda), so no checkpoint exists on disk or in host RAM. */
+enum status app_model_synthesize(const char *config, uint64_t seed, const char *backend, int n_threads,
+                                 struct app_model *out);
 void        app_model_close(struct app_model *am);
+
+/* Default KV cache dtype on a backend: bf16 on cuda (half the bytes of f32; the kernels read bf16
+ * natively), f32 elsewhere (the CPU kernels' exact reference). */
+enum dtype  app_default_kv_dtype(const struct backend *be);
+/* Parses --kv-dtype f32|f16|bf16; false (after printing why, prefixed by cmd) for anything else. */
+bool        app_parse_kv_dtype(const char *cmd, const char *s, enum dtype *out);
+
+struct tokenizer;
+/* EINVAL (logged) when tk has token ids that model m cannot embed: a tokenizer of another model
+ * family (e.g. --tokenizer with --synthetic). dir names the tokenizer in the message. */
+enum status app_tokenizer_check(const struct tokenizer *tk, const struct model *m, const char *dir);
+
+/* Parses a byte count with an optional K, M or G suffix (binary; "4G", "512MiB"); false if malformed. */
+bool        app_parse_bytes(const char *s, size_t *out);
 
 /* Flag helpers: if argv[*i] is `name`, consumes its value into *out and returns true.
  * A missing value is reported and sets *bad. */

@@ -199,6 +199,12 @@ struct backend_ops {
     /* ---- device memory ---- */
     // Optional (NULL: host memory, no fixed budget): bytes of device memory free now and in all.
     void (*mem_info)(struct backend *, size_t *free_bytes, size_t *total_bytes);
+
+    /* ---- synthetic weights ---- */
+    // Optional (NULL: fill on the host and upload): t[i] = synth value i of the tensor with seed
+    // tseed (model/synth.h synth_fill_bf16(dst, n, tseed, 0, base, std), bit-identical) for every
+    // element of the contiguous bf16 tensor t in this backend's memory. Async like the compute ops.
+    void (*fill_synthetic)(struct backend *, struct tensor *t, uint64_t tseed, float base, float std);
 };
 
 struct backend {

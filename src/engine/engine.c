@@ -31,6 +31,45 @@ struct engine_cfg engine_cfg_default(void)
 
 /* ==== Lifetime ==== */
 
+/* KV blocks of the default budget (cfg->kv_cache_bytes == 0), capped at max_running full contexts
+ * (more could never be used). Host backends: 1 GiB (memory is shared with everything else and
+ * grows on demand). Backends with mem_info (cuda): the device memory still free, now that the
+ * weights and this engine's activations are allocated, minus a margin for what is allocated later
+ * (cuBLAS workspaces, the CUDA backend's lazily grown scratch, split-K attention partials,
+ * context growth; together well under 1 GiB at the default step sizes): max(1 GiB, 5% of the
+ * device). So a GPU serves as many tokens as it can hold without a flag; --kv-cache-bytes
+ * overrides. Returns 0 (logged) when the margin leaves nothing. */
+static int kv_default_blocks(const struct engine_cfg *cfg, const struct model *m, struct backend *be, int cap)
+{
+    const double gib = (double)(1ull << 30);
+    size_t budget = (size_t)1 << 30;
+    char why[160];
+    snprintf(why, sizeof why, "default on a host backend");
+    if (be->ops->mem_info) {
+        size_t free_b = 0, total_b = 0;
+        be->ops->mem_info(be, &free_b, &total_b);
+        size_t margin = total_b / 20 > ((size_t)1 << 30) ? total_b / 20 : (size_t)1 << 30;
+        if (free_b <= margin) {
+            LOG_ERR("kv cache: %.2f GiB of %s memory free after weights and activations, not more than the %.2f GiB "
+                    "kept for workspaces: nothing left for the KV cache (a smaller model, --max-batch-tokens, or "
+                    "--kv-cache-bytes to force a size)", (double)free_b / gib, be->ops->name, (double)margin / gib);
+            return 0;
+        }
+        budget = free_b - margin;
+        snprintf(why, sizeof why, "%.2f GiB free on %s minus a %.2f GiB margin", (double)free_b / gib, be->ops->name,
+                 (double)margin / gib);
+    }
+    int n = kv_pool_blocks_for_bytes(m, cfg->kv_dtype, cfg->block_size, budget);
+    if (n > cap) {
+        n = cap;
+        snprintf(why + strlen(why), sizeof why - strlen(why), ", capped at %d full contexts", cfg->max_running);
+    }
+    size_t bytes = (size_t)n * (size_t)cfg->block_size * model_kv_bytes_per_token(m, cfg->kv_dtype);
+    LOG_INFO("kv cache: %.2f GiB %s, %d blocks of %d tokens = %lld tokens (%s)", (double)bytes / gib,
+             dtype_name(cfg->kv_dtype), n, cfg->block_size, (long long)n * cfg->block_size, why);
+    return n;
+}
+
 enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct backend *be, struct engine **out)
 {
     struct engine_cfg cfg = *cfg_in, def = engine_cfg_default();
@@ -45,18 +84,14 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     int bs = cfg.block_size;
     int ctx_blocks = (hp->max_pos + bs - 1) / bs;
 
-    int n_blocks;
-    if (cfg.kv_cache_bytes == 0) {
-        n_blocks = kv_pool_blocks_for_bytes(m, cfg.kv_dtype, bs, (size_t)1 << 30);
-        long cap = (long)cfg.max_running * ctx_blocks;
-        if (n_blocks > cap) n_blocks = (int)cap;
-    } else {
+    int n_blocks = 0;
+    if (cfg.kv_cache_bytes != 0) {
         n_blocks = kv_pool_blocks_for_bytes(m, cfg.kv_dtype, bs, cfg.kv_cache_bytes);
-    }
-    if (n_blocks < 1) {
-        LOG_ERR("kv cache of %zu bytes holds no block of %d tokens (%zu bytes per token)", cfg.kv_cache_bytes, bs,
-                model_kv_bytes_per_token(m, cfg.kv_dtype));
-        return STATUS_ENOMEM;
+        if (n_blocks < 1) {
+            LOG_ERR("kv cache of %zu bytes holds no block of %d tokens (%zu bytes per token)", cfg.kv_cache_bytes, bs,
+                    model_kv_bytes_per_token(m, cfg.kv_dtype));
+            return STATUS_ENOMEM;
+        }
     }
 
     struct engine *e = xcalloc(1, sizeof *e);
@@ -65,10 +100,19 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     e->be = be;
     e->n_vocab = hp->n_vocab;
     e->bs = bs;
-    enum status st = kv_pool_new(m, be, cfg.kv_dtype, bs, n_blocks, &e->pool);
+    // Activations first: the default KV budget is what device memory they leave.
+    enum status st = forward_new(m, be, cfg.max_batch_tokens, cfg.max_running, &e->fw);
     if (st != STATUS_OK) goto out_free;
-    st = forward_new(m, be, cfg.max_batch_tokens, cfg.max_running, &e->fw);
-    if (st != STATUS_OK) goto out_free_pool;
+    if (n_blocks == 0) {
+        long cap = (long)cfg.max_running * ctx_blocks;
+        n_blocks = kv_default_blocks(&cfg, m, be, cap > INT32_MAX ? INT32_MAX : (int)cap);
+        if (n_blocks < 1) {
+            st = STATUS_ENOMEM;
+            goto out_free_fw;
+        }
+    }
+    st = kv_pool_new(m, be, cfg.kv_dtype, bs, n_blocks, &e->pool);
+    if (st != STATUS_OK) goto out_free_fw;
     e->max_ctx = hp->max_pos < n_blocks * bs ? hp->max_pos : n_blocks * bs;
     e->max_blocks_seq = (e->max_ctx + bs - 1) / bs;
     e->kb = kv_blocks_new(n_blocks);
@@ -111,8 +155,8 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     *out = e;
     return STATUS_OK;
 
-out_free_pool:
-    kv_pool_free(e->pool);
+out_free_fw:
+    forward_free(e->fw);
 out_free:
     free(e);
     return st;

@@ -60,7 +60,10 @@ enum finish_reason {
 
 /* Zero fields take the defaults of engine_cfg_default(), except prefix_cache (false = off). */
 struct engine_cfg {
-    size_t     kv_cache_bytes;      // KV memory budget; 0 = 1 GiB, capped to max_running full contexts
+    /* KV memory budget. 0: on a backend with mem_info (cuda), the device memory free after the
+     * weights and activations minus max(1 GiB, 5% of the device); elsewhere 1 GiB; both capped
+     * to max_running full contexts. The choice is logged. */
+    size_t     kv_cache_bytes;
     enum dtype kv_dtype;            // f32 (CPU default; DTYPE_F32 == 0), f16, bf16
     int        block_size;          // tokens per KV block (16)
     int        max_batch_tokens;    // per-step token budget (prefill chunks + decodes) (256)

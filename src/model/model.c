@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "model/arch.h"
@@ -46,6 +47,7 @@ void model_free(struct model *m)
     if (m->layers)
         for (int l = 0; l < m->hp.n_layers; l++) free(m->layers[l].exp_gate);
     free(m->layers);
+    if (m->dev_weights) m->dev_weights->owner->ops->buffer_free(m->dev_weights->owner, m->dev_weights);
     safetensors_close(m->files);
     free(m->dir);
     free(m);
@@ -248,7 +250,13 @@ size_t model_kv_bytes_per_token(const struct model *m, enum dtype kv_dtype)
 
 enum status model_synthesize(const char *config_json_path, uint64_t seed, struct model **out)
 {
+    return model_synthesize_on(config_json_path, seed, NULL, out);
+}
+
+enum status model_synthesize_on(const char *config_json_path, uint64_t seed, struct backend *be, struct model **out)
+{
     *out = NULL;
+    double t0 = clock_now_s();
     char *text;
     size_t len;
     enum status st = file_read_all(config_json_path, &text, &len);
@@ -264,10 +272,32 @@ enum status model_synthesize(const char *config_json_path, uint64_t seed, struct
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         size_t bytes = (size_t)(plan[i].ne[0] * plan[i].ne[1]) * 2;
-        total += (bytes + 63) & ~(size_t)63;
+        total += (bytes + 63) & ~(size_t)63;   // 64-byte aligned tensors (vector loads, host and device)
     }
+    bool on_device = be && be->ops->fill_synthetic;
+    const double gib = (double)(1ull << 30);
+    struct buffer *dev = NULL;
     void *data = NULL;
-    if (posix_memalign(&data, 64, total ? total : 64) != 0) {
+    if (on_device) {
+        if (be->ops->mem_info) {
+            size_t free_b = 0, total_b = 0;
+            be->ops->mem_info(be, &free_b, &total_b);
+            if (total > free_b) {
+                LOG_ERR("%s: synthetic weights need %.2f GiB of %s memory but only %.2f of %.2f GiB are free "
+                        "(a smaller config, or a larger device)", config_json_path, (double)total / gib,
+                        be->ops->name, (double)free_b / gib, (double)total_b / gib);
+                free(plan);
+                return STATUS_ENOMEM;
+            }
+        }
+        if ((st = be->ops->buffer_new(be, total ? total : 64, &dev)) != STATUS_OK) {
+            LOG_ERR("%s: cannot allocate %.2f GiB of synthetic weights on %s", config_json_path, (double)total / gib,
+                    be->ops->name);
+            free(plan);
+            return st;
+        }
+        CHECK(dev->owner == be, "%s: buffer_new must set the buffer's owner", be->ops->name);
+    } else if (posix_memalign(&data, 64, total ? total : 64) != 0) {
         LOG_ERR("%s: cannot allocate %zu bytes of synthetic weights", config_json_path, total);
         free(plan);
         return STATUS_ENOMEM;
@@ -277,27 +307,38 @@ enum status model_synthesize(const char *config_json_path, uint64_t seed, struct
     mf->n_shards = 1;
     mf->extra = plan;   // tensor names point into the plan
     struct st_shard *sh = &mf->shards[0];
-    sh->path = xstrdup("(synthetic)");
+    sh->path = xstrdup(on_device ? "(synthetic, device)" : "(synthetic)");
     sh->map = data;
     sh->size = total;
-    sh->owned = true;
+    sh->owned = !on_device;
     sh->buf = (struct buffer){ .kind = BUF_HOST, .data = data, .bytes = total };
     struct model *m = model_alloc(&hp, &f, a);
     m->files = mf;
     m->dir = xstrdup(config_json_path);
+    m->dev_weights = dev;
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         const struct weight_spec *s = &plan[i];
         struct tensor *t = weights_slot(m, s->role, s->layer, s->expert);
-        *t = tensor_make(DTYPE_BF16, s->n_dims, s->ne, &sh->buf, off);
+        *t = tensor_make(DTYPE_BF16, s->n_dims, s->ne, on_device ? dev : &sh->buf, off);
         t->name = s->name;
         size_t ne = (size_t)(s->ne[0] * s->ne[1]);
-        float base = weights_is_norm(s->role) ? (f.norm_plus_one ? 0.0f : 1.0f) : 0.0f;
-        synth_fill_bf16((uint16_t *)((char *)data + off), ne, synth_tensor_seed(seed, s->name), 0, base, SYNTH_STD);
+        float base = synth_base(weights_is_norm(s->role), f.norm_plus_one);
+        uint64_t tseed = synth_tensor_seed(seed, s->name);
+        if (on_device) be->ops->fill_synthetic(be, t, tseed, base, SYNTH_STD);
+        else synth_fill_bf16_mt((uint16_t *)((char *)data + off), ne, tseed, 0, base, SYNTH_STD, 0);
         off += (ne * 2 + 63) & ~(size_t)63;
+    }
+    if (on_device && (st = be->ops->sync(be)) != STATUS_OK) {
+        LOG_ERR("%s: filling synthetic weights on %s failed", config_json_path, be->ops->name);
+        model_free(m);
+        return st;
     }
     if (hp.tie_embed) m->lm_head = m->tok_embed;
     model_count(m);
+    LOG_INFO("%s: synthetic %s (seed %llu), %d layers, %.2f B parameters, %.2f GiB of weights in %s memory, %.1f s",
+             config_json_path, hp.arch, (unsigned long long)seed, hp.n_layers, (double)m->n_params / 1e9,
+             (double)m->weight_bytes / gib, on_device ? be->ops->name : "host", clock_now_s() - t0);
     *out = m;
     return STATUS_OK;
 }

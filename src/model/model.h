@@ -118,6 +118,8 @@ struct model {
     struct tensor           lm_head;        // [n_vocab, d]; aliases tok_embed when tied
     struct layer_weights   *layers;         // [n_layers]
     struct model_file      *files;          // mmapped safetensors, owned
+    struct buffer          *dev_weights;    // synthesized weights in backend memory, owned (NULL otherwise);
+                                            // freed through dev_weights->owner, which must outlive the model
     char                   *dir;            // model directory, owned
     uint64_t                n_params;
     uint64_t                weight_bytes;
@@ -132,6 +134,13 @@ void        model_free(struct model *m);
  * config_json_path (with "architectures"); same values as `cairn synth` with the same seed.
  * Used by engine tests and synthetic benchmarks. */
 enum status model_synthesize(const char *config_json_path, uint64_t seed, struct model **out);
+/* The same weights, made where backend be computes: when be has fill_synthetic (cuda) they are
+ * allocated in its memory (one buffer_new) and filled there, so no host copy ever exists and an
+ * 8B-30B shape needs no disk and no host RAM; otherwise (be NULL, ref, cpu) in host memory as
+ * model_synthesize does, filled by several threads. Call model_prepare(m, be) afterwards as for a
+ * loaded model (nothing to do for device weights). be must outlive the model. ENOMEM (logged with
+ * the sizes) when the backend's memory cannot hold the weights. */
+enum status model_synthesize_on(const char *config_json_path, uint64_t seed, struct backend *be, struct model **out);
 
 /* KV cache bytes per token for this model and KV dtype (all layers, K and V). */
 size_t model_kv_bytes_per_token(const struct model *m, enum dtype kv_dtype);

@@ -55,24 +55,31 @@ void synth_fill_bf16(uint16_t *dst, size_t n, uint64_t tseed, uint64_t first, fl
     }
 }
 
+float synth_base(bool is_norm, bool norm_plus_one)
+{
+    return is_norm && !norm_plus_one ? 1.0f : 0.0f;
+}
+
 struct fill_job {
     uint16_t *dst;
     size_t    n;
     uint64_t  tseed, first;
-    float     base;
+    float     base, std;
 };
 
 static void *fill_thread(void *arg)
 {
     struct fill_job *j = arg;
-    synth_fill_bf16(j->dst, j->n, j->tseed, j->first, j->base, SYNTH_STD);
+    synth_fill_bf16(j->dst, j->n, j->tseed, j->first, j->base, j->std);
     return NULL;
 }
 
-static void fill_parallel(uint16_t *dst, size_t n, uint64_t tseed, uint64_t first, float base, int n_threads)
+void synth_fill_bf16_mt(uint16_t *dst, size_t n, uint64_t tseed, uint64_t first, float base, float std, int n_threads)
 {
+    if (n_threads <= 0) n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
     if (n_threads <= 1 || n < 65536) {
-        synth_fill_bf16(dst, n, tseed, first, base, SYNTH_STD);
+        synth_fill_bf16(dst, n, tseed, first, base, std);
         return;
     }
     pthread_t th[MAX_THREADS];
@@ -82,7 +89,7 @@ static void fill_parallel(uint16_t *dst, size_t n, uint64_t tseed, uint64_t firs
     for (int t = 0; t < n_threads; t++) {
         size_t a = (size_t)t * per, b = a + per < n ? a + per : n;
         if (a >= b) break;
-        jobs[t] = (struct fill_job){ dst + a, b - a, tseed, first + a, base };
+        jobs[t] = (struct fill_job){ dst + a, b - a, tseed, first + a, base, std };
         if (pthread_create(&th[t], NULL, fill_thread, &jobs[t]) != 0) {
             fill_thread(&jobs[t]);   // no thread: do it here
             continue;
@@ -238,10 +245,10 @@ static enum status write_shard(const struct synth_opts *o, const char *path, con
         const struct weight_spec *s = &plan[i];
         uint64_t n = (uint64_t)(s->ne[0] * s->ne[1]);
         uint64_t tseed = synth_tensor_seed(o->seed, s->name);
-        float base = weights_is_norm(s->role) ? (norm_plus_one ? 0.0f : 1.0f) : 0.0f;
+        float base = synth_base(weights_is_norm(s->role), norm_plus_one);
         for (uint64_t e = 0; e < n && st == STATUS_OK; e += CHUNK_ELEMS) {
             size_t k = n - e < CHUNK_ELEMS ? (size_t)(n - e) : CHUNK_ELEMS;
-            fill_parallel(chunk, k, tseed, e, base, n_threads);
+            synth_fill_bf16_mt(chunk, k, tseed, e, base, SYNTH_STD, n_threads);
             st = write_all(fp, chunk, k * 2, path);
             *done += k * 2;
         }

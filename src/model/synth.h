@@ -5,7 +5,9 @@
  * with model.safetensors.index.json above SYNTH_SHARD_BYTES. Values are a pure function of
  * (seed, tensor name, element index), so sharding, threads and in-memory synthesis
  * (model_synthesize) all give the same weights: matrices and biases N(0, 0.02), norm weights
- * 1 + N(0, 0.02) (0 + N(0, 0.02) for (1 + w) norms). Called by `cairn synth` and tests.
+ * 1 + N(0, 0.02) (0 + N(0, 0.02) for (1 + w) norms). Called by `cairn synth` and tests; the CUDA
+ * backend computes the same function on the device (backend/cuda/synth.cu, bit-identical), which
+ * model_synthesize_on uses for `--synthetic CONFIG.json`.
  *
  *     struct synth_opts o = { .arch = "Qwen3ForCausalLM", .config_path = "configs/qwen3-0.6b.json",
  *                             .out_dir = "/tmp/q", .seed = 1 };
@@ -14,6 +16,7 @@
 #ifndef CAIRN_MODEL_SYNTH_H
 #define CAIRN_MODEL_SYNTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,5 +51,9 @@ enum status synth_write(const struct synth_opts *o, struct synth_result *res);
 uint64_t synth_tensor_seed(uint64_t seed, const char *name);
 /* dst[i] = bf16(base + std * z(tseed, first + i)) for i < n, z approximately N(0, 1). */
 void synth_fill_bf16(uint16_t *dst, size_t n, uint64_t tseed, uint64_t first, float base, float std);
+/* The same on n_threads threads (0: all cores, at most 16); same values. */
+void synth_fill_bf16_mt(uint16_t *dst, size_t n, uint64_t tseed, uint64_t first, float base, float std, int n_threads);
+/* Base value of a weight: 1 for norm weights (0 with (1 + w) norms), 0 otherwise. */
+float synth_base(bool is_norm, bool norm_plus_one);
 
 #endif

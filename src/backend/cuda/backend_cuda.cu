@@ -347,6 +347,7 @@ static const struct backend_ops cuda_ops = {
     /* .step_graph_begin = */ c_step_graph_begin,
     /* .step_graph_end = */ c_step_graph_end,
     /* .mem_info = */ c_mem_info,
+    /* .fill_synthetic = */ cuda_fill_synthetic,
 };
 
 extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct backend **out)

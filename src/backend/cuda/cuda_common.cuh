@@ -198,6 +198,7 @@ bool cuda_attention_tiled(struct cuda_backend *cb, struct tensor *out, const str
 void cuda_moe_route(struct backend *, struct tensor *, struct tensor *, const struct tensor *, int, bool);
 void cuda_moe_ffn(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *,
                   const struct tensor *, const struct tensor *, const struct tensor *, int, enum act);
+void cuda_fill_synthetic(struct backend *, struct tensor *, uint64_t, float, float);
 
 /* out[n, m] = x[n, k] @ w^T with x given as rows of a device f32 array (used by MoE too). */
 void cuda_linear(struct cuda_backend *cb, float *d_out, const float *d_x, int n, const struct tensor *w);

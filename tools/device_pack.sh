@@ -15,8 +15,9 @@ cp $B/libcairn.so "$DST/lib/" && strip --strip-debug "$DST/lib/libcairn.so"
 CC="cc -std=c11 -D_GNU_SOURCE -O2 -pthread -Isrc -Itests -DCAIRN_HAVE_CUDA -I/usr/local/cuda/include"
 LINK="-L$DST/lib -lcairn -ljansson -Wl,-rpath,\$ORIGIN/lib:\$ORIGIN/../lib:\$ORIGIN/../../lib -lm -lpthread"
 $CC src/app/*.c $LINK -o "$DST/cairn"
-for t in tests/cuda/test_cuda_ops tests/model/test_fixtures; do $CC "$t.c" $LINK -o "$DST/$t"; done
+for t in tests/cuda/test_cuda_ops tests/cuda/test_cuda_attention tests/cuda/test_cuda_synth tests/model/test_fixtures; do $CC "$t.c" $LINK -o "$DST/$t"; done
 $CC bench/model_bench.c $LINK -o "$DST/bench/model_bench"
+$CC bench/attn_bench.c $LINK -o "$DST/bench/attn_bench"
 [ -f bench/engine_bench.c ] && $CC bench/engine_bench.c $LINK -o "$DST/bench/engine_bench"
 nvcc -O3 -std=c++17 -cudart shared -gencode arch=compute_90,code=sm_90 bench/gpu_peak.cu -lcublas -o "$DST/bench/gpu_peak"
 # Only what an Ubuntu 24.04 CUDA image is unlikely to have.

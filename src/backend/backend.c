@@ -24,6 +24,11 @@ enum status backend_new(const char *name, const struct backend_cfg *cfg, struct 
     if (!strcmp(name, "ref")) return backend_ref_new(cfg, out);
     if (!strcmp(name, "cpu")) return backend_cpu_new(cfg, out);
     if (!strcmp(name, "cuda")) return backend_cuda_new(cfg, out);
+    if (!strcmp(name, "cuda-precise")) {
+        struct backend_cfg c = *cfg;
+        c.precise = true;
+        return backend_cuda_new(&c, out);
+    }
     LOG_ERR("unknown backend '%s' (available: %s)", name, backend_list());
     return STATUS_EUNSUPPORTED;
 }
@@ -35,5 +40,5 @@ void backend_free(struct backend *be)
 
 const char *backend_list(void)
 {
-    return HAVE_CUDA ? "ref, cpu, cuda" : "ref, cpu";
+    return HAVE_CUDA ? "ref, cpu, cuda, cuda-precise" : "ref, cpu";
 }

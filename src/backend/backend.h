@@ -79,6 +79,7 @@ struct backend;
 struct backend_cfg {
     int  n_threads;                // cpu: worker threads (0 = all cores)
     int  device;                   // cuda: device ordinal
+    bool precise;                  // cuda: f32-accurate GEMM inputs and attention (backend "cuda-precise")
 };
 
 /* Contract details where the one-liners below leave a choice (HF-compatible readings; ref is the
@@ -188,12 +189,14 @@ struct backend_ops {
                        struct kv_layer *, const struct batch_meta *);
 
     /* ---- step graphs ---- */
-    // Optional (NULL: ops launch one by one). Called after batch_begin for a whole forward step:
+    // Optional (NULL: ops launch one by one). Called after batch_begin for a whole forward step
+    // that uses the caller's scratch and KV cache (identified by the two pointers: recordings bake
+    // their addresses in; any buffer_new or buffer_free makes earlier recordings stale):
     // STEP_GRAPH_REPLAYED: a recording of an equivalent step (same shapes; the staged batch arrays
     // differ) was launched, so the caller issues none of the step's ops; STEP_GRAPH_RECORDING: the
     // caller issues them (they are recorded, not run) and then calls step_graph_end, which runs the
     // recording; STEP_GRAPH_NONE: the caller issues them as usual.
-    int  (*step_graph_begin)(struct backend *, const struct batch_meta *);
+    int  (*step_graph_begin)(struct backend *, const struct batch_meta *, const void *scratch, const void *kv);
     void (*step_graph_end)(struct backend *);
 
     /* ---- device memory ---- */
@@ -212,7 +215,7 @@ struct backend {
     void *impl;                    // the backend's own state
 };
 
-/* Creates a backend by name ("ref", "cpu", "cuda"). Logs and returns EUNSUPPORTED for an unknown
+/* Creates a backend by name ("ref", "cpu", "cuda", or "cuda-precise": cuda with cfg->precise). Logs and returns EUNSUPPORTED for an unknown
  * or unavailable one (e.g. "cuda" without a GPU). */
 enum status backend_new(const char *name, const struct backend_cfg *cfg, struct backend **out);
 void        backend_free(struct backend *be);   // be->ops->destroy(be); NULL is fine

@@ -84,7 +84,7 @@ static void collect(struct tensor *t, void *ctx)
 
 static const char *moe_json =
     "{\"architectures\": [\"Qwen3MoeForCausalLM\"], \"vocab_size\": 96, \"hidden_size\": 32, \"intermediate_size\": 48,"
-    " \"num_hidden_layers\": 3, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 8,"
+    " \"num_hidden_layers\": 3, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 16,"
     " \"num_experts\": 4, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 16, \"mlp_only_layers\": [0],"
     " \"max_position_embeddings\": 256, \"rope_theta\": 1000000.0, \"eos_token_id\": 5}";
 

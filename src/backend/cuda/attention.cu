@@ -238,7 +238,8 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
 {
     struct cuda_backend *cb = cuda_of(be);
     const struct cuda_batch *b = &cb->batch;
-    if (!b->all_single && cuda_attention_tiled(cb, out, q, kv, ap, m)) return;
+    // precise: the f32 split-K kernel for every step (the tiled kernels compute in bf16)
+    if (!b->all_single && !cb->precise && cuda_attention_tiled(cb, out, q, kv, ap, m)) return;
     int G = ap->n_heads / ap->n_kv_heads;
     CHECK(G <= ATT_G_MAX, "cuda attention: %d query heads per KV head (at most %d)", G, ATT_G_MAX);
     // Enough splits to fill the GPU at decode; few when many tokens already fill it.

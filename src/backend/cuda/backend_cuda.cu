@@ -17,6 +17,7 @@ struct prepared_entry {
 /* A recorded decode step, replayed for every later step of the same shape (see c_step_graph_begin). */
 struct step_graph {
     uint64_t        key;          // step_graph_key; 0 = free entry
+    const void     *scratch, *kv; // whose buffers the recording uses (step_graph_begin's arguments)
     uint32_t        mem_gen;      // cb->mem_gen when recorded (stale once a workspace moved)
     uint64_t        last_use;
     cudaGraphExec_t exec;         // NULL: seen once, ran op by op (so workspaces have grown to size)
@@ -67,6 +68,7 @@ static enum status c_buffer_new(struct backend *be, size_t bytes, struct buffer 
     b->data = p;
     b->bytes = bytes;
     b->owner = be;
+    cuda_of(be)->mem_gen++;   // recorded step graphs may point at a buffer this address held before
     *out = b;
     return STATUS_OK;
 }
@@ -76,6 +78,7 @@ static void c_buffer_free(struct backend *be, struct buffer *b)
     if (!b) return;
     CUDA_CHECK(cudaStreamSynchronize(cuda_of(be)->stream));
     CUDA_CHECK(cudaFree(b->data));
+    cuda_of(be)->mem_gen++;
     free(b);
 }
 
@@ -225,7 +228,7 @@ static void step_graph_drop(struct step_graph *g)
 /* Decode steps (one token per sequence, few sequences) are recorded into a CUDA graph the second
  * time their shape is seen (the first run, op by op, grows every workspace to size, so recording
  * never allocates or synchronizes) and replayed from then on: one launch instead of ~500. */
-static int c_step_graph_begin(struct backend *be, const struct batch_meta *m)
+static int c_step_graph_begin(struct backend *be, const struct batch_meta *m, const void *scratch, const void *kv)
 {
     struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
     struct cuda_backend *cb = &x->cb;
@@ -233,13 +236,15 @@ static int c_step_graph_begin(struct backend *be, const struct batch_meta *m)
     uint64_t key = step_graph_key(m, cb->batch.max_seq_len);
     struct step_graph *g = NULL, *victim = &x->graphs[0];
     for (int i = 0; i < STEP_GRAPHS; i++) {
-        if (x->graphs[i].key == key) g = &x->graphs[i];
+        if (x->graphs[i].key == key && x->graphs[i].scratch == scratch && x->graphs[i].kv == kv) g = &x->graphs[i];
         if (x->graphs[i].last_use < victim->last_use) victim = &x->graphs[i];
     }
     if (g && g->exec && g->mem_gen != cb->mem_gen) step_graph_drop(g), g = NULL;
     if (!g) {   // first sight: run op by op, remember the shape
         step_graph_drop(victim);
         victim->key = key;
+        victim->scratch = scratch;
+        victim->kv = kv;
         victim->last_use = ++x->graph_clock;
         return STEP_GRAPH_NONE;
     }
@@ -381,6 +386,9 @@ extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct ba
     cb->gemv_u = env && atoi(env) == 4 ? 4 : 8;
     env = getenv("CAIRN_CUDA_GRAPHS");   // 0: launch every op (for measuring what graphs save)
     x->graphs_off = env && !strcmp(env, "0");
+    cb->precise = cfg && cfg->precise;
+    env = getenv("CAIRN_CUDA_FUSE_QK");
+    cb->unfused_qk = env && !strcmp(env, "0");
     env = getenv("CAIRN_CUDA_PDL");
     cb->pdl = prop.major >= 9 && !(env && !strcmp(env, "0"));
     env = getenv("CAIRN_CUDA_GEMV");
@@ -402,7 +410,8 @@ extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct ba
     struct backend *be = (struct backend *)xcalloc(1, sizeof *be);
     be->ops = &cuda_ops;
     be->impl = x;
-    LOG_INFO("cuda: %s, %d SMs, %.1f GiB", prop.name, cb->n_sm, (double)prop.totalGlobalMem / (1 << 30));
+    LOG_INFO("cuda: %s, %d SMs, %.1f GiB%s", prop.name, cb->n_sm, (double)prop.totalGlobalMem / (1 << 30),
+             cb->precise ? " (precise: hi + lo GEMM inputs, f32 attention)" : "");
     *out = be;
     return STATUS_OK;
 }

@@ -71,6 +71,8 @@ struct cuda_backend {
     size_t          attn_done_cap;
     int32_t        *d_argmax;           // [cap] argmax results
     int             argmax_cap;
+    bool            precise;            // backend "cuda-precise": hi + lo bf16 GEMM inputs, f32 attention
+    bool            unfused_qk;         // CAIRN_CUDA_FUSE_QK=0: qk_rope_kv runs the separate ops
     bool            pdl;                // programmatic dependent launch of GEMVs (sm_90+; CAIRN_CUDA_PDL=0 off)
     uint32_t        mem_gen;            // bumped whenever a workspace moves (recorded step graphs go stale)
     struct moe_table *moe_tables;       // device arrays of expert weight pointers, per layer

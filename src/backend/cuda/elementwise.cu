@@ -157,6 +157,18 @@ void cuda_qk_rope_kv(struct backend *be, struct tensor *q, struct tensor *k, con
 {
     struct cuda_backend *cb = cuda_of(be);
     const int hd = rp->head_dim;
+    if (cb->unfused_qk) {   // CAIRN_CUDA_FUSE_QK=0: the separate ops, for comparison
+        if (q_norm) {
+            const int64_t qs[2] = { hd, q->ne[1] * n_heads }, ks[2] = { hd, k->ne[1] * n_kv };
+            struct tensor qv = tensor_reshape(q, 2, qs), kv2 = tensor_reshape(k, 2, ks);
+            cuda_rmsnorm(be, &qv, &qv, q_norm, eps, w_offset);
+            cuda_rmsnorm(be, &kv2, &kv2, k_norm, eps, w_offset);
+        }
+        cuda_rope(be, q, n_heads, inv_freq, rp, m);
+        cuda_rope(be, k, n_kv, inv_freq, rp, m);
+        cuda_kv_write(be, kv, k, v, m);
+        return;
+    }
     CHECK(!q_norm == !k_norm && (!q_norm || q_norm->dtype == k_norm->dtype), "cuda qk_rope_kv: q and k norms differ");
     const int threads = hd >= 128 ? 128 : hd >= 64 ? 64 : 32;
     dim3 grid(m->n_tok, n_heads + n_kv);

@@ -297,6 +297,18 @@ __global__ void k_to_dtype(T *dst, const float *src, size_t n)
         dst[i] = from_f<T>(src[i]);
 }
 
+/* x = hi + lo with hi = x rounded to T and lo = the rest rounded to T: two GEMMs against the
+ * same weights give an f32-accurate product (the weights are exact in T; cuBLAS accumulates in f32). */
+template <typename T>
+__global__ void k_split_hi_lo(T *hi, T *lo, const float *src, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        T h = from_f<T>(src[i]);
+        hi[i] = h;
+        lo[i] = from_f<T>(src[i] - to_f<T>(h));
+    }
+}
+
 template <typename T>
 __global__ void k_add_bias(float *out, const T *bias, int m, size_t n)
 {
@@ -314,9 +326,22 @@ static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, con
         return;
     }
     cudaDataType dt = w->dtype == DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
-    void *xb = cuda_workspace(cb, sizeof(uint16_t) * (size_t)n * k);
     size_t nel = (size_t)n * k;
     int grid = (int)((nel + 255) / 256 > 65535 ? 65535 : (nel + 255) / 256);
+    if (cb->precise) {   // hi and lo copies of x (cuda_matmul_rows leaves room for both)
+        uint16_t *hi = (uint16_t *)cuda_workspace(cb, 2 * sizeof(uint16_t) * nel), *lo = hi + nel;
+        if (w->dtype == DTYPE_BF16)
+            k_split_hi_lo<__nv_bfloat16><<<grid, 256, 0, cb->stream>>>((__nv_bfloat16 *)hi, (__nv_bfloat16 *)lo, x, nel);
+        else k_split_hi_lo<__half><<<grid, 256, 0, cb->stream>>>((__half *)hi, (__half *)lo, x, nel);
+        LAUNCH_CHECK();
+        const float one = 1.0f;
+        CUBLAS_CHECK(cublasGemmEx(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, dptr(w), dt, k, hi, dt, k, &beta,
+                                  out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        CUBLAS_CHECK(cublasGemmEx(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, dptr(w), dt, k, lo, dt, k, &one,
+                                  out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        return;
+    }
+    void *xb = cuda_workspace(cb, sizeof(uint16_t) * nel);
     if (w->dtype == DTYPE_BF16) k_to_dtype<__nv_bfloat16><<<grid, 256, 0, cb->stream>>>((__nv_bfloat16 *)xb, x, nel);
     else k_to_dtype<__half><<<grid, 256, 0, cb->stream>>>((__half *)xb, x, nel);
     LAUNCH_CHECK();
@@ -385,7 +410,7 @@ void cuda_matmul_rows(struct backend *be, struct tensor *out, const struct tenso
     // The gathered rows sit at the end of the workspace's first half so gemm_cublas's bf16 copy
     // (which also uses the workspace) cannot overlap them.
     size_t gather_bytes = sizeof(float) * (size_t)n * k;
-    size_t conv_bytes = sizeof(uint16_t) * (size_t)n * k;
+    size_t conv_bytes = (cb->precise ? 2 : 1) * sizeof(uint16_t) * (size_t)n * k;   // gemm_cublas's copies of x
     char *ws = (char *)cuda_workspace(cb, gather_bytes + conv_bytes + 256);
     float *rows = (float *)(ws + ((conv_bytes + 255) & ~(size_t)255));
     k_gather_rows<<<n, 256, 0, cb->stream>>>(rows, (const float *)dptr(x), cb->batch.d_out_tok, k);

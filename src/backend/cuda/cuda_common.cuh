@@ -32,6 +32,7 @@ struct moe_table {
     int                  n_experts;
     const void         **h_ptrs;       // [3 * n_experts] gate, up, down device addresses (to validate)
     const void         **d_gate, **d_up, **d_down;   // [n_experts] device pointers
+    bool                 aligned16;    // every expert matrix starts on a 16-byte boundary
 };
 
 /* Device copy of one step's batch_meta; arrays grow (rarely) and are reused across steps. */

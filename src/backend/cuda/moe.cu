@@ -3,8 +3,8 @@
  * Routing is one warp per token: softmax over the experts, top-k by repeated warp arg-max (ties to
  * the lower index), optional renormalization. For few tokens (decode) the expert FFN runs without
  * any host round trip: GEMV kernels read each (token, choice)'s expert id from device memory and
- * index a device table of expert weight pointers, so a step is five launches per layer whatever
- * experts are picked. For many tokens (prefill) the ids come back to the host, tokens are grouped
+ * index a device table of expert weight pointers, so a step is four launches per layer whatever
+ * experts are picked (router GEMV, routing, gate + up, down + weighted combine) plus the GLU. For many tokens (prefill) the ids come back to the host, tokens are grouped
  * per expert, and each expert runs through cuBLAS once on its gathered rows.
  */
 #include "backend/cuda/cuda_common.cuh"
@@ -93,6 +93,8 @@ static struct moe_table *table_for(struct cuda_backend *cb, const struct tensor 
         CUDA_CHECK(cudaStreamSynchronize(cb->stream));
         free(t->h_ptrs);
         t->h_ptrs = h;
+        t->aligned16 = true;
+        for (int i = 0; i < 3 * E; i++) t->aligned16 = t->aligned16 && ((uintptr_t)h[i] & 15) == 0;
         return t;
     }
     if (cb->n_moe_tables == cb->cap_moe_tables) {
@@ -109,6 +111,8 @@ static struct moe_table *table_for(struct cuda_backend *cb, const struct tensor 
     t->d_gate = (const void **)d;
     t->d_up = t->d_gate + E;
     t->d_down = t->d_gate + 2 * E;
+    t->aligned16 = true;
+    for (int i = 0; i < 3 * E; i++) t->aligned16 = t->aligned16 && ((uintptr_t)h[i] & 15) == 0;
     return t;
 }
 
@@ -130,6 +134,78 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_gemv(float *out, const f
     }
     acc = warp_sum(acc);
     if (lane == 0) out[(size_t)slot * m + row] = acc;
+}
+
+/* The same with 16-byte weight loads (k % 8 == 0, 16-byte aligned experts), several in flight per
+ * lane: blockIdx.z picks the table (gate, up) so both run in one launch. */
+#define MOE_U 8
+template <typename T>
+__global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_gemv_vec(float *out0, float *out1, const float *x,
+                                                                 const void *const *tab0, const void *const *tab1,
+                                                                 const int32_t *ids, int m, int kdim, int x_div)
+{
+    const int slot = blockIdx.y, row = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= m) return;
+    const void *const *tab = blockIdx.z ? tab1 : tab0;
+    float *out = blockIdx.z ? out1 : out0;
+    const uint4 *w = reinterpret_cast<const uint4 *>((const T *)tab[ids[slot]] + (size_t)row * kdim);
+    const float *xr = x + (size_t)(slot / x_div) * kdim;
+    const int n_vec = kdim / 8;
+    float acc = 0;
+    for (int base = 0; base < n_vec; base += 32 * MOE_U) {
+        uint4 u[MOE_U];
+#pragma unroll
+        for (int j = 0; j < MOE_U; j++) u[j] = base + j * 32 + lane < n_vec ? __ldg(w + base + j * 32 + lane) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int j = 0; j < MOE_U; j++) {
+            const int vi = base + j * 32 + lane;
+            if (vi >= n_vec) break;
+            const T *h = reinterpret_cast<const T *>(&u[j]);
+            const float4 a = __ldg(reinterpret_cast<const float4 *>(xr) + 2 * vi);
+            const float4 b = __ldg(reinterpret_cast<const float4 *>(xr) + 2 * vi + 1);
+            acc += to_f<T>(h[0]) * a.x + to_f<T>(h[1]) * a.y + to_f<T>(h[2]) * a.z + to_f<T>(h[3]) * a.w +
+                   to_f<T>(h[4]) * b.x + to_f<T>(h[5]) * b.y + to_f<T>(h[6]) * b.z + to_f<T>(h[7]) * b.w;
+        }
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) out[(size_t)slot * m + row] = acc;
+}
+
+/* Down projection and the weighted combine in one pass (decode): out[t, row] = sum over choices j
+ * (in j order, as k_moe_combine) of weights[t, j] * W_down_{ids[t, j]}[row, :] . h[t * k + j, :].
+ * A warp streams its row of all k experts with every load independent (k <= MOE_K_MAX). */
+#define MOE_K_MAX 8
+template <typename T>
+__global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_down_combine(float *out, const float *h, const void *const *tab,
+                                                                     const int32_t *ids, const float *weights, int d,
+                                                                     int f, int k)
+{
+    const int t = blockIdx.y, row = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= d) return;
+    const int n_vec = f / 8;
+    float acc[MOE_K_MAX];
+#pragma unroll
+    for (int j = 0; j < MOE_K_MAX; j++) acc[j] = 0.0f;
+    for (int vi = lane; vi < n_vec; vi += 32) {
+        uint4 u[MOE_K_MAX];
+#pragma unroll
+        for (int j = 0; j < MOE_K_MAX; j++)
+            if (j < k) u[j] = __ldg(reinterpret_cast<const uint4 *>((const T *)tab[ids[t * k + j]] + (size_t)row * f) + vi);
+#pragma unroll
+        for (int j = 0; j < MOE_K_MAX; j++) {
+            if (j >= k) break;
+            const T *hw = reinterpret_cast<const T *>(&u[j]);
+            const float4 *xr = reinterpret_cast<const float4 *>(h + ((size_t)t * k + j) * f) + 2 * vi;
+            const float4 a = __ldg(xr), b = __ldg(xr + 1);
+            acc[j] += to_f<T>(hw[0]) * a.x + to_f<T>(hw[1]) * a.y + to_f<T>(hw[2]) * a.z + to_f<T>(hw[3]) * a.w +
+                      to_f<T>(hw[4]) * b.x + to_f<T>(hw[5]) * b.y + to_f<T>(hw[6]) * b.z + to_f<T>(hw[7]) * b.w;
+        }
+    }
+    float s = 0;
+#pragma unroll
+    for (int j = 0; j < MOE_K_MAX; j++)
+        if (j < k) s += weights[t * k + j] * warp_sum(acc[j]);
+    if (lane == 0) out[(size_t)t * d + row] = s;
 }
 
 __global__ void k_moe_glu(float *g, const float *u, size_t n, int act)
@@ -182,6 +258,20 @@ void cuda_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x
     if (n <= MOE_SMALL_N) {
         struct moe_table *tab = table_for(cb, gate, up, down, n_experts);
         dim3 blk(MOE_WARPS * 32);
+        bool vec = tab->aligned16 && d % 8 == 0 && f % 8 == 0 && k <= MOE_K_MAX && gate[0].dtype != DTYPE_F32 &&
+                   gate[0].dtype == down[0].dtype;
+        if (vec) {   // gate + up in one launch, glu, down + combine in one launch
+            DISPATCH_FLOAT(gate[0].dtype, T,
+                k_moe_gemv_vec<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots, 2), blk, 0, cb->stream>>>(
+                    g, u, (const float *)dptr(x), tab->d_gate, tab->d_up, (const int32_t *)dptr(ids), f, d, k));
+            LAUNCH_CHECK();
+            k_moe_glu<<<gl, 256, 0, cb->stream>>>(g, u, slots * f, (int)act);
+            DISPATCH_FLOAT(down[0].dtype, T,
+                k_moe_down_combine<T><<<dim3((d + MOE_WARPS - 1) / MOE_WARPS, (unsigned)n), blk, 0, cb->stream>>>(
+                    (float *)dptr(out), g, tab->d_down, (const int32_t *)dptr(ids), (const float *)dptr(weights), d, f, k));
+            LAUNCH_CHECK();
+            return;
+        }
         DISPATCH_FLOAT(gate[0].dtype, T,
             k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
                 g, (const float *)dptr(x), tab->d_gate, (const int32_t *)dptr(ids), f, d, k);

@@ -18,6 +18,7 @@ $CC src/app/*.c $LINK -o "$DST/cairn"
 for t in tests/cuda/test_cuda_ops tests/cuda/test_cuda_attention tests/cuda/test_cuda_synth tests/model/test_fixtures; do $CC "$t.c" $LINK -o "$DST/$t"; done
 $CC bench/model_bench.c $LINK -o "$DST/bench/model_bench"
 $CC bench/attn_bench.c $LINK -o "$DST/bench/attn_bench"
+$CC bench/batch_invariance.c $LINK -o "$DST/bench/batch_invariance"
 [ -f bench/engine_bench.c ] && $CC bench/engine_bench.c $LINK -o "$DST/bench/engine_bench"
 nvcc -O3 -std=c++17 -cudart shared -gencode arch=compute_90,code=sm_90 bench/gpu_peak.cu -lcublas -o "$DST/bench/gpu_peak"
 # Only what an Ubuntu 24.04 CUDA image is unlikely to have.

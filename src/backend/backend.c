@@ -24,9 +24,10 @@ enum status backend_new(const char *name, const struct backend_cfg *cfg, struct 
     if (!strcmp(name, "ref")) return backend_ref_new(cfg, out);
     if (!strcmp(name, "cpu")) return backend_cpu_new(cfg, out);
     if (!strcmp(name, "cuda")) return backend_cuda_new(cfg, out);
-    if (!strcmp(name, "cuda-precise")) {
+    if (!strcmp(name, "cuda-precise") || !strcmp(name, "cuda-deterministic")) {
         struct backend_cfg c = *cfg;
-        c.precise = true;
+        c.precise = c.precise || !strcmp(name, "cuda-precise");
+        c.deterministic = c.deterministic || !strcmp(name, "cuda-deterministic");
         return backend_cuda_new(&c, out);
     }
     LOG_ERR("unknown backend '%s' (available: %s)", name, backend_list());
@@ -40,5 +41,5 @@ void backend_free(struct backend *be)
 
 const char *backend_list(void)
 {
-    return HAVE_CUDA ? "ref, cpu, cuda, cuda-precise" : "ref, cpu";
+    return HAVE_CUDA ? "ref, cpu, cuda, cuda-precise, cuda-deterministic" : "ref, cpu";
 }

@@ -80,6 +80,7 @@ struct backend_cfg {
     int  n_threads;                // cpu: worker threads (0 = all cores)
     int  device;                   // cuda: device ordinal
     bool precise;                  // cuda: f32-accurate GEMM inputs and attention (backend "cuda-precise")
+    bool deterministic;            // cuda: a row's result never depends on the batch ("cuda-deterministic")
 };
 
 /* Contract details where the one-liners below leave a choice (HF-compatible readings; ref is the
@@ -215,7 +216,8 @@ struct backend {
     void *impl;                    // the backend's own state
 };
 
-/* Creates a backend by name ("ref", "cpu", "cuda", or "cuda-precise": cuda with cfg->precise). Logs and returns EUNSUPPORTED for an unknown
+/* Creates a backend by name ("ref", "cpu", "cuda", "cuda-precise" or "cuda-deterministic": cuda with
+ * cfg->precise or cfg->deterministic). Logs and returns EUNSUPPORTED for an unknown
  * or unavailable one (e.g. "cuda" without a GPU). */
 enum status backend_new(const char *name, const struct backend_cfg *cfg, struct backend **out);
 void        backend_free(struct backend *be);   // be->ops->destroy(be); NULL is fine

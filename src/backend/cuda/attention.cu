@@ -32,7 +32,7 @@ template <typename T, int D, int GM>
 __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
     float *out, float *part_acc, float *part_ml, int32_t *done, const float *q, const T *kc, const T *vc, const int32_t *tok_pos,
     const int32_t *tok_seq, const int32_t *seq_block0, const int32_t *block_ids, int block_size, int n_heads,
-    int n_kv, float scale, int window, float softcap, int n_split)
+    int n_kv, float scale, int window, float softcap, int split_grid, bool per_token_splits)
 {
     pdl_trigger();   // the output projection's GEMV follows
     constexpr int DPT = D > ATT_THREADS ? D / ATT_THREADS : 1;   // output dims per thread
@@ -50,6 +50,14 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
     const int p = tok_pos[t], s = tok_seq[t];
     const int lo_all = window > 0 ? max(0, p - window + 1) : 0;
     const int n_keys = p - lo_all + 1;
+    // Splits of this token: the launch's count, or (deterministic mode) a function of this token's
+    // keys alone, so its result does not depend on what else is in the batch.
+    int n_split = split_grid;
+    if (per_token_splits) {
+        n_split = 1;
+        while (n_split < split_grid && n_keys / (n_split * 2) >= ATT_SPLIT_MIN_KEYS) n_split *= 2;
+        if (split >= n_split) return;
+    }
     const int per_split = (n_keys + n_split - 1) / n_split;
     const int lo = lo_all + split * per_split;
     const int hi = min(p + 1, lo + per_split);   // exclusive
@@ -173,7 +181,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
 #pragma unroll
     for (int g = 0; g < GM; g++) {
         if (g >= G) break;
-        size_t base = ((size_t)t * n_heads + kvh * G + g) * n_split + split;
+        size_t base = ((size_t)t * n_heads + kvh * G + g) * split_grid + split;
 #pragma unroll
         for (int r = 0; r < DPT; r++) {
             int d = tid + r * ATT_THREADS;
@@ -196,7 +204,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
     if (!last_s) return;
     __threadfence();
     for (int g = warp; g < G; g += ATT_THREADS / 32) {
-        size_t base = ((size_t)t * n_heads + kvh * G + g) * n_split;
+        size_t base = ((size_t)t * n_heads + kvh * G + g) * split_grid;
         float M = -INFINITY;
         for (int sp = lane; sp < n_split; sp += 32) M = fmaxf(M, __ldcg(part_ml + (base + sp) * 2));
         M = warp_max(M);
@@ -214,7 +222,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
     }
     __syncthreads();
     // splits outer, heads inner: G x 4 independent loads in flight per thread
-    const size_t base0 = ((size_t)t * n_heads + kvh * G) * n_split;
+    const size_t base0 = ((size_t)t * n_heads + kvh * G) * split_grid;
 #pragma unroll
     for (int r = 0; r < DPT; r++) {
         const int d = tid + r * ATT_THREADS;
@@ -226,7 +234,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
         for (int sp = 0; sp < n_split; sp++)
 #pragma unroll
             for (int g = 0; g < GM; g++)
-                if (g < G) o[g] += __ldcg(part_acc + (base0 + (size_t)g * n_split + sp) * D + d) * w_s[g][sp];
+                if (g < G) o[g] += __ldcg(part_acc + (base0 + (size_t)g * split_grid + sp) * D + d) * w_s[g][sp];
 #pragma unroll
         for (int g = 0; g < GM; g++)
             if (g < G) out[((size_t)t * n_heads + kvh * G + g) * D + d] = o[g];
@@ -238,8 +246,9 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
 {
     struct cuda_backend *cb = cuda_of(be);
     const struct cuda_batch *b = &cb->batch;
-    // precise: the f32 split-K kernel for every step (the tiled kernels compute in bf16)
-    if (!b->all_single && !cb->precise && cuda_attention_tiled(cb, out, q, kv, ap, m)) return;
+    // precise, deterministic: the f32 split-K kernel for every step (the tiled kernels compute in
+    // bf16, and how a prompt is cut into steps would change its tiles)
+    if (!b->all_single && !cb->precise && !cb->deterministic && cuda_attention_tiled(cb, out, q, kv, ap, m)) return;
     int G = ap->n_heads / ap->n_kv_heads;
     CHECK(G <= ATT_G_MAX, "cuda attention: %d query heads per KV head (at most %d)", G, ATT_G_MAX);
     // Enough splits to fill the GPU at decode; few when many tokens already fill it.
@@ -247,7 +256,9 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
     int n_split = 1;
     int blocks = m->n_tok * ap->n_kv_heads;
     int split_max = cb->att_split_max < ATT_SPLIT_MAX ? cb->att_split_max : ATT_SPLIT_MAX;
-    while (n_split < split_max && blocks * n_split < 4 * cb->n_sm && max_len / (n_split * 2) >= ATT_SPLIT_MIN_KEYS)
+    // deterministic: the splits the longest token wants; each token then takes its own share
+    while (n_split < split_max && (cb->deterministic || blocks * n_split < 4 * cb->n_sm) &&
+           max_len / (n_split * 2) >= ATT_SPLIT_MIN_KEYS)
         n_split *= 2;
 
     size_t n_part = (size_t)m->n_tok * ap->n_heads * n_split;
@@ -280,7 +291,7 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
 #define SPLIT_LAUNCH(DD, GG) k_attn_split<T, DD, GG><<<grid, ATT_THREADS, 0, cb->stream>>>( \
         (float *)dptr(out), part_acc, part_ml, cb->d_attn_done, (const float *)dptr(q), (const T *)dptr(&kv->k), \
         (const T *)dptr(&kv->v), b->d_tok_pos, b->d_tok_seq, b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, \
-        ap->n_kv_heads, ap->scale, ap->window, ap->softcap, n_split)
+        ap->n_kv_heads, ap->scale, ap->window, ap->softcap, n_split, cb->deterministic)
 #define SPLIT_CASE(DD) case DD: DISPATCH_FLOAT(kv->k.dtype, T, { \
         if (G <= 4) SPLIT_LAUNCH(DD, 4); else SPLIT_LAUNCH(DD, ATT_G_MAX); }); break;
     switch (ap->head_dim) {

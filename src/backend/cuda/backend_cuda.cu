@@ -387,6 +387,7 @@ extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct ba
     env = getenv("CAIRN_CUDA_GRAPHS");   // 0: launch every op (for measuring what graphs save)
     x->graphs_off = env && !strcmp(env, "0");
     cb->precise = cfg && cfg->precise;
+    cb->deterministic = cfg && cfg->deterministic;
     env = getenv("CAIRN_CUDA_FUSE_QK");
     cb->unfused_qk = env && !strcmp(env, "0");
     env = getenv("CAIRN_CUDA_PDL");
@@ -411,7 +412,8 @@ extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct ba
     be->ops = &cuda_ops;
     be->impl = x;
     LOG_INFO("cuda: %s, %d SMs, %.1f GiB%s", prop.name, cb->n_sm, (double)prop.totalGlobalMem / (1 << 30),
-             cb->precise ? " (precise: hi + lo GEMM inputs, f32 attention)" : "");
+             cb->precise ? " (precise: hi + lo GEMM inputs, f32 attention)"
+             : cb->deterministic ? " (deterministic: batch-invariant GEMV and f32 attention for every step)" : "");
     *out = be;
     return STATUS_OK;
 }

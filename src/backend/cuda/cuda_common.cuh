@@ -72,6 +72,7 @@ struct cuda_backend {
     size_t          attn_done_cap;
     int32_t        *d_argmax;           // [cap] argmax results
     int             argmax_cap;
+    bool            deterministic;      // backend "cuda-deterministic": batch-invariant rows (GEMV, f32 attention)
     bool            precise;            // backend "cuda-precise": hi + lo bf16 GEMM inputs, f32 attention
     bool            unfused_qk;         // CAIRN_CUDA_FUSE_QK=0: qk_rope_kv runs the separate ops
     bool            pdl;                // programmatic dependent launch of GEMVs (sm_90+; CAIRN_CUDA_PDL=0 off)
@@ -141,7 +142,10 @@ __device__ __forceinline__ float warp_max(float v)
 
 /* Programmatic dependent launch (Hopper): a kernel launched with launch_pdl may start while the
  * kernel before it is finishing; it must call pdl_wait() before reading anything that kernel
- * wrote (pdl_wait returns once that grid has completed and its writes are visible). Kernels that
+ * wrote (pdl_wait returns once that grid has completed and its writes are visible), and must read
+ * such data with ordinary loads, never __ldg / ld.global.nc: the non-coherent path assumes the data
+ * is constant for the reader's whole lifetime, which overlaps the writer's (measured: __ldg of x
+ * made greedy outputs change run to run). Kernels that
  * usually precede one call pdl_trigger() early so the dependent's blocks can take SMs as theirs
  * drain. Both are no-ops before sm_90, and launch_pdl launches normally there. */
 __device__ __forceinline__ void pdl_wait()

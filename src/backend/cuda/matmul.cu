@@ -130,7 +130,7 @@ __device__ __forceinline__ void gemv_fma(float *acc, const uint4 &u, int vi, con
         const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * k + col);
 #pragma unroll
         for (int q = 0; q < V / 4; q++) {
-            float4 a = __ldg(xv + q);
+            float4 a = xv[q];   // not __ldg: x is written by the kernel this one overlaps (PDL)
             acc[t] += f[4 * q] * a.x + f[4 * q + 1] * a.y + f[4 * q + 2] * a.z + f[4 * q + 3] * a.w;
         }
     }
@@ -161,7 +161,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const
             float ss = 0;
             const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * k);
             for (int i = threadIdx.x; i < k / 4; i += GEMV_WARPS * 32) {
-                float4 a = __ldg(xv + i);
+                float4 a = xv[i];
                 ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
             }
             ss = warp_sum(ss);
@@ -355,7 +355,8 @@ static void linear(struct cuda_backend *cb, float *out, const float *x, int n, c
     int m = (int)w->ne[1], k = (int)w->ne[0];
     // Narrow outputs (MoE routers) stay on the f32 GEMV path at any n: they are cheap, and
     // rounding their input to bf16 would flip near-tied expert choices.
-    if (n <= GEMV_MAX_N || m <= GEMV_NARROW_M) {
+    // deterministic: every row through the GEMV, whose per-row sums do not depend on the batch
+    if (n <= GEMV_MAX_N || m <= GEMV_NARROW_M || cb->deterministic) {
         for (int r0 = 0; r0 < n; r0 += GEMV_MAX_N) {
             int nr = n - r0 < GEMV_MAX_N ? n - r0 : GEMV_MAX_N;
             DISPATCH_FLOAT(w->dtype, T, gemv<T>(cb, out + (size_t)r0 * m, x + (size_t)r0 * k, (const T *)dptr(w),

@@ -247,6 +247,15 @@ void cuda_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x
 {
     struct cuda_backend *cb = cuda_of(be);
     int n = (int)tensor_rows(x), d = (int)x->ne[0], k = (int)ids->ne[0], f = (int)gate[0].ne[1];
+    if (cb->deterministic && n > MOE_SMALL_N) {   // the per-token device path, a slice of tokens at a time
+        for (int r0 = 0; r0 < n; r0 += MOE_SMALL_N) {
+            int nr = n - r0 < MOE_SMALL_N ? n - r0 : MOE_SMALL_N;
+            struct tensor o = tensor_rows_view(out, r0, nr), xv = tensor_rows_view(x, r0, nr);
+            struct tensor iv = tensor_rows_view(ids, r0, nr), wv = tensor_rows_view(weights, r0, nr);
+            cuda_moe_ffn(be, &o, &xv, &iv, &wv, gate, up, down, n_experts, act);
+        }
+        return;
+    }
     size_t slots = (size_t)n * k;
     // workspace: g [slots, f], u [slots, f], y [slots, d], plus room for gathered rows and index lists
     size_t bytes = sizeof(float) * (slots * (2 * (size_t)f + 2 * (size_t)d)) + sizeof(int32_t) * 2 * slots + 1024;

@@ -232,7 +232,9 @@ static int c_step_graph_begin(struct backend *be, const struct batch_meta *m, co
 {
     struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
     struct cuda_backend *cb = &x->cb;
-    if (x->graphs_off || m->n_tok != m->n_seq || m->n_tok > STEP_GRAPH_MAX_TOK) return STEP_GRAPH_NONE;
+    // (cuBLAS steps are not recorded: it may allocate its workspace on a call)
+    bool cublas_step = m->n_tok > cb->gemv_max_n && !cb->deterministic;
+    if (x->graphs_off || m->n_tok != m->n_seq || m->n_tok > STEP_GRAPH_MAX_TOK || cublas_step) return STEP_GRAPH_NONE;
     uint64_t key = step_graph_key(m, cb->batch.max_seq_len);
     struct step_graph *g = NULL, *victim = &x->graphs[0];
     for (int i = 0; i < STEP_GRAPHS; i++) {
@@ -392,6 +394,8 @@ extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct ba
     cb->unfused_qk = env && !strcmp(env, "0");
     env = getenv("CAIRN_CUDA_PDL");
     cb->pdl = prop.major >= 9 && !(env && !strcmp(env, "0"));
+    env = getenv("CAIRN_CUDA_GEMV_MAX_N");
+    cb->gemv_max_n = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 8;
     env = getenv("CAIRN_CUDA_GEMV");
     cb->gemv_mode = env && !strcmp(env, "classic") ? GEMV_MODE_CLASSIC : GEMV_MODE_STREAM;
     env = getenv("CAIRN_CUDA_NORM_FUSE");   // off by default: measured 2% slower end to end on H100

@@ -64,6 +64,7 @@ struct cuda_backend {
     size_t          moe_work_bytes;
     float          *d_attn_part;        // split-K attention partials
     size_t          attn_part_bytes;
+    int             gemv_max_n;         // most rows a matmul runs as a GEMV (cuBLAS above; CAIRN_CUDA_GEMV_MAX_N)
     int             gemv_u;             // GEMV loads in flight per lane (8, or 4 with CAIRN_CUDA_GEMV_U=4)
     int             gemv_mode;          // GEMV_MODE_STREAM: weights bypass L1 (default); CAIRN_CUDA_GEMV=classic: __ldg
     bool            norm_fuse;          // RMSNorm inside the GEMV (CAIRN_CUDA_NORM_FUSE=1; off by default)

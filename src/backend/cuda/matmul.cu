@@ -356,7 +356,7 @@ static void linear(struct cuda_backend *cb, float *out, const float *x, int n, c
     // Narrow outputs (MoE routers) stay on the f32 GEMV path at any n: they are cheap, and
     // rounding their input to bf16 would flip near-tied expert choices.
     // deterministic: every row through the GEMV, whose per-row sums do not depend on the batch
-    if (n <= GEMV_MAX_N || m <= GEMV_NARROW_M || cb->deterministic) {
+    if (n <= cb->gemv_max_n || m <= GEMV_NARROW_M || cb->deterministic) {
         for (int r0 = 0; r0 < n; r0 += GEMV_MAX_N) {
             int nr = n - r0 < GEMV_MAX_N ? n - r0 : GEMV_MAX_N;
             DISPATCH_FLOAT(w->dtype, T, gemv<T>(cb, out + (size_t)r0 * m, x + (size_t)r0 * k, (const T *)dptr(w),
@@ -426,7 +426,7 @@ void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, cons
     int n = (int)tensor_rows(x), k = (int)x->ne[0];
     bool same_dtype = true;
     for (int i = 1; i < n_w; i++) same_dtype = same_dtype && ws[i]->dtype == ws[0]->dtype;
-    if (n > GEMV_MAX_N || n_w > GEMV_MAX_SEGS || !same_dtype) {
+    if ((n > cb->gemv_max_n && !cb->deterministic) || n > GEMV_MAX_N || n_w > GEMV_MAX_SEGS || !same_dtype) {
         for (int i = 0; i < n_w; i++) cuda_matmul(be, outs[i], x, ws[i], biases ? biases[i] : NULL);
         return;
     }
@@ -452,7 +452,7 @@ void cuda_norm_matmul_n(struct backend *be, int n_w, struct tensor *const *outs,
 {
     struct cuda_backend *cb = cuda_of(be);
     int n = (int)tensor_rows(x), k = (int)x->ne[0];
-    bool fuse = cb->norm_fuse && n <= GEMV_MAX_N && n_w <= GEMV_MAX_SEGS && norm_w->ne[0] == k && tensor_is_contiguous(x);
+    bool fuse = cb->norm_fuse && n <= cb->gemv_max_n && n_w <= GEMV_MAX_SEGS && norm_w->ne[0] == k && tensor_is_contiguous(x);
     for (int i = 0; i < n_w; i++) fuse = fuse && ws[i]->dtype == norm_w->dtype && ws[i]->ne[0] == k;
     if (fuse && norm_w->dtype != DTYPE_F32) {
         DISPATCH_FLOAT(norm_w->dtype, T, {

@@ -1,6 +1,7 @@
 /* matmul: out[n, m] = x[n, k] @ w[m, k]^T for bf16/f16/f32 weights.
  *
- * Decode (n <= GEMV_MAX_N): a bandwidth-bound GEMV. Each warp owns one weight row and streams it
+ * Decode (n <= cb->gemv_max_n, 4 by default; GEMV_MAX_N = 8 in deterministic mode and for narrow
+ * outputs): a bandwidth-bound GEMV. Each warp owns one weight row and streams it
  * once with 16-byte loads (eight in flight per lane) that bypass L1, applying it to all n
  * activation rows; x is re-read from L1. Launched as a programmatic dependent of the kernel
  * before it: its first weight loads are issued while that kernel drains, and it waits for it only
@@ -8,7 +9,7 @@
  * RMSNorm of x (norm_matmul_n; off by default, it measured slower than the separate kernel). Each
  * token's dot product is summed in the same order whatever n is, so a token's result does not
  * depend on the batch (batch invariance within the GEMV path).
- * Prefill (n > GEMV_MAX_N): activations are rounded to the weight dtype and cuBLAS multiplies with
+ * Prefill and larger batches: activations are rounded to the weight dtype and cuBLAS multiplies with
  * f32 accumulation (tensor cores); this is where the GPU backend trades bit-exactness for speed.
  */
 #include "backend/cuda/cuda_common.cuh"

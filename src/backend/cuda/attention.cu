@@ -128,6 +128,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
             float sum = warp_sum(pa + pb);
             s_s[g][lane] = pa;
             s_s[g][lane + 32] = pb;
+            __syncwarp();   // every lane has read m_s[g] before lane 0 replaces it
             if (lane == 0) {
                 float alpha = m_old == -INFINITY ? 0.0f : __expf(m_old - m_new);
                 alpha_s[g] = alpha;

@@ -1,18 +1,53 @@
 #!/usr/bin/env bash
-# GPU benchmarks for issue 7, run on the GPU machine from a build made elsewhere:
-#   bash bench/cuda_bench.sh [OUT_DIR]
-# Measures the GPU's read bandwidth and bf16 GEMM peak (bench/gpu_peak), synthesizes a
-# Qwen3-8B-shaped bf16 checkpoint (configs/qwen3-8b.json) on local disk, and reports batch-1
-# decode at 512/8K/32K context as a fraction of the bandwidth roofline, prefill of 4K and 32K
-# prompts against the GEMM peak, and 64 concurrent decoding streams.
+# GPU benchmarks for the CUDA backend, run on the GPU machine from a build made elsewhere:
+#   BUILD=build-dev bash bench/cuda_bench.sh [OUT_DIR]        (build-dev: tools/device_pack.sh)
+# In one run: the GPU's read bandwidth and bf16 GEMM peak (bench/gpu_peak), then on synthetic
+# weights made in GPU memory (configs/*.json, seed 1):
+#   - Qwen3-8B shape: batch-1 decode at 512/8K/32K context as a fraction of the bandwidth roofline
+#     (weight + KV bytes per token / measured bandwidth), prefill of 4K and 32K prompts in model
+#     TFLOP/s against the GEMM peak, 64 streams decoding together (model_bench, forward pass only);
+#   - the same through the engine (scheduler, sampling): 1/8/64 concurrent requests;
+#   - Qwen3-30B-A3B shape: batch-1 decode (the active-weight roofline is printed below);
+#   - the cost of cuda-deterministic (batch-invariant mode) at batch 1 and 64 streams;
+#   - batch invariance: does a request's greedy output change with what else is in the batch?
 set -euo pipefail
 OUT=${1:-/tmp/cairn-bench}
 BUILD=${BUILD:-build}
 mkdir -p "$OUT"
+export CAIRN_LOG=${CAIRN_LOG:-warn}
 peak=$("$BUILD/bench/gpu_peak")
 echo "$peak" | tee "$OUT/peak.txt"
 bw=$(echo "$peak" | sed -n 's/.*read_bytes_per_s=\([^ ]*\).*/\1/p')
-MODEL=${MODEL:-/tmp/qwen3-8b}
-[ -f "$MODEL/config.json" ] || "$BUILD/cairn" synth --arch Qwen3ForCausalLM --config configs/qwen3-8b.json --out "$MODEL" --seed 1
-"$BUILD/bench/model_bench" "$MODEL" --backend cuda --prefill 4096,32768 --decode-ctx 512,8192,32768 --gen 128 \
-    --streams 64 --stream-ctx 512 --bytes-per-s "$bw" | tee "$OUT/qwen3-8b.txt"
+MB="$BUILD/bench/model_bench --bytes-per-s $bw"
+
+echo "== Qwen3-8B, cuda" | tee "$OUT/qwen3-8b.txt"
+$MB --synthetic configs/qwen3-8b.json --backend cuda --prefill 4096,32768 --decode-ctx 512,8192,32768 --gen 64 \
+    --streams 64 --stream-ctx 512 2>&1 | grep -E '^(decode|prefill|streams)' | tee -a "$OUT/qwen3-8b.txt"
+echo "== Qwen3-8B, engine" | tee "$OUT/engine.txt"
+"$BUILD/bench/engine_bench" --synthetic configs/qwen3-8b.json --backend cuda --part decode --conc 1,8,64 --gen 64 2>&1 |
+    grep '^decode' | tee -a "$OUT/engine.txt"
+echo "== Qwen3-8B, cuda-deterministic" | tee "$OUT/deterministic.txt"
+$MB --synthetic configs/qwen3-8b.json --backend cuda-deterministic --decode-ctx 512 --gen 32 --streams 64 --stream-ctx 512 2>&1 |
+    grep -E '^(decode|streams)' | tee -a "$OUT/deterministic.txt"
+# The MoE's roofline counts the bytes one token reads: attention, router and lm_head weights plus
+# n_experts_used of the n_experts expert matrices (model_bench's own line counts every expert).
+echo "== Qwen3-30B-A3B, cuda" | tee "$OUT/qwen3-30b-a3b.txt"
+$MB --synthetic configs/qwen3-30b-a3b.json --backend cuda --decode-ctx 512 --gen 64 2>&1 | grep '^decode' |
+    tee -a "$OUT/qwen3-30b-a3b.txt"
+python3 - "$bw" "$OUT/qwen3-30b-a3b.txt" <<'PY' | tee -a "$OUT/qwen3-30b-a3b.txt"
+import json, re, sys
+bw, log = float(sys.argv[1]), open(sys.argv[2]).read()
+c = json.load(open('configs/qwen3-30b-a3b.json'))
+d, L, V, hd = c['hidden_size'], c['num_hidden_layers'], c['vocab_size'], c['head_dim']
+attn = d * hd * (2 * c['num_attention_heads'] + 2 * c['num_key_value_heads'])
+experts = 3 * d * c['moe_intermediate_size'] * c['num_experts_per_tok']
+router = d * c['num_experts']
+active = 2 * (L * (attn + experts + router) + V * d)   # bf16 bytes; lm_head untied
+tok_s = float(re.search(r'tok_s=([\d.]+)', log).group(1))
+print(f'active_bytes_per_token={active:.4g} active_roofline_tok_s={bw / active:.1f} frac_active_roofline={tok_s * active / bw:.3f}')
+PY
+echo "== batch invariance (Qwen3-0.6B shape)" | tee "$OUT/invariance.txt"
+for be in cuda cuda-deterministic; do
+    "$BUILD/bench/batch_invariance" --synthetic configs/qwen3-0.6b.json --backend "$be" --gen 64 --prompt 200 2>&1 |
+        grep -E '^(model|scenario)' | tee -a "$OUT/invariance.txt"
+done

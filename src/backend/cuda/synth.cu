@@ -21,15 +21,7 @@
  * in well under a second on an H100), far below the time a host fill + PCIe copy would take.
  */
 #include "backend/cuda/cuda_common.cuh"
-
-__device__ __forceinline__ uint64_t synth_mix64(uint64_t z)
-{
-    z ^= z >> 30;
-    z *= 0xbf58476d1ce4e5b9ULL;
-    z ^= z >> 27;
-    z *= 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+#include "model/synth_mix.h"
 
 __device__ __forceinline__ uint16_t synth_value(uint64_t tseed, uint64_t i, float base, float k)
 {

@@ -24,6 +24,7 @@
 
 struct seqs {
     int      n;
+    int      n_vocab;          // token ids stay below it
     int      blocks_per_seq;
     int32_t *block_ids, *seq_block0, *seq_len;
 };
@@ -44,6 +45,8 @@ static double run_steps(struct backend *be, struct forward *fw, struct kv_pool *
 {
     double t0 = clock_now_s();
     int bs = kv->block_size;
+    int n_vocab = S->n_vocab;
+    int id_span = n_vocab > 1010 ? 1000 : n_vocab > 11 ? n_vocab - 10 : 1;   // ordinary ids of any vocabulary
     for (int done = 0; done < n_new;) {
         int c = S->n == 1 ? (n_new - done < chunk ? n_new - done : chunk) : 1;
         int n_tok = c * S->n;
@@ -51,7 +54,7 @@ static double run_steps(struct backend *be, struct forward *fw, struct kv_pool *
         for (int s = 0; s < S->n; s++) {
             for (int i = 0; i < c; i++) {
                 int t = s * c + i, p = start + done + i;
-                id[t] = (p * 7919 + s * 104729) % 1000 + 10;
+                id[t] = (p * 7919 + s * 104729) % id_span + (n_vocab > 11 ? 10 : 0);
                 pos[t] = p;
                 seq[t] = s;
                 scratch_slot[t] = (int64_t)S->block_ids[s * S->blocks_per_seq + p / bs] * bs + p % bs;
@@ -137,7 +140,7 @@ int main(int argc, char **argv)
     if (forward_new(m, be, max_tok, n_seq_max, &fw) != STATUS_OK) return 1;
     int32_t *scratch = xmalloc(sizeof(int32_t) * (size_t)max_tok * 6);
     int64_t *slots = xmalloc(sizeof(int64_t) * (size_t)max_tok);
-    struct seqs S = { .n = 1, .blocks_per_seq = bps };
+    struct seqs S = { .n = 1, .n_vocab = m->hp.n_vocab, .blocks_per_seq = bps };
     S.block_ids = xmalloc(sizeof(int32_t) * (size_t)n_blocks);
     S.seq_block0 = xmalloc(sizeof(int32_t) * (size_t)(n_seq_max + 1));
     S.seq_len = xmalloc(sizeof(int32_t) * (size_t)n_seq_max);

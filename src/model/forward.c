@@ -319,8 +319,8 @@ void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_me
     be->ops->batch_begin(be, meta);
 
     // A backend may replay a recording of an equivalent earlier step instead of the ops below.
-    int graph = be->ops->step_graph_begin && !fw->prof ? be->ops->step_graph_begin(be, meta, fw, kv)
-                                                               : STEP_GRAPH_NONE;
+    int graph = STEP_GRAPH_NONE;
+    if (be->ops->step_graph_begin && !fw->prof) graph = be->ops->step_graph_begin(be, meta, fw, kv);
     *logits = rows(&fw->logits, meta->n_out);
     if (graph == STEP_GRAPH_REPLAYED) return;
 

@@ -215,7 +215,7 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
 static uint64_t step_graph_key(const struct batch_meta *m, int max_seq_len)
 {
     int lg = 0;
-    while (lg < 40 && (1 << (lg + 1)) <= max_seq_len) lg++;
+    while (lg < 40 && (1ll << (lg + 1)) <= max_seq_len) lg++;
     return 1ull << 63 | (uint64_t)m->n_tok | (uint64_t)m->n_seq << 16 | (uint64_t)m->n_out << 32 | (uint64_t)lg << 48;
 }
 

@@ -10,8 +10,7 @@ extern "C" {
 }
 
 struct prepared_entry {
-    const void    *host;      // host bytes the device copy was made from (dedupes tied weights)
-    struct buffer *buf;
+    struct buffer *buf;       // a weight's device copy, freed with the backend
 };
 
 /* A recorded decode step, replayed for every later step of the same shape (see c_step_graph_begin). */
@@ -96,19 +95,14 @@ static void c_download(struct backend *be, void *dst, const struct tensor *t, si
     CUDA_CHECK(cudaStreamSynchronize(cb->stream));
 }
 
-/* Device copy of a host (mmapped) weight; tensors sharing host bytes share the copy. */
+/* Device copy of a host (mmapped) weight. No sharing by host address: a model's weights never
+ * alias (the loader rejects overlapping tensors; a tied lm_head is not visited), and a later model
+ * mapped at a freed model's address must not get its copies. */
 static enum status c_weight_prepare(struct backend *be, struct tensor *w)
 {
     struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
     if (!w->buf || w->buf->kind == BUF_DEVICE) return STATUS_OK;
     const void *host = tensor_data(w);
-    for (int i = 0; i < x->n_prep; i++) {
-        if (x->prep[i].host == host) {
-            w->buf = x->prep[i].buf;
-            w->offset = 0;
-            return STATUS_OK;
-        }
-    }
     CHECK(tensor_is_contiguous(w), "cuda: weight %s is not contiguous", w->name ? w->name : "?");
     struct buffer *b;
     enum status st = c_buffer_new(be, tensor_bytes(w), &b);
@@ -121,7 +115,6 @@ static enum status c_weight_prepare(struct backend *be, struct tensor *w)
         x->cap_prep = x->cap_prep ? 2 * x->cap_prep : 256;
         x->prep = (struct prepared_entry *)xrealloc(x->prep, sizeof *x->prep * (size_t)x->cap_prep);
     }
-    x->prep[x->n_prep].host = host;
     x->prep[x->n_prep].buf = b;
     x->n_prep++;
     w->buf = b;

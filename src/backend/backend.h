@@ -189,6 +189,11 @@ struct backend_ops {
                        int n_heads, int n_kv_heads, const struct tensor *inv_freq, const struct rope_params *,
                        struct kv_layer *, const struct batch_meta *);
 
+    // Optional (NULL: matmul_n of w_gate and w_up into out and up, then glu): out[n, f] =
+    // act(x @ w_gate^T) * (x @ w_up^T); up [n, f] is scratch the backend may use or leave.
+    void (*matmul_glu)(struct backend *, struct tensor *out, struct tensor *up, const struct tensor *x,
+                       const struct tensor *w_gate, const struct tensor *w_up, enum act);
+
     /* ---- step graphs ---- */
     // Optional (NULL: ops launch one by one). Called after batch_begin for a whole forward step
     // that uses the caller's scratch and KV cache (identified by the two pointers: recordings bake

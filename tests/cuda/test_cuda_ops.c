@@ -143,6 +143,49 @@ TEST(gemv_batch_invariance)
     tt_free(&x); tt_free(&w); tt_free(&o8); tt_free(&o1);
 }
 
+/* matmul_glu (gate and up GEMVs with the GLU in their epilogue) against ref's two matmuls and
+ * glu; on the GEMV path also bit for bit against cuda's own matmul_n then glu. */
+TEST(matmul_glu)
+{
+    struct rng r;
+    rng_seed(&r, 8);
+    struct { int n, k, m; enum act act; } cases[] = {
+        { 1, 4096, 300, ACT_SILU }, { 3, 1000, 37, ACT_GELU_TANH }, { 4, 512, 520, ACT_SILU },
+        { 6, 256, 300, ACT_SILU }, { 2, 36, 40, ACT_GELU_TANH },
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int d = 0; d < 3; d++) {
+            int n = cases[c].n, k = cases[c].k, m = cases[c].m;
+            struct tt x = tt_new(DTYPE_F32, k, n), wg = tt_new(float_dtypes[d], k, m), wu = tt_new(float_dtypes[d], k, m);
+            struct tt gr = tt_new(DTYPE_F32, m, n), u_ref = tt_new(DTYPE_F32, m, n), o = tt_new(DTYPE_F32, m, n);
+            struct tt o2 = tt_new(DTYPE_F32, m, n);
+            tt_randn(&x, &r, 1.0f);
+            tt_randn(&wg, &r, 0.1f);
+            tt_randn(&wu, &r, 0.1f);
+            g_ref->ops->matmul(g_ref, tt_t(&gr), tt_t(&x), tt_t(&wg), NULL);
+            g_ref->ops->matmul(g_ref, tt_t(&u_ref), tt_t(&x), tt_t(&wu), NULL);
+            g_ref->ops->glu(g_ref, tt_t(&gr), tt_t(&gr), tt_t(&u_ref), cases[c].act);
+            struct dt dx = dev_of(&x), dwg = dev_of(&wg), dwu = dev_of(&wu), dout = dev_new(&o), dup = dev_new(&o);
+            g_cuda->ops->matmul_glu(g_cuda, &dout.t, &dup.t, &dx.t, &dwg.t, &dwu.t, cases[c].act);
+            dev_get(&dout, &o);
+            bool gemv = n <= 4;   // the GEMV path computes in f32; cuBLAS rounds x to the weight dtype
+            double tol = gemv || float_dtypes[d] == DTYPE_F32 ? 1e-4 : 2e-2;
+            EXPECTF(tt_close("matmul_glu", o.p, gr.p, (int64_t)m * n, tol, tol, gemv ? 1e-9 : 1e-4),
+                    "case %zu dtype %s", c, dtype_name(float_dtypes[d]));
+            // the same through the separate ops: bit-identical
+            struct tensor *outs[2] = { &dout.t, &dup.t };
+            const struct tensor *ws[2] = { &dwg.t, &dwu.t }, *bs[2] = { NULL, NULL };
+            g_cuda->ops->matmul_n(g_cuda, 2, outs, &dx.t, ws, bs);
+            g_cuda->ops->glu(g_cuda, &dout.t, &dout.t, &dup.t, cases[c].act);
+            dev_get(&dout, &o2);
+            EXPECTF(!memcmp(o.p, o2.p, sizeof(float) * (size_t)m * n), "matmul_glu vs matmul_n + glu, case %zu dtype %s", c,
+                    dtype_name(float_dtypes[d]));
+            dev_free(&dx); dev_free(&dwg); dev_free(&dwu); dev_free(&dout); dev_free(&dup);
+            tt_free(&x); tt_free(&wg); tt_free(&wu); tt_free(&gr); tt_free(&u_ref); tt_free(&o); tt_free(&o2);
+        }
+    }
+}
+
 /* RMSNorm fused into the GEMV (decode) or run before matmul_n (larger n), against ref's
  * rmsnorm then matmul; and matmul_add (residual fused into the epilogue) against matmul + add. */
 TEST(norm_matmul_n_and_add)
@@ -545,6 +588,7 @@ int main(void)
     RUN(matmul);
     RUN(gemv_batch_invariance);
     RUN(matmul_n);
+    RUN(matmul_glu);
     RUN(norm_matmul_n_and_add);
     RUN(elementwise);
     RUN(embed_rope_argmax);

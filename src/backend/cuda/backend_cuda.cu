@@ -344,6 +344,7 @@ static const struct backend_ops cuda_ops = {
     /* .norm_matmul_n = */ cuda_norm_matmul_n,
     /* .matmul_add = */ cuda_matmul_add,
     /* .qk_rope_kv = */ cuda_qk_rope_kv,
+    /* .matmul_glu = */ cuda_matmul_glu,
     /* .step_graph_begin = */ c_step_graph_begin,
     /* .step_graph_end = */ c_step_graph_end,
     /* .mem_info = */ c_mem_info,

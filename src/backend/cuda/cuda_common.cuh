@@ -129,6 +129,14 @@ __device__ __forceinline__ void load8(const T *src, float *dst)
     }
 }
 
+/* act(g) of a GLU (backend.h's glu contract): silu, or gelu with the tanh approximation. */
+__device__ __forceinline__ float glu_act(float g, int act)
+{
+    if (act == ACT_SILU) return g / (1.0f + expf(-g));
+    const float k0 = 0.7978845608028654f;   // sqrt(2 / pi)
+    return 0.5f * g * (1.0f + tanhf(k0 * (g + 0.044715f * g * g * g)));
+}
+
 __device__ __forceinline__ float warp_sum(float v)
 {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -186,6 +194,8 @@ void cuda_kv_write(struct backend *, struct kv_layer *, const struct tensor *, c
 void cuda_qk_rope_kv(struct backend *, struct tensor *, struct tensor *, const struct tensor *, const struct tensor *,
                      const struct tensor *, float, float, int, int, const struct tensor *, const struct rope_params *,
                      struct kv_layer *, const struct batch_meta *);
+void cuda_matmul_glu(struct backend *, struct tensor *, struct tensor *, const struct tensor *, const struct tensor *,
+                     const struct tensor *, enum act);
 void cuda_glu(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, enum act);
 void cuda_add(struct backend *, struct tensor *, const struct tensor *, const struct tensor *);
 void cuda_softcap(struct backend *, struct tensor *, float);

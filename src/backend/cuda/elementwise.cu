@@ -209,16 +209,8 @@ void cuda_kv_write(struct backend *be, struct kv_layer *kv, const struct tensor 
 __global__ void k_glu(float *out, const float *gate, const float *up, size_t n, int act)
 {
     pdl_trigger();   // a GEMV usually follows (see cuda_common.cuh)
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float g = gate[i], a;
-        if (act == ACT_SILU) {
-            a = g / (1.0f + expf(-g));
-        } else {
-            const float k0 = 0.7978845608028654f;   // sqrt(2 / pi)
-            a = 0.5f * g * (1.0f + tanhf(k0 * (g + 0.044715f * g * g * g)));
-        }
-        out[i] = a * up[i];
-    }
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = glu_act(gate[i], act) * up[i];
 }
 
 static int grid_for(size_t n) { size_t g = (n + 255) / 256; return (int)(g > 65535 ? 65535 : g ? g : 1); }

@@ -5,8 +5,9 @@
  * once with 16-byte loads (eight in flight per lane) that bypass L1, applying it to all n
  * activation rows; x is re-read from L1. Launched as a programmatic dependent of the kernel
  * before it: its first weight loads are issued while that kernel drains, and it waits for it only
- * before touching x. Epilogue fusions: bias, out += (residual adds, matmul_add) and optionally the
- * RMSNorm of x (norm_matmul_n; off by default, it measured slower than the separate kernel). Each
+ * before touching x. Epilogue fusions: bias, out += (residual adds, matmul_add), the GLU of an
+ * FFN's gate and up rows (matmul_glu: one warp streams both) and optionally the RMSNorm of x
+ * (norm_matmul_n; off by default, it measured slower than the separate kernel). Each
  * token's dot product is summed in the same order whatever n is, so a token's result does not
  * depend on the batch (batch invariance within the GEMV path).
  * Prefill and larger batches: activations are rounded to the weight dtype and cuBLAS multiplies with
@@ -218,6 +219,52 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const
         float *o = out + (size_t)t * m + row;
         *o = sg.accumulate ? *o + s : s;
     }
+}
+
+/* Gate and up rows of one FFN in one warp, written as act(gate) * up (decode): the GLU costs no
+ * launch and no round trip. Each row's sums run in k_gemv's order (lane-strided 16-byte chunks in
+ * ascending order, then the warp tree), so the result equals k_gemv's followed by k_glu. */
+template <typename T, int N, int U>
+__global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_glu(float *out, const T *wg, const T *wu, const float *x,
+                                                               int m, int k, int act)
+{
+    const int V = vec16<T>::n;
+    const int lane = threadIdx.x & 31, row = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    const bool valid = row < m;
+    const int n_vec = k / V, hi = valid ? n_vec : 0;
+    const uint4 *rg = reinterpret_cast<const uint4 *>(wg + (size_t)(valid ? row : 0) * k);
+    const uint4 *ru = reinterpret_cast<const uint4 *>(wu + (size_t)(valid ? row : 0) * k);
+    float ag[N], au[N];
+#pragma unroll
+    for (int t = 0; t < N; t++) ag[t] = au[t] = 0.0f;
+    int base = 0;
+    for (; base + U * 32 <= hi; base += U * 32) {   // U loads of each matrix in flight per lane
+        uint4 g[U], u[U];
+#pragma unroll
+        for (int j = 0; j < U; j++) {
+            g[j] = ld_weight16(rg + base + j * 32 + lane);
+            u[j] = ld_weight16(ru + base + j * 32 + lane);
+        }
+        if (base == 0) pdl_wait();
+#pragma unroll
+        for (int j = 0; j < U; j++) {
+            gemv_fma<T, N>(ag, g[j], base + j * 32 + lane, x, k, NULL, 0.0f);
+            gemv_fma<T, N>(au, u[j], base + j * 32 + lane, x, k, NULL, 0.0f);
+        }
+    }
+    if (base == 0) pdl_wait();
+    for (int vi = base + lane; vi < hi; vi += 32) {
+        gemv_fma<T, N>(ag, ld_weight16(rg + vi), vi, x, k, NULL, 0.0f);
+        gemv_fma<T, N>(au, ld_weight16(ru + vi), vi, x, k, NULL, 0.0f);
+    }
+#pragma unroll
+    for (int t = 0; t < N; t++) {
+        ag[t] = warp_sum(ag[t]);
+        au[t] = warp_sum(au[t]);
+    }
+    if (!valid || lane != 0) return;
+#pragma unroll
+    for (int t = 0; t < N; t++) out[(size_t)t * m + row] = glu_act(ag[t], act) * au[t];
 }
 
 /* Any k and alignment: one warp per row, scalar loads. */
@@ -477,4 +524,31 @@ void cuda_norm_matmul_n(struct backend *be, int n_w, struct tensor *const *outs,
     }
     cuda_rmsnorm(be, xn, x, norm_w, eps, w_offset);
     cuda_matmul_n(be, n_w, outs, xn, ws, biases);
+}
+
+void cuda_matmul_glu(struct backend *be, struct tensor *out, struct tensor *up, const struct tensor *x,
+                     const struct tensor *w_gate, const struct tensor *w_up, enum act act)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    int n = (int)tensor_rows(x), k = (int)x->ne[0], m = (int)w_gate->ne[1];
+    bool fuse = n <= cb->gemv_max_n && w_gate->dtype == w_up->dtype && w_gate->dtype != DTYPE_F32 &&
+                w_up->ne[1] == m && w_gate->ne[0] == k && w_up->ne[0] == k && k % 8 == 0 &&
+                tensor_is_contiguous(x) && ((uintptr_t)dptr(x) & 15) == 0 && ((uintptr_t)dptr(w_gate) & 15) == 0 &&
+                ((uintptr_t)dptr(w_up) & 15) == 0;
+    if (!fuse) {   // the separate ops
+        struct tensor *outs[2] = { out, up };
+        const struct tensor *ws[2] = { w_gate, w_up }, *bs[2] = { NULL, NULL };
+        cuda_matmul_n(be, 2, outs, x, ws, bs);
+        cuda_glu(be, out, out, up, act);
+        return;
+    }
+    dim3 grid((m + GEMV_WARPS - 1) / GEMV_WARPS), block(GEMV_WARPS * 32);
+#define GLU_CASE(NN) case NN: DISPATCH_FLOAT(w_gate->dtype, T, launch_pdl(cb, k_gemv_glu<T, NN, 4>, grid, block, \
+        (float *)dptr(out), (const T *)dptr(w_gate), (const T *)dptr(w_up), (const float *)dptr(x), m, k, (int)act)); break;
+    switch (n) {
+    GLU_CASE(1) GLU_CASE(2) GLU_CASE(3) GLU_CASE(4) GLU_CASE(5) GLU_CASE(6) GLU_CASE(7)
+    default: GLU_CASE(8)
+    }
+#undef GLU_CASE
+    LAUNCH_CHECK();
 }

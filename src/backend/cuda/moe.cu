@@ -4,7 +4,7 @@
  * the lower index), optional renormalization. For few tokens (decode) the expert FFN runs without
  * any host round trip: GEMV kernels read each (token, choice)'s expert id from device memory and
  * index a device table of expert weight pointers, so a step is four launches per layer whatever
- * experts are picked (router GEMV, routing, gate + up, down + weighted combine) plus the GLU. For many tokens (prefill) the ids come back to the host, tokens are grouped
+ * experts are picked (router GEMV, routing, gate + up with the GLU, down + weighted combine). For many tokens (prefill) the ids come back to the host, tokens are grouped
  * per expert, and each expert runs through cuBLAS once on its gathered rows.
  */
 #include "backend/cuda/cuda_common.cuh"
@@ -136,39 +136,46 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_gemv(float *out, const f
     if (lane == 0) out[(size_t)slot * m + row] = acc;
 }
 
-/* The same with 16-byte weight loads (k % 8 == 0, 16-byte aligned experts), several in flight per
- * lane: blockIdx.z picks the table (gate, up) so both run in one launch. */
+/* Gate and up of each (token, choice) slot with 16-byte loads (k % 8 == 0, 16-byte aligned
+ * experts): one warp streams both rows of its expert and writes act(gate) * up, so the GLU costs no
+ * launch. */
 #define MOE_U 8
 template <typename T>
-__global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_gemv_vec(float *out0, float *out1, const float *x,
-                                                                 const void *const *tab0, const void *const *tab1,
-                                                                 const int32_t *ids, int m, int kdim, int x_div)
+__global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_gate_up_glu(float *out, const float *x, const void *const *tab_g,
+                                                                    const void *const *tab_u, const int32_t *ids, int m,
+                                                                    int kdim, int x_div, int act)
 {
     const int slot = blockIdx.y, row = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= m) return;
-    const void *const *tab = blockIdx.z ? tab1 : tab0;
-    float *out = blockIdx.z ? out1 : out0;
-    const uint4 *w = reinterpret_cast<const uint4 *>((const T *)tab[ids[slot]] + (size_t)row * kdim);
-    const float *xr = x + (size_t)(slot / x_div) * kdim;
+    const int e = ids[slot];
+    const uint4 *wg = reinterpret_cast<const uint4 *>((const T *)tab_g[e] + (size_t)row * kdim);
+    const uint4 *wu = reinterpret_cast<const uint4 *>((const T *)tab_u[e] + (size_t)row * kdim);
+    const float4 *xr = reinterpret_cast<const float4 *>(x + (size_t)(slot / x_div) * kdim);
     const int n_vec = kdim / 8;
-    float acc = 0;
+    float ag = 0, au = 0;
     for (int base = 0; base < n_vec; base += 32 * MOE_U) {
-        uint4 u[MOE_U];
+        uint4 g[MOE_U], u[MOE_U];
 #pragma unroll
-        for (int j = 0; j < MOE_U; j++) u[j] = base + j * 32 + lane < n_vec ? __ldg(w + base + j * 32 + lane) : make_uint4(0, 0, 0, 0);
+        for (int j = 0; j < MOE_U; j++) {
+            const bool in = base + j * 32 + lane < n_vec;
+            g[j] = in ? __ldg(wg + base + j * 32 + lane) : make_uint4(0, 0, 0, 0);
+            u[j] = in ? __ldg(wu + base + j * 32 + lane) : make_uint4(0, 0, 0, 0);
+        }
 #pragma unroll
         for (int j = 0; j < MOE_U; j++) {
             const int vi = base + j * 32 + lane;
             if (vi >= n_vec) break;
-            const T *h = reinterpret_cast<const T *>(&u[j]);
-            const float4 a = __ldg(reinterpret_cast<const float4 *>(xr) + 2 * vi);
-            const float4 b = __ldg(reinterpret_cast<const float4 *>(xr) + 2 * vi + 1);
-            acc += to_f<T>(h[0]) * a.x + to_f<T>(h[1]) * a.y + to_f<T>(h[2]) * a.z + to_f<T>(h[3]) * a.w +
-                   to_f<T>(h[4]) * b.x + to_f<T>(h[5]) * b.y + to_f<T>(h[6]) * b.z + to_f<T>(h[7]) * b.w;
+            const T *hg = reinterpret_cast<const T *>(&g[j]), *hu = reinterpret_cast<const T *>(&u[j]);
+            const float4 a = __ldg(xr + 2 * vi), b = __ldg(xr + 2 * vi + 1);
+            ag += to_f<T>(hg[0]) * a.x + to_f<T>(hg[1]) * a.y + to_f<T>(hg[2]) * a.z + to_f<T>(hg[3]) * a.w +
+                  to_f<T>(hg[4]) * b.x + to_f<T>(hg[5]) * b.y + to_f<T>(hg[6]) * b.z + to_f<T>(hg[7]) * b.w;
+            au += to_f<T>(hu[0]) * a.x + to_f<T>(hu[1]) * a.y + to_f<T>(hu[2]) * a.z + to_f<T>(hu[3]) * a.w +
+                  to_f<T>(hu[4]) * b.x + to_f<T>(hu[5]) * b.y + to_f<T>(hu[6]) * b.z + to_f<T>(hu[7]) * b.w;
         }
     }
-    acc = warp_sum(acc);
-    if (lane == 0) out[(size_t)slot * m + row] = acc;
+    ag = warp_sum(ag);
+    au = warp_sum(au);
+    if (lane == 0) out[(size_t)slot * m + row] = glu_act(ag, act) * au;
 }
 
 /* Down projection and the weighted combine in one pass (decode): out[t, row] = sum over choices j
@@ -269,12 +276,11 @@ void cuda_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x
         dim3 blk(MOE_WARPS * 32);
         bool vec = tab->aligned16 && d % 8 == 0 && f % 8 == 0 && k <= MOE_K_MAX && gate[0].dtype != DTYPE_F32 &&
                    gate[0].dtype == down[0].dtype;
-        if (vec) {   // gate + up in one launch, glu, down + combine in one launch
+        if (vec) {   // gate + up + GLU in one launch, down + combine in one launch
             DISPATCH_FLOAT(gate[0].dtype, T,
-                k_moe_gemv_vec<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots, 2), blk, 0, cb->stream>>>(
-                    g, u, (const float *)dptr(x), tab->d_gate, tab->d_up, (const int32_t *)dptr(ids), f, d, k));
+                k_moe_gate_up_glu<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
+                    g, (const float *)dptr(x), tab->d_gate, tab->d_up, (const int32_t *)dptr(ids), f, d, k, (int)act));
             LAUNCH_CHECK();
-            k_moe_glu<<<gl, 256, 0, cb->stream>>>(g, u, slots * f, (int)act);
             DISPATCH_FLOAT(down[0].dtype, T,
                 k_moe_down_combine<T><<<dim3((d + MOE_WARPS - 1) / MOE_WARPS, (unsigned)n), blk, 0, cb->stream>>>(
                     (float *)dptr(out), g, tab->d_down, (const int32_t *)dptr(ids), (const float *)dptr(weights), d, f, k));

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Summarizes an `ncu --csv --metrics gpu__time_duration.sum,dram__bytes_read.sum` log of decode
 steps: GPU time and DRAM read rate per kernel name, and the GPU-busy time of one step (kernels
-between two launches of the step's first kernel), to set against the measured wall time per step.
+between the last two launches of the step's first kernel), to set against the measured wall time per step.
     python3 tools/ncu_step_profile.py ncu.csv [FIRST_KERNEL_SUBSTRING]"""
 import csv, sys, collections
 
@@ -21,7 +21,10 @@ for r in rows:
         k['bytes'] = v * {'byte': 1, 'Kbyte': 1e3, 'Mbyte': 1e6, 'Gbyte': 1e9}.get(unit, 1)
 ks = list(kern.values())
 starts = [i for i, k in enumerate(ks) if first in k['name']]
-if len(starts) >= 2:
+if len(starts) >= 3:   # the step before the last start: a decode step, not the prompt's
+    ks = ks[starts[-2]:starts[-1]]
+    print(f'one step: {len(ks)} kernels')
+elif len(starts) >= 2:
     ks = ks[starts[0]:starts[1]]
     print(f'one step: {len(ks)} kernels')
 tot = collections.defaultdict(lambda: [0, 0.0, 0.0])

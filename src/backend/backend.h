@@ -189,9 +189,11 @@ struct backend_ops {
                        int n_heads, int n_kv_heads, const struct tensor *inv_freq, const struct rope_params *,
                        struct kv_layer *, const struct batch_meta *);
 
-    // Optional (NULL: matmul_n of w_gate and w_up into out and up, then glu): out[n, f] =
-    // act(x @ w_gate^T) * (x @ w_up^T); up [n, f] is scratch the backend may use or leave.
-    void (*matmul_glu)(struct backend *, struct tensor *out, struct tensor *up, const struct tensor *x,
+    // Optional (NULL: rmsnorm into xn, matmul_n of w_gate and w_up into out and up, then glu):
+    // out[n, f] = act(h @ w_gate^T) * (h @ w_up^T) with h = rmsnorm(x; norm_w, eps, w_offset), or
+    // h = x when norm_w is NULL; xn and up [n, f] are scratch the backend may use or leave.
+    void (*matmul_glu)(struct backend *, struct tensor *out, struct tensor *up, struct tensor *xn,
+                       const struct tensor *x, const struct tensor *norm_w, float eps, float w_offset,
                        const struct tensor *w_gate, const struct tensor *w_up, enum act);
 
     /* ---- step graphs ---- */

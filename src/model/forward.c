@@ -287,9 +287,9 @@ static void ffn_block(struct forward *fw, int l, const struct batch_meta *meta)
     int64_t f = hp->d_ff;
     struct tensor gate = tensor_2d(DTYPE_F32, f, n, fw->gate.buf, fw->gate.offset);
     struct tensor up = tensor_2d(DTYPE_F32, f, n, fw->up.buf, fw->up.offset);
-    if (be->ops->matmul_glu) {   // gate = act(xn @ w_gate^T) * (xn @ w_up^T) in one pass
-        OP(fw, P_NORM, norm(fw, &xn, &x, &lw->ffn_norm));
-        OP(fw, P_FFN_UP, be->ops->matmul_glu(be, &gate, &up, &xn, &lw->w_gate, &lw->w_up, m->f.act));
+    if (be->ops->matmul_glu) {   // gate = act(norm(x) @ w_gate^T) * (norm(x) @ w_up^T) in one pass
+        OP(fw, P_FFN_UP, be->ops->matmul_glu(be, &gate, &up, &xn, &x, &lw->ffn_norm, m->hp.norm_eps,
+                                             m->f.norm_plus_one ? 1.0f : 0.0f, &lw->w_gate, &lw->w_up, m->f.act));
     } else {
         struct tensor *gu[2] = { &gate, &up };
         const struct tensor *w_gu[2] = { &lw->w_gate, &lw->w_up }, *no_bias[2] = { NULL, NULL };

@@ -168,6 +168,9 @@ TEST(split_kernel_cases)
         { 1, 129, 129, 2, 1, 72, 64, 0 },    // window, prefill, head_dim 72
         { 1, 700, 300, 16, 2, 128, 0, 0 },   // long prefill chunk, GQA 8:1
         { 2, 90, 1, 16, 1, 64, 0, 0 },       // decode, 16 query heads per KV head
+        { 1, 3000, 1, 32, 4, 128, 0, 0 },    // long decode, GQA 8:1 (Qwen3-30B-A3B)
+        { 3, 200, 1, 12, 2, 64, 100, 30.0f },// decode, GQA 6:1, window and softcap
+        { 2, 1100, 2, 8, 2, 256, 0, 0 },     // two new tokens per sequence, hd 256
     };
     const enum dtype dts[3] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16 };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
@@ -251,6 +254,12 @@ int main(void)
         RUN(fixed_cases);
         RUN(random_cases);
         RUN(control_rejects_wrong_scale);
+        // cuda-deterministic runs every step (prefill too) through the split-K kernels, with
+        // splits chosen per token
+        backend_free(g_cuda);
+        if (backend_new("cuda-deterministic", NULL, &g_cuda) != STATUS_OK) return 1;
+        fprintf(stderr, "  deterministic:\n");
+        RUN(split_kernel_cases);
     }
     backend_free(g_cuda);
     backend_free(g_ref);

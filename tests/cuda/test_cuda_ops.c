@@ -166,7 +166,7 @@ TEST(matmul_glu)
             g_ref->ops->matmul(g_ref, tt_t(&u_ref), tt_t(&x), tt_t(&wu), NULL);
             g_ref->ops->glu(g_ref, tt_t(&gr), tt_t(&gr), tt_t(&u_ref), cases[c].act);
             struct dt dx = dev_of(&x), dwg = dev_of(&wg), dwu = dev_of(&wu), dout = dev_new(&o), dup = dev_new(&o);
-            g_cuda->ops->matmul_glu(g_cuda, &dout.t, &dup.t, &dx.t, &dwg.t, &dwu.t, cases[c].act);
+            g_cuda->ops->matmul_glu(g_cuda, &dout.t, &dup.t, NULL, &dx.t, NULL, 0.0f, 0.0f, &dwg.t, &dwu.t, cases[c].act);
             dev_get(&dout, &o);
             bool gemv = n <= 4;   // the GEMV path computes in f32; cuBLAS rounds x to the weight dtype
             double tol = gemv || float_dtypes[d] == DTYPE_F32 ? 1e-4 : 2e-2;
@@ -180,6 +180,24 @@ TEST(matmul_glu)
             dev_get(&dout, &o2);
             EXPECTF(!memcmp(o.p, o2.p, sizeof(float) * (size_t)m * n), "matmul_glu vs matmul_n + glu, case %zu dtype %s", c,
                     dtype_name(float_dtypes[d]));
+            // with the RMSNorm of x in front (fused into the GEMV on the decode path), without and
+            // with Gemma's weight offset
+            for (int off = 0; off < 2; off++) {
+                struct tt nw = tt_new(float_dtypes[d], k, 1), xn = tt_new(DTYPE_F32, k, n);
+                tt_randn(&nw, &r, 0.5f);   // larger weights blow the bf16 rounding of cuBLAS's input past tol
+                g_ref->ops->rmsnorm(g_ref, tt_t(&xn), tt_t(&x), tt_t(&nw), 1e-6f, (float)off);
+                g_ref->ops->matmul(g_ref, tt_t(&gr), tt_t(&xn), tt_t(&wg), NULL);
+                g_ref->ops->matmul(g_ref, tt_t(&u_ref), tt_t(&xn), tt_t(&wu), NULL);
+                g_ref->ops->glu(g_ref, tt_t(&gr), tt_t(&gr), tt_t(&u_ref), cases[c].act);
+                struct dt dnw = dev_of(&nw), dxn = dev_new(&xn);
+                g_cuda->ops->matmul_glu(g_cuda, &dout.t, &dup.t, &dxn.t, &dx.t, &dnw.t, 1e-6f, (float)off, &dwg.t,
+                                        &dwu.t, cases[c].act);
+                dev_get(&dout, &o);
+                EXPECTF(tt_close("norm matmul_glu", o.p, gr.p, (int64_t)m * n, tol, tol, gemv ? 1e-9 : 1e-4),
+                        "norm case %zu dtype %s offset %d", c, dtype_name(float_dtypes[d]), off);
+                dev_free(&dnw); dev_free(&dxn);
+                tt_free(&nw); tt_free(&xn);
+            }
             dev_free(&dx); dev_free(&dwg); dev_free(&dwu); dev_free(&dout); dev_free(&dup);
             tt_free(&x); tt_free(&wg); tt_free(&wu); tt_free(&gr); tt_free(&u_ref); tt_free(&o); tt_free(&o2);
         }
@@ -352,6 +370,24 @@ TEST(embed_rope_argmax)
     g_cuda->ops->argmax(g_cuda, got, &dlg.t);
     EXPECT(!memcmp(want, got, sizeof want) && got[1] == 7);
     dev_free(&dlg);
+    // a vocabulary-sized row (the vectorized path): ties across threads, an all-equal row
+    {
+        const int V2 = 40004;
+        struct tt big = tt_new(DTYPE_F32, V2, 3);
+        tt_randn(&big, &r, 1.0f);
+        float *b = big.p;
+        b[39999] = b[40003] = 50.0f;
+        b[V2 + 5] = b[V2 + 20001] = 50.0f;
+        for (int i = 0; i < V2; i++) b[2 * V2 + i] = -1.0f;
+        int32_t w2[3], g2[3];
+        g_ref->ops->argmax(g_ref, w2, tt_t(&big));
+        struct dt dbig = dev_of(&big);
+        g_cuda->ops->argmax(g_cuda, g2, &dbig.t);
+        EXPECTF(!memcmp(w2, g2, sizeof w2) && g2[0] == 39999 && g2[1] == 5 && g2[2] == 0, "argmax %d %d %d", g2[0], g2[1],
+                g2[2]);
+        dev_free(&dbig);
+        tt_free(&big);
+    }
     tt_free(&lg); tt_free(&x); tt_free(&a); tt_free(&f);
 }
 

@@ -1,19 +1,20 @@
-/* attention: paged causal attention on the GPU (split-K flash decoding).
+/* attention: paged causal attention on the GPU, and the generic split-K kernel.
  *
- * Grid (token, kv head, split): a block takes one query token and the G = n_heads / n_kv_heads
- * query heads that share a KV head, and walks its split of the token's visible keys in chunks of
- * CHUNK: scores for the chunk (8 lanes per key, each lane a slice of head_dim), an online-softmax
- * update per head, then P·V with one thread per output dimension (V rows read coalesced). Each
- * split writes (max, sum, acc) partials; the last split of a (token, KV head) to finish (a counter
- * per pair, reset by that block) combines them, so there is no second launch; with one split the
- * block writes the output directly. Splitting the key range keeps decode spread over all SMs (a
- * batch-1 step has only n_kv_heads blocks per split): splits are short (>= 32 keys) so even a
- * 512-token context yields ~128 blocks (at most cb->att_split_max splits, 64 by default: more
- * make the combine too long). The kernel is compiled for G <= 4 and G <= 16 query heads per KV
- * head (per-head accumulators in registers; the smaller variant took 32K-context decode from 65 to
- * 75 tok/s on H100). K and V are read from the paged cache through the sequence's block table.
+ * cuda_attention picks a kernel: the tiled tensor-core kernel for prefill (attention_tiled.cu),
+ * the streaming split-K kernel for decode and for every step of the precise and deterministic
+ * backends (attention_decode.cu), and the generic kernel below for what those do not take (f32
+ * caches, more than 8 query heads per KV head, head dims other than 64/128/256).
+ *
+ * Generic kernel. Grid (token, kv head, split): a block takes one query token and the G =
+ * n_heads / n_kv_heads query heads that share a KV head, and walks its split of the token's
+ * visible keys in chunks of CHUNK: scores for the chunk (two threads per key), an online-softmax
+ * update per head, then P·V with one thread per output dimension (V rows read coalesced). Splits
+ * merge as in attention_split.cuh. Splits are short (>= 32 keys) so even a 512-token context
+ * yields ~128 blocks (at most cb->att_split_max splits). The kernel is compiled for G <= 4 and
+ * G <= 16 query heads per KV head (per-head accumulators in registers). K and V are read from the
+ * paged cache through the sequence's block table.
  */
-#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/attention_split.cuh"
 
 #include <math.h>
 
@@ -21,7 +22,6 @@
 #define ATT_CHUNK   64          // keys per inner step (two threads per key)
 #define ATT_G_MAX   16
 #define ATT_D_MAX   256
-#define ATT_SPLIT_MAX 128   // w_s capacity; cb->att_split_max is the limit in use
 #define ATT_SPLIT_MIN_KEYS 32   // fewest keys per split
 
 /* One block = one query token x one KV head (its G query heads) x one split of the keys.
@@ -45,7 +45,6 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
     __shared__ int64_t slot_s[ATT_CHUNK];
     __shared__ float m_s[GM], l_s[GM], alpha_s[GM];
     __shared__ float w_s[GM][ATT_SPLIT_MAX];   // combine: weight of each split
-    __shared__ bool last_s;
 
     const int p = tok_pos[t], s = tok_seq[t];
     const int lo_all = window > 0 ? max(0, p - window + 1) : 0;
@@ -193,53 +192,36 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
             part_ml[base * 2 + 1] = l_s[g];
         }
     }
-    // The last split to finish combines (threadfence: our partials are visible before the count).
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) {
-        int32_t *cnt = done + (size_t)t * n_kv + kvh;
-        last_s = atomicAdd(cnt, 1) == n_split - 1;
-        if (last_s) *cnt = 0;   // ready for the next launch
-    }
-    __syncthreads();
-    if (!last_s) return;
-    __threadfence();
-    for (int g = warp; g < G; g += ATT_THREADS / 32) {
-        size_t base = ((size_t)t * n_heads + kvh * G + g) * split_grid;
-        float M = -INFINITY;
-        for (int sp = lane; sp < n_split; sp += 32) M = fmaxf(M, __ldcg(part_ml + (base + sp) * 2));
-        M = warp_max(M);
-        float L = 0;
-        for (int sp = lane; sp < n_split; sp += 32) {
-            float m = __ldcg(part_ml + (base + sp) * 2);
-            float w = m == -INFINITY ? 0.0f : __expf(m - M);
-            w_s[g][sp] = w;
-            L += __ldcg(part_ml + (base + sp) * 2 + 1) * w;
+    attn_merge_if_last<D, ATT_THREADS>(out, part_acc, part_ml, done, t, kvh, G, n_heads, n_kv, split_grid, n_split, w_s);
+}
+
+void cuda_attn_split_workspace(struct cuda_backend *cb, int n_tok, int n_heads, int n_kv, int head_dim, int n_split,
+                               float **part_acc, float **part_ml)
+{
+    size_t n_part = (size_t)n_tok * n_heads * n_split;
+    size_t bytes = n_part * ((size_t)head_dim + 2) * sizeof(float);
+    if (bytes > cb->attn_part_bytes) {
+        if (cb->d_attn_part) {
+            CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+            CUDA_CHECK(cudaFree(cb->d_attn_part));
         }
-        L = warp_sum(L);
-        float inv = L > 0 ? 1.0f / L : 0.0f;
-        __syncwarp();
-        for (int sp = lane; sp < n_split; sp += 32) w_s[g][sp] *= inv;
+        cb->attn_part_bytes = bytes + bytes / 2;
+        CUDA_CHECK(cudaMalloc(&cb->d_attn_part, cb->attn_part_bytes));
+        cb->mem_gen++;
     }
-    __syncthreads();
-    // splits outer, heads inner: G x 4 independent loads in flight per thread
-    const size_t base0 = ((size_t)t * n_heads + kvh * G) * split_grid;
-#pragma unroll
-    for (int r = 0; r < DPT; r++) {
-        const int d = tid + r * ATT_THREADS;
-        if (d >= D) break;
-        float o[GM];
-#pragma unroll
-        for (int g = 0; g < GM; g++) o[g] = 0.0f;
-#pragma unroll 8
-        for (int sp = 0; sp < n_split; sp++)
-#pragma unroll
-            for (int g = 0; g < GM; g++)
-                if (g < G) o[g] += __ldcg(part_acc + (base0 + (size_t)g * split_grid + sp) * D + d) * w_s[g][sp];
-#pragma unroll
-        for (int g = 0; g < GM; g++)
-            if (g < G) out[((size_t)t * n_heads + kvh * G + g) * D + d] = o[g];
+    size_t n_pairs = (size_t)n_tok * n_kv;
+    if (n_pairs > cb->attn_done_cap) {
+        if (cb->d_attn_done) {
+            CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+            CUDA_CHECK(cudaFree(cb->d_attn_done));
+        }
+        cb->attn_done_cap = n_pairs * 2;
+        CUDA_CHECK(cudaMalloc(&cb->d_attn_done, sizeof(int32_t) * cb->attn_done_cap));
+        cb->mem_gen++;
+        CUDA_CHECK(cudaMemsetAsync(cb->d_attn_done, 0, sizeof(int32_t) * cb->attn_done_cap, cb->stream));
     }
+    *part_acc = (float *)cb->d_attn_part;
+    *part_ml = *part_acc + n_part * head_dim;
 }
 
 void cuda_attention(struct backend *be, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
@@ -247,9 +229,10 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
 {
     struct cuda_backend *cb = cuda_of(be);
     const struct cuda_batch *b = &cb->batch;
-    // precise, deterministic: the f32 split-K kernel for every step (the tiled kernels compute in
+    // precise, deterministic: an f32 split-K kernel for every step (the tiled kernel computes in
     // bf16, and how a prompt is cut into steps would change its tiles)
     if (!b->all_single && !cb->precise && !cb->deterministic && cuda_attention_tiled(cb, out, q, kv, ap, m)) return;
+    if (cuda_attention_decode(cb, out, q, kv, ap, m)) return;
     int G = ap->n_heads / ap->n_kv_heads;
     CHECK(G <= ATT_G_MAX, "cuda attention: %d query heads per KV head (at most %d)", G, ATT_G_MAX);
     // Enough splits to fill the GPU at decode; few when many tokens already fill it.
@@ -262,30 +245,8 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
            max_len / (n_split * 2) >= ATT_SPLIT_MIN_KEYS)
         n_split *= 2;
 
-    size_t n_part = (size_t)m->n_tok * ap->n_heads * n_split;
-    size_t bytes = n_part * ((size_t)ap->head_dim + 2) * sizeof(float);
-    if (bytes > cb->attn_part_bytes) {
-        if (cb->d_attn_part) {
-            CUDA_CHECK(cudaStreamSynchronize(cb->stream));
-            CUDA_CHECK(cudaFree(cb->d_attn_part));
-        }
-        cb->attn_part_bytes = bytes + bytes / 2;
-        CUDA_CHECK(cudaMalloc(&cb->d_attn_part, cb->attn_part_bytes));
-        cb->mem_gen++;
-    }
-    size_t n_pairs = (size_t)m->n_tok * ap->n_kv_heads;
-    if (n_pairs > cb->attn_done_cap) {
-        if (cb->d_attn_done) {
-            CUDA_CHECK(cudaStreamSynchronize(cb->stream));
-            CUDA_CHECK(cudaFree(cb->d_attn_done));
-        }
-        cb->attn_done_cap = n_pairs * 2;
-        CUDA_CHECK(cudaMalloc(&cb->d_attn_done, sizeof(int32_t) * cb->attn_done_cap));
-        cb->mem_gen++;
-        CUDA_CHECK(cudaMemsetAsync(cb->d_attn_done, 0, sizeof(int32_t) * cb->attn_done_cap, cb->stream));
-    }
-    float *part_acc = cb->d_attn_part;
-    float *part_ml = part_acc + n_part * ap->head_dim;
+    float *part_acc, *part_ml;
+    cuda_attn_split_workspace(cb, m->n_tok, ap->n_heads, ap->n_kv_heads, ap->head_dim, n_split, &part_acc, &part_ml);
     dim3 grid(m->n_tok, ap->n_kv_heads, n_split);
     // GM: query heads per KV head the kernel is compiled for (4 covers most GQA models in few
     // registers; 16 the rest)

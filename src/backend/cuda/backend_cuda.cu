@@ -392,12 +392,20 @@ extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct ba
     // 4: at 5-8 rows cuBLAS beats the GEMV (x re-read per row saturates L1): 8 streams of an 8B
     // model decode at 939 tok/s instead of 458 on H100
     cb->gemv_max_n = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 4;
+    env = getenv("CAIRN_CUDA_GEMV_SPLIT_K");
+    cb->gemv_split_min_k = env ? atoi(env) : 0;
     env = getenv("CAIRN_CUDA_GEMV");
     cb->gemv_mode = env && !strcmp(env, "classic") ? GEMV_MODE_CLASSIC : GEMV_MODE_STREAM;
-    env = getenv("CAIRN_CUDA_NORM_FUSE");   // off by default: measured 2% slower end to end on H100
-    cb->norm_fuse = env && !strcmp(env, "1");
+    env = getenv("CAIRN_CUDA_NORM_FUSE");
+    cb->norm_fuse = !(env && !strcmp(env, "0"));
     env = getenv("CAIRN_CUDA_ATT_SPLITS");
     cb->att_split_max = env && atoi(env) >= 1 ? atoi(env) : 64;
+    env = getenv("CAIRN_CUDA_ATT_DECODE");
+    cb->att_dec_off = env && !strcmp(env, "0");
+    env = getenv("CAIRN_CUDA_ATT_DEC_NL");
+    cb->att_dec_nl = env && atoi(env) == 8 ? 8 : 4;
+    env = getenv("CAIRN_CUDA_ATT_DEC_MIN_KEYS");
+    cb->att_dec_min_keys = env && atoi(env) >= 1 ? atoi(env) : 64;
     CUDA_CHECK(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&x->staged, cudaEventDisableTiming));
     if (cublasCreate(&cb->cublas) != CUBLAS_STATUS_SUCCESS) {

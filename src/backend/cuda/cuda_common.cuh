@@ -66,9 +66,13 @@ struct cuda_backend {
     size_t          attn_part_bytes;
     int             gemv_max_n;         // most rows a matmul runs as a GEMV (cuBLAS above; CAIRN_CUDA_GEMV_MAX_N)
     int             gemv_u;             // GEMV loads in flight per lane (8, or 4 with CAIRN_CUDA_GEMV_U=4)
+    int             gemv_split_min_k;   // GEMV rows of at least this many inputs take two warps (0: never)
     int             gemv_mode;          // GEMV_MODE_STREAM: weights bypass L1 (default); CAIRN_CUDA_GEMV=classic: __ldg
-    bool            norm_fuse;          // RMSNorm inside the GEMV (CAIRN_CUDA_NORM_FUSE=1; off by default)
+    bool            norm_fuse;          // RMSNorm inside decode GEMVs (CAIRN_CUDA_NORM_FUSE=0: separate kernel)
     int             att_split_max;      // most key splits of decode attention (CAIRN_CUDA_ATT_SPLITS)
+    bool            att_dec_off;        // CAIRN_CUDA_ATT_DECODE=0: the generic attention kernel for decode
+    int             att_dec_nl;         // streaming decode attention: 16-byte K (and V) loads per lane per group
+    int             att_dec_min_keys;   // streaming decode attention: fewest keys per split
     int32_t        *d_attn_done;        // split-K attention: finished splits per (token, KV head)
     size_t          attn_done_cap;
     int32_t        *d_argmax;           // [cap] argmax results
@@ -172,11 +176,13 @@ __device__ __forceinline__ void pdl_trigger()
 }
 
 template <typename... KArgs, typename... Args>
-static void launch_pdl(struct cuda_backend *cb, void (*kernel)(KArgs...), dim3 grid, dim3 block, Args... args)
+static void launch_pdl_smem(struct cuda_backend *cb, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                            Args... args)
 {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
     cfg.stream = cb->stream;
     cudaLaunchAttribute attr;
     attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -184,6 +190,12 @@ static void launch_pdl(struct cuda_backend *cb, void (*kernel)(KArgs...), dim3 g
     cfg.attrs = &attr;
     cfg.numAttrs = cb->pdl ? 1 : 0;
     CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...));
+}
+
+template <typename... KArgs, typename... Args>
+static void launch_pdl(struct cuda_backend *cb, void (*kernel)(KArgs...), dim3 grid, dim3 block, Args... args)
+{
+    launch_pdl_smem(cb, kernel, grid, block, 0, args...);
 }
 
 /* Ops implemented in the other .cu files, wired into the vtable in backend_cuda.cu. */
@@ -194,8 +206,8 @@ void cuda_kv_write(struct backend *, struct kv_layer *, const struct tensor *, c
 void cuda_qk_rope_kv(struct backend *, struct tensor *, struct tensor *, const struct tensor *, const struct tensor *,
                      const struct tensor *, float, float, int, int, const struct tensor *, const struct rope_params *,
                      struct kv_layer *, const struct batch_meta *);
-void cuda_matmul_glu(struct backend *, struct tensor *, struct tensor *, const struct tensor *, const struct tensor *,
-                     const struct tensor *, enum act);
+void cuda_matmul_glu(struct backend *, struct tensor *, struct tensor *, struct tensor *, const struct tensor *,
+                     const struct tensor *, float, float, const struct tensor *, const struct tensor *, enum act);
 void cuda_glu(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, enum act);
 void cuda_add(struct backend *, struct tensor *, const struct tensor *, const struct tensor *);
 void cuda_softcap(struct backend *, struct tensor *, float);

@@ -18,6 +18,7 @@
 #define GEMV_MAX_N    8
 #define GEMV_WARPS    8
 #define GEMV_NARROW_M 256   // outputs this narrow always use the GEMV
+#define GLU_NORM_SMEM 32768 // most bytes of normed x that matmul_glu stages in shared memory
 
 template <typename T> struct vec16;   // 16 bytes of T
 template <> struct vec16<__nv_bfloat16> { static const int n = 8; };
@@ -95,11 +96,12 @@ __device__ __forceinline__ int seg_locate(const gemv_segs<T> &sg, int &r)
 }
 
 /* Warps per row: each row's k can be cut into S slices (S warps of one block); the partial sums are
- * added in a fixed order that depends on k only (batch invariance). */
-static int gemv_splits(int n_vec)
+ * added in a fixed order that depends on k only (batch invariance). One warp per row measured
+ * fastest on H100 (ncu, 4K-12K inputs); CAIRN_CUDA_GEMV_SPLIT_K=K gives rows of K or more
+ * inputs two warps, for measuring. */
+static int gemv_splits(const struct cuda_backend *cb, int k)
 {
-    (void)n_vec;
-    return 1;   // measured on H100 (ncu): S = 2..8 was slower than one warp per row for 4K-12K inputs
+    return cb->gemv_split_min_k > 0 && k >= cb->gemv_split_min_k ? 2 : 1;
 }
 
 /* A 16-byte weight load that bypasses L1 (weights are read once; keeping them out of L1 leaves it
@@ -112,15 +114,18 @@ __device__ __forceinline__ uint4 ld_weight16(const uint4 *p)
     return r;
 }
 
-/* acc[t] += w[vi-th 16 bytes] . x[t][same columns] (times the norm weight when nw != NULL). */
-template <typename T, int N>
-__device__ __forceinline__ void gemv_fma(float *acc, const uint4 &u, int vi, const float *x, int k, const uint4 *nw,
-                                         float w_offset)
+/* acc[t] += w[vi-th 16 bytes] . x[t][same columns]. With NORM the weights are taken times the
+ * RMSNorm weight (nw + w_offset) and ss[t] collects x's sum of squares: the row's epilogue scales
+ * by the inverse rms, so the norm needs neither its own kernel nor a pass over x before the loads
+ * (every warp sums the same squares in the same order: all rows see the same rms). */
+template <typename T, int N, bool NORM>
+__device__ __forceinline__ void gemv_fma(float *acc, float *ss, const uint4 &u, int vi, const float *x, int k,
+                                         const uint4 *nw, float w_offset)
 {
     const int V = vec16<T>::n;
     float f[V];
     unpack16<T>(u, f);
-    if (nw) {
+    if (NORM) {
         float g[V];
         unpack16<T>(__ldg(nw + vi), g);
 #pragma unroll
@@ -134,14 +139,16 @@ __device__ __forceinline__ void gemv_fma(float *acc, const uint4 &u, int vi, con
         for (int q = 0; q < V / 4; q++) {
             float4 a = xv[q];   // not __ldg: x is written by the kernel this one overlaps (PDL)
             acc[t] += f[4 * q] * a.x + f[4 * q + 1] * a.y + f[4 * q + 2] * a.z + f[4 * q + 3] * a.w;
+            if (NORM) ss[t] += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
         }
     }
 }
 
-/* Requires k % vec16<T>::n == 0 and 16-byte aligned rows. */
-template <typename T, int N, int U, bool STREAM>
+/* Requires k % vec16<T>::n == 0 and 16-byte aligned rows; NORM requires S == 1. */
+template <typename T, int N, int U, bool STREAM, bool NORM>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const float *x, int k, int S)
 {
+    pdl_trigger();   // the next kernel may take SMs as this one's blocks drain (it waits for us)
     const int V = vec16<T>::n;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int R = GEMV_WARPS / S;   // rows per block
@@ -150,36 +157,14 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const
     const int seg = seg_locate(sg, row);
     const bool valid = row < seg_pick(sg.m, seg);
     __shared__ float red[GEMV_WARPS][N];
-    __shared__ float inv_s[N];
     const int n_vec = k / V;
     const int per = (n_vec + S - 1) / S;
     const int lo = split * per, hi = valid ? min(n_vec, lo + per) : lo;
     const uint4 *wr = reinterpret_cast<const uint4 *>(seg_pick(sg.w, seg) + (size_t)(valid ? row : 0) * k);
     const uint4 *nw = reinterpret_cast<const uint4 *>(sg.norm_w);
-    if (nw) {
-        pdl_wait();
-        // inverse rms of each token's x row (the whole block; fixed order)
-        for (int t = 0; t < N; t++) {
-            float ss = 0;
-            const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * k);
-            for (int i = threadIdx.x; i < k / 4; i += GEMV_WARPS * 32) {
-                float4 a = xv[i];
-                ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
-            }
-            ss = warp_sum(ss);
-            if (lane == 0) red[warp][t] = ss;
-        }
-        __syncthreads();
-        if (threadIdx.x < N) {
-            float ss = 0;
-            for (int w = 0; w < GEMV_WARPS; w++) ss += red[w][threadIdx.x];
-            inv_s[threadIdx.x] = rsqrtf(ss / (float)k + sg.eps);
-        }
-        __syncthreads();
-    }
-    float acc[N];
+    float acc[N], ss[N];
 #pragma unroll
-    for (int t = 0; t < N; t++) acc[t] = 0.0f;
+    for (int t = 0; t < N; t++) acc[t] = ss[t] = 0.0f;
     int base = lo;
     for (; base + U * 32 <= hi; base += U * 32) {   // U loads in flight per lane
         uint4 u[U];
@@ -187,14 +172,16 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const
         for (int j = 0; j < U; j++) u[j] = STREAM ? ld_weight16(wr + base + j * 32 + lane) : __ldg(wr + base + j * 32 + lane);
         if (base == lo) pdl_wait();   // the first weights are on their way; x comes from the previous kernel
 #pragma unroll
-        for (int j = 0; j < U; j++) gemv_fma<T, N>(acc, u[j], base + j * 32 + lane, x, k, nw, sg.w_offset);
+        for (int j = 0; j < U; j++) gemv_fma<T, N, NORM>(acc, ss, u[j], base + j * 32 + lane, x, k, nw, sg.w_offset);
     }
     if (base == lo) pdl_wait();   // rows shorter than one batch
-    for (int vi = base + lane; vi < hi; vi += 32) gemv_fma<T, N>(acc, __ldg(wr + vi), vi, x, k, nw, sg.w_offset);
+    for (int vi = base + lane; vi < hi; vi += 32) gemv_fma<T, N, NORM>(acc, ss, __ldg(wr + vi), vi, x, k, nw, sg.w_offset);
 #pragma unroll
-    for (int t = 0; t < N; t++) acc[t] = warp_sum(acc[t]);
+    for (int t = 0; t < N; t++) {
+        acc[t] = warp_sum(acc[t]);
+        if (NORM) acc[t] *= rsqrtf(warp_sum(ss[t]) / (float)k + sg.eps);
+    }
     if (S > 1) {
-        if (sg.norm_w) __syncthreads();   // red was used for the rms
         if (lane == 0)
 #pragma unroll
             for (int t = 0; t < N; t++) red[warp][t] = acc[t];
@@ -213,9 +200,7 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const
     const int m = seg_pick(sg.m, seg);
 #pragma unroll
     for (int t = 0; t < N; t++) {
-        float s = acc[t];
-        if (sg.norm_w) s *= inv_s[t];
-        s += bias ? to_f<T>(bias[row]) : 0.0f;
+        float s = acc[t] + (bias ? to_f<T>(bias[row]) : 0.0f);
         float *o = out + (size_t)t * m + row;
         *o = sg.accumulate ? *o + s : s;
     }
@@ -223,21 +208,73 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv(gemv_segs<T> sg, const
 
 /* Gate and up rows of one FFN in one warp, written as act(gate) * up (decode): the GLU costs no
  * launch and no round trip. Each row's sums run in k_gemv's order (lane-strided 16-byte chunks in
- * ascending order, then the warp tree), so the result equals k_gemv's followed by k_glu. */
-template <typename T, int N, int U>
+ * ascending order, then the warp tree), so the result equals k_gemv's followed by k_glu.
+ * NORM: x is RMSNorm'ed in the kernel. After issuing its first weight loads the block stages
+ * x * (norm weight + w_offset) in shared memory (dynamic, [N][k]) and sums x's squares; the rows'
+ * sums are scaled by the inverse rms at the end. (Scaling the weights in the inner loop instead,
+ * as k_gemv does, made this kernel instruction-bound: 8% slower on H100.) */
+template <typename T, int N, int U, bool NORM>
 __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_glu(float *out, const T *wg, const T *wu, const float *x,
-                                                               int m, int k, int act)
+                                                               int m, int k, int act, const T *norm_w, float eps,
+                                                               float w_offset)
 {
+    pdl_trigger();
+    extern __shared__ __align__(16) float xs_s[];   // NORM: [N][k]
+    __shared__ float red[GEMV_WARPS][N];
+    __shared__ float inv_s[N];
     const int V = vec16<T>::n;
-    const int lane = threadIdx.x & 31, row = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, row = blockIdx.x * GEMV_WARPS + warp;
     const bool valid = row < m;
     const int n_vec = k / V, hi = valid ? n_vec : 0;
     const uint4 *rg = reinterpret_cast<const uint4 *>(wg + (size_t)(valid ? row : 0) * k);
     const uint4 *ru = reinterpret_cast<const uint4 *>(wu + (size_t)(valid ? row : 0) * k);
+    const float *xp = NORM ? xs_s : x;
     float ag[N], au[N];
 #pragma unroll
     for (int t = 0; t < N; t++) ag[t] = au[t] = 0.0f;
     int base = 0;
+    if (NORM) {
+        const bool full = U * 32 <= hi;
+        uint4 g[U], u[U];
+        if (full)
+#pragma unroll
+            for (int j = 0; j < U; j++) {
+                g[j] = ld_weight16(rg + j * 32 + lane);
+                u[j] = ld_weight16(ru + j * 32 + lane);
+            }
+        pdl_wait();
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            const float4 *x4 = reinterpret_cast<const float4 *>(x + (size_t)t * k);
+            float4 *s4 = reinterpret_cast<float4 *>(xs_s + (size_t)t * k);
+            float ss = 0.0f;
+            for (int i = threadIdx.x; i < k / 4; i += GEMV_WARPS * 32) {
+                const float4 a = x4[i];
+                float gm[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) gm[e] = to_f<T>(norm_w[4 * i + e]) + w_offset;
+                ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+                s4[i] = make_float4(a.x * gm[0], a.y * gm[1], a.z * gm[2], a.w * gm[3]);
+            }
+            ss = warp_sum(ss);
+            if (lane == 0) red[warp][t] = ss;
+        }
+        __syncthreads();
+        if (threadIdx.x < N) {
+            float ss = 0.0f;
+            for (int w = 0; w < GEMV_WARPS; w++) ss += red[w][threadIdx.x];
+            inv_s[threadIdx.x] = rsqrtf(ss / (float)k + eps);
+        }
+        __syncthreads();
+        if (full) {
+#pragma unroll
+            for (int j = 0; j < U; j++) {
+                gemv_fma<T, N, false>(ag, NULL, g[j], j * 32 + lane, xp, k, NULL, 0.0f);
+                gemv_fma<T, N, false>(au, NULL, u[j], j * 32 + lane, xp, k, NULL, 0.0f);
+            }
+            base = U * 32;
+        }
+    }
     for (; base + U * 32 <= hi; base += U * 32) {   // U loads of each matrix in flight per lane
         uint4 g[U], u[U];
 #pragma unroll
@@ -245,22 +282,26 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32) k_gemv_glu(float *out, const 
             g[j] = ld_weight16(rg + base + j * 32 + lane);
             u[j] = ld_weight16(ru + base + j * 32 + lane);
         }
-        if (base == 0) pdl_wait();
+        if (!NORM && base == 0) pdl_wait();
 #pragma unroll
         for (int j = 0; j < U; j++) {
-            gemv_fma<T, N>(ag, g[j], base + j * 32 + lane, x, k, NULL, 0.0f);
-            gemv_fma<T, N>(au, u[j], base + j * 32 + lane, x, k, NULL, 0.0f);
+            gemv_fma<T, N, false>(ag, NULL, g[j], base + j * 32 + lane, xp, k, NULL, 0.0f);
+            gemv_fma<T, N, false>(au, NULL, u[j], base + j * 32 + lane, xp, k, NULL, 0.0f);
         }
     }
-    if (base == 0) pdl_wait();
+    if (!NORM && base == 0) pdl_wait();
     for (int vi = base + lane; vi < hi; vi += 32) {
-        gemv_fma<T, N>(ag, ld_weight16(rg + vi), vi, x, k, NULL, 0.0f);
-        gemv_fma<T, N>(au, ld_weight16(ru + vi), vi, x, k, NULL, 0.0f);
+        gemv_fma<T, N, false>(ag, NULL, ld_weight16(rg + vi), vi, xp, k, NULL, 0.0f);
+        gemv_fma<T, N, false>(au, NULL, ld_weight16(ru + vi), vi, xp, k, NULL, 0.0f);
     }
 #pragma unroll
     for (int t = 0; t < N; t++) {
         ag[t] = warp_sum(ag[t]);
         au[t] = warp_sum(au[t]);
+        if (NORM) {
+            ag[t] *= inv_s[t];
+            au[t] *= inv_s[t];
+        }
     }
     if (!valid || lane != 0) return;
 #pragma unroll
@@ -307,14 +348,16 @@ static void gemv_multi(struct cuda_backend *cb, const gemv_segs<T> &sg, const fl
                                                                                                sg.accumulate);
         return;
     }
-    int S = gemv_splits(k / vec16<T>::n), R = GEMV_WARPS / S;
+    int S = sg.norm_w ? 1 : gemv_splits(cb, k), R = GEMV_WARPS / S;
     dim3 grid((rows + R - 1) / R);
-    // U: 16-byte loads in flight per lane (8 by default; CAIRN_CUDA_GEMV_U=4 for comparison)
+    // U: 16-byte loads in flight per lane (8 by default; CAIRN_CUDA_GEMV_U=4 for comparison). A
+    // fused norm runs only in the default variant (callers check gemv_norm_ok).
 #define GEMV_U(NN, UU) \
-        if (cb->gemv_mode == GEMV_MODE_STREAM) launch_pdl(cb, k_gemv<T, NN, UU, true>, grid, block, sg, x, k, S); \
-        else launch_pdl(cb, k_gemv<T, NN, UU, false>, grid, block, sg, x, k, S);
+        if (cb->gemv_mode == GEMV_MODE_STREAM) launch_pdl(cb, k_gemv<T, NN, UU, true, false>, grid, block, sg, x, k, S); \
+        else launch_pdl(cb, k_gemv<T, NN, UU, false, false>, grid, block, sg, x, k, S);
 #define GEMV_CASE(NN) case NN: \
-        if (cb->gemv_u == 4) { GEMV_U(NN, 4) } else { GEMV_U(NN, 8) } \
+        if (sg.norm_w) { launch_pdl(cb, k_gemv<T, NN, 8, true, true>, grid, block, sg, x, k, 1); } \
+        else if (cb->gemv_u == 4) { GEMV_U(NN, 4) } else { GEMV_U(NN, 8) } \
         break;
     switch (n) {
     GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7)
@@ -446,6 +489,8 @@ void cuda_matmul_add(struct backend *be, struct tensor *out, const struct tensor
 
 __global__ void k_gather_rows(float *dst, const float *src, const int32_t *idx, int k)
 {
+    pdl_trigger();   // the logits GEMV follows
+    pdl_wait();
     int r = blockIdx.x;
     const float *s = src + (size_t)idx[r] * k;
     for (int i = threadIdx.x; i < k; i += blockDim.x) dst[(size_t)r * k + i] = s[i];
@@ -462,7 +507,7 @@ void cuda_matmul_rows(struct backend *be, struct tensor *out, const struct tenso
     size_t conv_bytes = (cb->precise ? 2 : 1) * sizeof(uint16_t) * (size_t)n * k;   // gemm_cublas's copies of x
     char *ws = (char *)cuda_workspace(cb, gather_bytes + conv_bytes + 256);
     float *rows = (float *)(ws + ((conv_bytes + 255) & ~(size_t)255));
-    k_gather_rows<<<n, 256, 0, cb->stream>>>(rows, (const float *)dptr(x), cb->batch.d_out_tok, k);
+    launch_pdl(cb, k_gather_rows, dim3(n), dim3(256), rows, (const float *)dptr(x), cb->batch.d_out_tok, k);
     LAUNCH_CHECK();
     linear(cb, (float *)dptr(out), rows, n, w, NULL, false);
 }
@@ -500,7 +545,10 @@ void cuda_norm_matmul_n(struct backend *be, int n_w, struct tensor *const *outs,
 {
     struct cuda_backend *cb = cuda_of(be);
     int n = (int)tensor_rows(x), k = (int)x->ne[0];
-    bool fuse = cb->norm_fuse && n <= cb->gemv_max_n && n_w <= GEMV_MAX_SEGS && norm_w->ne[0] == k && tensor_is_contiguous(x);
+    // Not in deterministic mode: there rows beyond the GEMV's batch go through the separate norm,
+    // and a token's result must not depend on which path its batch took.
+    bool fuse = cb->norm_fuse && !cb->deterministic && n <= cb->gemv_max_n && n_w <= GEMV_MAX_SEGS &&
+                norm_w->ne[0] == k && tensor_is_contiguous(x);
     for (int i = 0; i < n_w; i++) fuse = fuse && ws[i]->dtype == norm_w->dtype && ws[i]->ne[0] == k;
     if (fuse && norm_w->dtype != DTYPE_F32) {
         DISPATCH_FLOAT(norm_w->dtype, T, {
@@ -526,8 +574,9 @@ void cuda_norm_matmul_n(struct backend *be, int n_w, struct tensor *const *outs,
     cuda_matmul_n(be, n_w, outs, xn, ws, biases);
 }
 
-void cuda_matmul_glu(struct backend *be, struct tensor *out, struct tensor *up, const struct tensor *x,
-                     const struct tensor *w_gate, const struct tensor *w_up, enum act act)
+void cuda_matmul_glu(struct backend *be, struct tensor *out, struct tensor *up, struct tensor *xn, const struct tensor *x,
+                     const struct tensor *norm_w, float eps, float w_offset, const struct tensor *w_gate,
+                     const struct tensor *w_up, enum act act)
 {
     struct cuda_backend *cb = cuda_of(be);
     int n = (int)tensor_rows(x), k = (int)x->ne[0], m = (int)w_gate->ne[1];
@@ -535,20 +584,34 @@ void cuda_matmul_glu(struct backend *be, struct tensor *out, struct tensor *up, 
                 w_up->ne[1] == m && w_gate->ne[0] == k && w_up->ne[0] == k && k % 8 == 0 &&
                 tensor_is_contiguous(x) && ((uintptr_t)dptr(x) & 15) == 0 && ((uintptr_t)dptr(w_gate) & 15) == 0 &&
                 ((uintptr_t)dptr(w_up) & 15) == 0;
+    // the norm inside the kernel: as in cuda_norm_matmul_n
+    // (x * norm weight is staged in shared memory: at most GLU_NORM_SMEM bytes)
+    bool fuse_norm = norm_w && fuse && cb->norm_fuse && !cb->deterministic && norm_w->dtype == w_gate->dtype &&
+                     norm_w->ne[0] == k && sizeof(float) * (size_t)n * k <= GLU_NORM_SMEM;
+    const struct tensor *in = x;
+    if (norm_w && !fuse_norm) {
+        cuda_rmsnorm(be, xn, x, norm_w, eps, w_offset);
+        in = xn;
+    }
     if (!fuse) {   // the separate ops
         struct tensor *outs[2] = { out, up };
         const struct tensor *ws[2] = { w_gate, w_up }, *bs[2] = { NULL, NULL };
-        cuda_matmul_n(be, 2, outs, x, ws, bs);
+        cuda_matmul_n(be, 2, outs, in, ws, bs);
         cuda_glu(be, out, out, up, act);
         return;
     }
     dim3 grid((m + GEMV_WARPS - 1) / GEMV_WARPS), block(GEMV_WARPS * 32);
-#define GLU_CASE(NN) case NN: DISPATCH_FLOAT(w_gate->dtype, T, launch_pdl(cb, k_gemv_glu<T, NN, 4>, grid, block, \
-        (float *)dptr(out), (const T *)dptr(w_gate), (const T *)dptr(w_up), (const float *)dptr(x), m, k, (int)act)); break;
+    size_t smem = fuse_norm ? sizeof(float) * (size_t)n * k : 0;
+#define GLU_LAUNCH(NN, NORM) launch_pdl_smem(cb, k_gemv_glu<T, NN, 4, NORM>, grid, block, smem, (float *)dptr(out), \
+        (const T *)dptr(w_gate), (const T *)dptr(w_up), (const float *)dptr(in), m, k, (int)act, \
+        fuse_norm ? (const T *)dptr(norm_w) : (const T *)NULL, eps, w_offset)
+#define GLU_CASE(NN) case NN: DISPATCH_FLOAT(w_gate->dtype, T, \
+        if (fuse_norm) GLU_LAUNCH(NN, true); else GLU_LAUNCH(NN, false)); break;
     switch (n) {
     GLU_CASE(1) GLU_CASE(2) GLU_CASE(3) GLU_CASE(4) GLU_CASE(5) GLU_CASE(6) GLU_CASE(7)
     default: GLU_CASE(8)
     }
 #undef GLU_CASE
+#undef GLU_LAUNCH
     LAUNCH_CHECK();
 }

@@ -1,0 +1,78 @@
+/* attention_split: what the split-K attention kernels share (attention.cu, attention_decode.cu).
+ *
+ * A split-K kernel cuts each (query token, KV head)'s keys into n_split ranges, one block each.
+ * Every block writes its partial softmax state per query head to the workspace: the running max
+ * m, the sum l of exp(score - m) and the unnormalized output acc[D]. The last block of a (token,
+ * KV head) to finish (a counter per pair, reset by that block) merges the partials, so there is no
+ * second launch. Partials are laid out [token][head][split].
+ */
+#ifndef CAIRN_BACKEND_CUDA_ATTENTION_SPLIT_CUH
+#define CAIRN_BACKEND_CUDA_ATTENTION_SPLIT_CUH
+
+#include "backend/cuda/cuda_common.cuh"
+
+#define ATT_SPLIT_MAX 128   // most splits a launch may use (combine weights live in shared memory)
+
+/* Workspace for n_tok tokens' partials with n_split splits and the per-pair counters; grows
+ * (with a sync) only when a step needs more than any before it. */
+void cuda_attn_split_workspace(struct cuda_backend *cb, int n_tok, int n_heads, int n_kv, int head_dim, int n_split,
+                               float **part_acc, float **part_ml);
+
+/* Called by every thread of a block after it wrote its partials: the block that completes the
+ * (token t, KV head kvh) pair merges the n_split partials of its G query heads into out.
+ * w_s is shared scratch of [G][ATT_SPLIT_MAX]. */
+template <int D, int THREADS>
+__device__ __forceinline__ void attn_merge_if_last(float *out, const float *part_acc, const float *part_ml,
+                                                   int32_t *done, int t, int kvh, int G, int n_heads, int n_kv,
+                                                   int split_grid, int n_split, float (*w_s)[ATT_SPLIT_MAX])
+{
+    __shared__ bool last_s;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    // our partials are visible before the count says so
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+        int32_t *cnt = done + (size_t)t * n_kv + kvh;
+        last_s = atomicAdd(cnt, 1) == n_split - 1;
+        if (last_s) *cnt = 0;   // ready for the next launch
+    }
+    __syncthreads();
+    if (!last_s) return;
+    __threadfence();
+    for (int g = warp; g < G; g += THREADS / 32) {
+        size_t base = ((size_t)t * n_heads + kvh * G + g) * split_grid;
+        float M = -INFINITY;
+        for (int sp = lane; sp < n_split; sp += 32) M = fmaxf(M, __ldcg(part_ml + (base + sp) * 2));
+        M = warp_max(M);
+        float L = 0;
+        for (int sp = lane; sp < n_split; sp += 32) {
+            float m = __ldcg(part_ml + (base + sp) * 2);
+            float w = m == -INFINITY ? 0.0f : __expf(m - M);
+            w_s[g][sp] = w;
+            L += __ldcg(part_ml + (base + sp) * 2 + 1) * w;
+        }
+        L = warp_sum(L);
+        float inv = L > 0 ? 1.0f / L : 0.0f;
+        __syncwarp();
+        for (int sp = lane; sp < n_split; sp += 32) w_s[g][sp] *= inv;
+    }
+    __syncthreads();
+    // one (head, dim) per thread, sixteen splits' loads in flight
+    const size_t base0 = ((size_t)t * n_heads + kvh * G) * split_grid;
+    for (int idx = tid; idx < G * D; idx += THREADS) {
+        const int g = idx / D, d = idx - g * D;
+        const float *pa = part_acc + (base0 + (size_t)g * split_grid) * D + d;
+        float o = 0.0f;
+#pragma unroll 16
+        for (int sp = 0; sp < n_split; sp++) o += __ldcg(pa + (size_t)sp * D) * w_s[g][sp];
+        out[((size_t)t * n_heads + kvh * G + g) * D + d] = o;
+    }
+}
+
+/* The streaming split-K kernel (attention_decode.cu): any step, built for decode. bf16/f16 caches,
+ * head_dim 64/128 with up to 8 query heads per KV head or 256 with up to 4; false otherwise (the
+ * generic kernel runs). */
+bool cuda_attention_decode(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+                           const struct attn_params *ap, const struct batch_meta *m);
+
+#endif

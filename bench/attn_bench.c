@@ -1,7 +1,7 @@
 /* attn_bench: prefill attention speed through the backend API (paged KV cache, batch_meta as the
  * engine builds them), in attention TFLOP/s.
  *
- *   attn_bench [--backend cuda] [--reps N] [--kv-dtype bf16|f16|f32] [--only 4096]
+ *   attn_bench [--backend cuda] [--reps N] [--kv-dtype bf16|f16|f32|fp8] [--only 4096]
  *
  * Cases: one causal prompt of 4K and of 32K tokens in one step, Qwen3-8B shape (32 query heads,
  * 8 KV heads, head_dim 128), plus a few other shapes (8 prompts of 512, head_dim 64 and 256,
@@ -49,9 +49,9 @@ static void fill(struct backend *be, struct tensor *t, enum dtype dt, float scal
     if (dt == DTYPE_F32) {
         be->ops->upload(be, t, f, n * 4);
     } else {
-        void *h = xmalloc(n * 2);
+        void *h = xmalloc(n * dtype_size(dt));
         dtype_from_f32(dt, f, h, n);
-        be->ops->upload(be, t, h, n * 2);
+        be->ops->upload(be, t, h, n * dtype_size(dt));
         free(h);
     }
     free(f);
@@ -135,10 +135,11 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc) {
-            const char *d = argv[++i];
-            kvdt = !strcmp(d, "f16") ? DTYPE_F16 : !strcmp(d, "f32") ? DTYPE_F32 : DTYPE_BF16;
+            int d = dtype_parse_kv(argv[++i]);
+            if (d < 0) { fprintf(stderr, "attn_bench: --kv-dtype must be f32, f16, bf16 or fp8\n"); return 2; }
+            kvdt = (enum dtype)d;
         } else {
-            fprintf(stderr, "usage: attn_bench [--backend cuda] [--reps N] [--kv-dtype bf16|f16|f32] [--only NAME]\n");
+            fprintf(stderr, "usage: attn_bench [--backend cuda] [--reps N] [--kv-dtype bf16|f16|f32|fp8] [--only NAME]\n");
             return 2;
         }
     }

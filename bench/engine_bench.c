@@ -7,7 +7,7 @@
  *
  * --config (alias --synthetic) synthesizes random weights of that shape, in device memory on cuda.
  * --kv-gb 0: the engine's default budget (free device memory minus a margin on cuda, 1 GiB on cpu).
- * --kv-dtype: f32, f16 or bf16 (default bf16 on cuda, f32 on cpu, as cairn serve).
+ * --kv-dtype: f32, f16, bf16 or fp8 (default bf16 on cuda, f32 on cpu, as cairn serve).
  *
  * decode:  C concurrent requests (64-token prompts, --gen tokens, greedy): aggregate decode tok/s
  *          over the steps after every request has its first token, and the ratio to C = 1.
@@ -67,7 +67,7 @@ static struct engine *engine_make(const struct opts *o, int budget, int max_runn
     cfg.max_running = max_running;
     cfg.kv_cache_bytes = (size_t)(o->kv_gb * (double)(1ull << 30));
     cfg.max_prefill_pairs = o->pairs;
-    cfg.kv_dtype = !strcmp(o->kv_dtype, "f16") ? DTYPE_F16 : !strcmp(o->kv_dtype, "bf16") ? DTYPE_BF16 : DTYPE_F32;
+    cfg.kv_dtype = (enum dtype)dtype_parse_kv(o->kv_dtype);   // checked in main
     struct engine *e;
     CHECK(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK, "engine_new failed");
     return e;
@@ -339,8 +339,8 @@ int main(int argc, char **argv)
         else { fprintf(stderr, "unknown flag %s\n", a); return 2; }
         i++;
     }
-    if (o.kv_dtype && strcmp(o.kv_dtype, "f32") && strcmp(o.kv_dtype, "f16") && strcmp(o.kv_dtype, "bf16")) {
-        fprintf(stderr, "--kv-dtype must be f32, f16 or bf16\n");
+    if (o.kv_dtype && dtype_parse_kv(o.kv_dtype) < 0) {
+        fprintf(stderr, "--kv-dtype must be f32, f16, bf16 or fp8\n");
         return 2;
     }
     if (!o.kv_dtype) o.kv_dtype = !strcmp(o.backend, "cuda") ? "bf16" : "f32";

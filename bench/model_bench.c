@@ -1,7 +1,7 @@
 /* model_bench: raw forward-pass speed of one model on one backend, without the scheduler.
  *
  *   model_bench MODEL_DIR [--backend cuda|cpu|ref] [--threads N] [--prefill 512,4096] [--decode-ctx 512,8192]
- *               [--gen 128] [--streams 64] [--stream-ctx 512] [--kv-dtype bf16] [--bytes-per-s X]
+ *               [--gen 128] [--streams 64] [--stream-ctx 512] [--kv-dtype bf16|fp8] [--bytes-per-s X]
  *
  * Prefill: one prompt of N tokens in chunks of up to 4096 tokens: tok/s and model TFLOP/s
  * (2 * params-per-token FLOPs + attention). Decode: a prompt of C tokens, then --gen greedy steps
@@ -116,8 +116,9 @@ int main(int argc, char **argv)
     if (synthetic ? model_synthesize_on(synthetic, 1, be, &m) != STATUS_OK : model_load(dir, &m) != STATUS_OK) return 1;
     if (model_prepare(m, be) != STATUS_OK) return 1;
     fprintf(stderr, "weights ready in %.1f s\n", clock_now_s() - t_load);
-    enum dtype kvdt = kv_s ? (!strcmp(kv_s, "f32") ? DTYPE_F32 : !strcmp(kv_s, "f16") ? DTYPE_F16 : DTYPE_BF16)
-                           : (!strcmp(backend, "cuda") ? DTYPE_BF16 : DTYPE_F32);
+    int kv_parsed = kv_s ? dtype_parse_kv(kv_s) : !strcmp(backend, "cuda") ? DTYPE_BF16 : DTYPE_F32;
+    if (kv_parsed < 0) { fprintf(stderr, "model_bench: --kv-dtype must be f32, f16, bf16 or fp8\n"); return 2; }
+    enum dtype kvdt = (enum dtype)kv_parsed;
     double wbytes = weight_bytes_per_token(m);
     double kv_tok = (double)model_kv_bytes_per_token(m, kvdt);
     double params = (double)m->n_params - (m->hp.tie_embed ? 0 : (double)tensor_nelem(&m->tok_embed));

@@ -4,7 +4,8 @@
 # Qwen3-8B shape (512/8K/32K context) once per variant, the Qwen3-30B-A3B shape once, and ncu
 # times of the decode attention and GEMV kernels.
 #   VARIANTS='|CAIRN_CUDA_ATT_DEC_NL=8|CAIRN_CUDA_ATT_DECODE=0' bash tools/device_check.sh [OUT_DIR]
-# Variants are '|'-separated sets of environment assignments ('' = the defaults).
+# Variants are '|'-separated sets of environment assignments ('' = the defaults); each runs with
+# every KV cache dtype in KV_DTYPES (default bf16).
 set -uo pipefail
 B=${BUILD:-build-dev}
 OUT=${1:-/tmp/cairn-check}
@@ -27,9 +28,11 @@ echo "read_bytes_per_s=$bw"
 IFS='|' read -r -a variants <<<"${VARIANTS:-}"
 [ ${#variants[@]} -eq 0 ] && variants=("")
 for v in "${variants[@]}"; do
-    echo "== 8B [${v:-defaults}]"
-    env $v $B/bench/model_bench --synthetic configs/qwen3-8b.json --backend cuda --decode-ctx ${CTXS:-512,8192,32768} \
-        --gen 32 --bytes-per-s "$bw" 2>&1 | grep '^decode' | sed 's/ bytes_per_tok=[^ ]*//; s/ prompt_s=[^ ]*//'
+    for kv in ${KV_DTYPES:-bf16}; do
+        echo "== 8B [${v:-defaults}] kv $kv"
+        env $v $B/bench/model_bench --synthetic configs/qwen3-8b.json --backend cuda --decode-ctx ${CTXS:-512,8192,32768} \
+            --gen 32 --kv-dtype $kv --bytes-per-s "$bw" 2>&1 | grep '^decode' | sed 's/ bytes_per_tok=[^ ]*//; s/ prompt_s=[^ ]*//'
+    done
 done
 if [ "${SKIP_MOE:-0}" != 1 ]; then
     echo "== 30B-A3B"

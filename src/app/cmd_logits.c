@@ -1,5 +1,5 @@
 /* cairn logits (MODEL_DIR | --synthetic CONFIG.json [--synth-seed N]) --ids 5,17,42 --out FILE
- *              [--backend ref|cpu|cuda] [--threads N]
+ *              [--backend ref|cpu|cuda] [--threads N] [--chunk N] [--kv-dtype f32|f16|bf16|fp8]
  * Writes the logits of every position as little-endian float32, n_ids x vocab_size, row-major.
  * A stable contract: reference tests and outside tools use it (--synthetic: random weights of
  * the config's shape, the same as `cairn synth --seed N`). */
@@ -36,14 +36,11 @@ int cmd_logits(int argc, char **argv)
     }
     if (bad || !dir == !synthetic || !ids_s || !out_path || chunk <= 0 || synth_seed < 0) {
         fprintf(stderr, "usage: cairn logits (MODEL_DIR | --synthetic CONFIG.json [--synth-seed N]) --ids 5,17,42 --out FILE\n"
-                        "       [--backend ref|cpu|cuda] [--threads N] [--chunk N] [--kv-dtype f32|f16|bf16]\n");
+                        "       [--backend ref|cpu|cuda] [--threads N] [--chunk N] [--kv-dtype f32|f16|bf16|fp8]\n");
         return 2;
     }
-    int kv_dt = !strcmp(kv_s, "f32") ? DTYPE_F32 : !strcmp(kv_s, "f16") ? DTYPE_F16 : !strcmp(kv_s, "bf16") ? DTYPE_BF16 : -1;
-    if (kv_dt < 0) {
-        fprintf(stderr, "logits: --kv-dtype must be f32, f16 or bf16\n");
-        return 2;
-    }
+    enum dtype kv_dt;
+    if (!app_parse_kv_dtype("logits", kv_s, &kv_dt)) return 2;
     int32_t *ids;
     int n;
     if (parse_int_list(ids_s, &ids, &n) != STATUS_OK || n == 0) {
@@ -64,7 +61,7 @@ int cmd_logits(int argc, char **argv)
             goto out_model;
         }
     }
-    if (runner_new(am.m, am.be, n, chunk < n ? chunk : n, (enum dtype)kv_dt, &r) != STATUS_OK) goto out_model;
+    if (runner_new(am.m, am.be, n, chunk < n ? chunk : n, kv_dt, &r) != STATUS_OK) goto out_model;
     logits = malloc(sizeof(float) * (size_t)n * (size_t)vocab);
     if (!logits) {
         fprintf(stderr, "logits: out of memory for %d x %d logits\n", n, vocab);

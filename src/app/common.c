@@ -126,13 +126,12 @@ enum dtype app_default_kv_dtype(const struct backend *be)
 
 bool app_parse_kv_dtype(const char *cmd, const char *s, enum dtype *out)
 {
-    if (!strcmp(s, "f32")) *out = DTYPE_F32;
-    else if (!strcmp(s, "f16")) *out = DTYPE_F16;
-    else if (!strcmp(s, "bf16")) *out = DTYPE_BF16;
-    else {
-        fprintf(stderr, "%s: --kv-dtype must be f32, f16 or bf16 (got '%s')\n", cmd, s);
+    int dt = dtype_parse_kv(s);
+    if (dt < 0) {
+        fprintf(stderr, "%s: --kv-dtype must be f32, f16, bf16 or fp8 (= f8e4m3) (got '%s')\n", cmd, s);
         return false;
     }
+    *out = (enum dtype)dt;
     return true;
 }
 

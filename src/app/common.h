@@ -35,7 +35,7 @@ void        app_model_close(struct app_model *am);
 /* Default KV cache dtype on a backend: bf16 on cuda (half the bytes of f32; the kernels read bf16
  * natively), f32 elsewhere (the CPU kernels' exact reference). */
 enum dtype  app_default_kv_dtype(const struct backend *be);
-/* Parses --kv-dtype f32|f16|bf16; false (after printing why, prefixed by cmd) for anything else. */
+/* Parses --kv-dtype f32|f16|bf16|fp8 (fp8 = f8e4m3); false (after printing why, prefixed by cmd) for anything else. */
 bool        app_parse_kv_dtype(const char *cmd, const char *s, enum dtype *out);
 
 struct tokenizer;

@@ -47,7 +47,7 @@ struct batch_meta {
 /* Paged KV storage for one layer: [n_blocks * block_size, n_kv_heads, head_dim]; slot s of the
  * cache is row s. Allocated by kv/ from the backend's buffers. */
 struct kv_layer {
-    struct tensor k;               // [n_slots, n_kv_heads * head_dim] kv dtype (f32, f16 or bf16)
+    struct tensor k;               // [n_slots, n_kv_heads * head_dim] kv dtype (f32, f16, bf16 or f8e4m3)
     struct tensor v;               // same shape as k
 };
 

@@ -64,7 +64,7 @@ struct engine_cfg {
      * weights and activations minus max(1 GiB, 5% of the device); elsewhere 1 GiB; both capped
      * to max_running full contexts. The choice is logged. */
     size_t     kv_cache_bytes;
-    enum dtype kv_dtype;            // f32 (CPU default; DTYPE_F32 == 0), f16, bf16
+    enum dtype kv_dtype;            // f32 (CPU default; DTYPE_F32 == 0), f16, bf16, f8e4m3 (scale 1.0)
     int        block_size;          // tokens per KV block (16)
     int        max_batch_tokens;    // per-step token budget (prefill chunks + decodes) (256)
     int        max_running;         // sequences in the batch at once (64; <= max_batch_tokens)

@@ -20,7 +20,8 @@ int kv_pool_blocks_for_bytes(const struct model *m, enum dtype dt, int block_siz
 enum status kv_pool_new(const struct model *m, struct backend *be, enum dtype dt, int block_size,
                         int n_blocks, struct kv_pool **out)
 {
-    CHECK(dt == DTYPE_F32 || dt == DTYPE_F16 || dt == DTYPE_BF16, "bad kv dtype %s", dtype_name(dt));
+    CHECK(dt == DTYPE_F32 || dt == DTYPE_F16 || dt == DTYPE_BF16 || dt == DTYPE_F8E4M3, "bad kv dtype %s",
+          dtype_name(dt));
     CHECK(block_size > 0 && n_blocks > 0, "bad kv pool shape %d x %d", n_blocks, block_size);
     struct kv_pool *p = xcalloc(1, sizeof *p);
     p->n_layers = m->hp.n_layers;

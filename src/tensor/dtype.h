@@ -2,6 +2,14 @@
  *
  * bf16 and f16 are stored as raw uint16_t bits; conversions to f32 are exact, conversions from
  * f32 round to nearest even (NaN stays NaN). Quantized block formats come later (MLX affine).
+ *
+ * f8e4m3 (OCP FP8 E4M3: 1 sign, 4 exponent bits with bias 7, 3 mantissa bits; no infinities,
+ * S.1111.111 is NaN, largest finite 448, smallest subnormal 2^-9) is a KV-cache type only
+ * (`--kv-dtype fp8`). Values are stored as they are, scale 1.0 (no per-tensor or per-head
+ * scales, as vLLM's uncalibrated fp8 cache): K and V of attention layers live well inside
+ * [-448, 448]. From f32: round to nearest even, saturating to +-448 (infinities too), NaN to
+ * NaN (0x7f) -- what CUDA's __nv_cvt_float_to_fp8(x, __NV_SATFINITE, __NV_E4M3) does, so a cache
+ * written on the CPU and on the GPU holds the same bytes. To f32: exact (a 256-entry table).
  */
 #ifndef CAIRN_TENSOR_DTYPE_H
 #define CAIRN_TENSOR_DTYPE_H
@@ -17,11 +25,15 @@ enum dtype {
     DTYPE_I32,
     DTYPE_I64,
     DTYPE_U8,
+    DTYPE_F8E4M3,   // KV cache only (see above); not a safetensors weight type here
     DTYPE_COUNT
 };
 
 size_t      dtype_size(enum dtype dt);         // bytes per element
 const char *dtype_name(enum dtype dt);         // "f32", "bf16", ...
+/* Parses a KV-cache dtype name as the CLI takes it: "f32", "f16", "bf16", "fp8" or "f8e4m3"
+ * (the same type); returns -1 if unknown. */
+int         dtype_parse_kv(const char *s);
 /* Parses a safetensors dtype ("BF16", "F16", "F32", "I32", "I64", "U8"); returns -1 if unknown. */
 int         dtype_from_safetensors(const char *s);
 
@@ -45,9 +57,13 @@ static inline uint16_t f32_to_bf16(float f)
 float    f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 
+extern const float e4m3_to_f32_table[256];   // every code's value (0x7f, 0xff: NaN)
+static inline float e4m3_to_f32(uint8_t c) { return e4m3_to_f32_table[c]; }
+uint8_t f32_to_e4m3(float f);
+
 /* Converts n elements of src (dtype dt) to f32. */
 void dtype_to_f32(enum dtype dt, const void *src, float *dst, size_t n);
-/* Converts n f32 values to dtype dt (F32, F16 or BF16). */
+/* Converts n f32 values to dtype dt (F32, F16, BF16 or F8E4M3). */
 void dtype_from_f32(enum dtype dt, const float *src, void *dst, size_t n);
 
 #endif

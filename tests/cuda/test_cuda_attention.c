@@ -3,7 +3,7 @@
  * steps and small shapes of every cache dtype (split_kernel_cases), and random batches: several sequences per step, each with a cached prefix and a chunk
  * of new tokens of odd lengths (across the 128-token tiles and 64-key tiles), GQA ratios 1/4/8,
  * head_dim 64/128/256 (and 80: the WMMA fallback), windows, soft-caps, block sizes that are and
- * are not multiples of 16, bf16/f16/f32 caches. Needs a GPU (make test-cuda).
+ * are not multiples of 16, bf16/f16/f32/f8e4m3 caches. Needs a GPU (make test-cuda).
  *
  * Traps: cache slots that no position of the step may read (unused blocks, the tail of each
  * sequence's last block) hold NaN, and the output is NaN-poisoned before the call, so a stray
@@ -11,7 +11,8 @@
  * with a 5% wrong scale. CAIRN_TEST_QUICK=1 runs a few small cases (for compute-sanitizer).
  *
  * Tolerance: the tensor-core kernels round Q, K, V and P to 16 bits as FlashAttention does; the
- * split-K kernel computes in f32 and is held tight.
+ * split-K kernel computes in f32 and is held tight. An f8e4m3 cache holds values that bf16 and
+ * f32 represent exactly, so ref (reading the same bytes) is held to the same bounds.
  */
 #include "harness.h"
 #include "ops/ops_util.h"
@@ -147,6 +148,18 @@ static const struct acase fixed[] = {
     { 1, { 40 }, { 100 }, 4, 1, 80, 0, 16, 0, DTYPE_BF16 },                          // head_dim 80: WMMA fallback
     { 1, { 10 }, { 150 }, 4, 2, 128, 20, 16, 0, DTYPE_F32 },                         // f32 cache: WMMA fallback
     { 4, { 0, 0, 0, 0 }, { 1, 1, 1, 1 }, 8, 2, 128, 0, 16, 0, DTYPE_BF16 },          // pure decode (split-K)
+    // f8e4m3 caches: the fa2 kernel's fp8 staging (head dims 64/128/256, GQA 1/4/8, odd lengths,
+    // windows, softcap, block sizes 16/24/32), the WMMA fallback (80) and split-K decode
+    { 1, { 0 }, { 300 }, 8, 2, 128, 0, 16, 0, DTYPE_F8E4M3 },
+    { 1, { 0 }, { 257 }, 32, 8, 128, 0, 16, 0, DTYPE_F8E4M3 },
+    { 1, { 61 }, { 128 }, 8, 8, 64, 0, 16, 0, DTYPE_F8E4M3 },
+    { 3, { 0, 100, 37 }, { 129, 1, 64 }, 8, 1, 128, 0, 32, 0, DTYPE_F8E4M3 },
+    { 2, { 5, 0 }, { 200, 33 }, 8, 4, 256, 0, 16, 0, DTYPE_F8E4M3 },
+    { 2, { 0, 70 }, { 190, 90 }, 8, 2, 64, 37, 16, 0, DTYPE_F8E4M3 },
+    { 1, { 300 }, { 150 }, 16, 8, 256, 100, 16, 50.0f, DTYPE_F8E4M3 },
+    { 2, { 0, 3 }, { 77, 140 }, 4, 4, 128, 0, 24, 30.0f, DTYPE_F8E4M3 },
+    { 1, { 40 }, { 100 }, 4, 1, 80, 0, 16, 0, DTYPE_F8E4M3 },
+    { 4, { 0, 9, 500, 77 }, { 1, 1, 1, 1 }, 32, 8, 128, 0, 16, 0, DTYPE_F8E4M3 },
 };
 
 /* Decode steps and small shapes for every cache dtype: head dims 16-256 (72: the split-K kernel
@@ -172,9 +185,9 @@ TEST(split_kernel_cases)
         { 3, 200, 1, 12, 2, 64, 100, 30.0f },// decode, GQA 6:1, window and softcap
         { 2, 1100, 2, 8, 2, 256, 0, 0 },     // two new tokens per sequence, hd 256
     };
-    const enum dtype dts[3] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16 };
+    const enum dtype dts[4] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_F8E4M3 };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-        for (int d = 0; d < 3; d++) {
+        for (int d = 0; d < 4; d++) {
             struct acase ac = { .n_seq = cases[c].n_seq, .n_heads = cases[c].n_heads, .n_kv = cases[c].n_kv,
                                 .hd = cases[c].hd, .window = cases[c].window, .bs = 16, .softcap = cases[c].softcap,
                                 .kvdt = dts[d] };
@@ -199,7 +212,7 @@ TEST(random_cases)
     struct rng r;
     rng_seed(&r, 12);
     const int hds[3] = { 64, 128, 256 }, gs[3] = { 1, 4, 8 }, bss[4] = { 16, 32, 64, 8 };
-    for (int c = 0; c < 24; c++) {
+    for (int c = 0; c < 32; c++) {
         struct acase ac;
         memset(&ac, 0, sizeof ac);
         ac.n_seq = urange(&r, 1, 4);
@@ -213,7 +226,8 @@ TEST(random_cases)
         ac.window = urange(&r, 0, 2) == 0 ? urange(&r, 1, 300) : 0;
         ac.softcap = urange(&r, 0, 3) == 0 ? 30.0f : 0.0f;
         ac.bs = bss[urange(&r, 0, 3)];
-        ac.kvdt = urange(&r, 0, 2) == 0 ? DTYPE_F16 : DTYPE_BF16;
+        int d = urange(&r, 0, 3);
+        ac.kvdt = d == 0 ? DTYPE_F16 : d == 1 ? DTYPE_F8E4M3 : DTYPE_BF16;
         case_run(&ac, &r, 1.0f);
     }
 }
@@ -235,6 +249,7 @@ TEST(quick)
         { 2, { 0, 20 }, { 130, 40 }, 4, 1, 128, 0, 16, 0, DTYPE_BF16 },
         { 1, { 9 }, { 70 }, 2, 1, 256, 33, 16, 20.0f, DTYPE_F16 },
         { 1, { 0 }, { 100 }, 2, 2, 64, 0, 32, 0, DTYPE_BF16 },
+        { 2, { 3, 0 }, { 90, 1 }, 8, 2, 128, 0, 16, 0, DTYPE_F8E4M3 },
     };
     for (size_t c = 0; c < sizeof quick / sizeof quick[0]; c++) case_run(&quick[c], &r, 1.0f);
 }

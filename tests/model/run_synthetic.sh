@@ -52,13 +52,13 @@ b=$(CAIRN_LOG=error "$CAIRN" run --synthetic tests/engine/tiny_qwen3.json --synt
 if [ "$a" != "$b" ]; then ok "seeds differ"; else bad "seeds 1 and 2 gave the same output $a"; fi
 
 # --kv-dtype: every dtype runs; a bad one is refused
-for dt in f32 f16 bf16; do
+for dt in f32 f16 bf16 fp8 f8e4m3; do
     if CAIRN_LOG=error "$CAIRN" run --synthetic tests/engine/tiny_qwen3.json --prompt-ids 1,2,3 --max-tokens 4 \
          --kv-dtype $dt --backend cpu > /dev/null 2>&1; then ok "--kv-dtype $dt"; else bad "--kv-dtype $dt"; fi
 done
 if "$CAIRN" run --synthetic tests/engine/tiny_qwen3.json --prompt-ids 1 --kv-dtype q8 2> "$T/e" > /dev/null; then
     bad "--kv-dtype q8 accepted"
-elif grep -q "f32, f16 or bf16" "$T/e"; then ok "--kv-dtype q8 refused"; else bad "--kv-dtype q8: $(cat "$T/e")"; fi
+elif grep -q "f32, f16, bf16 or fp8" "$T/e"; then ok "--kv-dtype q8 refused"; else bad "--kv-dtype q8: $(cat "$T/e")"; fi
 
 # tokenizers: text needs one; one of another vocabulary is refused (models/default: 8192 ids > 512)
 if "$CAIRN" run --synthetic tests/engine/tiny_qwen3.json --prompt hi --backend cpu 2> "$T/e" > /dev/null; then

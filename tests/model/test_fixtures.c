@@ -5,7 +5,14 @@
  * On cuda the tolerance is 2e-2 and the first 8 greedy tokens must match; cuda-precise (hi + lo
  * GEMM inputs, f32 attention) is held to the ref/cpu bounds.
  * Set CAIRN_TEST_BACKENDS=cuda,cuda-precise (or "ref,cpu,cuda") to run others, and
- * CAIRN_TEST_FIXTURES=a,b to run only those fixtures. */
+ * CAIRN_TEST_FIXTURES=a,b to run only those fixtures.
+ *
+ * kv_fp8: on each of those backends, every fixture also runs with an f8e4m3 KV cache (scale 1.0)
+ * against the same backend with a bf16 cache: the logits of every prompt position may differ by
+ * at most FP8_LOGIT_TOL (max |Δ| / max |bf16 logit| per position; the measured worst is printed)
+ * and FP8_GREEDY greedy steps after prompt 0 (both caches fed the bf16 run's tokens) must pick
+ * the same token, except at near-ties of the bf16 run (top-2 gap < FP8_TIE * max |logit|: these
+ * random-weight models have nearly flat logits, and fp8's rounding moves them by a few percent). */
 #include <dirent.h>
 #include <jansson.h>
 #include <math.h>
@@ -157,6 +164,175 @@ static void run_fixture(const char *dir, const char *name, const char *backend, 
     json_decref(ref);
 }
 
+/* ==== fp8 KV cache against bf16 ==== */
+
+/* Measured on ref and cpu (docs/server.md): worst 1.6e-1 for the dense fixtures (bf16 vs f32
+ * caches: 4e-3), 3.0e-1 for MoE ones (expert choices flip; bf16 vs f32 alone gives 1.2e-1), 3.8e-2
+ * for the trained default model. A cache rounded toward zero instead of to nearest roughly doubles
+ * these; a wrong exponent gives > 1. */
+#define FP8_LOGIT_TOL     0.25
+#define FP8_LOGIT_TOL_MOE 0.6
+#define FP8_GREEDY        8
+#define FP8_TIE           0.05
+
+/* Logits of every position of ids with a kv_dtype cache, the whole prompt in one step. */
+static float *prompt_logits(struct opened *am, const int32_t *ids, int n, enum dtype kv_dtype)
+{
+    struct runner *r;
+    if (runner_new(am->m, am->be, n + 8, n, kv_dtype, &r) != STATUS_OK) return NULL;
+    float *lg = xmalloc(sizeof(float) * (size_t)n * (size_t)am->m->hp.n_vocab);
+    if (runner_feed(r, ids, n, lg, true) != STATUS_OK) {
+        free(lg);
+        lg = NULL;
+    }
+    runner_free(r);
+    return lg;
+}
+
+/* Top-2 gap of a row of logits, relative to its largest magnitude. */
+static double rel_gap(const float *x, int n)
+{
+    int b = argmax(x, n);
+    double second = -INFINITY, mag = 0;
+    for (int i = 0; i < n; i++) {
+        if (i != b && x[i] > second) second = x[i];
+        if (fabs(x[i]) > mag) mag = fabs(x[i]);
+    }
+    return mag > 0 ? (x[b] - second) / mag : 0;
+}
+
+/* FP8_GREEDY greedy steps after ids with a bf16 and an fp8 cache in lockstep, both fed the bf16
+ * run's tokens; returns the steps where they pick different tokens although the bf16 run had a
+ * clear winner (-1 if a step failed to run); *n_ties counts the near-ties skipped. */
+static int greedy_mismatches(struct opened *am, const int32_t *ids, int n, int *n_ties)
+{
+    int vocab = am->m->hp.n_vocab, bad = 0;
+    struct runner *ra, *rb;
+    *n_ties = 0;
+    if (runner_new(am->m, am->be, n + FP8_GREEDY + 1, 64, DTYPE_BF16, &ra) != STATUS_OK) return -1;
+    if (runner_new(am->m, am->be, n + FP8_GREEDY + 1, 64, DTYPE_F8E4M3, &rb) != STATUS_OK) {
+        runner_free(ra);
+        return -1;
+    }
+    float *la = xmalloc(sizeof(float) * (size_t)vocab), *lb = xmalloc(sizeof(float) * (size_t)vocab);
+    bool ok = runner_feed(ra, ids, n, la, false) == STATUS_OK && runner_feed(rb, ids, n, lb, false) == STATUS_OK;
+    for (int i = 0; ok && i < FP8_GREEDY; i++) {
+        int32_t ta = argmax(la, vocab), tb = argmax(lb, vocab);
+        if (rel_gap(la, vocab) < FP8_TIE) (*n_ties)++;
+        else if (ta != tb) bad++;
+        if (i + 1 < FP8_GREEDY)
+            ok = runner_feed(ra, &ta, 1, la, false) == STATUS_OK && runner_feed(rb, &ta, 1, lb, false) == STATUS_OK;
+    }
+    free(la);
+    free(lb);
+    runner_free(ra);
+    runner_free(rb);
+    return ok ? bad : -1;
+}
+
+static double fp8_fixture(const char *dir, const char *name, const char *backend)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/ref.json", dir);
+    json_error_t jerr;
+    json_t *ref = json_load_file(path, 0, &jerr);
+    EXPECTF(ref != NULL, "%s: %s", path, jerr.text);
+    if (!ref) return 0;
+    const char *model_dir = json_string_value(json_object_get(ref, "model_dir"));
+    struct opened am;
+    enum status st = open_model(model_dir ? model_dir : dir, backend, &am);
+    EXPECTF(st == STATUS_OK, "%s: cannot open model on %s: %s", name, backend, status_str(st));
+    if (st != STATUS_OK) { json_decref(ref); return 0; }
+    int vocab = am.m->hp.n_vocab;
+    double worst = 0;
+    json_t *prompts = json_object_get(ref, "prompts");
+    for (size_t p = 0; p < json_array_size(prompts); p++) {
+        int n;
+        int32_t *ids = json_ids(json_array_get(prompts, p), &n);
+        float *a = prompt_logits(&am, ids, n, DTYPE_BF16), *b = prompt_logits(&am, ids, n, DTYPE_F8E4M3);
+        EXPECTF(a && b, "%s on %s: prompt %zu did not run", name, backend, p);
+        double dev = a && b ? 0 : INFINITY;
+        for (int t = 0; a && b && t < n; t++) {
+            double max_a = 0, max_d = 0;
+            for (int v = 0; v < vocab; v++) {
+                double x = a[(size_t)t * vocab + v], d = fabs(b[(size_t)t * vocab + v] - x);
+                if (fabs(x) > max_a) max_a = fabs(x);
+                if (!(d <= max_d)) max_d = d;   // NaN propagates
+            }
+            double rel = max_a > 0 ? max_d / max_a : max_d;
+            if (!(rel <= dev)) dev = rel;
+        }
+        fprintf(stderr, "  %-28s %-4s prompt %zu (%3d tokens): fp8 vs bf16 cache, max rel logit dev %.2e\n", name,
+                backend, p, n, dev);
+        double tol = am.m->f.moe ? FP8_LOGIT_TOL_MOE : FP8_LOGIT_TOL;
+        EXPECTF(dev <= tol, "%s on %s: prompt %zu: fp8 cache logits off by %.3e (bound %.2g)", name, backend, p, dev,
+                tol);
+        if (!(dev <= worst)) worst = dev;
+        free(a);
+        free(b);
+        free(ids);
+    }
+    int n;
+    int32_t *ids = json_ids(json_array_get(prompts, 0), &n);
+    int n_ties, bad = greedy_mismatches(&am, ids, n, &n_ties);
+    fprintf(stderr, "  %-28s %-4s greedy: %d steps, %d near-ties skipped, %d different tokens\n", name, backend,
+            FP8_GREEDY, n_ties, bad);
+    EXPECTF(bad == 0, "%s on %s: fp8 cache greedy picks differ from bf16's at %d clear steps", name, backend, bad);
+    free(ids);
+    backend_free(am.be);
+    model_free(am.m);
+    json_decref(ref);
+    return worst;
+}
+
+static char **fixture_names(int *n_out)
+{
+    DIR *d = opendir(FIXTURES);
+    if (!d) { *n_out = 0; return NULL; }
+    char **names = xmalloc(sizeof(char *) * 128);
+    int n_names = 0;
+    const char *only = getenv("CAIRN_TEST_FIXTURES");   // comma-separated subset (GPU bisecting)
+    struct dirent *e;
+    while ((e = readdir(d)) && n_names < 128) {
+        if (e->d_name[0] == '.' || e->d_type != DT_DIR) continue;
+        if (only) {
+            char pat[300];
+            snprintf(pat, sizeof pat, ",%s,", e->d_name);
+            char list[1024];
+            snprintf(list, sizeof list, ",%s,", only);
+            if (!strstr(list, pat)) continue;
+        }
+        names[n_names++] = xstrdup(e->d_name);
+    }
+    closedir(d);
+    *n_out = n_names;
+    return names;
+}
+
+TEST(kv_fp8)
+{
+    const char *backends = getenv("CAIRN_TEST_BACKENDS");
+    if (!backends) backends = "ref,cpu";
+    int n_names;
+    char **names = fixture_names(&n_names);
+    ASSERT(n_names > 0);
+    char *list = xstrdup(backends), *save = NULL;
+    for (char *be = strtok_r(list, ",", &save); be; be = strtok_r(NULL, ",", &save)) {
+        double worst = 0;
+        for (int i = 0; i < n_names; i++) {
+            char dir[512];
+            snprintf(dir, sizeof dir, "%s/%s", FIXTURES, names[i]);
+            double w = fp8_fixture(dir, names[i], be);
+            if (!(w <= worst)) worst = w;
+        }
+        fprintf(stderr, "  fp8 cache on %s: worst max rel logit deviation from bf16 %.3e (bounds: dense %.2g, MoE %.2g)\n",
+                be, worst, FP8_LOGIT_TOL, FP8_LOGIT_TOL_MOE);
+    }
+    free(list);
+    for (int i = 0; i < n_names; i++) free(names[i]);
+    free(names);
+}
+
 TEST(all_fixtures)
 {
     const char *backends = getenv("CAIRN_TEST_BACKENDS");
@@ -197,5 +373,6 @@ int main(void)
 {
     log_init_from_env();
     RUN(all_fixtures);
+    RUN(kv_fp8);
     return test_summary();
 }

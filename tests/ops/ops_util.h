@@ -54,7 +54,7 @@ static inline void tt_randn(struct tt *x, struct rng *r, float scale)
     for (int64_t i = 0; i < n; i++) {
         float v = rng_normal(r) * scale;
         if (x->t.dtype == DTYPE_F32) ((float *)x->p)[i] = v;
-        else dtype_from_f32(x->t.dtype, &v, (char *)x->p + (size_t)i * 2, 1);
+        else dtype_from_f32(x->t.dtype, &v, (char *)x->p + (size_t)i * dtype_size(x->t.dtype), 1);
     }
 }
 

@@ -1,10 +1,14 @@
 /* test_ops: every op of the cpu backend against the ref backend (the oracle), over case tables
  * of shapes (1, odd, non-multiples of the SIMD width and tiles, real model dims, batches 1..64)
- * and weight / KV dtypes (f32, f16, bf16), with random inputs from fixed seeds; plus batch
- * invariance: a row computed alone, in a batch of 37 and with 1 or 2 threads is bit-identical.
+ * and weight / KV dtypes (f32, f16, bf16; f8e4m3 KV caches), with random inputs from fixed seeds;
+ * plus batch invariance: a row computed alone, in a batch of 37 and with 1 or 2 threads is
+ * bit-identical. The f8e4m3 conversions are checked code by code against an independent
+ * computation (e4m3_codes) and each kernel family's SIMD decode against the table.
  *
  * Set CAIRN_CPU_ISA=portable|avx2|avx512 to test one kernel family (default: the best one here).
  */
+#include <float.h>
+
 #include "harness.h"
 #include "ops/ops_util.h"
 
@@ -15,6 +19,7 @@
 static struct backend *g_ref, *g_cpu, *g_cpu1;   // ref, cpu (2 threads), cpu (1 thread)
 
 static const enum dtype float_dtypes[3] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16 };
+static const enum dtype kv_dtypes[4] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_F8E4M3 };
 
 /* ==== matmul ==== */
 
@@ -411,7 +416,118 @@ TEST(attention_vs_ref)
         { 1, 129, 129, 2, 1, 72, 64, 0 },  // window == chunk, prefill
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-        for (int d = 0; d < 3; d++) attn_case_run(&cases[c], float_dtypes[d], &r);
+        for (int d = 0; d < 4; d++) attn_case_run(&cases[c], kv_dtypes[d], &r);
+}
+
+/* ==== f8e4m3 ==== */
+
+/* The value of an e4m3 code from the format's definition, in double (NaN for S.1111.111). */
+static double e4m3_value(int c)
+{
+    int e = (c >> 3) & 15, m = c & 7;
+    if (e == 15 && m == 7) return NAN;
+    double v = e == 0 ? ldexp(m / 8.0, -6) : ldexp(1.0 + m / 8.0, e - 7);
+    return c & 0x80 ? -v : v;
+}
+
+/* The code f32_to_e4m3 should give, by search: among the codes of x's sign the nearest value,
+ * ties to the even mantissa; beyond 448 that is 448 (saturation). */
+static int e4m3_nearest(float x)
+{
+    if (isnan(x)) return 0x7f;
+    int sign = signbit(x) ? 0x80 : 0, best = -1;
+    double ax = fabs((double)x), best_d = INFINITY;
+    for (int c = 0; c < 0x7f; c++) {
+        double d = fabs(ax - e4m3_value(c));
+        if (d < best_d || (d == best_d && !(c & 1))) { best = c; best_d = d; }
+    }
+    return sign | best;
+}
+
+static float f32_next(float x, int ulps)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u += (uint32_t)ulps;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+TEST(e4m3_codes)
+{
+    // known values, then every code: the table against the definition, and back to the same code
+    EXPECT(e4m3_to_f32(0x38) == 1.0f && e4m3_to_f32(0xb8) == -1.0f && e4m3_to_f32(0x7e) == 448.0f);
+    EXPECT(e4m3_to_f32(0x01) == 0.001953125f && e4m3_to_f32(0x08) == 0.015625f && e4m3_to_f32(0x3f) == 1.875f);
+    EXPECT(e4m3_to_f32(0x80) == 0.0f && signbit(e4m3_to_f32(0x80)) && isnan(e4m3_to_f32(0xff)));
+    int bad = 0;
+    for (int c = 0; c < 256; c++) {
+        float v = e4m3_to_f32((uint8_t)c);
+        double want = e4m3_value(c);
+        bool same = isnan(want) ? isnan(v) : (double)v == want && !signbit(v) == !(c & 0x80);
+        uint8_t back = f32_to_e4m3(v);
+        bool round_trip = isnan(want) ? (back & 0x7f) == 0x7f : back == c;
+        if ((!same || !round_trip) && bad++ < 5) fprintf(stderr, "    code 0x%02x: %g -> 0x%02x\n", c, v, back);
+    }
+    EXPECTF(bad == 0, "%d of 256 e4m3 codes decode or round-trip wrong", bad);
+    // rounding: each midpoint between neighbours (a tie: to the even mantissa) and one f32 ulp
+    // either side, and the extremes; then random magnitudes 2^-12 .. 2^10 of both signs
+    float xs[4096];
+    int n = 0;
+    for (int c = 0; c < 0x7e; c++) {
+        float mid = (float)((e4m3_value(c) + e4m3_value(c + 1)) / 2);
+        xs[n++] = mid; xs[n++] = f32_next(mid, -1); xs[n++] = f32_next(mid, 1);
+    }
+    const float special[] = { 448.0f, 449.0f, 463.99f, 464.0f, 465.0f, 480.0f, 1e30f, INFINITY, FLT_MAX,
+                              0.0f, 1e-30f, 0.0009765625f /* 2^-10: tie to 0 */, 0.00146484375f /* 1.5 * 2^-9 */,
+                              1e-45f, 0.0146484375f /* 7.5 * 2^-9: tie into the normals */ };
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) xs[n++] = special[i];
+    int n_pos = n;
+    for (int i = 0; i < n_pos; i++) xs[n++] = -xs[i];
+    int mism = 0;
+    for (int i = 0; i < n; i++) {
+        int got = f32_to_e4m3(xs[i]), want = e4m3_nearest(xs[i]);
+        if (got != want && mism++ < 5) fprintf(stderr, "    %.9g -> 0x%02x, want 0x%02x\n", xs[i], got, want);
+    }
+    struct rng r;
+    rng_seed(&r, 21);
+    for (int i = 0; i < 200000; i++) {
+        float x = ldexpf(1.0f + (float)(rng_next(&r) % 1000000) / 1e6f, (int)(rng_next(&r) % 23) - 12);
+        if (rng_next(&r) & 1) x = -x;
+        int got = f32_to_e4m3(x), want = e4m3_nearest(x);
+        if (got != want && mism++ < 5) fprintf(stderr, "    %.9g -> 0x%02x, want 0x%02x\n", x, got, want);
+    }
+    EXPECTF(mism == 0, "%d f32 -> e4m3 conversions differ from the nearest-even search", mism);
+    EXPECT(f32_to_e4m3(NAN) == 0x7f && f32_to_e4m3(-INFINITY) == 0xfe && f32_to_e4m3(-1e-30f) == 0x80);
+    // the array conversions use the same functions
+    uint8_t codes[3];
+    float three[3] = { 1.0f, -448.0f, 0.5f }, back[3];
+    dtype_from_f32(DTYPE_F8E4M3, three, codes, 3);
+    dtype_to_f32(DTYPE_F8E4M3, codes, back, 3);
+    EXPECT(codes[0] == 0x38 && codes[1] == 0xfe && !memcmp(back, three, sizeof three));
+    EXPECT(dtype_size(DTYPE_F8E4M3) == 1 && !strcmp(dtype_name(DTYPE_F8E4M3), "f8e4m3"));
+    EXPECT(dtype_parse_kv("fp8") == DTYPE_F8E4M3 && dtype_parse_kv("f8e4m3") == DTYPE_F8E4M3 &&
+           dtype_parse_kv("bf16") == DTYPE_BF16 && dtype_parse_kv("e4m3") == -1);
+}
+
+/* The kernel family's SIMD decode (the loads attention uses) equals the table, every code, at
+ * every offset and length (full vectors and partial tails). */
+TEST(e4m3_simd_decode)
+{
+    const struct cpu_kern *kf = cpu_kern_pick();
+    uint8_t codes[256 + 40];
+    for (int i = 0; i < (int)sizeof codes; i++) codes[i] = (uint8_t)(i * 7 + 3);   // every code, shuffled
+    float out[256 + 40];
+    int bad = 0;
+    for (int off = 0; off < 20; off++)
+        for (int n = 1; n <= 256; n += (n < 40 ? 1 : 37)) {
+            kf->to_f32(DTYPE_F8E4M3, codes + off, out, n);
+            for (int i = 0; i < n; i++) {
+                float want = e4m3_to_f32(codes[off + i]);
+                if (!(isnan(want) ? isnan(out[i]) : !memcmp(&out[i], &want, 4)) && bad++ < 5)
+                    fprintf(stderr, "    %s: code 0x%02x -> %g, want %g\n", kf->name, codes[off + i], out[i], want);
+            }
+        }
+    EXPECTF(bad == 0, "%s: %d e4m3 decodes wrong", kf->name, bad);
 }
 
 /* ==== MoE ==== */
@@ -512,6 +628,7 @@ int main(void)
     const char *isas[3] = { "avx512", "avx2", "portable" };
     if (backend_new("ref", NULL, &g_ref)) return 1;
     RUN(ref_known_answers);
+    RUN(e4m3_codes);
     for (int f = 0; f < 3; f++) {
         if (!cpu_kern_by_name(isas[f])) {
             fprintf(stderr, "cpu kernels %s: not supported here\n", isas[f]);
@@ -531,6 +648,7 @@ int main(void)
         RUN(embed_vs_ref);
         RUN(argmax_and_route);
         RUN(rope_vs_ref);
+        RUN(e4m3_simd_decode);
         RUN(attention_vs_ref);
         RUN(moe_ffn_vs_ref);
         RUN(weight_prepare_copies);

@@ -41,6 +41,7 @@ static inline struct v8 v_ldw_part(enum dtype dt, const void *p, int n)
     struct v8 r = v_zero();
     if (dt == DTYPE_F32) memcpy(r.f, p, (size_t)n * sizeof(float));
     else if (dt == DTYPE_BF16) for (int i = 0; i < n; i++) r.f[i] = bf16_to_f32(((const uint16_t *)p)[i]);
+    else if (dt == DTYPE_F8E4M3) for (int i = 0; i < n; i++) r.f[i] = e4m3_to_f32(((const uint8_t *)p)[i]);
     else for (int i = 0; i < n; i++) r.f[i] = f16_to_f32(((const uint16_t *)p)[i]);
     return r;
 }

@@ -47,7 +47,7 @@ struct cpu_kern {
     /* acc[r * hd + i] += sum_j p[r * ld_p + j] * v_rows[j][i] for r < n_q, i < hd. */
     void (*pv)(int n_q, float *acc, int hd, const float *p, int ld_p, const void *const *v_rows,
                int n_k, enum dtype dt);
-    /* dst[i] = (float)src[i] for a bf16/f16/f32 row. */
+    /* dst[i] = (float)src[i] for a bf16/f16/f32 (or f8e4m3) row. */
     void (*to_f32)(enum dtype dt, const void *src, float *dst, int64_t n);
     /* Sum of n floats with 4 vector accumulators (n % (4 * lanes) == 0): streams memory at the
      * full load width; the memory bandwidth probe (membw.h) uses it. */

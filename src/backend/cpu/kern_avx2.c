@@ -32,15 +32,33 @@ static inline __m256 v_cvt16(enum dtype dt, __m128i h)
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
+/* Eight e4m3 codes (the low 8 bytes of b) as f32, exactly: S.EEEE.MMM moved into an f16 as
+ * S.0EEEE.MMM0000000 is the same number times 2^-8 (bias 15 instead of 7; subnormals line up
+ * too), so convert with F16C and multiply by 256; S.1111.111 (NaN) gets an all-ones f16 exponent. */
+static inline __m256 v_cvt8(__m128i b)
+{
+    __m128i x = _mm_cvtepu8_epi16(b);
+    __m128i mag = _mm_and_si128(x, _mm_set1_epi16(0x7f));
+    __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(x, _mm_set1_epi16(0x80)), 8), _mm_slli_epi16(mag, 7));
+    h = _mm_or_si128(h, _mm_and_si128(_mm_cmpeq_epi16(mag, _mm_set1_epi16(0x7f)), _mm_set1_epi16(0x7c00)));
+    return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
+}
+
 static inline __m256 v_ldw(enum dtype dt, const void *p)
 {
     if (dt == DTYPE_F32) return _mm256_loadu_ps(p);
+    if (dt == DTYPE_F8E4M3) return v_cvt8(_mm_loadl_epi64((const __m128i *)p));
     return v_cvt16(dt, _mm_loadu_si128((const __m128i *)p));
 }
 
 static inline __m256 v_ldw_part(enum dtype dt, const void *p, int n)
 {
     if (dt == DTYPE_F32) return _mm256_maskload_ps(p, v_mask(n));
+    if (dt == DTYPE_F8E4M3) {
+        uint8_t tmp[16] = { 0 };
+        memcpy(tmp, p, (size_t)n);
+        return v_cvt8(_mm_loadu_si128((const __m128i *)tmp));
+    }
     uint16_t tmp[8] = { 0 };
     memcpy(tmp, p, (size_t)n * 2);
     return v_cvt16(dt, _mm_loadu_si128((const __m128i *)tmp));

@@ -28,15 +28,29 @@ static inline __m512 v_cvt16(enum dtype dt, __m256i h)
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
+/* Sixteen e4m3 codes as f32, exactly: the f16 trick of kern_avx2.c's v_cvt8 (S.EEEE.MMM as the
+ * f16 S.0EEEE.MMM0000000 is the value times 2^-8; NaN gets an all-ones f16 exponent). */
+static inline __m512 v_cvt8(__m128i b)
+{
+    __m256i x = _mm256_cvtepu8_epi16(b);
+    __m256i mag = _mm256_and_si256(x, _mm256_set1_epi16(0x7f));
+    __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(x, _mm256_set1_epi16(0x80)), 8),
+                                _mm256_slli_epi16(mag, 7));
+    h = _mm256_or_si256(h, _mm256_and_si256(_mm256_cmpeq_epi16(mag, _mm256_set1_epi16(0x7f)), _mm256_set1_epi16(0x7c00)));
+    return _mm512_mul_ps(_mm512_cvtph_ps(h), _mm512_set1_ps(256.0f));
+}
+
 static inline __m512 v_ldw(enum dtype dt, const void *p)
 {
     if (dt == DTYPE_F32) return _mm512_loadu_ps(p);
+    if (dt == DTYPE_F8E4M3) return v_cvt8(_mm_loadu_si128((const __m128i *)p));
     return v_cvt16(dt, _mm256_loadu_si256((const __m256i *)p));
 }
 
 static inline __m512 v_ldw_part(enum dtype dt, const void *p, int n)
 {
     if (dt == DTYPE_F32) return _mm512_maskz_loadu_ps(v_mask(n), p);
+    if (dt == DTYPE_F8E4M3) return v_cvt8(_mm_maskz_loadu_epi8(v_mask(n), p));
     return v_cvt16(dt, _mm256_maskz_loadu_epi16(v_mask(n), p));
 }
 

@@ -4,7 +4,8 @@
  *   VEC                 the vector type of VLANES f32 lanes
  *   v_zero() v_fma(a, b, acc) v_bcast(f) v_hsum(v)      arithmetic (v_hsum: one fixed tree)
  *   v_ldx(p) v_ldx_part(p, n)                            f32 loads (part: n < VLANES, rest 0)
- *   v_ldw(dt, p) v_ldw_part(dt, p, n)                    bf16/f16/f32 loads converted to f32
+ *   v_ldw(dt, p) v_ldw_part(dt, p, n)                    bf16/f16/f32 (and f8e4m3 for KV caches)
+ *                                                        loads converted to f32
  *   v_st(p, v) v_st_part(p, v, n)                        f32 stores
  *   KERN_NAME, KERN_TABLE, KERN_MR, KERN_NR              the family's name, table symbol, tile
  * The tile body is the only place a matmul dot product is computed, so its operation order (see
@@ -14,7 +15,7 @@
 #error "kern_tmpl.h needs the vector vocabulary; include it from a kern*.c file"
 #endif
 
-#define KT_ESIZE(dt) ((dt) == DTYPE_F32 ? 4 : 2)
+#define KT_ESIZE(dt) ((dt) == DTYPE_F32 ? 4 : (dt) == DTYPE_F8E4M3 ? 1 : 2)
 #define KT_INLINE static inline __attribute__((always_inline))
 
 /* Tile loops are fully unrolled (MR, NR are constants after inlining) so that the accumulators
@@ -321,6 +322,7 @@ static void kt_qk(int n_q, const float *q, int hd, const void *const *k_rows, in
     case DTYPE_F32: kt_qk_body(DTYPE_F32, n_q, q, hd, k_rows, n_k, s, ld_s); return;
     case DTYPE_F16: kt_qk_body(DTYPE_F16, n_q, q, hd, k_rows, n_k, s, ld_s); return;
     case DTYPE_BF16: kt_qk_body(DTYPE_BF16, n_q, q, hd, k_rows, n_k, s, ld_s); return;
+    case DTYPE_F8E4M3: kt_qk_body(DTYPE_F8E4M3, n_q, q, hd, k_rows, n_k, s, ld_s); return;
     default: CHECK(0, "attention: kv dtype %s", dtype_name(dt));
     }
 }
@@ -332,6 +334,7 @@ static void kt_pv(int n_q, float *acc, int hd, const float *p, int ld_p, const v
     case DTYPE_F32: kt_pv_body(DTYPE_F32, n_q, acc, hd, p, ld_p, v_rows, n_k); return;
     case DTYPE_F16: kt_pv_body(DTYPE_F16, n_q, acc, hd, p, ld_p, v_rows, n_k); return;
     case DTYPE_BF16: kt_pv_body(DTYPE_BF16, n_q, acc, hd, p, ld_p, v_rows, n_k); return;
+    case DTYPE_F8E4M3: kt_pv_body(DTYPE_F8E4M3, n_q, acc, hd, p, ld_p, v_rows, n_k); return;
     default: CHECK(0, "attention: kv dtype %s", dtype_name(dt));
     }
 }
@@ -350,6 +353,7 @@ static void kt_to_f32(enum dtype dt, const void *src, float *dst, int64_t n)
     case DTYPE_F32: kt_to_f32_body(DTYPE_F32, src, dst, n); return;
     case DTYPE_F16: kt_to_f32_body(DTYPE_F16, src, dst, n); return;
     case DTYPE_BF16: kt_to_f32_body(DTYPE_BF16, src, dst, n); return;
+    case DTYPE_F8E4M3: kt_to_f32_body(DTYPE_F8E4M3, src, dst, n); return;
     default: CHECK(0, "to_f32: dtype %s", dtype_name(dt));
     }
 }

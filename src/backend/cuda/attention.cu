@@ -254,7 +254,7 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
         (float *)dptr(out), part_acc, part_ml, cb->d_attn_done, (const float *)dptr(q), (const T *)dptr(&kv->k), \
         (const T *)dptr(&kv->v), b->d_tok_pos, b->d_tok_seq, b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, \
         ap->n_kv_heads, ap->scale, ap->window, ap->softcap, n_split, cb->deterministic)
-#define SPLIT_CASE(DD) case DD: DISPATCH_FLOAT(kv->k.dtype, T, { \
+#define SPLIT_CASE(DD) case DD: DISPATCH_KV(kv->k.dtype, T, { \
         if (G <= 4) SPLIT_LAUNCH(DD, 4); else SPLIT_LAUNCH(DD, ATT_G_MAX); }); break;
     switch (ap->head_dim) {
     SPLIT_CASE(16)

@@ -69,7 +69,7 @@ __device__ __forceinline__ void attn_merge_if_last(float *out, const float *part
     }
 }
 
-/* The streaming split-K kernel (attention_decode.cu): any step, built for decode. bf16/f16 caches,
+/* The streaming split-K kernel (attention_decode.cu): any step, built for decode. bf16/f16/fp8 caches,
  * head_dim 64/128 with up to 8 query heads per KV head or 256 with up to 4; false otherwise (the
  * generic kernel runs). */
 bool cuda_attention_decode(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,

@@ -4,7 +4,7 @@
  * Query tiles come from batch_begin: runs of up to ATT_TILE (128) consecutive positions of one
  * sequence. Decode steps (one token per sequence) use the split-K kernel in attention.cu instead.
  *
- * Main kernel (k_attn_fa2; bf16 or f16 cache, head_dim 64, 128 or 256): a block takes 128 query
+ * Main kernel (k_attn_fa2; bf16, f16 or f8e4m3 cache, head_dim 64, 128 or 256): a block takes 128 query
  * rows of one query head (head_dim 256: 64), as WARPS warps of MT m16 tiles each (4 x 2 by
  * default: each K/V fragment loaded by ldmatrix feeds two MMAs). Q is converted to the cache's
  * 16-bit type once into shared memory (with one m-tile per warp its A fragments then stay in
@@ -21,6 +21,12 @@
  * are padded by 16 bytes in shared memory so ldmatrix's eight row addresses fall in distinct
  * banks. Blocks run in descending tile order (longest key ranges first) with the query heads of
  * one KV head adjacent, so a KV tile is reused from L2 by the heads of its group.
+ *
+ * f8e4m3 caches: the tensor cores' fp8 MMA would need Q and P in fp8 too, so instead the fp8 K/V
+ * tiles are cp.async'd (half the bytes of bf16) into their own double-buffered staging area and,
+ * once landed, widened to bf16 (exact: every e4m3 value is a bf16 value) into one K and one V
+ * tile that ldmatrix reads as in the bf16 kernel; the math is then the bf16 kernel's. The widening
+ * costs a pass over the tile in shared memory and one more barrier per tile.
  *
  * Fallback (k_attn_tiled; f32 cache or other head dims): WMMA with S and O in shared memory,
  * 64 rows per block.
@@ -95,26 +101,51 @@ template <> __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi
     return *reinterpret_cast<uint32_t *>(&v);
 }
 
-/* Block shape: WARPS warps of MT m16 tiles (16 query rows) each, BC keys per K/V tile. */
-template <int D, int WARPS, int MT, int BC>
+/* The 16-bit type the MMAs take for a cache element type S: the cache's own, bf16 for fp8. */
+template <typename S> struct fa2_math { typedef S T; };
+template <> struct fa2_math<__nv_fp8_e4m3> { typedef __nv_bfloat16 T; };
+
+/* Block shape: WARPS warps of MT m16 tiles (16 query rows) each, BC keys per K/V tile, cache
+ * elements S. Shared memory: Q, then K[2], V[2] (16-bit caches: cp.async lands in them); fp8:
+ * Q, one bf16 K and V, then the fp8 staging K[2], V[2]. */
+template <typename S, int D, int WARPS, int MT, int BC>
 struct fa2_cfg {
+    static constexpr bool F8 = sizeof(S) == 1;
     static constexpr int ROWS = 16 * MT * WARPS;   // query rows per block
     static constexpr int NT = 32 * WARPS;          // threads
-    static constexpr int LD = D + 8;               // shared row stride in elements (16-byte pad)
+    static constexpr int LD = D + 8;               // 16-bit row stride in elements (16-byte pad)
+    static constexpr int LDS = F8 ? D + 16 : LD;   // staging row stride in elements (16-byte pad)
     static constexpr bool Q_REGS = MT == 1 && D <= 128;   // Q fragments stay in registers
-    static constexpr size_t SMEM = ((size_t)ROWS + 4 * BC) * LD * 2;   // Q, K[2], V[2]
+    static constexpr size_t STAGE = ((size_t)ROWS + (F8 ? 2 : 0) * BC) * LD * 2;   // staging offset (bytes)
+    static constexpr size_t SMEM = STAGE + 4 * (size_t)BC * LDS * sizeof(S);
 };
 
-template <typename T, int D, int WARPS, int MT, int BC>
+/* Sixteen e4m3 codes to sixteen bf16 (exact), in order. */
+__device__ __forceinline__ void f8x16_to_bf16(uint4 in, uint4 out[2])
+{
+    const __nv_fp8x2_storage_t *p = reinterpret_cast<const __nv_fp8x2_storage_t *>(&in);
+    uint32_t *o = reinterpret_cast<uint32_t *>(out);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(p[i], __NV_E4M3)));
+        __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
+        o[i] = *reinterpret_cast<uint32_t *>(&b);
+    }
+}
+
+template <typename S, int D, int WARPS, int MT, int BC>
 __global__ void __launch_bounds__(32 * WARPS, 8 / WARPS) k_attn_fa2(
-    float *out, const float *q, const T *kc, const T *vc, const int32_t *tiles, int n_tiles, const int32_t *tok_pos,
+    float *out, const float *q, const S *kc, const S *vc, const int32_t *tiles, int n_tiles, const int32_t *tok_pos,
     const int32_t *seq_block0, const int32_t *block_ids, int block_size, int bs_shift, int n_heads, int n_kv,
     float scale, int window, float softcap)
 {
-    typedef fa2_cfg<D, WARPS, MT, BC> C;
-    constexpr int ROWS = C::ROWS, NT = C::NT, LD = C::LD, NSUB = ATT_TILE / ROWS, WR = 16 * MT;
+    typedef fa2_cfg<S, D, WARPS, MT, BC> C;
+    typedef typename fa2_math<S>::T T;
+    constexpr int ROWS = C::ROWS, NT = C::NT, LD = C::LD, LDS = C::LDS, NSUB = ATT_TILE / ROWS, WR = 16 * MT;
     extern __shared__ __align__(128) unsigned char smem[];
-    T *Qs = (T *)smem, *Ks = Qs + ROWS * LD, *Vs = Ks + 2 * BC * LD;
+    T *Qs = (T *)smem;
+    S *Kst = (S *)(smem + C::STAGE), *Vst = Kst + 2 * BC * LDS;   // where cp.async lands, [2][BC][LDS]
+    T *K16 = Qs + ROWS * LD, *V16 = K16 + BC * LD;                  // fp8: the widened tile
 
     // Heaviest tiles (latest in the batch, most keys) first; heads of one KV group adjacent.
     const int per_tile = n_heads * NSUB;
@@ -128,7 +159,7 @@ __global__ void __launch_bounds__(32 * WARPS, 8 / WARPS) k_attn_fa2(
     const int p_first = tok_pos[t0], p_last = p_first + n_rows - 1;
     const int32_t *blocks = block_ids + seq_block0[s];
     const size_t krow = (size_t)n_kv * D;
-    const T *kbase = kc + (size_t)kvh * D, *vbase = vc + (size_t)kvh * D;
+    const S *kbase = kc + (size_t)kvh * D, *vbase = vc + (size_t)kvh * D;
 
     // Q rows -> 16-bit shared (rows past the tile zero); f32 in, four at a time.
     for (int i = tid; i < ROWS * D / 4; i += NT) {
@@ -145,17 +176,17 @@ __global__ void __launch_bounds__(32 * WARPS, 8 / WARPS) k_attn_fa2(
     const int n_kt = (p_last - k_lo) / BC + 1;
 
     auto load_kv = [&](int kb, int buf) {
-        T *ks = Ks + buf * BC * LD, *vs = Vs + buf * BC * LD;
-        constexpr int CH = D / 8;   // 16-byte chunks per row
+        S *ks = Kst + buf * BC * LDS, *vs = Vst + buf * BC * LDS;
+        constexpr int EPC = 16 / sizeof(S), CH = D / EPC;   // elements per 16-byte chunk, chunks per row
 #pragma unroll
         for (int i = tid; i < BC * CH; i += NT) {
-            int r = i / CH, c = (i % CH) * 8, pos = kb + r;
+            int r = i / CH, c = (i % CH) * EPC, pos = kb + r;
             bool ok = pos <= p_last;
             // block_size a power of two (the usual 16): shifts instead of a division
             int blk = bs_shift >= 0 ? pos >> bs_shift : pos / block_size;
             size_t slot = ok ? (size_t)blocks[blk] * block_size + (pos - blk * block_size) : 0;
-            cp_async16(ks + r * LD + c, kbase + slot * krow + c, ok);
-            cp_async16(vs + r * LD + c, vbase + slot * krow + c, ok);
+            cp_async16(ks + r * LDS + c, kbase + slot * krow + c, ok);
+            cp_async16(vs + r * LDS + c, vbase + slot * krow + c, ok);
         }
     };
     load_kv(k_lo, 0);
@@ -200,7 +231,28 @@ __global__ void __launch_bounds__(32 * WARPS, 8 / WARPS) k_attn_fa2(
             cp_async_wait<0>();
         }
         __syncthreads();
-        const T *ks = Ks + buf * BC * LD, *vs = Vs + buf * BC * LD;
+        const T *ks, *vs;
+        if constexpr (C::F8) {
+            // widen the landed fp8 tile into the bf16 one (last read by the previous tile's MMAs,
+            // before its closing barrier)
+            const S *k8 = Kst + buf * BC * LDS, *v8 = Vst + buf * BC * LDS;
+            for (int i = tid; i < BC * D / 16; i += NT) {
+                const int r = i / (D / 16), c = (i % (D / 16)) * 16;
+                uint4 w[2];
+                f8x16_to_bf16(*reinterpret_cast<const uint4 *>(k8 + r * LDS + c), w);
+                *reinterpret_cast<uint4 *>(K16 + r * LD + c) = w[0];
+                *reinterpret_cast<uint4 *>(K16 + r * LD + c + 8) = w[1];
+                f8x16_to_bf16(*reinterpret_cast<const uint4 *>(v8 + r * LDS + c), w);
+                *reinterpret_cast<uint4 *>(V16 + r * LD + c) = w[0];
+                *reinterpret_cast<uint4 *>(V16 + r * LD + c + 8) = w[1];
+            }
+            __syncthreads();
+            ks = K16;
+            vs = V16;
+        } else {
+            ks = Kst + buf * BC * LD;
+            vs = Vst + buf * BC * LD;
+        }
         // Warps whose rows see no key of this tile skip it (causal diagonal, before the window,
         // rows past a short tile).
         bool skip = wr0 >= n_rows || kb > w_max || (window > 0 && kb + BC - 1 <= w_min - window);
@@ -337,7 +389,7 @@ template <typename T, int D, int WARPS, int MT, int BC>
 static void launch_fa2(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                        const struct attn_params *ap, const struct batch_meta *m)
 {
-    typedef fa2_cfg<D, WARPS, MT, BC> C;
+    typedef fa2_cfg<T, D, WARPS, MT, BC> C;
     static_assert(ATT_TILE % C::ROWS == 0, "a tile must split into whole blocks");
     const struct cuda_batch *b = &cb->batch;
     auto kern = k_attn_fa2<T, D, WARPS, MT, BC>;
@@ -353,7 +405,7 @@ static void launch_fa2(struct cuda_backend *cb, struct tensor *out, const struct
     LAUNCH_CHECK();
 }
 
-/* head_dim 64/128/256 over a bf16/f16 cache; false otherwise. Block shapes measured on H100
+/* head_dim 64/128/256 over a bf16/f16/f8e4m3 cache; false otherwise. Block shapes measured on H100
  * (bench/attn_bench, Qwen3-8B shape, causal 4K / 32K tokens, TFLOP/s): 4 warps x 32 rows, 64-key
  * tiles 225 / 265; the same with 32-key tiles 220 / 256; 8 warps x 16 rows 187 / 216; 4 warps x
  * 16 rows 185 / 205. Two m-tiles per warp halve the K/V fragment loads per MMA; the 128-row shape
@@ -388,7 +440,8 @@ static bool fa2_dispatch(struct cuda_backend *cb, struct tensor *out, const stru
 }
 
 /* ------------------------------------------------------------------------------------------- */
-/* Fallback: WMMA, S and O staged in shared memory (f32 caches, head dims other than 64/128/256) */
+/* Fallback: WMMA, S and O staged in shared memory (f32 caches, head dims other than 64/128/256;
+ * f16/bf16/f8e4m3 caches are widened on load by load8) */
 
 #define TQ 64          // query rows per block
 #define TK 64          // keys per tile
@@ -573,9 +626,10 @@ bool cuda_attention_tiled(struct cuda_backend *cb, struct tensor *out, const str
 {
     if (kv->k.dtype == DTYPE_BF16 && fa2_dispatch<__nv_bfloat16>(cb, out, q, kv, ap, m)) return true;
     if (kv->k.dtype == DTYPE_F16 && fa2_dispatch<__half>(cb, out, q, kv, ap, m)) return true;
+    if (kv->k.dtype == DTYPE_F8E4M3 && fa2_dispatch<__nv_fp8_e4m3>(cb, out, q, kv, ap, m)) return true;
     int D = ap->head_dim;
     if (D % 16 || tiled_layout(D).total > cb->smem_optin) return false;
-#define TILED_CASE(DD) case DD: DISPATCH_FLOAT(kv->k.dtype, T, launch<T, DD>(cb, out, q, kv, ap, m)); return true;
+#define TILED_CASE(DD) case DD: DISPATCH_KV(kv->k.dtype, T, launch<T, DD>(cb, out, q, kv, ap, m)); return true;
     switch (D) {
     TILED_CASE(16)
     TILED_CASE(32)

@@ -402,8 +402,6 @@ extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct ba
     cb->att_split_max = env && atoi(env) >= 1 ? atoi(env) : 64;
     env = getenv("CAIRN_CUDA_ATT_DECODE");
     cb->att_dec_off = env && !strcmp(env, "0");
-    env = getenv("CAIRN_CUDA_ATT_DEC_NL");
-    cb->att_dec_nl = env && atoi(env) == 8 ? 8 : 4;
     env = getenv("CAIRN_CUDA_ATT_DEC_MIN_KEYS");
     cb->att_dec_min_keys = env && atoi(env) >= 1 ? atoi(env) : 64;
     CUDA_CHECK(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking));

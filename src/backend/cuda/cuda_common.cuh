@@ -12,6 +12,7 @@
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -71,7 +72,6 @@ struct cuda_backend {
     bool            norm_fuse;          // RMSNorm inside decode GEMVs (CAIRN_CUDA_NORM_FUSE=0: separate kernel)
     int             att_split_max;      // most key splits of decode attention (CAIRN_CUDA_ATT_SPLITS)
     bool            att_dec_off;        // CAIRN_CUDA_ATT_DECODE=0: the generic attention kernel for decode
-    int             att_dec_nl;         // streaming decode attention: 16-byte K (and V) loads per lane per group
     int             att_dec_min_keys;   // streaming decode attention: fewest keys per split
     int32_t        *d_attn_done;        // split-K attention: finished splits per (token, KV head)
     size_t          attn_done_cap;
@@ -100,11 +100,20 @@ template <typename T> __device__ __forceinline__ float to_f(T v);
 template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
 template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_f<__nv_fp8_e4m3>(__nv_fp8_e4m3 v) { return static_cast<float>(v); }
 
 template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
+/* f8e4m3 KV caches: round to nearest even, saturate to +-448, NaN stays NaN (tensor/dtype.h's
+ * f32_to_e4m3 does the same on the host); no scale factor. */
+template <> __device__ __forceinline__ __nv_fp8_e4m3 from_f<__nv_fp8_e4m3>(float v)
+{
+    __nv_fp8_e4m3 r;
+    r.__x = __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
+    return r;
+}
 
 /* Calls F<T>(args...) with T the CUDA type of dtype dt (f32, f16, bf16). */
 #define DISPATCH_FLOAT(dt, T, ...) do { \
@@ -115,13 +124,29 @@ template <> __device__ __forceinline__ __half from_f<__half>(float v) { return _
         default: CHECK(0, "cuda: unsupported dtype %s", dtype_name(dt)); \
         } } while (0)
 
+/* DISPATCH_FLOAT plus the f8e4m3 of KV caches (kv_write and attention only: weights and
+ * activations never come in fp8, so the other ops are not compiled for it). */
+#define DISPATCH_KV(dt, T, ...) do { \
+        if ((dt) == DTYPE_F8E4M3) { typedef __nv_fp8_e4m3 T; __VA_ARGS__; } \
+        else DISPATCH_FLOAT(dt, T, __VA_ARGS__); } while (0)
+
 static inline void *dptr(const struct tensor *t) { return (char *)t->buf->data + t->offset; }
 
-/* Eight consecutive values as floats: one 16-byte load for bf16/f16, two for f32 (16-byte aligned). */
+/* Eight consecutive values as floats: one 16-byte load for bf16/f16, two for f32 (16-byte
+ * aligned), one 8-byte load for f8e4m3 (8-byte aligned; pairs widened by the f16x2 convert). */
 template <typename T>
 __device__ __forceinline__ void load8(const T *src, float *dst)
 {
-    if (sizeof(T) == 2) {
+    if constexpr (sizeof(T) == 1) {
+        uint2 u = *reinterpret_cast<const uint2 *>(src);
+        const __nv_fp8x2_storage_t *p = reinterpret_cast<const __nv_fp8x2_storage_t *>(&u);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(p[i], __NV_E4M3)));
+            dst[2 * i] = f.x;
+            dst[2 * i + 1] = f.y;
+        }
+    } else if constexpr (sizeof(T) == 2) {
         uint4 u = *reinterpret_cast<const uint4 *>(src);
         const T *h = reinterpret_cast<const T *>(&u);
 #pragma unroll

@@ -177,7 +177,7 @@ void cuda_qk_rope_kv(struct backend *be, struct tensor *q, struct tensor *k, con
     dim3 grid(m->n_tok, n_heads + n_kv);
     size_t smem = sizeof(float) * (size_t)hd;
     enum dtype wdt = q_norm ? q_norm->dtype : DTYPE_F32;
-    DISPATCH_FLOAT(kv->k.dtype, T, DISPATCH_FLOAT(wdt, W, launch_pdl_smem(cb, k_qk_rope_kv<T, W>, grid,
+    DISPATCH_KV(kv->k.dtype, T, DISPATCH_FLOAT(wdt, W, launch_pdl_smem(cb, k_qk_rope_kv<T, W>, grid,
         dim3(threads), smem, (float *)dptr(q), (const float *)dptr(k), (const float *)dptr(v), (T *)dptr(&kv->k), (T *)dptr(&kv->v),
         q_norm ? (const W *)dptr(q_norm) : (const W *)NULL, k_norm ? (const W *)dptr(k_norm) : (const W *)NULL, eps,
         w_offset, cb->batch.d_tok_pos, cb->batch.d_tok_slot, (const float *)dptr(inv_freq), n_heads, n_kv, hd,
@@ -203,7 +203,7 @@ void cuda_kv_write(struct backend *be, struct kv_layer *kv, const struct tensor 
     struct cuda_backend *cb = cuda_of(be);
     int row = (int)kv->k.ne[0];
     int parts = m->n_tok >= 64 ? 1 : (row + 127) / 128;   // few tokens: spread each row over blocks
-    DISPATCH_FLOAT(kv->k.dtype, T, k_kv_write<T><<<dim3(m->n_tok, parts), 128, 0, cb->stream>>>(
+    DISPATCH_KV(kv->k.dtype, T, k_kv_write<T><<<dim3(m->n_tok, parts), 128, 0, cb->stream>>>(
         (T *)dptr(&kv->k), (T *)dptr(&kv->v), (const float *)dptr(k), (const float *)dptr(v), cb->batch.d_tok_slot, row));
     LAUNCH_CHECK();
 }

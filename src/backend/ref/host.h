@@ -34,13 +34,14 @@ static inline void *host_row(const struct tensor *t, int64_t r)
            (size_t)i3 * t->nb[3];
 }
 
-/* Element i of a row of dtype dt (f32, f16 or bf16) as f32 (exact). */
+/* Element i of a row of dtype dt (f32, f16, bf16, or f8e4m3 for KV caches) as f32 (exact). */
 static inline float host_elem_f32(enum dtype dt, const void *row, int64_t i)
 {
     switch (dt) {
     case DTYPE_F32: return ((const float *)row)[i];
     case DTYPE_BF16: return bf16_to_f32(((const uint16_t *)row)[i]);
     case DTYPE_F16: return f16_to_f32(((const uint16_t *)row)[i]);
+    case DTYPE_F8E4M3: return e4m3_to_f32(((const uint8_t *)row)[i]);
     default: CHECK(0, "unsupported float dtype %s", dtype_name(dt));
     }
 }
@@ -51,10 +52,12 @@ static inline void host_store_f32(enum dtype dt, void *row, int64_t i, float v)
     case DTYPE_F32: ((float *)row)[i] = v; return;
     case DTYPE_BF16: ((uint16_t *)row)[i] = f32_to_bf16(v); return;
     case DTYPE_F16: ((uint16_t *)row)[i] = f32_to_f16(v); return;
+    case DTYPE_F8E4M3: ((uint8_t *)row)[i] = f32_to_e4m3(v); return;
     default: CHECK(0, "unsupported float dtype %s", dtype_name(dt));
     }
 }
 
+/* Weight dtypes (f8e4m3 is a KV-cache type only). */
 static inline int host_is_float(enum dtype dt)
 {
     return dt == DTYPE_F32 || dt == DTYPE_F16 || dt == DTYPE_BF16;

@@ -118,11 +118,12 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_norm_route(float *xn, fl
     const int n_vec = d / 8;
     const uint4 *wr = reinterpret_cast<const uint4 *>(w_router + (size_t)(valid ? row : 0) * d);
     const uint4 *nw = reinterpret_cast<const uint4 *>(norm_w);
-    uint4 u[MOE_U];
+    uint4 u[MOE_U], g[MOE_U];
 #pragma unroll
     for (int j = 0; j < MOE_U; j++) {
         const int vi = j * 32 + lane;
         u[j] = valid && vi < n_vec ? ld_expert16(wr + vi) : make_uint4(0, 0, 0, 0);
+        g[j] = vi < n_vec ? __ldg(nw + vi) : make_uint4(0, 0, 0, 0);
     }
     pdl_wait();      // x comes from the kernel before (ordinary loads below, never __ldg)
     pdl_trigger();   // the expert kernel may take the SMs as this one drains
@@ -158,13 +159,13 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_norm_route(float *xn, fl
             for (int j = 0; j < MOE_U; j++) {
                 const int vi = base + j * 32 + lane;
                 u[j] = valid && vi < n_vec ? ld_expert16(wr + vi) : make_uint4(0, 0, 0, 0);
+                g[j] = vi < n_vec ? __ldg(nw + vi) : make_uint4(0, 0, 0, 0);
             }
 #pragma unroll
         for (int j = 0; j < MOE_U; j++) {
             const int vi = base + j * 32 + lane;
             if (vi >= n_vec) break;
-            const uint4 gv = __ldg(nw + vi);
-            const T *gn = reinterpret_cast<const T *>(&gv);
+            const T *gn = reinterpret_cast<const T *>(&g[j]);
             const float4 a = x4[2 * vi], b = x4[2 * vi + 1];
             const float4 na = make_float4(a.x * inv * (to_f<T>(gn[0]) + w_offset), a.y * inv * (to_f<T>(gn[1]) + w_offset),
                                           a.z * inv * (to_f<T>(gn[2]) + w_offset), a.w * inv * (to_f<T>(gn[3]) + w_offset));
@@ -176,27 +177,32 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_norm_route(float *xn, fl
     acc = warp_sum(acc);
     if (valid && lane == 0) logits[(size_t)t * E + row] = acc;
 
-    // The last block of the token to finish routes it.
-    __threadfence();
+    // The last block of the token to finish routes it (the grid-sync pattern: the block's writes,
+    // then one thread's fence and count).
     __syncthreads();
-    if (threadIdx.x == 0) s_last = atomicAdd(&done[t], 1) == (int)gridDim.x - 1;
+    if (threadIdx.x == 0) {
+        __threadfence();
+        s_last = atomicAdd(&done[t], 1) == (int)gridDim.x - 1;
+    }
     __syncthreads();
     if (!s_last) return;
     __threadfence();
-    __shared__ float s_lg[MOE_E_MAX];
+    __shared__ float s_lg[MOE_E_MAX], s_key[MOE_E_MAX];
     __shared__ int s_id[32];
     const float *lg = logits + (size_t)t * E;
-    for (int e = threadIdx.x; e < E; e += MOE_WARPS * 32) s_lg[e] = __ldcg(lg + e);   // L2: other blocks wrote them
+    for (int e = threadIdx.x; e < E; e += MOE_WARPS * 32) {
+        const float v = __ldcg(lg + e);   // from L2: other blocks wrote them
+        s_lg[e] = v;
+        s_key[e] = v != v ? -INFINITY : v;   // NaN ranks as -inf
+    }
     if (threadIdx.x == 0) done[t] = 0;
     __syncthreads();
-    // rank of each logit in (value desc, index asc) order; NaN ranks as -inf
+    // rank of each logit in (value desc, index asc) order
     for (int e = threadIdx.x; e < E; e += MOE_WARPS * 32) {
-        float v = s_lg[e];
-        if (v != v) v = -INFINITY;
+        const float v = s_key[e];
         int r = 0;
         for (int o = 0; o < E; o++) {
-            float w = s_lg[o];
-            if (w != w) w = -INFINITY;
+            const float w = s_key[o];
             r += w > v || (w == v && o < e);
         }
         if (r < k) s_id[r] = e;
@@ -374,55 +380,67 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_gate_up_glu(float *out, 
 
 /* Down projection and the weighted combine in one pass (decode): out[t, row] (+)= sum over choices
  * j (in j order, as k_moe_combine) of weights[t, j] * W_down_{ids[t, j]}[row, :] . h[t * k + j, :];
- * with accumulate, out + that sum (the residual add, as k_add would do it). A warp streams its row
- * of all k experts, every load independent, the next 32 lanes' worth in flight while the current
- * one is summed (k <= MOE_K_MAX). A programmatic dependent of the gate + up kernel, which let it
- * launch only after its own wait for the router: the ids and weights are final at entry, so the
- * first weights are loaded before waiting for h. */
-template <typename T>
-__global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_down_combine(float *out, const float *h, const void *const *tab,
+ * with accumulate, out + that sum (the residual add, as k_add would do it). A block owns
+ * R = MOE_DOWN_ROWS consecutive rows of token t; warp j streams them from expert ids[t, j], one
+ * contiguous run of rows * f weights, and reuses each lane's slice of h[t * k + j] for all of them.
+ * Each row's dot product is summed as a warp per row would (lane-strided 16-byte chunks in
+ * ascending order, then the warp tree); the block adds the k products in j order. A programmatic
+ * dependent of the gate + up kernel, which let it launch only after its own wait for the router:
+ * the ids are final at entry, so the first weights are loaded before waiting for h. */
+#define MOE_DOWN_ROWS 8   // output rows per block (measured on H100, 30B-A3B shape: 8 > 4 > 2)
+#define MOE_DOWN_V    3   // 16-byte loads per lane and row in one pass (f = 768 in one pass)
+template <typename T, int R>
+__device__ __forceinline__ void down_load(uint4 (&u)[R][MOE_DOWN_V], const uint4 *w, int n_vec, int n_rows, int base,
+                                          int lane)
+{
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int c = 0; c < MOE_DOWN_V; c++) {
+            const int vi = base + c * 32 + lane;
+            u[r][c] = r < n_rows && vi < n_vec ? ld_expert16(w + (size_t)r * n_vec + vi) : make_uint4(0, 0, 0, 0);
+        }
+}
+
+template <typename T, int R = MOE_DOWN_ROWS>
+__global__ void __launch_bounds__(MOE_K_MAX * 32) k_moe_down_combine(float *out, const float *h, const void *const *tab,
                                                                      const int32_t *ids, const float *weights, int d,
                                                                      int f, int k, bool accumulate)
 {
-    const int t = blockIdx.y, row = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    const bool valid = row < d;
-    const int n_vec = valid ? f / 8 : 0;
-    const uint4 *w[MOE_K_MAX];
-#pragma unroll
-    for (int j = 0; j < MOE_K_MAX; j++)
-        w[j] = j < k ? reinterpret_cast<const uint4 *>((const T *)tab[ids[t * k + j]] + (size_t)(valid ? row : 0) * f)
-                     : NULL;
-    uint4 u[MOE_K_MAX];
-#pragma unroll
-    for (int j = 0; j < MOE_K_MAX; j++)
-        if (j < k && lane < n_vec) u[j] = ld_expert16(w[j] + lane);
+    const int t = blockIdx.y, j = threadIdx.x >> 5, lane = threadIdx.x & 31;   // warp j: choice j of token t
+    const int row0 = blockIdx.x * R, n_rows = min(R, d - row0), n_vec = f / 8;
+    __shared__ float s_dot[MOE_K_MAX][R];
+    const uint4 *w = reinterpret_cast<const uint4 *>((const T *)tab[ids[t * k + j]] + (size_t)row0 * f);
+    const float4 *hr = reinterpret_cast<const float4 *>(h + ((size_t)t * k + j) * f);
+    uint4 u[R][MOE_DOWN_V];
+    down_load<T, R>(u, w, n_vec, n_rows, 0, lane);
     pdl_wait();      // h comes from the kernel before
     pdl_trigger();
-    float acc[MOE_K_MAX];
+    float acc[R];
 #pragma unroll
-    for (int j = 0; j < MOE_K_MAX; j++) acc[j] = 0.0f;
-    for (int vi = lane; vi < n_vec; vi += 32) {
-        uint4 nx[MOE_K_MAX];
+    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    for (int base = 0; base < n_vec; base += 32 * MOE_DOWN_V) {
+        if (base > 0) down_load<T, R>(u, w, n_vec, n_rows, base, lane);
 #pragma unroll
-        for (int j = 0; j < MOE_K_MAX; j++)
-            if (j < k && vi + 32 < n_vec) nx[j] = ld_expert16(w[j] + vi + 32);
+        for (int c = 0; c < MOE_DOWN_V; c++) {
+            const int vi = base + c * 32 + lane;
+            if (vi >= n_vec) break;
+            const float4 a = hr[2 * vi], b = hr[2 * vi + 1];
 #pragma unroll
-        for (int j = 0; j < MOE_K_MAX; j++) {
-            if (j >= k) break;
-            const float4 *xr = reinterpret_cast<const float4 *>(h + ((size_t)t * k + j) * f) + 2 * vi;
-            acc[j] += dot8<T>(u[j], xr[0], xr[1]);
+            for (int r = 0; r < R; r++) acc[r] += dot8<T>(u[r][c], a, b);
         }
-#pragma unroll
-        for (int j = 0; j < MOE_K_MAX; j++) u[j] = nx[j];
     }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0) s_dot[j][r] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x >= n_rows) return;
     float s = 0;
-#pragma unroll
-    for (int j = 0; j < MOE_K_MAX; j++)
-        if (j < k) s += weights[t * k + j] * warp_sum(acc[j]);
-    if (valid && lane == 0) {
-        float *o = out + (size_t)t * d + row;
-        *o = accumulate ? *o + s : s;
-    }
+    for (int c = 0; c < k; c++) s += weights[t * k + c] * s_dot[c][threadIdx.x];
+    float *o = out + (size_t)t * d + row0 + threadIdx.x;
+    *o = accumulate ? *o + s : s;
 }
 
 __global__ void k_moe_glu(float *g, const float *u, size_t n, int act)
@@ -493,8 +511,8 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
                 launch_pdl(cb, k_moe_gate_up_glu<T>, dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, g,
                            (const float *)dptr(x), tab->d_gate, tab->d_up, (const int32_t *)dptr(ids), f, d, k, (int)act));
             DISPATCH_FLOAT(down[0].dtype, T,
-                launch_pdl(cb, k_moe_down_combine<T>, dim3((d + MOE_WARPS - 1) / MOE_WARPS, (unsigned)n), blk,
-                           (float *)dptr(out), (const float *)g, tab->d_down, (const int32_t *)dptr(ids),
+                launch_pdl(cb, k_moe_down_combine<T>, dim3((d + MOE_DOWN_ROWS - 1) / MOE_DOWN_ROWS, (unsigned)n),
+                           dim3(32 * k), (float *)dptr(out), (const float *)g, tab->d_down, (const int32_t *)dptr(ids),
                            (const float *)dptr(weights), d, f, k, accumulate));
             LAUNCH_CHECK();
             return;

@@ -196,6 +196,19 @@ struct backend_ops {
                        const struct tensor *x, const struct tensor *norm_w, float eps, float w_offset,
                        const struct tensor *w_gate, const struct tensor *w_up, enum act);
 
+    // Optional (NULL: rmsnorm into xn, matmul of xn with router into logits, then moe_route): the MoE
+    // router in one pass. xn [n, d] = rmsnorm(x; norm_w, eps, w_offset) is written (moe_ffn reads it);
+    // ids and weights as moe_route on logits = xn @ router^T ([E, d]); logits [n, E] is scratch the
+    // backend may fill or leave as it was.
+    void (*norm_moe_route)(struct backend *, struct tensor *ids, struct tensor *weights, struct tensor *logits,
+                           struct tensor *xn, const struct tensor *x, const struct tensor *norm_w, float eps,
+                           float w_offset, const struct tensor *router, int k, bool norm_topk);
+    // Optional (NULL: moe_ffn into scratch, then add): x[n, d] += moe_ffn(xn, ids, weights, ...), the
+    // MoE FFN with the residual add in its epilogue (xn must not alias x).
+    void (*moe_ffn_add)(struct backend *, struct tensor *x, const struct tensor *xn, const struct tensor *ids,
+                        const struct tensor *weights, const struct tensor *gate, const struct tensor *up,
+                        const struct tensor *down, int n_experts, enum act);
+
     /* ---- step graphs ---- */
     // Optional (NULL: ops launch one by one). Called after batch_begin for a whole forward step
     // that uses the caller's scratch and KV cache (identified by the two pointers: recordings bake

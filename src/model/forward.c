@@ -275,10 +275,21 @@ static void ffn_block(struct forward *fw, int l, const struct batch_meta *meta)
 
     const struct tensor *post_norm = m->f.sandwich_norm ? &lw->ffn_post_norm : NULL;
     if (m->f.moe && hp->layer_moe[l]) {
-        OP(fw, P_NORM, norm(fw, &xn, &x, &lw->ffn_norm));
         struct tensor logits = rows(&fw->router, n), ids = rows(&fw->moe_ids, n), w = rows(&fw->moe_w, n);
-        OP(fw, P_ROUTER, be->ops->matmul(be, &logits, &xn, &lw->router, NULL);
-                         be->ops->moe_route(be, &ids, &w, &logits, hp->n_experts_used, hp->norm_topk));
+        if (be->ops->norm_moe_route) {   // norm, router and top-k in one pass (the norm's time counts as the router's)
+            OP(fw, P_ROUTER, be->ops->norm_moe_route(be, &ids, &w, &logits, &xn, &x, &lw->ffn_norm, hp->norm_eps,
+                                                     m->f.norm_plus_one ? 1.0f : 0.0f, &lw->router,
+                                                     hp->n_experts_used, hp->norm_topk));
+        } else {
+            OP(fw, P_NORM, norm(fw, &xn, &x, &lw->ffn_norm));
+            OP(fw, P_ROUTER, be->ops->matmul(be, &logits, &xn, &lw->router, NULL);
+                             be->ops->moe_route(be, &ids, &w, &logits, hp->n_experts_used, hp->norm_topk));
+        }
+        if (!post_norm && be->ops->moe_ffn_add) {   // x += experts, the residual add in the experts' epilogue
+            OP(fw, P_MOE, be->ops->moe_ffn_add(be, &x, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down,
+                                               hp->n_experts, m->f.act));
+            return;
+        }
         OP(fw, P_MOE, be->ops->moe_ffn(be, &proj, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down,
                                        hp->n_experts, m->f.act));
         residual_add(fw, &x, &proj, post_norm);

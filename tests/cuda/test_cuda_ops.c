@@ -593,6 +593,175 @@ TEST(moe)
     }
 }
 
+/* Experts of one MoE layer on the host (for ref) and the device (for cuda). */
+struct experts {
+    int           E;
+    struct tt     g[8], u[8], d[8];
+    struct tensor hg[8], hu[8], hd[8];    // ref's views
+    struct dt     dg[8], du[8], dd[8];
+    struct tensor tg[8], tu[8], td[8];    // cuda's views
+};
+
+static void experts_new(struct experts *x, struct rng *r, enum dtype dt, int E, int dm, int f)
+{
+    x->E = E;
+    for (int e = 0; e < E; e++) {
+        x->g[e] = tt_new(dt, dm, f);
+        x->u[e] = tt_new(dt, dm, f);
+        x->d[e] = tt_new(dt, f, dm);
+        tt_randn(&x->g[e], r, 0.2f);
+        tt_randn(&x->u[e], r, 0.2f);
+        tt_randn(&x->d[e], r, 0.2f);
+        x->hg[e] = *tt_t(&x->g[e]); x->hu[e] = *tt_t(&x->u[e]); x->hd[e] = *tt_t(&x->d[e]);
+        x->dg[e] = dev_of(&x->g[e]); x->du[e] = dev_of(&x->u[e]); x->dd[e] = dev_of(&x->d[e]);
+        x->tg[e] = x->dg[e].t; x->tu[e] = x->du[e].t; x->td[e] = x->dd[e].t;
+    }
+}
+
+static void experts_free(struct experts *x)
+{
+    for (int e = 0; e < x->E; e++) {
+        dev_free(&x->dg[e]); dev_free(&x->du[e]); dev_free(&x->dd[e]);
+        tt_free(&x->g[e]); tt_free(&x->u[e]); tt_free(&x->d[e]);
+    }
+}
+
+/* norm_moe_route (RMSNorm, router GEMV and top-k in one launch on the decode path) against ref's
+ * rmsnorm, matmul and moe_route: xn and the logits within f32 rounding, and the top-k exactly what
+ * ref's moe_route picks from cuda's own logits (so a near tie cannot flip the comparison). */
+TEST(norm_moe_route)
+{
+    struct rng r;
+    rng_seed(&r, 11);
+    struct { int n, d, E, k; bool norm; float w_offset; } cases[] = {
+        { 1, 2048, 128, 8, true, 0.0f }, { 3, 64, 8, 2, true, 0.0f }, { 5, 136, 60, 4, false, 1.0f },
+        { 16, 520, 33, 1, true, 0.0f }, { 2, 4096, 300, 32, true, 0.0f }, { 37, 64, 8, 2, true, 0.0f },
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int di = 0; di < 3; di++) {
+            int n = cases[c].n, d = cases[c].d, E = cases[c].E, k = cases[c].k;
+            enum dtype dt = float_dtypes[di];
+            struct tt x = tt_new(DTYPE_F32, d, n), nw = tt_new(dt, d, 1), rw = tt_new(dt, d, E);
+            struct tt xn_ref = tt_new(DTYPE_F32, d, n), lg_ref = tt_new(DTYPE_F32, E, n), xn = tt_new(DTYPE_F32, d, n);
+            struct tt lg = tt_new(DTYPE_F32, E, n), ids = tt_new(DTYPE_I32, k, n), w = tt_new(DTYPE_F32, k, n);
+            struct tt ids_ref = tt_new(DTYPE_I32, k, n), w_ref = tt_new(DTYPE_F32, k, n);
+            tt_randn(&x, &r, 2.0f);
+            tt_randn(&nw, &r, 0.5f);
+            tt_randn(&rw, &r, 0.1f);
+            g_ref->ops->rmsnorm(g_ref, tt_t(&xn_ref), tt_t(&x), tt_t(&nw), 1e-6f, cases[c].w_offset);
+            g_ref->ops->matmul(g_ref, tt_t(&lg_ref), tt_t(&xn_ref), tt_t(&rw), NULL);
+            struct dt dx = dev_of(&x), dnw = dev_of(&nw), drw = dev_of(&rw), dxn = dev_new(&xn), dlg = dev_new(&lg),
+                      dids = dev_new(&ids), dw = dev_new(&w);
+            g_cuda->ops->norm_moe_route(g_cuda, &dids.t, &dw.t, &dlg.t, &dxn.t, &dx.t, &dnw.t, 1e-6f, cases[c].w_offset,
+                                        &drw.t, k, cases[c].norm);
+            dev_get(&dxn, &xn);
+            dev_get(&dlg, &lg);
+            dev_get(&dids, &ids);
+            dev_get(&dw, &w);
+            EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
+            char what[96];
+            snprintf(what, sizeof what, "norm_moe_route n=%d d=%d E=%d k=%d %s", n, d, E, k, dtype_name(dt));
+            EXPECTF(tt_close("xn", xn.p, xn_ref.p, (int64_t)d * n, 1e-5, 1e-5, 1e-12), "%s: xn", what);
+            EXPECTF(tt_close("logits", lg.p, lg_ref.p, (int64_t)E * n, 1e-4, 1e-4, 1e-10), "%s: logits", what);
+            g_ref->ops->moe_route(g_ref, tt_t(&ids_ref), tt_t(&w_ref), tt_t(&lg), k, cases[c].norm);
+            EXPECTF(!memcmp(ids.p, ids_ref.p, sizeof(int32_t) * (size_t)(n * k)), "%s: ids", what);
+            EXPECTF(tt_close("weights", w.p, w_ref.p, (int64_t)n * k, 1e-6, 1e-5, 1e-12), "%s: weights", what);
+            dev_free(&dx); dev_free(&dnw); dev_free(&drw); dev_free(&dxn); dev_free(&dlg); dev_free(&dids); dev_free(&dw);
+            tt_free(&x); tt_free(&nw); tt_free(&rw); tt_free(&xn_ref); tt_free(&lg_ref); tt_free(&xn); tt_free(&lg);
+            tt_free(&ids); tt_free(&w); tt_free(&ids_ref); tt_free(&w_ref);
+        }
+    }
+}
+
+/* moe_ffn_add (x += experts, the residual add in the down kernel's epilogue) against ref's moe_ffn
+ * then add, and bit for bit against cuda's own moe_ffn then add: odd sizes, k up to all experts,
+ * expert rows longer than one pass of the down kernel, a width that is not a multiple of 8 (the
+ * scalar path) and a prefill-sized batch (the grouped cuBLAS path). */
+TEST(moe_ffn_add)
+{
+    struct rng r;
+    rng_seed(&r, 12);
+    struct { int n, dm, f, E, k; bool norm; } cases[] = {
+        { 1, 64, 48, 8, 2, true }, { 3, 40, 24, 8, 8, false }, { 5, 72, 520, 6, 3, true }, { 16, 64, 48, 8, 1, true },
+        { 2, 64, 50, 8, 2, true }, { 37, 64, 48, 8, 2, false }, { 1, 2048, 768, 8, 8, true },
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int di = 0; di < 3; di++) {
+            int n = cases[c].n, dm = cases[c].dm, f = cases[c].f, E = cases[c].E, k = cases[c].k;
+            struct experts ex;
+            experts_new(&ex, &r, float_dtypes[di], E, dm, f);
+            struct tt x = tt_new(DTYPE_F32, dm, n), xn = tt_new(DTYPE_F32, dm, n), lg = tt_new(DTYPE_F32, E, n);
+            struct tt ids = tt_new(DTYPE_I32, k, n), w = tt_new(DTYPE_F32, k, n), b = tt_new(DTYPE_F32, dm, n);
+            struct tt a = tt_new(DTYPE_F32, dm, n), a2 = tt_new(DTYPE_F32, dm, n);
+            tt_randn(&x, &r, 1.0f);
+            tt_randn(&xn, &r, 1.0f);
+            tt_randn(&lg, &r, 1.0f);
+            g_ref->ops->moe_route(g_ref, tt_t(&ids), tt_t(&w), tt_t(&lg), k, cases[c].norm);
+            g_ref->ops->moe_ffn(g_ref, tt_t(&b), tt_t(&xn), tt_t(&ids), tt_t(&w), ex.hg, ex.hu, ex.hd, E, ACT_SILU);
+            g_ref->ops->add(g_ref, tt_t(&b), tt_t(&b), tt_t(&x));
+            struct dt dx = dev_of(&x), dxn = dev_of(&xn), dids = dev_of(&ids), dw = dev_of(&w), dp = dev_new(&a);
+            g_cuda->ops->moe_ffn_add(g_cuda, &dx.t, &dxn.t, &dids.t, &dw.t, ex.tg, ex.tu, ex.td, E, ACT_SILU);
+            dev_get(&dx, &a);
+            g_cuda->ops->upload(g_cuda, &dx.t, x.p, sizeof(float) * (size_t)dm * n);
+            g_cuda->ops->moe_ffn(g_cuda, &dp.t, &dxn.t, &dids.t, &dw.t, ex.tg, ex.tu, ex.td, E, ACT_SILU);
+            g_cuda->ops->add(g_cuda, &dx.t, &dx.t, &dp.t);
+            dev_get(&dx, &a2);
+            EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
+            bool tight = n <= 16 || float_dtypes[di] == DTYPE_F32;
+            EXPECTF(tt_close("moe_ffn_add", a.p, b.p, (int64_t)dm * n, tight ? 1e-4 : 2e-2, 1e-3, tight ? 1e-9 : 1e-4),
+                    "moe_ffn_add case %zu %s", c, dtype_name(float_dtypes[di]));
+            EXPECTF(!memcmp(a.p, a2.p, sizeof(float) * (size_t)dm * n), "moe_ffn_add vs moe_ffn + add, case %zu %s", c,
+                    dtype_name(float_dtypes[di]));
+            dev_free(&dx); dev_free(&dxn); dev_free(&dids); dev_free(&dw); dev_free(&dp);
+            tt_free(&x); tt_free(&xn); tt_free(&lg); tt_free(&ids); tt_free(&w); tt_free(&b); tt_free(&a); tt_free(&a2);
+            experts_free(&ex);
+        }
+    }
+}
+
+/* cuda-deterministic: a token's routing and MoE output are the same alone as in a batch of 37
+ * (prefill-sized: slices of the per-token kernels), bit for bit. */
+TEST(moe_batch_invariance)
+{
+    struct backend *det;
+    ASSERT(backend_new("cuda-deterministic", NULL, &det) == STATUS_OK);
+    struct rng r;
+    rng_seed(&r, 13);
+    const int n = 37, d = 128, f = 64, E = 8, k = 3;
+    struct experts ex;
+    experts_new(&ex, &r, DTYPE_BF16, E, d, f);
+    struct tt x = tt_new(DTYPE_F32, d, n), nw = tt_new(DTYPE_BF16, d, 1), rw = tt_new(DTYPE_BF16, d, E);
+    struct tt xn = tt_new(DTYPE_F32, d, n), lg = tt_new(DTYPE_F32, E, n), ids = tt_new(DTYPE_I32, k, n),
+              w = tt_new(DTYPE_F32, k, n);
+    struct tt all = tt_new(DTYPE_F32, d, n), one = tt_new(DTYPE_F32, d, 1);
+    tt_randn(&x, &r, 1.0f);
+    tt_randn(&nw, &r, 0.5f);
+    tt_randn(&rw, &r, 0.3f);
+    struct dt dx = dev_of(&x), dnw = dev_of(&nw), drw = dev_of(&rw), dxn = dev_new(&xn), dlg = dev_new(&lg),
+              dids = dev_new(&ids), dw = dev_new(&w);
+    det->ops->norm_moe_route(det, &dids.t, &dw.t, &dlg.t, &dxn.t, &dx.t, &dnw.t, 1e-6f, 0.0f, &drw.t, k, true);
+    det->ops->moe_ffn_add(det, &dx.t, &dxn.t, &dids.t, &dw.t, ex.tg, ex.tu, ex.td, E, ACT_SILU);
+    dev_get(&dx, &all);
+    int same = 1;
+    for (int i = 0; i < n; i++) {
+        g_cuda->ops->upload(g_cuda, &dx.t, x.p, sizeof(float) * (size_t)d * n);
+        struct tensor xi = tensor_rows_view(&dx.t, i, 1), xni = tensor_rows_view(&dxn.t, i, 1);
+        struct tensor lgi = tensor_rows_view(&dlg.t, i, 1), idi = tensor_rows_view(&dids.t, i, 1);
+        struct tensor wi = tensor_rows_view(&dw.t, i, 1);
+        det->ops->norm_moe_route(det, &idi, &wi, &lgi, &xni, &xi, &dnw.t, 1e-6f, 0.0f, &drw.t, k, true);
+        det->ops->moe_ffn_add(det, &xi, &xni, &idi, &wi, ex.tg, ex.tu, ex.td, E, ACT_SILU);
+        det->ops->download(det, one.p, &xi, sizeof(float) * (size_t)d);
+        same &= !memcmp(one.p, (float *)all.p + (size_t)i * d, sizeof(float) * (size_t)d);
+    }
+    EXPECT(det->ops->sync(det) == STATUS_OK);
+    EXPECT(same);
+    dev_free(&dx); dev_free(&dnw); dev_free(&drw); dev_free(&dxn); dev_free(&dlg); dev_free(&dids); dev_free(&dw);
+    tt_free(&x); tt_free(&nw); tt_free(&rw); tt_free(&xn); tt_free(&lg); tt_free(&ids); tt_free(&w); tt_free(&all);
+    tt_free(&one);
+    experts_free(&ex);
+    backend_free(det);
+}
+
 int main(void)
 {
     setenv("CAIRN_CUDA_NORM_FUSE", "1", 0);   // exercise the fused RMSNorm GEMV (off by default)
@@ -611,6 +780,9 @@ int main(void)
     RUN(qk_rope_kv);
     RUN(kv_write_fp8_rounding);
     RUN(moe);
+    RUN(norm_moe_route);
+    RUN(moe_ffn_add);
+    RUN(moe_batch_invariance);
     backend_free(g_cuda);
     backend_free(g_ref);
     return test_summary();

@@ -309,6 +309,7 @@ static void c_destroy(struct backend *be)
     free(cb->moe_tables);
     if (cb->d_attn_part) cudaFree(cb->d_attn_part);
     if (cb->d_attn_done) cudaFree(cb->d_attn_done);
+    if (cb->d_moe_done) cudaFree(cb->d_moe_done);
     if (cb->d_argmax) cudaFree(cb->d_argmax);
     cudaEventDestroy(x->staged);
     cublasDestroy(cb->cublas);
@@ -345,6 +346,8 @@ static const struct backend_ops cuda_ops = {
     /* .matmul_add = */ cuda_matmul_add,
     /* .qk_rope_kv = */ cuda_qk_rope_kv,
     /* .matmul_glu = */ cuda_matmul_glu,
+    /* .norm_moe_route = */ cuda_norm_moe_route,
+    /* .moe_ffn_add = */ cuda_moe_ffn_add,
     /* .step_graph_begin = */ c_step_graph_begin,
     /* .step_graph_end = */ c_step_graph_end,
     /* .mem_info = */ c_mem_info,

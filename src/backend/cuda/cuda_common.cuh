@@ -82,6 +82,7 @@ struct cuda_backend {
     bool            unfused_qk;         // CAIRN_CUDA_FUSE_QK=0: qk_rope_kv runs the separate ops
     bool            pdl;                // programmatic dependent launch of GEMVs (sm_90+; CAIRN_CUDA_PDL=0 off)
     uint32_t        mem_gen;            // bumped whenever a workspace moves (recorded step graphs go stale)
+    int32_t        *d_moe_done;         // [MOE_SMALL_N] blocks of the fused MoE router done, per token (moe.cu)
     struct moe_table *moe_tables;       // device arrays of expert weight pointers, per layer
     int             n_moe_tables, cap_moe_tables;
 };
@@ -253,6 +254,11 @@ bool cuda_attention_tiled(struct cuda_backend *cb, struct tensor *out, const str
 void cuda_moe_route(struct backend *, struct tensor *, struct tensor *, const struct tensor *, int, bool);
 void cuda_moe_ffn(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *,
                   const struct tensor *, const struct tensor *, const struct tensor *, int, enum act);
+void cuda_norm_moe_route(struct backend *, struct tensor *, struct tensor *, struct tensor *, struct tensor *,
+                         const struct tensor *, const struct tensor *, float, float, const struct tensor *, int, bool);
+void cuda_moe_ffn_add(struct backend *, struct tensor *, const struct tensor *, const struct tensor *,
+                      const struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *, int,
+                      enum act);
 void cuda_fill_synthetic(struct backend *, struct tensor *, uint64_t, float, float);
 
 /* out[n, m] = x[n, k] @ w^T with x given as rows of a device f32 array (used by MoE too). */

@@ -3,9 +3,17 @@
  * Routing is one warp per token: softmax over the experts, top-k by repeated warp arg-max (ties to
  * the lower index), optional renormalization. For few tokens (decode) the expert FFN runs without
  * any host round trip: GEMV kernels read each (token, choice)'s expert id from device memory and
- * index a device table of expert weight pointers, so a step is four launches per layer whatever
- * experts are picked (router GEMV, routing, gate + up with the GLU, down + weighted combine). For many tokens (prefill) the ids come back to the host, tokens are grouped
- * per expert, and each expert runs through cuBLAS once on its gathered rows.
+ * index a device table of expert weight pointers, so a decode step's MoE block is three launches
+ * per layer whatever experts are picked: k_moe_norm_route (the FFN's RMSNorm, the router GEMV and,
+ * in the block that finishes last, the top-k), k_moe_gate_up_glu (gate + up with the GLU) and
+ * k_moe_down_combine (down, the weighted combine and the residual add). They are chained as
+ * programmatic dependents (cuda_common.cuh): each waits for the one before, then lets the next
+ * one launch, so the down kernel, whose expert ids are known two launches back, streams its first
+ * weights while gate + up drains. For many tokens (prefill) the ids come back to the host, tokens
+ * are grouped per expert, and each expert runs through cuBLAS once on its gathered rows.
+ *
+ * cuda-deterministic runs every token through the per-token kernels (slices of MOE_SMALL_N), so a
+ * token's routing and expert outputs do not depend on the batch.
  */
 #include "backend/cuda/cuda_common.cuh"
 
@@ -19,6 +27,28 @@ extern "C" {
 
 #define MOE_SMALL_N 16
 #define MOE_WARPS   8
+#define MOE_E_MAX   512   // most experts the fused router ranks (its shared arrays)
+#define MOE_U       8     // 16-byte loads in flight per lane and weight row
+#define MOE_K_MAX   8     // most experts per token of the fused down + combine kernel
+
+/* A 16-byte load of expert weights that bypasses L1 and asks L2 for 256-byte sectors (matmul.cu's
+ * ld_weight16: weights are read once a step; L1 stays free for the activations). */
+__device__ __forceinline__ uint4 ld_expert16(const void *p)
+{
+    uint4 r;
+    asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+    return r;
+}
+
+/* sum_i w[i] * x[i] over eight bf16/f16 weights in a 16-byte vector and eight floats at x. */
+template <typename T>
+__device__ __forceinline__ float dot8(const uint4 &u, const float4 a, const float4 b)
+{
+    const T *h = reinterpret_cast<const T *>(&u);
+    return to_f<T>(h[0]) * a.x + to_f<T>(h[1]) * a.y + to_f<T>(h[2]) * a.z + to_f<T>(h[3]) * a.w +
+           to_f<T>(h[4]) * b.x + to_f<T>(h[5]) * b.y + to_f<T>(h[6]) * b.z + to_f<T>(h[7]) * b.w;
+}
 
 __global__ void k_moe_route(int32_t *ids, float *weights, const float *logits, int E, int k, bool norm)
 {
@@ -65,6 +95,177 @@ void cuda_moe_route(struct backend *be, struct tensor *ids, struct tensor *weigh
     int n = (int)tensor_rows(logits), E = (int)logits->ne[0];
     k_moe_route<<<n, 32, 0, cb->stream>>>((int32_t *)dptr(ids), (float *)dptr(weights), (const float *)dptr(logits), E, k,
                                           norm_topk);
+    LAUNCH_CHECK();
+}
+
+/* RMSNorm, router GEMV and top-k of one token in one launch (decode). Block b of token t computes
+ * logits [b * MOE_WARPS, (b + 1) * MOE_WARPS), a warp per router row, on x normalized on the fly:
+ * every block recomputes the row's rms from x (8 KB from L2) in a fixed order, and block 0 also
+ * writes xn for the expert kernels (the same products the logits used). Each block counts itself
+ * done in done[t]; the last one ranks the token's logits and writes ids and weights with
+ * k_moe_route's arithmetic, then resets done[t] for the next launch. Whichever block is last, the
+ * result is the same: nothing depends on the order in which blocks finish or on the batch.
+ * Launched as a programmatic dependent: the router weights are loaded before waiting for x. */
+template <typename T>
+__global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_norm_route(float *xn, float *logits, int32_t *ids, float *weights,
+                                                                   int32_t *done, const float *x, const T *norm_w,
+                                                                   const T *w_router, int d, int E, int k, float eps,
+                                                                   float w_offset, bool norm_topk)
+{
+    const int t = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row = blockIdx.x * MOE_WARPS + warp;
+    const bool valid = row < E;
+    const int n_vec = d / 8;
+    const uint4 *wr = reinterpret_cast<const uint4 *>(w_router + (size_t)(valid ? row : 0) * d);
+    const uint4 *nw = reinterpret_cast<const uint4 *>(norm_w);
+    uint4 u[MOE_U], g[MOE_U];
+#pragma unroll
+    for (int j = 0; j < MOE_U; j++) {
+        const int vi = j * 32 + lane;
+        u[j] = valid && vi < n_vec ? ld_expert16(wr + vi) : make_uint4(0, 0, 0, 0);
+        g[j] = vi < n_vec ? __ldg(nw + vi) : make_uint4(0, 0, 0, 0);
+    }
+    pdl_wait();      // x comes from the kernel before (ordinary loads below, never __ldg)
+    pdl_trigger();   // the expert kernel may take the SMs as this one drains
+
+    __shared__ float red[MOE_WARPS];
+    __shared__ float s_inv;
+    __shared__ int s_last;
+    const float *xr = x + (size_t)t * d;
+    const float4 *x4 = reinterpret_cast<const float4 *>(xr);
+    float ss = 0;
+    for (int i = threadIdx.x; i < d / 4; i += MOE_WARPS * 32) {
+        const float4 a = x4[i];
+        ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+    }
+    ss = warp_sum(ss);
+    if (lane == 0) red[warp] = ss;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float tot = 0;
+        for (int w = 0; w < MOE_WARPS; w++) tot += red[w];
+        s_inv = rsqrtf(tot / (float)d + eps);
+    }
+    __syncthreads();
+    const float inv = s_inv;
+    if (blockIdx.x == 0)
+        for (int i = threadIdx.x; i < d; i += MOE_WARPS * 32)
+            xn[(size_t)t * d + i] = xr[i] * inv * (to_f<T>(norm_w[i]) + w_offset);
+
+    float acc = 0;
+    for (int base = 0; base < n_vec; base += 32 * MOE_U) {
+        if (base > 0)
+#pragma unroll
+            for (int j = 0; j < MOE_U; j++) {
+                const int vi = base + j * 32 + lane;
+                u[j] = valid && vi < n_vec ? ld_expert16(wr + vi) : make_uint4(0, 0, 0, 0);
+                g[j] = vi < n_vec ? __ldg(nw + vi) : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+        for (int j = 0; j < MOE_U; j++) {
+            const int vi = base + j * 32 + lane;
+            if (vi >= n_vec) break;
+            const T *gn = reinterpret_cast<const T *>(&g[j]);
+            const float4 a = x4[2 * vi], b = x4[2 * vi + 1];
+            const float4 na = make_float4(a.x * inv * (to_f<T>(gn[0]) + w_offset), a.y * inv * (to_f<T>(gn[1]) + w_offset),
+                                          a.z * inv * (to_f<T>(gn[2]) + w_offset), a.w * inv * (to_f<T>(gn[3]) + w_offset));
+            const float4 nb = make_float4(b.x * inv * (to_f<T>(gn[4]) + w_offset), b.y * inv * (to_f<T>(gn[5]) + w_offset),
+                                          b.z * inv * (to_f<T>(gn[6]) + w_offset), b.w * inv * (to_f<T>(gn[7]) + w_offset));
+            acc += dot8<T>(u[j], na, nb);
+        }
+    }
+    acc = warp_sum(acc);
+    if (valid && lane == 0) logits[(size_t)t * E + row] = acc;
+
+    // The last block of the token to finish routes it (the grid-sync pattern: the block's writes,
+    // then one thread's fence and count).
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        s_last = atomicAdd(&done[t], 1) == (int)gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    __shared__ float s_lg[MOE_E_MAX], s_key[MOE_E_MAX];
+    __shared__ int s_id[32];
+    const float *lg = logits + (size_t)t * E;
+    for (int e = threadIdx.x; e < E; e += MOE_WARPS * 32) {
+        const float v = __ldcg(lg + e);   // from L2: other blocks wrote them
+        s_lg[e] = v;
+        s_key[e] = v != v ? -INFINITY : v;   // NaN ranks as -inf
+    }
+    if (threadIdx.x == 0) done[t] = 0;
+    __syncthreads();
+    // rank of each logit in (value desc, index asc) order
+    for (int e = threadIdx.x; e < E; e += MOE_WARPS * 32) {
+        const float v = s_key[e];
+        int r = 0;
+        for (int o = 0; o < E; o++) {
+            const float w = s_key[o];
+            r += w > v || (w == v && o < e);
+        }
+        if (r < k) s_id[r] = e;
+    }
+    __syncthreads();
+    if (warp != 0) return;
+    // softmax over all experts as k_moe_route (lane-strided max and sum, warp trees)
+    float mx = -INFINITY;
+    for (int e = lane; e < E; e += 32) mx = fmaxf(mx, s_lg[e]);
+    mx = warp_max(mx);
+    float sum = 0;
+    for (int e = lane; e < E; e += 32) sum += __expf(s_lg[e] - mx);
+    sum = warp_sum(sum);
+    const int e = lane < k ? s_id[lane] : 0;
+    const float p = lane < k ? __expf(s_lg[e] - mx) / sum : 0.0f;
+    float picked_sum = 0;
+    for (int j = 0; j < k; j++) picked_sum += __shfl_sync(0xffffffffu, p, j);
+    if (lane < k) {
+        ids[t * k + lane] = e;
+        weights[t * k + lane] = norm_topk ? p / picked_sum : p;
+    }
+}
+
+/* Per-token done counters of k_moe_norm_route (zeroed once; each launch leaves them zero). */
+static int32_t *moe_done(struct cuda_backend *cb)
+{
+    if (!cb->d_moe_done) {
+        CUDA_CHECK(cudaMalloc(&cb->d_moe_done, sizeof(int32_t) * MOE_SMALL_N));
+        CUDA_CHECK(cudaMemsetAsync(cb->d_moe_done, 0, sizeof(int32_t) * MOE_SMALL_N, cb->stream));
+    }
+    return cb->d_moe_done;
+}
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+void cuda_norm_moe_route(struct backend *be, struct tensor *ids, struct tensor *weights, struct tensor *logits,
+                         struct tensor *xn, const struct tensor *x, const struct tensor *norm_w, float eps, float w_offset,
+                         const struct tensor *router, int k, bool norm_topk)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    int n = (int)tensor_rows(x), d = (int)x->ne[0], E = (int)router->ne[1];
+    CHECK(router->ne[0] == d && norm_w->ne[0] == d && logits->ne[0] == E && ids->ne[0] == k,
+          "cuda norm_moe_route: shapes");
+    // The shape decides, never n alone in deterministic mode: a token routes the same in any batch.
+    bool fuse = (n <= MOE_SMALL_N || cb->deterministic) && router->dtype != DTYPE_F32 && router->dtype == norm_w->dtype &&
+                d % 8 == 0 && E <= MOE_E_MAX && k <= 32 && k <= E && tensor_is_contiguous(x) && tensor_is_contiguous(xn) &&
+                tensor_is_contiguous(logits) && aligned16(dptr(x)) && aligned16(dptr(router)) && aligned16(dptr(norm_w));
+    if (!fuse) {
+        cuda_rmsnorm(be, xn, x, norm_w, eps, w_offset);
+        cuda_matmul(be, logits, xn, router, NULL);
+        cuda_moe_route(be, ids, weights, logits, k, norm_topk);
+        return;
+    }
+    int32_t *done = moe_done(cb);
+    for (int r0 = 0; r0 < n; r0 += MOE_SMALL_N) {
+        int nr = n - r0 < MOE_SMALL_N ? n - r0 : MOE_SMALL_N;
+        dim3 grid((E + MOE_WARPS - 1) / MOE_WARPS, nr), blk(MOE_WARPS * 32);
+        DISPATCH_FLOAT(router->dtype, T,
+            launch_pdl(cb, k_moe_norm_route<T>, grid, blk, (float *)dptr(xn) + (size_t)r0 * d,
+                       (float *)dptr(logits) + (size_t)r0 * E, (int32_t *)dptr(ids) + (size_t)r0 * k,
+                       (float *)dptr(weights) + (size_t)r0 * k, done, (const float *)dptr(x) + (size_t)r0 * d,
+                       (const T *)dptr(norm_w), (const T *)dptr(router), d, E, k, eps, w_offset, norm_topk));
+    }
     LAUNCH_CHECK();
 }
 
@@ -138,13 +339,15 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_gemv(float *out, const f
 
 /* Gate and up of each (token, choice) slot with 16-byte loads (k % 8 == 0, 16-byte aligned
  * experts): one warp streams both rows of its expert and writes act(gate) * up, so the GLU costs no
- * launch. */
-#define MOE_U 8
+ * launch. A programmatic dependent of the router: it waits for the expert ids and x, then lets the
+ * down kernel launch. */
 template <typename T>
 __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_gate_up_glu(float *out, const float *x, const void *const *tab_g,
                                                                     const void *const *tab_u, const int32_t *ids, int m,
                                                                     int kdim, int x_div, int act)
 {
+    pdl_wait();      // ids and x come from the kernel before (ordinary loads, never __ldg)
+    pdl_trigger();   // every block has waited: the down kernel may start (it reads the ids too)
     const int slot = blockIdx.y, row = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= m) return;
     const int e = ids[slot];
@@ -158,19 +361,16 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_gate_up_glu(float *out, 
 #pragma unroll
         for (int j = 0; j < MOE_U; j++) {
             const bool in = base + j * 32 + lane < n_vec;
-            g[j] = in ? __ldg(wg + base + j * 32 + lane) : make_uint4(0, 0, 0, 0);
-            u[j] = in ? __ldg(wu + base + j * 32 + lane) : make_uint4(0, 0, 0, 0);
+            g[j] = in ? ld_expert16(wg + base + j * 32 + lane) : make_uint4(0, 0, 0, 0);
+            u[j] = in ? ld_expert16(wu + base + j * 32 + lane) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int j = 0; j < MOE_U; j++) {
             const int vi = base + j * 32 + lane;
             if (vi >= n_vec) break;
-            const T *hg = reinterpret_cast<const T *>(&g[j]), *hu = reinterpret_cast<const T *>(&u[j]);
-            const float4 a = __ldg(xr + 2 * vi), b = __ldg(xr + 2 * vi + 1);
-            ag += to_f<T>(hg[0]) * a.x + to_f<T>(hg[1]) * a.y + to_f<T>(hg[2]) * a.z + to_f<T>(hg[3]) * a.w +
-                  to_f<T>(hg[4]) * b.x + to_f<T>(hg[5]) * b.y + to_f<T>(hg[6]) * b.z + to_f<T>(hg[7]) * b.w;
-            au += to_f<T>(hu[0]) * a.x + to_f<T>(hu[1]) * a.y + to_f<T>(hu[2]) * a.z + to_f<T>(hu[3]) * a.w +
-                  to_f<T>(hu[4]) * b.x + to_f<T>(hu[5]) * b.y + to_f<T>(hu[6]) * b.z + to_f<T>(hu[7]) * b.w;
+            const float4 a = xr[2 * vi], b = xr[2 * vi + 1];
+            ag += dot8<T>(g[j], a, b);
+            au += dot8<T>(u[j], a, b);
         }
     }
     ag = warp_sum(ag);
@@ -178,41 +378,69 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_gate_up_glu(float *out, 
     if (lane == 0) out[(size_t)slot * m + row] = glu_act(ag, act) * au;
 }
 
-/* Down projection and the weighted combine in one pass (decode): out[t, row] = sum over choices j
- * (in j order, as k_moe_combine) of weights[t, j] * W_down_{ids[t, j]}[row, :] . h[t * k + j, :].
- * A warp streams its row of all k experts with every load independent (k <= MOE_K_MAX). */
-#define MOE_K_MAX 8
-template <typename T>
-__global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_down_combine(float *out, const float *h, const void *const *tab,
-                                                                     const int32_t *ids, const float *weights, int d,
-                                                                     int f, int k)
+/* Down projection and the weighted combine in one pass (decode): out[t, row] (+)= sum over choices
+ * j (in j order, as k_moe_combine) of weights[t, j] * W_down_{ids[t, j]}[row, :] . h[t * k + j, :];
+ * with accumulate, out + that sum (the residual add, as k_add would do it). A block owns
+ * R = MOE_DOWN_ROWS consecutive rows of token t; warp j streams them from expert ids[t, j], one
+ * contiguous run of rows * f weights, and reuses each lane's slice of h[t * k + j] for all of them.
+ * Each row's dot product is summed as a warp per row would (lane-strided 16-byte chunks in
+ * ascending order, then the warp tree); the block adds the k products in j order. A programmatic
+ * dependent of the gate + up kernel, which let it launch only after its own wait for the router:
+ * the ids are final at entry, so the first weights are loaded before waiting for h. */
+#define MOE_DOWN_ROWS 8   // output rows per block (measured on H100, 30B-A3B shape: 8 > 4 > 2)
+#define MOE_DOWN_V    3   // 16-byte loads per lane and row in one pass (f = 768 in one pass)
+template <typename T, int R>
+__device__ __forceinline__ void down_load(uint4 (&u)[R][MOE_DOWN_V], const uint4 *w, int n_vec, int n_rows, int base,
+                                          int lane)
 {
-    const int t = blockIdx.y, row = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (row >= d) return;
-    const int n_vec = f / 8;
-    float acc[MOE_K_MAX];
 #pragma unroll
-    for (int j = 0; j < MOE_K_MAX; j++) acc[j] = 0.0f;
-    for (int vi = lane; vi < n_vec; vi += 32) {
-        uint4 u[MOE_K_MAX];
+    for (int r = 0; r < R; r++)
 #pragma unroll
-        for (int j = 0; j < MOE_K_MAX; j++)
-            if (j < k) u[j] = __ldg(reinterpret_cast<const uint4 *>((const T *)tab[ids[t * k + j]] + (size_t)row * f) + vi);
+        for (int c = 0; c < MOE_DOWN_V; c++) {
+            const int vi = base + c * 32 + lane;
+            u[r][c] = r < n_rows && vi < n_vec ? ld_expert16(w + (size_t)r * n_vec + vi) : make_uint4(0, 0, 0, 0);
+        }
+}
+
+template <typename T, int R = MOE_DOWN_ROWS>
+__global__ void __launch_bounds__(MOE_K_MAX * 32) k_moe_down_combine(float *out, const float *h, const void *const *tab,
+                                                                     const int32_t *ids, const float *weights, int d,
+                                                                     int f, int k, bool accumulate)
+{
+    const int t = blockIdx.y, j = threadIdx.x >> 5, lane = threadIdx.x & 31;   // warp j: choice j of token t
+    const int row0 = blockIdx.x * R, n_rows = min(R, d - row0), n_vec = f / 8;
+    __shared__ float s_dot[MOE_K_MAX][R];
+    const uint4 *w = reinterpret_cast<const uint4 *>((const T *)tab[ids[t * k + j]] + (size_t)row0 * f);
+    const float4 *hr = reinterpret_cast<const float4 *>(h + ((size_t)t * k + j) * f);
+    uint4 u[R][MOE_DOWN_V];
+    down_load<T, R>(u, w, n_vec, n_rows, 0, lane);
+    pdl_wait();      // h comes from the kernel before
+    pdl_trigger();
+    float acc[R];
 #pragma unroll
-        for (int j = 0; j < MOE_K_MAX; j++) {
-            if (j >= k) break;
-            const T *hw = reinterpret_cast<const T *>(&u[j]);
-            const float4 *xr = reinterpret_cast<const float4 *>(h + ((size_t)t * k + j) * f) + 2 * vi;
-            const float4 a = __ldg(xr), b = __ldg(xr + 1);
-            acc[j] += to_f<T>(hw[0]) * a.x + to_f<T>(hw[1]) * a.y + to_f<T>(hw[2]) * a.z + to_f<T>(hw[3]) * a.w +
-                      to_f<T>(hw[4]) * b.x + to_f<T>(hw[5]) * b.y + to_f<T>(hw[6]) * b.z + to_f<T>(hw[7]) * b.w;
+    for (int r = 0; r < R; r++) acc[r] = 0.0f;
+    for (int base = 0; base < n_vec; base += 32 * MOE_DOWN_V) {
+        if (base > 0) down_load<T, R>(u, w, n_vec, n_rows, base, lane);
+#pragma unroll
+        for (int c = 0; c < MOE_DOWN_V; c++) {
+            const int vi = base + c * 32 + lane;
+            if (vi >= n_vec) break;
+            const float4 a = hr[2 * vi], b = hr[2 * vi + 1];
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[r] += dot8<T>(u[r][c], a, b);
         }
     }
-    float s = 0;
 #pragma unroll
-    for (int j = 0; j < MOE_K_MAX; j++)
-        if (j < k) s += weights[t * k + j] * warp_sum(acc[j]);
-    if (lane == 0) out[(size_t)t * d + row] = s;
+    for (int r = 0; r < R; r++) {
+        const float v = warp_sum(acc[r]);
+        if (lane == 0) s_dot[j][r] = v;
+    }
+    __syncthreads();
+    if (threadIdx.x >= n_rows) return;
+    float s = 0;
+    for (int c = 0; c < k; c++) s += weights[t * k + c] * s_dot[c][threadIdx.x];
+    float *o = out + (size_t)t * d + row0 + threadIdx.x;
+    *o = accumulate ? *o + s : s;
 }
 
 __global__ void k_moe_glu(float *g, const float *u, size_t n, int act)
@@ -225,14 +453,15 @@ __global__ void k_moe_glu(float *g, const float *u, size_t n, int act)
     }
 }
 
-/* out[t, :] = sum_j weights[t, j] * y[t * k + j, :] (fixed j order) */
-__global__ void k_moe_combine(float *out, const float *y, const float *weights, int k, int d)
+/* out[t, :] (+)= sum_j weights[t, j] * y[t * k + j, :] (fixed j order) */
+__global__ void k_moe_combine(float *out, const float *y, const float *weights, int k, int d, bool accumulate)
 {
     int t = blockIdx.x;
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
         float s = 0;
         for (int j = 0; j < k; j++) s += weights[t * k + j] * y[((size_t)t * k + j) * d + i];
-        out[(size_t)t * d + i] = s;
+        float *o = out + (size_t)t * d + i;
+        *o = accumulate ? *o + s : s;
     }
 }
 
@@ -248,9 +477,10 @@ __global__ void k_scatter_slots(float *y, const float *src, const int32_t *slots
     for (int i = threadIdx.x; i < d; i += blockDim.x) y[(size_t)slots[r] * d + i] = src[(size_t)r * d + i];
 }
 
-void cuda_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *ids,
-                  const struct tensor *weights, const struct tensor *gate, const struct tensor *up,
-                  const struct tensor *down, int n_experts, enum act act)
+/* out (+)= the experts' weighted sum (accumulate: moe_ffn_add, the residual add). */
+static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *ids,
+                    const struct tensor *weights, const struct tensor *gate, const struct tensor *up,
+                    const struct tensor *down, int n_experts, enum act act, bool accumulate)
 {
     struct cuda_backend *cb = cuda_of(be);
     int n = (int)tensor_rows(x), d = (int)x->ne[0], k = (int)ids->ne[0], f = (int)gate[0].ne[1];
@@ -259,7 +489,7 @@ void cuda_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x
             int nr = n - r0 < MOE_SMALL_N ? n - r0 : MOE_SMALL_N;
             struct tensor o = tensor_rows_view(out, r0, nr), xv = tensor_rows_view(x, r0, nr);
             struct tensor iv = tensor_rows_view(ids, r0, nr), wv = tensor_rows_view(weights, r0, nr);
-            cuda_moe_ffn(be, &o, &xv, &iv, &wv, gate, up, down, n_experts, act);
+            moe_ffn(be, &o, &xv, &iv, &wv, gate, up, down, n_experts, act, accumulate);
         }
         return;
     }
@@ -274,16 +504,16 @@ void cuda_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x
     if (n <= MOE_SMALL_N) {
         struct moe_table *tab = table_for(cb, gate, up, down, n_experts);
         dim3 blk(MOE_WARPS * 32);
-        bool vec = tab->aligned16 && d % 8 == 0 && f % 8 == 0 && k <= MOE_K_MAX && gate[0].dtype != DTYPE_F32 &&
-                   gate[0].dtype == down[0].dtype;
-        if (vec) {   // gate + up + GLU in one launch, down + combine in one launch
+        bool vec = tab->aligned16 && aligned16(dptr(x)) && d % 8 == 0 && f % 8 == 0 && k <= MOE_K_MAX &&
+                   gate[0].dtype != DTYPE_F32 && gate[0].dtype == up[0].dtype && gate[0].dtype == down[0].dtype;
+        if (vec) {   // gate + up + GLU in one launch, down + combine (+ residual) in one launch
             DISPATCH_FLOAT(gate[0].dtype, T,
-                k_moe_gate_up_glu<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
-                    g, (const float *)dptr(x), tab->d_gate, tab->d_up, (const int32_t *)dptr(ids), f, d, k, (int)act));
-            LAUNCH_CHECK();
+                launch_pdl(cb, k_moe_gate_up_glu<T>, dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, g,
+                           (const float *)dptr(x), tab->d_gate, tab->d_up, (const int32_t *)dptr(ids), f, d, k, (int)act));
             DISPATCH_FLOAT(down[0].dtype, T,
-                k_moe_down_combine<T><<<dim3((d + MOE_WARPS - 1) / MOE_WARPS, (unsigned)n), blk, 0, cb->stream>>>(
-                    (float *)dptr(out), g, tab->d_down, (const int32_t *)dptr(ids), (const float *)dptr(weights), d, f, k));
+                launch_pdl(cb, k_moe_down_combine<T>, dim3((d + MOE_DOWN_ROWS - 1) / MOE_DOWN_ROWS, (unsigned)n),
+                           dim3(32 * k), (float *)dptr(out), (const float *)g, tab->d_down, (const int32_t *)dptr(ids),
+                           (const float *)dptr(weights), d, f, k, accumulate));
             LAUNCH_CHECK();
             return;
         }
@@ -334,6 +564,21 @@ void cuda_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x
         free(h_rows);
         free(fill);
     }
-    k_moe_combine<<<n, 256, 0, cb->stream>>>((float *)dptr(out), y, (const float *)dptr(weights), k, d);
+    k_moe_combine<<<n, 256, 0, cb->stream>>>((float *)dptr(out), y, (const float *)dptr(weights), k, d, accumulate);
     LAUNCH_CHECK();
+}
+
+void cuda_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *ids,
+                  const struct tensor *weights, const struct tensor *gate, const struct tensor *up,
+                  const struct tensor *down, int n_experts, enum act act)
+{
+    moe_ffn(be, out, x, ids, weights, gate, up, down, n_experts, act, false);
+}
+
+void cuda_moe_ffn_add(struct backend *be, struct tensor *x, const struct tensor *xn, const struct tensor *ids,
+                      const struct tensor *weights, const struct tensor *gate, const struct tensor *up,
+                      const struct tensor *down, int n_experts, enum act act)
+{
+    CHECK(x->buf != xn->buf || x->offset != xn->offset, "cuda moe_ffn_add: x and xn alias");
+    moe_ffn(be, x, xn, ids, weights, gate, up, down, n_experts, act, true);
 }

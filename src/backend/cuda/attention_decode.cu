@@ -22,9 +22,10 @@
 #define DEC_WARPS   8
 #define DEC_THREADS (DEC_WARPS * 32)
 
-/* Eight cache values, as loaded by one lane: 16 bytes of bf16/f16, 8 bytes of f8e4m3. */
-template <typename T> struct kv8 { typedef uint4 raw; };
-template <> struct kv8<__nv_fp8_e4m3> { typedef uint2 raw; };
+/* What one lane loads of a key row: DPL values of T, 8 or 16 bytes. */
+template <int BYTES> struct lane_raw;
+template <> struct lane_raw<8> { typedef uint2 type; };
+template <> struct lane_raw<16> { typedef uint4 type; };
 
 /* A cache load that does not allocate in L1 (each row is read once). Coherent (no .nc): the
  * kernel before this one (PDL) wrote this step's rows. volatile keeps it after pdl_wait. */
@@ -40,16 +41,16 @@ __device__ __forceinline__ void ld_cache(const void *p, uint2 &r)
 __device__ __forceinline__ void zero(uint4 &r) { r = make_uint4(0, 0, 0, 0); }
 __device__ __forceinline__ void zero(uint2 &r) { r = make_uint2(0, 0); }
 
-/* The eight values of a load as floats. */
-template <typename T>
-__device__ __forceinline__ void unpack8(const typename kv8<T>::raw &u, float *f)
+/* The DPL values of a load as floats. */
+template <typename T, int DPL, typename R>
+__device__ __forceinline__ void unpack(const R &u, float *f)
 {
     const T *h = reinterpret_cast<const T *>(&u);
 #pragma unroll
-    for (int i = 0; i < 8; i++) f[i] = to_f<T>(h[i]);
+    for (int i = 0; i < DPL; i++) f[i] = to_f<T>(h[i]);
 }
 template <>
-__device__ __forceinline__ void unpack8<__nv_fp8_e4m3>(const uint2 &u, float *f)
+__device__ __forceinline__ void unpack<__nv_fp8_e4m3, 8, uint2>(const uint2 &u, float *f)
 {
     const __nv_fp8x2_storage_t *p = reinterpret_cast<const __nv_fp8x2_storage_t *>(&u);
 #pragma unroll
@@ -57,6 +58,23 @@ __device__ __forceinline__ void unpack8<__nv_fp8_e4m3>(const uint2 &u, float *f)
         const float2 v = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(p[i], __NV_E4M3)));
         f[2 * i] = v.x;
         f[2 * i + 1] = v.y;
+    }
+}
+/* One round per lane bit below 2 * O of a transposing sum over lane groups: a lane keeps the half
+ * of its 2 * H values that its bit O selects, adds its partner's copy of that half (sent in
+ * exchange for the other half), and recurses; written recursively so every index is a constant
+ * (a loop kept v in local memory). */
+template <int O, int H>
+__device__ __forceinline__ void transpose_sum(float *v, int lane)
+{
+    if constexpr (O >= 1) {
+        const bool upper = lane & O;
+#pragma unroll
+        for (int j = 0; j < H; j++) {
+            const float send = upper ? v[j] : v[j + H], keep = upper ? v[j + H] : v[j];
+            v[j] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+        }
+        transpose_sum<O / 2, H / 2>(v, lane);
     }
 }
 
@@ -73,15 +91,18 @@ __device__ __forceinline__ void group_slots(int *slot, int gi, int lo, int hi, i
 }
 
 /* GM: query heads per KV head compiled for (G <= GM); NL: loads per lane per group for each of K
- * and V (4 measured faster than 8 for bf16 at 8K-32K context on H100: fewer registers, more warps). */
-template <typename T, int D, int GM, int NL>
+ * and V (4 measured faster than 8 for bf16 at 8K-32K context on H100: fewer registers, more warps);
+ * DPL: dims per lane (8: 16-byte loads of bf16/f16, 8-byte loads of fp8; 16 fp8 values per lane
+ * with 16-byte loads measured 10-13% slower at 8K-32K on H100: 200 registers, one block per SM). */
+template <typename T, int D, int GM, int NL, int DPL>
 __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
     float *out, float *part_acc, float *part_ml, int32_t *done, const float *q, const T *kc, const T *vc,
     const int32_t *tok_pos, const int32_t *tok_seq, const int32_t *seq_block0, const int32_t *block_ids, int block_size,
     int n_heads, int n_kv, float scale, int window, float softcap, int split_grid, bool per_token_splits)
 {
     pdl_trigger();   // the output projection's GEMV follows
-    constexpr int LPK = D / 8;       // lanes per key
+    typedef typename lane_raw<DPL * sizeof(T)>::type raw;
+    constexpr int LPK = D / DPL;     // lanes per key
     constexpr int KPI = 32 / LPK;    // keys per warp-wide load
     constexpr int KPG = NL * KPI;    // keys per group
     const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
@@ -108,7 +129,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
     const int n_groups = hi > lo ? (hi - lo + KPG - 1) / KPG : 0;
     const int32_t *blocks = block_ids + seq_block0[s];
     const size_t row = (size_t)n_kv * D;
-    const T *kb = kc + (size_t)kvh * D + part * 8, *vb = vc + (size_t)kvh * D + part * 8;
+    const T *kb = kc + (size_t)kvh * D + part * DPL, *vb = vc + (size_t)kvh * D + part * DPL;
 
     int slot[NL];
     if (warp < n_groups) group_slots<NL, KPI, KPG>(slot, warp, lo, hi, sub, blocks, block_size);
@@ -119,16 +140,16 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
     }
     __syncthreads();
 
-    float m[GM], l[GM], acc[GM][8];
+    float m[GM], l[GM], acc[GM][DPL];
 #pragma unroll
     for (int g = 0; g < GM; g++) {
         m[g] = -INFINITY;
         l[g] = 0.0f;
 #pragma unroll
-        for (int e = 0; e < 8; e++) acc[g][e] = 0.0f;
+        for (int e = 0; e < DPL; e++) acc[g][e] = 0.0f;
     }
     for (int gi = warp; gi < n_groups; gi += DEC_WARPS) {
-        typename kv8<T>::raw kr[NL], vr[NL];
+        raw kr[NL], vr[NL];
         bool valid[NL];
 #pragma unroll
         for (int i = 0; i < NL; i++) {
@@ -143,69 +164,137 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
         }
         if (gi + DEC_WARPS < n_groups) group_slots<NL, KPI, KPG>(slot, gi + DEC_WARPS, lo, hi, sub, blocks, block_size);
 
+        // partial dot products over this lane's DPL dims
         float sc[NL][GM];
 #pragma unroll
         for (int i = 0; i < NL; i++) {
-            float kf[8];
-            unpack8<T>(kr[i], kf);
+            float kf[DPL];
+            unpack<T, DPL>(kr[i], kf);
 #pragma unroll
             for (int g = 0; g < GM; g++) {
-                const float4 qa = *reinterpret_cast<const float4 *>(&q_s[g][part * 8]);
-                const float4 qb = *reinterpret_cast<const float4 *>(&q_s[g][part * 8 + 4]);
-                float v = qa.x * kf[0] + qa.y * kf[1] + qa.z * kf[2] + qa.w * kf[3] + qb.x * kf[4] + qb.y * kf[5] +
-                          qb.z * kf[6] + qb.w * kf[7];
+                float v = 0.0f;
 #pragma unroll
-                for (int o = LPK / 2; o >= 1; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-                if (softcap > 0) v = softcap * tanhf(v / softcap);
-                sc[i][g] = valid[i] ? v : -INFINITY;
+                for (int e = 0; e < DPL; e += 4) {
+                    const float4 qa = *reinterpret_cast<const float4 *>(&q_s[g][part * DPL + e]);
+                    v += qa.x * kf[e] + qa.y * kf[e + 1] + qa.z * kf[e + 2] + qa.w * kf[e + 3];
+                }
+                sc[i][g] = v;
             }
         }
-        // online softmax per head over the group's keys (every lane ends with the same m, l)
+        constexpr int C = NL * GM, R = C >= LPK ? C / LPK : 1;   // (key, head) pairs per lane group; per lane
+        if constexpr (C >= LPK && C % LPK == 0 && GM % R == 0) {
+            // A transposing reduction leaves lane `part` with the whole scores of pairs
+            // f = part * R + r (pair f = key i * GM + head g): log2(LPK) rounds of halving instead of
+            // a full butterfly per pair (15 shuffles instead of 64 for 16 pairs on 16 lanes). The
+            // softmax then runs on R pairs per lane (R exps instead of C), and the probabilities
+            // are broadcast back for P.V.
+            float v[C];
 #pragma unroll
-        for (int g = 0; g < GM; g++) {
-            float mx = sc[0][g];
+            for (int i = 0; i < NL; i++)
 #pragma unroll
-            for (int i = 1; i < NL; i++) mx = fmaxf(mx, sc[i][g]);
+                for (int g = 0; g < GM; g++) v[i * GM + g] = sc[i][g];
+            transpose_sum<LPK / 2, C / 2>(v, lane);
+            float pr[R], sum[R], mn[R];
 #pragma unroll
-            for (int o = LPK; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-            const float m_new = fmaxf(m[g], mx);
-            const float alpha = m[g] == -INFINITY ? 0.0f : __expf(m[g] - m_new);
-            float sum = 0.0f;
+            for (int r = 0; r < R; r++) {
+                const int f = part * R + r, fi = f / GM, fg = f % GM;
+                bool ok = false;
+                float m_old = m[0];
 #pragma unroll
-            for (int i = 0; i < NL; i++) {
-                const float pr = m_new == -INFINITY ? 0.0f : __expf(sc[i][g] - m_new);
-                sc[i][g] = pr;
-                sum += pr;
+                for (int i = 0; i < NL; i++)
+                    if (i == fi) ok = valid[i];
+#pragma unroll
+                for (int g = 1; g < GM; g++)
+                    if (g == fg) m_old = m[g];
+                float sv = v[r];
+                if (softcap > 0) sv = softcap * tanhf(sv / softcap);
+                sv = ok ? sv : -INFINITY;
+                // over the group's keys of this pair's head: the lanes that differ in key bits
+                // (part / (GM / R)), then in sub
+                float mx = sv;
+#pragma unroll
+                for (int o = GM / R; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+                mn[r] = fmaxf(m_old, mx);
+                pr[r] = mn[r] == -INFINITY ? 0.0f : __expf(sv - mn[r]);
+                sum[r] = pr[r];
+#pragma unroll
+                for (int o = GM / R; o < 32; o <<= 1) sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], o);
             }
 #pragma unroll
-            for (int o = LPK; o < 32; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-            l[g] = l[g] * alpha + sum;
-            m[g] = m_new;
+            for (int g = 0; g < GM; g++) {   // lane g / R holds head g's new max and sum as pair g % R
+                const float mg = __shfl_sync(0xffffffffu, mn[g % R], g / R);
+                const float sg = __shfl_sync(0xffffffffu, sum[g % R], g / R);
+                const float alpha = m[g] == -INFINITY ? 0.0f : __expf(m[g] - mg);
+                l[g] = l[g] * alpha + sg;
+                m[g] = mg;
 #pragma unroll
-            for (int e = 0; e < 8; e++) acc[g][e] *= alpha;
+                for (int e = 0; e < DPL; e++) acc[g][e] *= alpha;
+            }
+#pragma unroll
+            for (int i = 0; i < NL; i++)
+#pragma unroll
+                for (int g = 0; g < GM; g++) {
+                    const int f = i * GM + g;
+                    sc[i][g] = __shfl_sync(0xffffffffu, pr[f % R], sub * LPK + f / R);
+                }
+        } else {
+#pragma unroll
+            for (int i = 0; i < NL; i++)
+#pragma unroll
+                for (int g = 0; g < GM; g++) {
+                    float v = sc[i][g];
+#pragma unroll
+                    for (int o = LPK / 2; o >= 1; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+                    if (softcap > 0) v = softcap * tanhf(v / softcap);
+                    sc[i][g] = valid[i] ? v : -INFINITY;
+                }
+            // online softmax per head over the group's keys (every lane ends with the same m, l)
+#pragma unroll
+            for (int g = 0; g < GM; g++) {
+                float mx = sc[0][g];
+#pragma unroll
+                for (int i = 1; i < NL; i++) mx = fmaxf(mx, sc[i][g]);
+#pragma unroll
+                for (int o = LPK; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+                const float m_new = fmaxf(m[g], mx);
+                const float alpha = m[g] == -INFINITY ? 0.0f : __expf(m[g] - m_new);
+                float sum = 0.0f;
+#pragma unroll
+                for (int i = 0; i < NL; i++) {
+                    const float pr = m_new == -INFINITY ? 0.0f : __expf(sc[i][g] - m_new);
+                    sc[i][g] = pr;
+                    sum += pr;
+                }
+#pragma unroll
+                for (int o = LPK; o < 32; o <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+                l[g] = l[g] * alpha + sum;
+                m[g] = m_new;
+#pragma unroll
+                for (int e = 0; e < DPL; e++) acc[g][e] *= alpha;
+            }
         }
 #pragma unroll
         for (int i = 0; i < NL; i++) {
-            float vf[8];
-            unpack8<T>(vr[i], vf);
+            float vf[DPL];
+            unpack<T, DPL>(vr[i], vf);
 #pragma unroll
             for (int g = 0; g < GM; g++)
 #pragma unroll
-                for (int e = 0; e < 8; e++) acc[g][e] += sc[i][g] * vf[e];
+                for (int e = 0; e < DPL; e++) acc[g][e] += sc[i][g] * vf[e];
         }
     }
     // the keys of a load were spread over 32 / LPK lane groups: sum them, then merge the warps
 #pragma unroll
     for (int g = 0; g < GM; g++)
 #pragma unroll
-        for (int e = 0; e < 8; e++)
+        for (int e = 0; e < DPL; e++)
 #pragma unroll
             for (int o = LPK; o < 32; o <<= 1) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
     if (sub == 0)
 #pragma unroll
         for (int g = 0; g < GM; g++)
 #pragma unroll
-            for (int e = 0; e < 8; e++) wacc_s[warp][g][part * 8 + e] = acc[g][e];
+            for (int e = 0; e < DPL; e++) wacc_s[warp][g][part * DPL + e] = acc[g][e];
     if (lane == 0)
 #pragma unroll
         for (int g = 0; g < GM; g++) { wm_s[warp][g] = m[g]; wl_s[warp][g] = l[g]; }
@@ -235,8 +324,42 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
         attn_merge_if_last<D, DEC_THREADS>(out, part_acc, part_ml, done, t, kvh, G, n_heads, n_kv, split_grid, n_split, w_s);
 }
 
-/* Keys per group of a (head_dim, loads) pair. */
-static int dec_keys_per_group(int D, int nl) { return nl * (32 / (D / 8)); }
+/* The launch of one cache type T, head_dim D and GM: 4 16-byte loads per group (8 bf16/f16 values
+ * each), or 8 8-byte loads for fp8 (the same bytes in flight). */
+struct dec_args {
+    float *out, *part_acc, *part_ml;
+    const float *q;
+    const void *kc, *vc;
+    int n_split;
+};
+
+template <typename T, int D, int GM, int NL, int DPL>
+static void dec_launch(struct cuda_backend *cb, const dec_args &a, const struct attn_params *ap, const struct batch_meta *m)
+{
+    const struct cuda_batch *b = &cb->batch;
+    launch_pdl(cb, k_attn_decode<T, D, GM, NL, DPL>, dim3(m->n_tok, ap->n_kv_heads, a.n_split), dim3(DEC_THREADS), a.out,
+               a.part_acc, a.part_ml, cb->d_attn_done, a.q, (const T *)a.kc, (const T *)a.vc, b->d_tok_pos, b->d_tok_seq,
+               b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, ap->n_kv_heads, ap->scale, ap->window,
+               ap->softcap, a.n_split, cb->deterministic);
+}
+
+template <typename T, int D, int GM>
+static void dec_dispatch(struct cuda_backend *cb, const dec_args &a, const struct attn_params *ap, const struct batch_meta *m)
+{
+    if constexpr (sizeof(T) == 2) dec_launch<T, D, GM, 4, 8>(cb, a, ap, m);
+    else dec_launch<T, D, GM, 8, 8>(cb, a, ap, m);
+}
+
+template <typename T>
+static void dec_dispatch_shape(struct cuda_backend *cb, const dec_args &a, const struct attn_params *ap,
+                               const struct batch_meta *m, int GM)
+{
+    switch (ap->head_dim) {
+    case 64: if (GM == 4) dec_dispatch<T, 64, 4>(cb, a, ap, m); else dec_dispatch<T, 64, 8>(cb, a, ap, m); break;
+    case 128: if (GM == 4) dec_dispatch<T, 128, 4>(cb, a, ap, m); else dec_dispatch<T, 128, 8>(cb, a, ap, m); break;
+    default: dec_dispatch<T, 256, 4>(cb, a, ap, m); break;
+    }
+}
 
 bool cuda_attention_decode(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                            const struct attn_params *ap, const struct batch_meta *m)
@@ -248,40 +371,25 @@ bool cuda_attention_decode(struct cuda_backend *cb, struct tensor *out, const st
     // GM * D <= 1024 keeps the block's shared memory under 48 KB
     if (!((D == 64 || D == 128) && G <= 8) && !(D == 256 && G <= 4)) return false;
     const int GM = G <= 4 ? 4 : 8;
-    // fp8: twice the loads of half the size (the same bytes and registers in flight)
-    const int NL = dt == DTYPE_F8E4M3 ? 8 : 4;
-    const int kpg = dec_keys_per_group(D, NL);
+    const int NL = dt == DTYPE_F8E4M3 ? 8 : 4;   // as dec_dispatch picks
+    const int kpg = NL * (32 / (D / 8));
 
-    // Splits: enough blocks to cover the SMs about twice, each split at least att_dec_min_keys
-    // keys (deterministic: the splits the longest token wants; each token takes its own share).
+    // Splits: about att_dec_blocks_per_sm blocks per SM (2), each split at least att_dec_min_keys
+    // keys (32) (deterministic: the splits the longest token wants; each token takes its own share).
     const int max_len = b->max_seq_len > 0 ? b->max_seq_len : 1;
     const int split_max = cb->att_split_max < ATT_SPLIT_MAX ? cb->att_split_max : ATT_SPLIT_MAX;
     const int min_keys = cb->att_dec_min_keys > kpg ? cb->att_dec_min_keys : kpg;
     const int blocks = m->n_tok * ap->n_kv_heads;
     int n_split = 1;
-    while (n_split < split_max && (cb->deterministic || blocks * n_split * 2 <= 2 * cb->n_sm) &&
+    while (n_split < split_max && (cb->deterministic || blocks * n_split * 2 <= cb->att_dec_blocks_per_sm * cb->n_sm) &&
            max_len / (n_split * 2) >= (cb->deterministic ? kpg : min_keys))
         n_split *= 2;
-    float *part_acc = NULL, *part_ml = NULL;
+    dec_args a = { (float *)dptr(out), NULL, NULL, (const float *)dptr(q), dptr(&kv->k), dptr(&kv->v), n_split };
     if (n_split > 1)
-        cuda_attn_split_workspace(cb, m->n_tok, ap->n_heads, ap->n_kv_heads, D, n_split, &part_acc, &part_ml);
-
-    dim3 grid(m->n_tok, ap->n_kv_heads, n_split), block(DEC_THREADS);
-#define DEC_LAUNCH(DD, GG, LL) launch_pdl(cb, k_attn_decode<T, DD, GG, LL>, grid, block, (float *)dptr(out), part_acc, \
-        part_ml, cb->d_attn_done, (const float *)dptr(q), (const T *)dptr(&kv->k), (const T *)dptr(&kv->v), \
-        b->d_tok_pos, b->d_tok_seq, b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, ap->n_kv_heads, \
-        ap->scale, ap->window, ap->softcap, n_split, cb->deterministic)
-#define DEC_NL(DD, GG) DEC_LAUNCH(DD, GG, (sizeof(T) == 1 ? 8 : 4));
-#define DEC_CASE(T_) { typedef T_ T; \
-        switch (D) { \
-        case 64: if (GM == 4) { DEC_NL(64, 4) } else { DEC_NL(64, 8) } break; \
-        case 128: if (GM == 4) { DEC_NL(128, 4) } else { DEC_NL(128, 8) } break; \
-        default: DEC_NL(256, 4) break; \
-        } }
-    if (dt == DTYPE_BF16) DEC_CASE(__nv_bfloat16) else if (dt == DTYPE_F16) DEC_CASE(__half) else DEC_CASE(__nv_fp8_e4m3)
-#undef DEC_CASE
-#undef DEC_NL
-#undef DEC_LAUNCH
+        cuda_attn_split_workspace(cb, m->n_tok, ap->n_heads, ap->n_kv_heads, D, n_split, &a.part_acc, &a.part_ml);
+    if (dt == DTYPE_BF16) dec_dispatch_shape<__nv_bfloat16>(cb, a, ap, m, GM);
+    else if (dt == DTYPE_F16) dec_dispatch_shape<__half>(cb, a, ap, m, GM);
+    else dec_dispatch_shape<__nv_fp8_e4m3>(cb, a, ap, m, GM);
     LAUNCH_CHECK();
     return true;
 }

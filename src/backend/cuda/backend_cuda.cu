@@ -406,7 +406,9 @@ extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct ba
     env = getenv("CAIRN_CUDA_ATT_DECODE");
     cb->att_dec_off = env && !strcmp(env, "0");
     env = getenv("CAIRN_CUDA_ATT_DEC_MIN_KEYS");
-    cb->att_dec_min_keys = env && atoi(env) >= 1 ? atoi(env) : 64;
+    cb->att_dec_min_keys = env && atoi(env) >= 1 ? atoi(env) : 32;   // 32 measured 3% faster than 64 at 512 keys
+    env = getenv("CAIRN_CUDA_ATT_DEC_BLOCKS");
+    cb->att_dec_blocks_per_sm = env && atoi(env) >= 1 ? atoi(env) : 2;
     CUDA_CHECK(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&x->staged, cudaEventDisableTiming));
     if (cublasCreate(&cb->cublas) != CUBLAS_STATUS_SUCCESS) {

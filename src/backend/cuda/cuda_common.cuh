@@ -73,6 +73,7 @@ struct cuda_backend {
     int             att_split_max;      // most key splits of decode attention (CAIRN_CUDA_ATT_SPLITS)
     bool            att_dec_off;        // CAIRN_CUDA_ATT_DECODE=0: the generic attention kernel for decode
     int             att_dec_min_keys;   // streaming decode attention: fewest keys per split
+    int             att_dec_blocks_per_sm;   // streaming decode attention: blocks per SM the splits aim at
     int32_t        *d_attn_done;        // split-K attention: finished splits per (token, KV head)
     size_t          attn_done_cap;
     int32_t        *d_argmax;           // [cap] argmax results

@@ -4,13 +4,13 @@
 # In one run: the GPU's read bandwidth and bf16 GEMM peak (bench/gpu_peak), then on synthetic
 # weights made in GPU memory (configs/*.json, seed 1):
 #   - Qwen3-8B shape: batch-1 decode at 512/8K/32K context as a fraction of the bandwidth roofline
-#     (weight + KV bytes per token / measured bandwidth), prefill of 4K and 32K prompts in model
+#     (weight + KV bytes per token / measured bandwidth) with a bf16 and an fp8 KV cache, prefill of 4K and 32K prompts in model
 #     TFLOP/s against the GEMM peak, 64 streams decoding together (model_bench, forward pass only);
 #   - the same through the engine (scheduler, sampling): 1/8/64 concurrent requests;
 #   - Qwen3-30B-A3B shape: batch-1 decode (the active-weight roofline is printed below);
 #   - the cost of cuda-deterministic (batch-invariant mode) at batch 1 and 64 streams;
 #   - batch invariance: does a request's greedy output change with what else is in the batch?
-set -euo pipefail
+set -uo pipefail   # no -e: one failing measurement must not hide the others
 OUT=${1:-/tmp/cairn-bench}
 BUILD=${BUILD:-build}
 mkdir -p "$OUT"
@@ -23,6 +23,9 @@ MB="$BUILD/bench/model_bench --bytes-per-s $bw"
 echo "== Qwen3-8B, cuda" | tee "$OUT/qwen3-8b.txt"
 $MB --synthetic configs/qwen3-8b.json --backend cuda --prefill 4096,32768 --decode-ctx 512,8192,32768 --gen 64 \
     --streams 64 --stream-ctx 512 2>&1 | grep -E '^(decode|prefill|streams)' | tee -a "$OUT/qwen3-8b.txt"
+echo "== Qwen3-8B, cuda, fp8 KV cache" | tee -a "$OUT/qwen3-8b.txt"
+$MB --synthetic configs/qwen3-8b.json --backend cuda --kv-dtype fp8 --decode-ctx 512,8192,32768 --gen 64 2>&1 |
+    grep -E '^decode' | tee -a "$OUT/qwen3-8b.txt"
 echo "== Qwen3-8B, engine" | tee "$OUT/engine.txt"
 "$BUILD/bench/engine_bench" --synthetic configs/qwen3-8b.json --backend cuda --part decode --conc 1,8,64 --gen 64 2>&1 |
     grep '^decode' | tee -a "$OUT/engine.txt"

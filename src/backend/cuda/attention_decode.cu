@@ -78,6 +78,16 @@ __device__ __forceinline__ void transpose_sum(float *v, int lane)
     }
 }
 
+/* Eight e4m3 values as four half2 (exact). */
+struct half2x4 { __half2 h[4]; };
+__device__ __forceinline__ const __half2 *fp8_to_half2(const uint2 &u, half2x4 &out)
+{
+    const __nv_fp8x2_storage_t *p = reinterpret_cast<const __nv_fp8x2_storage_t *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) out.h[i] = __half2(__nv_cvt_fp8x2_to_halfraw2(p[i], __NV_E4M3));
+    return out.h;
+}
+
 /* Cache slots of the keys this lane loads in group gi (-1 past the split's end). */
 template <int NL, int KPI, int KPG>
 __device__ __forceinline__ void group_slots(int *slot, int gi, int lo, int hi, int sub, const int32_t *blocks,
@@ -140,6 +150,15 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
     }
     __syncthreads();
 
+    constexpr bool FP8 = sizeof(T) == 1;
+    // fp8: this lane's 8 dims of q as half2. An 8-dim partial score overflows f16 only if the
+    // scaled q averaged over 160 against saturated keys (448); P.V terms are at most 8 * 448.
+    __half2 qh[GM][4];
+    if constexpr (FP8)
+#pragma unroll
+        for (int g = 0; g < GM; g++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) qh[g][e] = __floats2half2_rn(q_s[g][part * 8 + 2 * e], q_s[g][part * 8 + 2 * e + 1]);
     float m[GM], l[GM], acc[GM][DPL];
 #pragma unroll
     for (int g = 0; g < GM; g++) {
@@ -168,17 +187,29 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
         float sc[NL][GM];
 #pragma unroll
         for (int i = 0; i < NL; i++) {
-            float kf[DPL];
-            unpack<T, DPL>(kr[i], kf);
+            if constexpr (FP8) {   // half2 math: e4m3 widens to f16 exactly, two dims per instruction
+                half2x4 kx;
+                const __half2 *kh = fp8_to_half2(kr[i], kx);
 #pragma unroll
-            for (int g = 0; g < GM; g++) {
-                float v = 0.0f;
+                for (int g = 0; g < GM; g++) {
+                    __half2 d = __hmul2(qh[g][0], kh[0]);
 #pragma unroll
-                for (int e = 0; e < DPL; e += 4) {
-                    const float4 qa = *reinterpret_cast<const float4 *>(&q_s[g][part * DPL + e]);
-                    v += qa.x * kf[e] + qa.y * kf[e + 1] + qa.z * kf[e + 2] + qa.w * kf[e + 3];
+                    for (int e = 1; e < 4; e++) d = __hfma2(qh[g][e], kh[e], d);
+                    sc[i][g] = __low2float(d) + __high2float(d);
                 }
-                sc[i][g] = v;
+            } else {
+                float kf[DPL];
+                unpack<T, DPL>(kr[i], kf);
+#pragma unroll
+                for (int g = 0; g < GM; g++) {
+                    float v = 0.0f;
+#pragma unroll
+                    for (int e = 0; e < DPL; e += 4) {
+                        const float4 qa = *reinterpret_cast<const float4 *>(&q_s[g][part * DPL + e]);
+                        v += qa.x * kf[e] + qa.y * kf[e + 1] + qa.z * kf[e + 2] + qa.w * kf[e + 3];
+                    }
+                    sc[i][g] = v;
+                }
             }
         }
         constexpr int C = NL * GM, R = C >= LPK ? C / LPK : 1;   // (key, head) pairs per lane group; per lane
@@ -273,14 +304,36 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
                 for (int e = 0; e < DPL; e++) acc[g][e] *= alpha;
             }
         }
+        if constexpr (FP8) {   // the group's P.V in half2 (NL terms), then into the f32 accumulators
+            __half2 pv[GM][4];
 #pragma unroll
-        for (int i = 0; i < NL; i++) {
-            float vf[DPL];
-            unpack<T, DPL>(vr[i], vf);
+            for (int i = 0; i < NL; i++) {
+                half2x4 vx;
+                const __half2 *vh = fp8_to_half2(vr[i], vx);
+#pragma unroll
+                for (int g = 0; g < GM; g++) {
+                    const __half2 p2 = __float2half2_rn(sc[i][g]);
+#pragma unroll
+                    for (int e = 0; e < 4; e++) pv[g][e] = i == 0 ? __hmul2(p2, vh[e]) : __hfma2(p2, vh[e], pv[g][e]);
+                }
+            }
 #pragma unroll
             for (int g = 0; g < GM; g++)
 #pragma unroll
-                for (int e = 0; e < DPL; e++) acc[g][e] += sc[i][g] * vf[e];
+                for (int e = 0; e < 4; e++) {
+                    acc[g][2 * e] += __low2float(pv[g][e]);
+                    acc[g][2 * e + 1] += __high2float(pv[g][e]);
+                }
+        } else {
+#pragma unroll
+            for (int i = 0; i < NL; i++) {
+                float vf[DPL];
+                unpack<T, DPL>(vr[i], vf);
+#pragma unroll
+                for (int g = 0; g < GM; g++)
+#pragma unroll
+                    for (int e = 0; e < DPL; e++) acc[g][e] += sc[i][g] * vf[e];
+            }
         }
     }
     // the keys of a load were spread over 32 / LPK lane groups: sum them, then merge the warps

@@ -252,6 +252,8 @@ TEST(quick)
         { 1, { 9 }, { 70 }, 2, 1, 256, 33, 16, 20.0f, DTYPE_F16 },
         { 1, { 0 }, { 100 }, 2, 2, 64, 0, 32, 0, DTYPE_BF16 },
         { 2, { 3, 0 }, { 90, 1 }, 8, 2, 128, 0, 16, 0, DTYPE_F8E4M3 },
+        { 2, { 300, 40 }, { 1, 1 }, 8, 2, 128, 0, 16, 0, DTYPE_BF16 },    // decode: the streaming kernel, splits
+        { 1, { 700 }, { 1 }, 16, 2, 128, 0, 16, 0, DTYPE_F8E4M3 },       // decode, GQA 8:1, fp8 cache
     };
     for (size_t c = 0; c < sizeof quick / sizeof quick[0]; c++) case_run(&quick[c], &r, 1.0f);
 }

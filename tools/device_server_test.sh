@@ -29,6 +29,9 @@ run() {   # name, env..., then the suite
     local name=$1; shift
     local start=$(date +%s)
     if env "$@"; then echo "ok   $name ($(( $(date +%s) - start )) s)"; else echo "FAIL $name"; rc=1; fi
+    # a server left running would hold the GPU's memory and fail the next suite's
+    left=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader 2>/dev/null)
+    [ -n "$left" ] && echo "  still on the GPU after $name: $left"
 }
 run "server/hostile (fake model)" node tests/server/hostile.test.mjs
 # (the tiny model outruns the shutdown test's 4000-token request on a GPU: the api suite runs on the 0.6B)

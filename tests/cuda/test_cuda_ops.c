@@ -741,10 +741,12 @@ TEST(moe_batch_invariance)
               dids = dev_new(&ids), dw = dev_new(&w);
     det->ops->norm_moe_route(det, &dids.t, &dw.t, &dlg.t, &dxn.t, &dx.t, &dnw.t, 1e-6f, 0.0f, &drw.t, k, true);
     det->ops->moe_ffn_add(det, &dx.t, &dxn.t, &dids.t, &dw.t, ex.tg, ex.tu, ex.td, E, ACT_SILU);
-    dev_get(&dx, &all);
+    // through det's own stream (g_cuda's download would not wait for det's kernels: compute-sanitizer's
+    // slower runs caught that)
+    det->ops->download(det, all.p, &dx.t, sizeof(float) * (size_t)d * n);
     int same = 1;
     for (int i = 0; i < n; i++) {
-        g_cuda->ops->upload(g_cuda, &dx.t, x.p, sizeof(float) * (size_t)d * n);
+        det->ops->upload(det, &dx.t, x.p, sizeof(float) * (size_t)d * n);
         struct tensor xi = tensor_rows_view(&dx.t, i, 1), xni = tensor_rows_view(&dxn.t, i, 1);
         struct tensor lgi = tensor_rows_view(&dlg.t, i, 1), idi = tensor_rows_view(&dids.t, i, 1);
         struct tensor wi = tensor_rows_view(&dw.t, i, 1);

@@ -337,24 +337,9 @@ TEST(all_fixtures)
 {
     const char *backends = getenv("CAIRN_TEST_BACKENDS");
     if (!backends) backends = "ref,cpu";
-    DIR *d = opendir(FIXTURES);
-    ASSERT(d != NULL);
-    struct dirent *e;
-    char *names[128];
-    int n_names = 0;
-    const char *only = getenv("CAIRN_TEST_FIXTURES");   // comma-separated subset (GPU bisecting)
-    while ((e = readdir(d)) && n_names < 128) {
-        if (e->d_name[0] == '.' || e->d_type != DT_DIR) continue;
-        if (only) {
-            char pat[300];
-            snprintf(pat, sizeof pat, ",%s,", e->d_name);
-            char list[1024];
-            snprintf(list, sizeof list, ",%s,", only);
-            if (!strstr(list, pat)) continue;
-        }
-        names[n_names++] = xstrdup(e->d_name);
-    }
-    closedir(d);
+    const char *only = getenv("CAIRN_TEST_FIXTURES");
+    int n_names;
+    char **names = fixture_names(&n_names);
     EXPECTF(n_names >= (only ? 1 : 6), "only %d fixtures in %s", n_names, FIXTURES);
     char *list = xstrdup(backends), *save = NULL;
     for (char *be = strtok_r(list, ",", &save); be; be = strtok_r(NULL, ",", &save)) {
@@ -367,6 +352,7 @@ TEST(all_fixtures)
     }
     free(list);
     for (int i = 0; i < n_names; i++) free(names[i]);
+    free(names);
 }
 
 int main(void)

@@ -50,16 +50,24 @@ __device__ __forceinline__ float dot8(const uint4 &u, const float4 a, const floa
            to_f<T>(h[4]) * b.x + to_f<T>(h[5]) * b.y + to_f<T>(h[6]) * b.z + to_f<T>(h[7]) * b.w;
 }
 
+/* Max and sum of exp(x - max) over a row of E router logits, by one warp (lane-strided, then warp
+ * trees): both routing kernels use it, so they pick and weigh experts identically. */
+__device__ __forceinline__ void softmax_stats(const float *row, int E, int lane, float &mx, float &sum)
+{
+    mx = -INFINITY;
+    for (int e = lane; e < E; e += 32) mx = fmaxf(mx, row[e]);
+    mx = warp_max(mx);
+    sum = 0.0f;
+    for (int e = lane; e < E; e += 32) sum += __expf(row[e] - mx);
+    sum = warp_sum(sum);
+}
+
 __global__ void k_moe_route(int32_t *ids, float *weights, const float *logits, int E, int k, bool norm)
 {
     int t = blockIdx.x, lane = threadIdx.x;
     const float *row = logits + (size_t)t * E;
-    float mx = -INFINITY;
-    for (int e = lane; e < E; e += 32) mx = fmaxf(mx, row[e]);
-    mx = warp_max(mx);
-    float sum = 0;
-    for (int e = lane; e < E; e += 32) sum += __expf(row[e] - mx);
-    sum = warp_sum(sum);
+    float mx, sum;
+    softmax_stats(row, E, lane, mx, sum);
     float picked_sum = 0;
     int prev_e = -1;
     float prev_v = INFINITY;
@@ -209,13 +217,8 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_norm_route(float *xn, fl
     }
     __syncthreads();
     if (warp != 0) return;
-    // softmax over all experts as k_moe_route (lane-strided max and sum, warp trees)
-    float mx = -INFINITY;
-    for (int e = lane; e < E; e += 32) mx = fmaxf(mx, s_lg[e]);
-    mx = warp_max(mx);
-    float sum = 0;
-    for (int e = lane; e < E; e += 32) sum += __expf(s_lg[e] - mx);
-    sum = warp_sum(sum);
+    float mx, sum;   // softmax over all experts, as k_moe_route
+    softmax_stats(s_lg, E, lane, mx, sum);
     const int e = lane < k ? s_id[lane] : 0;
     const float p = lane < k ? __expf(s_lg[e] - mx) / sum : 0.0f;
     float picked_sum = 0;

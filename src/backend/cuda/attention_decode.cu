@@ -1,19 +1,21 @@
-/* attention_decode: split-K flash decoding when every sequence of the step has one query token.
+/* attention_decode: split-K flash decoding (built for one query token per sequence; it also runs
+ * every step of the precise and deterministic backends).
  *
  * Decode attention is a stream of the cache: per token and KV head it reads every visible K and V
- * row once, and the arithmetic is tiny. What limits it is how many bytes are in flight, so this
- * kernel is laid out for loads, not for math (the generic kernel in attention.cu synchronizes its
+ * row once, and the arithmetic is small. What limits it is bytes in flight and instructions per
+ * key, so this kernel is laid out for loads (the generic kernel in attention.cu synchronizes its
  * block three times per 64 keys and reads V two bytes per thread; it reached a quarter of the
  * bandwidth at 8K context).
  *
  * Grid (token, KV head, split), DEC_WARPS warps per block. A key's row of head_dim values is read
- * by LPK = head_dim / 8 lanes, 16 bytes each, so one warp-wide load covers 32 / LPK keys. Each warp
- * walks groups of NL such loads (NL * 32 / LPK keys): it issues all K and V loads of a group at
- * once (2 * NL loads in flight per lane, bypassing L1: NL = 4 loads of 16 bytes for bf16/f16, 8 of
- * 8 bytes for f8e4m3) and looks up the next group's cache slots while they fly, then computes scores (a dot product over the lane's 8 dims and a
- * shuffle sum over its LPK lanes), updates its own online softmax (no block barrier in the loop)
- * and accumulates P.V into 8 dims per lane. The block's warps merge through shared memory at the
- * end; splits merge as in attention_split.cuh.
+ * by LPK = head_dim / 8 lanes, 8 values each, so one warp-wide load covers 32 / LPK keys. Each
+ * warp walks groups of NL such loads: it issues all K and V loads of a group at once (bypassing
+ * L1: 4 loads of 16 bytes for bf16/f16, 8 of 8 bytes for f8e4m3) and looks up the next group's
+ * cache slots while they fly. Scores are partial dot products over a lane's 8 dims, summed over
+ * the key's lanes by a transposing reduction that leaves each lane one or a few whole (key, head)
+ * scores; each warp keeps its own online softmax (no block barrier in the loop) and accumulates
+ * P.V into 8 dims per lane. fp8 caches widen to f16 and multiply in f16x2. The block's warps merge
+ * through shared memory at the end; splits merge as in attention_split.cuh.
  */
 #include "backend/cuda/attention_split.cuh"
 
@@ -22,7 +24,7 @@
 #define DEC_WARPS   8
 #define DEC_THREADS (DEC_WARPS * 32)
 
-/* What one lane loads of a key row: DPL values of T, 8 or 16 bytes. */
+/* What one lane loads of a key row: 8 values of T, 8 or 16 bytes. */
 template <int BYTES> struct lane_raw;
 template <> struct lane_raw<8> { typedef uint2 type; };
 template <> struct lane_raw<16> { typedef uint4 type; };
@@ -41,24 +43,13 @@ __device__ __forceinline__ void ld_cache(const void *p, uint2 &r)
 __device__ __forceinline__ void zero(uint4 &r) { r = make_uint4(0, 0, 0, 0); }
 __device__ __forceinline__ void zero(uint2 &r) { r = make_uint2(0, 0); }
 
-/* The DPL values of a load as floats. */
+/* The DPL bf16/f16 values of a load as floats (fp8 goes through fp8_to_half2). */
 template <typename T, int DPL, typename R>
 __device__ __forceinline__ void unpack(const R &u, float *f)
 {
     const T *h = reinterpret_cast<const T *>(&u);
 #pragma unroll
     for (int i = 0; i < DPL; i++) f[i] = to_f<T>(h[i]);
-}
-template <>
-__device__ __forceinline__ void unpack<__nv_fp8_e4m3, 8, uint2>(const uint2 &u, float *f)
-{
-    const __nv_fp8x2_storage_t *p = reinterpret_cast<const __nv_fp8x2_storage_t *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {   // pairs through the f16x2 convert (exact: e4m3 fits in f16)
-        const float2 v = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(p[i], __NV_E4M3)));
-        f[2 * i] = v.x;
-        f[2 * i + 1] = v.y;
-    }
 }
 /* One round per lane bit below 2 * O of a transposing sum over lane groups: a lane keeps the half
  * of its 2 * H values that its bit O selects, adds its partner's copy of that half (sent in
@@ -101,16 +92,17 @@ __device__ __forceinline__ void group_slots(int *slot, int gi, int lo, int hi, i
 }
 
 /* GM: query heads per KV head compiled for (G <= GM); NL: loads per lane per group for each of K
- * and V (4 measured faster than 8 for bf16 at 8K-32K context on H100: fewer registers, more warps);
- * DPL: dims per lane (8: 16-byte loads of bf16/f16, 8-byte loads of fp8; 16 fp8 values per lane
- * with 16-byte loads measured 10-13% slower at 8K-32K on H100: 200 registers, one block per SM). */
-template <typename T, int D, int GM, int NL, int DPL>
+ * and V (4 measured faster than 8 for bf16 at 8K-32K context on H100: fewer registers, more
+ * warps). Each lane holds 8 dims of a key (16 fp8 values per lane with 16-byte loads measured
+ * 10-13% slower at 8K-32K on H100: 200 registers, one block per SM). */
+template <typename T, int D, int GM, int NL>
 __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
     float *out, float *part_acc, float *part_ml, int32_t *done, const float *q, const T *kc, const T *vc,
     const int32_t *tok_pos, const int32_t *tok_seq, const int32_t *seq_block0, const int32_t *block_ids, int block_size,
     int n_heads, int n_kv, float scale, int window, float softcap, int split_grid, bool per_token_splits)
 {
     pdl_trigger();   // the output projection's GEMV follows
+    constexpr int DPL = 8;           // dims per lane
     typedef typename lane_raw<DPL * sizeof(T)>::type raw;
     constexpr int LPK = D / DPL;     // lanes per key
     constexpr int KPI = 32 / LPK;    // keys per warp-wide load
@@ -152,7 +144,8 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
 
     constexpr bool FP8 = sizeof(T) == 1;
     // fp8: this lane's 8 dims of q as half2. An 8-dim partial score overflows f16 only if the
-    // scaled q averaged over 160 against saturated keys (448); P.V terms are at most 8 * 448.
+    // scaled q (q / sqrt(head_dim)) averaged over 18 against saturated keys (448); P.V partials are
+    // at most 8 * 448.
     __half2 qh[GM][4];
     if constexpr (FP8)
 #pragma unroll
@@ -386,11 +379,11 @@ struct dec_args {
     int n_split;
 };
 
-template <typename T, int D, int GM, int NL, int DPL>
+template <typename T, int D, int GM, int NL>
 static void dec_launch(struct cuda_backend *cb, const dec_args &a, const struct attn_params *ap, const struct batch_meta *m)
 {
     const struct cuda_batch *b = &cb->batch;
-    launch_pdl(cb, k_attn_decode<T, D, GM, NL, DPL>, dim3(m->n_tok, ap->n_kv_heads, a.n_split), dim3(DEC_THREADS), a.out,
+    launch_pdl(cb, k_attn_decode<T, D, GM, NL>, dim3(m->n_tok, ap->n_kv_heads, a.n_split), dim3(DEC_THREADS), a.out,
                a.part_acc, a.part_ml, cb->d_attn_done, a.q, (const T *)a.kc, (const T *)a.vc, b->d_tok_pos, b->d_tok_seq,
                b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, ap->n_kv_heads, ap->scale, ap->window,
                ap->softcap, a.n_split, cb->deterministic);
@@ -399,8 +392,8 @@ static void dec_launch(struct cuda_backend *cb, const dec_args &a, const struct 
 template <typename T, int D, int GM>
 static void dec_dispatch(struct cuda_backend *cb, const dec_args &a, const struct attn_params *ap, const struct batch_meta *m)
 {
-    if constexpr (sizeof(T) == 2) dec_launch<T, D, GM, 4, 8>(cb, a, ap, m);
-    else dec_launch<T, D, GM, 8, 8>(cb, a, ap, m);
+    if constexpr (sizeof(T) == 2) dec_launch<T, D, GM, 4>(cb, a, ap, m);
+    else dec_launch<T, D, GM, 8>(cb, a, ap, m);
 }
 
 template <typename T>

@@ -370,8 +370,10 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
         attn_merge_if_last<D, DEC_THREADS>(out, part_acc, part_ml, done, t, kvh, G, n_heads, n_kv, split_grid, n_split, w_s);
 }
 
-/* The launch of one cache type T, head_dim D and GM: 4 16-byte loads per group (8 bf16/f16 values
- * each), or 8 8-byte loads for fp8 (the same bytes in flight). */
+/* Loads per lane per group (NL) for a cache element size: the same bytes in flight for both. */
+static constexpr int dec_loads(size_t elem_bytes) { return elem_bytes == 1 ? 8 : 4; }
+
+/* What every launch of the decode kernel takes beside the shape. */
 struct dec_args {
     float *out, *part_acc, *part_ml;
     const float *q;
@@ -379,6 +381,8 @@ struct dec_args {
     int n_split;
 };
 
+/* The launch of one cache type T, head_dim D and GM: 4 16-byte loads per group (8 bf16/f16 values
+ * each), or 8 8-byte loads for fp8 (the same bytes in flight). */
 template <typename T, int D, int GM, int NL>
 static void dec_launch(struct cuda_backend *cb, const dec_args &a, const struct attn_params *ap, const struct batch_meta *m)
 {
@@ -392,8 +396,7 @@ static void dec_launch(struct cuda_backend *cb, const dec_args &a, const struct 
 template <typename T, int D, int GM>
 static void dec_dispatch(struct cuda_backend *cb, const dec_args &a, const struct attn_params *ap, const struct batch_meta *m)
 {
-    if constexpr (sizeof(T) == 2) dec_launch<T, D, GM, 4>(cb, a, ap, m);
-    else dec_launch<T, D, GM, 8>(cb, a, ap, m);
+    dec_launch<T, D, GM, dec_loads(sizeof(T))>(cb, a, ap, m);
 }
 
 template <typename T>
@@ -417,8 +420,7 @@ bool cuda_attention_decode(struct cuda_backend *cb, struct tensor *out, const st
     // GM * D <= 1024 keeps the block's shared memory under 48 KB
     if (!((D == 64 || D == 128) && G <= 8) && !(D == 256 && G <= 4)) return false;
     const int GM = G <= 4 ? 4 : 8;
-    const int NL = dt == DTYPE_F8E4M3 ? 8 : 4;   // as dec_dispatch picks
-    const int kpg = NL * (32 / (D / 8));
+    const int kpg = dec_loads(dtype_size(dt)) * (32 / (D / 8));   // keys per group, as the kernel's KPG
 
     // Splits: about att_dec_blocks_per_sm blocks per SM (2), each split at least att_dec_min_keys
     // keys (32) (deterministic: the splits the longest token wants; each token takes its own share).

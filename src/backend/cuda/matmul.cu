@@ -540,15 +540,18 @@ void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, cons
 }
 
 /* Decode: the RMSNorm runs inside the GEMV (no launch, no xn round trip); otherwise two ops. */
+/* Whether decode GEMVs may run the RMSNorm of their input. Not in deterministic mode: there rows
+ * beyond the GEMV's batch go through the separate norm, and a token's result must not depend on
+ * which path its batch took. */
+static bool norm_fuse_on(const struct cuda_backend *cb) { return cb->norm_fuse && !cb->deterministic; }
+
 void cuda_norm_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, struct tensor *xn, const struct tensor *x,
                         const struct tensor *norm_w, float eps, float w_offset, const struct tensor *const *ws,
                         const struct tensor *const *biases)
 {
     struct cuda_backend *cb = cuda_of(be);
     int n = (int)tensor_rows(x), k = (int)x->ne[0];
-    // Not in deterministic mode: there rows beyond the GEMV's batch go through the separate norm,
-    // and a token's result must not depend on which path its batch took.
-    bool fuse = cb->norm_fuse && !cb->deterministic && n <= cb->gemv_max_n && n_w <= GEMV_MAX_SEGS &&
+    bool fuse = norm_fuse_on(cb) && n <= cb->gemv_max_n && n_w <= GEMV_MAX_SEGS &&
                 norm_w->ne[0] == k && tensor_is_contiguous(x);
     for (int i = 0; i < n_w; i++) fuse = fuse && ws[i]->dtype == norm_w->dtype && ws[i]->ne[0] == k;
     if (fuse && norm_w->dtype != DTYPE_F32) {
@@ -585,9 +588,8 @@ void cuda_matmul_glu(struct backend *be, struct tensor *out, struct tensor *up, 
                 w_up->ne[1] == m && w_gate->ne[0] == k && w_up->ne[0] == k && k % 8 == 0 &&
                 tensor_is_contiguous(x) && ((uintptr_t)dptr(x) & 15) == 0 && ((uintptr_t)dptr(w_gate) & 15) == 0 &&
                 ((uintptr_t)dptr(w_up) & 15) == 0;
-    // the norm inside the kernel: as in cuda_norm_matmul_n
-    // (x * norm weight is staged in shared memory: at most GLU_NORM_SMEM bytes)
-    bool fuse_norm = norm_w && fuse && cb->norm_fuse && !cb->deterministic && norm_w->dtype == w_gate->dtype &&
+    // the norm inside the kernel (x * norm weight is staged in shared memory: at most GLU_NORM_SMEM bytes)
+    bool fuse_norm = norm_w && fuse && norm_fuse_on(cb) && norm_w->dtype == w_gate->dtype &&
                      norm_w->ne[0] == k && sizeof(float) * (size_t)n * k <= GLU_NORM_SMEM;
     const struct tensor *in = x;
     if (norm_w && !fuse_norm) {

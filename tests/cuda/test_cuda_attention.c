@@ -1,5 +1,6 @@
 /* test_cuda_attention: the cuda attention kernels (attention_tiled.cu for prefill, the split-K
- * kernel of attention.cu for decode steps and other head dims) against the ref backend: decode
+ * kernels of attention_decode.cu and attention.cu for decode steps and other head dims,
+ * attention_decode_mma.cu for fp8 decode) against the ref backend: decode
  * steps and small shapes of every cache dtype (split_kernel_cases), and random batches: several sequences per step, each with a cached prefix and a chunk
  * of new tokens of odd lengths (across the 128-token tiles and 64-key tiles), GQA ratios 1/4/8,
  * head_dim 64/128/256 (and 80: the WMMA fallback), windows, soft-caps, block sizes that are and
@@ -162,6 +163,12 @@ static const struct acase fixed[] = {
     { 2, { 0, 3 }, { 77, 140 }, 4, 4, 128, 0, 24, 30.0f, DTYPE_F8E4M3 },
     { 1, { 40 }, { 100 }, 4, 1, 80, 0, 16, 0, DTYPE_F8E4M3 },
     { 4, { 0, 9, 500, 77 }, { 1, 1, 1, 1 }, 32, 8, 128, 0, 16, 0, DTYPE_F8E4M3 },
+    // fp8 decode on tensor cores (attention_decode_mma.cu): windows that start mid-tile, block
+    // sizes 32/48, 16 query heads per KV head (M rows 8-15), softcap, GQA 6 (rows past the heads)
+    { 2, { 500, 36 }, { 1, 1 }, 8, 2, 128, 100, 32, 0, DTYPE_F8E4M3 },
+    { 3, { 1000, 17, 250 }, { 1, 1, 1 }, 16, 1, 64, 0, 32, 30.0f, DTYPE_F8E4M3 },
+    { 1, { 69 }, { 1 }, 6, 1, 128, 0, 48, 0, DTYPE_F8E4M3 },
+    { 2, { 2000, 4 }, { 1, 1 }, 32, 2, 128, 333, 16, 0, DTYPE_F8E4M3 },
 };
 
 /* Decode steps and small shapes for every cache dtype: head dims 16-256 (72: the split-K kernel
@@ -254,6 +261,7 @@ TEST(quick)
         { 2, { 3, 0 }, { 90, 1 }, 8, 2, 128, 0, 16, 0, DTYPE_F8E4M3 },
         { 2, { 300, 40 }, { 1, 1 }, 8, 2, 128, 0, 16, 0, DTYPE_BF16 },    // decode: the streaming kernel, splits
         { 1, { 700 }, { 1 }, 16, 2, 128, 0, 16, 0, DTYPE_F8E4M3 },       // decode, GQA 8:1, fp8 cache
+        { 2, { 300, 20 }, { 1, 1 }, 16, 1, 64, 50, 32, 0, DTYPE_F8E4M3 }, // fp8 decode, 16 heads per KV head
     };
     for (size_t c = 0; c < sizeof quick / sizeof quick[0]; c++) case_run(&quick[c], &r, 1.0f);
 }

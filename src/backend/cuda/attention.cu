@@ -232,6 +232,7 @@ void cuda_attention(struct backend *be, struct tensor *out, const struct tensor 
     // precise, deterministic: an f32 split-K kernel for every step (the tiled kernel computes in
     // bf16, and how a prompt is cut into steps would change its tiles)
     if (!b->all_single && !cb->precise && !cb->deterministic && cuda_attention_tiled(cb, out, q, kv, ap, m)) return;
+    if (cuda_attention_decode_mma(cb, out, q, kv, ap, m)) return;
     if (cuda_attention_decode(cb, out, q, kv, ap, m)) return;
     int G = ap->n_heads / ap->n_kv_heads;
     CHECK(G <= ATT_G_MAX, "cuda attention: %d query heads per KV head (at most %d)", G, ATT_G_MAX);

@@ -29,20 +29,6 @@ template <int BYTES> struct lane_raw;
 template <> struct lane_raw<8> { typedef uint2 type; };
 template <> struct lane_raw<16> { typedef uint4 type; };
 
-/* A cache load that does not allocate in L1 (each row is read once). Coherent (no .nc): the
- * kernel before this one (PDL) wrote this step's rows. volatile keeps it after pdl_wait. */
-__device__ __forceinline__ void ld_cache(const void *p, uint4 &r)
-{
-    asm volatile("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-}
-__device__ __forceinline__ void ld_cache(const void *p, uint2 &r)
-{
-    asm volatile("ld.global.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
-}
-__device__ __forceinline__ void zero(uint4 &r) { r = make_uint4(0, 0, 0, 0); }
-__device__ __forceinline__ void zero(uint2 &r) { r = make_uint2(0, 0); }
-
 /* The DPL bf16/f16 values of a load as floats (fp8 goes through fp8_to_half2). */
 template <typename T, int DPL, typename R>
 __device__ __forceinline__ void unpack(const R &u, float *f)
@@ -344,30 +330,8 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
     if (lane == 0)
 #pragma unroll
         for (int g = 0; g < GM; g++) { wm_s[warp][g] = m[g]; wl_s[warp][g] = l[g]; }
-    __syncthreads();
-    for (int idx = tid; idx < G * D; idx += DEC_THREADS) {
-        const int g = idx / D, d = idx - g * D;
-        float M = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, wm_s[w][g]);
-        float a = 0.0f, L = 0.0f;
-#pragma unroll
-        for (int w = 0; w < DEC_WARPS; w++) {
-            const float f = wm_s[w][g] == -INFINITY ? 0.0f : __expf(wm_s[w][g] - M);
-            a += wacc_s[w][g][d] * f;
-            L += wl_s[w][g] * f;
-        }
-        const size_t head = (size_t)t * n_heads + kvh * G + g;
-        if (n_split == 1) {
-            out[head * D + d] = L > 0 ? a / L : 0.0f;
-        } else {
-            const size_t base = head * split_grid + split;
-            part_acc[base * D + d] = a;
-            if (d == 0) { part_ml[base * 2] = M; part_ml[base * 2 + 1] = L; }
-        }
-    }
-    if (n_split > 1)
-        attn_merge_if_last<D, DEC_THREADS>(out, part_acc, part_ml, done, t, kvh, G, n_heads, n_kv, split_grid, n_split, w_s);
+    attn_warps_finish<D, DEC_WARPS, GM>(out, part_acc, part_ml, done, wacc_s, wm_s, wl_s, w_s, t, kvh, G, n_heads, n_kv,
+                                        split, split_grid, n_split);
 }
 
 /* Loads per lane per group (NL) for a cache element size: the same bytes in flight for both. */

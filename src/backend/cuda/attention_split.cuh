@@ -1,4 +1,5 @@
-/* attention_split: what the split-K attention kernels share (attention.cu, attention_decode.cu).
+/* attention_split: what the split-K attention kernels share (attention.cu, attention_decode.cu,
+ * attention_decode_mma.cu).
  *
  * A split-K kernel cuts each (query token, KV head)'s keys into n_split ranges, one block each.
  * Every block writes its partial softmax state per query head to the workspace: the running max
@@ -69,10 +70,66 @@ __device__ __forceinline__ void attn_merge_if_last(float *out, const float *part
     }
 }
 
+/* A cache load that does not allocate in L1 (each row is read once). Coherent (no .nc): the
+ * kernel before this one (PDL) wrote this step's rows. volatile keeps it after pdl_wait. */
+__device__ __forceinline__ void ld_cache(const void *p, uint4 &r)
+{
+    asm volatile("ld.global.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
+}
+__device__ __forceinline__ void ld_cache(const void *p, uint2 &r)
+{
+    asm volatile("ld.global.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+}
+__device__ __forceinline__ void zero(uint4 &r) { r = make_uint4(0, 0, 0, 0); }
+__device__ __forceinline__ void zero(uint2 &r) { r = make_uint2(0, 0); }
+
+/* Called by every thread of a block of W warps after each warp wrote its own softmax state for
+ * the block's G query heads (running max wm_s, sum wl_s, unnormalized output wacc_s): merges the
+ * warps and writes the output (one split) or this split's partials, then merges the splits if this
+ * block is the last. split_grid: the splits the partials are laid out for; n_split: this token's. */
+template <int D, int W, int GM>
+__device__ __forceinline__ void attn_warps_finish(float *out, float *part_acc, float *part_ml, int32_t *done,
+                                                  const float (*wacc_s)[GM][D], const float (*wm_s)[GM],
+                                                  const float (*wl_s)[GM], float (*w_s)[ATT_SPLIT_MAX], int t, int kvh,
+                                                  int G, int n_heads, int n_kv, int split, int split_grid, int n_split)
+{
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < G * D; idx += W * 32) {
+        const int g = idx / D, d = idx - g * D;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < W; w++) M = fmaxf(M, wm_s[w][g]);
+        float a = 0.0f, L = 0.0f;
+#pragma unroll
+        for (int w = 0; w < W; w++) {
+            const float f = wm_s[w][g] == -INFINITY ? 0.0f : __expf(wm_s[w][g] - M);
+            a += wacc_s[w][g][d] * f;
+            L += wl_s[w][g] * f;
+        }
+        const size_t head = (size_t)t * n_heads + kvh * G + g;
+        if (n_split == 1) {
+            out[head * D + d] = L > 0 ? a / L : 0.0f;
+        } else {
+            const size_t base = head * split_grid + split;
+            part_acc[base * D + d] = a;
+            if (d == 0) { part_ml[base * 2] = M; part_ml[base * 2 + 1] = L; }
+        }
+    }
+    if (n_split > 1)
+        attn_merge_if_last<D, W * 32>(out, part_acc, part_ml, done, t, kvh, G, n_heads, n_kv, split_grid, n_split, w_s);
+}
+
 /* The streaming split-K kernel (attention_decode.cu): any step, built for decode. bf16/f16/fp8 caches,
  * head_dim 64/128 with up to 8 query heads per KV head or 256 with up to 4; false otherwise (the
  * generic kernel runs). */
 bool cuda_attention_decode(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                            const struct attn_params *ap, const struct batch_meta *m);
+
+/* The tensor-core decode kernel (attention_decode_mma.cu) for fp8 caches on the default backend:
+ * head_dim 64/128 with up to 16 query heads per KV head, block_size % 16 == 0;
+ * false otherwise. */
+bool cuda_attention_decode_mma(struct cuda_backend *cb, struct tensor *out, const struct tensor *q,
+                               const struct kv_layer *kv, const struct attn_params *ap, const struct batch_meta *m);
 
 #endif

@@ -26,6 +26,22 @@ $MB --synthetic configs/qwen3-8b.json --backend cuda --prefill 4096,32768 --deco
 echo "== Qwen3-8B, cuda, fp8 KV cache" | tee -a "$OUT/qwen3-8b.txt"
 $MB --synthetic configs/qwen3-8b.json --backend cuda --kv-dtype fp8 --decode-ctx 512,8192,32768 --gen 64 2>&1 |
     grep -E '^decode' | tee -a "$OUT/qwen3-8b.txt"
+# Long context against short, per KV dtype. A 32K bf16 cache is 4.8 GB per token on top of the
+# weights: "bound" is the 32K rate if those extra bytes streamed at the measured bandwidth and
+# the rest of the step took what it takes at 512.
+python3 - "$bw" "$OUT/qwen3-8b.txt" <<'PY' | tee -a "$OUT/qwen3-8b.txt"
+import re, sys
+bw, cur, rates = float(sys.argv[1]), None, {}
+for line in open(sys.argv[2]):
+    if line.startswith('=='): cur = 'fp8' if 'fp8' in line else 'bf16'
+    m = re.search(r'^decode ctx=(\d+) .*tok_s=([\d.]+) .*bytes_per_tok=(\d+)', line)
+    if m and cur: rates[(cur, int(m.group(1)))] = (float(m.group(2)), int(m.group(3)))
+for kv in ('bf16', 'fp8'):
+    if (kv, 512) in rates and (kv, 32768) in rates:
+        (r0, b0), (r1, b1) = rates[(kv, 512)], rates[(kv, 32768)]
+        bound = 1 / (1 / r0 + (b1 - b0) / bw)
+        print(f'ratio kv={kv} tok_s_32k_over_512={r1 / r0:.3f} bound={bound / r0:.3f} (vs bf16 512: {r1 / rates[("bf16", 512)][0]:.3f})')
+PY
 echo "== Qwen3-8B, engine" | tee "$OUT/engine.txt"
 "$BUILD/bench/engine_bench" --synthetic configs/qwen3-8b.json --backend cuda --part decode --conc 1,8,64 --gen 64 2>&1 |
     grep '^decode' | tee -a "$OUT/engine.txt"

@@ -163,8 +163,9 @@ static const struct acase fixed[] = {
     { 2, { 0, 3 }, { 77, 140 }, 4, 4, 128, 0, 24, 30.0f, DTYPE_F8E4M3 },
     { 1, { 40 }, { 100 }, 4, 1, 80, 0, 16, 0, DTYPE_F8E4M3 },
     { 4, { 0, 9, 500, 77 }, { 1, 1, 1, 1 }, 32, 8, 128, 0, 16, 0, DTYPE_F8E4M3 },
-    // fp8 decode on tensor cores (attention_decode_mma.cu): windows that start mid-tile, block
-    // sizes 32/48, 16 query heads per KV head (M rows 8-15), softcap, GQA 6 (rows past the heads)
+    // fp8 decodes for the tensor-core kernel (attention_decode_mma.cu; the short ones reach it in
+    // the any-length pass): windows that start mid-tile, block sizes 32/48, 16 query heads per KV
+    // head (S rows 8-15), softcap, GQA 6 (heads past the group)
     { 2, { 500, 36 }, { 1, 1 }, 8, 2, 128, 100, 32, 0, DTYPE_F8E4M3 },
     { 3, { 1000, 17, 250 }, { 1, 1, 1 }, 16, 1, 64, 0, 32, 30.0f, DTYPE_F8E4M3 },
     { 1, { 69 }, { 1 }, 6, 1, 128, 0, 48, 0, DTYPE_F8E4M3 },
@@ -266,6 +267,17 @@ TEST(quick)
     for (size_t c = 0; c < sizeof quick / sizeof quick[0]; c++) case_run(&quick[c], &r, 1.0f);
 }
 
+/* fp8 decode runs on tensor cores (attention_decode_mma.cu) from 1,024 keys by default; from here
+ * on at every length, so the short cases reach it too. */
+static void use_mma_at_any_length(void)
+{
+    backend_free(g_cuda);
+    setenv("CAIRN_CUDA_ATT_MMA_MIN_LEN", "1", 1);
+    if (backend_new("cuda", NULL, &g_cuda) != STATUS_OK) exit(1);
+    unsetenv("CAIRN_CUDA_ATT_MMA_MIN_LEN");
+    fprintf(stderr, "  fp8 decode on tensor cores at every length:\n");
+}
+
 int main(void)
 {
     if (backend_new("ref", NULL, &g_ref) != STATUS_OK) return 1;
@@ -276,11 +288,16 @@ int main(void)
     const char *quick = getenv("CAIRN_TEST_QUICK");
     if (quick && !strcmp(quick, "1")) {
         RUN(quick);
+        use_mma_at_any_length();
+        RUN(quick);
     } else {
         RUN(split_kernel_cases);
         RUN(fixed_cases);
         RUN(random_cases);
         RUN(control_rejects_wrong_scale);
+        use_mma_at_any_length();
+        RUN(split_kernel_cases);
+        RUN(fixed_cases);
         // cuda-deterministic runs every step (prefill too) through the split-K kernels, with
         // splits chosen per token
         backend_free(g_cuda);

@@ -1,31 +1,38 @@
 /* attention_decode_mma: split-K decode attention over an fp8 (e4m3) KV cache on tensor cores.
  *
  * An fp8 cache halves the bytes decode attention streams, so the kernel must spend half the
- * instructions per key to stay on the bandwidth limit; the CUDA-core kernel (attention_decode.cu)
- * does not: it multiplies every key by every query head of the group in f16x2 and reached about
- * the bf16 cache's speed. Here a warp takes 16 keys at a time and does S = Q K^T and O += P V as
- * m16n8k16 MMAs (f16 inputs, f32 accumulators): the query heads of a KV head are the M rows (up
- * to 16), keys are N for S and K for P V.
+ * instructions per key to stay on the bandwidth limit. The CUDA-core kernel (attention_decode.cu)
+ * does not: it multiplies every key by every query head of the group in f16x2, and it reached about
+ * the bf16 cache's speed. Here a warp takes 16 keys (a tile) at a time and does S = Q K^T and
+ * O^T += V^T P^T as m16n8k16 MMAs (f16 inputs, f32 accumulators). For S the query heads of a KV
+ * head are the M rows (up to 16) and the keys N. For O^T the head dims are M, the keys K and the
+ * heads N (8 per n-tile). So S's accumulators are P^T's B fragments as they stand, and O^T needs
+ * D/16 MMAs per tile.
  *
- * The operand fragments come straight from global memory, without shared memory, by choosing
- * which head dims each MMA position stands for (a sum over dims, or over keys, does not care about
- * the order):
- * - K: lane (g = lane / 4, c = lane % 4) holds key g of an n8 tile; its k positions (2c, 2c+1,
- *   2c+8, 2c+9) of k-step s are dims c * D/4 + 4s + (0..3). So a lane reads D/4 contiguous bytes
- *   of one key row, and each 32-bit word is one k-step's pair of B registers. Q's A fragments use
- *   the same dims (loaded once).
- * - V: the B fragment of n-tile j holds keys (2c, 2c+1, 2c+8, 2c+9) of column g; column g of tile
- *   j stands for dim g * D/8 + j. So a lane reads D/8 contiguous bytes of four key rows, and one
- *   byte permute pairs two keys' bytes into the e4m3x2 a conversion widens to a B register.
- * - P: the S accumulators of the 16 keys' two n8 tiles are, in f16, the A fragment of P V.
- * Each warp keeps its own online softmax; rows past the group's heads stay zero. Splits are
- * multiples of 16 keys, and a 16-key tile never crosses a cache block (block_size % 16 == 0), so a
- * tile takes one block-table lookup. Keys outside the split (or the window) are masked, and their
- * V bytes are zeros (an unused slot may hold NaN bytes, and 0 * NaN poisons the sum).
+ * The operand fragments come straight from global memory into registers, with no shared memory.
+ * This works by choosing which head dims each MMA position stands for (a sum over dims, or over
+ * keys, does not care about the order). For lane (g = lane / 4, c = lane % 4):
+ * - K: the lane holds key g of an n8 tile. Its k positions (2c, 2c+1, 2c+8, 2c+9) of k-step s are
+ *   dims c * D/4 + 4s + (0..3). So a lane reads D/4 contiguous bytes of one key row, and each
+ *   32-bit word is one k-step's pair of B registers. Q's A fragments use the same dims (loaded
+ *   once).
+ * - V: the A fragment of m-tile mt holds keys (2c, 2c+1 | 2c+8, 2c+9) of rows g and g + 8, which
+ *   stand for dims g * D/8 + 2mt and + 1. So a lane reads D/8 contiguous bytes of four key rows,
+ *   and one byte permute pairs two keys' bytes into the e4m3x2 that a conversion widens to an A
+ *   register.
+ * Each warp keeps its own online softmax. Rows and columns past the group's heads stay finite and
+ * are not written.
+ *
+ * Splits are multiples of 16 keys, and a tile never crosses a cache block (block_size % 16 == 0), so
+ * a tile takes one block-table lookup. Keys outside the split (or the window) are masked, and
+ * their bytes are zeros: an unused slot may hold NaN bytes, and 0 * NaN poisons the sum.
+ * A cp.async ring of 2-6 tiles per warp in shared memory was tried in place of the registers: 2-12%
+ * slower at 512-32K context on H100 (32-64 KB of shared memory per block).
  *
  * Precision: q and P round to f16 (as the CUDA-core fp8 path did), e4m3 widens to f16 exactly,
- * products accumulate in f32. Used by the default backend; cuda-precise and cuda-deterministic keep
- * the f32 kernels.
+ * and products accumulate in f32. The default backend uses this kernel from 1,024 keys
+ * (att_mma_min_len); below that the CUDA-core kernel measured up to 2% faster. cuda-precise and cuda-deterministic keep the
+ * f32 kernels.
  */
 #include "backend/cuda/attention_split.cuh"
 #include "backend/cuda/mma.cuh"
@@ -85,7 +92,7 @@ __global__ void __launch_bounds__(MMA_THREADS) k_attn_decode_mma(
     pdl_trigger();   // the output projection's GEMV follows
     constexpr int GM = HI ? 16 : 8;   // query-head rows kept
     constexpr int KS = D / 16;        // k-steps of Q K^T
-    constexpr int NT = D / 8;         // n-tiles of P V
+    constexpr int MT = D / 16;        // m-tiles of V^T P^T
     constexpr int KW = D / 16;        // words of a key's K row a lane reads (D/4 bytes)
     constexpr int VW = D / 32;        // words of a key's V row a lane reads (D/8 bytes)
     const int t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
@@ -128,10 +135,15 @@ __global__ void __launch_bounds__(MMA_THREADS) k_attn_decode_mma(
             qa[ks][3] = pack2<__half>(r1.z * scale, r1.w * scale);
         }
     }
-    float o[NT][4];
+    // O^T accumulators: o[mt] = dims (row g, row g, row g+8, row g+8) of m-tile mt x heads (2c,
+    // 2c+1, 2c, 2c+1); oh: heads 8 + the same
+    float o[MT][4], oh[HI ? MT : 1][4];
 #pragma unroll
-    for (int j = 0; j < NT; j++) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;   // rows g, g + 8 (this lane's share of l)
+    for (int mt = 0; mt < MT; mt++) {
+        o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
+        oh[HI ? mt : 0][0] = oh[HI ? mt : 0][1] = oh[HI ? mt : 0][2] = oh[HI ? mt : 0][3] = 0.0f;
+    }
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.0f, l1 = 0.0f;   // heads g, g + 8 (this lane's share of l)
 
     for (int it = warp; it < n_iter; it += MMA_WARPS) {
         uint32_t kw[KT][2][KW], vw[KT][4][VW];
@@ -188,55 +200,62 @@ __global__ void __launch_bounds__(MMA_THREADS) k_attn_decode_mma(
                     else mx1 = fmaxf(mx1, v);
                 }
         }
-        // online softmax per row over the quad's lanes (they hold the row's other keys)
+        // online softmax per head over the quad's lanes (they hold the head's other keys); the
+        // O^T columns of heads 2c and 2c+1 take those heads' rescale from their quads
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
         const float mn0 = fmaxf(m0, mx0), a0 = m0 == -INFINITY ? 0.0f : __expf(m0 - mn0);
         m0 = mn0;
         l0 *= a0;
-        float a1 = 0.0f;
+        const float a0_lo = __shfl_sync(0xffffffffu, a0, 8 * c), a0_hi = __shfl_sync(0xffffffffu, a0, 8 * c + 4);
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            o[mt][0] *= a0_lo; o[mt][1] *= a0_hi; o[mt][2] *= a0_lo; o[mt][3] *= a0_hi;
+        }
         if constexpr (HI) {
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
             mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            const float mn1 = fmaxf(m1, mx1);
-            a1 = m1 == -INFINITY ? 0.0f : __expf(m1 - mn1);
+            const float mn1 = fmaxf(m1, mx1), a1 = m1 == -INFINITY ? 0.0f : __expf(m1 - mn1);
             m1 = mn1;
             l1 *= a1;
-        }
+            const float a1_lo = __shfl_sync(0xffffffffu, a1, 8 * c), a1_hi = __shfl_sync(0xffffffffu, a1, 8 * c + 4);
 #pragma unroll
-        for (int j = 0; j < NT; j++) {
-            o[j][0] *= a0;
-            o[j][1] *= a0;
-            if constexpr (HI) { o[j][2] *= a1; o[j][3] *= a1; }
+            for (int mt = 0; mt < MT; mt++) {
+                oh[mt][0] *= a1_lo; oh[mt][1] *= a1_hi; oh[mt][2] *= a1_lo; oh[mt][3] *= a1_hi;
+            }
         }
 #pragma unroll
         for (int k = 0; k < KT; k++) {
-            // P as the A fragment over the tile's 16 keys: (row g | g+8) x keys (2c, 2c+1 | 2c+8, 2c+9)
-            uint32_t pa[4];
+            // P^T as B fragments: keys (2c, 2c+1 | 2c+8, 2c+9) x head g (pbh: head g + 8)
+            uint32_t pb[2], pbh[2];
 #pragma unroll
             for (int n = 0; n < 2; n++) {
                 const float p0 = m0 == -INFINITY ? 0.0f : __expf(sc[k][n][0] - m0);
                 const float p1 = m0 == -INFINITY ? 0.0f : __expf(sc[k][n][1] - m0);
                 l0 += p0 + p1;
-                pa[2 * n] = pack2<__half>(p0, p1);
-                pa[2 * n + 1] = 0;
+                pb[n] = pack2<__half>(p0, p1);
                 if constexpr (HI) {
                     const float p2 = m1 == -INFINITY ? 0.0f : __expf(sc[k][n][2] - m1);
                     const float p3 = m1 == -INFINITY ? 0.0f : __expf(sc[k][n][3] - m1);
                     l1 += p2 + p3;
-                    pa[2 * n + 1] = pack2<__half>(p2, p3);
+                    pbh[n] = pack2<__half>(p2, p3);
                 }
             }
-            // O += P V: byte t of a word of keys (2c, 2c+1) paired by a permute is tile 4w + t's b0
+            // O^T += V^T P^T: bytes (4w, 4w+1) of keys (2c, 2c+1), paired by a permute, are a0 and
+            // a1 of m-tile 2w, bytes (4w+2, 4w+3) those of m-tile 2w+1; keys (2c+8, 2c+9) give a2, a3
 #pragma unroll
             for (int w = 0; w < VW; w++) {
-                uint32_t b0[4], b1[4];
-                e4m3x4_to_f16x2(__byte_perm(vw[k][0][w], vw[k][1][w], 0x5140), b0[0], b0[1]);
-                e4m3x4_to_f16x2(__byte_perm(vw[k][0][w], vw[k][1][w], 0x7362), b0[2], b0[3]);
-                e4m3x4_to_f16x2(__byte_perm(vw[k][2][w], vw[k][3][w], 0x5140), b1[0], b1[1]);
-                e4m3x4_to_f16x2(__byte_perm(vw[k][2][w], vw[k][3][w], 0x7362), b1[2], b1[3]);
-#pragma unroll
-                for (int i = 0; i < 4; i++) mma16816<__half>(o[4 * w + i], pa, b0[i], b1[i]);
+                uint32_t va[4], vb2[4];   // A fragments of m-tiles 2w and 2w + 1
+                e4m3x4_to_f16x2(__byte_perm(vw[k][0][w], vw[k][1][w], 0x5140), va[0], va[1]);
+                e4m3x4_to_f16x2(__byte_perm(vw[k][0][w], vw[k][1][w], 0x7362), vb2[0], vb2[1]);
+                e4m3x4_to_f16x2(__byte_perm(vw[k][2][w], vw[k][3][w], 0x5140), va[2], va[3]);
+                e4m3x4_to_f16x2(__byte_perm(vw[k][2][w], vw[k][3][w], 0x7362), vb2[2], vb2[3]);
+                mma16816<__half>(o[2 * w], va, pb[0], pb[1]);
+                mma16816<__half>(o[2 * w + 1], vb2, pb[0], pb[1]);
+                if constexpr (HI) {
+                    mma16816<__half>(oh[2 * w], va, pbh[0], pbh[1]);
+                    mma16816<__half>(oh[2 * w + 1], vb2, pbh[0], pbh[1]);
+                }
             }
         }
     }
@@ -244,16 +263,15 @@ __global__ void __launch_bounds__(MMA_THREADS) k_attn_decode_mma(
     l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
     l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    // o[j] = rows (g, g, g+8, g+8) x dims (2c, 2c+1, 2c, 2c+1) * D/8 + j
+    // o[mt] = dims g * D/8 + 2mt + (0, 0, 1, 1) x heads 2c + (0, 1, 0, 1)
 #pragma unroll
-    for (int j = 0; j < NT; j++) {
-        if (g < G) {
-            wacc_s[warp][g][2 * c * (D / 8) + j] = o[j][0];
-            wacc_s[warp][g][(2 * c + 1) * (D / 8) + j] = o[j][1];
-        }
-        if (HI && g + 8 < G) {
-            wacc_s[warp][g + 8][2 * c * (D / 8) + j] = o[j][2];
-            wacc_s[warp][g + 8][(2 * c + 1) * (D / 8) + j] = o[j][3];
+    for (int mt = 0; mt < MT; mt++) {
+        const int d = g * (D / 8) + 2 * mt;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int h = 2 * c + (e & 1), dd = d + (e >> 1);
+            if (h < G) wacc_s[warp][h][dd] = o[mt][e];
+            if (HI && h + 8 < G) wacc_s[warp][h + 8][dd] = oh[HI ? mt : 0][e];
         }
     }
     if (c == 0) {
@@ -264,54 +282,63 @@ __global__ void __launch_bounds__(MMA_THREADS) k_attn_decode_mma(
                                         n_kv, split, n_split, n_split);
 }
 
+/* Splits for a launch of blocks (token, KV head) pairs: as many as fill the GPU's resident
+ * blocks in one wave (a second, partial wave measured up to 20% slower at 32K context), each at
+ * least min_keys keys of the longest sequence. Any count is correct for any length: a step graph
+ * replayed for a longer sequence keeps the count it was recorded with. */
+static int mma_splits(const struct cuda_backend *cb, int blocks, int resident_per_sm, int max_len)
+{
+    const int split_max = cb->att_split_max < ATT_SPLIT_MAX ? cb->att_split_max : ATT_SPLIT_MAX;
+    const int min_keys = cb->att_dec_min_keys > 16 ? cb->att_dec_min_keys : 16;
+    int n = resident_per_sm * cb->n_sm / blocks;
+    if (n > max_len / min_keys) n = max_len / min_keys;
+    if (n > split_max) n = split_max;
+    return n > 1 ? n : 1;
+}
+
 template <int D, bool HI, int KT>
-static void mma_launch(struct cuda_backend *cb, float *out, float *part_acc, float *part_ml, const float *q,
-                       const struct kv_layer *kv, const struct attn_params *ap, const struct batch_meta *m, int n_split)
+static void mma_launch(struct cuda_backend *cb, float *out, const float *q, const struct kv_layer *kv,
+                       const struct attn_params *ap, const struct batch_meta *m)
 {
     const struct cuda_batch *b = &cb->batch;
-    launch_pdl(cb, k_attn_decode_mma<D, HI, KT>, dim3(m->n_tok, ap->n_kv_heads, n_split), dim3(MMA_THREADS), out,
-               part_acc, part_ml, cb->d_attn_done, q, (const uint8_t *)dptr(&kv->k), (const uint8_t *)dptr(&kv->v),
-               b->d_tok_pos, b->d_tok_seq, b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads,
-               ap->n_kv_heads, ap->scale, ap->window, ap->softcap, n_split);
+    auto kern = k_attn_decode_mma<D, HI, KT>;
+    static int resident;   // blocks per SM, from the kernel's registers and shared memory
+    if (!resident) CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kern, MMA_THREADS, 0));
+    const int per_sm = cb->att_mma_blocks_per_sm > 0 ? cb->att_mma_blocks_per_sm : resident;
+    const int n_split = mma_splits(cb, m->n_tok * ap->n_kv_heads, per_sm, b->max_seq_len > 0 ? b->max_seq_len : 1);
+    float *part_acc = NULL, *part_ml = NULL;
+    if (n_split > 1) cuda_attn_split_workspace(cb, m->n_tok, ap->n_heads, ap->n_kv_heads, D, n_split, &part_acc, &part_ml);
+    launch_pdl(cb, kern, dim3(m->n_tok, ap->n_kv_heads, n_split), dim3(MMA_THREADS), out, part_acc, part_ml,
+               cb->d_attn_done, q, (const uint8_t *)dptr(&kv->k), (const uint8_t *)dptr(&kv->v), b->d_tok_pos,
+               b->d_tok_seq, b->d_seq_block0, b->d_block_ids, m->block_size, ap->n_heads, ap->n_kv_heads, ap->scale,
+               ap->window, ap->softcap, n_split);
 }
 
 template <int D, bool HI>
-static void mma_dispatch_kt(struct cuda_backend *cb, float *out, float *part_acc, float *part_ml, const float *q,
-                            const struct kv_layer *kv, const struct attn_params *ap, const struct batch_meta *m,
-                            int n_split)
+static void mma_dispatch_kt(struct cuda_backend *cb, float *out, const float *q, const struct kv_layer *kv,
+                            const struct attn_params *ap, const struct batch_meta *m)
 {
-    if (cb->att_mma_kt == 2) mma_launch<D, HI, 2>(cb, out, part_acc, part_ml, q, kv, ap, m, n_split);
-    else mma_launch<D, HI, 1>(cb, out, part_acc, part_ml, q, kv, ap, m, n_split);
+    if (cb->att_mma_kt == 1) mma_launch<D, HI, 1>(cb, out, q, kv, ap, m);
+    else mma_launch<D, HI, 2>(cb, out, q, kv, ap, m);
 }
 
 bool cuda_attention_decode_mma(struct cuda_backend *cb, struct tensor *out, const struct tensor *q,
                                const struct kv_layer *kv, const struct attn_params *ap, const struct batch_meta *m)
 {
-    const struct cuda_batch *b = &cb->batch;
     const int D = ap->head_dim, G = ap->n_heads / ap->n_kv_heads;
-    if (cb->att_mma_off || cb->precise || cb->deterministic || kv->k.dtype != DTYPE_F8E4M3 || m->block_size % 16)
+    // (att_mma_min_len is a power of two, as are step graphs' length classes: a replayed graph's
+    // choice of kernel holds for every length it replays at)
+    if (cb->att_mma_off || cb->precise || cb->deterministic || kv->k.dtype != DTYPE_F8E4M3 || m->block_size % 16 ||
+        cb->batch.max_seq_len < cb->att_mma_min_len)
         return false;
-    // head_dim 256 would spill (its Q fragments and accumulators alone take 192 registers)
+    // head_dim 256 would spill (its Q fragments and accumulators alone take 128 registers)
     if (!(D == 64 || D == 128) || G > 16) return false;
-
-    // Splits: about att_mma_blocks_per_sm blocks per SM (4: 16 warps, as the CUDA-core kernel's
-    // 2 blocks of 8), each split at least att_dec_min_keys keys (32)
-    const int max_len = b->max_seq_len > 0 ? b->max_seq_len : 1;
-    const int split_max = cb->att_split_max < ATT_SPLIT_MAX ? cb->att_split_max : ATT_SPLIT_MAX;
-    const int min_keys = cb->att_dec_min_keys > 16 ? cb->att_dec_min_keys : 16;
-    const int blocks = m->n_tok * ap->n_kv_heads;
-    int n_split = 1;
-    while (n_split < split_max && blocks * n_split * 2 <= cb->att_mma_blocks_per_sm * cb->n_sm &&
-           max_len / (n_split * 2) >= min_keys)
-        n_split *= 2;
-    float *part_acc = NULL, *part_ml = NULL;
-    if (n_split > 1) cuda_attn_split_workspace(cb, m->n_tok, ap->n_heads, ap->n_kv_heads, D, n_split, &part_acc, &part_ml);
     float *o = (float *)dptr(out);
     const float *qd = (const float *)dptr(q);
-    if (D == 64 && G > 8) mma_dispatch_kt<64, true>(cb, o, part_acc, part_ml, qd, kv, ap, m, n_split);
-    else if (D == 64) mma_dispatch_kt<64, false>(cb, o, part_acc, part_ml, qd, kv, ap, m, n_split);
-    else if (D == 128 && G > 8) mma_dispatch_kt<128, true>(cb, o, part_acc, part_ml, qd, kv, ap, m, n_split);
-    else mma_dispatch_kt<128, false>(cb, o, part_acc, part_ml, qd, kv, ap, m, n_split);
+    if (D == 64 && G > 8) mma_dispatch_kt<64, true>(cb, o, qd, kv, ap, m);
+    else if (D == 64) mma_dispatch_kt<64, false>(cb, o, qd, kv, ap, m);
+    else if (D == 128 && G > 8) mma_dispatch_kt<128, true>(cb, o, qd, kv, ap, m);
+    else mma_dispatch_kt<128, false>(cb, o, qd, kv, ap, m);
     LAUNCH_CHECK();
     return true;
 }

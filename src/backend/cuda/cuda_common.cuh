@@ -75,8 +75,9 @@ struct cuda_backend {
     int             att_dec_min_keys;   // streaming decode attention: fewest keys per split
     int             att_dec_blocks_per_sm;   // streaming decode attention: blocks per SM the splits aim at
     bool            att_mma_off;        // CAIRN_CUDA_ATT_MMA=0: fp8 decode on the CUDA-core kernel
+    int             att_mma_min_len;    // tensor-core fp8 decode from this longest sequence (a power of two)
     int             att_mma_kt;         // tensor-core fp8 decode: 16-key tiles per warp iteration (2, or 1)
-    int             att_mma_blocks_per_sm;   // tensor-core fp8 decode: blocks per SM the splits aim at
+    int             att_mma_blocks_per_sm;   // tensor-core fp8 decode: blocks per SM the splits aim at (0: resident)
     int32_t        *d_attn_done;        // split-K attention: finished splits per (token, KV head)
     size_t          attn_done_cap;
     int32_t        *d_argmax;           // [cap] argmax results

@@ -58,15 +58,25 @@ __device__ __forceinline__ void attn_merge_if_last(float *out, const float *part
         for (int sp = lane; sp < n_split; sp += 32) w_s[g][sp] *= inv;
     }
     __syncthreads();
-    // one (head, dim) per thread, sixteen splits' loads in flight
+    // one (head, 4 dims) per thread (for G * D <= 4 * THREADS, one pass), sixteen splits' 16-byte
+    // loads in flight: this merge runs after the step's other blocks are done, so its latency
+    // rounds are the kernel's tail (one (head, dim) per thread took 4x the rounds)
+    static_assert(D % 4 == 0, "head_dim must be a multiple of 4");
     const size_t base0 = ((size_t)t * n_heads + kvh * G) * split_grid;
-    for (int idx = tid; idx < G * D; idx += THREADS) {
-        const int g = idx / D, d = idx - g * D;
-        const float *pa = part_acc + (base0 + (size_t)g * split_grid) * D + d;
-        float o = 0.0f;
+    for (int idx = tid; idx < G * D / 4; idx += THREADS) {
+        const int g = idx / (D / 4), d = 4 * (idx - g * (D / 4));
+        const float4 *pa = reinterpret_cast<const float4 *>(part_acc + (base0 + (size_t)g * split_grid) * D + d);
+        float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll 16
-        for (int sp = 0; sp < n_split; sp++) o += __ldcg(pa + (size_t)sp * D) * w_s[g][sp];
-        out[((size_t)t * n_heads + kvh * G + g) * D + d] = o;
+        for (int sp = 0; sp < n_split; sp++) {
+            const float4 v = __ldcg(pa + (size_t)sp * (D / 4));
+            const float w = w_s[g][sp];
+            o.x += v.x * w;
+            o.y += v.y * w;
+            o.z += v.z * w;
+            o.w += v.w * w;
+        }
+        *reinterpret_cast<float4 *>(out + ((size_t)t * n_heads + kvh * G + g) * D + d) = o;
     }
 }
 

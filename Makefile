@@ -93,7 +93,9 @@ test: all $(TEST_BIN) $(CUDA_TEST_BIN)
 # On a GPU machine: the CUDA op tests and every model fixture on the cuda backend.
 test-cuda: all $(CUDA_TEST_BIN) $(BUILD)/tests/model/test_fixtures
 	@set -e; for t in $(CUDA_TEST_BIN); do echo "== $$t"; $$t; done
-	CAIRN_TEST_BACKENDS=cuda,cuda-precise $(BUILD)/tests/model/test_fixtures
+	CAIRN_TEST_BACKENDS=cuda,cuda-precise,cuda-deterministic $(BUILD)/tests/model/test_fixtures
+	# fp8 decode steps on the tensor-core kernel at the fixtures' short lengths too
+	CAIRN_TEST_BACKENDS=cuda CAIRN_CUDA_ATT_MMA_MIN_LEN=1 $(BUILD)/tests/model/test_fixtures
 
 asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \

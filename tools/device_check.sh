@@ -22,6 +22,8 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
     check attention $B/tests/cuda/test_cuda_attention
     check synth $B/tests/cuda/test_cuda_synth
     check fixtures env CAIRN_TEST_BACKENDS=cuda,cuda-precise,cuda-deterministic $B/tests/model/test_fixtures
+    # fp8 decode steps on the tensor-core kernel at the fixtures' short lengths too
+    check fixtures-mma env CAIRN_TEST_BACKENDS=cuda CAIRN_CUDA_ATT_MMA_MIN_LEN=1 $B/tests/model/test_fixtures
 fi
 bw=$($B/bench/gpu_peak | sed -n 's/.*read_bytes_per_s=\([^ ]*\).*/\1/p')
 echo "read_bytes_per_s=$bw"

@@ -81,7 +81,29 @@ __device__ __forceinline__ void tile_slots(int *slot, int it, int tile0, int n_t
     }
 }
 
-/* D: head_dim (64, 128); HI: more than 8 query heads per KV head (M rows 8-15 used); KT: 16-key
+/* One head's online-softmax step for a tile: mx is this lane's max of the head's scores, the quad
+ * (lanes 4h..4h+3, which hold head h's other keys) takes the max; the running max m and this lane's
+ * share of the sum l move to it; the O^T columns of heads 2c and 2c+1 take those heads' rescale
+ * from their quads. */
+template <int MT>
+__device__ __forceinline__ void softmax_step(float &m, float &l, float mx, float (*o)[4], int c)
+{
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float mn = fmaxf(m, mx), a = m == -INFINITY ? 0.0f : __expf(m - mn);
+    m = mn;
+    l *= a;
+    const float a_lo = __shfl_sync(0xffffffffu, a, 8 * c), a_hi = __shfl_sync(0xffffffffu, a, 8 * c + 4);
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        o[mt][0] *= a_lo;
+        o[mt][1] *= a_hi;
+        o[mt][2] *= a_lo;
+        o[mt][3] *= a_hi;
+    }
+}
+
+/* D: head_dim (64, 128); HI: more than 8 query heads per KV head (S rows and O^T columns 8-15); KT: 16-key
  * tiles per warp iteration. */
 template <int D, bool HI, int KT>
 __global__ void __launch_bounds__(MMA_THREADS) k_attn_decode_mma(
@@ -200,30 +222,8 @@ __global__ void __launch_bounds__(MMA_THREADS) k_attn_decode_mma(
                     else mx1 = fmaxf(mx1, v);
                 }
         }
-        // online softmax per head over the quad's lanes (they hold the head's other keys); the
-        // O^T columns of heads 2c and 2c+1 take those heads' rescale from their quads
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        const float mn0 = fmaxf(m0, mx0), a0 = m0 == -INFINITY ? 0.0f : __expf(m0 - mn0);
-        m0 = mn0;
-        l0 *= a0;
-        const float a0_lo = __shfl_sync(0xffffffffu, a0, 8 * c), a0_hi = __shfl_sync(0xffffffffu, a0, 8 * c + 4);
-#pragma unroll
-        for (int mt = 0; mt < MT; mt++) {
-            o[mt][0] *= a0_lo; o[mt][1] *= a0_hi; o[mt][2] *= a0_lo; o[mt][3] *= a0_hi;
-        }
-        if constexpr (HI) {
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            const float mn1 = fmaxf(m1, mx1), a1 = m1 == -INFINITY ? 0.0f : __expf(m1 - mn1);
-            m1 = mn1;
-            l1 *= a1;
-            const float a1_lo = __shfl_sync(0xffffffffu, a1, 8 * c), a1_hi = __shfl_sync(0xffffffffu, a1, 8 * c + 4);
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                oh[mt][0] *= a1_lo; oh[mt][1] *= a1_hi; oh[mt][2] *= a1_lo; oh[mt][3] *= a1_hi;
-            }
-        }
+        softmax_step<MT>(m0, l0, mx0, o, c);
+        if constexpr (HI) softmax_step<MT>(m1, l1, mx1, oh, c);
 #pragma unroll
         for (int k = 0; k < KT; k++) {
             // P^T as B fragments: keys (2c, 2c+1 | 2c+8, 2c+9) x head g (pbh: head g + 8)

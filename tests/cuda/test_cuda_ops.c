@@ -764,6 +764,50 @@ TEST(moe_batch_invariance)
     backend_free(det);
 }
 
+/* cuda-deterministic runs every row through the GEMV; batches of 16 and more take the wide kernel
+ * (k_gemv_wide, 16 tokens and 4 rows per warp). A token's row must be the same bit for bit alone
+ * (the one-row GEMV) as in a batch of 40 (two wide slices and 8 rows of the plain GEMV), with bias
+ * and with the residual add, for each weight dtype; m = 300 leaves a partial warp of rows. */
+TEST(wide_gemv_batch_invariance)
+{
+    struct backend *det;
+    ASSERT(backend_new("cuda-deterministic", NULL, &det) == STATUS_OK);
+    struct rng r;
+    rng_seed(&r, 14);
+    const int n = 40, m = 300;
+    for (int d = 0; d < 3; d++) {
+        const int k = float_dtypes[d] == DTYPE_F32 ? 516 : 1032;   // not a multiple of the 64 or 256 chunks
+        struct tt x = tt_new(DTYPE_F32, k, n), w = tt_new(float_dtypes[d], k, m), b = tt_new(float_dtypes[d], m, 1);
+        struct tt res = tt_new(DTYPE_F32, m, n), all = tt_new(DTYPE_F32, m, n), one = tt_new(DTYPE_F32, m, 1);
+        tt_randn(&x, &r, 1.0f);
+        tt_randn(&w, &r, 0.1f);
+        tt_randn(&b, &r, 0.1f);
+        tt_randn(&res, &r, 1.0f);
+        struct dt dx = dev_of(&x), dw = dev_of(&w), db = dev_of(&b), dout = dev_new(&all);
+        for (int add = 0; add < 2; add++) {
+            det->ops->upload(det, &dout.t, res.p, sizeof(float) * (size_t)m * n);
+            if (add) det->ops->matmul_add(det, &dout.t, &dx.t, &dw.t);
+            else det->ops->matmul(det, &dout.t, &dx.t, &dw.t, &db.t);
+            det->ops->download(det, all.p, &dout.t, sizeof(float) * (size_t)m * n);
+            int same = 1;
+            for (int i = 0; i < n; i++) {
+                struct tensor xi = tensor_rows_view(&dx.t, i, 1), oi = tensor_rows_view(&dout.t, i, 1);
+                det->ops->upload(det, &oi, (float *)res.p + (size_t)i * m, sizeof(float) * (size_t)m);
+                if (add) det->ops->matmul_add(det, &oi, &xi, &dw.t);
+                else det->ops->matmul(det, &oi, &xi, &dw.t, &db.t);
+                det->ops->download(det, one.p, &oi, sizeof(float) * (size_t)m);
+                same &= !memcmp(one.p, (float *)all.p + (size_t)i * m, sizeof(float) * (size_t)m);
+            }
+            EXPECTF(same, "%s %s: a row of a batch of %d differs from the row alone", dtype_name(float_dtypes[d]),
+                    add ? "matmul_add" : "matmul + bias", n);
+        }
+        EXPECT(det->ops->sync(det) == STATUS_OK);
+        dev_free(&dx); dev_free(&dw); dev_free(&db); dev_free(&dout);
+        tt_free(&x); tt_free(&w); tt_free(&b); tt_free(&res); tt_free(&all); tt_free(&one);
+    }
+    backend_free(det);
+}
+
 int main(void)
 {
     setenv("CAIRN_CUDA_NORM_FUSE", "1", 0);   // exercise the fused RMSNorm GEMV (off by default)
@@ -785,6 +829,7 @@ int main(void)
     RUN(norm_moe_route);
     RUN(moe_ffn_add);
     RUN(moe_batch_invariance);
+    RUN(wide_gemv_batch_invariance);
     backend_free(g_cuda);
     backend_free(g_ref);
     return test_summary();

@@ -325,6 +325,68 @@ __global__ void k_gemv_scalar(float *out, const float *x, const T *w, const T *b
     }
 }
 
+/* Wide batches on the GEMV path (cuda-deterministic: every row of every step goes through the
+ * GEMV, so a 64-stream step used to stream the weights eight times, 8 rows each). A warp owns
+ * GEMV_WIDE_R rows and applies each token's x chunk to all of them (k_gemv re-reads x per row).
+ * Each (row, token) sum is k_gemv's to the bit: the lane takes the same 16-byte chunks in the
+ * same ascending order, computes the same expression per chunk, and ends with the same warp tree.
+ * So a token's result is still the same in any batch. The kernel is bound by its f32 FMAs
+ * (staging x in shared memory instead of L1 measured no faster). */
+#define GEMV_WIDE_N     16   // tokens per launch
+#define GEMV_WIDE_R     4    // rows per warp
+#define GEMV_WIDE_WARPS 4    // warps per block (three blocks per SM at 170 registers)
+template <typename T>
+__global__ void __launch_bounds__(GEMV_WIDE_WARPS * 32, 3) k_gemv_wide(float *out, const float *x, const T *w,
+                                                                       const T *bias, int m, int k, bool accumulate)
+{
+    pdl_trigger();
+    constexpr int V = vec16<T>::n, N = GEMV_WIDE_N, R = GEMV_WIDE_R;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row0 = (blockIdx.x * GEMV_WIDE_WARPS + warp) * R;
+    const int n_vec = k / V;
+    const uint4 *wr[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) wr[r] = reinterpret_cast<const uint4 *>(w + (size_t)(row0 + r < m ? row0 + r : 0) * k);
+    float acc[R][N];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < N; t++) acc[r][t] = 0.0f;
+    for (int vi = lane; vi < n_vec; vi += 32) {
+        uint4 u[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) u[r] = ld_weight16(wr[r] + vi);
+        if (vi == lane) pdl_wait();   // x comes from the kernel before
+        float f[R][V];
+#pragma unroll
+        for (int r = 0; r < R; r++) unpack16<T>(u[r], f[r]);
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * k + vi * V);
+#pragma unroll
+            for (int q = 0; q < V / 4; q++) {
+                const float4 a = xv[q];
+#pragma unroll
+                for (int r = 0; r < R; r++)   // gemv_fma's expression
+                    acc[r][t] += f[r][4 * q] * a.x + f[r][4 * q + 1] * a.y + f[r][4 * q + 2] * a.z + f[r][4 * q + 3] * a.w;
+            }
+        }
+    }
+    if (lane >= n_vec) pdl_wait();
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const int row = row0 + r;
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            const float v = warp_sum(acc[r][t]);
+            if (lane != 0 || row >= m) continue;
+            const float sum = v + (bias ? to_f<T>(bias[row]) : 0.0f);
+            float *o = out + (size_t)t * m + row;
+            *o = accumulate ? *o + sum : sum;
+        }
+    }
+}
+
 /* n <= GEMV_MAX_N tokens through every segment; scalar fallback for odd k or alignment (never
  * with a fused norm: callers check gemv_vec_ok first). */
 template <typename T>
@@ -441,6 +503,15 @@ static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, con
                               out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+/* Whether the wide kernel may take slices of this matmul: k_gemv's vector path with one warp per
+ * row (the order it reproduces). */
+static bool gemv_wide_ok(const struct cuda_backend *cb, const struct tensor *w, const float *x, int k)
+{
+    const int V = w->dtype == DTYPE_F32 ? 4 : 8;
+    return cb->gemv_wide && gemv_splits(cb, k) == 1 && k % V == 0 && ((uintptr_t)x & 15) == 0 &&
+           ((uintptr_t)dptr(w) & 15) == 0;
+}
+
 static void linear(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *w,
                    const struct tensor *bias, bool accumulate)
 {
@@ -449,7 +520,17 @@ static void linear(struct cuda_backend *cb, float *out, const float *x, int n, c
     // rounding their input to bf16 would flip near-tied expert choices.
     // deterministic: every row through the GEMV, whose per-row sums do not depend on the batch
     if (n <= cb->gemv_max_n || m <= GEMV_NARROW_M || cb->deterministic) {
-        for (int r0 = 0; r0 < n; r0 += GEMV_MAX_N) {
+        int r0 = 0;
+        // whole slices of GEMV_WIDE_N tokens through the wide kernel (the same sums), the rest as before
+        if (gemv_wide_ok(cb, w, x, k))
+            for (; r0 + GEMV_WIDE_N <= n; r0 += GEMV_WIDE_N) {
+                const int rows_per_block = GEMV_WIDE_WARPS * GEMV_WIDE_R;
+                dim3 grid((m + rows_per_block - 1) / rows_per_block), block(GEMV_WIDE_WARPS * 32);
+                DISPATCH_FLOAT(w->dtype, T, launch_pdl(cb, k_gemv_wide<T>, grid, block, out + (size_t)r0 * m,
+                                                       x + (size_t)r0 * k, (const T *)dptr(w),
+                                                       bias ? (const T *)dptr(bias) : (const T *)NULL, m, k, accumulate));
+            }
+        for (; r0 < n; r0 += GEMV_MAX_N) {
             int nr = n - r0 < GEMV_MAX_N ? n - r0 : GEMV_MAX_N;
             DISPATCH_FLOAT(w->dtype, T, gemv<T>(cb, out + (size_t)r0 * m, x + (size_t)r0 * k, (const T *)dptr(w),
                                                 bias ? (const T *)dptr(bias) : (const T *)NULL, nr, m, k, accumulate));

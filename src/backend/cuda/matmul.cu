@@ -9,7 +9,8 @@
  * FFN's gate and up rows (matmul_glu: one warp streams both) and optionally the RMSNorm of x
  * (norm_matmul_n; off by default, it measured slower than the separate kernel). Each
  * token's dot product is summed in the same order whatever n is, so a token's result does not
- * depend on the batch (batch invariance within the GEMV path).
+ * depend on the batch (batch invariance within the GEMV path). cuda-deterministic sends every row
+ * through this path, wide batches in slices of 16 tokens through k_gemv_wide (the same sums).
  * Prefill and larger batches: activations are rounded to the weight dtype and cuBLAS multiplies with
  * f32 accumulation (tensor cores); this is where the GPU backend trades bit-exactness for speed.
  */

@@ -22,7 +22,9 @@ export function summary(name) {
 
 // Starts the server; resolves {port, proc, stderr(), stop()} once it is listening and serving.
 export async function startServer(args = [], env = {}, { waitServing = true } = {}) {
-  const proc = spawn(BIN, ['serve', '--port', '0', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // (info: the wait below reads the server's 'listening' and 'serving model' lines, which a
+  // CAIRN_LOG=warn in the caller's environment would hide; a test's own env still wins)
+  const proc = spawn(BIN, ['serve', '--port', '0', ...args], { env: { ...process.env, CAIRN_LOG: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   proc.stderr.on('data', (d) => { err += d.toString(); if (process.env.VERBOSE) process.stderr.write(d); });
   proc.stdout.on('data', () => {});

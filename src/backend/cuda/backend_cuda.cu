@@ -399,6 +399,8 @@ extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct ba
     cb->gemv_split_min_k = env ? atoi(env) : 0;
     env = getenv("CAIRN_CUDA_GEMV");
     cb->gemv_mode = env && !strcmp(env, "classic") ? GEMV_MODE_CLASSIC : GEMV_MODE_STREAM;
+    env = getenv("CAIRN_CUDA_SKINNY");
+    cb->skinny = !(env && !strcmp(env, "0"));
     env = getenv("CAIRN_CUDA_GEMV_WIDE");
     cb->gemv_wide = !(env && !strcmp(env, "0"));
     env = getenv("CAIRN_CUDA_NORM_FUSE");

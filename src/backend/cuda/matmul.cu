@@ -11,10 +11,13 @@
  * token's dot product is summed in the same order whatever n is, so a token's result does not
  * depend on the batch (batch invariance within the GEMV path). cuda-deterministic sends every row
  * through this path, wide batches in slices of 16 tokens through k_gemv_wide (the same sums).
- * Prefill and larger batches: activations are rounded to the weight dtype and cuBLAS multiplies with
- * f32 accumulation (tensor cores); this is where the GPU backend trades bit-exactness for speed.
+ * Batches of 5-32 rows (k % 64 == 0, bf16/f16): k_gemm_skinny streams the weights once and
+ * multiplies on tensor cores. Prefill and larger batches: cuBLAS. Both round the activations to the
+ * weight dtype and accumulate in f32 (tensor cores); this is where the GPU backend trades
+ * bit-exactness for speed.
  */
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/mma.cuh"
 
 #define GEMV_MAX_N    8
 #define GEMV_WARPS    8
@@ -504,6 +507,98 @@ static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, con
                               out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+/* Decode batches of 5-32 rows (agents' bursts of parallel calls): the weights stream once, as in
+ * the GEMV, but the products run on tensor cores (x rounded to the weight dtype, as cuBLAS takes
+ * it, f32 sums). cuBLAS's small-n GEMMs read the weights at well under the bandwidth, and the
+ * GEMV's CUDA-core FMAs run out at a few rows. A block owns one m16 tile of rows, and its SK_WARPS
+ * warps cut k into equal runs of 64-wide chunks (summed at the end in warp order). The operands
+ * come straight from global memory by choosing which k each MMA position stands for (the sum over
+ * k does not care about the order): lane (g = lane / 4, c = lane % 4) reads elements c * 16 ..
+ * c * 16 + 15 of each chunk, 32 contiguous bytes, for rows g and g + 8 (A) and for token g of
+ * every n8 tile (B). Word 2s of them gives k-step s's (2c, 2c+1) positions and word 2s+1 its
+ * (2c+8, 2c+9) positions, for A and B alike. */
+#define SK_WARPS 8
+#define SK_MAX_N 32   // rows of x (tokens) it takes: four n8 tiles
+template <typename T, int NT>
+__global__ void __launch_bounds__(SK_WARPS * 32) k_gemm_skinny(float *out, const T *xb, const T *w, const T *bias,
+                                                               int n, int m, int k, bool accumulate)
+{
+    pdl_trigger();
+    __shared__ float red_s[SK_WARPS][NT][4][32];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    const int row0 = blockIdx.x * 16;
+    const int n_chunks = k / 64, per = (n_chunks + SK_WARPS - 1) / SK_WARPS;
+    const int lo = warp * per, hi = min(n_chunks, lo + per);
+    // 16-byte units: element c * 16 of chunk ch of row r is unit r * k / 8 + ch * 8 + c * 2
+    const uint4 *wa0 = reinterpret_cast<const uint4 *>(w) + (size_t)min(row0 + g, m - 1) * (k / 8) + c * 2;
+    const uint4 *wa1 = reinterpret_cast<const uint4 *>(w) + (size_t)min(row0 + g + 8, m - 1) * (k / 8) + c * 2;
+    const uint4 *xp[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+        xp[nt] = reinterpret_cast<const uint4 *>(xb) + (size_t)min(nt * 8 + g, n - 1) * (k / 8) + c * 2;
+    float acc[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    bool waited = false;
+    for (int ch = lo; ch < hi; ch += 2) {   // two chunks' loads in flight
+        uint4 a[2][2][2], b[2][NT][2];
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const int cc = min(ch + u, hi - 1) * 8;
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                a[u][0][h] = ld_weight16(wa0 + cc + h);
+                a[u][1][h] = ld_weight16(wa1 + cc + h);
+            }
+        }
+        if (!waited) { pdl_wait(); waited = true; }   // x comes from the kernel before
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            const int cc = min(ch + u, hi - 1) * 8;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) b[u][nt][h] = xp[nt][cc + h];
+        }
+#pragma unroll
+        for (int u = 0; u < 2; u++) {
+            if (ch + u >= hi) break;
+#pragma unroll
+            for (int s = 0; s < 4; s++) {
+                // words 2s and 2s+1 of the lane's 32 bytes: word i is component i % 4 of half i / 4
+                const int h = s / 2, i0 = (2 * s) % 4;
+                const uint32_t *r0 = reinterpret_cast<const uint32_t *>(&a[u][0][h]);
+                const uint32_t *r1 = reinterpret_cast<const uint32_t *>(&a[u][1][h]);
+                const uint32_t af[4] = { r0[i0], r1[i0], r0[i0 + 1], r1[i0 + 1] };
+#pragma unroll
+                for (int nt = 0; nt < NT; nt++) {
+                    const uint32_t *bx = reinterpret_cast<const uint32_t *>(&b[u][nt][h]);
+                    mma16816<T>(acc[nt], af, bx[i0], bx[i0 + 1]);
+                }
+            }
+        }
+    }
+    if (!waited) pdl_wait();
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) red_s[warp][nt][e][lane] = acc[nt][e];
+    __syncthreads();
+    // thread -> (n-tile, element, lane): acc element e of lane (g, c) is row g + 8 * (e / 2), token
+    // nt * 8 + 2c + e % 2
+    for (int idx = threadIdx.x; idx < NT * 4 * 32; idx += SK_WARPS * 32) {
+        const int nt = idx / 128, e = (idx / 32) % 4, l = idx % 32;
+        float v = 0.0f;
+#pragma unroll
+        for (int wp = 0; wp < SK_WARPS; wp++) v += red_s[wp][nt][e][l];
+        const int row = row0 + (l >> 2) + 8 * (e >> 1), tok = nt * 8 + 2 * (l & 3) + (e & 1);
+        if (row >= m || tok >= n) continue;
+        const float sum = v + (bias ? to_f<T>(bias[row]) : 0.0f);
+        float *o = out + (size_t)tok * m + row;
+        *o = accumulate ? *o + sum : sum;
+    }
+}
+
 /* Whether the wide kernel may take slices of this matmul: k_gemv's vector path with one warp per
  * row (the order it reproduces). */
 static bool gemv_wide_ok(const struct cuda_backend *cb, const struct tensor *w, const float *x, int k)
@@ -511,6 +606,34 @@ static bool gemv_wide_ok(const struct cuda_backend *cb, const struct tensor *w, 
     const int V = w->dtype == DTYPE_F32 ? 4 : 8;
     return cb->gemv_wide && gemv_splits(cb, k) == 1 && k % V == 0 && ((uintptr_t)x & 15) == 0 &&
            ((uintptr_t)dptr(w) & 15) == 0;
+}
+
+/* Whether a matmul of n rows takes the skinny tensor-core kernel instead of cuBLAS. */
+static bool skinny_ok(const struct cuda_backend *cb, const struct tensor *w, int n, int k)
+{
+    return cb->skinny && !cb->precise && !cb->deterministic && n <= SK_MAX_N &&
+           (w->dtype == DTYPE_BF16 || w->dtype == DTYPE_F16) && k % 64 == 0 && ((uintptr_t)dptr(w) & 15) == 0;
+}
+
+static void gemm_skinny(struct cuda_backend *cb, float *out, const float *x, const struct tensor *w,
+                        const struct tensor *bias, int n, int m, int k, bool accumulate)
+{
+    size_t nel = (size_t)n * k;
+    int grid = (int)((nel + 255) / 256 > 65535 ? 65535 : (nel + 255) / 256);
+    void *xb = cuda_workspace(cb, sizeof(uint16_t) * nel);
+    const int NT = (n + 7) / 8;
+#define SK_LAUNCH(TT) { \
+        k_to_dtype<TT><<<grid, 256, 0, cb->stream>>>((TT *)xb, x, nel); \
+        const TT *b = bias ? (const TT *)dptr(bias) : (const TT *)NULL; \
+        dim3 g((m + 15) / 16), blk(SK_WARPS * 32); \
+        if (NT == 1) launch_pdl(cb, k_gemm_skinny<TT, 1>, g, blk, out, (const TT *)xb, (const TT *)dptr(w), b, n, m, k, accumulate); \
+        else if (NT == 2) launch_pdl(cb, k_gemm_skinny<TT, 2>, g, blk, out, (const TT *)xb, (const TT *)dptr(w), b, n, m, k, accumulate); \
+        else if (NT == 3) launch_pdl(cb, k_gemm_skinny<TT, 3>, g, blk, out, (const TT *)xb, (const TT *)dptr(w), b, n, m, k, accumulate); \
+        else launch_pdl(cb, k_gemm_skinny<TT, 4>, g, blk, out, (const TT *)xb, (const TT *)dptr(w), b, n, m, k, accumulate); }
+    if (w->dtype == DTYPE_BF16) SK_LAUNCH(__nv_bfloat16)
+    else SK_LAUNCH(__half)
+#undef SK_LAUNCH
+    LAUNCH_CHECK();
 }
 
 static void linear(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *w,
@@ -537,6 +660,10 @@ static void linear(struct cuda_backend *cb, float *out, const float *x, int n, c
                                                 bias ? (const T *)dptr(bias) : (const T *)NULL, nr, m, k, accumulate));
         }
         LAUNCH_CHECK();
+        return;
+    }
+    if (skinny_ok(cb, w, n, k)) {
+        gemm_skinny(cb, out, x, w, bias, n, m, k, accumulate);
         return;
     }
     gemm_cublas(cb, out, x, w, n, m, k, accumulate);

@@ -20,16 +20,19 @@ struct step_graph {
     uint32_t        mem_gen;      // cb->mem_gen when recorded (stale once a workspace moved)
     uint64_t        last_use;
     cudaGraphExec_t exec;         // NULL: seen once, ran op by op (so workspaces have grown to size)
+    uint64_t        unsafe_mark;  // cb->graph_unsafe when its first run began
+    bool            unsafe;       // its first run made a call a graph cannot record: never recorded
 };
 
 #define STEP_GRAPHS        64     // recordings kept (least recently used is dropped)
-#define STEP_GRAPH_MAX_TOK 8      // steps up to this many tokens are recorded (GEMV and device-side MoE paths only)
+#define STEP_GRAPH_MAX_TOK 32     // steps up to this many tokens may be recorded (their first run decides)
 
 struct cuda_backend_ext {
     struct cuda_backend    cb;
     struct step_graph      graphs[STEP_GRAPHS];
     uint64_t               graph_clock;
     struct step_graph     *recording;     // the entry being recorded, between begin and end
+    struct step_graph     *first_run;     // the entry whose first (op-by-op) run the last step was
     bool                   graphs_off;    // CAIRN_CUDA_GRAPHS=0
     struct prepared_entry *prep;
     int                    n_prep, cap_prep;
@@ -220,14 +223,18 @@ static void step_graph_drop(struct step_graph *g)
 
 /* Decode steps (one token per sequence, few sequences) are recorded into a CUDA graph the second
  * time their shape is seen (the first run, op by op, grows every workspace to size, so recording
- * never allocates or synchronizes) and replayed from then on: one launch instead of ~500. */
+ * never allocates or synchronizes) and replayed from then on: one launch instead of ~500. A shape
+ * whose first run called cuBLAS or went through the host (cb->graph_unsafe moved: a matmul shape
+ * the skinny kernel does not take, the MoE prefill path) is never recorded. */
 static int c_step_graph_begin(struct backend *be, const struct batch_meta *m, const void *scratch, const void *kv)
 {
     struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
     struct cuda_backend *cb = &x->cb;
-    // (cuBLAS steps are not recorded: it may allocate its workspace on a call)
-    bool cublas_step = m->n_tok > cb->gemv_max_n && !cb->deterministic;
-    if (x->graphs_off || m->n_tok != m->n_seq || m->n_tok > STEP_GRAPH_MAX_TOK || cublas_step) return STEP_GRAPH_NONE;
+    if (x->first_run) {   // the verdict on the step that ran last: did it make an unrecordable call?
+        x->first_run->unsafe = cb->graph_unsafe != x->first_run->unsafe_mark;
+        x->first_run = NULL;
+    }
+    if (x->graphs_off || m->n_tok != m->n_seq || m->n_tok > STEP_GRAPH_MAX_TOK) return STEP_GRAPH_NONE;
     uint64_t key = step_graph_key(m, cb->batch.max_seq_len);
     struct step_graph *g = NULL, *victim = &x->graphs[0];
     for (int i = 0; i < STEP_GRAPHS; i++) {
@@ -241,9 +248,12 @@ static int c_step_graph_begin(struct backend *be, const struct batch_meta *m, co
         victim->scratch = scratch;
         victim->kv = kv;
         victim->last_use = ++x->graph_clock;
+        victim->unsafe_mark = cb->graph_unsafe;
+        x->first_run = victim;
         return STEP_GRAPH_NONE;
     }
     g->last_use = ++x->graph_clock;
+    if (g->unsafe) return STEP_GRAPH_NONE;
     if (g->exec) {
         CUDA_CHECK(cudaGraphLaunch(g->exec, cb->stream));
         return STEP_GRAPH_REPLAYED;

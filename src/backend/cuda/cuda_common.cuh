@@ -88,6 +88,7 @@ struct cuda_backend {
     bool            precise;            // backend "cuda-precise": hi + lo bf16 GEMM inputs, f32 attention
     bool            unfused_qk;         // CAIRN_CUDA_FUSE_QK=0: qk_rope_kv runs the separate ops
     bool            pdl;                // programmatic dependent launch of GEMVs (sm_90+; CAIRN_CUDA_PDL=0 off)
+    uint64_t        graph_unsafe;       // calls a step graph cannot record (cuBLAS, host round trips) so far
     uint32_t        mem_gen;            // bumped whenever a workspace moves (recorded step graphs go stale)
     int32_t        *d_moe_done;         // [MOE_SMALL_N] blocks of the fused MoE router done, per token (moe.cu)
     struct moe_table *moe_tables;       // device arrays of expert weight pointers, per layer

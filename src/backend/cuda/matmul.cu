@@ -478,6 +478,7 @@ static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, con
                         bool accumulate)
 {
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    cb->graph_unsafe++;   // cuBLAS may allocate its workspace on a call
     if (w->dtype == DTYPE_F32) {
         CUBLAS_CHECK(cublasSgemm(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, (const float *)dptr(w), k, x, k,
                                  &beta, out, m));

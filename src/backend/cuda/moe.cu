@@ -533,6 +533,7 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
         LAUNCH_CHECK();
     } else {
         // Group (token, choice) slots by expert on the host; one cuBLAS pass per used expert.
+        cb->graph_unsafe++;
         int32_t *h_ids = (int32_t *)xmalloc(sizeof(int32_t) * slots);
         CUDA_CHECK(cudaMemcpyAsync(h_ids, dptr(ids), sizeof(int32_t) * slots, cudaMemcpyDeviceToHost, cb->stream));
         CUDA_CHECK(cudaStreamSynchronize(cb->stream));

@@ -91,6 +91,7 @@ struct cuda_backend {
     uint64_t        graph_unsafe;       // calls a step graph cannot record (cuBLAS, host round trips) so far
     uint32_t        mem_gen;            // bumped whenever a workspace moves (recorded step graphs go stale)
     int32_t        *d_moe_done;         // [MOE_SMALL_N] blocks of the fused MoE router done, per token (moe.cu)
+    int             moe_device_n;       // MoE steps of up to this many tokens stay on the device (CAIRN_CUDA_MOE_DEVICE_N)
     struct moe_table *moe_tables;       // device arrays of expert weight pointers, per layer
     int             n_moe_tables, cap_moe_tables;
 };

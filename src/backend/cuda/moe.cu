@@ -1,7 +1,8 @@
 /* moe: mixture-of-experts routing and expert FFNs on the GPU.
  *
  * Routing is one warp per token: softmax over the experts, top-k by repeated warp arg-max (ties to
- * the lower index), optional renormalization. For few tokens (decode) the expert FFN runs without
+ * the lower index), optional renormalization. For up to cb->moe_device_n tokens (64: decode
+ * batches, short prefill chunks) the expert FFN runs without
  * any host round trip: GEMV kernels read each (token, choice)'s expert id from device memory and
  * index a device table of expert weight pointers, so a decode step's MoE block is three launches
  * per layer whatever experts are picked: k_moe_norm_route (the FFN's RMSNorm, the router GEMV and,
@@ -12,7 +13,7 @@
  * weights while gate + up drains. For many tokens (prefill) the ids come back to the host, tokens
  * are grouped per expert, and each expert runs through cuBLAS once on its gathered rows.
  *
- * cuda-deterministic runs every token through the per-token kernels (slices of MOE_SMALL_N), so a
+ * cuda-deterministic runs every token through the per-token kernels (slices of moe_device_n), so a
  * token's routing and expert outputs do not depend on the batch.
  */
 #include "backend/cuda/cuda_common.cuh"
@@ -25,7 +26,7 @@ extern "C" {
 #include "base/mem.h"
 }
 
-#define MOE_SMALL_N 16
+#define MOE_SMALL_N 64   // most tokens the device path may take (cb->moe_device_n: how many it does)
 #define MOE_WARPS   8
 #define MOE_E_MAX   512   // most experts the fused router ranks (its shared arrays)
 #define MOE_U       8     // 16-byte loads in flight per lane and weight row
@@ -250,7 +251,7 @@ void cuda_norm_moe_route(struct backend *be, struct tensor *ids, struct tensor *
     CHECK(router->ne[0] == d && norm_w->ne[0] == d && logits->ne[0] == E && ids->ne[0] == k,
           "cuda norm_moe_route: shapes");
     // The shape decides, never n alone in deterministic mode: a token routes the same in any batch.
-    bool fuse = (n <= MOE_SMALL_N || cb->deterministic) && router->dtype != DTYPE_F32 && router->dtype == norm_w->dtype &&
+    bool fuse = (n <= cb->moe_device_n || cb->deterministic) && router->dtype != DTYPE_F32 && router->dtype == norm_w->dtype &&
                 d % 8 == 0 && E <= MOE_E_MAX && k <= 32 && k <= E && tensor_is_contiguous(x) && tensor_is_contiguous(xn) &&
                 tensor_is_contiguous(logits) && aligned16(dptr(x)) && aligned16(dptr(router)) && aligned16(dptr(norm_w));
     if (!fuse) {
@@ -260,8 +261,8 @@ void cuda_norm_moe_route(struct backend *be, struct tensor *ids, struct tensor *
         return;
     }
     int32_t *done = moe_done(cb);
-    for (int r0 = 0; r0 < n; r0 += MOE_SMALL_N) {
-        int nr = n - r0 < MOE_SMALL_N ? n - r0 : MOE_SMALL_N;
+    for (int r0 = 0; r0 < n; r0 += cb->moe_device_n) {
+        int nr = n - r0 < cb->moe_device_n ? n - r0 : cb->moe_device_n;
         dim3 grid((E + MOE_WARPS - 1) / MOE_WARPS, nr), blk(MOE_WARPS * 32);
         DISPATCH_FLOAT(router->dtype, T,
             launch_pdl(cb, k_moe_norm_route<T>, grid, blk, (float *)dptr(xn) + (size_t)r0 * d,
@@ -487,9 +488,9 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
 {
     struct cuda_backend *cb = cuda_of(be);
     int n = (int)tensor_rows(x), d = (int)x->ne[0], k = (int)ids->ne[0], f = (int)gate[0].ne[1];
-    if (cb->deterministic && n > MOE_SMALL_N) {   // the per-token device path, a slice of tokens at a time
-        for (int r0 = 0; r0 < n; r0 += MOE_SMALL_N) {
-            int nr = n - r0 < MOE_SMALL_N ? n - r0 : MOE_SMALL_N;
+    if (cb->deterministic && n > cb->moe_device_n) {   // the per-token device path, a slice of tokens at a time
+        for (int r0 = 0; r0 < n; r0 += cb->moe_device_n) {
+            int nr = n - r0 < cb->moe_device_n ? n - r0 : cb->moe_device_n;
             struct tensor o = tensor_rows_view(out, r0, nr), xv = tensor_rows_view(x, r0, nr);
             struct tensor iv = tensor_rows_view(ids, r0, nr), wv = tensor_rows_view(weights, r0, nr);
             moe_ffn(be, &o, &xv, &iv, &wv, gate, up, down, n_experts, act, accumulate);
@@ -504,7 +505,7 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
     int32_t *idx = (int32_t *)(xg + slots * d), *slot_of = idx + slots;
     int gl = (int)((slots * f + 255) / 256 > 65535 ? 65535 : (slots * f + 255) / 256);
 
-    if (n <= MOE_SMALL_N) {
+    if (n <= cb->moe_device_n) {
         struct moe_table *tab = table_for(cb, gate, up, down, n_experts);
         dim3 blk(MOE_WARPS * 32);
         bool vec = tab->aligned16 && aligned16(dptr(x)) && d % 8 == 0 && f % 8 == 0 && k <= MOE_K_MAX &&

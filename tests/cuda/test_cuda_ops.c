@@ -51,10 +51,10 @@ TEST(matmul)
         { 1, 17, 5, true }, { 3, 1000, 37, false }, { 8, 4096, 96, true }, { 9, 1024, 130, false },
         { 37, 256, 130, true }, { 64, 1024, 1000, false }, { 1, 3072, 1024, false }, { 5, 64, 19, true },
         { 200, 512, 256, false },
-        // 5-32 rows, k % 64 == 0: the skinny tensor-core kernel (odd m, warps with no k chunks, a
-        // partial last n8 tile); k % 64 != 0 falls back to cuBLAS
+        // 5-16 rows, k % 64 == 0: the skinny tensor-core kernel (odd m, warps with no k chunks, a
+        // partial last n8 tile); k % 64 != 0 and more rows go to cuBLAS
         { 5, 1024, 300, true }, { 8, 4096, 520, false }, { 17, 2048, 1000, true }, { 32, 640, 777, false },
-        { 12, 1088, 259, true }, { 9, 1000, 300, false },
+        { 12, 1088, 259, true }, { 9, 1000, 300, false }, { 48, 2048, 520, true },
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         for (int d = 0; d < 3; d++) {

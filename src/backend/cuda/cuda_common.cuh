@@ -69,7 +69,7 @@ struct cuda_backend {
     int             gemv_u;             // GEMV loads in flight per lane (8, or 4 with CAIRN_CUDA_GEMV_U=4)
     int             gemv_split_min_k;   // GEMV rows of at least this many inputs take two warps (0: never)
     int             gemv_mode;          // GEMV_MODE_STREAM: weights bypass L1 (default); CAIRN_CUDA_GEMV=classic: __ldg
-    bool            skinny;             // 5-32-row matmuls on the skinny tensor-core kernel (CAIRN_CUDA_SKINNY=0: cuBLAS)
+    bool            skinny;             // 5-16-row matmuls on the skinny tensor-core kernel (CAIRN_CUDA_SKINNY=0: cuBLAS)
     bool            gemv_wide;          // slices of GEMV_WIDE_N rows on the GEMV path (CAIRN_CUDA_GEMV_WIDE=0: 8 at a time)
     bool            norm_fuse;          // RMSNorm inside decode GEMVs (CAIRN_CUDA_NORM_FUSE=0: separate kernel)
     int             att_split_max;      // most key splits of decode attention (CAIRN_CUDA_ATT_SPLITS)

@@ -563,8 +563,9 @@ TEST(moe)
             dg[e] = dev_of(&gw[e]); du[e] = dev_of(&uw[e]); dd[e] = dev_of(&dw[e]);
             dgt[e] = dg[e].t; dut[e] = du[e].t; ddt[e] = dd[e].t;
         }
-        int sizes[2] = { 3, 37 };   // device-indexed GEMV path and grouped cuBLAS path
-        for (int si = 0; si < 2; si++) {
+        // the device-indexed GEMV path (3 and 37 tokens: up to 64 by default) and the grouped cuBLAS path
+        int sizes[3] = { 3, 37, 70 };
+        for (int si = 0; si < 3; si++) {
             int n = sizes[si];
             struct tt x = tt_new(DTYPE_F32, dm, n), lg = tt_new(DTYPE_F32, E, n);
             struct tt ids = tt_new(DTYPE_I32, k, n), w = tt_new(DTYPE_F32, k, n), ids2 = tt_new(DTYPE_I32, k, n),
@@ -680,14 +681,14 @@ TEST(norm_moe_route)
 /* moe_ffn_add (x += experts, the residual add in the down kernel's epilogue) against ref's moe_ffn
  * then add, and bit for bit against cuda's own moe_ffn then add: odd sizes, k up to all experts,
  * expert rows longer than one pass of the down kernel, a width that is not a multiple of 8 (the
- * scalar path) and a prefill-sized batch (the grouped cuBLAS path). */
+ * scalar path), 37 tokens (the device path) and a prefill-sized batch (70: the grouped cuBLAS path). */
 TEST(moe_ffn_add)
 {
     struct rng r;
     rng_seed(&r, 12);
     struct { int n, dm, f, E, k; bool norm; } cases[] = {
         { 1, 64, 48, 8, 2, true }, { 3, 40, 24, 8, 8, false }, { 5, 72, 520, 6, 3, true }, { 16, 64, 48, 8, 1, true },
-        { 2, 64, 50, 8, 2, true }, { 37, 64, 48, 8, 2, false }, { 1, 2048, 768, 8, 8, true },
+        { 2, 64, 50, 8, 2, true }, { 37, 64, 48, 8, 2, false }, { 70, 64, 48, 8, 2, false }, { 1, 2048, 768, 8, 8, true },
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         for (int di = 0; di < 3; di++) {
@@ -723,15 +724,15 @@ TEST(moe_ffn_add)
     }
 }
 
-/* cuda-deterministic: a token's routing and MoE output are the same alone as in a batch of 37
- * (prefill-sized: slices of the per-token kernels), bit for bit. */
+/* cuda-deterministic: a token's routing and MoE output are the same alone as in a batch of 70
+ * (prefill-sized: two slices of the per-token kernels), bit for bit. */
 TEST(moe_batch_invariance)
 {
     struct backend *det;
     ASSERT(backend_new("cuda-deterministic", NULL, &det) == STATUS_OK);
     struct rng r;
     rng_seed(&r, 13);
-    const int n = 37, d = 128, f = 64, E = 8, k = 3;
+    const int n = 70, d = 128, f = 64, E = 8, k = 3;
     struct experts ex;
     experts_new(&ex, &r, DTYPE_BF16, E, d, f);
     struct tt x = tt_new(DTYPE_F32, d, n), nw = tt_new(DTYPE_BF16, d, 1), rw = tt_new(DTYPE_BF16, d, E);

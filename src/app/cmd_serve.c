@@ -50,8 +50,10 @@ static void usage(void)
         "                              weights minus a margin on cuda, 1G on cpu)\n"
         "  --kv-dtype f32|f16|bf16|fp8 KV cache dtype (bf16 on cuda, f32 on cpu; fp8 = f8e4m3: half of\n"
         "                              bf16's memory and reads, no scales; see docs/server.md)\n"
-        "  --max-batch-tokens N        tokens per engine step (256)\n"
-        "  --max-running N             sequences decoding at once (64)\n"
+        "  --max-batch-tokens N        tokens per engine step (GPU 8192, CPU 256)\n"
+        "  --max-running N             sequences decoding at once (GPU: from KV memory, 64-256; CPU 64)\n"
+        "  --max-itl-ms MS|off         inter-token target of running streams while prompts are ingested\n"
+        "                              (GPU: 2x the measured decode step; CPU: off)\n"
         "  --no-prefix-cache           do not share prompt blocks across requests\n"
         "  --max-body-bytes N          413 above this (32M)\n"
         "  --http-timeout S            idle connection timeout (60)\n"
@@ -74,7 +76,8 @@ int cmd_serve(int argc, char **argv)
     struct server_cfg sc = { .host = "127.0.0.1", .port = 8080, .shutdown_grace_s = 5 };
     const char *dir = NULL, *backend = NULL, *kv = NULL, *body_bytes = NULL, *kv_dtype_s = NULL;
     const char *synthetic = NULL, *synth_seed_s = NULL, *tok_dir = NULL;
-    int threads = 0, max_queue = 0, max_batch = 0, max_running = 0;
+    int threads = 0, max_queue = 0, max_batch = -1, max_running = -1;
+    const char *max_itl_s = NULL;
     bool no_prefix = false, fake = false, bad = false;
     for (int i = 1; i < argc && !bad; i++) {
         if (flag_str(argc, argv, &i, "--host", &sc.host, &bad) || flag_int(argc, argv, &i, "--port", &sc.port, &bad) ||
@@ -94,6 +97,7 @@ int cmd_serve(int argc, char **argv)
             flag_str(argc, argv, &i, "--tokenizer", &tok_dir, &bad) ||
             flag_int(argc, argv, &i, "--max-batch-tokens", &max_batch, &bad) ||
             flag_int(argc, argv, &i, "--max-running", &max_running, &bad) ||
+            flag_str(argc, argv, &i, "--max-itl-ms", &max_itl_s, &bad) ||
             flag_str(argc, argv, &i, "--max-body-bytes", &body_bytes, &bad) ||
             flag_int(argc, argv, &i, "--http-timeout", &sc.http_timeout_s, &bad) ||
             flag_int(argc, argv, &i, "--body-timeout", &sc.body_timeout_s, &bad) ||
@@ -120,8 +124,20 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     if (max_queue > 0) ec.max_queue = max_queue;
+    if (max_batch != -1 && max_batch < 1) {
+        fprintf(stderr, "cairn serve: --max-batch-tokens must be at least 1 (got %d)\n", max_batch);
+        return 2;
+    }
+    if (max_running != -1 && max_running < 1) {
+        fprintf(stderr, "cairn serve: --max-running must be at least 1 (got %d)\n", max_running);
+        return 2;
+    }
     if (max_batch > 0) ec.max_batch_tokens = max_batch;
     if (max_running > 0) ec.max_running = max_running;
+    if (max_itl_s && !app_parse_itl_ms(max_itl_s, &ec.max_itl_ms)) {
+        fprintf(stderr, "cairn serve: --max-itl-ms takes a number of milliseconds > 0 or 'off' (got '%s')\n", max_itl_s);
+        return 2;
+    }
     if (no_prefix) ec.prefix_cache = false;
     if (kv_dtype_s && !app_parse_kv_dtype("cairn serve", kv_dtype_s, &ec.kv_dtype)) return 2;
     uint64_t synth_seed = 0;

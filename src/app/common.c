@@ -170,6 +170,19 @@ void app_model_close(struct app_model *am)
     memset(am, 0, sizeof *am);
 }
 
+bool app_parse_itl_ms(const char *s, double *out)
+{
+    if (!strcmp(s, "off")) {
+        *out = -1;
+        return true;
+    }
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v > 0) || v > 1e7) return false;
+    *out = v;
+    return true;
+}
+
 bool flag_str(int argc, char **argv, int *i, const char *name, const char **out, bool *bad)
 {
     if (strcmp(argv[*i], name)) return false;

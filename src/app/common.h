@@ -48,6 +48,8 @@ bool        app_parse_bytes(const char *s, size_t *out);
 
 /* Flag helpers: if argv[*i] is `name`, consumes its value into *out and returns true.
  * A missing value is reported and sets *bad. */
+/* --max-itl-ms: a positive number of milliseconds, or "off" (stored as -1). */
+bool app_parse_itl_ms(const char *s, double *out);
 bool flag_str(int argc, char **argv, int *i, const char *name, const char **out, bool *bad);
 bool flag_int(int argc, char **argv, int *i, const char *name, int *out, bool *bad);
 bool flag_float(int argc, char **argv, int *i, const char *name, float *out, bool *bad);

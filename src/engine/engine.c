@@ -25,7 +25,7 @@ struct engine_cfg engine_cfg_default(void)
 {
     return (struct engine_cfg){
         .kv_cache_bytes = 0, .kv_dtype = DTYPE_F32, .block_size = KV_BLOCK_SIZE_DEFAULT,
-        .max_batch_tokens = 256, .max_running = 64, .max_queue = 256, .prefix_cache = true,
+        .max_batch_tokens = 0, .max_running = 0, .max_queue = 256, .prefix_cache = true,
     };
 }
 
@@ -73,11 +73,15 @@ static int kv_default_blocks(const struct engine_cfg *cfg, const struct model *m
 enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct backend *be, struct engine **out)
 {
     struct engine_cfg cfg = *cfg_in, def = engine_cfg_default();
+    // A backend with its own memory is a GPU: big steps pay there, and nothing else shares it.
+    bool device = be->ops->mem_info != NULL;
+    bool auto_running = cfg.max_running <= 0;
     if (cfg.block_size <= 0) cfg.block_size = def.block_size;
-    if (cfg.max_batch_tokens <= 0) cfg.max_batch_tokens = def.max_batch_tokens;
-    if (cfg.max_running <= 0) cfg.max_running = def.max_running;
+    if (cfg.max_batch_tokens <= 0) cfg.max_batch_tokens = device ? 8192 : 256;
+    if (auto_running) cfg.max_running = device ? ENGINE_MAX_RUNNING_AUTO : 64;
     if (cfg.max_queue <= 0) cfg.max_queue = def.max_queue;
     if (cfg.max_running > cfg.max_batch_tokens) cfg.max_running = cfg.max_batch_tokens;
+    if (cfg.max_itl_ms == 0 && !device) cfg.max_itl_ms = -1;
     if (cfg.max_prefill_pairs == 0) cfg.max_prefill_pairs = (int64_t)cfg.max_batch_tokens * 512;
     if (cfg.max_prefill_pairs < 0) cfg.max_prefill_pairs = INT64_MAX;
     const struct hparams *hp = &m->hp;
@@ -100,6 +104,7 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     e->be = be;
     e->n_vocab = hp->n_vocab;
     e->bs = bs;
+    pace_init(&e->pace, hp, cfg.max_itl_ms);
     // Activations first: the default KV budget is what device memory they leave.
     enum status st = forward_new(m, be, cfg.max_batch_tokens, cfg.max_running, &e->fw);
     if (st != STATUS_OK) goto out_free;
@@ -113,6 +118,15 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     }
     st = kv_pool_new(m, be, cfg.kv_dtype, bs, n_blocks, &e->pool);
     if (st != STATUS_OK) goto out_free_fw;
+    if (auto_running && device) {
+        // As many sequences as the cache holds at about 1,024 tokens each (an agent's turn).
+        long by_kv = (long)n_blocks * bs / 1024;
+        int n = by_kv < 64 ? 64 : by_kv > ENGINE_MAX_RUNNING_AUTO ? ENGINE_MAX_RUNNING_AUTO : (int)by_kv;
+        if (n < cfg.max_running) cfg.max_running = e->cfg.max_running = n;
+    }
+    LOG_INFO("scheduler: up to %d tokens per step, %d sequences at once, inter-token target %s", cfg.max_batch_tokens,
+             cfg.max_running, cfg.max_itl_ms > 0 ? "fixed" : cfg.max_itl_ms == 0 ? "2x the decode step" : "off");
+    if (cfg.max_itl_ms > 0) LOG_INFO("scheduler: inter-token target %.1f ms", cfg.max_itl_ms);
     e->max_ctx = hp->max_pos < n_blocks * bs ? hp->max_pos : n_blocks * bs;
     e->max_blocks_seq = (e->max_ctx + bs - 1) / bs;
     e->kb = kv_blocks_new(n_blocks);
@@ -489,7 +503,9 @@ bool engine_step(struct engine *e)
         if (r->n_forced > 0) tok = r->forced[r->n_gen];
         emit(e, r, tok, lp, top, n_top);
     }
-    publish_stats(e, (double)(clock_now_ns() - t0) / 1e6, n_tok, true);
+    double step_ms = (double)(clock_now_ns() - t0) / 1e6;
+    pace_observe(&e->pace, step_ms, e->n_dec, e->prefill_units);
+    publish_stats(e, step_ms, n_tok, true);
     return true;
 }
 

@@ -58,6 +58,8 @@ enum finish_reason {
     FINISH_ERROR,         // engine failure (status in the event)
 };
 
+enum { ENGINE_MAX_RUNNING_AUTO = 256 };   // the most sequences a GPU runs at once by default
+
 /* Zero fields take the defaults of engine_cfg_default(), except prefix_cache (false = off). */
 struct engine_cfg {
     /* KV memory budget. 0: on a backend with mem_info (cuda), the device memory free after the
@@ -66,15 +68,26 @@ struct engine_cfg {
     size_t     kv_cache_bytes;
     enum dtype kv_dtype;            // f32 (CPU default; DTYPE_F32 == 0), f16, bf16, f8e4m3 (scale 1.0)
     int        block_size;          // tokens per KV block (16)
-    int        max_batch_tokens;    // per-step token budget (prefill chunks + decodes) (256)
-    int        max_running;         // sequences in the batch at once (64; <= max_batch_tokens)
+    /* Per-step token budget (prefill chunks + decodes). 0: 8192 on a backend with its own device
+     * memory (a GPU: a step without decodes takes as much of the waiting prompts as the GEMMs
+     * use well), 256 on host backends. */
+    int        max_batch_tokens;
+    /* Sequences in the batch at once (<= max_batch_tokens). 0: on a GPU, from the KV memory (one
+     * per 1,024 cached tokens, between 64 and 256); 64 on host backends. */
+    int        max_running;
     int        max_queue;           // requests waiting for admission before submit answers EBUSY (256)
     /* While decodes run, prefill chunks of a step may cost at most this much attention work,
      * counted as sum of n * (start + n) over chunks of n tokens starting at start: a prompt deep
      * into a long context is ingested in smaller chunks so the running streams' inter-token gap
      * stays bounded (attention cost grows with the context, the token budget does not see it).
-     * 0: max_batch_tokens * 512; -1: no cap. Chunks never shrink below 16 tokens. */
+     * 0: max_batch_tokens * 512; -1: no cap. Chunks never shrink below 16 tokens. This static rule
+     * applies until max_itl_ms's pacing has measured the step costs (engine/pace.h), and always
+     * when pacing is off. */
     int64_t    max_prefill_pairs;
+    /* Inter-token latency target of running streams while prompts are ingested beside them
+     * (engine/pace.h: chunks sized from measured step times). > 0: the target in ms; 0: auto (on a
+     * GPU 2x the measured decode-only step; off on host backends); < 0: off. */
+    double     max_itl_ms;
     bool       prefix_cache;        // share full blocks across requests
     /* TEST ONLY: pretend the model keeps a recurrent state of this many bytes (>= 8) per sequence.
      * The engine then maintains a stand-in state (a hash chain of the computed tokens), snapshots

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 
 #include "engine/engine.h"
+#include "engine/pace.h"
 #include "engine/stream.h"
 #include "kv/blocks.h"
 #include "kv/pool.h"
@@ -109,6 +110,9 @@ struct engine {
     int                    n_tok;           // tokens in the step being built
     int                    n_out;
     bool                   preempted_step;  // this step preempted someone
+    struct pace            pace;            // prefill sizing from measured step times
+    int                    n_dec;           // decodes in the step being built
+    double                 prefill_units;   // its prefill, in pace token-equivalents
     struct engine_stats    acc;             // counters, engine thread only; published to st each step
 
     // stats (written by the engine thread under st_mu)

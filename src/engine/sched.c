@@ -103,8 +103,9 @@ static int chunk_cut(const struct engine *e, const struct request *r, int start,
     return n;
 }
 
-/* The largest chunk n <= want starting at start with n * (start + n) <= *pairs (at least 16, or
- * want if smaller); *pairs is charged. */
+/* The static rule (until pacing has measured, or with pacing off): the largest chunk n <= want
+ * starting at start with n * (start + n) <= *pairs (at least 16, or want if smaller); *pairs is
+ * charged. */
 static int pairs_cut(int64_t *pairs, int start, int want)
 {
     int n = want;
@@ -246,6 +247,30 @@ static void add_item(struct engine *e, struct request *r, int start, int n)
     e->n_items++;
 }
 
+/* Requests still waiting for their first token: queued, or admitted and in prefill. */
+static int first_token_waiters(const struct engine *e)
+{
+    int n = e->n_waiting;
+    for (int i = 0; i < e->n_running; i++) n += e->running[i]->n_gen == 0;
+    return n;
+}
+
+/* The next prefill chunk of r: as much of its pending tokens as the step's token budget, then the
+ * pacing budget (paced >= 0) or the static pairs rule (*pairs != INT64_MAX), then its next
+ * snapshot position allow. */
+static void add_chunk(struct engine *e, struct request *r, int *budget, int64_t *pairs, double *paced)
+{
+    int start = r->n_computed, pend = r->n_tok - start;
+    if (*paced >= 0 && *paced < 1 && e->prefill_units > 0) return;   // spent: the minimum chunk went to an older one
+    int n = pend < *budget ? pend : *budget;
+    if (*paced >= 0) n = pace_cut(&e->pace, paced, start, n);
+    else if (*pairs != INT64_MAX) n = pairs_cut(pairs, start, n);
+    n = chunk_cut(e, r, start, n);
+    add_item(e, r, start, n);
+    e->prefill_units += pace_units(&e->pace, start, n);
+    *budget -= n;
+}
+
 int sched_build(struct engine *e)
 {
     e->n_items = e->n_tok = e->n_out = 0;
@@ -260,27 +285,21 @@ int sched_build(struct engine *e)
         add_item(e, r, r->n_computed, 1);
         budget--;
     }
-    int64_t pairs = e->n_items > 0 ? e->cfg.max_prefill_pairs : INT64_MAX;   // decodes wait on this step
+    e->n_dec = e->n_items;
+    e->prefill_units = 0;
+    // Decodes wait on this step: its prefill is paced to their latency target once the step costs
+    // are measured (pace.h), by the static pairs rule before that; without decodes nobody waits.
+    double paced = e->n_dec > 0 ? pace_budget(&e->pace, e->n_dec, first_token_waiters(e)) : -1;
+    int64_t pairs = e->n_dec > 0 && paced < 0 ? e->cfg.max_prefill_pairs : INT64_MAX;
     for (int i = 0; i < e->n_running && budget > 0; i++) {
         struct request *r = e->running[i];
-        int pend = r->n_tok - r->n_computed;
-        if (pend <= 1) continue;
-        int n = pend < budget ? pend : budget;
-        if (pairs != INT64_MAX) n = pairs_cut(&pairs, r->n_computed, n);
-        n = chunk_cut(e, r, r->n_computed, n);
-        add_item(e, r, r->n_computed, n);
-        budget -= n;
+        if (r->n_tok - r->n_computed > 1) add_chunk(e, r, &budget, &pairs, &paced);
     }
     // no admission right after a preemption: memory is short, and the victim would only thrash
     while (!e->preempted_step && budget > 0 && e->wait_head && e->n_running < e->cfg.max_running) {
         struct request *r = e->wait_head;
         if (!try_admit(e, r)) break;
-        int pend = r->n_tok - r->n_computed;
-        int n = pend < budget ? pend : budget;
-        if (pairs != INT64_MAX) n = pairs_cut(&pairs, r->n_computed, n);
-        n = chunk_cut(e, r, r->n_computed, n);
-        add_item(e, r, r->n_computed, n);
-        budget -= n;
+        add_chunk(e, r, &budget, &pairs, &paced);
     }
     return e->n_tok;
 }

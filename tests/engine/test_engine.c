@@ -27,8 +27,9 @@ static void job_collect(struct job *j)
 }
 
 /* 20 requests, prompt lengths 1..400, 4-24 new tokens, arriving over the first steps; every
- * output must equal its solo greedy run (the runner: one sequence, no batching). */
-TEST(batch_invariance_staggered)
+ * output must equal its solo greedy run (the runner: one sequence, no batching). max_itl_ms > 0
+ * paces the prefill chunks from measured step times (engine/pace.h) instead of the static rule. */
+static void staggered_case(double max_itl_ms)
 {
     enum { N = 20 };
     static struct job jobs[N];
@@ -46,6 +47,7 @@ TEST(batch_invariance_staggered)
     cfg.max_batch_tokens = 96;
     cfg.max_running = 16;
     cfg.kv_cache_bytes = 8 << 20;
+    cfg.max_itl_ms = max_itl_ms;
     struct engine *e;
     ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
     int submitted = 0, steps = 0, max_step_tok = 0;
@@ -86,6 +88,10 @@ TEST(batch_invariance_staggered)
     EXPECT(st.kv_blocks_used == 0 && st.n_running == 0 && st.n_waiting == 0);
     engine_free(e);
 }
+
+TEST(batch_invariance_staggered) { staggered_case(0); }
+/* a target of 1 us cannot be met: once measured, every mixed step carries one 16-token chunk */
+TEST(batch_invariance_staggered_paced) { staggered_case(0.001); }
 
 /* 10 requests whose total need is ~3x the cache: preemption must happen and every output must
  * still equal its solo run; sampled requests (seeded) must equal the same request run alone. */
@@ -543,6 +549,7 @@ int main(void)
 {
     fixture_init();
     RUN(batch_invariance_staggered);
+    RUN(batch_invariance_staggered_paced);
     RUN(preemption_tiny_kv);
     RUN(prefix_hit_same_tokens);
     RUN(cancel_mid_prefill_frees_blocks);

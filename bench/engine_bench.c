@@ -4,6 +4,7 @@
  *   engine_bench [--config configs/qwen3-0.6b.json | --model DIR] [--backend cpu] [--threads 2]
  *                [--part decode,agentic,gap] [--conc 1,4,8,16] [--gen 32] [--sys 2000] [--user 100]
  *                [--n-user 10] [--long 16384] [--budget 256] [--kv-gb 4] [--pairs N] [--kv-dtype bf16]
+ *                [--gap-streams 1] [--itl-ms MS]
  *
  * --config (alias --synthetic) synthesizes random weights of that shape, in device memory on cuda.
  * --kv-gb 0: the engine's default budget (free device memory minus a margin on cuda, 1 GiB on cpu).
@@ -14,9 +15,11 @@
  * agentic: a --sys-token system prompt shared by --n-user requests with different --user-token
  *          messages; TTFT of the first (cold) and of the following ones one at a time (warm prefix):
  *          ratio warm/cold; then the same burst submitted at once to a fresh engine.
- * gap:     a running stream decodes while a --long-token prompt is ingested in chunks of the step
- *          budget (and of --pairs, engine_cfg.max_prefill_pairs: 0 default, -1 off): worst and median
- *          inter-token gap of the stream, vs its gap alone.
+ * gap:     --gap-streams running streams decode while a --long-token prompt is ingested in chunks of
+ *          the step budget, paced to --itl-ms (engine_cfg.max_itl_ms: 0 the engine's default, -1 off;
+ *          engine/pace.h) or capped by --pairs (engine_cfg.max_prefill_pairs: 0 default, -1 off):
+ *          worst and median inter-token gap of the streams, vs their gap alone.
+ * --budget 0 takes the engine's default step budget (8192 on a GPU, 256 on the CPU).
  * Every time is reported twice: wall seconds, and process CPU seconds (all threads; "cpu_s"),
  * because a shared machine makes wall time noisy: cpu_s / threads is what the wall time would be
  * on idle cores, and ratios of cpu_s are stable under load.
@@ -37,7 +40,8 @@
 
 struct opts {
     const char *config, *model, *backend, *parts, *kv_dtype;
-    int         threads, gen, sys, user, n_user, long_tok, budget;
+    int         threads, gen, sys, user, n_user, long_tok, budget, gap_streams;
+    double      itl_ms;
     long long   pairs;
     int         conc[8], n_conc;
     double      kv_gb;
@@ -67,6 +71,7 @@ static struct engine *engine_make(const struct opts *o, int budget, int max_runn
     cfg.max_running = max_running;
     cfg.kv_cache_bytes = (size_t)(o->kv_gb * (double)(1ull << 30));
     cfg.max_prefill_pairs = o->pairs;
+    cfg.max_itl_ms = o->itl_ms;
     cfg.kv_dtype = (enum dtype)dtype_parse_kv(o->kv_dtype);   // checked in main
     struct engine *e;
     CHECK(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK, "engine_new failed");
@@ -231,20 +236,25 @@ static void bench_agentic(const struct opts *o)
 
 static void bench_gap(const struct opts *o)
 {
-    struct engine *e = engine_make(o, o->budget, 8);
+    int n_streams = o->gap_streams;
+    struct engine *e = engine_make(o, o->budget, n_streams + 4);
     int32_t pa[64];
-    prompt_fill(3, pa, 64);
     int32_t *pl = xmalloc(sizeof(int32_t) * (size_t)o->long_tok);
     prompt_fill(4, pl, o->long_tok);
-    struct gen_request ga = req_make(pa, 64, 1 << 20 < g_m->hp.max_pos - 65 ? 1 << 20 : g_m->hp.max_pos - 65);
-    struct token_stream *ta, *tl;
-    CHECK(engine_submit(e, &ga, &ta) == STATUS_OK, "submit");
+    struct token_stream **ts = xcalloc((size_t)n_streams, sizeof *ts), *tl;
+    for (int i = 0; i < n_streams; i++) {
+        prompt_fill(3 + 100 * (uint64_t)i, pa, 64);
+        struct gen_request ga = req_make(pa, 64, 1 << 20 < g_m->hp.max_pos - 65 ? 1 << 20 : g_m->hp.max_pos - 65);
+        CHECK(engine_submit(e, &ga, &ts[i]) == STATUS_OK, "submit");
+    }
+    struct token_stream *ta = ts[0];   // the streams share every step: the first one's gaps are theirs
     struct token_event la, ll;
     bool da = false, dl = false;
     double t_prev = 0, alone_max = 0, alone_sum = 0, c_prev = 0, calone_max = 0;
     int alone_n = 0;
-    for (int s = 0; s < 12; s++) {   // the stream alone
+    for (int s = 0; s < 12; s++) {   // the streams alone
         engine_step(e);
+        for (int i = 1; i < n_streams; i++) { bool d_i = false; stream_poll(ts[i], &la, &d_i); }
         if (stream_poll(ta, &la, &da) > 0) {
             double t = clock_now_s(), c = cpu_now_s();
             if (t_prev > 0) {
@@ -266,6 +276,7 @@ static void bench_gap(const struct opts *o)
         engine_step(e);
         steps++;
         stream_poll(tl, &ll, &dl);
+        for (int i = 1; i < n_streams; i++) { bool d_i = false; stream_poll(ts[i], &la, &d_i); }
         if (stream_poll(ta, &la, &da) > 0) {
             double t = clock_now_s(), c = cpu_now_s();
             if (n_gaps < (1 << 16)) gaps[n_gaps++] = t - t_prev;
@@ -283,15 +294,16 @@ static void bench_gap(const struct opts *o)
         while (j >= 0 && gaps[j] > x) { gaps[j + 1] = gaps[j]; j--; }
         gaps[j + 1] = x;
     }
-    printf("gap long=%d budget=%d steps=%d ingest_s=%.2f ingest_cpu_s=%.2f prefill_tok_s_wall=%.1f long_ttft_s=%.2f "
+    printf("gap long=%d streams=%d budget=%d steps=%d ingest_s=%.2f ingest_cpu_s=%.2f prefill_tok_s_wall=%.1f long_ttft_s=%.2f "
            "gap_alone_mean_s=%.3f gap_alone_max_s=%.3f gap_alone_max_cpu_s=%.3f gap_during_median_s=%.3f "
            "gap_during_max_s=%.3f gap_during_max_cpu_s=%.3f stream_tokens=%d\n",
-           o->long_tok, o->budget, steps, ingest, ingest_cpu, o->long_tok / ingest, ll.t_first_s,
+           o->long_tok, n_streams, o->budget, steps, ingest, ingest_cpu, o->long_tok / ingest, ll.t_first_s,
            alone_n ? alone_sum / alone_n : 0, alone_max, calone_max, n_gaps ? gaps[n_gaps / 2] : 0, worst, cworst, n_gaps);
     fflush(stdout);
-    engine_cancel(e, ta);
+    for (int i = 0; i < n_streams; i++) engine_cancel(e, ts[i]);
     engine_step(e);
-    token_stream_release(ta);
+    for (int i = 0; i < n_streams; i++) token_stream_release(ts[i]);
+    free(ts);
     token_stream_release(tl);
     engine_free(e);
     free(pl);
@@ -316,7 +328,7 @@ int main(int argc, char **argv)
     log_init_from_env();
     struct opts o = { .config = "configs/qwen3-0.6b.json", .backend = "cpu", .parts = "decode,agentic,gap",
                       .threads = 2, .gen = 32, .sys = 2000, .user = 100, .n_user = 10, .long_tok = 16384,
-                      .budget = 256, .kv_gb = 4.0 };
+                      .budget = 256, .kv_gb = 4.0, .gap_streams = 1 };
     o.n_conc = parse_list("1,4,8,16", o.conc, 8);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -336,6 +348,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--budget")) o.budget = atoi(v);
         else if (!strcmp(a, "--kv-gb")) o.kv_gb = atof(v);
         else if (!strcmp(a, "--pairs")) o.pairs = atoll(v);
+        else if (!strcmp(a, "--gap-streams")) o.gap_streams = atoi(v) > 0 ? atoi(v) : 1;
+        else if (!strcmp(a, "--itl-ms")) o.itl_ms = atof(v);
         else { fprintf(stderr, "unknown flag %s\n", a); return 2; }
         i++;
     }

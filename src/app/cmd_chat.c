@@ -146,7 +146,7 @@ out:
     json_decref(kwargs);
     chat_template_free(ct);
     tokenizer_free(tk);
-    if (eng) { engine_stop(eng); engine_free(eng); }
+    if (eng) { engine_shutdown(eng); engine_free(eng); }
     if (am.m || am.be) app_model_close(&am);
     return rc;
 }

@@ -1,11 +1,9 @@
-/* api_common: the generation set-up both APIs share: tokenize, context check, scripted test
- * output, job creation and submission, and message content normalization. */
+/* api_common: the generation set-up both APIs share: tokenize, context check, job creation and submission, and message content normalization. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
-#include "server/reasoning.h"
 #include "server/server_int.h"
 
 bool content_text(json_t *content, const char *field, bool allow_null, char **out, struct api_error *e)
@@ -74,18 +72,13 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
         if (!param_prompt_fits(r, set_n[i], p->max_tokens, p->max_given, &m, e)) { free(own_ids); return false; }
         if (!p->max_given && (i == 0 || m < max_tokens)) max_tokens = m;
     }
-    // test-only scripted output
-    int32_t *forced = NULL;
-    int n_forced = 0, delay_ms = 0;
-    const struct srv_script *sc = srv_script_match(r->s, p->script_text);
-    if (sc) {
-        if (g->ops->encode(g->self, sc->output, strlen(sc->output), false, &forced, &n_forced) != STATUS_OK) n_forced = 0;
-        delay_ms = sc->delay_ms;
-    }
     struct job_cfg jc = {
-        .tool_family = p->family, .tools = p->tools, .reasoning = p->reasoning,
-        .start_in_think = p->reasoning && p->prompt_text && reasoning_prompt_open(p->prompt_text, "<think>", "</think>"),
-        .stops = p->stops, .n_stops = p->n_stops, .tool_id_prefix = p->tool_id_prefix,
+        .output = {
+            .fmt = &g->fmt, .reasoning = p->reasoning,
+            .start_in_think = p->reasoning && output_format_prompt_in_think(&g->fmt, p->prompt_text),
+            .tool_family = p->family, .tools = p->tools, .stops = p->stops, .n_stops = p->n_stops,
+            .tool_id_prefix = p->tool_id_prefix,
+        },
         .want_logprobs = p->n_logprobs != 0,
     };
     srv_job_hooks(r, &jc);
@@ -114,14 +107,10 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     req.base.sampling.bias = p->bias;
     req.base.sampling.n_bias = p->n_bias;
     req.base.n_logprobs = p->n_logprobs;
-    req.forced = forced;
-    req.n_forced = n_forced;
-    req.test_delay_ms = delay_ms;
     char msg[256] = "";
     enum status st = job_submit(j, &req, cp, cn, msg, sizeof msg);
     free(cp);
     free(cn);
-    free(forced);
     free(ends);
     free(own_ids);
     if (st != STATUS_OK) {
@@ -136,4 +125,18 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     r->job = j;
     srv_register(r);
     return true;
+}
+
+bool srv_job_failed(struct req *r, enum MHD_Result *ret)
+{
+    for (int i = 0; i < job_n_choices(r->job); i++) {
+        struct job_choice_info c;
+        job_choice_info(r->job, i, &c);
+        if (c.failed) {
+            struct api_error e = api_error_make(c.error ? c.error : STATUS_EIO, NULL, "generation failed: %s", status_str(c.error));
+            *ret = srv_send_error(r, &e);
+            return true;
+        }
+    }
+    return false;
 }

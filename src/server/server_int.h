@@ -18,9 +18,7 @@
 #include "server/job.h"
 #include "server/metrics.h"
 #include "server/server.h"
-#include "server/toolparse.h"
-
-struct srv_script { char *match; char *output; int delay_ms; };
+#include "text/toolparse.h"
 
 struct server {
     struct server_cfg   cfg;
@@ -30,15 +28,13 @@ struct server {
     int                 port;
     _Atomic(struct gen *) g;
     struct metrics     *m;
-    atomic_bool         stopping;            // no new requests
+    atomic_bool         shutting_down;            // no new requests
     atomic_bool         cancel_all;          // grace period over: cancel in-flight generations
     atomic_uint_fast64_t next_id;
     atomic_int          n_active;            // requests being handled
     enum tool_family    family;
     bool                family_forced;
     int                 reasoning_mode;      // -1 auto, 0 off, 1 on
-    struct srv_script  *script;
-    int                 n_script;
     pthread_mutex_t     mu;                  // jobs registry
     struct req        **live;
     int                 n_live, cap_live;
@@ -90,8 +86,6 @@ bool            srv_peer_closed(struct req *r);
 bool            srv_wait_job(struct req *r);
 /* Request id, "chatcmpl-..." style. */
 void            srv_make_id(struct req *r, const char *prefix, char *out, size_t cap);
-/* Test-only scripted output for text containing a marker; NULL if none. */
-const struct srv_script *srv_script_match(struct server *s, const char *text);
 /* Effective tool family / reasoning for this model. */
 enum tool_family srv_tool_family(struct server *s);
 bool            srv_reasoning(struct server *s);
@@ -122,7 +116,6 @@ json_t *param_kwargs(struct req *r, json_t *req_kwargs);
 bool param_prompt_fits(struct req *r, int n_prompt, long long max_tokens, bool max_given, long long *max_out,
                        struct api_error *e);
 
-#endif
 
 /* Generation set-up shared by the APIs (api_common.c). */
 struct gen_params {
@@ -142,12 +135,15 @@ struct gen_params {
     json_t            *tools;           // borrowed; kept alive by r->tools
     enum tool_family   family;          // NONE: no tool parsing
     bool               reasoning;
-    const char        *script_text;     // where test markers are looked for
     const char        *tool_id_prefix;
     bool               add_special;     // encode prompt_text with BOS etc.
 };
 /* Tokenizes, checks the context, submits; false with *e on failure. r->job is set on success. */
 bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e);
+/* A finished non-streaming job: when a choice failed, answers the error (*ret) and returns true. */
+bool srv_job_failed(struct req *r, enum MHD_Result *ret);
 /* Text of a content value: a string, or the concatenated "text" of an array of text parts.
  * false with *e (naming field) for other shapes or part types. Caller frees *out. */
 bool content_text(json_t *content, const char *field, bool allow_null, char **out, struct api_error *e);
+
+#endif

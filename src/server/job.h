@@ -33,7 +33,7 @@ struct job_choice_info {
     enum job_end end;                 // when done
     bool         failed;              // the provider failed (end is JOB_END_ERROR unless a call or stop came first)
     enum status  error;               // when failed
-    const char  *stop_string;         // when end == JOB_END_STOP_STRING (also with tool calls)
+    const char  *stop_string;         // the stop string that matched (also with tool calls), or NULL; lives with the job
     int          n_prompt;
     int          n_cached;            // prompt tokens from the prefix cache
     int          n_generated;         // tokens counted up to a matched stop string

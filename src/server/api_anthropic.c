@@ -159,71 +159,42 @@ fail:
     return NULL;
 }
 
-/* tools: [{name, description, input_schema}] -> OpenAI shape for the template. */
-static bool anth_tools(json_t *body, json_t **out, bool *use, struct api_error *e)
+/* A tool {name, description, input_schema} in the OpenAI shape the templates expect. */
+static json_t *anth_tool(json_t *t, size_t i, struct api_error *e)
 {
-    *out = NULL;
-    *use = false;
-    json_t *tools = json_object_get(body, "tools");
-    if (tools && !json_is_null(tools)) {
-        if (!json_is_array(tools)) {
-            *e = api_error_make(STATUS_EINVAL, "tools", "tools: must be an array");
-            return false;
-        }
-        json_t *conv = json_array();
-        size_t i;
-        json_t *t;
-        json_array_foreach(tools, i, t) {
-            const char *name = json_string_value(json_object_get(t, "name"));
-            json_t *schema = json_object_get(t, "input_schema");
-            if (!name || !*name || !json_is_object(schema)) {
-                json_decref(conv);
-                *e = api_error_make(STATUS_EINVAL, "tools", "tools.%zu: needs a name and an input_schema object", i);
-                return false;
-            }
-            json_t *fn = json_pack("{s:s,s:O}", "name", name, "parameters", schema);
-            json_t *d = json_object_get(t, "description");
-            if (json_is_string(d)) json_object_set(fn, "description", d);
-            json_array_append_new(conv, json_pack("{s:s,s:o}", "type", "function", "function", fn));
-        }
-        if (json_array_size(conv)) *out = conv;
-        else json_decref(conv);
+    const char *name = json_string_value(json_object_get(t, "name"));
+    json_t *schema = json_object_get(t, "input_schema");
+    if (!name || !*name || !json_is_object(schema)) {
+        *e = api_error_make(STATUS_EINVAL, "tools", "tools.%zu: needs a name and an input_schema object", i);
+        return NULL;
     }
-    json_t *tc = json_object_get(body, "tool_choice");
-    const char *type = "auto";
-    if (tc && !json_is_null(tc)) {
-        type = json_string_value(json_object_get(tc, "type"));
-        if (!json_is_object(tc) || !type) {
-            *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice: must be an object with a type");
-            goto fail;
-        }
-    }
-    if (!strcmp(type, "any") || !strcmp(type, "tool")) {
-        *e = api_error_make(STATUS_EUNSUPPORTED, "tool_choice",
-                            "tool_choice '%s' needs constrained decoding, which this server does not support yet; use 'auto' or 'none'",
-                            type);
-        goto fail;
-    }
-    if (strcmp(type, "auto") && strcmp(type, "none")) {
-        *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice.type: must be auto, any, tool or none");
-        goto fail;
-    }
-    *use = *out && !strcmp(type, "auto");
-    return true;
-fail:
-    json_decref(*out);
-    *out = NULL;
-    return false;
+    json_t *fn = json_pack("{s:s,s:O}", "name", name, "parameters", schema);
+    json_t *d = json_object_get(t, "description");
+    if (json_is_string(d)) json_object_set(fn, "description", d);
+    return json_pack("{s:s,s:o}", "type", "function", "function", fn);
 }
+
+static const char *anth_tool_choice(json_t *tc, struct api_error *e)
+{
+    const char *type = json_string_value(json_object_get(tc, "type"));
+    if (!json_is_object(tc) || !type)
+        *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice: must be an object with a type");
+    return type;
+}
+
+static const struct tool_api anth_tool_api = {
+    .convert = anth_tool, .choice_mode = anth_tool_choice, .not_array = "tools: must be an array",
+    .constrained = (const char *const[]){ "any", "tool", NULL },
+    .invalid_choice = "tool_choice.type: must be auto, any, tool or none",
+};
 
 /* Shared by messages and count_tokens: render the prompt. */
 static bool anth_render(struct req *r, json_t *body, char **prompt, json_t **tools, bool *use_tools,
                         struct api_error *e)
 {
     json_t *msgs = NULL, *kwargs = NULL;
-    char *err = NULL;
     bool ok = false;
-    if (!anth_tools(body, tools, use_tools, e)) return false;
+    if (!srv_tools(body, &anth_tool_api, tools, use_tools, e)) return false;
     if (!(msgs = anth_messages(body, e))) goto out;
     kwargs = param_kwargs(r, json_object_get(body, "chat_template_kwargs"));
     json_t *th = json_object_get(body, "thinking");
@@ -232,14 +203,8 @@ static bool anth_render(struct req *r, json_t *body, char **prompt, json_t **too
         if (t && !strcmp(t, "disabled")) json_object_set_new(kwargs, "enable_thinking", json_false());
         if (t && !strcmp(t, "enabled")) json_object_set_new(kwargs, "enable_thinking", json_true());
     }
-    enum status st = r->g->ops->render(r->g->self, msgs, *use_tools ? *tools : NULL, kwargs, true, prompt, &err);
-    if (st != STATUS_OK) {
-        *e = api_error_make(STATUS_ETEMPLATE, "messages", "chat template error: %s", err ? err : status_str(st));
-        goto out;
-    }
-    ok = true;
+    ok = srv_render(r, msgs, *use_tools ? *tools : NULL, kwargs, prompt, e);
 out:
-    free(err);
     json_decref(msgs);
     json_decref(kwargs);
     return ok;
@@ -247,15 +212,13 @@ out:
 
 /* ==== Writers ==== */
 
-static const char *stop_reason(const struct job_choice_info *c)
-{
-    switch (c->end) {
-    case JOB_END_TOOL_CALLS:  return "tool_use";
-    case JOB_END_STOP_STRING: return "stop_sequence";
-    case JOB_END_LENGTH:      return "max_tokens";
-    default:                  return "end_turn";
-    }
-}
+/* stop_reason of each way a choice ends (an error is reported by its own event first). */
+static const char *const stop_reasons[] = {
+    [JOB_END_STOP] = "end_turn", [JOB_END_TOOL_CALLS] = "tool_use", [JOB_END_STOP_STRING] = "stop_sequence",
+    [JOB_END_LENGTH] = "max_tokens", [JOB_END_ERROR] = "end_turn",
+};
+
+static const char *stop_reason(const struct job_choice_info *c) { return stop_reasons[c->end]; }
 
 /* "stop_reason":..,"stop_sequence":..(closing the delta object when streaming),"usage":{..}: the
  * tail of a whole message and of the streamed message_delta. */
@@ -457,17 +420,10 @@ enum MHD_Result api_anthropic_messages(struct req *r, json_t *body)
     if (!param_bool(body, "stream", false, &stream, &e)) goto fail;
     if (!param_stops(body, "stop_sequences", p.stops, &p.n_stops, &e)) goto fail;
     if (!anth_render(r, body, &prompt, &tools, &use_tools, &e)) goto fail;
-    r->tools = tools;   // owned by the request from here
-    tools = NULL;
-    p.prompt_text = prompt;
-    p.n_prompts = 1;
+    srv_chat_params(r, &p, prompt, &tools, use_tools, "toolu_");
     p.n = 1;
     p.max_tokens = max_tokens;
     p.max_given = true;
-    p.tools = r->tools;
-    p.family = use_tools ? srv_tool_family(r->s) : TOOL_FAMILY_NONE;
-    p.reasoning = srv_reasoning(r->s);
-    p.tool_id_prefix = "toolu_";
     if (!srv_start_job(r, &p, &e)) goto fail;
     struct anth_w *w = xcalloc(1, sizeof *w);
     srv_make_id(r, "msg_", w->id, sizeof w->id);
@@ -494,24 +450,18 @@ enum MHD_Result api_anthropic_count_tokens(struct req *r, json_t *body)
     char *prompt = NULL;
     json_t *tools = NULL;
     bool use_tools;
-    enum MHD_Result ret;
     int32_t *ids = NULL;
     int n = 0;
-    if (!param_model(r, body, &e)) goto fail;
-    if (!anth_render(r, body, &prompt, &tools, &use_tools, &e)) goto fail;
-    if (r->g->ops->encode(r->g->self, prompt, strlen(prompt), false, &ids, &n) != STATUS_OK) {
+    bool ok = param_model(r, body, &e) && anth_render(r, body, &prompt, &tools, &use_tools, &e);
+    json_decref(tools);
+    if (ok && r->g->ops->encode(r->g->self, prompt, strlen(prompt), false, &ids, &n) != STATUS_OK) {
         e = api_error_make(STATUS_EINVAL, "messages", "could not tokenize the prompt");
-        goto fail;
+        ok = false;
     }
+    free(ids);
+    free(prompt);
+    if (!ok) return srv_send_error(r, &e);
     char b[64];
     int len = snprintf(b, sizeof b, "{\"input_tokens\":%d}", n);
-    ret = srv_send_json(r, 200, b, (size_t)len);
-    goto out;
-fail:
-    ret = srv_send_error(r, &e);
-out:
-    free(ids);
-    json_decref(tools);
-    free(prompt);
-    return ret;
+    return srv_send_json(r, 200, b, (size_t)len);
 }

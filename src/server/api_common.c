@@ -45,6 +45,78 @@ bool content_text(json_t *content, const char *field, bool allow_null, char **ou
     return true;
 }
 
+static bool tool_choice(json_t *body, const struct tool_api *api, bool have_tools, bool *use, struct api_error *e)
+{
+    json_t *tc = json_object_get(body, "tool_choice");
+    const char *mode = tc && !json_is_null(tc) ? api->choice_mode(tc, e) : "auto";
+    if (!mode) return false;
+    for (const char *const *c = api->constrained; *c; c++)
+        if (!strcmp(mode, *c)) {
+            *e = api_error_make(STATUS_EUNSUPPORTED, "tool_choice",
+                                "tool_choice '%s' needs constrained decoding, which this server does not support yet; use 'auto' or 'none'",
+                                mode);
+            return false;
+        }
+    if (strcmp(mode, "auto") && strcmp(mode, "none")) {
+        *e = api_error_make(STATUS_EINVAL, "tool_choice", "%s", api->invalid_choice);
+        return false;
+    }
+    *use = have_tools && !strcmp(mode, "auto");
+    return true;
+}
+
+bool srv_tools(json_t *body, const struct tool_api *api, json_t **out, bool *use, struct api_error *e)
+{
+    *out = NULL;
+    *use = false;
+    json_t *tools = json_object_get(body, "tools");
+    if (tools && !json_is_null(tools)) {
+        if (!json_is_array(tools)) {
+            *e = api_error_make(STATUS_EINVAL, "tools", "%s", api->not_array);
+            return false;
+        }
+        json_t *conv = json_array();
+        size_t i;
+        json_t *t;
+        json_array_foreach(tools, i, t) {
+            json_t *c = api->convert(t, i, e);
+            if (!c) {
+                json_decref(conv);
+                return false;
+            }
+            json_array_append_new(conv, c);
+        }
+        if (json_array_size(conv)) *out = conv;
+        else json_decref(conv);
+    }
+    if (tool_choice(body, api, *out != NULL, use, e)) return true;
+    json_decref(*out);
+    *out = NULL;
+    return false;
+}
+
+bool srv_render(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, char **prompt, struct api_error *e)
+{
+    char *err = NULL;
+    enum status st = r->g->ops->render(r->g->self, msgs, tools, kwargs, true, prompt, &err);
+    if (st != STATUS_OK) *e = api_error_make(STATUS_ETEMPLATE, "messages", "chat template error: %s", err ? err : status_str(st));
+    free(err);
+    return st == STATUS_OK;
+}
+
+void srv_chat_params(struct req *r, struct gen_params *p, const char *prompt, json_t **tools, bool use_tools,
+                     const char *tool_id_prefix)
+{
+    r->tools = *tools;
+    *tools = NULL;
+    p->prompt_text = prompt;
+    p->n_prompts = 1;
+    p->tools = r->tools;
+    p->family = use_tools ? srv_tool_family(r->s) : TOOL_FAMILY_NONE;
+    p->reasoning = srv_reasoning(r->s);
+    p->tool_id_prefix = tool_id_prefix;
+}
+
 static enum status encode(struct req *r, const char *text, bool add_special, int32_t **ids, int *n)
 {
     return r->g->ops->encode(r->g->self, text, strlen(text), add_special, ids, n);

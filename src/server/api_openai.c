@@ -36,15 +36,13 @@ static void oai_w_free(void *p)
     free(w);
 }
 
-static const char *finish_str(const struct job_choice_info *c)
-{
-    switch (c->end) {
-    case JOB_END_TOOL_CALLS: return "tool_calls";
-    case JOB_END_LENGTH:     return "length";
-    case JOB_END_ERROR:      return "error";
-    default:                 return "stop";
-    }
-}
+/* finish_reason of each way a choice ends. */
+static const char *const finish_names[] = {
+    [JOB_END_STOP] = "stop", [JOB_END_TOOL_CALLS] = "tool_calls", [JOB_END_STOP_STRING] = "stop",
+    [JOB_END_LENGTH] = "length", [JOB_END_ERROR] = "error",
+};
+
+static const char *finish_str(const struct job_choice_info *c) { return finish_names[c->end]; }
 
 /* ==== Shared writers ==== */
 
@@ -329,8 +327,17 @@ static enum MHD_Result respond_whole(struct req *r, struct oai_w *w)
     return ret;
 }
 
-static enum MHD_Result run(struct req *r, struct oai_w *w, bool stream, int n_per)
+/* Answers a started job: chat (chat.completion) or completions (text_completion, legacy logprobs),
+ * streamed or whole. */
+static enum MHD_Result run(struct req *r, bool chat, bool include_usage, bool stream, int n_per)
 {
+    struct oai_w *w = xcalloc(1, sizeof *w);
+    srv_make_id(r, chat ? "chatcmpl-" : "cmpl-", w->id, sizeof w->id);
+    snprintf(w->model, sizeof w->model, "%s", r->s->served_name);
+    w->created = (long long)time(NULL);
+    w->chat = chat;
+    w->legacy_lp = !chat;
+    w->include_usage = include_usage;
     w->n_per = n_per;
     r->wstate = w;
     r->wstate_free = oai_w_free;
@@ -492,54 +499,32 @@ fail:
     return NULL;
 }
 
-/* tools (OpenAI shape) and tool_choice. *use_tools false when none given or tool_choice "none". */
-static bool chat_tools(json_t *body, json_t **tools_out, bool *use_tools, struct api_error *e)
+static json_t *chat_tool(json_t *t, size_t i, struct api_error *e)
 {
-    json_t *tools = json_object_get(body, "tools");
-    *tools_out = NULL;
-    *use_tools = false;
-    if (tools && !json_is_null(tools)) {
-        if (!json_is_array(tools)) {
-            *e = api_error_make(STATUS_EINVAL, "tools", "'tools' must be an array");
-            return false;
-        }
-        size_t i;
-        json_t *t;
-        json_array_foreach(tools, i, t) {
-            json_t *fn = json_object_get(t, "function");
-            const char *type = json_string_value(json_object_get(t, "type"));
-            const char *name = json_string_value(json_object_get(fn, "name"));
-            json_t *params = json_object_get(fn, "parameters");
-            if (!type || strcmp(type, "function") || !name || !*name || (params && !json_is_object(params))) {
-                *e = api_error_make(STATUS_EINVAL, "tools", "'tools[%zu]' must be {\"type\":\"function\",\"function\":{\"name\":string,\"parameters\":object}}", i);
-                return false;
-            }
-        }
-        *tools_out = json_array_size(tools) ? tools : NULL;
+    json_t *fn = json_object_get(t, "function");
+    const char *type = json_string_value(json_object_get(t, "type"));
+    const char *name = json_string_value(json_object_get(fn, "name"));
+    json_t *params = json_object_get(fn, "parameters");
+    if (!type || strcmp(type, "function") || !name || !*name || (params && !json_is_object(params))) {
+        *e = api_error_make(STATUS_EINVAL, "tools", "'tools[%zu]' must be {\"type\":\"function\",\"function\":{\"name\":string,\"parameters\":object}}", i);
+        return NULL;
     }
-    json_t *tc = json_object_get(body, "tool_choice");
-    const char *mode = "auto";
-    if (tc && !json_is_null(tc)) {
-        if (json_is_string(tc)) mode = json_string_value(tc);
-        else if (json_is_object(tc)) mode = "named";
-        else {
-            *e = api_error_make(STATUS_EINVAL, "tool_choice", "'tool_choice' must be a string or an object");
-            return false;
-        }
-    }
-    if (!strcmp(mode, "required") || !strcmp(mode, "named")) {
-        *e = api_error_make(STATUS_EUNSUPPORTED, "tool_choice",
-                            "tool_choice '%s' needs constrained decoding, which this server does not support yet; use 'auto' or 'none'",
-                            mode);
-        return false;
-    }
-    if (strcmp(mode, "auto") && strcmp(mode, "none")) {
-        *e = api_error_make(STATUS_EINVAL, "tool_choice", "'tool_choice' must be auto, none, required or a function");
-        return false;
-    }
-    *use_tools = *tools_out && !strcmp(mode, "auto");
-    return true;
+    return json_incref(t);
 }
+
+static const char *chat_tool_choice(json_t *tc, struct api_error *e)
+{
+    if (json_is_string(tc)) return json_string_value(tc);
+    if (json_is_object(tc)) return "named";
+    *e = api_error_make(STATUS_EINVAL, "tool_choice", "'tool_choice' must be a string or an object");
+    return NULL;
+}
+
+static const struct tool_api chat_tool_api = {
+    .convert = chat_tool, .choice_mode = chat_tool_choice, .not_array = "'tools' must be an array",
+    .constrained = (const char *const[]){ "required", "named", NULL },
+    .invalid_choice = "'tool_choice' must be auto, none, required or a function",
+};
 
 static bool response_format_ok(json_t *body, struct api_error *e)
 {
@@ -568,7 +553,7 @@ enum MHD_Result api_openai_chat(struct req *r, json_t *body)
     bool stream, include_usage, use_tools, lp;
     struct logit_bias *bias = NULL;
     json_t *msgs = NULL, *kwargs = NULL, *tools = NULL;
-    char *prompt = NULL, *err = NULL;
+    char *prompt = NULL;
     long long max_tokens, mct, top_lp;
     enum MHD_Result ret;
     if (!common_fields(r, body, &p, &stream, &include_usage, &bias, &e)) goto fail;
@@ -584,7 +569,7 @@ enum MHD_Result api_openai_chat(struct req *r, json_t *body)
         goto fail;
     }
     p.n_logprobs = lp ? (top_lp ? (int)top_lp : -1) : 0;
-    if (!chat_tools(body, &tools, &use_tools, &e)) goto fail;
+    if (!srv_tools(body, &chat_tool_api, &tools, &use_tools, &e)) goto fail;
     if (!response_format_ok(body, &e)) goto fail;
     json_t *ck = json_object_get(body, "chat_template_kwargs");
     if (ck && !json_is_null(ck) && !json_is_object(ck)) {
@@ -593,35 +578,19 @@ enum MHD_Result api_openai_chat(struct req *r, json_t *body)
     }
     if (!(msgs = chat_messages(json_object_get(body, "messages"), &e))) goto fail;
     kwargs = param_kwargs(r, ck);
-    enum status st = r->g->ops->render(r->g->self, msgs, use_tools ? tools : NULL, kwargs, true, &prompt, &err);
-    if (st != STATUS_OK) {
-        e = api_error_make(STATUS_ETEMPLATE, "messages", "chat template error: %s", err ? err : status_str(st));
-        goto fail;
-    }
-    r->tools = json_incref(tools);
-    p.prompt_text = prompt;
-    p.n_prompts = 1;
-    p.tools = tools;
-    p.family = use_tools ? srv_tool_family(r->s) : TOOL_FAMILY_NONE;
-    p.reasoning = srv_reasoning(r->s);
-    p.tool_id_prefix = "call_";
+    if (!srv_render(r, msgs, use_tools ? tools : NULL, kwargs, &prompt, &e)) goto fail;
+    srv_chat_params(r, &p, prompt, &tools, use_tools, "call_");
     if (!srv_start_job(r, &p, &e)) goto fail;
-    struct oai_w *w = xcalloc(1, sizeof *w);
-    srv_make_id(r, "chatcmpl-", w->id, sizeof w->id);
-    snprintf(w->model, sizeof w->model, "%s", r->s->served_name);
-    w->created = (long long)time(NULL);
-    w->chat = true;
-    w->include_usage = include_usage;
-    ret = run(r, w, stream, p.n);
+    ret = run(r, true, include_usage, stream, p.n);
     goto out;
 fail:
     ret = srv_send_error(r, &e);
 out:
     free(bias);
     free(prompt);
-    free(err);
     json_decref(msgs);
     json_decref(kwargs);
+    json_decref(tools);
     return ret;
 }
 
@@ -692,14 +661,7 @@ enum MHD_Result api_openai_completions(struct req *r, json_t *body)
     p.family = TOOL_FAMILY_NONE;
     p.reasoning = false;
     if (!srv_start_job(r, &p, &e)) goto fail;
-    struct oai_w *w = xcalloc(1, sizeof *w);
-    srv_make_id(r, "cmpl-", w->id, sizeof w->id);
-    snprintf(w->model, sizeof w->model, "%s", r->s->served_name);
-    w->created = (long long)time(NULL);
-    w->chat = false;
-    w->legacy_lp = true;
-    w->include_usage = include_usage;
-    ret = run(r, w, stream, p.n);
+    ret = run(r, false, include_usage, stream, p.n);
     goto out;
 fail:
     ret = srv_send_error(r, &e);

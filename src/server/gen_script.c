@@ -220,26 +220,23 @@ static void sg_destroy(void *self)
     free(s);
 }
 
+static const struct gen_ops script_ops = {
+    .encode = sg_encode, .decode = sg_decode, .detok_new = sg_detok_new, .token_str = sg_token_str,
+    .render = sg_render, .submit = sg_submit, .next = sg_next, .cancel = sg_cancel,
+    .end_on_stop_string = sg_end_on_stop_string, .release = sg_release, .stats = sg_stats, .destroy = sg_destroy,
+};
+
 struct gen *gen_script_wrap(struct gen_script *sc, struct gen *inner)
 {
     struct scripted *s = xcalloc(1, sizeof *s);
     s->inner = inner;
     s->script = sc;
     s->g = *inner;
-    // functions without self (detok_push, detok_flush, detok_free) work on the inner provider's objects as they are
-    s->ops = *inner->ops;
-    s->ops.encode = sg_encode;
-    s->ops.decode = sg_decode;
-    s->ops.detok_new = sg_detok_new;
-    s->ops.token_str = sg_token_str;
-    s->ops.render = sg_render;
-    s->ops.stats = sg_stats;
-    s->ops.submit = sg_submit;
-    s->ops.next = sg_next;
-    s->ops.cancel = sg_cancel;
-    s->ops.end_on_stop_string = sg_end_on_stop_string;
-    s->ops.release = sg_release;
-    s->ops.destroy = sg_destroy;
+    s->ops = script_ops;
+    // the detokenizer objects are the inner provider's: its functions without self work on them as they are
+    s->ops.detok_push = inner->ops->detok_push;
+    s->ops.detok_flush = inner->ops->detok_flush;
+    s->ops.detok_free = inner->ops->detok_free;
     s->g.ops = &s->ops;
     s->g.self = s;
     return &s->g;

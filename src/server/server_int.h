@@ -140,6 +140,24 @@ struct gen_params {
 };
 /* Tokenizes, checks the context, submits; false with *e on failure. r->job is set on success. */
 bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e);
+/* How an API spells tools and tool_choice. */
+struct tool_api {
+    json_t            *(*convert)(json_t *tool, size_t i, struct api_error *e);   // -> OpenAI shape (new ref) or NULL
+    const char        *(*choice_mode)(json_t *tool_choice, struct api_error *e);  // its mode, or NULL with *e
+    const char          *not_array;         // message when "tools" is not an array
+    const char *const   *constrained;       // modes that force a call (NULL-terminated): 400 until constrained decoding
+    const char          *invalid_choice;    // message for any other mode but auto and none
+};
+/* The request's "tools" (absent or null: none), converted for the templates (*out: a new array,
+ * NULL when empty), and its tool_choice. *use: tools given and tool_choice auto. */
+bool srv_tools(json_t *body, const struct tool_api *api, json_t **out, bool *use, struct api_error *e);
+/* Renders a chat prompt with the generation prompt added (tools: NULL unless they are used);
+ * false with a 400 naming the template's message. */
+bool srv_render(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, char **prompt, struct api_error *e);
+/* A chat request's generation set-up: the rendered prompt, its tools (*tools moves to r->tools),
+ * the model's tool family when use_tools, reasoning as the model and --reasoning-parser say. */
+void srv_chat_params(struct req *r, struct gen_params *p, const char *prompt, json_t **tools, bool use_tools,
+                     const char *tool_id_prefix);
 /* A finished non-streaming job: when a choice failed, answers the error (*ret) and returns true. */
 bool srv_job_failed(struct req *r, enum MHD_Result *ret);
 /* Text of a content value: a string, or the concatenated "text" of an array of text parts.

@@ -18,6 +18,7 @@
 #include "base/mem.h"
 #include "engine/engine.h"
 #include "text/chat.h"
+#include "text/output.h"
 #include "text/tokenizer.h"
 
 static void chat_usage(void)
@@ -100,6 +101,8 @@ int cmd_chat(int argc, char **argv)
         LOG_ERR("%s: no chat template; use `cairn run` for plain completion", dir);
         goto out;
     }
+    struct output_format fmt;   // the model's think markers
+    output_format_detect(chat_template_source(ct), NULL, NULL, &fmt);
     bool tty = isatty(0);
     if (tty) fprintf(stderr, "cairn chat: %s (/reset clears, /exit quits)\n", dir);
     char line[65536];
@@ -134,8 +137,8 @@ int cmd_chat(int argc, char **argv)
         free(ids);
         if (!out) { json_array_remove(history, json_array_size(history) - 1); continue; }
         // keep the answer, not the reasoning, in the history (what chat templates expect)
-        const char *ans = strstr(out, "</think>");
-        ans = ans ? ans + strlen("</think>") : out;
+        const char *ans = strstr(out, fmt.think_close);
+        ans = ans ? ans + strlen(fmt.think_close) : out;
         while (*ans == '\n' || *ans == ' ') ans++;
         json_array_append_new(history, json_pack("{s:s,s:s}", "role", "assistant", "content", ans));
         free(out);
@@ -146,7 +149,7 @@ out:
     json_decref(kwargs);
     chat_template_free(ct);
     tokenizer_free(tk);
-    if (eng) { engine_stop(eng); engine_free(eng); }
+    if (eng) { engine_shutdown(eng); engine_free(eng); }
     if (am.m || am.be) app_model_close(&am);
     return rc;
 }

@@ -74,6 +74,7 @@ static bool is_dir(const char *p)
 int cmd_serve(int argc, char **argv)
 {
     struct server_cfg sc = { .host = "127.0.0.1", .port = 8080, .shutdown_grace_s = 5 };
+    const char *test_script = NULL;
     const char *dir = NULL, *backend = NULL, *kv = NULL, *body_bytes = NULL, *kv_dtype_s = NULL;
     const char *synthetic = NULL, *synth_seed_s = NULL, *tok_dir = NULL;
     int threads = 0, max_queue = 0, max_batch = -1, max_running = -1;
@@ -104,7 +105,7 @@ int cmd_serve(int argc, char **argv)
             flag_int(argc, argv, &i, "--keepalive", &sc.keepalive_s, &bad) ||
             flag_int(argc, argv, &i, "--stall-seconds", &sc.stall_s, &bad) ||
             flag_int(argc, argv, &i, "--shutdown-grace", &sc.shutdown_grace_s, &bad) ||
-            flag_str(argc, argv, &i, "--test-script", &sc.test_script, &bad))
+            flag_str(argc, argv, &i, "--test-script", &test_script, &bad))
             continue;
         if (!strcmp(argv[i], "--no-prefix-cache")) no_prefix = true;
         else if (!strcmp(argv[i], "--fake")) fake = true;
@@ -188,7 +189,10 @@ int cmd_serve(int argc, char **argv)
     struct engine *eng = NULL;
     struct tokenizer *tk = NULL;
     struct chat_template *ct = NULL;
-    if (server_new(&sc, &srv) != STATUS_OK) return 1;
+    struct gen_script *script = NULL;
+    struct gen *served = NULL;   // g, or g wrapped with the test script
+    if (test_script && gen_script_load(test_script, &script) != STATUS_OK) return 1;
+    if (server_new(&sc, &srv) != STATUS_OK) { gen_script_free(script); return 1; }
     if (fake) {
         struct gen_fake_cfg fc = { .token_us = 1000, .n_ctx = 4096, .max_live = max_queue };
         const char *tu = getenv("CAIRN_FAKE_TOKEN_US");
@@ -223,15 +227,22 @@ int cmd_serve(int argc, char **argv)
         if (synthetic && nl > 5 && !strcmp(name + nl - 5, ".json")) name[nl - 5] = 0;
         if (gen_engine_new(eng, tk, ct, name, &g) != STATUS_OK) goto out;
     }
-    server_set_gen(srv, g);
+    served = g;
+    if (script) {
+        served = gen_script_wrap(script, g);
+        script = NULL;
+    }
+    server_set_gen(srv, served);
     int sig = 0;
     sigwait(&sigs, &sig);
     LOG_INFO("signal %d: shutting down (grace %d s)", sig, sc.shutdown_grace_s);
     rc = 0;
 out:
     server_free(srv);          // joins every connection thread; no request uses g after this
+    if (served != g) gen_free(served);
+    gen_script_free(script);
     gen_free(g);
-    if (eng) { engine_stop(eng); engine_free(eng); }
+    if (eng) { engine_shutdown(eng); engine_free(eng); }
     chat_template_free(ct);
     tokenizer_free(tk);
     if (am.m || am.be) app_model_close(&am);

@@ -176,7 +176,7 @@ out_free:
     return st;
 }
 
-static void finish_all(struct engine *e, enum finish_reason why)
+static void end_all_requests(struct engine *e, enum finish_reason why)
 {
     pthread_mutex_lock(&e->q_mu);
     struct request *r = e->inbox_head;
@@ -189,15 +189,15 @@ static void finish_all(struct engine *e, enum finish_reason why)
         request_free(e, r);
         r = next;
     }
-    while (e->n_running > 0) engine_finish_request(e, e->running[e->n_running - 1], why, STATUS_OK);
-    while (e->wait_head) engine_finish_request(e, e->wait_head, why, STATUS_OK);
+    while (e->n_running > 0) engine_end_request(e, e->running[e->n_running - 1], why, STATUS_OK);
+    while (e->wait_head) engine_end_request(e, e->wait_head, why, STATUS_OK);
 }
 
 void engine_free(struct engine *e)
 {
     if (!e) return;
-    engine_stop(e);
-    finish_all(e, FINISH_CANCELED);
+    engine_shutdown(e);
+    end_all_requests(e, FINISH_CANCELED);
     kv_prefix_free(e->px);
     kv_blocks_free(e->kb);
     forward_free(e->fw);
@@ -231,12 +231,12 @@ static void *engine_main(void *arg)
     struct engine *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->q_mu);
-        bool stop = e->stopping;
+        bool shut = e->shutting_down;
         pthread_mutex_unlock(&e->q_mu);
-        if (stop) break;
+        if (shut) break;
         if (engine_step(e)) continue;
         pthread_mutex_lock(&e->q_mu);
-        if (!e->stopping && !e->inbox_head && !atomic_load(&e->poke)) {
+        if (!e->shutting_down && !e->inbox_head && !atomic_load(&e->poke)) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_nsec += 50 * 1000000L;   // re-poll now and then: a flag may race the wait
@@ -252,7 +252,7 @@ static void *engine_main(void *arg)
 enum status engine_start(struct engine *e)
 {
     CHECK(!e->has_thread, "engine started twice");
-    e->stopping = false;
+    e->shutting_down = false;
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
         LOG_ERR("cannot start the engine thread");
         return STATUS_ENOMEM;
@@ -261,11 +261,11 @@ enum status engine_start(struct engine *e)
     return STATUS_OK;
 }
 
-void engine_stop(struct engine *e)
+void engine_shutdown(struct engine *e)
 {
     if (!e->has_thread) return;
     pthread_mutex_lock(&e->q_mu);
-    e->stopping = true;
+    e->shutting_down = true;
     pthread_cond_broadcast(&e->q_cv);
     pthread_mutex_unlock(&e->q_mu);
     pthread_join(e->thread, NULL);
@@ -328,15 +328,15 @@ void engine_cancel(struct engine *e, struct token_stream *ts)
     poke(e);
 }
 
-void engine_finish(struct engine *e, struct token_stream *ts)
+void engine_end_on_stop_string(struct engine *e, struct token_stream *ts)
 {
-    atomic_store(&ts->stop, 1);
+    atomic_store(&ts->end_on_stop_string, 1);
     poke(e);
 }
 
-/* ==== Finishing ==== */
+/* ==== Ending requests ==== */
 
-void engine_finish_request(struct engine *e, struct request *r, enum finish_reason why, enum status err)
+void engine_end_request(struct engine *e, struct request *r, enum finish_reason why, enum status err)
 {
     bool running = false;
     for (int i = 0; i < e->n_running && !running; i++) running = e->running[i] == r;
@@ -360,13 +360,13 @@ static void poll_flags(struct engine *e)
 {
     for (int i = e->n_running - 1; i >= 0; i--) {
         struct request *r = e->running[i];
-        if (atomic_load(&r->ts->cancel)) engine_finish_request(e, r, FINISH_CANCELED, STATUS_OK);
-        else if (atomic_load(&r->ts->stop)) engine_finish_request(e, r, FINISH_STOP, STATUS_OK);
+        if (atomic_load(&r->ts->cancel)) engine_end_request(e, r, FINISH_CANCELED, STATUS_OK);
+        else if (atomic_load(&r->ts->end_on_stop_string)) engine_end_request(e, r, FINISH_STOP_MATCHED, STATUS_OK);
     }
     for (struct request *r = e->wait_head, *next; r; r = next) {
         next = r->next;
-        if (atomic_load(&r->ts->cancel)) engine_finish_request(e, r, FINISH_CANCELED, STATUS_OK);
-        else if (atomic_load(&r->ts->stop)) engine_finish_request(e, r, FINISH_STOP, STATUS_OK);
+        if (atomic_load(&r->ts->cancel)) engine_end_request(e, r, FINISH_CANCELED, STATUS_OK);
+        else if (atomic_load(&r->ts->end_on_stop_string)) engine_end_request(e, r, FINISH_STOP_MATCHED, STATUS_OK);
     }
 }
 
@@ -407,14 +407,13 @@ static void emit(struct engine *e, struct request *r, int32_t tok, float lp, con
     r->n_gen++;
     sampler_accept(r->smp, tok);
     e->acc.generated_tokens++;
-    if (r->n_forced == 0 && is_stop(e, r, tok)) {
+    if (is_stop(e, r, tok)) {
         stream_count_stop(r->ts, tok, now);
-        engine_finish_request(e, r, FINISH_STOP, STATUS_OK);
+        engine_end_request(e, r, FINISH_STOP_MATCHED, STATUS_OK);
         return;
     }
     stream_publish(r->ts, tok, lp, top, n_top, now);
-    if (r->n_forced > 0 && r->n_gen >= r->n_forced) engine_finish_request(e, r, FINISH_STOP, STATUS_OK);
-    else if (r->n_gen >= r->max_gen) engine_finish_request(e, r, FINISH_LENGTH, STATUS_OK);
+    if (r->n_gen >= r->max_gen) engine_end_request(e, r, FINISH_LENGTH, STATUS_OK);
 }
 
 static void sample_outputs(struct engine *e, const struct tensor *logits)
@@ -478,7 +477,7 @@ bool engine_step(struct engine *e)
     enum status st = e->be->ops->sync(e->be);
     if (st != STATUS_OK) {
         LOG_ERR("engine step failed: %s; ending the %d requests of the step", status_str(st), e->n_items);
-        for (int i = 0; i < e->n_items; i++) engine_finish_request(e, e->items[i].r, FINISH_ERROR, st);
+        for (int i = 0; i < e->n_items; i++) engine_end_request(e, e->items[i].r, FINISH_ERROR, st);
         publish_stats(e, (double)(clock_now_ns() - t0) / 1e6, n_tok, true);
         return true;
     }
@@ -500,7 +499,6 @@ bool engine_step(struct engine *e)
             float *row = e->logits + (size_t)it->out_row * (size_t)e->n_vocab;
             tok = sampler_sample_top(r->smp, row, r->n_logprobs != 0 ? &lp : NULL, r->n_logprobs, top, &n_top);
         }
-        if (r->n_forced > 0) tok = r->forced[r->n_gen];
         emit(e, r, tok, lp, top, n_top);
     }
     double step_ms = (double)(clock_now_ns() - t0) / 1e6;

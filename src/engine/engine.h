@@ -3,8 +3,8 @@
  * One engine thread (engine_start, or a caller looping engine_step) owns the scheduler, the KV
  * cache (kv/pool, kv/blocks, kv/prefix) and the backend: nothing inside them needs a lock. Other
  * threads talk to it only through engine_submit (a bounded, thread-safe queue), engine_cancel /
- * engine_finish (flags the engine reads at its next step) and the per-request token_stream, which
- * they read with token_stream_next until an event with done = true.
+ * engine_end_on_stop_string (flags the engine reads at its next step) and the per-request
+ * token_stream, which they read with token_stream_next until an event with done = true.
  *
  * Each step: admit waiting requests FIFO while KV memory allows (prefix-cache lookup first), give
  * every running decode one token, fill the rest of the per-step token budget (max_batch_tokens)
@@ -18,7 +18,8 @@
  * Stop rules applied here: EOS ids of the model (unless ignore_eos), stop token ids, max_tokens,
  * the context limit (min(model max_pos, the whole KV cache)). Stop STRINGS are the server's job
  * (it owns the detokenizer and holds back text that may start a stop string); when it sees one it
- * calls engine_finish, and the request ends with FINISH_STOP at the next step and frees its blocks.
+ * calls engine_end_on_stop_string, and the request ends with FINISH_STOP_MATCHED at the next step
+ * and frees its blocks.
  *
  * Recurrent state (hybrid models, later): a sequence's state is snapshotted into the prefix cache
  * (kv/prefix.h) at its snapshot positions: the block-aligned ends of its chat messages
@@ -45,14 +46,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "backend/backend.h"
 #include "base/status.h"
 #include "engine/sampler.h"
-#include "model/model.h"
+#include "tensor/dtype.h"
+
+struct backend;
+struct model;
 
 enum finish_reason {
     FINISH_NONE = 0,      // still running
-    FINISH_STOP,          // EOS, stop token, stop string (engine_finish) or end of forced tokens
+    FINISH_STOP_MATCHED,  // an EOS id, a stop id, or a stop string (engine_end_on_stop_string) matched
     FINISH_LENGTH,        // max_tokens or context limit
     FINISH_CANCELED,      // engine_cancel (client gone)
     FINISH_ERROR,         // engine failure (status in the event)
@@ -111,12 +114,6 @@ struct gen_request {
     const int32_t *msg_ends;        // positions where chat messages end (snapshot hints), ascending
     int            n_msg_ends;
     uint64_t       cache_salt;      // separates prefix caches (adapters, media, users who opt out)
-    /* TEST ONLY (scripted output for server tests): when n_forced > 0, output token i is
-     * forced_tokens[i] instead of the sampled one (the forward pass still runs, stop ids and EOS are
-     * not checked), and the request ends with FINISH_STOP after the last one (or FINISH_LENGTH at
-     * max_tokens if that comes first). Never set it from user input. */
-    const int32_t *forced_tokens;
-    int            n_forced;
 };
 
 struct token_event {
@@ -128,7 +125,7 @@ struct token_event {
     bool               done;            // last event of the stream
     enum finish_reason finish;          // when done
     enum status        error;           // when finish == FINISH_ERROR
-    int32_t            stop_token;      // when done with FINISH_STOP on a stop/EOS id: that id (not emitted); else -1
+    int32_t            stop_token;      // when done with FINISH_STOP_MATCHED on a stop/EOS id: that id (not emitted); else -1
     // counters, valid when done (and kept current otherwise)
     int                n_prompt;
     int                n_cached;        // prompt tokens served from the prefix cache (first admission)
@@ -146,9 +143,9 @@ enum status engine_new(const struct engine_cfg *cfg, struct model *m, struct bac
 /* Stops the thread if started; requests still open end with FINISH_CANCELED; streams stay readable
  * until released. */
 void        engine_free(struct engine *e);
-/* Runs the engine loop (engine_step, sleeping when idle) on a thread of its own until engine_stop. */
+/* Runs the engine loop (engine_step, sleeping when idle) on a thread of its own until engine_shutdown. */
 enum status engine_start(struct engine *e);
-void        engine_stop(struct engine *e);
+void        engine_shutdown(struct engine *e);
 /* Thread-safe. On success *out must be released by the caller. ETOOLONG: prompt + 1 exceeds the
  * context or the whole cache; EBUSY: queue full; EINVAL: bad parameters. Logs nothing per request. */
 enum status engine_submit(struct engine *e, const struct gen_request *req, struct token_stream **out);
@@ -157,9 +154,9 @@ enum status engine_submit_msg(struct engine *e, const struct gen_request *req, s
                               char *msg, size_t msg_len);
 /* Thread-safe; the request ends with FINISH_CANCELED at the next step and frees its blocks. */
 void        engine_cancel(struct engine *e, struct token_stream *ts);
-/* Thread-safe; the request ends with FINISH_STOP at the next step (a stop string matched in the
+/* Thread-safe; the request ends with FINISH_STOP_MATCHED at the next step (a stop string matched in the
  * server), frees its blocks, and emits no further tokens. */
-void        engine_finish(struct engine *e, struct token_stream *ts);
+void        engine_end_on_stop_string(struct engine *e, struct token_stream *ts);
 /* Waits up to timeout_ms (-1: forever) for the next event. EBUSY on timeout. After the done event,
  * further calls return the done event again. */
 enum status token_stream_next(struct token_stream *ts, struct token_event *ev, int timeout_ms);

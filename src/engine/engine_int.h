@@ -11,10 +11,12 @@
 #include "engine/engine.h"
 #include "engine/pace.h"
 #include "engine/stream.h"
+#include "backend/backend.h"
 #include "kv/blocks.h"
 #include "kv/pool.h"
 #include "kv/prefix.h"
 #include "model/forward.h"
+#include "model/model.h"
 
 /* One generation request: the whole sequence (prompt + generated), its block table and sampler.
  * Allocated at submit (on the caller's thread), freed by the engine when it finishes. */
@@ -39,8 +41,6 @@ struct request {
     int                  n_stop_ids;
     bool                 ignore_eos;
     int                  n_logprobs;
-    int32_t             *forced;
-    int                  n_forced;
     int32_t             *msg_ends;      // snapshot hints (hybrid models, later)
     int                  n_msg_ends;
     int32_t             *snap_pos;      // block-aligned snapshot positions, ascending (state models only)
@@ -83,7 +83,7 @@ struct engine {
     struct request        *inbox_head, *inbox_tail;
     int                    n_queued;        // inbox + waiting requests never admitted
     uint64_t               next_id;
-    bool                   stopping;
+    bool                   shutting_down;
     bool                   has_thread;
     pthread_t              thread;
     atomic_int             poke;            // a cancel/finish arrived
@@ -137,6 +137,6 @@ void sched_state_advance(struct engine *e, struct request *r, int start, int n);
 uint64_t sched_state_of(const int32_t *tok, int n, uint64_t state);
 
 /* engine.c */
-void engine_finish_request(struct engine *e, struct request *r, enum finish_reason why, enum status err);
+void engine_end_request(struct engine *e, struct request *r, enum finish_reason why, enum status err);
 
 #endif

@@ -60,11 +60,8 @@ static enum status validate(const struct engine *e, const struct gen_request *g,
         return fail(msg, msg_len, STATUS_EINVAL, "invalid sampling parameters");
     if (g->n_logprobs < -1 || g->n_logprobs > SAMPLER_MAX_TOP)
         return fail(msg, msg_len, STATUS_EINVAL, "logprobs must be between 0 and %d (got %d)", SAMPLER_MAX_TOP, g->n_logprobs);
-    if (g->n_stop_ids < 0 || g->n_msg_ends < 0 || g->n_forced < 0)
+    if (g->n_stop_ids < 0 || g->n_msg_ends < 0)
         return fail(msg, msg_len, STATUS_EINVAL, "negative list length");
-    for (int i = 0; i < g->n_forced; i++)
-        if (g->forced_tokens[i] < 0 || g->forced_tokens[i] >= e->n_vocab)
-            return fail(msg, msg_len, STATUS_EINVAL, "forced token %d is outside the vocabulary", g->forced_tokens[i]);
     return STATUS_OK;
 }
 
@@ -98,8 +95,6 @@ enum status request_new(struct engine *e, const struct gen_request *g, struct re
     r->stop_ids = dup_ids(g->stop_ids, g->n_stop_ids);
     r->n_stop_ids = r->stop_ids ? g->n_stop_ids : 0;
     r->ignore_eos = g->ignore_eos;
-    r->forced = dup_ids(g->forced_tokens, g->n_forced);
-    r->n_forced = r->forced ? g->n_forced : 0;
     r->msg_ends = dup_ids(g->msg_ends, g->n_msg_ends);
     r->n_msg_ends = r->msg_ends ? g->n_msg_ends : 0;
     if (e->state_bytes > 0) {
@@ -126,7 +121,6 @@ void request_free(struct engine *e, struct request *r)
     free(r->tok);
     sampler_free(r->smp);
     free(r->stop_ids);
-    free(r->forced);
     free(r->msg_ends);
     free(r->snap_pos);
     stream_unref(r->ts);

@@ -33,7 +33,7 @@ struct token_stream *stream_new(uint64_t id, int cap, int n_logprobs, int n_prom
     ts->n_prompt = n_prompt;
     ts->t_submit_s = t_submit_s;
     atomic_init(&ts->cancel, 0);
-    atomic_init(&ts->stop, 0);
+    atomic_init(&ts->end_on_stop_string, 0);
     return ts;
 }
 
@@ -97,7 +97,7 @@ void stream_end(struct token_stream *ts, enum finish_reason why, enum status err
         ts->finish = why;
         ts->error = err;
         ts->t_done_s = now_s - ts->t_submit_s;
-        if (why != FINISH_STOP) ts->stop_token = -1;
+        if (why != FINISH_STOP_MATCHED) ts->stop_token = -1;
     }
     pthread_cond_broadcast(&ts->cv);
     pthread_mutex_unlock(&ts->mu);

@@ -10,7 +10,7 @@
  * threads are atomic flags the engine polls each step.
  *
  *     struct token_stream *ts = stream_new(id, max_tokens, n_top, n_prompt, clock_now_s());
- *     stream_publish(ts, tok, lp, top, n_top, now);  stream_end(ts, FINISH_STOP, STATUS_OK, eos, now);
+ *     stream_publish(ts, tok, lp, top, n_top, now);  stream_end(ts, FINISH_STOP_MATCHED, STATUS_OK, eos, now);
  *     stream_unref(ts);
  */
 #ifndef CAIRN_ENGINE_STREAM_H
@@ -44,7 +44,7 @@ struct token_stream {
     int                   n_read;
     // requests from other threads, polled by the engine
     atomic_int            cancel;
-    atomic_int            stop;
+    atomic_int            end_on_stop_string;   // a stop string matched (engine_end_on_stop_string)
 };
 
 struct token_stream *stream_new(uint64_t id, int cap, int n_logprobs, int n_prompt, double t_submit_s);

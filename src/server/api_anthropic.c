@@ -48,7 +48,7 @@ static bool block_text(json_t *c, const char *field, struct strbuf *out, struct 
 }
 
 /* Anthropic messages -> template messages. */
-static json_t *anth_messages(json_t *body, char **last_user, struct api_error *e)
+static json_t *anth_messages(json_t *body, struct api_error *e)
 {
     json_t *msgs = json_object_get(body, "messages");
     if (!json_is_array(msgs) || !json_array_size(msgs)) {
@@ -138,7 +138,6 @@ static json_t *anth_messages(json_t *body, char **last_user, struct api_error *e
             bool only_tool_results = !asst && !text.len && json_is_array(content) && json_array_size(content);
             if (!only_tool_results) json_array_append_new(out, nm);
             else json_decref(nm);
-            if (!asst && text.len) { free(*last_user); *last_user = xstrdup(text.data); }
         }
         strbuf_free(&text);
         strbuf_free(&thinking);
@@ -160,72 +159,43 @@ fail:
     return NULL;
 }
 
-/* tools: [{name, description, input_schema}] -> OpenAI shape for the template. */
-static bool anth_tools(json_t *body, json_t **out, bool *use, struct api_error *e)
+/* A tool {name, description, input_schema} in the OpenAI shape the templates expect. */
+static json_t *anth_tool(json_t *t, size_t i, struct api_error *e)
 {
-    *out = NULL;
-    *use = false;
-    json_t *tools = json_object_get(body, "tools");
-    if (tools && !json_is_null(tools)) {
-        if (!json_is_array(tools)) {
-            *e = api_error_make(STATUS_EINVAL, "tools", "tools: must be an array");
-            return false;
-        }
-        json_t *conv = json_array();
-        size_t i;
-        json_t *t;
-        json_array_foreach(tools, i, t) {
-            const char *name = json_string_value(json_object_get(t, "name"));
-            json_t *schema = json_object_get(t, "input_schema");
-            if (!name || !*name || !json_is_object(schema)) {
-                json_decref(conv);
-                *e = api_error_make(STATUS_EINVAL, "tools", "tools.%zu: needs a name and an input_schema object", i);
-                return false;
-            }
-            json_t *fn = json_pack("{s:s,s:O}", "name", name, "parameters", schema);
-            json_t *d = json_object_get(t, "description");
-            if (json_is_string(d)) json_object_set(fn, "description", d);
-            json_array_append_new(conv, json_pack("{s:s,s:o}", "type", "function", "function", fn));
-        }
-        if (json_array_size(conv)) *out = conv;
-        else json_decref(conv);
+    const char *name = json_string_value(json_object_get(t, "name"));
+    json_t *schema = json_object_get(t, "input_schema");
+    if (!name || !*name || !json_is_object(schema)) {
+        *e = api_error_make(STATUS_EINVAL, "tools", "tools.%zu: needs a name and an input_schema object", i);
+        return NULL;
     }
-    json_t *tc = json_object_get(body, "tool_choice");
-    const char *type = "auto";
-    if (tc && !json_is_null(tc)) {
-        type = json_string_value(json_object_get(tc, "type"));
-        if (!json_is_object(tc) || !type) {
-            *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice: must be an object with a type");
-            goto fail;
-        }
-    }
-    if (!strcmp(type, "any") || !strcmp(type, "tool")) {
-        *e = api_error_make(STATUS_EUNSUPPORTED, "tool_choice",
-                            "tool_choice '%s' needs constrained decoding, which this server does not support yet; use 'auto' or 'none'",
-                            type);
-        goto fail;
-    }
-    if (strcmp(type, "auto") && strcmp(type, "none")) {
-        *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice.type: must be auto, any, tool or none");
-        goto fail;
-    }
-    *use = *out && !strcmp(type, "auto");
-    return true;
-fail:
-    json_decref(*out);
-    *out = NULL;
-    return false;
+    json_t *fn = json_pack("{s:s,s:O}", "name", name, "parameters", schema);
+    json_t *d = json_object_get(t, "description");
+    if (json_is_string(d)) json_object_set(fn, "description", d);
+    return json_pack("{s:s,s:o}", "type", "function", "function", fn);
 }
 
+static const char *anth_tool_choice(json_t *tc, struct api_error *e)
+{
+    const char *type = json_string_value(json_object_get(tc, "type"));
+    if (!json_is_object(tc) || !type)
+        *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice: must be an object with a type");
+    return type;
+}
+
+static const struct tool_api anth_tool_api = {
+    .convert = anth_tool, .choice_mode = anth_tool_choice, .not_array = "tools: must be an array",
+    .constrained = (const char *const[]){ "any", "tool", NULL },
+    .invalid_choice = "tool_choice.type: must be auto, any, tool or none",
+};
+
 /* Shared by messages and count_tokens: render the prompt. */
-static bool anth_render(struct req *r, json_t *body, char **prompt, char **last_user, json_t **tools, bool *use_tools,
+static bool anth_render(struct req *r, json_t *body, char **prompt, json_t **tools, bool *use_tools,
                         struct api_error *e)
 {
     json_t *msgs = NULL, *kwargs = NULL;
-    char *err = NULL;
     bool ok = false;
-    if (!anth_tools(body, tools, use_tools, e)) return false;
-    if (!(msgs = anth_messages(body, last_user, e))) goto out;
+    if (!srv_tools(body, &anth_tool_api, tools, use_tools, e)) return false;
+    if (!(msgs = anth_messages(body, e))) goto out;
     kwargs = param_kwargs(r, json_object_get(body, "chat_template_kwargs"));
     json_t *th = json_object_get(body, "thinking");
     if (json_is_object(th)) {
@@ -233,14 +203,8 @@ static bool anth_render(struct req *r, json_t *body, char **prompt, char **last_
         if (t && !strcmp(t, "disabled")) json_object_set_new(kwargs, "enable_thinking", json_false());
         if (t && !strcmp(t, "enabled")) json_object_set_new(kwargs, "enable_thinking", json_true());
     }
-    enum status st = r->g->ops->render(r->g->self, msgs, *use_tools ? *tools : NULL, kwargs, true, prompt, &err);
-    if (st != STATUS_OK) {
-        *e = api_error_make(STATUS_ETEMPLATE, "messages", "chat template error: %s", err ? err : status_str(st));
-        goto out;
-    }
-    ok = true;
+    ok = srv_render(r, msgs, *use_tools ? *tools : NULL, kwargs, prompt, e);
 out:
-    free(err);
     json_decref(msgs);
     json_decref(kwargs);
     return ok;
@@ -248,12 +212,24 @@ out:
 
 /* ==== Writers ==== */
 
-static const char *stop_reason(const struct job_choice *c)
+/* stop_reason of each way a choice ends (an error is reported by its own event first). */
+static const char *const stop_reasons[] = {
+    [JOB_END_STOP] = "end_turn", [JOB_END_TOOL_CALLS] = "tool_use", [JOB_END_STOP_STRING] = "stop_sequence",
+    [JOB_END_LENGTH] = "max_tokens", [JOB_END_ERROR] = "end_turn",
+};
+
+static const char *stop_reason(const struct job_choice_info *c) { return stop_reasons[c->end]; }
+
+/* "stop_reason":..,"stop_sequence":..(closing the delta object when streaming),"usage":{..}: the
+ * tail of a whole message and of the streamed message_delta. */
+static void stop_and_usage(struct strbuf *o, const struct job_choice_info *c, const char *between)
 {
-    if (c->n_calls > 0) return "tool_use";
-    if (c->stop_hit) return "stop_sequence";
-    if (c->finish == FINISH_LENGTH) return "max_tokens";
-    return "end_turn";
+    jsonw_raw(o, "\"stop_reason\":");
+    jsonw_cstr(o, stop_reason(c));
+    jsonw_raw(o, ",\"stop_sequence\":");
+    jsonw_cstr(o, c->stop_string);
+    strbuf_printf(o, "%s,\"usage\":{\"input_tokens\":%d,\"output_tokens\":%d,\"cache_read_input_tokens\":%d}}", between,
+                  c->n_prompt, c->n_generated, c->n_cached);
 }
 
 static void event(struct strbuf *o, const char *name)
@@ -274,7 +250,7 @@ static void close_block(struct anth_w *w, struct strbuf *o)
     w->open = BLK_NONE;
 }
 
-static void open_block(struct anth_w *w, struct strbuf *o, enum blk kind, const struct job_ev *ev)
+static void open_block(struct anth_w *w, struct strbuf *o, enum blk kind, const struct output_ev *ev)
 {
     close_block(w, o);
     event(o, "content_block_start");
@@ -305,8 +281,9 @@ static void delta(struct anth_w *w, struct strbuf *o, const char *type, const ch
 static void anth_fill(struct req *r)
 {
     struct anth_w *w = r->wstate;
-    struct job_choice *c = &r->job->ch[0];
     struct strbuf *o = &r->out;
+    struct job_choice_info c;
+    job_choice_info(r->job, 0, &c);
     if (!w->started) {
         event(o, "message_start");
         jsonw_raw(o, "{\"type\":\"message_start\",\"message\":{\"id\":");
@@ -314,49 +291,47 @@ static void anth_fill(struct req *r)
         jsonw_raw(o, ",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
         jsonw_cstr(o, w->model);
         strbuf_printf(o, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,"
-                         "\"usage\":{\"input_tokens\":%d,\"output_tokens\":0}}}\n\n", c->n_prompt);
+                         "\"usage\":{\"input_tokens\":%d,\"output_tokens\":0}}}\n\n", c.n_prompt);
         event(o, "ping");
         jsonw_raw(o, "{\"type\":\"ping\"}\n\n");
         w->started = true;
     }
-    for (int k = 0; k < c->n_evs; k++) {
-        const struct job_ev *ev = &c->evs[k];
+    int n_evs;
+    const struct output_ev *evs = job_drain(r->job, 0, &n_evs);
+    for (int k = 0; k < n_evs; k++) {
+        const struct output_ev *ev = &evs[k];
         switch (ev->kind) {
-        case JEV_REASONING:
+        case OUTPUT_REASONING:
             if (w->open != BLK_THINKING) open_block(w, o, BLK_THINKING, ev);
             delta(w, o, "thinking_delta", "thinking", &ev->text);
             break;
-        case JEV_CONTENT:
+        case OUTPUT_CONTENT:
             if (w->open != BLK_TEXT) open_block(w, o, BLK_TEXT, ev);
             delta(w, o, "text_delta", "text", &ev->text);
             break;
-        case JEV_TOOL_START:
+        case OUTPUT_TOOL_START:
             open_block(w, o, BLK_TOOL, ev);
             break;
-        case JEV_TOOL_ARGS:
+        case OUTPUT_TOOL_ARGS:
             if (w->open == BLK_TOOL) delta(w, o, "input_json_delta", "partial_json", &ev->text);
             break;
-        case JEV_TOOL_END:
+        case OUTPUT_TOOL_END:
             close_block(w, o);
             break;
         }
     }
-    c->n_evs = 0;
-    if (c->done && !w->finished) {
+    if (c.done && !w->finished) {
         close_block(w, o);
-        if (c->finish == FINISH_ERROR) {
+        if (c.failed) {
             event(o, "error");
             jsonw_raw(o, "{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":");
-            jsonw_cstr(o, status_str(c->error));
+            jsonw_cstr(o, status_str(c.error));
             jsonw_raw(o, "}}\n\n");
         }
         event(o, "message_delta");
-        jsonw_raw(o, "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":");
-        jsonw_cstr(o, stop_reason(c));
-        jsonw_raw(o, ",\"stop_sequence\":");
-        jsonw_cstr(o, c->stop_hit ? c->ss.stops[c->ss.which] : NULL);
-        strbuf_printf(o, "},\"usage\":{\"input_tokens\":%d,\"output_tokens\":%d,\"cache_read_input_tokens\":%d}}\n\n",
-                      c->n_prompt, c->n_generated, c->n_cached);
+        jsonw_raw(o, "{\"type\":\"message_delta\",\"delta\":{");
+        stop_and_usage(o, &c, "}");
+        jsonw_raw(o, "\n\n");
         event(o, "message_stop");
         jsonw_raw(o, "{\"type\":\"message_stop\"}\n\n");
         w->finished = true;
@@ -364,28 +339,43 @@ static void anth_fill(struct req *r)
     }
 }
 
+/* A tool call's arguments as the "input" object ({} when they are not one). */
+static void tool_input(struct strbuf *o, struct req *r, const struct output_ev *call)
+{
+    json_t *in = call->text.len ? json_loadb(call->text.data, call->text.len, 0, NULL) : NULL;
+    if (json_is_object(in)) {
+        char *s = json_dumps(in, JSON_COMPACT);
+        jsonw_raw(o, s);
+        free(s);
+    } else {
+        LOG_WARN("req-%llu: tool call %s arguments are not a JSON object; sending {}", (unsigned long long)r->id, call->name);
+        jsonw_raw(o, "{}");
+    }
+    json_decref(in);
+}
+
 static enum MHD_Result anth_whole(struct req *r, struct anth_w *w)
 {
-    struct job_choice *c = &r->job->ch[0];
-    if (c->finish == FINISH_ERROR) {
-        struct api_error e = api_error_make(c->error ? c->error : STATUS_EIO, NULL, "generation failed: %s", status_str(c->error));
-        return srv_send_error(r, &e);
-    }
+    enum MHD_Result ret;
+    if (srv_job_failed(r, &ret)) return ret;
+    struct job_choice_info c;
+    job_choice_info(r->job, 0, &c);
     struct strbuf o = {0};
     jsonw_raw(&o, "{\"id\":");
     jsonw_cstr(&o, w->id);
     jsonw_raw(&o, ",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
     jsonw_cstr(&o, w->model);
     jsonw_raw(&o, ",\"content\":[");
-    int n = 0;
-    for (int b = 0; b < c->n_blocks; b++) {
-        const struct job_ev *bl = &c->blocks[b];
-        if (n++) strbuf_putc(&o, ',');
-        if (bl->kind == JEV_REASONING) {
+    int n_blocks;
+    const struct output_ev *blocks = job_blocks(r->job, 0, &n_blocks);
+    for (int b = 0; b < n_blocks; b++) {
+        const struct output_ev *bl = &blocks[b];
+        if (b) strbuf_putc(&o, ',');
+        if (bl->kind == OUTPUT_REASONING) {
             jsonw_raw(&o, "{\"type\":\"thinking\",\"thinking\":");
             jsonw_str(&o, bl->text.data, bl->text.len);
             jsonw_raw(&o, ",\"signature\":\"\"}");
-        } else if (bl->kind == JEV_CONTENT) {
+        } else if (bl->kind == OUTPUT_CONTENT) {
             jsonw_raw(&o, "{\"type\":\"text\",\"text\":");
             jsonw_str(&o, bl->text.data, bl->text.len);
             jsonw_raw(&o, "}");
@@ -395,27 +385,13 @@ static enum MHD_Result anth_whole(struct req *r, struct anth_w *w)
             jsonw_raw(&o, ",\"name\":");
             jsonw_cstr(&o, bl->name);
             jsonw_raw(&o, ",\"input\":");
-            json_t *in = bl->text.len ? json_loadb(bl->text.data, bl->text.len, 0, NULL) : NULL;
-            if (!json_is_object(in)) {
-                LOG_WARN("req-%llu: tool call %s arguments are not a JSON object; sending {}", (unsigned long long)r->id, bl->name);
-                jsonw_raw(&o, "{}");
-            } else jsonw_raw(&o, "");
-            if (json_is_object(in)) {
-                char *s = json_dumps(in, JSON_COMPACT);
-                jsonw_raw(&o, s);
-                free(s);
-            }
-            json_decref(in);
+            tool_input(&o, r, bl);
             jsonw_raw(&o, "}");
         }
     }
-    jsonw_raw(&o, "],\"stop_reason\":");
-    jsonw_cstr(&o, stop_reason(c));
-    jsonw_raw(&o, ",\"stop_sequence\":");
-    jsonw_cstr(&o, c->stop_hit ? c->ss.stops[c->ss.which] : NULL);
-    strbuf_printf(&o, ",\"usage\":{\"input_tokens\":%d,\"output_tokens\":%d,\"cache_read_input_tokens\":%d}}",
-                  c->n_prompt, c->n_generated, c->n_cached);
-    enum MHD_Result ret = srv_send_json(r, 200, o.data, o.len);
+    jsonw_raw(&o, "],");
+    stop_and_usage(&o, &c, "");
+    ret = srv_send_json(r, 200, o.data, o.len);
     strbuf_free(&o);
     return ret;
 }
@@ -429,7 +405,7 @@ enum MHD_Result api_anthropic_messages(struct req *r, json_t *body)
     struct api_error e;
     struct gen_params p;
     memset(&p, 0, sizeof p);
-    char *prompt = NULL, *last_user = NULL;
+    char *prompt = NULL;
     json_t *tools = NULL;
     bool use_tools, stream;
     long long max_tokens;
@@ -443,19 +419,11 @@ enum MHD_Result api_anthropic_messages(struct req *r, json_t *body)
     if (!param_sampling(body, &p.sp, &e)) goto fail;
     if (!param_bool(body, "stream", false, &stream, &e)) goto fail;
     if (!param_stops(body, "stop_sequences", p.stops, &p.n_stops, &e)) goto fail;
-    if (!anth_render(r, body, &prompt, &last_user, &tools, &use_tools, &e)) goto fail;
-    r->tools = tools;   // owned by the request from here
-    tools = NULL;
-    p.prompt_text = prompt;
-    p.n_prompts = 1;
+    if (!anth_render(r, body, &prompt, &tools, &use_tools, &e)) goto fail;
+    srv_chat_params(r, &p, prompt, &tools, use_tools, "toolu_");
     p.n = 1;
     p.max_tokens = max_tokens;
     p.max_given = true;
-    p.tools = r->tools;
-    p.family = use_tools ? srv_tool_family(r->s) : TOOL_FAMILY_NONE;
-    p.reasoning = srv_reasoning(r->s);
-    p.script_text = last_user;
-    p.tool_id_prefix = "toolu_";
     if (!srv_start_job(r, &p, &e)) goto fail;
     struct anth_w *w = xcalloc(1, sizeof *w);
     srv_make_id(r, "msg_", w->id, sizeof w->id);
@@ -473,35 +441,27 @@ fail:
 out:
     json_decref(tools);
     free(prompt);
-    free(last_user);
     return ret;
 }
 
 enum MHD_Result api_anthropic_count_tokens(struct req *r, json_t *body)
 {
     struct api_error e;
-    char *prompt = NULL, *last_user = NULL;
+    char *prompt = NULL;
     json_t *tools = NULL;
     bool use_tools;
-    enum MHD_Result ret;
     int32_t *ids = NULL;
     int n = 0;
-    if (!param_model(r, body, &e)) goto fail;
-    if (!anth_render(r, body, &prompt, &last_user, &tools, &use_tools, &e)) goto fail;
-    if (r->g->ops->encode(r->g->self, prompt, strlen(prompt), false, &ids, &n) != STATUS_OK) {
+    bool ok = param_model(r, body, &e) && anth_render(r, body, &prompt, &tools, &use_tools, &e);
+    json_decref(tools);
+    if (ok && r->g->ops->encode(r->g->self, prompt, strlen(prompt), false, &ids, &n) != STATUS_OK) {
         e = api_error_make(STATUS_EINVAL, "messages", "could not tokenize the prompt");
-        goto fail;
+        ok = false;
     }
+    free(ids);
+    free(prompt);
+    if (!ok) return srv_send_error(r, &e);
     char b[64];
     int len = snprintf(b, sizeof b, "{\"input_tokens\":%d}", n);
-    ret = srv_send_json(r, 200, b, (size_t)len);
-    goto out;
-fail:
-    ret = srv_send_error(r, &e);
-out:
-    free(ids);
-    json_decref(tools);
-    free(prompt);
-    free(last_user);
-    return ret;
+    return srv_send_json(r, 200, b, (size_t)len);
 }

@@ -1,11 +1,9 @@
-/* api_common: the generation set-up both APIs share: tokenize, context check, scripted test
- * output, job creation and submission, and message content normalization. */
+/* api_common: the generation set-up both APIs share: tokenize, context check, job creation and submission, and message content normalization. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
-#include "server/reasoning.h"
 #include "server/server_int.h"
 
 bool content_text(json_t *content, const char *field, bool allow_null, char **out, struct api_error *e)
@@ -47,6 +45,78 @@ bool content_text(json_t *content, const char *field, bool allow_null, char **ou
     return true;
 }
 
+static bool tool_choice(json_t *body, const struct tool_api *api, bool have_tools, bool *use, struct api_error *e)
+{
+    json_t *tc = json_object_get(body, "tool_choice");
+    const char *mode = tc && !json_is_null(tc) ? api->choice_mode(tc, e) : "auto";
+    if (!mode) return false;
+    for (const char *const *c = api->constrained; *c; c++)
+        if (!strcmp(mode, *c)) {
+            *e = api_error_make(STATUS_EUNSUPPORTED, "tool_choice",
+                                "tool_choice '%s' needs constrained decoding, which this server does not support yet; use 'auto' or 'none'",
+                                mode);
+            return false;
+        }
+    if (strcmp(mode, "auto") && strcmp(mode, "none")) {
+        *e = api_error_make(STATUS_EINVAL, "tool_choice", "%s", api->invalid_choice);
+        return false;
+    }
+    *use = have_tools && !strcmp(mode, "auto");
+    return true;
+}
+
+bool srv_tools(json_t *body, const struct tool_api *api, json_t **out, bool *use, struct api_error *e)
+{
+    *out = NULL;
+    *use = false;
+    json_t *tools = json_object_get(body, "tools");
+    if (tools && !json_is_null(tools)) {
+        if (!json_is_array(tools)) {
+            *e = api_error_make(STATUS_EINVAL, "tools", "%s", api->not_array);
+            return false;
+        }
+        json_t *conv = json_array();
+        size_t i;
+        json_t *t;
+        json_array_foreach(tools, i, t) {
+            json_t *c = api->convert(t, i, e);
+            if (!c) {
+                json_decref(conv);
+                return false;
+            }
+            json_array_append_new(conv, c);
+        }
+        if (json_array_size(conv)) *out = conv;
+        else json_decref(conv);
+    }
+    if (tool_choice(body, api, *out != NULL, use, e)) return true;
+    json_decref(*out);
+    *out = NULL;
+    return false;
+}
+
+bool srv_render(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, char **prompt, struct api_error *e)
+{
+    char *err = NULL;
+    enum status st = r->g->ops->render(r->g->self, msgs, tools, kwargs, true, prompt, &err);
+    if (st != STATUS_OK) *e = api_error_make(STATUS_ETEMPLATE, "messages", "chat template error: %s", err ? err : status_str(st));
+    free(err);
+    return st == STATUS_OK;
+}
+
+void srv_chat_params(struct req *r, struct gen_params *p, const char *prompt, json_t **tools, bool use_tools,
+                     const char *tool_id_prefix)
+{
+    r->tools = *tools;
+    *tools = NULL;
+    p->prompt_text = prompt;
+    p->n_prompts = 1;
+    p->tools = r->tools;
+    p->family = use_tools ? srv_tool_family(r->s) : TOOL_FAMILY_NONE;
+    p->reasoning = srv_reasoning(r->s);
+    p->tool_id_prefix = tool_id_prefix;
+}
+
 static enum status encode(struct req *r, const char *text, bool add_special, int32_t **ids, int *n)
 {
     return r->g->ops->encode(r->g->self, text, strlen(text), add_special, ids, n);
@@ -74,18 +144,13 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
         if (!param_prompt_fits(r, set_n[i], p->max_tokens, p->max_given, &m, e)) { free(own_ids); return false; }
         if (!p->max_given && (i == 0 || m < max_tokens)) max_tokens = m;
     }
-    // test-only scripted output
-    int32_t *forced = NULL;
-    int n_forced = 0, delay_ms = 0;
-    const struct srv_script *sc = srv_script_match(r->s, p->script_text);
-    if (sc) {
-        if (g->ops->encode(g->self, sc->output, strlen(sc->output), false, &forced, &n_forced) != STATUS_OK) n_forced = 0;
-        delay_ms = sc->delay_ms;
-    }
     struct job_cfg jc = {
-        .tool_family = p->family, .tools = p->tools, .reasoning = p->reasoning,
-        .start_in_think = p->reasoning && p->prompt_text && reasoning_prompt_open(p->prompt_text, "<think>", "</think>"),
-        .stops = p->stops, .n_stops = p->n_stops, .tool_id_prefix = p->tool_id_prefix,
+        .output = {
+            .fmt = &g->fmt, .reasoning = p->reasoning,
+            .start_in_think = p->reasoning && output_format_prompt_in_think(&g->fmt, p->prompt_text),
+            .tool_family = p->family, .tools = p->tools, .stops = p->stops, .n_stops = p->n_stops,
+            .tool_id_prefix = p->tool_id_prefix,
+        },
         .want_logprobs = p->n_logprobs != 0,
     };
     srv_job_hooks(r, &jc);
@@ -114,14 +179,10 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     req.base.sampling.bias = p->bias;
     req.base.sampling.n_bias = p->n_bias;
     req.base.n_logprobs = p->n_logprobs;
-    req.forced = forced;
-    req.n_forced = n_forced;
-    req.test_delay_ms = delay_ms;
     char msg[256] = "";
     enum status st = job_submit(j, &req, cp, cn, msg, sizeof msg);
     free(cp);
     free(cn);
-    free(forced);
     free(ends);
     free(own_ids);
     if (st != STATUS_OK) {
@@ -136,4 +197,18 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     r->job = j;
     srv_register(r);
     return true;
+}
+
+bool srv_job_failed(struct req *r, enum MHD_Result *ret)
+{
+    for (int i = 0; i < job_n_choices(r->job); i++) {
+        struct job_choice_info c;
+        job_choice_info(r->job, i, &c);
+        if (c.failed) {
+            struct api_error e = api_error_make(c.error ? c.error : STATUS_EIO, NULL, "generation failed: %s", status_str(c.error));
+            *ret = srv_send_error(r, &e);
+            return true;
+        }
+    }
+    return false;
 }

@@ -36,31 +36,25 @@ static void oai_w_free(void *p)
     free(w);
 }
 
-static const char *finish_str(const struct job_choice *c)
-{
-    if (c->n_calls > 0) return "tool_calls";
-    switch (c->finish) {
-    case FINISH_LENGTH: return "length";
-    case FINISH_ERROR:  return "error";
-    default:            return "stop";
-    }
-}
+/* finish_reason of each way a choice ends. */
+static const char *const finish_names[] = {
+    [JOB_END_STOP] = "stop", [JOB_END_TOOL_CALLS] = "tool_calls", [JOB_END_STOP_STRING] = "stop",
+    [JOB_END_LENGTH] = "length", [JOB_END_ERROR] = "error",
+};
+
+static const char *finish_str(const struct job_choice_info *c) { return finish_names[c->end]; }
 
 /* ==== Shared writers ==== */
 
 /* n_per: choices per prompt (n); prompts of n choices over one prompt count once. */
 static void usage_json(struct strbuf *sb, const struct job *j, int n_per)
 {
-    int prompt = 0, gen = 0, cached = 0, reason = 0;
-    for (int i = 0; i < j->n_choices; i++) {
-        gen += j->ch[i].n_generated;
-        reason += j->ch[i].n_reason_tokens;
-        if (i % n_per == 0) { prompt += j->ch[i].n_prompt; cached += j->ch[i].n_cached; }
-    }
+    struct job_usage u;
+    job_usage(j, n_per, &u);
     strbuf_printf(sb, "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
                       "\"prompt_tokens_details\":{\"cached_tokens\":%d},"
                       "\"completion_tokens_details\":{\"reasoning_tokens\":%d}}",
-                  prompt, gen, prompt + gen, cached, reason);
+                  u.prompt, u.completion, u.prompt + u.completion, u.cached, u.reasoning);
 }
 
 static void token_json(struct strbuf *sb, struct gen *g, int32_t id)
@@ -73,13 +67,13 @@ static void token_json(struct strbuf *sb, struct gen *g, int32_t id)
     free(t);
 }
 
-/* Chat logprobs: {"content":[{"token","logprob","bytes","top_logprobs":[...]}]} for lps[from..to). */
-static void chat_logprobs(struct strbuf *sb, struct gen *g, const struct job_choice *c, int from, int to)
+/* Chat logprobs: {"content":[{"token","logprob","bytes","top_logprobs":[...]}]}. */
+static void chat_logprobs(struct strbuf *sb, struct gen *g, const struct job_lp *lps, int n)
 {
     jsonw_raw(sb, "{\"content\":[");
-    for (int i = from; i < to; i++) {
-        const struct job_lp *lp = &c->lps[i];
-        if (i > from) strbuf_putc(sb, ',');
+    for (int i = 0; i < n; i++) {
+        const struct job_lp *lp = &lps[i];
+        if (i) strbuf_putc(sb, ',');
         jsonw_raw(sb, "{\"token\":");
         token_json(sb, g, lp->id);
         jsonw_raw(sb, ",\"logprob\":");
@@ -99,15 +93,16 @@ static void chat_logprobs(struct strbuf *sb, struct gen *g, const struct job_cho
 }
 
 /* Legacy completions logprobs: {"tokens","token_logprobs","top_logprobs":[{tok:lp}],"text_offset"}. */
-static void legacy_logprobs(struct strbuf *sb, struct gen *g, const struct job_choice *c, int from, int to, size_t *offset)
+static void legacy_logprobs(struct strbuf *sb, struct gen *g, const struct job_lp *lps, int n)
 {
-    struct strbuf toks = {0}, lps = {0}, tops = {0}, offs = {0};
-    for (int i = from; i < to; i++) {
-        const struct job_lp *lp = &c->lps[i];
+    struct strbuf toks = {0}, lpv = {0}, tops = {0}, offs = {0};
+    size_t offset = 0;
+    for (int i = 0; i < n; i++) {
+        const struct job_lp *lp = &lps[i];
         char *t = g->ops->decode(g->self, &lp->id, 1, false);
-        if (i > from) { strbuf_putc(&toks, ','); strbuf_putc(&lps, ','); strbuf_putc(&tops, ','); strbuf_putc(&offs, ','); }
+        if (i) { strbuf_putc(&toks, ','); strbuf_putc(&lpv, ','); strbuf_putc(&tops, ','); strbuf_putc(&offs, ','); }
         jsonw_cstr(&toks, t);
-        jsonw_float(&lps, lp->logprob);
+        jsonw_float(&lpv, lp->logprob);
         strbuf_putc(&tops, '{');
         for (int k = 0; k < lp->n_top; k++) {
             char *tt = g->ops->decode(g->self, &lp->top[k].id, 1, false);
@@ -117,17 +112,26 @@ static void legacy_logprobs(struct strbuf *sb, struct gen *g, const struct job_c
             free(tt);
         }
         strbuf_putc(&tops, '}');
-        strbuf_printf(&offs, "%zu", *offset);
-        *offset += strlen(t);
+        strbuf_printf(&offs, "%zu", offset);
+        offset += strlen(t);
         free(t);
     }
     strbuf_printf(sb, "{\"tokens\":[%s],\"token_logprobs\":[%s],\"top_logprobs\":[%s],\"text_offset\":[%s]}",
-                  toks.data ? toks.data : "", lps.data ? lps.data : "", tops.data ? tops.data : "",
+                  toks.data ? toks.data : "", lpv.data ? lpv.data : "", tops.data ? tops.data : "",
                   offs.data ? offs.data : "");
     strbuf_free(&toks);
-    strbuf_free(&lps);
+    strbuf_free(&lpv);
     strbuf_free(&tops);
     strbuf_free(&offs);
+}
+
+/* ",\"logprobs\":..." for lps[0..n), null when there are none. */
+static void logprobs_field(struct strbuf *o, struct req *r, const struct oai_w *w, const struct job_lp *lps, int n)
+{
+    jsonw_raw(o, ",\"logprobs\":");
+    if (!n) jsonw_raw(o, "null");
+    else if (w->legacy_lp) legacy_logprobs(o, r->g, lps, n);
+    else chat_logprobs(o, r->g, lps, n);
 }
 
 /* ==== Streaming ==== */
@@ -142,20 +146,44 @@ static void chunk_begin(struct strbuf *o, const struct oai_w *w, int index)
     strbuf_printf(o, ",\"choices\":[{\"index\":%d,", index);
 }
 
-static void chunk_end(struct strbuf *o, struct req *r, const struct oai_w *w, struct job_choice *c, const char *finish,
-                      bool with_lps)
+/* Closes a chunk of choice i; with_lps: carries the logprobs of the tokens since the last chunk. */
+static void chunk_end(struct strbuf *o, struct req *r, const struct oai_w *w, int i, const char *finish, bool with_lps)
 {
-    jsonw_raw(o, ",\"logprobs\":");
-    if (with_lps && c->lps_drained < c->n_lps) {
-        if (w->legacy_lp) {
-            size_t off = 0;
-            legacy_logprobs(o, r->g, c, c->lps_drained, c->n_lps, &off);
-        } else chat_logprobs(o, r->g, c, c->lps_drained, c->n_lps);
-        c->lps_drained = c->n_lps;
-    } else jsonw_raw(o, "null");
+    int n = 0;
+    const struct job_lp *lps = with_lps ? job_drain_logprobs(r->job, i, &n) : NULL;
+    logprobs_field(o, r, w, lps, n);
     jsonw_raw(o, ",\"finish_reason\":");
     jsonw_cstr(o, finish);
     jsonw_raw(o, "}]}\n\n");
+}
+
+static void chat_delta(struct strbuf *o, const struct output_ev *ev)
+{
+    jsonw_raw(o, "\"delta\":{");
+    switch (ev->kind) {
+    case OUTPUT_REASONING:
+        jsonw_raw(o, "\"reasoning_content\":");
+        jsonw_str(o, ev->text.data, ev->text.len);
+        break;
+    case OUTPUT_CONTENT:
+        jsonw_raw(o, "\"content\":");
+        jsonw_str(o, ev->text.data, ev->text.len);
+        break;
+    case OUTPUT_TOOL_START:
+        strbuf_printf(o, "\"tool_calls\":[{\"index\":%d,\"id\":", ev->tool_index);
+        jsonw_cstr(o, ev->id);
+        jsonw_raw(o, ",\"type\":\"function\",\"function\":{\"name\":");
+        jsonw_cstr(o, ev->name);
+        jsonw_raw(o, ",\"arguments\":\"\"}}]");
+        break;
+    case OUTPUT_TOOL_ARGS:
+        strbuf_printf(o, "\"tool_calls\":[{\"index\":%d,\"function\":{\"arguments\":", ev->tool_index);
+        jsonw_str(o, ev->text.data, ev->text.len);
+        jsonw_raw(o, "}}]");
+        break;
+    case OUTPUT_TOOL_END: break;
+    }
+    jsonw_raw(o, "}");
 }
 
 static void oai_fill(struct req *r)
@@ -164,63 +192,37 @@ static void oai_fill(struct req *r)
     struct job *j = r->job;
     struct strbuf *o = &r->out;
     bool all_done = true;
-    for (int i = 0; i < j->n_choices; i++) {
-        struct job_choice *c = &j->ch[i];
+    for (int i = 0; i < job_n_choices(j); i++) {
         if (w->chat && !w->role_sent[i]) {
             chunk_begin(o, w, i);
             jsonw_raw(o, "\"delta\":{\"role\":\"assistant\",\"content\":\"\"}");
-            chunk_end(o, r, w, c, NULL, false);
+            chunk_end(o, r, w, i, NULL, false);
             w->role_sent[i] = true;
         }
-        for (int k = 0; k < c->n_evs; k++) {
-            const struct job_ev *ev = &c->evs[k];
-            if (ev->kind == JEV_TOOL_END) continue;
-            if (!w->chat) {
-                if (ev->kind != JEV_CONTENT) continue;
-                chunk_begin(o, w, i);
+        int n_evs;
+        const struct output_ev *evs = job_drain(j, i, &n_evs);
+        for (int k = 0; k < n_evs; k++) {
+            const struct output_ev *ev = &evs[k];
+            if (ev->kind == OUTPUT_TOOL_END || (!w->chat && ev->kind != OUTPUT_CONTENT)) continue;
+            chunk_begin(o, w, i);
+            if (w->chat) chat_delta(o, ev);
+            else {
                 jsonw_raw(o, "\"text\":");
                 jsonw_str(o, ev->text.data, ev->text.len);
-                chunk_end(o, r, w, c, NULL, true);
-                continue;
             }
-            chunk_begin(o, w, i);
-            jsonw_raw(o, "\"delta\":{");
-            switch (ev->kind) {
-            case JEV_REASONING:
-                jsonw_raw(o, "\"reasoning_content\":");
-                jsonw_str(o, ev->text.data, ev->text.len);
-                break;
-            case JEV_CONTENT:
-                jsonw_raw(o, "\"content\":");
-                jsonw_str(o, ev->text.data, ev->text.len);
-                break;
-            case JEV_TOOL_START:
-                strbuf_printf(o, "\"tool_calls\":[{\"index\":%d,\"id\":", ev->tool_index);
-                jsonw_cstr(o, ev->id);
-                jsonw_raw(o, ",\"type\":\"function\",\"function\":{\"name\":");
-                jsonw_cstr(o, ev->name);
-                jsonw_raw(o, ",\"arguments\":\"\"}}]");
-                break;
-            case JEV_TOOL_ARGS:
-                strbuf_printf(o, "\"tool_calls\":[{\"index\":%d,\"function\":{\"arguments\":", ev->tool_index);
-                jsonw_str(o, ev->text.data, ev->text.len);
-                jsonw_raw(o, "}}]");
-                break;
-            default: break;
-            }
-            jsonw_raw(o, "}");
-            chunk_end(o, r, w, c, NULL, true);
+            chunk_end(o, r, w, i, NULL, true);
         }
-        c->n_evs = 0;
-        if (c->done && !w->finish_sent[i]) {
-            if (c->finish == FINISH_ERROR) {
+        struct job_choice_info c;
+        job_choice_info(j, i, &c);
+        if (c.done && !w->finish_sent[i]) {
+            if (c.end == JOB_END_ERROR) {
                 jsonw_raw(o, "data: {\"error\":{\"message\":");
-                jsonw_cstr(o, status_str(c->error));
+                jsonw_cstr(o, status_str(c.error));
                 jsonw_raw(o, ",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n");
             }
             chunk_begin(o, w, i);
             jsonw_raw(o, w->chat ? "\"delta\":{}" : "\"text\":\"\"");
-            chunk_end(o, r, w, c, finish_str(c), true);
+            chunk_end(o, r, w, i, finish_str(&c), true);
             w->finish_sent[i] = true;
         }
         all_done &= w->finish_sent[i];
@@ -244,15 +246,50 @@ static void oai_fill(struct req *r)
 
 /* ==== Non-streaming ==== */
 
+static void chat_message(struct strbuf *o, const struct output_ev *blocks, int n_blocks)
+{
+    struct strbuf content = {0}, reasoning = {0};
+    int n_tools = 0;
+    for (int b = 0; b < n_blocks; b++) {
+        const struct output_ev *bl = &blocks[b];
+        if (bl->kind == OUTPUT_CONTENT) strbuf_append(&content, bl->text.data, bl->text.len);
+        else if (bl->kind == OUTPUT_REASONING) strbuf_append(&reasoning, bl->text.data, bl->text.len);
+        else if (bl->kind == OUTPUT_TOOL_START) n_tools++;
+    }
+    jsonw_raw(o, "\"message\":{\"role\":\"assistant\",\"content\":");
+    if (content.len || !n_tools) jsonw_str(o, content.data ? content.data : "", content.len);
+    else jsonw_raw(o, "null");
+    if (reasoning.len) {
+        jsonw_raw(o, ",\"reasoning_content\":");
+        jsonw_str(o, reasoning.data, reasoning.len);
+    }
+    if (n_tools) {
+        jsonw_raw(o, ",\"tool_calls\":[");
+        int k = 0;
+        for (int b = 0; b < n_blocks; b++) {
+            const struct output_ev *bl = &blocks[b];
+            if (bl->kind != OUTPUT_TOOL_START) continue;
+            if (k++) strbuf_putc(o, ',');
+            jsonw_raw(o, "{\"id\":");
+            jsonw_cstr(o, bl->id);
+            jsonw_raw(o, ",\"type\":\"function\",\"function\":{\"name\":");
+            jsonw_cstr(o, bl->name);
+            jsonw_raw(o, ",\"arguments\":");
+            jsonw_str(o, bl->text.data ? bl->text.data : "", bl->text.len);
+            jsonw_raw(o, "}}");
+        }
+        jsonw_raw(o, "]");
+    }
+    jsonw_raw(o, "}");
+    strbuf_free(&content);
+    strbuf_free(&reasoning);
+}
+
 static enum MHD_Result respond_whole(struct req *r, struct oai_w *w)
 {
     struct job *j = r->job;
-    for (int i = 0; i < j->n_choices; i++)
-        if (j->ch[i].finish == FINISH_ERROR) {
-            struct api_error e = api_error_make(j->ch[i].error ? j->ch[i].error : STATUS_EIO, NULL,
-                                                "generation failed: %s", status_str(j->ch[i].error));
-            return srv_send_error(r, &e);
-        }
+    enum MHD_Result ret;
+    if (srv_job_failed(r, &ret)) return ret;
     struct strbuf o = {0};
     jsonw_raw(&o, "{\"id\":");
     jsonw_cstr(&o, w->id);
@@ -260,76 +297,52 @@ static enum MHD_Result respond_whole(struct req *r, struct oai_w *w)
                   w->created);
     jsonw_cstr(&o, w->model);
     jsonw_raw(&o, ",\"choices\":[");
-    for (int i = 0; i < j->n_choices; i++) {
-        struct job_choice *c = &j->ch[i];
-        struct strbuf content = {0}, reasoning = {0};
-        int n_tools = 0;
-        for (int b = 0; b < c->n_blocks; b++) {
-            const struct job_ev *bl = &c->blocks[b];
-            if (bl->kind == JEV_CONTENT) strbuf_append(&content, bl->text.data, bl->text.len);
-            else if (bl->kind == JEV_REASONING) strbuf_append(&reasoning, bl->text.data, bl->text.len);
-            else if (bl->kind == JEV_TOOL_START) n_tools++;
-        }
+    for (int i = 0; i < job_n_choices(j); i++) {
+        int n_blocks, n_lps;
+        const struct output_ev *blocks = job_blocks(j, i, &n_blocks);
         if (i) strbuf_putc(&o, ',');
         strbuf_printf(&o, "{\"index\":%d,", i);
-        if (w->chat) {
-            jsonw_raw(&o, "\"message\":{\"role\":\"assistant\",\"content\":");
-            if (content.len || !n_tools) jsonw_str(&o, content.data ? content.data : "", content.len);
-            else jsonw_raw(&o, "null");
-            if (reasoning.len) {
-                jsonw_raw(&o, ",\"reasoning_content\":");
-                jsonw_str(&o, reasoning.data, reasoning.len);
-            }
-            if (n_tools) {
-                jsonw_raw(&o, ",\"tool_calls\":[");
-                int k = 0;
-                for (int b = 0; b < c->n_blocks; b++) {
-                    const struct job_ev *bl = &c->blocks[b];
-                    if (bl->kind != JEV_TOOL_START) continue;
-                    if (k++) strbuf_putc(&o, ',');
-                    jsonw_raw(&o, "{\"id\":");
-                    jsonw_cstr(&o, bl->id);
-                    jsonw_raw(&o, ",\"type\":\"function\",\"function\":{\"name\":");
-                    jsonw_cstr(&o, bl->name);
-                    jsonw_raw(&o, ",\"arguments\":");
-                    jsonw_str(&o, bl->text.data ? bl->text.data : "", bl->text.len);
-                    jsonw_raw(&o, "}}");
-                }
-                jsonw_raw(&o, "]");
-            }
-            jsonw_raw(&o, "}");
-        } else {
+        if (w->chat) chat_message(&o, blocks, n_blocks);
+        else {
+            struct strbuf content = {0};
+            for (int b = 0; b < n_blocks; b++)
+                if (blocks[b].kind == OUTPUT_CONTENT) strbuf_append(&content, blocks[b].text.data, blocks[b].text.len);
             jsonw_raw(&o, "\"text\":");
             jsonw_str(&o, content.data ? content.data : "", content.len);
+            strbuf_free(&content);
         }
-        jsonw_raw(&o, ",\"logprobs\":");
-        if (c->n_lps) {
-            if (w->legacy_lp) {
-                size_t off = 0;
-                legacy_logprobs(&o, r->g, c, 0, c->n_lps, &off);
-            } else chat_logprobs(&o, r->g, c, 0, c->n_lps);
-        } else jsonw_raw(&o, "null");
+        const struct job_lp *lps = job_logprobs(j, i, &n_lps);
+        logprobs_field(&o, r, w, lps, n_lps);
+        struct job_choice_info c;
+        job_choice_info(j, i, &c);
         jsonw_raw(&o, ",\"finish_reason\":");
-        jsonw_cstr(&o, finish_str(c));
+        jsonw_cstr(&o, finish_str(&c));
         jsonw_raw(&o, "}");
-        strbuf_free(&content);
-        strbuf_free(&reasoning);
     }
     jsonw_raw(&o, "],\"usage\":");
     usage_json(&o, j, w->n_per);
     jsonw_raw(&o, ",\"system_fingerprint\":null}");
-    enum MHD_Result ret = srv_send_json(r, 200, o.data, o.len);
+    ret = srv_send_json(r, 200, o.data, o.len);
     strbuf_free(&o);
     return ret;
 }
 
-static enum MHD_Result run(struct req *r, struct oai_w *w, bool stream, int n_per)
+/* Answers a started job: chat (chat.completion) or completions (text_completion, legacy logprobs),
+ * streamed or whole. */
+static enum MHD_Result run(struct req *r, bool chat, bool include_usage, bool stream, int n_per)
 {
+    struct oai_w *w = xcalloc(1, sizeof *w);
+    srv_make_id(r, chat ? "chatcmpl-" : "cmpl-", w->id, sizeof w->id);
+    snprintf(w->model, sizeof w->model, "%s", r->s->served_name);
+    w->created = (long long)time(NULL);
+    w->chat = chat;
+    w->legacy_lp = !chat;
+    w->include_usage = include_usage;
     w->n_per = n_per;
     r->wstate = w;
     r->wstate_free = oai_w_free;
-    w->role_sent = xcalloc((size_t)r->job->n_choices, sizeof *w->role_sent);
-    w->finish_sent = xcalloc((size_t)r->job->n_choices, sizeof *w->finish_sent);
+    w->role_sent = xcalloc((size_t)job_n_choices(r->job), sizeof *w->role_sent);
+    w->finish_sent = xcalloc((size_t)job_n_choices(r->job), sizeof *w->finish_sent);
     if (stream) {
         r->fill = oai_fill;
         return srv_start_sse(r);
@@ -395,7 +408,7 @@ static bool common_fields(struct req *r, json_t *body, struct gen_params *p, boo
 
 /* Validates messages and returns a normalized copy for the template (content as text, tool call
  * arguments as objects when they parse). */
-static json_t *chat_messages(json_t *msgs, char **last_user, struct api_error *e)
+static json_t *chat_messages(json_t *msgs, struct api_error *e)
 {
     if (!json_is_array(msgs) || !json_array_size(msgs)) {
         *e = api_error_make(STATUS_EINVAL, "messages", "'messages' must be a non-empty array");
@@ -432,7 +445,6 @@ static json_t *chat_messages(json_t *msgs, char **last_user, struct api_error *e
         json_t *nm = json_object();
         json_object_set_new(nm, "role", json_string(!strcmp(role, "developer") ? "system" : role));
         json_object_set_new(nm, "content", json_string(text));
-        if (!strcmp(role, "user")) { free(*last_user); *last_user = xstrdup(text); }
         free(text);
         json_t *rc = json_object_get(m, "reasoning_content");
         if (is_asst && json_is_string(rc)) json_object_set(nm, "reasoning_content", rc);
@@ -487,54 +499,32 @@ fail:
     return NULL;
 }
 
-/* tools (OpenAI shape) and tool_choice. *use_tools false when none given or tool_choice "none". */
-static bool chat_tools(json_t *body, json_t **tools_out, bool *use_tools, struct api_error *e)
+static json_t *chat_tool(json_t *t, size_t i, struct api_error *e)
 {
-    json_t *tools = json_object_get(body, "tools");
-    *tools_out = NULL;
-    *use_tools = false;
-    if (tools && !json_is_null(tools)) {
-        if (!json_is_array(tools)) {
-            *e = api_error_make(STATUS_EINVAL, "tools", "'tools' must be an array");
-            return false;
-        }
-        size_t i;
-        json_t *t;
-        json_array_foreach(tools, i, t) {
-            json_t *fn = json_object_get(t, "function");
-            const char *type = json_string_value(json_object_get(t, "type"));
-            const char *name = json_string_value(json_object_get(fn, "name"));
-            json_t *params = json_object_get(fn, "parameters");
-            if (!type || strcmp(type, "function") || !name || !*name || (params && !json_is_object(params))) {
-                *e = api_error_make(STATUS_EINVAL, "tools", "'tools[%zu]' must be {\"type\":\"function\",\"function\":{\"name\":string,\"parameters\":object}}", i);
-                return false;
-            }
-        }
-        *tools_out = json_array_size(tools) ? tools : NULL;
+    json_t *fn = json_object_get(t, "function");
+    const char *type = json_string_value(json_object_get(t, "type"));
+    const char *name = json_string_value(json_object_get(fn, "name"));
+    json_t *params = json_object_get(fn, "parameters");
+    if (!type || strcmp(type, "function") || !name || !*name || (params && !json_is_object(params))) {
+        *e = api_error_make(STATUS_EINVAL, "tools", "'tools[%zu]' must be {\"type\":\"function\",\"function\":{\"name\":string,\"parameters\":object}}", i);
+        return NULL;
     }
-    json_t *tc = json_object_get(body, "tool_choice");
-    const char *mode = "auto";
-    if (tc && !json_is_null(tc)) {
-        if (json_is_string(tc)) mode = json_string_value(tc);
-        else if (json_is_object(tc)) mode = "named";
-        else {
-            *e = api_error_make(STATUS_EINVAL, "tool_choice", "'tool_choice' must be a string or an object");
-            return false;
-        }
-    }
-    if (!strcmp(mode, "required") || !strcmp(mode, "named")) {
-        *e = api_error_make(STATUS_EUNSUPPORTED, "tool_choice",
-                            "tool_choice '%s' needs constrained decoding, which this server does not support yet; use 'auto' or 'none'",
-                            mode);
-        return false;
-    }
-    if (strcmp(mode, "auto") && strcmp(mode, "none")) {
-        *e = api_error_make(STATUS_EINVAL, "tool_choice", "'tool_choice' must be auto, none, required or a function");
-        return false;
-    }
-    *use_tools = *tools_out && !strcmp(mode, "auto");
-    return true;
+    return json_incref(t);
 }
+
+static const char *chat_tool_choice(json_t *tc, struct api_error *e)
+{
+    if (json_is_string(tc)) return json_string_value(tc);
+    if (json_is_object(tc)) return "named";
+    *e = api_error_make(STATUS_EINVAL, "tool_choice", "'tool_choice' must be a string or an object");
+    return NULL;
+}
+
+static const struct tool_api chat_tool_api = {
+    .convert = chat_tool, .choice_mode = chat_tool_choice, .not_array = "'tools' must be an array",
+    .constrained = (const char *const[]){ "required", "named", NULL },
+    .invalid_choice = "'tool_choice' must be auto, none, required or a function",
+};
 
 static bool response_format_ok(json_t *body, struct api_error *e)
 {
@@ -563,7 +553,7 @@ enum MHD_Result api_openai_chat(struct req *r, json_t *body)
     bool stream, include_usage, use_tools, lp;
     struct logit_bias *bias = NULL;
     json_t *msgs = NULL, *kwargs = NULL, *tools = NULL;
-    char *prompt = NULL, *err = NULL, *last_user = NULL;
+    char *prompt = NULL;
     long long max_tokens, mct, top_lp;
     enum MHD_Result ret;
     if (!common_fields(r, body, &p, &stream, &include_usage, &bias, &e)) goto fail;
@@ -579,46 +569,28 @@ enum MHD_Result api_openai_chat(struct req *r, json_t *body)
         goto fail;
     }
     p.n_logprobs = lp ? (top_lp ? (int)top_lp : -1) : 0;
-    if (!chat_tools(body, &tools, &use_tools, &e)) goto fail;
+    if (!srv_tools(body, &chat_tool_api, &tools, &use_tools, &e)) goto fail;
     if (!response_format_ok(body, &e)) goto fail;
     json_t *ck = json_object_get(body, "chat_template_kwargs");
     if (ck && !json_is_null(ck) && !json_is_object(ck)) {
         e = api_error_make(STATUS_EINVAL, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
         goto fail;
     }
-    if (!(msgs = chat_messages(json_object_get(body, "messages"), &last_user, &e))) goto fail;
+    if (!(msgs = chat_messages(json_object_get(body, "messages"), &e))) goto fail;
     kwargs = param_kwargs(r, ck);
-    enum status st = r->g->ops->render(r->g->self, msgs, use_tools ? tools : NULL, kwargs, true, &prompt, &err);
-    if (st != STATUS_OK) {
-        e = api_error_make(STATUS_ETEMPLATE, "messages", "chat template error: %s", err ? err : status_str(st));
-        goto fail;
-    }
-    r->tools = json_incref(tools);
-    p.prompt_text = prompt;
-    p.n_prompts = 1;
-    p.tools = tools;
-    p.family = use_tools ? srv_tool_family(r->s) : TOOL_FAMILY_NONE;
-    p.reasoning = srv_reasoning(r->s);
-    p.script_text = last_user;
-    p.tool_id_prefix = "call_";
+    if (!srv_render(r, msgs, use_tools ? tools : NULL, kwargs, &prompt, &e)) goto fail;
+    srv_chat_params(r, &p, prompt, &tools, use_tools, "call_");
     if (!srv_start_job(r, &p, &e)) goto fail;
-    struct oai_w *w = xcalloc(1, sizeof *w);
-    srv_make_id(r, "chatcmpl-", w->id, sizeof w->id);
-    snprintf(w->model, sizeof w->model, "%s", r->s->served_name);
-    w->created = (long long)time(NULL);
-    w->chat = true;
-    w->include_usage = include_usage;
-    ret = run(r, w, stream, p.n);
+    ret = run(r, true, include_usage, stream, p.n);
     goto out;
 fail:
     ret = srv_send_error(r, &e);
 out:
     free(bias);
     free(prompt);
-    free(err);
-    free(last_user);
     json_decref(msgs);
     json_decref(kwargs);
+    json_decref(tools);
     return ret;
 }
 
@@ -634,7 +606,6 @@ enum MHD_Result api_openai_completions(struct req *r, json_t *body)
     long long max_tokens, lp, best_of;
     int32_t **sets = NULL;
     int *set_n = NULL, n_sets = 0;
-    struct strbuf script = {0};
     enum MHD_Result ret;
     if (!common_fields(r, body, &p, &stream, &include_usage, &bias, &e)) goto fail;
     if (!param_int(body, "max_tokens", 1, 1 << 30, 16, &max_tokens, &e)) goto fail;
@@ -660,7 +631,6 @@ enum MHD_Result api_openai_completions(struct req *r, json_t *body)
     for (size_t i = 0; i < n_items; i++, n_sets++) {
         json_t *item = list ? json_array_get(list, i) : pr;
         if (json_is_string(item)) {
-            strbuf_append(&script, json_string_value(item), json_string_length(item));
             if (r->g->ops->encode(r->g->self, json_string_value(item), json_string_length(item), r->g->add_bos,
                                   &sets[i], &set_n[i]) != STATUS_OK) {
                 e = api_error_make(STATUS_EINVAL, "prompt", "could not tokenize prompt %zu", i);
@@ -690,16 +660,8 @@ enum MHD_Result api_openai_completions(struct req *r, json_t *body)
     p.n_prompts = n_sets;
     p.family = TOOL_FAMILY_NONE;
     p.reasoning = false;
-    p.script_text = script.data;
     if (!srv_start_job(r, &p, &e)) goto fail;
-    struct oai_w *w = xcalloc(1, sizeof *w);
-    srv_make_id(r, "cmpl-", w->id, sizeof w->id);
-    snprintf(w->model, sizeof w->model, "%s", r->s->served_name);
-    w->created = (long long)time(NULL);
-    w->chat = false;
-    w->legacy_lp = true;
-    w->include_usage = include_usage;
-    ret = run(r, w, stream, p.n);
+    ret = run(r, false, include_usage, stream, p.n);
     goto out;
 fail:
     ret = srv_send_error(r, &e);
@@ -708,6 +670,5 @@ out:
     free(sets);
     free(set_n);
     free(bias);
-    strbuf_free(&script);
     return ret;
 }

@@ -3,8 +3,8 @@
  *
  * Two providers implement it: gen_engine.c (the real thing: tokenizer.h, chat.h, engine.h) and
  * gen_fake.c (test-only: a byte-level tokenizer, a ChatML renderer and a word generator with the
- * engine's stream semantics, so the HTTP layer can be tested without model weights). The server
- * cannot tell them apart. All functions are thread-safe; a stream is used by one thread at a time
+ * engine's stream semantics, so the HTTP layer can be tested without model weights). gen_script.c
+ * (test-only, --test-script) wraps either with scripted outputs. The server cannot tell them apart. All functions are thread-safe; a stream is used by one thread at a time
  * (engine_cancel semantics: cancel may come from any thread).
  *
  *     struct gen *g;  gen_fake_new(&cfg, &g);
@@ -22,12 +22,11 @@
 
 #include "base/status.h"
 #include "engine/engine.h"
+#include "text/output.h"
 
 struct gen_req {
     struct gen_request base;
-    const int32_t *forced;      // test-only: emit these ids, then end (the forward pass still runs)
-    int            n_forced;
-    int            test_delay_ms; // test-only (fake provider): delay before the first token
+    int            test_delay_ms; // test-only (set by gen_script; the fake provider delays its first token)
 };
 
 struct gen_ops {
@@ -44,7 +43,7 @@ struct gen_ops {
     enum status (*submit)(void *self, const struct gen_req *req, void **stream, char *msg, size_t msg_len);
     enum status (*next)(void *stream, struct token_event *ev, int timeout_ms);   // EBUSY on timeout
     void        (*cancel)(void *self, void *stream);    // client gone: ends with FINISH_CANCELED
-    void        (*finish)(void *self, void *stream);    // stop string seen: ends with FINISH_STOP
+    void        (*end_on_stop_string)(void *self, void *stream);   // ends with FINISH_STOP_MATCHED
     void        (*release)(void *stream);
     void        (*stats)(void *self, struct engine_stats *out);
     void        (*destroy)(void *self);
@@ -54,7 +53,7 @@ struct gen {
     const struct gen_ops *ops;
     void                 *self;
     char                  model_id[256];    // default served name
-    const char           *template_src;     // chat template source (tool/reasoning family detection)
+    struct output_format  fmt;              // think markers and tool-call family (output_format_detect at load)
     int                   n_ctx;            // context length in tokens
     int                   n_vocab;
     bool                  add_bos;          // completions: encode with add_special
@@ -76,6 +75,15 @@ struct chat_template;
  * answer 400). Borrows all three; they must outlive the gen. model_id: default served name. */
 enum status gen_engine_new(struct engine *eng, const struct tokenizer *tk, const struct chat_template *ct,
                            const char *model_id, struct gen **out);
+
+/* Test-only scripted outputs (gen_script.c): loads [{"match","output","delay_ms"}] from path
+ * (EFORMAT, logged, when malformed), then wraps a provider: a request whose decoded prompt
+ * contains a match gets that output as its tokens. The wrapper owns sc and borrows inner, which
+ * must outlive it; gen_free(wrapper) leaves inner alone. */
+struct gen_script;
+enum status gen_script_load(const char *path, struct gen_script **out);
+void        gen_script_free(struct gen_script *sc);
+struct gen *gen_script_wrap(struct gen_script *sc, struct gen *inner);
 
 void gen_free(struct gen *g);
 

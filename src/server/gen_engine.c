@@ -72,12 +72,9 @@ static enum status eg_render(void *self, json_t *messages, json_t *tools, json_t
 static enum status eg_submit(void *self, const struct gen_req *req, void **stream, char *msg, size_t msg_len)
 {
     struct eng_gen *e = self;
-    struct gen_request r = req->base;
-    r.forced_tokens = req->forced;
-    r.n_forced = req->n_forced;
     struct token_stream *ts;
     char tmp[8];
-    enum status st = engine_submit_msg(e->eng, &r, &ts, msg ? msg : tmp, msg ? msg_len : sizeof tmp);
+    enum status st = engine_submit_msg(e->eng, &req->base, &ts, msg ? msg : tmp, msg ? msg_len : sizeof tmp);
     if (st == STATUS_OK) *stream = ts;
     return st;
 }
@@ -93,10 +90,10 @@ static void eg_cancel(void *self, void *stream)
     engine_cancel(e->eng, stream);
 }
 
-static void eg_finish(void *self, void *stream)
+static void eg_end_on_stop_string(void *self, void *stream)
 {
     struct eng_gen *e = self;
-    engine_finish(e->eng, stream);
+    engine_end_on_stop_string(e->eng, stream);
 }
 
 static void eg_release(void *stream) { token_stream_release(stream); }
@@ -112,9 +109,11 @@ static void eg_destroy(void *self) { free(self); }
 static const struct gen_ops eng_ops = {
     .encode = eg_encode, .decode = eg_decode, .detok_new = eg_detok_new, .detok_push = eg_detok_push,
     .detok_flush = eg_detok_flush, .detok_free = eg_detok_free, .token_str = eg_token_str, .render = eg_render,
-    .submit = eg_submit, .next = eg_next, .cancel = eg_cancel, .finish = eg_finish, .release = eg_release,
+    .submit = eg_submit, .next = eg_next, .cancel = eg_cancel, .end_on_stop_string = eg_end_on_stop_string, .release = eg_release,
     .stats = eg_stats, .destroy = eg_destroy,
 };
+
+static bool is_added_token(void *ctx, const char *s) { return tokenizer_token_id(ctx, s) >= 0; }
 
 enum status gen_engine_new(struct engine *eng, const struct tokenizer *tk, const struct chat_template *ct,
                            const char *model_id, struct gen **out)
@@ -126,7 +125,7 @@ enum status gen_engine_new(struct engine *eng, const struct tokenizer *tk, const
     e->g.ops = &eng_ops;
     e->g.self = e;
     snprintf(e->g.model_id, sizeof e->g.model_id, "%s", model_id ? model_id : "default");
-    e->g.template_src = ct ? chat_template_source(ct) : NULL;
+    output_format_detect(ct ? chat_template_source(ct) : NULL, is_added_token, (void *)tk, &e->g.fmt);
     struct engine_stats st;
     engine_get_stats(eng, &st);
     e->g.n_ctx = st.max_context;

@@ -5,7 +5,7 @@
  * as Qwen3 renders it (tools listed in the system turn; enable_thinking=false closes an empty think
  * block; think_open=true leaves one open). Generation: a seeded word generator with the engine's
  * stream semantics: at temperature 0 the output depends on the prompt only, otherwise on the seed;
- * forced ids are emitted as given and end with EOS; max_tokens ends with "length". Each stream
+ * max_tokens ends with "length"; gen_req.test_delay_ms delays the first token (a slow prefill). Each stream
  * computes its tokens on the reader's thread, paced at token_us per token. KV usage is simulated
  * (16-token blocks of live streams) so /metrics can show leaks.
  */
@@ -62,8 +62,6 @@ struct fake_stream {
     struct fake    *f;
     int32_t        *prompt;
     int             n_prompt;
-    int32_t        *forced;
-    int             n_forced;
     int             max_tokens;
     int             n_logprobs;
     int32_t        *stop_ids;
@@ -267,11 +265,6 @@ static enum status fake_submit(void *self, const struct gen_req *req, void **out
     s->n_prompt = req->base.n_prompt;
     s->prompt = xmalloc((size_t)s->n_prompt * sizeof *s->prompt);
     memcpy(s->prompt, req->base.prompt, (size_t)s->n_prompt * sizeof *s->prompt);
-    if (req->n_forced) {
-        s->forced = xmalloc((size_t)req->n_forced * sizeof *s->forced);
-        memcpy(s->forced, req->forced, (size_t)req->n_forced * sizeof *s->forced);
-        s->n_forced = req->n_forced;
-    }
     if (req->base.n_stop_ids) {
         s->stop_ids = xmalloc((size_t)req->base.n_stop_ids * sizeof *s->stop_ids);
         memcpy(s->stop_ids, req->base.stop_ids, (size_t)req->base.n_stop_ids * sizeof *s->stop_ids);
@@ -311,7 +304,6 @@ static void stream_end(struct fake_stream *s)
 
 static int32_t next_token(struct fake_stream *s)
 {
-    if (s->n_forced) return s->n_gen < s->n_forced ? s->forced[s->n_gen] : FAKE_EOS;
     if (!s->word) {
         s->word = fake_words[rng_next(&s->rng) % (sizeof fake_words / sizeof fake_words[0])];
         s->word_pos = 0;
@@ -341,7 +333,7 @@ static enum status fake_next(void *stream, struct token_event *ev, int timeout_m
             int32_t id = next_token(s);
             bool eos = id == FAKE_EOS;
             for (int i = 0; i < s->n_stop_ids; i++) eos |= id == s->stop_ids[i];
-            if (eos) { ev->done = true; ev->finish = FINISH_STOP; break; }
+            if (eos) { ev->done = true; ev->finish = FINISH_STOP_MATCHED; break; }
             ev->token = id;
             ev->has_token = true;
             s->n_gen++;
@@ -395,7 +387,6 @@ static void fake_release(void *stream)
     if (!s) return;
     stream_end(s);
     free(s->prompt);
-    free(s->forced);
     free(s->stop_ids);
     free(s);
 }
@@ -426,9 +417,16 @@ static const struct gen_ops fake_ops = {
     .encode = fake_encode, .decode = fake_decode,
     .detok_new = fake_detok_new, .detok_push = fake_detok_push, .detok_flush = fake_detok_flush,
     .detok_free = fake_detok_free, .token_str = fake_token_str, .render = fake_render,
-    .submit = fake_submit, .next = fake_next, .cancel = fake_cancel, .finish = fake_cancel, .release = fake_release,
+    .submit = fake_submit, .next = fake_next, .cancel = fake_cancel, .end_on_stop_string = fake_cancel, .release = fake_release,
     .stats = fake_stats, .destroy = fake_destroy,
 };
+
+static bool fake_is_added(void *ctx, const char *s)
+{
+    for (int a = 0; a < FAKE_N_ADDED; a++)
+        if (!strcmp(s, fake_added[a])) return true;
+    return false;
+}
 
 enum status gen_fake_new(const struct gen_fake_cfg *cfg, struct gen **out)
 {
@@ -439,7 +437,7 @@ enum status gen_fake_new(const struct gen_fake_cfg *cfg, struct gen **out)
     f->g.ops = &fake_ops;
     f->g.self = f;
     snprintf(f->g.model_id, sizeof f->g.model_id, "cairn-fake");
-    f->g.template_src = fake_template_src;
+    output_format_detect(fake_template_src, fake_is_added, NULL, &f->g.fmt);
     f->g.n_ctx = cfg && cfg->n_ctx > 0 ? cfg->n_ctx : 4096;
     f->g.n_vocab = FAKE_VOCAB;
     f->g.eot_id = FAKE_EOS;

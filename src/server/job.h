@@ -1,14 +1,14 @@
-/* job: one generation request of the server (n choices), from token ids to API-neutral events.
+/* job: one generation request of the server (n choices): submits them to the provider (gen.h),
+ * reads their token streams and runs each through its own output pipeline (text/output.h).
  *
- * Per choice the pipeline is: engine stream -> streaming detokenizer -> stop strings (held back,
- * never emitted) -> reasoning split (<think>) -> tool-call parser (one on the answer channel and
- * one on the reasoning channel, sharing the call counter, so calls made inside a think block are
- * still calls) -> events. Events since the last drain are in evs (streaming writers turn them into
- * SSE chunks); the whole output accumulates in blocks (non-streaming writers). Owned and driven by
- * one HTTP thread; job_cancel may be called from another.
+ * The API writers see a choice only through this header: its events (output_drain), its whole
+ * output (output_blocks), its logprobs, and a job_choice_info summary (how it ended, counts,
+ * times). When a choice's output matches a stop string, the job ends that request in the provider
+ * (gen end_on_stop_string) and the choice ends as JOB_END_STOP_STRING. Owned and driven by one
+ * HTTP thread; job_cancel may be called from another.
  *
- *     struct job *j = job_new(g, &cfg, n);  job_submit(j, &req);
- *     while (!job_done(j)) { job_poll(j, 100); for each choice: use evs; job_choice_drain(c); }
+ *     struct job *j = job_new(g, &cfg, n);  job_submit(j, &req, ...);
+ *     while (!job_done(j)) { job_poll(j, 100); for each choice i: evs = job_drain(j, i, &n); ... }
  *     job_free(j);
  */
 #ifndef CAIRN_SERVER_JOB_H
@@ -16,21 +16,30 @@
 
 #include <stdbool.h>
 
-#include "base/mem.h"
-#include "base/rng.h"
 #include "server/gen.h"
-#include "server/reasoning.h"
-#include "server/stopstr.h"
-#include "server/toolparse.h"
+#include "text/output.h"
 
-enum job_ev_kind { JEV_REASONING = 0, JEV_CONTENT, JEV_TOOL_START, JEV_TOOL_ARGS, JEV_TOOL_END };
+/* Why a choice ended, in the order the APIs give precedence (a call made, then a stop string...). */
+enum job_end {
+    JOB_END_STOP = 0,         // EOS or stop id (or canceled: the client is gone and sees nothing)
+    JOB_END_TOOL_CALLS,       // it made at least one tool call
+    JOB_END_STOP_STRING,      // one of the request's stop strings matched
+    JOB_END_LENGTH,           // max_tokens or the context
+    JOB_END_ERROR,            // the provider failed (info.error)
+};
 
-struct job_ev {
-    enum job_ev_kind kind;
-    int              tool_index;
-    struct strbuf    text;          // REASONING, CONTENT, TOOL_ARGS
-    char             name[256];     // TOOL_START
-    char             id[48];        // TOOL_START
+struct job_choice_info {
+    bool         done;
+    enum job_end end;                 // when done
+    bool         failed;              // the provider failed (end is JOB_END_ERROR unless a call or stop came first)
+    enum status  error;               // when failed
+    const char  *stop_string;         // the stop string that matched (also with tool calls), or NULL; lives with the job
+    int          n_prompt;
+    int          n_cached;            // prompt tokens from the prefix cache
+    int          n_generated;         // tokens counted up to a matched stop string
+    int          n_reasoning_tokens;  // of them, inside a think block
+    double       t_first_s;           // since job start; 0 before the first token
+    double       t_last_s;
 };
 
 struct job_lp {
@@ -40,55 +49,14 @@ struct job_lp {
     struct token_logprob top[20];
 };
 
-struct job_choice {
-    int                index;
-    int                n_prompt;
-    void              *stream;
-    void              *detok;
-    struct stopstr     ss;
-    struct reasoning  *rs;
-    struct toolparse  *tp_content, *tp_reason;
-    int                n_calls;
-    struct job_ev     *evs;         // since the last drain
-    int                n_evs, cap_evs;
-    struct job_ev     *blocks;      // whole output, same-kind text merged, one per tool call
-    int                n_blocks, cap_blocks;
-    struct job_lp     *lps;         // per generated token, when logprobs were asked
-    int                n_lps, cap_lps, lps_drained;
-    bool               done;
-    bool               stop_hit;
-    enum finish_reason finish;
-    enum status        error;
-    int                n_generated;
-    int                n_cached;
-    int                n_reason_tokens;
-    double             t_first_s;   // since job start, 0 before the first token
-    double             t_last_s;
-    void              *pctx;        // parser callback contexts (owned)
-};
-
 struct job_cfg {
-    enum tool_family  tool_family;   // NONE: no tool parsing (no tools, or tool_choice none)
-    const json_t     *tools;         // borrowed
-    bool              reasoning;     // split <think> blocks
-    bool              start_in_think;
-    const char *const*stops;
-    int               n_stops;
-    const char       *tool_id_prefix;   // "call_" or "toolu_"
+    struct output_cfg output;        // per choice; detok and id_seed are filled in by the job
     bool              want_logprobs;
     void            (*on_token)(void *ctx, double itl_s, bool first, double ttft_s);   // metrics hook
     void             *on_token_ctx;
 };
 
-struct job {
-    struct gen        *g;
-    struct job_cfg     cfg;
-    int                n_choices;
-    struct job_choice *ch;
-    double             t_start_s;
-    struct rng         rng;          // tool-call ids
-    bool               submitted;
-};
+struct job;
 
 struct job *job_new(struct gen *g, const struct job_cfg *cfg, int n_choices);
 /* Submits every choice; prompts[i] (owned by the caller, copied) or the same prompt for all.
@@ -99,7 +67,20 @@ enum status job_submit(struct job *j, const struct gen_req *req, int32_t *const 
 void job_poll(struct job *j, int timeout_ms);
 bool job_done(const struct job *j);
 void job_cancel(struct job *j);
-void job_choice_drain(struct job_choice *c);
 void job_free(struct job *j);
+
+int  job_n_choices(const struct job *j);
+void job_choice_info(const struct job *j, int i, struct job_choice_info *out);
+/* Choice i's events since its last drain (output_drain). */
+const struct output_ev *job_drain(struct job *j, int i, int *n);
+/* Choice i's whole output (output_blocks). */
+const struct output_ev *job_blocks(const struct job *j, int i, int *n);
+/* Choice i's logprobs, one per generated token: all of them, or those since the last drain. */
+const struct job_lp *job_logprobs(const struct job *j, int i, int *n);
+const struct job_lp *job_drain_logprobs(struct job *j, int i, int *n);
+
+/* Token counts of the whole job; n_per choices share one prompt (counted once). */
+struct job_usage { int prompt, completion, cached, reasoning; };
+void job_usage(const struct job *j, int n_per, struct job_usage *out);
 
 #endif

@@ -217,26 +217,18 @@ enum MHD_Result srv_start_sse(struct req *r)
 
 /* ==== Model-dependent helpers ==== */
 
-const struct srv_script *srv_script_match(struct server *s, const char *text)
-{
-    if (!text) return NULL;
-    for (int i = 0; i < s->n_script; i++)
-        if (strstr(text, s->script[i].match)) return &s->script[i];
-    return NULL;
-}
-
 enum tool_family srv_tool_family(struct server *s)
 {
     if (s->family_forced) return s->family;
     struct gen *g = atomic_load(&s->g);
-    return tool_family_detect(g ? g->template_src : NULL);
+    return g ? g->fmt.tool_family : TOOL_FAMILY_NONE;
 }
 
 bool srv_reasoning(struct server *s)
 {
     if (s->reasoning_mode >= 0) return s->reasoning_mode;
     struct gen *g = atomic_load(&s->g);
-    return g && g->template_src && strstr(g->template_src, "</think>");
+    return g && g->fmt.thinks;
 }
 
 static void on_token(void *ctx, double itl_s, bool first, double ttft_s)
@@ -259,7 +251,7 @@ void srv_job_hooks(struct req *r, struct job_cfg *jc)
 static enum MHD_Result do_health(struct req *r)
 {
     struct gen *g = atomic_load(&r->s->g);
-    if (atomic_load(&r->s->stopping)) return srv_send_json(r, 503, "{\"status\":\"shutting_down\"}", 26);
+    if (atomic_load(&r->s->shutting_down)) return srv_send_json(r, 503, "{\"status\":\"shutting_down\"}", 26);
     if (!g) return srv_send_json(r, 503, "{\"status\":\"loading\"}", 20);
     struct engine_stats st;
     g->ops->stats(g->self, &st);
@@ -459,7 +451,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         } else if (r->route == ROUTE_NONE) {
             r->early_err = api_error_kind_make(API_ERROR_METHOD, "method %s is not allowed on %s", method, url);
             r->has_early = true;
-        } else if (atomic_load(&s->stopping)) {
+        } else if (atomic_load(&s->shutting_down)) {
             r->early_err = api_error_kind_make(API_ERROR_SHUTDOWN, "the server is shutting down");
             r->has_early = true;
         } else if (r->route != ROUTE_HEALTH && r->route != ROUTE_METRICS && !auth_ok(r)) {
@@ -527,11 +519,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     bool client_gone = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
     if (r->job) {
         if (!job_done(r->job)) job_cancel(r->job);
-        for (int i = 0; i < r->job->n_choices; i++) {
-            struct job_choice *c = &r->job->ch[i];
-            r->n_prompt += c->n_prompt;
-            r->n_cached += c->n_cached;
-            r->n_generated += c->n_generated;
+        for (int i = 0; i < job_n_choices(r->job); i++) {
+            struct job_choice_info c;
+            job_choice_info(r->job, i, &c);
+            r->n_prompt += c.n_prompt;
+            r->n_cached += c.n_cached;
+            r->n_generated += c.n_generated;
         }
     }
     int code = r->http_status ? r->http_status : 500;
@@ -542,9 +535,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     double dur = clock_now_s() - r->t0_s;
     if (r->job) {
         double dec = 0;
-        struct job_choice *c0 = &r->job->ch[0];
-        if (c0->n_generated > 1 && c0->t_last_s > c0->t_first_s)
-            dec = (c0->n_generated - 1) / (c0->t_last_s - c0->t_first_s);
+        struct job_choice_info c0;
+        job_choice_info(r->job, 0, &c0);
+        if (c0.n_generated > 1 && c0.t_last_s > c0.t_first_s) dec = (c0.n_generated - 1) / (c0.t_last_s - c0.t_first_s);
         LOG_INFO("req-%llu %s %s %d%s prompt=%d cached=%d gen=%d ttft=%.1fms decode=%.1ftok/s time=%.3fs",
                  (unsigned long long)r->id, r->method, r->path, r->http_status, client_gone ? " (client gone)" : "",
                  r->n_prompt, r->n_cached, r->n_generated, r->ttft_s * 1e3, dec, dur);
@@ -565,35 +558,6 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* ==== Lifecycle ==== */
-
-static enum status load_script(struct server *s, const char *path)
-{
-    json_error_t jerr;
-    json_t *a = json_load_file(path, 0, &jerr);
-    if (!json_is_array(a)) {
-        LOG_ERR("%s:%d: test script must be a JSON array: %s", path, jerr.line, jerr.text);
-        json_decref(a);
-        return STATUS_EFORMAT;
-    }
-    s->n_script = (int)json_array_size(a);
-    s->script = xcalloc((size_t)s->n_script + 1, sizeof *s->script);
-    for (int i = 0; i < s->n_script; i++) {
-        json_t *e = json_array_get(a, (size_t)i);
-        const char *m = json_string_value(json_object_get(e, "match"));
-        const char *o = json_string_value(json_object_get(e, "output"));
-        if (!m || !o) {
-            LOG_ERR("%s: entry %d needs string 'match' and 'output'", path, i);
-            json_decref(a);
-            return STATUS_EFORMAT;
-        }
-        s->script[i].match = xstrdup(m);
-        s->script[i].output = xstrdup(o);
-        s->script[i].delay_ms = (int)json_integer_value(json_object_get(e, "delay_ms"));
-    }
-    json_decref(a);
-    LOG_WARN("test-only scripted outputs loaded from %s (%d entries)", path, s->n_script);
-    return STATUS_OK;
-}
 
 enum status server_new(const struct server_cfg *cfg, struct server **out)
 {
@@ -637,7 +601,6 @@ enum status server_new(const struct server_cfg *cfg, struct server **out)
         LOG_ERR("--chat-template-kwargs must be a JSON object");
         goto out_free;
     }
-    if (cfg->test_script && (st = load_script(s, cfg->test_script)) != STATUS_OK) goto out_free;
     struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->port) };
     if (inet_pton(AF_INET, s->host, &addr.sin_addr) != 1) {
         LOG_ERR("--host %s: not an IPv4 address", s->host);
@@ -682,7 +645,7 @@ int server_port(const struct server *s) { return s->port; }
 void server_shutdown(struct server *s)
 {
     if (!s->d) return;
-    atomic_store(&s->stopping, true);   // new requests get 503; streams end at their next poll
+    atomic_store(&s->shutting_down, true);   // new requests get 503; streams end at their next poll
     double t0 = clock_now_s();
     for (;;) {
         pthread_mutex_lock(&s->mu);
@@ -715,11 +678,6 @@ void server_free(struct server *s)
 {
     if (!s) return;
     if (s->d) server_shutdown(s);
-    for (int i = 0; i < s->n_script; i++) {
-        free(s->script[i].match);
-        free(s->script[i].output);
-    }
-    free(s->script);
     json_decref(s->kwargs_default);
     metrics_free(s->m);
     pthread_mutex_destroy(&s->mu);

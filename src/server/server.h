@@ -28,7 +28,6 @@ struct server_cfg {
     const char *cors_origin;          // NULL: no CORS headers
     const char *tool_parser;          // NULL: from the chat template
     const char *reasoning_parser;     // NULL: auto (think tags when the template has them); "none"
-    const char *test_script;          // test-only: JSON [{"match","output","delay_ms"}]
     size_t      max_body_bytes;       // 413 above this (default 32 MiB)
     int         http_timeout_s;       // idle connection timeout (default 60)
     int         body_timeout_s;       // whole request body must arrive within this (default 60)

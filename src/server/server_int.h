@@ -18,9 +18,7 @@
 #include "server/job.h"
 #include "server/metrics.h"
 #include "server/server.h"
-#include "server/toolparse.h"
-
-struct srv_script { char *match; char *output; int delay_ms; };
+#include "text/toolparse.h"
 
 struct server {
     struct server_cfg   cfg;
@@ -30,15 +28,13 @@ struct server {
     int                 port;
     _Atomic(struct gen *) g;
     struct metrics     *m;
-    atomic_bool         stopping;            // no new requests
+    atomic_bool         shutting_down;            // no new requests
     atomic_bool         cancel_all;          // grace period over: cancel in-flight generations
     atomic_uint_fast64_t next_id;
     atomic_int          n_active;            // requests being handled
     enum tool_family    family;
     bool                family_forced;
     int                 reasoning_mode;      // -1 auto, 0 off, 1 on
-    struct srv_script  *script;
-    int                 n_script;
     pthread_mutex_t     mu;                  // jobs registry
     struct req        **live;
     int                 n_live, cap_live;
@@ -90,8 +86,6 @@ bool            srv_peer_closed(struct req *r);
 bool            srv_wait_job(struct req *r);
 /* Request id, "chatcmpl-..." style. */
 void            srv_make_id(struct req *r, const char *prefix, char *out, size_t cap);
-/* Test-only scripted output for text containing a marker; NULL if none. */
-const struct srv_script *srv_script_match(struct server *s, const char *text);
 /* Effective tool family / reasoning for this model. */
 enum tool_family srv_tool_family(struct server *s);
 bool            srv_reasoning(struct server *s);
@@ -122,7 +116,6 @@ json_t *param_kwargs(struct req *r, json_t *req_kwargs);
 bool param_prompt_fits(struct req *r, int n_prompt, long long max_tokens, bool max_given, long long *max_out,
                        struct api_error *e);
 
-#endif
 
 /* Generation set-up shared by the APIs (api_common.c). */
 struct gen_params {
@@ -142,12 +135,33 @@ struct gen_params {
     json_t            *tools;           // borrowed; kept alive by r->tools
     enum tool_family   family;          // NONE: no tool parsing
     bool               reasoning;
-    const char        *script_text;     // where test markers are looked for
     const char        *tool_id_prefix;
     bool               add_special;     // encode prompt_text with BOS etc.
 };
 /* Tokenizes, checks the context, submits; false with *e on failure. r->job is set on success. */
 bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e);
+/* How an API spells tools and tool_choice. */
+struct tool_api {
+    json_t            *(*convert)(json_t *tool, size_t i, struct api_error *e);   // -> OpenAI shape (new ref) or NULL
+    const char        *(*choice_mode)(json_t *tool_choice, struct api_error *e);  // its mode, or NULL with *e
+    const char          *not_array;         // message when "tools" is not an array
+    const char *const   *constrained;       // modes that force a call (NULL-terminated): 400 until constrained decoding
+    const char          *invalid_choice;    // message for any other mode but auto and none
+};
+/* The request's "tools" (absent or null: none), converted for the templates (*out: a new array,
+ * NULL when empty), and its tool_choice. *use: tools given and tool_choice auto. */
+bool srv_tools(json_t *body, const struct tool_api *api, json_t **out, bool *use, struct api_error *e);
+/* Renders a chat prompt with the generation prompt added (tools: NULL unless they are used);
+ * false with a 400 naming the template's message. */
+bool srv_render(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, char **prompt, struct api_error *e);
+/* A chat request's generation set-up: the rendered prompt, its tools (*tools moves to r->tools),
+ * the model's tool family when use_tools, reasoning as the model and --reasoning-parser say. */
+void srv_chat_params(struct req *r, struct gen_params *p, const char *prompt, json_t **tools, bool use_tools,
+                     const char *tool_id_prefix);
+/* A finished non-streaming job: when a choice failed, answers the error (*ret) and returns true. */
+bool srv_job_failed(struct req *r, enum MHD_Result *ret);
 /* Text of a content value: a string, or the concatenated "text" of an array of text parts.
  * false with *e (naming field) for other shapes or part types. Caller frees *out. */
 bool content_text(json_t *content, const char *field, bool allow_null, char **out, struct api_error *e);
+
+#endif

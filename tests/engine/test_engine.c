@@ -1,7 +1,7 @@
 /* test_engine: the batching engine on a tiny synthesized Qwen3 (cpu backend, 2 threads), driven by
  * engine_step on this thread: batch invariance against solo runs, preemption under a tiny KV
- * budget, prefix-cache hits, cancel/finish freeing every block, queue bound, rejections, stop
- * rules, forced tokens, logprobs, and n > 1 choices sharing the prompt. */
+ * budget, prefix-cache hits, cancel/end-on-stop-string freeing every block, queue bound, rejections, stop
+ * rules, ignore_eos, logprobs, and n > 1 choices sharing the prompt. */
 #include "fixture.h"
 #include "harness.h"
 
@@ -272,13 +272,13 @@ TEST(finish_from_server_stop_string)
     struct token_stream *ts;
     ASSERT(engine_submit(e, &g, &ts) == STATUS_OK);
     for (int i = 0; i < 5; i++) engine_step(e);
-    engine_finish(e, ts);
+    engine_end_on_stop_string(e, ts);
     run_until_idle(e, 100);
     int32_t got[128];
     int done;
     struct token_event last = { 0 };
     int n = drain(ts, got, 128, &last, &done);
-    EXPECT(done && last.finish == FINISH_STOP && n == 5 && last.stop_token == -1);
+    EXPECT(done && last.finish == FINISH_STOP_MATCHED && n == 5 && last.stop_token == -1);
     struct engine_stats st;
     engine_get_stats(e, &st);
     EXPECT(st.kv_blocks_used == 0);
@@ -357,7 +357,7 @@ TEST(rejections_too_long)
     engine_free(e);
 }
 
-TEST(stop_ids_eos_forced_logprobs)
+TEST(stop_ids_eos_logprobs)
 {
     int32_t p[30], want[12];
     random_prompt(21, p, 30);
@@ -372,15 +372,15 @@ TEST(stop_ids_eos_forced_logprobs)
     struct gen_request g1 = greedy_req(p, 30, 12);
     g1.stop_ids = &want[k];
     g1.n_stop_ids = 1;
-    // EOS: make the model's EOS the 3rd token via logit bias... simpler: forced tokens
-    int32_t forced[3] = { 7, 8, 9 };
-    struct gen_request g2 = greedy_req(p, 30, 12);
-    g2.forced_tokens = forced;
-    g2.n_forced = 3;
+    // ignore_eos: the model's EOS id (forced by a logit bias) is emitted like any token
+    struct gen_request g2 = greedy_req(p, 30, 3);
+    struct logit_bias eos_bias = { g_m->hp.eos_ids[0], 1000.0f };
+    g2.sampling.bias = &eos_bias;
+    g2.sampling.n_bias = 1;
+    g2.ignore_eos = true;
     struct gen_request g3 = greedy_req(p, 30, 5);
     g3.n_logprobs = 3;
     struct gen_request g4 = greedy_req(p, 30, 5);   // EOS ids stop unless ignore_eos
-    struct logit_bias eos_bias = { g_m->hp.eos_ids[0], 1000.0f };
     g4.sampling.bias = &eos_bias;
     g4.sampling.n_bias = 1;
     g4.ignore_eos = false;
@@ -394,11 +394,11 @@ TEST(stop_ids_eos_forced_logprobs)
     int done;
     struct token_event last = { 0 };
     int n = drain(t1, got, 16, &last, &done);
-    EXPECTF(done && last.finish == FINISH_STOP && n == k && last.stop_token == want[k] && last.n_generated == k + 1,
+    EXPECTF(done && last.finish == FINISH_STOP_MATCHED && n == k && last.stop_token == want[k] && last.n_generated == k + 1,
             "n %d k %d stop %d", n, k, last.stop_token);
     EXPECT(!memcmp(got, want, sizeof(int32_t) * (size_t)k));
     n = drain(t2, got, 16, &last, &done);
-    EXPECT(done && last.finish == FINISH_STOP && n == 3 && got[0] == 7 && got[2] == 9);
+    EXPECT(done && last.finish == FINISH_LENGTH && n == 3 && got[0] == g_m->hp.eos_ids[0] && got[2] == g_m->hp.eos_ids[0]);
     struct token_event ev;
     int n_ev = 0, lp_ok = 1;
     while (token_stream_next(t3, &ev, 0) == STATUS_OK) {
@@ -412,7 +412,7 @@ TEST(stop_ids_eos_forced_logprobs)
     }
     EXPECT(n_ev == 5 && lp_ok);
     n = drain(t4, got, 16, &last, &done);
-    EXPECT(done && n == 0 && last.finish == FINISH_STOP && last.stop_token == g_m->hp.eos_ids[0] && !last.has_token);
+    EXPECT(done && n == 0 && last.finish == FINISH_STOP_MATCHED && last.stop_token == g_m->hp.eos_ids[0] && !last.has_token);
     token_stream_release(t1);
     token_stream_release(t2);
     token_stream_release(t3);
@@ -557,7 +557,7 @@ int main(void)
     RUN(finish_from_server_stop_string);
     RUN(queue_bound_ebusy);
     RUN(rejections_too_long);
-    RUN(stop_ids_eos_forced_logprobs);
+    RUN(stop_ids_eos_logprobs);
     RUN(n_choices_share_prompt);
     RUN(state_snapshots_at_message_ends);
     RUN(long_prefill_chunks_shrink_with_context);

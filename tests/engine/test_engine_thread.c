@@ -99,7 +99,7 @@ TEST(threaded_clients_match_solo)
     } while ((st.kv_blocks_used != 0 || st.n_running != 0) && clock_now_s() - t0 < 5.0);
     EXPECT(st.kv_blocks_used == 0 && st.n_running == 0 && st.n_waiting == 0);
     EXPECT(st.steps > 0 && st.generated_tokens > 0);
-    engine_stop(e);
+    engine_shutdown(e);
     engine_free(e);
 }
 
@@ -147,7 +147,7 @@ TEST(flood_from_threads)
             token_stream_release(f[i].ts[k]);
         }
     EXPECT(done_all);
-    engine_stop(e);
+    engine_shutdown(e);
     engine_free(e);
 }
 

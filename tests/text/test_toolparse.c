@@ -4,9 +4,10 @@
 
 #include "base/mem.h"
 #include "base/rng.h"
-#include "server/reasoning.h"
-#include "server/stopstr.h"
-#include "server/toolparse.h"
+#include "text/output.h"
+#include "text/reasoning.h"
+#include "text/stopstr.h"
+#include "text/toolparse.h"
 
 struct rec { struct strbuf out; int last_kind; int last_index; };
 
@@ -155,12 +156,35 @@ TEST(deepseek_v3)
     check_family(TOOL_FAMILY_DEEPSEEK_V3, t, "T[Calling.]S0:get_weather A0[{\"city\": \"Rome\"}] E0 S1:now A1[{}] E1 ", NULL);
 }
 
+static bool is_mistral_token(void *ctx, const char *s) { return !strcmp(s, "[TOOL_CALLS]"); }
+
 TEST(family_detect)
 {
-    EXPECT(tool_family_detect("{{ '<tool_call>' }}") == TOOL_FAMILY_HERMES);
-    EXPECT(tool_family_detect("<tool_call>\n<function=") == TOOL_FAMILY_QWEN3_CODER);
-    EXPECT(tool_family_detect("[TOOL_CALLS]") == TOOL_FAMILY_MISTRAL);
-    EXPECT(tool_family_detect("<|python_tag|>") == TOOL_FAMILY_LLAMA3);
+    struct { const char *tpl; enum tool_family want; } cases[] = {
+        { "{{ '<tool_call>' }}", TOOL_FAMILY_HERMES },
+        { "<tool_call>\n<function=", TOOL_FAMILY_QWEN3_CODER },
+        { "[TOOL_CALLS]", TOOL_FAMILY_MISTRAL },
+        { "<|python_tag|>", TOOL_FAMILY_LLAMA3 },
+        { "{{ messages }}", TOOL_FAMILY_HERMES },   // nothing says: the default
+    };
+    struct output_format f0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        output_format_detect(cases[i].tpl, NULL, NULL, &f0);
+        EXPECTF(f0.tool_family == cases[i].want, "%s: %d", cases[i].tpl, (int)f0.tool_family);
+        EXPECT(!f0.thinks);
+    }
+    // the tokenizer decides where the template is silent
+    output_format_detect("{{ messages }}", is_mistral_token, NULL, &f0);
+    EXPECT(f0.tool_family == TOOL_FAMILY_MISTRAL);
+    output_format_detect("{{ '<tool_call>' }}", is_mistral_token, NULL, &f0);
+    EXPECT(f0.tool_family == TOOL_FAMILY_HERMES);
+    // think markers: the template renders them
+    output_format_detect("{% if t %}<think>{{ t }}</think>{% endif %}", NULL, NULL, &f0);
+    EXPECT(f0.thinks && !strcmp(f0.think_open, "<think>") && !strcmp(f0.think_close, "</think>"));
+    EXPECT(output_format_prompt_in_think(&f0, "<|im_start|>assistant\n<think>\n"));
+    EXPECT(!output_format_prompt_in_think(&f0, "<think>\n\n</think>\n\n"));
+    output_format_detect(NULL, NULL, NULL, &f0);
+    EXPECT(f0.tool_family == TOOL_FAMILY_NONE && !f0.thinks);
     enum tool_family f;
     EXPECT(tool_family_from_name("qwen3.5", &f) && f == TOOL_FAMILY_QWEN3_CODER);
     EXPECT(!tool_family_from_name("bogus", &f));

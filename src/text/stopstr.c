@@ -1,6 +1,6 @@
 /* stopstr: see stopstr.h. Earliest match wins; held text is the longest suffix that is a proper
  * prefix of some stop string, so any token split gives the same output. */
-#include "server/stopstr.h"
+#include "text/stopstr.h"
 
 #include <stdlib.h>
 #include <string.h>

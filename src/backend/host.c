@@ -149,22 +149,11 @@ void host_check_attention(const struct tensor *out, const struct tensor *q, cons
           kv->k.dtype == kv->v.dtype, "attention: kv rows");
 }
 
-void host_check_glu(const struct tensor *out, const struct tensor *gate, const struct tensor *up)
+void host_check_elementwise(const char *op, const struct tensor *out, const struct tensor *a, const struct tensor *b)
 {
-    host_check_f32(out, "glu out");
-    host_check_f32(gate, "glu gate");
-    host_check_f32(up, "glu up");
-    int64_t f = gate->ne[0], rows = tensor_rows(gate);
-    CHECK(up->ne[0] == f && out->ne[0] == f && tensor_rows(up) == rows && tensor_rows(out) >= rows, "glu: shapes");
-}
-
-void host_check_add(const struct tensor *out, const struct tensor *a, const struct tensor *b)
-{
-    host_check_f32(out, "add out");
-    host_check_f32(a, "add a");
-    host_check_f32(b, "add b");
+    CHECK(out->dtype == DTYPE_F32 && a->dtype == DTYPE_F32 && b->dtype == DTYPE_F32, "%s: f32 only", op);
     int64_t d = a->ne[0], rows = tensor_rows(a);
-    CHECK(b->ne[0] == d && out->ne[0] == d && tensor_rows(b) == rows && tensor_rows(out) >= rows, "add: shapes");
+    CHECK(b->ne[0] == d && out->ne[0] == d && tensor_rows(b) == rows && tensor_rows(out) >= rows, "%s: shapes", op);
 }
 
 void host_check_moe_route(const struct tensor *ids, const struct tensor *weights, const struct tensor *logits, int k)

@@ -91,8 +91,8 @@ void host_check_kv_write(const struct kv_layer *kv, const struct tensor *k, cons
 void host_check_rope(const struct tensor *x, int n_heads, const struct tensor *inv_freq, const struct rope_params *rp);
 void host_check_attention(const struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                           const struct attn_params *ap);
-void host_check_glu(const struct tensor *out, const struct tensor *gate, const struct tensor *up);
-void host_check_add(const struct tensor *out, const struct tensor *a, const struct tensor *b);
+/* glu (a = gate, b = up) and add: f32 inputs of one shape, out at least as many rows. */
+void host_check_elementwise(const char *op, const struct tensor *out, const struct tensor *a, const struct tensor *b);
 void host_check_moe_route(const struct tensor *ids, const struct tensor *weights, const struct tensor *logits, int k);
 void host_check_moe_ffn(const struct tensor *out, const struct tensor *x, const struct tensor *ids,
                         const struct tensor *weights, const struct tensor *gate, const struct tensor *up,

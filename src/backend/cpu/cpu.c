@@ -164,7 +164,7 @@ static void glu_rows(void *arg, int64_t r0, int64_t r1)
 static void cpu_glu(struct backend *be, struct tensor *out, const struct tensor *gate,
                     const struct tensor *up, enum act act)
 {
-    host_check_glu(out, gate, up);
+    host_check_elementwise("glu", out, gate, up);
     int64_t f = gate->ne[0], rows = tensor_rows(gate);
     struct glu_ctx a = { be->impl, out, gate, up, act };
     parallel_rows(be->impl, rows, rows * f * 8, glu_rows, &a);
@@ -188,7 +188,7 @@ static void add_rows(void *arg, int64_t r0, int64_t r1)
 
 static void cpu_add(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b)
 {
-    host_check_add(out, a, b);
+    host_check_elementwise("add", out, a, b);
     int64_t d = a->ne[0], rows = tensor_rows(a);
     struct add_ctx c = { out, a, b };
     parallel_rows(be->impl, rows, rows * d, add_rows, &c);
@@ -216,17 +216,23 @@ static void cpu_softcap(struct backend *be, struct tensor *x, float cap)
     parallel_rows(be->impl, tensor_rows(x), tensor_rows(x) * x->ne[0] * 8, softcap_rows, &a);
 }
 
+struct route_ctx {
+    struct tensor *ids, *weights;
+    const struct tensor *logits;
+    int k;
+    bool norm_topk;
+};
+
 /* Top-k on the logits (softmax is monotonic), ties to the lower index; see ref. */
-static void cpu_moe_route(struct backend *be, struct tensor *ids, struct tensor *weights,
-                          const struct tensor *logits, int k, bool norm_topk)
+static void route_rows(void *arg, int64_t r0, int64_t r1)
 {
-    (void)be;
-    host_check_moe_route(ids, weights, logits, k);
-    int64_t n_exp = logits->ne[0], n = tensor_rows(logits);
-    for (int64_t r = 0; r < n; r++) {
-        const float *l = host_row(logits, r);
-        int32_t *id = host_row(ids, r);
-        float *w = host_row(weights, r);
+    struct route_ctx *a = arg;
+    int64_t n_exp = a->logits->ne[0];
+    int k = a->k;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *l = host_row(a->logits, r);
+        int32_t *id = host_row(a->ids, r);
+        float *w = host_row(a->weights, r);
         float mx = l[0];
         for (int64_t e = 1; e < n_exp; e++) mx = l[e] > mx ? l[e] : mx;
         float sum = 0;
@@ -244,9 +250,17 @@ static void cpu_moe_route(struct backend *be, struct tensor *ids, struct tensor 
         }
         float picked = 0;
         for (int j = 0; j < k; j++) picked += w[j] = expf(l[id[j]] - mx) / sum;
-        if (norm_topk)
+        if (a->norm_topk)
             for (int j = 0; j < k; j++) w[j] /= picked;
     }
+}
+
+static void cpu_moe_route(struct backend *be, struct tensor *ids, struct tensor *weights,
+                          const struct tensor *logits, int k, bool norm_topk)
+{
+    host_check_moe_route(ids, weights, logits, k);
+    struct route_ctx a = { ids, weights, logits, k, norm_topk };
+    parallel_rows(be->impl, tensor_rows(logits), tensor_rows(logits) * logits->ne[0] * 8, route_rows, &a);
 }
 
 static const struct backend_ops cpu_ops = {

@@ -220,7 +220,7 @@ static void ref_glu(struct backend *be, struct tensor *out, const struct tensor 
                     const struct tensor *up, enum act act)
 {
     (void)be;
-    host_check_glu(out, gate, up);
+    host_check_elementwise("glu", out, gate, up);
     int64_t f = gate->ne[0], rows = tensor_rows(gate);
     for (int64_t r = 0; r < rows; r++) {
         const float *g = host_row(gate, r), *u = host_row(up, r);
@@ -232,7 +232,7 @@ static void ref_glu(struct backend *be, struct tensor *out, const struct tensor 
 static void ref_add(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b)
 {
     (void)be;
-    host_check_add(out, a, b);
+    host_check_elementwise("add", out, a, b);
     int64_t d = a->ne[0], rows = tensor_rows(a);
     for (int64_t r = 0; r < rows; r++) {
         const float *ar = host_row(a, r), *br = host_row(b, r);

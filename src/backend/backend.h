@@ -167,50 +167,64 @@ struct backend_ops {
                     int n_experts, enum act);
     // out_ids[i] = argmax(logits[i, :]) (ties: lower index); out_ids host memory [n]. Synchronous.
     void (*argmax)(struct backend *, int32_t *out_ids, const struct tensor *logits);
-    // Optional (NULL: callers use matmul n times): outs[i] = x @ ws[i]^T (+ biases[i]) for i < n
-    // (n <= 3), several projections of one input in one pass (q/k/v, gate/up); biases may be NULL.
+    /* ---- fused ops ----
+     * Several plain ops in one pass. Every backend has them: cuda implements all seven fused; cpu
+     * implements matmul_n; backend.c composes each one a backend leaves NULL from the plain ops
+     * above (the "composed:" line says how), and backend_new installs those compositions. Scratch
+     * tensors named below (xn, up, logits) are the caller's: a fused implementation may use them or
+     * leave them as they were, so callers never read them afterwards unless the line says so. */
+    // outs[i] = x @ ws[i]^T (+ biases[i]) for i < n (n <= 3): several projections of one input in
+    // one pass (q/k/v, gate/up); biases, or any entry of it, may be NULL.
+    // composed: matmul n times.
     void (*matmul_n)(struct backend *, int n, struct tensor *const *outs, const struct tensor *x,
                      const struct tensor *const *ws, const struct tensor *const *biases);
-    // Optional (NULL: rmsnorm into xn, then matmul_n): outs[i] = rmsnorm(x; norm_w, eps, w_offset)
-    // @ ws[i]^T (+ biases[i]) for i < n (n <= 3); xn [rows of x, d] is scratch that the backend may
-    // fill with rmsnorm(x) or leave as it was (callers must not read it afterwards).
+    // outs[i] = rmsnorm(x; norm_w, eps, w_offset) @ ws[i]^T (+ biases[i]) for i < n (n <= 3); xn
+    // [rows of x, d] is scratch that the backend may fill with rmsnorm(x) or leave as it was
+    // (callers must not read it afterwards).
+    // composed: rmsnorm into xn, then matmul_n.
     void (*norm_matmul_n)(struct backend *, int n, struct tensor *const *outs, struct tensor *xn,
                           const struct tensor *x, const struct tensor *norm_w, float eps, float w_offset,
                           const struct tensor *const *ws, const struct tensor *const *biases);
-    // Optional (NULL: matmul, then add): out[n, m] += x[n, k] @ w[m, k]^T (residual adds)
+    // out[n, m] += x[n, k] @ w[m, k]^T (residual adds).
+    // composed: matmul into a scratch buffer backend.c owns (grow-only), then add.
     void (*matmul_add)(struct backend *, struct tensor *out, const struct tensor *x, const struct tensor *w);
 
-    // Optional (NULL: rmsnorm, rope and kv_write one by one): the attention inputs' per-token work
-    // in one pass. Per head of q [n_tok, n_heads * hd] and k [n_tok, n_kv_heads * hd]: RMSNorm with
-    // q_norm / k_norm ([hd]; skipped when NULL), then rope at tok_pos; q is rotated in place, the
-    // rotated k and v go to the cache rows tok_slot. k's scratch is left in an unspecified state.
+    // The attention inputs' per-token work in one pass. Per head of q [n_tok, n_heads * hd] and k
+    // [n_tok, n_kv_heads * hd]: RMSNorm with q_norm / k_norm ([hd]; skipped when NULL), then rope
+    // at tok_pos; q is rotated in place, the rotated k and v go to the cache rows tok_slot. k's
+    // scratch is left in an unspecified state.
+    // composed: rmsnorm of q's and k's heads, rope of q and k, then kv_write.
     void (*qk_rope_kv)(struct backend *, struct tensor *q, struct tensor *k, const struct tensor *v,
                        const struct tensor *q_norm, const struct tensor *k_norm, float eps, float w_offset,
                        int n_heads, int n_kv_heads, const struct tensor *inv_freq, const struct rope_params *,
                        struct kv_layer *, const struct batch_meta *);
 
-    // Optional (NULL: rmsnorm into xn, matmul_n of w_gate and w_up into out and up, then glu):
     // out[n, f] = act(h @ w_gate^T) * (h @ w_up^T) with h = rmsnorm(x; norm_w, eps, w_offset), or
-    // h = x when norm_w is NULL; xn and up [n, f] are scratch the backend may use or leave.
+    // h = x when norm_w is NULL; xn [n, d] and up [n, f] are scratch the backend may use or leave.
+    // composed: norm_matmul_n (matmul_n without norm_w) of w_gate and w_up into out and up, then glu.
     void (*matmul_glu)(struct backend *, struct tensor *out, struct tensor *up, struct tensor *xn,
                        const struct tensor *x, const struct tensor *norm_w, float eps, float w_offset,
                        const struct tensor *w_gate, const struct tensor *w_up, enum act);
 
-    // Optional (NULL: rmsnorm into xn, matmul of xn with router into logits, then moe_route): the MoE
-    // router in one pass. xn [n, d] = rmsnorm(x; norm_w, eps, w_offset) is written (moe_ffn reads it);
-    // ids and weights as moe_route on logits = xn @ router^T ([E, d]); logits [n, E] is scratch the
-    // backend may fill or leave as it was.
+    // The MoE router in one pass. xn [n, d] = rmsnorm(x; norm_w, eps, w_offset) is written (moe_ffn
+    // reads it); ids and weights as moe_route on logits = xn @ router^T ([E, d]); logits [n, E] is
+    // scratch the backend may fill or leave as it was.
+    // composed: rmsnorm into xn, matmul of xn with router into logits, then moe_route.
     void (*norm_moe_route)(struct backend *, struct tensor *ids, struct tensor *weights, struct tensor *logits,
                            struct tensor *xn, const struct tensor *x, const struct tensor *norm_w, float eps,
                            float w_offset, const struct tensor *router, int k, bool norm_topk);
-    // Optional (NULL: moe_ffn into scratch, then add): x[n, d] += moe_ffn(xn, ids, weights, ...), the
-    // MoE FFN with the residual add in its epilogue (xn must not alias x).
+    // x[n, d] += moe_ffn(xn, ids, weights, ...), the MoE FFN with the residual add in its epilogue
+    // (xn must not alias x).
+    // composed: moe_ffn into a scratch buffer backend.c owns (grow-only), then add.
     void (*moe_ffn_add)(struct backend *, struct tensor *x, const struct tensor *xn, const struct tensor *ids,
                         const struct tensor *weights, const struct tensor *gate, const struct tensor *up,
                         const struct tensor *down, int n_experts, enum act);
 
     /* ---- step graphs ---- */
-    // Optional (NULL: ops launch one by one). Called after batch_begin for a whole forward step
+    // Every backend has them (backend.c's stand-ins for a backend without: begin returns
+    // STEP_GRAPH_NONE, so ops launch one by one). A backend with step graphs implements matmul_add
+    // and moe_ffn_add (their compositions allocate scratch, which would make recordings stale;
+    // backend_new checks it). Called after batch_begin for a whole forward step
     // that uses the caller's scratch and KV cache (identified by the two pointers: recordings bake
     // their addresses in; any buffer_new or buffer_free makes earlier recordings stale):
     // STEP_GRAPH_REPLAYED: a recording of an equivalent step (same shapes; the staged batch arrays
@@ -232,19 +246,23 @@ struct backend_ops {
 };
 
 struct backend {
-    const struct backend_ops *ops;
+    const struct backend_ops *ops; // = &all_ops once backend_new returns
     void *impl;                    // the backend's own state
+    /* Owned by backend.c (the constructors leave them zeroed): */
+    struct backend_ops  all_ops;   // the backend's table with backend.c's composed ops where it had NULL
+    struct buffer      *compose_buf;   // grow-only scratch of the composed matmul_add / moe_ffn_add
 };
 
 /* Creates a backend by name ("ref", "cpu", "cuda", "cuda-precise" or "cuda-deterministic": cuda with
- * cfg->precise or cfg->deterministic). Logs and returns EUNSUPPORTED for an unknown
- * or unavailable one (e.g. "cuda" without a GPU). */
+ * cfg->precise or cfg->deterministic), with every fused op and step-graph member non-NULL (composed
+ * ones filled in). Logs and returns EUNSUPPORTED for an unknown or unavailable one (e.g. "cuda"
+ * without a GPU). */
 enum status backend_new(const char *name, const struct backend_cfg *cfg, struct backend **out);
-void        backend_free(struct backend *be);   // be->ops->destroy(be); NULL is fine
+void        backend_free(struct backend *be);   // frees backend.c's scratch, then be->ops->destroy(be); NULL is fine
 /* Comma-separated list of backends compiled into this binary. */
 const char *backend_list(void);
 
-/* Per-backend constructors; backend_new dispatches to them. */
+/* Per-backend constructors: only backend_new calls them (their tables may leave the fused ops NULL). */
 enum status backend_ref_new(const struct backend_cfg *cfg, struct backend **out);
 enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out);
 enum status backend_cuda_new(const struct backend_cfg *cfg, struct backend **out);

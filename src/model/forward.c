@@ -6,6 +6,14 @@
  * in model->f (norm style, q/k norm, biases, sandwich norms, activation, MoE) and data in
  * model->hp (rope per layer type, sliding windows, soft-caps): no per-model copy of this file.
  *
+ * The step reads top to bottom (forward_step): embed, then per layer a token-mixing block
+ * (attention_block) and a channel-mixing block (ffn_block or moe_block), each a handful of
+ * backend ops called once, then the logits. The fused ops (norm_matmul_n, qk_rope_kv, matmul_glu,
+ * matmul_add, norm_moe_route, moe_ffn_add) are always there: a backend that does not fuse one gets
+ * backend.c's composition of the plain ops, so there is one path for every backend. A new layer
+ * kind (e.g. a linear-attention mixer) is one more block function and one more branch in the
+ * layer loop.
+ *
  * Scratch activations are carved from one backend buffer at forward_new, sized for max_tok
  * tokens and max_out logits rows; forward_step allocates nothing.
  */
@@ -23,12 +31,13 @@
 enum { ROPE_GLOBAL = 0, ROPE_LOCAL = 1, ROPE_N };
 
 /* Per-op time when CAIRN_PROFILE=1: each op is followed by a sync, so the numbers add up to the
- * step time (at the cost of overlap). Printed by forward_free. */
-enum prof_op { P_EMBED, P_NORM, P_QKV, P_QK_NORM, P_ROPE, P_KV_WRITE, P_ATTN, P_O_PROJ, P_FFN_UP, P_GLU, P_FFN_DOWN,
-               P_ROUTER, P_MOE, P_ADD, P_LOGITS, P_N };
-static const char *prof_names[P_N] = { "embed", "rmsnorm", "qkv matmul", "qk norm", "rope", "kv write", "attention",
-                                       "o matmul", "gate/up matmul", "glu", "down matmul", "router", "moe experts",
-                                       "residual add", "logits" };
+ * step time (at the cost of overlap). Printed by forward_free. Fused ops count as one kind (a
+ * block's input norm counts as its first matmul's). */
+enum prof_op { P_EMBED, P_QKV, P_QK_ROPE_KV, P_ATTN, P_O_PROJ, P_POST_NORM, P_ADD, P_FFN_UP, P_FFN_DOWN, P_ROUTER,
+               P_MOE, P_LOGITS, P_N };
+static const char *prof_names[P_N] = { "embed", "norm+qkv matmul", "qk norm+rope+kv", "attention", "o matmul",
+                                       "post-norm", "residual add", "norm+gate/up+glu", "down matmul", "norm+router",
+                                       "moe experts", "logits" };
 #define OP(fw, id, call) do { \
         double t0_ = (fw)->prof ? prof_begin(fw) : 0; \
         call; \
@@ -41,6 +50,8 @@ struct forward {
     int                 max_tok;
     int                 max_out;
     int                 rot_dim;
+    float               norm_eps;       // every RMSNorm's eps
+    float               norm_offset;    // every RMSNorm's w_offset (1: Gemma's (1 + w))
 
     struct buffer      *buf;            // all scratch below lives here
     struct tensor       x;              // [max_tok, d] residual stream
@@ -93,6 +104,8 @@ enum status forward_new(const struct model *m, struct backend *be, int max_tok, 
     fw->max_out = max_out;
     fw->rot_dim = (int)(hp->head_dim * (hp->partial_rotary > 0 ? hp->partial_rotary : 1.0f));
     fw->rot_dim -= fw->rot_dim % 2;
+    fw->norm_eps = hp->norm_eps;
+    fw->norm_offset = m->f.norm_plus_one ? 1.0f : 0.0f;
 
     int64_t d = hp->d_model, T = max_tok;
     int64_t qd = (int64_t)hp->n_heads * hp->head_dim, kvd = (int64_t)hp->n_kv_heads * hp->head_dim;
@@ -148,7 +161,7 @@ void forward_free(struct forward *fw)
         for (int i = 0; i < P_N; i++) total += fw->prof_s[i];
         for (int i = 0; i < P_N; i++)
             if (fw->prof_s[i] > 0)
-                LOG_INFO("profile %-15s %9.3f s  %5.1f%%", prof_names[i], fw->prof_s[i], 100 * fw->prof_s[i] / total);
+                LOG_INFO("profile %-17s %9.3f s  %5.1f%%", prof_names[i], fw->prof_s[i], 100 * fw->prof_s[i] / total);
     }
     fw->be->ops->buffer_free(fw->be, fw->buf);
     free(fw->host_freq);
@@ -158,70 +171,26 @@ void forward_free(struct forward *fw)
 /* The first n rows of a scratch tensor. */
 static struct tensor rows(const struct tensor *t, int n) { return tensor_rows_view(t, 0, n); }
 
-static bool has(const struct tensor *t) { return t->buf != NULL; }
+/* A weight the architecture may lack (biases), as the optional argument of an op. */
+static const struct tensor *opt(const struct tensor *t) { return t->buf ? t : NULL; }
 
-static void norm(struct forward *fw, struct tensor *out, const struct tensor *x, const struct tensor *w)
-{
-    const struct model *m = fw->m;
-    fw->be->ops->rmsnorm(fw->be, out, x, w, m->hp.norm_eps, m->f.norm_plus_one ? 1.0f : 0.0f);
-}
-
-/* Per-head RMSNorm of a [n, n_heads * hd] tensor (Qwen3 / Gemma 3 q_norm and k_norm). */
-static void head_norm(struct forward *fw, struct tensor *x, int n_heads, const struct tensor *w)
-{
-    int64_t hd = fw->m->hp.head_dim;
-    struct tensor v = tensor_reshape(x, 2, (int64_t[]){ hd, x->ne[1] * n_heads });
-    norm(fw, &v, &v, w);
-}
-
-/* outs[i] = x @ ws[i]^T (+ bs[i]): one fused pass when the backend has matmul_n. */
-static void matmul_many(struct backend *be, int n, struct tensor *const *outs, const struct tensor *x,
-                        const struct tensor *const *ws, const struct tensor *const *bs)
-{
-    if (be->ops->matmul_n) {
-        be->ops->matmul_n(be, n, outs, x, ws, bs);
-        return;
-    }
-    for (int i = 0; i < n; i++) be->ops->matmul(be, outs[i], x, ws[i], bs[i]);
-}
-
-/* outs[i] = norm(x) @ ws[i]^T (+ bs[i]), through xn; one fused pass when the backend has
- * norm_matmul_n (then xn may stay unwritten, and the norm's time counts as the matmul's). */
-static void norm_matmul_many(struct forward *fw, enum prof_op id, int n, struct tensor *const *outs, struct tensor *xn,
-                             const struct tensor *x, const struct tensor *norm_w, const struct tensor *const *ws,
-                             const struct tensor *const *bs)
-{
-    const struct model *m = fw->m;
-    struct backend *be = fw->be;
-    if (be->ops->norm_matmul_n) {
-        OP(fw, id, be->ops->norm_matmul_n(be, n, outs, xn, x, norm_w, m->hp.norm_eps, m->f.norm_plus_one ? 1.0f : 0.0f,
-                                          ws, bs));
-        return;
-    }
-    OP(fw, P_NORM, norm(fw, xn, x, norm_w));
-    OP(fw, id, matmul_many(be, n, outs, xn, ws, bs));
-}
-
-/* x += post_norm(proj) (the post-norm only in sandwich-norm architectures). */
-static void residual_add(struct forward *fw, struct tensor *x, struct tensor *proj, const struct tensor *post_norm)
-{
-    if (post_norm) OP(fw, P_NORM, norm(fw, proj, proj, post_norm));
-    OP(fw, P_ADD, fw->be->ops->add(fw->be, x, x, proj));
-}
-
-/* x += post_norm(in @ w^T); one fused pass when the backend has matmul_add and there is no post-norm. */
-static void residual_matmul(struct forward *fw, enum prof_op id, struct tensor *x, struct tensor *proj,
-                            const struct tensor *in, const struct tensor *w, const struct tensor *post_norm)
+/* x += post_norm(in @ w^T): a block's output projection and residual add. The post-norm only in
+ * sandwich-norm architectures (Gemma 2/3), where the block's output is normed before the add. */
+static void residual_out(struct forward *fw, enum prof_op id, struct tensor *x, const struct tensor *in,
+                         const struct tensor *w, const struct tensor *post_norm)
 {
     struct backend *be = fw->be;
-    if (!post_norm && be->ops->matmul_add) {
+    if (!post_norm) {
         OP(fw, id, be->ops->matmul_add(be, x, in, w));
         return;
     }
-    OP(fw, id, be->ops->matmul(be, proj, in, w, NULL));
-    residual_add(fw, x, proj, post_norm);
+    struct tensor proj = rows(&fw->proj, (int)tensor_rows(in));
+    OP(fw, id, be->ops->matmul(be, &proj, in, w, NULL));
+    OP(fw, P_POST_NORM, be->ops->rmsnorm(be, &proj, &proj, post_norm, fw->norm_eps, fw->norm_offset));
+    OP(fw, P_ADD, be->ops->add(be, x, x, &proj));
 }
 
+/* x += o_proj(attention(rope(norm(x) @ w_qkv^T))): the token-mixing block of a transformer layer. */
 static void attention_block(struct forward *fw, int l, struct kv_layer *kv, const struct batch_meta *meta)
 {
     const struct model *m = fw->m;
@@ -230,84 +199,71 @@ static void attention_block(struct forward *fw, int l, struct kv_layer *kv, cons
     struct backend *be = fw->be;
     int n = meta->n_tok;
     struct tensor x = rows(&fw->x, n), xn = rows(&fw->xn, n), q = rows(&fw->q, n), k = rows(&fw->k, n),
-                  v = rows(&fw->v, n), attn = rows(&fw->attn, n), proj = rows(&fw->proj, n);
+                  v = rows(&fw->v, n), attn = rows(&fw->attn, n);
 
     struct tensor *qkv[3] = { &q, &k, &v };
     const struct tensor *w_qkv[3] = { &lw->wq, &lw->wk, &lw->wv };
-    const struct tensor *b_qkv[3] = { has(&lw->bq) ? &lw->bq : NULL, has(&lw->bk) ? &lw->bk : NULL,
-                                      has(&lw->bv) ? &lw->bv : NULL };
-    norm_matmul_many(fw, P_QKV, 3, qkv, &xn, &x, &lw->attn_norm, w_qkv, b_qkv);
+    const struct tensor *b_qkv[3] = { opt(&lw->bq), opt(&lw->bk), opt(&lw->bv) };
+    OP(fw, P_QKV, be->ops->norm_matmul_n(be, 3, qkv, &xn, &x, &lw->attn_norm, fw->norm_eps, fw->norm_offset, w_qkv,
+                                         b_qkv));
 
     bool sliding = hp->sliding_window > 0 && hp->layer_sliding[l];
     int which = sliding ? ROPE_LOCAL : ROPE_GLOBAL;
     struct rope_params rp = {
         .head_dim = hp->head_dim, .rot_dim = fw->rot_dim, .mscale = fw->mscale[which], .interleaved = false,
     };
-    if (be->ops->qk_rope_kv) {
-        OP(fw, P_ROPE, be->ops->qk_rope_kv(be, &q, &k, &v, m->f.qk_norm ? &lw->q_norm : NULL,
-                                           m->f.qk_norm ? &lw->k_norm : NULL, hp->norm_eps,
-                                           m->f.norm_plus_one ? 1.0f : 0.0f, hp->n_heads, hp->n_kv_heads,
-                                           &fw->inv_freq[which], &rp, kv, meta));
-    } else {
-        if (m->f.qk_norm)
-            OP(fw, P_QK_NORM, head_norm(fw, &q, hp->n_heads, &lw->q_norm); head_norm(fw, &k, hp->n_kv_heads, &lw->k_norm));
-        OP(fw, P_ROPE, be->ops->rope(be, &q, hp->n_heads, &fw->inv_freq[which], &rp, meta);
-                       be->ops->rope(be, &k, hp->n_kv_heads, &fw->inv_freq[which], &rp, meta));
-        OP(fw, P_KV_WRITE, be->ops->kv_write(be, kv, &k, &v, meta));
-    }
+    OP(fw, P_QK_ROPE_KV, be->ops->qk_rope_kv(be, &q, &k, &v, m->f.qk_norm ? &lw->q_norm : NULL,
+                                             m->f.qk_norm ? &lw->k_norm : NULL, fw->norm_eps, fw->norm_offset,
+                                             hp->n_heads, hp->n_kv_heads, &fw->inv_freq[which], &rp, kv, meta));
 
     struct attn_params ap = {
         .n_heads = hp->n_heads, .n_kv_heads = hp->n_kv_heads, .head_dim = hp->head_dim,
         .scale = hp->attn_scale, .window = sliding ? hp->sliding_window : 0, .softcap = hp->attn_softcap,
     };
     OP(fw, P_ATTN, be->ops->attention(be, &attn, &q, kv, &ap, meta));
-    residual_matmul(fw, P_O_PROJ, &x, &proj, &attn, &lw->wo, m->f.sandwich_norm ? &lw->attn_post_norm : NULL);
+    residual_out(fw, P_O_PROJ, &x, &attn, &lw->wo, m->f.sandwich_norm ? &lw->attn_post_norm : NULL);
 }
 
+/* x += down(act(norm(x) @ w_gate^T) * (norm(x) @ w_up^T)): the dense channel-mixing block. */
 static void ffn_block(struct forward *fw, int l, const struct batch_meta *meta)
+{
+    const struct model *m = fw->m;
+    const struct layer_weights *lw = &m->layers[l];
+    struct backend *be = fw->be;
+    int n = meta->n_tok;
+    int64_t f = m->hp.d_ff;   // the scratch rows are d_ff_expert wide when that is larger
+    struct tensor x = rows(&fw->x, n), xn = rows(&fw->xn, n);
+    struct tensor gate = tensor_2d(DTYPE_F32, f, n, fw->gate.buf, fw->gate.offset);
+    struct tensor up = tensor_2d(DTYPE_F32, f, n, fw->up.buf, fw->up.offset);
+
+    OP(fw, P_FFN_UP, be->ops->matmul_glu(be, &gate, &up, &xn, &x, &lw->ffn_norm, fw->norm_eps, fw->norm_offset,
+                                         &lw->w_gate, &lw->w_up, m->f.act));
+    residual_out(fw, P_FFN_DOWN, &x, &gate, &lw->w_down, m->f.sandwich_norm ? &lw->ffn_post_norm : NULL);
+}
+
+/* x += sum over the top-k experts of weight * expert_ffn(norm(x)): the MoE channel-mixing block. */
+static void moe_block(struct forward *fw, int l, const struct batch_meta *meta)
 {
     const struct model *m = fw->m;
     const struct hparams *hp = &m->hp;
     const struct layer_weights *lw = &m->layers[l];
     struct backend *be = fw->be;
     int n = meta->n_tok;
-    struct tensor x = rows(&fw->x, n), xn = rows(&fw->xn, n), proj = rows(&fw->proj, n);
+    struct tensor x = rows(&fw->x, n), xn = rows(&fw->xn, n), logits = rows(&fw->router, n),
+                  ids = rows(&fw->moe_ids, n), w = rows(&fw->moe_w, n);
 
-    const struct tensor *post_norm = m->f.sandwich_norm ? &lw->ffn_post_norm : NULL;
-    if (m->f.moe && hp->layer_moe[l]) {
-        struct tensor logits = rows(&fw->router, n), ids = rows(&fw->moe_ids, n), w = rows(&fw->moe_w, n);
-        if (be->ops->norm_moe_route) {   // norm, router and top-k in one pass (the norm's time counts as the router's)
-            OP(fw, P_ROUTER, be->ops->norm_moe_route(be, &ids, &w, &logits, &xn, &x, &lw->ffn_norm, hp->norm_eps,
-                                                     m->f.norm_plus_one ? 1.0f : 0.0f, &lw->router,
-                                                     hp->n_experts_used, hp->norm_topk));
-        } else {
-            OP(fw, P_NORM, norm(fw, &xn, &x, &lw->ffn_norm));
-            OP(fw, P_ROUTER, be->ops->matmul(be, &logits, &xn, &lw->router, NULL);
-                             be->ops->moe_route(be, &ids, &w, &logits, hp->n_experts_used, hp->norm_topk));
-        }
-        if (!post_norm && be->ops->moe_ffn_add) {   // x += experts, the residual add in the experts' epilogue
-            OP(fw, P_MOE, be->ops->moe_ffn_add(be, &x, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down,
-                                               hp->n_experts, m->f.act));
-            return;
-        }
-        OP(fw, P_MOE, be->ops->moe_ffn(be, &proj, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down,
-                                       hp->n_experts, m->f.act));
-        residual_add(fw, &x, &proj, post_norm);
+    OP(fw, P_ROUTER, be->ops->norm_moe_route(be, &ids, &w, &logits, &xn, &x, &lw->ffn_norm, fw->norm_eps,
+                                             fw->norm_offset, &lw->router, hp->n_experts_used, hp->norm_topk));
+    if (!m->f.sandwich_norm) {
+        OP(fw, P_MOE, be->ops->moe_ffn_add(be, &x, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down,
+                                           hp->n_experts, m->f.act));
         return;
     }
-    int64_t f = hp->d_ff;
-    struct tensor gate = tensor_2d(DTYPE_F32, f, n, fw->gate.buf, fw->gate.offset);
-    struct tensor up = tensor_2d(DTYPE_F32, f, n, fw->up.buf, fw->up.offset);
-    if (be->ops->matmul_glu) {   // gate = act(norm(x) @ w_gate^T) * (norm(x) @ w_up^T) in one pass
-        OP(fw, P_FFN_UP, be->ops->matmul_glu(be, &gate, &up, &xn, &x, &lw->ffn_norm, m->hp.norm_eps,
-                                             m->f.norm_plus_one ? 1.0f : 0.0f, &lw->w_gate, &lw->w_up, m->f.act));
-    } else {
-        struct tensor *gu[2] = { &gate, &up };
-        const struct tensor *w_gu[2] = { &lw->w_gate, &lw->w_up }, *no_bias[2] = { NULL, NULL };
-        norm_matmul_many(fw, P_FFN_UP, 2, gu, &xn, &x, &lw->ffn_norm, w_gu, no_bias);
-        OP(fw, P_GLU, be->ops->glu(be, &gate, &gate, &up, m->f.act));
-    }
-    residual_matmul(fw, P_FFN_DOWN, &x, &proj, &gate, &lw->w_down, post_norm);
+    struct tensor proj = rows(&fw->proj, n);
+    OP(fw, P_MOE, be->ops->moe_ffn(be, &proj, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down,
+                                   hp->n_experts, m->f.act));
+    OP(fw, P_POST_NORM, be->ops->rmsnorm(be, &proj, &proj, &lw->ffn_post_norm, fw->norm_eps, fw->norm_offset));
+    OP(fw, P_ADD, be->ops->add(be, &x, &x, &proj));
 }
 
 /* Dynamic NTK rope: the base depends on the longest sequence in the step (transformers'
@@ -327,6 +283,7 @@ static void update_dynamic_rope(struct forward *fw, const struct batch_meta *met
 void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_meta *meta, struct tensor *logits)
 {
     const struct model *m = fw->m;
+    const struct hparams *hp = &m->hp;
     struct backend *be = fw->be;
     CHECK(meta->n_tok > 0 && meta->n_tok <= fw->max_tok, "step of %d tokens, max %d", meta->n_tok, fw->max_tok);
     CHECK(meta->n_out >= 0 && meta->n_out <= fw->max_out, "step of %d logits rows, max %d", meta->n_out, fw->max_out);
@@ -334,21 +291,22 @@ void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_me
     if (fw->dynamic[ROPE_GLOBAL] || fw->dynamic[ROPE_LOCAL]) update_dynamic_rope(fw, meta);
     be->ops->batch_begin(be, meta);
 
-    // A backend may replay a recording of an equivalent earlier step instead of the ops below.
-    int graph = STEP_GRAPH_NONE;
-    if (be->ops->step_graph_begin && !fw->prof) graph = be->ops->step_graph_begin(be, meta, fw, kv);
+    // A backend may replay a recording of an equivalent earlier step instead of the ops below
+    // (not while profiling: the per-op syncs cannot be recorded).
+    int graph = fw->prof ? STEP_GRAPH_NONE : be->ops->step_graph_begin(be, meta, fw, kv);
     *logits = rows(&fw->logits, meta->n_out);
     if (graph == STEP_GRAPH_REPLAYED) return;
 
     struct tensor x = rows(&fw->x, meta->n_tok), xn = rows(&fw->xn, meta->n_tok);
-    OP(fw, P_EMBED, be->ops->embed(be, &x, &m->tok_embed, meta, m->f.embed_scale ? sqrtf((float)m->hp.d_model) : 1.0f));
-    for (int l = 0; l < m->hp.n_layers; l++) {
+    OP(fw, P_EMBED, be->ops->embed(be, &x, &m->tok_embed, meta, m->f.embed_scale ? sqrtf((float)hp->d_model) : 1.0f));
+    for (int l = 0; l < hp->n_layers; l++) {
         attention_block(fw, l, &kv[l], meta);
-        ffn_block(fw, l, meta);
+        if (m->f.moe && hp->layer_moe[l]) moe_block(fw, l, meta);
+        else ffn_block(fw, l, meta);
     }
-
     if (meta->n_out > 0)
-        OP(fw, P_LOGITS, norm(fw, &xn, &x, &m->out_norm); be->ops->matmul_rows(be, logits, &xn, &m->lm_head, meta);
-                         if (m->hp.final_softcap > 0) be->ops->softcap(be, logits, m->hp.final_softcap));
+        OP(fw, P_LOGITS, be->ops->rmsnorm(be, &xn, &x, &m->out_norm, fw->norm_eps, fw->norm_offset);
+                         be->ops->matmul_rows(be, logits, &xn, &m->lm_head, meta);
+                         if (hp->final_softcap > 0) be->ops->softcap(be, logits, hp->final_softcap));
     if (graph == STEP_GRAPH_RECORDING) be->ops->step_graph_end(be);
 }

@@ -1,7 +1,7 @@
 /* cpu: the fast CPU backend: thread pool + SIMD kernels, over host memory (see cpu.h, kern.h).
  *
- * This file holds creation, buffers and the row-wise ops (embed, rmsnorm, glu, add, softcap,
- * moe_route, argmax). Row-wise ops compute each row on its own, in a fixed order, so a row's
+ * This file holds creation, scratch and the row-wise ops (embed, rmsnorm, glu, add, softcap,
+ * moe_route); buffers, argmax and the argument checks are backend/host.c's, shared with ref. Row-wise ops compute each row on its own, in a fixed order, so a row's
  * result never depends on the other rows of the batch; they split rows across threads only
  * when there is enough work to pay for the fork-join (a few microseconds).
  *
@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend/ref/host.h"
+#include "backend/host.h"
 #include "base/log.h"
 #include "base/mem.h"
 
@@ -72,11 +72,6 @@ static void parallel_rows(struct cpu *c, int64_t n_rows, int64_t elems, void (*f
     threadpool_run(c->tp, (int)((n_rows + j.rows_per_task - 1) / j.rows_per_task), rows_task, &j);
 }
 
-static void check_f32(const struct tensor *t, const char *what)
-{
-    CHECK(t->dtype == DTYPE_F32, "%s: expected f32, got %s", what, dtype_name(t->dtype));
-}
-
 /* ==== Backend plumbing ==== */
 
 static void cpu_destroy(struct backend *be)
@@ -91,8 +86,6 @@ static void cpu_destroy(struct backend *be)
     free(c);
 }
 
-static void cpu_batch_begin(struct backend *be, const struct batch_meta *meta) { (void)be; (void)meta; }
-static enum status cpu_sync(struct backend *be) { (void)be; return STATUS_OK; }
 
 /* ==== Row-wise ops ==== */
 
@@ -100,15 +93,11 @@ static void cpu_embed(struct backend *be, struct tensor *out, const struct tenso
                       const struct batch_meta *meta, float scale)
 {
     struct cpu *c = be->impl;
-    check_f32(out, "embed out");
+    host_check_embed(out, table, meta);
     int64_t d = table->ne[0];
-    CHECK(out->ne[0] == d && tensor_rows(out) >= meta->n_tok, "embed: out shape");
     for (int i = 0; i < meta->n_tok; i++) {
-        int32_t id = meta->tok_id[i];
-        CHECK(id >= 0 && id < tensor_rows(table), "embed: token id %d out of [0, %lld)", id,
-              (long long)tensor_rows(table));
         float *dst = host_row(out, i);
-        c->kf->to_f32(table->dtype, host_row(table, id), dst, d);
+        c->kf->to_f32(table->dtype, host_row(table, meta->tok_id[i]), dst, d);
         if (scale != 1.0f)
             for (int64_t k = 0; k < d; k++) dst[k] *= scale;
     }
@@ -143,10 +132,8 @@ static void cpu_rmsnorm(struct backend *be, struct tensor *out, const struct ten
                         const struct tensor *w, float eps, float w_offset)
 {
     struct cpu *c = be->impl;
-    check_f32(out, "rmsnorm out");
-    check_f32(x, "rmsnorm x");
+    host_check_rmsnorm(out, x, w);
     int64_t d = x->ne[0], rows = tensor_rows(x);
-    CHECK(w->ne[0] == d && out->ne[0] == d && tensor_rows(out) >= rows, "rmsnorm: shapes");
     float *wf = cpu_shared_scratch(c, (size_t)d);
     c->kf->to_f32(w->dtype, host_row(w, 0), wf, d);
     for (int64_t k = 0; k < d; k++) wf[k] += w_offset;
@@ -177,11 +164,8 @@ static void glu_rows(void *arg, int64_t r0, int64_t r1)
 static void cpu_glu(struct backend *be, struct tensor *out, const struct tensor *gate,
                     const struct tensor *up, enum act act)
 {
-    check_f32(out, "glu out");
-    check_f32(gate, "glu gate");
-    check_f32(up, "glu up");
+    host_check_elementwise("glu", out, gate, up);
     int64_t f = gate->ne[0], rows = tensor_rows(gate);
-    CHECK(up->ne[0] == f && out->ne[0] == f && tensor_rows(up) == rows && tensor_rows(out) >= rows, "glu: shapes");
     struct glu_ctx a = { be->impl, out, gate, up, act };
     parallel_rows(be->impl, rows, rows * f * 8, glu_rows, &a);
 }
@@ -204,11 +188,8 @@ static void add_rows(void *arg, int64_t r0, int64_t r1)
 
 static void cpu_add(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b)
 {
-    check_f32(out, "add out");
-    check_f32(a, "add a");
-    check_f32(b, "add b");
+    host_check_elementwise("add", out, a, b);
     int64_t d = a->ne[0], rows = tensor_rows(a);
-    CHECK(b->ne[0] == d && out->ne[0] == d && tensor_rows(b) == rows && tensor_rows(out) >= rows, "add: shapes");
     struct add_ctx c = { out, a, b };
     parallel_rows(be->impl, rows, rows * d, add_rows, &c);
 }
@@ -230,25 +211,28 @@ static void softcap_rows(void *arg, int64_t r0, int64_t r1)
 
 static void cpu_softcap(struct backend *be, struct tensor *x, float cap)
 {
-    check_f32(x, "softcap x");
+    host_check_f32(x, "softcap x");
     struct softcap_ctx a = { x, cap };
     parallel_rows(be->impl, tensor_rows(x), tensor_rows(x) * x->ne[0] * 8, softcap_rows, &a);
 }
 
+struct route_ctx {
+    struct tensor *ids, *weights;
+    const struct tensor *logits;
+    int k;
+    bool norm_topk;
+};
+
 /* Top-k on the logits (softmax is monotonic), ties to the lower index; see ref. */
-static void cpu_moe_route(struct backend *be, struct tensor *ids, struct tensor *weights,
-                          const struct tensor *logits, int k, bool norm_topk)
+static void route_rows(void *arg, int64_t r0, int64_t r1)
 {
-    (void)be;
-    check_f32(logits, "moe_route logits");
-    check_f32(weights, "moe_route weights");
-    CHECK(ids->dtype == DTYPE_I32, "moe_route: ids must be i32");
-    int64_t n_exp = logits->ne[0], n = tensor_rows(logits);
-    CHECK(k >= 1 && k <= n_exp && ids->ne[0] == k && weights->ne[0] == k, "moe_route: k = %d", k);
-    for (int64_t r = 0; r < n; r++) {
-        const float *l = host_row(logits, r);
-        int32_t *id = host_row(ids, r);
-        float *w = host_row(weights, r);
+    struct route_ctx *a = arg;
+    int64_t n_exp = a->logits->ne[0];
+    int k = a->k;
+    for (int64_t r = r0; r < r1; r++) {
+        const float *l = host_row(a->logits, r);
+        int32_t *id = host_row(a->ids, r);
+        float *w = host_row(a->weights, r);
         float mx = l[0];
         for (int64_t e = 1; e < n_exp; e++) mx = l[e] > mx ? l[e] : mx;
         float sum = 0;
@@ -266,23 +250,17 @@ static void cpu_moe_route(struct backend *be, struct tensor *ids, struct tensor 
         }
         float picked = 0;
         for (int j = 0; j < k; j++) picked += w[j] = expf(l[id[j]] - mx) / sum;
-        if (norm_topk)
+        if (a->norm_topk)
             for (int j = 0; j < k; j++) w[j] /= picked;
     }
 }
 
-static void cpu_argmax(struct backend *be, int32_t *out_ids, const struct tensor *logits)
+static void cpu_moe_route(struct backend *be, struct tensor *ids, struct tensor *weights,
+                          const struct tensor *logits, int k, bool norm_topk)
 {
-    (void)be;
-    check_f32(logits, "argmax logits");
-    for (int64_t r = 0; r < tensor_rows(logits); r++) {
-        const float *l = host_row(logits, r);
-        int64_t best = 0;
-        float bv = l[0];
-        for (int64_t i = 1; i < logits->ne[0]; i++)
-            if (l[i] > bv || bv != bv) { bv = l[i]; best = i; }   // bv != bv: NaN so far
-        out_ids[r] = (int32_t)best;
-    }
+    host_check_moe_route(ids, weights, logits, k);
+    struct route_ctx a = { ids, weights, logits, k, norm_topk };
+    parallel_rows(be->impl, tensor_rows(logits), tensor_rows(logits) * logits->ne[0] * 8, route_rows, &a);
 }
 
 static const struct backend_ops cpu_ops = {
@@ -293,8 +271,8 @@ static const struct backend_ops cpu_ops = {
     .upload = host_upload,
     .download = host_download,
     .weight_prepare = cpu_weight_prepare,
-    .batch_begin = cpu_batch_begin,
-    .sync = cpu_sync,
+    .batch_begin = host_batch_begin,
+    .sync = host_sync,
     .embed = cpu_embed,
     .rmsnorm = cpu_rmsnorm,
     .matmul = cpu_matmul,
@@ -308,7 +286,7 @@ static const struct backend_ops cpu_ops = {
     .softcap = cpu_softcap,
     .moe_route = cpu_moe_route,
     .moe_ffn = cpu_moe_ffn,
-    .argmax = cpu_argmax,
+    .argmax = host_argmax,
 };
 
 enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out)

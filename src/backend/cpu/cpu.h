@@ -4,9 +4,10 @@
  * grow-only scratch (per thread, and one shared area for gathers). Scratch grows on the first
  * steps and is then reused, so steady-state steps allocate nothing.
  *
- * Files: cpu.c (creation, buffers, row-wise ops), cpu_matmul.c (matmul, matmul_n, matmul_rows,
+ * Files: cpu.c (creation, scratch, row-wise ops), cpu_matmul.c (matmul, matmul_n, matmul_rows,
  * moe_ffn), cpu_attn.c (rope, kv_write, attention), cpu_weights.c (weight_prepare: huge-page
- * copies), kern*.c (SIMD kernels, see kern.h), membw.c (bandwidth probe).
+ * copies), kern*.c (SIMD kernels, see kern.h), membw.c (bandwidth probe); buffers, argmax
+ * and argument checks come from backend/host.c (shared with ref).
  *
  *     struct cpu *c = be->impl;
  *     float *tmp = cpu_thread_scratch(c, thread, n_floats);   // inside a threadpool task

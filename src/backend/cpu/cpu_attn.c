@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
-#include "backend/ref/host.h"
+#include "backend/host.h"
 #include "base/log.h"
 
 #define ATTN_CHUNK 64
@@ -72,12 +72,8 @@ void cpu_rope(struct backend *be, struct tensor *x, int n_heads, const struct te
               const struct rope_params *rp, const struct batch_meta *meta)
 {
     struct cpu *c = be->impl;
-    CHECK(x->dtype == DTYPE_F32 && inv_freq->dtype == DTYPE_F32, "rope: f32 only");
-    CHECK(rp->rot_dim % 2 == 0 && rp->rot_dim <= rp->head_dim && rp->rot_dim / 2 <= ROPE_MAX_HALF,
-          "rope: rot_dim %d, head_dim %d", rp->rot_dim, rp->head_dim);
-    CHECK(x->ne[0] == (int64_t)n_heads * rp->head_dim, "rope: x row %lld != %d heads * %d",
-          (long long)x->ne[0], n_heads, rp->head_dim);
-    CHECK(inv_freq->ne[0] >= rp->rot_dim / 2, "rope: inv_freq too short");
+    host_check_rope(x, n_heads, inv_freq, rp);
+    CHECK(rp->rot_dim / 2 <= ROPE_MAX_HALF, "cpu rope: rot_dim %d over %d", rp->rot_dim, 2 * ROPE_MAX_HALF);
     int n = meta->n_tok;
     if (n <= 0) return;
     int n_tasks = n < c->n_threads * 4 ? n : c->n_threads * 4;
@@ -92,13 +88,11 @@ void cpu_kv_write(struct backend *be, struct kv_layer *kv, const struct tensor *
                   const struct tensor *v, const struct batch_meta *meta)
 {
     (void)be;
-    CHECK(k->dtype == DTYPE_F32 && v->dtype == DTYPE_F32, "kv_write: f32 k, v");
+    host_check_kv_write(kv, k, v, meta);
     int64_t row = kv->k.ne[0];
-    CHECK(k->ne[0] == row && v->ne[0] == row && kv->v.ne[0] == row && kv->k.dtype == kv->v.dtype, "kv_write: rows");
     enum dtype dt = kv->k.dtype;
     for (int t = 0; t < meta->n_tok; t++) {
         int64_t slot = meta->tok_slot[t];
-        CHECK(slot >= 0 && slot < tensor_rows(&kv->k), "kv_write: slot %lld out of range", (long long)slot);
         const float *kr = host_row(k, t), *vr = host_row(v, t);
         void *kd = host_row(&kv->k, slot), *vd = host_row(&kv->v, slot);
         if (dt == DTYPE_F32) {
@@ -214,11 +208,7 @@ void cpu_attention(struct backend *be, struct tensor *out, const struct tensor *
                    const struct kv_layer *kv, const struct attn_params *ap, const struct batch_meta *meta)
 {
     struct cpu *c = be->impl;
-    CHECK(out->dtype == DTYPE_F32 && q->dtype == DTYPE_F32, "attention: f32 q, out");
-    CHECK(ap->n_kv_heads > 0 && ap->n_heads % ap->n_kv_heads == 0, "attention: %d heads, %d kv heads",
-          ap->n_heads, ap->n_kv_heads);
-    CHECK(q->ne[0] == (int64_t)ap->n_heads * ap->head_dim && out->ne[0] == q->ne[0], "attention: q/out rows");
-    CHECK(kv->k.ne[0] == (int64_t)ap->n_kv_heads * ap->head_dim && kv->k.dtype == kv->v.dtype, "attention: kv rows");
+    host_check_attention(out, q, kv, ap);
     if (meta->n_tok <= 0) return;
     // enough tasks to keep every thread busy (2 per thread), as few head groups as that allows
     int want = (2 * c->n_threads + meta->n_tok - 1) / meta->n_tok;

@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
-#include "backend/ref/host.h"
+#include "backend/host.h"
 #include "base/log.h"
 
 #define GEMV_MAX_ROWS 8
@@ -198,35 +198,34 @@ void cpu_gemm(struct cpu *c, float *out, int64_t ldo, const float *x, int64_t ld
     cpu_gemm_n(c, 1, &out, &ldo, x, ldx, n, &w, &bias);
 }
 
-static void check_act(const struct tensor *t, const char *what)
+/* The gemm addresses rows through nb[1] alone. */
+static void check_2d(const struct tensor *t, const char *what)
 {
-    CHECK(t->dtype == DTYPE_F32, "%s: expected f32, got %s", what, dtype_name(t->dtype));
     CHECK(t->ne[2] * t->ne[3] == 1 || tensor_is_contiguous(t), "%s: not 2-D", what);
 }
 
 void cpu_matmul(struct backend *be, struct tensor *out, const struct tensor *x,
                 const struct tensor *w, const struct tensor *bias)
 {
-    check_act(out, "matmul out");
-    check_act(x, "matmul x");
-    int64_t k = x->ne[0], n = tensor_rows(x), m = tensor_rows(w);
-    CHECK(w->ne[0] == k, "matmul: x has %lld cols, w has %lld", (long long)k, (long long)w->ne[0]);
-    CHECK(out->ne[0] == m && tensor_rows(out) >= n, "matmul: out shape");
-    CHECK(!bias || bias->ne[0] >= m, "matmul: bias shape");
+    host_check_matmul(out, x, w, bias);
+    check_2d(out, "matmul out");
+    check_2d(x, "matmul x");
     cpu_gemm(be->impl, host_row(out, 0), (int64_t)(out->nb[1] / sizeof(float)), host_row(x, 0),
-             (int64_t)(x->nb[1] / sizeof(float)), n, w, bias);
+             (int64_t)(x->nb[1] / sizeof(float)), tensor_rows(x), w, bias);
 }
 
 void cpu_matmul_n(struct backend *be, int n_mats, struct tensor *const *outs, const struct tensor *x,
                   const struct tensor *const *ws, const struct tensor *const *biases)
 {
-    check_act(x, "matmul_n x");
+    host_check_f32(x, "matmul_n x");
+    check_2d(x, "matmul_n x");
     CHECK(n_mats >= 1 && n_mats <= GEMM_MAX_MATS, "matmul_n: %d matrices", n_mats);
     int64_t n = tensor_rows(x);
     float *o[GEMM_MAX_MATS];
     int64_t ld[GEMM_MAX_MATS];
     for (int i = 0; i < n_mats; i++) {
-        check_act(outs[i], "matmul_n out");
+        host_check_f32(outs[i], "matmul_n out");
+        check_2d(outs[i], "matmul_n out");
         CHECK(ws[i]->ne[0] == x->ne[0], "matmul_n: x has %lld cols, w %d has %lld", (long long)x->ne[0], i,
               (long long)ws[i]->ne[0]);
         CHECK(outs[i]->ne[0] == tensor_rows(ws[i]) && tensor_rows(outs[i]) >= n, "matmul_n: out %d shape", i);
@@ -241,16 +240,11 @@ void cpu_matmul_rows(struct backend *be, struct tensor *out, const struct tensor
                      const struct tensor *w, const struct batch_meta *meta)
 {
     struct cpu *c = be->impl;
-    check_act(out, "matmul_rows out");
-    check_act(x, "matmul_rows x");
-    int64_t k = x->ne[0], m = tensor_rows(w), n = meta->n_out;
-    CHECK(w->ne[0] == k && out->ne[0] == m && tensor_rows(out) >= n, "matmul_rows: shapes");
+    host_check_matmul_rows(out, x, w, meta);
+    check_2d(out, "matmul_rows out");
+    int64_t k = x->ne[0], n = meta->n_out;
     float *xs = cpu_shared_scratch(c, (size_t)(n * k));
-    for (int64_t i = 0; i < n; i++) {
-        int32_t src = meta->out_tok[i];
-        CHECK(src >= 0 && src < tensor_rows(x), "matmul_rows: out_tok %d out of range", src);
-        memcpy(xs + i * k, host_row(x, src), (size_t)k * sizeof(float));
-    }
+    for (int64_t i = 0; i < n; i++) memcpy(xs + i * k, host_row(x, meta->out_tok[i]), (size_t)k * sizeof(float));
     cpu_gemm(c, host_row(out, 0), (int64_t)(out->nb[1] / sizeof(float)), xs, k, n, w, NULL);
 }
 
@@ -261,22 +255,14 @@ void cpu_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x,
                  const struct tensor *down, int n_experts, enum act act)
 {
     struct cpu *c = be->impl;
-    check_act(out, "moe_ffn out");
-    check_act(x, "moe_ffn x");
-    CHECK(ids->dtype == DTYPE_I32 && weights->dtype == DTYPE_F32, "moe_ffn: ids i32, weights f32");
+    host_check_moe_ffn(out, x, ids, weights, gate, up, down, n_experts);
     int64_t d = x->ne[0], n = tensor_rows(x), k = ids->ne[0], f = tensor_rows(&gate[0]);
-    CHECK(out->ne[0] == d && tensor_rows(out) >= n && tensor_rows(ids) >= n, "moe_ffn: shapes");
     // scratch: [n*k] routed (token, slot) pairs, X [n*k, d], G and U [n*k, f], Y [n*k, d]
     size_t nk = (size_t)(n * k);
     float *s = cpu_shared_scratch(c, nk + nk * (size_t)(2 * d + 2 * f));
     int32_t *pair = (int32_t *)s;
     float *xs = s + nk, *gs = xs + nk * (size_t)d, *us = gs + nk * (size_t)f, *ys = us + nk * (size_t)f;
-    for (int64_t r = 0; r < n; r++) {
-        float *o = host_row(out, r);
-        memset(o, 0, (size_t)d * sizeof(float));
-        const int32_t *id = host_row(ids, r);
-        for (int64_t j = 0; j < k; j++) CHECK(id[j] >= 0 && id[j] < n_experts, "moe_ffn: expert id %d", id[j]);
-    }
+    for (int64_t r = 0; r < n; r++) memset(host_row(out, r), 0, (size_t)d * sizeof(float));
     for (int e = 0; e < n_experts; e++) {
         int64_t ne_ = 0;
         for (int64_t r = 0; r < n; r++) {
@@ -289,8 +275,6 @@ void cpu_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x,
             }
         }
         if (!ne_) continue;
-        CHECK(gate[e].ne[0] == d && up[e].ne[0] == d && down[e].ne[0] == f && tensor_rows(&down[e]) == d &&
-              tensor_rows(&gate[e]) == f && tensor_rows(&up[e]) == f, "moe_ffn: expert %d shapes", e);
         cpu_gemm(c, gs, f, xs, d, ne_, &gate[e], NULL);
         cpu_gemm(c, us, f, xs, d, ne_, &up[e], NULL);
         for (int64_t i = 0; i < ne_; i++) cpu_glu_row(c, gs + i * f, gs + i * f, us + i * f, f, act);

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
-#include "backend/ref/host.h"
+#include "backend/host.h"
 #include "base/log.h"
 #include "base/mem.h"
 
@@ -45,13 +45,6 @@ static void ref_destroy(struct backend *be)
     free(r);
 }
 
-static void ref_batch_begin(struct backend *be, const struct batch_meta *meta) { (void)be; (void)meta; }
-static enum status ref_sync(struct backend *be) { (void)be; return STATUS_OK; }
-
-static void check_f32(const struct tensor *t, const char *what)
-{
-    CHECK(t->dtype == DTYPE_F32, "%s: expected f32, got %s", what, dtype_name(t->dtype));
-}
 
 /* ==== Elementwise and row ops ==== */
 
@@ -59,14 +52,10 @@ static void ref_embed(struct backend *be, struct tensor *out, const struct tenso
                       const struct batch_meta *meta, float scale)
 {
     (void)be;
-    check_f32(out, "embed out");
+    host_check_embed(out, table, meta);
     int64_t d = table->ne[0];
-    CHECK(out->ne[0] == d && tensor_rows(out) >= meta->n_tok, "embed: out shape");
     for (int i = 0; i < meta->n_tok; i++) {
-        int32_t id = meta->tok_id[i];
-        CHECK(id >= 0 && id < tensor_rows(table), "embed: token id %d out of [0, %lld)", id,
-              (long long)tensor_rows(table));
-        const void *src = host_row(table, id);
+        const void *src = host_row(table, meta->tok_id[i]);
         float *dst = host_row(out, i);
         for (int64_t k = 0; k < d; k++) dst[k] = host_elem_f32(table->dtype, src, k) * scale;
     }
@@ -76,10 +65,8 @@ static void ref_rmsnorm(struct backend *be, struct tensor *out, const struct ten
                         const struct tensor *w, float eps, float w_offset)
 {
     (void)be;
-    check_f32(out, "rmsnorm out");
-    check_f32(x, "rmsnorm x");
+    host_check_rmsnorm(out, x, w);
     int64_t d = x->ne[0], rows = tensor_rows(x);
-    CHECK(w->ne[0] == d && out->ne[0] == d && tensor_rows(out) >= rows, "rmsnorm: shapes");
     const void *wr = host_row(w, 0);
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = host_row(x, r);
@@ -104,11 +91,8 @@ static void ref_matmul(struct backend *be, struct tensor *out, const struct tens
                        const struct tensor *w, const struct tensor *bias)
 {
     (void)be;
-    check_f32(out, "matmul out");
-    check_f32(x, "matmul x");
+    host_check_matmul(out, x, w, bias);
     int64_t k = x->ne[0], n = tensor_rows(x), m = tensor_rows(w);
-    CHECK(w->ne[0] == k, "matmul: x has %lld cols, w has %lld", (long long)k, (long long)w->ne[0]);
-    CHECK(out->ne[0] == m && tensor_rows(out) >= n, "matmul: out shape");
     const void *br = bias ? host_row(bias, 0) : NULL;
     for (int64_t i = 0; i < n; i++) {
         const float *xr = host_row(x, i);
@@ -125,14 +109,10 @@ static void ref_matmul_rows(struct backend *be, struct tensor *out, const struct
                             const struct tensor *w, const struct batch_meta *meta)
 {
     (void)be;
-    check_f32(out, "matmul_rows out");
-    check_f32(x, "matmul_rows x");
+    host_check_matmul_rows(out, x, w, meta);
     int64_t k = x->ne[0], m = tensor_rows(w);
-    CHECK(w->ne[0] == k && out->ne[0] == m && tensor_rows(out) >= meta->n_out, "matmul_rows: shapes");
     for (int i = 0; i < meta->n_out; i++) {
-        int32_t src = meta->out_tok[i];
-        CHECK(src >= 0 && src < tensor_rows(x), "matmul_rows: out_tok %d out of range", src);
-        const float *xr = host_row(x, src);
+        const float *xr = host_row(x, meta->out_tok[i]);
         float *o = host_row(out, i);
         for (int64_t j = 0; j < m; j++) o[j] = (float)ref_dot(xr, w, j, k);
     }
@@ -142,13 +122,8 @@ static void ref_rope(struct backend *be, struct tensor *x, int n_heads, const st
                      const struct rope_params *rp, const struct batch_meta *meta)
 {
     (void)be;
-    check_f32(x, "rope x");
-    check_f32(inv_freq, "rope inv_freq");
+    host_check_rope(x, n_heads, inv_freq, rp);
     int hd = rp->head_dim, half = rp->rot_dim / 2;
-    CHECK(rp->rot_dim % 2 == 0 && rp->rot_dim <= hd, "rope: rot_dim %d, head_dim %d", rp->rot_dim, hd);
-    CHECK(x->ne[0] == (int64_t)n_heads * hd, "rope: x row %lld != %d heads * %d",
-          (long long)x->ne[0], n_heads, hd);
-    CHECK(inv_freq->ne[0] >= half, "rope: inv_freq too short");
     const float *freq = host_row(inv_freq, 0);
     for (int t = 0; t < meta->n_tok; t++) {
         float *row = host_row(x, t);
@@ -172,15 +147,11 @@ static void ref_kv_write(struct backend *be, struct kv_layer *kv, const struct t
                          const struct tensor *v, const struct batch_meta *meta)
 {
     (void)be;
-    check_f32(k, "kv_write k");
-    check_f32(v, "kv_write v");
+    host_check_kv_write(kv, k, v, meta);
     int64_t row = kv->k.ne[0];
-    CHECK(k->ne[0] == row && v->ne[0] == row && kv->v.ne[0] == row, "kv_write: row sizes");
     for (int t = 0; t < meta->n_tok; t++) {
-        int64_t slot = meta->tok_slot[t];
-        CHECK(slot >= 0 && slot < tensor_rows(&kv->k), "kv_write: slot %lld out of range", (long long)slot);
         const float *kr = host_row(k, t), *vr = host_row(v, t);
-        void *kd = host_row(&kv->k, slot), *vd = host_row(&kv->v, slot);
+        void *kd = host_row(&kv->k, meta->tok_slot[t]), *vd = host_row(&kv->v, meta->tok_slot[t]);
         for (int64_t i = 0; i < row; i++) {
             host_store_f32(kv->k.dtype, kd, i, kr[i]);
             host_store_f32(kv->v.dtype, vd, i, vr[i]);
@@ -200,12 +171,8 @@ static void ref_attention(struct backend *be, struct tensor *out, const struct t
                           const struct kv_layer *kv, const struct attn_params *ap,
                           const struct batch_meta *meta)
 {
-    check_f32(out, "attention out");
-    check_f32(q, "attention q");
+    host_check_attention(out, q, kv, ap);
     int hd = ap->head_dim, n_rep = ap->n_heads / ap->n_kv_heads;
-    CHECK(ap->n_heads % ap->n_kv_heads == 0, "attention: %d heads, %d kv heads", ap->n_heads, ap->n_kv_heads);
-    CHECK(q->ne[0] == (int64_t)ap->n_heads * hd && out->ne[0] == q->ne[0], "attention: q/out rows");
-    CHECK(kv->k.ne[0] == (int64_t)ap->n_kv_heads * hd, "attention: kv rows");
     for (int t = 0; t < meta->n_tok; t++) {
         int s = meta->tok_seq[t], p = meta->tok_pos[t];
         int j0 = ap->window > 0 && p - ap->window + 1 > 0 ? p - ap->window + 1 : 0;
@@ -253,11 +220,8 @@ static void ref_glu(struct backend *be, struct tensor *out, const struct tensor 
                     const struct tensor *up, enum act act)
 {
     (void)be;
-    check_f32(out, "glu out");
-    check_f32(gate, "glu gate");
-    check_f32(up, "glu up");
+    host_check_elementwise("glu", out, gate, up);
     int64_t f = gate->ne[0], rows = tensor_rows(gate);
-    CHECK(up->ne[0] == f && out->ne[0] == f && tensor_rows(up) == rows && tensor_rows(out) >= rows, "glu: shapes");
     for (int64_t r = 0; r < rows; r++) {
         const float *g = host_row(gate, r), *u = host_row(up, r);
         float *o = host_row(out, r);
@@ -268,11 +232,8 @@ static void ref_glu(struct backend *be, struct tensor *out, const struct tensor 
 static void ref_add(struct backend *be, struct tensor *out, const struct tensor *a, const struct tensor *b)
 {
     (void)be;
-    check_f32(out, "add out");
-    check_f32(a, "add a");
-    check_f32(b, "add b");
+    host_check_elementwise("add", out, a, b);
     int64_t d = a->ne[0], rows = tensor_rows(a);
-    CHECK(b->ne[0] == d && out->ne[0] == d && tensor_rows(b) == rows && tensor_rows(out) >= rows, "add: shapes");
     for (int64_t r = 0; r < rows; r++) {
         const float *ar = host_row(a, r), *br = host_row(b, r);
         float *o = host_row(out, r);
@@ -283,7 +244,7 @@ static void ref_add(struct backend *be, struct tensor *out, const struct tensor 
 static void ref_softcap(struct backend *be, struct tensor *x, float cap)
 {
     (void)be;
-    check_f32(x, "softcap x");
+    host_check_f32(x, "softcap x");
     for (int64_t r = 0; r < tensor_rows(x); r++) {
         float *xr = host_row(x, r);
         for (int64_t i = 0; i < x->ne[0]; i++) xr[i] = (float)(cap * tanh((double)xr[i] / cap));
@@ -298,11 +259,8 @@ static void ref_moe_route(struct backend *be, struct tensor *ids, struct tensor 
                           const struct tensor *logits, int k, bool norm_topk)
 {
     (void)be;
-    check_f32(logits, "moe_route logits");
-    check_f32(weights, "moe_route weights");
-    CHECK(ids->dtype == DTYPE_I32, "moe_route: ids must be i32");
+    host_check_moe_route(ids, weights, logits, k);
     int64_t n_exp = logits->ne[0], n = tensor_rows(logits);
-    CHECK(k >= 1 && k <= n_exp && ids->ne[0] == k && weights->ne[0] == k, "moe_route: k = %d", k);
     for (int64_t r = 0; r < n; r++) {
         const float *l = host_row(logits, r);
         int32_t *id = host_row(ids, r);
@@ -334,22 +292,18 @@ static void ref_moe_ffn(struct backend *be, struct tensor *out, const struct ten
                         const struct tensor *gate, const struct tensor *up, const struct tensor *down,
                         int n_experts, enum act act)
 {
-    check_f32(out, "moe_ffn out");
-    check_f32(x, "moe_ffn x");
+    host_check_moe_ffn(out, x, ids, weights, gate, up, down, n_experts);
     int64_t d = x->ne[0], n = tensor_rows(x), k = ids->ne[0], f = tensor_rows(&gate[0]);
-    CHECK(out->ne[0] == d && tensor_rows(out) >= n, "moe_ffn: out shape");
     double *h = ref_scratch(be, (size_t)f + (size_t)d);
     double *acc = h + f;
     for (int64_t r = 0; r < n; r++) {
         const float *xr = host_row(x, r);
         const int32_t *id = host_row(ids, r);
         const float *wt = host_row(weights, r);
-        for (int64_t j = 0; j < k; j++) CHECK(id[j] >= 0 && id[j] < n_experts, "moe_ffn: expert id %d", id[j]);
         for (int64_t i = 0; i < d; i++) acc[i] = 0;
         for (int e = 0; e < n_experts; e++) {
             for (int64_t j = 0; j < k; j++) {
                 if (id[j] != e) continue;
-                CHECK(gate[e].ne[0] == d && down[e].ne[0] == f && tensor_rows(&down[e]) == d, "moe_ffn: expert %d shapes", e);
                 for (int64_t i = 0; i < f; i++) {
                     float g = (float)ref_dot(xr, &gate[e], i, d);
                     float u = (float)ref_dot(xr, &up[e], i, d);
@@ -368,18 +322,6 @@ static void ref_moe_ffn(struct backend *be, struct tensor *out, const struct ten
     }
 }
 
-static void ref_argmax(struct backend *be, int32_t *out_ids, const struct tensor *logits)
-{
-    (void)be;
-    check_f32(logits, "argmax logits");
-    for (int64_t r = 0; r < tensor_rows(logits); r++) {
-        const float *l = host_row(logits, r);
-        int64_t best = 0;
-        for (int64_t i = 1; i < logits->ne[0]; i++) if (l[i] > l[best] || l[best] != l[best]) best = i;
-        out_ids[r] = (int32_t)best;
-    }
-}
-
 static const struct backend_ops ref_ops = {
     .name = "ref",
     .destroy = ref_destroy,
@@ -388,8 +330,8 @@ static const struct backend_ops ref_ops = {
     .upload = host_upload,
     .download = host_download,
     .weight_prepare = NULL,
-    .batch_begin = ref_batch_begin,
-    .sync = ref_sync,
+    .batch_begin = host_batch_begin,
+    .sync = host_sync,
     .embed = ref_embed,
     .rmsnorm = ref_rmsnorm,
     .matmul = ref_matmul,
@@ -402,7 +344,7 @@ static const struct backend_ops ref_ops = {
     .softcap = ref_softcap,
     .moe_route = ref_moe_route,
     .moe_ffn = ref_moe_ffn,
-    .argmax = ref_argmax,
+    .argmax = host_argmax,
 };
 
 enum status backend_ref_new(const struct backend_cfg *cfg, struct backend **out)

@@ -3,6 +3,8 @@
 #ifndef CAIRN_APP_CMD_H
 #define CAIRN_APP_CMD_H
 
+#define CAIRN_VERSION "0.5.0-dev"   // this wave: hybrids, quantized weights, agents
+
 int cmd_serve(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_chat(int argc, char **argv);

@@ -12,6 +12,7 @@
  * refuses to start (docs/server.md).
  * --fake (test-only) serves a built-in byte-level fake model without weights.
  */
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +32,10 @@
 static void usage(void)
 {
     fprintf(stderr,
-        "usage: cairn serve [MODEL_DIR | --synthetic CONFIG.json --tokenizer DIR] [options]\n"
+        "usage: cairn serve [MODEL | --synthetic CONFIG.json --tokenizer DIR] [options]\n"
+        "  MODEL                       a model directory, or a Hugging Face repo id ORG/NAME in the local hub cache\n"
+        "                              ($HF_HUB_CACHE or $HF_HOME/hub); also --model MODEL. Default: the built-in model\n"
+        "  --max-model-len N, -c N     tokens a request may reach, prompt + output (default: the model's context)\n"
         "  --synthetic CONFIG.json     random weights of this config's shape, no checkpoint (in GPU memory on cuda)\n"
         "  --synth-seed N              seed of the synthetic weights (0, as `cairn synth`)\n"
         "  --tokenizer DIR             tokenizer and chat template directory (default: MODEL_DIR; required with --synthetic)\n"
@@ -42,7 +46,7 @@ static void usage(void)
         "  --chat-template-kwargs JSON default template kwargs, e.g. '{\"enable_thinking\":false}'\n"
         "  --max-queue N               requests waiting for admission before 429 (256)\n"
         "  --cors-origin ORIGIN        send CORS headers for this origin ('*' for any)\n"
-        "  --tool-parser NAME          hermes|qwen3|qwen3_coder|qwen3.5|llama3|mistral|deepseek_v3|none (auto)\n"
+        "  --tool-parser NAME          (or --tool-call-parser) hermes|qwen3|qwen3_coder|qwen3.5|llama3|mistral|deepseek_v3|none (auto)\n"
         "  --reasoning-parser NAME     auto|qwen3|deepseek_r1|none (auto: <think> when the template uses it)\n"
         "  --backend NAME              ref|cpu|cuda (default: cuda if a GPU is present, else cpu)\n"
         "  --threads N                 CPU threads\n"
@@ -77,7 +81,7 @@ int cmd_serve(int argc, char **argv)
     const char *test_script = NULL;
     const char *dir = NULL, *backend = NULL, *kv = NULL, *body_bytes = NULL, *kv_dtype_s = NULL;
     const char *synthetic = NULL, *synth_seed_s = NULL, *tok_dir = NULL;
-    int threads = 0, max_queue = 0, max_batch = -1, max_running = -1;
+    int threads = 0, max_queue = 0, max_batch = -1, max_running = -1, max_model_len = -1;
     const char *max_itl_s = NULL;
     bool no_prefix = false, fake = false, bad = false;
     for (int i = 1; i < argc && !bad; i++) {
@@ -88,6 +92,10 @@ int cmd_serve(int argc, char **argv)
             flag_int(argc, argv, &i, "--max-queue", &max_queue, &bad) ||
             flag_str(argc, argv, &i, "--cors-origin", &sc.cors_origin, &bad) ||
             flag_str(argc, argv, &i, "--tool-parser", &sc.tool_parser, &bad) ||
+            flag_str(argc, argv, &i, "--tool-call-parser", &sc.tool_parser, &bad) ||   // vLLM's spelling
+            flag_str(argc, argv, &i, "--model", &dir, &bad) ||                          // vLLM's spelling
+            flag_int(argc, argv, &i, "--max-model-len", &max_model_len, &bad) ||        // vLLM's spelling
+            flag_int(argc, argv, &i, "-c", &max_model_len, &bad) ||                     // llama.cpp's spelling
             flag_str(argc, argv, &i, "--reasoning-parser", &sc.reasoning_parser, &bad) ||
             flag_str(argc, argv, &i, "--backend", &backend, &bad) ||
             flag_int(argc, argv, &i, "--threads", &threads, &bad) ||
@@ -133,6 +141,11 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "cairn serve: --max-running must be at least 1 (got %d)\n", max_running);
         return 2;
     }
+    if (max_model_len != -1 && max_model_len < 2) {
+        fprintf(stderr, "cairn serve: --max-model-len must be at least 2 tokens (got %d)\n", max_model_len);
+        return 2;
+    }
+    if (max_model_len > 0) ec.max_context = max_model_len;
     if (max_batch > 0) ec.max_batch_tokens = max_batch;
     if (max_running > 0) ec.max_running = max_running;
     if (max_itl_s && !app_parse_itl_ms(max_itl_s, &ec.max_itl_ms)) {
@@ -165,13 +178,16 @@ int cmd_serve(int argc, char **argv)
         LOG_ERR("tokenizer directory '%s' not found", tok_dir);
         return 1;
     }
+    char model_dir[PATH_MAX], model_name[256] = "";
     if (!fake && !synthetic) {
-        if (!dir) dir = app_default_model_dir();
-        if (!is_dir(dir)) {
-            LOG_ERR("model directory '%s' not found%s", dir,
-                    argc < 2 || !argv[1] || argv[1][0] == '-' ? " (the built-in default model is missing; pass MODEL_DIR)" : "");
+        if (!dir && !is_dir(app_default_model_dir())) {
+            LOG_ERR("the built-in default model is missing (%s); pass MODEL_DIR", app_default_model_dir());
             return 1;
         }
+        if (!app_resolve_model(dir ? dir : app_default_model_dir(), model_dir, sizeof model_dir, model_name,
+                               sizeof model_name))
+            return 1;
+        dir = model_dir;
     }
 
     // Signals: block them in every thread (inherited), wait for them here.
@@ -218,13 +234,16 @@ int cmd_serve(int argc, char **argv)
             ct = NULL;
             LOG_WARN("%s: no usable chat template; /v1/chat/completions and /v1/messages will answer 400", tok_dir);
         }
-        // Default served name: the directory's name, or the config's file name without .json.
-        const char *src = synthetic ? synthetic : dir;
-        const char *base = strrchr(src, '/');
+        // Default served name: the repo id or the directory's name, or the config's file name without .json.
         char name[256];
-        snprintf(name, sizeof name, "%s", base && base[1] ? base + 1 : src);
-        size_t nl = strlen(name);
-        if (synthetic && nl > 5 && !strcmp(name + nl - 5, ".json")) name[nl - 5] = 0;
+        if (synthetic) {
+            const char *base = strrchr(synthetic, '/');
+            snprintf(name, sizeof name, "%s", base && base[1] ? base + 1 : synthetic);
+            size_t nl = strlen(name);
+            if (nl > 5 && !strcmp(name + nl - 5, ".json")) name[nl - 5] = 0;
+        } else {
+            snprintf(name, sizeof name, "%s", model_name);
+        }
         if (gen_engine_new(eng, tk, ct, name, &g) != STATUS_OK) goto out;
     }
     served = g;

@@ -1,11 +1,13 @@
 #include "app/common.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -181,6 +183,91 @@ bool app_parse_itl_ms(const char *s, double *out)
     if (end == s || *end || !(v > 0) || v > 1e7) return false;
     *out = v;
     return true;
+}
+
+/* The hub cache directory, by huggingface_hub's rules. */
+static void hub_cache_dir(char *out, size_t cap)
+{
+    const char *v = getenv("HF_HUB_CACHE");
+    if (v && *v) { snprintf(out, cap, "%s", v); return; }
+    v = getenv("HF_HOME");
+    if (v && *v) { snprintf(out, cap, "%s/hub", v); return; }
+    v = getenv("HOME");
+    snprintf(out, cap, "%s/.cache/huggingface/hub", v && *v ? v : ".");
+}
+
+static bool is_directory(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* a/b into out; false when it does not fit. */
+static bool path_join(char *out, size_t cap, const char *a, const char *b)
+{
+    int n = snprintf(out, cap, "%s/%s", a, b);
+    return n >= 0 && (size_t)n < cap;
+}
+
+/* snapshots/<rev> of a repo cache: refs/main's revision, else the only or newest snapshot. */
+static bool hub_snapshot(const char *repo_dir, char *out, size_t cap)
+{
+    char path[PATH_MAX], rev[128] = "";
+    if (!path_join(path, sizeof path, repo_dir, "refs/main")) return false;
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fgets(rev, sizeof rev, f)) rev[strcspn(rev, " \r\n")] = 0;
+        fclose(f);
+    }
+    if (!path_join(path, sizeof path, repo_dir, "snapshots")) return false;
+    if (rev[0] && !strchr(rev, '/') && path_join(out, cap, path, rev) && is_directory(out)) return true;
+    DIR *d = opendir(path);
+    if (!d) return false;
+    time_t newest = 0;
+    bool found = false;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char snap[PATH_MAX];
+        struct stat st;
+        if (!path_join(snap, sizeof snap, path, e->d_name) || stat(snap, &st) != 0 || !S_ISDIR(st.st_mode) ||
+            (found && st.st_mtime <= newest))
+            continue;
+        newest = st.st_mtime;
+        found = path_join(out, cap, path, e->d_name);
+    }
+    closedir(d);
+    return found;
+}
+
+bool app_resolve_model(const char *arg, char *dir, size_t dir_cap, char *name, size_t name_cap)
+{
+    if (is_directory(arg)) {
+        snprintf(dir, dir_cap, "%s", arg);
+        size_t n = strlen(arg);
+        while (n > 1 && arg[n - 1] == '/') n--;   // "models/foo/" is served as "foo"
+        const char *end = arg + n, *base = end;
+        while (base > arg && base[-1] != '/') base--;
+        snprintf(name, name_cap, "%.*s", (int)(end - base), base);
+        return true;
+    }
+    const char *slash = strchr(arg, '/');
+    bool repo_id = slash && slash != arg && slash[1] && !strchr(slash + 1, '/') && arg[0] != '.';
+    char cache[PATH_MAX];
+    hub_cache_dir(cache, sizeof cache);
+    if (repo_id) {
+        char repo[PATH_MAX], leaf[512];
+        int n = snprintf(leaf, sizeof leaf, "models--%.*s--%s", (int)(slash - arg), arg, slash + 1);
+        bool fits = n >= 0 && (size_t)n < sizeof leaf && path_join(repo, sizeof repo, cache, leaf);
+        if (fits && hub_snapshot(repo, dir, dir_cap)) {
+            snprintf(name, name_cap, "%s", arg);
+            return true;
+        }
+        LOG_ERR("model '%s': not a directory, and not in the Hugging Face cache (%s/models--...; set HF_HUB_CACHE "
+                "or HF_HOME to look elsewhere)", arg, cache);
+        return false;
+    }
+    LOG_ERR("model directory '%s' not found", arg);
+    return false;
 }
 
 bool flag_str(int argc, char **argv, int *i, const char *name, const char **out, bool *bad)

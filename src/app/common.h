@@ -46,10 +46,18 @@ enum status app_tokenizer_check(const struct tokenizer *tk, const struct model *
 /* Parses a byte count with an optional K, M or G suffix (binary; "4G", "512MiB"); false if malformed. */
 bool        app_parse_bytes(const char *s, size_t *out);
 
-/* Flag helpers: if argv[*i] is `name`, consumes its value into *out and returns true.
- * A missing value is reported and sets *bad. */
 /* --max-itl-ms: a positive number of milliseconds, or "off" (stored as -1). */
 bool app_parse_itl_ms(const char *s, double *out);
+
+/* MODEL as users type it: a directory, or a Hugging Face repo id ORG/NAME found in the local hub
+ * cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub:
+ * models--ORG--NAME/snapshots/<revision of refs/main, else the only or newest snapshot>).
+ * Writes the directory into dir and the name to serve it under into name (the repo id, or the
+ * directory's last component). false (logged, with the places looked in) when neither exists. */
+bool app_resolve_model(const char *arg, char *dir, size_t dir_cap, char *name, size_t name_cap);
+
+/* Flag helpers: if argv[*i] is `name`, consumes its value into *out and returns true.
+ * A missing value is reported and sets *bad. */
 bool flag_str(int argc, char **argv, int *i, const char *name, const char **out, bool *bad);
 bool flag_int(int argc, char **argv, int *i, const char *name, int *out, bool *bad);
 bool flag_float(int argc, char **argv, int *i, const char *name, float *out, bool *bad);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "app/cmd.h"
+#include "backend/backend.h"
 #include "base/log.h"
 
 // Weak so that the binary links while a subcommand's file is being written; each one is defined
@@ -40,7 +41,7 @@ static const struct command commands[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: cairn <command> [options]\n\ncommands:\n");
+    fprintf(f, "usage: cairn <command> [options]    (cairn --version)\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-11s %s\n", commands[i].name, commands[i].help);
 }
@@ -48,6 +49,10 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     log_init_from_env();
+    if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))) {
+        printf("cairn %s (backends: %s)\n", CAIRN_VERSION, backend_list());
+        return 0;
+    }
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -86,7 +86,8 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     if (cfg.max_prefill_pairs < 0) cfg.max_prefill_pairs = INT64_MAX;
     const struct hparams *hp = &m->hp;
     int bs = cfg.block_size;
-    int ctx_blocks = (hp->max_pos + bs - 1) / bs;
+    int model_ctx = cfg.max_context > 0 && cfg.max_context < hp->max_pos ? cfg.max_context : hp->max_pos;
+    int ctx_blocks = (model_ctx + bs - 1) / bs;
 
     int n_blocks = 0;
     if (cfg.kv_cache_bytes != 0) {
@@ -127,7 +128,7 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     LOG_INFO("scheduler: up to %d tokens per step, %d sequences at once, inter-token target %s", cfg.max_batch_tokens,
              cfg.max_running, cfg.max_itl_ms > 0 ? "fixed" : cfg.max_itl_ms == 0 ? "2x the decode step" : "off");
     if (cfg.max_itl_ms > 0) LOG_INFO("scheduler: inter-token target %.1f ms", cfg.max_itl_ms);
-    e->max_ctx = hp->max_pos < n_blocks * bs ? hp->max_pos : n_blocks * bs;
+    e->max_ctx = model_ctx < n_blocks * bs ? model_ctx : n_blocks * bs;
     e->max_blocks_seq = (e->max_ctx + bs - 1) / bs;
     e->kb = kv_blocks_new(n_blocks);
     if (cfg.test_state_bytes > 0) {

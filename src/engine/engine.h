@@ -92,6 +92,7 @@ struct engine_cfg {
      * GPU 2x the measured decode-only step; off on host backends); < 0: off. */
     double     max_itl_ms;
     bool       prefix_cache;        // share full blocks across requests
+    int        max_context;         // tokens a request may reach (prompt + output); 0: the model's max_pos
     /* TEST ONLY: pretend the model keeps a recurrent state of this many bytes (>= 8) per sequence.
      * The engine then maintains a stand-in state (a hash chain of the computed tokens), snapshots
      * it into the prefix cache at snapshot positions and resumes from snapshots, exactly as it will

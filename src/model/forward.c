@@ -86,6 +86,10 @@ enum status forward_new(const struct model *m, struct backend *be, int max_tok, 
 {
     const struct hparams *hp = &m->hp;
     CHECK(max_tok > 0 && max_out > 0 && max_out <= max_tok, "bad forward sizes %d/%d", max_tok, max_out);
+    if (hp->n_linear_layers > 0 || m->f.attn_out_gate) {
+        LOG_ERR("forward: %s: Gated DeltaNet / gated-attention layers have no forward pass yet", hp->arch);
+        return STATUS_EUNSUPPORTED;
+    }
     struct forward *fw = xcalloc(1, sizeof *fw);
     fw->m = m;
     fw->be = be;

@@ -309,6 +309,9 @@ static const struct backend_ops cpu_ops = {
     .moe_route = cpu_moe_route,
     .moe_ffn = cpu_moe_ffn,
     .argmax = cpu_argmax,
+    .gdn_conv = cpu_gdn_conv,
+    .gdn_recurrent = cpu_gdn_recurrent,
+    .rmsnorm_gated = cpu_rmsnorm_gated,
 };
 
 enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out)

@@ -695,6 +695,15 @@ TEST(fixtures_load)
                     same = json_is_true(json_array_get(lm, (size_t)l)) == m->hp.layer_moe[l];
                 EXPECTF(same, "%s: layer_moe differs from ref.json", names[i]);
             }
+            const json_t *lt = json_object_get(r, "layer_types");   // hybrid fixtures
+            if (lt) {
+                bool same = json_array_size(lt) == (size_t)m->hp.n_layers;
+                for (int l = 0; same && l < m->hp.n_layers; l++) {
+                    const char *kind = json_string_value(json_array_get(lt, (size_t)l));
+                    same = kind && !strcmp(kind, m->hp.layer_linear[l] ? "linear_attention" : "full_attention");
+                }
+                EXPECTF(same, "%s: layer_types differ from ref.json", names[i]);
+            }
         }
         model_free(m);
         json_decref(r);

@@ -50,6 +50,7 @@ void model_free(struct model *m)
     free(m->layers);
     if (m->dev_weights) m->dev_weights->owner->ops->buffer_free(m->dev_weights->owner, m->dev_weights);
     safetensors_close(m->files);
+    free(m->repacked.data);
     free(m->dir);
     free(m);
 }
@@ -227,7 +228,7 @@ enum status model_load(const char *dir, struct model **out)
     struct model *m = model_alloc(&hp, &f, a);
     m->files = mf;
     m->dir = xstrdup(dir);
-    if ((st = bind_all(m)) != STATUS_OK) {
+    if ((st = bind_all(m)) != STATUS_OK || (st = weights_repack_hybrid(m, false)) != STATUS_OK) {
         model_free(m);
         return st;
     }
@@ -369,6 +370,10 @@ enum status model_synthesize_on(const char *config_json_path, uint64_t seed, str
     }
     if (hp.tie_embed) m->lm_head = m->tok_embed;
     m->has_mtp = hp.n_mtp_layers > 0;
+    if ((st = weights_repack_hybrid(m, on_device)) != STATUS_OK) {
+        model_free(m);
+        return st;
+    }
     model_count(m);
     LOG_INFO("%s: synthetic %s (seed %llu), %d layers, %.2f B parameters, %.2f GiB of weights in %s memory, %.1f s",
              config_json_path, hp.arch, (unsigned long long)seed, hp.n_layers, (double)m->n_params / 1e9,

@@ -113,6 +113,8 @@ struct arch_features {
 struct layer_weights {
     struct tensor attn_norm;         // [d]   input_layernorm
     struct tensor wq, wk, wv, wo;    // [n_heads*hd, d], [n_kv*hd, d], [n_kv*hd, d], [d, n_heads*hd]
+    struct tensor wq_gate;           // [n_heads*hd, d] gated attention (attn_out_gate): the gate rows of
+                                     // q_proj, split from wq at load (weights_repack_hybrid)
     struct tensor bq, bk, bv;        // qkv biases (Qwen2)
     struct tensor q_norm, k_norm;    // [hd]
     struct tensor attn_post_norm;    // [d] (Gemma 3 post_attention_layernorm)
@@ -159,6 +161,8 @@ struct model {
     struct mtp_weights      mtp;            // bound when has_mtp
     bool                    has_mtp;        // the checkpoint holds the mtp.* tensors (kept, not run)
     struct model_file      *files;          // mmapped safetensors, owned
+    struct buffer           repacked;       // host copies of re-laid-out weights (weights_repack_hybrid);
+                                            // data owned (free), NULL when none
     struct buffer          *dev_weights;    // synthesized weights in backend memory, owned (NULL otherwise);
                                             // freed through dev_weights->owner, which must outlive the model
     char                   *dir;            // model directory, owned

@@ -241,7 +241,7 @@ void weights_for_each(struct model *m, void (*fn)(struct tensor *t, void *ctx), 
     for (int l = 0; l < n_layers; l++) {
         struct layer_weights *lw = &m->layers[l];
         struct tensor *fields[] = {
-            &lw->attn_norm, &lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->bq, &lw->bk, &lw->bv,
+            &lw->attn_norm, &lw->wq, &lw->wq_gate, &lw->wk, &lw->wv, &lw->wo, &lw->bq, &lw->bk, &lw->bv,
             &lw->q_norm, &lw->k_norm, &lw->attn_post_norm, &lw->ffn_norm, &lw->ffn_post_norm,
             &lw->w_gate, &lw->w_up, &lw->w_down, &lw->router, &lw->shared_gate, &lw->shared_up,
             &lw->shared_down, &lw->shared_expert_gate, &lw->gdn_qkv, &lw->gdn_z, &lw->gdn_b, &lw->gdn_a,

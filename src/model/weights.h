@@ -51,4 +51,15 @@ struct tensor *weights_slot(struct model *m, enum wrole role, int layer, int exp
 /* Calls fn on every bound weight tensor of m once (lm_head only when not tied). */
 void weights_for_each(struct model *m, void (*fn)(struct tensor *t, void *ctx), void *ctx);
 
+/* Gives the hybrids' weights the layouts forward.c reads, once, after binding:
+ *  - gated attention: q_proj [q_h | gate_h] per head becomes wq (all q rows) and wq_gate (all
+ *    gate rows);
+ *  - Qwen3-Next: in_proj_qkvz / in_proj_ba, grouped by key head, become gdn_qkv ([q | k | v],
+ *    head-major, the conv's channel order), gdn_z, gdn_b and gdn_a, as Qwen3.5 stores them.
+ * Host weights are permuted into m->repacked (the originals are no longer referenced and no longer
+ * counted). views_only (weights in device memory, synthetic): the same tensors become plain row
+ * blocks of the originals, no copy (random weights: any row order is as random). No-op for
+ * other families. ENOMEM (logged) when the copy cannot be allocated. */
+enum status weights_repack_hybrid(struct model *m, bool views_only);
+
 #endif

@@ -617,9 +617,37 @@ TEST(hybrid_families_load)
         EXPECT(g->gdn_conv.ne[0] == 4 && g->gdn_conv.ne[1] == 1 && g->gdn_conv.ne[2] == 64);
         EXPECT(g->gdn_a_log.ne[0] == 4 && g->gdn_dt_bias.ne[0] == 4 && g->gdn_norm.ne[0] == 8);
         EXPECT(g->gdn_out.ne[0] == 32 && g->gdn_out.ne[1] == 32 && !g->wq.buf);
-        if (fams[i].grouped) EXPECT(g->gdn_qkvz.ne[1] == 2 * 16 + 2 * 32 && g->gdn_ba.ne[1] == 8 && !g->gdn_qkv.buf);
-        else EXPECT(g->gdn_qkv.ne[1] == 64 && g->gdn_z.ne[1] == 32 && g->gdn_b.ne[1] == 4 && g->gdn_a.ne[1] == 4);
-        EXPECT(att->wq.ne[1] == 2 * 2 * 16 && att->q_norm.buf && !att->gdn_conv.buf);   // [q | gate] per head
+        // Qwen3-Next's grouped projections are split into Qwen3.5's at load
+        EXPECT(g->gdn_qkv.ne[1] == 64 && g->gdn_z.ne[1] == 32 && g->gdn_b.ne[1] == 4 && g->gdn_a.ne[1] == 4);
+        EXPECT(!g->gdn_qkvz.buf && !g->gdn_ba.buf);
+        // gated q_proj [q_h | gate_h] per head, split into wq and wq_gate
+        EXPECT(att->wq.ne[1] == 2 * 16 && att->wq_gate.ne[1] == 2 * 16 && att->q_norm.buf && !att->gdn_conv.buf);
+        {
+            // the rows moved where qwen35-arch.md section 3.1/4 says: compare with the file's rows
+            const struct st_tensor *fq = safetensors_find(m->files, "model.layers.3.self_attn.q_proj.weight");
+            ASSERT(fq);
+            size_t row = 32 * 2;   // d 32, bf16
+            const char *file_q = (const char *)m->files->shards[fq->shard].buf.data + m->files->shards[fq->shard].data_off + fq->begin;
+            // head 1: q rows 32..47 of the file -> wq rows 16..31; gate rows 48..63 -> wq_gate rows 16..31
+            EXPECT(!memcmp((const char *)tensor_data(&att->wq) + 16 * row, file_q + 32 * row, 16 * row));
+            EXPECT(!memcmp((const char *)tensor_data(&att->wq_gate) + 16 * row, file_q + 48 * row, 16 * row));
+            EXPECT(!memcmp((const char *)tensor_data(&att->wq_gate), file_q + 16 * row, 16 * row));
+            if (fams[i].grouped) {
+                const struct st_tensor *fz = safetensors_find(m->files, "model.layers.0.linear_attn.in_proj_qkvz.weight");
+                const struct st_tensor *fb = safetensors_find(m->files, "model.layers.0.linear_attn.in_proj_ba.weight");
+                ASSERT(fz && fb);
+                const char *qkvz = (const char *)m->files->shards[fz->shard].buf.data + m->files->shards[fz->shard].data_off + fz->begin;
+                const char *ba = (const char *)m->files->shards[fb->shard].buf.data + m->files->shards[fb->shard].data_off + fb->begin;
+                // group 1 (rows 48..95): q_1 8, k_1 8, v of heads 2,3 (16), z of heads 2,3 (16)
+                EXPECT(!memcmp((const char *)tensor_data(&g->gdn_qkv) + 8 * row, qkvz + 48 * row, 8 * row));        // q_1
+                EXPECT(!memcmp((const char *)tensor_data(&g->gdn_qkv) + 24 * row, qkvz + 56 * row, 8 * row));       // k_1
+                EXPECT(!memcmp((const char *)tensor_data(&g->gdn_qkv) + 48 * row, qkvz + 64 * row, 16 * row));      // v_2,3
+                EXPECT(!memcmp((const char *)tensor_data(&g->gdn_z) + 16 * row, qkvz + 80 * row, 16 * row));        // z_2,3
+                // ba group 1 (rows 4..7): b of heads 2,3, a of heads 2,3
+                EXPECT(!memcmp((const char *)tensor_data(&g->gdn_b) + 2 * row, ba + 4 * row, 2 * row));
+                EXPECT(!memcmp((const char *)tensor_data(&g->gdn_a) + 2 * row, ba + 6 * row, 2 * row));
+            }
+        }
         if (fams[i].moe) {
             EXPECT(hp->norm_topk && hp->d_ff_shared == 24 && att->shared_expert_gate.ne[1] == 1);
             EXPECT(g->exp_gate[3].ne[1] == 16 && g->shared_down.ne[0] == 24);
@@ -627,7 +655,7 @@ TEST(hybrid_families_load)
             EXPECT(g->w_gate.ne[1] == 48 && !g->router.buf);
         }
         // the MTP head: globals and one gated-attention layer after the main ones
-        EXPECT(m->has_mtp && m->mtp.fc.ne[0] == 64 && m->mtp.fc.ne[1] == 32 && m->layers[4].wq.ne[1] == 64);
+        EXPECT(m->has_mtp && m->mtp.fc.ne[0] == 64 && m->mtp.fc.ne[1] == 32 && m->layers[4].wq_gate.ne[1] == 32);
         EXPECT(!hp->layer_linear[4] && hp->layer_moe[4] == fams[i].moe);
         // only the attention layer keeps a KV cache: 1 layer * 2 * 1 head * 16 * 2 bytes
         EXPECT(model_kv_bytes_per_token(m, DTYPE_BF16) == 64);

@@ -265,6 +265,9 @@ struct backend_ops {
     // out[n, H*dv] = w * (x / rms(x) per head of dv, eps) * silu(z); w [dv] plain weight; out may alias x
     void (*rmsnorm_gated)(struct backend *, struct tensor *out, const struct tensor *x, const struct tensor *z,
                           const struct tensor *w, float eps);
+    // out[n, m] = x[n, m] * sigmoid(g[n, j]), j = c or 0 when g has one column (gated attention
+    // output; shared-expert gate); out may alias x. Optional like the ops above.
+    void (*sigmoid_mul)(struct backend *, struct tensor *out, const struct tensor *x, const struct tensor *g);
 };
 
 struct backend {

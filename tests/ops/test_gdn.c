@@ -335,6 +335,33 @@ TEST(chunking_invariance)
     io_free(&base);
 }
 
+TEST(sigmoid_mul_vs_ref)
+{
+    struct rng r;
+    rng_seed(&r, 24);
+    static const int shapes[][2] = { { 1, 1 }, { 7, 33 }, { 64, 512 } };
+    for (size_t i = 0; i < 3; i++)
+        for (int bcast = 0; bcast < 2; bcast++) {
+            int n = shapes[i][0], m = shapes[i][1];
+            struct tt x = tt_new(DTYPE_F32, m, n), g = tt_new(DTYPE_F32, bcast ? 1 : m, n);
+            struct tt o_ref = tt_new(DTYPE_F32, m, n), o_cpu = tt_new(DTYPE_F32, m, n);
+            tt_randn(&x, &r, 1.0f);
+            tt_randn(&g, &r, 3.0f);
+            g_ref->ops->sigmoid_mul(g_ref, tt_t(&o_ref), tt_t(&x), tt_t(&g));
+            g_cpu->ops->sigmoid_mul(g_cpu, tt_t(&o_cpu), tt_t(&x), tt_t(&g));
+            EXPECT(tt_close("sigmoid_mul", o_cpu.p, o_ref.p, (int64_t)n * m, 1e-7, 1e-6, 1e-12));
+            // the definition, at one element
+            int64_t c = m - 1, row = n - 1;
+            double gv = ((float *)g.p)[row * (bcast ? 1 : m) + (bcast ? 0 : c)];
+            double want = ((float *)x.p)[row * m + c] / (1 + exp(-gv));
+            EXPECT(fabs(((float *)o_ref.p)[row * m + c] - want) < 1e-6 * (1 + fabs(want)));
+            // in place
+            g_cpu->ops->sigmoid_mul(g_cpu, tt_t(&x), tt_t(&x), tt_t(&g));
+            EXPECT(!memcmp(x.p, o_cpu.p, sizeof(float) * (size_t)(n * m)));
+            tt_free(&x); tt_free(&g); tt_free(&o_ref); tt_free(&o_cpu);
+        }
+}
+
 int main(void)
 {
     if (backend_new("ref", NULL, &g_ref) || backend_new("cpu", &(struct backend_cfg){ .n_threads = 2 }, &g_cpu) ||
@@ -343,6 +370,7 @@ int main(void)
     RUN(ref_closed_form);
     RUN(cpu_vs_ref);
     RUN(chunking_invariance);
+    RUN(sigmoid_mul_vs_ref);
     backend_free(g_cpu1);
     backend_free(g_cpu);
     backend_free(g_ref);

@@ -312,6 +312,7 @@ static const struct backend_ops cpu_ops = {
     .gdn_conv = cpu_gdn_conv,
     .gdn_recurrent = cpu_gdn_recurrent,
     .rmsnorm_gated = cpu_rmsnorm_gated,
+    .sigmoid_mul = cpu_sigmoid_mul,
 };
 
 enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out)

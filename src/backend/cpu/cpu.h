@@ -83,6 +83,7 @@ void cpu_gdn_recurrent(struct backend *be, struct tensor *out, const struct tens
                        const struct gdn_params *p, const struct batch_meta *meta);
 void cpu_rmsnorm_gated(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *z,
                        const struct tensor *w, float eps);
+void cpu_sigmoid_mul(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *g);
 
 void cpu_glu_row(struct cpu *c, float *out, const float *g, const float *u, int64_t n, enum act act);
 

@@ -212,3 +212,24 @@ void cpu_rmsnorm_gated(struct backend *be, struct tensor *out, const struct tens
     struct rmsg_job j = { &ctx, rows, (rows + n_tasks - 1) / n_tasks };
     threadpool_run(c->tp, (int)((rows + j.per_task - 1) / j.per_task), rmsg_task, &j);
 }
+
+/* ==== Sigmoid gate ==== */
+
+void cpu_sigmoid_mul(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *g)
+{
+    (void)be;   // memory-bound and small next to the matmuls around it: one thread
+    int64_t m = x->ne[0], rows = tensor_rows(x);
+    CHECK(out->dtype == DTYPE_F32 && x->dtype == DTYPE_F32 && g->dtype == DTYPE_F32, "sigmoid_mul: f32 only");
+    CHECK(out->ne[0] == m && (g->ne[0] == m || g->ne[0] == 1) && tensor_rows(g) >= rows && tensor_rows(out) >= rows,
+          "sigmoid_mul: shapes");
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xr = host_row(x, i), *gr = host_row(g, i);
+        float *o = host_row(out, i);
+        if (g->ne[0] == 1) {
+            float s = 1.0f / (1.0f + expf(-gr[0]));
+            for (int64_t c = 0; c < m; c++) o[c] = xr[c] * s;
+        } else {
+            for (int64_t c = 0; c < m; c++) o[c] = xr[c] / (1.0f + expf(-gr[c]));
+        }
+    }
+}

@@ -502,6 +502,22 @@ static void ref_rmsnorm_gated(struct backend *be, struct tensor *out, const stru
     }
 }
 
+static void ref_sigmoid_mul(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *g)
+{
+    (void)be;
+    check_f32(out, "sigmoid_mul out");
+    check_f32(x, "sigmoid_mul x");
+    check_f32(g, "sigmoid_mul g");
+    int64_t m = x->ne[0], rows = tensor_rows(x);
+    CHECK(out->ne[0] == m && (g->ne[0] == m || g->ne[0] == 1) && tensor_rows(g) >= rows && tensor_rows(out) >= rows,
+          "sigmoid_mul: shapes");
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xr = host_row(x, i), *gr = host_row(g, i);
+        float *o = host_row(out, i);
+        for (int64_t c = 0; c < m; c++) o[c] = (float)(xr[c] / (1.0 + exp(-(double)gr[g->ne[0] == 1 ? 0 : c])));
+    }
+}
+
 static const struct backend_ops ref_ops = {
     .name = "ref",
     .destroy = ref_destroy,
@@ -528,6 +544,7 @@ static const struct backend_ops ref_ops = {
     .gdn_conv = ref_gdn_conv,
     .gdn_recurrent = ref_gdn_recurrent,
     .rmsnorm_gated = ref_rmsnorm_gated,
+    .sigmoid_mul = ref_sigmoid_mul,
 };
 
 enum status backend_ref_new(const struct backend_cfg *cfg, struct backend **out)

@@ -81,6 +81,11 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     if (cfg.max_prefill_pairs == 0) cfg.max_prefill_pairs = (int64_t)cfg.max_batch_tokens * 512;
     if (cfg.max_prefill_pairs < 0) cfg.max_prefill_pairs = INT64_MAX;
     const struct hparams *hp = &m->hp;
+    if (hp->n_linear_layers > 0) {   // needs per-sequence state slots in admission (issue 15, not yet)
+        LOG_ERR("engine: %s has Gated DeltaNet layers: the engine cannot schedule them yet (their recurrent "
+                "state slots are not in admission); `cairn logits` runs them", hp->arch);
+        return STATUS_EUNSUPPORTED;
+    }
     int bs = cfg.block_size;
     int ctx_blocks = (hp->max_pos + bs - 1) / bs;
 

@@ -81,10 +81,11 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     if (cfg.max_prefill_pairs == 0) cfg.max_prefill_pairs = (int64_t)cfg.max_batch_tokens * 512;
     if (cfg.max_prefill_pairs < 0) cfg.max_prefill_pairs = INT64_MAX;
     const struct hparams *hp = &m->hp;
-    if (hp->n_linear_layers > 0) {   // needs per-sequence state slots in admission (issue 15, not yet)
-        LOG_ERR("engine: %s has Gated DeltaNet layers: the engine cannot schedule them yet (their recurrent "
-                "state slots are not in admission); `cairn logits` runs them", hp->arch);
-        return STATUS_EUNSUPPORTED;
+    if (hp->n_linear_layers > 0 && cfg.prefix_cache) {
+        // A hit needs the recurrent state at the hit's end too: off until snapshots hold real states.
+        LOG_INFO("engine: %s has Gated DeltaNet layers: prefix cache off (state snapshots not implemented yet)",
+                 hp->arch);
+        cfg.prefix_cache = false;
     }
     int bs = cfg.block_size;
     int ctx_blocks = (hp->max_pos + bs - 1) / bs;
@@ -108,6 +109,13 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     // Activations first: the default KV budget is what device memory they leave.
     enum status st = forward_new(m, be, cfg.max_batch_tokens, cfg.max_running, &e->fw);
     if (st != STATUS_OK) goto out_free;
+    if (hp->n_linear_layers > 0) {
+        // one slot per running request: admission (n_running < max_running) never waits for one
+        if ((st = state_pool_new(m, be, cfg.max_running, &e->states)) != STATUS_OK) goto out_free_fw;
+        forward_bind_states(e->fw, e->states->layers);
+        LOG_INFO("recurrent state: %d slots of %.2f MiB", cfg.max_running,
+                 (double)model_seq_state_bytes(hp, DTYPE_F32) / (double)(1u << 20));
+    }
     if (n_blocks == 0) {
         long cap = (long)cfg.max_running * ctx_blocks;
         n_blocks = kv_default_blocks(&cfg, m, be, cap > INT32_MAX ? INT32_MAX : (int)cap);
@@ -141,6 +149,7 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     e->tok_slot = xcalloc(mt, sizeof *e->tok_slot);
     e->seq_len = xcalloc(mr, sizeof *e->seq_len);
     e->seq_block0 = xcalloc(mr + 1, sizeof *e->seq_block0);
+    e->seq_state_slot = xcalloc(mr, sizeof *e->seq_state_slot);
     e->block_ids = xcalloc(mr * (size_t)e->max_blocks_seq, sizeof *e->block_ids);
     e->out_tok = xcalloc(mr, sizeof *e->out_tok);
     e->argmax_ids = xcalloc(mr, sizeof *e->argmax_ids);
@@ -161,6 +170,7 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     return STATUS_OK;
 
 out_free_fw:
+    state_pool_free(e->states);
     forward_free(e->fw);
 out_free:
     free(e);
@@ -192,6 +202,7 @@ void engine_free(struct engine *e)
     kv_prefix_free(e->px);
     kv_blocks_free(e->kb);
     forward_free(e->fw);
+    state_pool_free(e->states);
     kv_pool_free(e->pool);
     sampler_scratch_free(e->scratch);
     free(e->running);
@@ -202,6 +213,7 @@ void engine_free(struct engine *e)
     free(e->tok_slot);
     free(e->seq_len);
     free(e->seq_block0);
+    free(e->seq_state_slot);
     free(e->block_ids);
     free(e->out_tok);
     free(e->argmax_ids);
@@ -462,6 +474,7 @@ bool engine_step(struct engine *e)
         .n_tok = n_tok, .tok_id = e->tok_id, .tok_pos = e->tok_pos, .tok_seq = e->tok_seq,
         .tok_slot = e->tok_slot, .n_seq = e->n_items, .seq_len = e->seq_len, .seq_block0 = e->seq_block0,
         .block_ids = e->block_ids, .n_out = e->n_out, .out_tok = e->out_tok, .block_size = e->bs,
+        .seq_state_slot = e->states ? e->seq_state_slot : NULL,
     };
     struct tensor logits;
     forward_step(e->fw, e->pool->layers, &meta, &logits);

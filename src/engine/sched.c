@@ -134,6 +134,8 @@ static int shared_blocks(const struct engine *e, const struct request *r, const 
 static void preempt(struct engine *e, struct request *v)
 {
     kv_table_release(e->kb, &v->table);
+    if (v->state_slot >= 0) state_pool_release(e->states, v->state_slot);   // recomputed from position 0
+    v->state_slot = -1;
     v->n_computed = 0;
     v->n_keyed = 0;
     v->state = 0;
@@ -214,6 +216,10 @@ static bool try_admit(struct engine *e, struct request *r)
             r->counted_waiting = false;
         }
     }
+    if (e->states) {   // one slot per running request: there is always one
+        r->state_slot = state_pool_alloc(e->states);
+        CHECK(r->state_slot >= 0 && r->n_computed == 0, "state slot accounting is wrong");
+    }
     sched_waiting_remove(e, r);
     e->running[e->n_running++] = r;
     return true;
@@ -235,6 +241,7 @@ static void add_item(struct engine *e, struct request *r, int start, int n)
         e->tok_slot[i] = (int64_t)r->table.ids[t / e->bs] * e->bs + t % e->bs;
     }
     e->seq_len[s] = start + n;
+    e->seq_state_slot[s] = r->state_slot;
     int nb = (start + n + e->bs - 1) / e->bs;
     CHECK(nb <= r->table.n, "sequence %llu: %d blocks needed, %d held", (unsigned long long)r->id, nb, r->table.n);
     memcpy(e->block_ids + e->seq_block0[s], r->table.ids, (size_t)nb * sizeof *e->block_ids);

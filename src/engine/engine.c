@@ -81,12 +81,6 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     if (cfg.max_prefill_pairs == 0) cfg.max_prefill_pairs = (int64_t)cfg.max_batch_tokens * 512;
     if (cfg.max_prefill_pairs < 0) cfg.max_prefill_pairs = INT64_MAX;
     const struct hparams *hp = &m->hp;
-    if (hp->n_linear_layers > 0 && cfg.prefix_cache) {
-        // A hit needs the recurrent state at the hit's end too: off until snapshots hold real states.
-        LOG_INFO("engine: %s has Gated DeltaNet layers: prefix cache off (state snapshots not implemented yet)",
-                 hp->arch);
-        cfg.prefix_cache = false;
-    }
     int bs = cfg.block_size;
     int ctx_blocks = (hp->max_pos + bs - 1) / bs;
 
@@ -129,12 +123,23 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     e->max_ctx = hp->max_pos < n_blocks * bs ? hp->max_pos : n_blocks * bs;
     e->max_blocks_seq = (e->max_ctx + bs - 1) / bs;
     e->kb = kv_blocks_new(n_blocks);
-    if (cfg.test_state_bytes > 0) {
+    int n_snaps = 0;
+    if (e->states) {
+        // a snapshot: the token-chain fingerprint (as the test stand-in keeps), then the slot's state
+        e->state_bytes = sizeof(uint64_t) + state_pool_slot_bytes(e->states);
+        size_t budget = cfg.state_cache_bytes ? cfg.state_cache_bytes : (size_t)1 << 30;
+        size_t n = budget / e->state_bytes;
+        n_snaps = n > (size_t)n_blocks ? n_blocks : (int)n;
+        if (cfg.prefix_cache)
+            LOG_INFO("prefix cache: %d state snapshots of %.2f MiB in %.2f GiB of host memory", n_snaps,
+                     (double)e->state_bytes / (double)(1u << 20), (double)budget / (double)(1ull << 30));
+    } else if (cfg.test_state_bytes > 0) {
         CHECK(cfg.test_state_bytes >= sizeof(uint64_t), "test state of %zu bytes < 8", cfg.test_state_bytes);
         e->state_bytes = cfg.test_state_bytes;
-        e->state_buf = xcalloc(1, e->state_bytes);
+        n_snaps = n_blocks;
     }
-    e->px = kv_prefix_new(e->kb, bs, e->state_bytes, e->state_bytes ? n_blocks : 0);
+    if (e->state_bytes) e->state_buf = xcalloc(1, e->state_bytes);
+    e->px = kv_prefix_new(e->kb, bs, e->state_bytes, cfg.prefix_cache ? n_snaps : 0);
     e->scratch = sampler_scratch_new(e->n_vocab);
     uint64_t shape[5] = { (uint64_t)hp->n_layers, (uint64_t)hp->d_model, (uint64_t)hp->n_vocab,
                           (uint64_t)hp->n_kv_heads, m->n_params };

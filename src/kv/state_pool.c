@@ -71,3 +71,34 @@ void state_pool_release(struct state_pool *p, int slot)
     for (int i = 0; i < p->n_free; i++) CHECK(p->free_slots[i] != slot, "state slot %d released twice", slot);
     p->free_slots[p->n_free++] = slot;
 }
+
+size_t state_pool_slot_bytes(const struct state_pool *p) { return p->bytes / (size_t)p->n_slots; }
+
+void state_pool_save(struct state_pool *p, int slot, void *dst)
+{
+    CHECK(slot >= 0 && slot < p->n_slots, "save of state slot %d", slot);
+    char *d = dst;
+    for (int l = 0; l < p->n_layers; l++) {
+        if (!p->layers[l].conv.buf) continue;
+        struct tensor c = tensor_rows_view(&p->layers[l].conv, slot, 1), s = tensor_rows_view(&p->layers[l].ssm, slot, 1);
+        p->be->ops->download(p->be, d, &c, tensor_bytes(&c));
+        d += tensor_bytes(&c);
+        p->be->ops->download(p->be, d, &s, tensor_bytes(&s));
+        d += tensor_bytes(&s);
+    }
+    CHECK((size_t)(d - (char *)dst) == state_pool_slot_bytes(p), "state slot layout");
+}
+
+void state_pool_load(struct state_pool *p, int slot, const void *src)
+{
+    CHECK(slot >= 0 && slot < p->n_slots, "load of state slot %d", slot);
+    const char *d = src;
+    for (int l = 0; l < p->n_layers; l++) {
+        if (!p->layers[l].conv.buf) continue;
+        struct tensor c = tensor_rows_view(&p->layers[l].conv, slot, 1), s = tensor_rows_view(&p->layers[l].ssm, slot, 1);
+        p->be->ops->upload(p->be, &c, d, tensor_bytes(&c));
+        d += tensor_bytes(&c);
+        p->be->ops->upload(p->be, &s, d, tensor_bytes(&s));
+        d += tensor_bytes(&s);
+    }
+}

@@ -36,5 +36,12 @@ enum status state_pool_new(const struct model *m, struct backend *be, int n_slot
 void        state_pool_free(struct state_pool *p);
 int         state_pool_alloc(struct state_pool *p);            // a free slot, or -1
 void        state_pool_release(struct state_pool *p, int slot);
+/* Bytes of one slot: model_seq_state_bytes(hp, DTYPE_F32). */
+size_t      state_pool_slot_bytes(const struct state_pool *p);
+/* Copies a slot's whole state to host memory (slot_bytes: each linear layer's conv state, then its
+ * recurrent state, in layer order) / from it back into a slot. Synchronous (waits for queued work):
+ * prefix-cache snapshots and their restore. */
+void        state_pool_save(struct state_pool *p, int slot, void *dst);
+void        state_pool_load(struct state_pool *p, int slot, const void *src);
 
 #endif

@@ -1,8 +1,10 @@
 /* test_engine_hybrid: the batching engine on a tiny synthesized Qwen3.5-MoE (Gated DeltaNet +
  * gated attention + shared expert; tests/engine/tiny_qwen35_moe.json) on the cpu backend: staggered
  * requests equal their solo runs (the runner), preemption under a tiny KV budget keeps the outputs
- * (a preempted sequence's recurrent state restarts with its recomputation), and cancel in prefill
- * or decode returns every KV block and every recurrent-state slot. */
+ * (a preempted sequence's recurrent state restarts with its recomputation), cancel in prefill
+ * or decode returns every KV block and every recurrent-state slot, and the prefix cache resumes
+ * from real state snapshots at the block-aligned ends of messages and prompts: the cached tokens
+ * are exactly the snapshot's position and the continuation equals a full recompute. */
 #include "fixture.h"
 #include "harness.h"
 
@@ -60,7 +62,7 @@ TEST(staggered_equal_solo)
     cfg.kv_cache_bytes = 4 << 20;
     struct engine *e;
     ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
-    ASSERT(e->states && e->states->n_slots == 12 && !e->cfg.prefix_cache);
+    ASSERT(e->states && e->states->n_slots == 12 && e->cfg.prefix_cache);
     int submitted = 0, max_running = 0;
     for (int steps = 0; steps < 3000; steps++) {
         int arrivals = (int)(rng_next(&r) % 4);
@@ -143,7 +145,7 @@ TEST(cancel_returns_slots_and_blocks)
         engine_step(e);
         struct engine_stats st;
         engine_get_stats(e, &st);
-        EXPECT(st.kv_blocks_used == 0 && st.n_running == 0 && st.kv_blocks_free == st.kv_blocks_total);
+        EXPECT(st.kv_blocks_used == 0 && st.n_running == 0 && st.kv_blocks_free + st.kv_blocks_cached == st.kv_blocks_total);
         EXPECT(e->states->n_free == e->states->n_slots);
         drain(ts, got, 128, &last, &done);
         EXPECT(done && last.finish == FINISH_CANCELED);
@@ -151,6 +153,65 @@ TEST(cancel_returns_slots_and_blocks)
         token_stream_release(other);
         engine_free(e);
     }
+}
+
+TEST(prefix_cache_resumes_from_snapshots)
+{
+    static int32_t a[600], b[600];
+    random_prompt(61, a, 600);
+    memcpy(b, a, 450 * sizeof(int32_t));
+    random_prompt(62, b + 450, 150);
+    int32_t want_a[6], want_b[6], got[8];
+    solo_greedy(a, 600, 6, want_a);
+    solo_greedy(b, 600, 6, want_b);
+    struct engine_cfg cfg = engine_cfg_default();
+    cfg.max_batch_tokens = 128;
+    cfg.kv_cache_bytes = 4 << 20;
+    struct engine *e;
+    ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+    int32_t ends_a[2] = { 130, 420 };   // snapshots at 128, 416 and the prompt end 592
+    struct gen_request ga = greedy_req(a, 600, 6);
+    ga.msg_ends = ends_a;
+    ga.n_msg_ends = 2;
+    struct token_stream *ta, *tb, *tc;
+    ASSERT(engine_submit(e, &ga, &ta) == STATUS_OK);
+    run_until_idle(e, 500);
+    EXPECT(kv_prefix_n_snaps_used(e->px) == 3);
+    struct gen_request gb = greedy_req(b, 600, 6);   // shares 450 tokens: 28 full blocks, snapshot at 416
+    ASSERT(engine_submit(e, &gb, &tb) == STATUS_OK);
+    run_until_idle(e, 500);
+    struct gen_request gc = greedy_req(a, 600, 6);   // the same prompt again: resumes at 592
+    ASSERT(engine_submit(e, &gc, &tc) == STATUS_OK);
+    run_until_idle(e, 500);
+    struct token_event la = { 0 }, lb = { 0 }, lc = { 0 };
+    int da, db, dc;
+    int na = drain(ta, got, 8, &la, &da);
+    EXPECT(na == 6 && !memcmp(got, want_a, sizeof want_a));
+    int nb = drain(tb, got, 8, &lb, &db);
+    EXPECT(nb == 6 && !memcmp(got, want_b, sizeof want_b));
+    int nc = drain(tc, got, 8, &lc, &dc);
+    EXPECT(nc == 6 && !memcmp(got, want_a, sizeof want_a));
+    EXPECT(da && db && dc);
+    EXPECTF(la.n_cached == 0 && lb.n_cached == 416 && lc.n_cached == 592, "cached %d %d %d", la.n_cached,
+            lb.n_cached, lc.n_cached);
+    EXPECT(e->states->n_free == e->states->n_slots);
+    token_stream_release(ta);
+    token_stream_release(tb);
+    token_stream_release(tc);
+    engine_free(e);
+    // a snapshot budget below one snapshot: no resumption, same tokens
+    cfg.state_cache_bytes = 1000;
+    ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+    ASSERT(engine_submit(e, &ga, &ta) == STATUS_OK);
+    run_until_idle(e, 500);
+    ASSERT(engine_submit(e, &gc, &tc) == STATUS_OK);
+    run_until_idle(e, 500);
+    drain(ta, got, 8, &la, &da);
+    nc = drain(tc, got, 8, &lc, &dc);
+    EXPECT(nc == 6 && !memcmp(got, want_a, sizeof want_a) && lc.n_cached == 0);
+    token_stream_release(ta);
+    token_stream_release(tc);
+    engine_free(e);
 }
 
 int main(void)
@@ -162,6 +223,7 @@ int main(void)
     RUN(staggered_equal_solo);
     RUN(preemption_keeps_outputs);
     RUN(cancel_returns_slots_and_blocks);
+    RUN(prefix_cache_resumes_from_snapshots);
     fixture_deinit();
     return test_summary();
 }

@@ -27,6 +27,18 @@ ref.json: {"prompts", "logits_files", "greedy_prompt", "greedy", "vocab", "arch"
            "hidden_file", "hidden_shape", "rope_inv_freq" (transformers' inv_freq buffers),
            "layer_moe" (MoE fixtures), "notes"}
 
+Hybrid fixtures (qwen3_next, qwen3_5, qwen3_5_moe: Gated DeltaNet + gated attention, 4-6 layers with
+both kinds): transformers runs its torch fallbacks of the DeltaNet kernels on the CPU (a warning
+says FLA / causal-conv1d are not installed): torch_chunk_gated_delta_rule for the full-sequence
+passes (chunk 64) and torch_recurrent_gated_delta_rule + the conv update for generate's decode
+steps, so the generate-vs-argmax-loop check also compares the two forms. Weights: conv1d taps
+N(0, CONV_STD), A_log N(A_LOG_MEAN, 0.5) (decay factors near 0.8 per token, so the state carries
+over many tokens), dt_bias N(0, 0.5), the (1 + w) norms N(0, NORM_NOISE), linear_attn.norm (a
+plain weight) 1 + N(0, NORM_NOISE). The config classes are Qwen3NextConfig, Qwen3_5TextConfig and
+Qwen3_5MoeTextConfig (the text-only ForCausalLM classes; the released checkpoints'
+...ForConditionalGeneration wrappers nest the same keys under text_config). ref.json also gets
+"layer_types". transformers does not save mtp.* tensors, so the fixtures have no MTP head.
+
 Finally tools/fixture_config_edits.py edits two config.json files in ways that leave transformers'
 logits unchanged (see that file).
 
@@ -53,6 +65,7 @@ Naming seen with transformers 5.17.0 / torch 2.11 (every tensor is printed: "ten
 How to run (GPU machine, transformers 5.x + torch; no GPU is actually needed, references are
 computed on the CPU in float32):
     python3 tools/make_model_fixtures.py --out tests/model/fixtures [--only NAME,...]
+    e.g. the hybrids only:  --only qwen3_next,qwen3_5,qwen3_5_moe
 Deterministic: every fixture is seeded from its name.
 """
 import argparse
@@ -75,6 +88,8 @@ import fixture_config_edits  # noqa: E402
 INIT_STD = 0.08
 NORM_NOISE = 0.15
 BIAS_STD = 0.08
+CONV_STD = 0.4
+A_LOG_MEAN = -1.5
 N_GREEDY = 24
 PROMPT_LENS = (40, 300)
 
@@ -166,7 +181,59 @@ def fixtures():
     F.append(("gemma3_scaled", "Gemma3ForCausalLM", g2,
               gemma_rope_alts(1000000.0, 10000.0, {"rope_type": "linear", "factor": 8.0}),
               "linear"))
+    # Hybrids: Gated DeltaNet (linear_attention) + gated full attention, (1 + w) norms.
+    L, A = "linear_attention", "full_attention"
+    # Qwen3-Next: fused in_proj_qkvz / in_proj_ba grouped by key head (2 key heads, 2 value heads
+    # each), MoE with a shared expert on all layers but mlp_only_layers [2], norm_topk_prob, rotary
+    # on half of head_dim.
+    F.append(("qwen3_next", "Qwen3NextForCausalLM",
+              dict(hybrid(layers=4, inter=96), layer_types=[L, L, A, L], num_experts=8,
+                   num_experts_per_tok=2, moe_intermediate_size=32,
+                   shared_expert_intermediate_size=48, norm_topk_prob=True, decoder_sparse_step=1,
+                   mlp_only_layers=[2]),
+              hybrid_rope_alts(1000000.0, 0.5, None), None))
+    # Qwen3.5 (dense): 6 layers, attention at 1 and 4, a DeltaNet layer last; 3 value heads per key
+    # head; M-RoPE sections that fit the 4 rotary frequencies (text only: plain 1-D rope).
+    F.append(("qwen3_5", "Qwen3_5ForCausalLM",
+              dict(hybrid(layers=6, inter=128, nv=6), layer_types=[L, A, L, L, A, L]),
+              hybrid_rope_alts(10000000.0, 0.25, [2, 1, 1]), None))
+    # Qwen3.5-MoE: layer kinds from full_attention_interval 4 (no layer_types key), every layer
+    # sparse with a shared expert, top-k always renormalised.
+    q35m = hybrid(layers=4, inter=None)
+    q35m.update(num_experts=8, num_experts_per_tok=3, moe_intermediate_size=32,
+                shared_expert_intermediate_size=40, full_attention_interval=4)
+    F.append(("qwen3_5_moe", "Qwen3_5MoeForCausalLM", q35m,
+              hybrid_rope_alts(10000000.0, 0.25, [2, 1, 1]), None))
     return F
+
+
+def hybrid(layers, inter, nv=4):
+    """Qwen3-Next / Qwen3.5 shapes: hidden 64, 4 query / 2 kv heads of 32 (gated), DeltaNet with
+    2 key heads of 16 and nv value heads of 16, conv kernel 4."""
+    d = common(layers=layers, heads=4, kv=2, hd=32, inter=inter or 0)
+    if inter is None:
+        del d["intermediate_size"]
+    d.update(tie_word_embeddings=False, linear_num_key_heads=2, linear_num_value_heads=nv,
+             linear_key_head_dim=16, linear_value_head_dim=16, linear_conv_kernel_dim=4)
+    return d
+
+
+def hybrid_rope_alts(theta, partial, mrope_section):
+    """rope_parameters with the partial rotary factor (and M-RoPE keys for Qwen3.5), then the
+    older flat spelling."""
+    rp = {"rope_type": "default", "rope_theta": theta, "partial_rotary_factor": partial}
+    if mrope_section:
+        rp.update(mrope_section=mrope_section, mrope_interleaved=True)
+    return [{"rope_parameters": rp}, {"rope_theta": theta, "partial_rotary_factor": partial}]
+
+
+HYBRID_CONFIGS = {"Qwen3NextForCausalLM": "Qwen3NextConfig",
+                  "Qwen3_5ForCausalLM": "Qwen3_5TextConfig",
+                  "Qwen3_5MoeForCausalLM": "Qwen3_5MoeTextConfig"}
+
+
+def is_hybrid(cls_name):
+    return cls_name in HYBRID_CONFIGS
 
 
 def gemma_rope_alts(theta, local_theta, scaling):
@@ -195,10 +262,26 @@ def rope_type_of(cfg):
     return "default"
 
 
+def partial_of(alt):
+    rp = alt.get("rope_parameters", alt)
+    return rp.get("partial_rotary_factor", 1.0)
+
+
+def partial_rotary_of(cfg):
+    """The partial rotary factor the config ended up with (transformers 5 keeps it in
+    rope_parameters; the rotary embedding reads it from there, defaulting to 1.0)."""
+    rp = getattr(cfg, "rope_parameters", None)
+    if isinstance(rp, dict) and "partial_rotary_factor" in rp:
+        return rp["partial_rotary_factor"]
+    return getattr(cfg, "partial_rotary_factor", 1.0)
+
+
 def make_config(cls_name, base, alts, want_rope):
     cfg_cls = getattr(transformers, cls_name.replace("ForCausalLM", "Config"))
     if cls_name == "Gemma3ForCausalLM":
         cfg_cls = transformers.Gemma3TextConfig
+    if is_hybrid(cls_name):
+        cfg_cls = getattr(transformers, HYBRID_CONFIGS[cls_name])
     errs = []
     for alt in alts:
         try:
@@ -207,6 +290,10 @@ def make_config(cls_name, base, alts, want_rope):
             errs.append(f"{list(alt)}: {e!r}")
             continue
         got = rope_type_of(cfg)
+        if is_hybrid(cls_name) and abs(partial_rotary_of(cfg) - partial_of(alt)) > 1e-9:
+            errs.append(f"{list(alt)}: partial_rotary_factor {partial_rotary_of(cfg)}, wanted "
+                        f"{partial_of(alt)}")
+            continue
         if (want_rope or "default") != (got or "default"):
             errs.append(f"{list(alt)}: rope type {got!r}, wanted {want_rope!r}")
             continue
@@ -216,12 +303,24 @@ def make_config(cls_name, base, alts, want_rope):
 
 
 # --------------------------------------------------------------------------------------------
-def init_weights(model, name, gemma):
+def init_weights(model, name, gemma, hybrid=False):
+    """gemma: the norms multiply by (1 + w). hybrid: the same for every norm but the DeltaNet output
+    norm (linear_attn.norm, a plain weight), plus the DeltaNet parameters."""
     g = torch.Generator().manual_seed(seed_of(name, 1))
     with torch.no_grad():
         for pname, p in sorted(model.named_parameters()):
             shape = tuple(p.shape)
-            if p.dim() >= 2:
+            if hybrid and "conv1d" in pname:
+                v = torch.randn(shape, generator=g) * CONV_STD
+            elif hybrid and pname.endswith("A_log"):
+                v = torch.randn(shape, generator=g) * 0.5 + A_LOG_MEAN
+            elif hybrid and pname.endswith("dt_bias"):
+                v = torch.randn(shape, generator=g) * 0.5
+            elif hybrid and p.dim() == 1:   # norm weights
+                v = torch.randn(shape, generator=g) * NORM_NOISE
+                if pname.endswith("linear_attn.norm.weight"):
+                    v = v + 1.0
+            elif p.dim() >= 2:
                 v = torch.randn(shape, generator=g) * INIT_STD
             elif pname.endswith("bias"):
                 v = torch.randn(shape, generator=g) * BIAS_STD
@@ -234,12 +333,15 @@ def init_weights(model, name, gemma):
 
 def load(path, dtype=torch.float32, **kw):
     from transformers import AutoModelForCausalLM
+    with open(os.path.join(path, "config.json")) as f:
+        arch = json.load(f)["architectures"][0]
+    # the hybrids load through their own class (the Auto mapping of model_type qwen3_5_text /
+    # qwen3_5_moe_text may point at another head)
+    cls = getattr(transformers, arch) if is_hybrid(arch) else AutoModelForCausalLM
     try:
-        m = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="eager",
-                                                 **kw)
+        m = cls.from_pretrained(path, dtype=dtype, attn_implementation="eager", **kw)
     except TypeError:
-        m = AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype,
-                                                 attn_implementation="eager", **kw)
+        m = cls.from_pretrained(path, torch_dtype=dtype, attn_implementation="eager", **kw)
     m.eval()
     return m
 
@@ -299,7 +401,7 @@ def make_one(out_root, name, cls_name, base, alts, want_rope):
     torch.manual_seed(seed_of(name, 0))
     model_cls = getattr(transformers, cls_name)
     model = model_cls(cfg)
-    init_weights(model, name, gemma)
+    init_weights(model, name, gemma, hybrid=is_hybrid(cls_name))
     model.to(torch.bfloat16)
     model.save_pretrained(d)
     del model
@@ -416,7 +518,7 @@ def make_one(out_root, name, cls_name, base, alts, want_rope):
         del m2
 
     layer_moe = None
-    if "Moe" in cls_name:
+    if "Moe" in cls_name or cls_name == "Qwen3NextForCausalLM":
         layer_moe = []
         for i, layer in enumerate(m.model.layers):
             kind = type(layer.mlp).__name__
@@ -440,6 +542,9 @@ def make_one(out_root, name, cls_name, base, alts, want_rope):
     }
     if layer_moe is not None:
         ref["layer_moe"] = layer_moe
+    if is_hybrid(cls_name):
+        ref["layer_types"] = list(m.config.layer_types)
+        print(f"layer_types {ref['layer_types']}, partial rotary {partial_rotary_of(m.config)}")
     with open(os.path.join(d, "ref.json"), "w") as f:
         json.dump(ref, f, indent=1)
         f.write("\n")

@@ -1,6 +1,7 @@
 /* cmd_info: `cairn info MODEL_DIR`: loads (and so validates) a checkpoint and prints its
  * architecture, shapes, parameter count, dtypes, weight bytes, KV bytes per token, context
  * length, and where it came from (PROVENANCE, else the top of README.md). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,27 @@ static void print_rope(const char *label, const struct rope_cfg *r)
     if (r->scaling != ROPE_SCALING_NONE) printf(" factor %g", (double)r->factor);
     if (r->orig_max_pos) printf(", original context %d", r->orig_max_pos);
     printf("\n");
+}
+
+/* The layer kinds, one letter each (L: Gated DeltaNet, A: attention), folded to "(LLLA) x 10"
+ * when the pattern repeats. */
+static void print_layer_pattern(const struct hparams *hp)
+{
+    char kinds[MODEL_MAX_LAYERS + 1];
+    int n = hp->n_layers;
+    for (int l = 0; l < n; l++) kinds[l] = hp->layer_linear[l] ? 'L' : 'A';
+    kinds[n] = 0;
+    int period = n;
+    for (int p = 1; p < n && period == n; p++) {
+        if (n % p) continue;
+        bool same = true;
+        for (int l = p; l < n && same; l++) same = kinds[l] == kinds[l - p];
+        if (same) period = p;
+    }
+    printf("%-14s %d Gated DeltaNet (L) + %d attention (A): ", "layer kinds:", hp->n_linear_layers,
+           n - hp->n_linear_layers);
+    if (period < n) printf("(%.*s) x %d\n", period, kinds, n / period);
+    else printf("%s\n", kinds);
 }
 
 /* Prints PROVENANCE whole (bounded), else the first lines of README.md. */
@@ -87,6 +109,22 @@ int cmd_info(int argc, char **argv)
         printf("%-14s window %d on %d of %d layers\n", "sliding:", hp->sliding_window, n_sl, hp->n_layers);
         print_rope("rope (local):", &hp->rope_local);
     }
+    if (m->f.attn_out_gate) printf("%-14s output * sigmoid(gate) (q_proj holds [q | gate] per head)\n", "attn gate:");
+    if (hp->n_linear_layers > 0) {
+        print_layer_pattern(hp);
+        printf("%-14s key heads %d x %d, value heads %d x %d, conv kernel %d%s\n", "deltanet:", hp->lin_n_k_heads,
+               hp->lin_k_dim, hp->lin_n_v_heads, hp->lin_v_dim, hp->lin_conv_kernel,
+               m->f.gdn_grouped_proj ? ", projections grouped by key head" : "");
+        size_t conv32 = model_gdn_conv_state_bytes(hp, DTYPE_F32), ssm = model_gdn_ssm_state_bytes(hp);
+        size_t seq = model_seq_state_bytes(hp, DTYPE_F32);
+        printf("%-14s %zu bytes/sequence (%.2f MiB): per layer conv %zu + recurrent %zu, f32\n", "state:", seq,
+               (double)seq / (double)(1u << 20), conv32, ssm);
+    }
+    if (m->f.moe && hp->d_ff_shared > 0)
+        printf("%-14s ffn %d, times sigmoid(shared_expert_gate)\n", "shared expert:", hp->d_ff_shared);
+    if (hp->n_mtp_layers > 0)
+        printf("%-14s %d layer%s, %s\n", "mtp head:", hp->n_mtp_layers, hp->n_mtp_layers > 1 ? "s" : "",
+               m->has_mtp ? "loaded (kept for speculative decoding)" : "not in the checkpoint");
     if (hp->partial_rotary < 1.0f) printf("%-14s %g of head_dim\n", "rotary:", (double)hp->partial_rotary);
     printf("%-14s %s\n", "tied embed:", hp->tie_embed ? "yes" : "no");
     printf("%-14s %.3f B (%llu)\n", "parameters:", (double)m->n_params / 1e9, (unsigned long long)m->n_params);

@@ -42,6 +42,8 @@ struct batch_meta {
     int            n_out;          // tokens whose logits are wanted
     const int32_t *out_tok;        // [n_out] indices into the step's tokens
     int            block_size;     // tokens per KV block
+    const int32_t *seq_state_slot; // [n_seq] recurrent-state slot of each sequence (Gated DeltaNet
+                                   // layers, struct gdn_state_layer); NULL for attention-only models
 };
 
 /* Paged KV storage for one layer: [n_blocks * block_size, n_kv_heads, head_dim]; slot s of the
@@ -65,6 +67,20 @@ struct rope_params {
     int   rot_dim;                 // leading dims of each head that rotate (partial rotary)
     float mscale;                  // multiplies cos and sin (yarn attention factor; 1 otherwise)
     bool  interleaved;             // false: HF rotate_half (pairs i, i + rot_dim/2); true: (2i, 2i+1)
+};
+
+/* Recurrent state of one Gated DeltaNet layer, for every state slot (a sequence owns one slot,
+ * meta->seq_state_slot[seq]). Allocated by the engine's state pool from the backend's buffers. */
+struct gdn_state_layer {
+    struct tensor conv;            // [n_slots, (K-1) * conv_dim] f32: the last K-1 conv inputs, oldest first
+    struct tensor ssm;             // [n_slots, nv * dk * dv] f32: S of each value head, [dk][dv] (HF layout)
+};
+
+struct gdn_params {
+    int n_k_heads;                 // nk: q/k heads
+    int n_v_heads;                 // nv, a multiple of nk: value head h reads q/k head h / (nv / nk)
+    int k_dim;                     // dk
+    int v_dim;                     // dv
 };
 
 enum { STEP_GRAPH_NONE = 0, STEP_GRAPH_REPLAYED, STEP_GRAPH_RECORDING };
@@ -243,6 +259,29 @@ struct backend_ops {
     // tseed (model/synth.h synth_fill_bf16(dst, n, tseed, 0, base, std), bit-identical) for every
     // element of the contiguous bf16 tensor t in this backend's memory. Async like the compute ops.
     void (*fill_synthetic)(struct backend *, struct tensor *t, uint64_t tseed, float base, float std);
+
+    /* ---- Gated DeltaNet (hybrid models; optional: NULL where not implemented) ---- */
+    // A sequence's tokens appear in the step in increasing, consecutive positions; its state lives
+    // in slot seq_state_slot[tok_seq]: the ops read it (zeros instead when the token's position is
+    // 0) and leave it advanced past the step's last token. Prefill chunks and decode alike.
+    // out[n_tok, C] = silu(x conv w): the causal depthwise conv over each sequence's last K inputs
+    // (x [n_tok, C], taps w [C, 1, K] any float dtype, ne {K, 1, C}); out must not alias x.
+    void (*gdn_conv)(struct backend *, struct tensor *out, const struct tensor *x, const struct tensor *w,
+                     struct gdn_state_layer *, const struct batch_meta *);
+    // out[n_tok, nv*dv]: the gated delta rule per value head h (q/k head h / (nv/nk)): q, k
+    // L2-normalised (x / sqrt(sum x^2 + 1e-6)), q times dk^-0.5; g = -exp(A_log[h]) softplus(a[h] +
+    // dt_bias[h]), beta = sigmoid(b[h]); S = exp(g) S; S += k (beta (v - S^T k))^T; out = S^T q.
+    // q, k [n_tok, nk*dk], v [n_tok, nv*dv], a, b [n_tok, nv] f32, may be column views (row stride nb[1]).
+    void (*gdn_recurrent)(struct backend *, struct tensor *out, const struct tensor *q, const struct tensor *k,
+                          const struct tensor *v, const struct tensor *a, const struct tensor *b,
+                          const struct tensor *a_log, const struct tensor *dt_bias, struct gdn_state_layer *,
+                          const struct gdn_params *, const struct batch_meta *);
+    // out[n, H*dv] = w * (x / rms(x) per head of dv, eps) * silu(z); w [dv] plain weight; out may alias x
+    void (*rmsnorm_gated)(struct backend *, struct tensor *out, const struct tensor *x, const struct tensor *z,
+                          const struct tensor *w, float eps);
+    // out[n, m] = x[n, m] * sigmoid(g[n, j]), j = c or 0 when g has one column (gated attention
+    // output; shared-expert gate); out may alias x. Optional like the ops above.
+    void (*sigmoid_mul)(struct backend *, struct tensor *out, const struct tensor *x, const struct tensor *g);
 };
 
 struct backend {

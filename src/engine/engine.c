@@ -109,6 +109,13 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     // Activations first: the default KV budget is what device memory they leave.
     enum status st = forward_new(m, be, cfg.max_batch_tokens, cfg.max_running, &e->fw);
     if (st != STATUS_OK) goto out_free;
+    if (hp->n_linear_layers > 0) {
+        // one slot per running request: admission (n_running < max_running) never waits for one
+        if ((st = state_pool_new(m, be, cfg.max_running, &e->states)) != STATUS_OK) goto out_free_fw;
+        forward_bind_states(e->fw, e->states->layers);
+        LOG_INFO("recurrent state: %d slots of %.2f MiB", cfg.max_running,
+                 (double)model_seq_state_bytes(hp, DTYPE_F32) / (double)(1u << 20));
+    }
     if (n_blocks == 0) {
         long cap = (long)cfg.max_running * ctx_blocks;
         n_blocks = kv_default_blocks(&cfg, m, be, cap > INT32_MAX ? INT32_MAX : (int)cap);
@@ -131,12 +138,23 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     e->max_ctx = model_ctx < n_blocks * bs ? model_ctx : n_blocks * bs;
     e->max_blocks_seq = (e->max_ctx + bs - 1) / bs;
     e->kb = kv_blocks_new(n_blocks);
-    if (cfg.test_state_bytes > 0) {
+    int n_snaps = 0;
+    if (e->states) {
+        // a snapshot: the token-chain fingerprint (as the test stand-in keeps), then the slot's state
+        e->state_bytes = sizeof(uint64_t) + state_pool_slot_bytes(e->states);
+        size_t budget = cfg.state_cache_bytes ? cfg.state_cache_bytes : (size_t)1 << 30;
+        size_t n = budget / e->state_bytes;
+        n_snaps = n > (size_t)n_blocks ? n_blocks : (int)n;
+        if (cfg.prefix_cache)
+            LOG_INFO("prefix cache: %d state snapshots of %.2f MiB in %.2f GiB of host memory", n_snaps,
+                     (double)e->state_bytes / (double)(1u << 20), (double)budget / (double)(1ull << 30));
+    } else if (cfg.test_state_bytes > 0) {
         CHECK(cfg.test_state_bytes >= sizeof(uint64_t), "test state of %zu bytes < 8", cfg.test_state_bytes);
         e->state_bytes = cfg.test_state_bytes;
-        e->state_buf = xcalloc(1, e->state_bytes);
+        n_snaps = n_blocks;
     }
-    e->px = kv_prefix_new(e->kb, bs, e->state_bytes, e->state_bytes ? n_blocks : 0);
+    if (e->state_bytes) e->state_buf = xcalloc(1, e->state_bytes);
+    e->px = kv_prefix_new(e->kb, bs, e->state_bytes, cfg.prefix_cache ? n_snaps : 0);
     e->scratch = sampler_scratch_new(e->n_vocab);
     uint64_t shape[5] = { (uint64_t)hp->n_layers, (uint64_t)hp->d_model, (uint64_t)hp->n_vocab,
                           (uint64_t)hp->n_kv_heads, m->n_params };
@@ -151,6 +169,7 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     e->tok_slot = xcalloc(mt, sizeof *e->tok_slot);
     e->seq_len = xcalloc(mr, sizeof *e->seq_len);
     e->seq_block0 = xcalloc(mr + 1, sizeof *e->seq_block0);
+    e->seq_state_slot = xcalloc(mr, sizeof *e->seq_state_slot);
     e->block_ids = xcalloc(mr * (size_t)e->max_blocks_seq, sizeof *e->block_ids);
     e->out_tok = xcalloc(mr, sizeof *e->out_tok);
     e->argmax_ids = xcalloc(mr, sizeof *e->argmax_ids);
@@ -171,6 +190,7 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     return STATUS_OK;
 
 out_free_fw:
+    state_pool_free(e->states);
     forward_free(e->fw);
 out_free:
     free(e);
@@ -202,6 +222,7 @@ void engine_free(struct engine *e)
     kv_prefix_free(e->px);
     kv_blocks_free(e->kb);
     forward_free(e->fw);
+    state_pool_free(e->states);
     kv_pool_free(e->pool);
     sampler_scratch_free(e->scratch);
     free(e->running);
@@ -212,6 +233,7 @@ void engine_free(struct engine *e)
     free(e->tok_slot);
     free(e->seq_len);
     free(e->seq_block0);
+    free(e->seq_state_slot);
     free(e->block_ids);
     free(e->out_tok);
     free(e->argmax_ids);
@@ -471,6 +493,7 @@ bool engine_step(struct engine *e)
         .n_tok = n_tok, .tok_id = e->tok_id, .tok_pos = e->tok_pos, .tok_seq = e->tok_seq,
         .tok_slot = e->tok_slot, .n_seq = e->n_items, .seq_len = e->seq_len, .seq_block0 = e->seq_block0,
         .block_ids = e->block_ids, .n_out = e->n_out, .out_tok = e->out_tok, .block_size = e->bs,
+        .seq_state_slot = e->states ? e->seq_state_slot : NULL,
     };
     struct tensor logits;
     forward_step(e->fw, e->pool->layers, &meta, &logits);

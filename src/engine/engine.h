@@ -21,12 +21,14 @@
  * calls engine_end_on_stop_string, and the request ends with FINISH_STOP_MATCHED at the next step
  * and frees its blocks.
  *
- * Recurrent state (hybrid models, later): a sequence's state is snapshotted into the prefix cache
+ * Recurrent state (hybrid models): each running sequence holds a state slot (kv/state_pool.h, one
+ * per max_running); its state is snapshotted into the prefix cache
  * (kv/prefix.h) at its snapshot positions: the block-aligned ends of its chat messages
  * (gen_request.msg_ends, from the server's template rendering) and of its prompt; prefill chunks
  * are cut so a step ends exactly there. Admission then resumes from the deepest matched block that
- * has a snapshot, not from the deepest matched block. Today only a test stand-in uses this
- * (engine_cfg.test_state_bytes); attention-only models ignore msg_ends.
+ * has a snapshot, not from the deepest matched block. Snapshots live in host memory
+ * (engine_cfg.state_cache_bytes, LRU); engine_cfg.test_state_bytes exercises the same bookkeeping
+ * on attention models; those otherwise ignore msg_ends.
  *
  * n > 1 choices: submit n requests with the same prompt. Full prompt blocks are shared copy-free
  * through the prefix cache: a request whose prompt shares full blocks with a request still in
@@ -98,6 +100,9 @@ struct engine_cfg {
      * it into the prefix cache at snapshot positions and resumes from snapshots, exactly as it will
      * for hybrid models; the stand-in lets tests check that bookkeeping. 0 for real use. */
     size_t     test_state_bytes;
+    /* Hybrid models: host memory for the prefix cache's state snapshots (0: 1 GiB), each
+     * model_seq_state_bytes + 8 bytes; fewer than one snapshot turns resumption off. */
+    size_t     state_cache_bytes;
 };
 
 /* Defaults, with the prefix cache on. */

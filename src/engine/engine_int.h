@@ -15,6 +15,7 @@
 #include "kv/blocks.h"
 #include "kv/pool.h"
 #include "kv/prefix.h"
+#include "kv/state_pool.h"
 #include "model/forward.h"
 #include "model/model.h"
 
@@ -31,6 +32,7 @@ struct request {
     bool                 ctx_limited;   // max_gen was cut by the context
     int                  n_gen;
     int                  n_computed;    // tokens whose K/V are in the cache (prefix hits included)
+    int32_t              state_slot;    // hybrid models: its recurrent-state slot while running, else -1
     struct kv_table      table;
     uint64_t            *keys;          // [table.cap] chain keys of the first n_keyed full blocks
     int                  n_keyed;
@@ -65,6 +67,8 @@ struct engine {
     struct model          *m;
     struct backend        *be;
     struct kv_pool        *pool;
+    struct state_pool     *states;          // hybrid models: one recurrent-state slot per running request
+    int32_t               *seq_state_slot;  // [max_running] the step's slot of each sequence
     struct kv_blocks      *kb;
     struct kv_prefix      *px;
     struct forward        *fw;

@@ -71,6 +71,7 @@ enum status request_new(struct engine *e, const struct gen_request *g, struct re
     if (st != STATUS_OK) return st;
 
     struct request *r = xcalloc(1, sizeof *r);
+    r->state_slot = -1;
     pthread_mutex_lock(&e->q_mu);
     r->id = ++e->next_id;
     pthread_mutex_unlock(&e->q_mu);
@@ -116,6 +117,7 @@ void request_free(struct engine *e, struct request *r)
 {
     if (!r) return;
     kv_table_release(e->kb, &r->table);
+    if (r->state_slot >= 0) state_pool_release(e->states, r->state_slot);
     kv_table_deinit(&r->table);
     free(r->keys);
     free(r->tok);

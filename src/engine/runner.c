@@ -5,6 +5,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "kv/pool.h"
+#include "kv/state_pool.h"
 #include "model/forward.h"
 
 struct runner {
@@ -12,6 +13,8 @@ struct runner {
     struct backend *be;
     struct forward *fw;
     struct kv_pool *kv;
+    struct state_pool *states;    // hybrid models: one recurrent-state slot (slot 0), else NULL
+    int32_t         state_slot;
     int             max_ctx;
     int             chunk;
     int             pos;          // tokens already in the cache
@@ -36,6 +39,11 @@ enum status runner_new(struct model *m, struct backend *be, int max_ctx, int chu
     if (st != STATUS_OK) goto out_free;
     st = forward_new(m, be, chunk, chunk, &r->fw);
     if (st != STATUS_OK) goto out_free_kv;
+    if (m->hp.n_linear_layers > 0) {
+        if ((st = state_pool_new(m, be, 1, &r->states)) != STATUS_OK) goto out_free_fw;
+        r->state_slot = state_pool_alloc(r->states);
+        forward_bind_states(r->fw, r->states->layers);
+    }
     r->block_ids = xmalloc(sizeof(int32_t) * (size_t)n_blocks);
     for (int i = 0; i < n_blocks; i++) r->block_ids[i] = i;
     r->seq_block0[0] = 0;
@@ -47,6 +55,8 @@ enum status runner_new(struct model *m, struct backend *be, int max_ctx, int chu
     *out = r;
     return STATUS_OK;
 
+out_free_fw:
+    forward_free(r->fw);
 out_free_kv:
     kv_pool_free(r->kv);
 out_free:
@@ -58,6 +68,7 @@ void runner_free(struct runner *r)
 {
     if (!r) return;
     forward_free(r->fw);
+    state_pool_free(r->states);
     kv_pool_free(r->kv);
     free(r->block_ids);
     free(r->tok_pos);
@@ -93,6 +104,7 @@ enum status runner_feed(struct runner *r, const int32_t *ids, int n, float *logi
             .n_tok = c, .tok_id = ids + done, .tok_pos = r->tok_pos, .tok_seq = r->tok_seq,
             .tok_slot = r->tok_slot, .n_seq = 1, .seq_len = &seq_len, .seq_block0 = r->seq_block0,
             .block_ids = r->block_ids, .n_out = n_out, .out_tok = r->out_tok, .block_size = r->kv->block_size,
+            .seq_state_slot = r->states ? &r->state_slot : NULL,   // its state restarts at position 0
         };
         struct tensor lg;
         forward_step(r->fw, r->kv->layers, &meta, &lg);

@@ -71,7 +71,7 @@ void sched_index_blocks(struct engine *e, struct request *r)
     }
 }
 
-/* ==== Recurrent state (hybrid models; today the test stand-in) ==== */
+/* ==== Recurrent state (hybrid models; engine_cfg.test_state_bytes: a stand-in) ==== */
 
 uint64_t sched_state_of(const int32_t *tok, int n, uint64_t state)
 {
@@ -89,6 +89,7 @@ void sched_state_advance(struct engine *e, struct request *r, int start, int n)
         if (r->snap_pos[i] != end) continue;
         memset(e->state_buf, 0, e->state_bytes);
         memcpy(e->state_buf, &r->state, sizeof r->state);
+        if (e->states) state_pool_save(e->states, r->state_slot, e->state_buf + sizeof r->state);
         kv_prefix_snap_put(e->px, r->table.ids[end / e->bs - 1], e->state_buf);   // false: block not indexed
         break;
     }
@@ -135,6 +136,8 @@ static int shared_blocks(const struct engine *e, const struct request *r, const 
 static void preempt(struct engine *e, struct request *v)
 {
     kv_table_release(e->kb, &v->table);
+    if (v->state_slot >= 0) state_pool_release(e->states, v->state_slot);   // recomputed from position 0
+    v->state_slot = -1;
     v->n_computed = 0;
     v->n_keyed = 0;
     v->state = 0;
@@ -191,11 +194,16 @@ static bool try_admit(struct engine *e, struct request *r)
     }
     r->n_keyed = n_hit;
     r->n_computed = n_hit * e->bs;
+    if (e->states) {   // one slot per running request: there is always one
+        r->state_slot = state_pool_alloc(e->states);
+        CHECK(r->state_slot >= 0, "state slot accounting is wrong");
+    }
     if (e->state_bytes > 0) {
         r->state = 0;
         if (n_hit > 0) {
             CHECK(kv_prefix_snap_get(e->px, e->hit_blocks[n_hit - 1], e->state_buf), "snapshot vanished");
             memcpy(&r->state, e->state_buf, sizeof r->state);
+            if (e->states) state_pool_load(e->states, r->state_slot, e->state_buf + sizeof r->state);
         }
     }
     enum status st = kv_table_grow(e->kb, &r->table, r->n_tok, e->bs);
@@ -236,6 +244,7 @@ static void add_item(struct engine *e, struct request *r, int start, int n)
         e->tok_slot[i] = (int64_t)r->table.ids[t / e->bs] * e->bs + t % e->bs;
     }
     e->seq_len[s] = start + n;
+    e->seq_state_slot[s] = r->state_slot;
     int nb = (start + n + e->bs - 1) / e->bs;
     CHECK(nb <= r->table.n, "sequence %llu: %d blocks needed, %d held", (unsigned long long)r->id, nb, r->table.n);
     memcpy(e->block_ids + e->seq_block0[s], r->table.ids, (size_t)nb * sizeof *e->block_ids);

@@ -12,7 +12,7 @@ static size_t layer_row_bytes(const struct model *m, enum dtype dt)
 
 int kv_pool_blocks_for_bytes(const struct model *m, enum dtype dt, int block_size, size_t bytes)
 {
-    size_t per_block = 2 * (size_t)m->hp.n_layers * layer_row_bytes(m, dt) * (size_t)block_size;
+    size_t per_block = 2 * (size_t)(m->hp.n_layers - m->hp.n_linear_layers) * layer_row_bytes(m, dt) * (size_t)block_size;
     size_t n = bytes / per_block;
     return n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
 }
@@ -31,7 +31,7 @@ enum status kv_pool_new(const struct model *m, struct backend *be, enum dtype dt
     p->be = be;
     size_t n_slots = (size_t)n_blocks * (size_t)block_size;
     size_t plane = n_slots * layer_row_bytes(m, dt);
-    p->bytes = plane * 2 * (size_t)p->n_layers;
+    p->bytes = plane * 2 * (size_t)(p->n_layers - m->hp.n_linear_layers);   // Gated DeltaNet layers keep no KV
     enum status st = be->ops->buffer_new(be, p->bytes, &p->buf);
     if (st != STATUS_OK) {
         LOG_ERR("kv cache: cannot allocate %zu bytes (%d blocks of %d tokens)", p->bytes, n_blocks, block_size);
@@ -40,9 +40,11 @@ enum status kv_pool_new(const struct model *m, struct backend *be, enum dtype dt
     }
     p->layers = xcalloc((size_t)p->n_layers, sizeof *p->layers);
     int64_t row = (int64_t)m->hp.n_kv_heads * m->hp.head_dim;
-    for (int l = 0; l < p->n_layers; l++) {
-        p->layers[l].k = tensor_2d(dt, row, (int64_t)n_slots, p->buf, (size_t)(2 * l) * plane);
-        p->layers[l].v = tensor_2d(dt, row, (int64_t)n_slots, p->buf, (size_t)(2 * l + 1) * plane);
+    for (int l = 0, a = 0; l < p->n_layers; l++) {
+        if (m->hp.layer_linear[l]) continue;   // empty k, v
+        p->layers[l].k = tensor_2d(dt, row, (int64_t)n_slots, p->buf, (size_t)(2 * a) * plane);
+        p->layers[l].v = tensor_2d(dt, row, (int64_t)n_slots, p->buf, (size_t)(2 * a + 1) * plane);
+        a++;
         p->layers[l].k.name = "kv.k";
         p->layers[l].v.name = "kv.v";
     }

@@ -2,6 +2,7 @@
  *
  * The pool is n_blocks blocks of block_size token slots for every layer, K and V, in one backend
  * buffer. Slot s of a layer is row s of its k and v tensors ([n_slots, n_kv_heads * head_dim]).
+ * Gated DeltaNet layers of hybrid models keep no KV: their entries stay empty (kv/state_pool.h).
  * Which sequence owns which block is decided above (kv/blocks.h); this module only owns memory.
  *
  *     struct kv_pool *p;  kv_pool_new(m, be, DTYPE_F32, 16, kv_pool_blocks_for_bytes(m, DTYPE_F32, 16, 1 << 30), &p);

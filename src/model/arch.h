@@ -30,6 +30,16 @@ enum wrole {
     W_ROUTER, W_EXP_GATE, W_EXP_UP, W_EXP_DOWN,
     W_EXP_GATE_UP_FUSED,   // [E, 2*fe, d]: rows [0, fe) gate, [fe, 2fe) up (transformers 5)
     W_EXP_DOWN_FUSED,      // [E, d, fe]
+    W_SHARED_GATE, W_SHARED_UP, W_SHARED_DOWN,   // shared expert [fs, d], [fs, d], [d, fs]
+    W_SHARED_EXPERT_GATE,  // [1, d]
+    /* Gated DeltaNet (linear_attn): split projections (Qwen3.5) or grouped ones (Qwen3-Next) */
+    W_GDN_QKV, W_GDN_Z, W_GDN_B, W_GDN_A, W_GDN_QKVZ, W_GDN_BA,
+    W_GDN_CONV,            // [conv_dim, 1, K]
+    W_GDN_A_LOG, W_GDN_DT_BIAS,   // [nv]
+    W_GDN_NORM,            // [dv] plain-weight gated RMSNorm
+    W_GDN_OUT,             // [d, nv dv]
+    /* MTP head (global names; its decoder layer reuses the layer roles under mtp.layers.%d.) */
+    W_MTP_NORM_EMBED, W_MTP_NORM_HIDDEN, W_MTP_FC, W_MTP_NORM,
     W_COUNT
 };
 
@@ -41,6 +51,8 @@ struct arch {
     const char          *sub_config;      // non-NULL: read dims from this sub-object ("text_config")
     const char          *names[W_COUNT];  // NULL: the family has no such weight
     const char          *alt_prefix[3];   // other spellings of the leading "model." (multimodal wrappers)
+    const char          *mtp_layer_prefix;// MTP decoder layers: "model.layers." of the layer names
+                                          // becomes this ("mtp.layers."); NULL: no MTP head
     /* Reads the family's own keys after the generic parse; cfg is the (sub-)config object. */
     enum status        (*read_hparams)(const json_t *cfg, const json_t *root, struct hparams *hp,
                                        struct arch_features *f);
@@ -52,7 +64,8 @@ void arch_list(char *buf, size_t n);
 
 /* The family tables, one per file in arch/. */
 extern const struct arch arch_llama, arch_mistral, arch_qwen2, arch_qwen3, arch_qwen3_moe,
-    arch_gemma3, arch_gemma3_cg;
+    arch_gemma3, arch_gemma3_cg, arch_qwen3_next, arch_qwen3_5, arch_qwen3_5_cg, arch_qwen3_5_moe,
+    arch_qwen3_5_moe_cg;
 
 /* Shared names of the Llama-style decoder, used by most families. */
 #define ARCH_LLAMA_NAMES \

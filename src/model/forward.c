@@ -26,6 +26,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "model/forward_hybrid.h"
 #include "model/rope.h"
 
 enum { ROPE_GLOBAL = 0, ROPE_LOCAL = 1, ROPE_N };
@@ -69,6 +70,8 @@ struct forward {
     float               mscale[ROPE_N];
     bool                dynamic[ROPE_N];    // inv_freq depends on the step's longest sequence
     float              *host_freq;      // [rot_dim / 2] staging for dynamic rope
+    struct hybrid_scratch *hs;          // hybrid models' block scratch (forward_hybrid.h), else NULL
+    struct gdn_state_layer *states;     // [n_layers] recurrent state (forward_bind_states), borrowed
     bool                prof;           // CAIRN_PROFILE set
     double              prof_s[P_N];    // seconds per op kind
 };
@@ -149,9 +152,17 @@ enum status forward_new(const struct model *m, struct backend *be, int max_tok, 
         rope_inv_freq(rc, fw->rot_dim, hp->max_pos, 0, fw->host_freq, &fw->mscale[r]);
         be->ops->upload(be, &fw->inv_freq[r], fw->host_freq, sizeof(float) * (size_t)(fw->rot_dim / 2));
     }
+    if (hp->n_linear_layers > 0 || m->f.attn_out_gate || hp->d_ff_shared > 0) {
+        if ((st = hybrid_scratch_new(be, m, max_tok, &fw->hs)) != STATUS_OK) {
+            forward_free(fw);
+            return st;
+        }
+    }
     *out = fw;
     return STATUS_OK;
 }
+
+void forward_bind_states(struct forward *fw, struct gdn_state_layer *states) { fw->states = states; }
 
 void forward_free(struct forward *fw)
 {
@@ -163,6 +174,7 @@ void forward_free(struct forward *fw)
             if (fw->prof_s[i] > 0)
                 LOG_INFO("profile %-17s %9.3f s  %5.1f%%", prof_names[i], fw->prof_s[i], 100 * fw->prof_s[i] / total);
     }
+    hybrid_scratch_free(fw->be, fw->hs);
     fw->be->ops->buffer_free(fw->be, fw->buf);
     free(fw->host_freq);
     free(fw);
@@ -204,8 +216,13 @@ static void attention_block(struct forward *fw, int l, struct kv_layer *kv, cons
     struct tensor *qkv[3] = { &q, &k, &v };
     const struct tensor *w_qkv[3] = { &lw->wq, &lw->wk, &lw->wv };
     const struct tensor *b_qkv[3] = { opt(&lw->bq), opt(&lw->bk), opt(&lw->bv) };
-    OP(fw, P_QKV, be->ops->norm_matmul_n(be, 3, qkv, &xn, &x, &lw->attn_norm, fw->norm_eps, fw->norm_offset, w_qkv,
-                                         b_qkv));
+    if (m->f.attn_out_gate) {   // the output gate reads norm(x) too, which norm_matmul_n may not keep
+        OP(fw, P_QKV, be->ops->rmsnorm(be, &xn, &x, &lw->attn_norm, fw->norm_eps, fw->norm_offset);
+                      be->ops->matmul_n(be, 3, qkv, &xn, w_qkv, b_qkv));
+    } else {
+        OP(fw, P_QKV, be->ops->norm_matmul_n(be, 3, qkv, &xn, &x, &lw->attn_norm, fw->norm_eps, fw->norm_offset,
+                                             w_qkv, b_qkv));
+    }
 
     bool sliding = hp->sliding_window > 0 && hp->layer_sliding[l];
     int which = sliding ? ROPE_LOCAL : ROPE_GLOBAL;
@@ -221,6 +238,7 @@ static void attention_block(struct forward *fw, int l, struct kv_layer *kv, cons
         .scale = hp->attn_scale, .window = sliding ? hp->sliding_window : 0, .softcap = hp->attn_softcap,
     };
     OP(fw, P_ATTN, be->ops->attention(be, &attn, &q, kv, &ap, meta));
+    if (m->f.attn_out_gate) OP(fw, P_ATTN, hybrid_attn_output_gate(be, m, l, fw->hs, &attn, &xn));
     residual_out(fw, P_O_PROJ, &x, &attn, &lw->wo, m->f.sandwich_norm ? &lw->attn_post_norm : NULL);
 }
 
@@ -254,6 +272,7 @@ static void moe_block(struct forward *fw, int l, const struct batch_meta *meta)
 
     OP(fw, P_ROUTER, be->ops->norm_moe_route(be, &ids, &w, &logits, &xn, &x, &lw->ffn_norm, fw->norm_eps,
                                              fw->norm_offset, &lw->router, hp->n_experts_used, hp->norm_topk));
+    if (hp->d_ff_shared > 0) OP(fw, P_MOE, hybrid_shared_expert_add(be, m, l, fw->hs, &x, &xn));
     if (!m->f.sandwich_norm) {
         OP(fw, P_MOE, be->ops->moe_ffn_add(be, &x, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down,
                                            hp->n_experts, m->f.act));
@@ -300,7 +319,12 @@ void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_me
     struct tensor x = rows(&fw->x, meta->n_tok), xn = rows(&fw->xn, meta->n_tok);
     OP(fw, P_EMBED, be->ops->embed(be, &x, &m->tok_embed, meta, m->f.embed_scale ? sqrtf((float)hp->d_model) : 1.0f));
     for (int l = 0; l < hp->n_layers; l++) {
-        attention_block(fw, l, &kv[l], meta);
+        if (hp->layer_linear[l]) {   // Gated DeltaNet (hybrids): a recurrent state per sequence, no KV cache
+            CHECK(fw->states, "forward: a hybrid model's step without forward_bind_states");
+            hybrid_gdn_block(be, m, l, fw->hs, &x, &xn, &fw->states[l], meta);
+        } else {
+            attention_block(fw, l, &kv[l], meta);
+        }
         if (m->f.moe && hp->layer_moe[l]) moe_block(fw, l, meta);
         else ffn_block(fw, l, meta);
     }

@@ -21,6 +21,10 @@ struct forward;
 enum status forward_new(const struct model *m, struct backend *be, int max_tok, int max_out,
                         struct forward **out);
 void        forward_free(struct forward *fw);
+/* Hybrid models: the recurrent state the DeltaNet layers read and advance ([n_layers], entries of
+ * linear layers used; kv/state_pool.h), borrowed until the next call. Steps then need
+ * meta->seq_state_slot. */
+void        forward_bind_states(struct forward *fw, struct gdn_state_layer *states);
 int         forward_max_tok(const struct forward *fw);
 
 /* Runs one step. kv: [n_layers] cache layers. meta->n_tok <= max_tok and meta->n_out <= max_tok.

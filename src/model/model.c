@@ -30,8 +30,9 @@ static struct model *model_alloc(const struct hparams *hp, const struct arch_fea
     m->hp = *hp;
     m->f = *f;
     m->arch = a;
-    m->layers = xcalloc((size_t)hp->n_layers, sizeof *m->layers);
-    for (int l = 0; l < hp->n_layers; l++) {
+    int n_layers = hp->n_layers + hp->n_mtp_layers;
+    m->layers = xcalloc((size_t)n_layers, sizeof *m->layers);
+    for (int l = 0; l < n_layers; l++) {
         if (!(f->moe && hp->layer_moe[l])) continue;
         struct layer_weights *lw = &m->layers[l];
         lw->exp_gate = xcalloc(3 * (size_t)hp->n_experts, sizeof *lw->exp_gate);
@@ -45,10 +46,11 @@ void model_free(struct model *m)
 {
     if (!m) return;
     if (m->layers)
-        for (int l = 0; l < m->hp.n_layers; l++) free(m->layers[l].exp_gate);
+        for (int l = 0; l < m->hp.n_layers + m->hp.n_mtp_layers; l++) free(m->layers[l].exp_gate);
     free(m->layers);
     if (m->dev_weights) m->dev_weights->owner->ops->buffer_free(m->dev_weights->owner, m->dev_weights);
     safetensors_close(m->files);
+    free(m->repacked.data);
     free(m->dir);
     free(m);
 }
@@ -118,13 +120,14 @@ static enum status bind_fused_experts(struct model *m, int l, bool *used)
     const struct arch *a = m->arch;
     int64_t E = m->hp.n_experts, fe = m->hp.d_ff_expert, d = m->hp.d_model;
     char gu_name[160], dn_name[160];
-    snprintf(gu_name, sizeof gu_name, a->names[W_EXP_GATE_UP_FUSED] ? a->names[W_EXP_GATE_UP_FUSED] : "", l);
-    snprintf(dn_name, sizeof dn_name, a->names[W_EXP_DOWN_FUSED] ? a->names[W_EXP_DOWN_FUSED] : "", l);
+    gu_name[0] = dn_name[0] = 0;
+    if (a->names[W_EXP_GATE_UP_FUSED]) weights_name(a, &m->hp, W_EXP_GATE_UP_FUSED, l, -1, gu_name, sizeof gu_name);
+    if (a->names[W_EXP_DOWN_FUSED]) weights_name(a, &m->hp, W_EXP_DOWN_FUSED, l, -1, dn_name, sizeof dn_name);
     const struct st_tensor *gu = a->names[W_EXP_GATE_UP_FUSED] ? find_any(mf, a, gu_name) : NULL;
     const struct st_tensor *dn = a->names[W_EXP_DOWN_FUSED] ? find_any(mf, a, dn_name) : NULL;
     if (!gu || !dn) {
         char per[160];
-        snprintf(per, sizeof per, a->names[W_EXP_GATE], l, 0);
+        weights_name(a, &m->hp, W_EXP_GATE, l, 0, per, sizeof per);
         LOG_ERR("%s: tensor %s missing (nor fused %s / %s found)", m->dir, per, gu_name, dn_name);
         return STATUS_ENOTFOUND;
     }
@@ -152,10 +155,22 @@ static enum status bind_all(struct model *m)
     struct weight_spec *plan;
     int n = weights_plan(m->arch, &m->hp, &m->f, &plan);
     bool *used = xcalloc((size_t)mf->n_tensors + 1, 1);
-    bool *fused = xcalloc((size_t)m->hp.n_layers, 1);
+    bool *fused = xcalloc((size_t)(m->hp.n_layers + m->hp.n_mtp_layers), 1);
     enum status st = STATUS_OK;
+    // The MTP head is optional: transformers drops mtp.* when it saves a model. Bound (and then
+    // complete) only when the checkpoint holds its first tensor.
+    m->has_mtp = false;
+    for (int i = 0; i < n; i++)
+        if (plan[i].mtp) {
+            m->has_mtp = find_any(mf, m->arch, plan[i].name) != NULL;
+            if (!m->has_mtp)
+                LOG_INFO("%s: no %s: the MTP head (mtp_num_hidden_layers %d) is not in the checkpoint", m->dir,
+                         plan[i].name, m->hp.n_mtp_layers);
+            break;
+        }
     for (int i = 0; i < n && st == STATUS_OK; i++) {
         const struct weight_spec *s = &plan[i];
+        if (s->mtp && !m->has_mtp) continue;
         bool expert = s->role == W_EXP_GATE || s->role == W_EXP_UP || s->role == W_EXP_DOWN;
         if (expert && fused[s->layer]) continue;
         const struct st_tensor *t = find_any(mf, m->arch, s->name);
@@ -169,7 +184,8 @@ static enum status bind_all(struct model *m)
             st = STATUS_ENOTFOUND;
             break;
         }
-        int64_t want[2] = { s->n_dims == 2 ? s->ne[1] : s->ne[0], s->ne[0] };
+        int64_t want[3];   // outermost first, as safetensors lists shapes
+        for (int k = 0; k < s->n_dims; k++) want[k] = s->ne[s->n_dims - 1 - k];
         if ((st = check_tensor(mf, t, s->n_dims, want)) != STATUS_OK) break;
         if ((st = safetensors_view(mf, t, weights_slot(m, s->role, s->layer, s->expert))) != STATUS_OK) break;
         used[t - mf->tensors] = true;
@@ -212,7 +228,7 @@ enum status model_load(const char *dir, struct model **out)
     struct model *m = model_alloc(&hp, &f, a);
     m->files = mf;
     m->dir = xstrdup(dir);
-    if ((st = bind_all(m)) != STATUS_OK) {
+    if ((st = bind_all(m)) != STATUS_OK || (st = weights_repack_hybrid(m, false)) != STATUS_OK) {
         model_free(m);
         return st;
     }
@@ -245,7 +261,25 @@ enum status model_prepare(struct model *m, struct backend *be)
 
 size_t model_kv_bytes_per_token(const struct model *m, enum dtype kv_dtype)
 {
-    return (size_t)m->hp.n_layers * 2 * (size_t)m->hp.n_kv_heads * (size_t)m->hp.head_dim * dtype_size(kv_dtype);
+    size_t n_attn = (size_t)(m->hp.n_layers - m->hp.n_linear_layers);
+    return n_attn * 2 * (size_t)m->hp.n_kv_heads * (size_t)m->hp.head_dim * dtype_size(kv_dtype);
+}
+
+size_t model_gdn_conv_state_bytes(const struct hparams *hp, enum dtype conv_dtype)
+{
+    size_t conv_dim = 2 * (size_t)hp->lin_n_k_heads * (size_t)hp->lin_k_dim +
+                      (size_t)hp->lin_n_v_heads * (size_t)hp->lin_v_dim;
+    return hp->n_linear_layers ? (size_t)(hp->lin_conv_kernel - 1) * conv_dim * dtype_size(conv_dtype) : 0;
+}
+
+size_t model_gdn_ssm_state_bytes(const struct hparams *hp)
+{
+    return hp->n_linear_layers ? (size_t)hp->lin_n_v_heads * (size_t)hp->lin_k_dim * (size_t)hp->lin_v_dim * 4 : 0;
+}
+
+size_t model_seq_state_bytes(const struct hparams *hp, enum dtype conv_dtype)
+{
+    return (size_t)hp->n_linear_layers * (model_gdn_conv_state_bytes(hp, conv_dtype) + model_gdn_ssm_state_bytes(hp));
 }
 
 enum status model_synthesize(const char *config_json_path, uint64_t seed, struct model **out)
@@ -271,7 +305,7 @@ enum status model_synthesize_on(const char *config_json_path, uint64_t seed, str
     int n = weights_plan(a, &hp, &f, &plan);
     size_t total = 0;
     for (int i = 0; i < n; i++) {
-        size_t bytes = (size_t)(plan[i].ne[0] * plan[i].ne[1]) * 2;
+        size_t bytes = (size_t)weights_nelem(&plan[i]) * 2;
         total += (bytes + 63) & ~(size_t)63;   // 64-byte aligned tensors (vector loads, host and device)
     }
     bool on_device = be && be->ops->fill_synthetic;
@@ -322,8 +356,8 @@ enum status model_synthesize_on(const char *config_json_path, uint64_t seed, str
         struct tensor *t = weights_slot(m, s->role, s->layer, s->expert);
         *t = tensor_make(DTYPE_BF16, s->n_dims, s->ne, on_device ? dev : &sh->buf, off);
         t->name = s->name;
-        size_t ne = (size_t)(s->ne[0] * s->ne[1]);
-        float base = synth_base(weights_is_norm(s->role), f.norm_plus_one);
+        size_t ne = (size_t)weights_nelem(s);
+        float base = weights_synth_base(s->role, &f);
         uint64_t tseed = synth_tensor_seed(seed, s->name);
         if (on_device) be->ops->fill_synthetic(be, t, tseed, base, SYNTH_STD);
         else synth_fill_bf16_mt((uint16_t *)((char *)data + off), ne, tseed, 0, base, SYNTH_STD, 0);
@@ -335,6 +369,11 @@ enum status model_synthesize_on(const char *config_json_path, uint64_t seed, str
         return st;
     }
     if (hp.tie_embed) m->lm_head = m->tok_embed;
+    m->has_mtp = hp.n_mtp_layers > 0;
+    if ((st = weights_repack_hybrid(m, on_device)) != STATUS_OK) {
+        model_free(m);
+        return st;
+    }
     model_count(m);
     LOG_INFO("%s: synthetic %s (seed %llu), %d layers, %.2f B parameters, %.2f GiB of weights in %s memory, %.1f s",
              config_json_path, hp.arch, (unsigned long long)seed, hp.n_layers, (double)m->n_params / 1e9,

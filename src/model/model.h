@@ -79,6 +79,21 @@ struct hparams {
     int    d_ff_expert;              // moe_intermediate_size
     bool   norm_topk;
     bool   layer_moe[MODEL_MAX_LAYERS];       // from decoder_sparse_step and mlp_only_layers
+    int    d_ff_shared;              // shared_expert_intermediate_size: 0 none, else a shared SwiGLU
+                                     // expert on every MoE layer, scaled by sigmoid(shared_expert_gate)
+
+    // Gated DeltaNet (linear attention) layers: Qwen3-Next, Qwen3.5/3.6 (see qwen35-arch.md)
+    bool   layer_linear[MODEL_MAX_LAYERS];    // true: Gated DeltaNet layer ("linear_attention")
+    int    n_linear_layers;          // layers with layer_linear set
+    int    lin_n_k_heads;            // linear_num_key_heads (nk)
+    int    lin_n_v_heads;            // linear_num_value_heads (nv, a multiple of nk)
+    int    lin_k_dim;                // linear_key_head_dim (dk)
+    int    lin_v_dim;                // linear_value_head_dim (dv)
+    int    lin_conv_kernel;          // linear_conv_kernel_dim (K): causal depthwise conv taps
+
+    // Multi-token-prediction head (mtp.*): loaded and kept for speculative decoding, not run.
+    // Its decoder layers live at layer indices n_layers .. n_layers + n_mtp_layers - 1.
+    int    n_mtp_layers;             // mtp_num_hidden_layers
 };
 
 /* Architecture switches: what the forward pass does differently per family. */
@@ -90,12 +105,16 @@ struct arch_features {
     bool     embed_scale;            // embeddings times sqrt(d_model), rounded to the weight dtype (Gemma)
     enum act act;
     bool     moe;                    // layers flagged in layer_moe use routed experts
+    bool     attn_out_gate;          // q_proj yields [q_h | gate_h] per head; o_proj(attn * sigmoid(gate))
+    bool     gdn_grouped_proj;       // Qwen3-Next: in_proj_qkvz / in_proj_ba grouped by key head
 };
 
 /* Weights of one decoder layer. A tensor whose buf is NULL is absent. */
 struct layer_weights {
     struct tensor attn_norm;         // [d]   input_layernorm
     struct tensor wq, wk, wv, wo;    // [n_heads*hd, d], [n_kv*hd, d], [n_kv*hd, d], [d, n_heads*hd]
+    struct tensor wq_gate;           // [n_heads*hd, d] gated attention (attn_out_gate): the gate rows of
+                                     // q_proj, split from wq at load (weights_repack_hybrid)
     struct tensor bq, bk, bv;        // qkv biases (Qwen2)
     struct tensor q_norm, k_norm;    // [hd]
     struct tensor attn_post_norm;    // [d] (Gemma 3 post_attention_layernorm)
@@ -104,6 +123,28 @@ struct layer_weights {
     struct tensor w_gate, w_up, w_down;   // dense FFN: [f, d], [f, d], [d, f]
     struct tensor router;            // [n_experts, d]
     struct tensor *exp_gate, *exp_up, *exp_down;   // [n_experts] arrays: [fe, d], [fe, d], [d, fe]
+    struct tensor shared_gate, shared_up, shared_down;   // shared expert: [fs, d], [fs, d], [d, fs]
+    struct tensor shared_expert_gate;  // [1, d]: the shared expert's output times sigmoid(x . w)
+
+    // Gated DeltaNet (linear_attn), layers with layer_linear. conv_dim = 2 nk dk + nv dv.
+    struct tensor gdn_qkv;           // [conv_dim, d] rows [q | k | v], head-major (Qwen3.5)
+    struct tensor gdn_z;             // [nv dv, d] (Qwen3.5)
+    struct tensor gdn_b, gdn_a;      // [nv, d] each (Qwen3.5)
+    struct tensor gdn_qkvz;          // [2 nk dk + 2 nv dv, d] grouped by key head (Qwen3-Next)
+    struct tensor gdn_ba;            // [2 nv, d] grouped by key head (Qwen3-Next)
+    struct tensor gdn_conv;          // [conv_dim, 1, K] depthwise causal conv taps
+    struct tensor gdn_a_log;         // [nv] decay rate: g = -exp(A_log) softplus(a + dt_bias)
+    struct tensor gdn_dt_bias;       // [nv]
+    struct tensor gdn_norm;          // [dv] gated RMSNorm weight (plain w, not 1 + w)
+    struct tensor gdn_out;           // [d, nv dv] out_proj
+};
+
+/* The MTP head's own tensors (its decoder layers are in model.layers after the main ones). */
+struct mtp_weights {
+    struct tensor norm_embed;        // [d] pre_fc_norm_embedding ((1 + w) norm)
+    struct tensor norm_hidden;       // [d] pre_fc_norm_hidden
+    struct tensor fc;                // [d, 2d]: concat[embedding, hidden] -> d
+    struct tensor norm;              // [d] final norm before the shared lm_head
 };
 
 struct arch;
@@ -116,8 +157,12 @@ struct model {
     struct tensor           tok_embed;      // [n_vocab, d]
     struct tensor           out_norm;       // [d]
     struct tensor           lm_head;        // [n_vocab, d]; aliases tok_embed when tied
-    struct layer_weights   *layers;         // [n_layers]
+    struct layer_weights   *layers;         // [n_layers + hp.n_mtp_layers] (MTP layers last)
+    struct mtp_weights      mtp;            // bound when has_mtp
+    bool                    has_mtp;        // the checkpoint holds the mtp.* tensors (kept, not run)
     struct model_file      *files;          // mmapped safetensors, owned
+    struct buffer           repacked;       // host copies of re-laid-out weights (weights_repack_hybrid);
+                                            // data owned (free), NULL when none
     struct buffer          *dev_weights;    // synthesized weights in backend memory, owned (NULL otherwise);
                                             // freed through dev_weights->owner, which must outlive the model
     char                   *dir;            // model directory, owned
@@ -142,7 +187,13 @@ enum status model_synthesize(const char *config_json_path, uint64_t seed, struct
  * the sizes) when the backend's memory cannot hold the weights. */
 enum status model_synthesize_on(const char *config_json_path, uint64_t seed, struct backend *be, struct model **out);
 
-/* KV cache bytes per token for this model and KV dtype (all layers, K and V). */
+/* KV cache bytes per token for this model and KV dtype (attention layers only, K and V). */
 size_t model_kv_bytes_per_token(const struct model *m, enum dtype kv_dtype);
+/* Recurrent state bytes of one sequence (Gated DeltaNet layers: the conv state, (K-1) inputs of
+ * conv_dim channels in conv_dtype, and the f32 delta-rule state nv * dk * dv); 0 without them. */
+size_t model_seq_state_bytes(const struct hparams *hp, enum dtype conv_dtype);
+/* Bytes of the conv state / of the recurrent (SSM) state of one Gated DeltaNet layer, one sequence. */
+size_t model_gdn_conv_state_bytes(const struct hparams *hp, enum dtype conv_dtype);
+size_t model_gdn_ssm_state_bytes(const struct hparams *hp);
 
 #endif

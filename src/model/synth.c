@@ -202,7 +202,7 @@ static enum status write_all(FILE *fp, const void *p, size_t n, const char *path
 
 /* Writes tensors [i0, i1) of the plan as one safetensors file. */
 static enum status write_shard(const struct synth_opts *o, const char *path, const struct weight_spec *plan,
-                               int i0, int i1, bool norm_plus_one, uint16_t *chunk, int n_threads,
+                               int i0, int i1, const struct arch_features *f, uint16_t *chunk, int n_threads,
                                uint64_t *done, uint64_t total)
 {
     json_t *hdr = json_object();
@@ -210,9 +210,9 @@ static enum status write_shard(const struct synth_opts *o, const char *path, con
     uint64_t off = 0;
     for (int i = i0; i < i1; i++) {
         const struct weight_spec *s = &plan[i];
-        uint64_t bytes = (uint64_t)(s->ne[0] * s->ne[1]) * 2;
-        json_t *shape = s->n_dims == 2 ? json_pack("[I,I]", (json_int_t)s->ne[1], (json_int_t)s->ne[0])
-                                       : json_pack("[I]", (json_int_t)s->ne[0]);
+        uint64_t bytes = (uint64_t)weights_nelem(s) * 2;
+        json_t *shape = json_array();   // outermost first
+        for (int k = s->n_dims - 1; k >= 0; k--) json_array_append_new(shape, json_integer((json_int_t)s->ne[k]));
         json_object_set_new(hdr, s->name, json_pack("{s:s,s:o,s:[I,I]}", "dtype", "BF16", "shape", shape,
                                                     "data_offsets", (json_int_t)off, (json_int_t)(off + bytes)));
         off += bytes;
@@ -235,9 +235,9 @@ static enum status write_shard(const struct synth_opts *o, const char *path, con
     free(text);
     for (int i = i0; i < i1 && st == STATUS_OK; i++) {
         const struct weight_spec *s = &plan[i];
-        uint64_t n = (uint64_t)(s->ne[0] * s->ne[1]);
+        uint64_t n = (uint64_t)weights_nelem(s);
         uint64_t tseed = synth_tensor_seed(o->seed, s->name);
-        float base = synth_base(weights_is_norm(s->role), norm_plus_one);
+        float base = weights_synth_base(s->role, f);
         for (uint64_t e = 0; e < n && st == STATUS_OK; e += CHUNK_ELEMS) {
             size_t k = n - e < CHUNK_ELEMS ? (size_t)(n - e) : CHUNK_ELEMS;
             synth_fill_bf16_mt(chunk, k, tseed, e, base, SYNTH_STD, n_threads);
@@ -263,7 +263,7 @@ static int shard_plan(const struct weight_spec *plan, int n, uint64_t limit, int
     int n_shards = 0;
     *total = 0;
     for (int i = 0; i < n; i++) {
-        uint64_t bytes = (uint64_t)(plan[i].ne[0] * plan[i].ne[1]) * 2;
+        uint64_t bytes = (uint64_t)weights_nelem(&plan[i]) * 2;
         if (i == 0 || (cur > 0 && cur + bytes > limit)) {
             first[n_shards++] = i;
             cur = 0;
@@ -335,7 +335,7 @@ enum status synth_write(const struct synth_opts *o, struct synth_result *res)
         else strbuf_printf(&name, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
         strbuf_clear(&path);
         strbuf_printf(&path, "%s/%s", o->out_dir, name.data);
-        st = write_shard(o, path.data, plan, first[s], first[s + 1], f.norm_plus_one, chunk, n_threads, &done, total);
+        st = write_shard(o, path.data, plan, first[s], first[s + 1], &f, chunk, n_threads, &done, total);
         for (int i = first[s]; i < first[s + 1]; i++) json_object_set_new(wmap, plan[i].name, json_string(name.data));
         strbuf_free(&name);
     }

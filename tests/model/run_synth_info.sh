@@ -52,7 +52,40 @@ qwen3-1.7b.json 1.7
 qwen3-8b.json 8.2
 llama-3.1-8b.json 8.03
 qwen3-30b-a3b.json 30.5
+qwen3.5-27b.json 27
+qwen3.6-35b-a3b.json 35
+qwen3-next-80b-a3b.json 80
 LIST
+# the hybrids: layer pattern, per-sequence state bytes, KV only on attention layers, MTP head
+cat > "$T/hy.json" <<'JSON'
+{"architectures": ["Qwen3_5MoeForConditionalGeneration"], "vision_config": {"depth": 2},
+ "text_config": {"vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 8, "num_attention_heads": 2,
+ "num_key_value_heads": 1, "head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+ "linear_key_head_dim": 8, "linear_value_head_dim": 8, "num_experts": 4, "num_experts_per_tok": 2,
+ "moe_intermediate_size": 16, "shared_expert_intermediate_size": 24, "mtp_num_hidden_layers": 1,
+ "max_position_embeddings": 256}}
+JSON
+"$CAIRN" synth --config "$T/hy.json" --out "$T/hy" >/dev/null 2>&1 || fail "hybrid synth"
+info=$("$CAIRN" info "$T/hy" 2>/dev/null)
+echo "$info"
+echo "$info" | grep -q "layer kinds: *6 Gated DeltaNet (L) + 2 attention (A): (LLLA) x 2" || fail "hybrid layer pattern"
+# per layer: conv (4-1) x (2*2*8 + 4*8) f32 + state 4 x 8 x 8 f32; 6 layers
+echo "$info" | grep -q "state: *$((6*(3*64*4 + 4*8*8*4))) bytes/sequence" || fail "hybrid state bytes"
+echo "$info" | grep -q "kv cache: *$((2*2*1*16*2)) bytes/token bf16" || fail "hybrid kv bytes"
+echo "$info" | grep -q "mtp head: *1 layer, loaded" || fail "hybrid mtp head"
+echo "$info" | grep -q "experts: *4, 2 per token, ffn 16, renormalized; 8 of 8 layers sparse" || fail "hybrid experts"
+# a Qwen3-Next and a dense Qwen3.5 synthesize and load too
+cat > "$T/hy2.json" <<'JSON'
+{"architectures": ["ARCH"], "vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2,
+ "num_key_value_heads": 1, "head_dim": 16, "linear_num_key_heads": 2, "linear_num_value_heads": 4,
+ "linear_key_head_dim": 8, "linear_value_head_dim": 8, "num_experts": 4, "num_experts_per_tok": 2,
+ "moe_intermediate_size": 16, "shared_expert_intermediate_size": 24, "intermediate_size": 48}
+JSON
+for arch in Qwen3NextForCausalLM Qwen3_5ForCausalLM; do
+    sed -i "s/\"architectures\": \[\"[A-Za-z0-9_]*\"\]/\"architectures\": [\"$arch\"]/" "$T/hy2.json"
+    "$CAIRN" synth --config "$T/hy2.json" --out "$T/hy2_$arch" >/dev/null 2>&1 || fail "$arch synth"
+    "$CAIRN" info "$T/hy2_$arch" 2>/dev/null | grep -q "architecture: *$arch" || fail "$arch info"
+done
 # a Gemma 3 with a tokenizer directory copied in
 mkdir -p "$T/tok" && echo '{"model": {}}' > "$T/tok/tokenizer.json" && echo '{}' > "$T/tok/tokenizer_config.json"
 cat > "$T/g.json" <<'JSON'

@@ -226,6 +226,67 @@ TEST(fixture_configs)
     EXPECT(hp.rope.scaling == ROPE_SCALING_YARN && hp.rope.factor == 4.0f && hp.rope.orig_max_pos == 128);
 }
 
+#define HYB(arch) "\"architectures\": [\"" arch "\"], \"vocab_size\": 100, \"hidden_size\": 64, " \
+                  "\"num_hidden_layers\": 8, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, " \
+                  "\"max_position_embeddings\": 1024"
+
+TEST(hybrid_defaults_and_pattern)
+{
+    // transformers' defaults: head_dim 256, partial rotary 0.25, linear heads 16/32 x 128, conv 4,
+    // full attention every 4th layer, gated attention output; Qwen3-Next: 512 experts top 10.
+    EXPECT(parse("{" HYB("Qwen3NextForCausalLM") "}") == STATUS_OK);
+    EXPECT(hp.head_dim == 256 && fabsf(hp.attn_scale - 1.0f / 16) < 1e-7f && hp.partial_rotary == 0.25f);
+    EXPECT(hp.lin_n_k_heads == 16 && hp.lin_n_v_heads == 32 && hp.lin_k_dim == 128 && hp.lin_v_dim == 128);
+    EXPECT(hp.lin_conv_kernel == 4 && hp.n_linear_layers == 6 && !hp.layer_linear[3] && !hp.layer_linear[7]);
+    EXPECT(hp.layer_linear[0] && hp.layer_linear[6] && f.attn_out_gate && f.gdn_grouped_proj && f.norm_plus_one);
+    EXPECT(hp.n_experts == 512 && hp.n_experts_used == 10 && hp.d_ff_shared == 512 && hp.norm_topk && f.moe);
+    EXPECT(hp.layer_moe[0] && hp.layer_moe[7] && hp.n_mtp_layers == 0);
+    // Qwen3-Next honours norm_topk_prob and decoder_sparse_step / mlp_only_layers
+    EXPECT(parse("{" HYB("Qwen3NextForCausalLM") ", \"norm_topk_prob\": false, \"decoder_sparse_step\": 2,"
+                 " \"mlp_only_layers\": [1], \"intermediate_size\": 96, \"num_experts\": 8,"
+                 " \"num_experts_per_tok\": 2, \"full_attention_interval\": 2}") == STATUS_OK);
+    EXPECT(!hp.norm_topk && !hp.layer_moe[0] && !hp.layer_moe[1] && hp.layer_moe[3] && !hp.layer_moe[4]);
+    EXPECT(hp.layer_linear[0] && !hp.layer_linear[1] && hp.n_linear_layers == 4);
+    // Qwen3.5-MoE always renormalises (its config class drops norm_topk_prob)
+    EXPECT(parse("{" HYB("Qwen3_5MoeForCausalLM") ", \"norm_topk_prob\": false, \"head_dim\": 16,"
+                 " \"partial_rotary_factor\": 0.5, \"mtp_num_hidden_layers\": 1}") == STATUS_OK);
+    EXPECT(hp.norm_topk && hp.n_experts == 256 && hp.n_experts_used == 8 && hp.head_dim == 16);
+    EXPECT(hp.partial_rotary == 0.5f && !f.gdn_grouped_proj && hp.n_mtp_layers == 1 && hp.layer_moe[8]);
+    // dense Qwen3.5 in its multimodal wrapper: layer_types (legacy names too), rope_parameters
+    EXPECT(parse("{\"architectures\": [\"Qwen3_5ForConditionalGeneration\"], \"vision_config\": {},"
+                 " \"tie_word_embeddings\": false, \"text_config\": {" HYB("x") ", \"intermediate_size\": 96,"
+                 " \"attn_output_gate\": false, \"linear_num_key_heads\": 2, \"linear_num_value_heads\": 6,"
+                 " \"layer_types\": [\"linear_attention\", \"full_attention\", \"mamba\", \"attention\","
+                 " \"linear_attention\", \"linear_attention\", \"linear_attention\", \"full_attention\"],"
+                 " \"rope_parameters\": {\"rope_type\": \"default\", \"rope_theta\": 1e7, \"partial_rotary_factor\": 0.25,"
+                 " \"mrope_section\": [11, 11, 10], \"mrope_interleaved\": true}}}") == STATUS_OK);
+    EXPECT(!strcmp(hp.arch, "Qwen3_5ForConditionalGeneration") && hp.d_ff == 96 && !f.moe && !f.attn_out_gate);
+    EXPECT(hp.layer_linear[0] && !hp.layer_linear[1] && hp.layer_linear[2] && !hp.layer_linear[3]);
+    EXPECT(hp.n_linear_layers == 5 && hp.rope.theta == 1e7f && hp.lin_n_v_heads == 6);
+}
+
+TEST(hybrid_bad_input)
+{
+    // an unknown layer kind, value heads not a multiple of key heads, no text_config
+    EXPECT(parse("{" HYB("Qwen3_5MoeForCausalLM") ", \"layer_types\": [\"linear_attention\", \"full_attention\","
+                 " \"sliding_attention\", \"full_attention\", \"full_attention\", \"full_attention\","
+                 " \"full_attention\", \"full_attention\"]}") == STATUS_EUNSUPPORTED);
+    EXPECT(parse("{" HYB("Qwen3_5MoeForCausalLM") ", \"layer_types\": [\"linear_attention\"]}") == STATUS_EFORMAT);
+    EXPECT(parse("{" HYB("Qwen3_5MoeForCausalLM") ", \"linear_num_key_heads\": 3, \"linear_num_value_heads\": 8}") ==
+           STATUS_EFORMAT);
+    EXPECT(parse("{\"architectures\": [\"Qwen3_5MoeForConditionalGeneration\"], \"vocab_size\": 100,"
+                 " \"hidden_size\": 64, \"num_hidden_layers\": 8, \"num_attention_heads\": 4}") == STATUS_EFORMAT);
+    EXPECT(parse("{\"architectures\": [\"Qwen3_5ForConditionalGeneration\"], \"text_config\": 3}") == STATUS_EFORMAT);
+    // the dense family needs intermediate_size; experts: k <= E; linear dims bounded
+    EXPECT(parse("{" HYB("Qwen3_5ForCausalLM") "}") == STATUS_EFORMAT);
+    EXPECT(parse("{" HYB("Qwen3_5MoeForCausalLM") ", \"num_experts\": 4, \"num_experts_per_tok\": 5}") == STATUS_EFORMAT);
+    EXPECT(parse("{" HYB("Qwen3_5MoeForCausalLM") ", \"linear_conv_kernel_dim\": 0}") == STATUS_EFORMAT);
+    EXPECT(parse("{" HYB("Qwen3_5MoeForCausalLM") ", \"attention_bias\": true}") == STATUS_EUNSUPPORTED);
+    // the same layer kinds are not accepted by a family without DeltaNet layers
+    EXPECT(parse("{" BASE("Qwen3ForCausalLM") ", \"layer_types\": [\"linear_attention\", \"full_attention\","
+                 " \"full_attention\", \"full_attention\"]}") == STATUS_EUNSUPPORTED);
+}
+
 int main(void)
 {
     RUN(classic_llama3);
@@ -238,5 +299,7 @@ int main(void)
     RUN(unsupported_named);
     RUN(hostile_values);
     RUN(fixture_configs);
+    RUN(hybrid_defaults_and_pattern);
+    RUN(hybrid_bad_input);
     return test_summary();
 }

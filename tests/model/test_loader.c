@@ -535,6 +535,160 @@ TEST(gemma3_multimodal_prefixes)
     model_free(a);
 }
 
+/* ==== Hybrid (Gated DeltaNet) families ==== */
+
+/* d 32, 4 layers (3 DeltaNet + 1 attention), nk 2 x 8, nv 4 x 8, conv 4; the arch line comes first. */
+#define HYBRID_DIMS "\"vocab_size\": 64, \"hidden_size\": 32, \"intermediate_size\": 48, \"num_hidden_layers\": 4," \
+    " \"num_attention_heads\": 2, \"num_key_value_heads\": 1, \"head_dim\": 16, \"max_position_embeddings\": 128," \
+    " \"linear_num_key_heads\": 2, \"linear_num_value_heads\": 4, \"linear_key_head_dim\": 8," \
+    " \"linear_value_head_dim\": 8, \"linear_conv_kernel_dim\": 4, \"mtp_num_hidden_layers\": 1"
+#define HYBRID_MOE ", \"num_experts\": 4, \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 16," \
+    " \"shared_expert_intermediate_size\": 24"
+
+/* Copies model a's tensors into a new checkpoint dir `name` with config cfg: tensors whose name
+ * contains `drop` are left out, a leading "model." becomes `prefix` (NULL: unchanged), and the
+ * tensor named `reshape` (if any) gets its first dim halved. */
+static enum status rewrite_load(const struct model *a, const char *name, const char *cfg, const char *drop,
+                                const char *prefix, const char *reshape, struct model **out)
+{
+    json_t *hdr = json_object();
+    struct blob data = {0};
+    for (int i = 0; i < a->files->n_tensors; i++) {
+        const struct st_tensor *t = &a->files->tensors[i];
+        if (drop && strstr(t->name, drop)) continue;
+        struct tensor v;
+        CHECK(safetensors_view(a->files, t, &v) == STATUS_OK, "view");
+        char tname[256];
+        if (prefix && !strncmp(t->name, "model.", 6)) snprintf(tname, sizeof tname, "%s%s", prefix, t->name + 6);
+        else snprintf(tname, sizeof tname, "%s", t->name);
+        json_t *shape = json_array();
+        for (int d = 0; d < t->n_dims; d++) {
+            int64_t n = t->shape[d];
+            if (d == 0 && reshape && !strcmp(t->name, reshape)) n /= 2;
+            json_array_append_new(shape, json_integer(n));
+        }
+        size_t bytes = t->bytes;
+        if (reshape && !strcmp(t->name, reshape)) bytes /= 2;
+        json_object_set_new(hdr, tname, json_pack("{s:s,s:o,s:[I,I]}", "dtype", "BF16", "shape", shape,
+                                                  "data_offsets", (json_int_t)data.n, (json_int_t)(data.n + bytes)));
+        blob_add(&data, tensor_data(&v), bytes);
+    }
+    char *text = json_dumps(hdr, JSON_COMPACT);
+    char *dir = write_model(name, cfg, text, data.p, data.n, 0);
+    enum status st = model_load(dir, out);
+    free(text);
+    free(data.p);
+    json_decref(hdr);
+    return st;
+}
+
+TEST(hybrid_families_load)
+{
+    static const struct { const char *arch, *extra; bool grouped, moe, cg; } fams[] = {
+        { "Qwen3NextForCausalLM", HYBRID_MOE, true, true, false },
+        { "Qwen3_5ForCausalLM", "", false, false, false },
+        { "Qwen3_5MoeForCausalLM", HYBRID_MOE, false, true, false },
+        { "Qwen3_5ForConditionalGeneration", "", false, false, true },
+        { "Qwen3_5MoeForConditionalGeneration", HYBRID_MOE, false, true, true },
+    };
+    for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++) {
+        char cfg[2048], cfgname[64], outname[64];
+        if (fams[i].cg)
+            snprintf(cfg, sizeof cfg, "{\"architectures\": [\"%s\"], \"text_config\": {" HYBRID_DIMS "%s},"
+                     " \"vision_config\": {\"depth\": 2}}", fams[i].arch, fams[i].extra);
+        else
+            snprintf(cfg, sizeof cfg, "{\"architectures\": [\"%s\"], " HYBRID_DIMS "%s}", fams[i].arch, fams[i].extra);
+        snprintf(cfgname, sizeof cfgname, "hy%zu.json", i);
+        snprintf(outname, sizeof outname, "hy%zu", i);
+        write_file(pathf("%s/%s", cfgname), cfg, strlen(cfg));
+        struct synth_opts o = { .config_path = pathf("%s/%s", cfgname), .out_dir = pathf("%s/%s", outname),
+                                .seed = 11, .quiet = 1 };
+        ASSERT(synth_write(&o, NULL) == STATUS_OK);
+        struct model *m = NULL;
+        enum status st = model_load(pathf("%s/%s", outname), &m);
+        EXPECTF(st == STATUS_OK, "%s: %s", fams[i].arch, status_str(st));
+        if (!m) continue;
+        const struct hparams *hp = &m->hp;
+        EXPECT(hp->layer_linear[0] && hp->layer_linear[1] && hp->layer_linear[2] && !hp->layer_linear[3]);
+        EXPECT(hp->n_linear_layers == 3 && hp->partial_rotary == 0.25f && m->f.attn_out_gate && m->f.norm_plus_one);
+        EXPECT(m->f.gdn_grouped_proj == fams[i].grouped && m->f.moe == fams[i].moe);
+        const struct layer_weights *g = &m->layers[0], *att = &m->layers[3];
+        // conv_dim = 2 * 2 * 8 + 4 * 8 = 64; conv1d [64, 1, 4] -> ne {4, 1, 64}
+        EXPECT(g->gdn_conv.ne[0] == 4 && g->gdn_conv.ne[1] == 1 && g->gdn_conv.ne[2] == 64);
+        EXPECT(g->gdn_a_log.ne[0] == 4 && g->gdn_dt_bias.ne[0] == 4 && g->gdn_norm.ne[0] == 8);
+        EXPECT(g->gdn_out.ne[0] == 32 && g->gdn_out.ne[1] == 32 && !g->wq.buf);
+        // Qwen3-Next's grouped projections are split into Qwen3.5's at load
+        EXPECT(g->gdn_qkv.ne[1] == 64 && g->gdn_z.ne[1] == 32 && g->gdn_b.ne[1] == 4 && g->gdn_a.ne[1] == 4);
+        EXPECT(!g->gdn_qkvz.buf && !g->gdn_ba.buf);
+        // gated q_proj [q_h | gate_h] per head, split into wq and wq_gate
+        EXPECT(att->wq.ne[1] == 2 * 16 && att->wq_gate.ne[1] == 2 * 16 && att->q_norm.buf && !att->gdn_conv.buf);
+        {
+            // the rows moved where qwen35-arch.md section 3.1/4 says: compare with the file's rows
+            const struct st_tensor *fq = safetensors_find(m->files, "model.layers.3.self_attn.q_proj.weight");
+            ASSERT(fq);
+            size_t row = 32 * 2;   // d 32, bf16
+            const char *file_q = (const char *)m->files->shards[fq->shard].buf.data + m->files->shards[fq->shard].data_off + fq->begin;
+            // head 1: q rows 32..47 of the file -> wq rows 16..31; gate rows 48..63 -> wq_gate rows 16..31
+            EXPECT(!memcmp((const char *)tensor_data(&att->wq) + 16 * row, file_q + 32 * row, 16 * row));
+            EXPECT(!memcmp((const char *)tensor_data(&att->wq_gate) + 16 * row, file_q + 48 * row, 16 * row));
+            EXPECT(!memcmp((const char *)tensor_data(&att->wq_gate), file_q + 16 * row, 16 * row));
+            if (fams[i].grouped) {
+                const struct st_tensor *fz = safetensors_find(m->files, "model.layers.0.linear_attn.in_proj_qkvz.weight");
+                const struct st_tensor *fb = safetensors_find(m->files, "model.layers.0.linear_attn.in_proj_ba.weight");
+                ASSERT(fz && fb);
+                const char *qkvz = (const char *)m->files->shards[fz->shard].buf.data + m->files->shards[fz->shard].data_off + fz->begin;
+                const char *ba = (const char *)m->files->shards[fb->shard].buf.data + m->files->shards[fb->shard].data_off + fb->begin;
+                // group 1 (rows 48..95): q_1 8, k_1 8, v of heads 2,3 (16), z of heads 2,3 (16)
+                EXPECT(!memcmp((const char *)tensor_data(&g->gdn_qkv) + 8 * row, qkvz + 48 * row, 8 * row));        // q_1
+                EXPECT(!memcmp((const char *)tensor_data(&g->gdn_qkv) + 24 * row, qkvz + 56 * row, 8 * row));       // k_1
+                EXPECT(!memcmp((const char *)tensor_data(&g->gdn_qkv) + 48 * row, qkvz + 64 * row, 16 * row));      // v_2,3
+                EXPECT(!memcmp((const char *)tensor_data(&g->gdn_z) + 16 * row, qkvz + 80 * row, 16 * row));        // z_2,3
+                // ba group 1 (rows 4..7): b of heads 2,3, a of heads 2,3
+                EXPECT(!memcmp((const char *)tensor_data(&g->gdn_b) + 2 * row, ba + 4 * row, 2 * row));
+                EXPECT(!memcmp((const char *)tensor_data(&g->gdn_a) + 2 * row, ba + 6 * row, 2 * row));
+            }
+        }
+        if (fams[i].moe) {
+            EXPECT(hp->norm_topk && hp->d_ff_shared == 24 && att->shared_expert_gate.ne[1] == 1);
+            EXPECT(g->exp_gate[3].ne[1] == 16 && g->shared_down.ne[0] == 24);
+        } else {
+            EXPECT(g->w_gate.ne[1] == 48 && !g->router.buf);
+        }
+        // the MTP head: globals and one gated-attention layer after the main ones
+        EXPECT(m->has_mtp && m->mtp.fc.ne[0] == 64 && m->mtp.fc.ne[1] == 32 && m->layers[4].wq_gate.ne[1] == 32);
+        EXPECT(!hp->layer_linear[4] && hp->layer_moe[4] == fams[i].moe);
+        // only the attention layer keeps a KV cache: 1 layer * 2 * 1 head * 16 * 2 bytes
+        EXPECT(model_kv_bytes_per_token(m, DTYPE_BF16) == 64);
+        // per layer: conv 3 * 64 f32 + state 4 * 8 * 8 f32; 3 layers
+        EXPECT(model_seq_state_bytes(hp, DTYPE_F32) == 3 * (3 * 64 * 4 + 4 * 8 * 8 * 4));
+        // norms: (1 + w) ones centred on 0, the DeltaNet output norm on 1
+        EXPECT(fabs(bf16_to_f32(((const uint16_t *)tensor_data(&g->attn_norm))[1])) < 0.1);
+        EXPECT(fabs(bf16_to_f32(((const uint16_t *)tensor_data(&g->gdn_norm))[1]) - 1.0) < 0.1);
+        uint64_t n_params = m->n_params;
+
+        // the multimodal wrapper's prefix loads the same weights
+        if (fams[i].cg) {
+            struct model *b = NULL;
+            EXPECT(rewrite_load(m, "hy_prefixed", cfg, NULL, "model.language_model.", NULL, &b) == STATUS_OK);
+            EXPECT(b && b->n_params == n_params);
+            model_free(b);
+        }
+        // no mtp.* (transformers does not save them): loads without the head
+        struct model *b = NULL;
+        EXPECT(rewrite_load(m, "hy_nomtp", cfg, "mtp.", NULL, NULL, &b) == STATUS_OK);
+        EXPECT(b && !b->has_mtp && b->n_params < n_params && !b->mtp.fc.buf);
+        model_free(b);
+        // a missing DeltaNet tensor, a broken MTP head, a conv of the wrong shape: errors
+        b = NULL;
+        EXPECT(rewrite_load(m, "hy_bad", cfg, "layers.1.linear_attn.dt_bias", NULL, NULL, &b) == STATUS_ENOTFOUND);
+        EXPECT(rewrite_load(m, "hy_bad", cfg, "mtp.norm.", NULL, NULL, &b) == STATUS_ENOTFOUND);
+        EXPECT(rewrite_load(m, "hy_bad", cfg, NULL, NULL, "model.layers.2.linear_attn.conv1d.weight", &b) ==
+               STATUS_EFORMAT);
+        EXPECT(!b);
+        model_free(m);
+    }
+}
+
 /* ==== Committed transformers fixtures ==== */
 
 TEST(fixtures_load)
@@ -558,7 +712,8 @@ TEST(fixtures_load)
             EXPECT(m->hp.n_vocab == json_integer_value(json_object_get(r, "vocab")));
             // Every tensor of the file is bound: parameters = all elements in the file.
             uint64_t all = 0;
-            for (int t = 0; t < m->files->n_tensors; t++) all += m->files->tensors[t].bytes / 2;
+            for (int t = 0; t < m->files->n_tensors; t++)
+                all += m->files->tensors[t].bytes / dtype_size(m->files->tensors[t].dtype);
             EXPECTF(m->n_params == all, "%s: %llu bound vs %llu in file", names[i],
                     (unsigned long long)m->n_params, (unsigned long long)all);
             const json_t *lm = json_object_get(r, "layer_moe");
@@ -567,6 +722,15 @@ TEST(fixtures_load)
                 for (int l = 0; same && l < m->hp.n_layers; l++)
                     same = json_is_true(json_array_get(lm, (size_t)l)) == m->hp.layer_moe[l];
                 EXPECTF(same, "%s: layer_moe differs from ref.json", names[i]);
+            }
+            const json_t *lt = json_object_get(r, "layer_types");   // hybrid fixtures
+            if (lt) {
+                bool same = json_array_size(lt) == (size_t)m->hp.n_layers;
+                for (int l = 0; same && l < m->hp.n_layers; l++) {
+                    const char *kind = json_string_value(json_array_get(lt, (size_t)l));
+                    same = kind && !strcmp(kind, m->hp.layer_linear[l] ? "linear_attention" : "full_attention");
+                }
+                EXPECTF(same, "%s: layer_types differ from ref.json", names[i]);
             }
         }
         model_free(m);
@@ -587,6 +751,7 @@ int main(void)
     RUN(corrupt_index);
     RUN(fused_experts_match_per_expert);
     RUN(gemma3_multimodal_prefixes);
+    RUN(hybrid_families_load);
     RUN(fixtures_load);
     json_decref(good_hdr);
     free(good);

@@ -287,6 +287,10 @@ static const struct backend_ops cpu_ops = {
     .moe_route = cpu_moe_route,
     .moe_ffn = cpu_moe_ffn,
     .argmax = host_argmax,
+    .gdn_conv = cpu_gdn_conv,
+    .gdn_recurrent = cpu_gdn_recurrent,
+    .rmsnorm_gated = cpu_rmsnorm_gated,
+    .sigmoid_mul = cpu_sigmoid_mul,
 };
 
 enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out)

@@ -5,9 +5,9 @@
  * steps and is then reused, so steady-state steps allocate nothing.
  *
  * Files: cpu.c (creation, scratch, row-wise ops), cpu_matmul.c (matmul, matmul_n, matmul_rows,
- * moe_ffn), cpu_attn.c (rope, kv_write, attention), cpu_weights.c (weight_prepare: huge-page
- * copies), kern*.c (SIMD kernels, see kern.h), membw.c (bandwidth probe); buffers, argmax
- * and argument checks come from backend/host.c (shared with ref).
+ * moe_ffn), cpu_attn.c (rope, kv_write, attention), cpu_gdn.c (Gated DeltaNet), cpu_weights.c
+ * (weight_prepare: huge-page copies), kern*.c (SIMD kernels, see kern.h), membw.c (bandwidth
+ * probe); buffers, argmax and argument checks come from backend/host.c (shared with ref).
  *
  *     struct cpu *c = be->impl;
  *     float *tmp = cpu_thread_scratch(c, thread, n_floats);   // inside a threadpool task
@@ -75,6 +75,17 @@ enum status cpu_weight_prepare(struct backend *be, struct tensor *w);
 void        cpu_weights_free(struct cpu_weights *cw);
 
 /* act(g) * u over n contiguous floats (shared by glu and moe_ffn). */
+/* Gated DeltaNet ops (cpu_gdn.c). */
+void cpu_gdn_conv(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *w,
+                  struct gdn_state_layer *st, const struct batch_meta *meta);
+void cpu_gdn_recurrent(struct backend *be, struct tensor *out, const struct tensor *q, const struct tensor *k,
+                       const struct tensor *v, const struct tensor *a, const struct tensor *b,
+                       const struct tensor *a_log, const struct tensor *dt_bias, struct gdn_state_layer *st,
+                       const struct gdn_params *p, const struct batch_meta *meta);
+void cpu_rmsnorm_gated(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *z,
+                       const struct tensor *w, float eps);
+void cpu_sigmoid_mul(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *g);
+
 void cpu_glu_row(struct cpu *c, float *out, const float *g, const float *u, int64_t n, enum act act);
 
 #endif

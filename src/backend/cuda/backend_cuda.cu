@@ -158,17 +158,17 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
     // One pinned pack, one copy. The block table, the only array whose length varies between
     // steps of equal shape, goes last, so a recorded step graph's array addresses stay valid.
     int n_blocks = m->seq_block0 ? m->seq_block0[m->n_seq] : 0;
-    enum { N_ARR = 9 };
+    enum { N_ARR = 10 };
     size_t sizes[N_ARR] = {
         sizeof(int64_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_tok,
         sizeof(int32_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_seq, sizeof(int32_t) * (size_t)(m->n_seq + 1),
         sizeof(int32_t) * (size_t)(m->n_out > 0 ? m->n_out : 1), sizeof(int32_t) * 3 * (size_t)(n_tiles > 0 ? n_tiles : 1),
-        sizeof(int32_t) * (size_t)(n_blocks > 0 ? n_blocks : 1),
+        sizeof(int32_t) * (size_t)(m->n_seq > 0 ? m->n_seq : 1), sizeof(int32_t) * (size_t)(n_blocks > 0 ? n_blocks : 1),
     };
     const void *srcs[N_ARR] = { m->tok_slot, m->tok_id, m->tok_pos, m->tok_seq, m->seq_len, m->seq_block0, m->out_tok,
-                                b->h_tiles, m->block_ids };
+                                b->h_tiles, m->seq_state_slot, m->block_ids };
     int32_t **dsts32[N_ARR - 1] = { &b->d_tok_id, &b->d_tok_pos, &b->d_tok_seq, &b->d_seq_len, &b->d_seq_block0,
-                                    &b->d_out_tok, &b->d_tiles, &b->d_block_ids };
+                                    &b->d_out_tok, &b->d_tiles, &b->d_seq_state_slot, &b->d_block_ids };
     size_t total = 0, offs[N_ARR];
     for (int i = 0; i < N_ARR; i++) {
         offs[i] = total;
@@ -362,6 +362,10 @@ static const struct backend_ops cuda_ops = {
     /* .step_graph_end = */ c_step_graph_end,
     /* .mem_info = */ c_mem_info,
     /* .fill_synthetic = */ cuda_fill_synthetic,
+    /* .gdn_conv = */ cuda_gdn_conv,
+    /* .gdn_recurrent = */ cuda_gdn_recurrent,
+    /* .rmsnorm_gated = */ cuda_rmsnorm_gated,
+    /* .sigmoid_mul = */ cuda_sigmoid_mul,
 };
 
 extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct backend **out)

@@ -42,6 +42,7 @@ struct cuda_batch {
     int      max_seq_len;        // longest sequence of the step
     bool     all_single;         // every sequence contributes at most one token (pure decode)
     int32_t *d_tok_id, *d_tok_pos, *d_tok_seq, *d_seq_len, *d_seq_block0, *d_block_ids, *d_out_tok;
+    int32_t *d_seq_state_slot;   // [n_seq] recurrent-state slots (hybrid models; unset otherwise)
     int64_t *d_tok_slot;
     int      n_tiles;            // query tiles for the tiled prefill kernel: runs of consecutive
     int32_t *d_tiles;            // positions of one sequence, <= 64 tokens: [n_tiles][first, n, seq]
@@ -269,6 +270,15 @@ void cuda_moe_ffn_add(struct backend *, struct tensor *, const struct tensor *, 
                       const struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *, int,
                       enum act);
 void cuda_fill_synthetic(struct backend *, struct tensor *, uint64_t, float, float);
+void cuda_gdn_conv(struct backend *, struct tensor *, const struct tensor *, const struct tensor *,
+                   struct gdn_state_layer *, const struct batch_meta *);
+void cuda_gdn_recurrent(struct backend *, struct tensor *, const struct tensor *, const struct tensor *,
+                        const struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *,
+                        const struct tensor *, struct gdn_state_layer *, const struct gdn_params *,
+                        const struct batch_meta *);
+void cuda_rmsnorm_gated(struct backend *, struct tensor *, const struct tensor *, const struct tensor *,
+                        const struct tensor *, float);
+void cuda_sigmoid_mul(struct backend *, struct tensor *, const struct tensor *, const struct tensor *);
 
 /* out[n, m] = x[n, k] @ w^T with x given as rows of a device f32 array (used by MoE too). */
 void cuda_linear(struct cuda_backend *cb, float *d_out, const float *d_x, int n, const struct tensor *w);

@@ -322,6 +322,144 @@ static void ref_moe_ffn(struct backend *be, struct tensor *out, const struct ten
     }
 }
 
+/* ==== Gated DeltaNet ==== */
+
+/* torch.nn.functional.softplus (threshold 20: linear above it). */
+static double ref_softplus(double x) { return x > 20.0 ? x : log1p(exp(x)); }
+
+static double ref_silu(double x) { return x / (1.0 + exp(-x)); }
+
+/* The state slot of token i; a token at position 0 starts its sequence (state zeroed first). */
+static int32_t ref_state_slot(const struct batch_meta *meta, int i, int64_t n_slots)
+{
+    CHECK(meta->seq_state_slot, "gdn op without meta->seq_state_slot");
+    int32_t slot = meta->seq_state_slot[meta->tok_seq[i]];
+    CHECK(slot >= 0 && slot < n_slots, "gdn: state slot %d out of [0, %lld)", slot, (long long)n_slots);
+    return slot;
+}
+
+static void ref_gdn_conv(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *w,
+                         struct gdn_state_layer *st, const struct batch_meta *meta)
+{
+    (void)be;
+    host_check_f32(out, "gdn_conv out");
+    host_check_f32(x, "gdn_conv x");
+    host_check_f32(&st->conv, "gdn_conv state");
+    int64_t C = x->ne[0], K = w->ne[0];
+    CHECK(w->ne[1] == 1 && w->ne[2] == C && out->ne[0] == C && st->conv.ne[0] == (K - 1) * C, "gdn_conv: shapes");
+    for (int i = 0; i < meta->n_tok; i++) {
+        float *hist = host_row(&st->conv, ref_state_slot(meta, i, tensor_rows(&st->conv)));   // [K-1][C]
+        if (meta->tok_pos[i] == 0) memset(hist, 0, sizeof(float) * (size_t)((K - 1) * C));
+        const float *xr = host_row(x, i);
+        float *o = host_row(out, i);
+        for (int64_t c = 0; c < C; c++) {
+            const void *wc = host_row(w, c);   // the K taps of channel c, oldest input first
+            double acc = host_elem_f32(w->dtype, wc, K - 1) * (double)xr[c];
+            for (int64_t j = 0; j < K - 1; j++) acc += host_elem_f32(w->dtype, wc, j) * (double)hist[j * C + c];
+            o[c] = (float)ref_silu(acc);
+            for (int64_t j = 0; j + 1 < K - 1; j++) hist[j * C + c] = hist[(j + 1) * C + c];
+            if (K > 1) hist[(K - 2) * C + c] = xr[c];
+        }
+    }
+}
+
+/* x / sqrt(sum x^2 + 1e-6) into y (FLA's l2norm, eps inside the root), times scale. */
+static void ref_l2norm(double *y, const float *x, int64_t n, double scale)
+{
+    double ss = 0;
+    for (int64_t j = 0; j < n; j++) ss += (double)x[j] * x[j];
+    double inv = scale / sqrt(ss + 1e-6);
+    for (int64_t j = 0; j < n; j++) y[j] = x[j] * inv;
+}
+
+static void ref_gdn_recurrent(struct backend *be, struct tensor *out, const struct tensor *q, const struct tensor *k,
+                              const struct tensor *v, const struct tensor *a, const struct tensor *b,
+                              const struct tensor *a_log, const struct tensor *dt_bias, struct gdn_state_layer *st,
+                              const struct gdn_params *p, const struct batch_meta *meta)
+{
+    int64_t nk = p->n_k_heads, nv = p->n_v_heads, dk = p->k_dim, dv = p->v_dim;
+    CHECK(nk > 0 && nv % nk == 0, "gdn_recurrent: %lld value heads over %lld key heads", (long long)nv, (long long)nk);
+    host_check_f32(out, "gdn_recurrent out");
+    host_check_f32(&st->ssm, "gdn_recurrent state");
+    CHECK(q->ne[0] == nk * dk && k->ne[0] == nk * dk && v->ne[0] == nv * dv && out->ne[0] == nv * dv &&
+          a->ne[0] == nv && b->ne[0] == nv && a_log->ne[0] == nv && dt_bias->ne[0] == nv &&
+          st->ssm.ne[0] == nv * dk * dv, "gdn_recurrent: shapes");
+    double *qn = ref_scratch(be, (size_t)(2 * dk + 2 * dv)), *kn = qn + dk, *m = kn + dk, *o = m + dv;
+    for (int i = 0; i < meta->n_tok; i++) {
+        float *S_all = host_row(&st->ssm, ref_state_slot(meta, i, tensor_rows(&st->ssm)));
+        if (meta->tok_pos[i] == 0) memset(S_all, 0, sizeof(float) * (size_t)(nv * dk * dv));
+        const float *qr = host_row(q, i), *kr = host_row(k, i), *vr = host_row(v, i);
+        const float *ar = host_row(a, i), *br = host_row(b, i);
+        float *orow = host_row(out, i);
+        for (int64_t h = 0; h < nv; h++) {
+            int64_t kh = h / (nv / nk);
+            ref_l2norm(qn, qr + kh * dk, dk, 1.0 / sqrt((double)dk));
+            ref_l2norm(kn, kr + kh * dk, dk, 1.0);
+            double g = -exp((double)host_elem_f32(a_log->dtype, host_row(a_log, 0), h)) *
+                       ref_softplus((double)ar[h] + host_elem_f32(dt_bias->dtype, host_row(dt_bias, 0), h));
+            double beta = 1.0 / (1.0 + exp(-(double)br[h])), decay = exp(g);
+            float *S = S_all + h * dk * dv;   // [dk][dv]
+            for (int64_t j = 0; j < dk * dv; j++) S[j] = (float)(S[j] * decay);
+            for (int64_t c = 0; c < dv; c++) {
+                m[c] = 0;
+                for (int64_t r = 0; r < dk; r++) m[c] += (double)S[r * dv + c] * kn[r];
+            }
+            for (int64_t r = 0; r < dk; r++)
+                for (int64_t c = 0; c < dv; c++)
+                    S[r * dv + c] = (float)(S[r * dv + c] + kn[r] * beta * ((double)vr[h * dv + c] - m[c]));
+            for (int64_t c = 0; c < dv; c++) {
+                o[c] = 0;
+                for (int64_t r = 0; r < dk; r++) o[c] += (double)S[r * dv + c] * qn[r];
+                orow[h * dv + c] = (float)o[c];
+            }
+        }
+    }
+}
+
+static void ref_rmsnorm_gated(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *z,
+                              const struct tensor *w, float eps)
+{
+    (void)be;
+    host_check_f32(out, "rmsnorm_gated out");
+    host_check_f32(x, "rmsnorm_gated x");
+    host_check_f32(z, "rmsnorm_gated z");
+    int64_t dv = w->ne[0], width = x->ne[0], rows = tensor_rows(x);
+    CHECK(width % dv == 0 && z->ne[0] == width && out->ne[0] == width && tensor_rows(out) >= rows &&
+          tensor_rows(z) >= rows, "rmsnorm_gated: shapes");
+    const void *wr = host_row(w, 0);
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xr = host_row(x, i), *zr = host_row(z, i);
+        float *o = host_row(out, i);
+        for (int64_t h = 0; h < width / dv; h++) {
+            double ss = 0;
+            for (int64_t j = 0; j < dv; j++) ss += (double)xr[h * dv + j] * xr[h * dv + j];
+            double inv = 1.0 / sqrt(ss / (double)dv + eps);
+            for (int64_t j = 0; j < dv; j++) {
+                int64_t c = h * dv + j;
+                // HF rounds the normalised value to the activation dtype first (f32 here: a no-op)
+                float normed = (float)(xr[c] * inv);
+                o[c] = (float)((double)host_elem_f32(w->dtype, wr, j) * normed * ref_silu((double)zr[c]));
+            }
+        }
+    }
+}
+
+static void ref_sigmoid_mul(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *g)
+{
+    (void)be;
+    host_check_f32(out, "sigmoid_mul out");
+    host_check_f32(x, "sigmoid_mul x");
+    host_check_f32(g, "sigmoid_mul g");
+    int64_t m = x->ne[0], rows = tensor_rows(x);
+    CHECK(out->ne[0] == m && (g->ne[0] == m || g->ne[0] == 1) && tensor_rows(g) >= rows && tensor_rows(out) >= rows,
+          "sigmoid_mul: shapes");
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xr = host_row(x, i), *gr = host_row(g, i);
+        float *o = host_row(out, i);
+        for (int64_t c = 0; c < m; c++) o[c] = (float)(xr[c] / (1.0 + exp(-(double)gr[g->ne[0] == 1 ? 0 : c])));
+    }
+}
+
 static const struct backend_ops ref_ops = {
     .name = "ref",
     .destroy = ref_destroy,
@@ -345,6 +483,10 @@ static const struct backend_ops ref_ops = {
     .moe_route = ref_moe_route,
     .moe_ffn = ref_moe_ffn,
     .argmax = host_argmax,
+    .gdn_conv = ref_gdn_conv,
+    .gdn_recurrent = ref_gdn_recurrent,
+    .rmsnorm_gated = ref_rmsnorm_gated,
+    .sigmoid_mul = ref_sigmoid_mul,
 };
 
 enum status backend_ref_new(const struct backend_cfg *cfg, struct backend **out)

@@ -1,0 +1,104 @@
+/* state_pool: recurrent-state slots of hybrid models. See state_pool.h. */
+#include "kv/state_pool.h"
+
+#include <stdlib.h>
+
+#include "base/log.h"
+#include "base/mem.h"
+
+int state_pool_slots_for_bytes(const struct model *m, size_t bytes)
+{
+    size_t per = model_seq_state_bytes(&m->hp, DTYPE_F32);
+    if (!per) return 0;
+    size_t n = bytes / per;
+    return n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
+}
+
+enum status state_pool_new(const struct model *m, struct backend *be, int n_slots, struct state_pool **out)
+{
+    const struct hparams *hp = &m->hp;
+    CHECK(hp->n_linear_layers > 0 && n_slots > 0, "state pool of %d slots for %d linear layers", n_slots,
+          hp->n_linear_layers);
+    size_t conv = model_gdn_conv_state_bytes(hp, DTYPE_F32), ssm = model_gdn_ssm_state_bytes(hp);
+    struct state_pool *p = xcalloc(1, sizeof *p);
+    p->n_slots = n_slots;
+    p->n_layers = hp->n_layers;
+    p->be = be;
+    p->bytes = (size_t)n_slots * (size_t)hp->n_linear_layers * (conv + ssm);
+    enum status st = be->ops->buffer_new(be, p->bytes, &p->buf);
+    if (st != STATUS_OK) {
+        LOG_ERR("recurrent state: cannot allocate %zu bytes (%d slots of %zu bytes)", p->bytes, n_slots,
+                model_seq_state_bytes(hp, DTYPE_F32));
+        free(p);
+        return st;
+    }
+    p->layers = xcalloc((size_t)hp->n_layers, sizeof *p->layers);
+    size_t off = 0;
+    for (int l = 0; l < hp->n_layers; l++) {
+        if (!hp->layer_linear[l]) continue;
+        p->layers[l].conv = tensor_2d(DTYPE_F32, (int64_t)(conv / 4), n_slots, p->buf, off);
+        off += conv * (size_t)n_slots;
+        p->layers[l].ssm = tensor_2d(DTYPE_F32, (int64_t)(ssm / 4), n_slots, p->buf, off);
+        off += ssm * (size_t)n_slots;
+        p->layers[l].conv.name = "state.conv";
+        p->layers[l].ssm.name = "state.ssm";
+    }
+    CHECK(off == p->bytes, "state pool layout");
+    p->free_slots = xmalloc(sizeof *p->free_slots * (size_t)n_slots);
+    for (int i = 0; i < n_slots; i++) p->free_slots[i] = n_slots - 1 - i;   // slot 0 handed out first
+    p->n_free = n_slots;
+    *out = p;
+    return STATUS_OK;
+}
+
+void state_pool_free(struct state_pool *p)
+{
+    if (!p) return;
+    p->be->ops->buffer_free(p->be, p->buf);
+    free(p->layers);
+    free(p->free_slots);
+    free(p);
+}
+
+int state_pool_alloc(struct state_pool *p)
+{
+    return p->n_free > 0 ? p->free_slots[--p->n_free] : -1;
+}
+
+void state_pool_release(struct state_pool *p, int slot)
+{
+    CHECK(slot >= 0 && slot < p->n_slots && p->n_free < p->n_slots, "release of state slot %d", slot);
+    for (int i = 0; i < p->n_free; i++) CHECK(p->free_slots[i] != slot, "state slot %d released twice", slot);
+    p->free_slots[p->n_free++] = slot;
+}
+
+size_t state_pool_slot_bytes(const struct state_pool *p) { return p->bytes / (size_t)p->n_slots; }
+
+void state_pool_save(struct state_pool *p, int slot, void *dst)
+{
+    CHECK(slot >= 0 && slot < p->n_slots, "save of state slot %d", slot);
+    char *d = dst;
+    for (int l = 0; l < p->n_layers; l++) {
+        if (!p->layers[l].conv.buf) continue;
+        struct tensor c = tensor_rows_view(&p->layers[l].conv, slot, 1), s = tensor_rows_view(&p->layers[l].ssm, slot, 1);
+        p->be->ops->download(p->be, d, &c, tensor_bytes(&c));
+        d += tensor_bytes(&c);
+        p->be->ops->download(p->be, d, &s, tensor_bytes(&s));
+        d += tensor_bytes(&s);
+    }
+    CHECK((size_t)(d - (char *)dst) == state_pool_slot_bytes(p), "state slot layout");
+}
+
+void state_pool_load(struct state_pool *p, int slot, const void *src)
+{
+    CHECK(slot >= 0 && slot < p->n_slots, "load of state slot %d", slot);
+    const char *d = src;
+    for (int l = 0; l < p->n_layers; l++) {
+        if (!p->layers[l].conv.buf) continue;
+        struct tensor c = tensor_rows_view(&p->layers[l].conv, slot, 1), s = tensor_rows_view(&p->layers[l].ssm, slot, 1);
+        p->be->ops->upload(p->be, &c, d, tensor_bytes(&c));
+        d += tensor_bytes(&c);
+        p->be->ops->upload(p->be, &s, d, tensor_bytes(&s));
+        d += tensor_bytes(&s);
+    }
+}

@@ -1,0 +1,149 @@
+/* repack: re-lays the hybrids' interleaved projections out into the row blocks forward.c reads
+ * (contract in weights.h).
+ *
+ * Design note: transformers interleaves two projections in one Linear in two places: the gated
+ * attention's q_proj ([q_h | gate_h] per head) and Qwen3-Next's in_proj_qkvz / in_proj_ba
+ * (grouped by key head, qwen35-arch.md section 3.1). Splitting the rows once at load lets the
+ * forward pass run plain matmuls into contiguous q, gate, [q | k | v], z, b and a, on every
+ * backend, instead of strided views or per-step permutes. The cost is one host copy of those
+ * matrices (the mmapped originals are then never touched).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/mem.h"
+#include "model/weights.h"
+
+struct block {
+    int64_t src_row, dst_row, n_rows;
+};
+
+/* Row permutation as blocks: gated q_proj, head h: q rows and gate rows. */
+static int q_gate_blocks(const struct hparams *hp, struct block *b)
+{
+    int64_t hd = hp->head_dim, nh = hp->n_heads;
+    int n = 0;
+    for (int64_t h = 0; h < nh; h++) {
+        b[n++] = (struct block){ h * 2 * hd, h * hd, hd };
+        b[n++] = (struct block){ h * 2 * hd + hd, nh * hd + h * hd, hd };
+    }
+    return n;
+}
+
+/* Qwen3-Next in_proj_qkvz, group g: [q_g | k_g | v_g (r dv) | z_g (r dv)] -> [q | k | v | z]. */
+static int qkvz_blocks(const struct hparams *hp, struct block *b)
+{
+    int64_t nk = hp->lin_n_k_heads, dk = hp->lin_k_dim, r = hp->lin_n_v_heads / nk, dv = hp->lin_v_dim;
+    int64_t key_dim = nk * dk, value_dim = nk * r * dv, group = 2 * dk + 2 * r * dv;
+    int n = 0;
+    for (int64_t g = 0; g < nk; g++) {
+        b[n++] = (struct block){ g * group, g * dk, dk };
+        b[n++] = (struct block){ g * group + dk, key_dim + g * dk, dk };
+        b[n++] = (struct block){ g * group + 2 * dk, 2 * key_dim + g * r * dv, r * dv };
+        b[n++] = (struct block){ g * group + 2 * dk + r * dv, 2 * key_dim + value_dim + g * r * dv, r * dv };
+    }
+    return n;
+}
+
+/* Qwen3-Next in_proj_ba, group g: [b_g (r) | a_g (r)] -> [b | a]. */
+static int ba_blocks(const struct hparams *hp, struct block *b)
+{
+    int64_t nk = hp->lin_n_k_heads, r = hp->lin_n_v_heads / nk;
+    int n = 0;
+    for (int64_t g = 0; g < nk; g++) {
+        b[n++] = (struct block){ g * 2 * r, g * r, r };
+        b[n++] = (struct block){ g * 2 * r + r, hp->lin_n_v_heads + g * r, r };
+    }
+    return n;
+}
+
+/* Copies src's rows in block order into dst (same shape, host memory). */
+static void permute_rows(struct tensor *dst, const struct tensor *src, const struct block *b, int n)
+{
+    size_t row = src->nb[1];
+    for (int i = 0; i < n; i++)
+        memcpy((char *)tensor_data(dst) + (size_t)b[i].dst_row * row,
+               (const char *)tensor_data(src) + (size_t)b[i].src_row * row, (size_t)b[i].n_rows * row);
+}
+
+/* Splits t into consecutive row blocks of the given sizes (permuted copy or views). */
+struct split {
+    struct tensor *src;             // the interleaved tensor (cleared afterwards)
+    int            n_blocks;
+    struct block   blocks[4 * 1024];
+    struct tensor *parts[4];        // destinations, in row order
+    int64_t        part_rows[4];
+    int            n_parts;
+};
+
+static size_t aligned(size_t bytes) { return (bytes + 63) & ~(size_t)63; }
+
+static void split_apply(struct split *sp, struct buffer *buf, size_t *off, bool views_only)
+{
+    struct tensor src = *sp->src;
+    struct tensor whole = src;
+    if (!views_only) {
+        whole = tensor_2d(src.dtype, src.ne[0], tensor_rows(&src), buf, *off);
+        permute_rows(&whole, &src, sp->blocks, sp->n_blocks);
+        *off += aligned(tensor_bytes(&whole));
+    }
+    int64_t row0 = 0;
+    for (int i = 0; i < sp->n_parts; i++) {
+        *sp->parts[i] = tensor_rows_view(&whole, row0, sp->part_rows[i]);
+        sp->parts[i]->name = src.name;
+        row0 += sp->part_rows[i];
+    }
+    if (sp->src != sp->parts[0]) memset(sp->src, 0, sizeof *sp->src);   // no longer bound
+}
+
+enum status weights_repack_hybrid(struct model *m, bool views_only)
+{
+    const struct hparams *hp = &m->hp;
+    bool gated = m->f.attn_out_gate, grouped = m->f.gdn_grouped_proj;
+    if (!gated && !grouped) return STATUS_OK;
+    int n_layers = hp->n_layers + (m->has_mtp ? hp->n_mtp_layers : 0);
+    int64_t qd = (int64_t)hp->n_heads * hp->head_dim, nv = hp->lin_n_v_heads;
+    int64_t key_dim = (int64_t)hp->lin_n_k_heads * hp->lin_k_dim, value_dim = nv * hp->lin_v_dim;
+    CHECK(2 * hp->n_heads <= 4 * 1024 && 4 * hp->lin_n_k_heads <= 4 * 1024, "repack: too many heads");
+    // one host block for every permuted copy
+    size_t bytes = 0;
+    for (int l = 0; l < n_layers && !views_only; l++) {
+        struct layer_weights *lw = &m->layers[l];
+        if (gated && lw->wq.buf) bytes += aligned(tensor_bytes(&lw->wq));
+        if (grouped && lw->gdn_qkvz.buf) bytes += aligned(tensor_bytes(&lw->gdn_qkvz)) + aligned(tensor_bytes(&lw->gdn_ba));
+    }
+    if (bytes) {
+        void *mem = NULL;
+        if (posix_memalign(&mem, 64, bytes) != 0) {
+            LOG_ERR("%s: cannot allocate %zu bytes for the re-laid-out projections", m->dir, bytes);
+            return STATUS_ENOMEM;
+        }
+        m->repacked = (struct buffer){ .kind = BUF_HOST, .data = mem, .bytes = bytes };
+    }
+    struct split *sp = xmalloc(sizeof *sp);
+    size_t off = 0;
+    for (int l = 0; l < n_layers; l++) {
+        struct layer_weights *lw = &m->layers[l];
+        if (gated && lw->wq.buf) {
+            CHECK(tensor_rows(&lw->wq) == 2 * qd, "layer %d: gated q_proj has %lld rows", l, (long long)tensor_rows(&lw->wq));
+            *sp = (struct split){ .src = &lw->wq, .n_parts = 2, .parts = { &lw->wq, &lw->wq_gate },
+                                  .part_rows = { qd, qd } };
+            sp->n_blocks = q_gate_blocks(hp, sp->blocks);
+            split_apply(sp, &m->repacked, &off, views_only);
+        }
+        if (grouped && lw->gdn_qkvz.buf) {
+            *sp = (struct split){ .src = &lw->gdn_qkvz, .n_parts = 2, .parts = { &lw->gdn_qkv, &lw->gdn_z },
+                                  .part_rows = { 2 * key_dim + value_dim, value_dim } };
+            sp->n_blocks = qkvz_blocks(hp, sp->blocks);
+            split_apply(sp, &m->repacked, &off, views_only);
+            *sp = (struct split){ .src = &lw->gdn_ba, .n_parts = 2, .parts = { &lw->gdn_b, &lw->gdn_a },
+                                  .part_rows = { nv, nv } };
+            sp->n_blocks = ba_blocks(hp, sp->blocks);
+            split_apply(sp, &m->repacked, &off, views_only);
+        }
+    }
+    free(sp);
+    CHECK(off == bytes, "repack: used %zu of %zu bytes", off, bytes);
+    return STATUS_OK;
+}

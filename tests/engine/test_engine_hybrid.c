@@ -1,0 +1,229 @@
+/* test_engine_hybrid: the batching engine on a tiny synthesized Qwen3.5-MoE (Gated DeltaNet +
+ * gated attention + shared expert; tests/engine/tiny_qwen35_moe.json) on the cpu backend: staggered
+ * requests equal their solo runs (the runner), preemption under a tiny KV budget keeps the outputs
+ * (a preempted sequence's recurrent state restarts with its recomputation), cancel in prefill
+ * or decode returns every KV block and every recurrent-state slot, and the prefix cache resumes
+ * from real state snapshots at the block-aligned ends of messages and prompts: the cached tokens
+ * are exactly the snapshot's position and the continuation equals a full recompute. */
+#include "fixture.h"
+#include "harness.h"
+
+#include "engine/engine_int.h"
+
+#define MAXG 64
+
+struct job {
+    int32_t              prompt[400];
+    int                  n_prompt, max_tokens, n_got, done;
+    int32_t              want[MAXG], got[MAXG];
+    struct token_stream *ts;
+    struct token_event   last;
+};
+
+static void job_collect(struct job *j)
+{
+    int done;
+    j->n_got += drain(j->ts, j->got + j->n_got, MAXG - j->n_got, &j->last, &done);
+    if (done) j->done = 1;
+}
+
+static int check_jobs(struct job *jobs, int n)
+{
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        struct job *j = &jobs[i];
+        if (!j->done || j->n_got != j->max_tokens || memcmp(j->got, j->want, sizeof(int32_t) * (size_t)j->max_tokens)) {
+            bad++;
+            fprintf(stderr, "  request %d (prompt %d): done %d, %d tokens, differs from its solo run\n", i, j->n_prompt,
+                    j->done, j->n_got);
+        }
+        token_stream_release(j->ts);
+    }
+    return bad;
+}
+
+TEST(staggered_equal_solo)
+{
+    enum { N = 20 };
+    static struct job jobs[N];
+    struct rng r;
+    rng_seed(&r, 4);
+    for (int i = 0; i < N; i++) {
+        struct job *j = &jobs[i];
+        memset(j, 0, sizeof *j);
+        j->n_prompt = 1 + (int)(rng_next(&r) % 300);
+        j->max_tokens = 4 + (int)(rng_next(&r) % 21);
+        random_prompt(200 + (uint64_t)i, j->prompt, j->n_prompt);
+        solo_greedy(j->prompt, j->n_prompt, j->max_tokens, j->want);
+    }
+    struct engine_cfg cfg = engine_cfg_default();
+    cfg.max_batch_tokens = 96;
+    cfg.max_running = 12;
+    cfg.kv_cache_bytes = 4 << 20;
+    struct engine *e;
+    ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+    ASSERT(e->states && e->states->n_slots == 12 && e->cfg.prefix_cache);
+    int submitted = 0, max_running = 0;
+    for (int steps = 0; steps < 3000; steps++) {
+        int arrivals = (int)(rng_next(&r) % 4);
+        for (int k = 0; k < arrivals && submitted < N; k++, submitted++) {
+            struct gen_request g = greedy_req(jobs[submitted].prompt, jobs[submitted].n_prompt, jobs[submitted].max_tokens);
+            ASSERT(engine_submit(e, &g, &jobs[submitted].ts) == STATUS_OK);
+        }
+        bool worked = engine_step(e);
+        if (e->n_running > max_running) max_running = e->n_running;
+        EXPECT(e->states->n_free == e->states->n_slots - e->n_running);   // a slot per running request
+        for (int i = 0; i < submitted; i++) job_collect(&jobs[i]);
+        if (!worked && submitted == N) break;
+    }
+    EXPECTF(check_jobs(jobs, N) == 0, "outputs differ from their solo runs");
+    EXPECT(max_running > 3);   // batches really mixed sequences
+    EXPECT(e->states->n_free == e->states->n_slots);
+    engine_free(e);
+}
+
+TEST(preemption_keeps_outputs)
+{
+    enum { N = 8 };
+    static struct job jobs[N];
+    for (int i = 0; i < N; i++) {
+        struct job *j = &jobs[i];
+        memset(j, 0, sizeof *j);
+        j->n_prompt = 40 + 9 * i;
+        j->max_tokens = 48;
+        random_prompt(700 + (uint64_t)i, j->prompt, j->n_prompt);
+        solo_greedy(j->prompt, j->n_prompt, j->max_tokens, j->want);
+    }
+    struct engine_cfg cfg = engine_cfg_default();
+    cfg.max_batch_tokens = 64;
+    cfg.max_running = 8;
+    cfg.kv_cache_bytes = model_kv_bytes_per_token(g_m, DTYPE_F32) * 16 * 16;   // 16 blocks = 256 tokens
+    struct engine *e;
+    ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+    for (int i = 0; i < N; i++) {
+        struct gen_request g = greedy_req(jobs[i].prompt, jobs[i].n_prompt, jobs[i].max_tokens);
+        ASSERT(engine_submit(e, &g, &jobs[i].ts) == STATUS_OK);
+    }
+    for (int s = 0; s < 5000 && engine_step(e); s++) {
+        EXPECT(e->states->n_free == e->states->n_slots - e->n_running);
+        for (int i = 0; i < N; i++) job_collect(&jobs[i]);
+    }
+    for (int i = 0; i < N; i++) job_collect(&jobs[i]);
+    struct engine_stats st;
+    engine_get_stats(e, &st);
+    EXPECTF(st.preemptions > 0, "no preemption happened");
+    fprintf(stderr, "  %llu preemptions\n", (unsigned long long)st.preemptions);
+    EXPECTF(check_jobs(jobs, N) == 0, "outputs changed by preemption");
+    EXPECT(st.kv_blocks_used == 0 && e->states->n_free == e->states->n_slots);
+    engine_free(e);
+}
+
+TEST(cancel_returns_slots_and_blocks)
+{
+    static int32_t p[500];
+    random_prompt(11, p, 500);
+    for (int mid_decode = 0; mid_decode < 2; mid_decode++) {
+        struct engine_cfg cfg = engine_cfg_default();
+        cfg.max_batch_tokens = 64;
+        cfg.kv_cache_bytes = 4 << 20;
+        struct engine *e;
+        ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+        struct gen_request g = greedy_req(p, 500, 100), g2 = greedy_req(p + 50, 20, 100);
+        struct token_stream *ts, *other;
+        ASSERT(engine_submit(e, &g, &ts) == STATUS_OK);
+        ASSERT(engine_submit(e, &g2, &other) == STATUS_OK);
+        int steps = mid_decode ? 500 / 60 + 6 : 3;
+        for (int i = 0; i < steps; i++) engine_step(e);
+        EXPECT(e->n_running >= 1 && e->states->n_free == e->states->n_slots - e->n_running);
+        int32_t got[128];
+        int done;
+        struct token_event last = { 0 };
+        int n0 = drain(ts, got, 128, &last, &done);
+        EXPECT(mid_decode ? n0 > 0 : n0 == 0);
+        engine_cancel(e, ts);
+        engine_cancel(e, other);
+        engine_step(e);
+        struct engine_stats st;
+        engine_get_stats(e, &st);
+        EXPECT(st.kv_blocks_used == 0 && st.n_running == 0 && st.kv_blocks_free + st.kv_blocks_cached == st.kv_blocks_total);
+        EXPECT(e->states->n_free == e->states->n_slots);
+        drain(ts, got, 128, &last, &done);
+        EXPECT(done && last.finish == FINISH_CANCELED);
+        token_stream_release(ts);
+        token_stream_release(other);
+        engine_free(e);
+    }
+}
+
+TEST(prefix_cache_resumes_from_snapshots)
+{
+    static int32_t a[600], b[600];
+    random_prompt(61, a, 600);
+    memcpy(b, a, 450 * sizeof(int32_t));
+    random_prompt(62, b + 450, 150);
+    int32_t want_a[6], want_b[6], got[8];
+    solo_greedy(a, 600, 6, want_a);
+    solo_greedy(b, 600, 6, want_b);
+    struct engine_cfg cfg = engine_cfg_default();
+    cfg.max_batch_tokens = 128;
+    cfg.kv_cache_bytes = 4 << 20;
+    struct engine *e;
+    ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+    int32_t ends_a[2] = { 130, 420 };   // snapshots at 128, 416 and the prompt end 592
+    struct gen_request ga = greedy_req(a, 600, 6);
+    ga.msg_ends = ends_a;
+    ga.n_msg_ends = 2;
+    struct token_stream *ta, *tb, *tc;
+    ASSERT(engine_submit(e, &ga, &ta) == STATUS_OK);
+    run_until_idle(e, 500);
+    EXPECT(kv_prefix_n_snaps_used(e->px) == 3);
+    struct gen_request gb = greedy_req(b, 600, 6);   // shares 450 tokens: 28 full blocks, snapshot at 416
+    ASSERT(engine_submit(e, &gb, &tb) == STATUS_OK);
+    run_until_idle(e, 500);
+    struct gen_request gc = greedy_req(a, 600, 6);   // the same prompt again: resumes at 592
+    ASSERT(engine_submit(e, &gc, &tc) == STATUS_OK);
+    run_until_idle(e, 500);
+    struct token_event la = { 0 }, lb = { 0 }, lc = { 0 };
+    int da, db, dc;
+    int na = drain(ta, got, 8, &la, &da);
+    EXPECT(na == 6 && !memcmp(got, want_a, sizeof want_a));
+    int nb = drain(tb, got, 8, &lb, &db);
+    EXPECT(nb == 6 && !memcmp(got, want_b, sizeof want_b));
+    int nc = drain(tc, got, 8, &lc, &dc);
+    EXPECT(nc == 6 && !memcmp(got, want_a, sizeof want_a));
+    EXPECT(da && db && dc);
+    EXPECTF(la.n_cached == 0 && lb.n_cached == 416 && lc.n_cached == 592, "cached %d %d %d", la.n_cached,
+            lb.n_cached, lc.n_cached);
+    EXPECT(e->states->n_free == e->states->n_slots);
+    token_stream_release(ta);
+    token_stream_release(tb);
+    token_stream_release(tc);
+    engine_free(e);
+    // a snapshot budget below one snapshot: no resumption, same tokens
+    cfg.state_cache_bytes = 1000;
+    ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+    ASSERT(engine_submit(e, &ga, &ta) == STATUS_OK);
+    run_until_idle(e, 500);
+    ASSERT(engine_submit(e, &gc, &tc) == STATUS_OK);
+    run_until_idle(e, 500);
+    drain(ta, got, 8, &la, &da);
+    nc = drain(tc, got, 8, &lc, &dc);
+    EXPECT(nc == 6 && !memcmp(got, want_a, sizeof want_a) && lc.n_cached == 0);
+    token_stream_release(ta);
+    token_stream_release(tc);
+    engine_free(e);
+}
+
+int main(void)
+{
+    fixture_init();   // the tiny Qwen3 and the cpu backend; the model is swapped for the hybrid
+    model_free(g_m);
+    CHECK(model_synthesize("tests/engine/tiny_qwen35_moe.json", 7, &g_m) == STATUS_OK, "cannot synthesize");
+    CHECK(model_prepare(g_m, g_be) == STATUS_OK, "model_prepare failed");
+    RUN(staggered_equal_solo);
+    RUN(preemption_keeps_outputs);
+    RUN(cancel_returns_slots_and_blocks);
+    RUN(prefix_cache_resumes_from_snapshots);
+    fixture_deinit();
+    return test_summary();
+}

@@ -1,0 +1,378 @@
+/* test_gdn: the Gated DeltaNet ops (gdn_conv, gdn_recurrent, rmsnorm_gated).
+ *
+ * ref against independent formulations computed here in f64 (the conv as a zero-padded sum over
+ * the whole sequence, the delta rule in its closed form S_t = (I - b k k^T) e^g S_{t-1} + b k v^T);
+ * cpu (1 and 2 threads) against ref on batches that mix sequences starting at position 0,
+ * continuing from a stored state, decoding one token, interleaved in the batch and kept in
+ * scattered state slots, at small, odd and real (Qwen3.6) head shapes with f32/bf16 parameters;
+ * and chunking invariance: one 150-token sequence fed whole or 1, 7 or 64 tokens at a time gives
+ * the same outputs and the same final conv and recurrent states, on ref and on cpu.
+ */
+#include "harness.h"
+#include "ops/ops_util.h"
+
+#include "backend/backend.h"
+#include "base/log.h"
+#include "base/rng.h"
+
+static struct backend *g_ref, *g_cpu, *g_cpu1;
+
+/* ==== Steps ==== */
+
+#define MAX_TOK 512
+#define MAX_SEQ 8
+
+struct step {
+    int32_t tok_id[MAX_TOK], tok_pos[MAX_TOK], tok_seq[MAX_TOK], slot[MAX_SEQ], seq_len[MAX_SEQ];
+    struct batch_meta meta;
+};
+
+/* Tokens of n_seq sequences, sequence s covering positions [pos0[s], pos0[s] + n[s]), interleaved
+ * round-robin in the batch (each sequence's tokens stay in order). */
+static void step_make(struct step *st, int n_seq, const int *pos0, const int *n, const int *slot)
+{
+    memset(st, 0, sizeof *st);
+    int k = 0, done[MAX_SEQ] = { 0 };
+    for (bool more = true; more;) {
+        more = false;
+        for (int s = 0; s < n_seq; s++)
+            if (done[s] < n[s]) {
+                CHECK(k < MAX_TOK, "too many tokens");
+                st->tok_id[k] = 0;
+                st->tok_pos[k] = pos0[s] + done[s];
+                st->tok_seq[k] = s;
+                done[s]++, k++;
+                more = true;
+            }
+    }
+    for (int s = 0; s < n_seq; s++) {
+        st->slot[s] = slot[s];
+        st->seq_len[s] = pos0[s] + n[s];
+    }
+    st->meta = (struct batch_meta){ .n_tok = k, .tok_id = st->tok_id, .tok_pos = st->tok_pos, .tok_seq = st->tok_seq,
+                                    .n_seq = n_seq, .seq_len = st->seq_len, .seq_state_slot = st->slot };
+}
+
+/* A view of columns [col0, col0 + n) of every row of x (rows keep x's stride). */
+static struct tensor cols_view(const struct tensor *x, int64_t col0, int64_t n)
+{
+    struct tensor t = *x;
+    t.ne[0] = n;
+    t.offset += (size_t)col0 * sizeof(float);
+    return t;
+}
+
+/* ==== One layer's worth of inputs ==== */
+
+struct gdn_case {
+    int nk, nv, dk, dv, K;
+    enum dtype wdt;        // dtype of the conv taps, A_log, dt_bias, norm weight
+};
+
+struct gdn_io {
+    struct gdn_case c;
+    int64_t conv_dim, n_slots;
+    struct tt x, taps, a, b, z, a_log, dt_bias, norm_w;     // inputs
+    struct tt conv_st, ssm_st;                              // states
+    struct tt u, o, y;                                      // outputs: conv, delta rule, gated norm
+    struct tensor taps3;
+};
+
+static void io_new(struct gdn_io *io, const struct gdn_case *c, int n_tok, int64_t n_slots, struct rng *r)
+{
+    memset(io, 0, sizeof *io);
+    io->c = *c;
+    io->conv_dim = 2 * (int64_t)c->nk * c->dk + (int64_t)c->nv * c->dv;
+    io->n_slots = n_slots;
+    io->x = tt_new(DTYPE_F32, io->conv_dim, n_tok);
+    io->taps = tt_new(c->wdt, c->K, io->conv_dim);
+    io->a = tt_new(DTYPE_F32, c->nv, n_tok);
+    io->b = tt_new(DTYPE_F32, c->nv, n_tok);
+    io->z = tt_new(DTYPE_F32, (int64_t)c->nv * c->dv, n_tok);
+    io->a_log = tt_new(c->wdt, c->nv, 1);
+    io->dt_bias = tt_new(c->wdt, c->nv, 1);
+    io->norm_w = tt_new(c->wdt, c->dv, 1);
+    io->conv_st = tt_new(DTYPE_F32, (int64_t)(c->K - 1) * io->conv_dim, n_slots);
+    io->ssm_st = tt_new(DTYPE_F32, (int64_t)c->nv * c->dk * c->dv, n_slots);
+    io->u = tt_new(DTYPE_F32, io->conv_dim, n_tok);
+    io->o = tt_new(DTYPE_F32, (int64_t)c->nv * c->dv, n_tok);
+    io->y = tt_new(DTYPE_F32, (int64_t)c->nv * c->dv, n_tok);
+    tt_randn(&io->x, r, 1.0f);
+    tt_randn(&io->taps, r, 0.5f);
+    tt_randn(&io->a, r, 1.0f);
+    tt_randn(&io->b, r, 1.0f);
+    tt_randn(&io->z, r, 1.0f);
+    tt_randn(&io->a_log, r, 0.7f);
+    tt_randn(&io->dt_bias, r, 0.5f);
+    tt_randn(&io->norm_w, r, 0.3f);
+    tt_randn(&io->conv_st, r, 1.0f);   // continuing sequences read these; fresh ones must ignore them
+    tt_randn(&io->ssm_st, r, 0.1f);
+    io->taps3 = tensor_3d(c->wdt, c->K, 1, io->conv_dim, &io->taps.b, 0);
+}
+
+static void io_free(struct gdn_io *io)
+{
+    struct tt *all[] = { &io->x, &io->taps, &io->a, &io->b, &io->z, &io->a_log, &io->dt_bias, &io->norm_w,
+                         &io->conv_st, &io->ssm_st, &io->u, &io->o, &io->y };
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) tt_free(all[i]);
+}
+
+/* A copy with its own states and outputs (same inputs, same initial states). */
+static void io_clone(struct gdn_io *dst, const struct gdn_io *src)
+{
+    *dst = *src;
+    struct tt *own[] = { &dst->x, &dst->taps, &dst->a, &dst->b, &dst->z, &dst->a_log, &dst->dt_bias, &dst->norm_w,
+                         &dst->conv_st, &dst->ssm_st, &dst->u, &dst->o, &dst->y };
+    const struct tt *from[] = { &src->x, &src->taps, &src->a, &src->b, &src->z, &src->a_log, &src->dt_bias,
+                                &src->norm_w, &src->conv_st, &src->ssm_st, &src->u, &src->o, &src->y };
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
+        *own[i] = tt_new(from[i]->t.dtype, from[i]->t.ne[0], from[i]->t.ne[1]);
+        tt_copy(own[i], from[i]);
+    }
+    dst->taps3 = tensor_3d(src->c.wdt, src->c.K, 1, src->conv_dim, &dst->taps.b, 0);
+}
+
+/* conv -> delta rule -> gated norm over tokens [t0, t0 + n) of the io's rows (meta indexes them from 0). */
+static void io_run(struct backend *be, struct gdn_io *io, const struct batch_meta *meta, int t0)
+{
+    const struct gdn_case *c = &io->c;
+    int n = meta->n_tok;
+    struct tensor x = tensor_rows_view(tt_t(&io->x), t0, n), u = tensor_rows_view(tt_t(&io->u), t0, n);
+    struct tensor o = tensor_rows_view(tt_t(&io->o), t0, n), y = tensor_rows_view(tt_t(&io->y), t0, n);
+    struct tensor a = tensor_rows_view(tt_t(&io->a), t0, n), b = tensor_rows_view(tt_t(&io->b), t0, n);
+    struct tensor z = tensor_rows_view(tt_t(&io->z), t0, n);
+    struct gdn_state_layer st = { *tt_t(&io->conv_st), *tt_t(&io->ssm_st) };
+    io->taps3.buf = &io->taps.b;
+    be->ops->gdn_conv(be, &u, &x, &io->taps3, &st, meta);
+    int64_t kd = (int64_t)c->nk * c->dk;
+    struct tensor q = cols_view(&u, 0, kd), k = cols_view(&u, kd, kd);
+    struct tensor v = cols_view(&u, 2 * kd, (int64_t)c->nv * c->dv);
+    struct gdn_params p = { c->nk, c->nv, c->dk, c->dv };
+    be->ops->gdn_recurrent(be, &o, &q, &k, &v, &a, &b, tt_t(&io->a_log), tt_t(&io->dt_bias), &st, &p, meta);
+    be->ops->rmsnorm_gated(be, &y, &o, &z, tt_t(&io->norm_w), 1e-6f);
+    be->ops->sync(be);
+}
+
+/* ==== ref against independent formulations ==== */
+
+static double wval(const struct tt *t, int64_t i)
+{
+    float f;
+    dtype_to_f32(t->t.dtype, (const char *)t->p + (size_t)i * dtype_size(t->t.dtype), &f, 1);
+    return f;
+}
+
+static double silu_d(double x) { return x / (1.0 + exp(-x)); }
+
+TEST(ref_closed_form)
+{
+    struct rng r;
+    rng_seed(&r, 21);
+    const struct gdn_case c = { 1, 2, 4, 3, 4, DTYPE_F32 };
+    const int T = 9;
+    struct gdn_io io;
+    io_new(&io, &c, T, 2, &r);
+    struct step st;
+    step_make(&st, 1, (int[]){ 0 }, (int[]){ T }, (int[]){ 1 });
+    io_run(g_ref, &io, &st.meta, 0);
+    int64_t C = io.conv_dim, K = c.K, dk = c.dk, dv = c.dv;
+    const float *x = io.x.p, *u = io.u.p, *o = io.o.p, *a = io.a.p, *b = io.b.p;
+    // the conv over the zero-padded whole sequence
+    double err = 0;
+    for (int t = 0; t < T; t++)
+        for (int64_t ch = 0; ch < C; ch++) {
+            double acc = 0;
+            for (int64_t j = 0; j < K; j++) {
+                int64_t src = t - (K - 1) + j;
+                if (src >= 0) acc += wval(&io.taps, ch * K + j) * x[src * C + ch];
+            }
+            err = fmax(err, fabs(silu_d(acc) - u[t * C + ch]));
+        }
+    EXPECTF(err < 1e-6, "conv max err %g", err);
+    // the delta rule in closed form, per value head (one key head shared by both)
+    err = 0;
+    for (int h = 0; h < c.nv; h++) {
+        double S[4][3] = { { 0 } };
+        for (int t = 0; t < T; t++) {
+            double q[4], k[4], sq = 0, sk = 0;
+            for (int j = 0; j < dk; j++) {
+                q[j] = u[t * C + j];
+                k[j] = u[t * C + dk + j];
+                sq += q[j] * q[j];
+                sk += k[j] * k[j];
+            }
+            for (int j = 0; j < dk; j++) {
+                q[j] /= sqrt(sq + 1e-6) * sqrt((double)dk);
+                k[j] /= sqrt(sk + 1e-6);
+            }
+            double sp = a[t * c.nv + h] + wval(&io.dt_bias, h);
+            double g = -exp(wval(&io.a_log, h)) * (sp > 20 ? sp : log1p(exp(sp)));
+            double beta = 1 / (1 + exp(-b[t * c.nv + h]));
+            double N[4][3];   // (I - beta k k^T) e^g S + beta k v^T
+            for (int i = 0; i < dk; i++)
+                for (int j = 0; j < dv; j++) {
+                    double acc = 0;
+                    for (int l = 0; l < dk; l++) acc += ((i == l) - beta * k[i] * k[l]) * exp(g) * S[l][j];
+                    N[i][j] = acc + beta * k[i] * u[t * C + 2 * dk + h * dv + j];
+                }
+            memcpy(S, N, sizeof S);
+            for (int j = 0; j < dv; j++) {
+                double acc = 0;
+                for (int i = 0; i < dk; i++) acc += S[i][j] * q[i];
+                err = fmax(err, fabs(acc - o[t * c.nv * dv + h * dv + j]));
+            }
+        }
+        // the stored state is S after the last token, [dk][dv] per head
+        const float *Ss = (const float *)io.ssm_st.p + 1 * c.nv * dk * dv + h * dk * dv;
+        for (int i = 0; i < dk; i++)
+            for (int j = 0; j < dv; j++) err = fmax(err, fabs(S[i][j] - Ss[i * dv + j]));
+    }
+    EXPECTF(err < 1e-5, "delta rule max err %g", err);
+    // gated norm: w * x / rms(x) * silu(z) per head
+    err = 0;
+    const float *y = io.y.p, *z = io.z.p;
+    for (int t = 0; t < T; t++)
+        for (int h = 0; h < c.nv; h++) {
+            double ss = 0;
+            for (int j = 0; j < dv; j++) ss += (double)o[t * 6 + h * 3 + j] * o[t * 6 + h * 3 + j];
+            for (int j = 0; j < dv; j++) {
+                int64_t e = t * 6 + h * 3 + j;
+                double want = wval(&io.norm_w, j) * o[e] / sqrt(ss / dv + 1e-6) * silu_d(z[e]);
+                err = fmax(err, fabs(want - y[e]));
+            }
+        }
+    EXPECTF(err < 1e-6, "gated norm max err %g", err);
+    // the conv state holds the last K-1 inputs, oldest first
+    const float *cs = (const float *)io.conv_st.p + 1 * (K - 1) * C;
+    EXPECT(cs[0] == x[(T - 3) * C] && cs[2 * C + 5] == x[(T - 1) * C + 5]);
+    io_free(&io);
+}
+
+/* ==== cpu against ref ==== */
+
+static const struct gdn_case cases[] = {
+    { 1, 1, 4, 4, 4, DTYPE_F32 },  { 2, 4, 16, 8, 4, DTYPE_BF16 }, { 2, 6, 12, 20, 3, DTYPE_F32 },
+    { 3, 3, 33, 17, 2, DTYPE_BF16 }, { 16, 32, 128, 128, 4, DTYPE_BF16 },   // Qwen3.6-35B-A3B heads
+};
+
+TEST(cpu_vs_ref)
+{
+    struct rng r;
+    rng_seed(&r, 22);
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const struct gdn_case *c = &cases[ci];
+        // fresh prefill of 5 at slot 3, a decode step at position 17 in slot 0, a prefill chunk
+        // continuing at position 3 in slot 4 (9 tokens), interleaved in the batch
+        struct step st;
+        step_make(&st, 3, (int[]){ 0, 17, 3 }, (int[]){ 5, 1, 9 }, (int[]){ 3, 0, 4 });
+        struct gdn_io base, rio, cio, c1io;
+        io_new(&base, c, st.meta.n_tok, 5, &r);
+        io_clone(&rio, &base);
+        io_clone(&cio, &base);
+        io_clone(&c1io, &base);
+        io_run(g_ref, &rio, &st.meta, 0);
+        io_run(g_cpu, &cio, &st.meta, 0);
+        io_run(g_cpu1, &c1io, &st.meta, 0);
+        char what[128];
+        snprintf(what, sizeof what, "gdn nk=%d nv=%d dk=%d dv=%d K=%d %s", c->nk, c->nv, c->dk, c->dv, c->K,
+                 dtype_name(c->wdt));
+        int n = st.meta.n_tok;
+        int64_t w = (int64_t)c->nv * c->dv;
+        EXPECTF(tt_close("conv", cio.u.p, rio.u.p, n * base.conv_dim, 1e-6, 1e-5, 1e-12), "%s", what);
+        EXPECTF(tt_close("delta rule", cio.o.p, rio.o.p, n * w, 1e-5, 1e-4, 1e-10), "%s", what);
+        EXPECTF(tt_close("gated norm", cio.y.p, rio.y.p, n * w, 1e-5, 1e-4, 1e-10), "%s", what);
+        EXPECTF(tt_close("conv state", cio.conv_st.p, rio.conv_st.p, 5 * (c->K - 1) * base.conv_dim, 0, 0, 0), "%s", what);
+        EXPECTF(tt_close("ssm state", cio.ssm_st.p, rio.ssm_st.p, 5 * w * c->dk, 1e-5, 1e-4, 1e-10), "%s", what);
+        // slots 1 and 2 belong to no sequence of the step: untouched
+        EXPECT(!memcmp((float *)cio.ssm_st.p + w * c->dk, (float *)base.ssm_st.p + w * c->dk,
+                       sizeof(float) * (size_t)(2 * w * c->dk)));
+        // the thread count does not change a bit
+        EXPECTF(!memcmp(cio.y.p, c1io.y.p, sizeof(float) * (size_t)(n * w)) &&
+                !memcmp(cio.ssm_st.p, c1io.ssm_st.p, sizeof(float) * (size_t)(5 * w * c->dk)), "%s: 1 vs 2 threads", what);
+        io_free(&base);
+        io_free(&rio);
+        io_free(&cio);
+        io_free(&c1io);
+    }
+}
+
+/* ==== Chunking invariance ==== */
+
+TEST(chunking_invariance)
+{
+    struct rng r;
+    rng_seed(&r, 23);
+    const struct gdn_case c = { 2, 4, 16, 8, 4, DTYPE_BF16 };
+    const int T = 150, chunks[] = { 1, 7, 64 };
+    struct backend *bes[] = { g_ref, g_cpu };
+    struct gdn_io base;
+    io_new(&base, &c, T, 3, &r);
+    for (int bi = 0; bi < 2; bi++) {
+        struct gdn_io whole;
+        io_clone(&whole, &base);
+        struct step st;
+        step_make(&st, 1, (int[]){ 0 }, (int[]){ T }, (int[]){ 2 });
+        io_run(bes[bi], &whole, &st.meta, 0);
+        for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
+            struct gdn_io part;
+            io_clone(&part, &base);
+            for (int t0 = 0; t0 < T; t0 += chunks[k]) {
+                int n = T - t0 < chunks[k] ? T - t0 : chunks[k];
+                step_make(&st, 1, (int[]){ t0 }, (int[]){ n }, (int[]){ 2 });
+                io_run(bes[bi], &part, &st.meta, t0);
+            }
+            char what[64];
+            snprintf(what, sizeof what, "%s, chunks of %d", bes[bi]->ops->name, chunks[k]);
+            int64_t w = (int64_t)c.nv * c.dv;
+            EXPECTF(tt_close("outputs", part.y.p, whole.y.p, T * w, 1e-6, 1e-5, 1e-12), "%s", what);
+            EXPECTF(tt_close("conv state", part.conv_st.p, whole.conv_st.p, 3 * (c.K - 1) * base.conv_dim, 1e-6, 1e-5,
+                             1e-12), "%s", what);
+            EXPECTF(tt_close("ssm state", part.ssm_st.p, whole.ssm_st.p, 3 * w * c.dk, 1e-6, 1e-5, 1e-12), "%s", what);
+            io_free(&part);
+        }
+        io_free(&whole);
+    }
+    io_free(&base);
+}
+
+TEST(sigmoid_mul_vs_ref)
+{
+    struct rng r;
+    rng_seed(&r, 24);
+    static const int shapes[][2] = { { 1, 1 }, { 7, 33 }, { 64, 512 } };
+    for (size_t i = 0; i < 3; i++)
+        for (int bcast = 0; bcast < 2; bcast++) {
+            int n = shapes[i][0], m = shapes[i][1];
+            struct tt x = tt_new(DTYPE_F32, m, n), g = tt_new(DTYPE_F32, bcast ? 1 : m, n);
+            struct tt o_ref = tt_new(DTYPE_F32, m, n), o_cpu = tt_new(DTYPE_F32, m, n);
+            tt_randn(&x, &r, 1.0f);
+            tt_randn(&g, &r, 3.0f);
+            g_ref->ops->sigmoid_mul(g_ref, tt_t(&o_ref), tt_t(&x), tt_t(&g));
+            g_cpu->ops->sigmoid_mul(g_cpu, tt_t(&o_cpu), tt_t(&x), tt_t(&g));
+            EXPECT(tt_close("sigmoid_mul", o_cpu.p, o_ref.p, (int64_t)n * m, 1e-7, 1e-6, 1e-12));
+            // the definition, at one element
+            int64_t c = m - 1, row = n - 1;
+            double gv = ((float *)g.p)[row * (bcast ? 1 : m) + (bcast ? 0 : c)];
+            double want = ((float *)x.p)[row * m + c] / (1 + exp(-gv));
+            EXPECT(fabs(((float *)o_ref.p)[row * m + c] - want) < 1e-6 * (1 + fabs(want)));
+            // in place
+            g_cpu->ops->sigmoid_mul(g_cpu, tt_t(&x), tt_t(&x), tt_t(&g));
+            EXPECT(!memcmp(x.p, o_cpu.p, sizeof(float) * (size_t)(n * m)));
+            tt_free(&x); tt_free(&g); tt_free(&o_ref); tt_free(&o_cpu);
+        }
+}
+
+int main(void)
+{
+    if (backend_new("ref", NULL, &g_ref) || backend_new("cpu", &(struct backend_cfg){ .n_threads = 2 }, &g_cpu) ||
+        backend_new("cpu", &(struct backend_cfg){ .n_threads = 1 }, &g_cpu1))
+        return 1;
+    RUN(ref_closed_form);
+    RUN(cpu_vs_ref);
+    RUN(chunking_invariance);
+    RUN(sigmoid_mul_vs_ref);
+    backend_free(g_cpu1);
+    backend_free(g_cpu);
+    backend_free(g_ref);
+    return test_summary();
+}

@@ -140,7 +140,7 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     e->kb = kv_blocks_new(n_blocks);
     int n_snaps = 0;
     if (e->states) {
-        // a snapshot: the token-chain fingerprint (as the test stand-in keeps), then the slot's state
+        // a snapshot: the token-chain fingerprint (checked on resume), then the slot's state
         e->state_bytes = sizeof(uint64_t) + state_pool_slot_bytes(e->states);
         size_t budget = cfg.state_cache_bytes ? cfg.state_cache_bytes : (size_t)1 << 30;
         size_t n = budget / e->state_bytes;
@@ -148,10 +148,6 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
         if (cfg.prefix_cache)
             LOG_INFO("prefix cache: %d state snapshots of %.2f MiB in %.2f GiB of host memory", n_snaps,
                      (double)e->state_bytes / (double)(1u << 20), (double)budget / (double)(1ull << 30));
-    } else if (cfg.test_state_bytes > 0) {
-        CHECK(cfg.test_state_bytes >= sizeof(uint64_t), "test state of %zu bytes < 8", cfg.test_state_bytes);
-        e->state_bytes = cfg.test_state_bytes;
-        n_snaps = n_blocks;
     }
     if (e->state_bytes) e->state_buf = xcalloc(1, e->state_bytes);
     e->px = kv_prefix_new(e->kb, bs, e->state_bytes, cfg.prefix_cache ? n_snaps : 0);

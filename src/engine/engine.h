@@ -27,8 +27,8 @@
  * (gen_request.msg_ends, from the server's template rendering) and of its prompt; prefill chunks
  * are cut so a step ends exactly there. Admission then resumes from the deepest matched block that
  * has a snapshot, not from the deepest matched block. Snapshots live in host memory
- * (engine_cfg.state_cache_bytes, LRU); engine_cfg.test_state_bytes exercises the same bookkeeping
- * on attention models; those otherwise ignore msg_ends.
+ * (engine_cfg.state_cache_bytes, LRU), each with the hash chain of the tokens it covers, which the
+ * engine checks on resume. Attention-only models ignore msg_ends.
  *
  * n > 1 choices: submit n requests with the same prompt. Full prompt blocks are shared copy-free
  * through the prefix cache: a request whose prompt shares full blocks with a request still in
@@ -95,11 +95,6 @@ struct engine_cfg {
     double     max_itl_ms;
     bool       prefix_cache;        // share full blocks across requests
     int        max_context;         // tokens a request may reach (prompt + output); 0: the model's max_pos
-    /* TEST ONLY: pretend the model keeps a recurrent state of this many bytes (>= 8) per sequence.
-     * The engine then maintains a stand-in state (a hash chain of the computed tokens), snapshots
-     * it into the prefix cache at snapshot positions and resumes from snapshots, exactly as it will
-     * for hybrid models; the stand-in lets tests check that bookkeeping. 0 for real use. */
-    size_t     test_state_bytes;
     /* Hybrid models: host memory for the prefix cache's state snapshots (0: 1 GiB), each
      * model_seq_state_bytes + 8 bytes; fewer than one snapshot turns resumption off. */
     size_t     state_cache_bytes;

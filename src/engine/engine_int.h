@@ -47,7 +47,7 @@ struct request {
     int                  n_msg_ends;
     int32_t             *snap_pos;      // block-aligned snapshot positions, ascending (state models only)
     int                  n_snap_pos;
-    uint64_t             state;         // the test stand-in for a recurrent state (engine_cfg.test_state_bytes)
+    uint64_t             state;         // hash chain of the computed tokens: the fingerprint of its recurrent state
     bool                 admitted_once;
     bool                 counted_waiting;   // still counted in e->n_queued (never admitted)
     struct request      *next;          // inbox / waiting list links
@@ -137,7 +137,7 @@ void sched_index_blocks(struct engine *e, struct request *r);
 /* State models: advances r's state over tokens [start, start + n) and snapshots it when r reaches
  * one of its snapshot positions. */
 void sched_state_advance(struct engine *e, struct request *r, int start, int n);
-/* The test stand-in state after tokens [0, n) (a hash chain; a real model computes its state). */
+/* The fingerprint of the state after tokens [0, n): a hash chain, stored with each snapshot and checked on resume. */
 uint64_t sched_state_of(const int32_t *tok, int n, uint64_t state);
 
 /* engine.c */

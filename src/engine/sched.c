@@ -71,7 +71,7 @@ void sched_index_blocks(struct engine *e, struct request *r)
     }
 }
 
-/* ==== Recurrent state (hybrid models; engine_cfg.test_state_bytes: a stand-in) ==== */
+/* ==== Recurrent state (hybrid models) ==== */
 
 uint64_t sched_state_of(const int32_t *tok, int n, uint64_t state)
 {

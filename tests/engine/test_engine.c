@@ -456,51 +456,6 @@ TEST(n_choices_share_prompt)
     engine_free(e);
 }
 
-/* Recurrent-state bookkeeping with the test stand-in state: snapshots land at the block-aligned
- * message ends and prompt end, and a later request resumes from the deepest matched block that has
- * a snapshot (the engine CHECKs at finish that the resumed state equals that of its tokens). */
-TEST(state_snapshots_at_message_ends)
-{
-    static int32_t a[900], b[900];
-    random_prompt(61, a, 900);
-    memcpy(b, a, 750 * sizeof(int32_t));
-    random_prompt(62, b + 750, 150);
-    int32_t want[4], got[8];
-    solo_greedy(b, 900, 4, want);
-    struct engine_cfg cfg = engine_cfg_default();
-    cfg.max_batch_tokens = 128;
-    cfg.kv_cache_bytes = 8 << 20;
-    cfg.test_state_bytes = 32;
-    struct engine *e;
-    ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
-    int32_t ends_a[2] = { 200, 700 };   // snapshots at 192, 688 and the prompt end 896
-    struct gen_request ga = greedy_req(a, 900, 4);
-    ga.msg_ends = ends_a;
-    ga.n_msg_ends = 2;
-    struct token_stream *ta, *tb, *tc;
-    ASSERT(engine_submit(e, &ga, &ta) == STATUS_OK);
-    run_until_idle(e, 500);
-    struct gen_request gb = greedy_req(b, 900, 4);   // shares 750 tokens: 46 full blocks, snapshot at 688
-    ASSERT(engine_submit(e, &gb, &tb) == STATUS_OK);
-    run_until_idle(e, 500);
-    struct gen_request gc = greedy_req(a, 900, 4);   // the same prompt again: resumes at 896
-    ASSERT(engine_submit(e, &gc, &tc) == STATUS_OK);
-    run_until_idle(e, 500);
-    struct token_event la = { 0 }, lb = { 0 }, lc = { 0 };
-    int da, db, dc;
-    drain(ta, got, 8, &la, &da);
-    int nb = drain(tb, got, 8, &lb, &db);
-    EXPECT(nb == 4 && !memcmp(got, want, sizeof want));
-    drain(tc, got, 8, &lc, &dc);
-    EXPECT(da && db && dc);
-    EXPECTF(la.n_cached == 0 && lb.n_cached == 688 && lc.n_cached == 896, "cached %d %d %d", la.n_cached,
-            lb.n_cached, lc.n_cached);
-    token_stream_release(ta);
-    token_stream_release(tb);
-    token_stream_release(tc);
-    engine_free(e);
-}
-
 /* While a stream decodes, a long prompt's chunks shrink as its context grows (attention-work cap),
  * the stream gets a token every step, and the long request's output is unchanged. */
 TEST(long_prefill_chunks_shrink_with_context)
@@ -559,7 +514,6 @@ int main(void)
     RUN(rejections_too_long);
     RUN(stop_ids_eos_logprobs);
     RUN(n_choices_share_prompt);
-    RUN(state_snapshots_at_message_ends);
     RUN(long_prefill_chunks_shrink_with_context);
     fixture_deinit();
     return test_summary();

@@ -5,7 +5,7 @@
  * schema), items, prefixItems, minItems, maxItems, enum, const, anyOf, oneOf (when its branches are
  * provably disjoint), allOf with one member, $ref to "#", "#/$defs/..", "#/definitions/.." or any
  * JSON pointer in the document (recursion included), string minLength / maxLength / pattern /
- * format (date, time, date-time, uuid, ipv4, email), integer and number minimum / maximum /
+ * format (date, time, date-time, uuid, ipv4, email, uri), integer and number minimum / maximum /
  * exclusiveMinimum / exclusiveMaximum. Annotations (title, description, default, examples, ...)
  * are ignored. Any other keyword is an EUNSUPPORTED error that names it: a constraint is never
  * silently dropped. Where the schema leaves a choice the output takes the tighter one, which is
@@ -265,6 +265,8 @@ static const struct { const char *name, *re; } formats[] = {
     { "uuid", "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$" },
     { "ipv4", "^(?:(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)\\.){3}(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)$" },
     { "email", "^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$" },
+    // uri: the http(s) URLs with plain host and path characters, a strict subset of RFC 3986.
+    { "uri", "^https?://[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*(?::\\d{1,5})?(?:/[A-Za-z0-9._~-]*)*$" },
     { NULL, NULL },
 };
 
@@ -532,19 +534,19 @@ static enum status gen_array(struct js *j, json_t *s, const char *path, struct s
     // base-a<i>: the rest after i items (i < k: prefix positions; i == k: repeated items).
     size_t stop = max_total >= 0 && (size_t)max_total < k ? (size_t)max_total : k;
     for (size_t i = 0; i <= stop && !st; i++) {
-        strbuf_printf(&j->out, "%s-a%zu ::= ", base, i);
         const char *sep = i ? "\",\" ws " : "";
         if (i < stop) {
             char *pr;
             snprintf(sub_path, sizeof sub_path, "%s/prefixItems/%zu", path, i);
             if ((st = gen(j, json_array_get(prefix, i), sub_path, &pr))) break;
-            strbuf_printf(&j->out, "%s%s ws %s-a%zu", sep, pr, base, i + 1);
+            strbuf_printf(&j->out, "%s-a%zu ::= %s%s ws %s-a%zu", base, i, sep, pr, base, i + 1);
             if ((long long)i >= lo) strbuf_puts(&j->out, " | \"\"");
             strbuf_putc(&j->out, '\n');
             free(pr);
             continue;
         }
         // Past the prefix (or at the maximum): r more items, r in [rlo, rhi].
+        strbuf_printf(&j->out, "%s-a%zu ::= ", base, i);
         long long rlo = lo - (long long)i, rhi = max_total < 0 ? -1 : max_total - (long long)i;
         if (rlo < 0) rlo = 0;
         if (!item || rhi == 0) { strbuf_puts(&j->out, "\"\"\n"); continue; }
@@ -830,7 +832,7 @@ static enum status gen(struct js *j, json_t *s, const char *path, char **rule)
     if (json_is_true(s)) { *rule = xstrdup("jvalue"); return STATUS_OK; }
     if (json_is_false(s)) return cg_fail(j->g, STATUS_EINVAL, "%s: schema 'false' matches nothing", path);
     if (!json_is_object(s)) return cg_fail(j->g, STATUS_EINVAL, "%s: a schema must be an object or a boolean", path);
-    if (++j->depth > j->g->budget.max_depth) return cg_fail(j->g, STATUS_ENOMEM, "%s: schema nests deeper than %u", path, j->g->budget.max_depth);
+    if (++j->depth > j->g->budget.max_depth) return cg_fail(j->g, STATUS_ENOMEM, "schema nests deeper than %u levels (at %.100s...)", j->g->budget.max_depth, path);
     const char *key;
     json_t *v;
     json_object_foreach(s, key, v) {

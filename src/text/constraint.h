@@ -88,6 +88,9 @@ const uint8_t *constraint_vocab_token(const struct constraint_vocab *v, int32_t 
 /* One sequence's state at the start of the grammar. Both arguments are borrowed and must outlive it. */
 struct constraint *constraint_new(const struct constraint_grammar *g, const struct constraint_vocab *v);
 void               constraint_free(struct constraint *c);
+/* Back to the start of the grammar, keeping the caches (automaton states, transitions, masks): a
+ * pool of states per compiled grammar makes a repeated schema cost a memcpy per token. */
+void               constraint_reset(struct constraint *c);
 /* Writes the allowed ids into mask (constraint_mask_words words, bit id%32 of word id/32).
  * tokens_left < 0: no budget; otherwise the tokens that may still be generated, this one included.
  * Returns ENOMEM if the state outgrew its memory budget. */

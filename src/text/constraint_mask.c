@@ -24,6 +24,17 @@
 #define PDA_BYTES_MAX        ((size_t)256 << 20)   // matcher memory per sequence
 #define MASK_CACHE_BYTES_MAX ((size_t)64 << 20)    // cached masks per sequence
 
+/* Tokens' byte strings in a trie, laid out in preorder. */
+struct vocab_trie {
+    uint32_t  n_nodes;
+    uint8_t  *byte;
+    uint16_t *depth;        // 1 for children of the root
+    uint32_t *skip;         // first node after this subtree
+    uint32_t *tok;          // first index into ids of the tokens ending here
+    uint32_t *ntok;
+    int32_t  *ids;          // token ids in byte order
+};
+
 struct constraint_vocab {
     int       n_ids;
     uint32_t *tok_off;      // [n_ids + 1] byte offsets into blob; a special token has length 0
@@ -31,14 +42,9 @@ struct constraint_vocab {
     bool     *is_stop;      // [n_ids]
     int32_t  *stop_ids;
     int       n_stop;
-    // trie in preorder
-    uint32_t  n_nodes;
-    uint8_t  *node_byte;
-    uint16_t *node_depth;   // 1 for children of the root
-    uint32_t *node_skip;    // first node after this subtree
-    uint32_t *node_tok;     // first index into sorted_ids of the tokens ending here
-    uint32_t *node_ntok;
-    int32_t  *sorted_ids;
+    struct vocab_trie all;      // every token with bytes
+    struct vocab_trie rest;     // the tokens that are not plain
+    uint32_t *plain;            // [mask words] tokens made of whole plain string characters
     int       max_depth;
     bool      all_bytes;    // every byte value is a token by itself
 };
@@ -48,6 +54,7 @@ struct constraint {
     const struct constraint_vocab   *v;
     struct pda pda;
     uint32_t   state;
+    uint32_t   start;
     bool       finished;
     uint32_t  *walk;        // [max_depth + 1] states along the trie path
     size_t     mask_cache_bytes;
@@ -130,6 +137,80 @@ static int tok_cmp(const void *a, const void *b, void *ctx)
     return lx < ly ? -1 : lx > ly ? 1 : (x < y ? -1 : 1);
 }
 
+/* Plain: whole UTF-8 characters that a JSON string holds unescaped (>= U+0020, not " or \\). A
+ * state that every plain character leads back to (inside a JSON string) allows all plain tokens,
+ * so its mask is that precomputed set plus a walk over the other tokens only. */
+static bool is_plain(const uint8_t *s, uint32_t n)
+{
+    for (uint32_t i = 0; i < n;) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            if (c < 0x20 || c == '"' || c == '\\') return false;
+            i++;
+            continue;
+        }
+        int len = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (!len || i + (uint32_t)len > n) return false;
+        uint32_t cp = len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
+        for (int k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return false;
+        i += (uint32_t)len;
+    }
+    return true;
+}
+
+static void trie_build(const struct constraint_vocab *v, struct vocab_trie *t, int32_t *ids, int n)
+{
+    memset(t, 0, sizeof *t);
+    qsort_r(ids, (size_t)n, sizeof *ids, tok_cmp, (void *)v);
+    t->ids = ids;
+    size_t cap = 256;
+    for (int k = 0; k < n; k++) cap += v->tok_off[ids[k] + 1] - v->tok_off[ids[k]];   // nodes <= total bytes
+    t->byte = xmalloc(cap);
+    t->depth = xmalloc(cap * sizeof *t->depth);
+    t->skip = xmalloc(cap * sizeof *t->skip);
+    t->tok = xmalloc(cap * sizeof *t->tok);
+    t->ntok = xcalloc(cap, sizeof *t->ntok);
+    uint32_t *path = xmalloc(65536 * sizeof *path);
+    int depth = 0;
+    const uint8_t *prev = NULL;
+    uint32_t prev_len = 0;
+    for (int k = 0; k < n; k++) {
+        const uint8_t *b = v->blob + v->tok_off[ids[k]];
+        uint32_t len = v->tok_off[ids[k] + 1] - v->tok_off[ids[k]];
+        uint32_t lcp = 0;
+        while (lcp < len && lcp < prev_len && b[lcp] == prev[lcp]) lcp++;
+        while (depth > (int)lcp) t->skip[path[--depth]] = t->n_nodes;
+        for (uint32_t d = lcp; d < len; d++) {
+            uint32_t nd = t->n_nodes++;
+            t->byte[nd] = b[d];
+            t->depth[nd] = (uint16_t)(d + 1);
+            path[depth++] = nd;
+        }
+        // Tokens ending at a node are consecutive in byte order.
+        if (!t->ntok[path[depth - 1]]++) t->tok[path[depth - 1]] = (uint32_t)k;
+        prev = b;
+        prev_len = len;
+    }
+    while (depth > 0) t->skip[path[--depth]] = t->n_nodes;
+    free(path);
+}
+
+static void trie_free(struct vocab_trie *t)
+{
+    free(t->byte);
+    free(t->depth);
+    free(t->skip);
+    free(t->tok);
+    free(t->ntok);
+    free(t->ids);
+}
+
 enum status constraint_vocab_new(const struct tokenizer *tk, const int32_t *stop_ids, int n_stop,
                                  struct constraint_vocab **out)
 {
@@ -166,45 +247,19 @@ enum status constraint_vocab_new(const struct tokenizer *tk, const int32_t *stop
     v->tok_off[v->n_ids] = (uint32_t)blob.len;
     v->blob = (uint8_t *)strbuf_take(&blob);
 
-    // Sort non-empty tokens by bytes, then lay the trie out in preorder.
-    int n_sorted = 0;
-    v->sorted_ids = xmalloc(((size_t)v->n_ids + 1) * sizeof *v->sorted_ids);
-    for (int32_t id = 0; id < v->n_ids; id++)
-        if (v->tok_off[id + 1] > v->tok_off[id]) v->sorted_ids[n_sorted++] = id;
-    qsort_r(v->sorted_ids, (size_t)n_sorted, sizeof *v->sorted_ids, tok_cmp, v);
-    size_t cap = v->tok_off[v->n_ids] + 256;   // nodes <= total bytes
-    v->node_byte = xmalloc(cap);
-    v->node_depth = xmalloc(cap * sizeof *v->node_depth);
-    v->node_skip = xmalloc(cap * sizeof *v->node_skip);
-    v->node_tok = xmalloc(cap * sizeof *v->node_tok);
-    v->node_ntok = xcalloc(cap, sizeof *v->node_ntok);
-    uint32_t *path = xmalloc(65536 * sizeof *path);
-    int depth = 0;
-    const uint8_t *prev = NULL;
-    uint32_t prev_len = 0;
-    for (int k = 0; k < n_sorted; k++) {
-        int32_t id = v->sorted_ids[k];
-        const uint8_t *b = v->blob + v->tok_off[id];
+    v->plain = xcalloc((size_t)constraint_mask_words(v), sizeof *v->plain);
+    int32_t *all_ids = xmalloc(((size_t)v->n_ids + 1) * sizeof *all_ids), *rest_ids = xmalloc(((size_t)v->n_ids + 1) * sizeof *rest_ids);
+    int n_all = 0, n_rest = 0;
+    for (int32_t id = 0; id < v->n_ids; id++) {
         uint32_t len = v->tok_off[id + 1] - v->tok_off[id];
-        if (len > 65535) continue;
-        uint32_t lcp = 0;
-        while (lcp < len && lcp < prev_len && b[lcp] == prev[lcp]) lcp++;
-        while (depth > (int)lcp) v->node_skip[path[--depth]] = v->n_nodes;
-        for (uint32_t d = lcp; d < len; d++) {
-            uint32_t nd = v->n_nodes++;
-            v->node_byte[nd] = b[d];
-            v->node_depth[nd] = (uint16_t)(d + 1);
-            v->node_tok[nd] = (uint32_t)k;
-            path[depth++] = nd;
-        }
-        v->node_ntok[path[depth - 1]]++;   // tokens ending here are consecutive in sorted order
-        if (v->node_ntok[path[depth - 1]] == 1) v->node_tok[path[depth - 1]] = (uint32_t)k;
+        if (!len || len > 65535) continue;   // (no real token is this long; the trie depth is 16-bit)
+        all_ids[n_all++] = id;
+        if (is_plain(v->blob + v->tok_off[id], len)) v->plain[id >> 5] |= 1u << (id & 31);
+        else rest_ids[n_rest++] = id;
         if ((int)len > v->max_depth) v->max_depth = (int)len;
-        prev = b;
-        prev_len = len;
     }
-    while (depth > 0) v->node_skip[path[--depth]] = v->n_nodes;
-    free(path);
+    trie_build(v, &v->all, all_ids, n_all);
+    trie_build(v, &v->rest, rest_ids, n_rest);
     bool seen[256] = {false};
     for (int32_t id = 0; id < v->n_ids; id++)
         if (v->tok_off[id + 1] - v->tok_off[id] == 1) seen[v->blob[v->tok_off[id]]] = true;
@@ -221,12 +276,9 @@ void constraint_vocab_free(struct constraint_vocab *v)
     free(v->blob);
     free(v->is_stop);
     free(v->stop_ids);
-    free(v->node_byte);
-    free(v->node_depth);
-    free(v->node_skip);
-    free(v->node_tok);
-    free(v->node_ntok);
-    free(v->sorted_ids);
+    trie_free(&v->all);
+    trie_free(&v->rest);
+    free(v->plain);
     free(v);
 }
 
@@ -248,9 +300,15 @@ struct constraint *constraint_new(const struct constraint_grammar *cg, const str
     c->cg = cg;
     c->v = v;
     pda_init(&c->pda, &cg->g, PDA_BYTES_MAX);
-    c->state = pda_start(&c->pda);
+    c->state = c->start = pda_start(&c->pda);
     c->walk = xmalloc(((size_t)v->max_depth + 1) * sizeof *c->walk);
     return c;
+}
+
+void constraint_reset(struct constraint *c)
+{
+    c->state = c->start;
+    c->finished = false;
 }
 
 void constraint_free(struct constraint *c)
@@ -261,25 +319,66 @@ void constraint_free(struct constraint *c)
     free(c);
 }
 
-/* One pass over the trie from state s: allowed tokens are those whose end state is live and whose
- * shortest completion is <= limit. Returns the largest such completion among allowed tokens. */
-static uint32_t trie_walk(struct constraint *c, uint32_t s, uint32_t limit, uint32_t *mask)
+/* Whether every plain string character leads from s back to s (see is_plain). Checked once per
+ * state by stepping the ASCII bytes and every UTF-8 lead/continuation range. */
+static bool plain_closed(struct pda *p, uint32_t s)
 {
-    const struct constraint_vocab *v = c->v;
+    if (p->states[s].plain_closed >= 0) return p->states[s].plain_closed;
+    bool closed = true;
+    for (int b = 0x20; b < 0x80 && closed; b++)
+        if (b != '"' && b != '\\') closed = pda_step(p, s, (uint8_t)b) == s;
+    static const uint8_t seqs[][4][2] = {
+        { { 0xC2, 0xDF }, { 0x80, 0xBF } },
+        { { 0xE0, 0xE0 }, { 0xA0, 0xBF }, { 0x80, 0xBF } },
+        { { 0xE1, 0xEC }, { 0x80, 0xBF }, { 0x80, 0xBF } },
+        { { 0xED, 0xED }, { 0x80, 0x9F }, { 0x80, 0xBF } },
+        { { 0xEE, 0xEF }, { 0x80, 0xBF }, { 0x80, 0xBF } },
+        { { 0xF0, 0xF0 }, { 0x90, 0xBF }, { 0x80, 0xBF }, { 0x80, 0xBF } },
+        { { 0xF1, 0xF3 }, { 0x80, 0xBF }, { 0x80, 0xBF }, { 0x80, 0xBF } },
+        { { 0xF4, 0xF4 }, { 0x80, 0x8F }, { 0x80, 0xBF }, { 0x80, 0xBF } },
+    };
+    for (size_t q = 0; q < sizeof seqs / sizeof *seqs && closed; q++) {
+        // The distinct states after each position (few: usually one per position).
+        uint32_t front[16], next[16];
+        int n_front = 1, n_next;
+        front[0] = s;
+        for (int k = 0; k < 4 && seqs[q][k][0] && closed; k++) {
+            n_next = 0;
+            for (int f = 0; f < n_front && closed; f++)
+                for (int b = seqs[q][k][0]; b <= seqs[q][k][1] && closed; b++) {
+                    uint32_t t = pda_step(p, front[f], (uint8_t)b);
+                    int x = 0;
+                    while (x < n_next && next[x] != t) x++;
+                    if (t == PDA_DEAD || (x == n_next && n_next == 16)) closed = false;
+                    else if (x == n_next) next[n_next++] = t;
+                }
+            memcpy(front, next, sizeof next);
+            n_front = n_next;
+        }
+        closed = closed && n_front == 1 && front[0] == s;
+    }
+    p->states[s].plain_closed = closed;
+    return closed;
+}
+
+/* One pass over trie t from state s: allowed tokens are those whose end state is live and whose
+ * shortest completion is <= limit. Returns the largest such completion among allowed tokens. */
+static uint32_t trie_walk(struct constraint *c, const struct vocab_trie *t, uint32_t s, uint32_t limit, uint32_t *mask)
+{
     struct pda *p = &c->pda;
     uint32_t max_dist = 0;
     c->walk[0] = s;
-    for (uint32_t i = 0; i < v->n_nodes;) {
-        uint32_t t = pda_step(p, c->walk[v->node_depth[i] - 1], v->node_byte[i]);
-        if (t == PDA_DEAD) { i = v->node_skip[i]; continue; }
-        c->walk[v->node_depth[i]] = t;
-        uint32_t nt = v->node_ntok[i];
+    for (uint32_t i = 0; i < t->n_nodes;) {
+        uint32_t st = pda_step(p, c->walk[t->depth[i] - 1], t->byte[i]);
+        if (st == PDA_DEAD) { i = t->skip[i]; continue; }
+        c->walk[t->depth[i]] = st;
+        uint32_t nt = t->ntok[i];
         if (nt) {
-            uint32_t d = p->states[t].dist;
+            uint32_t d = p->states[st].dist;
             if (d <= limit) {
                 if (d > max_dist) max_dist = d;
                 for (uint32_t k = 0; k < nt; k++) {
-                    int32_t id = v->sorted_ids[v->node_tok[i] + k];
+                    int32_t id = t->ids[t->tok[i] + k];
                     mask[id >> 5] |= 1u << (id & 31);
                 }
             }
@@ -289,28 +388,51 @@ static uint32_t trie_walk(struct constraint *c, uint32_t s, uint32_t limit, uint
     return max_dist;
 }
 
+/* The allowed tokens (stop ids aside) from state s under limit. */
+static uint32_t compute_mask(struct constraint *c, uint32_t s, uint32_t limit, uint32_t *mask)
+{
+    const struct constraint_vocab *v = c->v;
+    int words = constraint_mask_words(v);
+    if (plain_closed(&c->pda, s)) {
+        // Plain tokens lead back to s: allowed as a block when s itself fits the limit.
+        uint32_t d = c->pda.states[s].dist, max_dist = 0;
+        if (d <= limit) { memcpy(mask, v->plain, (size_t)words * sizeof *mask); max_dist = d; }
+        else memset(mask, 0, (size_t)words * sizeof *mask);
+        uint32_t m = trie_walk(c, &v->rest, s, limit, mask);
+        return m > max_dist ? m : max_dist;
+    }
+    memset(mask, 0, (size_t)words * sizeof *mask);
+    return trie_walk(c, &v->all, s, limit, mask);
+}
+
 enum status constraint_mask(struct constraint *c, int tokens_left, uint32_t *mask)
 {
     const struct constraint_vocab *v = c->v;
     int words = constraint_mask_words(v);
     size_t bytes = (size_t)words * sizeof *mask;
     struct pda *p = &c->pda;
-    memset(mask, 0, bytes);
-    if (!c->finished && tokens_left != 0) {
+    if (c->finished || tokens_left == 0) {
+        memset(mask, 0, bytes);
+    } else {
         uint32_t limit = tokens_left < 0 ? CG_INF : (uint32_t)tokens_left - 1;
-        struct pda_state *st = &p->states[c->state];
-        if (st->mask && limit >= st->mask_max_dist) {
-            memcpy(mask, st->mask, bytes);
+        // The unlimited mask is cached per state; a budget only matters when some allowed token
+        // would leave a completion longer than it (then one filtered walk, uncached).
+        if (p->states[c->state].mask) {
+            memcpy(mask, p->states[c->state].mask, bytes);
         } else {
-            uint32_t max_dist = trie_walk(c, c->state, limit, mask);
-            st = &p->states[c->state];   // the walk may have grown the state array
+            uint32_t max_dist = compute_mask(c, c->state, CG_INF, mask);
             if (p->oom) return STATUS_ENOMEM;
-            if (limit >= CG_INF && !st->mask && c->mask_cache_bytes + bytes <= MASK_CACHE_BYTES_MAX) {
+            struct pda_state *st = &p->states[c->state];   // the walk may have moved the array
+            st->mask_max_dist = max_dist;
+            if (c->mask_cache_bytes + bytes <= MASK_CACHE_BYTES_MAX) {
                 st->mask = xmalloc(bytes);
                 memcpy(st->mask, mask, bytes);
-                st->mask_max_dist = max_dist;
                 c->mask_cache_bytes += bytes;
             }
+        }
+        if (limit < p->states[c->state].mask_max_dist) {
+            compute_mask(c, c->state, limit, mask);
+            if (p->oom) return STATUS_ENOMEM;
         }
     }
     if (c->finished || pda_accepts(p, c->state))

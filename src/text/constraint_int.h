@@ -137,7 +137,8 @@ struct pda_state {
     int32_t *trans;           // [256] next state, -1 not computed yet; NULL until the first step
     uint32_t *mask;           // cached token mask (no budget), NULL when not cached
     uint32_t mask_max_dist;   // largest dist after any token the cached mask allows
-    int8_t   plain_closed;    // every plain string character leads back here: -1 unknown, 0 no, 1 yes
+    int32_t  plain_next;      // the state every plain string character leads to (may be DEAD);
+                              // -1: they lead to different states; -2: not computed yet
 };
 
 struct pda {

@@ -44,7 +44,9 @@ struct constraint_vocab {
     int       n_stop;
     struct vocab_trie all;      // every token with bytes
     struct vocab_trie rest;     // the tokens that are not plain
-    uint32_t *plain;            // [mask words] tokens made of whole plain string characters
+    uint32_t *plain;            // [mask words] tokens made of 1..64 whole plain string characters
+    uint32_t  plain_off[66];    // plain_ids[plain_off[k] .. plain_off[k + 1]): the plain tokens of k characters
+    int32_t  *plain_ids;
     int       max_depth;
     bool      all_bytes;    // every byte value is a token by itself
 };
@@ -137,31 +139,35 @@ static int tok_cmp(const void *a, const void *b, void *ctx)
     return lx < ly ? -1 : lx > ly ? 1 : (x < y ? -1 : 1);
 }
 
-/* Plain: whole UTF-8 characters that a JSON string holds unescaped (>= U+0020, not " or \\). A
- * state that every plain character leads back to (inside a JSON string) allows all plain tokens,
- * so its mask is that precomputed set plus a walk over the other tokens only. */
-static bool is_plain(const uint8_t *s, uint32_t n)
+/* Plain: whole UTF-8 characters that a JSON string holds unescaped (>= U+0020, not " or \\).
+ * Inside a string every plain character leads to the same next state (the same one, in an open
+ * string; the next position, under minLength/maxLength), so a plain token's outcome depends only on
+ * how many characters it has: those masks come from precomputed lists, and only the other tokens
+ * (quotes, escapes, control bytes, pieces of characters) are walked through the trie.
+ * Returns the number of characters (1..64), 0 if the token is not plain. */
+static int plain_chars(const uint8_t *s, uint32_t n)
 {
-    for (uint32_t i = 0; i < n;) {
+    int chars = 0;
+    for (uint32_t i = 0; i < n; chars++) {
         uint8_t c = s[i];
         if (c < 0x80) {
-            if (c < 0x20 || c == '"' || c == '\\') return false;
+            if (c < 0x20 || c == '"' || c == '\\') return 0;
             i++;
             continue;
         }
         int len = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (!len || i + (uint32_t)len > n) return false;
+        if (!len || i + (uint32_t)len > n) return 0;
         uint32_t cp = len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
         for (int k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return false;
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
             cp = (cp << 6) | (s[i + k] & 0x3F);
         }
         if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
             (cp >= 0xD800 && cp <= 0xDFFF))
-            return false;
+            return 0;
         i += (uint32_t)len;
     }
-    return true;
+    return chars <= 64 ? chars : 0;
 }
 
 static void trie_build(const struct constraint_vocab *v, struct vocab_trie *t, int32_t *ids, int n)
@@ -249,15 +255,24 @@ enum status constraint_vocab_new(const struct tokenizer *tk, const int32_t *stop
 
     v->plain = xcalloc((size_t)constraint_mask_words(v), sizeof *v->plain);
     int32_t *all_ids = xmalloc(((size_t)v->n_ids + 1) * sizeof *all_ids), *rest_ids = xmalloc(((size_t)v->n_ids + 1) * sizeof *rest_ids);
+    uint8_t *chars = xcalloc((size_t)v->n_ids + 1, 1);
     int n_all = 0, n_rest = 0;
     for (int32_t id = 0; id < v->n_ids; id++) {
         uint32_t len = v->tok_off[id + 1] - v->tok_off[id];
         if (!len || len > 65535) continue;   // (no real token is this long; the trie depth is 16-bit)
         all_ids[n_all++] = id;
-        if (is_plain(v->blob + v->tok_off[id], len)) v->plain[id >> 5] |= 1u << (id & 31);
+        chars[id] = (uint8_t)plain_chars(v->blob + v->tok_off[id], len);
+        if (chars[id]) { v->plain[id >> 5] |= 1u << (id & 31); v->plain_off[chars[id] + 1]++; }
         else rest_ids[n_rest++] = id;
         if ((int)len > v->max_depth) v->max_depth = (int)len;
     }
+    for (int k = 1; k < 66; k++) v->plain_off[k] += v->plain_off[k - 1];
+    v->plain_ids = xmalloc(((size_t)v->plain_off[65] + 1) * sizeof *v->plain_ids);
+    uint32_t fill[66];
+    memcpy(fill, v->plain_off, sizeof fill);
+    for (int32_t id = 0; id < v->n_ids; id++)
+        if (chars[id]) v->plain_ids[fill[chars[id]]++] = id;
+    free(chars);
     trie_build(v, &v->all, all_ids, n_all);
     trie_build(v, &v->rest, rest_ids, n_rest);
     bool seen[256] = {false};
@@ -279,6 +294,7 @@ void constraint_vocab_free(struct constraint_vocab *v)
     trie_free(&v->all);
     trie_free(&v->rest);
     free(v->plain);
+    free(v->plain_ids);
     free(v);
 }
 
@@ -319,14 +335,16 @@ void constraint_free(struct constraint *c)
     free(c);
 }
 
-/* Whether every plain string character leads from s back to s (see is_plain). Checked once per
- * state by stepping the ASCII bytes and every UTF-8 lead/continuation range. */
-static bool plain_closed(struct pda *p, uint32_t s)
+/* The state every plain character leads to from s (DEAD included), or -1 when they differ.
+ * Computed once per state by stepping the ASCII bytes and every UTF-8 lead/continuation range. */
+static int64_t plain_next(struct pda *p, uint32_t s)
 {
-    if (p->states[s].plain_closed >= 0) return p->states[s].plain_closed;
-    bool closed = true;
-    for (int b = 0x20; b < 0x80 && closed; b++)
-        if (b != '"' && b != '\\') closed = pda_step(p, s, (uint8_t)b) == s;
+    if (p->states[s].plain_next != -2) return p->states[s].plain_next;
+    int64_t t = -2;   // -2: nothing seen yet
+    bool uniform = true;
+#define MERGE(r) do { if (t == -2) t = (r); else if (t != (int64_t)(r)) uniform = false; } while (0)
+    for (int b = 0x20; b < 0x80 && uniform; b++)
+        if (b != '"' && b != '\\') MERGE(pda_step(p, s, (uint8_t)b));
     static const uint8_t seqs[][4][2] = {
         { { 0xC2, 0xDF }, { 0x80, 0xBF } },
         { { 0xE0, 0xE0 }, { 0xA0, 0xBF }, { 0x80, 0xBF } },
@@ -337,28 +355,32 @@ static bool plain_closed(struct pda *p, uint32_t s)
         { { 0xF1, 0xF3 }, { 0x80, 0xBF }, { 0x80, 0xBF }, { 0x80, 0xBF } },
         { { 0xF4, 0xF4 }, { 0x80, 0x8F }, { 0x80, 0xBF }, { 0x80, 0xBF } },
     };
-    for (size_t q = 0; q < sizeof seqs / sizeof *seqs && closed; q++) {
-        // The distinct states after each position (few: usually one per position).
+    for (size_t q = 0; q < sizeof seqs / sizeof *seqs && uniform; q++) {
+        // The distinct live states after each position (few: usually one).
         uint32_t front[16], next[16];
         int n_front = 1, n_next;
         front[0] = s;
-        for (int k = 0; k < 4 && seqs[q][k][0] && closed; k++) {
+        int k = 0;
+        for (; k < 4 && seqs[q][k][0] && uniform; k++) {
             n_next = 0;
-            for (int f = 0; f < n_front && closed; f++)
-                for (int b = seqs[q][k][0]; b <= seqs[q][k][1] && closed; b++) {
-                    uint32_t t = pda_step(p, front[f], (uint8_t)b);
+            for (int f = 0; f < n_front && uniform; f++)
+                for (int b = seqs[q][k][0]; b <= seqs[q][k][1] && uniform; b++) {
+                    uint32_t r = pda_step(p, front[f], (uint8_t)b);
+                    if (r == PDA_DEAD) { MERGE(PDA_DEAD); continue; }   // the character ends dead
                     int x = 0;
-                    while (x < n_next && next[x] != t) x++;
-                    if (t == PDA_DEAD || (x == n_next && n_next == 16)) closed = false;
-                    else if (x == n_next) next[n_next++] = t;
+                    while (x < n_next && next[x] != r) x++;
+                    if (x == n_next && n_next == 16) uniform = false;
+                    else if (x == n_next) next[n_next++] = r;
                 }
             memcpy(front, next, sizeof next);
             n_front = n_next;
         }
-        closed = closed && n_front == 1 && front[0] == s;
+        for (int f = 0; f < n_front && uniform; f++) MERGE(front[f]);
     }
-    p->states[s].plain_closed = closed;
-    return closed;
+#undef MERGE
+    int64_t out = uniform && t >= 0 ? t : -1;
+    p->states[s].plain_next = (int32_t)out;
+    return out;
 }
 
 /* One pass over trie t from state s: allowed tokens are those whose end state is live and whose
@@ -388,21 +410,46 @@ static uint32_t trie_walk(struct constraint *c, const struct vocab_trie *t, uint
     return max_dist;
 }
 
-/* The allowed tokens (stop ids aside) from state s under limit. */
+/* The allowed tokens (stop ids aside) from state s under limit. Returns the largest shortest
+ * completion after an allowed token. */
 static uint32_t compute_mask(struct constraint *c, uint32_t s, uint32_t limit, uint32_t *mask)
 {
     const struct constraint_vocab *v = c->v;
+    struct pda *p = &c->pda;
     int words = constraint_mask_words(v);
-    if (plain_closed(&c->pda, s)) {
-        // Plain tokens lead back to s: allowed as a block when s itself fits the limit.
-        uint32_t d = c->pda.states[s].dist, max_dist = 0;
-        if (d <= limit) { memcpy(mask, v->plain, (size_t)words * sizeof *mask); max_dist = d; }
-        else memset(mask, 0, (size_t)words * sizeof *mask);
-        uint32_t m = trie_walk(c, &v->rest, s, limit, mask);
-        return m > max_dist ? m : max_dist;
+    // Follow plain characters from s: chain[k] is where k of them lead (DEAD past a dead end).
+    uint32_t chain[65];
+    chain[0] = s;
+    bool uniform = true;
+    for (int k = 0; k < 64 && uniform; k++) {
+        int64_t nx = chain[k] == PDA_DEAD ? PDA_DEAD : plain_next(p, chain[k]);
+        if (nx < 0) uniform = false;
+        else chain[k + 1] = (uint32_t)nx;
     }
-    memset(mask, 0, (size_t)words * sizeof *mask);
-    return trie_walk(c, &v->all, s, limit, mask);
+    if (!uniform) {
+        memset(mask, 0, (size_t)words * sizeof *mask);
+        return trie_walk(c, &v->all, s, limit, mask);
+    }
+    bool all = true;
+    uint32_t max_dist = 0;
+    for (int k = 1; k <= 64; k++) {
+        if (v->plain_off[k + 1] == v->plain_off[k]) continue;
+        bool ok = chain[k] != PDA_DEAD && p->states[chain[k]].dist <= limit;
+        all &= ok;
+        if (ok && p->states[chain[k]].dist > max_dist) max_dist = p->states[chain[k]].dist;
+    }
+    if (all) {
+        memcpy(mask, v->plain, (size_t)words * sizeof *mask);
+    } else {
+        memset(mask, 0, (size_t)words * sizeof *mask);
+        for (int k = 1; k <= 64; k++) {
+            if (chain[k] == PDA_DEAD || p->states[chain[k]].dist > limit) continue;
+            for (uint32_t i = v->plain_off[k]; i < v->plain_off[k + 1]; i++)
+                mask[v->plain_ids[i] >> 5] |= 1u << (v->plain_ids[i] & 31);
+        }
+    }
+    uint32_t m = trie_walk(c, &v->rest, s, limit, mask);
+    return m > max_dist ? m : max_dist;
 }
 
 enum status constraint_mask(struct constraint *c, int tokens_left, uint32_t *mask)

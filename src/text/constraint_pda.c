@@ -160,7 +160,7 @@ static uint32_t state_intern(struct pda *p)
     st->n = p->n_out;
     st->hash = hash;
     st->dist = CG_INF;
-    st->plain_closed = -1;
+    st->plain_next = -2;
     for (uint32_t k = 0; k < p->n_out; k++) {
         uint32_t d = p->out[k] == PDA_ACCEPT ? 0 : p->node_dist[p->out[k]];
         if (d < st->dist) st->dist = d;

@@ -113,27 +113,26 @@ TEST(gbnf_errors)
     EXPECT(gbnf_error("root ::= ((((\"a\"{1000}){1000}){1000}){1000})\n", "no finite output"));
 }
 
-/* Brute force: the allowed set from state `prefix` by trying every token's bytes. */
+/* Brute force: the allowed set from state `prefix` by trying every token's bytes (one state object
+ * rewound with constraint_reset for each token, separate from the one whose mask is checked). */
 static void brute_mask(struct constraint_grammar *g, const char *prefix, int tokens_left, uint32_t *mask)
 {
     int words = constraint_mask_words(vocab);
     memset(mask, 0, (size_t)words * 4);
-    struct constraint *base = constraint_new(g, vocab);
-    CHECK(constraint_advance_bytes(base, prefix, strlen(prefix)) == STATUS_OK, "prefix must match");
-    if (constraint_can_end(base)) mask[eos_id >> 5] |= 1u << (eos_id & 31);
-    constraint_free(base);
-    if (tokens_left == 0) return;
-    for (int32_t id = 0; id < constraint_vocab_size(vocab); id++) {
+    struct constraint *c = constraint_new(g, vocab);
+    CHECK(constraint_advance_bytes(c, prefix, strlen(prefix)) == STATUS_OK, "prefix must match");
+    if (constraint_can_end(c)) mask[eos_id >> 5] |= 1u << (eos_id & 31);
+    for (int32_t id = 0; id < constraint_vocab_size(vocab) && tokens_left != 0; id++) {
         int len;
         const uint8_t *b = constraint_vocab_token(vocab, id, &len);
         if (!b) continue;
-        struct constraint *c = constraint_new(g, vocab);
+        constraint_reset(c);
         constraint_advance_bytes(c, prefix, strlen(prefix));
         if (constraint_advance_bytes(c, (const char *)b, (size_t)len) == STATUS_OK &&
             (tokens_left < 0 || constraint_min_tokens_to_finish(c) <= tokens_left - 1))
             mask[id >> 5] |= 1u << (id & 31);
-        constraint_free(c);
     }
+    constraint_free(c);
 }
 
 static int mask_diff(const uint32_t *a, const uint32_t *b)
@@ -152,9 +151,9 @@ static void check_masks(struct constraint_grammar *g, const char *const *prefixe
     for (int k = 0; k < n; k++) {
         struct constraint *c = constraint_new(g, vocab);
         CHECK(constraint_advance_bytes(c, prefixes[k], strlen(prefixes[k])) == STATUS_OK, "prefix '%s'", prefixes[k]);
-        // Twice each: the second -1 call is served from the mask cache.
+        // Every budget, then no budget again: served from the mask cache.
         for (int r = 0; r < 2; r++)
-            for (size_t b = 0; b < sizeof budgets / sizeof *budgets; b++) {
+            for (size_t b = 0; b < (r ? 1 : sizeof budgets / sizeof *budgets); b++) {
                 EXPECT(constraint_mask(c, budgets[b], got) == STATUS_OK);
                 brute_mask(g, prefixes[k], budgets[b], want);
                 int d = mask_diff(got, want);
@@ -187,6 +186,56 @@ TEST(mask_exact_gbnf)
     check_masks(g, pre2, 3, &n);
     constraint_grammar_free(g);
     EXPECT(n > 0);
+}
+
+static struct constraint_grammar *schema(const char *text)
+{
+    struct constraint_grammar *g = NULL;
+    char err[256];
+    if (constraint_compile_json_schema(text, strlen(text), NULL, NULL, &g, err, sizeof err)) fprintf(stderr, "  schema: %s\n", err);
+    return g;
+}
+
+/* Schema strings exercise the plain-character fast path (open strings, minLength chains,
+ * maxLength dead ends, patterns) against the brute force. */
+TEST(mask_exact_schema_regex)
+{
+    int n = 0;
+    struct constraint_grammar *g = schema(
+        "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"minLength\":3},"
+        "\"b\":{\"type\":\"string\",\"maxLength\":4},\"c\":{\"type\":\"string\",\"pattern\":\"^x[0-9]+\"},"
+        "\"d\":{\"type\":\"integer\",\"minimum\":-20,\"maximum\":300},\"e\":{\"enum\":[\"on\",\"off\",null]}},"
+        "\"required\":[\"a\",\"b\"],\"additionalProperties\":{\"type\":\"boolean\"}}");
+    ASSERT(g);
+    const char *pre[] = { "", "{\"a\":\"", "{\"a\":\"x", "{\"a\":\"xyz", "{\"a\":\"\\", "{\"a\":\"abc\",\"b\":\"",
+                          "{\"a\":\"abc\",\"b\":\"123", "{\"a\":\"abc\",\"b\":\"1\",\"c\":\"x1",
+                          "{\"a\":\"abc\",\"b\":\"1\",\"d\":-", "{\"a\":\"abc\",\"b\":\"1\",\"d\":29",
+                          "{\"a\":\"abc\",\"b\":\"1\",\"e\":", "{\"a\":\"abc\",\"b\":\"1\",\"", "{\"a\":\"abc\",\"b\":\"1\",\"e" };
+    check_masks(g, pre, 13, &n);
+    constraint_grammar_free(g);
+    struct constraint_grammar *r = NULL;
+    char err[256];
+    const char *re = "(\\d{1,3}\\.){3}\\d{1,3}|[a-z ]+!?";
+    ASSERT(constraint_compile_regex(re, strlen(re), NULL, &r, err, sizeof err) == STATUS_OK);
+    const char *pre2[] = { "", "12", "12.3", "hello wor" };
+    check_masks(r, pre2, 4, &n);
+    constraint_grammar_free(r);
+    EXPECT(n > 0);
+}
+
+TEST(regex_errors)
+{
+    const char *bad[][2] = { { "(?=a)", "lookaround" }, { "(a)\\1", "backreference" }, { "a{2,1}", "out of order" },
+                             { "[b-a]", "out of order" }, { "(ab", "missing ')'" }, { "ab)", "unmatched ')'" },
+                             { "*a", "nothing to repeat" }, { "a^b", "anchor" }, { "\\bx", "word boundary" },
+                             { "\\p{L}", "Unicode property" }, { "a{99999999}", "too large" } };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        struct constraint_grammar *g = NULL;
+        char err[256];
+        enum status st = constraint_compile_regex(bad[k][0], strlen(bad[k][0]), NULL, &g, err, sizeof err);
+        EXPECTF(st != STATUS_OK && strstr(err, bad[k][1]), "/%s/: got '%s', want '%s'", bad[k][0], st ? err : "ok", bad[k][1]);
+        constraint_grammar_free(g);
+    }
 }
 
 /* Random walk: sample uniformly among allowed tokens under the budget; the output must end
@@ -228,21 +277,40 @@ TEST(walk_gbnf_closes_within_budget)
     constraint_grammar_free(g);
 }
 
+static bool use_tokenizer(const char *dir)
+{
+    if (vocab) constraint_vocab_free(vocab);
+    if (tk) tokenizer_free(tk);
+    vocab = NULL;
+    tk = NULL;
+    if (tokenizer_load(dir, &tk) != STATUS_OK) return false;
+    eos_id = tokenizer_token_id(tk, "<|im_end|>");
+    return eos_id >= 0 && constraint_vocab_new(tk, &eos_id, 1, &vocab) == STATUS_OK;
+}
+
 int main(void)
 {
-    if (tokenizer_load("models/default", &tk) != STATUS_OK) {
-        fprintf(stderr, "cannot load models/default tokenizer\n");
-        return 1;
-    }
-    eos_id = tokenizer_token_id(tk, "<|im_end|>");
-    if (eos_id < 0 || constraint_vocab_new(tk, &eos_id, 1, &vocab) != STATUS_OK) {
-        fprintf(stderr, "vocab setup failed\n");
+    if (!use_tokenizer("models/default")) {
+        fprintf(stderr, "cannot load the models/default tokenizer\n");
         return 1;
     }
     RUN(gbnf_matches);
     RUN(gbnf_errors);
     RUN(mask_exact_gbnf);
+    RUN(mask_exact_schema_regex);
+    RUN(regex_errors);
     RUN(walk_gbnf_closes_within_budget);
+    // The Qwen3 vocabulary (151669 ids, many partial UTF-8 tokens) when tests/text/fetch_tokenizers.sh cached it.
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tokenizers/qwen3", getenv("BUILD") ? getenv("BUILD") : "build");
+    if (use_tokenizer(dir)) {
+        fprintf(stderr, "with %s (%d ids):\n", dir, constraint_vocab_size(vocab));
+        RUN(mask_exact_gbnf);
+        RUN(mask_exact_schema_regex);
+        RUN(walk_gbnf_closes_within_budget);
+    } else {
+        fprintf(stderr, "note: %s not cached (tests/text/fetch_tokenizers.sh qwen3): Qwen3 mask checks not run\n", dir);
+    }
     constraint_vocab_free(vocab);
     tokenizer_free(tk);
     return test_summary();

@@ -65,6 +65,12 @@ enum status constraint_compile_json_schema(const char *schema, size_t len, const
 /* Any JSON object (OpenAI's response_format json_object). */
 enum status constraint_compile_json_object(const struct constraint_json_opts *opts,
                                            struct constraint_grammar **out, char *err, size_t err_cap);
+/* The GBNF rules of a JSON Schema (NULL schema: any object) with every rule name prefixed and the
+ * top rule named <prefix>root, to embed in a larger grammar: a tool-call envelope such as
+ *     root ::= "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": " w-root "}\n</tool_call>"
+ * followed by the rules this returns for prefix "w-". Caller frees *out. */
+enum status constraint_json_schema_gbnf(const char *schema, size_t len, const struct constraint_json_opts *opts,
+                                        const char *prefix, char **out, char *err, size_t err_cap);
 /* The whole output matches the ECMAScript regular expression (no lookaround, no backreferences). */
 enum status constraint_compile_regex(const char *re, size_t len, const struct constraint_budget *budget,
                                      struct constraint_grammar **out, char *err, size_t err_cap);

@@ -913,8 +913,9 @@ out:
     return st;
 }
 
-static enum status compile_doc(json_t *doc, const struct constraint_json_opts *opts, const struct constraint_budget *budget,
-                               struct constraint_grammar **out, char *err, size_t err_cap)
+/* The GBNF text of a schema document (NULL: any object), top rule "root". */
+static enum status doc_to_gbnf(json_t *doc, const struct constraint_json_opts *opts, const struct constraint_budget *budget,
+                               struct strbuf *text, char *err, size_t err_cap)
 {
     struct cg_grammar tmp;
     cg_init(&tmp, budget, err, err_cap);
@@ -928,10 +929,82 @@ static enum status compile_doc(json_t *doc, const struct constraint_json_opts *o
     free(j.ref_keys);
     free(j.ref_rules);
     cg_deinit(&tmp);
-    if (!st) st = cg_compile_text(j.out.data, j.out.len, budget, out, err, err_cap);
+    *text = j.out;
+    return st;
+}
+
+static enum status compile_doc(json_t *doc, const struct constraint_json_opts *opts, const struct constraint_budget *budget,
+                               struct constraint_grammar **out, char *err, size_t err_cap)
+{
+    struct strbuf text = {0};
+    enum status st = doc_to_gbnf(doc, opts, budget, &text, err, err_cap);
+    if (!st) st = cg_compile_text(text.data, text.len, budget, out, err, err_cap);
     else *out = NULL;
-    if (st && getenv("CAIRN_CONSTRAINT_DUMP")) fprintf(stderr, "%s\n", j.out.data);
-    strbuf_free(&j.out);
+    strbuf_free(&text);
+    return st;
+}
+
+/* Prefixes every rule name of generated GBNF (names start with a letter; literals, classes and
+ * repetition counts are copied as they are). */
+static void prefix_names(const char *s, size_t n, const char *prefix, struct strbuf *out)
+{
+    for (size_t i = 0; i < n;) {
+        char c = s[i];
+        if (c == '"' || c == '[') {
+            char close = c == '"' ? '"' : ']';
+            size_t k = i + 1;
+            while (k < n && s[k] != close) k += s[k] == '\\' ? 2 : 1;
+            k = k < n ? k + 1 : n;
+            strbuf_append(out, s + i, k - i);
+            i = k;
+        } else if (c == '{') {
+            size_t k = i;
+            while (k < n && s[k] != '}') k++;
+            k = k < n ? k + 1 : n;
+            strbuf_append(out, s + i, k - i);
+            i = k;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) {
+            size_t k = i;
+            while (k < n && ((s[k] >= 'a' && s[k] <= 'z') || (s[k] >= 'A' && s[k] <= 'Z') || (s[k] >= '0' && s[k] <= '9') ||
+                             s[k] == '-' || s[k] == '_' || s[k] == '.'))
+                k++;
+            strbuf_puts(out, prefix);
+            strbuf_append(out, s + i, k - i);
+            i = k;
+        } else {
+            strbuf_putc(out, c);
+            i++;
+        }
+    }
+}
+
+enum status constraint_json_schema_gbnf(const char *schema, size_t len, const struct constraint_json_opts *opts,
+                                        const char *prefix, char **out, char *err, size_t err_cap)
+{
+    *out = NULL;
+    json_t *doc = NULL;
+    if (schema) {
+        json_error_t jerr;
+        doc = json_loadb(schema, len, JSON_DECODE_ANY, &jerr);
+        if (!doc) {
+            if (err && err_cap) snprintf(err, err_cap, "schema is not valid JSON: %s (line %d)", jerr.text, jerr.line);
+            return STATUS_EINVAL;
+        }
+    }
+    for (const char *p = prefix; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_')) {
+            json_decref(doc);
+            if (err && err_cap) snprintf(err, err_cap, "rule prefix '%s' has characters other than [A-Za-z0-9_-]", prefix);
+            return STATUS_EINVAL;
+        }
+    struct strbuf text = {0}, named = {0};
+    enum status st = doc_to_gbnf(doc, opts, NULL, &text, err, err_cap);
+    json_decref(doc);
+    if (!st) {
+        prefix_names(text.data, text.len, prefix, &named);
+        *out = strbuf_take(&named);
+    }
+    strbuf_free(&text);
     return st;
 }
 

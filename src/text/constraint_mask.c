@@ -22,7 +22,7 @@
 #include "text/tokenizer.h"
 
 #define PDA_BYTES_MAX        ((size_t)256 << 20)   // matcher memory per sequence
-#define MASK_CACHE_BYTES_MAX ((size_t)64 << 20)    // cached masks per sequence
+#define MASK_CACHE_BYTES_MAX ((size_t)16 << 20)    // cached masks per sequence (~850 at 151K ids)
 
 /* Tokens' byte strings in a trie, laid out in preorder. */
 struct vocab_trie {

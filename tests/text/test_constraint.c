@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "base/mem.h"
 #include "base/rng.h"
 #include "harness.h"
 #include "text/constraint.h"
@@ -223,6 +224,38 @@ TEST(mask_exact_schema_regex)
     EXPECT(n > 0);
 }
 
+TEST(json_modes)
+{
+    char err[256];
+    struct constraint_grammar *g = NULL;
+    ASSERT(constraint_compile_json_object(NULL, &g, err, sizeof err) == STATUS_OK);
+    EXPECT(accepts(g, "{}"));
+    EXPECT(accepts(g, "{\"a\":[1,-2.5e3,{\"b\":null}],\"c\":\"\\u00e9\"}"));
+    EXPECT(!accepts(g, "[]"));
+    EXPECT(!accepts(g, "{ }"));   // compact by default
+    EXPECT(!accepts(g, "{\"a\":01}"));
+    constraint_grammar_free(g);
+    struct constraint_json_opts ws = { .ws_max = 2 };
+    ASSERT(constraint_compile_json_object(&ws, &g, err, sizeof err) == STATUS_OK);
+    EXPECT(accepts(g, "{ \"a\" : [ 1 , 2 ] }"));
+    EXPECT(!accepts(g, "{   \"a\":1}"));   // 3 spaces > ws_max
+    constraint_grammar_free(g);
+    // A schema's rules embedded in a tool-call envelope under a prefix.
+    const char *sch = "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"],\"additionalProperties\":false}";
+    char *rules = NULL;
+    ASSERT(constraint_json_schema_gbnf(sch, strlen(sch), NULL, "w-", &rules, err, sizeof err) == STATUS_OK);
+    struct strbuf text = {0};
+    strbuf_puts(&text, "root ::= \"<tool_call>\\n{\\\"name\\\": \\\"get_weather\\\", \\\"arguments\\\": \" w-root \"}\\n</tool_call>\"\n");
+    strbuf_puts(&text, rules);
+    free(rules);
+    ASSERT(constraint_compile_gbnf(text.data, text.len, NULL, &g, err, sizeof err) == STATUS_OK);
+    EXPECT(accepts(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Paris\"}}\n</tool_call>"));
+    EXPECT(!accepts(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"town\":\"Paris\"}}\n</tool_call>"));
+    constraint_grammar_free(g);
+    strbuf_free(&text);
+    EXPECT(constraint_json_schema_gbnf(sch, strlen(sch), NULL, "bad prefix", &rules, err, sizeof err) == STATUS_EINVAL);
+}
+
 TEST(regex_errors)
 {
     const char *bad[][2] = { { "(?=a)", "lookaround" }, { "(a)\\1", "backreference" }, { "a{2,1}", "out of order" },
@@ -299,6 +332,7 @@ int main(void)
     RUN(mask_exact_gbnf);
     RUN(mask_exact_schema_regex);
     RUN(regex_errors);
+    RUN(json_modes);
     RUN(walk_gbnf_closes_within_budget);
     // The Qwen3 vocabulary (151669 ids, many partial UTF-8 tokens) when tests/text/fetch_tokenizers.sh cached it.
     char dir[512];

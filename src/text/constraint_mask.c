@@ -280,6 +280,9 @@ enum status constraint_vocab_new(const struct tokenizer *tk, const int32_t *stop
         if (v->tok_off[id + 1] - v->tok_off[id] == 1) seen[v->blob[v->tok_off[id]]] = true;
     v->all_bytes = true;
     for (int b = 0; b < 256; b++) v->all_bytes &= seen[b];
+    if (!v->all_bytes)
+        LOG_WARN("constraint: the vocabulary lacks some single-byte tokens; closing within max_tokens "
+                 "is then not guaranteed (min_tokens_to_finish counts one byte per token)");
     *out = v;
     return STATUS_OK;
 }

@@ -377,6 +377,7 @@ static void key_excl(struct js *j, const char *rule, const char **names, int n, 
         int len = cp_decode(names[a] + off, &cp);
         int b = a + 1;
         while (b < n && names[b][off] && !strncmp(names[b] + off, names[a] + off, (size_t)len)) b++;
+        if (cp < 0x20 || cp == '"' || cp == '\\') { a = b; continue; }   // unreachable: extra keys are plain
         char *sub = new_name(j, "key");
         strbuf_printf(&body, "%s", sep);
         put_literal(&body, names[a] + off, (size_t)len);

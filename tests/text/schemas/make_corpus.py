@@ -100,6 +100,7 @@ V("obj_addl_only", {"type": "object", "additionalProperties": {"type": "string",
 V("obj_required_not_listed", {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a", "b"]})
 V("obj_nested", {"type": "object", "properties": {"user": {"type": "object", "properties": {"name": {"type": "string"}, "address": {"type": "object", "properties": {"city": {"type": "string"}, "zip": {"type": "string", "pattern": "^\\d{5}$"}}, "required": ["city", "zip"], "additionalProperties": False}}, "required": ["name", "address"], "additionalProperties": False}}, "required": ["user"], "additionalProperties": False})
 V("obj_weird_keys", {"type": "object", "properties": {"with space": {"type": "integer"}, "quo\"te": {"type": "boolean"}, "ünï": {"type": "null"}, "": {"type": "string"}}, "required": ["with space", "quo\"te", "ünï", ""], "additionalProperties": False})
+V("obj_weird_keys_open", {"type": "object", "properties": {"quo\"te": {"type": "boolean"}, "a\\b": {"type": "null"}, "tab\tkey": {"type": "integer"}, "ab": {"type": "integer"}, "abc": {"type": "integer"}, "é": {"type": "null"}}, "additionalProperties": {"type": "integer", "maximum": 5}})
 V("obj_many_props", {"type": "object", "properties": {f"p{i}": {"type": ["integer", "string", "boolean"][i % 3]} for i in range(30)}, "required": [f"p{i}" for i in range(0, 30, 2)], "additionalProperties": False})
 V("obj_types_list", {"type": ["object", "null"], "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": False})
 # ---- arrays ----

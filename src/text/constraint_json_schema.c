@@ -36,7 +36,9 @@ struct js {
 
 static const char *annotations[] = {
     "title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly",
-    "writeOnly", "$defs", "definitions", "$anchor", "contentMediaType", "contentEncoding", "strict", NULL,
+    "writeOnly", "$defs", "definitions", "$anchor", "contentMediaType", "contentEncoding", "strict",
+    "discriminator",   // OpenAPI hint beside oneOf (pydantic); validators ignore it, oneOf still decides
+    NULL,
 };
 
 static bool is_annotation(const char *k)

@@ -26,6 +26,7 @@ static int32_t stop_id;
 static FILE *walk_out;
 static int n_seeds = 4;
 static int64_t longest_step_ns;
+static char longest_step_name[128];
 
 /* One walk; returns the output (heap, *len bytes) or NULL on failure (reported). */
 static char *walk(const struct constraint_grammar *g, uint64_t seed, int max_tokens, const char *name, size_t *len)
@@ -44,7 +45,10 @@ static char *walk(const struct constraint_grammar *g, uint64_t seed, int max_tok
         int64_t t0 = clock_now_ns();
         enum status st = constraint_mask(c, max_tokens - n_out, mask);
         int64_t dt = clock_now_ns() - t0;
-        if (dt > longest_step_ns) longest_step_ns = dt;
+        if (dt > longest_step_ns) {
+            longest_step_ns = dt;
+            snprintf(longest_step_name, sizeof longest_step_name, "%s, step %d", name, n_out);
+        }
         if (st) { EXPECTF(false, "%s seed %llu: mask failed: %s", name, (unsigned long long)seed, status_str(st)); ok = false; break; }
         int n = 0;
         bool stop_ok = false;
@@ -212,7 +216,7 @@ int main(void)
     RUN(valid_schemas);
     RUN(invalid_schemas);
     RUN(regex_and_gbnf);
-    fprintf(stderr, "  slowest mask step %.2f ms\n", longest_step_ns / 1e6);
+    fprintf(stderr, "  slowest mask step %.2f ms (%s)\n", longest_step_ns / 1e6, longest_step_name);
     if (walk_out) fclose(walk_out);
     constraint_vocab_free(vocab);
     tokenizer_free(tk);

@@ -105,6 +105,10 @@ enum status constraint_mask(struct constraint *c, int tokens_left, uint32_t *mas
 enum status constraint_advance(struct constraint *c, int32_t id);
 /* Moves past raw bytes (tests, forced prefixes). EINVAL (state unchanged) if they do not match. */
 enum status constraint_advance_bytes(struct constraint *c, const char *s, size_t n);
+/* The matcher position as a value: saving and restoring it is free (states are interned and kept),
+ * so speculative decoding can advance through draft tokens and roll back past a rejected one. */
+uint64_t    constraint_save(const struct constraint *c);
+void        constraint_restore(struct constraint *c, uint64_t saved);
 bool        constraint_can_end(const struct constraint *c);      // a stop id is allowed now
 bool        constraint_is_finished(const struct constraint *c);  // a stop id was accepted
 /* Tokens needed at least to reach a valid end from here (0 when it may end now), as guaranteed

@@ -523,6 +523,18 @@ bool constraint_can_end(const struct constraint *c)
 
 bool constraint_is_finished(const struct constraint *c) { return c->finished; }
 
+uint64_t constraint_save(const struct constraint *c)
+{
+    return (uint64_t)c->state << 1 | c->finished;
+}
+
+void constraint_restore(struct constraint *c, uint64_t saved)
+{
+    CHECK((saved >> 1) < c->pda.n_states, "state %llu was not saved from this constraint", (unsigned long long)saved);
+    c->state = (uint32_t)(saved >> 1);
+    c->finished = saved & 1;
+}
+
 int constraint_min_tokens_to_finish(const struct constraint *c)
 {
     return c->finished ? 0 : (int)c->pda.states[c->state].dist;

@@ -84,6 +84,19 @@ TEST(gbnf_matches)
     EXPECT(!accepts(g, "())"));
     constraint_grammar_free(g);
 
+    // Save/restore: advance through a "draft", roll back, take another branch.
+    g = gbnf("root ::= \"ab\" (\"c\" | \"d\")\n");
+    ASSERT(g);
+    struct constraint *sr = constraint_new(g, vocab);
+    EXPECT(constraint_advance_bytes(sr, "ab", 2) == STATUS_OK);
+    uint64_t saved = constraint_save(sr);
+    EXPECT(constraint_advance_bytes(sr, "c", 1) == STATUS_OK && constraint_can_end(sr));
+    constraint_restore(sr, saved);
+    EXPECT(!constraint_can_end(sr));
+    EXPECT(constraint_advance_bytes(sr, "d", 1) == STATUS_OK && constraint_can_end(sr));
+    constraint_free(sr);
+    constraint_grammar_free(g);
+
     // A recursive alternative with no base case is pruned; the rest stays.
     g = gbnf("root ::= \"a\" | \"b\" loop\nloop ::= \"c\" loop\n");
     ASSERT(g);

@@ -107,6 +107,12 @@ enum status cg_parse_gbnf(struct cg_grammar *g, const char *text, size_t len);
 enum status cg_regex_to_gbnf(struct cg_grammar *g, const char *re, size_t len, bool json_string, bool search,
                              const char *name, struct strbuf *out);
 
+/* JSON Schema integer / number with their bounds as a GBNF expression appended to o
+ * (constraint_json_number.c); s is the schema object, path its location for errors. */
+struct json_t;
+enum status cg_json_integer(struct cg_grammar *g, struct json_t *s, const char *path, struct strbuf *o);
+enum status cg_json_number(struct cg_grammar *g, struct json_t *s, const char *path, struct strbuf *o);
+
 /* A compiled grammar handed out by constraint_compile_* */
 struct constraint_grammar {
     struct cg_grammar g;

@@ -396,7 +396,7 @@ enum status cg_finish(struct cg_grammar *g, const char *root_name)
             if (build_alt_min(g, &R->b[a], rule_min) >= CG_INF) continue;
             g->alt_start[g->n_alts++] = g->n_elems;
             R->n_alts++;
-            memcpy(g->elems + g->n_elems, R->b[a].e, R->b[a].n * sizeof *g->elems);
+            if (R->b[a].n) memcpy(g->elems + g->n_elems, R->b[a].e, R->b[a].n * sizeof *g->elems);
             g->n_elems += R->b[a].n;
             g->elems[g->n_elems++] = (struct cg_elem){ CG_END, 0 };
         }

@@ -10,10 +10,15 @@
  *     answers with 400. An unsupported schema feature is always an error, never a looser constraint.
  *   - struct constraint_vocab: the tokenizer's tokens as byte strings in a trie, plus the stop ids.
  *     Immutable, built once per tokenizer, shareable.
- *   - struct constraint: one sequence's matcher state. Not thread-safe: one thread at a time (the
- *     engine may compute the mask for step t+1 on a worker thread while step t runs, as long as it
- *     does not call constraint_advance concurrently). It keeps caches (automaton states, their byte
- *     transitions, masks of states seen before), so repeated states cost a memcpy.
+ *   - struct constraint: one sequence's matcher state. Not thread-safe: one thread at a time. The
+ *     engine's step: sample token t under mask t, constraint_advance(c, t), then compute mask t+1
+ *     (constraint_mask) on a worker thread while the forward pass for t+1 runs: it depends only on
+ *     the tokens so far. It keeps caches (automaton states, their byte transitions, the masks of
+ *     states seen before), so a repeated state costs a memcpy; constraint_reset rewinds it with the
+ *     caches kept, so a pool of states per compiled grammar makes a repeated schema cheap.
+ *
+ * Masks cover constraint_vocab_size ids; a model whose vocabulary is padded beyond the tokenizer
+ * must treat the extra ids as disallowed.
  *
  * Output semantics: the text of the sampled tokens (special tokens excluded) must be a complete
  * match when a stop id is sampled; stop ids are allowed exactly when the match may end. JSON comes
@@ -26,7 +31,8 @@
  * max_tokens that can hold a valid output).
  *
  *     struct constraint_grammar *g;  char err[256];
- *     if (constraint_compile_json_schema(schema, len, NULL, &g, err, sizeof err)) return 400 + err;
+ *     if (constraint_compile_json_schema(schema, len, NULL, NULL, &g, err, sizeof err)) return 400 + err;
+ *     if (constraint_grammar_min_bytes(g) > max_tokens) return 400 "max_tokens too small";
  *     struct constraint *c = constraint_new(g, vocab);
  *     loop: constraint_mask(c, max_tokens - n_out, mask); sample under mask; constraint_advance(c, tok);
  */

@@ -1,0 +1,124 @@
+/* constraint: constrained decoding. Compiles a JSON Schema, "any JSON object", a regular
+ * expression or a GBNF grammar into one pushdown automaton over bytes, and turns its state into
+ * the set of token ids a model may sample next (a bitmask over the vocabulary).
+ *
+ * Three objects, from shared to per sequence:
+ *   - struct constraint_grammar: a compiled grammar. Immutable, shareable between threads and
+ *     requests (cache it by the hash of its source). Compiling runs under a budget (rules,
+ *     elements, milliseconds) so huge or pathological inputs fail fast; errors come back as a status
+ *     and a message naming the cause (the unsupported keyword, the grammar line), which the server
+ *     answers with 400. An unsupported schema feature is always an error, never a looser constraint.
+ *   - struct constraint_vocab: the tokenizer's tokens as byte strings in a trie, plus the stop ids.
+ *     Immutable, built once per tokenizer, shareable.
+ *   - struct constraint: one sequence's matcher state. Not thread-safe: one thread at a time. The
+ *     engine's step: sample token t under mask t, constraint_advance(c, t), then compute mask t+1
+ *     (constraint_mask) on a worker thread while the forward pass for t+1 runs: it depends only on
+ *     the tokens so far. It keeps caches (automaton states, their byte transitions, the masks of
+ *     states seen before), so a repeated state costs a memcpy; constraint_reset rewinds it with the
+ *     caches kept, so a pool of states per compiled grammar makes a repeated schema cheap.
+ *
+ * Masks cover constraint_vocab_size ids; a model whose vocabulary is padded beyond the tokenizer
+ * must treat the extra ids as disallowed.
+ *
+ * Output semantics: the text of the sampled tokens (special tokens excluded) must be a complete
+ * match when a stop id is sampled; stop ids are allowed exactly when the match may end. JSON comes
+ * out compact (no whitespace between tokens) unless constraint_json_opts.ws_max allows some.
+ *
+ * Budget rule: constraint_mask(c, tokens_left, mask) with tokens_left >= 0 allows only tokens after
+ * which the shortest completion still fits in the tokens that remain (counting one byte per token,
+ * which byte-level vocabularies always allow), so the output is always closed before max_tokens.
+ * constraint_min_tokens_to_finish(c) is that bound at the current state (at the start: the smallest
+ * max_tokens that can hold a valid output).
+ *
+ *     struct constraint_grammar *g;  char err[256];
+ *     if (constraint_compile_json_schema(schema, len, NULL, NULL, &g, err, sizeof err)) return 400 + err;
+ *     if (constraint_grammar_min_bytes(g) > max_tokens) return 400 "max_tokens too small";
+ *     struct constraint *c = constraint_new(g, vocab);
+ *     loop: constraint_mask(c, max_tokens - n_out, mask); sample under mask; constraint_advance(c, tok);
+ */
+#ifndef CAIRN_TEXT_CONSTRAINT_H
+#define CAIRN_TEXT_CONSTRAINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+
+struct tokenizer;
+struct constraint_grammar;
+struct constraint_vocab;
+struct constraint;
+
+/* Limits on one compile; zero fields take the defaults below. */
+struct constraint_budget {
+    uint32_t max_rules;      // grammar rules after expansion (default 200000)
+    uint32_t max_elements;   // grammar elements after expansion (default 2000000)
+    uint32_t max_depth;      // schema / regex / grammar nesting (default 128)
+    double   max_ms;         // wall time (default 500)
+};
+
+struct constraint_json_opts {
+    int ws_max;   // whitespace bytes allowed between JSON tokens (default 0: compact)
+};
+
+/* Each compile returns STATUS_OK, or EINVAL (syntax error, contradiction, nothing can match),
+ * EUNSUPPORTED (a feature outside the supported subset) or ENOMEM (budget exceeded), with a
+ * NUL-terminated message in err (err may be NULL). budget may be NULL. */
+enum status constraint_compile_json_schema(const char *schema, size_t len, const struct constraint_json_opts *opts,
+                                           const struct constraint_budget *budget,
+                                           struct constraint_grammar **out, char *err, size_t err_cap);
+/* Any JSON object (OpenAI's response_format json_object). */
+enum status constraint_compile_json_object(const struct constraint_json_opts *opts,
+                                           struct constraint_grammar **out, char *err, size_t err_cap);
+/* The GBNF rules of a JSON Schema (NULL schema: any object) with every rule name prefixed and the
+ * top rule named <prefix>root, to embed in a larger grammar: a tool-call envelope such as
+ *     root ::= "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": " w-root "}\n</tool_call>"
+ * followed by the rules this returns for prefix "w-". Caller frees *out. */
+enum status constraint_json_schema_gbnf(const char *schema, size_t len, const struct constraint_json_opts *opts,
+                                        const char *prefix, char **out, char *err, size_t err_cap);
+/* The whole output matches the ECMAScript regular expression (no lookaround, no backreferences). */
+enum status constraint_compile_regex(const char *re, size_t len, const struct constraint_budget *budget,
+                                     struct constraint_grammar **out, char *err, size_t err_cap);
+/* A llama.cpp GBNF grammar; the output matches its rule "root". */
+enum status constraint_compile_gbnf(const char *text, size_t len, const struct constraint_budget *budget,
+                                    struct constraint_grammar **out, char *err, size_t err_cap);
+void        constraint_grammar_free(struct constraint_grammar *g);
+/* Shortest output of the grammar in bytes. */
+uint32_t    constraint_grammar_min_bytes(const struct constraint_grammar *g);
+
+/* The tokenizer's vocabulary as byte strings (byte-level BPE: exact; added tokens: their content;
+ * special tokens other than stop_ids: never allowed). stop_ids end the output (EOS, <|im_end|>). */
+enum status constraint_vocab_new(const struct tokenizer *tk, const int32_t *stop_ids, int n_stop,
+                                 struct constraint_vocab **out);
+void        constraint_vocab_free(struct constraint_vocab *v);
+int         constraint_vocab_size(const struct constraint_vocab *v);     // ids, = mask bits
+int         constraint_mask_words(const struct constraint_vocab *v);     // uint32 words per mask
+/* Bytes of token id (not NUL-terminated); NULL for special/unknown ids. */
+const uint8_t *constraint_vocab_token(const struct constraint_vocab *v, int32_t id, int *len);
+
+/* One sequence's state at the start of the grammar. Both arguments are borrowed and must outlive it. */
+struct constraint *constraint_new(const struct constraint_grammar *g, const struct constraint_vocab *v);
+void               constraint_free(struct constraint *c);
+/* Back to the start of the grammar, keeping the caches (automaton states, transitions, masks): a
+ * pool of states per compiled grammar makes a repeated schema cost a memcpy per token. */
+void               constraint_reset(struct constraint *c);
+/* Writes the allowed ids into mask (constraint_mask_words words, bit id%32 of word id/32).
+ * tokens_left < 0: no budget; otherwise the tokens that may still be generated, this one included.
+ * Returns ENOMEM if the state outgrew its memory budget. */
+enum status constraint_mask(struct constraint *c, int tokens_left, uint32_t *mask);
+/* Moves past a sampled token. EINVAL (state unchanged) if the token is not allowed here. */
+enum status constraint_advance(struct constraint *c, int32_t id);
+/* Moves past raw bytes (tests, forced prefixes). EINVAL (state unchanged) if they do not match. */
+enum status constraint_advance_bytes(struct constraint *c, const char *s, size_t n);
+/* The matcher position as a value: saving and restoring it is free (states are interned and kept),
+ * so speculative decoding can advance through draft tokens and roll back past a rejected one. */
+uint64_t    constraint_save(const struct constraint *c);
+void        constraint_restore(struct constraint *c, uint64_t saved);
+bool        constraint_can_end(const struct constraint *c);      // a stop id is allowed now
+bool        constraint_is_finished(const struct constraint *c);  // a stop id was accepted
+/* Tokens needed at least to reach a valid end from here (0 when it may end now), as guaranteed
+ * by the budget rule: the bytes of the shortest completion. */
+int         constraint_min_tokens_to_finish(const struct constraint *c);
+
+#endif

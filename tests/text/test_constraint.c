@@ -1,0 +1,364 @@
+/* Constraint engine: GBNF/regex/schema compile errors, byte-level matching, and mask exactness:
+ * the mask from the trie walk (and its cache) equals a brute-force check of every token's bytes
+ * against the automaton from the same state, with and without the max_tokens budget rule.
+ * Uses the default model's tokenizer (models/default, byte-level BPE, 8192 ids). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "base/mem.h"
+#include "base/rng.h"
+#include "harness.h"
+#include "text/constraint.h"
+#include "text/tokenizer.h"
+
+static struct tokenizer *tk;
+static struct constraint_vocab *vocab;
+static int32_t eos_id;
+
+static bool accepts(struct constraint_grammar *g, const char *s)
+{
+    struct constraint *c = constraint_new(g, vocab);
+    bool ok = constraint_advance_bytes(c, s, strlen(s)) == STATUS_OK && constraint_can_end(c);
+    constraint_free(c);
+    return ok;
+}
+
+static struct constraint_grammar *gbnf(const char *text)
+{
+    struct constraint_grammar *g = NULL;
+    char err[256];
+    enum status st = constraint_compile_gbnf(text, strlen(text), NULL, &g, err, sizeof err);
+    if (st) fprintf(stderr, "  compile failed: %s\n", err);
+    return g;
+}
+
+static bool gbnf_error(const char *text, const char *needle)
+{
+    struct constraint_grammar *g = NULL;
+    char err[256];
+    enum status st = constraint_compile_gbnf(text, strlen(text), NULL, &g, err, sizeof err);
+    constraint_grammar_free(g);
+    if (st == STATUS_OK) return false;
+    if (!strstr(err, needle)) fprintf(stderr, "  error '%s' lacks '%s'\n", err, needle);
+    return strstr(err, needle) != NULL;
+}
+
+TEST(gbnf_matches)
+{
+    struct constraint_grammar *g = gbnf("root ::= \"a\" [b-d]+ (\"x\" | \"yz\")? # comment\n");
+    ASSERT(g);
+    EXPECT(accepts(g, "ab"));
+    EXPECT(accepts(g, "abcdx"));
+    EXPECT(accepts(g, "abyz"));
+    EXPECT(!accepts(g, "a"));
+    EXPECT(!accepts(g, "abyzx"));
+    EXPECT(!accepts(g, "ae"));
+    constraint_grammar_free(g);
+
+    g = gbnf("root ::= item{2,3} \"!\"\nitem ::= [0-9]\n  | \"-\"\n");
+    ASSERT(g);
+    EXPECT(accepts(g, "12!"));
+    EXPECT(accepts(g, "1-2!"));
+    EXPECT(!accepts(g, "1!"));
+    EXPECT(!accepts(g, "1234!"));
+    constraint_grammar_free(g);
+
+    // Unicode classes and negation match UTF-8; '.' is any code point.
+    g = gbnf("root ::= [^a\"] [α-ω] . \"é\"\n");
+    ASSERT(g);
+    EXPECT(accepts(g, "bβ\xF0\x9F\x98\x80\xC3\xA9"));
+    EXPECT(accepts(g, "\xE4\xB8\xADω\n\xC3\xA9"));
+    EXPECT(!accepts(g, "aβxé"));
+    EXPECT(!accepts(g, "bbxé"));
+    EXPECT(!accepts(g, "b\xCE"));
+    constraint_grammar_free(g);
+
+    // Right recursion and nesting: balanced parentheses.
+    g = gbnf("root ::= p\np ::= (\"(\" p \")\")*\n");
+    ASSERT(g);
+    EXPECT(accepts(g, ""));
+    EXPECT(accepts(g, "(()())()"));
+    EXPECT(!accepts(g, "(()"));
+    EXPECT(!accepts(g, "())"));
+    constraint_grammar_free(g);
+
+    // Save/restore: advance through a "draft", roll back, take another branch.
+    g = gbnf("root ::= \"ab\" (\"c\" | \"d\")\n");
+    ASSERT(g);
+    struct constraint *sr = constraint_new(g, vocab);
+    EXPECT(constraint_advance_bytes(sr, "ab", 2) == STATUS_OK);
+    uint64_t saved = constraint_save(sr);
+    EXPECT(constraint_advance_bytes(sr, "c", 1) == STATUS_OK && constraint_can_end(sr));
+    constraint_restore(sr, saved);
+    EXPECT(!constraint_can_end(sr));
+    EXPECT(constraint_advance_bytes(sr, "d", 1) == STATUS_OK && constraint_can_end(sr));
+    constraint_free(sr);
+    constraint_grammar_free(g);
+
+    // A recursive alternative with no base case is pruned; the rest stays.
+    g = gbnf("root ::= \"a\" | \"b\" loop\nloop ::= \"c\" loop\n");
+    ASSERT(g);
+    EXPECT(accepts(g, "a"));
+    struct constraint *c = constraint_new(g, vocab);
+    EXPECT(constraint_advance_bytes(c, "b", 1) == STATUS_EINVAL);
+    constraint_free(c);
+    constraint_grammar_free(g);
+}
+
+TEST(gbnf_errors)
+{
+    EXPECT(gbnf_error("root ::= \"a\n", "unterminated"));
+    EXPECT(gbnf_error("root ::= foo\n", "'foo' is used but not defined"));
+    EXPECT(gbnf_error("start ::= \"a\"\n", "no rule 'root'"));
+    EXPECT(gbnf_error("root ::= root \"a\" | \"b\"\n", "left-recursive"));
+    EXPECT(gbnf_error("root ::= x | \"b\"\nx ::= \"\"? root \"a\"\n", "left-recursive"));
+    EXPECT(gbnf_error("root ::= \"a\" root\n", "no finite output"));
+    EXPECT(gbnf_error("root ::= [z-a]\n", "out of order"));
+    EXPECT(gbnf_error("root ::= \"a\"\nroot ::= \"b\"\n", "defined twice"));
+    EXPECT(gbnf_error("root ::= (((\"a\")\n", "expected ')'"));
+    EXPECT(gbnf_error("root ::= \"\\q\"\n", "unknown escape"));
+    EXPECT(gbnf_error("root ::= \"a\"{3,1}\n", "below minimum"));
+    // Budget: exponential expansion fails fast with a clear error.
+    EXPECT(gbnf_error("root ::= \"a\"{3000000}\n", "too large"));
+    EXPECT(gbnf_error("root ::= (\"ab\"{1000} | \"c\"){1000} \"d\"{2000000}\n", "too large"));
+    // Compact but astronomically long: the shortest output overflows the length arithmetic.
+    EXPECT(gbnf_error("root ::= ((((\"a\"{1000}){1000}){1000}){1000})\n", "no finite output"));
+}
+
+/* Brute force: the allowed set from state `prefix` by trying every token's bytes (one state object
+ * rewound with constraint_reset for each token, separate from the one whose mask is checked). */
+static void brute_mask(struct constraint_grammar *g, const char *prefix, int tokens_left, uint32_t *mask)
+{
+    int words = constraint_mask_words(vocab);
+    memset(mask, 0, (size_t)words * 4);
+    struct constraint *c = constraint_new(g, vocab);
+    CHECK(constraint_advance_bytes(c, prefix, strlen(prefix)) == STATUS_OK, "prefix must match");
+    if (constraint_can_end(c)) mask[eos_id >> 5] |= 1u << (eos_id & 31);
+    for (int32_t id = 0; id < constraint_vocab_size(vocab) && tokens_left != 0; id++) {
+        int len;
+        const uint8_t *b = constraint_vocab_token(vocab, id, &len);
+        if (!b) continue;
+        constraint_reset(c);
+        constraint_advance_bytes(c, prefix, strlen(prefix));
+        if (constraint_advance_bytes(c, (const char *)b, (size_t)len) == STATUS_OK &&
+            (tokens_left < 0 || constraint_min_tokens_to_finish(c) <= tokens_left - 1))
+            mask[id >> 5] |= 1u << (id & 31);
+    }
+    constraint_free(c);
+}
+
+static int mask_diff(const uint32_t *a, const uint32_t *b)
+{
+    int words = constraint_mask_words(vocab), first = -1;
+    for (int w = 0; w < words && first < 0; w++)
+        if (a[w] != b[w]) first = w * 32 + __builtin_ctz(a[w] ^ b[w]);
+    return first;
+}
+
+static void check_masks(struct constraint_grammar *g, const char *const *prefixes, int n, int *n_checked)
+{
+    int words = constraint_mask_words(vocab);
+    uint32_t *got = malloc((size_t)words * 4), *want = malloc((size_t)words * 4);
+    static const int budgets[] = { -1, 1, 2, 3, 5, 9, 40 };
+    for (int k = 0; k < n; k++) {
+        struct constraint *c = constraint_new(g, vocab);
+        CHECK(constraint_advance_bytes(c, prefixes[k], strlen(prefixes[k])) == STATUS_OK, "prefix '%s'", prefixes[k]);
+        // Every budget, then no budget again: served from the mask cache.
+        for (int r = 0; r < 2; r++)
+            for (size_t b = 0; b < (r ? 1 : sizeof budgets / sizeof *budgets); b++) {
+                EXPECT(constraint_mask(c, budgets[b], got) == STATUS_OK);
+                brute_mask(g, prefixes[k], budgets[b], want);
+                int d = mask_diff(got, want);
+                int len = 0;
+                const uint8_t *tb = d >= 0 ? constraint_vocab_token(vocab, d, &len) : NULL;
+                EXPECTF(d < 0, "prefix '%s' budget %d: token %d '%.*s' differs", prefixes[k], budgets[b], d, len,
+                        tb ? (const char *)tb : "");
+                (*n_checked)++;
+            }
+        constraint_free(c);
+    }
+    free(got);
+    free(want);
+}
+
+TEST(mask_exact_gbnf)
+{
+    int n = 0;
+    struct constraint_grammar *g = gbnf(
+        "root ::= \"{\" ws \"\\\"k\\\":\" ws val (\",\" ws val)* ws \"}\"\n"
+        "val ::= [0-9]+ | \"\\\"\" [^\"\\\\]* \"\\\"\" | \"true\" | \"null\"\n"
+        "ws ::= [ \\n]?\n");
+    ASSERT(g);
+    const char *pre[] = { "", "{", "{\"k\":", "{\"k\": 1", "{\"k\":\"ab", "{\"k\":\"\xE4\xB8", "{\"k\":tr", "{\"k\":1,2 " };
+    check_masks(g, pre, 8, &n);
+    constraint_grammar_free(g);
+    g = gbnf("root ::= ([a-z] | \" \" | \"\\n\"){0,40}\n");
+    ASSERT(g);
+    const char *pre2[] = { "", "hello world", "abcdefghijklmnopqrstuvwxyzabcdefghijkl" };
+    check_masks(g, pre2, 3, &n);
+    constraint_grammar_free(g);
+    EXPECT(n > 0);
+}
+
+static struct constraint_grammar *schema(const char *text)
+{
+    struct constraint_grammar *g = NULL;
+    char err[256];
+    if (constraint_compile_json_schema(text, strlen(text), NULL, NULL, &g, err, sizeof err)) fprintf(stderr, "  schema: %s\n", err);
+    return g;
+}
+
+/* Schema strings exercise the plain-character fast path (open strings, minLength chains,
+ * maxLength dead ends, patterns) against the brute force. */
+TEST(mask_exact_schema_regex)
+{
+    int n = 0;
+    struct constraint_grammar *g = schema(
+        "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\",\"minLength\":3},"
+        "\"b\":{\"type\":\"string\",\"maxLength\":4},\"c\":{\"type\":\"string\",\"pattern\":\"^x[0-9]+\"},"
+        "\"d\":{\"type\":\"integer\",\"minimum\":-20,\"maximum\":300},\"e\":{\"enum\":[\"on\",\"off\",null]}},"
+        "\"required\":[\"a\",\"b\"],\"additionalProperties\":{\"type\":\"boolean\"}}");
+    ASSERT(g);
+    const char *pre[] = { "", "{\"a\":\"", "{\"a\":\"x", "{\"a\":\"xyz", "{\"a\":\"\\", "{\"a\":\"abc\",\"b\":\"",
+                          "{\"a\":\"abc\",\"b\":\"123", "{\"a\":\"abc\",\"b\":\"1\",\"c\":\"x1",
+                          "{\"a\":\"abc\",\"b\":\"1\",\"d\":-", "{\"a\":\"abc\",\"b\":\"1\",\"d\":29",
+                          "{\"a\":\"abc\",\"b\":\"1\",\"e\":", "{\"a\":\"abc\",\"b\":\"1\",\"", "{\"a\":\"abc\",\"b\":\"1\",\"e" };
+    check_masks(g, pre, 13, &n);
+    constraint_grammar_free(g);
+    struct constraint_grammar *r = NULL;
+    char err[256];
+    const char *re = "(\\d{1,3}\\.){3}\\d{1,3}|[a-z ]+!?";
+    ASSERT(constraint_compile_regex(re, strlen(re), NULL, &r, err, sizeof err) == STATUS_OK);
+    const char *pre2[] = { "", "12", "12.3", "hello wor" };
+    check_masks(r, pre2, 4, &n);
+    constraint_grammar_free(r);
+    EXPECT(n > 0);
+}
+
+TEST(json_modes)
+{
+    char err[256];
+    struct constraint_grammar *g = NULL;
+    ASSERT(constraint_compile_json_object(NULL, &g, err, sizeof err) == STATUS_OK);
+    EXPECT(accepts(g, "{}"));
+    EXPECT(accepts(g, "{\"a\":[1,-2.5e3,{\"b\":null}],\"c\":\"\\u00e9\"}"));
+    EXPECT(!accepts(g, "[]"));
+    EXPECT(!accepts(g, "{ }"));   // compact by default
+    EXPECT(!accepts(g, "{\"a\":01}"));
+    constraint_grammar_free(g);
+    struct constraint_json_opts ws = { .ws_max = 2 };
+    ASSERT(constraint_compile_json_object(&ws, &g, err, sizeof err) == STATUS_OK);
+    EXPECT(accepts(g, "{ \"a\" : [ 1 , 2 ] }"));
+    EXPECT(!accepts(g, "{   \"a\":1}"));   // 3 spaces > ws_max
+    constraint_grammar_free(g);
+    // A schema's rules embedded in a tool-call envelope under a prefix.
+    const char *sch = "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"],\"additionalProperties\":false}";
+    char *rules = NULL;
+    ASSERT(constraint_json_schema_gbnf(sch, strlen(sch), NULL, "w-", &rules, err, sizeof err) == STATUS_OK);
+    struct strbuf text = {0};
+    strbuf_puts(&text, "root ::= \"<tool_call>\\n{\\\"name\\\": \\\"get_weather\\\", \\\"arguments\\\": \" w-root \"}\\n</tool_call>\"\n");
+    strbuf_puts(&text, rules);
+    free(rules);
+    ASSERT(constraint_compile_gbnf(text.data, text.len, NULL, &g, err, sizeof err) == STATUS_OK);
+    EXPECT(accepts(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Paris\"}}\n</tool_call>"));
+    EXPECT(!accepts(g, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"town\":\"Paris\"}}\n</tool_call>"));
+    constraint_grammar_free(g);
+    strbuf_free(&text);
+    EXPECT(constraint_json_schema_gbnf(sch, strlen(sch), NULL, "bad prefix", &rules, err, sizeof err) == STATUS_EINVAL);
+}
+
+TEST(regex_errors)
+{
+    const char *bad[][2] = { { "(?=a)", "lookaround" }, { "(a)\\1", "backreference" }, { "a{2,1}", "out of order" },
+                             { "[b-a]", "out of order" }, { "(ab", "missing ')'" }, { "ab)", "unmatched ')'" },
+                             { "*a", "nothing to repeat" }, { "a^b", "anchor" }, { "\\bx", "word boundary" },
+                             { "\\p{L}", "Unicode property" }, { "a{99999999}", "too large" } };
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        struct constraint_grammar *g = NULL;
+        char err[256];
+        enum status st = constraint_compile_regex(bad[k][0], strlen(bad[k][0]), NULL, &g, err, sizeof err);
+        EXPECTF(st != STATUS_OK && strstr(err, bad[k][1]), "/%s/: got '%s', want '%s'", bad[k][0], st ? err : "ok", bad[k][1]);
+        constraint_grammar_free(g);
+    }
+}
+
+/* Random walk: sample uniformly among allowed tokens under the budget; the output must end
+ * (stop token allowed) within the budget. */
+TEST(walk_gbnf_closes_within_budget)
+{
+    struct constraint_grammar *g = gbnf(
+        "root ::= obj\nobj ::= \"{\" (pair (\",\" pair)*)? \"}\"\n"
+        "pair ::= \"\\\"\" [a-z ]* \"\\\":\" (obj | \"[\" [0-9]* \"]\")\n");
+    ASSERT(g);
+    int words = constraint_mask_words(vocab);
+    uint32_t *mask = malloc((size_t)words * 4);
+    int32_t *ids = malloc(sizeof(int32_t) * 65536);
+    struct rng r;
+    for (int seed = 0; seed < 40; seed++) {
+        rng_seed(&r, (uint64_t)seed);
+        int max_tokens = 5 + seed * 3;
+        struct constraint *c = constraint_new(g, vocab);
+        int n_out = 0;
+        bool ended = false;
+        while (n_out < max_tokens) {
+            EXPECT(constraint_mask(c, max_tokens - n_out, mask) == STATUS_OK);
+            int n = 0;
+            for (int32_t id = 0; id < constraint_vocab_size(vocab); id++)
+                if (mask[id >> 5] >> (id & 31) & 1) ids[n++] = id;
+            if (!n) break;
+            int32_t pick = ids[rng_next(&r) % (uint64_t)n];
+            // Prefer not stopping so the walk runs into the budget.
+            if (pick == eos_id && n > 1 && (rng_next(&r) % 4)) { pick = ids[(rng_next(&r) % (uint64_t)(n - 1))]; if (pick == eos_id) pick = ids[n - 1]; }
+            ASSERT(constraint_advance(c, pick) == STATUS_OK);
+            n_out++;
+            if (pick == eos_id) { ended = true; break; }
+        }
+        EXPECTF(ended || constraint_can_end(c), "seed %d: output not closed within %d tokens", seed, max_tokens);
+        constraint_free(c);
+    }
+    free(mask);
+    free(ids);
+    constraint_grammar_free(g);
+}
+
+static bool use_tokenizer(const char *dir)
+{
+    if (vocab) constraint_vocab_free(vocab);
+    if (tk) tokenizer_free(tk);
+    vocab = NULL;
+    tk = NULL;
+    if (tokenizer_load(dir, &tk) != STATUS_OK) return false;
+    eos_id = tokenizer_token_id(tk, "<|im_end|>");
+    return eos_id >= 0 && constraint_vocab_new(tk, &eos_id, 1, &vocab) == STATUS_OK;
+}
+
+int main(void)
+{
+    if (!use_tokenizer("models/default")) {
+        fprintf(stderr, "cannot load the models/default tokenizer\n");
+        return 1;
+    }
+    RUN(gbnf_matches);
+    RUN(gbnf_errors);
+    RUN(mask_exact_gbnf);
+    RUN(mask_exact_schema_regex);
+    RUN(regex_errors);
+    RUN(json_modes);
+    RUN(walk_gbnf_closes_within_budget);
+    // The Qwen3 vocabulary (151669 ids, many partial UTF-8 tokens) when tests/text/fetch_tokenizers.sh cached it.
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/tokenizers/qwen3", getenv("BUILD") ? getenv("BUILD") : "build");
+    if (use_tokenizer(dir)) {
+        fprintf(stderr, "with %s (%d ids):\n", dir, constraint_vocab_size(vocab));
+        RUN(mask_exact_gbnf);
+        RUN(mask_exact_schema_regex);
+        RUN(walk_gbnf_closes_within_budget);
+    } else {
+        fprintf(stderr, "note: %s not cached (tests/text/fetch_tokenizers.sh qwen3): Qwen3 mask checks not run\n", dir);
+    }
+    constraint_vocab_free(vocab);
+    tokenizer_free(tk);
+    return test_summary();
+}

@@ -1,0 +1,224 @@
+/* Random walks under the corpus in tests/text/schemas/: at each step a uniformly random allowed
+ * token (the hardest case: like a random-weight model it rarely chooses to close a string), with a
+ * random max_tokens budget, seeded. Checks here: every schema in valid.jsonl compiles, every one in
+ * invalid.jsonl fails with its expected message, every walk ends within its budget with a stop
+ * token allowed (no dead end, no hang), the mask never comes back empty, and the output is what the
+ * matcher accepted. Independent validation (ajv for JSON Schema, RegExp for regexes) runs on the
+ * JSONL this writes when CONSTRAINT_WALK_OUT is set: tests/text/run_constraint.sh.
+ *
+ * Tokenizer: CONSTRAINT_TOKENIZER (a directory with tokenizer.json), default models/default.
+ * Seeds per entry: CONSTRAINT_WALK_SEEDS (default 4). */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/mem.h"
+#include "base/rng.h"
+#include "harness.h"
+#include "text/constraint.h"
+#include "text/tokenizer.h"
+
+static struct tokenizer *tk;
+static struct constraint_vocab *vocab;
+static int32_t stop_id;
+static FILE *walk_out;
+static int n_seeds = 4;
+static int64_t longest_step_ns;
+static char longest_step_name[128];
+
+/* One walk; returns the output (heap, *len bytes) or NULL on failure (reported). */
+static char *walk(const struct constraint_grammar *g, uint64_t seed, int max_tokens, const char *name, size_t *len)
+{
+    struct rng r;
+    rng_seed(&r, seed);
+    struct constraint *c = constraint_new(g, vocab);
+    int words = constraint_mask_words(vocab);
+    uint32_t *mask = malloc((size_t)words * 4);
+    int32_t *ids = malloc((size_t)constraint_vocab_size(vocab) * sizeof *ids);
+    struct strbuf out = {0};
+    bool ok = true, stopped = false;
+    EXPECTF(constraint_min_tokens_to_finish(c) <= max_tokens, "%s: budget %d below minimum %d", name, max_tokens,
+            constraint_min_tokens_to_finish(c));
+    for (int n_out = 0; n_out < max_tokens && ok; n_out++) {
+        int64_t t0 = clock_now_ns();
+        enum status st = constraint_mask(c, max_tokens - n_out, mask);
+        int64_t dt = clock_now_ns() - t0;
+        if (dt > longest_step_ns) {
+            longest_step_ns = dt;
+            snprintf(longest_step_name, sizeof longest_step_name, "%s, step %d", name, n_out);
+        }
+        if (st) { EXPECTF(false, "%s seed %llu: mask failed: %s", name, (unsigned long long)seed, status_str(st)); ok = false; break; }
+        int n = 0;
+        bool stop_ok = false;
+        for (int w = 0; w < words; w++)
+            for (uint32_t m = mask[w]; m; m &= m - 1) {
+                int32_t id = w * 32 + __builtin_ctz(m);
+                if (id == stop_id) stop_ok = true;
+                else ids[n++] = id;
+            }
+        if (!n && !stop_ok) { EXPECTF(false, "%s seed %llu: empty mask after %d tokens", name, (unsigned long long)seed, n_out); ok = false; break; }
+        // Stop with probability 1/4 when allowed; else a uniformly random allowed token.
+        if (stop_ok && (!n || rng_next(&r) % 4 == 0)) {
+            EXPECT(constraint_advance(c, stop_id) == STATUS_OK);
+            stopped = true;
+            break;
+        }
+        int32_t id = ids[rng_next(&r) % (uint64_t)n];
+        int tlen;
+        const uint8_t *tb = constraint_vocab_token(vocab, id, &tlen);
+        strbuf_append(&out, (const char *)tb, (size_t)tlen);
+        if (constraint_advance(c, id) != STATUS_OK) { EXPECTF(false, "%s: allowed token %d refused", name, id); ok = false; }
+    }
+    if (ok && !stopped) {
+        ok = constraint_can_end(c);
+        EXPECTF(ok, "%s seed %llu: not closed after %d tokens: '%.200s'", name, (unsigned long long)seed, max_tokens,
+                out.data ? out.data : "");
+    }
+    constraint_free(c);
+    free(mask);
+    free(ids);
+    if (!ok) { strbuf_free(&out); return NULL; }
+    *len = out.len;
+    if (!out.data) strbuf_putc(&out, 0), out.len = 0;
+    return strbuf_take(&out);
+}
+
+static void write_row(const char *kind, json_t *entry, const char *output, size_t len, uint64_t seed)
+{
+    if (!walk_out) return;
+    json_t *row = json_object();
+    json_object_set_new(row, "kind", json_string(kind));
+    json_object_set(row, "entry", entry);
+    json_t *o = json_stringn(output, len);
+    EXPECTF(o != NULL, "%s: output is not valid UTF-8", json_string_value(json_object_get(entry, "name")));
+    json_object_set_new(row, "output", o ? o : json_null());
+    json_object_set_new(row, "seed", json_integer((json_int_t)seed));
+    char *line = json_dumps(row, JSON_COMPACT | JSON_ENSURE_ASCII);
+    fprintf(walk_out, "%s\n", line);
+    free(line);
+    json_decref(row);
+}
+
+static json_t *load_jsonl(const char *path)
+{
+    char *text;
+    size_t n;
+    if (file_read_all(path, &text, &n) != STATUS_OK) return NULL;
+    json_t *arr = json_array();
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        json_error_t e;
+        json_t *v = json_loads(line, 0, &e);
+        if (!v) { fprintf(stderr, "%s: bad line: %s\n", path, e.text); continue; }
+        json_array_append_new(arr, v);
+    }
+    free(text);
+    return arr;
+}
+
+static void walk_entry(const char *kind, json_t *entry, const struct constraint_grammar *g, int *n_walks)
+{
+    const char *name = json_string_value(json_object_get(entry, "name"));
+    for (int s = 0; s < n_seeds; s++) {
+        uint64_t seed = (uint64_t)s * 7919 + strlen(name);
+        // Budgets from tight (just above the minimum) to roomy.
+        int min = constraint_grammar_min_bytes(g);
+        int max_tokens = min + 2 + (int)((seed * 2654435761u) % 160);
+        size_t len;
+        char *o = walk(g, seed, max_tokens, name, &len);
+        if (o) { write_row(kind, entry, o, len, seed); (*n_walks)++; }
+        free(o);
+    }
+}
+
+TEST(valid_schemas)
+{
+    json_t *rows = load_jsonl("tests/text/schemas/valid.jsonl");
+    ASSERT(rows && json_array_size(rows) > 200);
+    size_t i;
+    json_t *e;
+    int n_walks = 0;
+    double worst_ms = 0;
+    const char *worst = "";
+    json_array_foreach(rows, i, e) {
+        char *text = json_dumps(json_object_get(e, "schema"), JSON_COMPACT | JSON_ENCODE_ANY);
+        struct constraint_grammar *g = NULL;
+        char err[512];
+        double t0 = clock_now_s();
+        enum status st = constraint_compile_json_schema(text, strlen(text), NULL, NULL, &g, err, sizeof err);
+        double ms = (clock_now_s() - t0) * 1e3;
+        if (ms > worst_ms) { worst_ms = ms; worst = json_string_value(json_object_get(e, "name")); }
+        EXPECTF(st == STATUS_OK, "%s: %s", json_string_value(json_object_get(e, "name")), err);
+        if (!st) walk_entry("schema", e, g, &n_walks);
+        constraint_grammar_free(g);
+        free(text);
+    }
+    fprintf(stderr, "  %zu schemas, %d walks, slowest compile %.2f ms (%s)\n", json_array_size(rows), n_walks, worst_ms, worst);
+    json_decref(rows);
+}
+
+TEST(invalid_schemas)
+{
+    json_t *rows = load_jsonl("tests/text/schemas/invalid.jsonl");
+    ASSERT(rows && json_array_size(rows) > 20);
+    size_t i;
+    json_t *e;
+    json_array_foreach(rows, i, e) {
+        char *text = json_dumps(json_object_get(e, "schema"), JSON_COMPACT | JSON_ENCODE_ANY);
+        struct constraint_grammar *g = NULL;
+        char err[512];
+        double t0 = clock_now_s();
+        enum status st = constraint_compile_json_schema(text, strlen(text), NULL, NULL, &g, err, sizeof err);
+        double ms = (clock_now_s() - t0) * 1e3;
+        const char *want = json_string_value(json_object_get(e, "error"));
+        EXPECTF(st != STATUS_OK && strstr(err, want), "%s: got status %d '%s', want an error with '%s'",
+                json_string_value(json_object_get(e, "name")), st, err, want);
+        EXPECTF(ms < 1000, "%s: took %.0f ms to fail", json_string_value(json_object_get(e, "name")), ms);
+        constraint_grammar_free(g);
+        free(text);
+    }
+    json_decref(rows);
+}
+
+TEST(regex_and_gbnf)
+{
+    json_t *rows = load_jsonl("tests/text/schemas/regex.jsonl");
+    ASSERT(rows && json_array_size(rows) > 10);
+    size_t i;
+    json_t *e;
+    int n_walks = 0;
+    json_array_foreach(rows, i, e) {
+        struct constraint_grammar *g = NULL;
+        char err[512];
+        const char *gb = json_string_value(json_object_get(e, "gbnf")), *re = json_string_value(json_object_get(e, "regex"));
+        enum status st = gb ? constraint_compile_gbnf(gb, strlen(gb), NULL, &g, err, sizeof err)
+                            : constraint_compile_regex(re, strlen(re), NULL, &g, err, sizeof err);
+        EXPECTF(st == STATUS_OK, "%s: %s", json_string_value(json_object_get(e, "name")), err);
+        if (!st) walk_entry(gb ? "gbnf" : "regex", e, g, &n_walks);
+        constraint_grammar_free(g);
+    }
+    fprintf(stderr, "  %zu regexes/grammars, %d walks\n", json_array_size(rows), n_walks);
+    json_decref(rows);
+}
+
+int main(void)
+{
+    const char *dir = getenv("CONSTRAINT_TOKENIZER") ? getenv("CONSTRAINT_TOKENIZER") : "models/default";
+    if (getenv("CONSTRAINT_WALK_SEEDS")) n_seeds = atoi(getenv("CONSTRAINT_WALK_SEEDS"));
+    if (tokenizer_load(dir, &tk) != STATUS_OK) { fprintf(stderr, "cannot load tokenizer %s\n", dir); return 1; }
+    stop_id = tokenizer_token_id(tk, "<|im_end|>");
+    if (stop_id < 0) stop_id = tokenizer_token_id(tk, "<|eot_id|>");
+    if (stop_id < 0 || constraint_vocab_new(tk, &stop_id, 1, &vocab) != STATUS_OK) { fprintf(stderr, "no stop token\n"); return 1; }
+    const char *path = getenv("CONSTRAINT_WALK_OUT");
+    if (path && !(walk_out = fopen(path, "w"))) { fprintf(stderr, "cannot write %s\n", path); return 1; }
+    fprintf(stderr, "tokenizer %s: %d ids, %d seeds per entry\n", dir, constraint_vocab_size(vocab), n_seeds);
+    RUN(valid_schemas);
+    RUN(invalid_schemas);
+    RUN(regex_and_gbnf);
+    fprintf(stderr, "  slowest mask step %.2f ms (%s)\n", longest_step_ns / 1e6, longest_step_name);
+    if (walk_out) fclose(walk_out);
+    constraint_vocab_free(vocab);
+    tokenizer_free(tk);
+    return test_summary();
+}

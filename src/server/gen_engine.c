@@ -63,7 +63,7 @@ static enum status eg_render(void *self, json_t *messages, json_t *tools, json_t
 {
     struct eng_gen *e = self;
     if (!e->ct) {
-        *err = xstrdup("this model has no chat template (use /v1/completions)");
+        *err = xstrdup("this server was started with --no-chat-template: it serves /v1/completions only");
         return STATUS_ETEMPLATE;
     }
     return chat_render(e->ct, messages, tools, kwargs, add_gen, out, err);

@@ -18,6 +18,7 @@
 #include "base/mem.h"
 #include "text/chat.h"
 #include "text/jinja.h"
+#include "text/pyjson.h"
 #include "text/tokenizer.h"
 
 struct chat_template {
@@ -61,7 +62,7 @@ static json_t *load_json_if_exists(const char *dir, const char *name, bool *bad)
     if (!f) return NULL;
     fclose(f);
     json_error_t jerr;
-    json_t *j = json_load_file(path, 0, &jerr);
+    json_t *j = pyjson_load_file(path, 0, &jerr);
     if (!j) {
         LOG_ERR("%s:%d: %s", path, jerr.line, jerr.text);
         *bad = true;

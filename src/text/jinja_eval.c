@@ -76,9 +76,22 @@ static struct jv loop_attr(struct jctx *c, struct jloop *l, const char *name)
     return jv_undef(name, strlen(name));
 }
 
+/* obj.name as Jinja's sandbox resolves it: Python's getattr first (so `d.items` is the dict's
+ * method even when d has an "items" key; a method the sandbox blocks is undefined), then the item. */
 static struct jv get_attr(struct jctx *c, struct jv obj, const char *name)
 {
     struct jv v;
+    bool unsafe = false;
+    if ((obj.kind == JV_DICT || obj.kind == JV_STR || (obj.kind == JV_LIST && !obj.gen)) &&
+        jmethod_exists(obj, name, &unsafe)) {
+        if (unsafe) return jv_undef(name, strlen(name));
+        struct jmethod *m = jalloc(c, sizeof *m);
+        m->obj = obj;
+        m->name = name;
+        v = (struct jv){ .kind = JV_METHOD };
+        v.u.method = m;
+        return v;
+    }
     switch (obj.kind) {
     case JV_UNDEF: fail_undef(c, obj);
     case JV_DICT: case JV_NS:
@@ -122,7 +135,7 @@ static struct jv get_item(struct jctx *c, struct jv obj, struct jv key)
         break;
     case JV_LIST: {
         int64_t i = as_index(key, &ok), n = (int64_t)obj.u.list->n;
-        if (!ok) break;
+        if (!ok || obj.gen) break;   // an iterator is not subscriptable: the sandbox gives undefined
         if (i < 0) i += n;
         if (i >= 0 && i < n) return obj.u.list->items[i];
         break;
@@ -164,6 +177,7 @@ static struct jv do_slice(struct jctx *c, struct jv obj, struct jv a, struct jv 
         if (step == 0) jfail(c, "line %d: slice step cannot be zero", c->line);
     }
     if (obj.kind == JV_UNDEF) fail_undef(c, obj);
+    if (obj.kind == JV_LIST && obj.gen) return jv_undef(NULL, 0);
     struct jv items = obj;
     bool is_str = obj.kind == JV_STR;
     if (is_str) items = jv_iter_list(c, obj);
@@ -227,47 +241,59 @@ static double py_fmod(double a, double b)
     return m;
 }
 
-/* "%s" % args: the common conversions only */
-struct jv jpercent_format(struct jctx *c, struct jv fmt, struct jv args)
+static const char *const OP_NAMES[] = { "", "+", "-", "*", "/", "//", "%", "**", "~" };
+
+/* Integer arithmetic where an operand or the result is beyond int64 (Python ints have no bound):
+ * exact through 128 bits, which covers the values real configs and templates hold (int(1e30)). */
+static struct jv wide_arith(struct jctx *c, int op, struct jv a, struct jv b)
 {
-    struct jbuf b = {0};
-    size_t ai = 0;
-    bool tuple = args.kind == JV_LIST && args.tuple;
-    for (size_t i = 0; i < fmt.n; i++) {
-        char ch = fmt.u.s[i];
-        if (ch != '%') { jbuf_putc(c, &b, ch); continue; }
-        if (++i >= fmt.n) jfail(c, "line %d: incomplete format", c->line);
-        char conv = fmt.u.s[i];
-        if (conv == '%') { jbuf_putc(c, &b, '%'); continue; }
-        struct jv a;
-        if (tuple) {
-            if (ai >= args.u.list->n) jfail(c, "line %d: not enough arguments for format string", c->line);
-            a = args.u.list->items[ai++];
-        } else {
-            if (ai++) jfail(c, "line %d: not enough arguments for format string", c->line);
-            a = args;
-        }
-        if (conv == 's') jv_write_str(c, &b, a);
-        else if (conv == 'r') jv_write_repr(c, &b, a);
-        else if (conv == 'd' || conv == 'i') {
-            if (!jv_is_num(a)) jfail(c, "line %d: %%d format: a number is required", c->line);
-            jbuf_printf(c, &b, "%lld", (long long)(a.kind == JV_FLOAT ? (int64_t)a.u.f : ival(a)));
-        } else if (conv == 'f') {
-            if (!jv_is_num(a)) jfail(c, "line %d: %%f format: a number is required", c->line);
-            jbuf_printf(c, &b, "%f", jv_num(a));
-        } else jfail(c, "line %d: unsupported format character '%c'", c->line, conv);
+    __int128 x, y, r;
+    if (!jv_to_i128(a, &x) || !jv_to_i128(b, &y))
+        jfail(c, "line %d: integer beyond 128 bits in '%s'", c->line, OP_NAMES[op]);
+    bool of = false;
+    switch (op) {
+    case JOP_ADD: of = __builtin_add_overflow(x, y, &r); break;
+    case JOP_SUB: of = __builtin_sub_overflow(x, y, &r); break;
+    case JOP_MUL: of = __builtin_mul_overflow(x, y, &r); break;
+    case JOP_DIV:
+        if (!y) jfail(c, "line %d: division by zero", c->line);
+        return jv_float((double)x / (double)y);
+    case JOP_FLOORDIV: case JOP_MOD: {
+        if (!y) jfail(c, "line %d: integer division or modulo by zero", c->line);
+        if (y == -1) { of = __builtin_sub_overflow((__int128)0, x, &r); if (op == JOP_MOD) r = 0; break; }
+        __int128 q = x / y, m = x % y;
+        if (m != 0 && ((m < 0) != (y < 0))) { q--; m += y; }
+        r = op == JOP_MOD ? m : q;
+        break;
     }
-    if (tuple ? ai < args.u.list->n : ai == 0)
-        jfail(c, "line %d: not all arguments converted during string formatting", c->line);
-    return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
+    default:
+        jfail(c, "line %d: integer beyond 64 bits in '%s'", c->line, OP_NAMES[op]);
+    }
+    if (of) jfail(c, "line %d: integer result beyond 128 bits in '%s'", c->line, OP_NAMES[op]);
+    return jv_from_i128(c, r);
 }
 
 static struct jv binop(struct jctx *c, int op, struct jv a, struct jv b)
 {
-    static const char *const names[] = { "", "+", "-", "*", "/", "//", "%", "**", "~" };
+    const char *const *names = OP_NAMES;
     bool num = jv_is_num(a) && jv_is_num(b);
     bool ints = num && a.kind != JV_FLOAT && b.kind != JV_FLOAT;
     int64_t r;
+    if (ints && (a.kind == JV_BIGINT || b.kind == JV_BIGINT) && op != JOP_CONCAT) return wide_arith(c, op, a, b);
+    if ((a.markup || b.markup) && a.kind == JV_STR && (op == JOP_ADD || op == JOP_MOD)) {
+        // markupsafe.Markup: the other operand is escaped (str + Markup too: Python tries Markup's
+        // reflected __radd__ first) and the result is Markup
+        if (op == JOP_ADD && b.kind == JV_STR) {
+            struct jv m = str_concat(c, a.markup ? a : jstr_escape_html(c, a), b.markup ? b : jstr_escape_html(c, b));
+            m.markup = true;
+            return m;
+        }
+        if (op == JOP_MOD && a.markup) {
+            struct jv m = jpercent_format(c, a, b, true);
+            m.markup = true;
+            return m;
+        }
+    }
     switch (op) {
     case JOP_CONCAT: return str_concat(c, jv_to_str(c, a), jv_to_str(c, b));
     case JOP_ADD:
@@ -308,7 +334,7 @@ static struct jv binop(struct jctx *c, int op, struct jv a, struct jv b)
         }
         return jv_float(floor(jv_num(a) / jv_num(b)));
     case JOP_MOD:
-        if (a.kind == JV_STR) return jpercent_format(c, a, b);
+        if (a.kind == JV_STR) return jpercent_format(c, a, b, false);
         if (!num) break;
         if (jv_num(b) == 0) jfail(c, "line %d: integer division or modulo by zero", c->line);
         if (ints) {
@@ -335,9 +361,11 @@ static struct jv binop(struct jctx *c, int op, struct jv a, struct jv b)
         if (jv_num(a) == 0 && jv_num(b) < 0) jfail(c, "line %d: 0.0 cannot be raised to a negative power", c->line);
         return jv_float(pow(jv_num(a), jv_num(b)));
     }
-    if (ints) jfail(c, "line %d: integer overflow in '%s'", c->line, names[op]);
+    if (ints && op != JOP_POW) return wide_arith(c, op, a, b);   // int64 overflow: Python grows the int
     fail_operands(c, names[op], a, b);
 }
+
+struct jv jarith(struct jctx *c, int op, struct jv a, struct jv b) { return binop(c, op, a, b); }
 
 static bool contains(struct jctx *c, struct jv item, struct jv coll)
 {
@@ -434,6 +462,13 @@ struct jv jcall_value(struct jctx *c, struct jv callee, struct jv *args, int n_p
     switch (callee.kind) {
     case JV_MACRO: return call_macro(c, callee.u.macro, args, n_pos, kw, n_kw, jv_undef(NULL, 0));
     case JV_FUNC: return jglobal_call(c, callee.u.func, args, n_pos, kw, n_kw);
+    case JV_METHOD: {
+        bool found;
+        struct jv r = jmethod_call(c, callee.u.method->obj, callee.u.method->name, args, n_pos, kw, n_kw, &found);
+        if (!found) jfail(c, "line %d: %s.%s() is not supported", c->line, jv_type_name(callee.u.method->obj),
+                          callee.u.method->name);
+        return r;
+    }
     case JV_UNDEF: fail_undef(c, callee);
     default: jfail(c, "line %d: '%s' object is not callable", c->line, jv_type_name(callee));
     }
@@ -536,10 +571,18 @@ struct jv jeval(struct jctx *c, struct jframe *f, const struct jn *n)
         c->line = n->line;
         if (a.kind == JV_INT || a.kind == JV_BOOL) {
             int64_t i = ival(a);
-            if (n->kind == JN_NEG && i == INT64_MIN) jfail(c, "line %d: integer overflow", n->line);
+            if (n->kind == JN_NEG && i == INT64_MIN) return jv_int_text("9223372036854775808", 19);
             return jv_int(n->kind == JN_NEG ? -i : i);
         }
         if (a.kind == JV_FLOAT) return jv_float(n->kind == JN_NEG ? -a.u.f : a.u.f);
+        if (a.kind == JV_BIGINT) {
+            if (n->kind == JN_POS) return a;
+            if (a.u.s[0] == '-') return jv_int_text(a.u.s + 1, a.n - 1);
+            char *t = jalloc(c, a.n + 2);
+            t[0] = '-';
+            memcpy(t + 1, a.u.s, a.n + 1);
+            return jv_int_text(t, a.n + 1);
+        }
         if (a.kind == JV_UNDEF) fail_undef(c, a);
         jfail(c, "line %d: bad operand type for unary %c: '%s'", n->line, n->kind == JN_NEG ? '-' : '+', jv_type_name(a));
     case JN_BIN:

@@ -5,6 +5,7 @@
  * positional ones). Undefined inputs behave as in Jinja: most string filters see "", length is 0,
  * iteration is empty, tojson raises. Called by jinja_eval.c; names checked at parse time.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,7 +122,7 @@ static void msort(struct jctx *c, struct jv *items, struct jv *keys, size_t n, b
 static struct jv to_int(struct jctx *c, struct jv v, struct jv dflt)
 {
     switch (v.kind) {
-    case JV_INT: return v;
+    case JV_INT: case JV_BIGINT: return v;
     case JV_BOOL: return jv_int(v.u.b);
     case JV_FLOAT:
         if (isnan(v.u.f) || isinf(v.u.f) || fabs(v.u.f) > 9.2e18) return dflt;
@@ -134,8 +135,19 @@ static struct jv to_int(struct jctx *c, struct jv v, struct jv dflt)
         for (size_t i = 0; i < s.n; i++) if (s.u.s[i] != '_') tmp[k++] = s.u.s[i];
         tmp[k] = 0;
         char *e;
+        errno = 0;
         long long x = strtoll(tmp, &e, 10);
-        if (!*e) return jv_int(x);
+        if (!*e && !errno) return jv_int(x);
+        if (!*e) {   // beyond int64: Python's int() keeps every digit
+            const char *d = tmp + (tmp[0] == '+');
+            bool neg = d[0] == '-';
+            const char *q = d + neg;
+            while (q[0] == '0' && q[1]) q++;
+            struct jbuf b = {0};
+            if (neg) jbuf_putc(c, &b, '-');
+            jbuf_put(c, &b, q, strlen(q));
+            return jv_int_text(b.p, b.n);
+        }
         double f = strtod(tmp, &e);
         if (!*e && !isnan(f) && !isinf(f) && fabs(f) < 9.2e18) return jv_int((int64_t)f);
         return dflt;
@@ -147,7 +159,7 @@ static struct jv to_int(struct jctx *c, struct jv v, struct jv dflt)
 static struct jv to_float(struct jctx *c, struct jv v, struct jv dflt)
 {
     if (v.kind == JV_FLOAT) return v;
-    if (v.kind == JV_INT || v.kind == JV_BOOL) return jv_float(jv_num(v));
+    if (v.kind == JV_INT || v.kind == JV_BOOL || v.kind == JV_BIGINT) return jv_float(jv_num(v));
     if (v.kind == JV_STR) {
         struct jv s = jstr_strip(c, v, jv_none(), 3);
         char tmp[128];
@@ -166,6 +178,7 @@ static struct jv do_round(struct jctx *c, struct jv v, int64_t prec, struct jv m
     if (!jv_is_num(v)) jfail(c, "line %d: round: expected a number, got %s", c->line, jv_type_name(v));
     const char *m = method.kind == JV_STR ? method.u.s : "common";
     if (!strncmp(m, "common", 6)) {
+        if (v.kind == JV_BIGINT) return v;
         if (v.kind != JV_FLOAT) return jv_int(v.kind == JV_BOOL ? v.u.b : v.u.i);
         if (prec == 0) return jv_float(nearbyint(v.u.f));
         if (prec < 0 || prec > 300) return jv_float(v.u.f);
@@ -179,8 +192,9 @@ static struct jv do_round(struct jctx *c, struct jv v, int64_t prec, struct jv m
     jfail(c, "line %d: method must be common, ceil or floor", c->line);
 }
 
-static struct jv escape_html(struct jctx *c, struct jv s)
+struct jv jstr_escape_html(struct jctx *c, struct jv s)
 {
+    if (s.markup) return s;
     struct jbuf b = {0};
     for (size_t i = 0; i < s.n; i++) {
         switch (s.u.s[i]) {
@@ -192,7 +206,9 @@ static struct jv escape_html(struct jctx *c, struct jv s)
         default: jbuf_putc(c, &b, s.u.s[i]);
         }
     }
-    return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
+    struct jv r = b.n ? jv_str(b.p, b.n) : jv_str("", 0);
+    r.markup = true;
+    return r;
 }
 
 static struct jv do_indent(struct jctx *c, struct jv s, struct jv width, bool first, bool blank)
@@ -281,7 +297,12 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
     struct jv none = jv_none();
     jstep(c);
     if (!strcmp(name, "tojson")) return do_tojson(c, in, a, np, kw, nk);
-    if (!strcmp(name, "safe")) return in;
+    if (!strcmp(name, "safe")) {   // Markup(str(value))
+        struct jv r = soft_str(c, in);
+        if (in.kind != JV_STR) r = jv_strdup(c, r.u.s, r.n);
+        r.markup = true;
+        return r;
+    }
     if (!strcmp(name, "trim")) {
         struct jv chars = arg(a, np, kw, nk, 0, "chars", none);
         return jstr_strip(c, soft_str(c, in), chars, 3);
@@ -290,7 +311,9 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         switch (in.kind) {
         case JV_UNDEF: return jv_int(0);
         case JV_STR: return jv_int((int64_t)utf8_count(in.u.s, in.n));
-        case JV_LIST: return jv_int((int64_t)in.u.list->n);
+        case JV_LIST:
+            if (in.gen) jfail(c, "line %d: object of type 'generator' has no len()", c->line);
+            return jv_int((int64_t)in.u.list->n);
         case JV_DICT: case JV_NS: return jv_int((int64_t)in.u.dict->n);
         default: jfail(c, "line %d: object of type '%s' has no len()", c->line, jv_type_name(in));
         }
@@ -317,7 +340,12 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
     }
     if (!strcmp(name, "string")) return soft_str(c, in);
-    if (!strcmp(name, "e") || !strcmp(name, "escape") || !strcmp(name, "forceescape")) return escape_html(c, soft_str(c, in));
+    if (!strcmp(name, "e") || !strcmp(name, "escape")) return jstr_escape_html(c, soft_str(c, in));
+    if (!strcmp(name, "forceescape")) {
+        struct jv s = soft_str(c, in);
+        s.markup = false;
+        return jstr_escape_html(c, s);
+    }
     if (!strcmp(name, "pprint")) { struct jbuf b = {0}; jv_write_repr(c, &b, in); return jv_str(b.p ? b.p : "", b.n); }
     if (!strcmp(name, "default") || !strcmp(name, "d")) {
         struct jv dflt = arg(a, np, kw, nk, 0, "default_value", jv_str("", 0));
@@ -459,6 +487,7 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         if (in.kind == JV_INT) { if (in.u.i == INT64_MIN) jfail(c, "line %d: integer overflow", c->line); return jv_int(in.u.i < 0 ? -in.u.i : in.u.i); }
         if (in.kind == JV_BOOL) return jv_int(in.u.b);
         if (in.kind == JV_FLOAT) return jv_float(fabs(in.u.f));
+        if (in.kind == JV_BIGINT) return in.u.s[0] == '-' ? jv_int_text(in.u.s + 1, in.n - 1) : in;
         jfail(c, "line %d: bad operand type for abs(): '%s'", c->line, jv_type_name(in));
     }
     if (!strcmp(name, "round")) {
@@ -498,9 +527,7 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         struct jv items = jv_iter_list(c, in);
         for (size_t i = 0; i < items.u.list->n; i++) {
             struct jv v = attr.kind != JV_NONE ? get_path(c, items.u.list->items[i], attr) : items.u.list->items[i];
-            if (!jv_is_num(v) || !jv_is_num(acc)) jfail(c, "line %d: sum: unsupported operand types", c->line);
-            if (v.kind == JV_FLOAT || acc.kind == JV_FLOAT) acc = jv_float(jv_num(acc) + jv_num(v));
-            else acc = jv_int((acc.kind == JV_BOOL ? acc.u.b : acc.u.i) + (v.kind == JV_BOOL ? v.u.b : v.u.i));
+            acc = jarith(c, JOP_ADD, acc, v);
         }
         return acc;
     }
@@ -529,12 +556,21 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         }
         return jv_int(k);
     }
-    if (!strcmp(name, "format")) {
+    if (!strcmp(name, "format")) {   // soft_str(value) % (kwargs or args)
         struct jv s = soft_str(c, in);
-        struct jv t = jv_list_new(c, (size_t)np);
-        t.tuple = true;
-        for (int i = 0; i < np; i++) t.u.list->items[t.u.list->n++] = a[i];
-        return jpercent_format(c, s, t);
+        if (np && nk) jfail(c, "line %d: can't handle positional and keyword arguments at the same time", c->line);
+        struct jv t;
+        if (nk) {
+            t = jv_dict_new(c, (size_t)nk);
+            for (int i = 0; i < nk; i++) jdict_set(c, t.u.dict, jv_cstr(kw[i]), a[i]);
+        } else {
+            t = jv_list_new(c, (size_t)np);
+            t.tuple = true;
+            for (int i = 0; i < np; i++) t.u.list->items[t.u.list->n++] = a[i];
+        }
+        struct jv r = jpercent_format(c, s, t, in.markup);
+        r.markup = in.markup;
+        return r;
     }
     jfail(c, "line %d: No filter named '%s'.", c->line, name);
 }
@@ -554,7 +590,7 @@ bool jtest_apply(struct jctx *c, const char *name, struct jv v, struct jv *a, in
     if (!strcmp(name, "none")) return v.kind == JV_NONE;
     if (!strcmp(name, "string")) return v.kind == JV_STR;
     if (!strcmp(name, "number")) return jv_is_num(v);
-    if (!strcmp(name, "integer")) return v.kind == JV_INT;
+    if (!strcmp(name, "integer")) return jv_is_int(v);
     if (!strcmp(name, "float")) return v.kind == JV_FLOAT;
     if (!strcmp(name, "boolean")) return v.kind == JV_BOOL;
     if (!strcmp(name, "true")) return v.kind == JV_BOOL && v.u.b;

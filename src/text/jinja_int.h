@@ -37,16 +37,23 @@ enum jv_kind {
     JV_MACRO,     // macro or caller
     JV_FUNC,      // built-in global function
     JV_LOOP,      // the `loop` variable of a for
+    JV_BIGINT,    // a Python int beyond int64: u.s is its decimal text ("-123..."), NUL-terminated
+    JV_METHOD,    // a bound method (`d.items`, `s.upper` without the call): u.method
 };
 
 struct jlist;
 struct jdict;
 struct jmacro;
 struct jloop;
+struct jmethod;
 
 struct jv {
     enum jv_kind kind;
     bool         tuple;   // JV_LIST printed as a tuple
+    bool         gen;     // JV_LIST that is a Python iterator (map, select, ...): always true, no len(),
+                          // not subscriptable, and iterating it once exhausts it
+    bool         markup;  // JV_STR that is a markupsafe.Markup (|safe, |escape): `+` and `%` escape the
+                          // other operand, |escape leaves it as it is
     size_t       n;       // JV_STR: bytes; JV_UNDEF: length of the name hint
     union {
         bool           b;
@@ -58,10 +65,12 @@ struct jv {
         struct jmacro *macro;
         int            func;
         struct jloop  *loop;
+        struct jmethod *method;
     } u;
 };
 
-struct jlist { struct jv *items; size_t n, cap; };
+struct jlist { struct jv *items; size_t n, cap; bool exhausted; /* a gen list already iterated */ };
+struct jmethod { struct jv obj; const char *name; };
 struct jdict { struct jv *keys; struct jv *vals; size_t n, cap; };
 
 /* ==== Tree ==== */
@@ -170,6 +179,12 @@ void      jdict_set(struct jctx *c, struct jdict *d, struct jv key, struct jv va
 bool      jdict_get(const struct jdict *d, struct jv key, struct jv *out);
 bool      jdict_get_str(const struct jdict *d, const char *key, size_t n, struct jv *out);
 struct jv jv_from_json(struct jctx *c, json_t *j);
+/* ints of any size: JV_INT when the decimal text (optional '-', digits, no leading zeros) fits
+ * int64, else JV_BIGINT borrowing s (NUL-terminated, must outlive the render) */
+struct jv jv_int_text(const char *s, size_t n);
+struct jv jv_from_i128(struct jctx *c, __int128 x);
+bool      jv_to_i128(struct jv v, __int128 *out);   // int, bool or big int within 128 bits
+bool      jv_is_int(struct jv v);                   // int or big int (not bool)
 
 /* semantics */
 bool        jv_truthy(struct jv v);
@@ -220,8 +235,15 @@ struct jv jstr_capitalize(struct jctx *c, struct jv s);
 struct jv jstr_pytitle(struct jctx *c, struct jv s);
 struct jv jstr_replace(struct jctx *c, struct jv s, struct jv old, struct jv new_, int64_t count);
 bool      jstr_has_case(struct jv s, bool upper);
-/* "fmt" % args (jinja_eval.c) */
-struct jv jpercent_format(struct jctx *c, struct jv fmt, struct jv args);
+bool      jmethod_exists(struct jv obj, const char *name, bool *unsafe);   // Python has obj.name; unsafe: sandbox blocks it
+struct jv jstr_escape_html(struct jctx *c, struct jv s);   // markupsafe.escape: a Markup result
+struct jv jv_gen(struct jv list);                          // the list as an iterator (filters' generators)
+/* "fmt" % args; escape: fmt is Markup, so str/repr arguments are HTML-escaped (jinja_format.c) */
+struct jv jpercent_format(struct jctx *c, struct jv fmt, struct jv args, bool escape);
+/* fmt.format(*args, **kwargs) */
+struct jv jstr_format(struct jctx *c, struct jv fmt, struct jv *args, int n_pos, const char **kw, int n_kw);
+/* a <op> b with Python's semantics (enum jop arithmetic operators) */
+struct jv jarith(struct jctx *c, int op, struct jv a, struct jv b);
 
 const struct jn *jinja_template_root(const struct jinja_template *t);
 

@@ -224,44 +224,6 @@ static struct jv split(struct jctx *c, struct jv s, struct jv sep, int64_t maxsp
     return out;
 }
 
-/* str.format with {} / {0} / {name} fields and {{ }}; format specs are not supported */
-static struct jv str_format(struct jctx *c, struct jv fmt, struct jv *args, int n_pos, const char **kw, int n_kw)
-{
-    struct jbuf b = {0};
-    int auto_i = 0;
-    for (size_t i = 0; i < fmt.n; i++) {
-        char ch = fmt.u.s[i];
-        if (ch == '}' ) {
-            if (i + 1 < fmt.n && fmt.u.s[i + 1] == '}') { jbuf_putc(c, &b, '}'); i++; continue; }
-            jfail(c, "line %d: Single '}' encountered in format string", c->line);
-        }
-        if (ch != '{') { jbuf_putc(c, &b, ch); continue; }
-        if (i + 1 < fmt.n && fmt.u.s[i + 1] == '{') { jbuf_putc(c, &b, '{'); i++; continue; }
-        const char *close = memchr(fmt.u.s + i, '}', fmt.n - i);
-        if (!close) jfail(c, "line %d: Single '{' encountered in format string", c->line);
-        size_t fl = (size_t)(close - (fmt.u.s + i)) - 1;
-        const char *field = fmt.u.s + i + 1;
-        if (memchr(field, ':', fl) || memchr(field, '!', fl)) jfail(c, "line %d: format specs are not supported", c->line);
-        struct jv v;
-        if (!fl) {
-            if (auto_i >= n_pos) jfail(c, "line %d: Replacement index %d out of range", c->line, auto_i);
-            v = args[auto_i++];
-        } else if (field[0] >= '0' && field[0] <= '9') {
-            int idx = atoi(field);
-            if (idx >= n_pos) jfail(c, "line %d: Replacement index %d out of range", c->line, idx);
-            v = args[idx];
-        } else {
-            int k;
-            for (k = 0; k < n_kw; k++) if (strlen(kw[k]) == fl && !memcmp(kw[k], field, fl)) break;
-            if (k == n_kw) jfail(c, "line %d: KeyError: '%.*s'", c->line, (int)fl, field);
-            v = args[n_pos + k];
-        }
-        jv_write_str(c, &b, v);
-        i = (size_t)(close - fmt.u.s);
-    }
-    return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
-}
-
 static bool str_is(struct jv s, int (*pred)(utf8proc_int32_t))
 {
     if (!s.n) return false;
@@ -367,7 +329,7 @@ static struct jv str_method(struct jctx *c, struct jv s, const char *m, struct j
         return jstr_replace(c, s, need_str(c, a[0], m), need_str(c, a[1], m),
                             need_int(c, arg(a, np, kw, nk, 2, "count", jv_int(-1)), m));
     }
-    if (!strcmp(m, "format")) return str_format(c, s, a, np, kw, nk);
+    if (!strcmp(m, "format")) return jstr_format(c, s, a, np, kw, nk);
     if (!strcmp(m, "find") || !strcmp(m, "rfind") || !strcmp(m, "index") || !strcmp(m, "rindex") || !strcmp(m, "count")) {
         if (np < 1) jfail(c, "line %d: %s takes at least 1 argument", c->line, m);
         struct jv sub = need_str(c, a[0], m);
@@ -419,6 +381,38 @@ static struct jv str_method(struct jctx *c, struct jv s, const char *m, struct j
     if (!strcmp(m, "isupper")) return jv_bool(jstr_has_case(s, true));
     *found = false;
     return jv_undef(NULL, 0);
+}
+
+static bool in_list(const char *const *names, const char *name)
+{
+    for (int i = 0; names[i]; i++) if (!strcmp(names[i], name)) return true;
+    return false;
+}
+
+bool jmethod_exists(struct jv obj, const char *name, bool *unsafe)
+{
+    static const char *const STR[] = {
+        "capitalize", "casefold", "center", "count", "encode", "endswith", "expandtabs", "find", "format", "format_map",
+        "index", "isalnum", "isalpha", "isascii", "isdecimal", "isdigit", "isidentifier", "islower", "isnumeric",
+        "isprintable", "isspace", "istitle", "isupper", "join", "ljust", "lower", "lstrip", "maketrans", "partition",
+        "removeprefix", "removesuffix", "replace", "rfind", "rindex", "rjust", "rpartition", "rsplit", "rstrip", "split",
+        "splitlines", "startswith", "strip", "swapcase", "title", "translate", "upper", "zfill", NULL };
+    static const char *const DICT[] = { "copy", "fromkeys", "get", "items", "keys", "values", NULL };
+    static const char *const DICT_UNSAFE[] = { "clear", "pop", "popitem", "setdefault", "update", NULL };
+    static const char *const LIST[] = { "copy", "count", "index", NULL };
+    static const char *const LIST_UNSAFE[] = { "append", "clear", "extend", "insert", "pop", "remove", "reverse", "sort", NULL };
+    *unsafe = false;
+    switch (obj.kind) {
+    case JV_STR: return in_list(STR, name);
+    case JV_DICT:
+        if (in_list(DICT_UNSAFE, name)) { *unsafe = true; return true; }
+        return in_list(DICT, name);
+    case JV_LIST:
+        if (obj.tuple) return !strcmp(name, "count") || !strcmp(name, "index");
+        if (in_list(LIST_UNSAFE, name)) { *unsafe = true; return true; }
+        return in_list(LIST, name);
+    default: return false;
+    }
 }
 
 static _Noreturn void unsafe(struct jctx *c, const char *m, struct jv obj)

@@ -176,7 +176,7 @@ static struct jn *parse_primary(struct jparse *p)
         n->lit = jv_str(s, k);
         return n;
     }
-    case JT_INT: n = node(p, JN_LIT, t->line); n->lit = jv_int(t->i); return n;
+    case JT_INT: n = node(p, JN_LIT, t->line); n->lit = t->s ? jv_int_text(t->s, t->n) : jv_int(t->i); return n;
     case JT_FLOAT: n = node(p, JN_LIT, t->line); n->lit = jv_float(t->f); return n;
     case JT_OP:
         if (!strcmp(t->s, "(")) {

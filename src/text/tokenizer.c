@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "text/pyjson.h"
 #include "text/tokenizer_internal.h"
 
 /* ==== Trie of added tokens ==== */
@@ -117,7 +118,7 @@ enum status tokenizer_load_json(const char *tokenizer_json, size_t len, const ch
     }
     json_t *cfg = NULL;
     if (config_json) {
-        cfg = json_loads(config_json, JSON_DECODE_INT_AS_REAL, &err);
+        cfg = pyjson_loads(config_json, 0, &err);
         if (!cfg) LOG_WARN("tokenizer_config.json: line %d: %s (ignored)", err.line, err.text);
     }
     struct tokenizer *tk = xcalloc(1, sizeof *tk);
@@ -206,7 +207,7 @@ enum status tokenizer_load(const char *dir, struct tokenizer **out)
     if (st == STATUS_OK && (!(*out)->bos || !(*out)->eos)) {
         // special_tokens_map.json fills what tokenizer_config.json left unset.
         char *stm = read_optional(dir, "special_tokens_map.json");
-        json_t *j = stm ? json_loads(stm, 0, NULL) : NULL;
+        json_t *j = stm ? pyjson_loads(stm, 0, NULL) : NULL;
         if (j) {
             if (!(*out)->bos) (*out)->bos = config_token(j, "bos_token");
             if (!(*out)->eos) (*out)->eos = config_token(j, "eos_token");

@@ -219,8 +219,13 @@ class Emulated:
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                             extensions=[Generation, jinja2.ext.loopcontrols])
+        def strftime_now(format):
+            import datetime
+            return datetime.datetime.now().strftime(format)
+
         env.filters["tojson"] = tojson
         env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = strftime_now
         self.env = env
         self.cfg = cfg
         self.chat_template = cfg.get("chat_template")
@@ -247,6 +252,8 @@ SNIPPET_CTX = {
     "tools": [{"type": "function", "function": {"name": "f", "description": "d\nmore",
                                                  "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}}}],
     "n": 5, "f": 2.5, "s": "Hello World", "d": {"b": 2, "a": 1}, "l": [3, 1, 2], "e": [], "z": 0, "t": True, "nn": None,
+    # as json.loads gives them: transformers' default model_max_length, and the non-finite floats
+    "big": 1000000000000000019884624838656, "nan": float("nan"), "inf": float("inf"),
 }
 
 

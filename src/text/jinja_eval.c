@@ -22,11 +22,15 @@ struct jmacro {
 };
 
 struct jloop {
-    struct jlist *items;
-    size_t        i;
+    struct jlist    *items;
+    size_t           i;
+    const struct jn *node;    // the JN_FOR: `loop(xs)` of a recursive loop runs it again over xs
+    struct jframe   *frame;   // frame the for statement runs in
+    int              depth;   // loop.depth: 1 at the top, +1 per recursive call
 };
 
 static void exec_body(struct jctx *c, struct jframe *f, const struct jn *body);
+static struct jv call_loop(struct jctx *c, struct jloop *l, struct jv *args, int n_pos);
 
 static struct jframe *frame_new(struct jctx *c, struct jframe *parent)
 {
@@ -68,8 +72,8 @@ static struct jv loop_attr(struct jctx *c, struct jloop *l, const char *name)
     if (!strcmp(name, "first")) return jv_bool(i == 0);
     if (!strcmp(name, "last")) return jv_bool(i + 1 == n);
     if (!strcmp(name, "length")) return jv_int((int64_t)n);
-    if (!strcmp(name, "depth")) return jv_int(1);
-    if (!strcmp(name, "depth0")) return jv_int(0);
+    if (!strcmp(name, "depth")) return jv_int(l->depth);
+    if (!strcmp(name, "depth0")) return jv_int(l->depth - 1);
     if (!strcmp(name, "previtem")) return i > 0 ? l->items->items[i - 1] : jv_undef("previtem", 8);
     if (!strcmp(name, "nextitem")) return i + 1 < n ? l->items->items[i + 1] : jv_undef("nextitem", 8);
     (void)c;
@@ -98,6 +102,10 @@ static struct jv get_attr(struct jctx *c, struct jv obj, const char *name)
         if (jdict_get_str(obj.u.dict, name, strlen(name), &v)) return v;
         break;
     case JV_LOOP: return loop_attr(c, obj.u.loop, name);
+    case JV_LIST:   // groupby's namedtuple (grouper, list)
+        if (obj.group && !strcmp(name, "grouper")) return obj.u.list->items[0];
+        if (obj.group && !strcmp(name, "list")) return obj.u.list->items[1];
+        break;
     default: break;
     }
     return jv_undef(name, strlen(name));
@@ -300,7 +308,7 @@ static struct jv binop(struct jctx *c, int op, struct jv a, struct jv b)
         if (ints) { if (__builtin_add_overflow(ival(a), ival(b), &r)) break; return jv_int(r); }
         if (num) return jv_float(jv_num(a) + jv_num(b));
         if (a.kind == JV_STR && b.kind == JV_STR) return str_concat(c, a, b);
-        if (a.kind == JV_LIST && b.kind == JV_LIST && a.tuple == b.tuple) {
+        if (a.kind == JV_LIST && b.kind == JV_LIST && a.tuple == b.tuple && !a.gen && !b.gen) {
             struct jv l = jv_list_new(c, a.u.list->n + b.u.list->n);
             for (size_t i = 0; i < a.u.list->n; i++) jlist_push(c, l.u.list, a.u.list->items[i]);
             for (size_t i = 0; i < b.u.list->n; i++) jlist_push(c, l.u.list, b.u.list->items[i]);
@@ -377,6 +385,7 @@ static bool contains(struct jctx *c, struct jv item, struct jv coll)
         if (!item.n) return true;
         return item.n <= coll.n && memmem(coll.u.s, coll.n, item.u.s, item.n) != NULL;
     case JV_LIST:
+        if (coll.gen) coll = jv_iter_list(c, coll);
         c->steps += (int64_t)(coll.u.list->n / 64);   // linear scan: charge for it
         jstep(c);
         for (size_t i = 0; i < coll.u.list->n; i++) if (jv_equal(item, coll.u.list->items[i])) return true;
@@ -427,6 +436,9 @@ static struct jv call_macro(struct jctx *c, struct jmacro *m, struct jv *args, i
     struct jframe *f = frame_new(c, m->closure);
     struct jv varargs = jv_list_new(c, 0), kwargs = jv_dict_new(c, 0);
     varargs.tuple = true;
+    const char *mname = def->kind == JN_MACRO ? def->name : "caller";
+    if (n_pos > def->n_kids && !(def->op & JMACRO_VARARGS))
+        jfail(c, "line %d: macro '%s' takes not more than %d argument(s)", c->line, mname, def->n_kids);
     for (int i = 0; i < n_pos; i++) {
         if (i < def->n_kids) frame_set(c, f, def->kw[i], args[i]);
         else jlist_push(c, varargs.u.list, args[i]);
@@ -435,8 +447,12 @@ static struct jv call_macro(struct jctx *c, struct jmacro *m, struct jv *args, i
         int i;
         for (i = 0; i < def->n_kids; i++) if (!strcmp(def->kw[i], kw[k])) break;
         if (i < def->n_kids) {
-            if (i < n_pos) jfail(c, "line %d: macro got multiple values for argument '%s'", c->line, kw[k]);
+            if (i < n_pos) jfail(c, "line %d: macro '%s' got multiple values for argument '%s'", c->line, mname, kw[k]);
             frame_set(c, f, kw[k], args[n_pos + k]);
+        } else if (!strcmp(kw[k], "caller") && def->kind == JN_MACRO) {
+            frame_set(c, f, "caller", args[n_pos + k]);
+        } else if (!(def->op & JMACRO_KWARGS)) {
+            jfail(c, "line %d: macro '%s' takes no keyword argument '%s'", c->line, mname, kw[k]);
         } else jdict_set(c, kwargs.u.dict, jv_cstr(kw[k]), args[n_pos + k]);
     }
     for (int i = 0; i < def->n_kids; i++) {
@@ -469,6 +485,7 @@ struct jv jcall_value(struct jctx *c, struct jv callee, struct jv *args, int n_p
                           callee.u.method->name);
         return r;
     }
+    case JV_LOOP: return call_loop(c, callee.u.loop, args, n_pos);
     case JV_UNDEF: fail_undef(c, callee);
     default: jfail(c, "line %d: '%s' object is not callable", c->line, jv_type_name(callee));
     }
@@ -647,10 +664,33 @@ static struct jv filter_chain(struct jctx *c, struct jframe *f, const struct jn 
     return v;
 }
 
+static void run_loop(struct jctx *c, struct jframe *f, const struct jn *n, struct jv seq, int depth);
+
 static void exec_for(struct jctx *c, struct jframe *f, const struct jn *n)
 {
     struct jv seq = jeval(c, f, n->b);
     c->line = n->line;
+    run_loop(c, f, n, seq, 1);
+}
+
+/* `loop(xs)` in a recursive for: the loop body over xs, one level deeper, as a string */
+static struct jv call_loop(struct jctx *c, struct jloop *l, struct jv *args, int n_pos)
+{
+    if (!l->node || !l->node->op) jfail(c, "line %d: Tried to call non recursive loop.  Maybe you forgot the 'recursive' modifier.", c->line);
+    if (n_pos != 1) jfail(c, "line %d: loop() takes exactly one argument", c->line);
+    if (++c->depth > c->lim.depth) jfail(c, "line %d: recursive loop nested more than %d deep", c->line, c->lim.depth);
+    struct jbuf buf = {0}, *saved = c->out;
+    int saved_ctl = c->loop_ctl;
+    c->out = &buf;
+    run_loop(c, l->frame, l->node, args[0], l->depth + 1);
+    c->out = saved;
+    c->loop_ctl = saved_ctl;
+    c->depth--;
+    return buf.n ? jv_str(buf.p, buf.n) : jv_str("", 0);
+}
+
+static void run_loop(struct jctx *c, struct jframe *f, const struct jn *n, struct jv seq, int depth)
+{
     struct jv items = jv_iter_list(c, seq);
     if (n->n_kids) {   // loop filter: `for x in xs if cond`
         struct jv kept = jv_list_new(c, 0);
@@ -668,6 +708,9 @@ static void exec_for(struct jctx *c, struct jframe *f, const struct jn *n)
     }
     struct jloop *lp = jalloc(c, sizeof *lp);
     lp->items = items.u.list;
+    lp->node = n;
+    lp->frame = f;
+    lp->depth = depth;
     struct jv loopv = { .kind = JV_LOOP };
     loopv.u.loop = lp;
     for (size_t i = 0; i < items.u.list->n; i++) {

@@ -18,7 +18,8 @@ static const char *const FILTERS[] = {
     "abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e", "escape", "first", "float",
     "forceescape", "format", "indent", "int", "items", "join", "last", "length", "list", "lower", "map", "max", "min",
     "pprint", "reject", "rejectattr", "replace", "reverse", "round", "safe", "select", "selectattr", "sort", "string",
-    "sum", "title", "tojson", "trim", "unique", "upper", "wordcount", NULL,
+    "sum", "title", "tojson", "trim", "unique", "upper", "wordcount", "groupby", "slice", "truncate", "striptags",
+    "urlencode", "filesizeformat", "xmlattr", NULL,
 };
 static const char *const TESTS[] = {
     "boolean", "callable", "defined", "divisibleby", "eq", "equalto", "==", "escaped", "even", "false", "filter", "float",
@@ -81,6 +82,10 @@ static struct jv get_path_d(struct jctx *c, struct jv v, struct jv attr, struct 
             else if (v.kind == JV_DICT && !jdict_get(v.u.dict, jv_int(idx), &out)) out = jv_undef(part, pn);
         } else if ((v.kind == JV_DICT || v.kind == JV_NS) && !jdict_get_str(v.u.dict, part, pn, &out)) {
             out = jv_undef(part, pn);
+        } else if (v.kind == JV_LIST && v.group && pn == 7 && !memcmp(part, "grouper", 7)) {
+            out = v.u.list->items[0];
+        } else if (v.kind == JV_LIST && v.group && pn == 4 && !memcmp(part, "list", 4)) {
+            out = v.u.list->items[1];
         }
         v = out.kind == JV_UNDEF && dflt.kind != JV_UNDEF ? dflt : out;
         i = j + 1;
@@ -292,10 +297,27 @@ static struct jv do_select(struct jctx *c, struct jv seq, struct jv *a, int np, 
     return out;
 }
 
+static struct jv apply_eager(struct jctx *c, const char *name, struct jv in, struct jv *a, int np, const char **kw, int nk);
+
+/* Filters that Jinja writes as generators return an iterator (struct jv.gen); map and the select
+ * family start with `if value:`, so None and undefined give an empty one. */
 struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct jv *a, int np, const char **kw, int nk)
 {
-    struct jv none = jv_none();
+    static const char *const GUARDED[] = { "map", "select", "reject", "selectattr", "rejectattr", NULL };
+    static const char *const GENERATORS[] = { "map", "select", "reject", "selectattr", "rejectattr", "unique", "batch",
+                                              "slice", "items", NULL };
     jstep(c);
+    if (in_table(GUARDED, name) && !jv_truthy(in)) return jv_gen(jv_list_new(c, 0));
+    struct jv r = apply_eager(c, name, in, a, np, kw, nk);
+    if (in_table(GENERATORS, name)) r = jv_gen(r);
+    return r;
+}
+
+static struct jv apply_eager(struct jctx *c, const char *name, struct jv in, struct jv *a, int np, const char **kw, int nk)
+{
+    struct jv none = jv_none();
+    struct jv text_out;
+    if (jfilter_text(c, name, in, a, np, kw, nk, &text_out)) return text_out;
     if (!strcmp(name, "tojson")) return do_tojson(c, in, a, np, kw, nk);
     if (!strcmp(name, "safe")) {   // Markup(str(value))
         struct jv r = soft_str(c, in);
@@ -346,7 +368,6 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         s.markup = false;
         return jstr_escape_html(c, s);
     }
-    if (!strcmp(name, "pprint")) { struct jbuf b = {0}; jv_write_repr(c, &b, in); return jv_str(b.p ? b.p : "", b.n); }
     if (!strcmp(name, "default") || !strcmp(name, "d")) {
         struct jv dflt = arg(a, np, kw, nk, 0, "default_value", jv_str("", 0));
         bool boolean = jv_truthy(arg(a, np, kw, nk, 1, "boolean", jv_bool(false)));
@@ -367,6 +388,7 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
     }
     if (!strcmp(name, "first") || !strcmp(name, "last")) {
+        if (name[0] == 'l' && in.kind == JV_LIST && in.gen) jfail(c, "line %d: 'generator' object is not reversible", c->line);
         struct jv items = jv_iter_list(c, in);
         if (!items.u.list->n) return jv_undef(NULL, 0);
         return items.u.list->items[name[0] == 'f' ? 0 : items.u.list->n - 1];
@@ -383,9 +405,10 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
             for (size_t i = chars.u.list->n; i-- > 0;) jbuf_put(c, &b, chars.u.list->items[i].u.s, chars.u.list->items[i].n);
             return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
         }
+        bool was_gen = in.kind == JV_LIST && in.gen;   // reversed() of a list is an iterator; of a generator, a list
         struct jv items = jv_iter_list(c, in), out = jv_list_new(c, items.u.list->n);
         for (size_t i = items.u.list->n; i-- > 0;) out.u.list->items[out.u.list->n++] = items.u.list->items[i];
-        return out;
+        return in.kind == JV_LIST && !was_gen ? jv_gen(out) : out;
     }
     if (!strcmp(name, "items")) {
         if (in.kind == JV_UNDEF) return jv_list_new(c, 0);
@@ -406,7 +429,7 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         struct jv by = arg(a, np, kw, nk, 1, "by", jv_cstr("key"));
         bool rev = jv_truthy(arg(a, np, kw, nk, 2, "reverse", jv_bool(false)));
         bool by_value = by.kind == JV_STR && by.n == 5 && !memcmp(by.u.s, "value", 5);
-        struct jv items = jfilter_apply(c, "items", in, NULL, 0, NULL, 0);
+        struct jv items = apply_eager(c, "items", in, NULL, 0, NULL, 0);
         size_t n = items.u.list->n;
         struct jv *keys = jalloc(c, (n ? n : 1) * sizeof *keys);
         for (size_t i = 0; i < n; i++) keys[i] = sort_key(c, items.u.list->items[i].u.list->items[by_value], cs);
@@ -510,7 +533,7 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
     if (!strcmp(name, "batch")) {
         struct jv cnt = arg(a, np, kw, nk, 0, "linecount", none), fill = arg(a, np, kw, nk, 1, "fill_with", none);
         if (cnt.kind != JV_INT || cnt.u.i <= 0) jfail(c, "line %d: batch: linecount must be a positive integer", c->line);
-        bool do_fill = np > 1 || nk > 0;
+        bool do_fill = fill.kind != JV_NONE;
         struct jv items = jv_iter_list(c, in), out = jv_list_new(c, 0), cur = jv_list_new(c, 0);
         for (size_t i = 0; i < items.u.list->n; i++) {
             jlist_push(c, cur.u.list, items.u.list->items[i]);
@@ -519,6 +542,49 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         if (cur.u.list->n) {
             while (do_fill && (int64_t)cur.u.list->n < cnt.u.i) jlist_push(c, cur.u.list, fill);
             jlist_push(c, out.u.list, cur);
+        }
+        return out;
+    }
+    if (!strcmp(name, "slice")) {   // `slices` columns, the first len % slices one longer; fill_with pads the rest
+        struct jv cnt = arg(a, np, kw, nk, 0, "slices", none), fill = arg(a, np, kw, nk, 1, "fill_with", none);
+        if (cnt.kind != JV_INT || cnt.u.i <= 0 || cnt.u.i > 100000) jfail(c, "line %d: slice: slices must be a positive integer", c->line);
+        struct jv items = jv_iter_list(c, in), out = jv_list_new(c, (size_t)cnt.u.i);
+        int64_t len = (int64_t)items.u.list->n, per = len / cnt.u.i, extra = len % cnt.u.i, offset = 0;
+        for (int64_t k = 0; k < cnt.u.i; k++) {
+            jstep(c);
+            int64_t start = offset + k * per;
+            if (k < extra) offset++;
+            int64_t end = offset + (k + 1) * per;
+            struct jv col = jv_list_new(c, (size_t)(end - start + 1));
+            for (int64_t i = start; i < end; i++) jlist_push(c, col.u.list, items.u.list->items[i]);
+            if (fill.kind != JV_NONE && k >= extra) jlist_push(c, col.u.list, fill);
+            jlist_push(c, out.u.list, col);
+        }
+        return out;
+    }
+    if (!strcmp(name, "groupby")) {   // sorted by the attribute, then grouped: [(grouper, list), ...]
+        struct jv attr = arg(a, np, kw, nk, 0, "attribute", none), dflt = arg(a, np, kw, nk, 1, "default", jv_undef(NULL, 0));
+        bool cs = jv_truthy(arg(a, np, kw, nk, 2, "case_sensitive", jv_bool(false)));
+        struct jv items = jv_iter_list(c, in), sorted = jv_list_new(c, items.u.list->n);
+        size_t n = items.u.list->n;
+        struct jv *keys = jalloc(c, (n ? n : 1) * sizeof *keys);
+        for (size_t i = 0; i < n; i++) {
+            sorted.u.list->items[sorted.u.list->n++] = items.u.list->items[i];
+            keys[i] = sort_key(c, get_path_d(c, items.u.list->items[i], attr, dflt), cs);
+        }
+        msort(c, sorted.u.list->items, keys, n, false);
+        struct jv out = jv_list_new(c, 0);
+        for (size_t i = 0; i < n;) {
+            size_t j = i + 1;
+            while (j < n && jv_equal(keys[j], keys[i])) j++;
+            struct jv members = jv_list_new(c, j - i), g = jv_list_new(c, 2);
+            for (size_t k = i; k < j; k++) jlist_push(c, members.u.list, sorted.u.list->items[k]);
+            // the grouper shown is the first member's own value (not lower-cased)
+            jlist_push(c, g.u.list, cs ? keys[i] : get_path_d(c, sorted.u.list->items[i], attr, dflt));
+            jlist_push(c, g.u.list, members);
+            g.tuple = g.group = true;
+            jlist_push(c, out.u.list, g);
+            i = j;
         }
         return out;
     }
@@ -543,18 +609,6 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         jbuf_put(c, &b, s.u.s, s.n);
         for (int64_t i = 0; i < pad - left; i++) jbuf_putc(c, &b, ' ');
         return jv_str(b.p, b.n);
-    }
-    if (!strcmp(name, "wordcount")) {
-        struct jv s = soft_str(c, in);
-        int64_t k = 0;
-        bool in_word = false;
-        for (size_t i = 0; i < s.n; i++) {
-            unsigned char ch = (unsigned char)s.u.s[i];
-            bool w = ch >= 0x80 || (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
-            if (w && !in_word) k++;
-            in_word = w;
-        }
-        return jv_int(k);
     }
     if (!strcmp(name, "format")) {   // soft_str(value) % (kwargs or args)
         struct jv s = soft_str(c, in);
@@ -598,7 +652,7 @@ bool jtest_apply(struct jctx *c, const char *name, struct jv v, struct jv *a, in
     if (!strcmp(name, "mapping")) return v.kind == JV_DICT;
     if (!strcmp(name, "iterable")) return v.kind == JV_UNDEF || v.kind == JV_STR || v.kind == JV_LIST || v.kind == JV_DICT;
     if (!strcmp(name, "sequence")) return v.kind == JV_UNDEF || v.kind == JV_STR || v.kind == JV_LIST || v.kind == JV_DICT;
-    if (!strcmp(name, "callable")) return v.kind == JV_MACRO || v.kind == JV_FUNC;
+    if (!strcmp(name, "callable")) return v.kind == JV_MACRO || v.kind == JV_FUNC || v.kind == JV_METHOD;
     if (!strcmp(name, "escaped")) return false;
     if (!strcmp(name, "odd") || !strcmp(name, "even")) {
         int64_t i = int_of(c, v, name);

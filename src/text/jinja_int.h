@@ -52,6 +52,7 @@ struct jv {
     bool         tuple;   // JV_LIST printed as a tuple
     bool         gen;     // JV_LIST that is a Python iterator (map, select, ...): always true, no len(),
                           // not subscriptable, and iterating it once exhausts it
+    bool         group;   // JV_LIST tuple made by groupby: also has .grouper and .list
     bool         markup;  // JV_STR that is a markupsafe.Markup (|safe, |escape): `+` and `%` escape the
                           // other operand, |escape leaves it as it is
     size_t       n;       // JV_STR: bytes; JV_UNDEF: length of the name hint
@@ -91,7 +92,7 @@ enum jop {
 struct jn {
     enum jn_kind kind;
     int          line;
-    int          op;        // JN_BIN: enum jop; JN_TEST: negated; JN_FOR: has loop filter
+    int          op;        // JN_BIN: enum jop; JN_TEST: negated; JN_FOR: recursive; JN_MACRO, JN_CALLBLOCK: JMACRO_*
     struct jv    lit;       // JN_LIT
     const char  *name;      // JN_NAME, JN_ATTR, JN_FILTER, JN_TEST, JN_MACRO: NUL-terminated
     struct jn   *a, *b, *c, *d;   // children; meaning per kind (see jinja_parse.c)
@@ -101,6 +102,8 @@ struct jn {
     const char **kw;        // keyword names, n_kids - n_pos of them; JN_MACRO: parameter names
     int         *ops;       // JN_CMP: the n_kids-1 comparison operators
 };
+
+enum { JMACRO_VARARGS = 1, JMACRO_KWARGS = 2 };   // the body uses varargs / kwargs, so extra arguments go there
 
 struct jtemplate_tree { struct jn *root; };
 
@@ -222,6 +225,9 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
                         const char **kw, int n_kw);
 bool      jtest_apply(struct jctx *c, const char *name, struct jv in, struct jv *args, int n_args);
 bool      jtest_exists(const char *name);
+/* the text filters of jinja_filters_text.c (truncate, wordcount, pprint, ...): false if name is not one */
+bool      jfilter_text(struct jctx *c, const char *name, struct jv in, struct jv *args, int n_pos, const char **kw,
+                       int n_kw, struct jv *out);
 bool      jfilter_exists(const char *name);
 struct jv jmethod_call(struct jctx *c, struct jv obj, const char *name, struct jv *args, int n_pos,
                        const char **kw, int n_kw, bool *found);

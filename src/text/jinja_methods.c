@@ -248,6 +248,27 @@ static int p_space(utf8proc_int32_t cp)
            utf8proc_category(cp) == UTF8PROC_CATEGORY_ZS || cp == 0x2028 || cp == 0x2029;
 }
 
+/* str.istitle: upper/titlecase letters only after uncased ones, lowercase only after cased ones */
+static bool str_istitle(struct jv s)
+{
+    bool cased = false, prev_cased = false;
+    for (size_t i = 0; i < s.n;) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s.u.s + i, (utf8proc_ssize_t)(s.n - i), &cp);
+        if (k <= 0) return false;
+        utf8proc_category_t cat = utf8proc_category(cp);
+        if (cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LT) {
+            if (prev_cased) return false;
+            prev_cased = cased = true;
+        } else if (cat == UTF8PROC_CATEGORY_LL) {
+            if (!prev_cased) return false;
+            prev_cased = cased = true;
+        } else prev_cased = false;
+        i += (size_t)k;
+    }
+    return cased;
+}
+
 bool jstr_has_case(struct jv s, bool upper)   // islower / isupper
 {
     bool any = false;
@@ -379,6 +400,56 @@ static struct jv str_method(struct jctx *c, struct jv s, const char *m, struct j
     if (!strcmp(m, "isspace")) return jv_bool(str_is(s, p_space));
     if (!strcmp(m, "islower")) return jv_bool(jstr_has_case(s, false));
     if (!strcmp(m, "isupper")) return jv_bool(jstr_has_case(s, true));
+    if (!strcmp(m, "istitle")) return jv_bool(str_istitle(s));
+    if (!strcmp(m, "isascii")) { for (size_t i = 0; i < s.n; i++) if ((unsigned char)s.u.s[i] >= 0x80) return jv_bool(false); return jv_bool(true); }
+    if (!strcmp(m, "zfill") || !strcmp(m, "ljust") || !strcmp(m, "rjust") || !strcmp(m, "center")) {
+        if (np < 1) jfail(c, "line %d: %s expected at least 1 argument, got 0", c->line, m);
+        if (a[0].kind != JV_INT && a[0].kind != JV_BOOL) jfail(c, "line %d: '%s' object cannot be interpreted as an integer", c->line, jv_type_name(a[0]));
+        int64_t w = need_int(c, a[0], m), len = (int64_t)utf8_count(s.u.s, s.n), pad = w - len;
+        if (w > 1000000) jfail(c, "line %d: %s: width too large", c->line, m);
+        if (pad <= 0) return s;
+        struct jv fill = m[0] == 'z' ? jv_cstr("0") : arg(a, np, kw, nk, 1, "fillchar", jv_cstr(" "));
+        if (fill.kind != JV_STR || utf8_count(fill.u.s, fill.n) != 1)
+            jfail(c, "line %d: The fill character must be exactly one character long", c->line);
+        int64_t left = m[0] == 'r' || m[0] == 'z' ? pad : m[0] == 'l' ? 0 : pad / 2 + (pad & w & 1);
+        struct jbuf b = {0};
+        size_t sign = m[0] == 'z' && s.n && (s.u.s[0] == '+' || s.u.s[0] == '-');
+        jbuf_put(c, &b, s.u.s, sign);
+        for (int64_t i = 0; i < left; i++) jbuf_put(c, &b, fill.u.s, fill.n);
+        jbuf_put(c, &b, s.u.s + sign, s.n - sign);
+        for (int64_t i = 0; i < pad - left; i++) jbuf_put(c, &b, fill.u.s, fill.n);
+        return jv_str(b.p, b.n);
+    }
+    if (!strcmp(m, "partition") || !strcmp(m, "rpartition")) {
+        if (np < 1) jfail(c, "line %d: %s() takes exactly one argument (0 given)", c->line, m);
+        struct jv sep = need_str(c, a[0], m);
+        if (!sep.n) jfail(c, "line %d: empty separator", c->line);
+        const char *hit = NULL;
+        if (m[0] == 'r') {
+            for (size_t p = s.n >= sep.n ? s.n - sep.n + 1 : 0; p-- > 0;)
+                if (!memcmp(s.u.s + p, sep.u.s, sep.n)) { hit = s.u.s + p; break; }
+        } else hit = memmem(s.u.s, s.n, sep.u.s, sep.n);
+        struct jv t = jv_list_new(c, 3);
+        t.tuple = true;
+        if (!hit) {
+            struct jv e = jv_str("", 0);
+            jlist_push(c, t.u.list, m[0] == 'r' ? e : s);
+            jlist_push(c, t.u.list, e);
+            jlist_push(c, t.u.list, m[0] == 'r' ? s : e);
+        } else {
+            jlist_push(c, t.u.list, jv_str(s.u.s, (size_t)(hit - s.u.s)));
+            jlist_push(c, t.u.list, sep);
+            jlist_push(c, t.u.list, jv_str(hit + sep.n, s.n - (size_t)(hit - s.u.s) - sep.n));
+        }
+        return t;
+    }
+    if (!strcmp(m, "removeprefix") || !strcmp(m, "removesuffix")) {
+        if (np < 1) jfail(c, "line %d: %s() takes exactly one argument (0 given)", c->line, m);
+        struct jv x = need_str(c, a[0], m);
+        if (x.n > s.n) return s;
+        if (m[6] == 'p') return memcmp(s.u.s, x.u.s, x.n) ? s : jv_str(s.u.s + x.n, s.n - x.n);
+        return memcmp(s.u.s + s.n - x.n, x.u.s, x.n) ? s : jv_str(s.u.s, s.n - x.n);
+    }
     *found = false;
     return jv_undef(NULL, 0);
 }

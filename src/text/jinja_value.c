@@ -136,7 +136,7 @@ struct jv jv_list_new(struct jctx *c, size_t cap)
 {
     struct jv v = { .kind = JV_LIST };
     v.u.list = jalloc(c, sizeof *v.u.list);
-    v.u.list->n = 0;
+    memset(v.u.list, 0, sizeof *v.u.list);
     v.u.list->cap = cap;
     v.u.list->items = cap ? jalloc(c, cap * sizeof(struct jv)) : NULL;
     return v;

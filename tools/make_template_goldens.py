@@ -299,15 +299,81 @@ def render(tok, case, chat_template=None):
         return {"error": f"{type(e).__name__}: {e}"}
 
 
+def fnv1a64(b):
+    h = 0xcbf29ce484222325
+    for x in b:
+        h = ((h ^ x) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def gathered_cases():
+    """cases() plus the turns real templates trip on: a system turn mid-conversation, null user content."""
+    c = cases()
+    c.append({"id": "system_middle", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+                                                   {"role": "system", "content": "Switch to French."},
+                                                   {"role": "user", "content": "Bye"}],
+              "tools": None, "kwargs": {}, "add_generation_prompt": True})
+    c.append({"id": "null_user_content", "messages": [{"role": "user", "content": None}], "tools": None, "kwargs": {},
+              "add_generation_prompt": True})
+    for x in c:   # pins the date for templates that would call strftime_now (Llama 3.1+ read date_string first)
+        x["kwargs"] = dict(x["kwargs"], date_string="26 Jul 2024")
+    return c
+
+
+class NoClock(Exception):
+    pass
+
+
+def make_gathered(path, out_dir):
+    """Renders every template of a {name, template, bos_token?, eos_token?} list over gathered_cases() with
+    the environment transformers compiles chat templates in (Emulated: it reproduces apply_chat_template on
+    every case of the transformers-made tpl_*.json goldens) and keeps each result as its length and FNV-1a
+    64 hash, or the exception when the template raises: tpl_gathered.json."""
+    import jinja2
+    tpls = json.load(open(path, encoding="utf-8"))
+    conv = gathered_cases()
+    res, kept = [], []
+    for t in tpls:
+        cfg = {"bos_token": t.get("bos_token", "<s>"), "eos_token": t.get("eos_token", "</s>"), "chat_template": t["template"]}
+        em = Emulated(cfg)
+
+        def no_clock(fmt):
+            raise NoClock()
+        em.env.globals["strftime_now"] = no_clock
+        rows, clock = [], False
+        for c in conv:
+            r = render(em, c)
+            if "NoClock" in r.get("error", ""):
+                clock = True
+                break
+            rows.append([len(r["text"].encode()), fnv1a64(r["text"].encode())] if "text" in r else [r["error"].split(":")[0]])
+        if clock:   # renders depend on today's date: not a golden
+            print(f"{t['name']}: calls strftime_now, skipped", file=sys.stderr)
+            continue
+        kept.append({"name": t["name"], "bos_token": cfg["bos_token"], "eos_token": cfg["eos_token"], "template": t["template"]})
+        res.append(rows)
+    doc = {"engine": f"jinja2 {jinja2.__version__} in transformers' chat template environment (Emulated)",
+           "conversations": conv, "templates": kept, "results": res}
+    with open(os.path.join(out_dir, "tpl_gathered.json"), "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False, separators=(",", ":"))
+    n = sum(len(r) for r in res)
+    print(f"gathered: {len(kept)} templates x {len(conv)} conversations = {n} renders, "
+          f"{sum(len(x) == 1 for r in res for x in r)} raise", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tokenizers", required=True, help="folder with one sub-folder per tokenizer name")
+    ap.add_argument("--tokenizers", help="folder with one sub-folder per tokenizer name")
     ap.add_argument("--out", required=True)
     ap.add_argument("--extra", default="tests/text/golden", help="folder holding tpl_extra_*.jinja")
     ap.add_argument("--emulate", action="store_true")
     ap.add_argument("--snippets", help="also render this file of snippets into tpl_snippets.json")
+    ap.add_argument("--gathered", help="only render this JSON list of {name, template} into tpl_gathered.json")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.gathered:
+        make_gathered(args.gathered, args.out)
+        return
     if args.snippets:
         make_snippets(args.snippets, args.out, args.emulate)
     version = "emulated-jinja2"

@@ -24,8 +24,12 @@ one, which the output names) into tpl_snippets.json: {"engine", "context", "case
 Usage (GPU machine, transformers installed):
   python3 tools/make_template_goldens.py --tokenizers .devcarry/tokenizers --out $OUT \
       --snippets tests/text/golden/tpl_snippets.txt
+  python3 tools/make_template_goldens.py --out $OUT --gathered build/templates_gathered.json
+      (the real templates of tools/gather_chat_templates.sh over gathered_cases(): tpl_gathered.json)
   --emulate: no transformers; renders with a local jinja2 environment set up like transformers'
-  (for developing the C interpreter only; never commit its output as goldens).
+  (Emulated). It reproduces apply_chat_template on all 258 cases of the transformers-made tpl_*.json
+  goldens (transformers 5.17, jinja2 3.1.6), so the snippet and gathered goldens are made with it
+  where transformers is not installed; their "engine" field says which made them.
 """
 import argparse
 import copy
@@ -324,41 +328,65 @@ class NoClock(Exception):
     pass
 
 
-def make_gathered(path, out_dir):
-    """Renders every template of a {name, template, bos_token?, eos_token?} list over gathered_cases() with
-    the environment transformers compiles chat templates in (Emulated: it reproduces apply_chat_template on
-    every case of the transformers-made tpl_*.json goldens) and keeps each result as its length and FNV-1a
-    64 hash, or the exception when the template raises: tpl_gathered.json."""
+def make_gathered(path, out_dir, emulate):
+    """Renders every template of a {name, template, bos_token?, eos_token?} list over gathered_cases() and keeps
+    each result as its length and FNV-1a 64 hash, or the exception type when the template raises:
+    tpl_gathered.json. With transformers importable (and no --emulate) each template is compiled by
+    transformers' own _compile_jinja_template and rendered with the variables apply_chat_template passes;
+    else by Emulated, the same environment set up locally (it reproduces apply_chat_template on every case
+    of the transformers-made tpl_*.json goldens). Templates that read the clock are left out."""
     import jinja2
+    compile_, engine = None, f"jinja2 {jinja2.__version__} in transformers' chat template environment (Emulated)"
+    if not emulate:
+        try:
+            from transformers.utils.chat_template_utils import _compile_jinja_template as compile_
+            import transformers
+            engine = f"transformers {transformers.__version__} _compile_jinja_template, jinja2 {jinja2.__version__}"
+        except ImportError:
+            pass
     tpls = json.load(open(path, encoding="utf-8"))
     conv = gathered_cases()
     res, kept = [], []
-    for t in tpls:
-        cfg = {"bos_token": t.get("bos_token", "<s>"), "eos_token": t.get("eos_token", "</s>"), "chat_template": t["template"]}
-        em = Emulated(cfg)
 
-        def no_clock(fmt):
-            raise NoClock()
-        em.env.globals["strftime_now"] = no_clock
+    def no_clock(fmt):
+        raise NoClock()
+    for t in tpls:
+        tokens = {"bos_token": t.get("bos_token", "<s>"), "eos_token": t.get("eos_token", "</s>")}
+        try:
+            if compile_:
+                tpl = compile_(t["template"])
+            else:
+                tpl = Emulated(dict(tokens, chat_template=t["template"])).env.from_string(t["template"])
+            tpl.environment.globals["strftime_now"] = no_clock
+        except Exception as e:   # does not compile: every conversation raises
+            tpl, err = None, type(e).__name__
         rows, clock = [], False
         for c in conv:
-            r = render(em, c)
-            if "NoClock" in r.get("error", ""):
+            if tpl is None:
+                rows.append([err])
+                continue
+            try:
+                kw = dict(tokens)
+                kw.update(c["kwargs"])
+                text = tpl.render(messages=copy.deepcopy(c["messages"]), tools=copy.deepcopy(c["tools"]), documents=None,
+                                  add_generation_prompt=c["add_generation_prompt"], **kw)
+                rows.append([len(text.encode()), fnv1a64(text.encode())])
+            except NoClock:
                 clock = True
                 break
-            rows.append([len(r["text"].encode()), fnv1a64(r["text"].encode())] if "text" in r else [r["error"].split(":")[0]])
+            except Exception as e:
+                rows.append([type(e).__name__])
         if clock:   # renders depend on today's date: not a golden
             print(f"{t['name']}: calls strftime_now, skipped", file=sys.stderr)
             continue
-        kept.append({"name": t["name"], "bos_token": cfg["bos_token"], "eos_token": cfg["eos_token"], "template": t["template"]})
+        kept.append(dict(name=t["name"], template=t["template"], **tokens))
         res.append(rows)
-    doc = {"engine": f"jinja2 {jinja2.__version__} in transformers' chat template environment (Emulated)",
-           "conversations": conv, "templates": kept, "results": res}
+    doc = {"engine": engine, "conversations": conv, "templates": kept, "results": res}
     with open(os.path.join(out_dir, "tpl_gathered.json"), "w", encoding="utf-8") as f:
         json.dump(doc, f, ensure_ascii=False, separators=(",", ":"))
     n = sum(len(r) for r in res)
     print(f"gathered: {len(kept)} templates x {len(conv)} conversations = {n} renders, "
-          f"{sum(len(x) == 1 for r in res for x in r)} raise", file=sys.stderr)
+          f"{sum(len(x) == 1 for r in res for x in r)} raise ({engine})", file=sys.stderr)
 
 
 def main():
@@ -372,7 +400,7 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.gathered:
-        make_gathered(args.gathered, args.out)
+        make_gathered(args.gathered, args.out, args.emulate)
         return
     if args.snippets:
         make_snippets(args.snippets, args.out, args.emulate)

@@ -25,7 +25,7 @@ Usage (GPU machine, transformers installed):
   python3 tools/make_template_goldens.py --tokenizers .devcarry/tokenizers --out $OUT \
       --snippets tests/text/golden/tpl_snippets.txt
   python3 tools/make_template_goldens.py --out $OUT --gathered build/templates_gathered.json
-      (the real templates of tools/gather_chat_templates.sh over gathered_cases(): tpl_gathered.json)
+      (the real templates of tools/gather_chat_templates.sh over gathered_cases(): gathered_templates.json)
   --emulate: no transformers; renders with a local jinja2 environment set up like transformers'
   (Emulated). It reproduces apply_chat_template on all 258 cases of the transformers-made tpl_*.json
   goldens (transformers 5.17, jinja2 3.1.6), so the snippet and gathered goldens are made with it
@@ -331,7 +331,7 @@ class NoClock(Exception):
 def make_gathered(path, out_dir, emulate):
     """Renders every template of a {name, template, bos_token?, eos_token?} list over gathered_cases() and keeps
     each result as its length and FNV-1a 64 hash, or the exception type when the template raises:
-    tpl_gathered.json. With transformers importable (and no --emulate) each template is compiled by
+    gathered_templates.json. With transformers importable (and no --emulate) each template is compiled by
     transformers' own _compile_jinja_template and rendered with the variables apply_chat_template passes;
     else by Emulated, the same environment set up locally (it reproduces apply_chat_template on every case
     of the transformers-made tpl_*.json goldens). Templates that read the clock are left out."""
@@ -382,7 +382,7 @@ def make_gathered(path, out_dir, emulate):
         kept.append(dict(name=t["name"], template=t["template"], **tokens))
         res.append(rows)
     doc = {"engine": engine, "conversations": conv, "templates": kept, "results": res}
-    with open(os.path.join(out_dir, "tpl_gathered.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(out_dir, "gathered_templates.json"), "w", encoding="utf-8") as f:
         json.dump(doc, f, ensure_ascii=False, separators=(",", ":"))
     n = sum(len(r) for r in res)
     print(f"gathered: {len(kept)} templates x {len(conv)} conversations = {n} renders, "
@@ -396,7 +396,7 @@ def main():
     ap.add_argument("--extra", default="tests/text/golden", help="folder holding tpl_extra_*.jinja")
     ap.add_argument("--emulate", action="store_true")
     ap.add_argument("--snippets", help="also render this file of snippets into tpl_snippets.json")
-    ap.add_argument("--gathered", help="only render this JSON list of {name, template} into tpl_gathered.json")
+    ap.add_argument("--gathered", help="only render this JSON list of {name, template} into gathered_templates.json")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.gathered:

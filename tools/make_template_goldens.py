@@ -24,8 +24,12 @@ one, which the output names) into tpl_snippets.json: {"engine", "context", "case
 Usage (GPU machine, transformers installed):
   python3 tools/make_template_goldens.py --tokenizers .devcarry/tokenizers --out $OUT \
       --snippets tests/text/golden/tpl_snippets.txt
+  python3 tools/make_template_goldens.py --out $OUT --gathered build/templates_gathered.json
+      (the real templates of tools/gather_chat_templates.sh over gathered_cases(): gathered_templates.json)
   --emulate: no transformers; renders with a local jinja2 environment set up like transformers'
-  (for developing the C interpreter only; never commit its output as goldens).
+  (Emulated). It reproduces apply_chat_template on all 258 cases of the transformers-made tpl_*.json
+  goldens (transformers 5.17, jinja2 3.1.6), so the snippet and gathered goldens are made with it
+  where transformers is not installed; their "engine" field says which made them.
 """
 import argparse
 import copy
@@ -219,8 +223,13 @@ class Emulated:
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
                                             extensions=[Generation, jinja2.ext.loopcontrols])
+        def strftime_now(format):
+            import datetime
+            return datetime.datetime.now().strftime(format)
+
         env.filters["tojson"] = tojson
         env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = strftime_now
         self.env = env
         self.cfg = cfg
         self.chat_template = cfg.get("chat_template")
@@ -247,6 +256,8 @@ SNIPPET_CTX = {
     "tools": [{"type": "function", "function": {"name": "f", "description": "d\nmore",
                                                  "parameters": {"type": "object", "properties": {"a": {"type": "integer"}}}}}],
     "n": 5, "f": 2.5, "s": "Hello World", "d": {"b": 2, "a": 1}, "l": [3, 1, 2], "e": [], "z": 0, "t": True, "nn": None,
+    # as json.loads gives them: transformers' default model_max_length, and the non-finite floats
+    "big": 1000000000000000019884624838656, "nan": float("nan"), "inf": float("inf"),
 }
 
 
@@ -292,15 +303,105 @@ def render(tok, case, chat_template=None):
         return {"error": f"{type(e).__name__}: {e}"}
 
 
+def fnv1a64(b):
+    h = 0xcbf29ce484222325
+    for x in b:
+        h = ((h ^ x) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def gathered_cases():
+    """cases() plus the turns real templates trip on: a system turn mid-conversation, null user content."""
+    c = cases()
+    c.append({"id": "system_middle", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+                                                   {"role": "system", "content": "Switch to French."},
+                                                   {"role": "user", "content": "Bye"}],
+              "tools": None, "kwargs": {}, "add_generation_prompt": True})
+    c.append({"id": "null_user_content", "messages": [{"role": "user", "content": None}], "tools": None, "kwargs": {},
+              "add_generation_prompt": True})
+    for x in c:   # pins the date for templates that would call strftime_now (Llama 3.1+ read date_string first)
+        x["kwargs"] = dict(x["kwargs"], date_string="26 Jul 2024")
+    return c
+
+
+class NoClock(Exception):
+    pass
+
+
+def make_gathered(path, out_dir, emulate):
+    """Renders every template of a {name, template, bos_token?, eos_token?} list over gathered_cases() and keeps
+    each result as its length and FNV-1a 64 hash, or the exception type when the template raises:
+    gathered_templates.json. With transformers importable (and no --emulate) each template is compiled by
+    transformers' own _compile_jinja_template and rendered with the variables apply_chat_template passes;
+    else by Emulated, the same environment set up locally (it reproduces apply_chat_template on every case
+    of the transformers-made tpl_*.json goldens). Templates that read the clock are left out."""
+    import jinja2
+    compile_, engine = None, f"jinja2 {jinja2.__version__} in transformers' chat template environment (Emulated)"
+    if not emulate:
+        try:
+            from transformers.utils.chat_template_utils import _compile_jinja_template as compile_
+            import transformers
+            engine = f"transformers {transformers.__version__} _compile_jinja_template, jinja2 {jinja2.__version__}"
+        except ImportError:
+            pass
+    tpls = json.load(open(path, encoding="utf-8"))
+    conv = gathered_cases()
+    res, kept = [], []
+
+    def no_clock(fmt):
+        raise NoClock()
+    for t in tpls:
+        tokens = {"bos_token": t.get("bos_token", "<s>"), "eos_token": t.get("eos_token", "</s>")}
+        try:
+            if compile_:
+                tpl = compile_(t["template"])
+            else:
+                tpl = Emulated(dict(tokens, chat_template=t["template"])).env.from_string(t["template"])
+            tpl.environment.globals["strftime_now"] = no_clock
+        except Exception as e:   # does not compile: every conversation raises
+            tpl, err = None, type(e).__name__
+        rows, clock = [], False
+        for c in conv:
+            if tpl is None:
+                rows.append([err])
+                continue
+            try:
+                kw = dict(tokens)
+                kw.update(c["kwargs"])
+                text = tpl.render(messages=copy.deepcopy(c["messages"]), tools=copy.deepcopy(c["tools"]), documents=None,
+                                  add_generation_prompt=c["add_generation_prompt"], **kw)
+                rows.append([len(text.encode()), fnv1a64(text.encode())])
+            except NoClock:
+                clock = True
+                break
+            except Exception as e:
+                rows.append([type(e).__name__])
+        if clock:   # renders depend on today's date: not a golden
+            print(f"{t['name']}: calls strftime_now, skipped", file=sys.stderr)
+            continue
+        kept.append(dict(name=t["name"], template=t["template"], **tokens))
+        res.append(rows)
+    doc = {"engine": engine, "conversations": conv, "templates": kept, "results": res}
+    with open(os.path.join(out_dir, "gathered_templates.json"), "w", encoding="utf-8") as f:
+        json.dump(doc, f, ensure_ascii=False, separators=(",", ":"))
+    n = sum(len(r) for r in res)
+    print(f"gathered: {len(kept)} templates x {len(conv)} conversations = {n} renders, "
+          f"{sum(len(x) == 1 for r in res for x in r)} raise ({engine})", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--tokenizers", required=True, help="folder with one sub-folder per tokenizer name")
+    ap.add_argument("--tokenizers", help="folder with one sub-folder per tokenizer name")
     ap.add_argument("--out", required=True)
     ap.add_argument("--extra", default="tests/text/golden", help="folder holding tpl_extra_*.jinja")
     ap.add_argument("--emulate", action="store_true")
     ap.add_argument("--snippets", help="also render this file of snippets into tpl_snippets.json")
+    ap.add_argument("--gathered", help="only render this JSON list of {name, template} into gathered_templates.json")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
+    if args.gathered:
+        make_gathered(args.gathered, args.out, args.emulate)
+        return
     if args.snippets:
         make_snippets(args.snippets, args.out, args.emulate)
     version = "emulated-jinja2"

@@ -21,6 +21,7 @@
 #include "base/mem.h"
 #include "engine/engine.h"
 #include "text/chat.h"
+#include "text/pyjson.h"
 #include "text/tokenizer.h"
 
 static void usage(void)
@@ -59,7 +60,7 @@ static enum status render_chat(const char *dir, const struct tokenizer *tk, cons
     json_t *kwargs = NULL;
     if (kwargs_json) {
         json_error_t err;
-        kwargs = json_loads(kwargs_json, 0, &err);
+        kwargs = pyjson_loads(kwargs_json, 0, &err);
         if (!json_is_object(kwargs)) {
             fprintf(stderr, "run: --kwargs-json: not a JSON object (%s)\n", err.text);
             json_decref(kwargs);

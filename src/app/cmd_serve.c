@@ -2,8 +2,10 @@
  * model/engine wiring, signals.
  *
  * The HTTP server starts first (so /health answers 503 "loading" while weights load), then the
- * tokenizer is loaded (a bad one fails before minutes of weight loading), the model is opened on
- * the backend, the engine thread started and the chat template loaded; SIGINT/SIGTERM start a
+ * tokenizer and the chat template are loaded (a bad one fails before minutes of weight loading: a
+ * template that cannot be found, read or compiled stops start-up with its own error unless
+ * --no-chat-template asks for a completions-only server), the model is opened on
+ * the backend and the engine thread started; SIGINT/SIGTERM start a
  * graceful shutdown (no new requests, in-flight ones get --shutdown-grace seconds, the rest are
  * cancelled), then everything is freed in reverse order.
  * --synthetic CONFIG.json serves random weights of that shape (made in GPU memory on cuda) for
@@ -44,6 +46,8 @@ static void usage(void)
         "  --api-key KEY               require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (or CAIRN_API_KEY)\n"
         "  --served-model-name NAME    model name clients send and see (default: directory name)\n"
         "  --chat-template-kwargs JSON default template kwargs, e.g. '{\"enable_thinking\":false}'\n"
+        "  --no-chat-template          serve /v1/completions only, without loading the chat template (without\n"
+        "                              this flag a template that cannot be loaded stops start-up)\n"
         "  --max-queue N               requests waiting for admission before 429 (256)\n"
         "  --cors-origin ORIGIN        send CORS headers for this origin ('*' for any)\n"
         "  --tool-parser NAME          (or --tool-call-parser) hermes|qwen3|qwen3_coder|qwen3.5|llama3|mistral|deepseek_v3|none (auto)\n"
@@ -83,7 +87,7 @@ int cmd_serve(int argc, char **argv)
     const char *synthetic = NULL, *synth_seed_s = NULL, *tok_dir = NULL;
     int threads = 0, max_queue = 0, max_batch = -1, max_running = -1, max_model_len = -1;
     const char *max_itl_s = NULL;
-    bool no_prefix = false, fake = false, bad = false;
+    bool no_prefix = false, fake = false, bad = false, no_chat_template = false;
     for (int i = 1; i < argc && !bad; i++) {
         if (flag_str(argc, argv, &i, "--host", &sc.host, &bad) || flag_int(argc, argv, &i, "--port", &sc.port, &bad) ||
             flag_str(argc, argv, &i, "--api-key", &sc.api_key, &bad) ||
@@ -116,6 +120,7 @@ int cmd_serve(int argc, char **argv)
             flag_str(argc, argv, &i, "--test-script", &test_script, &bad))
             continue;
         if (!strcmp(argv[i], "--no-prefix-cache")) no_prefix = true;
+        else if (!strcmp(argv[i], "--no-chat-template")) no_chat_template = true;
         else if (!strcmp(argv[i], "--fake")) fake = true;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(); return 0; }
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
@@ -222,6 +227,13 @@ int cmd_serve(int argc, char **argv)
     } else {
         if (!tok_dir) tok_dir = dir;
         if (tokenizer_load(tok_dir, &tk) != STATUS_OK) goto out;
+        if (!no_chat_template && chat_template_load(tok_dir, tk, &ct) != STATUS_OK) {
+            // the template's own error is logged above; chat requests would all fail, so refuse to start
+            LOG_ERR("%s: the chat template cannot be loaded (see above); fix it, or pass --no-chat-template "
+                    "to serve /v1/completions only", tok_dir);
+            goto out;
+        }
+        if (no_chat_template) LOG_INFO("--no-chat-template: serving /v1/completions only");
         if ((synthetic ? app_model_synthesize(synthetic, synth_seed, backend, threads, &am)
                        : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
             goto out;
@@ -229,11 +241,6 @@ int cmd_serve(int argc, char **argv)
         if (!kv_dtype_s) ec.kv_dtype = app_default_kv_dtype(am.be);
         if (engine_new(&ec, am.m, am.be, &eng) != STATUS_OK) goto out;
         if (engine_start(eng) != STATUS_OK) goto out;
-        enum status st = chat_template_load(tok_dir, tk, &ct);
-        if (st != STATUS_OK) {
-            ct = NULL;
-            LOG_WARN("%s: no usable chat template; /v1/chat/completions and /v1/messages will answer 400", tok_dir);
-        }
         // Default served name: the repo id or the directory's name, or the config's file name without .json.
         char name[256];
         if (synthetic) {

@@ -12,6 +12,7 @@
 
 #include "app/cmd.h"
 #include "text/chat.h"
+#include "text/pyjson.h"
 
 static void usage(void)
 {
@@ -22,7 +23,7 @@ static void usage(void)
 static json_t *load(const char *path, const char *what)
 {
     json_error_t e;
-    json_t *j = json_load_file(path, JSON_DECODE_ANY, &e);
+    json_t *j = pyjson_load_file(path, JSON_DECODE_ANY, &e);
     if (!j) fprintf(stderr, "cairn template: %s %s:%d: %s\n", what, path, e.line, e.text);
     return j;
 }
@@ -59,7 +60,7 @@ int cmd_template(int argc, char **argv)
     }
     if (kwargs_text) {
         json_error_t e;
-        kwargs = json_loads(kwargs_text, 0, &e);
+        kwargs = pyjson_loads(kwargs_text, 0, &e);
         if (!json_is_object(kwargs)) {
             fprintf(stderr, "cairn template: --kwargs-json must be a JSON object (%s)\n", kwargs ? "not an object" : e.text);
             rc = 2;

@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "model/arch.h"
+#include "text/pyjson.h"
 
 #define MAX_VOCAB    (1 << 23)
 #define MAX_D_MODEL  (1 << 17)
@@ -349,7 +350,7 @@ enum status config_parse(const char *label, const char *text, size_t len, const 
                          const struct arch **arch_out)
 {
     json_error_t err;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
+    json_t *root = pyjson_loadb(text, len, JSON_REJECT_DUPLICATES, &err);
     json_t *gen = NULL;
     enum status st = STATUS_OK;
     if (!root) {
@@ -406,7 +407,7 @@ enum status config_parse(const char *label, const char *text, size_t len, const 
     if ((st = parse_bos(cfg, label, hp)) || (st = parse_eos(cfg, label, hp))) goto out;
     if (a->sub_config && ((st = parse_bos(root, label, hp)) || (st = parse_eos(root, label, hp)))) goto out;
     if (gen_text) {
-        gen = json_loadb(gen_text, gen_len, 0, &err);
+        gen = pyjson_loadb(gen_text, gen_len, 0, &err);
         if (!gen || !json_is_object(gen)) {
             LOG_ERR("%s: generation_config.json: bad JSON at line %d column %d: %s", label, err.line,
                     err.column, gen ? "not an object" : err.text);

@@ -54,6 +54,7 @@ struct gen {
     void                 *self;
     char                  model_id[256];    // default served name
     struct output_format  fmt;              // think markers and tool-call family (output_format_detect at load)
+    bool                  chat;             // a chat template is loaded (false: --no-chat-template, completions only)
     int                   n_ctx;            // context length in tokens
     int                   n_vocab;
     bool                  add_bos;          // completions: encode with add_special

@@ -63,7 +63,7 @@ static enum status eg_render(void *self, json_t *messages, json_t *tools, json_t
 {
     struct eng_gen *e = self;
     if (!e->ct) {
-        *err = xstrdup("this model has no chat template (use /v1/completions)");
+        *err = xstrdup("this server was started with --no-chat-template: it serves /v1/completions only");
         return STATUS_ETEMPLATE;
     }
     return chat_render(e->ct, messages, tools, kwargs, add_gen, out, err);
@@ -129,6 +129,7 @@ enum status gen_engine_new(struct engine *eng, const struct tokenizer *tk, const
     struct engine_stats st;
     engine_get_stats(eng, &st);
     e->g.n_ctx = st.max_context;
+    e->g.chat = ct != NULL;
     e->g.n_vocab = tokenizer_vocab_size(tk);
     e->g.add_bos = true;
     const char *eos = tokenizer_eos_str(tk);

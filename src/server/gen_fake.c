@@ -439,6 +439,7 @@ enum status gen_fake_new(const struct gen_fake_cfg *cfg, struct gen **out)
     snprintf(f->g.model_id, sizeof f->g.model_id, "cairn-fake");
     output_format_detect(fake_template_src, fake_is_added, NULL, &f->g.fmt);
     f->g.n_ctx = cfg && cfg->n_ctx > 0 ? cfg->n_ctx : 4096;
+    f->g.chat = true;
     f->g.n_vocab = FAKE_VOCAB;
     f->g.eot_id = FAKE_EOS;
     f->last_progress_s = clock_now_s();

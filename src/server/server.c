@@ -26,6 +26,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "server/jsonw.h"
+#include "text/pyjson.h"
 
 /* ==== Routes ==== */
 
@@ -262,6 +263,10 @@ static enum MHD_Result do_health(struct req *r)
                          st.n_running, st.n_waiting, idle);
         return srv_send_json(r, 503, b, (size_t)n);
     }
+    if (!g->chat) {   // started with --no-chat-template: say what is served
+        static const char body[] = "{\"status\":\"ok\",\"chat_template\":false,\"endpoints\":\"completions_only\"}";
+        return srv_send_json(r, 200, body, sizeof body - 1);
+    }
     return srv_send_json(r, 200, "{\"status\":\"ok\"}", 15);
 }
 
@@ -290,8 +295,10 @@ static enum MHD_Result do_models(struct req *r)
     if (!one) jsonw_raw(&sb, "{\"object\":\"list\",\"data\":[");
     jsonw_raw(&sb, "{\"id\":");
     jsonw_cstr(&sb, name);
-    strbuf_printf(&sb, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"cairn\",\"max_model_len\":%d}",
+    strbuf_printf(&sb, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"cairn\",\"max_model_len\":%d",
                   (long long)time(NULL), g ? g->n_ctx : 0);
+    if (g && !g->chat) jsonw_raw(&sb, ",\"chat_template\":false,\"endpoints\":\"completions_only\"");
+    jsonw_raw(&sb, "}");
     if (!one) jsonw_raw(&sb, "]}");
     enum MHD_Result ret = srv_send_json(r, 200, sb.data, sb.len);
     strbuf_free(&sb);
@@ -389,7 +396,7 @@ static enum MHD_Result dispatch(struct req *r)
         return srv_send_error(r, &e);
     }
     json_error_t jerr;
-    json_t *body = json_loadb(r->body.data, r->body.len, 0, &jerr);
+    json_t *body = pyjson_loadb(r->body.data, r->body.len, 0, &jerr);
     if (!body) {
         e = api_error_make(STATUS_EFORMAT, NULL, "Invalid JSON at line %d, column %d: %s", jerr.line, jerr.column,
                            jerr.text);
@@ -596,7 +603,7 @@ enum status server_new(const struct server_cfg *cfg, struct server **out)
         s->family_forced = true;
     }
     json_error_t jerr;
-    s->kwargs_default = cfg->chat_template_kwargs ? json_loads(cfg->chat_template_kwargs, 0, &jerr) : json_object();
+    s->kwargs_default = cfg->chat_template_kwargs ? pyjson_loads(cfg->chat_template_kwargs, 0, &jerr) : json_object();
     if (!json_is_object(s->kwargs_default)) {
         LOG_ERR("--chat-template-kwargs must be a JSON object");
         goto out_free;

@@ -4,9 +4,11 @@
  * Template source, in transformers' order of precedence: chat_template.jinja beside the tokenizer
  * (it overrides the config when present), else tokenizer_config.json "chat_template" (a string, or a
  * list of {name, template}: "default", and "tool_use" when tools are given), else
- * chat_template.json {"chat_template": ...}. The special tokens (bos_token, eos_token, ... and
- * extra_special_tokens) come from tokenizer_config.json (strings or AddedToken objects), so
- * rendering never needs the tokenizer itself.
+ * chat_template.json {"chat_template": ...}; additional_chat_templates/tool_use.jinja is the named
+ * "tool_use" template beside them. As in transformers, a set of named templates without a
+ * "default" renders only requests with tools (tool_use); others raise. The special tokens
+ * (bos_token, eos_token, ..., additional_special_tokens and extra_special_tokens) come from
+ * tokenizer_config.json (strings or AddedToken objects), so rendering never needs the tokenizer.
  * Variables: the special tokens, then kwargs, then messages, tools (None when absent), documents
  * (None) and add_generation_prompt. A loaded template is immutable: threads may render at once.
  */
@@ -18,11 +20,13 @@
 #include "base/mem.h"
 #include "text/chat.h"
 #include "text/jinja.h"
+#include "text/pyjson.h"
 #include "text/tokenizer.h"
 
 struct chat_template {
-    char                  *source;        // default template text
+    char                  *source;        // default template text, NULL when only named ones exist
     char                  *tool_source;   // "tool_use" template, NULL if none
+    char                  *names;         // named templates without a default: "['tool_use', ...]" for the error
     struct jinja_template *tpl;
     struct jinja_template *tool_tpl;
     json_t                *tokens;        // object: special token name -> string
@@ -45,6 +49,16 @@ static void collect_tokens(json_t *cfg, json_t *tokens)
         const char *s = token_str(v);
         if (s && !json_object_get(tokens, k)) json_object_set_new(tokens, k, json_string(s));
     }
+    json_t *add = json_object_get(cfg, "additional_special_tokens");   // special_tokens_map has it as a list
+    if (json_is_array(add) && !json_object_get(tokens, "additional_special_tokens")) {
+        json_t *list = json_array();
+        size_t i;
+        json_array_foreach(add, i, v) {
+            const char *s = token_str(v);
+            if (s) json_array_append_new(list, json_string(s));
+        }
+        json_object_set_new(tokens, "additional_special_tokens", list);
+    }
     json_t *extra = json_object_get(cfg, "extra_special_tokens");
     if (json_is_object(extra))
         json_object_foreach(extra, k, v) {
@@ -61,7 +75,7 @@ static json_t *load_json_if_exists(const char *dir, const char *name, bool *bad)
     if (!f) return NULL;
     fclose(f);
     json_error_t jerr;
-    json_t *j = json_load_file(path, 0, &jerr);
+    json_t *j = pyjson_load_file(path, 0, &jerr);
     if (!j) {
         LOG_ERR("%s:%d: %s", path, jerr.line, jerr.text);
         *bad = true;
@@ -82,7 +96,7 @@ static enum status parse_source(const char *src, struct jinja_template **out, co
 
 static enum status finish(struct chat_template *ct, const char *what, struct chat_template **out)
 {
-    enum status st = parse_source(ct->source, &ct->tpl, what);
+    enum status st = ct->source ? parse_source(ct->source, &ct->tpl, what) : STATUS_OK;
     if (st == STATUS_OK && ct->tool_source) st = parse_source(ct->tool_source, &ct->tool_tpl, what);
     if (st != STATUS_OK) {
         chat_template_free(ct);
@@ -132,16 +146,24 @@ enum status chat_template_load(const char *dir, const struct tokenizer *tk, stru
             if (!strcmp(name, "default")) ct->source = xstrdup(tpl);
             else if (!strcmp(name, "tool_use")) ct->tool_source = xstrdup(tpl);
         }
-        if (!ct->source && ct->tool_source) { ct->source = ct->tool_source; ct->tool_source = NULL; }
     }
     json_decref(cfg);
-    if (!ct->source) {
+    if (!ct->source && !ct->tool_source) {
         json_t *cj = load_json_if_exists(dir, "chat_template.json", &bad);
         const char *s = cj ? json_string_value(json_object_get(cj, "chat_template")) : NULL;
         if (s) ct->source = xstrdup(s);
         json_decref(cj);
     }
-    if (!ct->source) {
+    snprintf(path, sizeof path, "%s/additional_chat_templates/tool_use.jinja", dir);
+    f = fopen(path, "rb");
+    if (f) {   // a named template file overrides the config's entry of that name
+        fclose(f);
+        if (file_read_all(path, &text, &len) != STATUS_OK) { chat_template_free(ct); return STATUS_EIO; }
+        free(ct->tool_source);
+        ct->tool_source = text;
+    }
+    if (!ct->source && ct->tool_source) ct->names = xstrdup("['tool_use']");
+    if (!ct->source && !ct->tool_source) {
         LOG_ERR("%s: no chat template (tokenizer_config.json chat_template, chat_template.jinja or chat_template.json)", dir);
         chat_template_free(ct);
         return bad ? STATUS_EFORMAT : STATUS_ENOTFOUND;
@@ -168,11 +190,12 @@ void chat_template_free(struct chat_template *ct)
     jinja_template_free(ct->tool_tpl);
     free(ct->source);
     free(ct->tool_source);
+    free(ct->names);
     json_decref(ct->tokens);
     free(ct);
 }
 
-const char *chat_template_source(const struct chat_template *ct) { return ct->source; }
+const char *chat_template_source(const struct chat_template *ct) { return ct->source ? ct->source : ct->tool_source; }
 
 enum status chat_render(const struct chat_template *ct, json_t *messages, json_t *tools, json_t *kwargs,
                         bool add_generation_prompt, char **out_text, char **err_msg)
@@ -192,13 +215,24 @@ enum status chat_render(const struct chat_template *ct, json_t *messages, json_t
     const char *k;
     json_t *v;
     // fresh copies: ct is shared between threads, so its values' refcounts are not touched
-    json_object_foreach(ct->tokens, k, v) json_object_set_new(ctx, k, json_string(json_string_value(v)));
+    json_object_foreach(ct->tokens, k, v) json_object_set_new(ctx, k, json_deep_copy(v));
     if (kwargs) json_object_update(ctx, kwargs);
     json_object_set(ctx, "messages", messages);
     json_object_set_new(ctx, "tools", tools ? json_incref(tools) : json_null());
     json_object_set_new(ctx, "documents", json_null());
     json_object_set_new(ctx, "add_generation_prompt", json_boolean(add_generation_prompt));
     const struct jinja_template *tpl = tools && ct->tool_tpl ? ct->tool_tpl : ct->tpl;
+    if (!tpl) {   // transformers: named templates, no "default", no tools
+        json_decref(ctx);
+        if (err_msg) {
+            struct strbuf sb = {0};
+            strbuf_printf(&sb, "This model has multiple chat templates with no default specified! Please either pass a "
+                               "chat template or the name of the template you wish to use to the `chat_template` "
+                               "argument. Available template names are %s.", ct->names);
+            *err_msg = strbuf_take(&sb);
+        }
+        return STATUS_ETEMPLATE;
+    }
     char *err = NULL;
     enum status st = jinja_render(tpl, ctx, NULL, out_text, NULL, &err);
     json_decref(ctx);

@@ -22,11 +22,15 @@ struct jmacro {
 };
 
 struct jloop {
-    struct jlist *items;
-    size_t        i;
+    struct jlist    *items;
+    size_t           i;
+    const struct jn *node;    // the JN_FOR: `loop(xs)` of a recursive loop runs it again over xs
+    struct jframe   *frame;   // frame the for statement runs in
+    int              depth;   // loop.depth: 1 at the top, +1 per recursive call
 };
 
 static void exec_body(struct jctx *c, struct jframe *f, const struct jn *body);
+static struct jv call_loop(struct jctx *c, struct jloop *l, struct jv *args, int n_pos);
 
 static struct jframe *frame_new(struct jctx *c, struct jframe *parent)
 {
@@ -68,23 +72,40 @@ static struct jv loop_attr(struct jctx *c, struct jloop *l, const char *name)
     if (!strcmp(name, "first")) return jv_bool(i == 0);
     if (!strcmp(name, "last")) return jv_bool(i + 1 == n);
     if (!strcmp(name, "length")) return jv_int((int64_t)n);
-    if (!strcmp(name, "depth")) return jv_int(1);
-    if (!strcmp(name, "depth0")) return jv_int(0);
+    if (!strcmp(name, "depth")) return jv_int(l->depth);
+    if (!strcmp(name, "depth0")) return jv_int(l->depth - 1);
     if (!strcmp(name, "previtem")) return i > 0 ? l->items->items[i - 1] : jv_undef("previtem", 8);
     if (!strcmp(name, "nextitem")) return i + 1 < n ? l->items->items[i + 1] : jv_undef("nextitem", 8);
     (void)c;
     return jv_undef(name, strlen(name));
 }
 
+/* obj.name as Jinja's sandbox resolves it: Python's getattr first (so `d.items` is the dict's
+ * method even when d has an "items" key; a method the sandbox blocks is undefined), then the item. */
 static struct jv get_attr(struct jctx *c, struct jv obj, const char *name)
 {
     struct jv v;
+    bool unsafe = false;
+    if ((obj.kind == JV_DICT || obj.kind == JV_STR || (obj.kind == JV_LIST && !obj.gen)) &&
+        jmethod_exists(obj, name, &unsafe)) {
+        if (unsafe) return jv_undef(name, strlen(name));
+        struct jmethod *m = jalloc(c, sizeof *m);
+        m->obj = obj;
+        m->name = name;
+        v = (struct jv){ .kind = JV_METHOD };
+        v.u.method = m;
+        return v;
+    }
     switch (obj.kind) {
     case JV_UNDEF: fail_undef(c, obj);
     case JV_DICT: case JV_NS:
         if (jdict_get_str(obj.u.dict, name, strlen(name), &v)) return v;
         break;
     case JV_LOOP: return loop_attr(c, obj.u.loop, name);
+    case JV_LIST:   // groupby's namedtuple (grouper, list)
+        if (obj.group && !strcmp(name, "grouper")) return obj.u.list->items[0];
+        if (obj.group && !strcmp(name, "list")) return obj.u.list->items[1];
+        break;
     default: break;
     }
     return jv_undef(name, strlen(name));
@@ -122,7 +143,7 @@ static struct jv get_item(struct jctx *c, struct jv obj, struct jv key)
         break;
     case JV_LIST: {
         int64_t i = as_index(key, &ok), n = (int64_t)obj.u.list->n;
-        if (!ok) break;
+        if (!ok || obj.gen) break;   // an iterator is not subscriptable: the sandbox gives undefined
         if (i < 0) i += n;
         if (i >= 0 && i < n) return obj.u.list->items[i];
         break;
@@ -164,6 +185,7 @@ static struct jv do_slice(struct jctx *c, struct jv obj, struct jv a, struct jv 
         if (step == 0) jfail(c, "line %d: slice step cannot be zero", c->line);
     }
     if (obj.kind == JV_UNDEF) fail_undef(c, obj);
+    if (obj.kind == JV_LIST && obj.gen) return jv_undef(NULL, 0);
     struct jv items = obj;
     bool is_str = obj.kind == JV_STR;
     if (is_str) items = jv_iter_list(c, obj);
@@ -227,54 +249,66 @@ static double py_fmod(double a, double b)
     return m;
 }
 
-/* "%s" % args: the common conversions only */
-struct jv jpercent_format(struct jctx *c, struct jv fmt, struct jv args)
+static const char *const OP_NAMES[] = { "", "+", "-", "*", "/", "//", "%", "**", "~" };
+
+/* Integer arithmetic where an operand or the result is beyond int64 (Python ints have no bound):
+ * exact through 128 bits, which covers the values real configs and templates hold (int(1e30)). */
+static struct jv wide_arith(struct jctx *c, int op, struct jv a, struct jv b)
 {
-    struct jbuf b = {0};
-    size_t ai = 0;
-    bool tuple = args.kind == JV_LIST && args.tuple;
-    for (size_t i = 0; i < fmt.n; i++) {
-        char ch = fmt.u.s[i];
-        if (ch != '%') { jbuf_putc(c, &b, ch); continue; }
-        if (++i >= fmt.n) jfail(c, "line %d: incomplete format", c->line);
-        char conv = fmt.u.s[i];
-        if (conv == '%') { jbuf_putc(c, &b, '%'); continue; }
-        struct jv a;
-        if (tuple) {
-            if (ai >= args.u.list->n) jfail(c, "line %d: not enough arguments for format string", c->line);
-            a = args.u.list->items[ai++];
-        } else {
-            if (ai++) jfail(c, "line %d: not enough arguments for format string", c->line);
-            a = args;
-        }
-        if (conv == 's') jv_write_str(c, &b, a);
-        else if (conv == 'r') jv_write_repr(c, &b, a);
-        else if (conv == 'd' || conv == 'i') {
-            if (!jv_is_num(a)) jfail(c, "line %d: %%d format: a number is required", c->line);
-            jbuf_printf(c, &b, "%lld", (long long)(a.kind == JV_FLOAT ? (int64_t)a.u.f : ival(a)));
-        } else if (conv == 'f') {
-            if (!jv_is_num(a)) jfail(c, "line %d: %%f format: a number is required", c->line);
-            jbuf_printf(c, &b, "%f", jv_num(a));
-        } else jfail(c, "line %d: unsupported format character '%c'", c->line, conv);
+    __int128 x, y, r;
+    if (!jv_to_i128(a, &x) || !jv_to_i128(b, &y))
+        jfail(c, "line %d: integer beyond 128 bits in '%s'", c->line, OP_NAMES[op]);
+    bool of = false;
+    switch (op) {
+    case JOP_ADD: of = __builtin_add_overflow(x, y, &r); break;
+    case JOP_SUB: of = __builtin_sub_overflow(x, y, &r); break;
+    case JOP_MUL: of = __builtin_mul_overflow(x, y, &r); break;
+    case JOP_DIV:
+        if (!y) jfail(c, "line %d: division by zero", c->line);
+        return jv_float((double)x / (double)y);
+    case JOP_FLOORDIV: case JOP_MOD: {
+        if (!y) jfail(c, "line %d: integer division or modulo by zero", c->line);
+        if (y == -1) { of = __builtin_sub_overflow((__int128)0, x, &r); if (op == JOP_MOD) r = 0; break; }
+        __int128 q = x / y, m = x % y;
+        if (m != 0 && ((m < 0) != (y < 0))) { q--; m += y; }
+        r = op == JOP_MOD ? m : q;
+        break;
     }
-    if (tuple ? ai < args.u.list->n : ai == 0)
-        jfail(c, "line %d: not all arguments converted during string formatting", c->line);
-    return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
+    default:
+        jfail(c, "line %d: integer beyond 64 bits in '%s'", c->line, OP_NAMES[op]);
+    }
+    if (of) jfail(c, "line %d: integer result beyond 128 bits in '%s'", c->line, OP_NAMES[op]);
+    return jv_from_i128(c, r);
 }
 
 static struct jv binop(struct jctx *c, int op, struct jv a, struct jv b)
 {
-    static const char *const names[] = { "", "+", "-", "*", "/", "//", "%", "**", "~" };
+    const char *const *names = OP_NAMES;
     bool num = jv_is_num(a) && jv_is_num(b);
     bool ints = num && a.kind != JV_FLOAT && b.kind != JV_FLOAT;
     int64_t r;
+    if (ints && (a.kind == JV_BIGINT || b.kind == JV_BIGINT) && op != JOP_CONCAT) return wide_arith(c, op, a, b);
+    if ((a.markup || b.markup) && a.kind == JV_STR && (op == JOP_ADD || op == JOP_MOD)) {
+        // markupsafe.Markup: the other operand is escaped (str + Markup too: Python tries Markup's
+        // reflected __radd__ first) and the result is Markup
+        if (op == JOP_ADD && b.kind == JV_STR) {
+            struct jv m = str_concat(c, a.markup ? a : jstr_escape_html(c, a), b.markup ? b : jstr_escape_html(c, b));
+            m.markup = true;
+            return m;
+        }
+        if (op == JOP_MOD && a.markup) {
+            struct jv m = jpercent_format(c, a, b, true);
+            m.markup = true;
+            return m;
+        }
+    }
     switch (op) {
     case JOP_CONCAT: return str_concat(c, jv_to_str(c, a), jv_to_str(c, b));
     case JOP_ADD:
         if (ints) { if (__builtin_add_overflow(ival(a), ival(b), &r)) break; return jv_int(r); }
         if (num) return jv_float(jv_num(a) + jv_num(b));
         if (a.kind == JV_STR && b.kind == JV_STR) return str_concat(c, a, b);
-        if (a.kind == JV_LIST && b.kind == JV_LIST && a.tuple == b.tuple) {
+        if (a.kind == JV_LIST && b.kind == JV_LIST && a.tuple == b.tuple && !a.gen && !b.gen) {
             struct jv l = jv_list_new(c, a.u.list->n + b.u.list->n);
             for (size_t i = 0; i < a.u.list->n; i++) jlist_push(c, l.u.list, a.u.list->items[i]);
             for (size_t i = 0; i < b.u.list->n; i++) jlist_push(c, l.u.list, b.u.list->items[i]);
@@ -308,7 +342,7 @@ static struct jv binop(struct jctx *c, int op, struct jv a, struct jv b)
         }
         return jv_float(floor(jv_num(a) / jv_num(b)));
     case JOP_MOD:
-        if (a.kind == JV_STR) return jpercent_format(c, a, b);
+        if (a.kind == JV_STR) return jpercent_format(c, a, b, false);
         if (!num) break;
         if (jv_num(b) == 0) jfail(c, "line %d: integer division or modulo by zero", c->line);
         if (ints) {
@@ -335,9 +369,11 @@ static struct jv binop(struct jctx *c, int op, struct jv a, struct jv b)
         if (jv_num(a) == 0 && jv_num(b) < 0) jfail(c, "line %d: 0.0 cannot be raised to a negative power", c->line);
         return jv_float(pow(jv_num(a), jv_num(b)));
     }
-    if (ints) jfail(c, "line %d: integer overflow in '%s'", c->line, names[op]);
+    if (ints && op != JOP_POW) return wide_arith(c, op, a, b);   // int64 overflow: Python grows the int
     fail_operands(c, names[op], a, b);
 }
+
+struct jv jarith(struct jctx *c, int op, struct jv a, struct jv b) { return binop(c, op, a, b); }
 
 static bool contains(struct jctx *c, struct jv item, struct jv coll)
 {
@@ -349,6 +385,7 @@ static bool contains(struct jctx *c, struct jv item, struct jv coll)
         if (!item.n) return true;
         return item.n <= coll.n && memmem(coll.u.s, coll.n, item.u.s, item.n) != NULL;
     case JV_LIST:
+        if (coll.gen) coll = jv_iter_list(c, coll);
         c->steps += (int64_t)(coll.u.list->n / 64);   // linear scan: charge for it
         jstep(c);
         for (size_t i = 0; i < coll.u.list->n; i++) if (jv_equal(item, coll.u.list->items[i])) return true;
@@ -399,6 +436,9 @@ static struct jv call_macro(struct jctx *c, struct jmacro *m, struct jv *args, i
     struct jframe *f = frame_new(c, m->closure);
     struct jv varargs = jv_list_new(c, 0), kwargs = jv_dict_new(c, 0);
     varargs.tuple = true;
+    const char *mname = def->kind == JN_MACRO ? def->name : "caller";
+    if (n_pos > def->n_kids && !(def->op & JMACRO_VARARGS))
+        jfail(c, "line %d: macro '%s' takes not more than %d argument(s)", c->line, mname, def->n_kids);
     for (int i = 0; i < n_pos; i++) {
         if (i < def->n_kids) frame_set(c, f, def->kw[i], args[i]);
         else jlist_push(c, varargs.u.list, args[i]);
@@ -407,8 +447,12 @@ static struct jv call_macro(struct jctx *c, struct jmacro *m, struct jv *args, i
         int i;
         for (i = 0; i < def->n_kids; i++) if (!strcmp(def->kw[i], kw[k])) break;
         if (i < def->n_kids) {
-            if (i < n_pos) jfail(c, "line %d: macro got multiple values for argument '%s'", c->line, kw[k]);
+            if (i < n_pos) jfail(c, "line %d: macro '%s' got multiple values for argument '%s'", c->line, mname, kw[k]);
             frame_set(c, f, kw[k], args[n_pos + k]);
+        } else if (!strcmp(kw[k], "caller") && def->kind == JN_MACRO) {
+            frame_set(c, f, "caller", args[n_pos + k]);
+        } else if (!(def->op & JMACRO_KWARGS)) {
+            jfail(c, "line %d: macro '%s' takes no keyword argument '%s'", c->line, mname, kw[k]);
         } else jdict_set(c, kwargs.u.dict, jv_cstr(kw[k]), args[n_pos + k]);
     }
     for (int i = 0; i < def->n_kids; i++) {
@@ -434,6 +478,14 @@ struct jv jcall_value(struct jctx *c, struct jv callee, struct jv *args, int n_p
     switch (callee.kind) {
     case JV_MACRO: return call_macro(c, callee.u.macro, args, n_pos, kw, n_kw, jv_undef(NULL, 0));
     case JV_FUNC: return jglobal_call(c, callee.u.func, args, n_pos, kw, n_kw);
+    case JV_METHOD: {
+        bool found;
+        struct jv r = jmethod_call(c, callee.u.method->obj, callee.u.method->name, args, n_pos, kw, n_kw, &found);
+        if (!found) jfail(c, "line %d: %s.%s() is not supported", c->line, jv_type_name(callee.u.method->obj),
+                          callee.u.method->name);
+        return r;
+    }
+    case JV_LOOP: return call_loop(c, callee.u.loop, args, n_pos);
     case JV_UNDEF: fail_undef(c, callee);
     default: jfail(c, "line %d: '%s' object is not callable", c->line, jv_type_name(callee));
     }
@@ -536,10 +588,18 @@ struct jv jeval(struct jctx *c, struct jframe *f, const struct jn *n)
         c->line = n->line;
         if (a.kind == JV_INT || a.kind == JV_BOOL) {
             int64_t i = ival(a);
-            if (n->kind == JN_NEG && i == INT64_MIN) jfail(c, "line %d: integer overflow", n->line);
+            if (n->kind == JN_NEG && i == INT64_MIN) return jv_int_text("9223372036854775808", 19);
             return jv_int(n->kind == JN_NEG ? -i : i);
         }
         if (a.kind == JV_FLOAT) return jv_float(n->kind == JN_NEG ? -a.u.f : a.u.f);
+        if (a.kind == JV_BIGINT) {
+            if (n->kind == JN_POS) return a;
+            if (a.u.s[0] == '-') return jv_int_text(a.u.s + 1, a.n - 1);
+            char *t = jalloc(c, a.n + 2);
+            t[0] = '-';
+            memcpy(t + 1, a.u.s, a.n + 1);
+            return jv_int_text(t, a.n + 1);
+        }
         if (a.kind == JV_UNDEF) fail_undef(c, a);
         jfail(c, "line %d: bad operand type for unary %c: '%s'", n->line, n->kind == JN_NEG ? '-' : '+', jv_type_name(a));
     case JN_BIN:
@@ -604,10 +664,33 @@ static struct jv filter_chain(struct jctx *c, struct jframe *f, const struct jn 
     return v;
 }
 
+static void run_loop(struct jctx *c, struct jframe *f, const struct jn *n, struct jv seq, int depth);
+
 static void exec_for(struct jctx *c, struct jframe *f, const struct jn *n)
 {
     struct jv seq = jeval(c, f, n->b);
     c->line = n->line;
+    run_loop(c, f, n, seq, 1);
+}
+
+/* `loop(xs)` in a recursive for: the loop body over xs, one level deeper, as a string */
+static struct jv call_loop(struct jctx *c, struct jloop *l, struct jv *args, int n_pos)
+{
+    if (!l->node || !l->node->op) jfail(c, "line %d: Tried to call non recursive loop.  Maybe you forgot the 'recursive' modifier.", c->line);
+    if (n_pos != 1) jfail(c, "line %d: loop() takes exactly one argument", c->line);
+    if (++c->depth > c->lim.depth) jfail(c, "line %d: recursive loop nested more than %d deep", c->line, c->lim.depth);
+    struct jbuf buf = {0}, *saved = c->out;
+    int saved_ctl = c->loop_ctl;
+    c->out = &buf;
+    run_loop(c, l->frame, l->node, args[0], l->depth + 1);
+    c->out = saved;
+    c->loop_ctl = saved_ctl;
+    c->depth--;
+    return buf.n ? jv_str(buf.p, buf.n) : jv_str("", 0);
+}
+
+static void run_loop(struct jctx *c, struct jframe *f, const struct jn *n, struct jv seq, int depth)
+{
     struct jv items = jv_iter_list(c, seq);
     if (n->n_kids) {   // loop filter: `for x in xs if cond`
         struct jv kept = jv_list_new(c, 0);
@@ -625,6 +708,9 @@ static void exec_for(struct jctx *c, struct jframe *f, const struct jn *n)
     }
     struct jloop *lp = jalloc(c, sizeof *lp);
     lp->items = items.u.list;
+    lp->node = n;
+    lp->frame = f;
+    lp->depth = depth;
     struct jv loopv = { .kind = JV_LOOP };
     loopv.u.loop = lp;
     for (size_t i = 0; i < items.u.list->n; i++) {

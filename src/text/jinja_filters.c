@@ -5,6 +5,7 @@
  * positional ones). Undefined inputs behave as in Jinja: most string filters see "", length is 0,
  * iteration is empty, tojson raises. Called by jinja_eval.c; names checked at parse time.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +18,8 @@ static const char *const FILTERS[] = {
     "abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e", "escape", "first", "float",
     "forceescape", "format", "indent", "int", "items", "join", "last", "length", "list", "lower", "map", "max", "min",
     "pprint", "reject", "rejectattr", "replace", "reverse", "round", "safe", "select", "selectattr", "sort", "string",
-    "sum", "title", "tojson", "trim", "unique", "upper", "wordcount", NULL,
+    "sum", "title", "tojson", "trim", "unique", "upper", "wordcount", "groupby", "slice", "truncate", "striptags",
+    "urlencode", "filesizeformat", "xmlattr", NULL,
 };
 static const char *const TESTS[] = {
     "boolean", "callable", "defined", "divisibleby", "eq", "equalto", "==", "escaped", "even", "false", "filter", "float",
@@ -80,6 +82,10 @@ static struct jv get_path_d(struct jctx *c, struct jv v, struct jv attr, struct 
             else if (v.kind == JV_DICT && !jdict_get(v.u.dict, jv_int(idx), &out)) out = jv_undef(part, pn);
         } else if ((v.kind == JV_DICT || v.kind == JV_NS) && !jdict_get_str(v.u.dict, part, pn, &out)) {
             out = jv_undef(part, pn);
+        } else if (v.kind == JV_LIST && v.group && pn == 7 && !memcmp(part, "grouper", 7)) {
+            out = v.u.list->items[0];
+        } else if (v.kind == JV_LIST && v.group && pn == 4 && !memcmp(part, "list", 4)) {
+            out = v.u.list->items[1];
         }
         v = out.kind == JV_UNDEF && dflt.kind != JV_UNDEF ? dflt : out;
         i = j + 1;
@@ -121,7 +127,7 @@ static void msort(struct jctx *c, struct jv *items, struct jv *keys, size_t n, b
 static struct jv to_int(struct jctx *c, struct jv v, struct jv dflt)
 {
     switch (v.kind) {
-    case JV_INT: return v;
+    case JV_INT: case JV_BIGINT: return v;
     case JV_BOOL: return jv_int(v.u.b);
     case JV_FLOAT:
         if (isnan(v.u.f) || isinf(v.u.f) || fabs(v.u.f) > 9.2e18) return dflt;
@@ -134,8 +140,19 @@ static struct jv to_int(struct jctx *c, struct jv v, struct jv dflt)
         for (size_t i = 0; i < s.n; i++) if (s.u.s[i] != '_') tmp[k++] = s.u.s[i];
         tmp[k] = 0;
         char *e;
+        errno = 0;
         long long x = strtoll(tmp, &e, 10);
-        if (!*e) return jv_int(x);
+        if (!*e && !errno) return jv_int(x);
+        if (!*e) {   // beyond int64: Python's int() keeps every digit
+            const char *d = tmp + (tmp[0] == '+');
+            bool neg = d[0] == '-';
+            const char *q = d + neg;
+            while (q[0] == '0' && q[1]) q++;
+            struct jbuf b = {0};
+            if (neg) jbuf_putc(c, &b, '-');
+            jbuf_put(c, &b, q, strlen(q));
+            return jv_int_text(b.p, b.n);
+        }
         double f = strtod(tmp, &e);
         if (!*e && !isnan(f) && !isinf(f) && fabs(f) < 9.2e18) return jv_int((int64_t)f);
         return dflt;
@@ -147,7 +164,7 @@ static struct jv to_int(struct jctx *c, struct jv v, struct jv dflt)
 static struct jv to_float(struct jctx *c, struct jv v, struct jv dflt)
 {
     if (v.kind == JV_FLOAT) return v;
-    if (v.kind == JV_INT || v.kind == JV_BOOL) return jv_float(jv_num(v));
+    if (v.kind == JV_INT || v.kind == JV_BOOL || v.kind == JV_BIGINT) return jv_float(jv_num(v));
     if (v.kind == JV_STR) {
         struct jv s = jstr_strip(c, v, jv_none(), 3);
         char tmp[128];
@@ -166,6 +183,7 @@ static struct jv do_round(struct jctx *c, struct jv v, int64_t prec, struct jv m
     if (!jv_is_num(v)) jfail(c, "line %d: round: expected a number, got %s", c->line, jv_type_name(v));
     const char *m = method.kind == JV_STR ? method.u.s : "common";
     if (!strncmp(m, "common", 6)) {
+        if (v.kind == JV_BIGINT) return v;
         if (v.kind != JV_FLOAT) return jv_int(v.kind == JV_BOOL ? v.u.b : v.u.i);
         if (prec == 0) return jv_float(nearbyint(v.u.f));
         if (prec < 0 || prec > 300) return jv_float(v.u.f);
@@ -179,8 +197,9 @@ static struct jv do_round(struct jctx *c, struct jv v, int64_t prec, struct jv m
     jfail(c, "line %d: method must be common, ceil or floor", c->line);
 }
 
-static struct jv escape_html(struct jctx *c, struct jv s)
+struct jv jstr_escape_html(struct jctx *c, struct jv s)
 {
+    if (s.markup) return s;
     struct jbuf b = {0};
     for (size_t i = 0; i < s.n; i++) {
         switch (s.u.s[i]) {
@@ -192,7 +211,9 @@ static struct jv escape_html(struct jctx *c, struct jv s)
         default: jbuf_putc(c, &b, s.u.s[i]);
         }
     }
-    return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
+    struct jv r = b.n ? jv_str(b.p, b.n) : jv_str("", 0);
+    r.markup = true;
+    return r;
 }
 
 static struct jv do_indent(struct jctx *c, struct jv s, struct jv width, bool first, bool blank)
@@ -276,12 +297,34 @@ static struct jv do_select(struct jctx *c, struct jv seq, struct jv *a, int np, 
     return out;
 }
 
+static struct jv apply_eager(struct jctx *c, const char *name, struct jv in, struct jv *a, int np, const char **kw, int nk);
+
+/* Filters that Jinja writes as generators return an iterator (struct jv.gen); map and the select
+ * family start with `if value:`, so None and undefined give an empty one. */
 struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct jv *a, int np, const char **kw, int nk)
 {
-    struct jv none = jv_none();
+    static const char *const GUARDED[] = { "map", "select", "reject", "selectattr", "rejectattr", NULL };
+    static const char *const GENERATORS[] = { "map", "select", "reject", "selectattr", "rejectattr", "unique", "batch",
+                                              "slice", "items", NULL };
     jstep(c);
+    if (in_table(GUARDED, name) && !jv_truthy(in)) return jv_gen(jv_list_new(c, 0));
+    struct jv r = apply_eager(c, name, in, a, np, kw, nk);
+    if (in_table(GENERATORS, name)) r = jv_gen(r);
+    return r;
+}
+
+static struct jv apply_eager(struct jctx *c, const char *name, struct jv in, struct jv *a, int np, const char **kw, int nk)
+{
+    struct jv none = jv_none();
+    struct jv text_out;
+    if (jfilter_text(c, name, in, a, np, kw, nk, &text_out)) return text_out;
     if (!strcmp(name, "tojson")) return do_tojson(c, in, a, np, kw, nk);
-    if (!strcmp(name, "safe")) return in;
+    if (!strcmp(name, "safe")) {   // Markup(str(value))
+        struct jv r = soft_str(c, in);
+        if (in.kind != JV_STR) r = jv_strdup(c, r.u.s, r.n);
+        r.markup = true;
+        return r;
+    }
     if (!strcmp(name, "trim")) {
         struct jv chars = arg(a, np, kw, nk, 0, "chars", none);
         return jstr_strip(c, soft_str(c, in), chars, 3);
@@ -290,7 +333,9 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         switch (in.kind) {
         case JV_UNDEF: return jv_int(0);
         case JV_STR: return jv_int((int64_t)utf8_count(in.u.s, in.n));
-        case JV_LIST: return jv_int((int64_t)in.u.list->n);
+        case JV_LIST:
+            if (in.gen) jfail(c, "line %d: object of type 'generator' has no len()", c->line);
+            return jv_int((int64_t)in.u.list->n);
         case JV_DICT: case JV_NS: return jv_int((int64_t)in.u.dict->n);
         default: jfail(c, "line %d: object of type '%s' has no len()", c->line, jv_type_name(in));
         }
@@ -317,8 +362,12 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
     }
     if (!strcmp(name, "string")) return soft_str(c, in);
-    if (!strcmp(name, "e") || !strcmp(name, "escape") || !strcmp(name, "forceescape")) return escape_html(c, soft_str(c, in));
-    if (!strcmp(name, "pprint")) { struct jbuf b = {0}; jv_write_repr(c, &b, in); return jv_str(b.p ? b.p : "", b.n); }
+    if (!strcmp(name, "e") || !strcmp(name, "escape")) return jstr_escape_html(c, soft_str(c, in));
+    if (!strcmp(name, "forceescape")) {
+        struct jv s = soft_str(c, in);
+        s.markup = false;
+        return jstr_escape_html(c, s);
+    }
     if (!strcmp(name, "default") || !strcmp(name, "d")) {
         struct jv dflt = arg(a, np, kw, nk, 0, "default_value", jv_str("", 0));
         bool boolean = jv_truthy(arg(a, np, kw, nk, 1, "boolean", jv_bool(false)));
@@ -339,6 +388,7 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
     }
     if (!strcmp(name, "first") || !strcmp(name, "last")) {
+        if (name[0] == 'l' && in.kind == JV_LIST && in.gen) jfail(c, "line %d: 'generator' object is not reversible", c->line);
         struct jv items = jv_iter_list(c, in);
         if (!items.u.list->n) return jv_undef(NULL, 0);
         return items.u.list->items[name[0] == 'f' ? 0 : items.u.list->n - 1];
@@ -355,9 +405,10 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
             for (size_t i = chars.u.list->n; i-- > 0;) jbuf_put(c, &b, chars.u.list->items[i].u.s, chars.u.list->items[i].n);
             return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
         }
+        bool was_gen = in.kind == JV_LIST && in.gen;   // reversed() of a list is an iterator; of a generator, a list
         struct jv items = jv_iter_list(c, in), out = jv_list_new(c, items.u.list->n);
         for (size_t i = items.u.list->n; i-- > 0;) out.u.list->items[out.u.list->n++] = items.u.list->items[i];
-        return out;
+        return in.kind == JV_LIST && !was_gen ? jv_gen(out) : out;
     }
     if (!strcmp(name, "items")) {
         if (in.kind == JV_UNDEF) return jv_list_new(c, 0);
@@ -378,7 +429,7 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         struct jv by = arg(a, np, kw, nk, 1, "by", jv_cstr("key"));
         bool rev = jv_truthy(arg(a, np, kw, nk, 2, "reverse", jv_bool(false)));
         bool by_value = by.kind == JV_STR && by.n == 5 && !memcmp(by.u.s, "value", 5);
-        struct jv items = jfilter_apply(c, "items", in, NULL, 0, NULL, 0);
+        struct jv items = apply_eager(c, "items", in, NULL, 0, NULL, 0);
         size_t n = items.u.list->n;
         struct jv *keys = jalloc(c, (n ? n : 1) * sizeof *keys);
         for (size_t i = 0; i < n; i++) keys[i] = sort_key(c, items.u.list->items[i].u.list->items[by_value], cs);
@@ -459,6 +510,7 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         if (in.kind == JV_INT) { if (in.u.i == INT64_MIN) jfail(c, "line %d: integer overflow", c->line); return jv_int(in.u.i < 0 ? -in.u.i : in.u.i); }
         if (in.kind == JV_BOOL) return jv_int(in.u.b);
         if (in.kind == JV_FLOAT) return jv_float(fabs(in.u.f));
+        if (in.kind == JV_BIGINT) return in.u.s[0] == '-' ? jv_int_text(in.u.s + 1, in.n - 1) : in;
         jfail(c, "line %d: bad operand type for abs(): '%s'", c->line, jv_type_name(in));
     }
     if (!strcmp(name, "round")) {
@@ -481,7 +533,7 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
     if (!strcmp(name, "batch")) {
         struct jv cnt = arg(a, np, kw, nk, 0, "linecount", none), fill = arg(a, np, kw, nk, 1, "fill_with", none);
         if (cnt.kind != JV_INT || cnt.u.i <= 0) jfail(c, "line %d: batch: linecount must be a positive integer", c->line);
-        bool do_fill = np > 1 || nk > 0;
+        bool do_fill = fill.kind != JV_NONE;
         struct jv items = jv_iter_list(c, in), out = jv_list_new(c, 0), cur = jv_list_new(c, 0);
         for (size_t i = 0; i < items.u.list->n; i++) {
             jlist_push(c, cur.u.list, items.u.list->items[i]);
@@ -493,14 +545,55 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         }
         return out;
     }
+    if (!strcmp(name, "slice")) {   // `slices` columns, the first len % slices one longer; fill_with pads the rest
+        struct jv cnt = arg(a, np, kw, nk, 0, "slices", none), fill = arg(a, np, kw, nk, 1, "fill_with", none);
+        if (cnt.kind != JV_INT || cnt.u.i <= 0 || cnt.u.i > 100000) jfail(c, "line %d: slice: slices must be a positive integer", c->line);
+        struct jv items = jv_iter_list(c, in), out = jv_list_new(c, (size_t)cnt.u.i);
+        int64_t len = (int64_t)items.u.list->n, per = len / cnt.u.i, extra = len % cnt.u.i, offset = 0;
+        for (int64_t k = 0; k < cnt.u.i; k++) {
+            jstep(c);
+            int64_t start = offset + k * per;
+            if (k < extra) offset++;
+            int64_t end = offset + (k + 1) * per;
+            struct jv col = jv_list_new(c, (size_t)(end - start + 1));
+            for (int64_t i = start; i < end; i++) jlist_push(c, col.u.list, items.u.list->items[i]);
+            if (fill.kind != JV_NONE && k >= extra) jlist_push(c, col.u.list, fill);
+            jlist_push(c, out.u.list, col);
+        }
+        return out;
+    }
+    if (!strcmp(name, "groupby")) {   // sorted by the attribute, then grouped: [(grouper, list), ...]
+        struct jv attr = arg(a, np, kw, nk, 0, "attribute", none), dflt = arg(a, np, kw, nk, 1, "default", jv_undef(NULL, 0));
+        bool cs = jv_truthy(arg(a, np, kw, nk, 2, "case_sensitive", jv_bool(false)));
+        struct jv items = jv_iter_list(c, in), sorted = jv_list_new(c, items.u.list->n);
+        size_t n = items.u.list->n;
+        struct jv *keys = jalloc(c, (n ? n : 1) * sizeof *keys);
+        for (size_t i = 0; i < n; i++) {
+            sorted.u.list->items[sorted.u.list->n++] = items.u.list->items[i];
+            keys[i] = sort_key(c, get_path_d(c, items.u.list->items[i], attr, dflt), cs);
+        }
+        msort(c, sorted.u.list->items, keys, n, false);
+        struct jv out = jv_list_new(c, 0);
+        for (size_t i = 0; i < n;) {
+            size_t j = i + 1;
+            while (j < n && jv_equal(keys[j], keys[i])) j++;
+            struct jv members = jv_list_new(c, j - i), g = jv_list_new(c, 2);
+            for (size_t k = i; k < j; k++) jlist_push(c, members.u.list, sorted.u.list->items[k]);
+            // the grouper shown is the first member's own value (not lower-cased)
+            jlist_push(c, g.u.list, cs ? keys[i] : get_path_d(c, sorted.u.list->items[i], attr, dflt));
+            jlist_push(c, g.u.list, members);
+            g.tuple = g.group = true;
+            jlist_push(c, out.u.list, g);
+            i = j;
+        }
+        return out;
+    }
     if (!strcmp(name, "sum")) {
         struct jv attr = arg(a, np, kw, nk, 0, "attribute", none), acc = arg(a, np, kw, nk, 1, "start", jv_int(0));
         struct jv items = jv_iter_list(c, in);
         for (size_t i = 0; i < items.u.list->n; i++) {
             struct jv v = attr.kind != JV_NONE ? get_path(c, items.u.list->items[i], attr) : items.u.list->items[i];
-            if (!jv_is_num(v) || !jv_is_num(acc)) jfail(c, "line %d: sum: unsupported operand types", c->line);
-            if (v.kind == JV_FLOAT || acc.kind == JV_FLOAT) acc = jv_float(jv_num(acc) + jv_num(v));
-            else acc = jv_int((acc.kind == JV_BOOL ? acc.u.b : acc.u.i) + (v.kind == JV_BOOL ? v.u.b : v.u.i));
+            acc = jarith(c, JOP_ADD, acc, v);
         }
         return acc;
     }
@@ -517,24 +610,21 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
         for (int64_t i = 0; i < pad - left; i++) jbuf_putc(c, &b, ' ');
         return jv_str(b.p, b.n);
     }
-    if (!strcmp(name, "wordcount")) {
+    if (!strcmp(name, "format")) {   // soft_str(value) % (kwargs or args)
         struct jv s = soft_str(c, in);
-        int64_t k = 0;
-        bool in_word = false;
-        for (size_t i = 0; i < s.n; i++) {
-            unsigned char ch = (unsigned char)s.u.s[i];
-            bool w = ch >= 0x80 || (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
-            if (w && !in_word) k++;
-            in_word = w;
+        if (np && nk) jfail(c, "line %d: can't handle positional and keyword arguments at the same time", c->line);
+        struct jv t;
+        if (nk) {
+            t = jv_dict_new(c, (size_t)nk);
+            for (int i = 0; i < nk; i++) jdict_set(c, t.u.dict, jv_cstr(kw[i]), a[i]);
+        } else {
+            t = jv_list_new(c, (size_t)np);
+            t.tuple = true;
+            for (int i = 0; i < np; i++) t.u.list->items[t.u.list->n++] = a[i];
         }
-        return jv_int(k);
-    }
-    if (!strcmp(name, "format")) {
-        struct jv s = soft_str(c, in);
-        struct jv t = jv_list_new(c, (size_t)np);
-        t.tuple = true;
-        for (int i = 0; i < np; i++) t.u.list->items[t.u.list->n++] = a[i];
-        return jpercent_format(c, s, t);
+        struct jv r = jpercent_format(c, s, t, in.markup);
+        r.markup = in.markup;
+        return r;
     }
     jfail(c, "line %d: No filter named '%s'.", c->line, name);
 }
@@ -554,7 +644,7 @@ bool jtest_apply(struct jctx *c, const char *name, struct jv v, struct jv *a, in
     if (!strcmp(name, "none")) return v.kind == JV_NONE;
     if (!strcmp(name, "string")) return v.kind == JV_STR;
     if (!strcmp(name, "number")) return jv_is_num(v);
-    if (!strcmp(name, "integer")) return v.kind == JV_INT;
+    if (!strcmp(name, "integer")) return jv_is_int(v);
     if (!strcmp(name, "float")) return v.kind == JV_FLOAT;
     if (!strcmp(name, "boolean")) return v.kind == JV_BOOL;
     if (!strcmp(name, "true")) return v.kind == JV_BOOL && v.u.b;
@@ -562,7 +652,7 @@ bool jtest_apply(struct jctx *c, const char *name, struct jv v, struct jv *a, in
     if (!strcmp(name, "mapping")) return v.kind == JV_DICT;
     if (!strcmp(name, "iterable")) return v.kind == JV_UNDEF || v.kind == JV_STR || v.kind == JV_LIST || v.kind == JV_DICT;
     if (!strcmp(name, "sequence")) return v.kind == JV_UNDEF || v.kind == JV_STR || v.kind == JV_LIST || v.kind == JV_DICT;
-    if (!strcmp(name, "callable")) return v.kind == JV_MACRO || v.kind == JV_FUNC;
+    if (!strcmp(name, "callable")) return v.kind == JV_MACRO || v.kind == JV_FUNC || v.kind == JV_METHOD;
     if (!strcmp(name, "escaped")) return false;
     if (!strcmp(name, "odd") || !strcmp(name, "even")) {
         int64_t i = int_of(c, v, name);

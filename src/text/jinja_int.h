@@ -37,16 +37,24 @@ enum jv_kind {
     JV_MACRO,     // macro or caller
     JV_FUNC,      // built-in global function
     JV_LOOP,      // the `loop` variable of a for
+    JV_BIGINT,    // a Python int beyond int64: u.s is its decimal text ("-123..."), NUL-terminated
+    JV_METHOD,    // a bound method (`d.items`, `s.upper` without the call): u.method
 };
 
 struct jlist;
 struct jdict;
 struct jmacro;
 struct jloop;
+struct jmethod;
 
 struct jv {
     enum jv_kind kind;
     bool         tuple;   // JV_LIST printed as a tuple
+    bool         gen;     // JV_LIST that is a Python iterator (map, select, ...): always true, no len(),
+                          // not subscriptable, and iterating it once exhausts it
+    bool         group;   // JV_LIST tuple made by groupby: also has .grouper and .list
+    bool         markup;  // JV_STR that is a markupsafe.Markup (|safe, |escape): `+` and `%` escape the
+                          // other operand, |escape leaves it as it is
     size_t       n;       // JV_STR: bytes; JV_UNDEF: length of the name hint
     union {
         bool           b;
@@ -58,10 +66,12 @@ struct jv {
         struct jmacro *macro;
         int            func;
         struct jloop  *loop;
+        struct jmethod *method;
     } u;
 };
 
-struct jlist { struct jv *items; size_t n, cap; };
+struct jlist { struct jv *items; size_t n, cap; bool exhausted; /* a gen list already iterated */ };
+struct jmethod { struct jv obj; const char *name; };
 struct jdict { struct jv *keys; struct jv *vals; size_t n, cap; };
 
 /* ==== Tree ==== */
@@ -82,7 +92,7 @@ enum jop {
 struct jn {
     enum jn_kind kind;
     int          line;
-    int          op;        // JN_BIN: enum jop; JN_TEST: negated; JN_FOR: has loop filter
+    int          op;        // JN_BIN: enum jop; JN_TEST: negated; JN_FOR: recursive; JN_MACRO, JN_CALLBLOCK: JMACRO_*
     struct jv    lit;       // JN_LIT
     const char  *name;      // JN_NAME, JN_ATTR, JN_FILTER, JN_TEST, JN_MACRO: NUL-terminated
     struct jn   *a, *b, *c, *d;   // children; meaning per kind (see jinja_parse.c)
@@ -92,6 +102,8 @@ struct jn {
     const char **kw;        // keyword names, n_kids - n_pos of them; JN_MACRO: parameter names
     int         *ops;       // JN_CMP: the n_kids-1 comparison operators
 };
+
+enum { JMACRO_VARARGS = 1, JMACRO_KWARGS = 2 };   // the body uses varargs / kwargs, so extra arguments go there
 
 struct jtemplate_tree { struct jn *root; };
 
@@ -170,6 +182,12 @@ void      jdict_set(struct jctx *c, struct jdict *d, struct jv key, struct jv va
 bool      jdict_get(const struct jdict *d, struct jv key, struct jv *out);
 bool      jdict_get_str(const struct jdict *d, const char *key, size_t n, struct jv *out);
 struct jv jv_from_json(struct jctx *c, json_t *j);
+/* ints of any size: JV_INT when the decimal text (optional '-', digits, no leading zeros) fits
+ * int64, else JV_BIGINT borrowing s (NUL-terminated, must outlive the render) */
+struct jv jv_int_text(const char *s, size_t n);
+struct jv jv_from_i128(struct jctx *c, __int128 x);
+bool      jv_to_i128(struct jv v, __int128 *out);   // int, bool or big int within 128 bits
+bool      jv_is_int(struct jv v);                   // int or big int (not bool)
 
 /* semantics */
 bool        jv_truthy(struct jv v);
@@ -207,6 +225,9 @@ struct jv jfilter_apply(struct jctx *c, const char *name, struct jv in, struct j
                         const char **kw, int n_kw);
 bool      jtest_apply(struct jctx *c, const char *name, struct jv in, struct jv *args, int n_args);
 bool      jtest_exists(const char *name);
+/* the text filters of jinja_filters_text.c (truncate, wordcount, pprint, ...): false if name is not one */
+bool      jfilter_text(struct jctx *c, const char *name, struct jv in, struct jv *args, int n_pos, const char **kw,
+                       int n_kw, struct jv *out);
 bool      jfilter_exists(const char *name);
 struct jv jmethod_call(struct jctx *c, struct jv obj, const char *name, struct jv *args, int n_pos,
                        const char **kw, int n_kw, bool *found);
@@ -220,8 +241,15 @@ struct jv jstr_capitalize(struct jctx *c, struct jv s);
 struct jv jstr_pytitle(struct jctx *c, struct jv s);
 struct jv jstr_replace(struct jctx *c, struct jv s, struct jv old, struct jv new_, int64_t count);
 bool      jstr_has_case(struct jv s, bool upper);
-/* "fmt" % args (jinja_eval.c) */
-struct jv jpercent_format(struct jctx *c, struct jv fmt, struct jv args);
+bool      jmethod_exists(struct jv obj, const char *name, bool *unsafe);   // Python has obj.name; unsafe: sandbox blocks it
+struct jv jstr_escape_html(struct jctx *c, struct jv s);   // markupsafe.escape: a Markup result
+struct jv jv_gen(struct jv list);                          // the list as an iterator (filters' generators)
+/* "fmt" % args; escape: fmt is Markup, so str/repr arguments are HTML-escaped (jinja_format.c) */
+struct jv jpercent_format(struct jctx *c, struct jv fmt, struct jv args, bool escape);
+/* fmt.format(*args, **kwargs) */
+struct jv jstr_format(struct jctx *c, struct jv fmt, struct jv *args, int n_pos, const char **kw, int n_kw);
+/* a <op> b with Python's semantics (enum jop arithmetic operators) */
+struct jv jarith(struct jctx *c, int op, struct jv a, struct jv b);
 
 const struct jn *jinja_template_root(const struct jinja_template *t);
 

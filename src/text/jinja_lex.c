@@ -8,6 +8,7 @@
  * Called by jinja_parse only; tokens live in the template arena.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,9 +211,14 @@ static void lex_tag(struct jparse *p, const char *src, size_t len, size_t *pos, 
             if (is_float) t->f = strtod(tmp, NULL);
             else {
                 char *e;
+                errno = 0;
                 unsigned long long v = strtoull(tmp, &e, 10);
-                if (v > INT64_MAX || k > 19) jparse_fail(p, *line, "integer literal too large");
-                t->i = (int64_t)v;
+                if (errno || v > INT64_MAX) {   // a Python int beyond 64 bits: kept as its text
+                    size_t z = 0;
+                    while (z + 1 < k && tmp[z] == '0') z++;
+                    t->s = dup_bytes(p, tmp + z, k - z, *line);
+                    t->n = k - z;
+                } else t->i = (int64_t)v;
             }
             i += n;
             continue;

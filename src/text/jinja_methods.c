@@ -224,44 +224,6 @@ static struct jv split(struct jctx *c, struct jv s, struct jv sep, int64_t maxsp
     return out;
 }
 
-/* str.format with {} / {0} / {name} fields and {{ }}; format specs are not supported */
-static struct jv str_format(struct jctx *c, struct jv fmt, struct jv *args, int n_pos, const char **kw, int n_kw)
-{
-    struct jbuf b = {0};
-    int auto_i = 0;
-    for (size_t i = 0; i < fmt.n; i++) {
-        char ch = fmt.u.s[i];
-        if (ch == '}' ) {
-            if (i + 1 < fmt.n && fmt.u.s[i + 1] == '}') { jbuf_putc(c, &b, '}'); i++; continue; }
-            jfail(c, "line %d: Single '}' encountered in format string", c->line);
-        }
-        if (ch != '{') { jbuf_putc(c, &b, ch); continue; }
-        if (i + 1 < fmt.n && fmt.u.s[i + 1] == '{') { jbuf_putc(c, &b, '{'); i++; continue; }
-        const char *close = memchr(fmt.u.s + i, '}', fmt.n - i);
-        if (!close) jfail(c, "line %d: Single '{' encountered in format string", c->line);
-        size_t fl = (size_t)(close - (fmt.u.s + i)) - 1;
-        const char *field = fmt.u.s + i + 1;
-        if (memchr(field, ':', fl) || memchr(field, '!', fl)) jfail(c, "line %d: format specs are not supported", c->line);
-        struct jv v;
-        if (!fl) {
-            if (auto_i >= n_pos) jfail(c, "line %d: Replacement index %d out of range", c->line, auto_i);
-            v = args[auto_i++];
-        } else if (field[0] >= '0' && field[0] <= '9') {
-            int idx = atoi(field);
-            if (idx >= n_pos) jfail(c, "line %d: Replacement index %d out of range", c->line, idx);
-            v = args[idx];
-        } else {
-            int k;
-            for (k = 0; k < n_kw; k++) if (strlen(kw[k]) == fl && !memcmp(kw[k], field, fl)) break;
-            if (k == n_kw) jfail(c, "line %d: KeyError: '%.*s'", c->line, (int)fl, field);
-            v = args[n_pos + k];
-        }
-        jv_write_str(c, &b, v);
-        i = (size_t)(close - fmt.u.s);
-    }
-    return b.n ? jv_str(b.p, b.n) : jv_str("", 0);
-}
-
 static bool str_is(struct jv s, int (*pred)(utf8proc_int32_t))
 {
     if (!s.n) return false;
@@ -284,6 +246,27 @@ static int p_space(utf8proc_int32_t cp)
 {
     return cp == ' ' || (cp >= 9 && cp <= 13) || (cp >= 0x1c && cp <= 0x1f) || cp == 0x85 || cp == 0xa0 ||
            utf8proc_category(cp) == UTF8PROC_CATEGORY_ZS || cp == 0x2028 || cp == 0x2029;
+}
+
+/* str.istitle: upper/titlecase letters only after uncased ones, lowercase only after cased ones */
+static bool str_istitle(struct jv s)
+{
+    bool cased = false, prev_cased = false;
+    for (size_t i = 0; i < s.n;) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s.u.s + i, (utf8proc_ssize_t)(s.n - i), &cp);
+        if (k <= 0) return false;
+        utf8proc_category_t cat = utf8proc_category(cp);
+        if (cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LT) {
+            if (prev_cased) return false;
+            prev_cased = cased = true;
+        } else if (cat == UTF8PROC_CATEGORY_LL) {
+            if (!prev_cased) return false;
+            prev_cased = cased = true;
+        } else prev_cased = false;
+        i += (size_t)k;
+    }
+    return cased;
 }
 
 bool jstr_has_case(struct jv s, bool upper)   // islower / isupper
@@ -367,7 +350,7 @@ static struct jv str_method(struct jctx *c, struct jv s, const char *m, struct j
         return jstr_replace(c, s, need_str(c, a[0], m), need_str(c, a[1], m),
                             need_int(c, arg(a, np, kw, nk, 2, "count", jv_int(-1)), m));
     }
-    if (!strcmp(m, "format")) return str_format(c, s, a, np, kw, nk);
+    if (!strcmp(m, "format")) return jstr_format(c, s, a, np, kw, nk);
     if (!strcmp(m, "find") || !strcmp(m, "rfind") || !strcmp(m, "index") || !strcmp(m, "rindex") || !strcmp(m, "count")) {
         if (np < 1) jfail(c, "line %d: %s takes at least 1 argument", c->line, m);
         struct jv sub = need_str(c, a[0], m);
@@ -417,8 +400,90 @@ static struct jv str_method(struct jctx *c, struct jv s, const char *m, struct j
     if (!strcmp(m, "isspace")) return jv_bool(str_is(s, p_space));
     if (!strcmp(m, "islower")) return jv_bool(jstr_has_case(s, false));
     if (!strcmp(m, "isupper")) return jv_bool(jstr_has_case(s, true));
+    if (!strcmp(m, "istitle")) return jv_bool(str_istitle(s));
+    if (!strcmp(m, "isascii")) { for (size_t i = 0; i < s.n; i++) if ((unsigned char)s.u.s[i] >= 0x80) return jv_bool(false); return jv_bool(true); }
+    if (!strcmp(m, "zfill") || !strcmp(m, "ljust") || !strcmp(m, "rjust") || !strcmp(m, "center")) {
+        if (np < 1) jfail(c, "line %d: %s expected at least 1 argument, got 0", c->line, m);
+        if (a[0].kind != JV_INT && a[0].kind != JV_BOOL) jfail(c, "line %d: '%s' object cannot be interpreted as an integer", c->line, jv_type_name(a[0]));
+        int64_t w = need_int(c, a[0], m), len = (int64_t)utf8_count(s.u.s, s.n), pad = w - len;
+        if (w > 1000000) jfail(c, "line %d: %s: width too large", c->line, m);
+        if (pad <= 0) return s;
+        struct jv fill = m[0] == 'z' ? jv_cstr("0") : arg(a, np, kw, nk, 1, "fillchar", jv_cstr(" "));
+        if (fill.kind != JV_STR || utf8_count(fill.u.s, fill.n) != 1)
+            jfail(c, "line %d: The fill character must be exactly one character long", c->line);
+        int64_t left = m[0] == 'r' || m[0] == 'z' ? pad : m[0] == 'l' ? 0 : pad / 2 + (pad & w & 1);
+        struct jbuf b = {0};
+        size_t sign = m[0] == 'z' && s.n && (s.u.s[0] == '+' || s.u.s[0] == '-');
+        jbuf_put(c, &b, s.u.s, sign);
+        for (int64_t i = 0; i < left; i++) jbuf_put(c, &b, fill.u.s, fill.n);
+        jbuf_put(c, &b, s.u.s + sign, s.n - sign);
+        for (int64_t i = 0; i < pad - left; i++) jbuf_put(c, &b, fill.u.s, fill.n);
+        return jv_str(b.p, b.n);
+    }
+    if (!strcmp(m, "partition") || !strcmp(m, "rpartition")) {
+        if (np < 1) jfail(c, "line %d: %s() takes exactly one argument (0 given)", c->line, m);
+        struct jv sep = need_str(c, a[0], m);
+        if (!sep.n) jfail(c, "line %d: empty separator", c->line);
+        const char *hit = NULL;
+        if (m[0] == 'r') {
+            for (size_t p = s.n >= sep.n ? s.n - sep.n + 1 : 0; p-- > 0;)
+                if (!memcmp(s.u.s + p, sep.u.s, sep.n)) { hit = s.u.s + p; break; }
+        } else hit = memmem(s.u.s, s.n, sep.u.s, sep.n);
+        struct jv t = jv_list_new(c, 3);
+        t.tuple = true;
+        if (!hit) {
+            struct jv e = jv_str("", 0);
+            jlist_push(c, t.u.list, m[0] == 'r' ? e : s);
+            jlist_push(c, t.u.list, e);
+            jlist_push(c, t.u.list, m[0] == 'r' ? s : e);
+        } else {
+            jlist_push(c, t.u.list, jv_str(s.u.s, (size_t)(hit - s.u.s)));
+            jlist_push(c, t.u.list, sep);
+            jlist_push(c, t.u.list, jv_str(hit + sep.n, s.n - (size_t)(hit - s.u.s) - sep.n));
+        }
+        return t;
+    }
+    if (!strcmp(m, "removeprefix") || !strcmp(m, "removesuffix")) {
+        if (np < 1) jfail(c, "line %d: %s() takes exactly one argument (0 given)", c->line, m);
+        struct jv x = need_str(c, a[0], m);
+        if (x.n > s.n) return s;
+        if (m[6] == 'p') return memcmp(s.u.s, x.u.s, x.n) ? s : jv_str(s.u.s + x.n, s.n - x.n);
+        return memcmp(s.u.s + s.n - x.n, x.u.s, x.n) ? s : jv_str(s.u.s, s.n - x.n);
+    }
     *found = false;
     return jv_undef(NULL, 0);
+}
+
+static bool in_list(const char *const *names, const char *name)
+{
+    for (int i = 0; names[i]; i++) if (!strcmp(names[i], name)) return true;
+    return false;
+}
+
+bool jmethod_exists(struct jv obj, const char *name, bool *unsafe)
+{
+    static const char *const STR[] = {
+        "capitalize", "casefold", "center", "count", "encode", "endswith", "expandtabs", "find", "format", "format_map",
+        "index", "isalnum", "isalpha", "isascii", "isdecimal", "isdigit", "isidentifier", "islower", "isnumeric",
+        "isprintable", "isspace", "istitle", "isupper", "join", "ljust", "lower", "lstrip", "maketrans", "partition",
+        "removeprefix", "removesuffix", "replace", "rfind", "rindex", "rjust", "rpartition", "rsplit", "rstrip", "split",
+        "splitlines", "startswith", "strip", "swapcase", "title", "translate", "upper", "zfill", NULL };
+    static const char *const DICT[] = { "copy", "fromkeys", "get", "items", "keys", "values", NULL };
+    static const char *const DICT_UNSAFE[] = { "clear", "pop", "popitem", "setdefault", "update", NULL };
+    static const char *const LIST[] = { "copy", "count", "index", NULL };
+    static const char *const LIST_UNSAFE[] = { "append", "clear", "extend", "insert", "pop", "remove", "reverse", "sort", NULL };
+    *unsafe = false;
+    switch (obj.kind) {
+    case JV_STR: return in_list(STR, name);
+    case JV_DICT:
+        if (in_list(DICT_UNSAFE, name)) { *unsafe = true; return true; }
+        return in_list(DICT, name);
+    case JV_LIST:
+        if (obj.tuple) return !strcmp(name, "count") || !strcmp(name, "index");
+        if (in_list(LIST_UNSAFE, name)) { *unsafe = true; return true; }
+        return in_list(LIST, name);
+    default: return false;
+    }
 }
 
 static _Noreturn void unsafe(struct jctx *c, const char *m, struct jv obj)

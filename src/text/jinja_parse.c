@@ -176,7 +176,7 @@ static struct jn *parse_primary(struct jparse *p)
         n->lit = jv_str(s, k);
         return n;
     }
-    case JT_INT: n = node(p, JN_LIT, t->line); n->lit = jv_int(t->i); return n;
+    case JT_INT: n = node(p, JN_LIT, t->line); n->lit = t->s ? jv_int_text(t->s, t->n) : jv_int(t->i); return n;
     case JT_FLOAT: n = node(p, JN_LIT, t->line); n->lit = jv_float(t->f); return n;
     case JT_OP:
         if (!strcmp(t->s, "(")) {
@@ -599,6 +599,23 @@ static struct jn *parse_filter_chain(struct jparse *p, struct jn *n)
     return n;
 }
 
+/* Whether the tree uses the name (Jinja gives a macro *varargs / **kwargs only if its body does). */
+static bool uses_name(const struct jn *n, const char *name, int depth)
+{
+    if (!n || depth > 10000) return false;
+    if (n->kind == JN_NAME && !strcmp(n->name, name)) return true;
+    if (uses_name(n->a, name, depth + 1) || uses_name(n->b, name, depth + 1) || uses_name(n->c, name, depth + 1) ||
+        uses_name(n->d, name, depth + 1))
+        return true;
+    for (int i = 0; i < n->n_kids; i++) if (uses_name(n->kids[i], name, depth + 1)) return true;
+    return false;
+}
+
+static void mark_catch_all(struct jn *n)
+{
+    n->op = (uses_name(n->b, "varargs", 0) ? JMACRO_VARARGS : 0) | (uses_name(n->b, "kwargs", 0) ? JMACRO_KWARGS : 0);
+}
+
 static struct jn *parse_statement(struct jparse *p)
 {
     struct jtoken *t = peek(p);
@@ -618,7 +635,7 @@ static struct jn *parse_statement(struct jparse *p)
             n->kids[0] = parse_expr(p, true);
             n->n_kids = 1;
         }
-        if (is_name(peek(p), "recursive")) jparse_fail(p, line, "recursive for loops are not supported");
+        if (accept_name(p, "recursive")) n->op = 1;
         expect_block_end(p);
         static const char *const ends[] = { "else", "endfor", NULL };
         n->c = parse_body(p, ends, &end);
@@ -658,6 +675,7 @@ static struct jn *parse_statement(struct jparse *p)
         n->b = parse_body(p, ends, &end);
         if (peek(p)->kind == JT_NAME) p->pos++;   // {% endmacro name %}
         expect_block_end(p);
+        mark_catch_all(n);
         return n;
     }
     if (!strcmp(kw, "call")) {
@@ -670,6 +688,7 @@ static struct jn *parse_statement(struct jparse *p)
         static const char *const ends[] = { "endcall", NULL };
         n->b = parse_body(p, ends, &end);
         expect_block_end(p);
+        mark_catch_all(n);
         return n;
     }
     if (!strcmp(kw, "filter")) {

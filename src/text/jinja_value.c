@@ -12,7 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <utf8proc.h>
+
 #include "text/jinja_int.h"
+#include "text/pyjson.h"
 
 /* ==== Arena ==== */
 struct jarena_chunk {
@@ -133,7 +136,7 @@ struct jv jv_list_new(struct jctx *c, size_t cap)
 {
     struct jv v = { .kind = JV_LIST };
     v.u.list = jalloc(c, sizeof *v.u.list);
-    v.u.list->n = 0;
+    memset(v.u.list, 0, sizeof *v.u.list);
     v.u.list->cap = cap;
     v.u.list->items = cap ? jalloc(c, cap * sizeof(struct jv)) : NULL;
     return v;
@@ -207,6 +210,16 @@ bool jdict_get_str(const struct jdict *d, const char *key, size_t n, struct jv *
 
 struct jv jv_from_json(struct jctx *c, json_t *j)
 {
+    const char *lit = pyjson_literal(j);
+    if (lit) {
+        size_t n = strlen(lit);
+        if (!strcmp(lit, "NaN")) return jv_float(NAN);
+        if (!strcmp(lit, "Infinity")) return jv_float(INFINITY);
+        if (!strcmp(lit, "-Infinity")) return jv_float(-INFINITY);
+        bool digits = n > (lit[0] == '-') && lit[lit[0] == '-'] != '0';
+        for (size_t i = lit[0] == '-'; i < n && digits; i++) digits = lit[i] >= '0' && lit[i] <= '9';
+        if (digits) return jv_int_text(jv_strdup(c, lit, n).u.s, n);
+    }   // else a forged wrapper: an ordinary dict
     switch (json_typeof(j)) {
     case JSON_OBJECT: {
         struct jv d = jv_dict_new(c, json_object_size(j));
@@ -234,9 +247,78 @@ struct jv jv_from_json(struct jctx *c, json_t *j)
     }
 }
 
+/* ==== Big ints ==== */
+struct jv jv_int_text(const char *s, size_t n)
+{
+    bool neg = s[0] == '-';
+    size_t nd = n - neg;
+    if (nd < 19 || (nd == 19 && memcmp(s + neg, neg ? "9223372036854775808" : "9223372036854775807", 19) <= 0))
+        return jv_int((int64_t)strtoll(s, NULL, 10));
+    struct jv v = { .kind = JV_BIGINT, .n = n };
+    v.u.s = s;
+    return v;
+}
+
+bool jv_to_i128(struct jv v, __int128 *out)
+{
+    if (v.kind == JV_INT) { *out = v.u.i; return true; }
+    if (v.kind == JV_BOOL) { *out = v.u.b; return true; }
+    if (v.kind != JV_BIGINT) return false;
+    bool neg = v.u.s[0] == '-';
+    __int128 x = 0;
+    for (size_t i = neg; i < v.n; i++) {
+        int d = v.u.s[i] - '0';
+        if (__builtin_mul_overflow(x, 10, &x) || __builtin_add_overflow(x, neg ? -d : d, &x)) return false;
+    }
+    *out = x;
+    return true;
+}
+
+struct jv jv_from_i128(struct jctx *c, __int128 x)
+{
+    if (x >= INT64_MIN && x <= INT64_MAX) return jv_int((int64_t)x);
+    char tmp[48];
+    size_t k = sizeof tmp;
+    tmp[--k] = 0;
+    bool neg = x < 0;
+    do {
+        int d = (int)(x % 10);
+        tmp[--k] = (char)('0' + (d < 0 ? -d : d));
+        x /= 10;
+    } while (x);
+    if (neg) tmp[--k] = '-';
+    struct jv s = jv_strdup(c, tmp + k, sizeof tmp - 1 - k);
+    return jv_int_text(s.u.s, s.n);
+}
+
+bool jv_is_int(struct jv v) { return v.kind == JV_INT || v.kind == JV_BIGINT; }
+
+/* ordering of two ints of which at least one is big (texts are normalized: no leading zeros) */
+static int wide_compare(struct jv a, struct jv b)
+{
+    int sa = a.kind == JV_BIGINT ? (a.u.s[0] == '-' ? -1 : 1) : 0;
+    int sb = b.kind == JV_BIGINT ? (b.u.s[0] == '-' ? -1 : 1) : 0;
+    if (sa != sb) {   // a big int is beyond every int64 in the direction of its sign
+        int ra = sa ? sa * 2 : 0, rb = sb ? sb * 2 : 0;
+        return ra < rb ? -1 : 1;
+    }
+    if (a.kind != JV_BIGINT || b.kind != JV_BIGINT) return 0;   // unreachable: differing sign ranks
+    int r = a.n != b.n ? (a.n < b.n ? -1 : 1) : (memcmp(a.u.s, b.u.s, a.n) < 0 ? -1 : memcmp(a.u.s, b.u.s, a.n) > 0);
+    return sa < 0 ? -r : r;
+}
+
 /* ==== Semantics ==== */
-bool jv_is_num(struct jv v) { return v.kind == JV_INT || v.kind == JV_FLOAT || v.kind == JV_BOOL; }
-double jv_num(struct jv v) { return v.kind == JV_FLOAT ? v.u.f : v.kind == JV_INT ? (double)v.u.i : v.kind == JV_BOOL ? v.u.b : 0; }
+bool jv_is_num(struct jv v) { return v.kind == JV_INT || v.kind == JV_FLOAT || v.kind == JV_BOOL || v.kind == JV_BIGINT; }
+double jv_num(struct jv v)
+{
+    switch (v.kind) {
+    case JV_FLOAT: return v.u.f;
+    case JV_INT: return (double)v.u.i;
+    case JV_BOOL: return v.u.b;
+    case JV_BIGINT: return strtod(v.u.s, NULL);
+    default: return 0;
+    }
+}
 
 bool jv_truthy(struct jv v)
 {
@@ -246,7 +328,7 @@ bool jv_truthy(struct jv v)
     case JV_INT: return v.u.i != 0;
     case JV_FLOAT: return v.u.f != 0;
     case JV_STR: return v.n != 0;
-    case JV_LIST: return v.u.list->n != 0;
+    case JV_LIST: return v.gen || v.u.list->n != 0;   // a Python iterator is always true
     case JV_DICT: return v.u.dict->n != 0;
     default: return true;
     }
@@ -262,6 +344,7 @@ static bool equal_at(struct jv a, struct jv b, int depth)
     if (depth > 1000) return a.kind == b.kind && a.u.list == b.u.list;
     if (jv_is_num(a) && jv_is_num(b)) {
         if (a.kind != JV_FLOAT && b.kind != JV_FLOAT) {
+            if (a.kind == JV_BIGINT || b.kind == JV_BIGINT) return a.kind == b.kind && !wide_compare(a, b);
             int64_t x = a.kind == JV_BOOL ? a.u.b : a.u.i, y = b.kind == JV_BOOL ? b.u.b : b.u.i;
             return x == y;
         }
@@ -272,6 +355,7 @@ static bool equal_at(struct jv a, struct jv b, int depth)
     case JV_UNDEF: case JV_NONE: return true;
     case JV_STR: return a.n == b.n && !memcmp(a.u.s, b.u.s, a.n);
     case JV_LIST:
+        if (a.gen || b.gen) return a.u.list == b.u.list;
         if (a.tuple != b.tuple || a.u.list->n != b.u.list->n) return false;
         for (size_t i = 0; i < a.u.list->n; i++) if (!equal_at(a.u.list->items[i], b.u.list->items[i], depth + 1)) return false;
         return true;
@@ -287,6 +371,7 @@ static bool equal_at(struct jv a, struct jv b, int depth)
     case JV_MACRO: return a.u.macro == b.u.macro;
     case JV_FUNC: return a.u.func == b.u.func;
     case JV_LOOP: return a.u.loop == b.u.loop;
+    case JV_METHOD: return a.u.method == b.u.method;
     default: return false;
     }
 }
@@ -299,13 +384,15 @@ const char *jv_type_name(struct jv v)
     case JV_BOOL: return "bool";
     case JV_INT: return "int";
     case JV_FLOAT: return "float";
+    case JV_BIGINT: return "int";
     case JV_STR: return "str";
-    case JV_LIST: return v.tuple ? "tuple" : "list";
+    case JV_LIST: return v.gen ? "generator" : v.tuple ? "tuple" : "list";
     case JV_DICT: return "dict";
     case JV_NS: return "Namespace";
     case JV_MACRO: return "Macro";
     case JV_FUNC: return "function";
     case JV_LOOP: return "LoopContext";
+    case JV_METHOD: return "builtin_function_or_method";
     }
     return "object";
 }
@@ -314,6 +401,7 @@ int jv_compare(struct jctx *c, struct jv a, struct jv b)
 {
     if (jv_is_num(a) && jv_is_num(b)) {
         if (a.kind != JV_FLOAT && b.kind != JV_FLOAT) {
+            if (a.kind == JV_BIGINT || b.kind == JV_BIGINT) return wide_compare(a, b);
             int64_t x = a.kind == JV_BOOL ? a.u.b : a.u.i, y = b.kind == JV_BOOL ? b.u.b : b.u.i;
             return x < y ? -1 : x > y;
         }
@@ -391,6 +479,7 @@ void py_float_repr(double f, char buf[40])
 static void write_num(struct jctx *c, struct jbuf *b, struct jv v)
 {
     if (v.kind == JV_INT) jbuf_printf(c, b, "%lld", (long long)v.u.i);
+    else if (v.kind == JV_BIGINT) jbuf_put(c, b, v.u.s, v.n);
     else {
         char tmp[40];
         py_float_repr(v.u.f, tmp);
@@ -398,35 +487,51 @@ static void write_num(struct jctx *c, struct jbuf *b, struct jv v)
     }
 }
 
+/* Python's str.isprintable for one code point: not a control, format, surrogate, private-use,
+ * unassigned or separator character (the space excepted) */
+static bool py_printable(int32_t cp)
+{
+    if (cp == ' ') return true;
+    switch (utf8proc_category(cp)) {
+    case UTF8PROC_CATEGORY_CC: case UTF8PROC_CATEGORY_CF: case UTF8PROC_CATEGORY_CS: case UTF8PROC_CATEGORY_CO:
+    case UTF8PROC_CATEGORY_CN: case UTF8PROC_CATEGORY_ZL: case UTF8PROC_CATEGORY_ZP: case UTF8PROC_CATEGORY_ZS:
+        return false;
+    default:
+        return true;
+    }
+}
+
+/* repr(str): quotes as Python picks them, \\ \n \r \t and the quote escaped, every other
+ * non-printable code point as \xNN, \uNNNN or \UNNNNNNNN */
 static void write_str_repr(struct jctx *c, struct jbuf *b, const char *s, size_t n)
 {
     bool has_sq = memchr(s, '\'', n) != NULL, has_dq = memchr(s, '"', n) != NULL;
     char q = has_sq && !has_dq ? '"' : '\'';
     jbuf_putc(c, b, q);
     size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
+    for (size_t i = 0; i < n;) {
+        int32_t cp;
+        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i, (utf8proc_ssize_t)(n - i), &cp);
+        if (k <= 0) { i++; continue; }   // not UTF-8: the byte passes as it is
         const char *esc = NULL;
-        char tmp[8];
-        if (ch == '\\') esc = "\\\\";
-        else if (ch == (unsigned char)q) esc = q == '\'' ? "\\'" : "\\\"";
-        else if (ch == '\n') esc = "\\n";
-        else if (ch == '\r') esc = "\\r";
-        else if (ch == '\t') esc = "\\t";
-        else if (ch < 0x20 || ch == 0x7f) { snprintf(tmp, sizeof tmp, "\\x%02x", ch); esc = tmp; }
-        else if (ch == 0xC2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0xA0) {
-            // C1 controls and U+00A0 are not printable in Python
-            snprintf(tmp, sizeof tmp, "\\x%02x", (unsigned char)s[i + 1]);
-            jbuf_put(c, b, s + run, i - run);
-            jbuf_put(c, b, tmp, strlen(tmp));
-            i++;
-            run = i + 1;
-            continue;
+        char tmp[16];
+        if (cp == '\\') esc = "\\\\";
+        else if (cp == q) esc = q == '\'' ? "\\'" : "\\\"";
+        else if (cp == '\n') esc = "\\n";
+        else if (cp == '\r') esc = "\\r";
+        else if (cp == '\t') esc = "\\t";
+        else if (!py_printable(cp)) {
+            if (cp < 0x100) snprintf(tmp, sizeof tmp, "\\x%02x", (unsigned)cp);
+            else if (cp < 0x10000) snprintf(tmp, sizeof tmp, "\\u%04x", (unsigned)cp);
+            else snprintf(tmp, sizeof tmp, "\\U%08x", (unsigned)cp);
+            esc = tmp;
         }
-        if (!esc) continue;
-        jbuf_put(c, b, s + run, i - run);
-        jbuf_put(c, b, esc, strlen(esc));
-        run = i + 1;
+        if (esc) {
+            jbuf_put(c, b, s + run, i - run);
+            jbuf_put(c, b, esc, strlen(esc));
+            run = i + (size_t)k;
+        }
+        i += (size_t)k;
     }
     jbuf_put(c, b, s + run, n - run);
     jbuf_putc(c, b, q);
@@ -436,8 +541,13 @@ void jv_write_repr(struct jctx *c, struct jbuf *b, struct jv v)
 {
     if (++c->depth > c->lim.depth) jfail(c, "line %d: value nested too deeply to print", c->line);
     switch (v.kind) {
-    case JV_STR: write_str_repr(c, b, v.u.s, v.n); break;
+    case JV_STR:
+        if (v.markup) jbuf_put(c, b, "Markup(", 7);
+        write_str_repr(c, b, v.u.s, v.n);
+        if (v.markup) jbuf_putc(c, b, ')');
+        break;
     case JV_LIST:
+        if (v.gen) { jv_write_str(c, b, v); break; }
         jbuf_putc(c, b, v.tuple ? '(' : '[');
         for (size_t i = 0; i < v.u.list->n; i++) {
             if (i) jbuf_put(c, b, ", ", 2);
@@ -469,9 +579,16 @@ void jv_write_str(struct jctx *c, struct jbuf *b, struct jv v)
     case JV_UNDEF: return;
     case JV_NONE: jbuf_put(c, b, "None", 4); return;
     case JV_BOOL: if (v.u.b) jbuf_put(c, b, "True", 4); else jbuf_put(c, b, "False", 5); return;
-    case JV_INT: case JV_FLOAT: write_num(c, b, v); return;
+    case JV_INT: case JV_FLOAT: case JV_BIGINT: write_num(c, b, v); return;
     case JV_STR: jbuf_put(c, b, v.u.s, v.n); return;
-    case JV_LIST: case JV_DICT: case JV_NS: jv_write_repr(c, b, v); return;
+    case JV_LIST:
+        if (v.gen) { jbuf_put(c, b, "<generator object>", 18); return; }   // Python adds an address
+        jv_write_repr(c, b, v);
+        return;
+    case JV_DICT: case JV_NS: jv_write_repr(c, b, v); return;
+    case JV_METHOD:
+        jbuf_printf(c, b, "<built-in method %s of %s object>", v.u.method->name, jv_type_name(v.u.method->obj));
+        return;
     case JV_MACRO: jbuf_put(c, b, "<Macro>", 7); return;
     case JV_FUNC: jbuf_put(c, b, "<function>", 10); return;
     case JV_LOOP: jbuf_put(c, b, "<LoopContext>", 13); return;
@@ -544,7 +661,7 @@ void jv_write_json(struct jctx *c, struct jbuf *b, struct jv v, const struct jjs
     switch (v.kind) {
     case JV_NONE: jbuf_put(c, b, "null", 4); return;
     case JV_BOOL: if (v.u.b) jbuf_put(c, b, "true", 4); else jbuf_put(c, b, "false", 5); return;
-    case JV_INT: write_num(c, b, v); return;
+    case JV_INT: case JV_BIGINT: write_num(c, b, v); return;
     case JV_FLOAT:
         if (isnan(v.u.f)) jbuf_put(c, b, "NaN", 3);
         else if (isinf(v.u.f)) { if (v.u.f < 0) jbuf_put(c, b, "-Infinity", 9); else jbuf_put(c, b, "Infinity", 8); }
@@ -553,6 +670,7 @@ void jv_write_json(struct jctx *c, struct jbuf *b, struct jv v, const struct jjs
     case JV_STR: write_json_str(c, b, v.u.s, v.n, o->ascii); return;
     case JV_LIST: {
         size_t n = v.u.list->n;
+        if (v.gen) jfail(c, "line %d: Object of type generator is not JSON serializable", c->line);
         if (!n) { jbuf_put(c, b, "[]", 2); return; }
         jbuf_putc(c, b, '[');
         for (size_t i = 0; i < n; i++) {
@@ -583,7 +701,7 @@ void jv_write_json(struct jctx *c, struct jbuf *b, struct jv v, const struct jjs
             if (key.kind == JV_STR) write_json_str(c, b, key.u.s, key.n, o->ascii);
             else if (key.kind == JV_NONE) jbuf_put(c, b, "\"null\"", 6);
             else if (key.kind == JV_BOOL) { if (key.u.b) jbuf_put(c, b, "\"true\"", 6); else jbuf_put(c, b, "\"false\"", 7); }
-            else if (key.kind == JV_INT || key.kind == JV_FLOAT) { jbuf_putc(c, b, '"'); write_num(c, b, key); jbuf_putc(c, b, '"'); }
+            else if (key.kind == JV_INT || key.kind == JV_FLOAT || key.kind == JV_BIGINT) { jbuf_putc(c, b, '"'); write_num(c, b, key); jbuf_putc(c, b, '"'); }
             else jfail(c, "line %d: keys must be str, int, float, bool or None, not %s", c->line, jv_type_name(key));
             jbuf_put(c, b, key_sep, strlen(key_sep));
             jv_write_json(c, b, d->vals[i], o, level + 1);
@@ -597,11 +715,27 @@ void jv_write_json(struct jctx *c, struct jbuf *b, struct jv v, const struct jjs
     }
 }
 
+struct jv jv_gen(struct jv list)
+{
+    list.gen = true;
+    list.tuple = false;
+    return list;
+}
+
 struct jv jv_iter_list(struct jctx *c, struct jv v)
 {
     switch (v.kind) {
     case JV_UNDEF: return jv_list_new(c, 0);
-    case JV_LIST: { struct jv l = v; l.tuple = false; return l; }
+    case JV_LIST: {
+        struct jv l = v;
+        l.tuple = false;
+        if (v.gen) {   // an iterator runs once
+            if (v.u.list->exhausted) return jv_list_new(c, 0);
+            v.u.list->exhausted = true;
+            l.gen = false;
+        }
+        return l;
+    }
     case JV_DICT: {
         struct jv l = jv_list_new(c, v.u.dict->n);
         for (size_t i = 0; i < v.u.dict->n; i++) l.u.list->items[l.u.list->n++] = v.u.dict->keys[i];

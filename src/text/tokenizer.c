@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "text/pyjson.h"
 #include "text/tokenizer_internal.h"
 
 /* ==== Trie of added tokens ==== */
@@ -104,6 +105,65 @@ static enum status load_added(struct tokenizer *tk, json_t *arr)
     return STATUS_OK;
 }
 
+struct cfg_token { long id; json_t *tok; };
+
+static int cmp_cfg_token(const void *a, const void *b)
+{
+    long x = ((const struct cfg_token *)a)->id, y = ((const struct cfg_token *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+/* transformers adds the tokens that tokenizer_config.json's added_tokens_decoder lists and
+ * tokenizer.json's added_tokens lack (by content), in id order, through tokenizers' add_tokens:
+ * a content that is a vocabulary entry keeps that entry's id, any other gets the next id after the
+ * vocabulary and the added tokens. AddedToken's defaults apply to missing flags (normalized = not
+ * special). */
+static void add_config_tokens(struct tokenizer *tk, json_t *cfg)
+{
+    json_t *dec = json_object_get(cfg, "added_tokens_decoder");
+    size_t n = json_is_object(dec) ? json_object_size(dec) : 0;
+    if (!n) return;
+    struct cfg_token *v = xcalloc(n, sizeof *v);
+    size_t k = 0;
+    const char *key;
+    json_t *val;
+    json_object_foreach(dec, key, val) {
+        char *end;
+        long id = strtol(key, &end, 10);
+        if (*end || end == key || !json_is_string(json_object_get(val, "content"))) continue;
+        v[k++] = (struct cfg_token){ id, val };
+    }
+    qsort(v, k, sizeof *v, cmp_cfg_token);
+    int32_t next = tk->bpe.n_vocab;
+    for (int i = 0; i < tk->n_added; i++) if (tk->added[i].id + 1 > next) next = tk->added[i].id + 1;
+    for (size_t i = 0; i < k; i++) {
+        json_t *c = json_object_get(v[i].tok, "content");
+        const char *content = json_string_value(c);
+        size_t len = json_string_length(c);
+        bool have = false;
+        for (int j = 0; j < tk->n_added && !have; j++)
+            have = tk->added[j].len == len && !memcmp(tk->added[j].content, content, len);
+        if (have || !len) continue;
+        int32_t id = tk_bpe_lookup(&tk->bpe, &tk->bl, content, len);
+        if (id >= 0 && (tk->bpe.tok_len[id] != len || memcmp(tk->bpe.tok[id], content, len))) id = -1;
+        if (id < 0) id = next++;
+        tk->added = xrealloc(tk->added, ((size_t)tk->n_added + 2) * sizeof *tk->added);
+        struct tk_added *t = &tk->added[tk->n_added++];
+        memset(t, 0, sizeof *t);
+        t->content = xstrndup(content, len);
+        t->len = (uint32_t)len;
+        t->id = id;
+        t->special = json_is_true(json_object_get(v[i].tok, "special"));
+        json_t *norm = json_object_get(v[i].tok, "normalized");
+        t->normalized = norm ? json_is_true(norm) : !t->special;
+        t->lstrip = json_is_true(json_object_get(v[i].tok, "lstrip"));
+        t->rstrip = json_is_true(json_object_get(v[i].tok, "rstrip"));
+        t->single_word = json_is_true(json_object_get(v[i].tok, "single_word"));
+        LOG_DEBUG("tokenizer: added %s (id %d) from tokenizer_config.json added_tokens_decoder", t->content, id);
+    }
+    free(v);
+}
+
 enum status tokenizer_load_json(const char *tokenizer_json, size_t len, const char *config_json,
                                 struct tokenizer **out)
 {
@@ -117,7 +177,7 @@ enum status tokenizer_load_json(const char *tokenizer_json, size_t len, const ch
     }
     json_t *cfg = NULL;
     if (config_json) {
-        cfg = json_loads(config_json, JSON_DECODE_INT_AS_REAL, &err);
+        cfg = pyjson_loads(config_json, 0, &err);
         if (!cfg) LOG_WARN("tokenizer_config.json: line %d: %s (ignored)", err.line, err.text);
     }
     struct tokenizer *tk = xcalloc(1, sizeof *tk);
@@ -131,6 +191,7 @@ enum status tokenizer_load_json(const char *tokenizer_json, size_t len, const ch
         else st = tk_bpe_load(model, tk_pre_has_bytelevel(tk->pre), &tk->bl, &tk->bpe);
     }
     if (st == STATUS_OK) st = load_added(tk, json_object_get(root, "added_tokens"));
+    if (st == STATUS_OK && cfg) add_config_tokens(tk, cfg);
     if (st == STATUS_OK) st = tk_post_parse(tk, json_object_get(root, "post_processor"), &tk->post);
     if (st != STATUS_OK) goto out_fail;
 
@@ -206,7 +267,7 @@ enum status tokenizer_load(const char *dir, struct tokenizer **out)
     if (st == STATUS_OK && (!(*out)->bos || !(*out)->eos)) {
         // special_tokens_map.json fills what tokenizer_config.json left unset.
         char *stm = read_optional(dir, "special_tokens_map.json");
-        json_t *j = stm ? json_loads(stm, 0, NULL) : NULL;
+        json_t *j = stm ? pyjson_loads(stm, 0, NULL) : NULL;
         if (j) {
             if (!(*out)->bos) (*out)->bos = config_token(j, "bos_token");
             if (!(*out)->eos) (*out)->eos = config_token(j, "eos_token");

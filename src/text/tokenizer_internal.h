@@ -89,6 +89,9 @@ struct tk_regex {
     pcre2_code *code;
 };
 enum status tk_regex_compile(struct tk_regex *re, const char *pattern, size_t len, bool literal);
+/* Rewrites pattern so that its \p{..} classes also hold the code points utf8proc assigns and PCRE2's
+ * older tables do not (tokenizer_unicode.c); false (out untouched) when nothing changes. */
+bool        tk_regex_modernize(const char *pattern, size_t len, struct strbuf *out);
 void        tk_regex_free(struct tk_regex *re);
 /* Finds the next match at or after start in s[0..n); returns false when none. */
 bool        tk_regex_find(const struct tk_regex *re, pcre2_match_data *md, const char *s, size_t n,

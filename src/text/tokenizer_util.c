@@ -233,7 +233,11 @@ enum status tk_regex_compile(struct tk_regex *re, const char *pattern, size_t le
     int err;
     PCRE2_SIZE off;
     uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
-    re->code = pcre2_compile((PCRE2_SPTR)pattern, len, opts, &err, &off, NULL);
+    struct strbuf modern = {0};
+    if (!literal && tk_regex_modernize(pattern, len, &modern))
+        re->code = pcre2_compile((PCRE2_SPTR)modern.data, modern.len, opts, &err, &off, NULL);
+    else re->code = pcre2_compile((PCRE2_SPTR)pattern, len, opts, &err, &off, NULL);
+    strbuf_free(&modern);
     if (!re->code) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);

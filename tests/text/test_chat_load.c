@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -71,6 +72,32 @@ TEST(sources_and_tokens)
         " {\"name\": \"tool_use\", \"template\": \"T{{ tools | length }}\"}]}");
     EXPECT(renders(false, "DTrue"));
     EXPECT(renders(true, "T1"));
+
+    // additional_chat_templates/tool_use.jinja beside chat_template.jinja (transformers' named templates)
+    char sub[128];
+    snprintf(sub, sizeof sub, "%s/additional_chat_templates", dir);
+    ASSERT(mkdir(sub, 0700) == 0);
+    put("chat_template.jinja", "J{{ tools is none }}");
+    put("additional_chat_templates/tool_use.jinja", "U{{ tools[0].function.name }}");
+    EXPECT(renders(false, "JTrue"));
+    EXPECT(renders(true, "Uf"));
+    rm("chat_template.jinja");
+    // only a tool_use template: chats without tools raise as transformers does, with tools it renders
+    put("tokenizer_config.json", "{\"eos_token\": \"<E>\"}");
+    EXPECT(renders(true, "Uf"));
+    EXPECT(!renders(false, ""));
+    rm("additional_chat_templates/tool_use.jinja");
+    rmdir(sub);
+    put("tokenizer_config.json", "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"}]}");
+    EXPECT(renders(true, "T"));
+    EXPECT(!renders(false, ""));
+
+    // additional_special_tokens is in the context (a list, AddedToken objects as their content); a
+    // config as transformers writes it (model_max_length int(1e30)) and a NaN load
+    put("tokenizer_config.json",
+        "{\"model_max_length\": 1000000000000000019884624838656, \"x\": NaN, \"additional_special_tokens\": [\"<a>\","
+        " {\"content\": \"<b>\", \"special\": true}], \"chat_template\": \"{{ additional_special_tokens }}\"}");
+    EXPECT(renders(false, "['<a>', '<b>']"));
 
     put("tokenizer_config.json", "{\"eos_token\": \"<E>\"}");
     put("chat_template.json", "{\"chat_template\": \"json:{{ eos_token }}\"}");

@@ -12,11 +12,12 @@
 #include "base/log.h"
 #include "harness.h"
 #include "text/jinja.h"
+#include "text/pyjson.h"
 
 TEST(snippets)
 {
     json_error_t jerr;
-    json_t *doc = json_load_file("tests/text/golden/tpl_snippets.json", 0, &jerr);
+    json_t *doc = pyjson_load_file("tests/text/golden/tpl_snippets.json", 0, &jerr);   // NaN, ints beyond 64 bits
     ASSERT(doc != NULL);
     json_t *ctx = json_object_get(doc, "context"), *c;
     size_t i;

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Black-box test of how `cairn serve` treats the chat template at start-up (issue 20 item 2):
+#  - a tokenizer_config.json as transformers writes it (model_max_length 1000000000000000019884624838656,
+#    a NaN) loads, and chat works;
+#  - a template that does not compile stops start-up: exit non-zero, with the template's own error;
+#  - with --no-chat-template the same model serves /v1/completions, and /health and /v1/models say so.
+# Uses the built-in default model (models/default) on the cpu backend.
+set -u
+BUILD=${BUILD:-build}
+CAIRN="$BUILD/cairn"
+[ -x "$CAIRN" ] || { echo "missing $CAIRN"; exit 1; }
+command -v curl > /dev/null || { echo "run_template_startup: curl is required"; exit 1; }
+tmp=$(mktemp -d)
+pid=
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+fail=0
+check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
+
+model() {   # $1: dir; copies models/default, then $2 edits tokenizer_config.json (python expression on d)
+    mkdir -p "$1"
+    for f in models/default/*; do ln -s "$(realpath "$f")" "$1/"; done
+    rm "$1/tokenizer_config.json"
+    python3 - "$1/tokenizer_config.json" "$2" <<'PY'
+import json, sys
+d = json.load(open("models/default/tokenizer_config.json"))
+exec(sys.argv[2])
+open(sys.argv[1], "w").write(json.dumps(d, allow_nan=True))
+PY
+}
+
+# starts serve in the background; sets $port and $pid, or returns 1 if it exited
+serve() {
+    local log=$1; shift
+    "$CAIRN" serve "$@" --port 0 --backend cpu --threads 1 > "$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 300); do
+        port=$(grep -o 'http://[0-9.]*:[0-9]*' "$log" | head -1 | sed 's/.*://')
+        if [ -n "$port" ] && curl -s "http://127.0.0.1:$port/health" | grep -q '"ok"'; then return 0; fi
+        kill -0 "$pid" 2>/dev/null || { wait "$pid"; rc=$?; pid=; return 1; }
+        sleep 0.1
+    done
+    return 1
+}
+stop() { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; pid=; }
+
+# 1. transformers' huge model_max_length and a NaN: the template loads, chat answers
+model "$tmp/huge" 'd["model_max_length"] = 1000000000000000019884624838656; d["some_ratio"] = float("nan")'
+if serve "$tmp/huge.log" "$tmp/huge"; then
+    out=$(curl -s "http://127.0.0.1:$port/v1/chat/completions" -H 'content-type: application/json' \
+          -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":2,"big":100000000000000000000000}')
+    check "huge model_max_length: chat works" '[[ "$out" == *chat.completion* ]]'
+    stop
+else check "huge model_max_length: serve starts" false; tail -5 "$tmp/huge.log"; fi
+
+# 2. a template that does not compile: serve exits non-zero with the template's error
+model "$tmp/broken" 'd["chat_template"] = "{% for m in messages %}{{ m.content }"'
+start=$(date +%s)
+serve "$tmp/broken.log" "$tmp/broken"
+check "broken template: serve refuses to start" '[ -z "$pid" ] && [ "${rc:-0}" -ne 0 ]'
+check "broken template: the template's own error is printed" 'grep -q "chat template does not parse" "$tmp/broken.log"'
+check "broken template: the message names --no-chat-template" 'grep -q -- "--no-chat-template" "$tmp/broken.log"'
+check "broken template: fails before loading weights" '[ $(( $(date +%s) - start )) -lt 30 ]'
+stop
+
+# 3. the same with --no-chat-template: completions only, and /health, /v1/models say so
+if serve "$tmp/nochat.log" "$tmp/broken" --no-chat-template; then
+    health=$(curl -s "http://127.0.0.1:$port/health")
+    models=$(curl -s "http://127.0.0.1:$port/v1/models")
+    comp=$(curl -s "http://127.0.0.1:$port/v1/completions" -H 'content-type: application/json' -d '{"prompt":"hi","max_tokens":2}')
+    chat=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$port/v1/chat/completions" -H 'content-type: application/json' \
+           -d '{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}')
+    check "--no-chat-template: /health says completions_only" '[[ "$health" == *completions_only* ]]'
+    check "--no-chat-template: /v1/models says completions_only" '[[ "$models" == *completions_only* ]]'
+    check "--no-chat-template: /v1/completions answers" '[[ "$comp" == *text_completion* ]]'
+    check "--no-chat-template: chat is refused with the reason" '[[ "$chat" == *no-chat-template*" 400" ]]'
+    stop
+else check "--no-chat-template: serve starts" false; tail -5 "$tmp/nochat.log"; fi
+
+# 4. a model without any template also needs the flag
+model "$tmp/none" 'd.pop("chat_template")'
+serve "$tmp/none.log" "$tmp/none"
+check "no template: serve refuses to start" '[ -z "$pid" ] && [ "${rc:-0}" -ne 0 ] && grep -q "no chat template" "$tmp/none.log"'
+stop
+exit $fail

@@ -9,8 +9,10 @@ CUDA    ?= $(if $(NVCC),1,0)
 OPT     ?= -O2 -g
 CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -fPIC \
            -fno-strict-aliasing -pthread -Isrc $(OPT) $(EXTRA_CFLAGS)
-LDLIBS  := -Wl,-Bstatic -ljansson -lpcre2-8 -lutf8proc -lxxhash -Wl,-Bdynamic \
-           -lmicrohttpd -lcurl -lpthread -lm -ldl
+# CPU_LDLIBS: what every binary links; LDLIBS adds the CUDA libraries when CUDA is built.
+CPU_LDLIBS := -Wl,-Bstatic -ljansson -lpcre2-8 -lutf8proc -lxxhash -Wl,-Bdynamic \
+              -lmicrohttpd -lcurl -lpthread -lm -ldl
+LDLIBS  := $(CPU_LDLIBS)
 LDFLAGS := -pthread $(EXTRA_LDFLAGS)
 
 comma := ,
@@ -40,6 +42,8 @@ TEST_SRC := $(sort $(wildcard tests/unit/test_*.c tests/ops/test_*.c tests/model
                              tests/bench/test_*.c))
 TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+# Corpus replay: each fuzz target linked with tests/fuzz/replay.c (normal compiler), run by `make test`.
+REPLAY_BIN := $(patsubst tests/fuzz/fuzz_%.c,$(BUILD)/tests/fuzz/replay_%,$(FUZZ_SRC))
 # GPU tests: built by `make test` (so they keep compiling), run only by `make test-cuda`.
 CUDA_TEST_SRC := $(if $(filter 1,$(CUDA)),$(sort $(wildcard tests/cuda/test_*.c)))
 CUDA_TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(CUDA_TEST_SRC))
@@ -70,11 +74,19 @@ $(BUILD)/libcairn.so: $(LIB_OBJ)
 $(BUILD)/cairn: $(APP_OBJ) $(BUILD)/libcairn.a
 	$(CC) $(LDFLAGS) $(APP_OBJ) $(BUILD)/libcairn.a $(LDLIBS) -o $@
 
-$(BUILD)/tests/%: tests/%.c $(BUILD)/libcairn.a tests/harness.h
+$(BUILD)/tests/%: tests/%.c $(BUILD)/libcairn.a tests/harness.h $(wildcard tests/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(BUILD)/libcairn.a $(LDFLAGS) $(LDLIBS) -o $@
 
-tests: $(TEST_BIN) $(CUDA_TEST_BIN)
+# A target's replay inputs: its corpus, and for tokenizer_load the seeds its header names.
+replay_inputs = tests/fuzz/corpus_$(1)$(if $(filter tokenizer_load,$(1)),:tests/text/golden/synth)
+
+$(BUILD)/tests/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(BUILD)/libcairn.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DREPLAY_INPUTS='"$(call replay_inputs,$*)"' tests/fuzz/replay.c $< $(BUILD)/libcairn.a \
+	    $(LDFLAGS) $(LDLIBS) -o $@
+
+tests: $(TEST_BIN) $(REPLAY_BIN) $(CUDA_TEST_BIN)
 
 bench-tools: $(BENCH_BIN)
 
@@ -86,9 +98,10 @@ $(BUILD)/bench/%: bench/%.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 $< -lcublas -o $@
 
-# Every C test binary, then every tests/*/run_*.sh script (black-box tests of build/cairn).
-test: all $(TEST_BIN) $(CUDA_TEST_BIN)
-	@BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN)
+# Every C test binary, every corpus replay and every tests/*/run_*.sh script (black-box tests of
+# build/cairn), run in parallel by tests/run_all.sh (JOBS at a time, default one per CPU).
+test: all $(TEST_BIN) $(REPLAY_BIN) $(CUDA_TEST_BIN)
+	@BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN) $(REPLAY_BIN)
 
 # On a GPU machine: the CUDA op tests and every model fixture on the cuda backend.
 test-cuda: all $(CUDA_TEST_BIN) $(BUILD)/tests/model/test_fixtures
@@ -107,11 +120,13 @@ tsan:
 	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" \
 	        EXTRA_LDFLAGS="-fsanitize=thread" CUDA=0 test
 
+# `make fuzz`: libFuzzer binaries build-fuzz/fuzz_<name> (clang, ASan+UBSan, CPU only). Run one with
+# a scratch copy of its corpus (libFuzzer adds what it finds to the first directory given):
+#     cp -r tests/fuzz/corpus_jinja /tmp/cj && build-fuzz/fuzz_jinja /tmp/cj -max_total_time=600
 fuzz:
-	@mkdir -p $(BUILD)/fuzz
 	$(MAKE) BUILD=build-fuzz CC=clang CUDA=0 OPT="-O1 -g -fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libcairn.a
 	for f in $(FUZZ_SRC); do clang -std=c11 -D_GNU_SOURCE -Isrc -O1 -g -fsanitize=fuzzer,address,undefined $$f \
-	    build-fuzz/libcairn.a $(LDLIBS) -o build-fuzz/$$(basename $$f .c) || exit 1; done
+	    build-fuzz/libcairn.a $(CPU_LDLIBS) -o build-fuzz/$$(basename $$f .c) || exit 1; done
 
 format:
 	clang-format -i $(LIB_SRC) $(APP_SRC)

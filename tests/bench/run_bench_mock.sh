@@ -12,7 +12,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$T"; }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; exit 1; }
-command -v node >/dev/null || fail "node is required"
+command -v node >/dev/null || { echo "SKIP: node is not installed (bash scripts/deps.sh --test)"; exit 77; }
 [ -x "$CAIRN" ] || fail "$CAIRN not built"
 CHECK="node tests/bench/check_bench.js"
 
@@ -37,12 +37,17 @@ $CHECK sweep "$T/sweep.jsonl" "$T/sweep.json" "$T/sweep.log" mockA 8 4 || fail "
 grep -q "decode_tok/s" "$T/sweep.txt" || fail "no summary table"
 
 echo "== agentic, prefix cache on, restart drops the cache"
-start_mock agentic --prefill-us 300
-bench --url "http://127.0.0.1:$PORT" --mode agentic --max-tokens 16 --summary-out "$T/ag.json" \
-      --restart-cmd "curl -s -X POST http://127.0.0.1:$PORT/mock/restart > /dev/null" > "$T/ag.txt" || fail "agentic exit $?"
-cat "$T/ag.txt"
-$CHECK agentic "$T/ag.json" YES NO 3 6 || fail "agentic (cache on) check"
-grep -q "cross-user prefix reuse: YES" "$T/ag.txt" || fail "verdict line"
+# The YES verdict needs the cached-prefix TTFT under 0.2 of the cold one; a loaded machine (make -j
+# test runs programs side by side) can push one measurement over, so up to 3 tries.
+ok=0
+for try in 1 2 3; do
+    start_mock "agentic$try" --prefill-us 300
+    bench --url "http://127.0.0.1:$PORT" --mode agentic --max-tokens 16 --summary-out "$T/ag.json" \
+          --restart-cmd "curl -s -X POST http://127.0.0.1:$PORT/mock/restart > /dev/null" > "$T/ag.txt" || fail "agentic exit $?"
+    cat "$T/ag.txt"
+    if $CHECK agentic "$T/ag.json" YES NO 3 6 && grep -q "cross-user prefix reuse: YES" "$T/ag.txt"; then ok=1; break; fi
+done
+[ $ok -eq 1 ] || fail "agentic (cache on) check or verdict line"
 
 echo "== agentic, prefix cache off"
 start_mock agentic_off --prefill-us 300 --prefix-cache off

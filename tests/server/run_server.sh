@@ -2,16 +2,14 @@
 # Black-box tests of `cairn serve` (the built-in fake model; see api.test.mjs) driven by the official
 # npm clients (openai, @anthropic-ai/sdk) and raw HTTP: API conformance, tool calls of every family,
 # reasoning, the hostile-input suite and the load/disconnect test. Needs node >= 18 and npm (installs
-# tests/server/node_modules from package-lock.json on first run). Under `make asan` the server is
-# the ASan/UBSan build and every suite checks its stderr for sanitizer reports.
+# tests/server/node_modules from package-lock.json on first run; skips, exit 77, without them).
+# Under `make asan` the server is the ASan/UBSan build and every suite checks its stderr for
+# sanitizer reports.
 set -u
 BUILD=${BUILD:-build}
 export BUILD
-command -v node > /dev/null && command -v npm > /dev/null || { echo "run_server: node and npm are required" >&2; exit 1; }
 [ -x "$BUILD/cairn" ] || { echo "run_server: $BUILD/cairn not built" >&2; exit 1; }
-if [ ! -f tests/server/node_modules/openai/package.json ] || [ ! -f tests/server/node_modules/@anthropic-ai/sdk/package.json ]; then
-    (cd tests/server && npm ci --no-audit --no-fund --loglevel=error) || { echo "run_server: npm ci failed" >&2; exit 1; }
-fi
+bash tests/server/node_deps.sh || exit $?   # 77 (skip) without node, npm or the SDK packages
 rc=0
 for t in api hostile load; do
     start=$(date +%s)

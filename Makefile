@@ -52,6 +52,10 @@ CUDA_TEST_BIN := $(patsubst tests/%.c,$(BUILD)/tests/%,$(CUDA_TEST_SRC))
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(sort $(wildcard bench/*.c))) \
              $(if $(filter 1,$(CUDA)),$(patsubst bench/%.cu,$(BUILD)/bench/%,$(sort $(wildcard bench/*.cu))))
 
+# Kernel lab (bench/kernels/*.cu, llm.c's dev/cuda way): the production CUDA kernels through the
+# backend API against reference kernels, in us, GB/s and TFLOP/s; built with the bench tools.
+LAB_BIN := $(if $(filter 1,$(CUDA)),$(patsubst bench/kernels/%.cu,$(BUILD)/bench/kernels/%,$(sort $(wildcard bench/kernels/*.cu))))
+
 .PHONY: all test test-cuda asan fuzz clean format tests bench-tools
 all: $(BUILD)/cairn $(BUILD)/libcairn.a
 
@@ -88,11 +92,16 @@ $(BUILD)/tests/fuzz/replay_%: tests/fuzz/fuzz_%.c tests/fuzz/replay.c $(BUILD)/l
 
 tests: $(TEST_BIN) $(REPLAY_BIN) $(CUDA_TEST_BIN)
 
-bench-tools: $(BENCH_BIN)
+bench-tools: $(BENCH_BIN) $(LAB_BIN)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libcairn.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(BUILD)/libcairn.a $(LDFLAGS) $(LDLIBS) -o $@
+
+$(BUILD)/bench/kernels/%: bench/kernels/%.cu $(wildcard bench/kernels/*.cuh) $(BUILD)/libcairn.a
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@.o
+	$(CC) $(LDFLAGS) $@.o $(BUILD)/libcairn.a $(LDLIBS) -o $@
 
 $(BUILD)/bench/%: bench/%.cu
 	@mkdir -p $(dir $@)

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/backend_env.h"
 #include "base/clock.h"
 #include "base/mem.h"
 #include "tensor/dtype.h"
@@ -145,7 +146,9 @@ int main(int argc, char **argv)
     }
     if (reps < 1) reps = 1;
     struct backend *be;
-    if (backend_new(backend, &(struct backend_cfg){ 0 }, &be) != STATUS_OK) return 1;
+    struct backend_cfg bcfg = { 0 };
+    backend_cfg_from_env(&bcfg);
+    if (backend_new(backend, &bcfg, &be) != STATUS_OK) return 1;
     const struct acase cases[] = {
         { "4k", 1, 0, 4096, 32, 8, 128, 0 },
         { "32k", 1, 0, 32768, 32, 8, 128, 0 },

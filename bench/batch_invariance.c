@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend_env.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -146,7 +147,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: batch_invariance MODEL_DIR | --synthetic CONFIG.json [--backend B] [--gen N] [--prompt N]\n");
         return 2;
     }
-    if (backend_new(backend, &(struct backend_cfg){ .n_threads = 0 }, &g_be) != STATUS_OK) return 1;
+    struct backend_cfg bcfg = { .n_threads = 0 };
+    backend_cfg_from_env(&bcfg);
+    if (backend_new(backend, &bcfg, &g_be) != STATUS_OK) return 1;
     enum status st = dir ? model_load(dir, &g_m) : model_synthesize_on(synthetic, 1, g_be, &g_m);
     if (st == STATUS_OK) st = model_prepare(g_m, g_be);
     if (st != STATUS_OK) { fprintf(stderr, "batch_invariance: cannot open the model: %s\n", status_str(st)); return 1; }

@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "backend/backend.h"
+#include "backend/backend_env.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -358,7 +359,9 @@ int main(int argc, char **argv)
         return 2;
     }
     if (!o.kv_dtype) o.kv_dtype = !strcmp(o.backend, "cuda") ? "bf16" : "f32";
-    if (backend_new(o.backend, &(struct backend_cfg){ .n_threads = o.threads }, &g_be) != STATUS_OK) return 1;
+    struct backend_cfg bcfg = { .n_threads = o.threads };
+    backend_cfg_from_env(&bcfg);
+    if (backend_new(o.backend, &bcfg, &g_be) != STATUS_OK) return 1;
     // the backend first: synthetic weights are made in its memory (device memory on cuda)
     enum status st = o.model ? model_load(o.model, &g_m) : model_synthesize_on(o.config, 1, g_be, &g_m);
     if (st != STATUS_OK) return 1;

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "backend/backend_env.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
@@ -110,7 +111,9 @@ int main(int argc, char **argv)
     if (!dir) dir = synthetic;
     struct model *m;
     struct backend *be;
-    if (backend_new(backend, &(struct backend_cfg){ .n_threads = threads }, &be) != STATUS_OK) return 1;
+    struct backend_cfg bcfg = { .n_threads = threads };
+    backend_cfg_from_env(&bcfg);
+    if (backend_new(backend, &bcfg, &be) != STATUS_OK) return 1;
     double t_load = clock_now_s();
     // --synthetic CONFIG.json: random weights (no checkpoint on disk), made in device memory on cuda
     if (synthetic ? model_synthesize_on(synthetic, 1, be, &m) != STATUS_OK : model_load(dir, &m) != STATUS_OK) return 1;

@@ -3,7 +3,7 @@
 # the CUDA op tests, the fixture tests on the three cuda backends, then batch-1 decode of the
 # Qwen3-8B shape (512/8K/32K context) once per variant, the Qwen3-30B-A3B shape once, and ncu
 # times of the decode attention and GEMV kernels.
-#   VARIANTS='|CAIRN_CUDA_ATT_DEC_NL=8|CAIRN_CUDA_ATT_DECODE=0' bash tools/device_check.sh [OUT_DIR]
+#   VARIANTS='|CAIRN_CUDA_GRAPHS=0|CAIRN_CUDA_SKINNY=0' bash tools/device_check.sh [OUT_DIR]
 # Variants are '|'-separated sets of environment assignments ('' = the defaults); each runs with
 # every KV cache dtype in KV_DTYPES (default bf16).
 set -uo pipefail

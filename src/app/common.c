@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backend/backend_env.h"
 #include "base/log.h"
 #include "text/tokenizer.h"
 
@@ -77,6 +78,7 @@ static enum status check_device_room(const struct model *m, struct backend *be, 
 static enum status backend_open(const char *backend, int n_threads, struct backend **out)
 {
     struct backend_cfg cfg = { .n_threads = n_threads };
+    backend_cfg_from_env(&cfg);   // the CAIRN_CUDA_* switches and CAIRN_PROFILE (docs/server.md)
     return backend_new(backend ? backend : app_default_backend(), &cfg, out);
 }
 

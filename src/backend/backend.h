@@ -97,6 +97,15 @@ struct backend_cfg {
     int  device;                   // cuda: device ordinal
     bool precise;                  // cuda: f32-accurate GEMM inputs and attention (backend "cuda-precise")
     bool deterministic;            // cuda: a row's result never depends on the batch ("cuda-deterministic")
+    /* Switches for tests and measurements; zero is the production default (docs/server.md, "CUDA
+     * switches"; backend/backend_env.h reads them from CAIRN_* variables for the app and benches). */
+    bool cuda_graphs_off;          // cuda: no step graphs, every decode step launches op by op
+    bool cuda_skinny_off;          // cuda: 5-16-row matmuls through cuBLAS, not the skinny tensor-core kernel
+    int  cuda_fp8_mma_min_len;     // cuda: fp8-cache decode on tensor cores from this longest sequence
+                                   //   (rounded down to a power of two; 0: 1024)
+    int  cuda_moe_device_n;        // cuda: MoE steps of up to this many tokens on the device path (1-64; 0: 64)
+    bool profile;                  // cuda: count and time every matmul and attention call per kernel
+                                   //   chosen (syncs around each; no step graphs), logged at backend_free
 };
 
 /* Contract details where the one-liners below leave a choice (HF-compatible readings; ref is the

@@ -2,13 +2,9 @@
 
 #include <math.h>
 
-static uint64_t splitmix64(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+#include "base/hash.h"
+
+static uint64_t splitmix64(uint64_t *x) { return hash_mix64(*x += HASH_GOLDEN64); }
 
 void rng_seed(struct rng *r, uint64_t seed)
 {

@@ -17,11 +17,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/hash.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "model/arch.h"
 #include "model/config.h"
-#include "model/synth_mix.h"
 #include "model/weights.h"
 
 #define CHUNK_ELEMS   (4u << 20)   // 8 MiB of bf16 per write
@@ -33,7 +33,7 @@ uint64_t synth_tensor_seed(uint64_t seed, const char *name)
 {
     uint64_t h = 0xcbf29ce484222325ULL;   // FNV-1a over the name, then mixed with the seed
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) h = (h ^ *p) * 0x100000001b3ULL;
-    return synth_mix64(h ^ synth_mix64(seed + 0x9e3779b97f4a7c15ULL));
+    return hash_mix64(h ^ hash_mix64(seed + HASH_GOLDEN64));
 }
 
 void synth_fill_bf16(uint16_t *dst, size_t n, uint64_t tseed, uint64_t first, float base, float std)
@@ -41,7 +41,7 @@ void synth_fill_bf16(uint16_t *dst, size_t n, uint64_t tseed, uint64_t first, fl
     // Sum of four uniforms on [0, 65535]: mean 131070, std 65536 / sqrt(3).
     const float k = std * 1.7320508f / 65536.0f;
     for (size_t i = 0; i < n; i++) {
-        uint64_t h = synth_mix64(tseed + (first + i) * 0x9e3779b97f4a7c15ULL);
+        uint64_t h = hash_mix64(tseed + (first + i) * HASH_GOLDEN64);
         float s = (float)((h & 0xffff) + ((h >> 16) & 0xffff) + ((h >> 32) & 0xffff) + (h >> 48));
         dst[i] = f32_to_bf16(base + (s - 131070.0f) * k);
     }

@@ -274,9 +274,7 @@ TEST(quick)
 static void use_mma_at_any_length(void)
 {
     backend_free(g_cuda);
-    setenv("CAIRN_CUDA_ATT_MMA_MIN_LEN", "1", 1);
-    if (backend_new("cuda", NULL, &g_cuda) != STATUS_OK) exit(1);
-    unsetenv("CAIRN_CUDA_ATT_MMA_MIN_LEN");
+    if (backend_new("cuda", &(struct backend_cfg){ .cuda_fp8_mma_min_len = 1 }, &g_cuda) != STATUS_OK) exit(1);
     fprintf(stderr, "  fp8 decode on tensor cores at every length:\n");
 }
 

@@ -130,7 +130,7 @@ TEST(gemv_batch_invariance)
 {
     struct rng r;
     rng_seed(&r, 2);
-    const int k = 1024, m = 300, n = 4;   // the most rows the GEMV takes by default (CAIRN_CUDA_GEMV_MAX_N)
+    const int k = 1024, m = 300, n = 4;   // the most rows a matmul sends to the GEMV (matmul.cu's GEMV_DECODE_MAX_N)
     struct tt x = tt_new(DTYPE_F32, k, n), w = tt_new(DTYPE_BF16, k, m), o8 = tt_new(DTYPE_F32, m, n), o1 = tt_new(DTYPE_F32, m, 1);
     tt_randn(&x, &r, 1.0f);
     tt_randn(&w, &r, 1.0f);
@@ -817,7 +817,6 @@ TEST(wide_gemv_batch_invariance)
 
 int main(void)
 {
-    setenv("CAIRN_CUDA_NORM_FUSE", "1", 0);   // exercise the fused RMSNorm GEMV (off by default)
     if (backend_new("ref", NULL, &g_ref) != STATUS_OK) return 1;
     if (backend_new("cuda", NULL, &g_cuda) != STATUS_OK) {
         // no driver device node: a machine without a GPU (skip); with one, a failing backend is a failure
@@ -839,6 +838,11 @@ int main(void)
     RUN(moe_ffn_add);
     RUN(moe_batch_invariance);
     RUN(wide_gemv_batch_invariance);
+    // the same matmul cases with 5-16-row matmuls on cuBLAS (backend_cfg cuda_skinny_off)
+    backend_free(g_cuda);
+    if (backend_new("cuda", &(struct backend_cfg){ .cuda_skinny_off = true }, &g_cuda) != STATUS_OK) return 1;
+    fprintf(stderr, "  skinny kernel off:\n");
+    RUN(matmul);
     backend_free(g_cuda);
     backend_free(g_ref);
     return test_summary();

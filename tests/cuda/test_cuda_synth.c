@@ -173,13 +173,11 @@ TEST(models_match_host)
 }
 
 /* Greedy tokens of n_req concurrent requests on a synthetic model made on a fresh cuda backend
- * (graphs: step graphs on, or CAIRN_CUDA_GRAPHS=0): out[i * n_gen + j] is request i's token j. */
+ * (graphs: step graphs on, or cfg cuda_graphs_off): out[i * n_gen + j] is request i's token j. */
 static bool greedy_batch(const char *config, bool graphs, int n_req, int n_gen, int32_t *out)
 {
-    if (!graphs) setenv("CAIRN_CUDA_GRAPHS", "0", 1);
     struct backend *be = NULL;
-    enum status st = backend_new("cuda", NULL, &be);
-    unsetenv("CAIRN_CUDA_GRAPHS");
+    enum status st = backend_new("cuda", &(struct backend_cfg){ .cuda_graphs_off = !graphs }, &be);
     if (st != STATUS_OK) return false;
     struct model *m = NULL;
     struct engine *e = NULL;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend_env.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "engine/runner.h"
@@ -32,7 +33,9 @@ static enum status open_model(const char *dir, const char *backend, struct opene
 {
     enum status st = model_load(dir, &o->m);
     if (st != STATUS_OK) return st;
-    st = backend_new(backend, &(struct backend_cfg){ .n_threads = 2 }, &o->be);
+    struct backend_cfg bcfg = { .n_threads = 2 };
+    backend_cfg_from_env(&bcfg);   // make test-cuda's CAIRN_CUDA_ATT_MMA_MIN_LEN=1 run
+    st = backend_new(backend, &bcfg, &o->be);
     if (st == STATUS_OK) st = model_prepare(o->m, o->be);
     if (st != STATUS_OK) {
         backend_free(o->be);

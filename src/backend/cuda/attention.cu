@@ -1,16 +1,31 @@
-/* attention: paged causal attention on the GPU, and the generic split-K kernel.
+/* attention: paged causal attention on the GPU: which kernel runs, and the generic split-K kernel.
  *
- * cuda_attention picks a kernel: the tiled tensor-core kernel for prefill (attention_tiled.cu),
- * the streaming split-K kernel for decode and for every step of the precise and deterministic
- * backends (attention_decode.cu), and the generic kernel below for what those do not take (f32
- * caches, more than 8 query heads per KV head, head dims other than 64/128/256).
+ * ==== Which kernel runs (choose_attention_kernel; CAIRN_PROFILE's per-kernel lines use its names) ====
+ *
+ *  step                | longest seq | cache dtype        | head_dim, G = heads / KV head | mode    | kernel
+ *  --------------------+-------------+--------------------+-------------------------------+---------+-----------
+ *  prefill (a sequence | any         | bf16, f16, fp8     | 64, 128, 256                  | default | fa2
+ *   has > 1 token)     | any         | any                | 16-256 built, smem fits       | default | wmma
+ *  any                 | >= 1,024 *  | fp8, block % 16    | 64, 128; G <= 16              | default | decode_mma
+ *  any                 | any         | bf16, f16, fp8     | 64, 128 with G <= 8; 256, G<=4| any     | decode
+ *  any                 | any         | any                | G <= 16; 16-256 built         | any     | split
+ *
+ * (* cfg cuda_fp8_mma_min_len, a power of two so that a step graph replayed at other lengths of
+ * its class keeps the choice.) Rows apply top down; "default" is neither cuda-precise nor
+ * cuda-deterministic, which take the f32-softmax split-K kernels for every step (the tiled ones
+ * compute P in bf16, and how a prompt is cut into steps would change their tiles).
+ * fa2, wmma: attention_tiled.cu; decode: attention_decode.cu (streaming split-K, built for one
+ * token per sequence; it also runs every step of the precise and deterministic backends);
+ * decode_mma: attention_decode_mma.cu (tensor cores for fp8 caches); split: below, for what the
+ * others do not take (f32 caches, more than 8 query heads per KV head, other head dims).
+ * bench/kernels/attention_decode.cu and attention_prefill.cu compare them.
  *
  * Generic kernel. Grid (token, kv head, split): a block takes one query token and the G =
  * n_heads / n_kv_heads query heads that share a KV head, and walks its split of the token's
  * visible keys in chunks of CHUNK: scores for the chunk (two threads per key), an online-softmax
  * update per head, then P·V with one thread per output dimension (V rows read coalesced). Splits
  * merge as in attention_split.cuh. Splits are short (>= 32 keys) so even a 512-token context
- * yields ~128 blocks (at most cb->att_split_max splits). The kernel is compiled for G <= 4 and
+ * yields ~128 blocks (at most ATT_SPLITS splits). The kernel is compiled for G <= 4 and
  * G <= 16 query heads per KV head (per-head accumulators in registers). K and V are read from the
  * paged cache through the sequence's block table.
  */
@@ -22,7 +37,6 @@
 #define ATT_CHUNK   64          // keys per inner step (two threads per key)
 #define ATT_G_MAX   16
 #define ATT_D_MAX   256
-#define ATT_SPLIT_MIN_KEYS 32   // fewest keys per split
 
 /* One block = one query token x one KV head (its G query heads) x one split of the keys.
  * Scores: two adjacent threads per key, each a half of head_dim with 16-byte loads, q read from
@@ -201,48 +215,84 @@ void cuda_attn_split_workspace(struct cuda_backend *cb, int n_tok, int n_heads, 
     size_t n_part = (size_t)n_tok * n_heads * n_split;
     size_t bytes = n_part * ((size_t)head_dim + 2) * sizeof(float);
     if (bytes > cb->attn_part_bytes) {
-        if (cb->d_attn_part) {
-            CUDA_CHECK(cudaStreamSynchronize(cb->stream));
-            CUDA_CHECK(cudaFree(cb->d_attn_part));
-        }
+        cuda_mem_free(cb, cb->d_attn_part);
         cb->attn_part_bytes = bytes + bytes / 2;
-        CUDA_CHECK(cudaMalloc(&cb->d_attn_part, cb->attn_part_bytes));
-        cb->mem_gen++;
+        cb->d_attn_part = (float *)cuda_mem_alloc_or_die(cb, cb->attn_part_bytes);
     }
     size_t n_pairs = (size_t)n_tok * n_kv;
     if (n_pairs > cb->attn_done_cap) {
-        if (cb->d_attn_done) {
-            CUDA_CHECK(cudaStreamSynchronize(cb->stream));
-            CUDA_CHECK(cudaFree(cb->d_attn_done));
-        }
+        cuda_mem_free(cb, cb->d_attn_done);
         cb->attn_done_cap = n_pairs * 2;
-        CUDA_CHECK(cudaMalloc(&cb->d_attn_done, sizeof(int32_t) * cb->attn_done_cap));
-        cb->mem_gen++;
+        cb->d_attn_done = (int32_t *)cuda_mem_alloc_or_die(cb, sizeof(int32_t) * cb->attn_done_cap);
         CUDA_CHECK(cudaMemsetAsync(cb->d_attn_done, 0, sizeof(int32_t) * cb->attn_done_cap, cb->stream));
     }
     *part_acc = (float *)cb->d_attn_part;
     *part_ml = *part_acc + n_part * head_dim;
 }
 
+enum attention_kernel {
+    ATTENTION_FA2,          // k_attn_fa2
+    ATTENTION_WMMA,         // k_attn_tiled
+    ATTENTION_DECODE_MMA,   // k_attn_decode_mma
+    ATTENTION_DECODE,       // k_attn_decode
+    ATTENTION_SPLIT,        // k_attn_split
+    ATTENTION_N_KERNELS
+};
+static const char *const attention_kernel_name[ATTENTION_N_KERNELS] = {
+    "attention fa2", "attention wmma", "attention decode_mma", "attention decode", "attention split",
+};
+
+/* The one place that decides (the table above). */
+static enum attention_kernel choose_attention_kernel(const struct cuda_backend *cb, enum dtype kv_dtype,
+                                                     const struct attn_params *ap, int block_size)
+{
+    const struct cuda_batch *b = &cb->batch;
+    const int D = ap->head_dim, G = ap->n_heads / ap->n_kv_heads;
+    const bool fast = !cb->precise && !cb->deterministic;
+    const bool f16_or_f8 = kv_dtype == DTYPE_BF16 || kv_dtype == DTYPE_F16 || kv_dtype == DTYPE_F8E4M3;
+    if (!b->all_single && fast) {
+        if (f16_or_f8 && (D == 64 || D == 128 || D == 256)) return ATTENTION_FA2;
+        const size_t smem = cuda_attention_wmma_smem(D);
+        if (smem && smem <= cb->smem_optin) return ATTENTION_WMMA;
+    }
+    if (fast && kv_dtype == DTYPE_F8E4M3 && block_size % 16 == 0 && b->max_seq_len >= cb->att_mma_min_len &&
+        (D == 64 || D == 128) && G <= 16)
+        return ATTENTION_DECODE_MMA;
+    if (f16_or_f8 && (((D == 64 || D == 128) && G <= 8) || (D == 256 && G <= 4))) return ATTENTION_DECODE;
+    return ATTENTION_SPLIT;
+}
+
+static void attention_split(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+                            const struct attn_params *ap, const struct batch_meta *m);
+
 void cuda_attention(struct backend *be, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                     const struct attn_params *ap, const struct batch_meta *m)
 {
     struct cuda_backend *cb = cuda_of(be);
+    const enum attention_kernel kern = choose_attention_kernel(cb, kv->k.dtype, ap, m->block_size);
+    const double t0 = cuda_prof_begin(cb);
+    switch (kern) {
+    case ATTENTION_FA2: cuda_attention_fa2(cb, out, q, kv, ap, m); break;
+    case ATTENTION_WMMA: cuda_attention_wmma(cb, out, q, kv, ap, m); break;
+    case ATTENTION_DECODE_MMA: cuda_attention_decode_mma(cb, out, q, kv, ap, m); break;
+    case ATTENTION_DECODE: cuda_attention_decode(cb, out, q, kv, ap, m); break;
+    default: attention_split(cb, out, q, kv, ap, m); break;
+    }
+    cuda_prof_end(cb, attention_kernel_name[kern], t0);
+}
+
+static void attention_split(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+                            const struct attn_params *ap, const struct batch_meta *m)
+{
     const struct cuda_batch *b = &cb->batch;
-    // precise, deterministic: an f32 split-K kernel for every step (the tiled kernel computes in
-    // bf16, and how a prompt is cut into steps would change its tiles)
-    if (!b->all_single && !cb->precise && !cb->deterministic && cuda_attention_tiled(cb, out, q, kv, ap, m)) return;
-    if (cuda_attention_decode_mma(cb, out, q, kv, ap, m)) return;
-    if (cuda_attention_decode(cb, out, q, kv, ap, m)) return;
     int G = ap->n_heads / ap->n_kv_heads;
     CHECK(G <= ATT_G_MAX, "cuda attention: %d query heads per KV head (at most %d)", G, ATT_G_MAX);
     // Enough splits to fill the GPU at decode; few when many tokens already fill it.
     int max_len = b->max_seq_len > 0 ? b->max_seq_len : 1;
     int n_split = 1;
     int blocks = m->n_tok * ap->n_kv_heads;
-    int split_max = cb->att_split_max < ATT_SPLIT_MAX ? cb->att_split_max : ATT_SPLIT_MAX;
     // deterministic: the splits the longest token wants; each token then takes its own share
-    while (n_split < split_max && (cb->deterministic || blocks * n_split < 4 * cb->n_sm) &&
+    while (n_split < ATT_SPLITS && (cb->deterministic || blocks * n_split < 4 * cb->n_sm) &&
            max_len / (n_split * 2) >= ATT_SPLIT_MIN_KEYS)
         n_split *= 2;
 

@@ -23,6 +23,7 @@
 
 #define DEC_WARPS   8
 #define DEC_THREADS (DEC_WARPS * 32)
+#define DEC_BLOCKS_PER_SM 2   // what the split count aims at
 
 /* What one lane loads of a key row: 8 values of T, 8 or 16 bytes. */
 template <int BYTES> struct lane_raw;
@@ -374,26 +375,26 @@ static void dec_dispatch_shape(struct cuda_backend *cb, const dec_args &a, const
     }
 }
 
-bool cuda_attention_decode(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+void cuda_attention_decode(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                            const struct attn_params *ap, const struct batch_meta *m)
 {
     const struct cuda_batch *b = &cb->batch;
     const int D = ap->head_dim, G = ap->n_heads / ap->n_kv_heads;
     const enum dtype dt = kv->k.dtype;
-    if (cb->att_dec_off || (dt != DTYPE_BF16 && dt != DTYPE_F16 && dt != DTYPE_F8E4M3)) return false;
     // GM * D <= 1024 keeps the block's shared memory under 48 KB
-    if (!((D == 64 || D == 128) && G <= 8) && !(D == 256 && G <= 4)) return false;
+    CHECK((dt == DTYPE_BF16 || dt == DTYPE_F16 || dt == DTYPE_F8E4M3) &&
+          (((D == 64 || D == 128) && G <= 8) || (D == 256 && G <= 4)), "cuda decode attention: %s, head_dim %d, %d heads per KV head",
+          dtype_name(dt), D, G);
     const int GM = G <= 4 ? 4 : 8;
     const int kpg = dec_loads(dtype_size(dt)) * (32 / (D / 8));   // keys per group, as the kernel's KPG
 
-    // Splits: about att_dec_blocks_per_sm blocks per SM (2), each split at least att_dec_min_keys
-    // keys (32) (deterministic: the splits the longest token wants; each token takes its own share).
+    // Splits: about DEC_BLOCKS_PER_SM blocks per SM, each split at least ATT_SPLIT_MIN_KEYS keys
+    // (deterministic: the splits the longest token wants; each token takes its own share).
     const int max_len = b->max_seq_len > 0 ? b->max_seq_len : 1;
-    const int split_max = cb->att_split_max < ATT_SPLIT_MAX ? cb->att_split_max : ATT_SPLIT_MAX;
-    const int min_keys = cb->att_dec_min_keys > kpg ? cb->att_dec_min_keys : kpg;
+    const int min_keys = ATT_SPLIT_MIN_KEYS > kpg ? ATT_SPLIT_MIN_KEYS : kpg;
     const int blocks = m->n_tok * ap->n_kv_heads;
     int n_split = 1;
-    while (n_split < split_max && (cb->deterministic || blocks * n_split * 2 <= cb->att_dec_blocks_per_sm * cb->n_sm) &&
+    while (n_split < ATT_SPLITS && (cb->deterministic || blocks * n_split * 2 <= DEC_BLOCKS_PER_SM * cb->n_sm) &&
            max_len / (n_split * 2) >= (cb->deterministic ? kpg : min_keys))
         n_split *= 2;
     dec_args a = { (float *)dptr(out), NULL, NULL, (const float *)dptr(q), dptr(&kv->k), dptr(&kv->v), n_split };
@@ -403,5 +404,4 @@ bool cuda_attention_decode(struct cuda_backend *cb, struct tensor *out, const st
     else if (dt == DTYPE_F16) dec_dispatch_shape<__half>(cb, a, ap, m, GM);
     else dec_dispatch_shape<__nv_fp8_e4m3>(cb, a, ap, m, GM);
     LAUNCH_CHECK();
-    return true;
 }

@@ -13,6 +13,8 @@
 #include "backend/cuda/cuda_common.cuh"
 
 #define ATT_SPLIT_MAX 128   // most splits a launch may use (combine weights live in shared memory)
+#define ATT_SPLITS    64    // most splits the launchers choose
+#define ATT_SPLIT_MIN_KEYS 32   // fewest keys per split (64 measured 3% slower decode at 512 keys)
 
 /* Workspace for n_tok tokens' partials with n_split splits and the per-pair counters; grows
  * (with a sync) only when a step needs more than any before it. */
@@ -130,16 +132,17 @@ __device__ __forceinline__ void attn_warps_finish(float *out, float *part_acc, f
         attn_merge_if_last<D, W * 32>(out, part_acc, part_ml, done, t, kvh, G, n_heads, n_kv, split_grid, n_split, w_s);
 }
 
-/* The streaming split-K kernel (attention_decode.cu): any step, built for decode. bf16/f16/fp8 caches,
- * head_dim 64/128 with up to 8 query heads per KV head or 256 with up to 4; false otherwise (the
- * generic kernel runs). */
-bool cuda_attention_decode(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+/* The kernels' launchers; choose_attention_kernel (attention.cu) decides which one runs and has
+ * checked the shape each takes. */
+void cuda_attention_decode(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                            const struct attn_params *ap, const struct batch_meta *m);
-
-/* The tensor-core decode kernel (attention_decode_mma.cu) for fp8 caches on the default backend:
- * head_dim 64/128 with up to 16 query heads per KV head, block_size % 16 == 0;
- * false otherwise. */
-bool cuda_attention_decode_mma(struct cuda_backend *cb, struct tensor *out, const struct tensor *q,
+void cuda_attention_decode_mma(struct cuda_backend *cb, struct tensor *out, const struct tensor *q,
                                const struct kv_layer *kv, const struct attn_params *ap, const struct batch_meta *m);
+void cuda_attention_fa2(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+                        const struct attn_params *ap, const struct batch_meta *m);
+void cuda_attention_wmma(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+                         const struct attn_params *ap, const struct batch_meta *m);
+/* Dynamic shared memory the WMMA prefill kernel needs at head_dim d (0: a head_dim it is not built for). */
+size_t cuda_attention_wmma_smem(int head_dim);
 
 #endif

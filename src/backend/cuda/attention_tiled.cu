@@ -2,11 +2,12 @@
  * style.
  *
  * Query tiles come from batch_begin: runs of up to ATT_TILE (128) consecutive positions of one
- * sequence. Decode steps (one token per sequence) use the split-K kernel in attention.cu instead.
+ * sequence. Decode steps (one token per sequence) use the split-K kernels instead (attention.cu's
+ * choose_attention_kernel decides).
  *
  * Main kernel (k_attn_fa2; bf16, f16 or f8e4m3 cache, head_dim 64, 128 or 256): a block takes 128 query
- * rows of one query head (head_dim 256: 64), as WARPS warps of MT m16 tiles each (4 x 2 by
- * default: each K/V fragment loaded by ldmatrix feeds two MMAs). Q is converted to the cache's
+ * rows of one query head (head_dim 256: 64), as WARPS warps of MT m16 tiles each (4 x 2: each K/V
+ * fragment loaded by ldmatrix feeds two MMAs). Q is converted to the cache's
  * 16-bit type once into shared memory (with one m-tile per warp its A fragments then stay in
  * registers for the whole key walk). K and V tiles of BC keys are gathered from the paged cache
  * (slot per key through the block table, a shift for power-of-two block sizes, so any block_size
@@ -31,10 +32,8 @@
  * Fallback (k_attn_tiled; f32 cache or other head dims): WMMA with S and O in shared memory,
  * 64 rows per block.
  */
-#include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/attention_split.cuh"
 #include "backend/cuda/mma.cuh"
-
-#include <stdlib.h>
 
 #include <mma.h>
 
@@ -378,38 +377,33 @@ static void launch_fa2(struct cuda_backend *cb, struct tensor *out, const struct
     LAUNCH_CHECK();
 }
 
-/* head_dim 64/128/256 over a bf16/f16/f8e4m3 cache; false otherwise. Block shapes measured on H100
- * (bench/attn_bench, Qwen3-8B shape, causal 4K / 32K tokens, TFLOP/s): 4 warps x 32 rows, 64-key
- * tiles 225 / 265; the same with 32-key tiles 220 / 256; 8 warps x 16 rows 187 / 216; 4 warps x
- * 16 rows 185 / 205. Two m-tiles per warp halve the K/V fragment loads per MMA; the 128-row shape
- * spills ~130 bytes at 255 registers and is still the fastest. CAIRN_CUDA_ATT_VARIANT (measurement
- * knob) picks another: 1 = 8 warps x 16 rows, 2 = 4 warps x 16 rows, 5 = 4 warps x 32 rows with
- * 32-key tiles; head_dim 256: 4 = 8 warps x 16 rows (default 4 warps x 16 rows, 32-key tiles:
- * the accumulators of 32 rows would not fit in registers). */
+/* Block shapes measured on H100 (bench/attn_bench, Qwen3-8B shape, causal 4K / 32K tokens,
+ * TFLOP/s): 4 warps x 32 rows, 64-key tiles 225 / 265; the same with 32-key tiles 220 / 256; 8
+ * warps x 16 rows 187 / 216; 4 warps x 16 rows 185 / 205. Two m-tiles per warp halve the K/V
+ * fragment loads per MMA; the 128-row shape spills ~130 bytes at 255 registers and is still the
+ * fastest. head_dim 256: 4 warps x 16 rows, 32-key tiles (the accumulators of 32 rows would not
+ * fit in registers; 8 warps x 16 rows was slower). The losers are in the git history. */
 template <typename T>
-static bool fa2_dispatch(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+static void fa2_dispatch(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
                          const struct attn_params *ap, const struct batch_meta *m)
 {
-    const char *env = getenv("CAIRN_CUDA_ATT_VARIANT");
-    int v = env ? atoi(env) : 0;
     switch (ap->head_dim) {
-    case 64:
-        if (v == 1) launch_fa2<T, 64, 8, 1, 64>(cb, out, q, kv, ap, m);
-        else if (v == 2) launch_fa2<T, 64, 4, 1, 64>(cb, out, q, kv, ap, m);
-        else launch_fa2<T, 64, 4, 2, 64>(cb, out, q, kv, ap, m);
-        return true;
-    case 128:
-        if (v == 1) launch_fa2<T, 128, 8, 1, 64>(cb, out, q, kv, ap, m);
-        else if (v == 2) launch_fa2<T, 128, 4, 1, 64>(cb, out, q, kv, ap, m);
-        else if (v == 5) launch_fa2<T, 128, 4, 2, 32>(cb, out, q, kv, ap, m);
-        else launch_fa2<T, 128, 4, 2, 64>(cb, out, q, kv, ap, m);
-        return true;
-    case 256:
-        if (v == 4) launch_fa2<T, 256, 8, 1, 32>(cb, out, q, kv, ap, m);
-        else launch_fa2<T, 256, 4, 1, 32>(cb, out, q, kv, ap, m);
-        return true;
+    case 64: launch_fa2<T, 64, 4, 2, 64>(cb, out, q, kv, ap, m); return;
+    case 128: launch_fa2<T, 128, 4, 2, 64>(cb, out, q, kv, ap, m); return;
+    case 256: launch_fa2<T, 256, 4, 1, 32>(cb, out, q, kv, ap, m); return;
     }
-    return false;
+    CHECK(0, "cuda prefill attention: head_dim %d", ap->head_dim);
+}
+
+void cuda_attention_fa2(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+                        const struct attn_params *ap, const struct batch_meta *m)
+{
+    switch (kv->k.dtype) {
+    case DTYPE_BF16: fa2_dispatch<__nv_bfloat16>(cb, out, q, kv, ap, m); return;
+    case DTYPE_F16: fa2_dispatch<__half>(cb, out, q, kv, ap, m); return;
+    case DTYPE_F8E4M3: fa2_dispatch<__nv_fp8_e4m3>(cb, out, q, kv, ap, m); return;
+    default: CHECK(0, "cuda prefill attention: %s cache", dtype_name(kv->k.dtype));
+    }
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -594,16 +588,19 @@ static void launch(struct cuda_backend *cb, struct tensor *out, const struct ten
     LAUNCH_CHECK();
 }
 
-bool cuda_attention_tiled(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
-                          const struct attn_params *ap, const struct batch_meta *m)
+size_t cuda_attention_wmma_smem(int head_dim)
 {
-    if (kv->k.dtype == DTYPE_BF16 && fa2_dispatch<__nv_bfloat16>(cb, out, q, kv, ap, m)) return true;
-    if (kv->k.dtype == DTYPE_F16 && fa2_dispatch<__half>(cb, out, q, kv, ap, m)) return true;
-    if (kv->k.dtype == DTYPE_F8E4M3 && fa2_dispatch<__nv_fp8_e4m3>(cb, out, q, kv, ap, m)) return true;
-    int D = ap->head_dim;
-    if (D % 16 || tiled_layout(D).total > cb->smem_optin) return false;
-#define TILED_CASE(DD) case DD: DISPATCH_KV(kv->k.dtype, T, launch<T, DD>(cb, out, q, kv, ap, m)); return true;
-    switch (D) {
+    switch (head_dim) {
+    case 16: case 32: case 64: case 80: case 96: case 128: case 256: return tiled_layout(head_dim).total;
+    }
+    return 0;
+}
+
+void cuda_attention_wmma(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
+                         const struct attn_params *ap, const struct batch_meta *m)
+{
+#define TILED_CASE(DD) case DD: DISPATCH_KV(kv->k.dtype, T, launch<T, DD>(cb, out, q, kv, ap, m)); return;
+    switch (ap->head_dim) {
     TILED_CASE(16)
     TILED_CASE(32)
     TILED_CASE(64)
@@ -613,5 +610,5 @@ bool cuda_attention_tiled(struct cuda_backend *cb, struct tensor *out, const str
     TILED_CASE(256)
     }
 #undef TILED_CASE
-    return false;
+    CHECK(0, "cuda prefill attention (wmma): head_dim %d", ap->head_dim);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 extern "C" {
+#include "base/clock.h"
 #include "base/mem.h"
 }
 
@@ -33,27 +34,16 @@ struct cuda_backend_ext {
     uint64_t               graph_clock;
     struct step_graph     *recording;     // the entry being recorded, between begin and end
     struct step_graph     *first_run;     // the entry whose first (op-by-op) run the last step was
-    bool                   graphs_off;    // CAIRN_CUDA_GRAPHS=0
+    bool                   graphs_off;    // cfg cuda_graphs_off or profile
     struct prepared_entry *prep;
     int                    n_prep, cap_prep;
     cudaEvent_t            staged;        // recorded after the last batch upload
     bool                   staged_pending;
 };
 
-void *cuda_grow(struct cuda_backend *cb, void **buf, size_t *cap, size_t bytes)
-{
-    if (bytes <= *cap) return *buf;
-    if (*buf) {
-        CUDA_CHECK(cudaStreamSynchronize(cb->stream));
-        CUDA_CHECK(cudaFree(*buf));
-    }
-    *cap = bytes + bytes / 4;
-    CUDA_CHECK(cudaMalloc(buf, *cap));
-    cb->mem_gen++;
-    return *buf;
-}
+/* ==== Memory and synchronization helpers (the step-graph conventions, cuda_common.cuh) ==== */
 
-static enum status c_buffer_new(struct backend *be, size_t bytes, struct buffer **out)
+enum status cuda_mem_alloc(struct cuda_backend *cb, size_t bytes, void **out)
 {
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
@@ -65,12 +55,119 @@ static enum status c_buffer_new(struct backend *be, size_t bytes, struct buffer 
                 cudaGetErrorString(e));
         return STATUS_ENOMEM;
     }
+    cb->mem_gen++;   // recorded step graphs may point at a buffer this address held before
+    *out = p;
+    return STATUS_OK;
+}
+
+void *cuda_mem_alloc_or_die(struct cuda_backend *cb, size_t bytes)
+{
+    void *p = NULL;
+    CHECK(cuda_mem_alloc(cb, bytes, &p) == STATUS_OK, "cuda: out of device memory for a workspace of %zu bytes", bytes);
+    return p;
+}
+
+void cuda_mem_free(struct cuda_backend *cb, void *p)
+{
+    if (!p) return;
+    CUDA_CHECK(cudaStreamSynchronize(cb->stream));   // queued kernels may still read it
+    CUDA_CHECK(cudaFree(p));
+    cb->mem_gen++;
+}
+
+void *cuda_pinned_alloc(struct cuda_backend *cb, size_t bytes)
+{
+    void *p = NULL;
+    CUDA_CHECK(cudaMallocHost(&p, bytes));
+    cb->mem_gen++;
+    return p;
+}
+
+void cuda_pinned_free(struct cuda_backend *cb, void *p)
+{
+    if (!p) return;
+    CUDA_CHECK(cudaStreamSynchronize(cb->stream));   // a queued copy may still read it
+    CUDA_CHECK(cudaFreeHost(p));
+    cb->mem_gen++;
+}
+
+/* At destroy: errors are ignored (a poisoned context must still let the process free the rest). */
+static void mem_release(void *p, bool pinned)
+{
+    if (!p) return;
+    if (pinned) cudaFreeHost(p);
+    else cudaFree(p);
+    cudaGetLastError();
+}
+
+void cuda_stream_wait(struct cuda_backend *cb)
+{
+    cudaStreamCaptureStatus cs;
+    CUDA_CHECK(cudaStreamIsCapturing(cb->stream, &cs));
+    CHECK(cs == cudaStreamCaptureStatusNone, "cuda: a host wait while a step graph is being recorded");
+    CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+}
+
+void cuda_step_roundtrip(struct cuda_backend *cb)
+{
+    cuda_mark_unrecordable(cb);
+    cuda_stream_wait(cb);
+}
+
+/* ==== Profile (cfg profile) ==== */
+
+double cuda_prof_begin(struct cuda_backend *cb)
+{
+    if (!cb->profile) return 0;
+    cuda_stream_wait(cb);
+    return clock_now_s();
+}
+
+void cuda_prof_end(struct cuda_backend *cb, const char *what, double t0)
+{
+    if (!cb->profile) return;
+    cuda_stream_wait(cb);
+    const double dt = clock_now_s() - t0;
+    int i = 0;
+    while (i < cb->n_prof && cb->prof[i].what != what) i++;   // names are the choose_* tables' literals
+    if (i == cb->n_prof) {
+        CHECK(i < CUDA_PROF_MAX, "cuda profile: more than %d kernel names", CUDA_PROF_MAX);
+        cb->prof[cb->n_prof++].what = what;
+    }
+    cb->prof[i].calls++;
+    cb->prof[i].s += dt;
+}
+
+static void prof_log(const struct cuda_backend *cb)
+{
+    double total = 0;
+    for (int i = 0; i < cb->n_prof; i++) total += cb->prof[i].s;
+    for (int i = 0; i < cb->n_prof; i++)
+        LOG_INFO("profile cuda %-22s %9llu calls %9.3f s  %5.1f%%", cb->prof[i].what,
+                 (unsigned long long)cb->prof[i].calls, cb->prof[i].s, total > 0 ? 100 * cb->prof[i].s / total : 0.0);
+}
+
+void *cuda_grow(struct cuda_backend *cb, void **buf, size_t *cap, size_t bytes)
+{
+    if (bytes <= *cap) return *buf;
+    cuda_mem_free(cb, *buf);
+    *cap = bytes + bytes / 4;
+    *buf = cuda_mem_alloc_or_die(cb, *cap);
+    return *buf;
+}
+
+/* ==== Buffers and copies ==== */
+
+static enum status c_buffer_new(struct backend *be, size_t bytes, struct buffer **out)
+{
+    void *p = NULL;
+    enum status st = cuda_mem_alloc(cuda_of(be), bytes, &p);
+    if (st != STATUS_OK) return st;
     struct buffer *b = (struct buffer *)xcalloc(1, sizeof *b);
     b->kind = BUF_DEVICE;
     b->data = p;
     b->bytes = bytes;
     b->owner = be;
-    cuda_of(be)->mem_gen++;   // recorded step graphs may point at a buffer this address held before
     *out = b;
     return STATUS_OK;
 }
@@ -78,9 +175,7 @@ static enum status c_buffer_new(struct backend *be, size_t bytes, struct buffer 
 static void c_buffer_free(struct backend *be, struct buffer *b)
 {
     if (!b) return;
-    CUDA_CHECK(cudaStreamSynchronize(cuda_of(be)->stream));
-    CUDA_CHECK(cudaFree(b->data));
-    cuda_of(be)->mem_gen++;
+    cuda_mem_free(cuda_of(be), b->data);
     free(b);
 }
 
@@ -88,14 +183,14 @@ static void c_upload(struct backend *be, struct tensor *t, const void *src, size
 {
     struct cuda_backend *cb = cuda_of(be);
     CUDA_CHECK(cudaMemcpyAsync(dptr(t), src, bytes, cudaMemcpyHostToDevice, cb->stream));
-    CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+    cuda_stream_wait(cb);
 }
 
 static void c_download(struct backend *be, void *dst, const struct tensor *t, size_t bytes)
 {
     struct cuda_backend *cb = cuda_of(be);
     CUDA_CHECK(cudaMemcpyAsync(dst, dptr(t), bytes, cudaMemcpyDeviceToHost, cb->stream));
-    CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+    cuda_stream_wait(cb);
 }
 
 /* Device copy of a host (mmapped) weight. No sharing by host address: a model's weights never
@@ -175,15 +270,11 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
         total += (sizes[i] + 15) & ~(size_t)15;
     }
     if (total > b->h_pinned_bytes) {
-        if (b->h_pinned) {
-            CUDA_CHECK(cudaStreamSynchronize(cb->stream));
-            CUDA_CHECK(cudaFreeHost(b->h_pinned));
-            CUDA_CHECK(cudaFree(b->d_pack));
-        }
+        cuda_pinned_free(cb, b->h_pinned);
+        cuda_mem_free(cb, b->d_pack);
         b->h_pinned_bytes = total * 2;
-        CUDA_CHECK(cudaMallocHost(&b->h_pinned, b->h_pinned_bytes));
-        CUDA_CHECK(cudaMalloc(&b->d_pack, b->h_pinned_bytes));
-        cb->mem_gen++;
+        b->h_pinned = cuda_pinned_alloc(cb, b->h_pinned_bytes);
+        b->d_pack = cuda_mem_alloc_or_die(cb, b->h_pinned_bytes);
     }
     char *dev = (char *)b->d_pack;
     for (int i = 0; i < N_ARR; i++)
@@ -225,7 +316,10 @@ static void step_graph_drop(struct step_graph *g)
  * time their shape is seen (the first run, op by op, grows every workspace to size, so recording
  * never allocates or synchronizes) and replayed from then on: one launch instead of ~500. A shape
  * whose first run called cuBLAS or went through the host (cb->graph_unsafe moved: a matmul shape
- * the skinny kernel does not take, the MoE prefill path) is never recorded. */
+ * the skinny kernel does not take, the MoE host path) is never recorded; a recording is dropped
+ * once any device memory was allocated or freed after it (cb->mem_gen moved). Both counters move
+ * only in the helpers of cuda_common.cuh's "Step-graph conventions". Off with cfg cuda_graphs_off
+ * or profile. */
 static int c_step_graph_begin(struct backend *be, const struct batch_meta *m, const void *scratch, const void *kv)
 {
     struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
@@ -300,27 +394,28 @@ static void c_destroy(struct backend *be)
     struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
     struct cuda_backend *cb = &x->cb;
     cudaStreamSynchronize(cb->stream);
+    if (cb->profile) prof_log(cb);
     for (int i = 0; i < STEP_GRAPHS; i++)
         if (x->graphs[i].exec) cudaGraphExecDestroy(x->graphs[i].exec);
     for (int i = 0; i < x->n_prep; i++) {
-        cudaFree(x->prep[i].buf->data);
+        mem_release(x->prep[i].buf->data, false);
         free(x->prep[i].buf);
     }
     free(x->prep);
-    if (cb->batch.h_pinned) cudaFreeHost(cb->batch.h_pinned);
-    if (cb->batch.d_pack) cudaFree(cb->batch.d_pack);
+    mem_release(cb->batch.h_pinned, true);
+    mem_release(cb->batch.d_pack, false);
     free(cb->batch.h_tiles);
-    if (cb->d_work) cudaFree(cb->d_work);
-    if (cb->d_moe_work) cudaFree(cb->d_moe_work);
+    mem_release(cb->d_work, false);
+    mem_release(cb->d_moe_work, false);
     for (int i = 0; i < cb->n_moe_tables; i++) {
-        cudaFree((void *)cb->moe_tables[i].d_gate);
+        mem_release((void *)cb->moe_tables[i].d_gate, false);
         free(cb->moe_tables[i].h_ptrs);
     }
     free(cb->moe_tables);
-    if (cb->d_attn_part) cudaFree(cb->d_attn_part);
-    if (cb->d_attn_done) cudaFree(cb->d_attn_done);
-    if (cb->d_moe_done) cudaFree(cb->d_moe_done);
-    if (cb->d_argmax) cudaFree(cb->d_argmax);
+    mem_release(cb->d_attn_part, false);
+    mem_release(cb->d_attn_done, false);
+    mem_release(cb->d_moe_done, false);
+    mem_release(cb->d_argmax, false);
     cudaEventDestroy(x->staged);
     cublasDestroy(cb->cublas);
     cudaStreamDestroy(cb->stream);
@@ -394,53 +489,21 @@ extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct ba
     CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
     cb->n_sm = prop.multiProcessorCount;
     cb->smem_optin = prop.sharedMemPerBlockOptin;
-    // Tuning knobs for measurements (defaults are the measured best on H100).
-    const char *env = getenv("CAIRN_CUDA_GEMV_U");   // 8 measured 8% faster decode than 4 on H100
-    cb->gemv_u = env && atoi(env) == 4 ? 4 : 8;
-    env = getenv("CAIRN_CUDA_GRAPHS");   // 0: launch every op (for measuring what graphs save)
-    x->graphs_off = env && !strcmp(env, "0");
     cb->precise = cfg && cfg->precise;
     cb->deterministic = cfg && cfg->deterministic;
-    env = getenv("CAIRN_CUDA_FUSE_QK");
-    cb->unfused_qk = env && !strcmp(env, "0");
-    env = getenv("CAIRN_CUDA_PDL");
-    cb->pdl = prop.major >= 9 && !(env && !strcmp(env, "0"));
-    env = getenv("CAIRN_CUDA_GEMV_MAX_N");
-    // 4: at 5-8 rows cuBLAS beats the GEMV (x re-read per row saturates L1): 8 streams of an 8B
-    // model decode at 939 tok/s instead of 458 on H100
-    cb->gemv_max_n = env && atoi(env) >= 1 && atoi(env) <= 8 ? atoi(env) : 4;
-    env = getenv("CAIRN_CUDA_GEMV_SPLIT_K");
-    cb->gemv_split_min_k = env ? atoi(env) : 0;
-    env = getenv("CAIRN_CUDA_GEMV");
-    cb->gemv_mode = env && !strcmp(env, "classic") ? GEMV_MODE_CLASSIC : GEMV_MODE_STREAM;
-    env = getenv("CAIRN_CUDA_MOE_DEVICE_N");   // 1..64 (moe.cu's MOE_SMALL_N)
+    cb->profile = cfg && cfg->profile;
+    x->graphs_off = (cfg && cfg->cuda_graphs_off) || cb->profile;   // profiling waits around calls
+    cb->pdl = prop.major >= 9;
+    cb->skinny = !(cfg && cfg->cuda_skinny_off);
     // 64: Qwen3-30B-A3B at 24-64 streams 201-380 -> 743-776 tok/s on H100 (the host path regroups
-    // tokens per expert through a sync and cuBLAS per expert; 16 was the old cut)
-    cb->moe_device_n = env && atoi(env) >= 1 && atoi(env) <= 64 ? atoi(env) : 64;
-    env = getenv("CAIRN_CUDA_SKINNY");
-    cb->skinny = !(env && !strcmp(env, "0"));
-    env = getenv("CAIRN_CUDA_GEMV_WIDE");
-    cb->gemv_wide = !(env && !strcmp(env, "0"));
-    env = getenv("CAIRN_CUDA_NORM_FUSE");
-    cb->norm_fuse = !(env && !strcmp(env, "0"));
-    env = getenv("CAIRN_CUDA_ATT_SPLITS");
-    cb->att_split_max = env && atoi(env) >= 1 ? atoi(env) : 64;
-    env = getenv("CAIRN_CUDA_ATT_DECODE");
-    cb->att_dec_off = env && !strcmp(env, "0");
-    env = getenv("CAIRN_CUDA_ATT_DEC_MIN_KEYS");
-    cb->att_dec_min_keys = env && atoi(env) >= 1 ? atoi(env) : 32;   // 32 measured 3% faster than 64 at 512 keys
-    env = getenv("CAIRN_CUDA_ATT_DEC_BLOCKS");
-    cb->att_dec_blocks_per_sm = env && atoi(env) >= 1 ? atoi(env) : 2;
-    env = getenv("CAIRN_CUDA_ATT_MMA");
-    cb->att_mma_off = env && !strcmp(env, "0");
-    env = getenv("CAIRN_CUDA_ATT_MMA_MIN_LEN");   // rounded down to a power of two
-    const int mma_min_len = env && atoi(env) >= 1 ? (atoi(env) < (1 << 24) ? atoi(env) : 1 << 24) : 1024;
+    // tokens per expert through a sync and cuBLAS per expert; 16 was the old cut); 1..64 (moe.cu's MOE_SMALL_N)
+    const int moe_n = cfg ? cfg->cuda_moe_device_n : 0;
+    cb->moe_device_n = moe_n >= 1 && moe_n <= 64 ? moe_n : 64;
+    // from 1,024 keys by default (shorter fp8 decode runs on the CUDA-core kernel); rounded down to a
+    // power of two, as step graphs' length classes are
+    const int mma_min = cfg && cfg->cuda_fp8_mma_min_len >= 1 ? (cfg->cuda_fp8_mma_min_len < (1 << 24) ? cfg->cuda_fp8_mma_min_len : 1 << 24) : 1024;
     cb->att_mma_min_len = 1;
-    while (cb->att_mma_min_len * 2 <= mma_min_len) cb->att_mma_min_len *= 2;
-    env = getenv("CAIRN_CUDA_ATT_MMA_KT");
-    cb->att_mma_kt = env && atoi(env) == 1 ? 1 : 2;   // 2 measured 1-2% faster at 32K on H100
-    env = getenv("CAIRN_CUDA_ATT_MMA_BLOCKS");
-    cb->att_mma_blocks_per_sm = env && atoi(env) >= 1 ? atoi(env) : 0;   // 0: as many as are resident
+    while (cb->att_mma_min_len * 2 <= mma_min) cb->att_mma_min_len *= 2;
     CUDA_CHECK(cudaStreamCreateWithFlags(&cb->stream, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&x->staged, cudaEventDisableTiming));
     if (cublasCreate(&cb->cublas) != CUBLAS_STATUS_SUCCESS) {

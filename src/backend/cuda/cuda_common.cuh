@@ -26,8 +26,6 @@ extern "C" {
 #define CUBLAS_CHECK(call) do { cublasStatus_t s_ = (call); CHECK(s_ == CUBLAS_STATUS_SUCCESS, "cuBLAS error %d", (int)s_); } while (0)
 #define LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
 
-enum { GEMV_MODE_CLASSIC, GEMV_MODE_STREAM };
-
 struct moe_table {
     const struct tensor *key;          // the layer's host array of gate tensors
     int                  n_experts;
@@ -53,6 +51,15 @@ struct cuda_batch {
     size_t   h_pinned_bytes;
 };
 
+/* cfg profile: calls and host-timed seconds per kernel choice (names from choose_matmul_kernel,
+ * choose_attention_kernel). */
+#define CUDA_PROF_MAX 24
+struct cuda_prof_entry {
+    const char *what;
+    uint64_t    calls;
+    double      s;
+};
+
 struct cuda_backend {
     int             device;
     cudaStream_t    stream;
@@ -66,38 +73,52 @@ struct cuda_backend {
     size_t          moe_work_bytes;
     float          *d_attn_part;        // split-K attention partials
     size_t          attn_part_bytes;
-    int             gemv_max_n;         // most rows a matmul runs as a GEMV (cuBLAS above; CAIRN_CUDA_GEMV_MAX_N)
-    int             gemv_u;             // GEMV loads in flight per lane (8, or 4 with CAIRN_CUDA_GEMV_U=4)
-    int             gemv_split_min_k;   // GEMV rows of at least this many inputs take two warps (0: never)
-    int             gemv_mode;          // GEMV_MODE_STREAM: weights bypass L1 (default); CAIRN_CUDA_GEMV=classic: __ldg
-    bool            skinny;             // 5-16-row matmuls on the skinny tensor-core kernel (CAIRN_CUDA_SKINNY=0: cuBLAS)
-    bool            gemv_wide;          // slices of GEMV_WIDE_N rows on the GEMV path (CAIRN_CUDA_GEMV_WIDE=0: 8 at a time)
-    bool            norm_fuse;          // RMSNorm inside decode GEMVs (CAIRN_CUDA_NORM_FUSE=0: separate kernel)
-    int             att_split_max;      // most key splits of decode attention (CAIRN_CUDA_ATT_SPLITS)
-    bool            att_dec_off;        // CAIRN_CUDA_ATT_DECODE=0: the generic attention kernel for decode
-    int             att_dec_min_keys;   // streaming decode attention: fewest keys per split
-    int             att_dec_blocks_per_sm;   // streaming decode attention: blocks per SM the splits aim at
-    bool            att_mma_off;        // CAIRN_CUDA_ATT_MMA=0: fp8 decode on the CUDA-core kernel
+    bool            skinny;             // 5-16-row matmuls on the skinny tensor-core kernel (cfg cuda_skinny_off: cuBLAS)
     int             att_mma_min_len;    // tensor-core fp8 decode from this longest sequence (a power of two)
-    int             att_mma_kt;         // tensor-core fp8 decode: 16-key tiles per warp iteration (2, or 1)
-    int             att_mma_blocks_per_sm;   // tensor-core fp8 decode: blocks per SM the splits aim at (0: resident)
     int32_t        *d_attn_done;        // split-K attention: finished splits per (token, KV head)
     size_t          attn_done_cap;
     int32_t        *d_argmax;           // [cap] argmax results
     int             argmax_cap;
     bool            deterministic;      // backend "cuda-deterministic": batch-invariant rows (GEMV, f32 attention)
     bool            precise;            // backend "cuda-precise": hi + lo bf16 GEMM inputs, f32 attention
-    bool            unfused_qk;         // CAIRN_CUDA_FUSE_QK=0: qk_rope_kv runs the separate ops
-    bool            pdl;                // programmatic dependent launch of GEMVs (sm_90+; CAIRN_CUDA_PDL=0 off)
-    uint64_t        graph_unsafe;       // calls a step graph cannot record (cuBLAS, host round trips) so far
-    uint32_t        mem_gen;            // bumped whenever a workspace moves (recorded step graphs go stale)
+    bool            pdl;                // programmatic dependent launch of GEMVs (sm_90+)
+    bool            profile;            // cfg profile: time each matmul and attention call per kernel chosen
+    struct cuda_prof_entry prof[CUDA_PROF_MAX];
+    int             n_prof;
+    uint64_t        graph_unsafe;       // calls a step graph cannot record so far: cuda_mark_unrecordable only
+    uint32_t        mem_gen;            // device allocations and frees so far: cuda_mem_alloc / cuda_mem_free only
     int32_t        *d_moe_done;         // [MOE_SMALL_N] blocks of the fused MoE router done, per token (moe.cu)
-    int             moe_device_n;       // MoE steps of up to this many tokens stay on the device (CAIRN_CUDA_MOE_DEVICE_N)
+    int             moe_device_n;       // MoE steps of up to this many tokens stay on the device (cfg cuda_moe_device_n)
     struct moe_table *moe_tables;       // device arrays of expert weight pointers, per layer
     int             n_moe_tables, cap_moe_tables;
 };
 
 static inline struct cuda_backend *cuda_of(struct backend *be) { return (struct cuda_backend *)be->impl; }
+
+/* ==== Step-graph conventions ====
+ * A recorded step graph (backend_cuda.cu) bakes in device addresses and replays launches without
+ * the host. Two counters tell it when that is wrong, and only these helpers move them:
+ *  - mem_gen: every device allocation and free goes through cuda_mem_alloc / cuda_mem_free, which
+ *    bump it (a recording made before is stale: an address it reads may now belong to another
+ *    buffer). No other cudaMalloc / cudaFree / cudaMallocHost / cudaFreeHost in the backend.
+ *  - graph_unsafe: a call a graph cannot record (cuBLAS, which may allocate its workspace; a host
+ *    round trip inside a step op) calls cuda_mark_unrecordable, or cuda_step_roundtrip for the host
+ *    round trip itself; a step shape whose first run moved it is never recorded.
+ * Synchronous ops outside a step's recordable part (upload, download, argmax, one-time tables) wait
+ * with cuda_stream_wait, which CHECKs that no recording is in progress. */
+enum status cuda_mem_alloc(struct cuda_backend *cb, size_t bytes, void **out);   // ENOMEM (logged) on failure
+void       *cuda_mem_alloc_or_die(struct cuda_backend *cb, size_t bytes);        // workspaces: CHECKs success
+void        cuda_mem_free(struct cuda_backend *cb, void *p);                      // waits for the stream; NULL ok
+void       *cuda_pinned_alloc(struct cuda_backend *cb, size_t bytes);            // page-locked host staging
+void        cuda_pinned_free(struct cuda_backend *cb, void *p);                   // waits for the stream; NULL ok
+static inline void cuda_mark_unrecordable(struct cuda_backend *cb) { cb->graph_unsafe++; }
+void        cuda_stream_wait(struct cuda_backend *cb);       // host waits for the stream (not while recording)
+void        cuda_step_roundtrip(struct cuda_backend *cb);    // the same inside a step op: marks it unrecordable
+
+/* cfg profile: t0 = cuda_prof_begin(cb) before a call's launches, cuda_prof_end(cb, name, t0) after;
+ * both wait for the stream (step graphs are off while profiling). No-ops when not profiling. */
+double cuda_prof_begin(struct cuda_backend *cb);
+void   cuda_prof_end(struct cuda_backend *cb, const char *what, double t0);
 
 /* Grows a device workspace to at least `bytes` (allocation only when it must grow). */
 void *cuda_grow(struct cuda_backend *cb, void **buf, size_t *cap, size_t bytes);
@@ -257,10 +278,6 @@ void cuda_norm_matmul_n(struct backend *, int, struct tensor *const *, struct te
 void cuda_matmul_rows(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct batch_meta *);
 void cuda_attention(struct backend *, struct tensor *, const struct tensor *, const struct kv_layer *,
                     const struct attn_params *, const struct batch_meta *);
-/* Tiled tensor-core attention for prefill; false when the shape is not supported (then the
- * split-K kernel runs). */
-bool cuda_attention_tiled(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct kv_layer *kv,
-                          const struct attn_params *ap, const struct batch_meta *m);
 void cuda_moe_route(struct backend *, struct tensor *, struct tensor *, const struct tensor *, int, bool);
 void cuda_moe_ffn(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *,
                   const struct tensor *, const struct tensor *, const struct tensor *, int, enum act);

@@ -160,18 +160,6 @@ void cuda_qk_rope_kv(struct backend *be, struct tensor *q, struct tensor *k, con
 {
     struct cuda_backend *cb = cuda_of(be);
     const int hd = rp->head_dim;
-    if (cb->unfused_qk) {   // CAIRN_CUDA_FUSE_QK=0: the separate ops, for comparison
-        if (q_norm) {
-            const int64_t qs[2] = { hd, q->ne[1] * n_heads }, ks[2] = { hd, k->ne[1] * n_kv };
-            struct tensor qv = tensor_reshape(q, 2, qs), kv2 = tensor_reshape(k, 2, ks);
-            cuda_rmsnorm(be, &qv, &qv, q_norm, eps, w_offset);
-            cuda_rmsnorm(be, &kv2, &kv2, k_norm, eps, w_offset);
-        }
-        cuda_rope(be, q, n_heads, inv_freq, rp, m);
-        cuda_rope(be, k, n_kv, inv_freq, rp, m);
-        cuda_kv_write(be, kv, k, v, m);
-        return;
-    }
     CHECK(!q_norm == !k_norm && (!q_norm || q_norm->dtype == k_norm->dtype), "cuda qk_rope_kv: q and k norms differ");
     const int threads = hd >= 128 ? 128 : hd >= 64 ? 64 : 32;
     dim3 grid(m->n_tok, n_heads + n_kv);
@@ -308,12 +296,12 @@ void cuda_argmax(struct backend *be, int32_t *out_ids, const struct tensor *logi
     struct cuda_backend *cb = cuda_of(be);
     int rows = (int)tensor_rows(logits), n = (int)logits->ne[0];
     if (rows > cb->argmax_cap) {
-        if (cb->d_argmax) CUDA_CHECK(cudaFree(cb->d_argmax));
+        cuda_mem_free(cb, cb->d_argmax);
         cb->argmax_cap = rows * 2;
-        CUDA_CHECK(cudaMalloc(&cb->d_argmax, sizeof(int32_t) * (size_t)cb->argmax_cap));
+        cb->d_argmax = (int32_t *)cuda_mem_alloc_or_die(cb, sizeof(int32_t) * (size_t)cb->argmax_cap);
     }
     k_argmax<<<rows, 1024, 0, cb->stream>>>(cb->d_argmax, (const float *)dptr(logits), n);
     LAUNCH_CHECK();
     CUDA_CHECK(cudaMemcpyAsync(out_ids, cb->d_argmax, sizeof(int32_t) * (size_t)rows, cudaMemcpyDeviceToHost, cb->stream));
-    CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+    cuda_stream_wait(cb);   // synchronous by contract, outside a step's recorded part
 }

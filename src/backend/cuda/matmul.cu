@@ -1,28 +1,137 @@
-/* matmul: out[n, m] = x[n, k] @ w[m, k]^T for bf16/f16/f32 weights.
+/* matmul: out[n, m] = x[n, k] @ w[m, k]^T for bf16/f16/f32 weights, and its fused forms.
  *
- * Decode (n <= cb->gemv_max_n, 4 by default; GEMV_MAX_N = 8 in deterministic mode and for narrow
- * outputs): a bandwidth-bound GEMV. Each warp owns one weight row and streams it
- * once with 16-byte loads (eight in flight per lane) that bypass L1, applying it to all n
- * activation rows; x is re-read from L1. Launched as a programmatic dependent of the kernel
- * before it: its first weight loads are issued while that kernel drains, and it waits for it only
- * before touching x. Epilogue fusions: bias, out += (residual adds, matmul_add), the GLU of an
- * FFN's gate and up rows (matmul_glu: one warp streams both) and optionally the RMSNorm of x
- * (norm_matmul_n; off by default, it measured slower than the separate kernel). Each
- * token's dot product is summed in the same order whatever n is, so a token's result does not
- * depend on the batch (batch invariance within the GEMV path). cuda-deterministic sends every row
- * through this path, wide batches in slices of 16 tokens through k_gemv_wide (the same sums).
- * Batches of 5-16 rows (k % 64 == 0, bf16/f16): k_gemm_skinny streams the weights once and
- * multiplies on tensor cores. Prefill and larger batches: cuBLAS. Both round the activations to the
- * weight dtype and accumulate in f32 (tensor cores); this is where the GPU backend trades
- * bit-exactness for speed.
+ * ==== Which kernel runs (choose_matmul_kernel; CAIRN_PROFILE's per-kernel lines use its names) ====
+ *
+ *  op             | rows n | outputs m | weights, operands            | mode          | kernel
+ *  ---------------+--------+-----------+------------------------------+---------------+-----------------------
+ *  matmul(_add,   | any    | <= 256    | 16-byte aligned, k % vec     | any           | gemv (n >= 16: gemv_wide
+ *   _rows)        |        |           |                              |               |   slices, gemv the rest)
+ *                 | 1-4    | any       |   "                          | any           |   "
+ *                 | any    | any       |   "                          | deterministic |   "
+ *                 | (same rows as the three lines above, operands not aligned)         | gemv_scalar
+ *                 | 5-16   | > 256     | bf16/f16, k % 64, w aligned  | default       | skinny (tensor cores)
+ *                 | other  |           |                              | any           | cublas (precise: hi + lo)
+ *  matmul_n       | 1-4    | any       | one dtype, <= 3 matrices     | any           | gemv_multi (one launch)
+ *                 | 1-8    |   "       |   "                          | deterministic |   "
+ *                 | other: each matrix as a matmul above                                | composed
+ *  norm_matmul_n  | 1-4    | any       | norm dtype = weights', not   | not determ.   | gemv_norm (RMSNorm fused)
+ *                 |        |           | f32, aligned, x contiguous   |               |
+ *                 | other: rmsnorm, then matmul_n                                       | composed
+ *  matmul_glu     | 1-4    | any       | bf16/f16, aligned, k % 8;    | not determ.   | gemv_glu_norm
+ *                 |        |           | norm fits GLU_NORM_SMEM      |               |
+ *                 | 1-4    |   "       |   " (no norm or not fused:   | any           | gemv_glu
+ *                 |        |           |   rmsnorm first)             |               |
+ *                 | other: rmsnorm, matmul_n, glu                                       | composed
+ *
+ * gemv (k_gemv): a bandwidth-bound GEMV. Each warp owns one weight row and streams it once with
+ * 16-byte loads (eight in flight per lane) that bypass L1, applying it to all n (<= GEMV_MAX_N)
+ * activation rows; x is re-read from L1. Launched as a programmatic dependent of the kernel before
+ * it: its first weight loads are issued while that kernel drains, and it waits for it only before
+ * touching x. Epilogue fusions: bias, out += (residual adds, matmul_add), several matrices sharing
+ * x (matmul_n: q/k/v), the GLU of an FFN's gate and up rows (k_gemv_glu: one warp streams both)
+ * and the RMSNorm of x (norm_matmul_n, matmul_glu: on, 1.5% faster decode than the separate
+ * kernel; not in deterministic mode, where rows beyond the GEMV's batch take the separate norm).
+ * Each token's dot product is summed in the same order whatever n is, so a token's result does
+ * not depend on the batch (batch invariance within the GEMV path); k_gemv_wide reproduces those
+ * sums 16 tokens at a time. Narrow outputs (MoE routers) stay on this f32 path at any n: rounding
+ * their input to bf16 would flip near-tied expert choices. skinny (k_gemm_skinny) streams the
+ * weights once and multiplies on tensor cores; cublas takes prefill and large batches. Both round
+ * the activations to the weight dtype and accumulate in f32; this is where the GPU backend trades
+ * bit-exactness for speed. Measured losers (the git history and bench/results have the numbers):
+ * two warps per row, four loads in flight, weights through __ldg, GEMV up to 8 rows, skinny at 32
+ * rows; bench/kernels/matmul.cu compares the kernels kept here.
  */
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/mma.cuh"
 
-#define GEMV_MAX_N    8
+#define GEMV_MAX_N        8     // rows one k_gemv launch takes
+#define GEMV_DECODE_MAX_N 4     // rows a matmul sends to the GEMV: at 5-8 the x re-reads saturate L1
+                                // (8 streams of an 8B model: 939 tok/s through cuBLAS, 458 GEMV)
 #define GEMV_WARPS    8
+#define GEMV_MAX_SEGS 3     // matrices one k_gemv launch takes (q/k/v)
 #define GEMV_NARROW_M 256   // outputs this narrow always use the GEMV
+#define GEMV_WIDE_N   16    // tokens per k_gemv_wide launch
 #define GLU_NORM_SMEM 32768 // most bytes of normed x that matmul_glu stages in shared memory
+#define SK_MAX_N      16    // rows k_gemm_skinny takes. At 32 it measured +7% in model_bench and -9%
+                            // in the engine against cuBLAS, and 4,826 vs 6,763 tok/s at 64 with 8 n8 tiles
+
+enum matmul_kernel {
+    MATMUL_GEMV,            // k_gemv, one matrix
+    MATMUL_GEMV_WIDE,       // k_gemv_wide on slices of GEMV_WIDE_N rows, k_gemv on the rest
+    MATMUL_GEMV_SCALAR,     // k_gemv_scalar: odd k or unaligned operands
+    MATMUL_SKINNY,          // k_gemm_skinny
+    MATMUL_CUBLAS,          // cublasGemmEx / cublasSgemm (+ k_add_bias)
+    MATMUL_GEMV_MULTI,      // k_gemv over up to three matrices in one launch
+    MATMUL_GEMV_NORM,       // k_gemv with the RMSNorm of x fused
+    MATMUL_GEMV_GLU,        // k_gemv_glu
+    MATMUL_GEMV_GLU_NORM,   // k_gemv_glu with the RMSNorm of x fused
+    MATMUL_COMPOSED,        // no kernel of its own: the separate ops, each chosen again
+    MATMUL_N_KERNELS
+};
+static const char *const matmul_kernel_name[MATMUL_N_KERNELS] = {
+    "matmul gemv", "matmul gemv_wide", "matmul gemv_scalar", "matmul skinny", "matmul cublas",
+    "matmul gemv_multi", "matmul gemv_norm", "matmul gemv_glu", "matmul gemv_glu_norm", "matmul composed",
+};
+
+enum matmul_op { MATMUL_OP_PLAIN, MATMUL_OP_MULTI, MATMUL_OP_NORM, MATMUL_OP_GLU };
+
+/* One call as choose_matmul_kernel sees it. */
+struct matmul_call {
+    enum matmul_op             op;
+    int                        n, k;      // rows of x, inputs
+    const float               *x;         // [n, k] device rows
+    bool                       x_contiguous;
+    int                        n_w;       // matrices sharing x (GLU: gate, up)
+    const struct tensor *const *ws;       // [n_w] weights [m, k]
+    const struct tensor       *norm_w;    // RMSNorm weight to fuse ([k]), or NULL
+};
+
+static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
+static int vec_width(enum dtype dt) { return dt == DTYPE_F32 ? 4 : 8; }   // elements per 16-byte load
+
+/* The one place that decides (the table above). */
+static enum matmul_kernel choose_matmul_kernel(const struct cuda_backend *cb, const struct matmul_call *c)
+{
+    const struct tensor *w = c->ws[0];
+    const enum dtype dt = w->dtype;
+    const int n = c->n, k = c->k;
+    bool same_dtype = true, vec = k % vec_width(dt) == 0 && aligned16(c->x);
+    for (int i = 0; i < c->n_w; i++) {
+        same_dtype = same_dtype && c->ws[i]->dtype == dt;
+        vec = vec && aligned16(dptr(c->ws[i]));
+    }
+    switch (c->op) {
+    case MATMUL_OP_PLAIN:
+        if (n <= GEMV_DECODE_MAX_N || (int)w->ne[1] <= GEMV_NARROW_M || cb->deterministic)
+            return !vec ? MATMUL_GEMV_SCALAR : n >= GEMV_WIDE_N ? MATMUL_GEMV_WIDE : MATMUL_GEMV;
+        if (cb->skinny && !cb->precise && n <= SK_MAX_N && (dt == DTYPE_BF16 || dt == DTYPE_F16) && k % 64 == 0 &&
+            aligned16(dptr(w)))
+            return MATMUL_SKINNY;
+        return MATMUL_CUBLAS;
+    case MATMUL_OP_MULTI:
+        if (n > (cb->deterministic ? GEMV_MAX_N : GEMV_DECODE_MAX_N) || c->n_w > GEMV_MAX_SEGS || !same_dtype)
+            return MATMUL_COMPOSED;
+        return vec ? MATMUL_GEMV_MULTI : MATMUL_GEMV_SCALAR;
+    case MATMUL_OP_NORM: {
+        const struct tensor *nw = c->norm_w;
+        bool fuse = !cb->deterministic && n <= GEMV_DECODE_MAX_N && c->n_w <= GEMV_MAX_SEGS && nw->ne[0] == k &&
+                    c->x_contiguous && nw->dtype != DTYPE_F32 && vec && aligned16(dptr(nw));
+        for (int i = 0; i < c->n_w; i++) fuse = fuse && c->ws[i]->dtype == nw->dtype && c->ws[i]->ne[0] == k;
+        return fuse ? MATMUL_GEMV_NORM : MATMUL_COMPOSED;
+    }
+    case MATMUL_OP_GLU: {
+        const struct tensor *wu = c->ws[1], *nw = c->norm_w;
+        const bool fuse = n <= GEMV_DECODE_MAX_N && same_dtype && dt != DTYPE_F32 && wu->ne[1] == w->ne[1] &&
+                          w->ne[0] == k && wu->ne[0] == k && k % 8 == 0 && c->x_contiguous && vec;
+        if (!fuse) return MATMUL_COMPOSED;
+        if (nw && !cb->deterministic && nw->dtype == dt && nw->ne[0] == k && sizeof(float) * (size_t)n * k <= GLU_NORM_SMEM)
+            return MATMUL_GEMV_GLU_NORM;
+        return MATMUL_GEMV_GLU;
+    }
+    }
+    return MATMUL_COMPOSED;
+}
 
 template <typename T> struct vec16;   // 16 bytes of T
 template <> struct vec16<__nv_bfloat16> { static const int n = 8; };
@@ -63,7 +172,6 @@ __device__ __forceinline__ void unpack16<float>(const uint4 &u, float *f)
  * covers their rows back to back. Optional fusions: norm_w != NULL applies RMSNorm to x on the
  * fly (each block recomputes the rows' inverse rms from x, which sits in L2); accumulate adds the
  * result into out (residual adds). */
-#define GEMV_MAX_SEGS 3
 template <typename T>
 struct gemv_segs {
     const T *w[GEMV_MAX_SEGS];
@@ -97,15 +205,6 @@ __device__ __forceinline__ int seg_locate(const gemv_segs<T> &sg, int &r)
     for (int i = 0; i < GEMV_MAX_SEGS - 1; i++)
         if (seg == i && i < sg.n_segs - 1 && r >= sg.m[i]) { r -= sg.m[i]; seg = i + 1; }
     return seg;
-}
-
-/* Warps per row: each row's k can be cut into S slices (S warps of one block); the partial sums are
- * added in a fixed order that depends on k only (batch invariance). One warp per row measured
- * fastest on H100 (ncu, 4K-12K inputs); CAIRN_CUDA_GEMV_SPLIT_K=K gives rows of K or more
- * inputs two warps, for measuring. */
-static int gemv_splits(const struct cuda_backend *cb, int k)
-{
-    return cb->gemv_split_min_k > 0 && k >= cb->gemv_split_min_k ? 2 : 1;
 }
 
 /* A 16-byte weight load that bypasses L1 (weights are read once; keeping them out of L1 leaves it
@@ -148,58 +247,44 @@ __device__ __forceinline__ void gemv_fma(float *acc, float *ss, const uint4 &u, 
     }
 }
 
-/* Requires k % vec16<T>::n == 0 and 16-byte aligned rows; NORM requires S == 1. */
-/* (Three blocks per SM: 80 registers; four (64 registers) measured 1-3% slower on H100.) */
-template <typename T, int N, int U, bool STREAM, bool NORM>
-__global__ void __launch_bounds__(GEMV_WARPS * 32, 3) k_gemv(gemv_segs<T> sg, const float *x, int k, int S)
+/* Requires k % vec16<T>::n == 0 and 16-byte aligned rows. One warp per row (rows cut over two
+ * warps measured slower on H100, ncu, 4K-12K inputs); U = 8 16-byte loads in flight per lane (8%
+ * faster decode than 4); weights through ld_weight16 (faster than __ldg through L1).
+ * (Three blocks per SM: 80 registers; four (64 registers) measured 1-3% slower on H100.) */
+#define GEMV_U 8
+template <typename T, int N, bool NORM>
+__global__ void __launch_bounds__(GEMV_WARPS * 32, 3) k_gemv(gemv_segs<T> sg, const float *x, int k)
 {
     pdl_trigger();   // the next kernel may take SMs as this one's blocks drain (it waits for us)
     const int V = vec16<T>::n;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int R = GEMV_WARPS / S;   // rows per block
-    int row = blockIdx.x * R + warp / S;
-    const int split = warp % S;
+    int row = blockIdx.x * GEMV_WARPS + warp;
     const int seg = seg_locate(sg, row);
     const bool valid = row < seg_pick(sg.m, seg);
-    __shared__ float red[GEMV_WARPS][N];
     const int n_vec = k / V;
-    const int per = (n_vec + S - 1) / S;
-    const int lo = split * per, hi = valid ? min(n_vec, lo + per) : lo;
+    const int hi = valid ? n_vec : 0;
     const uint4 *wr = reinterpret_cast<const uint4 *>(seg_pick(sg.w, seg) + (size_t)(valid ? row : 0) * k);
     const uint4 *nw = reinterpret_cast<const uint4 *>(sg.norm_w);
     float acc[N], ss[N];
 #pragma unroll
     for (int t = 0; t < N; t++) acc[t] = ss[t] = 0.0f;
-    int base = lo;
-    for (; base + U * 32 <= hi; base += U * 32) {   // U loads in flight per lane
-        uint4 u[U];
+    int base = 0;
+    for (; base + GEMV_U * 32 <= hi; base += GEMV_U * 32) {   // GEMV_U loads in flight per lane
+        uint4 u[GEMV_U];
 #pragma unroll
-        for (int j = 0; j < U; j++) u[j] = STREAM ? ld_weight16(wr + base + j * 32 + lane) : __ldg(wr + base + j * 32 + lane);
-        if (base == lo) pdl_wait();   // the first weights are on their way; x comes from the previous kernel
+        for (int j = 0; j < GEMV_U; j++) u[j] = ld_weight16(wr + base + j * 32 + lane);
+        if (base == 0) pdl_wait();   // the first weights are on their way; x comes from the previous kernel
 #pragma unroll
-        for (int j = 0; j < U; j++) gemv_fma<T, N, NORM>(acc, ss, u[j], base + j * 32 + lane, x, k, nw, sg.w_offset);
+        for (int j = 0; j < GEMV_U; j++) gemv_fma<T, N, NORM>(acc, ss, u[j], base + j * 32 + lane, x, k, nw, sg.w_offset);
     }
-    if (base == lo) pdl_wait();   // rows shorter than one batch
+    if (base == 0) pdl_wait();   // rows shorter than one batch
     for (int vi = base + lane; vi < hi; vi += 32) gemv_fma<T, N, NORM>(acc, ss, __ldg(wr + vi), vi, x, k, nw, sg.w_offset);
 #pragma unroll
     for (int t = 0; t < N; t++) {
         acc[t] = warp_sum(acc[t]);
         if (NORM) acc[t] *= rsqrtf(warp_sum(ss[t]) / (float)k + sg.eps);
     }
-    if (S > 1) {
-        if (lane == 0)
-#pragma unroll
-            for (int t = 0; t < N; t++) red[warp][t] = acc[t];
-        __syncthreads();
-        if (split == 0)
-#pragma unroll
-            for (int t = 0; t < N; t++) {
-                float s = 0;
-                for (int i = 0; i < S; i++) s += red[warp + i][t];
-                acc[t] = s;
-            }
-    }
-    if (!valid || split != 0 || lane != 0) return;
+    if (!valid || lane != 0) return;
     const T *bias = seg_pick(sg.bias, seg);
     float *out = seg_pick(sg.out, seg);
     const int m = seg_pick(sg.m, seg);
@@ -336,7 +421,6 @@ __global__ void k_gemv_scalar(float *out, const float *x, const T *w, const T *b
  * same ascending order, computes the same expression per chunk, and ends with the same warp tree.
  * So a token's result is still the same in any batch. The kernel is bound by its f32 FMAs
  * (staging x in shared memory instead of L1 measured no faster). */
-#define GEMV_WIDE_N     16   // tokens per launch
 #define GEMV_WIDE_R     4    // rows per warp
 #define GEMV_WIDE_WARPS 4    // warps per block (three blocks per SM at 170 registers)
 template <typename T>
@@ -391,52 +475,38 @@ __global__ void __launch_bounds__(GEMV_WIDE_WARPS * 32, 3) k_gemv_wide(float *ou
     }
 }
 
-/* n <= GEMV_MAX_N tokens through every segment; scalar fallback for odd k or alignment (never
- * with a fused norm: callers check gemv_vec_ok first). */
+/* n <= GEMV_MAX_N tokens through every segment: k_gemv (kern MATMUL_GEMV_*: choose_matmul_kernel
+ * checked the 16-byte loads fit), or k_gemv_scalar (MATMUL_GEMV_SCALAR; never with a fused norm). */
 template <typename T>
-static bool gemv_vec_ok(const gemv_segs<T> &sg, const float *x, int k)
+static void gemv_multi(struct cuda_backend *cb, const gemv_segs<T> &sg, const float *x, int n, int k,
+                       enum matmul_kernel kern)
 {
-    bool ok = k % vec16<T>::n == 0 && k % 4 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)sg.norm_w & 15) == 0;
-    for (int i = 0; i < sg.n_segs; i++) ok = ok && ((uintptr_t)sg.w[i] & 15) == 0;
-    return ok;
-}
-
-template <typename T>
-static void gemv_multi(struct cuda_backend *cb, const gemv_segs<T> &sg, const float *x, int n, int k)
-{
-    bool vec_ok = gemv_vec_ok<T>(sg, x, k);
     int rows = 0;
     for (int i = 0; i < sg.n_segs; i++) rows += sg.m[i];
     dim3 block(GEMV_WARPS * 32);
-    if (!vec_ok) {
+    if (kern == MATMUL_GEMV_SCALAR) {
+        CHECK(!sg.norm_w, "cuda matmul: a fused norm on the scalar GEMV");
         for (int i = 0; i < sg.n_segs; i++)
             k_gemv_scalar<T><<<(sg.m[i] + GEMV_WARPS - 1) / GEMV_WARPS, block, 0, cb->stream>>>(sg.out[i], x, sg.w[i],
                                                                                                sg.bias[i], n, sg.m[i], k,
                                                                                                sg.accumulate);
         return;
     }
-    int S = sg.norm_w ? 1 : gemv_splits(cb, k), R = GEMV_WARPS / S;
-    dim3 grid((rows + R - 1) / R);
-    // U: 16-byte loads in flight per lane (8 by default; CAIRN_CUDA_GEMV_U=4 for comparison). A
-    // fused norm runs only in the default variant (callers check gemv_norm_ok).
-#define GEMV_U(NN, UU) \
-        if (cb->gemv_mode == GEMV_MODE_STREAM) launch_pdl(cb, k_gemv<T, NN, UU, true, false>, grid, block, sg, x, k, S); \
-        else launch_pdl(cb, k_gemv<T, NN, UU, false, false>, grid, block, sg, x, k, S);
+    dim3 grid((rows + GEMV_WARPS - 1) / GEMV_WARPS);
 #define GEMV_CASE(NN) case NN: \
-        if (sg.norm_w) { launch_pdl(cb, k_gemv<T, NN, 8, true, true>, grid, block, sg, x, k, 1); } \
-        else if (cb->gemv_u == 4) { GEMV_U(NN, 4) } else { GEMV_U(NN, 8) } \
+        if (sg.norm_w) launch_pdl(cb, k_gemv<T, NN, true>, grid, block, sg, x, k); \
+        else launch_pdl(cb, k_gemv<T, NN, false>, grid, block, sg, x, k); \
         break;
     switch (n) {
     GEMV_CASE(1) GEMV_CASE(2) GEMV_CASE(3) GEMV_CASE(4) GEMV_CASE(5) GEMV_CASE(6) GEMV_CASE(7)
     default: GEMV_CASE(8)
     }
 #undef GEMV_CASE
-#undef GEMV_U
 }
 
 template <typename T>
 static void gemv(struct cuda_backend *cb, float *out, const float *x, const T *w, const T *bias, int n, int m, int k,
-                 bool accumulate)
+                 bool accumulate, enum matmul_kernel kern)
 {
     gemv_segs<T> sg = {};
     sg.accumulate = accumulate;
@@ -445,7 +515,7 @@ static void gemv(struct cuda_backend *cb, float *out, const float *x, const T *w
     sg.out[0] = out;
     sg.m[0] = m;
     sg.n_segs = 1;
-    gemv_multi<T>(cb, sg, x, n, k);
+    gemv_multi<T>(cb, sg, x, n, k, kern);
 }
 
 template <typename T>
@@ -478,7 +548,7 @@ static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, con
                         bool accumulate)
 {
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
-    cb->graph_unsafe++;   // cuBLAS may allocate its workspace on a call
+    cuda_mark_unrecordable(cb);   // cuBLAS may allocate its workspace on a call
     if (w->dtype == DTYPE_F32) {
         CUBLAS_CHECK(cublasSgemm(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, (const float *)dptr(w), k, x, k,
                                  &beta, out, m));
@@ -519,8 +589,6 @@ static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, con
  * every n8 tile (B). Word 2s of them gives k-step s's (2c, 2c+1) positions and word 2s+1 its
  * (2c+8, 2c+9) positions, for A and B alike. */
 #define SK_WARPS 8
-#define SK_MAX_N 16   // rows of x (tokens) it takes. At 32 it measured +7% in model_bench and -9% in
-                      // the engine against cuBLAS, and 4,826 vs 6,763 tok/s at 64 with 8 n8 tiles
 template <typename T, int NT>
 __global__ void __launch_bounds__(SK_WARPS * 32) k_gemm_skinny(float *out, const T *xb, const T *w, const T *bias,
                                                                int n, int m, int k, bool accumulate)
@@ -601,22 +669,6 @@ __global__ void __launch_bounds__(SK_WARPS * 32) k_gemm_skinny(float *out, const
     }
 }
 
-/* Whether the wide kernel may take slices of this matmul: k_gemv's vector path with one warp per
- * row (the order it reproduces). */
-static bool gemv_wide_ok(const struct cuda_backend *cb, const struct tensor *w, const float *x, int k)
-{
-    const int V = w->dtype == DTYPE_F32 ? 4 : 8;
-    return cb->gemv_wide && gemv_splits(cb, k) == 1 && k % V == 0 && ((uintptr_t)x & 15) == 0 &&
-           ((uintptr_t)dptr(w) & 15) == 0;
-}
-
-/* Whether a matmul of n rows takes the skinny tensor-core kernel instead of cuBLAS. */
-static bool skinny_ok(const struct cuda_backend *cb, const struct tensor *w, int n, int k)
-{
-    return cb->skinny && !cb->precise && !cb->deterministic && n <= SK_MAX_N &&
-           (w->dtype == DTYPE_BF16 || w->dtype == DTYPE_F16) && k % 64 == 0 && ((uintptr_t)dptr(w) & 15) == 0;
-}
-
 static void gemm_skinny(struct cuda_backend *cb, float *out, const float *x, const struct tensor *w,
                         const struct tensor *bias, int n, int m, int k, bool accumulate)
 {
@@ -641,14 +693,17 @@ static void gemm_skinny(struct cuda_backend *cb, float *out, const float *x, con
 static void linear(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *w,
                    const struct tensor *bias, bool accumulate)
 {
-    int m = (int)w->ne[1], k = (int)w->ne[0];
-    // Narrow outputs (MoE routers) stay on the f32 GEMV path at any n: they are cheap, and
-    // rounding their input to bf16 would flip near-tied expert choices.
-    // deterministic: every row through the GEMV, whose per-row sums do not depend on the batch
-    if (n <= cb->gemv_max_n || m <= GEMV_NARROW_M || cb->deterministic) {
+    const int m = (int)w->ne[1], k = (int)w->ne[0];
+    const struct matmul_call c = { MATMUL_OP_PLAIN, n, k, x, true, 1, &w, NULL };
+    const enum matmul_kernel kern = choose_matmul_kernel(cb, &c);
+    const double t0 = cuda_prof_begin(cb);
+    switch (kern) {
+    case MATMUL_GEMV:
+    case MATMUL_GEMV_WIDE:
+    case MATMUL_GEMV_SCALAR: {
         int r0 = 0;
         // whole slices of GEMV_WIDE_N tokens through the wide kernel (the same sums), the rest as before
-        if (gemv_wide_ok(cb, w, x, k))
+        if (kern == MATMUL_GEMV_WIDE)
             for (; r0 + GEMV_WIDE_N <= n; r0 += GEMV_WIDE_N) {
                 const int rows_per_block = GEMV_WIDE_WARPS * GEMV_WIDE_R;
                 dim3 grid((m + rows_per_block - 1) / rows_per_block), block(GEMV_WIDE_WARPS * 32);
@@ -659,22 +714,26 @@ static void linear(struct cuda_backend *cb, float *out, const float *x, int n, c
         for (; r0 < n; r0 += GEMV_MAX_N) {
             int nr = n - r0 < GEMV_MAX_N ? n - r0 : GEMV_MAX_N;
             DISPATCH_FLOAT(w->dtype, T, gemv<T>(cb, out + (size_t)r0 * m, x + (size_t)r0 * k, (const T *)dptr(w),
-                                                bias ? (const T *)dptr(bias) : (const T *)NULL, nr, m, k, accumulate));
+                                                bias ? (const T *)dptr(bias) : (const T *)NULL, nr, m, k, accumulate,
+                                                kern == MATMUL_GEMV_SCALAR ? MATMUL_GEMV_SCALAR : MATMUL_GEMV));
         }
         LAUNCH_CHECK();
-        return;
+        break;
     }
-    if (skinny_ok(cb, w, n, k)) {
+    case MATMUL_SKINNY:
         gemm_skinny(cb, out, x, w, bias, n, m, k, accumulate);
-        return;
+        break;
+    default:
+        CHECK(kern == MATMUL_CUBLAS, "cuda matmul: %s for a plain matmul", matmul_kernel_name[kern]);
+        gemm_cublas(cb, out, x, w, n, m, k, accumulate);
+        if (bias) {
+            size_t nel = (size_t)n * m;
+            int grid = (int)((nel + 255) / 256 > 65535 ? 65535 : (nel + 255) / 256);
+            DISPATCH_FLOAT(bias->dtype, T, k_add_bias<T><<<grid, 256, 0, cb->stream>>>(out, (const T *)dptr(bias), m, nel));
+            LAUNCH_CHECK();
+        }
     }
-    gemm_cublas(cb, out, x, w, n, m, k, accumulate);
-    if (bias) {
-        size_t nel = (size_t)n * m;
-        int grid = (int)((nel + 255) / 256 > 65535 ? 65535 : (nel + 255) / 256);
-        DISPATCH_FLOAT(bias->dtype, T, k_add_bias<T><<<grid, 256, 0, cb->stream>>>(out, (const T *)dptr(bias), m, nel));
-        LAUNCH_CHECK();
-    }
+    cuda_prof_end(cb, matmul_kernel_name[kern], t0);
 }
 
 void cuda_linear(struct cuda_backend *cb, float *d_out, const float *d_x, int n, const struct tensor *w)
@@ -729,12 +788,13 @@ void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, cons
 {
     struct cuda_backend *cb = cuda_of(be);
     int n = (int)tensor_rows(x), k = (int)x->ne[0];
-    bool same_dtype = true;
-    for (int i = 1; i < n_w; i++) same_dtype = same_dtype && ws[i]->dtype == ws[0]->dtype;
-    if ((n > cb->gemv_max_n && !cb->deterministic) || n > GEMV_MAX_N || n_w > GEMV_MAX_SEGS || !same_dtype) {
+    const struct matmul_call c = { MATMUL_OP_MULTI, n, k, (const float *)dptr(x), tensor_is_contiguous(x), n_w, ws, NULL };
+    const enum matmul_kernel kern = choose_matmul_kernel(cb, &c);
+    if (kern == MATMUL_COMPOSED) {
         for (int i = 0; i < n_w; i++) cuda_matmul(be, outs[i], x, ws[i], biases ? biases[i] : NULL);
         return;
     }
+    const double t0 = cuda_prof_begin(cb);
     DISPATCH_FLOAT(ws[0]->dtype, T, {
         gemv_segs<T> sg = {};
         for (int i = 0; i < n_w; i++) {
@@ -745,48 +805,43 @@ void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, cons
             sg.m[i] = (int)ws[i]->ne[1];
         }
         sg.n_segs = n_w;
-        gemv_multi<T>(cb, sg, (const float *)dptr(x), n, k);
+        gemv_multi<T>(cb, sg, (const float *)dptr(x), n, k, kern);
     });
     LAUNCH_CHECK();
+    cuda_prof_end(cb, matmul_kernel_name[kern], t0);
 }
 
 /* Decode: the RMSNorm runs inside the GEMV (no launch, no xn round trip); otherwise two ops. */
-/* Whether decode GEMVs may run the RMSNorm of their input. Not in deterministic mode: there rows
- * beyond the GEMV's batch go through the separate norm, and a token's result must not depend on
- * which path its batch took. */
-static bool norm_fuse_on(const struct cuda_backend *cb) { return cb->norm_fuse && !cb->deterministic; }
-
 void cuda_norm_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, struct tensor *xn, const struct tensor *x,
                         const struct tensor *norm_w, float eps, float w_offset, const struct tensor *const *ws,
                         const struct tensor *const *biases)
 {
     struct cuda_backend *cb = cuda_of(be);
     int n = (int)tensor_rows(x), k = (int)x->ne[0];
-    bool fuse = norm_fuse_on(cb) && n <= cb->gemv_max_n && n_w <= GEMV_MAX_SEGS &&
-                norm_w->ne[0] == k && tensor_is_contiguous(x);
-    for (int i = 0; i < n_w; i++) fuse = fuse && ws[i]->dtype == norm_w->dtype && ws[i]->ne[0] == k;
-    if (fuse && norm_w->dtype != DTYPE_F32) {
-        DISPATCH_FLOAT(norm_w->dtype, T, {
-            gemv_segs<T> sg = {};
-            for (int i = 0; i < n_w; i++) {
-                sg.w[i] = (const T *)dptr(ws[i]);
-                sg.bias[i] = biases && biases[i] ? (const T *)dptr(biases[i]) : (const T *)NULL;
-                sg.out[i] = (float *)dptr(outs[i]);
-                sg.m[i] = (int)ws[i]->ne[1];
-            }
-            sg.n_segs = n_w;
-            sg.norm_w = (const T *)dptr(norm_w);
-            sg.eps = eps;
-            sg.w_offset = w_offset;
-            if (gemv_vec_ok<T>(sg, (const float *)dptr(x), k)) {
-                gemv_multi<T>(cb, sg, (const float *)dptr(x), n, k);
-                LAUNCH_CHECK();
-                return;
-            }
-        });
+    const struct matmul_call c = { MATMUL_OP_NORM, n, k, (const float *)dptr(x), tensor_is_contiguous(x), n_w, ws, norm_w };
+    const enum matmul_kernel kern = choose_matmul_kernel(cb, &c);
+    if (kern == MATMUL_COMPOSED) {
+        cuda_rmsnorm(be, xn, x, norm_w, eps, w_offset);
+        cuda_matmul_n(be, n_w, outs, xn, ws, biases);
+        return;
     }
-    cuda_rmsnorm(be, xn, x, norm_w, eps, w_offset);
-    cuda_matmul_n(be, n_w, outs, xn, ws, biases);
+    const double t0 = cuda_prof_begin(cb);
+    DISPATCH_FLOAT(norm_w->dtype, T, {
+        gemv_segs<T> sg = {};
+        for (int i = 0; i < n_w; i++) {
+            sg.w[i] = (const T *)dptr(ws[i]);
+            sg.bias[i] = biases && biases[i] ? (const T *)dptr(biases[i]) : (const T *)NULL;
+            sg.out[i] = (float *)dptr(outs[i]);
+            sg.m[i] = (int)ws[i]->ne[1];
+        }
+        sg.n_segs = n_w;
+        sg.norm_w = (const T *)dptr(norm_w);
+        sg.eps = eps;
+        sg.w_offset = w_offset;
+        gemv_multi<T>(cb, sg, (const float *)dptr(x), n, k, kern);
+    });
+    LAUNCH_CHECK();
+    cuda_prof_end(cb, matmul_kernel_name[kern], t0);
 }
 
 void cuda_matmul_glu(struct backend *be, struct tensor *out, struct tensor *up, struct tensor *xn, const struct tensor *x,
@@ -795,25 +850,23 @@ void cuda_matmul_glu(struct backend *be, struct tensor *out, struct tensor *up, 
 {
     struct cuda_backend *cb = cuda_of(be);
     int n = (int)tensor_rows(x), k = (int)x->ne[0], m = (int)w_gate->ne[1];
-    bool fuse = n <= cb->gemv_max_n && w_gate->dtype == w_up->dtype && w_gate->dtype != DTYPE_F32 &&
-                w_up->ne[1] == m && w_gate->ne[0] == k && w_up->ne[0] == k && k % 8 == 0 &&
-                tensor_is_contiguous(x) && ((uintptr_t)dptr(x) & 15) == 0 && ((uintptr_t)dptr(w_gate) & 15) == 0 &&
-                ((uintptr_t)dptr(w_up) & 15) == 0;
-    // the norm inside the kernel (x * norm weight is staged in shared memory: at most GLU_NORM_SMEM bytes)
-    bool fuse_norm = norm_w && fuse && norm_fuse_on(cb) && norm_w->dtype == w_gate->dtype &&
-                     norm_w->ne[0] == k && sizeof(float) * (size_t)n * k <= GLU_NORM_SMEM;
+    const struct tensor *ws[2] = { w_gate, w_up };
+    const struct matmul_call c = { MATMUL_OP_GLU, n, k, (const float *)dptr(x), tensor_is_contiguous(x), 2, ws, norm_w };
+    const enum matmul_kernel kern = choose_matmul_kernel(cb, &c);
+    const bool fuse_norm = kern == MATMUL_GEMV_GLU_NORM;
     const struct tensor *in = x;
     if (norm_w && !fuse_norm) {
         cuda_rmsnorm(be, xn, x, norm_w, eps, w_offset);
         in = xn;
     }
-    if (!fuse) {   // the separate ops
+    if (kern == MATMUL_COMPOSED) {   // the separate ops
         struct tensor *outs[2] = { out, up };
-        const struct tensor *ws[2] = { w_gate, w_up }, *bs[2] = { NULL, NULL };
+        const struct tensor *bs[2] = { NULL, NULL };
         cuda_matmul_n(be, 2, outs, in, ws, bs);
         cuda_glu(be, out, out, up, act);
         return;
     }
+    const double t0 = cuda_prof_begin(cb);
     dim3 grid((m + GEMV_WARPS - 1) / GEMV_WARPS), block(GEMV_WARPS * 32);
     size_t smem = fuse_norm ? sizeof(float) * (size_t)n * k : 0;
 #define GLU_LAUNCH(NN, NORM) { launch_pdl_smem(cb, k_gemv_glu<T, NN, 4, NORM>, grid, block, smem, (float *)dptr(out), \
@@ -828,4 +881,5 @@ void cuda_matmul_glu(struct backend *be, struct tensor *out, struct tensor *up, 
 #undef GLU_CASE
 #undef GLU_LAUNCH
     LAUNCH_CHECK();
+    cuda_prof_end(cb, matmul_kernel_name[kern], t0);
 }

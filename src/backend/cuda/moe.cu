@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_norm_route(float *xn, fl
 static int32_t *moe_done(struct cuda_backend *cb)
 {
     if (!cb->d_moe_done) {
-        CUDA_CHECK(cudaMalloc(&cb->d_moe_done, sizeof(int32_t) * MOE_SMALL_N));
+        cb->d_moe_done = (int32_t *)cuda_mem_alloc_or_die(cb, sizeof(int32_t) * MOE_SMALL_N);
         CUDA_CHECK(cudaMemsetAsync(cb->d_moe_done, 0, sizeof(int32_t) * MOE_SMALL_N, cb->stream));
     }
     return cb->d_moe_done;
@@ -295,7 +295,7 @@ static struct moe_table *table_for(struct cuda_backend *cb, const struct tensor 
             return t;
         }
         CUDA_CHECK(cudaMemcpyAsync((void *)t->d_gate, h, sizeof(void *) * 3 * (size_t)E, cudaMemcpyHostToDevice, cb->stream));
-        CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+        cuda_stream_wait(cb);   // h is freed below
         free(t->h_ptrs);
         t->h_ptrs = h;
         t->aligned16 = true;
@@ -310,8 +310,7 @@ static struct moe_table *table_for(struct cuda_backend *cb, const struct tensor 
     t->key = gate;
     t->n_experts = E;
     t->h_ptrs = h;
-    void *d;
-    CUDA_CHECK(cudaMalloc(&d, sizeof(void *) * 3 * (size_t)E));
+    void *d = cuda_mem_alloc_or_die(cb, sizeof(void *) * 3 * (size_t)E);
     CUDA_CHECK(cudaMemcpy(d, h, sizeof(void *) * 3 * (size_t)E, cudaMemcpyHostToDevice));
     t->d_gate = (const void **)d;
     t->d_up = t->d_gate + E;
@@ -534,10 +533,9 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
         LAUNCH_CHECK();
     } else {
         // Group (token, choice) slots by expert on the host; one cuBLAS pass per used expert.
-        cb->graph_unsafe++;
         int32_t *h_ids = (int32_t *)xmalloc(sizeof(int32_t) * slots);
         CUDA_CHECK(cudaMemcpyAsync(h_ids, dptr(ids), sizeof(int32_t) * slots, cudaMemcpyDeviceToHost, cb->stream));
-        CUDA_CHECK(cudaStreamSynchronize(cb->stream));
+        cuda_step_roundtrip(cb);
         int *count = (int *)xcalloc((size_t)n_experts + 1, sizeof(int));
         for (size_t i = 0; i < slots; i++) count[h_ids[i] + 1]++;
         for (int e = 0; e < n_experts; e++) count[e + 1] += count[e];
@@ -549,7 +547,7 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
             h_slot[at] = (int32_t)i;
         }
         CUDA_CHECK(cudaMemcpyAsync(idx, h_rows, sizeof(int32_t) * 2 * slots, cudaMemcpyHostToDevice, cb->stream));
-        CUDA_CHECK(cudaStreamSynchronize(cb->stream));   // h_rows is pageable and freed below
+        cuda_step_roundtrip(cb);   // h_rows is pageable and freed below
         for (int e = 0; e < n_experts; e++) {
             int c = count[e + 1] - count[e];
             if (!c) continue;

@@ -6,7 +6,7 @@
  *
  * Values: the same pure function of (tensor seed, element index) as synth_fill_bf16 in
  * model/synth.c, and BIT-IDENTICAL to it (tests/cuda/test_cuda_synth.c checks every element):
- *  - the hash (splitmix64's finalizer over tseed + i * golden ratio) is integer arithmetic;
+ *  - the hash (base/hash.h's hash_mix64 over tseed + i * golden ratio) is integer arithmetic;
  *  - the Irwin-Hall sum of four 16-bit uniforms is an integer below 2^18, exact in f32, and so is
  *    s - 131070;
  *  - k = std * sqrt(3) / 65536 is computed on the host by the same C expression as synth.c;
@@ -21,11 +21,14 @@
  * in well under a second on an H100), far below the time a host fill + PCIe copy would take.
  */
 #include "backend/cuda/cuda_common.cuh"
-#include "model/synth_mix.h"
+
+extern "C" {
+#include "base/hash.h"
+}
 
 __device__ __forceinline__ uint16_t synth_value(uint64_t tseed, uint64_t i, float base, float k)
 {
-    uint64_t h = synth_mix64(tseed + i * 0x9e3779b97f4a7c15ULL);
+    uint64_t h = hash_mix64(tseed + i * HASH_GOLDEN64);
     uint32_t sum = (uint32_t)(h & 0xffff) + (uint32_t)((h >> 16) & 0xffff) + (uint32_t)((h >> 32) & 0xffff) +
                    (uint32_t)(h >> 48);
     float s = (float)sum;

@@ -229,6 +229,11 @@ struct backend_ops {
     // tseed (model/synth.h synth_fill_bf16(dst, n, tseed, 0, base, std), bit-identical) for every
     // element of the contiguous bf16 tensor t in this backend's memory. Async like the compute ops.
     void (*fill_synthetic)(struct backend *, struct tensor *t, uint64_t tseed, float base, float std);
+
+    /* ---- quantized weights ---- */
+    // true: every op that takes a weight (matmul*, embed, moe_*, the fused ops) accepts DTYPE_QMLX
+    // weights (MLX-quantized, tensor/qweight.h); false: model_prepare refuses quantized models.
+    bool quant_weights;
 };
 
 struct backend {

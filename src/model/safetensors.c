@@ -76,7 +76,7 @@ static enum status parse_entry(struct model_file *mf, int si, const char *name, 
     }
     int dt = dtype_from_safetensors(json_string_value(jdt));
     if (dt < 0) {
-        LOG_ERR("%s: tensor %s: dtype %s not supported (supported: BF16, F16, F32, I32, I64, U8)",
+        LOG_ERR("%s: tensor %s: dtype %s not supported (supported: BF16, F16, F32, I32, I64, U8, U32)",
                 path, name, json_string_value(jdt));
         return STATUS_EUNSUPPORTED;
     }

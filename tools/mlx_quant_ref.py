@@ -355,8 +355,9 @@ def quantize_model(args):
     qcfg = {"group_size": gs, "bits": bits, "mode": mode}
     pred = None
     if args.recipe:
-        pred, bits = mixed_predicate(args.recipe, cfg["num_hidden_layers"])
-        qcfg["bits"] = bits
+        pred, low = mixed_predicate(args.recipe, cfg["num_hidden_layers"])
+        if args.recipe != "mixed_4_8":   # mlx-lm's mixed_X_Y: the low width is the top level's
+            bits = qcfg["bits"] = low
     out, deq = {}, {}
     for name in sorted(w):
         v = w[name]

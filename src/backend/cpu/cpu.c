@@ -108,7 +108,8 @@ static void cpu_embed(struct backend *be, struct tensor *out, const struct tenso
         CHECK(id >= 0 && id < tensor_rows(table), "embed: token id %d out of [0, %lld)", id,
               (long long)tensor_rows(table));
         float *dst = host_row(out, i);
-        c->kf->to_f32(table->dtype, host_row(table, id), dst, d);
+        if (table->dtype == DTYPE_QMLX) c->qdeq(table, id, dst);
+        else c->kf->to_f32(table->dtype, host_row(table, id), dst, d);
         if (scale != 1.0f)
             for (int64_t k = 0; k < d; k++) dst[k] *= scale;
     }
@@ -309,6 +310,7 @@ static const struct backend_ops cpu_ops = {
     .moe_route = cpu_moe_route,
     .moe_ffn = cpu_moe_ffn,
     .argmax = cpu_argmax,
+    .quant_weights = true,
 };
 
 enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out)
@@ -317,6 +319,7 @@ enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out)
     c->n_threads = cfg && cfg->n_threads > 0 ? cfg->n_threads : threadpool_cpu_count();
     c->tp = threadpool_new(c->n_threads);
     c->kf = cpu_kern_pick();
+    c->qdeq = cpu_qdeq_pick(c->kf->name);
     c->tscratch = xcalloc((size_t)c->n_threads, sizeof *c->tscratch);
     c->be.ops = &cpu_ops;
     c->be.impl = c;

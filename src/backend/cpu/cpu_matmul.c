@@ -13,6 +13,10 @@
  * does not depend on n, on the split or on the k blocking: batch invariance by construction.
  * matmul_n runs up to 3 weight matrices that share x (q/k/v, gate/up) in one fork-join.
  *
+ * MLX-quantized weights (DTYPE_QMLX) always take the GEMM path, decode too: each panel of rows
+ * is dequantized (c->qdeq, exact) into the L2 panel, so only the packed bytes stream from memory
+ * and the results equal those of the same weights dequantized to f32 (qdeq.h).
+ *
  * moe_ffn runs each expert's gate/up/down as ordinary gemms over the tokens routed to it
  * (gathered into scratch), so each expert's weights are read once per step, then adds the
  * weighted results into each token's row in ascending expert order (as HF does).
@@ -36,6 +40,7 @@
 struct gemm_mat {
     float               *out;
     int64_t              ldo;
+    const struct tensor *wt;        // the weight (for MLX-quantized ones)
     const char          *w;         // weight row 0
     size_t               ldw;       // bytes between weight rows
     enum dtype           wdt;
@@ -128,8 +133,10 @@ static void gemm_task(void *arg, int task, int thread)
         float *part = panel + g->panel_rows * ldp;
         for (int64_t p0 = j0; p0 < j1; p0 += g->panel_rows) {
             int64_t p1 = p0 + g->panel_rows < j1 ? p0 + g->panel_rows : j1;
-            for (int64_t j = p0; j < p1; j++)
-                g->kf->to_f32(mt->wdt, mt->w + (size_t)j * mt->ldw, panel + (j - p0) * ldp, g->k);
+            for (int64_t j = p0; j < p1; j++) {
+                if (mt->wdt == DTYPE_QMLX) g->c->qdeq(mt->wt, j, panel + (j - p0) * ldp);
+                else g->kf->to_f32(mt->wdt, mt->w + (size_t)j * mt->ldw, panel + (j - p0) * ldp, g->k);
+            }
             gemm_rows(g, mt, p0, p1, (const char *)panel, (size_t)ldp * sizeof(float), part);
         }
     }
@@ -146,14 +153,16 @@ void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ld
     if (n <= 0 || n_mats <= 0) return;
     CHECK(n_mats <= GEMM_MAX_MATS, "gemm: %d matrices (max %d)", n_mats, GEMM_MAX_MATS);
     int64_t k = ws[0]->ne[0], m_total = 0;
+    bool quant = false;
     for (int i = 0; i < n_mats; i++) {
         const struct tensor *w = ws[i];
         CHECK(w->ne[0] == k && tensor_rows(w) > 0, "matmul: weights of one x differ in k, or are empty");
-        CHECK(host_is_float(w->dtype), "matmul: weight dtype %s", dtype_name(w->dtype));
+        CHECK(host_is_float(w->dtype) || w->dtype == DTYPE_QMLX, "matmul: weight dtype %s", dtype_name(w->dtype));
+        quant |= w->dtype == DTYPE_QMLX;
         CHECK(tensor_is_contiguous(w) || w->ne[2] * w->ne[3] == 1, "matmul: weight %s not 2-D", w->name ? w->name : "?");
         m_total += tensor_rows(w);
     }
-    bool gemv = n <= GEMV_MAX_ROWS;
+    bool gemv = n <= GEMV_MAX_ROWS && !quant;
     if (!gemv && ((ldx * (int64_t)sizeof(float)) % 2048 == 0 || ldx % 16 || (uintptr_t)x % 64)) {
         // x rows 2 or 4 KiB apart alias in L1 (the tile reads mr of them at the same offset),
         // and rows that are not 64-byte aligned split loads: copy x once, aligned and padded
@@ -178,6 +187,7 @@ void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ld
         const struct tensor *w = ws[i];
         mt->out = outs[i];
         mt->ldo = ldos[i];
+        mt->wt = w;
         mt->w = host_row(w, 0);
         mt->ldw = w->nb[1];
         mt->wdt = w->dtype;

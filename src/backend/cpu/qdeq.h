@@ -1,0 +1,35 @@
+/* qdeq: dequantization of MLX-quantized weight rows (tensor/qweight.h) for the cpu backend.
+ *
+ * The cpu GEMM never materialises a dequantized matrix: each task dequantizes a panel of weight
+ * rows (about 192 KiB of f32, L2-resident) and runs its register tiles on it, and quantized
+ * weights always take that path, decode included (cpu_matmul.c), so only packed bytes stream
+ * from memory. Every value is exact (scale * code is exact in f32; the affine bias adds one
+ * rounding, which an FMA reproduces), so the output equals the ref backend's dequantization bit
+ * for bit, and the GEMM stays batch-invariant.
+ * Kernels: AVX-512 and AVX2 (files *_avx512.c / *_avx2.c, compiled with their ISA flags) for
+ * affine 2, 4 and 8 bit and the E2M1 modes (mxfp4, nvfp4); portable C for the rest (affine 3, 5,
+ * 6 bit, mxfp8). Picked once by ISA name (the cpu kernel family's). Pure functions; any thread.
+ *
+ *     cpu_qdeq_fn f = cpu_qdeq_pick(c->kf->name);
+ *     f(w, row, dst);    // dst[w->ne[0]] = dequantized row `row` of the DTYPE_QMLX tensor w
+ */
+#ifndef CAIRN_BACKEND_CPU_QDEQ_H
+#define CAIRN_BACKEND_CPU_QDEQ_H
+
+#include <stdint.h>
+
+#include "tensor/qweight.h"
+
+typedef void (*cpu_qdeq_fn)(const struct tensor *w, int64_t row, float *dst);
+
+cpu_qdeq_fn cpu_qdeq_pick(const char *isa);     // "avx512", "avx2" or anything else (portable)
+
+/* The per-ISA entry points (NULL-free: each falls back to the portable one for widths it lacks). */
+void cpu_qdeq_row_portable(const struct tensor *w, int64_t row, float *dst);
+void cpu_qdeq_row_avx2(const struct tensor *w, int64_t row, float *dst);
+void cpu_qdeq_row_avx512(const struct tensor *w, int64_t row, float *dst);
+
+/* Shared by the ISA files: the decoded scales (and biases) of row `row`, n_groups of each. */
+void cpu_qdeq_scales(const struct tensor *w, int64_t row, float *scales, float *biases);
+
+#endif

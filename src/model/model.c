@@ -140,13 +140,15 @@ static enum status bind_fused_experts(struct model *m, int l, bool *used)
     if (st != STATUS_OK) return st;
     used[gu - mf->tensors] = used[dn - mf->tensors] = true;
     struct layer_weights *lw = &m->layers[l];
-    struct st_shard *sg = &mf->shards[gu->shard], *sd = &mf->shards[dn->shard];
+    struct tensor gv, dv;   // views (an unaligned tensor's view is its aligned copy)
+    if ((st = safetensors_view(mf, gu, &gv)) != STATUS_OK || (st = safetensors_view(mf, dn, &dv)) != STATUS_OK)
+        return st;
     size_t es = dtype_size(gu->dtype), ds = dtype_size(dn->dtype);
     for (int64_t e = 0; e < E; e++) {
-        size_t g0 = sg->data_off + gu->begin + (size_t)(e * 2 * fe * d) * es;
-        lw->exp_gate[e] = tensor_2d(gu->dtype, d, fe, &sg->buf, g0);
-        lw->exp_up[e] = tensor_2d(gu->dtype, d, fe, &sg->buf, g0 + (size_t)(fe * d) * es);
-        lw->exp_down[e] = tensor_2d(dn->dtype, fe, d, &sd->buf, sd->data_off + dn->begin + (size_t)(e * d * fe) * ds);
+        size_t g0 = gv.offset + (size_t)(e * 2 * fe * d) * es;
+        lw->exp_gate[e] = tensor_2d(gu->dtype, d, fe, gv.buf, g0);
+        lw->exp_up[e] = tensor_2d(gu->dtype, d, fe, gv.buf, g0 + (size_t)(fe * d) * es);
+        lw->exp_down[e] = tensor_2d(dn->dtype, fe, d, dv.buf, dv.offset + (size_t)(e * d * fe) * ds);
         lw->exp_gate[e].name = lw->exp_up[e].name = gu->name;
         lw->exp_down[e].name = dn->name;
     }

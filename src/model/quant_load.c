@@ -225,7 +225,7 @@ static enum status check_shape(const struct model_file *mf, const struct st_tens
 /* Scale bytes that MLX would decode to a non-number: E8M0 0xFF (+Inf), E4M3 0x7F / 0xFF (NaN). */
 static enum status check_scale_bytes(const struct model_file *mf, const struct st_tensor *s, enum qmode m)
 {
-    const uint8_t *p = mf->shards[s->shard].map + mf->shards[s->shard].data_off + s->begin;
+    const uint8_t *p = safetensors_data(mf, s);
     for (size_t i = 0; i < s->bytes; i++) {
         bool bad = m == QMODE_NVFP4 ? (p[i] & 0x7f) == 0x7f : p[i] == 0xff;
         if (bad) {

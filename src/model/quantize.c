@@ -356,8 +356,7 @@ static enum status write_out(const struct plan *p, struct shard_out *sh, const c
 static const uint8_t *src_row(const struct model_file *mf, const struct job *j, int64_t e, int64_t r)
 {
     const struct st_tensor *t = j->src[e];
-    const struct st_shard *s = &mf->shards[t->shard];
-    return s->map + s->data_off + t->begin + j->src_off[e] + (size_t)r * (size_t)j->in * dtype_size(t->dtype);
+    return safetensors_data(mf, t) + j->src_off[e] + (size_t)r * (size_t)j->in * dtype_size(t->dtype);
 }
 
 static enum status run_job(const struct plan *p, const struct model_file *mf, struct shard_out *sh, const struct job *j)
@@ -366,7 +365,7 @@ static enum status run_job(const struct plan *p, const struct model_file *mf, st
     if (!j->quant && !j->stacked) {   // copy, converting floats to the output dtype
         const struct st_tensor *t = j->copy;
         const struct out_tensor *o = find_out(p, t->name);
-        const uint8_t *src = mf->shards[t->shard].map + mf->shards[t->shard].data_off + t->begin;
+        const uint8_t *src = safetensors_data(mf, t);
         if (o->dt == t->dtype) return write_out(p, sh, t->name, src);
         size_t n = t->bytes / dtype_size(t->dtype);
         float *f = xmalloc(n * sizeof *f);

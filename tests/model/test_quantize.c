@@ -73,6 +73,7 @@ TEST(moe_mixed_4_8) { run_case("qwen3_moe", "qwen3_moe_mixed_4_8", QMODE_AFFINE,
 TEST(tied_nvfp4) { run_case("qwen3_tied", "qwen3_tied_nvfp4", QMODE_NVFP4, 0, 0, NULL); }
 TEST(mxfp4) { run_case("llama", "llama_mxfp4", QMODE_MXFP4, 0, 0, NULL); }
 TEST(mxfp8) { run_case("mistral", "mistral_mxfp8", QMODE_MXFP8, 0, 0, NULL); }
+TEST(mxfp8_unaligned) { run_case("qwen2", "qwen2_mxfp8", QMODE_MXFP8, 0, 0, NULL); }
 
 TEST(sharded_output_same_tensors)
 {
@@ -119,6 +120,7 @@ int main(void)
     RUN(tied_nvfp4);
     RUN(mxfp4);
     RUN(mxfp8);
+    RUN(mxfp8_unaligned);
     RUN(sharded_output_same_tensors);
     RUN(bad_options);
     char cmd[128];

@@ -85,8 +85,11 @@ const float e2m1_to_f32_table[16] = { 0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 
 
 float e8m0_to_f32(uint8_t s)
 {
-    if (s == 0xFF) return INFINITY;
-    return ldexpf(1.0f, (int)s - 127);
+    // the f32 with exponent field s is 2^(s-127); s = 0 is the subnormal 2^-127 (bit 22), as MLX builds it
+    uint32_t u = s == 0xFF ? 0x7f800000u : s ? (uint32_t)s << 23 : 0x00400000u;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
 }
 
 static const void *row_of(const struct tensor *t, int64_t r)

@@ -29,7 +29,8 @@ void cpu_qdeq_row_portable(const struct tensor *w, int64_t row, float *dst);
 void cpu_qdeq_row_avx2(const struct tensor *w, int64_t row, float *dst);
 void cpu_qdeq_row_avx512(const struct tensor *w, int64_t row, float *dst);
 
-/* Shared by the ISA files: the decoded scales (and biases) of row `row`, n_groups of each. */
-void cpu_qdeq_scales(const struct tensor *w, int64_t row, float *scales, float *biases);
+/* Shared by the ISA files: decoded scales and biases (0 for the fp modes) of groups [g0, g0 + n)
+ * of row `row`. */
+void cpu_qdeq_scales(const struct tensor *w, int64_t row, int64_t g0, int64_t n, float *scales, float *biases);
 
 #endif

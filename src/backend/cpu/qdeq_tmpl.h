@@ -64,10 +64,7 @@ void QDEQ_ENTRY(const struct tensor *w, int64_t row, float *dst)
     int64_t n_groups = n / gs, chunk = (int64_t)(sizeof s / sizeof s[0]);
     for (int64_t g0 = 0; g0 < n_groups; g0 += chunk) {
         int64_t ng = n_groups - g0 < chunk ? n_groups - g0 : chunk;
-        for (int64_t j = 0; j < ng; j++) {
-            s[j] = qweight_scale(w, row, g0 + j);
-            b[j] = q->mode == QMODE_AFFINE ? qweight_bias(w, row, g0 + j) : 0.0f;
-        }
+        cpu_qdeq_scales(w, row, g0, ng, s, b);
         int64_t k0 = g0 * gs, nk = ng * gs;
         const uint32_t *wk = wr + k0 * q->bits / 32;
         if (q->mode != QMODE_AFFINE) QDEQ_NAME(e2m1)(wk, s, nk, gs, dst + k0);

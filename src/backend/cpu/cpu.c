@@ -320,6 +320,7 @@ enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out)
     c->tp = threadpool_new(c->n_threads);
     c->kf = cpu_kern_pick();
     c->qdeq = cpu_qdeq_pick(c->kf->name);
+    c->qgemv = cpu_qgemv_pick(c->kf->name);
     c->tscratch = xcalloc((size_t)c->n_threads, sizeof *c->tscratch);
     c->be.ops = &cpu_ops;
     c->be.impl = c;

@@ -37,6 +37,7 @@ struct cpu {
     struct cpu_scratch     xpack;      // cpu_gemm's padded copy of x
     struct cpu_weights    *weights;    // huge-page copies of the weights (cpu_weights.c), or NULL
     cpu_qdeq_fn            qdeq;       // dequantizes a row of an MLX-quantized weight (qdeq.h)
+    cpu_qgemv_fn           qgemv;      // fused decode GEMV on MLX-quantized weights (qdeq.h)
 };
 
 /* Scratch of at least n floats (64-byte aligned), owned by `thread`; contents not kept. */

@@ -13,9 +13,10 @@
  * does not depend on n, on the split or on the k blocking: batch invariance by construction.
  * matmul_n runs up to 3 weight matrices that share x (q/k/v, gate/up) in one fork-join.
  *
- * MLX-quantized weights (DTYPE_QMLX) always take the GEMM path, decode too: each panel of rows
- * is dequantized (c->qdeq, exact) into the L2 panel, so only the packed bytes stream from memory
- * and the results equal those of the same weights dequantized to f32 (qdeq.h).
+ * MLX-quantized weights (DTYPE_QMLX): at batch 1 the fused GEMV (c->qgemv) dequantizes in
+ * registers; otherwise (and for widths it lacks) each panel of rows is dequantized (c->qdeq,
+ * exact) into the L2 panel. Either way only the packed bytes stream from memory and the results
+ * equal those of the same weights dequantized to f32, bit for bit (qdeq.h).
  *
  * moe_ffn runs each expert's gate/up/down as ordinary gemms over the tokens routed to it
  * (gathered into scratch), so each expert's weights are read once per step, then adds the
@@ -121,9 +122,14 @@ static void gemm_task(void *arg, int task, int thread)
     const struct gemm_mat *mt = &g->mats[mi];
     int64_t j0 = (int64_t)(task - mt->task0) * mt->rows_per_task;
     int64_t j1 = j0 + mt->rows_per_task < mt->m ? j0 + mt->rows_per_task : mt->m;
-    if (g->gemv) {
+    bool done = false;
+    if (g->gemv && mt->wdt == DTYPE_QMLX)
+        done = g->c->qgemv(mt->wt, j0, j1, g->x, g->ldx, (int)g->n, mt->out, mt->ldo);
+    else if (g->gemv) {
         gemv_rows(g, mt, j0, j1);
-    } else {
+        done = true;
+    }
+    if (!done) {
         // weights to f32 once per panel of rows, rows padded so their stride never is a multiple
         // of 2 KiB (aliasing in L1); f32 weights are copied too, for the same layout
         int64_t ldp = (g->k + 15) / 16 * 16;
@@ -153,16 +159,14 @@ void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ld
     if (n <= 0 || n_mats <= 0) return;
     CHECK(n_mats <= GEMM_MAX_MATS, "gemm: %d matrices (max %d)", n_mats, GEMM_MAX_MATS);
     int64_t k = ws[0]->ne[0], m_total = 0;
-    bool quant = false;
     for (int i = 0; i < n_mats; i++) {
         const struct tensor *w = ws[i];
         CHECK(w->ne[0] == k && tensor_rows(w) > 0, "matmul: weights of one x differ in k, or are empty");
         CHECK(host_is_float(w->dtype) || w->dtype == DTYPE_QMLX, "matmul: weight dtype %s", dtype_name(w->dtype));
-        quant |= w->dtype == DTYPE_QMLX;
         CHECK(tensor_is_contiguous(w) || w->ne[2] * w->ne[3] == 1, "matmul: weight %s not 2-D", w->name ? w->name : "?");
         m_total += tensor_rows(w);
     }
-    bool gemv = n <= GEMV_MAX_ROWS && !quant;
+    bool gemv = n <= GEMV_MAX_ROWS;
     if (!gemv && ((ldx * (int64_t)sizeof(float)) % 2048 == 0 || ldx % 16 || (uintptr_t)x % 64)) {
         // x rows 2 or 4 KiB apart alias in L1 (the tile reads mr of them at the same offset),
         // and rows that are not 64-byte aligned split loads: copy x once, aligned and padded

@@ -48,6 +48,21 @@ void cpu_qdeq_row_portable(const struct tensor *w, int64_t row, float *dst)
     qweight_dequant_row(w, row, dst);
 }
 
+static bool qgemv_none(const struct tensor *w, int64_t j0, int64_t j1, const float *x, int64_t ldx, int n,
+                       float *out, int64_t ldo)
+{
+    return false;
+}
+
+cpu_qgemv_fn cpu_qgemv_pick(const char *isa)
+{
+#if defined(__x86_64__)
+    if (!strcmp(isa, "avx512")) return cpu_qgemv_avx512;
+    if (!strcmp(isa, "avx2")) return cpu_qgemv_avx2;
+#endif
+    return qgemv_none;
+}
+
 cpu_qdeq_fn cpu_qdeq_pick(const char *isa)
 {
 #if defined(__x86_64__)

@@ -37,10 +37,26 @@ static inline QV q_lut16(QI c)
     return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, c), _mm256_permutevar8x32_ps(hi, c), sel);
 }
 
+static inline QV q_ldx(const float *p) { return _mm256_loadu_ps(p); }
+/* kern_avx2.c's v_hsum, the same tree (the GEMV must match the tile bit for bit) */
+static inline float q_hsum(QV v)
+{
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_add_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+}
+
+#define QGEMV_ENTRY  cpu_qgemv_avx2
 #define QDEQ_NAME(x) avx2_##x
 #define QDEQ_ENTRY   cpu_qdeq_row_avx2
 #include "backend/cpu/qdeq_tmpl.h"
 
 #else
+bool cpu_qgemv_avx2(const struct tensor *w, int64_t j0, int64_t j1, const float *x, int64_t ldx, int n, float *out,
+                 int64_t ldo)
+{
+    return false;
+}
 void cpu_qdeq_row_avx2(const struct tensor *w, int64_t row, float *dst) { cpu_qdeq_row_portable(w, row, dst); }
 #endif

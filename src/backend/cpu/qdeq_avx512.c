@@ -34,10 +34,29 @@ static inline QV q_lut16(QI c)
     return _mm512_permutexvar_ps(c, lut);
 }
 
+static inline QV q_ldx(const float *p) { return _mm512_loadu_ps(p); }
+/* kern_avx512.c's v_hsum, the same tree (the GEMV must match the tile bit for bit) */
+static inline float q_hsum(QV v)
+{
+    __m256 lo = _mm512_castps512_ps256(v);
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    __m256 a = _mm256_add_ps(lo, hi);
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_add_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+}
+
+#define QGEMV_ENTRY  cpu_qgemv_avx512
 #define QDEQ_NAME(x) avx512_##x
 #define QDEQ_ENTRY   cpu_qdeq_row_avx512
 #include "backend/cpu/qdeq_tmpl.h"
 
 #else
+bool cpu_qgemv_avx512(const struct tensor *w, int64_t j0, int64_t j1, const float *x, int64_t ldx, int n, float *out,
+                 int64_t ldo)
+{
+    return false;
+}
 void cpu_qdeq_row_avx512(const struct tensor *w, int64_t row, float *dst) { cpu_qdeq_row_portable(w, row, dst); }
 #endif

@@ -623,6 +623,13 @@ static void edit_cfg_no_block(json_t *c)
     json_object_del(c, "quantization");
     json_object_del(c, "quantization_config");
 }
+static void edit_cfg_group_string(json_t *c) { json_object_set_new(qblock(c), "group_size", json_string("64")); }
+static void edit_cfg_override_number(json_t *c) { json_object_set_new(qblock(c), "model.layers.0.mlp.up_proj", json_integer(4)); }
+static void edit_cfg_hf_method(json_t *c)
+{
+    json_object_del(c, "quantization");
+    json_object_set_new(c, "quantization_config", json_pack("{s:s, s:i}", "quant_method", "awq", "bits", 4));
+}
 static void edit_cfg_only_hf_copy(json_t *c) { json_object_del(c, "quantization"); }
 static void edit_cfg_ghost_override(json_t *c)
 {
@@ -697,6 +704,9 @@ TEST(corrupt_quantized)
     EXPECT(load_q_edited("q_e8m0", "llama_mxfp4", NULL, NULL, edit_e8m0_inf, 0) == STATUS_EFORMAT);
     EXPECT(load_q_edited("q_e4m3", "qwen3_tied_nvfp4", NULL, NULL, edit_e4m3_nan, 0) == STATUS_EFORMAT);
     EXPECT(load_q_edited("q_trunc", q4, NULL, NULL, NULL, 40000) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_gstr", q4, NULL, edit_cfg_group_string, NULL, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_ovnum", q4, NULL, edit_cfg_override_number, NULL, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_awq", q4, NULL, edit_cfg_hf_method, NULL, 0) == STATUS_EUNSUPPORTED);
 }
 
 TEST(fixtures_load)

@@ -7,9 +7,10 @@
  * instead. Every value is exact (scale * code is exact in f32; the affine bias adds one
  * rounding, which an FMA reproduces), so the output equals the ref backend's dequantization bit
  * for bit, and the GEMM stays batch-invariant.
- * Kernels: AVX-512 and AVX2 (files *_avx512.c / *_avx2.c, compiled with their ISA flags) for
- * affine 2, 4 and 8 bit and the E2M1 modes (mxfp4, nvfp4); portable C for the rest (affine 3, 5,
- * 6 bit, mxfp8). Picked once by ISA name (the cpu kernel family's). Pure functions; any thread.
+ * Kernels: AVX-512 and AVX2 (files *_avx512.c / *_avx2.c, compiled with their ISA flags) for every
+ * affine width (3, 5 and 6 bit read 8 codes from `bits` whole bytes) and the E2M1 modes (mxfp4,
+ * nvfp4); portable C for mxfp8. Picked once by ISA name (the cpu kernel family's). Pure functions;
+ * any thread.
  *
  *     cpu_qdeq_fn f = cpu_qdeq_pick(c->kf->name);
  *     f(w, row, dst);    // dst[w->ne[0]] = dequantized row `row` of the DTYPE_QMLX tensor w

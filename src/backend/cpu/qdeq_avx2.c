@@ -37,6 +37,16 @@ static inline QV q_lut16(QI c)
     return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, c), _mm256_permutevar8x32_ps(hi, c), sel);
 }
 
+static inline QI q_codes8(const uint64_t *v, int bits)
+{
+    __m256i w = _mm256_set1_epi64x((long long)v[0]);
+    __m256i lo = _mm256_srlv_epi64(w, _mm256_setr_epi64x(0, bits, 2 * bits, 3 * bits));
+    __m256i hi = _mm256_srlv_epi64(w, _mm256_setr_epi64x(4 * bits, 5 * bits, 6 * bits, 7 * bits));
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);   // the low dword of each qword
+    lo = _mm256_permutevar8x32_epi32(lo, even);
+    hi = _mm256_permutevar8x32_epi32(hi, even);
+    return _mm256_blend_epi32(lo, hi, 0xF0);
+}
 static inline QV q_ldx(const float *p) { return _mm256_loadu_ps(p); }
 /* kern_avx2.c's v_hsum, the same tree (the GEMV must match the tile bit for bit) */
 static inline float q_hsum(QV v)

@@ -34,6 +34,13 @@ static inline QV q_lut16(QI c)
     return _mm512_permutexvar_ps(c, lut);
 }
 
+static inline QI q_codes8(const uint64_t *v, int bits)
+{
+    const __m512i sh = _mm512_setr_epi64(0, bits, 2 * bits, 3 * bits, 4 * bits, 5 * bits, 6 * bits, 7 * bits);
+    __m256i a = _mm512_cvtepi64_epi32(_mm512_srlv_epi64(_mm512_set1_epi64((long long)v[0]), sh));
+    __m256i b = _mm512_cvtepi64_epi32(_mm512_srlv_epi64(_mm512_set1_epi64((long long)v[1]), sh));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+}
 static inline QV q_ldx(const float *p) { return _mm512_loadu_ps(p); }
 /* kern_avx512.c's v_hsum, the same tree (the GEMV must match the tile bit for bit) */
 static inline float q_hsum(QV v)

@@ -4,6 +4,7 @@
  *   q_splat_u32(x): x in every lane; q_shifts4(): 0, 4, ..., 28 per word; q_shifts2(): 0, 2, ...;
  *   q_srlv, q_and(QI, mask), q_cvt(QI) -> QV, q_fma(a, b, c) = a * b + c, q_mul, q_set1(f),
  *   q_store(float *, QV), q_bytes(p): QL bytes zero-extended, q_lut16(codes): E2M1 values,
+ *   q_codes8(v[QL/8], bits): the 8 codes of each 64-bit window v[h] (code i at bit i * bits),
  *   q_ldx(p): QL floats, q_hsum(v): the kernel family's horizontal sum tree (kern_*.c v_hsum).
  * The GEMV computes each dot product with the family tile's operation sequence (kern.h): lane
  * accumulators over k in QL chunks, one FMA per chunk with the exactly dequantized chunk, then
@@ -39,6 +40,27 @@ static void QDEQ_NAME(affine2)(const uint32_t *wr, const float *s, const float *
     }
 }
 
+/* 3, 5, 6 bits: 8 codes fill `bits` whole bytes (the stream is byte-aligned every 8 codes). */
+static inline __attribute__((always_inline)) QI QDEQ_NAME(odd_codes)(const uint32_t *wr, int64_t k, int bits)
+{
+    const uint8_t *p = (const uint8_t *)wr + k / 8 * bits;
+    uint64_t v[QL / 8];
+    for (int h = 0; h < QL / 8; h++) {
+        v[h] = 0;
+        memcpy(&v[h], p + h * bits, (size_t)bits);   // never past the row's last byte
+    }
+    return q_and(q_codes8(v, bits), (1 << bits) - 1);
+}
+
+static void QDEQ_NAME(affine_odd)(const uint32_t *wr, const float *s, const float *b, int64_t n, int gs, int bits,
+                                  float *dst)
+{
+    for (int64_t k = 0; k < n; k += QL) {
+        int64_t g = k / gs;
+        q_store(dst + k, q_fma(q_cvt(QDEQ_NAME(odd_codes)(wr, k, bits)), q_set1(s[g]), q_set1(b[g])));
+    }
+}
+
 static void QDEQ_NAME(e2m1)(const uint32_t *wr, const float *s, int64_t n, int gs, float *dst)
 {
     for (int64_t k = 0; k < n; k += QL) {
@@ -53,9 +75,7 @@ void QDEQ_ENTRY(const struct tensor *w, int64_t row, float *dst)
     const struct qweight *q = w->q;
     int64_t n = w->ne[0];
     int gs = q->group_size;
-    bool fast = n % QL == 0 && gs % QL == 0 &&
-                ((q->mode == QMODE_AFFINE && (q->bits == 2 || q->bits == 4 || q->bits == 8)) ||
-                 q->mode == QMODE_MXFP4 || q->mode == QMODE_NVFP4);
+    bool fast = n % QL == 0 && gs % QL == 0 && q->mode != QMODE_MXFP8;
     if (!fast) {
         qweight_dequant_row(w, row, dst);
         return;
@@ -74,13 +94,15 @@ void QDEQ_ENTRY(const struct tensor *w, int64_t row, float *dst)
         if (q->mode != QMODE_AFFINE) QDEQ_NAME(e2m1)(wk, s, nk, gs, dst + k0);
         else if (q->bits == 4) QDEQ_NAME(affine4)(wk, s, b, nk, gs, dst + k0);
         else if (q->bits == 8) QDEQ_NAME(affine8)(wk, s, b, nk, gs, dst + k0);
-        else QDEQ_NAME(affine2)(wk, s, b, nk, gs, dst + k0);
+        else if (q->bits == 2) QDEQ_NAME(affine2)(wk, s, b, nk, gs, dst + k0);
+        else QDEQ_NAME(affine_odd)((const uint32_t *)((const uint8_t *)wr + k0 / 8 * q->bits), s, b, nk, gs, q->bits,
+                                   dst + k0);
     }
 }
 
 /* ==== Fused decode GEMV ==== */
 
-enum { QK_AFFINE4, QK_AFFINE8, QK_AFFINE2, QK_E2M1, QK_NONE };
+enum { QK_AFFINE4, QK_AFFINE8, QK_AFFINE2, QK_AFFINE3, QK_AFFINE5, QK_AFFINE6, QK_E2M1, QK_NONE };
 
 static int QDEQ_NAME(kind)(const struct tensor *w)
 {
@@ -88,7 +110,15 @@ static int QDEQ_NAME(kind)(const struct tensor *w)
     if (w->ne[0] % QL || q->group_size % QL) return QK_NONE;
     if (q->mode == QMODE_MXFP4 || q->mode == QMODE_NVFP4) return QK_E2M1;
     if (q->mode != QMODE_AFFINE) return QK_NONE;
-    return q->bits == 4 ? QK_AFFINE4 : q->bits == 8 ? QK_AFFINE8 : q->bits == 2 ? QK_AFFINE2 : QK_NONE;
+    switch (q->bits) {
+    case 2: return QK_AFFINE2;
+    case 3: return QK_AFFINE3;
+    case 4: return QK_AFFINE4;
+    case 5: return QK_AFFINE5;
+    case 6: return QK_AFFINE6;
+    case 8: return QK_AFFINE8;
+    }
+    return QK_NONE;
 }
 
 /* Values k .. k + QL - 1 of a row, exactly as the dequantizers above compute them. */
@@ -99,6 +129,9 @@ static inline __attribute__((always_inline)) QV QDEQ_NAME(chunk)(int kind, const
     case QK_AFFINE8: return q_fma(q_cvt(q_bytes((const uint8_t *)wr + k)), s, b);
     case QK_AFFINE2:
         return q_fma(q_cvt(q_and(q_srlv(q_splat_u32(wr[k / 16] >> (2 * (k % 16))), q_shifts2()), 0x3)), s, b);
+    case QK_AFFINE3: return q_fma(q_cvt(QDEQ_NAME(odd_codes)(wr, k, 3)), s, b);
+    case QK_AFFINE5: return q_fma(q_cvt(QDEQ_NAME(odd_codes)(wr, k, 5)), s, b);
+    case QK_AFFINE6: return q_fma(q_cvt(QDEQ_NAME(odd_codes)(wr, k, 6)), s, b);
     default: return q_mul(q_lut16(q_and(q_srlv(q_splat_words(wr + k / 8), q_shifts4()), 0xF)), s);
     }
 }
@@ -159,6 +192,9 @@ bool QGEMV_ENTRY(const struct tensor *w, int64_t j0, int64_t j1, const float *x,
         case QK_AFFINE4: QDEQ_NAME(gemv4)(QK_AFFINE4, w, j, nr, x, out); break;
         case QK_AFFINE8: QDEQ_NAME(gemv4)(QK_AFFINE8, w, j, nr, x, out); break;
         case QK_AFFINE2: QDEQ_NAME(gemv4)(QK_AFFINE2, w, j, nr, x, out); break;
+        case QK_AFFINE3: QDEQ_NAME(gemv4)(QK_AFFINE3, w, j, nr, x, out); break;
+        case QK_AFFINE5: QDEQ_NAME(gemv4)(QK_AFFINE5, w, j, nr, x, out); break;
+        case QK_AFFINE6: QDEQ_NAME(gemv4)(QK_AFFINE6, w, j, nr, x, out); break;
         default: QDEQ_NAME(gemv4)(QK_E2M1, w, j, nr, x, out); break;
         }
     }

@@ -11,6 +11,7 @@
 #include "base/mem.h"
 #include "model/model.h"
 #include "model/safetensors.h"
+#include "tensor/qweight.h"
 
 static const char *rope_name(enum rope_scaling s)
 {
@@ -76,6 +77,47 @@ static void print_provenance(const char *dir)
     }
 }
 
+static double wbytes(const struct tensor *t)
+{
+    if (!t->buf) return 0;
+    return (double)(t->dtype == DTYPE_QMLX ? qweight_bytes(t) : tensor_bytes(t));
+}
+
+/* MLX quantization: each (mode, bits, group) with its tensor count, and the weight bytes one
+ * decoded token reads (all weights but the embedding table, of which it reads one row, and only
+ * the used share of the experts). */
+static void print_quant(const struct model *m)
+{
+    const struct hparams *hp = &m->hp;
+    double experts = 0, embed = m->hp.tie_embed ? 0 : wbytes(&m->tok_embed);
+    for (int l = 0; l < hp->n_layers; l++)
+        for (int e = 0; m->layers[l].exp_gate && e < hp->n_experts; e++)
+            experts += wbytes(&m->layers[l].exp_gate[e]) + wbytes(&m->layers[l].exp_up[e]) +
+                       wbytes(&m->layers[l].exp_down[e]);
+    double per_tok = (double)m->weight_bytes - embed - experts;
+    if (hp->n_experts > 0) per_tok += experts * hp->n_experts_used / hp->n_experts;
+    if (m->n_qw) {
+        printf("%-14s MLX,", "quantized:");
+        bool *seen = calloc((size_t)m->n_qw, 1);
+        for (int i = 0; i < m->n_qw; i++) {
+            if (seen[i]) continue;
+            const struct qweight *q = &m->qw[i];
+            int n = 0;
+            for (int j = i; j < m->n_qw; j++)
+                if (!seen[j] && m->qw[j].mode == q->mode && m->qw[j].bits == q->bits &&
+                    m->qw[j].group_size == q->group_size) {
+                    seen[j] = true;
+                    n++;
+                }
+            printf(" %s %d-bit group %d: %d tensors;", qmode_name(q->mode), q->bits, q->group_size, n);
+        }
+        free(seen);
+        printf(" %.2f bits per parameter\n", m->n_params ? 8.0 * (double)m->weight_bytes / (double)m->n_params : 0);
+    }
+    printf("%-14s %.3f GB of weights read per decoded token%s\n", "per token:", per_tok / 1e9,
+           hp->n_experts > 0 ? " (active experts only)" : "");
+}
+
 int cmd_info(int argc, char **argv)
 {
     if (argc != 2 || argv[1][0] == '-') {
@@ -135,6 +177,7 @@ int cmd_info(int argc, char **argv)
     for (int d = 0; d < DTYPE_COUNT; d++)
         if (per_dtype[d]) printf(" %s: %d tensors", dtype_name((enum dtype)d), per_dtype[d]);
     printf(" in %d file%s\n", m->files->n_shards, m->files->n_shards > 1 ? "s" : "");
+    print_quant(m);
     size_t kv16 = model_kv_bytes_per_token(m, DTYPE_BF16), kv32 = model_kv_bytes_per_token(m, DTYPE_F32);
     printf("%-14s %zu bytes/token bf16, %zu f32; %.2f GiB bf16 at full context\n", "kv cache:", kv16, kv32,
            (double)kv16 * hp->max_pos / (double)(1ull << 30));

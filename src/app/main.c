@@ -19,6 +19,7 @@
 #pragma weak cmd_template
 #pragma weak cmd_synth
 #pragma weak cmd_info
+#pragma weak cmd_quantize
 
 struct command {
     const char *name;
@@ -37,6 +38,7 @@ static const struct command commands[] = {
     { "template",   cmd_template,   "DIR --messages-file M.json  render the chat template" },
     { "synth",      cmd_synth,      "--arch ARCH --config CONFIG.json --out DIR  random-weight checkpoint" },
     { "info",       cmd_info,       "MODEL_DIR  architecture, parameters, memory" },
+    { "quantize",   cmd_quantize,   "IN_DIR OUT_DIR [--bits 4] [--group-size 64] [--mode M] [--recipe R]  MLX-format quantization" },
 };
 
 static void usage(FILE *f)

@@ -291,6 +291,11 @@ struct backend_ops {
     // out[n, m] = x[n, m] * sigmoid(g[n, j]), j = c or 0 when g has one column (gated attention
     // output; shared-expert gate); out may alias x. Optional like the ops above.
     void (*sigmoid_mul)(struct backend *, struct tensor *out, const struct tensor *x, const struct tensor *g);
+
+    /* ---- quantized weights ---- */
+    // true: every op that takes a weight (matmul*, embed, moe_*, the fused ops) accepts DTYPE_QMLX
+    // weights (MLX-quantized, tensor/qweight.h); false: model_prepare refuses quantized models.
+    bool quant_weights;
 };
 
 struct backend {

@@ -377,10 +377,11 @@ enum status config_parse(const char *label, const char *text, size_t len, const 
         st = STATUS_EUNSUPPORTED;
         goto out;
     }
+    // MLX-format blocks (bits / group_size, no quant_method) are bound by model/quant_load.c
     const json_t *quant = json_object_get(root, "quantization_config");
-    if (quant && !json_is_null(quant)) {
+    if (quant && !json_is_null(quant) && (json_object_get(quant, "quant_method") || !json_object_get(quant, "bits"))) {
         const char *qm = json_string_value(json_object_get(quant, "quant_method"));
-        LOG_ERR("%s: quantized checkpoint (quant_method %s) is not supported yet (supported: bf16, f16, f32 weights)",
+        LOG_ERR("%s: quantized checkpoint (quant_method %s) is not supported yet (supported: bf16, f16, f32 weights and MLX-format quantization)",
                 label, qm ? qm : "unknown");
         st = STATUS_EUNSUPPORTED;
         goto out;

@@ -5,6 +5,9 @@
  * be present with the planned shape and a float dtype; anything else is an error naming it.
  * Weights stay where the mmap put them. Qwen3-MoE experts may be fused per layer (transformers 5):
  * then each expert's gate/up/down is a contiguous view into the fused tensor.
+ * MLX checkpoints: a planned weight with `P.scales` beside it binds quantized (quant_load.c), and
+ * experts may be stacked per layer as mlx-lm writes them (`mlp.switch_mlp.{gate,up,down}_proj`,
+ * [E, out, in], quantized or not); each expert is a view of its slice (and of its scales' slice).
  */
 #include "model/model.h"
 
@@ -18,9 +21,11 @@
 #include "base/mem.h"
 #include "model/arch.h"
 #include "model/config.h"
+#include "model/quant_load.h"
 #include "model/safetensors.h"
 #include "model/synth.h"
 #include "model/weights.h"
+#include "tensor/qweight.h"
 
 /* ==== Allocation ==== */
 
@@ -51,6 +56,8 @@ void model_free(struct model *m)
     if (m->dev_weights) m->dev_weights->owner->ops->buffer_free(m->dev_weights->owner, m->dev_weights);
     safetensors_close(m->files);
     free(m->repacked.data);
+    quant_cfg_free(m->quant);
+    free(m->qw);
     free(m->dir);
     free(m);
 }
@@ -59,7 +66,7 @@ static void count_one(struct tensor *t, void *ctx)
 {
     uint64_t *acc = ctx;
     acc[0] += (uint64_t)tensor_nelem(t);
-    acc[1] += (uint64_t)tensor_bytes(t);
+    acc[1] += (uint64_t)(t->dtype == DTYPE_QMLX ? qweight_bytes(t) : tensor_bytes(t));
 }
 
 static void model_count(struct model *m)
@@ -136,15 +143,93 @@ static enum status bind_fused_experts(struct model *m, int l, bool *used)
     if (st != STATUS_OK) return st;
     used[gu - mf->tensors] = used[dn - mf->tensors] = true;
     struct layer_weights *lw = &m->layers[l];
-    struct st_shard *sg = &mf->shards[gu->shard], *sd = &mf->shards[dn->shard];
+    struct tensor gv, dv;   // views (an unaligned tensor's view is its aligned copy)
+    if ((st = safetensors_view(mf, gu, &gv)) != STATUS_OK || (st = safetensors_view(mf, dn, &dv)) != STATUS_OK)
+        return st;
     size_t es = dtype_size(gu->dtype), ds = dtype_size(dn->dtype);
     for (int64_t e = 0; e < E; e++) {
-        size_t g0 = sg->data_off + gu->begin + (size_t)(e * 2 * fe * d) * es;
-        lw->exp_gate[e] = tensor_2d(gu->dtype, d, fe, &sg->buf, g0);
-        lw->exp_up[e] = tensor_2d(gu->dtype, d, fe, &sg->buf, g0 + (size_t)(fe * d) * es);
-        lw->exp_down[e] = tensor_2d(dn->dtype, fe, d, &sd->buf, sd->data_off + dn->begin + (size_t)(e * d * fe) * ds);
+        size_t g0 = gv.offset + (size_t)(e * 2 * fe * d) * es;
+        lw->exp_gate[e] = tensor_2d(gu->dtype, d, fe, gv.buf, g0);
+        lw->exp_up[e] = tensor_2d(gu->dtype, d, fe, gv.buf, g0 + (size_t)(fe * d) * es);
+        lw->exp_down[e] = tensor_2d(dn->dtype, fe, d, dv.buf, dv.offset + (size_t)(e * d * fe) * ds);
         lw->exp_gate[e].name = lw->exp_up[e].name = gu->name;
         lw->exp_down[e].name = dn->name;
+    }
+    return STATUS_OK;
+}
+
+/* The next free quantized-weight descriptor (m->qw has one per planned weight). */
+static struct qweight *next_qw(struct model *m, int cap)
+{
+    CHECK(m->n_qw < cap, "more quantized weights than planned");
+    return &m->qw[m->n_qw++];
+}
+
+static void mark_used(const struct model_file *mf, bool *used, const struct st_tensor *t)
+{
+    char name[512];
+    size_t len = strlen(t->name);
+    used[t - mf->tensors] = true;
+    if (len < 7 || len >= sizeof name) return;
+    const char *sib[] = { "scales", "biases" };
+    for (int i = 0; i < 2; i++) {
+        snprintf(name, sizeof name, "%.*s.%s", (int)(len - 7), t->name, sib[i]);
+        const struct st_tensor *s = safetensors_find(mf, name);
+        if (s) used[s - mf->tensors] = true;
+    }
+}
+
+/* Binds all experts of layer l from mlx-lm's stacked switch_mlp tensors ([E, out, in] float, or
+ * quantized [E, out, in*bits/32] with scales/biases). *found false if the checkpoint has none. */
+static enum status bind_switch_experts(struct model *m, int l, bool *used, int qw_cap, bool *found)
+{
+    const struct model_file *mf = m->files;
+    const struct arch *a = m->arch;
+    int64_t E = m->hp.n_experts, fe = m->hp.d_ff_expert, d = m->hp.d_model;
+    const enum wrole roles[3] = { W_EXP_GATE, W_EXP_UP, W_EXP_DOWN };
+    struct tensor *slots[3] = { m->layers[l].exp_gate, m->layers[l].exp_up, m->layers[l].exp_down };
+    const int64_t out_dim[3] = { fe, fe, d }, in_dim[3] = { d, d, fe };
+    *found = false;
+    for (int r = 0; r < 3; r++) {
+        char per[160], name[192];
+        snprintf(per, sizeof per, a->names[roles[r]], l, 0);
+        char *at = strstr(per, ".experts.0.");
+        if (!at) return STATUS_OK;
+        snprintf(name, sizeof name, "%.*s.switch_mlp.%s", (int)(at - per), per, at + strlen(".experts.0."));
+        const struct st_tensor *t = find_any(mf, a, name);
+        if (!t) {
+            if (r == 0) return STATUS_OK;
+            LOG_ERR("%s: tensor %s missing (the layer's other experts are stacked as switch_mlp)", m->dir, name);
+            return STATUS_ENOTFOUND;
+        }
+        *found = true;
+        const int64_t outer[2] = { E, out_dim[r] };
+        if (quant_is_quantized(mf, t)) {
+            struct qweight qall;
+            struct tensor all;
+            enum status st = quant_bind(m->quant, mf, t, in_dim[r], 2, outer, &qall, &all);
+            if (st != STATUS_OK) return st;
+            for (int64_t e = 0; e < E; e++) {   // expert e: rows [e * out, (e + 1) * out) of all three
+                struct qweight *q = next_qw(m, qw_cap);
+                *q = qall;
+                q->scales = tensor_rows_view(&qall.scales, e * out_dim[r], out_dim[r]);
+                if (qall.biases.buf) q->biases = tensor_rows_view(&qall.biases, e * out_dim[r], out_dim[r]);
+                struct tensor *w = &slots[r][e];
+                *w = all;
+                w->ne[1] = out_dim[r];
+                w->ne[2] = 1;
+                w->offset = all.offset + (size_t)(e * out_dim[r]) * all.nb[1];
+                w->nb[2] = w->nb[3] = all.nb[1] * (size_t)out_dim[r];
+                w->q = q;
+            }
+        } else {
+            enum status st = check_tensor(mf, t, 3, (int64_t[]){ E, out_dim[r], in_dim[r] });
+            if (st != STATUS_OK) return st;
+            struct tensor all;
+            if ((st = safetensors_view(mf, t, &all)) != STATUS_OK) return st;
+            for (int64_t e = 0; e < E; e++) slots[r][e] = tensor_rows_view(&all, e * out_dim[r], out_dim[r]);
+        }
+        mark_used(mf, used, t);
     }
     return STATUS_OK;
 }
@@ -156,6 +241,7 @@ static enum status bind_all(struct model *m)
     int n = weights_plan(m->arch, &m->hp, &m->f, &plan);
     bool *used = xcalloc((size_t)mf->n_tensors + 1, 1);
     bool *fused = xcalloc((size_t)(m->hp.n_layers + m->hp.n_mtp_layers), 1);
+    m->qw = xcalloc((size_t)n + 1, sizeof *m->qw);
     enum status st = STATUS_OK;
     // The MTP head is optional: transformers drops mtp.* when it saves a model. Bound (and then
     // complete) only when the checkpoint holds its first tensor.
@@ -175,7 +261,9 @@ static enum status bind_all(struct model *m)
         if (expert && fused[s->layer]) continue;
         const struct st_tensor *t = find_any(mf, m->arch, s->name);
         if (!t && expert && s->expert == 0 && s->role == W_EXP_GATE) {
-            st = bind_fused_experts(m, s->layer, used);
+            bool stacked = false;
+            st = bind_switch_experts(m, s->layer, used, n, &stacked);
+            if (st == STATUS_OK && !stacked) st = bind_fused_experts(m, s->layer, used);
             fused[s->layer] = true;
             continue;
         }
@@ -186,14 +274,21 @@ static enum status bind_all(struct model *m)
         }
         int64_t want[3];   // outermost first, as safetensors lists shapes
         for (int k = 0; k < s->n_dims; k++) want[k] = s->ne[s->n_dims - 1 - k];
+        if (s->n_dims == 2 && quant_is_quantized(mf, t)) {
+            struct tensor *slot = weights_slot(m, s->role, s->layer, s->expert);
+            if ((st = quant_bind(m->quant, mf, t, s->ne[0], 1, want, next_qw(m, n), slot)) != STATUS_OK) break;
+            mark_used(mf, used, t);
+            continue;
+        }
         if ((st = check_tensor(mf, t, s->n_dims, want)) != STATUS_OK) break;
         if ((st = safetensors_view(mf, t, weights_slot(m, s->role, s->layer, s->expert))) != STATUS_OK) break;
         used[t - mf->tensors] = true;
     }
+    if (st == STATUS_OK) st = quant_check_overrides(m->quant, mf);
     if (st == STATUS_OK) {
         if (m->hp.tie_embed) {
             const struct st_tensor *lh = find_any(mf, m->arch, m->arch->names[W_LM_HEAD]);
-            if (lh) used[lh - mf->tensors] = true;   // transformers ties it anyway
+            if (lh) mark_used(mf, used, lh);   // transformers ties it anyway
             m->lm_head = m->tok_embed;
         }
         int n_unused = 0;
@@ -228,7 +323,8 @@ enum status model_load(const char *dir, struct model **out)
     struct model *m = model_alloc(&hp, &f, a);
     m->files = mf;
     m->dir = xstrdup(dir);
-    if ((st = bind_all(m)) != STATUS_OK || (st = weights_repack_hybrid(m, false)) != STATUS_OK) {
+    if ((st = quant_cfg_load(dir, &m->quant)) != STATUS_OK || (st = bind_all(m)) != STATUS_OK ||
+        (st = weights_repack_hybrid(m, false)) != STATUS_OK) {
         model_free(m);
         return st;
     }
@@ -252,6 +348,10 @@ static void prepare_one(struct tensor *t, void *ctx)
 
 enum status model_prepare(struct model *m, struct backend *be)
 {
+    if (m->n_qw && !be->ops->quant_weights) {
+        LOG_ERR("%s: backend %s does not run MLX-quantized weights yet (ref and cpu do)", m->dir, be->ops->name);
+        return STATUS_EUNSUPPORTED;
+    }
     if (!be->ops->weight_prepare) return STATUS_OK;
     struct prepare_ctx c = { be, STATUS_OK };
     weights_for_each(m, prepare_one, &c);

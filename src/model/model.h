@@ -4,7 +4,9 @@
  * validates everything read from disk, picks the architecture from config.json's "architectures"
  * and binds every weight the architecture needs. Weights stay in the mmapped files; a backend may
  * make device copies (backend_ops.weight_prepare) in model_prepare(). The model is read-only
- * afterwards and may be shared by threads.
+ * afterwards and may be shared by threads. MLX-quantized checkpoints (mlx_lm.convert: u32 `weight`
+ * plus `scales` / `biases`, stacked `switch_mlp` experts) bind as DTYPE_QMLX tensors
+ * (tensor/qweight.h, model/quant_load.h); backends without quant_weights refuse them at prepare.
  *
  *     struct model *m;
  *     if (model_load("models/tiny", &m) != STATUS_OK) return 1;   // error already logged
@@ -149,6 +151,8 @@ struct mtp_weights {
 
 struct arch;
 struct model_file;
+struct qweight;
+struct quant_cfg;
 
 struct model {
     struct hparams          hp;
@@ -167,7 +171,10 @@ struct model {
                                             // freed through dev_weights->owner, which must outlive the model
     char                   *dir;            // model directory, owned
     uint64_t                n_params;
-    uint64_t                weight_bytes;
+    uint64_t                weight_bytes;           // quantized weights: packed words + scales + biases
+    struct qweight         *qw;             // descriptors of the MLX-quantized weights (tensor.q points here), owned
+    int                     n_qw;           // quantized weight tensors (0: a float checkpoint)
+    struct quant_cfg       *quant;          // config.json's quantization block (model/quant_load.h), owned; NULL if none
 };
 
 enum status model_load(const char *dir, struct model **out);

@@ -103,6 +103,15 @@ enum status weights_repack_hybrid(struct model *m, bool views_only)
     bool gated = m->f.attn_out_gate, grouped = m->f.gdn_grouped_proj;
     if (!gated && !grouped) return STATUS_OK;
     int n_layers = hp->n_layers + (m->has_mtp ? hp->n_mtp_layers : 0);
+    for (int l = 0; l < n_layers; l++) {
+        const struct layer_weights *lw = &m->layers[l];
+        if (lw->wq.dtype == DTYPE_QMLX || lw->gdn_qkvz.dtype == DTYPE_QMLX || lw->gdn_ba.dtype == DTYPE_QMLX) {
+            // the split moves rows of packed groups and their scales: not written yet
+            LOG_ERR("%s: layer %d: MLX-quantized projections of a hybrid model (%s) are not supported yet; "
+                    "use the bf16 checkpoint", m->dir, l, hp->arch);
+            return STATUS_EUNSUPPORTED;
+        }
+    }
     int64_t qd = (int64_t)hp->n_heads * hp->head_dim, nv = hp->lin_n_v_heads;
     int64_t key_dim = (int64_t)hp->lin_n_k_heads * hp->lin_k_dim, value_dim = nv * hp->lin_v_dim;
     CHECK(2 * hp->n_heads <= 4 * 1024 && 4 * hp->lin_n_k_heads <= 4 * 1024, "repack: too many heads");

@@ -76,7 +76,7 @@ static enum status parse_entry(struct model_file *mf, int si, const char *name, 
     }
     int dt = dtype_from_safetensors(json_string_value(jdt));
     if (dt < 0) {
-        LOG_ERR("%s: tensor %s: dtype %s not supported (supported: BF16, F16, F32, I32, I64, U8)",
+        LOG_ERR("%s: tensor %s: dtype %s not supported (supported: BF16, F16, F32, I32, I64, U8, U32)",
                 path, name, json_string_value(jdt));
         return STATUS_EUNSUPPORTED;
     }
@@ -123,15 +123,21 @@ static enum status parse_entry(struct model_file *mf, int si, const char *name, 
                 (unsigned long long)(end - begin), dtype_name(t->dtype), (unsigned long long)want);
         return STATUS_EFORMAT;
     }
-    // Kernels read elements through typed pointers; writers pad the header to 8 bytes, so any
-    // tensor not aligned to its element size comes from a broken or unusual writer.
-    if ((sh->data_off + begin) % dtype_size(t->dtype)) {
-        LOG_ERR("%s: tensor %s: file offset %llu is not a multiple of its element size %zu", path, name,
-                (unsigned long long)(sh->data_off + begin), dtype_size(t->dtype));
-        return STATUS_EUNSUPPORTED;
-    }
     t->begin = (size_t)begin;
     t->bytes = (size_t)(end - begin);
+    // Kernels read elements through typed pointers, but MLX's writer puts tensors back to back, so
+    // one after an odd-sized u8 / bf16 tensor (quantization scales) can be unaligned: such a
+    // tensor gets an aligned copy.
+    if ((sh->data_off + begin) % dtype_size(t->dtype)) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, t->bytes ? t->bytes : 64) != 0) {
+            LOG_ERR("%s: tensor %s: cannot allocate %zu bytes for an aligned copy", path, name, t->bytes);
+            return STATUS_ENOMEM;
+        }
+        memcpy(p, sh->map + sh->data_off + t->begin, t->bytes);
+        t->copy = xcalloc(1, sizeof *t->copy);
+        *t->copy = (struct buffer){ .kind = BUF_HOST, .data = p, .bytes = t->bytes };
+    }
     return STATUS_OK;
 }
 
@@ -268,7 +274,11 @@ static enum status finish(struct model_file *mf)
 void safetensors_close(struct model_file *mf)
 {
     if (!mf) return;
-    for (int i = 0; i < mf->n_tensors; i++) free((char *)mf->tensors[i].name);
+    for (int i = 0; i < mf->n_tensors; i++) {
+        free((char *)mf->tensors[i].name);
+        if (mf->tensors[i].copy) free(mf->tensors[i].copy->data);
+        free(mf->tensors[i].copy);
+    }
     free(mf->tensors);
     for (int i = 0; i < mf->n_shards; i++) {
         struct st_shard *sh = &mf->shards[i];
@@ -449,9 +459,17 @@ enum status safetensors_view(const struct model_file *mf, const struct st_tensor
     }
     int64_t ne[4] = { 1, 1, 1, 1 };
     for (int i = 0; i < t->n_dims; i++) ne[i] = t->shape[t->n_dims - 1 - i];
-    *out = tensor_make(t->dtype, t->n_dims ? t->n_dims : 1, ne, &sh->buf, sh->data_off + t->begin);
+    if (t->copy) *out = tensor_make(t->dtype, t->n_dims ? t->n_dims : 1, ne, t->copy, 0);
+    else *out = tensor_make(t->dtype, t->n_dims ? t->n_dims : 1, ne, &sh->buf, sh->data_off + t->begin);
     out->name = t->name;
     return STATUS_OK;
+}
+
+const uint8_t *safetensors_data(const struct model_file *mf, const struct st_tensor *t)
+{
+    if (t->copy) return t->copy->data;
+    const struct st_shard *sh = &mf->shards[t->shard];
+    return sh->map + sh->data_off + t->begin;
 }
 
 enum status safetensors_get(const struct model_file *mf, const char *name, struct tensor *out)

@@ -33,6 +33,8 @@ struct st_tensor {
     size_t      begin;                // byte offset in the shard's data region
     size_t      bytes;                // end - begin == nelem * dtype_size
     int         shard;                // index into model_file shards
+    struct buffer *copy;              // owned aligned copy when the file offset is not a multiple of the
+                                      // element size (MLX writes tensors back to back); NULL otherwise
 };
 
 struct st_shard {
@@ -67,6 +69,8 @@ const struct st_tensor *safetensors_find(const struct model_file *mf, const char
 /* A tensor view (ne reversed from the file's shape, BUF_MMAP buffer) of the named tensor.
  * ENOTFOUND (logged) if absent; EUNSUPPORTED if it has more than 4 dims. */
 enum status safetensors_get(const struct model_file *mf, const char *name, struct tensor *out);
+/* The bytes of an entry (its aligned copy if it has one). */
+const uint8_t *safetensors_data(const struct model_file *mf, const struct st_tensor *t);
 /* The view of an entry; same rules as safetensors_get. */
 enum status safetensors_view(const struct model_file *mf, const struct st_tensor *t, struct tensor *out);
 

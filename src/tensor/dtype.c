@@ -15,6 +15,8 @@ size_t dtype_size(enum dtype dt)
     case DTYPE_I64: return 8;
     case DTYPE_U8: return 1;
     case DTYPE_F8E4M3: return 1;
+    case DTYPE_U32: return 4;
+    case DTYPE_QMLX: return 0;
     case DTYPE_COUNT: break;
     }
     CHECK(0, "bad dtype %d", (int)dt);
@@ -22,7 +24,7 @@ size_t dtype_size(enum dtype dt)
 
 const char *dtype_name(enum dtype dt)
 {
-    static const char *names[DTYPE_COUNT] = { "f32", "f16", "bf16", "i32", "i64", "u8", "f8e4m3" };
+    static const char *names[DTYPE_COUNT] = { "f32", "f16", "bf16", "i32", "i64", "u8", "f8e4m3", "u32", "mlx-quant" };
     return (unsigned)dt < DTYPE_COUNT ? names[dt] : "?";
 }
 
@@ -43,6 +45,7 @@ int dtype_from_safetensors(const char *s)
     if (!strcmp(s, "I32")) return DTYPE_I32;
     if (!strcmp(s, "I64")) return DTYPE_I64;
     if (!strcmp(s, "U8")) return DTYPE_U8;
+    if (!strcmp(s, "U32")) return DTYPE_U32;
     return -1;
 }
 

@@ -1,7 +1,8 @@
 /* dtype: element types of tensors and conversions between them.
  *
  * bf16 and f16 are stored as raw uint16_t bits; conversions to f32 are exact, conversions from
- * f32 round to nearest even (NaN stays NaN). Quantized block formats come later (MLX affine).
+ * f32 round to nearest even (NaN stays NaN). Quantized weights (MLX affine / mxfp4 / mxfp8 / nvfp4)
+ * are DTYPE_QMLX tensors described by tensor/qweight.h.
  *
  * f8e4m3 (OCP FP8 E4M3: 1 sign, 4 exponent bits with bias 7, 3 mantissa bits; no infinities,
  * S.1111.111 is NaN, largest finite 448, smallest subnormal 2^-9) is a KV-cache type only
@@ -26,6 +27,8 @@ enum dtype {
     DTYPE_I64,
     DTYPE_U8,
     DTYPE_F8E4M3,   // KV cache only (see above); not a safetensors weight type here
+    DTYPE_U32,      // packed words of MLX-quantized weights as stored in safetensors
+    DTYPE_QMLX,     // an MLX-quantized weight matrix (tensor/qweight.h); dtype_size 0: not addressable per element
     DTYPE_COUNT
 };
 
@@ -34,7 +37,7 @@ const char *dtype_name(enum dtype dt);         // "f32", "bf16", ...
 /* Parses a KV-cache dtype name as the CLI takes it: "f32", "f16", "bf16", "fp8" or "f8e4m3"
  * (the same type); returns -1 if unknown. */
 int         dtype_parse_kv(const char *s);
-/* Parses a safetensors dtype ("BF16", "F16", "F32", "I32", "I64", "U8"); returns -1 if unknown. */
+/* Parses a safetensors dtype ("BF16", "F16", "F32", "I32", "I64", "U8", "U32"); returns -1 if unknown. */
 int         dtype_from_safetensors(const char *s);
 
 static inline float bf16_to_f32(uint16_t h)

@@ -28,7 +28,11 @@ struct tensor tensor_3d(enum dtype dt, int64_t n0, int64_t n1, int64_t n2, struc
 }
 
 int64_t tensor_nelem(const struct tensor *t) { return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]; }
-size_t  tensor_bytes(const struct tensor *t) { return (size_t)tensor_nelem(t) * dtype_size(t->dtype); }
+size_t tensor_bytes(const struct tensor *t)
+{
+    if (t->dtype == DTYPE_QMLX) return (size_t)tensor_rows(t) * t->nb[1];   // the packed words only
+    return (size_t)tensor_nelem(t) * dtype_size(t->dtype);
+}
 int64_t tensor_rows(const struct tensor *t) { return t->ne[1] * t->ne[2] * t->ne[3]; }
 
 bool tensor_is_contiguous(const struct tensor *t)

@@ -7,6 +7,9 @@
  *
  *     struct tensor w = tensor_2d(DTYPE_BF16, in, out, buf, off);   // w: [out, in]
  *     float *x = tensor_data(&t);                                    // host buffers only
+ *
+ * MLX-quantized weights are tensors too (dtype DTYPE_QMLX, logical ne, packed bytes, `q` set);
+ * tensor/qweight.h says how they are laid out.
  */
 #ifndef CAIRN_TENSOR_TENSOR_H
 #define CAIRN_TENSOR_TENSOR_H
@@ -18,6 +21,7 @@
 #include "tensor/dtype.h"
 
 struct backend;
+struct qweight;
 
 enum buf_kind {
     BUF_HOST = 0,    // malloc'd host memory
@@ -39,6 +43,7 @@ struct tensor {
     struct buffer *buf;       // borrowed
     size_t         offset;    // bytes from buf->data
     const char    *name;      // debug only
+    const struct qweight *q;  // DTYPE_QMLX only: mode, bits, group size, scales, biases (tensor/qweight.h)
 };
 
 struct tensor tensor_make(enum dtype dt, int n_dims, const int64_t *ne, struct buffer *buf, size_t offset);
@@ -47,7 +52,7 @@ struct tensor tensor_2d(enum dtype dt, int64_t n0, int64_t n1, struct buffer *bu
 struct tensor tensor_3d(enum dtype dt, int64_t n0, int64_t n1, int64_t n2, struct buffer *buf, size_t offset);
 
 int64_t tensor_nelem(const struct tensor *t);
-size_t  tensor_bytes(const struct tensor *t);         // nelem * dtype size (contiguous tensors)
+size_t  tensor_bytes(const struct tensor *t);         // nelem * dtype size (contiguous tensors); DTYPE_QMLX: packed words
 int64_t tensor_rows(const struct tensor *t);          // ne[1] * ne[2] * ne[3]
 bool    tensor_is_contiguous(const struct tensor *t);
 /* A view of rows [row0, row0 + n_rows) of a contiguous tensor, flattened to 2-D [n_rows, ne[0]]. */

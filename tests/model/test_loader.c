@@ -16,6 +16,7 @@
 #include "model/model.h"
 #include "model/safetensors.h"
 #include "model/synth.h"
+#include "tensor/qweight.h"
 
 /* vocab 64, d 32, ffn 48, 2 layers, heads 2/1, head_dim 16: small enough to corrupt by hand. */
 static const char *TINY_CFG =
@@ -239,8 +240,24 @@ TEST(corrupt_headers)
     EXPECT(open_mem_str("{\"a\":{\"dtype\":\"I64\",\"shape\":[1],\"data_offsets\":[0,8]},"
                         "\"e\":{\"dtype\":\"F16\",\"shape\":[0,5],\"data_offsets\":[8,8]},"
                         "\"s\":{\"dtype\":\"I32\",\"shape\":[],\"data_offsets\":[8,12]}}", 12, 0) == STATUS_OK);
-    // a bf16 tensor at an odd file offset (header not padded, or odd begin)
-    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[1,5]}}", 12, 0) == STATUS_EUNSUPPORTED);
+    // a bf16 tensor at an odd file offset (MLX writes tensors back to back): read from an aligned copy
+    EXPECT(open_mem_str("{\"a\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[1,5]}}", 12, 0) == STATUS_OK);
+    {
+        const char *h = "{\"a\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[1,5]}}";
+        size_t hl = (strlen(h) + 7) & ~(size_t)7;
+        uint8_t *buf = xcalloc(1, 8 + hl + 8);
+        buf[0] = (uint8_t)hl;
+        memset(buf + 8, ' ', hl);
+        memcpy(buf + 8, h, strlen(h));
+        memcpy(buf + 8 + hl + 1, "\x01\x02\x03\x04", 4);
+        struct model_file *mfa = NULL;
+        struct tensor v;
+        EXPECT(safetensors_open_mem("unaligned", buf, 8 + hl + 8, &mfa) == STATUS_OK &&
+               safetensors_get(mfa, "a", &v) == STATUS_OK && (uintptr_t)tensor_data(&v) % 2 == 0 &&
+               !memcmp(tensor_data(&v), "\x01\x02\x03\x04", 4));
+        safetensors_close(mfa);
+        free(buf);
+    }
     EXPECT(open_mem_str("{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[1,3]}}", 12, 0) == STATUS_OK);
     struct model_file *mf = NULL;
     EXPECT(safetensors_open_mem("tiny", "1234567", 7, &mf) == STATUS_EFORMAT && !mf);   // shorter than 8 bytes
@@ -691,6 +708,161 @@ TEST(hybrid_families_load)
 
 /* ==== Committed transformers fixtures ==== */
 
+
+/* ==== MLX-quantized checkpoints (fixtures by tools/mlx_quant_ref.py) ==== */
+
+#define QMODELS "tests/model/fixtures/quant/models"
+
+/* Copies fixture `src` to tmp/<name> with its header, config and data bytes edited (any edit
+ * may be NULL), and loads it. */
+static enum status load_q_edited(const char *name, const char *src, void (*edit_hdr)(json_t *),
+                                 void (*edit_cfg)(json_t *), void (*edit_data)(json_t *hdr, uint8_t *data),
+                                 size_t truncate_to)
+{
+    char p[300];
+    snprintf(p, sizeof p, "%s/%s/model.safetensors", QMODELS, src);
+    char *file;
+    size_t len;
+    CHECK(file_read_all(p, &file, &len) == STATUS_OK, "read %s", p);
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | (uint8_t)file[i];
+    json_t *h = json_loadb(file + 8, (size_t)n, 0, NULL);
+    CHECK(h, "header of %s", p);
+    if (edit_hdr) edit_hdr(h);
+    if (edit_data) edit_data(h, (uint8_t *)file + 8 + n);
+    snprintf(p, sizeof p, "%s/%s/config.json", QMODELS, src);
+    json_t *cfg = json_load_file(p, 0, NULL);
+    CHECK(cfg, "config of %s", src);
+    if (edit_cfg) edit_cfg(cfg);
+    char *htext = json_dumps(h, JSON_COMPACT), *ctext = json_dumps(cfg, 0);
+    size_t data_len = len - 8 - (size_t)n;
+    char *dir = write_model(name, ctext, htext, file + 8 + n, data_len, 0);
+    if (truncate_to) {
+        snprintf(p, sizeof p, "%s/model.safetensors", dir);
+        CHECK(truncate(p, (off_t)truncate_to) == 0, "truncate");
+    }
+    free(htext);
+    free(ctext);
+    json_decref(h);
+    json_decref(cfg);
+    free(file);
+    struct model *m = NULL;
+    enum status st = model_load(dir, &m);
+    if (st == STATUS_OK) CHECK(m->n_qw > 0, "%s loaded without quantized weights", name);
+    model_free(m);
+    return st;
+}
+
+static json_t *qblock(json_t *cfg) { return json_object_get(cfg, "quantization"); }
+static void set_shape(json_t *h, const char *t, int64_t a, int64_t b)
+{
+    json_object_set_new(json_object_get(h, t), "shape", json_pack("[I, I]", (json_int_t)a, (json_int_t)b));
+}
+static void edit_packed_shape(json_t *h) { set_shape(h, "model.layers.0.self_attn.q_proj.weight", 64, 16); }
+static void edit_scales_shape(json_t *h) { set_shape(h, "model.layers.0.mlp.up_proj.scales", 64, 2); }
+static void edit_scales_dtype(json_t *h)
+{
+    json_t *e = json_object_get(h, "model.layers.0.mlp.up_proj.scales");
+    json_object_set_new(e, "dtype", json_string("U8"));
+    set_shape(h, "model.layers.0.mlp.up_proj.scales", 128, 2);
+}
+static void edit_drop_biases(json_t *h) { json_object_del(h, "model.layers.0.mlp.up_proj.biases"); }
+static void edit_cfg_bits8(json_t *c) { json_object_set_new(qblock(c), "bits", json_integer(8)); }
+static void edit_cfg_bits7(json_t *c) { json_object_set_new(qblock(c), "bits", json_integer(7)); }
+static void edit_cfg_group16(json_t *c) { json_object_set_new(qblock(c), "group_size", json_integer(16)); }
+static void edit_cfg_mode(json_t *c) { json_object_set_new(qblock(c), "mode", json_string("int4")); }
+static void edit_cfg_group_null(json_t *c) { json_object_set_new(qblock(c), "group_size", json_null()); }
+static void edit_cfg_no_block(json_t *c)
+{
+    json_object_del(c, "quantization");
+    json_object_del(c, "quantization_config");
+}
+static void edit_cfg_group_string(json_t *c) { json_object_set_new(qblock(c), "group_size", json_string("64")); }
+static void edit_cfg_override_number(json_t *c) { json_object_set_new(qblock(c), "model.layers.0.mlp.up_proj", json_integer(4)); }
+static void edit_cfg_hf_method(json_t *c)
+{
+    json_object_del(c, "quantization");
+    json_object_set_new(c, "quantization_config", json_pack("{s:s, s:i}", "quant_method", "awq", "bits", 4));
+}
+static void edit_cfg_only_hf_copy(json_t *c) { json_object_del(c, "quantization"); }
+static void edit_cfg_ghost_override(json_t *c)
+{
+    json_object_set_new(qblock(c), "model.layers.9.mlp.gate", json_pack("{s:i, s:i}", "group_size", 64, "bits", 8));
+}
+static void edit_cfg_override_false(json_t *c) { json_object_set_new(qblock(c), "model.layers.0.mlp.up_proj", json_false()); }
+static void edit_cfg_router_null_group(json_t *c)
+{
+    json_object_set_new(qblock(c), "model.layers.1.mlp.gate", json_pack("{s:n, s:i}", "group_size", "bits", 8));
+}
+static void edit_cfg_router_4bit(json_t *c)
+{
+    json_object_set_new(qblock(c), "model.layers.1.mlp.gate", json_pack("{s:i, s:i}", "group_size", 64, "bits", 4));
+}
+/* The first scale byte of a tensor set to 0xFF (E8M0 +Inf in MLX). */
+static void poison_scale(json_t *h, uint8_t *data, const char *name)
+{
+    json_t *off = json_object_get(json_object_get(h, name), "data_offsets");
+    CHECK(off, "no %s", name);
+    data[json_integer_value(json_array_get(off, 0)) + 3] = 0xFF;
+}
+static void edit_e8m0_inf(json_t *h, uint8_t *d) { poison_scale(h, d, "model.layers.1.mlp.down_proj.scales"); }
+static void edit_e4m3_nan(json_t *h, uint8_t *d) { poison_scale(h, d, "model.layers.0.self_attn.o_proj.scales"); }
+
+TEST(quantized_fixtures_load)
+{
+    const char *dirs[] = { "qwen3_q4g64", "qwen3_mixed_3_6_g32", "qwen3_moe_mixed_4_8", "qwen3_tied_nvfp4",
+                           "llama_mxfp4", "mistral_mxfp8", "qwen2_mxfp8" };
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        char p[300];
+        snprintf(p, sizeof p, "%s/%s", QMODELS, dirs[i]);
+        struct model *m = NULL;
+        EXPECTF(model_load(p, &m) == STATUS_OK, "%s", dirs[i]);
+        if (!m) continue;
+        EXPECT(m->n_qw > 0 && m->tok_embed.dtype == DTYPE_QMLX && m->lm_head.dtype == DTYPE_QMLX);
+        EXPECT(m->hp.tie_embed == (m->lm_head.q == m->tok_embed.q));
+        EXPECT(m->layers[0].wq.ne[0] == m->hp.d_model && m->layers[0].wq.q);
+        if (!strcmp(dirs[i], "qwen3_moe_mixed_4_8")) {
+            const struct layer_weights *lw = &m->layers[1];
+            EXPECT(lw->router.q && lw->router.q->bits == 8 && lw->exp_gate[7].q && lw->exp_gate[7].q->bits == 4);
+            EXPECT(lw->exp_down[3].dtype == DTYPE_BF16);   // in 32 is no multiple of 64: mlx-lm leaves it float
+            // expert 7 of the stacked switch_mlp is the last slice of its packed words and scales
+            EXPECT(lw->exp_gate[7].offset == lw->exp_gate[0].offset + 7 * 32 * lw->exp_gate[0].nb[1]);
+            EXPECT(lw->exp_gate[7].q->scales.offset == lw->exp_gate[0].q->scales.offset + 7 * 32 * 2);
+        }
+        if (!strcmp(dirs[i], "qwen3_mixed_3_6_g32"))
+            EXPECT(m->layers[2].wv.q->bits == 6 && m->layers[1].wv.q->bits == 3 && m->lm_head.q->bits == 6 &&
+                   m->layers[0].wq.q->group_size == 32);
+        model_free(m);
+    }
+}
+
+TEST(corrupt_quantized)
+{
+    const char *q4 = "qwen3_q4g64", *moe = "qwen3_moe_mixed_4_8";
+    EXPECT(load_q_edited("q_ok", q4, NULL, NULL, NULL, 0) == STATUS_OK);
+    EXPECT(load_q_edited("q_null_group", q4, NULL, edit_cfg_group_null, NULL, 0) == STATUS_OK);
+    EXPECT(load_q_edited("q_hf_copy", q4, NULL, edit_cfg_only_hf_copy, NULL, 0) == STATUS_OK);
+    EXPECT(load_q_edited("q_router_null", moe, NULL, edit_cfg_router_null_group, NULL, 0) == STATUS_OK);
+    EXPECT(load_q_edited("q_packed", q4, edit_packed_shape, NULL, NULL, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_bits8", q4, NULL, edit_cfg_bits8, NULL, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_router4", moe, NULL, edit_cfg_router_4bit, NULL, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_sshape", q4, edit_scales_shape, NULL, NULL, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_sdtype", q4, edit_scales_dtype, NULL, NULL, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_nobias", q4, edit_drop_biases, NULL, NULL, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_ghost", moe, NULL, edit_cfg_ghost_override, NULL, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_false", q4, NULL, edit_cfg_override_false, NULL, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_noblock", q4, NULL, edit_cfg_no_block, NULL, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_bits7", q4, NULL, edit_cfg_bits7, NULL, 0) == STATUS_EUNSUPPORTED);
+    EXPECT(load_q_edited("q_group16", q4, NULL, edit_cfg_group16, NULL, 0) == STATUS_EUNSUPPORTED);
+    EXPECT(load_q_edited("q_mode", q4, NULL, edit_cfg_mode, NULL, 0) == STATUS_EUNSUPPORTED);
+    EXPECT(load_q_edited("q_e8m0", "llama_mxfp4", NULL, NULL, edit_e8m0_inf, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_e4m3", "qwen3_tied_nvfp4", NULL, NULL, edit_e4m3_nan, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_trunc", q4, NULL, NULL, NULL, 40000) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_gstr", q4, NULL, edit_cfg_group_string, NULL, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_ovnum", q4, NULL, edit_cfg_override_number, NULL, 0) == STATUS_EFORMAT);
+    EXPECT(load_q_edited("q_awq", q4, NULL, edit_cfg_hf_method, NULL, 0) == STATUS_EUNSUPPORTED);
+}
+
 TEST(fixtures_load)
 {
     static const char *names[] = { "llama", "llama_rope_llama3", "llama_rope_linear", "llama_rope_dynamic",
@@ -753,6 +925,8 @@ int main(void)
     RUN(gemma3_multimodal_prefixes);
     RUN(hybrid_families_load);
     RUN(fixtures_load);
+    RUN(quantized_fixtures_load);
+    RUN(corrupt_quantized);
     json_decref(good_hdr);
     free(good);
     char cmd[128];

@@ -96,8 +96,10 @@ static void cpu_embed(struct backend *be, struct tensor *out, const struct tenso
     host_check_embed(out, table, meta);
     int64_t d = table->ne[0];
     for (int i = 0; i < meta->n_tok; i++) {
+        int32_t id = meta->tok_id[i];
         float *dst = host_row(out, i);
-        c->kf->to_f32(table->dtype, host_row(table, meta->tok_id[i]), dst, d);
+        if (table->dtype == DTYPE_QMLX) c->qdeq(table, id, dst);
+        else c->kf->to_f32(table->dtype, host_row(table, id), dst, d);
         if (scale != 1.0f)
             for (int64_t k = 0; k < d; k++) dst[k] *= scale;
     }
@@ -291,6 +293,7 @@ static const struct backend_ops cpu_ops = {
     .gdn_recurrent = cpu_gdn_recurrent,
     .rmsnorm_gated = cpu_rmsnorm_gated,
     .sigmoid_mul = cpu_sigmoid_mul,
+    .quant_weights = true,
 };
 
 enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out)
@@ -299,6 +302,8 @@ enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out)
     c->n_threads = cfg && cfg->n_threads > 0 ? cfg->n_threads : threadpool_cpu_count();
     c->tp = threadpool_new(c->n_threads);
     c->kf = cpu_kern_pick();
+    c->qdeq = cpu_qdeq_pick(c->kf->name);
+    c->qgemv = cpu_qgemv_pick(c->kf->name);
     c->tscratch = xcalloc((size_t)c->n_threads, sizeof *c->tscratch);
     c->be.ops = &cpu_ops;
     c->be.impl = c;

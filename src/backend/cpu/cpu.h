@@ -17,6 +17,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/kern.h"
+#include "backend/cpu/qdeq.h"
 #include "base/threadpool.h"
 
 struct cpu_scratch {
@@ -36,6 +37,8 @@ struct cpu {
     struct cpu_scratch     shared;     // gathers (matmul_rows, moe_ffn), used outside tasks
     struct cpu_scratch     xpack;      // cpu_gemm's padded copy of x
     struct cpu_weights    *weights;    // huge-page copies of the weights (cpu_weights.c), or NULL
+    cpu_qdeq_fn            qdeq;       // dequantizes a row of an MLX-quantized weight (qdeq.h)
+    cpu_qgemv_fn           qgemv;      // fused decode GEMV on MLX-quantized weights (qdeq.h)
 };
 
 /* Scratch of at least n floats (64-byte aligned), owned by `thread`; contents not kept. */
@@ -46,7 +49,7 @@ float *cpu_shared_scratch(struct cpu *c, size_t n);
 float *cpu_xpack_scratch(struct cpu *c, size_t n);
 
 /* out[n, m] (row stride ldo floats) = x[n, k] (row stride ldx floats) @ w^T (+ bias), w any float
- * dtype [m, k]. Parallel over weight rows; batch-invariant (kern.h). */
+ * dtype [m, k] or MLX-quantized. Parallel over weight rows; batch-invariant (kern.h). */
 void cpu_gemm(struct cpu *c, float *out, int64_t ldo, const float *x, int64_t ldx, int64_t n,
               const struct tensor *w, const struct tensor *bias);
 

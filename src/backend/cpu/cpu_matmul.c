@@ -13,6 +13,11 @@
  * does not depend on n, on the split or on the k blocking: batch invariance by construction.
  * matmul_n runs up to 3 weight matrices that share x (q/k/v, gate/up) in one fork-join.
  *
+ * MLX-quantized weights (DTYPE_QMLX): at batch 1 the fused GEMV (c->qgemv) dequantizes in
+ * registers; otherwise (and for widths it lacks) each panel of rows is dequantized (c->qdeq,
+ * exact) into the L2 panel. Either way only the packed bytes stream from memory and the results
+ * equal those of the same weights dequantized to f32, bit for bit (qdeq.h).
+ *
  * moe_ffn runs each expert's gate/up/down as ordinary gemms over the tokens routed to it
  * (gathered into scratch), so each expert's weights are read once per step, then adds the
  * weighted results into each token's row in ascending expert order (as HF does).
@@ -36,6 +41,7 @@
 struct gemm_mat {
     float               *out;
     int64_t              ldo;
+    const struct tensor *wt;        // the weight (for MLX-quantized ones)
     const char          *w;         // weight row 0
     size_t               ldw;       // bytes between weight rows
     enum dtype           wdt;
@@ -116,9 +122,14 @@ static void gemm_task(void *arg, int task, int thread)
     const struct gemm_mat *mt = &g->mats[mi];
     int64_t j0 = (int64_t)(task - mt->task0) * mt->rows_per_task;
     int64_t j1 = j0 + mt->rows_per_task < mt->m ? j0 + mt->rows_per_task : mt->m;
-    if (g->gemv) {
+    bool done = false;
+    if (g->gemv && mt->wdt == DTYPE_QMLX)
+        done = g->c->qgemv(mt->wt, j0, j1, g->x, g->ldx, (int)g->n, mt->out, mt->ldo);
+    else if (g->gemv) {
         gemv_rows(g, mt, j0, j1);
-    } else {
+        done = true;
+    }
+    if (!done) {
         // weights to f32 once per panel of rows, rows padded so their stride never is a multiple
         // of 2 KiB (aliasing in L1); f32 weights are copied too, for the same layout
         int64_t ldp = (g->k + 15) / 16 * 16;
@@ -128,8 +139,10 @@ static void gemm_task(void *arg, int task, int thread)
         float *part = panel + g->panel_rows * ldp;
         for (int64_t p0 = j0; p0 < j1; p0 += g->panel_rows) {
             int64_t p1 = p0 + g->panel_rows < j1 ? p0 + g->panel_rows : j1;
-            for (int64_t j = p0; j < p1; j++)
-                g->kf->to_f32(mt->wdt, mt->w + (size_t)j * mt->ldw, panel + (j - p0) * ldp, g->k);
+            for (int64_t j = p0; j < p1; j++) {
+                if (mt->wdt == DTYPE_QMLX) g->c->qdeq(mt->wt, j, panel + (j - p0) * ldp);
+                else g->kf->to_f32(mt->wdt, mt->w + (size_t)j * mt->ldw, panel + (j - p0) * ldp, g->k);
+            }
             gemm_rows(g, mt, p0, p1, (const char *)panel, (size_t)ldp * sizeof(float), part);
         }
     }
@@ -149,7 +162,7 @@ void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ld
     for (int i = 0; i < n_mats; i++) {
         const struct tensor *w = ws[i];
         CHECK(w->ne[0] == k && tensor_rows(w) > 0, "matmul: weights of one x differ in k, or are empty");
-        CHECK(host_is_float(w->dtype), "matmul: weight dtype %s", dtype_name(w->dtype));
+        CHECK(host_is_float(w->dtype) || w->dtype == DTYPE_QMLX, "matmul: weight dtype %s", dtype_name(w->dtype));
         CHECK(tensor_is_contiguous(w) || w->ne[2] * w->ne[3] == 1, "matmul: weight %s not 2-D", w->name ? w->name : "?");
         m_total += tensor_rows(w);
     }
@@ -178,6 +191,7 @@ void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ld
         const struct tensor *w = ws[i];
         mt->out = outs[i];
         mt->ldo = ldos[i];
+        mt->wt = w;
         mt->w = host_row(w, 0);
         mt->ldw = w->nb[1];
         mt->wdt = w->dtype;

@@ -104,7 +104,8 @@ enum status cpu_weight_prepare(struct backend *be, struct tensor *w)
 {
     struct cpu *c = be->impl;
     if (!w->buf || !w->buf->data) return STATUS_OK;                 // absent tensor
-    if (w->buf->owner == be || !tensor_is_contiguous(w)) return STATUS_OK;
+    // quantized weights: the packed words are contiguous (their scales stay mapped; they are small)
+    if (w->buf->owner == be || (!tensor_is_contiguous(w) && w->dtype != DTYPE_QMLX)) return STATUS_OK;
     struct cpu_weights *cw = weights_state(c);
     if (cw->disabled) return STATUS_OK;
     const void *src = (const char *)w->buf->data + w->offset;

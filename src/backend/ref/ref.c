@@ -20,12 +20,29 @@
 #include "backend/host.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "tensor/qweight.h"
 
 struct ref {
     struct backend be;
     double        *scratch;      // grow-only: attention scores, moe intermediates
     size_t         scratch_n;    // doubles allocated
+    float         *wrow;         // grow-only: one dequantized row of an MLX-quantized weight
+    size_t         wrow_n;       // floats allocated
 };
+
+/* Row `row` of the MLX-quantized weight w, dequantized to f32 (exact; the oracle of the other
+ * backends' quantized kernels). Valid until the next call. */
+static const float *ref_qrow(struct backend *be, const struct tensor *w, int64_t row)
+{
+    struct ref *r = be->impl;
+    if ((size_t)w->ne[0] > r->wrow_n) {
+        free(r->wrow);
+        r->wrow_n = (size_t)w->ne[0];
+        r->wrow = xmalloc(r->wrow_n * sizeof *r->wrow);
+    }
+    qweight_dequant_row(w, row, r->wrow);
+    return r->wrow;
+}
 
 static double *ref_scratch(struct backend *be, size_t n)
 {
@@ -42,6 +59,7 @@ static void ref_destroy(struct backend *be)
 {
     struct ref *r = be->impl;
     free(r->scratch);
+    free(r->wrow);
     free(r);
 }
 
@@ -51,12 +69,17 @@ static void ref_destroy(struct backend *be)
 static void ref_embed(struct backend *be, struct tensor *out, const struct tensor *table,
                       const struct batch_meta *meta, float scale)
 {
-    (void)be;
     host_check_embed(out, table, meta);
     int64_t d = table->ne[0];
     for (int i = 0; i < meta->n_tok; i++) {
-        const void *src = host_row(table, meta->tok_id[i]);
+        int32_t id = meta->tok_id[i];
         float *dst = host_row(out, i);
+        if (table->dtype == DTYPE_QMLX) {
+            const float *src = ref_qrow(be, table, id);
+            for (int64_t k = 0; k < d; k++) dst[k] = src[k] * scale;
+            continue;
+        }
+        const void *src = host_row(table, id);
         for (int64_t k = 0; k < d; k++) dst[k] = host_elem_f32(table->dtype, src, k) * scale;
     }
 }
@@ -79,10 +102,15 @@ static void ref_rmsnorm(struct backend *be, struct tensor *out, const struct ten
     }
 }
 
-static double ref_dot(const float *x, const struct tensor *w, int64_t row, int64_t k)
+static double ref_dot(struct backend *be, const float *x, const struct tensor *w, int64_t row, int64_t k)
 {
-    const void *wr = host_row(w, row);
     double acc = 0;
+    if (w->dtype == DTYPE_QMLX) {
+        const float *wq = ref_qrow(be, w, row);
+        for (int64_t i = 0; i < k; i++) acc += (double)x[i] * wq[i];
+        return acc;
+    }
+    const void *wr = host_row(w, row);
     for (int64_t i = 0; i < k; i++) acc += (double)x[i] * host_elem_f32(w->dtype, wr, i);
     return acc;
 }
@@ -98,7 +126,7 @@ static void ref_matmul(struct backend *be, struct tensor *out, const struct tens
         const float *xr = host_row(x, i);
         float *o = host_row(out, i);
         for (int64_t j = 0; j < m; j++) {
-            double acc = ref_dot(xr, w, j, k);
+            double acc = ref_dot(be, xr, w, j, k);
             if (br) acc += host_elem_f32(bias->dtype, br, j);
             o[j] = (float)acc;
         }
@@ -114,7 +142,7 @@ static void ref_matmul_rows(struct backend *be, struct tensor *out, const struct
     for (int i = 0; i < meta->n_out; i++) {
         const float *xr = host_row(x, meta->out_tok[i]);
         float *o = host_row(out, i);
-        for (int64_t j = 0; j < m; j++) o[j] = (float)ref_dot(xr, w, j, k);
+        for (int64_t j = 0; j < m; j++) o[j] = (float)ref_dot(be, xr, w, j, k);
     }
 }
 
@@ -305,14 +333,19 @@ static void ref_moe_ffn(struct backend *be, struct tensor *out, const struct ten
             for (int64_t j = 0; j < k; j++) {
                 if (id[j] != e) continue;
                 for (int64_t i = 0; i < f; i++) {
-                    float g = (float)ref_dot(xr, &gate[e], i, d);
-                    float u = (float)ref_dot(xr, &up[e], i, d);
+                    float g = (float)ref_dot(be, xr, &gate[e], i, d);
+                    float u = (float)ref_dot(be, xr, &up[e], i, d);
                     h[i] = (float)(ref_act(g, act) * u);
                 }
                 for (int64_t i = 0; i < d; i++) {
-                    const void *dr = host_row(&down[e], i);
                     double y = 0;
-                    for (int64_t c = 0; c < f; c++) y += h[c] * host_elem_f32(down[e].dtype, dr, c);
+                    if (down[e].dtype == DTYPE_QMLX) {
+                        const float *dq = ref_qrow(be, &down[e], i);
+                        for (int64_t c = 0; c < f; c++) y += h[c] * dq[c];
+                    } else {
+                        const void *dr = host_row(&down[e], i);
+                        for (int64_t c = 0; c < f; c++) y += h[c] * host_elem_f32(down[e].dtype, dr, c);
+                    }
                     acc[i] += (double)wt[j] * (float)y;
                 }
             }
@@ -487,6 +520,7 @@ static const struct backend_ops ref_ops = {
     .gdn_recurrent = ref_gdn_recurrent,
     .rmsnorm_gated = ref_rmsnorm_gated,
     .sigmoid_mul = ref_sigmoid_mul,
+    .quant_weights = true,
 };
 
 enum status backend_ref_new(const struct backend_cfg *cfg, struct backend **out)

@@ -1,0 +1,202 @@
+/* qdeq_tmpl: the SIMD dequantizers and the fused decode GEMV, written once over a small vector vocabulary that
+ * qdeq_avx2.c and qdeq_avx512.c define before including this file (as kern_tmpl.h does):
+ *   QV / QI (f32 / i32 vectors of QL lanes); q_splat_words(p): QL/8 words, each repeated 8 times;
+ *   q_splat_u32(x): x in every lane; q_shifts4(): 0, 4, ..., 28 per word; q_shifts2(): 0, 2, ...;
+ *   q_srlv, q_and(QI, mask), q_cvt(QI) -> QV, q_fma(a, b, c) = a * b + c, q_mul, q_set1(f),
+ *   q_store(float *, QV), q_bytes(p): QL bytes zero-extended, q_lut16(codes): E2M1 values,
+ *   q_codes8(v[QL/8], bits): the 8 codes of each 64-bit window v[h] (code i at bit i * bits),
+ *   q_ldx(p): QL floats, q_hsum(v): the kernel family's horizontal sum tree (kern_*.c v_hsum).
+ * The GEMV computes each dot product with the family tile's operation sequence (kern.h): lane
+ * accumulators over k in QL chunks, one FMA per chunk with the exactly dequantized chunk, then
+ * q_hsum, so it equals the GEMM on the dequantized panel bit for bit (batch invariance).
+ * Each group's values are scale * code + bias (affine) or scale * e2m1(code), exact (see qdeq.h).
+ */
+
+static void QDEQ_NAME(affine4)(const uint32_t *wr, const float *s, const float *b, int64_t n, int gs, float *dst)
+{
+    // QL codes per step: QL/8 words, each word's 8 nibbles low first
+    for (int64_t k = 0; k < n; k += QL) {
+        int64_t g = k / gs;
+        QI c = q_and(q_srlv(q_splat_words(wr + k / 8), q_shifts4()), 0xF);
+        q_store(dst + k, q_fma(q_cvt(c), q_set1(s[g]), q_set1(b[g])));
+    }
+}
+
+static void QDEQ_NAME(affine8)(const uint32_t *wr, const float *s, const float *b, int64_t n, int gs, float *dst)
+{
+    const uint8_t *p = (const uint8_t *)wr;
+    for (int64_t k = 0; k < n; k += QL) {
+        int64_t g = k / gs;
+        q_store(dst + k, q_fma(q_cvt(q_bytes(p + k)), q_set1(s[g]), q_set1(b[g])));
+    }
+}
+
+static void QDEQ_NAME(affine2)(const uint32_t *wr, const float *s, const float *b, int64_t n, int gs, float *dst)
+{
+    for (int64_t k = 0; k < n; k += QL) {
+        int64_t g = k / gs;
+        QI c = q_and(q_srlv(q_splat_u32(wr[k / 16] >> (2 * (k % 16))), q_shifts2()), 0x3);
+        q_store(dst + k, q_fma(q_cvt(c), q_set1(s[g]), q_set1(b[g])));
+    }
+}
+
+/* 3, 5, 6 bits: 8 codes fill `bits` whole bytes (the stream is byte-aligned every 8 codes). */
+static inline __attribute__((always_inline)) QI QDEQ_NAME(odd_codes)(const uint32_t *wr, int64_t k, int bits)
+{
+    const uint8_t *p = (const uint8_t *)wr + k / 8 * bits;
+    uint64_t v[QL / 8];
+    for (int h = 0; h < QL / 8; h++) {
+        v[h] = 0;
+        memcpy(&v[h], p + h * bits, (size_t)bits);   // never past the row's last byte
+    }
+    return q_and(q_codes8(v, bits), (1 << bits) - 1);
+}
+
+static void QDEQ_NAME(affine_odd)(const uint32_t *wr, const float *s, const float *b, int64_t n, int gs, int bits,
+                                  float *dst)
+{
+    for (int64_t k = 0; k < n; k += QL) {
+        int64_t g = k / gs;
+        q_store(dst + k, q_fma(q_cvt(QDEQ_NAME(odd_codes)(wr, k, bits)), q_set1(s[g]), q_set1(b[g])));
+    }
+}
+
+static void QDEQ_NAME(e2m1)(const uint32_t *wr, const float *s, int64_t n, int gs, float *dst)
+{
+    for (int64_t k = 0; k < n; k += QL) {
+        int64_t g = k / gs;
+        QI c = q_and(q_srlv(q_splat_words(wr + k / 8), q_shifts4()), 0xF);
+        q_store(dst + k, q_mul(q_lut16(c), q_set1(s[g])));
+    }
+}
+
+void QDEQ_ENTRY(const struct tensor *w, int64_t row, float *dst)
+{
+    const struct qweight *q = w->q;
+    int64_t n = w->ne[0];
+    int gs = q->group_size;
+    bool fast = n % QL == 0 && gs % QL == 0 && q->mode != QMODE_MXFP8;
+    if (!fast) {
+        qweight_dequant_row(w, row, dst);
+        return;
+    }
+    float s[8192 / 16], b[8192 / 16];   // scales of up to 8192 groups on the stack, in chunks
+    const uint32_t *wr = (const uint32_t *)((const char *)w->buf->data + w->offset);
+    int64_t i1 = row % w->ne[1], rest = row / w->ne[1];
+    wr = (const uint32_t *)((const char *)wr + (size_t)i1 * w->nb[1] + (size_t)(rest % w->ne[2]) * w->nb[2] +
+                            (size_t)(rest / w->ne[2]) * w->nb[3]);
+    int64_t n_groups = n / gs, chunk = (int64_t)(sizeof s / sizeof s[0]);
+    for (int64_t g0 = 0; g0 < n_groups; g0 += chunk) {
+        int64_t ng = n_groups - g0 < chunk ? n_groups - g0 : chunk;
+        cpu_qdeq_scales(w, row, g0, ng, s, b);
+        int64_t k0 = g0 * gs, nk = ng * gs;
+        const uint32_t *wk = wr + k0 * q->bits / 32;
+        if (q->mode != QMODE_AFFINE) QDEQ_NAME(e2m1)(wk, s, nk, gs, dst + k0);
+        else if (q->bits == 4) QDEQ_NAME(affine4)(wk, s, b, nk, gs, dst + k0);
+        else if (q->bits == 8) QDEQ_NAME(affine8)(wk, s, b, nk, gs, dst + k0);
+        else if (q->bits == 2) QDEQ_NAME(affine2)(wk, s, b, nk, gs, dst + k0);
+        else QDEQ_NAME(affine_odd)((const uint32_t *)((const uint8_t *)wr + k0 / 8 * q->bits), s, b, nk, gs, q->bits,
+                                   dst + k0);
+    }
+}
+
+/* ==== Fused decode GEMV ==== */
+
+enum { QK_AFFINE4, QK_AFFINE8, QK_AFFINE2, QK_AFFINE3, QK_AFFINE5, QK_AFFINE6, QK_E2M1, QK_NONE };
+
+static int QDEQ_NAME(kind)(const struct tensor *w)
+{
+    const struct qweight *q = w->q;
+    if (w->ne[0] % QL || q->group_size % QL) return QK_NONE;
+    if (q->mode == QMODE_MXFP4 || q->mode == QMODE_NVFP4) return QK_E2M1;
+    if (q->mode != QMODE_AFFINE) return QK_NONE;
+    switch (q->bits) {
+    case 2: return QK_AFFINE2;
+    case 3: return QK_AFFINE3;
+    case 4: return QK_AFFINE4;
+    case 5: return QK_AFFINE5;
+    case 6: return QK_AFFINE6;
+    case 8: return QK_AFFINE8;
+    }
+    return QK_NONE;
+}
+
+/* Values k .. k + QL - 1 of a row, exactly as the dequantizers above compute them. */
+static inline __attribute__((always_inline)) QV QDEQ_NAME(chunk)(int kind, const uint32_t *wr, int64_t k, QV s, QV b)
+{
+    switch (kind) {
+    case QK_AFFINE4: return q_fma(q_cvt(q_and(q_srlv(q_splat_words(wr + k / 8), q_shifts4()), 0xF)), s, b);
+    case QK_AFFINE8: return q_fma(q_cvt(q_bytes((const uint8_t *)wr + k)), s, b);
+    case QK_AFFINE2:
+        return q_fma(q_cvt(q_and(q_srlv(q_splat_u32(wr[k / 16] >> (2 * (k % 16))), q_shifts2()), 0x3)), s, b);
+    case QK_AFFINE3: return q_fma(q_cvt(QDEQ_NAME(odd_codes)(wr, k, 3)), s, b);
+    case QK_AFFINE5: return q_fma(q_cvt(QDEQ_NAME(odd_codes)(wr, k, 5)), s, b);
+    case QK_AFFINE6: return q_fma(q_cvt(QDEQ_NAME(odd_codes)(wr, k, 6)), s, b);
+    default: return q_mul(q_lut16(q_and(q_srlv(q_splat_words(wr + k / 8), q_shifts4()), 0xF)), s);
+    }
+}
+
+/* Four weight rows against one x row: four independent accumulator chains (as the tile's nr),
+ * kind a constant after inlining. */
+static inline __attribute__((always_inline)) void QDEQ_NAME(gemv4)(const int kind, const struct tensor *w,
+                                                                    int64_t j, int nr, const float *x, float *out)
+{
+    const struct qweight *q = w->q;
+    int64_t k = w->ne[0], gs = q->group_size, n_groups = k / gs;
+    enum { CH = 256 };
+    float s[4][CH], b[4][CH];
+    const uint32_t *wr[4];
+    QV acc[4];
+    for (int r = 0; r < 4; r++) {
+        int64_t jr = j + (r < nr ? r : 0), i1 = jr % w->ne[1], rest = jr / w->ne[1];
+        wr[r] = (const uint32_t *)((const char *)w->buf->data + w->offset + (size_t)i1 * w->nb[1] +
+                                   (size_t)(rest % w->ne[2]) * w->nb[2] + (size_t)(rest / w->ne[2]) * w->nb[3]);
+        acc[r] = q_set1(0.0f);
+    }
+    for (int64_t g0 = 0; g0 < n_groups; g0 += CH) {
+        int64_t ng = n_groups - g0 < CH ? n_groups - g0 : CH;
+        for (int r = 0; r < nr; r++) cpu_qdeq_scales(w, j + r, g0, ng, s[r], b[r]);
+        for (int64_t g = 0; g < ng; g++) {
+            int64_t kk0 = (g0 + g) * gs;
+            if (nr == 4) {
+                QV s0 = q_set1(s[0][g]), s1 = q_set1(s[1][g]), s2 = q_set1(s[2][g]), s3 = q_set1(s[3][g]);
+                QV b0 = q_set1(b[0][g]), b1 = q_set1(b[1][g]), b2 = q_set1(b[2][g]), b3 = q_set1(b[3][g]);
+                for (int64_t kk = kk0; kk < kk0 + gs; kk += QL) {
+                    QV xv = q_ldx(x + kk);
+                    acc[0] = q_fma(xv, QDEQ_NAME(chunk)(kind, wr[0], kk, s0, b0), acc[0]);
+                    acc[1] = q_fma(xv, QDEQ_NAME(chunk)(kind, wr[1], kk, s1, b1), acc[1]);
+                    acc[2] = q_fma(xv, QDEQ_NAME(chunk)(kind, wr[2], kk, s2, b2), acc[2]);
+                    acc[3] = q_fma(xv, QDEQ_NAME(chunk)(kind, wr[3], kk, s3, b3), acc[3]);
+                }
+            } else {
+                for (int r = 0; r < nr; r++) {
+                    QV sv = q_set1(s[r][g]), bv = q_set1(b[r][g]);
+                    for (int64_t kk = kk0; kk < kk0 + gs; kk += QL)
+                        acc[r] = q_fma(q_ldx(x + kk), QDEQ_NAME(chunk)(kind, wr[r], kk, sv, bv), acc[r]);
+                }
+            }
+        }
+    }
+    for (int r = 0; r < nr; r++) out[j + r] = q_hsum(acc[r]);
+}
+
+/* Only one x row (batch-1 decode, the bandwidth-bound case); larger n use the panel GEMM. */
+bool QGEMV_ENTRY(const struct tensor *w, int64_t j0, int64_t j1, const float *x, int64_t ldx, int n, float *out,
+                 int64_t ldo)
+{
+    int kind = QDEQ_NAME(kind)(w);
+    if (kind == QK_NONE || n != 1) return false;
+    for (int64_t j = j0; j < j1; j += 4) {
+        int nr = j1 - j < 4 ? (int)(j1 - j) : 4;
+        switch (kind) {
+        case QK_AFFINE4: QDEQ_NAME(gemv4)(QK_AFFINE4, w, j, nr, x, out); break;
+        case QK_AFFINE8: QDEQ_NAME(gemv4)(QK_AFFINE8, w, j, nr, x, out); break;
+        case QK_AFFINE2: QDEQ_NAME(gemv4)(QK_AFFINE2, w, j, nr, x, out); break;
+        case QK_AFFINE3: QDEQ_NAME(gemv4)(QK_AFFINE3, w, j, nr, x, out); break;
+        case QK_AFFINE5: QDEQ_NAME(gemv4)(QK_AFFINE5, w, j, nr, x, out); break;
+        case QK_AFFINE6: QDEQ_NAME(gemv4)(QK_AFFINE6, w, j, nr, x, out); break;
+        default: QDEQ_NAME(gemv4)(QK_E2M1, w, j, nr, x, out); break;
+        }
+    }
+    return true;
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Black-box checks of `cairn quantize` and of quantized checkpoints through the CLI: the written
+# checkpoint loads in `info` (which names the recipe), `run` generates on it, and bad options or
+# inputs end with a clear error and a non-zero exit.
+set -euo pipefail
+CAIRN=${BUILD:-build}/cairn
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
+
+CAIRN_LOG=error "$CAIRN" quantize tests/model/fixtures/qwen3 "$tmp/q4" --bits 4 --group-size 64 --quiet >"$tmp/out" 2>&1
+check "quantize writes and reloads" "grep -q 'quantized tensors' '$tmp/out'"
+check "info names the recipe" "CAIRN_LOG=error '$CAIRN' info '$tmp/q4' | grep -q 'affine 4-bit group 64'"
+ids=$(CAIRN_LOG=error "$CAIRN" run "$tmp/q4" --prompt-ids 5,17,42 --max-tokens 4 --temperature 0 --ignore-eos \
+      --output ids --backend cpu --threads 2 2>/dev/null || true)
+check "run on the quantized checkpoint" "[ \$(echo '$ids' | tr ',' '\n' | grep -c .) -eq 4 ]"
+ids_ref=$(CAIRN_LOG=error "$CAIRN" run "$tmp/q4" --prompt-ids 5,17,42 --max-tokens 4 --temperature 0 --ignore-eos \
+      --output ids --backend ref 2>/dev/null || true)
+check "cpu and ref agree" "[ '$ids' = '$ids_ref' ]"
+
+if "$CAIRN" quantize tests/model/fixtures/qwen3 "$tmp/bad" --bits 7 >/dev/null 2>"$tmp/e"; then
+    echo "FAIL: 7 bits accepted"; fail=1
+else check "7 bits refused with the supported list" "grep -q 'bits 2, 3, 4, 5, 6, 8' '$tmp/e'"; fi
+if "$CAIRN" quantize tests/model/fixtures/qwen3 "$tmp/bad" --mode int4 >/dev/null 2>"$tmp/e"; then
+    echo "FAIL: mode int4 accepted"; fail=1
+else check "unknown mode refused" "grep -q 'unknown mode' '$tmp/e'"; fi
+if "$CAIRN" quantize "$tmp/q4" "$tmp/bad2" >/dev/null 2>"$tmp/e"; then
+    echo "FAIL: quantized input accepted"; fail=1
+else check "already-quantized input refused" "grep -q 'already quantized' '$tmp/e'"; fi
+if "$CAIRN" quantize /nonexistent "$tmp/bad3" >/dev/null 2>&1; then echo "FAIL: missing input accepted"; fail=1; fi
+exit $fail

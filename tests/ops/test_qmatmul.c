@@ -1,0 +1,164 @@
+/* Ops on MLX-quantized weights (DTYPE_QMLX): the cpu backend against ref (the oracle, which
+ * dequantizes exactly; its dequantization equals tools/mlx_quant_ref.py bit for bit, see
+ * tests/model/test_quant.c), for every mode / width / group size:
+ *  - the cpu dequantizers of every ISA this CPU has equal qweight_dequant_row bit for bit;
+ *  - matmul, matmul_rows and embed agree with ref within f32-accumulation tolerance;
+ *  - a row's matmul output does not depend on the batch (bit for bit). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/qdeq.h"
+#include "base/log.h"
+#include "harness.h"
+#include "ops_util.h"
+#include "tensor/qweight.h"
+
+struct qcase { enum qmode mode; int bits, gs; };
+static const struct qcase CASES[] = {
+    { QMODE_AFFINE, 2, 32 }, { QMODE_AFFINE, 2, 128 }, { QMODE_AFFINE, 3, 32 }, { QMODE_AFFINE, 3, 64 },
+    { QMODE_AFFINE, 4, 32 }, { QMODE_AFFINE, 4, 64 }, { QMODE_AFFINE, 4, 128 }, { QMODE_AFFINE, 5, 64 },
+    { QMODE_AFFINE, 6, 32 }, { QMODE_AFFINE, 6, 128 }, { QMODE_AFFINE, 8, 32 }, { QMODE_AFFINE, 8, 64 },
+    { QMODE_AFFINE, 8, 128 }, { QMODE_MXFP4, 4, 32 }, { QMODE_MXFP8, 8, 32 }, { QMODE_NVFP4, 4, 16 },
+};
+#define N_CASES (int)(sizeof CASES / sizeof CASES[0])
+
+/* A quantized [rows, k] weight that owns its memory; must not move once made (w.q points into it). */
+struct qw {
+    struct qweight q;
+    struct tensor  w;
+    struct buffer  bp, bs, bb;
+};
+
+static struct qw *qw_new(const struct qcase *c, int64_t rows, int64_t k, struct rng *r)
+{
+    struct qw *o = calloc(1, sizeof *o);
+    int64_t words = k * c->bits / 32, groups = k / c->gs;
+    bool affine = c->mode == QMODE_AFFINE;
+    uint32_t *packed = calloc((size_t)(rows * words), 4);
+    uint8_t *scales = calloc((size_t)(rows * groups), 2), *biases = calloc((size_t)(rows * groups), 2);
+    float *x = malloc((size_t)k * 4), *sf = malloc((size_t)groups * 4), *bf = malloc((size_t)groups * 4);
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t j = 0; j < k; j++) x[j] = rng_normal(r) * 0.05f;
+        CHECK(qweight_quantize_row(c->mode, c->bits, c->gs, x, k, packed + i * words, sf, bf,
+                                   scales + i * groups), "quantize");
+        if (affine) {
+            dtype_from_f32(DTYPE_BF16, sf, scales + 2 * i * groups, (size_t)groups);
+            dtype_from_f32(DTYPE_BF16, bf, biases + 2 * i * groups, (size_t)groups);
+        }
+    }
+    free(x); free(sf); free(bf);
+    o->bp = (struct buffer){ .kind = BUF_HOST, .data = packed, .bytes = (size_t)(rows * words) * 4 };
+    o->bs = (struct buffer){ .kind = BUF_HOST, .data = scales, .bytes = (size_t)(rows * groups) * 2 };
+    o->bb = (struct buffer){ .kind = BUF_HOST, .data = biases, .bytes = (size_t)(rows * groups) * 2 };
+    o->q = (struct qweight){ .mode = c->mode, .bits = c->bits, .group_size = c->gs };
+    o->q.scales = tensor_2d(affine ? DTYPE_BF16 : DTYPE_U8, groups, rows, &o->bs, 0);
+    if (affine) o->q.biases = tensor_2d(DTYPE_BF16, groups, rows, &o->bb, 0);
+    struct tensor p = tensor_2d(DTYPE_U32, words, rows, &o->bp, 0);
+    o->w = qweight_tensor(&o->q, &p, k);
+    return o;
+}
+
+static void qw_free(struct qw *o)
+{
+    free(o->bp.data); free(o->bs.data); free(o->bb.data); free(o);
+}
+
+static struct backend *g_ref, *g_cpu;
+
+TEST(dequant_every_isa_bitwise)
+{
+    struct rng r;
+    rng_seed(&r, 1);
+    struct { const char *name; cpu_qdeq_fn f; bool ok; } isa[] = {
+        { "portable", cpu_qdeq_row_portable, true },
+        { "avx2", cpu_qdeq_row_avx2, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") },
+        { "avx512", cpu_qdeq_row_avx512, __builtin_cpu_supports("avx512f") },
+    };
+    int64_t k = 384, rows = 5;
+    float *want = malloc((size_t)k * 4), *got = malloc((size_t)k * 4);
+    for (int c = 0; c < N_CASES; c++) {
+        if (k % CASES[c].gs) continue;
+        struct qw *o = qw_new(&CASES[c], rows, k, &r);
+        for (size_t i = 0; i < sizeof isa / sizeof isa[0]; i++) {
+            if (!isa[i].ok) continue;
+            int bad = 0;
+            for (int64_t row = 0; row < rows; row++) {
+                qweight_dequant_row(&o->w, row, want);
+                isa[i].f(&o->w, row, got);
+                bad += memcmp(want, got, (size_t)k * 4) != 0;
+            }
+            EXPECTF(bad == 0, "%s %d-bit g%d on %s: %d rows differ", qmode_name(CASES[c].mode), CASES[c].bits,
+                    CASES[c].gs, isa[i].name, bad);
+        }
+        qw_free(o);
+    }
+    free(want);
+    free(got);
+}
+
+TEST(matmul_cpu_vs_ref)
+{
+    struct rng r;
+    rng_seed(&r, 2);
+    const int64_t ks[] = { 128, 640 }, ms[] = { 37, 96 }, ns[] = { 1, 5, 17 };
+    for (int c = 0; c < N_CASES; c++)
+        for (int ki = 0; ki < 2; ki++) {
+            int64_t k = ks[ki], m = ms[ki];
+            struct qw *o = qw_new(&CASES[c], m, k, &r);
+            for (int ni = 0; ni < 3; ni++) {
+                int64_t n = ns[ni];
+                struct tt x = tt_new(DTYPE_F32, k, n), a = tt_new(DTYPE_F32, m, n), b = tt_new(DTYPE_F32, m, n);
+                tt_randn(&x, &r, 1.0f);
+                g_ref->ops->matmul(g_ref, tt_t(&b), tt_t(&x), &o->w, NULL);
+                g_cpu->ops->matmul(g_cpu, tt_t(&a), tt_t(&x), &o->w, NULL);
+                char what[96];
+                snprintf(what, sizeof what, "%s %d-bit g%d k%lld n%lld", qmode_name(CASES[c].mode), CASES[c].bits,
+                         CASES[c].gs, (long long)k, (long long)n);
+                EXPECTF(tt_close(what, a.p, b.p, m * n, 1e-5, 1e-4, 1e-10), "%s", what);
+                // batch invariance: the last row alone gives the same bits
+                struct tt x1 = tt_new(DTYPE_F32, k, 1), a1 = tt_new(DTYPE_F32, m, 1);
+                memcpy(x1.p, (float *)x.p + (n - 1) * k, (size_t)k * 4);
+                g_cpu->ops->matmul(g_cpu, tt_t(&a1), tt_t(&x1), &o->w, NULL);
+                EXPECTF(!memcmp(a1.p, (float *)a.p + (n - 1) * m, (size_t)m * 4), "%s: batch-dependent", what);
+                tt_free(&x); tt_free(&a); tt_free(&b); tt_free(&x1); tt_free(&a1);
+            }
+            qw_free(o);
+        }
+}
+
+TEST(embed_and_matmul_rows)
+{
+    struct rng r;
+    rng_seed(&r, 3);
+    int64_t vocab = 50, d = 256;
+    int32_t ids[4] = { 0, 49, 7, 7 }, pos[4] = { 0, 1, 2, 3 }, out_tok[2] = { 3, 1 };
+    struct batch_meta meta = { .n_tok = 4, .tok_id = ids, .tok_pos = pos, .n_out = 2, .out_tok = out_tok };
+    for (int c = 0; c < N_CASES; c++) {
+        struct qw *o = qw_new(&CASES[c], vocab, d, &r);
+        struct tt a = tt_new(DTYPE_F32, d, 4), b = tt_new(DTYPE_F32, d, 4);
+        g_ref->ops->embed(g_ref, tt_t(&b), &o->w, &meta, 1.0f);
+        g_cpu->ops->embed(g_cpu, tt_t(&a), &o->w, &meta, 1.0f);
+        EXPECTF(!memcmp(a.p, b.p, (size_t)(4 * d) * 4), "embed %s %d-bit g%d", qmode_name(CASES[c].mode),
+                CASES[c].bits, CASES[c].gs);
+        struct tt la = tt_new(DTYPE_F32, vocab, 2), lb = tt_new(DTYPE_F32, vocab, 2);
+        g_ref->ops->matmul_rows(g_ref, tt_t(&lb), tt_t(&b), &o->w, &meta);
+        g_cpu->ops->matmul_rows(g_cpu, tt_t(&la), tt_t(&b), &o->w, &meta);
+        EXPECT(tt_close("matmul_rows", la.p, lb.p, 2 * vocab, 1e-5, 1e-4, 1e-10));
+        tt_free(&a); tt_free(&b); tt_free(&la); tt_free(&lb);
+        qw_free(o);
+    }
+}
+
+int main(void)
+{
+    if (backend_new("ref", &(struct backend_cfg){ 0 }, &g_ref) != STATUS_OK ||
+        backend_new("cpu", &(struct backend_cfg){ .n_threads = 2 }, &g_cpu) != STATUS_OK)
+        return 1;
+    RUN(dequant_every_isa_bitwise);
+    RUN(matmul_cpu_vs_ref);
+    RUN(embed_and_matmul_rows);
+    backend_free(g_ref);
+    backend_free(g_cpu);
+    return test_summary();
+}

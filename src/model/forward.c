@@ -186,8 +186,15 @@ static struct tensor rows(const struct tensor *t, int n) { return tensor_rows_vi
 /* A weight the architecture may lack (biases), as the optional argument of an op. */
 static const struct tensor *opt(const struct tensor *t) { return t->buf ? t : NULL; }
 
-/* x += post_norm(in @ w^T): a block's output projection and residual add. The post-norm only in
- * sandwich-norm architectures (Gemma 2/3), where the block's output is normed before the add. */
+/* x += post_norm(proj): the residual add of sandwich-norm architectures (Gemma 3), which norm a
+ * block's output before adding it (proj is normed in place). */
+static void add_post_normed(struct forward *fw, struct tensor *x, struct tensor *proj, const struct tensor *post_norm)
+{
+    OP(fw, P_POST_NORM, fw->be->ops->rmsnorm(fw->be, proj, proj, post_norm, fw->norm_eps, fw->norm_offset));
+    OP(fw, P_ADD, fw->be->ops->add(fw->be, x, x, proj));
+}
+
+/* x += post_norm(in @ w^T): a block's output projection and residual add (post_norm NULL: none). */
 static void residual_out(struct forward *fw, enum prof_op id, struct tensor *x, const struct tensor *in,
                          const struct tensor *w, const struct tensor *post_norm)
 {
@@ -198,8 +205,7 @@ static void residual_out(struct forward *fw, enum prof_op id, struct tensor *x, 
     }
     struct tensor proj = rows(&fw->proj, (int)tensor_rows(in));
     OP(fw, id, be->ops->matmul(be, &proj, in, w, NULL));
-    OP(fw, P_POST_NORM, be->ops->rmsnorm(be, &proj, &proj, post_norm, fw->norm_eps, fw->norm_offset));
-    OP(fw, P_ADD, be->ops->add(be, x, x, &proj));
+    add_post_normed(fw, x, &proj, post_norm);
 }
 
 /* x += o_proj(attention(rope(norm(x) @ w_qkv^T))): the token-mixing block of a transformer layer. */
@@ -281,8 +287,7 @@ static void moe_block(struct forward *fw, int l, const struct batch_meta *meta)
     struct tensor proj = rows(&fw->proj, n);
     OP(fw, P_MOE, be->ops->moe_ffn(be, &proj, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down,
                                    hp->n_experts, m->f.act));
-    OP(fw, P_POST_NORM, be->ops->rmsnorm(be, &proj, &proj, &lw->ffn_post_norm, fw->norm_eps, fw->norm_offset));
-    OP(fw, P_ADD, be->ops->add(be, &x, &x, &proj));
+    add_post_normed(fw, &x, &proj, &lw->ffn_post_norm);
 }
 
 /* Dynamic NTK rope: the base depends on the longest sequence in the step (transformers'

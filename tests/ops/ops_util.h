@@ -63,6 +63,35 @@ static inline void tt_copy(struct tt *dst, const struct tt *src)
     memcpy(dst->p, src->p, (size_t)(src->t.ne[0] * src->t.ne[1]) * dtype_size(src->t.dtype));
 }
 
+/* The weights of n (<= 8) MoE experts: gate, up [f, d] and down [d, f] of dtype dt, N(0, 0.2^2)
+ * drawn expert by expert (gate, up, down); tg/tu/td are the tensor arrays moe_ffn takes. */
+struct tt_experts {
+    int           n;
+    struct tt     g[8], u[8], d[8];
+    struct tensor tg[8], tu[8], td[8];
+};
+
+static inline void tt_experts_new(struct tt_experts *x, struct rng *r, enum dtype dt, int n, int64_t d, int64_t f)
+{
+    x->n = n;
+    for (int e = 0; e < n; e++) {
+        x->g[e] = tt_new(dt, d, f);
+        x->u[e] = tt_new(dt, d, f);
+        x->d[e] = tt_new(dt, f, d);
+        tt_randn(&x->g[e], r, 0.2f);
+        tt_randn(&x->u[e], r, 0.2f);
+        tt_randn(&x->d[e], r, 0.2f);
+        x->tg[e] = *tt_t(&x->g[e]);
+        x->tu[e] = *tt_t(&x->u[e]);
+        x->td[e] = *tt_t(&x->d[e]);
+    }
+}
+
+static inline void tt_experts_free(struct tt_experts *x)
+{
+    for (int e = 0; e < x->n; e++) { tt_free(&x->g[e]); tt_free(&x->u[e]); tt_free(&x->d[e]); }
+}
+
 /* Compares a (backend) with r (ref): per-element tolerance and NMSE. Prints up to 5 mismatches. */
 static inline bool tt_close(const char *what, const float *a, const float *r, int64_t n, double atol,
                             double rtol, double nmse_max)

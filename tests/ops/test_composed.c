@@ -312,19 +312,8 @@ TEST(norm_moe_route_and_moe_ffn_add)
     struct rng r;
     rng_seed(&r, 35);
     const int E = 8, k = 2, d = 64, f = 48, ns[3] = { 37, 1, 5 };
-    struct tt gw[8], uw[8], dw[8];
-    struct tensor gt[8], ut[8], dt[8];
-    for (int e = 0; e < E; e++) {
-        gw[e] = tt_new(DTYPE_BF16, d, f);
-        uw[e] = tt_new(DTYPE_BF16, d, f);
-        dw[e] = tt_new(DTYPE_BF16, f, d);
-        tt_randn(&gw[e], &r, 0.2f);
-        tt_randn(&uw[e], &r, 0.2f);
-        tt_randn(&dw[e], &r, 0.2f);
-        gt[e] = *tt_t(&gw[e]);
-        ut[e] = *tt_t(&uw[e]);
-        dt[e] = *tt_t(&dw[e]);
-    }
+    struct tt_experts ex;
+    tt_experts_new(&ex, &r, DTYPE_BF16, E, d, f);
     struct tt router = tt_new(DTYPE_BF16, d, E), nw = tt_new(DTYPE_F32, d, 1);
     tt_randn(&router, &r, 0.5f);
     tt_randn(&nw, &r, 0.3f);
@@ -336,7 +325,8 @@ TEST(norm_moe_route_and_moe_ffn_add)
         struct moe_io io[4];   // ref fused, ref by hand, cpu fused, cpu by hand
         for (int i = 0; i < 4; i++) {
             moe_io_new(&io[i], n, d, E, k, &x);
-            run_moe(i < 2 ? g_ref : g_cpu, i % 2 ? BY_HAND : FUSED, &io[i], &nw, offset, &router, k, gt, ut, dt, E, &tmp);
+            run_moe(i < 2 ? g_ref : g_cpu, i % 2 ? BY_HAND : FUSED, &io[i], &nw, offset, &router, k, ex.tg, ex.tu, ex.td, E,
+                    &tmp);
         }
         size_t xb = (size_t)d * n * 4, ib = (size_t)k * n * 4;
         for (int b = 0; b < 2; b++) {
@@ -354,7 +344,7 @@ TEST(norm_moe_route_and_moe_ffn_add)
         for (int i = 0; i < 4; i++) moe_io_free(&io[i]);
         tt_free(&x); tt_free(&tmp);
     }
-    for (int e = 0; e < E; e++) { tt_free(&gw[e]); tt_free(&uw[e]); tt_free(&dw[e]); }
+    tt_experts_free(&ex);
     tt_free(&router); tt_free(&nw);
 }
 

@@ -538,19 +538,9 @@ TEST(moe_ffn_vs_ref)
     rng_seed(&r, 10);
     const int E = 8, k = 2, dm = 64, f = 48;
     for (int d = 0; d < 3; d++) {
-        struct tt gw[8], uw[8], dw[8];
-        struct tensor gt[8], ut[8], dt[8];
-        for (int e = 0; e < E; e++) {
-            gw[e] = tt_new(float_dtypes[d], dm, f);
-            uw[e] = tt_new(float_dtypes[d], dm, f);
-            dw[e] = tt_new(float_dtypes[d], f, dm);
-            tt_randn(&gw[e], &r, 0.2f);
-            tt_randn(&uw[e], &r, 0.2f);
-            tt_randn(&dw[e], &r, 0.2f);
-            gt[e] = *tt_t(&gw[e]);
-            ut[e] = *tt_t(&uw[e]);
-            dt[e] = *tt_t(&dw[e]);
-        }
+        struct tt_experts ex;
+        tt_experts_new(&ex, &r, float_dtypes[d], E, dm, f);
+        const struct tensor *gt = ex.tg, *ut = ex.tu, *dt = ex.td;
         const int n = 37;
         struct tt x = tt_new(DTYPE_F32, dm, n), lg = tt_new(DTYPE_F32, E, n);
         struct tt ids = tt_new(DTYPE_I32, k, n), w = tt_new(DTYPE_F32, k, n);
@@ -571,7 +561,7 @@ TEST(moe_ffn_vs_ref)
         g_cpu->ops->moe_ffn(g_cpu, tt_t(&o1), &x1, &i1, &w1, gt, ut, dt, E, ACT_GELU_TANH);
         EXPECT(!memcmp(o1.p, (float *)a.p + 11 * dm, (size_t)dm * 4));
         tt_free(&o1);
-        for (int e = 0; e < E; e++) { tt_free(&gw[e]); tt_free(&uw[e]); tt_free(&dw[e]); }
+        tt_experts_free(&ex);
         tt_free(&x); tt_free(&lg); tt_free(&ids); tt_free(&w); tt_free(&a); tt_free(&b);
     }
 }

@@ -867,7 +867,8 @@ TEST(fixtures_load)
 {
     static const char *names[] = { "llama", "llama_rope_llama3", "llama_rope_linear", "llama_rope_dynamic",
                                    "llama_rope_yarn", "mistral", "qwen2", "qwen3", "qwen3_tied", "qwen3_moe",
-                                   "qwen3_moe_b", "gemma3", "gemma3_scaled" };
+                                   "qwen3_moe_b", "gemma3", "gemma3_scaled", "qwen3_next", "qwen3_5",
+                                   "qwen3_5_moe" };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         char dir[256], ref[300];
         snprintf(dir, sizeof dir, "tests/model/fixtures/%s", names[i]);

@@ -242,8 +242,9 @@ TEST(array_conversions_and_names)
     EXPECT(bad == 0);
     EXPECT(h[2] == 0x7c00 && b[0] == 0x3f80);   // 65520 rounds to infinity in f16
 
-    const size_t sizes[DTYPE_COUNT] = { 4, 2, 2, 4, 8, 1, 1 };
-    const char *names[DTYPE_COUNT] = { "f32", "f16", "bf16", "i32", "i64", "u8", "f8e4m3" };
+    // an MLX-quantized weight has no element size: its bytes are packed u32 words (tensor/qweight.h)
+    const size_t sizes[DTYPE_COUNT] = { 4, 2, 2, 4, 8, 1, 1, 4, 0 };
+    const char *names[DTYPE_COUNT] = { "f32", "f16", "bf16", "i32", "i64", "u8", "f8e4m3", "u32", "mlx-quant" };
     for (int d = 0; d < DTYPE_COUNT; d++)
         EXPECTF(dtype_size((enum dtype)d) == sizes[d] && !strcmp(dtype_name((enum dtype)d), names[d]), "dtype %d", d);
     EXPECT(!strcmp(dtype_name(DTYPE_COUNT), "?"));

@@ -2,26 +2,12 @@
  * Recursion depth follows the schema, which is ours (bench/prompt.c) or the caller's; a depth
  * bound keeps a self-similar document from recursing without end. */
 #include "bench/schema.h"
+#include "text/pyjson.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #define SCHEMA_DEPTH_MAX 64
-
-static const char *json_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:  return "object";
-    case JSON_ARRAY:   return "array";
-    case JSON_STRING:  return "string";
-    case JSON_INTEGER: return "integer";
-    case JSON_REAL:    return "number";
-    case JSON_TRUE:
-    case JSON_FALSE:   return "boolean";
-    case JSON_NULL:    return "null";
-    }
-    return "?";
-}
 
 static bool type_matches(const char *want, const json_t *v)
 {
@@ -57,13 +43,13 @@ static bool check(const json_t *s, const json_t *v, const char *path, int depth,
     const json_t *type = json_object_get(s, "type");
     if (json_is_string(type)) {
         if (!type_matches(json_string_value(type), v))
-            return fail(why, why_len, path, "expected %s, got %s", json_string_value(type), json_type_name(v));
+            return fail(why, why_len, path, "expected %s, got %s", json_string_value(type), pyjson_type_name(v));
     } else if (json_is_array(type)) {
         size_t i;
         const json_t *t;
         bool ok = false;
         json_array_foreach(type, i, t) if (json_is_string(t) && type_matches(json_string_value(t), v)) ok = true;
-        if (!ok) return fail(why, why_len, path, "type %s not among the allowed types%s", json_type_name(v), "");
+        if (!ok) return fail(why, why_len, path, "type %s not among the allowed types%s", pyjson_type_name(v), "");
     }
 
     const json_t *en = json_object_get(s, "enum");

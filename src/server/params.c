@@ -4,27 +4,14 @@
 #include <string.h>
 
 #include "server/server_int.h"
-
-static const char *type_name(json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "object";
-    case JSON_ARRAY: return "array";
-    case JSON_STRING: return "string";
-    case JSON_INTEGER: return "integer";
-    case JSON_REAL: return "number";
-    case JSON_TRUE: case JSON_FALSE: return "boolean";
-    case JSON_NULL: return "null";
-    }
-    return "value";
-}
+#include "text/pyjson.h"
 
 bool param_int(json_t *o, const char *key, long long lo, long long hi, long long def, long long *out, struct api_error *e)
 {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) { *out = def; return true; }
     if (!json_is_integer(v)) {
-        *e = api_error_make(STATUS_EINVAL, key, "'%s' must be an integer, got %s", key, type_name(v));
+        *e = api_error_make(STATUS_EINVAL, key, "'%s' must be an integer, got %s", key, pyjson_type_name(v));
         return false;
     }
     long long x = json_integer_value(v);
@@ -41,7 +28,7 @@ bool param_num(json_t *o, const char *key, double lo, double hi, double def, dou
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) { *out = def; return true; }
     if (!json_is_number(v)) {
-        *e = api_error_make(STATUS_EINVAL, key, "'%s' must be a number, got %s", key, type_name(v));
+        *e = api_error_make(STATUS_EINVAL, key, "'%s' must be a number, got %s", key, pyjson_type_name(v));
         return false;
     }
     double x = json_number_value(v);
@@ -58,7 +45,7 @@ bool param_bool(json_t *o, const char *key, bool def, bool *out, struct api_erro
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) { *out = def; return true; }
     if (!json_is_boolean(v)) {
-        *e = api_error_make(STATUS_EINVAL, key, "'%s' must be a boolean, got %s", key, type_name(v));
+        *e = api_error_make(STATUS_EINVAL, key, "'%s' must be a boolean, got %s", key, pyjson_type_name(v));
         return false;
     }
     *out = json_is_true(v);
@@ -74,7 +61,7 @@ bool param_str(json_t *o, const char *key, bool required, const char **out, stru
         return !required;
     }
     if (!json_is_string(v)) {
-        *e = api_error_make(STATUS_EINVAL, key, "'%s' must be a string, got %s", key, type_name(v));
+        *e = api_error_make(STATUS_EINVAL, key, "'%s' must be a string, got %s", key, pyjson_type_name(v));
         return false;
     }
     *out = json_string_value(v);
@@ -98,7 +85,7 @@ bool param_stops(json_t *o, const char *key, const char **out, int *n, struct ap
     json_t *s;
     json_array_foreach(v, i, s) {
         if (!json_is_string(s)) {
-            *e = api_error_make(STATUS_EINVAL, key, "'%s[%zu]' must be a string, got %s", key, i, type_name(s));
+            *e = api_error_make(STATUS_EINVAL, key, "'%s[%zu]' must be a string, got %s", key, i, pyjson_type_name(s));
             return false;
         }
         if (json_string_length(s)) out[(*n)++] = json_string_value(s);

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "text/constraint_int.h"
+#include "text/pyjson.h"
 
 struct js {
     struct cg_grammar *g;
@@ -417,23 +418,10 @@ static enum status gen_array(struct js *j, json_t *s, const char *path, struct s
 
 /* ==== Enum, const, composition, references ==== */
 
-static const char *json_type_name(json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "object";
-    case JSON_ARRAY: return "array";
-    case JSON_STRING: return "string";
-    case JSON_INTEGER: return "integer";
-    case JSON_REAL: return "number";
-    case JSON_TRUE: case JSON_FALSE: return "boolean";
-    default: return "null";
-    }
-}
-
 static bool type_allows(json_t *type, json_t *v)
 {
     if (!type) return true;
-    const char *t = json_type_name(v);
+    const char *t = pyjson_type_name(v);
     json_t *list = json_is_array(type) ? type : NULL;
     size_t n = list ? json_array_size(list) : 1;
     for (size_t k = 0; k < n; k++) {
@@ -525,7 +513,7 @@ static unsigned types_of(struct js *j, json_t *s, int depth)
     if (c || vals) {
         unsigned t = 0;
         size_t n = c ? 1 : json_array_size(vals);
-        for (size_t k = 0; k < n; k++) t |= type_bit(json_type_name(c ? c : json_array_get(vals, k)));
+        for (size_t k = 0; k < n; k++) t |= type_bit(pyjson_type_name(c ? c : json_array_get(vals, k)));
         return t;
     }
     json_t *type = json_object_get(s, "type");

@@ -185,3 +185,17 @@ const char *pyjson_literal(const json_t *v)
     if (!json_is_object(v) || json_object_size(v) != 1) return NULL;
     return json_string_value(json_object_get(v, PYJSON_LITERAL_KEY));
 }
+
+const char *pyjson_type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "object";
+    case JSON_ARRAY: return "array";
+    case JSON_STRING: return "string";
+    case JSON_INTEGER: return "integer";
+    case JSON_REAL: return "number";
+    case JSON_TRUE: case JSON_FALSE: return "boolean";
+    case JSON_NULL: return "null";
+    }
+    return "value";
+}

@@ -34,4 +34,8 @@ json_t *pyjson_load_file(const char *path, size_t flags, json_error_t *err);
 /* The literal text when v stands for a value jansson cannot hold (see above), else NULL. */
 const char *pyjson_literal(const json_t *v);
 
+/* JSON Schema's name of v's type ("object", "array", "string", "integer", "number", "boolean",
+ * "null"), for error messages that say what a value is. */
+const char *pyjson_type_name(const json_t *v);
+
 #endif

@@ -66,6 +66,7 @@ struct fake_stream {
     int             n_logprobs;
     int32_t        *stop_ids;
     int             n_stop_ids;
+    bool            ignore_eos;
     struct rng      rng;
     int             n_gen;
     const char     *word;             // current word being spelled, NULL between words
@@ -265,6 +266,7 @@ static enum status fake_submit(void *self, const struct gen_req *req, void **out
     s->n_prompt = req->base.n_prompt;
     s->prompt = xmalloc((size_t)s->n_prompt * sizeof *s->prompt);
     memcpy(s->prompt, req->base.prompt, (size_t)s->n_prompt * sizeof *s->prompt);
+    s->ignore_eos = req->base.ignore_eos;
     if (req->base.n_stop_ids) {
         s->stop_ids = xmalloc((size_t)req->base.n_stop_ids * sizeof *s->stop_ids);
         memcpy(s->stop_ids, req->base.stop_ids, (size_t)req->base.n_stop_ids * sizeof *s->stop_ids);
@@ -331,7 +333,7 @@ static enum status fake_next(void *stream, struct token_event *ev, int timeout_m
         int64_t now = clock_now_ns();
         if (now >= s->due_ns) {
             int32_t id = next_token(s);
-            bool eos = id == FAKE_EOS;
+            bool eos = id == FAKE_EOS && !s->ignore_eos;
             for (int i = 0; i < s->n_stop_ids; i++) eos |= id == s->stop_ids[i];
             if (eos) { ev->done = true; ev->finish = FINISH_STOP_MATCHED; break; }
             ev->token = id;

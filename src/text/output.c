@@ -66,6 +66,8 @@ struct output {
     struct toolparse   *tp_content;      // NULL: no tool parsing
     struct toolparse   *tp_reason;
     int                 n_calls;
+    int                 n_calls_done;
+    bool                calls_capped;    // max_tool_calls calls ended: nothing more is emitted
     bool                stop_matched;
     bool                finished;
     struct rng          rng;             // tool-call ids
@@ -93,6 +95,7 @@ static struct output_ev *ev_push(struct output_ev **arr, int *n, int *cap)
 static void add_event(struct output *o, enum output_ev_kind kind, int idx, const char *text, size_t len,
                       const char *name, const char *id)
 {
+    if (o->calls_capped) return;   // past the last call allowed: the rest of the output is dropped
     if (o->drained) {
         o->n_evs = 0;
         o->drained = false;
@@ -150,7 +153,10 @@ static void on_tool(struct output *o, bool reasoning, const struct tp_event *ev)
         break;
     }
     case TP_CALL_ARGS: add_event(o, OUTPUT_TOOL_ARGS, ev->index, ev->text, ev->len, NULL, NULL); break;
-    case TP_CALL_END:  add_event(o, OUTPUT_TOOL_END, ev->index, NULL, 0, NULL, NULL); break;
+    case TP_CALL_END:
+        add_event(o, OUTPUT_TOOL_END, ev->index, NULL, 0, NULL, NULL);
+        o->calls_capped = o->cfg.max_tool_calls && ++o->n_calls_done >= o->cfg.max_tool_calls;
+        break;
     }
 }
 
@@ -199,7 +205,7 @@ bool output_push_text(struct output *o, const char *text, size_t len)
     stopstr_feed(&o->ss, text, len, &safe);
     feed_safe(o, safe.data, safe.len);
     strbuf_free(&safe);
-    o->stop_matched = o->ss.hit;
+    o->stop_matched = o->ss.hit || o->calls_capped;
     return o->stop_matched;
 }
 

@@ -36,6 +36,7 @@ static const struct { const char *path; enum route route; const char *method; } 
     { "/v1/chat/completions", ROUTE_CHAT, "POST" },
     { "/v1/completions", ROUTE_COMPLETIONS, "POST" },
     { "/v1/messages", ROUTE_MESSAGES, "POST" },
+    { "/v1/responses", ROUTE_RESPONSES, "POST" },
     { "/v1/messages/count_tokens", ROUTE_COUNT_TOKENS, "POST" },
     { "/tokenize", ROUTE_TOKENIZE, "POST" },
     { "/detokenize", ROUTE_DETOKENIZE, "POST" },
@@ -465,6 +466,7 @@ static enum MHD_Result dispatch(struct req *r)
     case ROUTE_CHAT:         ret = api_openai_chat(r, body); break;
     case ROUTE_COMPLETIONS:  ret = api_openai_completions(r, body); break;
     case ROUTE_MESSAGES:     ret = api_anthropic_messages(r, body); break;
+    case ROUTE_RESPONSES:    ret = api_responses(r, body); break;
     case ROUTE_COUNT_TOKENS: ret = api_anthropic_count_tokens(r, body); break;
     case ROUTE_TOKENIZE:     ret = do_tokenize(r, body); break;
     case ROUTE_DETOKENIZE:   ret = do_detokenize(r, body); break;

@@ -219,6 +219,7 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     req.base.stop_ids = p->stop_ids;
     req.base.n_stop_ids = p->n_stop_ids;
     req.base.ignore_eos = p->ignore_eos;
+    req.base.min_tokens = p->min_tokens;
     char msg[256] = "";
     enum status st = job_submit(j, &req, cp, cn, msg, sizeof msg);
     free(cp);

@@ -404,8 +404,8 @@ static bool common_fields(struct req *r, json_t *body, struct gen_params *p, boo
     return true;
 }
 
-/* vLLM's generation limits: stop_token_ids and ignore_eos are kept; min_tokens (which needs EOS
- * suppressed in the sampler) is refused rather than ignored. */
+/* vLLM's generation limits: stop_token_ids, ignore_eos, min_tokens (EOS and stop ids masked in
+ * the sampler until then; stop strings still end the output). */
 static bool gen_limits(struct req *r, json_t *body, struct gen_params *p, int32_t **stop_ids, struct api_error *e)
 {
     long long min_tokens;
@@ -413,10 +413,12 @@ static bool gen_limits(struct req *r, json_t *body, struct gen_params *p, int32_
     p->stop_ids = *stop_ids;
     if (!param_bool(body, "ignore_eos", false, &p->ignore_eos, e)) return false;
     if (!param_int(body, "min_tokens", 0, 1 << 30, 0, &min_tokens, e)) return false;
-    if (min_tokens > 0) {
-        *e = api_error_make(STATUS_EUNSUPPORTED, "min_tokens", "'min_tokens' is not supported by this server yet");
+    if (p->max_given && min_tokens > p->max_tokens) {
+        *e = api_error_make(STATUS_EINVAL, "min_tokens", "'min_tokens' (%lld) must not exceed max_tokens (%lld)", min_tokens,
+                            p->max_tokens);
         return false;
     }
+    p->min_tokens = (int)min_tokens;
     return true;
 }
 

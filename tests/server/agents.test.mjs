@@ -135,7 +135,8 @@ async function main() {
   const ign = await oa.chat.completions.create({ messages: [{ role: 'user', content: 'x' }], max_tokens: 3, ignore_eos: true });
   check(ign.usage.completion_tokens === 3, 'ignore_eos accepted', ign.usage);
   const refused = [
-    ['min_tokens', { min_tokens: 5 }, /min_tokens/], ['continue_final_message', { continue_final_message: true }, /continue_final_message/],
+    ['min_tokens over max_tokens', { min_tokens: 5 }, /min_tokens/], ['min_tokens negative', { min_tokens: -1 }, /min_tokens/],
+    ['continue_final_message', { continue_final_message: true }, /continue_final_message/],
     ['reasoning_effort bogus', { reasoning_effort: 'max' }, /reasoning_effort/], ['reasoning_effort number', { reasoning_effort: 3 }, /reasoning_effort/],
     ['parallel_tool_calls string', { parallel_tool_calls: 'no' }, /parallel_tool_calls/], ['ignore_eos string', { ignore_eos: 'yes' }, /ignore_eos/],
     ['stop_token_ids not array', { stop_token_ids: 5 }, /stop_token_ids/], ['stop_token_ids out of range', { stop_token_ids: [1e9] }, /stop_token_ids/],
@@ -145,8 +146,12 @@ async function main() {
     const res = await request(srv.port, 'POST', '/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }], max_tokens: 3, ...extra });
     check(res.status === 400 && re.test(res.body), `refused: ${name} -> 400`, res.body.slice(0, 200));
   }
-  const cmin = await request(srv.port, 'POST', '/v1/completions', { prompt: 'x', max_tokens: 3, min_tokens: 2 });
-  check(cmin.status === 400 && /min_tokens/.test(cmin.body), 'completions: min_tokens refused', cmin.body);
+  const minT = await oa.chat.completions.create({ messages: [{ role: 'user', content: 'stop ids' }], max_tokens: 8, temperature: 0, stop_token_ids: [firstTok], min_tokens: 4 });
+  check(minT.usage.completion_tokens >= 4 && minT.choices[0].message.content.length >= 4, 'min_tokens: no stop id before 4 tokens', minT);
+  const cmin = await request(srv.port, 'POST', '/v1/completions', { prompt: 'x', max_tokens: 3, min_tokens: 4 });
+  check(cmin.status === 400 && /min_tokens/.test(cmin.body), 'completions: min_tokens over max_tokens 400', cmin.body);
+  const cmin2 = await request(srv.port, 'POST', '/v1/completions', { prompt: 'x', max_tokens: 5, min_tokens: 5, stop_token_ids: [0, 1, 2, 3] });
+  check(cmin2.status === 200 && cmin2.json.usage.completion_tokens === 5, 'completions: min_tokens honoured', cmin2.body);
 
   // ---- hostile shapes
   const cases = [

@@ -131,11 +131,53 @@ bool srv_render(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, char
     return srv_render_ex(r, msgs, tools, kwargs, true, prompt, e);
 }
 
+static bool is_system(json_t *m)
+{
+    const char *role = json_string_value(json_object_get(m, "role"));
+    return role && !strcmp(role, "system");
+}
+
+/* msgs with every system turn after the first message folded into a leading system turn (new
+ * reference), or NULL when there is none to fold. */
+static json_t *fold_system_turns(json_t *msgs)
+{
+    size_t i;
+    json_t *m;
+    bool late = false;
+    json_array_foreach(msgs, i, m) late |= i > 0 && is_system(m);
+    if (!late) return NULL;
+    struct strbuf sys = {0};
+    json_t *rest = json_array();
+    json_array_foreach(msgs, i, m) {
+        if (!is_system(m)) {
+            json_array_append(rest, m);
+            continue;
+        }
+        if (sys.len) strbuf_puts(&sys, "\n\n");
+        const char *t = json_string_value(json_object_get(m, "content"));
+        strbuf_puts(&sys, t ? t : "");
+    }
+    json_array_insert_new(rest, 0, json_pack("{s:s,s:s}", "role", "system", "content", sys.data ? sys.data : ""));
+    strbuf_free(&sys);
+    return rest;
+}
+
 bool srv_render_ex(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, bool add_gen_prompt, char **prompt,
                    struct api_error *e)
 {
     char *err = NULL;
     enum status st = r->g->ops->render(r->g->self, msgs, tools, kwargs, add_gen_prompt, prompt, &err);
+    json_t *folded = st == STATUS_ETEMPLATE ? fold_system_turns(msgs) : NULL;
+    if (folded) {
+        // templates that allow a system turn only first (Gemma, Mistral...) get Claude Code's
+        // mid-conversation system turns joined into the leading one
+        LOG_INFO("req-%llu: the chat template refused a system turn after the first message (%s); folding the system turns into one",
+                 (unsigned long long)r->id, err ? err : "");
+        free(err);
+        err = NULL;
+        st = r->g->ops->render(r->g->self, folded, tools, kwargs, add_gen_prompt, prompt, &err);
+        json_decref(folded);
+    }
     if (st != STATUS_OK) *e = api_error_make(STATUS_ETEMPLATE, "messages", "chat template error: %s", err ? err : status_str(st));
     free(err);
     return st == STATUS_OK;

@@ -212,6 +212,12 @@ static enum status fake_render(void *self, json_t *messages, json_t *tools, json
             return STATUS_ETEMPLATE;
         }
         json_t *ct = json_object_get(m, "content");
+        if (i > 0 && !strcmp(role, "system") && json_is_true(json_object_get(kwargs, "fake_system_first_only"))) {
+            // as Gemma's and Mistral's templates refuse a system turn that is not the first
+            *err_msg = xstrdup("raise_exception raised: system message must be at the beginning");
+            strbuf_free(&sb);
+            return STATUS_ETEMPLATE;
+        }
         if (json_is_string(ct) && strstr(json_string_value(ct), "RAISE_TEMPLATE_ERROR")) {
             // what a template's raise_exception() looks like to the server
             *err_msg = xstrdup("raise_exception raised: this template refuses RAISE_TEMPLATE_ERROR");

@@ -56,6 +56,10 @@ async function main() {
   const sysBlocks = await an.messages.create({ max_tokens: 50, model: 'cairn-test',
     messages: [{ role: 'user', content: 'q' }, { role: 'system', content: [{ type: 'text', text: 'SYSMARK as blocks' }] }, { role: 'user', content: 'q2' }] });
   check(sysBlocks.content[0]?.text === 'saw the system turn', 'system turn with block content', sysBlocks.content);
+  const folded = await request(srv.port, 'POST', '/v1/messages', { max_tokens: 50, chat_template_kwargs: { fake_system_first_only: true }, system: 'You are Claude Code.',
+    messages: [{ role: 'user', content: 'hello' }, { role: 'system', content: '<env>SYSMARK</env>' }, { role: 'user', content: 'go on' }] });
+  check(folded.status === 200 && folded.json.content[0]?.text === 'saw the system turn' && /folding the system turns into one/.test(srv.stderr()),
+        'a template that refuses late system turns gets them folded into the first', folded.body.slice(0, 300));
   const empty = await request(srv.port, 'POST', '/v1/messages', { max_tokens: 5, messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: [] }, { role: 'user', content: 'b' }] });
   check(empty.status === 200, 'empty content list tolerated', empty.body.slice(0, 200));
   const serverTools = await request(srv.port, 'POST', '/v1/messages', { max_tokens: 200, messages: [{ role: 'user', content: 'SCRIPT_HERMES' }],

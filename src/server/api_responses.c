@@ -343,7 +343,7 @@ static void ev_item(struct strbuf *o, struct resp_w *w, const char *type, const 
 {
     ev_open(o, w, type);
     strbuf_printf(o, ",\"output_index\":%d,\"item\":", w->n_items);
-    bool done = !strcmp(status, "completed");
+    bool done = strcmp(status, "in_progress");
     item_json(o, w->open, w->item_id, done || w->open == ITEM_CALL ? w->text.data ? w->text.data : "" : NULL,
               done ? w->text.len : 0, w->name, w->call_id, status);
     jsonw_raw(o, "}\n\n");
@@ -382,16 +382,17 @@ static void ev_text(struct strbuf *o, struct resp_w *w, bool done, const char *t
     jsonw_raw(o, "}\n\n");
 }
 
-static void close_item(struct resp_w *w, struct strbuf *o)
+/* status: "completed", or "incomplete" for the item the output cap cut. */
+static void close_item(struct resp_w *w, struct strbuf *o, const char *status)
 {
     if (w->open == ITEM_NONE) return;
     const char *text = w->text.data ? w->text.data : "";
     ev_text(o, w, true, text, w->text.len);
     if (w->open != ITEM_CALL)
         ev_part(o, w, w->open == ITEM_REASONING ? "response.reasoning_summary_part.done" : "response.content_part.done", true);
-    ev_item(o, w, "response.output_item.done", "completed");
+    ev_item(o, w, "response.output_item.done", status);
     if (w->items.len) strbuf_putc(&w->items, ',');
-    item_json(&w->items, w->open, w->item_id, text, w->text.len, w->name, w->call_id, "completed");
+    item_json(&w->items, w->open, w->item_id, text, w->text.len, w->name, w->call_id, status);
     w->n_items++;
     w->open = ITEM_NONE;
     strbuf_clear(&w->text);
@@ -400,7 +401,7 @@ static void close_item(struct resp_w *w, struct strbuf *o)
 static void open_item(struct resp_w *w, struct strbuf *o, enum item kind, const struct output_ev *ev)
 {
     static const char *const prefix[] = { [ITEM_REASONING] = "rs_", [ITEM_MESSAGE] = "msg_", [ITEM_CALL] = "fc_" };
-    close_item(w, o);
+    close_item(w, o, "completed");
     w->open = kind;
     snprintf(w->item_id, sizeof w->item_id, "%s%s_%d", prefix[kind], w->id + 5, w->n_items);
     if (kind == ITEM_CALL) {
@@ -435,7 +436,7 @@ static void resp_fill(struct req *r)
         const struct output_ev *ev = &evs[k];
         enum item want = ev->kind == OUTPUT_REASONING ? ITEM_REASONING : ev->kind == OUTPUT_CONTENT ? ITEM_MESSAGE : ITEM_CALL;
         if (ev->kind == OUTPUT_TOOL_START) open_item(w, o, ITEM_CALL, ev);
-        else if (ev->kind == OUTPUT_TOOL_END) close_item(w, o);
+        else if (ev->kind == OUTPUT_TOOL_END) close_item(w, o, "completed");
         else if (ev->text.len && (w->open == want || ev->kind != OUTPUT_TOOL_ARGS)) {
             if (w->open != want) open_item(w, o, want, ev);
             strbuf_append(&w->text, ev->text.data, ev->text.len);
@@ -443,7 +444,7 @@ static void resp_fill(struct req *r)
         }
     }
     if (c.done && !w->finished) {
-        close_item(w, o);
+        close_item(w, o, !c.failed && c.end == JOB_END_LENGTH ? "incomplete" : "completed");
         const char *type = c.failed ? "response.failed" : c.end == JOB_END_LENGTH ? "response.incomplete" : "response.completed";
         ev_open(o, w, type);
         jsonw_raw(o, ",\"response\":");
@@ -470,7 +471,8 @@ static enum MHD_Result resp_whole(struct req *r, struct resp_w *w)
         char id[80];
         snprintf(id, sizeof id, "%s%s_%d", prefix[kind], w->id + 5, b);
         if (b) strbuf_putc(&items, ',');
-        item_json(&items, kind, id, bl->text.data ? bl->text.data : "", bl->text.len, bl->name, bl->id, "completed");
+        bool cut = b == n_blocks - 1 && c.end == JOB_END_LENGTH;
+        item_json(&items, kind, id, bl->text.data ? bl->text.data : "", bl->text.len, bl->name, bl->id, cut ? "incomplete" : "completed");
     }
     struct strbuf o = {0};
     response_json(&o, w, &c, items.data ? items.data : "");

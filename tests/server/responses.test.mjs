@@ -40,7 +40,7 @@ async function main() {
   check(r1.object === 'response' && r1.id.startsWith('resp_') && r1.status === 'incomplete' && r1.incomplete_details?.reason === 'max_output_tokens',
         'max_output_tokens hit: incomplete', { status: r1.status, d: r1.incomplete_details });
   check(r1.usage.output_tokens === 6 && r1.usage.total_tokens === r1.usage.input_tokens + 6 && r1.usage.input_tokens_details.cached_tokens >= 0, 'usage', r1.usage);
-  check(r1.output[0].type === 'message' && r1.output[0].content[0].type === 'output_text' && r1.output_text.length > 0, 'message item, output_text', r1.output);
+  check(r1.output[0].type === 'message' && r1.output[0].content[0].type === 'output_text' && r1.output_text.length > 0 && r1.output[0].status === 'incomplete', 'message item cut by the cap: incomplete', r1.output);
   const fin = await oa.responses.create({ model: 'cairn-test', instructions: 'You are Codex.', input: [{ role: 'user', content: [{ type: 'input_text', text: 'R_FINAL' }] }], store: false });
   check(fin.status === 'completed' && fin.output_text === 'The command printed hello.' && fin.store === false && fin.instructions === 'You are Codex.', 'completed with instructions echoed', fin);
 
@@ -88,6 +88,8 @@ async function main() {
   check(fcItem.status === 'completed' && fcItem.name === 'shell' && fcItem.call_id.startsWith('call_'), 'function_call item done', fcItem);
   const inc = await sse(srv.port, '/v1/responses', { input: 'hello there', stream: true, max_output_tokens: 3 });
   const last = JSON.parse(inc.events.at(-1).data);
+  const incItem = JSON.parse(inc.events.filter((e) => e.event === 'response.output_item.done').at(-1).data).item;
+  check(incItem.status === 'incomplete' && last.response.output[0].status === 'incomplete', 'streamed item cut by the cap: incomplete', incItem);
   check(inc.events.at(-1).event === 'response.incomplete' && last.response.status === 'incomplete' && last.response.incomplete_details.reason === 'max_output_tokens', 'response.incomplete when the cap is hit', last);
 
   // ---- refused: stateful features, constrained decoding, bad shapes

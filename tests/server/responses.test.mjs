@@ -1,6 +1,7 @@
 // POST /v1/responses (issue 18: Codex CLI, OpenAI Agents, AI SDK) with the official `openai` SDK's
 // client.responses.create, streaming and not, and raw HTTP for the event sequence and hostile input.
-// The built-in fake model with scripted outputs (--test-script).
+// The built-in fake model with scripted outputs (--test-script); CAIRN_TEST_MODEL=DIR runs it on a
+// real checkpoint (its template and tokenizer, the real engine) with the same script.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,7 +32,9 @@ async function collect(stream) {
 }
 
 async function main() {
-  const srv = await startServer(['--fake', '--test-script', scriptFile, '--served-model-name', 'cairn-test']);
+  const model = process.env.CAIRN_TEST_MODEL;
+  const extra = model ? [model, ...(process.env.LOAD_ARGS || '').split(' ').filter(Boolean)] : ['--fake'];
+  const srv = await startServer([...extra, '--test-script', scriptFile, '--served-model-name', 'cairn-test']);
   const oa = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: 'none', maxRetries: 0 });
   const m0 = await metrics(srv.port);
 
@@ -125,7 +128,7 @@ async function main() {
     ['stream string', { input: 'x', stream: 'yes' }, /stream/],
     ['parallel_tool_calls string', { input: 'x', parallel_tool_calls: 'no' }, /parallel_tool_calls/],
     ['unknown model', { input: 'x', model: 'gpt-9' }, /gpt-9/],
-    ['prompt over the context', { input: 'x'.repeat(20000) }, /maximum context length/],
+    ['prompt over the context', { input: 'hello world '.repeat(6000) }, /maximum context length/],
   ];
   for (const [name, body, re] of bad) {
     const res = await request(srv.port, 'POST', '/v1/responses', body);

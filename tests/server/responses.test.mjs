@@ -157,6 +157,10 @@ async function main() {
   check((await request(srv.port, 'GET', '/health')).status === 200, 'server alive at the end');
 
   await srv.stop();
+  // (an ASan build, BUILD=build-asan: leaks are reported at exit)
+  const err = srv.stderr();
+  check(!/AddressSanitizer|LeakSanitizer|runtime error:|CHECK failed/.test(err), 'no sanitizer report / CHECK in server stderr',
+    (err.match(/.*(AddressSanitizer|LeakSanitizer|runtime error:|CHECK failed).*/) || [''])[0]);
   process.exit(summary('server/responses'));
 }
 

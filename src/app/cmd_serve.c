@@ -44,7 +44,8 @@ static void usage(void)
         "  --host ADDR                 listen address (127.0.0.1)\n"
         "  --port N                    port (8080; 0 = any free port)\n"
         "  --api-key KEY               require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (or CAIRN_API_KEY)\n"
-        "  --served-model-name NAME    model name clients send and see (default: directory name)\n"
+        "  --served-model-name NAME    model name clients send and see (default: directory name); repeat it or\n"
+        "                              give a comma list for more names; '*' answers to any model id\n"
         "  --chat-template-kwargs JSON default template kwargs, e.g. '{\"enable_thinking\":false}'\n"
         "  --no-chat-template          serve /v1/completions only, without loading the chat template (without\n"
         "                              this flag a template that cannot be loaded stops start-up)\n"
@@ -73,6 +74,22 @@ static void usage(void)
         "  --fake                      TEST ONLY: serve a built-in fake model (no weights)\n");
 }
 
+/* --served-model-name NAME, repeatable (and NAME may be a comma list): appended to names. */
+static bool served_name_flag(int argc, char **argv, int *i, char *names, size_t cap, bool *bad)
+{
+    const char *v;
+    if (!flag_str(argc, argv, i, "--served-model-name", &v, bad)) return false;
+    if (*bad) return true;
+    size_t len = strlen(names);
+    if (len + strlen(v) + 2 > cap) {
+        fprintf(stderr, "cairn serve: --served-model-name: too many names\n");
+        *bad = true;
+        return true;
+    }
+    snprintf(names + len, cap - len, "%s%s", len ? "," : "", v);
+    return true;
+}
+
 static bool is_dir(const char *p)
 {
     struct stat st;
@@ -88,10 +105,11 @@ int cmd_serve(int argc, char **argv)
     int threads = 0, max_queue = 0, max_batch = -1, max_running = -1, max_model_len = -1;
     const char *max_itl_s = NULL;
     bool no_prefix = false, fake = false, bad = false, no_chat_template = false;
+    char names[1024] = "";   // every --served-model-name, comma-joined
     for (int i = 1; i < argc && !bad; i++) {
         if (flag_str(argc, argv, &i, "--host", &sc.host, &bad) || flag_int(argc, argv, &i, "--port", &sc.port, &bad) ||
             flag_str(argc, argv, &i, "--api-key", &sc.api_key, &bad) ||
-            flag_str(argc, argv, &i, "--served-model-name", &sc.served_model_name, &bad) ||
+            served_name_flag(argc, argv, &i, names, sizeof names, &bad) ||
             flag_str(argc, argv, &i, "--chat-template-kwargs", &sc.chat_template_kwargs, &bad) ||
             flag_int(argc, argv, &i, "--max-queue", &max_queue, &bad) ||
             flag_str(argc, argv, &i, "--cors-origin", &sc.cors_origin, &bad) ||
@@ -127,6 +145,7 @@ int cmd_serve(int argc, char **argv)
         else { fprintf(stderr, "cairn serve: unknown option '%s'\n", argv[i]); bad = true; }
     }
     if (bad) { usage(); return 2; }
+    if (names[0]) sc.served_model_name = names;
     if (!sc.api_key) sc.api_key = getenv("CAIRN_API_KEY");
     if (body_bytes && !app_parse_bytes(body_bytes, &sc.max_body_bytes)) {
         fprintf(stderr, "cairn serve: bad --max-body-bytes '%s'\n", body_bytes);
@@ -215,7 +234,7 @@ int cmd_serve(int argc, char **argv)
     if (test_script && gen_script_load(test_script, &script) != STATUS_OK) return 1;
     if (server_new(&sc, &srv) != STATUS_OK) { gen_script_free(script); return 1; }
     if (fake) {
-        struct gen_fake_cfg fc = { .token_us = 1000, .n_ctx = 4096, .max_live = max_queue };
+        struct gen_fake_cfg fc = { .token_us = 1000, .n_ctx = max_model_len > 0 ? max_model_len : 4096, .max_live = max_queue };
         const char *tu = getenv("CAIRN_FAKE_TOKEN_US");
         if (tu) fc.token_us = atoi(tu);
         if (gen_fake_new(&fc, &g) != STATUS_OK) goto out;

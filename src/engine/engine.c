@@ -11,6 +11,7 @@
  */
 #include "engine/engine.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -418,6 +419,16 @@ static bool is_stop(const struct engine *e, const struct request *r, int32_t tok
     return false;
 }
 
+/* min_tokens: the tokens that would end the request cannot be sampled yet. */
+static void mask_stops(const struct engine *e, const struct request *r, float *row)
+{
+    if (!r->ignore_eos)
+        for (int i = 0; i < e->m->hp.n_eos; i++)
+            if (e->m->hp.eos_ids[i] >= 0 && e->m->hp.eos_ids[i] < e->n_vocab) row[e->m->hp.eos_ids[i]] = -INFINITY;
+    for (int i = 0; i < r->n_stop_ids; i++)
+        if (r->stop_ids[i] >= 0 && r->stop_ids[i] < e->n_vocab) row[r->stop_ids[i]] = -INFINITY;
+}
+
 static void emit(struct engine *e, struct request *r, int32_t tok, float lp, const struct token_logprob *top, int n_top)
 {
     double now = clock_now_s();
@@ -517,6 +528,7 @@ bool engine_step(struct engine *e)
             tok = e->argmax_ids[it->out_row];
         } else {
             float *row = e->logits + (size_t)it->out_row * (size_t)e->n_vocab;
+            if (r->n_gen < r->min_gen) mask_stops(e, r, row);
             tok = sampler_sample_top(r->smp, row, r->n_logprobs != 0 ? &lp : NULL, r->n_logprobs, top, &n_top);
         }
         emit(e, r, tok, lp, top, n_top);

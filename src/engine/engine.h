@@ -111,6 +111,7 @@ struct gen_request {
     const int32_t *stop_ids;        // extra stop token ids (EOS ids of the model always stop unless ignore_eos)
     int            n_stop_ids;
     bool           ignore_eos;
+    int            min_tokens;      // EOS and stop ids are masked out of sampling until this many tokens (0: none)
     int            n_logprobs;      // top log-probabilities per token (0: none; -1: only the chosen one)
     const int32_t *msg_ends;        // positions where chat messages end (snapshot hints), ascending
     int            n_msg_ends;

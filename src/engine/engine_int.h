@@ -42,6 +42,7 @@ struct request {
     int32_t             *stop_ids;
     int                  n_stop_ids;
     bool                 ignore_eos;
+    int                  min_gen;       // EOS and stop ids masked until n_gen reaches it
     int                  n_logprobs;
     int32_t             *msg_ends;      // snapshot hints (hybrid models, later)
     int                  n_msg_ends;

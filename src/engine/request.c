@@ -58,6 +58,8 @@ static enum status validate(const struct engine *e, const struct gen_request *g,
     if (!(s->temperature >= 0.0f) || s->top_k < 0 || !(s->top_p >= 0.0f && s->top_p <= 1.0f) ||
         !(s->min_p >= 0.0f && s->min_p <= 1.0f) || !(s->repetition_penalty >= 0.0f) || s->n_bias < 0)
         return fail(msg, msg_len, STATUS_EINVAL, "invalid sampling parameters");
+    if (g->min_tokens < 0)
+        return fail(msg, msg_len, STATUS_EINVAL, "min_tokens must not be negative (got %d)", g->min_tokens);
     if (g->n_logprobs < -1 || g->n_logprobs > SAMPLER_MAX_TOP)
         return fail(msg, msg_len, STATUS_EINVAL, "logprobs must be between 0 and %d (got %d)", SAMPLER_MAX_TOP, g->n_logprobs);
     if (g->n_stop_ids < 0 || g->n_msg_ends < 0)
@@ -92,7 +94,9 @@ enum status request_new(struct engine *e, const struct gen_request *g, struct re
     if (!g->sampling.has_seed) sampler_seed(r->smp, r->id);
     sampler_accept_prompt(r->smp, g->prompt, g->n_prompt);
     r->n_logprobs = g->n_logprobs;
-    r->plain_greedy = sampler_is_plain_greedy(r->smp) && g->n_logprobs == 0;
+    r->min_gen = g->min_tokens;
+    // the mask of min_tokens is applied to the host logits row, which the device argmax skips
+    r->plain_greedy = sampler_is_plain_greedy(r->smp) && g->n_logprobs == 0 && g->min_tokens == 0;
     r->stop_ids = dup_ids(g->stop_ids, g->n_stop_ids);
     r->n_stop_ids = r->stop_ids ? g->n_stop_ids : 0;
     r->ignore_eos = g->ignore_eos;

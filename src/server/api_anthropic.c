@@ -41,7 +41,7 @@ static bool system_text(json_t *sys, struct strbuf *out, struct api_error *e)
 static bool block_text(json_t *c, const char *field, struct strbuf *out, struct api_error *e)
 {
     char *t;
-    if (!content_text(c, field, true, &t, e)) return false;
+    if (!content_text_media(c, field, true, &t, NULL, e)) return false;
     strbuf_puts(out, t);
     free(t);
     return true;
@@ -63,16 +63,29 @@ static json_t *anth_messages(json_t *body, struct api_error *e)
     size_t i;
     json_t *m;
     char f[96];
+    bool last_media_only = false;   // the request ends with a user turn of images/documents alone
     json_array_foreach(msgs, i, m) {
         const char *role = json_string_value(json_object_get(m, "role"));
-        if (!json_is_object(m) || !role || (strcmp(role, "user") && strcmp(role, "assistant"))) {
-            *e = api_error_make(STATUS_EINVAL, "messages", "messages.%zu.role: must be 'user' or 'assistant'", i);
+        if (!json_is_object(m) || !role || (strcmp(role, "user") && strcmp(role, "assistant") && strcmp(role, "system"))) {
+            *e = api_error_make(STATUS_EINVAL, "messages", "messages.%zu.role: must be 'user', 'assistant' or 'system'", i);
             goto fail;
+        }
+        last_media_only = false;
+        if (!strcmp(role, "system")) {
+            // Claude Code sends its environment as a system turn mid-conversation: rendered as a
+            // system turn, as the OpenAI path does for 'developer'
+            char *t;
+            snprintf(f, sizeof f, "messages.%zu.content", i);
+            if (!content_text(json_object_get(m, "content"), f, true, &t, e)) goto fail;
+            json_array_append_new(out, json_pack("{s:s,s:s}", "role", "system", "content", t));
+            free(t);
+            continue;
         }
         bool asst = !strcmp(role, "assistant");
         json_t *content = json_object_get(m, "content");
         struct strbuf text = {0}, thinking = {0};
         json_t *calls = json_array();
+        int n_media = 0;
         if (json_is_string(content)) strbuf_append(&text, json_string_value(content), json_string_length(content));
         else if (json_is_array(content)) {
             size_t k;
@@ -95,6 +108,12 @@ static json_t *anth_messages(json_t *body, struct api_error *e)
                     json_t *t = json_object_get(b, "thinking");
                     if (json_is_string(t)) strbuf_append(&thinking, json_string_value(t), json_string_length(t));
                 } else if (!strcmp(type, "redacted_thinking") && asst) {
+                } else if (content_is_media(type) && !asst) {
+                    content_media_placeholder(&text, type);
+                    n_media++;
+                } else if (asst && (!strcmp(type, "server_tool_use") || strstr(type, "_tool_result"))) {
+                    // a server tool's turn (web search...): this server runs none, the model never sees it
+                    LOG_INFO("messages.%zu: skipping a '%s' block (server tools are not run here)", i, type);
                 } else if (!strcmp(type, "tool_use") && asst) {
                     const char *id = json_string_value(json_object_get(b, "id"));
                     const char *name = json_string_value(json_object_get(b, "name"));
@@ -118,6 +137,7 @@ static json_t *anth_messages(json_t *body, struct api_error *e)
                     char rf[128];
                     snprintf(rf, sizeof rf, "%s.content", f);
                     if (!block_text(json_object_get(b, "content"), rf, &rt, e)) { strbuf_free(&rt); goto fail_msg; }
+                    if (json_is_true(json_object_get(b, "is_error"))) LOG_DEBUG("%s: the tool reported an error", f);
                     json_array_append_new(out, json_pack("{s:s,s:s,s:s}", "role", "tool", "tool_call_id", tid, "content",
                                                          rt.data ? rt.data : ""));
                     strbuf_free(&rt);
@@ -131,6 +151,7 @@ static json_t *anth_messages(json_t *body, struct api_error *e)
             *e = api_error_make(STATUS_EINVAL, "messages", "messages.%zu.content: must be a string or an array of blocks", i);
             goto fail_msg;
         }
+        last_media_only = !asst && n_media && n_media == (int)json_array_size(content);
         if (asst || text.len || !json_array_size(calls)) {
             json_t *nm = json_pack("{s:s,s:s}", "role", role, "content", text.data ? text.data : "");
             if (thinking.len) json_object_set_new(nm, "reasoning_content", json_string(thinking.data));
@@ -149,6 +170,11 @@ fail_msg:
         json_decref(calls);
         goto fail;
     }
+    if (last_media_only) {
+        *e = api_error_make(STATUS_EUNSUPPORTED, "messages",
+                            "the last user message holds only images or documents, and this model reads text only");
+        goto fail;
+    }
     strbuf_free(&sys);
     json_decref(ids);
     return out;
@@ -162,6 +188,12 @@ fail:
 /* A tool {name, description, input_schema} in the OpenAI shape the templates expect. */
 static json_t *anth_tool(json_t *t, size_t i, struct api_error *e)
 {
+    const char *type = json_string_value(json_object_get(t, "type"));
+    if (type && strcmp(type, "custom")) {
+        // server tools (web_search_20250305, ...) run on Anthropic's side; none runs here
+        LOG_INFO("tools.%zu: leaving out the server tool of type '%s' (this server runs no server tools)", i, type);
+        return json_null();
+    }
     const char *name = json_string_value(json_object_get(t, "name"));
     json_t *schema = json_object_get(t, "input_schema");
     if (!name || !*name || !json_is_object(schema)) {
@@ -220,6 +252,14 @@ static const char *const stop_reasons[] = {
 
 static const char *stop_reason(const struct job_choice_info *c) { return stop_reasons[c->end]; }
 
+/* Anthropic's usage: input_tokens counts the prompt tokens not read from the cache, so that
+ * input + cache_read + cache_creation is the whole prompt (clients add them up). */
+static void usage(struct strbuf *o, const struct job_choice_info *c, int n_out)
+{
+    strbuf_printf(o, "{\"input_tokens\":%d,\"cache_creation_input_tokens\":0,\"cache_read_input_tokens\":%d,"
+                     "\"output_tokens\":%d}", c->n_prompt - c->n_cached, c->n_cached, n_out);
+}
+
 /* "stop_reason":..,"stop_sequence":..(closing the delta object when streaming),"usage":{..}: the
  * tail of a whole message and of the streamed message_delta. */
 static void stop_and_usage(struct strbuf *o, const struct job_choice_info *c, const char *between)
@@ -228,8 +268,9 @@ static void stop_and_usage(struct strbuf *o, const struct job_choice_info *c, co
     jsonw_cstr(o, stop_reason(c));
     jsonw_raw(o, ",\"stop_sequence\":");
     jsonw_cstr(o, c->stop_string);
-    strbuf_printf(o, "%s,\"usage\":{\"input_tokens\":%d,\"output_tokens\":%d,\"cache_read_input_tokens\":%d}}", between,
-                  c->n_prompt, c->n_generated, c->n_cached);
+    strbuf_printf(o, "%s,\"usage\":", between);
+    usage(o, c, c->n_generated);
+    strbuf_putc(o, '}');
 }
 
 static void event(struct strbuf *o, const char *name)
@@ -284,14 +325,17 @@ static void anth_fill(struct req *r)
     struct strbuf *o = &r->out;
     struct job_choice_info c;
     job_choice_info(r->job, 0, &c);
+    // message_start waits for the first token: the prefix cache's share of the prompt is known then
+    if (!w->started && !c.done && !c.n_generated) return;
     if (!w->started) {
         event(o, "message_start");
         jsonw_raw(o, "{\"type\":\"message_start\",\"message\":{\"id\":");
         jsonw_cstr(o, w->id);
         jsonw_raw(o, ",\"type\":\"message\",\"role\":\"assistant\",\"model\":");
         jsonw_cstr(o, w->model);
-        strbuf_printf(o, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,"
-                         "\"usage\":{\"input_tokens\":%d,\"output_tokens\":0}}}\n\n", c.n_prompt);
+        jsonw_raw(o, ",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":");
+        usage(o, &c, 0);
+        jsonw_raw(o, "}}\n\n");
         event(o, "ping");
         jsonw_raw(o, "{\"type\":\"ping\"}\n\n");
         w->started = true;
@@ -421,6 +465,8 @@ enum MHD_Result api_anthropic_messages(struct req *r, json_t *body)
     if (!param_stops(body, "stop_sequences", p.stops, &p.n_stops, &e)) goto fail;
     if (!anth_render(r, body, &prompt, &tools, &use_tools, &e)) goto fail;
     srv_chat_params(r, &p, prompt, &tools, use_tools, "toolu_");
+    json_t *tc = json_object_get(body, "tool_choice");
+    p.max_tool_calls = json_is_true(json_object_get(tc, "disable_parallel_tool_use")) ? 1 : 0;
     p.n = 1;
     p.max_tokens = max_tokens;
     p.max_given = true;

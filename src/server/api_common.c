@@ -6,8 +6,27 @@
 #include "base/log.h"
 #include "server/server_int.h"
 
-bool content_text(json_t *content, const char *field, bool allow_null, char **out, struct api_error *e)
+/* Media part types of both APIs; a text-only model sees a placeholder in their place. */
+static const char *const media_types[] = { "image", "image_url", "input_image", "document", "file", "input_file",
+                                           "input_audio", NULL };
+
+bool content_is_media(const char *type)
 {
+    for (const char *const *t = media_types; type && *t; t++)
+        if (!strcmp(type, *t)) return true;
+    return false;
+}
+
+void content_media_placeholder(struct strbuf *out, const char *type)
+{
+    // history keeps working after a pasted screenshot: the turn stays, its pixels do not
+    LOG_WARN("a '%s' content part was replaced by a placeholder: this model reads text only", type);
+    strbuf_printf(out, "[%s omitted: this model reads text only]", type);
+}
+
+bool content_text_media(json_t *content, const char *field, bool allow_null, char **out, int *n_media, struct api_error *e)
+{
+    if (n_media) *n_media = 0;
     if (!content || json_is_null(content)) {
         if (!allow_null) {
             *e = api_error_make(STATUS_EINVAL, field, "'%s' is required", field);
@@ -30,10 +49,16 @@ bool content_text(json_t *content, const char *field, bool allow_null, char **ou
     json_array_foreach(content, i, p) {
         const char *type = json_string_value(json_object_get(p, "type"));
         json_t *t = json_object_get(p, "text");
-        if (!type || strcmp(type, "text") || !json_is_string(t)) {
+        if (content_is_media(type)) {
+            content_media_placeholder(&sb, type);
+            if (n_media) (*n_media)++;
+            continue;
+        }
+        bool is_text = type && (!strcmp(type, "text") || !strcmp(type, "input_text") || !strcmp(type, "output_text"));
+        if (!is_text || !json_is_string(t)) {
             strbuf_free(&sb);
-            if (type && strcmp(type, "text"))
-                *e = api_error_make(STATUS_EUNSUPPORTED, field, "'%s[%zu]': content part type '%s' is not supported (text only)",
+            if (type && !is_text)
+                *e = api_error_make(STATUS_EUNSUPPORTED, field, "'%s[%zu]': content part type '%s' is not supported",
                                     field, i, type);
             else *e = api_error_make(STATUS_EINVAL, field, "'%s[%zu]' must be {\"type\":\"text\",\"text\":string}", field, i);
             return false;
@@ -43,6 +68,11 @@ bool content_text(json_t *content, const char *field, bool allow_null, char **ou
     if (!sb.data) strbuf_puts(&sb, "");
     *out = strbuf_take(&sb);
     return true;
+}
+
+bool content_text(json_t *content, const char *field, bool allow_null, char **out, struct api_error *e)
+{
+    return content_text_media(content, field, allow_null, out, NULL, e);
 }
 
 static bool tool_choice(json_t *body, const struct tool_api *api, bool have_tools, bool *use, struct api_error *e)
@@ -84,6 +114,7 @@ bool srv_tools(json_t *body, const struct tool_api *api, json_t **out, bool *use
                 json_decref(conv);
                 return false;
             }
+            if (json_is_null(c)) continue;   // a tool the API leaves out (logged by convert)
             json_array_append_new(conv, c);
         }
         if (json_array_size(conv)) *out = conv;
@@ -97,8 +128,56 @@ bool srv_tools(json_t *body, const struct tool_api *api, json_t **out, bool *use
 
 bool srv_render(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, char **prompt, struct api_error *e)
 {
+    return srv_render_ex(r, msgs, tools, kwargs, true, prompt, e);
+}
+
+static bool is_system(json_t *m)
+{
+    const char *role = json_string_value(json_object_get(m, "role"));
+    return role && !strcmp(role, "system");
+}
+
+/* msgs with every system turn after the first message folded into a leading system turn (new
+ * reference), or NULL when there is none to fold. */
+static json_t *fold_system_turns(json_t *msgs)
+{
+    size_t i;
+    json_t *m;
+    bool late = false;
+    json_array_foreach(msgs, i, m) late |= i > 0 && is_system(m);
+    if (!late) return NULL;
+    struct strbuf sys = {0};
+    json_t *rest = json_array();
+    json_array_foreach(msgs, i, m) {
+        if (!is_system(m)) {
+            json_array_append(rest, m);
+            continue;
+        }
+        if (sys.len) strbuf_puts(&sys, "\n\n");
+        const char *t = json_string_value(json_object_get(m, "content"));
+        strbuf_puts(&sys, t ? t : "");
+    }
+    json_array_insert_new(rest, 0, json_pack("{s:s,s:s}", "role", "system", "content", sys.data ? sys.data : ""));
+    strbuf_free(&sys);
+    return rest;
+}
+
+bool srv_render_ex(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, bool add_gen_prompt, char **prompt,
+                   struct api_error *e)
+{
     char *err = NULL;
-    enum status st = r->g->ops->render(r->g->self, msgs, tools, kwargs, true, prompt, &err);
+    enum status st = r->g->ops->render(r->g->self, msgs, tools, kwargs, add_gen_prompt, prompt, &err);
+    json_t *folded = st == STATUS_ETEMPLATE ? fold_system_turns(msgs) : NULL;
+    if (folded) {
+        // templates that allow a system turn only first (Gemma, Mistral...) get Claude Code's
+        // mid-conversation system turns joined into the leading one
+        LOG_INFO("req-%llu: the chat template refused a system turn after the first message (%s); folding the system turns into one",
+                 (unsigned long long)r->id, err ? err : "");
+        free(err);
+        err = NULL;
+        st = r->g->ops->render(r->g->self, folded, tools, kwargs, add_gen_prompt, prompt, &err);
+        json_decref(folded);
+    }
     if (st != STATUS_OK) *e = api_error_make(STATUS_ETEMPLATE, "messages", "chat template error: %s", err ? err : status_str(st));
     free(err);
     return st == STATUS_OK;
@@ -142,14 +221,14 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     for (int i = 0; i < n_sets; i++) {
         long long m;
         if (!param_prompt_fits(r, set_n[i], p->max_tokens, p->max_given, &m, e)) { free(own_ids); return false; }
-        if (!p->max_given && (i == 0 || m < max_tokens)) max_tokens = m;
+        if (i == 0 || m < max_tokens) max_tokens = m;
     }
     struct job_cfg jc = {
         .output = {
             .fmt = &g->fmt, .reasoning = p->reasoning,
             .start_in_think = p->reasoning && output_format_prompt_in_think(&g->fmt, p->prompt_text),
             .tool_family = p->family, .tools = p->tools, .stops = p->stops, .n_stops = p->n_stops,
-            .tool_id_prefix = p->tool_id_prefix,
+            .tool_id_prefix = p->tool_id_prefix, .max_tool_calls = p->max_tool_calls,
         },
         .want_logprobs = p->n_logprobs != 0,
     };
@@ -179,6 +258,10 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     req.base.sampling.bias = p->bias;
     req.base.sampling.n_bias = p->n_bias;
     req.base.n_logprobs = p->n_logprobs;
+    req.base.stop_ids = p->stop_ids;
+    req.base.n_stop_ids = p->n_stop_ids;
+    req.base.ignore_eos = p->ignore_eos;
+    req.base.min_tokens = p->min_tokens;
     char msg[256] = "";
     enum status st = job_submit(j, &req, cp, cn, msg, sizeof msg);
     free(cp);
@@ -211,4 +294,48 @@ bool srv_job_failed(struct req *r, enum MHD_Result *ret)
         }
     }
     return false;
+}
+
+bool srv_reasoning_effort(json_t *effort, const char *field, json_t *kwargs, struct api_error *e)
+{
+    if (!effort || json_is_null(effort)) return true;
+    static const char *const off[] = { "none", "minimal", "low", NULL }, *const on[] = { "medium", "high", NULL };
+    const char *v = json_string_value(effort);
+    for (const char *const *k = off; v && *k; k++)
+        if (!strcmp(v, *k)) {
+            // the template's switch (Qwen3's enable_thinking); an explicit chat_template_kwargs wins
+            if (!json_object_get(kwargs, "enable_thinking")) json_object_set_new(kwargs, "enable_thinking", json_false());
+            return true;
+        }
+    for (const char *const *k = on; v && *k; k++)
+        if (!strcmp(v, *k)) return true;
+    *e = api_error_make(STATUS_EINVAL, field, "'%s' must be none, minimal, low, medium or high", field);
+    return false;
+}
+
+bool srv_stop_token_ids(struct req *r, json_t *body, int32_t **ids, int *n, struct api_error *e)
+{
+    *ids = NULL;
+    *n = 0;
+    json_t *a = json_object_get(body, "stop_token_ids");
+    if (!a || json_is_null(a)) return true;
+    if (!json_is_array(a) || json_array_size(a) > 64) {
+        *e = api_error_make(STATUS_EINVAL, "stop_token_ids", "'stop_token_ids' must be an array of at most 64 token ids");
+        return false;
+    }
+    *ids = xcalloc(json_array_size(a) + 1, sizeof **ids);
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v) {
+        json_int_t id = json_is_integer(v) ? json_integer_value(v) : -1;
+        if (id < 0 || id >= r->g->n_vocab) {
+            *e = api_error_make(STATUS_EINVAL, "stop_token_ids", "'stop_token_ids[%zu]' is not a token id in [0, %d)", i,
+                                r->g->n_vocab);
+            free(*ids);
+            *ids = NULL;
+            return false;
+        }
+        (*ids)[(*n)++] = (int32_t)id;
+    }
+    return true;
 }

@@ -404,6 +404,24 @@ static bool common_fields(struct req *r, json_t *body, struct gen_params *p, boo
     return true;
 }
 
+/* vLLM's generation limits: stop_token_ids, ignore_eos, min_tokens (EOS and stop ids masked in
+ * the sampler until then; stop strings still end the output). */
+static bool gen_limits(struct req *r, json_t *body, struct gen_params *p, int32_t **stop_ids, struct api_error *e)
+{
+    long long min_tokens;
+    if (!srv_stop_token_ids(r, body, stop_ids, &p->n_stop_ids, e)) return false;
+    p->stop_ids = *stop_ids;
+    if (!param_bool(body, "ignore_eos", false, &p->ignore_eos, e)) return false;
+    if (!param_int(body, "min_tokens", 0, 1 << 30, 0, &min_tokens, e)) return false;
+    if (p->max_given && min_tokens > p->max_tokens) {
+        *e = api_error_make(STATUS_EINVAL, "min_tokens", "'min_tokens' (%lld) must not exceed max_tokens (%lld)", min_tokens,
+                            p->max_tokens);
+        return false;
+    }
+    p->min_tokens = (int)min_tokens;
+    return true;
+}
+
 /* ==== Chat ==== */
 
 /* Validates messages and returns a normalized copy for the template (content as text, tool call
@@ -419,6 +437,7 @@ static json_t *chat_messages(json_t *msgs, struct api_error *e)
     size_t i;
     json_t *m;
     char field[64];
+    bool last_media_only = false;   // the request ends with a user turn that is media alone
     json_array_foreach(msgs, i, m) {
         snprintf(field, sizeof field, "messages[%zu]", i);
         if (!json_is_object(m)) {
@@ -441,7 +460,10 @@ static json_t *chat_messages(json_t *msgs, struct api_error *e)
         char cf[80];
         snprintf(cf, sizeof cf, "%s.content", field);
         char *text;
-        if (!content_text(json_object_get(m, "content"), cf, is_asst, &text, e)) goto fail;
+        int n_media;
+        json_t *content = json_object_get(m, "content");
+        if (!content_text_media(content, cf, is_asst, &text, &n_media, e)) goto fail;
+        last_media_only = !strcmp(role, "user") && n_media && n_media == (int)json_array_size(content);
         json_t *nm = json_object();
         json_object_set_new(nm, "role", json_string(!strcmp(role, "developer") ? "system" : role));
         json_object_set_new(nm, "content", json_string(text));
@@ -490,6 +512,11 @@ static json_t *chat_messages(json_t *msgs, struct api_error *e)
             json_object_set_new(nm, "tool_call_id", json_string(tid));
         }
         json_array_append_new(out, nm);
+    }
+    if (last_media_only) {
+        *e = api_error_make(STATUS_EUNSUPPORTED, "messages",
+                            "the last user message holds only images or files, and this model reads text only");
+        goto fail;
     }
     json_decref(call_ids);
     return out;
@@ -554,6 +581,7 @@ enum MHD_Result api_openai_chat(struct req *r, json_t *body)
     struct logit_bias *bias = NULL;
     json_t *msgs = NULL, *kwargs = NULL, *tools = NULL;
     char *prompt = NULL;
+    int32_t *stop_ids = NULL;
     long long max_tokens, mct, top_lp;
     enum MHD_Result ret;
     if (!common_fields(r, body, &p, &stream, &include_usage, &bias, &e)) goto fail;
@@ -578,8 +606,20 @@ enum MHD_Result api_openai_chat(struct req *r, json_t *body)
     }
     if (!(msgs = chat_messages(json_object_get(body, "messages"), &e))) goto fail;
     kwargs = param_kwargs(r, ck);
-    if (!srv_render(r, msgs, use_tools ? tools : NULL, kwargs, &prompt, &e)) goto fail;
+    if (!srv_reasoning_effort(json_object_get(body, "reasoning_effort"), "reasoning_effort", kwargs, &e)) goto fail;
+    bool parallel, add_gen, cont_final;
+    if (!param_bool(body, "parallel_tool_calls", true, &parallel, &e)) goto fail;
+    if (!param_bool(body, "add_generation_prompt", true, &add_gen, &e)) goto fail;
+    if (!param_bool(body, "continue_final_message", false, &cont_final, &e)) goto fail;
+    if (cont_final) {
+        e = api_error_make(STATUS_EUNSUPPORTED, "continue_final_message",
+                           "'continue_final_message' is not supported by this server; end the conversation with a user turn");
+        goto fail;
+    }
+    if (!gen_limits(r, body, &p, &stop_ids, &e)) goto fail;
+    if (!srv_render_ex(r, msgs, use_tools ? tools : NULL, kwargs, add_gen, &prompt, &e)) goto fail;
     srv_chat_params(r, &p, prompt, &tools, use_tools, "call_");
+    p.max_tool_calls = parallel ? 0 : 1;
     if (!srv_start_job(r, &p, &e)) goto fail;
     ret = run(r, true, include_usage, stream, p.n);
     goto out;
@@ -587,6 +627,7 @@ fail:
     ret = srv_send_error(r, &e);
 out:
     free(bias);
+    free(stop_ids);
     free(prompt);
     json_decref(msgs);
     json_decref(kwargs);
@@ -606,6 +647,7 @@ enum MHD_Result api_openai_completions(struct req *r, json_t *body)
     long long max_tokens, lp, best_of;
     int32_t **sets = NULL;
     int *set_n = NULL, n_sets = 0;
+    int32_t *stop_ids = NULL;
     enum MHD_Result ret;
     if (!common_fields(r, body, &p, &stream, &include_usage, &bias, &e)) goto fail;
     if (!param_int(body, "max_tokens", 1, 1 << 30, 16, &max_tokens, &e)) goto fail;
@@ -616,6 +658,7 @@ enum MHD_Result api_openai_completions(struct req *r, json_t *body)
     if (!param_bool(body, "echo", false, &echo, &e)) goto fail;
     if (echo) { e = api_error_make(STATUS_EUNSUPPORTED, "echo", "'echo' is not supported"); goto fail; }
     if (!param_int(body, "best_of", 1, 1, 1, &best_of, &e)) goto fail;
+    if (!gen_limits(r, body, &p, &stop_ids, &e)) goto fail;
     json_t *suffix = json_object_get(body, "suffix");
     if (suffix && !json_is_null(suffix)) { e = api_error_make(STATUS_EUNSUPPORTED, "suffix", "'suffix' is not supported"); goto fail; }
     json_t *pr = json_object_get(body, "prompt");
@@ -670,5 +713,6 @@ out:
     free(sets);
     free(set_n);
     free(bias);
+    free(stop_ids);
     return ret;
 }

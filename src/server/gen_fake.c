@@ -66,6 +66,8 @@ struct fake_stream {
     int             n_logprobs;
     int32_t        *stop_ids;
     int             n_stop_ids;
+    bool            ignore_eos;
+    int             min_tokens;
     struct rng      rng;
     int             n_gen;
     const char     *word;             // current word being spelled, NULL between words
@@ -210,6 +212,12 @@ static enum status fake_render(void *self, json_t *messages, json_t *tools, json
             return STATUS_ETEMPLATE;
         }
         json_t *ct = json_object_get(m, "content");
+        if (i > 0 && !strcmp(role, "system") && json_is_true(json_object_get(kwargs, "fake_system_first_only"))) {
+            // as Gemma's and Mistral's templates refuse a system turn that is not the first
+            *err_msg = xstrdup("raise_exception raised: system message must be at the beginning");
+            strbuf_free(&sb);
+            return STATUS_ETEMPLATE;
+        }
         if (json_is_string(ct) && strstr(json_string_value(ct), "RAISE_TEMPLATE_ERROR")) {
             // what a template's raise_exception() looks like to the server
             *err_msg = xstrdup("raise_exception raised: this template refuses RAISE_TEMPLATE_ERROR");
@@ -265,6 +273,8 @@ static enum status fake_submit(void *self, const struct gen_req *req, void **out
     s->n_prompt = req->base.n_prompt;
     s->prompt = xmalloc((size_t)s->n_prompt * sizeof *s->prompt);
     memcpy(s->prompt, req->base.prompt, (size_t)s->n_prompt * sizeof *s->prompt);
+    s->ignore_eos = req->base.ignore_eos;
+    s->min_tokens = req->base.min_tokens;
     if (req->base.n_stop_ids) {
         s->stop_ids = xmalloc((size_t)req->base.n_stop_ids * sizeof *s->stop_ids);
         memcpy(s->stop_ids, req->base.stop_ids, (size_t)req->base.n_stop_ids * sizeof *s->stop_ids);
@@ -331,8 +341,13 @@ static enum status fake_next(void *stream, struct token_event *ev, int timeout_m
         int64_t now = clock_now_ns();
         if (now >= s->due_ns) {
             int32_t id = next_token(s);
-            bool eos = id == FAKE_EOS;
-            for (int i = 0; i < s->n_stop_ids; i++) eos |= id == s->stop_ids[i];
+            bool eos;
+            for (;;) {   // before min_tokens, an ending token is not drawn: the next id is
+                eos = id == FAKE_EOS && !s->ignore_eos;
+                for (int i = 0; i < s->n_stop_ids; i++) eos |= id == s->stop_ids[i];
+                if (!eos || s->n_gen >= s->min_tokens) break;
+                id = (id + 1) % FAKE_VOCAB;
+            }
             if (eos) { ev->done = true; ev->finish = FINISH_STOP_MATCHED; break; }
             ev->token = id;
             ev->has_token = true;

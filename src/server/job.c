@@ -128,6 +128,7 @@ static void keep_logprobs(struct job_choice *c, const struct token_event *ev)
 
 static void on_event(struct job *j, struct job_choice *c, const struct token_event *ev)
 {
+    c->n_cached = ev->n_cached;   // kept current by the engine: known from the first token on
     if (ev->has_token && !output_stop_string(c->out)) {
         double now = clock_now_s() - j->t_start_s;
         bool first = c->n_generated == 0;

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "server/server_int.h"
 #include "text/pyjson.h"
 
@@ -126,7 +127,7 @@ bool param_model(struct req *r, json_t *o, struct api_error *e)
     const char *m;
     if (!param_str(o, "model", false, &m, e)) return false;
     if (!m || !*m) return true;
-    if (!strcmp(m, r->s->served_name) || !strcmp(m, r->g->model_id)) return true;
+    if (srv_model_known(r->s, m) || !strcmp(m, r->g->model_id)) return true;
     *e = api_error_make(STATUS_ENOTFOUND, "model", "The model '%s' does not exist; this server serves '%s'", m,
                         r->s->served_name);
     return false;
@@ -153,11 +154,12 @@ bool param_prompt_fits(struct req *r, int n_prompt, long long max_tokens, bool m
                             n_prompt);
         return false;
     }
+    // max_tokens is a cap, not a demand: agents send 32k whatever the context; what does not fit
+    // is cut (finish_reason "length" when the output reaches it)
     if (max_given && n_prompt + max_tokens > n_ctx) {
-        *e = api_error_make(STATUS_ETOOLONG, "max_tokens",
-                            "This model's maximum context length is %d tokens; the prompt has %d tokens and "
-                            "max_tokens asks for %lld more (at most %d fit)", n_ctx, n_prompt, max_tokens, n_ctx - n_prompt);
-        return false;
+        LOG_DEBUG("max_tokens %lld clamped to the %d tokens left after a %d-token prompt", max_tokens, n_ctx - n_prompt,
+                  n_prompt);
+        max_tokens = n_ctx - n_prompt;
     }
     *max_out = max_given ? max_tokens : n_ctx - n_prompt;
     return true;

@@ -37,6 +37,7 @@ static const struct { const char *path; enum route route; const char *method; } 
     { "/v1/chat/completions", ROUTE_CHAT, "POST" },
     { "/v1/completions", ROUTE_COMPLETIONS, "POST" },
     { "/v1/messages", ROUTE_MESSAGES, "POST" },
+    { "/v1/responses", ROUTE_RESPONSES, "POST" },
     { "/v1/messages/count_tokens", ROUTE_COUNT_TOKENS, "POST" },
     { "/tokenize", ROUTE_TOKENIZE, "POST" },
     { "/detokenize", ROUTE_DETOKENIZE, "POST" },
@@ -282,24 +283,85 @@ static enum MHD_Result do_metrics(struct req *r)
     return ret;
 }
 
+/* ==== Model names ==== */
+
+/* The comma list of --served-model-name: names (the first is what responses say) and '*'. */
+static void served_names(struct server *s, const char *list)
+{
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == 1 && *p == '*') s->any_model = true;
+        else if (len) {
+            s->names = xrealloc(s->names, (size_t)(s->n_names + 1) * sizeof *s->names);
+            s->names[s->n_names++] = xstrndup(p, len);
+        }
+        p = end ? end + 1 : p + len;
+    }
+    s->served_name = s->n_names ? xstrdup(s->names[0]) : NULL;
+}
+
+bool srv_model_known(struct server *s, const char *id)
+{
+    if (s->any_model) return true;
+    for (int i = 0; i < s->n_names; i++)
+        if (!strcmp(id, s->names[i])) return true;
+    return false;
+}
+
+/* One model object; Anthropic's shape when the client sent anthropic-version. */
+/* One model entry; chat false: started with --no-chat-template (said in the OpenAI shape). */
+static void model_obj(struct strbuf *sb, const char *id, int n_ctx, bool chat, bool anthropic)
+{
+    time_t now = time(NULL);
+    if (anthropic) {
+        char when[32];
+        struct tm tm;
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+        jsonw_raw(sb, "{\"type\":\"model\",\"id\":");
+        jsonw_cstr(sb, id);
+        jsonw_raw(sb, ",\"display_name\":");
+        jsonw_cstr(sb, id);
+        strbuf_printf(sb, ",\"created_at\":\"%s\"}", when);
+        return;
+    }
+    jsonw_raw(sb, "{\"id\":");
+    jsonw_cstr(sb, id);
+    strbuf_printf(sb, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"cairn\"", (long long)now);
+    if (n_ctx > 0) strbuf_printf(sb, ",\"max_model_len\":%d", n_ctx);
+    if (!chat) jsonw_raw(sb, ",\"chat_template\":false,\"endpoints\":\"completions_only\"");
+    strbuf_putc(sb, '}');
+}
+
 static enum MHD_Result do_models(struct req *r)
 {
     struct gen *g = atomic_load(&r->s->g);
+    struct server *s = r->s;
+    int n_ctx = g ? g->n_ctx : 0;   // 0 while loading: the field is left out, never reported as 0
+    bool chat = !g || g->chat;
+    bool anthropic = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "anthropic-version") != NULL;
     struct strbuf sb = {0};
     const char *one = !strncmp(r->path, "/v1/models/", 11) ? r->path + 11 : NULL;
-    const char *name = r->s->served_name ? r->s->served_name : "";
-    if (one && strcmp(one, name)) {
+    if (one && !srv_model_known(s, one) && (!g || strcmp(one, g->model_id))) {
         struct api_error e = api_error_make(STATUS_ENOTFOUND, "model", "The model '%s' does not exist", one);
         return srv_send_error(r, &e);
     }
-    if (!one) jsonw_raw(&sb, "{\"object\":\"list\",\"data\":[");
-    jsonw_raw(&sb, "{\"id\":");
-    jsonw_cstr(&sb, name);
-    strbuf_printf(&sb, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"cairn\",\"max_model_len\":%d",
-                  (long long)time(NULL), g ? g->n_ctx : 0);
-    if (g && !g->chat) jsonw_raw(&sb, ",\"chat_template\":false,\"endpoints\":\"completions_only\"");
-    jsonw_raw(&sb, "}");
-    if (!one) jsonw_raw(&sb, "]}");
+    if (one) model_obj(&sb, one, n_ctx, chat, anthropic);
+    else {
+        jsonw_raw(&sb, anthropic ? "{\"data\":[" : "{\"object\":\"list\",\"data\":[");
+        for (int i = 0; i < s->n_names; i++) {
+            if (i) strbuf_putc(&sb, ',');
+            model_obj(&sb, s->names[i], n_ctx, chat, anthropic);
+        }
+        jsonw_raw(&sb, "]");
+        if (anthropic) {
+            jsonw_raw(&sb, ",\"has_more\":false,\"first_id\":");
+            jsonw_cstr(&sb, s->n_names ? s->names[0] : NULL);
+            jsonw_raw(&sb, ",\"last_id\":");
+            jsonw_cstr(&sb, s->n_names ? s->names[s->n_names - 1] : NULL);
+        }
+        jsonw_raw(&sb, "}");
+    }
     enum MHD_Result ret = srv_send_json(r, 200, sb.data, sb.len);
     strbuf_free(&sb);
     return ret;
@@ -412,6 +474,7 @@ static enum MHD_Result dispatch(struct req *r)
     case ROUTE_CHAT:         ret = api_openai_chat(r, body); break;
     case ROUTE_COMPLETIONS:  ret = api_openai_completions(r, body); break;
     case ROUTE_MESSAGES:     ret = api_anthropic_messages(r, body); break;
+    case ROUTE_RESPONSES:    ret = api_responses(r, body); break;
     case ROUTE_COUNT_TOKENS: ret = api_anthropic_count_tokens(r, body); break;
     case ROUTE_TOKENIZE:     ret = do_tokenize(r, body); break;
     case ROUTE_DETOKENIZE:   ret = do_detokenize(r, body); break;
@@ -580,7 +643,7 @@ enum status server_new(const struct server_cfg *cfg, struct server **out)
     s->host = xstrdup(cfg->host ? cfg->host : "127.0.0.1");
     s->api_key = cfg->api_key && *cfg->api_key ? xstrdup(cfg->api_key) : NULL;
     s->cors_origin = cfg->cors_origin ? xstrdup(cfg->cors_origin) : NULL;
-    s->served_name = cfg->served_model_name ? xstrdup(cfg->served_model_name) : NULL;
+    served_names(s, cfg->served_model_name);
     s->m = metrics_new();
     pthread_mutex_init(&s->mu, NULL);
     s->reasoning_mode = -1;
@@ -640,7 +703,11 @@ out_free:
 
 enum status server_set_gen(struct server *s, struct gen *g)
 {
-    if (!s->served_name) s->served_name = xstrdup(g->model_id);
+    if (!s->served_name) {
+        s->served_name = xstrdup(g->model_id);
+        s->names = xrealloc(s->names, (size_t)(s->n_names + 1) * sizeof *s->names);
+        s->names[s->n_names++] = xstrdup(g->model_id);
+    }
     atomic_store(&s->g, g);
     LOG_INFO("serving model '%s' (context %d tokens, tool parser %s, reasoning %s)", s->served_name, g->n_ctx,
              tool_family_name(srv_tool_family(s)), srv_reasoning(s) ? "on" : "off");
@@ -693,5 +760,7 @@ void server_free(struct server *s)
     free(s->api_key);
     free(s->cors_origin);
     free(s->served_name);
+    for (int i = 0; i < s->n_names; i++) free(s->names[i]);
+    free(s->names);
     free(s);
 }

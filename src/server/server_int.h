@@ -22,7 +22,10 @@
 
 struct server {
     struct server_cfg   cfg;
-    char               *host, *api_key, *served_name, *cors_origin;
+    char               *host, *api_key, *served_name, *cors_origin;   // served_name: the first name, what responses say
+    char              **names;               // every --served-model-name but '*'
+    int                 n_names;
+    bool                any_model;           // '*' given: every model id is answered
     json_t             *kwargs_default;      // object
     struct MHD_Daemon  *d;
     int                 port;
@@ -42,7 +45,7 @@ struct server {
 
 enum route {
     ROUTE_NONE = 0, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_MODELS, ROUTE_CHAT, ROUTE_COMPLETIONS,
-    ROUTE_MESSAGES, ROUTE_COUNT_TOKENS, ROUTE_TOKENIZE, ROUTE_DETOKENIZE,
+    ROUTE_MESSAGES, ROUTE_COUNT_TOKENS, ROUTE_TOKENIZE, ROUTE_DETOKENIZE, ROUTE_RESPONSES,
 };
 
 struct req {
@@ -86,6 +89,9 @@ bool            srv_peer_closed(struct req *r);
 bool            srv_wait_job(struct req *r);
 /* Request id, "chatcmpl-..." style. */
 void            srv_make_id(struct req *r, const char *prefix, char *out, size_t cap);
+/* Whether a request's model id is one this server answers to (a served name, the model's id, any
+ * id under '*'). */
+bool            srv_model_known(struct server *s, const char *id);
 /* Effective tool family / reasoning for this model. */
 enum tool_family srv_tool_family(struct server *s);
 bool            srv_reasoning(struct server *s);
@@ -97,6 +103,7 @@ enum MHD_Result api_openai_chat(struct req *r, json_t *body);
 enum MHD_Result api_openai_completions(struct req *r, json_t *body);
 enum MHD_Result api_anthropic_messages(struct req *r, json_t *body);
 enum MHD_Result api_anthropic_count_tokens(struct req *r, json_t *body);
+enum MHD_Result api_responses(struct req *r, json_t *body);
 
 /* Parameter validation (params.c): each returns true when absent (writes the default) or valid,
  * else fills *e with a 400 naming the field. */
@@ -112,7 +119,8 @@ bool param_sampling(json_t *o, struct sampling *sp, struct api_error *e);
 bool param_model(struct req *r, json_t *o, struct api_error *e);
 /* Template kwargs: server defaults overlaid with the request's object (new reference). */
 json_t *param_kwargs(struct req *r, json_t *req_kwargs);
-/* Tokenizes prompt text; EINVAL on failure, ETOOLONG (400 with counts) when it cannot fit. */
+/* EINVAL for an empty prompt, ETOOLONG (400 with the counts) when the prompt alone fills the
+ * context; *max_out: max_tokens clamped to what is left (all of it when not given). */
 bool param_prompt_fits(struct req *r, int n_prompt, long long max_tokens, bool max_given, long long *max_out,
                        struct api_error *e);
 
@@ -137,12 +145,17 @@ struct gen_params {
     bool               reasoning;
     const char        *tool_id_prefix;
     bool               add_special;     // encode prompt_text with BOS etc.
+    int                max_tool_calls;  // 0: any; 1: parallel_tool_calls false / disable_parallel_tool_use
+    const int32_t     *stop_ids;        // extra stop token ids (borrowed)
+    int                n_stop_ids;
+    bool               ignore_eos;
+    int                min_tokens;
 };
 /* Tokenizes, checks the context, submits; false with *e on failure. r->job is set on success. */
 bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e);
 /* How an API spells tools and tool_choice. */
 struct tool_api {
-    json_t            *(*convert)(json_t *tool, size_t i, struct api_error *e);   // -> OpenAI shape (new ref) or NULL
+    json_t            *(*convert)(json_t *tool, size_t i, struct api_error *e);   // -> OpenAI shape (new ref), json null to leave it out, or NULL
     const char        *(*choice_mode)(json_t *tool_choice, struct api_error *e);  // its mode, or NULL with *e
     const char          *not_array;         // message when "tools" is not an array
     const char *const   *constrained;       // modes that force a call (NULL-terminated): 400 until constrained decoding
@@ -154,6 +167,14 @@ bool srv_tools(json_t *body, const struct tool_api *api, json_t **out, bool *use
 /* Renders a chat prompt with the generation prompt added (tools: NULL unless they are used);
  * false with a 400 naming the template's message. */
 bool srv_render(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, char **prompt, struct api_error *e);
+/* srv_render with the choice of the generation prompt (add_generation_prompt: false). */
+bool srv_render_ex(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, bool add_gen_prompt, char **prompt,
+                   struct api_error *e);
+/* reasoning_effort (OpenAI) / reasoning.effort (Responses): none, minimal and low turn the
+ * template's thinking switch off in kwargs; medium and high leave it; other values are a 400. */
+bool srv_reasoning_effort(json_t *effort, const char *field, json_t *kwargs, struct api_error *e);
+/* vLLM's stop_token_ids: *ids (caller frees) of valid token ids, or a 400. */
+bool srv_stop_token_ids(struct req *r, json_t *body, int32_t **ids, int *n, struct api_error *e);
 /* A chat request's generation set-up: the rendered prompt, its tools (*tools moves to r->tools),
  * the model's tool family when use_tools, reasoning as the model and --reasoning-parser say. */
 void srv_chat_params(struct req *r, struct gen_params *p, const char *prompt, json_t **tools, bool use_tools,
@@ -163,5 +184,13 @@ bool srv_job_failed(struct req *r, enum MHD_Result *ret);
 /* Text of a content value: a string, or the concatenated "text" of an array of text parts.
  * false with *e (naming field) for other shapes or part types. Caller frees *out. */
 bool content_text(json_t *content, const char *field, bool allow_null, char **out, struct api_error *e);
+/* content_text, also counting the media parts (images, documents, audio) it replaced by a short
+ * placeholder (the models served are text-only; the history must keep working). */
+bool content_text_media(json_t *content, const char *field, bool allow_null, char **out, int *n_media,
+                        struct api_error *e);
+/* Whether a content part type is media (image, document, file, audio) in either API. */
+bool content_is_media(const char *type);
+/* Appends the placeholder of a media part and logs a warning. */
+void content_media_placeholder(struct strbuf *out, const char *type);
 
 #endif

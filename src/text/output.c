@@ -66,6 +66,9 @@ struct output {
     struct toolparse   *tp_content;      // NULL: no tool parsing
     struct toolparse   *tp_reason;
     int                 n_calls;
+    int                 n_calls_done;
+    bool                calls_capped;    // max_tool_calls calls ended: nothing more is emitted
+    struct strbuf       ws_held;         // whitespace after a tool call, until text follows
     bool                stop_matched;
     bool                finished;
     struct rng          rng;             // tool-call ids
@@ -93,6 +96,7 @@ static struct output_ev *ev_push(struct output_ev **arr, int *n, int *cap)
 static void add_event(struct output *o, enum output_ev_kind kind, int idx, const char *text, size_t len,
                       const char *name, const char *id)
 {
+    if (o->calls_capped) return;   // past the last call allowed: the rest of the output is dropped
     if (o->drained) {
         o->n_evs = 0;
         o->drained = false;
@@ -134,12 +138,30 @@ static void add_event(struct output *o, enum output_ev_kind kind, int idx, const
 
 /* ==== Stages ==== */
 
+static bool is_space(const char *t, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (t[i] != ' ' && t[i] != '\n' && t[i] != '\r' && t[i] != '\t') return false;
+    return true;
+}
+
 static void on_tool(struct output *o, bool reasoning, const struct tp_event *ev)
 {
     switch (ev->kind) {
-    case TP_TEXT:
-        add_event(o, reasoning ? OUTPUT_REASONING : OUTPUT_CONTENT, 0, ev->text, ev->len, NULL, NULL);
+    case TP_TEXT: {
+        // after a tool call, the whitespace at the end of text is the format's (between or after
+        // calls), not an answer: held until more text follows, dropped when none does
+        size_t keep = ev->len;
+        if (!reasoning && o->n_calls_done)
+            while (keep && is_space(ev->text + keep - 1, 1)) keep--;
+        if (keep && !reasoning && o->ws_held.len) {
+            add_event(o, OUTPUT_CONTENT, 0, o->ws_held.data, o->ws_held.len, NULL, NULL);
+            strbuf_clear(&o->ws_held);
+        }
+        if (keep) add_event(o, reasoning ? OUTPUT_REASONING : OUTPUT_CONTENT, 0, ev->text, keep, NULL, NULL);
+        if (keep < ev->len) strbuf_append(&o->ws_held, ev->text + keep, ev->len - keep);
         break;
+    }
     case TP_CALL_START: {
         static const char alnum[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         char id[48];
@@ -150,7 +172,11 @@ static void on_tool(struct output *o, bool reasoning, const struct tp_event *ev)
         break;
     }
     case TP_CALL_ARGS: add_event(o, OUTPUT_TOOL_ARGS, ev->index, ev->text, ev->len, NULL, NULL); break;
-    case TP_CALL_END:  add_event(o, OUTPUT_TOOL_END, ev->index, NULL, 0, NULL, NULL); break;
+    case TP_CALL_END:
+        add_event(o, OUTPUT_TOOL_END, ev->index, NULL, 0, NULL, NULL);
+        o->n_calls_done++;
+        o->calls_capped = o->cfg.max_tool_calls && o->n_calls_done >= o->cfg.max_tool_calls;
+        break;
     }
 }
 
@@ -199,7 +225,7 @@ bool output_push_text(struct output *o, const char *text, size_t len)
     stopstr_feed(&o->ss, text, len, &safe);
     feed_safe(o, safe.data, safe.len);
     strbuf_free(&safe);
-    o->stop_matched = o->ss.hit;
+    o->stop_matched = o->ss.hit || o->calls_capped;
     return o->stop_matched;
 }
 
@@ -263,6 +289,7 @@ void output_free(struct output *o)
     reasoning_free(o->rs);
     toolparse_free(o->tp_content);
     toolparse_free(o->tp_reason);
+    strbuf_free(&o->ws_held);
     free_evs(o->evs, o->cap_evs);
     free_evs(o->blocks, o->cap_blocks);
     free(o);

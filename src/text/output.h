@@ -79,12 +79,15 @@ struct output_cfg {
     int                         n_stops;
     const char                 *tool_id_prefix;  // "call_" (default) or "toolu_"
     uint64_t                    id_seed;         // tool-call ids
+    int                         max_tool_calls;  // 0: any number; else the output ends after that many calls
+                                                 // (push returns true as for a stop string; no text follows)
 };
 
 struct output;
 
 struct output *output_new(const struct output_cfg *cfg);
-/* One generated token. Returns true exactly once: when a stop string matched in the text so far;
+/* One generated token. Returns true exactly once: when a stop string matched in the text so far
+ * (or max_tool_calls calls ended);
  * the caller then ends the request (engine_end_on_stop_string). Tokens after that are ignored. */
 bool output_push_token(struct output *o, int32_t id);
 /* Detokenized text, as output_push_token would produce it (for tests and text-only callers). */

@@ -384,7 +384,18 @@ TEST(stop_ids_eos_logprobs)
     g4.sampling.bias = &eos_bias;
     g4.sampling.n_bias = 1;
     g4.ignore_eos = false;
-    struct token_stream *t1, *t2, *t3, *t4;
+    struct gen_request g5 = greedy_req(p, 30, 6);   // min_tokens: EOS (forced) masked for 3 tokens, then it stops
+    g5.sampling.bias = &eos_bias;
+    g5.sampling.n_bias = 1;
+    g5.min_tokens = 3;
+    g5.ignore_eos = false;
+    struct gen_request g6 = greedy_req(p, 30, 12);  // min_tokens past the stop id: the stop id is masked too
+    g6.stop_ids = &want[k];
+    g6.n_stop_ids = 1;
+    g6.min_tokens = k + 1;
+    struct token_stream *t1, *t2, *t3, *t4, *t5, *t6;
+    ASSERT(engine_submit(e, &g5, &t5) == STATUS_OK);
+    ASSERT(engine_submit(e, &g6, &t6) == STATUS_OK);
     ASSERT(engine_submit(e, &g1, &t1) == STATUS_OK);
     ASSERT(engine_submit(e, &g2, &t2) == STATUS_OK);
     ASSERT(engine_submit(e, &g3, &t3) == STATUS_OK);
@@ -413,6 +424,20 @@ TEST(stop_ids_eos_logprobs)
     EXPECT(n_ev == 5 && lp_ok);
     n = drain(t4, got, 16, &last, &done);
     EXPECT(done && n == 0 && last.finish == FINISH_STOP_MATCHED && last.stop_token == g_m->hp.eos_ids[0] && !last.has_token);
+    n = drain(t5, got, 16, &last, &done);
+    bool no_eos = true;
+    for (int i = 0; i < n; i++) no_eos &= got[i] != g_m->hp.eos_ids[0];
+    EXPECTF(done && n == 3 && no_eos && last.finish == FINISH_STOP_MATCHED && last.stop_token == g_m->hp.eos_ids[0], "min_tokens: n %d", n);
+    n = drain(t6, got, 16, &last, &done);
+    bool stop_masked = true;
+    for (int i = 0; i < n && i <= k; i++) stop_masked &= got[i] != want[k];
+    EXPECTF(done && n >= k + 1 && stop_masked, "min_tokens past a stop id: n %d k %d", n, k);
+    struct gen_request g7 = greedy_req(p, 30, 3);
+    g7.min_tokens = -1;
+    struct token_stream *t7;
+    EXPECT(engine_submit(e, &g7, &t7) == STATUS_EINVAL);
+    token_stream_release(t5);
+    token_stream_release(t6);
     token_stream_release(t1);
     token_stream_release(t2);
     token_stream_release(t3);

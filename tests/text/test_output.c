@@ -191,8 +191,13 @@ static const struct tcase cases[] = {
     // blocks hold them whole
     { "Checking.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n"
       "<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>", { NULL, NULL }, true, false, TOOL_FAMILY_HERMES,
-      "C[Checking.\n]S0:get_weather A0[{\"city\": \"Paris\"}] E0 C[\n]S1:now A1[{}] E1 ",
-      "C[Checking.\n]T0:get_weather({\"city\": \"Paris\"})C[\n]T1:now({})", NULL },
+      // the newline between the calls is the format's: it never becomes content (issue 18)
+      "C[Checking.\n]S0:get_weather A0[{\"city\": \"Paris\"}] E0 S1:now A1[{}] E1 ",
+      "C[Checking.\n]T0:get_weather({\"city\": \"Paris\"})T1:now({})", NULL },
+    // text after a call keeps the whitespace before it; whitespace before the next call or the end is dropped
+    { "<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>\nDone.\n<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>\n\n",
+      { NULL, NULL }, true, false, TOOL_FAMILY_HERMES,
+      "S0:now A0[{}] E0 C[\nDone.]S1:now A1[{}] E1 ", "T0:now({})C[\nDone.]T1:now({})", NULL },
     // a call inside the think block is still a call
     { "<think>I need it. <tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 1}}</tool_call></think>Calling.",
       { NULL, NULL }, true, false, TOOL_FAMILY_HERMES,

@@ -5,6 +5,7 @@
 
 #include "base/log.h"
 #include "server/server_int.h"
+#include "text/constraint.h"
 
 bool content_text(json_t *content, const char *field, bool allow_null, char **out, struct api_error *e)
 {
@@ -144,10 +145,22 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
         if (!param_prompt_fits(r, set_n[i], p->max_tokens, p->max_given, &m, e)) { free(own_ids); return false; }
         if (!p->max_given && (i == 0 || m < max_tokens)) max_tokens = m;
     }
+    bool after_think = p->reasoning && output_format_prompt_in_think(&g->fmt, p->prompt_text);
+    if (p->grammar) {
+        // the stop token and, when the constraint waits for the reasoning block to close, its marker
+        long long need = (long long)constraint_grammar_min_bytes(p->grammar) + 1 + (after_think ? 1 : 0);
+        if (need > max_tokens) {
+            *e = api_error_make(STATUS_EINVAL, p->max_given ? "max_tokens" : p->grammar_field,
+                                "the shortest output that satisfies '%s' needs %lld tokens, but max_tokens is %lld%s",
+                                p->grammar_field, need, max_tokens, p->max_given ? "" : " (what the context leaves)");
+            free(own_ids);
+            return false;
+        }
+    }
     struct job_cfg jc = {
         .output = {
             .fmt = &g->fmt, .reasoning = p->reasoning,
-            .start_in_think = p->reasoning && output_format_prompt_in_think(&g->fmt, p->prompt_text),
+            .start_in_think = after_think,
             .tool_family = p->family, .tools = p->tools, .stops = p->stops, .n_stops = p->n_stops,
             .tool_id_prefix = p->tool_id_prefix,
         },
@@ -179,6 +192,8 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     req.base.sampling.bias = p->bias;
     req.base.sampling.n_bias = p->n_bias;
     req.base.n_logprobs = p->n_logprobs;
+    req.grammar = p->grammar;
+    req.grammar_after_think = after_think;
     char msg[256] = "";
     enum status st = job_submit(j, &req, cp, cn, msg, sizeof msg);
     free(cp);
@@ -191,6 +206,7 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
         else if (st == STATUS_ETOOLONG)
             *e = api_error_make(st, "messages", "the prompt does not fit: %s", msg[0] ? msg : "longer than the context or the KV cache");
         else if (st == STATUS_EINVAL) *e = api_error_make(st, NULL, "invalid generation parameters%s%s", msg[0] ? ": " : "", msg);
+        else if (st == STATUS_EUNSUPPORTED) *e = api_error_make(st, p->grammar_field, "%s", msg[0] ? msg : status_str(st));
         else *e = api_error_make(st, NULL, "generation failed: %s", status_str(st));
         return false;
     }

@@ -13,6 +13,7 @@
 #include <microhttpd.h>
 
 #include "base/mem.h"
+#include "server/constrain.h"
 #include "server/errors.h"
 #include "server/gen.h"
 #include "server/job.h"
@@ -35,6 +36,7 @@ struct server {
     enum tool_family    family;
     bool                family_forced;
     int                 reasoning_mode;      // -1 auto, 0 off, 1 on
+    struct grammar_cache *grammars;          // compiled output constraints by source hash (constrain.h)
     pthread_mutex_t     mu;                  // jobs registry
     struct req        **live;
     int                 n_live, cap_live;
@@ -137,6 +139,8 @@ struct gen_params {
     bool               reasoning;
     const char        *tool_id_prefix;
     bool               add_special;     // encode prompt_text with BOS etc.
+    struct constraint_grammar *grammar; // output constraint (a reference; NULL: none), from grammar_field
+    const char        *grammar_field;
 };
 /* Tokenizes, checks the context, submits; false with *e on failure. r->job is set on success. */
 bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e);

@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "server/jsonw.h"
 #include "server/server_int.h"
+#include "text/constraint.h"
 
 enum blk { BLK_NONE = 0, BLK_TEXT, BLK_THINKING, BLK_TOOL };
 
@@ -421,6 +422,7 @@ enum MHD_Result api_anthropic_messages(struct req *r, json_t *body)
     if (!param_stops(body, "stop_sequences", p.stops, &p.n_stops, &e)) goto fail;
     if (!anth_render(r, body, &prompt, &tools, &use_tools, &e)) goto fail;
     srv_chat_params(r, &p, prompt, &tools, use_tools, "toolu_");
+    if (!srv_tool_constraint(r, body, &anth_tool_api, &p, &e)) goto fail;
     p.n = 1;
     p.max_tokens = max_tokens;
     p.max_given = true;
@@ -439,6 +441,7 @@ enum MHD_Result api_anthropic_messages(struct req *r, json_t *body)
 fail:
     ret = srv_send_error(r, &e);
 out:
+    constraint_grammar_free(p.grammar);
     json_decref(tools);
     free(prompt);
     return ret;

@@ -51,18 +51,47 @@ static bool tool_choice(json_t *body, const struct tool_api *api, bool have_tool
     json_t *tc = json_object_get(body, "tool_choice");
     const char *mode = tc && !json_is_null(tc) ? api->choice_mode(tc, e) : "auto";
     if (!mode) return false;
-    for (const char *const *c = api->constrained; *c; c++)
-        if (!strcmp(mode, *c)) {
-            *e = api_error_make(STATUS_EUNSUPPORTED, "tool_choice",
-                                "tool_choice '%s' needs constrained decoding, which this server does not support yet; use 'auto' or 'none'",
-                                mode);
-            return false;
-        }
-    if (strcmp(mode, "auto") && strcmp(mode, "none")) {
+    bool forced = false;
+    for (const char *const *c = api->constrained; *c; c++) forced = forced || !strcmp(mode, *c);
+    if (forced && !have_tools) {
+        *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice '%s' forces a tool call but no tools are given", mode);
+        return false;
+    }
+    if (!forced && strcmp(mode, "auto") && strcmp(mode, "none")) {
         *e = api_error_make(STATUS_EINVAL, "tool_choice", "%s", api->invalid_choice);
         return false;
     }
-    *use = have_tools && !strcmp(mode, "auto");
+    *use = have_tools && strcmp(mode, "none");
+    return true;
+}
+
+bool srv_tool_constraint(struct req *r, json_t *body, const struct tool_api *api, struct gen_params *p,
+                         struct api_error *e)
+{
+    json_t *tc = json_object_get(body, "tool_choice");
+    if (!tc || json_is_null(tc) || !p->tools) return true;
+    const char *mode = api->choice_mode(tc, e);
+    if (!mode) return false;
+    bool forced = false;
+    for (const char *const *c = api->constrained; *c; c++) forced = forced || !strcmp(mode, *c);
+    if (!forced) return true;
+    if (p->grammar) {
+        *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice '%s' and '%s' both constrain the output; give one",
+                            mode, p->grammar_field);
+        return false;
+    }
+    // the one tool: OpenAI {"function": {"name"}}, Anthropic {"name"}
+    const char *only = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
+    if (!only && json_is_object(tc) && json_object_get(tc, "name")) only = json_string_value(json_object_get(tc, "name"));
+    if (json_is_object(tc) && !only && (!strcmp(mode, "named") || !strcmp(mode, "tool"))) {
+        *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice '%s' needs the tool's name", mode);
+        return false;
+    }
+    json_t *ptc = json_object_get(body, "parallel_tool_calls");
+    bool parallel = !json_is_false(ptc) && !json_is_true(json_object_get(tc, "disable_parallel_tool_use"));
+    if (only) parallel = false;   // a named tool is called once
+    if (!srv_tool_grammar(r->s->grammars, p->family, p->tools, only, parallel, &p->grammar, e)) return false;
+    p->grammar_field = "tool_choice";
     return true;
 }
 

@@ -3,9 +3,9 @@
  *
  * Tool calls stream as OpenAI deltas: the first delta of a call carries index, id, type and name
  * with empty arguments, the next ones argument pieces. response_format and the vLLM / llama.cpp
- * constraint fields are read by constrain.c; tool_choice "required" or a named function need
- * constrained decoding through the tool envelope: 400 until it exists,
- * never silently ignored.
+ * constraint fields are read by constrain.c; tool_choice "required" or a named function (and
+ * parallel_tool_calls: false) are enforced through the model's tool-call envelope
+ * (srv_tool_constraint), never silently ignored.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -563,6 +563,7 @@ enum MHD_Result api_openai_chat(struct req *r, json_t *body)
     kwargs = param_kwargs(r, ck);
     if (!srv_render(r, msgs, use_tools ? tools : NULL, kwargs, &prompt, &e)) goto fail;
     srv_chat_params(r, &p, prompt, &tools, use_tools, "call_");
+    if (!srv_tool_constraint(r, body, &chat_tool_api, &p, &e)) goto fail;
     if (!srv_start_job(r, &p, &e)) goto fail;
     ret = run(r, true, include_usage, stream, p.n);
     goto out;

@@ -308,3 +308,76 @@ bool srv_constraint_parse(struct grammar_cache *gc, json_t *body, struct constra
     *field = given[0];
     return one_field(gc, given[0], vals[0], out, e);
 }
+
+/* ==== Forced tool calls ==== */
+
+/* s as a GBNF string literal's contents. */
+static void gbnf_escape(struct strbuf *sb, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') strbuf_printf(sb, "\\%c", *p);
+        else if (*p < 0x20) strbuf_printf(sb, "\\x%02x", *p);
+        else strbuf_putc(sb, (char)*p);
+    }
+}
+
+bool srv_tool_grammar(struct grammar_cache *gc, enum tool_family family, json_t *tools, const char *only,
+                      bool parallel, struct constraint_grammar **out, struct api_error *e)
+{
+    *out = NULL;
+    if (family != TOOL_FAMILY_HERMES) {
+        *e = api_error_make(STATUS_EUNSUPPORTED, "tool_choice",
+                            "a forced tool call is enforced for the hermes tool-call format only; this model uses '%s'",
+                            tool_family_name(family));
+        return false;
+    }
+    struct strbuf rules = {0}, alts = {0};
+    size_t i;
+    json_t *t;
+    int n = 0;
+    json_array_foreach(tools, i, t) {
+        json_t *fn = json_object_get(t, "function");
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        if (!name || (only && strcmp(name, only))) continue;
+        json_t *params = json_object_get(fn, "parameters");
+        char *schema = params && json_is_object(params) ? json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        char prefix[32], err[512] = "";
+        snprintf(prefix, sizeof prefix, "t%zu-", i);
+        char *args = NULL;
+        enum status st = constraint_json_schema_gbnf(schema, schema ? strlen(schema) : 0, NULL, prefix, &args, err, sizeof err);
+        free(schema);
+        if (st != STATUS_OK) {
+            strbuf_free(&rules);
+            strbuf_free(&alts);
+            *e = api_error_make(st == STATUS_EUNSUPPORTED ? st : STATUS_EINVAL, "tools",
+                                "tools[%zu] ('%s') parameters: %s", i, name, err[0] ? err : status_str(st));
+            return false;
+        }
+        // {"name": "<name>", "arguments": <args>}: the spelling Hermes templates render
+        json_t *js = json_string(name);
+        char *quoted = json_dumps(js, JSON_ENCODE_ANY);
+        json_decref(js);
+        strbuf_printf(&alts, "%st%zu", n ? " | " : "", i);
+        strbuf_printf(&rules, "t%zu ::= \"{\\\"name\\\": ", i);
+        gbnf_escape(&rules, quoted);
+        strbuf_printf(&rules, ", \\\"arguments\\\": \" t%zu-root \"}\"\n%s\n", i, args);
+        free(quoted);
+        free(args);
+        n++;
+    }
+    if (n == 0) {
+        strbuf_free(&rules);
+        strbuf_free(&alts);
+        *e = api_error_make(STATUS_EINVAL, "tool_choice", only ? "tool_choice names '%s', which is not in tools"
+                                                               : "tool_choice forces a tool call but no tools are given%s", only ? only : "");
+        return false;
+    }
+    struct strbuf g = {0};
+    strbuf_printf(&g, "root ::= call%s\ncall ::= \"<tool_call>\\n\" ( %s ) \"\\n</tool_call>\"\n%s",
+                  parallel ? " (\"\\n\" call)*" : "", alts.data, rules.data);
+    strbuf_free(&rules);
+    strbuf_free(&alts);
+    bool ok = compile(gc, SRC_GBNF, g.data, "tool_choice", out, e);
+    strbuf_free(&g);
+    return ok;
+}

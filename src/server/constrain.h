@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 #include "server/errors.h"
+#include "text/toolparse.h"
 
 struct constraint_grammar;
 struct grammar_cache;
@@ -39,5 +40,13 @@ void                  grammar_cache_counts(struct grammar_cache *gc, int *n_entr
  * the name of the field it came from (*field, static); false with a 400 in *e. */
 bool srv_constraint_parse(struct grammar_cache *gc, json_t *body, struct constraint_grammar **out, const char **field,
                           struct api_error *e);
+
+/* A forced tool call (tool_choice required / named, Anthropic any / tool) as the model family's
+ * envelope: Hermes "<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>", one call or
+ * (parallel) several separated by a newline, each call's arguments under its tool's parameters
+ * schema (tools: OpenAI-shape array). only: the one tool allowed, NULL for any. EUNSUPPORTED
+ * (400) for other families. */
+bool srv_tool_grammar(struct grammar_cache *gc, enum tool_family family, json_t *tools, const char *only,
+                      bool parallel, struct constraint_grammar **out, struct api_error *e);
 
 #endif

@@ -149,12 +149,16 @@ struct tool_api {
     json_t            *(*convert)(json_t *tool, size_t i, struct api_error *e);   // -> OpenAI shape (new ref) or NULL
     const char        *(*choice_mode)(json_t *tool_choice, struct api_error *e);  // its mode, or NULL with *e
     const char          *not_array;         // message when "tools" is not an array
-    const char *const   *constrained;       // modes that force a call (NULL-terminated): 400 until constrained decoding
+    const char *const   *constrained;       // modes that force a call (NULL-terminated): srv_tool_constraint
     const char          *invalid_choice;    // message for any other mode but auto and none
 };
 /* The request's "tools" (absent or null: none), converted for the templates (*out: a new array,
  * NULL when empty), and its tool_choice. *use: tools given and tool_choice auto. */
 bool srv_tools(json_t *body, const struct tool_api *api, json_t **out, bool *use, struct api_error *e);
+/* After srv_chat_params: a tool_choice that forces a call (api->constrained modes) becomes the
+ * tool-call envelope grammar in p->grammar (a reference the caller frees); false with a 400. */
+bool srv_tool_constraint(struct req *r, json_t *body, const struct tool_api *api, struct gen_params *p,
+                         struct api_error *e);
 /* Renders a chat prompt with the generation prompt added (tools: NULL unless they are used);
  * false with a 400 naming the template's message. */
 bool srv_render(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, char **prompt, struct api_error *e);

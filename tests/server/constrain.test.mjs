@@ -109,6 +109,52 @@ for (const [what, fields, ok] of extra) {
   check(/^(true|false)$/.test(r.choices[0].text), 'completions guided_regex', r.choices[0].text);
 }
 
+// forced tool calls through the Hermes envelope: tool_choice required / named,
+// parallel_tool_calls false; Anthropic any / tool. Arguments validate against each tool's parameters.
+const TOOLS = [
+  { type: 'function', function: { name: 'get_weather', parameters: { type: 'object', additionalProperties: false, required: ['city', 'unit'],
+    properties: { city: { type: 'string', maxLength: 16 }, unit: { enum: ['c', 'f'] } } } } },
+  { type: 'function', function: { name: 'add', parameters: { type: 'object', required: ['a', 'b'], additionalProperties: false,
+    properties: { a: { type: 'integer' }, b: { type: 'integer' } } } } },
+];
+const paramsOf = Object.fromEntries(TOOLS.map((t) => [t.function.name, t.function.parameters]));
+function validCalls(calls, what, { only, max } = {}) {
+  if (!check(Array.isArray(calls) && calls.length >= 1, `${what}: a tool call`, calls)) return;
+  if (max) check(calls.length <= max, `${what}: at most ${max} call(s)`, calls.length);
+  for (const c of calls) {
+    const name = c.function?.name ?? c.name;
+    let args = c.function ? undefined : c.input;
+    if (c.function) { try { args = JSON.parse(c.function.arguments); } catch { args = undefined; } }
+    check(paramsOf[name] && (!only || name === only), `${what}: tool ${name}`, c);
+    if (paramsOf[name]) check(ajv.validate(paramsOf[name], args), `${what}: arguments valid`, { name, args, errors: ajv.errors });
+  }
+}
+for (let seed = 0; seed < SEEDS; seed++) {
+  const req = { model: 'default', messages: [{ role: 'user', content: 'Weather in Paris?' }], tools: TOOLS, temperature: 1, seed, max_tokens: 120 };
+  const r1 = await client.chat.completions.create({ ...req, tool_choice: 'required' });
+  check(r1.choices[0].finish_reason === 'tool_calls', `required seed ${seed}: finish tool_calls`, r1.choices[0]);
+  validCalls(r1.choices[0].message.tool_calls, `required seed ${seed}`);
+  const r2 = await client.chat.completions.create({ ...req, tool_choice: { type: 'function', function: { name: 'add' } } });
+  validCalls(r2.choices[0].message.tool_calls, `named seed ${seed}`, { only: 'add', max: 1 });
+  const r3 = await client.chat.completions.create({ ...req, tool_choice: 'required', parallel_tool_calls: false });
+  validCalls(r3.choices[0].message.tool_calls, `parallel_tool_calls false seed ${seed}`, { max: 1 });
+}
+{
+  const { default: Anthropic } = await import('@anthropic-ai/sdk');
+  const an = new Anthropic({ baseURL: srv.url, apiKey: 'none', maxRetries: 0 });
+  const atools = TOOLS.map((t) => ({ name: t.function.name, input_schema: t.function.parameters }));
+  for (let seed = 0; seed < 2; seed++) {
+    const base = { model: 'default', max_tokens: 120, temperature: 1, tools: atools, messages: [{ role: 'user', content: 'Add 2 and 3' }] };
+    const a1 = await an.messages.create({ ...base, tool_choice: { type: 'any' } });
+    validCalls(a1.content.filter((b) => b.type === 'tool_use'), `anthropic any seed ${seed}`);
+    check(a1.stop_reason === 'tool_use', `anthropic any seed ${seed}: stop_reason tool_use`, a1.stop_reason);
+    const a2 = await an.messages.create({ ...base, tool_choice: { type: 'tool', name: 'get_weather' } });
+    validCalls(a2.content.filter((b) => b.type === 'tool_use'), `anthropic tool seed ${seed}`, { only: 'get_weather', max: 1 });
+  }
+}
+await expect400({ tools: TOOLS, tool_choice: { type: 'function', function: { name: 'nope' } } }, 'nope', 'named tool not in tools');
+await expect400({ tools: TOOLS, tool_choice: 'required', response_format: { type: 'json_object' } }, 'both', 'tool_choice + response_format');
+
 // bad input: 400s that name the cause; the server keeps serving
 async function expect400(body, needle, what) {
   const r = await request(srv.port, 'POST', '/v1/chat/completions', { model: 'default', messages, max_tokens: 50, ...body });

@@ -464,14 +464,20 @@ static void sample_outputs(struct engine *e, const struct tensor *logits)
 
 /* ==== Constrained rows ==== */
 
-/* Sets the logits of the ids r may not sample next to -inf: before its constraint starts, only
- * the start token once the budget left is just enough for the shortest constrained output; after,
+/* Sets the logits of the ids r may not sample next to -inf: before its constraint starts, no stop
+ * id, and only the start token once the budget left is just enough for the shortest constrained
+ * output; after,
  * what the mask allows (ids past the constraint's vocabulary never). EINVAL: nothing is allowed
  * (the mask came back empty or failed), which ends the request rather than sampling garbage. */
 static enum status constrain_row(struct engine *e, struct request *r, float *row)
 {
     int n = e->n_vocab;
     if (r->cons_after >= 0) {
+        // the output may not end before its constrained part
+        for (int i = 0; i < e->m->hp.n_eos; i++)
+            if (e->m->hp.eos_ids[i] >= 0 && e->m->hp.eos_ids[i] < n) row[e->m->hp.eos_ids[i]] = -INFINITY;
+        for (int i = 0; i < r->n_stop_ids; i++)
+            if (r->stop_ids[i] >= 0 && r->stop_ids[i] < n) row[r->stop_ids[i]] = -INFINITY;
         int left = r->max_gen - r->n_gen;
         if (left > constraint_min_tokens_to_finish(r->cons) + 2) return STATUS_OK;   // + </think> + the stop id
         for (int i = 0; i < n; i++)

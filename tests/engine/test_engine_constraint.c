@@ -306,6 +306,9 @@ TEST(deferred_after_think)
         struct job j;
         job_init(&j, 90 + (uint64_t)s, 12 + s, constraint_new(g, g_vocab), 1.0f);
         j.g.constraint_after = THINK_END;
+        // odd seeds: the model wants to stop at once; it may not before the constrained part
+        struct logit_bias eos_bias = { .id = STOP_ID, .bias = 100.0f };
+        if (s % 2) j.g.sampling.bias = &eos_bias, j.g.sampling.n_bias = 1;
         struct job *p = &j;
         run_jobs(e, &p, 1);
         int at = -1;

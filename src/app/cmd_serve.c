@@ -284,6 +284,7 @@ int cmd_serve(int argc, char **argv)
     rc = 0;
 out:
     server_free(srv);          // joins every connection thread; no request uses g after this
+    if (eng) engine_shutdown(eng);   // before gen_free: the engine thread may still use g's constraint vocabulary
     if (served != g) gen_free(served);
     gen_script_free(script);
     gen_free(g);

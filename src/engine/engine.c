@@ -8,6 +8,9 @@
  * Logits: rows of plain greedy requests (temperature 0, no penalties, no bias, no logprobs) are
  * reduced on the backend with argmax (no [n, vocab] download: matters on the GPU); other rows are
  * downloaded one by one into a preallocated host buffer and go through the sampler.
+ * Constrained rows (gen_request.constraint) always take the host path: their mask (computed by the
+ * mask worker while the forward pass runs) sets disallowed logits to -inf before the sampler, so
+ * penalties, temperature, top-k/p and logprobs all see only allowed tokens.
  */
 #include "engine/engine.h"
 
@@ -21,6 +24,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "engine/engine_int.h"
+#include "text/constraint.h"
 
 struct engine_cfg engine_cfg_default(void)
 {
@@ -173,6 +177,8 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     e->logits = xcalloc(mr * (size_t)e->n_vocab, sizeof *e->logits);
     e->hit_blocks = xcalloc((size_t)e->max_blocks_seq, sizeof *e->hit_blocks);
     e->hit_keys = xcalloc((size_t)e->max_blocks_seq, sizeof *e->hit_keys);
+    e->mask_jobs = xcalloc(mr, sizeof *e->mask_jobs);
+    e->mw = mask_worker_new();
 
     pthread_mutex_init(&e->q_mu, NULL);
     pthread_cond_init(&e->q_cv, NULL);
@@ -237,6 +243,8 @@ void engine_free(struct engine *e)
     free(e->logits);
     free(e->hit_blocks);
     free(e->hit_keys);
+    mask_worker_free(e->mw);
+    free(e->mask_jobs);
     free(e->state_buf);
     pthread_mutex_destroy(&e->q_mu);
     pthread_cond_destroy(&e->q_cv);
@@ -309,6 +317,7 @@ enum status engine_submit_msg(struct engine *e, const struct gen_request *g, str
     if (e->n_queued >= e->cfg.max_queue) {
         pthread_mutex_unlock(&e->q_mu);
         stream_unref(r->ts);   // the reference the caller would have had
+        r->cons = NULL;        // a failed submit leaves the constraint to the caller
         request_free(e, r);    // and the engine's
         goto busy;
     }
@@ -429,7 +438,9 @@ static void mask_stops(const struct engine *e, const struct request *r, float *r
         if (r->stop_ids[i] >= 0 && r->stop_ids[i] < e->n_vocab) row[r->stop_ids[i]] = -INFINITY;
 }
 
-static void emit(struct engine *e, struct request *r, int32_t tok, float lp, const struct token_logprob *top, int n_top)
+/* stop: the token ends the request whatever the stop rules say (a constraint accepted its end). */
+static void emit(struct engine *e, struct request *r, int32_t tok, float lp, const struct token_logprob *top, int n_top,
+                 bool stop)
 {
     double now = clock_now_s();
     CHECK(r->n_tok < r->cap_tok, "request %llu token overflow", (unsigned long long)r->id);
@@ -437,7 +448,7 @@ static void emit(struct engine *e, struct request *r, int32_t tok, float lp, con
     r->n_gen++;
     sampler_accept(r->smp, tok);
     e->acc.generated_tokens++;
-    if (is_stop(e, r, tok)) {
+    if (stop || is_stop(e, r, tok)) {
         stream_count_stop(r->ts, tok, now);
         engine_end_request(e, r, FINISH_STOP_MATCHED, STATUS_OK);
         return;
@@ -459,6 +470,61 @@ static void sample_outputs(struct engine *e, const struct tensor *logits)
         e->be->ops->download(e->be, e->logits + (size_t)it->out_row * (size_t)e->n_vocab, &row,
                              (size_t)e->n_vocab * sizeof(float));
     }
+}
+
+/* ==== Constrained rows ==== */
+
+/* Sets the logits of the ids r may not sample next to -inf: before its constraint starts, no stop
+ * id, and only the start token once the budget left is just enough for the shortest constrained
+ * output; after,
+ * what the mask allows (ids past the constraint's vocabulary never). EINVAL: nothing is allowed
+ * (the mask came back empty or failed), which ends the request rather than sampling garbage. */
+static enum status constrain_row(struct engine *e, struct request *r, float *row)
+{
+    int n = e->n_vocab;
+    if (r->cons_after >= 0) {
+        // the output may not end before its constrained part
+        for (int i = 0; i < e->m->hp.n_eos; i++)
+            if (e->m->hp.eos_ids[i] >= 0 && e->m->hp.eos_ids[i] < n) row[e->m->hp.eos_ids[i]] = -INFINITY;
+        for (int i = 0; i < r->n_stop_ids; i++)
+            if (r->stop_ids[i] >= 0 && r->stop_ids[i] < n) row[r->stop_ids[i]] = -INFINITY;
+        int left = r->max_gen - r->n_gen;
+        if (left > constraint_min_tokens_to_finish(r->cons) + 2) return STATUS_OK;   // + </think> + the stop id
+        for (int i = 0; i < n; i++)
+            if (i != r->cons_after) row[i] = -INFINITY;
+        return STATUS_OK;
+    }
+    request_mask_compute(r);   // normally done by the worker
+    if (r->mask_st != STATUS_OK) {
+        LOG_ERR("request %llu: constraint mask failed: %s", (unsigned long long)r->id, status_str(r->mask_st));
+        return r->mask_st;
+    }
+    int lim = r->cons_ids < n ? r->cons_ids : n;
+    bool any = false;
+    for (int i = 0; i < lim; i++) {
+        if (r->mask[i >> 5] >> (i & 31) & 1) any = any || row[i] > -INFINITY;
+        else row[i] = -INFINITY;
+    }
+    for (int i = lim; i < n; i++) row[i] = -INFINITY;
+    if (!any) {
+        LOG_ERR("request %llu: its constraint allows no token of the model's vocabulary", (unsigned long long)r->id);
+        return STATUS_EINVAL;
+    }
+    return STATUS_OK;
+}
+
+/* Moves r's constraint past tok; *stop when it accepted its end. */
+static enum status constrain_advance(struct request *r, int32_t tok, bool *stop)
+{
+    if (r->cons_after >= 0) {
+        if (tok == r->cons_after) r->cons_after = -1;
+        return STATUS_OK;
+    }
+    enum status st = constraint_advance(r->cons, tok);
+    if (st != STATUS_OK) return st;
+    r->mask_ready = false;
+    *stop = constraint_is_finished(r->cons);
+    return STATUS_OK;
 }
 
 /* ==== Step ==== */
@@ -502,10 +568,17 @@ bool engine_step(struct engine *e)
         .block_ids = e->block_ids, .n_out = e->n_out, .out_tok = e->out_tok, .block_size = e->bs,
         .seq_state_slot = e->states ? e->seq_state_slot : NULL,
     };
+    int n_jobs = 0;
+    for (int i = 0; i < e->n_items; i++) {
+        struct request *r = e->items[i].r;
+        if (e->items[i].out_row >= 0 && r->cons && r->cons_after < 0 && !r->mask_ready) e->mask_jobs[n_jobs++] = r;
+    }
+    mask_worker_post(e->mw, e->mask_jobs, n_jobs);
     struct tensor logits;
     forward_step(e->fw, e->pool->layers, &meta, &logits);
     if (e->n_out > 0) sample_outputs(e, &logits);
     enum status st = e->be->ops->sync(e->be);
+    mask_worker_wait(e->mw);
     if (st != STATUS_OK) {
         LOG_ERR("engine step failed: %s; ending the %d requests of the step", status_str(st), e->n_items);
         for (int i = 0; i < e->n_items; i++) engine_end_request(e, e->items[i].r, FINISH_ERROR, st);
@@ -524,14 +597,27 @@ bool engine_step(struct engine *e)
         float lp = 0.0f;
         struct token_logprob top[SAMPLER_MAX_TOP];
         int n_top = 0;
+        bool stop = false;
         if (r->plain_greedy) {
             tok = e->argmax_ids[it->out_row];
         } else {
             float *row = e->logits + (size_t)it->out_row * (size_t)e->n_vocab;
             if (r->n_gen < r->min_gen) mask_stops(e, r, row);
+            if (r->cons) {
+                enum status cst = constrain_row(e, r, row);
+                if (cst != STATUS_OK) {
+                    engine_end_request(e, r, FINISH_ERROR, cst);
+                    continue;
+                }
+            }
             tok = sampler_sample_top(r->smp, row, r->n_logprobs != 0 ? &lp : NULL, r->n_logprobs, top, &n_top);
+            if (r->cons && constrain_advance(r, tok, &stop) != STATUS_OK) {
+                LOG_ERR("request %llu: sampled token %d is outside its constraint's mask", (unsigned long long)r->id, tok);
+                engine_end_request(e, r, FINISH_ERROR, STATUS_EINVAL);
+                continue;
+            }
         }
-        emit(e, r, tok, lp, top, n_top);
+        emit(e, r, tok, lp, top, n_top, stop);
     }
     double step_ms = (double)(clock_now_ns() - t0) / 1e6;
     pace_observe(&e->pace, step_ms, e->n_dec, e->prefill_units);

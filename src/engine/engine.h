@@ -54,6 +54,8 @@
 
 struct backend;
 struct model;
+struct constraint;
+struct constraint_vocab;
 
 enum finish_reason {
     FINISH_NONE = 0,      // still running
@@ -116,6 +118,20 @@ struct gen_request {
     const int32_t *msg_ends;        // positions where chat messages end (snapshot hints), ascending
     int            n_msg_ends;
     uint64_t       cache_salt;      // separates prefix caches (adapters, media, users who opt out)
+    /* Constrained decoding (text/constraint.h): every sampled token is drawn under the
+     * constraint's mask (disallowed ids, and ids past the vocabulary it was built for, get -inf
+     * before the sampler's processing), so the output matches its grammar and closes within
+     * max_tokens, stop id included (submit refuses, EINVAL with the count, a max_tokens below the
+     * shortest output + 1); once it ends (a stop id it allowed), the request ends with
+     * FINISH_STOP_MATCHED.
+     * Ownership of constraint passes to the engine when submit succeeds (it is freed at the
+     * request's end); on failure the caller keeps it. constraint_vocab is borrowed and outlives the
+     * request. constraint_after > 0: the constraint starts after that token id is generated (a
+     * thinking model's </think>); before it, sampling is free, but the token is forced once only
+     * enough budget is left for the shortest constrained output. */
+    struct constraint             *constraint;
+    const struct constraint_vocab *constraint_vocab;
+    int32_t                        constraint_after;   // 0: from the first token
 };
 
 struct token_event {

@@ -51,6 +51,12 @@ struct request {
     uint64_t             state;         // hash chain of the computed tokens: the fingerprint of its recurrent state
     bool                 admitted_once;
     bool                 counted_waiting;   // still counted in e->n_queued (never admitted)
+    struct constraint   *cons;          // owned; NULL: free output
+    int32_t              cons_after;    // the token that starts the constraint, -1 once started (or none)
+    int                  cons_ids;      // ids the mask covers (constraint_vocab_size)
+    uint32_t            *mask;          // [mask words] ids allowed next, valid when mask_ready
+    bool                 mask_ready;    // mask is that of the constraint's current state and budget
+    enum status          mask_st;       // constraint_mask's status when mask_ready
     struct request      *next;          // inbox / waiting list links
     struct request      *prev;
 };
@@ -119,6 +125,8 @@ struct engine {
     int                    n_dec;           // decodes in the step being built
     double                 prefill_units;   // its prefill, in pace token-equivalents
     struct engine_stats    acc;             // counters, engine thread only; published to st each step
+    struct mask_worker    *mw;              // computes constrained rows' masks during the forward pass
+    struct request       **mask_jobs;       // [max_running] the step's requests whose mask is due
 
     // stats (written by the engine thread under st_mu)
     pthread_mutex_t        st_mu;
@@ -140,6 +148,17 @@ void sched_index_blocks(struct engine *e, struct request *r);
 void sched_state_advance(struct engine *e, struct request *r, int start, int n);
 /* The fingerprint of the state after tokens [0, n): a hash chain, stored with each snapshot and checked on resume. */
 uint64_t sched_state_of(const int32_t *tok, int n, uint64_t state);
+
+/* mask_worker.c: one thread that computes constrained requests' masks (constraint_mask with the
+ * tokens left as budget) while the engine thread runs the forward pass. Between post and wait
+ * the worker alone touches those requests' cons / mask / mask_st / mask_ready. */
+struct mask_worker;
+struct mask_worker *mask_worker_new(void);
+void                mask_worker_free(struct mask_worker *w);
+void                mask_worker_post(struct mask_worker *w, struct request **rs, int n);
+void                mask_worker_wait(struct mask_worker *w);
+/* Computes r's mask now on the calling thread (if not ready). */
+void                request_mask_compute(struct request *r);
 
 /* engine.c */
 void engine_end_request(struct engine *e, struct request *r, enum finish_reason why, enum status err);

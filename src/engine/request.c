@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "engine/engine_int.h"
+#include "text/constraint.h"
 
 static enum status fail(char *msg, size_t msg_len, enum status st, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -64,6 +65,18 @@ static enum status validate(const struct engine *e, const struct gen_request *g,
         return fail(msg, msg_len, STATUS_EINVAL, "logprobs must be between 0 and %d (got %d)", SAMPLER_MAX_TOP, g->n_logprobs);
     if (g->n_stop_ids < 0 || g->n_msg_ends < 0)
         return fail(msg, msg_len, STATUS_EINVAL, "negative list length");
+    if (g->constraint && !g->constraint_vocab)
+        return fail(msg, msg_len, STATUS_EINVAL, "a constraint needs the vocabulary it was built for");
+    if (g->constraint && g->constraint_after >= e->n_vocab)
+        return fail(msg, msg_len, STATUS_EINVAL, "constraint_after %d is outside the vocabulary", g->constraint_after);
+    if (g->constraint) {
+        // the shortest output, its stop id, and the start token of a deferred constraint
+        int min_out = constraint_min_tokens_to_finish(g->constraint) + 1 + (g->constraint_after > 0 ? 1 : 0);
+        if (min_out > g->max_tokens)
+            return fail(msg, msg_len, STATUS_EINVAL,
+                        "the shortest output that satisfies the constraint needs %d tokens, more than max_tokens (%d)",
+                        min_out, g->max_tokens);
+    }
     return STATUS_OK;
 }
 
@@ -95,8 +108,14 @@ enum status request_new(struct engine *e, const struct gen_request *g, struct re
     sampler_accept_prompt(r->smp, g->prompt, g->n_prompt);
     r->n_logprobs = g->n_logprobs;
     r->min_gen = g->min_tokens;
-    // the mask of min_tokens is applied to the host logits row, which the device argmax skips
-    r->plain_greedy = sampler_is_plain_greedy(r->smp) && g->n_logprobs == 0 && g->min_tokens == 0;
+    // min_tokens and constraints mask the host logits row, which the device argmax skips
+    r->plain_greedy = sampler_is_plain_greedy(r->smp) && g->n_logprobs == 0 && g->min_tokens == 0 && !g->constraint;
+    r->cons_after = -1;
+    if (g->constraint) {   // taken over at the end, once nothing can fail
+        r->cons_ids = constraint_vocab_size(g->constraint_vocab);
+        r->mask = xmalloc((size_t)constraint_mask_words(g->constraint_vocab) * sizeof *r->mask);
+        r->cons_after = g->constraint_after > 0 ? g->constraint_after : -1;
+    }
     r->stop_ids = dup_ids(g->stop_ids, g->n_stop_ids);
     r->n_stop_ids = r->stop_ids ? g->n_stop_ids : 0;
     r->ignore_eos = g->ignore_eos;
@@ -113,6 +132,7 @@ enum status request_new(struct engine *e, const struct gen_request *g, struct re
         }
     }
     r->ts = stream_new(r->id, r->max_gen, g->n_logprobs, g->n_prompt, clock_now_s());
+    r->cons = g->constraint;
     *out = r;
     return STATUS_OK;
 }
@@ -126,6 +146,8 @@ void request_free(struct engine *e, struct request *r)
     free(r->keys);
     free(r->tok);
     sampler_free(r->smp);
+    constraint_free(r->cons);
+    free(r->mask);
     free(r->stop_ids);
     free(r->msg_ends);
     free(r->snap_pos);

@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "server/jsonw.h"
 #include "server/server_int.h"
+#include "text/constraint.h"
 
 enum blk { BLK_NONE = 0, BLK_TEXT, BLK_THINKING, BLK_TOOL };
 
@@ -467,6 +468,7 @@ enum MHD_Result api_anthropic_messages(struct req *r, json_t *body)
     srv_chat_params(r, &p, prompt, &tools, use_tools, "toolu_");
     json_t *tc = json_object_get(body, "tool_choice");
     p.max_tool_calls = json_is_true(json_object_get(tc, "disable_parallel_tool_use")) ? 1 : 0;
+    if (!srv_tool_constraint(r, body, &anth_tool_api, &p, &e)) goto fail;
     p.n = 1;
     p.max_tokens = max_tokens;
     p.max_given = true;
@@ -485,6 +487,7 @@ enum MHD_Result api_anthropic_messages(struct req *r, json_t *body)
 fail:
     ret = srv_send_error(r, &e);
 out:
+    constraint_grammar_free(p.grammar);
     json_decref(tools);
     free(prompt);
     return ret;

@@ -5,6 +5,7 @@
 
 #include "base/log.h"
 #include "server/server_int.h"
+#include "text/constraint.h"
 
 /* Media part types of both APIs; a text-only model sees a placeholder in their place. */
 static const char *const media_types[] = { "image", "image_url", "input_image", "document", "file", "input_file",
@@ -80,18 +81,47 @@ static bool tool_choice(json_t *body, const struct tool_api *api, bool have_tool
     json_t *tc = json_object_get(body, "tool_choice");
     const char *mode = tc && !json_is_null(tc) ? api->choice_mode(tc, e) : "auto";
     if (!mode) return false;
-    for (const char *const *c = api->constrained; *c; c++)
-        if (!strcmp(mode, *c)) {
-            *e = api_error_make(STATUS_EUNSUPPORTED, "tool_choice",
-                                "tool_choice '%s' needs constrained decoding, which this server does not support yet; use 'auto' or 'none'",
-                                mode);
-            return false;
-        }
-    if (strcmp(mode, "auto") && strcmp(mode, "none")) {
+    bool forced = false;
+    for (const char *const *c = api->constrained; *c; c++) forced = forced || !strcmp(mode, *c);
+    if (forced && !have_tools) {
+        *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice '%s' forces a tool call but no tools are given", mode);
+        return false;
+    }
+    if (!forced && strcmp(mode, "auto") && strcmp(mode, "none")) {
         *e = api_error_make(STATUS_EINVAL, "tool_choice", "%s", api->invalid_choice);
         return false;
     }
-    *use = have_tools && !strcmp(mode, "auto");
+    *use = have_tools && strcmp(mode, "none");
+    return true;
+}
+
+bool srv_tool_constraint(struct req *r, json_t *body, const struct tool_api *api, struct gen_params *p,
+                         struct api_error *e)
+{
+    json_t *tc = json_object_get(body, "tool_choice");
+    if (!tc || json_is_null(tc) || !p->tools) return true;
+    const char *mode = api->choice_mode(tc, e);
+    if (!mode) return false;
+    bool forced = false;
+    for (const char *const *c = api->constrained; *c; c++) forced = forced || !strcmp(mode, *c);
+    if (!forced) return true;
+    if (p->grammar) {
+        *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice '%s' and '%s' both constrain the output; give one",
+                            mode, p->grammar_field);
+        return false;
+    }
+    // the one tool: OpenAI {"function": {"name"}}, Anthropic {"name"}
+    const char *only = json_string_value(json_object_get(json_object_get(tc, "function"), "name"));
+    if (!only && json_is_object(tc) && json_object_get(tc, "name")) only = json_string_value(json_object_get(tc, "name"));
+    if (json_is_object(tc) && !only && (!strcmp(mode, "named") || !strcmp(mode, "tool"))) {
+        *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice '%s' needs the tool's name", mode);
+        return false;
+    }
+    json_t *ptc = json_object_get(body, "parallel_tool_calls");
+    bool parallel = !json_is_false(ptc) && !json_is_true(json_object_get(tc, "disable_parallel_tool_use"));
+    if (only) parallel = false;   // a named tool is called once
+    if (!srv_tool_grammar(r->s->grammars, p->family, p->tools, only, parallel, &p->grammar, e)) return false;
+    p->grammar_field = "tool_choice";
     return true;
 }
 
@@ -223,10 +253,22 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
         if (!param_prompt_fits(r, set_n[i], p->max_tokens, p->max_given, &m, e)) { free(own_ids); return false; }
         if (i == 0 || m < max_tokens) max_tokens = m;
     }
+    bool after_think = p->reasoning && output_format_prompt_in_think(&g->fmt, p->prompt_text);
+    if (p->grammar) {
+        // the stop token and, when the constraint waits for the reasoning block to close, its marker
+        long long need = (long long)constraint_grammar_min_bytes(p->grammar) + 1 + (after_think ? 1 : 0);
+        if (need > max_tokens) {
+            *e = api_error_make(STATUS_EINVAL, p->max_given ? "max_tokens" : p->grammar_field,
+                                "the shortest output that satisfies '%s' needs %lld tokens, but max_tokens is %lld%s",
+                                p->grammar_field, need, max_tokens, p->max_given ? "" : " (what the context leaves)");
+            free(own_ids);
+            return false;
+        }
+    }
     struct job_cfg jc = {
         .output = {
             .fmt = &g->fmt, .reasoning = p->reasoning,
-            .start_in_think = p->reasoning && output_format_prompt_in_think(&g->fmt, p->prompt_text),
+            .start_in_think = after_think,
             .tool_family = p->family, .tools = p->tools, .stops = p->stops, .n_stops = p->n_stops,
             .tool_id_prefix = p->tool_id_prefix, .max_tool_calls = p->max_tool_calls,
         },
@@ -262,6 +304,8 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     req.base.n_stop_ids = p->n_stop_ids;
     req.base.ignore_eos = p->ignore_eos;
     req.base.min_tokens = p->min_tokens;
+    req.grammar = p->grammar;
+    req.grammar_after_think = after_think;
     char msg[256] = "";
     enum status st = job_submit(j, &req, cp, cn, msg, sizeof msg);
     free(cp);
@@ -274,6 +318,7 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
         else if (st == STATUS_ETOOLONG)
             *e = api_error_make(st, "messages", "the prompt does not fit: %s", msg[0] ? msg : "longer than the context or the KV cache");
         else if (st == STATUS_EINVAL) *e = api_error_make(st, NULL, "invalid generation parameters%s%s", msg[0] ? ": " : "", msg);
+        else if (st == STATUS_EUNSUPPORTED) *e = api_error_make(st, p->grammar_field, "%s", msg[0] ? msg : status_str(st));
         else *e = api_error_make(st, NULL, "generation failed: %s", status_str(st));
         return false;
     }

@@ -2,9 +2,10 @@
  * building, and the JSON / SSE writers (chat.completion[.chunk], text_completion).
  *
  * Tool calls stream as OpenAI deltas: the first delta of a call carries index, id, type and name
- * with empty arguments, the next ones argument pieces. tool_choice "required" or a named function,
- * and response_format json_object/json_schema, need constrained decoding: 400 until it exists,
- * never silently ignored.
+ * with empty arguments, the next ones argument pieces. response_format and the vLLM / llama.cpp
+ * constraint fields are read by constrain.c; tool_choice "required" or a named function (and
+ * parallel_tool_calls: false) are enforced through the model's tool-call envelope
+ * (srv_tool_constraint), never silently ignored.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "base/log.h"
 #include "server/jsonw.h"
 #include "server/server_int.h"
+#include "text/constraint.h"
 
 struct oai_w {
     char   id[64];
@@ -553,25 +555,6 @@ static const struct tool_api chat_tool_api = {
     .invalid_choice = "'tool_choice' must be auto, none, required or a function",
 };
 
-static bool response_format_ok(json_t *body, struct api_error *e)
-{
-    json_t *rf = json_object_get(body, "response_format");
-    if (!rf || json_is_null(rf)) return true;
-    const char *type = json_string_value(json_object_get(rf, "type"));
-    if (!json_is_object(rf) || !type) {
-        *e = api_error_make(STATUS_EINVAL, "response_format", "'response_format' must be an object with a 'type'");
-        return false;
-    }
-    if (!strcmp(type, "text")) return true;
-    if (!strcmp(type, "json_object") || !strcmp(type, "json_schema")) {
-        *e = api_error_make(STATUS_EUNSUPPORTED, "response_format",
-                            "response_format '%s' needs constrained decoding, which this server does not support yet", type);
-        return false;
-    }
-    *e = api_error_make(STATUS_EINVAL, "response_format", "unknown response_format type '%s'", type);
-    return false;
-}
-
 enum MHD_Result api_openai_chat(struct req *r, json_t *body)
 {
     struct api_error e;
@@ -598,7 +581,7 @@ enum MHD_Result api_openai_chat(struct req *r, json_t *body)
     }
     p.n_logprobs = lp ? (top_lp ? (int)top_lp : -1) : 0;
     if (!srv_tools(body, &chat_tool_api, &tools, &use_tools, &e)) goto fail;
-    if (!response_format_ok(body, &e)) goto fail;
+    if (!srv_constraint_parse(r->s->grammars, body, &p.grammar, &p.grammar_field, &e)) goto fail;
     json_t *ck = json_object_get(body, "chat_template_kwargs");
     if (ck && !json_is_null(ck) && !json_is_object(ck)) {
         e = api_error_make(STATUS_EINVAL, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
@@ -620,12 +603,14 @@ enum MHD_Result api_openai_chat(struct req *r, json_t *body)
     if (!srv_render_ex(r, msgs, use_tools ? tools : NULL, kwargs, add_gen, &prompt, &e)) goto fail;
     srv_chat_params(r, &p, prompt, &tools, use_tools, "call_");
     p.max_tool_calls = parallel ? 0 : 1;
+    if (!srv_tool_constraint(r, body, &chat_tool_api, &p, &e)) goto fail;
     if (!srv_start_job(r, &p, &e)) goto fail;
     ret = run(r, true, include_usage, stream, p.n);
     goto out;
 fail:
     ret = srv_send_error(r, &e);
 out:
+    constraint_grammar_free(p.grammar);
     free(bias);
     free(stop_ids);
     free(prompt);
@@ -703,6 +688,7 @@ enum MHD_Result api_openai_completions(struct req *r, json_t *body)
     p.n_prompts = n_sets;
     p.family = TOOL_FAMILY_NONE;
     p.reasoning = false;
+    if (!srv_constraint_parse(r->s->grammars, body, &p.grammar, &p.grammar_field, &e)) goto fail;
     if (!srv_start_job(r, &p, &e)) goto fail;
     ret = run(r, false, include_usage, stream, p.n);
     goto out;
@@ -714,5 +700,6 @@ out:
     free(set_n);
     free(bias);
     free(stop_ids);
+    constraint_grammar_free(p.grammar);
     return ret;
 }

@@ -27,6 +27,11 @@
 struct gen_req {
     struct gen_request base;
     int            test_delay_ms; // test-only (set by gen_script; the fake provider delays its first token)
+    /* Constrained decoding: the output must match this grammar (borrowed; the provider makes each
+     * stream's matcher from it, which keeps it alive). after_think: it starts after the reasoning
+     * block's close marker (the prompt opened one). Providers without it answer EUNSUPPORTED. */
+    const struct constraint_grammar *grammar;
+    bool           grammar_after_think;
 };
 
 struct gen_ops {

@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "text/chat.h"
+#include "text/constraint.h"
 #include "text/tokenizer.h"
 
 struct eng_gen {
@@ -17,6 +18,8 @@ struct eng_gen {
     struct engine              *eng;
     const struct tokenizer     *tk;
     const struct chat_template *ct;
+    struct constraint_vocab    *cvocab;   // constrained decoding; NULL when the model has no end-of-turn token
+    int32_t                     think_close_id;   // the reasoning block's close marker as one token, -1 if none
 };
 
 static enum status eg_encode(void *self, const char *text, size_t len, bool add_special, int32_t **ids, int *n)
@@ -74,8 +77,23 @@ static enum status eg_submit(void *self, const struct gen_req *req, void **strea
     struct eng_gen *e = self;
     struct token_stream *ts;
     char tmp[8];
-    enum status st = engine_submit_msg(e->eng, &req->base, &ts, msg ? msg : tmp, msg ? msg_len : sizeof tmp);
+    struct gen_request base = req->base;
+    if (req->grammar) {
+        if (!e->cvocab) {
+            if (msg) snprintf(msg, msg_len, "constrained decoding needs a model with an end-of-turn token");
+            return STATUS_EUNSUPPORTED;
+        }
+        if (req->grammar_after_think && e->think_close_id < 0) {
+            if (msg) snprintf(msg, msg_len, "the reasoning block's close marker is not a single token");
+            return STATUS_EUNSUPPORTED;
+        }
+        base.constraint = constraint_new(req->grammar, e->cvocab);
+        base.constraint_vocab = e->cvocab;
+        base.constraint_after = req->grammar_after_think ? e->think_close_id : 0;
+    }
+    enum status st = engine_submit_msg(e->eng, &base, &ts, msg ? msg : tmp, msg ? msg_len : sizeof tmp);
     if (st == STATUS_OK) *stream = ts;
+    else constraint_free(base.constraint);   // a failed submit leaves it here
     return st;
 }
 
@@ -104,7 +122,12 @@ static void eg_stats(void *self, struct engine_stats *out)
     engine_get_stats(e->eng, out);
 }
 
-static void eg_destroy(void *self) { free(self); }
+static void eg_destroy(void *self)
+{
+    struct eng_gen *e = self;
+    constraint_vocab_free(e->cvocab);
+    free(e);
+}
 
 static const struct gen_ops eng_ops = {
     .encode = eg_encode, .decode = eg_decode, .detok_new = eg_detok_new, .detok_push = eg_detok_push,
@@ -134,6 +157,8 @@ enum status gen_engine_new(struct engine *eng, const struct tokenizer *tk, const
     e->g.add_bos = true;
     const char *eos = tokenizer_eos_str(tk);
     e->g.eot_id = eos ? tokenizer_token_id(tk, eos) : -1;
+    if (e->g.eot_id >= 0 && constraint_vocab_new(tk, &e->g.eot_id, 1, &e->cvocab) != STATUS_OK) e->cvocab = NULL;
+    e->think_close_id = e->g.fmt.think_close[0] ? tokenizer_token_id(tk, e->g.fmt.think_close) : -1;
     *out = &e->g;
     return STATUS_OK;
 }

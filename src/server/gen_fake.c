@@ -260,6 +260,10 @@ static enum status fake_submit(void *self, const struct gen_req *req, void **out
 {
     struct fake *f = self;
     if (req->base.n_prompt <= 0 || req->base.max_tokens <= 0) return STATUS_EINVAL;
+    if (req->grammar) {   // its words would not match: refuse rather than pretend
+        if (msg) snprintf(msg, msg_len, "constrained decoding needs a model (the test provider has none)");
+        return STATUS_EUNSUPPORTED;
+    }
     if (req->base.n_prompt + 1 > f->g.n_ctx) {
         if (msg) snprintf(msg, msg_len, "the prompt has %d tokens; the context holds %d", req->base.n_prompt, f->g.n_ctx);
         return STATUS_ETOOLONG;

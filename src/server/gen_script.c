@@ -164,6 +164,7 @@ static enum status sg_submit(void *self, const struct gen_req *req, void **strea
         r.base.stop_ids = NULL;
         r.base.n_stop_ids = 0;
         r.test_delay_ms = se->delay_ms;
+        r.grammar = NULL;   // the script is the output
     }
     enum status st = in->ops->submit(in->self, &r, &ss->inner, msg, msg_len);
     if (st != STATUS_OK) {

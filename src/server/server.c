@@ -641,6 +641,7 @@ enum status server_new(const struct server_cfg *cfg, struct server **out)
     if (s->cfg.shutdown_grace_s < 0) s->cfg.shutdown_grace_s = 0;
     if (s->cfg.max_connections <= 0) s->cfg.max_connections = 512;
     s->host = xstrdup(cfg->host ? cfg->host : "127.0.0.1");
+    s->grammars = grammar_cache_new(256);
     s->api_key = cfg->api_key && *cfg->api_key ? xstrdup(cfg->api_key) : NULL;
     s->cors_origin = cfg->cors_origin ? xstrdup(cfg->cors_origin) : NULL;
     served_names(s, cfg->served_model_name);
@@ -753,6 +754,7 @@ void server_free(struct server *s)
     if (!s) return;
     if (s->d) server_shutdown(s);
     json_decref(s->kwargs_default);
+    grammar_cache_free(s->grammars);
     metrics_free(s->m);
     pthread_mutex_destroy(&s->mu);
     free(s->live);

@@ -13,6 +13,7 @@
 #include <microhttpd.h>
 
 #include "base/mem.h"
+#include "server/constrain.h"
 #include "server/errors.h"
 #include "server/gen.h"
 #include "server/job.h"
@@ -38,6 +39,7 @@ struct server {
     enum tool_family    family;
     bool                family_forced;
     int                 reasoning_mode;      // -1 auto, 0 off, 1 on
+    struct grammar_cache *grammars;          // compiled output constraints by source hash (constrain.h)
     pthread_mutex_t     mu;                  // jobs registry
     struct req        **live;
     int                 n_live, cap_live;
@@ -150,6 +152,8 @@ struct gen_params {
     int                n_stop_ids;
     bool               ignore_eos;
     int                min_tokens;
+    struct constraint_grammar *grammar; // output constraint (a reference; NULL: none), from grammar_field
+    const char        *grammar_field;
 };
 /* Tokenizes, checks the context, submits; false with *e on failure. r->job is set on success. */
 bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e);
@@ -158,12 +162,16 @@ struct tool_api {
     json_t            *(*convert)(json_t *tool, size_t i, struct api_error *e);   // -> OpenAI shape (new ref), json null to leave it out, or NULL
     const char        *(*choice_mode)(json_t *tool_choice, struct api_error *e);  // its mode, or NULL with *e
     const char          *not_array;         // message when "tools" is not an array
-    const char *const   *constrained;       // modes that force a call (NULL-terminated): 400 until constrained decoding
+    const char *const   *constrained;       // modes that force a call (NULL-terminated): srv_tool_constraint
     const char          *invalid_choice;    // message for any other mode but auto and none
 };
 /* The request's "tools" (absent or null: none), converted for the templates (*out: a new array,
  * NULL when empty), and its tool_choice. *use: tools given and tool_choice auto. */
 bool srv_tools(json_t *body, const struct tool_api *api, json_t **out, bool *use, struct api_error *e);
+/* After srv_chat_params: a tool_choice that forces a call (api->constrained modes) becomes the
+ * tool-call envelope grammar in p->grammar (a reference the caller frees); false with a 400. */
+bool srv_tool_constraint(struct req *r, json_t *body, const struct tool_api *api, struct gen_params *p,
+                         struct api_error *e);
 /* Renders a chat prompt with the generation prompt added (tools: NULL unless they are used);
  * false with a 400 naming the template's message. */
 bool srv_render(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, char **prompt, struct api_error *e);

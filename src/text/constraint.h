@@ -83,7 +83,11 @@ enum status constraint_compile_regex(const char *re, size_t len, const struct co
 /* A llama.cpp GBNF grammar; the output matches its rule "root". */
 enum status constraint_compile_gbnf(const char *text, size_t len, const struct constraint_budget *budget,
                                     struct constraint_grammar **out, char *err, size_t err_cap);
+/* Drops the caller's reference: each constraint made from g holds one of its own, so g may be
+ * freed (or evicted from a cache) while sequences still use it; the last one frees it. */
 void        constraint_grammar_free(struct constraint_grammar *g);
+/* Another reference to g (a cache handing it out); thread-safe. */
+void        constraint_grammar_ref(struct constraint_grammar *g);
 /* Shortest output of the grammar in bytes. */
 uint32_t    constraint_grammar_min_bytes(const struct constraint_grammar *g);
 
@@ -97,7 +101,8 @@ int         constraint_mask_words(const struct constraint_vocab *v);     // uint
 /* Bytes of token id (not NUL-terminated); NULL for special/unknown ids. */
 const uint8_t *constraint_vocab_token(const struct constraint_vocab *v, int32_t id, int *len);
 
-/* One sequence's state at the start of the grammar. Both arguments are borrowed and must outlive it. */
+/* One sequence's state at the start of the grammar. It keeps g alive (a reference); v is borrowed
+ * and must outlive it. */
 struct constraint *constraint_new(const struct constraint_grammar *g, const struct constraint_vocab *v);
 void               constraint_free(struct constraint *c);
 /* Back to the start of the grammar, keeping the caches (automaton states, transitions, masks): a

@@ -426,6 +426,7 @@ enum status cg_compile_text(const char *gbnf, size_t len, const struct constrain
                             struct constraint_grammar **out, char *err, size_t err_cap)
 {
     struct constraint_grammar *cg = xcalloc(1, sizeof *cg);
+    atomic_init(&cg->refs, 1);
     cg_init(&cg->g, budget, err, err_cap);
     enum status st = cg_parse_gbnf(&cg->g, gbnf, len);
     if (!st) st = cg_finish(&cg->g, "root");
@@ -449,9 +450,14 @@ enum status constraint_compile_gbnf(const char *text, size_t len, const struct c
 
 void constraint_grammar_free(struct constraint_grammar *cg)
 {
-    if (!cg) return;
+    if (!cg || atomic_fetch_sub(&cg->refs, 1) > 1) return;
     cg_deinit(&cg->g);
     free(cg);
+}
+
+void constraint_grammar_ref(struct constraint_grammar *cg)
+{
+    atomic_fetch_add(&cg->refs, 1);
 }
 
 uint32_t constraint_grammar_min_bytes(const struct constraint_grammar *cg)

@@ -15,6 +15,7 @@
 #ifndef CAIRN_TEXT_CONSTRAINT_INT_H
 #define CAIRN_TEXT_CONSTRAINT_INT_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -116,6 +117,7 @@ enum status cg_json_number(struct cg_grammar *g, struct json_t *s, const char *p
 /* A compiled grammar handed out by constraint_compile_* */
 struct constraint_grammar {
     struct cg_grammar g;
+    atomic_int        refs;   // the compiler's reference + one per constraint made from it
 };
 enum status cg_compile_text(const char *gbnf, size_t len, const struct constraint_budget *budget,
                             struct constraint_grammar **out, char *err, size_t err_cap);

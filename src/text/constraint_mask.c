@@ -316,6 +316,7 @@ const uint8_t *constraint_vocab_token(const struct constraint_vocab *v, int32_t 
 struct constraint *constraint_new(const struct constraint_grammar *cg, const struct constraint_vocab *v)
 {
     struct constraint *c = xcalloc(1, sizeof *c);
+    atomic_fetch_add(&((struct constraint_grammar *)cg)->refs, 1);   // the count is not the grammar's value
     c->cg = cg;
     c->v = v;
     pda_init(&c->pda, &cg->g, PDA_BYTES_MAX);
@@ -335,6 +336,7 @@ void constraint_free(struct constraint *c)
     if (!c) return;
     pda_deinit(&c->pda);
     free(c->walk);
+    constraint_grammar_free((struct constraint_grammar *)c->cg);
     free(c);
 }
 

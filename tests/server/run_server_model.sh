@@ -38,6 +38,16 @@ if CAIRN_TEST_MODEL=models/default node tests/server/load.test.mjs; then
 else
     echo "FAIL server/load on models/default"; rc=1
 fi
+# constrained decoding on models/default, sampled at temperature 1, validated with ajv
+if [ ! -f tests/text/node_modules/ajv/package.json ] || [ ! -f tests/text/node_modules/ajv-formats/package.json ]; then
+    (cd tests/text && npm ci --no-audit --no-fund --loglevel=error) || exit 1
+fi
+start=$(date +%s)
+if CAIRN_TEST_MODEL=models/default node tests/server/constrain.test.mjs; then
+    echo "ok   server/constrain on models/default ($(( $(date +%s) - start )) s)"
+else
+    echo "FAIL server/constrain on models/default"; rc=1
+fi
 # cairn chat: two turns and a reset through the same model; each reply ends with a newline
 printf 'hello\n/reset\nagain\n' | "$BUILD/cairn" chat "$dir" --max-tokens 4 --temperature 0 > "$BUILD/tmp/chat.out" 2> "$BUILD/tmp/chat.err"
 st=$?

@@ -1,0 +1,103 @@
+/* mask_worker: the constrained requests' masks for step t+1 computed while the forward pass of
+ * step t+1 runs (see engine_int.h). The mask depends only on the tokens sampled so far, so it can
+ * start as soon as the batch is built; the engine waits for it only after the forward pass, just
+ * before sampling. One thread: a mask costs microseconds once its state is cached (text/constraint.h),
+ * and the forward pass it hides behind costs milliseconds.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+
+#include "base/log.h"
+#include "base/mem.h"
+#include "engine/engine_int.h"
+#include "text/constraint.h"
+
+struct mask_worker {
+    pthread_t        thread;
+    pthread_mutex_t  mu;
+    pthread_cond_t   cv;          // signals a new job, a finished job, or shutdown
+    struct request **jobs;        // borrowed from the poster until wait returns
+    int              n_jobs;
+    bool             busy;        // a posted job is not finished
+    bool             quit;
+};
+
+void request_mask_compute(struct request *r)
+{
+    if (r->mask_ready) return;
+    // one token stays for the stop id, so a constrained output ends with "stop", never "length"
+    int left = r->max_gen - r->n_gen - 1;
+    r->mask_st = constraint_mask(r->cons, left, r->mask);
+    r->mask_ready = true;
+}
+
+static void *worker_main(void *arg)
+{
+    struct mask_worker *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->busy && !w->quit) pthread_cond_wait(&w->cv, &w->mu);
+        if (w->quit) break;
+        struct request **jobs = w->jobs;
+        int n = w->n_jobs;
+        pthread_mutex_unlock(&w->mu);
+        for (int i = 0; i < n; i++) request_mask_compute(jobs[i]);
+        pthread_mutex_lock(&w->mu);
+        w->busy = false;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+struct mask_worker *mask_worker_new(void)
+{
+    struct mask_worker *w = xcalloc(1, sizeof *w);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+        LOG_WARN("cannot start the mask worker thread; constrained masks are computed on the engine thread");
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void mask_worker_free(struct mask_worker *w)
+{
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    w->quit = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    pthread_join(w->thread, NULL);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    free(w);
+}
+
+void mask_worker_post(struct mask_worker *w, struct request **rs, int n)
+{
+    if (n == 0) return;
+    if (!w) {   // no thread: compute now
+        for (int i = 0; i < n; i++) request_mask_compute(rs[i]);
+        return;
+    }
+    pthread_mutex_lock(&w->mu);
+    CHECK(!w->busy, "mask worker posted twice");
+    w->jobs = rs;
+    w->n_jobs = n;
+    w->busy = true;
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void mask_worker_wait(struct mask_worker *w)
+{
+    if (!w) return;
+    pthread_mutex_lock(&w->mu);
+    while (w->busy) pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+}

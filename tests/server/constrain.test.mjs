@@ -1,0 +1,178 @@
+// Constrained decoding through the server, with the official OpenAI SDK: response_format
+// json_schema (create and parse()), json_object, the vLLM fields (guided_json, guided_regex,
+// guided_choice, structured_outputs) and llama.cpp's grammar / json_schema, on a real model
+// (CAIRN_TEST_MODEL, default models/default on the cpu backend) sampled at temperature 1 with
+// several seeds; every output validated independently (ajv for schemas, RegExp for the rest).
+// Bad input: an unsupported keyword, a max_tokens too small, two constraints: 400s that say so.
+import OpenAI from 'openai';
+import Ajv2020 from '../text/node_modules/ajv/dist/2020.js';
+import addFormats from '../text/node_modules/ajv-formats/dist/index.js';
+import { check, startServer, summary, request } from './lib.mjs';
+
+const model = process.env.CAIRN_TEST_MODEL || 'models/default';
+const SEEDS = Number(process.env.CONSTRAIN_SEEDS || 4);
+const ajv = new Ajv2020({ strict: false });
+addFormats(ajv);
+
+const srv = await startServer([model, ...(process.env.LOAD_ARGS || '--backend cpu --threads 2').split(' ').filter(Boolean)]);
+const client = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: 'none', maxRetries: 0 });
+const messages = [{ role: 'user', content: 'Describe a city as JSON.' }];
+
+const schemas = {
+  city: {
+    type: 'object', additionalProperties: false, required: ['name', 'population', 'tags', 'capital'],
+    properties: {
+      name: { type: 'string', maxLength: 20 },
+      population: { type: 'integer', minimum: 0 },
+      tags: { type: 'array', items: { enum: ['old', 'new', 'big'] }, maxItems: 3 },
+      capital: { type: 'boolean' },
+    },
+  },
+  nested: {
+    type: 'object', required: ['items'], additionalProperties: false,
+    properties: { items: { type: 'array', minItems: 1, maxItems: 2, items: { $ref: '#/$defs/item' } } },
+    $defs: { item: { type: 'object', required: ['id', 'kind'], additionalProperties: false,
+      properties: { id: { type: 'integer' }, kind: { anyOf: [{ const: 'a' }, { type: 'number' }] } } } },
+  },
+};
+
+let n = 0;
+async function validSchema(name, schema, content, what) {
+  n++;
+  let v;
+  try { v = JSON.parse(content); } catch (e) { return check(false, `${what}: output is JSON`, content); }
+  const validate = ajv.compile(schema);
+  check(validate(v), `${what}: ajv-valid under ${name}`, { content, errors: validate.errors });
+}
+
+for (const [name, schema] of Object.entries(schemas)) {
+  for (let seed = 0; seed < SEEDS; seed++) {
+    const r = await client.chat.completions.create({
+      model: 'default', messages, temperature: 1, seed, max_tokens: 120,
+      response_format: { type: 'json_schema', json_schema: { name, schema, strict: seed % 2 === 0 } },
+    });
+    check(r.choices[0].finish_reason === 'stop', `json_schema ${name} seed ${seed}: finish stop`, r.choices[0].finish_reason);
+    await validSchema(name, schema, r.choices[0].message.content, `json_schema ${name} seed ${seed}`);
+  }
+}
+
+// parse(): the SDK parses the content and fails on finish_reason length
+for (let seed = 0; seed < SEEDS; seed++) {
+  const r = await client.beta.chat.completions.parse({
+    model: 'default', messages, temperature: 1, seed, max_tokens: 100,
+    response_format: { type: 'json_schema', json_schema: { name: 'city', schema: schemas.city, strict: true } },
+  });
+  const p = r.choices[0].message.parsed;
+  check(p && ajv.validate(schemas.city, p), `parse() seed ${seed}: parsed object is valid`, r.choices[0].message.content);
+}
+
+// streaming: the concatenated deltas are the constrained output
+{
+  const s = await client.chat.completions.create({
+    model: 'default', messages, temperature: 1, seed: 7, max_tokens: 120, stream: true,
+    response_format: { type: 'json_schema', json_schema: { name: 'nested', schema: schemas.nested } },
+  });
+  let text = '';
+  for await (const c of s) text += c.choices[0]?.delta?.content ?? '';
+  await validSchema('nested', schemas.nested, text, 'stream json_schema');
+}
+
+// json_object: any object
+for (let seed = 0; seed < SEEDS; seed++) {
+  const r = await client.chat.completions.create({ model: 'default', messages, temperature: 1, seed, max_tokens: 60,
+    response_format: { type: 'json_object' } });
+  const c = r.choices[0].message.content;
+  let v; try { v = JSON.parse(c); } catch { v = undefined; }
+  check(v && typeof v === 'object' && !Array.isArray(v), `json_object seed ${seed}: an object`, c);
+}
+
+// vLLM and llama.cpp spellings
+const extra = [
+  ['guided_regex', { guided_regex: '[a-z]{3,8}-[0-9]{2}' }, (s) => /^[a-z]{3,8}-[0-9]{2}$/.test(s)],
+  ['guided_choice', { guided_choice: ['red', 'green', 'blue "x"'] }, (s) => ['red', 'green', 'blue "x"'].includes(s)],
+  ['structured_outputs.regex', { structured_outputs: { regex: '(yes|no)' } }, (s) => /^(yes|no)$/.test(s)],
+  ['grammar', { grammar: 'root ::= "(" [0-9]+ ("," [0-9]+)* ")"' }, (s) => /^\([0-9]+(,[0-9]+)*\)$/.test(s)],
+  ['guided_json', { guided_json: schemas.city }, (s) => { try { return ajv.validate(schemas.city, JSON.parse(s)); } catch { return false; } }],
+  ['guided_json string', { guided_json: JSON.stringify(schemas.nested) }, (s) => { try { return ajv.validate(schemas.nested, JSON.parse(s)); } catch { return false; } }],
+  ['json_schema (llama.cpp)', { json_schema: schemas.nested }, (s) => { try { return ajv.validate(schemas.nested, JSON.parse(s)); } catch { return false; } }],
+];
+for (const [what, fields, ok] of extra) {
+  for (let seed = 0; seed < SEEDS; seed++) {
+    const r = await client.chat.completions.create({ model: 'default', messages, temperature: 1, seed, max_tokens: 80, ...fields });
+    check(ok(r.choices[0].message.content), `${what} seed ${seed}`, r.choices[0].message.content);
+  }
+}
+// completions too
+{
+  const r = await client.completions.create({ model: 'default', prompt: 'The answer:', temperature: 1, seed: 3, max_tokens: 30,
+    guided_regex: '(true|false)' });
+  check(/^(true|false)$/.test(r.choices[0].text), 'completions guided_regex', r.choices[0].text);
+}
+
+// forced tool calls through the Hermes envelope: tool_choice required / named,
+// parallel_tool_calls false; Anthropic any / tool. Arguments validate against each tool's parameters.
+const TOOLS = [
+  { type: 'function', function: { name: 'get_weather', parameters: { type: 'object', additionalProperties: false, required: ['city', 'unit'],
+    properties: { city: { type: 'string', maxLength: 16 }, unit: { enum: ['c', 'f'] } } } } },
+  { type: 'function', function: { name: 'add', parameters: { type: 'object', required: ['a', 'b'], additionalProperties: false,
+    properties: { a: { type: 'integer' }, b: { type: 'integer' } } } } },
+];
+const paramsOf = Object.fromEntries(TOOLS.map((t) => [t.function.name, t.function.parameters]));
+function validCalls(calls, what, { only, max } = {}) {
+  if (!check(Array.isArray(calls) && calls.length >= 1, `${what}: a tool call`, calls)) return;
+  if (max) check(calls.length <= max, `${what}: at most ${max} call(s)`, calls.length);
+  for (const c of calls) {
+    const name = c.function?.name ?? c.name;
+    let args = c.function ? undefined : c.input;
+    if (c.function) { try { args = JSON.parse(c.function.arguments); } catch { args = undefined; } }
+    check(paramsOf[name] && (!only || name === only), `${what}: tool ${name}`, c);
+    if (paramsOf[name]) check(ajv.validate(paramsOf[name], args), `${what}: arguments valid`, { name, args, errors: ajv.errors });
+  }
+}
+for (let seed = 0; seed < SEEDS; seed++) {
+  const req = { model: 'default', messages: [{ role: 'user', content: 'Weather in Paris?' }], tools: TOOLS, temperature: 1, seed, max_tokens: 120 };
+  const r1 = await client.chat.completions.create({ ...req, tool_choice: 'required' });
+  check(r1.choices[0].finish_reason === 'tool_calls', `required seed ${seed}: finish tool_calls`, r1.choices[0]);
+  validCalls(r1.choices[0].message.tool_calls, `required seed ${seed}`);
+  const r2 = await client.chat.completions.create({ ...req, tool_choice: { type: 'function', function: { name: 'add' } } });
+  validCalls(r2.choices[0].message.tool_calls, `named seed ${seed}`, { only: 'add', max: 1 });
+  const r3 = await client.chat.completions.create({ ...req, tool_choice: 'required', parallel_tool_calls: false });
+  validCalls(r3.choices[0].message.tool_calls, `parallel_tool_calls false seed ${seed}`, { max: 1 });
+}
+{
+  const { default: Anthropic } = await import('@anthropic-ai/sdk');
+  const an = new Anthropic({ baseURL: srv.url, apiKey: 'none', maxRetries: 0 });
+  const atools = TOOLS.map((t) => ({ name: t.function.name, input_schema: t.function.parameters }));
+  for (let seed = 0; seed < 2; seed++) {
+    const base = { model: 'default', max_tokens: 120, temperature: 1, tools: atools, messages: [{ role: 'user', content: 'Add 2 and 3' }] };
+    const a1 = await an.messages.create({ ...base, tool_choice: { type: 'any' } });
+    validCalls(a1.content.filter((b) => b.type === 'tool_use'), `anthropic any seed ${seed}`);
+    check(a1.stop_reason === 'tool_use', `anthropic any seed ${seed}: stop_reason tool_use`, a1.stop_reason);
+    const a2 = await an.messages.create({ ...base, tool_choice: { type: 'tool', name: 'get_weather' } });
+    validCalls(a2.content.filter((b) => b.type === 'tool_use'), `anthropic tool seed ${seed}`, { only: 'get_weather', max: 1 });
+  }
+}
+await expect400({ tools: TOOLS, tool_choice: { type: 'function', function: { name: 'nope' } } }, 'nope', 'named tool not in tools');
+await expect400({ tools: TOOLS, tool_choice: 'required', response_format: { type: 'json_object' } }, 'both', 'tool_choice + response_format');
+
+// bad input: 400s that name the cause; the server keeps serving
+async function expect400(body, needle, what) {
+  const r = await request(srv.port, 'POST', '/v1/chat/completions', { model: 'default', messages, max_tokens: 50, ...body });
+  check(r.status === 400 && r.body.includes(needle), `${what}: 400 mentioning '${needle}'`, `${r.status} ${r.body}`);
+}
+await expect400({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object', properties: { a: { type: 'array', uniqueItems: true } } } } } },
+  'uniqueItems', 'unsupported keyword');
+await expect400({ max_tokens: 5, response_format: { type: 'json_schema', json_schema: { name: 'city', schema: schemas.city } } },
+  'max_tokens', 'max_tokens too small');
+await expect400({ guided_regex: 'a', grammar: 'root ::= "a"' }, 'only one', 'two constraints');
+await expect400({ grammar: 'root ::= ( "a" ' }, 'grammar', 'GBNF syntax error');
+await expect400({ guided_regex: '(a' }, 'guided_regex', 'regex syntax error');
+await expect400({ response_format: { type: 'xml' } }, 'xml', 'unknown response_format type');
+{
+  const r = await client.chat.completions.create({ model: 'default', messages, temperature: 1, seed: 1, max_tokens: 10 });
+  check(r.choices[0].message.content !== undefined, 'still serving after the 400s');
+}
+
+await srv.stop();
+console.error(`constrain: ${n} schema outputs validated`);
+process.exit(summary('constrain'));

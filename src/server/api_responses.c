@@ -22,6 +22,7 @@
 #include "base/log.h"
 #include "server/jsonw.h"
 #include "server/server_int.h"
+#include "text/constraint.h"
 
 enum item { ITEM_NONE = 0, ITEM_REASONING, ITEM_MESSAGE, ITEM_CALL };
 
@@ -253,7 +254,7 @@ static bool stateless_fields(json_t *body, struct api_error *e)
             return false;
         }
         if (type && strcmp(type, "text")) {
-            *e = api_error_make(STATUS_EUNSUPPORTED, "text", "text.format '%s' needs constrained decoding, which this server does not support yet", type);
+            *e = api_error_make(STATUS_EUNSUPPORTED, "text", "text.format '%s' is not wired to constrained decoding on /v1/responses yet (use /v1/chat/completions response_format)", type);
             return false;
         }
     }
@@ -539,6 +540,7 @@ enum MHD_Result api_responses(struct req *r, json_t *body)
     if (!srv_reasoning_effort(json_object_get(reasoning, "effort"), "reasoning.effort", kwargs, &e)) goto fail;
     if (!srv_render(r, msgs, use_tools ? tools : NULL, kwargs, &prompt, &e)) goto fail;
     srv_chat_params(r, &p, prompt, &tools, use_tools, "call_");
+    if (!srv_tool_constraint(r, body, &resp_tool_api, &p, &e)) goto fail;
     p.n = 1;
     p.max_tokens = max_out;
     p.max_given = max_out > 0;
@@ -560,6 +562,7 @@ enum MHD_Result api_responses(struct req *r, json_t *body)
 fail:
     ret = srv_send_error(r, &e);
 out:
+    constraint_grammar_free(p.grammar);
     json_decref(tools);
     json_decref(msgs);
     json_decref(kwargs);

@@ -102,7 +102,6 @@ async function main() {
     ['conversation', { input: 'x', conversation: 'conv_1' }, /conversation/],
     ['background', { input: 'x', background: true }, /background/],
     ['json_schema format', { input: 'x', text: { format: { type: 'json_schema', schema: {} } } }, /constrained/],
-    ['tool_choice required', { input: 'x', tools: TOOLS, tool_choice: 'required' }, /constrained/],
     ['input missing', {}, /input/],
     ['input number', { input: 5 }, /input/],
     ['input empty array', { input: [] }, /input/],
@@ -130,6 +129,13 @@ async function main() {
     ['unknown model', { input: 'x', model: 'gpt-9' }, /gpt-9/],
     ['prompt over the context', { input: 'hello world '.repeat(6000) }, /maximum context length/],
   ];
+  // tool_choice required is enforced by constrained decoding: a real model must call a tool; the
+  // fake provider cannot constrain and must say so (never an unconstrained answer)
+  {
+    const res = await request(srv.port, 'POST', '/v1/responses', { input: 'x', tools: TOOLS, tool_choice: 'required', max_output_tokens: 200 });
+    if (model) check(res.status === 200 && res.json?.output?.some(o => o.type === 'function_call'), 'tool_choice required: a function call', `${res.status} ${res.body.slice(0, 200)}`);
+    else check(res.status >= 400 && res.json?.error?.message, 'tool_choice required on the fake: refused', `${res.status} ${res.body.slice(0, 200)}`);
+  }
   for (const [name, body, re] of bad) {
     const res = await request(srv.port, 'POST', '/v1/responses', body);
     check(res.status >= 400 && res.status < 500 && re.test(res.body) && res.json?.error?.message, `hostile: ${name} -> 4xx`, `${res.status} ${res.body.slice(0, 200)}`);

@@ -61,6 +61,11 @@ static void usage(void)
         "  --no-prefix-cache           do not share prompt blocks across requests\n"
         "  --max-body-bytes N          413 above this (32M)\n"
         "  --http-timeout S            idle connection timeout (60)\n"
+        "  --header-timeout S          a request header must be complete S s after the connection opened\n"
+        "                              or its previous response ended (10; slowloris)\n"
+        "  --body-min-rate B           a body arriving slower than B bytes/s (average, after 5 s) is cut (1024)\n"
+        "  --max-connections N         open connections in all (4096)\n"
+        "  --per-ip-connections N      open connections from one address (256)\n"
         "  --body-timeout S            a request body must arrive within S seconds (60)\n"
         "  --keepalive S               SSE keep-alive comment interval (5)\n"
         "  --stall-seconds S           /health is 503 when the engine has work but no progress for S s (30)\n"
@@ -109,6 +114,10 @@ int cmd_serve(int argc, char **argv)
             flag_str(argc, argv, &i, "--max-itl-ms", &max_itl_s, &bad) ||
             flag_str(argc, argv, &i, "--max-body-bytes", &body_bytes, &bad) ||
             flag_int(argc, argv, &i, "--http-timeout", &sc.http_timeout_s, &bad) ||
+            flag_int(argc, argv, &i, "--header-timeout", &sc.header_timeout_s, &bad) ||
+            flag_int(argc, argv, &i, "--body-min-rate", &sc.body_min_rate, &bad) ||
+            flag_int(argc, argv, &i, "--max-connections", &sc.max_connections, &bad) ||
+            flag_int(argc, argv, &i, "--per-ip-connections", &sc.per_ip_connections, &bad) ||
             flag_int(argc, argv, &i, "--body-timeout", &sc.body_timeout_s, &bad) ||
             flag_int(argc, argv, &i, "--keepalive", &sc.keepalive_s, &bad) ||
             flag_int(argc, argv, &i, "--stall-seconds", &sc.stall_s, &bad) ||
@@ -197,6 +206,7 @@ int cmd_serve(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);   // a closed terminal or a config-reload habit must not kill live streams
 
     int rc = 1;
     struct server *srv = NULL;

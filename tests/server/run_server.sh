@@ -13,7 +13,7 @@ if [ ! -f tests/server/node_modules/openai/package.json ] || [ ! -f tests/server
     (cd tests/server && npm ci --no-audit --no-fund --loglevel=error) || { echo "run_server: npm ci failed" >&2; exit 1; }
 fi
 rc=0
-for t in api hostile load; do
+for t in api hostile load conn; do
     start=$(date +%s)
     if node tests/server/$t.test.mjs; then echo "ok   server/$t ($(( $(date +%s) - start )) s)"; else echo "FAIL server/$t"; rc=1; fi
 done

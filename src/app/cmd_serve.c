@@ -13,12 +13,15 @@
  * --fake (test-only) serves a built-in byte-level fake model without weights.
  */
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "app/cmd.h"
 #include "app/common.h"
@@ -72,6 +75,26 @@ static void usage(void)
         "  --shutdown-grace S          seconds in-flight requests may finish on SIGTERM (5)\n"
         "  --test-script FILE          TEST ONLY: scripted outputs [{\"match\",\"output\",\"delay_ms\"}]\n"
         "  --fake                      TEST ONLY: serve a built-in fake model (no weights)\n");
+}
+
+/* Waits for SIGINT/SIGTERM on its own thread, so that a signal during a long model load ends the
+ * process at once (nothing is served yet, so there is nothing to drain); once the model is served
+ * the main thread joins it and shuts down gracefully. */
+struct sig_waiter {
+    sigset_t    sigs;
+    atomic_bool serving;
+    int         sig;
+};
+
+static void *sig_main(void *arg)
+{
+    struct sig_waiter *w = arg;
+    sigwait(&w->sigs, &w->sig);
+    if (!atomic_load(&w->serving)) {
+        LOG_INFO("signal %d during model load: exiting", w->sig);
+        _exit(0);
+    }
+    return NULL;
 }
 
 static bool is_dir(const char *p)
@@ -207,6 +230,14 @@ int cmd_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN);   // a closed terminal or a config-reload habit must not kill live streams
+    static struct sig_waiter waiter;
+    waiter.sigs = sigs;
+    atomic_init(&waiter.serving, false);
+    pthread_t sig_thread;
+    if (pthread_create(&sig_thread, NULL, sig_main, &waiter) != 0) {
+        LOG_ERR("cannot start the signal thread");
+        return 1;
+    }
 
     int rc = 1;
     struct server *srv = NULL;
@@ -261,10 +292,10 @@ int cmd_serve(int argc, char **argv)
         served = gen_script_wrap(script, g);
         script = NULL;
     }
+    atomic_store(&waiter.serving, true);
     server_set_gen(srv, served);
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    LOG_INFO("signal %d: shutting down (grace %d s)", sig, sc.shutdown_grace_s);
+    pthread_join(sig_thread, NULL);
+    LOG_INFO("signal %d: shutting down (grace %d s)", waiter.sig, sc.shutdown_grace_s);
     rc = 0;
 out:
     server_free(srv);          // joins every connection thread; no request uses g after this

@@ -809,8 +809,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         pthread_mutex_unlock(&s->watch_mu);
         watch_set(s, r->watch, WATCH_HEADER);   // keep-alive: the next request's header timer
     }
-    bool client_gone = r->peer_gone || toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ||
-                       toe == MHD_REQUEST_TERMINATED_READ_ERROR;
+    // anything but a clean end, a timeout, a cut or our own shutdown is the client's doing (a
+    // failed write to a closed socket shows up as TERMINATED_WITH_ERROR)
+    bool client_gone = r->peer_gone ||
+                       (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN &&
+                        toe != MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && !r->too_slow && !cut);
     if (r->job) {
         if (!job_done(r->job)) job_cancel(r->job);
         for (int i = 0; i < job_n_choices(r->job); i++) {

@@ -145,8 +145,20 @@ async function main() {
   check(sum(after, 499) - sum(before, 499) === 2, 'two aborts counted as 499', sum(after, 499) - sum(before, 499));
   check(sum(after, 500) - sum(before, 500) === 0, 'no abort counted as 500');
 
+  // ---- SIGHUP is ignored; served afterwards
+  srv.proc.kill('SIGHUP');
+  await sleep(200);
+  check((await request(P, 'GET', '/health')).status === 200, 'SIGHUP ignored');
   const st = await srv.stop();
   check(st.code === 0, 'clean exit', st);
+
+  // ---- during a (simulated 20 s) model load: /health 503 with Retry-After; SIGTERM exits at once
+  const ld = await startServer(['--fake'], { CAIRN_FAKE_LOAD_MS: '20000' }, { waitServing: false });
+  const hl = await request(ld.port, 'GET', '/health');
+  check(hl.status === 503 && Number(hl.headers['retry-after']) > 0, 'health during load: 503 with Retry-After', hl.headers);
+  const tl = performance.now();
+  const ex = await ld.stop();
+  check(ex.code === 0 && performance.now() - tl < 2000, 'SIGTERM during load exits promptly', { ex, ms: performance.now() - tl });
   return summary('conn');
 }
 

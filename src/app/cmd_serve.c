@@ -15,12 +15,15 @@
  * --fake (test-only) serves a built-in byte-level fake model without weights.
  */
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "app/cmd.h"
 #include "app/common.h"
@@ -66,6 +69,11 @@ static void usage(void)
         "  --no-prefix-cache           do not share prompt blocks across requests\n"
         "  --max-body-bytes N          413 above this (32M)\n"
         "  --http-timeout S            idle connection timeout (60)\n"
+        "  --header-timeout S          a request header must be complete S s after the connection opened\n"
+        "                              or its previous response ended (10; slowloris)\n"
+        "  --body-min-rate B           a body arriving slower than B bytes/s (average, after 5 s) is cut (1024)\n"
+        "  --max-connections N         open connections in all (4096)\n"
+        "  --per-ip-connections N      open connections from one address (256)\n"
         "  --body-timeout S            a request body must arrive within S seconds (60)\n"
         "  --keepalive S               SSE keep-alive comment interval (5)\n"
         "  --stall-seconds S           /health is 503 when the engine has work but no progress for S s (30)\n"
@@ -88,6 +96,26 @@ static bool served_name_flag(int argc, char **argv, int *i, char *names, size_t 
     }
     snprintf(names + len, cap - len, "%s%s", len ? "," : "", v);
     return true;
+}
+
+/* Waits for SIGINT/SIGTERM on its own thread, so that a signal during a long model load ends the
+ * process at once (nothing is served yet, so there is nothing to drain); once the model is served
+ * the main thread joins it and shuts down gracefully. */
+struct sig_waiter {
+    sigset_t    sigs;
+    atomic_bool serving;
+    int         sig;
+};
+
+static void *sig_main(void *arg)
+{
+    struct sig_waiter *w = arg;
+    sigwait(&w->sigs, &w->sig);
+    if (!atomic_load(&w->serving)) {
+        LOG_INFO("signal %d during model load: exiting", w->sig);
+        _exit(0);
+    }
+    return NULL;
 }
 
 static bool is_dir(const char *p)
@@ -131,6 +159,10 @@ int cmd_serve(int argc, char **argv)
             flag_str(argc, argv, &i, "--max-itl-ms", &max_itl_s, &bad) ||
             flag_str(argc, argv, &i, "--max-body-bytes", &body_bytes, &bad) ||
             flag_int(argc, argv, &i, "--http-timeout", &sc.http_timeout_s, &bad) ||
+            flag_int(argc, argv, &i, "--header-timeout", &sc.header_timeout_s, &bad) ||
+            flag_int(argc, argv, &i, "--body-min-rate", &sc.body_min_rate, &bad) ||
+            flag_int(argc, argv, &i, "--max-connections", &sc.max_connections, &bad) ||
+            flag_int(argc, argv, &i, "--per-ip-connections", &sc.per_ip_connections, &bad) ||
             flag_int(argc, argv, &i, "--body-timeout", &sc.body_timeout_s, &bad) ||
             flag_int(argc, argv, &i, "--keepalive", &sc.keepalive_s, &bad) ||
             flag_int(argc, argv, &i, "--stall-seconds", &sc.stall_s, &bad) ||
@@ -221,6 +253,15 @@ int cmd_serve(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);   // a closed terminal or a config-reload habit must not kill live streams
+    static struct sig_waiter waiter;
+    waiter.sigs = sigs;
+    atomic_init(&waiter.serving, false);
+    pthread_t sig_thread;
+    if (pthread_create(&sig_thread, NULL, sig_main, &waiter) != 0) {
+        LOG_ERR("cannot start the signal thread");
+        return 1;
+    }
 
     int rc = 1;
     struct server *srv = NULL;
@@ -277,10 +318,10 @@ int cmd_serve(int argc, char **argv)
         served = gen_script_wrap(script, g);
         script = NULL;
     }
+    atomic_store(&waiter.serving, true);
     server_set_gen(srv, served);
-    int sig = 0;
-    sigwait(&sigs, &sig);
-    LOG_INFO("signal %d: shutting down (grace %d s)", sig, sc.shutdown_grace_s);
+    pthread_join(sig_thread, NULL);
+    LOG_INFO("signal %d: shutting down (grace %d s)", waiter.sig, sc.shutdown_grace_s);
     rc = 0;
 out:
     server_free(srv);          // joins every connection thread; no request uses g after this

@@ -248,7 +248,8 @@ out:
 /* stop_reason of each way a choice ends (an error is reported by its own event first). */
 static const char *const stop_reasons[] = {
     [JOB_END_STOP] = "end_turn", [JOB_END_TOOL_CALLS] = "tool_use", [JOB_END_STOP_STRING] = "stop_sequence",
-    [JOB_END_LENGTH] = "max_tokens", [JOB_END_ERROR] = "end_turn",
+    [JOB_END_LENGTH] = "max_tokens", [JOB_END_ERROR] = "max_tokens",
+    [JOB_END_CANCELED] = "max_tokens",   // cut short: the API has no reason for it; never end_turn
 };
 
 static const char *stop_reason(const struct job_choice_info *c) { return stop_reasons[c->end]; }

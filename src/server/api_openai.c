@@ -41,7 +41,7 @@ static void oai_w_free(void *p)
 /* finish_reason of each way a choice ends. */
 static const char *const finish_names[] = {
     [JOB_END_STOP] = "stop", [JOB_END_TOOL_CALLS] = "tool_calls", [JOB_END_STOP_STRING] = "stop",
-    [JOB_END_LENGTH] = "length", [JOB_END_ERROR] = "error",
+    [JOB_END_LENGTH] = "length", [JOB_END_ERROR] = "error", [JOB_END_CANCELED] = "abort",   // vLLM's word
 };
 
 static const char *finish_str(const struct job_choice_info *c) { return finish_names[c->end]; }

@@ -303,7 +303,7 @@ static void item_json(struct strbuf *o, enum item kind, const char *id, const ch
 static void response_json(struct strbuf *o, const struct resp_w *w, const struct job_choice_info *c, const char *items)
 {
     const char *status = !c || !c->done ? "in_progress" : c->failed ? "failed"
-                         : c->end == JOB_END_LENGTH ? "incomplete" : "completed";
+                         : c->end == JOB_END_LENGTH || c->end == JOB_END_CANCELED ? "incomplete" : "completed";
     jsonw_raw(o, "{\"id\":");
     jsonw_cstr(o, w->id);
     strbuf_printf(o, ",\"object\":\"response\",\"created_at\":%lld,\"status\":\"%s\",\"model\":", w->created, status);
@@ -316,6 +316,8 @@ static void response_json(struct strbuf *o, const struct resp_w *w, const struct
     } else jsonw_raw(o, ",\"error\":null");
     if (c && c->done && !c->failed && c->end == JOB_END_LENGTH)
         jsonw_raw(o, ",\"incomplete_details\":{\"reason\":\"max_output_tokens\"}");
+    else if (c && c->done && !c->failed && c->end == JOB_END_CANCELED)   // cut by shutdown: never "completed"
+        jsonw_raw(o, ",\"incomplete_details\":{\"reason\":\"interrupted\"}");
     else jsonw_raw(o, ",\"incomplete_details\":null");
     const char *k;
     json_t *v;
@@ -445,8 +447,9 @@ static void resp_fill(struct req *r)
         }
     }
     if (c.done && !w->finished) {
-        close_item(w, o, !c.failed && c.end == JOB_END_LENGTH ? "incomplete" : "completed");
-        const char *type = c.failed ? "response.failed" : c.end == JOB_END_LENGTH ? "response.incomplete" : "response.completed";
+        bool cut = c.end == JOB_END_LENGTH || c.end == JOB_END_CANCELED;
+        close_item(w, o, !c.failed && cut ? "incomplete" : "completed");
+        const char *type = c.failed ? "response.failed" : cut ? "response.incomplete" : "response.completed";
         ev_open(o, w, type);
         jsonw_raw(o, ",\"response\":");
         response_json(o, w, &c, w->items.data ? w->items.data : "");
@@ -472,7 +475,7 @@ static enum MHD_Result resp_whole(struct req *r, struct resp_w *w)
         char id[80];
         snprintf(id, sizeof id, "%s%s_%d", prefix[kind], w->id + 5, b);
         if (b) strbuf_putc(&items, ',');
-        bool cut = b == n_blocks - 1 && c.end == JOB_END_LENGTH;
+        bool cut = b == n_blocks - 1 && (c.end == JOB_END_LENGTH || c.end == JOB_END_CANCELED);
         item_json(&items, kind, id, bl->text.data ? bl->text.data : "", bl->text.len, bl->name, bl->id, cut ? "incomplete" : "completed");
     }
     struct strbuf o = {0};

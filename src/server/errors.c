@@ -37,6 +37,7 @@ struct api_error api_error_kind_make(enum api_error_kind kind, const char *fmt, 
     vsnprintf(e.message, sizeof e.message, fmt, ap);
     va_end(ap);
     if (kind == API_ERROR_LOADING || kind == API_ERROR_SHUTDOWN) e.retry_after_s = 5;
+    if (kind == API_ERROR_PROTOCOL || kind == API_ERROR_UNSUPPORTED) e.close = true;
     return e;
 }
 
@@ -47,6 +48,8 @@ int api_error_http(const struct api_error *e)
     case API_ERROR_METHOD:         return 405;
     case API_ERROR_BODY_TOO_LARGE: return 413;
     case API_ERROR_TIMEOUT:        return 408;
+    case API_ERROR_PROTOCOL:       return 400;
+    case API_ERROR_UNSUPPORTED:    return 501;
     case API_ERROR_LOADING:
     case API_ERROR_SHUTDOWN:       return 503;
     case API_ERROR_STATUS:         break;

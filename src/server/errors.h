@@ -11,6 +11,8 @@
 #ifndef CAIRN_SERVER_ERRORS_H
 #define CAIRN_SERVER_ERRORS_H
 
+#include <stdbool.h>
+
 #include "base/mem.h"
 #include "base/status.h"
 
@@ -24,6 +26,8 @@ enum api_error_kind {
     API_ERROR_LOADING,        // 503: model still loading
     API_ERROR_SHUTDOWN,       // 503: server shutting down
     API_ERROR_TIMEOUT,        // 408: request body too slow
+    API_ERROR_PROTOCOL,       // 400: malformed HTTP framing (sent with Connection: close)
+    API_ERROR_UNSUPPORTED,    // 501: a transfer coding we do not implement (closes too)
 };
 
 struct api_error {
@@ -32,6 +36,7 @@ struct api_error {
     char                param[64];      // offending field, "" if none
     char                message[1024];
     int                 retry_after_s;  // > 0: send Retry-After
+    bool                close;          // answer with Connection: close (framing cannot be trusted)
 };
 
 struct api_error api_error_make(enum status st, const char *param, const char *fmt, ...)

@@ -217,6 +217,7 @@ void job_choice_info(const struct job *j, int i, struct job_choice_info *out)
     else if (out->stop_string) out->end = JOB_END_STOP_STRING;
     else if (c->finish == FINISH_LENGTH) out->end = JOB_END_LENGTH;
     else if (c->finish == FINISH_ERROR) out->end = JOB_END_ERROR;
+    else if (c->finish == FINISH_CANCELED) out->end = JOB_END_CANCELED;
     else out->end = JOB_END_STOP;
     out->failed = c->finish == FINISH_ERROR;
     out->error = c->error;

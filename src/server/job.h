@@ -21,11 +21,12 @@
 
 /* Why a choice ended, in the order the APIs give precedence (a call made, then a stop string...). */
 enum job_end {
-    JOB_END_STOP = 0,         // EOS or stop id (or canceled: the client is gone and sees nothing)
+    JOB_END_STOP = 0,         // EOS or stop id
     JOB_END_TOOL_CALLS,       // it made at least one tool call
     JOB_END_STOP_STRING,      // one of the request's stop strings matched
     JOB_END_LENGTH,           // max_tokens or the context
     JOB_END_ERROR,            // the provider failed (info.error)
+    JOB_END_CANCELED,         // cut before its end (shutdown; a client that left sees nothing)
 };
 
 struct job_choice_info {

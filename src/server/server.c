@@ -1,14 +1,21 @@
 /* server: libmicrohttpd daemon, routing, auth, limits, SSE plumbing, health, metrics, models,
  * tokenize/detokenize, graceful shutdown; see server.h. The API handlers live in api_*.c.
  *
- * Threading: MHD_USE_THREAD_PER_CONNECTION, so a handler or an SSE reader callback may block on
- * the model: each waits at most ~100 ms at a time and checks whether the peer closed its socket
- * (recv MSG_PEEK == 0), cancelling the generation when it has. A request struct is shared by the
- * completion callback and (when streaming) the response's reader: refcounted, freed by the last.
+ * Threading: libmicrohttpd runs event-driven (epoll) on a small pool of threads that never block
+ * on the model, so idle or slow connections cost memory, not threads. A request that needs the
+ * model (every POST route) is handed to its own worker thread: the connection is suspended, the
+ * worker renders, submits and waits (srv_wait_job) and keeps its response in r->pending; then it
+ * resumes the connection and MHD calls on_request again, which queues that response. A stream's
+ * reader (on MHD's thread) polls its job for at most SSE_POLL_MS per call, checking whether the
+ * peer closed its socket (recv MSG_PEEK == 0) and cancelling the generation when it has. A
+ * request struct is shared by MHD's callbacks, the worker and the stream reader: refcounted.
  *
  * Limits: bodies above max_body_bytes answer 413 (from Content-Length before reading, or while
  * reading chunked bodies); a body that trickles in for longer than body_timeout_s answers 408;
- * an idle connection closes after http_timeout_s (slowloris).
+ * a sweeper thread cuts a connection whose request header is not complete header_timeout_s after
+ * it opened (or after its previous response), and a body arriving slower than body_min_rate
+ * bytes/s on average after its first BODY_RATE_GRACE_S seconds (slowloris); an idle connection
+ * closes after http_timeout_s; at most per_ip_connections from one address.
  */
 #include "server/server_int.h"
 
@@ -22,11 +29,14 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/clock.h"
 #include "base/log.h"
 #include "server/jsonw.h"
 #include "text/pyjson.h"
+
+#define MHD_THREADS 4   // event-loop threads; none of them ever waits on the model
 
 /* ==== Routes ==== */
 
@@ -46,9 +56,13 @@ static const struct { const char *path; enum route route; const char *method; } 
 
 /* ==== Requests ==== */
 
+enum { HAND_NONE = 0, HAND_WORKING, HAND_ANSWERED, HAND_QUEUED };
+
 static void req_unref(struct req *r)
 {
     if (atomic_fetch_sub(&r->refs, 1) != 1) return;
+    if (r->pending) MHD_destroy_response(r->pending);
+    pthread_mutex_destroy(&r->hand_mu);
     job_free(r->job);
     if (r->wstate_free) r->wstate_free(r->wstate);
     json_decref(r->tools);
@@ -89,16 +103,29 @@ static void add_common_headers(struct req *r, struct MHD_Response *resp)
     }
 }
 
+/* Queues resp (and drops our reference): at once on MHD's thread, or kept for the resume when a
+ * worker answers. */
+static enum MHD_Result queue(struct req *r, int code, struct MHD_Response *resp)
+{
+    r->http_status = code;
+    if (r->deferred) {
+        if (r->pending) MHD_destroy_response(r->pending);
+        r->pending = resp;
+        r->pending_code = code;
+        return MHD_YES;
+    }
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)code, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 enum MHD_Result srv_send_json(struct req *r, int code, const char *body, size_t len)
 {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, "Content-Type", "application/json");
     add_common_headers(r, resp);
-    r->http_status = code;
-    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)code, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return queue(r, code, resp);
 }
 
 static enum MHD_Result send_text(struct req *r, int code, const char *ctype, const char *body, size_t len)
@@ -107,10 +134,7 @@ static enum MHD_Result send_text(struct req *r, int code, const char *ctype, con
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, "Content-Type", ctype);
     add_common_headers(r, resp);
-    r->http_status = code;
-    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)code, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return queue(r, code, resp);
 }
 
 enum MHD_Result srv_send_error(struct req *r, const struct api_error *e)
@@ -131,12 +155,11 @@ enum MHD_Result srv_send_error(struct req *r, const struct api_error *e)
     }
     if (code == 405) {
         for (int i = 0; i < N_ROUTES; i++)
-            if (!strcmp(routes[i].path, r->path)) MHD_add_response_header(resp, "Allow", routes[i].method);
+            if (!strcmp(routes[i].path, r->path))
+                MHD_add_response_header(resp, "Allow", strcmp(routes[i].method, "GET") ? routes[i].method : "GET, HEAD");
     }
-    r->http_status = code;
-    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)code, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    if (e->close) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    return queue(r, code, resp);
 }
 
 bool srv_peer_closed(struct req *r)
@@ -156,7 +179,8 @@ bool srv_wait_job(struct req *r)
         if (srv_peer_closed(r) || atomic_load(&r->s->cancel_all)) {
             job_cancel(r->job);
             while (!job_done(r->job)) job_poll(r->job, 50);
-            return !srv_peer_closed(r);
+            r->peer_gone = srv_peer_closed(r);
+            return !r->peer_gone;
         }
         job_poll(r->job, 100);
     }
@@ -171,31 +195,47 @@ void srv_make_id(struct req *r, const char *prefix, char *out, size_t cap)
 
 /* ==== SSE ==== */
 
+static void suspend(struct req *r)
+{
+    atomic_fetch_add(&r->s->n_suspended, 1);
+    MHD_suspend_connection(r->conn);
+}
+
+static void resume(struct req *r)
+{
+    MHD_resume_connection(r->conn);
+    atomic_fetch_sub(&r->s->n_suspended, 1);
+}
+
+/* On MHD's thread: hands out the SSE bytes, polling the job for at most SSE_POLL_MS at a time so
+ * that the event loop thread serving this stream serves its other connections between polls.
+ * (Suspending the connection here and resuming it from the worker loses wake-ups in MHD 0.9.75's
+ * internal polling when the connection is reused: a keep-alive stream then hangs.) */
+#define SSE_POLL_MS 5
 static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct req *r = cls;
-    for (;;) {
-        if (r->out_pos < r->out.len) {
-            size_t n = r->out.len - r->out_pos;
-            if (n > max) n = max;
-            memcpy(buf, r->out.data + r->out_pos, n);
-            r->out_pos += n;
-            r->last_write_s = clock_now_s();
-            return (ssize_t)n;
-        }
-        strbuf_clear(&r->out);
-        r->out_pos = 0;
-        if (r->sse_done) return MHD_CONTENT_READER_END_OF_STREAM;
-        if (srv_peer_closed(r)) {
-            job_cancel(r->job);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
-        }
-        if (atomic_load(&r->s->cancel_all)) job_cancel(r->job);
-        job_poll(r->job, 100);
-        r->fill(r);
-        if (!r->out.len && clock_now_s() - r->last_write_s >= r->s->cfg.keepalive_s)
-            strbuf_puts(&r->out, ": keep-alive\n\n");
+    if (r->out_pos < r->out.len) {
+        size_t n = r->out.len - r->out_pos;
+        if (n > max) n = max;
+        memcpy(buf, r->out.data + r->out_pos, n);
+        r->out_pos += n;
+        r->last_write_s = clock_now_s();
+        return (ssize_t)n;
     }
+    strbuf_clear(&r->out);
+    r->out_pos = 0;
+    if (r->sse_done) return MHD_CONTENT_READER_END_OF_STREAM;
+    if (atomic_load(&r->s->cancel_all)) job_cancel(r->job);
+    if (srv_peer_closed(r)) {
+        job_cancel(r->job);
+        r->peer_gone = true;
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    job_poll(r->job, SSE_POLL_MS);
+    r->fill(r);
+    if (!r->out.len && clock_now_s() - r->last_write_s >= r->s->cfg.keepalive_s) strbuf_puts(&r->out, ": keep-alive\n\n");
+    return 0;   // nothing yet: MHD calls again on its next loop
 }
 
 static void sse_free(void *cls) { req_unref(cls); }
@@ -211,10 +251,7 @@ enum MHD_Result srv_start_sse(struct req *r)
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
     add_common_headers(r, resp);
-    r->http_status = 200;
-    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return queue(r, 200, resp);
 }
 
 /* ==== Model-dependent helpers ==== */
@@ -250,11 +287,24 @@ void srv_job_hooks(struct req *r, struct job_cfg *jc)
 
 /* ==== Small endpoints ==== */
 
+/* A 503 that will pass (loading, stalled, shutting down): says when to ask again. */
+static enum MHD_Result send_unavailable(struct req *r, const char *body, size_t len, int retry_s)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    add_common_headers(r, resp);
+    char ra[16];
+    snprintf(ra, sizeof ra, "%d", retry_s);
+    MHD_add_response_header(resp, "Retry-After", ra);
+    return queue(r, 503, resp);
+}
+
 static enum MHD_Result do_health(struct req *r)
 {
     struct gen *g = atomic_load(&r->s->g);
-    if (atomic_load(&r->s->shutting_down)) return srv_send_json(r, 503, "{\"status\":\"shutting_down\"}", 26);
-    if (!g) return srv_send_json(r, 503, "{\"status\":\"loading\"}", 20);
+    if (atomic_load(&r->s->shutting_down)) return send_unavailable(r, "{\"status\":\"shutting_down\"}", 26, 5);
+    if (!g) return send_unavailable(r, "{\"status\":\"loading\"}", 20, 5);
     struct engine_stats st;
     g->ops->stats(g->self, &st);
     double idle = clock_now_s() - st.last_progress_s;
@@ -262,7 +312,7 @@ static enum MHD_Result do_health(struct req *r)
         char b[160];
         int n = snprintf(b, sizeof b, "{\"status\":\"stalled\",\"running\":%d,\"waiting\":%d,\"seconds_without_progress\":%.1f}",
                          st.n_running, st.n_waiting, idle);
-        return srv_send_json(r, 503, b, (size_t)n);
+        return send_unavailable(r, b, (size_t)n, 5);
     }
     if (!g->chat) {   // started with --no-chat-template: say what is served
         static const char body[] = "{\"status\":\"ok\",\"chat_template\":false,\"endpoints\":\"completions_only\"}";
@@ -423,17 +473,18 @@ static enum MHD_Result do_detokenize(struct req *r, json_t *body)
     return ret;
 }
 
-/* ==== The access handler ==== */
+/* ==== Dispatch ==== */
 
 static bool auth_ok(struct req *r)
 {
     const char *key = r->s->api_key;
     if (!key) return true;
-    const char *got = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "x-api-key");
-    const char *auth = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
-    if (!got && auth && !strncasecmp(auth, "Bearer ", 7)) got = auth + 7;
+    const char *got = NULL, *auth = NULL;
+    size_t a = 0, auth_len = 0, b = strlen(key);
+    MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, "x-api-key", 9, &got, &a);
+    MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, "Authorization", 13, &auth, &auth_len);
+    if (!got && auth && auth_len >= 7 && !strncasecmp(auth, "Bearer ", 7)) got = auth + 7, a = auth_len - 7;
     if (!got) return false;
-    size_t a = strlen(got), b = strlen(key);
     unsigned diff = (unsigned)(a ^ b);
     for (size_t i = 0; i < a && i < b; i++) diff |= (unsigned)(got[i] ^ key[i]);
     return diff == 0;
@@ -484,6 +535,222 @@ static enum MHD_Result dispatch(struct req *r)
     return ret;
 }
 
+/* ==== Connection timers (slowloris) ==== */
+
+/* One per TCP connection, made by MHD's connection notification: which phase its current request
+ * is in and since when. The sweeper cuts the slow ones by shutting their socket down (MHD then
+ * sees the close and cleans up on its own thread); the fd stays valid while watch_mu is held,
+ * because MHD tells us a connection closed before it closes the socket. */
+enum watch_phase { WATCH_HEADER, WATCH_BODY, WATCH_BUSY };
+struct conn_watch {
+    struct conn_watch *prev, *next;
+    int                fd;
+    enum watch_phase   phase;
+    double             t_phase;       // when the phase began
+    size_t             body_bytes;
+    bool               cut;
+};
+
+#define BODY_RATE_GRACE_S 5.0
+
+static struct conn_watch *watch_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+static void watch_set(struct server *s, struct conn_watch *w, enum watch_phase ph)
+{
+    if (!w) return;
+    pthread_mutex_lock(&s->watch_mu);
+    w->phase = ph;
+    w->t_phase = clock_now_s();
+    w->body_bytes = 0;
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct server *s = cls;
+    pthread_mutex_lock(&s->watch_mu);
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        struct conn_watch *w = xcalloc(1, sizeof *w);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        w->fd = ci ? ci->connect_fd : -1;
+        w->phase = WATCH_HEADER;
+        w->t_phase = clock_now_s();
+        w->next = s->watches;
+        if (s->watches) s->watches->prev = w;
+        s->watches = w;
+        *socket_context = w;
+    } else if (*socket_context) {
+        struct conn_watch *w = *socket_context;
+        if (w->prev) w->prev->next = w->next;
+        else s->watches = w->next;
+        if (w->next) w->next->prev = w->prev;
+        free(w);
+        *socket_context = NULL;
+    }
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+static void *sweeper_main(void *arg)
+{
+    struct server *s = arg;
+    while (!atomic_load(&s->sweeper_stop)) {
+        struct timespec ts = { 0, 200000000 };
+        nanosleep(&ts, NULL);
+        double now = clock_now_s();
+        pthread_mutex_lock(&s->watch_mu);
+        for (struct conn_watch *w = s->watches; w; w = w->next) {
+            if (w->cut || w->fd < 0) continue;
+            double age = now - w->t_phase;
+            const char *why = NULL;
+            if (w->phase == WATCH_HEADER && age > s->cfg.header_timeout_s) why = "request header incomplete";
+            else if (w->phase == WATCH_BODY && age > BODY_RATE_GRACE_S && (double)w->body_bytes < s->cfg.body_min_rate * age)
+                why = "request body below the minimum rate";
+            if (!why) continue;
+            w->cut = true;
+            LOG_DEBUG("closing a connection: %s after %.1f s", why, age);
+            shutdown(w->fd, SHUT_RDWR);
+        }
+        pthread_mutex_unlock(&s->watch_mu);
+    }
+    return NULL;
+}
+
+/* ==== Request workers ==== */
+
+/* The worker's thread: answers a request that needs the model, with the connection suspended. */
+static void *worker_main(void *arg)
+{
+    struct req *r = arg;
+    struct server *s = r->s;
+    r->deferred = true;
+    atomic_fetch_add(&s->n_active, 1);
+    enum MHD_Result ret = dispatch(r);
+    atomic_fetch_sub(&s->n_active, 1);
+    pthread_mutex_lock(&r->hand_mu);
+    r->answer_ret = ret;
+    r->hand = HAND_ANSWERED;
+    resume(r);
+    pthread_mutex_unlock(&r->hand_mu);
+    req_unref(r);
+    atomic_fetch_sub(&s->n_workers, 1);
+    return NULL;
+}
+
+static enum MHD_Result start_worker(struct req *r)
+{
+    struct server *s = r->s;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    atomic_fetch_add(&r->refs, 1);
+    atomic_fetch_add(&s->n_workers, 1);
+    r->hand = HAND_WORKING;
+    suspend(r);
+    pthread_t t;
+    int rc = pthread_create(&t, &at, worker_main, r);
+    pthread_attr_destroy(&at);
+    if (rc) {   // no thread: answer on this one rather than fail the request
+        LOG_WARN("req-%llu: cannot start a worker thread (%s)", (unsigned long long)r->id, strerror(rc));
+        resume(r);
+        atomic_fetch_sub(&s->n_workers, 1);
+        atomic_fetch_sub(&r->refs, 1);
+        r->hand = HAND_QUEUED;
+        struct api_error e = api_error_make(STATUS_EBUSY, NULL, "the server is out of threads; retry later");
+        return srv_send_error(r, &e);
+    }
+    return MHD_YES;
+}
+
+/* ==== The access handler ==== */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+static bool has_ctl(const char *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f) return true;
+    return false;
+}
+
+/* Decodes %HH like MHD's default, but never into a NUL or another control byte: those become
+ * 0x01 so that on_request can refuse the path instead of acting on a truncated one. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *str)
+{
+    char *w = str;
+    for (const char *p = str; *p; p++) {
+        int hi, lo;
+        if (*p == '%' && (hi = hexval(p[1])) >= 0 && (lo = hexval(p[2])) >= 0) {
+            unsigned char b = (unsigned char)(hi * 16 + lo);
+            *w++ = (char)(b < 0x20 || b == 0x7f ? 0x01 : b);
+            p += 2;
+        } else *w++ = *p;
+    }
+    *w = 0;
+    return (size_t)(w - str);
+}
+
+struct framing { int n_cl, n_te; const char *te; };
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct framing *f = cls;
+    if (!strcasecmp(key, "Content-Length")) f->n_cl++;
+    if (!strcasecmp(key, "Transfer-Encoding")) f->n_te++, f->te = value;
+    return MHD_YES;
+}
+
+/* RFC 9112 framing and header sanity known before the body: a 400/501 that closes the
+ * connection, since what follows on it cannot be trusted to be the next request. */
+static bool framing_error(struct req *r, const char *url, const char *version, struct api_error *e)
+{
+    struct framing f = {0};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_framing, &f);
+    if (has_ctl(url, strlen(url))) {
+        *e = api_error_kind_make(API_ERROR_PROTOCOL, "the request path holds a NUL or control byte");
+        return true;
+    }
+    if (f.n_cl > 1) {
+        *e = api_error_kind_make(API_ERROR_PROTOCOL, "more than one Content-Length header");
+        return true;
+    }
+    if (f.n_cl && f.n_te) {
+        *e = api_error_kind_make(API_ERROR_PROTOCOL, "both Content-Length and Transfer-Encoding");
+        return true;
+    }
+    if (f.n_te > 1 || (f.te && strcasecmp(f.te, "chunked"))) {
+        *e = api_error_kind_make(API_ERROR_UNSUPPORTED, "Transfer-Encoding '%s' is not supported (only chunked)",
+                                 f.te ? f.te : "");
+        return true;
+    }
+    if (!strcmp(version, MHD_HTTP_VERSION_1_1) &&
+        !MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST)) {
+        *e = api_error_kind_make(API_ERROR_PROTOCOL, "HTTP/1.1 request without a Host header");
+        return true;
+    }
+    static const char *const auth_headers[] = { "x-api-key", "Authorization" };
+    for (int i = 0; i < 2; i++) {
+        const char *v;
+        size_t n;
+        if (MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, auth_headers[i], strlen(auth_headers[i]), &v, &n) &&
+            (has_ctl(v, n) || strlen(v) != n)) {
+            *e = api_error_kind_make(API_ERROR_PROTOCOL, "the %s header holds a NUL or control byte", auth_headers[i]);
+            return true;
+        }
+    }
+    return false;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
@@ -493,24 +760,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (!r) {
         r = xcalloc(1, sizeof *r);
         atomic_init(&r->refs, 1);
+        pthread_mutex_init(&r->hand_mu, NULL);
         r->s = s;
         r->conn = conn;
+        r->watch = watch_of(conn);
         r->id = atomic_fetch_add(&s->next_id, 1) + 1;
         r->t0_s = clock_now_s();
         snprintf(r->method, sizeof r->method, "%s", method);
         snprintf(r->path, sizeof r->path, "%s", url);
         *con_cls = r;
+        watch_set(s, r->watch, WATCH_BODY);
         metrics_inflight(s->m, 1);
         r->api = !strncmp(url, "/v1/messages", 12) ? API_ANTHROPIC : API_OPENAI;
+        if (framing_error(r, url, version, &e)) return srv_send_error(r, &e);
+        // HEAD is GET without the body (MHD drops the body of a HEAD response)
+        const char *as = !strcmp(method, "HEAD") ? "GET" : method;
         bool path_known = false;
         for (int i = 0; i < N_ROUTES; i++) {
             if (strcmp(routes[i].path, url)) continue;
             path_known = true;
-            if (!strcmp(routes[i].method, method)) r->route = routes[i].route;
+            if (!strcmp(routes[i].method, as)) r->route = routes[i].route;
         }
         if (!strncmp(url, "/v1/models/", 11) && url[11]) {   // GET /v1/models/{id}
             path_known = true;
-            if (!strcmp(method, "GET")) r->route = ROUTE_MODELS;
+            if (!strcmp(as, "GET")) r->route = ROUTE_MODELS;
         }
         // Errors known from the headers are answered after the body has been read and dropped:
         // answering before would make MHD close the connection, which breaks keep-alive clients.
@@ -536,11 +809,26 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         return MHD_YES;
     }
+    if (r->hand == HAND_ANSWERED) {   // resumed by the worker: queue what it answered
+        r->hand = HAND_QUEUED;
+        if (!r->pending) return MHD_NO;   // no answer (the client left): close
+        struct MHD_Response *resp = r->pending;
+        r->pending = NULL;
+        enum MHD_Result ret = MHD_queue_response(conn, (unsigned)r->pending_code, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    if (r->hand != HAND_NONE) return MHD_YES;
     if (r->http_status) {   // already answered (early error); discard the rest
         *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size) {
+        if (r->watch) {
+            pthread_mutex_lock(&s->watch_mu);
+            r->watch->body_bytes += *upload_size;
+            pthread_mutex_unlock(&s->watch_mu);
+        }
         if (clock_now_s() - r->t0_s > s->cfg.body_timeout_s) r->too_slow = true;
         if (r->body.len + *upload_size > s->cfg.max_body_bytes) r->too_large = true;
         if (!r->too_large && !r->too_slow && !r->has_early && !r->is_preflight) strbuf_append(&r->body, upload, *upload_size);
@@ -555,6 +843,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         return MHD_YES;
     }
+    watch_set(s, r->watch, WATCH_BUSY);
     if (r->too_large) {
         e = api_error_kind_make(API_ERROR_BODY_TOO_LARGE, "request body is over the limit of %zu bytes", s->cfg.max_body_bytes);
         return srv_send_error(r, &e);
@@ -568,15 +857,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         MHD_add_response_header(resp, "Access-Control-Allow-Headers",
                                 "Authorization, Content-Type, x-api-key, anthropic-version, anthropic-beta");
         MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
-        r->http_status = 204;
-        enum MHD_Result ret = MHD_queue_response(conn, 204, resp);
-        MHD_destroy_response(resp);
-        return ret;
+        return queue(r, 204, resp);
     }
-    atomic_fetch_add(&s->n_active, 1);
-    enum MHD_Result ret = dispatch(r);
-    atomic_fetch_sub(&s->n_active, 1);
-    return ret;
+    // Health, metrics and models answer here at once; anything that may wait on the model goes
+    // to a worker so that MHD's threads stay free.
+    if (r->route == ROUTE_HEALTH || r->route == ROUTE_METRICS || r->route == ROUTE_MODELS) return dispatch(r);
+    return start_worker(r);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
@@ -586,7 +872,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r) return;
     *con_cls = NULL;
     unregister(r);
-    bool client_gone = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    bool cut = false;
+    if (r->watch) {
+        pthread_mutex_lock(&s->watch_mu);
+        cut = r->watch->cut;
+        pthread_mutex_unlock(&s->watch_mu);
+        watch_set(s, r->watch, WATCH_HEADER);   // keep-alive: the next request's header timer
+    }
+    // anything but a clean end, a timeout, a cut or our own shutdown is the client's doing (a
+    // failed write to a closed socket shows up as TERMINATED_WITH_ERROR)
+    bool client_gone = r->peer_gone ||
+                       (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN &&
+                        toe != MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && !r->too_slow && !cut);
     if (r->job) {
         if (!job_done(r->job)) job_cancel(r->job);
         for (int i = 0; i < job_n_choices(r->job); i++) {
@@ -597,8 +894,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             r->n_generated += c.n_generated;
         }
     }
+    // What happened, as logs and metrics count it: 499 (nginx's "client closed the request") for a
+    // client that left, 408 for one cut as too slow, else what was answered.
     int code = r->http_status ? r->http_status : 500;
-    if (client_gone && r->job) code = 499;   // nginx convention: client closed the request
+    if (cut || toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED) code = 408;
+    else if (client_gone) code = 499;
     metrics_request(s->m, r->route ? r->path : "other", code);
     metrics_tokens(s->m, r->n_prompt, r->n_cached, r->n_generated);
     metrics_inflight(s->m, -1);
@@ -609,7 +909,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         job_choice_info(r->job, 0, &c0);
         if (c0.n_generated > 1 && c0.t_last_s > c0.t_first_s) dec = (c0.n_generated - 1) / (c0.t_last_s - c0.t_first_s);
         LOG_INFO("req-%llu %s %s %d%s prompt=%d cached=%d gen=%d ttft=%.1fms decode=%.1ftok/s time=%.3fs",
-                 (unsigned long long)r->id, r->method, r->path, r->http_status, client_gone ? " (client gone)" : "",
+                 (unsigned long long)r->id, r->method, r->path, code, client_gone ? " (client gone)" : "",
                  r->n_prompt, r->n_cached, r->n_generated, r->ttft_s * 1e3, dec, dur);
     } else {
         LOG_INFO("req-%llu %s %s %d time=%.3fs", (unsigned long long)r->id, r->method, r->path, code, dur);
@@ -639,7 +939,10 @@ enum status server_new(const struct server_cfg *cfg, struct server **out)
     if (s->cfg.keepalive_s <= 0) s->cfg.keepalive_s = 5;
     if (s->cfg.stall_s <= 0) s->cfg.stall_s = 30;
     if (s->cfg.shutdown_grace_s < 0) s->cfg.shutdown_grace_s = 0;
-    if (s->cfg.max_connections <= 0) s->cfg.max_connections = 512;
+    if (s->cfg.max_connections <= 0) s->cfg.max_connections = 4096;
+    if (s->cfg.per_ip_connections <= 0) s->cfg.per_ip_connections = 256;
+    if (s->cfg.header_timeout_s <= 0) s->cfg.header_timeout_s = 10;
+    if (s->cfg.body_min_rate <= 0) s->cfg.body_min_rate = 1024;
     s->host = xstrdup(cfg->host ? cfg->host : "127.0.0.1");
     s->grammars = grammar_cache_new(256);
     s->api_key = cfg->api_key && *cfg->api_key ? xstrdup(cfg->api_key) : NULL;
@@ -647,6 +950,7 @@ enum status server_new(const struct server_cfg *cfg, struct server **out)
     served_names(s, cfg->served_model_name);
     s->m = metrics_new();
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->watch_mu, NULL);
     s->reasoning_mode = -1;
     enum status st = STATUS_EINVAL;
     if (cfg->reasoning_parser) {
@@ -678,12 +982,17 @@ enum status server_new(const struct server_cfg *cfg, struct server **out)
         st = STATUS_EINVAL;
         goto out_free;
     }
-    s->d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
+    s->d = MHD_start_daemon(MHD_USE_POLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
                             (uint16_t)cfg->port, NULL, NULL, on_request, s,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)MHD_THREADS,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.http_timeout_s,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->cfg.per_ip_connections,
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
                             MHD_OPTION_END);
@@ -692,6 +1001,12 @@ enum status server_new(const struct server_cfg *cfg, struct server **out)
         st = STATUS_EIO;
         goto out_free;
     }
+    if (pthread_create(&s->sweeper, NULL, sweeper_main, s) != 0) {
+        LOG_ERR("cannot start the connection sweeper thread");
+        st = STATUS_EIO;
+        goto out_free;
+    }
+    s->sweeper_started = true;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : cfg->port;
     LOG_INFO("listening on http://%s:%d", s->host, s->port);
@@ -735,17 +1050,24 @@ void server_shutdown(struct server *s)
     for (int i = 0; i < s->n_live; i++)
         if (s->live[i]->job) job_cancel(s->live[i]->job);
     pthread_mutex_unlock(&s->mu);
-    // let cancelled streams write their last chunk before connections are torn down
-    for (t0 = clock_now_s(); clock_now_s() - t0 < 2;) {
+    // let cancelled streams write their last chunk before connections are torn down; MHD must not
+    // be stopped with a suspended connection, and every worker resumes its own soon after cancel_all
+    for (t0 = clock_now_s(); clock_now_s() - t0 < 10;) {
         pthread_mutex_lock(&s->mu);
         int n = s->n_live;
         pthread_mutex_unlock(&s->mu);
-        if (!n) break;
+        if (!n && !atomic_load(&s->n_suspended)) break;
         struct timespec ts = { 0, 20000000 };
         nanosleep(&ts, NULL);
     }
+    if (atomic_load(&s->n_suspended)) LOG_WARN("%d connections still suspended at shutdown", atomic_load(&s->n_suspended));
     MHD_stop_daemon(s->d);
     s->d = NULL;
+    // workers still pumping a stream saw their request end in MHD_stop_daemon; wait for them to let go
+    for (t0 = clock_now_s(); atomic_load(&s->n_workers) && clock_now_s() - t0 < 5;) {
+        struct timespec ts = { 0, 10000000 };
+        nanosleep(&ts, NULL);
+    }
     LOG_INFO("server stopped");
 }
 
@@ -753,6 +1075,11 @@ void server_free(struct server *s)
 {
     if (!s) return;
     if (s->d) server_shutdown(s);
+    if (s->sweeper_started) {
+        atomic_store(&s->sweeper_stop, true);
+        pthread_join(s->sweeper, NULL);
+    }
+    pthread_mutex_destroy(&s->watch_mu);
     json_decref(s->kwargs_default);
     grammar_cache_free(s->grammars);
     metrics_free(s->m);

@@ -1,10 +1,11 @@
 /* server: the HTTP front end of cairn (OpenAI- and Anthropic-compatible APIs, health, metrics).
  *
  * server_new binds the socket and starts serving at once (generation routes and /health answer
- * 503 until server_set_gen hands over a loaded model). libmicrohttpd runs one thread per
- * connection; a request's thread renders, tokenizes, submits to the model provider (gen.h) and
- * streams the result, so the engine thread only computes. server_shutdown stops accepting, gives
- * in-flight requests a grace period, cancels the rest and joins every connection thread.
+ * 503 until server_set_gen hands over a loaded model). libmicrohttpd runs event-driven on a
+ * few threads that never wait on the model; a request that needs the model gets a worker thread
+ * that renders, tokenizes, submits to the model provider (gen.h) and feeds the response, so the
+ * engine thread only computes. server_shutdown stops accepting, gives in-flight requests a grace
+ * period, cancels the rest and waits for every worker.
  *
  *     struct server *s;  server_new(&cfg, &s);  server_set_gen(s, g);
  *     wait_for_signal();  server_shutdown(s);  server_free(s);  gen_free(g);
@@ -34,7 +35,10 @@ struct server_cfg {
     int         keepalive_s;          // SSE comment every this many seconds without data (default 5)
     int         stall_s;              // /health 503 when the engine has work but no progress (default 30)
     int         shutdown_grace_s;     // in-flight requests may finish for this long (default 5)
-    int         max_connections;      // default 512
+    int         max_connections;      // default 4096
+    int         per_ip_connections;   // connections from one address (default 256)
+    int         header_timeout_s;     // a request header must be complete within this (default 10)
+    int         body_min_rate;        // bytes/s a body must average after its first 5 s (default 1024)
 };
 
 struct server;

@@ -43,6 +43,13 @@ struct server {
     pthread_mutex_t     mu;                  // jobs registry
     struct req        **live;
     int                 n_live, cap_live;
+    atomic_int          n_suspended;         // connections handed to a request worker
+    atomic_int          n_workers;           // request worker threads alive
+    pthread_mutex_t     watch_mu;            // the connection watch list (conn_watch in server.c)
+    struct conn_watch  *watches;
+    pthread_t           sweeper;
+    bool                sweeper_started;
+    atomic_bool         sweeper_stop;
 };
 
 enum route {
@@ -80,6 +87,16 @@ struct req {
     json_t                 *tools;          // kept alive for the parsers
     int                     n_prompt, n_cached, n_generated;
     double                  ttft_s;
+    // hand-off to the request's worker thread (server.c): while the connection is suspended the
+    // worker owns the request
+    pthread_mutex_t         hand_mu;
+    int                     hand;           // HAND_* in server.c
+    bool                    deferred;       // responses are kept in pending and queued on resume
+    struct MHD_Response    *pending;
+    int                     pending_code;
+    enum MHD_Result         answer_ret;
+    bool                    peer_gone;      // the client closed its socket mid-request
+    struct conn_watch      *watch;          // this connection's timers
 };
 
 /* Responses (server.c). */

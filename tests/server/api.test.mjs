@@ -354,6 +354,7 @@ async function main() {
   const kex = ks.stop();
   const lr = await longrun.catch((e) => ({ error: String(e) }));
   check(!lr.error && lr.finish && lr.usage && lr.usage.completion_tokens < longTokens, 'stream cancelled at shutdown ends with a final chunk', lr.error || lr.finish);
+  check(lr.finish === 'abort', 'a stream cut by shutdown says so (finish_reason abort, never stop)', lr.finish);
   check((await kex).code === 0 && Date.now() - t0 < 6000, 'shutdown after the grace period', Date.now() - t0);
   checkSanitizer(ks.stderr());
   fs.rmSync(tmp, { recursive: true, force: true });

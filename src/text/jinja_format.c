@@ -229,8 +229,11 @@ struct jv jstr_format(struct jctx *c, struct jv fmt, struct jv *args, int n_pos,
             if (auto_i >= n_pos) jfail(c, "line %d: Replacement index %d out of range for positional args tuple", c->line, auto_i);
             v = args[auto_i++];
         } else if (field[0] >= '0' && field[0] <= '9') {
-            int idx = atoi(field);
-            if (idx >= n_pos) jfail(c, "line %d: Replacement index %d out of range for positional args tuple", c->line, idx);
+            long long idx = 0;   // digits only as far as they go; any index past the arguments is out of range
+            for (size_t d = 0; d < name_n && field[d] >= '0' && field[d] <= '9' && idx <= n_pos; d++)
+                idx = idx * 10 + (field[d] - '0');
+            if (idx >= n_pos)
+                jfail(c, "line %d: Replacement index %.*s out of range for positional args tuple", c->line, (int)name_n, field);
             v = args[idx];
         } else {
             int k;

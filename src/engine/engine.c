@@ -114,6 +114,15 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     // Activations first: the default KV budget is what device memory they leave.
     enum status st = forward_new(m, be, cfg.max_batch_tokens, cfg.max_running, &e->fw);
     if (st != STATUS_OK) goto out_free;
+    if (hp->n_linear_layers > 0 && auto_running && device) {
+        // Recurrent state is per running sequence (tens of MB on the big hybrids): by default at
+        // most a quarter of the device memory still free goes to state slots.
+        size_t free_b = 0, total_b = 0, per_seq = model_seq_state_bytes(hp, DTYPE_F32);
+        be->ops->mem_info(be, &free_b, &total_b);
+        size_t fit = per_seq ? free_b / 4 / per_seq : (size_t)cfg.max_running;
+        int n = fit < 8 ? 8 : fit > (size_t)cfg.max_running ? cfg.max_running : (int)fit;
+        if (n < cfg.max_running) cfg.max_running = e->cfg.max_running = n;
+    }
     if (hp->n_linear_layers > 0) {
         // one slot per running request: admission (n_running < max_running) never waits for one
         if ((st = state_pool_new(m, be, cfg.max_running, &e->states)) != STATUS_OK) goto out_free_fw;

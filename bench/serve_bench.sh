@@ -11,13 +11,15 @@
 #      BURSTS requests (512-token prompts, 128 tokens out, sent within 200 ms): aggregate tok/s and
 #      p95 latency;
 #   3. the engine: inter-token gap of 16 streams while a 32K prompt is ingested, against their gap
-#      alone (engine_bench --part gap, the engine's default pacing).
+#      alone (engine_bench --part gap, the engine's default pacing; SKIP_GAP=1 leaves it out).
+# RUNS (3) measured runs per sweep size, BURSTS (64,80,256) the burst sizes.
 set -uo pipefail   # no -e: one failing measurement must not hide the others
 OUT=${1:-/tmp/cairn-serve-bench}
 BUILD=${BUILD:-build}
 CONFIG=${CONFIG:-configs/qwen3-8b.json}
 TOKENIZER=${TOKENIZER:?set TOKENIZER to a tokenizer directory (tests/text/fetch_tokenizers.sh qwen3)}
 BURSTS=${BURSTS:-64,80,256}
+RUNS=${RUNS:-3}           # measured runs per sweep size
 PORT=${PORT:-18080}
 mkdir -p "$OUT"
 export CAIRN_LOG=${CAIRN_LOG:-warn}
@@ -39,7 +41,7 @@ serve_run() {   # serve_run LABEL FLAGS...: one server, its sweep and bursts
     done
     grep -E 'scheduler:|kv cache:' "$log" | sed "s/^/[$label] /"
     echo "== serve [$label] $*: TTFT (sweep)" | tee "$OUT/sweep-$label.txt"
-    "$BUILD/cairn" bench --url "http://127.0.0.1:$PORT" --label "$label" --sizes 4096,32768 --runs 3 --max-tokens 16 \
+    "$BUILD/cairn" bench --url "http://127.0.0.1:$PORT" --label "$label" --sizes 4096,32768 --runs "$RUNS" --max-tokens 16 \
         --progress off --summary-out "$OUT/sweep-$label.json" 2>&1 | tee -a "$OUT/sweep-$label.txt"
     echo "== serve [$label] $*: bursts $BURSTS" | tee "$OUT/burst-$label.txt"
     "$BUILD/cairn" bench --url "http://127.0.0.1:$PORT" --label "$label" --mode burst --burst "$BURSTS" \
@@ -70,6 +72,7 @@ for label in ('defaults', 'flags-b'):
             print(f'ttft label={label} size={size} ttft_ms={ttft:.1f} forward_ms={ref * 1e3:.1f} ratio={ttft / (ref * 1e3):.3f}')
 PY
 
+[ "${SKIP_GAP:-0}" = 1 ] && exit 0
 echo "== engine: 16 streams while a 32K prompt is ingested" | tee "$OUT/gap.txt"
 "$BUILD/bench/engine_bench" --synthetic "$CONFIG" --backend "${BACKEND:-cuda}" --kv-gb 0 --part gap --long 32768 --gap-streams 16 \
     --budget 0 2>&1 | grep '^gap' | tee -a "$OUT/gap.txt"

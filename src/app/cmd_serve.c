@@ -246,7 +246,7 @@ int cmd_serve(int argc, char **argv)
         dir = model_dir;
     }
 
-    // Signals: block them in every thread (inherited), wait for them here.
+    // Signals: blocked in every thread (inherited); the signal thread waits for them (sig_main).
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);

@@ -229,7 +229,8 @@ static struct jv repeat(struct jctx *c, struct jv seq, int64_t k)
 {
     if (k < 0) k = 0;
     if (seq.kind == JV_STR) {
-        if (seq.n && (uint64_t)k > c->lim.out_bytes / seq.n) jfail(c, "template output exceeds %zu bytes", c->lim.out_bytes);
+        if (!seq.n) return jv_str("", 0);   // "" * 10**18 is "" at once (it looped k times)
+        if ((uint64_t)k > c->lim.out_bytes / seq.n) jfail(c, "template output exceeds %zu bytes", c->lim.out_bytes);
         struct jbuf b = {0};
         for (int64_t i = 0; i < k; i++) jbuf_put(c, &b, seq.u.s, seq.n);
         return b.n ? jv_str(b.p, b.n) : jv_str("", 0);

@@ -117,8 +117,32 @@ static void kids_push(struct jparse *p, struct kids *k, struct jn *n, const char
     k->n++;
 }
 
+static struct jn *node_of_kids(struct jparse *p, enum jn_kind kind, int line, const struct kids *k)
+{
+    struct jn *n = node(p, kind, line);
+    n->kids = k->v;
+    n->n_kids = k->n;
+    return n;
+}
+
 static struct jn *parse_expr(struct jparse *p, bool with_cond);
 static struct jn *parse_unary(struct jparse *p, bool with_filter);
+
+/* A list [a, b] or dict {k: v} literal after its opening bracket (a trailing comma allowed); a
+ * dict's kids alternate key, value. */
+static struct jn *parse_display(struct jparse *p, enum jn_kind kind, const char *close, int line)
+{
+    struct kids k = {0};
+    while (!accept_op(p, close)) {
+        if (k.n) { expect_op(p, ","); if (accept_op(p, close)) break; }
+        kids_push(p, &k, parse_expr(p, true), NULL);
+        if (kind == JN_DICT) {
+            expect_op(p, ":");
+            kids_push(p, &k, parse_expr(p, true), NULL);
+        }
+    }
+    return node_of_kids(p, kind, line, &k);
+}
 
 static void enter(struct jparse *p)
 {
@@ -190,35 +214,10 @@ static struct jn *parse_primary(struct jparse *p)
                 kids_push(p, &k, parse_expr(p, true), NULL);
             }
             expect_op(p, ")");
-            n = node(p, JN_TUPLE, t->line);
-            n->kids = k.v;
-            n->n_kids = k.n;
-            return n;
+            return node_of_kids(p, JN_TUPLE, t->line, &k);
         }
-        if (!strcmp(t->s, "[")) {
-            struct kids k = {0};
-            while (!accept_op(p, "]")) {
-                if (k.n) { expect_op(p, ","); if (accept_op(p, "]")) break; }
-                kids_push(p, &k, parse_expr(p, true), NULL);
-            }
-            n = node(p, JN_LIST, t->line);
-            n->kids = k.v;
-            n->n_kids = k.n;
-            return n;
-        }
-        if (!strcmp(t->s, "{")) {
-            struct kids k = {0};
-            while (!accept_op(p, "}")) {
-                if (k.n) { expect_op(p, ","); if (accept_op(p, "}")) break; }
-                kids_push(p, &k, parse_expr(p, true), NULL);
-                expect_op(p, ":");
-                kids_push(p, &k, parse_expr(p, true), NULL);
-            }
-            n = node(p, JN_DICT, t->line);
-            n->kids = k.v;
-            n->n_kids = k.n;
-            return n;
-        }
+        if (!strcmp(t->s, "[")) return parse_display(p, JN_LIST, "]", t->line);
+        if (!strcmp(t->s, "{")) return parse_display(p, JN_DICT, "}", t->line);
         break;
     default: break;
     }
@@ -245,9 +244,7 @@ static struct jn *parse_subscript(struct jparse *p, struct jn *obj)
             struct kids k = {0};
             kids_push(p, &k, parts[i], NULL);
             while (accept_op(p, ",")) { if (is_op(peek(p), "]")) break; kids_push(p, &k, parse_expr(p, true), NULL); }
-            parts[i] = node(p, JN_TUPLE, line);
-            parts[i]->kids = k.v;
-            parts[i]->n_kids = k.n;
+            parts[i] = node_of_kids(p, JN_TUPLE, line, &k);
         }
     }
     expect_op(p, "]");
@@ -515,10 +512,7 @@ static struct jn *parse_tuple(struct jparse *p, bool with_cond)
         if (t->kind == JT_BLOCK_END || t->kind == JT_VAR_END || is_op(t, ")") || is_name(t, "in") || is_op(t, "=")) break;
         kids_push(p, &k, parse_expr(p, with_cond), NULL);
     }
-    struct jn *n = node(p, JN_TUPLE, e->line);
-    n->kids = k.v;
-    n->n_kids = k.n;
-    return n;
+    return node_of_kids(p, JN_TUPLE, e->line, &k);
 }
 
 /* assignment target: name, name.attr, or tuple of names */
@@ -544,10 +538,7 @@ static struct jn *parse_target(struct jparse *p, bool allow_attr)
     }
     if (paren) expect_op(p, ")");
     if (k.n == 1 && !paren) return k.v[0];
-    struct jn *n = node(p, JN_TUPLE, k.v[0]->line);
-    n->kids = k.v;
-    n->n_kids = k.n;
-    return n;
+    return node_of_kids(p, JN_TUPLE, k.v[0]->line, &k);
 }
 
 static struct jn *parse_body(struct jparse *p, const char *const *ends, const char **found);
@@ -754,11 +745,8 @@ static struct jn *parse_body(struct jparse *p, const char *const *ends, const ch
             kids_push(p, &k, parse_statement(p), NULL);
         } else jparse_fail(p, t->line, "unexpected %s", tok_desc(t));
     }
-    struct jn *b = node(p, JN_BODY, line);
-    b->kids = k.v;
-    b->n_kids = k.n;
     p->depth--;
-    return b;
+    return node_of_kids(p, JN_BODY, line, &k);
 }
 
 struct jn *jparse_template(struct jparse *p)

@@ -22,39 +22,10 @@
  * live in registers; without the pragma GCC keeps them on the stack. */
 #define KT_UNROLL _Pragma("GCC unroll 6")
 
-KT_INLINE void kt_tile_body(const int MR, const int NR, const enum dtype DT, int64_t k, const float *x,
-                            int64_t ldx, const void *w, size_t ldw, float *c, int64_t ldc)
-{
-    const char *wb = w;
-    VEC acc[CPU_KERN_MR_MAX][CPU_KERN_NR_MAX];
-    KT_UNROLL for (int i = 0; i < MR; i++)
-        KT_UNROLL for (int j = 0; j < NR; j++) acc[i][j] = v_zero();
-    int64_t kk = 0;
-    for (; kk + VLANES <= k; kk += VLANES) {
-        VEC xv[CPU_KERN_MR_MAX];
-        KT_UNROLL for (int i = 0; i < MR; i++) xv[i] = v_ldx(x + i * ldx + kk);
-        KT_UNROLL for (int j = 0; j < NR; j++) {
-            VEC wv = v_ldw(DT, wb + j * ldw + (size_t)kk * KT_ESIZE(DT));
-            KT_UNROLL for (int i = 0; i < MR; i++) acc[i][j] = v_fma(xv[i], wv, acc[i][j]);
-        }
-    }
-    if (kk < k) {
-        int n = (int)(k - kk);
-        VEC xv[CPU_KERN_MR_MAX];
-        KT_UNROLL for (int i = 0; i < MR; i++) xv[i] = v_ldx_part(x + i * ldx + kk, n);
-        KT_UNROLL for (int j = 0; j < NR; j++) {
-            VEC wv = v_ldw_part(DT, wb + j * ldw + (size_t)kk * KT_ESIZE(DT), n);
-            KT_UNROLL for (int i = 0; i < MR; i++) acc[i][j] = v_fma(xv[i], wv, acc[i][j]);
-        }
-    }
-    KT_UNROLL for (int i = 0; i < MR; i++)
-        KT_UNROLL for (int j = 0; j < NR; j++) c[i * ldc + j] = v_hsum(acc[i][j]);
-}
-
-/* The same dot products over k chunks [k0, k1) only (k0, k1 multiples of VLANES, or k1 == k):
- * the accumulators start from zero (k0 == 0) or from part, and end in c (k1 == k, after the
- * tail chunk and the horizontal sums) or back in part. Storing and reloading a vector is exact,
- * so a product split into k blocks is bit-identical to kt_tile_body's. */
+/* The MR x NR dot products of a tile over k chunks [k0, k1) only (k0, k1 multiples of VLANES, or
+ * k1 == k): the accumulators start from zero (k0 == 0) or from part, and end in c (k1 == k, after
+ * the tail chunk and the horizontal sums) or back in part. Storing and reloading a vector is
+ * exact, so a product split into k blocks is bit-identical to the whole one (kt_tile_body). */
 KT_INLINE void kt_tilek_body(const int MR, const int NR, const enum dtype DT, int64_t k, int64_t k0, int64_t k1,
                              const float *x, int64_t ldx, const void *w, size_t ldw, float *c, int64_t ldc,
                              float *part)
@@ -88,6 +59,13 @@ KT_INLINE void kt_tilek_body(const int MR, const int NR, const enum dtype DT, in
     }
     KT_UNROLL for (int i = 0; i < MR; i++)
         KT_UNROLL for (int j = 0; j < NR; j++) c[i * ldc + j] = v_hsum(acc[i][j]);
+}
+
+/* The whole dot products of a tile (the constant k0 = 0, k1 = k fold the chunk logic away). */
+KT_INLINE void kt_tile_body(const int MR, const int NR, const enum dtype DT, int64_t k, const float *x,
+                            int64_t ldx, const void *w, size_t ldw, float *c, int64_t ldc)
+{
+    kt_tilek_body(MR, NR, DT, k, 0, k, x, ldx, w, ldw, c, ldc, NULL);
 }
 
 #define KT_TILEK_FN(DTN, DT, MR, NR) \

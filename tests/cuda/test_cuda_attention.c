@@ -15,15 +15,10 @@
  * split-K kernel computes in f32 and is held tight. An f8e4m3 cache holds values that bf16 and
  * f32 represent exactly, so ref (reading the same bytes) is held to the same bounds.
  */
-#include "harness.h"
-
-#include <unistd.h>
-#include "ops/ops_util.h"
+#include "cuda/cuda_util.h"
 
 #include "backend/backend.h"
 #include "base/rng.h"
-
-static struct backend *g_ref, *g_cuda;
 
 struct acase {
     int   n_seq, ctx[4], n_new[4];   // per sequence: cached positions before the step, new tokens
@@ -280,13 +275,7 @@ static void use_mma_at_any_length(void)
 
 int main(void)
 {
-    if (backend_new("ref", NULL, &g_ref) != STATUS_OK) return 1;
-    if (backend_new("cuda", NULL, &g_cuda) != STATUS_OK) {
-        // no driver device node: a machine without a GPU (skip); with one, a failing backend is a failure
-        if (access("/dev/nvidiactl", F_OK) != 0) test_skip("no NVIDIA GPU here (run it with make test-cuda on the GPU machine)");
-        fprintf(stderr, "FAIL: cannot create the cuda backend on this GPU machine\n");
-        return 1;
-    }
+    cuda_tests_open(true);
     const char *quick = getenv("CAIRN_TEST_QUICK");
     if (quick && !strcmp(quick, "1")) {
         RUN(quick);

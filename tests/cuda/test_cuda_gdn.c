@@ -4,10 +4,7 @@
  * whole or 1, 7 or 64 tokens at a time); and the whole hybrid forward (Qwen3-Next, Qwen3.5,
  * Qwen3.5-MoE, tiny synthesized models) through the runner on cuda and cuda-precise against ref.
  * Needs a GPU: run by `make test-cuda` on the GPU machine. */
-#include <unistd.h>
-
-#include "harness.h"
-#include "ops/ops_util.h"
+#include "cuda/cuda_util.h"
 
 #include "backend/backend.h"
 #include "base/log.h"
@@ -15,28 +12,6 @@
 #include "base/rng.h"
 #include "engine/runner.h"
 
-static struct backend *g_ref, *g_cuda;
-
-struct dt { struct tensor t; struct buffer *b; };
-
-static struct dt dev_of(struct tt *h)
-{
-    struct dt d;
-    size_t bytes = (size_t)tensor_nelem(&h->t) * dtype_size(h->t.dtype);
-    if (g_cuda->ops->buffer_new(g_cuda, bytes ? bytes : 4, &d.b) != STATUS_OK) abort();
-    d.t = h->t;
-    d.t.buf = d.b;
-    d.t.offset = 0;
-    g_cuda->ops->upload(g_cuda, &d.t, h->p, bytes);
-    return d;
-}
-
-static void dev_get(struct dt *d, struct tt *h)
-{
-    g_cuda->ops->download(g_cuda, h->p, &d->t, (size_t)tensor_nelem(&h->t) * dtype_size(h->t.dtype));
-}
-
-static void dev_free(struct dt *d) { g_cuda->ops->buffer_free(g_cuda, d->b); }
 
 /* ==== Steps (as in tests/ops/test_gdn.c) ==== */
 
@@ -319,16 +294,7 @@ TEST(models_vs_ref)
             ASSERT(runner_new(m, be, 256, 32, DTYPE_BF16, &r) == STATUS_OK);   // three steps: state across steps
             EXPECT(runner_feed(r, ids, N, got, true) == STATUS_OK);
             runner_free(r);
-            double worst = 0;
-            for (int t = 0; t < N; t++) {
-                double mr = 0, md = 0;
-                for (size_t v = 0; v < V; v++) {
-                    double x = ref[(size_t)t * V + v], d = fabs(got[(size_t)t * V + v] - x);
-                    if (fabs(x) > mr) mr = fabs(x);
-                    if (!(d <= md)) md = d;
-                }
-                if (!(md / mr <= worst)) worst = md / mr;
-            }
+            double worst = logits_max_rel(got, ref, N, (int64_t)V);
             fprintf(stderr, "  %-24s %-12s max rel err %.2e\n", archs[a], bes[b], worst);
             EXPECTF(worst < 2e-2, "%s on %s: %.3g", archs[a], bes[b], worst);
             model_free(m);
@@ -344,11 +310,7 @@ TEST(models_vs_ref)
 
 int main(void)
 {
-    if (backend_new("ref", NULL, &g_ref) != STATUS_OK) return 1;
-    if (backend_new("cuda", NULL, &g_cuda) != STATUS_OK) {
-        fprintf(stderr, "FAIL: no CUDA device: this test needs a GPU (run it with make test-cuda on the GPU machine)\n");
-        return 1;
-    }
+    cuda_tests_open(true);
     RUN(ops_vs_ref);
     RUN(chunking_invariance);
     RUN(sigmoid_mul);

@@ -6,44 +6,12 @@
  * Tolerances: the GEMV path and elementwise ops compute in f32 (tight); the cuBLAS path rounds
  * activations to bf16/f16 (NMSE bound ~1e-4). Attention has its own test (test_cuda_attention.c).
  */
-#include "harness.h"
-
-#include <unistd.h>
-#include "ops/ops_util.h"
+#include "cuda/cuda_util.h"
 
 #include "backend/backend.h"
 #include "base/rng.h"
 
-static struct backend *g_ref, *g_cuda;
 static const enum dtype float_dtypes[3] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16 };
-
-/* A device tensor with the shape of a host one. */
-struct dt { struct tensor t; struct buffer *b; };
-
-static struct dt dev_new(const struct tt *h)
-{
-    struct dt d;
-    size_t bytes = (size_t)tensor_nelem(&h->t) * dtype_size(h->t.dtype);
-    if (g_cuda->ops->buffer_new(g_cuda, bytes ? bytes : 4, &d.b) != STATUS_OK) abort();
-    d.t = h->t;
-    d.t.buf = d.b;
-    d.t.offset = 0;
-    return d;
-}
-
-static struct dt dev_of(struct tt *h)
-{
-    struct dt d = dev_new(h);
-    g_cuda->ops->upload(g_cuda, &d.t, h->p, (size_t)tensor_nelem(&h->t) * dtype_size(h->t.dtype));
-    return d;
-}
-
-static void dev_get(struct dt *d, struct tt *h)
-{
-    g_cuda->ops->download(g_cuda, h->p, &d->t, (size_t)tensor_nelem(&h->t) * dtype_size(h->t.dtype));
-}
-
-static void dev_free(struct dt *d) { g_cuda->ops->buffer_free(g_cuda, d->b); }
 
 TEST(matmul)
 {
@@ -817,13 +785,7 @@ TEST(wide_gemv_batch_invariance)
 
 int main(void)
 {
-    if (backend_new("ref", NULL, &g_ref) != STATUS_OK) return 1;
-    if (backend_new("cuda", NULL, &g_cuda) != STATUS_OK) {
-        // no driver device node: a machine without a GPU (skip); with one, a failing backend is a failure
-        if (access("/dev/nvidiactl", F_OK) != 0) test_skip("no NVIDIA GPU here (run it with make test-cuda on the GPU machine)");
-        fprintf(stderr, "FAIL: cannot create the cuda backend on this GPU machine\n");
-        return 1;
-    }
+    cuda_tests_open(true);
     RUN(matmul);
     RUN(gemv_batch_invariance);
     RUN(matmul_n);

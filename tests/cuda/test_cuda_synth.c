@@ -7,9 +7,7 @@
  * ulps (must be <= 1, the brief's tolerance, so a failure of the first alone says the
  * "bit-identical" claim is wrong but the weights are still usable).
  */
-#include "harness.h"
-
-#include <unistd.h>
+#include "cuda/cuda_util.h"
 
 #include "backend/backend.h"
 #include "base/log.h"
@@ -18,8 +16,6 @@
 #include "model/model.h"
 #include "model/synth.h"
 #include "model/weights.h"
-
-static struct backend *g_cuda;
 
 /* bf16 values as ordered integers, so |a - b| counts ulps (same sign here: tiny values near 0 may
  * straddle it, which this ordering handles too). */
@@ -343,12 +339,7 @@ int main(int argc, char **argv)
     char *cut = strstr(g_cairn, "tests/cuda/");
     if (cut) strcpy(cut, "cairn");
     else snprintf(g_cairn, sizeof g_cairn, "build/cairn");
-    if (backend_new("cuda", NULL, &g_cuda) != STATUS_OK) {
-        // no driver device node: a machine without a GPU (skip); with one, a failing backend is a failure
-        if (access("/dev/nvidiactl", F_OK) != 0) test_skip("no NVIDIA GPU here (run it with make test-cuda on the GPU machine)");
-        fprintf(stderr, "FAIL: cannot create the cuda backend on this GPU machine\n");
-        return 1;
-    }
+    cuda_tests_open(false);
     if (!g_cuda->ops->fill_synthetic || !g_cuda->ops->mem_info) {
         fprintf(stderr, "FAIL: the cuda backend has no fill_synthetic / mem_info op\n");
         return 1;

@@ -24,6 +24,7 @@
 #include "base/mem.h"
 #include "engine/runner.h"
 #include "harness.h"
+#include "ops/ops_util.h"
 
 #define FIXTURES "tests/model/fixtures"
 
@@ -64,18 +65,7 @@ static int argmax(const float *x, int n)
 static double compare_logits(const char *name, const char *backend, int prompt_idx, const float *got,
                              const float *ref, int n_tok, int vocab)
 {
-    double worst = 0;
-    for (int t = 0; t < n_tok; t++) {
-        double max_ref = 0, max_diff = 0;
-        for (int v = 0; v < vocab; v++) {
-            double r = ref[(size_t)t * vocab + v], g = got[(size_t)t * vocab + v];
-            if (fabs(r) > max_ref) max_ref = fabs(r);
-            double d = fabs(g - r);
-            if (!(d <= max_diff)) max_diff = d;   // NaN propagates as a failure
-        }
-        double rel = max_ref > 0 ? max_diff / max_ref : max_diff;
-        if (!(rel <= worst)) worst = rel;
-    }
+    double worst = logits_max_rel(got, ref, n_tok, vocab);
     fprintf(stderr, "  %-28s %-4s prompt %d (%3d tokens): max rel err %.2e\n", name, backend, prompt_idx, n_tok, worst);
     return worst;
 }
@@ -254,17 +244,7 @@ static double fp8_fixture(const char *dir, const char *name, const char *backend
         int32_t *ids = json_ids(json_array_get(prompts, p), &n);
         float *a = prompt_logits(&am, ids, n, DTYPE_BF16), *b = prompt_logits(&am, ids, n, DTYPE_F8E4M3);
         EXPECTF(a && b, "%s on %s: prompt %zu did not run", name, backend, p);
-        double dev = a && b ? 0 : INFINITY;
-        for (int t = 0; a && b && t < n; t++) {
-            double max_a = 0, max_d = 0;
-            for (int v = 0; v < vocab; v++) {
-                double x = a[(size_t)t * vocab + v], d = fabs(b[(size_t)t * vocab + v] - x);
-                if (fabs(x) > max_a) max_a = fabs(x);
-                if (!(d <= max_d)) max_d = d;   // NaN propagates
-            }
-            double rel = max_a > 0 ? max_d / max_a : max_d;
-            if (!(rel <= dev)) dev = rel;
-        }
+        double dev = a && b ? logits_max_rel(b, a, n, vocab) : INFINITY;
         fprintf(stderr, "  %-28s %-4s prompt %zu (%3d tokens): fp8 vs bf16 cache, max rel logit dev %.2e\n", name,
                 backend, p, n, dev);
         double tol = am.m->f.moe ? FP8_LOGIT_TOL_MOE : FP8_LOGIT_TOL;

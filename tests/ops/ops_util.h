@@ -113,4 +113,22 @@ static inline bool tt_close(const char *what, const float *a, const float *r, in
     return bad == 0 && nmse <= nmse_max;
 }
 
+/* The model fixtures' error measure: per row (one position's logits), the largest |a - r| over the
+ * largest |r|; the worst row. NaN anywhere counts as the worst (it fails every bound). */
+static inline double logits_max_rel(const float *a, const float *r, int64_t n_rows, int64_t row_len)
+{
+    double worst = 0;
+    for (int64_t t = 0; t < n_rows; t++) {
+        double max_r = 0, max_d = 0;
+        for (int64_t v = 0; v < row_len; v++) {
+            double x = r[t * row_len + v], d = fabs(a[t * row_len + v] - x);
+            if (fabs(x) > max_r) max_r = fabs(x);
+            if (!(d <= max_d)) max_d = d;
+        }
+        double rel = max_r > 0 ? max_d / max_r : max_d;
+        if (!(rel <= worst)) worst = rel;
+    }
+    return worst;
+}
+
 #endif

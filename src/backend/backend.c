@@ -183,8 +183,10 @@ enum status backend_new(const char *name, const struct backend_cfg *cfg, struct 
         LOG_ERR("unknown backend '%s' (available: %s)", name, backend_list());
         return STATUS_EUNSUPPORTED;
     }
-    if (st == STATUS_OK) complete_ops(*out);
-    return st;
+    if (st != STATUS_OK) return st;
+    complete_ops(*out);
+    (*out)->profile = cfg->profile;
+    return STATUS_OK;
 }
 
 void backend_free(struct backend *be)

@@ -104,7 +104,8 @@ struct backend_cfg {
     int  cuda_fp8_mma_min_len;     // cuda: fp8-cache decode on tensor cores from this longest sequence
                                    //   (rounded down to a power of two; 0: 1024)
     int  cuda_moe_device_n;        // cuda: MoE steps of up to this many tokens on the device path (1-64; 0: 64)
-    bool profile;                  // cuda: count and time every matmul and attention call per kernel
+    bool profile;                  // the forward pass times its phases (logged when it is freed); cuda
+                                   //   also counts and times every matmul and attention call per kernel
                                    //   chosen (syncs around each; no step graphs), logged at backend_free
 };
 
@@ -304,6 +305,7 @@ struct backend {
     /* Owned by backend.c (the constructors leave them zeroed): */
     struct backend_ops  all_ops;   // the backend's table with backend.c's composed ops where it had NULL
     struct buffer      *compose_buf;   // grow-only scratch of the composed matmul_add / moe_ffn_add
+    bool                profile;       // cfg->profile, for the forward pass's phase timing
 };
 
 /* Creates a backend by name ("ref", "cpu", "cuda", "cuda-precise" or "cuda-deterministic": cuda with

@@ -32,6 +32,6 @@ void backend_cfg_from_env(struct backend_cfg *cfg)
     int v = env_int("CAIRN_CUDA_ATT_MMA_MIN_LEN", 1, 1 << 30);
     if (v) cfg->cuda_fp8_mma_min_len = v;
     if ((v = env_int("CAIRN_CUDA_MOE_DEVICE_N", 1, 64))) cfg->cuda_moe_device_n = v;
-    const char *prof = getenv("CAIRN_PROFILE");   // as model/forward.c reads it
+    const char *prof = getenv("CAIRN_PROFILE");
     if (prof && *prof && strcmp(prof, "0")) cfg->profile = true;
 }

@@ -72,7 +72,7 @@ struct forward {
     float              *host_freq;      // [rot_dim / 2] staging for dynamic rope
     struct hybrid_scratch *hs;          // hybrid models' block scratch (forward_hybrid.h), else NULL
     struct gdn_state_layer *states;     // [n_layers] recurrent state (forward_bind_states), borrowed
-    bool                prof;           // CAIRN_PROFILE set
+    bool                prof;           // the backend was made with cfg profile (CAIRN_PROFILE=1)
     double              prof_s[P_N];    // seconds per op kind
 };
 
@@ -143,8 +143,7 @@ enum status forward_new(const struct model *m, struct backend *be, int max_tok, 
         off += (tensor_bytes(plan[i].t) + 255) & ~(size_t)255;
     }
 
-    const char *prof = getenv("CAIRN_PROFILE");
-    fw->prof = prof && *prof && strcmp(prof, "0");
+    fw->prof = be->profile;
     fw->host_freq = xmalloc(sizeof(float) * (size_t)(fw->rot_dim / 2));
     for (int r = 0; r < ROPE_N; r++) {
         const struct rope_cfg *rc = rope_cfg_of(m, r);

@@ -96,11 +96,11 @@ void strbuf_free(struct strbuf *sb)
     sb->len = sb->cap = 0;
 }
 
-enum status file_read_all(const char *path, char **out, size_t *out_len)
+enum status file_read_quiet(const char *path, char **out, size_t *out_len, const char **why)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        LOG_ERR("%s: %s", path, strerror(errno));
+        *why = strerror(errno);
         return errno == ENOENT ? STATUS_ENOTFOUND : STATUS_EIO;
     }
     struct strbuf sb = {0};
@@ -110,13 +110,21 @@ enum status file_read_all(const char *path, char **out, size_t *out_len)
     int err = ferror(f);
     fclose(f);
     if (err) {
-        LOG_ERR("%s: read error", path);
+        *why = "read error";
         strbuf_free(&sb);
         return STATUS_EIO;
     }
     if (out_len) *out_len = sb.len;
     *out = strbuf_take(&sb);
     return STATUS_OK;
+}
+
+enum status file_read_all(const char *path, char **out, size_t *out_len)
+{
+    const char *why;
+    enum status st = file_read_quiet(path, out, out_len, &why);
+    if (st != STATUS_OK) LOG_ERR("%s: %s", path, why);
+    return st;
 }
 
 enum status parse_int_list(const char *s, int32_t **out, int *out_n)

@@ -40,6 +40,8 @@ void strbuf_free(struct strbuf *sb);
 
 /* Reads a whole file into a NUL-terminated heap buffer. Logs and returns EIO/ENOTFOUND on error. */
 enum status file_read_all(const char *path, char **out, size_t *out_len);
+/* The same without logging: on error *why says what failed ("No such file...", "read error"). */
+enum status file_read_quiet(const char *path, char **out, size_t *out_len, const char **why);
 
 /* Parses a comma-separated list of integers ("5,17,42"). Caller frees *out. */
 enum status parse_int_list(const char *s, int32_t **out, int *out_n);

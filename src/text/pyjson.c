@@ -148,35 +148,21 @@ json_t *pyjson_loads(const char *text, size_t flags, json_error_t *err)
 
 json_t *pyjson_load_file(const char *path, size_t flags, json_error_t *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    char *text;
+    size_t len;
+    const char *why;
+    if (file_read_quiet(path, &text, &len, &why) != STATUS_OK) {
         if (err) {
             memset(err, 0, sizeof *err);
             err->line = -1;
             snprintf(err->source, sizeof err->source, "%s", path);
-            snprintf(err->text, sizeof err->text, "unable to open %s: %s", path, strerror(errno));
+            snprintf(err->text, sizeof err->text, "unable to read %s: %s", path, why);
         }
         return NULL;
     }
-    struct strbuf sb = {0};
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) strbuf_append(&sb, chunk, n);
-    bool bad = ferror(f);
-    fclose(f);
-    json_t *j = NULL;
-    if (bad) {
-        if (err) {
-            memset(err, 0, sizeof *err);
-            err->line = -1;
-            snprintf(err->source, sizeof err->source, "%s", path);
-            snprintf(err->text, sizeof err->text, "read error on %s", path);
-        }
-    } else {
-        j = pyjson_loadb(sb.data ? sb.data : "", sb.len, flags, err);
-        if (!j && err) snprintf(err->source, sizeof err->source, "%s", path);
-    }
-    strbuf_free(&sb);
+    json_t *j = pyjson_loadb(text, len, flags, err);
+    if (!j && err) snprintf(err->source, sizeof err->source, "%s", path);
+    free(text);
     return j;
 }
 

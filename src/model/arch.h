@@ -67,8 +67,10 @@ extern const struct arch arch_llama, arch_mistral, arch_qwen2, arch_qwen3, arch_
     arch_gemma3, arch_gemma3_cg, arch_qwen3_next, arch_qwen3_5, arch_qwen3_5_cg, arch_qwen3_5_moe,
     arch_qwen3_5_moe_cg;
 
-/* Shared names of the Llama-style decoder, used by most families. */
-#define ARCH_LLAMA_NAMES \
+/* Shared names of the Llama-style decoder, used by most families: the embedding, head and
+ * attention (ARCH_ATTN_NAMES, Gemma 3's too), per-head q/k norms (Qwen3 onwards, Gemma 3), and the
+ * pre-FFN norm and dense FFN. */
+#define ARCH_ATTN_NAMES \
     [W_EMBED] = "model.embed_tokens.weight", \
     [W_OUT_NORM] = "model.norm.weight", \
     [W_LM_HEAD] = "lm_head.weight", \
@@ -76,7 +78,12 @@ extern const struct arch arch_llama, arch_mistral, arch_qwen2, arch_qwen3, arch_
     [W_Q] = "model.layers.%d.self_attn.q_proj.weight", \
     [W_K] = "model.layers.%d.self_attn.k_proj.weight", \
     [W_V] = "model.layers.%d.self_attn.v_proj.weight", \
-    [W_O] = "model.layers.%d.self_attn.o_proj.weight", \
+    [W_O] = "model.layers.%d.self_attn.o_proj.weight"
+#define ARCH_QK_NORM_NAMES \
+    [W_Q_NORM] = "model.layers.%d.self_attn.q_norm.weight", \
+    [W_K_NORM] = "model.layers.%d.self_attn.k_norm.weight"
+#define ARCH_LLAMA_NAMES \
+    ARCH_ATTN_NAMES, \
     [W_FFN_NORM] = "model.layers.%d.post_attention_layernorm.weight", \
     [W_GATE] = "model.layers.%d.mlp.gate_proj.weight", \
     [W_UP] = "model.layers.%d.mlp.up_proj.weight", \

@@ -57,16 +57,8 @@ static enum status gemma3_read(const json_t *cfg, const json_t *root, struct hpa
 }
 
 #define GEMMA3_NAMES \
-    [W_EMBED] = "model.embed_tokens.weight", \
-    [W_OUT_NORM] = "model.norm.weight", \
-    [W_LM_HEAD] = "lm_head.weight", \
-    [W_ATTN_NORM] = "model.layers.%d.input_layernorm.weight", \
-    [W_Q] = "model.layers.%d.self_attn.q_proj.weight", \
-    [W_K] = "model.layers.%d.self_attn.k_proj.weight", \
-    [W_V] = "model.layers.%d.self_attn.v_proj.weight", \
-    [W_O] = "model.layers.%d.self_attn.o_proj.weight", \
-    [W_Q_NORM] = "model.layers.%d.self_attn.q_norm.weight", \
-    [W_K_NORM] = "model.layers.%d.self_attn.k_norm.weight", \
+    ARCH_ATTN_NAMES, \
+    ARCH_QK_NORM_NAMES, \
     [W_ATTN_POST_NORM] = "model.layers.%d.post_attention_layernorm.weight", \
     [W_FFN_NORM] = "model.layers.%d.pre_feedforward_layernorm.weight", \
     [W_FFN_POST_NORM] = "model.layers.%d.post_feedforward_layernorm.weight", \

@@ -59,8 +59,7 @@ const struct arch arch_qwen3 = {
     .rope_theta_default = 10000.0f,
     .names = {
         ARCH_LLAMA_NAMES,
-        [W_Q_NORM] = "model.layers.%d.self_attn.q_norm.weight",
-        [W_K_NORM] = "model.layers.%d.self_attn.k_norm.weight",
+        ARCH_QK_NORM_NAMES,
     },
     .read_hparams = qwen3_read,
 };

@@ -75,8 +75,7 @@ const struct arch arch_qwen3_moe = {
     .rope_theta_default = 10000.0f,
     .names = {
         ARCH_LLAMA_NAMES,
-        [W_Q_NORM] = "model.layers.%d.self_attn.q_norm.weight",
-        [W_K_NORM] = "model.layers.%d.self_attn.k_norm.weight",
+        ARCH_QK_NORM_NAMES,
         [W_ROUTER] = "model.layers.%d.mlp.gate.weight",
         [W_EXP_GATE] = "model.layers.%d.mlp.experts.%d.gate_proj.weight",
         [W_EXP_UP] = "model.layers.%d.mlp.experts.%d.up_proj.weight",

@@ -188,8 +188,7 @@ static enum status q35_moe_read(const json_t *cfg, const json_t *root, struct hp
 
 #define HYBRID_NAMES \
     ARCH_LLAMA_NAMES, \
-    [W_Q_NORM] = "model.layers.%d.self_attn.q_norm.weight", \
-    [W_K_NORM] = "model.layers.%d.self_attn.k_norm.weight", \
+    ARCH_QK_NORM_NAMES, \
     [W_GDN_CONV] = "model.layers.%d.linear_attn.conv1d.weight", \
     [W_GDN_A_LOG] = "model.layers.%d.linear_attn.A_log", \
     [W_GDN_DT_BIAS] = "model.layers.%d.linear_attn.dt_bias", \

@@ -52,6 +52,9 @@ static void usage(void)
         "  --chat-template-kwargs JSON default template kwargs, e.g. '{\"enable_thinking\":false}'\n"
         "  --no-chat-template          serve /v1/completions only, without loading the chat template (without\n"
         "                              this flag a template that cannot be loaded stops start-up)\n"
+        "  --runner auto|generate|pooling  pooling: serve /v1/embeddings only (last-token pooling, normalised);\n"
+        "                              auto: pooling for a base-model checkpoint (Qwen3Model, no lm_head), else\n"
+        "                              generate. Also --task generate|embed|embedding and --embedding(s)\n"
         "  --max-queue N               requests waiting for admission before 429 (256)\n"
         "  --cors-origin ORIGIN        send CORS headers for this origin ('*' for any)\n"
         "  --tool-parser NAME          (or --tool-call-parser) hermes|qwen3|qwen3_coder|qwen3.5|llama3|mistral|deepseek_v3|none (auto)\n"
@@ -131,7 +134,7 @@ int cmd_serve(int argc, char **argv)
     const char *dir = NULL, *backend = NULL, *kv = NULL, *body_bytes = NULL, *kv_dtype_s = NULL;
     const char *synthetic = NULL, *synth_seed_s = NULL, *tok_dir = NULL;
     int threads = 0, max_queue = 0, max_batch = -1, max_running = -1, max_model_len = -1;
-    const char *max_itl_s = NULL;
+    const char *max_itl_s = NULL, *runner = NULL, *task = NULL;
     bool no_prefix = false, fake = false, bad = false, no_chat_template = false;
     char names[1024] = "";   // every --served-model-name, comma-joined
     for (int i = 1; i < argc && !bad; i++) {
@@ -167,16 +170,45 @@ int cmd_serve(int argc, char **argv)
             flag_int(argc, argv, &i, "--keepalive", &sc.keepalive_s, &bad) ||
             flag_int(argc, argv, &i, "--stall-seconds", &sc.stall_s, &bad) ||
             flag_int(argc, argv, &i, "--shutdown-grace", &sc.shutdown_grace_s, &bad) ||
+            flag_str(argc, argv, &i, "--runner", &runner, &bad) ||                      // vLLM's spelling
+            flag_str(argc, argv, &i, "--task", &task, &bad) ||                          // older vLLM's
             flag_str(argc, argv, &i, "--test-script", &test_script, &bad))
             continue;
         if (!strcmp(argv[i], "--no-prefix-cache")) no_prefix = true;
         else if (!strcmp(argv[i], "--no-chat-template")) no_chat_template = true;
         else if (!strcmp(argv[i], "--fake")) fake = true;
+        else if (!strcmp(argv[i], "--embedding") || !strcmp(argv[i], "--embeddings")) runner = "pooling";   // llama.cpp's
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(); return 0; }
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else { fprintf(stderr, "cairn serve: unknown option '%s'\n", argv[i]); bad = true; }
     }
     if (bad) { usage(); return 2; }
+    // -1: decided by the model (auto); 0: generate; 1: pooling (embeddings)
+    int pooling = -1;
+    if (task) {
+        if (!strcmp(task, "generate")) pooling = 0;
+        else if (!strcmp(task, "embed") || !strcmp(task, "embedding") || !strcmp(task, "embeddings")) pooling = 1;
+        else if (strcmp(task, "auto")) {
+            fprintf(stderr, "cairn serve: --task takes auto, generate or embed (got '%s')\n", task);
+            return 2;
+        }
+    }
+    if (runner) {
+        int want = !strcmp(runner, "generate") ? 0 : !strcmp(runner, "pooling") ? 1 : !strcmp(runner, "auto") ? -1 : -2;
+        if (want == -2) {
+            fprintf(stderr, "cairn serve: --runner takes auto, generate or pooling (got '%s')\n", runner);
+            return 2;
+        }
+        if (task && want != pooling) {
+            fprintf(stderr, "cairn serve: --runner %s and --task %s disagree\n", runner, task);
+            return 2;
+        }
+        pooling = want;
+    }
+    if (fake && pooling == 1) {
+        fprintf(stderr, "cairn serve: --fake computes no embeddings\n");
+        return 2;
+    }
     if (names[0]) sc.served_model_name = names;
     if (!sc.api_key) sc.api_key = getenv("CAIRN_API_KEY");
     if (body_bytes && !app_parse_bytes(body_bytes, &sc.max_body_bytes)) {
@@ -287,16 +319,23 @@ int cmd_serve(int argc, char **argv)
     } else {
         if (!tok_dir) tok_dir = dir;
         if (tokenizer_load(tok_dir, &tk) != STATUS_OK) goto out;
-        if (!no_chat_template && chat_template_load(tok_dir, tk, &ct) != STATUS_OK) {
+        if ((synthetic ? app_model_synthesize(synthetic, synth_seed, backend, threads, &am)
+                       : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
+            goto out;
+        if (pooling == -1) pooling = model_is_embedder(am.m);
+        if (pooling == 0 && !model_has_lm_head(am.m)) {
+            LOG_ERR("%s has no lm_head (a base model): it cannot generate; serve it with --runner pooling", dir);
+            goto out;
+        }
+        if (pooling) LOG_INFO("runner: pooling: /v1/embeddings only (last token, L2-normalised; %d dimensions)",
+                              am.m->hp.d_model);
+        if (!no_chat_template && !pooling && chat_template_load(tok_dir, tk, &ct) != STATUS_OK) {
             // the template's own error is logged above; chat requests would all fail, so refuse to start
             LOG_ERR("%s: the chat template cannot be loaded (see above); fix it, or pass --no-chat-template "
                     "to serve /v1/completions only", tok_dir);
             goto out;
         }
-        if (no_chat_template) LOG_INFO("--no-chat-template: serving /v1/completions only");
-        if ((synthetic ? app_model_synthesize(synthetic, synth_seed, backend, threads, &am)
-                       : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
-            goto out;
+        if (no_chat_template && !pooling) LOG_INFO("--no-chat-template: serving /v1/completions only");
         if (app_tokenizer_check(tk, am.m, tok_dir) != STATUS_OK) goto out;
         if (!kv_dtype_s) ec.kv_dtype = app_default_kv_dtype(am.be);
         if (engine_new(&ec, am.m, am.be, &eng) != STATUS_OK) goto out;
@@ -312,6 +351,11 @@ int cmd_serve(int argc, char **argv)
             snprintf(name, sizeof name, "%s", model_name);
         }
         if (gen_engine_new(eng, tk, ct, name, &g) != STATUS_OK) goto out;
+        g->embedder = pooling == 1;
+        g->n_embd = am.m->hp.d_model;
+        // Qwen3-Embedding is trained with Matryoshka representation learning (its model card:
+        // any output size up to the hidden size), so truncation is allowed for the Qwen3 family
+        g->matryoshka = g->embedder && (!strcmp(am.m->hp.arch, "Qwen3ForCausalLM") || !strcmp(am.m->hp.arch, "Qwen3Model"));
     }
     served = g;
     if (script) {

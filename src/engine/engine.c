@@ -481,6 +481,19 @@ static void sample_outputs(struct engine *e, const struct tensor *logits)
     }
 }
 
+/* Embedding requests that end in this step: their last token's row of the final normed hidden
+ * states goes straight into their stream (d_model floats; synchronous, like the logits rows). */
+static void download_hidden(struct engine *e, const struct tensor *hidden)
+{
+    for (int i = 0; i < e->n_items; i++) {
+        const struct sched_item *it = &e->items[i];
+        if (it->hid_tok < 0) continue;
+        struct token_stream *ts = it->r->ts;
+        struct tensor row = tensor_rows_view(hidden, it->hid_tok, 1);
+        e->be->ops->download(e->be, ts->embd, &row, (size_t)ts->n_embd * sizeof(float));
+    }
+}
+
 /* ==== Constrained rows ==== */
 
 /* Sets the logits of the ids r may not sample next to -inf: before its constraint starts, no stop
@@ -583,8 +596,13 @@ bool engine_step(struct engine *e)
         if (e->items[i].out_row >= 0 && r->cons && r->cons_after < 0 && !r->mask_ready) e->mask_jobs[n_jobs++] = r;
     }
     mask_worker_post(e->mw, e->mask_jobs, n_jobs);
-    struct tensor logits;
-    forward_step(e->fw, e->pool->layers, &meta, &logits);
+    struct tensor logits, hidden;
+    if (e->want_hidden) {
+        forward_step_hidden(e->fw, e->pool->layers, &meta, &logits, &hidden);
+        download_hidden(e, &hidden);
+    } else {
+        forward_step(e->fw, e->pool->layers, &meta, &logits);
+    }
     if (e->n_out > 0) sample_outputs(e, &logits);
     enum status st = e->be->ops->sync(e->be);
     mask_worker_wait(e->mw);
@@ -601,6 +619,10 @@ bool engine_step(struct engine *e)
         r->n_computed += it->n;
         sched_index_blocks(e, r);
         sched_state_advance(e, r, it->start, it->n);
+        if (it->hid_tok >= 0) {   // its blocks go back to the free list now (never indexed)
+            engine_end_request(e, r, FINISH_EMBEDDED, STATUS_OK);
+            continue;
+        }
         if (it->out_row < 0) continue;
         int32_t tok;
         float lp = 0.0f;

@@ -40,6 +40,9 @@
  *     struct token_event ev;
  *     while (token_stream_next(ts, &ev, -1) == STATUS_OK) { if (ev.has_token) use(ev.token); if (ev.done) break; }
  *     token_stream_release(ts);
+ *
+ * Embedding requests (gen_request.embed) are prefill-only: they share steps with generation
+ * requests, and their result is the final hidden state of their last token, read from the stream.
  */
 #ifndef CAIRN_ENGINE_ENGINE_H
 #define CAIRN_ENGINE_ENGINE_H
@@ -63,6 +66,7 @@ enum finish_reason {
     FINISH_LENGTH,        // max_tokens or context limit
     FINISH_CANCELED,      // engine_cancel (client gone)
     FINISH_ERROR,         // engine failure (status in the event)
+    FINISH_EMBEDDED,      // an embedding request's hidden state is ready (token_stream_embedding)
 };
 
 enum { ENGINE_MAX_RUNNING_AUTO = 256 };   // the most sequences a GPU runs at once by default
@@ -132,6 +136,13 @@ struct gen_request {
     struct constraint             *constraint;
     const struct constraint_vocab *constraint_vocab;
     int32_t                        constraint_after;   // 0: from the first token
+    /* Embedding request: nothing is generated. The prompt is computed (scheduled like any prefill,
+     * beside other requests' decodes) and the request ends with FINISH_EMBEDDED once its last
+     * token's final normed hidden state, the input of lm_head, is in the stream
+     * (token_stream_embedding); its KV blocks are freed then, never indexed in the prefix cache.
+     * The prompt may fill the whole context. max_tokens, sampling, stops, logprobs and
+     * constraints are ignored. */
+    bool                           embed;
 };
 
 struct token_event {
@@ -181,6 +192,9 @@ enum status token_stream_next(struct token_stream *ts, struct token_event *ev, i
 /* The caller's reference goes; a request still running is canceled. */
 void        token_stream_release(struct token_stream *ts);
 uint64_t    token_stream_id(const struct token_stream *ts);
+/* An embedding request's result once its stream is done with FINISH_EMBEDDED: *out points to
+ * d_model floats owned by the stream (valid until release); returns d_model, else 0. */
+int         token_stream_embedding(struct token_stream *ts, const float **out);
 
 /* One scheduler step (admit, schedule, forward, sample, emit). Returns false when idle. For tests
  * and single-threaded tools; do not call it while engine_start's thread runs. */

@@ -57,6 +57,7 @@ struct request {
     uint32_t            *mask;          // [mask words] ids allowed next, valid when mask_ready
     bool                 mask_ready;    // mask is that of the constraint's current state and budget
     enum status          mask_st;       // constraint_mask's status when mask_ready
+    bool                 embed;         // an embedding request (gen_request.embed): prefill only
     struct request      *next;          // inbox / waiting list links
     struct request      *prev;
 };
@@ -67,6 +68,7 @@ struct sched_item {
     int             start;              // first position computed
     int             n;                  // tokens computed
     int             out_row;            // row in the logits, -1 if nothing is sampled
+    int             hid_tok;            // embedding request's last token: its index in the step, else -1
 };
 
 struct engine {
@@ -114,6 +116,7 @@ struct engine {
     int32_t               *seq_block0;      // [max_running + 1]
     int32_t               *block_ids;       // [max_running * max_blocks_seq]
     int32_t               *out_tok;         // [max_running]
+    bool                   want_hidden;     // an embedding request ends in the step being built
     int32_t               *argmax_ids;      // [max_running]
     float                 *logits;          // [max_running * n_vocab] host rows for the sampler
     int32_t               *hit_blocks;      // [max_blocks_seq] prefix lookup scratch

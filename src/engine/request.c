@@ -38,9 +38,27 @@ static int32_t *dup_ids(const int32_t *src, int n)
     return d;
 }
 
+/* An embedding request: the whole input is computed once, so it may fill the context. */
+static enum status validate_embed(const struct engine *e, const struct gen_request *g, char *msg, size_t msg_len)
+{
+    if (g->n_prompt < 1 || !g->prompt) return fail(msg, msg_len, STATUS_EINVAL, "the input is empty");
+    for (int i = 0; i < g->n_prompt; i++)
+        if (g->prompt[i] < 0 || g->prompt[i] >= e->n_vocab)
+            return fail(msg, msg_len, STATUS_EINVAL, "input token %d at position %d is outside the vocabulary (%d)",
+                        g->prompt[i], i, e->n_vocab);
+    if (g->n_prompt > e->max_ctx)
+        return fail(msg, msg_len, STATUS_ETOOLONG, "the input has %d tokens, more than the context of %d tokens",
+                    g->n_prompt, e->max_ctx);
+    return STATUS_OK;
+}
+
 static enum status validate(const struct engine *e, const struct gen_request *g, char *msg, size_t msg_len)
 {
     const struct sampling *s = &g->sampling;
+    if (g->embed) return validate_embed(e, g, msg, msg_len);
+    if (!model_has_lm_head(e->m))
+        return fail(msg, msg_len, STATUS_EUNSUPPORTED,
+                    "the model has no lm_head (a base model saved without it): it computes embeddings only");
     if (g->n_prompt < 1 || !g->prompt) return fail(msg, msg_len, STATUS_EINVAL, "the prompt is empty");
     if (g->max_tokens < 1) return fail(msg, msg_len, STATUS_EINVAL, "max_tokens must be at least 1 (got %d)", g->max_tokens);
     for (int i = 0; i < g->n_prompt; i++)
@@ -91,7 +109,8 @@ enum status request_new(struct engine *e, const struct gen_request *g, struct re
     r->id = ++e->next_id;
     pthread_mutex_unlock(&e->q_mu);
     r->n_prompt = g->n_prompt;
-    r->max_gen = g->max_tokens;
+    r->embed = g->embed;
+    r->max_gen = g->embed ? 0 : g->max_tokens;
     if (r->max_gen > e->max_ctx - g->n_prompt) {
         r->max_gen = e->max_ctx - g->n_prompt;
         r->ctx_limited = true;
@@ -121,7 +140,7 @@ enum status request_new(struct engine *e, const struct gen_request *g, struct re
     r->ignore_eos = g->ignore_eos;
     r->msg_ends = dup_ids(g->msg_ends, g->n_msg_ends);
     r->n_msg_ends = r->msg_ends ? g->n_msg_ends : 0;
-    if (e->state_bytes > 0) {
+    if (e->state_bytes > 0 && !r->embed) {
         // snapshot positions: block-aligned ends of the messages and of the prompt, ascending, unique
         r->snap_pos = xmalloc((size_t)(r->n_msg_ends + 1) * sizeof *r->snap_pos);
         for (int i = 0; i <= r->n_msg_ends; i++) {
@@ -131,7 +150,8 @@ enum status request_new(struct engine *e, const struct gen_request *g, struct re
             if (p > 0 && (r->n_snap_pos == 0 || p > r->snap_pos[r->n_snap_pos - 1])) r->snap_pos[r->n_snap_pos++] = p;
         }
     }
-    r->ts = stream_new(r->id, r->max_gen, g->n_logprobs, g->n_prompt, clock_now_s());
+    r->ts = stream_new(r->id, r->embed ? 1 : r->max_gen, r->embed ? 0 : g->n_logprobs, g->n_prompt, clock_now_s());
+    if (r->embed) stream_alloc_embedding(r->ts, e->m->hp.d_model);
     r->cons = g->constraint;
     *out = r;
     return STATUS_OK;

@@ -58,7 +58,7 @@ void sched_running_remove(struct engine *e, struct request *r)
 
 void sched_index_blocks(struct engine *e, struct request *r)
 {
-    if (!e->cfg.prefix_cache) return;
+    if (!e->cfg.prefix_cache || r->embed) return;   // an embedding's blocks are freed at once
     int full = r->n_computed / e->bs;
     while (r->n_keyed < full) {
         int i = r->n_keyed;
@@ -165,7 +165,7 @@ static bool ensure_blocks(struct engine *e, struct request *r, int n_tokens)
 static bool try_admit(struct engine *e, struct request *r)
 {
     int n_hit = 0;
-    if (e->cfg.prefix_cache) {
+    if (e->cfg.prefix_cache && !r->embed) {
         int max_hit = (r->n_tok - 1) / e->bs;   // always compute at least the last known token
         n_hit = kv_prefix_lookup(e->px, r->salt, r->tok, r->n_tok, max_hit, e->hit_blocks, e->hit_keys);
         // a state model resumes where it has both the KV blocks and a state snapshot
@@ -176,6 +176,7 @@ static bool try_admit(struct engine *e, struct request *r)
         for (int i = 0; i < e->n_running && n_hit < full; i++) {
             struct request *o = e->running[i];
             if (o->n_computed >= o->n_tok - 1) continue;   // decoding: its blocks are indexed already
+            if (o->embed) continue;                        // never indexed
             int sh = shared_blocks(e, r, o, full);
             if (sh > n_hit && o->n_computed < sh * e->bs) return false;
         }
@@ -235,7 +236,7 @@ static void add_item(struct engine *e, struct request *r, int start, int n)
     int s = e->n_items;
     CHECK(s < e->cfg.max_running && e->n_tok + n <= e->cfg.max_batch_tokens, "batch overflow");
     struct sched_item *it = &e->items[s];
-    *it = (struct sched_item){ .r = r, .start = start, .n = n, .out_row = -1 };
+    *it = (struct sched_item){ .r = r, .start = start, .n = n, .out_row = -1, .hid_tok = -1 };
     for (int t = start; t < start + n; t++) {
         int i = e->n_tok++;
         e->tok_id[i] = r->tok[t];
@@ -249,7 +250,10 @@ static void add_item(struct engine *e, struct request *r, int start, int n)
     CHECK(nb <= r->table.n, "sequence %llu: %d blocks needed, %d held", (unsigned long long)r->id, nb, r->table.n);
     memcpy(e->block_ids + e->seq_block0[s], r->table.ids, (size_t)nb * sizeof *e->block_ids);
     e->seq_block0[s + 1] = e->seq_block0[s] + nb;
-    if (start + n == r->n_tok) {
+    if (start + n == r->n_tok && r->embed) {
+        it->hid_tok = e->n_tok - 1;
+        e->want_hidden = true;
+    } else if (start + n == r->n_tok) {
         it->out_row = e->n_out;
         e->out_tok[e->n_out++] = e->n_tok - 1;
     }
@@ -283,13 +287,14 @@ static void add_chunk(struct engine *e, struct request *r, int *budget, int64_t 
 int sched_build(struct engine *e)
 {
     e->n_items = e->n_tok = e->n_out = 0;
+    e->want_hidden = false;
     e->preempted_step = false;
     e->seq_block0[0] = 0;
     int budget = e->cfg.max_batch_tokens;
 
     for (int i = 0; i < e->n_running; i++) {
         struct request *r = e->running[i];
-        if (r->n_tok - r->n_computed != 1) continue;
+        if (r->embed || r->n_tok - r->n_computed != 1) continue;   // embeddings are all prefill
         if (!ensure_blocks(e, r, r->n_tok)) break;   // r was the newest: everything after it is gone too
         add_item(e, r, r->n_computed, 1);
         budget--;
@@ -302,7 +307,8 @@ int sched_build(struct engine *e)
     int64_t pairs = e->n_dec > 0 && paced < 0 ? e->cfg.max_prefill_pairs : INT64_MAX;
     for (int i = 0; i < e->n_running && budget > 0; i++) {
         struct request *r = e->running[i];
-        if (r->n_tok - r->n_computed > 1) add_chunk(e, r, &budget, &pairs, &paced);
+        int pend = r->n_tok - r->n_computed;
+        if (pend > 1 || (r->embed && pend == 1)) add_chunk(e, r, &budget, &pairs, &paced);
     }
     // no admission right after a preemption: memory is short, and the victim would only thrash
     while (!e->preempted_step && budget > 0 && e->wait_head && e->n_running < e->cfg.max_running) {

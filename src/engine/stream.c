@@ -48,6 +48,7 @@ void stream_unref(struct token_stream *ts)
     free(ts->tok);
     free(ts->lp);
     free(ts->top);
+    free(ts->embd);
     free(ts);
 }
 
@@ -101,6 +102,12 @@ void stream_end(struct token_stream *ts, enum finish_reason why, enum status err
     }
     pthread_cond_broadcast(&ts->cv);
     pthread_mutex_unlock(&ts->mu);
+}
+
+void stream_alloc_embedding(struct token_stream *ts, int n)
+{
+    ts->embd = xcalloc((size_t)n, sizeof *ts->embd);
+    ts->n_embd = n;
 }
 
 /* ==== Reader side (public) ==== */
@@ -169,3 +176,12 @@ void token_stream_release(struct token_stream *ts)
 }
 
 uint64_t token_stream_id(const struct token_stream *ts) { return ts->id; }
+
+int token_stream_embedding(struct token_stream *ts, const float **out)
+{
+    pthread_mutex_lock(&ts->mu);
+    bool ready = ts->done && ts->finish == FINISH_EMBEDDED && ts->embd;
+    pthread_mutex_unlock(&ts->mu);
+    *out = ready ? ts->embd : NULL;
+    return ready ? ts->n_embd : 0;
+}

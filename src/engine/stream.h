@@ -40,6 +40,8 @@ struct token_stream {
     int                   n_prompt, n_cached, n_generated;
     double                t_submit_s;    // clock_now_s() at submit
     double                t_queued_s, t_first_s, t_done_s;
+    float                *embd;          // [n_embd] an embedding request's hidden state, written by the
+    int                   n_embd;        //   engine before stream_end (FINISH_EMBEDDED); else NULL, 0
     // reader side
     int                   n_read;
     // requests from other threads, polled by the engine
@@ -55,5 +57,7 @@ void stream_publish(struct token_stream *ts, int32_t tok, float lp, const struct
 /* Counts a generated token that is not published (a stop token). */
 void stream_count_stop(struct token_stream *ts, int32_t tok, double now_s);
 void stream_end(struct token_stream *ts, enum finish_reason why, enum status err, double now_s);
+/* An embedding request's stream: room for its n floats (at submit). */
+void stream_alloc_embedding(struct token_stream *ts, int n);
 
 #endif

@@ -5,7 +5,7 @@
 #include <string.h>
 
 static const struct arch *const archs[] = {
-    &arch_llama, &arch_mistral, &arch_qwen2, &arch_qwen3, &arch_qwen3_moe, &arch_gemma3, &arch_gemma3_cg,
+    &arch_llama, &arch_mistral, &arch_qwen2, &arch_qwen3, &arch_qwen3_base, &arch_qwen3_moe, &arch_gemma3, &arch_gemma3_cg,
     &arch_qwen3_next, &arch_qwen3_5, &arch_qwen3_5_cg, &arch_qwen3_5_moe, &arch_qwen3_5_moe_cg,
 };
 

@@ -50,7 +50,9 @@ struct arch {
     float                rope_theta_default;
     const char          *sub_config;      // non-NULL: read dims from this sub-object ("text_config")
     const char          *names[W_COUNT];  // NULL: the family has no such weight
-    const char          *alt_prefix[3];   // other spellings of the leading "model." (multimodal wrappers)
+    const char          *alt_prefix[3];   // other spellings of the leading "model." (multimodal wrappers;
+                                          //   "": a base model saved without it, as Qwen3Model saves)
+    bool                 base_model;      // a "...Model" (no LM head) checkpoint: an embedder by default
     const char          *mtp_layer_prefix;// MTP decoder layers: "model.layers." of the layer names
                                           // becomes this ("mtp.layers."); NULL: no MTP head
     /* Reads the family's own keys after the generic parse; cfg is the (sub-)config object. */
@@ -63,7 +65,7 @@ const struct arch *arch_find(const char *name);
 void arch_list(char *buf, size_t n);
 
 /* The family tables, one per file in arch/. */
-extern const struct arch arch_llama, arch_mistral, arch_qwen2, arch_qwen3, arch_qwen3_moe,
+extern const struct arch arch_llama, arch_mistral, arch_qwen2, arch_qwen3, arch_qwen3_base, arch_qwen3_moe,
     arch_gemma3, arch_gemma3_cg, arch_qwen3_next, arch_qwen3_5, arch_qwen3_5_cg, arch_qwen3_5_moe,
     arch_qwen3_5_moe_cg;
 

@@ -303,7 +303,11 @@ static void update_dynamic_rope(struct forward *fw, const struct batch_meta *met
     }
 }
 
-void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_meta *meta, struct tensor *logits)
+/* hidden != NULL: every token's final normed hidden state is wanted as well (embeddings), so the
+ * final norm runs over all rows even without logits rows, and the step is never recorded or replayed
+ * as a graph (a recorded decode step of the same shape would not have run it). */
+static void step(struct forward *fw, struct kv_layer *kv, const struct batch_meta *meta, struct tensor *logits,
+                 struct tensor *hidden)
 {
     const struct model *m = fw->m;
     const struct hparams *hp = &m->hp;
@@ -316,8 +320,9 @@ void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_me
 
     // A backend may replay a recording of an equivalent earlier step instead of the ops below
     // (not while profiling: the per-op syncs cannot be recorded).
-    int graph = fw->prof ? STEP_GRAPH_NONE : be->ops->step_graph_begin(be, meta, fw, kv);
+    int graph = fw->prof || hidden ? STEP_GRAPH_NONE : be->ops->step_graph_begin(be, meta, fw, kv);
     *logits = rows(&fw->logits, meta->n_out);
+    if (hidden) *hidden = rows(&fw->xn, meta->n_tok);
     if (graph == STEP_GRAPH_REPLAYED) return;
 
     struct tensor x = rows(&fw->x, meta->n_tok), xn = rows(&fw->xn, meta->n_tok);
@@ -332,9 +337,23 @@ void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_me
         if (m->f.moe && hp->layer_moe[l]) moe_block(fw, l, meta);
         else ffn_block(fw, l, meta);
     }
-    if (meta->n_out > 0)
-        OP(fw, P_LOGITS, be->ops->rmsnorm(be, &xn, &x, &m->out_norm, fw->norm_eps, fw->norm_offset);
-                         be->ops->matmul_rows(be, logits, &xn, &m->lm_head, meta);
+    if (meta->n_out > 0 || hidden)
+        OP(fw, P_LOGITS, be->ops->rmsnorm(be, &xn, &x, &m->out_norm, fw->norm_eps, fw->norm_offset));
+    if (meta->n_out > 0) {
+        CHECK(model_has_lm_head(m), "forward: logits wanted from a model without an lm_head");
+        OP(fw, P_LOGITS, be->ops->matmul_rows(be, logits, &xn, &m->lm_head, meta);
                          if (hp->final_softcap > 0) be->ops->softcap(be, logits, hp->final_softcap));
+    }
     if (graph == STEP_GRAPH_RECORDING) be->ops->step_graph_end(be);
+}
+
+void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_meta *meta, struct tensor *logits)
+{
+    step(fw, kv, meta, logits, NULL);
+}
+
+void forward_step_hidden(struct forward *fw, struct kv_layer *kv, const struct batch_meta *meta,
+                         struct tensor *logits, struct tensor *hidden)
+{
+    step(fw, kv, meta, logits, hidden);
 }

@@ -1,7 +1,8 @@
 /* forward: the one forward pass of every architecture, over a flattened batch of tokens.
  *
  * A step takes tokens from many sequences (struct batch_meta), writes their K/V into the paged
- * cache and returns logits for the tokens listed in meta->out_tok. Architecture differences come
+ * cache and returns logits for the tokens listed in meta->out_tok (and, for embeddings, the final
+ * normed hidden state of every token: forward_step_hidden). Architecture differences come
  * from model->f and model->hp only. Scratch activations live in one compute buffer sized at
  * forward_new for max_tok tokens: a step allocates nothing.
  *
@@ -31,5 +32,10 @@ int         forward_max_tok(const struct forward *fw);
  * *logits receives a view of [n_out, n_vocab] f32 in backend memory, valid until the next step. */
 void forward_step(struct forward *fw, struct kv_layer *kv, const struct batch_meta *meta,
                   struct tensor *logits);
+/* The same step, and *hidden receives a view of [n_tok, d_model] f32 in backend memory, valid until
+ * the next step: every token's final normed hidden state (what lm_head reads; last-token pooling of
+ * an embedding model picks its row). Such a step is never replayed from a step graph. */
+void forward_step_hidden(struct forward *fw, struct kv_layer *kv, const struct batch_meta *meta,
+                         struct tensor *logits, struct tensor *hidden);
 
 #endif

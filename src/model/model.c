@@ -267,6 +267,12 @@ static enum status bind_all(struct model *m)
             fused[s->layer] = true;
             continue;
         }
+        if (!t && s->role == W_LM_HEAD) {
+            // a base model saved without its head (Qwen3Model, as sentence-transformers and
+            // Qwen3-Embedding save it): the hidden states are there, the logits are not
+            LOG_INFO("%s: no %s: a base model, it serves embeddings only", m->dir, s->name);
+            continue;
+        }
         if (!t) {
             LOG_ERR("%s: tensor %s missing (needed by %s)", m->dir, s->name, m->hp.arch);
             st = STATUS_ENOTFOUND;
@@ -357,6 +363,11 @@ enum status model_prepare(struct model *m, struct backend *be)
     weights_for_each(m, prepare_one, &c);
     if (m->hp.tie_embed) m->lm_head = m->tok_embed;
     return c.st;
+}
+
+bool model_is_embedder(const struct model *m)
+{
+    return m->arch->base_model || !model_has_lm_head(m);
 }
 
 size_t model_kv_bytes_per_token(const struct model *m, enum dtype kv_dtype)

@@ -178,6 +178,11 @@ struct model {
 };
 
 enum status model_load(const char *dir, struct model **out);
+/* False for a base model saved without lm_head (e.g. Qwen3Model): hidden states only, no logits. */
+static inline bool model_has_lm_head(const struct model *m) { return m->lm_head.buf != NULL; }
+/* True when the checkpoint is an embedder by default: a base-model architecture ("Qwen3Model") or
+ * no lm_head. The server then runs it for embeddings (docs/server.md, "Embeddings"). */
+bool model_is_embedder(const struct model *m);
 /* Lets the backend make weights usable (device copies, repacking). Call once per backend. */
 enum status model_prepare(struct model *m, struct backend *be);
 void        model_free(struct model *m);

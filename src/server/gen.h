@@ -51,6 +51,9 @@ struct gen_ops {
     void        (*end_on_stop_string)(void *self, void *stream);   // ends with FINISH_STOP_MATCHED
     void        (*release)(void *stream);
     void        (*stats)(void *self, struct engine_stats *out);
+    /* An embedding request's result (req.base.embed) once its stream ended with FINISH_EMBEDDED:
+     * n_embd floats owned by the stream; 0 otherwise. NULL: the provider computes no embeddings. */
+    int         (*embedding)(void *stream, const float **out);
     void        (*destroy)(void *self);
 };
 
@@ -64,6 +67,11 @@ struct gen {
     int                   n_vocab;
     bool                  add_bos;          // completions: encode with add_special
     int32_t               eot_id;           // token that ends a chat turn (message-end hints), -1 if unknown
+    /* Embeddings (set by cmd_serve from --runner; docs/server.md, "Embeddings"): an embedder serves
+     * /v1/embeddings and no generation route; a generator the reverse. */
+    bool                  embedder;
+    int                   n_embd;           // the model's hidden size: the width of an embedding
+    bool                  matryoshka;       // `dimensions` may truncate (the model was trained for it)
 };
 
 struct gen_fake_cfg {

@@ -122,6 +122,8 @@ static void eg_stats(void *self, struct engine_stats *out)
     engine_get_stats(e->eng, out);
 }
 
+static int eg_embedding(void *stream, const float **out) { return token_stream_embedding(stream, out); }
+
 static void eg_destroy(void *self)
 {
     struct eng_gen *e = self;
@@ -133,7 +135,7 @@ static const struct gen_ops eng_ops = {
     .encode = eg_encode, .decode = eg_decode, .detok_new = eg_detok_new, .detok_push = eg_detok_push,
     .detok_flush = eg_detok_flush, .detok_free = eg_detok_free, .token_str = eg_token_str, .render = eg_render,
     .submit = eg_submit, .next = eg_next, .cancel = eg_cancel, .end_on_stop_string = eg_end_on_stop_string, .release = eg_release,
-    .stats = eg_stats, .destroy = eg_destroy,
+    .stats = eg_stats, .embedding = eg_embedding, .destroy = eg_destroy,
 };
 
 static bool is_added_token(void *ctx, const char *s) { return tokenizer_token_id(ctx, s) >= 0; }

@@ -150,7 +150,7 @@ static enum status sg_submit(void *self, const struct gen_req *req, void **strea
     struct script_stream *ss = xcalloc(1, sizeof *ss);
     ss->g = in;
     struct gen_req r = *req;
-    const struct script_entry *se = match_prompt(s, &req->base);
+    const struct script_entry *se = req->base.embed ? NULL : match_prompt(s, &req->base);   // embeddings: as they are
     if (se) {
         if (in->ops->encode(in->self, se->output, strlen(se->output), false, &ss->out, &ss->n_out) != STATUS_OK) {
             free(ss);
@@ -205,6 +205,13 @@ static void sg_end_on_stop_string(void *self, void *stream)
     ss->g->ops->end_on_stop_string(ss->g->self, ss->inner);
 }
 
+static int sg_embedding(void *stream, const float **out)
+{
+    struct script_stream *ss = stream;
+    *out = NULL;
+    return ss->g->ops->embedding ? ss->g->ops->embedding(ss->inner, out) : 0;
+}
+
 static void sg_release(void *stream)
 {
     struct script_stream *ss = stream;
@@ -224,7 +231,8 @@ static void sg_destroy(void *self)
 static const struct gen_ops script_ops = {
     .encode = sg_encode, .decode = sg_decode, .detok_new = sg_detok_new, .token_str = sg_token_str,
     .render = sg_render, .submit = sg_submit, .next = sg_next, .cancel = sg_cancel,
-    .end_on_stop_string = sg_end_on_stop_string, .release = sg_release, .stats = sg_stats, .destroy = sg_destroy,
+    .end_on_stop_string = sg_end_on_stop_string, .release = sg_release, .stats = sg_stats,
+    .embedding = sg_embedding, .destroy = sg_destroy,
 };
 
 struct gen *gen_script_wrap(struct gen_script *sc, struct gen *inner)
@@ -238,6 +246,7 @@ struct gen *gen_script_wrap(struct gen_script *sc, struct gen *inner)
     s->ops.detok_push = inner->ops->detok_push;
     s->ops.detok_flush = inner->ops->detok_flush;
     s->ops.detok_free = inner->ops->detok_free;
+    if (!inner->ops->embedding) s->ops.embedding = NULL;
     s->g.ops = &s->ops;
     s->g.self = s;
     return &s->g;

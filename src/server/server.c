@@ -48,6 +48,7 @@ static const struct { const char *path; enum route route; const char *method; } 
     { "/v1/completions", ROUTE_COMPLETIONS, "POST" },
     { "/v1/messages", ROUTE_MESSAGES, "POST" },
     { "/v1/responses", ROUTE_RESPONSES, "POST" },
+    { "/v1/embeddings", ROUTE_EMBEDDINGS, "POST" },
     { "/v1/messages/count_tokens", ROUTE_COUNT_TOKENS, "POST" },
     { "/tokenize", ROUTE_TOKENIZE, "POST" },
     { "/detokenize", ROUTE_DETOKENIZE, "POST" },
@@ -521,7 +522,16 @@ static enum MHD_Result dispatch(struct req *r)
         return srv_send_error(r, &e);
     }
     enum MHD_Result ret = MHD_NO;
+    bool generates = r->route == ROUTE_CHAT || r->route == ROUTE_COMPLETIONS || r->route == ROUTE_MESSAGES ||
+                     r->route == ROUTE_RESPONSES;
+    if (generates && r->g->embedder) {
+        json_decref(body);
+        e = api_error_make(STATUS_EUNSUPPORTED, NULL, "the model '%s' is served for embeddings (--runner pooling): "
+                           "%s is not served; POST /v1/embeddings", r->s->served_name, r->path);
+        return srv_send_error(r, &e);
+    }
     switch (r->route) {
+    case ROUTE_EMBEDDINGS:   ret = api_openai_embeddings(r, body); break;
     case ROUTE_CHAT:         ret = api_openai_chat(r, body); break;
     case ROUTE_COMPLETIONS:  ret = api_openai_completions(r, body); break;
     case ROUTE_MESSAGES:     ret = api_anthropic_messages(r, body); break;

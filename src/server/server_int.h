@@ -54,7 +54,7 @@ struct server {
 
 enum route {
     ROUTE_NONE = 0, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_MODELS, ROUTE_CHAT, ROUTE_COMPLETIONS,
-    ROUTE_MESSAGES, ROUTE_COUNT_TOKENS, ROUTE_TOKENIZE, ROUTE_DETOKENIZE, ROUTE_RESPONSES,
+    ROUTE_MESSAGES, ROUTE_COUNT_TOKENS, ROUTE_TOKENIZE, ROUTE_DETOKENIZE, ROUTE_RESPONSES, ROUTE_EMBEDDINGS,
 };
 
 struct req {
@@ -123,6 +123,7 @@ enum MHD_Result api_openai_completions(struct req *r, json_t *body);
 enum MHD_Result api_anthropic_messages(struct req *r, json_t *body);
 enum MHD_Result api_anthropic_count_tokens(struct req *r, json_t *body);
 enum MHD_Result api_responses(struct req *r, json_t *body);
+enum MHD_Result api_openai_embeddings(struct req *r, json_t *body);   // api_embed.c
 
 /* Parameter validation (params.c): each returns true when absent (writes the default) or valid,
  * else fills *e with a 400 naming the field. */

@@ -1,5 +1,5 @@
 /* Qwen2ForCausalLM (bias on q, k, v; none on o) and Qwen3ForCausalLM (no biases, RMSNorm over
- * each head of q and k). Both may enable a sliding window on layers >= max_window_layers with
+ * each head of q and k; Qwen3Model is its base model, an embedder by default). Both may enable a sliding window on layers >= max_window_layers with
  * use_sliding_window, or list layer_types (transformers 5). Qwen3's attention_bias (bias on all
  * four projections) is not implemented and is rejected by name.
  */
@@ -52,14 +52,27 @@ const struct arch arch_qwen2 = {
     .read_hparams = qwen2_read,
 };
 
+#define QWEN3_NAMES ARCH_LLAMA_NAMES, ARCH_QK_NORM_NAMES
+
+/* Qwen3-Embedding is published as Qwen3ForCausalLM but saved by Qwen3Model (tensor names without
+ * "model.", no lm_head): both spellings load under either name. */
 const struct arch arch_qwen3 = {
     .name = "Qwen3ForCausalLM",
     .f = { .act = ACT_SILU, .qk_norm = true },
     .tie_default = false,
     .rope_theta_default = 10000.0f,
-    .names = {
-        ARCH_LLAMA_NAMES,
-        ARCH_QK_NORM_NAMES,
-    },
+    .names = { QWEN3_NAMES },
+    .alt_prefix = { "" },
+    .read_hparams = qwen3_read,
+};
+
+const struct arch arch_qwen3_base = {
+    .name = "Qwen3Model",
+    .f = { .act = ACT_SILU, .qk_norm = true },
+    .tie_default = false,
+    .rope_theta_default = 10000.0f,
+    .names = { QWEN3_NAMES },
+    .alt_prefix = { "" },
+    .base_model = true,
     .read_hparams = qwen3_read,
 };

@@ -61,18 +61,13 @@ static void check_tool_calls(const json_t *tools, const struct chat_result *res,
     }
 }
 
-static void agentic_call(struct bench_ctx *c, const char *system, const json_t *tools, int user_idx,
-                         const char *phase, int run, int64_t t0)
+/* Sends one agentic request (body; all = its text for local token counts) and records the run. */
+static void agentic_send(struct bench_ctx *c, const char *body, const char *all, const json_t *tools,
+                         const char *phase, const char *nonce, int run, int64_t t0)
 {
-    char nonce[PROMPT_NONCE_LEN + 1];
-    prompt_nonce(&c->rng, nonce);
-    struct strbuf user = {0}, all = {0};
-    prompt_agentic_user(user_idx, nonce, &user);
-    strbuf_printf(&all, "%s\n%s", system, user.data);
-    char *body = bench_body(c, system, user.data, tools, 0);
     struct chat_result res;
     struct bench_run r;
-    bench_measure(c, body, all.data, t0, &r, &res);
+    bench_measure(c, body, all, t0, &r, &res);
     snprintf(r.mode, sizeof r.mode, "agentic");
     snprintf(r.phase, sizeof r.phase, "%s", phase);
     snprintf(r.nonce, sizeof r.nonce, "%s", nonce);
@@ -80,24 +75,24 @@ static void agentic_call(struct bench_ctx *c, const char *system, const json_t *
     check_tool_calls(tools, &res, &r);
     bench_record(c, &r);
     chat_result_free(&res);
+}
+
+/* One request with a fresh nonce and user turn user_idx after the shared system prompt; with
+ * repeat_warm, the identical bytes are sent again as the "warm" phase. */
+static void agentic_call(struct bench_ctx *c, const char *system, const json_t *tools, int user_idx,
+                         const char *phase, int run, bool repeat_warm, int64_t t0)
+{
+    char nonce[PROMPT_NONCE_LEN + 1];
+    prompt_nonce(&c->rng, nonce);
+    struct strbuf user = {0}, all = {0};
+    prompt_agentic_user(user_idx, nonce, &user);
+    strbuf_printf(&all, "%s\n%s", system, user.data);
+    char *body = bench_body(c, system, user.data, tools, 0);
+    agentic_send(c, body, all.data, tools, phase, nonce, run, t0);
+    if (repeat_warm && bench_time_left(c, 1)) agentic_send(c, body, all.data, tools, "warm", nonce, 0, t0);
     free(body);
     strbuf_free(&user);
     strbuf_free(&all);
-}
-
-// The warm phase must send the cold request byte for byte; this variant reuses its nonce.
-static void agentic_repeat(struct bench_ctx *c, const char *body, const char *all, const json_t *tools,
-                           const char *nonce, int64_t t0)
-{
-    struct chat_result res;
-    struct bench_run r;
-    bench_measure(c, body, all, t0, &r, &res);
-    snprintf(r.mode, sizeof r.mode, "agentic");
-    snprintf(r.phase, sizeof r.phase, "warm");
-    snprintf(r.nonce, sizeof r.nonce, "%s", nonce);
-    check_tool_calls(tools, &res, &r);
-    bench_record(c, &r);
-    chat_result_free(&res);
 }
 
 // Runs the restart command, then waits until the server lists its models again.
@@ -140,32 +135,12 @@ enum status bench_agentic(struct bench_ctx *c)
     c->n_planned = 2 + cfg->agentic_prefix_runs + (cfg->restart_cmd ? 1 : 0);
 
     // cold, then warm: the identical request
-    if (bench_time_left(c, c->n_planned)) {
-        char nonce[PROMPT_NONCE_LEN + 1];
-        prompt_nonce(&c->rng, nonce);
-        struct strbuf user = {0}, all = {0};
-        prompt_agentic_user(0, nonce, &user);
-        strbuf_printf(&all, "%s\n%s", system.data, user.data);
-        char *body = bench_body(c, system.data, user.data, tools, 0);
-        struct chat_result res;
-        struct bench_run r;
-        bench_measure(c, body, all.data, t0, &r, &res);
-        snprintf(r.mode, sizeof r.mode, "agentic");
-        snprintf(r.phase, sizeof r.phase, "cold");
-        snprintf(r.nonce, sizeof r.nonce, "%s", nonce);
-        check_tool_calls(tools, &res, &r);
-        bench_record(c, &r);
-        chat_result_free(&res);
-        if (bench_time_left(c, 1)) agentic_repeat(c, body, all.data, tools, nonce, t0);
-        free(body);
-        strbuf_free(&user);
-        strbuf_free(&all);
-    }
+    if (bench_time_left(c, c->n_planned)) agentic_call(c, system.data, tools, 0, "cold", 0, true, t0);
     for (int k = 0; k < cfg->agentic_prefix_runs; k++)
-        if (bench_time_left(c, 1)) agentic_call(c, system.data, tools, 1 + k, "prefix", k, t0);
+        if (bench_time_left(c, 1)) agentic_call(c, system.data, tools, 1 + k, "prefix", k, false, t0);
     if (cfg->restart_cmd && bench_time_left(c, 1)) {
         if (agentic_restart(c)) {
-            agentic_call(c, system.data, tools, 1 + cfg->agentic_prefix_runs, "cold_after_restart", 0, t0);
+            agentic_call(c, system.data, tools, 1 + cfg->agentic_prefix_runs, "cold_after_restart", 0, false, t0);
         } else {
             struct bench_run r;
             bench_run_init(&r);

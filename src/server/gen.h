@@ -22,6 +22,7 @@
 
 #include "base/status.h"
 #include "engine/engine.h"
+#include "text/fim.h"
 #include "text/output.h"
 
 struct gen_req {
@@ -54,6 +55,15 @@ struct gen_ops {
     void        (*destroy)(void *self);
 };
 
+/* What the Ollama API's /api/tags, /api/show and /api/ps describe (filled by whoever loads the
+ * model; zeros and "" when unknown, e.g. the fake provider). */
+struct gen_model_info {
+    char     family[32];            // "qwen3", "qwen3moe", "llama": the architecture name before "For", lowercased
+    uint64_t n_params;
+    uint64_t weight_bytes;
+    char     quant[16];             // "BF16", "F32", "Q4" (MLX-quantized, its bits)
+};
+
 struct gen {
     const struct gen_ops *ops;
     void                 *self;
@@ -64,6 +74,9 @@ struct gen {
     int                   n_vocab;
     bool                  add_bos;          // completions: encode with add_special
     int32_t               eot_id;           // token that ends a chat turn (message-end hints), -1 if unknown
+    struct fim_format     fim;              // fill-in-the-middle markers (fim_detect at load); unsupported: none
+    const char           *template_src;     // chat template source (borrowed; NULL without one)
+    struct gen_model_info info;
 };
 
 struct gen_fake_cfg {

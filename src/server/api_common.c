@@ -342,6 +342,15 @@ bool srv_job_failed(struct req *r, enum MHD_Result *ret)
     return false;
 }
 
+bool srv_job_whole(struct req *r, struct job_choice_info *c, const struct output_ev **blocks, int *n_blocks,
+                   enum MHD_Result *ret)
+{
+    if (srv_job_failed(r, ret)) return false;
+    job_choice_info(r->job, 0, c);
+    *blocks = job_blocks(r->job, 0, n_blocks);
+    return true;
+}
+
 bool srv_fim_prompt(struct req *r, const char *prefix, const char *suffix, const char *field, char **out, struct api_error *e)
 {
     if (!r->g->fim.supported) {

@@ -255,10 +255,11 @@ static json_t *openai_messages(json_t *msgs, struct api_error *e)
         }
         json_t *nm = json_deep_copy(m);
         json_array_append_new(out, nm);
+        json_t *content = json_object_get(m, "content");
+        if (!content || json_is_null(content)) json_object_set_new(nm, "content", json_string(""));   // Ollama's default
         json_t *images = json_object_get(m, "images");
         if (images && !json_is_null(images)) {
             if (!json_is_array(images)) goto bad_images;
-            json_t *content = json_object_get(m, "content");
             json_t *parts = json_array();
             if (json_is_string(content) && json_string_length(content))
                 json_array_append_new(parts, json_pack("{s:s,s:O}", "type", "text", "text", content));
@@ -439,7 +440,7 @@ static void oll_fill(struct req *r)
     struct strbuf *o = &r->out;
     int n_evs, n_lps = 0;
     const struct output_ev *evs = job_drain(r->job, 0, &n_evs);
-    const struct job_lp *lps = w->logprobs ? job_drain_logprobs(r->job, 0, &n_lps) : NULL;
+    const struct job_lp *lps;
     for (int k = 0; k < n_evs; k++) {
         const struct output_ev *ev = &evs[k];
         if (ev->kind == OUTPUT_TOOL_START) {
@@ -464,8 +465,9 @@ static void oll_fill(struct req *r)
         line_open(o, w);
         text_fields(o, w, think ? NULL : ev->text.data, think ? 0 : ev->text.len, ev->text.data, think ? ev->text.len : 0,
                     call.data);
-        logprobs_json(o, r->g, lps, n_lps);
-        n_lps = 0;
+        // the tokens since the last line (those of a tool call's arguments ride on the call's line)
+        lps = w->logprobs ? job_drain_logprobs(r->job, 0, &n_lps) : NULL;
+        logprobs_json(o, r->g, lps, w->logprobs ? n_lps : 0);
         jsonw_raw(o, ",\"done\":false}\n");
         strbuf_free(&call);
     }
@@ -480,7 +482,8 @@ static void oll_fill(struct req *r)
     } else {
         line_open(o, w);
         text_fields(o, w, "", 0, NULL, 0, NULL);
-        logprobs_json(o, r->g, lps, n_lps);
+        lps = w->logprobs ? job_drain_logprobs(r->job, 0, &n_lps) : NULL;
+        logprobs_json(o, r->g, lps, w->logprobs ? n_lps : 0);
         done_fields(o, r, w, &c);
         jsonw_raw(o, "}\n");
     }
@@ -491,15 +494,14 @@ static void oll_fill(struct req *r)
 static enum MHD_Result oll_whole(struct req *r, struct oll_w *w)
 {
     enum MHD_Result ret;
-    if (srv_job_failed(r, &ret)) return ret;
     struct job_choice_info c;
-    job_choice_info(r->job, 0, &c);
+    const struct output_ev *blocks;
+    int n_blocks, n_lps;
+    if (!srv_job_whole(r, &c, &blocks, &n_blocks, &ret)) return ret;
     if (c.end == JOB_END_CANCELED) {
         struct api_error e = api_error_kind_make(API_ERROR_SHUTDOWN, "%s", cut_reason(&c));
         return srv_send_error(r, &e);
     }
-    int n_blocks, n_lps;
-    const struct output_ev *blocks = job_blocks(r->job, 0, &n_blocks);
     struct strbuf content = {0}, thinking = {0}, calls = {0};
     for (int b = 0; b < n_blocks; b++) {
         const struct output_ev *bl = &blocks[b];

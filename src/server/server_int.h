@@ -226,6 +226,10 @@ void srv_chat_params(struct req *r, struct gen_params *p, const char *prompt, js
                      const char *tool_id_prefix);
 /* A finished non-streaming job: when a choice failed, answers the error (*ret) and returns true. */
 bool srv_job_failed(struct req *r, enum MHD_Result *ret);
+/* A finished non-streaming job of one choice: false after answering its failure (*ret); else its
+ * summary and its whole output (job_blocks). */
+bool srv_job_whole(struct req *r, struct job_choice_info *c, const struct output_ev **blocks, int *n_blocks,
+                   enum MHD_Result *ret);
 /* Text of a content value: a string, or the concatenated "text" of an array of text parts.
  * false with *e (naming field) for other shapes or part types. Caller frees *out. */
 bool content_text(json_t *content, const char *field, bool allow_null, char **out, struct api_error *e);

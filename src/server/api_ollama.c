@@ -65,9 +65,10 @@ static bool name_known(struct req *r, const char *name)
     if (srv_model_known(r->s, name) || !strcmp(name, r->g->model_id)) return true;
     size_t n = strlen(name);
     if (n <= 7 || strcmp(name + n - 7, ":latest")) return false;
-    char base[256];
-    snprintf(base, sizeof base, "%.*s", (int)(n - 7), name);
-    return srv_model_known(r->s, base) || !strcmp(base, r->g->model_id);
+    char *base = xstrndup(name, n - 7);
+    bool known = srv_model_known(r->s, base) || !strcmp(base, r->g->model_id);
+    free(base);
+    return known;
 }
 
 /* The request's model ("model", or the older "name"), required as Ollama requires it. */

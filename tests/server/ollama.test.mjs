@@ -204,6 +204,8 @@ async function main() {
     ['chat', 'logprobs string', { model: M, messages: msgs, logprobs: 'yes' }, 400, /logprobs/],
     ['chat', 'top_logprobs 99', { model: M, messages: msgs, logprobs: true, top_logprobs: 99 }, 400, /top_logprobs/],
     ['chat', 'over the context', { model: M, messages: [{ role: 'user', content: 'hello world '.repeat(6000) }] }, 400, /maximum context length/],
+    ['chat', '20000 messages', { model: M, messages: Array.from({ length: 20000 }, (_, i) => ({ role: i % 2 ? 'assistant' : 'user', content: 'word ' + i })) }, 400, /maximum context length/],
+    ['chat', '200 tools, one bad', { model: M, messages: msgs, tools: [...Array(199).fill(TOOLS[0]), { type: 'function', function: { name: 5 } }] }, 400, /tools\[199\]/],
     ['generate', 'prompt number', { model: M, prompt: 5 }, 400, /prompt/],
     ['generate', 'suffix number', { model: M, prompt: 'x', suffix: 5 }, 400, /suffix/],
     ['generate', 'system number', { model: M, prompt: 'x', system: 5 }, 400, /system/],

@@ -214,7 +214,7 @@ static bool think_field(struct req *r, json_t *body, json_t *kwargs, struct api_
 
 /* The fields Ollama takes and that need no work here, checked for type: keep_alive (a duration
  * string or seconds; the model stays loaded anyway), stream (default true), logprobs. */
-static bool plain_fields(struct req *r, json_t *body, bool *stream, struct gen_params *p, bool *lp, struct api_error *e)
+static bool plain_fields(json_t *body, bool *stream, struct gen_params *p, bool *lp, struct api_error *e)
 {
     json_t *ka = json_object_get(body, "keep_alive");
     if (ka && !json_is_null(ka) && !json_is_string(ka) && !json_is_number(ka)) {
@@ -586,7 +586,7 @@ enum MHD_Result api_ollama_chat(struct req *r, json_t *body)
     if (!model_field(r, body, &model, &e)) goto fail;
     json_t *in = json_object_get(body, "messages");
     if (!in || json_is_null(in) || (json_is_array(in) && !json_array_size(in))) return load_reply(r, body, model, true);
-    if (!plain_fields(r, body, &stream, &p, &lp, &e)) goto fail;
+    if (!plain_fields(body, &stream, &p, &lp, &e)) goto fail;
     if (!options(body, &p, &max_out, &e)) goto fail;
     if (!srv_tools(body, &srv_chat_tool_api, &tools, &use_tools, &e)) goto fail;
     if (!srv_constraint_format(r->s->grammars, json_object_get(body, "format"), &p.grammar, &e)) goto fail;
@@ -698,7 +698,7 @@ enum MHD_Result api_ollama_generate(struct req *r, json_t *body)
     bool nothing = (!text || !*text) && (!json_is_array(images) || !json_array_size(images)) &&
                    (!json_is_string(suffix) || !json_string_length(suffix));
     if (nothing && !json_object_get(body, "context")) return load_reply(r, body, model, false);
-    if (!plain_fields(r, body, &stream, &p, &lp, &e)) goto fail;
+    if (!plain_fields(body, &stream, &p, &lp, &e)) goto fail;
     if (!options(body, &p, &max_out, &e)) goto fail;
     if (!srv_constraint_format(r->s->grammars, json_object_get(body, "format"), &p.grammar, &e)) goto fail;
     p.grammar_field = "format";

@@ -14,6 +14,7 @@
  * refuses to start (docs/server.md).
  * --fake (test-only) serves a built-in byte-level fake model without weights.
  */
+#include <ctype.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -33,6 +34,9 @@
 #include "server/server.h"
 #include "text/chat.h"
 #include "text/tokenizer.h"
+#include "model/arch.h"
+#include "model/model.h"
+#include "model/quant_load.h"
 
 static void usage(void)
 {
@@ -119,6 +123,25 @@ static void *sig_main(void *arg)
         _exit(0);
     }
     return NULL;
+}
+
+/* What the Ollama API lists about the model: family from the architecture name ("Qwen3MoeForCausalLM"
+ * -> "qwen3moe", Ollama's spelling), size, and the weights' precision. */
+static void describe_model(const struct model *m, struct gen_model_info *out)
+{
+    const char *arch = m->arch ? m->arch->name : "";
+    const char *cut = strstr(arch, "For");
+    size_t n = cut ? (size_t)(cut - arch) : strlen(arch);
+    for (size_t i = 0; i < n && i + 1 < sizeof out->family; i++) out->family[i] = (char)tolower((unsigned char)arch[i]);
+    out->n_params = m->n_params;
+    out->weight_bytes = m->weight_bytes;
+    enum qmode mode;
+    int bits = 0, group;
+    if (m->quant) quant_cfg_default(m->quant, &mode, &bits, &group);
+    if (bits) snprintf(out->quant, sizeof out->quant, "Q%d", bits);
+    else
+        for (size_t i = 0; i + 1 < sizeof out->quant && dtype_name(m->tok_embed.dtype)[i]; i++)
+            out->quant[i] = (char)toupper((unsigned char)dtype_name(m->tok_embed.dtype)[i]);
 }
 
 static bool is_dir(const char *p)
@@ -356,6 +379,7 @@ int cmd_serve(int argc, char **argv)
         // Qwen3-Embedding is trained with Matryoshka representation learning (its model card:
         // any output size up to the hidden size), so truncation is allowed for the Qwen3 family
         g->matryoshka = g->embedder && (!strcmp(am.m->hp.arch, "Qwen3ForCausalLM") || !strcmp(am.m->hp.arch, "Qwen3Model"));
+        describe_model(am.m, &g->info);
     }
     served = g;
     if (script) {

@@ -273,6 +273,7 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
             .tool_id_prefix = p->tool_id_prefix, .max_tool_calls = p->max_tool_calls,
         },
         .want_logprobs = p->n_logprobs != 0,
+        .keep_tokens = p->keep_tokens,
     };
     srv_job_hooks(r, &jc);
     int n_choices = n_sets * p->n;
@@ -339,6 +340,27 @@ bool srv_job_failed(struct req *r, enum MHD_Result *ret)
         }
     }
     return false;
+}
+
+bool srv_job_whole(struct req *r, struct job_choice_info *c, const struct output_ev **blocks, int *n_blocks,
+                   enum MHD_Result *ret)
+{
+    if (srv_job_failed(r, ret)) return false;
+    job_choice_info(r->job, 0, c);
+    *blocks = job_blocks(r->job, 0, n_blocks);
+    return true;
+}
+
+bool srv_fim_prompt(struct req *r, const char *prefix, const char *suffix, const char *field, char **out, struct api_error *e)
+{
+    if (!r->g->fim.supported) {
+        *e = api_error_make(STATUS_EUNSUPPORTED, field,
+                            "'%s' (fill in the middle) needs a model with FIM tokens (Qwen's <|fim_prefix|>, StarCoder's "
+                            "<fim_prefix>, DeepSeek-Coder's or Codestral's), and this model's tokenizer has none", field);
+        return false;
+    }
+    *out = fim_prompt(&r->g->fim, prefix, suffix);
+    return true;
 }
 
 bool srv_reasoning_effort(json_t *effort, const char *field, json_t *kwargs, struct api_error *e)

@@ -428,7 +428,7 @@ static bool gen_limits(struct req *r, json_t *body, struct gen_params *p, int32_
 
 /* Validates messages and returns a normalized copy for the template (content as text, tool call
  * arguments as objects when they parse). */
-static json_t *chat_messages(json_t *msgs, struct api_error *e)
+json_t *srv_chat_messages(json_t *msgs, struct api_error *e)
 {
     if (!json_is_array(msgs) || !json_array_size(msgs)) {
         *e = api_error_make(STATUS_EINVAL, "messages", "'messages' must be a non-empty array");
@@ -549,7 +549,7 @@ static const char *chat_tool_choice(json_t *tc, struct api_error *e)
     return NULL;
 }
 
-static const struct tool_api chat_tool_api = {
+const struct tool_api srv_chat_tool_api = {
     .convert = chat_tool, .choice_mode = chat_tool_choice, .not_array = "'tools' must be an array",
     .constrained = (const char *const[]){ "required", "named", NULL },
     .invalid_choice = "'tool_choice' must be auto, none, required or a function",
@@ -580,14 +580,14 @@ enum MHD_Result api_openai_chat(struct req *r, json_t *body)
         goto fail;
     }
     p.n_logprobs = lp ? (top_lp ? (int)top_lp : -1) : 0;
-    if (!srv_tools(body, &chat_tool_api, &tools, &use_tools, &e)) goto fail;
+    if (!srv_tools(body, &srv_chat_tool_api, &tools, &use_tools, &e)) goto fail;
     if (!srv_constraint_parse(r->s->grammars, body, &p.grammar, &p.grammar_field, &e)) goto fail;
     json_t *ck = json_object_get(body, "chat_template_kwargs");
     if (ck && !json_is_null(ck) && !json_is_object(ck)) {
         e = api_error_make(STATUS_EINVAL, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
         goto fail;
     }
-    if (!(msgs = chat_messages(json_object_get(body, "messages"), &e))) goto fail;
+    if (!(msgs = srv_chat_messages(json_object_get(body, "messages"), &e))) goto fail;
     kwargs = param_kwargs(r, ck);
     if (!srv_reasoning_effort(json_object_get(body, "reasoning_effort"), "reasoning_effort", kwargs, &e)) goto fail;
     bool parallel, add_gen, cont_final;
@@ -603,7 +603,7 @@ enum MHD_Result api_openai_chat(struct req *r, json_t *body)
     if (!srv_render_ex(r, msgs, use_tools ? tools : NULL, kwargs, add_gen, &prompt, &e)) goto fail;
     srv_chat_params(r, &p, prompt, &tools, use_tools, "call_");
     p.max_tool_calls = parallel ? 0 : 1;
-    if (!srv_tool_constraint(r, body, &chat_tool_api, &p, &e)) goto fail;
+    if (!srv_tool_constraint(r, body, &srv_chat_tool_api, &p, &e)) goto fail;
     if (!srv_start_job(r, &p, &e)) goto fail;
     ret = run(r, true, include_usage, stream, p.n);
     goto out;
@@ -644,8 +644,9 @@ enum MHD_Result api_openai_completions(struct req *r, json_t *body)
     if (echo) { e = api_error_make(STATUS_EUNSUPPORTED, "echo", "'echo' is not supported"); goto fail; }
     if (!param_int(body, "best_of", 1, 1, 1, &best_of, &e)) goto fail;
     if (!gen_limits(r, body, &p, &stop_ids, &e)) goto fail;
-    json_t *suffix = json_object_get(body, "suffix");
-    if (suffix && !json_is_null(suffix)) { e = api_error_make(STATUS_EUNSUPPORTED, "suffix", "'suffix' is not supported"); goto fail; }
+    const char *suffix;
+    if (!param_str(body, "suffix", false, &suffix, &e)) goto fail;
+    if (suffix && !*suffix && !r->g->fim.supported) suffix = NULL;   // nothing after the hole: a plain completion
     json_t *pr = json_object_get(body, "prompt");
     // prompt: string | [string] | [int] | [[int]]
     json_t *list = json_is_array(pr) && json_array_size(pr) && !json_is_integer(json_array_get(pr, 0)) ? pr : NULL;
@@ -659,11 +660,20 @@ enum MHD_Result api_openai_completions(struct req *r, json_t *body)
     for (size_t i = 0; i < n_items; i++, n_sets++) {
         json_t *item = list ? json_array_get(list, i) : pr;
         if (json_is_string(item)) {
-            if (r->g->ops->encode(r->g->self, json_string_value(item), json_string_length(item), r->g->add_bos,
-                                  &sets[i], &set_n[i]) != STATUS_OK) {
+            // suffix: the prompt is the text before a hole, the suffix the text after (fill in the middle)
+            char *fim = NULL;
+            if (suffix && !srv_fim_prompt(r, json_string_value(item), suffix, "suffix", &fim, &e)) goto fail;
+            const char *text = fim ? fim : json_string_value(item);
+            enum status st = r->g->ops->encode(r->g->self, text, fim ? strlen(fim) : json_string_length(item), r->g->add_bos,
+                                               &sets[i], &set_n[i]);
+            free(fim);
+            if (st != STATUS_OK) {
                 e = api_error_make(STATUS_EINVAL, "prompt", "could not tokenize prompt %zu", i);
                 goto fail;
             }
+        } else if (suffix) {
+            e = api_error_make(STATUS_EINVAL, "suffix", "'suffix' needs text prompts (the text before the hole), not token ids");
+            goto fail;
         } else if (json_is_array(item)) {
             size_t k;
             json_t *v;

@@ -462,11 +462,10 @@ static void resp_fill(struct req *r)
 static enum MHD_Result resp_whole(struct req *r, struct resp_w *w)
 {
     enum MHD_Result ret;
-    if (srv_job_failed(r, &ret)) return ret;
     struct job_choice_info c;
-    job_choice_info(r->job, 0, &c);
+    const struct output_ev *blocks;
     int n_blocks;
-    const struct output_ev *blocks = job_blocks(r->job, 0, &n_blocks);
+    if (!srv_job_whole(r, &c, &blocks, &n_blocks, &ret)) return ret;
     struct strbuf items = {0};
     for (int b = 0; b < n_blocks; b++) {
         const struct output_ev *bl = &blocks[b];

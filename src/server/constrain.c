@@ -238,6 +238,22 @@ static bool response_format(struct grammar_cache *gc, json_t *rf, struct constra
     return ok;
 }
 
+bool srv_constraint_format(struct grammar_cache *gc, json_t *format, struct constraint_grammar **out, struct api_error *e)
+{
+    *out = NULL;
+    if (!format || json_is_null(format) || (json_is_string(format) && !json_string_length(format))) return true;
+    if (json_is_string(format) && !strcmp(json_string_value(format), "json")) return compile(gc, SRC_OBJECT, "", "format", out, e);
+    if (!json_is_object(format)) {
+        *e = api_error_make(STATUS_EINVAL, "format", "'format' must be \"json\" or a JSON Schema object");
+        return false;
+    }
+    char *src;
+    if (!schema_source(format, "format", &src, e)) return false;
+    bool ok = compile(gc, SRC_SCHEMA, src, "format", out, e);
+    free(src);
+    return ok;
+}
+
 /* One of the vLLM / llama.cpp fields (name), value v. */
 static bool one_field(struct grammar_cache *gc, const char *name, json_t *v, struct constraint_grammar **out,
                       struct api_error *e)

@@ -41,6 +41,10 @@ void                  grammar_cache_counts(struct grammar_cache *gc, int *n_entr
 bool srv_constraint_parse(struct grammar_cache *gc, json_t *body, struct constraint_grammar **out, const char **field,
                           struct api_error *e);
 
+/* Ollama's "format": "json" (any JSON object), a JSON Schema object, or "" / null (none); errors
+ * name 'format'. Same cache and compiler as srv_constraint_parse. */
+bool srv_constraint_format(struct grammar_cache *gc, json_t *format, struct constraint_grammar **out, struct api_error *e);
+
 /* A forced tool call (tool_choice required / named, Anthropic any / tool) as the model family's
  * envelope: Hermes "<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>", one call or
  * (parallel) several separated by a newline, each call's arguments under its tool's parameters

@@ -2,6 +2,7 @@
  *
  * OpenAI:    {"error":{"message":"...","type":"invalid_request_error","param":"max_tokens","code":null}}
  * Anthropic: {"type":"error","error":{"type":"invalid_request_error","message":"..."}}
+ * Ollama:    {"error":"..."}
  */
 #include "server/errors.h"
 
@@ -110,6 +111,12 @@ static const char *openai_code(const struct api_error *e, int http)
 void api_error_body(struct strbuf *sb, enum api_kind api, const struct api_error *e)
 {
     int http = api_error_http(e);
+    if (api == API_OLLAMA) {
+        jsonw_raw(sb, "{\"error\":");
+        jsonw_cstr(sb, e->message);
+        jsonw_raw(sb, "}");
+        return;
+    }
     if (api == API_ANTHROPIC) {
         jsonw_raw(sb, "{\"type\":\"error\",\"error\":{\"type\":");
         jsonw_cstr(sb, anthropic_type(http));

@@ -7,6 +7,7 @@
  *     struct api_error e = api_error_make(STATUS_EINVAL, "max_tokens", "max_tokens must be > 0");
  *     int code = api_error_http(&e);
  *     api_error_body(&sb, API_OPENAI, &e);   // {"error":{"message":...,"type":...,"param":...,"code":...}}
+ *     api_error_body(&sb, API_OLLAMA, &e);   // {"error":"..."}
  */
 #ifndef CAIRN_SERVER_ERRORS_H
 #define CAIRN_SERVER_ERRORS_H
@@ -16,7 +17,7 @@
 #include "base/mem.h"
 #include "base/status.h"
 
-enum api_kind { API_OPENAI = 0, API_ANTHROPIC };
+enum api_kind { API_OPENAI = 0, API_ANTHROPIC, API_OLLAMA };
 
 enum api_error_kind {
     API_ERROR_STATUS = 0,     // mapped from st

@@ -22,6 +22,7 @@
 
 #include "base/status.h"
 #include "engine/engine.h"
+#include "text/fim.h"
 #include "text/output.h"
 
 struct gen_req {
@@ -57,6 +58,15 @@ struct gen_ops {
     void        (*destroy)(void *self);
 };
 
+/* What the Ollama API's /api/tags, /api/show and /api/ps describe (filled by whoever loads the
+ * model; zeros and "" when unknown, e.g. the fake provider). */
+struct gen_model_info {
+    char     family[32];            // "qwen3", "qwen3moe", "llama": the architecture name before "For", lowercased
+    uint64_t n_params;
+    uint64_t weight_bytes;
+    char     quant[16];             // "BF16", "F32", "Q4" (MLX-quantized, its bits)
+};
+
 struct gen {
     const struct gen_ops *ops;
     void                 *self;
@@ -72,6 +82,9 @@ struct gen {
     bool                  embedder;
     int                   n_embd;           // the model's hidden size: the width of an embedding
     bool                  matryoshka;       // `dimensions` may truncate (the model was trained for it)
+    struct fim_format     fim;              // fill-in-the-middle markers (fim_detect at load); unsupported: none
+    const char           *template_src;     // chat template source (borrowed; NULL without one)
+    struct gen_model_info info;
 };
 
 struct gen_fake_cfg {

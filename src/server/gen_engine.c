@@ -151,6 +151,8 @@ enum status gen_engine_new(struct engine *eng, const struct tokenizer *tk, const
     e->g.self = e;
     snprintf(e->g.model_id, sizeof e->g.model_id, "%s", model_id ? model_id : "default");
     output_format_detect(ct ? chat_template_source(ct) : NULL, is_added_token, (void *)tk, &e->g.fmt);
+    fim_detect(is_added_token, (void *)tk, &e->g.fim);
+    e->g.template_src = ct ? chat_template_source(ct) : NULL;
     struct engine_stats st;
     engine_get_stats(eng, &st);
     e->g.n_ctx = st.max_context;

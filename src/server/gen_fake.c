@@ -457,6 +457,8 @@ enum status gen_fake_new(const struct gen_fake_cfg *cfg, struct gen **out)
     f->g.self = f;
     snprintf(f->g.model_id, sizeof f->g.model_id, "cairn-fake");
     output_format_detect(fake_template_src, fake_is_added, NULL, &f->g.fmt);
+    fim_detect(fake_is_added, NULL, &f->g.fim);   // the fake has no FIM tokens: suffix requests answer 400
+    f->g.template_src = fake_template_src;
     f->g.n_ctx = cfg && cfg->n_ctx > 0 ? cfg->n_ctx : 4096;
     f->g.chat = true;
     f->g.n_vocab = FAKE_VOCAB;

@@ -16,6 +16,8 @@ struct job_choice {
     struct output     *out;
     struct job_lp     *lps;         // per generated token, when logprobs were asked
     int                n_lps, cap_lps, lps_drained;
+    int32_t           *toks;        // prompt + generated ids, when keep_tokens
+    int                n_toks, cap_toks;
     bool               done;
     enum finish_reason finish;
     enum status        error;
@@ -89,6 +91,12 @@ enum status job_submit(struct job *j, const struct gen_req *req, int32_t *const 
         if (prompts) { r.base.prompt = prompts[i]; r.base.n_prompt = n_prompts[i]; }
         if (r.base.sampling.has_seed) r.base.sampling.seed += (uint64_t)i;
         c->n_prompt = r.base.n_prompt;
+        if (j->cfg.keep_tokens) {
+            c->cap_toks = r.base.n_prompt + 64;
+            c->toks = xmalloc((size_t)c->cap_toks * sizeof *c->toks);
+            memcpy(c->toks, r.base.prompt, (size_t)r.base.n_prompt * sizeof *c->toks);
+            c->n_toks = r.base.n_prompt;
+        }
         enum status st = j->g->ops->submit(j->g->self, &r, &c->stream, msg, msg_len);
         if (st != STATUS_OK) {
             for (int k = 0; k < i; k++) {
@@ -138,6 +146,10 @@ static void on_event(struct job *j, struct job_choice *c, const struct token_eve
         c->n_generated++;
         if (output_in_reasoning(c->out)) c->n_reason_tokens++;
         if (j->cfg.want_logprobs) keep_logprobs(c, ev);
+        if (c->toks) {
+            if (c->n_toks == c->cap_toks) c->toks = xrealloc(c->toks, (size_t)(c->cap_toks *= 2) * sizeof *c->toks);
+            c->toks[c->n_toks++] = ev->token;
+        }
         if (output_push_token(c->out, ev->token)) j->g->ops->end_on_stop_string(j->g->self, c->stream);
     }
     if (ev->done) end_choice(c, ev);
@@ -192,6 +204,7 @@ void job_free(struct job *j)
         }
         output_free(c->out);
         free(c->lps);
+        free(c->toks);
     }
     free(j->ch);
     free(j);
@@ -247,6 +260,13 @@ const struct job_lp *job_drain_logprobs(struct job *j, int i, int *n)
     const struct job_lp *from = c->lps ? c->lps + c->lps_drained : NULL;
     c->lps_drained = c->n_lps;
     return from;
+}
+
+const int32_t *job_tokens(const struct job *j, int i, int *n)
+{
+    const struct job_choice *c = choice(j, i);
+    *n = c->n_toks;
+    return c->toks;
 }
 
 void job_usage(const struct job *j, int n_per, struct job_usage *out)

@@ -53,6 +53,7 @@ struct job_lp {
 struct job_cfg {
     struct output_cfg output;        // per choice; detok and id_seed are filled in by the job
     bool              want_logprobs;
+    bool              keep_tokens;   // job_tokens: the prompt and generated ids (Ollama's "context")
     void            (*on_token)(void *ctx, double itl_s, bool first, double ttft_s);   // metrics hook
     void             *on_token_ctx;
 };
@@ -79,6 +80,9 @@ const struct output_ev *job_blocks(const struct job *j, int i, int *n);
 /* Choice i's logprobs, one per generated token: all of them, or those since the last drain. */
 const struct job_lp *job_logprobs(const struct job *j, int i, int *n);
 const struct job_lp *job_drain_logprobs(struct job *j, int i, int *n);
+
+/* Choice i's prompt ids followed by its generated ids (the tokens counted), when cfg.keep_tokens. */
+const int32_t *job_tokens(const struct job *j, int i, int *n);
 
 /* Token counts of the whole job; n_per choices share one prompt (counted once). */
 struct job_usage { int prompt, completion, cached, reasoning; };

@@ -8,7 +8,8 @@
 
 static const char *endpoints[] = {
     "/v1/chat/completions", "/v1/completions", "/v1/messages", "/v1/messages/count_tokens",
-    "/v1/responses", "/v1/models", "/tokenize", "/detokenize", "/health", "/metrics", "other",
+    "/v1/responses", "/v1/models", "/tokenize", "/detokenize", "/health", "/metrics",
+    "/api/chat", "/api/generate", "/api/tags", "/api/show", "/api/version", "/api/ps", "/", "other",
 };
 #define N_EP     (int)(sizeof endpoints / sizeof endpoints[0])
 #define N_CODES  24

@@ -52,6 +52,13 @@ static const struct { const char *path; enum route route; const char *method; } 
     { "/v1/messages/count_tokens", ROUTE_COUNT_TOKENS, "POST" },
     { "/tokenize", ROUTE_TOKENIZE, "POST" },
     { "/detokenize", ROUTE_DETOKENIZE, "POST" },
+    { "/api/chat", ROUTE_OLLAMA_CHAT, "POST" },
+    { "/api/generate", ROUTE_OLLAMA_GENERATE, "POST" },
+    { "/api/show", ROUTE_OLLAMA_SHOW, "POST" },
+    { "/api/tags", ROUTE_OLLAMA_TAGS, "GET" },
+    { "/api/ps", ROUTE_OLLAMA_PS, "GET" },
+    { "/api/version", ROUTE_OLLAMA_VERSION, "GET" },
+    { "/", ROUTE_ROOT, "GET" },
 };
 #define N_ROUTES (int)(sizeof routes / sizeof routes[0])
 
@@ -235,24 +242,34 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max)
     }
     job_poll(r->job, SSE_POLL_MS);
     r->fill(r);
-    if (!r->out.len && clock_now_s() - r->last_write_s >= r->s->cfg.keepalive_s) strbuf_puts(&r->out, ": keep-alive\n\n");
+    // (NDJSON has no comment syntax: Ollama's clients would choke on a keep-alive line)
+    if (!r->out.len && !r->ndjson && clock_now_s() - r->last_write_s >= r->s->cfg.keepalive_s)
+        strbuf_puts(&r->out, ": keep-alive\n\n");
     return 0;   // nothing yet: MHD calls again on its next loop
 }
 
 static void sse_free(void *cls) { req_unref(cls); }
 
-enum MHD_Result srv_start_sse(struct req *r)
+static enum MHD_Result start_stream(struct req *r, const char *content_type)
 {
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_reader, r, sse_free);
     if (!resp) return MHD_NO;
     atomic_fetch_add(&r->refs, 1);
     r->streaming = true;
     r->last_write_s = clock_now_s();
-    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Content-Type", content_type);
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
     add_common_headers(r, resp);
     return queue(r, 200, resp);
+}
+
+enum MHD_Result srv_start_sse(struct req *r) { return start_stream(r, "text/event-stream"); }
+
+enum MHD_Result srv_start_ndjson(struct req *r)
+{
+    r->ndjson = true;
+    return start_stream(r, "application/x-ndjson");
 }
 
 /* ==== Model-dependent helpers ==== */
@@ -498,6 +515,10 @@ static enum MHD_Result dispatch(struct req *r)
     case ROUTE_HEALTH:  return do_health(r);
     case ROUTE_METRICS: return do_metrics(r);
     case ROUTE_MODELS:  return do_models(r);
+    case ROUTE_OLLAMA_TAGS:
+    case ROUTE_OLLAMA_PS:
+    case ROUTE_OLLAMA_VERSION: return api_ollama_get(r);
+    case ROUTE_ROOT:    return send_text(r, 200, "text/plain; charset=utf-8", "Ollama is running", 17);   // Ollama's liveness probe
     default: break;
     }
     r->g = atomic_load(&r->s->g);
@@ -539,6 +560,9 @@ static enum MHD_Result dispatch(struct req *r)
     case ROUTE_COUNT_TOKENS: ret = api_anthropic_count_tokens(r, body); break;
     case ROUTE_TOKENIZE:     ret = do_tokenize(r, body); break;
     case ROUTE_DETOKENIZE:   ret = do_detokenize(r, body); break;
+    case ROUTE_OLLAMA_CHAT:  ret = api_ollama_chat(r, body); break;
+    case ROUTE_OLLAMA_GENERATE: ret = api_ollama_generate(r, body); break;
+    case ROUTE_OLLAMA_SHOW:  ret = api_ollama_show(r, body); break;
     default: break;
     }
     json_decref(body);
@@ -781,7 +805,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = r;
         watch_set(s, r->watch, WATCH_BODY);
         metrics_inflight(s->m, 1);
-        r->api = !strncmp(url, "/v1/messages", 12) ? API_ANTHROPIC : API_OPENAI;
+        r->api = !strncmp(url, "/v1/messages", 12) ? API_ANTHROPIC : !strncmp(url, "/api/", 5) ? API_OLLAMA : API_OPENAI;
         if (framing_error(r, url, version, &e)) return srv_send_error(r, &e);
         // HEAD is GET without the body (MHD drops the body of a HEAD response)
         const char *as = !strcmp(method, "HEAD") ? "GET" : method;
@@ -871,7 +895,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     // Health, metrics and models answer here at once; anything that may wait on the model goes
     // to a worker so that MHD's threads stay free.
-    if (r->route == ROUTE_HEALTH || r->route == ROUTE_METRICS || r->route == ROUTE_MODELS) return dispatch(r);
+    if (r->route == ROUTE_HEALTH || r->route == ROUTE_METRICS || r->route == ROUTE_MODELS || r->route == ROUTE_OLLAMA_TAGS ||
+        r->route == ROUTE_OLLAMA_PS || r->route == ROUTE_OLLAMA_VERSION || r->route == ROUTE_ROOT)
+        return dispatch(r);
     return start_worker(r);
 }
 

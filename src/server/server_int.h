@@ -55,6 +55,8 @@ struct server {
 enum route {
     ROUTE_NONE = 0, ROUTE_HEALTH, ROUTE_METRICS, ROUTE_MODELS, ROUTE_CHAT, ROUTE_COMPLETIONS,
     ROUTE_MESSAGES, ROUTE_COUNT_TOKENS, ROUTE_TOKENIZE, ROUTE_DETOKENIZE, ROUTE_RESPONSES, ROUTE_EMBEDDINGS,
+    ROUTE_OLLAMA_CHAT, ROUTE_OLLAMA_GENERATE, ROUTE_OLLAMA_TAGS, ROUTE_OLLAMA_SHOW, ROUTE_OLLAMA_VERSION, ROUTE_OLLAMA_PS,
+    ROUTE_ROOT,
 };
 
 struct req {
@@ -78,6 +80,7 @@ struct req {
     struct job             *job;
     bool                    streaming;
     bool                    sse_done;
+    bool                    ndjson;         // an NDJSON stream (Ollama): no keep-alive lines, clients parse every line
     struct strbuf           out;            // SSE bytes not yet handed to MHD
     size_t                  out_pos;
     double                  last_write_s;
@@ -103,6 +106,8 @@ struct req {
 enum MHD_Result srv_send_json(struct req *r, int code, const char *body, size_t len);
 enum MHD_Result srv_send_error(struct req *r, const struct api_error *e);
 enum MHD_Result srv_start_sse(struct req *r);
+/* The same stream plumbing for NDJSON (application/x-ndjson, one JSON object per line). */
+enum MHD_Result srv_start_ndjson(struct req *r);
 bool            srv_peer_closed(struct req *r);
 /* Waits for a non-streaming job, cancelling it when the client leaves. false: client gone. */
 bool            srv_wait_job(struct req *r);
@@ -124,6 +129,11 @@ enum MHD_Result api_anthropic_messages(struct req *r, json_t *body);
 enum MHD_Result api_anthropic_count_tokens(struct req *r, json_t *body);
 enum MHD_Result api_responses(struct req *r, json_t *body);
 enum MHD_Result api_openai_embeddings(struct req *r, json_t *body);   // api_embed.c
+enum MHD_Result api_ollama_chat(struct req *r, json_t *body);
+enum MHD_Result api_ollama_generate(struct req *r, json_t *body);
+enum MHD_Result api_ollama_show(struct req *r, json_t *body);
+/* GET /api/tags, /api/ps and /api/version (answered on MHD's thread: they never wait on the model). */
+enum MHD_Result api_ollama_get(struct req *r);
 
 /* Parameter validation (params.c): each returns true when absent (writes the default) or valid,
  * else fills *e with a 400 naming the field. */
@@ -172,6 +182,7 @@ struct gen_params {
     int                min_tokens;
     struct constraint_grammar *grammar; // output constraint (a reference; NULL: none), from grammar_field
     const char        *grammar_field;
+    bool               keep_tokens;     // the job keeps prompt and output ids (job_tokens)
 };
 /* Tokenizes, checks the context, submits; false with *e on failure. r->job is set on success. */
 bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e);
@@ -186,6 +197,15 @@ struct tool_api {
 /* The request's "tools" (absent or null: none), converted for the templates (*out: a new array,
  * NULL when empty), and its tool_choice. *use: tools given and tool_choice auto. */
 bool srv_tools(json_t *body, const struct tool_api *api, json_t **out, bool *use, struct api_error *e);
+/* OpenAI chat messages validated and normalized for the template (content as text, media in history
+ * as placeholders, tool results matched to earlier calls, developer -> system); new reference, or
+ * NULL with a 400 in *e. */
+json_t *srv_chat_messages(json_t *msgs, struct api_error *e);
+/* OpenAI's chat tools ({type:function, function:{name, parameters}}); Ollama's /api/chat spells them the same. */
+extern const struct tool_api srv_chat_tool_api;
+/* A fill-in-the-middle prompt around a hole (prefix, suffix) in the model's FIM markers (caller
+ * frees *out); false with a 400 naming field when the model has no FIM tokens. */
+bool srv_fim_prompt(struct req *r, const char *prefix, const char *suffix, const char *field, char **out, struct api_error *e);
 /* After srv_chat_params: a tool_choice that forces a call (api->constrained modes) becomes the
  * tool-call envelope grammar in p->grammar (a reference the caller frees); false with a 400. */
 bool srv_tool_constraint(struct req *r, json_t *body, const struct tool_api *api, struct gen_params *p,
@@ -207,6 +227,10 @@ void srv_chat_params(struct req *r, struct gen_params *p, const char *prompt, js
                      const char *tool_id_prefix);
 /* A finished non-streaming job: when a choice failed, answers the error (*ret) and returns true. */
 bool srv_job_failed(struct req *r, enum MHD_Result *ret);
+/* A finished non-streaming job of one choice: false after answering its failure (*ret); else its
+ * summary and its whole output (job_blocks). */
+bool srv_job_whole(struct req *r, struct job_choice_info *c, const struct output_ev **blocks, int *n_blocks,
+                   enum MHD_Result *ret);
 /* Text of a content value: a string, or the concatenated "text" of an array of text parts.
  * false with *e (naming field) for other shapes or part types. Caller frees *out. */
 bool content_text(json_t *content, const char *field, bool allow_null, char **out, struct api_error *e);

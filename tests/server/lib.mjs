@@ -138,3 +138,18 @@ export async function metrics(port) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Metrics once no request runs (a cancelled stream is freed at the engine's next step), at most 5 s.
+export async function metricsWhenIdle(port) {
+  let m;
+  for (let i = 0; i < 50; i++) { await sleep(100); m = await metrics(port); if (m['cairn_running'] === 0) break; }
+  return m;
+}
+
+// The server's stderr holds no sanitizer report and no failed CHECK (an ASan build,
+// BUILD=build-asan, reports leaks at exit: call after stop()).
+export function checkCleanStderr(srv) {
+  const err = srv.stderr();
+  check(!/AddressSanitizer|LeakSanitizer|runtime error:|CHECK failed/.test(err), 'no sanitizer report / CHECK in server stderr',
+    (err.match(/.*(AddressSanitizer|LeakSanitizer|runtime error:|CHECK failed).*/) || [''])[0]);
+}

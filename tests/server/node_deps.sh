@@ -7,7 +7,7 @@
 set -u
 command -v node > /dev/null || { echo "SKIP: node is not installed (bash scripts/deps.sh --test)"; exit 77; }
 command -v npm > /dev/null || { echo "SKIP: npm is not installed (bash scripts/deps.sh --test)"; exit 77; }
-ready() { [ -f tests/server/node_modules/openai/package.json ] && [ -f tests/server/node_modules/@anthropic-ai/sdk/package.json ]; }
+ready() { [ -f tests/server/node_modules/openai/package.json ] && [ -f tests/server/node_modules/@anthropic-ai/sdk/package.json ] && [ -f tests/server/node_modules/ollama/package.json ]; }
 ready && exit 0
 exec 9> tests/server/.npm-ci.lock
 flock 9

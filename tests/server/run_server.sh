@@ -11,7 +11,7 @@ export BUILD
 [ -x "$BUILD/cairn" ] || { echo "run_server: $BUILD/cairn not built" >&2; exit 1; }
 bash tests/server/node_deps.sh || exit $?   # 77 (skip) without node, npm or the SDK packages
 rc=0
-for t in api hostile load agents responses conn; do
+for t in api hostile load agents responses ollama conn; do
     start=$(date +%s)
     if node tests/server/$t.test.mjs; then echo "ok   server/$t ($(( $(date +%s) - start )) s)"; else echo "FAIL server/$t"; rc=1; fi
 done

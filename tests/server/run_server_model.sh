@@ -25,8 +25,12 @@ export CAIRN_TEST_MODEL="$dir" LOAD_ARGS="--backend cpu --threads 2" LOAD_TOKENS
 # sanitizer builds run the forward pass ~20x slower: fewer clients keep CI within its budget
 # (the 64-client run is in run_server.sh, and here in normal builds)
 case "$BUILD" in *asan*) export LOAD_CLIENTS=${LOAD_CLIENTS:-16} ;; esac
+# ajv validates constrained outputs (ollama.test.mjs's format, constrain.test.mjs)
+if [ ! -f tests/text/node_modules/ajv/package.json ] || [ ! -f tests/text/node_modules/ajv-formats/package.json ]; then
+    (cd tests/text && npm ci --no-audit --no-fund --loglevel=error) || exit 1
+fi
 rc=0
-for t in api load responses embeddings; do
+for t in api load responses embeddings ollama; do
     start=$(date +%s)
     if node tests/server/$t.test.mjs; then echo "ok   server/$t on $dir ($(( $(date +%s) - start )) s)"; else echo "FAIL server/$t on $dir"; rc=1; fi
 done
@@ -39,9 +43,6 @@ else
     echo "FAIL server/load on models/default"; rc=1
 fi
 # constrained decoding on models/default, sampled at temperature 1, validated with ajv
-if [ ! -f tests/text/node_modules/ajv/package.json ] || [ ! -f tests/text/node_modules/ajv-formats/package.json ]; then
-    (cd tests/text && npm ci --no-audit --no-fund --loglevel=error) || exit 1
-fi
 start=$(date +%s)
 if CAIRN_TEST_MODEL=models/default node tests/server/constrain.test.mjs; then
     echo "ok   server/constrain on models/default ($(( $(date +%s) - start )) s)"

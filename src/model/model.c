@@ -110,6 +110,10 @@ static enum status check_tensor(const struct model_file *mf, const struct st_ten
                                 const int64_t *want)
 {
     const char *path = mf->shards[t->shard].path;
+    if (t->dtype == DTYPE_U32) {   // quant_bind takes packed weights that have their scales
+        LOG_ERR("%s: tensor %s: U32 holds MLX-packed codes, but the tensor's .scales is missing", path, t->name);
+        return STATUS_EFORMAT;
+    }
     if (t->dtype != DTYPE_BF16 && t->dtype != DTYPE_F16 && t->dtype != DTYPE_F32) {
         LOG_ERR("%s: tensor %s: dtype %s is not a weight dtype (bf16, f16, f32)", path, t->name, dtype_name(t->dtype));
         return STATUS_EUNSUPPORTED;

@@ -484,6 +484,8 @@ def quantize_model(args):
             out[f"{path}.{k}"] = a
         deq[name] = dequantize(t, m_mode, m_bits, m_gs)
     dcfg = dict(cfg)
+    if hybrid:
+        cfg.pop("vision_config", None)   # mlx-lm's save_config (the vision tower is dropped)
     if hybrid and args.vlm_config:
         cfg = vlm_config(cfg)
     cfg["quantization"] = qcfg

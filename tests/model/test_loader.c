@@ -938,24 +938,39 @@ TEST(quantized_hybrids_load)
 
 TEST(corrupt_quantized_hybrids)
 {
-    const char *next = "qwen3_next_q4g64", *vlm = "qwen3_5_moe_vlm_q4g32";
-    EXPECT(load_q_edited("h_ok", next, NULL, NULL, NULL, 0) == STATUS_OK);
-    EXPECT(load_q_edited("h_noscales", next, edit_h_drop_qkvz_scales, NULL, NULL, 0) == STATUS_EFORMAT);
-    EXPECT(load_q_edited("h_qkvz", next, edit_h_qkvz_packed, NULL, NULL, 0) == STATUS_EFORMAT);
-    EXPECT(load_q_edited("h_ba_scales", next, edit_h_ba_scales, NULL, NULL, 0) == STATUS_EFORMAT);
-    EXPECT(load_q_edited("h_conv_mixed", next, edit_h_conv_mixed, NULL, NULL, 0) == STATUS_EFORMAT);
-    EXPECT(load_q_edited("h_conv_shape", next, edit_h_conv_shape, NULL, NULL, 0) == STATUS_EFORMAT);
-    EXPECT(load_q_edited("h_no_a_log", next, edit_h_drop_a_log, NULL, NULL, 0) == STATUS_ENOTFOUND);
-    EXPECT(load_q_edited("h_switch", next, edit_h_switch_scales, NULL, NULL, 0) == STATUS_EFORMAT);
-    EXPECT(load_q_edited("h_e8m0", "qwen3_next_mxfp4", NULL, NULL, edit_hd_e8m0_inf, 0) == STATUS_EFORMAT);
-    EXPECT(load_q_edited("h_trunc", next, NULL, NULL, NULL, 100000) == STATUS_EFORMAT);
-    EXPECT(load_q_edited("h_vlm_ok", vlm, NULL, NULL, NULL, 0) == STATUS_OK);
-    EXPECT(load_q_edited("h_seg_biases", vlm, edit_h_drop_seg_biases, NULL, NULL, 0) == STATUS_EFORMAT);
-    EXPECT(load_q_edited("h_head_scales", vlm, edit_h_drop_head_scales, NULL, NULL, 0) == STATUS_EFORMAT);
-    EXPECT(load_q_edited("h_qproj", vlm, edit_h_qproj_packed, NULL, NULL, 0) == STATUS_EFORMAT);
-    EXPECT(load_q_edited("h_router4", vlm, NULL, edit_hc_router4, NULL, 0) == STATUS_EFORMAT);
-    EXPECT(load_q_edited("h_ghost", vlm, NULL, edit_hc_ghost, NULL, 0) == STATUS_EFORMAT);
-    EXPECT(load_q_edited("h_no_text_cfg", vlm, NULL, edit_hc_no_text_config, NULL, 0) != STATUS_OK);
+    static const char *next = "qwen3_next_q4g64", *vlm = "qwen3_5_moe_vlm_q4g32";
+    static const struct {
+        const char *name, *src;
+        void (*hdr)(json_t *);
+        void (*cfg)(json_t *);
+        void (*data)(json_t *, uint8_t *);
+        size_t truncate_to;
+        enum status want;
+    } cases[] = {
+        { "h_ok", NULL, NULL, NULL, NULL, 0, STATUS_OK },
+        { "h_noscales", NULL, edit_h_drop_qkvz_scales, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_qkvz", NULL, edit_h_qkvz_packed, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_ba_scales", NULL, edit_h_ba_scales, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_conv_mixed", NULL, edit_h_conv_mixed, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_conv_shape", NULL, edit_h_conv_shape, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_no_a_log", NULL, edit_h_drop_a_log, NULL, NULL, 0, STATUS_ENOTFOUND },
+        { "h_switch", NULL, edit_h_switch_scales, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_e8m0", "qwen3_next_mxfp4", NULL, NULL, edit_hd_e8m0_inf, 0, STATUS_EFORMAT },
+        { "h_trunc", NULL, NULL, NULL, NULL, 100000, STATUS_EFORMAT },
+        { "h_vlm_ok", "vlm", NULL, NULL, NULL, 0, STATUS_OK },
+        { "h_seg_biases", "vlm", edit_h_drop_seg_biases, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_head_scales", "vlm", edit_h_drop_head_scales, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_qproj", "vlm", edit_h_qproj_packed, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_router4", "vlm", NULL, edit_hc_router4, NULL, 0, STATUS_EFORMAT },
+        { "h_ghost", "vlm", NULL, edit_hc_ghost, NULL, 0, STATUS_EFORMAT },
+        { "h_no_text_cfg", "vlm", NULL, edit_hc_no_text_config, NULL, 0, STATUS_EFORMAT },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *src = !cases[i].src ? next : !strcmp(cases[i].src, "vlm") ? vlm : cases[i].src;
+        enum status st = load_q_edited(cases[i].name, src, cases[i].hdr, cases[i].cfg, cases[i].data,
+                                       cases[i].truncate_to);
+        EXPECTF(st == cases[i].want, "%s: %s, want %s", cases[i].name, status_str(st), status_str(cases[i].want));
+    }
 }
 
 TEST(fixtures_load)

@@ -8,6 +8,8 @@
  * MLX checkpoints: a planned weight with `P.scales` beside it binds quantized (quant_load.c), and
  * experts may be stacked per layer as mlx-lm writes them (`mlp.switch_mlp.{gate,up,down}_proj`,
  * [E, out, in], quantized or not); each expert is a view of its slice (and of its scales' slice).
+ * Hybrids converted by mlx_lm / mlx_vlm keep their names under arch->mlx_wrapper and store conv1d
+ * as [C, K, 1]; that layout means the (1 + w) norms are stored shifted (mlx_norm_layout).
  */
 #include "model/model.h"
 

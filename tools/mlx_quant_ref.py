@@ -31,6 +31,20 @@ Usage:
     whose last dim is a multiple of the group size; config.json gets "quantization" and
     "quantization_config". --dequant-out writes the same model with the quantized weights
     replaced by their dequantized values (f32) for end-to-end comparisons.
+    Hybrids (Qwen3-Next, Qwen3.5, Qwen3.5-MoE: any layer_types entry "linear_attention") get
+    mlx-lm's sanitize first (mlx-quant-format.md 7-8, qwen3_next.py / qwen3_5.py / qwen3_5_moe.py):
+    mtp.* and the vision tower dropped; Qwen3.5's names under "language_model." (HF
+    "model.language_model.X" -> "language_model.model.X", anything else prefixed); conv1d
+    [C, 1, K] -> [C, K, 1]; the (1 + w) norms (input_layernorm, post_attention_layernorm,
+    model.norm, q_norm, k_norm; not linear_attn.norm) stored as bf16(w + 1) when the input is in
+    the HF layout; fused experts (gate_up_proj [E, 2I, H]) split at the middle; conv1d never
+    quantized. Without --recipe, Qwen3-Next and Qwen3.5-MoE get their model's quant_predicate
+    (router mlp.gate and shared_expert_gate affine 8 bit group 64), as mlx_lm.convert -q does.
+    --vlm-config wraps config.json as mlx_vlm.convert writes the released checkpoints
+    (Qwen3_5(Moe)ForConditionalGeneration, the text keys under "text_config").
+    The --dequant-out model of a hybrid is in the HF layout again (names, conv1d, per-expert
+    weights), all weights f32, each norm w' = f32(stored) - 1 (exact), so transformers computes
+    1 + w' = the stored value: it runs exactly the weights the MLX checkpoint holds.
 """
 import argparse
 import json
@@ -344,24 +358,111 @@ def to_mlx_names(w):
     return out
 
 
+NORM_KEYS = (".input_layernorm.weight", ".post_attention_layernorm.weight", "model.norm.weight",
+             ".q_norm.weight", ".k_norm.weight")
+
+
+def text_cfg(cfg):
+    return cfg.get("text_config", cfg)
+
+
+def is_hybrid(cfg):
+    tc = text_cfg(cfg)
+    return "linear_attention" in (tc.get("layer_types") or []) or "linear_conv_kernel_dim" in tc
+
+
+def q35_family(cfg):
+    return cfg["architectures"][0].startswith("Qwen3_5")
+
+
+def split_fused_experts(w):
+    out = {}
+    for k, v in w.items():
+        m = re.fullmatch(r"(.*\.mlp)\.experts\.(gate_up_proj|down_proj)", k)
+        if not m:
+            out[k] = v
+        elif m.group(2) == "down_proj":
+            out[f"{m.group(1)}.switch_mlp.down_proj.weight"] = v
+        else:
+            mid = v.shape[-2] // 2
+            out[f"{m.group(1)}.switch_mlp.gate_proj.weight"] = v[..., :mid, :]
+            out[f"{m.group(1)}.switch_mlp.up_proj.weight"] = v[..., mid:, :]
+    return out
+
+
+def sanitize_hybrid(w, cfg):
+    """mlx-lm's sanitize of a Qwen3-Next / Qwen3.5 / Qwen3.5-MoE HF checkpoint."""
+    hf_conv = any("conv1d.weight" in k and v.shape[-1] != 1 for k, v in w.items())
+    out = {}
+    for k, v in w.items():
+        if "mtp." in k or k.startswith("model.visual") or k.startswith("vision_tower"):
+            continue
+        if q35_family(cfg):
+            if k.startswith("model.language_model"):
+                k = k.replace("model.language_model", "language_model.model", 1)
+            elif not k.startswith("language_model."):
+                k = "language_model." + k
+        if "conv1d.weight" in k and v.shape[-1] != 1:
+            v = np.ascontiguousarray(np.moveaxis(v, 2, 1))
+        if hf_conv and v.ndim == 1 and k.endswith(NORM_KEYS):
+            # v + 1.0 on a bf16 array: computed in f32, rounded to bf16
+            v = bf16_bits(bf16_to_f32(v) + np.float32(1.0)) if v.dtype == np.uint16 else v + np.float32(1.0)
+        out[k] = v
+    return split_fused_experts(to_mlx_names(out))
+
+
+def unsanitize_hybrid(w, cfg):
+    """MLX names and layout back to the HF checkpoint's (for transformers), all f32; the norms
+    as w' = stored - 1 so that transformers' 1 + w' is the stored value."""
+    out = {}
+    for k, v in w.items():
+        a = bf16_to_f32(v) if v.dtype == np.uint16 else v.astype(np.float32)
+        if q35_family(cfg) and k.startswith("language_model."):
+            k = k[len("language_model."):]
+        if "conv1d.weight" in k:
+            a = np.ascontiguousarray(np.moveaxis(a, 1, 2))
+        if a.ndim == 1 and k.endswith(NORM_KEYS):
+            a = a - np.float32(1.0)   # exact: a is bf16(1 + w), within [2^-8, 2^8]
+        out[k] = a
+    return out
+
+
+def vlm_config(cfg):
+    """config.json as mlx_vlm.convert writes a Qwen3.5 / 3.6 release (text keys nested)."""
+    arch = cfg["architectures"][0].replace("ForCausalLM", "ForConditionalGeneration")
+    tc = {k: v for k, v in cfg.items() if k not in ("architectures", "quantization", "quantization_config")}
+    tc["model_type"] = cfg["model_type"] if cfg["model_type"].endswith("_text") else cfg["model_type"] + "_text"
+    out = {"architectures": [arch], "model_type": tc["model_type"][:-len("_text")], "text_config": tc,
+           "tie_word_embeddings": cfg.get("tie_word_embeddings", False)}
+    for k in ("eos_token_id", "bos_token_id", "pad_token_id"):
+        if k in cfg:
+            out[k] = cfg[k]
+    return out
+
+
 def quantize_model(args):
     with open(os.path.join(args.in_dir, "config.json")) as f:
         cfg = json.load(f)
-    w = to_mlx_names(st_read(os.path.join(args.in_dir, "model.safetensors")))
-    if cfg.get("tie_word_embeddings"):
+    w = st_read(os.path.join(args.in_dir, "model.safetensors"))
+    hybrid = is_hybrid(cfg)
+    if text_cfg(cfg).get("tie_word_embeddings", cfg.get("tie_word_embeddings")):
         w.pop("lm_head.weight", None)
+    w = sanitize_hybrid(w, cfg) if hybrid else to_mlx_names(w)
     mode = args.mode
     gs, bits = (args.group_size, args.bits) if mode == "affine" else FP_MODES[mode]
     qcfg = {"group_size": gs, "bits": bits, "mode": mode}
     pred = None
-    if args.recipe:
-        pred, low = mixed_predicate(args.recipe, cfg["num_hidden_layers"])
-        if args.recipe != "mixed_4_8":   # mlx-lm's mixed_X_Y: the low width is the top level's
+    recipe = args.recipe
+    if not recipe and hybrid and text_cfg(cfg).get("num_experts", 0) > 0:
+        recipe = "mixed_4_8"   # the model's own quant_predicate (qwen3_next.py, qwen3_5.py)
+    if recipe:
+        pred, low = mixed_predicate(recipe, text_cfg(cfg)["num_hidden_layers"])
+        if recipe != "mixed_4_8":   # mlx-lm's mixed_X_Y: the low width is the top level's
             bits = qcfg["bits"] = low
     out, deq = {}, {}
     for name in sorted(w):
         v = w[name]
-        if not name.endswith(".weight") or v.ndim < 2:
+        if not name.endswith(".weight") or v.ndim < 2 or "conv1d" in name:   # nn.Conv1d has no to_quantized
             out[name] = deq[name] = v
             continue
         path = name[: -len(".weight")]
@@ -382,11 +483,17 @@ def quantize_model(args):
         for k, a in t.items():
             out[f"{path}.{k}"] = a
         deq[name] = dequantize(t, m_mode, m_bits, m_gs)
+    dcfg = dict(cfg)
+    if hybrid:
+        cfg.pop("vision_config", None)   # mlx-lm's save_config (the vision tower is dropped)
+    if hybrid and args.vlm_config:
+        cfg = vlm_config(cfg)
     cfg["quantization"] = qcfg
     cfg["quantization_config"] = qcfg
     write_model(args.out_dir, cfg, out, args.in_dir)
     if args.dequant_out:
-        dcfg = {k: v for k, v in cfg.items() if k not in ("quantization", "quantization_config")}
+        if hybrid:
+            deq = unsanitize_hybrid(deq, dcfg)
         write_model(args.dequant_out, dcfg, deq, args.in_dir, hf_names=True)
 
 
@@ -425,6 +532,7 @@ def main():
     md.add_argument("--mode", default="affine", choices=["affine"] + list(FP_MODES))
     md.add_argument("--recipe")
     md.add_argument("--dequant-out")
+    md.add_argument("--vlm-config", action="store_true")
     a = ap.parse_args()
     if a.cmd == "fixtures":
         make_fixtures(a.out)

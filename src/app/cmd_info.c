@@ -11,6 +11,7 @@
 #include "base/mem.h"
 #include "model/model.h"
 #include "model/safetensors.h"
+#include "model/weights.h"
 #include "tensor/qweight.h"
 
 static const char *rope_name(enum rope_scaling s)
@@ -83,10 +84,43 @@ static double wbytes(const struct tensor *t)
     return (double)(t->dtype == DTYPE_QMLX ? qweight_bytes(t) : tensor_bytes(t));
 }
 
+/* The distinct (mode, bits, group) of a model's quantized tensors, in first-seen order. */
+struct quant_kind {
+    enum qmode mode;
+    int        bits, group_size, n;
+};
+
+struct quant_kinds {
+    struct quant_kind k[16];
+    int               n;
+};
+
+static void count_kind(struct tensor *t, void *ctx)
+{
+    struct quant_kinds *qk = ctx;
+    if (t->dtype != DTYPE_QMLX) return;
+    const struct qweight *q = t->q;
+    int i = 0;
+    while (i < qk->n && !(qk->k[i].mode == q->mode && qk->k[i].bits == q->bits && qk->k[i].group_size == q->group_size))
+        i++;
+    if (i == qk->n) {
+        if (qk->n == 16) return;   // more kinds than MLX defines
+        qk->k[qk->n++] = (struct quant_kind){ q->mode, q->bits, q->group_size, 0 };
+    }
+    qk->k[i].n++;
+}
+
+static void print_bytes(const char *label, double bytes, const char *what)
+{
+    if (bytes >= 1e9) printf("%-14s %.3f GB%s\n", label, bytes / 1e9, what);
+    else if (bytes >= 1e6) printf("%-14s %.3f MB%s\n", label, bytes / 1e6, what);
+    else printf("%-14s %.0f bytes%s\n", label, bytes, what);
+}
+
 /* MLX quantization: each (mode, bits, group) with its tensor count, and the weight bytes one
  * decoded token reads (all weights but the embedding table, of which it reads one row, and only
  * the used share of the experts). */
-static void print_quant(const struct model *m)
+static void print_quant(struct model *m)
 {
     const struct hparams *hp = &m->hp;
     double experts = 0, embed = m->hp.tie_embed ? 0 : wbytes(&m->tok_embed);
@@ -97,25 +131,16 @@ static void print_quant(const struct model *m)
     double per_tok = (double)m->weight_bytes - embed - experts;
     if (hp->n_experts > 0) per_tok += experts * hp->n_experts_used / hp->n_experts;
     if (m->n_qw) {
+        struct quant_kinds qk = { .n = 0 };
+        weights_for_each(m, count_kind, &qk);
         printf("%-14s MLX,", "quantized:");
-        bool *seen = calloc((size_t)m->n_qw, 1);
-        for (int i = 0; i < m->n_qw; i++) {
-            if (seen[i]) continue;
-            const struct qweight *q = &m->qw[i];
-            int n = 0;
-            for (int j = i; j < m->n_qw; j++)
-                if (!seen[j] && m->qw[j].mode == q->mode && m->qw[j].bits == q->bits &&
-                    m->qw[j].group_size == q->group_size) {
-                    seen[j] = true;
-                    n++;
-                }
-            printf(" %s %d-bit group %d: %d tensors;", qmode_name(q->mode), q->bits, q->group_size, n);
-        }
-        free(seen);
+        for (int i = 0; i < qk.n; i++)
+            printf(" %s %d-bit group %d: %d tensors;", qmode_name(qk.k[i].mode), qk.k[i].bits, qk.k[i].group_size,
+                   qk.k[i].n);
         printf(" %.2f bits per parameter\n", m->n_params ? 8.0 * (double)m->weight_bytes / (double)m->n_params : 0);
     }
-    printf("%-14s %.3f GB of weights read per decoded token%s\n", "per token:", per_tok / 1e9,
-           hp->n_experts > 0 ? " (active experts only)" : "");
+    print_bytes("per token:", per_tok, hp->n_experts > 0 ? " of weights read per decoded token (active experts only)"
+                                                          : " of weights read per decoded token");
 }
 
 int cmd_info(int argc, char **argv)

@@ -17,7 +17,9 @@ static void quantize_usage(FILE *f)
                "  Writes the checkpoint mlx_lm.convert would (u32 weight + scales [+ biases], switch_mlp experts,\n"
                "  \"quantization\" in config.json). Supported: %s.\n"
                "  mixed_X_Y: mlx-lm's mixed recipes (affine); mixed_4_8: MoE routers and shared-expert gates at\n"
-               "  affine 8 bit, the rest as --mode/--bits.\n", qweight_supported_list());
+               "  affine 8 bit, the rest as --mode/--bits (Qwen3-Next / Qwen3.5-MoE get it without --recipe, as\n"
+               "  in mlx-lm). Hybrids are written as mlx-lm's sanitize does (mtp.* dropped, language_model.\n"
+               "  names for Qwen3.5, conv1d [C, K, 1], norms stored as 1 + w).\n", qweight_supported_list());
 }
 
 int cmd_quantize(int argc, char **argv)

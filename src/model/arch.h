@@ -53,6 +53,9 @@ struct arch {
     const char          *alt_prefix[3];   // other spellings of the leading "model." (multimodal wrappers;
                                           //   "": a base model saved without it, as Qwen3Model saves)
     bool                 base_model;      // a "...Model" (no LM head) checkpoint: an embedder by default
+    const char          *mlx_wrapper;     // mlx_lm / mlx_vlm conversions put every name under this
+                                          // ("language_model.": language_model.model.layers.*,
+                                          // language_model.lm_head); NULL: names unchanged
     const char          *mtp_layer_prefix;// MTP decoder layers: "model.layers." of the layer names
                                           // becomes this ("mtp.layers."); NULL: no MTP head
     /* Reads the family's own keys after the generic parse; cfg is the (sub-)config object. */

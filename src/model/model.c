@@ -8,6 +8,8 @@
  * MLX checkpoints: a planned weight with `P.scales` beside it binds quantized (quant_load.c), and
  * experts may be stacked per layer as mlx-lm writes them (`mlp.switch_mlp.{gate,up,down}_proj`,
  * [E, out, in], quantized or not); each expert is a view of its slice (and of its scales' slice).
+ * Hybrids converted by mlx_lm / mlx_vlm keep their names under arch->mlx_wrapper and store conv1d
+ * as [C, K, 1]; that layout means the (1 + w) norms are stored shifted (mlx_norm_layout).
  */
 #include "model/model.h"
 
@@ -58,6 +60,7 @@ void model_free(struct model *m)
     free(m->repacked.data);
     quant_cfg_free(m->quant);
     free(m->qw);
+    free(m->qw_split);
     free(m->dir);
     free(m);
 }
@@ -79,13 +82,18 @@ static void model_count(struct model *m)
 
 /* ==== Binding ==== */
 
+/* name as planned, else under the family's other spellings: a multimodal wrapper's "model."
+ * replacement, or mlx-lm's wrapper of the whole text model. */
 static const struct st_tensor *find_any(const struct model_file *mf, const struct arch *a, const char *name)
 {
     const struct st_tensor *t = safetensors_find(mf, name);
-    if (t || strncmp(name, "model.", 6)) return t;
     char alt[256];
-    for (int i = 0; i < 3 && a->alt_prefix[i] && !t; i++) {
+    for (int i = 0; i < 3 && a->alt_prefix[i] && !t && !strncmp(name, "model.", 6); i++) {
         snprintf(alt, sizeof alt, "%s%s", a->alt_prefix[i], name + 6);
+        t = safetensors_find(mf, alt);
+    }
+    if (!t && a->mlx_wrapper) {
+        snprintf(alt, sizeof alt, "%s%s", a->mlx_wrapper, name);
         t = safetensors_find(mf, alt);
     }
     return t;
@@ -104,6 +112,10 @@ static enum status check_tensor(const struct model_file *mf, const struct st_ten
                                 const int64_t *want)
 {
     const char *path = mf->shards[t->shard].path;
+    if (t->dtype == DTYPE_U32) {   // quant_bind takes packed weights that have their scales
+        LOG_ERR("%s: tensor %s: U32 holds MLX-packed codes, but the tensor's .scales is missing", path, t->name);
+        return STATUS_EFORMAT;
+    }
     if (t->dtype != DTYPE_BF16 && t->dtype != DTYPE_F16 && t->dtype != DTYPE_F32) {
         LOG_ERR("%s: tensor %s: dtype %s is not a weight dtype (bf16, f16, f32)", path, t->name, dtype_name(t->dtype));
         return STATUS_EUNSUPPORTED;
@@ -234,6 +246,33 @@ static enum status bind_switch_experts(struct model *m, int l, bool *used, int q
     return STATUS_OK;
 }
 
+/* A DeltaNet conv1d weight as mlx-lm's sanitize stores it: [C, K, 1] where HF has [C, 1, K]
+ * (want, outermost first). */
+static bool is_mlx_conv(const struct st_tensor *t, const int64_t *want)
+{
+    bool is_float = t->dtype == DTYPE_BF16 || t->dtype == DTYPE_F16 || t->dtype == DTYPE_F32;
+    return is_float && want[2] > 1 && t->n_dims == 3 && t->shape[0] == want[0] && t->shape[1] == want[2] &&
+           t->shape[2] == 1;
+}
+
+/* mlx-lm / mlx-vlm convert a hybrid's HF checkpoint in one pass that moves the conv1d axes and
+ * stores every (1 + w) norm as bf16(1 + w) (mlx-quant-format.md 8), so the conv layout tells
+ * which norms a checkpoint holds: MLX's are applied as stored. A mix of both layouts is refused. */
+static enum status mlx_norm_layout(struct model *m, const int *n_conv)
+{
+    if (!n_conv[1]) return STATUS_OK;
+    if (n_conv[0]) {
+        LOG_ERR("%s: %d DeltaNet conv1d weights are [C, 1, K] (Hugging Face) and %d are [C, K, 1] (MLX); a "
+                "checkpoint has one layout", m->dir, n_conv[0], n_conv[1]);
+        return STATUS_EFORMAT;
+    }
+    if (m->f.norm_plus_one)
+        LOG_INFO("%s: MLX layout (conv1d [C, K, 1]): the RMSNorm weights are stored as 1 + w and used as stored",
+                 m->dir);
+    m->f.norm_plus_one = false;
+    return STATUS_OK;
+}
+
 static enum status bind_all(struct model *m)
 {
     const struct model_file *mf = m->files;
@@ -243,6 +282,7 @@ static enum status bind_all(struct model *m)
     bool *fused = xcalloc((size_t)(m->hp.n_layers + m->hp.n_mtp_layers), 1);
     m->qw = xcalloc((size_t)n + 1, sizeof *m->qw);
     enum status st = STATUS_OK;
+    int n_conv[2] = { 0, 0 };   // DeltaNet conv1d weights in the HF / the MLX layout
     // The MTP head is optional: transformers drops mtp.* when it saves a model. Bound (and then
     // complete) only when the checkpoint holds its first tensor.
     m->has_mtp = false;
@@ -286,10 +326,15 @@ static enum status bind_all(struct model *m)
             mark_used(mf, used, t);
             continue;
         }
-        if ((st = check_tensor(mf, t, s->n_dims, want)) != STATUS_OK) break;
-        if ((st = safetensors_view(mf, t, weights_slot(m, s->role, s->layer, s->expert))) != STATUS_OK) break;
+        bool mlx_conv = s->role == W_GDN_CONV && is_mlx_conv(t, want);
+        if (s->role == W_GDN_CONV) n_conv[mlx_conv]++;
+        if (!mlx_conv && (st = check_tensor(mf, t, s->n_dims, want)) != STATUS_OK) break;
+        struct tensor *slot = weights_slot(m, s->role, s->layer, s->expert);
+        if ((st = safetensors_view(mf, t, slot)) != STATUS_OK) break;
+        if (mlx_conv) *slot = tensor_reshape(slot, s->n_dims, s->ne);   // same bytes: [C, K, 1] is [C, 1, K]
         used[t - mf->tensors] = true;
     }
+    if (st == STATUS_OK) st = mlx_norm_layout(m, n_conv);
     if (st == STATUS_OK) st = quant_check_overrides(m->quant, mf);
     if (st == STATUS_OK) {
         if (m->hp.tie_embed) {

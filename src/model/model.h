@@ -174,6 +174,8 @@ struct model {
     uint64_t                weight_bytes;           // quantized weights: packed words + scales + biases
     struct qweight         *qw;             // descriptors of the MLX-quantized weights (tensor.q points here), owned
     int                     n_qw;           // quantized weight tensors (0: a float checkpoint)
+    struct qweight         *qw_split;       // descriptors of the row blocks weights_repack_hybrid cut from
+                                            // quantized projections (scales' rows follow), owned; NULL if none
     struct quant_cfg       *quant;          // config.json's quantization block (model/quant_load.h), owned; NULL if none
 };
 

@@ -37,6 +37,9 @@ struct job {
     const struct st_tensor **src; // [n_exp] source tensors (the same one for fused experts)
     size_t     *src_off;          // [n_exp] byte offset of the expert's row 0 in its source
     const struct st_tensor *copy; // copied tensor (not stacked)
+    char        name[256];        // its output name (mlx-lm's, after renames)
+    bool        plus_one;         // a (1 + w) norm that mlx-lm stores shifted
+    bool        keep_dtype;       // not cast to the output dtype (Qwen3.5's A_log)
     enum dtype  out_dt;           // float outputs (copies, affine scales / biases)
     int         out[3];           // output tensor indices: weight, scales, biases (-1: none)
 };
@@ -243,7 +246,14 @@ static void plan_outputs(struct plan *p, struct job *j)
             j->out[0] = out_new(p, j->path, ".weight", j->out_dt, nd, shape);
         } else {
             const struct st_tensor *t = j->copy;
-            j->out[0] = out_new(p, t->name, "", is_float(t->dtype) ? j->out_dt : t->dtype, t->n_dims, t->shape);
+            int64_t sh[ST_MAX_DIMS];
+            memcpy(sh, t->shape, sizeof sh);
+            if (strstr(j->name, "conv1d.weight") && t->n_dims == 3 && sh[1] == 1) {   // mlx-lm's moveaxis(2, 1)
+                sh[1] = sh[2];
+                sh[2] = 1;
+            }
+            enum dtype dt = is_float(t->dtype) && !j->keep_dtype ? j->out_dt : t->dtype;
+            j->out[0] = out_new(p, j->name, "", dt, t->n_dims, sh);
         }
         return;
     }
@@ -254,26 +264,82 @@ static void plan_outputs(struct plan *p, struct job *j)
     if (j->mode == QMODE_AFFINE) j->out[2] = out_new(p, j->path, ".biases", j->out_dt, nd + 1, shape);
 }
 
-static enum status make_plan(const struct quantize_opts *o, const struct hparams *hp, const struct model_file *mf,
-                             enum dtype out_dt, json_t *block, struct plan *p, int *n_quant)
+/* What mlx-lm's sanitize does to a hybrid (Qwen3-Next, Qwen3.5, Qwen3.5-MoE: qwen3_next.py,
+ * qwen3_5.py, qwen3_5_moe.py), spec 7-8: drops mtp.* (and the vision tower), puts Qwen3.5's
+ * names under "language_model.", moves the conv1d axes ([C, 1, K] -> [C, K, 1], the same bytes)
+ * and, when the input is in the HF layout, stores the (1 + w) norms shifted. */
+struct mlx_rules {
+    bool        hybrid;
+    bool        hf_layout;        // the conv1d weights are [C, 1, K]: shift the norms
+    const char *wrapper;          // "language_model." (Qwen3.5) or NULL
+};
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && !strcmp(s + n - k, suffix);
+}
+
+static struct mlx_rules mlx_rules_of(const struct arch *a, const struct hparams *hp, const struct model_file *mf)
+{
+    struct mlx_rules r = { .hybrid = hp->n_linear_layers > 0, .wrapper = a->mlx_wrapper };
+    for (int i = 0; r.hybrid && i < mf->n_tensors; i++) {
+        const struct st_tensor *t = &mf->tensors[i];
+        if (strstr(t->name, "conv1d.weight") && t->n_dims == 3 && t->shape[2] != 1) r.hf_layout = true;
+    }
+    return r;
+}
+
+/* The output name of input tensor `name` into out; false: mlx-lm drops it. */
+static bool mlx_name(const struct mlx_rules *r, const char *name, char *out, size_t n)
+{
+    snprintf(out, n, "%s", name);
+    if (!r->hybrid) return true;
+    if (strstr(name, "mtp.")) return false;
+    if (!strncmp(name, "model.visual", 12) || !strncmp(name, "vision_tower", 12)) return false;
+    if (!r->wrapper) return true;
+    const char *inner = "model.language_model.";
+    if (!strncmp(name, inner, strlen(inner))) snprintf(out, n, "%smodel.%s", r->wrapper, name + strlen(inner));
+    else if (strncmp(name, r->wrapper, strlen(r->wrapper))) snprintf(out, n, "%s%s", r->wrapper, name);
+    return true;
+}
+
+static bool is_shifted_norm(const struct mlx_rules *r, const struct st_tensor *t, const char *out_name)
+{
+    const char *keys[] = { ".input_layernorm.weight", ".post_attention_layernorm.weight", "model.norm.weight",
+                           ".q_norm.weight", ".k_norm.weight" };
+    if (!r->hybrid || !r->hf_layout || t->n_dims != 1) return false;
+    for (int i = 0; i < 5; i++)
+        if (ends_with(out_name, keys[i])) return true;
+    return false;
+}
+
+static enum status make_plan(const struct quantize_opts *o, const struct arch *a, const struct hparams *hp,
+                             const struct model_file *mf, enum dtype out_dt, json_t *block, struct plan *p,
+                             int *n_quant)
 {
     enum status st = STATUS_OK;
+    struct mlx_rules rules = mlx_rules_of(a, hp, mf);
     for (int i = 0; i < mf->n_tensors && st == STATUS_OK; i++) {
         const struct st_tensor *t = &mf->tensors[i];
-        char base[160], proj[64];
+        char base[160], proj[64], name[256];
         int expert;
         if (hp->tie_embed && !strcmp(t->name, "lm_head.weight")) continue;   // mlx-lm's sanitize drops it
-        if (is_float(t->dtype) && expert_name(t->name, base, sizeof base, &expert, proj, sizeof proj)) {
+        if (!mlx_name(&rules, t->name, name, sizeof name)) continue;
+        if (is_float(t->dtype) && expert_name(name, base, sizeof base, &expert, proj, sizeof proj)) {
             st = add_expert(p, mf, t, base, expert, proj, hp->n_experts > 0 ? hp->n_experts : 1);
             continue;
         }
         struct job *j = job_new(p);
-        snprintf(j->path, sizeof j->path, "%s", t->name);
+        snprintf(j->path, sizeof j->path, "%s", name);
+        snprintf(j->name, sizeof j->name, "%s", name);
         j->copy = t;
         j->n_exp = 1;
-        size_t len = strlen(t->name);
-        if (is_float(t->dtype) && t->n_dims == 2 && len > 7 && !strcmp(t->name + len - 7, ".weight") &&
-            !strstr(t->name, "conv")) {
+        j->plus_one = is_shifted_norm(&rules, t, name);
+        j->keep_dtype = rules.wrapper && ends_with(name, ".A_log");   // Qwen3.5's cast_predicate
+        size_t len = strlen(name);
+        if (is_float(t->dtype) && t->n_dims == 2 && len > 7 && !strcmp(name + len - 7, ".weight") &&
+            !strstr(name, "conv")) {
             j->path[len - 7] = 0;
             j->rows = t->shape[0];
             j->in = t->shape[1];
@@ -299,7 +365,7 @@ static enum status make_plan(const struct quantize_opts *o, const struct hparams
             if (j->quant && j->in % j->group_size) j->quant = false;
             if (j->quant) (*n_quant)++;
             if (!j->quant && !j->stacked) {   // a plain float copy after all
-                snprintf(j->path, sizeof j->path, "%s", j->copy->name);
+                snprintf(j->path, sizeof j->path, "%s", j->name);
             }
         }
         plan_outputs(p, j);
@@ -359,20 +425,34 @@ static const uint8_t *src_row(const struct model_file *mf, const struct job *j, 
     return safetensors_data(mf, t) + j->src_off[e] + (size_t)r * (size_t)j->in * dtype_size(t->dtype);
 }
 
+/* x rounded to dtype dt (and back to f32), as a cast to dt would store it. */
+static void round_to(enum dtype dt, float *x, size_t n)
+{
+    if (dt == DTYPE_F32) return;
+    void *tmp = xmalloc(n * dtype_size(dt));
+    dtype_from_f32(dt, x, tmp, n);
+    dtype_to_f32(dt, tmp, x, n);
+    free(tmp);
+}
+
 static enum status run_job(const struct plan *p, const struct model_file *mf, struct shard_out *sh, const struct job *j)
 {
     char name[300];
     if (!j->quant && !j->stacked) {   // copy, converting floats to the output dtype
         const struct st_tensor *t = j->copy;
-        const struct out_tensor *o = find_out(p, t->name);
+        const struct out_tensor *o = find_out(p, j->name);
         const uint8_t *src = safetensors_data(mf, t);
-        if (o->dt == t->dtype) return write_out(p, sh, t->name, src);
+        if (o->dt == t->dtype && !j->plus_one) return write_out(p, sh, j->name, src);
         size_t n = t->bytes / dtype_size(t->dtype);
         float *f = xmalloc(n * sizeof *f);
         void *dst = xmalloc(n * dtype_size(o->dt));
         dtype_to_f32(t->dtype, src, f, n);
+        if (j->plus_one) {   // v + 1.0 in the checkpoint's dtype, then the cast (mlx-lm's order)
+            for (size_t i = 0; i < n; i++) f[i] += 1.0f;
+            round_to(t->dtype, f, n);
+        }
         dtype_from_f32(o->dt, f, dst, n);
-        enum status st = write_out(p, sh, t->name, dst);
+        enum status st = write_out(p, sh, j->name, dst);
         free(f);
         free(dst);
         return st;
@@ -403,6 +483,7 @@ static enum status run_job(const struct plan *p, const struct model_file *mf, st
         for (int64_t r = 0; r < j->rows; r++) {
             int64_t row = e * j->rows + r;
             dtype_to_f32(j->src[e]->dtype, src_row(mf, j, e, r), x, (size_t)in);
+            if (j->src[e]->dtype != j->out_dt) round_to(j->out_dt, x, (size_t)in);   // mlx-lm casts, then quantizes
             if (!qweight_quantize_row(j->mode, j->bits, j->group_size, x, in, w + row * words, sf, bf,
                                       scales + row * groups)) {
                 LOG_ERR("%s: tensor %s: non-finite weights in row %lld; refusing to quantize", mf->shards[j->src[e]->shard].path,
@@ -559,13 +640,21 @@ enum status quantize_model(const struct quantize_opts *opts)
         return st;
     }
     enum dtype out_dt = is_float(hp.dtype) ? hp.dtype : DTYPE_BF16;
+    if (hp.n_linear_layers > 0 && hp.n_experts > 0 && !o.recipe) {
+        // Qwen3-Next / Qwen3.5-MoE define quant_predicate in mlx-lm; -q without a recipe applies it
+        o.recipe = "mixed_4_8";
+        if (!o.quiet)
+            fprintf(stderr, "quantize: %s: routers and shared-expert gates at 8 bit (mlx-lm's quant_predicate of %s)\n",
+                    o.in_dir, hp.arch);
+    }
+    if (hp.n_linear_layers > 0) json_object_del(root, "vision_config");   // mlx-lm drops the vision tower
     json_t *block = json_pack("{s:i, s:i, s:s}", "group_size", o.group_size, "bits", o.bits, "mode", qmode_name(o.mode));
     struct plan p = { 0 };
     int n_quant = 0;
     struct shard_out *sh = NULL;
     int n_shards = 0;
     double t0 = clock_now_s();
-    if ((st = make_plan(&o, &hp, mf, out_dt, block, &p, &n_quant)) != STATUS_OK) goto out;
+    if ((st = make_plan(&o, a, &hp, mf, out_dt, block, &p, &n_quant)) != STATUS_OK) goto out;
     if (!n_quant) LOG_WARN("%s: no weight has an input dim that is a multiple of %d; nothing quantized", o.in_dir,
                            o.group_size);
     // shards in name order, each at most shard_bytes (a larger tensor gets a shard of its own)

@@ -15,7 +15,11 @@
  * (affine; v_proj / down_proj of the first and last eighth of layers and every third layer, and
  * lm_head, at the high width; the top-level bits are the low width); mixed_4_8 is the Qwen3-Next /
  * Qwen3.5-MoE model predicate: routers (`mlp.gate`) and `shared_expert_gate` affine 8 bit group 64,
- * the rest at the top-level settings.
+ * the rest at the top-level settings; Qwen3-Next and Qwen3.5-MoE get it without a recipe (their
+ * quant_predicate in mlx-lm). Hybrids are first sanitized as mlx-lm does (spec 7-8): mtp.* and
+ * the vision tower dropped, Qwen3.5's names under "language_model.", conv1d [C, 1, K] written as
+ * [C, K, 1], the (1 + w) norms of an HF-layout input stored as dtype(w + 1), Qwen3.5's A_log kept
+ * in its own dtype.
  *
  * Memory: one output tensor at a time (its packed words, scales and biases), read from the mmapped
  * input and written with pwrite at offsets planned up front; output shards of at most shard_bytes.

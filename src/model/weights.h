@@ -57,7 +57,8 @@ void weights_for_each(struct model *m, void (*fn)(struct tensor *t, void *ctx), 
  *  - Qwen3-Next: in_proj_qkvz / in_proj_ba, grouped by key head, become gdn_qkv ([q | k | v],
  *    head-major, the conv's channel order), gdn_z, gdn_b and gdn_a, as Qwen3.5 stores them.
  * Host weights are permuted into m->repacked (the originals are no longer referenced and no longer
- * counted). views_only (weights in device memory, synthetic): the same tensors become plain row
+ * counted); an MLX-quantized source moves its packed rows with their scale and bias rows, and each
+ * part gets a descriptor in m->qw_split (m->n_qw counts the parts). views_only (weights in device memory, synthetic): the same tensors become plain row
  * blocks of the originals, no copy (random weights: any row order is as random). No-op for
  * other families. ENOMEM (logged) when the copy cannot be allocated. */
 enum status weights_repack_hybrid(struct model *m, bool views_only);

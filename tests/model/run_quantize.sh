@@ -28,5 +28,17 @@ else check "unknown mode refused" "grep -q 'unknown mode' '$tmp/e'"; fi
 if "$CAIRN" quantize "$tmp/q4" "$tmp/bad2" >/dev/null 2>"$tmp/e"; then
     echo "FAIL: quantized input accepted"; fail=1
 else check "already-quantized input refused" "grep -q 'already quantized' '$tmp/e'"; fi
+# a hybrid MoE without --recipe: mlx-lm's model predicate puts the routers and shared-expert gates at 8 bit
+CAIRN_LOG=error "$CAIRN" quantize tests/model/fixtures/qwen3_5_moe "$tmp/h4" --bits 4 --group-size 32 >"$tmp/out" 2>&1
+check "hybrid: gates at 8 bit by the model's predicate" "grep -q 'routers and shared-expert gates at 8 bit' '$tmp/out'"
+CAIRN_LOG=error "$CAIRN" info "$tmp/h4" >"$tmp/info" 2>&1
+check "hybrid info: the recipe" "grep -q 'affine 4-bit group 32: 126 tensors; affine 8-bit group 64: 8 tensors' '$tmp/info'"
+check "hybrid info: bytes per token" "grep -q 'per token: .* bytes of weights read per decoded token (active experts only)' '$tmp/info'"
+check "hybrid info: layer kinds" "grep -q 'LLLA' '$tmp/info'"
+ids=$(CAIRN_LOG=error "$CAIRN" run "$tmp/h4" --prompt-ids 5,17,42 --max-tokens 6 --temperature 0 --ignore-eos \
+      --output ids --backend cpu --threads 2 2>/dev/null || true)
+ids_ref=$(CAIRN_LOG=error "$CAIRN" run "$tmp/h4" --prompt-ids 5,17,42 --max-tokens 6 --temperature 0 --ignore-eos \
+      --output ids --backend ref 2>/dev/null || true)
+check "hybrid: run on cpu and ref agree" "[ -n '$ids' ] && [ '$ids' = '$ids_ref' ]"
 if "$CAIRN" quantize /nonexistent "$tmp/bad3" >/dev/null 2>&1; then echo "FAIL: missing input accepted"; fail=1; fi
 exit $fail

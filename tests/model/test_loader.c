@@ -863,6 +863,116 @@ TEST(corrupt_quantized)
     EXPECT(load_q_edited("q_awq", q4, NULL, edit_cfg_hf_method, NULL, 0) == STATUS_EUNSUPPORTED);
 }
 
+/* ==== MLX-quantized hybrids (mlx_lm's names and layouts; tools/mlx_quant_ref.py) ==== */
+
+#define NEXT_L0 "model.layers.0.linear_attn."
+#define VLM_L0 "language_model.model.layers.0."
+static void set_shape3(json_t *h, const char *t, int64_t a, int64_t b, int64_t c)
+{
+    json_object_set_new(json_object_get(h, t), "shape", json_pack("[I, I, I]", (json_int_t)a, (json_int_t)b, (json_int_t)c));
+}
+static void edit_h_drop_qkvz_scales(json_t *h) { json_object_del(h, NEXT_L0 "in_proj_qkvz.scales"); }
+static void edit_h_qkvz_packed(json_t *h) { set_shape(h, NEXT_L0 "in_proj_qkvz.weight", 96, 16); }
+static void edit_h_ba_scales(json_t *h) { set_shape(h, NEXT_L0 "in_proj_ba.scales", 4, 2); }
+static void edit_h_conv_mixed(json_t *h) { set_shape3(h, NEXT_L0 "conv1d.weight", 128, 1, 4); }
+static void edit_h_conv_shape(json_t *h) { set_shape3(h, NEXT_L0 "conv1d.weight", 64, 8, 1); }
+static void edit_h_drop_a_log(json_t *h) { json_object_del(h, NEXT_L0 "A_log"); }
+static void edit_h_switch_scales(json_t *h) { set_shape3(h, "model.layers.1.mlp.switch_mlp.up_proj.scales", 8, 16, 2); }
+static void edit_h_drop_seg_biases(json_t *h) { json_object_del(h, VLM_L0 "mlp.shared_expert_gate.biases"); }
+static void edit_h_drop_head_scales(json_t *h) { json_object_del(h, "language_model.lm_head.scales"); }
+static void edit_h_qproj_packed(json_t *h) { set_shape(h, "language_model.model.layers.3.self_attn.q_proj.weight", 128, 16); }
+static void edit_hc_router4(json_t *c)
+{
+    json_object_set_new(qblock(c), VLM_L0 "mlp.gate", json_pack("{s:i, s:i}", "group_size", 64, "bits", 4));
+}
+static void edit_hc_ghost(json_t *c)
+{
+    json_object_set_new(qblock(c), "language_model.model.layers.9.mlp.gate", json_pack("{s:i, s:i}", "group_size", 64, "bits", 8));
+}
+static void edit_hc_no_text_config(json_t *c) { json_object_del(c, "text_config"); }
+static void edit_hd_e8m0_inf(json_t *h, uint8_t *d) { poison_scale(h, d, NEXT_L0 "in_proj_qkvz.scales"); }
+
+TEST(quantized_hybrids_load)
+{
+    struct model *m = NULL;
+    ASSERT(model_load(QMODELS "/qwen3_next_q4g64", &m) == STATUS_OK);
+    const struct layer_weights *l0 = &m->layers[0], *l2 = &m->layers[2];
+    EXPECT(!m->f.norm_plus_one);   // conv1d [C, K, 1]: norms stored as 1 + w
+    EXPECT(l0->gdn_conv.ne[0] == 4 && l0->gdn_conv.ne[1] == 1 && l0->gdn_conv.ne[2] == 128);
+    // in_proj_qkvz / in_proj_ba split into q|k|v, z, b, a with their scale rows
+    EXPECT(l0->gdn_qkv.q && l0->gdn_qkv.ne[1] == 128 && l0->gdn_z.q && l0->gdn_z.ne[1] == 64 && l0->gdn_b.q &&
+           l0->gdn_a.q && l0->gdn_a.ne[1] == 4 && !l0->gdn_qkvz.buf && !l0->gdn_ba.buf);
+    EXPECT(l0->gdn_qkv.q->scales.ne[1] == 128 && l0->gdn_a.q->biases.ne[1] == 4);
+    EXPECT(l2->wq.q && l2->wq_gate.q && l2->wq.ne[1] == 128 && l2->wq_gate.ne[1] == 128);
+    EXPECT(l0->router.q->bits == 8 && l0->shared_expert_gate.q->bits == 8 && l0->exp_up[5].q->bits == 4);
+    EXPECT(l0->shared_down.dtype == DTYPE_BF16);   // in 48: no multiple of 64, left float by mlx-lm
+    // row r of the split part equals row r of the dequantized original's permutation (q rows of head 1
+    // of gated q_proj = original rows [2 hd, 3 hd)); checked through the dequantizer
+    float a[64], b[64];
+    qweight_dequant_row(&l2->wq, 32, a);
+    const struct st_tensor *qt = safetensors_find(m->files, "model.layers.2.self_attn.q_proj.weight");
+    struct qweight qo = *l2->wq.q;
+    struct tensor packed;
+    ASSERT(qt && safetensors_view(m->files, qt, &packed) == STATUS_OK);
+    ASSERT(safetensors_view(m->files, safetensors_find(m->files, "model.layers.2.self_attn.q_proj.scales"), &qo.scales) == STATUS_OK);
+    ASSERT(safetensors_view(m->files, safetensors_find(m->files, "model.layers.2.self_attn.q_proj.biases"), &qo.biases) == STATUS_OK);
+    struct tensor orig = qweight_tensor(&qo, &packed, 64);
+    qweight_dequant_row(&orig, 64, b);
+    EXPECT(!memcmp(a, b, sizeof a));
+    qweight_dequant_row(&l2->wq_gate, 0, a);
+    qweight_dequant_row(&orig, 32, b);
+    EXPECT(!memcmp(a, b, sizeof a));
+    model_free(m);
+
+    ASSERT(model_load(QMODELS "/qwen3_next_mxfp4", &m) == STATUS_OK);
+    EXPECT(m->layers[0].gdn_qkv.q->mode == QMODE_MXFP4 && m->layers[0].router.q->mode == QMODE_AFFINE &&
+           m->layers[0].router.q->bits == 8);   // the override has no mode: affine (spec 4, rule 3)
+    model_free(m);
+
+    ASSERT(model_load(QMODELS "/qwen3_5_moe_vlm_q4g32", &m) == STATUS_OK);
+    EXPECT(!strcmp(m->hp.arch, "Qwen3_5MoeForConditionalGeneration") && !m->f.norm_plus_one);
+    EXPECT(m->lm_head.q && m->tok_embed.q && m->layers[3].wq_gate.q && m->layers[0].gdn_a.q &&
+           m->layers[0].gdn_out.q && m->layers[0].gdn_a_log.dtype == DTYPE_BF16);
+    model_free(m);
+}
+
+TEST(corrupt_quantized_hybrids)
+{
+    static const char *next = "qwen3_next_q4g64", *vlm = "qwen3_5_moe_vlm_q4g32";
+    static const struct {
+        const char *name, *src;
+        void (*hdr)(json_t *);
+        void (*cfg)(json_t *);
+        void (*data)(json_t *, uint8_t *);
+        size_t truncate_to;
+        enum status want;
+    } cases[] = {
+        { "h_ok", NULL, NULL, NULL, NULL, 0, STATUS_OK },
+        { "h_noscales", NULL, edit_h_drop_qkvz_scales, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_qkvz", NULL, edit_h_qkvz_packed, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_ba_scales", NULL, edit_h_ba_scales, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_conv_mixed", NULL, edit_h_conv_mixed, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_conv_shape", NULL, edit_h_conv_shape, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_no_a_log", NULL, edit_h_drop_a_log, NULL, NULL, 0, STATUS_ENOTFOUND },
+        { "h_switch", NULL, edit_h_switch_scales, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_e8m0", "qwen3_next_mxfp4", NULL, NULL, edit_hd_e8m0_inf, 0, STATUS_EFORMAT },
+        { "h_trunc", NULL, NULL, NULL, NULL, 100000, STATUS_EFORMAT },
+        { "h_vlm_ok", "vlm", NULL, NULL, NULL, 0, STATUS_OK },
+        { "h_seg_biases", "vlm", edit_h_drop_seg_biases, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_head_scales", "vlm", edit_h_drop_head_scales, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_qproj", "vlm", edit_h_qproj_packed, NULL, NULL, 0, STATUS_EFORMAT },
+        { "h_router4", "vlm", NULL, edit_hc_router4, NULL, 0, STATUS_EFORMAT },
+        { "h_ghost", "vlm", NULL, edit_hc_ghost, NULL, 0, STATUS_EFORMAT },
+        { "h_no_text_cfg", "vlm", NULL, edit_hc_no_text_config, NULL, 0, STATUS_EFORMAT },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *src = !cases[i].src ? next : !strcmp(cases[i].src, "vlm") ? vlm : cases[i].src;
+        enum status st = load_q_edited(cases[i].name, src, cases[i].hdr, cases[i].cfg, cases[i].data,
+                                       cases[i].truncate_to);
+        EXPECTF(st == cases[i].want, "%s: %s, want %s", cases[i].name, status_str(st), status_str(cases[i].want));
+    }
+}
+
 TEST(fixtures_load)
 {
     static const char *names[] = { "llama", "llama_rope_llama3", "llama_rope_linear", "llama_rope_dynamic",
@@ -925,6 +1035,8 @@ int main(void)
     RUN(fused_experts_match_per_expert);
     RUN(gemma3_multimodal_prefixes);
     RUN(hybrid_families_load);
+    RUN(quantized_hybrids_load);
+    RUN(corrupt_quantized_hybrids);
     RUN(fixtures_load);
     RUN(quantized_fixtures_load);
     RUN(corrupt_quantized);

@@ -4,7 +4,9 @@
  * replaced by their dequantized f32 values (dequantization checked bit for bit against the
  * script in test_quant) run on ref. ref must agree exactly (same math); cpu within the dense
  * fixtures' bound (max |d| / max |ref| <= 1e-3 per position) with an identical greedy
- * continuation. Prompts are the source fixtures' (ref.json). */
+ * continuation. Prompts are the source fixtures' (ref.json). Checkpoints with a ref.json of their
+ * own (the hybrids: tools/make_quant_fixtures.py) are also compared with transformers run on
+ * their dequantized weights: the oracle for the loader's renames, norm layout and splits. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -81,6 +83,47 @@ static double max_rel(const float *a, const float *b, int n_tok, int vocab)
     return worst;
 }
 
+/* The checkpoint's transformers reference (tools/make_quant_fixtures.py: transformers on its
+ * dequantized weights), when it has one: cairn's ref and cpu logits of prompt pi's rows must be
+ * within the dense fixtures' bound of it and prompt 0's greedy continuation equal. */
+static void check_transformers(const char *qdir, size_t pi, const float *lr, const float *lc, const int32_t *g_ref,
+                               const int32_t *g_cpu, int n_greedy, int vocab, bool hybrid)
+{
+    char p[300];
+    snprintf(p, sizeof p, "%s/%s/ref.json", QMODELS, qdir);
+    json_t *ref = json_load_file(p, 0, NULL);
+    if (!ref) {
+        if (pi == 0 && hybrid) fprintf(stderr, "  %-22s no transformers reference (tools/make_quant_fixtures.py) yet\n", qdir);
+        return;
+    }
+    json_t *rows = json_array_get(json_object_get(ref, "logits_rows"), pi);
+    const char *file = json_string_value(json_array_get(json_object_get(ref, "logits_files"), pi));
+    ASSERT(rows && file);
+    int r0 = (int)json_integer_value(json_array_get(rows, 0)), r1 = (int)json_integer_value(json_array_get(rows, 1));
+    snprintf(p, sizeof p, "%s/%s/%s", QMODELS, qdir, file);
+    size_t want = (size_t)(r1 - r0) * (size_t)vocab * sizeof(float);
+    float *tf = xmalloc(want);
+    FILE *f = fopen(p, "rb");
+    ASSERT(f && fread(tf, 1, want, f) == want);
+    fclose(f);
+    double e_ref = max_rel(lr + (size_t)r0 * vocab, tf, r1 - r0, vocab);
+    double e_cpu = max_rel(lc + (size_t)r0 * vocab, tf, r1 - r0, vocab);
+    fprintf(stderr, "  %-22s prompt %zu rows [%d, %d): ref %.2e, cpu %.2e vs transformers\n", qdir, pi, r0, r1, e_ref,
+            e_cpu);
+    EXPECTF(e_ref <= 1e-3 && e_cpu <= 1e-3, "%s: off transformers by %.3e (ref) / %.3e (cpu)", qdir, e_ref, e_cpu);
+    if (pi == 0) {
+        json_t *g = json_object_get(ref, "greedy");
+        bool same = json_array_size(g) >= (size_t)n_greedy;
+        for (int i = 0; same && i < n_greedy; i++) {
+            int32_t t = (int32_t)json_integer_value(json_array_get(g, (size_t)i));
+            same = g_ref[i] == t && g_cpu[i] == t;
+        }
+        EXPECTF(same, "%s: greedy continuation differs from transformers'", qdir);
+    }
+    free(tf);
+    json_decref(ref);
+}
+
 static void check_model(const char *qdir, const char *src)
 {
     char p[300];
@@ -114,6 +157,7 @@ static void check_model(const char *qdir, const char *src)
         EXPECTF(e_cpu <= 1e-3, "%s: cpu off by %.3e", qdir, e_cpu);
         EXPECTF(!memcmp(g_ref, g_dense, sizeof g_ref) && !memcmp(g_cpu, g_dense, sizeof g_cpu),
                 "%s prompt %zu: greedy continuations differ", qdir, pi);
+        check_transformers(qdir, pi, lr, lc, g_ref, g_cpu, G, vocab, md->hp.n_linear_layers > 0);
         free(ld); free(lr); free(lc); free(ids);
         model_free(md);
         model_free(mq_ref);
@@ -135,6 +179,13 @@ TEST(llama_mxfp4) { check_model("llama_mxfp4", "llama"); }
 TEST(mistral_mxfp8) { check_model("mistral_mxfp8", "mistral"); }
 /* q/k/v biases, vocab 301: the u8 scales [301, 2] leave the next tensors unaligned, as MLX writes them */
 TEST(qwen2_mxfp8_unaligned) { check_model("qwen2_mxfp8", "qwen2"); }
+/* hybrids as mlx_lm / mlx_vlm convert them: quantized in_proj_qkvz / in_proj_ba and gated q_proj
+ * (split at load with their scales), in_proj_a / b, routers and shared-expert gates at 8 bit,
+ * norms stored as 1 + w, conv1d [C, K, 1]; the Qwen3.5-MoE one under the VLM config */
+TEST(qwen3_next_q4g64) { check_model("qwen3_next_q4g64", "qwen3_next"); }
+TEST(qwen3_next_mxfp4) { check_model("qwen3_next_mxfp4", "qwen3_next"); }
+TEST(qwen3_5_moe_vlm_q4g32) { check_model("qwen3_5_moe_vlm_q4g32", "qwen3_5_moe"); }
+TEST(qwen3_5_mixed_3_6_g32) { check_model("qwen3_5_mixed_3_6_g32", "qwen3_5"); }
 
 int main(void)
 {
@@ -146,5 +197,9 @@ int main(void)
     RUN(llama_mxfp4);
     RUN(mistral_mxfp8);
     RUN(qwen2_mxfp8_unaligned);
+    RUN(qwen3_next_q4g64);
+    RUN(qwen3_next_mxfp4);
+    RUN(qwen3_5_moe_vlm_q4g32);
+    RUN(qwen3_5_mixed_3_6_g32);
     return test_summary();
 }

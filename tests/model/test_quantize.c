@@ -74,6 +74,14 @@ TEST(tied_nvfp4) { run_case("qwen3_tied", "qwen3_tied_nvfp4", QMODE_NVFP4, 0, 0,
 TEST(mxfp4) { run_case("llama", "llama_mxfp4", QMODE_MXFP4, 0, 0, NULL); }
 TEST(mxfp8) { run_case("mistral", "mistral_mxfp8", QMODE_MXFP8, 0, 0, NULL); }
 TEST(mxfp8_unaligned) { run_case("qwen2", "qwen2_mxfp8", QMODE_MXFP8, 0, 0, NULL); }
+/* Hybrids: mlx-lm's sanitize (renames, conv1d axes, norms stored as 1 + w, stacked experts) and
+ * the model's own quant_predicate (routers and shared-expert gates affine 8 bit, also inside an
+ * mxfp4 checkpoint) when no recipe is given. The reference's Qwen3.5-MoE config is the VLM
+ * wrapper mlx_vlm writes; the tensors and the quantization block are the same. */
+TEST(hybrid_next_q4g64) { run_case("qwen3_next", "qwen3_next_q4g64", QMODE_AFFINE, 4, 64, NULL); }
+TEST(hybrid_next_mxfp4) { run_case("qwen3_next", "qwen3_next_mxfp4", QMODE_MXFP4, 0, 0, NULL); }
+TEST(hybrid_35_moe_q4g32) { run_case("qwen3_5_moe", "qwen3_5_moe_vlm_q4g32", QMODE_AFFINE, 4, 32, NULL); }
+TEST(hybrid_35_mixed_3_6_g32) { run_case("qwen3_5", "qwen3_5_mixed_3_6_g32", QMODE_AFFINE, 4, 32, "mixed_3_6"); }
 
 TEST(sharded_output_same_tensors)
 {
@@ -121,6 +129,10 @@ int main(void)
     RUN(mxfp4);
     RUN(mxfp8);
     RUN(mxfp8_unaligned);
+    RUN(hybrid_next_q4g64);
+    RUN(hybrid_next_mxfp4);
+    RUN(hybrid_35_moe_q4g32);
+    RUN(hybrid_35_mixed_3_6_g32);
     RUN(sharded_output_same_tensors);
     RUN(bad_options);
     char cmd[128];

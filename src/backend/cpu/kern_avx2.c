@@ -11,26 +11,15 @@
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 
-#define VEC    __m256
 #define VLANES 8
+#include "backend/cpu/simd_x86.h"
 
-static inline __m256 v_zero(void) { return _mm256_setzero_ps(); }
-static inline __m256 v_fma(__m256 a, __m256 b, __m256 acc) { return _mm256_fmadd_ps(a, b, acc); }
-static inline __m256 v_bcast(float f) { return _mm256_set1_ps(f); }
 static inline __m256i v_mask(int n)
 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
-static inline __m256 v_ldx(const float *p) { return _mm256_loadu_ps(p); }
 static inline __m256 v_ldx_part(const float *p, int n) { return _mm256_maskload_ps(p, v_mask(n)); }
-static inline void v_st(float *p, __m256 v) { _mm256_storeu_ps(p, v); }
 static inline void v_st_part(float *p, __m256 v, int n) { _mm256_maskstore_ps(p, v_mask(n), v); }
-
-static inline __m256 v_cvt16(enum dtype dt, __m128i h)
-{
-    if (dt == DTYPE_F16) return _mm256_cvtph_ps(h);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
 
 /* Eight e4m3 codes (the low 8 bytes of b) as f32, exactly: S.EEEE.MMM moved into an f16 as
  * S.0EEEE.MMM0000000 is the same number times 2^-8 (bias 15 instead of 7; subnormals line up
@@ -64,19 +53,6 @@ static inline __m256 v_ldw_part(enum dtype dt, const void *p, int n)
     return v_cvt16(dt, _mm_loadu_si128((const __m128i *)tmp));
 }
 
-/* Fixed tree: 4 + 4, 2 + 2, 1 + 1. */
-static inline float v_hsum(__m256 v)
-{
-    __m128 b = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
-    b = _mm_add_ss(b, _mm_movehdup_ps(b));
-    return _mm_cvtss_f32(b);
-}
-
-static inline __m256 v_add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
-static inline __m256 v_mul(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
-static inline __m256 v_max(__m256 a, __m256 b) { return _mm256_max_ps(a, b); }
-static inline __m256 v_div(__m256 a, __m256 b) { return _mm256_div_ps(a, b); }
 static inline float v_hmax(__m256 v)
 {
     __m128 b = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -92,15 +68,7 @@ static inline __m256 v_exp(__m256 x)
 {
     x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.7f)), _mm256_set1_ps(-87.3f));
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
-    __m256 y = _mm256_set1_ps(1.0f / 720);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0f / 120));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0f / 24));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0f / 6));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(0.5f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.0f));
+    __m256 y = v_exp_poly(v_exp_rem(x, n));
     // n in [-126, 128]: split 2^n = 2^(n/2) * 2^(n - n/2) so both factors are normal
     __m256i ni = _mm256_cvtps_epi32(n);
     __m256i h = _mm256_srai_epi32(ni, 1);

@@ -54,20 +54,25 @@ static bool qgemv_none(const struct tensor *w, int64_t j0, int64_t j1, const flo
     return false;
 }
 
-cpu_qgemv_fn cpu_qgemv_pick(const char *isa)
-{
+/* The SIMD families with dequantizers of their own (the others use the portable row and the GEMM). */
+static const struct qdeq_family {
+    const char  *isa;
+    cpu_qgemv_fn gemv;
+    cpu_qdeq_fn  deq;
+} families[] = {
 #if defined(__x86_64__)
-    if (!strcmp(isa, "avx512")) return cpu_qgemv_avx512;
-    if (!strcmp(isa, "avx2")) return cpu_qgemv_avx2;
+    { "avx512", cpu_qgemv_avx512, cpu_qdeq_row_avx512 },
+    { "avx2", cpu_qgemv_avx2, cpu_qdeq_row_avx2 },
 #endif
-    return qgemv_none;
+    { NULL, qgemv_none, cpu_qdeq_row_portable },
+};
+
+static const struct qdeq_family *family(const char *isa)
+{
+    const struct qdeq_family *f = families;
+    while (f->isa && strcmp(f->isa, isa)) f++;
+    return f;
 }
 
-cpu_qdeq_fn cpu_qdeq_pick(const char *isa)
-{
-#if defined(__x86_64__)
-    if (!strcmp(isa, "avx512")) return cpu_qdeq_row_avx512;
-    if (!strcmp(isa, "avx2")) return cpu_qdeq_row_avx2;
-#endif
-    return cpu_qdeq_row_portable;
-}
+cpu_qgemv_fn cpu_qgemv_pick(const char *isa) { return family(isa)->gemv; }
+cpu_qdeq_fn  cpu_qdeq_pick(const char *isa) { return family(isa)->deq; }

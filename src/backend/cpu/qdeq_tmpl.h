@@ -1,51 +1,54 @@
-/* qdeq_tmpl: the SIMD dequantizers and the fused decode GEMV, written once over a small vector vocabulary that
- * qdeq_avx2.c and qdeq_avx512.c define before including this file (as kern_tmpl.h does):
- *   QV / QI (f32 / i32 vectors of QL lanes); q_splat_words(p): QL/8 words, each repeated 8 times;
- *   q_splat_u32(x): x in every lane; q_shifts4(): 0, 4, ..., 28 per word; q_shifts2(): 0, 2, ...;
- *   q_srlv, q_and(QI, mask), q_cvt(QI) -> QV, q_fma(a, b, c) = a * b + c, q_mul, q_set1(f),
- *   q_store(float *, QV), q_bytes(p): QL bytes zero-extended, q_lut16(codes): E2M1 values,
- *   q_codes8(v[QL/8], bits): the 8 codes of each 64-bit window v[h] (code i at bit i * bits),
- *   q_ldx(p): QL floats, q_hsum(v): the kernel family's horizontal sum tree (kern_*.c v_hsum).
+/* qdeq_tmpl: the SIMD dequantizers and the fused decode GEMV, written once over a small vector
+ * vocabulary, for qdeq_avx2.c and qdeq_avx512.c (as kern_tmpl.h is for the kernel families).
+ * The including file defines QGEMV_ENTRY, QDEQ_ENTRY and QDEQ_NAME(x), and, when its ISA is
+ * compiled in, QDEQ_ISA after including simd_x86.h (VEC / VECI of VLANES lanes, v_fma, v_mul,
+ * v_bcast, v_st, v_ldx, v_hsum: the kernel family's own horizontal sum tree, v_splat_i32,
+ * v_srlv_i32, v_cvt_i32) and its integer words: q_splat_words(p): VLANES/8 words, each repeated
+ * 8 times; q_shifts4(): 0, 4, ..., 28 per word; q_shifts2(): 0, 2, ...; q_and(VECI, mask);
+ * q_bytes(p): VLANES bytes zero-extended; q_lut16(codes): E2M1 values; q_codes8(v[VLANES/8],
+ * bits): the 8 codes of each 64-bit window v[h] (code i at bit i * bits). Without QDEQ_ISA the
+ * entries fall back (no GEMV; the portable row dequantizer).
  * The GEMV computes each dot product with the family tile's operation sequence (kern.h): lane
- * accumulators over k in QL chunks, one FMA per chunk with the exactly dequantized chunk, then
- * q_hsum, so it equals the GEMM on the dequantized panel bit for bit (batch invariance).
+ * accumulators over k in VLANES chunks, one FMA per chunk with the exactly dequantized chunk, then
+ * v_hsum, so it equals the GEMM on the dequantized panel bit for bit (batch invariance).
  * Each group's values are scale * code + bias (affine) or scale * e2m1(code), exact (see qdeq.h).
  */
+#ifdef QDEQ_ISA
 
 static void QDEQ_NAME(affine4)(const uint32_t *wr, const float *s, const float *b, int64_t n, int gs, float *dst)
 {
-    // QL codes per step: QL/8 words, each word's 8 nibbles low first
-    for (int64_t k = 0; k < n; k += QL) {
+    // VLANES codes per step: VLANES/8 words, each word's 8 nibbles low first
+    for (int64_t k = 0; k < n; k += VLANES) {
         int64_t g = k / gs;
-        QI c = q_and(q_srlv(q_splat_words(wr + k / 8), q_shifts4()), 0xF);
-        q_store(dst + k, q_fma(q_cvt(c), q_set1(s[g]), q_set1(b[g])));
+        VECI c = q_and(v_srlv_i32(q_splat_words(wr + k / 8), q_shifts4()), 0xF);
+        v_st(dst + k, v_fma(v_cvt_i32(c), v_bcast(s[g]), v_bcast(b[g])));
     }
 }
 
 static void QDEQ_NAME(affine8)(const uint32_t *wr, const float *s, const float *b, int64_t n, int gs, float *dst)
 {
     const uint8_t *p = (const uint8_t *)wr;
-    for (int64_t k = 0; k < n; k += QL) {
+    for (int64_t k = 0; k < n; k += VLANES) {
         int64_t g = k / gs;
-        q_store(dst + k, q_fma(q_cvt(q_bytes(p + k)), q_set1(s[g]), q_set1(b[g])));
+        v_st(dst + k, v_fma(v_cvt_i32(q_bytes(p + k)), v_bcast(s[g]), v_bcast(b[g])));
     }
 }
 
 static void QDEQ_NAME(affine2)(const uint32_t *wr, const float *s, const float *b, int64_t n, int gs, float *dst)
 {
-    for (int64_t k = 0; k < n; k += QL) {
+    for (int64_t k = 0; k < n; k += VLANES) {
         int64_t g = k / gs;
-        QI c = q_and(q_srlv(q_splat_u32(wr[k / 16] >> (2 * (k % 16))), q_shifts2()), 0x3);
-        q_store(dst + k, q_fma(q_cvt(c), q_set1(s[g]), q_set1(b[g])));
+        VECI c = q_and(v_srlv_i32(v_splat_i32(wr[k / 16] >> (2 * (k % 16))), q_shifts2()), 0x3);
+        v_st(dst + k, v_fma(v_cvt_i32(c), v_bcast(s[g]), v_bcast(b[g])));
     }
 }
 
 /* 3, 5, 6 bits: 8 codes fill `bits` whole bytes (the stream is byte-aligned every 8 codes). */
-static inline __attribute__((always_inline)) QI QDEQ_NAME(odd_codes)(const uint32_t *wr, int64_t k, int bits)
+static inline __attribute__((always_inline)) VECI QDEQ_NAME(odd_codes)(const uint32_t *wr, int64_t k, int bits)
 {
     const uint8_t *p = (const uint8_t *)wr + k / 8 * bits;
-    uint64_t v[QL / 8];
-    for (int h = 0; h < QL / 8; h++) {
+    uint64_t v[VLANES / 8];
+    for (int h = 0; h < VLANES / 8; h++) {
         v[h] = 0;
         memcpy(&v[h], p + h * bits, (size_t)bits);   // never past the row's last byte
     }
@@ -55,18 +58,18 @@ static inline __attribute__((always_inline)) QI QDEQ_NAME(odd_codes)(const uint3
 static void QDEQ_NAME(affine_odd)(const uint32_t *wr, const float *s, const float *b, int64_t n, int gs, int bits,
                                   float *dst)
 {
-    for (int64_t k = 0; k < n; k += QL) {
+    for (int64_t k = 0; k < n; k += VLANES) {
         int64_t g = k / gs;
-        q_store(dst + k, q_fma(q_cvt(QDEQ_NAME(odd_codes)(wr, k, bits)), q_set1(s[g]), q_set1(b[g])));
+        v_st(dst + k, v_fma(v_cvt_i32(QDEQ_NAME(odd_codes)(wr, k, bits)), v_bcast(s[g]), v_bcast(b[g])));
     }
 }
 
 static void QDEQ_NAME(e2m1)(const uint32_t *wr, const float *s, int64_t n, int gs, float *dst)
 {
-    for (int64_t k = 0; k < n; k += QL) {
+    for (int64_t k = 0; k < n; k += VLANES) {
         int64_t g = k / gs;
-        QI c = q_and(q_srlv(q_splat_words(wr + k / 8), q_shifts4()), 0xF);
-        q_store(dst + k, q_mul(q_lut16(c), q_set1(s[g])));
+        VECI c = q_and(v_srlv_i32(q_splat_words(wr + k / 8), q_shifts4()), 0xF);
+        v_st(dst + k, v_mul(q_lut16(c), v_bcast(s[g])));
     }
 }
 
@@ -75,7 +78,7 @@ void QDEQ_ENTRY(const struct tensor *w, int64_t row, float *dst)
     const struct qweight *q = w->q;
     int64_t n = w->ne[0];
     int gs = q->group_size;
-    bool fast = n % QL == 0 && gs % QL == 0 && q->mode != QMODE_MXFP8;
+    bool fast = n % VLANES == 0 && gs % VLANES == 0 && q->mode != QMODE_MXFP8;
     if (!fast) {
         qweight_dequant_row(w, row, dst);
         return;
@@ -107,7 +110,7 @@ enum { QK_AFFINE4, QK_AFFINE8, QK_AFFINE2, QK_AFFINE3, QK_AFFINE5, QK_AFFINE6, Q
 static int QDEQ_NAME(kind)(const struct tensor *w)
 {
     const struct qweight *q = w->q;
-    if (w->ne[0] % QL || q->group_size % QL) return QK_NONE;
+    if (w->ne[0] % VLANES || q->group_size % VLANES) return QK_NONE;
     if (q->mode == QMODE_MXFP4 || q->mode == QMODE_NVFP4) return QK_E2M1;
     if (q->mode != QMODE_AFFINE) return QK_NONE;
     switch (q->bits) {
@@ -121,18 +124,18 @@ static int QDEQ_NAME(kind)(const struct tensor *w)
     return QK_NONE;
 }
 
-/* Values k .. k + QL - 1 of a row, exactly as the dequantizers above compute them. */
-static inline __attribute__((always_inline)) QV QDEQ_NAME(chunk)(int kind, const uint32_t *wr, int64_t k, QV s, QV b)
+/* Values k .. k + VLANES - 1 of a row, exactly as the dequantizers above compute them. */
+static inline __attribute__((always_inline)) VEC QDEQ_NAME(chunk)(int kind, const uint32_t *wr, int64_t k, VEC s, VEC b)
 {
     switch (kind) {
-    case QK_AFFINE4: return q_fma(q_cvt(q_and(q_srlv(q_splat_words(wr + k / 8), q_shifts4()), 0xF)), s, b);
-    case QK_AFFINE8: return q_fma(q_cvt(q_bytes((const uint8_t *)wr + k)), s, b);
+    case QK_AFFINE4: return v_fma(v_cvt_i32(q_and(v_srlv_i32(q_splat_words(wr + k / 8), q_shifts4()), 0xF)), s, b);
+    case QK_AFFINE8: return v_fma(v_cvt_i32(q_bytes((const uint8_t *)wr + k)), s, b);
     case QK_AFFINE2:
-        return q_fma(q_cvt(q_and(q_srlv(q_splat_u32(wr[k / 16] >> (2 * (k % 16))), q_shifts2()), 0x3)), s, b);
-    case QK_AFFINE3: return q_fma(q_cvt(QDEQ_NAME(odd_codes)(wr, k, 3)), s, b);
-    case QK_AFFINE5: return q_fma(q_cvt(QDEQ_NAME(odd_codes)(wr, k, 5)), s, b);
-    case QK_AFFINE6: return q_fma(q_cvt(QDEQ_NAME(odd_codes)(wr, k, 6)), s, b);
-    default: return q_mul(q_lut16(q_and(q_srlv(q_splat_words(wr + k / 8), q_shifts4()), 0xF)), s);
+        return v_fma(v_cvt_i32(q_and(v_srlv_i32(v_splat_i32(wr[k / 16] >> (2 * (k % 16))), q_shifts2()), 0x3)), s, b);
+    case QK_AFFINE3: return v_fma(v_cvt_i32(QDEQ_NAME(odd_codes)(wr, k, 3)), s, b);
+    case QK_AFFINE5: return v_fma(v_cvt_i32(QDEQ_NAME(odd_codes)(wr, k, 5)), s, b);
+    case QK_AFFINE6: return v_fma(v_cvt_i32(QDEQ_NAME(odd_codes)(wr, k, 6)), s, b);
+    default: return v_mul(q_lut16(q_and(v_srlv_i32(q_splat_words(wr + k / 8), q_shifts4()), 0xF)), s);
     }
 }
 
@@ -146,12 +149,12 @@ static inline __attribute__((always_inline)) void QDEQ_NAME(gemv4)(const int kin
     enum { CH = 256 };
     float s[4][CH], b[4][CH];
     const uint32_t *wr[4];
-    QV acc[4];
+    VEC acc[4];
     for (int r = 0; r < 4; r++) {
         int64_t jr = j + (r < nr ? r : 0), i1 = jr % w->ne[1], rest = jr / w->ne[1];
         wr[r] = (const uint32_t *)((const char *)w->buf->data + w->offset + (size_t)i1 * w->nb[1] +
                                    (size_t)(rest % w->ne[2]) * w->nb[2] + (size_t)(rest / w->ne[2]) * w->nb[3]);
-        acc[r] = q_set1(0.0f);
+        acc[r] = v_bcast(0.0f);
     }
     for (int64_t g0 = 0; g0 < n_groups; g0 += CH) {
         int64_t ng = n_groups - g0 < CH ? n_groups - g0 : CH;
@@ -159,25 +162,25 @@ static inline __attribute__((always_inline)) void QDEQ_NAME(gemv4)(const int kin
         for (int64_t g = 0; g < ng; g++) {
             int64_t kk0 = (g0 + g) * gs;
             if (nr == 4) {
-                QV s0 = q_set1(s[0][g]), s1 = q_set1(s[1][g]), s2 = q_set1(s[2][g]), s3 = q_set1(s[3][g]);
-                QV b0 = q_set1(b[0][g]), b1 = q_set1(b[1][g]), b2 = q_set1(b[2][g]), b3 = q_set1(b[3][g]);
-                for (int64_t kk = kk0; kk < kk0 + gs; kk += QL) {
-                    QV xv = q_ldx(x + kk);
-                    acc[0] = q_fma(xv, QDEQ_NAME(chunk)(kind, wr[0], kk, s0, b0), acc[0]);
-                    acc[1] = q_fma(xv, QDEQ_NAME(chunk)(kind, wr[1], kk, s1, b1), acc[1]);
-                    acc[2] = q_fma(xv, QDEQ_NAME(chunk)(kind, wr[2], kk, s2, b2), acc[2]);
-                    acc[3] = q_fma(xv, QDEQ_NAME(chunk)(kind, wr[3], kk, s3, b3), acc[3]);
+                VEC s0 = v_bcast(s[0][g]), s1 = v_bcast(s[1][g]), s2 = v_bcast(s[2][g]), s3 = v_bcast(s[3][g]);
+                VEC b0 = v_bcast(b[0][g]), b1 = v_bcast(b[1][g]), b2 = v_bcast(b[2][g]), b3 = v_bcast(b[3][g]);
+                for (int64_t kk = kk0; kk < kk0 + gs; kk += VLANES) {
+                    VEC xv = v_ldx(x + kk);
+                    acc[0] = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[0], kk, s0, b0), acc[0]);
+                    acc[1] = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[1], kk, s1, b1), acc[1]);
+                    acc[2] = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[2], kk, s2, b2), acc[2]);
+                    acc[3] = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[3], kk, s3, b3), acc[3]);
                 }
             } else {
                 for (int r = 0; r < nr; r++) {
-                    QV sv = q_set1(s[r][g]), bv = q_set1(b[r][g]);
-                    for (int64_t kk = kk0; kk < kk0 + gs; kk += QL)
-                        acc[r] = q_fma(q_ldx(x + kk), QDEQ_NAME(chunk)(kind, wr[r], kk, sv, bv), acc[r]);
+                    VEC sv = v_bcast(s[r][g]), bv = v_bcast(b[r][g]);
+                    for (int64_t kk = kk0; kk < kk0 + gs; kk += VLANES)
+                        acc[r] = v_fma(v_ldx(x + kk), QDEQ_NAME(chunk)(kind, wr[r], kk, sv, bv), acc[r]);
                 }
             }
         }
     }
-    for (int r = 0; r < nr; r++) out[j + r] = q_hsum(acc[r]);
+    for (int r = 0; r < nr; r++) out[j + r] = v_hsum(acc[r]);
 }
 
 /* Only one x row (batch-1 decode, the bandwidth-bound case); larger n use the panel GEMM. */
@@ -200,3 +203,12 @@ bool QGEMV_ENTRY(const struct tensor *w, int64_t j0, int64_t j1, const float *x,
     }
     return true;
 }
+
+#else
+bool QGEMV_ENTRY(const struct tensor *w, int64_t j0, int64_t j1, const float *x, int64_t ldx, int n, float *out,
+                 int64_t ldo)
+{
+    return false;
+}
+void QDEQ_ENTRY(const struct tensor *w, int64_t row, float *dst) { cpu_qdeq_row_portable(w, row, dst); }
+#endif

@@ -239,6 +239,7 @@ const struct arch arch_qwen3_5 = {
     .rope_theta_default = 10000.0f,
     .names = { HYBRID_NAMES, HYBRID_SPLIT_PROJ_NAMES },
     .alt_prefix = { "model.language_model." },
+    .mlx_wrapper = "language_model.",
     .mtp_layer_prefix = "mtp.layers.",
     .read_hparams = q35_read,
 };
@@ -251,6 +252,7 @@ const struct arch arch_qwen3_5_cg = {
     .sub_config = "text_config",
     .names = { HYBRID_NAMES, HYBRID_SPLIT_PROJ_NAMES },
     .alt_prefix = { "model.language_model." },
+    .mlx_wrapper = "language_model.",
     .mtp_layer_prefix = "mtp.layers.",
     .read_hparams = q35_read,
 };
@@ -262,6 +264,7 @@ const struct arch arch_qwen3_5_moe = {
     .rope_theta_default = 10000.0f,
     .names = { HYBRID_NAMES, HYBRID_SPLIT_PROJ_NAMES, HYBRID_MOE_NAMES },
     .alt_prefix = { "model.language_model." },
+    .mlx_wrapper = "language_model.",
     .mtp_layer_prefix = "mtp.layers.",
     .read_hparams = q35_moe_read,
 };
@@ -274,6 +277,7 @@ const struct arch arch_qwen3_5_moe_cg = {
     .sub_config = "text_config",
     .names = { HYBRID_NAMES, HYBRID_SPLIT_PROJ_NAMES, HYBRID_MOE_NAMES },
     .alt_prefix = { "model.language_model." },
+    .mlx_wrapper = "language_model.",
     .mtp_layer_prefix = "mtp.layers.",
     .read_hparams = q35_moe_read,
 };

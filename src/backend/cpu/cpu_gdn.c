@@ -78,11 +78,6 @@ void cpu_gdn_conv(struct backend *be, struct tensor *out, const struct tensor *x
 
 /* ==== Delta rule ==== */
 
-/* The chunked form's chunks start at positions that are multiples of GDN_CHUNK (counted from the
- * sequence start, not from the step's first token), so a prompt ingested over steps cut at such
- * positions gives bit-identical states whatever the cut; 64 is the references' chunk (HF, FLA). */
-#define GDN_CHUNK 64
-
 struct rec_ctx {
     struct cpu              *c;
     struct tensor           *out;

@@ -124,8 +124,8 @@ TEST(preemption_keeps_outputs)
 
 /* The state pool shares the sequence-memory budget with the KV blocks: the slots the budget holds
  * (auto: 1,024 tokens of KV beside each), a clear ENOMEM when nothing is left for a block, and a
- * full pool makes requests wait (never more running than slots) with outputs unchanged and every
- * slot and block back at the end. */
+ * full pool makes requests wait (never more running than slots), alone and together with KV
+ * preemption, with outputs unchanged and every slot and block back at the end. */
 TEST(state_pool_exhaustion_waits)
 {
     size_t per_slot = model_seq_state_bytes(&g_m->hp, DTYPE_F32), per_tok = model_kv_bytes_per_token(g_m, DTYPE_F32);
@@ -173,6 +173,27 @@ TEST(state_pool_exhaustion_waits)
     struct engine_stats st;
     engine_get_stats(e, &st);
     EXPECT(st.kv_blocks_used == 0 && st.state_slots_total == 3 && st.state_slots_free == 3);
+    engine_free(e);
+
+    // a full pool and a short KV cache at once: preemptions free slots and blocks, the queue waits
+    // for both, and the outputs still equal the solo runs
+    cfg.kv_cache_bytes = 3 * per_slot + 14 * 16 * per_tok;   // 14 blocks = 224 tokens
+    ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+    ASSERT(e->states->n_slots == 3 && e->acc.kv_blocks_total == 14);
+    for (int i = 0; i < N; i++) {
+        jobs[i].n_got = jobs[i].done = 0;
+        struct gen_request g = greedy_req(jobs[i].prompt, jobs[i].n_prompt, jobs[i].max_tokens);
+        ASSERT(engine_submit(e, &g, &jobs[i].ts) == STATUS_OK);
+    }
+    for (int s = 0; s < 5000 && engine_step(e); s++) {
+        EXPECT(e->n_running <= 3 && e->states->n_free == e->states->n_slots - e->n_running);
+        for (int i = 0; i < N; i++) job_collect(&jobs[i]);
+    }
+    for (int i = 0; i < N; i++) job_collect(&jobs[i]);
+    engine_get_stats(e, &st);
+    EXPECTF(st.preemptions > 0, "no preemption happened");
+    EXPECTF(check_jobs(jobs, N) == 0, "outputs changed by preemption under a full state pool");
+    EXPECT(st.kv_blocks_used == 0 && st.state_slots_free == 3);
     engine_free(e);
 }
 

@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "kv/pool.h"
+#include "kv/state_pool.h"
 #include "model/forward.h"
 #include "model/model.h"
 
@@ -28,6 +29,7 @@ struct seqs {
     int      n_vocab;          // token ids stay below it
     int      blocks_per_seq;
     int32_t *block_ids, *seq_block0, *seq_len;
+    int32_t *state_slot;       // [n] recurrent-state slot of each sequence (hybrid models), else NULL
 };
 
 /* Bytes of weights one decode step reads: everything but the embedding table (one row is
@@ -65,7 +67,8 @@ static double run_steps(struct backend *be, struct forward *fw, struct kv_pool *
         }
         struct batch_meta meta = { .n_tok = n_tok, .tok_id = id, .tok_pos = pos, .tok_seq = seq, .tok_slot = scratch_slot,
                                    .n_seq = S->n, .seq_len = S->seq_len, .seq_block0 = S->seq_block0,
-                                   .block_ids = S->block_ids, .n_out = S->n, .out_tok = out, .block_size = bs };
+                                   .block_ids = S->block_ids, .n_out = S->n, .out_tok = out, .block_size = bs,
+                                   .seq_state_slot = S->state_slot };
         struct tensor logits;
         forward_step(fw, kv->layers, &meta, &logits);
         be->ops->argmax(be, scratch_i32 + 4 * n_tok, &logits);   // what a greedy engine step does
@@ -151,6 +154,13 @@ int main(int argc, char **argv)
     for (int i = 0; i < n_blocks; i++) S.block_ids[i] = i;
     S.seq_block0[0] = 0;
     S.seq_block0[1] = bps;
+    struct state_pool *states = NULL;   // hybrid models: a recurrent-state slot per sequence
+    if (m->hp.n_linear_layers > 0) {
+        if (state_pool_new(m, be, n_seq_max, &states) != STATUS_OK) return 1;
+        forward_bind_states(fw, states->layers);
+        S.state_slot = xmalloc(sizeof(int32_t) * (size_t)n_seq_max);
+        for (int i = 0; i < n_seq_max; i++) S.state_slot[i] = i;
+    }
 
     run_steps(be, fw, kv, &S, 0, 64, chunk, scratch, slots);   // warm-up (kernels, cuBLAS heuristics)
     for (int i = 0; i < n_prefill; i++) {
@@ -160,8 +170,9 @@ int main(int argc, char **argv)
             double t = run_steps(be, fw, kv, &S, 0, n, chunk, scratch, slots);
             best = t < best ? t : best;
         }
-        // FLOPs: 2 per parameter per token + attention (QK^T and PV over the causal half)
-        double attn = 2.0 * 2.0 * m->hp.n_layers * (double)m->hp.n_heads * m->hp.head_dim * (double)n * n / 2;
+        // FLOPs: 2 per parameter per token + attention (QK^T and PV over the causal half) in the
+        // layers that have it (the Gated DeltaNet layers' recurrence is not counted)
+        double attn = 2.0 * 2.0 * (m->hp.n_layers - m->hp.n_linear_layers) * (double)m->hp.n_heads * m->hp.head_dim * (double)n * n / 2;
         double flops = 2.0 * params * n + attn;
         printf("prefill tokens=%d time_s=%.4f tok_s=%.1f tflops=%.1f\n", n, best, n / best, flops / best / 1e12);
         fflush(stdout);
@@ -189,6 +200,8 @@ int main(int argc, char **argv)
                (double)streams * gen / t, 1e3 * t / gen);
     }
     forward_free(fw);
+    state_pool_free(states);
+    free(S.state_slot);
     kv_pool_free(kv);
     model_free(m);
     backend_free(be);

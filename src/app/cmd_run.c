@@ -39,7 +39,8 @@ static void usage(void)
             "  --output text|ids     what to print (default: text; ids for --prompt-ids)\n"
             "  --ignore-eos          keep going past end-of-sequence tokens\n"
             "  --backend ref|cpu|cuda  --threads N\n"
-            "  --kv-cache-bytes N    KV cache budget (suffixes K, M, G; default: free GPU memory on cuda, 1G on cpu)\n"
+            "  --kv-cache-bytes N    KV cache budget, with hybrid models' state slots (suffixes K, M, G;\n"
+            "                        default: free GPU memory on cuda, 1G on cpu)\n"
             "  --kv-dtype f32|f16|bf16|fp8  KV cache dtype (default bf16 on cuda, f32 on cpu; fp8 = f8e4m3,\n"
             "                        half of bf16's memory, no scales)\n");
 }

@@ -76,6 +76,12 @@ struct gdn_state_layer {
     struct tensor ssm;             // [n_slots, nv * dk * dv] f32: S of each value head, [dk][dv] (HF layout)
 };
 
+/* Backends that run a prefill in the chunked (WY) form of the delta rule start its chunks at
+ * positions that are multiples of this, counted from the sequence start; a prefill step that ends
+ * on such a position leaves the same state whatever the steps before it were, bit for bit (the
+ * scheduler cuts hybrid prefills there, sched.c: chunk_cut). */
+enum { GDN_CHUNK = 64 };
+
 struct gdn_params {
     int n_k_heads;                 // nk: q/k heads
     int n_v_heads;                 // nv, a multiple of nk: value head h reads q/k head h / (nv / nk)

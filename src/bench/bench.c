@@ -147,6 +147,7 @@ void bench_measure(struct bench_ctx *c, const char *body, const char *prompt_tex
         }
     }
     int n_deltas = res.n_content_deltas + res.n_reasoning_deltas;
+    r->cached_tokens = res.cached_tokens;
     if (res.completion_tokens >= 0) r->completion_tokens = res.completion_tokens;
     else if (res.t_first_ns) r->completion_tokens = n_deltas + (res.n_tool_deltas > 0);
     if (r->completion_tokens >= 0) {

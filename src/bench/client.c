@@ -85,6 +85,9 @@ static void take_usage(struct chat_result *r, const json_t *usage)
     const json_t *det = json_object_get(usage, "completion_tokens_details");
     const json_t *rt = json_is_object(det) ? json_object_get(det, "reasoning_tokens") : NULL;
     if (json_is_integer(rt)) r->reasoning_tokens = (int)json_integer_value(rt);
+    const json_t *pdet = json_object_get(usage, "prompt_tokens_details");
+    const json_t *cached = json_is_object(pdet) ? json_object_get(pdet, "cached_tokens") : NULL;
+    if (json_is_integer(cached)) r->cached_tokens = (int)json_integer_value(cached);
     r->got_usage = json_is_integer(pt) || json_is_integer(ct);
 }
 
@@ -235,7 +238,7 @@ static void transfer_error(struct stream_ctx *c, CURLcode res, const char *errbu
 enum status client_chat(const struct bench_http *h, const char *body, struct chat_result *out)
 {
     memset(out, 0, sizeof *out);
-    out->prompt_tokens = out->completion_tokens = out->reasoning_tokens = -1;
+    out->prompt_tokens = out->completion_tokens = out->reasoning_tokens = out->cached_tokens = -1;
     struct stream_ctx c = { .r = out, .h = h };
     sse_init(&c.sse, on_event, &c);
     struct strbuf url = {0};

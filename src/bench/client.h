@@ -47,6 +47,7 @@ struct chat_result {
     int     prompt_tokens;        // from usage; -1 when absent
     int     completion_tokens;    // from usage; -1 when absent
     int     reasoning_tokens;     // usage.completion_tokens_details.reasoning_tokens; -1 when absent
+    int     cached_tokens;        // usage.prompt_tokens_details.cached_tokens; -1 when absent
     bool    got_done;             // saw "data: [DONE]"
     bool    got_usage;
     char    finish_reason[32];

@@ -15,7 +15,7 @@ void bench_run_init(struct bench_run *r)
     memset(r, 0, sizeof *r);
     r->ttft_ms = r->total_ms = r->decode_ms = r->prefill_tps = r->decode_tps = NAN;
     r->start_ms = r->first_ms = r->end_ms = NAN;
-    r->prompt_tokens = r->completion_tokens = r->reasoning_tokens = r->content_tokens = -1;
+    r->prompt_tokens = r->completion_tokens = r->reasoning_tokens = r->content_tokens = r->cached_tokens = -1;
     snprintf(r->prompt_tokens_src, sizeof r->prompt_tokens_src, "none");
 }
 
@@ -70,6 +70,7 @@ enum status bench_run_write_jsonl(const struct bench_run *r, FILE *f)
     json_object_set_new(o, "prompt_tokens_src", json_string(r->prompt_tokens_src));
     json_object_set_new(o, "completion_tokens", int_or_null(r->completion_tokens));
     json_object_set_new(o, "reasoning_tokens", int_or_null(r->reasoning_tokens));
+    json_object_set_new(o, "cached_tokens", int_or_null(r->cached_tokens));
     json_object_set_new(o, "content_tokens", int_or_null(r->content_tokens));
     json_object_set_new(o, "tool_calls", json_integer(r->tool_calls));
     json_object_set_new(o, "tool_calls_clean", json_integer(r->tool_calls_clean));
@@ -144,6 +145,7 @@ enum status bench_run_from_json(const char *line, struct bench_run *out)
     get_fixed(o, "prompt_tokens_src", out->prompt_tokens_src, sizeof out->prompt_tokens_src);
     out->completion_tokens = get_int(o, "completion_tokens", -1);
     out->reasoning_tokens = get_int(o, "reasoning_tokens", -1);
+    out->cached_tokens = get_int(o, "cached_tokens", -1);
     out->content_tokens = get_int(o, "content_tokens", -1);
     out->tool_calls = get_int(o, "tool_calls", 0);
     out->tool_calls_clean = get_int(o, "tool_calls_clean", 0);

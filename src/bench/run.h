@@ -6,7 +6,7 @@
  * phase (agentic: cold|warm|prefix|cold_after_restart; sweep: run|warmup; burst: burst),
  * size (target prompt tokens), burst_n, run, nonce, ttft_ms, total_ms, decode_ms, prefill_tps,
  * decode_tps, prompt_tokens, prompt_tokens_src (usage|tokenizer|none), completion_tokens,
- * reasoning_tokens, content_tokens, tool_calls, tool_calls_clean, tool_error, start_ms,
+ * reasoning_tokens, cached_tokens (usage.prompt_tokens_details), content_tokens, tool_calls, tool_calls_clean, tool_error, start_ms,
  * first_ms, end_ms (relative to the start of the mode; burst overlap analysis), http_status,
  * finish_reason, thinking, max_tokens, error (null when the run succeeded).
  *
@@ -41,6 +41,7 @@ struct bench_run {
     char   prompt_tokens_src[12];
     int    completion_tokens;
     int    reasoning_tokens;
+    int    cached_tokens;     // prompt tokens the server reused (usage.prompt_tokens_details); -1 when unknown
     int    content_tokens;
     int    tool_calls;
     int    tool_calls_clean;

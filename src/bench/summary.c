@@ -82,8 +82,10 @@ static void print_agentic(const struct bench_ctx *c, FILE *f)
             fprintf(f, "%-20s ERROR: %s\n", r->phase, r->error);
             continue;
         }
-        fprintf(f, "%-20s TTFT %9.1f ms  prompt %6d tok  completion %4d tok  tool calls %d/%d clean\n", r->phase,
-                r->ttft_ms, r->prompt_tokens, r->completion_tokens, r->tool_calls_clean, r->tool_calls);
+        char cached[32] = "?";   // the server's usage.prompt_tokens_details.cached_tokens
+        if (r->cached_tokens >= 0) snprintf(cached, sizeof cached, "%d", r->cached_tokens);
+        fprintf(f, "%-20s TTFT %9.1f ms  prompt %6d tok  cached %6s tok  completion %4d tok  tool calls %d/%d clean\n",
+                r->phase, r->ttft_ms, r->prompt_tokens, cached, r->completion_tokens, r->tool_calls_clean, r->tool_calls);
     }
     if (a.verdict >= 0)
         fprintf(f, "cross-user prefix reuse: %s (median prefix-test TTFT %.1f ms / cold %.1f ms = %.3f; YES below %.1f)\n",

@@ -36,43 +36,51 @@ struct engine_cfg engine_cfg_default(void)
 
 /* ==== Lifetime ==== */
 
-/* KV blocks of the default budget (cfg->kv_cache_bytes == 0), capped at max_running full contexts
- * (more could never be used). Host backends: 1 GiB (memory is shared with everything else and
- * grows on demand). Backends with mem_info (cuda): the device memory still free, now that the
- * weights and this engine's activations are allocated, minus a margin for what is allocated later
- * (cuBLAS workspaces, the CUDA backend's lazily grown scratch, split-K attention partials,
- * context growth; together well under 1 GiB at the default step sizes): max(1 GiB, 5% of the
- * device). So a GPU serves as many tokens as it can hold without a flag; --kv-cache-bytes
- * overrides. Returns 0 (logged) when the margin leaves nothing. */
-static int kv_default_blocks(const struct engine_cfg *cfg, const struct model *m, struct backend *be, int cap)
+/* The default memory for sequences (cfg->kv_cache_bytes == 0: KV blocks, and the recurrent-state
+ * slots of hybrid models). Host backends: 1 GiB (memory is shared with everything else and grows
+ * on demand). Backends with mem_info (cuda): the device memory still free, now that the weights
+ * and this engine's activations are allocated, minus a margin for what is allocated later (cuBLAS
+ * workspaces, the CUDA backend's lazily grown scratch, split-K attention partials, context growth;
+ * together well under 1 GiB at the default step sizes): max(1 GiB, 5% of the device). So a GPU
+ * serves as many tokens as it can hold without a flag; --kv-cache-bytes overrides. Returns 0
+ * (logged) when the margin leaves nothing; *why says where the number came from. */
+static size_t seq_memory_default(struct backend *be, char *why, size_t why_len)
 {
     const double gib = (double)(1ull << 30);
-    size_t budget = (size_t)1 << 30;
-    char why[160];
-    snprintf(why, sizeof why, "default on a host backend");
-    if (be->ops->mem_info) {
-        size_t free_b = 0, total_b = 0;
-        be->ops->mem_info(be, &free_b, &total_b);
-        size_t margin = total_b / 20 > ((size_t)1 << 30) ? total_b / 20 : (size_t)1 << 30;
-        if (free_b <= margin) {
-            LOG_ERR("kv cache: %.2f GiB of %s memory free after weights and activations, not more than the %.2f GiB "
-                    "kept for workspaces: nothing left for the KV cache (a smaller model, --max-batch-tokens, or "
-                    "--kv-cache-bytes to force a size)", (double)free_b / gib, be->ops->name, (double)margin / gib);
-            return 0;
-        }
-        budget = free_b - margin;
-        snprintf(why, sizeof why, "%.2f GiB free on %s minus a %.2f GiB margin", (double)free_b / gib, be->ops->name,
-                 (double)margin / gib);
+    snprintf(why, why_len, "default on a host backend");
+    if (!be->ops->mem_info) return (size_t)1 << 30;
+    size_t free_b = 0, total_b = 0;
+    be->ops->mem_info(be, &free_b, &total_b);
+    size_t margin = total_b / 20 > ((size_t)1 << 30) ? total_b / 20 : (size_t)1 << 30;
+    if (free_b <= margin) {
+        LOG_ERR("kv cache: %.2f GiB of %s memory free after weights and activations, not more than the %.2f GiB "
+                "kept for workspaces: nothing left for the KV cache (a smaller model, --max-batch-tokens, or "
+                "--kv-cache-bytes to force a size)", (double)free_b / gib, be->ops->name, (double)margin / gib);
+        return 0;
     }
-    int n = kv_pool_blocks_for_bytes(m, cfg->kv_dtype, cfg->block_size, budget);
-    if (n > cap) {
-        n = cap;
-        snprintf(why + strlen(why), sizeof why - strlen(why), ", capped at %d full contexts", cfg->max_running);
+    snprintf(why, why_len, "%.2f GiB free on %s minus a %.2f GiB margin", (double)free_b / gib, be->ops->name,
+             (double)margin / gib);
+    return free_b - margin;
+}
+
+/* Hybrid models: state slots out of `budget` bytes of sequence memory. cfg->state_slots if set,
+ * else as many sequences as the budget holds with 1,024 tokens of KV each (an agent's turn), at
+ * least one; never more than max_running (more could never be used). 0 (logged) when the slots
+ * leave no room for a KV block. */
+static int state_slots_for_budget(const struct engine_cfg *cfg, const struct model *m, size_t budget)
+{
+    size_t per_slot = model_seq_state_bytes(&m->hp, DTYPE_F32);
+    size_t per_block = (size_t)cfg->block_size * model_kv_bytes_per_token(m, cfg->kv_dtype);
+    size_t n = cfg->state_slots > 0 ? (size_t)cfg->state_slots
+                                    : budget / (per_slot + model_kv_bytes_per_token(m, cfg->kv_dtype) * 1024);
+    if (n < 1) n = 1;
+    if (n > (size_t)cfg->max_running) n = (size_t)cfg->max_running;
+    if (n * per_slot + per_block > budget) {
+        LOG_ERR("sequence memory of %zu bytes holds %zu recurrent-state slots of %zu bytes but no KV block of %zu "
+                "bytes beside them (--kv-cache-bytes counts both)", budget, n, per_slot, per_block);
+        return 0;
     }
-    size_t bytes = (size_t)n * (size_t)cfg->block_size * model_kv_bytes_per_token(m, cfg->kv_dtype);
-    LOG_INFO("kv cache: %.2f GiB %s, %d blocks of %d tokens = %lld tokens (%s)", (double)bytes / gib,
-             dtype_name(cfg->kv_dtype), n, cfg->block_size, (long long)n * cfg->block_size, why);
-    return n;
+    return (int)n;
 }
 
 enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct backend *be, struct engine **out)
@@ -94,16 +102,6 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     int model_ctx = cfg.max_context > 0 && cfg.max_context < hp->max_pos ? cfg.max_context : hp->max_pos;
     int ctx_blocks = (model_ctx + bs - 1) / bs;
 
-    int n_blocks = 0;
-    if (cfg.kv_cache_bytes != 0) {
-        n_blocks = kv_pool_blocks_for_bytes(m, cfg.kv_dtype, bs, cfg.kv_cache_bytes);
-        if (n_blocks < 1) {
-            LOG_ERR("kv cache of %zu bytes holds no block of %d tokens (%zu bytes per token)", cfg.kv_cache_bytes, bs,
-                    model_kv_bytes_per_token(m, cfg.kv_dtype));
-            return STATUS_ENOMEM;
-        }
-    }
-
     struct engine *e = xcalloc(1, sizeof *e);
     e->cfg = cfg;
     e->m = m;
@@ -114,30 +112,43 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     // Activations first: the default KV budget is what device memory they leave.
     enum status st = forward_new(m, be, cfg.max_batch_tokens, cfg.max_running, &e->fw);
     if (st != STATUS_OK) goto out_free;
-    if (hp->n_linear_layers > 0 && auto_running && device) {
-        // Recurrent state is per running sequence (tens of MB on the big hybrids): by default at
-        // most a quarter of the device memory still free goes to state slots.
-        size_t free_b = 0, total_b = 0, per_seq = model_seq_state_bytes(hp, DTYPE_F32);
-        be->ops->mem_info(be, &free_b, &total_b);
-        size_t fit = per_seq ? free_b / 4 / per_seq : (size_t)cfg.max_running;
-        int n = fit < 8 ? 8 : fit > (size_t)cfg.max_running ? cfg.max_running : (int)fit;
-        if (n < cfg.max_running) cfg.max_running = e->cfg.max_running = n;
+    // One budget for sequence memory: the recurrent-state slots of a hybrid model come out of it
+    // first, the KV blocks take the rest; admission needs both (sched.c: try_admit).
+    char why[160];
+    snprintf(why, sizeof why, "--kv-cache-bytes");
+    size_t budget = cfg.kv_cache_bytes ? cfg.kv_cache_bytes : seq_memory_default(be, why, sizeof why);
+    if (budget == 0) {
+        st = STATUS_ENOMEM;
+        goto out_free_fw;
     }
     if (hp->n_linear_layers > 0) {
-        // one slot per running request: admission (n_running < max_running) never waits for one
-        if ((st = state_pool_new(m, be, cfg.max_running, &e->states)) != STATUS_OK) goto out_free_fw;
-        forward_bind_states(e->fw, e->states->layers);
-        LOG_INFO("recurrent state: %d slots of %.2f MiB", cfg.max_running,
-                 (double)model_seq_state_bytes(hp, DTYPE_F32) / (double)(1u << 20));
-    }
-    if (n_blocks == 0) {
-        long cap = (long)cfg.max_running * ctx_blocks;
-        n_blocks = kv_default_blocks(&cfg, m, be, cap > INT32_MAX ? INT32_MAX : (int)cap);
-        if (n_blocks < 1) {
+        int n_slots = state_slots_for_budget(&cfg, m, budget);
+        if (n_slots == 0) {
             st = STATUS_ENOMEM;
             goto out_free_fw;
         }
+        if ((st = state_pool_new(m, be, n_slots, &e->states)) != STATUS_OK) goto out_free_fw;
+        forward_bind_states(e->fw, e->states->layers);
+        budget -= e->states->bytes;
+        LOG_INFO("recurrent state: %d slots of %.2f MiB (%.2f GiB of the sequence memory)", n_slots,
+                 (double)state_pool_slot_bytes(e->states) / (double)(1u << 20),
+                 (double)e->states->bytes / (double)(1ull << 30));
     }
+    int n_blocks = kv_pool_blocks_for_bytes(m, cfg.kv_dtype, bs, budget);
+    if (n_blocks < 1) {
+        LOG_ERR("kv cache of %zu bytes holds no block of %d tokens (%zu bytes per token)", budget, bs,
+                model_kv_bytes_per_token(m, cfg.kv_dtype));
+        st = STATUS_ENOMEM;
+        goto out_free_fw;
+    }
+    long cap = (long)cfg.max_running * ctx_blocks;
+    if (cfg.kv_cache_bytes == 0 && n_blocks > cap) {
+        n_blocks = cap > INT32_MAX ? INT32_MAX : (int)cap;
+        snprintf(why + strlen(why), sizeof why - strlen(why), ", capped at %d full contexts", cfg.max_running);
+    }
+    LOG_INFO("kv cache: %.2f GiB %s, %d blocks of %d tokens = %lld tokens (%s)",
+             (double)n_blocks * bs * (double)model_kv_bytes_per_token(m, cfg.kv_dtype) / (double)(1ull << 30),
+             dtype_name(cfg.kv_dtype), n_blocks, bs, (long long)n_blocks * bs, why);
     st = kv_pool_new(m, be, cfg.kv_dtype, bs, n_blocks, &e->pool);
     if (st != STATUS_OK) goto out_free_fw;
     if (auto_running && device) {
@@ -156,12 +167,12 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     if (e->states) {
         // a snapshot: the token-chain fingerprint (checked on resume), then the slot's state
         e->state_bytes = sizeof(uint64_t) + state_pool_slot_bytes(e->states);
-        size_t budget = cfg.state_cache_bytes ? cfg.state_cache_bytes : (size_t)1 << 30;
-        size_t n = budget / e->state_bytes;
+        size_t snap_budget = cfg.state_cache_bytes ? cfg.state_cache_bytes : (size_t)1 << 30;
+        size_t n = snap_budget / e->state_bytes;
         n_snaps = n > (size_t)n_blocks ? n_blocks : (int)n;
         if (cfg.prefix_cache)
             LOG_INFO("prefix cache: %d state snapshots of %.2f MiB in %.2f GiB of host memory", n_snaps,
-                     (double)e->state_bytes / (double)(1u << 20), (double)budget / (double)(1ull << 30));
+                     (double)e->state_bytes / (double)(1u << 20), (double)snap_budget / (double)(1ull << 30));
     }
     if (e->state_bytes) e->state_buf = xcalloc(1, e->state_bytes);
     e->px = kv_prefix_new(e->kb, bs, e->state_bytes, cfg.prefix_cache ? n_snaps : 0);
@@ -195,6 +206,7 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     atomic_init(&e->poke, 0);
     e->acc.kv_blocks_total = n_blocks;
     e->acc.kv_blocks_free = n_blocks;
+    e->acc.state_slots_total = e->acc.state_slots_free = e->states ? e->states->n_slots : 0;
     e->acc.block_size = bs;
     e->acc.max_context = e->max_ctx;
     e->st = e->acc;
@@ -559,6 +571,7 @@ static void publish_stats(struct engine *e, double step_ms, int n_tok, bool work
     a->kv_blocks_used = kv_blocks_n_used(e->kb);
     a->kv_blocks_cached = kv_blocks_n_cached(e->kb);
     a->kv_blocks_free = kv_blocks_n_free(e->kb);
+    a->state_slots_free = e->states ? e->states->n_free : 0;
     if (worked) {
         a->steps++;
         a->last_step_ms = step_ms;

@@ -21,8 +21,10 @@
  * calls engine_end_on_stop_string, and the request ends with FINISH_STOP_MATCHED at the next step
  * and frees its blocks.
  *
- * Recurrent state (hybrid models): each running sequence holds a state slot (kv/state_pool.h, one
- * per max_running); its state is snapshotted into the prefix cache
+ * Recurrent state (hybrid models): each running sequence holds a state slot (kv/state_pool.h),
+ * from a pool that shares the sequence-memory budget with the KV blocks (engine_cfg.state_slots);
+ * admission needs a free slot and the blocks, and finish, cancel and preemption return both. Its
+ * state is snapshotted into the prefix cache
  * (kv/prefix.h) at its snapshot positions: the block-aligned ends of its chat messages
  * (gen_request.msg_ends, from the server's template rendering) and of its prompt; prefill chunks
  * are cut so a step ends exactly there. Admission then resumes from the deepest matched block that
@@ -73,10 +75,15 @@ enum { ENGINE_MAX_RUNNING_AUTO = 256 };   // the most sequences a GPU runs at on
 
 /* Zero fields take the defaults of engine_cfg_default(), except prefix_cache (false = off). */
 struct engine_cfg {
-    /* KV memory budget. 0: on a backend with mem_info (cuda), the device memory free after the
-     * weights and activations minus max(1 GiB, 5% of the device); elsewhere 1 GiB; both capped
-     * to max_running full contexts. The choice is logged. */
+    /* Sequence memory: the KV blocks and, for hybrid models, the recurrent-state slots (one per
+     * running sequence, taken first; the blocks get the rest). 0: on a backend with mem_info
+     * (cuda), the device memory free after the weights and activations minus max(1 GiB, 5% of the
+     * device); elsewhere 1 GiB; the blocks capped to max_running full contexts. Logged. */
     size_t     kv_cache_bytes;
+    /* Hybrid models: recurrent-state slots, i.e. sequences that can run at once (out of
+     * kv_cache_bytes). 0: as many as the budget holds with 1,024 tokens of KV each, at least 1, at
+     * most max_running. A request waits for a free slot as it waits for KV blocks. */
+    int        state_slots;
     enum dtype kv_dtype;            // f32 (CPU default; DTYPE_F32 == 0), f16, bf16, f8e4m3 (scale 1.0)
     int        block_size;          // tokens per KV block (16)
     /* Per-step token budget (prefill chunks + decodes). 0: 8192 on a backend with its own device
@@ -203,6 +210,7 @@ bool        engine_step(struct engine *e);
 struct engine_stats {
     int      n_running, n_waiting;
     int      kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_blocks_free;
+    int      state_slots_total, state_slots_free;   // hybrid models' recurrent-state slots (0, 0 otherwise)
     int      block_size;
     int      max_context;           // tokens a request may reach: min(max_pos, whole cache)
     uint64_t prefix_lookups, prefix_hit_tokens, prompt_tokens, generated_tokens;

@@ -13,7 +13,8 @@
  *      waits, and chunks take the whole budget.
  *   3. admission, FIFO: the queue head is matched against the prefix cache, and admitted when the
  *      blocks its known tokens still need fit in the free + evictable blocks, keeping one block
- *      per running sequence in reserve for their decodes. Admission allocates all blocks of the
+ *      per running sequence in reserve for their decodes, and (hybrid models) a recurrent-state
+ *      slot is free; otherwise it waits at the head of the queue. Admission allocates all blocks of the
  *      known tokens at once, so prefill never needs memory later; only decodes grow.
  * Preempted requests keep their sampler state and generated tokens: recomputation ends on the
  * last known token and samples the next new one, so outputs are the same as without preemption.
@@ -95,12 +96,17 @@ void sched_state_advance(struct engine *e, struct request *r, int start, int n)
     }
 }
 
-/* State models: a chunk from start ends at the first snapshot position inside it. */
+/* State models: a chunk from start ends at the first snapshot position inside it; else, short of
+ * the end of the known tokens, on a multiple of GDN_CHUNK when one lies inside it, where the
+ * backends' chunked delta rule cuts its own chunks: a prompt's state then does not depend on the
+ * step budget (nor so on the batch around it), only on its snapshot and resume positions. */
 static int chunk_cut(const struct engine *e, const struct request *r, int start, int n)
 {
     if (e->state_bytes == 0) return n;
     for (int i = 0; i < r->n_snap_pos; i++)
         if (r->snap_pos[i] > start && r->snap_pos[i] < start + n) return r->snap_pos[i] - start;
+    int end = start + n, aligned = end / GDN_CHUNK * GDN_CHUNK;
+    if (end < r->n_tok && aligned > start) return aligned - start;
     return n;
 }
 
@@ -187,6 +193,7 @@ static bool try_admit(struct engine *e, struct request *r)
     int avail = kv_blocks_n_available(e->kb) - hits_cached;
     int reserve = e->n_running;
     if (need + reserve > avail && !(e->n_running == 0 && need <= avail)) return false;
+    if (e->states && e->states->n_free == 0) return false;   // every state slot is taken: wait like for blocks
 
     for (int i = 0; i < n_hit; i++) {
         kv_blocks_retain(e->kb, e->hit_blocks[i]);
@@ -195,7 +202,7 @@ static bool try_admit(struct engine *e, struct request *r)
     }
     r->n_keyed = n_hit;
     r->n_computed = n_hit * e->bs;
-    if (e->states) {   // one slot per running request: there is always one
+    if (e->states) {
         r->state_slot = state_pool_alloc(e->states);
         CHECK(r->state_slot >= 0, "state slot accounting is wrong");
     }

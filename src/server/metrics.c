@@ -144,6 +144,10 @@ void metrics_render(struct metrics *m, const struct engine_stats *st, struct str
                      "cairn_kv_blocks{state=\"total\"} %d\ncairn_kv_blocks{state=\"used\"} %d\n"
                      "cairn_kv_blocks{state=\"cached\"} %d\ncairn_kv_blocks{state=\"free\"} %d\n",
                   st->kv_blocks_total, st->kv_blocks_used, st->kv_blocks_cached, st->kv_blocks_free);
+    if (st->state_slots_total > 0)   // hybrid models: a slot per running sequence, out of the same memory
+        strbuf_printf(o, "# HELP cairn_state_slots Recurrent-state slots (hybrid models) by state.\n"
+                         "# TYPE cairn_state_slots gauge\ncairn_state_slots{state=\"total\"} %d\n"
+                         "cairn_state_slots{state=\"free\"} %d\n", st->state_slots_total, st->state_slots_free);
     strbuf_printf(o, "# HELP cairn_queue_depth Requests waiting for admission.\n# TYPE cairn_queue_depth gauge\n"
                      "cairn_queue_depth %d\n", st->n_waiting);
     strbuf_printf(o, "# HELP cairn_running Requests being generated.\n# TYPE cairn_running gauge\ncairn_running %d\n",

@@ -460,7 +460,13 @@ static void xml_emit_param(struct toolparse *tp, const char *v, size_t len)
     const json_t *props = json_object_get(tool_params(tp->tools, tp->fname), "properties");
     const char *type = json_string_value(json_object_get(json_object_get(props, tp->xml_param), "type"));
     json_t *val = NULL;
-    if (!type || strcmp(type, "string")) val = json_loadb(v, len, JSON_DECODE_ANY, NULL);
+    // The Qwen3.5/3.6 templates render history values with Jinja's |string, i.e. Python's str():
+    // True, False, None. A model imitates them, so for typed parameters they mean the JSON values.
+    bool typed = type && strcmp(type, "string");
+    if (typed && len == 4 && !memcmp(v, "True", 4)) val = json_true();
+    else if (typed && len == 5 && !memcmp(v, "False", 5)) val = json_false();
+    else if (typed && len == 4 && !memcmp(v, "None", 4)) val = json_null();
+    else if (!type || strcmp(type, "string")) val = json_loadb(v, len, JSON_DECODE_ANY, NULL);
     if (!val) val = json_stringn_nocheck(v, len);
     char *vs = json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT);
     strbuf_puts(&sb, vs ? vs : "null");

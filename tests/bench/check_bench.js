@@ -32,7 +32,7 @@ function compareStats(got, want, what) {
 }
 const FIELDS = ['url', 'model', 'label', 'mode', 'phase', 'size', 'burst_n', 'run', 'nonce', 'ttft_ms', 'total_ms',
   'decode_ms', 'prefill_tps', 'decode_tps', 'prompt_tokens', 'prompt_tokens_src', 'completion_tokens',
-  'reasoning_tokens', 'content_tokens', 'tool_calls', 'tool_calls_clean', 'start_ms', 'first_ms', 'end_ms',
+  'reasoning_tokens', 'cached_tokens', 'content_tokens', 'tool_calls', 'tool_calls_clean', 'start_ms', 'first_ms', 'end_ms',
   'http_status', 'error'];
 
 if (cmd === 'sweep' || cmd === 'sweep-real') {

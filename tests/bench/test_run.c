@@ -27,6 +27,7 @@ TEST(jsonl_round_trip)
     mk(&r, "eng \"1\"", "sweep", "run", 512, 12.5, NAN);
     r.url = xstrdup("http://x:1");
     r.prompt_tokens = 513;
+    r.cached_tokens = 496;
     snprintf(r.prompt_tokens_src, sizeof r.prompt_tokens_src, "usage");
     bench_run_set_error(&r, "stalled: no data for 1 s");
     bench_run_set_error(&r, "second reason is dropped");
@@ -46,7 +47,7 @@ TEST(jsonl_round_trip)
     EXPECT(!strcmp(b->mode, "sweep") && !strcmp(b->phase, "run"));
     EXPECT(b->size == 512 && b->prompt_tokens == 513 && b->completion_tokens == 10);
     EXPECT(b->ttft_ms == 12.5 && isnan(b->decode_tps) && isnan(b->total_ms));
-    EXPECT(b->reasoning_tokens == -1);
+    EXPECT(b->reasoning_tokens == -1 && b->cached_tokens == 496);
     EXPECT(b->error && !strcmp(b->error, "stalled: no data for 1 s"));
     bench_runs_free(&rs);
     // a line that is not a record is refused with its file

@@ -1,7 +1,8 @@
 /* test_engine_hybrid: the batching engine on a tiny synthesized Qwen3.5-MoE (Gated DeltaNet +
  * gated attention + shared expert; tests/engine/tiny_qwen35_moe.json) on the cpu backend: staggered
  * requests equal their solo runs (the runner), preemption under a tiny KV budget keeps the outputs
- * (a preempted sequence's recurrent state restarts with its recomputation), cancel in prefill
+ * (a preempted sequence's recurrent state restarts with its recomputation), a full state pool
+ * (its slots share the budget with the KV blocks) makes requests wait, cancel in prefill
  * or decode returns every KV block and every recurrent-state slot, and the prefix cache resumes
  * from real state snapshots at the block-aligned ends of messages and prompts: the cached tokens
  * are exactly the snapshot's position and the continuation equals a full recompute. */
@@ -59,7 +60,7 @@ TEST(staggered_equal_solo)
     struct engine_cfg cfg = engine_cfg_default();
     cfg.max_batch_tokens = 96;
     cfg.max_running = 12;
-    cfg.kv_cache_bytes = 4 << 20;
+    cfg.kv_cache_bytes = 8 << 20;   // holds more than 12 slots with 1,024 tokens of KV each
     struct engine *e;
     ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
     ASSERT(e->states && e->states->n_slots == 12 && e->cfg.prefix_cache);
@@ -97,9 +98,12 @@ TEST(preemption_keeps_outputs)
     struct engine_cfg cfg = engine_cfg_default();
     cfg.max_batch_tokens = 64;
     cfg.max_running = 8;
-    cfg.kv_cache_bytes = model_kv_bytes_per_token(g_m, DTYPE_F32) * 16 * 16;   // 16 blocks = 256 tokens
+    cfg.state_slots = 8;
+    cfg.kv_cache_bytes = model_kv_bytes_per_token(g_m, DTYPE_F32) * 16 * 16 +   // 16 blocks = 256 tokens
+                         8 * model_seq_state_bytes(&g_m->hp, DTYPE_F32);
     struct engine *e;
     ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+    ASSERT(e->states->n_slots == 8 && e->acc.kv_blocks_total == 16);   // the slots came out of the budget
     for (int i = 0; i < N; i++) {
         struct gen_request g = greedy_req(jobs[i].prompt, jobs[i].n_prompt, jobs[i].max_tokens);
         ASSERT(engine_submit(e, &g, &jobs[i].ts) == STATUS_OK);
@@ -115,6 +119,81 @@ TEST(preemption_keeps_outputs)
     fprintf(stderr, "  %llu preemptions\n", (unsigned long long)st.preemptions);
     EXPECTF(check_jobs(jobs, N) == 0, "outputs changed by preemption");
     EXPECT(st.kv_blocks_used == 0 && e->states->n_free == e->states->n_slots);
+    engine_free(e);
+}
+
+/* The state pool shares the sequence-memory budget with the KV blocks: the slots the budget holds
+ * (auto: 1,024 tokens of KV beside each), a clear ENOMEM when nothing is left for a block, and a
+ * full pool makes requests wait (never more running than slots), alone and together with KV
+ * preemption, with outputs unchanged and every slot and block back at the end. */
+TEST(state_pool_exhaustion_waits)
+{
+    size_t per_slot = model_seq_state_bytes(&g_m->hp, DTYPE_F32), per_tok = model_kv_bytes_per_token(g_m, DTYPE_F32);
+    struct engine_cfg cfg = engine_cfg_default();
+    cfg.max_batch_tokens = 64;
+    cfg.max_running = 8;
+    cfg.kv_cache_bytes = 3 * (per_slot + 1024 * per_tok);
+    struct engine *e;
+    ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+    EXPECTF(e->states->n_slots == 3, "auto rule: %d slots", e->states->n_slots);
+    EXPECT((size_t)e->acc.kv_blocks_total * 16 * per_tok + 3 * per_slot <= cfg.kv_cache_bytes);
+    engine_free(e);
+    cfg.kv_cache_bytes = 2 * per_slot + 16 * per_tok - 1;   // two slots and no whole block
+    cfg.state_slots = 2;
+    EXPECT(engine_new(&cfg, g_m, g_be, &e) == STATUS_ENOMEM);
+
+    enum { N = 8 };
+    static struct job jobs[N];
+    for (int i = 0; i < N; i++) {
+        struct job *j = &jobs[i];
+        memset(j, 0, sizeof *j);
+        j->n_prompt = 20 + 23 * i;
+        j->max_tokens = 10 + i;
+        random_prompt(900 + (uint64_t)i, j->prompt, j->n_prompt);
+        solo_greedy(j->prompt, j->n_prompt, j->max_tokens, j->want);
+    }
+    cfg.state_slots = 3;
+    cfg.kv_cache_bytes = 4 << 20;
+    ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+    ASSERT(e->states->n_slots == 3);
+    for (int i = 0; i < N; i++) {
+        struct gen_request g = greedy_req(jobs[i].prompt, jobs[i].n_prompt, jobs[i].max_tokens);
+        ASSERT(engine_submit(e, &g, &jobs[i].ts) == STATUS_OK);
+    }
+    int most = 0, waited = 0;
+    for (int s = 0; s < 5000 && engine_step(e); s++) {
+        if (e->n_running > most) most = e->n_running;
+        waited += e->n_waiting > 0 && e->n_running == 3;
+        EXPECT(e->n_running <= 3 && e->states->n_free == e->states->n_slots - e->n_running);
+        for (int i = 0; i < N; i++) job_collect(&jobs[i]);
+    }
+    for (int i = 0; i < N; i++) job_collect(&jobs[i]);
+    EXPECTF(most == 3 && waited > 0, "at most %d running, %d steps with requests waiting for a slot", most, waited);
+    EXPECTF(check_jobs(jobs, N) == 0, "outputs changed by waiting for state slots");
+    struct engine_stats st;
+    engine_get_stats(e, &st);
+    EXPECT(st.kv_blocks_used == 0 && st.state_slots_total == 3 && st.state_slots_free == 3);
+    engine_free(e);
+
+    // a full pool and a short KV cache at once: preemptions free slots and blocks, the queue waits
+    // for both, and the outputs still equal the solo runs
+    cfg.kv_cache_bytes = 3 * per_slot + 14 * 16 * per_tok;   // 14 blocks = 224 tokens
+    ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+    ASSERT(e->states->n_slots == 3 && e->acc.kv_blocks_total == 14);
+    for (int i = 0; i < N; i++) {
+        jobs[i].n_got = jobs[i].done = 0;
+        struct gen_request g = greedy_req(jobs[i].prompt, jobs[i].n_prompt, jobs[i].max_tokens);
+        ASSERT(engine_submit(e, &g, &jobs[i].ts) == STATUS_OK);
+    }
+    for (int s = 0; s < 5000 && engine_step(e); s++) {
+        EXPECT(e->n_running <= 3 && e->states->n_free == e->states->n_slots - e->n_running);
+        for (int i = 0; i < N; i++) job_collect(&jobs[i]);
+    }
+    for (int i = 0; i < N; i++) job_collect(&jobs[i]);
+    engine_get_stats(e, &st);
+    EXPECTF(st.preemptions > 0, "no preemption happened");
+    EXPECTF(check_jobs(jobs, N) == 0, "outputs changed by preemption under a full state pool");
+    EXPECT(st.kv_blocks_used == 0 && st.state_slots_free == 3);
     engine_free(e);
 }
 
@@ -222,6 +301,7 @@ int main(void)
     CHECK(model_prepare(g_m, g_be) == STATUS_OK, "model_prepare failed");
     RUN(staggered_equal_solo);
     RUN(preemption_keeps_outputs);
+    RUN(state_pool_exhaustion_waits);
     RUN(cancel_returns_slots_and_blocks);
     RUN(prefix_cache_resumes_from_snapshots);
     fixture_deinit();

@@ -4,6 +4,7 @@
 
 #include "base/mem.h"
 #include "base/rng.h"
+#include "text/chat.h"
 #include "text/output.h"
 #include "text/reasoning.h"
 #include "text/stopstr.h"
@@ -120,6 +121,109 @@ TEST(xml_streams_string_values)
     toolparse_free(tp);
     strbuf_free(&r.out);
     json_decref(tools);
+}
+
+/* ==== Qwen3.5/3.6 chat template round trip ==== */
+
+struct calls { int n; char name[4][64]; struct strbuf args[4]; };
+
+static void on_call(void *ctx, const struct tp_event *ev)
+{
+    struct calls *c = ctx;
+    if (ev->kind == TP_CALL_START && ev->index < 4) {
+        snprintf(c->name[ev->index], sizeof c->name[0], "%s", ev->name);
+        c->n = ev->index + 1;
+    }
+    if (ev->kind == TP_CALL_ARGS && ev->index < 4) strbuf_append(&c->args[ev->index], ev->text, ev->len);
+}
+
+/* Parses text (fed in chunks of `chunk` bytes) with the qwen3_coder parser; the calls land in c. */
+static void parse_calls(const char *text, size_t len, const json_t *tools, size_t chunk, struct calls *c)
+{
+    memset(c, 0, sizeof *c);
+    int n_calls = 0;
+    struct toolparse *tp = toolparse_new(TOOL_FAMILY_QWEN3_CODER, tools, &n_calls, on_call, c);
+    for (size_t i = 0; i < len; i += chunk) toolparse_feed(tp, text + i, len - i < chunk ? len - i : chunk);
+    toolparse_finish(tp);
+    toolparse_free(tp);
+}
+
+/* The Qwen3.5/3.6 chat template (tests/text/golden/tpl_qwen3_5.jinja, as shipped with the
+ * checkpoints) renders tool calls in the history and shows the format in its system prompt: both,
+ * parsed back by the qwen3_coder parser, give the calls that went in (names, and arguments equal
+ * as JSON: strings, integers, floats, booleans, nested objects and arrays, multi-line text). */
+TEST(qwen35_template_round_trip)
+{
+    FILE *f = fopen("tests/text/golden/tpl_qwen3_5.jinja", "rb");
+    ASSERT(f);
+    static char src[32768];
+    size_t n_src = fread(src, 1, sizeof src - 1, f);
+    fclose(f);
+    src[n_src] = 0;
+    struct chat_template *ct;
+    ASSERT(chat_template_from_source(src, "", "<|im_end|>", &ct) == STATUS_OK);
+    json_t *args0 = json_pack("{s:s, s:i, s:b, s:f, s:{s:[i,i]}, s:[s,s], s:s, s:s}", "city", "Paris", "days", 3,
+                              "metric", 1, "ratio", 0.5, "opts", "a", 1, 2, "tags", "x", "y", "note",
+                              "line1\n  line2 </par\n\nend", "code", "007");
+    json_t *args1 = json_pack("{s:b}", "dry_run", 0);
+    json_t *tools = json_loads(
+        "[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{\"type\":\"object\","
+        "\"properties\":{\"city\":{\"type\":\"string\"},\"days\":{\"type\":\"integer\"},\"metric\":{\"type\":\"boolean\"},"
+        "\"ratio\":{\"type\":\"number\"},\"opts\":{\"type\":\"object\"},\"tags\":{\"type\":\"array\"},"
+        "\"note\":{\"type\":\"string\"},\"code\":{\"type\":\"string\"}}}}},"
+        "{\"type\":\"function\",\"function\":{\"name\":\"deploy\",\"parameters\":{\"type\":\"object\","
+        "\"properties\":{\"dry_run\":{\"type\":\"boolean\"}}}}}]", 0, NULL);
+    json_t *msgs = json_pack("[{s:s, s:s}, {s:s, s:s, s:[{s:s, s:{s:s, s:O}}, {s:s, s:{s:s, s:O}}]}, {s:s, s:s}]",
+                             "role", "user", "content", "weather in Paris, then deploy",
+                             "role", "assistant", "content", "Let me check.", "tool_calls",
+                             "type", "function", "function", "name", "get_weather", "arguments", args0,
+                             "type", "function", "function", "name", "deploy", "arguments", args1,
+                             "role", "tool", "content", "sunny");
+    ASSERT(tools && msgs);
+    char *text = NULL, *err = NULL;
+    ASSERT(chat_render(ct, msgs, tools, NULL, false, &text, &err) == STATUS_OK);
+    // the assistant turn as the model would have generated it
+    const char *a = strstr(text, "<|im_start|>assistant\n");
+    ASSERT(a);
+    a += strlen("<|im_start|>assistant\n");
+    const char *end = strstr(a, "<|im_end|>");
+    ASSERT(end);
+    const json_t *want[2] = { args0, args1 };
+    const char *want_name[2] = { "get_weather", "deploy" };
+    for (size_t chunk = 1; chunk <= 4096; chunk = chunk * 7 + 1) {
+        struct calls c;
+        parse_calls(a, (size_t)(end - a), tools, chunk, &c);
+        EXPECTF(c.n == 2, "chunks of %zu: %d calls", chunk, c.n);
+        for (int i = 0; i < c.n && i < 2; i++) {
+            json_t *got = json_loads(c.args[i].data ? c.args[i].data : "", 0, NULL);
+            EXPECTF(!strcmp(c.name[i], want_name[i]) && got && json_equal(got, want[i]),
+                    "chunks of %zu: call %d %s(%s)", chunk, i, c.name[i], c.args[i].data ? c.args[i].data : "");
+            json_decref(got);
+            strbuf_free(&c.args[i]);
+        }
+    }
+    // the format example of the system prompt
+    const char *ex = strstr(text, "<tool_call>\n<function=example_function_name>");
+    ASSERT(ex);
+    const char *ex_end = strstr(ex, "</tool_call>");
+    ASSERT(ex_end);
+    struct calls c;
+    parse_calls(ex, (size_t)(ex_end + strlen("</tool_call>") - ex), tools, 4096, &c);
+    json_t *ex_want = json_pack("{s:s, s:s}", "example_parameter_1", "value_1", "example_parameter_2",
+                                "This is the value for the second parameter\nthat can span\nmultiple lines");
+    json_t *ex_got = json_loads(c.args[0].data ? c.args[0].data : "", 0, NULL);
+    EXPECTF(c.n == 1 && !strcmp(c.name[0], "example_function_name") && ex_got && json_equal(ex_got, ex_want),
+            "example: %d calls, %s(%s)", c.n, c.name[0], c.args[0].data ? c.args[0].data : "");
+    strbuf_free(&c.args[0]);
+    json_decref(ex_got);
+    json_decref(ex_want);
+    free(text);
+    free(err);
+    json_decref(msgs);
+    json_decref(tools);
+    json_decref(args0);
+    json_decref(args1);
+    chat_template_free(ct);
 }
 
 TEST(llama3)
@@ -277,6 +381,7 @@ int main(void)
     RUN(hermes);
     RUN(qwen3_coder);
     RUN(xml_streams_string_values);
+    RUN(qwen35_template_round_trip);
     RUN(llama3);
     RUN(mistral);
     RUN(deepseek_v3);

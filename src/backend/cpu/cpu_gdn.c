@@ -1,14 +1,16 @@
 /* cpu_gdn: the Gated DeltaNet ops of the cpu backend (contracts in backend/backend.h).
  *
- * Design note: both state ops run the plain recurrent form, token by token, threaded where the
- * work is independent: the conv over blocks of channels, the delta rule over (sequence, value
- * head) pairs, each walking its sequence's tokens in order. A prefill of T tokens thus costs
- * T sequential rank-1 updates per head (no chunked WY form yet: that is the next step for long
- * prompts, see qwen35-arch.md section 3.7). The state S of a head is swept twice per token,
- * once to decay it and read S^T k, once to add k delta^T and read S^T q, with f32 sums over
- * contiguous dv so the compiler vectorises them. Results match ref within f32 rounding.
+ * Design note: the conv runs token by token, threaded over blocks of channels. The delta rule is
+ * threaded over (sequence, value head) pairs, each walking its sequence's tokens in order: a
+ * decode token takes the recurrent step (two sweeps over the head's state S with f32 sums over
+ * contiguous dv), a prefill piece of 2-64 tokens the chunked WY form (rec_chunk: a few small
+ * GEMMs on the attention kernels, qk and pv, with S read three times per chunk instead of twice
+ * per token). Chunks are aligned to positions that are multiples of 64, so the result depends on
+ * where the step cut the prompt only through the pieces next to the cut. Both forms match ref
+ * (the recurrent oracle) within f32 rounding, not bit for bit (qwen35-arch.md 3.7).
  */
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
@@ -94,43 +96,143 @@ static void l2norm_f(float *y, const float *x, int64_t n, float scale)
     for (int64_t j = 0; j < n; j++) y[j] = x[j] * inv;
 }
 
+/* Token i's inputs for value head h: normalised q (times dk^-0.5) and k, the log-decay g, beta. */
+static void rec_token(const struct rec_ctx *a, int i, int64_t h, int64_t kh, float *qn, float *kn, float *g,
+                      float *beta)
+{
+    int64_t dk = a->p->k_dim;
+    l2norm_f(qn, (const float *)host_row(a->q, i) + kh * dk, dk, 1.0f / sqrtf((float)dk));
+    l2norm_f(kn, (const float *)host_row(a->k, i) + kh * dk, dk, 1.0f);
+    float ah = ((const float *)host_row(a->a, i))[h] + a->dt_bias[h];
+    *g = -expf(a->a_log[h]) * (ah > 20.0f ? ah : log1pf(expf(ah)));
+    *beta = 1.0f / (1.0f + expf(-((const float *)host_row(a->b, i))[h]));
+}
+
+/* One token, the recurrent form (decode): S = e^g S; delta = beta (v - S^T k); S += k delta^T;
+ * o = S^T q. S swept twice, with f32 sums over contiguous dv. */
+static void rec_step(const struct rec_ctx *a, int i, int64_t h, int64_t kh, float *S, float *scratch)
+{
+    int64_t dk = a->p->k_dim, dv = a->p->v_dim;
+    float *qn = scratch, *kn = qn + dk, *m = kn + dk, *delta = m + dv, *o = delta + dv, g, beta;
+    rec_token(a, i, h, kh, qn, kn, &g, &beta);
+    float decay = expf(g);
+    const float *vr = (const float *)host_row(a->v, i) + h * dv;
+    for (int64_t c = 0; c < dv; c++) m[c] = o[c] = 0;
+    for (int64_t r = 0; r < dk; r++) {   // S = decay S; m = S^T k
+        float *row = S + r * dv, kr = kn[r];
+        for (int64_t c = 0; c < dv; c++) {
+            row[c] *= decay;
+            m[c] += row[c] * kr;
+        }
+    }
+    for (int64_t c = 0; c < dv; c++) delta[c] = beta * (vr[c] - m[c]);
+    for (int64_t r = 0; r < dk; r++) {   // S += k delta^T; o = S^T q
+        float *row = S + r * dv, kr = kn[r], qr = qn[r];
+        for (int64_t c = 0; c < dv; c++) {
+            row[c] += kr * delta[c];
+            o[c] += row[c] * qr;
+        }
+    }
+    memcpy((float *)host_row(a->out, i) + h * dv, o, sizeof(float) * (size_t)dv);
+}
+
+/* Floats of rec_chunk's scratch for chunks of up to GDN_CHUNK tokens (pointer arrays included). */
+static size_t rec_chunk_scratch(int64_t dk, int64_t dv)
+{
+    int64_t L = GDN_CHUNK;
+    return (size_t)(3 * L * dk + 2 * L * dv + 2 * L * L + dk * L + 2 * L + 2 * (3 * L + dk) + 16);
+}
+
+/* L >= 2 consecutive tokens idx[0..L) of one sequence inside one chunk, the chunked (WY) form of
+ * the same updates (qwen35-arch.md 3.7), with G_i = g_1 + ... + g_i:
+ *   A_ij = beta_i (k_i.k_j) e^(G_i - G_j) (j < i);  (I + A) U = diag(beta) V,
+ *   (I + A) W = diag(beta e^G) K  (forward substitution; T = (I + A)^-1 never formed);
+ *   V' = U - W S;  O = diag(e^G) Q S + (Q K^T . e^(G_i - G_j), j <= i) V';
+ *   S = e^(G_L) S + (K . e^(G_L - G))^T V'.
+ * Every product is a kf->qk (dots) or kf->pv (row-weighted sums: the attention kernels, SIMD and
+ * register-blocked), so a chunk costs about 3 L dk dv FMAs in cache-friendly GEMMs where the
+ * recurrent form makes 4 L dk dv in 2 L sweeps over S. Same results to f32 rounding. */
+static void rec_chunk(const struct rec_ctx *a, const int *idx, int L, int64_t h, int64_t kh, float *S, float *scr)
+{
+    const struct cpu_kern *kf = a->c->kf;
+    int64_t dk = a->p->k_dim, dv = a->p->v_dim;
+    float *Q = scr, *K = Q + L * dk, *Wn = K + L * dk;          // [L][dk]; Wn = -W
+    float *U = Wn + L * dk, *O = U + L * dv;                     // [L][dv]; U becomes V'
+    float *KK = O + L * dv, *QK = KK + L * L;                    // [L][L]
+    float *KdT = QK + L * L, *G = KdT + dk * L, *beta = G + L;   // [dk][L], [L], [L]
+    const void **prow = (const void **)(((uintptr_t)(beta + L) + 15) & ~(uintptr_t)15);
+    const void **k_rows = prow, **u_rows = k_rows + L, **w_rows = u_rows + L, **s_rows = w_rows + L;
+    float gsum = 0;
+    for (int t = 0; t < L; t++) {
+        float g;
+        rec_token(a, idx[t], h, kh, Q + t * dk, K + t * dk, &g, &beta[t]);
+        G[t] = gsum += g;
+        k_rows[t] = K + t * dk;
+        u_rows[t] = U + t * dv;
+        w_rows[t] = Wn + t * dk;
+    }
+    for (int64_t r = 0; r < dk; r++) s_rows[r] = S + r * dv;
+    kf->qk(L, K, (int)dk, k_rows, L, DTYPE_F32, KK, L);
+    kf->qk(L, Q, (int)dk, k_rows, L, DTYPE_F32, QK, L);
+    for (int i = 0; i < L; i++) {
+        for (int j = 0; j < L; j++) {
+            float d = j <= i ? expf(G[i] - G[j]) : 0.0f;
+            KK[i * L + j] = j < i ? -beta[i] * KK[i * L + j] * d : 0.0f;   // -A
+            QK[i * L + j] *= d;                                              // P, zero above the diagonal
+        }
+    }
+    for (int i = 0; i < L; i++) {   // forward substitution, row by row
+        const float *vr = (const float *)host_row(a->v, idx[i]) + h * dv;
+        float eg = expf(G[i]);
+        for (int64_t c = 0; c < dv; c++) U[i * dv + c] = beta[i] * vr[c];
+        for (int64_t r = 0; r < dk; r++) Wn[i * dk + r] = -beta[i] * eg * K[i * dk + r];
+        if (i > 0) {
+            kf->pv(1, U + i * dv, (int)dv, KK + i * L, L, u_rows, i, DTYPE_F32);
+            kf->pv(1, Wn + i * dk, (int)dk, KK + i * L, L, w_rows, i, DTYPE_F32);
+        }
+    }
+    for (int i = 0; i < L; i++) {   // O's state part reads Q e^G
+        float eg = expf(G[i]);
+        for (int64_t r = 0; r < dk; r++) Q[i * dk + r] *= eg;
+    }
+    memset(O, 0, sizeof(float) * (size_t)(L * dv));
+    kf->pv(L, O, (int)dv, Q, (int)dk, s_rows, (int)dk, DTYPE_F32);    // O = diag(e^G) Q S
+    kf->pv(L, U, (int)dv, Wn, (int)dk, s_rows, (int)dk, DTYPE_F32);   // V' = U - W S
+    kf->pv(L, O, (int)dv, QK, L, u_rows, L, DTYPE_F32);                // O += P V'
+    float eL = expf(G[L - 1]);
+    for (int64_t r = 0; r < dk; r++)
+        for (int t = 0; t < L; t++) KdT[r * L + t] = K[t * dk + r] * expf(G[L - 1] - G[t]);
+    for (int64_t e = 0; e < dk * dv; e++) S[e] *= eL;
+    kf->pv((int)dk, S, (int)dv, KdT, L, u_rows, L, DTYPE_F32);        // S = e^G_L S + Kd^T V'
+    for (int t = 0; t < L; t++) memcpy((float *)host_row(a->out, idx[t]) + h * dv, O + t * dv, sizeof(float) * (size_t)dv);
+}
+
+/* One (sequence, value head): its tokens of the step in order, cut into pieces at chunk
+ * boundaries; a piece of one token (decode) takes the recurrent step, longer ones the chunked form. */
 static void rec_task(void *arg, int task, int thread)
 {
     struct rec_ctx *a = arg;
     const struct gdn_params *p = a->p;
+    const struct batch_meta *meta = a->meta;
     int64_t nv = p->n_v_heads, dk = p->k_dim, dv = p->v_dim;
     int seq = task / (int)nv;
     int64_t h = task % nv, kh = h / (nv / p->n_k_heads);
-    float *qn = cpu_thread_scratch(a->c, thread, (size_t)(2 * dk + 3 * dv));
-    float *kn = qn + dk, *m = kn + dk, *delta = m + dv, *o = delta + dv;
-    float neg_a = -expf(a->a_log[h]);
-    for (int i = 0; i < a->meta->n_tok; i++) {
-        if (a->meta->tok_seq[i] != seq) continue;
-        float *S = (float *)host_row(&a->st->ssm, state_slot(a->meta, i, tensor_rows(&a->st->ssm))) + h * dk * dv;
-        if (a->meta->tok_pos[i] == 0) memset(S, 0, sizeof(float) * (size_t)(dk * dv));
-        l2norm_f(qn, (const float *)host_row(a->q, i) + kh * dk, dk, 1.0f / sqrtf((float)dk));
-        l2norm_f(kn, (const float *)host_row(a->k, i) + kh * dk, dk, 1.0f);
-        float ah = ((const float *)host_row(a->a, i))[h] + a->dt_bias[h];
-        float g = neg_a * (ah > 20.0f ? ah : log1pf(expf(ah)));
-        float beta = 1.0f / (1.0f + expf(-((const float *)host_row(a->b, i))[h])), decay = expf(g);
-        const float *vr = (const float *)host_row(a->v, i) + h * dv;
-        for (int64_t c = 0; c < dv; c++) m[c] = o[c] = 0;
-        for (int64_t r = 0; r < dk; r++) {   // S = decay S; m = S^T k
-            float *row = S + r * dv, kr = kn[r];
-            for (int64_t c = 0; c < dv; c++) {
-                row[c] *= decay;
-                m[c] += row[c] * kr;
-            }
+    float *scr = cpu_thread_scratch(a->c, thread, rec_chunk_scratch(dk, dv) + (size_t)(2 * dk + 3 * dv));
+    float *S = NULL;
+    int idx[GDN_CHUNK], L = 0;
+    for (int i = 0; i <= meta->n_tok; i++) {
+        bool mine = i < meta->n_tok && meta->tok_seq[i] == seq;
+        if (L > 0 && (!mine || meta->tok_pos[i] % GDN_CHUNK == 0 || L == GDN_CHUNK)) {   // the piece ends before token i
+            if (L == 1) rec_step(a, idx[0], h, kh, S, scr);
+            else rec_chunk(a, idx, L, h, kh, S, scr);
+            L = 0;
         }
-        for (int64_t c = 0; c < dv; c++) delta[c] = beta * (vr[c] - m[c]);
-        for (int64_t r = 0; r < dk; r++) {   // S += k delta^T; o = S^T q
-            float *row = S + r * dv, kr = kn[r], qr = qn[r];
-            for (int64_t c = 0; c < dv; c++) {
-                row[c] += kr * delta[c];
-                o[c] += row[c] * qr;
-            }
+        if (!mine) continue;
+        if (!S) {
+            S = (float *)host_row(&a->st->ssm, state_slot(meta, i, tensor_rows(&a->st->ssm))) + h * dk * dv;
+            if (meta->tok_pos[i] == 0) memset(S, 0, sizeof(float) * (size_t)(dk * dv));
         }
-        memcpy((float *)host_row(a->out, i) + h * dv, o, sizeof(float) * (size_t)dv);
+        idx[L++] = i;
     }
 }
 

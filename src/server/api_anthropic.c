@@ -364,6 +364,13 @@ static void anth_fill(struct req *r)
         case OUTPUT_TOOL_END:
             close_block(w, o);
             break;
+        case OUTPUT_TOOL_CUT:   // its input went out already: an error says it is not a tool use
+            close_block(w, o);
+            event(o, "error");
+            strbuf_printf(o, "{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"tool use %d was cut "
+                          "before its end (the output ended inside it); its input is incomplete and it must not be run\"}}\n\n",
+                          ev->tool_index);
+            break;
         }
     }
     if (c.done && !w->finished) {

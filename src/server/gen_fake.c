@@ -417,6 +417,7 @@ static void fake_stats(void *self, struct engine_stats *out)
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&f->mu);
     out->n_running = f->n_live;
+    out->n_pending = f->n_live;
     out->kv_blocks_total = FAKE_BLOCKS;
     out->kv_blocks_used = f->blocks_used;
     out->kv_blocks_free = FAKE_BLOCKS - f->blocks_used;

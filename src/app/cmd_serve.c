@@ -52,7 +52,9 @@ static void usage(void)
         "  --chat-template-kwargs JSON default template kwargs, e.g. '{\"enable_thinking\":false}'\n"
         "  --no-chat-template          serve /v1/completions only, without loading the chat template (without\n"
         "                              this flag a template that cannot be loaded stops start-up)\n"
-        "  --max-queue N               requests waiting for admission before 429 (256)\n"
+        "  --max-queue N               requests waiting beyond the free running slots before 429 (256)\n"
+        "  --content-special-tokens M  text|control: a special token's text in message content is tokenized as\n"
+        "                              text (default: content cannot forge turns) or as the control token\n"
         "  --cors-origin ORIGIN        send CORS headers for this origin ('*' for any)\n"
         "  --tool-parser NAME          (or --tool-call-parser) hermes|qwen3|qwen3_coder|qwen3.5|llama3|mistral|deepseek_v3|none (auto)\n"
         "  --reasoning-parser NAME     auto|qwen3|deepseek_r1|none (auto: <think> when the template uses it)\n"
@@ -131,7 +133,7 @@ int cmd_serve(int argc, char **argv)
     const char *dir = NULL, *backend = NULL, *kv = NULL, *body_bytes = NULL, *kv_dtype_s = NULL;
     const char *synthetic = NULL, *synth_seed_s = NULL, *tok_dir = NULL;
     int threads = 0, max_queue = 0, max_batch = -1, max_running = -1, max_model_len = -1;
-    const char *max_itl_s = NULL;
+    const char *max_itl_s = NULL, *content_special = NULL;
     bool no_prefix = false, fake = false, bad = false, no_chat_template = false;
     char names[1024] = "";   // every --served-model-name, comma-joined
     for (int i = 1; i < argc && !bad; i++) {
@@ -167,6 +169,7 @@ int cmd_serve(int argc, char **argv)
             flag_int(argc, argv, &i, "--keepalive", &sc.keepalive_s, &bad) ||
             flag_int(argc, argv, &i, "--stall-seconds", &sc.stall_s, &bad) ||
             flag_int(argc, argv, &i, "--shutdown-grace", &sc.shutdown_grace_s, &bad) ||
+            flag_str(argc, argv, &i, "--content-special-tokens", &content_special, &bad) ||
             flag_str(argc, argv, &i, "--test-script", &test_script, &bad))
             continue;
         if (!strcmp(argv[i], "--no-prefix-cache")) no_prefix = true;
@@ -175,6 +178,13 @@ int cmd_serve(int argc, char **argv)
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(); return 0; }
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else { fprintf(stderr, "cairn serve: unknown option '%s'\n", argv[i]); bad = true; }
+    }
+    if (content_special) {
+        if (!strcmp(content_special, "control")) sc.content_special_control = true;
+        else if (strcmp(content_special, "text")) {
+            fprintf(stderr, "cairn serve: --content-special-tokens must be text or control, not '%s'\n", content_special);
+            bad = true;
+        }
     }
     if (bad) { usage(); return 2; }
     if (names[0]) sc.served_model_name = names;

@@ -511,7 +511,7 @@ enum MHD_Result api_anthropic_count_tokens(struct req *r, json_t *body)
     int n = 0;
     bool ok = param_model(r, body, &e) && anth_render(r, body, &prompt, &tools, &use_tools, &e);
     json_decref(tools);
-    if (ok && r->g->ops->encode(r->g->self, prompt, strlen(prompt), false, &ids, &n) != STATUS_OK) {
+    if (ok && srv_encode_prompt(r, prompt, false, &ids, &n) != STATUS_OK) {
         e = api_error_make(STATUS_EINVAL, "messages", "could not tokenize the prompt");
         ok = false;
     }

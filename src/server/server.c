@@ -1,7 +1,7 @@
 /* server: libmicrohttpd daemon, routing, auth, limits, SSE plumbing, health, metrics, models,
  * tokenize/detokenize, graceful shutdown; see server.h. The API handlers live in api_*.c.
  *
- * Threading: libmicrohttpd runs event-driven (epoll) on a small pool of threads that never block
+ * Threading: libmicrohttpd runs event-driven (internal poll) on a small pool of threads that never block
  * on the model, so idle or slow connections cost memory, not threads. A request that needs the
  * model (every POST route) is handed to its own worker thread: the connection is suspended, the
  * worker renders, submits and waits (srv_wait_job) and keeps its response in r->pending; then it
@@ -13,9 +13,9 @@
  * Limits: bodies above max_body_bytes answer 413 (from Content-Length before reading, or while
  * reading chunked bodies); a body that trickles in for longer than body_timeout_s answers 408;
  * a sweeper thread cuts a connection whose request header is not complete header_timeout_s after
- * it opened (or after its previous response), and a body arriving slower than body_min_rate
- * bytes/s on average after its first BODY_RATE_GRACE_S seconds (slowloris); an idle connection
- * closes after http_timeout_s; at most per_ip_connections from one address.
+ * its first byte, and a body arriving slower than body_min_rate bytes/s on average after its first
+ * BODY_RATE_GRACE_S seconds (slowloris); an idle connection (no byte of a request) closes after
+ * http_timeout_s; at most per_ip_connections from one address.
  */
 #include "server/server_int.h"
 
@@ -68,6 +68,7 @@ static void req_unref(struct req *r)
     job_free(r->job);
     if (r->wstate_free) r->wstate_free(r->wstate);
     json_decref(r->tools);
+    free(r->lit);
     strbuf_free(&r->body);
     strbuf_free(&r->out);
     free(r);

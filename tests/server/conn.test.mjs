@@ -156,6 +156,7 @@ async function main() {
   check((await request(P, 'GET', '/health')).status === 200, 'SIGHUP ignored');
   const st = await srv.stop();
   check(st.code === 0, 'clean exit', st);
+  check(!/AddressSanitizer|LeakSanitizer|runtime error:|CHECK failed/.test(srv.stderr()), 'no sanitizer report / CHECK in server stderr');
 
   // ---- during a (simulated 20 s) model load: /health 503 with Retry-After; SIGTERM exits at once
   const ld = await startServer(['--fake'], { CAIRN_FAKE_LOAD_MS: '20000' }, { waitServing: false });

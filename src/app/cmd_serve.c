@@ -60,6 +60,9 @@ static void usage(void)
         "                              auto: pooling for a base-model checkpoint (Qwen3Model, no lm_head), else\n"
         "                              generate. Also --task generate|embed|embedding and --embedding(s)\n"
         "  --max-queue N               requests waiting for admission before 429 (256)\n"
+        "  --max-queue N               requests waiting beyond the free running slots before 429 (256)\n"
+        "  --content-special-tokens M  text|control: a special token's text in message content is tokenized as\n"
+        "                              text (default: content cannot forge turns) or as the control token\n"
         "  --cors-origin ORIGIN        send CORS headers for this origin ('*' for any)\n"
         "  --tool-parser NAME          (or --tool-call-parser) hermes|qwen3|qwen3_coder|qwen3.5|llama3|mistral|deepseek_v3|none (auto)\n"
         "  --reasoning-parser NAME     auto|qwen3|deepseek_r1|none (auto: <think> when the template uses it)\n"
@@ -158,7 +161,7 @@ int cmd_serve(int argc, char **argv)
     const char *dir = NULL, *backend = NULL, *kv = NULL, *body_bytes = NULL, *kv_dtype_s = NULL;
     const char *synthetic = NULL, *synth_seed_s = NULL, *tok_dir = NULL;
     int threads = 0, max_queue = 0, max_batch = -1, max_running = -1, max_model_len = -1;
-    const char *max_itl_s = NULL, *runner = NULL, *task = NULL;
+    const char *max_itl_s = NULL, *runner = NULL, *task = NULL, *content_special = NULL;
     bool no_prefix = false, fake = false, bad = false, no_chat_template = false;
     char names[1024] = "";   // every --served-model-name, comma-joined
     for (int i = 1; i < argc && !bad; i++) {
@@ -196,6 +199,7 @@ int cmd_serve(int argc, char **argv)
             flag_int(argc, argv, &i, "--shutdown-grace", &sc.shutdown_grace_s, &bad) ||
             flag_str(argc, argv, &i, "--runner", &runner, &bad) ||                      // vLLM's spelling
             flag_str(argc, argv, &i, "--task", &task, &bad) ||                          // older vLLM's
+            flag_str(argc, argv, &i, "--content-special-tokens", &content_special, &bad) ||
             flag_str(argc, argv, &i, "--test-script", &test_script, &bad))
             continue;
         if (!strcmp(argv[i], "--no-prefix-cache")) no_prefix = true;
@@ -205,6 +209,13 @@ int cmd_serve(int argc, char **argv)
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(); return 0; }
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else { fprintf(stderr, "cairn serve: unknown option '%s'\n", argv[i]); bad = true; }
+    }
+    if (content_special) {
+        if (!strcmp(content_special, "control")) sc.content_special_control = true;
+        else if (strcmp(content_special, "text")) {
+            fprintf(stderr, "cairn serve: --content-special-tokens must be text or control, not '%s'\n", content_special);
+            bad = true;
+        }
     }
     if (bad) { usage(); return 2; }
     // -1: decided by the model (auto); 0: generate; 1: pooling (embeddings)

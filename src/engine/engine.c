@@ -2,8 +2,9 @@
  * Scheduling lives in sched.c, request validation in request.c, token streams in stream.c.
  *
  * Design note. Submit, cancel and finish are the only entry points from other threads: submit
- * appends to a mutex-protected inbox (bounded by max_queue together with the requests waiting for
- * admission), cancel/finish set atomic flags on the stream that the engine polls at the start of
+ * appends to a mutex-protected inbox (the inbox and the requests waiting for admission are
+ * bounded by max_queue beyond the running slots free now, since those admit at the next step),
+ * cancel/finish set atomic flags on the stream that the engine polls at the start of
  * each step. Everything else is owned by the engine thread, so the KV bookkeeping has no locks.
  * Logits: rows of plain greedy requests (temperature 0, no penalties, no bias, no logprobs) are
  * reduced on the backend with argmax (no [n, vocab] download: matters on the GPU); other rows are
@@ -11,6 +12,11 @@
  * Constrained rows (gen_request.constraint) always take the host path: their mask (computed by the
  * mask worker while the forward pass runs) sets disallowed logits to -inf before the sampler, so
  * penalties, temperature, top-k/p and logprobs all see only allowed tokens.
+ * Liveness: the engine thread stores a heartbeat (heartbeat_ns) while idle with nothing to do,
+ * after each block a step issues (forward_bind_heartbeat) and after each step that did work; a
+ * step that cannot schedule anything for waiting requests stores none. So engine_get_stats'
+ * last_progress_s goes stale only when work is pending (running, waiting or still in the inbox)
+ * and the thread is stuck or cannot advance it: a long step that progresses stays fresh.
  */
 #include "engine/engine.h"
 
@@ -112,6 +118,8 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     // Activations first: the default KV budget is what device memory they leave.
     enum status st = forward_new(m, be, cfg.max_batch_tokens, cfg.max_running, &e->fw);
     if (st != STATUS_OK) goto out_free;
+    atomic_store(&e->heartbeat_ns, clock_now_ns());
+    forward_bind_heartbeat(e->fw, &e->heartbeat_ns);
     // One budget for sequence memory: the recurrent-state slots of a hybrid model come out of it
     // first, the KV blocks take the rest; admission needs both (sched.c: try_admit).
     char why[160];
@@ -323,19 +331,28 @@ void engine_shutdown(struct engine *e)
 
 /* ==== Submit, cancel, finish ==== */
 
+/* Under q_mu. max_queue counts the requests that wait beyond what the engine can admit now: the
+ * running slots free at this moment take that many of the queued requests at the next step. */
+static bool queue_full(struct engine *e)
+{
+    int free_slots = e->cfg.max_running - atomic_load(&e->n_running_pub);
+    if (free_slots < 0) free_slots = 0;
+    return e->n_queued >= e->cfg.max_queue + free_slots;
+}
+
 enum status engine_submit_msg(struct engine *e, const struct gen_request *g, struct token_stream **out,
                               char *msg, size_t msg_len)
 {
     if (msg && msg_len) msg[0] = '\0';
     pthread_mutex_lock(&e->q_mu);
-    bool full = e->n_queued >= e->cfg.max_queue;
+    bool full = queue_full(e);
     pthread_mutex_unlock(&e->q_mu);
     if (full) goto busy;
     struct request *r;
     enum status st = request_new(e, g, &r, msg, msg_len);
     if (st != STATUS_OK) return st;
     pthread_mutex_lock(&e->q_mu);
-    if (e->n_queued >= e->cfg.max_queue) {
+    if (queue_full(e)) {
         pthread_mutex_unlock(&e->q_mu);
         stream_unref(r->ts);   // the reference the caller would have had
         r->cons = NULL;        // a failed submit leaves the constraint to the caller
@@ -343,6 +360,7 @@ enum status engine_submit_msg(struct engine *e, const struct gen_request *g, str
         goto busy;
     }
     e->n_queued++;
+    atomic_fetch_add(&e->n_pending, 1);
     r->counted_waiting = true;
     r->next = NULL;
     if (e->inbox_tail) e->inbox_tail->next = r; else e->inbox_head = r;
@@ -402,6 +420,7 @@ void engine_end_request(struct engine *e, struct request *r, enum finish_reason 
         CHECK(r->state == sched_state_of(r->tok, r->n_computed, 0), "request %llu: state out of step with its tokens",
               (unsigned long long)r->id);
     stream_end(r->ts, why, err, clock_now_s());
+    atomic_fetch_sub(&e->n_pending, 1);
     e->acc.requests_done++;
     request_free(e, r);   // releases its blocks
 }
@@ -576,7 +595,7 @@ static void publish_stats(struct engine *e, double step_ms, int n_tok, bool work
         a->steps++;
         a->last_step_ms = step_ms;
         a->last_step_tokens = n_tok;
-        a->last_progress_s = clock_now_s();
+        atomic_store(&e->heartbeat_ns, clock_now_ns());
     }
     pthread_mutex_lock(&e->st_mu);
     e->st = *a;
@@ -589,14 +608,13 @@ bool engine_step(struct engine *e)
     drain_inbox(e);
     poll_flags(e);
     if (e->n_running == 0 && !e->wait_head) {
+        atomic_store(&e->heartbeat_ns, clock_now_ns());   // idle with nothing to do is alive
         publish_stats(e, 0, 0, false);
         return false;
     }
     int n_tok = sched_build(e);
-    if (n_tok == 0) {
-        publish_stats(e, 0, 0, false);
-        return false;
-    }
+    publish_stats(e, 0, 0, false);   // what this step runs is visible while it runs
+    if (n_tok == 0) return false;
     struct batch_meta meta = {
         .n_tok = n_tok, .tok_id = e->tok_id, .tok_pos = e->tok_pos, .tok_seq = e->tok_seq,
         .tok_slot = e->tok_slot, .n_seq = e->n_items, .seq_len = e->seq_len, .seq_block0 = e->seq_block0,
@@ -674,4 +692,11 @@ void engine_get_stats(struct engine *e, struct engine_stats *out)
     pthread_mutex_lock(&e->st_mu);
     *out = e->st;
     pthread_mutex_unlock(&e->st_mu);
+    out->n_pending = atomic_load(&e->n_pending);
+    out->last_progress_s = (double)atomic_load(&e->heartbeat_ns) * 1e-9;
+}
+
+bool engine_stats_stalled(const struct engine_stats *st, double now_s, double stall_s)
+{
+    return st->n_pending > 0 && now_s - st->last_progress_s > stall_s;
 }

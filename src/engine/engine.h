@@ -93,7 +93,9 @@ struct engine_cfg {
     /* Sequences in the batch at once (<= max_batch_tokens). 0: on a GPU, from the KV memory (one
      * per 1,024 cached tokens, between 64 and 256); 64 on host backends. */
     int        max_running;
-    int        max_queue;           // requests waiting for admission before submit answers EBUSY (256)
+    /* Requests waiting for admission beyond the running slots free now before submit answers
+     * EBUSY (256): with 64 free slots and max_queue 32, 96 requests are taken. */
+    int        max_queue;
     /* While decodes run, prefill chunks of a step may cost at most this much attention work,
      * counted as sum of n * (start + n) over chunks of n tokens starting at start: a prompt deep
      * into a long context is ingested in smaller chunks so the running streams' inter-token gap
@@ -217,8 +219,14 @@ struct engine_stats {
     uint64_t preemptions, steps, requests_done;
     double   last_step_ms;
     int      last_step_tokens;
-    double   last_progress_s;       // clock_now_s() of the last step that did work
+    int      n_pending;             // submitted and not yet ended (in the inbox, waiting or running), live
+    /* clock_now_s() of the engine thread's last sign of progress: an idle loop with nothing to do,
+     * a layer of a step issued, a step done. Stale only while work is pending and not advancing. */
+    double   last_progress_s;
 };
 void engine_get_stats(struct engine *e, struct engine_stats *out);   // thread-safe snapshot
+/* Whether stats say the engine is stalled: work pending (n_pending: in the inbox, waiting or running) and no
+ * sign of progress for more than stall_s seconds (what /health answers 503 for). */
+bool engine_stats_stalled(const struct engine_stats *st, double now_s, double stall_s);
 
 #endif

@@ -100,6 +100,9 @@ struct engine {
     bool                   has_thread;
     pthread_t              thread;
     atomic_int             poke;            // a cancel/finish arrived
+    atomic_int             n_running_pub;   // n_running as submitters read it (free slots admit at once)
+    atomic_int             n_pending;       // submitted and not yet ended, counted live (liveness)
+    _Atomic int64_t        heartbeat_ns;    // the engine thread's last sign of progress (engine_get_stats)
 
     // engine thread only
     struct request        *wait_head, *wait_tail;   // FIFO; preempted requests go to the head

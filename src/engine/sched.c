@@ -53,6 +53,7 @@ void sched_running_remove(struct engine *e, struct request *r)
     CHECK(i < e->n_running, "request %llu not running", (unsigned long long)r->id);
     memmove(e->running + i, e->running + i + 1, (size_t)(e->n_running - i - 1) * sizeof *e->running);
     e->n_running--;
+    atomic_store(&e->n_running_pub, e->n_running);
 }
 
 /* ==== Prefix cache ==== */
@@ -224,6 +225,8 @@ static bool try_admit(struct engine *e, struct request *r)
         r->admitted_once = true;
         e->acc.prompt_tokens += (uint64_t)r->n_prompt;
         stream_set_admitted(r->ts, r->n_computed, clock_now_s());
+        // the slot shows taken before the queue shrinks: a submitter never counts this one twice
+        atomic_store(&e->n_running_pub, e->n_running + 1);
         if (r->counted_waiting) {
             pthread_mutex_lock(&e->q_mu);
             e->n_queued--;
@@ -233,6 +236,7 @@ static bool try_admit(struct engine *e, struct request *r)
     }
     sched_waiting_remove(e, r);
     e->running[e->n_running++] = r;
+    atomic_store(&e->n_running_pub, e->n_running);
     return true;
 }
 

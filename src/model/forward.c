@@ -20,6 +20,7 @@
 #include "model/forward.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +75,7 @@ struct forward {
     struct gdn_state_layer *states;     // [n_layers] recurrent state (forward_bind_states), borrowed
     bool                prof;           // the backend was made with cfg profile (CAIRN_PROFILE=1)
     double              prof_s[P_N];    // seconds per op kind
+    _Atomic int64_t    *heartbeat_ns;       // forward_bind_heartbeat, borrowed; NULL: none
 };
 
 static double prof_begin(struct forward *fw)
@@ -162,6 +164,7 @@ enum status forward_new(const struct model *m, struct backend *be, int max_tok, 
 }
 
 void forward_bind_states(struct forward *fw, struct gdn_state_layer *states) { fw->states = states; }
+void forward_bind_heartbeat(struct forward *fw, _Atomic int64_t *ns) { fw->heartbeat_ns = ns; }
 
 void forward_free(struct forward *fw)
 {
@@ -334,8 +337,10 @@ static void step(struct forward *fw, struct kv_layer *kv, const struct batch_met
         } else {
             attention_block(fw, l, &kv[l], meta);
         }
+        if (fw->heartbeat_ns) atomic_store(fw->heartbeat_ns, clock_now_ns());
         if (m->f.moe && hp->layer_moe[l]) moe_block(fw, l, meta);
         else ffn_block(fw, l, meta);
+        if (fw->heartbeat_ns) atomic_store(fw->heartbeat_ns, clock_now_ns());
     }
     if (meta->n_out > 0 || hidden)
         OP(fw, P_LOGITS, be->ops->rmsnorm(be, &xn, &x, &m->out_norm, fw->norm_eps, fw->norm_offset));

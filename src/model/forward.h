@@ -27,6 +27,9 @@ void        forward_free(struct forward *fw);
  * meta->seq_state_slot. */
 void        forward_bind_states(struct forward *fw, struct gdn_state_layer *states);
 int         forward_max_tok(const struct forward *fw);
+/* A step stores clock_now_ns() into *ns after each block (token mixing, FFN) it issues (NULL: none), so that a long
+ * step shows it is progressing (the engine's liveness; engine_get_stats). Borrowed. */
+void        forward_bind_heartbeat(struct forward *fw, _Atomic int64_t *ns);
 
 /* Runs one step. kv: [n_layers] cache layers. meta->n_tok <= max_tok and meta->n_out <= max_tok.
  * *logits receives a view of [n_out, n_vocab] f32 in backend memory, valid until the next step. */

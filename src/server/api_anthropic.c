@@ -364,6 +364,13 @@ static void anth_fill(struct req *r)
         case OUTPUT_TOOL_END:
             close_block(w, o);
             break;
+        case OUTPUT_TOOL_CUT:   // its input went out already: an error says it is not a tool use
+            close_block(w, o);
+            event(o, "error");
+            strbuf_printf(o, "{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"tool use %d was cut "
+                          "before its end (the output ended inside it); its input is incomplete and it must not be run\"}}\n\n",
+                          ev->tool_index);
+            break;
         }
     }
     if (c.done && !w->finished) {
@@ -504,7 +511,7 @@ enum MHD_Result api_anthropic_count_tokens(struct req *r, json_t *body)
     int n = 0;
     bool ok = param_model(r, body, &e) && anth_render(r, body, &prompt, &tools, &use_tools, &e);
     json_decref(tools);
-    if (ok && r->g->ops->encode(r->g->self, prompt, strlen(prompt), false, &ids, &n) != STATUS_OK) {
+    if (ok && srv_encode_prompt(r, prompt, false, &ids, &n) != STATUS_OK) {
         e = api_error_make(STATUS_EINVAL, "messages", "could not tokenize the prompt");
         ok = false;
     }

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "server/server_int.h"
 #include "text/constraint.h"
@@ -192,10 +193,133 @@ static json_t *fold_system_turns(json_t *msgs)
     return rest;
 }
 
-bool srv_render_ex(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, bool add_gen_prompt, char **prompt,
+/* ==== Special-token text in content ==== */
+
+/* Message content is the client's text: a special token's text inside it (<|im_start|>,
+ * <|eot_id|>) must not become the control token, or content could forge turns and system
+ * prompts. Before rendering, each such text in a content string becomes a placeholder (U+E000,
+ * a per-request nonce, its index, U+E001: private-use characters that templates pass through);
+ * after rendering the texts are put back and their byte ranges recorded, and the prompt is encoded
+ * with those ranges literal (gen encode_literal). A placeholder a template mangled stays visible
+ * as text, never as a control token. */
+#define PH_OPEN  "\xEE\x80\x80"   // U+E000
+#define PH_CLOSE "\xEE\x80\x81"   // U+E001
+
+struct lit_ctx {
+    const char *const *specials;   // NULL-terminated
+    bool               first[256]; // bytes a special text starts with (most bytes of content are not)
+    char               nonce[20];
+    const char       **texts;      // the special texts replaced, by placeholder index
+    int                n, cap;
+};
+
+/* Longest special text at s[0..n). */
+static size_t special_at(const struct lit_ctx *c, const char *s, size_t n, const char **which)
+{
+    size_t best = 0;
+    for (const char *const *sp = c->specials; *sp; sp++) {
+        size_t l = strlen(*sp);
+        if (l > best && l <= n && **sp == *s && !memcmp(s, *sp, l)) best = l, *which = *sp;
+    }
+    return best;
+}
+
+/* A copy of s with special texts replaced by placeholders, or NULL when s has none. */
+static char *neutralize_text(struct lit_ctx *c, const char *s, size_t n)
+{
+    struct strbuf out = {0};
+    size_t done = 0;
+    for (size_t i = 0; i < n;) {
+        const char *which = NULL;
+        size_t l = c->first[(unsigned char)s[i]] ? special_at(c, s + i, n - i, &which) : 0;
+        if (!l) { i++; continue; }
+        if (c->n == c->cap) {
+            c->cap = c->cap ? 2 * c->cap : 8;
+            c->texts = xrealloc(c->texts, (size_t)c->cap * sizeof *c->texts);
+        }
+        strbuf_append(&out, s + done, i - done);
+        strbuf_printf(&out, PH_OPEN "%s:%d" PH_CLOSE, c->nonce, c->n);
+        c->texts[c->n++] = which;
+        i += l;
+        done = i;
+    }
+    if (!done) { strbuf_free(&out); return NULL; }
+    strbuf_append(&out, s + done, n - done);
+    return strbuf_take(&out);
+}
+
+static void neutralize_value(struct lit_ctx *c, json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_string(v)) return;
+    char *t = neutralize_text(c, json_string_value(v), json_string_length(v));
+    if (t) json_object_set_new(obj, key, json_string(t));
+    free(t);
+}
+
+/* Every message's content (a string, or the text of its parts), in place. */
+static void neutralize_messages(struct lit_ctx *c, json_t *msgs)
+{
+    size_t i, k;
+    json_t *m, *part;
+    json_array_foreach(msgs, i, m) {
+        json_t *content = json_object_get(m, "content");
+        if (json_is_string(content)) neutralize_value(c, m, "content");
+        else if (json_is_array(content))
+            json_array_foreach(content, k, part) if (json_is_object(part)) neutralize_value(c, part, "text");
+    }
+}
+
+/* Puts the special texts back into the rendered prompt and records their ranges in r. */
+static void restore_texts(struct req *r, struct lit_ctx *c, char **prompt)
+{
+    struct strbuf out = {0};
+    char head[40];
+    int head_len = snprintf(head, sizeof head, PH_OPEN "%s:", c->nonce);
+    const char *s = *prompt, *p;
+    free(r->lit);
+    r->lit = NULL;
+    r->n_lit = 0;
+    int cap = 0;
+    while ((p = strstr(s, head))) {
+        char *end;
+        long idx = strtol(p + head_len, &end, 10);
+        strbuf_append(&out, s, (size_t)(p - s));
+        if (end == p + head_len || idx < 0 || idx >= c->n || strncmp(end, PH_CLOSE, 3)) {
+            strbuf_append(&out, p, (size_t)head_len);   // not ours after all: left as it is
+            s = p + head_len;
+            continue;
+        }
+        if (r->n_lit == cap) {
+            cap = cap ? 2 * cap : 8;
+            r->lit = xrealloc(r->lit, (size_t)cap * sizeof *r->lit);
+        }
+        r->lit[r->n_lit].start = out.len;
+        strbuf_puts(&out, c->texts[idx]);
+        r->lit[r->n_lit++].end = out.len;
+        s = end + 3;
+    }
+    strbuf_puts(&out, s);
+    free(*prompt);
+    *prompt = strbuf_take(&out);
+    r->lit_prompt = *prompt;
+}
+
+bool srv_render_ex(struct req *r, json_t *msgs_in, json_t *tools, json_t *kwargs, bool add_gen_prompt, char **prompt,
                    struct api_error *e)
 {
     char *err = NULL;
+    struct lit_ctx lc = {0};
+    json_t *msgs = msgs_in;
+    const struct gen_ops *ops = r->g->ops;
+    if (!r->s->cfg.content_special_control && ops->encode_literal && ops->special_texts &&
+        (lc.specials = ops->special_texts(r->g->self)) && lc.specials[0]) {
+        snprintf(lc.nonce, sizeof lc.nonce, "%08llx%08llx", (unsigned long long)r->id,
+                 (unsigned long long)(clock_now_ns() & 0xffffffffu));
+        for (const char *const *sp = lc.specials; *sp; sp++) lc.first[(unsigned char)**sp] = true;
+        msgs = json_deep_copy(msgs_in);
+        neutralize_messages(&lc, msgs);
+    }
     enum status st = r->g->ops->render(r->g->self, msgs, tools, kwargs, add_gen_prompt, prompt, &err);
     json_t *folded = st == STATUS_ETEMPLATE ? fold_system_turns(msgs) : NULL;
     if (folded) {
@@ -209,7 +333,10 @@ bool srv_render_ex(struct req *r, json_t *msgs, json_t *tools, json_t *kwargs, b
         json_decref(folded);
     }
     if (st != STATUS_OK) *e = api_error_make(STATUS_ETEMPLATE, "messages", "chat template error: %s", err ? err : status_str(st));
+    else if (lc.n) restore_texts(r, &lc, prompt);
     free(err);
+    free(lc.texts);
+    if (msgs != msgs_in) json_decref(msgs);
     return st == STATUS_OK;
 }
 
@@ -226,8 +353,10 @@ void srv_chat_params(struct req *r, struct gen_params *p, const char *prompt, js
     p->tool_id_prefix = tool_id_prefix;
 }
 
-static enum status encode(struct req *r, const char *text, bool add_special, int32_t **ids, int *n)
+enum status srv_encode_prompt(struct req *r, const char *text, bool add_special, int32_t **ids, int *n)
 {
+    if (r->n_lit && text == r->lit_prompt)
+        return r->g->ops->encode_literal(r->g->self, text, strlen(text), add_special, r->lit, r->n_lit, ids, n);
     return r->g->ops->encode(r->g->self, text, strlen(text), add_special, ids, n);
 }
 
@@ -240,7 +369,7 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     int32_t **sets = p->prompt_ids;
     int *set_n = p->n_prompt_ids;
     if (!sets) {
-        if (encode(r, p->prompt_text, p->add_special, &own_ids, &own_n) != STATUS_OK) {
+        if (srv_encode_prompt(r, p->prompt_text, p->add_special, &own_ids, &own_n) != STATUS_OK) {
             *e = api_error_make(STATUS_EINVAL, NULL, "could not tokenize the prompt");
             return false;
         }

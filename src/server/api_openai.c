@@ -159,6 +159,16 @@ static void chunk_end(struct strbuf *o, struct req *r, const struct oai_w *w, in
     jsonw_raw(o, "}]}\n\n");
 }
 
+/* The message of a stream's error for a tool call cut before its end (OUTPUT_TOOL_CUT). */
+static void tool_cut_message(struct strbuf *o, const struct output_ev *ev)
+{
+    struct strbuf m = {0};
+    strbuf_printf(&m, "tool call %d was cut before its end (the output ended inside it); its arguments are incomplete "
+                  "and it must not be run", ev->tool_index);
+    jsonw_str(o, m.data, m.len);
+    strbuf_free(&m);
+}
+
 static void chat_delta(struct strbuf *o, const struct output_ev *ev)
 {
     jsonw_raw(o, "\"delta\":{");
@@ -183,7 +193,7 @@ static void chat_delta(struct strbuf *o, const struct output_ev *ev)
         jsonw_str(o, ev->text.data, ev->text.len);
         jsonw_raw(o, "}}]");
         break;
-    case OUTPUT_TOOL_END: break;
+    case OUTPUT_TOOL_END: case OUTPUT_TOOL_CUT: break;
     }
     jsonw_raw(o, "}");
 }
@@ -205,6 +215,12 @@ static void oai_fill(struct req *r)
         const struct output_ev *evs = job_drain(j, i, &n_evs);
         for (int k = 0; k < n_evs; k++) {
             const struct output_ev *ev = &evs[k];
+            if (ev->kind == OUTPUT_TOOL_CUT) {   // its deltas went out already: say it is not a call
+                jsonw_raw(o, "data: {\"error\":{\"message\":");
+                tool_cut_message(o, ev);
+                jsonw_raw(o, ",\"type\":\"server_error\",\"param\":null,\"code\":\"tool_call_incomplete\"}}\n\n");
+                continue;
+            }
             if (ev->kind == OUTPUT_TOOL_END || (!w->chat && ev->kind != OUTPUT_CONTENT)) continue;
             chunk_begin(o, w, i);
             if (w->chat) chat_delta(o, ev);

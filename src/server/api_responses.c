@@ -32,6 +32,7 @@ struct resp_w {
     long long     created;
     json_t       *echo;          // request fields the response object repeats
     bool          started, finished;
+    bool          call_cut;          // a function_call was cut before its end (closed "incomplete")
     int           seq;           // sequence_number of the next event
     int           n_items;       // output_index of the next item
     enum item     open;
@@ -303,7 +304,7 @@ static void item_json(struct strbuf *o, enum item kind, const char *id, const ch
 static void response_json(struct strbuf *o, const struct resp_w *w, const struct job_choice_info *c, const char *items)
 {
     const char *status = !c || !c->done ? "in_progress" : c->failed ? "failed"
-                         : c->end == JOB_END_LENGTH || c->end == JOB_END_CANCELED ? "incomplete" : "completed";
+                         : c->end == JOB_END_LENGTH || c->end == JOB_END_CANCELED || w->call_cut ? "incomplete" : "completed";
     jsonw_raw(o, "{\"id\":");
     jsonw_cstr(o, w->id);
     strbuf_printf(o, ",\"object\":\"response\",\"created_at\":%lld,\"status\":\"%s\",\"model\":", w->created, status);
@@ -316,7 +317,7 @@ static void response_json(struct strbuf *o, const struct resp_w *w, const struct
     } else jsonw_raw(o, ",\"error\":null");
     if (c && c->done && !c->failed && c->end == JOB_END_LENGTH)
         jsonw_raw(o, ",\"incomplete_details\":{\"reason\":\"max_output_tokens\"}");
-    else if (c && c->done && !c->failed && c->end == JOB_END_CANCELED)   // cut by shutdown: never "completed"
+    else if (c && c->done && !c->failed && (c->end == JOB_END_CANCELED || w->call_cut))   // cut: never "completed"
         jsonw_raw(o, ",\"incomplete_details\":{\"reason\":\"interrupted\"}");
     else jsonw_raw(o, ",\"incomplete_details\":null");
     const char *k;
@@ -440,6 +441,10 @@ static void resp_fill(struct req *r)
         enum item want = ev->kind == OUTPUT_REASONING ? ITEM_REASONING : ev->kind == OUTPUT_CONTENT ? ITEM_MESSAGE : ITEM_CALL;
         if (ev->kind == OUTPUT_TOOL_START) open_item(w, o, ITEM_CALL, ev);
         else if (ev->kind == OUTPUT_TOOL_END) close_item(w, o, "completed");
+        else if (ev->kind == OUTPUT_TOOL_CUT) {   // its arguments went out already: the item is incomplete
+            if (w->open == ITEM_CALL) close_item(w, o, "incomplete");
+            w->call_cut = true;
+        }
         else if (ev->text.len && (w->open == want || ev->kind != OUTPUT_TOOL_ARGS)) {
             if (w->open != want) open_item(w, o, want, ev);
             strbuf_append(&w->text, ev->text.data, ev->text.len);
@@ -447,7 +452,7 @@ static void resp_fill(struct req *r)
         }
     }
     if (c.done && !w->finished) {
-        bool cut = c.end == JOB_END_LENGTH || c.end == JOB_END_CANCELED;
+        bool cut = c.end == JOB_END_LENGTH || c.end == JOB_END_CANCELED || w->call_cut;
         close_item(w, o, !c.failed && cut ? "incomplete" : "completed");
         const char *type = c.failed ? "response.failed" : cut ? "response.incomplete" : "response.completed";
         ev_open(o, w, type);

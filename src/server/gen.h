@@ -25,6 +25,8 @@
 #include "text/fim.h"
 #include "text/output.h"
 
+struct tk_literal;   // text/tokenizer.h
+
 struct gen_req {
     struct gen_request base;
     int            test_delay_ms; // test-only (set by gen_script; the fake provider delays its first token)
@@ -37,6 +39,12 @@ struct gen_req {
 
 struct gen_ops {
     enum status (*encode)(void *self, const char *text, size_t len, bool add_special, int32_t **ids, int *n);
+    /* Optional pair (NULL: nothing to protect): encode, with the special tokens' texts inside the
+     * literal ranges tokenized as text (tokenizer_encode_literal); the special tokens' texts,
+     * NULL-terminated, living with the provider. */
+    enum status (*encode_literal)(void *self, const char *text, size_t len, bool add_special,
+                                  const struct tk_literal *literal, int n_literal, int32_t **ids, int *n);
+    const char *const *(*special_texts)(void *self);
     char       *(*decode)(void *self, const int32_t *ids, int n, bool skip_special);
     void       *(*detok_new)(void *self);
     char       *(*detok_push)(void *detok, int32_t id);   // heap string, may be ""

@@ -28,6 +28,19 @@ static enum status eg_encode(void *self, const char *text, size_t len, bool add_
     return tokenizer_encode(e->tk, text, len, add_special, ids, n);
 }
 
+static enum status eg_encode_literal(void *self, const char *text, size_t len, bool add_special,
+                                    const struct tk_literal *literal, int n_literal, int32_t **ids, int *n)
+{
+    struct eng_gen *e = self;
+    return tokenizer_encode_literal(e->tk, text, len, add_special, literal, n_literal, ids, n);
+}
+
+static const char *const *eg_special_texts(void *self)
+{
+    struct eng_gen *e = self;
+    return tokenizer_special_texts(e->tk);
+}
+
 static char *eg_decode(void *self, const int32_t *ids, int n, bool skip_special)
 {
     struct eng_gen *e = self;
@@ -132,7 +145,7 @@ static void eg_destroy(void *self)
 }
 
 static const struct gen_ops eng_ops = {
-    .encode = eg_encode, .decode = eg_decode, .detok_new = eg_detok_new, .detok_push = eg_detok_push,
+    .encode = eg_encode, .encode_literal = eg_encode_literal, .special_texts = eg_special_texts, .decode = eg_decode, .detok_new = eg_detok_new, .detok_push = eg_detok_push,
     .detok_flush = eg_detok_flush, .detok_free = eg_detok_free, .token_str = eg_token_str, .render = eg_render,
     .submit = eg_submit, .next = eg_next, .cancel = eg_cancel, .end_on_stop_string = eg_end_on_stop_string, .release = eg_release,
     .stats = eg_stats, .embedding = eg_embedding, .destroy = eg_destroy,

@@ -23,6 +23,7 @@
 #include "base/mem.h"
 #include "base/rng.h"
 #include "server/jsonw.h"
+#include "text/tokenizer.h"
 
 #define FAKE_N_ADDED 7
 #define FAKE_BYTE0   16
@@ -82,7 +83,16 @@ struct fake_stream {
 
 /* ==== Tokenizer ==== */
 
-static enum status fake_encode(void *self, const char *text, size_t len, bool add_special, int32_t **ids, int *n)
+static bool fake_in_literal(const struct tk_literal *lit, int n_lit, size_t a, size_t b)
+{
+    for (int i = 0; i < n_lit; i++)
+        if (a < lit[i].end && lit[i].start < b) return true;
+    return false;
+}
+
+/* The first three added tokens are special: inside a literal range they are bytes. */
+static enum status fake_encode_literal(void *self, const char *text, size_t len, bool add_special,
+                                       const struct tk_literal *lit, int n_lit, int32_t **ids, int *n)
 {
     int32_t *v = malloc((len + 1) * sizeof *v);
     if (!v) return STATUS_ENOMEM;
@@ -92,7 +102,10 @@ static enum status fake_encode(void *self, const char *text, size_t len, bool ad
         if (text[i] == '<')
             for (int a = 0; a < FAKE_N_ADDED; a++) {
                 size_t al = strlen(fake_added[a]);
-                if (al <= len - i && !memcmp(text + i, fake_added[a], al)) { hit = a; break; }
+                if (al <= len - i && !memcmp(text + i, fake_added[a], al) && !(a < 3 && fake_in_literal(lit, n_lit, i, i + al))) {
+                    hit = a;
+                    break;
+                }
             }
         if (hit >= 0) { v[k++] = hit; i += strlen(fake_added[hit]); }
         else v[k++] = FAKE_BYTE0 + (unsigned char)text[i++];
@@ -100,6 +113,17 @@ static enum status fake_encode(void *self, const char *text, size_t len, bool ad
     *ids = v;
     *n = k;
     return STATUS_OK;
+}
+
+static enum status fake_encode(void *self, const char *text, size_t len, bool add_special, int32_t **ids, int *n)
+{
+    return fake_encode_literal(self, text, len, add_special, NULL, 0, ids, n);
+}
+
+static const char *const *fake_special_texts(void *self)
+{
+    static const char *const texts[] = { "<|endoftext|>", "<|im_start|>", "<|im_end|>", NULL };
+    return texts;
 }
 
 static void piece(struct strbuf *sb, int32_t id, bool skip_special)
@@ -297,6 +321,7 @@ static enum status fake_submit(void *self, const struct gen_req *req, void **out
     pthread_mutex_lock(&f->mu);
     s->blocks = (s->n_prompt + FAKE_BLOCK - 1) / FAKE_BLOCK;
     f->blocks_used += s->blocks;
+    if (!f->n_live) f->last_progress_s = clock_now_s();   // it was idle, hence alive, until now
     f->n_live++;
     f->n_submitted++;
     f->prompt_tokens += (uint64_t)s->n_prompt;
@@ -416,12 +441,15 @@ static void fake_stats(void *self, struct engine_stats *out)
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&f->mu);
     out->n_running = f->n_live;
+    out->n_pending = f->n_live;
     out->kv_blocks_total = FAKE_BLOCKS;
     out->kv_blocks_used = f->blocks_used;
     out->kv_blocks_free = FAKE_BLOCKS - f->blocks_used;
     out->prompt_tokens = f->prompt_tokens;
     out->generated_tokens = f->generated_tokens;
-    out->last_progress_s = f->last_progress_s;
+    // as the engine's heartbeat: nothing to do is alive; a stream held back by its test delay is
+    // work without progress (how the tests make /health see a stalled engine)
+    out->last_progress_s = f->n_live ? f->last_progress_s : clock_now_s();
     pthread_mutex_unlock(&f->mu);
 }
 
@@ -433,7 +461,7 @@ static void fake_destroy(void *self)
 }
 
 static const struct gen_ops fake_ops = {
-    .encode = fake_encode, .decode = fake_decode,
+    .encode = fake_encode, .encode_literal = fake_encode_literal, .special_texts = fake_special_texts, .decode = fake_decode,
     .detok_new = fake_detok_new, .detok_push = fake_detok_push, .detok_flush = fake_detok_flush,
     .detok_free = fake_detok_free, .token_str = fake_token_str, .render = fake_render,
     .submit = fake_submit, .next = fake_next, .cancel = fake_cancel, .end_on_stop_string = fake_cancel, .release = fake_release,

@@ -18,6 +18,7 @@
 
 #include "base/log.h"
 #include "base/mem.h"
+#include "text/tokenizer.h"
 
 struct script_entry {
     char *match;
@@ -97,6 +98,20 @@ static enum status sg_encode(void *self, const char *text, size_t len, bool add_
 {
     struct gen *in = INNER(self);
     return in->ops->encode(in->self, text, len, add_special, ids, n);
+}
+
+static enum status sg_encode_literal(void *self, const char *text, size_t len, bool add_special,
+                                    const struct tk_literal *literal, int n_literal, int32_t **ids, int *n)
+{
+    struct gen *in = INNER(self);
+    if (!in->ops->encode_literal) return in->ops->encode(in->self, text, len, add_special, ids, n);
+    return in->ops->encode_literal(in->self, text, len, add_special, literal, n_literal, ids, n);
+}
+
+static const char *const *sg_special_texts(void *self)
+{
+    struct gen *in = INNER(self);
+    return in->ops->special_texts ? in->ops->special_texts(in->self) : NULL;
 }
 
 static char *sg_decode(void *self, const int32_t *ids, int n, bool skip_special)
@@ -229,7 +244,7 @@ static void sg_destroy(void *self)
 }
 
 static const struct gen_ops script_ops = {
-    .encode = sg_encode, .decode = sg_decode, .detok_new = sg_detok_new, .token_str = sg_token_str,
+    .encode = sg_encode, .encode_literal = sg_encode_literal, .special_texts = sg_special_texts, .decode = sg_decode, .detok_new = sg_detok_new, .token_str = sg_token_str,
     .render = sg_render, .submit = sg_submit, .next = sg_next, .cancel = sg_cancel,
     .end_on_stop_string = sg_end_on_stop_string, .release = sg_release, .stats = sg_stats,
     .embedding = sg_embedding, .destroy = sg_destroy,

@@ -1,7 +1,7 @@
 /* server: libmicrohttpd daemon, routing, auth, limits, SSE plumbing, health, metrics, models,
  * tokenize/detokenize, graceful shutdown; see server.h. The API handlers live in api_*.c.
  *
- * Threading: libmicrohttpd runs event-driven (epoll) on a small pool of threads that never block
+ * Threading: libmicrohttpd runs event-driven (internal poll) on a small pool of threads that never block
  * on the model, so idle or slow connections cost memory, not threads. A request that needs the
  * model (every POST route) is handed to its own worker thread: the connection is suspended, the
  * worker renders, submits and waits (srv_wait_job) and keeps its response in r->pending; then it
@@ -13,9 +13,9 @@
  * Limits: bodies above max_body_bytes answer 413 (from Content-Length before reading, or while
  * reading chunked bodies); a body that trickles in for longer than body_timeout_s answers 408;
  * a sweeper thread cuts a connection whose request header is not complete header_timeout_s after
- * it opened (or after its previous response), and a body arriving slower than body_min_rate
- * bytes/s on average after its first BODY_RATE_GRACE_S seconds (slowloris); an idle connection
- * closes after http_timeout_s; at most per_ip_connections from one address.
+ * its first byte, and a body arriving slower than body_min_rate bytes/s on average after its first
+ * BODY_RATE_GRACE_S seconds (slowloris); an idle connection (no byte of a request) closes after
+ * http_timeout_s; at most per_ip_connections from one address.
  */
 #include "server/server_int.h"
 
@@ -30,6 +30,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/tcp.h>   // struct tcp_info with tcpi_bytes_received (glibc's lacks it)
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -74,6 +76,7 @@ static void req_unref(struct req *r)
     job_free(r->job);
     if (r->wstate_free) r->wstate_free(r->wstate);
     json_decref(r->tools);
+    free(r->lit);
     strbuf_free(&r->body);
     strbuf_free(&r->out);
     free(r);
@@ -325,11 +328,11 @@ static enum MHD_Result do_health(struct req *r)
     if (!g) return send_unavailable(r, "{\"status\":\"loading\"}", 20, 5);
     struct engine_stats st;
     g->ops->stats(g->self, &st);
-    double idle = clock_now_s() - st.last_progress_s;
-    if (st.n_running + st.n_waiting > 0 && idle > r->s->cfg.stall_s) {
+    double now = clock_now_s(), idle = now - st.last_progress_s;
+    if (engine_stats_stalled(&st, now, r->s->cfg.stall_s)) {
         char b[160];
         int n = snprintf(b, sizeof b, "{\"status\":\"stalled\",\"running\":%d,\"waiting\":%d,\"seconds_without_progress\":%.1f}",
-                         st.n_running, st.n_waiting, idle);
+                         st.n_running, st.n_pending - st.n_running, idle);
         return send_unavailable(r, b, (size_t)n, 5);
     }
     if (!g->chat) {   // started with --no-chat-template: say what is served
@@ -503,6 +506,7 @@ static bool auth_ok(struct req *r)
     MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, "Authorization", 13, &auth, &auth_len);
     if (!got && auth && auth_len >= 7 && !strncasecmp(auth, "Bearer ", 7)) got = auth + 7, a = auth_len - 7;
     if (!got) return false;
+    while (a && (got[a - 1] == ' ' || got[a - 1] == '\t')) a--;   // trailing whitespace is not the field's (RFC 9110)
     unsigned diff = (unsigned)(a ^ b);
     for (size_t i = 0; i < a && i < b; i++) diff |= (unsigned)(got[i] ^ key[i]);
     return diff == 0;
@@ -582,6 +586,8 @@ struct conn_watch {
     enum watch_phase   phase;
     double             t_phase;       // when the phase began
     size_t             body_bytes;
+    uint64_t           rx_base;       // HEADER: bytes the socket had received when the phase began
+    double             t_header;      // HEADER: when its first byte was seen (0: none yet)
     bool               cut;
 };
 
@@ -593,6 +599,17 @@ static struct conn_watch *watch_of(struct MHD_Connection *conn)
     return ci ? ci->socket_context : NULL;
 }
 
+/* Bytes the kernel has received on the socket so far (0 when it cannot tell). MHD reads them
+ * as they come, so this is how the sweeper sees that a request header has begun. */
+static uint64_t rx_bytes(int fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return 0;
+    return len >= offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received ? ti.tcpi_bytes_received : 0;
+}
+
 static void watch_set(struct server *s, struct conn_watch *w, enum watch_phase ph)
 {
     if (!w) return;
@@ -600,6 +617,8 @@ static void watch_set(struct server *s, struct conn_watch *w, enum watch_phase p
     w->phase = ph;
     w->t_phase = clock_now_s();
     w->body_bytes = 0;
+    w->t_header = 0;
+    if (ph == WATCH_HEADER) w->rx_base = rx_bytes(w->fd);
     pthread_mutex_unlock(&s->watch_mu);
 }
 
@@ -641,7 +660,11 @@ static void *sweeper_main(void *arg)
             if (w->cut || w->fd < 0) continue;
             double age = now - w->t_phase;
             const char *why = NULL;
-            if (w->phase == WATCH_HEADER && age > s->cfg.header_timeout_s) why = "request header incomplete";
+            // An idle connection (no byte of a next request) is MHD's to close after http_timeout_s;
+            // a header is timed from its first byte, however slowly the rest comes.
+            if (w->phase == WATCH_HEADER && !w->t_header && rx_bytes(w->fd) > w->rx_base) w->t_header = now;
+            if (w->phase == WATCH_HEADER && w->t_header && now - w->t_header > s->cfg.header_timeout_s)
+                why = "request header incomplete";
             else if (w->phase == WATCH_BODY && age > BODY_RATE_GRACE_S && (double)w->body_bytes < s->cfg.body_min_rate * age)
                 why = "request body below the minimum rate";
             if (!why) continue;
@@ -744,9 +767,41 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
+struct next_key { const char *after, *next; };
+
+static enum MHD_Result find_next_key(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct next_key *nk = cls;
+    if (key > nk->after && key < nk->next) nk->next = key;
+    return MHD_YES;
+}
+
+/* libmicrohttpd 0.9 parses the header block in place and hands out values as C strings, so a NUL
+ * inside a value silently cuts it ("Bearer KEY\0junk" reads as "Bearer KEY"). The block is
+ * [method, method + header size); after a value's end only the bytes MHD blanked (NULs of the
+ * line end) may come before the next header's name or the block's end: anything else was
+ * hidden behind a NUL. False when it cannot tell (pointers outside the block). */
+static bool value_hides_bytes(struct req *r, const char *method, const char *v, size_t n)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if (!ci || !method) return false;
+    const char *end = method + ci->header_size;
+    if (v < method || v + n > end) return false;
+    struct next_key nk = { v + n, end };
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, find_next_key, &nk);
+    int n_nul = 0;
+    for (const char *p = v + n; p < nk.next; p++) {
+        if (*p && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') return true;
+        n_nul += !*p;
+    }
+    // a line end is one or two bytes (LF, CRLF), the block's end one more line end: a NUL right
+    // before a CRLF shows as one byte too many (before a bare LF it cannot be told apart)
+    return n_nul > (nk.next == end ? 4 : 2);
+}
+
 /* RFC 9112 framing and header sanity known before the body: a 400/501 that closes the
  * connection, since what follows on it cannot be trusted to be the next request. */
-static bool framing_error(struct req *r, const char *url, const char *version, struct api_error *e)
+static bool framing_error(struct req *r, const char *method, const char *url, const char *version, struct api_error *e)
 {
     struct framing f = {0};
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_framing, &f);
@@ -777,7 +832,7 @@ static bool framing_error(struct req *r, const char *url, const char *version, s
         const char *v;
         size_t n;
         if (MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, auth_headers[i], strlen(auth_headers[i]), &v, &n) &&
-            (has_ctl(v, n) || strlen(v) != n)) {
+            (has_ctl(v, n) || strlen(v) != n || value_hides_bytes(r, method, v, n))) {
             *e = api_error_kind_make(API_ERROR_PROTOCOL, "the %s header holds a NUL or control byte", auth_headers[i]);
             return true;
         }
@@ -806,7 +861,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         watch_set(s, r->watch, WATCH_BODY);
         metrics_inflight(s->m, 1);
         r->api = !strncmp(url, "/v1/messages", 12) ? API_ANTHROPIC : !strncmp(url, "/api/", 5) ? API_OLLAMA : API_OPENAI;
-        if (framing_error(r, url, version, &e)) return srv_send_error(r, &e);
+        if (framing_error(r, method, url, version, &e)) return srv_send_error(r, &e);
         // HEAD is GET without the body (MHD drops the body of a HEAD response)
         const char *as = !strcmp(method, "HEAD") ? "GET" : method;
         bool path_known = false;

@@ -39,6 +39,10 @@ struct server_cfg {
     int         per_ip_connections;   // connections from one address (default 256)
     int         header_timeout_s;     // a request header must be complete within this (default 10)
     int         body_min_rate;        // bytes/s a body must average after its first 5 s (default 1024)
+    /* A special token's text inside message content (<|im_start|>, <|eot_id|>...) is tokenized as
+     * text (false, the default: content cannot forge turns) or as the control token (true:
+     * --content-special-tokens control). */
+    bool        content_special_control;
 };
 
 struct server;

@@ -19,6 +19,7 @@
 #include "server/job.h"
 #include "server/metrics.h"
 #include "server/server.h"
+#include "text/tokenizer.h"
 #include "text/toolparse.h"
 
 struct server {
@@ -100,6 +101,11 @@ struct req {
     enum MHD_Result         answer_ret;
     bool                    peer_gone;      // the client closed its socket mid-request
     struct conn_watch      *watch;          // this connection's timers
+    // the rendered chat prompt's byte ranges that came from message content (srv_render_ex): a
+    // special token's text there is tokenized as text (srv_encode_prompt)
+    const char             *lit_prompt;     // the prompt they belong to (borrowed; compared by address)
+    struct tk_literal      *lit;
+    int                     n_lit;
 };
 
 /* Responses (server.c). */
@@ -184,6 +190,9 @@ struct gen_params {
     const char        *grammar_field;
     bool               keep_tokens;     // the job keeps prompt and output ids (job_tokens)
 };
+/* Encodes a prompt; the one srv_render_ex returned keeps message content's special-token text as
+ * text (unless --content-special-tokens control). */
+enum status srv_encode_prompt(struct req *r, const char *text, bool add_special, int32_t **ids, int *n);
 /* Tokenizes, checks the context, submits; false with *e on failure. r->job is set on success. */
 bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e);
 /* How an API spells tools and tool_choice. */

@@ -103,8 +103,9 @@ static void add_event(struct output *o, enum output_ev_kind kind, int idx, const
     }
     // pending events: merge text of the same kind
     struct output_ev *last = o->n_evs ? &o->evs[o->n_evs - 1] : NULL;
-    bool is_text = kind == OUTPUT_REASONING || kind == OUTPUT_CONTENT || kind == OUTPUT_TOOL_ARGS;
-    if (last && is_text && last->kind == kind && last->tool_index == idx) strbuf_append(&last->text, text, len);
+    bool is_text = kind == OUTPUT_REASONING || kind == OUTPUT_CONTENT || kind == OUTPUT_TOOL_ARGS || kind == OUTPUT_TOOL_CUT;
+    if (last && is_text && kind != OUTPUT_TOOL_CUT && last->kind == kind && last->tool_index == idx)
+        strbuf_append(&last->text, text, len);
     else {
         struct output_ev *e = ev_push(&o->evs, &o->n_evs, &o->cap_evs);
         e->kind = kind;
@@ -114,7 +115,7 @@ static void add_event(struct output *o, enum output_ev_kind kind, int idx, const
         if (id) snprintf(e->id, sizeof e->id, "%s", id);
     }
     // whole output: text blocks merge, a tool call is one block that collects its arguments
-    if (kind == OUTPUT_TOOL_END) return;
+    if (kind == OUTPUT_TOOL_END || kind == OUTPUT_TOOL_CUT) return;
     if (kind == OUTPUT_TOOL_ARGS) {
         for (int i = o->n_blocks - 1; i >= 0; i--)
             if (o->blocks[i].kind == OUTPUT_TOOL_START && o->blocks[i].tool_index == idx) {
@@ -134,6 +135,31 @@ static void add_event(struct output *o, enum output_ev_kind kind, int idx, const
     if (kind != OUTPUT_TOOL_START) strbuf_append(&b->text, text, len);
     if (name) snprintf(b->name, sizeof b->name, "%s", name);
     if (id) snprintf(b->id, sizeof b->id, "%s", id);
+}
+
+/* A cut call's block goes; the element is kept at the end of the array for reuse (its strbuf). */
+static void drop_call_block(struct output *o, int idx)
+{
+    for (int i = o->n_blocks - 1; i >= 0; i--) {
+        if (o->blocks[i].kind != OUTPUT_TOOL_START || o->blocks[i].tool_index != idx) continue;
+        struct output_ev gone = o->blocks[i];
+        memmove(o->blocks + i, o->blocks + i + 1, (size_t)(o->n_blocks - i - 1) * sizeof *o->blocks);
+        o->blocks[--o->n_blocks] = gone;
+        return;
+    }
+}
+
+/* Text into the blocks alone (merged into the last block of its kind). */
+static void add_block_text(struct output *o, enum output_ev_kind kind, const char *text, size_t len)
+{
+    if (!len) return;
+    struct output_ev *b = o->n_blocks ? &o->blocks[o->n_blocks - 1] : NULL;
+    if (!b || b->kind != kind) {
+        b = ev_push(&o->blocks, &o->n_blocks, &o->cap_blocks);
+        b->kind = kind;
+        b->tool_index = 0;
+    }
+    strbuf_append(&b->text, text, len);
 }
 
 /* ==== Stages ==== */
@@ -176,6 +202,13 @@ static void on_tool(struct output *o, bool reasoning, const struct tp_event *ev)
         add_event(o, OUTPUT_TOOL_END, ev->index, NULL, 0, NULL, NULL);
         o->n_calls_done++;
         o->calls_capped = o->cfg.max_tool_calls && o->n_calls_done >= o->cfg.max_tool_calls;
+        break;
+    case TP_CALL_CUT:
+        add_event(o, OUTPUT_TOOL_CUT, ev->index, ev->text, ev->len, NULL, NULL);
+        drop_call_block(o, ev->index);
+        o->n_calls--;   // the output ends here: no later call took a higher index
+        // its markup goes back to its channel as text (the block only: the stream has the CUT)
+        add_block_text(o, reasoning ? OUTPUT_REASONING : OUTPUT_CONTENT, ev->text, ev->len);
         break;
     }
 }

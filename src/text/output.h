@@ -49,7 +49,12 @@ bool output_format_prompt_in_think(const struct output_format *f, const char *pr
 
 /* ==== Per-stream pipeline ==== */
 
-enum output_ev_kind { OUTPUT_REASONING = 0, OUTPUT_CONTENT, OUTPUT_TOOL_START, OUTPUT_TOOL_ARGS, OUTPUT_TOOL_END };
+/* OUTPUT_TOOL_CUT (drained events only): the call tool_index, already started, was cut before its
+ * end (the output ended inside it: max_tokens, shutdown, an end token); it is not a call. Its
+ * markup as generated is in text. Streaming writers answer it with their API's error (or
+ * incomplete) shape; in the blocks the call is replaced by that text (content or reasoning). */
+enum output_ev_kind { OUTPUT_REASONING = 0, OUTPUT_CONTENT, OUTPUT_TOOL_START, OUTPUT_TOOL_ARGS, OUTPUT_TOOL_END,
+                      OUTPUT_TOOL_CUT };
 
 struct output_ev {
     enum output_ev_kind kind;
@@ -100,7 +105,7 @@ const struct output_ev *output_drain(struct output *o, int *n);
 const struct output_ev *output_blocks(const struct output *o, int *n);
 
 bool        output_in_reasoning(const struct output *o);   // inside a think block now
-int         output_n_tool_calls(const struct output *o);
+int         output_n_tool_calls(const struct output *o);   // complete calls (a cut one is not counted)
 const char *output_stop_string(const struct output *o);    // the stop string that matched, or NULL
 void        output_free(struct output *o);
 

@@ -213,6 +213,9 @@ enum status tokenizer_load_json(const char *tokenizer_json, size_t len, const ch
         }
         trie_insert(a->normalized ? &tk->trie_norm : &tk->trie_raw, a->content, a->len, i);
     }
+    tk->special_texts = xcalloc((size_t)tk->n_added + 1, sizeof *tk->special_texts);
+    for (int i = 0, k = 0; i < tk->n_added; i++)
+        if (tk->added[i].special && tk->added[i].len) tk->special_texts[k++] = tk->added[i].content;
     for (int i = 0; i < tk->post.n_pre; i++)
         if (tk->post.pre[i] < 0 || tk->post.pre[i] >= tk->n_ids_total) goto out_bad_post;
     for (int i = 0; i < tk->post.n_post; i++)
@@ -295,6 +298,7 @@ void tokenizer_free(struct tokenizer *tk)
     free(tk->trie_raw.nodes);
     free(tk->trie_norm.nodes);
     free(tk->added_of_id);
+    free(tk->special_texts);
     free(tk->post.pre);
     free(tk->post.post);
     free(tk->bos);
@@ -309,6 +313,8 @@ void tokenizer_free(struct tokenizer *tk)
 
 struct enc {
     const struct tokenizer *tk;
+    const struct tk_literal *lit;        // literal ranges of the raw text (special tokens not matched there)
+    int                   n_lit;
     int32_t           *ids;
     int                n_ids, cap;
     pcre2_match_data  *md;
@@ -333,6 +339,14 @@ static bool starts_with_word(const char *s, size_t n)
 
 typedef void (*segment_fn)(struct enc *e, const char *s, size_t n, uint32_t orig);
 
+/* Whether [a, b) of the raw text overlaps a literal range. */
+static bool in_literal(const struct enc *e, size_t a, size_t b)
+{
+    for (int i = 0; i < e->n_lit; i++)
+        if (a < e->lit[i].end && e->lit[i].start < b) return true;
+    return false;
+}
+
 /* Splits s on the added tokens of trie t (HF find_matches): text between matches goes to fn,
  * each match appends its id. */
 static void split_added(struct enc *e, const struct tk_trie *t, const char *s, size_t n, uint32_t orig, segment_fn fn)
@@ -347,6 +361,7 @@ static void split_added(struct enc *e, const struct tk_trie *t, const char *s, s
             size_t start = i;
             i = end;   // matches do not overlap, discarded or not
             if (start < done) continue;   // swallowed by the previous token's rstrip
+            if (a->special && t == &e->tk->trie_raw && in_literal(e, orig + start, orig + end)) continue;
             if (a->single_word && ((start > 0 && ends_with_word(s, start)) || (end < n && starts_with_word(s + end, n - end))))
                 continue;
             if (a->lstrip) {
@@ -403,6 +418,14 @@ static void raw_segment(struct enc *e, const char *s, size_t n, uint32_t orig)
 enum status tokenizer_encode(const struct tokenizer *tk, const char *text, size_t len, bool add_special,
                              int32_t **ids, int *n_ids)
 {
+    return tokenizer_encode_literal(tk, text, len, add_special, NULL, 0, ids, n_ids);
+}
+
+const char *const *tokenizer_special_texts(const struct tokenizer *tk) { return tk->special_texts; }
+
+enum status tokenizer_encode_literal(const struct tokenizer *tk, const char *text, size_t len, bool add_special,
+                                     const struct tk_literal *literal, int n_literal, int32_t **ids, int *n_ids)
+{
     *ids = NULL;
     *n_ids = 0;
     if (len > (size_t)INT32_MAX / 2) {
@@ -413,6 +436,8 @@ enum status tokenizer_encode(const struct tokenizer *tk, const char *text, size_
     e.md = pcre2_match_data_create(4, NULL);
     struct strbuf clean = {0};
     tk_utf8_lossy(&clean, text ? text : "", text ? len : 0);
+    if (clean.len == len) e.lit = literal, e.n_lit = n_literal;   // repaired UTF-8 moves the ranges: cannot apply
+    else if (n_literal) e.lit = &(struct tk_literal){ 0, clean.len }, e.n_lit = 1;   // then no special token matches at all
     const char *s = clean.data ? clean.data : "";
     if (add_special) {
         for (int i = 0; i < tk->post.n_pre; i++) {

@@ -46,6 +46,16 @@ void        tokenizer_free(struct tokenizer *tk);
 /* Encodes text; add_special applies the post-processor (BOS etc.). Caller frees *ids. */
 enum status tokenizer_encode(const struct tokenizer *tk, const char *text, size_t len, bool add_special,
                              int32_t **ids, int *n_ids);
+/* A byte range [start, end) of a text to encode. */
+struct tk_literal { size_t start, end; };
+/* tokenizer_encode, except that a special added token whose text overlaps one of the literal
+ * ranges is not matched there: its text is tokenized as text (HF split_special_tokens, for those
+ * ranges only). The server passes the ranges of a rendered prompt that came from message content,
+ * so content cannot inject control tokens (<|im_start|>, <|eot_id|>...). Ranges sorted, disjoint. */
+enum status tokenizer_encode_literal(const struct tokenizer *tk, const char *text, size_t len, bool add_special,
+                                     const struct tk_literal *literal, int n_literal, int32_t **ids, int *n_ids);
+/* The texts of the special added tokens (special: true), NULL-terminated; lives with tk. */
+const char *const *tokenizer_special_texts(const struct tokenizer *tk);
 /* Decodes ids to a heap string, like tokenizer.decode(ids, skip_special_tokens=skip_special). */
 char       *tokenizer_decode(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_special);
 /* Same, with the length in bytes: decoded text may contain U+0000 (e.g. a <0x00> token). */

@@ -264,6 +264,7 @@ struct tokenizer {
     struct tk_trie      trie_raw;    // added tokens with normalized=false
     struct tk_trie      trie_norm;   // normalized=true
     int32_t            *added_of_id; // [n_ids_total] index into added[] or -1
+    const char        **special_texts;   // contents of the special added tokens, NULL-terminated (borrowed from added[])
     int                 n_ids_total; // max id + 1 over vocab and added tokens
 
     bool                cleanup;     // clean_up_tokenization_spaces

@@ -74,6 +74,8 @@ struct toolparse {
     enum tp_state    after;          // where ST_JSON / ST_RAW_ARGS go when done
     size_t           raw_start;      // where the current call's markup began (for give-back)
     bool             committed;      // CALL_START emitted for the current call
+    size_t           call_start;     // where the committed call's markup began (CALL_CUT gives it back)
+    size_t           last_end;       // buffer position when the last call ended
     int              index;          // current call index
     bool             text_seen;      // non-whitespace text emitted (Llama 3: calls only at start)
     bool             llama_probe;    // current JSON call started without a marker
@@ -138,6 +140,7 @@ static void commit(struct toolparse *tp, const char *name)
 {
     tp->index = (*tp->n_calls)++;
     tp->committed = true;
+    tp->call_start = tp->raw_start > tp->last_end ? tp->raw_start : tp->last_end;
     struct tp_event ev = { .kind = TP_CALL_START, .index = tp->index, .name = name };
     tp->emit(tp->ctx, &ev);
 }
@@ -147,6 +150,7 @@ static void end_call(struct toolparse *tp)
     struct tp_event ev = { .kind = TP_CALL_END, .index = tp->index };
     tp->emit(tp->ctx, &ev);
     tp->committed = false;
+    tp->last_end = tp->pos;
 }
 
 /* 1: buf[pos..] starts with lit; 0: it cannot; -1: undecided (buffer is a proper prefix). */
@@ -868,6 +872,7 @@ static void run(struct toolparse *tp, bool final)
         tp->buf.len -= tp->pos;
         tp->buf.data[tp->buf.len] = 0;
         tp->pos = 0;
+        tp->last_end = 0;
     }
 }
 
@@ -903,17 +908,15 @@ void toolparse_finish(struct toolparse *tp)
     run(tp, true);
     if (tp->st != ST_TEXT) {
         if (tp->committed) {
-            if (tp->st == ST_XML_VALUE && tp->xml_stream) {
-                xml_emit_escaped(tp, tp->xml_emitted, tp->buf.len);
-                emit_args(tp, "\"", 1);
-            }
-            if (tp->st == ST_XML_BODY || tp->st == ST_XML_VALUE)
-                emit_args(tp, tp->xml_first ? "{}" : "}", tp->xml_first ? 2 : 1);
-            else if (!tp->js.has_args)
-                emit_args(tp, "{}", 2);
-            LOG_WARN("tool call %d (%s) unterminated at the end of the output", tp->index, tool_family_name(tp->f));
-            end_call(tp);
-            tp->pos = tp->buf.len;
+            // cut before its end: its arguments are incomplete, so it is not a call
+            LOG_WARN("tool call %d (%s) unterminated at the end of the output; given back as text", tp->index,
+                     tool_family_name(tp->f));
+            size_t from = tp->call_start < tp->buf.len ? tp->call_start : tp->buf.len;
+            struct tp_event ev = { .kind = TP_CALL_CUT, .index = tp->index, .text = B(tp) + from,
+                                   .len = tp->buf.len - from };
+            tp->emit(tp->ctx, &ev);
+            tp->committed = false;
+            tp->pos = tp->last_end = tp->buf.len;
         } else if (tp->st == ST_TC_CLOSE || tp->st == ST_LLAMA_AFTER || tp->st == ST_DS_CALLS ||
                    tp->st == ST_MI_ARRAY || tp->st == ST_DS_AFTER) {
             emit_text(tp, tp->pos, tp->buf.len);   // trailing text after complete calls

@@ -9,7 +9,9 @@
  * A call is committed when its name is known; text that turns out not to be a well-formed call
  * before that point is given back as plain TEXT (with a logged warning), never dropped. A committed
  * call whose tail is malformed is closed with the arguments seen so far, and the rest goes back to
- * TEXT. Families: Hermes/Qwen3 (<tool_call>{json}</tool_call>), Qwen3-Coder/Qwen3.5 XML
+ * TEXT. A committed call still open when the output ends (max_tokens, shutdown, an end token in
+ * the middle) ends with CALL_CUT instead of CALL_END, carrying the call's markup as generated: it
+ * is not a call (its arguments are incomplete) and the caller gives it back as text. Families: Hermes/Qwen3 (<tool_call>{json}</tool_call>), Qwen3-Coder/Qwen3.5 XML
  * (<tool_call><function=f><parameter=p>v</parameter></function></tool_call>), Llama 3 JSON
  * ({"name":..,"parameters":..} at the start of a message or after <|python_tag|>), Mistral
  * ([TOOL_CALLS][{..}] and [TOOL_CALLS]name[ARGS]{..}), DeepSeek-V3 (<｜tool▁calls▁begin｜>...).
@@ -42,12 +44,12 @@ bool             tool_family_from_name(const char *name, enum tool_family *out);
 const char      *tool_family_name(enum tool_family f);
 /* A model's family is picked once at load: output_format_detect (text/output.h). */
 
-enum tp_event_kind { TP_TEXT = 0, TP_CALL_START, TP_CALL_ARGS, TP_CALL_END };
+enum tp_event_kind { TP_TEXT = 0, TP_CALL_START, TP_CALL_ARGS, TP_CALL_END, TP_CALL_CUT };
 
 struct tp_event {
     enum tp_event_kind kind;
     int                index;   // call index (CALL_*), counted across the streams sharing the counter
-    const char        *text;    // TEXT and CALL_ARGS: the piece (not NUL-terminated)
+    const char        *text;    // TEXT, CALL_ARGS: the piece; CALL_CUT: the call's markup (not NUL-terminated)
     size_t             len;
     const char        *name;    // CALL_START: function name (NUL-terminated)
 };
@@ -59,7 +61,7 @@ struct toolparse;
 struct toolparse *toolparse_new(enum tool_family f, const json_t *tools, int *n_calls,
                                 void (*emit)(void *ctx, const struct tp_event *ev), void *ctx);
 void              toolparse_feed(struct toolparse *tp, const char *text, size_t len);
-/* End of the stream: flushes held-back text and closes an open call. */
+/* End of the stream: flushes held-back text; an open call ends with CALL_CUT. */
 void              toolparse_finish(struct toolparse *tp);
 void              toolparse_free(struct toolparse *tp);
 

@@ -29,6 +29,7 @@ static void on_ev(void *ctx, const struct tp_event *ev)
     if (ev->kind == TP_TEXT || ev->kind == TP_CALL_ARGS) strbuf_append(&r->out, ev->text, ev->len);
     if (ev->kind == TP_CALL_START) { CHECK(r->open < 0, "call %d started inside call %d", ev->index, r->open); r->open = ev->index; }
     if (ev->kind == TP_CALL_ARGS) CHECK(r->open == ev->index, "args of %d outside its call (%d)", ev->index, r->open);
+    if (ev->kind == TP_CALL_CUT) { CHECK(r->open == ev->index, "cut of %d, open %d", ev->index, r->open); r->open = -1; }
     if (ev->kind == TP_CALL_END) { CHECK(r->open == ev->index, "end of %d, open %d", ev->index, r->open); r->open = -1; }
     r->last_kind = ev->kind;
     r->last_index = ev->index;

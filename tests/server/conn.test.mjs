@@ -68,6 +68,9 @@ async function main() {
   await sleep(3000);
   check(lorisClosed.length === N_LORIS, 'slowloris clients cut', lorisClosed.length);
   if (lorisClosed.length) console.error(`conn: slowloris dropped after ${(Math.max(...lorisClosed) / 1000).toFixed(2)} s (header timeout 2 s)`);
+  // idle sockets (no byte sent) are not slowloris: held past the header timeout (until --http-timeout)
+  const still = socks.filter((s) => !s.destroyed && s.readyState === 'open').length;
+  check(still >= N_IDLE * 0.99, 'idle sockets held past the header timeout', still);
   for (const s of socks) s.destroy();
 
   // ---- per-IP limit: the connection over the limit is closed at once, others still served
@@ -109,7 +112,9 @@ async function main() {
     ['%0a in path', `GET /health%0a HTTP/1.1\r\n${H}\r\n`, 400, true],
     ['HTTP/1.1 without Host', 'GET /health HTTP/1.1\r\n\r\n', 400, true],
     ['HTTP/1.0 without Host', 'GET /health HTTP/1.0\r\n\r\n', 200, false],
-    ['control byte in API key', `POST /v1/chat/completions HTTP/1.1\r\n${H}Authorization: Bearer k3y\u0001zz\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 400, false],
+    ['control byte in API key', `POST /v1/chat/completions HTTP/1.1\r\n${H}Authorization: Bearer k3y\u0001zz\r\nContent-Length: ${body.length}\r\n\r\n${body}GET /health HTTP/1.1\r\n${H}\r\n`, 400, true],
+    ['NUL in API key', `POST /v1/chat/completions HTTP/1.1\r\n${H}Authorization: Bearer k3y\u0000zz\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 400, true],
+    ['NUL in x-api-key', `POST /v1/chat/completions HTTP/1.1\r\n${H}x-api-key: k3y\u0000\r\nContent-Length: ${body.length}\r\n\r\n${body}GET /health HTTP/1.1\r\n${H}\r\n`, 400, true],
     ['key prefix only', `POST /v1/chat/completions HTTP/1.1\r\n${H}Authorization: Bearer k3\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 401, false],
     ['HEAD /health', `HEAD /health HTTP/1.1\r\n${H}\r\n`, 200, false],
     ['HEAD /metrics', `HEAD /metrics HTTP/1.1\r\n${H}\r\n`, 200, false],
@@ -151,6 +156,7 @@ async function main() {
   check((await request(P, 'GET', '/health')).status === 200, 'SIGHUP ignored');
   const st = await srv.stop();
   check(st.code === 0, 'clean exit', st);
+  check(!/AddressSanitizer|LeakSanitizer|runtime error:|CHECK failed/.test(srv.stderr()), 'no sanitizer report / CHECK in server stderr');
 
   // ---- during a (simulated 20 s) model load: /health 503 with Retry-After; SIGTERM exits at once
   const ld = await startServer(['--fake'], { CAIRN_FAKE_LOAD_MS: '20000' }, { waitServing: false });

@@ -100,6 +100,10 @@ static void record(struct result *r, const struct output_ev *evs, int n)
         } else if (e->kind == OUTPUT_TOOL_START) {
             strbuf_printf(&r->events, "S%d:%s ", e->tool_index, e->name);
             EXPECTF(!strncmp(e->id, "call_", 5) && strlen(e->id) == 29, "id %s", e->id);
+        } else if (e->kind == OUTPUT_TOOL_CUT) {
+            strbuf_printf(&r->events, " X%d[", e->tool_index);
+            strbuf_append(&r->events, e->text.data, e->text.len);
+            strbuf_puts(&r->events, "] ");
         } else strbuf_printf(&r->events, " E%d ", e->tool_index);
         r->last_kind = (int)e->kind;
     }
@@ -194,6 +198,12 @@ static const struct tcase cases[] = {
       // the newline between the calls is the format's: it never becomes content (issue 18)
       "C[Checking.\n]S0:get_weather A0[{\"city\": \"Paris\"}] E0 S1:now A1[{}] E1 ",
       "C[Checking.\n]T0:get_weather({\"city\": \"Paris\"})T1:now({})", NULL },
+    // a call cut before its end (the output ended inside it): the stream says so (X), the blocks
+    // hold its markup as text, and it is not counted as a call (issue 20)
+    { "Sure.\n<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par",
+      { NULL, NULL }, true, false, TOOL_FAMILY_HERMES,
+      "C[Sure.\n]S0:now A0[{}] E0 S1:get_weather A1[{\"city\": \"Par] X1[<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par] ",
+      "C[Sure.\n]T0:now({})C[<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par]", NULL },
     // text after a call keeps the whitespace before it; whitespace before the next call or the end is dropped
     { "<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>\nDone.\n<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>\n\n",
       { NULL, NULL }, true, false, TOOL_FAMILY_HERMES,

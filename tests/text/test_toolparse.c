@@ -22,6 +22,7 @@ static void on_ev(void *ctx, const struct tp_event *ev)
     case TP_CALL_START: strbuf_printf(&r->out, "S%d:%s ", ev->index, ev->name); break;
     case TP_CALL_ARGS:  if (!merge) strbuf_printf(&r->out, "A%d[", ev->index); strbuf_append(&r->out, ev->text, ev->len); strbuf_puts(&r->out, "]"); break;
     case TP_CALL_END:   strbuf_printf(&r->out, " E%d ", ev->index); break;
+    case TP_CALL_CUT:   strbuf_printf(&r->out, " C%d[", ev->index); strbuf_append(&r->out, ev->text, ev->len); strbuf_puts(&r->out, "] "); break;
     }
     r->last_kind = ev->kind;
     r->last_index = ev->index;
@@ -71,9 +72,12 @@ TEST(hermes)
     // malformed: not JSON -> text, and text after it survives
     check_family(TOOL_FAMILY_HERMES, "a <tool_call>oops</tool_call> b <tool_ca",
                  "T[a <tool_call>oops</tool_call> b <tool_ca]", NULL);
-    // unterminated call at the end: closed with what was seen
+    // unterminated call at the end (max_tokens, shutdown): cut, its markup given back, never ended as a call
     check_family(TOOL_FAMILY_HERMES, "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": ",
-                 "S0:f A0[{\"a\": ] E0 ", NULL);
+                 "S0:f A0[{\"a\": ] C0[<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": ] ", NULL);
+    // the cut one after a complete call: only its own markup comes back
+    check_family(TOOL_FAMILY_HERMES, "<tool_call>{\"name\": \"f\"}</tool_call>\n<tool_call>{\"name\": \"g\", \"arguments\": {",
+                 "S0:f A0[{}] E0 T[\n]S1:g A1[{] C1[<tool_call>{\"name\": \"g\", \"arguments\": {] ", NULL);
     // no arguments
     check_family(TOOL_FAMILY_HERMES, "<tool_call>{\"name\": \"f\"}</tool_call>done", "S0:f A0[{}] E0 T[done]", NULL);
     // hermes parser also takes XML bodies
@@ -90,12 +94,12 @@ TEST(qwen3_coder)
                  "ok\n<tool_call>\n<function=write>\n<parameter=path>\n/tmp/a \"b\".txt\n</parameter>\n<parameter=n>\n42\n</parameter>\n"
                  "<parameter=lines>\n7\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=ls>\n</function>\n</tool_call>",
                  "T[ok\n]S0:write A0[{\"path\": \"/tmp/a \\\"b\\\".txt\", \"n\": \"42\", \"lines\": 7}] E0 T[\n]S1:ls A1[{}] E1 ", tools);
-    // string values stream while generated (file contents), newlines and quotes escaped; an
-    // unterminated one is closed at the end
+    // string values stream while generated (file contents), newlines and quotes escaped; a call
+    // unterminated at the end is cut
     check_family(TOOL_FAMILY_QWEN3_CODER, "<tool_call><function=write><parameter=path>\nline1\n\"q\" </par\n\nend\n</parameter></function></tool_call>",
                  "S0:write A0[{\"path\": \"line1\\n\\\"q\\\" </par\\n\\nend\"}] E0 ", tools);
     check_family(TOOL_FAMILY_QWEN3_CODER, "<tool_call><function=write><parameter=path>\nabc",
-                 "S0:write A0[{\"path\": \"abc\"}] E0 ", tools);
+                 "S0:write A0[{\"path\": \"abc] C0[<tool_call><function=write><parameter=path>\nabc] ", tools);
     check_family(TOOL_FAMILY_QWEN3_CODER, "<tool_call>\n<function=f>\n<parameter=x>\n{\"a\": [1]}\n</parameter>\n</function>\n</tool_call>",
                  "S0:f A0[{\"x\": {\"a\":[1]}}] E0 ", NULL);
     // missing </parameter> (seen from Qwen3.6): value ends at </function>

@@ -469,6 +469,7 @@ enum MHD_Result api_anthropic_messages(struct req *r, json_t *body)
     srv_chat_params(r, &p, prompt, &tools, use_tools, "toolu_");
     json_t *tc = json_object_get(body, "tool_choice");
     p.max_tool_calls = json_is_true(json_object_get(tc, "disable_parallel_tool_use")) ? 1 : 0;
+    if (!srv_constraint_anthropic(r->s->grammars, body, &p.grammar, &p.grammar_field, &e)) goto fail;
     if (!srv_tool_constraint(r, body, &anth_tool_api, &p, &e)) goto fail;
     p.n = 1;
     p.max_tokens = max_tokens;

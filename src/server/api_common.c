@@ -120,7 +120,8 @@ bool srv_tool_constraint(struct req *r, json_t *body, const struct tool_api *api
     json_t *ptc = json_object_get(body, "parallel_tool_calls");
     bool parallel = !json_is_false(ptc) && !json_is_true(json_object_get(tc, "disable_parallel_tool_use"));
     if (only) parallel = false;   // a named tool is called once
-    if (!srv_tool_grammar(r->s->grammars, p->family, p->tools, only, parallel, &p->grammar, e)) return false;
+    if (!srv_tool_grammar(r->s->grammars, p->family, r->g->fmt.tool_name_first, p->tools, only, parallel, &p->grammar, e))
+        return false;
     p->grammar_field = "tool_choice";
     return true;
 }
@@ -268,7 +269,7 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     struct job_cfg jc = {
         .output = {
             .fmt = &g->fmt, .reasoning = p->reasoning,
-            .start_in_think = after_think,
+            .start_in_think = after_think, .constrained = p->grammar != NULL,
             .tool_family = p->family, .tools = p->tools, .stops = p->stops, .n_stops = p->n_stops,
             .tool_id_prefix = p->tool_id_prefix, .max_tool_calls = p->max_tool_calls,
         },

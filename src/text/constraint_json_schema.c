@@ -906,8 +906,8 @@ static bool xml_name_ok(const char *name)
 {
     size_t n = strlen(name);
     if (!n || n > 120) return false;
-    for (const char *p = name; *p; p++)
-        if (*p == '<' || *p == '>' || *p == '\n' || *p == '{' || *p == ' ' || *p == '=') return false;
+    for (const char *p = name; *p; p++)   // (toolparse trims spaces and ends a name at these)
+        if ((unsigned char)*p <= ' ' || strchr("<>{=\"\\", *p)) return false;
     return true;
 }
 

@@ -152,6 +152,25 @@ for (let seed = 0; seed < SEEDS; seed++) {
     validCalls(a2.content.filter((b) => b.type === 'tool_use'), `anthropic tool seed ${seed}`, { only: 'get_weather', max: 1 });
   }
 }
+// Valid within the budget: at exactly the max_tokens the 400 names as the least, every seed still
+// closes the output (the mask leaves only the shortest completion once that is all that fits).
+for (const [name, schema] of Object.entries(schemas)) {
+  const r0 = await request(srv.port, 'POST', '/v1/chat/completions', { model: 'default', messages, max_tokens: 3,
+    response_format: { type: 'json_schema', json_schema: { name, schema } } });
+  const need = Number((/needs (\d+) tokens/.exec(r0.body) || [])[1]);
+  if (!check(r0.status === 400 && need > 3, `${name}: the 400 names the least max_tokens`, r0.body)) continue;
+  const r1 = await request(srv.port, 'POST', '/v1/chat/completions', { model: 'default', messages, max_tokens: need - 1,
+    response_format: { type: 'json_schema', json_schema: { name, schema } } });
+  check(r1.status === 400, `${name}: max_tokens ${need - 1} refused`, r1.status);
+  for (let seed = 0; seed < SEEDS; seed++)
+    for (const extra of [0, 4]) {
+      const r = await client.chat.completions.create({ model: 'default', messages, temperature: 1, seed, max_tokens: need + extra,
+        response_format: { type: 'json_schema', json_schema: { name, schema } } });
+      check(r.choices[0].finish_reason === 'stop', `${name} at max_tokens ${need + extra} seed ${seed}: finish stop`, r.choices[0]);
+      await validSchema(name, schema, r.choices[0].message.content, `${name} at max_tokens ${need + extra} seed ${seed}`);
+    }
+}
+
 // Responses API text.format (flat json_schema, json_object) and Anthropic structured outputs
 // (output_config.format, and the beta's output_format)
 for (let seed = 0; seed < SEEDS; seed++) {

@@ -106,6 +106,10 @@ uint32_t    constraint_grammar_min_bytes(const struct constraint_grammar *g);
  * special tokens other than stop_ids: never allowed). stop_ids end the output (EOS, <|im_end|>). */
 enum status constraint_vocab_new(const struct tokenizer *tk, const int32_t *stop_ids, int n_stop,
                                  struct constraint_vocab **out);
+/* The same, with special tokens that are text here: text_ids (a model's tool-call markers such as
+ * [TOOL_CALLS]) are allowed wherever their content's bytes are, like any other token. */
+enum status constraint_vocab_new_text(const struct tokenizer *tk, const int32_t *stop_ids, int n_stop,
+                                      const int32_t *text_ids, int n_text, struct constraint_vocab **out);
 void        constraint_vocab_free(struct constraint_vocab *v);
 int         constraint_vocab_size(const struct constraint_vocab *v);     // ids, = mask bits
 int         constraint_mask_words(const struct constraint_vocab *v);     // uint32 words per mask

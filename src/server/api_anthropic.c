@@ -204,6 +204,7 @@ static json_t *anth_tool(json_t *t, size_t i, struct api_error *e)
     json_t *fn = json_pack("{s:s,s:O}", "name", name, "parameters", schema);
     json_t *d = json_object_get(t, "description");
     if (json_is_string(d)) json_object_set(fn, "description", d);
+    if (json_is_true(json_object_get(t, "strict"))) json_object_set_new(fn, "strict", json_true());   // structured outputs
     return json_pack("{s:s,s:o}", "type", "function", "function", fn);
 }
 

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "base/log.h"
 #include "base/mem.h"
 #include "text/constraint.h"
 
@@ -458,8 +459,34 @@ static void call_rule(struct strbuf *rules, enum tool_family family, bool name_f
     strbuf_free(&lit);
 }
 
-/* root: one call, or (parallel) several, inside the family's outer markup. */
-static void envelope_root(struct strbuf *g, enum tool_family family, bool name_first, bool parallel)
+/* Rule <name>: any text in which marker never occurs, as a DFA over the marker's code points
+ * (right-linear rules, which the matcher runs in constant stack): state k has matched k of them.
+ * The marker's first code point occurs once in it, so a mismatch goes back to state 0, or to 1
+ * when it is that first code point. Every state may end: a text may stop on a partial marker. */
+static void text_without(struct strbuf *g, const char *name, const char *marker)
+{
+    uint32_t cp[64];
+    int n = 0;
+    for (const unsigned char *p = (const unsigned char *)marker; *p && n < 64;) {
+        int len = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : 4;
+        uint32_t v = len == 1 ? *p : len == 2 ? (*p & 0x1Fu) : len == 3 ? (*p & 0x0Fu) : (*p & 0x07u);
+        for (int k = 1; k < len; k++) v = (v << 6) | (p[k] & 0x3Fu);
+        cp[n++] = v;
+        p += len;
+    }
+    for (int k = 1; k < n; k++) CHECK(cp[k] != cp[0], "marker '%s' repeats its first character", marker);
+    strbuf_printf(g, "%s ::= \"\" | [^\\U%08X] %s | \"\\U%08X\" %s-1\n", name, cp[0], name, cp[0], name);
+    for (int k = 1; k < n; k++) {
+        strbuf_printf(g, "%s-%d ::= \"\" | [^\\U%08X\\U%08X] %s | \"\\U%08X\" %s-1", name, k, cp[k], cp[0], name, cp[0], name);
+        if (k + 1 < n) strbuf_printf(g, " | \"\\U%08X\" %s-%d", cp[k], name, k + 1);
+        strbuf_puts(g, "\n");
+    }
+}
+
+/* The rule "forced": one call, or (parallel) several, in the family's outer markup; and "root":
+ * forced alone, or (optional) the text the parser reads as text with such calls where its markup
+ * says (Hermes/XML anywhere, Llama 3 instead of text, Mistral/DeepSeek after the text). */
+static void envelope_root(struct strbuf *g, enum tool_family family, bool name_first, bool parallel, bool optional)
 {
     const char *open = "", *sep = "\n", *close = "";
     switch (family) {
@@ -475,7 +502,7 @@ static void envelope_root(struct strbuf *g, enum tool_family family, bool name_f
     }
     // Hermes and XML wrap each call in <tool_call>; the others wrap the list
     bool wrap_each = family == TOOL_FAMILY_HERMES || family == TOOL_FAMILY_QWEN3_CODER;
-    strbuf_puts(g, "root ::= ");
+    strbuf_puts(g, "forced ::= ");
     if (!wrap_each) { strbuf_putc(g, '"'); gbnf_escape(g, open); strbuf_puts(g, "\" "); }
     strbuf_puts(g, "call");
     if (parallel) { strbuf_puts(g, " (\""); gbnf_escape(g, sep); strbuf_puts(g, "\" call)*"); }
@@ -485,10 +512,34 @@ static void envelope_root(struct strbuf *g, enum tool_family family, bool name_f
     strbuf_puts(g, "( calls )");
     if (wrap_each) { strbuf_puts(g, " \""); gbnf_escape(g, close); strbuf_putc(g, '"'); }
     strbuf_puts(g, "\n");
+    if (!optional) {
+        strbuf_puts(g, "root ::= forced\n");
+        return;
+    }
+    switch (family) {
+    case TOOL_FAMILY_HERMES:
+    case TOOL_FAMILY_QWEN3_CODER:
+        strbuf_printf(g, "root ::= free ( call free )%s\n", parallel ? "*" : "?");
+        text_without(g, "free", "<tool_call>");
+        break;
+    case TOOL_FAMILY_LLAMA3:   // a message is calls (it starts with '{') or text
+        strbuf_puts(g, "root ::= forced | \"\" | [^{ \\t\\n\\r<] free | \"<\" free-1\n");
+        text_without(g, "free", "<|python_tag|>");
+        break;
+    case TOOL_FAMILY_MISTRAL:
+        strbuf_puts(g, "root ::= free forced?\n");
+        text_without(g, "free", "[TOOL_CALLS]");
+        break;
+    default:   // DeepSeek: every marker begins with this
+        strbuf_puts(g, "root ::= free forced?\n");
+        text_without(g, "free", "<\xEF\xBD\x9Ctool\xE2\x96\x81");
+        break;
+    }
 }
 
 bool srv_tool_grammar(struct grammar_cache *gc, enum tool_family family, bool name_first, json_t *tools,
-                      const char *only, bool parallel, struct constraint_grammar **out, struct api_error *e)
+                      const char *only, bool parallel, bool optional, struct constraint_grammar **out,
+                      struct api_error *e)
 {
     *out = NULL;
     if (family <= TOOL_FAMILY_NONE || family >= TOOL_FAMILY_COUNT) {
@@ -547,7 +598,7 @@ bool srv_tool_grammar(struct grammar_cache *gc, enum tool_family family, bool na
         return false;
     }
     struct strbuf g = {0};
-    envelope_root(&g, family, name_first, parallel);
+    envelope_root(&g, family, name_first, parallel, optional);
     strbuf_printf(&g, "calls ::= %s\n%s", alts.data, rules.data);
     strbuf_free(&rules);
     strbuf_free(&alts);

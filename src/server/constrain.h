@@ -68,8 +68,12 @@ bool srv_constraint_anthropic(struct grammar_cache *gc, json_t *body, struct con
  *                <｜tool▁call▁begin｜>function<｜tool▁sep｜>N\n```json\nA\n```<｜tool▁call▁end｜> (joined
  *                by \n), or with name_first <｜tool▁call▁begin｜>N<｜tool▁sep｜>A<｜tool▁call▁end｜>
  * name_first: the model's output_format.tool_name_first. only: the one tool allowed, NULL for any.
+ * optional (tool_choice auto with strict tools): text as well, with no call or calls where the
+ * family's markup puts them (Hermes/XML anywhere, Llama 3 instead of text, Mistral/DeepSeek
+ * after it); the text never holds the call marker, so every call the parser finds is valid.
  * A parameters schema or a tool name the markup cannot carry is a 400 naming the tool. */
 bool srv_tool_grammar(struct grammar_cache *gc, enum tool_family family, bool name_first, json_t *tools,
-                      const char *only, bool parallel, struct constraint_grammar **out, struct api_error *e);
+                      const char *only, bool parallel, bool optional, struct constraint_grammar **out,
+                      struct api_error *e);
 
 #endif

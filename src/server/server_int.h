@@ -171,6 +171,7 @@ struct gen_params {
     int                min_tokens;
     struct constraint_grammar *grammar; // output constraint (a reference; NULL: none), from grammar_field
     const char        *grammar_field;
+    bool               grammar_has_text;   // the grammar allows free text (strict tools under auto): think blocks still split
 };
 /* Tokenizes, checks the context, submits; false with *e on failure. r->job is set on success. */
 bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e);

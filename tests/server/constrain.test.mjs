@@ -118,6 +118,45 @@ const TOOLS = [
     properties: { a: { type: 'integer' }, b: { type: 'integer' } } } } },
 ];
 const paramsOf = Object.fromEntries(TOOLS.map((t) => [t.function.name, t.function.parameters]));
+const FAMILY_TOOLS = [...TOOLS,
+  { type: 'function', function: { name: 'write_file', parameters: { type: 'object', additionalProperties: false, required: ['path', 'content'],
+    properties: {
+      path: { type: 'string', pattern: '^[a-z/<]{1,20}\\.txt$' }, content: { type: 'string' }, mode: { enum: ['w', 'a</b'] },
+      lines: { type: 'array', items: { type: 'integer' }, maxItems: 3 }, note: { type: ['string', 'null'], maxLength: 10 },
+      opts: { type: 'object', properties: { force: { type: 'boolean' }, tag: { type: 'string' } }, required: ['force'], additionalProperties: false },
+      when: { type: 'string', format: 'date' }, level: { type: 'string', enum: ['lo', 'hi', 'x</parameter>'] } } } } },
+  { type: 'function', function: { name: 'ping', parameters: { type: 'object', properties: {} } } },
+];
+const familyParams = Object.fromEntries(FAMILY_TOOLS.map((t) => [t.function.name, t.function.parameters]));
+// tool_choice auto with strict tools: the model may answer in text, but any call it makes is valid.
+// The marker token is biased up (+100) so that some seeds call; every output is either text without
+// calls or valid calls.
+async function strictAuto(port, family, c) {
+  const tok = await request(port, 'POST', '/tokenize', { prompt: '<tool_call>', add_special_tokens: false });
+  const ids = JSON.parse(tok.body).tokens;
+  const strictTools = FAMILY_TOOLS.map((t) => ({ ...t, function: { ...t.function, strict: true } }));
+  let calls = 0, texts = 0;
+  for (let seed = 0; seed < 2 * SEEDS; seed++) {
+    const r = await c.chat.completions.create({ model: 'default', messages: [{ role: 'user', content: 'Write a file.' }],
+      tools: strictTools, temperature: 1, seed, max_tokens: 220,
+      ...(ids.length === 1 && seed % 2 === 0 ? { logit_bias: { [ids[0]]: 100 } } : {}) });
+    const ch = r.choices[0];
+    const tag = `${family} strict auto seed ${seed}`;
+    if (ch.message.tool_calls?.length) {
+      calls++;
+      check(ch.finish_reason === 'tool_calls', `${tag}: finish tool_calls`, ch);
+      for (const tc of ch.message.tool_calls) {
+        let args; try { args = JSON.parse(tc.function.arguments); } catch { args = undefined; }
+        check(familyParams[tc.function.name] && ajv.validate(familyParams[tc.function.name], args), `${tag}: valid call`, { tc, errors: ajv.errors });
+      }
+    } else {
+      texts++;
+      check(typeof ch.message.content === 'string', `${tag}: text`, ch);
+    }
+  }
+  console.error(`  ${family} strict auto: ${calls} outputs with calls, ${texts} text only`);
+  return calls;
+}
 function validCalls(calls, what, { only, max } = {}) {
   if (!check(Array.isArray(calls) && calls.length >= 1, `${what}: a tool call`, calls)) return;
   if (max) check(calls.length <= max, `${what}: at most ${max} call(s)`, calls.length);
@@ -203,6 +242,10 @@ for (const [field, fmt] of [['output_config', { output_config: { format: { type:
   check(a.status === 400 && a.body.includes('minProperties'), 'anthropic: unsupported keyword named', a.body);
 }
 
+{
+  const FAMILY_CALLS = await strictAuto(srv.port, 'hermes', client);
+  check(FAMILY_CALLS > 0, 'hermes strict auto: the biased marker led to calls', FAMILY_CALLS);
+}
 await expect400({ tools: TOOLS, tool_choice: { type: 'function', function: { name: 'nope' } } }, 'nope', 'named tool not in tools');
 await expect400({ tools: TOOLS, tool_choice: 'required', response_format: { type: 'json_object' } }, 'both', 'tool_choice + response_format');
 
@@ -230,16 +273,6 @@ await srv.stop();
 // model): the server's parser must read every constrained call back as a tool call, typed as the
 // schema says (Qwen3-Coder XML: raw text for strings, JSON otherwise), and ajv must accept the
 // arguments. A random-weight model at temperature 1 writes the longest, oddest values it can.
-const FAMILY_TOOLS = [...TOOLS,
-  { type: 'function', function: { name: 'write_file', parameters: { type: 'object', additionalProperties: false, required: ['path', 'content'],
-    properties: {
-      path: { type: 'string', pattern: '^[a-z/<]{1,20}\\.txt$' }, content: { type: 'string' }, mode: { enum: ['w', 'a</b'] },
-      lines: { type: 'array', items: { type: 'integer' }, maxItems: 3 }, note: { type: ['string', 'null'], maxLength: 10 },
-      opts: { type: 'object', properties: { force: { type: 'boolean' }, tag: { type: 'string' } }, required: ['force'], additionalProperties: false },
-      when: { type: 'string', format: 'date' }, level: { type: 'string', enum: ['lo', 'hi', 'x</parameter>'] } } } } },
-  { type: 'function', function: { name: 'ping', parameters: { type: 'object', properties: {} } } },
-];
-const familyParams = Object.fromEntries(FAMILY_TOOLS.map((t) => [t.function.name, t.function.parameters]));
 for (const family of ['qwen3_coder', 'llama3', 'mistral', 'deepseek_v3']) {
   const fsrv = await startServer([model, '--tool-parser', family,
     ...(process.env.LOAD_ARGS || '--backend cpu --threads 2').split(' ').filter(Boolean)]);
@@ -266,6 +299,7 @@ for (const family of ['qwen3_coder', 'llama3', 'mistral', 'deepseek_v3']) {
       }
     }
   }
+  await strictAuto(fsrv.port, family, fc);
   await fsrv.stop();
 }
 

@@ -4,7 +4,7 @@
  *   engine_bench [--config configs/qwen3-0.6b.json | --model DIR] [--backend cpu] [--threads 2]
  *                [--part decode,agentic,gap] [--conc 1,4,8,16] [--gen 32] [--sys 2000] [--user 100]
  *                [--n-user 10] [--long 16384] [--budget 256] [--kv-gb 4] [--pairs N] [--kv-dtype bf16]
- *                [--gap-streams 1] [--itl-ms MS] [--schema FILE]
+ *                [--gap-streams 1] [--itl-ms MS] [--schema FILE] [--tokenizer DIR]
  *
  * --config (alias --synthetic) synthesizes random weights of that shape, in device memory on cuda.
  * --kv-gb 0: the engine's default budget (free device memory minus a margin on cuda, 1 GiB on cpu).
@@ -19,7 +19,8 @@
  *          the step budget, paced to --itl-ms (engine_cfg.max_itl_ms: 0 the engine's default, -1 off;
  *          engine/pace.h) or capped by --pairs (engine_cfg.max_prefill_pairs: 0 default, -1 off):
  *          worst and median inter-token gap of the streams, vs their gap alone.
- * constrained (--model only: it needs the tokenizer): the decode part twice on the same prompts,
+ * constrained (needs a tokenizer: --model's, or --tokenizer DIR beside --config, e.g. the Qwen3
+ *          tokenizer with configs/qwen3-8b.json): the decode part twice on the same prompts,
  *          free and under a JSON-schema constraint (--schema FILE, default an agent's shell-tool
  *          schema; temperature 1, so the output keeps going instead of closing at once), masks on
  *          the engine's worker thread as in serving: tok/s of each and their ratio (wall and CPU).
@@ -46,7 +47,7 @@
 #include "text/tokenizer.h"
 
 struct opts {
-    const char *config, *model, *backend, *parts, *kv_dtype, *schema;
+    const char *config, *model, *backend, *parts, *kv_dtype, *schema, *tokenizer;
     int         threads, gen, sys, user, n_user, long_tok, budget, gap_streams;
     double      itl_ms;
     long long   pairs;
@@ -371,9 +372,11 @@ static void decode_run(const struct opts *o, int c, const struct constraint_gram
 
 static void bench_constrained(const struct opts *o)
 {
-    if (!o->model) { fprintf(stderr, "constrained: needs --model (its tokenizer)\n"); return; }
+    const char *tdir = o->tokenizer ? o->tokenizer : o->model;
+    if (!tdir) { fprintf(stderr, "constrained: needs --model or --tokenizer\n"); return; }
     struct tokenizer *tk;
-    CHECK(tokenizer_load(o->model, &tk) == STATUS_OK, "tokenizer of %s", o->model);
+    CHECK(tokenizer_load(tdir, &tk) == STATUS_OK, "tokenizer of %s", tdir);
+    CHECK(tokenizer_vocab_size(tk) <= g_m->hp.n_vocab, "the tokenizer has more ids than the model");
     const char *eos = tokenizer_eos_str(tk);
     int32_t stop = eos ? tokenizer_token_id(tk, eos) : -1;
     CHECK(stop >= 0, "no end-of-turn token");
@@ -386,6 +389,15 @@ static void bench_constrained(const struct opts *o)
     struct constraint_grammar *cg;
     char err[256];
     CHECK(constraint_compile_json_schema(schema, len, NULL, NULL, &cg, err, sizeof err) == STATUS_OK, "schema: %s", err);
+    if ((int)constraint_grammar_min_bytes(cg) + 1 > o->gen) {
+        fprintf(stderr, "constrained: --gen %d is below the schema's shortest output (%u tokens + the stop)\n", o->gen,
+                constraint_grammar_min_bytes(cg));
+        constraint_grammar_free(cg);
+        constraint_vocab_free(cv);
+        free(schema);
+        tokenizer_free(tk);
+        return;
+    }
     for (int ci = 0; ci < o->n_conc; ci++) {
         int c = o->conc[ci], nf, nc;
         double fw, fc, cw, cc;
@@ -443,6 +455,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--gap-streams")) o.gap_streams = atoi(v) > 0 ? atoi(v) : 1;
         else if (!strcmp(a, "--itl-ms")) o.itl_ms = atof(v);
         else if (!strcmp(a, "--schema")) o.schema = v;
+        else if (!strcmp(a, "--tokenizer")) o.tokenizer = v;
         else { fprintf(stderr, "unknown flag %s\n", a); return 2; }
         i++;
     }

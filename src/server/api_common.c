@@ -110,7 +110,11 @@ bool srv_tool_constraint(struct req *r, json_t *body, const struct tool_api *api
         size_t i;
         json_t *t;
         json_array_foreach(p->tools, i, t) strict |= json_is_true(json_object_get(json_object_get(t, "function"), "strict"));
-        if (!strict || p->grammar) return true;   // beside another constraint, strict tools stay unenforced
+        if (!strict) return true;
+        if (p->grammar) {   // one grammar per request: the output format wins, and the log says so
+            LOG_WARN("strict tools are not enforced beside '%s' (one output constraint per request)", p->grammar_field);
+            return true;
+        }
         json_t *ptc = json_object_get(body, "parallel_tool_calls");
         bool par = !json_is_false(ptc) && !json_is_true(json_object_get(tc, "disable_parallel_tool_use"));
         if (!srv_tool_grammar(r->s->grammars, p->family, r->g->fmt.tool_name_first, p->tools, NULL, par, true, &p->grammar, e))

@@ -4,7 +4,7 @@
  *   engine_bench [--config configs/qwen3-0.6b.json | --model DIR] [--backend cpu] [--threads 2]
  *                [--part decode,agentic,gap] [--conc 1,4,8,16] [--gen 32] [--sys 2000] [--user 100]
  *                [--n-user 10] [--long 16384] [--budget 256] [--kv-gb 4] [--pairs N] [--kv-dtype bf16]
- *                [--gap-streams 1] [--itl-ms MS]
+ *                [--gap-streams 1] [--itl-ms MS] [--schema FILE] [--tokenizer DIR]
  *
  * --config (alias --synthetic) synthesizes random weights of that shape, in device memory on cuda.
  * --kv-gb 0: the engine's default budget (free device memory minus a margin on cuda, 1 GiB on cpu).
@@ -19,6 +19,11 @@
  *          the step budget, paced to --itl-ms (engine_cfg.max_itl_ms: 0 the engine's default, -1 off;
  *          engine/pace.h) or capped by --pairs (engine_cfg.max_prefill_pairs: 0 default, -1 off):
  *          worst and median inter-token gap of the streams, vs their gap alone.
+ * constrained (needs a tokenizer: --model's, or --tokenizer DIR beside --config, e.g. the Qwen3
+ *          tokenizer with configs/qwen3-8b.json): the decode part twice on the same prompts,
+ *          free and under a JSON-schema constraint (--schema FILE, default an agent's shell-tool
+ *          schema; temperature 1, so the output keeps going instead of closing at once), masks on
+ *          the engine's worker thread as in serving: tok/s of each and their ratio (wall and CPU).
  * --budget 0 takes the engine's default step budget (8192 on a GPU, 256 on the CPU).
  * Every time is reported twice: wall seconds, and process CPU seconds (all threads; "cpu_s"),
  * because a shared machine makes wall time noisy: cpu_s / threads is what the wall time would be
@@ -38,9 +43,11 @@
 #include "base/rng.h"
 #include "engine/engine.h"
 #include "model/model.h"
+#include "text/constraint.h"
+#include "text/tokenizer.h"
 
 struct opts {
-    const char *config, *model, *backend, *parts, *kv_dtype;
+    const char *config, *model, *backend, *parts, *kv_dtype, *schema, *tokenizer;
     int         threads, gen, sys, user, n_user, long_tok, budget, gap_streams;
     double      itl_ms;
     long long   pairs;
@@ -310,6 +317,102 @@ static void bench_gap(const struct opts *o)
     free(pl);
 }
 
+/* ==== constrained ==== */
+
+static const char *default_schema =
+    "{\"type\":\"object\",\"properties\":{\"command\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"
+    "\"workdir\":{\"type\":\"string\"},\"timeout_ms\":{\"type\":\"number\"},\"justification\":{\"type\":\"string\"}},"
+    "\"required\":[\"command\",\"workdir\",\"timeout_ms\",\"justification\"],\"additionalProperties\":false}";
+
+/* One decode run of c streams; cg NULL: free. Returns tokens per wall and per CPU second. */
+static void decode_run(const struct opts *o, int c, const struct constraint_grammar *cg, const struct constraint_vocab *cv,
+                       double *tps, double *tpc, int *n_tokens)
+{
+    struct engine *e = engine_make(o, 64 * c > 256 ? 64 * c : 256, c);
+    int32_t *prompts = xmalloc(sizeof(int32_t) * 64 * (size_t)c);
+    struct token_stream **ts = xcalloc((size_t)c, sizeof *ts);
+    bool *done = xcalloc((size_t)c, sizeof *done);
+    int *n_tok = xcalloc((size_t)c, sizeof *n_tok);
+    struct token_event last;
+    for (int i = 0; i < c; i++) {
+        prompt_fill(1000 + (uint64_t)i, prompts + 64 * i, 64);
+        struct gen_request g = req_make(prompts + 64 * i, 64, o->gen);
+        g.sampling.temperature = 1.0f;   // the same sampler both ways
+        g.sampling.seed = 7 + (uint64_t)i;
+        g.sampling.has_seed = true;
+        g.ignore_eos = !cg;   // free: full length; constrained: ends on the stop id its grammar allows
+        if (cg) {
+            g.constraint = constraint_new(cg, cv);
+            g.constraint_vocab = cv;
+        }
+        CHECK(engine_submit(e, &g, &ts[i]) == STATUS_OK, "submit");
+    }
+    for (;;) {
+        engine_step(e);
+        int have = 0;
+        for (int i = 0; i < c; i++) { n_tok[i] += stream_poll(ts[i], &last, &done[i]); have += n_tok[i] > 0; }
+        if (have == c) break;
+    }
+    int before = 0, after = 0;
+    for (int i = 0; i < c; i++) before += n_tok[i];
+    double t0 = clock_now_s(), c0 = cpu_now_s();
+    while (engine_step(e)) {}
+    double dt = clock_now_s() - t0, dc = cpu_now_s() - c0;
+    for (int i = 0; i < c; i++) { n_tok[i] += stream_poll(ts[i], &last, &done[i]); after += n_tok[i]; }
+    *tps = (after - before) / dt;
+    *tpc = (after - before) / dc;
+    *n_tokens = after - before;
+    for (int i = 0; i < c; i++) token_stream_release(ts[i]);
+    free(prompts);
+    free(ts);
+    free(done);
+    free(n_tok);
+    engine_free(e);
+}
+
+static void bench_constrained(const struct opts *o)
+{
+    const char *tdir = o->tokenizer ? o->tokenizer : o->model;
+    if (!tdir) { fprintf(stderr, "constrained: needs --model or --tokenizer\n"); return; }
+    struct tokenizer *tk;
+    CHECK(tokenizer_load(tdir, &tk) == STATUS_OK, "tokenizer of %s", tdir);
+    CHECK(tokenizer_vocab_size(tk) <= g_m->hp.n_vocab, "the tokenizer has more ids than the model");
+    const char *eos = tokenizer_eos_str(tk);
+    int32_t stop = eos ? tokenizer_token_id(tk, eos) : -1;
+    CHECK(stop >= 0, "no end-of-turn token");
+    struct constraint_vocab *cv;
+    CHECK(constraint_vocab_new(tk, &stop, 1, &cv) == STATUS_OK, "constraint vocab");
+    char *schema = NULL;
+    size_t len = 0;
+    if (o->schema) CHECK(file_read_all(o->schema, &schema, &len) == STATUS_OK, "read %s", o->schema);
+    else schema = xstrdup(default_schema), len = strlen(schema);
+    struct constraint_grammar *cg;
+    char err[256];
+    CHECK(constraint_compile_json_schema(schema, len, NULL, NULL, &cg, err, sizeof err) == STATUS_OK, "schema: %s", err);
+    if ((int)constraint_grammar_min_bytes(cg) + 1 > o->gen) {
+        fprintf(stderr, "constrained: --gen %d is below the schema's shortest output (%u tokens + the stop)\n", o->gen,
+                constraint_grammar_min_bytes(cg));
+        constraint_grammar_free(cg);
+        constraint_vocab_free(cv);
+        free(schema);
+        tokenizer_free(tk);
+        return;
+    }
+    for (int ci = 0; ci < o->n_conc; ci++) {
+        int c = o->conc[ci], nf, nc;
+        double fw, fc, cw, cc;
+        decode_run(o, c, NULL, NULL, &fw, &fc, &nf);
+        decode_run(o, c, cg, cv, &cw, &cc, &nc);
+        printf("constrained conc=%d free_tokens=%d free_tok_s=%.2f constrained_tokens=%d constrained_tok_s=%.2f "
+               "ratio_wall=%.3f ratio_cpu=%.3f\n", c, nf, fw, nc, cw, cw / fw, cc / fc);
+        fflush(stdout);
+    }
+    constraint_grammar_free(cg);
+    constraint_vocab_free(cv);
+    free(schema);
+    tokenizer_free(tk);
+}
+
 /* ==== main ==== */
 
 static int parse_list(const char *s, int *out, int cap)
@@ -351,6 +454,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--pairs")) o.pairs = atoll(v);
         else if (!strcmp(a, "--gap-streams")) o.gap_streams = atoi(v) > 0 ? atoi(v) : 1;
         else if (!strcmp(a, "--itl-ms")) o.itl_ms = atof(v);
+        else if (!strcmp(a, "--schema")) o.schema = v;
+        else if (!strcmp(a, "--tokenizer")) o.tokenizer = v;
         else { fprintf(stderr, "unknown flag %s\n", a); return 2; }
         i++;
     }
@@ -372,6 +477,7 @@ int main(int argc, char **argv)
     if (strstr(o.parts, "decode")) bench_decode(&o);
     if (strstr(o.parts, "agentic")) bench_agentic(&o);
     if (strstr(o.parts, "gap")) bench_gap(&o);
+    if (strstr(o.parts, "constrained")) bench_constrained(&o);
     model_free(g_m);   // before the backend that owns its device memory
     backend_free(g_be);
     return 0;

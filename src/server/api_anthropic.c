@@ -204,6 +204,7 @@ static json_t *anth_tool(json_t *t, size_t i, struct api_error *e)
     json_t *fn = json_pack("{s:s,s:O}", "name", name, "parameters", schema);
     json_t *d = json_object_get(t, "description");
     if (json_is_string(d)) json_object_set(fn, "description", d);
+    if (json_is_true(json_object_get(t, "strict"))) json_object_set_new(fn, "strict", json_true());   // structured outputs
     return json_pack("{s:s,s:o}", "type", "function", "function", fn);
 }
 
@@ -476,6 +477,7 @@ enum MHD_Result api_anthropic_messages(struct req *r, json_t *body)
     srv_chat_params(r, &p, prompt, &tools, use_tools, "toolu_");
     json_t *tc = json_object_get(body, "tool_choice");
     p.max_tool_calls = json_is_true(json_object_get(tc, "disable_parallel_tool_use")) ? 1 : 0;
+    if (!srv_constraint_anthropic(r->s->grammars, body, &p.grammar, &p.grammar_field, &e)) goto fail;
     if (!srv_tool_constraint(r, body, &anth_tool_api, &p, &e)) goto fail;
     p.n = 1;
     p.max_tokens = max_tokens;

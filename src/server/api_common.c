@@ -100,12 +100,30 @@ bool srv_tool_constraint(struct req *r, json_t *body, const struct tool_api *api
                          struct api_error *e)
 {
     json_t *tc = json_object_get(body, "tool_choice");
-    if (!tc || json_is_null(tc) || !p->tools) return true;
-    const char *mode = api->choice_mode(tc, e);
+    if (!p->tools || p->family == TOOL_FAMILY_NONE) return true;   // no tools, or tool_choice none
+    const char *mode = tc && !json_is_null(tc) ? api->choice_mode(tc, e) : "auto";
     if (!mode) return false;
     bool forced = false;
     for (const char *const *c = api->constrained; *c; c++) forced = forced || !strcmp(mode, *c);
-    if (!forced) return true;
+    if (!forced) {
+        // auto with a strict tool: calls are still the model's choice, but each one is valid
+        bool strict = false;
+        size_t i;
+        json_t *t;
+        json_array_foreach(p->tools, i, t) strict |= json_is_true(json_object_get(json_object_get(t, "function"), "strict"));
+        if (!strict) return true;
+        if (p->grammar) {   // one grammar per request: the output format wins, and the log says so
+            LOG_WARN("strict tools are not enforced beside '%s' (one output constraint per request)", p->grammar_field);
+            return true;
+        }
+        json_t *ptc = json_object_get(body, "parallel_tool_calls");
+        bool par = !json_is_false(ptc) && !json_is_true(json_object_get(tc, "disable_parallel_tool_use"));
+        if (!srv_tool_grammar(r->s->grammars, p->family, r->g->fmt.tool_name_first, p->tools, NULL, par, true, &p->grammar, e))
+            return false;
+        p->grammar_field = "tools";
+        p->grammar_has_text = true;
+        return true;
+    }
     if (p->grammar) {
         *e = api_error_make(STATUS_EINVAL, "tool_choice", "tool_choice '%s' and '%s' both constrain the output; give one",
                             mode, p->grammar_field);
@@ -121,7 +139,8 @@ bool srv_tool_constraint(struct req *r, json_t *body, const struct tool_api *api
     json_t *ptc = json_object_get(body, "parallel_tool_calls");
     bool parallel = !json_is_false(ptc) && !json_is_true(json_object_get(tc, "disable_parallel_tool_use"));
     if (only) parallel = false;   // a named tool is called once
-    if (!srv_tool_grammar(r->s->grammars, p->family, p->tools, only, parallel, &p->grammar, e)) return false;
+    if (!srv_tool_grammar(r->s->grammars, p->family, r->g->fmt.tool_name_first, p->tools, only, parallel, false, &p->grammar, e))
+        return false;
     p->grammar_field = "tool_choice";
     return true;
 }
@@ -397,7 +416,7 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     struct job_cfg jc = {
         .output = {
             .fmt = &g->fmt, .reasoning = p->reasoning,
-            .start_in_think = after_think,
+            .start_in_think = after_think, .constrained = p->grammar && !p->grammar_has_text,
             .tool_family = p->family, .tools = p->tools, .stops = p->stops, .n_stops = p->n_stops,
             .tool_id_prefix = p->tool_id_prefix, .max_tool_calls = p->max_tool_calls,
         },

@@ -203,6 +203,7 @@ static json_t *resp_tool(json_t *t, size_t i, struct api_error *e)
     if (json_is_object(params)) json_object_set(fn, "parameters", params);
     json_t *d = json_object_get(t, "description");
     if (json_is_string(d)) json_object_set(fn, "description", d);
+    if (json_is_true(json_object_get(t, "strict"))) json_object_set_new(fn, "strict", json_true());
     return json_pack("{s:s,s:o}", "type", "function", "function", fn);
 }
 
@@ -246,20 +247,7 @@ static bool stateless_fields(json_t *body, struct api_error *e)
         *e = api_error_make(STATUS_EUNSUPPORTED, "background", "'background': true is not supported");
         return false;
     }
-    json_t *text = json_object_get(body, "text");
-    if (text && !json_is_null(text)) {
-        json_t *fmt = json_object_get(text, "format");
-        const char *type = json_string_value(json_object_get(fmt, "type"));
-        if (!json_is_object(text) || (fmt && !json_is_null(fmt) && !type)) {
-            *e = api_error_make(STATUS_EINVAL, "text", "'text' must be an object; 'text.format' an object with a type");
-            return false;
-        }
-        if (type && strcmp(type, "text")) {
-            *e = api_error_make(STATUS_EUNSUPPORTED, "text", "text.format '%s' is not wired to constrained decoding on /v1/responses yet (use /v1/chat/completions response_format)", type);
-            return false;
-        }
-    }
-    return true;
+    return true;   // text.format: srv_constraint_responses
 }
 
 /* ==== Writers ==== */
@@ -547,6 +535,7 @@ enum MHD_Result api_responses(struct req *r, json_t *body)
     if (!srv_reasoning_effort(json_object_get(reasoning, "effort"), "reasoning.effort", kwargs, &e)) goto fail;
     if (!srv_render(r, msgs, use_tools ? tools : NULL, kwargs, &prompt, &e)) goto fail;
     srv_chat_params(r, &p, prompt, &tools, use_tools, "call_");
+    if (!srv_constraint_responses(r->s->grammars, body, &p.grammar, &p.grammar_field, &e)) goto fail;
     if (!srv_tool_constraint(r, body, &resp_tool_api, &p, &e)) goto fail;
     p.n = 1;
     p.max_tokens = max_out;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "base/log.h"
 #include "base/mem.h"
 #include "text/constraint.h"
 
@@ -325,6 +326,86 @@ bool srv_constraint_parse(struct grammar_cache *gc, json_t *body, struct constra
     return one_field(gc, given[0], vals[0], out, e);
 }
 
+/* A {type: json_schema | json_object | text, schema} object of the Responses API (text.format,
+ * flat: name, schema and strict beside type) or Anthropic (output_config.format / output_format). */
+static bool flat_format(struct grammar_cache *gc, json_t *fmt, const char *field, const char *schema_field,
+                        struct constraint_grammar **out, struct api_error *e)
+{
+    const char *type = json_string_value(json_object_get(fmt, "type"));
+    if (!json_is_object(fmt) || !type) {
+        *e = api_error_make(STATUS_EINVAL, field, "'%s' must be an object with a 'type'", field);
+        return false;
+    }
+    if (!strcmp(type, "text")) return true;
+    if (!strcmp(type, "json_object")) return compile(gc, SRC_OBJECT, "", field, out, e);
+    if (strcmp(type, "json_schema")) {
+        *e = api_error_make(STATUS_EINVAL, field, "unknown %s type '%s' (text, json_object or json_schema)", field, type);
+        return false;
+    }
+    json_t *schema = json_object_get(fmt, "schema");
+    if (!schema || json_is_null(schema)) {
+        *e = api_error_make(STATUS_EINVAL, schema_field, "%s type 'json_schema' needs a 'schema'", field);
+        return false;
+    }
+    char *src;
+    if (!schema_source(schema, schema_field, &src, e)) return false;
+    bool ok = compile(gc, SRC_SCHEMA, src, schema_field, out, e);
+    free(src);
+    return ok;
+}
+
+bool srv_constraint_responses(struct grammar_cache *gc, json_t *body, struct constraint_grammar **out,
+                              const char **field, struct api_error *e)
+{
+    *out = NULL;
+    *field = NULL;
+    json_t *text = json_object_get(body, "text");
+    if (!text || json_is_null(text)) return true;
+    if (!json_is_object(text)) {
+        *e = api_error_make(STATUS_EINVAL, "text", "'text' must be an object");
+        return false;
+    }
+    json_t *fmt = json_object_get(text, "format");
+    if (!fmt || json_is_null(fmt)) return true;
+    *field = "text.format";
+    return flat_format(gc, fmt, "text.format", "text.format.schema", out, e);
+}
+
+bool srv_constraint_anthropic(struct grammar_cache *gc, json_t *body, struct constraint_grammar **out,
+                              const char **field, struct api_error *e)
+{
+    *out = NULL;
+    *field = NULL;
+    json_t *cfg = json_object_get(body, "output_config"), *beta = json_object_get(body, "output_format");
+    json_t *fmt = NULL;
+    if (cfg && !json_is_null(cfg)) {
+        if (!json_is_object(cfg)) {
+            *e = api_error_make(STATUS_EINVAL, "output_config", "'output_config' must be an object");
+            return false;
+        }
+        const char *k;
+        json_t *v;
+        json_object_foreach(cfg, k, v)
+            if (strcmp(k, "format") && strcmp(k, "effort")) {
+                *e = api_error_make(STATUS_EUNSUPPORTED, "output_config", "'output_config.%s' is not supported", k);
+                return false;
+            }
+        fmt = json_object_get(cfg, "format");
+        if (fmt && !json_is_null(fmt)) *field = "output_config.format";
+    }
+    if (beta && !json_is_null(beta)) {
+        if (*field) {
+            *e = api_error_make(STATUS_EINVAL, "output_format", "give one of 'output_config.format' and 'output_format'");
+            return false;
+        }
+        fmt = beta;
+        *field = "output_format";
+    }
+    if (!*field) return true;
+    return flat_format(gc, fmt, *field, !strcmp(*field, "output_format") ? "output_format.schema" : "output_config.format.schema",
+                       out, e);
+}
+
 /* ==== Forced tool calls ==== */
 
 /* s as a GBNF string literal's contents. */
@@ -337,14 +418,148 @@ static void gbnf_escape(struct strbuf *sb, const char *s)
     }
 }
 
-bool srv_tool_grammar(struct grammar_cache *gc, enum tool_family family, json_t *tools, const char *only,
-                      bool parallel, struct constraint_grammar **out, struct api_error *e)
+/* A tool name written bare inside markup (XML, Mistral [ARGS], DeepSeek): the parsers end it at
+ * these bytes, so a name holding one could not be read back. */
+static bool bare_name_ok(const char *name)
+{
+    if (!*name || strlen(name) > 200) return false;
+    for (const char *p = name; *p; p++)
+        if (strchr("<>\n{}[] \"", *p) || (unsigned char)*p < 0x20) return false;
+    return true;
+}
+
+#define DS_CALLS_BEGIN "<\xEF\xBD\x9Ctool\xE2\x96\x81" "calls\xE2\x96\x81" "begin\xEF\xBD\x9C>"
+#define DS_CALLS_END   "<\xEF\xBD\x9Ctool\xE2\x96\x81" "calls\xE2\x96\x81" "end\xEF\xBD\x9C>"
+#define DS_CALL_BEGIN  "<\xEF\xBD\x9Ctool\xE2\x96\x81" "call\xE2\x96\x81" "begin\xEF\xBD\x9C>"
+#define DS_CALL_END    "<\xEF\xBD\x9Ctool\xE2\x96\x81" "call\xE2\x96\x81" "end\xEF\xBD\x9C>"
+#define DS_SEP         "<\xEF\xBD\x9Ctool\xE2\x96\x81" "sep\xEF\xBD\x9C>"
+
+/* One call of tool i (rule t<i>) in the family's spelling, its arguments rule t<i>-root appended
+ * after it. name_json: the name as a JSON string. */
+static void call_rule(struct strbuf *rules, enum tool_family family, bool name_first, size_t i, const char *name,
+                      const char *name_json)
+{
+    struct strbuf lit = {0};
+    switch (family) {
+    case TOOL_FAMILY_HERMES:   // {"name": "<name>", "arguments": <args>}, as Hermes templates render it
+        strbuf_printf(&lit, "{\"name\": %s, \"arguments\": ", name_json);
+        break;
+    case TOOL_FAMILY_LLAMA3:   // Llama 3.1-3.3 templates: {"name": ..., "parameters": ...}
+        strbuf_printf(&lit, "{\"name\": %s, \"parameters\": ", name_json);
+        break;
+    case TOOL_FAMILY_MISTRAL:
+        if (name_first) strbuf_printf(&lit, "[TOOL_CALLS]%s[ARGS]", name);
+        else strbuf_printf(&lit, "{\"name\": %s, \"arguments\": ", name_json);
+        break;
+    case TOOL_FAMILY_DEEPSEEK_V3:
+        if (name_first) strbuf_printf(&lit, DS_CALL_BEGIN "%s" DS_SEP, name);
+        else strbuf_printf(&lit, DS_CALL_BEGIN "function" DS_SEP "%s\n```json\n", name);
+        break;
+    case TOOL_FAMILY_QWEN3_CODER:
+    default:
+        strbuf_printf(&lit, "<function=%s>\n", name);
+        break;
+    }
+    strbuf_printf(rules, "t%zu ::= \"", i);
+    gbnf_escape(rules, lit.data);
+    strbuf_printf(rules, "\" t%zu-root", i);
+    const char *close = family == TOOL_FAMILY_QWEN3_CODER ? "</function>"
+                      : family == TOOL_FAMILY_DEEPSEEK_V3 ? (name_first ? DS_CALL_END : "\n```" DS_CALL_END)
+                      : family == TOOL_FAMILY_MISTRAL && name_first ? "" : "}";
+    if (*close) {
+        strbuf_puts(rules, " \"");
+        gbnf_escape(rules, close);
+        strbuf_puts(rules, "\"");
+    }
+    strbuf_puts(rules, "\n");
+    strbuf_free(&lit);
+}
+
+/* Rule <name>: any text in which marker never occurs, as a DFA over the marker's code points
+ * (right-linear rules, which the matcher runs in constant stack): state k has matched k of them.
+ * The marker's first code point occurs once in it, so a mismatch goes back to state 0, or to 1
+ * when it is that first code point. Every state may end: a text may stop on a partial marker. */
+static void text_without(struct strbuf *g, const char *name, const char *marker)
+{
+    uint32_t cp[64];
+    int n = 0;
+    for (const unsigned char *p = (const unsigned char *)marker; *p && n < 64;) {
+        int len = *p < 0x80 ? 1 : (*p >> 5) == 6 ? 2 : (*p >> 4) == 14 ? 3 : 4;
+        uint32_t v = len == 1 ? *p : len == 2 ? (*p & 0x1Fu) : len == 3 ? (*p & 0x0Fu) : (*p & 0x07u);
+        for (int k = 1; k < len; k++) v = (v << 6) | (p[k] & 0x3Fu);
+        cp[n++] = v;
+        p += len;
+    }
+    for (int k = 1; k < n; k++) CHECK(cp[k] != cp[0], "marker '%s' repeats its first character", marker);
+    strbuf_printf(g, "%s ::= \"\" | [^\\U%08X] %s | \"\\U%08X\" %s-1\n", name, cp[0], name, cp[0], name);
+    for (int k = 1; k < n; k++) {
+        strbuf_printf(g, "%s-%d ::= \"\" | [^\\U%08X\\U%08X] %s | \"\\U%08X\" %s-1", name, k, cp[k], cp[0], name, cp[0], name);
+        if (k + 1 < n) strbuf_printf(g, " | \"\\U%08X\" %s-%d", cp[k], name, k + 1);
+        strbuf_puts(g, "\n");
+    }
+}
+
+/* The rule "forced": one call, or (parallel) several, in the family's outer markup; and "root":
+ * forced alone, or (optional) the text the parser reads as text with such calls where its markup
+ * says (Hermes/XML anywhere, Llama 3 instead of text, Mistral/DeepSeek after the text). */
+static void envelope_root(struct strbuf *g, enum tool_family family, bool name_first, bool parallel, bool optional)
+{
+    const char *open = "", *sep = "\n", *close = "";
+    switch (family) {
+    case TOOL_FAMILY_HERMES: open = "<tool_call>\n", close = "\n</tool_call>", sep = "\n"; break;
+    case TOOL_FAMILY_QWEN3_CODER: open = "<tool_call>\n", close = "\n</tool_call>", sep = "\n"; break;
+    case TOOL_FAMILY_LLAMA3: sep = "; "; break;
+    case TOOL_FAMILY_MISTRAL:
+        if (name_first) sep = "";
+        else open = "[TOOL_CALLS][", sep = ", ", close = "]";
+        break;
+    case TOOL_FAMILY_DEEPSEEK_V3: open = DS_CALLS_BEGIN, sep = name_first ? "" : "\n", close = DS_CALLS_END; break;
+    default: break;
+    }
+    // Hermes and XML wrap each call in <tool_call>; the others wrap the list
+    bool wrap_each = family == TOOL_FAMILY_HERMES || family == TOOL_FAMILY_QWEN3_CODER;
+    strbuf_puts(g, "forced ::= ");
+    if (!wrap_each) { strbuf_putc(g, '"'); gbnf_escape(g, open); strbuf_puts(g, "\" "); }
+    strbuf_puts(g, "call");
+    if (parallel) { strbuf_puts(g, " (\""); gbnf_escape(g, sep); strbuf_puts(g, "\" call)*"); }
+    if (!wrap_each) { strbuf_puts(g, " \""); gbnf_escape(g, close); strbuf_putc(g, '"'); }
+    strbuf_puts(g, "\ncall ::= ");
+    if (wrap_each) { strbuf_putc(g, '"'); gbnf_escape(g, open); strbuf_puts(g, "\" "); }
+    strbuf_puts(g, "( calls )");
+    if (wrap_each) { strbuf_puts(g, " \""); gbnf_escape(g, close); strbuf_putc(g, '"'); }
+    strbuf_puts(g, "\n");
+    if (!optional) {
+        strbuf_puts(g, "root ::= forced\n");
+        return;
+    }
+    switch (family) {
+    case TOOL_FAMILY_HERMES:
+    case TOOL_FAMILY_QWEN3_CODER:
+        strbuf_printf(g, "root ::= free ( call free )%s\n", parallel ? "*" : "?");
+        text_without(g, "free", "<tool_call>");
+        break;
+    case TOOL_FAMILY_LLAMA3:   // a message is calls (it starts with '{') or text
+        strbuf_puts(g, "root ::= forced | \"\" | [^{ \\t\\n\\r<] free | \"<\" free-1\n");
+        text_without(g, "free", "<|python_tag|>");
+        break;
+    case TOOL_FAMILY_MISTRAL:
+        strbuf_puts(g, "root ::= free forced?\n");
+        text_without(g, "free", "[TOOL_CALLS]");
+        break;
+    default:   // DeepSeek: every marker begins with this
+        strbuf_puts(g, "root ::= free forced?\n");
+        text_without(g, "free", "<\xEF\xBD\x9Ctool\xE2\x96\x81");
+        break;
+    }
+}
+
+bool srv_tool_grammar(struct grammar_cache *gc, enum tool_family family, bool name_first, json_t *tools,
+                      const char *only, bool parallel, bool optional, struct constraint_grammar **out,
+                      struct api_error *e)
 {
     *out = NULL;
-    if (family != TOOL_FAMILY_HERMES) {
-        *e = api_error_make(STATUS_EUNSUPPORTED, "tool_choice",
-                            "a forced tool call is enforced for the hermes tool-call format only; this model uses '%s'",
-                            tool_family_name(family));
+    if (family <= TOOL_FAMILY_NONE || family >= TOOL_FAMILY_COUNT) {
+        *e = api_error_make(STATUS_EUNSUPPORTED, "tool_choice", "this model has no tool-call format to force a call in");
         return false;
     }
     struct strbuf rules = {0}, alts = {0};
@@ -355,12 +570,24 @@ bool srv_tool_grammar(struct grammar_cache *gc, enum tool_family family, json_t 
         json_t *fn = json_object_get(t, "function");
         const char *name = json_string_value(json_object_get(fn, "name"));
         if (!name || (only && strcmp(name, only))) continue;
+        bool bare = family == TOOL_FAMILY_QWEN3_CODER || (family == TOOL_FAMILY_MISTRAL && name_first) ||
+                    family == TOOL_FAMILY_DEEPSEEK_V3;
+        if (bare && !bare_name_ok(name)) {
+            strbuf_free(&rules);
+            strbuf_free(&alts);
+            *e = api_error_make(STATUS_EUNSUPPORTED, "tools", "tools[%zu]: the name '%s' cannot be written in the %s tool-call format",
+                                i, name, tool_family_name(family));
+            return false;
+        }
         json_t *params = json_object_get(fn, "parameters");
-        char *schema = params && json_is_object(params) ? json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        char *schema = params && (json_is_object(params) || json_is_boolean(params))
+                           ? json_dumps(params, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
         char prefix[32], err[512] = "";
         snprintf(prefix, sizeof prefix, "t%zu-", i);
         char *args = NULL;
-        enum status st = constraint_json_schema_gbnf(schema, schema ? strlen(schema) : 0, NULL, prefix, &args, err, sizeof err);
+        enum status st = family == TOOL_FAMILY_QWEN3_CODER
+                             ? constraint_tool_xml_gbnf(schema, schema ? strlen(schema) : 0, prefix, &args, err, sizeof err)
+                             : constraint_json_schema_gbnf(schema, schema ? strlen(schema) : 0, NULL, prefix, &args, err, sizeof err);
         free(schema);
         if (st != STATUS_OK) {
             strbuf_free(&rules);
@@ -369,14 +596,12 @@ bool srv_tool_grammar(struct grammar_cache *gc, enum tool_family family, json_t 
                                 "tools[%zu] ('%s') parameters: %s", i, name, err[0] ? err : status_str(st));
             return false;
         }
-        // {"name": "<name>", "arguments": <args>}: the spelling Hermes templates render
         json_t *js = json_string(name);
         char *quoted = json_dumps(js, JSON_ENCODE_ANY);
         json_decref(js);
         strbuf_printf(&alts, "%st%zu", n ? " | " : "", i);
-        strbuf_printf(&rules, "t%zu ::= \"{\\\"name\\\": ", i);
-        gbnf_escape(&rules, quoted);
-        strbuf_printf(&rules, ", \\\"arguments\\\": \" t%zu-root \"}\"\n%s\n", i, args);
+        call_rule(&rules, family, name_first, i, name, quoted);
+        strbuf_printf(&rules, "%s\n", args);
         free(quoted);
         free(args);
         n++;
@@ -389,8 +614,8 @@ bool srv_tool_grammar(struct grammar_cache *gc, enum tool_family family, json_t 
         return false;
     }
     struct strbuf g = {0};
-    strbuf_printf(&g, "root ::= call%s\ncall ::= \"<tool_call>\\n\" ( %s ) \"\\n</tool_call>\"\n%s",
-                  parallel ? " (\"\\n\" call)*" : "", alts.data, rules.data);
+    envelope_root(&g, family, name_first, parallel, optional);
+    strbuf_printf(&g, "calls ::= %s\n%s", alts.data, rules.data);
     strbuf_free(&rules);
     strbuf_free(&alts);
     bool ok = compile(gc, SRC_GBNF, g.data, "tool_choice", out, e);

@@ -20,6 +20,24 @@ struct eng_gen {
     const struct chat_template *ct;
     struct constraint_vocab    *cvocab;   // constrained decoding; NULL when the model has no end-of-turn token
     int32_t                     think_close_id;   // the reasoning block's close marker as one token, -1 if none
+    int32_t                     markers[DETOK_KEEP_MAX];   // special tokens of the tool-call markup: text here
+    int                         n_markers;
+};
+
+/* The markup tokens of each family's tool calls. Where the tokenizer marks them special (Mistral,
+ * Llama 3), decoding would drop them and the tool parser would never see a call, and a forced call
+ * could only be spelled byte by byte; so they are text to the output and the constraint. */
+static const char *const family_markers[TOOL_FAMILY_COUNT][6] = {
+    [TOOL_FAMILY_HERMES] = { "<tool_call>", "</tool_call>" },
+    [TOOL_FAMILY_QWEN3_CODER] = { "<tool_call>", "</tool_call>" },
+    [TOOL_FAMILY_LLAMA3] = { "<|python_tag|>" },
+    [TOOL_FAMILY_MISTRAL] = { "[TOOL_CALLS]", "[ARGS]" },
+    [TOOL_FAMILY_DEEPSEEK_V3] = {
+        "<\xEF\xBD\x9Ctool\xE2\x96\x81" "calls\xE2\x96\x81" "begin\xEF\xBD\x9C>",
+        "<\xEF\xBD\x9Ctool\xE2\x96\x81" "calls\xE2\x96\x81" "end\xEF\xBD\x9C>",
+        "<\xEF\xBD\x9Ctool\xE2\x96\x81" "call\xE2\x96\x81" "begin\xEF\xBD\x9C>",
+        "<\xEF\xBD\x9Ctool\xE2\x96\x81" "call\xE2\x96\x81" "end\xEF\xBD\x9C>",
+        "<\xEF\xBD\x9Ctool\xE2\x96\x81" "sep\xEF\xBD\x9C>" },
 };
 
 static enum status eg_encode(void *self, const char *text, size_t len, bool add_special, int32_t **ids, int *n)
@@ -51,7 +69,9 @@ static char *eg_decode(void *self, const int32_t *ids, int n, bool skip_special)
 static void *eg_detok_new(void *self)
 {
     struct eng_gen *e = self;
-    return detok_new(e->tk, true);
+    struct detok *d = detok_new(e->tk, true);
+    detok_keep_special(d, e->markers, e->n_markers);
+    return d;
 }
 
 static char *eg_detok_push(void *d, int32_t id)
@@ -174,7 +194,13 @@ enum status gen_engine_new(struct engine *eng, const struct tokenizer *tk, const
     e->g.add_bos = true;
     const char *eos = tokenizer_eos_str(tk);
     e->g.eot_id = eos ? tokenizer_token_id(tk, eos) : -1;
-    if (e->g.eot_id >= 0 && constraint_vocab_new(tk, &e->g.eot_id, 1, &e->cvocab) != STATUS_OK) e->cvocab = NULL;
+    for (int k = 0; k < 6 && family_markers[e->g.fmt.tool_family][k]; k++) {
+        int32_t id = tokenizer_token_id(tk, family_markers[e->g.fmt.tool_family][k]);
+        if (id >= 0 && tokenizer_is_special(tk, id)) e->markers[e->n_markers++] = id;
+    }
+    if (e->g.eot_id >= 0 &&
+        constraint_vocab_new_text(tk, &e->g.eot_id, 1, e->markers, e->n_markers, &e->cvocab) != STATUS_OK)
+        e->cvocab = NULL;
     e->think_close_id = e->g.fmt.think_close[0] ? tokenizer_token_id(tk, e->g.fmt.think_close) : -1;
     *out = &e->g;
     return STATUS_OK;

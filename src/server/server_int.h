@@ -189,6 +189,7 @@ struct gen_params {
     struct constraint_grammar *grammar; // output constraint (a reference; NULL: none), from grammar_field
     const char        *grammar_field;
     bool               keep_tokens;     // the job keeps prompt and output ids (job_tokens)
+    bool               grammar_has_text;   // the grammar allows free text (strict tools under auto): think blocks still split
 };
 /* Encodes a prompt; the one srv_render_ex returned keeps message content's special-token text as
  * text (unless --content-special-tokens control). */

@@ -77,6 +77,17 @@ enum status constraint_compile_json_object(const struct constraint_json_opts *op
  * followed by the rules this returns for prefix "w-". Caller frees *out. */
 enum status constraint_json_schema_gbnf(const char *schema, size_t len, const struct constraint_json_opts *opts,
                                         const char *prefix, char **out, char *err, size_t err_cap);
+/* The GBNF rules of a tool call's parameters in Qwen3-Coder's XML form (Qwen3.5/3.6 too), top rule
+ * <prefix>root, to embed after "<function=NAME>\n": each listed property in schema order as
+ *     "<parameter=" name ">\n" value "\n</parameter>\n"
+ * (required ones always, optional ones may be left out, no others). A property whose type is
+ * exactly "string" has its raw text as the value, any other its compact JSON, which is how the
+ * parser types them back. No value can contain "</" (it would close the element): JSON strings
+ * write '<' as \u003c, raw text never has "</" (under length bounds, pattern or format no '<').
+ * schema NULL: no parameters. EUNSUPPORTED for a top level that is not an object schema with
+ * properties, or a name the form cannot carry. Caller frees *out. */
+enum status constraint_tool_xml_gbnf(const char *schema, size_t len, const char *prefix, char **out, char *err,
+                                     size_t err_cap);
 /* The whole output matches the ECMAScript regular expression (no lookaround, no backreferences). */
 enum status constraint_compile_regex(const char *re, size_t len, const struct constraint_budget *budget,
                                      struct constraint_grammar **out, char *err, size_t err_cap);
@@ -95,6 +106,10 @@ uint32_t    constraint_grammar_min_bytes(const struct constraint_grammar *g);
  * special tokens other than stop_ids: never allowed). stop_ids end the output (EOS, <|im_end|>). */
 enum status constraint_vocab_new(const struct tokenizer *tk, const int32_t *stop_ids, int n_stop,
                                  struct constraint_vocab **out);
+/* The same, with special tokens that are text here: text_ids (a model's tool-call markers such as
+ * [TOOL_CALLS]) are allowed wherever their content's bytes are, like any other token. */
+enum status constraint_vocab_new_text(const struct tokenizer *tk, const int32_t *stop_ids, int n_stop,
+                                      const int32_t *text_ids, int n_text, struct constraint_vocab **out);
 void        constraint_vocab_free(struct constraint_vocab *v);
 int         constraint_vocab_size(const struct constraint_vocab *v);     // ids, = mask bits
 int         constraint_mask_words(const struct constraint_vocab *v);     // uint32 words per mask

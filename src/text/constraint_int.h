@@ -102,10 +102,13 @@ enum status cg_finish(struct cg_grammar *g, const char *root_name);
 
 /* Parses GBNF text into g (constraint_gbnf.c). */
 enum status cg_parse_gbnf(struct cg_grammar *g, const char *text, size_t len);
-/* Appends GBNF for a regex to out as rule `name` (constraint_regex.c). json_string: the regex applies
- * to a JSON string's content, so quotes, backslashes and control characters are emitted escaped;
- * search: unanchored (JSON Schema pattern semantics: ^/$ anchor, otherwise any text around). */
-enum status cg_regex_to_gbnf(struct cg_grammar *g, const char *re, size_t len, bool json_string, bool search,
+/* Appends GBNF for a regex to out as rule `name` (constraint_regex.c). mode CG_RX_JSON: the regex
+ * applies to a JSON string's content, so quotes, backslashes and control characters are emitted
+ * escaped; CG_RX_NO_LT: '<' never appears as a byte (escaped as \u003c in JSON mode, left out of
+ * raw text), so the text cannot close a surrounding XML element; search: unanchored (JSON Schema
+ * pattern semantics: ^/$ anchor, otherwise any text around). */
+enum { CG_RX_RAW = 0, CG_RX_JSON = 1, CG_RX_NO_LT = 2 };
+enum status cg_regex_to_gbnf(struct cg_grammar *g, const char *re, size_t len, int mode, bool search,
                              const char *name, struct strbuf *out);
 
 /* JSON Schema integer / number with their bounds as a GBNF expression appended to o

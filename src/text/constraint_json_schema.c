@@ -33,6 +33,8 @@ struct js {
     uint32_t           n_refs;
     uint32_t           n_names;
     uint32_t           depth;
+    bool               raw;         // gen_string writes raw text (no quotes, no escapes)
+    bool               no_lt;       // XML envelope: no '<' byte in any value (see constraint_tool_xml_gbnf)
 };
 
 static const char *annotations[] = {
@@ -89,10 +91,12 @@ static void put_common(struct js *j, int ws_max)
     struct strbuf *o = &j->out;
     if (ws_max > 0) strbuf_printf(o, "ws ::= [ \\t\\n]{0,%d}\n", ws_max);
     else strbuf_puts(o, "ws ::= \"\"\n");
+    // no \u0000 (C parsers of the output, jansson among them, refuse it); with no_lt, '<' only as \u003c
+    strbuf_puts(o, j->no_lt ? "jplain ::= [^\"\\\\\\x00-\\x1F<]\n" : "jplain ::= [^\"\\\\\\x00-\\x1F]\n");
     strbuf_puts(o,
-        "jplain ::= [^\"\\\\\\x00-\\x1F]\n"
         "jhex ::= [0-9a-fA-F]\n"
-        "jchar ::= jplain | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" ( [0-9a-cA-CeEfF] jhex jhex jhex | [dD] [0-7] jhex jhex ) )\n"
+        "jchar ::= jplain | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" ( [1-9a-cA-CeEfF] jhex jhex jhex | \"0\" jnz3 | [dD] [0-7] jhex jhex ) )\n"
+        "jnz3 ::= [1-9a-fA-F] jhex jhex | \"0\" ( [1-9a-fA-F] jhex | \"0\" [1-9a-fA-F] )\n"
         "jstr ::= \"\\\"\" jchar* \"\\\"\"\n"
         "jint ::= \"0\" | [1-9] [0-9]{0,14}\n"
         "jinteger ::= \"-\"? jint\n"
@@ -102,6 +106,10 @@ static void put_common(struct js *j, int ws_max)
         "jvalue ::= jobject | jarray | jstr | jnum | jbool | jnull\n"
         "jobject ::= \"{\" ws ( jstr ws \":\" ws jvalue ws ( \",\" ws jstr ws \":\" ws jvalue ws )* )? \"}\"\n"
         "jarray ::= \"[\" ws ( jvalue ws ( \",\" ws jvalue ws )* )? \"]\"\n");
+    // raw text of an XML parameter: "</" never occurs (it would close the element early)
+    if (j->no_lt)
+        strbuf_puts(o, "xchar ::= [^<\\x00]\n"
+                       "xtext ::= ( [^<\\x00] | \"<\"+ [^</\\x00] )* \"<\"*\n");
 }
 
 /* ==== Strings ==== */
@@ -121,11 +129,17 @@ static const struct { const char *name, *re; } formats[] = {
 static const char *leap_date =
     "(\\d\\d(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26]|00)00)-02-29";
 
+/* Strings are JSON string contents, or raw text (an XML parameter value) while j->raw is set. */
+static int rx_mode(struct js *j) { return (j->raw ? CG_RX_RAW : CG_RX_JSON) | (j->no_lt ? CG_RX_NO_LT : 0); }
+
 static enum status gen_regex_rule(struct js *j, const char *re, bool search, char **rule)
 {
     *rule = new_name(j, "re");
-    return cg_regex_to_gbnf(j->g, re, strlen(re), true, search, *rule, &j->out);
+    return cg_regex_to_gbnf(j->g, re, strlen(re), rx_mode(j), search, *rule, &j->out);
 }
+
+static const char *q_open(struct js *j) { return j->raw ? "" : "\"\\\"\" "; }
+static const char *q_close(struct js *j) { return j->raw ? "" : " \"\\\"\""; }
 
 static enum status gen_string(struct js *j, json_t *s, const char *path, struct strbuf *o)
 {
@@ -149,7 +163,7 @@ static enum status gen_string(struct js *j, json_t *s, const char *path, struct 
             if ((st = gen_regex_rule(j, formats[0].re, true, &d1))) return st;
             if ((st = gen_regex_rule(j, leap_date, false, &d2))) { free(d1); return st; }
             if ((st = gen_regex_rule(j, formats[1].re, true, &t))) { free(d1); free(d2); return st; }
-            strbuf_printf(o, "\"\\\"\" (%s | %s) \"T\" %s \"\\\"\"", d1, d2, t);
+            strbuf_printf(o, "%s(%s | %s) \"T\" %s%s", q_open(j), d1, d2, t, q_close(j));
             free(d1); free(d2); free(t);
             return STATUS_OK;
         }
@@ -158,7 +172,7 @@ static enum status gen_string(struct js *j, json_t *s, const char *path, struct 
         if (!strcmp(f, "date")) {
             char *leap;
             if ((st = gen_regex_rule(j, leap_date, false, &leap))) { free(rule); return st; }
-            strbuf_printf(o, "\"\\\"\" (%s | %s) \"\\\"\"", rule, leap);
+            strbuf_printf(o, "%s(%s | %s)%s", q_open(j), rule, leap, q_close(j));
             free(leap);
             free(rule);
             return STATUS_OK;
@@ -167,35 +181,50 @@ static enum status gen_string(struct js *j, json_t *s, const char *path, struct 
         const char *p = json_string_value(pat);
         if (!p) return cg_fail(j->g, STATUS_EINVAL, "%s: 'pattern' must be a string", path);
         rule = new_name(j, "pat");
-        st = cg_regex_to_gbnf(j->g, p, strlen(p), true, true, rule, &j->out);
+        st = cg_regex_to_gbnf(j->g, p, strlen(p), rx_mode(j), true, rule, &j->out);
         if (st) { free(rule); return st; }
     }
     if (rule) {
-        strbuf_printf(o, "\"\\\"\" %s \"\\\"\"", rule);
+        strbuf_printf(o, "%s%s%s", q_open(j), rule, q_close(j));
         free(rule);
         return STATUS_OK;
     }
-    if (!minl && !maxl) { strbuf_puts(o, "jstr"); return STATUS_OK; }
+    if (!minl && !maxl) { strbuf_puts(o, j->raw ? "xtext" : "jstr"); return STATUS_OK; }
     if ((minl && !json_is_integer(minl)) || (maxl && !json_is_integer(maxl)))
         return cg_fail(j->g, STATUS_EINVAL, "%s: minLength/maxLength must be integers", path);
     long long lo = minl ? json_integer_value(minl) : 0, hi = maxl ? json_integer_value(maxl) : -1;
     if (lo < 0) lo = 0;
     if (maxl && hi < lo) return cg_fail(j->g, STATUS_EINVAL, "%s: maxLength below minLength", path);
     if (lo > 100000 || hi > 100000) return cg_fail(j->g, STATUS_ENOMEM, "%s: string length bounds over 100000 are not supported", path);
-    if (maxl) strbuf_printf(o, "\"\\\"\" jchar{%lld,%lld} \"\\\"\"", lo, hi);
-    else strbuf_printf(o, "\"\\\"\" jchar{%lld,} \"\\\"\"", lo);
+    // raw text under length bounds leaves '<' out altogether (a simple count, and "</" cannot occur)
+    const char *ch = j->raw ? "xchar" : "jchar";
+    if (maxl) strbuf_printf(o, "%s%s{%lld,%lld}%s", q_open(j), ch, lo, hi, q_close(j));
+    else strbuf_printf(o, "%s%s{%lld,}%s", q_open(j), ch, lo, q_close(j));
     return STATUS_OK;
 }
 
 /* ==== Objects ==== */
 
+/* A JSON value as a GBNF literal of its compact encoding; with no_lt, '<' as \u003c (JSON has
+ * '<' only inside strings, so the value is the same). */
+static void put_json_literal(struct js *j, struct strbuf *o, json_t *v)
+{
+    char *enc = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    struct strbuf sb = {0};
+    for (const char *p = enc; *p; p++) {
+        if (*p == '<' && j->no_lt) strbuf_puts(&sb, "\\u003c");
+        else strbuf_putc(&sb, *p);
+    }
+    put_literal(o, sb.data, sb.len);
+    strbuf_free(&sb);
+    free(enc);
+}
+
 /* JSON-encodes a property name as a GBNF literal of its quoted form. */
-static void put_key(struct strbuf *o, const char *name)
+static void put_key(struct js *j, struct strbuf *o, const char *name)
 {
     json_t *js = json_string(name);
-    char *enc = json_dumps(js, JSON_COMPACT | JSON_ENCODE_ANY);
-    put_literal(o, enc, strlen(enc));
-    free(enc);
+    put_json_literal(j, o, js);
     json_decref(js);
 }
 
@@ -237,7 +266,7 @@ static void key_excl(struct js *j, const char *rule, const char **names, int n, 
     }
     strbuf_printf(&j->out, "%s ::= %s", rule, body.data ? body.data : "");
     if (!ends) strbuf_printf(&j->out, "%s\"\"", sep), sep = " | ";
-    strbuf_printf(&j->out, "%s[^\"\\\\\\x00-\\x1F", sep);
+    strbuf_printf(&j->out, "%s[^\"\\\\\\x00-\\x1F%s", sep, j->no_lt ? "<" : "");
     for (int k = 0; k < n_cps; k++) strbuf_printf(&j->out, "\\U%08X", cps[k]);
     strbuf_puts(&j->out, "] jplain*\n");
     strbuf_free(&body);
@@ -328,7 +357,7 @@ static enum status gen_object(struct js *j, json_t *s, const char *path, struct 
                 continue;
             }
             strbuf_printf(&j->out, "%s", first ? "" : "\",\" ws ");
-            put_key(&j->out, names[i]);
+            put_key(j, &j->out, names[i]);
             strbuf_printf(&j->out, " ws \":\" ws %s ws %s-s%zu-0", rules[i], base, i + 1);
             if (!required[i]) strbuf_printf(&j->out, " | %s-s%zu-%d", base, i + 1, first);
             strbuf_putc(&j->out, '\n');
@@ -450,10 +479,15 @@ static enum status gen_enum(struct js *j, json_t *s, const char *path, json_t *v
     for (size_t k = 0; k < json_array_size(values); k++) {
         json_t *val = json_array_get(values, k);
         if (!type_allows(type, val)) continue;
-        char *enc = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
-        strbuf_puts(o, sep);
-        put_literal(o, enc, strlen(enc));
-        free(enc);
+        if (j->raw) {   // raw text: the string itself, unless it could close the XML element
+            const char *str = json_string_value(val);
+            if (!str || strstr(str, "</") || strlen(str) != json_string_length(val)) continue;
+            strbuf_puts(o, sep);
+            put_literal(o, str, strlen(str));
+        } else {
+            strbuf_puts(o, sep);
+            put_json_literal(j, o, val);
+        }
         sep = " | ";
     }
     strbuf_puts(o, ")");
@@ -863,4 +897,121 @@ enum status constraint_compile_json_object(const struct constraint_json_opts *op
                                            struct constraint_grammar **out, char *err, size_t err_cap)
 {
     return compile_doc(NULL, opts, NULL, out, err, err_cap);
+}
+
+/* ==== Qwen3-Coder XML parameters ==== */
+
+/* A parameter name as the XML form can carry it (what toolparse reads back as one name). */
+static bool xml_name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    if (!n || n > 120) return false;
+    for (const char *p = name; *p; p++)   // (toolparse trims spaces and ends a name at these)
+        if ((unsigned char)*p <= ' ' || strchr("<>{=\"\\", *p)) return false;
+    return true;
+}
+
+/* The value rule of one parameter: raw text when the schema's type is exactly "string" (how the
+ * parser reads the value back: as text), JSON otherwise (the parser decodes it). */
+static enum status xml_value(struct js *j, json_t *sub, const char *path, char **rule)
+{
+    const char *type = json_string_value(json_object_get(sub, "type"));
+    if (!type || strcmp(type, "string")) return gen(j, sub, path, rule);
+    static const char *composite[] = { "anyOf", "oneOf", "allOf", "$ref", NULL };
+    for (int k = 0; composite[k]; k++)
+        if (json_object_get(sub, composite[k]))
+            return cg_fail(j->g, STATUS_EUNSUPPORTED, "%s: '%s' beside type 'string' is not supported in the XML tool-call form", path, composite[k]);
+    j->raw = true;
+    enum status st = gen(j, sub, path, rule);
+    j->raw = false;
+    return st;
+}
+
+static enum status xml_params(struct js *j, json_t *doc, struct strbuf *o)
+{
+    if (!doc || json_is_true(doc)) return STATUS_OK;   // no parameters: an empty body
+    if (!json_is_object(doc)) return cg_fail(j->g, STATUS_EINVAL, "#: the parameters must be an object schema");
+    const char *key;
+    json_t *v;
+    json_object_foreach(doc, key, v) {
+        if (is_annotation(key) || !strcmp(key, "properties") || !strcmp(key, "required") ||
+            !strcmp(key, "additionalProperties"))
+            continue;
+        if (!strcmp(key, "type") && json_is_string(v) && !strcmp(json_string_value(v), "object")) continue;
+        return cg_fail(j->g, STATUS_EUNSUPPORTED, "#: keyword '%s' at the top of the parameters is not supported in the XML tool-call form (an object schema with 'properties')", key);
+    }
+    json_t *props = json_object_get(doc, "properties"), *req = json_object_get(doc, "required");
+    json_t *addl = json_object_get(doc, "additionalProperties");
+    if (props && !json_is_object(props)) return cg_fail(j->g, STATUS_EINVAL, "#: 'properties' must be an object");
+    if (req && !json_is_array(req)) return cg_fail(j->g, STATUS_EINVAL, "#: 'required' must be an array");
+    char path[512];
+    json_t *sub;
+    // listed properties in schema order, optional ones may be left out; other names are not written
+    json_object_foreach(props, key, sub) {
+        bool required = false;
+        for (size_t r = 0; r < json_array_size(req); r++)
+            required |= json_is_string(json_array_get(req, r)) && !strcmp(json_string_value(json_array_get(req, r)), key);
+        if (!xml_name_ok(key)) {
+            if (required) return cg_fail(j->g, STATUS_EUNSUPPORTED, "#/properties/%s: this name cannot be written as an XML parameter", key);
+            continue;
+        }
+        snprintf(path, sizeof path, "#/properties/%s", key);
+        char *rule;
+        enum status st = xml_value(j, sub, path, &rule);
+        if (st) return st;
+        strbuf_printf(o, " %s\"<parameter=%s>\\n\" %s \"\\n</parameter>\\n\"%s", required ? "" : "(", key, rule,
+                      required ? "" : ")?");
+        free(rule);
+    }
+    for (size_t r = 0; r < json_array_size(req); r++) {
+        const char *rn = json_string_value(json_array_get(req, r));
+        if (!rn) return cg_fail(j->g, STATUS_EINVAL, "#: 'required' must list strings");
+        if (json_object_get(props, rn)) continue;
+        if (json_is_false(addl)) return cg_fail(j->g, STATUS_EINVAL, "#: required property '%s' is forbidden by additionalProperties:false", rn);
+        if (!xml_name_ok(rn)) return cg_fail(j->g, STATUS_EUNSUPPORTED, "#/required: '%s' cannot be written as an XML parameter", rn);
+        char *rule = xstrdup("jvalue");
+        if (json_is_object(addl)) {
+            free(rule);
+            enum status st = xml_value(j, addl, "#/additionalProperties", &rule);
+            if (st) return st;
+        }
+        strbuf_printf(o, " \"<parameter=%s>\\n\" %s \"\\n</parameter>\\n\"", rn, rule);
+        free(rule);
+    }
+    return STATUS_OK;
+}
+
+enum status constraint_tool_xml_gbnf(const char *schema, size_t len, const char *prefix, char **out, char *err,
+                                     size_t err_cap)
+{
+    *out = NULL;
+    json_t *doc = NULL;
+    if (schema) {
+        json_error_t jerr;
+        doc = json_loadb(schema, len, JSON_DECODE_ANY, &jerr);
+        if (!doc) {
+            if (err && err_cap) snprintf(err, err_cap, "schema is not valid JSON: %s (line %d)", jerr.text, jerr.line);
+            return STATUS_EINVAL;
+        }
+    }
+    struct cg_grammar tmp;
+    cg_init(&tmp, NULL, err, err_cap);
+    struct js j = { .g = &tmp, .doc = doc, .no_lt = true };
+    put_common(&j, 0);
+    struct strbuf body = {0};
+    enum status st = xml_params(&j, doc, &body);
+    if (!st) strbuf_printf(&j.out, "root ::= \"\"%s\n", body.data ? body.data : "");
+    strbuf_free(&body);
+    for (uint32_t k = 0; k < j.n_refs; k++) { free(j.ref_keys[k]); free(j.ref_rules[k]); }
+    free(j.ref_keys);
+    free(j.ref_rules);
+    cg_deinit(&tmp);
+    json_decref(doc);
+    if (!st) {
+        struct strbuf named = {0};
+        prefix_names(j.out.data, j.out.len, prefix, &named);
+        *out = strbuf_take(&named);
+    }
+    strbuf_free(&j.out);
+    return st;
 }

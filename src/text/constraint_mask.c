@@ -220,6 +220,12 @@ static void trie_free(struct vocab_trie *t)
 enum status constraint_vocab_new(const struct tokenizer *tk, const int32_t *stop_ids, int n_stop,
                                  struct constraint_vocab **out)
 {
+    return constraint_vocab_new_text(tk, stop_ids, n_stop, NULL, 0, out);
+}
+
+enum status constraint_vocab_new_text(const struct tokenizer *tk, const int32_t *stop_ids, int n_stop,
+                                      const int32_t *text_ids, int n_text, struct constraint_vocab **out)
+{
     struct constraint_vocab *v = xcalloc(1, sizeof *v);
     v->n_ids = tokenizer_vocab_size(tk);
     int32_t cp_to_byte[512];
@@ -247,7 +253,9 @@ enum status constraint_vocab_new(const struct tokenizer *tk, const int32_t *stop
     v->tok_off = xmalloc(((size_t)v->n_ids + 1) * sizeof *v->tok_off);
     for (int32_t id = 0; id < v->n_ids; id++) {
         v->tok_off[id] = (uint32_t)blob.len;
-        if (v->is_stop[id] || tokenizer_is_special(tk, id)) continue;
+        bool as_text = false;
+        for (int k = 0; k < n_text; k++) as_text |= text_ids[k] == id;
+        if (v->is_stop[id] || (tokenizer_is_special(tk, id) && !as_text)) continue;
         token_bytes(tk, byte_level, cp_to_byte, id, &blob);
     }
     v->tok_off[v->n_ids] = (uint32_t)blob.len;

@@ -24,6 +24,7 @@ struct rx {
     const char        *s;
     size_t             n, i;
     bool               json;
+    bool               no_lt;     // '<' escaped (JSON) or left out (raw)
     uint32_t           depth;
     struct strbuf     *out;
 };
@@ -45,21 +46,34 @@ static void emit_cpset(struct rx *x, struct cg_cpset *set)
     struct strbuf *o = x->out;
     if (!x->json) {
         strbuf_putc(o, '[');
-        for (uint32_t k = 0; k < set->n; k++)
-            strbuf_printf(o, "\\U%08X-\\U%08X", set->r[k][0], set->r[k][1]);
+        bool any = false;
+        for (uint32_t k = 0; k < set->n; k++) {
+            uint32_t lo = set->r[k][0], hi = set->r[k][1];
+            if (x->no_lt && lo <= '<' && hi >= '<') {
+                if (lo < '<') strbuf_printf(o, "\\U%08X-\\U%08X", lo, (uint32_t)'<' - 1), any = true;
+                if (hi > '<') strbuf_printf(o, "\\U%08X-\\U%08X", (uint32_t)'<' + 1, hi), any = true;
+                continue;
+            }
+            strbuf_printf(o, "\\U%08X-\\U%08X", lo, hi);
+            any = true;
+        }
         strbuf_putc(o, ']');
+        if (!any) { o->len -= 2; strbuf_puts(o, "[^\\U00000000-\\U0010FFFF]"); }   // empty: matches nothing
         return;
     }
     // Plain part: everything but controls, quote and backslash.
-    bool plain = false, quote = false, bslash = false;
+    bool plain = false, quote = false, bslash = false, lt = false;
     struct strbuf cls = {0};
     strbuf_putc(&cls, '[');
     for (uint32_t k = 0; k < set->n; k++) {
         uint32_t lo = set->r[k][0], hi = set->r[k][1];
         if (lo <= '"' && hi >= '"') quote = true;
         if (lo <= '\\' && hi >= '\\') bslash = true;
-        uint32_t cuts[][2] = { { 0x20, '"' - 1 }, { '"' + 1, '\\' - 1 }, { '\\' + 1, 0x10FFFF } };
-        for (int c = 0; c < 3; c++) {
+        if (x->no_lt && lo <= '<' && hi >= '<') lt = true;
+        // the plain bytes: all but controls, quote, backslash and (no_lt) '<'
+        uint32_t cuts[][2] = { { 0x20, '"' - 1 }, { '"' + 1, '<' - 1 }, { '<', x->no_lt ? 0 : '<' },
+                               { '<' + 1, '\\' - 1 }, { '\\' + 1, 0x10FFFF } };
+        for (int c = 0; c < 5; c++) {
             uint32_t a = lo > cuts[c][0] ? lo : cuts[c][0], b = hi < cuts[c][1] ? hi : cuts[c][1];
             if (a <= b) { strbuf_printf(&cls, "\\U%08X-\\U%08X", a, b); plain = true; }
         }
@@ -70,6 +84,7 @@ static void emit_cpset(struct rx *x, struct cg_cpset *set)
     if (plain) { strbuf_puts(o, cls.data); sep = " | "; }
     if (quote) { strbuf_printf(o, "%s\"\\\\\\\"\"", sep); sep = " | "; }
     if (bslash) { strbuf_printf(o, "%s\"\\\\\\\\\"", sep); sep = " | "; }
+    if (lt) { strbuf_printf(o, "%s\"\\\\u003c\"", sep); sep = " | "; }
     static const char *short_esc[32] = { ['\b'] = "b", ['\f'] = "f", ['\n'] = "n", ['\r'] = "r", ['\t'] = "t" };
     for (uint32_t k = 0; k < set->n; k++)
         for (uint32_t c = set->r[k][0]; c <= set->r[k][1] && c < 0x20; c++) {
@@ -337,10 +352,10 @@ static enum status parse_alt(struct rx *x)
     }
 }
 
-enum status cg_regex_to_gbnf(struct cg_grammar *g, const char *re, size_t len, bool json_string, bool search,
+enum status cg_regex_to_gbnf(struct cg_grammar *g, const char *re, size_t len, int mode, bool search,
                              const char *name, struct strbuf *out)
 {
-    struct rx x = { .g = g, .s = re, .n = len, .json = json_string, .out = out };
+    struct rx x = { .g = g, .s = re, .n = len, .json = mode & CG_RX_JSON, .no_lt = mode & CG_RX_NO_LT, .out = out };
     bool start_anchor = len && re[0] == '^';
     bool end_anchor = len && re[len - 1] == '$' && !(len >= 2 && re[len - 2] == '\\');
     if (start_anchor) x.i = 1;
@@ -363,7 +378,7 @@ enum status constraint_compile_regex(const char *re, size_t len, const struct co
     struct cg_grammar tmp;
     cg_init(&tmp, budget, err, err_cap);
     struct strbuf text = {0};
-    enum status st = cg_regex_to_gbnf(&tmp, re, len, false, false, "root", &text);
+    enum status st = cg_regex_to_gbnf(&tmp, re, len, CG_RX_RAW, false, "root", &text);
     cg_deinit(&tmp);
     if (!st) st = cg_compile_text(text.data, text.len, budget, out, err, err_cap);
     else *out = NULL;

@@ -50,6 +50,9 @@ void output_format_detect(const char *template_src, bool (*is_token)(void *ctx, 
     for (size_t i = 0; i < sizeof family_tokens / sizeof family_tokens[0] && !out->tool_family && is_token; i++)
         if (is_token(ctx, family_tokens[i].token)) out->tool_family = family_tokens[i].f;
     if (!out->tool_family) out->tool_family = TOOL_FAMILY_HERMES;
+    if (out->tool_family == TOOL_FAMILY_MISTRAL)
+        out->tool_name_first = strstr(template_src, "[ARGS]") || (is_token && is_token(ctx, "[ARGS]"));
+    if (out->tool_family == TOOL_FAMILY_DEEPSEEK_V3) out->tool_name_first = !strstr(template_src, "```json");
 }
 
 bool output_format_prompt_in_think(const struct output_format *f, const char *prompt)
@@ -246,8 +249,10 @@ struct output *output_new(const struct output_cfg *cfg)
         o->tp_content = toolparse_new(cfg->tool_family, cfg->tools, &o->n_calls, on_tool_content, o);
         o->tp_reason = toolparse_new(cfg->tool_family, cfg->tools, &o->n_calls, on_tool_reason, o);
     }
-    if (cfg->reasoning)
+    if (cfg->reasoning && (!cfg->constrained || cfg->start_in_think)) {
         o->rs = reasoning_new(cfg->fmt->think_open, cfg->fmt->think_close, cfg->start_in_think, on_channel, o);
+        if (cfg->constrained) reasoning_single_block(o->rs);
+    }
     return o;
 }
 

@@ -37,6 +37,11 @@ struct output_format {
     bool             thinks;            // the template renders think blocks: split reasoning by default
     char             think_open[16];    // reasoning markers (the <think> pair unless a model says otherwise)
     char             think_close[16];
+    /* Of the two spellings of a family, the one this model's template writes: Mistral
+     * "[TOOL_CALLS]name[ARGS]{..}" (v11+ tokenizers) rather than "[TOOL_CALLS][{..}]", DeepSeek
+     * V3.1 "name<sep>{..}" rather than V3's "function<sep>name" and fenced JSON. Forced tool calls
+     * are written in it (server/constrain.c); the parser reads both. */
+    bool             tool_name_first;
 };
 
 /* From the chat template source (may be NULL: no think markers, HERMES) and, where the template
@@ -78,6 +83,8 @@ struct output_cfg {
     const struct output_format *fmt;             // borrowed: the think markers
     bool                        reasoning;       // split think blocks by fmt's markers
     bool                        start_in_think;  // the prompt left a think block open
+    bool                        constrained;     // a constraint starts after that block (or at once): think
+                                                 // markers past it are answer text (a JSON string's "<think>")
     enum tool_family            tool_family;     // NONE: no tool parsing (no tools, tool_choice none)
     const json_t               *tools;           // borrowed: the request's tools (types XML parameters)
     const char *const          *stops;           // stop strings (copied)

@@ -11,6 +11,8 @@ struct reasoning {
     char         *open, *close;
     bool          inside;
     bool          seg_start;    // drop whitespace until the first other byte of a segment
+    bool          single;       // one block only: after its close, no marker is looked for
+    bool          closed;
     struct strbuf held;         // undecided text (a possible marker prefix)
     void        (*emit)(void *ctx, bool is_reasoning, const char *text, size_t len);
     void         *ctx;
@@ -48,11 +50,17 @@ static void run(struct reasoning *r, bool final)
         size_t ml = strlen(m);
         const char *s = r->held.data + pos;
         size_t n = r->held.len - pos;
+        if (r->closed) {   // single block, closed: the rest is answer as it comes
+            out(r, s, n);
+            pos += n;
+            break;
+        }
         const char *hit = n ? memmem(s, n, m, ml) : NULL;
         if (hit) {
             out(r, s, (size_t)(hit - s));
             pos += (size_t)(hit - s) + ml;
             r->inside = !r->inside;
+            r->closed = r->single && !r->inside;
             r->seg_start = true;
             continue;
         }
@@ -82,6 +90,8 @@ void reasoning_finish(struct reasoning *r)
 }
 
 bool reasoning_inside(const struct reasoning *r) { return r->inside; }
+
+void reasoning_single_block(struct reasoning *r) { r->single = true; }
 
 void reasoning_free(struct reasoning *r)
 {

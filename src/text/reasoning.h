@@ -23,6 +23,9 @@ struct reasoning *reasoning_new(const char *open, const char *close, bool start_
 void reasoning_feed(struct reasoning *r, const char *text, size_t len);
 void reasoning_finish(struct reasoning *r);
 bool reasoning_inside(const struct reasoning *r);
+/* After the first close marker everything is answer text, markers included (the constrained
+ * part of an output that thought first: its content is the grammar's, whatever bytes it holds). */
+void reasoning_single_block(struct reasoning *r);
 void reasoning_free(struct reasoning *r);
 
 /* True when the prompt's last open marker is not closed (generation starts inside the block). */

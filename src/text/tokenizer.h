@@ -79,6 +79,10 @@ const char *tokenizer_config_json(const struct tokenizer *tk);
 struct detok;
 struct detok *detok_new(const struct tokenizer *tk, bool skip_special);
 void          detok_free(struct detok *d);
+/* Special ids that are text to this stream although skip_special is set: a model's tool-call
+ * markers ([TOOL_CALLS], <|python_tag|>), which the tool parser reads. At most DETOK_KEEP_MAX. */
+#define DETOK_KEEP_MAX 8
+void          detok_keep_special(struct detok *d, const int32_t *ids, int n);
 /* Appends id; writes the newly complete text (may be empty) to a heap string the caller frees. */
 char         *detok_push(struct detok *d, int32_t id);
 /* Flushes what is held back (incomplete UTF-8 becomes U+FFFD as HF does). */

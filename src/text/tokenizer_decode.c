@@ -378,7 +378,15 @@ static void dec_chain(const struct tokenizer *tk, const struct tk_dec *d, struct
     *b = t;
 }
 
-void tk_decode(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_special, struct strbuf *out)
+static bool kept(const int32_t *keep, int n_keep, int32_t id)
+{
+    for (int k = 0; k < n_keep; k++)
+        if (keep[k] == id) return true;
+    return false;
+}
+
+void tk_decode(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_special, const int32_t *keep, int n_keep,
+               struct strbuf *out)
 {
     struct tk_pieces pa = {0}, pb = {0}, *a = &pa, *b = &pb;
     for (int i = 0; i < n; i++) {
@@ -386,7 +394,7 @@ void tk_decode(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_
         if (id < 0 || id >= tk->n_ids_total) continue;
         int ai = tk->added_of_id[id];
         if (ai >= 0) {
-            if (skip_special && tk->added[ai].special) continue;
+            if (skip_special && tk->added[ai].special && !kept(keep, n_keep, id)) continue;
             tk_pieces_push(a, tk->added[ai].content, tk->added[ai].len, 0);
         } else if (id < tk->bpe.n_ids && tk->bpe.tok[id]) {
             tk_pieces_push(a, tk->bpe.tok[id], tk->bpe.tok_len[id], 0);
@@ -418,7 +426,7 @@ void tk_decode(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_
 char *tokenizer_decode_n(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_special, size_t *len)
 {
     struct strbuf sb = {0};
-    tk_decode(tk, ids, n, skip_special, &sb);
+    tk_decode(tk, ids, n, skip_special, NULL, 0, &sb);
     if (len) *len = sb.len;
     return strbuf_take(&sb);
 }
@@ -435,6 +443,8 @@ char *tokenizer_decode(const struct tokenizer *tk, const int32_t *ids, int n, bo
 struct detok {
     const struct tokenizer *tk;
     bool     skip_special;
+    int32_t  keep[DETOK_KEEP_MAX];   // special ids decoded anyway (detok_keep_special)
+    int      n_keep;
     int32_t *ids;
     int      n, cap;
     int      win;        // window start (index into ids)
@@ -449,6 +459,11 @@ struct detok *detok_new(const struct tokenizer *tk, bool skip_special)
     d->tk = tk;
     d->skip_special = skip_special;
     return d;
+}
+
+void detok_keep_special(struct detok *d, const int32_t *ids, int n)
+{
+    for (int k = 0; k < n && d->n_keep < DETOK_KEEP_MAX; k++) d->keep[d->n_keep++] = ids[k];
 }
 
 void detok_free(struct detok *d)
@@ -487,13 +502,13 @@ static bool is_byte_token(const struct tokenizer *tk, int32_t id)
 /* Byte tokens, and skipped special tokens between them, can belong to one byte-fallback run. */
 static bool run_part(const struct detok *d, int32_t id)
 {
-    return is_byte_token(d->tk, id) || (d->skip_special && tokenizer_is_special(d->tk, id));
+    return is_byte_token(d->tk, id) || (d->skip_special && tokenizer_is_special(d->tk, id) && !kept(d->keep, d->n_keep, id));
 }
 
 static char *detok_step(struct detok *d, bool flush, size_t *len)
 {
     strbuf_clear(&d->text);
-    if (d->n > d->win) tk_decode(d->tk, d->ids + d->win, d->n - d->win, d->skip_special, &d->text);
+    if (d->n > d->win) tk_decode(d->tk, d->ids + d->win, d->n - d->win, d->skip_special, d->keep, d->n_keep, &d->text);
     else strbuf_append(&d->text, "", 0);
     size_t L = flush ? d->text.len : stable_len(d, &d->text);
     const struct strbuf *src = &d->text;
@@ -503,7 +518,7 @@ static char *detok_step(struct detok *d, bool flush, size_t *len)
         // A trailing run of byte-fallback tokens is undecided: HF turns the whole run into
         // U+FFFDs if it ends invalid, so only the text before the run is stable.
         strbuf_clear(&d->alt);
-        tk_decode(d->tk, d->ids + d->win, k - d->win, d->skip_special, &d->alt);
+        tk_decode(d->tk, d->ids + d->win, k - d->win, d->skip_special, d->keep, d->n_keep, &d->alt);
         src = &d->alt;
         L = stable_len(d, &d->alt);
         if (L > d->text.len || memcmp(d->alt.data, d->text.data, L)) L = 0;   // not a prefix: wait
@@ -518,7 +533,7 @@ static char *detok_step(struct detok *d, bool flush, size_t *len)
     // ByteFallback turns a whole invalid byte run into U+FFFDs: never start a window inside a run.
     if (!flush && d->n - d->win > 2 * DETOK_WINDOW && !run_part(d, d->ids[nw]) && !run_part(d, d->ids[nw - 1])) {
         strbuf_clear(&d->alt);
-        tk_decode(d->tk, d->ids + nw, d->n - nw, d->skip_special, &d->alt);
+        tk_decode(d->tk, d->ids + nw, d->n - nw, d->skip_special, d->keep, d->n_keep, &d->alt);
         size_t unsent = d->text.len - d->sent;
         // The new window must start with text already sent: an empty or all-pending window would
         // let a later token become its "first" one (Metaspace/Strip leading-space rules).

@@ -273,7 +273,9 @@ struct tokenizer {
 };
 
 /* Decodes ids to out (appended). In tokenizer_decode.c. */
-void tk_decode(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_special, struct strbuf *out);
+/* keep: special ids decoded as their content even with skip_special (a model's tool-call markers). */
+void tk_decode(const struct tokenizer *tk, const int32_t *ids, int n, bool skip_special, const int32_t *keep, int n_keep,
+               struct strbuf *out);
 enum status tk_post_parse(const struct tokenizer *tk, json_t *j, struct tk_post *out);
 
 #endif

@@ -118,6 +118,45 @@ const TOOLS = [
     properties: { a: { type: 'integer' }, b: { type: 'integer' } } } } },
 ];
 const paramsOf = Object.fromEntries(TOOLS.map((t) => [t.function.name, t.function.parameters]));
+const FAMILY_TOOLS = [...TOOLS,
+  { type: 'function', function: { name: 'write_file', parameters: { type: 'object', additionalProperties: false, required: ['path', 'content'],
+    properties: {
+      path: { type: 'string', pattern: '^[a-z/<]{1,20}\\.txt$' }, content: { type: 'string' }, mode: { enum: ['w', 'a</b'] },
+      lines: { type: 'array', items: { type: 'integer' }, maxItems: 3 }, note: { type: ['string', 'null'], maxLength: 10 },
+      opts: { type: 'object', properties: { force: { type: 'boolean' }, tag: { type: 'string' } }, required: ['force'], additionalProperties: false },
+      when: { type: 'string', format: 'date' }, level: { type: 'string', enum: ['lo', 'hi', 'x</parameter>'] } } } } },
+  { type: 'function', function: { name: 'ping', parameters: { type: 'object', properties: {} } } },
+];
+const familyParams = Object.fromEntries(FAMILY_TOOLS.map((t) => [t.function.name, t.function.parameters]));
+// tool_choice auto with strict tools: the model may answer in text, but any call it makes is valid.
+// The marker token is biased up (+100) so that some seeds call; every output is either text without
+// calls or valid calls.
+async function strictAuto(port, family, c) {
+  const tok = await request(port, 'POST', '/tokenize', { prompt: '<tool_call>', add_special_tokens: false });
+  const ids = JSON.parse(tok.body).tokens;
+  const strictTools = FAMILY_TOOLS.map((t) => ({ ...t, function: { ...t.function, strict: true } }));
+  let calls = 0, texts = 0;
+  for (let seed = 0; seed < 2 * SEEDS; seed++) {
+    const r = await c.chat.completions.create({ model: 'default', messages: [{ role: 'user', content: 'Write a file.' }],
+      tools: strictTools, temperature: 1, seed, max_tokens: 220,
+      ...(ids.length === 1 && seed % 2 === 0 ? { logit_bias: { [ids[0]]: 100 } } : {}) });
+    const ch = r.choices[0];
+    const tag = `${family} strict auto seed ${seed}`;
+    if (ch.message.tool_calls?.length) {
+      calls++;
+      check(ch.finish_reason === 'tool_calls', `${tag}: finish tool_calls`, ch);
+      for (const tc of ch.message.tool_calls) {
+        let args; try { args = JSON.parse(tc.function.arguments); } catch { args = undefined; }
+        check(familyParams[tc.function.name] && ajv.validate(familyParams[tc.function.name], args), `${tag}: valid call`, { tc, errors: ajv.errors });
+      }
+    } else {
+      texts++;
+      check(typeof ch.message.content === 'string', `${tag}: text`, ch);
+    }
+  }
+  console.error(`  ${family} strict auto: ${calls} outputs with calls, ${texts} text only`);
+  return calls;
+}
 function validCalls(calls, what, { only, max } = {}) {
   if (!check(Array.isArray(calls) && calls.length >= 1, `${what}: a tool call`, calls)) return;
   if (max) check(calls.length <= max, `${what}: at most ${max} call(s)`, calls.length);
@@ -152,6 +191,61 @@ for (let seed = 0; seed < SEEDS; seed++) {
     validCalls(a2.content.filter((b) => b.type === 'tool_use'), `anthropic tool seed ${seed}`, { only: 'get_weather', max: 1 });
   }
 }
+// Valid within the budget: at exactly the max_tokens the 400 names as the least, every seed still
+// closes the output (the mask leaves only the shortest completion once that is all that fits).
+for (const [name, schema] of Object.entries(schemas)) {
+  const r0 = await request(srv.port, 'POST', '/v1/chat/completions', { model: 'default', messages, max_tokens: 3,
+    response_format: { type: 'json_schema', json_schema: { name, schema } } });
+  const need = Number((/needs (\d+) tokens/.exec(r0.body) || [])[1]);
+  if (!check(r0.status === 400 && need > 3, `${name}: the 400 names the least max_tokens`, r0.body)) continue;
+  const r1 = await request(srv.port, 'POST', '/v1/chat/completions', { model: 'default', messages, max_tokens: need - 1,
+    response_format: { type: 'json_schema', json_schema: { name, schema } } });
+  check(r1.status === 400, `${name}: max_tokens ${need - 1} refused`, r1.status);
+  for (let seed = 0; seed < SEEDS; seed++)
+    for (const extra of [0, 4]) {
+      const r = await client.chat.completions.create({ model: 'default', messages, temperature: 1, seed, max_tokens: need + extra,
+        response_format: { type: 'json_schema', json_schema: { name, schema } } });
+      check(r.choices[0].finish_reason === 'stop', `${name} at max_tokens ${need + extra} seed ${seed}: finish stop`, r.choices[0]);
+      await validSchema(name, schema, r.choices[0].message.content, `${name} at max_tokens ${need + extra} seed ${seed}`);
+    }
+}
+
+// Responses API text.format (flat json_schema, json_object) and Anthropic structured outputs
+// (output_config.format, and the beta's output_format)
+for (let seed = 0; seed < SEEDS; seed++) {
+  const r = await client.responses.create({ model: 'default', input: 'Describe a city as JSON.', store: false, temperature: 1, seed,
+    max_output_tokens: 120, text: { format: { type: 'json_schema', name: 'city', schema: schemas.city, strict: true } } });
+  check(r.status === 'completed', `responses text.format seed ${seed}: completed`, r.status);
+  await validSchema('city', schemas.city, r.output_text, `responses text.format seed ${seed}`);
+  const o = await client.responses.create({ model: 'default', input: 'JSON please', store: false, temperature: 1, seed,
+    max_output_tokens: 60, text: { format: { type: 'json_object' } } });
+  let v; try { v = JSON.parse(o.output_text); } catch { v = undefined; }
+  check(v && typeof v === 'object' && !Array.isArray(v), `responses json_object seed ${seed}: an object`, o.output_text);
+}
+for (const [field, fmt] of [['output_config', { output_config: { format: { type: 'json_schema', schema: schemas.nested } } }],
+  ['output_format', { output_format: { type: 'json_schema', schema: schemas.nested } }]]) {
+  for (let seed = 0; seed < SEEDS; seed++) {
+    const r = await request(srv.port, 'POST', '/v1/messages', { model: 'default', max_tokens: 120, temperature: 1,
+      messages: [{ role: 'user', content: 'Items as JSON' }], ...fmt }, { 'anthropic-version': '2023-06-01' });
+    const b = r.status === 200 ? JSON.parse(r.body) : {};
+    check(b.stop_reason === 'end_turn', `anthropic ${field} seed ${seed}: end_turn`, r.body);
+    await validSchema('nested', schemas.nested, (b.content || []).filter((c) => c.type === 'text').map((c) => c.text).join(''),
+      `anthropic ${field} seed ${seed}`);
+  }
+}
+{
+  const r = await request(srv.port, 'POST', '/v1/responses', { model: 'default', input: 'x', store: false,
+    text: { format: { type: 'json_schema', name: 'x', schema: { type: 'array', uniqueItems: true } } } });
+  check(r.status === 400 && r.body.includes('uniqueItems') && r.body.includes('text.format'), 'responses: unsupported keyword named', r.body);
+  const a = await request(srv.port, 'POST', '/v1/messages', { model: 'default', max_tokens: 50, messages: [{ role: 'user', content: 'x' }],
+    output_config: { format: { type: 'json_schema', schema: { type: 'object', minProperties: 1 } } } }, { 'anthropic-version': '2023-06-01' });
+  check(a.status === 400 && a.body.includes('minProperties'), 'anthropic: unsupported keyword named', a.body);
+}
+
+{
+  const FAMILY_CALLS = await strictAuto(srv.port, 'hermes', client);
+  check(FAMILY_CALLS > 0, 'hermes strict auto: the biased marker led to calls', FAMILY_CALLS);
+}
 await expect400({ tools: TOOLS, tool_choice: { type: 'function', function: { name: 'nope' } } }, 'nope', 'named tool not in tools');
 await expect400({ tools: TOOLS, tool_choice: 'required', response_format: { type: 'json_object' } }, 'both', 'tool_choice + response_format');
 
@@ -174,5 +268,40 @@ await expect400({ response_format: { type: 'xml' } }, 'xml', 'unknown response_f
 }
 
 await srv.stop();
+
+// Forced tool calls in each family's own markup (--tool-parser picks the family on the default
+// model): the server's parser must read every constrained call back as a tool call, typed as the
+// schema says (Qwen3-Coder XML: raw text for strings, JSON otherwise), and ajv must accept the
+// arguments. A random-weight model at temperature 1 writes the longest, oddest values it can.
+for (const family of ['qwen3_coder', 'llama3', 'mistral', 'deepseek_v3']) {
+  const fsrv = await startServer([model, '--tool-parser', family,
+    ...(process.env.LOAD_ARGS || '--backend cpu --threads 2').split(' ').filter(Boolean)]);
+  const fc = new OpenAI({ baseURL: `${fsrv.url}/v1`, apiKey: 'none', maxRetries: 0 });
+  const cases = [['required', 'required', undefined], ['named write_file', { type: 'function', function: { name: 'write_file' } }, 'write_file'],
+    ['parallel false', 'required', undefined]];
+  for (let seed = 0; seed < SEEDS; seed++) {
+    for (const [what, tool_choice, only] of cases) {
+      const r = await fc.chat.completions.create({ model: 'default', messages: [{ role: 'user', content: 'Write a file.' }],
+        tools: FAMILY_TOOLS, tool_choice, temperature: 1, seed, max_tokens: 220,
+        ...(what === 'parallel false' ? { parallel_tool_calls: false } : {}) });
+      const ch = r.choices[0];
+      const tag = `${family} ${what} seed ${seed}`;
+      check(ch.finish_reason === 'tool_calls', `${tag}: finish tool_calls`, ch);
+      const calls = ch.message.tool_calls;
+      if (!check(Array.isArray(calls) && calls.length >= 1, `${tag}: a tool call`, ch.message)) continue;
+      if (only || what === 'parallel false') check(calls.length === 1, `${tag}: one call`, calls.length);
+      check(!ch.message.content, `${tag}: no stray content`, ch.message.content);
+      for (const c of calls) {
+        let args; try { args = JSON.parse(c.function.arguments); } catch { args = undefined; }
+        check(familyParams[c.function.name] && (!only || c.function.name === only), `${tag}: tool ${c.function.name}`, c);
+        if (familyParams[c.function.name])
+          check(ajv.validate(familyParams[c.function.name], args), `${tag}: arguments valid`, { args, errors: ajv.errors, raw: c.function.arguments });
+      }
+    }
+  }
+  await strictAuto(fsrv.port, family, fc);
+  await fsrv.stop();
+}
+
 console.error(`constrain: ${n} schema outputs validated`);
 process.exit(summary('constrain'));

@@ -101,7 +101,8 @@ async function main() {
     ['previous_response_id', { input: 'x', previous_response_id: 'resp_1' }, /previous_response_id/],
     ['conversation', { input: 'x', conversation: 'conv_1' }, /conversation/],
     ['background', { input: 'x', background: true }, /background/],
-    ['json_schema format', { input: 'x', text: { format: { type: 'json_schema', schema: {} } } }, /constrained/],
+    ['unknown text.format type', { input: 'x', text: { format: { type: 'xml' } } }, /xml/],
+    ['text.format json_schema without schema', { input: 'x', text: { format: { type: 'json_schema', name: 'x' } } }, /schema/],
     ['input missing', {}, /input/],
     ['input number', { input: 5 }, /input/],
     ['input empty array', { input: [] }, /input/],
@@ -135,6 +136,14 @@ async function main() {
     const res = await request(srv.port, 'POST', '/v1/responses', { input: 'x', tools: TOOLS, tool_choice: 'required', max_output_tokens: 200 });
     if (model) check(res.status === 200 && res.json?.output?.some(o => o.type === 'function_call'), 'tool_choice required: a function call', `${res.status} ${res.body.slice(0, 200)}`);
     else check(res.status >= 400 && res.json?.error?.message, 'tool_choice required on the fake: refused', `${res.status} ${res.body.slice(0, 200)}`);
+    // text.format likewise: JSON on a model, a 400 on the fake
+    const fmt = await request(srv.port, 'POST', '/v1/responses', { input: 'x', max_output_tokens: 200,
+      text: { format: { type: 'json_schema', name: 'o', schema: { type: 'object', properties: { a: { type: 'integer' } }, required: ['a'], additionalProperties: false } } } });
+    if (model) {
+      const text = fmt.json?.output?.find((o) => o.type === 'message')?.content?.[0]?.text;
+      let v; try { v = JSON.parse(text); } catch { v = undefined; }
+      check(fmt.status === 200 && Number.isInteger(v?.a) && Object.keys(v).length === 1, 'text.format json_schema: the schema\'s JSON', `${fmt.status} ${fmt.body.slice(0, 300)}`);
+    } else check(fmt.status === 400 && /constrained/.test(fmt.body), 'text.format on the fake: refused', `${fmt.status} ${fmt.body.slice(0, 200)}`);
   }
   for (const [name, body, re] of bad) {
     const res = await request(srv.port, 'POST', '/v1/responses', body);

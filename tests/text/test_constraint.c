@@ -2,7 +2,9 @@
  * the mask from the trie walk (and its cache) equals a brute-force check of every token's bytes
  * against the automaton from the same state, with and without the max_tokens budget rule.
  * Uses the default model's tokenizer (models/default, byte-level BPE, 8192 ids). */
+#include <jansson.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -334,6 +336,66 @@ static bool use_tokenizer(const char *dir)
     return eos_id >= 0 && constraint_vocab_new(tk, &eos_id, 1, &vocab) == STATUS_OK;
 }
 
+/* A special added token that is a model's tool-call marker ([TOOL_CALLS]): dropped by a plain
+ * detokenizer and refused by a plain constraint vocabulary, it is text to both when named. Made
+ * from the default tokenizer plus one added token. */
+TEST(special_markers_as_text)
+{
+    json_error_t jerr;
+    json_t *doc = json_load_file("models/default/tokenizer.json", 0, &jerr);
+    ASSERT(doc != NULL);
+    int32_t id = tokenizer_vocab_size(tk);
+    json_array_append_new(json_object_get(doc, "added_tokens"),
+                          json_pack("{s:i,s:s,s:b,s:b,s:b,s:b,s:b}", "id", (int)id, "content", "[TOOL_CALLS]", "single_word", 0,
+                                    "lstrip", 0, "rstrip", 0, "normalized", 0, "special", 1));
+    char dir[] = "/tmp/cairn_markersXXXXXX", path[64];
+    ASSERT(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    ASSERT(json_dump_file(doc, path, 0) == 0);
+    json_decref(doc);
+    struct tokenizer *mt = NULL;
+    ASSERT(tokenizer_load(dir, &mt) == STATUS_OK);
+    remove(path);
+    rmdir(dir);
+    EXPECT(tokenizer_token_id(mt, "[TOOL_CALLS]") == id && tokenizer_is_special(mt, id));
+    struct constraint_vocab *plain = NULL, *marked = NULL;
+    ASSERT(constraint_vocab_new(mt, &eos_id, 1, &plain) == STATUS_OK);
+    ASSERT(constraint_vocab_new_text(mt, &eos_id, 1, &id, 1, &marked) == STATUS_OK);
+    struct constraint_grammar *g = gbnf("root ::= \"[TOOL_CALLS]\" [a-z]+");
+    ASSERT(g != NULL);
+    uint32_t *m = xcalloc((size_t)constraint_mask_words(marked), sizeof *m);
+    struct constraint *c = constraint_new(g, plain);
+    EXPECT(constraint_mask(c, -1, m) == STATUS_OK && !(m[id >> 5] >> (id & 31) & 1));   // spelled byte by byte only
+    EXPECT(constraint_advance(c, id) != STATUS_OK);
+    constraint_free(c);
+    c = constraint_new(g, marked);
+    EXPECT(constraint_mask(c, -1, m) == STATUS_OK && (m[id >> 5] >> (id & 31) & 1));
+    EXPECT(constraint_advance(c, id) == STATUS_OK && !constraint_can_end(c));
+    EXPECT(constraint_advance_bytes(c, "ab", 2) == STATUS_OK && constraint_can_end(c));
+    constraint_free(c);
+    free(m);
+    constraint_grammar_free(g);
+    // the detokenizer: dropped by default, text when kept
+    int32_t x = tokenizer_token_id(mt, "x");
+    ASSERT(x >= 0);
+    for (int keep = 0; keep < 2; keep++) {
+        struct detok *d = detok_new(mt, true);
+        if (keep) detok_keep_special(d, &id, 1);
+        struct strbuf out = {0};
+        int32_t seq[] = { id, x, id };
+        for (int k = 0; k < 3; k++) { char *p = detok_push(d, seq[k]); strbuf_puts(&out, p ? p : ""); free(p); }
+        char *p = detok_flush(d);
+        strbuf_puts(&out, p ? p : "");
+        free(p);
+        EXPECTF(!strcmp(out.data ? out.data : "", keep ? "[TOOL_CALLS]x[TOOL_CALLS]" : "x"), "keep %d: '%s'", keep, out.data);
+        strbuf_free(&out);
+        detok_free(d);
+    }
+    constraint_vocab_free(plain);
+    constraint_vocab_free(marked);
+    tokenizer_free(mt);
+}
+
 int main(void)
 {
     if (!use_tokenizer("models/default")) {
@@ -347,6 +409,7 @@ int main(void)
     RUN(regex_errors);
     RUN(json_modes);
     RUN(walk_gbnf_closes_within_budget);
+    RUN(special_markers_as_text);
     // The Qwen3 vocabulary (151669 ids, many partial UTF-8 tokens) when tests/text/fetch_tokenizers.sh cached it.
     char dir[512];
     snprintf(dir, sizeof dir, "%s/tokenizers/qwen3", getenv("BUILD") ? getenv("BUILD") : "build");

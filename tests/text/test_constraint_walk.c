@@ -8,6 +8,7 @@
  *
  * Tokenizer: CONSTRAINT_TOKENIZER (a directory with tokenizer.json), default models/default.
  * Seeds per entry: CONSTRAINT_WALK_SEEDS (default 4). */
+#include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include "harness.h"
 #include "text/constraint.h"
 #include "text/tokenizer.h"
+#include "text/toolparse.h"
 
 static struct tokenizer *tk;
 static struct constraint_vocab *vocab;
@@ -202,6 +204,77 @@ TEST(regex_and_gbnf)
     json_decref(rows);
 }
 
+/* Qwen3-Coder XML tool calls: every corpus schema the XML form takes, walked inside its envelope,
+ * read back by the server's tool parser (toolparse) and written as a schema row of the arguments
+ * it produced, so ajv judges what a client would receive. */
+struct xml_calls { int n_calls; bool stray_text; struct strbuf args; };
+
+static void on_xml_event(void *ctx, const struct tp_event *ev)
+{
+    struct xml_calls *x = ctx;
+    if (ev->kind == TP_CALL_START) x->n_calls++;
+    else if (ev->kind == TP_CALL_ARGS && x->n_calls == 1) strbuf_append(&x->args, ev->text, ev->len);
+    else if (ev->kind == TP_TEXT)
+        for (size_t k = 0; k < ev->len; k++) x->stray_text |= !isspace((unsigned char)ev->text[k]);
+}
+
+TEST(xml_tool_calls)
+{
+    json_t *rows = load_jsonl("tests/text/schemas/valid.jsonl");
+    ASSERT(rows != NULL);
+    size_t i;
+    json_t *e;
+    int n_schemas = 0, n_walks = 0;
+    json_array_foreach(rows, i, e) {
+        json_t *schema = json_object_get(e, "schema");
+        char *text = json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY), *body = NULL, err[512];
+        enum status st = constraint_tool_xml_gbnf(text, strlen(text), "x-", &body, err, sizeof err);
+        free(text);
+        if (st == STATUS_EUNSUPPORTED || (st == STATUS_EINVAL && !json_is_object(schema))) continue;   // not an object schema
+        const char *name = json_string_value(json_object_get(e, "name"));
+        EXPECTF(st == STATUS_OK, "xml %s: %s", name, err);
+        if (st) continue;
+        struct strbuf gb = {0};
+        strbuf_printf(&gb, "root ::= \"<tool_call>\\n<function=f>\\n\" x-root \"</function>\\n</tool_call>\"\n%s", body);
+        free(body);
+        struct constraint_grammar *g = NULL;
+        st = constraint_compile_gbnf(gb.data, gb.len, NULL, &g, err, sizeof err);
+        strbuf_free(&gb);
+        EXPECTF(st == STATUS_OK, "xml %s: grammar: %s", name, err);
+        if (st) continue;
+        n_schemas++;
+        json_t *tools = json_pack("[{s:s,s:{s:s,s:O}}]", "type", "function", "function", "name", "f", "parameters", schema);
+        json_t *entry = json_deep_copy(e);
+        char xname[160];
+        snprintf(xname, sizeof xname, "xml:%s", name);
+        json_object_set_new(entry, "name", json_string(xname));
+        for (int sd = 0; sd < n_seeds; sd++) {
+            uint64_t seed = (uint64_t)sd * 104729 + strlen(name);
+            int max_tokens = (int)constraint_grammar_min_bytes(g) + 2 + (int)((seed * 2654435761u) % 200);
+            size_t len;
+            char *o = walk(g, seed, max_tokens, xname, &len);
+            if (!o) continue;
+            struct xml_calls x = {0};
+            int n_calls = 0;
+            struct toolparse *tp = toolparse_new(TOOL_FAMILY_QWEN3_CODER, tools, &n_calls, on_xml_event, &x);
+            toolparse_feed(tp, o, len);
+            toolparse_finish(tp);
+            toolparse_free(tp);
+            EXPECTF(x.n_calls == 1 && !x.stray_text, "%s seed %d: %d calls, stray text %d: '%.300s'", xname, sd, x.n_calls,
+                    x.stray_text, o);
+            if (x.n_calls == 1) { write_row("schema", entry, x.args.data ? x.args.data : "", x.args.len, seed); n_walks++; }
+            strbuf_free(&x.args);
+            free(o);
+        }
+        json_decref(entry);
+        json_decref(tools);
+        constraint_grammar_free(g);
+    }
+    fprintf(stderr, "  %d schemas in the XML tool-call form, %d walks read back by toolparse\n", n_schemas, n_walks);
+    EXPECT(n_schemas > 100);
+    json_decref(rows);
+}
+
 int main(void)
 {
     const char *dir = getenv("CONSTRAINT_TOKENIZER") ? getenv("CONSTRAINT_TOKENIZER") : "models/default";
@@ -216,6 +289,7 @@ int main(void)
     RUN(valid_schemas);
     RUN(invalid_schemas);
     RUN(regex_and_gbnf);
+    RUN(xml_tool_calls);
     fprintf(stderr, "  slowest mask step %.2f ms (%s)\n", longest_step_ns / 1e6, longest_step_name);
     if (walk_out) fclose(walk_out);
     constraint_vocab_free(vocab);

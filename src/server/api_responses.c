@@ -5,7 +5,8 @@
  * output_text parts; developer -> system) -> a turn, function_call -> an assistant tool call
  * (consecutive calls join one assistant turn), function_call_output -> a "tool" turn, reasoning
  * (summary text) -> the next assistant turn's reasoning_content. `instructions` is a leading
- * system turn. Nothing is stored: store:true and previous_response_id are a 400 (the client
+ * system turn. text.format json_object / json_schema constrain the output as response_format does
+ * on chat completions (one compiler, server/constrain.c). Nothing is stored: store:true and previous_response_id are a 400 (the client
  * resends the history, as Codex does with store:false).
  *
  * Output: the job's blocks become output items: reasoning (its text as one summary_text),
@@ -253,11 +254,45 @@ static bool stateless_fields(json_t *body, struct api_error *e)
             *e = api_error_make(STATUS_EINVAL, "text", "'text' must be an object; 'text.format' an object with a type");
             return false;
         }
-        if (type && strcmp(type, "text")) {
-            *e = api_error_make(STATUS_EUNSUPPORTED, "text", "text.format '%s' is not wired to constrained decoding on /v1/responses yet (use /v1/chat/completions response_format)", type);
+    }
+    return true;
+}
+
+/* text.format (json_object; json_schema {name, schema, strict}, flat where chat completions nests
+ * it under json_schema) as the chat API's response_format, compiled by the same code: OpenAI
+ * Agents' outputType and the SDK's responses.parse() send it. Errors name text.format. */
+static bool text_format_constraint(struct req *r, json_t *body, struct gen_params *p, struct api_error *e)
+{
+    json_t *fmt = json_object_get(json_object_get(body, "text"), "format");
+    const char *type = json_string_value(json_object_get(fmt, "type"));
+    if (!type || !strcmp(type, "text")) return true;
+    json_t *rf;
+    if (!strcmp(type, "json_schema")) {
+        json_t *js = json_object();
+        static const char *const keys[] = { "name", "schema", "strict", "description", NULL };
+        for (const char *const *k = keys; *k; k++)
+            if (json_object_get(fmt, *k)) json_object_set(js, *k, json_object_get(fmt, *k));
+        if (!json_is_object(json_object_get(fmt, "schema"))) {
+            json_decref(js);
+            *e = api_error_make(STATUS_EINVAL, "text.format.schema", "text.format type 'json_schema' needs a 'schema' object");
             return false;
         }
+        rf = json_pack("{s:s,s:o}", "type", "json_schema", "json_schema", js);
+    } else if (!strcmp(type, "json_object")) {
+        rf = json_pack("{s:s}", "type", "json_object");
+    } else {
+        *e = api_error_make(STATUS_EINVAL, "text.format", "unknown text.format type '%s' (text, json_object or json_schema)", type);
+        return false;
     }
+    json_t *chat = json_pack("{s:o}", "response_format", rf);
+    bool ok = srv_constraint_parse(r->s->grammars, chat, &p->grammar, &p->grammar_field, e);
+    json_decref(chat);
+    if (!ok) {
+        if (!strncmp(e->param, "response_format", 15))   // the field as this API spells it
+            snprintf(e->param, sizeof e->param, "text.format");
+        return false;
+    }
+    p->grammar_field = "text.format";
     return true;
 }
 
@@ -541,6 +576,7 @@ enum MHD_Result api_responses(struct req *r, json_t *body)
         goto fail;
     }
     if (!srv_reasoning_effort(json_object_get(reasoning, "effort"), "reasoning.effort", kwargs, &e)) goto fail;
+    if (!text_format_constraint(r, body, &p, &e)) goto fail;
     if (!srv_render(r, msgs, use_tools ? tools : NULL, kwargs, &prompt, &e)) goto fail;
     srv_chat_params(r, &p, prompt, &tools, use_tools, "call_");
     if (!srv_tool_constraint(r, body, &resp_tool_api, &p, &e)) goto fail;

@@ -95,13 +95,14 @@ async function main() {
   check(incItem.status === 'incomplete' && last.response.output[0].status === 'incomplete', 'streamed item cut by the cap: incomplete', incItem);
   check(inc.events.at(-1).event === 'response.incomplete' && last.response.status === 'incomplete' && last.response.incomplete_details.reason === 'max_output_tokens', 'response.incomplete when the cap is hit', last);
 
-  // ---- refused: stateful features, constrained decoding, bad shapes
+  // ---- refused: stateful features, bad shapes
   const bad = [
     ['store true', { input: 'x', store: true }, /store/],
     ['previous_response_id', { input: 'x', previous_response_id: 'resp_1' }, /previous_response_id/],
     ['conversation', { input: 'x', conversation: 'conv_1' }, /conversation/],
     ['background', { input: 'x', background: true }, /background/],
-    ['json_schema format', { input: 'x', text: { format: { type: 'json_schema', schema: {} } } }, /constrained/],
+    ['json_schema format without schema', { input: 'x', text: { format: { type: 'json_schema', name: 'x' } } }, /text.format.*schema/],
+    ['unknown text.format type', { input: 'x', text: { format: { type: 'xml' } } }, /xml/],
     ['input missing', {}, /input/],
     ['input number', { input: 5 }, /input/],
     ['input empty array', { input: [] }, /input/],

@@ -1,0 +1,53 @@
+// Qwen Code (`qwen -p`, pinned in package.json) against cairn's /v1/chat/completions (its "openai"
+// auth type): the scripted model calls run_shell_command, Qwen Code runs it (yolo approval), sends
+// the result back as a tool message, and prints the scripted final answer. Its requests carry
+// max_tokens 32000 against a 40,960-token context, stream_options.include_usage and 14 tools.
+import fs from 'node:fs';
+import path from 'node:path';
+import { check, summary, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED } from './lib.mjs';
+
+const QWEN = path.join(BIN_DIR, 'qwen');
+const SCRIPT = [
+  { match: 'QW_SHELL_TASK', last: true, output: hermesCall('run_shell_command', { command: "printf 'QWOUT_%s' $((6*7)) > qw_out.txt && cat qw_out.txt", description: 'Print a marker' }) },
+  { match: 'QWOUT_42', last: true, output: 'The command printed QWOUT_42. QW_DONE' },
+];
+
+// update checks, usage statistics and telemetry off; the OpenAI-compatible provider
+const SETTINGS = {
+  general: { disableAutoUpdate: true, disableUpdateNag: true },
+  privacy: { usageStatisticsEnabled: false },
+  telemetry: { enabled: false },
+  security: { auth: { selectedType: 'openai' } },
+  model: { name: SERVED },
+};
+
+function result(r) {
+  let v;
+  try { v = JSON.parse(r.stdout.trim()); } catch { return null; }
+  return Array.isArray(v) ? v.filter((m) => m.type === 'result').pop() ?? null : v;
+}
+
+async function main() {
+  const version = await requireRunnable('Qwen Code', QWEN);
+  console.error(`qwen ${version}`);
+  const srv = await serveScripted('qwen', SCRIPT);
+  const home = tmpDir('qwen-home');
+  fs.mkdirSync(path.join(home, '.qwen'));
+  fs.writeFileSync(path.join(home, '.qwen', 'settings.json'), JSON.stringify(SETTINGS));
+  const work = tmpDir('qwen-work');
+  const r = await runClient(QWEN, ['--approval-mode', 'yolo', '--output-format', 'json', '--max-session-turns', '4', 'QW_SHELL_TASK: run the command that prints the marker.'],
+    { env: { HOME: home, OPENAI_BASE_URL: `${srv.url}/v1`, OPENAI_API_KEY: 'none', OPENAI_MODEL: SERVED, QWEN_CODE_SUPPRESS_YOLO_WARNING: '1' },
+      cwd: work, timeoutMs: 180000 });
+  const res = result(r);
+  check(r.code === 0 && res, 'qwen exits 0 with a JSON result', tail(r));
+  check(fs.existsSync(path.join(work, 'qw_out.txt')) && fs.readFileSync(path.join(work, 'qw_out.txt'), 'utf8') === 'QWOUT_42',
+    'the scripted shell command ran', tail(r));
+  check(/QW_DONE/.test(res?.result ?? res?.response ?? ''), 'the final answer after the tool result', res ?? tail(r));
+  check(!res?.is_error, 'the result is not an error', res);
+  const refused = srv.stderr().split('\n').filter((l) => /POST \/v1\/chat\/completions [45]\d\d /.test(l));
+  check(refused.length === 0, 'no /v1/chat/completions request was refused', refused.join('\n'));
+  await srv.stop();
+  process.exit(summary('clients/qwen_code'));
+}
+
+main().catch((e) => { console.error(e); process.exit(1); });

@@ -5,7 +5,7 @@
 // output_config, max_tokens 32000 against a 40,960-token context, server-side tool shapes.
 import fs from 'node:fs';
 import path from 'node:path';
-import { check, summary, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED } from './lib.mjs';
+import { check, summary, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED, requestLines, refusedLines, watchdog } from './lib.mjs';
 
 const CLAUDE = path.join(BIN_DIR, 'claude');
 const work = tmpDir('cc-work');
@@ -15,7 +15,14 @@ const SCRIPT = [
   { match: 'CCOUT_42', last: true, output: 'The command printed CCOUT_42. CC_BASH_DONE' },
   { match: 'CC_WRITE_TASK', last: true, output: 'Writing it.\n' + hermesCall('Write', { file_path: path.join(work, 'CCWFILE.txt'), content: 'written through cairn\n' }) },
   { match: 'CCWFILE', last: true, output: 'The file is written. CC_WRITE_DONE' },
+  // a Read of a PNG puts an image in the history: a text-only model must see the placeholder, not a 400
+  { match: 'CC_IMAGE_TASK', last: true, output: hermesCall('Read', { file_path: path.join(work, 'pixel.png') }) },
+  { match: '[image omitted', last: true, output: 'I cannot see images. CC_IMAGE_DONE' },
+  // a second prompt in the Bash session (--resume): the whole history is sent again
+  { match: 'CC_FOLLOWUP', last: true, output: 'Yes, it printed CCOUT_42. CC_FOLLOWUP_DONE' },
 ];
+// a 1x1 PNG
+const PIXEL = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==', 'base64');
 
 // Offline: no autoupdater, telemetry, error reports or other non-essential traffic; one try per
 // request (a failure shows at once instead of after minutes of backoff); its own HOME.
@@ -29,11 +36,10 @@ function env(home) {
   };
 }
 
-async function claude(srv, prompt, tools) {
-  const home = tmpDir('cc-home');
+async function claude(srv, prompt, tools, { home = tmpDir('cc-home'), resume } = {}) {
   const e = { ...env(home), ANTHROPIC_BASE_URL: srv.url };
-  return runClient(CLAUDE, ['-p', prompt, '--model', SERVED, '--output-format', 'json', '--max-turns', '4', '--allowedTools', tools],
-    { env: e, cwd: work, timeoutMs: 180000 });
+  return runClient(CLAUDE, ['-p', prompt, '--model', SERVED, '--output-format', 'json', '--max-turns', '4', '--allowedTools', tools,
+    ...(resume ? ['--resume', resume] : [])], { env: e, cwd: work, timeoutMs: 180000 });
 }
 
 function result(r) {
@@ -41,12 +47,16 @@ function result(r) {
 }
 
 async function main() {
+  watchdog('clients/claude_code', 420000);
   const version = await requireRunnable('Claude Code', CLAUDE);
   console.error(`claude ${version}`);
   const srv = await serveScripted('cc', SCRIPT);
-  const [bash, write] = await Promise.all([
-    claude(srv, 'CC_BASH_TASK: run the command that prints the marker.', 'Bash'),
+  fs.writeFileSync(path.join(work, 'pixel.png'), PIXEL);
+  const bashHome = tmpDir('cc-home');
+  const [bash, write, image] = await Promise.all([
+    claude(srv, 'CC_BASH_TASK: run the command that prints the marker.', 'Bash', { home: bashHome }),
     claude(srv, 'CC_WRITE_TASK: write the file.', 'Write'),
+    claude(srv, 'CC_IMAGE_TASK: look at pixel.png.', 'Read'),
   ]);
 
   const b = result(bash);
@@ -57,14 +67,26 @@ async function main() {
   check(b?.num_turns >= 2, 'two model turns (tool call, then the answer)', b?.num_turns);
   check(b?.usage?.input_tokens > 0 && b?.usage?.output_tokens > 0, 'usage reported', b?.usage);
 
+  if (b?.session_id) {
+    const f = await claude(srv, 'CC_FOLLOWUP: did it print the marker?', 'Bash', { home: bashHome, resume: b.session_id });
+    const fr = result(f);
+    check(f.code === 0 && fr?.is_error === false && /CC_FOLLOWUP_DONE/.test(fr?.result ?? ''), 'a resumed session answers the next prompt', fr ?? tail(f));
+  } else check(false, 'the Bash run reports its session_id', b);
+
+  const im = result(image);
+  check(image.code === 0 && im?.is_error === false && /CC_IMAGE_DONE/.test(im?.result ?? ''), 'an image in the history (Read of a PNG) degrades to a placeholder',
+    im ?? tail(image));
+  check(/a 'image' content part was replaced by a placeholder/.test(srv.stderr()), 'the server logged the placeholder');
+
   const w = result(write);
   const wf = path.join(work, 'CCWFILE.txt');
   check(write.code === 0 && w, 'claude -p (Write) exits 0 with a JSON result', tail(write));
   check(fs.existsSync(wf) && fs.readFileSync(wf, 'utf8') === 'written through cairn\n', 'the Write tool call wrote the file', tail(write));
   check(w?.is_error === false && /CC_WRITE_DONE/.test(w?.result ?? ''), 'the follow-up turn after the Write result is answered', w ?? tail(write));
 
-  const refused = srv.stderr().split('\n').filter((l) => /POST \/v1\/messages\S* [45]\d\d /.test(l));
-  check(refused.length === 0, 'no /v1/messages request was refused', refused.join('\n'));
+  const refused = refusedLines(srv);
+  check(refused.length === 0, 'no request was refused', refused.join('\n'));
+  console.error(requestLines(srv).join('\n'));
   await srv.stop();
   process.exit(summary('clients/claude_code'));
 }

@@ -19,6 +19,11 @@ here=tests/clients
 command -v node > /dev/null || { echo "SKIP: node is not installed (bash scripts/deps.sh --test)"; exit 77; }
 command -v npm > /dev/null || { echo "SKIP: npm is not installed (bash scripts/deps.sh --test)"; exit 77; }
 [ -x "$BUILD/cairn" ] || { echo "$BUILD/cairn is not built"; exit 1; }
+# Qwen Code and AI SDK 7 declare node >= 22 and run on 20; older ones cannot load them
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+case $name in qwen_code|sdks)
+    [ "$node_major" -ge 20 ] || { echo "SKIP: $name needs node >= 20 (this is node $(node --version))"; exit 77; } ;;
+esac
 model="$BUILD/clients-tiny-qwen3"
 ready() {
     [ -f $here/node_modules/.cairn-installed ] && cmp -s $here/package-lock.json $here/node_modules/.cairn-installed &&

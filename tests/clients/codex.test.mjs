@@ -5,12 +5,14 @@
 // reasoning {summary: auto}, include [reasoning.encrypted_content], store:false, prompt_cache_key.
 import fs from 'node:fs';
 import path from 'node:path';
-import { check, summary, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED } from './lib.mjs';
+import { check, summary, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED, requestLines, refusedLines, watchdog } from './lib.mjs';
 
 const CODEX = path.join(BIN_DIR, 'codex');
 const SCRIPT = [
   { match: 'CX_SHELL_TASK', last: true, output: hermesCall('exec_command', { cmd: "printf 'CXOUT_%s' $((6*7)) > cx_out.txt && cat cx_out.txt" }) },
   { match: 'CXOUT_42', last: true, output: 'The command printed CXOUT_42. CX_DONE' },
+  // `codex exec resume`: the next prompt of the session, sent with the whole history again
+  { match: 'CX_FOLLOWUP', last: true, output: 'Yes: CXOUT_42. CX_FOLLOWUP_DONE' },
 ];
 
 function config(url) {
@@ -45,6 +47,7 @@ function events(r) {
 }
 
 async function main() {
+  watchdog('clients/codex', 360000);
   const version = await requireRunnable('Codex CLI', CODEX);
   console.error(version);
   const srv = await serveScripted('codex', SCRIPT);
@@ -54,7 +57,7 @@ async function main() {
   fs.writeFileSync(path.join(codexHome, 'config.toml'), config(srv.url));
   const work = tmpDir('codex-work');
   const r = await runClient(CODEX, ['exec', '--skip-git-repo-check', '--json', 'CX_SHELL_TASK: run the command that prints the marker.'],
-    { env: { HOME: home, CODEX_HOME: codexHome, CAIRN_KEY: 'none' }, cwd: work, timeoutMs: 180000 });
+    { env: { HOME: home, CODEX_HOME: codexHome }, cwd: work, timeoutMs: 180000 });
   const ev = events(r);
   const items = ev.filter((e) => e.type === 'item.completed').map((e) => e.item);
   const cmd = items.find((i) => i.type === 'command_execution');
@@ -67,8 +70,17 @@ async function main() {
   const done = ev.find((e) => e.type === 'turn.completed');
   check(done?.usage?.input_tokens > 0 && done?.usage?.output_tokens > 0, 'turn usage reported', done ?? ev.slice(-3));
   check(!ev.some((e) => e.type === 'error' || e.type === 'turn.failed'), 'no error events', ev.filter((e) => e.type === 'error' || e.type === 'turn.failed'));
-  const refused = srv.stderr().split('\n').filter((l) => /POST \/v1\/responses [45]\d\d /.test(l));
-  check(refused.length === 0, 'no /v1/responses request was refused', refused.join('\n'));
+  const thread = ev.find((e) => e.type === 'thread.started')?.thread_id;
+  check(thread, 'codex reports its thread id', ev.slice(0, 2));
+  if (thread) {
+    const f = await runClient(CODEX, ['exec', '--skip-git-repo-check', '--json', 'resume', thread, 'CX_FOLLOWUP: did it print the marker?'],
+      { env: { HOME: home, CODEX_HOME: codexHome }, cwd: work, timeoutMs: 180000 });
+    const fmsg = events(f).filter((e) => e.type === 'item.completed' && e.item.type === 'agent_message').pop();
+    check(f.code === 0 && /CX_FOLLOWUP_DONE/.test(fmsg?.item?.text ?? ''), 'codex exec resume: the next prompt of the session answered', fmsg ?? tail(f));
+  }
+  const refused = refusedLines(srv);
+  check(refused.length === 0, 'no request was refused', refused.join('\n'));
+  console.error(requestLines(srv).join('\n'));
   await srv.stop();
   process.exit(summary('clients/codex'));
 }

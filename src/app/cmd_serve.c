@@ -89,7 +89,7 @@ static void usage(void)
         "  --keepalive S               SSE keep-alive comment interval (5)\n"
         "  --stall-seconds S           /health is 503 when the engine has work but no progress for S s (30)\n"
         "  --shutdown-grace S          seconds in-flight requests may finish on SIGTERM (5)\n"
-        "  --test-script FILE          TEST ONLY: scripted outputs [{\"match\",\"output\",\"delay_ms\"}]\n"
+        "  --test-script FILE          TEST ONLY: scripted outputs [{\"match\",\"output\",\"delay_ms\",\"last\"}]\n"
         "  --fake                      TEST ONLY: serve a built-in fake model (no weights)\n");
 }
 

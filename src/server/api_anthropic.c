@@ -29,12 +29,40 @@ struct anth_w {
 
 /* ==== Request ==== */
 
+/* Claude Code opens `system` with a billing line ("x-anthropic-billing-header: cc_version=2.1.x.HHH;
+ * ..."; some versions add a per-request "cch=" nonce) whose hash changes with the conversation. It
+ * means nothing to a model, and at the very start of the prompt it would make every session (or
+ * every request) miss the prefix cache for Claude Code's 11k-token system prompt and tools. */
+static bool is_billing_line(const char *t)
+{
+    static const char prefix[] = "x-anthropic-billing-header:";
+    return t && !strncmp(t, prefix, sizeof prefix - 1);
+}
+
 static bool system_text(json_t *sys, struct strbuf *out, struct api_error *e)
 {
     if (!sys || json_is_null(sys)) return true;
+    json_t *kept = json_incref(sys);
+    if (json_is_array(sys)) {   // the line is a block of its own: drop it
+        json_decref(kept);
+        kept = json_array();
+        size_t i;
+        json_t *b;
+        json_array_foreach(sys, i, b) {
+            if (is_billing_line(json_string_value(json_object_get(b, "text")))) LOG_DEBUG("system[%zu]: Claude Code's billing line dropped", i);
+            else json_array_append(kept, b);
+        }
+    }
     char *t;
-    if (!content_text(sys, "system", false, &t, e)) return false;
-    strbuf_puts(out, t);
+    bool ok = content_text(kept, "system", false, &t, e);
+    json_decref(kept);
+    if (!ok) return false;
+    const char *start = t;
+    if (is_billing_line(start)) {   // a string system: the line up to its newline
+        const char *nl = strchr(start, '\n');
+        start = nl ? nl + 1 : start + strlen(start);
+    }
+    strbuf_puts(out, start);
     free(t);
     return true;
 }

@@ -5,7 +5,8 @@
  * output_text parts; developer -> system) -> a turn, function_call -> an assistant tool call
  * (consecutive calls join one assistant turn), function_call_output -> a "tool" turn, reasoning
  * (summary text) -> the next assistant turn's reasoning_content. `instructions` is a leading
- * system turn. Nothing is stored: store:true and previous_response_id are a 400 (the client
+ * system turn. text.format json_object / json_schema constrain the output as response_format does
+ * on chat completions (one compiler, server/constrain.c). Nothing is stored: store:true and previous_response_id are a 400 (the client
  * resends the history, as Codex does with store:false).
  *
  * Output: the job's blocks become output items: reasoning (its text as one summary_text),

@@ -1,14 +1,20 @@
 /* gen_script: test-only scripted output (`cairn serve --test-script FILE`), as a provider that
  * wraps another one (see gen.h), so neither the engine nor the HTTP layer knows about it.
  *
- * The script is [{"match": "MARKER", "output": "text", "delay_ms": 0}]. When a request's prompt,
- * decoded, contains MARKER (first entry that matches wins), the wrapped provider still runs the
+ * The script is [{"match": "MARKER", "output": "text", "delay_ms": 0, "last": false}]. When a
+ * request's prompt, decoded, contains MARKER (first entry that matches wins), the wrapped provider still runs the
  * request (prefill, decode steps, KV, metrics: the server path cannot tell it from a model), but
  * for exactly as many tokens as the output text has, with EOS and stop ids off; each generated
  * token is replaced by the output's token at that position, and the request then ends as a model's
  * would at EOS (FINISH_STOP_MATCHED), unless max_tokens or the context ended it first (LENGTH).
  * delay_ms goes to the wrapped provider as gen_req.test_delay_ms (the fake provider delays its
  * first token; the engine ignores it). Requests without a marker pass through unchanged.
+ *
+ * "last": true scripts a whole agent turn: such an entry matches only when its marker is the
+ * script's marker that occurs latest in the prompt, i.e. it sits in the newest message that holds
+ * any marker, whatever its role. The user's marker asks for a tool call; once the tool's result
+ * (which prints another marker) is in the history, that marker is the latest and its entry answers.
+ * No state is kept between requests, so retries and side requests see the same script.
  */
 #include "server/gen.h"
 
@@ -24,6 +30,7 @@ struct script_entry {
     char *match;
     char *output;
     int   delay_ms;
+    bool  last;    // matches only as the latest marker of the prompt
 };
 
 struct gen_script {
@@ -72,6 +79,7 @@ enum status gen_script_load(const char *path, struct gen_script **out)
         se->match = xstrdup(m);
         se->output = xstrdup(o);
         se->delay_ms = (int)json_integer_value(json_object_get(e, "delay_ms"));
+        se->last = json_is_true(json_object_get(e, "last"));
     }
     json_decref(a);
     LOG_WARN("test-only scripted outputs loaded from %s (%d entries)", path, sc->n_entries);
@@ -147,13 +155,29 @@ static void sg_stats(void *self, struct engine_stats *out)
 
 /* ==== Generation ==== */
 
+/* Start of the last occurrence of needle in text; -1 if none. */
+static long last_occurrence(const char *text, const char *needle)
+{
+    long at = -1;
+    for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle)) at = p - text;
+    return at;
+}
+
 static const struct script_entry *match_prompt(struct scripted *s, const struct gen_request *req)
 {
-    if (!s->script->n_entries) return NULL;
+    const struct gen_script *sc = s->script;
+    if (!sc->n_entries) return NULL;
     char *text = s->inner->ops->decode(s->inner->self, req->prompt, req->n_prompt, false);
+    long *at = xcalloc(sc->n_entries, sizeof *at);
+    long latest = -1;
+    for (int i = 0; i < sc->n_entries; i++) {
+        at[i] = last_occurrence(text, sc->entries[i].match);
+        if (at[i] > latest) latest = at[i];
+    }
     const struct script_entry *hit = NULL;
-    for (int i = 0; i < s->script->n_entries && !hit; i++)
-        if (strstr(text, s->script->entries[i].match)) hit = &s->script->entries[i];
+    for (int i = 0; i < sc->n_entries && !hit; i++)
+        if (at[i] >= 0 && (!sc->entries[i].last || at[i] == latest)) hit = &sc->entries[i];
+    free(at);
     free(text);
     return hit;
 }

@@ -14,6 +14,9 @@ const SCRIPT = [
   { match: 'SCRIPT_ANSWER', output: 'It is sunny.' },
   { match: 'SCRIPT_HERMES', output: 'Checking.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' },
   { match: 'SCRIPT_TWO_CALLS', output: 'Checking.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>\nDone.' },
+  // a whole agent turn: the entry whose marker is latest in the prompt answers
+  { match: 'LAST_ASK', last: true, output: 'asked for the tool' },
+  { match: 'LAST_RESULT', last: true, output: 'answered after the tool' },
 ];
 const TOOLS = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
 const ANTH_TOOLS = [{ name: 'get_weather', description: 'weather', input_schema: { type: 'object', properties: { city: { type: 'string' } } } }];
@@ -47,6 +50,14 @@ async function main() {
   check(side2.choices.length === 1, 'second served name answers');
 
   // ---- Claude Code's /v1/messages shapes
+  // its billing line (a hash of the conversation, first in `system`) is dropped, so sessions share
+  // the prefix cache: the count is that of the system prompt without it, as a block or a string
+  const count = (system) => an.messages.countTokens({ model: 'cairn-test', system, messages: [{ role: 'user', content: 'hi' }] }).then((c) => c.input_tokens);
+  const plain = await count([{ type: 'text', text: 'You are Claude Code.' }]);
+  check(await count([{ type: 'text', text: 'x-anthropic-billing-header: cc_version=2.1.332.0b8; cc_entrypoint=sdk-cli; cch=3f2a1;' },
+    { type: 'text', text: 'You are Claude Code.' }]) === plain, 'billing line block dropped from system');
+  check(await count('x-anthropic-billing-header: cc_version=2.1.332.7c1; cc_entrypoint=cli;\nYou are Claude Code.') === plain, 'billing line dropped from a string system');
+  check(await count([{ type: 'text', text: 'You are Claude Code. x-anthropic-billing-header: kept' }]) > plain, 'the same text elsewhere is kept');
   const sysMid = await an.messages.create({ model: 'cairn-test', max_tokens: 50, system: [{ type: 'text', text: 'You are Claude Code.', cache_control: { type: 'ephemeral' } }],
     messages: [{ role: 'user', content: [{ type: 'text', text: 'hello', cache_control: { type: 'ephemeral' } }] },
       { role: 'system', content: '<env>SYSMARK cwd=/tmp</env>' },
@@ -170,6 +181,15 @@ async function main() {
     check(res.status === 400 && re.test(res.body), `hostile: ${name} -> 400`, res.body.slice(0, 200));
   }
   check((await request(srv.port, 'GET', '/health')).status === 200, 'server alive after the hostile cases');
+
+  // ---- --test-script "last": a tool call, then the answer once the tool's result is the newest message
+  const turn = (messages) => oa.chat.completions.create({ model: 'cairn-test', max_tokens: 60, messages }).then((r) => r.choices[0].message.content);
+  check(await turn([{ role: 'user', content: 'LAST_ASK' }]) === 'asked for the tool', 'script last: the first turn');
+  check(await turn([{ role: 'user', content: 'LAST_ASK' }, { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'get_weather', arguments: '{}' } }] },
+    { role: 'tool', tool_call_id: 'c1', content: 'LAST_RESULT' }])
+    === 'answered after the tool', 'script last: the turn after the tool result (a tool message)');
+  check(await turn([{ role: 'user', content: 'LAST_RESULT' }, { role: 'assistant', content: 'ok' }, { role: 'user', content: 'LAST_ASK again' }])
+    === 'asked for the tool', 'script last: the newest marker wins, not the first entry');
 
   await srv.stop();
   checkCleanStderr(srv);

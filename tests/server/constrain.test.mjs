@@ -77,6 +77,23 @@ for (let seed = 0; seed < SEEDS; seed++) {
   await validSchema('nested', schemas.nested, text, 'stream json_schema');
 }
 
+// /v1/responses text.format (what OpenAI Agents' outputType and responses.parse() send): the same
+// constraint; a bad schema is a 400 that names text.format
+for (let seed = 0; seed < 2; seed++) {
+  const r = await client.responses.create({ model: 'default', input: 'Describe a city as JSON.', temperature: 1, max_output_tokens: 120,
+    text: { format: { type: 'json_schema', name: 'city', schema: schemas.city, strict: true } }, seed });
+  check(r.status === 'completed', `responses text.format seed ${seed}: completed`, r.status);
+  await validSchema('city', schemas.city, r.output_text, `responses text.format seed ${seed}`);
+}
+{
+  const r = await client.responses.create({ model: 'default', input: 'Any JSON object.', temperature: 1, seed: 3, max_output_tokens: 60, text: { format: { type: 'json_object' } } });
+  let v; try { v = JSON.parse(r.output_text); } catch { v = undefined; }
+  check(v && typeof v === 'object' && !Array.isArray(v), 'responses text.format json_object: an object', r.output_text);
+  const bad = await request(srv.port, 'POST', '/v1/responses', { model: 'default', input: 'x',
+    text: { format: { type: 'json_schema', name: 'x', schema: { type: 'array', uniqueItems: true } } } });
+  check(bad.status === 400 && bad.json?.error?.param === 'text.format' && /uniqueItems/.test(bad.body), 'responses text.format: unsupported keyword is a 400 naming text.format', bad.body);
+}
+
 // json_object: any object
 for (let seed = 0; seed < SEEDS; seed++) {
   const r = await client.chat.completions.create({ model: 'default', messages, temperature: 1, seed, max_tokens: 60,

@@ -95,7 +95,7 @@ async function main() {
   check(incItem.status === 'incomplete' && last.response.output[0].status === 'incomplete', 'streamed item cut by the cap: incomplete', incItem);
   check(inc.events.at(-1).event === 'response.incomplete' && last.response.status === 'incomplete' && last.response.incomplete_details.reason === 'max_output_tokens', 'response.incomplete when the cap is hit', last);
 
-  // ---- refused: stateful features, constrained decoding, bad shapes
+  // ---- refused: stateful features, bad shapes
   const bad = [
     ['store true', { input: 'x', store: true }, /store/],
     ['previous_response_id', { input: 'x', previous_response_id: 'resp_1' }, /previous_response_id/],

@@ -5,6 +5,7 @@
  * Qwen3.5-MoE, tiny synthesized models) through the runner on cuda and cuda-precise against ref.
  * Needs a GPU: run by `make test-cuda` on the GPU machine. */
 #include "cuda/cuda_util.h"
+#include "ops/gdn_io.h"
 
 #include "backend/backend.h"
 #include "base/log.h"
@@ -15,139 +16,24 @@
 
 /* ==== Steps (as in tests/ops/test_gdn.c) ==== */
 
-#define MAX_TOK 512
-#define MAX_SEQ 8
+struct dev_io { struct dt d[GDN_IO_N]; };
 
-struct step {
-    int32_t tok_id[MAX_TOK], tok_pos[MAX_TOK], tok_seq[MAX_TOK], slot[MAX_SEQ], seq_len[MAX_SEQ];
-    struct batch_meta meta;
-};
-
-static void step_make(struct step *st, int n_seq, const int *pos0, const int *n, const int *slot)
+static void dev_up(struct gdn_io *io, struct dev_io *dv, struct tensor *t)
 {
-    memset(st, 0, sizeof *st);
-    int k = 0, done[MAX_SEQ] = { 0 };
-    for (bool more = true; more;) {
-        more = false;
-        for (int s = 0; s < n_seq; s++)
-            if (done[s] < n[s]) {
-                st->tok_pos[k] = pos0[s] + done[s];
-                st->tok_seq[k] = s;
-                done[s]++, k++;
-                more = true;
-            }
-    }
-    for (int s = 0; s < n_seq; s++) {
-        st->slot[s] = slot[s];
-        st->seq_len[s] = pos0[s] + n[s];
-    }
-    st->meta = (struct batch_meta){ .n_tok = k, .tok_id = st->tok_id, .tok_pos = st->tok_pos, .tok_seq = st->tok_seq,
-                                    .n_seq = n_seq, .seq_len = st->seq_len, .seq_state_slot = st->slot };
-}
-
-struct gdn_case { int nk, nv, dk, dv, K; enum dtype wdt; };
-
-/* One layer's inputs and states on the host; run() computes on a backend (host or device). */
-struct io {
-    struct gdn_case c;
-    int64_t conv_dim, n_tok, n_slots;
-    struct tt x, taps, a, b, z, a_log, dt_bias, norm_w, conv_st, ssm_st, u, o, y;
-};
-
-static void io_new(struct io *io, const struct gdn_case *c, int n_tok, int n_slots, struct rng *r)
-{
-    memset(io, 0, sizeof *io);
-    io->c = *c;
-    io->conv_dim = 2 * (int64_t)c->nk * c->dk + (int64_t)c->nv * c->dv;
-    io->n_tok = n_tok;
-    io->n_slots = n_slots;
-    int64_t w = (int64_t)c->nv * c->dv;
-    io->x = tt_new(DTYPE_F32, io->conv_dim, n_tok);
-    io->taps = tt_new(c->wdt, c->K, io->conv_dim);
-    io->a = tt_new(DTYPE_F32, c->nv, n_tok);
-    io->b = tt_new(DTYPE_F32, c->nv, n_tok);
-    io->z = tt_new(DTYPE_F32, w, n_tok);
-    io->a_log = tt_new(c->wdt, c->nv, 1);
-    io->dt_bias = tt_new(c->wdt, c->nv, 1);
-    io->norm_w = tt_new(c->wdt, c->dv, 1);
-    io->conv_st = tt_new(DTYPE_F32, (int64_t)(c->K - 1) * io->conv_dim, n_slots);
-    io->ssm_st = tt_new(DTYPE_F32, w * c->dk, n_slots);
-    io->u = tt_new(DTYPE_F32, io->conv_dim, n_tok);
-    io->o = tt_new(DTYPE_F32, w, n_tok);
-    io->y = tt_new(DTYPE_F32, w, n_tok);
-    tt_randn(&io->x, r, 1.0f);
-    tt_randn(&io->taps, r, 0.5f);
-    tt_randn(&io->a, r, 1.0f);
-    tt_randn(&io->b, r, 1.0f);
-    tt_randn(&io->z, r, 1.0f);
-    tt_randn(&io->a_log, r, 0.7f);
-    tt_randn(&io->dt_bias, r, 0.5f);
-    tt_randn(&io->norm_w, r, 0.3f);
-    tt_randn(&io->conv_st, r, 1.0f);
-    tt_randn(&io->ssm_st, r, 0.1f);
-}
-
-static void io_free(struct io *io)
-{
-    struct tt *all[] = { &io->x, &io->taps, &io->a, &io->b, &io->z, &io->a_log, &io->dt_bias, &io->norm_w,
-                         &io->conv_st, &io->ssm_st, &io->u, &io->o, &io->y };
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) tt_free(all[i]);
-}
-
-static struct tensor cols(const struct tensor *x, int64_t col0, int64_t n)
-{
-    struct tensor t = *x;
-    t.ne[0] = n;
-    t.offset += (size_t)col0 * sizeof(float);
-    return t;
-}
-
-/* The three ops over rows [t0, t0 + meta->n_tok) of the io's tensors, given as t (host or device). */
-static void run_ops(struct backend *be, struct tensor *t, const struct gdn_case *c, const struct batch_meta *meta,
-                    int t0)
-{
-    // t: x, taps, a, b, z, a_log, dt_bias, norm_w, conv_st, ssm_st, u, o, y
-    int n = meta->n_tok;
-    struct tensor x = tensor_rows_view(&t[0], t0, n), u = tensor_rows_view(&t[10], t0, n);
-    struct tensor o = tensor_rows_view(&t[11], t0, n), y = tensor_rows_view(&t[12], t0, n);
-    struct tensor a = tensor_rows_view(&t[2], t0, n), b = tensor_rows_view(&t[3], t0, n), z = tensor_rows_view(&t[4], t0, n);
-    struct tensor taps = tensor_3d(c->wdt, c->K, 1, t[1].ne[1], t[1].buf, t[1].offset);
-    struct gdn_state_layer st = { t[8], t[9] };
-    be->ops->batch_begin(be, meta);
-    be->ops->gdn_conv(be, &u, &x, &taps, &st, meta);
-    int64_t kd = (int64_t)c->nk * c->dk;
-    struct tensor q = cols(&u, 0, kd), k = cols(&u, kd, kd), v = cols(&u, 2 * kd, (int64_t)c->nv * c->dv);
-    struct gdn_params p = { c->nk, c->nv, c->dk, c->dv };
-    be->ops->gdn_recurrent(be, &o, &q, &k, &v, &a, &b, &t[5], &t[6], &st, &p, meta);
-    be->ops->rmsnorm_gated(be, &y, &o, &z, &t[7], 1e-6f);
-    CHECK(be->ops->sync(be) == STATUS_OK, "sync");
-}
-
-static void host_tensors(struct io *io, struct tensor *t)
-{
-    struct tt *all[] = { &io->x, &io->taps, &io->a, &io->b, &io->z, &io->a_log, &io->dt_bias, &io->norm_w,
-                         &io->conv_st, &io->ssm_st, &io->u, &io->o, &io->y };
-    for (int i = 0; i < 13; i++) t[i] = *tt_t(all[i]);
-}
-
-struct dev_io { struct dt d[13]; };
-
-static void dev_up(struct io *io, struct dev_io *dv, struct tensor *t)
-{
-    struct tt *all[] = { &io->x, &io->taps, &io->a, &io->b, &io->z, &io->a_log, &io->dt_bias, &io->norm_w,
-                         &io->conv_st, &io->ssm_st, &io->u, &io->o, &io->y };
-    for (int i = 0; i < 13; i++) {
+    struct tt *all[GDN_IO_N];
+    gdn_io_all(io, all);
+    for (int i = 0; i < GDN_IO_N; i++) {
         dv->d[i] = dev_of(all[i]);
         t[i] = dv->d[i].t;
     }
 }
 
-static void dev_down(struct io *io, struct dev_io *dv)
+static void dev_down(struct gdn_io *io, struct dev_io *dv)
 {
-    struct tt *all[] = { &io->x, &io->taps, &io->a, &io->b, &io->z, &io->a_log, &io->dt_bias, &io->norm_w,
-                         &io->conv_st, &io->ssm_st, &io->u, &io->o, &io->y };
-    for (int i = 8; i < 13; i++) dev_get(&dv->d[i], all[i]);   // states and outputs
-    for (int i = 0; i < 13; i++) dev_free(&dv->d[i]);
+    struct tt *all[GDN_IO_N];
+    gdn_io_all(io, all);
+    for (int i = 8; i < GDN_IO_N; i++) dev_get(&dv->d[i], all[i]);   // states and outputs
+    for (int i = 0; i < GDN_IO_N; i++) dev_free(&dv->d[i]);
 }
 
 TEST(ops_vs_ref)
@@ -160,22 +46,22 @@ TEST(ops_vs_ref)
     rng_seed(&r, 31);
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const struct gdn_case *c = &cases[ci];
-        struct step st;
-        step_make(&st, 3, (int[]){ 0, 17, 3 }, (int[]){ 5, 1, 9 }, (int[]){ 3, 0, 4 });
-        struct io h, d;
-        io_new(&h, c, st.meta.n_tok, 5, &r);
+        struct gdn_step st;
+        gdn_step_make(&st, 3, (int[]){ 0, 17, 3 }, (int[]){ 5, 1, 9 }, (int[]){ 3, 0, 4 });
+        struct gdn_io h, d;
+        gdn_io_new(&h, c, st.meta.n_tok, 5, &r);
         rng_seed(&r, 31 + ci);   // the same inputs again for the device copy
-        io_new(&d, c, st.meta.n_tok, 5, &r);
+        gdn_io_new(&d, c, st.meta.n_tok, 5, &r);
         memcpy(d.x.p, h.x.p, (size_t)tensor_nelem(&h.x.t) * 4);
         struct tt *hs[] = { &h.x, &h.taps, &h.a, &h.b, &h.z, &h.a_log, &h.dt_bias, &h.norm_w, &h.conv_st, &h.ssm_st };
         struct tt *ds[] = { &d.x, &d.taps, &d.a, &d.b, &d.z, &d.a_log, &d.dt_bias, &d.norm_w, &d.conv_st, &d.ssm_st };
         for (int i = 0; i < 10; i++) tt_copy(ds[i], hs[i]);
         struct tensor th[13], td[13];
-        host_tensors(&h, th);
-        run_ops(g_ref, th, c, &st.meta, 0);
+        gdn_io_host(&h, th);
+        gdn_run_ops(g_ref, th, c, &st.meta, 0);
         struct dev_io dv;
         dev_up(&d, &dv, td);
-        run_ops(g_cuda, td, c, &st.meta, 0);
+        gdn_run_ops(g_cuda, td, c, &st.meta, 0);
         dev_down(&d, &dv);
         char what[128];
         snprintf(what, sizeof what, "gdn nk=%d nv=%d dk=%d dv=%d K=%d %s", c->nk, c->nv, c->dk, c->dv, c->K,
@@ -186,8 +72,8 @@ TEST(ops_vs_ref)
         EXPECTF(tt_close("gated norm", d.y.p, h.y.p, n * w, 1e-5, 1e-4, 1e-10), "%s", what);
         EXPECTF(tt_close("conv state", d.conv_st.p, h.conv_st.p, 5 * (c->K - 1) * h.conv_dim, 1e-6, 1e-6, 1e-12), "%s", what);
         EXPECTF(tt_close("ssm state", d.ssm_st.p, h.ssm_st.p, 5 * w * c->dk, 1e-5, 1e-4, 1e-10), "%s", what);
-        io_free(&h);
-        io_free(&d);
+        gdn_io_free(&h);
+        gdn_io_free(&d);
     }
 }
 
@@ -197,26 +83,26 @@ TEST(chunking_invariance)
     const int T = 150, chunks[] = { 1, 7, 64 };
     struct rng r;
     rng_seed(&r, 32);
-    struct io whole;
-    io_new(&whole, &c, T, 3, &r);
+    struct gdn_io whole;
+    gdn_io_new(&whole, &c, T, 3, &r);
     struct tensor tw[13];
     struct dev_io dw;
     dev_up(&whole, &dw, tw);
-    struct step st;
-    step_make(&st, 1, (int[]){ 0 }, (int[]){ T }, (int[]){ 2 });
-    run_ops(g_cuda, tw, &c, &st.meta, 0);
+    struct gdn_step st;
+    gdn_step_make(&st, 1, (int[]){ 0 }, (int[]){ T }, (int[]){ 2 });
+    gdn_run_ops(g_cuda, tw, &c, &st.meta, 0);
     dev_down(&whole, &dw);
     for (int k = 0; k < 3; k++) {
-        struct io part;
+        struct gdn_io part;
         rng_seed(&r, 32);
-        io_new(&part, &c, T, 3, &r);   // same inputs and initial states
+        gdn_io_new(&part, &c, T, 3, &r);   // same inputs and initial states
         struct tensor tp[13];
         struct dev_io dp;
         dev_up(&part, &dp, tp);
         for (int t0 = 0; t0 < T; t0 += chunks[k]) {
             int n = T - t0 < chunks[k] ? T - t0 : chunks[k];
-            step_make(&st, 1, (int[]){ t0 }, (int[]){ n }, (int[]){ 2 });
-            run_ops(g_cuda, tp, &c, &st.meta, t0);
+            gdn_step_make(&st, 1, (int[]){ t0 }, (int[]){ n }, (int[]){ 2 });
+            gdn_run_ops(g_cuda, tp, &c, &st.meta, t0);
         }
         dev_down(&part, &dp);
         char what[64];
@@ -224,9 +110,9 @@ TEST(chunking_invariance)
         int64_t w = (int64_t)c.nv * c.dv;
         EXPECTF(tt_close("outputs", part.y.p, whole.y.p, T * w, 1e-6, 1e-5, 1e-12), "%s", what);
         EXPECTF(tt_close("ssm state", part.ssm_st.p, whole.ssm_st.p, 3 * w * c.dk, 1e-6, 1e-5, 1e-12), "%s", what);
-        io_free(&part);
+        gdn_io_free(&part);
     }
-    io_free(&whole);
+    gdn_io_free(&whole);
 }
 
 TEST(sigmoid_mul)

@@ -11,8 +11,7 @@
  * same final conv and recurrent states, on ref and on cpu (cpu: decode steps, chunked pieces
  * and their mixes, all within f32 rounding of each other).
  */
-#include "harness.h"
-#include "ops/ops_util.h"
+#include "ops/gdn_io.h"
 
 #include "backend/backend.h"
 #include "base/log.h"
@@ -20,140 +19,12 @@
 
 static struct backend *g_ref, *g_cpu, *g_cpu1;
 
-/* ==== Steps ==== */
-
-#define MAX_TOK 512
-#define MAX_SEQ 8
-
-struct step {
-    int32_t tok_id[MAX_TOK], tok_pos[MAX_TOK], tok_seq[MAX_TOK], slot[MAX_SEQ], seq_len[MAX_SEQ];
-    struct batch_meta meta;
-};
-
-/* Tokens of n_seq sequences, sequence s covering positions [pos0[s], pos0[s] + n[s]), interleaved
- * round-robin in the batch (each sequence's tokens stay in order). */
-static void step_make(struct step *st, int n_seq, const int *pos0, const int *n, const int *slot)
-{
-    memset(st, 0, sizeof *st);
-    int k = 0, done[MAX_SEQ] = { 0 };
-    for (bool more = true; more;) {
-        more = false;
-        for (int s = 0; s < n_seq; s++)
-            if (done[s] < n[s]) {
-                CHECK(k < MAX_TOK, "too many tokens");
-                st->tok_id[k] = 0;
-                st->tok_pos[k] = pos0[s] + done[s];
-                st->tok_seq[k] = s;
-                done[s]++, k++;
-                more = true;
-            }
-    }
-    for (int s = 0; s < n_seq; s++) {
-        st->slot[s] = slot[s];
-        st->seq_len[s] = pos0[s] + n[s];
-    }
-    st->meta = (struct batch_meta){ .n_tok = k, .tok_id = st->tok_id, .tok_pos = st->tok_pos, .tok_seq = st->tok_seq,
-                                    .n_seq = n_seq, .seq_len = st->seq_len, .seq_state_slot = st->slot };
-}
-
-/* A view of columns [col0, col0 + n) of every row of x (rows keep x's stride). */
-static struct tensor cols_view(const struct tensor *x, int64_t col0, int64_t n)
-{
-    struct tensor t = *x;
-    t.ne[0] = n;
-    t.offset += (size_t)col0 * sizeof(float);
-    return t;
-}
-
-/* ==== One layer's worth of inputs ==== */
-
-struct gdn_case {
-    int nk, nv, dk, dv, K;
-    enum dtype wdt;        // dtype of the conv taps, A_log, dt_bias, norm weight
-};
-
-struct gdn_io {
-    struct gdn_case c;
-    int64_t conv_dim, n_slots;
-    struct tt x, taps, a, b, z, a_log, dt_bias, norm_w;     // inputs
-    struct tt conv_st, ssm_st;                              // states
-    struct tt u, o, y;                                      // outputs: conv, delta rule, gated norm
-    struct tensor taps3;
-};
-
-static void io_new(struct gdn_io *io, const struct gdn_case *c, int n_tok, int64_t n_slots, struct rng *r)
-{
-    memset(io, 0, sizeof *io);
-    io->c = *c;
-    io->conv_dim = 2 * (int64_t)c->nk * c->dk + (int64_t)c->nv * c->dv;
-    io->n_slots = n_slots;
-    io->x = tt_new(DTYPE_F32, io->conv_dim, n_tok);
-    io->taps = tt_new(c->wdt, c->K, io->conv_dim);
-    io->a = tt_new(DTYPE_F32, c->nv, n_tok);
-    io->b = tt_new(DTYPE_F32, c->nv, n_tok);
-    io->z = tt_new(DTYPE_F32, (int64_t)c->nv * c->dv, n_tok);
-    io->a_log = tt_new(c->wdt, c->nv, 1);
-    io->dt_bias = tt_new(c->wdt, c->nv, 1);
-    io->norm_w = tt_new(c->wdt, c->dv, 1);
-    io->conv_st = tt_new(DTYPE_F32, (int64_t)(c->K - 1) * io->conv_dim, n_slots);
-    io->ssm_st = tt_new(DTYPE_F32, (int64_t)c->nv * c->dk * c->dv, n_slots);
-    io->u = tt_new(DTYPE_F32, io->conv_dim, n_tok);
-    io->o = tt_new(DTYPE_F32, (int64_t)c->nv * c->dv, n_tok);
-    io->y = tt_new(DTYPE_F32, (int64_t)c->nv * c->dv, n_tok);
-    tt_randn(&io->x, r, 1.0f);
-    tt_randn(&io->taps, r, 0.5f);
-    tt_randn(&io->a, r, 1.0f);
-    tt_randn(&io->b, r, 1.0f);
-    tt_randn(&io->z, r, 1.0f);
-    tt_randn(&io->a_log, r, 0.7f);
-    tt_randn(&io->dt_bias, r, 0.5f);
-    tt_randn(&io->norm_w, r, 0.3f);
-    tt_randn(&io->conv_st, r, 1.0f);   // continuing sequences read these; fresh ones must ignore them
-    tt_randn(&io->ssm_st, r, 0.1f);
-    io->taps3 = tensor_3d(c->wdt, c->K, 1, io->conv_dim, &io->taps.b, 0);
-}
-
-static void io_free(struct gdn_io *io)
-{
-    struct tt *all[] = { &io->x, &io->taps, &io->a, &io->b, &io->z, &io->a_log, &io->dt_bias, &io->norm_w,
-                         &io->conv_st, &io->ssm_st, &io->u, &io->o, &io->y };
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) tt_free(all[i]);
-}
-
-/* A copy with its own states and outputs (same inputs, same initial states). */
-static void io_clone(struct gdn_io *dst, const struct gdn_io *src)
-{
-    *dst = *src;
-    struct tt *own[] = { &dst->x, &dst->taps, &dst->a, &dst->b, &dst->z, &dst->a_log, &dst->dt_bias, &dst->norm_w,
-                         &dst->conv_st, &dst->ssm_st, &dst->u, &dst->o, &dst->y };
-    const struct tt *from[] = { &src->x, &src->taps, &src->a, &src->b, &src->z, &src->a_log, &src->dt_bias,
-                                &src->norm_w, &src->conv_st, &src->ssm_st, &src->u, &src->o, &src->y };
-    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++) {
-        *own[i] = tt_new(from[i]->t.dtype, from[i]->t.ne[0], from[i]->t.ne[1]);
-        tt_copy(own[i], from[i]);
-    }
-    dst->taps3 = tensor_3d(src->c.wdt, src->c.K, 1, src->conv_dim, &dst->taps.b, 0);
-}
-
-/* conv -> delta rule -> gated norm over tokens [t0, t0 + n) of the io's rows (meta indexes them from 0). */
+/* conv -> delta rule -> gated norm over tokens [t0, t0 + n) of the io's rows on a host backend. */
 static void io_run(struct backend *be, struct gdn_io *io, const struct batch_meta *meta, int t0)
 {
-    const struct gdn_case *c = &io->c;
-    int n = meta->n_tok;
-    struct tensor x = tensor_rows_view(tt_t(&io->x), t0, n), u = tensor_rows_view(tt_t(&io->u), t0, n);
-    struct tensor o = tensor_rows_view(tt_t(&io->o), t0, n), y = tensor_rows_view(tt_t(&io->y), t0, n);
-    struct tensor a = tensor_rows_view(tt_t(&io->a), t0, n), b = tensor_rows_view(tt_t(&io->b), t0, n);
-    struct tensor z = tensor_rows_view(tt_t(&io->z), t0, n);
-    struct gdn_state_layer st = { *tt_t(&io->conv_st), *tt_t(&io->ssm_st) };
-    io->taps3.buf = &io->taps.b;
-    be->ops->gdn_conv(be, &u, &x, &io->taps3, &st, meta);
-    int64_t kd = (int64_t)c->nk * c->dk;
-    struct tensor q = cols_view(&u, 0, kd), k = cols_view(&u, kd, kd);
-    struct tensor v = cols_view(&u, 2 * kd, (int64_t)c->nv * c->dv);
-    struct gdn_params p = { c->nk, c->nv, c->dk, c->dv };
-    be->ops->gdn_recurrent(be, &o, &q, &k, &v, &a, &b, tt_t(&io->a_log), tt_t(&io->dt_bias), &st, &p, meta);
-    be->ops->rmsnorm_gated(be, &y, &o, &z, tt_t(&io->norm_w), 1e-6f);
-    be->ops->sync(be);
+    struct tensor t[GDN_IO_N];
+    gdn_io_host(io, t);
+    gdn_run_ops(be, t, &io->c, meta, t0);
 }
 
 /* ==== ref against independent formulations ==== */
@@ -174,9 +45,9 @@ TEST(ref_closed_form)
     const struct gdn_case c = { 1, 2, 4, 3, 4, DTYPE_F32 };
     const int T = 9;
     struct gdn_io io;
-    io_new(&io, &c, T, 2, &r);
-    struct step st;
-    step_make(&st, 1, (int[]){ 0 }, (int[]){ T }, (int[]){ 1 });
+    gdn_io_new(&io, &c, T, 2, &r);
+    struct gdn_step st;
+    gdn_step_make(&st, 1, (int[]){ 0 }, (int[]){ T }, (int[]){ 1 });
     io_run(g_ref, &io, &st.meta, 0);
     int64_t C = io.conv_dim, K = c.K, dk = c.dk, dv = c.dv;
     const float *x = io.x.p, *u = io.u.p, *o = io.o.p, *a = io.a.p, *b = io.b.p;
@@ -248,7 +119,7 @@ TEST(ref_closed_form)
     // the conv state holds the last K-1 inputs, oldest first
     const float *cs = (const float *)io.conv_st.p + 1 * (K - 1) * C;
     EXPECT(cs[0] == x[(T - 3) * C] && cs[2 * C + 5] == x[(T - 1) * C + 5]);
-    io_free(&io);
+    gdn_io_free(&io);
 }
 
 /* ==== cpu against ref ==== */
@@ -268,15 +139,15 @@ TEST(cpu_vs_ref)
         // continuing at position 3 in slot 4 (9 tokens), interleaved in the batch; at the small
         // shapes also a fresh 150-token prefill (slot 1) and a 90-token chunk from position 40
         // (slot 2): whole 64-token chunks and pieces cut at position 64 and 128 (the chunked form)
-        struct step st;
+        struct gdn_step st;
         bool big = c->dk * c->dv > 4096;
-        if (big) step_make(&st, 3, (int[]){ 0, 17, 3 }, (int[]){ 5, 1, 9 }, (int[]){ 3, 0, 4 });
-        else step_make(&st, 5, (int[]){ 0, 17, 3, 0, 40 }, (int[]){ 5, 1, 9, 150, 90 }, (int[]){ 3, 0, 4, 1, 2 });
+        if (big) gdn_step_make(&st, 3, (int[]){ 0, 17, 3 }, (int[]){ 5, 1, 9 }, (int[]){ 3, 0, 4 });
+        else gdn_step_make(&st, 5, (int[]){ 0, 17, 3, 0, 40 }, (int[]){ 5, 1, 9, 150, 90 }, (int[]){ 3, 0, 4, 1, 2 });
         struct gdn_io base, rio, cio, c1io;
-        io_new(&base, c, st.meta.n_tok, 5, &r);
-        io_clone(&rio, &base);
-        io_clone(&cio, &base);
-        io_clone(&c1io, &base);
+        gdn_io_new(&base, c, st.meta.n_tok, 5, &r);
+        gdn_io_clone(&rio, &base);
+        gdn_io_clone(&cio, &base);
+        gdn_io_clone(&c1io, &base);
         io_run(g_ref, &rio, &st.meta, 0);
         io_run(g_cpu, &cio, &st.meta, 0);
         io_run(g_cpu1, &c1io, &st.meta, 0);
@@ -297,10 +168,10 @@ TEST(cpu_vs_ref)
         // the thread count does not change a bit
         EXPECTF(!memcmp(cio.y.p, c1io.y.p, sizeof(float) * (size_t)(n * w)) &&
                 !memcmp(cio.ssm_st.p, c1io.ssm_st.p, sizeof(float) * (size_t)(5 * w * c->dk)), "%s: 1 vs 2 threads", what);
-        io_free(&base);
-        io_free(&rio);
-        io_free(&cio);
-        io_free(&c1io);
+        gdn_io_free(&base);
+        gdn_io_free(&rio);
+        gdn_io_free(&cio);
+        gdn_io_free(&c1io);
     }
 }
 
@@ -314,19 +185,19 @@ TEST(chunking_invariance)
     const int T = 300, chunks[] = { 1, 7, 64, 100, 256 };
     struct backend *bes[] = { g_ref, g_cpu };
     struct gdn_io base;
-    io_new(&base, &c, T, 3, &r);
+    gdn_io_new(&base, &c, T, 3, &r);
     for (int bi = 0; bi < 2; bi++) {
         struct gdn_io whole;
-        io_clone(&whole, &base);
-        struct step st;
-        step_make(&st, 1, (int[]){ 0 }, (int[]){ T }, (int[]){ 2 });
+        gdn_io_clone(&whole, &base);
+        struct gdn_step st;
+        gdn_step_make(&st, 1, (int[]){ 0 }, (int[]){ T }, (int[]){ 2 });
         io_run(bes[bi], &whole, &st.meta, 0);
         for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
             struct gdn_io part;
-            io_clone(&part, &base);
+            gdn_io_clone(&part, &base);
             for (int t0 = 0; t0 < T; t0 += chunks[k]) {
                 int n = T - t0 < chunks[k] ? T - t0 : chunks[k];
-                step_make(&st, 1, (int[]){ t0 }, (int[]){ n }, (int[]){ 2 });
+                gdn_step_make(&st, 1, (int[]){ t0 }, (int[]){ n }, (int[]){ 2 });
                 io_run(bes[bi], &part, &st.meta, t0);
             }
             char what[64];
@@ -336,11 +207,11 @@ TEST(chunking_invariance)
             EXPECTF(tt_close("conv state", part.conv_st.p, whole.conv_st.p, 3 * (c.K - 1) * base.conv_dim, 1e-6, 1e-5,
                              1e-12), "%s", what);
             EXPECTF(tt_close("ssm state", part.ssm_st.p, whole.ssm_st.p, 3 * w * c.dk, 1e-6, 1e-5, 1e-12), "%s", what);
-            io_free(&part);
+            gdn_io_free(&part);
         }
-        io_free(&whole);
+        gdn_io_free(&whole);
     }
-    io_free(&base);
+    gdn_io_free(&base);
 }
 
 TEST(sigmoid_mul_vs_ref)

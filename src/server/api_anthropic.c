@@ -436,8 +436,9 @@ static void tool_input(struct strbuf *o, struct req *r, const struct output_ev *
     json_decref(in);
 }
 
-static enum MHD_Result anth_whole(struct req *r, struct anth_w *w)
+static enum MHD_Result anth_whole(struct req *r)
 {
+    struct anth_w *w = r->wstate;
     enum MHD_Result ret;
     if (srv_job_failed(r, &ret)) return ret;
     struct job_choice_info c;
@@ -514,13 +515,7 @@ enum MHD_Result api_anthropic_messages(struct req *r, json_t *body)
     struct anth_w *w = xcalloc(1, sizeof *w);
     srv_make_id(r, "msg_", w->id, sizeof w->id);
     snprintf(w->model, sizeof w->model, "%s", r->s->served_name);
-    r->wstate = w;
-    r->wstate_free = anth_w_free;
-    if (stream) {
-        r->fill = anth_fill;
-        ret = srv_start_sse(r);
-    } else if (!srv_wait_job(r)) ret = MHD_NO;
-    else ret = anth_whole(r, w);
+    ret = srv_answer_job(r, w, anth_w_free, stream, false, anth_fill, anth_whole);
     goto out;
 fail:
     ret = srv_send_error(r, &e);

@@ -492,8 +492,9 @@ static void oll_fill(struct req *r)
     r->sse_done = true;
 }
 
-static enum MHD_Result oll_whole(struct req *r, struct oll_w *w)
+static enum MHD_Result oll_whole(struct req *r)
 {
+    struct oll_w *w = r->wstate;
     enum MHD_Result ret;
     struct job_choice_info c;
     const struct output_ev *blocks;
@@ -560,14 +561,7 @@ static enum MHD_Result run(struct req *r, const char *model, bool chat, bool con
     w->chat = chat;
     w->context = context;
     w->logprobs = logprobs;
-    r->wstate = w;
-    r->wstate_free = oll_w_free;
-    if (stream) {
-        r->fill = oll_fill;
-        return srv_start_ndjson(r);
-    }
-    if (!srv_wait_job(r)) return MHD_NO;   // client gone: close
-    return oll_whole(r, w);
+    return srv_answer_job(r, w, oll_w_free, stream, true, oll_fill, oll_whole);
 }
 
 /* ==== /api/chat ==== */

@@ -303,8 +303,9 @@ static void chat_message(struct strbuf *o, const struct output_ev *blocks, int n
     strbuf_free(&reasoning);
 }
 
-static enum MHD_Result respond_whole(struct req *r, struct oai_w *w)
+static enum MHD_Result respond_whole(struct req *r)
 {
+    struct oai_w *w = r->wstate;
     struct job *j = r->job;
     enum MHD_Result ret;
     if (srv_job_failed(r, &ret)) return ret;
@@ -357,16 +358,9 @@ static enum MHD_Result run(struct req *r, bool chat, bool include_usage, bool st
     w->legacy_lp = !chat;
     w->include_usage = include_usage;
     w->n_per = n_per;
-    r->wstate = w;
-    r->wstate_free = oai_w_free;
     w->role_sent = xcalloc((size_t)job_n_choices(r->job), sizeof *w->role_sent);
     w->finish_sent = xcalloc((size_t)job_n_choices(r->job), sizeof *w->finish_sent);
-    if (stream) {
-        r->fill = oai_fill;
-        return srv_start_sse(r);
-    }
-    if (!srv_wait_job(r)) return MHD_NO;   // client gone: close
-    return respond_whole(r, w);
+    return srv_answer_job(r, w, oai_w_free, stream, false, oai_fill, respond_whole);
 }
 
 /* ==== Common fields ==== */

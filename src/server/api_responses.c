@@ -453,8 +453,9 @@ static void resp_fill(struct req *r)
     }
 }
 
-static enum MHD_Result resp_whole(struct req *r, struct resp_w *w)
+static enum MHD_Result resp_whole(struct req *r)
 {
+    struct resp_w *w = r->wstate;
     enum MHD_Result ret;
     struct job_choice_info c;
     const struct output_ev *blocks;
@@ -548,13 +549,7 @@ enum MHD_Result api_responses(struct req *r, json_t *body)
     snprintf(w->model, sizeof w->model, "%s", r->s->served_name);
     w->created = (long long)time(NULL);
     w->echo = echo_fields(body, max_out, parallel);
-    r->wstate = w;
-    r->wstate_free = resp_w_free;
-    if (stream) {
-        r->fill = resp_fill;
-        ret = srv_start_sse(r);
-    } else if (!srv_wait_job(r)) ret = MHD_NO;
-    else ret = resp_whole(r, w);
+    ret = srv_answer_job(r, w, resp_w_free, stream, false, resp_fill, resp_whole);
     goto out;
 fail:
     ret = srv_send_error(r, &e);

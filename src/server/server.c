@@ -198,6 +198,19 @@ bool srv_wait_job(struct req *r)
     return true;
 }
 
+enum MHD_Result srv_answer_job(struct req *r, void *w, void (*w_free)(void *), bool stream, bool ndjson,
+                               void (*fill)(struct req *r), enum MHD_Result (*whole)(struct req *r))
+{
+    r->wstate = w;
+    r->wstate_free = w_free;
+    if (stream) {
+        r->fill = fill;
+        return ndjson ? srv_start_ndjson(r) : srv_start_sse(r);
+    }
+    if (!srv_wait_job(r)) return MHD_NO;   // client gone: close
+    return whole(r);
+}
+
 void srv_make_id(struct req *r, const char *prefix, char *out, size_t cap)
 {
     snprintf(out, cap, "%s%llx%08llx", prefix, (unsigned long long)time(NULL),

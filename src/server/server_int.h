@@ -117,6 +117,10 @@ enum MHD_Result srv_start_ndjson(struct req *r);
 bool            srv_peer_closed(struct req *r);
 /* Waits for a non-streaming job, cancelling it when the client leaves. false: client gone. */
 bool            srv_wait_job(struct req *r);
+/* Answers a started job with the API's writer state w (r->wstate, freed by w_free): streamed
+ * through fill (as SSE, or NDJSON when ndjson), or once done as whole(r) builds it. */
+enum MHD_Result srv_answer_job(struct req *r, void *w, void (*w_free)(void *), bool stream, bool ndjson,
+                               void (*fill)(struct req *r), enum MHD_Result (*whole)(struct req *r));
 /* Request id, "chatcmpl-..." style. */
 void            srv_make_id(struct req *r, const char *prefix, char *out, size_t cap);
 /* Whether a request's model id is one this server answers to (a served name, the model's id, any

@@ -29,6 +29,7 @@
 #include "app/cmd.h"
 #include "app/common.h"
 #include "base/log.h"
+#include "base/mem.h"
 #include "engine/engine.h"
 #include "server/gen.h"
 #include "server/server.h"
@@ -53,6 +54,8 @@ static void usage(void)
         "  --api-key KEY               require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (or CAIRN_API_KEY)\n"
         "  --served-model-name NAME    model name clients send and see (default: directory name); repeat it or\n"
         "                              give a comma list for more names; '*' answers to any model id\n"
+        "  --chat-template T           the chat template to use instead of the model's: a file, or the Jinja\n"
+        "                              text itself (also --chat-template-file FILE)\n"
         "  --chat-template-kwargs JSON default template kwargs, e.g. '{\"enable_thinking\":false}'\n"
         "  --no-chat-template          serve /v1/completions only, without loading the chat template (without\n"
         "                              this flag a template that cannot be loaded stops start-up)\n"
@@ -148,6 +151,28 @@ static void describe_model(const struct model *m, struct gen_model_info *out)
             out->quant[i] = (char)toupper((unsigned char)dtype_name(m->tok_embed.dtype)[i]);
 }
 
+/* The model's chat template, or the one --chat-template names: a file's contents, else (as vLLM
+ * does) the argument itself when it reads as Jinja. */
+static enum status load_template(const char *dir, const struct tokenizer *tk, const char *arg,
+                                 struct chat_template **ct)
+{
+    if (!arg) return chat_template_load(dir, tk, ct);
+    char *text = NULL;
+    enum status st;
+    if (access(arg, F_OK) == 0) {
+        if ((st = file_read_all(arg, &text, NULL)) != STATUS_OK) return st;
+    } else if (strstr(arg, "{%") || strstr(arg, "{{")) {
+        text = xstrdup(arg);
+    } else {
+        LOG_ERR("--chat-template %s: no such file (and not a Jinja template)", arg);
+        return STATUS_ENOTFOUND;
+    }
+    st = chat_template_load_with(dir, tk, text, ct);
+    if (st == STATUS_OK) LOG_INFO("chat template: %s", access(arg, F_OK) == 0 ? arg : "from --chat-template");
+    free(text);
+    return st;
+}
+
 static bool is_dir(const char *p)
 {
     struct stat st;
@@ -163,12 +188,15 @@ int cmd_serve(int argc, char **argv)
     int threads = 0, max_queue = 0, max_batch = -1, max_running = -1, max_model_len = -1;
     const char *max_itl_s = NULL, *runner = NULL, *task = NULL, *content_special = NULL;
     bool no_prefix = false, fake = false, bad = false, no_chat_template = false;
+    const char *template_arg = NULL;
     char names[1024] = "";   // every --served-model-name, comma-joined
     for (int i = 1; i < argc && !bad; i++) {
         if (flag_str(argc, argv, &i, "--host", &sc.host, &bad) || flag_int(argc, argv, &i, "--port", &sc.port, &bad) ||
             flag_str(argc, argv, &i, "--api-key", &sc.api_key, &bad) ||
             served_name_flag(argc, argv, &i, names, sizeof names, &bad) ||
             flag_str(argc, argv, &i, "--chat-template-kwargs", &sc.chat_template_kwargs, &bad) ||
+            flag_str(argc, argv, &i, "--chat-template", &template_arg, &bad) ||         // vLLM's
+            flag_str(argc, argv, &i, "--chat-template-file", &template_arg, &bad) ||    // llama.cpp's
             flag_int(argc, argv, &i, "--max-queue", &max_queue, &bad) ||
             flag_str(argc, argv, &i, "--cors-origin", &sc.cors_origin, &bad) ||
             flag_str(argc, argv, &i, "--tool-parser", &sc.tool_parser, &bad) ||
@@ -364,7 +392,7 @@ int cmd_serve(int argc, char **argv)
         }
         if (pooling) LOG_INFO("runner: pooling: /v1/embeddings only (last token, L2-normalised; %d dimensions)",
                               am.m->hp.d_model);
-        if (!no_chat_template && !pooling && chat_template_load(tok_dir, tk, &ct) != STATUS_OK) {
+        if (!no_chat_template && !pooling && load_template(tok_dir, tk, template_arg, &ct) != STATUS_OK) {
             // the template's own error is logged above; chat requests would all fail, so refuse to start
             LOG_ERR("%s: the chat template cannot be loaded (see above); fix it, or pass --no-chat-template "
                     "to serve /v1/completions only", tok_dir);

@@ -108,6 +108,12 @@ static enum status finish(struct chat_template *ct, const char *what, struct cha
 
 enum status chat_template_load(const char *dir, const struct tokenizer *tk, struct chat_template **out)
 {
+    return chat_template_load_with(dir, tk, NULL, out);
+}
+
+enum status chat_template_load_with(const char *dir, const struct tokenizer *tk, const char *source,
+                                    struct chat_template **out)
+{
     *out = NULL;
     bool bad = false;
     struct chat_template *ct = xcalloc(1, sizeof *ct);
@@ -122,6 +128,11 @@ enum status chat_template_load(const char *dir, const struct tokenizer *tk, stru
             json_object_set_new(ct->tokens, "bos_token", json_string(tokenizer_bos_str(tk)));
         if (!json_object_get(ct->tokens, "eos_token") && tokenizer_eos_str(tk))
             json_object_set_new(ct->tokens, "eos_token", json_string(tokenizer_eos_str(tk)));
+    }
+    if (source) {   // the user's template replaces every one the directory has
+        json_decref(cfg);
+        ct->source = xstrdup(source);
+        return finish(ct, "--chat-template", out);
     }
 
     char path[4096];

@@ -30,6 +30,10 @@ struct chat_template;
  * fills bos/eos the config lacks. ENOTFOUND if there is no template, EFORMAT if it does not parse
  * (logged). */
 enum status chat_template_load(const char *dir, const struct tokenizer *tk, struct chat_template **out);
+/* The same special tokens, with the template source given (vLLM's and llama.cpp's --chat-template):
+ * the directory's own templates are not read. EFORMAT if it does not parse (logged). */
+enum status chat_template_load_with(const char *dir, const struct tokenizer *tk, const char *source,
+                                    struct chat_template **out);
 enum status chat_template_from_source(const char *source, const char *bos, const char *eos,
                                       struct chat_template **out);
 void        chat_template_free(struct chat_template *ct);

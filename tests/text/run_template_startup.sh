@@ -3,7 +3,10 @@
 #  - a tokenizer_config.json as transformers writes it (model_max_length 1000000000000000019884624838656,
 #    a NaN) loads, and chat works;
 #  - a template that does not compile stops start-up: exit non-zero, with the template's own error;
-#  - with --no-chat-template the same model serves /v1/completions, and /health and /v1/models say so.
+#  - with --no-chat-template the same model serves /v1/completions, and /health and /v1/models say so;
+#  - --chat-template FILE (or the Jinja text itself) replaces the model's template: the rendered
+#    prompt is the given template's (count_tokens = /tokenize of its output); a name that is neither
+#    a file nor Jinja stops start-up.
 # Uses the built-in default model (models/default) on the cpu backend.
 set -u
 BUILD=${BUILD:-build}
@@ -80,5 +83,21 @@ else check "--no-chat-template: serve starts" false; tail -5 "$tmp/nochat.log"; 
 model "$tmp/none" 'd.pop("chat_template")'
 serve "$tmp/none.log" "$tmp/none"
 check "no template: serve refuses to start" '[ -z "$pid" ] && [ "${rc:-0}" -ne 0 ] && grep -q "no chat template" "$tmp/none.log"'
+stop
+# 5. --chat-template: a file (replacing even a broken template of the model's), or the Jinja text
+printf '%s' '{% for m in messages %}<<{{ m.role }}>>{{ m.content }}{% endfor %}' > "$tmp/mine.jinja"
+for how in file inline; do
+    arg="$tmp/mine.jinja"; [ $how = inline ] && arg=$(cat "$tmp/mine.jinja")
+    if serve "$tmp/ct_$how.log" "$tmp/broken" --chat-template "$arg"; then
+        n=$(curl -s "http://127.0.0.1:$port/v1/messages/count_tokens" -H 'content-type: application/json' \
+            -d '{"messages":[{"role":"user","content":"hi there"}]}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["input_tokens"])')
+        want=$(curl -s "http://127.0.0.1:$port/tokenize" -H 'content-type: application/json' \
+            -d '{"prompt":"<<user>>hi there","add_special_tokens":false}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["count"])')
+        check "--chat-template ($how): the prompt is the given template's ($n tokens = $want)" '[ -n "$n" ] && [ "$n" = "$want" ]'
+        stop
+    else check "--chat-template ($how): serve starts" false; tail -5 "$tmp/ct_$how.log"; fi
+done
+serve "$tmp/ct_missing.log" "$tmp/broken" --chat-template "$tmp/no-such-template"
+check "--chat-template of a missing file: serve refuses, naming it" '[ -z "$pid" ] && grep -q "no-such-template: no such file" "$tmp/ct_missing.log"'
 stop
 exit $fail

@@ -1,10 +1,12 @@
 /* model_cost against independent counts on real (tiny) checkpoints: a dense, a dense tied, a MoE
- * with dense layers between, a hybrid MoE, a sliding-window model and quantized dense, MoE and
- * hybrid models (tests/model/fixtures). Decode bytes are checked against a walk over every tensor
- * the loader bound (weights_for_each: routed experts scaled by k / E, the embedding table by one
- * row, the MTP head dropped), whose total must also equal the loader's weight_bytes; prefill FLOPs
- * against the parameter count written from config.json's shapes. */
+ * with dense layers between, a hybrid MoE, a sliding-window model, quantized dense, MoE and hybrid
+ * models (tests/model/fixtures), and a synthesized hybrid MoE with an MTP head. Decode bytes are
+ * checked against a walk over every tensor the loader bound (weights_for_each: routed experts
+ * scaled by k / E, the embedding table by one row, the MTP head dropped), whose total must also
+ * equal the loader's weight_bytes; prefill FLOPs against the parameter count written from
+ * config.json's shapes. */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "base/log.h"
 #include "harness.h"
@@ -68,11 +70,8 @@ static double params_from_shapes(const struct model *m)
 
 static bool close_to(double a, double b) { return fabs(a - b) <= 1e-9 * fabs(b) + 1e-6; }
 
-static void check(const char *dir, bool want_moe, bool want_linear, bool want_quant)
+static void check_model(const char *dir, struct model *m, bool want_moe, bool want_linear, bool want_quant)
 {
-    struct model *m = NULL;
-    EXPECTF(model_load(dir, &m) == STATUS_OK, "load %s", dir);
-    if (!m) return;
     const struct hparams *hp = &m->hp;
     EXPECTF((hp->n_experts > 0) == want_moe && (hp->n_linear_layers > 0) == want_linear && (m->n_qw > 0) == want_quant,
             "%s is not the kind of model this case is for", dir);
@@ -128,6 +127,40 @@ static void check(const char *dir, bool want_moe, bool want_linear, bool want_qu
     double want = 2 * p * n + 2 * lm * 1 + attn + lin;
     EXPECTF(close_to(model_prefill_flops(m, n, 1), want), "%s: prefill flops %.6g, expected %.6g", dir,
             model_prefill_flops(m, n, 1), want);
+}
+
+static void check(const char *dir, bool want_moe, bool want_linear, bool want_quant)
+{
+    struct model *m = NULL;
+    EXPECTF(model_load(dir, &m) == STATUS_OK, "load %s", dir);
+    if (!m) return;
+    check_model(dir, m, want_moe, want_linear, want_quant);
+    model_free(m);
+}
+
+/* The fixtures have no MTP head: a synthesized hybrid MoE with one, which a token must not count. */
+TEST(hybrid_moe_with_mtp)
+{
+    char path[] = "/tmp/cairn_test_model_cost_XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT(fd >= 0);
+    const char *cfg =
+        "{\"architectures\": [\"Qwen3_5MoeForCausalLM\"], \"vocab_size\": 96, \"hidden_size\": 64,"
+        " \"intermediate_size\": 96, \"num_hidden_layers\": 4, \"num_attention_heads\": 4, \"num_key_value_heads\": 2,"
+        " \"head_dim\": 32, \"max_position_embeddings\": 512, \"linear_num_key_heads\": 2, \"linear_num_value_heads\": 4,"
+        " \"linear_key_head_dim\": 16, \"linear_value_head_dim\": 16, \"rope_theta\": 10000, \"num_experts\": 8,"
+        " \"num_experts_per_tok\": 2, \"moe_intermediate_size\": 32, \"shared_expert_intermediate_size\": 48,"
+        " \"mtp_num_hidden_layers\": 1, \"layer_types\": [\"linear_attention\", \"full_attention\","
+        " \"linear_attention\", \"linear_attention\"]}";
+    FILE *f = fdopen(fd, "w");
+    ASSERT(f && fputs(cfg, f) >= 0);
+    fclose(f);
+    struct model *m = NULL;
+    EXPECT(model_synthesize(path, 3, &m) == STATUS_OK);
+    remove(path);
+    if (!m) return;
+    EXPECT(m->has_mtp && m->hp.n_mtp_layers == 1);
+    check_model("synthesized hybrid MoE with MTP", m, true, true, false);
     model_free(m);
 }
 
@@ -156,5 +189,6 @@ int main(void)
     RUN(quant_tied);
     RUN(quant_moe_mixed);
     RUN(quant_hybrid_moe);
+    RUN(hybrid_moe_with_mtp);
     return test_summary();
 }

@@ -7,9 +7,12 @@
 #     (weight + KV bytes per token / measured bandwidth) with a bf16 and an fp8 KV cache, prefill of 4K and 32K prompts in model
 #     TFLOP/s against the GEMM peak, 64 streams decoding together (model_bench, forward pass only);
 #   - the same through the engine (scheduler, sampling): 1/8/64 concurrent requests;
-#   - Qwen3-30B-A3B shape: batch-1 decode (the active-weight roofline is printed below);
+#   - Qwen3-30B-A3B and Qwen3.6-35B-A3B (hybrid) shapes: batch-1 decode at 512 / 32K context against
+#     the active-weight roofline, 4K prefill against the GEMM peak, 64 streams against batch 1;
 #   - the cost of cuda-deterministic (batch-invariant mode) at batch 1 and 64 streams;
 #   - batch invariance: does a request's greedy output change with what else is in the batch?
+# Every roofline comes from model_bench (model/model_cost.h): decode bytes are the weights one token
+# reads (k of E experts, one embedding row) + KV + recurrent state; prefill FLOPs count k of E.
 set -uo pipefail   # no -e: one failing measurement must not hide the others
 OUT=${1:-/tmp/cairn-bench}
 BUILD=${BUILD:-build}
@@ -18,7 +21,8 @@ export CAIRN_LOG=${CAIRN_LOG:-warn}
 peak=$("$BUILD/bench/gpu_peak")
 echo "$peak" | tee "$OUT/peak.txt"
 bw=$(echo "$peak" | sed -n 's/.*read_bytes_per_s=\([^ ]*\).*/\1/p')
-MB="$BUILD/bench/model_bench --bytes-per-s $bw"
+gemm=$(echo "$peak" | sed -n 's/.*gemm_bf16_tflops=\([^ ]*\).*/\1/p')
+MB="$BUILD/bench/model_bench --bytes-per-s $bw --gemm-tflops $gemm"
 
 echo "== Qwen3-8B, cuda" | tee "$OUT/qwen3-8b.txt"
 $MB --synthetic configs/qwen3-8b.json --backend cuda --prefill 4096,32768 --decode-ctx 512,8192,32768 --gen 64 \
@@ -34,7 +38,7 @@ import re, sys
 bw, cur, rates = float(sys.argv[1]), None, {}
 for line in open(sys.argv[2]):
     if line.startswith('=='): cur = 'fp8' if 'fp8' in line else 'bf16'
-    m = re.search(r'^decode ctx=(\d+) .*tok_s=([\d.]+) .*bytes_per_tok=(\d+)', line)
+    m = re.search(r'^decode ctx=(\d+) .*? tok_s=([\d.]+) .*bytes_per_tok=(\d+)', line)
     if m and cur: rates[(cur, int(m.group(1)))] = (float(m.group(2)), int(m.group(3)))
 for kv in ('bf16', 'fp8'):
     if (kv, 512) in rates and (kv, 32768) in rates:
@@ -48,23 +52,13 @@ echo "== Qwen3-8B, engine" | tee "$OUT/engine.txt"
 echo "== Qwen3-8B, cuda-deterministic" | tee "$OUT/deterministic.txt"
 $MB --synthetic configs/qwen3-8b.json --backend cuda-deterministic --decode-ctx 512 --gen 32 --streams 64 --stream-ctx 512 2>&1 |
     grep -E '^(decode|streams)' | tee -a "$OUT/deterministic.txt"
-# The MoE's roofline counts the bytes one token reads: attention, router and lm_head weights plus
-# n_experts_used of the n_experts expert matrices (model_bench's own line counts every expert).
 echo "== Qwen3-30B-A3B, cuda" | tee "$OUT/qwen3-30b-a3b.txt"
-$MB --synthetic configs/qwen3-30b-a3b.json --backend cuda --decode-ctx 512 --gen 64 2>&1 | grep '^decode' |
-    tee -a "$OUT/qwen3-30b-a3b.txt"
-python3 - "$bw" "$OUT/qwen3-30b-a3b.txt" <<'PY' | tee -a "$OUT/qwen3-30b-a3b.txt"
-import json, re, sys
-bw, log = float(sys.argv[1]), open(sys.argv[2]).read()
-c = json.load(open('configs/qwen3-30b-a3b.json'))
-d, L, V, hd = c['hidden_size'], c['num_hidden_layers'], c['vocab_size'], c['head_dim']
-attn = d * hd * (2 * c['num_attention_heads'] + 2 * c['num_key_value_heads'])
-experts = 3 * d * c['moe_intermediate_size'] * c['num_experts_per_tok']
-router = d * c['num_experts']
-active = 2 * (L * (attn + experts + router) + V * d)   # bf16 bytes; lm_head untied
-tok_s = float(re.search(r'tok_s=([\d.]+)', log).group(1))
-print(f'active_bytes_per_token={active:.4g} active_roofline_tok_s={bw / active:.1f} frac_active_roofline={tok_s * active / bw:.3f}')
-PY
+$MB --synthetic configs/qwen3-30b-a3b.json --backend cuda --prefill 4096 --decode-ctx 512 --gen 64 --streams 64 \
+    --stream-ctx 512 2>&1 | grep -E '^(model|decode|prefill|streams)' | tee -a "$OUT/qwen3-30b-a3b.txt"
+# The hybrid MoE (issue 15): synthetic bf16 weights are about 70 GB, which fits an 80 GB card
+echo "== Qwen3.6-35B-A3B, cuda" | tee "$OUT/qwen3.6-35b-a3b.txt"
+$MB --synthetic configs/qwen3.6-35b-a3b.json --backend cuda --prefill 4096 --decode-ctx 512,32768 --gen 64 \
+    --streams 64 --stream-ctx 512 2>&1 | grep -E '^(model|decode|prefill|streams)' | tee -a "$OUT/qwen3.6-35b-a3b.txt"
 echo "== batch invariance (Qwen3-0.6B shape)" | tee "$OUT/invariance.txt"
 for be in cuda cuda-deterministic; do
     "$BUILD/bench/batch_invariance" --synthetic configs/qwen3-0.6b.json --backend "$be" --gen 64 --prompt 200 2>&1 |

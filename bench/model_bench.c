@@ -2,13 +2,17 @@
  *
  *   model_bench MODEL_DIR [--backend cuda|cpu|ref] [--threads N] [--prefill 512,4096] [--decode-ctx 512,8192]
  *               [--gen 128] [--streams 64] [--stream-ctx 512] [--kv-dtype bf16|fp8] [--bytes-per-s X]
+ *               [--gemm-tflops X]
  *
  * Prefill: one prompt of N tokens in chunks of up to 4096 tokens: tok/s and model TFLOP/s
- * (2 * params-per-token FLOPs + attention). Decode: a prompt of C tokens, then --gen greedy steps
- * of one token: tok/s and, given --bytes-per-s (the measured read bandwidth), the fraction of the
- * roofline (weight bytes read per token + KV bytes read per token) / bandwidth. Streams: S
- * sequences of --stream-ctx tokens decoding together, one token each per step: aggregate tok/s.
- * Prints one line per measurement (key=value), for the bench scripts to collect.
+ * (model_prefill_flops: the matmuls a token really runs, k of E experts, + attention), and given
+ * --gemm-tflops (bench/gpu_peak's bf16 GEMM peak) the fraction of it. Decode: a prompt of C tokens,
+ * then --gen greedy steps of one token: tok/s and, given --bytes-per-s (the measured read
+ * bandwidth), the roofline model_decode_bytes() / bandwidth (the weights one token reads, k of E
+ * experts, + KV + recurrent state, model/model_cost.h) and the fraction of it. Streams: S
+ * sequences of --stream-ctx tokens decoding together, one token each per step: aggregate tok/s
+ * beside the batch-1 rate of the first --decode-ctx. Prints one line per measurement
+ * (key=value), for the bench scripts to collect.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +27,7 @@
 #include "kv/state_pool.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model/model_cost.h"
 
 struct seqs {
     int      n;
@@ -31,15 +36,6 @@ struct seqs {
     int32_t *block_ids, *seq_block0, *seq_len;
     int32_t *state_slot;       // [n] recurrent-state slot of each sequence (hybrid models), else NULL
 };
-
-/* Bytes of weights one decode step reads: everything but the embedding table (one row is
- * gathered), unless the embedding is also the output matrix. */
-static double weight_bytes_per_token(const struct model *m)
-{
-    double b = (double)m->weight_bytes;
-    if (!m->hp.tie_embed) b -= (double)tensor_bytes(&m->tok_embed);
-    return b;
-}
 
 /* Runs `n_tok` tokens per sequence for all sequences as one step per token column (decode) or
  * one step for a chunk of a single sequence (prefill). Returns seconds. */
@@ -95,7 +91,7 @@ int main(int argc, char **argv)
     const char *dir = NULL, *backend = "cpu", *kv_s = NULL, *synthetic = NULL;
     int threads = 0, gen = 128, streams = 0, stream_ctx = 512;
     int prefill[8], n_prefill = 0, dctx[8], n_dctx = 0;
-    double bw = 0;
+    double bw = 0, gemm_tflops = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
@@ -106,6 +102,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--stream-ctx") && i + 1 < argc) stream_ctx = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc) kv_s = argv[++i];
         else if (!strcmp(argv[i], "--bytes-per-s") && i + 1 < argc) bw = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--gemm-tflops") && i + 1 < argc) gemm_tflops = atof(argv[++i]);
         else if (!strcmp(argv[i], "--synthetic") && i + 1 < argc) synthetic = argv[++i];
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else { fprintf(stderr, "model_bench: bad argument %s\n", argv[i]); return 2; }
@@ -125,11 +122,10 @@ int main(int argc, char **argv)
     int kv_parsed = kv_s ? dtype_parse_kv(kv_s) : !strcmp(backend, "cuda") ? DTYPE_BF16 : DTYPE_F32;
     if (kv_parsed < 0) { fprintf(stderr, "model_bench: --kv-dtype must be f32, f16, bf16 or fp8\n"); return 2; }
     enum dtype kvdt = (enum dtype)kv_parsed;
-    double wbytes = weight_bytes_per_token(m);
-    double kv_tok = (double)model_kv_bytes_per_token(m, kvdt);
-    double params = (double)m->n_params - (m->hp.tie_embed ? 0 : (double)tensor_nelem(&m->tok_embed));
-    printf("model=%s backend=%s threads=%d params=%.3fB weight_bytes_per_token=%.0f kv_bytes_per_token=%.0f\n", dir,
-           backend, threads, m->n_params / 1e9, wbytes, kv_tok);
+    printf("model=%s backend=%s threads=%d params=%.3fB active_params=%.3fB weight_bytes=%llu"
+           " decode_weight_bytes=%.0f kv_bytes_per_position=%zu state_bytes_per_token=%.0f\n",
+           dir, backend, threads, m->n_params / 1e9, model_active_params(m) / 1e9, (unsigned long long)m->weight_bytes,
+           model_decode_weight_bytes(m), model_kv_bytes_per_token(m, kvdt), model_decode_state_bytes(m));
 
     int max_ctx = 0;
     for (int i = 0; i < n_prefill; i++) max_ctx = prefill[i] > max_ctx ? prefill[i] : max_ctx;
@@ -170,20 +166,22 @@ int main(int argc, char **argv)
             double t = run_steps(be, fw, kv, &S, 0, n, chunk, scratch, slots);
             best = t < best ? t : best;
         }
-        // FLOPs: 2 per parameter per token + attention (QK^T and PV over the causal half) in the
-        // layers that have it (the Gated DeltaNet layers' recurrence is not counted)
-        double attn = 2.0 * 2.0 * (m->hp.n_layers - m->hp.n_linear_layers) * (double)m->hp.n_heads * m->hp.head_dim * (double)n * n / 2;
-        double flops = 2.0 * params * n + attn;
-        printf("prefill tokens=%d time_s=%.4f tok_s=%.1f tflops=%.1f\n", n, best, n / best, flops / best / 1e12);
+        double flops = model_prefill_flops(m, n, n);   // model FLOPs: the lm_head counted for every token
+        double tflops = flops / best / 1e12;
+        printf("prefill tokens=%d time_s=%.4f tok_s=%.1f flops_per_tok=%.4g tflops=%.4g", n, best, n / best, flops / n, tflops);
+        if (gemm_tflops > 0) printf(" gemm_peak_tflops=%.4g frac_gemm_peak=%.3f", gemm_tflops, tflops / gemm_tflops);
+        printf("\n");
         fflush(stdout);
     }
+    double batch1_tps = 0;   // the first decode context's rate, for the streams' ratio
     for (int i = 0; i < n_dctx; i++) {
         int c = dctx[i];
         double t_prompt = run_steps(be, fw, kv, &S, 0, c, chunk, scratch, slots);
         run_steps(be, fw, kv, &S, c, 8, 1, scratch, slots);   // warm the one-token path
         double t = run_steps(be, fw, kv, &S, c + 8, gen, 1, scratch, slots);   // one token per step
         double tps = gen / t;
-        double bytes = wbytes + kv_tok * (c + 8 + gen / 2.0);
+        if (i == 0) batch1_tps = tps;
+        double bytes = model_decode_bytes(m, kvdt, c + 8 + gen / 2);   // the middle token of the measured ones
         printf("decode ctx=%d gen=%d tok_s=%.2f ms_per_tok=%.3f bytes_per_tok=%.0f prompt_s=%.3f", c, gen, tps, 1e3 * t / gen,
                bytes, t_prompt);
         if (bw > 0) printf(" roofline_tok_s=%.1f frac_roofline=%.3f", bw / bytes, tps * bytes / bw);
@@ -196,8 +194,10 @@ int main(int argc, char **argv)
         for (int s = 0; s <= streams; s++) S.seq_block0[s] = s * bps_streams;
         run_steps(be, fw, kv, &S, 0, stream_ctx, chunk, scratch, slots);   // one token per sequence per step
         double t = run_steps(be, fw, kv, &S, stream_ctx, gen, chunk, scratch, slots);
-        printf("streams=%d ctx=%d gen=%d aggregate_tok_s=%.1f step_ms=%.3f\n", streams, stream_ctx, gen,
-               (double)streams * gen / t, 1e3 * t / gen);
+        double agg = (double)streams * gen / t;
+        printf("streams=%d ctx=%d gen=%d aggregate_tok_s=%.1f step_ms=%.3f", streams, stream_ctx, gen, agg, 1e3 * t / gen);
+        if (batch1_tps > 0) printf(" batch1_ctx=%d batch1_tok_s=%.2f aggregate_over_batch1=%.2f", dctx[0], batch1_tps, agg / batch1_tps);
+        printf("\n");
     }
     forward_free(fw);
     state_pool_free(states);

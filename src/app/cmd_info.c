@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "model/model.h"
+#include "model/model_cost.h"
 #include "model/safetensors.h"
 #include "model/weights.h"
 #include "tensor/qweight.h"
@@ -78,12 +79,6 @@ static void print_provenance(const char *dir)
     }
 }
 
-static double wbytes(const struct tensor *t)
-{
-    if (!t->buf) return 0;
-    return (double)(t->dtype == DTYPE_QMLX ? qweight_bytes(t) : tensor_bytes(t));
-}
-
 /* The distinct (mode, bits, group) of a model's quantized tensors, in first-seen order. */
 struct quant_kind {
     enum qmode mode;
@@ -117,19 +112,11 @@ static void print_bytes(const char *label, double bytes, const char *what)
     else printf("%-14s %.0f bytes%s\n", label, bytes, what);
 }
 
-/* MLX quantization: each (mode, bits, group) with its tensor count, and the weight bytes one
- * decoded token reads (all weights but the embedding table, of which it reads one row, and only
- * the used share of the experts). */
+/* MLX quantization: each (mode, bits, group) with its tensor count, and what one decoded token
+ * reads (model/model_cost.h: the used share of the experts, one embedding row, the state). */
 static void print_quant(struct model *m)
 {
     const struct hparams *hp = &m->hp;
-    double experts = 0, embed = m->hp.tie_embed ? 0 : wbytes(&m->tok_embed);
-    for (int l = 0; l < hp->n_layers; l++)
-        for (int e = 0; m->layers[l].exp_gate && e < hp->n_experts; e++)
-            experts += wbytes(&m->layers[l].exp_gate[e]) + wbytes(&m->layers[l].exp_up[e]) +
-                       wbytes(&m->layers[l].exp_down[e]);
-    double per_tok = (double)m->weight_bytes - embed - experts;
-    if (hp->n_experts > 0) per_tok += experts * hp->n_experts_used / hp->n_experts;
     if (m->n_qw) {
         struct quant_kinds qk = { .n = 0 };
         weights_for_each(m, count_kind, &qk);
@@ -139,8 +126,10 @@ static void print_quant(struct model *m)
                    qk.k[i].n);
         printf(" %.2f bits per parameter\n", m->n_params ? 8.0 * (double)m->weight_bytes / (double)m->n_params : 0);
     }
-    print_bytes("per token:", per_tok, hp->n_experts > 0 ? " of weights read per decoded token (active experts only)"
-                                                          : " of weights read per decoded token");
+    print_bytes("per token:", model_decode_weight_bytes(m),
+                hp->n_experts > 0 ? " of weights read per decoded token (active experts only)"
+                                  : " of weights read per decoded token");
+    if (hp->n_linear_layers > 0) print_bytes("", model_decode_state_bytes(m), " of recurrent state read and written");
 }
 
 int cmd_info(int argc, char **argv)

@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "app/cmd.h"
 #include "app/common.h"
 #include "base/log.h"
@@ -119,6 +121,39 @@ static void *sig_main(void *arg)
         _exit(0);
     }
     return NULL;
+}
+
+/* A sentence-transformers layout (modules.json, as Qwen3-Embedding ships): 1 when its Pooling
+ * module pools the last token (or it has none), -1 (logged) for another pooling, which cairn does
+ * not compute; 0 when the directory has no modules.json. */
+static int st_pooling(const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/modules.json", dir);
+    json_t *mods = json_load_file(path, 0, NULL);
+    if (!mods) return 0;
+    int verdict = 1;
+    size_t i;
+    json_t *mod;
+    json_array_foreach(mods, i, mod) {
+        const char *type = json_string_value(json_object_get(mod, "type"));
+        const char *sub = json_string_value(json_object_get(mod, "path"));
+        if (!type || !sub || !strstr(type, "Pooling")) continue;
+        snprintf(path, sizeof path, "%s/%s/config.json", dir, sub);
+        json_t *pc = json_load_file(path, 0, NULL);
+        if (pc && !json_is_true(json_object_get(pc, "pooling_mode_lasttoken"))) {
+            const char *k;
+            json_t *v;
+            json_object_foreach(pc, k, v)
+                if (json_is_true(v) && !strncmp(k, "pooling_mode_", 13)) {
+                    LOG_ERR("%s: %s asks for %s; cairn pools the last token only", dir, path, k);
+                    verdict = -1;
+                }
+        }
+        json_decref(pc);
+    }
+    json_decref(mods);
+    return verdict;
 }
 
 static bool is_dir(const char *p)
@@ -322,7 +357,9 @@ int cmd_serve(int argc, char **argv)
         if ((synthetic ? app_model_synthesize(synthetic, synth_seed, backend, threads, &am)
                        : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
             goto out;
-        if (pooling == -1) pooling = model_is_embedder(am.m);
+        int st_pool = synthetic ? 0 : st_pooling(dir);
+        if (pooling == -1) pooling = model_is_embedder(am.m) || st_pool == 1;
+        if (pooling == 1 && st_pool == -1) goto out;
         if (pooling == 0 && !model_has_lm_head(am.m)) {
             LOG_ERR("%s has no lm_head (a base model): it cannot generate; serve it with --runner pooling", dir);
             goto out;

@@ -5,6 +5,8 @@
 // normalised prefix, usage counts the tokens; hostile inputs answer 400 with a reason; a client
 // that leaves mid-batch and concurrent batches leave the KV cache at baseline (/metrics); the
 // generation routes are refused on an embedder, and /v1/embeddings on a generator.
+import fs from 'node:fs';
+import path from 'node:path';
 import OpenAI from 'openai';
 import { check, request, startServer, summary } from './lib.mjs';
 
@@ -39,6 +41,9 @@ async function embed(port, body) {
   return r;
 }
 
+let refFirst = null;
+const texts0 = () => 'hello world';
+
 async function main() {
   const srv = await startServer([MODEL, '--runner', 'pooling', '--max-model-len', String(CTX), ...ARGS]);
   const port = srv.port;
@@ -52,6 +57,7 @@ async function main() {
     check(b64.data.length === 3 && flt.data.length === 3, 'three embeddings', b64.data.length);
     check(b64.object === 'list' && b64.data[0].object === 'embedding' && b64.model === name, 'OpenAI shape', b64);
     const d = flt.data[0].embedding.length;
+    refFirst = flt.data[0].embedding;
     check(d === 64, 'width is the hidden size', d);
     for (let i = 0; i < 3; i++) {
       check(flt.data[i].index === i, `index ${i}`);
@@ -162,6 +168,46 @@ async function main() {
     check(after.status === 200, 'serves after the disconnect', after.status);
   } finally {
     await srv.stop();
+  }
+
+  // ---- auto runner: the same weights saved as a base model (no "model." in the tensor names, as
+  // Qwen3-Embedding ships) are served as an embedder without a flag, with the same vectors; a
+  // sentence-transformers layout that pools otherwise than the last token refuses to start ----
+  const base = `${process.env.BUILD || 'build'}/tmp/embed-base`;
+  fs.rmSync(base, { recursive: true, force: true });
+  fs.mkdirSync(base, { recursive: true });
+  for (const f of fs.readdirSync(MODEL)) if (f !== 'model.safetensors') fs.copyFileSync(path.join(MODEL, f), path.join(base, f));
+  const st = fs.readFileSync(path.join(MODEL, 'model.safetensors'));
+  const hlen = Number(st.readBigUInt64LE(0));
+  const header = JSON.parse(st.subarray(8, 8 + hlen).toString());
+  const renamed = Object.fromEntries(Object.entries(header).map(([k, v]) => [k.startsWith('model.') ? k.slice(6) : k, v]));
+  let hj = JSON.stringify(renamed);
+  hj += ' '.repeat((8 - (hj.length % 8)) % 8);
+  const lenBuf = Buffer.alloc(8);
+  lenBuf.writeBigUInt64LE(BigInt(hj.length));
+  fs.writeFileSync(path.join(base, 'model.safetensors'), Buffer.concat([lenBuf, Buffer.from(hj), st.subarray(8 + hlen)]));
+  const auto = await startServer([base, '--max-model-len', String(CTX), ...ARGS]);
+  try {
+    const r = await embed(auto.port, { input: texts0(), encoding_format: 'float' });
+    check(r.status === 200 && sameF32(r.json.data[0].embedding, refFirst), 'a base-model checkpoint is an embedder by default, same vectors', r.json);
+    const c = await request(auto.port, 'POST', '/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] });
+    check(c.status === 400, 'and serves no chat', c.status);
+  } finally {
+    await auto.stop();
+  }
+  fs.writeFileSync(path.join(base, 'modules.json'), JSON.stringify([{ idx: 0, name: '0', path: '', type: 'sentence_transformers.models.Transformer' },
+    { idx: 1, name: '1', path: '1_Pooling', type: 'sentence_transformers.models.Pooling' }]));
+  fs.mkdirSync(path.join(base, '1_Pooling'));
+  fs.writeFileSync(path.join(base, '1_Pooling/config.json'), JSON.stringify({ word_embedding_dimension: 64, pooling_mode_mean_tokens: true, pooling_mode_lasttoken: false }));
+  const refused = await startServer([base, ...ARGS]).then((s) => { s.stop(); return null; }, (e) => e.message);
+  check(refused && /pooling_mode_mean_tokens/.test(refused), 'mean pooling (sentence-transformers) refuses to start, naming it', refused?.slice(-300));
+  fs.writeFileSync(path.join(base, '1_Pooling/config.json'), JSON.stringify({ word_embedding_dimension: 64, pooling_mode_mean_tokens: false, pooling_mode_lasttoken: true }));
+  const lt = await startServer([base, ...ARGS]);
+  try {
+    const r = await embed(lt.port, { input: texts0(), encoding_format: 'float' });
+    check(r.status === 200 && sameF32(r.json.data[0].embedding, refFirst), 'last-token pooling (sentence-transformers layout) serves', r.status);
+  } finally {
+    await lt.stop();
   }
 
   // ---- a generation server refuses /v1/embeddings with the flag to use ----

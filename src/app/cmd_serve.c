@@ -156,6 +156,27 @@ static int st_pooling(const char *dir)
     return verdict;
 }
 
+/* config.json's Matryoshka keys, as vLLM reads them: is_matryoshka (any width) or
+ * matryoshka_dimensions (only those). */
+static void matryoshka_of(const char *dir, struct gen *g)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_t *cfg = json_load_file(path, 0, NULL);
+    if (!cfg) return;
+    json_t *list = json_object_get(cfg, "matryoshka_dimensions");
+    if (json_is_true(json_object_get(cfg, "is_matryoshka"))) g->matryoshka = true;
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v)
+        if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= g->n_embd &&
+            g->n_matryoshka_dims < (int)(sizeof g->matryoshka_dims / sizeof g->matryoshka_dims[0])) {
+            g->matryoshka_dims[g->n_matryoshka_dims++] = (int)json_integer_value(v);
+            g->matryoshka = true;
+        }
+    json_decref(cfg);
+}
+
 static bool is_dir(const char *p)
 {
     struct stat st;
@@ -393,6 +414,7 @@ int cmd_serve(int argc, char **argv)
         // Qwen3-Embedding is trained with Matryoshka representation learning (its model card:
         // any output size up to the hidden size), so truncation is allowed for the Qwen3 family
         g->matryoshka = g->embedder && (!strcmp(am.m->hp.arch, "Qwen3ForCausalLM") || !strcmp(am.m->hp.arch, "Qwen3Model"));
+        if (g->embedder && !synthetic) matryoshka_of(dir, g);
     }
     served = g;
     if (script) {

@@ -72,6 +72,8 @@ struct gen {
     bool                  embedder;
     int                   n_embd;           // the model's hidden size: the width of an embedding
     bool                  matryoshka;       // `dimensions` may truncate (the model was trained for it)
+    int                   matryoshka_dims[16];   // when n_matryoshka_dims > 0: the only widths allowed
+    int                   n_matryoshka_dims;
 };
 
 struct gen_fake_cfg {

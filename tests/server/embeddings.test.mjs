@@ -202,12 +202,35 @@ async function main() {
   const refused = await startServer([base, ...ARGS]).then((s) => { s.stop(); return null; }, (e) => e.message);
   check(refused && /pooling_mode_mean_tokens/.test(refused), 'mean pooling (sentence-transformers) refuses to start, naming it', refused?.slice(-300));
   fs.writeFileSync(path.join(base, '1_Pooling/config.json'), JSON.stringify({ word_embedding_dimension: 64, pooling_mode_mean_tokens: false, pooling_mode_lasttoken: true }));
+  // config.json's matryoshka_dimensions (vLLM's key) lists the only widths allowed
+  const cfg = JSON.parse(fs.readFileSync(path.join(base, 'config.json')));
+  fs.writeFileSync(path.join(base, 'config.json'), JSON.stringify({ ...cfg, matryoshka_dimensions: [16, 32] }));
   const lt = await startServer([base, ...ARGS]);
   try {
     const r = await embed(lt.port, { input: texts0(), encoding_format: 'float' });
     check(r.status === 200 && sameF32(r.json.data[0].embedding, refFirst), 'last-token pooling (sentence-transformers layout) serves', r.status);
+    const ok16 = await embed(lt.port, { input: texts0(), dimensions: 16 });
+    const bad20 = await embed(lt.port, { input: texts0(), dimensions: 20 });
+    check(ok16.status === 200 && ok16.json.data[0].embedding.length === 16, 'a listed Matryoshka width', ok16.status);
+    check(bad20.status === 400 && /16, 32 or 64/.test(bad20.json?.error?.message), 'an unlisted width: 400 with the list', bad20.json);
   } finally {
     await lt.stop();
+  }
+
+  // ---- a model not trained for Matryoshka (a Llama here) takes only its own width ----
+  const llamaCfg = `${process.env.BUILD || 'build'}/tmp/embed-llama.json`;
+  fs.writeFileSync(llamaCfg, JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64,
+    intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16,
+    max_position_embeddings: 512, rms_norm_eps: 1e-6, rope_theta: 10000, vocab_size: 151936, tie_word_embeddings: true,
+    bos_token_id: 151643, eos_token_id: 151645 }));
+  const llama = await startServer(['--synthetic', llamaCfg, '--tokenizer', `${process.env.BUILD || 'build'}/tokenizers/qwen3`, '--runner', 'pooling', ...ARGS]);
+  try {
+    const full64 = await embed(llama.port, { input: 'x', dimensions: 64 });
+    const cut = await embed(llama.port, { input: 'x', dimensions: 16 });
+    check(full64.status === 200, 'a Llama embedder: its own width is fine', full64.status);
+    check(cut.status === 400 && /does not support 'dimensions'/.test(cut.json?.error?.message), 'a Llama embedder: dimensions refused', cut.json);
+  } finally {
+    await llama.stop();
   }
 
   // ---- a generation server refuses /v1/embeddings with the flag to use ----

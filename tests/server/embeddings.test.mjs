@@ -36,6 +36,14 @@ async function waitKvBaseline(port, what) {
   check(kv.used === 0 && kv.cached === 0, `${what}: KV back to baseline (no block used or cached)`, kv);
 }
 
+// no sanitizer report or CHECK in a server's log (BUILD=build-asan runs this suite under ASan/UBSan);
+// called after stop(), so LeakSanitizer's exit report is in too
+function checkClean(srv, what) {
+  const err = srv.stderr();
+  check(!/AddressSanitizer|LeakSanitizer|runtime error:|CHECK failed/.test(err), `${what}: no sanitizer report / CHECK in the server's log`,
+    (err.match(/.*(AddressSanitizer|LeakSanitizer|runtime error:|CHECK failed).*/) || [''])[0]);
+}
+
 async function embed(port, body) {
   const r = await request(port, 'POST', '/v1/embeddings', body);
   return r;
@@ -147,8 +155,15 @@ async function main() {
       const r = await request(port, 'POST', '/v1/embeddings', body);
       check(r.status === 400, `malformed body ${body}: 400`, r.status);
     }
-    const chat = await request(port, 'POST', '/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] });
-    check(chat.status === 400 && /served for embeddings/.test(chat.json?.error?.message), 'chat on an embedder: 400', chat.json);
+    for (const [route, body] of [['/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] }],
+      ['/v1/completions', { prompt: 'hi' }], ['/v1/messages', { max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }],
+      ['/v1/responses', { input: 'hi', store: false }], ['/v1/messages/count_tokens', { messages: [{ role: 'user', content: 'hi' }] }]]) {
+      const g = await request(port, 'POST', route, body);
+      check(g.status === 400 && /served for embeddings/.test(g.body), `${route} on an embedder: 400`, g.body.slice(0, 200));
+    }
+    const health = await request(port, 'GET', '/health');
+    const models = await request(port, 'GET', '/v1/models');
+    check(health.json?.endpoints === 'embeddings' && models.json?.data[0].endpoints === 'embeddings', '/health and /v1/models say embeddings', [health.json, models.json]);
     await waitKvBaseline(port, 'after the hostile cases');
 
     // ---- concurrency: batches at once, then the cache is back to baseline ----
@@ -171,6 +186,7 @@ async function main() {
     check(after.status === 200, 'serves after the disconnect', after.status);
   } finally {
     await srv.stop();
+    checkClean(srv, 'pooling server');
   }
 
   // ---- auto runner: the same weights saved as a base model (no "model." in the tensor names, as
@@ -197,6 +213,7 @@ async function main() {
     check(c.status === 400, 'and serves no chat', c.status);
   } finally {
     await auto.stop();
+    checkClean(auto, 'auto runner');
   }
   fs.writeFileSync(path.join(base, 'modules.json'), JSON.stringify([{ idx: 0, name: '0', path: '', type: 'sentence_transformers.models.Transformer' },
     { idx: 1, name: '1', path: '1_Pooling', type: 'sentence_transformers.models.Pooling' }]));
@@ -218,6 +235,7 @@ async function main() {
     check(bad20.status === 400 && /16, 32 or 64/.test(bad20.json?.error?.message), 'an unlisted width: 400 with the list', bad20.json);
   } finally {
     await lt.stop();
+    checkClean(lt, 'sentence-transformers layout');
   }
 
   // ---- a model not trained for Matryoshka (a Llama here) takes only its own width ----
@@ -234,6 +252,7 @@ async function main() {
     check(cut.status === 400 && /does not support 'dimensions'/.test(cut.json?.error?.message), 'a Llama embedder: dimensions refused', cut.json);
   } finally {
     await llama.stop();
+    checkClean(llama, 'llama embedder');
   }
 
   // ---- a generation server refuses /v1/embeddings with the flag to use ----
@@ -243,6 +262,7 @@ async function main() {
     check(r.status === 400 && /--runner pooling/.test(r.json?.error?.message), '/v1/embeddings on a generator: 400 naming --runner pooling', r.json);
   } finally {
     await gen.stop();
+    checkClean(gen, 'generation server');
   }
   return summary('embeddings');
 }

@@ -26,6 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "app/cmd.h"
 #include "app/common.h"
 #include "base/log.h"
@@ -171,6 +173,60 @@ static enum status load_template(const char *dir, const struct tokenizer *tk, co
     if (st == STATUS_OK) LOG_INFO("chat template: %s", access(arg, F_OK) == 0 ? arg : "from --chat-template");
     free(text);
     return st;
+}
+
+/* A sentence-transformers layout (modules.json, as Qwen3-Embedding ships): 1 when its Pooling
+ * module pools the last token (or it has none), -1 (logged) for another pooling, which cairn does
+ * not compute; 0 when the directory has no modules.json. */
+static int st_pooling(const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/modules.json", dir);
+    json_t *mods = json_load_file(path, 0, NULL);
+    if (!mods) return 0;
+    int verdict = 1;
+    size_t i;
+    json_t *mod;
+    json_array_foreach(mods, i, mod) {
+        const char *type = json_string_value(json_object_get(mod, "type"));
+        const char *sub = json_string_value(json_object_get(mod, "path"));
+        if (!type || !sub || !strstr(type, "Pooling")) continue;
+        snprintf(path, sizeof path, "%s/%s/config.json", dir, sub);
+        json_t *pc = json_load_file(path, 0, NULL);
+        if (pc && !json_is_true(json_object_get(pc, "pooling_mode_lasttoken"))) {
+            const char *k;
+            json_t *v;
+            json_object_foreach(pc, k, v)
+                if (json_is_true(v) && !strncmp(k, "pooling_mode_", 13)) {
+                    LOG_ERR("%s: %s asks for %s; cairn pools the last token only", dir, path, k);
+                    verdict = -1;
+                }
+        }
+        json_decref(pc);
+    }
+    json_decref(mods);
+    return verdict;
+}
+
+/* config.json's Matryoshka keys, as vLLM reads them: is_matryoshka (any width) or
+ * matryoshka_dimensions (only those). */
+static void matryoshka_of(const char *dir, struct gen *g)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_t *cfg = json_load_file(path, 0, NULL);
+    if (!cfg) return;
+    json_t *list = json_object_get(cfg, "matryoshka_dimensions");
+    if (json_is_true(json_object_get(cfg, "is_matryoshka"))) g->matryoshka = true;
+    size_t i;
+    json_t *v;
+    json_array_foreach(list, i, v)
+        if (json_is_integer(v) && json_integer_value(v) > 0 && json_integer_value(v) <= g->n_embd &&
+            g->n_matryoshka_dims < (int)(sizeof g->matryoshka_dims / sizeof g->matryoshka_dims[0])) {
+            g->matryoshka_dims[g->n_matryoshka_dims++] = (int)json_integer_value(v);
+            g->matryoshka = true;
+        }
+    json_decref(cfg);
 }
 
 static bool is_dir(const char *p)
@@ -385,7 +441,9 @@ int cmd_serve(int argc, char **argv)
         if ((synthetic ? app_model_synthesize(synthetic, synth_seed, backend, threads, &am)
                        : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
             goto out;
-        if (pooling == -1) pooling = model_is_embedder(am.m);
+        int st_pool = synthetic ? 0 : st_pooling(dir);
+        if (pooling == -1) pooling = model_is_embedder(am.m) || st_pool == 1;
+        if (pooling == 1 && st_pool == -1) goto out;
         if (pooling == 0 && !model_has_lm_head(am.m)) {
             LOG_ERR("%s has no lm_head (a base model): it cannot generate; serve it with --runner pooling", dir);
             goto out;
@@ -420,6 +478,7 @@ int cmd_serve(int argc, char **argv)
         // any output size up to the hidden size), so truncation is allowed for the Qwen3 family
         g->matryoshka = g->embedder && (!strcmp(am.m->hp.arch, "Qwen3ForCausalLM") || !strcmp(am.m->hp.arch, "Qwen3Model"));
         describe_model(am.m, &g->info);
+        if (g->embedder && !synthetic) matryoshka_of(dir, g);
     }
     served = g;
     if (script) {

@@ -28,6 +28,11 @@ enum status runner_new(struct model *m, struct backend *be, int max_ctx, int chu
                        struct runner **out)
 {
     CHECK(max_ctx > 0 && chunk > 0, "bad runner sizes");
+    if (!model_has_lm_head(m)) {
+        LOG_ERR("%s has no lm_head (a base model saved without it): it computes embeddings only "
+                "(cairn serve --runner pooling)", m->dir ? m->dir : "the model");
+        return STATUS_EUNSUPPORTED;
+    }
     struct runner *r = xcalloc(1, sizeof *r);
     r->m = m;
     r->be = be;

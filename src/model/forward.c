@@ -308,7 +308,9 @@ static void update_dynamic_rope(struct forward *fw, const struct batch_meta *met
 
 /* hidden != NULL: every token's final normed hidden state is wanted as well (embeddings), so the
  * final norm runs over all rows even without logits rows, and the step is never recorded or replayed
- * as a graph (a recorded decode step of the same shape would not have run it). */
+ * as a graph (a recorded step of the same shape without logits rows would not have run it). Such a
+ * step skips step_graph_begin, so cuda may count its cuBLAS calls against the decode shape it saw
+ * last, which then stays unrecorded: harmless, as a server embeds or generates, not both. */
 static void step(struct forward *fw, struct kv_layer *kv, const struct batch_meta *meta, struct tensor *logits,
                  struct tensor *hidden)
 {

@@ -300,6 +300,8 @@ static enum status bind_all(struct model *m)
         bool expert = s->role == W_EXP_GATE || s->role == W_EXP_UP || s->role == W_EXP_DOWN;
         if (expert && fused[s->layer]) continue;
         const struct st_tensor *t = find_any(mf, m->arch, s->name);
+        if (t && s->role == W_EMBED && strncmp(t->name, "model.", 6) && !strncmp(s->name, "model.", 6))
+            m->saved_as_base = true;
         if (!t && expert && s->expert == 0 && s->role == W_EXP_GATE) {
             bool stacked = false;
             st = bind_switch_experts(m, s->layer, used, n, &stacked);
@@ -412,7 +414,7 @@ enum status model_prepare(struct model *m, struct backend *be)
 
 bool model_is_embedder(const struct model *m)
 {
-    return m->arch->base_model || !model_has_lm_head(m);
+    return m->arch->base_model || !model_has_lm_head(m) || m->saved_as_base;
 }
 
 size_t model_kv_bytes_per_token(const struct model *m, enum dtype kv_dtype)

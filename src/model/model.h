@@ -164,6 +164,8 @@ struct model {
     struct layer_weights   *layers;         // [n_layers + hp.n_mtp_layers] (MTP layers last)
     struct mtp_weights      mtp;            // bound when has_mtp
     bool                    has_mtp;        // the checkpoint holds the mtp.* tensors (kept, not run)
+    bool                    saved_as_base;  // tensor names lack "model.": saved by the base model
+                                            // (Qwen3Model, sentence-transformers), an embedder
     struct model_file      *files;          // mmapped safetensors, owned
     struct buffer           repacked;       // host copies of re-laid-out weights (weights_repack_hybrid);
                                             // data owned (free), NULL when none
@@ -182,8 +184,9 @@ struct model {
 enum status model_load(const char *dir, struct model **out);
 /* False for a base model saved without lm_head (e.g. Qwen3Model): hidden states only, no logits. */
 static inline bool model_has_lm_head(const struct model *m) { return m->lm_head.buf != NULL; }
-/* True when the checkpoint is an embedder by default: a base-model architecture ("Qwen3Model") or
- * no lm_head. The server then runs it for embeddings (docs/server.md, "Embeddings"). */
+/* True when the checkpoint is an embedder by default: a base-model architecture ("Qwen3Model"), no
+ * lm_head, or tensors saved by the base model (no "model." prefix: how Qwen3-Embedding ships). The
+ * server then runs it for embeddings (docs/server.md, "Embeddings"). */
 bool model_is_embedder(const struct model *m);
 /* Lets the backend make weights usable (device copies, repacking). Call once per backend. */
 enum status model_prepare(struct model *m, struct backend *be);

@@ -147,6 +147,15 @@ static bool parse_dims(struct req *r, json_t *body, int *dims, struct api_error 
         return false;
     }
     if (!param_int(body, "dimensions", 1, d, d, &v, e)) return false;
+    bool listed = r->g->n_matryoshka_dims == 0 || v == d;
+    for (int i = 0; i < r->g->n_matryoshka_dims && !listed; i++) listed = r->g->matryoshka_dims[i] == v;
+    if (!listed) {
+        char list[160] = "";
+        for (int i = 0; i < r->g->n_matryoshka_dims; i++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", i ? ", " : "", r->g->matryoshka_dims[i]);
+        *e = api_error_make(STATUS_EINVAL, "dimensions", "this model's 'dimensions' are %s or %d (got %lld)", list, d, v);
+        return false;
+    }
     *dims = (int)v;
     return true;
 }

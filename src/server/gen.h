@@ -93,6 +93,8 @@ struct gen {
     struct fim_format     fim;              // fill-in-the-middle markers (fim_detect at load); unsupported: none
     const char           *template_src;     // chat template source (borrowed; NULL without one)
     struct gen_model_info info;
+    int                   matryoshka_dims[16];   // when n_matryoshka_dims > 0: the only widths allowed
+    int                   n_matryoshka_dims;
 };
 
 struct gen_fake_cfg {

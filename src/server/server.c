@@ -348,6 +348,10 @@ static enum MHD_Result do_health(struct req *r)
                          st.n_running, st.n_pending - st.n_running, idle);
         return send_unavailable(r, b, (size_t)n, 5);
     }
+    if (g->embedder) {   // --runner pooling: say what is served
+        static const char body[] = "{\"status\":\"ok\",\"chat_template\":false,\"endpoints\":\"embeddings\"}";
+        return srv_send_json(r, 200, body, sizeof body - 1);
+    }
     if (!g->chat) {   // started with --no-chat-template: say what is served
         static const char body[] = "{\"status\":\"ok\",\"chat_template\":false,\"endpoints\":\"completions_only\"}";
         return srv_send_json(r, 200, body, sizeof body - 1);
@@ -395,7 +399,8 @@ bool srv_model_known(struct server *s, const char *id)
 
 /* One model object; Anthropic's shape when the client sent anthropic-version. */
 /* One model entry; chat false: started with --no-chat-template (said in the OpenAI shape). */
-static void model_obj(struct strbuf *sb, const char *id, int n_ctx, bool chat, bool anthropic)
+/* endpoints: NULL when every route is served, else what is ("completions_only", "embeddings"). */
+static void model_obj(struct strbuf *sb, const char *id, int n_ctx, const char *endpoints, bool anthropic)
 {
     time_t now = time(NULL);
     if (anthropic) {
@@ -413,7 +418,7 @@ static void model_obj(struct strbuf *sb, const char *id, int n_ctx, bool chat, b
     jsonw_cstr(sb, id);
     strbuf_printf(sb, ",\"object\":\"model\",\"created\":%lld,\"owned_by\":\"cairn\"", (long long)now);
     if (n_ctx > 0) strbuf_printf(sb, ",\"max_model_len\":%d", n_ctx);
-    if (!chat) jsonw_raw(sb, ",\"chat_template\":false,\"endpoints\":\"completions_only\"");
+    if (endpoints) strbuf_printf(sb, ",\"chat_template\":false,\"endpoints\":\"%s\"", endpoints);
     strbuf_putc(sb, '}');
 }
 
@@ -422,7 +427,7 @@ static enum MHD_Result do_models(struct req *r)
     struct gen *g = atomic_load(&r->s->g);
     struct server *s = r->s;
     int n_ctx = g ? g->n_ctx : 0;   // 0 while loading: the field is left out, never reported as 0
-    bool chat = !g || g->chat;
+    const char *endpoints = !g ? NULL : g->embedder ? "embeddings" : !g->chat ? "completions_only" : NULL;
     bool anthropic = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "anthropic-version") != NULL;
     struct strbuf sb = {0};
     const char *one = !strncmp(r->path, "/v1/models/", 11) ? r->path + 11 : NULL;
@@ -430,12 +435,12 @@ static enum MHD_Result do_models(struct req *r)
         struct api_error e = api_error_make(STATUS_ENOTFOUND, "model", "The model '%s' does not exist", one);
         return srv_send_error(r, &e);
     }
-    if (one) model_obj(&sb, one, n_ctx, chat, anthropic);
+    if (one) model_obj(&sb, one, n_ctx, endpoints, anthropic);
     else {
         jsonw_raw(&sb, anthropic ? "{\"data\":[" : "{\"object\":\"list\",\"data\":[");
         for (int i = 0; i < s->n_names; i++) {
             if (i) strbuf_putc(&sb, ',');
-            model_obj(&sb, s->names[i], n_ctx, chat, anthropic);
+            model_obj(&sb, s->names[i], n_ctx, endpoints, anthropic);
         }
         jsonw_raw(&sb, "]");
         if (anthropic) {
@@ -561,7 +566,7 @@ static enum MHD_Result dispatch(struct req *r)
     }
     enum MHD_Result ret = MHD_NO;
     bool generates = r->route == ROUTE_CHAT || r->route == ROUTE_COMPLETIONS || r->route == ROUTE_MESSAGES ||
-                     r->route == ROUTE_RESPONSES;
+                     r->route == ROUTE_RESPONSES || r->route == ROUTE_COUNT_TOKENS;
     if (generates && r->g->embedder) {
         json_decref(body);
         e = api_error_make(STATUS_EUNSUPPORTED, NULL, "the model '%s' is served for embeddings (--runner pooling): "

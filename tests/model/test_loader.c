@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "harness.h"
+#include "engine/runner.h"
 #include "model/config.h"
 #include "model/model.h"
 #include "model/safetensors.h"
@@ -330,7 +331,8 @@ TEST(corrupt_checkpoints)
                        " \"intermediate_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 2,"
                        " \"num_key_value_heads\": 1, \"head_dim\": 16}";
     EXPECT(load_edited("wide", edit_extra_unused, wide) == STATUS_EFORMAT);
-    // tie_word_embeddings false but no lm_head.weight
+    // tie_word_embeddings false but no lm_head.weight: a base model saved without its head (as
+    // Qwen3-Embedding-4B/8B ship): it loads for embeddings only, and generation is refused clearly
     const char *untied3 = "{\"architectures\": [\"Qwen3ForCausalLM\"], \"vocab_size\": 64, \"hidden_size\": 32,"
                           " \"intermediate_size\": 48, \"num_hidden_layers\": 1, \"num_attention_heads\": 2,"
                           " \"num_key_value_heads\": 2}";
@@ -338,7 +340,16 @@ TEST(corrupt_checkpoints)
     snprintf(p, sizeof p, "%s/config.json", pathf("%s/%s", "tied"));
     write_file(p, untied3, strlen(untied3));
     struct model *m = NULL;
-    EXPECT(model_load(pathf("%s/%s", "tied"), &m) == STATUS_ENOTFOUND && !m);
+    EXPECT(model_load(pathf("%s/%s", "tied"), &m) == STATUS_OK && m);
+    if (m) {
+        EXPECT(!model_has_lm_head(m) && model_is_embedder(m));
+        struct backend *be = NULL;
+        struct runner *rn = NULL;
+        EXPECT(backend_new("ref", &(struct backend_cfg){ 0 }, &be) == STATUS_OK);
+        if (be) EXPECT(runner_new(m, be, 32, 16, DTYPE_F32, &rn) == STATUS_EUNSUPPORTED && !rn);
+        model_free(m);
+        backend_free(be);
+    }
 
     // Truncations of the good file: every prefix length class.
     size_t cuts[] = { 0, 5, 8, 9, good_data_off - 1, good_data_off, good_data_off + 10, good_len - 1 };

@@ -5,6 +5,8 @@
 // normalised prefix, usage counts the tokens; hostile inputs answer 400 with a reason; a client
 // that leaves mid-batch and concurrent batches leave the KV cache at baseline (/metrics); the
 // generation routes are refused on an embedder, and /v1/embeddings on a generator.
+import fs from 'node:fs';
+import path from 'node:path';
 import OpenAI from 'openai';
 import { check, request, startServer, summary } from './lib.mjs';
 
@@ -34,10 +36,21 @@ async function waitKvBaseline(port, what) {
   check(kv.used === 0 && kv.cached === 0, `${what}: KV back to baseline (no block used or cached)`, kv);
 }
 
+// no sanitizer report or CHECK in a server's log (BUILD=build-asan runs this suite under ASan/UBSan);
+// called after stop(), so LeakSanitizer's exit report is in too
+function checkClean(srv, what) {
+  const err = srv.stderr();
+  check(!/AddressSanitizer|LeakSanitizer|runtime error:|CHECK failed/.test(err), `${what}: no sanitizer report / CHECK in the server's log`,
+    (err.match(/.*(AddressSanitizer|LeakSanitizer|runtime error:|CHECK failed).*/) || [''])[0]);
+}
+
 async function embed(port, body) {
   const r = await request(port, 'POST', '/v1/embeddings', body);
   return r;
 }
+
+let refFirst = null;
+const texts0 = () => 'hello world';
 
 async function main() {
   const srv = await startServer([MODEL, '--runner', 'pooling', '--max-model-len', String(CTX), ...ARGS]);
@@ -52,6 +65,7 @@ async function main() {
     check(b64.data.length === 3 && flt.data.length === 3, 'three embeddings', b64.data.length);
     check(b64.object === 'list' && b64.data[0].object === 'embedding' && b64.model === name, 'OpenAI shape', b64);
     const d = flt.data[0].embedding.length;
+    refFirst = flt.data[0].embedding;
     check(d === 64, 'width is the hidden size', d);
     for (let i = 0; i < 3; i++) {
       check(flt.data[i].index === i, `index ${i}`);
@@ -115,6 +129,9 @@ async function main() {
       [{ input: long }, new RegExp(`maximum context length is ${CTX} tokens, however 'input' has ${CTX + 1} tokens`)],
       [{ input: ['ok', long] }, /'input\[1\]' has 257 tokens/],
       [{ input: Array(10000).fill('x') }, /10000 items; at most 2048/],
+      [{ input: 'word '.repeat(200000) }, /maximum context length is 256 tokens, however 'input' has \d+ tokens/],
+      [{ input: [1, 'a'] }, /token id/],
+      [{ input: [[1, 2], 'ok', 3] }, /input\[2\]' must be a string or an array of token ids/],
       [{ input: 'x', dimensions: 0 }, /between 1 and 64/],
       [{ input: 'x', dimensions: -3 }, /between 1 and 64/],
       [{ input: 'x', dimensions: 65 }, /between 1 and 64/],
@@ -138,8 +155,15 @@ async function main() {
       const r = await request(port, 'POST', '/v1/embeddings', body);
       check(r.status === 400, `malformed body ${body}: 400`, r.status);
     }
-    const chat = await request(port, 'POST', '/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] });
-    check(chat.status === 400 && /served for embeddings/.test(chat.json?.error?.message), 'chat on an embedder: 400', chat.json);
+    for (const [route, body] of [['/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] }],
+      ['/v1/completions', { prompt: 'hi' }], ['/v1/messages', { max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }],
+      ['/v1/responses', { input: 'hi', store: false }], ['/v1/messages/count_tokens', { messages: [{ role: 'user', content: 'hi' }] }]]) {
+      const g = await request(port, 'POST', route, body);
+      check(g.status === 400 && /served for embeddings/.test(g.body), `${route} on an embedder: 400`, g.body.slice(0, 200));
+    }
+    const health = await request(port, 'GET', '/health');
+    const models = await request(port, 'GET', '/v1/models');
+    check(health.json?.endpoints === 'embeddings' && models.json?.data[0].endpoints === 'embeddings', '/health and /v1/models say embeddings', [health.json, models.json]);
     await waitKvBaseline(port, 'after the hostile cases');
 
     // ---- concurrency: batches at once, then the cache is back to baseline ----
@@ -162,6 +186,73 @@ async function main() {
     check(after.status === 200, 'serves after the disconnect', after.status);
   } finally {
     await srv.stop();
+    checkClean(srv, 'pooling server');
+  }
+
+  // ---- auto runner: the same weights saved as a base model (no "model." in the tensor names, as
+  // Qwen3-Embedding ships) are served as an embedder without a flag, with the same vectors; a
+  // sentence-transformers layout that pools otherwise than the last token refuses to start ----
+  const base = `${process.env.BUILD || 'build'}/tmp/embed-base`;
+  fs.rmSync(base, { recursive: true, force: true });
+  fs.mkdirSync(base, { recursive: true });
+  for (const f of fs.readdirSync(MODEL)) if (f !== 'model.safetensors') fs.copyFileSync(path.join(MODEL, f), path.join(base, f));
+  const st = fs.readFileSync(path.join(MODEL, 'model.safetensors'));
+  const hlen = Number(st.readBigUInt64LE(0));
+  const header = JSON.parse(st.subarray(8, 8 + hlen).toString());
+  const renamed = Object.fromEntries(Object.entries(header).map(([k, v]) => [k.startsWith('model.') ? k.slice(6) : k, v]));
+  let hj = JSON.stringify(renamed);
+  hj += ' '.repeat((8 - (hj.length % 8)) % 8);
+  const lenBuf = Buffer.alloc(8);
+  lenBuf.writeBigUInt64LE(BigInt(hj.length));
+  fs.writeFileSync(path.join(base, 'model.safetensors'), Buffer.concat([lenBuf, Buffer.from(hj), st.subarray(8 + hlen)]));
+  const auto = await startServer([base, '--max-model-len', String(CTX), ...ARGS]);
+  try {
+    const r = await embed(auto.port, { input: texts0(), encoding_format: 'float' });
+    check(r.status === 200 && sameF32(r.json.data[0].embedding, refFirst), 'a base-model checkpoint is an embedder by default, same vectors', r.json);
+    const c = await request(auto.port, 'POST', '/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] });
+    check(c.status === 400, 'and serves no chat', c.status);
+  } finally {
+    await auto.stop();
+    checkClean(auto, 'auto runner');
+  }
+  fs.writeFileSync(path.join(base, 'modules.json'), JSON.stringify([{ idx: 0, name: '0', path: '', type: 'sentence_transformers.models.Transformer' },
+    { idx: 1, name: '1', path: '1_Pooling', type: 'sentence_transformers.models.Pooling' }]));
+  fs.mkdirSync(path.join(base, '1_Pooling'));
+  fs.writeFileSync(path.join(base, '1_Pooling/config.json'), JSON.stringify({ word_embedding_dimension: 64, pooling_mode_mean_tokens: true, pooling_mode_lasttoken: false }));
+  const refused = await startServer([base, ...ARGS]).then((s) => { s.stop(); return null; }, (e) => e.message);
+  check(refused && /pooling_mode_mean_tokens/.test(refused), 'mean pooling (sentence-transformers) refuses to start, naming it', refused?.slice(-300));
+  fs.writeFileSync(path.join(base, '1_Pooling/config.json'), JSON.stringify({ word_embedding_dimension: 64, pooling_mode_mean_tokens: false, pooling_mode_lasttoken: true }));
+  // config.json's matryoshka_dimensions (vLLM's key) lists the only widths allowed
+  const cfg = JSON.parse(fs.readFileSync(path.join(base, 'config.json')));
+  fs.writeFileSync(path.join(base, 'config.json'), JSON.stringify({ ...cfg, matryoshka_dimensions: [16, 32] }));
+  const lt = await startServer([base, ...ARGS]);
+  try {
+    const r = await embed(lt.port, { input: texts0(), encoding_format: 'float' });
+    check(r.status === 200 && sameF32(r.json.data[0].embedding, refFirst), 'last-token pooling (sentence-transformers layout) serves', r.status);
+    const ok16 = await embed(lt.port, { input: texts0(), dimensions: 16 });
+    const bad20 = await embed(lt.port, { input: texts0(), dimensions: 20 });
+    check(ok16.status === 200 && ok16.json.data[0].embedding.length === 16, 'a listed Matryoshka width', ok16.status);
+    check(bad20.status === 400 && /16, 32 or 64/.test(bad20.json?.error?.message), 'an unlisted width: 400 with the list', bad20.json);
+  } finally {
+    await lt.stop();
+    checkClean(lt, 'sentence-transformers layout');
+  }
+
+  // ---- a model not trained for Matryoshka (a Llama here) takes only its own width ----
+  const llamaCfg = `${process.env.BUILD || 'build'}/tmp/embed-llama.json`;
+  fs.writeFileSync(llamaCfg, JSON.stringify({ architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: 64,
+    intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16,
+    max_position_embeddings: 512, rms_norm_eps: 1e-6, rope_theta: 10000, vocab_size: 151936, tie_word_embeddings: true,
+    bos_token_id: 151643, eos_token_id: 151645 }));
+  const llama = await startServer(['--synthetic', llamaCfg, '--tokenizer', `${process.env.BUILD || 'build'}/tokenizers/qwen3`, '--runner', 'pooling', ...ARGS]);
+  try {
+    const full64 = await embed(llama.port, { input: 'x', dimensions: 64 });
+    const cut = await embed(llama.port, { input: 'x', dimensions: 16 });
+    check(full64.status === 200, 'a Llama embedder: its own width is fine', full64.status);
+    check(cut.status === 400 && /does not support 'dimensions'/.test(cut.json?.error?.message), 'a Llama embedder: dimensions refused', cut.json);
+  } finally {
+    await llama.stop();
+    checkClean(llama, 'llama embedder');
   }
 
   // ---- a generation server refuses /v1/embeddings with the flag to use ----
@@ -171,6 +262,7 @@ async function main() {
     check(r.status === 400 && /--runner pooling/.test(r.json?.error?.message), '/v1/embeddings on a generator: 400 naming --runner pooling', r.json);
   } finally {
     await gen.stop();
+    checkClean(gen, 'generation server');
   }
   return summary('embeddings');
 }

@@ -2,6 +2,7 @@
  *
  *   model_bench MODEL_DIR [--backend cuda|cpu|ref] [--threads N] [--prefill 512,4096] [--decode-ctx 512,8192]
  *               [--gen 128] [--streams 64] [--stream-ctx 512] [--kv-dtype bf16|fp8] [--bytes-per-s X]
+ *               [--quant MODE:BITS:GROUP]   (with --synthetic: MLX-quantized random weights, e.g. affine:4:64)
  *
  * Prefill: one prompt of N tokens in chunks of up to 4096 tokens: tok/s and model TFLOP/s
  * (2 * params-per-token FLOPs + attention). Decode: a prompt of C tokens, then --gen greedy steps
@@ -35,7 +36,8 @@ struct seqs {
 static double weight_bytes_per_token(const struct model *m)
 {
     double b = (double)m->weight_bytes;
-    if (!m->hp.tie_embed) b -= (double)tensor_bytes(&m->tok_embed);
+    const struct tensor *e = &m->tok_embed;
+    if (!m->hp.tie_embed) b -= (double)(e->dtype == DTYPE_QMLX ? qweight_bytes(e) : tensor_bytes(e));
     return b;
 }
 
@@ -89,7 +91,7 @@ static int parse_list(const char *s, int *out, int max)
 
 int main(int argc, char **argv)
 {
-    const char *dir = NULL, *backend = "cpu", *kv_s = NULL, *synthetic = NULL;
+    const char *dir = NULL, *backend = "cpu", *kv_s = NULL, *synthetic = NULL, *quant_s = NULL;
     int threads = 0, gen = 128, streams = 0, stream_ctx = 512;
     int prefill[8], n_prefill = 0, dctx[8], n_dctx = 0;
     double bw = 0;
@@ -104,11 +106,23 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc) kv_s = argv[++i];
         else if (!strcmp(argv[i], "--bytes-per-s") && i + 1 < argc) bw = atof(argv[++i]);
         else if (!strcmp(argv[i], "--synthetic") && i + 1 < argc) synthetic = argv[++i];
+        else if (!strcmp(argv[i], "--quant") && i + 1 < argc) quant_s = argv[++i];
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else { fprintf(stderr, "model_bench: bad argument %s\n", argv[i]); return 2; }
     }
     if (!dir && !synthetic) { fprintf(stderr, "usage: model_bench MODEL_DIR | --synthetic CONFIG.json [options]\n"); return 2; }
     if (!dir) dir = synthetic;
+    struct synth_quant sq;
+    if (quant_s) {
+        char mode[16];
+        int qm = -1;
+        if (!synthetic || sscanf(quant_s, "%15[a-z0-9]:%d:%d", mode, &sq.bits, &sq.group_size) != 3 ||
+            (qm = qmode_parse(mode)) < 0) {
+            fprintf(stderr, "model_bench: --quant MODE:BITS:GROUP (e.g. affine:4:64) goes with --synthetic\n");
+            return 2;
+        }
+        sq.mode = (enum qmode)qm;
+    }
     struct model *m;
     struct backend *be;
     struct backend_cfg bcfg = { .n_threads = threads };
@@ -116,7 +130,9 @@ int main(int argc, char **argv)
     if (backend_new(backend, &bcfg, &be) != STATUS_OK) return 1;
     double t_load = clock_now_s();
     // --synthetic CONFIG.json: random weights (no checkpoint on disk), made in device memory on cuda
-    if (synthetic ? model_synthesize_on(synthetic, 1, be, &m) != STATUS_OK : model_load(dir, &m) != STATUS_OK) return 1;
+    if (synthetic ? model_synthesize_quant(synthetic, 1, be, quant_s ? &sq : NULL, &m) != STATUS_OK
+                  : model_load(dir, &m) != STATUS_OK)
+        return 1;
     if (model_prepare(m, be) != STATUS_OK) return 1;
     fprintf(stderr, "weights ready in %.1f s\n", clock_now_s() - t_load);
     int kv_parsed = kv_s ? dtype_parse_kv(kv_s) : !strcmp(backend, "cuda") ? DTYPE_BF16 : DTYPE_F32;
@@ -125,8 +141,8 @@ int main(int argc, char **argv)
     double wbytes = weight_bytes_per_token(m);
     double kv_tok = (double)model_kv_bytes_per_token(m, kvdt);
     double params = (double)m->n_params - (m->hp.tie_embed ? 0 : (double)tensor_nelem(&m->tok_embed));
-    printf("model=%s backend=%s threads=%d params=%.3fB weight_bytes_per_token=%.0f kv_bytes_per_token=%.0f\n", dir,
-           backend, threads, m->n_params / 1e9, wbytes, kv_tok);
+    printf("model=%s backend=%s threads=%d params=%.3fB weight_bytes_per_token=%.0f kv_bytes_per_token=%.0f quant=%s\n",
+           dir, backend, threads, m->n_params / 1e9, wbytes, kv_tok, quant_s ? quant_s : "none");
 
     int max_ctx = 0;
     for (int i = 0; i < n_prefill; i++) max_ctx = prefill[i] > max_ctx ? prefill[i] : max_ctx;

@@ -1,0 +1,365 @@
+/* qmatmul: the kernels of MLX-quantized weights (DTYPE_QMLX, tensor/qweight.h) on the GPU.
+ *
+ * Which one runs is decided in matmul.cu (choose_matmul_kernel); this file has:
+ *  - k_qgemv: decode rows (up to QGEMV_MAX_N per launch). A warp owns QGEMV_R consecutive weight
+ *    rows and streams their packed words once for all the launch's rows of x, 32 codes per lane
+ *    and row per "unit" (4 * bits bytes: one 16-byte load at 4 bit, two at 8), lanes on
+ *    consecutive units, so a warp's loads are coalesced; the scales (and affine biases) of the
+ *    unit's group come with it. Each code is dequantized in registers once and used for every row
+ *    of x (f32 products and sums, as k_gemv); one x chunk serves the warp's QGEMV_R weight rows
+ *    (x is re-read from L1, and at 4 bit a byte of weights meets 8 floats of x). Affine values are
+ *    1 + q / 2^bits built from the bits (no int-to-float convert), times s 2^bits plus
+ *    (b - s 2^bits): within an f32 ulp of MLX's s q + b. mxfp8 codes go through the hardware
+ *    e4m3 -> f16 convert, E2M1 codes are placed into f16 bits (their value times 2^-14): both
+ *    exact, as the E8M0 / E4M3 scales. Each row of x is summed in the same order whatever the
+ *    launch's row count: batch invariance (cuda-deterministic) holds as for k_gemv.
+ *  - k_qdequant: dequantizes rows of a quantized matrix into a bf16 / f16 / f32 scratch (exactly
+ *    qweight_dequant_row's values in f32), for the prefill path (chunks of rows, then cuBLAS: the
+ *    first landing of quantized prefill, not a fused dequant-in-MMA GEMM) and for shapes the GEMV
+ *    does not take.
+ *  - k_qembed: embedding rows of a quantized table.
+ *  - k_moe_qgemv: the MoE decode path's per-(token, choice) expert GEMV over a device table of
+ *    quantized experts (moe.cu).
+ */
+#include "backend/cuda/cuda_common.cuh"
+
+#define QGEMV_WARPS 4    // warps per block
+#define QGEMV_R     4    // weight rows per warp (x chunks reused for all of them)
+
+/* ==== Decoding ==== */
+
+/* The scale (or bias) number i of a row's group scales, as f32: affine bf16/f16/f32; E8M0 for
+ * mxfp4/mxfp8 (0xFF -> +Inf, 0 -> 2^-127, as MLX); E4M3 for nvfp4. */
+__device__ __forceinline__ float q_scale(const void *p, int sdt, size_t i)
+{
+    switch (sdt) {
+    case QSCALE_BF16: return __bfloat162float(reinterpret_cast<const __nv_bfloat16 *>(p)[i]);
+    case QSCALE_F16: return __half2float(reinterpret_cast<const __half *>(p)[i]);
+    case QSCALE_F32: return reinterpret_cast<const float *>(p)[i];
+    case QSCALE_E8M0: {
+        const uint32_t s = reinterpret_cast<const uint8_t *>(p)[i];
+        return __uint_as_float(s == 0xFF ? 0x7f800000u : s ? s << 23 : 0x00400000u);
+    }
+    default: {   // QSCALE_E4M3
+        const __nv_fp8_storage_t s = reinterpret_cast<const uint8_t *>(p)[i];
+        return __half2float(__half(__nv_cvt_fp8_to_halfraw(s, __NV_E4M3)));
+    }
+    }
+}
+
+/* Code j (0..31) of a 32-code unit held in words wd[BITS] (qweight.h's bit stream). */
+template <int BITS>
+__device__ __forceinline__ uint32_t unit_code(const uint32_t *wd, int j)
+{
+    const int bit = j * BITS, i = bit >> 5, s = bit & 31;
+    uint32_t v = wd[i] >> s;
+    if (s + BITS > 32) v = __funnelshift_r(wd[i], wd[i + 1], s);
+    return v & ((1u << BITS) - 1);
+}
+
+/* Dequantizes codes c0 .. c0 + 7 of a unit (c0 a multiple of 8; the 8 share one scale and bias:
+ * groups are at least 16 codes and start at multiples of 16). Affine: sb = s 2^bits and bb =
+ * b - s 2^bits; otherwise sb = the scale. */
+template <int MODE, int BITS>
+__device__ __forceinline__ void unit_dequant8(const uint32_t *wd, int c0, float sb, float bb, float *w)
+{
+    if constexpr (MODE == QMODE_AFFINE) {
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            w[j] = fmaf(__uint_as_float(0x3f800000u | (unit_code<BITS>(wd, c0 + j) << (23 - BITS))), sb, bb);
+    } else if constexpr (MODE == QMODE_MXFP8) {
+        // codes c0 .. c0 + 7 are bytes of words c0 / 4 and c0 / 4 + 1
+#pragma unroll
+        for (int h = 0; h < 4; h++) {
+            const uint32_t word = wd[c0 / 4 + h / 2];
+            const __nv_fp8x2_storage_t pair = (__nv_fp8x2_storage_t)(h & 1 ? word >> 16 : word & 0xffff);
+            const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3)));
+            w[2 * h] = f.x * sb;
+            w[2 * h + 1] = f.y * sb;
+        }
+    } else {   // E2M1 (mxfp4, nvfp4): codes c0 .. c0 + 7 are the nibbles of word c0 / 8
+        const uint32_t word = wd[c0 / 8];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            // nibbles j and j + 4 into the f16 pair's bits: magnitude (e, m) at 9..11, sign at 15
+            const uint32_t t = word >> (4 * j);
+            const uint32_t hb = ((t << 9) & 0x0e000e00u) | ((t << 12) & 0x80008000u);
+            const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&hb));
+            w[j] = f.x * 16384.0f * sb;       // the f16 holds value * 2^-14
+            w[j + 4] = f.y * 16384.0f * sb;
+        }
+    }
+}
+
+/* A unit's packed words: 16-byte loads where the unit is a multiple of 16 bytes (4 and 8 bit),
+ * words otherwise; bypassing L1 (weights are read once). */
+template <int BITS>
+__device__ __forceinline__ void load_unit(uint32_t *wd, const uint32_t *p)
+{
+    if constexpr (BITS % 4 == 0) {
+#pragma unroll
+        for (int v = 0; v < BITS / 4; v++) {
+            uint4 r;
+            asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p + 4 * v));
+            wd[4 * v] = r.x; wd[4 * v + 1] = r.y; wd[4 * v + 2] = r.z; wd[4 * v + 3] = r.w;
+        }
+    } else {
+#pragma unroll
+        for (int v = 0; v < BITS; v++) asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(wd[v]) : "l"(p + v));
+    }
+}
+
+/* The scale pair (sb, bb) for unit_dequant8 of half h (codes 16h .. 16h + 15) of unit u of row r. */
+template <int MODE, int BITS>
+__device__ __forceinline__ void unit_scales(const qmat &qm, const qfmt &f, int r, int u, int h, float &sb, float &bb)
+{
+    const size_t gi = (size_t)r * f.n_groups + (size_t)(u * 32 + h * 16) / f.group_size;
+    const float s = q_scale(qm.scales, f.sdt, gi);
+    if constexpr (MODE == QMODE_AFFINE) {
+        sb = s * (float)(1 << BITS);
+        bb = q_scale(qm.biases, f.sdt, gi) - sb;
+    } else {
+        sb = s;
+        bb = 0.0f;
+    }
+}
+
+/* ==== Decode GEMV ==== */
+
+/* acc[r][t] = lane's partial sums of weight row row0 + r (clamped to m - 1) times x row t (t < n;
+ * x rows ldx floats apart, 16-byte aligned). Waits (PDL) after issuing the first weight loads. */
+template <int MODE, int BITS, int N>
+__device__ __forceinline__ void qrows_dot(float (&acc)[QGEMV_R][N], const qmat &qm, const qfmt &f, int row0, int m,
+                                          const float *x, size_t ldx, int n, int lane)
+{
+    const int n_units = f.k / 32, row_words = f.k / 32 * BITS;
+    const uint32_t *wr[QGEMV_R];
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++) wr[r] = qm.w + (size_t)min(row0 + r, m - 1) * row_words;
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++)
+#pragma unroll
+        for (int t = 0; t < N; t++) acc[r][t] = 0.0f;
+    bool waited = false;
+    for (int u = lane; u < n_units; u += 32) {
+        uint32_t wd[QGEMV_R][BITS];
+#pragma unroll
+        for (int r = 0; r < QGEMV_R; r++) load_unit<BITS>(wd[r], wr[r] + (size_t)u * BITS);
+        float sb[QGEMV_R][2], bb[QGEMV_R][2];
+#pragma unroll
+        for (int r = 0; r < QGEMV_R; r++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) unit_scales<MODE, BITS>(qm, f, min(row0 + r, m - 1), u, h, sb[r][h], bb[r][h]);
+        if (!waited) { pdl_wait(); waited = true; }   // x comes from the kernel before
+#pragma unroll
+        for (int c = 0; c < 4; c++) {   // 8 codes at a time
+            float w[QGEMV_R][8];
+#pragma unroll
+            for (int r = 0; r < QGEMV_R; r++) unit_dequant8<MODE, BITS>(wd[r], 8 * c, sb[r][c / 2], bb[r][c / 2], w[r]);
+#pragma unroll
+            for (int t = 0; t < N; t++) {
+                if (t >= n) break;
+                const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * ldx + u * 32 + 8 * c);
+                const float4 a = xv[0], b = xv[1];   // not __ldg: x is written by the kernel this one overlaps (PDL)
+#pragma unroll
+                for (int r = 0; r < QGEMV_R; r++)
+                    acc[r][t] += w[r][0] * a.x + w[r][1] * a.y + w[r][2] * a.z + w[r][3] * a.w +
+                                 w[r][4] * b.x + w[r][5] * b.y + w[r][6] * b.z + w[r][7] * b.w;
+            }
+        }
+    }
+    if (!waited) pdl_wait();
+}
+
+/* out[t, row] (+)= w[row] . x[t] (+ bias[row]) for t < n <= N. */
+template <int MODE, int BITS, int N>
+__global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv(float *out, const float *x, qmat qm, qfmt f, int n, int m,
+                                                           const void *bias, int bias_dt, bool accumulate)
+{
+    pdl_trigger();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row0 = (blockIdx.x * QGEMV_WARPS + warp) * QGEMV_R;
+    float acc[QGEMV_R][N];
+    qrows_dot<MODE, BITS, N>(acc, qm, f, row0, m, x, f.k, n, lane);
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++) {
+        const int row = row0 + r;
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            const float v = warp_sum(acc[r][t]);
+            if (lane != 0 || row >= m || t >= n) continue;
+            const float s = v + (bias ? q_scale(bias, bias_dt, row) : 0.0f);
+            float *o = out + (size_t)t * m + row;
+            *o = accumulate ? *o + s : s;
+        }
+    }
+}
+
+/* The format of a quantized weight on the device, and its three arrays. */
+static qfmt fmt_of(const struct tensor *w)
+{
+    const struct qweight *q = w->q;
+    qfmt f;
+    f.mode = q->mode;
+    f.bits = q->bits;
+    f.group_size = q->group_size;
+    f.k = (int)w->ne[0];
+    f.n_groups = (int)(w->ne[0] / q->group_size);
+    switch (q->mode) {
+    case QMODE_AFFINE:
+        f.sdt = q->scales.dtype == DTYPE_BF16 ? QSCALE_BF16 : q->scales.dtype == DTYPE_F16 ? QSCALE_F16 : QSCALE_F32;
+        CHECK(q->biases.buf && q->biases.dtype == q->scales.dtype, "cuda: affine weight %s: biases missing or of another dtype",
+              w->name ? w->name : "?");
+        break;
+    case QMODE_NVFP4: f.sdt = QSCALE_E4M3; break;
+    default: f.sdt = QSCALE_E8M0;
+    }
+    return f;
+}
+
+qmat cuda_qmat_of(const struct tensor *w)
+{
+    const struct qweight *q = w->q;
+    CHECK(w->dtype == DTYPE_QMLX && q && w->buf->kind == BUF_DEVICE && q->scales.buf->kind == BUF_DEVICE,
+          "cuda: quantized weight %s is not on the device", w->name ? w->name : "?");
+    CHECK(q->scales.nb[1] == dtype_size(q->scales.dtype) * (size_t)(w->ne[0] / q->group_size),
+          "cuda: scales of %s are not contiguous rows", w->name ? w->name : "?");
+    qmat m;
+    m.w = (const uint32_t *)dptr(w);
+    m.scales = dptr(&q->scales);
+    m.biases = q->biases.buf ? dptr(&q->biases) : NULL;
+    return m;
+}
+
+qfmt cuda_qfmt_of(const struct tensor *w) { return fmt_of(w); }
+
+bool cuda_qgemv_fits(const struct tensor *w, const float *x)
+{
+    return w->ne[0] % 32 == 0 && ((uintptr_t)x & 15) == 0 && ((uintptr_t)dptr(w) & 15) == 0;
+}
+
+/* Calls F with MODE and BITS as constants for a supported format (qweight_supported). */
+#define DISPATCH_QFMT(f, ...) do { \
+        switch ((f).mode * 16 + (f).bits) { \
+        case QMODE_AFFINE * 16 + 2: { constexpr int MODE = QMODE_AFFINE, BITS = 2; __VA_ARGS__; break; } \
+        case QMODE_AFFINE * 16 + 3: { constexpr int MODE = QMODE_AFFINE, BITS = 3; __VA_ARGS__; break; } \
+        case QMODE_AFFINE * 16 + 4: { constexpr int MODE = QMODE_AFFINE, BITS = 4; __VA_ARGS__; break; } \
+        case QMODE_AFFINE * 16 + 5: { constexpr int MODE = QMODE_AFFINE, BITS = 5; __VA_ARGS__; break; } \
+        case QMODE_AFFINE * 16 + 6: { constexpr int MODE = QMODE_AFFINE, BITS = 6; __VA_ARGS__; break; } \
+        case QMODE_AFFINE * 16 + 8: { constexpr int MODE = QMODE_AFFINE, BITS = 8; __VA_ARGS__; break; } \
+        case QMODE_MXFP4 * 16 + 4: { constexpr int MODE = QMODE_MXFP4, BITS = 4; __VA_ARGS__; break; } \
+        case QMODE_MXFP8 * 16 + 8: { constexpr int MODE = QMODE_MXFP8, BITS = 8; __VA_ARGS__; break; } \
+        case QMODE_NVFP4 * 16 + 4: { constexpr int MODE = QMODE_NVFP4, BITS = 4; __VA_ARGS__; break; } \
+        default: CHECK(0, "cuda: quantized format %s %d bit has no kernel", qmode_name((enum qmode)(f).mode), (f).bits); \
+        } } while (0)
+
+void cuda_qgemv(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *w,
+                const struct tensor *bias, bool accumulate)
+{
+    const qmat qm = cuda_qmat_of(w);
+    const qfmt f = fmt_of(w);
+    const int m = (int)w->ne[1];
+    const int bias_dt = !bias ? 0 : bias->dtype == DTYPE_BF16 ? QSCALE_BF16 : bias->dtype == DTYPE_F16 ? QSCALE_F16 : QSCALE_F32;
+    CHECK(!bias || bias->dtype == DTYPE_BF16 || bias->dtype == DTYPE_F16 || bias->dtype == DTYPE_F32, "cuda: bias dtype");
+    const void *b = bias ? dptr(bias) : NULL;
+    const int rows_per_block = QGEMV_WARPS * QGEMV_R;
+    dim3 grid((m + rows_per_block - 1) / rows_per_block), block(QGEMV_WARPS * 32);
+    for (int r0 = 0; r0 < n; r0 += QGEMV_MAX_N) {   // each x row's sums are the same in any slice
+        const int nr = n - r0 < QGEMV_MAX_N ? n - r0 : QGEMV_MAX_N;
+        float *o = out + (size_t)r0 * m;
+        const float *xr = x + (size_t)r0 * f.k;
+        DISPATCH_QFMT(f, {
+            if (nr == 1) launch_pdl(cb, k_qgemv<MODE, BITS, 1>, grid, block, o, xr, qm, f, nr, m, b, bias_dt, accumulate);
+            else if (nr == 2) launch_pdl(cb, k_qgemv<MODE, BITS, 2>, grid, block, o, xr, qm, f, nr, m, b, bias_dt, accumulate);
+            else if (nr <= 4) launch_pdl(cb, k_qgemv<MODE, BITS, 4>, grid, block, o, xr, qm, f, nr, m, b, bias_dt, accumulate);
+            else launch_pdl(cb, k_qgemv<MODE, BITS, 8>, grid, block, o, xr, qm, f, nr, m, b, bias_dt, accumulate);
+        });
+    }
+    LAUNCH_CHECK();
+}
+
+/* ==== Dequantization (prefill, odd shapes, embeddings) ==== */
+
+/* Element k of row r, exactly as qweight_dequant_row computes it (s q + b is one fma: s q is exact). */
+__device__ __forceinline__ float q_elem(const qmat &qm, const qfmt &f, size_t r, int k)
+{
+    const uint32_t *row = qm.w + r * ((size_t)f.k * f.bits / 32);
+    const uint64_t off = (uint64_t)k * f.bits;
+    const uint32_t i = (uint32_t)(off >> 5), s = (uint32_t)(off & 31);
+    uint32_t v = row[i] >> s;
+    if (s + f.bits > 32) v |= row[i + 1] << (32 - s);
+    v &= (1u << f.bits) - 1;
+    const size_t gi = r * f.n_groups + (size_t)(k / f.group_size);
+    const float sc = q_scale(qm.scales, f.sdt, gi);
+    switch (f.mode) {
+    case QMODE_AFFINE: return fmaf(sc, (float)v, q_scale(qm.biases, f.sdt, gi));
+    case QMODE_MXFP8: return sc * __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)v, __NV_E4M3)));
+    default: {
+        const uint32_t hb = ((v & 7u) << 9) | ((v & 8u) << 12);
+        return __half2float(__ushort_as_half((unsigned short)hb)) * 16384.0f * sc;
+    }
+    }
+}
+
+template <typename T>
+__global__ void k_qdequant(T *dst, qmat qm, qfmt f, int64_t row0, int64_t rows)
+{
+    const size_t n = (size_t)rows * f.k;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = from_f<T>(q_elem(qm, f, (size_t)row0 + i / f.k, (int)(i % f.k)));
+}
+
+void cuda_qdequant(struct cuda_backend *cb, void *dst, enum dtype dt, const struct tensor *w, int64_t row0, int64_t rows)
+{
+    const qmat qm = cuda_qmat_of(w);
+    const qfmt f = fmt_of(w);
+    const size_t n = (size_t)rows * f.k;
+    const int grid = (int)((n + 255) / 256 > 65535 ? 65535 : (n + 255) / 256);
+    DISPATCH_FLOAT(dt, T, k_qdequant<T><<<grid, 256, 0, cb->stream>>>((T *)dst, qm, f, row0, rows));
+    LAUNCH_CHECK();
+}
+
+__global__ void k_qembed(float *out, qmat qm, qfmt f, const int32_t *ids, float scale)
+{
+    const int t = blockIdx.x;
+    for (int i = threadIdx.x; i < f.k; i += blockDim.x) out[(size_t)t * f.k + i] = q_elem(qm, f, (size_t)ids[t], i) * scale;
+}
+
+void cuda_qembed(struct cuda_backend *cb, float *out, const struct tensor *table, int n_tok, const int32_t *d_ids, float scale)
+{
+    k_qembed<<<n_tok, 256, 0, cb->stream>>>(out, cuda_qmat_of(table), fmt_of(table), d_ids, scale);
+    LAUNCH_CHECK();
+}
+
+/* ==== MoE experts ==== */
+
+/* out[slot, row] = W_{ids[slot]}[row] . x[slot / x_div] (MoE decode: one block column per slot). */
+template <int MODE, int BITS>
+__global__ void __launch_bounds__(QGEMV_WARPS * 32) k_moe_qgemv(float *out, const float *x, const qmat *tab, qfmt f,
+                                                               const int32_t *ids, int m, int x_div)
+{
+    pdl_wait();      // ids and x come from the kernels before
+    pdl_trigger();
+    const int slot = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row0 = (blockIdx.x * QGEMV_WARPS + warp) * QGEMV_R;
+    const qmat qm = tab[ids[slot]];
+    float acc[QGEMV_R][1];
+    qrows_dot<MODE, BITS, 1>(acc, qm, f, row0, m, x + (size_t)(slot / x_div) * f.k, f.k, 1, lane);
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++) {
+        const float v = warp_sum(acc[r][0]);
+        if (lane == 0 && row0 + r < m) out[(size_t)slot * m + row0 + r] = v;
+    }
+}
+
+void cuda_moe_qgemv(struct cuda_backend *cb, float *out, const float *x, const qmat *d_tab, const struct tensor *w0,
+                    const int32_t *d_ids, int n_slots, int x_div)
+{
+    const qfmt f = fmt_of(w0);
+    const int m = (int)w0->ne[1], rows_per_block = QGEMV_WARPS * QGEMV_R;
+    CHECK(f.k % 32 == 0, "cuda moe: quantized experts need inputs in multiples of 32 (%d)", f.k);
+    dim3 grid((m + rows_per_block - 1) / rows_per_block, n_slots), block(QGEMV_WARPS * 32);
+    DISPATCH_QFMT(f, launch_pdl(cb, k_moe_qgemv<MODE, BITS>, grid, block, out, x, d_tab, f, d_ids, m, x_div));
+    LAUNCH_CHECK();
+}

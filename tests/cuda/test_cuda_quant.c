@@ -196,6 +196,85 @@ TEST(deterministic_batch_invariance)
     backend_free(be);
 }
 
+/* The fused decode ops on quantized weights: matmul_n (q/k/v in one launch) equals separate
+ * matmuls bit for bit, and matmul_glu (gate and up in one launch, with and without its RMSNorm)
+ * matches ref's composition in f32; at 1, 7 and 16 rows (16: two launches of 8), and at 33 rows
+ * (composed: the separate ops). */
+TEST(fused_ops)
+{
+    struct rng r;
+    rng_seed(&r, 25);
+    const int k = 512, ms[3] = { 256, 64, 64 }, f = 300;
+    const struct fmt fs[] = { { QMODE_AFFINE, 4, 64 }, { QMODE_AFFINE, 8, 64 }, { QMODE_NVFP4, 4, 16 } };
+    static const int ns[] = { 1, 7, 16, 33 };
+    for (int fi = 0; fi < 3; fi++)
+        for (int ni = 0; ni < 4; ni++) {
+            const int n = ns[ni];
+            struct qm w[3], g, u;
+            struct tt x = tt_new(DTYPE_F32, k, n), b = tt_new(DTYPE_BF16, 256, 1), nw = tt_new(DTYPE_BF16, k, 1);
+            tt_randn(&x, &r, 1.0f);
+            tt_randn(&b, &r, 0.5f);
+            tt_randn(&nw, &r, 0.2f);
+            struct dbuf dx = dev_put(g_cuda, &x, 0), db = dev_put(g_cuda, &b, 0), dnw = dev_put(g_cuda, &nw, 0);
+            // matmul_n against separate matmuls
+            struct tensor *outs[3];
+            const struct tensor *ws[3], *bs[3];
+            struct dbuf dout[3], dsep[3];
+            for (int i = 0; i < 3; i++) {
+                qm_new(&w[i], g_cuda, &r, fs[fi].mode, fs[fi].bits, fs[fi].gs, k, ms[i], DTYPE_BF16);
+                struct tt o = tt_new(DTYPE_F32, ms[i], n);
+                dout[i] = dev_put(g_cuda, &o, 0);
+                dsep[i] = dev_put(g_cuda, &o, 0);
+                tt_free(&o);
+                outs[i] = &dout[i].t;
+                ws[i] = &w[i].d;
+                bs[i] = i == 1 ? NULL : &db.t;
+            }
+            struct tensor bv[3];
+            for (int i = 0; i < 3; i++) if (bs[i]) { bv[i] = db.t; bv[i].ne[0] = ms[i]; bs[i] = &bv[i]; }
+            g_cuda->ops->matmul_n(g_cuda, 3, outs, &dx.t, ws, bs);
+            for (int i = 0; i < 3; i++) {
+                g_cuda->ops->matmul(g_cuda, &dsep[i].t, &dx.t, ws[i], bs[i]);
+                struct tt got = tt_new(DTYPE_F32, ms[i], n), want = tt_new(DTYPE_F32, ms[i], n);
+                dev_read(g_cuda, &dout[i], &got);
+                dev_read(g_cuda, &dsep[i], &want);
+                EXPECTF(!memcmp(got.p, want.p, sizeof(float) * (size_t)ms[i] * n), "%s %d bit matmul_n n=%d weight %d differs "
+                        "from matmul", qmode_name(fs[fi].mode), fs[fi].bits, n, i);
+                tt_free(&got); tt_free(&want);
+            }
+            // matmul_glu (with the RMSNorm, then without) against ref's composition
+            qm_new(&g, g_cuda, &r, fs[fi].mode, fs[fi].bits, fs[fi].gs, k, f, DTYPE_BF16);
+            qm_new(&u, g_cuda, &r, fs[fi].mode, fs[fi].bits, fs[fi].gs, k, f, DTYPE_BF16);
+            for (int with_norm = 0; with_norm < 2; with_norm++) {
+                struct tt o = tt_new(DTYPE_F32, f, n), o_ref = tt_new(DTYPE_F32, f, n), up = tt_new(DTYPE_F32, f, n),
+                          xn = tt_new(DTYPE_F32, k, n);
+                g_ref->ops->matmul_glu(g_ref, tt_t(&o_ref), tt_t(&up), tt_t(&xn), tt_t(&x), with_norm ? tt_t(&nw) : NULL,
+                                       1e-6f, 0.0f, &g.h, &u.h, ACT_SILU);
+                struct dbuf dup = dev_put(g_cuda, &up, 0), dxn = dev_put(g_cuda, &xn, 0), dglu = dev_put(g_cuda, &o, 0);
+                g_cuda->ops->matmul_glu(g_cuda, &dglu.t, &dup.t, &dxn.t, &dx.t, with_norm ? &dnw.t : NULL, 1e-6f, 0.0f, &g.d,
+                                        &u.d, ACT_SILU);
+                dev_read(g_cuda, &dglu, &o);
+                EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
+                char what[128];
+                snprintf(what, sizeof what, "matmul_glu %s %d bit n=%d%s", qmode_name(fs[fi].mode), fs[fi].bits, n,
+                         with_norm ? " +norm" : "");
+                const bool tight = n <= 16;   // 33 rows: composed, gate and up through bf16 cuBLAS
+                EXPECTF(tt_close(what, o.p, o_ref.p, (int64_t)f * n, tight ? 1e-3 : 0.05, 1e-3, tight ? 1e-10 : 1e-4), "%s", what);
+                g_cuda->ops->buffer_free(g_cuda, dup.b); g_cuda->ops->buffer_free(g_cuda, dxn.b);
+                g_cuda->ops->buffer_free(g_cuda, dglu.b);
+                tt_free(&o); tt_free(&o_ref); tt_free(&up); tt_free(&xn);
+            }
+            for (int i = 0; i < 3; i++) {
+                g_cuda->ops->buffer_free(g_cuda, dout[i].b); g_cuda->ops->buffer_free(g_cuda, dsep[i].b);
+                qm_free(&w[i]);
+            }
+            qm_free(&g); qm_free(&u);
+            g_cuda->ops->buffer_free(g_cuda, dx.b); g_cuda->ops->buffer_free(g_cuda, db.b);
+            g_cuda->ops->buffer_free(g_cuda, dnw.b);
+            tt_free(&x); tt_free(&b); tt_free(&nw);
+        }
+}
+
 /* The fixtures of tools/mlx_quant_ref.py: embed (the dequantizer) bit for bit, and the GEMV's
  * decoding through one-hot rows of x. */
 TEST(fixtures_bitwise)
@@ -273,8 +352,10 @@ TEST(fixtures_bitwise)
     safetensors_close(mf);
 }
 
-/* Quantized experts: the device path (3 tokens), the per-expert host path (70 tokens), and
- * experts whose inputs the device kernel does not take (f = 48: per expert at any count). */
+/* Quantized experts: the device path (3 tokens), the per-expert host path (70 tokens), experts
+ * whose inputs the device kernel does not take (f = 48: per expert at any count), and a float
+ * down projection beside quantized gate and up (mlx-lm leaves a module float when no group
+ * divides its inputs). */
 TEST(moe_quantized)
 {
     struct rng r;
@@ -282,10 +363,15 @@ TEST(moe_quantized)
     const int E = 8, k = 2, dm = 64;
     const struct fmt fs[] = { { QMODE_AFFINE, 4, 32 }, { QMODE_AFFINE, 8, 64 }, { QMODE_MXFP4, 4, 32 }, { QMODE_NVFP4, 4, 16 } };
     for (int fi = 0; fi < 4; fi++)
-        for (int fv = 0; fv < 2; fv++) {
-            const int f = fv ? 48 : 64;
+        for (int fv = 0; fv < 3; fv++) {
+            const int f = fv == 1 ? 48 : 64;
+            const bool float_down = fv == 2;
             if (f % fs[fi].gs) continue;
             struct qm g[8], u[8], d[8];
+            struct tt fd[8];
+            struct dbuf dfd[8];
+            memset(fd, 0, sizeof fd);
+            memset(dfd, 0, sizeof dfd);
             struct tensor hg[8], hu[8], hd[8], tg[8], tu[8], td[8];
             for (int e = 0; e < E; e++) {
                 qm_new(&g[e], g_cuda, &r, fs[fi].mode, fs[fi].bits, fs[fi].gs, dm, f, DTYPE_BF16);
@@ -293,6 +379,13 @@ TEST(moe_quantized)
                 qm_new(&d[e], g_cuda, &r, fs[fi].mode, fs[fi].bits, fs[fi].gs, f, dm, DTYPE_BF16);
                 hg[e] = g[e].h; hu[e] = u[e].h; hd[e] = d[e].h;
                 tg[e] = g[e].d; tu[e] = u[e].d; td[e] = d[e].d;
+                if (float_down) {
+                    fd[e] = tt_new(DTYPE_BF16, f, dm);
+                    tt_randn(&fd[e], &r, 0.05f);
+                    dfd[e] = dev_put(g_cuda, &fd[e], 0);
+                    hd[e] = *tt_t(&fd[e]);
+                    td[e] = dfd[e].t;
+                }
             }
             static const int sizes[3] = { 3, 37, 70 };
             for (int si = 0; si < 3; si++) {
@@ -310,14 +403,17 @@ TEST(moe_quantized)
                 EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
                 const bool tight = n <= 64;   // GEMV rows in f32; the host path's experts see 4-20 rows (GEMV too)
                 char what[128];
-                snprintf(what, sizeof what, "moe_ffn %s %d bit g%d f=%d n=%d", qmode_name(fs[fi].mode), fs[fi].bits,
-                         fs[fi].gs, f, n);
+                snprintf(what, sizeof what, "moe_ffn %s %d bit g%d f=%d n=%d%s", qmode_name(fs[fi].mode), fs[fi].bits,
+                         fs[fi].gs, f, n, float_down ? " (bf16 down)" : "");
                 EXPECTF(tt_close(what, a.p, b.p, (int64_t)dm * n, tight ? 1e-4 : 2e-2, 1e-3, tight ? 1e-9 : 1e-4), "%s", what);
                 g_cuda->ops->buffer_free(g_cuda, dx.b); g_cuda->ops->buffer_free(g_cuda, dids.b);
                 g_cuda->ops->buffer_free(g_cuda, dw.b); g_cuda->ops->buffer_free(g_cuda, dout.b);
                 tt_free(&x); tt_free(&lg); tt_free(&ids); tt_free(&w); tt_free(&a); tt_free(&b);
             }
-            for (int e = 0; e < E; e++) { qm_free(&g[e]); qm_free(&u[e]); qm_free(&d[e]); }
+            for (int e = 0; e < E; e++) {
+                qm_free(&g[e]); qm_free(&u[e]); qm_free(&d[e]);
+                if (float_down) { g_cuda->ops->buffer_free(g_cuda, dfd[e].b); tt_free(&fd[e]); }
+            }
         }
 }
 
@@ -331,6 +427,7 @@ int main(void)
     }
     RUN(fixtures_bitwise);
     RUN(matmul_every_format);
+    RUN(fused_ops);
     RUN(matmul_precise);
     RUN(deterministic_batch_invariance);
     RUN(moe_quantized);

@@ -325,6 +325,30 @@ bool cuda_qgemv_fits(const struct tensor *w, const float *d_x);
 /* out[n, m] (+)= x[n, k] @ w^T (+ bias): the decode GEMV, QGEMV_MAX_N rows per launch. */
 void cuda_qgemv(struct cuda_backend *cb, float *d_out, const float *d_x, int n, const struct tensor *w,
                 const struct tensor *bias, bool accumulate);
+#define QGEMV_MAX_SEGS 3   // matrices sharing x in one launch (q/k/v)
+struct qsegs {
+    struct qmat  qm[QGEMV_MAX_SEGS];
+    float       *out[QGEMV_MAX_SEGS];
+    const void  *bias[QGEMV_MAX_SEGS];   // or NULL
+    int          m[QGEMV_MAX_SEGS];      // rows
+    int          blk0[QGEMV_MAX_SEGS];   // first block of each matrix
+    int          n_segs, bias_dt;
+    bool         accumulate;
+};
+/* Whether cuda_qgemv_multi takes these (all quantized in one format, k_qgemv's operands). */
+bool cuda_qgemv_fits_multi(int n_w, const struct tensor *const *ws, const struct tensor *const *biases, const float *d_x);
+/* outs[i][n, m_i] (+)= x @ ws[i]^T (+ biases[i]) for n_w <= QGEMV_MAX_SEGS matrices in one launch per 8 rows. */
+void cuda_qgemv_multi(struct cuda_backend *cb, int n_w, float *const *d_outs, const float *d_x, int n,
+                      const struct tensor *const *ws, const struct tensor *const *biases, bool accumulate);
+/* Whether cuda_qgemv_glu takes gate and up (one mode and width, k_qgemv's operands, same rows). */
+bool cuda_qgemv_glu_fits(const struct tensor *gate, const struct tensor *up, const float *d_x);
+/* out[n, m] = act(x @ gate^T) * (x @ up^T), one launch per 8 rows. */
+void cuda_qgemv_glu(struct cuda_backend *cb, float *d_out, const float *d_x, int n, const struct tensor *gate,
+                    const struct tensor *up, enum act act);
+/* out[slot, row] = act(gate . x) * (up . x) over device tables of gate and up experts (MoE decode). */
+void cuda_moe_qgate_up(struct cuda_backend *cb, float *d_out, const float *d_x, const struct qmat *d_tab_g,
+                       const struct qmat *d_tab_u, const struct tensor *g0, const struct tensor *u0, const int32_t *d_ids,
+                       int n_slots, int x_div, enum act act);
 /* dst[rows, k] (dtype dt: f32, f16, bf16) = rows row0 .. row0 + rows - 1 of w dequantized. */
 void cuda_qdequant(struct cuda_backend *cb, void *d_dst, enum dtype dt, const struct tensor *w, int64_t row0, int64_t rows);
 void cuda_qembed(struct cuda_backend *cb, float *d_out, const struct tensor *table, int n_tok, const int32_t *d_ids,

@@ -30,7 +30,11 @@
  *                 | 1-4    |   "       |   " (no norm or not fused:   | any           | gemv_glu
  *                 |        |           |   rmsnorm first)             |               |
  *                 | other: rmsnorm, matmul_n, glu                                       | composed
- *  (fused ops)    | any quantized weight: the separate ops, each chosen again           | composed
+ *  matmul_n       | 1-16   | any       | quantized, one format, fits  | any           | qgemv_multi (one launch per
+ *                 | any    |   "       | qgemv; biases of one dtype   | deterministic |   8 rows, as qgemv)
+ *  matmul_glu     | 1-16   | any       | quantized, gate and up of    | any           | qgemv_glu (rmsnorm first)
+ *                 | any    |   "       | one mode, fit qgemv          | deterministic |   "
+ *  (fused ops)    | other quantized weights: the separate ops, each chosen again        | composed
  *
  * gemv (k_gemv): a bandwidth-bound GEMV. Each warp owns one weight row and streams it once with
  * 16-byte loads (eight in flight per lane) that bypass L1, applying it to all n (<= GEMV_MAX_N)
@@ -79,13 +83,15 @@ enum matmul_kernel {
     MATMUL_QGEMV,           // k_qgemv (qmatmul.cu): quantized weights, decode rows
     MATMUL_QDEQ_CUBLAS,     // quantized weights: chunks of rows dequantized, then cuBLAS
     MATMUL_QDEQ_FULL,       // quantized weights: the matrix dequantized to f32, then the f32 choice
+    MATMUL_QGEMV_MULTI,     // k_qgemv over up to three quantized matrices sharing x
+    MATMUL_QGEMV_GLU,       // k_qgemv_glu: quantized gate and up with the GLU
     MATMUL_COMPOSED,        // no kernel of its own: the separate ops, each chosen again
     MATMUL_N_KERNELS
 };
 static const char *const matmul_kernel_name[MATMUL_N_KERNELS] = {
     "matmul gemv", "matmul gemv_wide", "matmul gemv_scalar", "matmul skinny", "matmul cublas",
     "matmul gemv_multi", "matmul gemv_norm", "matmul gemv_glu", "matmul gemv_glu_norm", "matmul qgemv",
-    "matmul qdeq_cublas", "matmul qdeq_full", "matmul composed",
+    "matmul qdeq_cublas", "matmul qdeq_full", "matmul qgemv_multi", "matmul qgemv_glu", "matmul composed",
 };
 
 enum matmul_op { MATMUL_OP_PLAIN, MATMUL_OP_MULTI, MATMUL_OP_NORM, MATMUL_OP_GLU };
@@ -99,6 +105,7 @@ struct matmul_call {
     int                        n_w;       // matrices sharing x (GLU: gate, up)
     const struct tensor *const *ws;       // [n_w] weights [m, k]
     const struct tensor       *norm_w;    // RMSNorm weight to fuse ([k]), or NULL
+    const struct tensor *const *biases;   // matmul_n: [n_w] or NULL
 };
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -118,6 +125,11 @@ static enum matmul_kernel choose_matmul_kernel(const struct cuda_backend *cb, co
         quantized = quantized || c->ws[i]->dtype == DTYPE_QMLX;
     }
     if (quantized) {
+        const bool gemv_rows = n <= QGEMV_DECODE_MAX_N || cb->deterministic;
+        if (c->op == MATMUL_OP_MULTI)
+            return gemv_rows && cuda_qgemv_fits_multi(c->n_w, c->ws, c->biases, c->x) ? MATMUL_QGEMV_MULTI : MATMUL_COMPOSED;
+        if (c->op == MATMUL_OP_GLU)
+            return gemv_rows && c->x_contiguous && cuda_qgemv_glu_fits(w, c->ws[1], c->x) ? MATMUL_QGEMV_GLU : MATMUL_COMPOSED;
         if (c->op != MATMUL_OP_PLAIN) return MATMUL_COMPOSED;
         if (!cuda_qgemv_fits(w, c->x)) return MATMUL_QDEQ_FULL;
         return n <= QGEMV_DECODE_MAX_N || (int)w->ne[1] <= GEMV_NARROW_M || cb->deterministic ? MATMUL_QGEMV
@@ -853,13 +865,21 @@ void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, cons
 {
     struct cuda_backend *cb = cuda_of(be);
     int n = (int)tensor_rows(x), k = (int)x->ne[0];
-    const struct matmul_call c = { MATMUL_OP_MULTI, n, k, (const float *)dptr(x), tensor_is_contiguous(x), n_w, ws, NULL };
+    const struct matmul_call c = { MATMUL_OP_MULTI, n, k, (const float *)dptr(x), tensor_is_contiguous(x), n_w, ws, NULL,
+                                   biases };
     const enum matmul_kernel kern = choose_matmul_kernel(cb, &c);
     if (kern == MATMUL_COMPOSED) {
         for (int i = 0; i < n_w; i++) cuda_matmul(be, outs[i], x, ws[i], biases ? biases[i] : NULL);
         return;
     }
     const double t0 = cuda_prof_begin(cb);
+    if (kern == MATMUL_QGEMV_MULTI) {
+        float *o[QGEMV_MAX_SEGS];
+        for (int i = 0; i < n_w; i++) o[i] = (float *)dptr(outs[i]);
+        cuda_qgemv_multi(cb, n_w, o, (const float *)dptr(x), n, ws, biases, false);
+        cuda_prof_end(cb, matmul_kernel_name[kern], t0);
+        return;
+    }
     DISPATCH_FLOAT(ws[0]->dtype, T, {
         gemv_segs<T> sg = {};
         for (int i = 0; i < n_w; i++) {
@@ -923,6 +943,13 @@ void cuda_matmul_glu(struct backend *be, struct tensor *out, struct tensor *up, 
     if (norm_w && !fuse_norm) {
         cuda_rmsnorm(be, xn, x, norm_w, eps, w_offset);
         in = xn;
+    }
+    if (kern == MATMUL_QGEMV_GLU) {
+        CHECK(cuda_qgemv_glu_fits(w_gate, w_up, (const float *)dptr(in)), "cuda matmul_glu: normed x unaligned");
+        const double t0 = cuda_prof_begin(cb);
+        cuda_qgemv_glu(cb, (float *)dptr(out), (const float *)dptr(in), n, w_gate, w_up, act);
+        cuda_prof_end(cb, matmul_kernel_name[kern], t0);
+        return;
     }
     if (kern == MATMUL_COMPOSED) {   // the separate ops
         struct tensor *outs[2] = { out, up };

@@ -13,9 +13,9 @@
  * weights while gate + up drains. For many tokens (prefill) the ids come back to the host, tokens
  * are grouped per expert, and each expert runs through cuBLAS once on its gathered rows.
  *
- * MLX-quantized experts (DTYPE_QMLX) take the same two paths: on the device, gate, up and down
- * each through k_moe_qgemv (qmatmul.cu) over a device table of the experts' packed words, scales
- * and biases, then the GLU and the combine as separate launches; on the host path each expert's
+ * MLX-quantized experts (DTYPE_QMLX) take the same two paths: on the device, gate + up + GLU in
+ * one launch (k_moe_qgate_up, qmatmul.cu), down (k_moe_qgemv) and the combine, over a device table
+ * of the experts' packed words, scales and biases; on the host path each expert's
  * matmuls choose their kernels as any quantized matmul (matmul.cu).
  *
  * cuda-deterministic runs every token through the per-token kernels (slices of moe_device_n), so a
@@ -296,14 +296,13 @@ static struct moe_table *table_for(struct cuda_backend *cb, const struct tensor 
                                    const struct tensor *down, int E)
 {
     const void **h = (const void **)xmalloc(sizeof(void *) * 3 * (size_t)E);
-    struct qmat *hq = NULL;
-    if (gate[0].dtype == DTYPE_QMLX) {
+    struct qmat *hq = NULL;   // quantized projections' descriptors (float ones stay zero)
+    if (gate[0].dtype == DTYPE_QMLX || up[0].dtype == DTYPE_QMLX || down[0].dtype == DTYPE_QMLX) {
         hq = (struct qmat *)xcalloc(3 * (size_t)E, sizeof *hq);
-        for (int e = 0; e < E; e++) {
-            hq[e] = cuda_qmat_of(&gate[e]);
-            hq[E + e] = cuda_qmat_of(&up[e]);
-            hq[2 * E + e] = cuda_qmat_of(&down[e]);
-        }
+        const struct tensor *proj[3] = { gate, up, down };
+        for (int p = 0; p < 3; p++)
+            for (int e = 0; e < E; e++)
+                if (proj[p][e].dtype == DTYPE_QMLX) hq[p * E + e] = cuda_qmat_of(&proj[p][e]);
     }
     for (int e = 0; e < E; e++) {
         CHECK(gate[e].buf->kind == BUF_DEVICE && up[e].buf->kind == BUF_DEVICE && down[e].buf->kind == BUF_DEVICE,
@@ -534,20 +533,37 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
     int32_t *idx = (int32_t *)(xg + slots * d), *slot_of = idx + slots;
     int gl = (int)((slots * f + 255) / 256 > 65535 ? 65535 : (slots * f + 255) / 256);
 
-    const bool quantized = gate[0].dtype == DTYPE_QMLX;
-    if (quantized) CHECK(up[0].dtype == DTYPE_QMLX && down[0].dtype == DTYPE_QMLX, "cuda moe: experts partly quantized");
-    const bool q_device = quantized && cuda_qgemv_fits(&gate[0], (const float *)dptr(x)) && cuda_qgemv_fits(&up[0], g) &&
-                          cuda_qgemv_fits(&down[0], g);
+    // MLX-quantized projections (mlx-lm may leave one float, e.g. a down_proj whose inputs no group divides)
+    const bool qg = gate[0].dtype == DTYPE_QMLX, qu = up[0].dtype == DTYPE_QMLX, qd = down[0].dtype == DTYPE_QMLX;
+    const bool quantized = qg || qu || qd;
+    const bool q_device = (qg && qu ? cuda_qgemv_glu_fits(&gate[0], &up[0], (const float *)dptr(x)) : !qg && !qu) &&
+                          (!qd || cuda_qgemv_fits(&down[0], g));
     if (n <= cb->moe_device_n && (!quantized || q_device)) {   // else per expert, as any quantized matmul
         struct moe_table *tab = table_for(cb, gate, up, down, n_experts);
         dim3 blk(MOE_WARPS * 32);
         if (quantized) {
             const int32_t *d_ids = (const int32_t *)dptr(ids);
-            cuda_moe_qgemv(cb, g, (const float *)dptr(x), tab->d_q, &gate[0], d_ids, (int)slots, k);
-            cuda_moe_qgemv(cb, u, (const float *)dptr(x), tab->d_q + n_experts, &up[0], d_ids, (int)slots, k);
-            k_moe_glu<<<gl, 256, 0, cb->stream>>>(g, u, slots * f, (int)act);
-            LAUNCH_CHECK();
-            cuda_moe_qgemv(cb, y, g, tab->d_q + 2 * n_experts, &down[0], d_ids, (int)slots, 1);
+            if (qg) {
+                cuda_moe_qgate_up(cb, g, (const float *)dptr(x), tab->d_q, tab->d_q + n_experts, &gate[0], &up[0], d_ids,
+                                  (int)slots, k, act);
+            } else {
+                DISPATCH_FLOAT(gate[0].dtype, T,
+                    k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
+                        g, (const float *)dptr(x), tab->d_gate, d_ids, f, d, k));
+                DISPATCH_FLOAT(up[0].dtype, T,
+                    k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
+                        u, (const float *)dptr(x), tab->d_up, d_ids, f, d, k));
+                k_moe_glu<<<gl, 256, 0, cb->stream>>>(g, u, slots * f, (int)act);
+                LAUNCH_CHECK();
+            }
+            if (qd) {
+                cuda_moe_qgemv(cb, y, g, tab->d_q + 2 * n_experts, &down[0], d_ids, (int)slots, 1);
+            } else {
+                DISPATCH_FLOAT(down[0].dtype, T,
+                    k_moe_gemv<T><<<dim3((d + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
+                        y, g, tab->d_down, d_ids, d, f, 1));
+                LAUNCH_CHECK();
+            }
         } else {
             bool vec = tab->aligned16 && aligned16(dptr(x)) && d % 8 == 0 && f % 8 == 0 && k <= MOE_K_MAX &&
                        gate[0].dtype != DTYPE_F32 && gate[0].dtype == up[0].dtype && gate[0].dtype == down[0].dtype;

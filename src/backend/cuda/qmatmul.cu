@@ -47,14 +47,19 @@ __device__ __forceinline__ float q_scale(const void *p, int sdt, size_t i)
     }
 }
 
-/* Code j (0..31) of a 32-code unit held in words wd[BITS] (qweight.h's bit stream). */
+/* 1 + code j / 2^BITS of a 32-code unit held in words wd[BITS] (qweight.h's bit stream), as an
+ * f32 (the code as the top mantissa bits of 1.0): one shift and one
+ * masked or, the shift amounts known at compile time (codes that straddle two words take a
+ * funnel shift first). */
 template <int BITS>
-__device__ __forceinline__ uint32_t unit_code(const uint32_t *wd, int j)
+__device__ __forceinline__ float unit_code_one_plus(const uint32_t *wd, int j)
 {
-    const int bit = j * BITS, i = bit >> 5, s = bit & 31;
-    uint32_t v = wd[i] >> s;
-    if (s + BITS > 32) v = __funnelshift_r(wd[i], wd[i + 1], s);
-    return v & ((1u << BITS) - 1);
+    const int bit = j * BITS, i = bit >> 5, s = bit & 31, to = 23 - BITS;
+    const uint32_t mask = ((1u << BITS) - 1) << to;
+    uint32_t v;
+    if (s + BITS > 32) v = __funnelshift_r(wd[i], wd[i + 1], s) << to;
+    else v = s >= to ? wd[i] >> (s - to) : wd[i] << (to - s);
+    return __uint_as_float((v & mask) | 0x3f800000u);
 }
 
 /* Dequantizes codes c0 .. c0 + 7 of a unit (c0 a multiple of 8; the 8 share one scale and bias:
@@ -66,7 +71,7 @@ __device__ __forceinline__ void unit_dequant8(const uint32_t *wd, int c0, float 
     if constexpr (MODE == QMODE_AFFINE) {
 #pragma unroll
         for (int j = 0; j < 8; j++)
-            w[j] = fmaf(__uint_as_float(0x3f800000u | (unit_code<BITS>(wd, c0 + j) << (23 - BITS))), sb, bb);
+            w[j] = fmaf(unit_code_one_plus<BITS>(wd, c0 + j), sb, bb);
     } else if constexpr (MODE == QMODE_MXFP8) {
         // codes c0 .. c0 + 7 are bytes of words c0 / 4 and c0 / 4 + 1
 #pragma unroll
@@ -147,10 +152,17 @@ __device__ __forceinline__ void qrows_dot(float (&acc)[QGEMV_R][N], const qmat &
 #pragma unroll
         for (int r = 0; r < QGEMV_R; r++) load_unit<BITS>(wd[r], wr[r] + (size_t)u * BITS);
         float sb[QGEMV_R][2], bb[QGEMV_R][2];
+        const bool one_group = f.group_size >= 32;   // the unit's 32 codes share one scale (all but nvfp4)
 #pragma unroll
-        for (int r = 0; r < QGEMV_R; r++)
-#pragma unroll
-            for (int h = 0; h < 2; h++) unit_scales<MODE, BITS>(qm, f, min(row0 + r, m - 1), u, h, sb[r][h], bb[r][h]);
+        for (int r = 0; r < QGEMV_R; r++) {
+            unit_scales<MODE, BITS>(qm, f, min(row0 + r, m - 1), u, 0, sb[r][0], bb[r][0]);
+            if (one_group) {
+                sb[r][1] = sb[r][0];
+                bb[r][1] = bb[r][0];
+            } else {
+                unit_scales<MODE, BITS>(qm, f, min(row0 + r, m - 1), u, 1, sb[r][1], bb[r][1]);
+            }
+        }
         if (!waited) { pdl_wait(); waited = true; }   // x comes from the kernel before
 #pragma unroll
         for (int c = 0; c < 4; c++) {   // 8 codes at a time
@@ -172,16 +184,35 @@ __device__ __forceinline__ void qrows_dot(float (&acc)[QGEMV_R][N], const qmat &
     if (!waited) pdl_wait();
 }
 
-/* out[t, row] (+)= w[row] . x[t] (+ bias[row]) for t < n <= N. */
+/* p[i] without a dynamic index into the kernel's parameter space (it would copy the whole struct
+ * to local memory in every thread). */
+template <typename P>
+__device__ __forceinline__ P qseg_pick(const P (&p)[QGEMV_MAX_SEGS], int i)
+{
+    P v = p[0];
+#pragma unroll
+    for (int j = 1; j < QGEMV_MAX_SEGS; j++)
+        if (i == j) v = p[j];
+    return v;
+}
+
+/* out_s[t, row] (+)= w_s[row] . x[t] (+ bias_s[row]) for t < n <= N, for up to three matrices of
+ * one format sharing x (q/k/v): segment s owns blocks [blk0[s], blk0[s + 1]). */
 template <int MODE, int BITS, int N>
-__global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv(float *out, const float *x, qmat qm, qfmt f, int n, int m,
-                                                           const void *bias, int bias_dt, bool accumulate)
+__global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv(qsegs sg, const float *x, qfmt f, int n)
 {
     pdl_trigger();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row0 = (blockIdx.x * QGEMV_WARPS + warp) * QGEMV_R;
+    int seg = 0;
+#pragma unroll
+    for (int j = 1; j < QGEMV_MAX_SEGS; j++)
+        if (j < sg.n_segs && (int)blockIdx.x >= sg.blk0[j]) seg = j;
+    const int m = qseg_pick(sg.m, seg);
+    const int row0 = (((int)blockIdx.x - qseg_pick(sg.blk0, seg)) * QGEMV_WARPS + warp) * QGEMV_R;
     float acc[QGEMV_R][N];
-    qrows_dot<MODE, BITS, N>(acc, qm, f, row0, m, x, f.k, n, lane);
+    qrows_dot<MODE, BITS, N>(acc, qseg_pick(sg.qm, seg), f, row0, m, x, f.k, n, lane);
+    float *out = qseg_pick(sg.out, seg);
+    const void *bias = qseg_pick(sg.bias, seg);
 #pragma unroll
     for (int r = 0; r < QGEMV_R; r++) {
         const int row = row0 + r;
@@ -189,11 +220,32 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv(float *out, const fl
         for (int t = 0; t < N; t++) {
             const float v = warp_sum(acc[r][t]);
             if (lane != 0 || row >= m || t >= n) continue;
-            const float s = v + (bias ? q_scale(bias, bias_dt, row) : 0.0f);
+            const float sum = v + (bias ? q_scale(bias, sg.bias_dt, row) : 0.0f);
             float *o = out + (size_t)t * m + row;
-            *o = accumulate ? *o + s : s;
+            *o = sg.accumulate ? *o + sum : sum;
         }
     }
+}
+
+/* out[t, row] = act(gate[row] . x[t]) * (up[row] . x[t]) for t < n <= N (an FFN's gate and up
+ * rows in one warp: the GLU costs no launch). Each sum as k_qgemv's. */
+template <int MODE, int BITS, int N>
+__global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv_glu(float *out, const float *x, qmat g, qmat u, qfmt fg,
+                                                               qfmt fu, int n, int m, int act)
+{
+    pdl_trigger();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row0 = (blockIdx.x * QGEMV_WARPS + warp) * QGEMV_R;
+    float ag[QGEMV_R][N], au[QGEMV_R][N];
+    qrows_dot<MODE, BITS, N>(ag, g, fg, row0, m, x, fg.k, n, lane);
+    qrows_dot<MODE, BITS, N>(au, u, fu, row0, m, x, fu.k, n, lane);
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++)
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            const float vg = warp_sum(ag[r][t]), vu = warp_sum(au[r][t]);
+            if (lane == 0 && row0 + r < m && t < n) out[(size_t)t * m + row0 + r] = glu_act(vg, act) * vu;
+        }
 }
 
 /* The format of a quantized weight on the device, and its three arrays. */
@@ -254,26 +306,94 @@ bool cuda_qgemv_fits(const struct tensor *w, const float *x)
         default: CHECK(0, "cuda: quantized format %s %d bit has no kernel", qmode_name((enum qmode)(f).mode), (f).bits); \
         } } while (0)
 
+static int bias_dtype(const struct tensor *bias)
+{
+    if (!bias) return QSCALE_F32;
+    CHECK(bias->dtype == DTYPE_BF16 || bias->dtype == DTYPE_F16 || bias->dtype == DTYPE_F32, "cuda: bias dtype %s",
+          dtype_name(bias->dtype));
+    return bias->dtype == DTYPE_BF16 ? QSCALE_BF16 : bias->dtype == DTYPE_F16 ? QSCALE_F16 : QSCALE_F32;
+}
+
+static bool same_fmt(const qfmt &a, const qfmt &b)
+{
+    return a.mode == b.mode && a.bits == b.bits && a.group_size == b.group_size && a.k == b.k && a.sdt == b.sdt;
+}
+
+bool cuda_qgemv_fits_multi(int n_w, const struct tensor *const *ws, const struct tensor *const *biases, const float *x)
+{
+    if (n_w > QGEMV_MAX_SEGS) return false;
+    for (int i = 0; i < n_w; i++) {
+        if (ws[i]->dtype != DTYPE_QMLX || !cuda_qgemv_fits(ws[i], x) || !same_fmt(fmt_of(ws[i]), fmt_of(ws[0])))
+            return false;
+        if (biases && biases[i] && (!biases[0] || biases[i]->dtype != biases[0]->dtype)) return false;
+    }
+    return true;
+}
+
+void cuda_qgemv_multi(struct cuda_backend *cb, int n_w, float *const *outs, const float *x, int n,
+                      const struct tensor *const *ws, const struct tensor *const *biases, bool accumulate)
+{
+    const qfmt f = fmt_of(ws[0]);
+    const int rows_per_block = QGEMV_WARPS * QGEMV_R;
+    qsegs sg = {};
+    sg.n_segs = n_w;
+    sg.accumulate = accumulate;
+    int blocks = 0;
+    for (int i = 0; i < n_w; i++) {
+        CHECK(same_fmt(fmt_of(ws[i]), f), "cuda qgemv: matrices of one launch differ in format");
+        sg.qm[i] = cuda_qmat_of(ws[i]);
+        sg.m[i] = (int)ws[i]->ne[1];
+        sg.bias[i] = biases && biases[i] ? dptr(biases[i]) : NULL;
+        sg.blk0[i] = blocks;
+        blocks += (sg.m[i] + rows_per_block - 1) / rows_per_block;
+    }
+    sg.bias_dt = bias_dtype(biases ? biases[0] : NULL);
+    for (int i = 1; i < n_w; i++) CHECK(!sg.bias[i] || bias_dtype(biases[i]) == sg.bias_dt, "cuda qgemv: bias dtypes differ");
+    dim3 grid(blocks), block(QGEMV_WARPS * 32);
+    for (int r0 = 0; r0 < n; r0 += QGEMV_MAX_N) {   // each x row's sums are the same in any slice
+        const int nr = n - r0 < QGEMV_MAX_N ? n - r0 : QGEMV_MAX_N;
+        for (int i = 0; i < n_w; i++) sg.out[i] = outs[i] + (size_t)r0 * sg.m[i];
+        const float *xr = x + (size_t)r0 * f.k;
+        DISPATCH_QFMT(f, {
+            if (nr == 1) launch_pdl(cb, k_qgemv<MODE, BITS, 1>, grid, block, sg, xr, f, nr);
+            else if (nr == 2) launch_pdl(cb, k_qgemv<MODE, BITS, 2>, grid, block, sg, xr, f, nr);
+            else if (nr <= 4) launch_pdl(cb, k_qgemv<MODE, BITS, 4>, grid, block, sg, xr, f, nr);
+            else launch_pdl(cb, k_qgemv<MODE, BITS, 8>, grid, block, sg, xr, f, nr);
+        });
+    }
+    LAUNCH_CHECK();
+}
+
 void cuda_qgemv(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *w,
                 const struct tensor *bias, bool accumulate)
 {
-    const qmat qm = cuda_qmat_of(w);
-    const qfmt f = fmt_of(w);
-    const int m = (int)w->ne[1];
-    const int bias_dt = !bias ? 0 : bias->dtype == DTYPE_BF16 ? QSCALE_BF16 : bias->dtype == DTYPE_F16 ? QSCALE_F16 : QSCALE_F32;
-    CHECK(!bias || bias->dtype == DTYPE_BF16 || bias->dtype == DTYPE_F16 || bias->dtype == DTYPE_F32, "cuda: bias dtype");
-    const void *b = bias ? dptr(bias) : NULL;
-    const int rows_per_block = QGEMV_WARPS * QGEMV_R;
+    cuda_qgemv_multi(cb, 1, &out, x, n, &w, &bias, accumulate);
+}
+
+bool cuda_qgemv_glu_fits(const struct tensor *gate, const struct tensor *up, const float *x)
+{
+    if (gate->dtype != DTYPE_QMLX || up->dtype != DTYPE_QMLX || !cuda_qgemv_fits(gate, x) || !cuda_qgemv_fits(up, x))
+        return false;
+    const qfmt fg = fmt_of(gate), fu = fmt_of(up);
+    return fg.mode == fu.mode && fg.bits == fu.bits && fg.k == fu.k && gate->ne[1] == up->ne[1];
+}
+
+void cuda_qgemv_glu(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *gate,
+                    const struct tensor *up, enum act act)
+{
+    const qfmt fg = fmt_of(gate), fu = fmt_of(up);
+    const qmat g = cuda_qmat_of(gate), u = cuda_qmat_of(up);
+    const int m = (int)gate->ne[1], rows_per_block = QGEMV_WARPS * QGEMV_R;
     dim3 grid((m + rows_per_block - 1) / rows_per_block), block(QGEMV_WARPS * 32);
-    for (int r0 = 0; r0 < n; r0 += QGEMV_MAX_N) {   // each x row's sums are the same in any slice
+    for (int r0 = 0; r0 < n; r0 += QGEMV_MAX_N) {
         const int nr = n - r0 < QGEMV_MAX_N ? n - r0 : QGEMV_MAX_N;
         float *o = out + (size_t)r0 * m;
-        const float *xr = x + (size_t)r0 * f.k;
-        DISPATCH_QFMT(f, {
-            if (nr == 1) launch_pdl(cb, k_qgemv<MODE, BITS, 1>, grid, block, o, xr, qm, f, nr, m, b, bias_dt, accumulate);
-            else if (nr == 2) launch_pdl(cb, k_qgemv<MODE, BITS, 2>, grid, block, o, xr, qm, f, nr, m, b, bias_dt, accumulate);
-            else if (nr <= 4) launch_pdl(cb, k_qgemv<MODE, BITS, 4>, grid, block, o, xr, qm, f, nr, m, b, bias_dt, accumulate);
-            else launch_pdl(cb, k_qgemv<MODE, BITS, 8>, grid, block, o, xr, qm, f, nr, m, b, bias_dt, accumulate);
+        const float *xr = x + (size_t)r0 * fg.k;
+        DISPATCH_QFMT(fg, {
+            if (nr == 1) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 1>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act);
+            else if (nr == 2) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 2>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act);
+            else if (nr <= 4) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 4>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act);
+            else launch_pdl(cb, k_qgemv_glu<MODE, BITS, 8>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act);
         });
     }
     LAUNCH_CHECK();
@@ -351,6 +471,41 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_moe_qgemv(float *out, cons
         const float v = warp_sum(acc[r][0]);
         if (lane == 0 && row0 + r < m) out[(size_t)slot * m + row0 + r] = v;
     }
+}
+
+/* out[slot, row] = act(gate . x) * (up . x) with x = x[slot / x_div] (gate, up of the slot's expert). */
+template <int MODE, int BITS>
+__global__ void __launch_bounds__(QGEMV_WARPS * 32) k_moe_qgate_up(float *out, const float *x, const qmat *tab_g,
+                                                                  const qmat *tab_u, qfmt fg, qfmt fu,
+                                                                  const int32_t *ids, int m, int x_div, int act)
+{
+    pdl_wait();      // ids and x come from the kernels before
+    pdl_trigger();
+    const int slot = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row0 = (blockIdx.x * QGEMV_WARPS + warp) * QGEMV_R, e = ids[slot];
+    const float *xr = x + (size_t)(slot / x_div) * fg.k;
+    float ag[QGEMV_R][1], au[QGEMV_R][1];
+    qrows_dot<MODE, BITS, 1>(ag, tab_g[e], fg, row0, m, xr, fg.k, 1, lane);
+    qrows_dot<MODE, BITS, 1>(au, tab_u[e], fu, row0, m, xr, fu.k, 1, lane);
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++) {
+        const float vg = warp_sum(ag[r][0]), vu = warp_sum(au[r][0]);
+        if (lane == 0 && row0 + r < m) out[(size_t)slot * m + row0 + r] = glu_act(vg, act) * vu;
+    }
+}
+
+void cuda_moe_qgate_up(struct cuda_backend *cb, float *out, const float *x, const qmat *d_tab_g, const qmat *d_tab_u,
+                       const struct tensor *g0, const struct tensor *u0, const int32_t *d_ids, int n_slots, int x_div,
+                       enum act act)
+{
+    const qfmt fg = fmt_of(g0), fu = fmt_of(u0);
+    const int m = (int)g0->ne[1], rows_per_block = QGEMV_WARPS * QGEMV_R;
+    CHECK(fg.mode == fu.mode && fg.bits == fu.bits && fg.k == fu.k && fg.k % 32 == 0 && g0->ne[1] == u0->ne[1],
+          "cuda moe: gate and up of different formats or shapes");
+    dim3 grid((m + rows_per_block - 1) / rows_per_block, n_slots), block(QGEMV_WARPS * 32);
+    DISPATCH_QFMT(fg, launch_pdl(cb, k_moe_qgate_up<MODE, BITS>, grid, block, out, x, d_tab_g, d_tab_u, fg, fu, d_ids, m,
+                                 x_div, (int)act));
+    LAUNCH_CHECK();
 }
 
 void cuda_moe_qgemv(struct cuda_backend *cb, float *out, const float *x, const qmat *d_tab, const struct tensor *w0,

@@ -430,10 +430,65 @@ __global__ void k_qdequant(T *dst, qmat qm, qfmt f, int64_t row0, int64_t rows)
         dst[i] = from_f<T>(q_elem(qm, f, (size_t)row0 + i / f.k, (int)(i % f.k)));
 }
 
+/* Eight values as one 16-byte store (bf16) or two (f32); 16-byte aligned. */
+__device__ __forceinline__ void store8(__nv_bfloat16 *o, const float *w)
+{
+    uint4 v;
+    uint32_t *p = reinterpret_cast<uint32_t *>(&v);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(w[2 * i], w[2 * i + 1]);
+        p[i] = *reinterpret_cast<const uint32_t *>(&h);
+    }
+    *reinterpret_cast<uint4 *>(o) = v;
+}
+
+__device__ __forceinline__ void store8(float *o, const float *w)
+{
+    reinterpret_cast<float4 *>(o)[0] = make_float4(w[0], w[1], w[2], w[3]);
+    reinterpret_cast<float4 *>(o)[1] = make_float4(w[4], w[5], w[6], w[7]);
+}
+
+/* The prefill path's dequantizer (inputs a multiple of 32): a thread per 32-code unit, decoded as
+ * the GEMV decodes it (so bf16 / f32 rows come out at a few instructions per weight; the
+ * per-element kernel above divides its way to every element). */
+template <int MODE, int BITS, typename T>
+__global__ void k_qdequant_units(T *dst, qmat qm, qfmt f, int64_t row0, int64_t rows)
+{
+    const int64_t n_units = f.k / 32;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * n_units; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / n_units;
+        const int u = (int)(i - r * n_units);
+        uint32_t wd[BITS];
+        load_unit<BITS>(wd, qm.w + (size_t)(row0 + r) * (size_t)(n_units * BITS) + (size_t)u * BITS);
+        float sb[2], bb[2];
+        unit_scales<MODE, BITS>(qm, f, (int)(row0 + r), u, 0, sb[0], bb[0]);
+        unit_scales<MODE, BITS>(qm, f, (int)(row0 + r), u, 1, sb[1], bb[1]);
+        T *o = dst + (size_t)r * f.k + (size_t)u * 32;
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            float w[8];
+            unit_dequant8<MODE, BITS>(wd, 8 * c, sb[c / 2], bb[c / 2], w);
+            store8(o + 8 * c, w);
+        }
+    }
+}
+
 void cuda_qdequant(struct cuda_backend *cb, void *dst, enum dtype dt, const struct tensor *w, int64_t row0, int64_t rows)
 {
     const qmat qm = cuda_qmat_of(w);
     const qfmt f = fmt_of(w);
+    if (f.k % 32 == 0 && (dt == DTYPE_BF16 || dt == DTYPE_F32)) {
+        const size_t n = (size_t)rows * (f.k / 32);
+        const int grid = (int)((n + 255) / 256 > 65535 ? 65535 : (n + 255) / 256);
+        if (dt == DTYPE_BF16)
+            DISPATCH_QFMT(f, k_qdequant_units<MODE, BITS, __nv_bfloat16><<<grid, 256, 0, cb->stream>>>(
+                (__nv_bfloat16 *)dst, qm, f, row0, rows));
+        else
+            DISPATCH_QFMT(f, k_qdequant_units<MODE, BITS, float><<<grid, 256, 0, cb->stream>>>((float *)dst, qm, f, row0, rows));
+        LAUNCH_CHECK();
+        return;
+    }
     const size_t n = (size_t)rows * f.k;
     const int grid = (int)((n + 255) / 256 > 65535 ? 65535 : (n + 255) / 256);
     DISPATCH_FLOAT(dt, T, k_qdequant<T><<<grid, 256, 0, cb->stream>>>((T *)dst, qm, f, row0, rows));

@@ -34,9 +34,9 @@ cur, dec, pre = None, {}, {}
 for line in open(sys.argv[1]):
     m = re.match(r'== .*, (\S+)$', line.strip())
     if m: cur = m.group(1)
-    m = re.search(r'^decode .*tok_s=([\d.]+) .*frac_roofline=([\d.]+)', line)
+    m = re.search(r'^decode .*? tok_s=([\d.]+) .*frac_roofline=([\d.]+)', line)
     if m: dec[cur] = (float(m.group(1)), float(m.group(2)))
-    m = re.search(r'^prefill tokens=4096 .*tok_s=([\d.]+)', line)
+    m = re.search(r'^prefill tokens=4096 .*? tok_s=([\d.]+)', line)
     if m: pre[cur] = float(m.group(1))
 peer = {'affine:4:64': ('Q4_K_M', 246.6), 'affine:8:64': ('Q8_0', 221.8)}
 for q, (name, ref) in peer.items():
@@ -61,7 +61,7 @@ experts = 3 * d * c['moe_intermediate_size'] * c['num_experts_per_tok']
 router = d * c['num_experts']
 per_weight = 0.5 + 4 / 64
 active = per_weight * (L * (attn + experts + router) + V * d)   # lm_head untied
-tok_s = float(re.search(r'^decode .*?tok_s=([\d.]+)', log, re.M).group(1))
+tok_s = float(re.search(r'^decode .*? tok_s=([\d.]+)', log, re.M).group(1))
 agg = re.search(r'aggregate_tok_s=([\d.]+)', log)
 print(f'summary 30b-a3b affine:4:64: decode {tok_s:.1f} tok/s, active_bytes_per_token={active:.4g} '
       f'active_roofline_tok_s={bw / active:.1f} frac_active_roofline={tok_s * active / bw:.3f}'

@@ -746,11 +746,10 @@ static void qdeq_linear(struct cuda_backend *cb, float *out, const float *x, int
         cuda_qdequant(cb, scratch.data, dt, w, r0, mc);
         struct tensor wd = tensor_2d(dt, k, mc, &scratch, 0);
         wd.name = w->name;
-        if (kern == MATMUL_QDEQ_FULL) {   // the f32 matrix through the usual choice (GEMV rows stay batch-invariant)
-            linear(cb, out, x, n, &wd, bias, accumulate);
-            return;
-        }
-        gemm_cublas(cb, out + r0, x, &wd, n, mc, k, accumulate, m);
+        if (kern == MATMUL_QDEQ_FULL)   // the f32 matrix through the usual choice (GEMV rows stay batch-invariant);
+            linear(cb, out, x, n, &wd, NULL, accumulate);   // the bias below: linear takes it in the weights' dtype
+        else
+            gemm_cublas(cb, out + r0, x, &wd, n, mc, k, accumulate, m);
     }
     if (bias) {
         size_t nel = (size_t)n * m;

@@ -1,13 +1,15 @@
 /* qmatmul: the kernels of MLX-quantized weights (DTYPE_QMLX, tensor/qweight.h) on the GPU.
  *
  * Which one runs is decided in matmul.cu (choose_matmul_kernel); this file has:
- *  - k_qgemv: decode rows (up to QGEMV_MAX_N per launch). A warp owns QGEMV_R consecutive weight
- *    rows and streams their packed words once for all the launch's rows of x, 32 codes per lane
- *    and row per "unit" (4 * bits bytes: one 16-byte load at 4 bit, two at 8), lanes on
- *    consecutive units, so a warp's loads are coalesced; the scales (and affine biases) of the
- *    unit's group come with it. Each code is dequantized in registers once and used for every row
- *    of x (f32 products and sums, as k_gemv); one x chunk serves the warp's QGEMV_R weight rows
- *    (x is re-read from L1, and at 4 bit a byte of weights meets 8 floats of x). Affine values are
+ *  - k_qgemv: decode rows (up to QGEMV_MAX_N per launch). A block owns QGEMV_R consecutive
+ *    weight rows and its QGEMV_WARPS warps split their inputs (so a matrix of 1,024 rows still
+ *    makes 256 blocks; a warp per 4 rows over all of k measured 0.19 of the bandwidth on H100 at
+ *    4 bit, too few loads in flight). The packed words stream once for all the launch's rows of
+ *    x, 32 codes per lane and row per "unit" (4 * bits bytes: one 16-byte load at 4 bit, two at
+ *    8), lanes on consecutive units, so a warp's loads are coalesced; the scales (and affine
+ *    biases) of the unit's group come with it. Each code is dequantized in registers once and
+ *    used for every row of x (f32 products and sums, as k_gemv); one x chunk serves the block's
+ *    QGEMV_R weight rows. The warps' sums are added in warp order. Affine values are
  *    1 + q / 2^bits built from the bits (no int-to-float convert), times s 2^bits plus
  *    (b - s 2^bits): within an f32 ulp of MLX's s q + b. mxfp8 codes go through the hardware
  *    e4m3 -> f16 convert, E2M1 codes are placed into f16 bits (their value times 2^-14): both
@@ -132,11 +134,13 @@ __device__ __forceinline__ void unit_scales(const qmat &qm, const qfmt &f, int r
 
 /* ==== Decode GEMV ==== */
 
-/* acc[r][t] = lane's partial sums of weight row row0 + r (clamped to m - 1) times x row t (t < n;
- * x rows ldx floats apart, 16-byte aligned). Waits (PDL) after issuing the first weight loads. */
+/* acc[r][t] = the lane's partial sums of weight row row0 + r (clamped to m - 1) times x row t
+ * (t < n; x rows ldx floats apart, 16-byte aligned) over the units of warp `warp` of the block
+ * (units warp * 32 + lane, then every QGEMV_WARPS * 32: the block's warps split k, so a matrix of
+ * few rows still fills the GPU). Waits (PDL) after issuing the first weight loads. */
 template <int MODE, int BITS, int N>
 __device__ __forceinline__ void qrows_dot(float (&acc)[QGEMV_R][N], const qmat &qm, const qfmt &f, int row0, int m,
-                                          const float *x, size_t ldx, int n, int lane)
+                                          const float *x, size_t ldx, int n, int warp, int lane)
 {
     const int n_units = f.k / 32, row_words = f.k / 32 * BITS;
     const uint32_t *wr[QGEMV_R];
@@ -147,7 +151,7 @@ __device__ __forceinline__ void qrows_dot(float (&acc)[QGEMV_R][N], const qmat &
 #pragma unroll
         for (int t = 0; t < N; t++) acc[r][t] = 0.0f;
     bool waited = false;
-    for (int u = lane; u < n_units; u += 32) {
+    for (int u = warp * 32 + lane; u < n_units; u += QGEMV_WARPS * 32) {
         uint32_t wd[QGEMV_R][BITS];
 #pragma unroll
         for (int r = 0; r < QGEMV_R; r++) load_unit<BITS>(wd[r], wr[r] + (size_t)u * BITS);
@@ -184,6 +188,28 @@ __device__ __forceinline__ void qrows_dot(float (&acc)[QGEMV_R][N], const qmat &
     if (!waited) pdl_wait();
 }
 
+/* Sums the warps' partial sums of a block in warp order (the same order at any n: batch
+ * invariance) into s[r][t], visible to the whole block on return. */
+template <int N>
+__device__ __forceinline__ void qblock_sum(float (&acc)[QGEMV_R][N], float (&part)[QGEMV_WARPS][QGEMV_R][N],
+                                           float (&s)[QGEMV_R][N], int warp, int lane)
+{
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++)
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            const float v = warp_sum(acc[r][t]);
+            if (lane == 0) part[warp][r][t] = v;
+        }
+    __syncthreads();
+    for (int i = threadIdx.x; i < QGEMV_R * N; i += blockDim.x) {
+        float v = 0.0f;
+        for (int w = 0; w < QGEMV_WARPS; w++) v += part[w][i / N][i % N];
+        s[i / N][i % N] = v;
+    }
+    __syncthreads();
+}
+
 /* p[i] without a dynamic index into the kernel's parameter space (it would copy the whole struct
  * to local memory in every thread). */
 template <typename P>
@@ -208,23 +234,19 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv(qsegs sg, const floa
     for (int j = 1; j < QGEMV_MAX_SEGS; j++)
         if (j < sg.n_segs && (int)blockIdx.x >= sg.blk0[j]) seg = j;
     const int m = qseg_pick(sg.m, seg);
-    const int row0 = (((int)blockIdx.x - qseg_pick(sg.blk0, seg)) * QGEMV_WARPS + warp) * QGEMV_R;
+    const int row0 = ((int)blockIdx.x - qseg_pick(sg.blk0, seg)) * QGEMV_R;
+    __shared__ float part[QGEMV_WARPS][QGEMV_R][N], sum[QGEMV_R][N];
     float acc[QGEMV_R][N];
-    qrows_dot<MODE, BITS, N>(acc, qseg_pick(sg.qm, seg), f, row0, m, x, f.k, n, lane);
+    qrows_dot<MODE, BITS, N>(acc, qseg_pick(sg.qm, seg), f, row0, m, x, f.k, n, warp, lane);
+    qblock_sum<N>(acc, part, sum, warp, lane);
     float *out = qseg_pick(sg.out, seg);
     const void *bias = qseg_pick(sg.bias, seg);
-#pragma unroll
-    for (int r = 0; r < QGEMV_R; r++) {
-        const int row = row0 + r;
-#pragma unroll
-        for (int t = 0; t < N; t++) {
-            const float v = warp_sum(acc[r][t]);
-            if (lane != 0 || row >= m || t >= n) continue;
-            const float sum = v + (bias ? q_scale(bias, sg.bias_dt, row) : 0.0f);
-            float *o = out + (size_t)t * m + row;
-            *o = sg.accumulate ? *o + sum : sum;
-        }
-    }
+    if (threadIdx.x >= QGEMV_R * N) return;
+    const int r = threadIdx.x / N, t = threadIdx.x % N, row = row0 + r;
+    if (row >= m || t >= n) return;
+    const float v = sum[r][t] + (bias ? q_scale(bias, sg.bias_dt, row) : 0.0f);
+    float *o = out + (size_t)t * m + row;
+    *o = sg.accumulate ? *o + v : v;
 }
 
 /* out[t, row] = act(gate[row] . x[t]) * (up[row] . x[t]) for t < n <= N (an FFN's gate and up
@@ -235,17 +257,16 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv_glu(float *out, cons
 {
     pdl_trigger();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row0 = (blockIdx.x * QGEMV_WARPS + warp) * QGEMV_R;
-    float ag[QGEMV_R][N], au[QGEMV_R][N];
-    qrows_dot<MODE, BITS, N>(ag, g, fg, row0, m, x, fg.k, n, lane);
-    qrows_dot<MODE, BITS, N>(au, u, fu, row0, m, x, fu.k, n, lane);
-#pragma unroll
-    for (int r = 0; r < QGEMV_R; r++)
-#pragma unroll
-        for (int t = 0; t < N; t++) {
-            const float vg = warp_sum(ag[r][t]), vu = warp_sum(au[r][t]);
-            if (lane == 0 && row0 + r < m && t < n) out[(size_t)t * m + row0 + r] = glu_act(vg, act) * vu;
-        }
+    const int row0 = blockIdx.x * QGEMV_R;
+    __shared__ float part[QGEMV_WARPS][QGEMV_R][N], sg[QGEMV_R][N], su[QGEMV_R][N];
+    float acc[QGEMV_R][N];
+    qrows_dot<MODE, BITS, N>(acc, g, fg, row0, m, x, fg.k, n, warp, lane);
+    qblock_sum<N>(acc, part, sg, warp, lane);
+    qrows_dot<MODE, BITS, N>(acc, u, fu, row0, m, x, fu.k, n, warp, lane);
+    qblock_sum<N>(acc, part, su, warp, lane);
+    if (threadIdx.x >= QGEMV_R * N) return;
+    const int r = threadIdx.x / N, t = threadIdx.x % N;
+    if (row0 + r < m && t < n) out[(size_t)t * m + row0 + r] = glu_act(sg[r][t], act) * su[r][t];
 }
 
 /* The format of a quantized weight on the device, and its three arrays. */
@@ -334,7 +355,7 @@ void cuda_qgemv_multi(struct cuda_backend *cb, int n_w, float *const *outs, cons
                       const struct tensor *const *ws, const struct tensor *const *biases, bool accumulate)
 {
     const qfmt f = fmt_of(ws[0]);
-    const int rows_per_block = QGEMV_WARPS * QGEMV_R;
+    const int rows_per_block = QGEMV_R;   // the block's warps split k
     qsegs sg = {};
     sg.n_segs = n_w;
     sg.accumulate = accumulate;
@@ -383,7 +404,7 @@ void cuda_qgemv_glu(struct cuda_backend *cb, float *out, const float *x, int n, 
 {
     const qfmt fg = fmt_of(gate), fu = fmt_of(up);
     const qmat g = cuda_qmat_of(gate), u = cuda_qmat_of(up);
-    const int m = (int)gate->ne[1], rows_per_block = QGEMV_WARPS * QGEMV_R;
+    const int m = (int)gate->ne[1], rows_per_block = QGEMV_R;
     dim3 grid((m + rows_per_block - 1) / rows_per_block), block(QGEMV_WARPS * 32);
     for (int r0 = 0; r0 < n; r0 += QGEMV_MAX_N) {
         const int nr = n - r0 < QGEMV_MAX_N ? n - r0 : QGEMV_MAX_N;
@@ -517,15 +538,13 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_moe_qgemv(float *out, cons
     pdl_wait();      // ids and x come from the kernels before
     pdl_trigger();
     const int slot = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row0 = (blockIdx.x * QGEMV_WARPS + warp) * QGEMV_R;
+    const int row0 = blockIdx.x * QGEMV_R;
     const qmat qm = tab[ids[slot]];
+    __shared__ float part[QGEMV_WARPS][QGEMV_R][1], sum[QGEMV_R][1];
     float acc[QGEMV_R][1];
-    qrows_dot<MODE, BITS, 1>(acc, qm, f, row0, m, x + (size_t)(slot / x_div) * f.k, f.k, 1, lane);
-#pragma unroll
-    for (int r = 0; r < QGEMV_R; r++) {
-        const float v = warp_sum(acc[r][0]);
-        if (lane == 0 && row0 + r < m) out[(size_t)slot * m + row0 + r] = v;
-    }
+    qrows_dot<MODE, BITS, 1>(acc, qm, f, row0, m, x + (size_t)(slot / x_div) * f.k, f.k, 1, warp, lane);
+    qblock_sum<1>(acc, part, sum, warp, lane);
+    if (threadIdx.x < QGEMV_R && row0 + (int)threadIdx.x < m) out[(size_t)slot * m + row0 + threadIdx.x] = sum[threadIdx.x][0];
 }
 
 /* out[slot, row] = act(gate . x) * (up . x) with x = x[slot / x_div] (gate, up of the slot's expert). */
@@ -537,16 +556,16 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_moe_qgate_up(float *out, c
     pdl_wait();      // ids and x come from the kernels before
     pdl_trigger();
     const int slot = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row0 = (blockIdx.x * QGEMV_WARPS + warp) * QGEMV_R, e = ids[slot];
+    const int row0 = blockIdx.x * QGEMV_R, e = ids[slot];
     const float *xr = x + (size_t)(slot / x_div) * fg.k;
-    float ag[QGEMV_R][1], au[QGEMV_R][1];
-    qrows_dot<MODE, BITS, 1>(ag, tab_g[e], fg, row0, m, xr, fg.k, 1, lane);
-    qrows_dot<MODE, BITS, 1>(au, tab_u[e], fu, row0, m, xr, fu.k, 1, lane);
-#pragma unroll
-    for (int r = 0; r < QGEMV_R; r++) {
-        const float vg = warp_sum(ag[r][0]), vu = warp_sum(au[r][0]);
-        if (lane == 0 && row0 + r < m) out[(size_t)slot * m + row0 + r] = glu_act(vg, act) * vu;
-    }
+    __shared__ float part[QGEMV_WARPS][QGEMV_R][1], sg[QGEMV_R][1], su[QGEMV_R][1];
+    float acc[QGEMV_R][1];
+    qrows_dot<MODE, BITS, 1>(acc, tab_g[e], fg, row0, m, xr, fg.k, 1, warp, lane);
+    qblock_sum<1>(acc, part, sg, warp, lane);
+    qrows_dot<MODE, BITS, 1>(acc, tab_u[e], fu, row0, m, xr, fu.k, 1, warp, lane);
+    qblock_sum<1>(acc, part, su, warp, lane);
+    if (threadIdx.x < QGEMV_R && row0 + (int)threadIdx.x < m)
+        out[(size_t)slot * m + row0 + threadIdx.x] = glu_act(sg[threadIdx.x][0], act) * su[threadIdx.x][0];
 }
 
 void cuda_moe_qgate_up(struct cuda_backend *cb, float *out, const float *x, const qmat *d_tab_g, const qmat *d_tab_u,
@@ -554,7 +573,7 @@ void cuda_moe_qgate_up(struct cuda_backend *cb, float *out, const float *x, cons
                        enum act act)
 {
     const qfmt fg = fmt_of(g0), fu = fmt_of(u0);
-    const int m = (int)g0->ne[1], rows_per_block = QGEMV_WARPS * QGEMV_R;
+    const int m = (int)g0->ne[1], rows_per_block = QGEMV_R;
     CHECK(fg.mode == fu.mode && fg.bits == fu.bits && fg.k == fu.k && fg.k % 32 == 0 && g0->ne[1] == u0->ne[1],
           "cuda moe: gate and up of different formats or shapes");
     dim3 grid((m + rows_per_block - 1) / rows_per_block, n_slots), block(QGEMV_WARPS * 32);
@@ -567,7 +586,7 @@ void cuda_moe_qgemv(struct cuda_backend *cb, float *out, const float *x, const q
                     const int32_t *d_ids, int n_slots, int x_div)
 {
     const qfmt f = fmt_of(w0);
-    const int m = (int)w0->ne[1], rows_per_block = QGEMV_WARPS * QGEMV_R;
+    const int m = (int)w0->ne[1], rows_per_block = QGEMV_R;
     CHECK(f.k % 32 == 0, "cuda moe: quantized experts need inputs in multiples of 32 (%d)", f.k);
     dim3 grid((m + rows_per_block - 1) / rows_per_block, n_slots), block(QGEMV_WARPS * 32);
     DISPATCH_QFMT(f, launch_pdl(cb, k_moe_qgemv<MODE, BITS>, grid, block, out, x, d_tab, f, d_ids, m, x_div));

@@ -3,6 +3,7 @@
  *   model_bench MODEL_DIR [--backend cuda|cpu|ref] [--threads N] [--prefill 512,4096] [--decode-ctx 512,8192]
  *               [--gen 128] [--streams 64] [--stream-ctx 512] [--kv-dtype bf16|fp8] [--bytes-per-s X]
  *               [--gemm-tflops X]
+ *               [--quant MODE:BITS:GROUP]   (with --synthetic: MLX-quantized random weights, e.g. affine:4:64)
  *
  * Prefill: one prompt of N tokens in chunks of up to 4096 tokens: tok/s and model TFLOP/s
  * (model_prefill_flops: the matmuls a token really runs, k of E experts, + attention), and given
@@ -88,7 +89,7 @@ static int parse_list(const char *s, int *out, int max)
 
 int main(int argc, char **argv)
 {
-    const char *dir = NULL, *backend = "cpu", *kv_s = NULL, *synthetic = NULL;
+    const char *dir = NULL, *backend = "cpu", *kv_s = NULL, *synthetic = NULL, *quant_s = NULL;
     int threads = 0, gen = 128, streams = 0, stream_ctx = 512;
     int prefill[8], n_prefill = 0, dctx[8], n_dctx = 0;
     double bw = 0, gemm_tflops = 0;
@@ -104,11 +105,23 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--bytes-per-s") && i + 1 < argc) bw = atof(argv[++i]);
         else if (!strcmp(argv[i], "--gemm-tflops") && i + 1 < argc) gemm_tflops = atof(argv[++i]);
         else if (!strcmp(argv[i], "--synthetic") && i + 1 < argc) synthetic = argv[++i];
+        else if (!strcmp(argv[i], "--quant") && i + 1 < argc) quant_s = argv[++i];
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else { fprintf(stderr, "model_bench: bad argument %s\n", argv[i]); return 2; }
     }
     if (!dir && !synthetic) { fprintf(stderr, "usage: model_bench MODEL_DIR | --synthetic CONFIG.json [options]\n"); return 2; }
     if (!dir) dir = synthetic;
+    struct synth_quant sq;
+    if (quant_s) {
+        char mode[16];
+        int qm = -1;
+        if (!synthetic || sscanf(quant_s, "%15[a-z0-9]:%d:%d", mode, &sq.bits, &sq.group_size) != 3 ||
+            (qm = qmode_parse(mode)) < 0) {
+            fprintf(stderr, "model_bench: --quant MODE:BITS:GROUP (e.g. affine:4:64) goes with --synthetic\n");
+            return 2;
+        }
+        sq.mode = (enum qmode)qm;
+    }
     struct model *m;
     struct backend *be;
     struct backend_cfg bcfg = { .n_threads = threads };
@@ -116,16 +129,19 @@ int main(int argc, char **argv)
     if (backend_new(backend, &bcfg, &be) != STATUS_OK) return 1;
     double t_load = clock_now_s();
     // --synthetic CONFIG.json: random weights (no checkpoint on disk), made in device memory on cuda
-    if (synthetic ? model_synthesize_on(synthetic, 1, be, &m) != STATUS_OK : model_load(dir, &m) != STATUS_OK) return 1;
+    if (synthetic ? model_synthesize_quant(synthetic, 1, be, quant_s ? &sq : NULL, &m) != STATUS_OK
+                  : model_load(dir, &m) != STATUS_OK)
+        return 1;
     if (model_prepare(m, be) != STATUS_OK) return 1;
     fprintf(stderr, "weights ready in %.1f s\n", clock_now_s() - t_load);
     int kv_parsed = kv_s ? dtype_parse_kv(kv_s) : !strcmp(backend, "cuda") ? DTYPE_BF16 : DTYPE_F32;
     if (kv_parsed < 0) { fprintf(stderr, "model_bench: --kv-dtype must be f32, f16, bf16 or fp8\n"); return 2; }
     enum dtype kvdt = (enum dtype)kv_parsed;
     printf("model=%s backend=%s threads=%d params=%.3fB active_params=%.3fB weight_bytes=%llu"
-           " decode_weight_bytes=%.0f kv_bytes_per_position=%zu state_bytes_per_token=%.0f\n",
+           " decode_weight_bytes=%.0f kv_bytes_per_position=%zu state_bytes_per_token=%.0f quant=%s\n",
            dir, backend, threads, m->n_params / 1e9, model_active_params(m) / 1e9, (unsigned long long)m->weight_bytes,
-           model_decode_weight_bytes(m), model_kv_bytes_per_token(m, kvdt), model_decode_state_bytes(m));
+           model_decode_weight_bytes(m), model_kv_bytes_per_token(m, kvdt), model_decode_state_bytes(m),
+           quant_s ? quant_s : "none");
 
     int max_ctx = 0;
     for (int i = 0; i < n_prefill; i++) max_ctx = prefill[i] > max_ctx ? prefill[i] : max_ctx;

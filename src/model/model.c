@@ -402,7 +402,7 @@ static void prepare_one(struct tensor *t, void *ctx)
 enum status model_prepare(struct model *m, struct backend *be)
 {
     if (m->n_qw && !be->ops->quant_weights) {
-        LOG_ERR("%s: backend %s does not run MLX-quantized weights yet (ref and cpu do)", m->dir, be->ops->name);
+        LOG_ERR("%s: backend %s does not run MLX-quantized weights (ref, cpu and cuda do)", m->dir, be->ops->name);
         return STATUS_EUNSUPPORTED;
     }
     if (!be->ops->weight_prepare) return STATUS_OK;
@@ -445,9 +445,66 @@ enum status model_synthesize(const char *config_json_path, uint64_t seed, struct
     return model_synthesize_on(config_json_path, seed, NULL, out);
 }
 
+/* Bytes of planned weight s in a synthetic model: bf16, or (q set and s quantizable) packed words,
+ * scales and biases, each 64-byte aligned. */
+static bool synth_quantizable(const struct weight_spec *s, const struct synth_quant *q)
+{
+    return q && s->n_dims == 2 && !weights_is_norm(s->role) && s->ne[0] % q->group_size == 0 &&
+           (s->ne[0] * q->bits) % 32 == 0;
+}
+
+static size_t align64(size_t b) { return (b + 63) & ~(size_t)63; }
+
+static size_t synth_bytes(const struct weight_spec *s, const struct synth_quant *q, size_t *packed, size_t *scales)
+{
+    *packed = *scales = 0;
+    if (!synth_quantizable(s, q)) return align64((size_t)weights_nelem(s) * 2);
+    *packed = (size_t)s->ne[1] * (size_t)(s->ne[0] * q->bits / 8);
+    *scales = (size_t)s->ne[1] * (size_t)(s->ne[0] / q->group_size) * (q->mode == QMODE_AFFINE ? 2 : 1);
+    return align64(*packed) + align64(*scales) * (q->mode == QMODE_AFFINE ? 2 : 1);
+}
+
+/* Quantized weight i of a synthetic model at off in sh: random codes (bf16 noise read as packed
+ * bits), scales that keep the values near SYNTH_STD (affine biases centre them). */
+static void synth_quant_fill(struct model *m, struct tensor *t, const struct weight_spec *s, const struct synth_quant *q,
+                             struct buffer *sb, size_t off, size_t packed, size_t scales, uint64_t tseed)
+{
+    char *base = (char *)sb->data;
+    const int64_t in = s->ne[0], out = s->ne[1], ng = in / q->group_size;
+    synth_fill_bf16_mt((uint16_t *)(base + off), packed / 2, tseed, 0, 0.0f, 1.0f, 0);
+    struct qweight *qw = &m->qw[m->n_qw++];
+    *qw = (struct qweight){ .mode = q->mode, .bits = q->bits, .group_size = q->group_size };
+    size_t so = off + align64(packed);
+    if (q->mode == QMODE_AFFINE) {
+        const float sc = 4.0f * SYNTH_STD / (float)(1 << q->bits);
+        synth_fill_bf16_mt((uint16_t *)(base + so), scales / 2, tseed + 1, 0, sc, sc / 8, 0);
+        synth_fill_bf16_mt((uint16_t *)(base + so + align64(scales)), scales / 2, tseed + 2, 0,
+                           -sc * (float)(1 << (q->bits - 1)), sc / 8, 0);
+        qw->scales = tensor_2d(DTYPE_BF16, ng, out, sb, so);
+        qw->biases = tensor_2d(DTYPE_BF16, ng, out, sb, so + align64(scales));
+    } else {
+        // E8M0 2^-7 (elements up to 6) or 2^-13 (up to 448); E4M3 0x10 = 2^-5
+        memset(base + so, q->mode == QMODE_NVFP4 ? 0x10 : q->mode == QMODE_MXFP8 ? 114 : 120, scales);
+        qw->scales = tensor_2d(DTYPE_U8, ng, out, sb, so);
+    }
+    struct tensor words = tensor_2d(DTYPE_U32, in * q->bits / 32, out, sb, off);
+    *t = qweight_tensor(qw, &words, in);
+}
+
 enum status model_synthesize_on(const char *config_json_path, uint64_t seed, struct backend *be, struct model **out)
 {
+    return model_synthesize_quant(config_json_path, seed, be, NULL, out);
+}
+
+enum status model_synthesize_quant(const char *config_json_path, uint64_t seed, struct backend *be,
+                                   const struct synth_quant *q, struct model **out)
+{
     *out = NULL;
+    if (q && !qweight_supported(q->mode, q->bits, q->group_size)) {
+        LOG_ERR("%s: cannot synthesize %s %d-bit group %d weights: supported are %s", config_json_path,
+                qmode_name(q->mode), q->bits, q->group_size, qweight_supported_list());
+        return STATUS_EINVAL;
+    }
     double t0 = clock_now_s();
     char *text;
     size_t len;
@@ -461,12 +518,13 @@ enum status model_synthesize_on(const char *config_json_path, uint64_t seed, str
     if (st != STATUS_OK) return st;
     struct weight_spec *plan;
     int n = weights_plan(a, &hp, &f, &plan);
-    size_t total = 0;
+    size_t total = 0, pk, sc;
+    int n_quant = 0;
     for (int i = 0; i < n; i++) {
-        size_t bytes = (size_t)weights_nelem(&plan[i]) * 2;
-        total += (bytes + 63) & ~(size_t)63;   // 64-byte aligned tensors (vector loads, host and device)
+        total += synth_bytes(&plan[i], q, &pk, &sc);   // 64-byte aligned tensors (vector loads, host and device)
+        n_quant += synth_quantizable(&plan[i], q);
     }
-    bool on_device = be && be->ops->fill_synthetic;
+    bool on_device = be && be->ops->fill_synthetic && !q;   // quantized: host memory, then model_prepare
     const double gib = (double)(1ull << 30);
     struct buffer *dev = NULL;
     void *data = NULL;
@@ -508,10 +566,18 @@ enum status model_synthesize_on(const char *config_json_path, uint64_t seed, str
     m->files = mf;
     m->dir = xstrdup(config_json_path);
     m->dev_weights = dev;
+    if (n_quant) m->qw = xcalloc((size_t)n_quant, sizeof *m->qw);
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         const struct weight_spec *s = &plan[i];
         struct tensor *t = weights_slot(m, s->role, s->layer, s->expert);
+        const size_t bytes = synth_bytes(s, q, &pk, &sc);
+        if (synth_quantizable(s, q)) {
+            synth_quant_fill(m, t, s, q, &sh->buf, off, pk, sc, synth_tensor_seed(seed, s->name));
+            t->name = s->name;
+            off += bytes;
+            continue;
+        }
         *t = tensor_make(DTYPE_BF16, s->n_dims, s->ne, on_device ? dev : &sh->buf, off);
         t->name = s->name;
         size_t ne = (size_t)weights_nelem(s);
@@ -519,7 +585,7 @@ enum status model_synthesize_on(const char *config_json_path, uint64_t seed, str
         uint64_t tseed = synth_tensor_seed(seed, s->name);
         if (on_device) be->ops->fill_synthetic(be, t, tseed, base, SYNTH_STD);
         else synth_fill_bf16_mt((uint16_t *)((char *)data + off), ne, tseed, 0, base, SYNTH_STD, 0);
-        off += (ne * 2 + 63) & ~(size_t)63;
+        off += bytes;
     }
     if (on_device && (st = be->ops->sync(be)) != STATUS_OK) {
         LOG_ERR("%s: filling synthetic weights on %s failed", config_json_path, be->ops->name);

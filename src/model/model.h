@@ -20,6 +20,7 @@
 
 #include "backend/backend.h"
 #include "base/status.h"
+#include "tensor/qweight.h"
 #include "tensor/tensor.h"
 
 #define MODEL_MAX_LAYERS 256
@@ -203,6 +204,14 @@ enum status model_synthesize(const char *config_json_path, uint64_t seed, struct
  * loaded model (nothing to do for device weights). be must outlive the model. ENOMEM (logged with
  * the sizes) when the backend's memory cannot hold the weights. */
 enum status model_synthesize_on(const char *config_json_path, uint64_t seed, struct backend *be, struct model **out);
+/* Synthetic MLX-quantized weights (benchmarks of quantized shapes without a checkpoint): every
+ * matrix MLX would quantize (2-D, not a norm, inputs a multiple of the group) as random codes in
+ * format q, with scales and biases that keep the values near synth's; the rest as
+ * model_synthesize_on. Always in host memory (model_prepare moves them). q NULL: exactly
+ * model_synthesize_on. EINVAL (logged) for a format MLX does not define. */
+struct synth_quant { enum qmode mode; int bits, group_size; };
+enum status model_synthesize_quant(const char *config_json_path, uint64_t seed, struct backend *be,
+                                   const struct synth_quant *q, struct model **out);
 
 /* KV cache bytes per token for this model and KV dtype (attention layers only, K and V). */
 size_t model_kv_bytes_per_token(const struct model *m, enum dtype kv_dtype);

@@ -6,13 +6,19 @@
  * fixtures' bound (max |d| / max |ref| <= 1e-3 per position) with an identical greedy
  * continuation. Prompts are the source fixtures' (ref.json). Checkpoints with a ref.json of their
  * own (the hybrids: tools/make_quant_fixtures.py) are also compared with transformers run on
- * their dequantized weights: the oracle for the loader's renames, norm layout and splits. */
+ * their dequantized weights: the oracle for the loader's renames, norm layout and splits.
+ * CAIRN_TEST_BACKENDS=cuda,cuda-precise,cuda-deterministic (make test-cuda) adds those backends:
+ * cuda within 2e-2 with the first 8 greedy tokens equal (it rounds prefill activations and the
+ * dequantized weights to bf16), the other two within 1e-3 with the whole continuation; plain
+ * cuda on a MoE prompt past the GEMV's 16 rows only reports (bf16 flips near-tied experts, as
+ * test_fixtures allows). */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend_env.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "engine/runner.h"
@@ -45,7 +51,9 @@ static void dequant_one(struct tensor *t, void *ctx)
 static float *run(struct model *m, const char *backend, const int32_t *ids, int n, int32_t *greedy, int n_greedy)
 {
     struct backend *be;
-    CHECK(backend_new(backend, &(struct backend_cfg){ .n_threads = 2 }, &be) == STATUS_OK, "backend");
+    struct backend_cfg cfg = { .n_threads = 2 };
+    backend_cfg_from_env(&cfg);
+    CHECK(backend_new(backend, &cfg, &be) == STATUS_OK, "backend %s", backend);
     CHECK(model_prepare(m, be) == STATUS_OK, "prepare");
     int vocab = m->hp.n_vocab;
     float *lg = xmalloc(sizeof(float) * (size_t)n * (size_t)vocab);
@@ -158,6 +166,30 @@ static void check_model(const char *qdir, const char *src)
         EXPECTF(!memcmp(g_ref, g_dense, sizeof g_ref) && !memcmp(g_cpu, g_dense, sizeof g_cpu),
                 "%s prompt %zu: greedy continuations differ", qdir, pi);
         check_transformers(qdir, pi, lr, lc, g_ref, g_cpu, G, vocab, md->hp.n_linear_layers > 0);
+        const char *extra = getenv("CAIRN_TEST_BACKENDS");
+        char *list = xstrdup(extra ? extra : ""), *save = NULL;
+        for (char *be = strtok_r(list, ",", &save); be; be = strtok_r(NULL, ",", &save)) {
+            if (strncmp(be, "cuda", 4)) continue;   // ref and cpu ran above
+            struct model *mq;
+            int32_t g_be[G];
+            ASSERT(model_load(p, &mq) == STATUS_OK);
+            float *lb = run(mq, be, ids, n, g_be, G);
+            const bool plain = !strcmp(be, "cuda");
+            const double e = max_rel(lb, ld, n, vocab), tol = plain ? 2e-2 : 1e-3;
+            int same = 0;
+            while (same < G && g_be[same] == g_dense[same]) same++;
+            fprintf(stderr, "  %-22s prompt %zu (%3d tokens): %s %.2e, greedy %d of %d\n", qdir, pi, n, be, e, same, G);
+            if (plain && mq->f.moe && n > 16 && (e > tol || same < 8))
+                fprintf(stderr, "  note: %s on cuda: MoE prompt of %d tokens off by %.3e; cuda-precise must pass it\n",
+                        qdir, n, e);
+            else {
+                EXPECTF(e <= tol, "%s on %s: prompt %zu off by %.3e", qdir, be, pi, e);
+                EXPECTF(same >= (plain ? 8 : G), "%s on %s prompt %zu: greedy continuation diverges at %d", qdir, be, pi, same);
+            }
+            free(lb);
+            model_free(mq);
+        }
+        free(list);
         free(ld); free(lr); free(lc); free(ids);
         model_free(md);
         model_free(mq_ref);

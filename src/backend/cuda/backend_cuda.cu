@@ -193,31 +193,49 @@ static void c_download(struct backend *be, void *dst, const struct tensor *t, si
     cuda_stream_wait(cb);
 }
 
-/* Device copy of a host (mmapped) weight. No sharing by host address: a model's weights never
- * alias (the loader rejects overlapping tensors; a tied lm_head is not visited), and a later model
- * mapped at a freed model's address must not get its copies. */
-static enum status c_weight_prepare(struct backend *be, struct tensor *w)
+/* Device copy of `bytes` at a host (mmapped) tensor t; t then points at it. */
+static enum status upload_weight(struct backend *be, struct tensor *t, size_t bytes, const char *name)
 {
     struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
-    if (!w->buf || w->buf->kind == BUF_DEVICE) return STATUS_OK;
-    const void *host = tensor_data(w);
-    CHECK(tensor_is_contiguous(w), "cuda: weight %s is not contiguous", w->name ? w->name : "?");
+    const void *host = tensor_data(t);
     struct buffer *b;
-    enum status st = c_buffer_new(be, tensor_bytes(w), &b);
+    enum status st = c_buffer_new(be, bytes, &b);
     if (st != STATUS_OK) {
-        LOG_ERR("cuda: out of device memory loading weight %s", w->name ? w->name : "?");
+        LOG_ERR("cuda: out of device memory loading weight %s", name ? name : "?");
         return st;
     }
-    CUDA_CHECK(cudaMemcpy(b->data, host, tensor_bytes(w), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(b->data, host, bytes, cudaMemcpyHostToDevice));
     if (x->n_prep == x->cap_prep) {
         x->cap_prep = x->cap_prep ? 2 * x->cap_prep : 256;
         x->prep = (struct prepared_entry *)xrealloc(x->prep, sizeof *x->prep * (size_t)x->cap_prep);
     }
     x->prep[x->n_prep].buf = b;
     x->n_prep++;
-    w->buf = b;
-    w->offset = 0;
+    t->buf = b;
+    t->offset = 0;
     return STATUS_OK;
+}
+
+/* Device copy of a host (mmapped) weight. No sharing by host address: a model's weights never
+ * alias (the loader rejects overlapping tensors; a tied lm_head is not visited), and a later model
+ * mapped at a freed model's address must not get its copies. An MLX-quantized weight moves its
+ * packed words and its scales and biases (its qweight, which the model owns, is repointed). */
+static enum status c_weight_prepare(struct backend *be, struct tensor *w)
+{
+    if (!w->buf || w->buf->kind == BUF_DEVICE) return STATUS_OK;
+    if (w->dtype == DTYPE_QMLX) {
+        struct qweight *q = (struct qweight *)w->q;   // the model's descriptor (model.qw), writable there
+        CHECK(w->nb[2] == w->nb[1] * (size_t)w->ne[1] && w->nb[3] == w->nb[2] * (size_t)w->ne[2],
+              "cuda: quantized weight %s is not contiguous", w->name ? w->name : "?");
+        CHECK(tensor_is_contiguous(&q->scales) && (!q->biases.buf || tensor_is_contiguous(&q->biases)),
+              "cuda: scales of %s are not contiguous", w->name ? w->name : "?");
+        enum status st = upload_weight(be, w, tensor_bytes(w), w->name);
+        if (st == STATUS_OK) st = upload_weight(be, &q->scales, tensor_bytes(&q->scales), w->name);
+        if (st == STATUS_OK && q->biases.buf) st = upload_weight(be, &q->biases, tensor_bytes(&q->biases), w->name);
+        return st;
+    }
+    CHECK(tensor_is_contiguous(w), "cuda: weight %s is not contiguous", w->name ? w->name : "?");
+    return upload_weight(be, w, tensor_bytes(w), w->name);
 }
 
 /* Stages the step's index arrays on the device: one pinned pack, one copy. */
@@ -407,9 +425,12 @@ static void c_destroy(struct backend *be)
     free(cb->batch.h_tiles);
     mem_release(cb->d_work, false);
     mem_release(cb->d_moe_work, false);
+    mem_release(cb->d_qdeq, false);
     for (int i = 0; i < cb->n_moe_tables; i++) {
         mem_release((void *)cb->moe_tables[i].d_gate, false);
+        mem_release(cb->moe_tables[i].d_q, false);
         free(cb->moe_tables[i].h_ptrs);
+        free(cb->moe_tables[i].h_q);
     }
     free(cb->moe_tables);
     mem_release(cb->d_attn_part, false);
@@ -461,6 +482,7 @@ static const struct backend_ops cuda_ops = {
     /* .gdn_recurrent = */ cuda_gdn_recurrent,
     /* .rmsnorm_gated = */ cuda_rmsnorm_gated,
     /* .sigmoid_mul = */ cuda_sigmoid_mul,
+    /* .quant_weights = */ true,
 };
 
 extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct backend **out)

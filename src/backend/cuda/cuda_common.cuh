@@ -19,6 +19,7 @@
 extern "C" {
 #include "backend/backend.h"
 #include "base/log.h"
+#include "tensor/qweight.h"
 }
 
 #define CUDA_CHECK(call) do { cudaError_t e_ = (call); \
@@ -26,12 +27,15 @@ extern "C" {
 #define CUBLAS_CHECK(call) do { cublasStatus_t s_ = (call); CHECK(s_ == CUBLAS_STATUS_SUCCESS, "cuBLAS error %d", (int)s_); } while (0)
 #define LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
 
+struct qmat;
+
 struct moe_table {
     const struct tensor *key;          // the layer's host array of gate tensors
     int                  n_experts;
     const void         **h_ptrs;       // [3 * n_experts] gate, up, down device addresses (to validate)
     const void         **d_gate, **d_up, **d_down;   // [n_experts] device pointers
     bool                 aligned16;    // every expert matrix starts on a 16-byte boundary
+    struct qmat         *d_q, *h_q;    // quantized experts: [3 * n_experts] gate, up, down; else NULL
 };
 
 /* Device copy of one step's batch_meta; arrays grow (rarely) and are reused across steps. */
@@ -69,6 +73,8 @@ struct cuda_backend {
     struct cuda_batch batch;
     void           *d_work;             // general workspace (activation conversions, gathers)
     size_t          work_bytes;
+    void           *d_qdeq;             // dequantized weight rows of the quantized prefill path (matmul.cu)
+    size_t          qdeq_bytes;
     void           *d_moe_work;         // MoE expert activations (the GEMMs inside use d_work)
     size_t          moe_work_bytes;
     float          *d_attn_part;        // split-K attention partials
@@ -296,6 +302,60 @@ void cuda_gdn_recurrent(struct backend *, struct tensor *, const struct tensor *
 void cuda_rmsnorm_gated(struct backend *, struct tensor *, const struct tensor *, const struct tensor *,
                         const struct tensor *, float);
 void cuda_sigmoid_mul(struct backend *, struct tensor *, const struct tensor *, const struct tensor *);
+
+/* ==== MLX-quantized weights (qmatmul.cu) ==== */
+#define QGEMV_MAX_N 8   // rows of x one k_qgemv launch takes
+enum qscale_dtype { QSCALE_F32, QSCALE_F16, QSCALE_BF16, QSCALE_E8M0, QSCALE_E4M3 };
+/* A quantized matrix's device arrays (tensor/qweight.h layout). */
+struct qmat {
+    const uint32_t *w;        // [rows, k * bits / 32] packed codes
+    const void     *scales;   // [rows, n_groups]
+    const void     *biases;   // affine: as scales; NULL otherwise
+};
+/* What one launch's matrices share. */
+struct qfmt {
+    int mode, bits, group_size;   // enum qmode
+    int k, n_groups;              // inputs per row, groups per row
+    int sdt;                      // enum qscale_dtype of scales and biases
+};
+struct qmat cuda_qmat_of(const struct tensor *w);   // CHECKs w is DTYPE_QMLX on the device
+struct qfmt cuda_qfmt_of(const struct tensor *w);
+/* Whether k_qgemv takes w with x (inputs a multiple of 32, 16-byte aligned operands). */
+bool cuda_qgemv_fits(const struct tensor *w, const float *d_x);
+/* out[n, m] (+)= x[n, k] @ w^T (+ bias): the decode GEMV, QGEMV_MAX_N rows per launch. */
+void cuda_qgemv(struct cuda_backend *cb, float *d_out, const float *d_x, int n, const struct tensor *w,
+                const struct tensor *bias, bool accumulate);
+#define QGEMV_MAX_SEGS 3   // matrices sharing x in one launch (q/k/v)
+struct qsegs {
+    struct qmat  qm[QGEMV_MAX_SEGS];
+    float       *out[QGEMV_MAX_SEGS];
+    const void  *bias[QGEMV_MAX_SEGS];   // or NULL
+    int          m[QGEMV_MAX_SEGS];      // rows
+    int          blk0[QGEMV_MAX_SEGS];   // first block of each matrix
+    int          n_segs, bias_dt;
+    bool         accumulate;
+};
+/* Whether cuda_qgemv_multi takes these (all quantized in one format, k_qgemv's operands). */
+bool cuda_qgemv_fits_multi(int n_w, const struct tensor *const *ws, const struct tensor *const *biases, const float *d_x);
+/* outs[i][n, m_i] (+)= x @ ws[i]^T (+ biases[i]) for n_w <= QGEMV_MAX_SEGS matrices in one launch per 8 rows. */
+void cuda_qgemv_multi(struct cuda_backend *cb, int n_w, float *const *d_outs, const float *d_x, int n,
+                      const struct tensor *const *ws, const struct tensor *const *biases, bool accumulate);
+/* Whether cuda_qgemv_glu takes gate and up (one mode and width, k_qgemv's operands, same rows). */
+bool cuda_qgemv_glu_fits(const struct tensor *gate, const struct tensor *up, const float *d_x);
+/* out[n, m] = act(x @ gate^T) * (x @ up^T), one launch per 8 rows. */
+void cuda_qgemv_glu(struct cuda_backend *cb, float *d_out, const float *d_x, int n, const struct tensor *gate,
+                    const struct tensor *up, enum act act);
+/* out[slot, row] = act(gate . x) * (up . x) over device tables of gate and up experts (MoE decode). */
+void cuda_moe_qgate_up(struct cuda_backend *cb, float *d_out, const float *d_x, const struct qmat *d_tab_g,
+                       const struct qmat *d_tab_u, const struct tensor *g0, const struct tensor *u0, const int32_t *d_ids,
+                       int n_slots, int x_div, enum act act);
+/* dst[rows, k] (dtype dt: f32, f16, bf16) = rows row0 .. row0 + rows - 1 of w dequantized. */
+void cuda_qdequant(struct cuda_backend *cb, void *d_dst, enum dtype dt, const struct tensor *w, int64_t row0, int64_t rows);
+void cuda_qembed(struct cuda_backend *cb, float *d_out, const struct tensor *table, int n_tok, const int32_t *d_ids,
+                 float scale);
+/* out[slot, row] = W_{ids[slot]}[row] . x[slot / x_div] over a device table of experts of w0's format. */
+void cuda_moe_qgemv(struct cuda_backend *cb, float *d_out, const float *d_x, const struct qmat *d_tab,
+                    const struct tensor *w0, const int32_t *d_ids, int n_slots, int x_div);
 
 /* out[n, m] = x[n, k] @ w^T with x given as rows of a device f32 array (used by MoE too). */
 void cuda_linear(struct cuda_backend *cb, float *d_out, const float *d_x, int n, const struct tensor *w);

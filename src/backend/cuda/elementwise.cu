@@ -18,6 +18,10 @@ void cuda_embed(struct backend *be, struct tensor *out, const struct tensor *tab
 {
     struct cuda_backend *cb = cuda_of(be);
     int d = (int)table->ne[0];
+    if (table->dtype == DTYPE_QMLX) {   // MLX-quantized table: rows dequantized as ref does
+        cuda_qembed(cb, (float *)dptr(out), table, m->n_tok, cb->batch.d_tok_id, scale);
+        return;
+    }
     DISPATCH_FLOAT(table->dtype, T, k_embed<T><<<m->n_tok, 256, 0, cb->stream>>>(
         (float *)dptr(out), (const T *)dptr(table), cb->batch.d_tok_id, d, scale));
     LAUNCH_CHECK();

@@ -11,6 +11,14 @@
  *                 | (same rows as the three lines above, operands not aligned)         | gemv_scalar
  *                 | 5-16   | > 256     | bf16/f16, k % 64, w aligned  | default       | skinny (tensor cores)
  *                 | other  |           |                              | any           | cublas (precise: hi + lo)
+ *  matmul, MLX-  | 1-16   | any       | k % 32, 16-byte aligned x    | any           | qgemv (8 rows a launch)
+ *   quantized     | any    | <= 256    |   "                          | any           |   "
+ *   weights       | any    | any       |   "                          | deterministic |   "
+ *                 | other  |           |   "                          | not determ.   | qdeq_cublas (rows dequantized
+ *                 |        |           |                              |               |   to bf16, f32 if precise, in
+ *                 |        |           |                              |               |   chunks, then cublas)
+ *                 | (operands that qgemv does not take)                                 | qdeq_full (dequantized to
+ *                 |        |           |                              |               |   f32, then the rows above)
  *  matmul_n       | 1-4    | any       | one dtype, <= 3 matrices     | any           | gemv_multi (one launch)
  *                 | 1-8    |   "       |   "                          | deterministic |   "
  *                 | other: each matrix as a matmul above                                | composed
@@ -22,6 +30,11 @@
  *                 | 1-4    |   "       |   " (no norm or not fused:   | any           | gemv_glu
  *                 |        |           |   rmsnorm first)             |               |
  *                 | other: rmsnorm, matmul_n, glu                                       | composed
+ *  matmul_n       | 1-16   | any       | quantized, one format, fits  | any           | qgemv_multi (one launch per
+ *                 | any    |   "       | qgemv; biases of one dtype   | deterministic |   8 rows, as qgemv)
+ *  matmul_glu     | 1-16   | any       | quantized, gate and up of    | any           | qgemv_glu (rmsnorm first)
+ *                 | any    |   "       | one mode, fit qgemv          | deterministic |   "
+ *  (fused ops)    | other quantized weights: the separate ops, each chosen again        | composed
  *
  * gemv (k_gemv): a bandwidth-bound GEMV. Each warp owns one weight row and streams it once with
  * 16-byte loads (eight in flight per lane) that bypass L1, applying it to all n (<= GEMV_MAX_N)
@@ -52,6 +65,8 @@
 #define GEMV_NARROW_M 256   // outputs this narrow always use the GEMV
 #define GEMV_WIDE_N   16    // tokens per k_gemv_wide launch
 #define GLU_NORM_SMEM 32768 // most bytes of normed x that matmul_glu stages in shared memory
+#define QGEMV_DECODE_MAX_N 16        // rows a quantized matmul sends to k_qgemv outside deterministic mode
+#define QDEQ_CHUNK_ELEMS (32 << 20)   // most weights qdeq_cublas dequantizes at once (64 MB as bf16)
 #define SK_MAX_N      16    // rows k_gemm_skinny takes. At 32 it measured +7% in model_bench and -9%
                             // in the engine against cuBLAS, and 4,826 vs 6,763 tok/s at 64 with 8 n8 tiles
 
@@ -65,12 +80,18 @@ enum matmul_kernel {
     MATMUL_GEMV_NORM,       // k_gemv with the RMSNorm of x fused
     MATMUL_GEMV_GLU,        // k_gemv_glu
     MATMUL_GEMV_GLU_NORM,   // k_gemv_glu with the RMSNorm of x fused
+    MATMUL_QGEMV,           // k_qgemv (qmatmul.cu): quantized weights, decode rows
+    MATMUL_QDEQ_CUBLAS,     // quantized weights: chunks of rows dequantized, then cuBLAS
+    MATMUL_QDEQ_FULL,       // quantized weights: the matrix dequantized to f32, then the f32 choice
+    MATMUL_QGEMV_MULTI,     // k_qgemv over up to three quantized matrices sharing x
+    MATMUL_QGEMV_GLU,       // k_qgemv_glu: quantized gate and up with the GLU
     MATMUL_COMPOSED,        // no kernel of its own: the separate ops, each chosen again
     MATMUL_N_KERNELS
 };
 static const char *const matmul_kernel_name[MATMUL_N_KERNELS] = {
     "matmul gemv", "matmul gemv_wide", "matmul gemv_scalar", "matmul skinny", "matmul cublas",
-    "matmul gemv_multi", "matmul gemv_norm", "matmul gemv_glu", "matmul gemv_glu_norm", "matmul composed",
+    "matmul gemv_multi", "matmul gemv_norm", "matmul gemv_glu", "matmul gemv_glu_norm", "matmul qgemv",
+    "matmul qdeq_cublas", "matmul qdeq_full", "matmul qgemv_multi", "matmul qgemv_glu", "matmul composed",
 };
 
 enum matmul_op { MATMUL_OP_PLAIN, MATMUL_OP_MULTI, MATMUL_OP_NORM, MATMUL_OP_GLU };
@@ -84,6 +105,7 @@ struct matmul_call {
     int                        n_w;       // matrices sharing x (GLU: gate, up)
     const struct tensor *const *ws;       // [n_w] weights [m, k]
     const struct tensor       *norm_w;    // RMSNorm weight to fuse ([k]), or NULL
+    const struct tensor *const *biases;   // matmul_n: [n_w] or NULL
 };
 
 static bool aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
@@ -96,10 +118,22 @@ static enum matmul_kernel choose_matmul_kernel(const struct cuda_backend *cb, co
     const struct tensor *w = c->ws[0];
     const enum dtype dt = w->dtype;
     const int n = c->n, k = c->k;
-    bool same_dtype = true, vec = k % vec_width(dt) == 0 && aligned16(c->x);
+    bool same_dtype = true, vec = k % vec_width(dt) == 0 && aligned16(c->x), quantized = false;
     for (int i = 0; i < c->n_w; i++) {
         same_dtype = same_dtype && c->ws[i]->dtype == dt;
         vec = vec && aligned16(dptr(c->ws[i]));
+        quantized = quantized || c->ws[i]->dtype == DTYPE_QMLX;
+    }
+    if (quantized) {
+        const bool gemv_rows = n <= QGEMV_DECODE_MAX_N || cb->deterministic;
+        if (c->op == MATMUL_OP_MULTI)
+            return gemv_rows && cuda_qgemv_fits_multi(c->n_w, c->ws, c->biases, c->x) ? MATMUL_QGEMV_MULTI : MATMUL_COMPOSED;
+        if (c->op == MATMUL_OP_GLU)
+            return gemv_rows && c->x_contiguous && cuda_qgemv_glu_fits(w, c->ws[1], c->x) ? MATMUL_QGEMV_GLU : MATMUL_COMPOSED;
+        if (c->op != MATMUL_OP_PLAIN) return MATMUL_COMPOSED;
+        if (!cuda_qgemv_fits(w, c->x)) return MATMUL_QDEQ_FULL;
+        return n <= QGEMV_DECODE_MAX_N || (int)w->ne[1] <= GEMV_NARROW_M || cb->deterministic ? MATMUL_QGEMV
+                                                                                             : MATMUL_QDEQ_CUBLAS;
     }
     switch (c->op) {
     case MATMUL_OP_PLAIN:
@@ -545,13 +579,13 @@ __global__ void k_add_bias(float *out, const T *bias, int m, size_t n)
 }
 
 static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, const struct tensor *w, int n, int m, int k,
-                        bool accumulate)
+                        bool accumulate, int ldo)
 {
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     cuda_mark_unrecordable(cb);   // cuBLAS may allocate its workspace on a call
     if (w->dtype == DTYPE_F32) {
         CUBLAS_CHECK(cublasSgemm(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, (const float *)dptr(w), k, x, k,
-                                 &beta, out, m));
+                                 &beta, out, ldo));
         return;
     }
     cudaDataType dt = w->dtype == DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
@@ -565,9 +599,9 @@ static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, con
         LAUNCH_CHECK();
         const float one = 1.0f;
         CUBLAS_CHECK(cublasGemmEx(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, dptr(w), dt, k, hi, dt, k, &beta,
-                                  out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                  out, CUDA_R_32F, ldo, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         CUBLAS_CHECK(cublasGemmEx(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, dptr(w), dt, k, lo, dt, k, &one,
-                                  out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                  out, CUDA_R_32F, ldo, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
         return;
     }
     void *xb = cuda_workspace(cb, sizeof(uint16_t) * nel);
@@ -575,7 +609,7 @@ static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, con
     else k_to_dtype<__half><<<grid, 256, 0, cb->stream>>>((__half *)xb, x, nel);
     LAUNCH_CHECK();
     CUBLAS_CHECK(cublasGemmEx(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, dptr(w), dt, k, xb, dt, k, &beta,
-                              out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                              out, CUDA_R_32F, ldo, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 /* Decode batches of 5-16 rows (agents' bursts of parallel calls): the weights stream once, as in
@@ -691,6 +725,41 @@ static void gemm_skinny(struct cuda_backend *cb, float *out, const float *x, con
 }
 
 static void linear(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *w,
+                   const struct tensor *bias, bool accumulate);
+
+/* Quantized weights for prefill (qdeq_cublas: chunks of rows dequantized into a scratch, bf16 or
+ * f32 when precise, each chunk's output columns by cuBLAS) and for operands k_qgemv does not take
+ * (qdeq_full: the whole matrix as f32, then whatever linear picks for f32 weights). The first
+ * landing of quantized prefill; a GEMM that dequantizes tiles into its MMAs would skip the scratch. */
+static void qdeq_linear(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *w,
+                        const struct tensor *bias, bool accumulate, enum matmul_kernel kern)
+{
+    const int m = (int)w->ne[1], k = (int)w->ne[0];
+    const enum dtype dt = kern == MATMUL_QDEQ_FULL || cb->precise ? DTYPE_F32 : DTYPE_BF16;
+    const int64_t chunk = kern == MATMUL_QDEQ_FULL ? m : (QDEQ_CHUNK_ELEMS / k > 0 ? QDEQ_CHUNK_ELEMS / k : 1);
+    const int64_t rows = chunk < m ? chunk : m;
+    struct buffer scratch = { BUF_DEVICE, NULL, 0, NULL };
+    scratch.bytes = (size_t)rows * k * dtype_size(dt);
+    scratch.data = cuda_grow(cb, &cb->d_qdeq, &cb->qdeq_bytes, scratch.bytes);
+    for (int64_t r0 = 0; r0 < m; r0 += rows) {
+        const int mc = (int)(m - r0 < rows ? m - r0 : rows);
+        cuda_qdequant(cb, scratch.data, dt, w, r0, mc);
+        struct tensor wd = tensor_2d(dt, k, mc, &scratch, 0);
+        wd.name = w->name;
+        if (kern == MATMUL_QDEQ_FULL)   // the f32 matrix through the usual choice (GEMV rows stay batch-invariant);
+            linear(cb, out, x, n, &wd, NULL, accumulate);   // the bias below: linear takes it in the weights' dtype
+        else
+            gemm_cublas(cb, out + r0, x, &wd, n, mc, k, accumulate, m);
+    }
+    if (bias) {
+        size_t nel = (size_t)n * m;
+        int grid = (int)((nel + 255) / 256 > 65535 ? 65535 : (nel + 255) / 256);
+        DISPATCH_FLOAT(bias->dtype, T, k_add_bias<T><<<grid, 256, 0, cb->stream>>>(out, (const T *)dptr(bias), m, nel));
+        LAUNCH_CHECK();
+    }
+}
+
+static void linear(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *w,
                    const struct tensor *bias, bool accumulate)
 {
     const int m = (int)w->ne[1], k = (int)w->ne[0];
@@ -723,9 +792,16 @@ static void linear(struct cuda_backend *cb, float *out, const float *x, int n, c
     case MATMUL_SKINNY:
         gemm_skinny(cb, out, x, w, bias, n, m, k, accumulate);
         break;
+    case MATMUL_QGEMV:
+        cuda_qgemv(cb, out, x, n, w, bias, accumulate);
+        break;
+    case MATMUL_QDEQ_CUBLAS:
+    case MATMUL_QDEQ_FULL:
+        qdeq_linear(cb, out, x, n, w, bias, accumulate, kern);
+        break;
     default:
         CHECK(kern == MATMUL_CUBLAS, "cuda matmul: %s for a plain matmul", matmul_kernel_name[kern]);
-        gemm_cublas(cb, out, x, w, n, m, k, accumulate);
+        gemm_cublas(cb, out, x, w, n, m, k, accumulate, m);
         if (bias) {
             size_t nel = (size_t)n * m;
             int grid = (int)((nel + 255) / 256 > 65535 ? 65535 : (nel + 255) / 256);
@@ -788,13 +864,21 @@ void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, cons
 {
     struct cuda_backend *cb = cuda_of(be);
     int n = (int)tensor_rows(x), k = (int)x->ne[0];
-    const struct matmul_call c = { MATMUL_OP_MULTI, n, k, (const float *)dptr(x), tensor_is_contiguous(x), n_w, ws, NULL };
+    const struct matmul_call c = { MATMUL_OP_MULTI, n, k, (const float *)dptr(x), tensor_is_contiguous(x), n_w, ws, NULL,
+                                   biases };
     const enum matmul_kernel kern = choose_matmul_kernel(cb, &c);
     if (kern == MATMUL_COMPOSED) {
         for (int i = 0; i < n_w; i++) cuda_matmul(be, outs[i], x, ws[i], biases ? biases[i] : NULL);
         return;
     }
     const double t0 = cuda_prof_begin(cb);
+    if (kern == MATMUL_QGEMV_MULTI) {
+        float *o[QGEMV_MAX_SEGS];
+        for (int i = 0; i < n_w; i++) o[i] = (float *)dptr(outs[i]);
+        cuda_qgemv_multi(cb, n_w, o, (const float *)dptr(x), n, ws, biases, false);
+        cuda_prof_end(cb, matmul_kernel_name[kern], t0);
+        return;
+    }
     DISPATCH_FLOAT(ws[0]->dtype, T, {
         gemv_segs<T> sg = {};
         for (int i = 0; i < n_w; i++) {
@@ -858,6 +942,13 @@ void cuda_matmul_glu(struct backend *be, struct tensor *out, struct tensor *up, 
     if (norm_w && !fuse_norm) {
         cuda_rmsnorm(be, xn, x, norm_w, eps, w_offset);
         in = xn;
+    }
+    if (kern == MATMUL_QGEMV_GLU) {
+        CHECK(cuda_qgemv_glu_fits(w_gate, w_up, (const float *)dptr(in)), "cuda matmul_glu: normed x unaligned");
+        const double t0 = cuda_prof_begin(cb);
+        cuda_qgemv_glu(cb, (float *)dptr(out), (const float *)dptr(in), n, w_gate, w_up, act);
+        cuda_prof_end(cb, matmul_kernel_name[kern], t0);
+        return;
     }
     if (kern == MATMUL_COMPOSED) {   // the separate ops
         struct tensor *outs[2] = { out, up };

@@ -13,6 +13,11 @@
  * weights while gate + up drains. For many tokens (prefill) the ids come back to the host, tokens
  * are grouped per expert, and each expert runs through cuBLAS once on its gathered rows.
  *
+ * MLX-quantized experts (DTYPE_QMLX) take the same two paths: on the device, gate + up + GLU in
+ * one launch (k_moe_qgate_up, qmatmul.cu), down (k_moe_qgemv) and the combine, over a device table
+ * of the experts' packed words, scales and biases; on the host path each expert's
+ * matmuls choose their kernels as any quantized matmul (matmul.cu).
+ *
  * cuda-deterministic runs every token through the per-token kernels (slices of moe_device_n), so a
  * token's routing and expert outputs do not depend on the batch.
  */
@@ -276,10 +281,29 @@ void cuda_norm_moe_route(struct backend *be, struct tensor *ids, struct tensor *
 /* The device table of expert weight pointers for one layer, made once. A layer is found by its
  * host array of gate tensors and every pointer is checked, so a reused array never hits a stale
  * table (cheap: 3 * n_experts compares per call). */
+/* The quantized experts' descriptors into t (host and device copies). */
+static void table_set_q(struct cuda_backend *cb, struct moe_table *t, struct qmat *hq, int E)
+{
+    free(t->h_q);
+    t->h_q = hq;
+    if (!hq) return;
+    if (!t->d_q) t->d_q = (struct qmat *)cuda_mem_alloc_or_die(cb, sizeof(struct qmat) * 3 * (size_t)E);
+    CUDA_CHECK(cudaMemcpyAsync(t->d_q, hq, sizeof(struct qmat) * 3 * (size_t)E, cudaMemcpyHostToDevice, cb->stream));
+    cuda_stream_wait(cb);
+}
+
 static struct moe_table *table_for(struct cuda_backend *cb, const struct tensor *gate, const struct tensor *up,
                                    const struct tensor *down, int E)
 {
     const void **h = (const void **)xmalloc(sizeof(void *) * 3 * (size_t)E);
+    struct qmat *hq = NULL;   // quantized projections' descriptors (float ones stay zero)
+    if (gate[0].dtype == DTYPE_QMLX || up[0].dtype == DTYPE_QMLX || down[0].dtype == DTYPE_QMLX) {
+        hq = (struct qmat *)xcalloc(3 * (size_t)E, sizeof *hq);
+        const struct tensor *proj[3] = { gate, up, down };
+        for (int p = 0; p < 3; p++)
+            for (int e = 0; e < E; e++)
+                if (proj[p][e].dtype == DTYPE_QMLX) hq[p * E + e] = cuda_qmat_of(&proj[p][e]);
+    }
     for (int e = 0; e < E; e++) {
         CHECK(gate[e].buf->kind == BUF_DEVICE && up[e].buf->kind == BUF_DEVICE && down[e].buf->kind == BUF_DEVICE,
               "cuda moe: expert %d weights are not on the device", e);
@@ -290,10 +314,13 @@ static struct moe_table *table_for(struct cuda_backend *cb, const struct tensor 
     for (int i = 0; i < cb->n_moe_tables; i++) {
         struct moe_table *t = &cb->moe_tables[i];
         if (t->key != gate || t->n_experts != E) continue;
-        if (!memcmp(t->h_ptrs, h, sizeof(void *) * 3 * (size_t)E)) {
+        if (!memcmp(t->h_ptrs, h, sizeof(void *) * 3 * (size_t)E) && !hq == !t->h_q &&
+            (!hq || !memcmp(t->h_q, hq, sizeof *hq * 3 * (size_t)E))) {
             free(h);
+            free(hq);
             return t;
         }
+        table_set_q(cb, t, hq, E);
         CUDA_CHECK(cudaMemcpyAsync((void *)t->d_gate, h, sizeof(void *) * 3 * (size_t)E, cudaMemcpyHostToDevice, cb->stream));
         cuda_stream_wait(cb);   // h is freed below
         free(t->h_ptrs);
@@ -315,6 +342,8 @@ static struct moe_table *table_for(struct cuda_backend *cb, const struct tensor 
     t->d_gate = (const void **)d;
     t->d_up = t->d_gate + E;
     t->d_down = t->d_gate + 2 * E;
+    t->d_q = t->h_q = NULL;
+    table_set_q(cb, t, hq, E);
     t->aligned16 = true;
     for (int i = 0; i < 3 * E; i++) t->aligned16 = t->aligned16 && ((uintptr_t)h[i] & 15) == 0;
     return t;
@@ -504,33 +533,63 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
     int32_t *idx = (int32_t *)(xg + slots * d), *slot_of = idx + slots;
     int gl = (int)((slots * f + 255) / 256 > 65535 ? 65535 : (slots * f + 255) / 256);
 
-    if (n <= cb->moe_device_n) {
+    // MLX-quantized projections (mlx-lm may leave one float, e.g. a down_proj whose inputs no group divides)
+    const bool qg = gate[0].dtype == DTYPE_QMLX, qu = up[0].dtype == DTYPE_QMLX, qd = down[0].dtype == DTYPE_QMLX;
+    const bool quantized = qg || qu || qd;
+    const bool q_device = (qg && qu ? cuda_qgemv_glu_fits(&gate[0], &up[0], (const float *)dptr(x)) : !qg && !qu) &&
+                          (!qd || cuda_qgemv_fits(&down[0], g));
+    if (n <= cb->moe_device_n && (!quantized || q_device)) {   // else per expert, as any quantized matmul
         struct moe_table *tab = table_for(cb, gate, up, down, n_experts);
         dim3 blk(MOE_WARPS * 32);
-        bool vec = tab->aligned16 && aligned16(dptr(x)) && d % 8 == 0 && f % 8 == 0 && k <= MOE_K_MAX &&
-                   gate[0].dtype != DTYPE_F32 && gate[0].dtype == up[0].dtype && gate[0].dtype == down[0].dtype;
-        if (vec) {   // gate + up + GLU in one launch, down + combine (+ residual) in one launch
+        if (quantized) {
+            const int32_t *d_ids = (const int32_t *)dptr(ids);
+            if (qg) {
+                cuda_moe_qgate_up(cb, g, (const float *)dptr(x), tab->d_q, tab->d_q + n_experts, &gate[0], &up[0], d_ids,
+                                  (int)slots, k, act);
+            } else {
+                DISPATCH_FLOAT(gate[0].dtype, T,
+                    k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
+                        g, (const float *)dptr(x), tab->d_gate, d_ids, f, d, k));
+                DISPATCH_FLOAT(up[0].dtype, T,
+                    k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
+                        u, (const float *)dptr(x), tab->d_up, d_ids, f, d, k));
+                k_moe_glu<<<gl, 256, 0, cb->stream>>>(g, u, slots * f, (int)act);
+                LAUNCH_CHECK();
+            }
+            if (qd) {
+                cuda_moe_qgemv(cb, y, g, tab->d_q + 2 * n_experts, &down[0], d_ids, (int)slots, 1);
+            } else {
+                DISPATCH_FLOAT(down[0].dtype, T,
+                    k_moe_gemv<T><<<dim3((d + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
+                        y, g, tab->d_down, d_ids, d, f, 1));
+                LAUNCH_CHECK();
+            }
+        } else {
+            bool vec = tab->aligned16 && aligned16(dptr(x)) && d % 8 == 0 && f % 8 == 0 && k <= MOE_K_MAX &&
+                       gate[0].dtype != DTYPE_F32 && gate[0].dtype == up[0].dtype && gate[0].dtype == down[0].dtype;
+            if (vec) {   // gate + up + GLU in one launch, down + combine (+ residual) in one launch
+                DISPATCH_FLOAT(gate[0].dtype, T,
+                    launch_pdl(cb, k_moe_gate_up_glu<T>, dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, g,
+                               (const float *)dptr(x), tab->d_gate, tab->d_up, (const int32_t *)dptr(ids), f, d, k, (int)act));
+                DISPATCH_FLOAT(down[0].dtype, T,
+                    launch_pdl(cb, k_moe_down_combine<T>, dim3((d + MOE_DOWN_ROWS - 1) / MOE_DOWN_ROWS, (unsigned)n),
+                               dim3(32 * k), (float *)dptr(out), (const float *)g, tab->d_down, (const int32_t *)dptr(ids),
+                               (const float *)dptr(weights), d, f, k, accumulate));
+                LAUNCH_CHECK();
+                return;
+            }
             DISPATCH_FLOAT(gate[0].dtype, T,
-                launch_pdl(cb, k_moe_gate_up_glu<T>, dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, g,
-                           (const float *)dptr(x), tab->d_gate, tab->d_up, (const int32_t *)dptr(ids), f, d, k, (int)act));
-            DISPATCH_FLOAT(down[0].dtype, T,
-                launch_pdl(cb, k_moe_down_combine<T>, dim3((d + MOE_DOWN_ROWS - 1) / MOE_DOWN_ROWS, (unsigned)n),
-                           dim3(32 * k), (float *)dptr(out), (const float *)g, tab->d_down, (const int32_t *)dptr(ids),
-                           (const float *)dptr(weights), d, f, k, accumulate));
+                k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
+                    g, (const float *)dptr(x), tab->d_gate, (const int32_t *)dptr(ids), f, d, k);
+                k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
+                    u, (const float *)dptr(x), tab->d_up, (const int32_t *)dptr(ids), f, d, k));
             LAUNCH_CHECK();
-            return;
+            k_moe_glu<<<gl, 256, 0, cb->stream>>>(g, u, slots * f, (int)act);
+            DISPATCH_FLOAT(down[0].dtype, T,
+                k_moe_gemv<T><<<dim3((d + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
+                    y, g, tab->d_down, (const int32_t *)dptr(ids), d, f, 1));
+            LAUNCH_CHECK();
         }
-        DISPATCH_FLOAT(gate[0].dtype, T,
-            k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
-                g, (const float *)dptr(x), tab->d_gate, (const int32_t *)dptr(ids), f, d, k);
-            k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
-                u, (const float *)dptr(x), tab->d_up, (const int32_t *)dptr(ids), f, d, k));
-        LAUNCH_CHECK();
-        k_moe_glu<<<gl, 256, 0, cb->stream>>>(g, u, slots * f, (int)act);
-        DISPATCH_FLOAT(down[0].dtype, T,
-            k_moe_gemv<T><<<dim3((d + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
-                y, g, tab->d_down, (const int32_t *)dptr(ids), d, f, 1));
-        LAUNCH_CHECK();
     } else {
         // Group (token, choice) slots by expert on the host; one cuBLAS pass per used expert.
         int32_t *h_ids = (int32_t *)xmalloc(sizeof(int32_t) * slots);

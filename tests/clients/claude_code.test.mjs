@@ -5,7 +5,7 @@
 // output_config, max_tokens 32000 against a 40,960-token context, server-side tool shapes.
 import fs from 'node:fs';
 import path from 'node:path';
-import { check, summary, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED, requestLines, refusedLines, watchdog } from './lib.mjs';
+import { check, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED, requestLines, watchdog, finish } from './lib.mjs';
 
 const CLAUDE = path.join(BIN_DIR, 'claude');
 const work = tmpDir('cc-work');
@@ -105,11 +105,7 @@ async function main() {
   const lines = requestLines(srv);
   const misses = lines.slice(1).filter((l) => { const [, p, c] = /prompt=(\d+) cached=(\d+)/.exec(l) ?? []; return !(Number(c) > 0.75 * Number(p)); });
   check(lines.length > 1 && misses.length === 0, 'every request after the first reads the system prompt and tools from the cache', misses.join('\n'));
-  const refused = refusedLines(srv);
-  check(refused.length === 0, 'no request was refused', refused.join('\n'));
-  console.error(requestLines(srv).join('\n'));
-  await srv.stop();
-  process.exit(summary('clients/claude_code'));
+  await finish(srv, 'clients/claude_code');
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

@@ -5,7 +5,7 @@
 // reasoning {summary: auto}, include [reasoning.encrypted_content], store:false, prompt_cache_key.
 import fs from 'node:fs';
 import path from 'node:path';
-import { check, summary, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED, requestLines, refusedLines, watchdog } from './lib.mjs';
+import { check, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED, watchdog, finish } from './lib.mjs';
 
 const CODEX = path.join(BIN_DIR, 'codex');
 // a reasoning model's output: the think block goes back to the server in the next request's history
@@ -82,11 +82,7 @@ async function main() {
     const fmsg = events(f).filter((e) => e.type === 'item.completed' && e.item.type === 'agent_message').pop();
     check(f.code === 0 && /CX_FOLLOWUP_DONE/.test(fmsg?.item?.text ?? ''), 'codex exec resume: the next prompt of the session answered', fmsg ?? tail(f));
   }
-  const refused = refusedLines(srv);
-  check(refused.length === 0, 'no request was refused', refused.join('\n'));
-  console.error(requestLines(srv).join('\n'));
-  await srv.stop();
-  process.exit(summary('clients/codex'));
+  await finish(srv, 'clients/codex');
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

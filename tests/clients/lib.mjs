@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startServer } from '../server/lib.mjs';
+import { check, startServer, summary } from '../server/lib.mjs';
 
 export { check, summary } from '../server/lib.mjs';
 
@@ -84,4 +84,14 @@ export function requestLines(srv) {
 }
 export function refusedLines(srv) {
   return requestLines(srv).filter((l) => /^req-\d+ [A-Z]+ \S+ [45]\d\d /.test(l));
+}
+
+// Every test ends alike: no request refused, the request lines into the log, the server stopped,
+// the exit status from the checks.
+export async function finish(srv, name) {
+  const refused = refusedLines(srv);
+  check(refused.length === 0, 'no request was refused', refused.join('\n'));
+  console.error(requestLines(srv).join('\n'));
+  await srv.stop();
+  process.exit(summary(name));
 }

@@ -5,7 +5,7 @@
 // max_tokens 32000 against a 40,960-token context, stream_options.include_usage and 14 tools.
 import fs from 'node:fs';
 import path from 'node:path';
-import { check, summary, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED, requestLines, refusedLines, watchdog } from './lib.mjs';
+import { check, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED, watchdog, finish } from './lib.mjs';
 
 const QWEN = path.join(BIN_DIR, 'qwen');
 // a reasoning model's output: the think block goes back to the server in the next request's history
@@ -64,11 +64,7 @@ async function main() {
     check(/QW_DONE/.test(res?.result ?? res?.response ?? ''), `${auth}: the final answer after the tool result`, res ?? tail(r));
     check(!res?.is_error, `${auth}: the result is not an error`, res);
   }
-  const refused = refusedLines(srv);
-  check(refused.length === 0, 'no request was refused', refused.join('\n'));
-  console.error(requestLines(srv).join('\n'));
-  await srv.stop();
-  process.exit(summary('clients/qwen_code'));
+  await finish(srv, 'clients/qwen_code');
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

@@ -23,7 +23,7 @@ import { createAnthropic } from '@ai-sdk/anthropic';
 import { ChatOpenAI } from '@langchain/openai';
 import { ChatAnthropic } from '@langchain/anthropic';
 import { Agent, run, tool as agentTool, setDefaultOpenAIClient, setTracingDisabled } from '@openai/agents';
-import { check, summary, serveScripted, hermesCall, SERVED, requestLines, refusedLines, watchdog } from './lib.mjs';
+import { check, serveScripted, hermesCall, SERVED, watchdog, finish } from './lib.mjs';
 
 const PARIS = { city: 'Paris', temp_c: 21 };
 const PARIS_JSON = JSON.stringify(PARIS);
@@ -196,11 +196,7 @@ async function main() {
   await Promise.all(Object.entries(sections).map(async ([name, f]) => {
     try { await f(srv.url); } catch (e) { check(false, `${name}: threw`, String(e?.stack ?? e).slice(0, 1500)); }
   }));
-  const refused = refusedLines(srv);
-  check(refused.length === 0, 'no request was refused', refused.join('\n'));
-  console.error(requestLines(srv).join('\n'));
-  await srv.stop();
-  process.exit(summary('clients/sdks'));
+  await finish(srv, 'clients/sdks');
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

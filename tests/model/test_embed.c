@@ -20,31 +20,11 @@
 #include "engine/engine.h"
 #include "engine/runner.h"
 #include "harness.h"
+#include "model/fixture_model.h"
 
 #define FIXTURES "tests/model/fixtures"
 
-struct opened { struct model *m; struct backend *be; };
 
-static enum status open_model(const char *dir, const char *backend, struct opened *o)
-{
-    enum status st = model_load(dir, &o->m);
-    if (st != STATUS_OK) return st;
-    struct backend_cfg bcfg = { .n_threads = 2 };
-    backend_cfg_from_env(&bcfg);
-    st = backend_new(backend, &bcfg, &o->be);
-    if (st == STATUS_OK) st = model_prepare(o->m, o->be);
-    if (st != STATUS_OK) {
-        backend_free(o->be);
-        model_free(o->m);
-    }
-    return st;
-}
-
-static void close_model(struct opened *o)
-{
-    model_free(o->m);
-    backend_free(o->be);
-}
 
 static float *read_f32(const char *path, size_t n)
 {

@@ -24,26 +24,11 @@
 #include "base/mem.h"
 #include "engine/runner.h"
 #include "harness.h"
+#include "model/fixture_model.h"
 #include "ops/ops_util.h"
 
 #define FIXTURES "tests/model/fixtures"
 
-struct opened { struct model *m; struct backend *be; };
-
-static enum status open_model(const char *dir, const char *backend, struct opened *o)
-{
-    enum status st = model_load(dir, &o->m);
-    if (st != STATUS_OK) return st;
-    struct backend_cfg bcfg = { .n_threads = 2 };
-    backend_cfg_from_env(&bcfg);   // make test-cuda's CAIRN_CUDA_ATT_MMA_MIN_LEN=1 run
-    st = backend_new(backend, &bcfg, &o->be);
-    if (st == STATUS_OK) st = model_prepare(o->m, o->be);
-    if (st != STATUS_OK) {
-        backend_free(o->be);
-        model_free(o->m);
-    }
-    return st;
-}
 
 static int32_t *json_ids(json_t *arr, int *n)
 {
@@ -152,8 +137,7 @@ static void run_fixture(const char *dir, const char *name, const char *backend, 
         free(want);
         free(ids);
     }
-    backend_free(am.be);
-    model_free(am.m);
+    close_model(&am);
     json_decref(ref);
 }
 
@@ -262,8 +246,7 @@ static double fp8_fixture(const char *dir, const char *name, const char *backend
             FP8_GREEDY, n_ties, bad);
     EXPECTF(bad == 0, "%s on %s: fp8 cache greedy picks differ from bf16's at %d clear steps", name, backend, bad);
     free(ids);
-    backend_free(am.be);
-    model_free(am.m);
+    close_model(&am);
     json_decref(ref);
     return worst;
 }

@@ -140,6 +140,7 @@ struct backend_cfg {
  */
 struct backend_ops {
     const char *name;
+    bool        moe_expert_subset;   // moe_ffn(_add) skips absent experts: runs expert-parallel ranks
     void        (*destroy)(struct backend *);   // frees the backend and its state
 
     /* ---- memory ---- */
@@ -192,7 +193,8 @@ struct backend_ops {
     void (*moe_route)(struct backend *, struct tensor *ids, struct tensor *weights,
                       const struct tensor *logits, int k, bool norm_topk);
     // out[n, d] = sum_j weights[i, j] * down_e(act(gate_e(x_i)) * up_e(x_i)), e = ids[i, j];
-    // gate/up/down: arrays of n_experts weight tensors ([f, d], [f, d], [d, f])
+    // gate/up/down: arrays of n_experts weight tensors ([f, d], [f, d], [d, f]); with
+    // moe_expert_subset, an expert whose tensors are absent (buf NULL) adds nothing (expert parallelism)
     void (*moe_ffn)(struct backend *, struct tensor *out, const struct tensor *x,
                     const struct tensor *ids, const struct tensor *weights,
                     const struct tensor *gate, const struct tensor *up, const struct tensor *down,

@@ -171,12 +171,13 @@ void host_check_moe_ffn(const struct tensor *out, const struct tensor *x, const 
     host_check_f32(out, "moe_ffn out");
     host_check_f32(x, "moe_ffn x");
     CHECK(ids->dtype == DTYPE_I32 && weights->dtype == DTYPE_F32, "moe_ffn: ids i32, weights f32");
-    int64_t d = x->ne[0], n = tensor_rows(x), k = ids->ne[0], f = tensor_rows(&gate[0]);
+    int64_t d = x->ne[0], n = tensor_rows(x), k = ids->ne[0], f = host_moe_ffn_size(gate, n_experts);
     CHECK(out->ne[0] == d && tensor_rows(out) >= n && tensor_rows(ids) >= n && weights->ne[0] == k &&
           tensor_rows(weights) >= n, "moe_ffn: shapes");
-    for (int e = 0; e < n_experts; e++)
-        CHECK(gate[e].ne[0] == d && up[e].ne[0] == d && down[e].ne[0] == f && tensor_rows(&down[e]) == d &&
-              tensor_rows(&gate[e]) == f && tensor_rows(&up[e]) == f, "moe_ffn: expert %d shapes", e);
+    for (int e = 0; e < n_experts; e++)   // absent experts: another expert-parallel rank's
+        CHECK(!gate[e].buf || (gate[e].ne[0] == d && up[e].ne[0] == d && down[e].ne[0] == f &&
+                               tensor_rows(&down[e]) == d && tensor_rows(&gate[e]) == f && tensor_rows(&up[e]) == f),
+              "moe_ffn: expert %d shapes", e);
     for (int64_t r = 0; r < n; r++) {
         const int32_t *id = host_row(ids, r);
         for (int64_t j = 0; j < k; j++) CHECK(id[j] >= 0 && id[j] < n_experts, "moe_ffn: expert id %d", id[j]);

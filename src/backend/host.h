@@ -97,5 +97,13 @@ void host_check_moe_route(const struct tensor *ids, const struct tensor *weights
 void host_check_moe_ffn(const struct tensor *out, const struct tensor *x, const struct tensor *ids,
                         const struct tensor *weights, const struct tensor *gate, const struct tensor *up,
                         const struct tensor *down, int n_experts);
+/* The experts' intermediate size: rows of the first present expert's gate (absent experts belong to
+ * another expert-parallel rank). */
+static inline int64_t host_moe_ffn_size(const struct tensor *gate, int n_experts)
+{
+    for (int e = 0; e < n_experts; e++)
+        if (gate[e].buf) return tensor_rows(&gate[e]);
+    return 0;
+}
 
 #endif

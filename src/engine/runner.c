@@ -124,3 +124,5 @@ enum status runner_feed(struct runner *r, const int32_t *ids, int n, float *logi
     }
     return STATUS_OK;
 }
+
+struct forward *runner_forward(struct runner *r) { return r->fw; }

@@ -29,5 +29,8 @@ void        runner_free(struct runner *r);
 enum status runner_feed(struct runner *r, const int32_t *ids, int n, float *logits, bool all_rows);
 int         runner_pos(const struct runner *r);   // tokens in the sequence so far
 void        runner_reset(struct runner *r);       // empties the sequence
+/* The runner's forward pass (borrowed): a rank's runner binds its collective here
+ * (forward_bind_collective) before the first feed. */
+struct forward *runner_forward(struct runner *r);
 
 #endif

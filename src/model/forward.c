@@ -16,6 +16,12 @@
  *
  * Scratch activations are carved from one backend buffer at forward_new, sized for max_tok
  * tokens and max_out logits rows; forward_step allocates nothing.
+ *
+ * A rank's model (model/shard.h) runs the same code with its local head and FFN counts; the
+ * collective bound by forward_bind_collective joins the ranks at four places: the embedding (each
+ * rank looks up only its vocabulary rows, other tokens read a zero row), each block's output before
+ * its residual add (row-parallel o_proj, down, MoE experts, DeltaNet out_proj: partial sums), and
+ * the logits (each rank's vocabulary columns, gathered). Unsharded, none of it runs.
  */
 #include "model/forward.h"
 
@@ -27,6 +33,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "dist/collective.h"
 #include "model/forward_hybrid.h"
 #include "model/rope.h"
 
@@ -36,10 +43,10 @@ enum { ROPE_GLOBAL = 0, ROPE_LOCAL = 1, ROPE_N };
  * step time (at the cost of overlap). Printed by forward_free. Fused ops count as one kind (a
  * block's input norm counts as its first matmul's). */
 enum prof_op { P_EMBED, P_QKV, P_QK_ROPE_KV, P_ATTN, P_O_PROJ, P_POST_NORM, P_ADD, P_FFN_UP, P_FFN_DOWN, P_ROUTER,
-               P_MOE, P_LOGITS, P_N };
+               P_MOE, P_LOGITS, P_ALL_REDUCE, P_N };
 static const char *prof_names[P_N] = { "embed", "norm+qkv matmul", "qk norm+rope+kv", "attention", "o matmul",
                                        "post-norm", "residual add", "norm+gate/up+glu", "down matmul", "norm+router",
-                                       "moe experts", "logits" };
+                                       "moe experts", "logits", "all-reduce" };
 #define OP(fw, id, call) do { \
         double t0_ = (fw)->prof ? prof_begin(fw) : 0; \
         call; \
@@ -67,6 +74,9 @@ struct forward {
     struct tensor       moe_ids;        // [max_tok, k] i32
     struct tensor       moe_w;          // [max_tok, k] f32
     struct tensor       logits;         // [max_out, n_vocab]
+    struct tensor       logits_local;   // [max_out, n_vocab_local] a rank's vocabulary columns (sharded)
+    int32_t            *tok_local;      // [max_tok] token ids as rows of a rank's embedding (sharded)
+    struct collective  *coll;           // forward_bind_collective, borrowed; NULL: unsharded
     struct tensor       inv_freq[ROPE_N];   // [rot_dim / 2] f32
     float               mscale[ROPE_N];
     bool                dynamic[ROPE_N];    // inv_freq depends on the step's longest sequence
@@ -117,6 +127,11 @@ enum status forward_new(const struct model *m, struct backend *be, int max_tok, 
     int64_t f = hp->d_ff > hp->d_ff_expert ? hp->d_ff : hp->d_ff_expert;
     int64_t n_exp = hp->n_experts > 0 ? hp->n_experts : 1;
     int64_t k_exp = hp->n_experts_used > 0 ? hp->n_experts_used : 1;
+    if (m->shard.expert_parallel && !be->ops->moe_expert_subset) {
+        LOG_ERR("forward: backend %s cannot run expert-parallel ranks (its moe_ffn needs every expert)", be->ops->name);
+        free(fw);
+        return STATUS_EUNSUPPORTED;
+    }
 
     struct { struct tensor *t; enum dtype dt; int64_t cols, rows; } plan[] = {
         { &fw->x, DTYPE_F32, d, T },          { &fw->xn, DTYPE_F32, d, T },
@@ -126,6 +141,7 @@ enum status forward_new(const struct model *m, struct backend *be, int max_tok, 
         { &fw->up, DTYPE_F32, f, T },         { &fw->router, DTYPE_F32, n_exp, T },
         { &fw->moe_ids, DTYPE_I32, k_exp, T },{ &fw->moe_w, DTYPE_F32, k_exp, T },
         { &fw->logits, DTYPE_F32, hp->n_vocab, max_out },
+        { &fw->logits_local, DTYPE_F32, m->shard.n_ranks ? m->shard.n_vocab_local : 1, m->shard.n_ranks ? max_out : 1 },
         { &fw->inv_freq[0], DTYPE_F32, fw->rot_dim / 2, 1 },
         { &fw->inv_freq[1], DTYPE_F32, fw->rot_dim / 2, 1 },
     };
@@ -146,6 +162,7 @@ enum status forward_new(const struct model *m, struct backend *be, int max_tok, 
     }
 
     fw->prof = be->profile;
+    if (m->shard.n_ranks) fw->tok_local = xmalloc(sizeof(int32_t) * (size_t)max_tok);
     fw->host_freq = xmalloc(sizeof(float) * (size_t)(fw->rot_dim / 2));
     for (int r = 0; r < ROPE_N; r++) {
         const struct rope_cfg *rc = rope_cfg_of(m, r);
@@ -166,6 +183,15 @@ enum status forward_new(const struct model *m, struct backend *be, int max_tok, 
 void forward_bind_states(struct forward *fw, struct gdn_state_layer *states) { fw->states = states; }
 void forward_bind_heartbeat(struct forward *fw, _Atomic int64_t *ns) { fw->heartbeat_ns = ns; }
 
+void forward_bind_collective(struct forward *fw, struct collective *c)
+{
+    const struct model_shard *sh = &fw->m->shard;
+    CHECK(sh->n_ranks > 0 && c->n_ranks == sh->n_ranks && c->rank == sh->rank,
+          "forward: rank %d of %d's model bound to rank %d of %d's collective", sh->rank, sh->n_ranks, c->rank,
+          c->n_ranks);
+    fw->coll = c;
+}
+
 void forward_free(struct forward *fw)
 {
     if (!fw) return;
@@ -179,6 +205,7 @@ void forward_free(struct forward *fw)
     hybrid_scratch_free(fw->be, fw->hs);
     fw->be->ops->buffer_free(fw->be, fw->buf);
     free(fw->host_freq);
+    free(fw->tok_local);
     free(fw);
 }
 
@@ -196,18 +223,27 @@ static void add_post_normed(struct forward *fw, struct tensor *x, struct tensor 
     OP(fw, P_ADD, fw->be->ops->add(fw->be, x, x, proj));
 }
 
+/* x += post_norm(sum over ranks of proj): a block's residual add from its output in proj (the
+ * rank's partial sum when sharded). */
+static void residual_add(struct forward *fw, struct tensor *x, struct tensor *proj, const struct tensor *post_norm)
+{
+    if (fw->coll) OP(fw, P_ALL_REDUCE, collective_all_reduce_sum(fw->coll, fw->be, proj));
+    if (post_norm) add_post_normed(fw, x, proj, post_norm);
+    else OP(fw, P_ADD, fw->be->ops->add(fw->be, x, x, proj));
+}
+
 /* x += post_norm(in @ w^T): a block's output projection and residual add (post_norm NULL: none). */
 static void residual_out(struct forward *fw, enum prof_op id, struct tensor *x, const struct tensor *in,
                          const struct tensor *w, const struct tensor *post_norm)
 {
     struct backend *be = fw->be;
-    if (!post_norm) {
+    if (!post_norm && !fw->coll) {
         OP(fw, id, be->ops->matmul_add(be, x, in, w));
         return;
     }
     struct tensor proj = rows(&fw->proj, (int)tensor_rows(in));
     OP(fw, id, be->ops->matmul(be, &proj, in, w, NULL));
-    add_post_normed(fw, x, &proj, post_norm);
+    residual_add(fw, x, &proj, post_norm);
 }
 
 /* x += o_proj(attention(rope(norm(x) @ w_qkv^T))): the token-mixing block of a transformer layer. */
@@ -280,6 +316,14 @@ static void moe_block(struct forward *fw, int l, const struct batch_meta *meta)
 
     OP(fw, P_ROUTER, be->ops->norm_moe_route(be, &ids, &w, &logits, &xn, &x, &lw->ffn_norm, fw->norm_eps,
                                              fw->norm_offset, &lw->router, hp->n_experts_used, hp->norm_topk));
+    if (fw->coll) {   // the rank's experts (or expert slices) and shared-expert slice: a partial sum
+        struct tensor proj = rows(&fw->proj, n);
+        OP(fw, P_MOE, be->ops->moe_ffn(be, &proj, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down,
+                                       hp->n_experts, m->f.act));
+        if (hp->d_ff_shared > 0) OP(fw, P_MOE, hybrid_shared_expert_add(be, m, l, fw->hs, &proj, &xn));
+        residual_add(fw, &x, &proj, m->f.sandwich_norm ? &lw->ffn_post_norm : NULL);
+        return;
+    }
     if (hp->d_ff_shared > 0) OP(fw, P_MOE, hybrid_shared_expert_add(be, m, l, fw->hs, &x, &xn));
     if (!m->f.sandwich_norm) {
         OP(fw, P_MOE, be->ops->moe_ffn_add(be, &x, &xn, &ids, &w, lw->exp_gate, lw->exp_up, lw->exp_down,
@@ -306,6 +350,20 @@ static void update_dynamic_rope(struct forward *fw, const struct batch_meta *met
     }
 }
 
+/* A rank's copy of meta whose token ids are rows of the rank's embedding: its own vocabulary slice,
+ * every other token the extra zero row (the all-reduce after the embedding adds the owner's row). */
+static struct batch_meta rank_meta(struct forward *fw, const struct batch_meta *meta)
+{
+    const struct model_shard *sh = &fw->m->shard;
+    struct batch_meta local = *meta;
+    for (int i = 0; i < meta->n_tok; i++) {
+        int32_t t = meta->tok_id[i] - sh->vocab0;
+        fw->tok_local[i] = t >= 0 && t < sh->n_vocab_local ? t : sh->n_vocab_local;
+    }
+    local.tok_id = fw->tok_local;
+    return local;
+}
+
 /* hidden != NULL: every token's final normed hidden state is wanted as well (embeddings), so the
  * final norm runs over all rows even without logits rows, and the step is never recorded or replayed
  * as a graph (a recorded step of the same shape without logits rows would not have run it). Such a
@@ -319,6 +377,12 @@ static void step(struct forward *fw, struct kv_layer *kv, const struct batch_met
     struct backend *be = fw->be;
     CHECK(meta->n_tok > 0 && meta->n_tok <= fw->max_tok, "step of %d tokens, max %d", meta->n_tok, fw->max_tok);
     CHECK(meta->n_out >= 0 && meta->n_out <= fw->max_out, "step of %d logits rows, max %d", meta->n_out, fw->max_out);
+    struct batch_meta local;
+    if (m->shard.n_ranks) {
+        CHECK(fw->coll, "forward: rank %d's step without forward_bind_collective", m->shard.rank);
+        local = rank_meta(fw, meta);
+        meta = &local;
+    }
 
     if (fw->dynamic[ROPE_GLOBAL] || fw->dynamic[ROPE_LOCAL]) update_dynamic_rope(fw, meta);
     be->ops->batch_begin(be, meta);
@@ -332,10 +396,13 @@ static void step(struct forward *fw, struct kv_layer *kv, const struct batch_met
 
     struct tensor x = rows(&fw->x, meta->n_tok), xn = rows(&fw->xn, meta->n_tok);
     OP(fw, P_EMBED, be->ops->embed(be, &x, &m->tok_embed, meta, m->f.embed_scale ? sqrtf((float)hp->d_model) : 1.0f));
+    if (fw->coll) OP(fw, P_ALL_REDUCE, collective_all_reduce_sum(fw->coll, be, &x));
     for (int l = 0; l < hp->n_layers; l++) {
         if (hp->layer_linear[l]) {   // Gated DeltaNet (hybrids): a recurrent state per sequence, no KV cache
             CHECK(fw->states, "forward: a hybrid model's step without forward_bind_states");
-            hybrid_gdn_block(be, m, l, fw->hs, &x, &xn, &fw->states[l], meta);
+            struct tensor proj = rows(&fw->proj, meta->n_tok);
+            hybrid_gdn_block(be, m, l, fw->hs, &x, &xn, &fw->states[l], meta, fw->coll ? &proj : NULL);
+            if (fw->coll) residual_add(fw, &x, &proj, NULL);
         } else {
             attention_block(fw, l, &kv[l], meta);
         }
@@ -348,8 +415,10 @@ static void step(struct forward *fw, struct kv_layer *kv, const struct batch_met
         OP(fw, P_LOGITS, be->ops->rmsnorm(be, &xn, &x, &m->out_norm, fw->norm_eps, fw->norm_offset));
     if (meta->n_out > 0) {
         CHECK(model_has_lm_head(m), "forward: logits wanted from a model without an lm_head");
-        OP(fw, P_LOGITS, be->ops->matmul_rows(be, logits, &xn, &m->lm_head, meta);
-                         if (hp->final_softcap > 0) be->ops->softcap(be, logits, hp->final_softcap));
+        struct tensor part = fw->coll ? rows(&fw->logits_local, meta->n_out) : *logits;   // the rank's columns
+        OP(fw, P_LOGITS, be->ops->matmul_rows(be, &part, &xn, &m->lm_head, meta);
+                         if (hp->final_softcap > 0) be->ops->softcap(be, &part, hp->final_softcap));
+        if (fw->coll) OP(fw, P_ALL_REDUCE, collective_all_gather_cols(fw->coll, be, logits, &part));
     }
     if (graph == STEP_GRAPH_RECORDING) be->ops->step_graph_end(be);
 }

@@ -30,6 +30,11 @@ int         forward_max_tok(const struct forward *fw);
 /* A step stores clock_now_ns() into *ns after each block (token mixing, FFN) it issues (NULL: none), so that a long
  * step shows it is progressing (the engine's liveness; engine_get_stats). Borrowed. */
 void        forward_bind_heartbeat(struct forward *fw, _Atomic int64_t *ns);
+/* A rank's model (model->shard.n_ranks > 0, model/shard.h) needs its rank's collective before its
+ * first step (the same rank and world size; borrowed); its steps then return the whole [n_out,
+ * n_vocab] logits on every rank. Every rank must run the same steps (dist/ranks.h). */
+struct collective;
+void        forward_bind_collective(struct forward *fw, struct collective *c);
 
 /* Runs one step. kv: [n_layers] cache layers. meta->n_tok <= max_tok and meta->n_out <= max_tok.
  * *logits receives a view of [n_out, n_vocab] f32 in backend memory, valid until the next step. */

@@ -97,7 +97,8 @@ static void residual_matmul(struct backend *be, struct tensor *x, struct tensor 
 }
 
 void hybrid_gdn_block(struct backend *be, const struct model *m, int l, struct hybrid_scratch *s, struct tensor *x,
-                      struct tensor *xn, struct gdn_state_layer *st, const struct batch_meta *meta)
+                      struct tensor *xn, struct gdn_state_layer *st, const struct batch_meta *meta,
+                      struct tensor *out_only)
 {
     const struct hparams *hp = &m->hp;
     const struct layer_weights *lw = &m->layers[l];
@@ -115,7 +116,8 @@ void hybrid_gdn_block(struct backend *be, const struct model *m, int l, struct h
     struct gdn_params p = { hp->lin_n_k_heads, hp->lin_n_v_heads, hp->lin_k_dim, hp->lin_v_dim };
     be->ops->gdn_recurrent(be, &core, &q, &k, &v, &a, &b, &lw->gdn_a_log, &lw->gdn_dt_bias, st, &p, meta);
     be->ops->rmsnorm_gated(be, &core, &core, &z, &lw->gdn_norm, hp->norm_eps);
-    residual_matmul(be, x, &out, &core, &lw->gdn_out);
+    if (out_only) be->ops->matmul(be, out_only, &core, &lw->gdn_out, NULL);
+    else residual_matmul(be, x, &out, &core, &lw->gdn_out);
 }
 
 void hybrid_attn_output_gate(struct backend *be, const struct model *m, int l, struct hybrid_scratch *s,

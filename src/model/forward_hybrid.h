@@ -34,9 +34,11 @@ enum status hybrid_scratch_new(struct backend *be, const struct model *m, int ma
 void        hybrid_scratch_free(struct backend *be, struct hybrid_scratch *s);
 
 /* x[n, d] += out_proj(gated_norm(delta_rule(conv(norm(x) W_qkv^T)), norm(x) W_z^T)) for DeltaNet
- * layer l, continuing each sequence's state in st (slots meta->seq_state_slot); xn: scratch [n, d]. */
+ * layer l, continuing each sequence's state in st (slots meta->seq_state_slot); xn: scratch [n, d].
+ * out != NULL ([n, d]): the mixer's output goes there instead and x is left as it was (a rank's
+ * partial sum, added after the all-reduce). */
 void hybrid_gdn_block(struct backend *be, const struct model *m, int l, struct hybrid_scratch *s, struct tensor *x,
-                      struct tensor *xn, struct gdn_state_layer *st, const struct batch_meta *meta);
+                      struct tensor *xn, struct gdn_state_layer *st, const struct batch_meta *meta, struct tensor *out);
 /* attn[n, nh*hd] *= sigmoid(xn wq_gate^T); xn: the attention block's normalised input. */
 void hybrid_attn_output_gate(struct backend *be, const struct model *m, int l, struct hybrid_scratch *s,
                              struct tensor *attn, const struct tensor *xn);

@@ -31,7 +31,7 @@
 
 /* ==== Allocation ==== */
 
-static struct model *model_alloc(const struct hparams *hp, const struct arch_features *f, const struct arch *a)
+struct model *model_alloc(const struct hparams *hp, const struct arch_features *f, const struct arch *a)
 {
     struct model *m = xcalloc(1, sizeof *m);
     m->hp = *hp;
@@ -408,7 +408,9 @@ enum status model_prepare(struct model *m, struct backend *be)
     if (!be->ops->weight_prepare) return STATUS_OK;
     struct prepare_ctx c = { be, STATUS_OK };
     weights_for_each(m, prepare_one, &c);
-    if (m->hp.tie_embed) m->lm_head = m->tok_embed;
+    // a rank's tied lm_head leaves out the embedding's extra zero row (model/shard.h)
+    if (m->hp.tie_embed)
+        m->lm_head = m->shard.n_ranks ? tensor_rows_view(&m->tok_embed, 0, m->shard.n_vocab_local) : m->tok_embed;
     return c.st;
 }
 

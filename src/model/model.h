@@ -150,6 +150,16 @@ struct mtp_weights {
     struct tensor norm;              // [d] final norm before the shared lm_head
 };
 
+/* A rank's share of a sharded model (model/shard.h); n_ranks 0: the whole model. */
+struct model_shard {
+    int  rank;
+    int  n_ranks;
+    bool expert_parallel;            // MoE experts whole per rank; the others' tensors are absent
+    int  vocab0;                     // first vocabulary id of this rank's embedding / lm_head rows
+    int  n_vocab_local;              // lm_head rows (ids past n_vocab: zero padding); the embedding
+                                     // has one more zero row, for other ranks' tokens
+};
+
 struct arch;
 struct model_file;
 struct qweight;
@@ -180,9 +190,13 @@ struct model {
     struct qweight         *qw_split;       // descriptors of the row blocks weights_repack_hybrid cut from
                                             // quantized projections (scales' rows follow), owned; NULL if none
     struct quant_cfg       *quant;          // config.json's quantization block (model/quant_load.h), owned; NULL if none
+    struct model_shard      shard;          // a rank's model: its share (hp holds the rank's local counts)
 };
 
 enum status model_load(const char *dir, struct model **out);
+/* An empty model of these hyper-parameters (layers and expert arrays allocated, no weights bound):
+ * for the loaders in model/ (model.c, synthesis, shard.c). */
+struct model *model_alloc(const struct hparams *hp, const struct arch_features *f, const struct arch *a);
 /* False for a base model saved without lm_head (e.g. Qwen3Model): hidden states only, no logits. */
 static inline bool model_has_lm_head(const struct model *m) { return m->lm_head.buf != NULL; }
 /* True when the checkpoint is an embedder by default: a base-model architecture ("Qwen3Model"), no

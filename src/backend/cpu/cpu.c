@@ -267,6 +267,7 @@ static void cpu_moe_route(struct backend *be, struct tensor *ids, struct tensor 
 
 static const struct backend_ops cpu_ops = {
     .name = "cpu",
+    .moe_expert_subset = true,
     .destroy = cpu_destroy,
     .buffer_new = host_buffer_new,
     .buffer_free = host_buffer_free,

@@ -270,7 +270,7 @@ void cpu_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x,
 {
     struct cpu *c = be->impl;
     host_check_moe_ffn(out, x, ids, weights, gate, up, down, n_experts);
-    int64_t d = x->ne[0], n = tensor_rows(x), k = ids->ne[0], f = tensor_rows(&gate[0]);
+    int64_t d = x->ne[0], n = tensor_rows(x), k = ids->ne[0], f = host_moe_ffn_size(gate, n_experts);
     // scratch: [n*k] routed (token, slot) pairs, X [n*k, d], G and U [n*k, f], Y [n*k, d]
     size_t nk = (size_t)(n * k);
     float *s = cpu_shared_scratch(c, nk + nk * (size_t)(2 * d + 2 * f));
@@ -278,6 +278,7 @@ void cpu_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x,
     float *xs = s + nk, *gs = xs + nk * (size_t)d, *us = gs + nk * (size_t)f, *ys = us + nk * (size_t)f;
     for (int64_t r = 0; r < n; r++) memset(host_row(out, r), 0, (size_t)d * sizeof(float));
     for (int e = 0; e < n_experts; e++) {
+        if (!gate[e].buf) continue;   // absent: another rank's expert
         int64_t ne_ = 0;
         for (int64_t r = 0; r < n; r++) {
             const int32_t *id = host_row(ids, r);

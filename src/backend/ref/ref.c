@@ -321,7 +321,7 @@ static void ref_moe_ffn(struct backend *be, struct tensor *out, const struct ten
                         int n_experts, enum act act)
 {
     host_check_moe_ffn(out, x, ids, weights, gate, up, down, n_experts);
-    int64_t d = x->ne[0], n = tensor_rows(x), k = ids->ne[0], f = tensor_rows(&gate[0]);
+    int64_t d = x->ne[0], n = tensor_rows(x), k = ids->ne[0], f = host_moe_ffn_size(gate, n_experts);
     double *h = ref_scratch(be, (size_t)f + (size_t)d);
     double *acc = h + f;
     for (int64_t r = 0; r < n; r++) {
@@ -331,7 +331,7 @@ static void ref_moe_ffn(struct backend *be, struct tensor *out, const struct ten
         for (int64_t i = 0; i < d; i++) acc[i] = 0;
         for (int e = 0; e < n_experts; e++) {
             for (int64_t j = 0; j < k; j++) {
-                if (id[j] != e) continue;
+                if (id[j] != e || !gate[e].buf) continue;   // absent: another rank's expert
                 for (int64_t i = 0; i < f; i++) {
                     float g = (float)ref_dot(be, xr, &gate[e], i, d);
                     float u = (float)ref_dot(be, xr, &up[e], i, d);
@@ -495,6 +495,7 @@ static void ref_sigmoid_mul(struct backend *be, struct tensor *out, const struct
 
 static const struct backend_ops ref_ops = {
     .name = "ref",
+    .moe_expert_subset = true,
     .destroy = ref_destroy,
     .buffer_new = host_buffer_new,
     .buffer_free = host_buffer_free,

@@ -140,7 +140,6 @@ struct backend_cfg {
  */
 struct backend_ops {
     const char *name;
-    bool        moe_expert_subset;   // moe_ffn(_add) skips absent experts: runs expert-parallel ranks
     void        (*destroy)(struct backend *);   // frees the backend and its state
 
     /* ---- memory ---- */
@@ -305,6 +304,9 @@ struct backend_ops {
     // true: every op that takes a weight (matmul*, embed, moe_*, the fused ops) accepts DTYPE_QMLX
     // weights (MLX-quantized, tensor/qweight.h); false: model_prepare refuses quantized models.
     bool quant_weights;
+
+    /* ---- capabilities (last: cuda initialises the table by position) ---- */
+    bool moe_expert_subset;   // moe_ffn(_add) skip absent experts (buf NULL): runs expert-parallel ranks
 };
 
 struct backend {

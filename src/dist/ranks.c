@@ -49,9 +49,37 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-struct ranks *ranks_new(int n_ranks)
+/* Hands every worker the next call (fn, ctx), or the order to stop. */
+static void post(struct ranks *rk, void (*fn)(void *ctx, int rank), void *ctx, bool stop)
 {
-    CHECK(n_ranks >= 1, "ranks_new(%d)", n_ranks);
+    pthread_mutex_lock(&rk->mu);
+    rk->fn = fn;
+    rk->ctx = ctx;
+    rk->stop = stop;
+    rk->n_running = rk->n_ranks - 1;
+    rk->generation++;
+    pthread_cond_broadcast(&rk->go);
+    pthread_mutex_unlock(&rk->mu);
+}
+
+static void join_workers(struct ranks *rk, int n_started)
+{
+    post(rk, NULL, NULL, true);
+    for (int r = 1; r <= n_started; r++) pthread_join(rk->workers[r].thread, NULL);
+    pthread_cond_destroy(&rk->go);
+    pthread_cond_destroy(&rk->done);
+    pthread_mutex_destroy(&rk->mu);
+    free(rk->workers);
+    free(rk);
+}
+
+enum status ranks_new(int n_ranks, struct ranks **out)
+{
+    *out = NULL;
+    if (n_ranks < 1) {
+        LOG_ERR("ranks: %d ranks", n_ranks);
+        return STATUS_EINVAL;
+    }
     struct ranks *rk = xcalloc(1, sizeof *rk);
     rk->n_ranks = n_ranks;
     rk->workers = xcalloc((size_t)n_ranks, sizeof *rk->workers);
@@ -60,38 +88,24 @@ struct ranks *ranks_new(int n_ranks)
     pthread_cond_init(&rk->done, NULL);
     for (int r = 1; r < n_ranks; r++) {
         rk->workers[r] = (struct worker){ .rk = rk, .rank = r };
-        CHECK(pthread_create(&rk->workers[r].thread, NULL, worker_main, &rk->workers[r]) == 0,
-              "ranks: cannot start the thread of rank %d", r);
+        if (pthread_create(&rk->workers[r].thread, NULL, worker_main, &rk->workers[r]) != 0) {
+            LOG_ERR("ranks: cannot start the thread of rank %d", r);
+            join_workers(rk, r - 1);
+            return STATUS_EIO;
+        }
     }
-    return rk;
+    *out = rk;
+    return STATUS_OK;
 }
 
 void ranks_free(struct ranks *rk)
 {
-    if (!rk) return;
-    pthread_mutex_lock(&rk->mu);
-    rk->stop = true;
-    pthread_cond_broadcast(&rk->go);
-    pthread_mutex_unlock(&rk->mu);
-    for (int r = 1; r < rk->n_ranks; r++) pthread_join(rk->workers[r].thread, NULL);
-    pthread_cond_destroy(&rk->go);
-    pthread_cond_destroy(&rk->done);
-    pthread_mutex_destroy(&rk->mu);
-    free(rk->workers);
-    free(rk);
+    if (rk) join_workers(rk, rk->n_ranks - 1);
 }
-
-int ranks_count(const struct ranks *rk) { return rk->n_ranks; }
 
 void ranks_run(struct ranks *rk, void (*fn)(void *ctx, int rank), void *ctx)
 {
-    pthread_mutex_lock(&rk->mu);
-    rk->fn = fn;
-    rk->ctx = ctx;
-    rk->n_running = rk->n_ranks - 1;
-    rk->generation++;
-    pthread_cond_broadcast(&rk->go);
-    pthread_mutex_unlock(&rk->mu);
+    post(rk, fn, ctx, false);
     fn(ctx, 0);
     pthread_mutex_lock(&rk->mu);
     while (rk->n_running > 0) pthread_cond_wait(&rk->done, &rk->mu);

@@ -5,13 +5,36 @@
  *
  *     struct opened o;  if (open_model("tests/model/fixtures/qwen3", "cpu", &o) == STATUS_OK) ...
  *     close_model(&o);
+ * Also what reading a fixture's ref.json needs: its id lists (fixture_ids) and the greedy pick
+ * (fixture_argmax).
  */
 #ifndef CAIRN_TESTS_MODEL_FIXTURE_MODEL_H
 #define CAIRN_TESTS_MODEL_FIXTURE_MODEL_H
 
+#include <jansson.h>
+
 #include "backend/backend.h"
 #include "backend/backend_env.h"
+#include "base/mem.h"
 #include "model/model.h"
+
+/* A JSON array of token ids as a new int32 array (caller frees; never NULL), *n its length. */
+static inline int32_t *fixture_ids(json_t *arr, int *n)
+{
+    *n = (int)json_array_size(arr);
+    int32_t *v = xmalloc(sizeof *v * (size_t)(*n ? *n : 1));
+    for (int i = 0; i < *n; i++) v[i] = (int32_t)json_integer_value(json_array_get(arr, (size_t)i));
+    return v;
+}
+
+/* The lowest index of the largest of x[0..n) (the backends' argmax rule). */
+static inline int fixture_argmax(const float *x, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
 
 struct opened { struct model *m; struct backend *be; };
 

@@ -30,21 +30,6 @@
 #define FIXTURES "tests/model/fixtures"
 
 
-static int32_t *json_ids(json_t *arr, int *n)
-{
-    *n = (int)json_array_size(arr);
-    int32_t *v = xmalloc(sizeof *v * (size_t)(*n ? *n : 1));
-    for (int i = 0; i < *n; i++) v[i] = (int32_t)json_integer_value(json_array_get(arr, (size_t)i));
-    return v;
-}
-
-static int argmax(const float *x, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
 
 /* Returns the worst per-position relative error of logits vs the reference file. */
 static double compare_logits(const char *name, const char *backend, int prompt_idx, const float *got,
@@ -78,7 +63,7 @@ static void run_fixture(const char *dir, const char *name, const char *backend, 
     json_t *prompts = json_object_get(ref, "prompts"), *files = json_object_get(ref, "logits_files");
     for (size_t p = 0; p < json_array_size(prompts); p++) {
         int n;
-        int32_t *ids = json_ids(json_array_get(prompts, p), &n);
+        int32_t *ids = fixture_ids(json_array_get(prompts, p), &n);
         snprintf(path, sizeof path, "%s/%s", dir, json_string_value(json_array_get(files, p)));
         char *data;
         size_t len;
@@ -115,8 +100,8 @@ static void run_fixture(const char *dir, const char *name, const char *backend, 
         if (per_prompt && reliable && !json_is_true(json_array_get(reliable, (size_t)c))) continue;
         int pi = per_prompt ? c : (int)json_integer_value(json_object_get(ref, "greedy_prompt"));
         int n, n_want;
-        int32_t *ids = json_ids(json_array_get(prompts, (size_t)pi), &n);
-        int32_t *want = json_ids(per_prompt ? json_array_get(greedy, (size_t)c) : greedy, &n_want);
+        int32_t *ids = fixture_ids(json_array_get(prompts, (size_t)pi), &n);
+        int32_t *want = fixture_ids(per_prompt ? json_array_get(greedy, (size_t)c) : greedy, &n_want);
         // cuda rounds activations to bf16 in its GEMMs: it must agree for the first 8 tokens
         int need = !strcmp(backend, "cuda") && n_want > 8 ? 8 : n_want;
         struct runner *r;
@@ -125,7 +110,7 @@ static void run_fixture(const char *dir, const char *name, const char *backend, 
         EXPECT(runner_feed(r, ids, n, lg, false) == STATUS_OK);
         int same = 0;
         for (int i = 0; i < n_want; i++) {
-            int32_t tok = argmax(lg, vocab);
+            int32_t tok = fixture_argmax(lg, vocab);
             if (tok != want[i]) break;
             same++;
             if (i + 1 < n_want) EXPECT(runner_feed(r, &tok, 1, lg, false) == STATUS_OK);
@@ -169,7 +154,7 @@ static float *prompt_logits(struct opened *am, const int32_t *ids, int n, enum d
 /* Top-2 gap of a row of logits, relative to its largest magnitude. */
 static double rel_gap(const float *x, int n)
 {
-    int b = argmax(x, n);
+    int b = fixture_argmax(x, n);
     double second = -INFINITY, mag = 0;
     for (int i = 0; i < n; i++) {
         if (i != b && x[i] > second) second = x[i];
@@ -194,7 +179,7 @@ static int greedy_mismatches(struct opened *am, const int32_t *ids, int n, int *
     float *la = xmalloc(sizeof(float) * (size_t)vocab), *lb = xmalloc(sizeof(float) * (size_t)vocab);
     bool ok = runner_feed(ra, ids, n, la, false) == STATUS_OK && runner_feed(rb, ids, n, lb, false) == STATUS_OK;
     for (int i = 0; ok && i < FP8_GREEDY; i++) {
-        int32_t ta = argmax(la, vocab), tb = argmax(lb, vocab);
+        int32_t ta = fixture_argmax(la, vocab), tb = fixture_argmax(lb, vocab);
         if (rel_gap(la, vocab) < FP8_TIE) (*n_ties)++;
         else if (ta != tb) bad++;
         if (i + 1 < FP8_GREEDY)
@@ -225,7 +210,7 @@ static double fp8_fixture(const char *dir, const char *name, const char *backend
     json_t *prompts = json_object_get(ref, "prompts");
     for (size_t p = 0; p < json_array_size(prompts); p++) {
         int n;
-        int32_t *ids = json_ids(json_array_get(prompts, p), &n);
+        int32_t *ids = fixture_ids(json_array_get(prompts, p), &n);
         float *a = prompt_logits(&am, ids, n, DTYPE_BF16), *b = prompt_logits(&am, ids, n, DTYPE_F8E4M3);
         EXPECTF(a && b, "%s on %s: prompt %zu did not run", name, backend, p);
         double dev = a && b ? logits_max_rel(b, a, n, vocab) : INFINITY;
@@ -240,7 +225,7 @@ static double fp8_fixture(const char *dir, const char *name, const char *backend
         free(ids);
     }
     int n;
-    int32_t *ids = json_ids(json_array_get(prompts, 0), &n);
+    int32_t *ids = fixture_ids(json_array_get(prompts, 0), &n);
     int n_ties, bad = greedy_mismatches(&am, ids, n, &n_ties);
     fprintf(stderr, "  %-28s %-4s greedy: %d steps, %d near-ties skipped, %d different tokens\n", name, backend,
             FP8_GREEDY, n_ties, bad);

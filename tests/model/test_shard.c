@@ -23,6 +23,7 @@
 #include "dist/ranks.h"
 #include "engine/runner.h"
 #include "harness.h"
+#include "model/fixture_model.h"
 #include "model/forward.h"
 #include "model/model.h"
 #include "model/shard.h"
@@ -56,21 +57,6 @@ struct job {
     enum status           st[MAX_RANKS];
 };
 
-static int32_t *json_ids(json_t *arr, int *n)
-{
-    *n = (int)json_array_size(arr);
-    int32_t *v = xmalloc(sizeof *v * (size_t)(*n ? *n : 1));
-    for (int i = 0; i < *n; i++) v[i] = (int32_t)json_integer_value(json_array_get(arr, (size_t)i));
-    return v;
-}
-
-static int argmax(const float *x, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
 
 /* Runs the job's prompts and greedy steps on model m (rank r's, or the whole model with c NULL). */
 static enum status run_all(const struct fixture *fx, struct model *m, struct backend *be, struct collective *c,
@@ -93,7 +79,7 @@ static enum status run_all(const struct fixture *fx, struct model *m, struct bac
     float *lg = xmalloc(sizeof(float) * (size_t)vocab);
     st = runner_feed(r, fx->greedy_prompt, fx->n_greedy_prompt, lg, false);
     for (int i = 0; i < fx->n_greedy && st == STATUS_OK; i++) {
-        tokens[i] = argmax(lg, vocab);
+        tokens[i] = fixture_argmax(lg, vocab);
         if (i + 1 < fx->n_greedy) st = runner_feed(r, &tokens[i], 1, lg, false);
     }
     free(lg);
@@ -124,7 +110,7 @@ static bool load_fixture(const char *name, struct fixture *fx, char *model_dir, 
     json_t *prompts = json_object_get(ref, "prompts"), *files = json_object_get(ref, "logits_files");
     for (size_t i = 0; i < json_array_size(prompts) && fx->n_prompts < 8; i++) {
         struct prompt *p = &fx->p[fx->n_prompts++];
-        p->ids = json_ids(json_array_get(prompts, i), &p->n);
+        p->ids = fixture_ids(json_array_get(prompts, i), &p->n);
         snprintf(path, sizeof path, FIXTURES "/%s/%s", name, json_string_value(json_array_get(files, i)));
         char *data;
         size_t len;
@@ -140,8 +126,8 @@ static bool load_fixture(const char *name, struct fixture *fx, char *model_dir, 
     for (int c = 0; per_prompt && c < (int)json_array_size(greedy) && pick < 0; c++)
         if (!reliable || json_is_true(json_array_get(reliable, (size_t)c))) pick = c;
     if (greedy && pick >= 0) {
-        fx->greedy_prompt = json_ids(json_array_get(prompts, (size_t)pick), &fx->n_greedy_prompt);
-        fx->greedy = json_ids(per_prompt ? json_array_get(greedy, (size_t)pick) : greedy, &fx->n_greedy);
+        fx->greedy_prompt = fixture_ids(json_array_get(prompts, (size_t)pick), &fx->n_greedy_prompt);
+        fx->greedy = fixture_ids(per_prompt ? json_array_get(greedy, (size_t)pick) : greedy, &fx->n_greedy);
     }
     json_decref(ref);
     return true;
@@ -187,7 +173,8 @@ static void run_sharded(const struct fixture *fx, const struct model *full, cons
     }
     EXPECTF(ok, "%s: rank models on %s", fx->name, backend);
     if (ok) {
-        struct ranks *rk = ranks_new(n_ranks);
+        struct ranks *rk;
+        ASSERT(ranks_new(n_ranks, &rk) == STATUS_OK);
         ranks_run(rk, on_rank, &j);
         ranks_free(rk);
         int vocab = full->hp.n_vocab;

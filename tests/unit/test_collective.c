@@ -51,8 +51,8 @@ TEST(sum_and_gather)
     for (int r = 0; r < N_RANKS; r++)
         for (int i = 0; i < ROWS * COLS; i++)   // magnitudes apart, so the summation order shows in the bits
             w.in[r][i] = (rng_uniform(&g) - 0.5f) * (r == 1 ? 1e8f : 1.0f);
-    struct ranks *rk = ranks_new(N_RANKS);
-    EXPECT(ranks_count(rk) == N_RANKS);
+    struct ranks *rk;
+    ASSERT(ranks_new(N_RANKS, &rk) == STATUS_OK);
     ranks_run(rk, on_rank, &w);
     ranks_run(rk, on_rank, &w);   // a second step on the same threads
     ranks_free(rk);
@@ -76,6 +76,8 @@ TEST(bad_rank_count)
     struct collective *c[1];
     EXPECT(collective_threads_new(0, c) == STATUS_EINVAL);
     EXPECT(collective_threads_new(COLLECTIVE_MAX_RANKS + 1, c) == STATUS_EINVAL);
+    struct ranks *rk;
+    EXPECT(ranks_new(0, &rk) == STATUS_EINVAL && rk == NULL);
 }
 
 int main(void)

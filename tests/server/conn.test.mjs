@@ -115,6 +115,18 @@ async function main() {
     ['control byte in API key', `POST /v1/chat/completions HTTP/1.1\r\n${H}Authorization: Bearer k3y\u0001zz\r\nContent-Length: ${body.length}\r\n\r\n${body}GET /health HTTP/1.1\r\n${H}\r\n`, 400, true],
     ['NUL in API key', `POST /v1/chat/completions HTTP/1.1\r\n${H}Authorization: Bearer k3y\u0000zz\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 400, true],
     ['NUL in x-api-key', `POST /v1/chat/completions HTTP/1.1\r\n${H}x-api-key: k3y\u0000\r\nContent-Length: ${body.length}\r\n\r\n${body}GET /health HTTP/1.1\r\n${H}\r\n`, 400, true],
+    // libmicrohttpd turns line ends into NULs in place: a NUL sent before a line end or inside any
+    // header value, a raw NUL in the path, a folded line and mixed line ends are all 400 + close
+    ['NUL before a bare LF (x-api-key)', `POST /v1/chat/completions HTTP/1.1\nHost: x\nx-api-key: k3y\u0000\nContent-Length: ${body.length}\n\n${body}GET /health HTTP/1.1\n${H}\r\n`, 400, true],
+    ['NUL before a bare LF (Authorization, last line)', `POST /v1/chat/completions HTTP/1.1\nHost: x\nContent-Length: ${body.length}\nAuthorization: Bearer k3y\u0000\n\n${body}`, 400, true],
+    ['NUL before a bare LF (Host)', 'GET /health HTTP/1.1\nHost: x\u0000\n\n', 400, true],
+    ['NUL before a CRLF (Host)', `GET /health HTTP/1.1\r\nHost: x\u0000\r\n\r\nGET /health HTTP/1.1\r\n${H}\r\n`, 400, true],
+    ['NUL inside a header value', `GET /health HTTP/1.1\r\n${H}X-Trace: a\u0000b\r\n\r\n`, 400, true],
+    ['raw NUL in path', `GET /metrics\u0000x HTTP/1.1\r\n${H}\r\n`, 400, true],
+    ['raw NUL in path, bare LF', 'GET /health\u0000x HTTP/1.1\nHost: x\n\n', 400, true],
+    ['folded header line (obs-fold)', `GET /health HTTP/1.1\r\n${H}X-Trace: a\r\n b\r\n\r\n`, 400, true],
+    ['mixed line ends', `GET /health HTTP/1.1\r\nHost: x\n\r\nGET /health HTTP/1.1\r\n${H}\r\n`, 400, true],
+    ['bare LF line ends only', `POST /v1/chat/completions HTTP/1.1\nHost: x\nx-api-key: k3y\nContent-Length: ${body.length}\n\n${body}`, 200, false],
     ['key prefix only', `POST /v1/chat/completions HTTP/1.1\r\n${H}Authorization: Bearer k3\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 401, false],
     ['HEAD /health', `HEAD /health HTTP/1.1\r\n${H}\r\n`, 200, false],
     ['HEAD /metrics', `HEAD /metrics HTTP/1.1\r\n${H}\r\n`, 200, false],

@@ -161,6 +161,8 @@ async function main() {
   const sum = (m, code) => Object.entries(m).filter(([k]) => k.startsWith('cairn_requests_total') && k.includes(`"${code}"`)).reduce((a, [, v]) => a + v, 0);
   check(sum(after, 499) - sum(before, 499) === 2, 'two aborts counted as 499', sum(after, 499) - sum(before, 499));
   check(sum(after, 500) - sum(before, 500) === 0, 'no abort counted as 500');
+  const logged = srv.stderr().split('\n').filter((l) => / POST \/v1\/chat\/completions 499 \(client gone\)/.test(l)).length;
+  check(logged >= 2 && !/ POST \/v1\/chat\/completions 500 /.test(srv.stderr()), 'the aborts logged as 499 (client gone), none as 500', logged);
 
   // ---- SIGHUP is ignored; served afterwards
   srv.proc.kill('SIGHUP');

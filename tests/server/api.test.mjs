@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { check, summary, startServer, request, sse, metrics, sleep } from './lib.mjs';
+import { spawnSync } from 'node:child_process';
+import { BIN, check, summary, startServer, request, sse, metrics, sleep } from './lib.mjs';
 
 const DS = (s) => s.replace(/\{B\}/g, '<｜tool▁calls▁begin｜>').replace(/\{E\}/g, '<｜tool▁calls▁end｜>')
   .replace(/\{b\}/g, '<｜tool▁call▁begin｜>').replace(/\{e\}/g, '<｜tool▁call▁end｜>').replace(/\{s\}/g, '<｜tool▁sep｜>');
@@ -397,7 +398,26 @@ async function main() {
   check((await kex).code === 0 && Date.now() - t0 < 6000, 'shutdown after the grace period', Date.now() - t0);
   checkSanitizer(ks.stderr());
   fs.rmSync(tmp, { recursive: true, force: true });
+  if (!model) unreadableConfigChecks();
   process.exit(summary('api'));
+}
+
+// A tokenizer_config.json that cannot be read (malformed JSON, or not a file) stops start-up with
+// its own error and the flag that serves completions only, instead of a server whose chat answers
+// 400 (templates themselves: tests/text/run_template_startup.sh). Uses the built-in default model.
+function unreadableConfigChecks() {
+  const broken = [['malformed JSON', (p) => fs.writeFileSync(p, '{"chat_template": "x", "bos_token": ')],
+                  ['a directory', (p) => fs.mkdirSync(p)]];
+  for (const [what, make] of broken) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-tc-'));
+    for (const f of fs.readdirSync('models/default'))
+      if (f !== 'tokenizer_config.json') fs.symlinkSync(path.resolve('models/default', f), path.join(dir, f));
+    make(path.join(dir, 'tokenizer_config.json'));
+    const r = spawnSync(BIN, ['serve', dir, '--port', '0', '--backend', 'cpu', '--threads', '1'], { encoding: 'utf8', timeout: 60000 });
+    check(r.status !== 0 && r.status !== null && /tokenizer_config\.json/.test(r.stderr) && /--no-chat-template/.test(r.stderr),
+          `tokenizer_config.json that is ${what}: serve refuses to start, with the file's error`, { status: r.status, err: r.stderr.slice(-300) });
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function checkSanitizer(err) {

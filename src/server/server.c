@@ -841,7 +841,7 @@ static enum MHD_Result walk_header(void *cls, enum MHD_ValueKind kind, const cha
         w->why = "the request head holds a NUL byte, a folded line or mixed line ends";
         return MHD_NO;
     }
-    if (!key_size || key[key_size]) {
+    if (!key_size || (uintptr_t)(key + key_size) >= (uintptr_t)value || key[key_size]) {
         w->why = "a header line has no name";
         return MHD_NO;
     }

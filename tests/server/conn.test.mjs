@@ -1,8 +1,10 @@
 // Connection-layer suite (issue 20): thousands of idle sockets and slowloris clients never lock
 // out /health or /metrics; slow headers and trickled bodies are cut; one address cannot take all
 // connections; HTTP framing that a proxy could read differently (smuggling shapes), control bytes
-// in paths and auth headers, HTTP/1.1 without Host and unknown transfer codings are refused and
-// the connection closed; HEAD works where GET does. Loopback only, bounded in sockets and time.
+// in paths and auth headers, NUL bytes anywhere in the head (before a bare LF too), folded or
+// mixed line ends, HTTP/1.1 without Host and unknown transfer codings are refused and the
+// connection closed; HEAD works where GET does; aborts are 499 in metrics and logs.
+// Loopback only, bounded in sockets and time.
 import net from 'node:net';
 import { check, summary, startServer, request, rawSocket, sleep, metrics } from './lib.mjs';
 

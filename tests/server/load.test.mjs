@@ -3,6 +3,8 @@
 // at its baseline (read from /metrics). Prints p50/p99 TTFT and total throughput. On a real
 // engine, --max-queue counts only what waits beyond the free running slots: with --max-running 64
 // and --max-queue 32, 96 of 128 simultaneous requests are served and 32 refused (429, Retry-After).
+// A chunked upload over --max-body-bytes beside running streams is answered 413 as soon as it
+// passes the limit, and the streams finish.
 // Fake model by default; CAIRN_TEST_MODEL=DIR for a real checkpoint (LOAD_TOKENS to size it).
 import http from 'node:http';
 import net from 'node:net';

@@ -10,8 +10,9 @@
  * peer closed its socket (recv MSG_PEEK == 0) and cancelling the generation when it has. A
  * request struct is shared by MHD's callbacks, the worker and the stream reader: refcounted.
  *
- * Limits: bodies above max_body_bytes answer 413 (from Content-Length before reading, or while
- * reading chunked bodies); a body that trickles in for longer than body_timeout_s answers 408;
+ * Limits: bodies above max_body_bytes answer 413 (from Content-Length before reading, or as soon
+ * as a chunked body's running total passes it, then close); a body that trickles in for longer
+ * than body_timeout_s answers 408 and closes;
  * a sweeper thread cuts a connection whose request header is not complete header_timeout_s after
  * its first byte, and a body arriving slower than body_min_rate bytes/s on average after its first
  * BODY_RATE_GRACE_S seconds (slowloris); an idle connection (no byte of a request) closes after
@@ -597,7 +598,7 @@ static enum MHD_Result dispatch(struct req *r)
  * is in and since when. The sweeper cuts the slow ones by shutting their socket down (MHD then
  * sees the close and cleans up on its own thread); the fd stays valid while watch_mu is held,
  * because MHD tells us a connection closed before it closes the socket. */
-enum watch_phase { WATCH_HEADER, WATCH_BODY, WATCH_BUSY };
+enum watch_phase { WATCH_HEADER, WATCH_BODY, WATCH_BUSY, WATCH_LINGER };
 struct conn_watch {
     struct conn_watch *prev, *next;
     int                fd;
@@ -607,9 +608,17 @@ struct conn_watch {
     uint64_t           rx_base;       // HEADER: bytes the socket had received when the phase began
     double             t_header;      // HEADER: when its first byte was seen (0: none yet)
     bool               cut;
+    // the request line's target as sent, before MHD unescapes it (note_raw_uri; read and written
+    // on the connection's MHD thread only)
+    const char        *uri_raw;
+    size_t             uri_raw_len;
 };
 
 #define BODY_RATE_GRACE_S 5.0
+/* After a 413 sent mid-body the rest of the body is read and dropped this long before the
+ * connection closes: closing a socket with unread bytes sends a reset, which can reach the
+ * client before it has read the answer (the lingering close of nginx and Apache). */
+#define LINGER_S 2.0
 
 static struct conn_watch *watch_of(struct MHD_Connection *conn)
 {
@@ -685,6 +694,8 @@ static void *sweeper_main(void *arg)
                 why = "request header incomplete";
             else if (w->phase == WATCH_BODY && age > BODY_RATE_GRACE_S && (double)w->body_bytes < s->cfg.body_min_rate * age)
                 why = "request body below the minimum rate";
+            else if (w->phase == WATCH_LINGER && age > LINGER_S)
+                why = "answered, and the client still sends its body";
             if (!why) continue;
             w->cut = true;
             LOG_DEBUG("closing a connection: %s after %.1f s", why, age);
@@ -785,36 +796,101 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
-struct next_key { const char *after, *next; };
+/* ==== Request head bytes ==== */
 
-static enum MHD_Result find_next_key(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+/* libmicrohttpd 0.9 parses the request head in place and hands out C strings: each line end
+ * becomes one NUL per byte (CRLF two, a bare LF one), each header's colon a NUL, and a NUL sent
+ * inside a value silently cuts it ("Bearer KEY\0junk" reads as "Bearer KEY"). So the head is read
+ * where MHD left it, [method, method + header size): after each value only its line end may come
+ * before the next header's name (anything else was hidden behind a NUL, or is an obs-fold
+ * continuation, which RFC 9112 5.2 lets a server refuse), and every line end must be as long as
+ * the request line's, which MHD parses by length and so is exact: a NUL sent right before a line
+ * end shows as one byte too many. Mixed line ends are refused with it (a proxy may split such a
+ * head differently). The one shape this cannot see: a NUL right before a bare LF in a head whose
+ * other lines all end in CRLF, since "\0\n" and "\r\n" leave the same two NULs. */
+struct head_walk {
+    const char *at;    // the previous line's value ended here: its line end comes next
+    const char *end;   // the head's end
+    size_t      eol;   // bytes per line end: 1 or 2
+    const char *why;   // the first fault found
+};
+
+static bool in_head(const char *p, const char *lo, const char *hi)
 {
-    struct next_key *nk = cls;
-    if (key > nk->after && key < nk->next) nk->next = key;
+    return (uintptr_t)p >= (uintptr_t)lo && (uintptr_t)p <= (uintptr_t)hi;
+}
+
+/* [p, q) is one line end: exactly n bytes, all NULs. */
+static bool is_line_end(const char *p, const char *q, size_t n)
+{
+    if ((uintptr_t)q < (uintptr_t)p || (size_t)(q - p) != n) return false;
+    for (; p < q; p++)
+        if (*p) return false;
+    return true;
+}
+
+static enum MHD_Result walk_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                                   const char *value, size_t value_size)
+{
+    struct head_walk *w = cls;
+    if (!in_head(key, w->at, w->end) || !in_head(value, key, w->end) || !in_head(value + value_size, value, w->end)) {
+        w->why = "a header line is folded onto the next (obs-fold)";
+        return MHD_NO;
+    }
+    if (!is_line_end(w->at, key, w->eol)) {
+        w->why = "the request head holds a NUL byte, a folded line or mixed line ends";
+        return MHD_NO;
+    }
+    if (!key_size || (uintptr_t)(key + key_size) >= (uintptr_t)value || key[key_size]) {
+        w->why = "a header line has no name";
+        return MHD_NO;
+    }
+    for (const char *p = key + key_size + 1; p < value; p++)   // the colon (a NUL now), then blanks
+        if (*p != ' ' && *p != '\t') {
+            w->why = "the request head holds a NUL byte";
+            return MHD_NO;
+        }
+    w->at = value + value_size;
     return MHD_YES;
 }
 
-/* libmicrohttpd 0.9 parses the header block in place and hands out values as C strings, so a NUL
- * inside a value silently cuts it ("Bearer KEY\0junk" reads as "Bearer KEY"). The block is
- * [method, method + header size); after a value's end only the bytes MHD blanked (NULs of the
- * line end) may come before the next header's name or the block's end: anything else was
- * hidden behind a NUL. False when it cannot tell (pointers outside the block). */
-static bool value_hides_bytes(struct req *r, const char *method, const char *v, size_t n)
+/* NULL when the head holds no NUL byte that MHD's parsing hid, else why. */
+static const char *head_bytes_error(struct req *r, const char *method, const char *version)
 {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-    if (!ci || !method) return false;
+    if (!ci || !method || !version) return NULL;
     const char *end = method + ci->header_size;
-    if (v < method || v + n > end) return false;
-    struct next_key nk = { v + n, end };
-    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, find_next_key, &nk);
-    int n_nul = 0;
-    for (const char *p = v + n; p < nk.next; p++) {
-        if (*p && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') return true;
-        n_nul += !*p;
+    const char *line_end = version + strlen(version);
+    if (!in_head(version, method, end) || !in_head(line_end, version, end)) return NULL;   // cannot tell
+    size_t n = 0;
+    while (line_end + n < end && !line_end[n]) n++;
+    // the request line's end; without header lines the empty line's end follows at once
+    bool no_headers = line_end + n == end;
+    if (no_headers ? n != 2 && n != 4 : n != 1 && n != 2) return "the request line ends in a NUL byte or mixed line ends";
+    struct head_walk w = { line_end, end, no_headers ? n / 2 : n, NULL };
+    MHD_get_connection_values_n(r->conn, MHD_HEADER_KIND, walk_header, &w);
+    if (!w.why && !is_line_end(w.at, end, 2 * w.eol)) w.why = "the request head holds a NUL byte or mixed line ends";
+    return w.why;
+}
+
+/* MHD's early URI logger: the request target before MHD unescapes it in place. A NUL sent in it
+ * would cut the path MHD hands out ("/metrics\0x" reads as "/metrics"); framing_error compares
+ * its length with where the request line puts the version. */
+static void *note_raw_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct conn_watch *w = watch_of(conn);
+    if (w) {
+        w->uri_raw = uri;
+        w->uri_raw_len = uri ? strlen(uri) : 0;
     }
-    // a line end is one or two bytes (LF, CRLF), the block's end one more line end: a NUL right
-    // before a CRLF shows as one byte too many (before a bare LF it cannot be told apart)
-    return n_nul > (nk.next == end ? 4 : 2);
+    return NULL;
+}
+
+static bool raw_uri_has_nul(struct req *r, const char *url, const char *version)
+{
+    const struct conn_watch *w = r->watch;
+    if (!w || !w->uri_raw || w->uri_raw != url || (uintptr_t)version <= (uintptr_t)url) return false;
+    return w->uri_raw + w->uri_raw_len != version - 1;   // MHD ends the target at the space before the version
 }
 
 /* RFC 9112 framing and header sanity known before the body: a 400/501 that closes the
@@ -823,8 +899,13 @@ static bool framing_error(struct req *r, const char *method, const char *url, co
 {
     struct framing f = {0};
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_framing, &f);
-    if (has_ctl(url, strlen(url))) {
+    if (has_ctl(url, strlen(url)) || raw_uri_has_nul(r, url, version)) {
         *e = api_error_kind_make(API_ERROR_PROTOCOL, "the request path holds a NUL or control byte");
+        return true;
+    }
+    const char *why = head_bytes_error(r, method, version);
+    if (why) {
+        *e = api_error_kind_make(API_ERROR_PROTOCOL, "%s", why);
         return true;
     }
     if (f.n_cl > 1) {
@@ -850,12 +931,53 @@ static bool framing_error(struct req *r, const char *method, const char *url, co
         const char *v;
         size_t n;
         if (MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, auth_headers[i], strlen(auth_headers[i]), &v, &n) &&
-            (has_ctl(v, n) || strlen(v) != n || value_hides_bytes(r, method, v, n))) {
+            (has_ctl(v, n) || strlen(v) != n)) {
             *e = api_error_kind_make(API_ERROR_PROTOCOL, "the %s header holds a NUL or control byte", auth_headers[i]);
             return true;
         }
     }
     return false;
+}
+
+/* Answers on the socket itself and ends our side of it. MHD 0.9 queues a response only before a
+ * body is read or after all of it, so a chunked body over the limit would be read to its end
+ * before its 413 (under load, past the client's patience), and a body that is too slow could only
+ * be dropped. Nothing has been written on the connection yet (at most a 100 Continue, already
+ * sent), and a few hundred bytes fit the empty send buffer whole. linger: the rest of the body is
+ * read and dropped for LINGER_S (the sweeper then cuts it), else MHD closes the connection now. */
+static enum MHD_Result answer_mid_body(struct req *r, const struct api_error *e, bool linger)
+{
+    int code = api_error_http(e);
+    struct strbuf body = {0}, msg = {0};
+    api_error_body(&body, r->api, e);
+    char date[64];
+    struct tm tm;
+    time_t now = time(NULL);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
+    const char *reason = MHD_get_reason_phrase_for((unsigned)code);
+    strbuf_printf(&msg, "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                        "X-Request-Id: req-%llu\r\n", code, reason ? reason : "", date, body.len, (unsigned long long)r->id);
+    if (r->s->cors_origin) strbuf_printf(&msg, "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n", r->s->cors_origin);
+    strbuf_puts(&msg, "Connection: close\r\n\r\n");
+    strbuf_append(&msg, body.data, body.len);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci) {
+        size_t off = 0;
+        while (off < msg.len) {
+            ssize_t n = send(ci->connect_fd, msg.data + off, msg.len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n <= 0 && errno == EINTR) continue;
+            if (n <= 0) break;   // the client is gone or not reading: it loses the answer only
+            off += (size_t)n;
+        }
+        shutdown(ci->connect_fd, SHUT_WR);
+    }
+    strbuf_free(&msg);
+    strbuf_free(&body);
+    LOG_WARN("req-%llu: %d %s", (unsigned long long)r->id, code, e->message);
+    r->http_status = code;
+    if (!linger) return MHD_NO;
+    watch_set(r->s, r->watch, WATCH_LINGER);
+    return MHD_YES;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -926,7 +1048,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return ret;
     }
     if (r->hand != HAND_NONE) return MHD_YES;
-    if (r->http_status) {   // already answered (early error); discard the rest
+    if (r->http_status) {   // already answered (early error, or a 413 mid-body); discard the rest
+        if (r->too_large && !*upload_size) return MHD_NO;   // the 413 went out on the socket: close
         *upload_size = 0;
         return MHD_YES;
     }
@@ -936,25 +1059,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->watch->body_bytes += *upload_size;
             pthread_mutex_unlock(&s->watch_mu);
         }
-        if (clock_now_s() - r->t0_s > s->cfg.body_timeout_s) r->too_slow = true;
-        if (r->body.len + *upload_size > s->cfg.max_body_bytes) r->too_large = true;
+        r->n_body += *upload_size;
+        r->too_large = r->n_body > s->cfg.max_body_bytes;
+        r->too_slow = clock_now_s() - r->t0_s > s->cfg.body_timeout_s;
         if (!r->too_large && !r->too_slow && !r->has_early && !r->is_preflight) strbuf_append(&r->body, upload, *upload_size);
         *upload_size = 0;
+        // answered now, not once the body ends: a client that sends too much or too slowly
+        // learns it at once, and no poll thread keeps reading for it
+        if (r->too_large) {
+            e = api_error_kind_make(API_ERROR_BODY_TOO_LARGE, "request body is over the limit of %zu bytes", s->cfg.max_body_bytes);
+            return answer_mid_body(r, &e, true);
+        }
         if (r->too_slow) {
             e = api_error_kind_make(API_ERROR_TIMEOUT, "the request body took longer than %d s to arrive", s->cfg.body_timeout_s);
-            // MHD would hold a queued response until the body ends, which a slowloris client never
-            // does: count it as 408 and drop the connection now.
-            LOG_WARN("req-%llu: %s", (unsigned long long)r->id, e.message);
-            r->http_status = api_error_http(&e);
-            return MHD_NO;
+            return answer_mid_body(r, &e, false);   // a slow client has little unread: close now
         }
         return MHD_YES;
     }
     watch_set(s, r->watch, WATCH_BUSY);
-    if (r->too_large) {
-        e = api_error_kind_make(API_ERROR_BODY_TOO_LARGE, "request body is over the limit of %zu bytes", s->cfg.max_body_bytes);
-        return srv_send_error(r, &e);
-    }
     if (r->has_early) return srv_send_error(r, &r->early_err);
     if (r->is_preflight) {
         struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
@@ -992,7 +1114,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     // failed write to a closed socket shows up as TERMINATED_WITH_ERROR)
     bool client_gone = r->peer_gone ||
                        (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && toe != MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN &&
-                        toe != MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && !r->too_slow && !cut);
+                        toe != MHD_REQUEST_TERMINATED_TIMEOUT_REACHED && !r->too_slow && !r->too_large && !cut);
     if (r->job) {
         if (!job_done(r->job)) job_cancel(r->job);
         for (int i = 0; i < job_n_choices(r->job); i++) {
@@ -1006,7 +1128,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     // What happened, as logs and metrics count it: 499 (nginx's "client closed the request") for a
     // client that left, 408 for one cut as too slow, else what was answered.
     int code = r->http_status ? r->http_status : 500;
-    if (cut || toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED) code = 408;
+    if (!r->too_large && (cut || toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)) code = 408;
     else if (client_gone) code = 499;
     metrics_request(s->m, r->route ? r->path : "other", code);
     metrics_tokens(s->m, r->n_prompt, r->n_cached, r->n_generated);
@@ -1098,6 +1220,7 @@ enum status server_new(const struct server_cfg *cfg, struct server **out)
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                             MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                             MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+                            MHD_OPTION_URI_LOG_CALLBACK, note_raw_uri, NULL,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.http_timeout_s,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->cfg.max_connections,
                             MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->cfg.per_ip_connections,

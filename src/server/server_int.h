@@ -70,6 +70,7 @@ struct req {
     enum route              route;
     enum api_kind           api;
     struct strbuf           body;
+    size_t                  n_body;         // body bytes received so far, kept or not
     bool                    too_large, too_slow;
     bool                    has_early;      // answer early_err once the body is read (keeps keep-alive)
     bool                    is_preflight;   // CORS OPTIONS

@@ -7,7 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { check, summary, startServer, request, sse, metrics, sleep } from './lib.mjs';
+import { spawnSync } from 'node:child_process';
+import { BIN, check, summary, startServer, request, sse, metrics, sleep } from './lib.mjs';
 
 const DS = (s) => s.replace(/\{B\}/g, '<｜tool▁calls▁begin｜>').replace(/\{E\}/g, '<｜tool▁calls▁end｜>')
   .replace(/\{b\}/g, '<｜tool▁call▁begin｜>').replace(/\{e\}/g, '<｜tool▁call▁end｜>').replace(/\{s\}/g, '<｜tool▁sep｜>');
@@ -241,7 +242,7 @@ async function main() {
   const kap = sse(srv.port, '/v1/chat/completions', { messages: user('SCRIPT_SLOW'), stream: true, max_tokens: 50 });
   await sleep(1800);   // > --stall-seconds 1 without engine progress while work is pending
   const hs = await request(srv.port, 'GET', '/health');
-  check(hs.status === 503 && hs.json?.status === 'stalled', '/health 503 while the engine makes no progress', hs.body);
+  check(hs.status === 503 && hs.json?.status === 'stalled' && Number(hs.headers['retry-after']) > 0, '/health 503 + Retry-After while the engine makes no progress', { body: hs.body, ra: hs.headers['retry-after'] });
   const ka = await kap;
   check((await request(srv.port, 'GET', '/health')).status === 200, '/health 200 again after progress');
   const katext = ka.events.filter((e) => e.data !== '[DONE]').map((e) => JSON.parse(e.data).choices[0]?.delta?.content || '').join('');
@@ -365,16 +366,58 @@ async function main() {
   // (LONGRUN_TOKENS: enough that a fast GPU is still generating when the grace period ends)
   const longTokens = model ? Number(process.env.LONGRUN_TOKENS || 4000) : 3500;
   const longrun = streamChat(oks, { messages: user('never ending'), max_tokens: longTokens, temperature: 0 });
+  // every other API's stream cut by the same shutdown says so in its own words
+  const key = { authorization: 'Bearer sekrit' };
+  const cutMsgs = sse(ks.port, '/v1/messages', { model: modelId, messages: user('never ending'), max_tokens: longTokens, stream: true }, key);
+  const cutResp = sse(ks.port, '/v1/responses', { input: 'never ending', max_output_tokens: longTokens, stream: true, store: false }, key);
+  const cutComp = sse(ks.port, '/v1/completions', { prompt: 'never ending', max_tokens: longTokens, stream: true }, key);
+  const cutOll = request(ks.port, 'POST', '/api/chat', { model: modelId, messages: user('never ending'), stream: true, options: { num_predict: longTokens } }, key);
   await sleep(300);
   const t0 = Date.now();
   const kex = ks.stop();
+  await sleep(150);   // the grace period (1 s) has begun: a new request is told to come back
+  const sd = await request(ks.port, 'POST', '/v1/chat/completions', { messages: user('x'), max_tokens: 2 }, key).catch((e) => ({ status: String(e), headers: {} }));
+  check(sd.status === 503 && Number(sd.headers['retry-after']) > 0, 'a request during shutdown: 503 + Retry-After', { status: sd.status, ra: sd.headers['retry-after'] });
   const lr = await longrun.catch((e) => ({ error: String(e) }));
   check(!lr.error && lr.finish && lr.usage && lr.usage.completion_tokens < longTokens, 'stream cancelled at shutdown ends with a final chunk', lr.error || lr.finish);
   check(lr.finish === 'abort', 'a stream cut by shutdown says so (finish_reason abort, never stop)', lr.finish);
+  const evData = (r) => r.events.map((e) => { try { return { event: e.event, data: JSON.parse(e.data) }; } catch { return { event: e.event, data: e.data }; } });
+  const cm = evData(await cutMsgs.catch(() => ({ events: [] })));
+  const cmDelta = cm.find((e) => e.event === 'message_delta');
+  check(cmDelta?.data.delta?.stop_reason === 'max_tokens' && cmDelta.data.usage?.output_tokens < longTokens && cm.at(-1)?.event === 'message_stop',
+        'messages stream cut by shutdown: stop_reason max_tokens (never end_turn), then message_stop', { delta: cmDelta?.data.delta, usage: cmDelta?.data.usage, last: cm.at(-1)?.event });
+  const cr = evData(await cutResp.catch(() => ({ events: [] })));
+  check(cr.at(-1)?.event === 'response.incomplete' && cr.at(-1)?.data.response?.incomplete_details?.reason === 'interrupted',
+        'responses stream cut by shutdown: response.incomplete, reason interrupted', { last: cr.at(-1)?.event, details: cr.at(-1)?.data.response?.incomplete_details });
+  const cc = evData(await cutComp.catch(() => ({ events: [] }))).filter((e) => e.data !== '[DONE]');
+  const ccFin = cc.map((e) => e.data.choices?.[0]?.finish_reason).filter(Boolean);
+  check(ccFin.length === 1 && ccFin[0] === 'abort', 'completions stream cut by shutdown: finish_reason abort', ccFin);
+  const co = (await cutOll.catch(() => ({ body: '' }))).body.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  check(co.some((l) => /cut short/.test(l.error || '')) && !co.some((l) => l.done_reason === 'stop'),
+        'ollama stream cut by shutdown: an error line, never done_reason stop', co.slice(-2));
   check((await kex).code === 0 && Date.now() - t0 < 6000, 'shutdown after the grace period', Date.now() - t0);
   checkSanitizer(ks.stderr());
   fs.rmSync(tmp, { recursive: true, force: true });
+  if (!model) unreadableConfigChecks();
   process.exit(summary('api'));
+}
+
+// A tokenizer_config.json that cannot be read (malformed JSON, or not a file) stops start-up with
+// its own error and the flag that serves completions only, instead of a server whose chat answers
+// 400 (templates themselves: tests/text/run_template_startup.sh). Uses the built-in default model.
+function unreadableConfigChecks() {
+  const broken = [['malformed JSON', (p) => fs.writeFileSync(p, '{"chat_template": "x", "bos_token": ')],
+                  ['a directory', (p) => fs.mkdirSync(p)]];
+  for (const [what, make] of broken) {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-tc-'));
+    for (const f of fs.readdirSync('models/default'))
+      if (f !== 'tokenizer_config.json') fs.symlinkSync(path.resolve('models/default', f), path.join(dir, f));
+    make(path.join(dir, 'tokenizer_config.json'));
+    const r = spawnSync(BIN, ['serve', dir, '--port', '0', '--backend', 'cpu', '--threads', '1'], { encoding: 'utf8', timeout: 60000 });
+    check(r.status !== 0 && r.status !== null && /tokenizer_config\.json/.test(r.stderr) && /--no-chat-template/.test(r.stderr),
+          `tokenizer_config.json that is ${what}: serve refuses to start, with the file's error`, { status: r.status, err: r.stderr.slice(-300) });
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function checkSanitizer(err) {

@@ -1,8 +1,10 @@
 // Connection-layer suite (issue 20): thousands of idle sockets and slowloris clients never lock
 // out /health or /metrics; slow headers and trickled bodies are cut; one address cannot take all
 // connections; HTTP framing that a proxy could read differently (smuggling shapes), control bytes
-// in paths and auth headers, HTTP/1.1 without Host and unknown transfer codings are refused and
-// the connection closed; HEAD works where GET does. Loopback only, bounded in sockets and time.
+// in paths and auth headers, NUL bytes anywhere in the head (before a bare LF too), folded or
+// mixed line ends, HTTP/1.1 without Host and unknown transfer codings are refused and the
+// connection closed; HEAD works where GET does; aborts are 499 in metrics and logs.
+// Loopback only, bounded in sockets and time.
 import net from 'node:net';
 import { check, summary, startServer, request, rawSocket, sleep, metrics } from './lib.mjs';
 
@@ -115,6 +117,18 @@ async function main() {
     ['control byte in API key', `POST /v1/chat/completions HTTP/1.1\r\n${H}Authorization: Bearer k3y\u0001zz\r\nContent-Length: ${body.length}\r\n\r\n${body}GET /health HTTP/1.1\r\n${H}\r\n`, 400, true],
     ['NUL in API key', `POST /v1/chat/completions HTTP/1.1\r\n${H}Authorization: Bearer k3y\u0000zz\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 400, true],
     ['NUL in x-api-key', `POST /v1/chat/completions HTTP/1.1\r\n${H}x-api-key: k3y\u0000\r\nContent-Length: ${body.length}\r\n\r\n${body}GET /health HTTP/1.1\r\n${H}\r\n`, 400, true],
+    // libmicrohttpd turns line ends into NULs in place: a NUL sent before a line end or inside any
+    // header value, a raw NUL in the path, a folded line and mixed line ends are all 400 + close
+    ['NUL before a bare LF (x-api-key)', `POST /v1/chat/completions HTTP/1.1\nHost: x\nx-api-key: k3y\u0000\nContent-Length: ${body.length}\n\n${body}GET /health HTTP/1.1\n${H}\r\n`, 400, true],
+    ['NUL before a bare LF (Authorization, last line)', `POST /v1/chat/completions HTTP/1.1\nHost: x\nContent-Length: ${body.length}\nAuthorization: Bearer k3y\u0000\n\n${body}`, 400, true],
+    ['NUL before a bare LF (Host)', 'GET /health HTTP/1.1\nHost: x\u0000\n\n', 400, true],
+    ['NUL before a CRLF (Host)', `GET /health HTTP/1.1\r\nHost: x\u0000\r\n\r\nGET /health HTTP/1.1\r\n${H}\r\n`, 400, true],
+    ['NUL inside a header value', `GET /health HTTP/1.1\r\n${H}X-Trace: a\u0000b\r\n\r\n`, 400, true],
+    ['raw NUL in path', `GET /metrics\u0000x HTTP/1.1\r\n${H}\r\n`, 400, true],
+    ['raw NUL in path, bare LF', 'GET /health\u0000x HTTP/1.1\nHost: x\n\n', 400, true],
+    ['folded header line (obs-fold)', `GET /health HTTP/1.1\r\n${H}X-Trace: a\r\n b\r\n\r\n`, 400, true],
+    ['mixed line ends', `GET /health HTTP/1.1\r\nHost: x\n\r\nGET /health HTTP/1.1\r\n${H}\r\n`, 400, true],
+    ['bare LF line ends only', `POST /v1/chat/completions HTTP/1.1\nHost: x\nx-api-key: k3y\nContent-Length: ${body.length}\n\n${body}`, 200, false],
     ['key prefix only', `POST /v1/chat/completions HTTP/1.1\r\n${H}Authorization: Bearer k3\r\nContent-Length: ${body.length}\r\n\r\n${body}`, 401, false],
     ['HEAD /health', `HEAD /health HTTP/1.1\r\n${H}\r\n`, 200, false],
     ['HEAD /metrics', `HEAD /metrics HTTP/1.1\r\n${H}\r\n`, 200, false],
@@ -149,6 +163,8 @@ async function main() {
   const sum = (m, code) => Object.entries(m).filter(([k]) => k.startsWith('cairn_requests_total') && k.includes(`"${code}"`)).reduce((a, [, v]) => a + v, 0);
   check(sum(after, 499) - sum(before, 499) === 2, 'two aborts counted as 499', sum(after, 499) - sum(before, 499));
   check(sum(after, 500) - sum(before, 500) === 0, 'no abort counted as 500');
+  const logged = srv.stderr().split('\n').filter((l) => / POST \/v1\/chat\/completions 499 \(client gone\)/.test(l)).length;
+  check(logged >= 2 && !/ POST \/v1\/chat\/completions 500 /.test(srv.stderr()), 'the aborts logged as 499 (client gone), none as 500', logged);
 
   // ---- SIGHUP is ignored; served afterwards
   srv.proc.kill('SIGHUP');

@@ -91,8 +91,13 @@ async function main() {
   const parts = [[0, `POST ${chat} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n`]];
   for (let i = 0; i < 18; i++) parts.push([0, `${big.length.toString(16)}\r\n${big}\r\n`]);
   parts.push([0, '0\r\n\r\n']);
+  const tch = Date.now();
   const ch = await rawSocket(P, parts, { timeoutMs: 10000 });
-  check(ch.status === 413, 'chunked body over the limit 413', ch.text.slice(0, 100));
+  // answered as soon as 16 MB are in; on a machine so loaded that they take longer than this
+  // server's --body-timeout (2 s), the answer is the 408 that says so (load.test checks the 413
+  // under load with a normal timeout)
+  const chMs = Date.now() - tch;
+  check(ch.status === 413 || (ch.status === 408 && chMs > 2000), 'chunked body over the limit 413', { ms: chMs, text: ch.text.slice(0, 100) });
 
   // garbage request line, bad Content-Length, huge header
   const g1 = await rawSocket(P, [[0, 'HELLO THERE\r\n\r\n']]);

@@ -3,8 +3,11 @@
 // at its baseline (read from /metrics). Prints p50/p99 TTFT and total throughput. On a real
 // engine, --max-queue counts only what waits beyond the free running slots: with --max-running 64
 // and --max-queue 32, 96 of 128 simultaneous requests are served and 32 refused (429, Retry-After).
+// A chunked upload over --max-body-bytes beside running streams is answered 413 as soon as it
+// passes the limit, and the streams finish.
 // Fake model by default; CAIRN_TEST_MODEL=DIR for a real checkpoint (LOAD_TOKENS to size it).
 import http from 'node:http';
+import net from 'node:net';
 import { check, summary, startServer, metrics, sleep } from './lib.mjs';
 
 const N = Number(process.env.LOAD_CLIENTS || 64);
@@ -66,6 +69,56 @@ async function queueBeyondFreeSlots() {
   await q.stop();
 }
 
+// A chunked upload of 17 MB against a 16 MB limit while streams run, its end never sent: the 413
+// comes as soon as the running total passes the limit (waiting for the body's end would never
+// answer), the connection closes soon after (the rest is read and dropped for a moment first, so
+// that the answer is not lost to a reset), and the streams finish untouched.
+// Resolves {status, ms (to the answer), closedMs}.
+function oversizedUpload(port) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    const t0 = performance.now();
+    let got = '', status = 0, ms = 0, done = false;
+    const finish = () => { if (done) return; done = true; s.destroy(); resolve({ status, ms, closedMs: performance.now() - t0 }); };
+    s.on('data', (d) => {
+      got += d;
+      const m = !status && got.match(/^HTTP\/1\.1 (\d{3})[^]*?\r\n\r\n/);
+      if (m) { status = Number(m[1]); ms = performance.now() - t0; }
+    });
+    s.on('close', finish);
+    s.on('error', () => { if (status) finish(); });   // a write after the server's close: the answer is in
+    setTimeout(finish, 20000);
+    s.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n');
+    const mb = Buffer.alloc(1 << 20, 'y');
+    let i = 0;
+    const pump = () => {
+      for (; i < 17 && !done && !status; i++)
+        if (!s.write(`100000\r\n`) | !s.write(mb) | !s.write('\r\n')) { i++; s.once('drain', pump); return; }
+    };
+    pump();
+  });
+}
+
+async function oversizedUploadUnderLoad() {
+  const srv = await startServer([...(model ? [model, ...(process.env.LOAD_ARGS || '').split(' ').filter(Boolean)] : ['--fake']),
+                                 '--max-body-bytes', '16M']);
+  const streams = Array.from({ length: 8 }, (_, i) => stream(srv.port, `stream beside an upload ${i}`, model ? TOKENS : 3000));
+  await sleep(200);
+  const up = await oversizedUpload(srv.port);
+  const rs = await Promise.all(streams);
+  console.error(`load: 17 MB chunked upload (never ended) over a 16 MB limit beside 8 streams: ${up.status} after ${(up.ms / 1000).toFixed(2)} s, closed after ${(up.closedMs / 1000).toFixed(2)} s`);
+  check(up.status === 413 && up.ms < 10000, 'oversized chunked upload under load: 413 within 10 s', up);
+  check(up.closedMs < up.ms + 5000, 'oversized chunked upload: connection closed after the 413', up);
+  check(rs.every((r) => r.finish && !r.aborted), 'streams beside the oversized upload all finished', rs.map((r) => r.finish || 'aborted'));
+  await sleep(300);
+  const m = await metrics(srv.port);
+  check(m['cairn_requests_total{endpoint="/v1/chat/completions",status="413"}'] === 1, 'the oversized upload counted as 413',
+        Object.entries(m).filter(([k]) => k.startsWith('cairn_requests_total')));
+  const ex = await srv.stop();
+  check(ex.code === 0, 'clean exit (oversized upload server)');
+  check(!/AddressSanitizer|LeakSanitizer|runtime error:|CHECK failed/.test(srv.stderr()), 'no sanitizer report (oversized upload server)');
+}
+
 async function main() {
   const srv = await startServer(model ? [model, ...(process.env.LOAD_ARGS || '').split(' ').filter(Boolean)] : ['--fake']);
   const prompts = Array.from({ length: N }, (_, i) => `load test prompt number ${i}: tell me something`);
@@ -101,6 +154,7 @@ async function main() {
   const ex = await srv.stop();
   check(ex.code === 0, 'clean exit');
   check(!/AddressSanitizer|LeakSanitizer|runtime error:|CHECK failed/.test(srv.stderr()), 'no sanitizer report');
+  await oversizedUploadUnderLoad();
   if (model) await queueBeyondFreeSlots();
   process.exit(summary('load'));
 }

@@ -43,28 +43,36 @@ static char *walk(const struct constraint_grammar *g, uint64_t seed, int max_tok
     return r.out;
 }
 
+static const char *entry_name(json_t *entry) { return json_string_value(json_object_get(entry, "name")); }
+
 static void write_row(const char *kind, json_t *entry, const char *output, size_t len, uint64_t seed)
 {
     if (!walk_out) return;
     EXPECTF(walk_write_row(walk_out, kind, entry, output, len, seed), "%s: output is not valid UTF-8",
-            json_string_value(json_object_get(entry, "name")));
+            entry_name(entry));
 }
 
-/* Compiles the corpus entry's schema; *ms is how long that took. */
-static enum status compile_schema(json_t *entry, struct constraint_grammar **g, char *err, size_t err_cap, double *ms)
+/* A corpus entry's schema compiled: the grammar (NULL on failure), the status and error, the time. */
+struct compiled {
+    struct constraint_grammar *g;
+    enum status                st;
+    double                     ms;
+    char                       err[512];
+};
+
+static void compile_schema(json_t *entry, struct compiled *c)
 {
     char *text = json_dumps(json_object_get(entry, "schema"), JSON_COMPACT | JSON_ENCODE_ANY);
-    *g = NULL;
+    c->g = NULL;
     double t0 = clock_now_s();
-    enum status st = constraint_compile_json_schema(text, strlen(text), NULL, NULL, g, err, err_cap);
-    *ms = (clock_now_s() - t0) * 1e3;
+    c->st = constraint_compile_json_schema(text, strlen(text), NULL, NULL, &c->g, c->err, sizeof c->err);
+    c->ms = (clock_now_s() - t0) * 1e3;
     free(text);
-    return st;
 }
 
 static void walk_entry(const char *kind, json_t *entry, const struct constraint_grammar *g, int *n_walks)
 {
-    const char *name = json_string_value(json_object_get(entry, "name"));
+    const char *name = entry_name(entry);
     for (int s = 0; s < n_seeds; s++) {
         uint64_t seed = (uint64_t)s * 7919 + strlen(name);
         // Budgets from tight (just above the minimum) to roomy.
@@ -87,14 +95,12 @@ TEST(valid_schemas)
     double worst_ms = 0;
     const char *worst = "";
     json_array_foreach(rows, i, e) {
-        struct constraint_grammar *g;
-        char err[512];
-        double ms;
-        enum status st = compile_schema(e, &g, err, sizeof err, &ms);
-        if (ms > worst_ms) { worst_ms = ms; worst = json_string_value(json_object_get(e, "name")); }
-        EXPECTF(st == STATUS_OK, "%s: %s", json_string_value(json_object_get(e, "name")), err);
-        if (!st) walk_entry("schema", e, g, &n_walks);
-        constraint_grammar_free(g);
+        struct compiled c;
+        compile_schema(e, &c);
+        if (c.ms > worst_ms) { worst_ms = c.ms; worst = entry_name(e); }
+        EXPECTF(c.st == STATUS_OK, "%s: %s", entry_name(e), c.err);
+        if (!c.st) walk_entry("schema", e, c.g, &n_walks);
+        constraint_grammar_free(c.g);
     }
     fprintf(stderr, "  %zu schemas, %d walks, slowest compile %.2f ms (%s)\n", json_array_size(rows), n_walks, worst_ms, worst);
     json_decref(rows);
@@ -107,15 +113,13 @@ TEST(invalid_schemas)
     size_t i;
     json_t *e;
     json_array_foreach(rows, i, e) {
-        struct constraint_grammar *g;
-        char err[512];
-        double ms;
-        enum status st = compile_schema(e, &g, err, sizeof err, &ms);
+        struct compiled c;
+        compile_schema(e, &c);
         const char *want = json_string_value(json_object_get(e, "error"));
-        EXPECTF(st != STATUS_OK && strstr(err, want), "%s: got status %d '%s', want an error with '%s'",
-                json_string_value(json_object_get(e, "name")), st, err, want);
-        EXPECTF(ms < 1000, "%s: took %.0f ms to fail", json_string_value(json_object_get(e, "name")), ms);
-        constraint_grammar_free(g);
+        EXPECTF(c.st != STATUS_OK && strstr(c.err, want), "%s: got status %d '%s', want an error with '%s'", entry_name(e),
+                c.st, c.err, want);
+        EXPECTF(c.ms < 1000, "%s: took %.0f ms to fail", entry_name(e), c.ms);
+        constraint_grammar_free(c.g);
     }
     json_decref(rows);
 }
@@ -133,7 +137,7 @@ TEST(regex_and_gbnf)
         const char *gb = json_string_value(json_object_get(e, "gbnf")), *re = json_string_value(json_object_get(e, "regex"));
         enum status st = gb ? constraint_compile_gbnf(gb, strlen(gb), NULL, &g, err, sizeof err)
                             : constraint_compile_regex(re, strlen(re), NULL, &g, err, sizeof err);
-        EXPECTF(st == STATUS_OK, "%s: %s", json_string_value(json_object_get(e, "name")), err);
+        EXPECTF(st == STATUS_OK, "%s: %s", entry_name(e), err);
         if (!st) walk_entry(gb ? "gbnf" : "regex", e, g, &n_walks);
         constraint_grammar_free(g);
     }
@@ -168,7 +172,7 @@ TEST(xml_tool_calls)
         enum status st = constraint_tool_xml_gbnf(text, strlen(text), "x-", &body, err, sizeof err);
         free(text);
         if (st == STATUS_EUNSUPPORTED || (st == STATUS_EINVAL && !json_is_object(schema))) continue;   // not an object schema
-        const char *name = json_string_value(json_object_get(e, "name"));
+        const char *name = entry_name(e);
         EXPECTF(st == STATUS_OK, "xml %s: %s", name, err);
         if (st) continue;
         struct strbuf gb = {0};

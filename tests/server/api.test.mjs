@@ -2,12 +2,9 @@
 // HTTP. By default the server runs the built-in fake model (--fake: byte-level tokens, scripted
 // outputs via --test-script), so every API path is exercised without weights; CAIRN_TEST_MODEL=DIR
 // runs the model-independent subset against a real checkpoint.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { check, summary, startServer, request, sse, metrics, sleep } from './lib.mjs';
+import { check, summary, startServer, request, sse, metrics, sleep, writeScript } from './lib.mjs';
 
 const DS = (s) => s.replace(/\{B\}/g, '<｜tool▁calls▁begin｜>').replace(/\{E\}/g, '<｜tool▁calls▁end｜>')
   .replace(/\{b\}/g, '<｜tool▁call▁begin｜>').replace(/\{e\}/g, '<｜tool▁call▁end｜>').replace(/\{s\}/g, '<｜tool▁sep｜>');
@@ -34,9 +31,7 @@ const TOOLS = [
 ];
 const ANTH_TOOLS = TOOLS.map((t) => ({ name: t.function.name, description: 'd', input_schema: t.function.parameters }));
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-srv-'));
-const scriptFile = path.join(tmp, 'script.json');
-fs.writeFileSync(scriptFile, JSON.stringify(SCRIPT));
+const scriptFile = writeScript('srv', SCRIPT);
 const model = process.env.CAIRN_TEST_MODEL;
 const base = model ? [model, '--test-script', scriptFile] : ['--fake', '--test-script', scriptFile];
 
@@ -373,7 +368,6 @@ async function main() {
   check(lr.finish === 'abort', 'a stream cut by shutdown says so (finish_reason abort, never stop)', lr.finish);
   check((await kex).code === 0 && Date.now() - t0 < 6000, 'shutdown after the grace period', Date.now() - t0);
   checkSanitizer(ks.stderr());
-  fs.rmSync(tmp, { recursive: true, force: true });
   process.exit(summary('api'));
 }
 

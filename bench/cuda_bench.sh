@@ -14,15 +14,7 @@
 # Every roofline comes from model_bench (model/model_cost.h): decode bytes are the weights one token
 # reads (k of E experts, one embedding row) + KV + recurrent state; prefill FLOPs count k of E.
 set -uo pipefail   # no -e: one failing measurement must not hide the others
-OUT=${1:-/tmp/cairn-bench}
-BUILD=${BUILD:-build}
-mkdir -p "$OUT"
-export CAIRN_LOG=${CAIRN_LOG:-warn}
-peak=$("$BUILD/bench/gpu_peak")
-echo "$peak" | tee "$OUT/peak.txt"
-bw=$(echo "$peak" | sed -n 's/.*read_bytes_per_s=\([^ ]*\).*/\1/p')
-gemm=$(echo "$peak" | sed -n 's/.*gemm_bf16_tflops=\([^ ]*\).*/\1/p')
-MB="$BUILD/bench/model_bench --bytes-per-s $bw --gemm-tflops $gemm"
+source "$(dirname "$0")/gpu_env.sh" "${1:-/tmp/cairn-bench}"   # OUT, BUILD, bw, gemm, MB
 
 echo "== Qwen3-8B, cuda" | tee "$OUT/qwen3-8b.txt"
 $MB --synthetic configs/qwen3-8b.json --backend cuda --prefill 4096,32768 --decode-ctx 512,8192,32768 --gen 64 \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmarks of MLX-quantized weights (issue 16's speed section), run on the GPU machine:
 #   BUILD=build-dev bash bench/cuda_quant_bench.sh [OUT_DIR]
-# In one run: the GPU's read bandwidth (bench/gpu_peak), then on synthetic quantized weights
+# In one run: the GPU's read bandwidth and GEMM peak (bench/gpu_peak), then on synthetic quantized weights
 # (model_bench --synthetic CONFIG --quant MODE:BITS:GROUP: random codes in host memory, moved to
 # the GPU like a loaded checkpoint):
 #   - Qwen3-8B shape, affine 4 bit g64 and 8 bit g64: batch-1 decode at 512 context beside the
@@ -11,14 +11,8 @@
 #   - Qwen3-30B-A3B shape at 4 bit: batch-1 decode beside the active-weight roofline (the experts a
 #     token uses), and 64 streams against batch 1.
 set -uo pipefail   # no -e: one failing measurement must not hide the others
-OUT=${1:-/tmp/cairn-qbench}
-BUILD=${BUILD:-build}
-mkdir -p "$OUT"
-export CAIRN_LOG=${CAIRN_LOG:-warn}
-peak=$("$BUILD/bench/gpu_peak")
-echo "$peak" | tee "$OUT/peak.txt"
-bw=$(echo "$peak" | sed -n 's/.*read_bytes_per_s=\([^ ]*\).*/\1/p')
-MB="$BUILD/bench/model_bench --bytes-per-s $bw --backend cuda"
+source "$(dirname "$0")/gpu_env.sh" "${1:-/tmp/cairn-qbench}"   # OUT, BUILD, bw, gemm, MB
+MB="$MB --backend cuda"
 
 for q in affine:4:64 affine:8:64; do
     echo "== Qwen3-8B, cuda, $q" | tee -a "$OUT/qwen3-8b-quant.txt"

@@ -46,6 +46,8 @@
 #include "text/constraint.h"
 #include "text/tokenizer.h"
 
+#include "bench_args.h"
+
 struct opts {
     const char *config, *model, *backend, *parts, *kv_dtype, *schema, *tokenizer;
     int         threads, gen, sys, user, n_user, long_tok, budget, gap_streams;
@@ -111,47 +113,77 @@ static int stream_poll(struct token_stream *ts, struct token_event *last, bool *
 
 /* ==== decode ==== */
 
+struct decode_result {
+    int    tokens, steps;   // tokens decoded in the timed steps
+    double wall_s, cpu_s;
+};
+
+/* c streams of 64-token prompts and o->gen new tokens, timed from the first step after every stream
+ * has its first token to the end. sampled: temperature 1, seeded (the same sampler with and without
+ * a constraint), else greedy. cg NULL: free, full length; else each stream under its own constraint,
+ * ending on the stop id its grammar allows. */
+static struct decode_result decode_run(const struct opts *o, int c, bool sampled, const struct constraint_grammar *cg,
+                                       const struct constraint_vocab *cv)
+{
+    struct engine *e = engine_make(o, 64 * c > 256 ? 64 * c : 256, c);
+    int32_t *prompts = xmalloc(sizeof(int32_t) * 64 * (size_t)c);
+    struct token_stream **ts = xcalloc((size_t)c, sizeof *ts);
+    bool *done = xcalloc((size_t)c, sizeof *done);
+    int *n_tok = xcalloc((size_t)c, sizeof *n_tok);
+    struct token_event last;
+    for (int i = 0; i < c; i++) {
+        prompt_fill(1000 + (uint64_t)i, prompts + 64 * i, 64);
+        struct gen_request g = req_make(prompts + 64 * i, 64, o->gen);
+        if (sampled) {
+            g.sampling.temperature = 1.0f;
+            g.sampling.seed = 7 + (uint64_t)i;
+            g.sampling.has_seed = true;
+        }
+        g.ignore_eos = !cg;
+        if (cg) {
+            g.constraint = constraint_new(cg, cv);
+            g.constraint_vocab = cv;
+        }
+        CHECK(engine_submit(e, &g, &ts[i]) == STATUS_OK, "submit");
+    }
+    // prefill (and first tokens) until every stream has a token
+    for (;;) {
+        engine_step(e);
+        int have = 0;
+        for (int i = 0; i < c; i++) { n_tok[i] += stream_poll(ts[i], &last, &done[i]); have += n_tok[i] > 0; }
+        if (have == c) break;
+    }
+    struct decode_result r = { 0 };
+    int before = 0, after = 0;
+    for (int i = 0; i < c; i++) before += n_tok[i];
+    double t0 = clock_now_s(), c0 = cpu_now_s();
+    while (engine_step(e)) r.steps++;
+    r.wall_s = clock_now_s() - t0;
+    r.cpu_s = cpu_now_s() - c0;
+    for (int i = 0; i < c; i++) { n_tok[i] += stream_poll(ts[i], &last, &done[i]); after += n_tok[i]; }
+    r.tokens = after - before;
+    for (int i = 0; i < c; i++) token_stream_release(ts[i]);
+    free(prompts);
+    free(ts);
+    free(done);
+    free(n_tok);
+    engine_free(e);
+    return r;
+}
+
 static void bench_decode(const struct opts *o)
 {
     double base = 0;
     for (int ci = 0; ci < o->n_conc; ci++) {
         int c = o->conc[ci];
-        struct engine *e = engine_make(o, 64 * c > 256 ? 64 * c : 256, c);
-        int32_t *prompts = xmalloc(sizeof(int32_t) * 64 * (size_t)c);
-        struct token_stream **ts = xcalloc((size_t)c, sizeof *ts);
-        bool *done = xcalloc((size_t)c, sizeof *done);
-        int *n_tok = xcalloc((size_t)c, sizeof *n_tok);
-        struct token_event last;
-        for (int i = 0; i < c; i++) {
-            prompt_fill(1000 + (uint64_t)i, prompts + 64 * i, 64);
-            struct gen_request g = req_make(prompts + 64 * i, 64, o->gen);
-            CHECK(engine_submit(e, &g, &ts[i]) == STATUS_OK, "submit");
-        }
-        // prefill (and first tokens) until every stream has a token
-        for (;;) {
-            engine_step(e);
-            int have = 0;
-            for (int i = 0; i < c; i++) { n_tok[i] += stream_poll(ts[i], &last, &done[i]); have += n_tok[i] > 0; }
-            if (have == c) break;
-        }
-        int before = 0, after = 0, steps = 0;
-        for (int i = 0; i < c; i++) before += n_tok[i];
-        double t0 = clock_now_s(), c0 = cpu_now_s();
-        while (engine_step(e)) steps++;
-        double dt = clock_now_s() - t0, dc = cpu_now_s() - c0;
-        for (int i = 0; i < c; i++) { n_tok[i] += stream_poll(ts[i], &last, &done[i]); after += n_tok[i]; }
-        double tps = (after - before) / dt, tpc = (after - before) / dc;
+        struct decode_result r = decode_run(o, c, false, NULL, NULL);
+        double tps = r.tokens / r.wall_s, tpc = r.tokens / r.cpu_s;
         if (ci == 0) base = tpc / (double)c;   // the single-stream rate per CPU second (the list starts at 1)
+        int steps = r.steps ? r.steps : 1;
         printf("decode conc=%d tokens=%d steps=%d wall_ms_per_step=%.1f tok_s_wall=%.2f cpu_ms_per_step=%.1f "
-               "tok_s_idle_est=%.2f x_single_cpu=%.2f\n", c, after - before, steps, 1e3 * dt / (steps ? steps : 1), tps,
-               1e3 * dc / (steps ? steps : 1), tpc * o->threads, tpc / base);
+               "tok_s_idle_est=%.2f x_single_cpu=%.2f\n", c, r.tokens, r.steps, 1e3 * r.wall_s / steps, tps,
+               1e3 * r.cpu_s / steps, tpc * o->threads, tpc / base);
         fflush(stdout);
-        for (int i = 0; i < c; i++) token_stream_release(ts[i]);
-        free(prompts);
-        free(ts);
-        free(done);
-        free(n_tok);
-        engine_free(e);
     }
 }
 
@@ -324,52 +356,6 @@ static const char *default_schema =
     "\"workdir\":{\"type\":\"string\"},\"timeout_ms\":{\"type\":\"number\"},\"justification\":{\"type\":\"string\"}},"
     "\"required\":[\"command\",\"workdir\",\"timeout_ms\",\"justification\"],\"additionalProperties\":false}";
 
-/* One decode run of c streams; cg NULL: free. Returns tokens per wall and per CPU second. */
-static void decode_run(const struct opts *o, int c, const struct constraint_grammar *cg, const struct constraint_vocab *cv,
-                       double *tps, double *tpc, int *n_tokens)
-{
-    struct engine *e = engine_make(o, 64 * c > 256 ? 64 * c : 256, c);
-    int32_t *prompts = xmalloc(sizeof(int32_t) * 64 * (size_t)c);
-    struct token_stream **ts = xcalloc((size_t)c, sizeof *ts);
-    bool *done = xcalloc((size_t)c, sizeof *done);
-    int *n_tok = xcalloc((size_t)c, sizeof *n_tok);
-    struct token_event last;
-    for (int i = 0; i < c; i++) {
-        prompt_fill(1000 + (uint64_t)i, prompts + 64 * i, 64);
-        struct gen_request g = req_make(prompts + 64 * i, 64, o->gen);
-        g.sampling.temperature = 1.0f;   // the same sampler both ways
-        g.sampling.seed = 7 + (uint64_t)i;
-        g.sampling.has_seed = true;
-        g.ignore_eos = !cg;   // free: full length; constrained: ends on the stop id its grammar allows
-        if (cg) {
-            g.constraint = constraint_new(cg, cv);
-            g.constraint_vocab = cv;
-        }
-        CHECK(engine_submit(e, &g, &ts[i]) == STATUS_OK, "submit");
-    }
-    for (;;) {
-        engine_step(e);
-        int have = 0;
-        for (int i = 0; i < c; i++) { n_tok[i] += stream_poll(ts[i], &last, &done[i]); have += n_tok[i] > 0; }
-        if (have == c) break;
-    }
-    int before = 0, after = 0;
-    for (int i = 0; i < c; i++) before += n_tok[i];
-    double t0 = clock_now_s(), c0 = cpu_now_s();
-    while (engine_step(e)) {}
-    double dt = clock_now_s() - t0, dc = cpu_now_s() - c0;
-    for (int i = 0; i < c; i++) { n_tok[i] += stream_poll(ts[i], &last, &done[i]); after += n_tok[i]; }
-    *tps = (after - before) / dt;
-    *tpc = (after - before) / dc;
-    *n_tokens = after - before;
-    for (int i = 0; i < c; i++) token_stream_release(ts[i]);
-    free(prompts);
-    free(ts);
-    free(done);
-    free(n_tok);
-    engine_free(e);
-}
-
 static void bench_constrained(const struct opts *o)
 {
     const char *tdir = o->tokenizer ? o->tokenizer : o->model;
@@ -399,12 +385,11 @@ static void bench_constrained(const struct opts *o)
         return;
     }
     for (int ci = 0; ci < o->n_conc; ci++) {
-        int c = o->conc[ci], nf, nc;
-        double fw, fc, cw, cc;
-        decode_run(o, c, NULL, NULL, &fw, &fc, &nf);
-        decode_run(o, c, cg, cv, &cw, &cc, &nc);
+        int c = o->conc[ci];
+        struct decode_result f = decode_run(o, c, true, NULL, NULL), k = decode_run(o, c, true, cg, cv);
+        double fw = f.tokens / f.wall_s, fc = f.tokens / f.cpu_s, cw = k.tokens / k.wall_s, cc = k.tokens / k.cpu_s;
         printf("constrained conc=%d free_tokens=%d free_tok_s=%.2f constrained_tokens=%d constrained_tok_s=%.2f "
-               "ratio_wall=%.3f ratio_cpu=%.3f\n", c, nf, fw, nc, cw, cw / fw, cc / fc);
+               "ratio_wall=%.3f ratio_cpu=%.3f\n", c, f.tokens, fw, k.tokens, cw, cw / fw, cc / fc);
         fflush(stdout);
     }
     constraint_grammar_free(cg);
@@ -415,25 +400,12 @@ static void bench_constrained(const struct opts *o)
 
 /* ==== main ==== */
 
-static int parse_list(const char *s, int *out, int cap)
-{
-    int n = 0;
-    while (*s && n < cap) {
-        out[n++] = atoi(s);
-        const char *c = strchr(s, ',');
-        if (!c) break;
-        s = c + 1;
-    }
-    return n;
-}
-
 int main(int argc, char **argv)
 {
     log_init_from_env();
     struct opts o = { .config = "configs/qwen3-0.6b.json", .backend = "cpu", .parts = "decode,agentic,gap",
                       .threads = 2, .gen = 32, .sys = 2000, .user = 100, .n_user = 10, .long_tok = 16384,
-                      .budget = 256, .kv_gb = 4.0, .gap_streams = 1 };
-    o.n_conc = parse_list("1,4,8,16", o.conc, 8);
+                      .budget = 256, .kv_gb = 4.0, .gap_streams = 1, .conc = { 1, 4, 8, 16 }, .n_conc = 4 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) { fprintf(stderr, "missing value for %s\n", a); return 2; }
@@ -443,7 +415,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--backend")) o.backend = v;
         else if (!strcmp(a, "--threads")) o.threads = atoi(v);
         else if (!strcmp(a, "--part")) o.parts = v;
-        else if (!strcmp(a, "--conc")) o.n_conc = parse_list(v, o.conc, 8);
+        else if (!strcmp(a, "--conc")) { if (!bench_int_list(a, v, o.conc, 8, &o.n_conc)) return 2; }
         else if (!strcmp(a, "--gen")) o.gen = atoi(v);
         else if (!strcmp(a, "--sys")) o.sys = atoi(v);
         else if (!strcmp(a, "--user")) o.user = atoi(v);

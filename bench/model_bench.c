@@ -30,6 +30,8 @@
 #include "model/model.h"
 #include "model/model_cost.h"
 
+#include "bench_args.h"
+
 struct seqs {
     int      n;
     int      n_vocab;          // token ids stay below it
@@ -75,18 +77,6 @@ static double run_steps(struct backend *be, struct forward *fw, struct kv_pool *
     return clock_now_s() - t0;
 }
 
-static int parse_list(const char *s, int *out, int max)
-{
-    int n = 0;
-    while (*s && n < max) {
-        out[n++] = atoi(s);
-        const char *c = strchr(s, ',');
-        if (!c) break;
-        s = c + 1;
-    }
-    return n;
-}
-
 int main(int argc, char **argv)
 {
     const char *dir = NULL, *backend = "cpu", *kv_s = NULL, *synthetic = NULL, *quant_s = NULL;
@@ -96,8 +86,11 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--prefill") && i + 1 < argc) n_prefill = parse_list(argv[++i], prefill, 8);
-        else if (!strcmp(argv[i], "--decode-ctx") && i + 1 < argc) n_dctx = parse_list(argv[++i], dctx, 8);
+        else if (!strcmp(argv[i], "--prefill") && i + 1 < argc) {
+            if (!bench_int_list("--prefill", argv[++i], prefill, 8, &n_prefill)) return 2;
+        } else if (!strcmp(argv[i], "--decode-ctx") && i + 1 < argc) {
+            if (!bench_int_list("--decode-ctx", argv[++i], dctx, 8, &n_dctx)) return 2;
+        }
         else if (!strcmp(argv[i], "--gen") && i + 1 < argc) gen = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--streams") && i + 1 < argc) streams = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--stream-ctx") && i + 1 < argc) stream_ctx = atoi(argv[++i]);

@@ -53,6 +53,37 @@ static void mat_init(struct mat *m, int rows, int cols, enum dtype dt, bool rota
     for (int c = 0; c < m->n_copies; c++) m->w[c] = tensor_2d(dt, cols, rows, &m->buf, one * (size_t)c);
 }
 
+/* One call of a measured op; i counts the calls (a matmul rotates through its weight copies by it). */
+typedef void (*op_call)(void *ctx, int i);
+
+/* Median µs of reps timed calls of op, after n_warm untimed ones. */
+static double median_us(op_call op, void *ctx, int n_warm, int reps)
+{
+    for (int i = 0; i < n_warm; i++) op(ctx, i);
+    double *us = calloc((size_t)reps, sizeof(double));
+    for (int r = 0; r < reps; r++) {
+        int64_t t0 = clock_now_ns();
+        op(ctx, r);
+        us[r] = (double)(clock_now_ns() - t0) / 1e3;
+    }
+    qsort(us, (size_t)reps, sizeof(double), cmp_double);
+    double med = us[reps / 2];
+    free(us);
+    return med;
+}
+
+struct matmul_call {
+    struct backend    *be;
+    struct tensor     *out, *x;
+    const struct mat  *m;
+};
+
+static void call_matmul(void *ctx, int i)
+{
+    struct matmul_call *c = ctx;
+    c->be->ops->matmul(c->be, c->out, c->x, &c->m->w[i % c->m->n_copies], NULL);
+}
+
 /* Median µs of out = x @ w^T over reps calls (one warm-up per copy). */
 static double time_matmul(struct backend *be, struct mat *m, int n, int reps)
 {
@@ -62,19 +93,24 @@ static double time_matmul(struct backend *be, struct mat *m, int n, int reps)
     struct buffer xb = { .kind = BUF_HOST, .data = x, .bytes = (size_t)(n * k) * 4 };
     struct buffer ob = { .kind = BUF_HOST, .data = o, .bytes = (size_t)(n * rows) * 4 };
     struct tensor xt = tensor_2d(DTYPE_F32, k, n, &xb, 0), ot = tensor_2d(DTYPE_F32, rows, n, &ob, 0);
-    for (int c = 0; c < m->n_copies; c++) be->ops->matmul(be, &ot, &xt, &m->w[c], NULL);
-    double *us = calloc((size_t)reps, sizeof(double));
-    for (int r = 0; r < reps; r++) {
-        int64_t t0 = clock_now_ns();
-        be->ops->matmul(be, &ot, &xt, &m->w[r % m->n_copies], NULL);
-        us[r] = (double)(clock_now_ns() - t0) / 1e3;
-    }
-    qsort(us, (size_t)reps, sizeof(double), cmp_double);
-    double med = us[reps / 2];
-    free(us);
+    double med = median_us(call_matmul, &(struct matmul_call){ be, &ot, &xt, m }, m->n_copies, reps);
     free(x);
     free(o);
     return med;
+}
+
+struct attention_call {
+    struct backend          *be;
+    struct tensor           *out, *q;
+    const struct kv_layer   *kv;
+    const struct attn_params *ap;
+    const struct batch_meta *meta;
+};
+
+static void call_attention(void *ctx, int i)
+{
+    struct attention_call *c = ctx;
+    c->be->ops->attention(c->be, c->out, c->q, c->kv, c->ap, c->meta);
 }
 
 /* Median µs of decode attention: one token at position ctx - 1 of one sequence, Qwen3-0.6B
@@ -102,16 +138,7 @@ static double time_attention(struct backend *be, int ctx, int reps)
     struct buffer qb = { .kind = BUF_HOST, .data = q, .bytes = sizeof q }, ob = { .kind = BUF_HOST, .data = o, .bytes = sizeof o };
     struct tensor qt = tensor_2d(DTYPE_F32, nh * hd, 1, &qb, 0), ot = tensor_2d(DTYPE_F32, nh * hd, 1, &ob, 0);
     struct attn_params ap = { .n_heads = nh, .n_kv_heads = nkv, .head_dim = hd, .scale = 0.0884f };
-    double *us = calloc((size_t)reps, sizeof(double));
-    be->ops->attention(be, &ot, &qt, &kv, &ap, &m);
-    for (int r = 0; r < reps; r++) {
-        int64_t t0 = clock_now_ns();
-        be->ops->attention(be, &ot, &qt, &kv, &ap, &m);
-        us[r] = (double)(clock_now_ns() - t0) / 1e3;
-    }
-    qsort(us, (size_t)reps, sizeof(double), cmp_double);
-    double med = us[reps / 2];
-    free(us);
+    double med = median_us(call_attention, &(struct attention_call){ be, &ot, &qt, &kv, &ap, &m }, 1, reps);
     free(blocks);
     free(kp);
     free(vp);

@@ -217,20 +217,12 @@ def main():
     ap.add_argument("--out", default="models/default")
     ap.add_argument("--fixtures", default="tests/model/fixtures/default")
     ap.add_argument("--samples", default="")
-    ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--hidden", type=int, default=384)
-    ap.add_argument("--layers", type=int, default=8)
-    ap.add_argument("--ffn", type=int, default=1024)
-    ap.add_argument("--seq", type=int, default=1024)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--dropout", type=float, default=0.1)
-    ap.add_argument("--pretrain-steps", type=int, default=2000)
-    ap.add_argument("--pretrain-seconds", type=float, default=230)
-    ap.add_argument("--sft-steps", type=int, default=450)
-    ap.add_argument("--sft-seconds", type=float, default=100)
-    ap.add_argument("--sft-lr", type=float, default=3e-4)
+    # the numeric options: each one's type is its default's
+    for flag, default in (("--seed", 1234), ("--vocab", 8192), ("--hidden", 384), ("--layers", 8), ("--ffn", 1024),
+                          ("--seq", 1024), ("--batch", 32), ("--lr", 2e-3), ("--dropout", 0.1),
+                          ("--pretrain-steps", 2000), ("--pretrain-seconds", 230.0), ("--sft-steps", 450),
+                          ("--sft-seconds", 100.0), ("--sft-lr", 3e-4)):
+        ap.add_argument(flag, type=type(default), default=default)
     a = ap.parse_args()
 
     import transformers

@@ -14,11 +14,7 @@
 int main(int argc, char **argv)
 {
     int reps = 20;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else { fprintf(stderr, "usage: attention_decode [--reps N]\n"); return 2; }
-    }
-    if (reps < 1) reps = 1;
+    if (!lab_parse_reps(argc, argv, "attention_decode", &reps)) return 2;
     const struct lab_version versions[] = {
         { "cuda", "cuda", {} },
         { "cuda/fp8-cores", "cuda", { .cuda_fp8_mma_min_len = 1 << 24 } },

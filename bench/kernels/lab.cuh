@@ -128,6 +128,21 @@ static double lab_time(struct backend *be, int reps, F op)
     return med;
 }
 
+/* Reads the command line of a lab program whose only flag is --reps N (timed runs; at least 1) into
+ * *reps; false, with the usage printed, on anything else. */
+static inline bool lab_parse_reps(int argc, char **argv, const char *prog, int *reps)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--reps") && i + 1 < argc) *reps = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: %s [--reps N]\n", prog);
+            return false;
+        }
+    }
+    if (*reps < 1) *reps = 1;
+    return true;
+}
+
 /* One version of the backend: a name for the output and how to make it. */
 struct lab_version {
     const char        *name;

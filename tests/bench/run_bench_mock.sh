@@ -143,4 +143,11 @@ done
 [ "$(grep -c '<svg' "$T/r.html")" -ge 8 ] || fail "report has fewer than 8 charts"
 grep -qE "<script|https?://[a-z]" "$T/r.html" && grep -E "<script|src=\"http" "$T/r.html" && fail "report is not self-contained"
 "$CAIRN" bench report "$T/missing.jsonl" -o "$T/x.html" > /dev/null 2>&1; [ $? -eq 2 ] || fail "missing input accepted"
+
+echo "== report of the committed sample runs (bench/reports/README.md)"
+"$CAIRN" bench report bench/reports/cairn-default-cpu.jsonl bench/reports/cairn-default-cpu-no-prefix-cache.jsonl \
+      -o "$T/sample.html" || fail "sample report exit"
+for s in 'id="sweep"' 'id="burst"' 'id="agentic"' "cairn default-model cpu --no-prefix-cache" ">YES<" ">NO<" "0.146" "0.953"; do
+    grep -qF -- "$s" "$T/sample.html" || fail "sample report lacks '$s'"
+done
 echo "all bench mock tests passed"

@@ -21,6 +21,16 @@ static enum status collect(void *ctx, const char *event, const char *data, size_
     return STATUS_OK;
 }
 
+/* The events dispatched are exactly want[] (NULL-terminated), in order. */
+#define EVENTS(...) ((const char *const[]){ __VA_ARGS__, NULL })
+static void expect_events(const struct got *g, const char *const *want)
+{
+    int n = 0;
+    while (want[n]) n++;
+    ASSERT(g->n == n);
+    for (int i = 0; i < n; i++) EXPECTF(!strcmp(g->events[i], want[i]), "event %d: '%s', want '%s'", i, g->events[i], want[i]);
+}
+
 // Feeds s in pieces of `step` bytes (0: all at once), then finishes.
 static void parse(const char *s, size_t step, struct got *g, bool finish)
 {
@@ -38,9 +48,7 @@ TEST(basic_events_lf)
 {
     struct got g;
     parse("data: {\"a\":1}\n\ndata: [DONE]\n\n", 0, &g, false);
-    ASSERT(g.n == 2);
-    EXPECT(!strcmp(g.events[0], "{\"a\":1}"));
-    EXPECT(!strcmp(g.events[1], "[DONE]"));
+    expect_events(&g, EVENTS("{\"a\":1}", "[DONE]"));
     EXPECT(!strcmp(g.names[0], "message"));
 }
 
@@ -71,9 +79,7 @@ TEST(crlf_split_across_chunks_is_one_terminator)
     EXPECT(g.n == 0);
     sse_feed(&p, "\r", 1);
     sse_feed(&p, "\ndata: b\n\n", 10);
-    EXPECT(g.n == 2);
-    EXPECT(!strcmp(g.events[0], "a"));
-    EXPECT(!strcmp(g.events[1], "b"));
+    expect_events(&g, EVENTS("a", "b"));
     sse_deinit(&p);
 }
 
@@ -98,9 +104,7 @@ TEST(field_without_colon_and_empty_data)
 {
     struct got g;
     parse("data\n\ndata:\ndata:\n\n", 2, &g, true);
-    ASSERT(g.n == 2);
-    EXPECT(!strcmp(g.events[0], ""));
-    EXPECT(!strcmp(g.events[1], "\n"));
+    expect_events(&g, EVENTS("", "\n"));
 }
 
 static enum status stop_second(void *ctx, const char *event, const char *data, size_t len)

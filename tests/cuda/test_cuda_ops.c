@@ -51,6 +51,41 @@ TEST(matmul)
     }
 }
 
+/* Three projections (q/k/v) of k inputs to ms[i] outputs for n rows, weights and biases of dtype dt
+ * drawn N(0, 1) projection by projection (weight, bias), on the host and the device, with device
+ * outputs; outs/ws/bs are the arrays matmul_n takes (the second projection has no bias). */
+struct proj3 {
+    struct tt            w[3], b[3], o[3];
+    struct dt            dw[3], db[3], dout[3];
+    struct tensor       *outs[3];
+    const struct tensor *ws[3], *bs[3];
+};
+
+static void proj3_new(struct proj3 *p, struct rng *r, enum dtype dt, int k, const int ms[3], int n)
+{
+    for (int i = 0; i < 3; i++) {
+        p->w[i] = tt_new(dt, k, ms[i]);
+        p->b[i] = tt_new(dt, ms[i], 1);
+        p->o[i] = tt_new(DTYPE_F32, ms[i], n);
+        tt_randn(&p->w[i], r, 1.0f);
+        tt_randn(&p->b[i], r, 1.0f);
+        p->dw[i] = dev_of(&p->w[i]);
+        p->db[i] = dev_of(&p->b[i]);
+        p->dout[i] = dev_new(&p->o[i]);
+        p->outs[i] = &p->dout[i].t;
+        p->ws[i] = &p->dw[i].t;
+        p->bs[i] = i == 1 ? NULL : &p->db[i].t;
+    }
+}
+
+static void proj3_free(struct proj3 *p)
+{
+    for (int i = 0; i < 3; i++) {
+        dev_free(&p->dw[i]); dev_free(&p->db[i]); dev_free(&p->dout[i]);
+        tt_free(&p->w[i]); tt_free(&p->b[i]); tt_free(&p->o[i]);
+    }
+}
+
 /* Fused projections (q/k/v) equal separate matmuls, bit for bit, on the decode path. */
 TEST(matmul_n)
 {
@@ -58,36 +93,22 @@ TEST(matmul_n)
     rng_seed(&r, 5);
     const int k = 512, ms[3] = { 256, 64, 64 };
     for (int n = 1; n <= 9; n += 4) {
-        struct tt x = tt_new(DTYPE_F32, k, n), w[3], b[3], o[3], o_sep = tt_new(DTYPE_F32, 256, n);
+        struct tt x = tt_new(DTYPE_F32, k, n), o_sep = tt_new(DTYPE_F32, 256, n);
         tt_randn(&x, &r, 1.0f);
-        struct dt dx = dev_of(&x), dw[3], db[3], dout[3], dsep = dev_new(&o_sep);
-        struct tensor *outs[3];
-        const struct tensor *ws[3], *bs[3];
-        for (int i = 0; i < 3; i++) {
-            w[i] = tt_new(DTYPE_BF16, k, ms[i]);
-            b[i] = tt_new(DTYPE_BF16, ms[i], 1);
-            o[i] = tt_new(DTYPE_F32, ms[i], n);
-            tt_randn(&w[i], &r, 1.0f);
-            tt_randn(&b[i], &r, 1.0f);
-            dw[i] = dev_of(&w[i]);
-            db[i] = dev_of(&b[i]);
-            dout[i] = dev_new(&o[i]);
-            outs[i] = &dout[i].t;
-            ws[i] = &dw[i].t;
-            bs[i] = i == 1 ? NULL : &db[i].t;
-        }
-        g_cuda->ops->matmul_n(g_cuda, 3, outs, &dx.t, ws, bs);
+        struct dt dx = dev_of(&x), dsep = dev_new(&o_sep);
+        struct proj3 p;
+        proj3_new(&p, &r, DTYPE_BF16, k, ms, n);
+        g_cuda->ops->matmul_n(g_cuda, 3, p.outs, &dx.t, p.ws, p.bs);
         for (int i = 0; i < 3; i++) {
             struct tensor sep = tensor_2d(DTYPE_F32, ms[i], n, dsep.b, 0);
-            g_cuda->ops->matmul(g_cuda, &sep, &dx.t, ws[i], bs[i]);
+            g_cuda->ops->matmul(g_cuda, &sep, &dx.t, p.ws[i], p.bs[i]);
             struct tt got = tt_new(DTYPE_F32, ms[i], n), want = tt_new(DTYPE_F32, ms[i], n);
-            dev_get(&dout[i], &got);
+            dev_get(&p.dout[i], &got);
             g_cuda->ops->download(g_cuda, want.p, &sep, (size_t)ms[i] * n * 4);
             EXPECTF(!memcmp(got.p, want.p, (size_t)ms[i] * n * 4), "matmul_n n=%d weight %d differs from matmul", n, i);
             tt_free(&got); tt_free(&want);
-            dev_free(&dw[i]); dev_free(&db[i]); dev_free(&dout[i]);
-            tt_free(&w[i]); tt_free(&b[i]); tt_free(&o[i]);
         }
+        proj3_free(&p);
         dev_free(&dx); dev_free(&dsep);
         tt_free(&x); tt_free(&o_sep);
     }
@@ -196,49 +217,35 @@ TEST(norm_matmul_n_and_add)
             float off = (float)(c % 2);
             g_ref->ops->rmsnorm(g_ref, tt_t(&xn), tt_t(&x), tt_t(&nw), 1e-6f, off);
             struct dt dx = dev_of(&x), dnw = dev_of(&nw), dxn = dev_new(&xn);
-            struct tt w[3], b[3], o[3], o_ref[3];
-            struct dt dw[3], db[3], dout[3];
-            struct tensor *outs[3];
-            const struct tensor *ws[3], *bs[3];
+            struct proj3 p;
+            proj3_new(&p, &r, dt, k, ms, n);
+            struct tt o_ref[3];
             for (int i = 0; i < 3; i++) {
-                w[i] = tt_new(dt, k, ms[i]);
-                b[i] = tt_new(dt, ms[i], 1);
-                o[i] = tt_new(DTYPE_F32, ms[i], n);
                 o_ref[i] = tt_new(DTYPE_F32, ms[i], n);
-                tt_randn(&w[i], &r, 1.0f);
-                tt_randn(&b[i], &r, 1.0f);
-                g_ref->ops->matmul(g_ref, tt_t(&o_ref[i]), tt_t(&xn), tt_t(&w[i]), i == 1 ? NULL : tt_t(&b[i]));
-                dw[i] = dev_of(&w[i]);
-                db[i] = dev_of(&b[i]);
-                dout[i] = dev_new(&o[i]);
-                outs[i] = &dout[i].t;
-                ws[i] = &dw[i].t;
-                bs[i] = i == 1 ? NULL : &db[i].t;
+                g_ref->ops->matmul(g_ref, tt_t(&o_ref[i]), tt_t(&xn), tt_t(&p.w[i]), i == 1 ? NULL : tt_t(&p.b[i]));
             }
-            g_cuda->ops->norm_matmul_n(g_cuda, 3, outs, &dxn.t, &dx.t, &dnw.t, 1e-6f, off, ws, bs);
+            g_cuda->ops->norm_matmul_n(g_cuda, 3, p.outs, &dxn.t, &dx.t, &dnw.t, 1e-6f, off, p.ws, p.bs);
             for (int i = 0; i < 3; i++) {
-                dev_get(&dout[i], &o[i]);
+                dev_get(&p.dout[i], &p.o[i]);
                 char what[96];
                 snprintf(what, sizeof what, "norm_matmul_n n=%d k=%d w%d %s", n, k, i, dtype_name(dt));
-                EXPECTF(tt_close(what, o[i].p, o_ref[i].p, (int64_t)n * ms[i], 2e-3 * sqrt((double)k / 64), 1e-3, 1e-9),
+                EXPECTF(tt_close(what, p.o[i].p, o_ref[i].p, (int64_t)n * ms[i], 2e-3 * sqrt((double)k / 64), 1e-3, 1e-9),
                         "%s", what);
             }
             // matmul_add: out (holding the previous result) += xn @ w0^T
             struct tt add_ref = tt_new(DTYPE_F32, ms[0], n), add_got = tt_new(DTYPE_F32, ms[0], n);
             struct dt dxn_ref = dev_of(&xn);
-            g_ref->ops->matmul(g_ref, tt_t(&add_ref), tt_t(&xn), tt_t(&w[0]), NULL);
-            for (int64_t i = 0; i < (int64_t)n * ms[0]; i++) ((float *)add_ref.p)[i] += ((float *)o[0].p)[i];
-            g_cuda->ops->matmul_add(g_cuda, &dout[0].t, &dxn_ref.t, &dw[0].t);
-            dev_get(&dout[0], &add_got);
+            g_ref->ops->matmul(g_ref, tt_t(&add_ref), tt_t(&xn), tt_t(&p.w[0]), NULL);
+            for (int64_t i = 0; i < (int64_t)n * ms[0]; i++) ((float *)add_ref.p)[i] += ((float *)p.o[0].p)[i];
+            g_cuda->ops->matmul_add(g_cuda, &p.dout[0].t, &dxn_ref.t, &p.dw[0].t);
+            dev_get(&p.dout[0], &add_got);
             EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
             EXPECTF(tt_close("matmul_add", add_got.p, add_ref.p, (int64_t)n * ms[0], 2e-3 * sqrt((double)k / 64), 1e-3,
                              1e-9), "matmul_add n=%d k=%d %s", n, k, dtype_name(dt));
             dev_free(&dxn_ref);
             tt_free(&add_ref); tt_free(&add_got);
-            for (int i = 0; i < 3; i++) {
-                dev_free(&dw[i]); dev_free(&db[i]); dev_free(&dout[i]);
-                tt_free(&w[i]); tt_free(&b[i]); tt_free(&o[i]); tt_free(&o_ref[i]);
-            }
+            proj3_free(&p);
+            for (int i = 0; i < 3; i++) tt_free(&o_ref[i]);
             dev_free(&dx); dev_free(&dnw); dev_free(&dxn);
             tt_free(&x); tt_free(&nw); tt_free(&xn);
         }
@@ -568,37 +575,27 @@ TEST(moe)
     }
 }
 
-/* Experts of one MoE layer on the host (for ref) and the device (for cuda). */
+/* Experts of one MoE layer on the host (ops_util.h's tt_experts: ref's views) and their copies on
+ * the device (cuda's views). */
 struct experts {
-    int           E;
-    struct tt     g[8], u[8], d[8];
-    struct tensor hg[8], hu[8], hd[8];    // ref's views
-    struct dt     dg[8], du[8], dd[8];
-    struct tensor tg[8], tu[8], td[8];    // cuda's views
+    struct tt_experts h;
+    struct dt         dg[8], du[8], dd[8];
+    struct tensor     tg[8], tu[8], td[8];
 };
 
 static void experts_new(struct experts *x, struct rng *r, enum dtype dt, int E, int dm, int f)
 {
-    x->E = E;
+    tt_experts_new(&x->h, r, dt, E, dm, f);
     for (int e = 0; e < E; e++) {
-        x->g[e] = tt_new(dt, dm, f);
-        x->u[e] = tt_new(dt, dm, f);
-        x->d[e] = tt_new(dt, f, dm);
-        tt_randn(&x->g[e], r, 0.2f);
-        tt_randn(&x->u[e], r, 0.2f);
-        tt_randn(&x->d[e], r, 0.2f);
-        x->hg[e] = *tt_t(&x->g[e]); x->hu[e] = *tt_t(&x->u[e]); x->hd[e] = *tt_t(&x->d[e]);
-        x->dg[e] = dev_of(&x->g[e]); x->du[e] = dev_of(&x->u[e]); x->dd[e] = dev_of(&x->d[e]);
+        x->dg[e] = dev_of(&x->h.g[e]); x->du[e] = dev_of(&x->h.u[e]); x->dd[e] = dev_of(&x->h.d[e]);
         x->tg[e] = x->dg[e].t; x->tu[e] = x->du[e].t; x->td[e] = x->dd[e].t;
     }
 }
 
 static void experts_free(struct experts *x)
 {
-    for (int e = 0; e < x->E; e++) {
-        dev_free(&x->dg[e]); dev_free(&x->du[e]); dev_free(&x->dd[e]);
-        tt_free(&x->g[e]); tt_free(&x->u[e]); tt_free(&x->d[e]);
-    }
+    for (int e = 0; e < x->h.n; e++) { dev_free(&x->dg[e]); dev_free(&x->du[e]); dev_free(&x->dd[e]); }
+    tt_experts_free(&x->h);
 }
 
 /* norm_moe_route (RMSNorm, router GEMV and top-k in one launch on the decode path) against ref's
@@ -672,7 +669,7 @@ TEST(moe_ffn_add)
             tt_randn(&xn, &r, 1.0f);
             tt_randn(&lg, &r, 1.0f);
             g_ref->ops->moe_route(g_ref, tt_t(&ids), tt_t(&w), tt_t(&lg), k, cases[c].norm);
-            g_ref->ops->moe_ffn(g_ref, tt_t(&b), tt_t(&xn), tt_t(&ids), tt_t(&w), ex.hg, ex.hu, ex.hd, E, ACT_SILU);
+            g_ref->ops->moe_ffn(g_ref, tt_t(&b), tt_t(&xn), tt_t(&ids), tt_t(&w), ex.h.tg, ex.h.tu, ex.h.td, E, ACT_SILU);
             g_ref->ops->add(g_ref, tt_t(&b), tt_t(&b), tt_t(&x));
             struct dt dx = dev_of(&x), dxn = dev_of(&xn), dids = dev_of(&ids), dw = dev_of(&w), dp = dev_new(&a);
             g_cuda->ops->moe_ffn_add(g_cuda, &dx.t, &dxn.t, &dids.t, &dw.t, ex.tg, ex.tu, ex.td, E, ACT_SILU);

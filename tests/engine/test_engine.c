@@ -5,25 +5,13 @@
 #include "fixture.h"
 #include "harness.h"
 
-#define MAXG 64
+#include "jobs.h"
 
-struct job {
-    int32_t             prompt[1200];
-    int                 n_prompt;
-    int                 max_tokens;
-    int32_t             want[MAXG];
-    int32_t             got[MAXG];
-    int                 n_got;
-    struct token_stream *ts;
-    struct token_event  last;
-    int                 done;
-};
-
-static void job_collect(struct job *j)
+static void track_step_tokens(struct engine *e, void *most)
 {
-    int done;
-    j->n_got += drain(j->ts, j->got + j->n_got, MAXG - j->n_got, &j->last, &done);
-    if (done) j->done = 1;
+    struct engine_stats st;
+    engine_get_stats(e, &st);
+    if (st.last_step_tokens > *(int *)most) *(int *)most = st.last_step_tokens;
 }
 
 /* 20 requests, prompt lengths 1..400, 4-24 new tokens, arriving over the first steps; every
@@ -36,12 +24,9 @@ static void staggered_case(double max_itl_ms)
     struct rng r;
     rng_seed(&r, 3);
     for (int i = 0; i < N; i++) {
-        struct job *j = &jobs[i];
-        memset(j, 0, sizeof *j);
-        j->n_prompt = i == 0 ? 1 : 1 + (int)(rng_next(&r) % 400);
-        j->max_tokens = 4 + (int)(rng_next(&r) % 21);
-        random_prompt(100 + (uint64_t)i, j->prompt, j->n_prompt);
-        solo_greedy(j->prompt, j->n_prompt, j->max_tokens, j->want);
+        int n_prompt = i == 0 ? 1 : 1 + (int)(rng_next(&r) % 400);
+        int max_tokens = 4 + (int)(rng_next(&r) % 21);
+        job_init(&jobs[i], 100 + (uint64_t)i, n_prompt, max_tokens);
     }
     struct engine_cfg cfg = engine_cfg_default();
     cfg.max_batch_tokens = 96;
@@ -50,37 +35,14 @@ static void staggered_case(double max_itl_ms)
     cfg.max_itl_ms = max_itl_ms;
     struct engine *e;
     ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
-    int submitted = 0, steps = 0, max_step_tok = 0;
-    while (steps < 2000) {
-        // 0-3 arrivals per step
-        int arrivals = (int)(rng_next(&r) % 4);
-        for (int k = 0; k < arrivals && submitted < N; k++, submitted++) {
-            struct gen_request g = greedy_req(jobs[submitted].prompt, jobs[submitted].n_prompt, jobs[submitted].max_tokens);
-            ASSERT(engine_submit(e, &g, &jobs[submitted].ts) == STATUS_OK);
-        }
-        bool worked = engine_step(e);
-        struct engine_stats st;
-        engine_get_stats(e, &st);
-        if (st.last_step_tokens > max_step_tok) max_step_tok = st.last_step_tokens;
-        for (int i = 0; i < submitted; i++) job_collect(&jobs[i]);
-        steps++;
-        if (!worked && submitted == N) break;
-    }
-    int bad = 0;
+    int max_step_tok = 0;
+    ASSERT(jobs_run_arrivals(e, jobs, N, &r, 2000, track_step_tokens, &max_step_tok));
     for (int i = 0; i < N; i++) {
         struct job *j = &jobs[i];
-        bool ok = j->done && j->last.finish == FINISH_LENGTH && j->n_got == j->max_tokens &&
-                  !memcmp(j->got, j->want, sizeof(int32_t) * (size_t)j->max_tokens);
-        if (!ok) {
-            bad++;
-            fprintf(stderr, "  request %d (prompt %d): done %d finish %d, %d tokens; first diff at",
-                    i, j->n_prompt, j->done, j->last.finish, j->n_got);
-            for (int t = 0; t < j->n_got; t++) if (j->got[t] != j->want[t]) { fprintf(stderr, " %d", t); break; }
-            fputc('\n', stderr);
-        }
-        EXPECT(j->last.n_prompt == j->n_prompt && j->last.n_generated == j->max_tokens);
-        token_stream_release(j->ts);
+        EXPECTF(j->last.finish == FINISH_LENGTH && j->last.n_prompt == j->n_prompt && j->last.n_generated == j->max_tokens,
+                "request %d: finish %d after %d of %d tokens", i, j->last.finish, j->last.n_generated, j->max_tokens);
     }
+    int bad = jobs_check(jobs, N);
     EXPECTF(bad == 0, "%d of %d outputs differ from their solo runs", bad, N);
     EXPECT(max_step_tok <= 96 && max_step_tok > 16);   // budget respected, and batches really mixed
     struct engine_stats st;
@@ -93,20 +55,26 @@ TEST(batch_invariance_staggered) { staggered_case(0); }
 /* a target of 1 us cannot be met: once measured, every mixed step carries one 16-token chunk */
 TEST(batch_invariance_staggered_paced) { staggered_case(0.001); }
 
+/* Request i of preemption_tiny_kv: half of them sample, with a seed of their own. */
+static struct gen_request preemption_req(const struct job *j, int i)
+{
+    struct gen_request g = greedy_req(j->prompt, j->n_prompt, j->max_tokens);
+    if (i % 2) {
+        g.sampling.temperature = 0.8f;
+        g.sampling.top_p = 0.9f;
+        g.sampling.seed = 1000 + (uint64_t)i;
+        g.sampling.has_seed = true;
+    }
+    return g;
+}
+
 /* 10 requests whose total need is ~3x the cache: preemption must happen and every output must
  * still equal its solo run; sampled requests (seeded) must equal the same request run alone. */
 TEST(preemption_tiny_kv)
 {
     enum { N = 10 };
     static struct job jobs[N];
-    for (int i = 0; i < N; i++) {
-        struct job *j = &jobs[i];
-        memset(j, 0, sizeof *j);
-        j->n_prompt = 40 + 7 * i;
-        j->max_tokens = 48;
-        random_prompt(500 + (uint64_t)i, j->prompt, j->n_prompt);
-        solo_greedy(j->prompt, j->n_prompt, j->max_tokens, j->want);
-    }
+    for (int i = 0; i < N; i++) job_init(&jobs[i], 500 + (uint64_t)i, 40 + 7 * i, 48);
     struct engine_cfg cfg = engine_cfg_default();
     cfg.max_batch_tokens = 64;
     cfg.max_running = 10;
@@ -117,13 +85,7 @@ TEST(preemption_tiny_kv)
     engine_get_stats(e, &st);
     ASSERT(st.kv_blocks_total == 20);
     for (int i = 0; i < N; i++) {
-        struct gen_request g = greedy_req(jobs[i].prompt, jobs[i].n_prompt, jobs[i].max_tokens);
-        if (i % 2) {   // half of them sample, with a seed
-            g.sampling.temperature = 0.8f;
-            g.sampling.top_p = 0.9f;
-            g.sampling.seed = 1000 + (uint64_t)i;
-            g.sampling.has_seed = true;
-        }
+        struct gen_request g = preemption_req(&jobs[i], i);
         ASSERT(engine_submit(e, &g, &jobs[i].ts) == STATUS_OK);
     }
     run_until_idle(e, 5000);
@@ -136,29 +98,18 @@ TEST(preemption_tiny_kv)
     big.kv_cache_bytes = 4 << 20;
     struct engine *e2;
     ASSERT(engine_new(&big, g_m, g_be, &e2) == STATUS_OK);
-    int bad = 0;
-    for (int i = 0; i < N; i++) {
+    for (int i = 1; i < N; i += 2) {   // the sampled ones' wanted output: their run alone
         struct job *j = &jobs[i];
-        if (i % 2) {
-            struct gen_request g = greedy_req(j->prompt, j->n_prompt, j->max_tokens);
-            g.sampling.temperature = 0.8f;
-            g.sampling.top_p = 0.9f;
-            g.sampling.seed = 1000 + (uint64_t)i;
-            g.sampling.has_seed = true;
-            struct token_stream *ts;
-            ASSERT(engine_submit(e2, &g, &ts) == STATUS_OK);
-            run_until_idle(e2, 1000);
-            int done;
-            int n = drain(ts, j->want, MAXG, NULL, &done);
-            EXPECT(done && n == j->max_tokens);
-            token_stream_release(ts);
-        }
-        if (!j->done || j->n_got != j->max_tokens || memcmp(j->got, j->want, sizeof(int32_t) * (size_t)j->max_tokens)) {
-            bad++;
-            fprintf(stderr, "  request %d: done %d, %d tokens, differs\n", i, j->done, j->n_got);
-        }
-        token_stream_release(j->ts);
+        struct gen_request g = preemption_req(j, i);
+        struct token_stream *ts;
+        ASSERT(engine_submit(e2, &g, &ts) == STATUS_OK);
+        run_until_idle(e2, 1000);
+        int done;
+        int n = drain(ts, j->want, JOB_MAX_GEN, NULL, &done);
+        EXPECT(done && n == j->max_tokens);
+        token_stream_release(ts);
     }
+    int bad = jobs_check(jobs, N);
     EXPECTF(bad == 0, "%d outputs changed by preemption", bad);
     engine_get_stats(e, &st);
     EXPECT(st.kv_blocks_used == 0);
@@ -217,6 +168,13 @@ TEST(prefix_hit_same_tokens)
     engine_free(e);
 }
 
+static void expect_blocks_in_use(struct engine *e, void *unused)
+{
+    struct engine_stats st;
+    engine_get_stats(e, &st);
+    EXPECT(st.kv_blocks_used > 0);
+}
+
 static void cancel_case(bool prefix_cache, bool mid_decode)
 {
     static int32_t p[700];
@@ -229,31 +187,14 @@ static void cancel_case(bool prefix_cache, bool mid_decode)
     ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
     struct engine_stats base, st;
     engine_get_stats(e, &base);
-    struct gen_request g = greedy_req(p, 700, 200);
-    struct token_stream *ts, *other;
-    ASSERT(engine_submit(e, &g, &ts) == STATUS_OK);
-    struct gen_request g2 = greedy_req(p + 100, 30, 200);   // a neighbour that keeps running
-    ASSERT(engine_submit(e, &g2, &other) == STATUS_OK);
-    int steps = mid_decode ? 700 / 60 + 8 : 3;
-    for (int i = 0; i < steps; i++) engine_step(e);
-    engine_get_stats(e, &st);
-    EXPECT(st.kv_blocks_used > 0);
-    int32_t got[256];
-    int done;
-    struct token_event last = { 0 };
-    int n0 = drain(ts, got, 256, &last, &done);
-    EXPECT(mid_decode ? n0 > 0 : n0 == 0);
-    engine_cancel(e, ts);
-    engine_cancel(e, other);
-    engine_step(e);
+    struct cancel_run c = { .prompt = p, .n_prompt = 700, .max_tokens = 200,
+                            .neighbour = p + 100, .n_neighbour = 30,   // keeps running
+                            .steps = mid_decode ? 700 / 60 + 8 : 3, .mid_decode = mid_decode };
+    cancel_midway(e, &c, expect_blocks_in_use, NULL);
     engine_get_stats(e, &st);
     EXPECTF(st.kv_blocks_used == base.kv_blocks_used && st.n_running == 0, "used %d", st.kv_blocks_used);
     EXPECT(st.kv_blocks_free + st.kv_blocks_cached == st.kv_blocks_total);
     if (!prefix_cache) EXPECT(st.kv_blocks_free == st.kv_blocks_total);
-    drain(ts, got, 256, &last, &done);
-    EXPECT(done && last.finish == FINISH_CANCELED);
-    token_stream_release(ts);
-    token_stream_release(other);
     engine_free(e);
 }
 

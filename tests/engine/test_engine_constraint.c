@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "harness.h"
+#include "text/grammar_walk.h"
 #include "base/log.h"
 #include "base/mem.h"
 #include "engine/engine.h"
@@ -114,20 +115,6 @@ static char *job_text(const struct job *j)
     return strbuf_take(&sb);
 }
 
-static json_t *load_jsonl(const char *path)
-{
-    char *text;
-    size_t n;
-    if (file_read_all(path, &text, &n) != STATUS_OK) return NULL;
-    json_t *arr = json_array();
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-        json_t *v = json_loads(line, 0, NULL);
-        if (v) json_array_append_new(arr, v);
-    }
-    free(text);
-    return arr;
-}
-
 static struct constraint_grammar *compile_entry(json_t *entry)
 {
     char *s = json_dumps(json_object_get(entry, "schema"), JSON_COMPACT);
@@ -141,7 +128,7 @@ static struct constraint_grammar *compile_entry(json_t *entry)
 /* Every 4th schema of the corpus, 3 seeds each, all in one engine at once beside free requests. */
 TEST(corpus_outputs_parse_and_end_on_stop)
 {
-    json_t *rows = load_jsonl("tests/text/schemas/valid.jsonl");
+    json_t *rows = walk_load_jsonl("tests/text/schemas/valid.jsonl");
     ASSERT(rows && json_array_size(rows) > 200);
     enum { SEEDS = 3 };
     size_t n_rows = json_array_size(rows);
@@ -184,17 +171,8 @@ TEST(corpus_outputs_parse_and_end_on_stop)
         EXPECTF(v != NULL, "%s: output is not JSON: '%.200s'", name, text);
         if (v) n_ok++;
         json_decref(v);
-        if (g_out) {
-            json_t *row = json_object();
-            json_object_set_new(row, "kind", json_string("schema"));
-            json_object_set(row, "entry", entry_of[i]);
-            json_object_set_new(row, "output", json_string(text));
-            json_object_set_new(row, "seed", json_integer(i));
-            char *line = json_dumps(row, JSON_COMPACT | JSON_ENSURE_ASCII);
-            fprintf(g_out, "%s\n", line);
-            free(line);
-            json_decref(row);
-        }
+        // output that is not UTF-8 is not JSON either: the check above has failed it
+        if (g_out) walk_write_row(g_out, "schema", entry_of[i], text, strlen(text), (uint64_t)i);
         free(text);
     }
     for (int i = n_constrained; i < n_jobs; i++) EXPECT(jobs[i].n_got == 40);

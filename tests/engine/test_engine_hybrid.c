@@ -11,36 +11,14 @@
 
 #include "engine/engine_int.h"
 
-#define MAXG 64
+#include "jobs.h"
 
-struct job {
-    int32_t              prompt[400];
-    int                  n_prompt, max_tokens, n_got, done;
-    int32_t              want[MAXG], got[MAXG];
-    struct token_stream *ts;
-    struct token_event   last;
-};
-
-static void job_collect(struct job *j)
+/* Every step: a recurrent-state slot per running request, and the most that ran at once. */
+static void check_slots(struct engine *e, void *most_running)
 {
-    int done;
-    j->n_got += drain(j->ts, j->got + j->n_got, MAXG - j->n_got, &j->last, &done);
-    if (done) j->done = 1;
-}
-
-static int check_jobs(struct job *jobs, int n)
-{
-    int bad = 0;
-    for (int i = 0; i < n; i++) {
-        struct job *j = &jobs[i];
-        if (!j->done || j->n_got != j->max_tokens || memcmp(j->got, j->want, sizeof(int32_t) * (size_t)j->max_tokens)) {
-            bad++;
-            fprintf(stderr, "  request %d (prompt %d): done %d, %d tokens, differs from its solo run\n", i, j->n_prompt,
-                    j->done, j->n_got);
-        }
-        token_stream_release(j->ts);
-    }
-    return bad;
+    int *most = most_running;
+    if (e->n_running > *most) *most = e->n_running;
+    EXPECT(e->states->n_free == e->states->n_slots - e->n_running);
 }
 
 TEST(staggered_equal_solo)
@@ -50,12 +28,9 @@ TEST(staggered_equal_solo)
     struct rng r;
     rng_seed(&r, 4);
     for (int i = 0; i < N; i++) {
-        struct job *j = &jobs[i];
-        memset(j, 0, sizeof *j);
-        j->n_prompt = 1 + (int)(rng_next(&r) % 300);
-        j->max_tokens = 4 + (int)(rng_next(&r) % 21);
-        random_prompt(200 + (uint64_t)i, j->prompt, j->n_prompt);
-        solo_greedy(j->prompt, j->n_prompt, j->max_tokens, j->want);
+        int n_prompt = 1 + (int)(rng_next(&r) % 300);
+        int max_tokens = 4 + (int)(rng_next(&r) % 21);
+        job_init(&jobs[i], 200 + (uint64_t)i, n_prompt, max_tokens);
     }
     struct engine_cfg cfg = engine_cfg_default();
     cfg.max_batch_tokens = 96;
@@ -64,20 +39,9 @@ TEST(staggered_equal_solo)
     struct engine *e;
     ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
     ASSERT(e->states && e->states->n_slots == 12 && e->cfg.prefix_cache);
-    int submitted = 0, max_running = 0;
-    for (int steps = 0; steps < 3000; steps++) {
-        int arrivals = (int)(rng_next(&r) % 4);
-        for (int k = 0; k < arrivals && submitted < N; k++, submitted++) {
-            struct gen_request g = greedy_req(jobs[submitted].prompt, jobs[submitted].n_prompt, jobs[submitted].max_tokens);
-            ASSERT(engine_submit(e, &g, &jobs[submitted].ts) == STATUS_OK);
-        }
-        bool worked = engine_step(e);
-        if (e->n_running > max_running) max_running = e->n_running;
-        EXPECT(e->states->n_free == e->states->n_slots - e->n_running);   // a slot per running request
-        for (int i = 0; i < submitted; i++) job_collect(&jobs[i]);
-        if (!worked && submitted == N) break;
-    }
-    EXPECTF(check_jobs(jobs, N) == 0, "outputs differ from their solo runs");
+    int max_running = 0;
+    ASSERT(jobs_run_arrivals(e, jobs, N, &r, 3000, check_slots, &max_running));
+    EXPECTF(jobs_check(jobs, N) == 0, "outputs differ from their solo runs");
     EXPECT(max_running > 3);   // batches really mixed sequences
     EXPECT(e->states->n_free == e->states->n_slots);
     engine_free(e);
@@ -87,14 +51,7 @@ TEST(preemption_keeps_outputs)
 {
     enum { N = 8 };
     static struct job jobs[N];
-    for (int i = 0; i < N; i++) {
-        struct job *j = &jobs[i];
-        memset(j, 0, sizeof *j);
-        j->n_prompt = 40 + 9 * i;
-        j->max_tokens = 48;
-        random_prompt(700 + (uint64_t)i, j->prompt, j->n_prompt);
-        solo_greedy(j->prompt, j->n_prompt, j->max_tokens, j->want);
-    }
+    for (int i = 0; i < N; i++) job_init(&jobs[i], 700 + (uint64_t)i, 40 + 9 * i, 48);
     struct engine_cfg cfg = engine_cfg_default();
     cfg.max_batch_tokens = 64;
     cfg.max_running = 8;
@@ -104,22 +61,27 @@ TEST(preemption_keeps_outputs)
     struct engine *e;
     ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
     ASSERT(e->states->n_slots == 8 && e->acc.kv_blocks_total == 16);   // the slots came out of the budget
-    for (int i = 0; i < N; i++) {
-        struct gen_request g = greedy_req(jobs[i].prompt, jobs[i].n_prompt, jobs[i].max_tokens);
-        ASSERT(engine_submit(e, &g, &jobs[i].ts) == STATUS_OK);
-    }
-    for (int s = 0; s < 5000 && engine_step(e); s++) {
-        EXPECT(e->states->n_free == e->states->n_slots - e->n_running);
-        for (int i = 0; i < N; i++) job_collect(&jobs[i]);
-    }
-    for (int i = 0; i < N; i++) job_collect(&jobs[i]);
+    for (int i = 0; i < N; i++) ASSERT(job_submit(e, &jobs[i]));
+    int most_running = 0;
+    jobs_run(e, jobs, N, 5000, check_slots, &most_running);
     struct engine_stats st;
     engine_get_stats(e, &st);
     EXPECTF(st.preemptions > 0, "no preemption happened");
     fprintf(stderr, "  %llu preemptions\n", (unsigned long long)st.preemptions);
-    EXPECTF(check_jobs(jobs, N) == 0, "outputs changed by preemption");
+    EXPECTF(jobs_check(jobs, N) == 0, "outputs changed by preemption");
     EXPECT(st.kv_blocks_used == 0 && e->states->n_free == e->states->n_slots);
     engine_free(e);
+}
+
+/* Every step of a pool of 3 slots: never more running than slots, a slot per running request, the
+ * most that ran at once, and the steps on which requests waited with every slot taken. */
+struct pool_watch { int most, waited; };
+static void watch_three_slots(struct engine *e, void *watch)
+{
+    struct pool_watch *w = watch;
+    if (e->n_running > w->most) w->most = e->n_running;
+    w->waited += e->n_waiting > 0 && e->n_running == 3;
+    EXPECT(e->n_running <= 3 && e->states->n_free == e->states->n_slots - e->n_running);
 }
 
 /* The state pool shares the sequence-memory budget with the KV blocks: the slots the budget holds
@@ -144,32 +106,16 @@ TEST(state_pool_exhaustion_waits)
 
     enum { N = 8 };
     static struct job jobs[N];
-    for (int i = 0; i < N; i++) {
-        struct job *j = &jobs[i];
-        memset(j, 0, sizeof *j);
-        j->n_prompt = 20 + 23 * i;
-        j->max_tokens = 10 + i;
-        random_prompt(900 + (uint64_t)i, j->prompt, j->n_prompt);
-        solo_greedy(j->prompt, j->n_prompt, j->max_tokens, j->want);
-    }
+    for (int i = 0; i < N; i++) job_init(&jobs[i], 900 + (uint64_t)i, 20 + 23 * i, 10 + i);
     cfg.state_slots = 3;
     cfg.kv_cache_bytes = 4 << 20;
     ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
     ASSERT(e->states->n_slots == 3);
-    for (int i = 0; i < N; i++) {
-        struct gen_request g = greedy_req(jobs[i].prompt, jobs[i].n_prompt, jobs[i].max_tokens);
-        ASSERT(engine_submit(e, &g, &jobs[i].ts) == STATUS_OK);
-    }
-    int most = 0, waited = 0;
-    for (int s = 0; s < 5000 && engine_step(e); s++) {
-        if (e->n_running > most) most = e->n_running;
-        waited += e->n_waiting > 0 && e->n_running == 3;
-        EXPECT(e->n_running <= 3 && e->states->n_free == e->states->n_slots - e->n_running);
-        for (int i = 0; i < N; i++) job_collect(&jobs[i]);
-    }
-    for (int i = 0; i < N; i++) job_collect(&jobs[i]);
-    EXPECTF(most == 3 && waited > 0, "at most %d running, %d steps with requests waiting for a slot", most, waited);
-    EXPECTF(check_jobs(jobs, N) == 0, "outputs changed by waiting for state slots");
+    for (int i = 0; i < N; i++) ASSERT(job_submit(e, &jobs[i]));
+    struct pool_watch w = { 0 };
+    jobs_run(e, jobs, N, 5000, watch_three_slots, &w);
+    EXPECTF(w.most == 3 && w.waited > 0, "at most %d running, %d steps with requests waiting for a slot", w.most, w.waited);
+    EXPECTF(jobs_check(jobs, N) == 0, "outputs changed by waiting for state slots");
     struct engine_stats st;
     engine_get_stats(e, &st);
     EXPECT(st.kv_blocks_used == 0 && st.state_slots_total == 3 && st.state_slots_free == 3);
@@ -182,19 +128,19 @@ TEST(state_pool_exhaustion_waits)
     ASSERT(e->states->n_slots == 3 && e->acc.kv_blocks_total == 14);
     for (int i = 0; i < N; i++) {
         jobs[i].n_got = jobs[i].done = 0;
-        struct gen_request g = greedy_req(jobs[i].prompt, jobs[i].n_prompt, jobs[i].max_tokens);
-        ASSERT(engine_submit(e, &g, &jobs[i].ts) == STATUS_OK);
+        ASSERT(job_submit(e, &jobs[i]));
     }
-    for (int s = 0; s < 5000 && engine_step(e); s++) {
-        EXPECT(e->n_running <= 3 && e->states->n_free == e->states->n_slots - e->n_running);
-        for (int i = 0; i < N; i++) job_collect(&jobs[i]);
-    }
-    for (int i = 0; i < N; i++) job_collect(&jobs[i]);
+    jobs_run(e, jobs, N, 5000, watch_three_slots, &w);
     engine_get_stats(e, &st);
     EXPECTF(st.preemptions > 0, "no preemption happened");
-    EXPECTF(check_jobs(jobs, N) == 0, "outputs changed by preemption under a full state pool");
+    EXPECTF(jobs_check(jobs, N) == 0, "outputs changed by preemption under a full state pool");
     EXPECT(st.kv_blocks_used == 0 && st.state_slots_free == 3);
     engine_free(e);
+}
+
+static void expect_running_with_slots(struct engine *e, void *unused)
+{
+    EXPECT(e->n_running >= 1 && e->states->n_free == e->states->n_slots - e->n_running);
 }
 
 TEST(cancel_returns_slots_and_blocks)
@@ -207,29 +153,13 @@ TEST(cancel_returns_slots_and_blocks)
         cfg.kv_cache_bytes = 4 << 20;
         struct engine *e;
         ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
-        struct gen_request g = greedy_req(p, 500, 100), g2 = greedy_req(p + 50, 20, 100);
-        struct token_stream *ts, *other;
-        ASSERT(engine_submit(e, &g, &ts) == STATUS_OK);
-        ASSERT(engine_submit(e, &g2, &other) == STATUS_OK);
-        int steps = mid_decode ? 500 / 60 + 6 : 3;
-        for (int i = 0; i < steps; i++) engine_step(e);
-        EXPECT(e->n_running >= 1 && e->states->n_free == e->states->n_slots - e->n_running);
-        int32_t got[128];
-        int done;
-        struct token_event last = { 0 };
-        int n0 = drain(ts, got, 128, &last, &done);
-        EXPECT(mid_decode ? n0 > 0 : n0 == 0);
-        engine_cancel(e, ts);
-        engine_cancel(e, other);
-        engine_step(e);
+        struct cancel_run c = { .prompt = p, .n_prompt = 500, .neighbour = p + 50, .n_neighbour = 20, .max_tokens = 100,
+                                .steps = mid_decode ? 500 / 60 + 6 : 3, .mid_decode = mid_decode };
+        cancel_midway(e, &c, expect_running_with_slots, NULL);
         struct engine_stats st;
         engine_get_stats(e, &st);
         EXPECT(st.kv_blocks_used == 0 && st.n_running == 0 && st.kv_blocks_free + st.kv_blocks_cached == st.kv_blocks_total);
         EXPECT(e->states->n_free == e->states->n_slots);
-        drain(ts, got, 128, &last, &done);
-        EXPECT(done && last.finish == FINISH_CANCELED);
-        token_stream_release(ts);
-        token_stream_release(other);
         engine_free(e);
     }
 }

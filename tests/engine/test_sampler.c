@@ -56,6 +56,18 @@ static int freq_matches(const double *freq, const double *want, int n)
     return ok;
 }
 
+/* Whether N_DRAWS draws with cfg follow softmax(logits / t) restricted to keep[] (freq_matches). */
+static int draws_follow(const struct sampling *cfg, const float *logits, int n, double t, const int *keep)
+{
+    double *want = malloc((size_t)n * sizeof *want), *freq = malloc((size_t)n * sizeof *freq);
+    filtered_softmax(logits, n, t, keep, want);
+    frequencies(cfg, logits, n, freq);
+    int ok = freq_matches(freq, want, n);
+    free(want);
+    free(freq);
+    return ok;
+}
+
 static struct sampling base_cfg(float t, uint64_t seed)
 {
     struct sampling c = sampling_greedy();
@@ -79,13 +91,10 @@ TEST(temperature_matches_softmax)
 {
     float l[8] = { 1.0f, 2.0f, 0.5f, -1.0f, 1.5f, 0.0f, -3.0f, 2.2f };
     int keep[8] = { 1, 1, 1, 1, 1, 1, 1, 1 };
-    double want[8], freq[8];
     for (int ti = 0; ti < 2; ti++) {
         float t = ti ? 0.6f : 1.3f;
         struct sampling c = base_cfg(t, 7);
-        filtered_softmax(l, 8, t, keep, want);
-        frequencies(&c, l, 8, freq);
-        EXPECT(freq_matches(freq, want, 8));
+        EXPECT(draws_follow(&c, l, 8, t, keep));
     }
 }
 
@@ -94,12 +103,9 @@ TEST(top_k_exact_set)
     float l[10] = { 0.1f, 1.9f, 0.3f, 1.7f, -0.4f, 1.8f, 0.0f, 0.2f, 1.0f, -2.0f };
     int keep[10] = { 0 };
     keep[1] = keep[5] = keep[3] = 1;   // the three largest
-    double want[10], freq[10];
     struct sampling c = base_cfg(1.0f, 11);
     c.top_k = 3;
-    filtered_softmax(l, 10, 1.0, keep, want);
-    frequencies(&c, l, 10, freq);
-    EXPECT(freq_matches(freq, want, 10));
+    EXPECT(draws_follow(&c, l, 10, 1.0, keep));
 }
 
 TEST(top_p_exact_set)
@@ -110,12 +116,9 @@ TEST(top_p_exact_set)
     float l[5];
     for (int i = 0; i < 5; i++) l[i] = (float)log(pr[i]);
     int keep[5] = { 1, 0, 1, 0, 1 };
-    double want[5], freq[5];
     struct sampling c = base_cfg(1.0f, 3);
     c.top_p = 0.8f;
-    filtered_softmax(l, 5, 1.0, keep, want);
-    frequencies(&c, l, 5, freq);
-    EXPECT(freq_matches(freq, want, 5));
+    EXPECT(draws_follow(&c, l, 5, 1.0, keep));
 }
 
 TEST(min_p_exact_set)
@@ -124,13 +127,10 @@ TEST(min_p_exact_set)
     float l[6] = { 2.0f, 1.0f, 0.9f, 0.5f, 0.85f, -1.0f };
     int keep[6] = { 1, 1, 1, 1, 1, 0 };
     for (int i = 0; i < 6; i++) keep[i] = l[i] >= 2.0f + (float)log(0.3);
-    double want[6], freq[6];
     struct sampling c = base_cfg(1.0f, 5);
     c.min_p = 0.3f;
-    filtered_softmax(l, 6, 1.0, keep, want);
-    frequencies(&c, l, 6, freq);
     EXPECT(keep[0] && keep[1] && keep[2] && !keep[3] && keep[4] && !keep[5]);
-    EXPECT(freq_matches(freq, want, 6));
+    EXPECT(draws_follow(&c, l, 6, 1.0, keep));
 }
 
 static const float *g_sort_logits;

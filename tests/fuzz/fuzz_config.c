@@ -9,15 +9,12 @@
 #include "base/log.h"
 #include "model/config.h"
 
+#include "fuzz_quiet.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static int quiet;
-    if (!quiet) {
-        log_set_level(LOG_LEVEL_OFF);
-        quiet = 1;
-    }
     const char *text = (const char *)data;
     const uint8_t *nul = memchr(data, 0, size);
     size_t len = nul ? (size_t)(nul - data) : size;

@@ -15,6 +15,8 @@
 #include "model/quant_load.h"
 #include "model/safetensors.h"
 
+#include "fuzz_quiet.h"
+
 static const char *const CONFIGS[] = {
     "{\"quantization\": {\"bits\": 4, \"group_size\": 64}}",
     "{\"quantization\": {\"bits\": 3, \"group_size\": 32, \"mode\": \"affine\"}}",
@@ -52,11 +54,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static int quiet;
-    if (!quiet) {
-        log_set_level(LOG_LEVEL_OFF);
-        quiet = 1;
-    }
     struct model_file *mf = NULL;
     if (safetensors_open_mem("fuzz", data, size, &mf) != STATUS_OK) return 0;
     volatile uint8_t sink = 0;

@@ -13,12 +13,12 @@
 #include "base/log.h"
 #include "text/tokenizer.h"
 
+#include "fuzz_quiet.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static int init;
-    if (!init) { log_set_level(LOG_LEVEL_OFF); init = 1; }
     const uint8_t *nul = memchr(data, 0, size);
     size_t json_len = nul ? (size_t)(nul - data) : size;
     const char *text = "Hello world! 123 <s> ünïcödé 東京 😀\n\t  end";

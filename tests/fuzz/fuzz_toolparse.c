@@ -17,6 +17,8 @@
 #include "text/stopstr.h"
 #include "text/toolparse.h"
 
+#include "fuzz_quiet.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct rec { struct strbuf out; int last_kind, last_index, open; };
@@ -60,8 +62,6 @@ static void on_r(void *ctx, bool is_r, const char *t, size_t n) { strbuf_append(
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static int quiet;
-    if (!quiet) { log_set_level(LOG_LEVEL_OFF); quiet = 1; }
     if (size < 2) return 0;
     enum tool_family f = (enum tool_family)(data[0] % TOOL_FAMILY_COUNT);
     unsigned seed = data[1] | 1u;

@@ -160,17 +160,21 @@ TEST(qwen3_moe)
 
 TEST(unsupported_named)
 {
-    EXPECT(parse("{" BASE("FalconForCausalLM") "}") == STATUS_EUNSUPPORTED);
-    EXPECT(parse("{" BASE("LlamaForCausalLM") ", \"rope_scaling\": {\"rope_type\": \"longrope\", \"factor\": 2}}") == STATUS_EUNSUPPORTED);
-    EXPECT(parse("{" BASE("LlamaForCausalLM") ", \"hidden_act\": \"relu\"}") == STATUS_EUNSUPPORTED);
-    EXPECT(parse("{" BASE("LlamaForCausalLM") ", \"attention_bias\": true}") == STATUS_EUNSUPPORTED);
-    EXPECT(parse("{" BASE("LlamaForCausalLM") ", \"mlp_bias\": true}") == STATUS_EUNSUPPORTED);
-    EXPECT(parse("{" BASE("Qwen3ForCausalLM") ", \"attention_bias\": true}") == STATUS_EUNSUPPORTED);
-    EXPECT(parse("{" BASE("LlamaForCausalLM") ", \"attention_bias\": false}") == STATUS_OK);
-    EXPECT(parse("{" BASE("Qwen3ForCausalLM") ", \"layer_types\": [\"linear_attention\", \"full_attention\","
-                 " \"full_attention\", \"full_attention\"]}") == STATUS_EUNSUPPORTED);
-    EXPECT(parse("{" BASE("Qwen3ForCausalLM") ", \"quantization_config\": {\"quant_method\": \"fp8\","
-                 " \"fmt\": \"e4m3\", \"weight_block_size\": [128, 128]}}") == STATUS_EUNSUPPORTED);
+    static const struct { const char *config; enum status want; } cases[] = {
+        { "{" BASE("FalconForCausalLM") "}", STATUS_EUNSUPPORTED },
+        { "{" BASE("LlamaForCausalLM") ", \"rope_scaling\": {\"rope_type\": \"longrope\", \"factor\": 2}}", STATUS_EUNSUPPORTED },
+        { "{" BASE("LlamaForCausalLM") ", \"hidden_act\": \"relu\"}", STATUS_EUNSUPPORTED },
+        { "{" BASE("LlamaForCausalLM") ", \"attention_bias\": true}", STATUS_EUNSUPPORTED },
+        { "{" BASE("LlamaForCausalLM") ", \"mlp_bias\": true}", STATUS_EUNSUPPORTED },
+        { "{" BASE("Qwen3ForCausalLM") ", \"attention_bias\": true}", STATUS_EUNSUPPORTED },
+        { "{" BASE("LlamaForCausalLM") ", \"attention_bias\": false}", STATUS_OK },
+        { "{" BASE("Qwen3ForCausalLM") ", \"layer_types\": [\"linear_attention\", \"full_attention\","
+          " \"full_attention\", \"full_attention\"]}", STATUS_EUNSUPPORTED },
+        { "{" BASE("Qwen3ForCausalLM") ", \"quantization_config\": {\"quant_method\": \"fp8\","
+          " \"fmt\": \"e4m3\", \"weight_block_size\": [128, 128]}}", STATUS_EUNSUPPORTED },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        EXPECTF(parse(cases[i].config) == cases[i].want, "case %zu: want %s", i, status_str(cases[i].want));
     char list[512];
     arch_list(list, sizeof list);
     EXPECT(strstr(list, "Qwen3MoeForCausalLM") && strstr(list, "Gemma3ForCausalLM") && strstr(list, "MistralForCausalLM"));

@@ -13,6 +13,7 @@
 #include "base/mem.h"
 #include "engine/runner.h"
 #include "harness.h"
+#include "scratch_dir.h"
 
 #define N_PROMPT 300
 
@@ -125,11 +126,8 @@ TEST(cpu_vs_ref_and_chunking)
 
 int main(void)
 {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/cairn_test_hybrid_XXXXXX");
-    CHECK(mkdtemp(tmpdir), "mkdtemp");
+    scratch_dir_make(tmpdir, sizeof tmpdir, "hybrid");
     RUN(cpu_vs_ref_and_chunking);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);
+    scratch_dir_remove(tmpdir);
     return test_summary();
 }

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "harness.h"
+#include "scratch_dir.h"
 #include "engine/runner.h"
 #include "model/config.h"
 #include "model/model.h"
@@ -105,8 +106,7 @@ static enum status open_mem_str(const char *hdr, size_t data_len, uint64_t hlen_
 
 static void setup(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/cairn_test_loader_XXXXXX");
-    CHECK(mkdtemp(tmp), "mkdtemp");
+    scratch_dir_make(tmp, sizeof tmp, "loader");
     write_file(pathf("%s/%s", "tiny.json"), TINY_CFG, strlen(TINY_CFG));
     struct synth_opts o = { .config_path = pathf("%s/%s", "tiny.json"), .out_dir = pathf("%s/%s", "good"),
                             .seed = 7, .quiet = 1 };
@@ -1053,8 +1053,6 @@ int main(void)
     RUN(corrupt_quantized);
     json_decref(good_hdr);
     free(good);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    scratch_dir_remove(tmp);
     return test_summary();
 }

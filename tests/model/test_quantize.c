@@ -10,6 +10,7 @@
 
 #include "base/log.h"
 #include "harness.h"
+#include "scratch_dir.h"
 #include "model/model.h"
 #include "model/quantize.h"
 #include "model/safetensors.h"
@@ -120,8 +121,7 @@ TEST(bad_options)
 
 int main(void)
 {
-    snprintf(tmp, sizeof tmp, "/tmp/cairn_test_quantize_XXXXXX");
-    if (!mkdtemp(tmp)) return 1;
+    scratch_dir_make(tmp, sizeof tmp, "quantize");
     RUN(affine_q4g64);
     RUN(mixed_3_6_g32);
     RUN(moe_mixed_4_8);
@@ -135,8 +135,6 @@ int main(void)
     RUN(hybrid_35_mixed_3_6_g32);
     RUN(sharded_output_same_tensors);
     RUN(bad_options);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
+    scratch_dir_remove(tmp);
     return test_summary();
 }

@@ -2,12 +2,9 @@
 // empty content lists, server tools, images in history), Anthropic usage arithmetic, max_tokens as
 // a cap, several served names and '*', the Anthropic-shaped model list. The built-in fake model
 // with a small context (--max-model-len) and scripted outputs; the official SDKs and raw HTTP.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { check, summary, startServer, request, sse, checkCleanStderr } from './lib.mjs';
+import { check, summary, startServer, request, sse, checkCleanStderr, writeScript } from './lib.mjs';
 
 const SCRIPT = [
   { match: 'SYSMARK', output: 'saw the system turn' },
@@ -23,9 +20,7 @@ const ANTH_TOOLS = [{ name: 'get_weather', description: 'weather', input_schema:
 const PNG = { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } };
 const N_CTX = 1024;
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-agents-'));
-const scriptFile = path.join(tmp, 'script.json');
-fs.writeFileSync(scriptFile, JSON.stringify(SCRIPT));
+const scriptFile = writeScript('agents', SCRIPT);
 
 async function main() {
   const srv = await startServer(['--fake', '--test-script', scriptFile, '--max-model-len', String(N_CTX),

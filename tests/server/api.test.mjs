@@ -8,7 +8,7 @@ import path from 'node:path';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { spawnSync } from 'node:child_process';
-import { BIN, check, summary, startServer, request, sse, metrics, sleep } from './lib.mjs';
+import { BIN, check, summary, startServer, request, sse, metrics, sleep, writeScript } from './lib.mjs';
 
 const DS = (s) => s.replace(/\{B\}/g, '<｜tool▁calls▁begin｜>').replace(/\{E\}/g, '<｜tool▁calls▁end｜>')
   .replace(/\{b\}/g, '<｜tool▁call▁begin｜>').replace(/\{e\}/g, '<｜tool▁call▁end｜>').replace(/\{s\}/g, '<｜tool▁sep｜>');
@@ -35,9 +35,7 @@ const TOOLS = [
 ];
 const ANTH_TOOLS = TOOLS.map((t) => ({ name: t.function.name, description: 'd', input_schema: t.function.parameters }));
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-srv-'));
-const scriptFile = path.join(tmp, 'script.json');
-fs.writeFileSync(scriptFile, JSON.stringify(SCRIPT));
+const scriptFile = writeScript('srv', SCRIPT);
 const model = process.env.CAIRN_TEST_MODEL;
 const base = model ? [model, '--test-script', scriptFile] : ['--fake', '--test-script', scriptFile];
 
@@ -397,7 +395,6 @@ async function main() {
         'ollama stream cut by shutdown: an error line, never done_reason stop', co.slice(-2));
   check((await kex).code === 0 && Date.now() - t0 < 6000, 'shutdown after the grace period', Date.now() - t0);
   checkSanitizer(ks.stderr());
-  fs.rmSync(tmp, { recursive: true, force: true });
   if (!model) unreadableConfigChecks();
   process.exit(summary('api'));
 }

@@ -1,8 +1,11 @@
 // Shared helpers of the black-box server tests: start `cairn serve` on a free port, raw HTTP,
 // SSE parsing, assertions with a readable failure list.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 
 export const BIN = process.env.CAIRN_BIN || `${process.env.BUILD || 'build'}/cairn`;
 
@@ -18,6 +21,23 @@ export function check(cond, what, extra) {
 export function summary(name) {
   console.error(`${name}: ${checks} checks, ${failures} failures`);
   return failures ? 1 : 0;
+}
+
+// Writes the scripted outputs of `--test-script` to a file in a fresh temporary folder (removed when
+// the process exits); returns the file's path.
+export function writeScript(name, script) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `cairn-${name}-`));
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'script.json');
+  fs.writeFileSync(file, JSON.stringify(script));
+  return file;
+}
+
+// Every item of an async iterable (a client library's stream), in order.
+export async function collect(it) {
+  const items = [];
+  for await (const x of it) items.push(x);
+  return items;
 }
 
 // Starts the server; resolves {port, proc, stderr(), stop()} once it is listening and serving.

@@ -4,12 +4,9 @@
 // listing routes, and hostile input with raw HTTP. The built-in fake model with scripted outputs
 // (--test-script); CAIRN_TEST_MODEL=DIR runs it on a real checkpoint (its template, tokenizer and
 // engine: format and FIM are checked there, the fake cannot constrain and has no FIM tokens).
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { Ollama } from 'ollama';
 import OpenAI from 'openai';
-import { check, summary, startServer, request, metrics, sleep, checkCleanStderr, metricsWhenIdle } from './lib.mjs';
+import { check, summary, startServer, request, metrics, sleep, checkCleanStderr, metricsWhenIdle, writeScript, collect } from './lib.mjs';
 
 const FIM_PREFIX = 'def add(a, b):\n', FIM_SUFFIX = '\n    return c\n';
 const SCRIPT = [
@@ -24,15 +21,8 @@ const TOOLS = [
   { type: 'function', function: { name: 'get_time', description: 'time in a zone', parameters: { type: 'object', properties: { tz: { type: 'string' } } } } },
 ];
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-ollama-'));
-const scriptFile = path.join(tmp, 'script.json');
-fs.writeFileSync(scriptFile, JSON.stringify(SCRIPT));
+const scriptFile = writeScript('ollama', SCRIPT);
 
-async function collect(it) {
-  const parts = [];
-  for await (const p of it) parts.push(p);
-  return parts;
-}
 
 async function rejects(promise) {
   try { await promise; return null; } catch (e) { return e; }

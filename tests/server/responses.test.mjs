@@ -2,12 +2,9 @@
 // client.responses.create, streaming and not, and raw HTTP for the event sequence and hostile input.
 // The built-in fake model with scripted outputs (--test-script); CAIRN_TEST_MODEL=DIR runs it on a
 // real checkpoint (its template and tokenizer, the real engine) with the same script.
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import http from 'node:http';
 import OpenAI from 'openai';
-import { check, summary, startServer, request, sse, metrics, sleep, checkCleanStderr, metricsWhenIdle } from './lib.mjs';
+import { check, summary, startServer, request, sse, metrics, sleep, checkCleanStderr, metricsWhenIdle, writeScript, collect } from './lib.mjs';
 
 const SCRIPT = [
   { match: 'R_FINAL', output: 'The command printed hello.' },
@@ -21,15 +18,8 @@ const TOOLS = [
   { type: 'custom', name: 'apply_patch', format: { type: 'grammar' } },
 ];
 
-const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cairn-resp-'));
-const scriptFile = path.join(tmp, 'script.json');
-fs.writeFileSync(scriptFile, JSON.stringify(SCRIPT));
+const scriptFile = writeScript('resp', SCRIPT);
 
-async function collect(stream) {
-  const evs = [];
-  for await (const ev of stream) evs.push(ev);
-  return evs;
-}
 
 async function main() {
   const model = process.env.CAIRN_TEST_MODEL;

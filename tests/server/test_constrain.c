@@ -12,15 +12,15 @@
 #include <jansson.h>
 #include <string.h>
 
-#include "base/rng.h"
 #include "server/constrain.h"
 #include "text/constraint.h"
 #include "text/tokenizer.h"
 #include "text/toolparse.h"
+#include "text/grammar_walk.h"
 
 static struct tokenizer *tk;
 static struct constraint_vocab *vocab;
-static int32_t stop_id;
+static struct walk_cfg walker = { .stop_one_in = 8 };
 static struct grammar_cache *gc;
 
 static const char *tools_json =
@@ -62,46 +62,6 @@ static void calls_free(struct calls *c)
     for (int k = 0; k < 8; k++) strbuf_free(&c->args[k]);
 }
 
-/* A random walk under g; the output (heap) or NULL. */
-static char *walk(const struct constraint_grammar *g, uint64_t seed, int max_tokens, size_t *len)
-{
-    struct rng r;
-    rng_seed(&r, seed);
-    struct constraint *c = constraint_new(g, vocab);
-    int words = constraint_mask_words(vocab);
-    uint32_t *mask = xmalloc((size_t)words * 4);
-    int32_t *ids = xmalloc((size_t)constraint_vocab_size(vocab) * sizeof *ids);
-    struct strbuf out = {0};
-    bool ok = false, broke = false;
-    int n_out = 0;
-    for (; n_out < max_tokens && !ok && !broke; n_out++) {
-        if (constraint_mask(c, max_tokens - n_out, mask) != STATUS_OK) { broke = true; break; }
-        int n = 0;
-        bool stop_ok = false;
-        for (int w = 0; w < words; w++)
-            for (uint32_t m = mask[w]; m; m &= m - 1) {
-                int32_t id = w * 32 + __builtin_ctz(m);
-                if (id == stop_id) stop_ok = true;
-                else ids[n++] = id;
-            }
-        if (stop_ok && (!n || rng_next(&r) % 8 == 0)) { ok = true; break; }
-        if (!n) { broke = true; break; }
-        int32_t id = ids[rng_next(&r) % (uint64_t)n];
-        int tl;
-        const uint8_t *tb = constraint_vocab_token(vocab, id, &tl);
-        strbuf_append(&out, (const char *)tb, (size_t)tl);
-        if (constraint_advance(c, id) != STATUS_OK) broke = true;
-    }
-    if (!ok && !broke) ok = constraint_can_end(c);   // the budget ran out exactly at a valid end
-    constraint_free(c);
-    free(mask);
-    free(ids);
-    if (!ok) { strbuf_free(&out); return NULL; }
-    *len = out.len;
-    if (!out.data) strbuf_putc(&out, 0), out.len = 0;
-    return strbuf_take(&out);
-}
-
 static bool accepts(const struct constraint_grammar *g, const char *s)
 {
     struct constraint *c = constraint_new(g, vocab);
@@ -130,10 +90,12 @@ TEST(forced_walks_parse_back)
             if (!ok) continue;
             int n_multi = 0;
             for (uint64_t seed = 0; seed < 24; seed++) {
-                size_t len;
-                char *o = walk(g, seed * 31 + e, (int)constraint_grammar_min_bytes(g) + 20 + (int)(seed * 13 % 300), &len);
-                EXPECTF(o != NULL, "%s seed %llu: walk failed", envelopes[e].what, (unsigned long long)seed);
-                if (!o) continue;
+                struct walk_result w;
+                grammar_walk(&walker, g, seed * 31 + e, (int)constraint_grammar_min_bytes(g) + 20 + (int)(seed * 13 % 300), &w);
+                EXPECTF(w.out != NULL, "%s seed %llu: walk failed: %s", envelopes[e].what, (unsigned long long)seed, w.why);
+                if (!w.out) continue;
+                char *o = w.out;
+                size_t len = w.len;
                 struct calls c;
                 parse(envelopes[e].f, tools, o, len, &c);
                 EXPECTF(c.n >= 1 && !c.stray && (parallel || c.n == 1), "%s parallel %d seed %llu: %d calls, stray %d: '%.400s'",
@@ -211,8 +173,10 @@ TEST(names_and_schemas_refused)
 int main(void)
 {
     if (tokenizer_load("models/default", &tk) != STATUS_OK) return 1;
-    stop_id = tokenizer_token_id(tk, "<|im_end|>");
+    int32_t stop_id = tokenizer_token_id(tk, "<|im_end|>");
     if (stop_id < 0 || constraint_vocab_new(tk, &stop_id, 1, &vocab) != STATUS_OK) return 1;
+    walker.vocab = vocab;
+    walker.stop_id = stop_id;
     gc = grammar_cache_new(64);
     RUN(forced_walks_parse_back);
     RUN(strict_auto_text_and_calls);

@@ -47,47 +47,31 @@ static bool gbnf_error(const char *text, const char *needle)
     return strstr(err, needle) != NULL;
 }
 
+/* A GBNF grammar's language: it compiles, accepts every string of yes and none of no. */
+#define STRINGS(...) ((const char *const[]){ __VA_ARGS__, NULL })
+static void expect_gbnf_language(const char *src, const char *const *yes, const char *const *no)
+{
+    struct constraint_grammar *g = gbnf(src);
+    ASSERT(g);
+    for (; *yes; yes++) EXPECTF(accepts(g, *yes), "'%s' refused by %s", *yes, src);
+    for (; *no; no++) EXPECTF(!accepts(g, *no), "'%s' accepted by %s", *no, src);
+    constraint_grammar_free(g);
+}
+
 TEST(gbnf_matches)
 {
-    struct constraint_grammar *g = gbnf("root ::= \"a\" [b-d]+ (\"x\" | \"yz\")? # comment\n");
-    ASSERT(g);
-    EXPECT(accepts(g, "ab"));
-    EXPECT(accepts(g, "abcdx"));
-    EXPECT(accepts(g, "abyz"));
-    EXPECT(!accepts(g, "a"));
-    EXPECT(!accepts(g, "abyzx"));
-    EXPECT(!accepts(g, "ae"));
-    constraint_grammar_free(g);
-
-    g = gbnf("root ::= item{2,3} \"!\"\nitem ::= [0-9]\n  | \"-\"\n");
-    ASSERT(g);
-    EXPECT(accepts(g, "12!"));
-    EXPECT(accepts(g, "1-2!"));
-    EXPECT(!accepts(g, "1!"));
-    EXPECT(!accepts(g, "1234!"));
-    constraint_grammar_free(g);
-
+    expect_gbnf_language("root ::= \"a\" [b-d]+ (\"x\" | \"yz\")? # comment\n", STRINGS("ab", "abcdx", "abyz"),
+                         STRINGS("a", "abyzx", "ae"));
+    expect_gbnf_language("root ::= item{2,3} \"!\"\nitem ::= [0-9]\n  | \"-\"\n", STRINGS("12!", "1-2!"),
+                         STRINGS("1!", "1234!"));
     // Unicode classes and negation match UTF-8; '.' is any code point.
-    g = gbnf("root ::= [^a\"] [α-ω] . \"é\"\n");
-    ASSERT(g);
-    EXPECT(accepts(g, "bβ\xF0\x9F\x98\x80\xC3\xA9"));
-    EXPECT(accepts(g, "\xE4\xB8\xADω\n\xC3\xA9"));
-    EXPECT(!accepts(g, "aβxé"));
-    EXPECT(!accepts(g, "bbxé"));
-    EXPECT(!accepts(g, "b\xCE"));
-    constraint_grammar_free(g);
-
+    expect_gbnf_language("root ::= [^a\"] [α-ω] . \"é\"\n", STRINGS("bβ\xF0\x9F\x98\x80\xC3\xA9", "\xE4\xB8\xADω\n\xC3\xA9"),
+                         STRINGS("aβxé", "bbxé", "b\xCE"));
     // Right recursion and nesting: balanced parentheses.
-    g = gbnf("root ::= p\np ::= (\"(\" p \")\")*\n");
-    ASSERT(g);
-    EXPECT(accepts(g, ""));
-    EXPECT(accepts(g, "(()())()"));
-    EXPECT(!accepts(g, "(()"));
-    EXPECT(!accepts(g, "())"));
-    constraint_grammar_free(g);
+    expect_gbnf_language("root ::= p\np ::= (\"(\" p \")\")*\n", STRINGS("", "(()())()"), STRINGS("(()", "())"));
 
     // Save/restore: advance through a "draft", roll back, take another branch.
-    g = gbnf("root ::= \"ab\" (\"c\" | \"d\")\n");
+    struct constraint_grammar *g = gbnf("root ::= \"ab\" (\"c\" | \"d\")\n");
     ASSERT(g);
     struct constraint *sr = constraint_new(g, vocab);
     EXPECT(constraint_advance_bytes(sr, "ab", 2) == STATUS_OK);

@@ -14,114 +14,65 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "base/clock.h"
-#include "base/mem.h"
-#include "base/rng.h"
 #include "harness.h"
+#include "grammar_walk.h"
 #include "text/constraint.h"
 #include "text/tokenizer.h"
 #include "text/toolparse.h"
 
 static struct tokenizer *tk;
-static struct constraint_vocab *vocab;
-static int32_t stop_id;
+static struct walk_cfg walker = { .stop_one_in = 4 };
 static FILE *walk_out;
 static int n_seeds = 4;
 static int64_t longest_step_ns;
 static char longest_step_name[128];
 
-/* One walk; returns the output (heap, *len bytes) or NULL on failure (reported). */
+/* One walk (grammar_walk.h), its failures and a budget below the minimum reported; returns the
+ * output (heap, *len bytes) or NULL. */
 static char *walk(const struct constraint_grammar *g, uint64_t seed, int max_tokens, const char *name, size_t *len)
 {
-    struct rng r;
-    rng_seed(&r, seed);
-    struct constraint *c = constraint_new(g, vocab);
-    int words = constraint_mask_words(vocab);
-    uint32_t *mask = malloc((size_t)words * 4);
-    int32_t *ids = malloc((size_t)constraint_vocab_size(vocab) * sizeof *ids);
-    struct strbuf out = {0};
-    bool ok = true, stopped = false;
-    EXPECTF(constraint_min_tokens_to_finish(c) <= max_tokens, "%s: budget %d below minimum %d", name, max_tokens,
-            constraint_min_tokens_to_finish(c));
-    for (int n_out = 0; n_out < max_tokens && ok; n_out++) {
-        int64_t t0 = clock_now_ns();
-        enum status st = constraint_mask(c, max_tokens - n_out, mask);
-        int64_t dt = clock_now_ns() - t0;
-        if (dt > longest_step_ns) {
-            longest_step_ns = dt;
-            snprintf(longest_step_name, sizeof longest_step_name, "%s, step %d", name, n_out);
-        }
-        if (st) { EXPECTF(false, "%s seed %llu: mask failed: %s", name, (unsigned long long)seed, status_str(st)); ok = false; break; }
-        int n = 0;
-        bool stop_ok = false;
-        for (int w = 0; w < words; w++)
-            for (uint32_t m = mask[w]; m; m &= m - 1) {
-                int32_t id = w * 32 + __builtin_ctz(m);
-                if (id == stop_id) stop_ok = true;
-                else ids[n++] = id;
-            }
-        if (!n && !stop_ok) { EXPECTF(false, "%s seed %llu: empty mask after %d tokens", name, (unsigned long long)seed, n_out); ok = false; break; }
-        // Stop with probability 1/4 when allowed; else a uniformly random allowed token.
-        if (stop_ok && (!n || rng_next(&r) % 4 == 0)) {
-            EXPECT(constraint_advance(c, stop_id) == STATUS_OK);
-            stopped = true;
-            break;
-        }
-        int32_t id = ids[rng_next(&r) % (uint64_t)n];
-        int tlen;
-        const uint8_t *tb = constraint_vocab_token(vocab, id, &tlen);
-        strbuf_append(&out, (const char *)tb, (size_t)tlen);
-        if (constraint_advance(c, id) != STATUS_OK) { EXPECTF(false, "%s: allowed token %d refused", name, id); ok = false; }
+    struct walk_result r;
+    grammar_walk(&walker, g, seed, max_tokens, &r);
+    EXPECTF(r.min_tokens <= max_tokens, "%s: budget %d below minimum %d", name, max_tokens, r.min_tokens);
+    EXPECTF(r.out != NULL, "%s seed %llu: %s", name, (unsigned long long)seed, r.why);
+    if (r.slowest_mask_ns > longest_step_ns) {
+        longest_step_ns = r.slowest_mask_ns;
+        snprintf(longest_step_name, sizeof longest_step_name, "%s, step %d", name, r.slowest_mask_step);
     }
-    if (ok && !stopped) {
-        ok = constraint_can_end(c);
-        EXPECTF(ok, "%s seed %llu: not closed after %d tokens: '%.200s'", name, (unsigned long long)seed, max_tokens,
-                out.data ? out.data : "");
-    }
-    constraint_free(c);
-    free(mask);
-    free(ids);
-    if (!ok) { strbuf_free(&out); return NULL; }
-    *len = out.len;
-    if (!out.data) strbuf_putc(&out, 0), out.len = 0;
-    return strbuf_take(&out);
+    *len = r.len;
+    return r.out;
 }
+
+static const char *entry_name(json_t *entry) { return json_string_value(json_object_get(entry, "name")); }
 
 static void write_row(const char *kind, json_t *entry, const char *output, size_t len, uint64_t seed)
 {
     if (!walk_out) return;
-    json_t *row = json_object();
-    json_object_set_new(row, "kind", json_string(kind));
-    json_object_set(row, "entry", entry);
-    json_t *o = json_stringn(output, len);
-    EXPECTF(o != NULL, "%s: output is not valid UTF-8", json_string_value(json_object_get(entry, "name")));
-    json_object_set_new(row, "output", o ? o : json_null());
-    json_object_set_new(row, "seed", json_integer((json_int_t)seed));
-    char *line = json_dumps(row, JSON_COMPACT | JSON_ENSURE_ASCII);
-    fprintf(walk_out, "%s\n", line);
-    free(line);
-    json_decref(row);
+    EXPECTF(walk_write_row(walk_out, kind, entry, output, len, seed), "%s: output is not valid UTF-8",
+            entry_name(entry));
 }
 
-static json_t *load_jsonl(const char *path)
+/* A corpus entry's schema compiled: the grammar (NULL on failure), the status and error, the time. */
+struct compiled {
+    struct constraint_grammar *g;
+    enum status                st;
+    double                     ms;
+    char                       err[512];
+};
+
+static void compile_schema(json_t *entry, struct compiled *c)
 {
-    char *text;
-    size_t n;
-    if (file_read_all(path, &text, &n) != STATUS_OK) return NULL;
-    json_t *arr = json_array();
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
-        json_error_t e;
-        json_t *v = json_loads(line, 0, &e);
-        if (!v) { fprintf(stderr, "%s: bad line: %s\n", path, e.text); continue; }
-        json_array_append_new(arr, v);
-    }
+    char *text = json_dumps(json_object_get(entry, "schema"), JSON_COMPACT | JSON_ENCODE_ANY);
+    c->g = NULL;
+    double t0 = clock_now_s();
+    c->st = constraint_compile_json_schema(text, strlen(text), NULL, NULL, &c->g, c->err, sizeof c->err);
+    c->ms = (clock_now_s() - t0) * 1e3;
     free(text);
-    return arr;
 }
 
 static void walk_entry(const char *kind, json_t *entry, const struct constraint_grammar *g, int *n_walks)
 {
-    const char *name = json_string_value(json_object_get(entry, "name"));
+    const char *name = entry_name(entry);
     for (int s = 0; s < n_seeds; s++) {
         uint64_t seed = (uint64_t)s * 7919 + strlen(name);
         // Budgets from tight (just above the minimum) to roomy.
@@ -136,7 +87,7 @@ static void walk_entry(const char *kind, json_t *entry, const struct constraint_
 
 TEST(valid_schemas)
 {
-    json_t *rows = load_jsonl("tests/text/schemas/valid.jsonl");
+    json_t *rows = walk_load_jsonl("tests/text/schemas/valid.jsonl");
     ASSERT(rows && json_array_size(rows) > 200);
     size_t i;
     json_t *e;
@@ -144,17 +95,12 @@ TEST(valid_schemas)
     double worst_ms = 0;
     const char *worst = "";
     json_array_foreach(rows, i, e) {
-        char *text = json_dumps(json_object_get(e, "schema"), JSON_COMPACT | JSON_ENCODE_ANY);
-        struct constraint_grammar *g = NULL;
-        char err[512];
-        double t0 = clock_now_s();
-        enum status st = constraint_compile_json_schema(text, strlen(text), NULL, NULL, &g, err, sizeof err);
-        double ms = (clock_now_s() - t0) * 1e3;
-        if (ms > worst_ms) { worst_ms = ms; worst = json_string_value(json_object_get(e, "name")); }
-        EXPECTF(st == STATUS_OK, "%s: %s", json_string_value(json_object_get(e, "name")), err);
-        if (!st) walk_entry("schema", e, g, &n_walks);
-        constraint_grammar_free(g);
-        free(text);
+        struct compiled c;
+        compile_schema(e, &c);
+        if (c.ms > worst_ms) { worst_ms = c.ms; worst = entry_name(e); }
+        EXPECTF(c.st == STATUS_OK, "%s: %s", entry_name(e), c.err);
+        if (!c.st) walk_entry("schema", e, c.g, &n_walks);
+        constraint_grammar_free(c.g);
     }
     fprintf(stderr, "  %zu schemas, %d walks, slowest compile %.2f ms (%s)\n", json_array_size(rows), n_walks, worst_ms, worst);
     json_decref(rows);
@@ -162,30 +108,25 @@ TEST(valid_schemas)
 
 TEST(invalid_schemas)
 {
-    json_t *rows = load_jsonl("tests/text/schemas/invalid.jsonl");
+    json_t *rows = walk_load_jsonl("tests/text/schemas/invalid.jsonl");
     ASSERT(rows && json_array_size(rows) > 20);
     size_t i;
     json_t *e;
     json_array_foreach(rows, i, e) {
-        char *text = json_dumps(json_object_get(e, "schema"), JSON_COMPACT | JSON_ENCODE_ANY);
-        struct constraint_grammar *g = NULL;
-        char err[512];
-        double t0 = clock_now_s();
-        enum status st = constraint_compile_json_schema(text, strlen(text), NULL, NULL, &g, err, sizeof err);
-        double ms = (clock_now_s() - t0) * 1e3;
+        struct compiled c;
+        compile_schema(e, &c);
         const char *want = json_string_value(json_object_get(e, "error"));
-        EXPECTF(st != STATUS_OK && strstr(err, want), "%s: got status %d '%s', want an error with '%s'",
-                json_string_value(json_object_get(e, "name")), st, err, want);
-        EXPECTF(ms < 1000, "%s: took %.0f ms to fail", json_string_value(json_object_get(e, "name")), ms);
-        constraint_grammar_free(g);
-        free(text);
+        EXPECTF(c.st != STATUS_OK && strstr(c.err, want), "%s: got status %d '%s', want an error with '%s'", entry_name(e),
+                c.st, c.err, want);
+        EXPECTF(c.ms < 1000, "%s: took %.0f ms to fail", entry_name(e), c.ms);
+        constraint_grammar_free(c.g);
     }
     json_decref(rows);
 }
 
 TEST(regex_and_gbnf)
 {
-    json_t *rows = load_jsonl("tests/text/schemas/regex.jsonl");
+    json_t *rows = walk_load_jsonl("tests/text/schemas/regex.jsonl");
     ASSERT(rows && json_array_size(rows) > 10);
     size_t i;
     json_t *e;
@@ -196,7 +137,7 @@ TEST(regex_and_gbnf)
         const char *gb = json_string_value(json_object_get(e, "gbnf")), *re = json_string_value(json_object_get(e, "regex"));
         enum status st = gb ? constraint_compile_gbnf(gb, strlen(gb), NULL, &g, err, sizeof err)
                             : constraint_compile_regex(re, strlen(re), NULL, &g, err, sizeof err);
-        EXPECTF(st == STATUS_OK, "%s: %s", json_string_value(json_object_get(e, "name")), err);
+        EXPECTF(st == STATUS_OK, "%s: %s", entry_name(e), err);
         if (!st) walk_entry(gb ? "gbnf" : "regex", e, g, &n_walks);
         constraint_grammar_free(g);
     }
@@ -220,7 +161,7 @@ static void on_xml_event(void *ctx, const struct tp_event *ev)
 
 TEST(xml_tool_calls)
 {
-    json_t *rows = load_jsonl("tests/text/schemas/valid.jsonl");
+    json_t *rows = walk_load_jsonl("tests/text/schemas/valid.jsonl");
     ASSERT(rows != NULL);
     size_t i;
     json_t *e;
@@ -231,7 +172,7 @@ TEST(xml_tool_calls)
         enum status st = constraint_tool_xml_gbnf(text, strlen(text), "x-", &body, err, sizeof err);
         free(text);
         if (st == STATUS_EUNSUPPORTED || (st == STATUS_EINVAL && !json_is_object(schema))) continue;   // not an object schema
-        const char *name = json_string_value(json_object_get(e, "name"));
+        const char *name = entry_name(e);
         EXPECTF(st == STATUS_OK, "xml %s: %s", name, err);
         if (st) continue;
         struct strbuf gb = {0};
@@ -280,9 +221,12 @@ int main(void)
     const char *dir = getenv("CONSTRAINT_TOKENIZER") ? getenv("CONSTRAINT_TOKENIZER") : "models/default";
     if (getenv("CONSTRAINT_WALK_SEEDS")) n_seeds = atoi(getenv("CONSTRAINT_WALK_SEEDS"));
     if (tokenizer_load(dir, &tk) != STATUS_OK) { fprintf(stderr, "cannot load tokenizer %s\n", dir); return 1; }
-    stop_id = tokenizer_token_id(tk, "<|im_end|>");
+    int32_t stop_id = tokenizer_token_id(tk, "<|im_end|>");
     if (stop_id < 0) stop_id = tokenizer_token_id(tk, "<|eot_id|>");
+    struct constraint_vocab *vocab;
     if (stop_id < 0 || constraint_vocab_new(tk, &stop_id, 1, &vocab) != STATUS_OK) { fprintf(stderr, "no stop token\n"); return 1; }
+    walker.vocab = vocab;
+    walker.stop_id = stop_id;
     const char *path = getenv("CONSTRAINT_WALK_OUT");
     if (path && !(walk_out = fopen(path, "w"))) { fprintf(stderr, "cannot write %s\n", path); return 1; }
     fprintf(stderr, "tokenizer %s: %d ids, %d seeds per entry\n", dir, constraint_vocab_size(vocab), n_seeds);

@@ -10,6 +10,22 @@
 #include "text/stopstr.h"
 #include "text/toolparse.h"
 
+/* The length of the next chunk of text when rest bytes are left: 1 to max drawn from rg, or all
+ * of them when rg is NULL; 0 (drawing nothing) at the end. */
+static size_t chunk_len(size_t rest, struct rng *rg, int max)
+{
+    if (!rest) return 0;
+    size_t k = rg ? 1 + rng_next(rg) % (uint64_t)max : rest;
+    return k < rest ? k : rest;
+}
+
+/* What a recorder wrote (heap; "" when it wrote nothing). */
+static char *take_text(struct strbuf *sb)
+{
+    if (!sb->data) strbuf_puts(sb, "");
+    return strbuf_take(sb);
+}
+
 struct rec { struct strbuf out; int last_kind; int last_index; };
 
 static void on_ev(void *ctx, const struct tp_event *ev)
@@ -33,17 +49,10 @@ static char *parse_chunked(enum tool_family f, const json_t *tools, const char *
     struct rec r = { .last_kind = -1 };
     int n_calls = 0;
     struct toolparse *tp = toolparse_new(f, tools, &n_calls, on_ev, &r);
-    size_t len = strlen(text), i = 0;
-    while (i < len) {
-        size_t k = rg ? 1 + rng_next(rg) % 7 : len;
-        if (k > len - i) k = len - i;
-        toolparse_feed(tp, text + i, k);
-        i += k;
-    }
+    for (size_t i = 0, len = strlen(text), k; (k = chunk_len(len - i, rg, 7)); i += k) toolparse_feed(tp, text + i, k);
     toolparse_finish(tp);
     toolparse_free(tp);
-    if (!r.out.data) strbuf_puts(&r.out, "");
-    return strbuf_take(&r.out);
+    return take_text(&r.out);
 }
 
 static void check_family(enum tool_family f, const char *text, const char *want, const json_t *tools)
@@ -314,17 +323,10 @@ static char *split(const char *text, bool inside, struct rng *rg)
 {
     struct rrec r = { .last = -1 };
     struct reasoning *rs = reasoning_new("<think>", "</think>", inside, on_r, &r);
-    size_t len = strlen(text), i = 0;
-    while (i < len) {
-        size_t k = rg ? 1 + rng_next(rg) % 5 : len;
-        if (k > len - i) k = len - i;
-        reasoning_feed(rs, text + i, k);
-        i += k;
-    }
+    for (size_t i = 0, len = strlen(text), k; (k = chunk_len(len - i, rg, 5)); i += k) reasoning_feed(rs, text + i, k);
     reasoning_finish(rs);
     reasoning_free(rs);
-    if (!r.out.data) strbuf_puts(&r.out, "");
-    return strbuf_take(&r.out);
+    return take_text(&r.out);
 }
 
 TEST(reasoning_split)
@@ -364,13 +366,8 @@ TEST(stop_strings)
             struct stopstr ss;
             stopstr_init(&ss, stops, 3);
             struct strbuf out = {0};
-            size_t len = strlen(in[c]), i = 0;
-            while (i < len) {
-                size_t k = 1 + rng_next(&rg) % 4;
-                if (k > len - i) k = len - i;
-                stopstr_feed(&ss, in[c] + i, k, &out);
-                i += k;
-            }
+            size_t len = strlen(in[c]);
+            for (size_t i = 0, k; (k = chunk_len(len - i, &rg, 4)); i += k) stopstr_feed(&ss, in[c] + i, k, &out);
             stopstr_flush(&ss, &out);
             EXPECTF(out.data && !strcmp(out.data, want[c]), "case %d got <%s>", c, out.data ? out.data : "");
             EXPECT(ss.hit == (c < 3));

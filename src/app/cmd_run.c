@@ -82,23 +82,18 @@ static enum status render_chat(const char *dir, const struct tokenizer *tk, cons
 
 int cmd_run(int argc, char **argv)
 {
-    const char *dir = NULL, *prompt = NULL, *chat = NULL, *ids_s = NULL, *output = NULL, *backend = NULL;
-    const char *system = NULL, *kwargs_json = NULL, *kv_bytes_s = NULL, *kv_dtype_s = NULL;
-    const char *synthetic = NULL, *synth_seed_s = NULL, *tok_dir = NULL;
-    int max_tokens = 128, threads = 0, top_k = 0, seed = -1;
+    const char *dir = NULL, *prompt = NULL, *chat = NULL, *ids_s = NULL, *output = NULL;
+    const char *system = NULL, *kwargs_json = NULL;
+    struct model_flags mf = {0};
+    int max_tokens = 128, top_k = 0, seed = -1;
     float temperature = 0.7f, top_p = 1.0f, min_p = 0.0f, rep = 1.0f, presence = 0.0f, frequency = 0.0f;
     bool ignore_eos = false, bad = false;
     for (int i = 1; i < argc && !bad; i++) {
         if (flag_str(argc, argv, &i, "--prompt", &prompt, &bad) || flag_str(argc, argv, &i, "--chat", &chat, &bad) ||
             flag_str(argc, argv, &i, "--prompt-ids", &ids_s, &bad) || flag_str(argc, argv, &i, "--output", &output, &bad) ||
-            flag_str(argc, argv, &i, "--backend", &backend, &bad) || flag_str(argc, argv, &i, "--system", &system, &bad) ||
-            flag_str(argc, argv, &i, "--kwargs-json", &kwargs_json, &bad) ||
-            flag_str(argc, argv, &i, "--kv-cache-bytes", &kv_bytes_s, &bad) ||
-            flag_str(argc, argv, &i, "--kv-dtype", &kv_dtype_s, &bad) ||
-            flag_str(argc, argv, &i, "--synthetic", &synthetic, &bad) ||
-            flag_str(argc, argv, &i, "--synth-seed", &synth_seed_s, &bad) ||
-            flag_str(argc, argv, &i, "--tokenizer", &tok_dir, &bad) ||
-            flag_int(argc, argv, &i, "--max-tokens", &max_tokens, &bad) || flag_int(argc, argv, &i, "--threads", &threads, &bad) ||
+            flag_str(argc, argv, &i, "--system", &system, &bad) ||
+            flag_str(argc, argv, &i, "--kwargs-json", &kwargs_json, &bad) || flag_model(argc, argv, &i, &mf, &bad) ||
+            flag_int(argc, argv, &i, "--max-tokens", &max_tokens, &bad) ||
             flag_int(argc, argv, &i, "--top-k", &top_k, &bad) || flag_int(argc, argv, &i, "--seed", &seed, &bad) ||
             flag_float(argc, argv, &i, "--temperature", &temperature, &bad) || flag_float(argc, argv, &i, "--top-p", &top_p, &bad) ||
             flag_float(argc, argv, &i, "--min-p", &min_p, &bad) ||
@@ -120,22 +115,10 @@ int cmd_run(int argc, char **argv)
     if (!output) output = ids_s ? "ids" : "text";
     bool out_ids = !strcmp(output, "ids");
     if (!out_ids && strcmp(output, "text")) { fprintf(stderr, "run: --output must be text or ids\n"); return 2; }
-    if (synthetic && dir) { fprintf(stderr, "run: give MODEL_DIR or --synthetic CONFIG.json, not both\n"); return 2; }
-    uint64_t synth_seed = 0;
-    if (synth_seed_s) {
-        char *end;
-        synth_seed = strtoull(synth_seed_s, &end, 10);
-        if (*end || end == synth_seed_s) { fprintf(stderr, "run: --synth-seed: not a number: %s\n", synth_seed_s); return 2; }
-    }
-    size_t kv_bytes = 0;
-    if (kv_bytes_s && !app_parse_bytes(kv_bytes_s, &kv_bytes)) {
-        fprintf(stderr, "run: bad --kv-cache-bytes '%s'\n", kv_bytes_s);
-        return 2;
-    }
-    enum dtype kv_dtype = DTYPE_F32;
-    if (kv_dtype_s && !app_parse_kv_dtype("run", kv_dtype_s, &kv_dtype)) return 2;
-    if (!dir && !synthetic) dir = app_default_model_dir();
-    if (!tok_dir) tok_dir = dir;   // NULL with --synthetic: no tokenizer unless given
+    if (mf.synthetic && dir) { fprintf(stderr, "run: give MODEL_DIR or --synthetic CONFIG.json, not both\n"); return 2; }
+    if (!app_model_flags_parse("run", &mf)) return 2;
+    if (!dir && !mf.synthetic) dir = app_default_model_dir();
+    const char *tok_dir = mf.tokenizer ? mf.tokenizer : dir;   // NULL with --synthetic: no tokenizer unless given
 
     int rc = 1;
     struct tokenizer *tk = NULL;
@@ -168,9 +151,7 @@ int cmd_run(int argc, char **argv)
     }
 
     struct app_model am;
-    if ((synthetic ? app_model_synthesize(synthetic, synth_seed, backend, threads, &am)
-                   : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
-        goto out_ids;
+    if (app_model_load(&mf, dir, &am) != STATUS_OK) goto out_ids;
     if (tk && app_tokenizer_check(tk, am.m, tok_dir) != STATUS_OK) goto out_model;
     for (int i = 0; i < n_ids; i++) {
         if (ids[i] < 0 || ids[i] >= am.m->hp.n_vocab) {
@@ -180,8 +161,8 @@ int cmd_run(int argc, char **argv)
     }
     struct engine_cfg cfg = engine_cfg_default();
     cfg.max_running = 1;
-    cfg.kv_cache_bytes = kv_bytes;
-    cfg.kv_dtype = kv_dtype_s ? kv_dtype : app_default_kv_dtype(am.be);
+    cfg.kv_cache_bytes = mf.kv_bytes;
+    cfg.kv_dtype = mf.kv_dtype_s ? mf.kv_dtype : app_default_kv_dtype(am.be);
     struct engine *eng;
     if (engine_new(&cfg, am.m, am.be, &eng) != STATUS_OK) goto out_model;
 

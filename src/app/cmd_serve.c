@@ -239,9 +239,9 @@ int cmd_serve(int argc, char **argv)
 {
     struct server_cfg sc = { .host = "127.0.0.1", .port = 8080, .shutdown_grace_s = 5 };
     const char *test_script = NULL;
-    const char *dir = NULL, *backend = NULL, *kv = NULL, *body_bytes = NULL, *kv_dtype_s = NULL;
-    const char *synthetic = NULL, *synth_seed_s = NULL, *tok_dir = NULL;
-    int threads = 0, max_queue = 0, max_batch = -1, max_running = -1, max_model_len = -1;
+    const char *dir = NULL, *body_bytes = NULL;
+    struct model_flags mf = {0};
+    int max_queue = 0, max_batch = -1, max_running = -1, max_model_len = -1;
     const char *max_itl_s = NULL, *runner = NULL, *task = NULL, *content_special = NULL;
     bool no_prefix = false, fake = false, bad = false, no_chat_template = false;
     const char *template_arg = NULL;
@@ -261,13 +261,7 @@ int cmd_serve(int argc, char **argv)
             flag_int(argc, argv, &i, "--max-model-len", &max_model_len, &bad) ||        // vLLM's spelling
             flag_int(argc, argv, &i, "-c", &max_model_len, &bad) ||                     // llama.cpp's spelling
             flag_str(argc, argv, &i, "--reasoning-parser", &sc.reasoning_parser, &bad) ||
-            flag_str(argc, argv, &i, "--backend", &backend, &bad) ||
-            flag_int(argc, argv, &i, "--threads", &threads, &bad) ||
-            flag_str(argc, argv, &i, "--kv-cache-bytes", &kv, &bad) ||
-            flag_str(argc, argv, &i, "--kv-dtype", &kv_dtype_s, &bad) ||
-            flag_str(argc, argv, &i, "--synthetic", &synthetic, &bad) ||
-            flag_str(argc, argv, &i, "--synth-seed", &synth_seed_s, &bad) ||
-            flag_str(argc, argv, &i, "--tokenizer", &tok_dir, &bad) ||
+            flag_model(argc, argv, &i, &mf, &bad) ||
             flag_int(argc, argv, &i, "--max-batch-tokens", &max_batch, &bad) ||
             flag_int(argc, argv, &i, "--max-running", &max_running, &bad) ||
             flag_str(argc, argv, &i, "--max-itl-ms", &max_itl_s, &bad) ||
@@ -334,11 +328,10 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "cairn serve: bad --max-body-bytes '%s'\n", body_bytes);
         return 2;
     }
+    if (!app_model_flags_parse("cairn serve", &mf)) return 2;
     struct engine_cfg ec = engine_cfg_default();
-    if (kv && !app_parse_bytes(kv, &ec.kv_cache_bytes)) {
-        fprintf(stderr, "cairn serve: bad --kv-cache-bytes '%s'\n", kv);
-        return 2;
-    }
+    ec.kv_cache_bytes = mf.kv_bytes;
+    if (mf.kv_dtype_s) ec.kv_dtype = mf.kv_dtype;
     if (max_queue > 0) ec.max_queue = max_queue;
     if (max_batch != -1 && max_batch < 1) {
         fprintf(stderr, "cairn serve: --max-batch-tokens must be at least 1 (got %d)\n", max_batch);
@@ -360,16 +353,7 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     if (no_prefix) ec.prefix_cache = false;
-    if (kv_dtype_s && !app_parse_kv_dtype("cairn serve", kv_dtype_s, &ec.kv_dtype)) return 2;
-    uint64_t synth_seed = 0;
-    if (synth_seed_s) {
-        char *end;
-        synth_seed = strtoull(synth_seed_s, &end, 10);
-        if (*end || end == synth_seed_s) {
-            fprintf(stderr, "cairn serve: bad --synth-seed '%s'\n", synth_seed_s);
-            return 2;
-        }
-    }
+    const char *synthetic = mf.synthetic, *tok_dir = mf.tokenizer;
     if (synthetic && (fake || dir)) {
         fprintf(stderr, "cairn serve: --synthetic CONFIG.json replaces MODEL_DIR (and --fake)\n");
         return 2;
@@ -438,8 +422,7 @@ int cmd_serve(int argc, char **argv)
     } else {
         if (!tok_dir) tok_dir = dir;
         if (tokenizer_load(tok_dir, &tk) != STATUS_OK) goto out;
-        if ((synthetic ? app_model_synthesize(synthetic, synth_seed, backend, threads, &am)
-                       : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
+        if (app_model_load(&mf, dir, &am) != STATUS_OK)
             goto out;
         int st_pool = synthetic ? 0 : st_pooling(dir);
         if (pooling == -1) pooling = model_is_embedder(am.m) || st_pool == 1;
@@ -458,7 +441,7 @@ int cmd_serve(int argc, char **argv)
         }
         if (no_chat_template && !pooling) LOG_INFO("--no-chat-template: serving /v1/completions only");
         if (app_tokenizer_check(tk, am.m, tok_dir) != STATUS_OK) goto out;
-        if (!kv_dtype_s) ec.kv_dtype = app_default_kv_dtype(am.be);
+        if (!mf.kv_dtype_s) ec.kv_dtype = app_default_kv_dtype(am.be);
         if (engine_new(&ec, am.m, am.be, &eng) != STATUS_OK) goto out;
         if (engine_start(eng) != STATUS_OK) goto out;
         // Default served name: the repo id or the directory's name, or the config's file name without .json.

@@ -14,23 +14,31 @@
 #include "base/mem.h"
 #include "text/tokenizer.h"
 
-static int usage_tokenize(void)
+static int usage(const char *line)
 {
-    fprintf(stderr, "usage: cairn tokenize DIR --text-file F [--add-special]\n");
+    fprintf(stderr, "usage: %s\n", line);
     return 2;
+}
+
+/* Both commands' line: DIR, a flag with a value and a switch, in any order. false: not that line. */
+static bool parse_line(int argc, char **argv, const char *value_flag, const char **value, const char *switch_flag,
+                       bool *on, const char **dir)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], value_flag) && i + 1 < argc) *value = argv[++i];
+        else if (!strcmp(argv[i], switch_flag)) *on = true;
+        else if (argv[i][0] != '-' && !*dir) *dir = argv[i];
+        else return false;
+    }
+    return *dir && *value;
 }
 
 int cmd_tokenize(int argc, char **argv)
 {
     const char *dir = NULL, *file = NULL;
     bool add_special = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--text-file") && i + 1 < argc) file = argv[++i];
-        else if (!strcmp(argv[i], "--add-special")) add_special = true;
-        else if (argv[i][0] != '-' && !dir) dir = argv[i];
-        else return usage_tokenize();
-    }
-    if (!dir || !file) return usage_tokenize();
+    if (!parse_line(argc, argv, "--text-file", &file, "--add-special", &add_special, &dir))
+        return usage("cairn tokenize DIR --text-file F [--add-special]");
     char *text;
     size_t len;
     if (file_read_all(file, &text, &len) != STATUS_OK) return 1;
@@ -57,13 +65,8 @@ int cmd_detokenize(int argc, char **argv)
 {
     const char *dir = NULL, *ids_arg = NULL;
     bool skip = false;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--ids") && i + 1 < argc) ids_arg = argv[++i];
-        else if (!strcmp(argv[i], "--skip-special")) skip = true;
-        else if (argv[i][0] != '-' && !dir) dir = argv[i];
-        else { fprintf(stderr, "usage: cairn detokenize DIR --ids 1,2,3 [--skip-special]\n"); return 2; }
-    }
-    if (!dir || !ids_arg) { fprintf(stderr, "usage: cairn detokenize DIR --ids 1,2,3 [--skip-special]\n"); return 2; }
+    if (!parse_line(argc, argv, "--ids", &ids_arg, "--skip-special", &skip, &dir))
+        return usage("cairn detokenize DIR --ids 1,2,3 [--skip-special]");
     int32_t *ids = NULL;
     int n = 0;
     if (*ids_arg && parse_int_list(ids_arg, &ids, &n) != STATUS_OK) {

@@ -82,23 +82,21 @@ static enum status backend_open(const char *backend, int n_threads, struct backe
     return backend_new(backend ? backend : app_default_backend(), &cfg, out);
 }
 
+/* The model's weights onto its backend, once they are known to fit there. Weights synthesized in
+ * device memory are there already (model_synthesize_on checked the room). src names the model. */
+static enum status prepare_weights(struct app_model *am, const char *src)
+{
+    enum status st = am->m->dev_weights ? STATUS_OK : check_device_room(am->m, am->be, src);
+    return st == STATUS_OK ? model_prepare(am->m, am->be) : st;
+}
+
 enum status app_model_open(const char *dir, const char *backend, int n_threads, struct app_model *out)
 {
     memset(out, 0, sizeof *out);
     enum status st = model_load(dir, &out->m);
-    if (st != STATUS_OK) return st;
-    st = backend_open(backend, n_threads, &out->be);
-    if (st != STATUS_OK) goto out_free_model;
-    if ((st = check_device_room(out->m, out->be, dir)) != STATUS_OK) goto out_free_backend;
-    st = model_prepare(out->m, out->be);
-    if (st != STATUS_OK) goto out_free_backend;
-    return STATUS_OK;
-
-out_free_backend:
-    backend_free(out->be);
-out_free_model:
-    model_free(out->m);
-    memset(out, 0, sizeof *out);
+    if (st == STATUS_OK) st = backend_open(backend, n_threads, &out->be);
+    if (st == STATUS_OK) st = prepare_weights(out, dir);
+    if (st != STATUS_OK) app_model_close(out);   // what was made, the model before its backend
     return st;
 }
 
@@ -106,20 +104,11 @@ enum status app_model_synthesize(const char *config, uint64_t seed, const char *
                                  struct app_model *out)
 {
     memset(out, 0, sizeof *out);
-    enum status st = backend_open(backend, n_threads, &out->be);
-    if (st != STATUS_OK) return st;
     // The backend comes first: the weights are made in its memory (and freed before it).
-    if ((st = model_synthesize_on(config, seed, out->be, &out->m)) != STATUS_OK) goto out_free_backend;
-    // Weights made in device memory are already there (model_synthesize_on checked the room).
-    if (!out->m->dev_weights && (st = check_device_room(out->m, out->be, config)) != STATUS_OK) goto out_free_model;
-    if ((st = model_prepare(out->m, out->be)) != STATUS_OK) goto out_free_model;
-    return STATUS_OK;
-
-out_free_model:
-    model_free(out->m);
-out_free_backend:
-    backend_free(out->be);
-    memset(out, 0, sizeof *out);
+    enum status st = backend_open(backend, n_threads, &out->be);
+    if (st == STATUS_OK) st = model_synthesize_on(config, seed, out->be, &out->m);
+    if (st == STATUS_OK) st = prepare_weights(out, config);
+    if (st != STATUS_OK) app_model_close(out);
     return st;
 }
 
@@ -284,35 +273,74 @@ bool flag_str(int argc, char **argv, int *i, const char *name, const char **out,
     return true;
 }
 
-bool flag_int(int argc, char **argv, int *i, const char *name, int *out, bool *bad)
+/* A numeric flag: its value as an int (integer) or a float, in *v; a value that is not one is
+ * reported and sets *bad (flag_str's contract otherwise). */
+static bool flag_number(int argc, char **argv, int *i, const char *name, bool integer, double *v, bool *bad)
 {
     const char *s;
     if (!flag_str(argc, argv, i, name, &s, bad)) return false;
     if (*bad) return true;
     char *end;
     errno = 0;
-    long v = strtol(s, &end, 10);
-    if (*end || end == s || errno || v < INT_MIN || v > INT_MAX) {
-        fprintf(stderr, "%s: not an integer: %s\n", name, s);
+    bool in_range = true;
+    if (integer) {
+        long l = strtol(s, &end, 10);
+        in_range = !errno && l >= INT_MIN && l <= INT_MAX;
+        *v = (double)l;
+    } else *v = strtof(s, &end);
+    if (*end || end == s || !in_range) {
+        fprintf(stderr, "%s: not %s: %s\n", name, integer ? "an integer" : "a number", s);
         *bad = true;
-        return true;
     }
-    *out = (int)v;
+    return true;
+}
+
+bool flag_int(int argc, char **argv, int *i, const char *name, int *out, bool *bad)
+{
+    double v;
+    if (!flag_number(argc, argv, i, name, true, &v, bad)) return false;
+    if (!*bad) *out = (int)v;
     return true;
 }
 
 bool flag_float(int argc, char **argv, int *i, const char *name, float *out, bool *bad)
 {
-    const char *s;
-    if (!flag_str(argc, argv, i, name, &s, bad)) return false;
-    if (*bad) return true;
-    char *end;
-    float v = strtof(s, &end);
-    if (*end || end == s) {
-        fprintf(stderr, "%s: not a number: %s\n", name, s);
-        *bad = true;
-        return true;
-    }
-    *out = v;
+    double v;
+    if (!flag_number(argc, argv, i, name, false, &v, bad)) return false;
+    if (!*bad) *out = (float)v;
     return true;
+}
+
+bool flag_model(int argc, char **argv, int *i, struct model_flags *f, bool *bad)
+{
+    return flag_str(argc, argv, i, "--backend", &f->backend, bad) ||
+           flag_int(argc, argv, i, "--threads", &f->threads, bad) ||
+           flag_str(argc, argv, i, "--synthetic", &f->synthetic, bad) ||
+           flag_str(argc, argv, i, "--synth-seed", &f->synth_seed_s, bad) ||
+           flag_str(argc, argv, i, "--kv-cache-bytes", &f->kv_bytes_s, bad) ||
+           flag_str(argc, argv, i, "--kv-dtype", &f->kv_dtype_s, bad) ||
+           flag_str(argc, argv, i, "--tokenizer", &f->tokenizer, bad);
+}
+
+bool app_model_flags_parse(const char *cmd, struct model_flags *f)
+{
+    if (f->synth_seed_s) {
+        char *end;
+        f->synth_seed = strtoull(f->synth_seed_s, &end, 10);
+        if (*end || end == f->synth_seed_s) {
+            fprintf(stderr, "%s: bad --synth-seed '%s'\n", cmd, f->synth_seed_s);
+            return false;
+        }
+    }
+    if (f->kv_bytes_s && !app_parse_bytes(f->kv_bytes_s, &f->kv_bytes)) {
+        fprintf(stderr, "%s: bad --kv-cache-bytes '%s'\n", cmd, f->kv_bytes_s);
+        return false;
+    }
+    return !f->kv_dtype_s || app_parse_kv_dtype(cmd, f->kv_dtype_s, &f->kv_dtype);
+}
+
+enum status app_model_load(const struct model_flags *f, const char *dir, struct app_model *out)
+{
+    if (f->synthetic) return app_model_synthesize(f->synthetic, f->synth_seed, f->backend, f->threads, out);
+    return app_model_open(dir, f->backend, f->threads, out);
 }

@@ -62,4 +62,21 @@ bool flag_str(int argc, char **argv, int *i, const char *name, const char **out,
 bool flag_int(int argc, char **argv, int *i, const char *name, int *out, bool *bad);
 bool flag_float(int argc, char **argv, int *i, const char *name, float *out, bool *bad);
 
+/* The flags of the commands that load a model to generate with (run, serve): the weights
+ * (MODEL_DIR, or --synthetic CONFIG.json with --synth-seed N), --backend and --threads, the KV
+ * cache (--kv-cache-bytes, --kv-dtype) and the --tokenizer directory. flag_model takes them as
+ * given (flag_str's contract); app_model_flags_parse then parses the numbers. */
+struct model_flags {
+    const char *backend, *synthetic, *synth_seed_s, *kv_bytes_s, *kv_dtype_s, *tokenizer;
+    int         threads;
+    uint64_t    synth_seed;   // parsed: 0 unless given
+    size_t      kv_bytes;     // parsed: 0 unless given (the engine's default)
+    enum dtype  kv_dtype;     // parsed: valid when kv_dtype_s
+};
+bool flag_model(int argc, char **argv, int *i, struct model_flags *f, bool *bad);
+/* false after printing which value is malformed (prefixed by cmd). */
+bool app_model_flags_parse(const char *cmd, struct model_flags *f);
+/* app_model_synthesize with f's --synthetic config when given, else app_model_open of dir. */
+enum status app_model_load(const struct model_flags *f, const char *dir, struct app_model *out);
+
 #endif

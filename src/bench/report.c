@@ -94,6 +94,37 @@ static void chart(struct strbuf *o, const struct svg_chart *ch, struct svg_serie
     strbuf_puts(o, "</div>\n");
 }
 
+/* An engine's own table: its label as a heading, then the header row of these <th> cells. */
+static void engine_table_open(struct strbuf *o, const char *label, const char *heads)
+{
+    strbuf_puts(o, "<h3>");
+    svg_escape(o, label);
+    strbuf_printf(o, "</h3>\n<table><tr>%s</tr>\n", heads);
+}
+
+/* The last cell of a row, its runs' first error (empty when none), and the row's end. */
+static void row_end_error(struct strbuf *o, const char *first_error)
+{
+    strbuf_puts(o, "<td class=\"err\">");
+    svg_escape(o, first_error);
+    strbuf_puts(o, "</td></tr>\n");
+}
+
+/* The two series a two-measure chart shows of engine k: y1 solid, named "<label> <what1>", and
+ * y2 dashed, "<label> <what2>", over the same n points of x. The names are the caller's to free. */
+static int series_pair(struct svg_series *s, const char *label, int k, const double *x, int n, const double *y1,
+                       const char *what1, const double *y2, const char *what2)
+{
+    const char *what[2] = { what1, what2 };
+    const double *y[2] = { y1, y2 };
+    for (int i = 0; i < 2; i++) {
+        char *name = xmalloc(strlen(label) + strlen(what[i]) + 2);
+        sprintf(name, "%s %s", label, what[i]);
+        s[i] = (struct svg_series){ .name = name, .x = x, .y = y[i], .n = n, .color = k, .dashed = i == 1 };
+    }
+    return 2;
+}
+
 static void sweep_section(struct strbuf *o, struct engine_data *e, int n_e)
 {
     bool any = false;
@@ -125,14 +156,8 @@ static void sweep_section(struct strbuf *o, struct engine_data *e, int n_e)
     chart(o, &(struct svg_chart){ .title = "Prefill tok/s (prompt tokens / TTFT)", .x_label = "prompt tokens",
                                   .y_label = "prefill tok/s", .x_log = true }, s, n_e);
     int m = 0;
-    for (int k = 0; k < n_e; k++) {
-        char *n1 = xmalloc(strlen(e[k].label) + 16), *n2 = xmalloc(strlen(e[k].label) + 16);
-        sprintf(n1, "%s decode", e[k].label);
-        sprintf(n2, "%s TTFT", e[k].label);
-        s[m++] = (struct svg_series){ .name = n1, .x = e[k].x_size, .y = e[k].dec_cv, .n = e[k].n_sweep, .color = k };
-        s[m++] = (struct svg_series){ .name = n2, .x = e[k].x_size, .y = e[k].ttft_cv, .n = e[k].n_sweep, .color = k,
-                                      .dashed = true };
-    }
+    for (int k = 0; k < n_e; k++)
+        m += series_pair(s + m, e[k].label, k, e[k].x_size, e[k].n_sweep, e[k].dec_cv, "decode", e[k].ttft_cv, "TTFT");
     chart(o, &(struct svg_chart){ .title = "Run-to-run spread (coefficient of variation)", .x_label = "prompt tokens",
                                   .y_label = "stddev / mean, %", .x_log = true }, s, m);
     for (int i = 0; i < m; i++) free((char *)s[i].name);
@@ -140,11 +165,9 @@ static void sweep_section(struct strbuf *o, struct engine_data *e, int n_e)
 
     for (int k = 0; k < n_e; k++) {
         if (!e[k].n_sweep) continue;
-        strbuf_puts(o, "<h3>");
-        svg_escape(o, e[k].label);
-        strbuf_puts(o, "</h3>\n<table><tr><th>size</th><th>ok</th><th>prompt tok</th><th>TTFT ms median</th>"
-                       "<th>TTFT sd</th><th>prefill tok/s</th><th>decode tok/s median</th><th>mean</th><th>sd</th>"
-                       "<th>min</th><th>max</th><th>reasoning tok</th><th>content tok</th><th>first error</th></tr>\n");
+        engine_table_open(o, e[k].label, "<th>size</th><th>ok</th><th>prompt tok</th><th>TTFT ms median</th>"
+                          "<th>TTFT sd</th><th>prefill tok/s</th><th>decode tok/s median</th><th>mean</th><th>sd</th>"
+                          "<th>min</th><th>max</th><th>reasoning tok</th><th>content tok</th><th>first error</th>");
         for (int i = 0; i < e[k].n_sweep; i++) {
             const struct sweep_cell *c = &e[k].sweep[i];
             strbuf_printf(o, "<tr><td>%d</td><td>%d/%d</td>", c->size, c->n_ok, c->n_ok + c->n_failed);
@@ -159,9 +182,7 @@ static void sweep_section(struct strbuf *o, struct engine_data *e, int n_e)
             cell_num(o, c->decode_tps.max, "%.1f");
             cell_num(o, c->reasoning_tokens.median, "%.0f");
             cell_num(o, c->content_tokens.median, "%.0f");
-            strbuf_puts(o, "<td class=\"err\">");
-            svg_escape(o, c->first_error);
-            strbuf_puts(o, "</td></tr>\n");
+            row_end_error(o, c->first_error);
         }
         strbuf_puts(o, "</table>\n");
     }
@@ -181,14 +202,8 @@ static void burst_section(struct strbuf *o, struct engine_data *e, int n_e)
     struct svg_series s[ENGINES_MAX * 2];
     strbuf_puts(o, "<h2 id=\"burst\">Burst: N concurrent requests started within the burst window</h2>\n<div class=\"grid\">\n");
     int m = 0;
-    for (int k = 0; k < n_e; k++) {
-        char *n1 = xmalloc(strlen(e[k].label) + 16), *n2 = xmalloc(strlen(e[k].label) + 16);
-        sprintf(n1, "%s p50", e[k].label);
-        sprintf(n2, "%s p95", e[k].label);
-        s[m++] = (struct svg_series){ .name = n1, .x = e[k].x_n, .y = e[k].lat_p50, .n = e[k].n_burst, .color = k };
-        s[m++] = (struct svg_series){ .name = n2, .x = e[k].x_n, .y = e[k].lat_p95, .n = e[k].n_burst, .color = k,
-                                      .dashed = true };
-    }
+    for (int k = 0; k < n_e; k++)
+        m += series_pair(s + m, e[k].label, k, e[k].x_n, e[k].n_burst, e[k].lat_p50, "p50", e[k].lat_p95, "p95");
     chart(o, &(struct svg_chart){ .title = "Request latency under burst", .x_label = "concurrent requests N",
                                   .y_label = "latency ms", .x_log = true }, s, m);
     for (int i = 0; i < m; i++) free((char *)s[i].name);
@@ -203,11 +218,9 @@ static void burst_section(struct strbuf *o, struct engine_data *e, int n_e)
     strbuf_puts(o, "</div>\n");
     for (int k = 0; k < n_e; k++) {
         if (!e[k].n_burst) continue;
-        strbuf_puts(o, "<h3>");
-        svg_escape(o, e[k].label);
-        strbuf_puts(o, "</h3>\n<table><tr><th>N</th><th>ok</th><th>wall ms</th><th>latency p50</th><th>p95</th>"
-                       "<th>max</th><th>TTFT p50</th><th>p95</th><th>max</th><th>aggregate tok/s</th>"
-                       "<th>overlap</th><th>serializes?</th><th>first error</th></tr>\n");
+        engine_table_open(o, e[k].label, "<th>N</th><th>ok</th><th>wall ms</th><th>latency p50</th><th>p95</th>"
+                          "<th>max</th><th>TTFT p50</th><th>p95</th><th>max</th><th>aggregate tok/s</th>"
+                          "<th>overlap</th><th>serializes?</th><th>first error</th>");
         for (int i = 0; i < e[k].n_burst; i++) {
             const struct burst_cell *b = &e[k].burst[i];
             strbuf_printf(o, "<tr><td>%d</td><td>%d/%d</td>", b->n, b->n_ok, b->n_ok + b->n_failed);
@@ -220,9 +233,8 @@ static void burst_section(struct strbuf *o, struct engine_data *e, int n_e)
             cell_num(o, b->ttft_ms.max, "%.0f");
             cell_num(o, b->agg_tps, "%.1f");
             cell_num(o, 100 * b->overlap_share, "%.0f%%");
-            strbuf_printf(o, "<td>%s</td><td class=\"err\">", b->serialized ? "<b>YES</b>" : "no");
-            svg_escape(o, b->first_error);
-            strbuf_puts(o, "</td></tr>\n");
+            strbuf_printf(o, "<td>%s</td>", b->serialized ? "<b>YES</b>" : "no");
+            row_end_error(o, b->first_error);
         }
         strbuf_puts(o, "</table>\n");
     }

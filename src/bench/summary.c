@@ -11,34 +11,47 @@
 
 #define CELLS_MAX 64
 
-// One right-aligned table cell: the number, or "-" when it was not measured.
-static void cell(FILE *f, int width, int prec, double v)
+/* A numeric table column: its header, width and decimals. */
+struct column { const char *head; int width, prec; };
+#define N_COLS(cols) ((int)(sizeof cols / sizeof cols[0]))
+
+static void print_heads(FILE *f, const struct column *cols, int n)
 {
-    if (isfinite(v)) fprintf(f, " %*.*f", width, prec, v);
-    else fprintf(f, " %*s", width, "-");
+    for (int i = 0; i < n; i++) fprintf(f, " %*s", cols[i].width, cols[i].head);
+}
+
+/* One row's cells, right-aligned: v[i] under cols[i], or "-" where it was not measured. */
+static void print_cells(FILE *f, const struct column *cols, int n, const double *v)
+{
+    for (int i = 0; i < n; i++) {
+        if (isfinite(v[i])) fprintf(f, " %*.*f", cols[i].width, cols[i].prec, v[i]);
+        else fprintf(f, " %*s", cols[i].width, "-");
+    }
 }
 
 static void print_sweep(const struct bench_ctx *c, FILE *f)
 {
+    static const struct column cols[] = {
+        { "prompt_tok", 10, 0 }, { "TTFT_ms", 10, 1 }, { "prefill/s", 10, 0 }, { "decode_tok/s", 12, 1 },
+        { "(sd)", 8, 1 }, { "dec_mean", 9, 1 }, { "dec_min", 9, 1 }, { "dec_max", 9, 1 },
+        { "reason", 8, 0 }, { "content", 8, 0 },
+    };
     struct sweep_cell cells[CELLS_MAX];
     int m = analyze_sweep(c->runs.v, c->runs.n, NULL, cells, CELLS_MAX);
-    fprintf(f, "%7s %5s %10s %10s %10s %12s %8s %9s %9s %9s %8s %8s\n", "size", "ok", "prompt_tok", "TTFT_ms",
-            "prefill/s", "decode_tok/s", "(sd)", "dec_mean", "dec_min", "dec_max", "reason", "content");
+    fprintf(f, "%7s %5s", "size", "ok");
+    print_heads(f, cols, N_COLS(cols));
+    fputc('\n', f);
     bool local = false;
     for (int i = 0; i < m; i++) {
         const struct sweep_cell *s = &cells[i];
         local |= s->prompt_counted_locally;
         fprintf(f, "%7d %2d/%-2d", s->size, s->n_ok, s->n_ok + s->n_failed);
-        cell(f, 10, 0, s->prompt_tokens.median);
-        cell(f, 10, 1, s->ttft_ms.median);
-        cell(f, 10, 0, s->prefill_tps.median);
-        cell(f, 12, 1, s->decode_tps.median);
-        cell(f, 8, 1, s->decode_tps.stddev);
-        cell(f, 9, 1, s->decode_tps.mean);
-        cell(f, 9, 1, s->decode_tps.min);
-        cell(f, 9, 1, s->decode_tps.max);
-        cell(f, 8, 0, s->reasoning_tokens.median);
-        cell(f, 8, 0, s->content_tokens.median);
+        const double v[] = {
+            s->prompt_tokens.median, s->ttft_ms.median, s->prefill_tps.median, s->decode_tps.median,
+            s->decode_tps.stddev, s->decode_tps.mean, s->decode_tps.min, s->decode_tps.max,
+            s->reasoning_tokens.median, s->content_tokens.median,
+        };
+        print_cells(f, cols, N_COLS(cols), v);
         fputc('\n', f);
         if (s->first_error) fprintf(f, "        first error: %s\n", s->first_error);
     }
@@ -47,21 +60,23 @@ static void print_sweep(const struct bench_ctx *c, FILE *f)
 
 static void print_burst(const struct bench_ctx *c, FILE *f)
 {
+    static const struct column cols[] = {
+        { "wall_ms", 9, 0 }, { "lat_p50", 9, 0 }, { "lat_p95", 9, 0 }, { "lat_max", 9, 0 },
+        { "ttft_p50", 9, 0 }, { "ttft_p95", 9, 0 }, { "ttft_max", 9, 0 }, { "agg_tok/s", 9, 1 },
+    };
     struct burst_cell cells[CELLS_MAX];
     int m = analyze_burst(c->runs.v, c->runs.n, NULL, cells, CELLS_MAX);
-    fprintf(f, "%5s %7s %9s %9s %9s %9s %9s %9s %9s %9s %s\n", "N", "ok", "wall_ms", "lat_p50", "lat_p95",
-            "lat_max", "ttft_p50", "ttft_p95", "ttft_max", "agg_tok/s", "");
+    fprintf(f, "%5s %7s", "N", "ok");
+    print_heads(f, cols, N_COLS(cols));
+    fputs(" \n", f);   // the SERIALIZES column has no header
     for (int i = 0; i < m; i++) {
         const struct burst_cell *b = &cells[i];
         fprintf(f, "%5d %3d/%-3d", b->n, b->n_ok, b->n_ok + b->n_failed);
-        cell(f, 9, 0, b->wall_ms);
-        cell(f, 9, 0, b->latency_ms.median);
-        cell(f, 9, 0, b->latency_ms.p95);
-        cell(f, 9, 0, b->latency_ms.max);
-        cell(f, 9, 0, b->ttft_ms.median);
-        cell(f, 9, 0, b->ttft_ms.p95);
-        cell(f, 9, 0, b->ttft_ms.max);
-        cell(f, 9, 1, b->agg_tps);
+        const double v[] = {
+            b->wall_ms, b->latency_ms.median, b->latency_ms.p95, b->latency_ms.max,
+            b->ttft_ms.median, b->ttft_ms.p95, b->ttft_ms.max, b->agg_tps,
+        };
+        print_cells(f, cols, N_COLS(cols), v);
         fprintf(f, " %s\n", b->serialized ? "SERIALIZES" : "");
         if (b->first_error) fprintf(f, "      first error: %s\n", b->first_error);
     }

@@ -18,6 +18,7 @@ struct runner {
     int             max_ctx;
     int             chunk;
     int             pos;          // tokens already in the cache
+    // the arrays live in the runner's own allocation (runner_new)
     int32_t        *block_ids;    // [n_blocks]: block i holds positions [i*bs, (i+1)*bs)
     int32_t         seq_block0[2];
     int32_t        *tok_pos, *tok_seq, *out_tok;   // [chunk]
@@ -33,13 +34,20 @@ enum status runner_new(struct model *m, struct backend *be, int max_ctx, int chu
                 "(cairn serve --runner pooling)", m->dir ? m->dir : "the model");
         return STATUS_EUNSUPPORTED;
     }
-    struct runner *r = xcalloc(1, sizeof *r);
+    int bs = KV_BLOCK_SIZE_DEFAULT;
+    int n_blocks = (max_ctx + bs - 1) / bs;
+    // One allocation, zeroed: the struct, then its batch arrays (the int64 one first).
+    size_t n_tok = (size_t)chunk;
+    struct runner *r = xcalloc(1, sizeof *r + n_tok * sizeof(int64_t) + (3 * n_tok + (size_t)n_blocks) * sizeof(int32_t));
+    r->tok_slot = (int64_t *)(r + 1);
+    r->tok_pos = (int32_t *)(r->tok_slot + n_tok);
+    r->tok_seq = r->tok_pos + n_tok;
+    r->out_tok = r->tok_seq + n_tok;
+    r->block_ids = r->out_tok + n_tok;
     r->m = m;
     r->be = be;
     r->max_ctx = max_ctx;
     r->chunk = chunk;
-    int bs = KV_BLOCK_SIZE_DEFAULT;
-    int n_blocks = (max_ctx + bs - 1) / bs;
     enum status st = kv_pool_new(m, be, kv_dtype, bs, n_blocks, &r->kv);
     if (st != STATUS_OK) goto out_free;
     st = forward_new(m, be, chunk, chunk, &r->fw);
@@ -49,14 +57,9 @@ enum status runner_new(struct model *m, struct backend *be, int max_ctx, int chu
         r->state_slot = state_pool_alloc(r->states);
         forward_bind_states(r->fw, r->states->layers);
     }
-    r->block_ids = xmalloc(sizeof(int32_t) * (size_t)n_blocks);
     for (int i = 0; i < n_blocks; i++) r->block_ids[i] = i;
     r->seq_block0[0] = 0;
     r->seq_block0[1] = n_blocks;
-    r->tok_pos = xmalloc(sizeof(int32_t) * (size_t)chunk);
-    r->tok_seq = xcalloc((size_t)chunk, sizeof(int32_t));
-    r->out_tok = xmalloc(sizeof(int32_t) * (size_t)chunk);
-    r->tok_slot = xmalloc(sizeof(int64_t) * (size_t)chunk);
     *out = r;
     return STATUS_OK;
 
@@ -75,11 +78,6 @@ void runner_free(struct runner *r)
     forward_free(r->fw);
     state_pool_free(r->states);
     kv_pool_free(r->kv);
-    free(r->block_ids);
-    free(r->tok_pos);
-    free(r->tok_seq);
-    free(r->out_tok);
-    free(r->tok_slot);
     free(r);
 }
 

@@ -14,15 +14,17 @@
 struct kv_blocks *kv_blocks_new(int n_blocks)
 {
     CHECK(n_blocks > 0, "bad block count %d", n_blocks);
-    struct kv_blocks *kb = xcalloc(1, sizeof *kb);
+    // One allocation, zeroed: the struct, its four int32 arrays, then its two byte arrays.
     size_t n = (size_t)n_blocks;
+    struct kv_blocks *kb = xcalloc(1, sizeof *kb + n * (4 * sizeof(int32_t) + 2));
+    int32_t *i32 = (int32_t *)(kb + 1);
     kb->n_blocks = n_blocks;
-    kb->refcnt = xcalloc(n, sizeof *kb->refcnt);
-    kb->state = xcalloc(n, 1);
-    kb->keyed = xcalloc(n, 1);
-    kb->free_stack = xmalloc(n * sizeof *kb->free_stack);
-    kb->lru_prev = xmalloc(n * sizeof *kb->lru_prev);
-    kb->lru_next = xmalloc(n * sizeof *kb->lru_next);
+    kb->refcnt = i32;
+    kb->free_stack = i32 + n;
+    kb->lru_prev = i32 + 2 * n;
+    kb->lru_next = i32 + 3 * n;
+    kb->state = (uint8_t *)(i32 + 4 * n);
+    kb->keyed = kb->state + n;
     for (int i = 0; i < n_blocks; i++) {
         kb->free_stack[i] = n_blocks - 1 - i;   // block 0 handed out first
         kb->lru_prev[i] = kb->lru_next[i] = -1;
@@ -32,17 +34,7 @@ struct kv_blocks *kv_blocks_new(int n_blocks)
     return kb;
 }
 
-void kv_blocks_free(struct kv_blocks *kb)
-{
-    if (!kb) return;
-    free(kb->refcnt);
-    free(kb->state);
-    free(kb->keyed);
-    free(kb->free_stack);
-    free(kb->lru_prev);
-    free(kb->lru_next);
-    free(kb);
-}
+void kv_blocks_free(struct kv_blocks *kb) { free(kb); }
 
 void kv_blocks_set_evict_hook(struct kv_blocks *kb, void (*fn)(void *, int32_t), void *ctx)
 {

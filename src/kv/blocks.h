@@ -25,7 +25,7 @@
 
 enum kv_block_state { KV_BLOCK_FREE = 0, KV_BLOCK_USED, KV_BLOCK_CACHED };
 
-struct kv_blocks {
+struct kv_blocks {   // the arrays live in the struct's own allocation (kv_blocks_new)
     int       n_blocks;
     int32_t  *refcnt;        // [n_blocks]
     uint8_t  *state;         // [n_blocks] enum kv_block_state

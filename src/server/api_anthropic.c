@@ -21,7 +21,7 @@ enum blk { BLK_NONE = 0, BLK_TEXT, BLK_THINKING, BLK_TOOL };
 struct anth_w {
     char      id[64];
     char      model[256];
-    bool      started, finished;
+    bool      started;
     enum blk  open;
     int       n_blocks;          // content block index of the next block
     char      stop_seqs[16][256];
@@ -402,7 +402,7 @@ static void anth_fill(struct req *r)
             break;
         }
     }
-    if (c.done && !w->finished) {
+    if (c.done && !r->sse_done) {
         close_block(w, o);
         if (c.failed) {
             event(o, "error");
@@ -416,7 +416,6 @@ static void anth_fill(struct req *r)
         jsonw_raw(o, "\n\n");
         event(o, "message_stop");
         jsonw_raw(o, "{\"type\":\"message_stop\"}\n\n");
-        w->finished = true;
         r->sse_done = true;
     }
 }
@@ -439,8 +438,6 @@ static void tool_input(struct strbuf *o, struct req *r, const struct output_ev *
 static enum MHD_Result anth_whole(struct req *r)
 {
     struct anth_w *w = r->wstate;
-    enum MHD_Result ret;
-    if (srv_job_failed(r, &ret)) return ret;
     struct job_choice_info c;
     job_choice_info(r->job, 0, &c);
     struct strbuf o = {0};
@@ -474,7 +471,7 @@ static enum MHD_Result anth_whole(struct req *r)
     }
     jsonw_raw(&o, "],");
     stop_and_usage(&o, &c, "");
-    ret = srv_send_json(r, 200, o.data, o.len);
+    enum MHD_Result ret = srv_send_json(r, 200, o.data, o.len);
     strbuf_free(&o);
     return ret;
 }

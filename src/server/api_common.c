@@ -476,29 +476,6 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     return true;
 }
 
-bool srv_job_failed(struct req *r, enum MHD_Result *ret)
-{
-    for (int i = 0; i < job_n_choices(r->job); i++) {
-        struct job_choice_info c;
-        job_choice_info(r->job, i, &c);
-        if (c.failed) {
-            struct api_error e = api_error_make(c.error ? c.error : STATUS_EIO, NULL, "generation failed: %s", status_str(c.error));
-            *ret = srv_send_error(r, &e);
-            return true;
-        }
-    }
-    return false;
-}
-
-bool srv_job_whole(struct req *r, struct job_choice_info *c, const struct output_ev **blocks, int *n_blocks,
-                   enum MHD_Result *ret)
-{
-    if (srv_job_failed(r, ret)) return false;
-    job_choice_info(r->job, 0, c);
-    *blocks = job_blocks(r->job, 0, n_blocks);
-    return true;
-}
-
 bool srv_fim_prompt(struct req *r, const char *prefix, const char *suffix, const char *field, char **out, struct api_error *e)
 {
     if (!r->g->fim.supported) {

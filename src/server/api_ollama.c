@@ -41,7 +41,6 @@ struct oll_w {
     bool          chat;          // /api/chat ("message") or /api/generate ("response")
     bool          context;       // generate: the final line carries the prompt and output ids
     bool          logprobs;
-    bool          finished;
     bool          in_call;       // collecting a streamed tool call's arguments
     int           call_index;
     char          call_id[48];
@@ -474,7 +473,7 @@ static void oll_fill(struct req *r)
     }
     struct job_choice_info c;
     job_choice_info(r->job, 0, &c);
-    if (!c.done || w->finished) return;
+    if (!c.done || r->sse_done) return;
     const char *cut = cut_reason(&c);
     if (cut) {
         jsonw_raw(o, "{\"error\":");
@@ -488,23 +487,21 @@ static void oll_fill(struct req *r)
         done_fields(o, r, w, &c);
         jsonw_raw(o, "}\n");
     }
-    w->finished = true;
     r->sse_done = true;
 }
 
 static enum MHD_Result oll_whole(struct req *r)
 {
     struct oll_w *w = r->wstate;
-    enum MHD_Result ret;
     struct job_choice_info c;
-    const struct output_ev *blocks;
-    int n_blocks, n_lps;
-    if (!srv_job_whole(r, &c, &blocks, &n_blocks, &ret)) return ret;
+    job_choice_info(r->job, 0, &c);
     if (c.end == JOB_END_CANCELED) {
         struct api_error e = api_error_kind_make(API_ERROR_SHUTDOWN, "%s", cut_reason(&c));
         return srv_send_error(r, &e);
     }
     struct strbuf content = {0}, thinking = {0}, calls = {0};
+    int n_blocks;
+    const struct output_ev *blocks = job_blocks(r->job, 0, &n_blocks);
     for (int b = 0; b < n_blocks; b++) {
         const struct output_ev *bl = &blocks[b];
         if (bl->kind == OUTPUT_CONTENT) strbuf_append(&content, bl->text.data, bl->text.len);
@@ -517,11 +514,12 @@ static enum MHD_Result oll_whole(struct req *r)
     struct strbuf o = {0};
     line_open(&o, w);
     text_fields(&o, w, content.data, content.len, thinking.data, thinking.len, calls.data);
+    int n_lps;
     const struct job_lp *lps = w->logprobs ? job_logprobs(r->job, 0, &n_lps) : NULL;
     logprobs_json(&o, r->g, lps, lps ? n_lps : 0);
     done_fields(&o, r, w, &c);
     jsonw_raw(&o, "}");
-    ret = srv_send_json(r, 200, o.data, o.len);
+    enum MHD_Result ret = srv_send_json(r, 200, o.data, o.len);
     strbuf_free(&o);
     strbuf_free(&content);
     strbuf_free(&thinking);

@@ -25,7 +25,6 @@ struct oai_w {
     bool   include_usage;
     bool   legacy_lp;            // /v1/completions logprobs shape
     bool  *role_sent, *finish_sent;
-    bool   final_sent;
     int    n_per;                // choices per prompt
 };
 
@@ -245,7 +244,7 @@ static void oai_fill(struct req *r)
         }
         all_done &= w->finish_sent[i];
     }
-    if (all_done && !w->final_sent) {
+    if (all_done && !r->sse_done) {
         if (w->include_usage) {
             jsonw_raw(o, "data: {\"id\":");
             jsonw_cstr(o, w->id);
@@ -257,7 +256,6 @@ static void oai_fill(struct req *r)
             jsonw_raw(o, "}\n\n");
         }
         jsonw_raw(o, "data: [DONE]\n\n");
-        w->final_sent = true;
         r->sse_done = true;
     }
 }
@@ -307,8 +305,6 @@ static enum MHD_Result respond_whole(struct req *r)
 {
     struct oai_w *w = r->wstate;
     struct job *j = r->job;
-    enum MHD_Result ret;
-    if (srv_job_failed(r, &ret)) return ret;
     struct strbuf o = {0};
     jsonw_raw(&o, "{\"id\":");
     jsonw_cstr(&o, w->id);
@@ -341,7 +337,7 @@ static enum MHD_Result respond_whole(struct req *r)
     jsonw_raw(&o, "],\"usage\":");
     usage_json(&o, j, w->n_per);
     jsonw_raw(&o, ",\"system_fingerprint\":null}");
-    ret = srv_send_json(r, 200, o.data, o.len);
+    enum MHD_Result ret = srv_send_json(r, 200, o.data, o.len);
     strbuf_free(&o);
     return ret;
 }

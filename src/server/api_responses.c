@@ -32,7 +32,7 @@ struct resp_w {
     char          model[256];
     long long     created;
     json_t       *echo;          // request fields the response object repeats
-    bool          started, finished;
+    bool          started;
     bool          call_cut;          // a function_call was cut before its end (closed "incomplete")
     int           seq;           // sequence_number of the next event
     int           n_items;       // output_index of the next item
@@ -332,6 +332,16 @@ static void ev_open(struct strbuf *o, struct resp_w *w, const char *type)
     strbuf_printf(o, "event: %s\ndata: {\"type\":\"%s\",\"sequence_number\":%d", type, type, w->seq++);
 }
 
+/* A response.* event carrying the response object (response_json's c and items). */
+static void ev_response(struct strbuf *o, struct resp_w *w, const char *type, const struct job_choice_info *c,
+                        const char *items)
+{
+    ev_open(o, w, type);
+    jsonw_raw(o, ",\"response\":");
+    response_json(o, w, c, items);
+    jsonw_raw(o, "}\n\n");
+}
+
 static void ev_item(struct strbuf *o, struct resp_w *w, const char *type, const char *status)
 {
     ev_open(o, w, type);
@@ -413,14 +423,8 @@ static void resp_fill(struct req *r)
     struct job_choice_info c;
     job_choice_info(r->job, 0, &c);
     if (!w->started) {
-        ev_open(o, w, "response.created");
-        jsonw_raw(o, ",\"response\":");
-        response_json(o, w, NULL, NULL);
-        jsonw_raw(o, "}\n\n");
-        ev_open(o, w, "response.in_progress");
-        jsonw_raw(o, ",\"response\":");
-        response_json(o, w, NULL, NULL);
-        jsonw_raw(o, "}\n\n");
+        ev_response(o, w, "response.created", NULL, NULL);
+        ev_response(o, w, "response.in_progress", NULL, NULL);
         w->started = true;
     }
     int n_evs;
@@ -440,15 +444,11 @@ static void resp_fill(struct req *r)
             ev_text(o, w, false, ev->text.data, ev->text.len);
         }
     }
-    if (c.done && !w->finished) {
+    if (c.done && !r->sse_done) {
         bool cut = c.end == JOB_END_LENGTH || c.end == JOB_END_CANCELED || w->call_cut;
         close_item(w, o, !c.failed && cut ? "incomplete" : "completed");
         const char *type = c.failed ? "response.failed" : cut ? "response.incomplete" : "response.completed";
-        ev_open(o, w, type);
-        jsonw_raw(o, ",\"response\":");
-        response_json(o, w, &c, w->items.data ? w->items.data : "");
-        jsonw_raw(o, "}\n\n");
-        w->finished = true;
+        ev_response(o, w, type, &c, w->items.data ? w->items.data : "");
         r->sse_done = true;
     }
 }
@@ -456,11 +456,10 @@ static void resp_fill(struct req *r)
 static enum MHD_Result resp_whole(struct req *r)
 {
     struct resp_w *w = r->wstate;
-    enum MHD_Result ret;
     struct job_choice_info c;
-    const struct output_ev *blocks;
+    job_choice_info(r->job, 0, &c);
     int n_blocks;
-    if (!srv_job_whole(r, &c, &blocks, &n_blocks, &ret)) return ret;
+    const struct output_ev *blocks = job_blocks(r->job, 0, &n_blocks);
     struct strbuf items = {0};
     for (int b = 0; b < n_blocks; b++) {
         const struct output_ev *bl = &blocks[b];
@@ -474,7 +473,7 @@ static enum MHD_Result resp_whole(struct req *r)
     }
     struct strbuf o = {0};
     response_json(&o, w, &c, items.data ? items.data : "");
-    ret = srv_send_json(r, 200, o.data, o.len);
+    enum MHD_Result ret = srv_send_json(r, 200, o.data, o.len);
     strbuf_free(&o);
     strbuf_free(&items);
     return ret;

@@ -19,15 +19,23 @@ static const double itl_b[]  = { 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0
 #define N_TTFT (int)(sizeof ttft_b / sizeof ttft_b[0])
 #define N_ITL  (int)(sizeof itl_b / sizeof itl_b[0])
 
-struct hist { uint64_t *b; int n; double sum; uint64_t count; };
+/* A Prometheus histogram: its bucket bounds, the observations in each bucket (c[n]: above every
+ * bound), and their sum and count. */
+#define HIST_BOUNDS_MAX 16
+_Static_assert(N_TTFT <= HIST_BOUNDS_MAX && N_ITL <= HIST_BOUNDS_MAX, "histogram bounds");
+struct hist {
+    const double *bounds;
+    int           n;
+    uint64_t      c[HIST_BOUNDS_MAX + 1];
+    double        sum;
+    uint64_t      count;
+};
 
 struct metrics {
     pthread_mutex_t mu;
     int             codes[N_EP][N_CODES];
     uint64_t        counts[N_EP][N_CODES];
-    uint64_t        ttft_c[N_TTFT + 1], itl_c[N_ITL + 1];
-    double          ttft_sum, itl_sum;
-    uint64_t        ttft_n, itl_n;
+    struct hist     ttft, itl;
     uint64_t        prompt, cached, generated;
     int             inflight;
 };
@@ -37,6 +45,8 @@ struct metrics *metrics_new(void)
     struct metrics *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     pthread_mutex_init(&m->mu, NULL);
+    m->ttft = (struct hist){ .bounds = ttft_b, .n = N_TTFT };
+    m->itl = (struct hist){ .bounds = itl_b, .n = N_ITL };
     return m;
 }
 
@@ -63,30 +73,19 @@ void metrics_request(struct metrics *m, const char *endpoint, int code)
     pthread_mutex_unlock(&m->mu);
 }
 
-static void observe(uint64_t *c, const double *b, int n, double v)
+static void observe(struct metrics *m, struct hist *h, double v)
 {
     int i = 0;
-    while (i < n && v > b[i]) i++;
-    c[i]++;
-}
-
-void metrics_ttft(struct metrics *m, double s)
-{
+    while (i < h->n && v > h->bounds[i]) i++;
     pthread_mutex_lock(&m->mu);
-    observe(m->ttft_c, ttft_b, N_TTFT, s);
-    m->ttft_sum += s;
-    m->ttft_n++;
+    h->c[i]++;
+    h->sum += v;
+    h->count++;
     pthread_mutex_unlock(&m->mu);
 }
 
-void metrics_itl(struct metrics *m, double s)
-{
-    pthread_mutex_lock(&m->mu);
-    observe(m->itl_c, itl_b, N_ITL, s);
-    m->itl_sum += s;
-    m->itl_n++;
-    pthread_mutex_unlock(&m->mu);
-}
+void metrics_ttft(struct metrics *m, double s) { observe(m, &m->ttft, s); }
+void metrics_itl(struct metrics *m, double s) { observe(m, &m->itl, s); }
 
 void metrics_tokens(struct metrics *m, int prompt, int cached, int generated)
 {
@@ -104,18 +103,17 @@ void metrics_inflight(struct metrics *m, int delta)
     pthread_mutex_unlock(&m->mu);
 }
 
-static void render_hist(struct strbuf *o, const char *name, const char *help, const uint64_t *c,
-                        const double *b, int n, double sum, uint64_t count)
+static void render_hist(struct strbuf *o, const char *name, const char *help, const struct hist *h)
 {
     strbuf_printf(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     uint64_t acc = 0;
-    for (int i = 0; i < n; i++) {
-        acc += c[i];
-        strbuf_printf(o, "%s_bucket{le=\"%g\"} %llu\n", name, b[i], (unsigned long long)acc);
+    for (int i = 0; i < h->n; i++) {
+        acc += h->c[i];
+        strbuf_printf(o, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[i], (unsigned long long)acc);
     }
-    acc += c[n];
+    acc += h->c[h->n];
     strbuf_printf(o, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
-                  (unsigned long long)acc, name, sum, name, (unsigned long long)count);
+                  (unsigned long long)acc, name, h->sum, name, (unsigned long long)h->count);
 }
 
 void metrics_render(struct metrics *m, const struct engine_stats *st, struct strbuf *o)
@@ -126,10 +124,8 @@ void metrics_render(struct metrics *m, const struct engine_stats *st, struct str
         for (int k = 0; k < N_CODES && m->codes[e][k]; k++)
             strbuf_printf(o, "cairn_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", endpoints[e],
                           m->codes[e][k], (unsigned long long)m->counts[e][k]);
-    render_hist(o, "cairn_time_to_first_token_seconds", "Time from request to first generated token.",
-                m->ttft_c, ttft_b, N_TTFT, m->ttft_sum, m->ttft_n);
-    render_hist(o, "cairn_inter_token_latency_seconds", "Time between consecutive generated tokens.",
-                m->itl_c, itl_b, N_ITL, m->itl_sum, m->itl_n);
+    render_hist(o, "cairn_time_to_first_token_seconds", "Time from request to first generated token.", &m->ttft);
+    render_hist(o, "cairn_inter_token_latency_seconds", "Time between consecutive generated tokens.", &m->itl);
     strbuf_printf(o, "# HELP cairn_prompt_tokens_total Prompt tokens of finished requests.\n# TYPE cairn_prompt_tokens_total counter\n"
                      "cairn_prompt_tokens_total %llu\n", (unsigned long long)m->prompt);
     strbuf_printf(o, "# HELP cairn_cached_tokens_total Prompt tokens served from the prefix cache.\n# TYPE cairn_cached_tokens_total counter\n"

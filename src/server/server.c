@@ -199,6 +199,21 @@ bool srv_wait_job(struct req *r)
     return true;
 }
 
+/* A finished non-streaming job: when a choice failed, answers the error (*ret) and returns true. */
+static bool answer_failed_job(struct req *r, enum MHD_Result *ret)
+{
+    for (int i = 0; i < job_n_choices(r->job); i++) {
+        struct job_choice_info c;
+        job_choice_info(r->job, i, &c);
+        if (c.failed) {
+            struct api_error e = api_error_make(c.error ? c.error : STATUS_EIO, NULL, "generation failed: %s", status_str(c.error));
+            *ret = srv_send_error(r, &e);
+            return true;
+        }
+    }
+    return false;
+}
+
 enum MHD_Result srv_answer_job(struct req *r, void *w, void (*w_free)(void *), bool stream, bool ndjson,
                                void (*fill)(struct req *r), enum MHD_Result (*whole)(struct req *r))
 {
@@ -209,6 +224,8 @@ enum MHD_Result srv_answer_job(struct req *r, void *w, void (*w_free)(void *), b
         return ndjson ? srv_start_ndjson(r) : srv_start_sse(r);
     }
     if (!srv_wait_job(r)) return MHD_NO;   // client gone: close
+    enum MHD_Result ret;
+    if (answer_failed_job(r, &ret)) return ret;
     return whole(r);
 }
 

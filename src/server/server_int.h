@@ -81,7 +81,7 @@ struct req {
     // generation
     struct job             *job;
     bool                    streaming;
-    bool                    sse_done;
+    bool                    sse_done;       // fill wrote the stream's end: fill is not called again
     bool                    ndjson;         // an NDJSON stream (Ollama): no keep-alive lines, clients parse every line
     struct strbuf           out;            // SSE bytes not yet handed to MHD
     size_t                  out_pos;
@@ -119,7 +119,8 @@ bool            srv_peer_closed(struct req *r);
 /* Waits for a non-streaming job, cancelling it when the client leaves. false: client gone. */
 bool            srv_wait_job(struct req *r);
 /* Answers a started job with the API's writer state w (r->wstate, freed by w_free): streamed
- * through fill (as SSE, or NDJSON when ndjson), or once done as whole(r) builds it. */
+ * through fill (as SSE, or NDJSON when ndjson), or once done as whole(r) builds it (a job with a
+ * failed choice is answered with the error instead: whole sees only jobs whose choices all ran). */
 enum MHD_Result srv_answer_job(struct req *r, void *w, void (*w_free)(void *), bool stream, bool ndjson,
                                void (*fill)(struct req *r), enum MHD_Result (*whole)(struct req *r));
 /* Request id, "chatcmpl-..." style. */
@@ -240,12 +241,6 @@ bool srv_stop_token_ids(struct req *r, json_t *body, int32_t **ids, int *n, stru
  * the model's tool family when use_tools, reasoning as the model and --reasoning-parser say. */
 void srv_chat_params(struct req *r, struct gen_params *p, const char *prompt, json_t **tools, bool use_tools,
                      const char *tool_id_prefix);
-/* A finished non-streaming job: when a choice failed, answers the error (*ret) and returns true. */
-bool srv_job_failed(struct req *r, enum MHD_Result *ret);
-/* A finished non-streaming job of one choice: false after answering its failure (*ret); else its
- * summary and its whole output (job_blocks). */
-bool srv_job_whole(struct req *r, struct job_choice_info *c, const struct output_ev **blocks, int *n_blocks,
-                   enum MHD_Result *ret);
 /* Text of a content value: a string, or the concatenated "text" of an array of text parts.
  * false with *e (naming field) for other shapes or part types. Caller frees *out. */
 bool content_text(json_t *content, const char *field, bool allow_null, char **out, struct api_error *e);

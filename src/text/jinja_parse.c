@@ -261,12 +261,20 @@ static struct jn *parse_subscript(struct jparse *p, struct jn *obj)
     return n;
 }
 
+/* `callee(args)`, the '(' already taken */
+static struct jn *parse_call(struct jparse *p, struct jn *callee, int line)
+{
+    struct jn *m = node(p, JN_CALL, line);
+    m->a = callee;
+    parse_args(p, m);
+    return m;
+}
+
 static struct jn *parse_postfix(struct jparse *p, struct jn *n)
 {
     for (;;) {
         struct jtoken *t = peek(p);
-        if (is_op(t, ".")) {
-            p->pos++;
+        if (accept_op(p, ".")) {
             struct jtoken *a = next(p);
             if (a->kind == JT_NAME) {
                 struct jn *m = node(p, JN_ATTR, a->line);
@@ -280,16 +288,9 @@ static struct jn *parse_postfix(struct jparse *p, struct jn *n)
                 m->b->lit = jv_int(a->i);
                 n = m;
             } else jparse_fail(p, a->line, "expected attribute name after '.'");
-        } else if (is_op(t, "[")) {
-            p->pos++;
-            n = parse_subscript(p, n);
-        } else if (is_op(t, "(")) {
-            p->pos++;
-            struct jn *m = node(p, JN_CALL, t->line);
-            m->a = n;
-            parse_args(p, m);
-            n = m;
-        } else return n;
+        } else if (accept_op(p, "[")) n = parse_subscript(p, n);
+        else if (accept_op(p, "(")) n = parse_call(p, n, t->line);
+        else return n;
     }
 }
 
@@ -317,23 +318,18 @@ static struct jn *parse_filter_expr(struct jparse *p, struct jn *n)
 {
     for (;;) {
         struct jtoken *t = peek(p);
-        if (is_op(t, "|")) {
-            p->pos++;
-            n = parse_filter_tail(p, n);
-        } else if (is_name(t, "is")) {
-            p->pos++;
+        if (accept_op(p, "|")) n = parse_filter_tail(p, n);
+        else if (accept_name(p, "is")) {
             struct jn *m = node(p, JN_TEST, t->line);
             m->op = accept_name(p, "not");
             m->a = n;
             m->name = expect_name(p);
             if (!jtest_exists(m->name)) jparse_fail(p, t->line, "No test named '%s'.", m->name);
             struct jtoken *u = peek(p);
-            if (is_op(u, "(")) {
-                p->pos++;
-                parse_args(p, m);
-            } else if ((u->kind == JT_NAME || u->kind == JT_STRING || u->kind == JT_INT || u->kind == JT_FLOAT ||
-                        is_op(u, "[") || is_op(u, "{")) &&
-                       !(u->kind == JT_NAME && (!strcmp(u->s, "else") || !strcmp(u->s, "or") || !strcmp(u->s, "and")))) {
+            if (accept_op(p, "(")) parse_args(p, m);
+            else if ((u->kind == JT_NAME || u->kind == JT_STRING || u->kind == JT_INT || u->kind == JT_FLOAT ||
+                      is_op(u, "[") || is_op(u, "{")) &&
+                     !(u->kind == JT_NAME && (!strcmp(u->s, "else") || !strcmp(u->s, "or") || !strcmp(u->s, "and")))) {
                 if (is_name(u, "is")) jparse_fail(p, u->line, "you cannot chain multiple tests with is");
                 struct jn *arg = parse_postfix(p, parse_primary(p));
                 m->kids = jarena_alloc(p->arena, sizeof *m->kids);
@@ -342,13 +338,8 @@ static struct jn *parse_filter_expr(struct jparse *p, struct jn *n)
                 m->n_kids = m->n_pos = 1;
             }
             n = m;
-        } else if (is_op(t, "(")) {
-            p->pos++;
-            struct jn *m = node(p, JN_CALL, t->line);
-            m->a = n;
-            parse_args(p, m);
-            n = m;
-        } else return n;
+        } else if (accept_op(p, "(")) n = parse_call(p, n, t->line);
+        else return n;
     }
 }
 
@@ -374,54 +365,35 @@ static struct jn *bin(struct jparse *p, int op, struct jn *a, struct jn *b, int 
     return n;
 }
 
-static struct jn *parse_pow(struct jparse *p)
-{
-    struct jn *n = parse_unary(p, true);
-    while (is_op(peek(p), "**")) {
-        int line = next(p)->line;
-        n = bin(p, JOP_POW, n, parse_unary(p, true), line);
-    }
-    return n;
-}
+/* The arithmetic operators by level, tightest first (Jinja's parse_pow,
+ * parse_math2, parse_concat, parse_math1). Every level is left-associative
+ * and takes its operands from the level before it. */
+struct binop { const char *tok; int op; };
+static const struct binop arith_levels[][5] = {
+    { { "**", JOP_POW } },
+    { { "*", JOP_MUL }, { "/", JOP_DIV }, { "//", JOP_FLOORDIV }, { "%", JOP_MOD } },
+    { { "~", JOP_CONCAT } },
+    { { "+", JOP_ADD }, { "-", JOP_SUB } },
+};
+#define ARITH_LOOSEST ((int)(sizeof arith_levels / sizeof arith_levels[0]) - 1)
 
-static struct jn *parse_math2(struct jparse *p)
+static struct jn *parse_arith(struct jparse *p, int level)
 {
-    struct jn *n = parse_pow(p);
+    if (level < 0) return parse_unary(p, true);
+    struct jn *n = parse_arith(p, level - 1);
     for (;;) {
         struct jtoken *t = peek(p);
-        int op = is_op(t, "*") ? JOP_MUL : is_op(t, "/") ? JOP_DIV : is_op(t, "//") ? JOP_FLOORDIV :
-                 is_op(t, "%") ? JOP_MOD : 0;
-        if (!op) return n;
+        const struct binop *b = arith_levels[level];
+        while (b->tok && !is_op(t, b->tok)) b++;
+        if (!b->tok) return n;
         p->pos++;
-        n = bin(p, op, n, parse_pow(p), t->line);
-    }
-}
-
-static struct jn *parse_concat(struct jparse *p)
-{
-    struct jn *n = parse_math2(p);
-    while (is_op(peek(p), "~")) {
-        int line = next(p)->line;
-        n = bin(p, JOP_CONCAT, n, parse_math2(p), line);
-    }
-    return n;
-}
-
-static struct jn *parse_math1(struct jparse *p)
-{
-    struct jn *n = parse_concat(p);
-    for (;;) {
-        struct jtoken *t = peek(p);
-        int op = is_op(t, "+") ? JOP_ADD : is_op(t, "-") ? JOP_SUB : 0;
-        if (!op) return n;
-        p->pos++;
-        n = bin(p, op, n, parse_concat(p), t->line);
+        n = bin(p, b->op, n, parse_arith(p, level - 1), t->line);
     }
 }
 
 static struct jn *parse_compare(struct jparse *p)
 {
-    struct jn *first = parse_math1(p);
+    struct jn *first = parse_arith(p, ARITH_LOOSEST);
     struct kids k = {0};
     int ops[64], n_ops = 0;
     for (;;) {
@@ -434,7 +406,7 @@ static struct jn *parse_compare(struct jparse *p)
         else break;
         if (n_ops == 64) jparse_fail(p, t->line, "comparison chain too long");
         if (!k.n) kids_push(p, &k, first, NULL);
-        kids_push(p, &k, parse_math1(p), NULL);
+        kids_push(p, &k, parse_arith(p, ARITH_LOOSEST), NULL);
         ops[n_ops++] = op;
     }
     if (!n_ops) return first;
@@ -461,29 +433,22 @@ static struct jn *parse_not(struct jparse *p)
     return parse_compare(p);
 }
 
-static struct jn *parse_and(struct jparse *p)
+/* `operand (word operand)*` as a left-leaning chain of `kind` nodes: and, or */
+static struct jn *parse_logic(struct jparse *p, const char *word, enum jn_kind kind,
+                              struct jn *(*operand)(struct jparse *))
 {
-    struct jn *n = parse_not(p);
-    while (is_name(peek(p), "and")) {
-        struct jn *m = node(p, JN_AND, next(p)->line);
+    struct jn *n = operand(p);
+    while (is_name(peek(p), word)) {
+        struct jn *m = node(p, kind, next(p)->line);
         m->a = n;
-        m->b = parse_not(p);
+        m->b = operand(p);
         n = m;
     }
     return n;
 }
 
-static struct jn *parse_or(struct jparse *p)
-{
-    struct jn *n = parse_and(p);
-    while (is_name(peek(p), "or")) {
-        struct jn *m = node(p, JN_OR, next(p)->line);
-        m->a = n;
-        m->b = parse_and(p);
-        n = m;
-    }
-    return n;
-}
+static struct jn *parse_and(struct jparse *p) { return parse_logic(p, "and", JN_AND, parse_not); }
+static struct jn *parse_or(struct jparse *p) { return parse_logic(p, "or", JN_OR, parse_and); }
 
 static struct jn *parse_expr(struct jparse *p, bool with_cond)
 {
@@ -543,6 +508,17 @@ static struct jn *parse_target(struct jparse *p, bool allow_attr)
 
 static struct jn *parse_body(struct jparse *p, const char *const *ends, const char **found);
 
+/* `%} body {% end %}`: the rest of an opening tag, its body, and the closing tag named end */
+static struct jn *parse_block_until(struct jparse *p, const char *end)
+{
+    expect_block_end(p);
+    const char *const ends[] = { end, NULL };
+    const char *found;
+    struct jn *body = parse_body(p, ends, &found);
+    expect_block_end(p);
+    return body;
+}
+
 static struct jn *parse_if(struct jparse *p, int line)
 {
     struct jn *n = node(p, JN_IF, line);
@@ -555,12 +531,8 @@ static struct jn *parse_if(struct jparse *p, int line)
         n->c = parse_if(p, peek(p)->line);
         return n;
     }
-    if (!strcmp(end, "else")) {
-        expect_block_end(p);
-        static const char *const ends2[] = { "endif", NULL };
-        n->c = parse_body(p, ends2, &end);
-    }
-    expect_block_end(p);
+    if (!strcmp(end, "else")) n->c = parse_block_until(p, "endif");
+    else expect_block_end(p);
     return n;
 }
 
@@ -630,12 +602,8 @@ static struct jn *parse_statement(struct jparse *p)
         expect_block_end(p);
         static const char *const ends[] = { "else", "endfor", NULL };
         n->c = parse_body(p, ends, &end);
-        if (!strcmp(end, "else")) {
-            expect_block_end(p);
-            static const char *const ends2[] = { "endfor", NULL };
-            n->d = parse_body(p, ends2, &end);
-        }
-        expect_block_end(p);
+        if (!strcmp(end, "else")) n->d = parse_block_until(p, "endfor");
+        else expect_block_end(p);
         return n;
     }
     if (!strcmp(kw, "set")) {
@@ -650,10 +618,7 @@ static struct jn *parse_statement(struct jparse *p)
         n = node(p, JN_SETBLOCK, line);
         n->a = target;
         if (accept_op(p, "|")) parse_filter_chain(p, n);
-        expect_block_end(p);
-        static const char *const ends[] = { "endset", NULL };
-        n->b = parse_body(p, ends, &end);
-        expect_block_end(p);
+        n->b = parse_block_until(p, "endset");
         return n;
     }
     if (!strcmp(kw, "macro")) {
@@ -675,29 +640,17 @@ static struct jn *parse_statement(struct jparse *p)
         if (is_op(peek(p), "(")) parse_params(p, n);
         n->a = parse_expr(p, true);
         if (n->a->kind != JN_CALL) jparse_fail(p, line, "expected a call after 'call'");
-        expect_block_end(p);
-        static const char *const ends[] = { "endcall", NULL };
-        n->b = parse_body(p, ends, &end);
-        expect_block_end(p);
+        n->b = parse_block_until(p, "endcall");
         mark_catch_all(n);
         return n;
     }
     if (!strcmp(kw, "filter")) {
         n = node(p, JN_FILTERBLOCK, line);
         parse_filter_chain(p, n);
-        expect_block_end(p);
-        static const char *const ends[] = { "endfilter", NULL };
-        n->b = parse_body(p, ends, &end);
-        expect_block_end(p);
+        n->b = parse_block_until(p, "endfilter");
         return n;
     }
-    if (!strcmp(kw, "generation")) {
-        expect_block_end(p);
-        static const char *const ends[] = { "endgeneration", NULL };
-        n = parse_body(p, ends, &end);
-        expect_block_end(p);
-        return n;
-    }
+    if (!strcmp(kw, "generation")) return parse_block_until(p, "endgeneration");
     if (!strcmp(kw, "break") || !strcmp(kw, "continue")) {
         n = node(p, kw[0] == 'b' ? JN_BREAK : JN_CONTINUE, line);
         expect_block_end(p);

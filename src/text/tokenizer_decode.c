@@ -244,6 +244,12 @@ static int hexval(char c)
 
 #define PIECE(p, i) ((p)->buf.data + (p)->sp[i].off)
 
+/* t's text as the next piece (an empty piece when t holds nothing) */
+static void push_text(struct tk_pieces *out, const struct strbuf *t)
+{
+    tk_pieces_push(out, t->data ? t->data : "", t->len, 0);
+}
+
 static void dec_apply(const struct tokenizer *tk, const struct tk_dec *d, struct tk_pieces *in, struct tk_pieces *out)
 {
     struct strbuf t = {0};
@@ -271,7 +277,7 @@ static void dec_apply(const struct tokenizer *tk, const struct tk_dec *d, struct
             }
         }
         tk_utf8_lossy(&t, bytes.data ? bytes.data : "", bytes.len);
-        tk_pieces_push(out, t.data ? t.data : "", t.len, 0);
+        push_text(out, &t);
         strbuf_free(&bytes);
         break;
     }
@@ -289,7 +295,7 @@ static void dec_apply(const struct tokenizer *tk, const struct tk_dec *d, struct
                     strbuf_putc(&t, s[k++]);
                 }
             }
-            tk_pieces_push(out, t.data ? t.data : "", t.len, 0);
+            push_text(out, &t);
         }
         break;
     }
@@ -315,7 +321,7 @@ static void dec_apply(const struct tokenizer *tk, const struct tk_dec *d, struct
     }
     case TK_DEC_FUSE:
         for (int i = 0; i < in->n; i++) strbuf_append(&t, PIECE(in, i), in->sp[i].len);
-        tk_pieces_push(out, t.data ? t.data : "", t.len, 0);
+        push_text(out, &t);
         break;
     case TK_DEC_STRIP: {
         int cl;
@@ -343,7 +349,7 @@ static void dec_apply(const struct tokenizer *tk, const struct tk_dec *d, struct
         for (int i = 0; i < in->n; i++) {
             strbuf_clear(&t);
             replace_all(&d->re, d->content, PIECE(in, i), in->sp[i].len, &t);
-            tk_pieces_push(out, t.data ? t.data : "", t.len, 0);
+            push_text(out, &t);
         }
         break;
     case TK_DEC_WORDPIECE: {
@@ -358,7 +364,7 @@ static void dec_apply(const struct tokenizer *tk, const struct tk_dec *d, struct
             }
             strbuf_append(&t, s, n);
             if (d->cleanup) cleanup_text(&t);
-            tk_pieces_push(out, t.data ? t.data : "", t.len, 0);
+            push_text(out, &t);
         }
         break;
     }

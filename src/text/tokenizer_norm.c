@@ -68,6 +68,18 @@ static inline bool is_safe(const uint8_t *t, uint32_t c)
     return c < N_CODEPOINTS && (t[c >> 3] >> (c & 7)) & 1;
 }
 
+/* The string a normalizer of this type requires under key, into n->content. */
+static enum status norm_content(json_t *j, const char *type, const char *key, struct tk_norm *n)
+{
+    const char *s = json_string_value(json_object_get(j, key));
+    if (!s) {
+        LOG_ERR("tokenizer: %s normalizer without %s", type, key);
+        return STATUS_EFORMAT;
+    }
+    n->content = xstrdup(s);
+    return STATUS_OK;
+}
+
 static enum status norm_parse_into(json_t *j, struct tk_norm *n, int depth)
 {
     memset(n, 0, sizeof *n);
@@ -102,17 +114,12 @@ static enum status norm_parse_into(json_t *j, struct tk_norm *n, int depth)
     }
     if (!strcmp(type, "Prepend")) {
         n->type = TK_NORM_PREPEND;
-        const char *s = json_string_value(json_object_get(j, "prepend"));
-        if (!s) { LOG_ERR("tokenizer: Prepend normalizer without prepend"); return STATUS_EFORMAT; }
-        n->content = xstrdup(s);
-        return STATUS_OK;
+        return norm_content(j, type, "prepend", n);
     }
     if (!strcmp(type, "Replace")) {
         n->type = TK_NORM_REPLACE;
-        const char *s = json_string_value(json_object_get(j, "content"));
-        if (!s) { LOG_ERR("tokenizer: Replace normalizer without content"); return STATUS_EFORMAT; }
-        n->content = xstrdup(s);
-        return tk_pattern_parse(json_object_get(j, "pattern"), &n->re);
+        enum status st = norm_content(j, type, "content", n);
+        return st != STATUS_OK ? st : tk_pattern_parse(json_object_get(j, "pattern"), &n->re);
     }
     LOG_ERR("tokenizer: unsupported normalizer type '%s'", type);
     return STATUS_EUNSUPPORTED;

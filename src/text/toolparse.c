@@ -271,6 +271,27 @@ static void js_value_done(struct toolparse *tp, size_t end)
     }
 }
 
+/* One byte inside a JSON string: 1 when it closes the string, -1 when it is a raw control
+ * character (not valid JSON), 0 otherwise. */
+static int js_string_byte(struct jscan *js, char c)
+{
+    if (js->esc) js->esc = false;
+    else if (c == '\\') js->esc = true;
+    else if (c == '"') { js->in_str = false; return 1; }
+    else if ((unsigned char)c < 0x20) return -1;
+    return 0;
+}
+
+/* One byte of a nested value outside its strings: opens a string or tracks the bracket depth.
+ * True when the byte closes a bracket back down to depth `outer`. */
+static bool js_nested_byte(struct jscan *js, char c, int outer)
+{
+    if (c == '"') js->in_str = true;
+    else if (c == '{' || c == '[') js->depth++;
+    else if (c == '}' || c == ']') return --js->depth == outer;
+    return false;
+}
+
 /* Object scanner. 1: complete (js.p past '}'); 0: need more; -1: malformed at js.p. */
 static int js_object(struct toolparse *tp)
 {
@@ -280,10 +301,9 @@ static int js_object(struct toolparse *tp)
     while (js->p < n) {
         char c = b[js->p];
         if (js->in_str) {
-            if (js->esc) js->esc = false;
-            else if (c == '\\') js->esc = true;
-            else if (c == '"') {
-                js->in_str = false;
+            int r = js_string_byte(js, c);
+            if (r < 0) return -1;
+            if (r > 0) {
                 if (js->depth == 1 && js->d1 == D1_IN_KEY) {
                     size_t kl = js->p - js->key_start;
                     if (kl >= sizeof js->key) kl = sizeof js->key - 1;
@@ -294,7 +314,7 @@ static int js_object(struct toolparse *tp)
                     js_value_done(tp, js->p + 1);
                     js->d1 = D1_AFTER;
                 }
-            } else if ((unsigned char)c < 0x20) return -1;
+            }
             js->p++;
             continue;
         }
@@ -358,14 +378,9 @@ static int js_object(struct toolparse *tp)
             continue;
         }
         // depth >= 2: inside a nested value of a depth-1 key
-        if (c == '"') js->in_str = true;
-        else if (c == '{' || c == '[') js->depth++;
-        else if (c == '}' || c == ']') {
-            js->depth--;
-            if (js->depth == 1) {
-                js_value_done(tp, js->p + 1);
-                js->d1 = D1_AFTER;
-            }
+        if (js_nested_byte(js, c, 1)) {
+            js_value_done(tp, js->p + 1);
+            js->d1 = D1_AFTER;
         }
         js->p++;
     }
@@ -382,9 +397,7 @@ static int js_raw(struct toolparse *tp)
     while (js->p < n) {
         char c = b[js->p];
         if (js->in_str) {
-            if (js->esc) js->esc = false;
-            else if (c == '\\') js->esc = true;
-            else if (c == '"') js->in_str = false;
+            js_string_byte(js, c);   // raw control characters are left to the final parse
             js->p++;
             continue;
         }
@@ -395,16 +408,11 @@ static int js_raw(struct toolparse *tp)
             js->args_streaming = true;
             js->has_args = true;
         }
-        if (c == '"') js->in_str = true;
-        else if (c == '{' || c == '[') js->depth++;
-        else if (c == '}' || c == ']') {
-            js->depth--;
-            if (js->depth == 0) {
-                js->p++;
-                js->args_end = js->p;
-                js_stream_args(tp);
-                return 1;
-            }
+        if (js_nested_byte(js, c, 0)) {
+            js->p++;
+            js->args_end = js->p;
+            js_stream_args(tp);
+            return 1;
         }
         js->p++;
     }
@@ -549,6 +557,24 @@ static const char *text_markers[TOOL_FAMILY_COUNT][2] = {
     [TOOL_FAMILY_DEEPSEEK_V3] = { DS_CALLS_BEGIN, DS_CALL_BEGIN },
 };
 
+/* Hands the bytes from `at` to a JSON scanner (ST_JSON: a whole call object; ST_RAW_ARGS: an
+ * arguments value); the parser goes on in state `after` once the scanner is done. */
+static void scan_json(struct toolparse *tp, size_t at, enum tp_state scanner, enum tp_state after)
+{
+    js_reset(&tp->js, at);
+    tp->after = after;
+    tp->st = scanner;
+}
+
+/* Llama 3 calls have no marker: an object at `at` is scanned as a call, given back as text from
+ * tp->pos when it does not name a declared tool. */
+static void llama_probe(struct toolparse *tp, size_t at)
+{
+    tp->raw_start = tp->pos;
+    tp->llama_probe = true;
+    scan_json(tp, at, ST_JSON, ST_LLAMA_AFTER);
+}
+
 /* Returns false when it needs more input. */
 static bool step_text(struct toolparse *tp, bool final)
 {
@@ -559,11 +585,7 @@ static bool step_text(struct toolparse *tp, bool final)
         while (p < n && isspace((unsigned char)b[p])) p++;
         if (p == n && !final) return false;
         if (p < n && b[p] == '{') {
-            tp->raw_start = tp->pos;
-            tp->llama_probe = true;
-            js_reset(&tp->js, p);
-            tp->after = ST_LLAMA_AFTER;
-            tp->st = ST_JSON;
+            llama_probe(tp, p);
             return true;
         }
     }
@@ -584,11 +606,7 @@ static bool step_text(struct toolparse *tp, bool final)
         switch (tp->f) {
         case TOOL_FAMILY_HERMES:
         case TOOL_FAMILY_QWEN3_CODER: tp->st = ST_TC_OPEN; break;
-        case TOOL_FAMILY_LLAMA3:
-            js_reset(&tp->js, tp->pos);
-            tp->after = ST_LLAMA_AFTER;
-            tp->st = ST_JSON;
-            break;
+        case TOOL_FAMILY_LLAMA3: scan_json(tp, tp->pos, ST_JSON, ST_LLAMA_AFTER); break;
         case TOOL_FAMILY_MISTRAL: tp->st = ST_MI_BEGIN; break;
         case TOOL_FAMILY_DEEPSEEK_V3:
             if (which == text_markers[tp->f][1]) tp->pos = best;   // bare call begin: no calls_begin
@@ -638,6 +656,17 @@ static int read_until(struct toolparse *tp, const char *term, char *out, size_t 
     return len ? 1 : -1;
 }
 
+/* The function name up to `term` into tp->fname, committing the call to it: 1 done (pos past
+ * term), 0 needs more input, -1 malformed (given back as text, `why` logged). */
+static int read_call_name(struct toolparse *tp, const char *term, const char *why)
+{
+    size_t save = tp->pos;
+    int r = read_until(tp, term, tp->fname, sizeof tp->fname, false);
+    if (r < 0) give_back(tp, save, why);
+    if (r > 0) commit(tp, tp->fname);
+    return r;
+}
+
 static bool step(struct toolparse *tp, bool final)
 {
     int r;
@@ -646,13 +675,8 @@ static bool step(struct toolparse *tp, bool final)
         return step_text(tp, final);
     case ST_TC_OPEN:
         if (!skip_ws(tp)) return false;
-        if (B(tp)[tp->pos] == '{') {
-            js_reset(&tp->js, tp->pos);
-            tp->after = ST_TC_CLOSE;
-            tp->st = ST_JSON;
-            return true;
-        }
-        tp->st = ST_XML_FUNC;
+        if (B(tp)[tp->pos] == '{') scan_json(tp, tp->pos, ST_JSON, ST_TC_CLOSE);
+        else tp->st = ST_XML_FUNC;
         return true;
     case ST_JSON:
         r = js_object(tp);
@@ -693,13 +717,8 @@ static bool step(struct toolparse *tp, bool final)
         if (B(tp)[p] == ';') p++;
         while (p < tp->buf.len && isspace((unsigned char)B(tp)[p])) p++;
         if (p == tp->buf.len) return false;
-        if (B(tp)[p] == '{') {
-            tp->raw_start = tp->pos;
-            tp->llama_probe = true;
-            js_reset(&tp->js, p);
-            tp->after = ST_LLAMA_AFTER;
-            tp->st = ST_JSON;
-        } else tp->st = ST_TEXT;
+        if (B(tp)[p] == '{') llama_probe(tp, p);
+        else tp->st = ST_TEXT;
         return true;
     }
     case ST_XML_FUNC:
@@ -777,26 +796,14 @@ static bool step(struct toolparse *tp, bool final)
             char c = B(tp)[tp->pos];
             if (c == ',') { tp->pos++; return true; }
             if (c == ']') { tp->pos++; tp->st = ST_TEXT; return true; }
-            if (c == '{') {
-                js_reset(&tp->js, tp->pos);
-                tp->after = ST_MI_ARRAY;
-                tp->st = ST_JSON;
-                return true;
-            }
+            if (c == '{') { scan_json(tp, tp->pos, ST_JSON, ST_MI_ARRAY); return true; }
         }
         give_back(tp, tp->pos, "bad [TOOL_CALLS] array");
         return true;
-    case ST_MI_NAME: {
-        size_t save = tp->pos;
-        r = read_until(tp, "[ARGS]", tp->fname, sizeof tp->fname, false);
-        if (r == 0) return false;
-        if (r < 0) { give_back(tp, save, "bad [TOOL_CALLS] name"); return true; }
-        commit(tp, tp->fname);
-        js_reset(&tp->js, tp->pos);
-        tp->after = ST_TEXT;
-        tp->st = ST_RAW_ARGS;
-        return true;
-    }
+    case ST_MI_NAME:
+        r = read_call_name(tp, "[ARGS]", "bad [TOOL_CALLS] name");
+        if (r > 0) scan_json(tp, tp->pos, ST_RAW_ARGS, ST_TEXT);
+        return r != 0;
     case ST_DS_CALLS:
         if (!skip_ws(tp)) return false;
         if ((r = match_at(tp, tp->pos, DS_CALL_BEGIN)) != 0) {
@@ -822,29 +829,22 @@ static bool step(struct toolparse *tp, bool final)
         if (!strcmp(word, "function")) { tp->st = ST_DS_NAME; return true; }
         snprintf(tp->fname, sizeof tp->fname, "%s", word);   // V3.1 form: name<sep>{args}
         commit(tp, tp->fname);
-        js_reset(&tp->js, tp->pos);
-        tp->after = ST_DS_AFTER;
-        tp->st = ST_RAW_ARGS;
+        scan_json(tp, tp->pos, ST_RAW_ARGS, ST_DS_AFTER);
         return true;
     }
-    case ST_DS_NAME: {
-        size_t save = tp->pos;
-        r = read_until(tp, "\n", tp->fname, sizeof tp->fname, false);
-        if (r == 0) return false;
-        if (r < 0) { give_back(tp, save, "bad function name"); return true; }
-        commit(tp, tp->fname);
-        js_reset(&tp->js, tp->pos);
-        tp->st = ST_DS_FENCE;
-        return true;
-    }
+    case ST_DS_NAME:
+        r = read_call_name(tp, "\n", "bad function name");
+        if (r > 0) {
+            js_reset(&tp->js, tp->pos);
+            tp->st = ST_DS_FENCE;
+        }
+        return r != 0;
     case ST_DS_FENCE:   // optional ```json before the arguments
         if (!skip_ws(tp)) return false;
         r = match_at(tp, tp->pos, "```json");
         if (r < 0) return false;
         if (r > 0) tp->pos += strlen("```json");
-        js_reset(&tp->js, tp->pos);
-        tp->after = ST_DS_AFTER;
-        tp->st = ST_RAW_ARGS;
+        scan_json(tp, tp->pos, ST_RAW_ARGS, ST_DS_AFTER);
         return true;
     case ST_DS_AFTER:
         if (!skip_ws(tp)) return false;

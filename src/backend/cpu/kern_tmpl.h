@@ -68,55 +68,43 @@ KT_INLINE void kt_tile_body(const int MR, const int NR, const enum dtype DT, int
     kt_tilek_body(MR, NR, DT, k, 0, k, x, ldx, w, ldw, c, ldc, NULL);
 }
 
-#define KT_TILEK_FN(DTN, DT, MR, NR) \
+/* Every (dtype, MR, NR) tile as two functions, the whole-k one and the k-chunk one, and a table
+ * of each kind indexed by dtype (DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2), then mr - 1, nr - 1. */
+#define KT_TILE_FNS(DTN, DT, MR, NR) \
+    static void kt_tile_##DTN##_##MR##_##NR(int64_t k, const float *x, int64_t ldx, const void *w, \
+                                            size_t ldw, float *c, int64_t ldc) \
+    { kt_tile_body(MR, NR, DT, k, x, ldx, w, ldw, c, ldc); } \
     static void kt_tilek_##DTN##_##MR##_##NR(int64_t k, int64_t k0, int64_t k1, const float *x, int64_t ldx, \
                                              const void *w, size_t ldw, float *c, int64_t ldc, float *part) \
     { kt_tilek_body(MR, NR, DT, k, k0, k1, x, ldx, w, ldw, c, ldc, part); }
-#define KT_TILESK_NR(DTN, DT, MR) KT_TILEK_FN(DTN, DT, MR, 1) KT_TILEK_FN(DTN, DT, MR, 2) \
-                                  KT_TILEK_FN(DTN, DT, MR, 3) KT_TILEK_FN(DTN, DT, MR, 4)
-#define KT_TILESK(DTN, DT) KT_TILESK_NR(DTN, DT, 1) KT_TILESK_NR(DTN, DT, 2) KT_TILESK_NR(DTN, DT, 3) \
-                           KT_TILESK_NR(DTN, DT, 4) KT_TILESK_NR(DTN, DT, 5) KT_TILESK_NR(DTN, DT, 6)
-KT_TILESK(f32, DTYPE_F32)
-KT_TILESK(f16, DTYPE_F16)
-KT_TILESK(bf16, DTYPE_BF16)
-
-#define KT_ROWK(DTN, MR) { kt_tilek_##DTN##_##MR##_1, kt_tilek_##DTN##_##MR##_2, \
-                           kt_tilek_##DTN##_##MR##_3, kt_tilek_##DTN##_##MR##_4 }
-#define KT_DTK(DTN) { KT_ROWK(DTN, 1), KT_ROWK(DTN, 2), KT_ROWK(DTN, 3), KT_ROWK(DTN, 4), KT_ROWK(DTN, 5), KT_ROWK(DTN, 6) }
-
-typedef void (*kt_tilek_fn)(int64_t, int64_t, int64_t, const float *, int64_t, const void *, size_t, float *, int64_t, float *);
-static const kt_tilek_fn kt_tilesk[3][CPU_KERN_MR_MAX][CPU_KERN_NR_MAX] = { KT_DTK(f32), KT_DTK(f16), KT_DTK(bf16) };
-
-static void kt_tile_k(int mr, int nr, enum dtype wdt, int64_t k, int64_t k0, int64_t k1, const float *x, int64_t ldx,
-                      const void *w, size_t ldw, float *c, int64_t ldc, float *part)
-{
-    kt_tilesk[wdt][mr - 1][nr - 1](k, k0, k1, x, ldx, w, ldw, c, ldc, part);
-}
-
-#define KT_TILE_FN(DTN, DT, MR, NR) \
-    static void kt_tile_##DTN##_##MR##_##NR(int64_t k, const float *x, int64_t ldx, const void *w, \
-                                            size_t ldw, float *c, int64_t ldc) \
-    { kt_tile_body(MR, NR, DT, k, x, ldx, w, ldw, c, ldc); }
-#define KT_TILES_NR(DTN, DT, MR) KT_TILE_FN(DTN, DT, MR, 1) KT_TILE_FN(DTN, DT, MR, 2) \
-                                 KT_TILE_FN(DTN, DT, MR, 3) KT_TILE_FN(DTN, DT, MR, 4)
+#define KT_TILES_NR(DTN, DT, MR) KT_TILE_FNS(DTN, DT, MR, 1) KT_TILE_FNS(DTN, DT, MR, 2) \
+                                 KT_TILE_FNS(DTN, DT, MR, 3) KT_TILE_FNS(DTN, DT, MR, 4)
 #define KT_TILES(DTN, DT) KT_TILES_NR(DTN, DT, 1) KT_TILES_NR(DTN, DT, 2) KT_TILES_NR(DTN, DT, 3) \
                           KT_TILES_NR(DTN, DT, 4) KT_TILES_NR(DTN, DT, 5) KT_TILES_NR(DTN, DT, 6)
 KT_TILES(f32, DTYPE_F32)
 KT_TILES(f16, DTYPE_F16)
 KT_TILES(bf16, DTYPE_BF16)
 
-#define KT_ROW(DTN, MR) { kt_tile_##DTN##_##MR##_1, kt_tile_##DTN##_##MR##_2, \
-                          kt_tile_##DTN##_##MR##_3, kt_tile_##DTN##_##MR##_4 }
-#define KT_DT(DTN) { KT_ROW(DTN, 1), KT_ROW(DTN, 2), KT_ROW(DTN, 3), KT_ROW(DTN, 4), KT_ROW(DTN, 5), KT_ROW(DTN, 6) }
+#define KT_ROW(FN, DTN, MR) { FN##_##DTN##_##MR##_1, FN##_##DTN##_##MR##_2, FN##_##DTN##_##MR##_3, FN##_##DTN##_##MR##_4 }
+#define KT_DT(FN, DTN) { KT_ROW(FN, DTN, 1), KT_ROW(FN, DTN, 2), KT_ROW(FN, DTN, 3), KT_ROW(FN, DTN, 4), \
+                         KT_ROW(FN, DTN, 5), KT_ROW(FN, DTN, 6) }
+#define KT_TABLE(FN) { KT_DT(FN, f32), KT_DT(FN, f16), KT_DT(FN, bf16) }
 
 typedef void (*kt_tile_fn)(int64_t, const float *, int64_t, const void *, size_t, float *, int64_t);
-// indexed by dtype (DTYPE_F32 = 0, DTYPE_F16 = 1, DTYPE_BF16 = 2), then mr - 1, nr - 1
-static const kt_tile_fn kt_tiles[3][CPU_KERN_MR_MAX][CPU_KERN_NR_MAX] = { KT_DT(f32), KT_DT(f16), KT_DT(bf16) };
+typedef void (*kt_tilek_fn)(int64_t, int64_t, int64_t, const float *, int64_t, const void *, size_t, float *, int64_t, float *);
+static const kt_tile_fn kt_tiles[3][CPU_KERN_MR_MAX][CPU_KERN_NR_MAX] = KT_TABLE(kt_tile);
+static const kt_tilek_fn kt_tilesk[3][CPU_KERN_MR_MAX][CPU_KERN_NR_MAX] = KT_TABLE(kt_tilek);
 
 static void kt_tile(int mr, int nr, enum dtype wdt, int64_t k, const float *x, int64_t ldx,
                     const void *w, size_t ldw, float *c, int64_t ldc)
 {
     kt_tiles[wdt][mr - 1][nr - 1](k, x, ldx, w, ldw, c, ldc);
+}
+
+static void kt_tile_k(int mr, int nr, enum dtype wdt, int64_t k, int64_t k0, int64_t k1, const float *x, int64_t ldx,
+                      const void *w, size_t ldw, float *c, int64_t ldc, float *part)
+{
+    kt_tilesk[wdt][mr - 1][nr - 1](k, k0, k1, x, ldx, w, ldw, c, ldc, part);
 }
 
 /* ==== Attention helpers ==== */

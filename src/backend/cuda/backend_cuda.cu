@@ -437,6 +437,9 @@ static void c_destroy(struct backend *be)
     mem_release(cb->d_attn_done, false);
     mem_release(cb->d_moe_done, false);
     mem_release(cb->d_argmax, false);
+    mem_release(cb->h_mask, true);
+    mem_release(cb->d_mask, false);
+    if (cb->mask_copied) cudaEventDestroy(cb->mask_copied);
     cudaEventDestroy(x->staged);
     cublasDestroy(cb->cublas);
     cudaStreamDestroy(cb->stream);
@@ -467,6 +470,7 @@ static const struct backend_ops cuda_ops = {
     /* .moe_route = */ cuda_moe_route,
     /* .moe_ffn = */ cuda_moe_ffn,
     /* .argmax = */ cuda_argmax,
+    /* .logits_mask = */ cuda_logits_mask,
     /* .matmul_n = */ cuda_matmul_n,
     /* .norm_matmul_n = */ cuda_norm_matmul_n,
     /* .matmul_add = */ cuda_matmul_add,

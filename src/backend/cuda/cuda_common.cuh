@@ -85,6 +85,10 @@ struct cuda_backend {
     size_t          attn_done_cap;
     int32_t        *d_argmax;           // [cap] argmax results
     int             argmax_cap;
+    void           *h_mask;             // logits_mask: pinned staging of a step's rows and masks (elementwise.cu)
+    void           *d_mask;             // its device copy
+    size_t          mask_bytes;         // capacity of both
+    cudaEvent_t     mask_copied;        // recorded after each staging copy: the next one waits for it
     bool            deterministic;      // backend "cuda-deterministic": batch-invariant rows (GEMV, f32 attention)
     bool            precise;            // backend "cuda-precise": hi + lo bf16 GEMM inputs, f32 attention
     bool            pdl;                // programmatic dependent launch of GEMVs (sm_90+)
@@ -275,6 +279,7 @@ void cuda_glu(struct backend *, struct tensor *, const struct tensor *, const st
 void cuda_add(struct backend *, struct tensor *, const struct tensor *, const struct tensor *);
 void cuda_softcap(struct backend *, struct tensor *, float);
 void cuda_argmax(struct backend *, int32_t *, const struct tensor *);
+void cuda_logits_mask(struct backend *, struct tensor *, int, const int32_t *, const uint32_t *);
 void cuda_matmul(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *);
 void cuda_matmul_n(struct backend *, int, struct tensor *const *, const struct tensor *, const struct tensor *const *,
                    const struct tensor *const *);

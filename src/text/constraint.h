@@ -94,6 +94,11 @@ enum status constraint_compile_regex(const char *re, size_t len, const struct co
 /* A llama.cpp GBNF grammar; the output matches its rule "root". */
 enum status constraint_compile_gbnf(const char *text, size_t len, const struct constraint_budget *budget,
                                     struct constraint_grammar **out, char *err, size_t err_cap);
+/* A grammar whose outputs are those of a and those of b (strict tool calls beside an output
+ * format: either a call or the format). a and b stay the caller's. ENOMEM when the two together
+ * exceed the default budget. */
+enum status constraint_grammar_union(const struct constraint_grammar *a, const struct constraint_grammar *b,
+                                     struct constraint_grammar **out, char *err, size_t err_cap);
 /* Drops the caller's reference: each constraint made from g holds one of its own, so g may be
  * freed (or evicted from a cache) while sequences still use it; the last one frees it. */
 void        constraint_grammar_free(struct constraint_grammar *g);

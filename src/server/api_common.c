@@ -417,7 +417,9 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     }
     bool after_think = p->reasoning && output_format_prompt_in_think(&g->fmt, p->prompt_text);
     if (p->grammar) {
-        // the stop token and, when the constraint waits for the reasoning block to close, its marker
+        // the stop token and, when the constraint waits for the reasoning block to close, its marker;
+        // the output counted one token per byte: the bound the mask closes within (text/constraint.h,
+        // "Budget rule": safe, not the fewest tokens when the shortest output has multi-byte tokens)
         long long need = (long long)constraint_grammar_min_bytes(p->grammar) + 1 + (after_think ? 1 : 0);
         if (need > max_tokens) {
             *e = api_error_make(STATUS_EINVAL, p->max_given ? "max_tokens" : p->grammar_field,

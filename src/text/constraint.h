@@ -28,7 +28,11 @@
  * which the shortest completion still fits in the tokens that remain (counting one byte per token,
  * which byte-level vocabularies always allow), so the output is always closed before max_tokens.
  * constraint_min_tokens_to_finish(c) is that bound at the current state (at the start: the smallest
- * max_tokens that can hold a valid output).
+ * max_tokens that can hold a valid output). Safe, not tight: byte counts bound the tokens from
+ * above (a single-byte token for every byte, so the next byte of a shortest completion is always
+ * allowed and the bound holds step by step), but an output whose shortest text has long multi-byte
+ * tokens (fixed markup) could fit in fewer; admitting a smaller max_tokens would take a per-state
+ * fewest-token distance, which the matcher does not compute.
  *
  *     struct constraint_grammar *g;  char err[256];
  *     if (constraint_compile_json_schema(schema, len, NULL, NULL, &g, err, sizeof err)) return 400 + err;

@@ -262,6 +262,25 @@ for (const [name, schema] of Object.entries(schemas)) {
     }
 }
 
+// The same for a forced call's long fixed markup (Hermes: '<tool_call>' is 11 bytes, one token):
+// the count is a safe bound, not the fewest tokens: one token per byte of the shortest output (every
+// byte is a token of its own), the bound the engine's budget rule closes under, plus the stop.
+{
+  const body = { model: 'default', messages: [{ role: 'user', content: 'Add 2 and 3' }], tools: [TOOLS[1]], tool_choice: 'required' };
+  const r0 = await request(srv.port, 'POST', '/v1/chat/completions', { ...body, max_tokens: 3 });
+  const need = Number((/needs (\d+) tokens/.exec(r0.body) || [])[1]);
+  if (check(r0.status === 400 && need > 40, 'forced call: the 400 names the least max_tokens', r0.body)) {
+    let used = 0;
+    for (let seed = 0; seed < SEEDS; seed++) {
+      const r = await client.chat.completions.create({ ...body, temperature: 1, seed, max_tokens: need });
+      check(r.choices[0].finish_reason === 'tool_calls', `forced call at max_tokens ${need} seed ${seed}: finish tool_calls`, r.choices[0]);
+      validCalls(r.choices[0].message.tool_calls, `forced call at max_tokens ${need} seed ${seed}`, { only: 'add' });
+      used = Math.max(used, r.usage.completion_tokens);
+    }
+    console.error(`  forced call: max_tokens ${need} asked (bytes of the shortest output + the stop), at most ${used} used`);
+  }
+}
+
 // Responses API text.format (flat json_schema, json_object) and Anthropic structured outputs
 // (output_config.format, and the beta's output_format)
 for (let seed = 0; seed < SEEDS; seed++) {

@@ -423,13 +423,17 @@ enum status cg_finish(struct cg_grammar *g, const char *root_name)
 
 /* ==== Compiled grammar objects ==== */
 
-enum status cg_compile_text(const char *gbnf, size_t len, const struct constraint_budget *budget,
-                            struct constraint_grammar **out, char *err, size_t err_cap)
+static struct constraint_grammar *grammar_new(const struct constraint_budget *budget, char *err, size_t err_cap)
 {
     struct constraint_grammar *cg = xcalloc(1, sizeof *cg);
     atomic_init(&cg->refs, 1);
     cg_init(&cg->g, budget, err, err_cap);
-    enum status st = cg_parse_gbnf(&cg->g, gbnf, len);
+    return cg;
+}
+
+/* Finishes a built grammar (root rule "root") into *out, or frees it on failure (st or the finish's). */
+static enum status grammar_finish(struct constraint_grammar *cg, enum status st, struct constraint_grammar **out)
+{
     if (!st) st = cg_finish(&cg->g, "root");
     cg->g.err = NULL;
     cg->g.err_cap = 0;
@@ -441,6 +445,13 @@ enum status cg_compile_text(const char *gbnf, size_t len, const struct constrain
     }
     *out = cg;
     return STATUS_OK;
+}
+
+enum status cg_compile_text(const char *gbnf, size_t len, const struct constraint_budget *budget,
+                            struct constraint_grammar **out, char *err, size_t err_cap)
+{
+    struct constraint_grammar *cg = grammar_new(budget, err, err_cap);
+    return grammar_finish(cg, cg_parse_gbnf(&cg->g, gbnf, len), out);
 }
 
 /* Appends the finished grammar src's rules to g under fresh names; returns the index of its root. */
@@ -465,25 +476,13 @@ static uint32_t copy_rules(struct cg_grammar *g, const struct cg_grammar *src, c
 enum status constraint_grammar_union(const struct constraint_grammar *a, const struct constraint_grammar *b,
                                      struct constraint_grammar **out, char *err, size_t err_cap)
 {
-    struct constraint_grammar *cg = xcalloc(1, sizeof *cg);
-    atomic_init(&cg->refs, 1);
-    cg_init(&cg->g, NULL, err, err_cap);
+    struct constraint_grammar *cg = grammar_new(NULL, err, err_cap);
     uint32_t ra = copy_rules(&cg->g, &a->g, "a"), rb = copy_rules(&cg->g, &b->g, "b");
     uint32_t root = cg_rule_get(&cg->g, "root", 4);   // the copies' names hold '#': no clash
     cg->g.rules[root].defined = true;
     cg_push_rule(&cg->g, root, cg_alt_add(&cg->g, root), ra);
     cg_push_rule(&cg->g, root, cg_alt_add(&cg->g, root), rb);
-    enum status st = cg_finish(&cg->g, "root");
-    cg->g.err = NULL;
-    cg->g.err_cap = 0;
-    if (st) {
-        cg_deinit(&cg->g);
-        free(cg);
-        *out = NULL;
-        return st;
-    }
-    *out = cg;
-    return STATUS_OK;
+    return grammar_finish(cg, STATUS_OK, out);
 }
 
 enum status constraint_compile_gbnf(const char *text, size_t len, const struct constraint_budget *budget,

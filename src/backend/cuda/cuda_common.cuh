@@ -121,6 +121,9 @@ void       *cuda_mem_alloc_or_die(struct cuda_backend *cb, size_t bytes);       
 void        cuda_mem_free(struct cuda_backend *cb, void *p);                      // waits for the stream; NULL ok
 void       *cuda_pinned_alloc(struct cuda_backend *cb, size_t bytes);            // page-locked host staging
 void        cuda_pinned_free(struct cuda_backend *cb, void *p);                   // waits for the stream; NULL ok
+/* A pinned staging buffer and its device copy, both of *cap bytes, grown together (to twice
+ * `bytes`) when `bytes` does not fit: the one-copy uploads (batch_begin, logits_mask). */
+void        cuda_staging_fit(struct cuda_backend *cb, void **h, void **d, size_t *cap, size_t bytes);
 static inline void cuda_mark_unrecordable(struct cuda_backend *cb) { cb->graph_unsafe++; }
 void        cuda_stream_wait(struct cuda_backend *cb);       // host waits for the stream (not while recording)
 void        cuda_step_roundtrip(struct cuda_backend *cb);    // the same inside a step op: marks it unrecordable

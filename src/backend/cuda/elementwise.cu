@@ -338,13 +338,7 @@ void cuda_logits_mask(struct backend *be, struct tensor *logits, int n, const in
     const size_t words_off = ((size_t)n * sizeof(int32_t) + 15) & ~(size_t)15;
     const size_t bytes = words_off + (size_t)n * n_words * sizeof(uint32_t);
     if (!cb->mask_copied) CUDA_CHECK(cudaEventCreateWithFlags(&cb->mask_copied, cudaEventDisableTiming));
-    if (bytes > cb->mask_bytes) {
-        cuda_pinned_free(cb, cb->h_mask);
-        cuda_mem_free(cb, cb->d_mask);
-        cb->mask_bytes = bytes * 2;
-        cb->h_mask = cuda_pinned_alloc(cb, cb->mask_bytes);
-        cb->d_mask = cuda_mem_alloc_or_die(cb, cb->mask_bytes);
-    }
+    cuda_staging_fit(cb, &cb->h_mask, &cb->d_mask, &cb->mask_bytes, bytes);
     CUDA_CHECK(cudaEventSynchronize(cb->mask_copied));
     memcpy(cb->h_mask, rows, (size_t)n * sizeof(int32_t));
     memcpy((char *)cb->h_mask + words_off, words, (size_t)n * n_words * sizeof(uint32_t));

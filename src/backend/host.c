@@ -84,8 +84,12 @@ void host_logits_mask(struct backend *be, struct tensor *logits, int n, const in
               (long long)tensor_rows(logits));
         float *l = host_row(logits, rows[i]);
         const uint32_t *w = words + (size_t)i * (size_t)n_words;
-        for (int64_t j = 0; j < n_ids; j++)
-            if (!(w[j >> 5] >> (j & 31) & 1)) l[j] = -INFINITY;
+        for (int64_t k = 0; k < n_words; k++) {
+            if (w[k] == ~0u) continue;   // all 32 allowed: the common case of free rows
+            int64_t end = k * 32 + 32 < n_ids ? k * 32 + 32 : n_ids;
+            for (int64_t j = k * 32; j < end; j++)
+                if (!(w[k] >> (j & 31) & 1)) l[j] = -INFINITY;
+        }
     }
 }
 

@@ -113,9 +113,10 @@ test: all $(TEST_BIN) $(REPLAY_BIN) $(CUDA_TEST_BIN)
 	@BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN) $(REPLAY_BIN)
 
 # On a GPU machine: the CUDA op tests and every model fixture on the cuda backend.
-test-cuda: all $(CUDA_TEST_BIN) $(BUILD)/tests/model/test_fixtures
+test-cuda: all $(CUDA_TEST_BIN) $(BUILD)/tests/model/test_fixtures $(BUILD)/tests/model/test_constrained_greedy
 	@set -e; for t in $(CUDA_TEST_BIN); do echo "== $$t"; $$t; done
 	CAIRN_TEST_BACKENDS=cuda,cuda-precise,cuda-deterministic $(BUILD)/tests/model/test_fixtures
+	CAIRN_TEST_BACKENDS=cuda,cuda-deterministic $(BUILD)/tests/model/test_constrained_greedy
 	# fp8 decode steps on the tensor-core kernel at the fixtures' short lengths too
 	CAIRN_TEST_BACKENDS=cuda CAIRN_CUDA_ATT_MMA_MIN_LEN=1 $(BUILD)/tests/model/test_fixtures
 

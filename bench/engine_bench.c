@@ -4,7 +4,7 @@
  *   engine_bench [--config configs/qwen3-0.6b.json | --model DIR] [--backend cpu] [--threads 2]
  *                [--part decode,agentic,gap] [--conc 1,4,8,16] [--gen 32] [--sys 2000] [--user 100]
  *                [--n-user 10] [--long 16384] [--budget 256] [--kv-gb 4] [--pairs N] [--kv-dtype bf16]
- *                [--gap-streams 1] [--itl-ms MS] [--schema FILE] [--tokenizer DIR]
+ *                [--gap-streams 1] [--itl-ms MS] [--schema FILE] [--tokenizer DIR] [--temperature 1]
  *
  * --config (alias --synthetic) synthesizes random weights of that shape, in device memory on cuda.
  * --kv-gb 0: the engine's default budget (free device memory minus a margin on cuda, 1 GiB on cpu).
@@ -22,8 +22,9 @@
  * constrained (needs a tokenizer: --model's, or --tokenizer DIR beside --config, e.g. the Qwen3
  *          tokenizer with configs/qwen3-8b.json): the decode part twice on the same prompts,
  *          free and under a JSON-schema constraint (--schema FILE, default an agent's shell-tool
- *          schema; temperature 1, so the output keeps going instead of closing at once), masks on
- *          the engine's worker thread as in serving: tok/s of each and their ratio (wall and CPU).
+ *          schema; --temperature, default 1, so the output keeps going instead of closing at once;
+ *          0: greedy both ways, the backend's argmax of masked rows with no logits download), masks
+ *          on the engine's worker thread as in serving: tok/s of each and their ratio (wall and CPU).
  * --budget 0 takes the engine's default step budget (8192 on a GPU, 256 on the CPU).
  * Every time is reported twice: wall seconds, and process CPU seconds (all threads; "cpu_s"),
  * because a shared machine makes wall time noisy: cpu_s / threads is what the wall time would be
@@ -55,6 +56,7 @@ struct opts {
     long long   pairs;
     int         conc[8], n_conc;
     double      kv_gb;
+    double      temperature;   // constrained part: both runs' sampling temperature
 };
 
 static struct model   *g_m;
@@ -135,7 +137,7 @@ static struct decode_result decode_run(const struct opts *o, int c, bool sampled
         prompt_fill(1000 + (uint64_t)i, prompts + 64 * i, 64);
         struct gen_request g = req_make(prompts + 64 * i, 64, o->gen);
         if (sampled) {
-            g.sampling.temperature = 1.0f;
+            g.sampling.temperature = (float)o->temperature;   // the same sampler both ways
             g.sampling.seed = 7 + (uint64_t)i;
             g.sampling.has_seed = true;
         }
@@ -388,8 +390,9 @@ static void bench_constrained(const struct opts *o)
         int c = o->conc[ci];
         struct decode_result f = decode_run(o, c, true, NULL, NULL), k = decode_run(o, c, true, cg, cv);
         double fw = f.tokens / f.wall_s, fc = f.tokens / f.cpu_s, cw = k.tokens / k.wall_s, cc = k.tokens / k.cpu_s;
-        printf("constrained conc=%d free_tokens=%d free_tok_s=%.2f constrained_tokens=%d constrained_tok_s=%.2f "
-               "ratio_wall=%.3f ratio_cpu=%.3f\n", c, f.tokens, fw, k.tokens, cw, cw / fw, cc / fc);
+        printf("constrained conc=%d temperature=%g free_tokens=%d free_tok_s=%.2f constrained_tokens=%d "
+               "constrained_tok_s=%.2f ratio_wall=%.3f ratio_cpu=%.3f\n", c, o->temperature, f.tokens, fw, k.tokens,
+               cw, cw / fw, cc / fc);
         fflush(stdout);
     }
     constraint_grammar_free(cg);
@@ -405,7 +408,7 @@ int main(int argc, char **argv)
     log_init_from_env();
     struct opts o = { .config = "configs/qwen3-0.6b.json", .backend = "cpu", .parts = "decode,agentic,gap",
                       .threads = 2, .gen = 32, .sys = 2000, .user = 100, .n_user = 10, .long_tok = 16384,
-                      .budget = 256, .kv_gb = 4.0, .gap_streams = 1, .conc = { 1, 4, 8, 16 }, .n_conc = 4 };
+                      .budget = 256, .kv_gb = 4.0, .gap_streams = 1, .temperature = 1.0, .conc = { 1, 4, 8, 16 }, .n_conc = 4 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) { fprintf(stderr, "missing value for %s\n", a); return 2; }
@@ -428,6 +431,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--itl-ms")) o.itl_ms = atof(v);
         else if (!strcmp(a, "--schema")) o.schema = v;
         else if (!strcmp(a, "--tokenizer")) o.tokenizer = v;
+        else if (!strcmp(a, "--temperature")) o.temperature = atof(v);
         else { fprintf(stderr, "unknown flag %s\n", a); return 2; }
         i++;
     }

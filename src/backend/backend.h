@@ -200,6 +200,12 @@ struct backend_ops {
                     int n_experts, enum act);
     // out_ids[i] = argmax(logits[i, :]) (ties: lower index); out_ids host memory [n]. Synchronous.
     void (*argmax)(struct backend *, int32_t *out_ids, const struct tensor *logits);
+    // Constrained decoding: logits[rows[i], j] = -inf for every j whose bit is clear in row i's mask
+    // (bit j % 32 of words[i * n_words + j / 32], n_words = ceil(ne[0] / 32)), for i < n; other rows
+    // and allowed ids keep their values. rows and words are host memory, read before the call
+    // returns; asynchronous like the compute ops (cuda: one copy from pinned staging, one kernel),
+    // issued outside step graphs, before the argmax or download that reads the rows.
+    void (*logits_mask)(struct backend *, struct tensor *logits, int n, const int32_t *rows, const uint32_t *words);
     /* ---- fused ops ----
      * Several plain ops in one pass. Every backend has them: cuda implements all seven fused; cpu
      * implements matmul_n; backend.c composes each one a backend leaves NULL from the plain ops

@@ -1,6 +1,7 @@
 /* host: buffer functions and argument checks of the host-memory backends (see host.h). */
 #include "backend/host.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,6 +72,25 @@ void host_argmax(struct backend *be, int32_t *out_ids, const struct tensor *logi
     (void)be;
     host_check_f32(logits, "argmax logits");
     for (int64_t r = 0; r < tensor_rows(logits); r++) out_ids[r] = host_argmax_row(host_row(logits, r), logits->ne[0]);
+}
+
+void host_logits_mask(struct backend *be, struct tensor *logits, int n, const int32_t *rows, const uint32_t *words)
+{
+    (void)be;
+    host_check_f32(logits, "logits_mask logits");
+    const int64_t n_ids = logits->ne[0], n_words = (n_ids + 31) / 32;
+    for (int i = 0; i < n; i++) {
+        CHECK(rows[i] >= 0 && rows[i] < tensor_rows(logits), "logits_mask: row %d of %lld", rows[i],
+              (long long)tensor_rows(logits));
+        float *l = host_row(logits, rows[i]);
+        const uint32_t *w = words + (size_t)i * (size_t)n_words;
+        for (int64_t k = 0; k < n_words; k++) {
+            if (w[k] == ~0u) continue;   // all 32 allowed: the common case of free rows
+            int64_t end = k * 32 + 32 < n_ids ? k * 32 + 32 : n_ids;
+            for (int64_t j = k * 32; j < end; j++)
+                if (!(w[k] >> (j & 31) & 1)) l[j] = -INFINITY;
+        }
+    }
 }
 
 /* ==== Argument checks ==== */

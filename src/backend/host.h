@@ -30,6 +30,9 @@ void        host_batch_begin(struct backend *be, const struct batch_meta *meta);
 enum status host_sync(struct backend *be);
 /* The argmax op (a plain loop: fast enough on any host backend). */
 void        host_argmax(struct backend *be, int32_t *out_ids, const struct tensor *logits);
+/* The logits_mask op: a loop over the masked rows (the logits are in host memory already). */
+void        host_logits_mask(struct backend *be, struct tensor *logits, int n, const int32_t *rows,
+                             const uint32_t *words);
 
 /* Address of row r of t seen as [ne1 * ne2 * ne3, ne0]; elements of a row are contiguous. */
 static inline void *host_row(const struct tensor *t, int64_t r)

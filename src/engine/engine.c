@@ -6,12 +6,14 @@
  * bounded by max_queue beyond the running slots free now, since those admit at the next step),
  * cancel/finish set atomic flags on the stream that the engine polls at the start of
  * each step. Everything else is owned by the engine thread, so the KV bookkeeping has no locks.
- * Logits: rows of plain greedy requests (temperature 0, no penalties, no bias, no logprobs) are
- * reduced on the backend with argmax (no [n, vocab] download: matters on the GPU); other rows are
- * downloaded one by one into a preallocated host buffer and go through the sampler.
- * Constrained rows (gen_request.constraint) always take the host path: their mask (computed by the
- * mask worker while the forward pass runs) sets disallowed logits to -inf before the sampler, so
- * penalties, temperature, top-k/p and logprobs all see only allowed tokens.
+ * Logits: rows that may not sample every id (a constraint, min_tokens) are masked on the backend
+ * first (logits_mask: disallowed ids to -inf; on cuda one upload of the step's bitmasks and one
+ * kernel), so whatever reads a row next sees only allowed ids. Rows of plain greedy requests
+ * (temperature 0, no penalties, no bias, no logprobs) are then reduced on the backend with argmax
+ * (no [n, vocab] download: matters on the GPU); other rows are downloaded one by one into a
+ * preallocated host buffer and go through the sampler, so penalties, temperature, top-k/p and
+ * logprobs all see the masked row. A constraint's mask is computed by the mask worker while the
+ * forward pass runs; the engine waits for it once the pass is issued, before masking.
  * Liveness: the engine thread stores a heartbeat (heartbeat_ns) while idle with nothing to do,
  * after each block a step issues (forward_bind_heartbeat) and after each step that did work; a
  * step that cannot schedule anything for waiting requests stores none. So engine_get_stats'
@@ -203,6 +205,9 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     e->out_tok = xcalloc(mr, sizeof *e->out_tok);
     e->argmax_ids = xcalloc(mr, sizeof *e->argmax_ids);
     e->logits = xcalloc(mr * (size_t)e->n_vocab, sizeof *e->logits);
+    e->mask_words = (e->n_vocab + 31) / 32;
+    e->mask_rows = xcalloc(mr, sizeof *e->mask_rows);
+    e->masks = xcalloc(mr * (size_t)e->mask_words, sizeof *e->masks);
     e->hit_blocks = xcalloc((size_t)e->max_blocks_seq, sizeof *e->hit_blocks);
     e->hit_keys = xcalloc((size_t)e->max_blocks_seq, sizeof *e->hit_keys);
     e->mask_jobs = xcalloc(mr, sizeof *e->mask_jobs);
@@ -270,6 +275,8 @@ void engine_free(struct engine *e)
     free(e->out_tok);
     free(e->argmax_ids);
     free(e->logits);
+    free(e->mask_rows);
+    free(e->masks);
     free(e->hit_blocks);
     free(e->hit_keys);
     mask_worker_free(e->mw);
@@ -468,16 +475,6 @@ static bool is_stop(const struct engine *e, const struct request *r, int32_t tok
     return false;
 }
 
-/* min_tokens: the tokens that would end the request cannot be sampled yet. */
-static void mask_stops(const struct engine *e, const struct request *r, float *row)
-{
-    if (!r->ignore_eos)
-        for (int i = 0; i < e->m->hp.n_eos; i++)
-            if (e->m->hp.eos_ids[i] >= 0 && e->m->hp.eos_ids[i] < e->n_vocab) row[e->m->hp.eos_ids[i]] = -INFINITY;
-    for (int i = 0; i < r->n_stop_ids; i++)
-        if (r->stop_ids[i] >= 0 && r->stop_ids[i] < e->n_vocab) row[r->stop_ids[i]] = -INFINITY;
-}
-
 /* stop: the token ends the request whatever the stop rules say (a constraint accepted its end). */
 static void emit(struct engine *e, struct request *r, int32_t tok, float lp, const struct token_logprob *top, int n_top,
                  bool stop)
@@ -525,45 +522,81 @@ static void download_hidden(struct engine *e, const struct tensor *hidden)
     }
 }
 
-/* ==== Constrained rows ==== */
+/* ==== Masked rows ==== */
 
-/* Sets the logits of the ids r may not sample next to -inf: before its constraint starts, no stop
- * id, and only the start token once the budget left is just enough for the shortest constrained
- * output; after,
- * what the mask allows (ids past the constraint's vocabulary never). EINVAL: nothing is allowed
- * (the mask came back empty or failed), which ends the request rather than sampling garbage. */
-static enum status constrain_row(struct engine *e, struct request *r, float *row)
+static void mask_clear(uint32_t *m, int32_t id, int n_vocab)
 {
-    int n = e->n_vocab;
-    if (r->cons_after >= 0) {
-        // the output may not end before its constrained part
-        for (int i = 0; i < e->m->hp.n_eos; i++)
-            if (e->m->hp.eos_ids[i] >= 0 && e->m->hp.eos_ids[i] < n) row[e->m->hp.eos_ids[i]] = -INFINITY;
-        for (int i = 0; i < r->n_stop_ids; i++)
-            if (r->stop_ids[i] >= 0 && r->stop_ids[i] < n) row[r->stop_ids[i]] = -INFINITY;
-        int left = r->max_gen - r->n_gen;
-        if (left > constraint_min_tokens_to_finish(r->cons) + 2) return STATUS_OK;   // + </think> + the stop id
-        for (int i = 0; i < n; i++)
-            if (i != r->cons_after) row[i] = -INFINITY;
-        return STATUS_OK;
+    if (id >= 0 && id < n_vocab) m[id >> 5] &= ~(1u << (id & 31));
+}
+
+/* m = the first n ids allowed (n <= n_vocab), no other. */
+static void mask_first(uint32_t *m, int n, int n_words)
+{
+    int full = n / 32;
+    for (int w = 0; w < full; w++) m[w] = ~0u;
+    for (int w = full; w < n_words; w++) m[w] = 0;
+    if (n % 32) m[full] = (1u << (n % 32)) - 1;
+}
+
+static void mask_clear_stops(const struct engine *e, const struct request *r, uint32_t *m)
+{
+    if (!r->ignore_eos)
+        for (int i = 0; i < e->m->hp.n_eos; i++) mask_clear(m, e->m->hp.eos_ids[i], e->n_vocab);
+    for (int i = 0; i < r->n_stop_ids; i++) mask_clear(m, r->stop_ids[i], e->n_vocab);
+}
+
+/* The ids r may sample next, into m (e->mask_words words); false when it may sample any. Before its
+ * constraint starts: no stop id, and only the start token once the budget left is just enough for
+ * the shortest constrained output; after: what the constraint's mask allows (ids past its
+ * vocabulary never). min_tokens: no stop id yet. EINVAL in *st: nothing is allowed (the mask came
+ * back empty), which ends the request rather than sampling garbage; the mask's own failure too. */
+static bool compose_mask(struct engine *e, struct request *r, uint32_t *m, enum status *st)
+{
+    int n = e->n_vocab, nw = e->mask_words;
+    *st = STATUS_OK;
+    if (!r->cons && r->n_gen >= r->min_gen) return false;
+    if (r->cons && r->cons_after < 0) {
+        request_mask_compute(r);   // normally done by the worker
+        if (r->mask_st != STATUS_OK) {
+            LOG_ERR("request %llu: constraint mask failed: %s", (unsigned long long)r->id, status_str(r->mask_st));
+            *st = r->mask_st;
+            return true;
+        }
+        int lim = r->cons_ids < n ? r->cons_ids : n;
+        mask_first(m, lim, nw);
+        for (int w = 0; w < (lim + 31) / 32; w++) m[w] &= r->mask[w];
+    } else if (r->cons && r->max_gen - r->n_gen <= constraint_min_tokens_to_finish(r->cons) + 2) {
+        // + </think> + the stop id: only the token that starts the constraint still fits
+        mask_first(m, 0, nw);
+        if (r->cons_after < n) m[r->cons_after >> 5] |= 1u << (r->cons_after & 31);
+    } else {
+        mask_first(m, n, nw);   // the output may not end before its constrained part (or min_tokens)
     }
-    request_mask_compute(r);   // normally done by the worker
-    if (r->mask_st != STATUS_OK) {
-        LOG_ERR("request %llu: constraint mask failed: %s", (unsigned long long)r->id, status_str(r->mask_st));
-        return r->mask_st;
-    }
-    int lim = r->cons_ids < n ? r->cons_ids : n;
-    bool any = false;
-    for (int i = 0; i < lim; i++) {
-        if (r->mask[i >> 5] >> (i & 31) & 1) any = any || row[i] > -INFINITY;
-        else row[i] = -INFINITY;
-    }
-    for (int i = lim; i < n; i++) row[i] = -INFINITY;
+    if (r->cons_after >= 0 || r->n_gen < r->min_gen) mask_clear_stops(e, r, m);
+    uint32_t any = 0;
+    for (int w = 0; w < nw; w++) any |= m[w];
     if (!any) {
         LOG_ERR("request %llu: its constraint allows no token of the model's vocabulary", (unsigned long long)r->id);
-        return STATUS_EINVAL;
+        *st = STATUS_EINVAL;
     }
-    return STATUS_OK;
+    return true;
+}
+
+/* Masks the logits rows of the step's requests that may not sample every id, in one backend call. */
+static void mask_logits(struct engine *e, struct tensor *logits)
+{
+    int n = 0;
+    for (int i = 0; i < e->n_items; i++) {
+        struct sched_item *it = &e->items[i];
+        it->mask_idx = -1;
+        it->mask_st = STATUS_OK;
+        if (it->out_row < 0) continue;
+        uint32_t *m = e->masks + (size_t)n * (size_t)e->mask_words;
+        if (!compose_mask(e, it->r, m, &it->mask_st) || it->mask_st != STATUS_OK) continue;
+        it->mask_idx = n;
+        e->mask_rows[n++] = it->out_row;
+    }
+    if (n > 0) e->be->ops->logits_mask(e->be, logits, n, e->mask_rows, e->masks);
 }
 
 /* Moves r's constraint past tok; *stop when it accepted its end. */
@@ -634,9 +667,12 @@ bool engine_step(struct engine *e)
     } else {
         forward_step(e->fw, e->pool->layers, &meta, &logits);
     }
-    if (e->n_out > 0) sample_outputs(e, &logits);
+    mask_worker_wait(e->mw);   // the device (if any) is still busy with the forward pass
+    if (e->n_out > 0) {
+        mask_logits(e, &logits);
+        sample_outputs(e, &logits);
+    }
     enum status st = e->be->ops->sync(e->be);
-    mask_worker_wait(e->mw);
     if (st != STATUS_OK) {
         LOG_ERR("engine step failed: %s; ending the %d requests of the step", status_str(st), e->n_items);
         for (int i = 0; i < e->n_items; i++) engine_end_request(e, e->items[i].r, FINISH_ERROR, st);
@@ -660,24 +696,23 @@ bool engine_step(struct engine *e)
         struct token_logprob top[SAMPLER_MAX_TOP];
         int n_top = 0;
         bool stop = false;
+        if (it->mask_st != STATUS_OK) {
+            engine_end_request(e, r, FINISH_ERROR, it->mask_st);
+            continue;
+        }
         if (r->plain_greedy) {
             tok = e->argmax_ids[it->out_row];
         } else {
             float *row = e->logits + (size_t)it->out_row * (size_t)e->n_vocab;
-            if (r->n_gen < r->min_gen) mask_stops(e, r, row);
-            if (r->cons) {
-                enum status cst = constrain_row(e, r, row);
-                if (cst != STATUS_OK) {
-                    engine_end_request(e, r, FINISH_ERROR, cst);
-                    continue;
-                }
-            }
             tok = sampler_sample_top(r->smp, row, r->n_logprobs != 0 ? &lp : NULL, r->n_logprobs, top, &n_top);
-            if (r->cons && constrain_advance(r, tok, &stop) != STATUS_OK) {
-                LOG_ERR("request %llu: sampled token %d is outside its constraint's mask", (unsigned long long)r->id, tok);
-                engine_end_request(e, r, FINISH_ERROR, STATUS_EINVAL);
-                continue;
-            }
+        }
+        // a row whose allowed ids all had -inf logits comes back with some id: never emit it
+        const uint32_t *m = it->mask_idx >= 0 ? e->masks + (size_t)it->mask_idx * (size_t)e->mask_words : NULL;
+        bool allowed = !m || (tok >= 0 && tok < e->n_vocab && (m[tok >> 5] >> (tok & 31) & 1));
+        if (!allowed || (r->cons && constrain_advance(r, tok, &stop) != STATUS_OK)) {
+            LOG_ERR("request %llu: sampled token %d is outside its mask", (unsigned long long)r->id, tok);
+            engine_end_request(e, r, FINISH_ERROR, STATUS_EINVAL);
+            continue;
         }
         emit(e, r, tok, lp, top, n_top, stop);
     }

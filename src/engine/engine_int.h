@@ -38,7 +38,7 @@ struct request {
     int                  n_keyed;
     uint64_t             salt;
     struct sampler      *smp;
-    bool                 plain_greedy;  // argmax of raw logits is enough (no logprobs either)
+    bool                 plain_greedy;  // the backend's argmax of its (masked) logits is enough
     int32_t             *stop_ids;
     int                  n_stop_ids;
     bool                 ignore_eos;
@@ -69,6 +69,9 @@ struct sched_item {
     int             n;                  // tokens computed
     int             out_row;            // row in the logits, -1 if nothing is sampled
     int             hid_tok;            // embedding request's last token: its index in the step, else -1
+    int             mask_idx;           // its mask in e->masks when its logits row was masked, else -1
+    enum status     mask_st;            // not OK: its mask could not be made (the request ends with it)
+                                        // (both set by engine.c: mask_logits, each step)
 };
 
 struct engine {
@@ -122,6 +125,9 @@ struct engine {
     bool                   want_hidden;     // an embedding request ends in the step being built
     int32_t               *argmax_ids;      // [max_running]
     float                 *logits;          // [max_running * n_vocab] host rows for the sampler
+    int                    mask_words;      // ceil(n_vocab / 32): uint32 words of one row's mask
+    int32_t               *mask_rows;       // [max_running] the step's masked logits rows
+    uint32_t              *masks;           // [max_running * mask_words] their masks, in mask_rows order
     int32_t               *hit_blocks;      // [max_blocks_seq] prefix lookup scratch
     uint64_t              *hit_keys;        // [max_blocks_seq]
     int                    n_tok;           // tokens in the step being built

@@ -127,8 +127,8 @@ enum status request_new(struct engine *e, const struct gen_request *g, struct re
     sampler_accept_prompt(r->smp, g->prompt, g->n_prompt);
     r->n_logprobs = g->n_logprobs;
     r->min_gen = g->min_tokens;
-    // min_tokens and constraints mask the host logits row, which the device argmax skips
-    r->plain_greedy = sampler_is_plain_greedy(r->smp) && g->n_logprobs == 0 && g->min_tokens == 0 && !g->constraint;
+    // min_tokens and constraints mask the logits on the backend, before its argmax
+    r->plain_greedy = sampler_is_plain_greedy(r->smp) && g->n_logprobs == 0;
     r->cons_after = -1;
     if (g->constraint) {   // taken over at the end, once nothing can fail
         r->cons_ids = constraint_vocab_size(g->constraint_vocab);

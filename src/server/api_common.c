@@ -112,14 +112,28 @@ bool srv_tool_constraint(struct req *r, json_t *body, const struct tool_api *api
         json_t *t;
         json_array_foreach(p->tools, i, t) strict |= json_is_true(json_object_get(json_object_get(t, "function"), "strict"));
         if (!strict) return true;
-        if (p->grammar) {   // one grammar per request: the output format wins, and the log says so
-            LOG_WARN("strict tools are not enforced beside '%s' (one output constraint per request)", p->grammar_field);
-            return true;
-        }
         json_t *ptc = json_object_get(body, "parallel_tool_calls");
         bool par = !json_is_false(ptc) && !json_is_true(json_object_get(tc, "disable_parallel_tool_use"));
-        if (!srv_tool_grammar(r->s->grammars, p->family, r->g->fmt.tool_name_first, p->tools, NULL, par, true, &p->grammar, e))
+        // beside an output format the answer is either valid calls or the format, never free text
+        bool beside = p->grammar != NULL;
+        struct constraint_grammar *calls;
+        if (!srv_tool_grammar(r->s->grammars, p->family, r->g->fmt.tool_name_first, p->tools, NULL, par, !beside, &calls, e))
             return false;
+        if (beside) {
+            struct constraint_grammar *both;
+            char err[256];
+            enum status st = constraint_grammar_union(p->grammar, calls, &both, err, sizeof err);
+            constraint_grammar_free(calls);
+            if (st != STATUS_OK) {
+                *e = api_error_make(STATUS_EINVAL, "tools", "strict tools beside '%s': %s", p->grammar_field, err);
+                return false;
+            }
+            constraint_grammar_free(p->grammar);
+            p->grammar = both;
+            p->grammar_field = "tools";   // p->grammar_has_text stays false: no free text
+            return true;
+        }
+        p->grammar = calls;
         p->grammar_field = "tools";
         p->grammar_has_text = true;
         return true;
@@ -403,7 +417,9 @@ bool srv_start_job(struct req *r, struct gen_params *p, struct api_error *e)
     }
     bool after_think = p->reasoning && output_format_prompt_in_think(&g->fmt, p->prompt_text);
     if (p->grammar) {
-        // the stop token and, when the constraint waits for the reasoning block to close, its marker
+        // the stop token and, when the constraint waits for the reasoning block to close, its marker;
+        // the output counted one token per byte: the bound the mask closes within (text/constraint.h,
+        // "Budget rule": safe, not the fewest tokens when the shortest output has multi-byte tokens)
         long long need = (long long)constraint_grammar_min_bytes(p->grammar) + 1 + (after_think ? 1 : 0);
         if (need > max_tokens) {
             *e = api_error_make(STATUS_EINVAL, p->max_given ? "max_tokens" : p->grammar_field,

@@ -162,6 +162,17 @@ static bool schema_source(json_t *v, const char *field, char **out, struct api_e
     return true;
 }
 
+/* Compiles (or finds) the JSON Schema v, given as schema_source takes it. */
+static bool compile_schema(struct grammar_cache *gc, json_t *v, const char *field, struct constraint_grammar **out,
+                           struct api_error *e)
+{
+    char *src;
+    if (!schema_source(v, field, &src, e)) return false;
+    bool ok = compile(gc, SRC_SCHEMA, src, field, out, e);
+    free(src);
+    return ok;
+}
+
 static bool string_source(json_t *v, const char *field, struct api_error *e)
 {
     if (json_is_string(v) && json_string_length(v) > 0) return true;
@@ -232,11 +243,7 @@ static bool response_format(struct grammar_cache *gc, json_t *rf, struct constra
                             "unknown response_format type '%s' (text, json_object or json_schema)", type);
         return false;
     }
-    char *src;
-    if (!schema_source(schema, field, &src, e)) return false;
-    bool ok = compile(gc, SRC_SCHEMA, src, field, out, e);
-    free(src);
-    return ok;
+    return compile_schema(gc, schema, field, out, e);
 }
 
 bool srv_constraint_format(struct grammar_cache *gc, json_t *format, struct constraint_grammar **out, struct api_error *e)
@@ -248,11 +255,7 @@ bool srv_constraint_format(struct grammar_cache *gc, json_t *format, struct cons
         *e = api_error_make(STATUS_EINVAL, "format", "'format' must be \"json\" or a JSON Schema object");
         return false;
     }
-    char *src;
-    if (!schema_source(format, "format", &src, e)) return false;
-    bool ok = compile(gc, SRC_SCHEMA, src, "format", out, e);
-    free(src);
-    return ok;
+    return compile_schema(gc, format, "format", out, e);
 }
 
 /* One of the vLLM / llama.cpp fields (name), value v. */
@@ -262,8 +265,7 @@ static bool one_field(struct grammar_cache *gc, const char *name, json_t *v, str
     char *src = NULL;
     bool ok;
     if (!strcmp(name, "guided_json") || !strcmp(name, "json_schema") || !strcmp(name, "structured_outputs.json")) {
-        if (!schema_source(v, name, &src, e)) return false;
-        ok = compile(gc, SRC_SCHEMA, src, name, out, e);
+        ok = compile_schema(gc, v, name, out, e);
     } else if (!strcmp(name, "guided_regex") || !strcmp(name, "structured_outputs.regex")) {
         ok = string_source(v, name, e) && compile(gc, SRC_REGEX, json_string_value(v), name, out, e);
     } else if (!strcmp(name, "guided_grammar") || !strcmp(name, "grammar") || !strcmp(name, "structured_outputs.grammar")) {
@@ -347,11 +349,7 @@ static bool flat_format(struct grammar_cache *gc, json_t *fmt, const char *field
         *e = api_error_make(STATUS_EINVAL, schema_field, "%s type 'json_schema' needs a 'schema'", field);
         return false;
     }
-    char *src;
-    if (!schema_source(schema, schema_field, &src, e)) return false;
-    bool ok = compile(gc, SRC_SCHEMA, src, schema_field, out, e);
-    free(src);
-    return ok;
+    return compile_schema(gc, schema, schema_field, out, e);
 }
 
 bool srv_constraint_responses(struct grammar_cache *gc, json_t *body, struct constraint_grammar **out,

@@ -223,7 +223,9 @@ extern const struct tool_api srv_chat_tool_api;
  * frees *out); false with a 400 naming field when the model has no FIM tokens. */
 bool srv_fim_prompt(struct req *r, const char *prefix, const char *suffix, const char *field, char **out, struct api_error *e);
 /* After srv_chat_params: a tool_choice that forces a call (api->constrained modes) becomes the
- * tool-call envelope grammar in p->grammar (a reference the caller frees); false with a 400. */
+ * tool-call envelope grammar in p->grammar (a reference the caller frees); strict tools under auto
+ * become the envelope with free text around it, or, beside an output format already in
+ * p->grammar, the union of that format and the calls; false with a 400. */
 bool srv_tool_constraint(struct req *r, json_t *body, const struct tool_api *api, struct gen_params *p,
                          struct api_error *e);
 /* Renders a chat prompt with the generation prompt added (tools: NULL unless they are used);

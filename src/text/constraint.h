@@ -28,7 +28,11 @@
  * which the shortest completion still fits in the tokens that remain (counting one byte per token,
  * which byte-level vocabularies always allow), so the output is always closed before max_tokens.
  * constraint_min_tokens_to_finish(c) is that bound at the current state (at the start: the smallest
- * max_tokens that can hold a valid output).
+ * max_tokens that can hold a valid output). Safe, not tight: byte counts bound the tokens from
+ * above (a single-byte token for every byte, so the next byte of a shortest completion is always
+ * allowed and the bound holds step by step), but an output whose shortest text has long multi-byte
+ * tokens (fixed markup) could fit in fewer; admitting a smaller max_tokens would take a per-state
+ * fewest-token distance, which the matcher does not compute.
  *
  *     struct constraint_grammar *g;  char err[256];
  *     if (constraint_compile_json_schema(schema, len, NULL, NULL, &g, err, sizeof err)) return 400 + err;
@@ -94,6 +98,11 @@ enum status constraint_compile_regex(const char *re, size_t len, const struct co
 /* A llama.cpp GBNF grammar; the output matches its rule "root". */
 enum status constraint_compile_gbnf(const char *text, size_t len, const struct constraint_budget *budget,
                                     struct constraint_grammar **out, char *err, size_t err_cap);
+/* A grammar whose outputs are those of a and those of b (strict tool calls beside an output
+ * format: either a call or the format). a and b stay the caller's. ENOMEM when the two together
+ * exceed the default budget. */
+enum status constraint_grammar_union(const struct constraint_grammar *a, const struct constraint_grammar *b,
+                                     struct constraint_grammar **out, char *err, size_t err_cap);
 /* Drops the caller's reference: each constraint made from g holds one of its own, so g may be
  * freed (or evicted from a cache) while sequences still use it; the last one frees it. */
 void        constraint_grammar_free(struct constraint_grammar *g);

@@ -93,6 +93,7 @@ static void names_grow(struct cg_grammar *g)
 {
     free(g->names);
     g->cap_names = g->cap_names ? g->cap_names * 2 : 256;
+    while (g->cap_names < 2 * (g->n_rules + 1)) g->cap_names *= 2;   // anonymous rules may be many: room for all
     g->names = xcalloc(g->cap_names, sizeof *g->names);
     for (uint32_t r = 0; r < g->n_rules; r++) {
         uint32_t i = name_hash(g->rules[r].name, strlen(g->rules[r].name)) & (g->cap_names - 1);
@@ -422,13 +423,17 @@ enum status cg_finish(struct cg_grammar *g, const char *root_name)
 
 /* ==== Compiled grammar objects ==== */
 
-enum status cg_compile_text(const char *gbnf, size_t len, const struct constraint_budget *budget,
-                            struct constraint_grammar **out, char *err, size_t err_cap)
+static struct constraint_grammar *grammar_new(const struct constraint_budget *budget, char *err, size_t err_cap)
 {
     struct constraint_grammar *cg = xcalloc(1, sizeof *cg);
     atomic_init(&cg->refs, 1);
     cg_init(&cg->g, budget, err, err_cap);
-    enum status st = cg_parse_gbnf(&cg->g, gbnf, len);
+    return cg;
+}
+
+/* Finishes a built grammar (root rule "root") into *out, or frees it on failure (st or the finish's). */
+static enum status grammar_finish(struct constraint_grammar *cg, enum status st, struct constraint_grammar **out)
+{
     if (!st) st = cg_finish(&cg->g, "root");
     cg->g.err = NULL;
     cg->g.err_cap = 0;
@@ -440,6 +445,44 @@ enum status cg_compile_text(const char *gbnf, size_t len, const struct constrain
     }
     *out = cg;
     return STATUS_OK;
+}
+
+enum status cg_compile_text(const char *gbnf, size_t len, const struct constraint_budget *budget,
+                            struct constraint_grammar **out, char *err, size_t err_cap)
+{
+    struct constraint_grammar *cg = grammar_new(budget, err, err_cap);
+    return grammar_finish(cg, cg_parse_gbnf(&cg->g, gbnf, len), out);
+}
+
+/* Appends the finished grammar src's rules to g under fresh names; returns the index of its root. */
+static uint32_t copy_rules(struct cg_grammar *g, const struct cg_grammar *src, const char *hint)
+{
+    uint32_t base = g->n_rules;
+    uint32_t *set_of = xmalloc((src->n_sets + 1) * sizeof *set_of);
+    for (uint32_t i = 0; i < src->n_sets; i++) set_of[i] = cg_set_index(g, src->sets[i]);
+    for (uint32_t r = 0; r < src->n_rules; r++) cg_rule_new_anon(g, hint);
+    for (uint32_t r = 0; r < src->n_rules; r++) {
+        const struct cg_rule *R = &src->rules[r];
+        for (uint32_t a = 0; a < R->n_alts; a++) {
+            uint32_t alt = cg_alt_add(g, base + r);
+            for (const struct cg_elem *e = src->elems + src->alt_start[R->alt0 + a]; e->kind != CG_END; e++)
+                alt_push(g, base + r, alt, (struct cg_elem){ e->kind, e->kind == CG_RULE ? base + e->arg : set_of[e->arg] });
+        }
+    }
+    free(set_of);
+    return base + src->root;
+}
+
+enum status constraint_grammar_union(const struct constraint_grammar *a, const struct constraint_grammar *b,
+                                     struct constraint_grammar **out, char *err, size_t err_cap)
+{
+    struct constraint_grammar *cg = grammar_new(NULL, err, err_cap);
+    uint32_t ra = copy_rules(&cg->g, &a->g, "a"), rb = copy_rules(&cg->g, &b->g, "b");
+    uint32_t root = cg_rule_get(&cg->g, "root", 4);   // the copies' names hold '#': no clash
+    cg->g.rules[root].defined = true;
+    cg_push_rule(&cg->g, root, cg_alt_add(&cg->g, root), ra);
+    cg_push_rule(&cg->g, root, cg_alt_add(&cg->g, root), rb);
+    return grammar_finish(cg, STATUS_OK, out);
 }
 
 enum status constraint_compile_gbnf(const char *text, size_t len, const struct constraint_budget *budget,

@@ -847,19 +847,21 @@ static void prefix_names(const char *s, size_t n, const char *prefix, struct str
     }
 }
 
+/* The schema text parsed, or NULL with the parse error in err. */
+static json_t *schema_load(const char *schema, size_t len, char *err, size_t err_cap)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(schema, len, JSON_DECODE_ANY, &jerr);
+    if (!doc && err && err_cap) snprintf(err, err_cap, "schema is not valid JSON: %s (line %d)", jerr.text, jerr.line);
+    return doc;
+}
+
 enum status constraint_json_schema_gbnf(const char *schema, size_t len, const struct constraint_json_opts *opts,
                                         const char *prefix, char **out, char *err, size_t err_cap)
 {
     *out = NULL;
     json_t *doc = NULL;
-    if (schema) {
-        json_error_t jerr;
-        doc = json_loadb(schema, len, JSON_DECODE_ANY, &jerr);
-        if (!doc) {
-            if (err && err_cap) snprintf(err, err_cap, "schema is not valid JSON: %s (line %d)", jerr.text, jerr.line);
-            return STATUS_EINVAL;
-        }
-    }
+    if (schema && !(doc = schema_load(schema, len, err, err_cap))) return STATUS_EINVAL;
     for (const char *p = prefix; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_')) {
             json_decref(doc);
@@ -881,10 +883,8 @@ enum status constraint_compile_json_schema(const char *schema, size_t len, const
                                            const struct constraint_budget *budget,
                                            struct constraint_grammar **out, char *err, size_t err_cap)
 {
-    json_error_t jerr;
-    json_t *doc = json_loadb(schema, len, JSON_DECODE_ANY, &jerr);
+    json_t *doc = schema_load(schema, len, err, err_cap);
     if (!doc) {
-        if (err && err_cap) snprintf(err, err_cap, "schema is not valid JSON: %s (line %d)", jerr.text, jerr.line);
         *out = NULL;
         return STATUS_EINVAL;
     }
@@ -986,14 +986,7 @@ enum status constraint_tool_xml_gbnf(const char *schema, size_t len, const char 
 {
     *out = NULL;
     json_t *doc = NULL;
-    if (schema) {
-        json_error_t jerr;
-        doc = json_loadb(schema, len, JSON_DECODE_ANY, &jerr);
-        if (!doc) {
-            if (err && err_cap) snprintf(err, err_cap, "schema is not valid JSON: %s (line %d)", jerr.text, jerr.line);
-            return STATUS_EINVAL;
-        }
-    }
+    if (schema && !(doc = schema_load(schema, len, err, err_cap))) return STATUS_EINVAL;
     struct cg_grammar tmp;
     cg_init(&tmp, NULL, err, err_cap);
     struct js j = { .g = &tmp, .doc = doc, .no_lt = true };

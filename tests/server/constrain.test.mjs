@@ -3,7 +3,8 @@
 // guided_choice, structured_outputs) and llama.cpp's grammar / json_schema, on a real model
 // (CAIRN_TEST_MODEL, default models/default on the cpu backend) sampled at temperature 1 with
 // several seeds; every output validated independently (ajv for schemas, RegExp for the rest).
-// Bad input: an unsupported keyword, a max_tokens too small, two constraints: 400s that say so.
+// Strict tools beside response_format: calls or the format. Bad input: an unsupported keyword, a
+// max_tokens too small, two constraints: 400s that say so.
 import OpenAI from 'openai';
 import Ajv2020 from '../text/node_modules/ajv/dist/2020.js';
 import addFormats from '../text/node_modules/ajv-formats/dist/index.js';
@@ -174,6 +175,40 @@ async function strictAuto(port, family, c) {
   console.error(`  ${family} strict auto: ${calls} outputs with calls, ${texts} text only`);
   return calls;
 }
+// Strict tools beside response_format: the answer is either valid calls (no text around them) or
+// valid JSON of the format, never anything else. Even seeds bias the call marker up (+100), odd
+// seeds '{' (Hermes: a call cannot start with it, so the format's JSON follows).
+async function strictBesideFormat(port, family, c) {
+  const single = async (text) => {
+    const ids = JSON.parse((await request(port, 'POST', '/tokenize', { prompt: text, add_special_tokens: false })).body).tokens;
+    return ids.length === 1 ? ids[0] : undefined;
+  };
+  const marker = await single('<tool_call>'), brace = await single('{');
+  const strictTools = FAMILY_TOOLS.map((t) => ({ ...t, function: { ...t.function, strict: true } }));
+  let calls = 0, formats = 0;
+  for (let seed = 0; seed < 2 * SEEDS; seed++) {
+    const r = await c.chat.completions.create({ model: 'default', messages: [{ role: 'user', content: 'A city, or write a file.' }],
+      tools: strictTools, temperature: 1, seed, max_tokens: 220,
+      response_format: { type: 'json_schema', json_schema: { name: 'city', schema: schemas.city, strict: true } },
+      ...((seed % 2 ? brace : marker) !== undefined ? { logit_bias: { [seed % 2 ? brace : marker]: 100 } } : {}) });
+    const ch = r.choices[0];
+    const tag = `${family} strict tools + response_format seed ${seed}`;
+    if (ch.message.tool_calls?.length) {
+      calls++;
+      check(ch.finish_reason === 'tool_calls' && !ch.message.content, `${tag}: calls only`, ch);
+      for (const tc of ch.message.tool_calls) {
+        let args; try { args = JSON.parse(tc.function.arguments); } catch { args = undefined; }
+        check(familyParams[tc.function.name] && ajv.validate(familyParams[tc.function.name], args), `${tag}: valid call`, { tc, errors: ajv.errors });
+      }
+    } else {
+      formats++;
+      check(ch.finish_reason === 'stop', `${tag}: finish stop`, ch.finish_reason);
+      await validSchema('city', schemas.city, ch.message.content, tag);
+    }
+  }
+  console.error(`  ${family} strict tools + response_format: ${calls} outputs with calls, ${formats} of the format`);
+  return { calls, formats };
+}
 function validCalls(calls, what, { only, max } = {}) {
   if (!check(Array.isArray(calls) && calls.length >= 1, `${what}: a tool call`, calls)) return;
   if (max) check(calls.length <= max, `${what}: at most ${max} call(s)`, calls.length);
@@ -227,6 +262,25 @@ for (const [name, schema] of Object.entries(schemas)) {
     }
 }
 
+// The same for a forced call's long fixed markup (Hermes: '<tool_call>' is 11 bytes, one token):
+// the count is a safe bound, not the fewest tokens: one token per byte of the shortest output (every
+// byte is a token of its own), the bound the engine's budget rule closes under, plus the stop.
+{
+  const body = { model: 'default', messages: [{ role: 'user', content: 'Add 2 and 3' }], tools: [TOOLS[1]], tool_choice: 'required' };
+  const r0 = await request(srv.port, 'POST', '/v1/chat/completions', { ...body, max_tokens: 3 });
+  const need = Number((/needs (\d+) tokens/.exec(r0.body) || [])[1]);
+  if (check(r0.status === 400 && need > 40, 'forced call: the 400 names the least max_tokens', r0.body)) {
+    let used = 0;
+    for (let seed = 0; seed < SEEDS; seed++) {
+      const r = await client.chat.completions.create({ ...body, temperature: 1, seed, max_tokens: need });
+      check(r.choices[0].finish_reason === 'tool_calls', `forced call at max_tokens ${need} seed ${seed}: finish tool_calls`, r.choices[0]);
+      validCalls(r.choices[0].message.tool_calls, `forced call at max_tokens ${need} seed ${seed}`, { only: 'add' });
+      used = Math.max(used, r.usage.completion_tokens);
+    }
+    console.error(`  forced call: max_tokens ${need} asked (bytes of the shortest output + the stop), at most ${used} used`);
+  }
+}
+
 // Responses API text.format (flat json_schema, json_object) and Anthropic structured outputs
 // (output_config.format, and the beta's output_format)
 for (let seed = 0; seed < SEEDS; seed++) {
@@ -262,6 +316,8 @@ for (const [field, fmt] of [['output_config', { output_config: { format: { type:
 {
   const FAMILY_CALLS = await strictAuto(srv.port, 'hermes', client);
   check(FAMILY_CALLS > 0, 'hermes strict auto: the biased marker led to calls', FAMILY_CALLS);
+  const both = await strictBesideFormat(srv.port, 'hermes', client);
+  check(both.calls > 0 && both.formats > 0, 'hermes strict tools + response_format: both kinds of answer occur', both);
 }
 await expect400({ tools: TOOLS, tool_choice: { type: 'function', function: { name: 'nope' } } }, 'nope', 'named tool not in tools');
 await expect400({ tools: TOOLS, tool_choice: 'required', response_format: { type: 'json_object' } }, 'both', 'tool_choice + response_format');
@@ -317,6 +373,7 @@ for (const family of ['qwen3_coder', 'llama3', 'mistral', 'deepseek_v3']) {
     }
   }
   await strictAuto(fsrv.port, family, fc);
+  await strictBesideFormat(fsrv.port, family, fc);
   await fsrv.stop();
 }
 

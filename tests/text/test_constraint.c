@@ -380,6 +380,53 @@ TEST(special_markers_as_text)
     tokenizer_free(mt);
 }
 
+/* The union of a JSON Schema and a tool-call grammar (strict tools beside response_format): either
+ * language, nothing else; its shortest output is the shorter one's; at the start its mask is the OR
+ * of the two masks; the parts stay usable after. */
+TEST(grammar_union)
+{
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\",\"maxLength\":8}},"
+                         "\"required\":[\"city\"],\"additionalProperties\":false}";
+    struct constraint_grammar *a = NULL, *u = NULL;
+    char err[256];
+    ASSERT(constraint_compile_json_schema(schema, strlen(schema), NULL, NULL, &a, err, sizeof err) == STATUS_OK);
+    struct constraint_grammar *b = gbnf("root ::= \"<tool_call>\" args \"</tool_call>\"\nargs ::= \"{\" [a-z]* \"}\"\n");
+    ASSERT(b);
+    ASSERT(constraint_grammar_union(a, b, &u, err, sizeof err) == STATUS_OK);
+    EXPECT(accepts(u, "{\"city\":\"Paris\"}"));
+    EXPECT(accepts(u, "<tool_call>{go}</tool_call>"));
+    EXPECT(!accepts(u, "{\"city\":\"Paris\"}</tool_call>"));
+    EXPECT(!accepts(u, "<tool_call>{\"city\":\"Paris\"}</tool_call>"));
+    EXPECT(!accepts(u, "hello"));
+    uint32_t ma = constraint_grammar_min_bytes(a), mb = constraint_grammar_min_bytes(b);
+    EXPECTF(constraint_grammar_min_bytes(u) == (ma < mb ? ma : mb), "min bytes %u of %u, %u", constraint_grammar_min_bytes(u), ma, mb);
+    int words = constraint_mask_words(vocab);
+    uint32_t *m[3];
+    struct constraint_grammar *gs[3] = { a, b, u };
+    for (int i = 0; i < 3; i++) {
+        m[i] = xcalloc((size_t)words, sizeof *m[i]);
+        struct constraint *c = constraint_new(gs[i], vocab);
+        EXPECT(constraint_mask(c, -1, m[i]) == STATUS_OK);
+        constraint_free(c);
+    }
+    int bad = 0;
+    for (int w = 0; w < words; w++) bad += m[2][w] != (m[0][w] | m[1][w]);
+    EXPECTF(bad == 0, "%d mask words differ from the OR of the parts", bad);
+    for (int i = 0; i < 3; i++) free(m[i]);
+    // unions of unions: thousands of copied rules (the rule-name table grows past them at once)
+    for (int k = 0; k < 6; k++) {
+        struct constraint_grammar *uu = NULL;
+        ASSERT(constraint_grammar_union(u, u, &uu, err, sizeof err) == STATUS_OK);
+        constraint_grammar_free(u);
+        u = uu;
+    }
+    EXPECT(accepts(u, "{\"city\":\"Oslo\"}") && accepts(u, "<tool_call>{x}</tool_call>") && !accepts(u, "{}"));
+    constraint_grammar_free(u);
+    EXPECT(accepts(a, "{\"city\":\"Rome\"}") && accepts(b, "<tool_call>{}</tool_call>"));
+    constraint_grammar_free(a);
+    constraint_grammar_free(b);
+}
+
 int main(void)
 {
     if (!use_tokenizer("models/default")) {
@@ -394,6 +441,7 @@ int main(void)
     RUN(json_modes);
     RUN(walk_gbnf_closes_within_budget);
     RUN(special_markers_as_text);
+    RUN(grammar_union);
     // The Qwen3 vocabulary (151669 ids, many partial UTF-8 tokens) when tests/text/fetch_tokenizers.sh cached it.
     char dir[512];
     snprintf(dir, sizeof dir, "%s/tokenizers/qwen3", getenv("BUILD") ? getenv("BUILD") : "build");

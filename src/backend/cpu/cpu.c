@@ -290,6 +290,7 @@ static const struct backend_ops cpu_ops = {
     .moe_route = cpu_moe_route,
     .moe_ffn = cpu_moe_ffn,
     .argmax = host_argmax,
+    .logits_mask = host_logits_mask,
     .gdn_conv = cpu_gdn_conv,
     .gdn_recurrent = cpu_gdn_recurrent,
     .rmsnorm_gated = cpu_rmsnorm_gated,

@@ -91,6 +91,16 @@ void cuda_pinned_free(struct cuda_backend *cb, void *p)
     cb->mem_gen++;
 }
 
+void cuda_staging_fit(struct cuda_backend *cb, void **h, void **d, size_t *cap, size_t bytes)
+{
+    if (bytes <= *cap) return;
+    cuda_pinned_free(cb, *h);
+    cuda_mem_free(cb, *d);
+    *cap = bytes * 2;
+    *h = cuda_pinned_alloc(cb, *cap);
+    *d = cuda_mem_alloc_or_die(cb, *cap);
+}
+
 /* At destroy: errors are ignored (a poisoned context must still let the process free the rest). */
 static void mem_release(void *p, bool pinned)
 {
@@ -287,13 +297,7 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
         offs[i] = total;
         total += (sizes[i] + 15) & ~(size_t)15;
     }
-    if (total > b->h_pinned_bytes) {
-        cuda_pinned_free(cb, b->h_pinned);
-        cuda_mem_free(cb, b->d_pack);
-        b->h_pinned_bytes = total * 2;
-        b->h_pinned = cuda_pinned_alloc(cb, b->h_pinned_bytes);
-        b->d_pack = cuda_mem_alloc_or_die(cb, b->h_pinned_bytes);
-    }
+    cuda_staging_fit(cb, &b->h_pinned, &b->d_pack, &b->h_pinned_bytes, total);
     char *dev = (char *)b->d_pack;
     for (int i = 0; i < N_ARR; i++)
         if (srcs[i] && sizes[i]) memcpy((char *)b->h_pinned + offs[i], srcs[i], sizes[i]);
@@ -437,6 +441,9 @@ static void c_destroy(struct backend *be)
     mem_release(cb->d_attn_done, false);
     mem_release(cb->d_moe_done, false);
     mem_release(cb->d_argmax, false);
+    mem_release(cb->h_mask, true);
+    mem_release(cb->d_mask, false);
+    if (cb->mask_copied) cudaEventDestroy(cb->mask_copied);
     cudaEventDestroy(x->staged);
     cublasDestroy(cb->cublas);
     cudaStreamDestroy(cb->stream);
@@ -467,6 +474,7 @@ static const struct backend_ops cuda_ops = {
     /* .moe_route = */ cuda_moe_route,
     /* .moe_ffn = */ cuda_moe_ffn,
     /* .argmax = */ cuda_argmax,
+    /* .logits_mask = */ cuda_logits_mask,
     /* .matmul_n = */ cuda_matmul_n,
     /* .norm_matmul_n = */ cuda_norm_matmul_n,
     /* .matmul_add = */ cuda_matmul_add,

@@ -85,6 +85,10 @@ struct cuda_backend {
     size_t          attn_done_cap;
     int32_t        *d_argmax;           // [cap] argmax results
     int             argmax_cap;
+    void           *h_mask;             // logits_mask: pinned staging of a step's rows and masks (elementwise.cu)
+    void           *d_mask;             // its device copy
+    size_t          mask_bytes;         // capacity of both
+    cudaEvent_t     mask_copied;        // recorded after each staging copy: the next one waits for it
     bool            deterministic;      // backend "cuda-deterministic": batch-invariant rows (GEMV, f32 attention)
     bool            precise;            // backend "cuda-precise": hi + lo bf16 GEMM inputs, f32 attention
     bool            pdl;                // programmatic dependent launch of GEMVs (sm_90+)
@@ -117,6 +121,9 @@ void       *cuda_mem_alloc_or_die(struct cuda_backend *cb, size_t bytes);       
 void        cuda_mem_free(struct cuda_backend *cb, void *p);                      // waits for the stream; NULL ok
 void       *cuda_pinned_alloc(struct cuda_backend *cb, size_t bytes);            // page-locked host staging
 void        cuda_pinned_free(struct cuda_backend *cb, void *p);                   // waits for the stream; NULL ok
+/* A pinned staging buffer and its device copy, both of *cap bytes, grown together (to twice
+ * `bytes`) when `bytes` does not fit: the one-copy uploads (batch_begin, logits_mask). */
+void        cuda_staging_fit(struct cuda_backend *cb, void **h, void **d, size_t *cap, size_t bytes);
 static inline void cuda_mark_unrecordable(struct cuda_backend *cb) { cb->graph_unsafe++; }
 void        cuda_stream_wait(struct cuda_backend *cb);       // host waits for the stream (not while recording)
 void        cuda_step_roundtrip(struct cuda_backend *cb);    // the same inside a step op: marks it unrecordable
@@ -275,6 +282,7 @@ void cuda_glu(struct backend *, struct tensor *, const struct tensor *, const st
 void cuda_add(struct backend *, struct tensor *, const struct tensor *, const struct tensor *);
 void cuda_softcap(struct backend *, struct tensor *, float);
 void cuda_argmax(struct backend *, int32_t *, const struct tensor *);
+void cuda_logits_mask(struct backend *, struct tensor *, int, const int32_t *, const uint32_t *);
 void cuda_matmul(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *);
 void cuda_matmul_n(struct backend *, int, struct tensor *const *, const struct tensor *, const struct tensor *const *,
                    const struct tensor *const *);

@@ -1,9 +1,11 @@
 /* elementwise: the CUDA ops that touch each element a bounded number of times: embedding,
- * RMSNorm, RoPE, KV-cache writes, GLU activations, residual adds, soft-capping, argmax.
+ * RMSNorm, RoPE, KV-cache writes, GLU activations, residual adds, soft-capping, argmax, and the
+ * constrained-decoding logits mask.
  * All compute in f32; one block per row where a row-wide reduction is needed. */
 #include "backend/cuda/cuda_common.cuh"
 
 #include <math.h>
+#include <string.h>
 
 /* ---- embed ---- */
 template <typename T>
@@ -308,4 +310,43 @@ void cuda_argmax(struct backend *be, int32_t *out_ids, const struct tensor *logi
     LAUNCH_CHECK();
     CUDA_CHECK(cudaMemcpyAsync(out_ids, cb->d_argmax, sizeof(int32_t) * (size_t)rows, cudaMemcpyDeviceToHost, cb->stream));
     cuda_stream_wait(cb);   // synchronous by contract, outside a step's recorded part
+}
+
+/* ---- logits_mask: constrained rows' disallowed ids to -inf ---- */
+/* A thread per logit: the 32 threads of a warp read one mask word (a broadcast) and write only
+ * the ids it disallows. */
+__global__ void k_logits_mask(float *logits, size_t row_stride, int n_ids, const int32_t *rows, const uint32_t *words,
+                              int n_words)
+{
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= n_ids) return;
+    const uint32_t w = words[(size_t)blockIdx.y * n_words + (j >> 5)];
+    if (!(w >> (j & 31) & 1u)) logits[(size_t)rows[blockIdx.y] * row_stride + j] = -INFINITY;
+}
+
+/* Rows and masks go through one pinned pack [n rows][pad to 16 bytes][n * n_words words] and one
+ * copy. The pack is rewritten only once the previous copy has finished (an event; the step's own
+ * argmax or download has normally waited for it already), and grows rarely (each growth is a
+ * device allocation, which makes recorded step graphs stale once). */
+void cuda_logits_mask(struct backend *be, struct tensor *logits, int n, const int32_t *rows, const uint32_t *words)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    if (n <= 0) return;
+    CHECK(logits->dtype == DTYPE_F32 && logits->nb[0] == sizeof(float), "logits_mask: f32 rows expected");
+    const int n_ids = (int)logits->ne[0], n_words = (n_ids + 31) / 32, n_rows = (int)tensor_rows(logits);
+    for (int i = 0; i < n; i++) CHECK(rows[i] >= 0 && rows[i] < n_rows, "logits_mask: row %d of %d", rows[i], n_rows);
+    const size_t words_off = ((size_t)n * sizeof(int32_t) + 15) & ~(size_t)15;
+    const size_t bytes = words_off + (size_t)n * n_words * sizeof(uint32_t);
+    if (!cb->mask_copied) CUDA_CHECK(cudaEventCreateWithFlags(&cb->mask_copied, cudaEventDisableTiming));
+    cuda_staging_fit(cb, &cb->h_mask, &cb->d_mask, &cb->mask_bytes, bytes);
+    CUDA_CHECK(cudaEventSynchronize(cb->mask_copied));
+    memcpy(cb->h_mask, rows, (size_t)n * sizeof(int32_t));
+    memcpy((char *)cb->h_mask + words_off, words, (size_t)n * n_words * sizeof(uint32_t));
+    CUDA_CHECK(cudaMemcpyAsync(cb->d_mask, cb->h_mask, bytes, cudaMemcpyHostToDevice, cb->stream));
+    CUDA_CHECK(cudaEventRecord(cb->mask_copied, cb->stream));
+    dim3 grid((unsigned)((n_ids + 255) / 256), (unsigned)n);
+    k_logits_mask<<<grid, 256, 0, cb->stream>>>((float *)dptr(logits), logits->nb[1] / sizeof(float), n_ids,
+                                                (const int32_t *)cb->d_mask,
+                                                (const uint32_t *)((const char *)cb->d_mask + words_off), n_words);
+    LAUNCH_CHECK();
 }

@@ -39,6 +39,8 @@ static void usage(void)
             "  --output text|ids     what to print (default: text; ids for --prompt-ids)\n"
             "  --ignore-eos          keep going past end-of-sequence tokens\n"
             "  --backend ref|cpu|cuda  --threads N\n"
+            "  --tensor-parallel N   split the model over N ranks (ref, cpu; cuda needs NCCL, not built)\n"
+            "  --expert-parallel     MoE: whole experts per rank (with --tensor-parallel N >= 2)\n"
             "  --kv-cache-bytes N    KV cache budget, with hybrid models' state slots (suffixes K, M, G;\n"
             "                        default: free GPU memory on cuda, 1G on cpu)\n"
             "  --kv-dtype f32|f16|bf16|fp8  KV cache dtype (default bf16 on cuda, f32 on cpu; fp8 = f8e4m3,\n"
@@ -85,9 +87,9 @@ int cmd_run(int argc, char **argv)
     const char *dir = NULL, *prompt = NULL, *chat = NULL, *ids_s = NULL, *output = NULL, *backend = NULL;
     const char *system = NULL, *kwargs_json = NULL, *kv_bytes_s = NULL, *kv_dtype_s = NULL;
     const char *synthetic = NULL, *synth_seed_s = NULL, *tok_dir = NULL;
-    int max_tokens = 128, threads = 0, top_k = 0, seed = -1;
+    int max_tokens = 128, threads = 0, top_k = 0, seed = -1, tensor_parallel = 1;
     float temperature = 0.7f, top_p = 1.0f, min_p = 0.0f, rep = 1.0f, presence = 0.0f, frequency = 0.0f;
-    bool ignore_eos = false, bad = false;
+    bool ignore_eos = false, bad = false, expert_parallel = false;
     for (int i = 1; i < argc && !bad; i++) {
         if (flag_str(argc, argv, &i, "--prompt", &prompt, &bad) || flag_str(argc, argv, &i, "--chat", &chat, &bad) ||
             flag_str(argc, argv, &i, "--prompt-ids", &ids_s, &bad) || flag_str(argc, argv, &i, "--output", &output, &bad) ||
@@ -99,6 +101,7 @@ int cmd_run(int argc, char **argv)
             flag_str(argc, argv, &i, "--synth-seed", &synth_seed_s, &bad) ||
             flag_str(argc, argv, &i, "--tokenizer", &tok_dir, &bad) ||
             flag_int(argc, argv, &i, "--max-tokens", &max_tokens, &bad) || flag_int(argc, argv, &i, "--threads", &threads, &bad) ||
+            flag_int(argc, argv, &i, "--tensor-parallel", &tensor_parallel, &bad) ||
             flag_int(argc, argv, &i, "--top-k", &top_k, &bad) || flag_int(argc, argv, &i, "--seed", &seed, &bad) ||
             flag_float(argc, argv, &i, "--temperature", &temperature, &bad) || flag_float(argc, argv, &i, "--top-p", &top_p, &bad) ||
             flag_float(argc, argv, &i, "--min-p", &min_p, &bad) ||
@@ -107,6 +110,7 @@ int cmd_run(int argc, char **argv)
             flag_float(argc, argv, &i, "--frequency-penalty", &frequency, &bad))
             continue;
         if (!strcmp(argv[i], "--ignore-eos")) ignore_eos = true;
+        else if (!strcmp(argv[i], "--expert-parallel")) expert_parallel = true;
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(); return 0; }
         else if (argv[i][0] == '-' || dir) { fprintf(stderr, "run: unexpected argument %s\n", argv[i]); bad = true; }
         else dir = argv[i];
@@ -117,6 +121,7 @@ int cmd_run(int argc, char **argv)
         usage();
         return 2;
     }
+    if (!app_parallel_flags_ok("run", tensor_parallel, expert_parallel, synthetic)) return 2;
     if (!output) output = ids_s ? "ids" : "text";
     bool out_ids = !strcmp(output, "ids");
     if (!out_ids && strcmp(output, "text")) { fprintf(stderr, "run: --output must be text or ids\n"); return 2; }
@@ -168,8 +173,9 @@ int cmd_run(int argc, char **argv)
     }
 
     struct app_model am;
-    if ((synthetic ? app_model_synthesize(synthetic, synth_seed, backend, threads, &am)
-                   : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
+    if ((tensor_parallel > 1 ? app_model_open_sharded(dir, backend, threads, tensor_parallel, expert_parallel, &am)
+         : synthetic         ? app_model_synthesize(synthetic, synth_seed, backend, threads, &am)
+                             : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
         goto out_ids;
     if (tk && app_tokenizer_check(tk, am.m, tok_dir) != STATUS_OK) goto out_model;
     for (int i = 0; i < n_ids; i++) {
@@ -183,7 +189,7 @@ int cmd_run(int argc, char **argv)
     cfg.kv_cache_bytes = kv_bytes;
     cfg.kv_dtype = kv_dtype_s ? kv_dtype : app_default_kv_dtype(am.be);
     struct engine *eng;
-    if (engine_new(&cfg, am.m, am.be, &eng) != STATUS_OK) goto out_model;
+    if (app_engine_new(&cfg, &am, &eng) != STATUS_OK) goto out_model;
 
     struct gen_request req = {
         .prompt = ids, .n_prompt = n_ids, .max_tokens = max_tokens, .ignore_eos = ignore_eos,

@@ -73,6 +73,9 @@ static void usage(void)
         "  --reasoning-parser NAME     auto|qwen3|deepseek_r1|none (auto: <think> when the template uses it)\n"
         "  --backend NAME              ref|cpu|cuda (default: cuda if a GPU is present, else cpu)\n"
         "  --threads N                 CPU threads\n"
+        "  --tensor-parallel N         split the model over N ranks (Megatron layout; also -tp,\n"
+        "                              --tensor-parallel-size): ref and cpu today, cuda needs NCCL (not built)\n"
+        "  --expert-parallel           MoE: whole experts per rank instead of each expert split (needs N >= 2)\n"
         "  --kv-cache-bytes N          KV cache budget (suffixes K, M, G; default: free GPU memory after the\n"
         "                              weights minus a margin on cuda, 1G on cpu); hybrid models' recurrent\n"
         "                              state slots come out of it too\n"
@@ -243,7 +246,8 @@ int cmd_serve(int argc, char **argv)
     const char *synthetic = NULL, *synth_seed_s = NULL, *tok_dir = NULL;
     int threads = 0, max_queue = 0, max_batch = -1, max_running = -1, max_model_len = -1;
     const char *max_itl_s = NULL, *runner = NULL, *task = NULL, *content_special = NULL;
-    bool no_prefix = false, fake = false, bad = false, no_chat_template = false;
+    bool no_prefix = false, fake = false, bad = false, no_chat_template = false, expert_parallel = false;
+    int tensor_parallel = 1;
     const char *template_arg = NULL;
     char names[1024] = "";   // every --served-model-name, comma-joined
     for (int i = 1; i < argc && !bad; i++) {
@@ -263,6 +267,9 @@ int cmd_serve(int argc, char **argv)
             flag_str(argc, argv, &i, "--reasoning-parser", &sc.reasoning_parser, &bad) ||
             flag_str(argc, argv, &i, "--backend", &backend, &bad) ||
             flag_int(argc, argv, &i, "--threads", &threads, &bad) ||
+            flag_int(argc, argv, &i, "--tensor-parallel", &tensor_parallel, &bad) ||
+            flag_int(argc, argv, &i, "--tensor-parallel-size", &tensor_parallel, &bad) ||   // vLLM's spelling
+            flag_int(argc, argv, &i, "-tp", &tensor_parallel, &bad) ||                      // vLLM's
             flag_str(argc, argv, &i, "--kv-cache-bytes", &kv, &bad) ||
             flag_str(argc, argv, &i, "--kv-dtype", &kv_dtype_s, &bad) ||
             flag_str(argc, argv, &i, "--synthetic", &synthetic, &bad) ||
@@ -289,6 +296,7 @@ int cmd_serve(int argc, char **argv)
         if (!strcmp(argv[i], "--no-prefix-cache")) no_prefix = true;
         else if (!strcmp(argv[i], "--no-chat-template")) no_chat_template = true;
         else if (!strcmp(argv[i], "--fake")) fake = true;
+        else if (!strcmp(argv[i], "--expert-parallel") || !strcmp(argv[i], "--enable-expert-parallel")) expert_parallel = true;
         else if (!strcmp(argv[i], "--embedding") || !strcmp(argv[i], "--embeddings")) runner = "pooling";   // llama.cpp's
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { usage(); return 0; }
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
@@ -302,6 +310,11 @@ int cmd_serve(int argc, char **argv)
         }
     }
     if (bad) { usage(); return 2; }
+    if (!app_parallel_flags_ok("cairn serve", tensor_parallel, expert_parallel, synthetic)) return 2;
+    if (fake && tensor_parallel > 1) {
+        fprintf(stderr, "cairn serve: --tensor-parallel with --fake: the fake engine has no model to split\n");
+        return 2;
+    }
     // -1: decided by the model (auto); 0: generate; 1: pooling (embeddings)
     int pooling = -1;
     if (task) {
@@ -438,8 +451,9 @@ int cmd_serve(int argc, char **argv)
     } else {
         if (!tok_dir) tok_dir = dir;
         if (tokenizer_load(tok_dir, &tk) != STATUS_OK) goto out;
-        if ((synthetic ? app_model_synthesize(synthetic, synth_seed, backend, threads, &am)
-                       : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
+        if ((tensor_parallel > 1 ? app_model_open_sharded(dir, backend, threads, tensor_parallel, expert_parallel, &am)
+             : synthetic         ? app_model_synthesize(synthetic, synth_seed, backend, threads, &am)
+                                 : app_model_open(dir, backend, threads, &am)) != STATUS_OK)
             goto out;
         int st_pool = synthetic ? 0 : st_pooling(dir);
         if (pooling == -1) pooling = model_is_embedder(am.m) || st_pool == 1;
@@ -459,7 +473,7 @@ int cmd_serve(int argc, char **argv)
         if (no_chat_template && !pooling) LOG_INFO("--no-chat-template: serving /v1/completions only");
         if (app_tokenizer_check(tk, am.m, tok_dir) != STATUS_OK) goto out;
         if (!kv_dtype_s) ec.kv_dtype = app_default_kv_dtype(am.be);
-        if (engine_new(&ec, am.m, am.be, &eng) != STATUS_OK) goto out;
+        if (app_engine_new(&ec, &am, &eng) != STATUS_OK) goto out;
         if (engine_start(eng) != STATUS_OK) goto out;
         // Default served name: the repo id or the directory's name, or the config's file name without .json.
         char name[256];

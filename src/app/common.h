@@ -18,9 +18,17 @@ const char *app_default_model_dir(void);
  * present, else cpu. */
 const char *app_default_backend(void);
 
+#define APP_MAX_RANKS 64
+
+struct collective;
+
 struct app_model {
-    struct model   *m;
-    struct backend *be;
+    struct model      *m;                         // the whole model, or rank 0's shard
+    struct backend    *be;                        // its backend
+    int                n_ranks;                   // > 1: sharded (app_model_open_sharded)
+    struct model      *rank_m[APP_MAX_RANKS];     // [n_ranks], rank_m[0] == m
+    struct backend    *rank_be[APP_MAX_RANKS];    // [n_ranks], rank_be[0] == be
+    struct collective *coll[APP_MAX_RANKS];       // [n_ranks] the group's handles
 };
 
 /* Loads dir, creates the backend (name NULL = default) and prepares the weights on it.
@@ -30,7 +38,21 @@ enum status app_model_open(const char *dir, const char *backend, int n_threads, 
  * in device memory when the backend can (cuda), so no checkpoint exists on disk or in host RAM. */
 enum status app_model_synthesize(const char *config, uint64_t seed, const char *backend, int n_threads,
                                  struct app_model *out);
+/* --tensor-parallel N (and --expert-parallel): dir split over n_ranks ranks of one process
+ * (model/shard.h), each on a backend of its own, joined by the in-process collective. Refused with
+ * a logged reason (EUNSUPPORTED, EINVAL): cuda (the NCCL collective is not built), quantized
+ * weights, shapes that do not divide (the config key is named). */
+enum status app_model_open_sharded(const char *dir, const char *backend, int n_threads, int n_ranks,
+                                   bool expert_parallel, struct app_model *out);
 void        app_model_close(struct app_model *am);
+/* The flags' checks that need no model (cmd: "cairn serve"): --tensor-parallel at least 1,
+ * --expert-parallel only with more than one rank, neither with --synthetic. Prints the error. */
+bool        app_parallel_flags_ok(const char *cmd, int tensor_parallel, bool expert_parallel, const char *synthetic);
+
+struct engine;
+struct engine_cfg;
+/* engine_new over am's model: the sharded engine when am has ranks. */
+enum status app_engine_new(const struct engine_cfg *cfg, struct app_model *am, struct engine **out);
 
 /* Default KV cache dtype on a backend: bf16 on cuda (half the bytes of f32; the kernels read bf16
  * natively), f32 elsewhere (the CPU kernels' exact reference). */

@@ -653,6 +653,7 @@ bool engine_step(struct engine *e)
     if (st != STATUS_OK) {
         LOG_ERR("engine step failed: %s; ending the %d requests of the step", status_str(st), e->n_items);
         for (int i = 0; i < e->n_items; i++) engine_end_request(e, e->items[i].r, FINISH_ERROR, st);
+        e->acc.failed_steps++;
         publish_stats(e, (double)(clock_now_ns() - t0) / 1e6, n_tok, true);
         return true;
     }

@@ -235,6 +235,9 @@ struct engine_stats {
     double   last_step_ms;
     int      last_step_tokens;
     int      n_pending;             // submitted and not yet ended (in the inbox, waiting or running), live
+    /* Steps a backend (any rank's) failed at sync: their requests ended with FINISH_ERROR. A device
+     * error is sticky (a poisoned CUDA context), so /health answers 503 once this is non-zero. */
+    uint64_t failed_steps;
     /* clock_now_s() of the engine thread's last sign of progress: an idle loop with nothing to do,
      * a layer of a step issued, a step done. Stale only while work is pending and not advancing. */
     double   last_progress_s;

@@ -6,31 +6,7 @@
 #  - bad flags stop start-up with a clear error and a non-zero exit: 4 ranks (num_attention_heads
 #    = 6 does not divide; the key is named), --tensor-parallel 0, --expert-parallel without ranks or
 #    on a dense model, cuda ("needs NCCL"), --synthetic; MLX-quantized weights (through cairn run).
-set -u
-BUILD=${BUILD:-build}
-CAIRN="$BUILD/cairn"
-[ -x "$CAIRN" ] || { echo "missing $CAIRN"; exit 1; }
-command -v curl > /dev/null || { echo "run_server_tp: curl is required"; exit 1; }
-tmp=$(mktemp -d)
-pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
-fail=0
-check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
-
-# starts serve in the background; sets $port and $pid, or returns 1 if it exited
-serve() {
-    local log=$1; shift
-    "$CAIRN" serve models/default "$@" --port 0 --backend cpu --threads 1 > "$log" 2>&1 &
-    pid=$!
-    for _ in $(seq 1 300); do
-        port=$(grep -o 'http://[0-9.]*:[0-9]*' "$log" | head -1 | sed 's/.*://')
-        if [ -n "$port" ] && curl -s "http://127.0.0.1:$port/health" | grep -q '"ok"'; then return 0; fi
-        kill -0 "$pid" 2>/dev/null || { wait "$pid"; pid=; return 1; }
-        sleep 0.1
-    done
-    return 1
-}
-stop() { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; pid=; }
+. tests/server/serve_lib.sh
 
 # the answers' text of two concurrent greedy chats
 answers() {
@@ -44,8 +20,8 @@ answers() {
     for i in 1 2; do python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["choices"][0]["message"]["content"])' "$1.$i"; done
 }
 
-if serve "$tmp/one.log"; then want=$(answers "$tmp/one"); stop; else want=; tail -5 "$tmp/one.log"; fi
-if serve "$tmp/two.log" --tensor-parallel 2; then got=$(answers "$tmp/two"); stop; else got=; tail -5 "$tmp/two.log"; fi
+if serve "$tmp/one.log" models/default; then want=$(answers "$tmp/one"); stop; else want=; tail -5 "$tmp/one.log"; fi
+if serve "$tmp/two.log" models/default --tensor-parallel 2; then got=$(answers "$tmp/two"); stop; else got=; tail -5 "$tmp/two.log"; fi
 check "serve --tensor-parallel 2 answers (startup log names the ranks)" '[ -n "$got" ] && grep -q "2 ranks" "$tmp/two.log"'
 echo "  unsharded: $(echo $want | head -c 120)"
 check "serve --tensor-parallel 2: greedy chats equal the unsharded server's" '[ -n "$want" ] && [ "$got" = "$want" ]'

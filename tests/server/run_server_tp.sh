@@ -42,7 +42,11 @@ check "--expert-parallel without ranks refused" 'refused "N >= 2" --expert-paral
 check "--expert-parallel on a dense model refused" 'refused "no MoE layers" --tensor-parallel 2 --expert-parallel'
 check "--tensor-parallel on cuda: needs NCCL" 'refused "needs NCCL" --tensor-parallel 2 --backend cuda'
 check "--tensor-parallel with --synthetic refused" 'refused "synthetic" --tensor-parallel 2 --synthetic models/default/config.json'
-# cairn run shares the flags: quantized weights are refused there too (and in serve: same loader)
+# cairn run shares the flags and the engine: the same greedy text at 1 and 2 ranks
+a=$("$CAIRN" run models/default --prompt "Once upon a time" --max-tokens 16 --temperature 0 --backend cpu --threads 1 2>/dev/null)
+b=$("$CAIRN" run models/default --prompt "Once upon a time" --max-tokens 16 --temperature 0 --backend cpu --threads 1 --tensor-parallel 2 2>/dev/null)
+check "run --tensor-parallel 2: greedy text equals N=1" '[ -n "$a" ] && [ "$a" = "$b" ]'
+# quantized weights are refused (serve goes through the same loader)
 q=tests/model/fixtures/quant/models/llama_mxfp4
 "$CAIRN" run "$q" --prompt-ids 1,2,3 --max-tokens 2 --backend cpu --tensor-parallel 2 > "$tmp/q.log" 2>&1
 rc=$?

@@ -39,6 +39,8 @@ static void usage(void)
             "  --output text|ids     what to print (default: text; ids for --prompt-ids)\n"
             "  --ignore-eos          keep going past end-of-sequence tokens\n"
             "  --backend ref|cpu|cuda  --threads N\n"
+            "  --tensor-parallel N   split the model over N ranks (ref, cpu; cuda needs NCCL, not built)\n"
+            "  --expert-parallel     MoE: whole experts per rank (with --tensor-parallel N >= 2)\n"
             "  --kv-cache-bytes N    KV cache budget, with hybrid models' state slots (suffixes K, M, G;\n"
             "                        default: free GPU memory on cuda, 1G on cpu)\n"
             "  --kv-dtype f32|f16|bf16|fp8  KV cache dtype (default bf16 on cuda, f32 on cpu; fp8 = f8e4m3,\n"
@@ -164,7 +166,7 @@ int cmd_run(int argc, char **argv)
     cfg.kv_cache_bytes = mf.kv_bytes;
     cfg.kv_dtype = mf.kv_dtype_s ? mf.kv_dtype : app_default_kv_dtype(am.be);
     struct engine *eng;
-    if (engine_new(&cfg, am.m, am.be, &eng) != STATUS_OK) goto out_model;
+    if (app_engine_new(&cfg, &am, &eng) != STATUS_OK) goto out_model;
 
     struct gen_request req = {
         .prompt = ids, .n_prompt = n_ids, .max_tokens = max_tokens, .ignore_eos = ignore_eos,

@@ -73,6 +73,9 @@ static void usage(void)
         "  --reasoning-parser NAME     auto|qwen3|deepseek_r1|none (auto: <think> when the template uses it)\n"
         "  --backend NAME              ref|cpu|cuda (default: cuda if a GPU is present, else cpu)\n"
         "  --threads N                 CPU threads\n"
+        "  --tensor-parallel N         split the model over N ranks (Megatron layout; also -tp,\n"
+        "                              --tensor-parallel-size): ref and cpu today, cuda needs NCCL (not built)\n"
+        "  --expert-parallel           MoE: whole experts per rank instead of each expert split (needs N >= 2)\n"
         "  --kv-cache-bytes N          KV cache budget (suffixes K, M, G; default: free GPU memory after the\n"
         "                              weights minus a margin on cuda, 1G on cpu); hybrid models' recurrent\n"
         "                              state slots come out of it too\n"
@@ -329,6 +332,10 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     if (!app_model_flags_parse("cairn serve", &mf)) return 2;
+    if (fake && mf.tensor_parallel > 1) {
+        fprintf(stderr, "cairn serve: --tensor-parallel with --fake: the fake engine has no model to split\n");
+        return 2;
+    }
     struct engine_cfg ec = engine_cfg_default();
     ec.kv_cache_bytes = mf.kv_bytes;
     if (mf.kv_dtype_s) ec.kv_dtype = mf.kv_dtype;
@@ -442,7 +449,7 @@ int cmd_serve(int argc, char **argv)
         if (no_chat_template && !pooling) LOG_INFO("--no-chat-template: serving /v1/completions only");
         if (app_tokenizer_check(tk, am.m, tok_dir) != STATUS_OK) goto out;
         if (!mf.kv_dtype_s) ec.kv_dtype = app_default_kv_dtype(am.be);
-        if (engine_new(&ec, am.m, am.be, &eng) != STATUS_OK) goto out;
+        if (app_engine_new(&ec, &am, &eng) != STATUS_OK) goto out;
         if (engine_start(eng) != STATUS_OK) goto out;
         // Default served name: the repo id or the directory's name, or the config's file name without .json.
         char name[256];

@@ -12,6 +12,9 @@
 
 #include "backend/backend_env.h"
 #include "base/log.h"
+#include "dist/collective.h"
+#include "engine/engine.h"
+#include "model/shard.h"
 #include "text/tokenizer.h"
 
 static bool is_dir(const char *p)
@@ -156,10 +159,80 @@ bool app_parse_bytes(const char *s, size_t *out)
     return true;
 }
 
+enum status app_model_open_sharded(const char *dir, const char *backend, int n_threads, int n_ranks,
+                                   bool expert_parallel, struct app_model *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *name = backend ? backend : app_default_backend();
+    if (strcmp(name, "ref") && strcmp(name, "cpu")) {
+        LOG_ERR("--tensor-parallel on %s needs NCCL (not built): only the ref and cpu backends run ranks today", name);
+        return STATUS_EUNSUPPORTED;
+    }
+    if (n_ranks < 1 || n_ranks > APP_MAX_RANKS) {
+        LOG_ERR("--tensor-parallel %d: between 1 and %d", n_ranks, APP_MAX_RANKS);
+        return STATUS_EINVAL;
+    }
+    struct model *full;
+    enum status st = model_load(dir, &full);
+    if (st != STATUS_OK) return st;
+    struct shard_plan plan;
+    if ((st = shard_plan_make(&full->hp, &full->f, n_ranks, expert_parallel, &plan)) != STATUS_OK) goto out_free_full;
+    if ((st = collective_threads_new(n_ranks, out->coll)) != STATUS_OK) goto out_free_full;
+    out->n_ranks = n_ranks;
+    // Each rank's weights are sliced from the host copy before any backend prepares them.
+    for (int r = 0; r < n_ranks && st == STATUS_OK; r++) {
+        if ((st = model_shard(full, &plan, r, &out->rank_m[r])) != STATUS_OK) break;
+        if ((st = backend_open(name, n_threads, &out->rank_be[r])) != STATUS_OK) break;
+        st = model_prepare(out->rank_m[r], out->rank_be[r]);
+    }
+    model_free(full);
+    out->m = out->rank_m[0];
+    out->be = out->rank_be[0];
+    if (st != STATUS_OK) app_model_close(out);
+    else LOG_INFO("%s: %d ranks (%s parallel)", dir, n_ranks, expert_parallel ? "tensor and expert" : "tensor");
+    return st;
+
+out_free_full:
+    model_free(full);
+    return st;
+}
+
+bool app_parallel_flags_ok(const char *cmd, int tensor_parallel, bool expert_parallel, const char *synthetic)
+{
+    if (tensor_parallel < 1) {
+        fprintf(stderr, "%s: --tensor-parallel must be at least 1 (got %d)\n", cmd, tensor_parallel);
+        return false;
+    }
+    if (expert_parallel && tensor_parallel < 2) {
+        fprintf(stderr, "%s: --expert-parallel splits the experts over the ranks of --tensor-parallel N, N >= 2\n", cmd);
+        return false;
+    }
+    if (tensor_parallel > 1 && synthetic) {
+        fprintf(stderr, "%s: --tensor-parallel with --synthetic is not supported (shard a checkpoint)\n", cmd);
+        return false;
+    }
+    return true;
+}
+
+enum status app_engine_new(const struct engine_cfg *cfg, struct app_model *am, struct engine **out)
+{
+    if (!am->coll[0]) return engine_new(cfg, am->m, am->be, out);
+    struct engine_shards sh = { .n_ranks = am->n_ranks, .m = am->rank_m, .be = am->rank_be, .coll = am->coll };
+    return engine_new_sharded(cfg, &sh, out);
+}
+
 void app_model_close(struct app_model *am)
 {
-    model_free(am->m);
-    backend_free(am->be);
+    if (am->coll[0]) {   // sharded: every rank's model and backend, then the group
+        for (int r = 0; r < am->n_ranks; r++) {
+            model_free(am->rank_m[r]);
+            backend_free(am->rank_be[r]);
+        }
+        collective_free_group(am->coll, am->n_ranks);
+    } else {
+        model_free(am->m);
+        backend_free(am->be);
+    }
     memset(am, 0, sizeof *am);
 }
 
@@ -319,7 +392,12 @@ bool flag_model(int argc, char **argv, int *i, struct model_flags *f, bool *bad)
            flag_str(argc, argv, i, "--synth-seed", &f->synth_seed_s, bad) ||
            flag_str(argc, argv, i, "--kv-cache-bytes", &f->kv_bytes_s, bad) ||
            flag_str(argc, argv, i, "--kv-dtype", &f->kv_dtype_s, bad) ||
-           flag_str(argc, argv, i, "--tokenizer", &f->tokenizer, bad);
+           flag_str(argc, argv, i, "--tokenizer", &f->tokenizer, bad) ||
+           flag_str(argc, argv, i, "--tensor-parallel", &f->tensor_parallel_s, bad) ||
+           flag_str(argc, argv, i, "--tensor-parallel-size", &f->tensor_parallel_s, bad) ||   // vLLM's spelling
+           flag_str(argc, argv, i, "-tp", &f->tensor_parallel_s, bad) ||                      // vLLM's
+           ((!strcmp(argv[*i], "--expert-parallel") || !strcmp(argv[*i], "--enable-expert-parallel")) &&
+            (f->expert_parallel = true));
 }
 
 bool app_model_flags_parse(const char *cmd, struct model_flags *f)
@@ -336,11 +414,24 @@ bool app_model_flags_parse(const char *cmd, struct model_flags *f)
         fprintf(stderr, "%s: bad --kv-cache-bytes '%s'\n", cmd, f->kv_bytes_s);
         return false;
     }
+    f->tensor_parallel = 1;
+    if (f->tensor_parallel_s) {
+        char *end;
+        long n = strtol(f->tensor_parallel_s, &end, 10);
+        if (*end || end == f->tensor_parallel_s || n < INT_MIN || n > INT_MAX) {
+            fprintf(stderr, "%s: bad --tensor-parallel '%s'\n", cmd, f->tensor_parallel_s);
+            return false;
+        }
+        f->tensor_parallel = (int)n;
+    }
+    if (!app_parallel_flags_ok(cmd, f->tensor_parallel, f->expert_parallel, f->synthetic)) return false;
     return !f->kv_dtype_s || app_parse_kv_dtype(cmd, f->kv_dtype_s, &f->kv_dtype);
 }
 
 enum status app_model_load(const struct model_flags *f, const char *dir, struct app_model *out)
 {
+    if (f->tensor_parallel > 1)
+        return app_model_open_sharded(dir, f->backend, f->threads, f->tensor_parallel, f->expert_parallel, out);
     if (f->synthetic) return app_model_synthesize(f->synthetic, f->synth_seed, f->backend, f->threads, out);
     return app_model_open(dir, f->backend, f->threads, out);
 }

@@ -18,9 +18,17 @@ const char *app_default_model_dir(void);
  * present, else cpu. */
 const char *app_default_backend(void);
 
+#define APP_MAX_RANKS 64
+
+struct collective;
+
 struct app_model {
-    struct model   *m;
-    struct backend *be;
+    struct model      *m;                         // the whole model, or rank 0's shard
+    struct backend    *be;                        // its backend
+    int                n_ranks;                   // > 1: sharded (app_model_open_sharded)
+    struct model      *rank_m[APP_MAX_RANKS];     // [n_ranks], rank_m[0] == m
+    struct backend    *rank_be[APP_MAX_RANKS];    // [n_ranks], rank_be[0] == be
+    struct collective *coll[APP_MAX_RANKS];       // [n_ranks] the group's handles
 };
 
 /* Loads dir, creates the backend (name NULL = default) and prepares the weights on it.
@@ -30,7 +38,21 @@ enum status app_model_open(const char *dir, const char *backend, int n_threads, 
  * in device memory when the backend can (cuda), so no checkpoint exists on disk or in host RAM. */
 enum status app_model_synthesize(const char *config, uint64_t seed, const char *backend, int n_threads,
                                  struct app_model *out);
+/* --tensor-parallel N (and --expert-parallel): dir split over n_ranks ranks of one process
+ * (model/shard.h), each on a backend of its own, joined by the in-process collective. Refused with
+ * a logged reason (EUNSUPPORTED, EINVAL): cuda (the NCCL collective is not built), quantized
+ * weights, shapes that do not divide (the config key is named). */
+enum status app_model_open_sharded(const char *dir, const char *backend, int n_threads, int n_ranks,
+                                   bool expert_parallel, struct app_model *out);
 void        app_model_close(struct app_model *am);
+/* The flags' checks that need no model (cmd: "cairn serve"): --tensor-parallel at least 1,
+ * --expert-parallel only with more than one rank, neither with --synthetic. Prints the error. */
+bool        app_parallel_flags_ok(const char *cmd, int tensor_parallel, bool expert_parallel, const char *synthetic);
+
+struct engine;
+struct engine_cfg;
+/* engine_new over am's model: the sharded engine when am has ranks. */
+enum status app_engine_new(const struct engine_cfg *cfg, struct app_model *am, struct engine **out);
 
 /* Default KV cache dtype on a backend: bf16 on cuda (half the bytes of f32; the kernels read bf16
  * natively), f32 elsewhere (the CPU kernels' exact reference). */
@@ -64,11 +86,15 @@ bool flag_float(int argc, char **argv, int *i, const char *name, float *out, boo
 
 /* The flags of the commands that load a model to generate with (run, serve): the weights
  * (MODEL_DIR, or --synthetic CONFIG.json with --synth-seed N), --backend and --threads, the KV
- * cache (--kv-cache-bytes, --kv-dtype) and the --tokenizer directory. flag_model takes them as
+ * cache (--kv-cache-bytes, --kv-dtype), the --tokenizer directory and the ranks (--tensor-parallel
+ * N, --expert-parallel). flag_model takes them as
  * given (flag_str's contract); app_model_flags_parse then parses the numbers. */
 struct model_flags {
     const char *backend, *synthetic, *synth_seed_s, *kv_bytes_s, *kv_dtype_s, *tokenizer;
+    const char *tensor_parallel_s;   // --tensor-parallel N (also -tp, --tensor-parallel-size)
     int         threads;
+    bool        expert_parallel;     // --expert-parallel (also --enable-expert-parallel)
+    int         tensor_parallel;     // parsed: 1 unless given
     uint64_t    synth_seed;   // parsed: 0 unless given
     size_t      kv_bytes;     // parsed: 0 unless given (the engine's default)
     enum dtype  kv_dtype;     // parsed: valid when kv_dtype_s
@@ -76,7 +102,8 @@ struct model_flags {
 bool flag_model(int argc, char **argv, int *i, struct model_flags *f, bool *bad);
 /* false after printing which value is malformed (prefixed by cmd). */
 bool app_model_flags_parse(const char *cmd, struct model_flags *f);
-/* app_model_synthesize with f's --synthetic config when given, else app_model_open of dir. */
+/* app_model_open_sharded over f's ranks when --tensor-parallel N > 1, app_model_synthesize with
+ * f's --synthetic config when given, else app_model_open of dir. */
 enum status app_model_load(const struct model_flags *f, const char *dir, struct app_model *out);
 
 #endif

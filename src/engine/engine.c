@@ -91,8 +91,16 @@ static int state_slots_for_budget(const struct engine_cfg *cfg, const struct mod
     return (int)n;
 }
 
-enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct backend *be, struct engine **out)
+enum status engine_new(const struct engine_cfg *cfg, struct model *m, struct backend *be, struct engine **out)
 {
+    struct engine_shards whole = { .n_ranks = 1, .m = &m, .be = &be };
+    return engine_new_sharded(cfg, &whole, out);
+}
+
+enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct engine_shards *sh, struct engine **out)
+{
+    struct model *m = sh->m[0];
+    struct backend *be = sh->be[0];
     struct engine_cfg cfg = *cfg_in, def = engine_cfg_default();
     // A backend with its own memory is a GPU: big steps pay there, and nothing else shares it.
     bool device = be->ops->mem_info != NULL;
@@ -161,6 +169,10 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
              dtype_name(cfg.kv_dtype), n_blocks, bs, (long long)n_blocks * bs, why);
     st = kv_pool_new(m, be, cfg.kv_dtype, bs, n_blocks, &e->pool);
     if (st != STATUS_OK) goto out_free_fw;
+    if (sh->n_ranks > 1) {
+        LOG_INFO("ranks: %d, each with its shard of the weights, the kv cache and the recurrent state", sh->n_ranks);
+        if ((st = engine_ranks_new(e, sh, n_blocks)) != STATUS_OK) goto out_free_ranks;
+    }
     if (auto_running && device) {
         // As many sequences as the cache holds at about 1,024 tokens each (an agent's turn).
         long by_kv = (long)n_blocks * bs / 1024;
@@ -176,7 +188,7 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     int n_snaps = 0;
     if (e->states) {
         // a snapshot: the token-chain fingerprint (checked on resume), then the slot's state
-        e->state_bytes = sizeof(uint64_t) + state_pool_slot_bytes(e->states);
+        e->state_bytes = sizeof(uint64_t) + (size_t)(sh->n_ranks) * state_pool_slot_bytes(e->states);
         size_t snap_budget = cfg.state_cache_bytes ? cfg.state_cache_bytes : (size_t)1 << 30;
         size_t n = snap_budget / e->state_bytes;
         n_snaps = n > (size_t)n_blocks ? n_blocks : (int)n;
@@ -226,6 +238,9 @@ enum status engine_new(const struct engine_cfg *cfg_in, struct model *m, struct 
     *out = e;
     return STATUS_OK;
 
+out_free_ranks:
+    engine_ranks_free(e);
+    kv_pool_free(e->pool);
 out_free_fw:
     state_pool_free(e->states);
     forward_free(e->fw);
@@ -258,6 +273,7 @@ void engine_free(struct engine *e)
     end_all_requests(e, FINISH_CANCELED);
     kv_prefix_free(e->px);
     kv_blocks_free(e->kb);
+    engine_ranks_free(e);
     forward_free(e->fw);
     state_pool_free(e->states);
     kv_pool_free(e->pool);
@@ -661,21 +677,19 @@ bool engine_step(struct engine *e)
     }
     mask_worker_post(e->mw, e->mask_jobs, n_jobs);
     struct tensor logits, hidden;
-    if (e->want_hidden) {
-        forward_step_hidden(e->fw, e->pool->layers, &meta, &logits, &hidden);
-        download_hidden(e, &hidden);
-    } else {
-        forward_step(e->fw, e->pool->layers, &meta, &logits);
-    }
+    enum status st_ranks = engine_ranks_forward(e, &meta, &logits, &hidden);
+    if (e->want_hidden) download_hidden(e, &hidden);
     mask_worker_wait(e->mw);   // the device (if any) is still busy with the forward pass
     if (e->n_out > 0) {
         mask_logits(e, &logits);
         sample_outputs(e, &logits);
     }
     enum status st = e->be->ops->sync(e->be);
+    if (st == STATUS_OK) st = st_ranks;
     if (st != STATUS_OK) {
         LOG_ERR("engine step failed: %s; ending the %d requests of the step", status_str(st), e->n_items);
         for (int i = 0; i < e->n_items; i++) engine_end_request(e, e->items[i].r, FINISH_ERROR, st);
+        e->acc.failed_steps++;
         publish_stats(e, (double)(clock_now_ns() - t0) / 1e6, n_tok, true);
         return true;
     }

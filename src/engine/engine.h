@@ -58,6 +58,7 @@
 #include "tensor/dtype.h"
 
 struct backend;
+struct collective;
 struct model;
 struct constraint;
 struct constraint_vocab;
@@ -178,6 +179,20 @@ struct token_stream;
 
 /* Allocates the KV pool, the forward pass and every per-step array. m must be prepared for be. */
 enum status engine_new(const struct engine_cfg *cfg, struct model *m, struct backend *be, struct engine **out);
+
+/* A model split over ranks (model/shard.h; docs/design.md "Parallelism"): rank r's model, prepared
+ * for be[r], and its handle of one collective group. Borrowed: they outlive the engine. */
+struct engine_shards {
+    int                 n_ranks;
+    struct model      **m;      // [n_ranks]
+    struct backend    **be;     // [n_ranks]
+    struct collective **coll;   // [n_ranks]
+};
+/* engine_new over a sharded model: the engine's thread is rank 0 (its scheduler, prefix cache and
+ * sampler are the only ones); every rank owns a forward pass, a KV pool and a state pool of the
+ * same block and slot counts (kv_cache_bytes is per rank) and executes each step on a thread of
+ * its own, started here. A rank whose backend fails a step fails the step's requests (FINISH_ERROR). */
+enum status engine_new_sharded(const struct engine_cfg *cfg, const struct engine_shards *sh, struct engine **out);
 /* Stops the thread if started; requests still open end with FINISH_CANCELED; streams stay readable
  * until released. */
 void        engine_free(struct engine *e);
@@ -220,6 +235,9 @@ struct engine_stats {
     double   last_step_ms;
     int      last_step_tokens;
     int      n_pending;             // submitted and not yet ended (in the inbox, waiting or running), live
+    /* Steps a backend (any rank's) failed at sync: their requests ended with FINISH_ERROR. A device
+     * error is sticky (a poisoned CUDA context), so /health answers 503 once this is non-zero. */
+    uint64_t failed_steps;
     /* clock_now_s() of the engine thread's last sign of progress: an idle loop with nothing to do,
      * a layer of a step issued, a step done. Stale only while work is pending and not advancing. */
     double   last_progress_s;

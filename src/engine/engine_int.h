@@ -62,6 +62,17 @@ struct request {
     struct request      *prev;
 };
 
+/* One rank of a sharded model (engine_ranks.c); rank 0's forward pass, pools and backend are the
+ * engine's own (fw, pool, states, be), the others have the same block and slot counts. */
+struct engine_rank {
+    struct model       *m;          // borrowed
+    struct backend     *be;         // borrowed
+    struct forward     *fw;
+    struct kv_pool     *pool;
+    struct state_pool  *states;     // hybrid models
+    enum status         st;         // its last step's sync
+};
+
 /* What one sequence contributes to a step. */
 struct sched_item {
     struct request *r;
@@ -84,6 +95,10 @@ struct engine {
     struct kv_blocks      *kb;
     struct kv_prefix      *px;
     struct forward        *fw;
+    int                    n_ranks;         // 1 unless the model is sharded
+    struct engine_rank    *ranks;           // [n_ranks] (n_ranks > 1), [0] mirrors fw, pool, states, be
+    struct ranks          *rk;              // the rank threads (n_ranks > 1)
+    const struct batch_meta *step_meta;     // the step the ranks execute
     struct sampler_scratch *scratch;
     int                    n_vocab;
     int                    bs;              // block size
@@ -174,5 +189,19 @@ void                request_mask_compute(struct request *r);
 
 /* engine.c */
 void engine_end_request(struct engine *e, struct request *r, enum finish_reason why, enum status err);
+
+/* ==== Ranks (engine_ranks.c) ==== */
+
+/* Ranks 1..n-1's forward passes and pools (n_blocks KV blocks, the state slots of e->states) and
+ * their threads; every rank's forward pass gets its collective. ENOMEM, EIO: logged. */
+enum status engine_ranks_new(struct engine *e, const struct engine_shards *sh, int n_blocks);
+void        engine_ranks_free(struct engine *e);
+/* The step on every rank (rank 0: into logits and, with want_hidden, hidden; queued on e->be like
+ * forward_step); the other ranks also sync, and the first failure is returned. */
+enum status engine_ranks_forward(struct engine *e, const struct batch_meta *meta, struct tensor *logits,
+                                 struct tensor *hidden);
+/* A state slot's snapshot on every rank (e->state_bytes holds them all, rank after rank) / back. */
+void        engine_ranks_state_save(struct engine *e, int slot, void *dst);
+void        engine_ranks_state_load(struct engine *e, int slot, const void *src);
 
 #endif

@@ -91,7 +91,7 @@ void sched_state_advance(struct engine *e, struct request *r, int start, int n)
         if (r->snap_pos[i] != end) continue;
         memset(e->state_buf, 0, e->state_bytes);
         memcpy(e->state_buf, &r->state, sizeof r->state);
-        if (e->states) state_pool_save(e->states, r->state_slot, e->state_buf + sizeof r->state);
+        if (e->states) engine_ranks_state_save(e, r->state_slot, e->state_buf + sizeof r->state);
         kv_prefix_snap_put(e->px, r->table.ids[end / e->bs - 1], e->state_buf);   // false: block not indexed
         break;
     }
@@ -212,7 +212,7 @@ static bool try_admit(struct engine *e, struct request *r)
         if (n_hit > 0) {
             CHECK(kv_prefix_snap_get(e->px, e->hit_blocks[n_hit - 1], e->state_buf), "snapshot vanished");
             memcpy(&r->state, e->state_buf, sizeof r->state);
-            if (e->states) state_pool_load(e->states, r->state_slot, e->state_buf + sizeof r->state);
+            if (e->states) engine_ranks_state_load(e, r->state_slot, e->state_buf + sizeof r->state);
         }
     }
     enum status st = kv_table_grow(e->kb, &r->table, r->n_tok, e->bs);

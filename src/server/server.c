@@ -360,6 +360,11 @@ static enum MHD_Result do_health(struct req *r)
     struct engine_stats st;
     g->ops->stats(g->self, &st);
     double now = clock_now_s(), idle = now - st.last_progress_s;
+    if (st.failed_steps > 0) {   // a backend failed a step (a device error is sticky): requests get errors
+        char b[96];
+        int n = snprintf(b, sizeof b, "{\"status\":\"failed\",\"failed_steps\":%llu}", (unsigned long long)st.failed_steps);
+        return send_unavailable(r, b, (size_t)n, 5);
+    }
     if (engine_stats_stalled(&st, now, r->s->cfg.stall_s)) {
         char b[160];
         int n = snprintf(b, sizeof b, "{\"status\":\"stalled\",\"running\":%d,\"waiting\":%d,\"seconds_without_progress\":%.1f}",

@@ -8,16 +8,7 @@
 #    prompt is the given template's (count_tokens = /tokenize of its output); a name that is neither
 #    a file nor Jinja stops start-up.
 # Uses the built-in default model (models/default) on the cpu backend.
-set -u
-BUILD=${BUILD:-build}
-CAIRN="$BUILD/cairn"
-[ -x "$CAIRN" ] || { echo "missing $CAIRN"; exit 1; }
-command -v curl > /dev/null || { echo "run_template_startup: curl is required"; exit 1; }
-tmp=$(mktemp -d)
-pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
-fail=0
-check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
+. tests/server/serve_lib.sh
 
 model() {   # $1: dir; copies models/default, then $2 edits tokenizer_config.json (python expression on d)
     mkdir -p "$1"
@@ -30,21 +21,6 @@ exec(sys.argv[2])
 open(sys.argv[1], "w").write(json.dumps(d, allow_nan=True))
 PY
 }
-
-# starts serve in the background; sets $port and $pid, or returns 1 if it exited
-serve() {
-    local log=$1; shift
-    "$CAIRN" serve "$@" --port 0 --backend cpu --threads 1 > "$log" 2>&1 &
-    pid=$!
-    for _ in $(seq 1 300); do
-        port=$(grep -o 'http://[0-9.]*:[0-9]*' "$log" | head -1 | sed 's/.*://')
-        if [ -n "$port" ] && curl -s "http://127.0.0.1:$port/health" | grep -q '"ok"'; then return 0; fi
-        kill -0 "$pid" 2>/dev/null || { wait "$pid"; rc=$?; pid=; return 1; }
-        sleep 0.1
-    done
-    return 1
-}
-stop() { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; pid=; }
 
 # 1. transformers' huge model_max_length and a NaN: the template loads, chat answers
 model "$tmp/huge" 'd["model_max_length"] = 1000000000000000019884624838656; d["some_ratio"] = float("nan")'

@@ -9,8 +9,9 @@
 # "SKIP: ..." output line (tests/harness.h test_skip; `skip` in the scripts).
 #
 # Order: longest first, by the times of the previous run ($BUILD/test-logs/times: wall seconds,
-# CPU seconds, program), or on a first run by tests/times (a reference run's, committed: refresh it
-# from a build's times file when the suite changes much); programs with no time yet go first.
+# CPU seconds, program), or on a first run by tests/times (a reference run's wall times, committed:
+# refresh it from a quiet machine's times file when the suite changes much); programs with no time
+# yet go first.
 # JOBS counts CPUs, not programs: a program counts as its CPU share (CPU / wall, at least 0.5;
 # unknown ones 1), so the scripts that mostly wait on servers, sleeps and timeouts run beside the
 # CPU-bound ones instead of holding a CPU idle. The closing time line gives the wall time, the

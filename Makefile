@@ -108,8 +108,13 @@ $(BUILD)/bench/%: bench/%.cu
 	$(NVCC) -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 $< -lcublas -o $@
 
 # Every C test binary, every corpus replay and every tests/*/run_*.sh script (black-box tests of
-# build/cairn), run in parallel by tests/run_all.sh (JOBS at a time, default one per CPU).
-test: all $(TEST_BIN) $(REPLAY_BIN) $(CUDA_TEST_BIN)
+# build/cairn), run in parallel by tests/run_all.sh (on JOBS CPUs, default all of them). What the
+# tests download (npm packages, tokenizers: network and disk, little CPU) is fetched in the
+# background while the rest builds (tests/fetch_deps.sh; its log is $(BUILD)/fetch_deps.log).
+test:
+	@mkdir -p $(BUILD)
+	@BUILD=$(BUILD) bash tests/fetch_deps.sh > $(BUILD)/fetch_deps.log 2>&1 &
+	@$(MAKE) --no-print-directory all tests
 	@BUILD=$(BUILD) bash tests/run_all.sh $(TEST_BIN) $(REPLAY_BIN)
 
 # On a GPU machine: the CUDA op tests and every model fixture on the cuda backend.

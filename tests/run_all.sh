@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test program: the C test binaries given as arguments and every tests/*/run_*.sh
-# script, JOBS at a time (default: one per CPU), each one's output in $BUILD/test-logs/.
+# script, in parallel on JOBS CPUs (default: all), each one's output in $BUILD/test-logs/.
 # Prints one line per program as it ends, PASS / FAIL (with its log's tail) / SKIP (with the
 # reason), then the closing line CI reads, exactly:
 #     N passed, N failed, N skipped
@@ -8,8 +8,14 @@
 # node, tokenizer files not fetchable): it is counted as a skip, and its reason is its last
 # "SKIP: ..." output line (tests/harness.h test_skip; `skip` in the scripts).
 #
-# Order: longest first, by the times of the previous run ($BUILD/test-logs/times); on a first
-# run, the scripts (the slow, mostly waiting black-box tests) before the binaries.
+# Order: longest first, by the times of the previous run ($BUILD/test-logs/times: wall seconds,
+# CPU seconds, program), or on a first run by tests/times (a reference run's wall times, committed:
+# refresh it from a quiet machine's times file when the suite changes much); programs with no time
+# yet go first.
+# JOBS counts CPUs, not programs: a program counts as its CPU share (CPU / wall, at least 0.5;
+# unknown ones 1), so the scripts that mostly wait on servers, sleeps and timeouts run beside the
+# CPU-bound ones instead of holding a CPU idle. The closing time line gives the wall time, the
+# programs' wall times summed and their CPU time (user + system) summed.
 set -u
 BUILD=${BUILD:-build}
 export BUILD
@@ -17,30 +23,44 @@ JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 LOGS=$BUILD/test-logs
 mkdir -p "$LOGS"
 times_file=$LOGS/times
+known_times=$times_file
+[ -s "$known_times" ] || known_times=tests/times
 
 progs=()
 for s in tests/*/run_*.sh; do [ -f "$s" ] && progs+=("$s"); done
 progs+=("$@")
-if [ -s "$times_file" ]; then   # known programs by their last time, descending; new ones first
+declare -A share_of=()   # program -> its CPU share in hundredths
+if [ -s "$known_times" ]; then   # known programs by their last time, descending; new ones first
     mapfile -t progs < <(for p in "${progs[@]}"; do
-        t=$(awk -v p="$p" '$2 == p { print $1 }' "$times_file")
+        t=$(awk -v p="$p" '$NF == p { print $1 }' "$known_times")
         echo "${t:-999999} $p"
     done | sort -s -k1,1nr | cut -d' ' -f2-)
+    # (a times file of two columns, wall and program, gives no CPU: every share is 1)
+    while read -r share p; do share_of[$p]=$share; done < <(awk 'NF == 3 && $1 > 0 {
+        s = $2 / $1; if (s < 0.5) s = 0.5; if (s > 1) s = 1; printf "%d %s\n", s * 100, $3 }' "$known_times")
 fi
 
 log_of() { echo "$LOGS/$(echo "$1" | tr '/' '_').log"; }
 now() { date +%s.%N; }
 
-# run_one PROG: runs it with its output in its log, then writes "STATUS END_TIME" to LOG.rc
+# run_one PROG: runs it with its output in its log, then writes "STATUS END_TIME CPU_SECONDS" to
+# LOG.rc (CPU: user + system of the program and everything it started and waited for)
 run_one() {
-    local p=$1 log rc
+    local p=$1 log rc cpu TIMEFORMAT='%U %S'
     log=$(log_of "$p")
-    if [[ $p == *.sh ]]; then bash "$p" > "$log" 2>&1 < /dev/null; else "$p" > "$log" 2>&1 < /dev/null; fi
+    if [[ $p == *.sh ]]; then
+        { time bash "$p" > "$log" 2>&1 < /dev/null; } 2> "$log.cpu"
+    else
+        { time "$p" > "$log" 2>&1 < /dev/null; } 2> "$log.cpu"
+    fi
     rc=$?
-    echo "$rc $(now)" > "$log.rc"
+    cpu=$(awk '{ printf "%.1f", $1 + $2 }' "$log.cpu")
+    rm -f "$log.cpu"
+    echo "$rc $(now) $cpu" > "$log.rc"
 }
 
 declare -A start_of=()   # running program -> start time
+load=0                   # the running programs' CPU shares summed, in hundredths
 passed=0 failed=0 skipped=0
 failures=() skips=()
 t_begin=$(now)
@@ -48,13 +68,14 @@ t_begin=$(now)
 
 # report PROG: prints the finished program's line and records its time
 report() {
-    local p=$1 log rc end secs
+    local p=$1 log rc end cpu secs
     log=$(log_of "$p")
-    read -r rc end < "$log.rc"
+    read -r rc end cpu < "$log.rc"
     rm -f "$log.rc"
     secs=$(awk -v a="${start_of[$p]}" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
     unset "start_of[$p]"
-    echo "$secs $p" >> "$times_file.new"
+    load=$((load - ${share_of[$p]:-100}))
+    echo "$secs ${cpu:-0} $p" >> "$times_file.new"
     if [ "$rc" -eq 0 ]; then
         passed=$((passed + 1))
         printf 'PASS %6ss  %s\n' "$secs" "$p"
@@ -82,16 +103,19 @@ reap() {
 
 for p in "${progs[@]}"; do
     rm -f "$(log_of "$p").rc"
-    while [ ${#start_of[@]} -ge "$JOBS" ]; do reap; done
+    while [ ${#start_of[@]} -gt 0 ] && [ $((load + ${share_of[$p]:-100})) -gt $((JOBS * 100)) ]; do reap; done
     start_of[$p]=$(now)
+    load=$((load + ${share_of[$p]:-100}))
     run_one "$p" &
 done
 while [ ${#start_of[@]} -gt 0 ]; do reap; done
 
 sum=$(awk '{ s += $1 } END { printf "%.0f", s }' "$times_file.new")
+cpu=$(awk '{ s += $2 } END { printf "%.0f", s }' "$times_file.new")
 wall=$(awk -v a="$t_begin" -v b="$(now)" 'BEGIN { printf "%.0f", b - a }')
-mv "$times_file.new" "$times_file"
-echo "test time: ${wall} s wall with ${JOBS} jobs, ${sum} s summed over programs (logs: $LOGS)"
+sort -k1,1nr "$times_file.new" > "$times_file"
+rm -f "$times_file.new"
+echo "test time: ${wall} s wall with ${JOBS} jobs, ${sum} s summed over programs, ${cpu} s CPU (logs: $LOGS)"
 for s in "${skips[@]}"; do echo "skipped: $s"; done
 for f in "${failures[@]}"; do echo "failed: $f"; done
 # a program that never reported (a bug here) must not pass unnoticed

@@ -5,14 +5,10 @@
 # malformed SSE, missing usage, HTTP 500, server killed mid-run, unreachable server), then the
 # HTML report. Needs node; takes about 15 seconds.
 set -u
-BUILD=${BUILD:-build}
-CAIRN=$BUILD/cairn
-T=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$T"; }
-trap cleanup EXIT
+. tests/lib.sh
+scratch
 fail() { echo "FAIL: $*"; exit 1; }
-command -v node >/dev/null || { echo "SKIP: node is not installed (bash scripts/deps.sh --test)"; exit 77; }
+command -v node >/dev/null || skip "node is not installed (bash scripts/deps.sh --test)"
 [ -x "$CAIRN" ] || fail "$CAIRN not built"
 CHECK="node tests/bench/check_bench.js"
 

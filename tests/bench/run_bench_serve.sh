@@ -10,14 +10,10 @@
 # max_position_embeddings raised to 8192 (positions past the 1024 it was trained on give worse
 # text, not different timings).
 set -u
-BUILD=${BUILD:-build}
-CAIRN=$BUILD/cairn
-T=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$T"; }
-trap cleanup EXIT
+. tests/lib.sh
+scratch
 fail() { echo "FAIL: $*"; for f in "$T"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -5 "$f"; }; done; exit 1; }
-command -v node >/dev/null || { echo "SKIP: node is not installed (bash scripts/deps.sh --test)"; exit 77; }
+command -v node >/dev/null || skip "node is not installed (bash scripts/deps.sh --test)"
 [ -x "$CAIRN" ] || fail "$CAIRN not built"
 CHECK="node tests/bench/check_bench.js"
 

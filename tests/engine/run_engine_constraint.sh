@@ -4,13 +4,10 @@
 # (build/tests/engine/test_engine_constraint) validated with ajv (tests/text/validate_constraint.mjs).
 # Needs node >= 18 and npm; exits 77 (SKIP) without them.
 set -u
-BUILD=${BUILD:-build}
-command -v node > /dev/null && command -v npm > /dev/null || { echo "SKIP run_engine_constraint: node and npm are required" >&2; exit 77; }
+. tests/lib.sh
+need_ajv
 bin="$BUILD/tests/engine/test_engine_constraint"
 [ -x "$bin" ] || { echo "run_engine_constraint: $bin not built" >&2; exit 1; }
-if [ ! -f tests/text/node_modules/ajv/package.json ] || [ ! -f tests/text/node_modules/ajv-formats/package.json ]; then
-    (cd tests/text && npm ci --no-audit --no-fund --loglevel=error) || { echo "run_engine_constraint: npm ci failed" >&2; exit 1; }
-fi
 out="$BUILD/engine_constraint.jsonl"
 ENGINE_CONSTRAINT_OUT="$out" "$bin" > /dev/null 2>&1 || { echo "FAIL $bin"; exit 1; }
 if node tests/text/validate_constraint.mjs "$out"; then echo "ok   engine constrained outputs validate (ajv)"; else echo "FAIL engine constrained outputs (ajv)"; exit 1; fi

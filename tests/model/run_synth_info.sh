@@ -10,13 +10,8 @@ trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
 # A small Qwen3-MoE shape: 2 of 3 layers sparse.
-cat > "$T/moe.json" <<'JSON'
-{"architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 96, "hidden_size": 32, "intermediate_size": 48,
- "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
- "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16, "mlp_only_layers": [0],
- "max_position_embeddings": 256, "rope_theta": 1000000.0, "eos_token_id": 5}
-JSON
-out=$("$CAIRN" synth --config "$T/moe.json" --out "$T/moe" --seed 3 2>/dev/null)
+moe=tests/model/tiny_qwen3_moe.json
+out=$("$CAIRN" synth --config "$moe" --out "$T/moe" --seed 3 2>/dev/null)
 echo "$out"
 echo "$out" | grep -q "Qwen3MoeForCausalLM" || fail "synth summary: $out"
 info=$("$CAIRN" info "$T/moe" 2>/dev/null)
@@ -30,12 +25,12 @@ echo "$info" | grep -q "experts: *4, 2 per token, ffn 16, not renormalized; 2 of
 echo "$info" | grep -q "kv cache: *$((3*2*2*8*2)) bytes/token bf16" || fail "kv bytes"
 echo "$info" | grep -q "context: *256 tokens" || fail "context"
 # --arch overrides; sharding at a tiny shard size; same seed gives the same bytes
-"$CAIRN" synth --arch Qwen3MoeForCausalLM --config "$T/moe.json" --out "$T/moe_sh" --seed 3 --shard-gb 0.00002 >/dev/null 2>&1
+"$CAIRN" synth --arch Qwen3MoeForCausalLM --config "$moe" --out "$T/moe_sh" --seed 3 --shard-gb 0.00002 >/dev/null 2>&1
 [ -f "$T/moe_sh/model.safetensors.index.json" ] || fail "no index for a sharded synth"
 n=$(ls "$T/moe_sh"/model-*-of-*.safetensors | wc -l)
 [ "$n" -gt 2 ] || fail "expected several shards, got $n"
 "$CAIRN" info "$T/moe_sh" 2>/dev/null | grep -q "parameters:.*($want)" || fail "sharded parameter count"
-"$CAIRN" synth --config "$T/moe.json" --out "$T/moe2" --seed 3 >/dev/null 2>&1
+"$CAIRN" synth --config "$moe" --out "$T/moe2" --seed 3 >/dev/null 2>&1
 cmp -s "$T/moe/model.safetensors" "$T/moe2/model.safetensors" || fail "same seed, different bytes"
 # provenance note
 printf 'Synthesized by run_synth_info.sh\nseed 3\n' > "$T/moe/PROVENANCE"
@@ -102,7 +97,7 @@ truncate -s 1000 "$T/moe/model.safetensors"
 if "$CAIRN" info "$T/moe" >/dev/null 2>"$T/err"; then fail "info on a truncated file succeeded"; fi
 grep -q "model.safetensors" "$T/err" || fail "error does not name the file"
 # unsupported architecture: named, and the supported ones listed
-sed 's/Qwen3MoeForCausalLM/PhiForCausalLM/' "$T/moe.json" > "$T/phi.json"
+sed 's/Qwen3MoeForCausalLM/PhiForCausalLM/' "$moe" > "$T/phi.json"
 if "$CAIRN" synth --config "$T/phi.json" --out "$T/phi" 2>"$T/err" >/dev/null; then fail "unsupported arch accepted"; fi
 grep -q "PhiForCausalLM is not supported (supported: .*Qwen3ForCausalLM" "$T/err" || fail "unsupported arch message"
 echo "all synth/info checks passed"

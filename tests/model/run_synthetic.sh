@@ -17,15 +17,9 @@ rc=0
 ok() { echo "ok   $*"; }
 bad() { echo "FAIL $*"; rc=1; }
 
-cat > "$T/moe.json" <<'JSON'
-{"architectures": ["Qwen3MoeForCausalLM"], "vocab_size": 96, "hidden_size": 32, "intermediate_size": 48,
- "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
- "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 16, "mlp_only_layers": [0],
- "max_position_embeddings": 256, "rope_theta": 1000000.0, "eos_token_id": 5}
-JSON
 # 8192 x 64 embeddings: large enough for the multi-threaded host fill (and models/default's tokenizer)
 sed 's/"vocab_size": 512/"vocab_size": 8192/; s/"eos_token_id": 511/"eos_token_id": 2/' tests/engine/tiny_qwen3.json > "$T/tiny-8k.json"
-configs="tests/engine/tiny_qwen3.json $T/tiny-8k.json $T/moe.json tests/model/fixtures/qwen3_tied/config.json tests/model/fixtures/gemma3/config.json"
+configs="tests/engine/tiny_qwen3.json $T/tiny-8k.json tests/model/tiny_qwen3_moe.json tests/model/fixtures/qwen3_tied/config.json tests/model/fixtures/gemma3/config.json"
 seed=11
 for cfg in $configs; do
     name=$(basename "$(dirname "$cfg")" | sed 's/^cairn_run_synthetic.*/tmp/')_$(basename "$cfg" .json)

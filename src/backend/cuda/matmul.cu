@@ -218,18 +218,6 @@ struct gemv_segs {
     bool     accumulate;    // out += x @ w^T
 };
 
-/* sg.field[seg] without a dynamic index into the kernel's parameter space (which would copy the
- * whole struct to local memory in every thread). */
-template <typename P>
-__device__ __forceinline__ P seg_pick(const P (&a)[GEMV_MAX_SEGS], int seg)
-{
-    P v = a[0];
-#pragma unroll
-    for (int i = 1; i < GEMV_MAX_SEGS; i++)
-        if (seg == i) v = a[i];
-    return v;
-}
-
 /* Row r of the concatenated segments: its segment and its row within it. */
 template <typename T>
 __device__ __forceinline__ int seg_locate(const gemv_segs<T> &sg, int &r)

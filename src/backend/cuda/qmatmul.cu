@@ -210,18 +210,6 @@ __device__ __forceinline__ void qblock_sum(float (&acc)[QGEMV_R][N], float (&par
     __syncthreads();
 }
 
-/* p[i] without a dynamic index into the kernel's parameter space (it would copy the whole struct
- * to local memory in every thread). */
-template <typename P>
-__device__ __forceinline__ P qseg_pick(const P (&p)[QGEMV_MAX_SEGS], int i)
-{
-    P v = p[0];
-#pragma unroll
-    for (int j = 1; j < QGEMV_MAX_SEGS; j++)
-        if (i == j) v = p[j];
-    return v;
-}
-
 /* out_s[t, row] (+)= w_s[row] . x[t] (+ bias_s[row]) for t < n <= N, for up to three matrices of
  * one format sharing x (q/k/v): segment s owns blocks [blk0[s], blk0[s + 1]). */
 template <int MODE, int BITS, int N>
@@ -233,14 +221,14 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv(qsegs sg, const floa
 #pragma unroll
     for (int j = 1; j < QGEMV_MAX_SEGS; j++)
         if (j < sg.n_segs && (int)blockIdx.x >= sg.blk0[j]) seg = j;
-    const int m = qseg_pick(sg.m, seg);
-    const int row0 = ((int)blockIdx.x - qseg_pick(sg.blk0, seg)) * QGEMV_R;
+    const int m = seg_pick(sg.m, seg);
+    const int row0 = ((int)blockIdx.x - seg_pick(sg.blk0, seg)) * QGEMV_R;
     __shared__ float part[QGEMV_WARPS][QGEMV_R][N], sum[QGEMV_R][N];
     float acc[QGEMV_R][N];
-    qrows_dot<MODE, BITS, N>(acc, qseg_pick(sg.qm, seg), f, row0, m, x, f.k, n, warp, lane);
+    qrows_dot<MODE, BITS, N>(acc, seg_pick(sg.qm, seg), f, row0, m, x, f.k, n, warp, lane);
     qblock_sum<N>(acc, part, sum, warp, lane);
-    float *out = qseg_pick(sg.out, seg);
-    const void *bias = qseg_pick(sg.bias, seg);
+    float *out = seg_pick(sg.out, seg);
+    const void *bias = seg_pick(sg.bias, seg);
     if (threadIdx.x >= QGEMV_R * N) return;
     const int r = threadIdx.x / N, t = threadIdx.x % N, row = row0 + r;
     if (row >= m || t >= n) return;

@@ -1,7 +1,8 @@
 /* kbf16: bf16 dot-product tiles for bf16 weights (AVX-512 BF16), the cpu backend's fast matmul.
  *
  * The f32 tiles (kern.h) widen bf16 weights to f32 and run f32 FMAs; on CPUs with AVX-512 BF16
- * one vdpbf16ps does 32 multiply-adds where an f32 FMA does 16, so the "cpu" backend rounds x
+ * that issue it at the FMA rate (AMD's) one vdpbf16ps does 32 multiply-adds where an f32 FMA
+ * does 16, so the "cpu" backend rounds x
  * to bf16 (round to nearest even, as the GPU's bf16 GEMMs and llama.cpp do) and multiplies bf16
  * by bf16 (the products are exact in f32). "cpu-precise" keeps the f32 tiles.
  * Narrow outputs (at most KBF16_NARROW_M weight rows) keep the f32 tiles too, as on cuda: MoE
@@ -43,7 +44,8 @@ struct cpu_bf16_kern {
 };
 
 /* The kernels that go with the f32 family `family` (kern.h), or NULL: only "avx512" has them,
- * and only on CPUs with AVX-512 BF16. */
+ * and only on CPUs with AVX-512 BF16 that run it faster than f32 FMAs (AMD Zen 4 and later; on
+ * Intel's it is no faster, so cpu stays f32 there). */
 const struct cpu_bf16_kern *cpu_bf16_kern_pick(const char *family);
 
 #endif

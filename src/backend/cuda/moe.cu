@@ -11,7 +11,10 @@
  * programmatic dependents (cuda_common.cuh): each waits for the one before, then lets the next
  * one launch, so the down kernel, whose expert ids are known two launches back, streams its first
  * weights while gate + up drains. For many tokens (prefill) the ids come back to the host, tokens
- * are grouped per expert, and each expert runs through cuBLAS once on its gathered rows.
+ * are grouped per expert (a sort on the host), and each expert runs through cuBLAS once on its
+ * gathered rows: with bf16/f16 weights (not cuda-precise) the rows are gathered once for all
+ * experts, already rounded to the weights' dtype, the GLU runs once for all, and the combine reads
+ * the expert outputs where the sort put them, so a layer costs three launches plus its GEMMs.
  *
  * MLX-quantized experts (DTYPE_QMLX) take the same two paths: on the device, gate + up + GLU in
  * one launch (k_moe_qgate_up, qmatmul.cu), down (k_moe_qgemv) and the combine, over a device table
@@ -475,32 +478,79 @@ __global__ void __launch_bounds__(MOE_K_MAX * 32) k_moe_down_combine(float *out,
     *o = accumulate ? *o + s : s;
 }
 
-__global__ void k_moe_glu(float *g, const float *u, size_t n, int act)
+/* h[i] = act(g[i]) * u[i], in H (f32 in place over g, or the 16-bit input of the down GEMM) */
+template <typename H>
+__global__ void k_moe_glu(H *h, const float *g, const float *u, size_t n, int act)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float x = g[i];
         float a = act == ACT_SILU ? x / (1.0f + __expf(-x))
                                   : 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-        g[i] = a * u[i];
+        h[i] = from_f<H>(a * u[i]);
     }
 }
 
-/* out[t, :] (+)= sum_j weights[t, j] * y[t * k + j, :] (fixed j order) */
-__global__ void k_moe_combine(float *out, const float *y, const float *weights, int k, int d, bool accumulate)
+static int moe_grid(size_t n) { return (int)((n + 255) / 256 > 65535 ? 65535 : (n + 255) / 256); }
+
+/* out[t, :] (+)= sum_j weights[t, j] * y[row, :] with row = at[t * k + j] (at NULL: t * k + j), in a
+ * fixed j order */
+__global__ void k_moe_combine(float *out, const float *y, const int32_t *at, const float *weights, int k, int d,
+                              bool accumulate)
 {
     int t = blockIdx.x;
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
         float s = 0;
-        for (int j = 0; j < k; j++) s += weights[t * k + j] * y[((size_t)t * k + j) * d + i];
+        for (int j = 0; j < k; j++) {
+            const size_t row = at ? (size_t)at[t * k + j] : (size_t)t * k + j;
+            s += weights[t * k + j] * y[row * d + i];
+        }
         float *o = out + (size_t)t * d + i;
         *o = accumulate ? *o + s : s;
     }
 }
 
-__global__ void k_gather(float *dst, const float *src, const int32_t *rows, int d)
+/* dst[r, :] = src[rows[r], :], in D (f32, or the 16-bit input of a GEMM) */
+template <typename D>
+__global__ void k_gather(D *dst, const float *src, const int32_t *rows, int d)
 {
     int r = blockIdx.x;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) dst[(size_t)r * d + i] = src[(size_t)rows[r] * d + i];
+    for (int i = threadIdx.x; i < d; i += blockDim.x) dst[(size_t)r * d + i] = from_f<D>(src[(size_t)rows[r] * d + i]);
+}
+
+/* out[n, m] = x[n, k] w[m, k]^T on cuBLAS, x already in the weights' 16-bit dtype, f32 out. */
+static void gemm16(struct cuda_backend *cb, float *out, const void *xh, const struct tensor *w, int n, int m, int k)
+{
+    const float alpha = 1.0f, beta = 0.0f;
+    const cudaDataType dt = w->dtype == DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
+    CUBLAS_CHECK(cublasGemmEx(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, dptr(w), dt, k, xh, dt, k, &beta,
+                              out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+/* The experts of 16-bit weights over their grouped rows (count: CSR offsets per expert; idx: the
+ * token of each grouped row): one gather for all experts, rounded to the weights' dtype as cuBLAS
+ * takes it, a GEMM per used expert for gate and for up, one GLU for all, a GEMM per expert for down;
+ * y in grouped order. */
+template <typename H>
+static void moe_grouped16(struct cuda_backend *cb, float *y, float *g, float *u, void *work16, const float *x,
+                          const int32_t *idx, const int *count, const struct tensor *gate, const struct tensor *up,
+                          const struct tensor *down, int n_experts, int slots, int d, int f, enum act act)
+{
+    H *xh = (H *)work16, *hh = xh + (size_t)slots * d;   // [slots, d], [slots, f]
+    cuda_mark_unrecordable(cb);   // cuBLAS may allocate its workspace on a call
+    k_gather<H><<<slots, 256, 0, cb->stream>>>(xh, x, idx, d);
+    LAUNCH_CHECK();
+    for (int e = 0; e < n_experts; e++) {
+        const int c = count[e + 1] - count[e];
+        if (!c) continue;
+        gemm16(cb, g + (size_t)count[e] * f, xh + (size_t)count[e] * d, &gate[e], c, f, d);
+        gemm16(cb, u + (size_t)count[e] * f, xh + (size_t)count[e] * d, &up[e], c, f, d);
+    }
+    k_moe_glu<H><<<moe_grid((size_t)slots * f), 256, 0, cb->stream>>>(hh, g, u, (size_t)slots * f, (int)act);
+    LAUNCH_CHECK();
+    for (int e = 0; e < n_experts; e++) {
+        const int c = count[e + 1] - count[e];
+        if (c) gemm16(cb, y + (size_t)count[e] * d, hh + (size_t)count[e] * f, &down[e], c, d, f);
+    }
 }
 
 __global__ void k_scatter_slots(float *y, const float *src, const int32_t *slots, int d)
@@ -526,12 +576,16 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
         return;
     }
     size_t slots = (size_t)n * k;
-    // workspace: g [slots, f], u [slots, f], y [slots, d], plus room for gathered rows and index lists
-    size_t bytes = sizeof(float) * (slots * (2 * (size_t)f + 2 * (size_t)d)) + sizeof(int32_t) * 2 * slots + 1024;
+    // workspace: g [slots, f], u [slots, f], y [slots, d], gathered rows [slots, d] (f32, or the
+    // 16-bit rows of x and of the GLU), then index lists
+    const size_t h16_bytes = (sizeof(uint16_t) * slots * f + 15) & ~(size_t)15;   // the 16-bit GLU rows
+    size_t bytes = sizeof(float) * (slots * (2 * (size_t)f + 2 * (size_t)d)) + h16_bytes + sizeof(int32_t) * 3 * slots + 1024;
     char *ws = (char *)cuda_grow(cb, &cb->d_moe_work, &cb->moe_work_bytes, bytes);
     float *g = (float *)ws, *u = g + slots * f, *y = u + slots * f, *xg = y + slots * d;
-    int32_t *idx = (int32_t *)(xg + slots * d), *slot_of = idx + slots;
-    int gl = (int)((slots * f + 255) / 256 > 65535 ? 65535 : (slots * f + 255) / 256);
+    int32_t *idx = (int32_t *)((char *)(xg + slots * d) + h16_bytes), *slot_of = idx + slots;
+    int32_t *at = slot_of + slots;
+    int gl = moe_grid(slots * f);
+    const int32_t *combine_at = NULL;   // y in (token, choice) order
 
     // MLX-quantized projections (mlx-lm may leave one float, e.g. a down_proj whose inputs no group divides)
     const bool qg = gate[0].dtype == DTYPE_QMLX, qu = up[0].dtype == DTYPE_QMLX, qd = down[0].dtype == DTYPE_QMLX;
@@ -553,7 +607,7 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
                 DISPATCH_FLOAT(up[0].dtype, T,
                     k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
                         u, (const float *)dptr(x), tab->d_up, d_ids, f, d, k));
-                k_moe_glu<<<gl, 256, 0, cb->stream>>>(g, u, slots * f, (int)act);
+                k_moe_glu<float><<<gl, 256, 0, cb->stream>>>(g, g, u, slots * f, (int)act);
                 LAUNCH_CHECK();
             }
             if (qd) {
@@ -584,49 +638,66 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
                 k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
                     u, (const float *)dptr(x), tab->d_up, (const int32_t *)dptr(ids), f, d, k));
             LAUNCH_CHECK();
-            k_moe_glu<<<gl, 256, 0, cb->stream>>>(g, u, slots * f, (int)act);
+            k_moe_glu<float><<<gl, 256, 0, cb->stream>>>(g, g, u, slots * f, (int)act);
             DISPATCH_FLOAT(down[0].dtype, T,
                 k_moe_gemv<T><<<dim3((d + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
                     y, g, tab->d_down, (const int32_t *)dptr(ids), d, f, 1));
             LAUNCH_CHECK();
         }
     } else {
-        // Group (token, choice) slots by expert on the host; one cuBLAS pass per used expert.
+        // Group (token, choice) slots by expert on the host: expert e's slots become grouped rows
+        // [count[e], count[e + 1]); at[slot] says which row each slot went to.
         int32_t *h_ids = (int32_t *)xmalloc(sizeof(int32_t) * slots);
         CUDA_CHECK(cudaMemcpyAsync(h_ids, dptr(ids), sizeof(int32_t) * slots, cudaMemcpyDeviceToHost, cb->stream));
         cuda_step_roundtrip(cb);
         int *count = (int *)xcalloc((size_t)n_experts + 1, sizeof(int));
         for (size_t i = 0; i < slots; i++) count[h_ids[i] + 1]++;
         for (int e = 0; e < n_experts; e++) count[e + 1] += count[e];
-        int32_t *h_rows = (int32_t *)xmalloc(sizeof(int32_t) * 2 * slots), *h_slot = h_rows + slots;
+        int32_t *h_rows = (int32_t *)xmalloc(sizeof(int32_t) * 3 * slots), *h_slot = h_rows + slots, *h_at = h_slot + slots;
         int *fill = (int *)xcalloc((size_t)n_experts, sizeof(int));
         for (size_t i = 0; i < slots; i++) {
-            int e = h_ids[i], at = count[e] + fill[e]++;
-            h_rows[at] = (int32_t)(i / k);
-            h_slot[at] = (int32_t)i;
+            int e = h_ids[i], row = count[e] + fill[e]++;
+            h_rows[row] = (int32_t)(i / k);
+            h_slot[row] = (int32_t)i;
+            h_at[i] = row;
         }
-        CUDA_CHECK(cudaMemcpyAsync(idx, h_rows, sizeof(int32_t) * 2 * slots, cudaMemcpyHostToDevice, cb->stream));
+        CUDA_CHECK(cudaMemcpyAsync(idx, h_rows, sizeof(int32_t) * 3 * slots, cudaMemcpyHostToDevice, cb->stream));
         cuda_step_roundtrip(cb);   // h_rows is pageable and freed below
-        for (int e = 0; e < n_experts; e++) {
-            int c = count[e + 1] - count[e];
-            if (!c) continue;
-            float *xe = xg + (size_t)count[e] * d;
-            float *ge = g + (size_t)count[e] * f, *ue = u + (size_t)count[e] * f;
-            k_gather<<<c, 256, 0, cb->stream>>>(xe, (const float *)dptr(x), idx + count[e], d);
-            cuda_linear(cb, ge, xe, c, &gate[e]);
-            cuda_linear(cb, ue, xe, c, &up[e]);
-            int gle = (int)(((size_t)c * f + 255) / 256 > 65535 ? 65535 : ((size_t)c * f + 255) / 256);
-            k_moe_glu<<<gle, 256, 0, cb->stream>>>(ge, ue, (size_t)c * f, (int)act);
-            cuda_linear(cb, xe, ge, c, &down[e]);   // expert output, in grouped order
-            k_scatter_slots<<<c, 256, 0, cb->stream>>>(y, xe, slot_of + count[e], d);
+        const enum dtype wdt = gate[0].dtype;
+        const bool grouped16 = !quantized && !cb->precise && (wdt == DTYPE_BF16 || wdt == DTYPE_F16) &&
+                               up[0].dtype == wdt && down[0].dtype == wdt;
+        if (grouped16) {
+            const double t0 = cuda_prof_begin(cb);
+            if (wdt == DTYPE_BF16)
+                moe_grouped16<__nv_bfloat16>(cb, y, g, u, xg, (const float *)dptr(x), idx, count, gate, up, down,
+                                             n_experts, (int)slots, d, f, act);
+            else
+                moe_grouped16<__half>(cb, y, g, u, xg, (const float *)dptr(x), idx, count, gate, up, down, n_experts,
+                                      (int)slots, d, f, act);
+            cuda_prof_end(cb, "moe_grouped16", t0);
+            combine_at = at;
+        } else {   // f32, quantized or precise weights: each expert's matmuls as any matmul (matmul.cu's choice)
+            for (int e = 0; e < n_experts; e++) {
+                int c = count[e + 1] - count[e];
+                if (!c) continue;
+                float *xe = xg + (size_t)count[e] * d;
+                float *ge = g + (size_t)count[e] * f, *ue = u + (size_t)count[e] * f;
+                k_gather<float><<<c, 256, 0, cb->stream>>>(xe, (const float *)dptr(x), idx + count[e], d);
+                cuda_linear(cb, ge, xe, c, &gate[e]);
+                cuda_linear(cb, ue, xe, c, &up[e]);
+                k_moe_glu<float><<<moe_grid((size_t)c * f), 256, 0, cb->stream>>>(ge, ge, ue, (size_t)c * f, (int)act);
+                cuda_linear(cb, xe, ge, c, &down[e]);   // expert output, in grouped order
+                k_scatter_slots<<<c, 256, 0, cb->stream>>>(y, xe, slot_of + count[e], d);
+            }
+            LAUNCH_CHECK();
         }
-        LAUNCH_CHECK();
         free(h_ids);
         free(count);
         free(h_rows);
         free(fill);
     }
-    k_moe_combine<<<n, 256, 0, cb->stream>>>((float *)dptr(out), y, (const float *)dptr(weights), k, d, accumulate);
+    k_moe_combine<<<n, 256, 0, cb->stream>>>((float *)dptr(out), y, combine_at, (const float *)dptr(weights), k, d,
+                                             accumulate);
     LAUNCH_CHECK();
 }
 

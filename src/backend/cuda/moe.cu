@@ -12,9 +12,10 @@
  * one launch, so the down kernel, whose expert ids are known two launches back, streams its first
  * weights while gate + up drains. For many tokens (prefill) the ids come back to the host, tokens
  * are grouped per expert (a sort on the host), and each expert runs through cuBLAS once on its
- * gathered rows: with bf16/f16 weights (not cuda-precise) the rows are gathered once for all
- * experts, already rounded to the weights' dtype, the GLU runs once for all, and the combine reads
- * the expert outputs where the sort put them, so a layer costs three launches plus its GEMMs.
+ * gathered rows; with bf16/f16 weights (not cuda-precise) all experts run together instead: one
+ * gather of the rows, rounded to the weights' dtype, a grouped tensor-core GEMM each for gate, up
+ * and down over a host-made list of (expert, 64 rows) items, one GLU, and the combine reads the
+ * outputs where the sort put them: six launches a layer whatever the experts.
  *
  * MLX-quantized experts (DTYPE_QMLX) take the same two paths: on the device, gate + up + GLU in
  * one launch (k_moe_qgate_up, qmatmul.cu), down (k_moe_qgemv) and the combine, over a device table
@@ -25,6 +26,7 @@
  * token's routing and expert outputs do not depend on the batch.
  */
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/mma.cuh"
 
 #include <math.h>
 #include <stdlib.h>
@@ -517,40 +519,103 @@ __global__ void k_gather(D *dst, const float *src, const int32_t *rows, int d)
     for (int i = threadIdx.x; i < d; i += blockDim.x) dst[(size_t)r * d + i] = from_f<D>(src[(size_t)rows[r] * d + i]);
 }
 
-/* out[n, m] = x[n, k] w[m, k]^T on cuBLAS, x already in the weights' 16-bit dtype, f32 out. */
-static void gemm16(struct cuda_backend *cb, float *out, const void *xh, const struct tensor *w, int n, int m, int k)
+/* ---- grouped GEMM: every used expert's rows in one launch ----
+ * out[row, n] = sum_k x[row, k] W_e[n, k] over the grouped rows of each expert e, x and W in the
+ * same 16-bit dtype, f32 sums on tensor cores (m16n8k16). grid (work items, column tiles of
+ * MG_BN): a work item is up to MG_BM grouped rows of one expert {expert, first row, rows}, listed
+ * on the host with the sort. A block stages a 64 x 32 tile of x and of W in shared memory per k
+ * step (rows padded to 40 halves: the fragment reads of a warp hit 32 distinct banks); its 4 warps
+ * own 32 x 32 of the output each. */
+#define MG_BM 64
+#define MG_BN 64
+#define MG_BK 32
+#define MG_PAD 8
+#define MG_THREADS 128
+static_assert(MG_BM == MG_BN, "k_moe_grouped_gemm stages x and W tiles in one loop");
+
+template <typename T>
+__global__ void __launch_bounds__(MG_THREADS)
+k_moe_grouped_gemm(float *out, const T *x, const void *const *w_tab, const int32_t *work, int N, int K)
 {
-    const float alpha = 1.0f, beta = 0.0f;
-    const cudaDataType dt = w->dtype == DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
-    CUBLAS_CHECK(cublasGemmEx(cb->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, dptr(w), dt, k, xh, dt, k, &beta,
-                              out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    __shared__ __align__(16) T xs[MG_BM][MG_BK + MG_PAD], ws[MG_BN][MG_BK + MG_PAD];
+    const int e = work[3 * blockIdx.x], row0 = work[3 * blockIdx.x + 1], rows = work[3 * blockIdx.x + 2];
+    const int n0 = blockIdx.y * MG_BN, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32, g = lane >> 2, c2 = (lane & 3) * 2;
+    const T *W = (const T *)w_tab[e];
+    float acc[2][4][4];
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) acc[mi][ni][j] = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += MG_BK) {
+#pragma unroll
+        for (int i = tid; i < MG_BM * MG_BK / 8; i += MG_THREADS) {   // 16-byte pieces; K % 8 == 0
+            const int r = i / (MG_BK / 8), kc = i % (MG_BK / 8) * 8;
+            const bool kin = k0 + kc < K;
+            uint4 xv = make_uint4(0, 0, 0, 0), wv = make_uint4(0, 0, 0, 0);
+            if (kin && r < rows) xv = *reinterpret_cast<const uint4 *>(x + (size_t)(row0 + r) * K + k0 + kc);
+            if (kin && n0 + r < N) wv = *reinterpret_cast<const uint4 *>(W + (size_t)(n0 + r) * K + k0 + kc);
+            *reinterpret_cast<uint4 *>(&xs[r][kc]) = xv;
+            *reinterpret_cast<uint4 *>(&ws[r][kc]) = wv;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < MG_BK; kk += 16) {
+            uint32_t a[2][4], b[4][2];
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++) {
+                const int r = wm + mi * 16 + g;
+                a[mi][0] = *reinterpret_cast<const uint32_t *>(&xs[r][kk + c2]);
+                a[mi][1] = *reinterpret_cast<const uint32_t *>(&xs[r + 8][kk + c2]);
+                a[mi][2] = *reinterpret_cast<const uint32_t *>(&xs[r][kk + c2 + 8]);
+                a[mi][3] = *reinterpret_cast<const uint32_t *>(&xs[r + 8][kk + c2 + 8]);
+            }
+#pragma unroll
+            for (int ni = 0; ni < 4; ni++) {
+                const int n = wn + ni * 8 + g;
+                b[ni][0] = *reinterpret_cast<const uint32_t *>(&ws[n][kk + c2]);
+                b[ni][1] = *reinterpret_cast<const uint32_t *>(&ws[n][kk + c2 + 8]);
+            }
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+                for (int ni = 0; ni < 4; ni++) mma16816<T>(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++) {
+            const int col = n0 + wn + ni * 8 + c2;
+#pragma unroll
+            for (int half = 0; half < 2; half++) {   // rows g and g + 8 of the m16 tile
+                const int r = wm + mi * 16 + g + half * 8;
+                if (r >= rows) continue;
+                float *o = out + (size_t)(row0 + r) * N;
+                if (col < N) o[col] = acc[mi][ni][2 * half];
+                if (col + 1 < N) o[col + 1] = acc[mi][ni][2 * half + 1];
+            }
+        }
 }
 
-/* The experts of 16-bit weights over their grouped rows (count: CSR offsets per expert; idx: the
- * token of each grouped row): one gather for all experts, rounded to the weights' dtype as cuBLAS
- * takes it, a GEMM per used expert for gate and for up, one GLU for all, a GEMM per expert for down;
- * y in grouped order. */
+/* The experts of 16-bit weights over their grouped rows (work: n_work items of k_moe_grouped_gemm;
+ * idx: the token of each grouped row): one gather for all experts, rounded to the weights' dtype
+ * (as cuBLAS would take it), the gate and up GEMMs, one GLU, the down GEMM; y in grouped order. */
 template <typename H>
 static void moe_grouped16(struct cuda_backend *cb, float *y, float *g, float *u, void *work16, const float *x,
-                          const int32_t *idx, const int *count, const struct tensor *gate, const struct tensor *up,
-                          const struct tensor *down, int n_experts, int slots, int d, int f, enum act act)
+                          const int32_t *idx, const int32_t *work, int n_work, const struct moe_table *tab, int slots,
+                          int d, int f, enum act act)
 {
     H *xh = (H *)work16, *hh = xh + (size_t)slots * d;   // [slots, d], [slots, f]
-    cuda_mark_unrecordable(cb);   // cuBLAS may allocate its workspace on a call
     k_gather<H><<<slots, 256, 0, cb->stream>>>(xh, x, idx, d);
-    LAUNCH_CHECK();
-    for (int e = 0; e < n_experts; e++) {
-        const int c = count[e + 1] - count[e];
-        if (!c) continue;
-        gemm16(cb, g + (size_t)count[e] * f, xh + (size_t)count[e] * d, &gate[e], c, f, d);
-        gemm16(cb, u + (size_t)count[e] * f, xh + (size_t)count[e] * d, &up[e], c, f, d);
-    }
+    k_moe_grouped_gemm<H><<<dim3(n_work, (f + MG_BN - 1) / MG_BN), MG_THREADS, 0, cb->stream>>>(g, xh, tab->d_gate, work, f, d);
+    k_moe_grouped_gemm<H><<<dim3(n_work, (f + MG_BN - 1) / MG_BN), MG_THREADS, 0, cb->stream>>>(u, xh, tab->d_up, work, f, d);
     k_moe_glu<H><<<moe_grid((size_t)slots * f), 256, 0, cb->stream>>>(hh, g, u, (size_t)slots * f, (int)act);
+    k_moe_grouped_gemm<H><<<dim3(n_work, (d + MG_BN - 1) / MG_BN), MG_THREADS, 0, cb->stream>>>(y, hh, tab->d_down, work, d, f);
     LAUNCH_CHECK();
-    for (int e = 0; e < n_experts; e++) {
-        const int c = count[e + 1] - count[e];
-        if (c) gemm16(cb, y + (size_t)count[e] * d, hh + (size_t)count[e] * f, &down[e], c, d, f);
-    }
 }
 
 __global__ void k_scatter_slots(float *y, const float *src, const int32_t *slots, int d)
@@ -579,11 +644,13 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
     // workspace: g [slots, f], u [slots, f], y [slots, d], gathered rows [slots, d] (f32, or the
     // 16-bit rows of x and of the GLU), then index lists
     const size_t h16_bytes = (sizeof(uint16_t) * slots * f + 15) & ~(size_t)15;   // the 16-bit GLU rows
-    size_t bytes = sizeof(float) * (slots * (2 * (size_t)f + 2 * (size_t)d)) + h16_bytes + sizeof(int32_t) * 3 * slots + 1024;
+    const size_t max_work = slots / MG_BM + (size_t)n_experts + 1;   // k_moe_grouped_gemm's items
+    size_t bytes = sizeof(float) * (slots * (2 * (size_t)f + 2 * (size_t)d)) + h16_bytes +
+                   sizeof(int32_t) * (3 * slots + 3 * max_work) + 1024;
     char *ws = (char *)cuda_grow(cb, &cb->d_moe_work, &cb->moe_work_bytes, bytes);
     float *g = (float *)ws, *u = g + slots * f, *y = u + slots * f, *xg = y + slots * d;
     int32_t *idx = (int32_t *)((char *)(xg + slots * d) + h16_bytes), *slot_of = idx + slots;
-    int32_t *at = slot_of + slots;
+    int32_t *at = slot_of + slots, *work = at + slots;
     int gl = moe_grid(slots * f);
     const int32_t *combine_at = NULL;   // y in (token, choice) order
 
@@ -653,7 +720,8 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
         int *count = (int *)xcalloc((size_t)n_experts + 1, sizeof(int));
         for (size_t i = 0; i < slots; i++) count[h_ids[i] + 1]++;
         for (int e = 0; e < n_experts; e++) count[e + 1] += count[e];
-        int32_t *h_rows = (int32_t *)xmalloc(sizeof(int32_t) * 3 * slots), *h_slot = h_rows + slots, *h_at = h_slot + slots;
+        int32_t *h_rows = (int32_t *)xmalloc(sizeof(int32_t) * (3 * slots + 3 * max_work)), *h_slot = h_rows + slots;
+        int32_t *h_at = h_slot + slots, *h_work = h_at + slots;
         int *fill = (int *)xcalloc((size_t)n_experts, sizeof(int));
         for (size_t i = 0; i < slots; i++) {
             int e = h_ids[i], row = count[e] + fill[e]++;
@@ -661,19 +729,32 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
             h_slot[row] = (int32_t)i;
             h_at[i] = row;
         }
-        CUDA_CHECK(cudaMemcpyAsync(idx, h_rows, sizeof(int32_t) * 3 * slots, cudaMemcpyHostToDevice, cb->stream));
+        int n_work = 0;
+        for (int e = 0; e < n_experts; e++)
+            for (int r0 = count[e]; r0 < count[e + 1]; r0 += MG_BM, n_work++) {
+                h_work[3 * n_work] = e;
+                h_work[3 * n_work + 1] = r0;
+                h_work[3 * n_work + 2] = count[e + 1] - r0 < MG_BM ? count[e + 1] - r0 : MG_BM;
+            }
+        CHECK((size_t)n_work <= max_work, "cuda moe: %d work items (room for %zu)", n_work, max_work);
+        CUDA_CHECK(cudaMemcpyAsync(idx, h_rows, sizeof(int32_t) * (3 * slots + 3 * (size_t)n_work), cudaMemcpyHostToDevice,
+                                   cb->stream));
         cuda_step_roundtrip(cb);   // h_rows is pageable and freed below
         const enum dtype wdt = gate[0].dtype;
-        const bool grouped16 = !quantized && !cb->precise && (wdt == DTYPE_BF16 || wdt == DTYPE_F16) &&
-                               up[0].dtype == wdt && down[0].dtype == wdt;
-        if (grouped16) {
+        const struct moe_table *tab = NULL;
+        if (!quantized && !cb->precise && (wdt == DTYPE_BF16 || wdt == DTYPE_F16) && up[0].dtype == wdt &&
+            down[0].dtype == wdt && d % 8 == 0 && f % 8 == 0) {
+            tab = table_for(cb, gate, up, down, n_experts);
+            if (!tab->aligned16 || !aligned16(dptr(x))) tab = NULL;
+        }
+        if (tab) {   // 16-bit rows of x and of the GLU: 16-byte loads need rows of a multiple of 8
             const double t0 = cuda_prof_begin(cb);
             if (wdt == DTYPE_BF16)
-                moe_grouped16<__nv_bfloat16>(cb, y, g, u, xg, (const float *)dptr(x), idx, count, gate, up, down,
-                                             n_experts, (int)slots, d, f, act);
+                moe_grouped16<__nv_bfloat16>(cb, y, g, u, xg, (const float *)dptr(x), idx, work, n_work, tab, (int)slots,
+                                             d, f, act);
             else
-                moe_grouped16<__half>(cb, y, g, u, xg, (const float *)dptr(x), idx, count, gate, up, down, n_experts,
-                                      (int)slots, d, f, act);
+                moe_grouped16<__half>(cb, y, g, u, xg, (const float *)dptr(x), idx, work, n_work, tab, (int)slots, d, f,
+                                      act);
             cuda_prof_end(cb, "moe_grouped16", t0);
             combine_at = at;
         } else {   // f32, quantized or precise weights: each expert's matmuls as any matmul (matmul.cu's choice)

@@ -297,10 +297,11 @@ k_gdn_decode(float *out, const float *q, const float *k, const float *v, const f
 #define GDN_TILE_MAX 128           // batch_begin's tile cap
 #define GDN_TILE_PIECES 3          // pieces of GDN_CHUNK positions a tile of GDN_TILE_MAX can touch
 #define GDN_CHUNKED_MIN_RUN 16     // a step with a run this long of one sequence takes the chunked form
-#define GDN_CHUNKED_MAX_DK 128     // k_gdn_chunk_state keeps dk / 4 rows of S per thread, 32 at most
+#define GDN_CHUNKED_MAX_DK 128     // k_gdn_chunk_state keeps dk / 8 rows of S per thread, 16 at most
 #define GDN_CHUNKED_MAX_DV 256     // k_gdn_chunk_prep keeps 64 rows of v in shared memory
 #define GDN_PREP_THREADS 256
-#define GDN_STATE_THREADS 128      // 4 warps over 32 columns of S
+#define GDN_STATE_RG 8             // k_gdn_chunk_state: row groups, a warp each, over 32 columns of S
+#define GDN_STATE_THREADS (32 * GDN_STATE_RG)
 #define GDN_STATE_COLS 32
 
 /* Piece j of tile tl: its first token t0, length L and first position pos0; false if the tile
@@ -319,7 +320,7 @@ __device__ __forceinline__ bool gdn_piece(const int32_t *tiles, const int32_t *t
 }
 
 static size_t gdn_rec_floats(int dk, int dv) { return (size_t)dk + dv + GDN_CHUNK + 4; }
-static int gdn_dk_padded(int dk) { return (dk + 15) / 16 * 16; }
+static int gdn_dk_padded(int dk) { return (dk + 4 * GDN_STATE_RG - 1) / (4 * GDN_STATE_RG) * (4 * GDN_STATE_RG); }
 
 /* grid (tiles * GDN_TILE_PIECES, value heads): one block per (piece, value head). */
 template <typename T>
@@ -423,16 +424,18 @@ k_gdn_chunk_prep(float *ws, const float *q, const float *k, const float *v, cons
 }
 
 /* grid (sequences * value heads * column tiles of GDN_STATE_COLS): the sequence's pieces in
- * order over its state's columns [c0, c0 + 32). Thread (c, rq) owns S rows [rq dkp/4, (rq + 1)
- * dkp/4) of column c and rows rq, rq + 4, ... of the piece's outputs. */
-__global__ void __launch_bounds__(GDN_STATE_THREADS)
+ * order over its state's columns [c0, c0 + 32). Thread (c, rq) owns the S rows [rq rpg, (rq + 1)
+ * rpg) of column c (dk padded to dkp, a multiple of 4 rows per group) and rows rq, rq + RG, ... of
+ * the piece's outputs. */
+__global__ void __launch_bounds__(GDN_STATE_THREADS, 2)
 k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, float *ssm, const int32_t *tiles,
                   int n_tiles, const int32_t *tok_pos, const int32_t *seq_slot, int nk, int nv, int dk, int dv,
                   size_t ldq, size_t ldk)
 {
     const int C = GDN_CHUNK, TC = GDN_STATE_COLS, n_ct = (dv + TC - 1) / TC;
     const int s = blockIdx.x / (nv * n_ct), h = blockIdx.x / n_ct % nv, c0 = blockIdx.x % n_ct * TC;
-    const int kh = h / (nv / nk), dkp = (dk + 15) / 16 * 16, rpg = dkp / 4;
+    constexpr int RG = GDN_STATE_RG, MO = GDN_CHUNK / RG, MS = GDN_CHUNKED_MAX_DK / RG;
+    const int kh = h / (nv / nk), dkp = (dk + 4 * RG - 1) / (4 * RG) * (4 * RG), rpg = dkp / RG;
     const int tid = threadIdx.x, c = tid & 31, rq = tid >> 5, cg = c0 + c;
     const bool col_ok = cg < dv;
     const size_t rec = (size_t)dk + dv + C + 4;
@@ -462,20 +465,20 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
                 Vp[i * TC + cc] = c0 + cc < dv ? rec0[i * rstride + dk + c0 + cc] : 0.0f;
             }
             __syncthreads();
-            float acc[16];
+            float acc[MO];
 #pragma unroll
-            for (int m = 0; m < 16; m++) acc[m] = 0.0f;
+            for (int m = 0; m < MO; m++) acc[m] = 0.0f;
             for (int r = 0; r < dkp; r += 4) {   // W S
                 const float s0 = S[r * TC + c], s1 = S[(r + 1) * TC + c], s2 = S[(r + 2) * TC + c], s3 = S[(r + 3) * TC + c];
 #pragma unroll
-                for (int m = 0; m < 16; m++) {
-                    const float4 w = *reinterpret_cast<const float4 *>(R + (rq + 4 * m) * dkp + r);
+                for (int m = 0; m < MO; m++) {
+                    const float4 w = *reinterpret_cast<const float4 *>(R + (rq + RG * m) * dkp + r);
                     acc[m] += w.x * s0 + w.y * s1 + w.z * s2 + w.w * s3;
                 }
             }
 #pragma unroll
-            for (int m = 0; m < 16; m++)
-                if (rq + 4 * m < L) Vp[(rq + 4 * m) * TC + c] -= acc[m];   // V' = U - W S
+            for (int m = 0; m < MO; m++)
+                if (rq + RG * m < L) Vp[(rq + RG * m) * TC + c] -= acc[m];   // V' = U - W S
             __syncthreads();
             for (int e = tid; e < L * dkp; e += blockDim.x) {
                 const int i = e / dkp, r = e % dkp;
@@ -483,18 +486,18 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
             }
             __syncthreads();
 #pragma unroll
-            for (int m = 0; m < 16; m++) acc[m] = 0.0f;
+            for (int m = 0; m < MO; m++) acc[m] = 0.0f;
             for (int r = 0; r < dkp; r += 4) {   // diag(e^G) Q S
                 const float s0 = S[r * TC + c], s1 = S[(r + 1) * TC + c], s2 = S[(r + 2) * TC + c], s3 = S[(r + 3) * TC + c];
 #pragma unroll
-                for (int m = 0; m < 16; m++) {
-                    const float4 w = *reinterpret_cast<const float4 *>(R + (rq + 4 * m) * dkp + r);
+                for (int m = 0; m < MO; m++) {
+                    const float4 w = *reinterpret_cast<const float4 *>(R + (rq + RG * m) * dkp + r);
                     acc[m] += w.x * s0 + w.y * s1 + w.z * s2 + w.w * s3;
                 }
             }
 #pragma unroll
-            for (int m = 0; m < 16; m++) {
-                const int i = rq + 4 * m;
+            for (int m = 0; m < MO; m++) {
+                const int i = rq + RG * m;
                 if (i >= L) break;
                 const float *P = rec0 + i * rstride + dk + dv;
                 float o = acc[m];
@@ -508,14 +511,14 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
             }
             const float eL = rec0[dk + dv + C + 2];
             __syncthreads();
-            float acc2[GDN_CHUNKED_MAX_DK / 4];
+            float acc2[MS];
 #pragma unroll
-            for (int m = 0; m < GDN_CHUNKED_MAX_DK / 4; m++) acc2[m] = 0.0f;
+            for (int m = 0; m < MS; m++) acc2[m] = 0.0f;
             for (int i = 0; i < L; i++) {   // (diag(e^(G_L - G)) K)^T V'
                 const float vv = Vp[i * TC + c];
                 const float *kr = R + i * dkp + rq * rpg;
 #pragma unroll
-                for (int m4 = 0; m4 < GDN_CHUNKED_MAX_DK / 16; m4++) {
+                for (int m4 = 0; m4 < MS / 4; m4++) {
                     if (4 * m4 >= rpg) break;
                     const float4 kv = *reinterpret_cast<const float4 *>(kr + 4 * m4);
                     acc2[4 * m4] += kv.x * vv;
@@ -525,7 +528,7 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
                 }
             }
 #pragma unroll
-            for (int m = 0; m < GDN_CHUNKED_MAX_DK / 4; m++) {
+            for (int m = 0; m < MS; m++) {
                 if (m >= rpg) break;
                 float *sp = S + (rq * rpg + m) * TC + c;
                 *sp = eL * *sp + acc2[m];

@@ -13,9 +13,10 @@
  * weights while gate + up drains. For many tokens (prefill) the ids come back to the host, tokens
  * are grouped per expert (a sort on the host), and each expert runs through cuBLAS once on its
  * gathered rows; with bf16/f16 weights (not cuda-precise) all experts run together instead: one
- * gather of the rows, rounded to the weights' dtype, a grouped tensor-core GEMM each for gate, up
- * and down over a host-made list of (expert, 64 rows) items, one GLU, and the combine reads the
- * outputs where the sort put them: six launches a layer whatever the experts.
+ * gather of the rows, rounded to the weights' dtype, a grouped tensor-core GEMM for gate and up
+ * with the GLU in its epilogue and one for down, over a host-made list of (expert, 64 rows) items,
+ * and the combine reads the outputs where the sort put them: four launches a layer whatever the
+ * experts.
  *
  * MLX-quantized experts (DTYPE_QMLX) take the same two paths: on the device, gate + up + GLU in
  * one launch (k_moe_qgate_up, qmatmul.cu), down (k_moe_qgemv) and the combine, over a device table
@@ -525,7 +526,8 @@ __global__ void k_gather(D *dst, const float *src, const int32_t *rows, int d)
  * MG_BN): a work item is up to MG_BM grouped rows of one expert {expert, first row, rows}, listed
  * on the host with the sort. A block stages a 64 x 32 tile of x and of W in shared memory per k
  * step (rows padded to 40 halves: the fragment reads of a warp hit 32 distinct banks); its 4 warps
- * own 32 x 32 of the output each. */
+ * own 32 x 32 of the output each. GLU: W is the gate and W2 the up projection, both multiplied
+ * against the same x tile, and the output is glu_act(gate) * up in T (the down GEMM's input). */
 #define MG_BM 64
 #define MG_BN 64
 #define MG_BK 32
@@ -533,37 +535,47 @@ __global__ void k_gather(D *dst, const float *src, const int32_t *rows, int d)
 #define MG_THREADS 128
 static_assert(MG_BM == MG_BN, "k_moe_grouped_gemm stages x and W tiles in one loop");
 
-template <typename T>
+template <typename T, bool GLU>
 __global__ void __launch_bounds__(MG_THREADS)
-k_moe_grouped_gemm(float *out, const T *x, const void *const *w_tab, const int32_t *work, int N, int K)
+k_moe_grouped_gemm(void *out, const T *x, const void *const *w_tab, const void *const *w2_tab, const int32_t *work,
+                   int N, int K, int act)
 {
-    __shared__ __align__(16) T xs[MG_BM][MG_BK + MG_PAD], ws[MG_BN][MG_BK + MG_PAD];
+    constexpr int NW = GLU ? 2 : 1;
+    __shared__ __align__(16) T xs[MG_BM][MG_BK + MG_PAD], ws[NW][MG_BN][MG_BK + MG_PAD];
     const int e = work[3 * blockIdx.x], row0 = work[3 * blockIdx.x + 1], rows = work[3 * blockIdx.x + 2];
     const int n0 = blockIdx.y * MG_BN, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32, g = lane >> 2, c2 = (lane & 3) * 2;
-    const T *W = (const T *)w_tab[e];
-    float acc[2][4][4];
+    const T *W[NW];
+    W[0] = (const T *)w_tab[e];
+    if (GLU) W[NW - 1] = (const T *)w2_tab[e];
+    float acc[NW][2][4][4];
 #pragma unroll
-    for (int mi = 0; mi < 2; mi++)
+    for (int p = 0; p < NW; p++)
 #pragma unroll
-        for (int ni = 0; ni < 4; ni++)
+        for (int mi = 0; mi < 2; mi++)
 #pragma unroll
-            for (int j = 0; j < 4; j++) acc[mi][ni][j] = 0.0f;
+            for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[p][mi][ni][j] = 0.0f;
     for (int k0 = 0; k0 < K; k0 += MG_BK) {
 #pragma unroll
         for (int i = tid; i < MG_BM * MG_BK / 8; i += MG_THREADS) {   // 16-byte pieces; K % 8 == 0
             const int r = i / (MG_BK / 8), kc = i % (MG_BK / 8) * 8;
             const bool kin = k0 + kc < K;
-            uint4 xv = make_uint4(0, 0, 0, 0), wv = make_uint4(0, 0, 0, 0);
+            uint4 xv = make_uint4(0, 0, 0, 0);
             if (kin && r < rows) xv = *reinterpret_cast<const uint4 *>(x + (size_t)(row0 + r) * K + k0 + kc);
-            if (kin && n0 + r < N) wv = *reinterpret_cast<const uint4 *>(W + (size_t)(n0 + r) * K + k0 + kc);
             *reinterpret_cast<uint4 *>(&xs[r][kc]) = xv;
-            *reinterpret_cast<uint4 *>(&ws[r][kc]) = wv;
+#pragma unroll
+            for (int p = 0; p < NW; p++) {
+                uint4 wv = make_uint4(0, 0, 0, 0);
+                if (kin && n0 + r < N) wv = *reinterpret_cast<const uint4 *>(W[p] + (size_t)(n0 + r) * K + k0 + kc);
+                *reinterpret_cast<uint4 *>(&ws[p][r][kc]) = wv;
+            }
         }
         __syncthreads();
 #pragma unroll
         for (int kk = 0; kk < MG_BK; kk += 16) {
-            uint32_t a[2][4], b[4][2];
+            uint32_t a[2][4];
 #pragma unroll
             for (int mi = 0; mi < 2; mi++) {
                 const int r = wm + mi * 16 + g;
@@ -573,15 +585,15 @@ k_moe_grouped_gemm(float *out, const T *x, const void *const *w_tab, const int32
                 a[mi][3] = *reinterpret_cast<const uint32_t *>(&xs[r + 8][kk + c2 + 8]);
             }
 #pragma unroll
-            for (int ni = 0; ni < 4; ni++) {
-                const int n = wn + ni * 8 + g;
-                b[ni][0] = *reinterpret_cast<const uint32_t *>(&ws[n][kk + c2]);
-                b[ni][1] = *reinterpret_cast<const uint32_t *>(&ws[n][kk + c2 + 8]);
-            }
+            for (int p = 0; p < NW; p++)
 #pragma unroll
-            for (int mi = 0; mi < 2; mi++)
+                for (int ni = 0; ni < 4; ni++) {
+                    const int n = wn + ni * 8 + g;
+                    const uint32_t b0 = *reinterpret_cast<const uint32_t *>(&ws[p][n][kk + c2]);
+                    const uint32_t b1 = *reinterpret_cast<const uint32_t *>(&ws[p][n][kk + c2 + 8]);
 #pragma unroll
-                for (int ni = 0; ni < 4; ni++) mma16816<T>(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
+                    for (int mi = 0; mi < 2; mi++) mma16816<T>(acc[p][mi][ni], a[mi], b0, b1);
+                }
         }
         __syncthreads();
     }
@@ -594,27 +606,34 @@ k_moe_grouped_gemm(float *out, const T *x, const void *const *w_tab, const int32
             for (int half = 0; half < 2; half++) {   // rows g and g + 8 of the m16 tile
                 const int r = wm + mi * 16 + g + half * 8;
                 if (r >= rows) continue;
-                float *o = out + (size_t)(row0 + r) * N;
-                if (col < N) o[col] = acc[mi][ni][2 * half];
-                if (col + 1 < N) o[col + 1] = acc[mi][ni][2 * half + 1];
+                const size_t o = (size_t)(row0 + r) * N + col;
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    if (col + j >= N) continue;
+                    if (GLU)
+                        ((T *)out)[o + j] = from_f<T>(glu_act(acc[0][mi][ni][2 * half + j], act) *
+                                                      acc[NW - 1][mi][ni][2 * half + j]);
+                    else ((float *)out)[o + j] = acc[0][mi][ni][2 * half + j];
+                }
             }
         }
 }
 
 /* The experts of 16-bit weights over their grouped rows (work: n_work items of k_moe_grouped_gemm;
  * idx: the token of each grouped row): one gather for all experts, rounded to the weights' dtype
- * (as cuBLAS would take it), the gate and up GEMMs, one GLU, the down GEMM; y in grouped order. */
+ * (as cuBLAS would take it), gate and up with the GLU in one GEMM launch, down in another; y in
+ * grouped order. */
 template <typename H>
-static void moe_grouped16(struct cuda_backend *cb, float *y, float *g, float *u, void *work16, const float *x,
-                          const int32_t *idx, const int32_t *work, int n_work, const struct moe_table *tab, int slots,
-                          int d, int f, enum act act)
+static void moe_grouped16(struct cuda_backend *cb, float *y, void *work16, const float *x, const int32_t *idx,
+                          const int32_t *work, int n_work, const struct moe_table *tab, int slots, int d, int f,
+                          enum act act)
 {
     H *xh = (H *)work16, *hh = xh + (size_t)slots * d;   // [slots, d], [slots, f]
     k_gather<H><<<slots, 256, 0, cb->stream>>>(xh, x, idx, d);
-    k_moe_grouped_gemm<H><<<dim3(n_work, (f + MG_BN - 1) / MG_BN), MG_THREADS, 0, cb->stream>>>(g, xh, tab->d_gate, work, f, d);
-    k_moe_grouped_gemm<H><<<dim3(n_work, (f + MG_BN - 1) / MG_BN), MG_THREADS, 0, cb->stream>>>(u, xh, tab->d_up, work, f, d);
-    k_moe_glu<H><<<moe_grid((size_t)slots * f), 256, 0, cb->stream>>>(hh, g, u, (size_t)slots * f, (int)act);
-    k_moe_grouped_gemm<H><<<dim3(n_work, (d + MG_BN - 1) / MG_BN), MG_THREADS, 0, cb->stream>>>(y, hh, tab->d_down, work, d, f);
+    k_moe_grouped_gemm<H, true><<<dim3(n_work, (f + MG_BN - 1) / MG_BN), MG_THREADS, 0, cb->stream>>>(
+        hh, xh, tab->d_gate, tab->d_up, work, f, d, (int)act);
+    k_moe_grouped_gemm<H, false><<<dim3(n_work, (d + MG_BN - 1) / MG_BN), MG_THREADS, 0, cb->stream>>>(
+        y, hh, tab->d_down, NULL, work, d, f, (int)act);
     LAUNCH_CHECK();
 }
 
@@ -750,11 +769,10 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
         if (tab) {   // 16-bit rows of x and of the GLU: 16-byte loads need rows of a multiple of 8
             const double t0 = cuda_prof_begin(cb);
             if (wdt == DTYPE_BF16)
-                moe_grouped16<__nv_bfloat16>(cb, y, g, u, xg, (const float *)dptr(x), idx, work, n_work, tab, (int)slots,
-                                             d, f, act);
+                moe_grouped16<__nv_bfloat16>(cb, y, xg, (const float *)dptr(x), idx, work, n_work, tab, (int)slots, d, f,
+                                             act);
             else
-                moe_grouped16<__half>(cb, y, g, u, xg, (const float *)dptr(x), idx, work, n_work, tab, (int)slots, d, f,
-                                      act);
+                moe_grouped16<__half>(cb, y, xg, (const float *)dptr(x), idx, work, n_work, tab, (int)slots, d, f, act);
             cuda_prof_end(cb, "moe_grouped16", t0);
             combine_at = at;
         } else {   // f32, quantized or precise weights: each expert's matmuls as any matmul (matmul.cu's choice)

@@ -423,6 +423,23 @@ k_gdn_chunk_prep(float *ws, const float *q, const float *k, const float *v, cons
     }
 }
 
+/* acc[m] = row rq + RG m of R [., dkp] times column c of S [dkp][GDN_STATE_COLS] (dkp a multiple of 4) */
+template <int MO, int RG>
+__device__ __forceinline__ void rows_times_state(float *acc, const float *R, const float *S, int dkp, int rq, int c)
+{
+    constexpr int TC = GDN_STATE_COLS;
+#pragma unroll
+    for (int m = 0; m < MO; m++) acc[m] = 0.0f;
+    for (int r = 0; r < dkp; r += 4) {
+        const float s0 = S[r * TC + c], s1 = S[(r + 1) * TC + c], s2 = S[(r + 2) * TC + c], s3 = S[(r + 3) * TC + c];
+#pragma unroll
+        for (int m = 0; m < MO; m++) {
+            const float4 w = *reinterpret_cast<const float4 *>(R + (rq + RG * m) * dkp + r);
+            acc[m] += w.x * s0 + w.y * s1 + w.z * s2 + w.w * s3;
+        }
+    }
+}
+
 /* grid (sequences * value heads * column tiles of GDN_STATE_COLS): the sequence's pieces in
  * order over its state's columns [c0, c0 + 32). Thread (c, rq) owns the S rows [rq rpg, (rq + 1)
  * rpg) of column c (dk padded to dkp, a multiple of 4 rows per group) and rows rq, rq + RG, ... of
@@ -466,16 +483,7 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
             }
             __syncthreads();
             float acc[MO];
-#pragma unroll
-            for (int m = 0; m < MO; m++) acc[m] = 0.0f;
-            for (int r = 0; r < dkp; r += 4) {   // W S
-                const float s0 = S[r * TC + c], s1 = S[(r + 1) * TC + c], s2 = S[(r + 2) * TC + c], s3 = S[(r + 3) * TC + c];
-#pragma unroll
-                for (int m = 0; m < MO; m++) {
-                    const float4 w = *reinterpret_cast<const float4 *>(R + (rq + RG * m) * dkp + r);
-                    acc[m] += w.x * s0 + w.y * s1 + w.z * s2 + w.w * s3;
-                }
-            }
+            rows_times_state<MO, RG>(acc, R, S, dkp, rq, c);   // W S
 #pragma unroll
             for (int m = 0; m < MO; m++)
                 if (rq + RG * m < L) Vp[(rq + RG * m) * TC + c] -= acc[m];   // V' = U - W S
@@ -485,16 +493,7 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
                 R[i * dkp + r] = r < dk ? q[(size_t)(t0 + i) * ldq + (size_t)kh * dk + r] * rec0[i * rstride + dk + dv + C] : 0.0f;
             }
             __syncthreads();
-#pragma unroll
-            for (int m = 0; m < MO; m++) acc[m] = 0.0f;
-            for (int r = 0; r < dkp; r += 4) {   // diag(e^G) Q S
-                const float s0 = S[r * TC + c], s1 = S[(r + 1) * TC + c], s2 = S[(r + 2) * TC + c], s3 = S[(r + 3) * TC + c];
-#pragma unroll
-                for (int m = 0; m < MO; m++) {
-                    const float4 w = *reinterpret_cast<const float4 *>(R + (rq + RG * m) * dkp + r);
-                    acc[m] += w.x * s0 + w.y * s1 + w.z * s2 + w.w * s3;
-                }
-            }
+            rows_times_state<MO, RG>(acc, R, S, dkp, rq, c);   // diag(e^G) Q S
 #pragma unroll
             for (int m = 0; m < MO; m++) {
                 const int i = rq + RG * m;

@@ -649,7 +649,8 @@ TEST(norm_moe_route)
 /* moe_ffn_add (x += experts, the residual add in the down kernel's epilogue) against ref's moe_ffn
  * then add, and bit for bit against cuda's own moe_ffn then add: odd sizes, k up to all experts,
  * expert rows longer than one pass of the down kernel, a width that is not a multiple of 8 (the
- * scalar path), 37 tokens (the device path) and a prefill-sized batch (70: the grouped cuBLAS path). */
+ * scalar path), 37 tokens (the device path) and prefill-sized batches (70 to 1000 tokens, up to 64
+ * experts, some with no rows and some with one: the grouped path). */
 TEST(moe_ffn_add)
 {
     struct rng r;
@@ -657,6 +658,7 @@ TEST(moe_ffn_add)
     struct { int n, dm, f, E, k; bool norm; } cases[] = {
         { 1, 64, 48, 8, 2, true }, { 3, 40, 24, 8, 8, false }, { 5, 72, 520, 6, 3, true }, { 16, 64, 48, 8, 1, true },
         { 2, 64, 50, 8, 2, true }, { 37, 64, 48, 8, 2, false }, { 70, 64, 48, 8, 2, false }, { 1, 2048, 768, 8, 8, true },
+        { 300, 72, 520, 6, 3, true }, { 129, 40, 24, 64, 2, false }, { 1000, 64, 50, 16, 4, true },
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         for (int di = 0; di < 3; di++) {

@@ -77,6 +77,8 @@ struct cuda_backend {
     size_t          qdeq_bytes;
     void           *d_moe_work;         // MoE expert activations (the GEMMs inside use d_work)
     size_t          moe_work_bytes;
+    void           *d_gdn_work;         // chunked Gated DeltaNet prefill: per (token, value head) W, U, P rows (gdn.cu)
+    size_t          gdn_work_bytes;
     float          *d_attn_part;        // split-K attention partials
     size_t          attn_part_bytes;
     bool            skinny;             // 5-16-row matmuls on the skinny tensor-core kernel (cfg cuda_skinny_off: cuBLAS)

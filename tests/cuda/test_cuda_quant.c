@@ -138,6 +138,10 @@ TEST(matmul_every_format)
             const int n = ns[ni], m = ni % 2 ? 300 : 200;   // odd row counts: partial blocks and warps
             check_matmul(g_cuda, "cuda", &r, &all_fmts[fi], 512, m, n, ni % 3 == 1, 0, DTYPE_BF16, n <= 16 || m <= 256);
         }
+    // every format over several chunks per lane (the GEMV loads a lane's next chunk while it
+    // multiplies the current one), 37 rows: a block's last warps have no rows, one warp 1 of 4
+    for (int fi = 0; fi < N_FMTS; fi++)
+        check_matmul(g_cuda, "cuda", &r, &all_fmts[fi], 2176, 37, fi % 2 ? 5 : 1, fi % 3 == 0, 0, DTYPE_BF16, true);
     // affine scales stored as f16 and f32; a tail of 32-code units past the lanes' first pass
     const struct fmt a4 = { QMODE_AFFINE, 4, 64 }, a8 = { QMODE_AFFINE, 8, 32 };
     check_matmul(g_cuda, "cuda", &r, &a4, 1024 + 64, 100, 3, true, 0, DTYPE_F16, true);

@@ -216,6 +216,18 @@ __device__ __forceinline__ float warp_max(float v)
     return v;
 }
 
+/* a[i] of a kernel parameter's array without a dynamic index into the parameter space (which would
+ * copy the whole struct to local memory in every thread): the segments of a fused GEMV launch. */
+template <typename P, int N>
+__device__ __forceinline__ P seg_pick(const P (&a)[N], int i)
+{
+    P v = a[0];
+#pragma unroll
+    for (int j = 1; j < N; j++)
+        if (i == j) v = a[j];
+    return v;
+}
+
 /* Programmatic dependent launch (Hopper): a kernel launched with launch_pdl may start while the
  * kernel before it is finishing; it must call pdl_wait() before reading anything that kernel
  * wrote (pdl_wait returns once that grid has completed and its writes are visible), and must read

@@ -218,18 +218,6 @@ struct gemv_segs {
     bool     accumulate;    // out += x @ w^T
 };
 
-/* sg.field[seg] without a dynamic index into the kernel's parameter space (which would copy the
- * whole struct to local memory in every thread). */
-template <typename P>
-__device__ __forceinline__ P seg_pick(const P (&a)[GEMV_MAX_SEGS], int seg)
-{
-    P v = a[0];
-#pragma unroll
-    for (int i = 1; i < GEMV_MAX_SEGS; i++)
-        if (seg == i) v = a[i];
-    return v;
-}
-
 /* Row r of the concatenated segments: its segment and its row within it. */
 template <typename T>
 __device__ __forceinline__ int seg_locate(const gemv_segs<T> &sg, int &r)
@@ -736,8 +724,12 @@ static void qdeq_linear(struct cuda_backend *cb, float *out, const float *x, int
 {
     const int m = (int)w->ne[1], k = (int)w->ne[0];
     const enum dtype dt = kern == MATMUL_QDEQ_FULL || cb->precise ? DTYPE_F32 : DTYPE_BF16;
-    const int64_t chunk = kern == MATMUL_QDEQ_FULL ? m : (QDEQ_CHUNK_ELEMS / k > 0 ? QDEQ_CHUNK_ELEMS / k : 1);
-    const int64_t rows = chunk < m ? chunk : m;
+    // chunks of at most QDEQ_CHUNK_ELEMS weights, of equal size (multiples of 64 rows: aligned cuBLAS outputs)
+    const int64_t max_rows = kern == MATMUL_QDEQ_FULL ? m : (QDEQ_CHUNK_ELEMS / k > 0 ? QDEQ_CHUNK_ELEMS / k : 1);
+    const int64_t n_chunks = (m + max_rows - 1) / max_rows;
+    int64_t rows = ((m + n_chunks - 1) / n_chunks + 63) & ~(int64_t)63;
+    if (rows > max_rows) rows = max_rows;
+    if (rows > m) rows = m;
     struct buffer scratch = { BUF_DEVICE, NULL, 0, NULL };
     scratch.bytes = (size_t)rows * k * dtype_size(dt);
     scratch.data = cuda_grow(cb, &cb->d_qdeq, &cb->qdeq_bytes, scratch.bytes);

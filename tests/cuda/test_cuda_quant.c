@@ -208,10 +208,12 @@ TEST(fused_ops)
 {
     struct rng r;
     rng_seed(&r, 25);
-    const int k = 512, ms[3] = { 256, 64, 64 }, f = 300;
-    const struct fmt fs[] = { { QMODE_AFFINE, 4, 64 }, { QMODE_AFFINE, 8, 64 }, { QMODE_NVFP4, 4, 16 } };
+    // k = 1,088: two stages of the GEMV's chunk loads (the second partial) at 4 and 8 bit
+    const int k = 1088, ms[3] = { 256, 64, 64 }, f = 300;
+    const struct fmt fs[] = { { QMODE_AFFINE, 4, 64 }, { QMODE_AFFINE, 8, 64 }, { QMODE_NVFP4, 4, 16 },
+                              { QMODE_AFFINE, 3, 32 }, { QMODE_MXFP8, 8, 32 } };
     static const int ns[] = { 1, 7, 16, 33 };
-    for (int fi = 0; fi < 3; fi++)
+    for (int fi = 0; fi < 5; fi++)
         for (int ni = 0; ni < 4; ni++) {
             const int n = ns[ni];
             struct qm w[3], g, u;

@@ -201,7 +201,8 @@ TEST(deterministic_batch_invariance)
 }
 
 /* The fused decode ops on quantized weights: matmul_n (q/k/v in one launch) equals separate
- * matmuls bit for bit, and matmul_glu (gate and up in one launch, with and without its RMSNorm)
+ * matmuls bit for bit, norm_matmul_n (the RMSNorm fused at 1 row) matches ref's composition in
+ * f32, and matmul_glu (gate and up in one launch, with and without its RMSNorm)
  * matches ref's composition in f32; at 1, 7 and 16 rows (16: two launches of 8), and at 33 rows
  * (composed: the separate ops). */
 TEST(fused_ops)
@@ -247,6 +248,40 @@ TEST(fused_ops)
                 EXPECTF(!memcmp(got.p, want.p, sizeof(float) * (size_t)ms[i] * n), "%s %d bit matmul_n n=%d weight %d differs "
                         "from matmul", qmode_name(fs[fi].mode), fs[fi].bits, n, i);
                 tt_free(&got); tt_free(&want);
+            }
+            // norm_matmul_n (the RMSNorm fused into the GEMV at 1 row, else rmsnorm first) against ref
+            {
+                struct tensor *nouts[3], *routs[3], hbv[3];
+                const struct tensor *hws[3], *hbs[3];
+                struct tt got[3], want[3], xn = tt_new(DTYPE_F32, k, n);
+                struct dbuf dno[3], dxn = dev_put(g_cuda, &xn, 0);
+                for (int i = 0; i < 3; i++) {
+                    got[i] = tt_new(DTYPE_F32, ms[i], n);
+                    want[i] = tt_new(DTYPE_F32, ms[i], n);
+                    dno[i] = dev_put(g_cuda, &got[i], 0);
+                    nouts[i] = &dno[i].t;
+                    routs[i] = tt_t(&want[i]);
+                    hws[i] = &w[i].h;
+                    hbv[i] = *tt_t(&b);
+                    hbv[i].ne[0] = ms[i];
+                    hbs[i] = i == 1 ? NULL : &hbv[i];
+                }
+                g_ref->ops->norm_matmul_n(g_ref, 3, routs, tt_t(&xn), tt_t(&x), tt_t(&nw), 1e-6f, 0.0f, hws, hbs);
+                g_cuda->ops->norm_matmul_n(g_cuda, 3, nouts, &dxn.t, &dx.t, &dnw.t, 1e-6f, 0.0f, ws, bs);
+                for (int i = 0; i < 3; i++) {
+                    dev_read(g_cuda, &dno[i], &got[i]);
+                    char what[128];
+                    snprintf(what, sizeof what, "norm_matmul_n %s %d bit n=%d weight %d", qmode_name(fs[fi].mode), fs[fi].bits,
+                             n, i);
+                    const bool tight = n <= 16;   // 33 rows: the bf16 cuBLAS path
+                    EXPECTF(tt_close(what, got[i].p, want[i].p, (int64_t)ms[i] * n, tight ? 1e-3 : 0.05, 1e-3,
+                                     tight ? 1e-10 : 1e-4), "%s", what);
+                    g_cuda->ops->buffer_free(g_cuda, dno[i].b);
+                    tt_free(&got[i]); tt_free(&want[i]);
+                }
+                EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
+                g_cuda->ops->buffer_free(g_cuda, dxn.b);
+                tt_free(&xn);
             }
             // matmul_glu (with the RMSNorm, then without) against ref's composition
             qm_new(&g, g_cuda, &r, fs[fi].mode, fs[fi].bits, fs[fi].gs, k, f, DTYPE_BF16);

@@ -17,7 +17,9 @@
  *    as the E8M0 / E4M3 scales. The warp's sums end in one shuffle tree; each row of x is summed
  *    in the same order whatever the launch's row count: batch invariance (cuda-deterministic)
  *    holds as for k_gemv. k_qgemv_glu gives a warp QGEMV_R / 2 rows of gate and the same rows of
- *    up (the GLU in the epilogue).
+ *    up (the GLU in the epilogue). At batch 1 both can take the RMSNorm of x (qnorm: x times the
+ *    bf16 norm weight as it is read, the squares summed beside, the sums scaled by 1 / rms at the
+ *    end), which saves the norm's launch before q/k/v and before gate + up.
  *  - k_qdequant_chunks: dequantizes rows of a quantized matrix into a bf16 / f32 scratch (a thread
  *    per chunk, the GEMV's decoding; k_qdequant per element for inputs not a multiple of 32), for
  *    the prefill path (rows dequantized, then cuBLAS) and for shapes the GEMV does not take.
@@ -195,6 +197,13 @@ __device__ __forceinline__ void load_chunk(uint32_t *wd, const uint32_t *p)
 
 /* ==== Decode GEMV ==== */
 
+/* The RMSNorm fused into a batch-1 GEMV (norm_matmul_n, matmul_glu): x is taken as
+ * x * (w + w_offset) and the sums scaled by 1 / rms(x) at the end; w NULL: none. */
+struct qnorm {
+    const __nv_bfloat16 *w;   // [k]
+    float                eps, w_offset;
+};
+
 /* The QGEMV_R weight rows one warp reduces, of one mode and width: row r is row[r] of qm[r], in
  * format fa for r < QGEMV_R / 2 and fb for the rest (the GLU kernels put gate rows first, up rows
  * second; the plain GEMV passes one format twice). */
@@ -234,9 +243,10 @@ __device__ __forceinline__ void qstage_load(qstage<MODE, BITS> &st, const qwarp_
  * xs = sum of x_j, then acc += sb d + bb xs, so a code costs its decode and one fma per token (the
  * scale and bias once a chunk); E2M1 / E4M3: acc += sb (d decode_unit) per scale group. The same sequence for
  * every token whatever n is: batch invariance. */
-template <int MODE, int BITS, int N>
-__device__ __forceinline__ void qstage_fma(float (&acc)[QGEMV_R][N], const qstage<MODE, BITS> &st, const qfmt &fa,
-                                           const qfmt &fb, const float *x, size_t ldx, int n, int ch)
+template <int MODE, int BITS, int N, bool NORM>
+__device__ __forceinline__ void qstage_fma(float (&acc)[QGEMV_R][N], float (&ss)[N], const qstage<MODE, BITS> &st,
+                                           const qfmt &fa, const qfmt &fb, const float *x, size_t ldx, int n, int ch,
+                                           const qnorm &nm)
 {
     using C = qchunk<BITS>;
     constexpr int G = qgroups<MODE>::per_chunk;
@@ -259,16 +269,31 @@ __device__ __forceinline__ void qstage_fma(float (&acc)[QGEMV_R][N], const qstag
 #pragma unroll
     for (int c = 0; c < C::codes / 8; c++) {
         const int h = G == 2 ? c / 2 : 0;   // nvfp4: codes 0-15 in the first group
-        float v[QGEMV_R][8];
+        float v[QGEMV_R][8], g[8];
 #pragma unroll
         for (int r = 0; r < QGEMV_R; r++) chunk_decode8<MODE, BITS>(st.wd[r], 8 * c, v[r]);
+        if (NORM) {   // the RMSNorm weight of these 8 inputs (+ w_offset), bf16
+            const uint4 u = *reinterpret_cast<const uint4 *>(nm.w + (size_t)ch * C::codes + 8 * c);
+            const uint32_t uw[4] = { u.x, u.y, u.z, u.w };
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                g[2 * i] = __uint_as_float(uw[i] << 16) + nm.w_offset;
+                g[2 * i + 1] = __uint_as_float(uw[i] & 0xffff0000u) + nm.w_offset;
+            }
+        }
 #pragma unroll
         for (int t = 0; t < N; t++) {
             if (t >= n) break;
             // not __ldg: x is written by the kernel this one overlaps (PDL)
             const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * ldx + (size_t)ch * C::codes + 8 * c);
             const float4 a = xv[0], b = xv[1];
-            const float xe[8] = { a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w };
+            float xe[8] = { a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w };
+            if (NORM)
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    ss[t] = fmaf(xe[j], xe[j], ss[t]);
+                    xe[j] *= g[j];
+                }
             if (MODE == QMODE_AFFINE)
 #pragma unroll
                 for (int j = 0; j < 8; j++) xs[t] += xe[j];
@@ -298,16 +323,19 @@ __device__ __forceinline__ void qstage_fma(float (&acc)[QGEMV_R][N], const qstag
  * the current stage is multiplied, so a lane has QGEMV_R * QGEMV_CH 16-byte loads in flight while
  * it computes (all of its loads at once for k = 4,096 at 4 bit). Waits (PDL) after issuing the
  * first stage's loads. */
-template <int MODE, int BITS, int N>
+template <int MODE, int BITS, int N, bool NORM = false>
 __device__ __forceinline__ void qwarp_dot(float (&acc)[QGEMV_R][N], const qwarp_rows &wr, const qfmt &fa, const qfmt &fb,
-                                          const float *x, size_t ldx, int n, int lane)
+                                          const float *x, size_t ldx, int n, int lane, const qnorm &nm = qnorm())
 {
     constexpr int CH = QGEMV_CH, STEP = 32 * QGEMV_CH;
     const int n_chunks = fa.k / qchunk<BITS>::codes;
+    float ss[N];   // NORM: the lane's sums of x^2
 #pragma unroll
-    for (int r = 0; r < QGEMV_R; r++)
+    for (int t = 0; t < N; t++) {
+        ss[t] = 0.0f;
 #pragma unroll
-        for (int t = 0; t < N; t++) acc[r][t] = 0.0f;
+        for (int r = 0; r < QGEMV_R; r++) acc[r][t] = 0.0f;
+    }
     qstage<MODE, BITS> cur[CH], nxt[CH];
 #pragma unroll
     for (int c = 0; c < CH; c++)
@@ -321,22 +349,26 @@ __device__ __forceinline__ void qwarp_dot(float (&acc)[QGEMV_R][N], const qwarp_
                 if (base + STEP + 32 * c + lane < n_chunks) qstage_load<MODE, BITS>(nxt[c], wr, fa, fb, base + STEP + 32 * c + lane);
 #pragma unroll
         for (int c = 0; c < CH; c++)
-            if (base + 32 * c + lane < n_chunks) qstage_fma<MODE, BITS, N>(acc, cur[c], fa, fb, x, ldx, n, base + 32 * c + lane);
+            if (base + 32 * c + lane < n_chunks)
+                qstage_fma<MODE, BITS, N, NORM>(acc, ss, cur[c], fa, fb, x, ldx, n, base + 32 * c + lane, nm);
         if (more)
 #pragma unroll
             for (int c = 0; c < CH; c++) cur[c] = nxt[c];
     }
 #pragma unroll
-    for (int r = 0; r < QGEMV_R; r++)
+    for (int t = 0; t < N; t++) {
+        // NORM: every warp sums the same squares in the same order, so all rows see the same rms
+        const float inv = NORM ? rsqrtf(warp_sum(ss[t]) / (float)fa.k + nm.eps) : 1.0f;
 #pragma unroll
-        for (int t = 0; t < N; t++) acc[r][t] = warp_sum(acc[r][t]);
+        for (int r = 0; r < QGEMV_R; r++) acc[r][t] = NORM ? warp_sum(acc[r][t]) * inv : warp_sum(acc[r][t]);
+    }
 }
 
 /* out_s[t, row] (+)= w_s[row] . x[t] (+ bias_s[row]) for t < n <= N, for up to three matrices of
  * one format sharing x (q/k/v): segment s owns blocks [blk0[s], blk0[s + 1]), a block
  * QGEMV_WARPS * QGEMV_R consecutive rows, a warp QGEMV_R of them over all of k. */
-template <int MODE, int BITS, int N>
-__global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv(qsegs sg, const float *x, qfmt f, int n)
+template <int MODE, int BITS, int N, bool NORM>
+__global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv(qsegs sg, const float *x, qfmt f, int n, qnorm nm)
 {
     pdl_trigger();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -355,7 +387,7 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv(qsegs sg, const floa
         wr.row[r] = min(row0 + r, m - 1);
     }
     float acc[QGEMV_R][N];
-    qwarp_dot<MODE, BITS, N>(acc, wr, f, f, x, f.k, n, lane);
+    qwarp_dot<MODE, BITS, N, NORM>(acc, wr, f, f, x, f.k, n, lane, nm);
     float *out = seg_pick(sg.out, seg);
     const void *bias = seg_pick(sg.bias, seg);
 #pragma unroll
@@ -373,9 +405,9 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv(qsegs sg, const floa
 /* out[t, row] = act(gate[row] . x[t]) * (up[row] . x[t]) for t < n <= N (an FFN's gate and up rows
  * in one warp: the GLU costs no launch); a warp owns QGEMV_R / 2 rows of each. Each sum as
  * k_qgemv's. */
-template <int MODE, int BITS, int N>
+template <int MODE, int BITS, int N, bool NORM>
 __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv_glu(float *out, const float *x, qmat g, qmat u, qfmt fg,
-                                                               qfmt fu, int n, int m, int act)
+                                                               qfmt fu, int n, int m, int act, qnorm nm)
 {
     pdl_trigger();
     constexpr int H = QGEMV_R / 2;
@@ -389,7 +421,7 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv_glu(float *out, cons
         wr.row[r] = min(row0 + r % H, m - 1);
     }
     float acc[QGEMV_R][N];
-    qwarp_dot<MODE, BITS, N>(acc, wr, fg, fu, x, fg.k, n, lane);
+    qwarp_dot<MODE, BITS, N, NORM>(acc, wr, fg, fu, x, fg.k, n, lane, nm);
 #pragma unroll
     for (int r = 0; r < H; r++)
 #pragma unroll
@@ -479,10 +511,28 @@ bool cuda_qgemv_fits_multi(int n_w, const struct tensor *const *ws, const struct
     return true;
 }
 
+/* The fused RMSNorm's arguments (a bf16 norm weight, batch 1: cuda_qgemv_norm_fits). */
+static qnorm qnorm_of(const struct tensor *norm_w, float eps, float w_offset, int n)
+{
+    qnorm nm = { NULL, eps, w_offset };
+    if (!norm_w) return nm;
+    CHECK(n == 1 && norm_w->dtype == DTYPE_BF16 && ((uintptr_t)dptr(norm_w) & 15) == 0,
+          "cuda qgemv: a fused norm needs 1 row and an aligned bf16 weight");
+    nm.w = (const __nv_bfloat16 *)dptr(norm_w);
+    return nm;
+}
+
+bool cuda_qgemv_norm_fits(const struct tensor *norm_w, int k, int n)
+{
+    return n == 1 && norm_w->dtype == DTYPE_BF16 && norm_w->ne[0] == k && ((uintptr_t)dptr(norm_w) & 15) == 0;
+}
+
 void cuda_qgemv_multi(struct cuda_backend *cb, int n_w, float *const *outs, const float *x, int n,
-                      const struct tensor *const *ws, const struct tensor *const *biases, bool accumulate)
+                      const struct tensor *const *ws, const struct tensor *const *biases, bool accumulate,
+                      const struct tensor *norm_w, float eps, float w_offset)
 {
     const qfmt f = fmt_of(ws[0]);
+    const qnorm nm = qnorm_of(norm_w, eps, w_offset, n);
     const int rows_per_block = QGEMV_WARPS * QGEMV_R;
     qsegs sg = {};
     sg.n_segs = n_w;
@@ -504,10 +554,11 @@ void cuda_qgemv_multi(struct cuda_backend *cb, int n_w, float *const *outs, cons
         for (int i = 0; i < n_w; i++) sg.out[i] = outs[i] + (size_t)r0 * sg.m[i];
         const float *xr = x + (size_t)r0 * f.k;
         DISPATCH_QFMT(f, {
-            if (nr == 1) launch_pdl(cb, k_qgemv<MODE, BITS, 1>, grid, block, sg, xr, f, nr);
-            else if (nr == 2) launch_pdl(cb, k_qgemv<MODE, BITS, 2>, grid, block, sg, xr, f, nr);
-            else if (nr <= 4) launch_pdl(cb, k_qgemv<MODE, BITS, 4>, grid, block, sg, xr, f, nr);
-            else launch_pdl(cb, k_qgemv<MODE, BITS, 8>, grid, block, sg, xr, f, nr);
+            if (nm.w) launch_pdl(cb, k_qgemv<MODE, BITS, 1, true>, grid, block, sg, xr, f, nr, nm);
+            else if (nr == 1) launch_pdl(cb, k_qgemv<MODE, BITS, 1, false>, grid, block, sg, xr, f, nr, nm);
+            else if (nr == 2) launch_pdl(cb, k_qgemv<MODE, BITS, 2, false>, grid, block, sg, xr, f, nr, nm);
+            else if (nr <= 4) launch_pdl(cb, k_qgemv<MODE, BITS, 4, false>, grid, block, sg, xr, f, nr, nm);
+            else launch_pdl(cb, k_qgemv<MODE, BITS, 8, false>, grid, block, sg, xr, f, nr, nm);
         });
     }
     LAUNCH_CHECK();
@@ -516,7 +567,7 @@ void cuda_qgemv_multi(struct cuda_backend *cb, int n_w, float *const *outs, cons
 void cuda_qgemv(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *w,
                 const struct tensor *bias, bool accumulate)
 {
-    cuda_qgemv_multi(cb, 1, &out, x, n, &w, &bias, accumulate);
+    cuda_qgemv_multi(cb, 1, &out, x, n, &w, &bias, accumulate, NULL, 0.0f, 0.0f);
 }
 
 bool cuda_qgemv_glu_fits(const struct tensor *gate, const struct tensor *up, const float *x)
@@ -528,8 +579,9 @@ bool cuda_qgemv_glu_fits(const struct tensor *gate, const struct tensor *up, con
 }
 
 void cuda_qgemv_glu(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *gate,
-                    const struct tensor *up, enum act act)
+                    const struct tensor *up, enum act act, const struct tensor *norm_w, float eps, float w_offset)
 {
+    const qnorm nm = qnorm_of(norm_w, eps, w_offset, n);
     const qfmt fg = fmt_of(gate), fu = fmt_of(up);
     const qmat g = cuda_qmat_of(gate), u = cuda_qmat_of(up);
     const int m = (int)gate->ne[1], rows_per_block = QGEMV_WARPS * QGEMV_R / 2;   // of gate and of up
@@ -539,10 +591,11 @@ void cuda_qgemv_glu(struct cuda_backend *cb, float *out, const float *x, int n, 
         float *o = out + (size_t)r0 * m;
         const float *xr = x + (size_t)r0 * fg.k;
         DISPATCH_QFMT(fg, {
-            if (nr == 1) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 1>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act);
-            else if (nr == 2) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 2>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act);
-            else if (nr <= 4) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 4>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act);
-            else launch_pdl(cb, k_qgemv_glu<MODE, BITS, 8>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act);
+            if (nm.w) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 1, true>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act, nm);
+            else if (nr == 1) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 1, false>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act, nm);
+            else if (nr == 2) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 2, false>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act, nm);
+            else if (nr <= 4) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 4, false>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act, nm);
+            else launch_pdl(cb, k_qgemv_glu<MODE, BITS, 8, false>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act, nm);
         });
     }
     LAUNCH_CHECK();

@@ -225,6 +225,18 @@ __device__ __forceinline__ float warp_max(float v)
     return v;
 }
 
+/* a[i] of a kernel parameter's array without a dynamic index into the parameter space (which would
+ * copy the whole struct to local memory in every thread): the segments of a fused GEMV launch. */
+template <typename P, int N>
+__device__ __forceinline__ P seg_pick(const P (&a)[N], int i)
+{
+    P v = a[0];
+#pragma unroll
+    for (int j = 1; j < N; j++)
+        if (i == j) v = a[j];
+    return v;
+}
+
 /* Programmatic dependent launch (Hopper): a kernel launched with launch_pdl may start while the
  * kernel before it is finishing; it must call pdl_wait() before reading anything that kernel
  * wrote (pdl_wait returns once that grid has completed and its writes are visible), and must read
@@ -349,12 +361,16 @@ struct qsegs {
 bool cuda_qgemv_fits_multi(int n_w, const struct tensor *const *ws, const struct tensor *const *biases, const float *d_x);
 /* outs[i][n, m_i] (+)= x @ ws[i]^T (+ biases[i]) for n_w <= QGEMV_MAX_SEGS matrices in one launch per 8 rows. */
 void cuda_qgemv_multi(struct cuda_backend *cb, int n_w, float *const *d_outs, const float *d_x, int n,
-                      const struct tensor *const *ws, const struct tensor *const *biases, bool accumulate);
+                      const struct tensor *const *ws, const struct tensor *const *biases, bool accumulate,
+                      const struct tensor *norm_w, float eps, float w_offset);
+/* Whether the two launchers here fuse the RMSNorm of x (norm_w != NULL: x taken as rmsnorm(x;
+ * norm_w, eps, w_offset)): batch 1, a 16-byte aligned bf16 norm weight of k inputs. */
+bool cuda_qgemv_norm_fits(const struct tensor *norm_w, int k, int n);
 /* Whether cuda_qgemv_glu takes gate and up (one mode and width, k_qgemv's operands, same rows). */
 bool cuda_qgemv_glu_fits(const struct tensor *gate, const struct tensor *up, const float *d_x);
-/* out[n, m] = act(x @ gate^T) * (x @ up^T), one launch per 8 rows. */
+/* out[n, m] = act(x @ gate^T) * (x @ up^T), one launch per 8 rows (norm_w: as cuda_qgemv_multi). */
 void cuda_qgemv_glu(struct cuda_backend *cb, float *d_out, const float *d_x, int n, const struct tensor *gate,
-                    const struct tensor *up, enum act act);
+                    const struct tensor *up, enum act act, const struct tensor *norm_w, float eps, float w_offset);
 /* out[slot, row] = act(gate . x) * (up . x) over device tables of gate and up experts (MoE decode). */
 void cuda_moe_qgate_up(struct cuda_backend *cb, float *d_out, const float *d_x, const struct qmat *d_tab_g,
                        const struct qmat *d_tab_u, const struct tensor *g0, const struct tensor *u0, const int32_t *d_ids,

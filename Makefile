@@ -34,7 +34,9 @@ NVCCFLAGS  := -O3 -lineinfo -std=c++17 -Isrc -DCAIRN_HAVE_CUDA $(CUDA_GENCODE) \
               -Xcompiler -Wall,-fno-strict-aliasing,-fPIC $(EXTRA_NVCCFLAGS)
 CFLAGS     += -DCAIRN_HAVE_CUDA -I$(CUDA_HOME)/include
 LIB_OBJ    += $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
-LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -lrt -lstdc++
+# cuBLAS is opened with dlopen on first use (src/backend/cuda/cublas_load.cu), not linked: its load
+# costs every process start about 0.45 CPU seconds, GPU or not. The run path lets dlopen find it.
+LDLIBS     += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 endif
 
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c tests/ops/test_*.c tests/model/test_*.c \

@@ -164,7 +164,7 @@ enum status app_model_open_sharded(const char *dir, const char *backend, int n_t
 {
     memset(out, 0, sizeof *out);
     const char *name = backend ? backend : app_default_backend();
-    if (strcmp(name, "ref") && strcmp(name, "cpu")) {
+    if (strcmp(name, "ref") && strcmp(name, "cpu") && strcmp(name, "cpu-precise")) {
         LOG_ERR("--tensor-parallel on %s needs NCCL (not built): only the ref and cpu backends run ranks today", name);
         return STATUS_EUNSUPPORTED;
     }

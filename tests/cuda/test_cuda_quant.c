@@ -299,8 +299,9 @@ TEST(fused_ops)
                 char what[128];
                 snprintf(what, sizeof what, "matmul_glu %s %d bit n=%d%s", qmode_name(fs[fi].mode), fs[fi].bits, n,
                          with_norm ? " +norm" : "");
-                const bool tight = n <= 16;   // 33 rows: composed, gate and up through bf16 cuBLAS
-                EXPECTF(tt_close(what, o.p, o_ref.p, (int64_t)f * n, tight ? 1e-3 : 0.05, 1e-3, tight ? 1e-10 : 1e-4), "%s", what);
+                // 33 rows: composed, gate and up through bf16 cuBLAS; the GLU multiplies their errors
+                const bool tight = n <= 16;
+                EXPECTF(tt_close(what, o.p, o_ref.p, (int64_t)f * n, tight ? 1e-3 : 0.08, 1e-3, tight ? 1e-10 : 1e-4), "%s", what);
                 g_cuda->ops->buffer_free(g_cuda, dup.b); g_cuda->ops->buffer_free(g_cuda, dxn.b);
                 g_cuda->ops->buffer_free(g_cuda, dglu.b);
                 tt_free(&o); tt_free(&o_ref); tt_free(&up); tt_free(&xn);

@@ -21,17 +21,23 @@
 # DIR is $LLAMACPP_DIR (default .peer/llamacpp, git-ignored); cairn binaries come from $BUILD (default
 # build, `make bench-tools build/cairn`); the Qwen3 tokenizer from $TOKENIZER (default
 # $BUILD/tokenizers/qwen3, tests/text/fetch_tokenizers.sh); models are written under $WORK.
-# Python: the converter needs numpy, torch, sentencepiece and tqdm (Debian: apt-get install python3-numpy
-# python3-torch python3-sentencepiece python3-tqdm) and transformers, which Debian lacks: there
-# bench/peer_shim stands in (run_convert.py: Debian's torch 1.13 and the two transformers calls, answered
-# by cairn's tokenizer). Where transformers is installed (the GPU machine), the real one is used.
+# Python: the converter needs numpy, torch and tqdm (Debian: apt-get install python3-numpy python3-torch
+# python3-tqdm) and transformers, which Debian lacks: bench/peer_shim stands in where a package is
+# missing (run_convert.py: Debian's torch 1.13; transformers' two calls answered by cairn's tokenizer;
+# sentencepiece's import). Where the real packages are installed (the GPU machine), they are used.
 set -euo pipefail
 NLC_VERSION=3.22.1   # node-llama-cpp release whose bundled llama.cpp we build (tag v0.5.0, ggml 0.25.1)
 HERE=$(cd "$(dirname "$0")" && pwd)
 BUILD=${BUILD:-build}
 LLAMACPP_DIR=${LLAMACPP_DIR:-.peer/llamacpp}
 TOKENIZER=${TOKENIZER:-$BUILD/tokenizers/qwen3}
-PY=${PY:-$(command -v /usr/bin/python3 || command -v python3)}
+PY=${PY:-}
+if [ -z "$PY" ]; then   # the first Python with numpy and torch: python3 on the GPU machine, Debian's here
+    for p in python3 /usr/bin/python3; do
+        "$p" -c 'import numpy, torch' 2>/dev/null && { PY=$p; break; }
+    done
+    PY=${PY:-python3}
+fi
 export CAIRN_LOG=${CAIRN_LOG:-error}
 
 die() { echo "peer_llamacpp: $*" >&2; exit 1; }
@@ -79,9 +85,12 @@ cmd_build() {
     cmake -S "$dir/llama.cpp" -B "$b" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF \
         -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF "${flags[@]}" >"$b.cmake.log" 2>&1 ||
         { tail -20 "$b.cmake.log"; die "cmake failed ($b.cmake.log)"; }
-    cmake --build "$b" -j"$(nproc)" --target llama-bench llama-quantize llama-server >"$b.build.log" 2>&1 ||
+    cmake --build "$b" -j"$(nproc)" --target llama-bench llama-quantize >"$b.build.log" 2>&1 ||
         { tail -20 "$b.build.log"; die "build failed ($b.build.log)"; }
-    "$b/bin/llama-bench" --version 2>&1 | head -2
+    # The server comes last and alone: the benchmarks above do not need it
+    cmake --build "$b" -j"$(nproc)" --target llama-server >>"$b.build.log" 2>&1 ||
+        echo "peer_llamacpp: llama-server did not build ($b.build.log); llama-bench and llama-quantize did" >&2
+    "$b/bin/llama-bench" --version 2>&1 | sed -n 1,2p
 }
 
 llama_bin() {   # the first build that has it: cpu, then cuda
@@ -212,7 +221,9 @@ cmd_cpu() {
     THREADS=${THREADS:-2}
     local reps=${REPS:-3}
     mkdir -p "$OUT" "$WORK"
-    make -s BUILD="$BUILD" bench-tools "$BUILD/cairn" >/dev/null
+    for b in cairn bench/model_bench bench/membw; do
+        [ -x "$BUILD/$b" ] || die "no $BUILD/$b: make CUDA=0 bench-tools $BUILD/cairn"
+    done
     LB=$(llama_bin llama-bench)
     synth qwen3-1.7b && synth qwen3-0.6b
     if [ ! -d "$WORK/qwen3-1.7b-f16" ]; then
@@ -228,7 +239,7 @@ cmd_cpu() {
     {
         echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, threads=$THREADS"
         echo "llama.cpp: $(cat "$LLAMACPP_DIR/VERSION" 2>/dev/null)"
-        "$LB" --version 2>&1 | head -1
+        "$LB" --version 2>&1 | sed -n 1p
         echo "cairn: $(git rev-parse --short HEAD 2>/dev/null)"
     } | tee "$OUT/env.txt"
     for rep in $(seq 1 "$reps"); do
@@ -278,5 +289,5 @@ cmd_cuda() {
 
 case ${1:-} in
 fetch | build | convert | row | cpu | cuda) c=$1; shift; "cmd_$c" "$@" ;;
-*) sed -n '2,25p' "$0"; exit 2 ;;
+*) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 2 ;;
 esac

@@ -242,7 +242,9 @@ cmd_cpu() {
         "$LB" --version 2>&1 | sed -n 1p
         echo "cairn: $(git rev-parse --short HEAD 2>/dev/null)"
     } | tee "$OUT/env.txt"
-    for rep in $(seq 1 "$reps"); do
+    local done_reps   # a second run into the same OUT_DIR adds repetitions to the table
+    done_reps=$(grep -c '^== ' "$OUT/1.7b-bf16.txt" 2>/dev/null || true)
+    for rep in $(seq $((${done_reps:-0} + 1)) $((${done_reps:-0} + reps))); do
         cpu_pair 1.7b-bf16 "$WORK/qwen3-1.7b" "$WORK/qwen3-1.7b-bf16.gguf" "$rep"
         cpu_pair 1.7b-f16 "$WORK/qwen3-1.7b-f16" "$WORK/qwen3-1.7b-f16.gguf" "$rep"
         cpu_pair 0.6b-q4 "$WORK/qwen3-0.6b-q4" "$WORK/qwen3-0.6b-q4_0.gguf" "$rep"

@@ -4,8 +4,9 @@
  *
  *  op             | rows n | outputs m | weights, operands            | mode          | kernel
  *  ---------------+--------+-----------+------------------------------+---------------+-----------------------
- *  matmul(_add,   | any    | <= 256    | 16-byte aligned, k % vec     | any           | gemv (n >= 16: gemv_wide
+ *  matmul(_add,   | <= 64  | <= 256    | 16-byte aligned, k % vec     | any           | gemv (n >= 16: gemv_wide
  *   _rows)        |        |           |                              |               |   slices, gemv the rest)
+ *                 | > 64   | <= 256    | bf16/f16                     | not determ.   | cublas_hi_lo (f32-accurate)
  *                 | 1-4    | any       |   "                          | any           |   "
  *                 | any    | any       |   "                          | deterministic |   "
  *                 | (same rows as the three lines above, operands not aligned)         | gemv_scalar
@@ -49,8 +50,10 @@
  * kernel; not in deterministic mode, where rows beyond the GEMV's batch take the separate norm).
  * Each token's dot product is summed in the same order whatever n is, so a token's result does
  * not depend on the batch (batch invariance within the GEMV path); k_gemv_wide reproduces those
- * sums 16 tokens at a time. Narrow outputs (MoE routers) stay on this f32 path at any n: rounding
- * their input to bf16 would flip near-tied expert choices. skinny (k_gemm_skinny) streams the
+ * sums 16 tokens at a time. Narrow outputs (MoE routers, DeltaNet gates) keep f32-accurate
+ * inputs at any n: rounding them to bf16 would flip near-tied expert choices. Up to 64 rows they
+ * take this GEMV; beyond, the GEMV re-reads the weights every 16 rows on CUDA cores (65% of a
+ * Qwen3.6-35B-A3B 4K prefill's GPU time), so they take cuBLAS with x as hi + lo bf16 halves. skinny (k_gemm_skinny) streams the
  * weights once and multiplies on tensor cores; cublas takes prefill and large batches. Both round
  * the activations to the weight dtype and accumulate in f32; this is where the GPU backend trades
  * bit-exactness for speed. Measured losers (the git history and bench/results have the numbers):
@@ -65,7 +68,8 @@
                                 // (8 streams of an 8B model: 939 tok/s through cuBLAS, 458 GEMV)
 #define GEMV_WARPS    8
 #define GEMV_MAX_SEGS 3     // matrices one k_gemv launch takes (q/k/v)
-#define GEMV_NARROW_M 256   // outputs this narrow always use the GEMV
+#define GEMV_NARROW_M 256   // outputs this narrow keep f32-accurate inputs: the GEMV, or cublas_hi_lo
+#define GEMV_NARROW_MAX_N 64   // rows of a narrow matmul the GEMV takes (beyond: cublas_hi_lo)
 #define GEMV_WIDE_N   16    // tokens per k_gemv_wide launch
 #define GLU_NORM_SMEM 32768 // most bytes of normed x that matmul_glu stages in shared memory
 #define QGEMV_DECODE_MAX_N 16        // rows a quantized matmul sends to k_qgemv outside deterministic mode
@@ -79,6 +83,7 @@ enum matmul_kernel {
     MATMUL_GEMV_SCALAR,     // k_gemv_scalar: odd k or unaligned operands
     MATMUL_SKINNY,          // k_gemm_skinny
     MATMUL_CUBLAS,          // cublasGemmEx / cublasSgemm (+ k_add_bias)
+    MATMUL_CUBLAS_HI_LO,    // the same with x as hi + lo halves (f32-accurate), for narrow outputs
     MATMUL_GEMV_MULTI,      // k_gemv over up to three matrices in one launch
     MATMUL_GEMV_NORM,       // k_gemv with the RMSNorm of x fused
     MATMUL_GEMV_GLU,        // k_gemv_glu
@@ -94,7 +99,7 @@ enum matmul_kernel {
     MATMUL_N_KERNELS
 };
 static const char *const matmul_kernel_name[MATMUL_N_KERNELS] = {
-    "matmul gemv", "matmul gemv_wide", "matmul gemv_scalar", "matmul skinny", "matmul cublas",
+    "matmul gemv", "matmul gemv_wide", "matmul gemv_scalar", "matmul skinny", "matmul cublas", "matmul cublas_hi_lo",
     "matmul gemv_multi", "matmul gemv_norm", "matmul gemv_glu", "matmul gemv_glu_norm", "matmul qgemv",
     "matmul qdeq_cublas", "matmul qdeq_full", "matmul qgemv_multi", "matmul qgemv_glu", "matmul qgemv_norm",
     "matmul qgemv_glu_norm", "matmul composed",
@@ -149,8 +154,13 @@ static enum matmul_kernel choose_matmul_kernel(const struct cuda_backend *cb, co
     }
     switch (c->op) {
     case MATMUL_OP_PLAIN:
-        if (n <= GEMV_DECODE_MAX_N || (int)w->ne[1] <= GEMV_NARROW_M || cb->deterministic)
+    {
+        const bool narrow = (int)w->ne[1] <= GEMV_NARROW_M;
+        if (narrow && n > GEMV_NARROW_MAX_N && !cb->deterministic && (dt == DTYPE_BF16 || dt == DTYPE_F16))
+            return MATMUL_CUBLAS_HI_LO;
+        if (n <= GEMV_DECODE_MAX_N || narrow || cb->deterministic)
             return !vec ? MATMUL_GEMV_SCALAR : n >= GEMV_WIDE_N ? MATMUL_GEMV_WIDE : MATMUL_GEMV;
+    }
         if (cb->skinny && !cb->precise && n <= SK_MAX_N && (dt == DTYPE_BF16 || dt == DTYPE_F16) && k % 64 == 0 &&
             aligned16(dptr(w)))
             return MATMUL_SKINNY;
@@ -578,8 +588,10 @@ __global__ void k_add_bias(float *out, const T *bias, int m, size_t n)
         out[i] += to_f<T>(bias[i % m]);
 }
 
+/* out[n, m] (row stride ldo) = x @ w^T (+= with accumulate) by cuBLAS; 16-bit weights take x rounded
+ * to their dtype, or as hi + lo halves with hi_lo (f32-accurate). */
 static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, const struct tensor *w, int n, int m, int k,
-                        bool accumulate, int ldo)
+                        bool accumulate, int ldo, bool hi_lo)
 {
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     cuda_mark_unrecordable(cb);   // cuBLAS may allocate its workspace on a call
@@ -591,7 +603,7 @@ static void gemm_cublas(struct cuda_backend *cb, float *out, const float *x, con
     cudaDataType dt = w->dtype == DTYPE_BF16 ? CUDA_R_16BF : CUDA_R_16F;
     size_t nel = (size_t)n * k;
     int grid = (int)((nel + 255) / 256 > 65535 ? 65535 : (nel + 255) / 256);
-    if (cb->precise) {   // hi and lo copies of x (cuda_matmul_rows leaves room for both)
+    if (hi_lo) {   // hi and lo copies of x (cuda_matmul_rows leaves room for both)
         uint16_t *hi = (uint16_t *)cuda_workspace(cb, 2 * sizeof(uint16_t) * nel), *lo = hi + nel;
         if (w->dtype == DTYPE_BF16)
             k_split_hi_lo<__nv_bfloat16><<<grid, 256, 0, cb->stream>>>((__nv_bfloat16 *)hi, (__nv_bfloat16 *)lo, x, nel);
@@ -753,7 +765,7 @@ static void qdeq_linear(struct cuda_backend *cb, float *out, const float *x, int
         if (kern == MATMUL_QDEQ_FULL)   // the f32 matrix through the usual choice (GEMV rows stay batch-invariant);
             linear(cb, out, x, n, &wd, NULL, accumulate);   // the bias below: linear takes it in the weights' dtype
         else
-            gemm_cublas(cb, out + r0, x, &wd, n, mc, k, accumulate, m);
+            gemm_cublas(cb, out + r0, x, &wd, n, mc, k, accumulate, m, cb->precise);
     }
     if (bias) {
         size_t nel = (size_t)n * m;
@@ -804,8 +816,9 @@ static void linear(struct cuda_backend *cb, float *out, const float *x, int n, c
         qdeq_linear(cb, out, x, n, w, bias, accumulate, kern);
         break;
     default:
-        CHECK(kern == MATMUL_CUBLAS, "cuda matmul: %s for a plain matmul", matmul_kernel_name[kern]);
-        gemm_cublas(cb, out, x, w, n, m, k, accumulate, m);
+        CHECK(kern == MATMUL_CUBLAS || kern == MATMUL_CUBLAS_HI_LO, "cuda matmul: %s for a plain matmul",
+              matmul_kernel_name[kern]);
+        gemm_cublas(cb, out, x, w, n, m, k, accumulate, m, cb->precise || kern == MATMUL_CUBLAS_HI_LO);
         if (bias) {
             size_t nel = (size_t)n * m;
             int grid = (int)((nel + 255) / 256 > 65535 ? 65535 : (nel + 255) / 256);
@@ -855,7 +868,7 @@ void cuda_matmul_rows(struct backend *be, struct tensor *out, const struct tenso
     // The gathered rows sit at the end of the workspace's first half so gemm_cublas's bf16 copy
     // (which also uses the workspace) cannot overlap them.
     size_t gather_bytes = sizeof(float) * (size_t)n * k;
-    size_t conv_bytes = (cb->precise ? 2 : 1) * sizeof(uint16_t) * (size_t)n * k;   // gemm_cublas's copies of x
+    size_t conv_bytes = 2 * sizeof(uint16_t) * (size_t)n * k;   // gemm_cublas's copies of x (hi + lo at most)
     char *ws = (char *)cuda_workspace(cb, gather_bytes + conv_bytes + 256);
     float *rows = (float *)(ws + ((conv_bytes + 255) & ~(size_t)255));
     launch_pdl(cb, k_gather_rows, dim3(n), dim3(256), rows, (const float *)dptr(x), cb->batch.d_out_tok, k);

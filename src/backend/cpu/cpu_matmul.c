@@ -105,6 +105,7 @@ static struct tiling tiling_f32(const struct cpu_kern *kf)
 
 static struct tiling tiling_bf16(const struct cpu_bf16_kern *kb)
 {
+    CHECK(KC16 % kb->chunk == 0, "bf16 tiles: k blocks of %d are not whole chunks of %d", KC16, kb->chunk);
     return (struct tiling){ kb->mr, kb->nr, kb->lanes, KC16_MAX, KC16, tile_bf16 };
 }
 

@@ -38,8 +38,8 @@ static inline int fixture_argmax(const float *x, int n)
     return b;
 }
 
-/* Whether a backend rounds its GEMM inputs to bf16 (cuda; cpu where the CPU has AVX-512 BF16,
- * kbf16.h), as bf16 engines do: the fixture tests hold such a backend to 2e-2 on logits and to
+/* Whether a backend rounds its GEMM inputs to bf16 (cuda; cpu where cpu_bf16_kern_pick gives it
+ * the bf16 tiles, kbf16.h: AMD CPUs with AVX-512 BF16), as bf16 engines do: the fixture tests hold such a backend to 2e-2 on logits and to
  * the first 8 tokens of a greedy continuation; cpu-precise and cuda-precise to the f32 bounds. */
 static inline bool backend_rounds_bf16(const char *name)
 {

@@ -13,6 +13,11 @@
  * does not depend on n, on the split or on the k blocking: batch invariance by construction.
  * matmul_n runs up to 3 weight matrices that share x (q/k/v, gate/up) in one fork-join.
  *
+ * bf16 weights where the cpu has bf16 dot tiles (c->kb, kbf16.h: more than KBF16_NARROW_M rows,
+ * not cpu-precise): x is rounded to bf16 once per call, panels are bf16 rows copied as they are,
+ * and both loops run the kbf16 tiles (one struct tiling drives either family), which again give
+ * every c[i, j] one operation sequence.
+ *
  * MLX-quantized weights (DTYPE_QMLX): at batch 1 the fused GEMV (c->qgemv) dequantizes in
  * registers; otherwise (and for widths it lacks) each panel of rows is dequantized (c->qdeq,
  * exact) into the L2 panel. Either way only the packed bytes stream from memory and the results
@@ -33,12 +38,11 @@
 #define PANEL_BYTES   (192 * 1024)   // f32 weight panel, kept in L2
 #define KC_MAX        1024           // longer k is cut into KC blocks (x and w tiles stay in L1)
 #define KC            512            // a multiple of every family's lanes
-#define KC16_MAX      1024           // the same for bf16 x and w (half the bytes per element,
-#define KC16          512            //   and x tiles of 6 rows)
+#define KC16_MAX      1024           // the same for bf16 x and w: a 6-row x tile and a 4-row w tile
+#define KC16          512            //   of 1,024 bf16 each take 20 KiB of L1
 #define XBLOCK_TILES  16             // x tiles per block when k is cut
 
 #define GEMM_MAX_MATS 3
-
 
 /* One weight matrix of a gemm job: out[n, m] = x @ w^T (+ bias). */
 struct gemm_mat {
@@ -101,6 +105,7 @@ static struct tiling tiling_f32(const struct cpu_kern *kf)
 
 static struct tiling tiling_bf16(const struct cpu_bf16_kern *kb)
 {
+    CHECK(KC16 % kb->chunk == 0, "bf16 tiles: k blocks of %d are not whole chunks of %d", KC16, kb->chunk);
     return (struct tiling){ kb->mr, kb->nr, kb->lanes, KC16_MAX, KC16, tile_bf16 };
 }
 

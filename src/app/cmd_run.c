@@ -40,7 +40,7 @@ static void usage(void)
             "  --ignore-eos          keep going past end-of-sequence tokens\n"
             "  --backend ref|cpu|cuda  --threads N\n"
             "  --tensor-parallel N   split the model over N ranks (ref, cpu; cuda: N GPUs over NCCL)\n"
-            "  --expert-parallel     MoE: whole experts per rank (with --tensor-parallel N >= 2; not on cuda)\n"
+            "  --expert-parallel     MoE: whole experts per rank (with --tensor-parallel N >= 2)\n"
             "  --kv-cache-bytes N    KV cache budget, with hybrid models' state slots (suffixes K, M, G;\n"
             "                        default: free GPU memory on cuda, 1G on cpu)\n"
             "  --kv-dtype f32|f16|bf16|fp8  KV cache dtype (default bf16 on cuda, f32 on cpu; fp8 = f8e4m3,\n"

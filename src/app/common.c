@@ -184,11 +184,6 @@ enum status app_model_open_sharded(const char *dir, const char *backend, int n_t
         LOG_ERR("--tensor-parallel %d: between 1 and %d", n_ranks, APP_MAX_RANKS);
         return STATUS_EINVAL;
     }
-    if (cuda && expert_parallel) {
-        LOG_ERR("--expert-parallel on %s: the CUDA MoE kernels need every expert of a layer (not written yet); "
-                "--tensor-parallel alone splits each expert over the GPUs", name);
-        return STATUS_EUNSUPPORTED;
-    }
     enum status st = cuda ? check_gpus(name, n_ranks) : STATUS_OK;
     if (st != STATUS_OK) return st;
     struct model *full;

@@ -41,8 +41,8 @@ enum status app_model_synthesize(const char *config, uint64_t seed, const char *
 /* --tensor-parallel N (and --expert-parallel): dir split over n_ranks ranks of one process
  * (model/shard.h), each on a backend of its own, joined by the in-process collective (ref, cpu) or
  * NCCL (cuda: rank r on GPU r). Refused with a logged reason (EUNSUPPORTED, EINVAL, EDEVICE): fewer
- * GPUs than ranks, libnccl missing, --expert-parallel on cuda, quantized weights, shapes that do
- * not divide (the config key is named). */
+ * GPUs than ranks, libnccl missing, quantized weights, shapes that do not divide (the config key
+ * is named). */
 enum status app_model_open_sharded(const char *dir, const char *backend, int n_threads, int n_ranks,
                                    bool expert_parallel, struct app_model *out);
 void        app_model_close(struct app_model *am);

@@ -7,11 +7,11 @@
  *    N = 2, where the order cannot matter; within f32 rounding above, NCCL sums in its own order)
  *    and is the same on every rank; all_gather_cols is exact, clipped columns included; both again
  *    recorded into each rank's graph and replayed; collective_sync reports OK.
- *  - sharded_forward (2 GPUs or more): fixtures split over GPUs 0 and 1 on cuda-deterministic,
- *    joined by NCCL, against the whole model on GPU 0: the logits of a prompt (prefill) and of 12
- *    decode steps fed the whole model's greedy tokens (decode steps are recorded as step graphs and
- *    replayed, the collectives inside) within 2e-2 (test_fixtures' cuda bound), the same on both
- *    ranks bit for bit; the greedy agreement is printed.
+ *  - sharded_forward (2 GPUs or more): fixtures split over GPUs 0 and 1 on cuda-deterministic (the
+ *    MoE one also expert parallel), joined by NCCL, against the whole model on GPU 0: the logits
+ *    of a prompt (prefill) and of 12 decode steps fed the whole model's greedy tokens (decode steps
+ *    are recorded as step graphs and replayed, the collectives inside) within 2e-2 (test_fixtures'
+ *    cuda bound), the same on both ranks bit for bit; the greedy agreement is printed.
  * With one GPU the N >= 2 tests are not run and say so (SKIP line); without a GPU the program skips. */
 #include <cuda_runtime.h>
 #include <unistd.h>
@@ -225,7 +225,7 @@ static void forward_on(void *ctx, int r)
     j->st[r] = run_forward(j->m[r], j->be[r], j->coll[r], j->prompt, j->n_prompt, j->next, j->logits[r], NULL);
 }
 
-static void check_sharded(const char *name)
+static void check_sharded(const char *name, bool ep)
 {
     char dir[256];
     snprintf(dir, sizeof dir, "tests/model/fixtures/%s", name);
@@ -246,7 +246,7 @@ static void check_sharded(const char *name)
     j.n_prompt = n_prompt;
     j.next = greedy;
     struct shard_plan plan;
-    ASSERT(shard_plan_make(&full->hp, &full->f, 2, false, &plan) == STATUS_OK);
+    ASSERT(shard_plan_make(&full->hp, &full->f, 2, ep, &plan) == STATUS_OK);
     int devices[2] = { 0, 1 };
     for (int r = 0; r < 2; r++) {
         ASSERT(model_shard(full, &plan, r, &j.m[r]) == STATUS_OK);
@@ -271,9 +271,9 @@ static void check_sharded(const char *name)
             same_argmax += fixture_argmax(j.logits[0] + row, vocab) == fixture_argmax(want + row, vocab);
         }
         bool ranks_same = !memcmp(j.logits[0], j.logits[1], sizeof(float) * (size_t)n_rows * (size_t)vocab);
-        fprintf(stderr, "  %-10s TP=2 vs TP=1 on cuda-deterministic: max rel err prefill %.2e, decode %.2e; "
-                "greedy %d/%d decode steps pick the same token; ranks %s\n", name, prefill, decode, same_argmax,
-                N_DECODE, ranks_same ? "bit-identical" : "DIFFER");
+        fprintf(stderr, "  %-10s %s=2 vs TP=1 on cuda-deterministic: max rel err prefill %.2e, decode %.2e; "
+                "greedy %d/%d decode steps pick the same token; ranks %s\n", name, ep ? "EP" : "TP", prefill, decode,
+                same_argmax, N_DECODE, ranks_same ? "bit-identical" : "DIFFER");
         EXPECTF(prefill <= FWD_TOL && decode <= FWD_TOL, "%s: sharded logits off by %.3e / %.3e", name, prefill, decode);
         EXPECTF(ranks_same, "%s: the two ranks' logits differ", name);
     }
@@ -291,9 +291,10 @@ static void check_sharded(const char *name)
 
 TEST(sharded_forward)
 {
-    check_sharded("qwen3");       // dense, KV heads split
-    check_sharded("qwen3_moe");   // each expert's FFN split
-    check_sharded("qwen3_5");     // hybrid: Gated DeltaNet heads and state per rank
+    check_sharded("qwen3", false);       // dense, KV heads split
+    check_sharded("qwen3_moe", false);   // each expert's FFN split
+    check_sharded("qwen3_moe", true);    // expert parallel: whole experts per GPU, the others absent
+    check_sharded("qwen3_5", false);     // hybrid: Gated DeltaNet heads and state per rank
 }
 
 int main(void)

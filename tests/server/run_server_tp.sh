@@ -7,7 +7,7 @@
 #    = 6 does not divide; the key is named), --tensor-parallel 0, --expert-parallel without ranks or
 #    on a dense model, --synthetic; on cuda with fewer GPUs than ranks (none visible here:
 #    CUDA_VISIBLE_DEVICES is emptied, so it holds on a GPU machine too; both counts named, serve and
-#    run) and --expert-parallel on cuda; MLX-quantized weights (through cairn run).
+#    run); MLX-quantized weights (through cairn run).
 . tests/server/serve_lib.sh
 
 # the answers' text of two concurrent greedy chats
@@ -44,8 +44,6 @@ check "--expert-parallel without ranks refused" 'refused "N >= 2" --expert-paral
 check "--expert-parallel on a dense model refused" 'refused "no MoE layers" --tensor-parallel 2 --expert-parallel'
 check "--tensor-parallel 2 on cuda without GPUs: both counts named" \
     'CUDA_VISIBLE_DEVICES= refused "needs 2 GPUs, one per rank; 0 visible" --tensor-parallel 2 --backend cuda'
-check "--tensor-parallel 2 --expert-parallel on cuda refused" \
-    'refused "expert-parallel on cuda" --tensor-parallel 2 --expert-parallel --backend cuda'
 CUDA_VISIBLE_DEVICES= "$CAIRN" run models/default --prompt-ids 1,2,3 --max-tokens 2 --backend cuda-deterministic \
     --tensor-parallel 3 > "$tmp/run_gpu.log" 2>&1
 rc=$?

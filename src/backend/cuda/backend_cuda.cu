@@ -509,6 +509,7 @@ static const struct backend_ops cuda_ops = {
     /* .rmsnorm_gated = */ cuda_rmsnorm_gated,
     /* .sigmoid_mul = */ cuda_sigmoid_mul,
     /* .quant_weights = */ true,
+    /* .moe_expert_subset = */ true,
 };
 
 extern "C" int backend_cuda_device_count(void)

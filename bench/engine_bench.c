@@ -24,7 +24,8 @@
  *          free and under a JSON-schema constraint (--schema FILE, default an agent's shell-tool
  *          schema; --temperature, default 1, so the output keeps going instead of closing at once;
  *          0: greedy both ways, the backend's argmax of masked rows with no logits download), masks
- *          on the engine's worker thread as in serving: tok/s of each and their ratio (wall and CPU).
+ *          on the engine's worker thread as in serving: tok/s of each and their ratio (wall and CPU);
+ *          the free run gives each stream the length its constrained run had.
  * --budget 0 takes the engine's default step budget (8192 on a GPU, 256 on the CPU).
  * Every time is reported twice: wall seconds, and process CPU seconds (all threads; "cpu_s"),
  * because a shared machine makes wall time noisy: cpu_s / threads is what the wall time would be
@@ -124,8 +125,9 @@ struct decode_result {
  * has its first token to the end. sampled: temperature 1, seeded (the same sampler with and without
  * a constraint), else greedy. cg NULL: free, full length; else each stream under its own constraint,
  * ending on the stop id its grammar allows. */
+/* c streams decoding --gen tokens each (or max_tokens[i]); their token counts into got[i] if given. */
 static struct decode_result decode_run(const struct opts *o, int c, bool sampled, const struct constraint_grammar *cg,
-                                       const struct constraint_vocab *cv)
+                                       const struct constraint_vocab *cv, const int *max_tokens, int *got)
 {
     struct engine *e = engine_make(o, 64 * c > 256 ? 64 * c : 256, c);
     int32_t *prompts = xmalloc(sizeof(int32_t) * 64 * (size_t)c);
@@ -135,7 +137,7 @@ static struct decode_result decode_run(const struct opts *o, int c, bool sampled
     struct token_event last;
     for (int i = 0; i < c; i++) {
         prompt_fill(1000 + (uint64_t)i, prompts + 64 * i, 64);
-        struct gen_request g = req_make(prompts + 64 * i, 64, o->gen);
+        struct gen_request g = req_make(prompts + 64 * i, 64, max_tokens ? max_tokens[i] : o->gen);
         if (sampled) {
             g.sampling.temperature = (float)o->temperature;   // the same sampler both ways
             g.sampling.seed = 7 + (uint64_t)i;
@@ -164,6 +166,7 @@ static struct decode_result decode_run(const struct opts *o, int c, bool sampled
     r.cpu_s = cpu_now_s() - c0;
     for (int i = 0; i < c; i++) { n_tok[i] += stream_poll(ts[i], &last, &done[i]); after += n_tok[i]; }
     r.tokens = after - before;
+    for (int i = 0; got && i < c; i++) got[i] = n_tok[i];
     for (int i = 0; i < c; i++) token_stream_release(ts[i]);
     free(prompts);
     free(ts);
@@ -178,7 +181,7 @@ static void bench_decode(const struct opts *o)
     double base = 0;
     for (int ci = 0; ci < o->n_conc; ci++) {
         int c = o->conc[ci];
-        struct decode_result r = decode_run(o, c, false, NULL, NULL);
+        struct decode_result r = decode_run(o, c, false, NULL, NULL, NULL, NULL);
         double tps = r.tokens / r.wall_s, tpc = r.tokens / r.cpu_s;
         if (ci == 0) base = tpc / (double)c;   // the single-stream rate per CPU second (the list starts at 1)
         int steps = r.steps ? r.steps : 1;
@@ -388,7 +391,12 @@ static void bench_constrained(const struct opts *o)
     }
     for (int ci = 0; ci < o->n_conc; ci++) {
         int c = o->conc[ci];
-        struct decode_result f = decode_run(o, c, true, NULL, NULL), k = decode_run(o, c, true, cg, cv);
+        // constrained first; then the free run with each stream's length, so both keep the same
+        // number of streams running at every step (a closed constraint ends its stream early)
+        int *lens = xcalloc((size_t)c, sizeof *lens);
+        struct decode_result k = decode_run(o, c, true, cg, cv, NULL, lens);
+        struct decode_result f = decode_run(o, c, true, NULL, NULL, lens, NULL);
+        free(lens);
         double fw = f.tokens / f.wall_s, fc = f.tokens / f.cpu_s, cw = k.tokens / k.wall_s, cc = k.tokens / k.cpu_s;
         printf("constrained conc=%d temperature=%g free_tokens=%d free_tok_s=%.2f constrained_tokens=%d "
                "constrained_tok_s=%.2f ratio_wall=%.3f ratio_cpu=%.3f\n", c, o->temperature, f.tokens, fw, k.tokens,

@@ -180,8 +180,10 @@ enum status backend_new(const char *name, const struct backend_cfg *cfg, struct 
     enum status st;
     if (!strcmp(name, "ref")) {
         st = backend_ref_new(cfg, out);
-    } else if (!strcmp(name, "cpu")) {
-        st = backend_cpu_new(cfg, out);
+    } else if (!strcmp(name, "cpu") || !strcmp(name, "cpu-precise")) {
+        struct backend_cfg c = *cfg;
+        c.precise = c.precise || !strcmp(name, "cpu-precise");
+        st = backend_cpu_new(&c, out);
     } else if (!strcmp(name, "cuda") || !strcmp(name, "cuda-precise") || !strcmp(name, "cuda-deterministic")) {
         struct backend_cfg c = *cfg;
         c.precise = c.precise || !strcmp(name, "cuda-precise");
@@ -206,5 +208,5 @@ void backend_free(struct backend *be)
 
 const char *backend_list(void)
 {
-    return HAVE_CUDA ? "ref, cpu, cuda, cuda-precise, cuda-deterministic" : "ref, cpu";
+    return HAVE_CUDA ? "ref, cpu, cpu-precise, cuda, cuda-precise, cuda-deterministic" : "ref, cpu, cpu-precise";
 }

@@ -101,7 +101,8 @@ struct backend;
 struct backend_cfg {
     int  n_threads;                // cpu: worker threads (0 = all cores)
     int  device;                   // cuda: device ordinal
-    bool precise;                  // cuda: f32-accurate GEMM inputs and attention (backend "cuda-precise")
+    bool precise;                  // f32-accurate GEMM inputs (backends "cpu-precise": f32 tiles for bf16
+                                   //   weights; "cuda-precise": also f32 attention)
     bool deterministic;            // cuda: a row's result never depends on the batch ("cuda-deterministic")
     /* Switches for tests and measurements; zero is the production default (docs/server.md, "CUDA
      * switches"; backend/backend_env.h reads them from CAIRN_* variables for the app and benches). */
@@ -324,8 +325,8 @@ struct backend {
     bool                profile;       // cfg->profile, for the forward pass's phase timing
 };
 
-/* Creates a backend by name ("ref", "cpu", "cuda", "cuda-precise" or "cuda-deterministic": cuda with
- * cfg->precise or cfg->deterministic), with every fused op and step-graph member non-NULL (composed
+/* Creates a backend by name ("ref", "cpu", "cpu-precise" (cpu with cfg->precise), "cuda",
+ * "cuda-precise" or "cuda-deterministic" (cuda with cfg->precise or cfg->deterministic)), with every fused op and step-graph member non-NULL (composed
  * ones filled in). Logs and returns EUNSUPPORTED for an unknown or unavailable one (e.g. "cuda"
  * without a GPU). */
 enum status backend_new(const char *name, const struct backend_cfg *cfg, struct backend **out);

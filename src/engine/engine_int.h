@@ -180,8 +180,9 @@ void sched_state_advance(struct engine *e, struct request *r, int start, int n);
 uint64_t sched_state_of(const int32_t *tok, int n, uint64_t state);
 
 /* mask_worker.c: one thread that computes constrained requests' masks (constraint_mask with the
- * tokens left as budget) while the engine thread runs the forward pass. Between post and wait
- * the worker alone touches those requests' cons / mask / mask_st / mask_ready. */
+ * tokens left as budget) while the engine thread runs the forward pass; wait computes the jobs
+ * the worker has not taken, then waits for the rest. Between post and wait's return a request's
+ * cons / mask / mask_st / mask_ready belong to whichever thread took its job. */
 struct mask_worker;
 struct mask_worker *mask_worker_new(void);
 void                mask_worker_free(struct mask_worker *w);

@@ -1,7 +1,7 @@
 /* mask_worker: the constrained requests' masks for step t+1 computed while the forward pass of
  * step t+1 runs (see engine_int.h). The mask depends only on the tokens sampled so far, so it can
  * start as soon as the batch is built; the engine waits for it only after the forward pass, just
- * before sampling. One thread: a mask costs microseconds once its state is cached (text/constraint.h),
+ * before sampling, and computes the masks the worker has not started itself. One thread: a mask costs microseconds once its state is cached (text/constraint.h),
  * and the forward pass it hides behind costs milliseconds.
  */
 #include <pthread.h>
@@ -18,7 +18,8 @@ struct mask_worker {
     pthread_cond_t   cv;          // signals a new job, a finished job, or shutdown
     struct request **jobs;        // borrowed from the poster until wait returns
     int              n_jobs;
-    bool             busy;        // a posted job is not finished
+    int              next;        // jobs[next..n_jobs) are not taken yet
+    int              in_flight;   // taken and still being computed
     bool             quit;
 };
 
@@ -31,20 +32,29 @@ void request_mask_compute(struct request *r)
     r->mask_ready = true;
 }
 
+/* Takes the next job and computes it with mu released; false when none is left. mu is held on
+ * entry and on return. Both the worker and the waiting engine take jobs this way, so a mask the
+ * worker has not reached (its core busy with the forward pass) costs the engine no wake-up. */
+static bool run_next(struct mask_worker *w)
+{
+    if (w->next >= w->n_jobs) return false;
+    struct request *r = w->jobs[w->next++];
+    w->in_flight++;
+    pthread_mutex_unlock(&w->mu);
+    request_mask_compute(r);
+    pthread_mutex_lock(&w->mu);
+    if (--w->in_flight == 0 && w->next >= w->n_jobs) pthread_cond_broadcast(&w->cv);
+    return true;
+}
+
 static void *worker_main(void *arg)
 {
     struct mask_worker *w = arg;
     pthread_mutex_lock(&w->mu);
     for (;;) {
-        while (!w->busy && !w->quit) pthread_cond_wait(&w->cv, &w->mu);
+        while (w->next >= w->n_jobs && !w->quit) pthread_cond_wait(&w->cv, &w->mu);
         if (w->quit) break;
-        struct request **jobs = w->jobs;
-        int n = w->n_jobs;
-        pthread_mutex_unlock(&w->mu);
-        for (int i = 0; i < n; i++) request_mask_compute(jobs[i]);
-        pthread_mutex_lock(&w->mu);
-        w->busy = false;
-        pthread_cond_broadcast(&w->cv);
+        run_next(w);
     }
     pthread_mutex_unlock(&w->mu);
     return NULL;
@@ -86,10 +96,10 @@ void mask_worker_post(struct mask_worker *w, struct request **rs, int n)
         return;
     }
     pthread_mutex_lock(&w->mu);
-    CHECK(!w->busy, "mask worker posted twice");
+    CHECK(w->next >= w->n_jobs && !w->in_flight, "mask worker posted twice");
     w->jobs = rs;
     w->n_jobs = n;
-    w->busy = true;
+    w->next = 0;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
 }
@@ -98,6 +108,9 @@ void mask_worker_wait(struct mask_worker *w)
 {
     if (!w) return;
     pthread_mutex_lock(&w->mu);
-    while (w->busy) pthread_cond_wait(&w->cv, &w->mu);
+    while (run_next(w)) {}   // what the worker has not started, the engine computes itself
+    while (w->in_flight) pthread_cond_wait(&w->cv, &w->mu);
+    w->jobs = NULL;
+    w->n_jobs = w->next = 0;
     pthread_mutex_unlock(&w->mu);
 }

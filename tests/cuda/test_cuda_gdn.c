@@ -1,6 +1,7 @@
 /* test_cuda_gdn: the cuda backend's Gated DeltaNet ops (gdn_conv, gdn_recurrent, rmsnorm_gated,
  * sigmoid_mul) against ref, on batches mixing fresh, continuing and decoding sequences in
- * scattered state slots, at small, odd and Qwen3.6 head shapes; chunking invariance (a sequence fed
+ * scattered state slots, at small, odd and Qwen3.6 head shapes; the chunked prefill and decode forms
+ * against ref (lengths 1 to 1000, fresh or continuing, mixed batches); chunking invariance (a sequence fed
  * whole or 1, 7 or 64 tokens at a time); and the whole hybrid forward (Qwen3-Next, Qwen3.5,
  * Qwen3.5-MoE, tiny synthesized models) through the runner on cuda and cuda-precise against ref.
  * Needs a GPU: run by `make test-cuda` on the GPU machine. */
@@ -74,6 +75,73 @@ TEST(ops_vs_ref)
         EXPECTF(tt_close("ssm state", d.ssm_st.p, h.ssm_st.p, 5 * w * c->dk, 1e-5, 1e-4, 1e-10), "%s", what);
         gdn_io_free(&h);
         gdn_io_free(&d);
+    }
+}
+
+/* One step of the three ops on ref and on cuda from the same inputs and initial states; outputs
+ * and all five state slots compared. */
+static void step_vs_ref(const struct gdn_case *c, const struct gdn_step *st, struct rng *r, const char *what)
+{
+    struct gdn_io base, rio, dio;
+    gdn_io_new(&base, c, st->meta.n_tok, 5, r);
+    gdn_io_clone(&rio, &base);
+    gdn_io_clone(&dio, &base);
+    struct tensor th[GDN_IO_N], td[GDN_IO_N];
+    gdn_io_host(&rio, th);
+    gdn_run_ops(g_ref, th, c, &st->meta, 0);
+    struct dev_io dv;
+    dev_up(&dio, &dv, td);
+    gdn_run_ops(g_cuda, td, c, &st->meta, 0);
+    dev_down(&dio, &dv);
+    int64_t n = st->meta.n_tok, w = (int64_t)c->nv * c->dv;
+    EXPECTF(tt_close("conv", dio.u.p, rio.u.p, n * base.conv_dim, 1e-5, 1e-4, 1e-10), "%s", what);
+    EXPECTF(tt_close("delta rule", dio.o.p, rio.o.p, n * w, 1e-5, 1e-4, 1e-10), "%s", what);
+    EXPECTF(tt_close("gated norm", dio.y.p, rio.y.p, n * w, 1e-5, 1e-4, 1e-10), "%s", what);
+    EXPECTF(tt_close("conv state", dio.conv_st.p, rio.conv_st.p, 5 * (c->K - 1) * base.conv_dim, 1e-6, 1e-6, 1e-12),
+            "%s", what);
+    EXPECTF(tt_close("ssm state", dio.ssm_st.p, rio.ssm_st.p, 5 * w * c->dk, 1e-5, 1e-4, 1e-10), "%s", what);
+    gdn_io_free(&base);
+    gdn_io_free(&rio);
+    gdn_io_free(&dio);
+}
+
+/* The conv's two cuda forms and the delta rule's three (gdn.cu) against ref: the chunked prefill (a
+ * step with a run of 16 or more tokens of one sequence) on one sequence of each length, fresh or
+ * continuing from a random state at a position off the 64-grid; the decode kernel on a step of
+ * one token per sequence (one of them fresh); five sequences of mixed lengths in one step, a
+ * decode token among them, as runs (the conv over tiles, the chunked rule) and interleaved (the
+ * walks over the step's tokens). */
+TEST(forms_vs_ref)
+{
+    static const struct gdn_case cases[] = {
+        { 2, 4, 16, 8, 4, DTYPE_BF16 }, { 3, 3, 33, 17, 2, DTYPE_F32 }, { 16, 32, 128, 128, 4, DTYPE_BF16 },
+    };
+    static const int lens[] = { 1, 7, 63, 64, 65, 200, 1000 };
+    struct rng r;
+    rng_seed(&r, 34);
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const struct gdn_case *c = &cases[ci];
+        char what[160];
+        struct gdn_step st;
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+            for (int cont = 0; cont < 2; cont++) {
+                int pos0 = cont ? 37 : 0;
+                gdn_step_make_runs(&st, 1, &pos0, &lens[li], (int[]){ 2 });
+                snprintf(what, sizeof what, "nk=%d nv=%d dk=%d dv=%d: %d tokens from position %d", c->nk, c->nv, c->dk,
+                         c->dv, lens[li], pos0);
+                step_vs_ref(c, &st, &r, what);
+            }
+        gdn_step_make(&st, 5, (int[]){ 17, 0, 37, 64, 130 }, (int[]){ 1, 1, 1, 1, 1 }, (int[]){ 0, 3, 1, 4, 2 });
+        snprintf(what, sizeof what, "nk=%d nv=%d dk=%d dv=%d: a decode step of five sequences", c->nk, c->nv, c->dk,
+                 c->dv);
+        step_vs_ref(c, &st, &r, what);
+        for (int runs = 0; runs < 2; runs++) {
+            gdn_step_layout(&st, 5, (int[]){ 17, 0, 37, 64, 130 }, (int[]){ 1, 7, 65, 200, 300 }, (int[]){ 0, 3, 1, 4, 2 },
+                            runs);
+            snprintf(what, sizeof what, "nk=%d nv=%d dk=%d dv=%d: five sequences, %s", c->nk, c->nv, c->dk, c->dv,
+                     runs ? "runs" : "interleaved");
+            step_vs_ref(c, &st, &r, what);
+        }
     }
 }
 
@@ -198,6 +266,7 @@ int main(void)
 {
     cuda_tests_open(true);
     RUN(ops_vs_ref);
+    RUN(forms_vs_ref);
     RUN(chunking_invariance);
     RUN(sigmoid_mul);
     RUN(models_vs_ref);

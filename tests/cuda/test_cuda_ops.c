@@ -563,7 +563,7 @@ TEST(moe)
                 g_cuda->ops->moe_ffn(g_cuda, &dout.t, &dx.t, &dids.t, &dw_.t, dgt, dut, ddt, E, (enum act)act);
                 dev_get(&dout, &a);
                 bool tight = n <= 16 || float_dtypes[d] == DTYPE_F32;
-                EXPECTF(tt_close("moe_ffn", a.p, b.p, (int64_t)dm * n, tight ? 1e-4 : 2e-2, 1e-3, tight ? 1e-9 : 1e-4),
+                EXPECTF(tt_close("moe_ffn", a.p, b.p, (int64_t)dm * n, tight ? 1e-4 : 0.1, tight ? 1e-3 : 1e-2, tight ? 1e-9 : 1e-4),
                         "moe_ffn n=%d %s act %d", n, dtype_name(float_dtypes[d]), act);
             }
             dev_free(&dx); dev_free(&dlg); dev_free(&dids); dev_free(&dw_); dev_free(&dout);
@@ -580,8 +580,8 @@ TEST(moe)
  * the device (cuda's views). */
 struct experts {
     struct tt_experts h;
-    struct dt         dg[8], du[8], dd[8];
-    struct tensor     tg[8], tu[8], td[8];
+    struct dt         dg[TT_MAX_EXPERTS], du[TT_MAX_EXPERTS], dd[TT_MAX_EXPERTS];
+    struct tensor     tg[TT_MAX_EXPERTS], tu[TT_MAX_EXPERTS], td[TT_MAX_EXPERTS];
 };
 
 static void experts_new(struct experts *x, struct rng *r, enum dtype dt, int E, int dm, int f)
@@ -649,7 +649,8 @@ TEST(norm_moe_route)
 /* moe_ffn_add (x += experts, the residual add in the down kernel's epilogue) against ref's moe_ffn
  * then add, and bit for bit against cuda's own moe_ffn then add: odd sizes, k up to all experts,
  * expert rows longer than one pass of the down kernel, a width that is not a multiple of 8 (the
- * scalar path), 37 tokens (the device path) and a prefill-sized batch (70: the grouped cuBLAS path). */
+ * scalar path), 37 tokens (the device path) and prefill-sized batches (70 to 1000 tokens, up to 64
+ * experts, some with no rows and some with one: the grouped path). */
 TEST(moe_ffn_add)
 {
     struct rng r;
@@ -657,6 +658,7 @@ TEST(moe_ffn_add)
     struct { int n, dm, f, E, k; bool norm; } cases[] = {
         { 1, 64, 48, 8, 2, true }, { 3, 40, 24, 8, 8, false }, { 5, 72, 520, 6, 3, true }, { 16, 64, 48, 8, 1, true },
         { 2, 64, 50, 8, 2, true }, { 37, 64, 48, 8, 2, false }, { 70, 64, 48, 8, 2, false }, { 1, 2048, 768, 8, 8, true },
+        { 300, 72, 520, 6, 3, true }, { 129, 40, 24, 64, 2, false }, { 1000, 64, 50, 16, 4, true },
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         for (int di = 0; di < 3; di++) {
@@ -681,7 +683,9 @@ TEST(moe_ffn_add)
             dev_get(&dx, &a2);
             EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
             bool tight = n <= 16 || float_dtypes[di] == DTYPE_F32;
-            EXPECTF(tt_close("moe_ffn_add", a.p, b.p, (int64_t)dm * n, tight ? 1e-4 : 2e-2, 1e-3, tight ? 1e-9 : 1e-4),
+            // 16-bit inputs round the GLU rows too: half an ulp of a large hidden value moves an output by
+            // up to ~0.1 here (tests/ops/test_ops.c moe_ffn_vs_ref has the same bound on the cpu's bf16)
+            EXPECTF(tt_close("moe_ffn_add", a.p, b.p, (int64_t)dm * n, tight ? 1e-4 : 0.1, tight ? 1e-3 : 1e-2, tight ? 1e-9 : 1e-4),
                     "moe_ffn_add case %zu %s", c, dtype_name(float_dtypes[di]));
             EXPECTF(!memcmp(a.p, a2.p, sizeof(float) * (size_t)dm * n), "moe_ffn_add vs moe_ffn + add, case %zu %s", c,
                     dtype_name(float_dtypes[di]));
@@ -857,7 +861,7 @@ TEST(logits_mask)
         int32_t *rows = xmalloc((size_t)n * sizeof *rows);
         uint32_t *words = xmalloc((size_t)n * (size_t)nw * sizeof *words);
         for (int i = 0; i < n; i++) {
-            rows[i] = (int32_t)(R - 1 - (i * 2) % R);   // descending, not the first rows
+            rows[i] = (int32_t)(R - 1 - (i * 7) % R);   // distinct (7 is prime to every R here), not the first rows
             uint32_t *w = words + (size_t)i * nw;
             for (int k = 0; k < nw; k++) w[k] = (uint32_t)rng_next(&r) & (uint32_t)rng_next(&r);   // ~1/4 allowed
             if (i == 1) for (int k = 0; k < nw; k++) w[k] = ~0u;

@@ -15,6 +15,8 @@
 
 #include "backend/backend.h"
 #include "backend/backend_env.h"
+#include "backend/cpu/kbf16.h"
+#include "backend/cpu/kern.h"
 #include "base/mem.h"
 #include "model/model.h"
 
@@ -34,6 +36,14 @@ static inline int fixture_argmax(const float *x, int n)
     for (int i = 1; i < n; i++)
         if (x[i] > x[b]) b = i;
     return b;
+}
+
+/* Whether a backend rounds its GEMM inputs to bf16 (cuda; cpu where cpu_bf16_kern_pick gives it
+ * the bf16 tiles, kbf16.h: AMD CPUs with AVX-512 BF16), as bf16 engines do: the fixture tests hold such a backend to 2e-2 on logits and to
+ * the first 8 tokens of a greedy continuation; cpu-precise and cuda-precise to the f32 bounds. */
+static inline bool backend_rounds_bf16(const char *name)
+{
+    return !strcmp(name, "cuda") || (!strcmp(name, "cpu") && cpu_bf16_kern_pick(cpu_kern_pick()->name));
 }
 
 struct opened { struct model *m; struct backend *be; };

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Black-box checks of the model CLI contracts against the transformers fixtures:
 #   cairn run DIR --prompt-ids ... --temperature 0 --output ids  ==  ref.json greedy
-#   cairn logits DIR --ids ... --out F                            ~=  logits_0.f32 (1e-3 relative)
+#   cairn logits DIR --ids ... --out F   (cpu-precise)           ~=  logits_0.f32 (1e-3 relative)
 # on every fixture, through the engine (run) and the runner (logits). Python runs twice in all
 # (the expected values up front, the logits comparison at the end): its start-up is slow on some
 # machines.
@@ -34,7 +34,7 @@ for dir in tests/model/fixtures/*/; do
     got=$(CAIRN_LOG=error "$CAIRN" run "$dir" --prompt-ids "$prompt" --max-tokens "$n" --temperature 0 --ignore-eos \
           --output ids --backend cpu --threads 2 2>/dev/null)
     if [ "$got" = "$want" ]; then echo "ok   run $name"; else echo "FAIL run $name: got $got want $want"; fail=1; fi
-    CAIRN_LOG=error "$CAIRN" logits "$dir" --ids "$prompt" --out "$tmp/$name.f32" --backend cpu
+    CAIRN_LOG=error "$CAIRN" logits "$dir" --ids "$prompt" --out "$tmp/$name.f32" --backend cpu-precise   # f32 GEMM inputs: held to the 1e-3 bound
 done
 [ ${#names[@]} -ge 10 ] || { echo "FAIL: only ${#names[@]} fixtures found"; fail=1; }
 # logits of every fixture: max |a - b| / max |b| <= 1e-3

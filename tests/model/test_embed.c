@@ -60,7 +60,7 @@ static double rel_err(const float *got, const float *ref, int n)
     return max_ref > 0 ? max_diff / max_ref : max_diff;
 }
 
-static double tol_of(const char *be) { return !strcmp(be, "cuda") ? 2e-2 : 1e-3; }
+static double tol_of(const char *be) { return backend_rounds_bf16(be) ? 2e-2 : 1e-3; }
 
 static struct engine *new_engine(struct opened *o, int max_batch_tokens)
 {

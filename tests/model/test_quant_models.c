@@ -7,11 +7,14 @@
  * continuation. Prompts are the source fixtures' (ref.json). Checkpoints with a ref.json of their
  * own (the hybrids: tools/make_quant_fixtures.py) are also compared with transformers run on
  * their dequantized weights: the oracle for the loader's renames, norm layout and splits.
+ * "cpu" above is cpu-precise (f32 tiles); the plain cpu backend (CAIRN_TEST_BACKENDS, default
+ * "cpu") rounds x to bf16 for the bf16 matrices the loader keeps (kbf16.h).
  * CAIRN_TEST_BACKENDS=cuda,cuda-precise,cuda-deterministic (make test-cuda) adds those backends:
- * cuda within 2e-2 with the first 8 greedy tokens equal (it rounds prefill activations and the
- * dequantized weights to bf16), the other two within 1e-3 with the whole continuation; plain
- * cuda on a MoE prompt past the GEMV's 16 rows only reports (bf16 flips near-tied experts, as
- * test_fixtures allows). */
+ * cuda and cpu within 2e-2 with the first 8 greedy tokens equal (they round activations and
+ * cuda the dequantized weights to bf16), the other two within 1e-3 with the whole continuation;
+ * on a MoE prompt (for cuda: past the GEMV's 16 rows) they only report (bf16 flips near-tied
+ * experts, as test_fixtures allows), and a continuation that leaves the reference's before 8
+ * tokens only at a near-tie (its top two within 2x the logit bound) is reported, not failed. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -23,6 +26,7 @@
 #include "base/mem.h"
 #include "engine/runner.h"
 #include "harness.h"
+#include "model/fixture_model.h"
 #include "model/model.h"
 #include "model/weights.h"
 #include "tensor/qweight.h"
@@ -48,7 +52,10 @@ static void dequant_one(struct tensor *t, void *ctx)
     d->b[d->n++] = b;
 }
 
-static float *run(struct model *m, const char *backend, const int32_t *ids, int n, int32_t *greedy, int n_greedy)
+/* Runs the prompt (its logits returned, caller frees) and n_greedy greedy steps into greedy; margin
+ * (NULL: not wanted) gets each step's top-2 gap over the row's largest |logit|. */
+static float *run(struct model *m, const char *backend, const int32_t *ids, int n, int32_t *greedy, int n_greedy,
+                  double *margin)
 {
     struct backend *be;
     struct backend_cfg cfg = { .n_threads = 2 };
@@ -67,6 +74,14 @@ static float *run(struct model *m, const char *backend, const int32_t *ids, int 
         for (int v = 1; v < vocab; v++)
             if (last[v] > last[tok]) tok = v;
         greedy[i] = tok;
+        if (margin) {
+            double second = -INFINITY, top = fabs(last[0]);
+            for (int v = 0; v < vocab; v++) {
+                if (v != tok && last[v] > second) second = last[v];
+                if (fabs(last[v]) > top) top = fabs(last[v]);
+            }
+            margin[i] = top > 0 ? (last[tok] - second) / top : 0;
+        }
         if (i + 1 < n_greedy) CHECK(runner_feed(r, &tok, 1, last, false) == STATUS_OK, "feed");
     }
     free(last);
@@ -154,9 +169,10 @@ static void check_model(const char *qdir, const char *src)
         weights_for_each(md, dequant_one, &bufs);
         if (md->hp.tie_embed) md->lm_head = md->tok_embed;
         EXPECT(bufs.n == md->n_qw);
-        float *ld = run(md, "ref", ids, n, g_dense, G);
-        float *lr = run(mq_ref, "ref", ids, n, g_ref, G);
-        float *lc = run(mq_cpu, "cpu", ids, n, g_cpu, G);
+        double margin[G];
+        float *ld = run(md, "ref", ids, n, g_dense, G, margin);
+        float *lr = run(mq_ref, "ref", ids, n, g_ref, G, NULL);
+        float *lc = run(mq_cpu, "cpu-precise", ids, n, g_cpu, G, NULL);
         int vocab = md->hp.n_vocab;
         double e_ref = max_rel(lr, ld, n, vocab), e_cpu = max_rel(lc, ld, n, vocab);
         fprintf(stderr, "  %-22s prompt %zu (%3d tokens): ref %.2e, cpu %.2e vs dequantized f32 on ref\n", qdir, pi, n,
@@ -167,24 +183,32 @@ static void check_model(const char *qdir, const char *src)
                 "%s prompt %zu: greedy continuations differ", qdir, pi);
         check_transformers(qdir, pi, lr, lc, g_ref, g_cpu, G, vocab, md->hp.n_linear_layers > 0);
         const char *extra = getenv("CAIRN_TEST_BACKENDS");
-        char *list = xstrdup(extra ? extra : ""), *save = NULL;
+        char *list = xstrdup(extra ? extra : "cpu"), *save = NULL;
         for (char *be = strtok_r(list, ",", &save); be; be = strtok_r(NULL, ",", &save)) {
-            if (strncmp(be, "cuda", 4)) continue;   // ref and cpu ran above
+            if (!strcmp(be, "ref") || !strcmp(be, "cpu-precise")) continue;   // ran above
             struct model *mq;
             int32_t g_be[G];
             ASSERT(model_load(p, &mq) == STATUS_OK);
-            float *lb = run(mq, be, ids, n, g_be, G);
-            const bool plain = !strcmp(be, "cuda");
+            float *lb = run(mq, be, ids, n, g_be, G, NULL);
+            const bool plain = backend_rounds_bf16(be);
             const double e = max_rel(lb, ld, n, vocab), tol = plain ? 2e-2 : 1e-3;
             int same = 0;
             while (same < G && g_be[same] == g_dense[same]) same++;
             fprintf(stderr, "  %-22s prompt %zu (%3d tokens): %s %.2e, greedy %d of %d\n", qdir, pi, n, be, e, same, G);
-            if (plain && mq->f.moe && n > 16 && (e > tol || same < 8))
-                fprintf(stderr, "  note: %s on cuda: MoE prompt of %d tokens off by %.3e; cuda-precise must pass it\n",
-                        qdir, n, e);
+            if (plain && mq->f.moe && (n > 16 || strcmp(be, "cuda")) && (e > tol || same < 8))
+                fprintf(stderr, "  note: %s on %s: MoE prompt of %d tokens off by %.3e; %s-precise must pass it\n",
+                        qdir, be, n, e, be);
             else {
                 EXPECTF(e <= tol, "%s on %s: prompt %zu off by %.3e", qdir, be, pi, e);
-                EXPECTF(same >= (plain ? 8 : G), "%s on %s prompt %zu: greedy continuation diverges at %d", qdir, be, pi, same);
+                // a bf16 backend may take the other branch of a near-tie (the reference's top two
+                // within its logit bound) once it has matched the first tokens
+                const bool near_tie = plain && same < G && margin[same] <= 2 * tol;
+                if (plain && same < 8 && near_tie)
+                    fprintf(stderr, "  note: %s on %s prompt %zu: diverges at %d, a near-tie (top-2 gap %.2e)\n", qdir, be,
+                            pi, same, margin[same]);
+                else
+                    EXPECTF(same >= (plain ? 8 : G), "%s on %s prompt %zu: greedy continuation diverges at %d (top-2 gap %.2e)",
+                            qdir, be, pi, same, same < G ? margin[same] : 0.0);
             }
             free(lb);
             model_free(mq);

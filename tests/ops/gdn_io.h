@@ -21,7 +21,7 @@
 
 /* ==== Steps ==== */
 
-#define GDN_MAX_TOK 512
+#define GDN_MAX_TOK 2048
 #define GDN_MAX_SEQ 8
 
 struct gdn_step {
@@ -30,20 +30,24 @@ struct gdn_step {
 };
 
 /* Tokens of n_seq sequences, sequence s covering positions [pos0[s], pos0[s] + n[s]) in state slot
- * slot[s], interleaved round-robin in the batch (each sequence's tokens stay in order). */
-static inline void gdn_step_make(struct gdn_step *st, int n_seq, const int *pos0, const int *n, const int *slot)
+ * slot[s]: interleaved round-robin in the batch (gdn_step_make), or each sequence's tokens in one
+ * run as the engine lays them out (gdn_step_make_runs); each sequence's tokens stay in order. */
+static inline void gdn_step_layout(struct gdn_step *st, int n_seq, const int *pos0, const int *n, const int *slot,
+                                   bool runs)
 {
     memset(st, 0, sizeof *st);
+    CHECK(n_seq <= GDN_MAX_SEQ, "too many sequences");
     int k = 0, done[GDN_MAX_SEQ] = { 0 };
     for (bool more = true; more;) {
         more = false;
         for (int s = 0; s < n_seq; s++)
-            if (done[s] < n[s]) {
+            while (done[s] < n[s]) {
                 CHECK(k < GDN_MAX_TOK, "too many tokens");
                 st->tok_pos[k] = pos0[s] + done[s];
                 st->tok_seq[k] = s;
                 done[s]++, k++;
                 more = true;
+                if (!runs) break;
             }
     }
     for (int s = 0; s < n_seq; s++) {
@@ -52,6 +56,16 @@ static inline void gdn_step_make(struct gdn_step *st, int n_seq, const int *pos0
     }
     st->meta = (struct batch_meta){ .n_tok = k, .tok_id = st->tok_id, .tok_pos = st->tok_pos, .tok_seq = st->tok_seq,
                                     .n_seq = n_seq, .seq_len = st->seq_len, .seq_state_slot = st->slot };
+}
+
+static inline void gdn_step_make(struct gdn_step *st, int n_seq, const int *pos0, const int *n, const int *slot)
+{
+    gdn_step_layout(st, n_seq, pos0, n, slot, false);
+}
+
+static inline void gdn_step_make_runs(struct gdn_step *st, int n_seq, const int *pos0, const int *n, const int *slot)
+{
+    gdn_step_layout(st, n_seq, pos0, n, slot, true);
 }
 
 /* A view of columns [col0, col0 + n) of every row of x (rows keep x's stride). */

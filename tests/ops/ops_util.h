@@ -63,16 +63,19 @@ static inline void tt_copy(struct tt *dst, const struct tt *src)
     memcpy(dst->p, src->p, (size_t)(src->t.ne[0] * src->t.ne[1]) * dtype_size(src->t.dtype));
 }
 
-/* The weights of n (<= 8) MoE experts: gate, up [f, d] and down [d, f] of dtype dt, N(0, 0.2^2)
+#define TT_MAX_EXPERTS 64
+
+/* The weights of n (<= TT_MAX_EXPERTS) MoE experts: gate, up [f, d] and down [d, f] of dtype dt, N(0, 0.2^2)
  * drawn expert by expert (gate, up, down); tg/tu/td are the tensor arrays moe_ffn takes. */
 struct tt_experts {
     int           n;
-    struct tt     g[8], u[8], d[8];
-    struct tensor tg[8], tu[8], td[8];
+    struct tt     g[TT_MAX_EXPERTS], u[TT_MAX_EXPERTS], d[TT_MAX_EXPERTS];
+    struct tensor tg[TT_MAX_EXPERTS], tu[TT_MAX_EXPERTS], td[TT_MAX_EXPERTS];
 };
 
 static inline void tt_experts_new(struct tt_experts *x, struct rng *r, enum dtype dt, int n, int64_t d, int64_t f)
 {
+    if (n > TT_MAX_EXPERTS) abort();
     x->n = n;
     for (int e = 0; e < n; e++) {
         x->g[e] = tt_new(dt, d, f);

@@ -40,11 +40,18 @@ export async function collect(it) {
   return items;
 }
 
+// A test that dies on an uncaught error must not leave its servers running (they would take the
+// CPU from every later test): node still runs 'exit' handlers then.
+const liveServers = new Set();
+process.on('exit', () => { for (const p of liveServers) p.kill('SIGKILL'); });
+
 // Starts the server; resolves {port, proc, stderr(), stop()} once it is listening and serving.
 export async function startServer(args = [], env = {}, { waitServing = true } = {}) {
   // (info: the wait below reads the server's 'listening' and 'serving model' lines, which a
   // CAIRN_LOG=warn in the caller's environment would hide; a test's own env still wins)
   const proc = spawn(BIN, ['serve', '--port', '0', ...args], { env: { ...process.env, CAIRN_LOG: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  liveServers.add(proc);
+  proc.on('exit', () => liveServers.delete(proc));
   let err = '';
   proc.stderr.on('data', (d) => { err += d.toString(); if (process.env.VERBOSE) process.stderr.write(d); });
   proc.stdout.on('data', () => {});

@@ -40,6 +40,7 @@ static float *scratch_get(struct cpu_scratch *s, size_t n)
 float *cpu_thread_scratch(struct cpu *c, int thread, size_t n) { return scratch_get(&c->tscratch[thread], n); }
 float *cpu_shared_scratch(struct cpu *c, size_t n) { return scratch_get(&c->shared, n); }
 float *cpu_xpack_scratch(struct cpu *c, size_t n) { return scratch_get(&c->xpack, n); }
+float *cpu_xpack16_scratch(struct cpu *c, size_t n) { return scratch_get(&c->xpack16, n); }
 
 /* ==== Parallel rows ==== */
 
@@ -82,6 +83,7 @@ static void cpu_destroy(struct backend *be)
     free(c->tscratch);
     free(c->shared.p);
     free(c->xpack.p);
+    free(c->xpack16.p);
     cpu_weights_free(c->weights);
     free(c);
 }
@@ -304,12 +306,13 @@ enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out)
     c->n_threads = cfg && cfg->n_threads > 0 ? cfg->n_threads : threadpool_cpu_count();
     c->tp = threadpool_new(c->n_threads);
     c->kf = cpu_kern_pick();
+    c->kb = cfg && cfg->precise ? NULL : cpu_bf16_kern_pick(c->kf->name);
     c->qdeq = cpu_qdeq_pick(c->kf->name);
     c->qgemv = cpu_qgemv_pick(c->kf->name);
     c->tscratch = xcalloc((size_t)c->n_threads, sizeof *c->tscratch);
     c->be.ops = &cpu_ops;
     c->be.impl = c;
-    LOG_DEBUG("cpu backend: %d threads, %s kernels", c->n_threads, c->kf->name);
+    LOG_DEBUG("cpu backend: %d threads, %s kernels%s", c->n_threads, c->kf->name, c->kb ? ", bf16 dot products" : "");
     *out = &c->be;
     return STATUS_OK;
 }

@@ -16,6 +16,7 @@
 #define CAIRN_BACKEND_CPU_CPU_H
 
 #include "backend/backend.h"
+#include "backend/cpu/kbf16.h"
 #include "backend/cpu/kern.h"
 #include "backend/cpu/qdeq.h"
 #include "base/threadpool.h"
@@ -33,9 +34,11 @@ struct cpu {
     struct threadpool     *tp;
     int                    n_threads;
     const struct cpu_kern *kf;
+    const struct cpu_bf16_kern *kb;    // bf16 weights: bf16 dot tiles (kbf16.h); NULL: f32 tiles
     struct cpu_scratch    *tscratch;   // [n_threads]: per-thread scratch
     struct cpu_scratch     shared;     // gathers (matmul_rows, moe_ffn), used outside tasks
     struct cpu_scratch     xpack;      // cpu_gemm's padded copy of x
+    struct cpu_scratch     xpack16;    // cpu_gemm's copy of x rounded to bf16
     struct cpu_weights    *weights;    // huge-page copies of the weights (cpu_weights.c), or NULL
     cpu_qdeq_fn            qdeq;       // dequantizes a row of an MLX-quantized weight (qdeq.h)
     cpu_qgemv_fn           qgemv;      // fused decode GEMV on MLX-quantized weights (qdeq.h)
@@ -47,6 +50,7 @@ float *cpu_thread_scratch(struct cpu *c, int thread, size_t n);
 float *cpu_shared_scratch(struct cpu *c, size_t n);
 /* cpu_gemm's own scratch (so callers may pass x in the shared scratch). */
 float *cpu_xpack_scratch(struct cpu *c, size_t n);
+float *cpu_xpack16_scratch(struct cpu *c, size_t n);
 
 /* out[n, m] (row stride ldo floats) = x[n, k] (row stride ldx floats) @ w^T (+ bias), w any float
  * dtype [m, k] or MLX-quantized. Parallel over weight rows; batch-invariant (kern.h). */

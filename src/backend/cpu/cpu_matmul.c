@@ -13,6 +13,11 @@
  * does not depend on n, on the split or on the k blocking: batch invariance by construction.
  * matmul_n runs up to 3 weight matrices that share x (q/k/v, gate/up) in one fork-join.
  *
+ * bf16 weights where the cpu has bf16 dot tiles (c->kb, kbf16.h: more than KBF16_NARROW_M rows,
+ * not cpu-precise): x is rounded to bf16 once per call, panels are bf16 rows copied as they are,
+ * and both loops run the kbf16 tiles (one struct tiling drives either family), which again give
+ * every c[i, j] one operation sequence.
+ *
  * MLX-quantized weights (DTYPE_QMLX): at batch 1 the fused GEMV (c->qgemv) dequantizes in
  * registers; otherwise (and for widths it lacks) each panel of rows is dequantized (c->qdeq,
  * exact) into the L2 panel. Either way only the packed bytes stream from memory and the results
@@ -33,6 +38,8 @@
 #define PANEL_BYTES   (192 * 1024)   // f32 weight panel, kept in L2
 #define KC_MAX        1024           // longer k is cut into KC blocks (x and w tiles stay in L1)
 #define KC            512            // a multiple of every family's lanes
+#define KC16_MAX      1024           // the same for bf16 x and w: a 6-row x tile and a 4-row w tile
+#define KC16          512            //   of 1,024 bf16 each take 20 KiB of L1
 #define XBLOCK_TILES  16             // x tiles per block when k is cut
 
 #define GEMM_MAX_MATS 3
@@ -45,6 +52,7 @@ struct gemm_mat {
     const char          *w;         // weight row 0
     size_t               ldw;       // bytes between weight rows
     enum dtype           wdt;
+    bool                 dot16;     // bf16 weight multiplied by x16 (kbf16.h)
     const struct tensor *bias;
     int64_t              m;
     int64_t              rows_per_task;
@@ -57,61 +65,149 @@ struct gemm_job {
     const struct cpu_kern *kf;
     const float           *x;
     int64_t                ldx;
+    const uint16_t        *x16;          // x rounded to bf16, for the dot16 matrices
+    int64_t                ldx16;
     int64_t                n, k;
-    int64_t                panel_rows;   // GEMM: weight rows converted at once
+    int64_t                panel_rows;   // GEMM: weight rows converted at once (f32 panel)
+    int64_t                panel_rows16; // the same for bf16 panels
     bool                   gemv;
     int                    n_mats;
     struct gemm_mat        mats[GEMM_MAX_MATS];
 };
 
-/* GEMM over weight rows [j0, j1) held as f32 at w (row stride ldw bytes). Up to KC_MAX the
- * whole k of an x tile and of a weight tile stay in L1; beyond, k is cut in KC blocks, x in
- * blocks of 16 tiles, and the tiles' accumulators wait in part between k blocks (exact). */
-static void gemm_rows(const struct gemm_job *g, const struct gemm_mat *mt, int64_t j0, int64_t j1, const char *w,
-                      size_t ldw, float *part)
+/* One tile family seen by the blocked loop: the f32 tiles (kern.h) or the bf16 dot tiles (kbf16.h). */
+struct tiling {
+    int     mr, nr, lanes;
+    int64_t kc_max, kc;    // k up to kc_max in one pass; longer k in blocks of kc
+    /* c = x rows [i0, i0 + mr_) . w rows (w, ldw bytes apart), over the k chunks [k0, k1) (kern.h) */
+    void (*tile)(const struct gemm_job *g, int mr_, int nr_, int64_t i0, int64_t k0, int64_t k1, const char *w,
+                 size_t ldw, float *c, int64_t ldc, float *part);
+};
+
+static void tile_f32(const struct gemm_job *g, int mr, int nr, int64_t i0, int64_t k0, int64_t k1, const char *w,
+                     size_t ldw, float *c, int64_t ldc, float *part)
 {
-    const struct cpu_kern *kf = g->kf;
-    if (g->k <= KC_MAX) {
-        for (int64_t i0 = 0; i0 < g->n; i0 += kf->mr) {
-            int mr = g->n - i0 < kf->mr ? (int)(g->n - i0) : kf->mr;
-            for (int64_t j = j0; j < j1; j += kf->nr) {
-                int nr = j1 - j < kf->nr ? (int)(j1 - j) : kf->nr;
-                kf->tile(mr, nr, DTYPE_F32, g->k, g->x + i0 * g->ldx, g->ldx, w + (size_t)(j - j0) * ldw, ldw,
-                         mt->out + i0 * mt->ldo + j, mt->ldo);
+    if (k0 == 0 && k1 == g->k) g->kf->tile(mr, nr, DTYPE_F32, g->k, g->x + i0 * g->ldx, g->ldx, w, ldw, c, ldc);
+    else g->kf->tile_k(mr, nr, DTYPE_F32, g->k, k0, k1, g->x + i0 * g->ldx, g->ldx, w, ldw, c, ldc, part);
+}
+
+static void tile_bf16(const struct gemm_job *g, int mr, int nr, int64_t i0, int64_t k0, int64_t k1, const char *w,
+                      size_t ldw, float *c, int64_t ldc, float *part)
+{
+    g->c->kb->tile(mr, nr, g->k, k0, k1, g->x16 + i0 * g->ldx16, g->ldx16, (const uint16_t *)w,
+                   (int64_t)(ldw / sizeof(uint16_t)), c, ldc, part);
+}
+
+static struct tiling tiling_f32(const struct cpu_kern *kf)
+{
+    return (struct tiling){ kf->mr, kf->nr, kf->lanes, KC_MAX, KC, tile_f32 };
+}
+
+static struct tiling tiling_bf16(const struct cpu_bf16_kern *kb)
+{
+    CHECK(KC16 % kb->chunk == 0, "bf16 tiles: k blocks of %d are not whole chunks of %d", KC16, kb->chunk);
+    return (struct tiling){ kb->mr, kb->nr, kb->lanes, KC16_MAX, KC16, tile_bf16 };
+}
+
+/* Floats of per-thread scratch the k blocks of one panel park their accumulators in. */
+static size_t part_floats(const struct gemm_job *g, const struct tiling *t, int64_t panel_rows)
+{
+    if (g->k <= t->kc_max) return 0;
+    return (size_t)t->mr * XBLOCK_TILES * (size_t)((panel_rows + t->nr - 1) / t->nr * t->nr) * (size_t)t->lanes;
+}
+
+/* GEMM over weight rows [j0, j1) held at w (row stride ldw bytes, in the tiling's element type).
+ * Up to kc_max the whole k of an x tile and of a weight tile stay in L1; beyond, k is cut in kc
+ * blocks, x in blocks of 16 tiles, and the tiles' accumulators wait in part between k blocks
+ * (exact). */
+static void gemm_rows(const struct gemm_job *g, const struct tiling *t, const struct gemm_mat *mt, int64_t j0,
+                      int64_t j1, const char *w, size_t ldw, float *part)
+{
+    if (g->k <= t->kc_max) {
+        for (int64_t i0 = 0; i0 < g->n; i0 += t->mr) {
+            int mr = g->n - i0 < t->mr ? (int)(g->n - i0) : t->mr;
+            for (int64_t j = j0; j < j1; j += t->nr) {
+                int nr = j1 - j < t->nr ? (int)(j1 - j) : t->nr;
+                t->tile(g, mr, nr, i0, 0, g->k, w + (size_t)(j - j0) * ldw, ldw, mt->out + i0 * mt->ldo + j, mt->ldo,
+                        NULL);
             }
         }
         return;
     }
-    int64_t mb = (int64_t)kf->mr * XBLOCK_TILES, tiles_j = (j1 - j0 + kf->nr - 1) / kf->nr;
-    size_t slot = (size_t)kf->mr * kf->nr * kf->lanes;
+    int64_t mb = (int64_t)t->mr * XBLOCK_TILES, tiles_j = (j1 - j0 + t->nr - 1) / t->nr;
+    size_t slot = (size_t)t->mr * t->nr * t->lanes;
     for (int64_t ib0 = 0; ib0 < g->n; ib0 += mb) {
         int64_t ib1 = ib0 + mb < g->n ? ib0 + mb : g->n;
-        for (int64_t kb0 = 0; kb0 < g->k; kb0 += KC) {
-            int64_t kb1 = kb0 + KC < g->k ? kb0 + KC : g->k;
-            for (int64_t i0 = ib0; i0 < ib1; i0 += kf->mr) {
-                int mr = ib1 - i0 < kf->mr ? (int)(ib1 - i0) : kf->mr;
-                for (int64_t j = j0; j < j1; j += kf->nr) {
-                    int nr = j1 - j < kf->nr ? (int)(j1 - j) : kf->nr;
-                    float *ps = part + ((size_t)((i0 - ib0) / kf->mr) * (size_t)tiles_j + (size_t)((j - j0) / kf->nr)) * slot;
-                    kf->tile_k(mr, nr, DTYPE_F32, g->k, kb0, kb1, g->x + i0 * g->ldx, g->ldx,
-                               w + (size_t)(j - j0) * ldw, ldw, mt->out + i0 * mt->ldo + j, mt->ldo, ps);
+        for (int64_t kb0 = 0; kb0 < g->k; kb0 += t->kc) {
+            int64_t kb1 = kb0 + t->kc < g->k ? kb0 + t->kc : g->k;
+            for (int64_t i0 = ib0; i0 < ib1; i0 += t->mr) {
+                int mr = ib1 - i0 < t->mr ? (int)(ib1 - i0) : t->mr;
+                for (int64_t j = j0; j < j1; j += t->nr) {
+                    int nr = j1 - j < t->nr ? (int)(j1 - j) : t->nr;
+                    float *ps = part + ((size_t)((i0 - ib0) / t->mr) * (size_t)tiles_j + (size_t)((j - j0) / t->nr)) * slot;
+                    t->tile(g, mr, nr, i0, kb0, kb1, w + (size_t)(j - j0) * ldw, ldw, mt->out + i0 * mt->ldo + j,
+                            mt->ldo, ps);
                 }
             }
         }
     }
 }
 
+/* Decode: weight rows [j0, j1) streamed in their own dtype, nr at a time, against all rows of x. */
 static void gemv_rows(const struct gemm_job *g, const struct gemm_mat *mt, int64_t j0, int64_t j1)
 {
-    const struct cpu_kern *kf = g->kf;
-    for (int64_t j = j0; j < j1; j += kf->nr) {
-        int nr = j1 - j < kf->nr ? (int)(j1 - j) : kf->nr;
+    struct tiling t = mt->dot16 ? tiling_bf16(g->c->kb) : tiling_f32(g->kf);
+    for (int64_t j = j0; j < j1; j += t.nr) {
+        int nr = j1 - j < t.nr ? (int)(j1 - j) : t.nr;
         const char *w = mt->w + (size_t)j * mt->ldw;
-        for (int64_t i0 = 0; i0 < g->n; i0 += kf->mr) {
-            int mr = g->n - i0 < kf->mr ? (int)(g->n - i0) : kf->mr;
-            kf->tile(mr, nr, mt->wdt, g->k, g->x + i0 * g->ldx, g->ldx, w, mt->ldw, mt->out + i0 * mt->ldo + j, mt->ldo);
+        for (int64_t i0 = 0; i0 < g->n; i0 += t.mr) {
+            int mr = g->n - i0 < t.mr ? (int)(g->n - i0) : t.mr;
+            float *c = mt->out + i0 * mt->ldo + j;
+            if (mt->dot16) t.tile(g, mr, nr, i0, 0, g->k, w, mt->ldw, c, mt->ldo, NULL);
+            else g->kf->tile(mr, nr, mt->wdt, g->k, g->x + i0 * g->ldx, g->ldx, w, mt->ldw, c, mt->ldo);
         }
     }
+}
+
+/* Row stride (elements) for a packed copy of rows of k elements of esize bytes: whole chunks,
+ * and never a multiple of 2 KiB (rows read together would alias in L1). */
+static int64_t padded_stride(int64_t k, int64_t chunk, int esize)
+{
+    int64_t ld = (k + chunk - 1) / chunk * chunk;
+    if ((ld * esize) % 2048 == 0) ld += 64 / esize;
+    return ld;
+}
+
+/* Prefill: each panel of weight rows is copied once into per-thread scratch (bf16 rows as they
+ * are for the dot16 tiles; anything else converted or dequantized to f32), then multiplied with
+ * every row of x. */
+static void gemm_panels(const struct gemm_job *g, const struct gemm_mat *mt, int64_t j0, int64_t j1, int thread)
+{
+    bool b16 = mt->dot16;
+    struct tiling t = b16 ? tiling_bf16(g->c->kb) : tiling_f32(g->kf);
+    int esize = b16 ? 2 : 4;
+    int64_t rows = b16 ? g->panel_rows16 : g->panel_rows, ldp = padded_stride(g->k, 16, esize);
+    size_t panel_floats = ((size_t)(rows * ldp) * (size_t)esize + sizeof(float) - 1) / sizeof(float);
+    float *scratch = cpu_thread_scratch(g->c, thread, panel_floats + part_floats(g, &t, rows));
+    char *panel = (char *)scratch;
+    float *part = scratch + panel_floats;
+    for (int64_t p0 = j0; p0 < j1; p0 += rows) {
+        int64_t p1 = p0 + rows < j1 ? p0 + rows : j1;
+        for (int64_t j = p0; j < p1; j++) {
+            char *row = panel + (size_t)((j - p0) * ldp) * (size_t)esize;
+            if (b16) memcpy(row, mt->w + (size_t)j * mt->ldw, (size_t)g->k * sizeof(uint16_t));
+            else if (mt->wdt == DTYPE_QMLX) g->c->qdeq(mt->wt, j, (float *)row);
+            else g->kf->to_f32(mt->wdt, mt->w + (size_t)j * mt->ldw, (float *)row, g->k);
+        }
+        gemm_rows(g, &t, mt, p0, p1, panel, (size_t)ldp * (size_t)esize, part);
+    }
+}
+
+/* Weight rows per panel: what fits, in whole tiles of nr rows, at least one tile. */
+static int64_t panel_rows(int64_t fit, int nr)
+{
+    fit = fit / nr * nr;
+    return fit < nr ? nr : fit;
 }
 
 static void gemm_task(void *arg, int task, int thread)
@@ -129,28 +225,18 @@ static void gemm_task(void *arg, int task, int thread)
         gemv_rows(g, mt, j0, j1);
         done = true;
     }
-    if (!done) {
-        // weights to f32 once per panel of rows, rows padded so their stride never is a multiple
-        // of 2 KiB (aliasing in L1); f32 weights are copied too, for the same layout
-        int64_t ldp = (g->k + 15) / 16 * 16;
-        if ((ldp * (int64_t)sizeof(float)) % 2048 == 0) ldp += 16;
-        size_t part_n = g->k > KC_MAX ? (size_t)g->kf->mr * XBLOCK_TILES * (size_t)((g->panel_rows + g->kf->nr - 1) / g->kf->nr * g->kf->nr) * (size_t)g->kf->lanes : 0;
-        float *panel = cpu_thread_scratch(g->c, thread, (size_t)(g->panel_rows * ldp) + part_n);
-        float *part = panel + g->panel_rows * ldp;
-        for (int64_t p0 = j0; p0 < j1; p0 += g->panel_rows) {
-            int64_t p1 = p0 + g->panel_rows < j1 ? p0 + g->panel_rows : j1;
-            for (int64_t j = p0; j < p1; j++) {
-                if (mt->wdt == DTYPE_QMLX) g->c->qdeq(mt->wt, j, panel + (j - p0) * ldp);
-                else g->kf->to_f32(mt->wdt, mt->w + (size_t)j * mt->ldw, panel + (j - p0) * ldp, g->k);
-            }
-            gemm_rows(g, mt, p0, p1, (const char *)panel, (size_t)ldp * sizeof(float), part);
-        }
-    }
+    if (!done) gemm_panels(g, mt, j0, j1, thread);
     if (mt->bias) {
         const void *b = host_row(mt->bias, 0);
         for (int64_t i = 0; i < g->n; i++)
             for (int64_t j = j0; j < j1; j++) mt->out[i * mt->ldo + j] += host_elem_f32(mt->bias->dtype, b, j);
     }
+}
+
+/* Whether w multiplies x rounded to bf16 (kbf16.h: bf16 weights of more than KBF16_NARROW_M rows). */
+static bool multiplies_bf16(const struct cpu *c, const struct tensor *w)
+{
+    return c->kb && w->dtype == DTYPE_BF16 && tensor_rows(w) > KBF16_NARROW_M;
 }
 
 void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ldos, const float *x, int64_t ldx,
@@ -166,21 +252,30 @@ void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ld
         CHECK(tensor_is_contiguous(w) || w->ne[2] * w->ne[3] == 1, "matmul: weight %s not 2-D", w->name ? w->name : "?");
         m_total += tensor_rows(w);
     }
-    bool gemv = n <= GEMV_MAX_ROWS;
-    if (!gemv && ((ldx * (int64_t)sizeof(float)) % 2048 == 0 || ldx % 16 || (uintptr_t)x % 64)) {
+    bool gemv = n <= GEMV_MAX_ROWS, any16 = false, any32 = false;
+    for (int i = 0; i < n_mats; i++) {
+        bool d16 = multiplies_bf16(c, ws[i]);
+        any16 |= d16;
+        any32 |= !d16;
+    }
+    if (!gemv && any32 && ((ldx * (int64_t)sizeof(float)) % 2048 == 0 || ldx % 16 || (uintptr_t)x % 64)) {
         // x rows 2 or 4 KiB apart alias in L1 (the tile reads mr of them at the same offset),
         // and rows that are not 64-byte aligned split loads: copy x once, aligned and padded
-        int64_t ldp = (k + 15) / 16 * 16;
-        if ((ldp * (int64_t)sizeof(float)) % 2048 == 0) ldp += 16;
+        int64_t ldp = padded_stride(k, 16, sizeof(float));
         float *xp = cpu_xpack_scratch(c, (size_t)(n * ldp));
         for (int64_t i = 0; i < n; i++) memcpy(xp + i * ldp, x + i * ldx, (size_t)k * sizeof(float));
         x = xp;
         ldx = ldp;
     }
     struct gemm_job g = { .c = c, .kf = c->kf, .x = x, .ldx = ldx, .n = n, .k = k, .gemv = gemv, .n_mats = n_mats };
-    int64_t panel = PANEL_BYTES / (k * (int64_t)sizeof(float));
-    panel = panel / c->kf->nr * c->kf->nr;
-    g.panel_rows = panel < c->kf->nr ? c->kf->nr : panel;
+    if (any16) {   // x rounded to bf16 once, aligned and padded like the f32 copy
+        g.ldx16 = padded_stride(k, 32, sizeof(uint16_t));
+        uint16_t *x16 = (uint16_t *)cpu_xpack16_scratch(c, (size_t)(n * g.ldx16 + 1) / 2);
+        for (int64_t i = 0; i < n; i++) c->kb->to_bf16(x + i * ldx, x16 + i * g.ldx16, k);
+        g.x16 = x16;
+    }
+    g.panel_rows = panel_rows(PANEL_BYTES / (k * (int64_t)sizeof(float)), c->kf->nr);
+    if (c->kb) g.panel_rows16 = panel_rows(PANEL_BYTES / (k * (int64_t)sizeof(uint16_t)), c->kb->nr);
     // A few contiguous slices per thread, handed out dynamically: a thread that gets
     // descheduled (or a slower core) strands little work. Slices are multiples of 16 rows so
     // threads never write the same cache line of out.
@@ -195,6 +290,7 @@ void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ld
         mt->w = host_row(w, 0);
         mt->ldw = w->nb[1];
         mt->wdt = w->dtype;
+        mt->dot16 = multiplies_bf16(c, w);
         mt->bias = biases ? biases[i] : NULL;
         mt->m = tensor_rows(w);
         int64_t nt = (target * mt->m + m_total - 1) / m_total;

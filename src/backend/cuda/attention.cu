@@ -61,8 +61,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn_split(
     __shared__ float w_s[GM][ATT_SPLIT_MAX];   // combine: weight of each split
 
     const int p = tok_pos[t], s = tok_seq[t];
-    const int lo_all = window > 0 ? max(0, p - window + 1) : 0;
-    const int n_keys = p - lo_all + 1;
+    const int lo_all = attn_first_key(p, window), n_keys = p - lo_all + 1;
     // Splits of this token: the launch's count, or (deterministic mode) a function of this token's
     // keys alone, so its result does not depend on what else is in the batch.
     int n_split = split_grid;

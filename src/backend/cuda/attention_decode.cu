@@ -104,8 +104,7 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
     __shared__ float w_s[GM][ATT_SPLIT_MAX];
 
     const int p = tok_pos[t], s = tok_seq[t];
-    const int lo_all = window > 0 ? max(0, p - window + 1) : 0;
-    const int n_keys = p - lo_all + 1;
+    const int lo_all = attn_first_key(p, window), n_keys = p - lo_all + 1;
     int n_split = split_grid;
     if (per_token_splits) {   // deterministic mode: splits from this token's keys alone (as attention.cu)
         n_split = 1;

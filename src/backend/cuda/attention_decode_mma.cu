@@ -126,8 +126,7 @@ __global__ void __launch_bounds__(MMA_THREADS) k_attn_decode_mma(
     __shared__ float w_s[GM][ATT_SPLIT_MAX];
 
     const int p = tok_pos[t], s = tok_seq[t];
-    const int lo_all = window > 0 ? max(0, p - window + 1) : 0;
-    const int n_keys = p - lo_all + 1;
+    const int lo_all = attn_first_key(p, window), n_keys = p - lo_all + 1;
     const int per_split = ((n_keys + n_split - 1) / n_split + 15) & ~15;
     const int lo = lo_all + split * per_split, hi = min(p + 1, lo + per_split);
     const int tile0 = lo >> 4;

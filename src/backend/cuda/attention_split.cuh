@@ -16,6 +16,9 @@
 #define ATT_SPLITS    64    // most splits the launchers choose
 #define ATT_SPLIT_MIN_KEYS 32   // fewest keys per split (64 measured 3% slower decode at 512 keys)
 
+/* The first key position a query at position p sees: 0, or the start of its sliding window. */
+__device__ __forceinline__ int attn_first_key(int p, int window) { return window > 0 ? max(0, p - window + 1) : 0; }
+
 /* Workspace for n_tok tokens' partials with n_split splits and the per-pair counters; grows
  * (with a sync) only when a step needs more than any before it. */
 void cuda_attn_split_workspace(struct cuda_backend *cb, int n_tok, int n_heads, int n_kv, int head_dim, int n_split,

@@ -253,10 +253,7 @@ __global__ void __launch_bounds__(32 * WARPS, 8 / WARPS) k_attn_fa2(
                     uint32_t b[4];
                     ldsm_x4(b, kp + nj * 16 * LD + kk * 16);
 #pragma unroll
-                    for (int mt = 0; mt < MT; mt++) {
-                        mma16816<T>(sc[mt][2 * nj], a[mt], b[0], b[1]);
-                        mma16816<T>(sc[mt][2 * nj + 1], a[mt], b[2], b[3]);
-                    }
+                    for (int mt = 0; mt < MT; mt++) mma16816_n16<T>(sc[mt][2 * nj], sc[mt][2 * nj + 1], a[mt], b);
                 }
             }
             const bool need_mask = kb + BC - 1 > w_min || (window > 0 && kb <= w_max - window);
@@ -329,10 +326,7 @@ __global__ void __launch_bounds__(32 * WARPS, 8 / WARPS) k_attn_fa2(
                     uint32_t b[4];
                     ldsm_x4_t(b, vp + kk * 16 * LD + dj * 16);
 #pragma unroll
-                    for (int mt = 0; mt < MT; mt++) {
-                        mma16816<T>(o[mt][2 * dj], a[mt], b[0], b[1]);
-                        mma16816<T>(o[mt][2 * dj + 1], a[mt], b[2], b[3]);
-                    }
+                    for (int mt = 0; mt < MT; mt++) mma16816_n16<T>(o[mt][2 * dj], o[mt][2 * dj + 1], a[mt], b);
                 }
             }
         }

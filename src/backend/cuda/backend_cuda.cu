@@ -447,6 +447,7 @@ static void c_destroy(struct backend *be)
     free(cb->batch.h_tiles);
     mem_release(cb->d_work, false);
     mem_release(cb->d_moe_work, false);
+    mem_release(cb->d_gdn_work, false);
     mem_release(cb->d_qdeq, false);
     for (int i = 0; i < cb->n_moe_tables; i++) {
         mem_release((void *)cb->moe_tables[i].d_gate, false);

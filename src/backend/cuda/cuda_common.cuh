@@ -77,6 +77,8 @@ struct cuda_backend {
     size_t          qdeq_bytes;
     void           *d_moe_work;         // MoE expert activations (the GEMMs inside use d_work)
     size_t          moe_work_bytes;
+    void           *d_gdn_work;         // chunked Gated DeltaNet prefill: per (token, value head) W, U, P rows (gdn.cu)
+    size_t          gdn_work_bytes;
     float          *d_attn_part;        // split-K attention partials
     size_t          attn_part_bytes;
     bool            skinny;             // 5-16-row matmuls on the skinny tensor-core kernel (cfg cuda_skinny_off: cuBLAS)
@@ -359,12 +361,16 @@ struct qsegs {
 bool cuda_qgemv_fits_multi(int n_w, const struct tensor *const *ws, const struct tensor *const *biases, const float *d_x);
 /* outs[i][n, m_i] (+)= x @ ws[i]^T (+ biases[i]) for n_w <= QGEMV_MAX_SEGS matrices in one launch per 8 rows. */
 void cuda_qgemv_multi(struct cuda_backend *cb, int n_w, float *const *d_outs, const float *d_x, int n,
-                      const struct tensor *const *ws, const struct tensor *const *biases, bool accumulate);
+                      const struct tensor *const *ws, const struct tensor *const *biases, bool accumulate,
+                      const struct tensor *norm_w, float eps, float w_offset);
+/* Whether the two launchers here fuse the RMSNorm of x (norm_w != NULL: x taken as rmsnorm(x;
+ * norm_w, eps, w_offset)): batch 1, a 16-byte aligned bf16 norm weight of k inputs. */
+bool cuda_qgemv_norm_fits(const struct tensor *norm_w, int k, int n);
 /* Whether cuda_qgemv_glu takes gate and up (one mode and width, k_qgemv's operands, same rows). */
 bool cuda_qgemv_glu_fits(const struct tensor *gate, const struct tensor *up, const float *d_x);
-/* out[n, m] = act(x @ gate^T) * (x @ up^T), one launch per 8 rows. */
+/* out[n, m] = act(x @ gate^T) * (x @ up^T), one launch per 8 rows (norm_w: as cuda_qgemv_multi). */
 void cuda_qgemv_glu(struct cuda_backend *cb, float *d_out, const float *d_x, int n, const struct tensor *gate,
-                    const struct tensor *up, enum act act);
+                    const struct tensor *up, enum act act, const struct tensor *norm_w, float eps, float w_offset);
 /* out[slot, row] = act(gate . x) * (up . x) over device tables of gate and up experts (MoE decode). */
 void cuda_moe_qgate_up(struct cuda_backend *cb, float *d_out, const float *d_x, const struct qmat *d_tab_g,
                        const struct qmat *d_tab_u, const struct tensor *g0, const struct tensor *u0, const int32_t *d_ids,

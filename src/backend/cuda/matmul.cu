@@ -32,7 +32,10 @@
  *                 | other: rmsnorm, matmul_n, glu                                       | composed
  *  matmul_n       | 1-16   | any       | quantized, one format, fits  | any           | qgemv_multi (one launch per
  *                 | any    |   "       | qgemv; biases of one dtype   | deterministic |   8 rows, as qgemv)
- *  matmul_glu     | 1-16   | any       | quantized, gate and up of    | any           | qgemv_glu (rmsnorm first)
+ *  norm_matmul_n  | 1      | any       | as qgemv_multi; bf16 norm,   | not determ.   | qgemv_norm (RMSNorm fused)
+ *                 |        |           | aligned, x contiguous        |               |
+ *  matmul_glu     | 1      | any       | as qgemv_glu; norm as above  | not determ.   | qgemv_glu_norm (fused)
+ *                 | 1-16   | any       | quantized, gate and up of    | any           | qgemv_glu (rmsnorm first)
  *                 | any    |   "       | one mode, fit qgemv          | deterministic |   "
  *  (fused ops)    | other quantized weights: the separate ops, each chosen again        | composed
  *
@@ -85,13 +88,16 @@ enum matmul_kernel {
     MATMUL_QDEQ_FULL,       // quantized weights: the matrix dequantized to f32, then the f32 choice
     MATMUL_QGEMV_MULTI,     // k_qgemv over up to three quantized matrices sharing x
     MATMUL_QGEMV_GLU,       // k_qgemv_glu: quantized gate and up with the GLU
+    MATMUL_QGEMV_NORM,      // k_qgemv over up to three quantized matrices with the RMSNorm of x fused
+    MATMUL_QGEMV_GLU_NORM,  // k_qgemv_glu with the RMSNorm of x fused
     MATMUL_COMPOSED,        // no kernel of its own: the separate ops, each chosen again
     MATMUL_N_KERNELS
 };
 static const char *const matmul_kernel_name[MATMUL_N_KERNELS] = {
     "matmul gemv", "matmul gemv_wide", "matmul gemv_scalar", "matmul skinny", "matmul cublas",
     "matmul gemv_multi", "matmul gemv_norm", "matmul gemv_glu", "matmul gemv_glu_norm", "matmul qgemv",
-    "matmul qdeq_cublas", "matmul qdeq_full", "matmul qgemv_multi", "matmul qgemv_glu", "matmul composed",
+    "matmul qdeq_cublas", "matmul qdeq_full", "matmul qgemv_multi", "matmul qgemv_glu", "matmul qgemv_norm",
+    "matmul qgemv_glu_norm", "matmul composed",
 };
 
 enum matmul_op { MATMUL_OP_PLAIN, MATMUL_OP_MULTI, MATMUL_OP_NORM, MATMUL_OP_GLU };
@@ -128,8 +134,14 @@ static enum matmul_kernel choose_matmul_kernel(const struct cuda_backend *cb, co
         const bool gemv_rows = n <= QGEMV_DECODE_MAX_N || cb->deterministic;
         if (c->op == MATMUL_OP_MULTI)
             return gemv_rows && cuda_qgemv_fits_multi(c->n_w, c->ws, c->biases, c->x) ? MATMUL_QGEMV_MULTI : MATMUL_COMPOSED;
-        if (c->op == MATMUL_OP_GLU)
-            return gemv_rows && c->x_contiguous && cuda_qgemv_glu_fits(w, c->ws[1], c->x) ? MATMUL_QGEMV_GLU : MATMUL_COMPOSED;
+        // the RMSNorm fused at batch 1 (not in deterministic mode: rows beyond it take the separate norm)
+        const bool fuse_norm = c->norm_w && !cb->deterministic && c->x_contiguous && cuda_qgemv_norm_fits(c->norm_w, k, n);
+        if (c->op == MATMUL_OP_GLU) {
+            if (!gemv_rows || !c->x_contiguous || !cuda_qgemv_glu_fits(w, c->ws[1], c->x)) return MATMUL_COMPOSED;
+            return fuse_norm ? MATMUL_QGEMV_GLU_NORM : MATMUL_QGEMV_GLU;
+        }
+        if (c->op == MATMUL_OP_NORM)
+            return fuse_norm && cuda_qgemv_fits_multi(c->n_w, c->ws, c->biases, c->x) ? MATMUL_QGEMV_NORM : MATMUL_COMPOSED;
         if (c->op != MATMUL_OP_PLAIN) return MATMUL_COMPOSED;
         if (!cuda_qgemv_fits(w, c->x)) return MATMUL_QDEQ_FULL;
         return n <= QGEMV_DECODE_MAX_N || (int)w->ne[1] <= GEMV_NARROW_M || cb->deterministic ? MATMUL_QGEMV
@@ -724,8 +736,12 @@ static void qdeq_linear(struct cuda_backend *cb, float *out, const float *x, int
 {
     const int m = (int)w->ne[1], k = (int)w->ne[0];
     const enum dtype dt = kern == MATMUL_QDEQ_FULL || cb->precise ? DTYPE_F32 : DTYPE_BF16;
-    const int64_t chunk = kern == MATMUL_QDEQ_FULL ? m : (QDEQ_CHUNK_ELEMS / k > 0 ? QDEQ_CHUNK_ELEMS / k : 1);
-    const int64_t rows = chunk < m ? chunk : m;
+    // chunks of at most QDEQ_CHUNK_ELEMS weights, of equal size (multiples of 64 rows: aligned cuBLAS outputs)
+    const int64_t max_rows = kern == MATMUL_QDEQ_FULL ? m : (QDEQ_CHUNK_ELEMS / k > 0 ? QDEQ_CHUNK_ELEMS / k : 1);
+    const int64_t n_chunks = (m + max_rows - 1) / max_rows;
+    int64_t rows = ((m + n_chunks - 1) / n_chunks + 63) & ~(int64_t)63;
+    if (rows > max_rows) rows = max_rows;
+    if (rows > m) rows = m;
     struct buffer scratch = { BUF_DEVICE, NULL, 0, NULL };
     scratch.bytes = (size_t)rows * k * dtype_size(dt);
     scratch.data = cuda_grow(cb, &cb->d_qdeq, &cb->qdeq_bytes, scratch.bytes);
@@ -863,7 +879,7 @@ void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, cons
     if (kern == MATMUL_QGEMV_MULTI) {
         float *o[QGEMV_MAX_SEGS];
         for (int i = 0; i < n_w; i++) o[i] = (float *)dptr(outs[i]);
-        cuda_qgemv_multi(cb, n_w, o, (const float *)dptr(x), n, ws, biases, false);
+        cuda_qgemv_multi(cb, n_w, o, (const float *)dptr(x), n, ws, biases, false, NULL, 0.0f, 0.0f);
         cuda_prof_end(cb, matmul_kernel_name[kern], t0);
         return;
     }
@@ -890,7 +906,8 @@ void cuda_norm_matmul_n(struct backend *be, int n_w, struct tensor *const *outs,
 {
     struct cuda_backend *cb = cuda_of(be);
     int n = (int)tensor_rows(x), k = (int)x->ne[0];
-    const struct matmul_call c = { MATMUL_OP_NORM, n, k, (const float *)dptr(x), tensor_is_contiguous(x), n_w, ws, norm_w };
+    const struct matmul_call c = { MATMUL_OP_NORM, n, k, (const float *)dptr(x), tensor_is_contiguous(x), n_w, ws, norm_w,
+                                   biases };
     const enum matmul_kernel kern = choose_matmul_kernel(cb, &c);
     if (kern == MATMUL_COMPOSED) {
         cuda_rmsnorm(be, xn, x, norm_w, eps, w_offset);
@@ -898,6 +915,13 @@ void cuda_norm_matmul_n(struct backend *be, int n_w, struct tensor *const *outs,
         return;
     }
     const double t0 = cuda_prof_begin(cb);
+    if (kern == MATMUL_QGEMV_NORM) {
+        float *o[QGEMV_MAX_SEGS];
+        for (int i = 0; i < n_w; i++) o[i] = (float *)dptr(outs[i]);
+        cuda_qgemv_multi(cb, n_w, o, (const float *)dptr(x), n, ws, biases, false, norm_w, eps, w_offset);
+        cuda_prof_end(cb, matmul_kernel_name[kern], t0);
+        return;
+    }
     DISPATCH_FLOAT(norm_w->dtype, T, {
         gemv_segs<T> sg = {};
         for (int i = 0; i < n_w; i++) {
@@ -925,16 +949,17 @@ void cuda_matmul_glu(struct backend *be, struct tensor *out, struct tensor *up, 
     const struct tensor *ws[2] = { w_gate, w_up };
     const struct matmul_call c = { MATMUL_OP_GLU, n, k, (const float *)dptr(x), tensor_is_contiguous(x), 2, ws, norm_w };
     const enum matmul_kernel kern = choose_matmul_kernel(cb, &c);
-    const bool fuse_norm = kern == MATMUL_GEMV_GLU_NORM;
+    const bool fuse_norm = kern == MATMUL_GEMV_GLU_NORM || kern == MATMUL_QGEMV_GLU_NORM;
     const struct tensor *in = x;
     if (norm_w && !fuse_norm) {
         cuda_rmsnorm(be, xn, x, norm_w, eps, w_offset);
         in = xn;
     }
-    if (kern == MATMUL_QGEMV_GLU) {
+    if (kern == MATMUL_QGEMV_GLU || kern == MATMUL_QGEMV_GLU_NORM) {
         CHECK(cuda_qgemv_glu_fits(w_gate, w_up, (const float *)dptr(in)), "cuda matmul_glu: normed x unaligned");
         const double t0 = cuda_prof_begin(cb);
-        cuda_qgemv_glu(cb, (float *)dptr(out), (const float *)dptr(in), n, w_gate, w_up, act);
+        cuda_qgemv_glu(cb, (float *)dptr(out), (const float *)dptr(in), n, w_gate, w_up, act, fuse_norm ? norm_w : NULL, eps,
+                       w_offset);
         cuda_prof_end(cb, matmul_kernel_name[kern], t0);
         return;
     }

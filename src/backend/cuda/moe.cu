@@ -11,7 +11,12 @@
  * programmatic dependents (cuda_common.cuh): each waits for the one before, then lets the next
  * one launch, so the down kernel, whose expert ids are known two launches back, streams its first
  * weights while gate + up drains. For many tokens (prefill) the ids come back to the host, tokens
- * are grouped per expert, and each expert runs through cuBLAS once on its gathered rows.
+ * are grouped per expert (a sort on the host), and each expert runs through cuBLAS once on its
+ * gathered rows; with bf16/f16 weights (not cuda-precise) all experts run together instead: one
+ * gather of the rows, rounded to the weights' dtype, a grouped tensor-core GEMM for gate and up
+ * with the GLU in its epilogue and one for down, over a host-made list of (expert, 64 rows) items,
+ * and the combine reads the outputs where the sort put them: four launches a layer whatever the
+ * experts.
  *
  * MLX-quantized experts (DTYPE_QMLX) take the same two paths: on the device, gate + up + GLU in
  * one launch (k_moe_qgate_up, qmatmul.cu), down (k_moe_qgemv) and the combine, over a device table
@@ -22,6 +27,7 @@
  * token's routing and expert outputs do not depend on the batch.
  */
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/mma.cuh"
 
 #include <math.h>
 #include <stdlib.h>
@@ -490,32 +496,160 @@ __global__ void __launch_bounds__(MOE_K_MAX * 32) k_moe_down_combine(float *out,
     *o = accumulate ? *o + s : s;
 }
 
-__global__ void k_moe_glu(float *g, const float *u, size_t n, int act)
+/* h[i] = act(g[i]) * u[i], in H (f32 in place over g, or the 16-bit input of the down GEMM) */
+template <typename H>
+__global__ void k_moe_glu(H *h, const float *g, const float *u, size_t n, int act)
 {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float x = g[i];
         float a = act == ACT_SILU ? x / (1.0f + __expf(-x))
                                   : 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-        g[i] = a * u[i];
+        h[i] = from_f<H>(a * u[i]);
     }
 }
 
-/* out[t, :] (+)= sum_j weights[t, j] * y[t * k + j, :] (fixed j order) */
-__global__ void k_moe_combine(float *out, const float *y, const float *weights, int k, int d, bool accumulate)
+static int moe_grid(size_t n) { return (int)((n + 255) / 256 > 65535 ? 65535 : (n + 255) / 256); }
+
+/* out[t, :] (+)= sum_j weights[t, j] * y[row, :] with row = at[t * k + j] (at NULL: t * k + j), in a
+ * fixed j order */
+__global__ void k_moe_combine(float *out, const float *y, const int32_t *at, const float *weights, int k, int d,
+                              bool accumulate)
 {
     int t = blockIdx.x;
     for (int i = threadIdx.x; i < d; i += blockDim.x) {
         float s = 0;
-        for (int j = 0; j < k; j++) s += weights[t * k + j] * y[((size_t)t * k + j) * d + i];
+        for (int j = 0; j < k; j++) {
+            const size_t row = at ? (size_t)at[t * k + j] : (size_t)t * k + j;
+            s += weights[t * k + j] * y[row * d + i];
+        }
         float *o = out + (size_t)t * d + i;
         *o = accumulate ? *o + s : s;
     }
 }
 
-__global__ void k_gather(float *dst, const float *src, const int32_t *rows, int d)
+/* dst[r, :] = src[rows[r], :], in D (f32, or the 16-bit input of a GEMM) */
+template <typename D>
+__global__ void k_gather(D *dst, const float *src, const int32_t *rows, int d)
 {
     int r = blockIdx.x;
-    for (int i = threadIdx.x; i < d; i += blockDim.x) dst[(size_t)r * d + i] = src[(size_t)rows[r] * d + i];
+    for (int i = threadIdx.x; i < d; i += blockDim.x) dst[(size_t)r * d + i] = from_f<D>(src[(size_t)rows[r] * d + i]);
+}
+
+/* ---- grouped GEMM: every used expert's rows in one launch ----
+ * out[row, n] = sum_k x[row, k] W_e[n, k] over the grouped rows of each expert e, x and W in the
+ * same 16-bit dtype, f32 sums on tensor cores (m16n8k16). grid (work items, column tiles of
+ * MG_BN): a work item is up to MG_BM grouped rows of one expert {expert, first row, rows}, listed
+ * on the host with the sort. A block stages a 64 x 32 tile of x and of W in shared memory per k
+ * step (rows padded to 40 halves: the fragment reads of a warp hit 32 distinct banks); its 4 warps
+ * own 32 x 32 of the output each. GLU: W is the gate and W2 the up projection, both multiplied
+ * against the same x tile, and the output is glu_act(gate) * up in T (the down GEMM's input). */
+#define MG_BM 64
+#define MG_BN 64
+#define MG_BK 32
+#define MG_PAD 8
+#define MG_THREADS 128
+static_assert(MG_BM == MG_BN, "k_moe_grouped_gemm stages x and W tiles in one loop");
+
+template <typename T, bool GLU>
+__global__ void __launch_bounds__(MG_THREADS)
+k_moe_grouped_gemm(void *out, const T *x, const void *const *w_tab, const void *const *w2_tab, const int32_t *work,
+                   int N, int K, int act)
+{
+    constexpr int NW = GLU ? 2 : 1;
+    __shared__ __align__(16) T xs[MG_BM][MG_BK + MG_PAD], ws[NW][MG_BN][MG_BK + MG_PAD];
+    const int e = work[3 * blockIdx.x], row0 = work[3 * blockIdx.x + 1], rows = work[3 * blockIdx.x + 2];
+    const int n0 = blockIdx.y * MG_BN, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32, g = lane >> 2, c2 = (lane & 3) * 2;
+    const T *W[NW];
+    W[0] = (const T *)w_tab[e];
+    if (GLU) W[NW - 1] = (const T *)w2_tab[e];
+    float acc[NW][2][4][4];
+#pragma unroll
+    for (int p = 0; p < NW; p++)
+#pragma unroll
+        for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+            for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[p][mi][ni][j] = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += MG_BK) {
+#pragma unroll
+        for (int i = tid; i < MG_BM * MG_BK / 8; i += MG_THREADS) {   // 16-byte pieces; K % 8 == 0
+            const int r = i / (MG_BK / 8), kc = i % (MG_BK / 8) * 8;
+            const bool kin = k0 + kc < K;
+            uint4 xv = make_uint4(0, 0, 0, 0);
+            if (kin && r < rows) xv = *reinterpret_cast<const uint4 *>(x + (size_t)(row0 + r) * K + k0 + kc);
+            *reinterpret_cast<uint4 *>(&xs[r][kc]) = xv;
+#pragma unroll
+            for (int p = 0; p < NW; p++) {
+                uint4 wv = make_uint4(0, 0, 0, 0);
+                if (kin && n0 + r < N) wv = *reinterpret_cast<const uint4 *>(W[p] + (size_t)(n0 + r) * K + k0 + kc);
+                *reinterpret_cast<uint4 *>(&ws[p][r][kc]) = wv;
+            }
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < MG_BK; kk += 16) {
+            uint32_t a[2][4];
+#pragma unroll
+            for (int mi = 0; mi < 2; mi++) {
+                const int r = wm + mi * 16 + g;
+                a[mi][0] = *reinterpret_cast<const uint32_t *>(&xs[r][kk + c2]);
+                a[mi][1] = *reinterpret_cast<const uint32_t *>(&xs[r + 8][kk + c2]);
+                a[mi][2] = *reinterpret_cast<const uint32_t *>(&xs[r][kk + c2 + 8]);
+                a[mi][3] = *reinterpret_cast<const uint32_t *>(&xs[r + 8][kk + c2 + 8]);
+            }
+#pragma unroll
+            for (int p = 0; p < NW; p++)
+#pragma unroll
+                for (int ni = 0; ni < 4; ni++) {
+                    const int n = wn + ni * 8 + g;
+                    const uint32_t b0 = *reinterpret_cast<const uint32_t *>(&ws[p][n][kk + c2]);
+                    const uint32_t b1 = *reinterpret_cast<const uint32_t *>(&ws[p][n][kk + c2 + 8]);
+#pragma unroll
+                    for (int mi = 0; mi < 2; mi++) mma16816<T>(acc[p][mi][ni], a[mi], b0, b1);
+                }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int mi = 0; mi < 2; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++) {
+            const int col = n0 + wn + ni * 8 + c2;
+#pragma unroll
+            for (int half = 0; half < 2; half++) {   // rows g and g + 8 of the m16 tile
+                const int r = wm + mi * 16 + g + half * 8;
+                if (r >= rows) continue;
+                const size_t o = (size_t)(row0 + r) * N + col;
+#pragma unroll
+                for (int j = 0; j < 2; j++) {
+                    if (col + j >= N) continue;
+                    if (GLU)
+                        ((T *)out)[o + j] = from_f<T>(glu_act(acc[0][mi][ni][2 * half + j], act) *
+                                                      acc[NW - 1][mi][ni][2 * half + j]);
+                    else ((float *)out)[o + j] = acc[0][mi][ni][2 * half + j];
+                }
+            }
+        }
+}
+
+/* The experts of 16-bit weights over their grouped rows (work: n_work items of k_moe_grouped_gemm;
+ * idx: the token of each grouped row): one gather for all experts, rounded to the weights' dtype
+ * (as cuBLAS would take it), gate and up with the GLU in one GEMM launch, down in another; y in
+ * grouped order. */
+template <typename H>
+static void moe_grouped16(struct cuda_backend *cb, float *y, void *work16, const float *x, const int32_t *idx,
+                          const int32_t *work, int n_work, const struct moe_table *tab, int slots, int d, int f,
+                          enum act act)
+{
+    H *xh = (H *)work16, *hh = xh + (size_t)slots * d;   // [slots, d], [slots, f]
+    k_gather<H><<<slots, 256, 0, cb->stream>>>(xh, x, idx, d);
+    k_moe_grouped_gemm<H, true><<<dim3(n_work, (f + MG_BN - 1) / MG_BN), MG_THREADS, 0, cb->stream>>>(
+        hh, xh, tab->d_gate, tab->d_up, work, f, d, (int)act);
+    k_moe_grouped_gemm<H, false><<<dim3(n_work, (d + MG_BN - 1) / MG_BN), MG_THREADS, 0, cb->stream>>>(
+        y, hh, tab->d_down, NULL, work, d, f, (int)act);
+    LAUNCH_CHECK();
 }
 
 __global__ void k_scatter_slots(float *y, const float *src, const int32_t *slots, int d)
@@ -547,12 +681,18 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
         return;
     }
     size_t slots = (size_t)n * k;
-    // workspace: g [slots, f], u [slots, f], y [slots, d], plus room for gathered rows and index lists
-    size_t bytes = sizeof(float) * (slots * (2 * (size_t)f + 2 * (size_t)d)) + sizeof(int32_t) * 2 * slots + 1024;
+    // workspace: g [slots, f], u [slots, f], y [slots, d], gathered rows [slots, d] (f32, or the
+    // 16-bit rows of x and of the GLU), then index lists
+    const size_t h16_bytes = (sizeof(uint16_t) * slots * f + 15) & ~(size_t)15;   // the 16-bit GLU rows
+    const size_t max_work = slots / MG_BM + (size_t)n_experts + 1;   // k_moe_grouped_gemm's items
+    size_t bytes = sizeof(float) * (slots * (2 * (size_t)f + 2 * (size_t)d)) + h16_bytes +
+                   sizeof(int32_t) * (3 * slots + 3 * max_work) + 1024;
     char *ws = (char *)cuda_grow(cb, &cb->d_moe_work, &cb->moe_work_bytes, bytes);
     float *g = (float *)ws, *u = g + slots * f, *y = u + slots * f, *xg = y + slots * d;
-    int32_t *idx = (int32_t *)(xg + slots * d), *slot_of = idx + slots;
-    int gl = (int)((slots * f + 255) / 256 > 65535 ? 65535 : (slots * f + 255) / 256);
+    int32_t *idx = (int32_t *)((char *)(xg + slots * d) + h16_bytes), *slot_of = idx + slots;
+    int32_t *at = slot_of + slots, *work = at + slots;
+    int gl = moe_grid(slots * f);
+    const int32_t *combine_at = NULL;   // y in (token, choice) order
 
     // MLX-quantized projections (mlx-lm may leave one float, e.g. a down_proj whose inputs no group divides)
     const bool qg = g0->dtype == DTYPE_QMLX, qu = u0->dtype == DTYPE_QMLX, qd = d0->dtype == DTYPE_QMLX;
@@ -574,7 +714,7 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
                 DISPATCH_FLOAT(u0->dtype, T,
                     k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
                         u, (const float *)dptr(x), tab->d_up, d_ids, f, d, k));
-                k_moe_glu<<<gl, 256, 0, cb->stream>>>(g, u, slots * f, (int)act);
+                k_moe_glu<float><<<gl, 256, 0, cb->stream>>>(g, g, u, slots * f, (int)act);
                 LAUNCH_CHECK();
             }
             if (qd) {
@@ -605,51 +745,83 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
                 k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
                     u, (const float *)dptr(x), tab->d_up, (const int32_t *)dptr(ids), f, d, k));
             LAUNCH_CHECK();
-            k_moe_glu<<<gl, 256, 0, cb->stream>>>(g, u, slots * f, (int)act);
+            k_moe_glu<float><<<gl, 256, 0, cb->stream>>>(g, g, u, slots * f, (int)act);
             DISPATCH_FLOAT(d0->dtype, T,
                 k_moe_gemv<T><<<dim3((d + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
                     y, g, tab->d_down, (const int32_t *)dptr(ids), d, f, 1));
             LAUNCH_CHECK();
         }
     } else {
-        // Group (token, choice) slots by expert on the host; one cuBLAS pass per used expert.
+        // Group (token, choice) slots by expert on the host: expert e's slots become grouped rows
+        // [count[e], count[e + 1]); at[slot] says which row each slot went to.
         int32_t *h_ids = (int32_t *)xmalloc(sizeof(int32_t) * slots);
         CUDA_CHECK(cudaMemcpyAsync(h_ids, dptr(ids), sizeof(int32_t) * slots, cudaMemcpyDeviceToHost, cb->stream));
         cuda_step_roundtrip(cb);
         int *count = (int *)xcalloc((size_t)n_experts + 1, sizeof(int));
         for (size_t i = 0; i < slots; i++) count[h_ids[i] + 1]++;
         for (int e = 0; e < n_experts; e++) count[e + 1] += count[e];
-        int32_t *h_rows = (int32_t *)xmalloc(sizeof(int32_t) * 2 * slots), *h_slot = h_rows + slots;
+        int32_t *h_rows = (int32_t *)xmalloc(sizeof(int32_t) * (3 * slots + 3 * max_work)), *h_slot = h_rows + slots;
+        int32_t *h_at = h_slot + slots, *h_work = h_at + slots;
         int *fill = (int *)xcalloc((size_t)n_experts, sizeof(int));
         for (size_t i = 0; i < slots; i++) {
-            int e = h_ids[i], at = count[e] + fill[e]++;
-            h_rows[at] = (int32_t)(i / k);
-            h_slot[at] = (int32_t)i;
+            int e = h_ids[i], row = count[e] + fill[e]++;
+            h_rows[row] = (int32_t)(i / k);
+            h_slot[row] = (int32_t)i;
+            h_at[i] = row;
         }
-        CUDA_CHECK(cudaMemcpyAsync(idx, h_rows, sizeof(int32_t) * 2 * slots, cudaMemcpyHostToDevice, cb->stream));
+        int n_work = 0;
+        for (int e = 0; e < n_experts; e++)
+            for (int r0 = count[e]; r0 < count[e + 1]; r0 += MG_BM, n_work++) {
+                h_work[3 * n_work] = e;
+                h_work[3 * n_work + 1] = r0;
+                h_work[3 * n_work + 2] = count[e + 1] - r0 < MG_BM ? count[e + 1] - r0 : MG_BM;
+            }
+        CHECK((size_t)n_work <= max_work, "cuda moe: %d work items (room for %zu)", n_work, max_work);
+        CUDA_CHECK(cudaMemcpyAsync(idx, h_rows, sizeof(int32_t) * (3 * slots + 3 * (size_t)n_work), cudaMemcpyHostToDevice,
+                                   cb->stream));
         cuda_step_roundtrip(cb);   // h_rows is pageable and freed below
-        if (subset)   // an absent expert's slots stay 0
-            CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * slots * (size_t)d, cb->stream));
-        for (int e = 0; e < n_experts; e++) {
-            int c = count[e + 1] - count[e];
-            if (!c || !gate[e].buf) continue;
-            float *xe = xg + (size_t)count[e] * d;
-            float *ge = g + (size_t)count[e] * f, *ue = u + (size_t)count[e] * f;
-            k_gather<<<c, 256, 0, cb->stream>>>(xe, (const float *)dptr(x), idx + count[e], d);
-            cuda_linear(cb, ge, xe, c, &gate[e]);
-            cuda_linear(cb, ue, xe, c, &up[e]);
-            int gle = (int)(((size_t)c * f + 255) / 256 > 65535 ? 65535 : ((size_t)c * f + 255) / 256);
-            k_moe_glu<<<gle, 256, 0, cb->stream>>>(ge, ue, (size_t)c * f, (int)act);
-            cuda_linear(cb, xe, ge, c, &down[e]);   // expert output, in grouped order
-            k_scatter_slots<<<c, 256, 0, cb->stream>>>(y, xe, slot_of + count[e], d);
+        const enum dtype wdt = g0->dtype;
+        const struct moe_table *tab = NULL;
+        // the grouped kernel reads every expert's weights from its table: a rank without all
+        // experts (expert parallel) takes the per-expert loop
+        if (!subset && !quantized && !cb->precise && (wdt == DTYPE_BF16 || wdt == DTYPE_F16) && u0->dtype == wdt &&
+            d0->dtype == wdt && d % 8 == 0 && f % 8 == 0) {
+            tab = table_for(cb, gate, up, down, n_experts);
+            if (!tab->aligned16 || !aligned16(dptr(x))) tab = NULL;
         }
-        LAUNCH_CHECK();
+        if (tab) {   // 16-bit rows of x and of the GLU: 16-byte loads need rows of a multiple of 8
+            const double t0 = cuda_prof_begin(cb);
+            if (wdt == DTYPE_BF16)
+                moe_grouped16<__nv_bfloat16>(cb, y, xg, (const float *)dptr(x), idx, work, n_work, tab, (int)slots, d, f,
+                                             act);
+            else
+                moe_grouped16<__half>(cb, y, xg, (const float *)dptr(x), idx, work, n_work, tab, (int)slots, d, f, act);
+            cuda_prof_end(cb, "moe_grouped16", t0);
+            combine_at = at;
+        } else {   // f32, quantized, precise or partial experts: each expert's matmuls as any matmul
+            if (subset)   // an absent expert's slots stay 0
+                CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * slots * (size_t)d, cb->stream));
+            for (int e = 0; e < n_experts; e++) {
+                int c = count[e + 1] - count[e];
+                if (!c || !gate[e].buf) continue;
+                float *xe = xg + (size_t)count[e] * d;
+                float *ge = g + (size_t)count[e] * f, *ue = u + (size_t)count[e] * f;
+                k_gather<float><<<c, 256, 0, cb->stream>>>(xe, (const float *)dptr(x), idx + count[e], d);
+                cuda_linear(cb, ge, xe, c, &gate[e]);
+                cuda_linear(cb, ue, xe, c, &up[e]);
+                k_moe_glu<float><<<moe_grid((size_t)c * f), 256, 0, cb->stream>>>(ge, ge, ue, (size_t)c * f, (int)act);
+                cuda_linear(cb, xe, ge, c, &down[e]);   // expert output, in grouped order
+                k_scatter_slots<<<c, 256, 0, cb->stream>>>(y, xe, slot_of + count[e], d);
+            }
+            LAUNCH_CHECK();
+        }
         free(h_ids);
         free(count);
         free(h_rows);
         free(fill);
     }
-    k_moe_combine<<<n, 256, 0, cb->stream>>>((float *)dptr(out), y, (const float *)dptr(weights), k, d, accumulate);
+    k_moe_combine<<<n, 256, 0, cb->stream>>>((float *)dptr(out), y, combine_at, (const float *)dptr(weights), k, d,
+                                             accumulate);
     LAUNCH_CHECK();
 }
 

@@ -1,60 +1,117 @@
 /* qmatmul: the kernels of MLX-quantized weights (DTYPE_QMLX, tensor/qweight.h) on the GPU.
  *
  * Which one runs is decided in matmul.cu (choose_matmul_kernel); this file has:
- *  - k_qgemv: decode rows (up to QGEMV_MAX_N per launch). A block owns QGEMV_R consecutive
- *    weight rows and its QGEMV_WARPS warps split their inputs (so a matrix of 1,024 rows still
- *    makes 256 blocks; a warp per 4 rows over all of k measured 0.19 of the bandwidth on H100 at
- *    4 bit, too few loads in flight). The packed words stream once for all the launch's rows of
- *    x, 32 codes per lane and row per "unit" (4 * bits bytes: one 16-byte load at 4 bit, two at
- *    8), lanes on consecutive units, so a warp's loads are coalesced; the scales (and affine
- *    biases) of the unit's group come with it. Each code is dequantized in registers once and
- *    used for every row of x (f32 products and sums, as k_gemv); one x chunk serves the block's
- *    QGEMV_R weight rows. The warps' sums are added in warp order. Affine values are
- *    1 + q / 2^bits built from the bits (no int-to-float convert), times s 2^bits plus
- *    (b - s 2^bits): within an f32 ulp of MLX's s q + b. mxfp8 codes go through the hardware
- *    e4m3 -> f16 convert, E2M1 codes are placed into f16 bits (their value times 2^-14): both
- *    exact, as the E8M0 / E4M3 scales. Each row of x is summed in the same order whatever the
- *    launch's row count: batch invariance (cuda-deterministic) holds as for k_gemv.
- *  - k_qdequant: dequantizes rows of a quantized matrix into a bf16 / f16 / f32 scratch (exactly
- *    qweight_dequant_row's values in f32), for the prefill path (chunks of rows, then cuBLAS: the
- *    first landing of quantized prefill, not a fused dequant-in-MMA GEMM) and for shapes the GEMV
- *    does not take.
+ *  - k_qgemv: decode rows (up to QGEMV_MAX_N per launch). A warp owns QGEMV_R consecutive weight
+ *    rows over all of k (a block QGEMV_WARPS warps); its lanes take consecutive 16-byte chunks of
+ *    each row (32 codes at 4 bit, 16 at 8; a 32-code unit at 2/3/5/6 bit), so a warp's loads are
+ *    coalesced, and every lane loads its next QGEMV_CH chunks of the QGEMV_R rows (words and raw
+ *    scales) before it multiplies the current ones: 8 loads in flight while it computes. (Before: a
+ *    warp per 4 rows over all of k measured 0.19 of the bandwidth on H100 at 4 bit, 132.6 tok/s
+ *    on the 8B shape; a block per 4 rows with its warps splitting k did one chunk per lane at
+ *    k = 4,096, nothing to overlap.) Each code is decoded in registers once and used for every
+ *    row of x; per chunk, row and token the kernel sums d = sum v_j x_j (one fma a code: affine
+ *    v = 1 + q / 2^bits, built from the bits with a shift and a masked or) and, for affine,
+ *    xs = sum x_j, then adds s 2^bits d + (b - s 2^bits) xs: within a few f32 roundings of MLX's
+ *    s q + b, the scale and bias applied once a chunk. mxfp8 codes go through the hardware e4m3
+ *    -> f16 convert, E2M1 codes are placed into f16 bits (their value times 2^-14): both exact,
+ *    as the E8M0 / E4M3 scales. The warp's sums end in one shuffle tree; each row of x is summed
+ *    in the same order whatever the launch's row count: batch invariance (cuda-deterministic)
+ *    holds as for k_gemv. k_qgemv_glu gives a warp QGEMV_R / 2 rows of gate and the same rows of
+ *    up (the GLU in the epilogue). At batch 1 both can take the RMSNorm of x (qnorm: x times the
+ *    bf16 norm weight as it is read, the squares summed beside, the sums scaled by 1 / rms at the
+ *    end), which saves the norm's launch before q/k/v and before gate + up.
+ *  - k_qdequant_chunks: dequantizes rows of a quantized matrix into a bf16 / f32 scratch (a thread
+ *    per chunk, the GEMV's decoding; k_qdequant per element for inputs not a multiple of 32), for
+ *    the prefill path (rows dequantized, then cuBLAS) and for shapes the GEMV does not take.
  *  - k_qembed: embedding rows of a quantized table.
- *  - k_moe_qgemv: the MoE decode path's per-(token, choice) expert GEMV over a device table of
- *    quantized experts (moe.cu).
+ *  - k_moe_qgemv, k_moe_qgate_up: the MoE decode path's per-(token, choice) expert GEMVs over a
+ *    device table of quantized experts (moe.cu), k_qgemv's and k_qgemv_glu's sums.
+ *
+ * ==== Which kernel runs ====
+ * matmul.cu's choose_matmul_kernel picks the path (its table: qgemv for decode rows and narrow
+ * outputs, qdeq_cublas for prefill, qdeq_full for operands the GEMV does not take); here the
+ * launchers pick the instance and choose_qdequant_kernel the dequantizer:
+ *
+ *  call                    | rows of x        | format, operands              | kernel
+ *  ------------------------+------------------+-------------------------------+---------------------------
+ *  qgemv, qgemv_multi,     | 1, 2, 3-4, 5-8   | k % 32, x and w 16-byte       | k_qgemv<MODE, BITS, N> with
+ *   qgemv_glu              | a launch (more:  |   aligned (cuda_qgemv_fits),  |   N = 1, 2, 4, 8 (_glu)
+ *                          |   8 at a time)   |   every mode and width        |
+ *  moe_qgemv, moe_qgate_up | 1 per slot       |   "                           | k_moe_qgemv, k_moe_qgate_up
+ *  qdequant (prefill)      | chunks of rows   | k % 32, w 16-byte aligned,    | k_qdequant_chunks (a thread
+ *                          |   (matmul.cu)    |   to bf16 or f32              |   per 16-byte chunk)
+ *                          |                  | other                         | k_qdequant (per element)
+ *
+ * Prefill is dequantize + cuBLAS (rows to bf16 in one bandwidth-bound launch per chunk of up to
+ * 32M weights, then the bf16 GEMM a bf16 model runs). The extra cost is the packed read and the
+ * bf16 write: for the Qwen3-8B shape about 4 + 15 GB, some 6 ms at 3 TB/s beside a 140 ms 4K bf16
+ * step (an estimate; bench/kernels/qmatmul measures it). A GEMM that dequantizes tiles into
+ * mma.sync MMAs would skip the write but give up cuBLAS's wgmma speed on sm_90, which costs more.
  */
 #include "backend/cuda/cuda_common.cuh"
 
-#define QGEMV_WARPS 4    // warps per block
-#define QGEMV_R     4    // weight rows per warp (x chunks reused for all of them)
+#define QGEMV_WARPS 4   // warps per block
+#define QGEMV_R     4   // weight rows per warp (the GLU kernels: 2 gate rows and the same 2 up rows)
+#define QGEMV_CH    2   // chunks per row a lane loads at once (a pipeline stage)
+
+enum qdeq_kernel { QDEQ_CHUNKS, QDEQ_ELEMS };
 
 /* ==== Decoding ==== */
 
-/* The scale (or bias) number i of a row's group scales, as f32: affine bf16/f16/f32; E8M0 for
- * mxfp4/mxfp8 (0xFF -> +Inf, 0 -> 2^-127, as MLX); E4M3 for nvfp4. */
-__device__ __forceinline__ float q_scale(const void *p, int sdt, size_t i)
+/* What one lane loads at a time: 16 bytes of a row at 4 and 8 bit (32 / 16 codes), a 32-code unit
+ * (4 * bits bytes, 8- or 4-byte loads) at the other widths. Every chunk lies inside one scale group
+ * (groups are 32-128 codes, nvfp4's 16: two groups per chunk). Rows start 16-byte aligned for
+ * cuda_qgemv_fits' operands (the tensor's base, and row strides of k * bits / 8 bytes with k % 32 == 0
+ * at 4 and 8 bit; 8-byte strides at 2 and 6 bit, 4-byte ones at 3 and 5). */
+template <int BITS> struct qchunk {
+    static constexpr int codes = BITS % 4 == 0 ? 128 / BITS : 32;
+    static constexpr int words = codes * BITS / 32;
+};
+
+/* The scale groups one chunk spans (nvfp4: 16-code groups in 32-code chunks). */
+template <int MODE> struct qgroups { static constexpr int per_chunk = MODE == QMODE_NVFP4 ? 2 : 1; };
+
+/* A scale (or bias) as stored: bf16 / f16 / f32 for affine (sdt), a byte otherwise. Weights' arrays
+ * never change while a kernel runs, so they take the read-only path. */
+template <int MODE>
+__device__ __forceinline__ uint32_t q_scale_raw(const void *p, int sdt, size_t i)
 {
-    switch (sdt) {
-    case QSCALE_BF16: return __bfloat162float(reinterpret_cast<const __nv_bfloat16 *>(p)[i]);
-    case QSCALE_F16: return __half2float(reinterpret_cast<const __half *>(p)[i]);
-    case QSCALE_F32: return reinterpret_cast<const float *>(p)[i];
-    case QSCALE_E8M0: {
-        const uint32_t s = reinterpret_cast<const uint8_t *>(p)[i];
+    if constexpr (MODE != QMODE_AFFINE) return __ldg(reinterpret_cast<const uint8_t *>(p) + i);
+    if (sdt == QSCALE_F32) return __float_as_uint(__ldg(reinterpret_cast<const float *>(p) + i));
+    return __ldg(reinterpret_cast<const unsigned short *>(p) + i);
+}
+
+/* The value of a raw scale: E8M0 for mxfp4 / mxfp8 (0xFF -> +Inf, 0 -> 2^-127, as MLX), E4M3 for
+ * nvfp4, bf16 / f16 / f32 for affine. */
+template <int MODE>
+__device__ __forceinline__ float q_scale_val(uint32_t s, int sdt)
+{
+    if constexpr (MODE == QMODE_NVFP4) {
+        return __half2float(__half(__nv_cvt_fp8_to_halfraw((__nv_fp8_storage_t)s, __NV_E4M3)));
+    } else if constexpr (MODE != QMODE_AFFINE) {
         return __uint_as_float(s == 0xFF ? 0x7f800000u : s ? s << 23 : 0x00400000u);
-    }
-    default: {   // QSCALE_E4M3
-        const __nv_fp8_storage_t s = reinterpret_cast<const uint8_t *>(p)[i];
-        return __half2float(__half(__nv_cvt_fp8_to_halfraw(s, __NV_E4M3)));
-    }
+    } else {
+        return sdt == QSCALE_BF16 ? __uint_as_float(s << 16)
+             : sdt == QSCALE_F16  ? __half2float(__ushort_as_half((unsigned short)s))
+                                  : __uint_as_float(s);
     }
 }
 
-/* 1 + code j / 2^BITS of a 32-code unit held in words wd[BITS] (qweight.h's bit stream), as an
- * f32 (the code as the top mantissa bits of 1.0): one shift and one
- * masked or, the shift amounts known at compile time (codes that straddle two words take a
- * funnel shift first). */
+/* The scale number i of an array of scales (sdt: enum qscale_dtype), as f32. */
+__device__ __forceinline__ float q_scale(const void *p, int sdt, size_t i)
+{
+    switch (sdt) {
+    case QSCALE_E8M0: return q_scale_val<QMODE_MXFP4>(q_scale_raw<QMODE_MXFP4>(p, sdt, i), sdt);
+    case QSCALE_E4M3: return q_scale_val<QMODE_NVFP4>(q_scale_raw<QMODE_NVFP4>(p, sdt, i), sdt);
+    default: return q_scale_val<QMODE_AFFINE>(q_scale_raw<QMODE_AFFINE>(p, sdt, i), sdt);
+    }
+}
+
+/* 1 + code j / 2^BITS of a chunk held in words wd (qweight.h's bit stream), as an f32 (the code as
+ * the top mantissa bits of 1.0): one shift and one masked or, the shift amounts known at compile
+ * time (codes that straddle two words take a funnel shift first). */
 template <int BITS>
-__device__ __forceinline__ float unit_code_one_plus(const uint32_t *wd, int j)
+__device__ __forceinline__ float code_one_plus(const uint32_t *wd, int j)
 {
     const int bit = j * BITS, i = bit >> 5, s = bit & 31, to = 23 - BITS;
     const uint32_t mask = ((1u << BITS) - 1) << to;
@@ -64,16 +121,15 @@ __device__ __forceinline__ float unit_code_one_plus(const uint32_t *wd, int j)
     return __uint_as_float((v & mask) | 0x3f800000u);
 }
 
-/* Dequantizes codes c0 .. c0 + 7 of a unit (c0 a multiple of 8; the 8 share one scale and bias:
- * groups are at least 16 codes and start at multiples of 16). Affine: sb = s 2^bits and bb =
- * b - s 2^bits; otherwise sb = the scale. */
+/* Codes c0 .. c0 + 7 of a chunk (c0 a multiple of 8) before their scale: affine 1 + q / 2^bits
+ * (the value is s 2^bits times it plus b - s 2^bits), E4M3 elements exactly, E2M1 elements times
+ * 2^-14 (placed into f16 bits: the f16 holds value * 2^-14). All exact. */
 template <int MODE, int BITS>
-__device__ __forceinline__ void unit_dequant8(const uint32_t *wd, int c0, float sb, float bb, float *w)
+__device__ __forceinline__ void chunk_decode8(const uint32_t *wd, int c0, float *v)
 {
     if constexpr (MODE == QMODE_AFFINE) {
 #pragma unroll
-        for (int j = 0; j < 8; j++)
-            w[j] = fmaf(unit_code_one_plus<BITS>(wd, c0 + j), sb, bb);
+        for (int j = 0; j < 8; j++) v[j] = code_one_plus<BITS>(wd, c0 + j);
     } else if constexpr (MODE == QMODE_MXFP8) {
         // codes c0 .. c0 + 7 are bytes of words c0 / 4 and c0 / 4 + 1
 #pragma unroll
@@ -81,8 +137,8 @@ __device__ __forceinline__ void unit_dequant8(const uint32_t *wd, int c0, float 
             const uint32_t word = wd[c0 / 4 + h / 2];
             const __nv_fp8x2_storage_t pair = (__nv_fp8x2_storage_t)(h & 1 ? word >> 16 : word & 0xffff);
             const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3)));
-            w[2 * h] = f.x * sb;
-            w[2 * h + 1] = f.y * sb;
+            v[2 * h] = f.x;
+            v[2 * h + 1] = f.y;
         }
     } else {   // E2M1 (mxfp4, nvfp4): codes c0 .. c0 + 7 are the nibbles of word c0 / 8
         const uint32_t word = wd[c0 / 8];
@@ -92,128 +148,227 @@ __device__ __forceinline__ void unit_dequant8(const uint32_t *wd, int c0, float 
             const uint32_t t = word >> (4 * j);
             const uint32_t hb = ((t << 9) & 0x0e000e00u) | ((t << 12) & 0x80008000u);
             const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&hb));
-            w[j] = f.x * 16384.0f * sb;       // the f16 holds value * 2^-14
-            w[j + 4] = f.y * 16384.0f * sb;
+            v[j] = f.x;
+            v[j + 4] = f.y;
         }
     }
 }
 
-/* A unit's packed words: 16-byte loads where the unit is a multiple of 16 bytes (4 and 8 bit),
- * words otherwise; bypassing L1 (weights are read once). */
-template <int BITS>
-__device__ __forceinline__ void load_unit(uint32_t *wd, const uint32_t *p)
-{
-    if constexpr (BITS % 4 == 0) {
-#pragma unroll
-        for (int v = 0; v < BITS / 4; v++) {
-            uint4 r;
-            asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
-                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p + 4 * v));
-            wd[4 * v] = r.x; wd[4 * v + 1] = r.y; wd[4 * v + 2] = r.z; wd[4 * v + 3] = r.w;
-        }
-    } else {
-#pragma unroll
-        for (int v = 0; v < BITS; v++) asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(wd[v]) : "l"(p + v));
-    }
-}
+/* What chunk_decode8's values are multiplied by to be elements: 2^14 for E2M1 (exact; applied
+ * before the scale, which may be as large as 2^127). */
+template <int MODE>
+__device__ __forceinline__ constexpr float decode_unit() { return MODE == QMODE_MXFP4 || MODE == QMODE_NVFP4 ? 16384.0f : 1.0f; }
 
-/* The scale pair (sb, bb) for unit_dequant8 of half h (codes 16h .. 16h + 15) of unit u of row r. */
+/* The factors that turn chunk_decode8's values into weights: affine w = v sb + bb with sb = s 2^bits,
+ * bb = b - s 2^bits; the floating-point modes w = (v decode_unit) sb with sb = s. */
 template <int MODE, int BITS>
-__device__ __forceinline__ void unit_scales(const qmat &qm, const qfmt &f, int r, int u, int h, float &sb, float &bb)
+__device__ __forceinline__ void chunk_factors(uint32_t s_raw, uint32_t b_raw, int sdt, float &sb, float &bb)
 {
-    const size_t gi = (size_t)r * f.n_groups + (size_t)(u * 32 + h * 16) / f.group_size;
-    const float s = q_scale(qm.scales, f.sdt, gi);
+    const float s = q_scale_val<MODE>(s_raw, sdt);
     if constexpr (MODE == QMODE_AFFINE) {
         sb = s * (float)(1 << BITS);
-        bb = q_scale(qm.biases, f.sdt, gi) - sb;
+        bb = q_scale_val<MODE>(b_raw, sdt) - sb;
     } else {
         sb = s;
         bb = 0.0f;
     }
 }
 
-/* ==== Decode GEMV ==== */
-
-/* acc[r][t] = the lane's partial sums of weight row row0 + r (clamped to m - 1) times x row t
- * (t < n; x rows ldx floats apart, 16-byte aligned) over the units of warp `warp` of the block
- * (units warp * 32 + lane, then every QGEMV_WARPS * 32: the block's warps split k, so a matrix of
- * few rows still fills the GPU). Waits (PDL) after issuing the first weight loads. */
-template <int MODE, int BITS, int N>
-__device__ __forceinline__ void qrows_dot(float (&acc)[QGEMV_R][N], const qmat &qm, const qfmt &f, int row0, int m,
-                                          const float *x, size_t ldx, int n, int warp, int lane)
+/* A chunk's packed words: one 16-byte load at 4 and 8 bit, 8-byte loads at 2 and 6, words at 3
+ * and 5; bypassing L1 (weights are read once) and asking L2 for 256-byte sectors. */
+template <int BITS>
+__device__ __forceinline__ void load_chunk(uint32_t *wd, const uint32_t *p)
 {
-    const int n_units = f.k / 32, row_words = f.k / 32 * BITS;
-    const uint32_t *wr[QGEMV_R];
+    constexpr int W = qchunk<BITS>::words;
+    if constexpr (W % 4 == 0) {
 #pragma unroll
-    for (int r = 0; r < QGEMV_R; r++) wr[r] = qm.w + (size_t)min(row0 + r, m - 1) * row_words;
+        for (int v = 0; v < W / 4; v++)
+            asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                : "=r"(wd[4 * v]), "=r"(wd[4 * v + 1]), "=r"(wd[4 * v + 2]), "=r"(wd[4 * v + 3]) : "l"(p + 4 * v));
+    } else if constexpr (W % 2 == 0) {
 #pragma unroll
-    for (int r = 0; r < QGEMV_R; r++)
+        for (int v = 0; v < W / 2; v++)
+            asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(wd[2 * v]), "=r"(wd[2 * v + 1]) : "l"(p + 2 * v));
+    } else {
 #pragma unroll
-        for (int t = 0; t < N; t++) acc[r][t] = 0.0f;
-    bool waited = false;
-    for (int u = warp * 32 + lane; u < n_units; u += QGEMV_WARPS * 32) {
-        uint32_t wd[QGEMV_R][BITS];
-#pragma unroll
-        for (int r = 0; r < QGEMV_R; r++) load_unit<BITS>(wd[r], wr[r] + (size_t)u * BITS);
-        float sb[QGEMV_R][2], bb[QGEMV_R][2];
-        const bool one_group = f.group_size >= 32;   // the unit's 32 codes share one scale (all but nvfp4)
-#pragma unroll
-        for (int r = 0; r < QGEMV_R; r++) {
-            unit_scales<MODE, BITS>(qm, f, min(row0 + r, m - 1), u, 0, sb[r][0], bb[r][0]);
-            if (one_group) {
-                sb[r][1] = sb[r][0];
-                bb[r][1] = bb[r][0];
-            } else {
-                unit_scales<MODE, BITS>(qm, f, min(row0 + r, m - 1), u, 1, sb[r][1], bb[r][1]);
-            }
-        }
-        if (!waited) { pdl_wait(); waited = true; }   // x comes from the kernel before
-#pragma unroll
-        for (int c = 0; c < 4; c++) {   // 8 codes at a time
-            float w[QGEMV_R][8];
-#pragma unroll
-            for (int r = 0; r < QGEMV_R; r++) unit_dequant8<MODE, BITS>(wd[r], 8 * c, sb[r][c / 2], bb[r][c / 2], w[r]);
-#pragma unroll
-            for (int t = 0; t < N; t++) {
-                if (t >= n) break;
-                const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * ldx + u * 32 + 8 * c);
-                const float4 a = xv[0], b = xv[1];   // not __ldg: x is written by the kernel this one overlaps (PDL)
-#pragma unroll
-                for (int r = 0; r < QGEMV_R; r++)
-                    acc[r][t] += w[r][0] * a.x + w[r][1] * a.y + w[r][2] * a.z + w[r][3] * a.w +
-                                 w[r][4] * b.x + w[r][5] * b.y + w[r][6] * b.z + w[r][7] * b.w;
-            }
-        }
+        for (int v = 0; v < W; v++) asm("ld.global.nc.L1::no_allocate.u32 %0, [%1];" : "=r"(wd[v]) : "l"(p + v));
     }
-    if (!waited) pdl_wait();
 }
 
-/* Sums the warps' partial sums of a block in warp order (the same order at any n: batch
- * invariance) into s[r][t], visible to the whole block on return. */
-template <int N>
-__device__ __forceinline__ void qblock_sum(float (&acc)[QGEMV_R][N], float (&part)[QGEMV_WARPS][QGEMV_R][N],
-                                           float (&s)[QGEMV_R][N], int warp, int lane)
+/* ==== Decode GEMV ==== */
+
+/* The RMSNorm fused into a batch-1 GEMV (norm_matmul_n, matmul_glu): x is taken as
+ * x * (w + w_offset) and the sums scaled by 1 / rms(x) at the end; w NULL: none. */
+struct qnorm {
+    const __nv_bfloat16 *w;   // [k]
+    float                eps, w_offset;
+};
+
+/* The QGEMV_R weight rows one warp reduces, of one mode and width: row r is row[r] of qm[r], in
+ * format fa for r < QGEMV_R / 2 and fb for the rest (the GLU kernels put gate rows first, up rows
+ * second; the plain GEMV passes one format twice). */
+struct qwarp_rows {
+    qmat qm[QGEMV_R];
+    int  row[QGEMV_R];
+};
+
+/* Chunk ch of every row of a warp as one lane holds it: packed words and raw scales / biases. */
+template <int MODE, int BITS>
+struct qstage {
+    uint32_t wd[QGEMV_R][qchunk<BITS>::words];
+    uint32_t s[QGEMV_R][qgroups<MODE>::per_chunk];
+    uint32_t b[QGEMV_R];
+};
+
+template <int MODE, int BITS>
+__device__ __forceinline__ void qstage_load(qstage<MODE, BITS> &st, const qwarp_rows &wr, const qfmt &fa, const qfmt &fb,
+                                            int ch)
 {
+    using C = qchunk<BITS>;
+    const int row_words = fa.k / 32 * BITS;
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++) load_chunk<BITS>(st.wd[r], wr.qm[r].w + (size_t)wr.row[r] * row_words + (size_t)ch * C::words);
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++) {
+        const qfmt &f = r < QGEMV_R / 2 ? fa : fb;
+        const size_t g = (size_t)wr.row[r] * f.n_groups + (size_t)ch * C::codes / f.group_size;
+#pragma unroll
+        for (int h = 0; h < qgroups<MODE>::per_chunk; h++) st.s[r][h] = q_scale_raw<MODE>(wr.qm[r].scales, f.sdt, g + h);
+        st.b[r] = MODE == QMODE_AFFINE ? q_scale_raw<MODE>(wr.qm[r].biases, f.sdt, g) : 0u;
+    }
+}
+
+/* acc[r][t] += the weights of the stage's chunk ch of row r . x[t] (t < n), for every r. Per row and
+ * token: d = sum of v_j x_j over the chunk's codes in order (one chain of fmas), and for affine also
+ * xs = sum of x_j, then acc += sb d + bb xs, so a code costs its decode and one fma per token (the
+ * scale and bias once a chunk); E2M1 / E4M3: acc += sb (d decode_unit) per scale group. The same sequence for
+ * every token whatever n is: batch invariance. */
+template <int MODE, int BITS, int N, bool NORM>
+__device__ __forceinline__ void qstage_fma(float (&acc)[QGEMV_R][N], float (&ss)[N], const qstage<MODE, BITS> &st,
+                                           const qfmt &fa, const qfmt &fb, const float *x, size_t ldx, int n, int ch,
+                                           const qnorm &nm)
+{
+    using C = qchunk<BITS>;
+    constexpr int G = qgroups<MODE>::per_chunk;
+    float sb[QGEMV_R][G], bb[QGEMV_R];
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++) {
+        const int sdt = (r < QGEMV_R / 2 ? fa : fb).sdt;
+#pragma unroll
+        for (int h = 0; h < G; h++) chunk_factors<MODE, BITS>(st.s[r][h], st.b[r], sdt, sb[r][h], bb[r]);
+    }
+    float d[QGEMV_R][N][G], xs[N];
+#pragma unroll
+    for (int t = 0; t < N; t++) {
+        xs[t] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < QGEMV_R; r++)
+#pragma unroll
+            for (int h = 0; h < G; h++) d[r][t][h] = 0.0f;
+    }
+#pragma unroll
+    for (int c = 0; c < C::codes / 8; c++) {
+        const int h = G == 2 ? c / 2 : 0;   // nvfp4: codes 0-15 in the first group
+        float v[QGEMV_R][8], g[8];
+#pragma unroll
+        for (int r = 0; r < QGEMV_R; r++) chunk_decode8<MODE, BITS>(st.wd[r], 8 * c, v[r]);
+        if (NORM) {   // the RMSNorm weight of these 8 inputs (+ w_offset), bf16
+            const uint4 u = *reinterpret_cast<const uint4 *>(nm.w + (size_t)ch * C::codes + 8 * c);
+            const uint32_t uw[4] = { u.x, u.y, u.z, u.w };
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                g[2 * i] = __uint_as_float(uw[i] << 16) + nm.w_offset;
+                g[2 * i + 1] = __uint_as_float(uw[i] & 0xffff0000u) + nm.w_offset;
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            if (t >= n) break;
+            // not __ldg: x is written by the kernel this one overlaps (PDL)
+            const float4 *xv = reinterpret_cast<const float4 *>(x + (size_t)t * ldx + (size_t)ch * C::codes + 8 * c);
+            const float4 a = xv[0], b = xv[1];
+            float xe[8] = { a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w };
+            if (NORM)
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    ss[t] = fmaf(xe[j], xe[j], ss[t]);
+                    xe[j] *= g[j];
+                }
+            if (MODE == QMODE_AFFINE)
+#pragma unroll
+                for (int j = 0; j < 8; j++) xs[t] += xe[j];
+#pragma unroll
+            for (int r = 0; r < QGEMV_R; r++)
+#pragma unroll
+                for (int j = 0; j < 8; j++) d[r][t][h] = fmaf(v[r][j], xe[j], d[r][t][h]);
+        }
+    }
 #pragma unroll
     for (int r = 0; r < QGEMV_R; r++)
 #pragma unroll
         for (int t = 0; t < N; t++) {
-            const float v = warp_sum(acc[r][t]);
-            if (lane == 0) part[warp][r][t] = v;
+            if (MODE == QMODE_AFFINE) {
+                acc[r][t] = fmaf(sb[r][0], d[r][t][0], fmaf(bb[r], xs[t], acc[r][t]));
+            } else {
+#pragma unroll
+                for (int h = 0; h < G; h++) acc[r][t] = fmaf(sb[r][h], d[r][t][h] * decode_unit<MODE>(), acc[r][t]);
+            }
         }
-    __syncthreads();
-    for (int i = threadIdx.x; i < QGEMV_R * N; i += blockDim.x) {
-        float v = 0.0f;
-        for (int w = 0; w < QGEMV_WARPS; w++) v += part[w][i / N][i % N];
-        s[i / N][i % N] = v;
+}
+
+/* acc[r][t] = row r of the warp . x[t] for t < n <= N (x rows ldx floats apart, 16-byte aligned),
+ * summed over the warp (every lane holds the sums on return). The lanes take consecutive chunks
+ * (each load instruction of a warp reads contiguous bytes), a lane chunks lane, lane + 32, ... in
+ * ascending order, QGEMV_CH of them a stage; the next stage's words and scales are loaded before
+ * the current stage is multiplied, so a lane has QGEMV_R * QGEMV_CH 16-byte loads in flight while
+ * it computes (all of its loads at once for k = 4,096 at 4 bit). Waits (PDL) after issuing the
+ * first stage's loads. */
+template <int MODE, int BITS, int N, bool NORM = false>
+__device__ __forceinline__ void qwarp_dot(float (&acc)[QGEMV_R][N], const qwarp_rows &wr, const qfmt &fa, const qfmt &fb,
+                                          const float *x, size_t ldx, int n, int lane, const qnorm &nm = qnorm())
+{
+    constexpr int CH = QGEMV_CH, STEP = 32 * QGEMV_CH;
+    const int n_chunks = fa.k / qchunk<BITS>::codes;
+    float ss[N];   // NORM: the lane's sums of x^2
+#pragma unroll
+    for (int t = 0; t < N; t++) {
+        ss[t] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < QGEMV_R; r++) acc[r][t] = 0.0f;
     }
-    __syncthreads();
+    qstage<MODE, BITS> cur[CH], nxt[CH];
+#pragma unroll
+    for (int c = 0; c < CH; c++)
+        if (32 * c + lane < n_chunks) qstage_load<MODE, BITS>(cur[c], wr, fa, fb, 32 * c + lane);
+    pdl_wait();   // x comes from the kernel before
+    for (int base = 0; base < n_chunks; base += STEP) {
+        const bool more = base + STEP < n_chunks;
+        if (more)
+#pragma unroll
+            for (int c = 0; c < CH; c++)
+                if (base + STEP + 32 * c + lane < n_chunks) qstage_load<MODE, BITS>(nxt[c], wr, fa, fb, base + STEP + 32 * c + lane);
+#pragma unroll
+        for (int c = 0; c < CH; c++)
+            if (base + 32 * c + lane < n_chunks)
+                qstage_fma<MODE, BITS, N, NORM>(acc, ss, cur[c], fa, fb, x, ldx, n, base + 32 * c + lane, nm);
+        if (more)
+#pragma unroll
+            for (int c = 0; c < CH; c++) cur[c] = nxt[c];
+    }
+#pragma unroll
+    for (int t = 0; t < N; t++) {
+        // NORM: every warp sums the same squares in the same order, so all rows see the same rms
+        const float inv = NORM ? rsqrtf(warp_sum(ss[t]) / (float)fa.k + nm.eps) : 1.0f;
+#pragma unroll
+        for (int r = 0; r < QGEMV_R; r++) acc[r][t] = NORM ? warp_sum(acc[r][t]) * inv : warp_sum(acc[r][t]);
+    }
 }
 
 /* out_s[t, row] (+)= w_s[row] . x[t] (+ bias_s[row]) for t < n <= N, for up to three matrices of
- * one format sharing x (q/k/v): segment s owns blocks [blk0[s], blk0[s + 1]). */
-template <int MODE, int BITS, int N>
-__global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv(qsegs sg, const float *x, qfmt f, int n)
+ * one format sharing x (q/k/v): segment s owns blocks [blk0[s], blk0[s + 1]), a block
+ * QGEMV_WARPS * QGEMV_R consecutive rows, a warp QGEMV_R of them over all of k. */
+template <int MODE, int BITS, int N, bool NORM>
+__global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv(qsegs sg, const float *x, qfmt f, int n, qnorm nm)
 {
     pdl_trigger();
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -222,39 +377,56 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv(qsegs sg, const floa
     for (int j = 1; j < QGEMV_MAX_SEGS; j++)
         if (j < sg.n_segs && (int)blockIdx.x >= sg.blk0[j]) seg = j;
     const int m = seg_pick(sg.m, seg);
-    const int row0 = ((int)blockIdx.x - seg_pick(sg.blk0, seg)) * QGEMV_R;
-    __shared__ float part[QGEMV_WARPS][QGEMV_R][N], sum[QGEMV_R][N];
+    const int row0 = (((int)blockIdx.x - seg_pick(sg.blk0, seg)) * QGEMV_WARPS + warp) * QGEMV_R;
+    if (row0 >= m) return;   // nothing to read or write (the kernel before is not waited for)
+    qwarp_rows wr;
+    const qmat qm = seg_pick(sg.qm, seg);
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++) {
+        wr.qm[r] = qm;
+        wr.row[r] = min(row0 + r, m - 1);
+    }
     float acc[QGEMV_R][N];
-    qrows_dot<MODE, BITS, N>(acc, seg_pick(sg.qm, seg), f, row0, m, x, f.k, n, warp, lane);
-    qblock_sum<N>(acc, part, sum, warp, lane);
+    qwarp_dot<MODE, BITS, N, NORM>(acc, wr, f, f, x, f.k, n, lane, nm);
     float *out = seg_pick(sg.out, seg);
     const void *bias = seg_pick(sg.bias, seg);
-    if (threadIdx.x >= QGEMV_R * N) return;
-    const int r = threadIdx.x / N, t = threadIdx.x % N, row = row0 + r;
-    if (row >= m || t >= n) return;
-    const float v = sum[r][t] + (bias ? q_scale(bias, sg.bias_dt, row) : 0.0f);
-    float *o = out + (size_t)t * m + row;
-    *o = sg.accumulate ? *o + v : v;
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++)
+#pragma unroll
+        for (int t = 0; t < N; t++) {
+            const int row = row0 + r;
+            if (lane != r * N + t || row >= m || t >= n) continue;   // one lane per output
+            const float v = acc[r][t] + (bias ? q_scale(bias, sg.bias_dt, row) : 0.0f);
+            float *o = out + (size_t)t * m + row;
+            *o = sg.accumulate ? *o + v : v;
+        }
 }
 
-/* out[t, row] = act(gate[row] . x[t]) * (up[row] . x[t]) for t < n <= N (an FFN's gate and up
- * rows in one warp: the GLU costs no launch). Each sum as k_qgemv's. */
-template <int MODE, int BITS, int N>
+/* out[t, row] = act(gate[row] . x[t]) * (up[row] . x[t]) for t < n <= N (an FFN's gate and up rows
+ * in one warp: the GLU costs no launch); a warp owns QGEMV_R / 2 rows of each. Each sum as
+ * k_qgemv's. */
+template <int MODE, int BITS, int N, bool NORM>
 __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv_glu(float *out, const float *x, qmat g, qmat u, qfmt fg,
-                                                               qfmt fu, int n, int m, int act)
+                                                               qfmt fu, int n, int m, int act, qnorm nm)
 {
     pdl_trigger();
+    constexpr int H = QGEMV_R / 2;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row0 = blockIdx.x * QGEMV_R;
-    __shared__ float part[QGEMV_WARPS][QGEMV_R][N], sg[QGEMV_R][N], su[QGEMV_R][N];
+    const int row0 = (blockIdx.x * QGEMV_WARPS + warp) * H;
+    if (row0 >= m) return;
+    qwarp_rows wr;
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++) {
+        wr.qm[r] = r < H ? g : u;
+        wr.row[r] = min(row0 + r % H, m - 1);
+    }
     float acc[QGEMV_R][N];
-    qrows_dot<MODE, BITS, N>(acc, g, fg, row0, m, x, fg.k, n, warp, lane);
-    qblock_sum<N>(acc, part, sg, warp, lane);
-    qrows_dot<MODE, BITS, N>(acc, u, fu, row0, m, x, fu.k, n, warp, lane);
-    qblock_sum<N>(acc, part, su, warp, lane);
-    if (threadIdx.x >= QGEMV_R * N) return;
-    const int r = threadIdx.x / N, t = threadIdx.x % N;
-    if (row0 + r < m && t < n) out[(size_t)t * m + row0 + r] = glu_act(sg[r][t], act) * su[r][t];
+    qwarp_dot<MODE, BITS, N, NORM>(acc, wr, fg, fu, x, fg.k, n, lane, nm);
+#pragma unroll
+    for (int r = 0; r < H; r++)
+#pragma unroll
+        for (int t = 0; t < N; t++)
+            if (lane == r * N + t && row0 + r < m && t < n) out[(size_t)t * m + row0 + r] = glu_act(acc[r][t], act) * acc[H + r][t];
 }
 
 /* The format of a quantized weight on the device, and its three arrays. */
@@ -339,11 +511,29 @@ bool cuda_qgemv_fits_multi(int n_w, const struct tensor *const *ws, const struct
     return true;
 }
 
+/* The fused RMSNorm's arguments (a bf16 norm weight, batch 1: cuda_qgemv_norm_fits). */
+static qnorm qnorm_of(const struct tensor *norm_w, float eps, float w_offset, int n)
+{
+    qnorm nm = { NULL, eps, w_offset };
+    if (!norm_w) return nm;
+    CHECK(n == 1 && norm_w->dtype == DTYPE_BF16 && ((uintptr_t)dptr(norm_w) & 15) == 0,
+          "cuda qgemv: a fused norm needs 1 row and an aligned bf16 weight");
+    nm.w = (const __nv_bfloat16 *)dptr(norm_w);
+    return nm;
+}
+
+bool cuda_qgemv_norm_fits(const struct tensor *norm_w, int k, int n)
+{
+    return n == 1 && norm_w->dtype == DTYPE_BF16 && norm_w->ne[0] == k && ((uintptr_t)dptr(norm_w) & 15) == 0;
+}
+
 void cuda_qgemv_multi(struct cuda_backend *cb, int n_w, float *const *outs, const float *x, int n,
-                      const struct tensor *const *ws, const struct tensor *const *biases, bool accumulate)
+                      const struct tensor *const *ws, const struct tensor *const *biases, bool accumulate,
+                      const struct tensor *norm_w, float eps, float w_offset)
 {
     const qfmt f = fmt_of(ws[0]);
-    const int rows_per_block = QGEMV_R;   // the block's warps split k
+    const qnorm nm = qnorm_of(norm_w, eps, w_offset, n);
+    const int rows_per_block = QGEMV_WARPS * QGEMV_R;
     qsegs sg = {};
     sg.n_segs = n_w;
     sg.accumulate = accumulate;
@@ -364,10 +554,11 @@ void cuda_qgemv_multi(struct cuda_backend *cb, int n_w, float *const *outs, cons
         for (int i = 0; i < n_w; i++) sg.out[i] = outs[i] + (size_t)r0 * sg.m[i];
         const float *xr = x + (size_t)r0 * f.k;
         DISPATCH_QFMT(f, {
-            if (nr == 1) launch_pdl(cb, k_qgemv<MODE, BITS, 1>, grid, block, sg, xr, f, nr);
-            else if (nr == 2) launch_pdl(cb, k_qgemv<MODE, BITS, 2>, grid, block, sg, xr, f, nr);
-            else if (nr <= 4) launch_pdl(cb, k_qgemv<MODE, BITS, 4>, grid, block, sg, xr, f, nr);
-            else launch_pdl(cb, k_qgemv<MODE, BITS, 8>, grid, block, sg, xr, f, nr);
+            if (nm.w) launch_pdl(cb, k_qgemv<MODE, BITS, 1, true>, grid, block, sg, xr, f, nr, nm);
+            else if (nr == 1) launch_pdl(cb, k_qgemv<MODE, BITS, 1, false>, grid, block, sg, xr, f, nr, nm);
+            else if (nr == 2) launch_pdl(cb, k_qgemv<MODE, BITS, 2, false>, grid, block, sg, xr, f, nr, nm);
+            else if (nr <= 4) launch_pdl(cb, k_qgemv<MODE, BITS, 4, false>, grid, block, sg, xr, f, nr, nm);
+            else launch_pdl(cb, k_qgemv<MODE, BITS, 8, false>, grid, block, sg, xr, f, nr, nm);
         });
     }
     LAUNCH_CHECK();
@@ -376,7 +567,7 @@ void cuda_qgemv_multi(struct cuda_backend *cb, int n_w, float *const *outs, cons
 void cuda_qgemv(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *w,
                 const struct tensor *bias, bool accumulate)
 {
-    cuda_qgemv_multi(cb, 1, &out, x, n, &w, &bias, accumulate);
+    cuda_qgemv_multi(cb, 1, &out, x, n, &w, &bias, accumulate, NULL, 0.0f, 0.0f);
 }
 
 bool cuda_qgemv_glu_fits(const struct tensor *gate, const struct tensor *up, const float *x)
@@ -388,21 +579,23 @@ bool cuda_qgemv_glu_fits(const struct tensor *gate, const struct tensor *up, con
 }
 
 void cuda_qgemv_glu(struct cuda_backend *cb, float *out, const float *x, int n, const struct tensor *gate,
-                    const struct tensor *up, enum act act)
+                    const struct tensor *up, enum act act, const struct tensor *norm_w, float eps, float w_offset)
 {
+    const qnorm nm = qnorm_of(norm_w, eps, w_offset, n);
     const qfmt fg = fmt_of(gate), fu = fmt_of(up);
     const qmat g = cuda_qmat_of(gate), u = cuda_qmat_of(up);
-    const int m = (int)gate->ne[1], rows_per_block = QGEMV_R;
+    const int m = (int)gate->ne[1], rows_per_block = QGEMV_WARPS * QGEMV_R / 2;   // of gate and of up
     dim3 grid((m + rows_per_block - 1) / rows_per_block), block(QGEMV_WARPS * 32);
     for (int r0 = 0; r0 < n; r0 += QGEMV_MAX_N) {
         const int nr = n - r0 < QGEMV_MAX_N ? n - r0 : QGEMV_MAX_N;
         float *o = out + (size_t)r0 * m;
         const float *xr = x + (size_t)r0 * fg.k;
         DISPATCH_QFMT(fg, {
-            if (nr == 1) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 1>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act);
-            else if (nr == 2) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 2>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act);
-            else if (nr <= 4) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 4>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act);
-            else launch_pdl(cb, k_qgemv_glu<MODE, BITS, 8>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act);
+            if (nm.w) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 1, true>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act, nm);
+            else if (nr == 1) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 1, false>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act, nm);
+            else if (nr == 2) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 2, false>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act, nm);
+            else if (nr <= 4) launch_pdl(cb, k_qgemv_glu<MODE, BITS, 4, false>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act, nm);
+            else launch_pdl(cb, k_qgemv_glu<MODE, BITS, 8, false>, grid, block, o, xr, g, u, fg, fu, nr, m, (int)act, nm);
         });
     }
     LAUNCH_CHECK();
@@ -458,43 +651,60 @@ __device__ __forceinline__ void store8(float *o, const float *w)
     reinterpret_cast<float4 *>(o)[1] = make_float4(w[4], w[5], w[6], w[7]);
 }
 
-/* The prefill path's dequantizer (inputs a multiple of 32): a thread per 32-code unit, decoded as
- * the GEMV decodes it (so bf16 / f32 rows come out at a few instructions per weight; the
- * per-element kernel above divides its way to every element). */
+/* The prefill path's dequantizer (inputs a multiple of 32): a thread per chunk, decoded as the
+ * GEMV decodes it (so bf16 / f32 rows come out at a few instructions per weight; the per-element
+ * kernel above divides its way to every element). w = v sb + bb in one fma (affine: exactly MLX's
+ * s q + b up to an f32 rounding); E2M1 values are scaled back from their 2^-14 first (exact). */
 template <int MODE, int BITS, typename T>
-__global__ void k_qdequant_units(T *dst, qmat qm, qfmt f, int64_t row0, int64_t rows)
+__global__ void k_qdequant_chunks(T *dst, qmat qm, qfmt f, int64_t row0, int64_t rows)
 {
-    const int64_t n_units = f.k / 32;
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * n_units; i += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t r = i / n_units;
-        const int u = (int)(i - r * n_units);
-        uint32_t wd[BITS];
-        load_unit<BITS>(wd, qm.w + (size_t)(row0 + r) * (size_t)(n_units * BITS) + (size_t)u * BITS);
-        float sb[2], bb[2];
-        unit_scales<MODE, BITS>(qm, f, (int)(row0 + r), u, 0, sb[0], bb[0]);
-        unit_scales<MODE, BITS>(qm, f, (int)(row0 + r), u, 1, sb[1], bb[1]);
-        T *o = dst + (size_t)r * f.k + (size_t)u * 32;
+    using C = qchunk<BITS>;
+    constexpr int G = qgroups<MODE>::per_chunk;
+    const int64_t n_chunks = f.k / C::codes;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < rows * n_chunks; i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / n_chunks;
+        const int ch = (int)(i - r * n_chunks);
+        const size_t row = (size_t)(row0 + r);
+        uint32_t wd[C::words];
+        load_chunk<BITS>(wd, qm.w + row * (size_t)(f.k / 32 * BITS) + (size_t)ch * C::words);
+        const size_t g = row * f.n_groups + (size_t)ch * C::codes / f.group_size;
+        float sb[G], bb = 0.0f;
 #pragma unroll
-        for (int c = 0; c < 4; c++) {
-            float w[8];
-            unit_dequant8<MODE, BITS>(wd, 8 * c, sb[c / 2], bb[c / 2], w);
-            store8(o + 8 * c, w);
+        for (int h = 0; h < G; h++)
+            chunk_factors<MODE, BITS>(q_scale_raw<MODE>(qm.scales, f.sdt, g + h),
+                                      MODE == QMODE_AFFINE ? q_scale_raw<MODE>(qm.biases, f.sdt, g) : 0u, f.sdt, sb[h], bb);
+        T *o = dst + (size_t)r * f.k + (size_t)ch * C::codes;
+#pragma unroll
+        for (int c = 0; c < C::codes / 8; c++) {
+            float v[8];
+            chunk_decode8<MODE, BITS>(wd, 8 * c, v);
+            const float s = sb[G == 2 ? c / 2 : 0];
+#pragma unroll
+            for (int j = 0; j < 8; j++) v[j] = MODE == QMODE_AFFINE ? fmaf(v[j], s, bb) : v[j] * decode_unit<MODE>() * s;
+            store8(o + 8 * c, v);
         }
     }
+}
+
+/* The dequantizer (the table at the top of this file). */
+static enum qdeq_kernel choose_qdequant_kernel(const qfmt &f, const qmat &qm, enum dtype dt)
+{
+    const bool chunks = f.k % 32 == 0 && ((uintptr_t)qm.w & 15) == 0 && (dt == DTYPE_BF16 || dt == DTYPE_F32);
+    return chunks ? QDEQ_CHUNKS : QDEQ_ELEMS;
 }
 
 void cuda_qdequant(struct cuda_backend *cb, void *dst, enum dtype dt, const struct tensor *w, int64_t row0, int64_t rows)
 {
     const qmat qm = cuda_qmat_of(w);
     const qfmt f = fmt_of(w);
-    if (f.k % 32 == 0 && (dt == DTYPE_BF16 || dt == DTYPE_F32)) {
-        const size_t n = (size_t)rows * (f.k / 32);
+    if (choose_qdequant_kernel(f, qm, dt) == QDEQ_CHUNKS) {
+        const size_t n = (size_t)rows * (f.k / 32) * (f.bits == 8 ? 2 : 1);   // chunks
         const int grid = (int)((n + 255) / 256 > 65535 ? 65535 : (n + 255) / 256);
         if (dt == DTYPE_BF16)
-            DISPATCH_QFMT(f, k_qdequant_units<MODE, BITS, __nv_bfloat16><<<grid, 256, 0, cb->stream>>>(
+            DISPATCH_QFMT(f, k_qdequant_chunks<MODE, BITS, __nv_bfloat16><<<grid, 256, 0, cb->stream>>>(
                 (__nv_bfloat16 *)dst, qm, f, row0, rows));
         else
-            DISPATCH_QFMT(f, k_qdequant_units<MODE, BITS, float><<<grid, 256, 0, cb->stream>>>((float *)dst, qm, f, row0, rows));
+            DISPATCH_QFMT(f, k_qdequant_chunks<MODE, BITS, float><<<grid, 256, 0, cb->stream>>>((float *)dst, qm, f, row0, rows));
         LAUNCH_CHECK();
         return;
     }
@@ -518,7 +728,8 @@ void cuda_qembed(struct cuda_backend *cb, float *out, const struct tensor *table
 
 /* ==== MoE experts ==== */
 
-/* out[slot, row] = W_{ids[slot]}[row] . x[slot / x_div] (MoE decode: one block column per slot). */
+/* out[slot, row] = W_{ids[slot]}[row] . x[slot / x_div] (MoE decode: one block column per slot),
+ * each row as k_qgemv sums it. */
 template <int MODE, int BITS>
 __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_moe_qgemv(float *out, const float *x, const qmat *tab, qfmt f,
                                                                const int32_t *ids, int m, int x_div)
@@ -526,16 +737,24 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_moe_qgemv(float *out, cons
     pdl_wait();      // ids and x come from the kernels before
     pdl_trigger();
     const int slot = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row0 = blockIdx.x * QGEMV_R;
+    const int row0 = (blockIdx.x * QGEMV_WARPS + warp) * QGEMV_R;
+    if (row0 >= m) return;
     const qmat qm = tab[ids[slot]];
-    __shared__ float part[QGEMV_WARPS][QGEMV_R][1], sum[QGEMV_R][1];
+    qwarp_rows wr;
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++) {
+        wr.qm[r] = qm;
+        wr.row[r] = min(row0 + r, m - 1);
+    }
     float acc[QGEMV_R][1];
-    qrows_dot<MODE, BITS, 1>(acc, qm, f, row0, m, x + (size_t)(slot / x_div) * f.k, f.k, 1, warp, lane);
-    qblock_sum<1>(acc, part, sum, warp, lane);
-    if (threadIdx.x < QGEMV_R && row0 + (int)threadIdx.x < m) out[(size_t)slot * m + row0 + threadIdx.x] = sum[threadIdx.x][0];
+    qwarp_dot<MODE, BITS, 1>(acc, wr, f, f, x + (size_t)(slot / x_div) * f.k, f.k, 1, lane);
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++)
+        if (lane == r && row0 + r < m) out[(size_t)slot * m + row0 + r] = acc[r][0];
 }
 
-/* out[slot, row] = act(gate . x) * (up . x) with x = x[slot / x_div] (gate, up of the slot's expert). */
+/* out[slot, row] = act(gate . x) * (up . x) with x = x[slot / x_div] (gate, up of the slot's expert;
+ * a warp owns QGEMV_R / 2 rows of each, as k_qgemv_glu). */
 template <int MODE, int BITS>
 __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_moe_qgate_up(float *out, const float *x, const qmat *tab_g,
                                                                   const qmat *tab_u, qfmt fg, qfmt fu,
@@ -543,17 +762,23 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_moe_qgate_up(float *out, c
 {
     pdl_wait();      // ids and x come from the kernels before
     pdl_trigger();
+    constexpr int H = QGEMV_R / 2;
     const int slot = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int row0 = blockIdx.x * QGEMV_R, e = ids[slot];
-    const float *xr = x + (size_t)(slot / x_div) * fg.k;
-    __shared__ float part[QGEMV_WARPS][QGEMV_R][1], sg[QGEMV_R][1], su[QGEMV_R][1];
+    const int row0 = (blockIdx.x * QGEMV_WARPS + warp) * H;
+    if (row0 >= m) return;
+    const int e = ids[slot];
+    const qmat g = tab_g[e], u = tab_u[e];
+    qwarp_rows wr;
+#pragma unroll
+    for (int r = 0; r < QGEMV_R; r++) {
+        wr.qm[r] = r < H ? g : u;
+        wr.row[r] = min(row0 + r % H, m - 1);
+    }
     float acc[QGEMV_R][1];
-    qrows_dot<MODE, BITS, 1>(acc, tab_g[e], fg, row0, m, xr, fg.k, 1, warp, lane);
-    qblock_sum<1>(acc, part, sg, warp, lane);
-    qrows_dot<MODE, BITS, 1>(acc, tab_u[e], fu, row0, m, xr, fu.k, 1, warp, lane);
-    qblock_sum<1>(acc, part, su, warp, lane);
-    if (threadIdx.x < QGEMV_R && row0 + (int)threadIdx.x < m)
-        out[(size_t)slot * m + row0 + threadIdx.x] = glu_act(sg[threadIdx.x][0], act) * su[threadIdx.x][0];
+    qwarp_dot<MODE, BITS, 1>(acc, wr, fg, fu, x + (size_t)(slot / x_div) * fg.k, fg.k, 1, lane);
+#pragma unroll
+    for (int r = 0; r < H; r++)
+        if (lane == r && row0 + r < m) out[(size_t)slot * m + row0 + r] = glu_act(acc[r][0], act) * acc[H + r][0];
 }
 
 void cuda_moe_qgate_up(struct cuda_backend *cb, float *out, const float *x, const qmat *d_tab_g, const qmat *d_tab_u,
@@ -561,7 +786,7 @@ void cuda_moe_qgate_up(struct cuda_backend *cb, float *out, const float *x, cons
                        enum act act)
 {
     const qfmt fg = fmt_of(g0), fu = fmt_of(u0);
-    const int m = (int)g0->ne[1], rows_per_block = QGEMV_R;
+    const int m = (int)g0->ne[1], rows_per_block = QGEMV_WARPS * QGEMV_R / 2;   // of gate and of up
     CHECK(fg.mode == fu.mode && fg.bits == fu.bits && fg.k == fu.k && fg.k % 32 == 0 && g0->ne[1] == u0->ne[1],
           "cuda moe: gate and up of different formats or shapes");
     dim3 grid((m + rows_per_block - 1) / rows_per_block, n_slots), block(QGEMV_WARPS * 32);
@@ -574,7 +799,7 @@ void cuda_moe_qgemv(struct cuda_backend *cb, float *out, const float *x, const q
                     const int32_t *d_ids, int n_slots, int x_div)
 {
     const qfmt f = fmt_of(w0);
-    const int m = (int)w0->ne[1], rows_per_block = QGEMV_R;
+    const int m = (int)w0->ne[1], rows_per_block = QGEMV_WARPS * QGEMV_R;
     CHECK(f.k % 32 == 0, "cuda moe: quantized experts need inputs in multiples of 32 (%d)", f.k);
     dim3 grid((m + rows_per_block - 1) / rows_per_block, n_slots), block(QGEMV_WARPS * 32);
     DISPATCH_QFMT(f, launch_pdl(cb, k_moe_qgemv<MODE, BITS>, grid, block, out, x, d_tab, f, d_ids, m, x_div));

@@ -40,6 +40,7 @@
 #define KC            512            // a multiple of every family's lanes
 #define KC16_MAX      1024           // the same for bf16 x and w: a 6-row x tile and a 4-row w tile
 #define KC16          512            //   of 1,024 bf16 each take 20 KiB of L1
+_Static_assert(KC16 % KBF16_CHUNK == 0, "bf16 k blocks must be whole chunks of the tiles");
 #define XBLOCK_TILES  16             // x tiles per block when k is cut
 
 #define GEMM_MAX_MATS 3
@@ -105,7 +106,6 @@ static struct tiling tiling_f32(const struct cpu_kern *kf)
 
 static struct tiling tiling_bf16(const struct cpu_bf16_kern *kb)
 {
-    CHECK(KC16 % kb->chunk == 0, "bf16 tiles: k blocks of %d are not whole chunks of %d", KC16, kb->chunk);
     return (struct tiling){ kb->mr, kb->nr, kb->lanes, KC16_MAX, KC16, tile_bf16 };
 }
 
@@ -252,11 +252,11 @@ void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ld
         CHECK(tensor_is_contiguous(w) || w->ne[2] * w->ne[3] == 1, "matmul: weight %s not 2-D", w->name ? w->name : "?");
         m_total += tensor_rows(w);
     }
-    bool gemv = n <= GEMV_MAX_ROWS, any16 = false, any32 = false;
+    bool gemv = n <= GEMV_MAX_ROWS, dot16[GEMM_MAX_MATS], any16 = false, any32 = false;
     for (int i = 0; i < n_mats; i++) {
-        bool d16 = multiplies_bf16(c, ws[i]);
-        any16 |= d16;
-        any32 |= !d16;
+        dot16[i] = multiplies_bf16(c, ws[i]);
+        any16 |= dot16[i];
+        any32 |= !dot16[i];
     }
     if (!gemv && any32 && ((ldx * (int64_t)sizeof(float)) % 2048 == 0 || ldx % 16 || (uintptr_t)x % 64)) {
         // x rows 2 or 4 KiB apart alias in L1 (the tile reads mr of them at the same offset),
@@ -290,7 +290,7 @@ void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ld
         mt->w = host_row(w, 0);
         mt->ldw = w->nb[1];
         mt->wdt = w->dtype;
-        mt->dot16 = multiplies_bf16(c, w);
+        mt->dot16 = dot16[i];
         mt->bias = biases ? biases[i] : NULL;
         mt->m = tensor_rows(w);
         int64_t nt = (target * mt->m + m_total - 1) / m_total;

@@ -26,15 +26,15 @@
 #include <stdint.h>
 
 #define KBF16_NARROW_M 256
+#define KBF16_CHUNK    32    // k elements per accumulator step; k blocks are multiples of it
 
 struct cpu_bf16_kern {
     int mr;      // x rows per tile
     int nr;      // weight rows per tile
-    int chunk;   // k elements per accumulator step; k blocks are multiples of it
     int lanes;   // f32 accumulators per (x row, weight row): part holds mr_ * nr_ * lanes floats
 
     /* c[i * ldc + j] = dot(x_i, w_j) for i < mr_ <= mr, j < nr_ <= nr; x_i at x + i * ldx, w_j
-     * at w + j * ldw (elements). Walks only the chunks of [k0, k1) (k0, k1 multiples of chunk, or
+     * at w + j * ldw (elements). Walks only the chunks of [k0, k1) (k0, k1 multiples of KBF16_CHUNK, or
      * k1 == k): k0 == 0 starts from zero, otherwise from part; k1 == k writes c, otherwise
      * parks the accumulators in part. Split or whole, the result is bit-identical. */
     void (*tile)(int mr_, int nr_, int64_t k, int64_t k0, int64_t k1, const uint16_t *x, int64_t ldx,

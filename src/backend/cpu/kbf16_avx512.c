@@ -15,7 +15,6 @@
 
 #define KB_MR    6
 #define KB_NR    4
-#define KB_CHUNK 32
 
 #define KB_INLINE static inline __attribute__((always_inline))
 #define KB_UNROLL _Pragma("GCC unroll 6")
@@ -32,7 +31,7 @@ KB_INLINE void kb_tile_body(const int MR, const int NR, int64_t k, int64_t k0, i
     KB_UNROLL for (int i = 0; i < MR; i++)
         KB_UNROLL for (int j = 0; j < NR; j++) acc[i][j] = k0 == 0 ? v_zero() : v_ldx(part + (i * NR + j) * VLANES);
     int64_t kk = k0;
-    for (; kk + KB_CHUNK <= k1; kk += KB_CHUNK) {
+    for (; kk + KBF16_CHUNK <= k1; kk += KBF16_CHUNK) {
         __m512bh xv[KB_MR];
         KB_UNROLL for (int i = 0; i < MR; i++) xv[i] = kb_ld(x + i * ldx + kk);
         KB_UNROLL for (int j = 0; j < NR; j++) {
@@ -92,7 +91,7 @@ static void kb_to_bf16(const float *src, uint16_t *dst, int64_t n)
 }
 
 static const struct cpu_bf16_kern kb_avx512 = {
-    .mr = KB_MR, .nr = KB_NR, .chunk = KB_CHUNK, .lanes = VLANES, .tile = kb_tile, .to_bf16 = kb_to_bf16,
+    .mr = KB_MR, .nr = KB_NR, .lanes = VLANES, .tile = kb_tile, .to_bf16 = kb_to_bf16,
 };
 
 /* Whether vdpbf16ps out-runs the f32 FMAs: AMD cores (Zen 4 and later) issue it at the FMA rate,

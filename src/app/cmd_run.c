@@ -39,7 +39,7 @@ static void usage(void)
             "  --output text|ids     what to print (default: text; ids for --prompt-ids)\n"
             "  --ignore-eos          keep going past end-of-sequence tokens\n"
             "  --backend ref|cpu|cuda  --threads N\n"
-            "  --tensor-parallel N   split the model over N ranks (ref, cpu; cuda needs NCCL, not built)\n"
+            "  --tensor-parallel N   split the model over N ranks (ref, cpu; cuda: N GPUs over NCCL)\n"
             "  --expert-parallel     MoE: whole experts per rank (with --tensor-parallel N >= 2)\n"
             "  --kv-cache-bytes N    KV cache budget, with hybrid models' state slots (suffixes K, M, G;\n"
             "                        default: free GPU memory on cuda, 1G on cpu)\n"

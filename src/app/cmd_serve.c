@@ -74,7 +74,7 @@ static void usage(void)
         "  --backend NAME              ref|cpu|cuda (default: cuda if a GPU is present, else cpu)\n"
         "  --threads N                 CPU threads\n"
         "  --tensor-parallel N         split the model over N ranks (Megatron layout; also -tp,\n"
-        "                              --tensor-parallel-size): ref and cpu today, cuda needs NCCL (not built)\n"
+        "                              --tensor-parallel-size): ref, cpu, and cuda on GPUs 0..N-1 over NCCL\n"
         "  --expert-parallel           MoE: whole experts per rank instead of each expert split (needs N >= 2)\n"
         "  --kv-cache-bytes N          KV cache budget (suffixes K, M, G; default: free GPU memory after the\n"
         "                              weights minus a margin on cuda, 1G on cpu); hybrid models' recurrent\n"

@@ -78,9 +78,9 @@ static enum status check_device_room(const struct model *m, struct backend *be, 
     return STATUS_ENOMEM;
 }
 
-static enum status backend_open(const char *backend, int n_threads, struct backend **out)
+static enum status backend_open(const char *backend, int n_threads, int device, struct backend **out)
 {
-    struct backend_cfg cfg = { .n_threads = n_threads };
+    struct backend_cfg cfg = { .n_threads = n_threads, .device = device };
     backend_cfg_from_env(&cfg);   // the CAIRN_CUDA_* switches and CAIRN_PROFILE (docs/server.md)
     return backend_new(backend ? backend : app_default_backend(), &cfg, out);
 }
@@ -97,7 +97,7 @@ enum status app_model_open(const char *dir, const char *backend, int n_threads, 
 {
     memset(out, 0, sizeof *out);
     enum status st = model_load(dir, &out->m);
-    if (st == STATUS_OK) st = backend_open(backend, n_threads, &out->be);
+    if (st == STATUS_OK) st = backend_open(backend, n_threads, 0, &out->be);
     if (st == STATUS_OK) st = prepare_weights(out, dir);
     if (st != STATUS_OK) app_model_close(out);   // what was made, the model before its backend
     return st;
@@ -108,7 +108,7 @@ enum status app_model_synthesize(const char *config, uint64_t seed, const char *
 {
     memset(out, 0, sizeof *out);
     // The backend comes first: the weights are made in its memory (and freed before it).
-    enum status st = backend_open(backend, n_threads, &out->be);
+    enum status st = backend_open(backend, n_threads, 0, &out->be);
     if (st == STATUS_OK) st = model_synthesize_on(config, seed, out->be, &out->m);
     if (st == STATUS_OK) st = prepare_weights(out, config);
     if (st != STATUS_OK) app_model_close(out);
@@ -159,37 +159,56 @@ bool app_parse_bytes(const char *s, size_t *out)
     return true;
 }
 
+/* --tensor-parallel on cuda: one GPU per rank, devices 0 .. n_ranks - 1, all visible. */
+static enum status check_gpus(const char *backend, int n_ranks)
+{
+    int n_gpus = backend_cuda_device_count();   // 0 without CUDA or a driver
+    if (n_gpus >= n_ranks) return STATUS_OK;
+#ifdef CAIRN_HAVE_CUDA
+    const char *why = "";
+#else
+    const char *why = " (this binary was built without CUDA)";
+#endif
+    LOG_ERR("--tensor-parallel %d on %s needs %d GPUs, one per rank; %d visible%s", n_ranks, backend, n_ranks, n_gpus,
+            why);
+    return STATUS_EINVAL;
+}
+
 enum status app_model_open_sharded(const char *dir, const char *backend, int n_threads, int n_ranks,
                                    bool expert_parallel, struct app_model *out)
 {
     memset(out, 0, sizeof *out);
     const char *name = backend ? backend : app_default_backend();
-    if (strcmp(name, "ref") && strcmp(name, "cpu") && strcmp(name, "cpu-precise")) {
-        LOG_ERR("--tensor-parallel on %s needs NCCL (not built): only the ref and cpu backends run ranks today", name);
-        return STATUS_EUNSUPPORTED;
-    }
+    bool cuda = !strncmp(name, "cuda", 4);   // cuda, cuda-precise, cuda-deterministic
     if (n_ranks < 1 || n_ranks > APP_MAX_RANKS) {
         LOG_ERR("--tensor-parallel %d: between 1 and %d", n_ranks, APP_MAX_RANKS);
         return STATUS_EINVAL;
     }
-    struct model *full;
-    enum status st = model_load(dir, &full);
+    enum status st = cuda ? check_gpus(name, n_ranks) : STATUS_OK;
     if (st != STATUS_OK) return st;
+    struct model *full;
+    if ((st = model_load(dir, &full)) != STATUS_OK) return st;
     struct shard_plan plan;
     if ((st = shard_plan_make(&full->hp, &full->f, n_ranks, expert_parallel, &plan)) != STATUS_OK) goto out_free_full;
-    if ((st = collective_threads_new(n_ranks, out->coll)) != STATUS_OK) goto out_free_full;
+    int devices[APP_MAX_RANKS];
+    for (int r = 0; r < n_ranks; r++) devices[r] = r;
+    // NCCL first: a missing libnccl is refused before any weight is sliced or copied.
+    st = cuda ? collective_nccl_new(n_ranks, devices, out->coll) : collective_threads_new(n_ranks, out->coll);
+    if (st != STATUS_OK) goto out_free_full;
     out->n_ranks = n_ranks;
     // Each rank's weights are sliced from the host copy before any backend prepares them.
     for (int r = 0; r < n_ranks && st == STATUS_OK; r++) {
         if ((st = model_shard(full, &plan, r, &out->rank_m[r])) != STATUS_OK) break;
-        if ((st = backend_open(name, n_threads, &out->rank_be[r])) != STATUS_OK) break;
+        if ((st = backend_open(name, n_threads, devices[r], &out->rank_be[r])) != STATUS_OK) break;
+        if ((st = check_device_room(out->rank_m[r], out->rank_be[r], dir)) != STATUS_OK) break;
         st = model_prepare(out->rank_m[r], out->rank_be[r]);
     }
     model_free(full);
     out->m = out->rank_m[0];
     out->be = out->rank_be[0];
     if (st != STATUS_OK) app_model_close(out);
-    else LOG_INFO("%s: %d ranks (%s parallel)", dir, n_ranks, expert_parallel ? "tensor and expert" : "tensor");
+    else LOG_INFO("%s: %d ranks (%s parallel)%s", dir, n_ranks, expert_parallel ? "tensor and expert" : "tensor",
+                  cuda ? ", one GPU each" : "");
     return st;
 
 out_free_full:
@@ -223,12 +242,12 @@ enum status app_engine_new(const struct engine_cfg *cfg, struct app_model *am, s
 
 void app_model_close(struct app_model *am)
 {
-    if (am->coll[0]) {   // sharded: every rank's model and backend, then the group
+    if (am->coll[0]) {   // sharded: the group (it may hold buffers of the backends), every rank's model and backend
+        collective_free_group(am->coll, am->n_ranks);
         for (int r = 0; r < am->n_ranks; r++) {
             model_free(am->rank_m[r]);
             backend_free(am->rank_be[r]);
         }
-        collective_free_group(am->coll, am->n_ranks);
     } else {
         model_free(am->m);
         backend_free(am->be);

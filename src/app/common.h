@@ -39,9 +39,10 @@ enum status app_model_open(const char *dir, const char *backend, int n_threads, 
 enum status app_model_synthesize(const char *config, uint64_t seed, const char *backend, int n_threads,
                                  struct app_model *out);
 /* --tensor-parallel N (and --expert-parallel): dir split over n_ranks ranks of one process
- * (model/shard.h), each on a backend of its own, joined by the in-process collective. Refused with
- * a logged reason (EUNSUPPORTED, EINVAL): cuda (the NCCL collective is not built), quantized
- * weights, shapes that do not divide (the config key is named). */
+ * (model/shard.h), each on a backend of its own, joined by the in-process collective (ref, cpu) or
+ * NCCL (cuda: rank r on GPU r). Refused with a logged reason (EUNSUPPORTED, EINVAL, EDEVICE): fewer
+ * GPUs than ranks, libnccl missing, quantized weights, shapes that do not divide (the config key
+ * is named). */
 enum status app_model_open_sharded(const char *dir, const char *backend, int n_threads, int n_ranks,
                                    bool expert_parallel, struct app_model *out);
 void        app_model_close(struct app_model *am);

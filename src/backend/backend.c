@@ -33,6 +33,14 @@ enum status backend_cuda_new(const struct backend_cfg *cfg, struct backend **out
     LOG_ERR("backend cuda: this binary was built without CUDA (nvcc not found at build time)");
     return STATUS_EUNSUPPORTED;
 }
+
+int backend_cuda_device_count(void) { return 0; }
+
+void *backend_cuda_stream(struct backend *be)
+{
+    CHECK(false, "backend_cuda_stream on %s in a binary without CUDA", be->ops->name);
+    return NULL;
+}
 #endif
 
 /* ==== Composed fused ops ==== */

@@ -339,4 +339,10 @@ enum status backend_ref_new(const struct backend_cfg *cfg, struct backend **out)
 enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out);
 enum status backend_cuda_new(const struct backend_cfg *cfg, struct backend **out);
 
+/* The cuda backend's extras for dist/collective_nccl.c. GPUs this process sees (0 without CUDA or
+ * a driver); a cuda backend's stream (a cudaStream_t), where a collective queues its calls behind
+ * the backend's ops. */
+int   backend_cuda_device_count(void);
+void *backend_cuda_stream(struct backend *be);
+
 #endif

@@ -88,6 +88,12 @@ static void threads_all_gather_cols(struct collective *c, struct backend *be, st
     pthread_barrier_wait(&g->barrier);
 }
 
+/* Host backends finish a call before it returns: nothing can be left waiting on a failed rank. */
+static enum status threads_sync(struct collective *c, struct backend *be)
+{
+    return be->ops->sync(be);
+}
+
 static void threads_free_group(struct collective **ranks, int n_ranks)
 {
     if (!n_ranks || !ranks[0]) return;
@@ -101,6 +107,7 @@ static const struct collective_ops threads_ops = {
     .name = "threads",
     .all_reduce_sum = threads_all_reduce_sum,
     .all_gather_cols = threads_all_gather_cols,
+    .sync = threads_sync,
     .free_group = threads_free_group,
 };
 

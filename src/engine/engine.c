@@ -678,9 +678,9 @@ bool engine_step(struct engine *e)
     mask_worker_post(e->mw, e->mask_jobs, n_jobs);
     struct tensor logits, hidden;
     enum status st_ranks = engine_ranks_forward(e, &meta, &logits, &hidden);
-    if (e->want_hidden) download_hidden(e, &hidden);
+    if (e->want_hidden && st_ranks == STATUS_OK) download_hidden(e, &hidden);
     mask_worker_wait(e->mw);   // the device (if any) is still busy with the forward pass
-    if (e->n_out > 0) {
+    if (e->n_out > 0 && st_ranks == STATUS_OK) {   // a failed rank's step has nothing to sample
         mask_logits(e, &logits);
         sample_outputs(e, &logits);
     }

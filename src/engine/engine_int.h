@@ -70,7 +70,8 @@ struct engine_rank {
     struct forward     *fw;
     struct kv_pool     *pool;
     struct state_pool  *states;     // hybrid models
-    enum status         st;         // its last step's sync
+    struct collective  *coll;       // borrowed: its handle of the ranks' collective
+    enum status         st;         // its last step's collective_sync
 };
 
 /* What one sequence contributes to a step. */
@@ -99,6 +100,8 @@ struct engine {
     struct engine_rank    *ranks;           // [n_ranks] (n_ranks > 1), [0] mirrors fw, pool, states, be
     struct ranks          *rk;              // the rank threads (n_ranks > 1)
     const struct batch_meta *step_meta;     // the step the ranks execute
+    enum status            ranks_failed;    // not OK once a rank failed a step: every later step fails
+                                            // at once (a failed NCCL group's communicators are gone)
     struct sampler_scratch *scratch;
     int                    n_vocab;
     int                    bs;              // block size

@@ -5,15 +5,17 @@
  * mean the same rows on every rank because every rank's KV pool and state pool have the same
  * counts and rank 0 hands out the ids. A step is one batch_meta executed by every rank through
  * ranks_run on threads started once at engine_new (no thread per step). Collectives inside the
- * forward pass pair up because every rank runs the same step; a backend error shows at sync, after
- * the step's collectives, so a failing rank never leaves another waiting: the step's requests end
- * with the error instead (engine.c). Snapshots of a hybrid's recurrent state hold every rank's
+ * forward pass pair up because every rank runs the same step. Every rank, rank 0 included, ends
+ * its part with collective_sync, which never leaves a rank waiting on a failed one (NCCL aborts the
+ * group's collectives): the step's requests end with the error (engine.c), and so does every later
+ * step's, without running, as a failed group cannot run collectives again. Snapshots of a hybrid's recurrent state hold every rank's
  * slot, rank after rank, so a prefix-cache resume restores each rank's shard of the state.
  */
 #include <string.h>
 
 #include "base/log.h"
 #include "base/mem.h"
+#include "dist/collective.h"
 #include "dist/ranks.h"
 #include "engine/engine_int.h"
 
@@ -21,13 +23,15 @@ enum status engine_ranks_new(struct engine *e, const struct engine_shards *sh, i
 {
     e->n_ranks = sh->n_ranks;
     e->ranks = xcalloc((size_t)sh->n_ranks, sizeof *e->ranks);
-    e->ranks[0] = (struct engine_rank){ .m = e->m, .be = e->be, .fw = e->fw, .pool = e->pool, .states = e->states };
+    e->ranks[0] = (struct engine_rank){ .m = e->m, .be = e->be, .fw = e->fw, .pool = e->pool, .states = e->states,
+                                        .coll = sh->coll[0] };
     forward_bind_collective(e->fw, sh->coll[0]);
     enum status st = STATUS_OK;
     for (int r = 1; r < sh->n_ranks && st == STATUS_OK; r++) {
         struct engine_rank *k = &e->ranks[r];
         k->m = sh->m[r];
         k->be = sh->be[r];
+        k->coll = sh->coll[r];
         if ((st = forward_new(k->m, k->be, e->cfg.max_batch_tokens, e->cfg.max_running, &k->fw)) != STATUS_OK) break;
         forward_bind_collective(k->fw, sh->coll[r]);
         if (e->states) {
@@ -55,7 +59,7 @@ void engine_ranks_free(struct engine *e)
 }
 
 /* Rank r's forward pass over its shard; outputs of ranks > 0 are dropped (the logits are gathered
- * on every rank, rank 0 samples). */
+ * on every rank, rank 0 samples from its own once the step returns). */
 static void forward_on(struct engine_rank *k, const struct batch_meta *meta, bool want_hidden, struct tensor *logits,
                        struct tensor *hidden)
 {
@@ -72,13 +76,12 @@ static void step_on_rank(void *ctx, int r)
 {
     struct step_job *j = ctx;
     struct engine_rank *k = &j->e->ranks[r];
-    if (r == 0) {
-        forward_on(k, j->e->step_meta, j->e->want_hidden, j->logits, j->hidden);
-        return;   // rank 0 samples, then syncs (engine_step)
-    }
     struct tensor logits, hidden;
-    forward_on(k, j->e->step_meta, j->e->want_hidden, &logits, &hidden);
-    k->st = k->be->ops->sync(k->be);
+    if (r == 0) forward_on(k, j->e->step_meta, j->e->want_hidden, j->logits, j->hidden);
+    else forward_on(k, j->e->step_meta, j->e->want_hidden, &logits, &hidden);
+    // Rank 0 too: a rank that waited for rank 0's failed collectives must be released (the cost: rank
+    // 0's sampling starts after a host round trip instead of queued behind the forward pass).
+    k->st = collective_sync(k->coll, k->be);
 }
 
 enum status engine_ranks_forward(struct engine *e, const struct batch_meta *meta, struct tensor *logits,
@@ -88,13 +91,14 @@ enum status engine_ranks_forward(struct engine *e, const struct batch_meta *meta
         forward_on(&(struct engine_rank){ .fw = e->fw, .pool = e->pool }, meta, e->want_hidden, logits, hidden);
         return STATUS_OK;
     }
+    if (e->ranks_failed != STATUS_OK) return e->ranks_failed;
     struct step_job j = { .e = e, .logits = logits, .hidden = hidden };
     e->step_meta = meta;
     ranks_run(e->rk, step_on_rank, &j);
-    for (int r = 1; r < e->n_ranks; r++) {
+    for (int r = 0; r < e->n_ranks; r++) {
         if (e->ranks[r].st == STATUS_OK) continue;
-        LOG_ERR("engine: rank %d failed the step: %s", r, status_str(e->ranks[r].st));
-        return e->ranks[r].st;
+        LOG_ERR("engine: rank %d failed the step: %s; the ranks fail every later step", r, status_str(e->ranks[r].st));
+        return e->ranks_failed = e->ranks[r].st;
     }
     return STATUS_OK;
 }
@@ -123,6 +127,7 @@ void engine_ranks_state_save(struct engine *e, int slot, void *dst)
         state_pool_save(e->states, slot, dst);
         return;
     }
+    if (e->ranks_failed != STATUS_OK) return;   // its requests end with the failure anyway
     struct state_job j = { .e = e, .slot = slot, .dst = dst };
     ranks_run(e->rk, state_on_rank, &j);
 }
@@ -133,6 +138,7 @@ void engine_ranks_state_load(struct engine *e, int slot, const void *src)
         state_pool_load(e->states, slot, src);
         return;
     }
+    if (e->ranks_failed != STATUS_OK) return;
     struct state_job j = { .e = e, .slot = slot, .src = src };
     ranks_run(e->rk, state_on_rank, &j);
 }

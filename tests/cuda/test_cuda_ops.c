@@ -698,6 +698,66 @@ TEST(moe_ffn_add)
     }
 }
 
+/* moe_expert_subset (expert parallelism): experts 0, 1, 2, 5 and 7 of 8 absent (buf NULL, as
+ * model_shard leaves another rank's), so the first, a middle and the last are missing. moe_ffn and
+ * moe_ffn_add against ref with the same experts absent (they add nothing), on every path: the fused
+ * 16-byte kernels (bf16/f16, few tokens), the GEMV kernels (f32; 37 tokens), the grouped cuBLAS path
+ * (70 tokens) and cuda-deterministic's token slices. */
+TEST(moe_expert_subset)
+{
+    struct rng r;
+    rng_seed(&r, 13);
+    const int E = 8, k = 3, dm = 64, f = 48;
+    const bool absent[8] = { true, true, true, false, false, true, false, true };
+    struct backend *det;
+    ASSERT(backend_new("cuda-deterministic", NULL, &det) == STATUS_OK);
+    EXPECT(g_cuda->ops->moe_expert_subset);
+    for (int di = 0; di < 3; di++) {
+        struct experts ex;
+        experts_new(&ex, &r, float_dtypes[di], E, dm, f);
+        struct tensor hg[8], hu[8], hd[8], tg[8], tu[8], td[8];
+        for (int e = 0; e < E; e++) {
+            struct tensor none = { 0 };
+            hg[e] = absent[e] ? none : ex.h.tg[e]; hu[e] = absent[e] ? none : ex.h.tu[e]; hd[e] = absent[e] ? none : ex.h.td[e];
+            tg[e] = absent[e] ? none : ex.tg[e];   tu[e] = absent[e] ? none : ex.tu[e];   td[e] = absent[e] ? none : ex.td[e];
+        }
+        const int sizes[4] = { 1, 5, 37, 70 };
+        for (int si = 0; si < 4; si++) {
+            int n = sizes[si];
+            struct tt xn = tt_new(DTYPE_F32, dm, n), lg = tt_new(DTYPE_F32, E, n), ids = tt_new(DTYPE_I32, k, n);
+            struct tt w = tt_new(DTYPE_F32, k, n), b = tt_new(DTYPE_F32, dm, n), a = tt_new(DTYPE_F32, dm, n);
+            tt_randn(&xn, &r, 1.0f);
+            tt_randn(&lg, &r, 1.0f);
+            g_ref->ops->moe_route(g_ref, tt_t(&ids), tt_t(&w), tt_t(&lg), k, true);
+            g_ref->ops->moe_ffn(g_ref, tt_t(&b), tt_t(&xn), tt_t(&ids), tt_t(&w), hg, hu, hd, E, ACT_SILU);
+            struct dt dxn = dev_of(&xn), dids = dev_of(&ids), dw = dev_of(&w), dout = dev_new(&a);
+            struct backend *bes[2] = { g_cuda, det };
+            for (int bi = 0; bi < 2; bi++) {
+                struct backend *be = bes[bi];
+                be->ops->moe_ffn(be, &dout.t, &dxn.t, &dids.t, &dw.t, tg, tu, td, E, ACT_SILU);
+                be->ops->download(be, a.p, &dout.t, sizeof(float) * (size_t)dm * n);
+                bool tight = n <= 16 || float_dtypes[di] == DTYPE_F32;
+                EXPECTF(tt_close("moe_ffn subset", a.p, b.p, (int64_t)dm * n, tight ? 1e-4 : 2e-2, 1e-3,
+                                 tight ? 1e-9 : 1e-4), "moe_ffn, experts absent, n=%d %s on %s", n,
+                        dtype_name(float_dtypes[di]), bi ? "cuda-deterministic" : "cuda");
+                // moe_ffn_add onto zeros: the same sum through the residual epilogue
+                memset(a.p, 0, sizeof(float) * (size_t)dm * n);
+                be->ops->upload(be, &dout.t, a.p, sizeof(float) * (size_t)dm * n);
+                be->ops->moe_ffn_add(be, &dout.t, &dxn.t, &dids.t, &dw.t, tg, tu, td, E, ACT_SILU);
+                be->ops->download(be, a.p, &dout.t, sizeof(float) * (size_t)dm * n);
+                EXPECTF(tt_close("moe_ffn_add subset", a.p, b.p, (int64_t)dm * n, tight ? 1e-4 : 2e-2, 1e-3,
+                                 tight ? 1e-9 : 1e-4), "moe_ffn_add, experts absent, n=%d %s on %s", n,
+                        dtype_name(float_dtypes[di]), bi ? "cuda-deterministic" : "cuda");
+                EXPECT(be->ops->sync(be) == STATUS_OK);
+            }
+            dev_free(&dxn); dev_free(&dids); dev_free(&dw); dev_free(&dout);
+            tt_free(&xn); tt_free(&lg); tt_free(&ids); tt_free(&w); tt_free(&b); tt_free(&a);
+        }
+        experts_free(&ex);
+    }
+    backend_free(det);
+}
+
 /* cuda-deterministic: a token's routing and MoE output are the same alone as in a batch of 70
  * (prefill-sized: two slices of the per-token kernels), bit for bit. */
 TEST(moe_batch_invariance)
@@ -848,6 +908,7 @@ int main(void)
     RUN(norm_moe_route);
     RUN(moe_ffn_add);
     RUN(moe_batch_invariance);
+    RUN(moe_expert_subset);
     RUN(wide_gemv_batch_invariance);
     // the same matmul cases with 5-16-row matmuls on cuBLAS (backend_cfg cuda_skinny_off)
     backend_free(g_cuda);

@@ -5,7 +5,9 @@
  * where the shapes divide. One scenario per engine: three requests batched together with prefill
  * chunks smaller than the prompts (continuous batching), one of them cancelled mid-prefill, then a
  * request that extends a finished prompt: a prefix-cache hit (for the hybrid, a resume from its
- * state snapshot, which holds every rank's slot). Same tokens, same finish reasons, same hit. */
+ * state snapshot, which holds every rank's slot). Same tokens, same finish reasons, same hit.
+ * rank_failure: a rank whose backend fails at sync (rank 1, then rank 0) fails the step for all
+ * ranks, and every later step at once (engine_ranks.c). */
 #include "harness.h"
 
 #include "base/log.h"
@@ -173,6 +175,71 @@ static void check_fixture(const char *name, bool ep)
     }
 }
 
+/* ==== A rank that fails ==== */
+
+/* The failing rank's sync: OK for its first g_fail_from calls, then a device error, as a GPU's
+ * sticky error would be. Counts every call. */
+static int g_sync_calls, g_fail_from;
+
+static enum status failing_sync(struct backend *be)
+{
+    (void)be;
+    return ++g_sync_calls > g_fail_from ? STATUS_EDEVICE : STATUS_OK;
+}
+
+/* Rank `bad` of 2 fails at its third step: the step's requests end with an error (none hangs),
+ * failed_steps counts it (/health answers 503 from it), and a later request fails at once without
+ * the ranks running again (a failed NCCL group cannot). */
+static void check_rank_failure(int bad)
+{
+    struct ranked rk;
+    ASSERT(open_ranked(FIXTURES "qwen3", 2, false, &rk));
+    struct backend_ops *ops = &rk.be[bad]->all_ops;   // the table rk.be[bad]->ops points at
+    ASSERT(rk.be[bad]->ops == ops);
+    ops->sync = failing_sync;
+    g_sync_calls = 0;
+    g_fail_from = 2;
+    struct engine_cfg cfg = small_cfg();
+    struct engine_shards sh = { .n_ranks = 2, .m = rk.m, .be = rk.be, .coll = rk.coll };
+    struct engine *e;
+    ASSERT(engine_new_sharded(&cfg, &sh, &e) == STATUS_OK);
+    static const int32_t prompt[2][6] = { { 5, 6, 7, 8, 9, 10 }, { 11, 12, 13 } };
+    struct token_stream *ts[3];
+    for (int i = 0; i < 2; i++) {
+        struct gen_request g = greedy(prompt[i], i ? 3 : 6);
+        ASSERT(engine_submit(e, &g, &ts[i]) == STATUS_OK);
+    }
+    for (int s = 0; s < 50 && engine_step(e); s++) {}
+    struct outcome o;
+    memset(&o, 0, sizeof o);
+    for (int i = 0; i < 2; i++) collect(ts[i], &o, i);
+    struct engine_stats st;
+    engine_get_stats(e, &st);
+    EXPECTF(o.finish[0] == FINISH_ERROR && o.finish[1] == FINISH_ERROR, "rank %d failed: requests finished %d, %d",
+            bad, o.finish[0], o.finish[1]);
+    EXPECTF(o.n_tok[0] >= 1 && o.n_tok[0] < MAX_GEN, "rank %d failed at its third step: %d tokens came before", bad,
+            o.n_tok[0]);
+    EXPECTF(st.failed_steps == 1, "rank %d failed: %llu failed steps", bad, (unsigned long long)st.failed_steps);
+    int calls = g_sync_calls;
+    struct gen_request g = greedy(prompt[1], 3);
+    ASSERT(engine_submit(e, &g, &ts[2]) == STATUS_OK);
+    for (int s = 0; s < 50 && engine_step(e); s++) {}
+    collect(ts[2], &o, 2);
+    engine_get_stats(e, &st);
+    EXPECTF(o.finish[2] == FINISH_ERROR && o.n_tok[2] == 0, "after rank %d failed: a new request finished %d with %d "
+            "tokens", bad, o.finish[2], o.n_tok[2]);
+    // rank 0's sync is also the engine's own, which it still calls once per step
+    EXPECTF(g_sync_calls - calls <= (bad == 0 ? 1 : 0), "after rank %d failed: the ranks ran again (%d syncs)", bad,
+            g_sync_calls - calls);
+    EXPECTF(st.failed_steps == 2, "after rank %d failed: %llu failed steps", bad, (unsigned long long)st.failed_steps);
+    fprintf(stderr, "  rank %d of 2 failing: requests end with errors (%d tokens came first), %llu failed steps\n", bad,
+            o.n_tok[0], (unsigned long long)st.failed_steps);
+    engine_free(e);
+    close_ranked(&rk);
+}
+
+TEST(rank_failure) { check_rank_failure(1); check_rank_failure(0); }
+
 TEST(dense) { check_fixture("qwen3", false); }
 TEST(moe_tensor_parallel) { check_fixture("qwen3_moe", false); }
 TEST(moe_expert_parallel) { check_fixture("qwen3_moe", true); }
@@ -185,5 +252,6 @@ int main(void)
     RUN(moe_tensor_parallel);
     RUN(moe_expert_parallel);
     RUN(hybrid);
+    RUN(rank_failure);
     return test_summary();
 }

@@ -5,7 +5,9 @@
 #    second, longer request too (continuous batching of the two, KV heads split one per rank);
 #  - bad flags stop start-up with a clear error and a non-zero exit: 4 ranks (num_attention_heads
 #    = 6 does not divide; the key is named), --tensor-parallel 0, --expert-parallel without ranks or
-#    on a dense model, cuda ("needs NCCL"), --synthetic; MLX-quantized weights (through cairn run).
+#    on a dense model, --synthetic; on cuda with fewer GPUs than ranks (none visible here:
+#    CUDA_VISIBLE_DEVICES is emptied, so it holds on a GPU machine too; both counts named, serve and
+#    run); MLX-quantized weights (through cairn run).
 . tests/server/serve_lib.sh
 
 # the answers' text of two concurrent greedy chats
@@ -40,7 +42,13 @@ check "--tensor-parallel 0 refused" 'refused "at least 1" --tensor-parallel 0'
 check "--tensor-parallel 7 (more ranks than heads) refused" 'refused "num_attention_heads" --tensor-parallel 7'
 check "--expert-parallel without ranks refused" 'refused "N >= 2" --expert-parallel'
 check "--expert-parallel on a dense model refused" 'refused "no MoE layers" --tensor-parallel 2 --expert-parallel'
-check "--tensor-parallel on cuda: needs NCCL" 'refused "needs NCCL" --tensor-parallel 2 --backend cuda'
+check "--tensor-parallel 2 on cuda without GPUs: both counts named" \
+    'CUDA_VISIBLE_DEVICES= refused "needs 2 GPUs, one per rank; 0 visible" --tensor-parallel 2 --backend cuda'
+CUDA_VISIBLE_DEVICES= "$CAIRN" run models/default --prompt-ids 1,2,3 --max-tokens 2 --backend cuda-deterministic \
+    --tensor-parallel 3 > "$tmp/run_gpu.log" 2>&1
+rc=$?
+check "run --tensor-parallel 3 on cuda without GPUs refused" \
+    '[ $rc -ne 0 ] && grep -q "needs 3 GPUs, one per rank; 0 visible" "$tmp/run_gpu.log"'
 check "--tensor-parallel with --synthetic refused" 'refused "synthetic" --tensor-parallel 2 --synthetic models/default/config.json'
 # cairn run shares the flags and the engine: the same greedy text at 1 and 2 ranks
 a=$("$CAIRN" run models/default --prompt "Once upon a time" --max-tokens 16 --temperature 0 --backend cpu --threads 1 2>/dev/null)

@@ -43,6 +43,16 @@ struct cuda_backend_ext {
 
 /* ==== Memory and synchronization helpers (the step-graph conventions, cuda_common.cuh) ==== */
 
+/* Makes the backend's GPU the calling thread's current device. A backend may be driven by more than
+ * one thread over its life (a rank's weights are prepared on the thread that opens the model, its
+ * steps run on the rank's thread), and CUDA's current device is per thread: so every entry point
+ * that may begin a thread's use of the backend (memory, copies, batch_begin, sync) sets it; the ops
+ * of a step follow its batch_begin on the same thread. Cheap when it is current already. */
+static void use_device(const struct cuda_backend *cb)
+{
+    CUDA_CHECK(cudaSetDevice(cb->device));
+}
+
 enum status cuda_mem_alloc(struct cuda_backend *cb, size_t bytes, void **out)
 {
     void *p = NULL;
@@ -170,6 +180,7 @@ void *cuda_grow(struct cuda_backend *cb, void **buf, size_t *cap, size_t bytes)
 
 static enum status c_buffer_new(struct backend *be, size_t bytes, struct buffer **out)
 {
+    use_device(cuda_of(be));
     void *p = NULL;
     enum status st = cuda_mem_alloc(cuda_of(be), bytes, &p);
     if (st != STATUS_OK) return st;
@@ -185,6 +196,7 @@ static enum status c_buffer_new(struct backend *be, size_t bytes, struct buffer 
 static void c_buffer_free(struct backend *be, struct buffer *b)
 {
     if (!b) return;
+    use_device(cuda_of(be));
     cuda_mem_free(cuda_of(be), b->data);
     free(b);
 }
@@ -192,6 +204,7 @@ static void c_buffer_free(struct backend *be, struct buffer *b)
 static void c_upload(struct backend *be, struct tensor *t, const void *src, size_t bytes)
 {
     struct cuda_backend *cb = cuda_of(be);
+    use_device(cb);
     CUDA_CHECK(cudaMemcpyAsync(dptr(t), src, bytes, cudaMemcpyHostToDevice, cb->stream));
     cuda_stream_wait(cb);
 }
@@ -199,6 +212,7 @@ static void c_upload(struct backend *be, struct tensor *t, const void *src, size
 static void c_download(struct backend *be, void *dst, const struct tensor *t, size_t bytes)
 {
     struct cuda_backend *cb = cuda_of(be);
+    use_device(cb);
     CUDA_CHECK(cudaMemcpyAsync(dst, dptr(t), bytes, cudaMemcpyDeviceToHost, cb->stream));
     cuda_stream_wait(cb);
 }
@@ -233,6 +247,7 @@ static enum status upload_weight(struct backend *be, struct tensor *t, size_t by
 static enum status c_weight_prepare(struct backend *be, struct tensor *w)
 {
     if (!w->buf || w->buf->kind == BUF_DEVICE) return STATUS_OK;
+    use_device(cuda_of(be));
     if (w->dtype == DTYPE_QMLX) {
         struct qweight *q = (struct qweight *)w->q;   // the model's descriptor (model.qw), writable there
         CHECK(w->nb[2] == w->nb[1] * (size_t)w->ne[1] && w->nb[3] == w->nb[2] * (size_t)w->ne[2],
@@ -254,6 +269,7 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
     struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
     struct cuda_backend *cb = &x->cb;
     struct cuda_batch *b = &cb->batch;
+    use_device(cb);
     if (x->staged_pending) CUDA_CHECK(cudaEventSynchronize(x->staged));   // pinned pack still in use
 
     // Query tiles for the tiled prefill kernel (see attention_tiled.cu): up to 128 tokens, its
@@ -397,6 +413,7 @@ static void c_step_graph_end(struct backend *be)
 
 static enum status c_sync(struct backend *be)
 {
+    cudaSetDevice(cuda_of(be)->device);   // an error here shows at the synchronize
     cudaError_t e = cudaStreamSynchronize(cuda_of(be)->stream);
     if (e != cudaSuccess) {
         LOG_ERR("cuda: %s", cudaGetErrorString(e));
@@ -407,7 +424,7 @@ static enum status c_sync(struct backend *be)
 
 static void c_mem_info(struct backend *be, size_t *free_bytes, size_t *total_bytes)
 {
-    (void)be;
+    use_device(cuda_of(be));
     CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 
@@ -415,6 +432,7 @@ static void c_destroy(struct backend *be)
 {
     struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
     struct cuda_backend *cb = &x->cb;
+    cudaSetDevice(cb->device);   // errors ignored, as below
     cudaStreamSynchronize(cb->stream);
     if (cb->profile) prof_log(cb);
     for (int i = 0; i < STEP_GRAPHS; i++)
@@ -492,7 +510,24 @@ static const struct backend_ops cuda_ops = {
     /* .rmsnorm_gated = */ cuda_rmsnorm_gated,
     /* .sigmoid_mul = */ cuda_sigmoid_mul,
     /* .quant_weights = */ true,
+    /* .moe_expert_subset = */ true,
 };
+
+extern "C" int backend_cuda_device_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+extern "C" void *backend_cuda_stream(struct backend *be)
+{
+    CHECK(be->ops->destroy == c_destroy, "backend_cuda_stream on the %s backend", be->ops->name);
+    return cuda_of(be)->stream;
+}
 
 extern "C" enum status backend_cuda_new(const struct backend_cfg *cfg, struct backend **out)
 {

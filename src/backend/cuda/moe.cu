@@ -308,9 +308,13 @@ static struct moe_table *table_for(struct cuda_backend *cb, const struct tensor 
         const struct tensor *proj[3] = { gate, up, down };
         for (int p = 0; p < 3; p++)
             for (int e = 0; e < E; e++)
-                if (proj[p][e].dtype == DTYPE_QMLX) hq[p * E + e] = cuda_qmat_of(&proj[p][e]);
+                if (proj[p][e].buf && proj[p][e].dtype == DTYPE_QMLX) hq[p * E + e] = cuda_qmat_of(&proj[p][e]);
     }
     for (int e = 0; e < E; e++) {
+        if (!gate[e].buf) {   // absent: another rank's expert (expert parallel); the kernels skip NULL
+            h[e] = h[E + e] = h[2 * E + e] = NULL;
+            continue;
+        }
         CHECK(gate[e].buf->kind == BUF_DEVICE && up[e].buf->kind == BUF_DEVICE && down[e].buf->kind == BUF_DEVICE,
               "cuda moe: expert %d weights are not on the device", e);
         h[e] = dptr(&gate[e]);
@@ -364,7 +368,12 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_gemv(float *out, const f
     int slot = blockIdx.y;
     int row = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= m) return;
-    const T *w = (const T *)w_tab[ids[slot]] + (size_t)row * kdim;
+    const void *w_e = w_tab[ids[slot]];
+    if (!w_e) {   // an absent expert (expert parallel: another rank's) adds nothing
+        if (lane == 0) out[(size_t)slot * m + row] = 0.0f;
+        return;
+    }
+    const T *w = (const T *)w_e + (size_t)row * kdim;
     const float *xr = x + (size_t)(slot / x_div) * kdim;
     float acc = 0;
     for (int i = lane * 2; i < kdim; i += 64) {
@@ -389,6 +398,10 @@ __global__ void __launch_bounds__(MOE_WARPS * 32) k_moe_gate_up_glu(float *out, 
     const int slot = blockIdx.y, row = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= m) return;
     const int e = ids[slot];
+    if (!tab_g[e]) {   // absent expert: act(0) * 0
+        if (lane == 0) out[(size_t)slot * m + row] = 0.0f;
+        return;
+    }
     const uint4 *wg = reinterpret_cast<const uint4 *>((const T *)tab_g[e] + (size_t)row * kdim);
     const uint4 *wu = reinterpret_cast<const uint4 *>((const T *)tab_u[e] + (size_t)row * kdim);
     const float4 *xr = reinterpret_cast<const float4 *>(x + (size_t)(slot / x_div) * kdim);
@@ -448,17 +461,19 @@ __global__ void __launch_bounds__(MOE_K_MAX * 32) k_moe_down_combine(float *out,
     const int t = blockIdx.y, j = threadIdx.x >> 5, lane = threadIdx.x & 31;   // warp j: choice j of token t
     const int row0 = blockIdx.x * R, n_rows = min(R, d - row0), n_vec = f / 8;
     __shared__ float s_dot[MOE_K_MAX][R];
-    const uint4 *w = reinterpret_cast<const uint4 *>((const T *)tab[ids[t * k + j]] + (size_t)row0 * f);
+    const void *w_e = tab[ids[t * k + j]];
+    const int n_load = w_e ? n_rows : 0;   // an absent expert loads nothing: its products are 0
+    const uint4 *w = reinterpret_cast<const uint4 *>(w_e ? (const T *)w_e + (size_t)row0 * f : nullptr);
     const float4 *hr = reinterpret_cast<const float4 *>(h + ((size_t)t * k + j) * f);
     uint4 u[R][MOE_DOWN_V];
-    down_load<T, R>(u, w, n_vec, n_rows, 0, lane);
+    down_load<T, R>(u, w, n_vec, n_load, 0, lane);
     pdl_wait();      // h comes from the kernel before
     pdl_trigger();
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; r++) acc[r] = 0.0f;
     for (int base = 0; base < n_vec; base += 32 * MOE_DOWN_V) {
-        if (base > 0) down_load<T, R>(u, w, n_vec, n_rows, base, lane);
+        if (base > 0) down_load<T, R>(u, w, n_vec, n_load, base, lane);
 #pragma unroll
         for (int c = 0; c < MOE_DOWN_V; c++) {
             const int vi = base + c * 32 + lane;
@@ -649,7 +664,13 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
                     const struct tensor *down, int n_experts, enum act act, bool accumulate)
 {
     struct cuda_backend *cb = cuda_of(be);
-    int n = (int)tensor_rows(x), d = (int)x->ne[0], k = (int)ids->ne[0], f = (int)gate[0].ne[1];
+    // Shapes and dtypes from the first expert present (expert parallel: other ranks' are absent, buf NULL).
+    int e0 = 0;
+    while (e0 < n_experts - 1 && !gate[e0].buf) e0++;
+    bool subset = false;
+    for (int e = 0; e < n_experts; e++) subset = subset || !gate[e].buf;
+    const struct tensor *g0 = &gate[e0], *u0 = &up[e0], *d0 = &down[e0];
+    int n = (int)tensor_rows(x), d = (int)x->ne[0], k = (int)ids->ne[0], f = (int)g0->ne[1];
     if (cb->deterministic && n > cb->moe_device_n) {   // the per-token device path, a slice of tokens at a time
         for (int r0 = 0; r0 < n; r0 += cb->moe_device_n) {
             int nr = n - r0 < cb->moe_device_n ? n - r0 : cb->moe_device_n;
@@ -674,58 +695,58 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
     const int32_t *combine_at = NULL;   // y in (token, choice) order
 
     // MLX-quantized projections (mlx-lm may leave one float, e.g. a down_proj whose inputs no group divides)
-    const bool qg = gate[0].dtype == DTYPE_QMLX, qu = up[0].dtype == DTYPE_QMLX, qd = down[0].dtype == DTYPE_QMLX;
+    const bool qg = g0->dtype == DTYPE_QMLX, qu = u0->dtype == DTYPE_QMLX, qd = d0->dtype == DTYPE_QMLX;
     const bool quantized = qg || qu || qd;
-    const bool q_device = (qg && qu ? cuda_qgemv_glu_fits(&gate[0], &up[0], (const float *)dptr(x)) : !qg && !qu) &&
-                          (!qd || cuda_qgemv_fits(&down[0], g));
+    const bool q_device = (qg && qu ? cuda_qgemv_glu_fits(g0, u0, (const float *)dptr(x)) : !qg && !qu) &&
+                          (!qd || cuda_qgemv_fits(d0, g));
     if (n <= cb->moe_device_n && (!quantized || q_device)) {   // else per expert, as any quantized matmul
         struct moe_table *tab = table_for(cb, gate, up, down, n_experts);
         dim3 blk(MOE_WARPS * 32);
         if (quantized) {
             const int32_t *d_ids = (const int32_t *)dptr(ids);
             if (qg) {
-                cuda_moe_qgate_up(cb, g, (const float *)dptr(x), tab->d_q, tab->d_q + n_experts, &gate[0], &up[0], d_ids,
+                cuda_moe_qgate_up(cb, g, (const float *)dptr(x), tab->d_q, tab->d_q + n_experts, g0, u0, d_ids,
                                   (int)slots, k, act);
             } else {
-                DISPATCH_FLOAT(gate[0].dtype, T,
+                DISPATCH_FLOAT(g0->dtype, T,
                     k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
                         g, (const float *)dptr(x), tab->d_gate, d_ids, f, d, k));
-                DISPATCH_FLOAT(up[0].dtype, T,
+                DISPATCH_FLOAT(u0->dtype, T,
                     k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
                         u, (const float *)dptr(x), tab->d_up, d_ids, f, d, k));
                 k_moe_glu<float><<<gl, 256, 0, cb->stream>>>(g, g, u, slots * f, (int)act);
                 LAUNCH_CHECK();
             }
             if (qd) {
-                cuda_moe_qgemv(cb, y, g, tab->d_q + 2 * n_experts, &down[0], d_ids, (int)slots, 1);
+                cuda_moe_qgemv(cb, y, g, tab->d_q + 2 * n_experts, d0, d_ids, (int)slots, 1);
             } else {
-                DISPATCH_FLOAT(down[0].dtype, T,
+                DISPATCH_FLOAT(d0->dtype, T,
                     k_moe_gemv<T><<<dim3((d + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
                         y, g, tab->d_down, d_ids, d, f, 1));
                 LAUNCH_CHECK();
             }
         } else {
             bool vec = tab->aligned16 && aligned16(dptr(x)) && d % 8 == 0 && f % 8 == 0 && k <= MOE_K_MAX &&
-                       gate[0].dtype != DTYPE_F32 && gate[0].dtype == up[0].dtype && gate[0].dtype == down[0].dtype;
+                       g0->dtype != DTYPE_F32 && g0->dtype == u0->dtype && g0->dtype == d0->dtype;
             if (vec) {   // gate + up + GLU in one launch, down + combine (+ residual) in one launch
-                DISPATCH_FLOAT(gate[0].dtype, T,
+                DISPATCH_FLOAT(g0->dtype, T,
                     launch_pdl(cb, k_moe_gate_up_glu<T>, dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, g,
                                (const float *)dptr(x), tab->d_gate, tab->d_up, (const int32_t *)dptr(ids), f, d, k, (int)act));
-                DISPATCH_FLOAT(down[0].dtype, T,
+                DISPATCH_FLOAT(d0->dtype, T,
                     launch_pdl(cb, k_moe_down_combine<T>, dim3((d + MOE_DOWN_ROWS - 1) / MOE_DOWN_ROWS, (unsigned)n),
                                dim3(32 * k), (float *)dptr(out), (const float *)g, tab->d_down, (const int32_t *)dptr(ids),
                                (const float *)dptr(weights), d, f, k, accumulate));
                 LAUNCH_CHECK();
                 return;
             }
-            DISPATCH_FLOAT(gate[0].dtype, T,
+            DISPATCH_FLOAT(g0->dtype, T,
                 k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
                     g, (const float *)dptr(x), tab->d_gate, (const int32_t *)dptr(ids), f, d, k);
                 k_moe_gemv<T><<<dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
                     u, (const float *)dptr(x), tab->d_up, (const int32_t *)dptr(ids), f, d, k));
             LAUNCH_CHECK();
             k_moe_glu<float><<<gl, 256, 0, cb->stream>>>(g, g, u, slots * f, (int)act);
-            DISPATCH_FLOAT(down[0].dtype, T,
+            DISPATCH_FLOAT(d0->dtype, T,
                 k_moe_gemv<T><<<dim3((d + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, 0, cb->stream>>>(
                     y, g, tab->d_down, (const int32_t *)dptr(ids), d, f, 1));
             LAUNCH_CHECK();
@@ -759,10 +780,12 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
         CUDA_CHECK(cudaMemcpyAsync(idx, h_rows, sizeof(int32_t) * (3 * slots + 3 * (size_t)n_work), cudaMemcpyHostToDevice,
                                    cb->stream));
         cuda_step_roundtrip(cb);   // h_rows is pageable and freed below
-        const enum dtype wdt = gate[0].dtype;
+        const enum dtype wdt = g0->dtype;
         const struct moe_table *tab = NULL;
-        if (!quantized && !cb->precise && (wdt == DTYPE_BF16 || wdt == DTYPE_F16) && up[0].dtype == wdt &&
-            down[0].dtype == wdt && d % 8 == 0 && f % 8 == 0) {
+        // the grouped kernel reads every expert's weights from its table: a rank without all
+        // experts (expert parallel) takes the per-expert loop
+        if (!subset && !quantized && !cb->precise && (wdt == DTYPE_BF16 || wdt == DTYPE_F16) && u0->dtype == wdt &&
+            d0->dtype == wdt && d % 8 == 0 && f % 8 == 0) {
             tab = table_for(cb, gate, up, down, n_experts);
             if (!tab->aligned16 || !aligned16(dptr(x))) tab = NULL;
         }
@@ -775,10 +798,12 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
                 moe_grouped16<__half>(cb, y, xg, (const float *)dptr(x), idx, work, n_work, tab, (int)slots, d, f, act);
             cuda_prof_end(cb, "moe_grouped16", t0);
             combine_at = at;
-        } else {   // f32, quantized or precise weights: each expert's matmuls as any matmul (matmul.cu's choice)
+        } else {   // f32, quantized, precise or partial experts: each expert's matmuls as any matmul
+            if (subset)   // an absent expert's slots stay 0
+                CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * slots * (size_t)d, cb->stream));
             for (int e = 0; e < n_experts; e++) {
                 int c = count[e + 1] - count[e];
-                if (!c) continue;
+                if (!c || !gate[e].buf) continue;
                 float *xe = xg + (size_t)count[e] * d;
                 float *ge = g + (size_t)count[e] * f, *ue = u + (size_t)count[e] * f;
                 k_gather<float><<<c, 256, 0, cb->stream>>>(xe, (const float *)dptr(x), idx + count[e], d);

@@ -762,13 +762,28 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
         }
 }
 
+/* Shared memory of k_gdn_chunk_prep and k_gdn_chunk_state (bytes), as their layouts carve it. */
+static size_t gdn_prep_smem(int dk)
+{
+    return sizeof(float) * (2 * (size_t)GDN_CHUNK * (gdn_dk_padded(dk) + 4) + (size_t)GDN_CHUNK * GDN_P_STRIDE +
+                            4 * (size_t)GDN_CHUNK);
+}
+
+static size_t gdn_state_smem(int dk)
+{
+    const size_t C = GDN_CHUNK, dkp = (size_t)gdn_dk_padded(dk), VS = GDN_V_STRIDE;
+    return sizeof(float) * (2 * C * (dkp + 4) + C * (dkp + 8) + C * GDN_P_STRIDE + 3 * C * VS + 4 * C + 2 * dkp * VS);
+}
+
 /* The chunked form for this step? Not in cuda-deterministic (a decode token's arithmetic must not
  * depend on a prefill beside it), not for pure decode, only when some sequence brings a run of
- * GDN_CHUNKED_MIN_RUN tokens. Tiles come from batch_begin (host copy kept in h_tiles). */
+ * GDN_CHUNKED_MIN_RUN tokens, and only where the state pass's shared memory fits (dk 128 takes
+ * 193 KB: H100, not A100). Tiles come from batch_begin (host copy kept in h_tiles). */
 static bool gdn_chunked_pays(const struct cuda_backend *cb, const struct gdn_params *p)
 {
     const struct cuda_batch *b = &cb->batch;
-    if (cb->deterministic || b->all_single || p->k_dim > GDN_CHUNKED_MAX_DK || p->v_dim > GDN_CHUNKED_MAX_DV)
+    if (cb->deterministic || b->all_single || p->k_dim > GDN_CHUNKED_MAX_DK || p->v_dim > GDN_CHUNKED_MAX_DV ||
+        gdn_state_smem(p->k_dim) > cb->smem_optin)
         return false;
     bool long_run = false;
     for (int i = 0; i < b->n_tiles; i++) {
@@ -793,11 +808,10 @@ static void gdn_chunked(struct cuda_backend *cb, struct tensor *out, const struc
                         const struct gdn_params *p, const struct batch_meta *m)
 {
     const struct cuda_batch *bt = &cb->batch;
-    const int nk = p->n_k_heads, nv = p->n_v_heads, dk = p->k_dim, dv = p->v_dim, C = GDN_CHUNK;
-    const int dkp = gdn_dk_padded(dk), dvp = gdn_dv_padded(dv);
+    const int nk = p->n_k_heads, nv = p->n_v_heads, dk = p->k_dim, dv = p->v_dim;
     const size_t f = sizeof(float), ldq = q->nb[1] / f, ldk = k->nb[1] / f;
     float *ws = (float *)cuda_grow(cb, &cb->d_gdn_work, &cb->gdn_work_bytes, f * (size_t)m->n_tok * nv * gdn_rec_floats(dk, dv));
-    const size_t smem1 = f * (2 * (size_t)C * (dkp + 4) + (size_t)C * GDN_P_STRIDE + 4 * (size_t)C);
+    const size_t smem1 = gdn_prep_smem(dk), smem2 = gdn_state_smem(dk);
     double t0 = cuda_prof_begin(cb);
     DISPATCH_FLOAT(a_log->dtype, T, {
         gdn_smem_optin(cb, k_gdn_chunk_prep<T>, smem1, "gdn chunked prefill");
@@ -811,9 +825,7 @@ static void gdn_chunked(struct cuda_backend *cb, struct tensor *out, const struc
     // q and k rows in 16-byte copies when every row starts on 16 bytes (dkp pads the rest with zeros)
     const bool vec_qk = dk % 4 == 0 && ldq % 4 == 0 && ldk % 4 == 0 && ((uintptr_t)dptr(q) & 15) == 0 &&
                         ((uintptr_t)dptr(k) & 15) == 0;
-    const int n_ct = (dv + GDN_STATE_COLS - 1) / GDN_STATE_COLS, VS = GDN_V_STRIDE;
-    const size_t smem2 = f * (2 * (size_t)C * (dkp + 4) + (size_t)C * (dkp + 8) + (size_t)C * GDN_P_STRIDE +
-                              3 * (size_t)C * VS + 4 * (size_t)C + 2 * (size_t)dkp * VS);
+    const int n_ct = (dv + GDN_STATE_COLS - 1) / GDN_STATE_COLS;
     gdn_smem_optin(cb, k_gdn_chunk_state, smem2, "gdn chunked prefill");
     t0 = cuda_prof_begin(cb);
     k_gdn_chunk_state<<<m->n_seq * nv * n_ct, GDN_CHUNK_THREADS, smem2, cb->stream>>>(

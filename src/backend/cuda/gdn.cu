@@ -1,13 +1,14 @@
 /* gdn: the Gated DeltaNet ops of the cuda backend (contracts in backend/backend.h): the causal
- * conv with its rolling state, the delta rule, the gated RMSNorm and the sigmoid gate. All f32.
+ * conv with its rolling state, the delta rule, the gated RMSNorm and the sigmoid gate. All f32 (the
+ * chunked prefill's matrix products are 3xTF32 on tensor cores: f32-class error).
  *
  * Design note: the delta rule has three forms, chosen per step (cuda_gdn_recurrent): a step of one
  * token per sequence takes k_gdn_decode (S read and written once, from registers); a step with a
  * run of GDN_CHUNKED_MIN_RUN tokens of one sequence the chunked WY form of cpu_gdn.c (pieces
  * between multiples of GDN_CHUNK: everything that does not depend on S for all pieces in parallel,
- * then one pass over each sequence's pieces per 32 columns of S); any other step, and every step
- * in cuda-deterministic, k_gdn_recurrent, where the block that owns a (sequence, value head) walks
- * the step's tokens in order, one thread per column of S. The conv runs over the step's tiles when
+ * then one pass over each sequence's pieces per 32 columns of S, both on tensor cores); any other
+ * step, and every step in cuda-deterministic, k_gdn_recurrent, where the block that owns a
+ * (sequence, value head) walks the step's tokens in order, one thread per column of S. The conv runs over the step's tiles when
  * each sequence's tokens are one run of the batch, else one thread per channel walks the step.
  */
 #include "backend/cuda/cuda_common.cuh"

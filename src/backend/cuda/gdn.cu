@@ -494,7 +494,7 @@ k_gdn_chunk_prep(float *ws, const float *q, const float *k, const float *v, cons
     float *Qn = smem;             // [C][dks]: q rows, normalised, zero padded
     float *Kn = Qn + C * dks;     // [C][dks]: k rows, the same
     float *A = Kn + C * dks;      // [C][PS]: strictly lower A
-    float *G = A + C * PS, *beta = G + C, *iq = beta + C, *ik = iq + C;
+    float *G = A + C * PS, *beta = G + C, *iq = beta + C, *ik = iq + C, *bw = ik + C;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, n_warps = blockDim.x >> 5;
 
     for (int e = tid; e < C * dkp; e += blockDim.x) {
@@ -531,6 +531,7 @@ k_gdn_chunk_prep(float *ws, const float *q, const float *k, const float *v, cons
         Kn[i * dks + r] *= ik[i];
     }
     __syncthreads();
+    if (tid < C) bw[tid] = beta[tid] * expf(G[tid]);   // read after the barrier below
     {   // K K^T and Q K^T: warp (rt, ch) owns rows 16 rt.. and columns 32 ch.. (n-tiles wholly above the diagonal skipped)
         const int rt = warp & 3, ch = warp >> 2, g = lane >> 2, t = lane & 3;
         float kk[4][4], qk[4][4];
@@ -576,7 +577,7 @@ k_gdn_chunk_prep(float *ws, const float *q, const float *k, const float *v, cons
             for (int i = 0; i < C; i++) u[i] = i < L && col < dv ? beta[i] * src[(size_t)i * ldvc] : 0.0f;
         } else {
 #pragma unroll
-            for (int i = 0; i < C; i++) u[i] = beta[i] * expf(G[i]) * Kn[i * dks + col - dvp];
+            for (int i = 0; i < C; i++) u[i] = bw[i] * Kn[i * dks + col - dvp];
         }
 #pragma unroll
         for (int i = 1; i < C; i++) {
@@ -767,7 +768,7 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
 static size_t gdn_prep_smem(int dk)
 {
     return sizeof(float) * (2 * (size_t)GDN_CHUNK * (gdn_dk_padded(dk) + 4) + (size_t)GDN_CHUNK * GDN_P_STRIDE +
-                            4 * (size_t)GDN_CHUNK);
+                            5 * (size_t)GDN_CHUNK);
 }
 
 static size_t gdn_state_smem(int dk)

@@ -110,11 +110,14 @@ static void step_vs_ref(const struct gdn_case *c, const struct gdn_step *st, str
  * continuing from a random state at a position off the 64-grid; the decode kernel on a step of
  * one token per sequence (one of them fresh); five sequences of mixed lengths in one step, a
  * decode token among them, as runs (the conv over tiles, the chunked rule) and interleaved (the
- * walks over the step's tokens). */
+ * walks over the step's tokens); three long runs off the 64-grid (fresh, continuing at 64 and at
+ * 5). Head shapes: the chunked kernels' paddings (dk 16, 33, 100: q and k copied 4 or 16 bytes
+ * at a time), one and several column tiles of S (dv 8 to 256), Qwen3.6's 128 x 128. */
 TEST(forms_vs_ref)
 {
     static const struct gdn_case cases[] = {
         { 2, 4, 16, 8, 4, DTYPE_BF16 }, { 3, 3, 33, 17, 2, DTYPE_F32 }, { 16, 32, 128, 128, 4, DTYPE_BF16 },
+        { 4, 8, 64, 256, 4, DTYPE_BF16 }, { 2, 2, 100, 48, 3, DTYPE_F32 },
     };
     static const int lens[] = { 1, 7, 63, 64, 65, 200, 1000 };
     struct rng r;
@@ -142,6 +145,9 @@ TEST(forms_vs_ref)
                      runs ? "runs" : "interleaved");
             step_vs_ref(c, &st, &r, what);
         }
+        gdn_step_make_runs(&st, 3, (int[]){ 0, 64, 5 }, (int[]){ 130, 64, 257 }, (int[]){ 1, 4, 0 });
+        snprintf(what, sizeof what, "nk=%d nv=%d dk=%d dv=%d: three long runs", c->nk, c->nv, c->dk, c->dv);
+        step_vs_ref(c, &st, &r, what);
     }
 }
 

@@ -1,13 +1,14 @@
 /* gdn: the Gated DeltaNet ops of the cuda backend (contracts in backend/backend.h): the causal
- * conv with its rolling state, the delta rule, the gated RMSNorm and the sigmoid gate. All f32.
+ * conv with its rolling state, the delta rule, the gated RMSNorm and the sigmoid gate. All f32 (the
+ * chunked prefill's matrix products are 3xTF32 on tensor cores: f32-class error).
  *
  * Design note: the delta rule has three forms, chosen per step (cuda_gdn_recurrent): a step of one
  * token per sequence takes k_gdn_decode (S read and written once, from registers); a step with a
  * run of GDN_CHUNKED_MIN_RUN tokens of one sequence the chunked WY form of cpu_gdn.c (pieces
  * between multiples of GDN_CHUNK: everything that does not depend on S for all pieces in parallel,
- * then one pass over each sequence's pieces per 32 columns of S); any other step, and every step
- * in cuda-deterministic, k_gdn_recurrent, where the block that owns a (sequence, value head) walks
- * the step's tokens in order, one thread per column of S. The conv runs over the step's tiles when
+ * then one pass over each sequence's pieces per 32 columns of S, both on tensor cores); any other
+ * step, and every step in cuda-deterministic, k_gdn_recurrent, where the block that owns a
+ * (sequence, value head) walks the step's tokens in order, one thread per column of S. The conv runs over the step's tiles when
  * each sequence's tokens are one run of the batch, else one thread per channel walks the step.
  */
 #include "backend/cuda/cuda_common.cuh"
@@ -290,21 +291,29 @@ k_gdn_decode(float *out, const float *q, const float *k, const float *v, const f
  *   U = T diag(beta) V;  W = T diag(beta e^G) K;  P_ij = (q_i.k_j) e^(G_i - G_j) (j <= i);
  *   V' = U - W S;  O = diag(e^G) Q S + P V';  S = e^(G_L) S + (diag(e^(G_L - G)) K)^T V'.
  * k_gdn_chunk_prep computes everything that does not depend on S, every (piece, value head) in
- * parallel, into a workspace record per (token, value head): W row [dk], U row [dv], P row
+ * parallel, into a workspace record per (token, value head): W row [dkp], U row [dvp], P row
  * [GDN_CHUNK], then e^G_i / |q_i| sqrt(dk), e^(G_L - G_i) / |k_i| (the scales of the raw q and k
- * rows) and e^G_L. k_gdn_chunk_state walks each sequence's pieces in order, one block per
- * (sequence, value head, 32 columns of S): the columns of S are independent, so a batch-1 prefill
- * still fills the GPU with nv * dv / 32 blocks. All f32: the results match the recurrent form to f32
- * rounding (tests/cuda/test_cuda_gdn). */
+ * rows) and e^G_L (dk, dv padded with zeros to dkp = 16m, dvp = 4m: every part of a record is a
+ * whole number of 16-byte copies). K K^T and Q K^T are tensor-core products; U and W come from
+ * one forward substitution (I + A) [U W] = [diag(beta) V, diag(beta e^G) K], a thread per column
+ * with the column in registers. k_gdn_chunk_state walks each sequence's pieces in order, one block
+ * per (sequence, value head, 32 columns of S; the columns are independent, so a batch-1 prefill
+ * still spreads over nv * dv / 32 blocks), S in the MMA accumulators of its warps: per piece
+ * [W; Q] S, then P V' and K^T V', with the next piece's operands landing in shared memory
+ * (cp.async) while these run. The MMAs are 3xTF32 (a = a_hi + a_lo in tf32, the a_lo b_lo term
+ * dropped): f32-class products on tensor cores, so the results match the recurrent form to f32
+ * rounding (tests/cuda/test_cuda_gdn), as the f32 loops before them did. */
 #define GDN_TILE_MAX 128           // batch_begin's tile cap
 #define GDN_TILE_PIECES 3          // pieces of GDN_CHUNK positions a tile of GDN_TILE_MAX can touch
 #define GDN_CHUNKED_MIN_RUN 16     // a step with a run this long of one sequence takes the chunked form
-#define GDN_CHUNKED_MAX_DK 128     // k_gdn_chunk_state keeps dk / 8 rows of S per thread, 16 at most
-#define GDN_CHUNKED_MAX_DV 256     // k_gdn_chunk_prep keeps 64 rows of v in shared memory
-#define GDN_PREP_THREADS 256
-#define GDN_STATE_RG 8             // k_gdn_chunk_state: row groups, a warp each, over 32 columns of S
-#define GDN_STATE_THREADS (32 * GDN_STATE_RG)
-#define GDN_STATE_COLS 32
+#define GDN_CHUNKED_MAX_DK 128     // k_gdn_chunk_state: a warp per 16 rows of S, 8 warps
+#define GDN_CHUNKED_MAX_DV 256     // k_gdn_chunk_prep: [U W] columns, at most 2 per thread
+#define GDN_CHUNK_THREADS 256      // both kernels: 8 warps
+#define GDN_STATE_COLS 32          // columns of S per k_gdn_chunk_state block
+#define GDN_P_STRIDE (GDN_CHUNK + 4)   // P and A rows in shared memory: 16-byte rows, MMA loads off distinct banks
+#define GDN_V_STRIDE (GDN_STATE_COLS + 8)   // U, V' and S rows: B-operand loads off distinct banks
+
+static_assert(GDN_CHUNK == 64, "the chunked kernels tile a piece as 4 row tiles of 16");
 
 /* Piece j of tile tl: its first token t0, length L and first position pos0; false if the tile
  * has fewer pieces. */
@@ -321,235 +330,461 @@ __device__ __forceinline__ bool gdn_piece(const int32_t *tiles, const int32_t *t
     return true;
 }
 
-static size_t gdn_rec_floats(int dk, int dv) { return (size_t)dk + dv + GDN_CHUNK + 4; }
-static int gdn_dk_padded(int dk) { return (dk + 4 * GDN_STATE_RG - 1) / (4 * GDN_STATE_RG) * (4 * GDN_STATE_RG); }
+/* Sequence s's piece after (tl, j), in order ((0, -1): its first); false past its last. */
+__device__ __forceinline__ bool gdn_seq_piece_next(const int32_t *tiles, int n_tiles, const int32_t *tok_pos, int s,
+                                                   int *tl, int *j, int *t0, int *L, int *pos0)
+{
+    for (int t = *tl, jj = *j + 1; t < n_tiles; t++, jj = 0) {
+        if (tiles[3 * t + 2] != s) continue;
+        if (jj < GDN_TILE_PIECES && gdn_piece(tiles, tok_pos, t, jj, t0, L, pos0)) {
+            *tl = t;
+            *j = jj;
+            return true;
+        }
+    }
+    return false;
+}
+
+static __host__ __device__ int gdn_dk_padded(int dk) { return (dk + 15) / 16 * 16; }
+static __host__ __device__ int gdn_dv_padded(int dv) { return (dv + 3) / 4 * 4; }
+static size_t gdn_rec_floats(int dk, int dv) { return (size_t)gdn_dk_padded(dk) + gdn_dv_padded(dv) + GDN_CHUNK + 4; }
+
+/* ---- 3xTF32 MMA pieces (m16n8k8, row.col). Lane l: g = l / 4, t = l % 4; A[16][8] regs (g, t),
+ * (g + 8, t), (g, t + 4), (g + 8, t + 4); B[8][8] regs (t, g), (t + 4, g); C[16][8] regs (g, 2t),
+ * (g, 2t + 1), (g + 8, 2t), (g + 8, 2t + 1). ---- */
+__device__ __forceinline__ uint32_t tf32_round(float x)
+{
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+__device__ __forceinline__ void tf32_split(float x, uint32_t *hi, uint32_t *lo)
+{
+    *hi = tf32_round(x);
+    *lo = tf32_round(x - __uint_as_float(*hi));   // x - hi is exact in f32
+}
+
+__device__ __forceinline__ void mma_tf32(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* An A operand, split: ahi[4], alo[4]. */
+struct tf32_a { uint32_t hi[4], lo[4]; };
+/* A B operand, split. */
+struct tf32_b { uint32_t hi[2], lo[2]; };
+
+/* c += a b, the small terms first. */
+__device__ __forceinline__ void mma_3xtf32(float c[4], const struct tf32_a &a, const struct tf32_b &b)
+{
+    mma_tf32(c, a.lo, b.hi[0], b.hi[1]);
+    mma_tf32(c, a.hi, b.lo[0], b.lo[1]);
+    mma_tf32(c, a.hi, b.hi[0], b.hi[1]);
+}
+
+/* A = M[m0 .. m0 + 16][k0 .. k0 + 8] of a row-major M with row stride ld. */
+__device__ __forceinline__ struct tf32_a tf32_load_a(const float *M, int ld, int m0, int k0, int lane)
+{
+    const float *p = M + (m0 + (lane >> 2)) * ld + k0 + (lane & 3);
+    struct tf32_a a;
+    tf32_split(p[0], &a.hi[0], &a.lo[0]);
+    tf32_split(p[8 * ld], &a.hi[1], &a.lo[1]);
+    tf32_split(p[4], &a.hi[2], &a.lo[2]);
+    tf32_split(p[8 * ld + 4], &a.hi[3], &a.lo[3]);
+    return a;
+}
+
+/* A = M^T: A[m][k] = M[k0 + k][m0 + m] of a row-major M. */
+__device__ __forceinline__ struct tf32_a tf32_load_at(const float *M, int ld, int m0, int k0, int lane)
+{
+    const float *p = M + (k0 + (lane & 3)) * ld + m0 + (lane >> 2);
+    struct tf32_a a;
+    tf32_split(p[0], &a.hi[0], &a.lo[0]);
+    tf32_split(p[8], &a.hi[1], &a.lo[1]);
+    tf32_split(p[4 * ld], &a.hi[2], &a.lo[2]);
+    tf32_split(p[4 * ld + 8], &a.hi[3], &a.lo[3]);
+    return a;
+}
+
+/* B = M[k0 .. k0 + 8][n0 .. n0 + 8] of a row-major M. */
+__device__ __forceinline__ struct tf32_b tf32_load_b(const float *M, int ld, int k0, int n0, int lane)
+{
+    const float *p = M + (k0 + (lane & 3)) * ld + n0 + (lane >> 2);
+    struct tf32_b b;
+    tf32_split(p[0], &b.hi[0], &b.lo[0]);
+    tf32_split(p[4 * ld], &b.hi[1], &b.lo[1]);
+    return b;
+}
+
+/* B = M^T: B[k][n] = M[n0 + n][k0 + k] of a row-major M. */
+__device__ __forceinline__ struct tf32_b tf32_load_bt(const float *M, int ld, int k0, int n0, int lane)
+{
+    const float *p = M + (n0 + (lane >> 2)) * ld + k0 + (lane & 3);
+    struct tf32_b b;
+    tf32_split(p[0], &b.hi[0], &b.lo[0]);
+    tf32_split(p[4], &b.hi[1], &b.lo[1]);
+    return b;
+}
+
+/* B from pre-split halves Mhi, Mlo (row-major, as tf32_load_b). */
+__device__ __forceinline__ struct tf32_b tf32_load_b_split(const uint32_t *Mhi, const uint32_t *Mlo, int ld, int k0,
+                                                           int n0, int lane)
+{
+    const int o = (k0 + (lane & 3)) * ld + n0 + (lane >> 2);
+    struct tf32_b b;
+    b.hi[0] = Mhi[o];
+    b.hi[1] = Mhi[o + 4 * ld];
+    b.lo[0] = Mlo[o];
+    b.lo[1] = Mlo[o + 4 * ld];
+    return b;
+}
+
+/* ---- cp.async: 16 or 4 bytes, zero-filled where !ok (src then is not read) ---- */
+__device__ __forceinline__ void gdn_cp16(float *dst, const float *src, bool ok)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)),
+                 "l"(src), "r"(ok ? 16 : 0));
+}
+__device__ __forceinline__ void gdn_cp4(float *dst, const float *src, bool ok)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)),
+                 "l"(src), "r"(ok ? 4 : 0));
+}
+__device__ __forceinline__ void gdn_cp_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void gdn_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+/* dst[i][c] = src[i * lds + c] for i < rows, c < cols, zero up to [GDN_CHUNK][colp] (colp a
+ * multiple of 4); 16-byte copies when vec (cols, lds and src 16-byte multiples), else 4-byte ones. */
+__device__ __forceinline__ void gdn_rows_async(float *dst, int ldd, const float *src, size_t lds, int rows, int cols,
+                                               int colp, bool vec)
+{
+    if (vec) {
+        const int q4 = colp / 4;
+        for (int e = threadIdx.x; e < GDN_CHUNK * q4; e += blockDim.x) {
+            const int i = e / q4, c = e % q4 * 4;
+            const bool ok = i < rows && c < cols;
+            gdn_cp16(dst + i * ldd + c, ok ? src + i * lds + c : src, ok);
+        }
+    } else {
+        for (int e = threadIdx.x; e < GDN_CHUNK * colp; e += blockDim.x) {
+            const int i = e / colp, c = e % colp;
+            const bool ok = i < rows && c < cols;
+            gdn_cp4(dst + i * ldd + c, ok ? src + i * lds + c : src, ok);
+        }
+    }
+}
 
 /* grid (tiles * GDN_TILE_PIECES, value heads): one block per (piece, value head). */
 template <typename T>
-__global__ void __launch_bounds__(GDN_PREP_THREADS)
+__global__ void __launch_bounds__(GDN_CHUNK_THREADS, 2)
 k_gdn_chunk_prep(float *ws, const float *q, const float *k, const float *v, const float *a, const float *b,
                  const T *a_log, const T *dt_bias, const int32_t *tiles, const int32_t *tok_pos, int nk, int nv,
                  int dk, int dv, size_t ldq, size_t ldk, size_t ldv, size_t lda, size_t ldb)
 {
-    const int C = GDN_CHUNK, h = blockIdx.y, kh = h / (nv / nk);
+    constexpr int C = GDN_CHUNK, PS = GDN_P_STRIDE;
+    const int h = blockIdx.y, kh = h / (nv / nk);
     int t0, L, pos0;
     if (!gdn_piece(tiles, tok_pos, blockIdx.x / GDN_TILE_PIECES, blockIdx.x % GDN_TILE_PIECES, &t0, &L, &pos0)) return;
-    extern __shared__ float smem[];
-    const int dx = max(dk, dv) + 1, sk = dk + 1, sc = C + 1;   // odd row strides: column sweeps hit distinct banks
-    float *X = smem;              // [C][dx]: q rows, later v rows
-    float *Kn = X + C * dx;       // [C][sk]: normalised k rows
-    float *A = Kn + C * sk;       // [C][sc]: strictly lower A
-    float *Tm = A + C * sc;       // [C][sc]: T = (I + A)^-1
-    float *G = Tm + C * sc, *beta = G + C, *bw = beta + C, *iq = bw + C, *ik = iq + C;
+    const int dkp = gdn_dk_padded(dk), dvp = gdn_dv_padded(dv), dks = dkp + 4;   // dks: A loads off distinct banks
+    const size_t rec = (size_t)dkp + dvp + C + 4;
+    extern __shared__ __align__(16) float smem[];
+    float *Qn = smem;             // [C][dks]: q rows, normalised, zero padded
+    float *Kn = Qn + C * dks;     // [C][dks]: k rows, the same
+    float *A = Kn + C * dks;      // [C][PS]: strictly lower A
+    float *G = A + C * PS, *beta = G + C, *iq = beta + C, *ik = iq + C;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, n_warps = blockDim.x >> 5;
-    const size_t rec = (size_t)dk + dv + C + 4;
 
-    for (int e = tid; e < L * dk; e += blockDim.x) {
-        const int i = e / dk, r = e % dk;
-        X[i * dx + r] = q[(size_t)(t0 + i) * ldq + (size_t)kh * dk + r];
-        Kn[i * sk + r] = k[(size_t)(t0 + i) * ldk + (size_t)kh * dk + r];
+    for (int e = tid; e < C * dkp; e += blockDim.x) {
+        const int i = e / dkp, r = e % dkp;
+        const bool ok = i < L && r < dk;
+        Qn[i * dks + r] = ok ? q[(size_t)(t0 + i) * ldq + (size_t)kh * dk + r] : 0.0f;
+        Kn[i * dks + r] = ok ? k[(size_t)(t0 + i) * ldk + (size_t)kh * dk + r] : 0.0f;
     }
     __syncthreads();
     const float neg_a = -expf(to_f<T>(a_log[h])), dtb = to_f<T>(dt_bias[h]), qscale = rsqrtf((float)dk);
-    for (int i = warp; i < L; i += n_warps) {   // the norms and gates, as k_gdn_recurrent computes them
+    for (int i = warp; i < C; i += n_warps) {   // the norms and gates, as k_gdn_recurrent computes them
         float sq = 0.0f, sk2 = 0.0f;
         for (int r = lane; r < dk; r += 32) {
-            sq += X[i * dx + r] * X[i * dx + r];
-            sk2 += Kn[i * sk + r] * Kn[i * sk + r];
+            sq += Qn[i * dks + r] * Qn[i * dks + r];
+            sk2 += Kn[i * dks + r] * Kn[i * dks + r];
         }
         sq = warp_sum(sq);
         sk2 = warp_sum(sk2);
-        if (lane == 0) {
+        if (lane == 0) {   // rows past the piece: zero scales, gate and beta (they add nothing below)
             const size_t t = (size_t)(t0 + i);
-            const float ah = a[t * lda + h] + dtb;
-            iq[i] = qscale * rsqrtf(sq + 1e-6f);
-            ik[i] = rsqrtf(sk2 + 1e-6f);
-            G[i] = neg_a * (ah > 20.0f ? ah : log1pf(expf(ah)));
-            beta[i] = 1.0f / (1.0f + expf(-b[t * ldb + h]));
+            const float ah = i < L ? a[t * lda + h] + dtb : 0.0f;
+            iq[i] = i < L ? qscale * rsqrtf(sq + 1e-6f) : 0.0f;
+            ik[i] = i < L ? rsqrtf(sk2 + 1e-6f) : 0.0f;
+            G[i] = i < L ? neg_a * (ah > 20.0f ? ah : log1pf(expf(ah))) : 0.0f;
+            beta[i] = i < L ? 1.0f / (1.0f + expf(-b[t * ldb + h])) : 0.0f;
         }
     }
     __syncthreads();
     if (tid == 0)
-        for (int i = 1; i < L; i++) G[i] += G[i - 1];
-    __syncthreads();
-    for (int e = tid; e < L * dk; e += blockDim.x) {
-        const int i = e / dk, r = e % dk;
-        X[i * dx + r] *= iq[i];
-        Kn[i * sk + r] *= ik[i];
+        for (int i = 1; i < C; i++) G[i] += G[i - 1];
+    for (int e = tid; e < C * dkp; e += blockDim.x) {   // iq, ik are published; G is not read here
+        const int i = e / dkp, r = e % dkp;
+        Qn[i * dks + r] *= iq[i];
+        Kn[i * dks + r] *= ik[i];
     }
-    if (tid < L) bw[tid] = beta[tid] * expf(G[tid]);
     __syncthreads();
-    for (int e = tid; e < L * L; e += blockDim.x) {   // A and P
-        const int i = e / L, j = e % L;
-        float kk = 0.0f, qk = 0.0f;
-        if (j <= i)
-            for (int r = 0; r < dk; r++) {
-                kk += Kn[i * sk + r] * Kn[j * sk + r];
-                qk += X[i * dx + r] * Kn[j * sk + r];
+    {   // K K^T and Q K^T: warp (rt, ch) owns rows 16 rt.. and columns 32 ch.. (n-tiles wholly above the diagonal skipped)
+        const int rt = warp & 3, ch = warp >> 2, g = lane >> 2, t = lane & 3;
+        float kk[4][4], qk[4][4];
+#pragma unroll
+        for (int nn = 0; nn < 4; nn++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) kk[nn][e] = qk[nn][e] = 0.0f;
+        for (int k0 = 0; k0 < dkp; k0 += 8) {
+            const struct tf32_a ak = tf32_load_a(Kn, dks, 16 * rt, k0, lane), aq = tf32_load_a(Qn, dks, 16 * rt, k0, lane);
+#pragma unroll
+            for (int nn = 0; nn < 4; nn++) {
+                const int n0 = 32 * ch + 8 * nn;
+                if (n0 > 16 * rt + 15) continue;   // uniform over the warp
+                const struct tf32_b bk = tf32_load_bt(Kn, dks, k0, n0, lane);
+                mma_3xtf32(kk[nn], ak, bk);
+                mma_3xtf32(qk[nn], aq, bk);
             }
-        const float d = j <= i ? expf(G[i] - G[j]) : 0.0f;
-        A[i * sc + j] = j < i ? beta[i] * kk * d : 0.0f;
-        ws[((size_t)(t0 + i) * nv + h) * rec + dk + dv + j] = qk * d;
-    }
-    __syncthreads();
-    for (int e = tid; e < L * dv; e += blockDim.x) {   // q is done: v rows take its place
-        const int i = e / dv, c = e % dv;
-        X[i * dx + c] = v[(size_t)(t0 + i) * ldv + (size_t)h * dv + c];
-    }
-    if (tid < L) {   // column tid of T by forward substitution: rows below T[j][tid] = 0 for j < tid
-        const int c = tid;
-        for (int i = 0; i < L; i++) {
-            float t = i == c ? 1.0f : 0.0f;
-            for (int j = 0; j < i; j++) t -= A[i * sc + j] * Tm[j * sc + c];
-            Tm[i * sc + c] = t;
         }
+#pragma unroll
+        for (int nn = 0; nn < 4; nn++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int i = 16 * rt + g + (e >= 2 ? 8 : 0), j = 32 * ch + 8 * nn + 2 * t + (e & 1);
+                const float d = j <= i ? expf(G[i] - G[j]) : 0.0f;
+                A[i * PS + j] = j < i ? beta[i] * kk[nn][e] * d : 0.0f;
+                if (i < L) ws[((size_t)(t0 + i) * nv + h) * rec + dkp + dvp + j] = qk[nn][e] * d;   // P, zero past L
+            }
     }
     __syncthreads();
-    for (int e = tid; e < L * dv; e += blockDim.x) {   // U = T diag(beta) V
-        const int i = e / dv, c = e % dv;
-        float u = 0.0f;
-        for (int j = 0; j <= i; j++) u += Tm[i * sc + j] * beta[j] * X[j * dx + c];
-        ws[((size_t)(t0 + i) * nv + h) * rec + dk + c] = u;
-    }
-    for (int e = tid; e < L * dk; e += blockDim.x) {   // W = T diag(beta e^G) K
-        const int i = e / dk, r = e % dk;
-        float w = 0.0f;
-        for (int j = 0; j <= i; j++) w += Tm[i * sc + j] * bw[j] * Kn[j * sk + r];
-        ws[((size_t)(t0 + i) * nv + h) * rec + r] = w;
+    /* [U W] = (I + A)^-1 [diag(beta) V, diag(beta e^G) K], a column per thread: rows in order,
+     * the column in registers (every index a constant once unrolled). Padding columns stay 0. */
+    const int rs = nv * (int)rec;   // floats from a token's record to the next token's (same head)
+    for (int col = tid; col < dvp + dkp; col += blockDim.x) {
+        int rsc = rs;
+        size_t ldvc = ldv;
+        asm volatile("" : "+r"(rsc), "+l"(ldvc));   // opaque per column, so the 64 row offsets are not hoisted
+        // out of this loop (128 registers held across it: the column would spill)
+        float *dst = ws + ((size_t)t0 * nv + h) * rec + (col < dvp ? dkp + col : col - dvp);   // U after W in the record
+        float u[C];
+        if (col < dvp) {
+            const float *src = v + (size_t)t0 * ldv + (size_t)h * dv + col;
+#pragma unroll
+            for (int i = 0; i < C; i++) u[i] = i < L && col < dv ? beta[i] * src[(size_t)i * ldvc] : 0.0f;
+        } else {
+#pragma unroll
+            for (int i = 0; i < C; i++) u[i] = beta[i] * expf(G[i]) * Kn[i * dks + col - dvp];
+        }
+#pragma unroll
+        for (int i = 1; i < C; i++) {
+            float acc = u[i];
+#pragma unroll
+            for (int j4 = 0; j4 < i; j4 += 4) {
+                const float4 a4 = *reinterpret_cast<const float4 *>(A + i * PS + j4);
+                acc -= a4.x * u[j4];
+                if (j4 + 1 < i) acc -= a4.y * u[j4 + 1];
+                if (j4 + 2 < i) acc -= a4.z * u[j4 + 2];
+                if (j4 + 3 < i) acc -= a4.w * u[j4 + 3];
+            }
+            u[i] = acc;
+        }
+#pragma unroll
+        for (int i = 0; i < C; i++)
+            if (i < L) dst[i * rsc] = u[i];
     }
     if (tid < L) {
-        float *sc3 = ws + ((size_t)(t0 + tid) * nv + h) * rec + dk + dv + C;
+        float *sc3 = ws + ((size_t)(t0 + tid) * nv + h) * rec + dkp + dvp + C;
         sc3[0] = iq[tid] * expf(G[tid]);
         sc3[1] = ik[tid] * expf(G[L - 1] - G[tid]);
         sc3[2] = expf(G[L - 1]);
-    }
-}
-
-/* acc[m] = row rq + RG m of R [., dkp] times column c of S [dkp][GDN_STATE_COLS] (dkp a multiple of 4) */
-template <int MO, int RG>
-__device__ __forceinline__ void rows_times_state(float *acc, const float *R, const float *S, int dkp, int rq, int c)
-{
-    constexpr int TC = GDN_STATE_COLS;
-#pragma unroll
-    for (int m = 0; m < MO; m++) acc[m] = 0.0f;
-    for (int r = 0; r < dkp; r += 4) {
-        const float s0 = S[r * TC + c], s1 = S[(r + 1) * TC + c], s2 = S[(r + 2) * TC + c], s3 = S[(r + 3) * TC + c];
-#pragma unroll
-        for (int m = 0; m < MO; m++) {
-            const float4 w = *reinterpret_cast<const float4 *>(R + (rq + RG * m) * dkp + r);
-            acc[m] += w.x * s0 + w.y * s1 + w.z * s2 + w.w * s3;
-        }
+        sc3[3] = 0.0f;
     }
 }
 
 /* grid (sequences * value heads * column tiles of GDN_STATE_COLS): the sequence's pieces in
- * order over its state's columns [c0, c0 + 32). Thread (c, rq) owns the S rows [rq rpg, (rq + 1)
- * rpg) of column c (dk padded to dkp, a multiple of 4 rows per group) and rows rq, rq + RG, ... of
- * the piece's outputs. */
-__global__ void __launch_bounds__(GDN_STATE_THREADS, 2)
+ * order over its state's columns [c0, c0 + 32). Warp w keeps rows 16 w.. of S (all 32 columns) in
+ * its MMA accumulators, and a tf32 hi/lo copy in shared memory for [W; Q] S. Per piece: phase 1,
+ * warp (rt, ch) = (w % 4, w / 4) takes rows 16 rt.. and columns 16 ch.. of W S and Q S: V' = U -
+ * W S, O = diag(sq) Q S; phase 2, the same warp O += P V' (stored), and warp w S = e^G_L S +
+ * K^T diag(sk) V'. Operands land by cp.async in two groups: W, Q, U, scales (read in phase 1, the
+ * next piece's load during phase 2) and K, P (read in phase 2, the next load during phase 1). */
+__global__ void __launch_bounds__(GDN_CHUNK_THREADS, 1)
 k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, float *ssm, const int32_t *tiles,
                   int n_tiles, const int32_t *tok_pos, const int32_t *seq_slot, int nk, int nv, int dk, int dv,
-                  size_t ldq, size_t ldk)
+                  size_t ldq, size_t ldk, bool vec_qk)
 {
-    const int C = GDN_CHUNK, TC = GDN_STATE_COLS, n_ct = (dv + TC - 1) / TC;
+    constexpr int C = GDN_CHUNK, TC = GDN_STATE_COLS, PS = GDN_P_STRIDE, VS = GDN_V_STRIDE;
+    const int n_ct = (dv + TC - 1) / TC;
     const int s = blockIdx.x / (nv * n_ct), h = blockIdx.x / n_ct % nv, c0 = blockIdx.x % n_ct * TC;
-    constexpr int RG = GDN_STATE_RG, MO = GDN_CHUNK / RG, MS = GDN_CHUNKED_MAX_DK / RG;
-    const int kh = h / (nv / nk), dkp = (dk + 4 * RG - 1) / (4 * RG) * (4 * RG), rpg = dkp / RG;
-    const int tid = threadIdx.x, c = tid & 31, rq = tid >> 5, cg = c0 + c;
-    const bool col_ok = cg < dv;
-    const size_t rec = (size_t)dk + dv + C + 4;
-    extern __shared__ __align__(16) float state_smem[];
-    float *S = state_smem;      // [dkp][TC]
-    float *Vp = S + dkp * TC;   // [C][TC]: U, then V'
-    float *R = Vp + C * TC;     // [C][dkp]: W, then the scaled q, then the scaled k (zero padded)
+    const int kh = h / (nv / nk), dkp = gdn_dk_padded(dk), dvp = gdn_dv_padded(dv);
+    const int dks = dkp + 4, kst = dkp + 8;   // A loads (W, Q rows), A^T loads (K rows): distinct banks
+    const size_t rec = (size_t)dkp + dvp + C + 4, rstride = (size_t)nv * rec;
+    const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5, g = lane >> 2, t = lane & 3;
+    const int rt = w & 3, ch = w >> 2;
+    extern __shared__ __align__(16) float smem[];
+    float *Wb = smem;               // [C][dks]
+    float *Qb = Wb + C * dks;       // [C][dks]: raw q rows
+    float *Kb = Qb + C * dks;       // [C][kst]: raw k rows
+    float *Pb = Kb + C * kst;       // [C][PS]
+    float *Ub = Pb + C * PS;        // [C][VS]: U columns c0..
+    float *Sc = Ub + C * VS;        // [C][4]: sq, sk, e^G_L, 0
+    float *Vb = Sc + C * 4;         // [C][VS]: V'
+    float *Vs = Vb + C * VS;        // [C][VS]: diag(sk) V'
+    uint32_t *Shi = (uint32_t *)(Vs + C * VS), *Slo = Shi + dkp * VS;   // [dkp][VS]: S in tf32 halves
     float *Sg = ssm + (size_t)seq_slot[s] * nv * dk * dv + (size_t)h * dk * dv;
-    for (int m = 0; m < rpg; m++) {
-        const int r = rq * rpg + m;
-        S[r * TC + c] = r < dk && col_ok ? Sg[(size_t)r * dv + cg] : 0.0f;
-    }
-    for (int tl = 0; tl < n_tiles; tl++) {
-        if (tiles[3 * tl + 2] != s) continue;   // uniform over the block
-        int t0, L, pos0;
-        for (int j = 0; j < GDN_TILE_PIECES && gdn_piece(tiles, tok_pos, tl, j, &t0, &L, &pos0); j++) {
-            const float *rec0 = ws + ((size_t)t0 * nv + h) * rec;   // token t0 + i: rec0 + i nv rec
-            const size_t rstride = (size_t)nv * rec;
-            if (pos0 == 0)
-                for (int m = 0; m < rpg; m++) S[(rq * rpg + m) * TC + c] = 0.0f;
-            for (int e = tid; e < L * dkp; e += blockDim.x) {
-                const int i = e / dkp, r = e % dkp;
-                R[i * dkp + r] = r < dk ? rec0[i * rstride + r] : 0.0f;
-            }
-            for (int e = tid; e < L * TC; e += blockDim.x) {
-                const int i = e / TC, cc = e % TC;
-                Vp[i * TC + cc] = c0 + cc < dv ? rec0[i * rstride + dk + c0 + cc] : 0.0f;
-            }
-            __syncthreads();
-            float acc[MO];
-            rows_times_state<MO, RG>(acc, R, S, dkp, rq, c);   // W S
+    const bool own_s = 16 * w < dkp;   // warps past dkp own no rows of S
+
+    float sacc[4][4];   // S rows 16 w + g (+ 8), columns 8 nn + 2 t (+ 1)
 #pragma unroll
-            for (int m = 0; m < MO; m++)
-                if (rq + RG * m < L) Vp[(rq + RG * m) * TC + c] -= acc[m];   // V' = U - W S
-            __syncthreads();
-            for (int e = tid; e < L * dkp; e += blockDim.x) {
-                const int i = e / dkp, r = e % dkp;
-                R[i * dkp + r] = r < dk ? q[(size_t)(t0 + i) * ldq + (size_t)kh * dk + r] * rec0[i * rstride + dk + dv + C] : 0.0f;
-            }
-            __syncthreads();
-            rows_times_state<MO, RG>(acc, R, S, dkp, rq, c);   // diag(e^G) Q S
+    for (int nn = 0; nn < 4; nn++)
 #pragma unroll
-            for (int m = 0; m < MO; m++) {
-                const int i = rq + RG * m;
-                if (i >= L) break;
-                const float *P = rec0 + i * rstride + dk + dv;
-                float o = acc[m];
-                for (int jj = 0; jj <= i; jj++) o += P[jj] * Vp[jj * TC + c];   // + P V'
-                if (col_ok) out[(size_t)(t0 + i) * nv * dv + (size_t)h * dv + cg] = o;
-            }
-            __syncthreads();   // S and R are read above, rewritten below
-            for (int e = tid; e < L * dkp; e += blockDim.x) {
-                const int i = e / dkp, r = e % dkp;
-                R[i * dkp + r] = r < dk ? k[(size_t)(t0 + i) * ldk + (size_t)kh * dk + r] * rec0[i * rstride + dk + dv + C + 1] : 0.0f;
-            }
-            const float eL = rec0[dk + dv + C + 2];
-            __syncthreads();
-            float acc2[MS];
-#pragma unroll
-            for (int m = 0; m < MS; m++) acc2[m] = 0.0f;
-            for (int i = 0; i < L; i++) {   // (diag(e^(G_L - G)) K)^T V'
-                const float vv = Vp[i * TC + c];
-                const float *kr = R + i * dkp + rq * rpg;
-#pragma unroll
-                for (int m4 = 0; m4 < MS / 4; m4++) {
-                    if (4 * m4 >= rpg) break;
-                    const float4 kv = *reinterpret_cast<const float4 *>(kr + 4 * m4);
-                    acc2[4 * m4] += kv.x * vv;
-                    acc2[4 * m4 + 1] += kv.y * vv;
-                    acc2[4 * m4 + 2] += kv.z * vv;
-                    acc2[4 * m4 + 3] += kv.w * vv;
-                }
-            }
-#pragma unroll
-            for (int m = 0; m < MS; m++) {
-                if (m >= rpg) break;
-                float *sp = S + (rq * rpg + m) * TC + c;
-                *sp = eL * *sp + acc2[m];
-            }
-            __syncthreads();   // the next piece reads all of S and rewrites R and Vp
+        for (int e = 0; e < 4; e++) {
+            const int r = 16 * w + g + (e >= 2 ? 8 : 0), cc = 8 * nn + 2 * t + (e & 1);
+            sacc[nn][e] = r < dk && c0 + cc < dv ? Sg[(size_t)r * dv + c0 + cc] : 0.0f;
         }
+    auto s_publish = [&]() {   // this warp's rows of S into Shi / Slo
+        if (!own_s) return;
+#pragma unroll
+        for (int nn = 0; nn < 4; nn++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int o = (16 * w + g + (e >= 2 ? 8 : 0)) * VS + 8 * nn + 2 * t + (e & 1);
+                tf32_split(sacc[nn][e], &Shi[o], &Slo[o]);
+            }
+    };
+    auto load_wqu = [&](int pt0, int pL) {   // group 1: W, Q, U, scales of the piece at token pt0
+        const float *r0 = ws + ((size_t)pt0 * nv + h) * rec;
+        gdn_rows_async(Wb, dks, r0, rstride, pL, dkp, dkp, true);
+        gdn_rows_async(Qb, dks, q + (size_t)pt0 * ldq + (size_t)kh * dk, ldq, pL, dk, dkp, vec_qk);
+        gdn_rows_async(Ub, VS, r0 + dkp + c0, rstride, pL, dvp - c0, TC, true);
+        gdn_rows_async(Sc, 4, r0 + dkp + dvp + C, rstride, pL, 4, 4, true);
+    };
+    auto load_kp = [&](int pt0, int pL) {   // group 2: K, P
+        const float *r0 = ws + ((size_t)pt0 * nv + h) * rec;
+        gdn_rows_async(Kb, kst, k + (size_t)pt0 * ldk + (size_t)kh * dk, ldk, pL, dk, dkp, vec_qk);
+        gdn_rows_async(Pb, PS, r0 + dkp + dvp, rstride, pL, C, C, true);
+    };
+
+    int tl = 0, pj = -1, t0, L, pos0;
+    bool have = gdn_seq_piece_next(tiles, n_tiles, tok_pos, s, &tl, &pj, &t0, &L, &pos0);
+    if (have) {
+        load_wqu(t0, L);
+        gdn_cp_commit();
+        load_kp(t0, L);
+        gdn_cp_commit();
     }
-    for (int m = 0; m < rpg; m++) {
-        const int r = rq * rpg + m;
-        if (r < dk && col_ok) Sg[(size_t)r * dv + cg] = S[r * TC + c];
+    s_publish();
+    while (have) {
+        if (pos0 == 0) {   // the piece starts its sequence: S from zero
+#pragma unroll
+            for (int nn = 0; nn < 4; nn++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) sacc[nn][e] = 0.0f;
+            s_publish();
+        }
+        gdn_cp_wait<1>();   // this piece's group 1
+        __syncthreads();
+
+        /* phase 1: X = W S, Y = Q S over rows 16 rt.., columns 16 ch.. */
+        float xw[2][4], xq[2][4];
+#pragma unroll
+        for (int nn = 0; nn < 2; nn++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) xw[nn][e] = xq[nn][e] = 0.0f;
+        for (int k0 = 0; k0 < dkp; k0 += 8) {
+            const struct tf32_a aw = tf32_load_a(Wb, dks, 16 * rt, k0, lane), aq = tf32_load_a(Qb, dks, 16 * rt, k0, lane);
+#pragma unroll
+            for (int nn = 0; nn < 2; nn++) {
+                const struct tf32_b bs = tf32_load_b_split(Shi, Slo, VS, k0, 16 * ch + 8 * nn, lane);
+                mma_3xtf32(xw[nn], aw, bs);
+                mma_3xtf32(xq[nn], aq, bs);
+            }
+        }
+        const float eL = Sc[2];   // e^G_L (row 0's copy), before the next piece's scales land
+        float o[2][4];
+#pragma unroll
+        for (int nn = 0; nn < 2; nn++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int i = 16 * rt + g + (e >= 2 ? 8 : 0), cc = 16 * ch + 8 * nn + 2 * t + (e & 1);
+                const float vp = Ub[i * VS + cc] - xw[nn][e];   // rows past L: 0 - 0
+                Vb[i * VS + cc] = vp;
+                Vs[i * VS + cc] = Sc[4 * i + 1] * vp;
+                o[nn][e] = Sc[4 * i] * xq[nn][e];
+            }
+        gdn_cp_wait<0>();   // this piece's group 2
+        __syncthreads();    // V' published; W, Q, U, scales and S's copy read
+
+        const int cur_t0 = t0, cur_L = L;
+        have = gdn_seq_piece_next(tiles, n_tiles, tok_pos, s, &tl, &pj, &t0, &L, &pos0);
+        if (have) load_wqu(t0, L);
+        gdn_cp_commit();   // empty past the last piece: the group count stays uniform
+
+        /* phase 2: O += P V' (causal: k-steps up to the row tile's end), stored */
+        for (int k0 = 0; k0 < 16 * rt + 16; k0 += 8) {
+            const struct tf32_a ap = tf32_load_a(Pb, PS, 16 * rt, k0, lane);
+#pragma unroll
+            for (int nn = 0; nn < 2; nn++) mma_3xtf32(o[nn], ap, tf32_load_b(Vb, VS, k0, 16 * ch + 8 * nn, lane));
+        }
+#pragma unroll
+        for (int nn = 0; nn < 2; nn++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int i = 16 * rt + g + (e >= 2 ? 8 : 0), col = c0 + 16 * ch + 8 * nn + 2 * t + (e & 1);
+                if (i < cur_L && col < dv) out[(size_t)(cur_t0 + i) * nv * dv + (size_t)h * dv + col] = o[nn][e];
+            }
+        /* S = e^G_L S + K^T diag(sk) V' over this warp's rows */
+        if (own_s) {
+#pragma unroll
+            for (int nn = 0; nn < 4; nn++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) sacc[nn][e] *= eL;
+            for (int k0 = 0; k0 < C; k0 += 8) {
+                const struct tf32_a ak = tf32_load_at(Kb, kst, 16 * w, k0, lane);
+#pragma unroll
+                for (int nn = 0; nn < 4; nn++) mma_3xtf32(sacc[nn], ak, tf32_load_b(Vs, VS, k0, 8 * nn, lane));
+            }
+        }
+        s_publish();        // nobody reads Shi / Slo in phase 2
+        __syncthreads();    // K, P, V' read
+        if (have) load_kp(t0, L);
+        gdn_cp_commit();
     }
+    gdn_cp_wait<0>();
+#pragma unroll
+    for (int nn = 0; nn < 4; nn++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int r = 16 * w + g + (e >= 2 ? 8 : 0), cc = 8 * nn + 2 * t + (e & 1);
+            if (r < dk && c0 + cc < dv) Sg[(size_t)r * dv + c0 + cc] = sacc[nn][e];
+        }
+}
+
+/* Shared memory of k_gdn_chunk_prep and k_gdn_chunk_state (bytes), as their layouts carve it. */
+static size_t gdn_prep_smem(int dk)
+{
+    return sizeof(float) * (2 * (size_t)GDN_CHUNK * (gdn_dk_padded(dk) + 4) + (size_t)GDN_CHUNK * GDN_P_STRIDE +
+                            4 * (size_t)GDN_CHUNK);
+}
+
+static size_t gdn_state_smem(int dk)
+{
+    const size_t C = GDN_CHUNK, dkp = (size_t)gdn_dk_padded(dk), VS = GDN_V_STRIDE;
+    return sizeof(float) * (2 * C * (dkp + 4) + C * (dkp + 8) + C * GDN_P_STRIDE + 3 * C * VS + 4 * C + 2 * dkp * VS);
 }
 
 /* The chunked form for this step? Not in cuda-deterministic (a decode token's arithmetic must not
  * depend on a prefill beside it), not for pure decode, only when some sequence brings a run of
- * GDN_CHUNKED_MIN_RUN tokens. Tiles come from batch_begin (host copy kept in h_tiles). */
+ * GDN_CHUNKED_MIN_RUN tokens, and only where the state pass's shared memory fits (dk 128 takes
+ * 193 KB: H100, not A100). Tiles come from batch_begin (host copy kept in h_tiles). */
 static bool gdn_chunked_pays(const struct cuda_backend *cb, const struct gdn_params *p)
 {
     const struct cuda_batch *b = &cb->batch;
-    if (cb->deterministic || b->all_single || p->k_dim > GDN_CHUNKED_MAX_DK || p->v_dim > GDN_CHUNKED_MAX_DV)
+    if (cb->deterministic || b->all_single || p->k_dim > GDN_CHUNKED_MAX_DK || p->v_dim > GDN_CHUNKED_MAX_DV ||
+        gdn_state_smem(p->k_dim) > cb->smem_optin)
         return false;
     bool long_run = false;
     for (int i = 0; i < b->n_tiles; i++) {
@@ -574,26 +809,31 @@ static void gdn_chunked(struct cuda_backend *cb, struct tensor *out, const struc
                         const struct gdn_params *p, const struct batch_meta *m)
 {
     const struct cuda_batch *bt = &cb->batch;
-    const int nk = p->n_k_heads, nv = p->n_v_heads, dk = p->k_dim, dv = p->v_dim, C = GDN_CHUNK;
-    const size_t f = sizeof(float);
+    const int nk = p->n_k_heads, nv = p->n_v_heads, dk = p->k_dim, dv = p->v_dim;
+    const size_t f = sizeof(float), ldq = q->nb[1] / f, ldk = k->nb[1] / f;
     float *ws = (float *)cuda_grow(cb, &cb->d_gdn_work, &cb->gdn_work_bytes, f * (size_t)m->n_tok * nv * gdn_rec_floats(dk, dv));
-    const int dx = (dk > dv ? dk : dv) + 1;
-    size_t smem1 = f * ((size_t)C * dx + (size_t)C * (dk + 1) + 2 * (size_t)C * (C + 1) + 5 * (size_t)C);
+    const size_t smem1 = gdn_prep_smem(dk), smem2 = gdn_state_smem(dk);
+    double t0 = cuda_prof_begin(cb);
     DISPATCH_FLOAT(a_log->dtype, T, {
         gdn_smem_optin(cb, k_gdn_chunk_prep<T>, smem1, "gdn chunked prefill");
-        k_gdn_chunk_prep<T><<<dim3(bt->n_tiles * GDN_TILE_PIECES, nv), GDN_PREP_THREADS, smem1, cb->stream>>>(
+        k_gdn_chunk_prep<T><<<dim3(bt->n_tiles * GDN_TILE_PIECES, nv), GDN_CHUNK_THREADS, smem1, cb->stream>>>(
             ws, (const float *)dptr(q), (const float *)dptr(k), (const float *)dptr(v), (const float *)dptr(a),
             (const float *)dptr(b), (const T *)dptr(a_log), (const T *)dptr(dt_bias), bt->d_tiles, bt->d_tok_pos, nk, nv,
-            dk, dv, q->nb[1] / f, k->nb[1] / f, v->nb[1] / f, a->nb[1] / f, b->nb[1] / f);
+            dk, dv, ldq, ldk, v->nb[1] / f, a->nb[1] / f, b->nb[1] / f);
     });
     LAUNCH_CHECK();
-    const int dkp = gdn_dk_padded(dk), n_ct = (dv + GDN_STATE_COLS - 1) / GDN_STATE_COLS;
-    size_t smem2 = f * ((size_t)dkp * GDN_STATE_COLS + (size_t)C * GDN_STATE_COLS + (size_t)C * dkp);
+    cuda_prof_end(cb, "gdn_chunk_prep", t0);
+    // q and k rows in 16-byte copies when every row starts on 16 bytes (dkp pads the rest with zeros)
+    const bool vec_qk = dk % 4 == 0 && ldq % 4 == 0 && ldk % 4 == 0 && ((uintptr_t)dptr(q) & 15) == 0 &&
+                        ((uintptr_t)dptr(k) & 15) == 0;
+    const int n_ct = (dv + GDN_STATE_COLS - 1) / GDN_STATE_COLS;
     gdn_smem_optin(cb, k_gdn_chunk_state, smem2, "gdn chunked prefill");
-    k_gdn_chunk_state<<<m->n_seq * nv * n_ct, GDN_STATE_THREADS, smem2, cb->stream>>>(
+    t0 = cuda_prof_begin(cb);
+    k_gdn_chunk_state<<<m->n_seq * nv * n_ct, GDN_CHUNK_THREADS, smem2, cb->stream>>>(
         (float *)dptr(out), ws, (const float *)dptr(q), (const float *)dptr(k), (float *)dptr(&st->ssm), bt->d_tiles,
-        bt->n_tiles, bt->d_tok_pos, bt->d_seq_state_slot, nk, nv, dk, dv, q->nb[1] / f, k->nb[1] / f);
+        bt->n_tiles, bt->d_tok_pos, bt->d_seq_state_slot, nk, nv, dk, dv, ldq, ldk, vec_qk);
     LAUNCH_CHECK();
+    cuda_prof_end(cb, "gdn_chunk_state", t0);
 }
 
 void cuda_gdn_recurrent(struct backend *be, struct tensor *out, const struct tensor *q, const struct tensor *k,
@@ -612,10 +852,8 @@ void cuda_gdn_recurrent(struct backend *be, struct tensor *out, const struct ten
           dt_bias->ne[0] == nv && st->ssm.ne[0] == (int64_t)nv * dk * dv && tensor_is_contiguous(out),
           "gdn_recurrent: shapes");
     CHECK(dv <= 1024 && m->seq_state_slot, "gdn_recurrent: value head dim %d (at most 1024)", dv);
-    if (gdn_chunked_pays(cb, p)) {
-        const double t0 = cuda_prof_begin(cb);
+    if (gdn_chunked_pays(cb, p)) {   // profiled per kernel: gdn_chunk_prep, gdn_chunk_state
         gdn_chunked(cb, out, q, k, v, a, b, a_log, dt_bias, st, p, m);
-        cuda_prof_end(cb, "gdn_chunked", t0);
         return;
     }
     const double t0 = cuda_prof_begin(cb);

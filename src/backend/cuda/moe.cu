@@ -13,12 +13,13 @@
  * weights while gate + up drains. From MOE_GROUP_MIN_N tokens (and always in cuda-deterministic)
  * the slots are grouped by expert on the device first and each picked expert's weights stream
  * once for all its slots (k_moe_group, k_moe_gate_up_grouped, k_moe_down_grouped, the combine).
- * For many tokens (prefill) the ids come back to the host, tokens
- * are grouped per expert (a sort on the host), and each expert runs through cuBLAS once on its
- * gathered rows; with bf16/f16 weights (not cuda-precise) all experts run together instead: x
- * once in the weights' dtype, a grouped tensor-core GEMM (moe_gemm.cuh) for gate and up with the
- * GLU in its epilogue and one for down, over a host-made list of (expert, 128 rows) items, and the
- * combine reads the outputs where the sort put them: four launches a layer whatever the experts.
+ * For many tokens (prefill) with bf16/f16 weights (not cuda-precise) all experts run together:
+ * the slots are sorted by expert on the device (count, plan, place), x is converted once to the
+ * weights' dtype, a grouped tensor-core GEMM (moe_gemm.cuh) runs gate and up with the GLU in its
+ * epilogue and one runs down, over a device-made list of (expert, 128 rows) items, and the combine
+ * reads the outputs where the sort put them: eight launches a layer whatever the experts, no host
+ * round trip. Otherwise the ids come back to the host, tokens are grouped per expert there, and
+ * each expert runs through cuBLAS once on its gathered rows.
  *
  * MLX-quantized experts (DTYPE_QMLX) take the same two paths: on the device, gate + up + GLU in
  * one launch (k_moe_qgate_up, qmatmul.cu), down (k_moe_qgemv) and the combine, over a device table
@@ -514,44 +515,61 @@ __global__ void __launch_bounds__(MOE_K_MAX * 32) k_moe_down_combine(float *out,
 #define MOE_GROUP_S     4   // slots a warp multiplies per pass over its weight rows
 #define MOE_GROUP_ROWS  4   // down rows per warp (8 as in k_moe_down_combine: 245 registers, one block an SM)
 
-/* order[p]: the slot at sorted position p (experts ascending, slots ascending within one);
- * cnt[p]: the number of slots of the expert whose first position is p, 0 at the others. One block,
- * a thread per slot counting over all slots in shared memory: no atomics, so the same ids give the
- * same order. A programmatic dependent of the router. */
-__global__ void __launch_bounds__(MOE_GROUP_MAX) k_moe_group(int32_t *order, int32_t *cnt, const int32_t *ids, int slots)
+/* order[p]: the slot at sorted position p (experts ascending, slots ascending within one); group
+ * g (the g-th smallest expert picked) is positions [gpos[g], gpos[g] + gcnt[g]); gcnt[g] = 0 for
+ * the other g < n_cap (the launch's groups: min(slots, experts) bounds them). One block, a thread
+ * per slot counting over all slots in shared memory: no atomics, so the same ids give the same
+ * order. A programmatic dependent of the router. */
+__global__ void __launch_bounds__(MOE_GROUP_MAX) k_moe_group(int32_t *order, int32_t *gpos, int32_t *gcnt,
+                                                             const int32_t *ids, int slots, int n_cap)
 {
     __shared__ int32_t s_ids[MOE_GROUP_MAX];
+    __shared__ bool s_first[MOE_GROUP_MAX];   // the slot is its expert's first
     pdl_wait();      // ids come from the router
     pdl_trigger();
     const int i = threadIdx.x;
     if (i < slots) s_ids[i] = ids[i];
     __syncthreads();
-    if (i >= slots) return;
-    const int e = s_ids[i];
+    const int e = i < slots ? s_ids[i] : 0;
     int before = 0, same = 0, rank = 0;
-    for (int j = 0; j < slots; j++) {
+    for (int j = 0; j < slots && i < slots; j++) {
         const int o = s_ids[j];
         before += o < e;
         same += o == e;
         rank += o == e && j < i;
     }
-    order[before + rank] = i;
-    cnt[before + rank] = rank == 0 ? same : 0;
+    if (i < slots) s_first[i] = rank == 0;
+    __syncthreads();
+    int group = 0, n_groups = 0;   // experts picked below e; experts picked
+    for (int j = 0; j < slots; j++) {
+        group += s_first[j] && s_ids[j] < e;
+        n_groups += s_first[j];
+    }
+    if (i < slots) {
+        order[before + rank] = i;
+        if (rank == 0) {
+            gpos[group] = before;
+            gcnt[group] = same;
+        }
+    }
+    if (i >= n_groups && i < n_cap) gcnt[i] = 0;
 }
 
 /* out[slot, row] = act(gate_e[row] . x[slot / x_div]) * (up_e[row] . x[slot / x_div]) for the
- * slots of the expert e whose group starts at sorted position blockIdx.y (other positions exit):
+ * slots of group blockIdx.y (k_moe_group's; blocks past the last group exit):
  * a warp per row, its gate and up chunks loaded once per MOE_GROUP_S slots. A programmatic
  * dependent of k_moe_group; lets the down kernel launch once the groups are known. */
 template <typename T>
 __global__ void __launch_bounds__(MOE_WARPS * 32)
 k_moe_gate_up_grouped(float *out, const float *x, const void *const *tab_g, const void *const *tab_u, const int32_t *ids,
-                      const int32_t *order, const int32_t *cnt, int m, int kdim, int x_div, int act)
+                      const int32_t *order, const int32_t *gpos, const int32_t *gcnt, int m, int kdim, int x_div,
+                      int act)
 {
-    pdl_wait();      // order and cnt come from the kernel before, x from the router
+    pdl_wait();      // the groups come from the kernel before, x from the router
     pdl_trigger();
-    const int p = blockIdx.y, c = cnt[p], row = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    const int c = gcnt[blockIdx.y], row = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (!c || row >= m) return;
+    const int p = gpos[blockIdx.y];
     const int e = ids[order[p]];
     if (!tab_g[e]) {   // absent expert: act(0) * 0
         if (lane == 0)
@@ -604,19 +622,19 @@ k_moe_gate_up_grouped(float *out, const float *x, const void *const *tab_g, cons
     }
 }
 
-/* y[slot, row] = W_down_e[row] . h[slot] for the slots of the expert whose group starts at sorted
- * position blockIdx.y: warp w of the block owns MOE_GROUP_ROWS consecutive rows, streamed as
+/* y[slot, row] = W_down_e[row] . h[slot] for the slots of group blockIdx.y: warp w of the block owns MOE_GROUP_ROWS consecutive rows, streamed as
  * k_moe_down_combine streams them (down_load) once per MOE_GROUP_S slots. The groups are final at
  * entry (k_moe_group finished before the gate + up kernel let this one launch), so the first
  * weights load before waiting for h. */
 template <typename T, int R = MOE_GROUP_ROWS>
 __global__ void __launch_bounds__(MOE_WARPS * 32)
 k_moe_down_grouped(float *y, const float *h, const void *const *tab, const int32_t *ids, const int32_t *order,
-                   const int32_t *cnt, int d, int f)
+                   const int32_t *gpos, const int32_t *gcnt, int d, int f)
 {
-    const int p = blockIdx.y, c = cnt[p], warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int c = gcnt[blockIdx.y], warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int row0 = (blockIdx.x * MOE_WARPS + warp) * R;
     if (!c || row0 >= d) return;
+    const int p = gpos[blockIdx.y];
     const int n_rows = min(R, d - row0), n_vec = f / 8;
     const void *w_e = tab[ids[order[p]]];
     const int n_load = w_e ? n_rows : 0;   // an absent expert loads nothing: its rows are 0
@@ -703,6 +721,45 @@ __global__ void k_gather(D *dst, const float *src, const int32_t *rows, int d)
     for (int i = threadIdx.x; i < d; i += blockDim.x) dst[(size_t)r * d + i] = from_f<D>(src[(size_t)rows[r] * d + i]);
 }
 
+/* ---- the sort of the grouped path, on the device (no host round trip) ----
+ * cnt[e] = slots of expert e (atomics: a count does not depend on their order); k_moe_plan turns
+ * the counts into each expert's first grouped row (in place) and the work items of
+ * k_moe_grouped_mma; k_moe_place gives each slot a row of its expert (which row, atomics decide:
+ * every row's products and the combine's sum are the same wherever it lands). */
+__global__ void k_moe_count(int32_t *cnt, const int32_t *ids, int slots)
+{
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < slots; i += gridDim.x * blockDim.x) atomicAdd(&cnt[ids[i]], 1);
+}
+
+/* One thread: a few hundred experts and items, cheaper than a scan's launches. */
+__global__ void k_moe_plan(int32_t *cnt_to_first, int32_t *work, int32_t *n_work, int E)
+{
+    if (threadIdx.x || blockIdx.x) return;
+    int row = 0, w = 0;
+    for (int e = 0; e < E; e++) {
+        const int c = cnt_to_first[e];
+        cnt_to_first[e] = row;
+        for (int r0 = 0; r0 < c; r0 += MGM_BM, w++) {
+            work[3 * w] = e;
+            work[3 * w + 1] = row + r0;
+            work[3 * w + 2] = c - r0 < MGM_BM ? c - r0 : MGM_BM;
+        }
+        row += c;
+    }
+    *n_work = w;
+}
+
+/* rows[r] = the token of grouped row r, at[slot] = the slot's grouped row. */
+__global__ void k_moe_place(int32_t *rows, int32_t *at, int32_t *fill, const int32_t *first, const int32_t *ids, int slots,
+                            int k)
+{
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < slots; i += gridDim.x * blockDim.x) {
+        const int e = ids[i], r = first[e] + atomicAdd(&fill[e], 1);
+        rows[r] = i / k;
+        at[i] = r;
+    }
+}
+
 /* dst[i] = src[i] in H, eight at a time (n8 groups of eight): x once in the GEMM's dtype. */
 template <typename H>
 __global__ void k_to16(H *dst, const float *src, size_t n8)
@@ -718,14 +775,15 @@ __global__ void k_to16(H *dst, const float *src, size_t n8)
     }
 }
 
-/* The experts of 16-bit weights over their grouped rows (work: n_work items of MGM_BM rows,
- * moe_gemm.cuh; idx: the token of each grouped row): x once in the weights' dtype (as cuBLAS would
- * take it; the gate + up GEMM gathers its rows through idx), gate and up with the GLU in one GEMM
- * launch, down in another; y in grouped order. Profile: "moe_grouped16 gate_up" (with x's
- * conversion), "moe_grouped16 down". */
+/* The experts of 16-bit weights over their grouped rows (work: *n_work items of MGM_BM rows,
+ * moe_gemm.cuh, at most max_work; idx: the token of each grouped row): x once in the weights'
+ * dtype (as cuBLAS would take it; the gate + up GEMM gathers its rows through idx), gate and up
+ * with the GLU in one GEMM launch, down in another; y in grouped order. Profile: "moe_grouped16
+ * gate_up" (with x's conversion), "moe_grouped16 down". */
 template <typename H>
 static void moe_grouped16(struct cuda_backend *cb, float *y, void *work16, const float *x, int n, const int32_t *idx,
-                          const int32_t *work, int n_work, const struct moe_table *tab, int d, int f, enum act act)
+                          const int32_t *work, const int32_t *n_work, int max_work, const struct moe_table *tab, int d,
+                          int f, enum act act)
 {
     H *xh = (H *)work16, *hh = xh + (size_t)n * d;   // [n, d], then [slots, f] in grouped order
     const int tiles_gu = (f + MGM_BN / 2 - 1) / (MGM_BN / 2), tiles_down = (d + MGM_BN - 1) / MGM_BN;
@@ -735,13 +793,13 @@ static void moe_grouped16(struct cuda_backend *cb, float *y, void *work16, const
                                     MGM_SMEM_BYTES));
     double t0 = cuda_prof_begin(cb);
     k_to16<H><<<moe_grid((size_t)n * d / 8), 256, 0, cb->stream>>>(xh, x, (size_t)n * d / 8);
-    k_moe_grouped_mma<H, true><<<n_work * tiles_gu, MGM_THREADS, MGM_SMEM_BYTES, cb->stream>>>(
-        hh, xh, idx, tab->d_gate, tab->d_up, work, tiles_gu, f, d, (int)act);
+    k_moe_grouped_mma<H, true><<<max_work * tiles_gu, MGM_THREADS, MGM_SMEM_BYTES, cb->stream>>>(
+        hh, xh, idx, tab->d_gate, tab->d_up, work, n_work, tiles_gu, f, d, (int)act);
     LAUNCH_CHECK();
     cuda_prof_end(cb, "moe_grouped16 gate_up", t0);
     t0 = cuda_prof_begin(cb);
-    k_moe_grouped_mma<H, false><<<n_work * tiles_down, MGM_THREADS, MGM_SMEM_BYTES, cb->stream>>>(
-        y, hh, NULL, tab->d_down, NULL, work, tiles_down, d, f, (int)act);
+    k_moe_grouped_mma<H, false><<<max_work * tiles_down, MGM_THREADS, MGM_SMEM_BYTES, cb->stream>>>(
+        y, hh, NULL, tab->d_down, NULL, work, n_work, tiles_down, d, f, (int)act);
     LAUNCH_CHECK();
     cuda_prof_end(cb, "moe_grouped16 down", t0);
 }
@@ -780,11 +838,12 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
     const size_t h16_bytes = (sizeof(uint16_t) * slots * f + 15) & ~(size_t)15;   // the 16-bit GLU rows
     const size_t max_work = slots / MGM_BM + (size_t)n_experts + 1;   // k_moe_grouped_mma's items
     size_t bytes = sizeof(float) * (slots * (2 * (size_t)f + 2 * (size_t)d)) + h16_bytes +
-                   sizeof(int32_t) * (3 * slots + 3 * max_work) + 1024;
+                   sizeof(int32_t) * (3 * slots + 3 * max_work + 2 * (size_t)n_experts + 1) + 1024;
     char *ws = (char *)cuda_grow(cb, &cb->d_moe_work, &cb->moe_work_bytes, bytes);
     float *g = (float *)ws, *u = g + slots * f, *y = u + slots * f, *xg = y + slots * d;
     int32_t *idx = (int32_t *)((char *)(xg + slots * d) + h16_bytes), *slot_of = idx + slots;
     int32_t *at = slot_of + slots, *work = at + slots;
+    int32_t *cnt = work + 3 * max_work, *fill = cnt + n_experts, *n_work = fill + n_experts;   // the device sort's
     int gl = moe_grid(slots * f);
     const int32_t *combine_at = NULL;   // y in (token, choice) order
 
@@ -825,16 +884,18 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
             if (vec && (n >= MOE_GROUP_MIN_N || cb->deterministic)) {   // slots grouped by expert
                 CHECK(slots <= MOE_GROUP_MAX, "cuda moe: %zu slots on the device path", slots);
                 const double t0 = cuda_prof_begin(cb);
-                int32_t *order = idx, *cnt = slot_of;
+                int32_t *order = idx, *gpos = slot_of, *gcnt = at;
                 const int32_t *d_ids = (const int32_t *)dptr(ids);
-                launch_pdl(cb, k_moe_group, dim3(1), dim3(MOE_GROUP_MAX), order, cnt, d_ids, (int)slots);
+                const int n_cap = (int)slots < n_experts ? (int)slots : n_experts;   // most groups there can be
+                launch_pdl(cb, k_moe_group, dim3(1), dim3(MOE_GROUP_MAX), order, gpos, gcnt, d_ids, (int)slots, n_cap);
                 DISPATCH_FLOAT(g0->dtype, T,
-                    launch_pdl(cb, k_moe_gate_up_grouped<T>, dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, g,
+                    launch_pdl(cb, k_moe_gate_up_grouped<T>, dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)n_cap), blk, g,
                                (const float *)dptr(x), tab->d_gate, tab->d_up, d_ids, (const int32_t *)order,
-                               (const int32_t *)cnt, f, d, k, (int)act);
+                               (const int32_t *)gpos, (const int32_t *)gcnt, f, d, k, (int)act);
                     launch_pdl(cb, k_moe_down_grouped<T>,
-                               dim3((d + MOE_WARPS * MOE_GROUP_ROWS - 1) / (MOE_WARPS * MOE_GROUP_ROWS), (unsigned)slots), blk,
-                               y, (const float *)g, tab->d_down, d_ids, (const int32_t *)order, (const int32_t *)cnt, d, f));
+                               dim3((d + MOE_WARPS * MOE_GROUP_ROWS - 1) / (MOE_WARPS * MOE_GROUP_ROWS), (unsigned)n_cap), blk,
+                               y, (const float *)g, tab->d_down, d_ids, (const int32_t *)order, (const int32_t *)gpos,
+                               (const int32_t *)gcnt, d, f));
                 k_moe_combine<<<n, 256, 0, cb->stream>>>((float *)dptr(out), y, NULL, (const float *)dptr(weights), k, d,
                                                          accumulate);
                 LAUNCH_CHECK();
@@ -867,36 +928,6 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
             LAUNCH_CHECK();
         }
     } else {
-        // Group (token, choice) slots by expert on the host: expert e's slots become grouped rows
-        // [count[e], count[e + 1]); at[slot] says which row each slot went to.
-        const double t_sort = cuda_prof_begin(cb);
-        int32_t *h_ids = (int32_t *)xmalloc(sizeof(int32_t) * slots);
-        CUDA_CHECK(cudaMemcpyAsync(h_ids, dptr(ids), sizeof(int32_t) * slots, cudaMemcpyDeviceToHost, cb->stream));
-        cuda_step_roundtrip(cb);
-        int *count = (int *)xcalloc((size_t)n_experts + 1, sizeof(int));
-        for (size_t i = 0; i < slots; i++) count[h_ids[i] + 1]++;
-        for (int e = 0; e < n_experts; e++) count[e + 1] += count[e];
-        int32_t *h_rows = (int32_t *)xmalloc(sizeof(int32_t) * (3 * slots + 3 * max_work)), *h_slot = h_rows + slots;
-        int32_t *h_at = h_slot + slots, *h_work = h_at + slots;
-        int *fill = (int *)xcalloc((size_t)n_experts, sizeof(int));
-        for (size_t i = 0; i < slots; i++) {
-            int e = h_ids[i], row = count[e] + fill[e]++;
-            h_rows[row] = (int32_t)(i / k);
-            h_slot[row] = (int32_t)i;
-            h_at[i] = row;
-        }
-        int n_work = 0;
-        for (int e = 0; e < n_experts; e++)
-            for (int r0 = count[e]; r0 < count[e + 1]; r0 += MGM_BM, n_work++) {
-                h_work[3 * n_work] = e;
-                h_work[3 * n_work + 1] = r0;
-                h_work[3 * n_work + 2] = count[e + 1] - r0 < MGM_BM ? count[e + 1] - r0 : MGM_BM;
-            }
-        CHECK((size_t)n_work <= max_work, "cuda moe: %d work items (room for %zu)", n_work, max_work);
-        CUDA_CHECK(cudaMemcpyAsync(idx, h_rows, sizeof(int32_t) * (3 * slots + 3 * (size_t)n_work), cudaMemcpyHostToDevice,
-                                   cb->stream));
-        cuda_step_roundtrip(cb);   // h_rows is pageable and freed below
-        cuda_prof_end(cb, "moe_sort", t_sort);
         const enum dtype wdt = g0->dtype;
         const struct moe_table *tab = NULL;
         // the grouped kernel reads every expert's weights from its table: a rank without all
@@ -907,12 +938,42 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
             if (!tab->aligned16 || !aligned16(dptr(x))) tab = NULL;
         }
         if (tab) {   // 16-bit rows of x and of the GLU: 16-byte loads need rows of a multiple of 8
+            // cudaFuncSetAttribute (moe_grouped16) is not a stream operation: keep such steps out of
+            // step graphs, as the host sort did (steps this large are never recorded anyway)
+            cuda_mark_unrecordable(cb);
+            const double t_sort = cuda_prof_begin(cb);
+            const int32_t *d_ids = (const int32_t *)dptr(ids);
+            CUDA_CHECK(cudaMemsetAsync(cnt, 0, sizeof(int32_t) * 2 * (size_t)n_experts, cb->stream));   // cnt, fill
+            k_moe_count<<<moe_grid(slots), 256, 0, cb->stream>>>(cnt, d_ids, (int)slots);
+            k_moe_plan<<<1, 32, 0, cb->stream>>>(cnt, work, n_work, n_experts);
+            k_moe_place<<<moe_grid(slots), 256, 0, cb->stream>>>(idx, at, fill, cnt, d_ids, (int)slots, k);
+            LAUNCH_CHECK();
+            cuda_prof_end(cb, "moe_sort", t_sort);
             if (wdt == DTYPE_BF16)
-                moe_grouped16<__nv_bfloat16>(cb, y, xg, (const float *)dptr(x), n, idx, work, n_work, tab, d, f, act);
+                moe_grouped16<__nv_bfloat16>(cb, y, xg, (const float *)dptr(x), n, idx, work, n_work, (int)max_work, tab,
+                                             d, f, act);
             else
-                moe_grouped16<__half>(cb, y, xg, (const float *)dptr(x), n, idx, work, n_work, tab, d, f, act);
+                moe_grouped16<__half>(cb, y, xg, (const float *)dptr(x), n, idx, work, n_work, (int)max_work, tab, d, f,
+                                      act);
             combine_at = at;
         } else {   // f32, quantized, precise or partial experts: each expert's matmuls as any matmul
+            // Group (token, choice) slots by expert on the host: expert e's slots become grouped
+            // rows [count[e], count[e + 1]); slot_of[row] says which slot each row holds.
+            int32_t *h_ids = (int32_t *)xmalloc(sizeof(int32_t) * slots);
+            CUDA_CHECK(cudaMemcpyAsync(h_ids, dptr(ids), sizeof(int32_t) * slots, cudaMemcpyDeviceToHost, cb->stream));
+            cuda_step_roundtrip(cb);
+            int *count = (int *)xcalloc((size_t)n_experts + 1, sizeof(int));
+            for (size_t i = 0; i < slots; i++) count[h_ids[i] + 1]++;
+            for (int e = 0; e < n_experts; e++) count[e + 1] += count[e];
+            int32_t *h_rows = (int32_t *)xmalloc(sizeof(int32_t) * 2 * slots), *h_slot = h_rows + slots;
+            int *h_fill = (int *)xcalloc((size_t)n_experts, sizeof(int));
+            for (size_t i = 0; i < slots; i++) {
+                int e = h_ids[i], row = count[e] + h_fill[e]++;
+                h_rows[row] = (int32_t)(i / k);
+                h_slot[row] = (int32_t)i;
+            }
+            CUDA_CHECK(cudaMemcpyAsync(idx, h_rows, sizeof(int32_t) * 2 * slots, cudaMemcpyHostToDevice, cb->stream));
+            cuda_step_roundtrip(cb);   // h_rows is pageable and freed below
             if (subset)   // an absent expert's slots stay 0
                 CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * slots * (size_t)d, cb->stream));
             for (int e = 0; e < n_experts; e++) {
@@ -928,11 +989,11 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
                 k_scatter_slots<<<c, 256, 0, cb->stream>>>(y, xe, slot_of + count[e], d);
             }
             LAUNCH_CHECK();
+            free(h_ids);
+            free(count);
+            free(h_rows);
+            free(h_fill);
         }
-        free(h_ids);
-        free(count);
-        free(h_rows);
-        free(fill);
     }
     const double t0 = cuda_prof_begin(cb);
     k_moe_combine<<<n, 256, 0, cb->stream>>>((float *)dptr(out), y, combine_at, (const float *)dptr(weights), k, d,

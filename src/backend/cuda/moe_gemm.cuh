@@ -3,9 +3,10 @@
  * out[row, n] = sum_k A[row, k] W_e[n, k] over the grouped rows of every expert e in one launch, A
  * and W in one 16-bit dtype T, f32 sums on tensor cores (mma.sync m16n8k16, fragments by
  * ldmatrix). A work item is up to MGM_BM grouped rows of one expert {expert, first row, rows},
- * listed on the host with the sort; block b takes item b / n_tiles and output tile b % n_tiles, so
- * the tiles of one item run side by side (its A rows are read from L2 once per item, not once per
- * wave) and an expert's items follow each other (its weight tiles are L2 hits for the second).
+ * listed on the device with the sort (n_work of them; blocks past them exit); block b takes item
+ * b / n_tiles and output tile b % n_tiles, so the tiles of one item run side by side (its A rows
+ * are read from L2 once per item, not once per wave) and an expert's items follow each other (its
+ * weight tiles are L2 hits for the second).
  *
  * A block of 4 warps computes 128 rows x 128 weight rows, staging 32-wide k slices of both in a
  * 4-deep cp.async ring in shared memory (rows padded to 40 halves: ldmatrix's eight 16-byte row
@@ -66,11 +67,12 @@ __device__ __forceinline__ int mgm_b_row(int wn, int j)
 template <typename T, bool GLU>
 __global__ void __launch_bounds__(MGM_THREADS, 2)
 k_moe_grouped_mma(void *out, const T *a, const int32_t *a_rows, const void *const *w_tab, const void *const *w2_tab,
-                  const int32_t *work, int n_tiles, int N, int K, int act)
+                  const int32_t *work, const int32_t *n_work, int n_tiles, int N, int K, int act)
 {
     extern __shared__ __align__(16) unsigned char mgm_smem[];
     T *sm = reinterpret_cast<T *>(mgm_smem);   // [MGM_STAGES][A: MGM_BM rows, then W: MGM_BN rows][MGM_LDS]
     const int item = blockIdx.x / n_tiles, tile = blockIdx.x % n_tiles;
+    if (item >= *n_work) return;   // the grid is sized for the most items there can be
     const int e = work[3 * item], row0 = work[3 * item + 1], rows = work[3 * item + 2];
     const int n0 = tile * (GLU ? MGM_BN / 2 : MGM_BN);   // first output column
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;

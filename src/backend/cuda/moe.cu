@@ -556,9 +556,9 @@ __global__ void __launch_bounds__(MOE_GROUP_MAX) k_moe_group(int32_t *order, int
 }
 
 /* out[slot, row] = act(gate_e[row] . x[slot / x_div]) * (up_e[row] . x[slot / x_div]) for the
- * slots of group blockIdx.y (k_moe_group's; blocks past the last group exit):
- * a warp per row, its gate and up chunks loaded once per MOE_GROUP_S slots. A programmatic
- * dependent of k_moe_group; lets the down kernel launch once the groups are known. */
+ * slots of group blockIdx.y (k_moe_group's; blocks past the last group exit): a warp per row, its
+ * gate and up chunks loaded once per MOE_GROUP_S slots. A programmatic dependent of k_moe_group;
+ * lets the down kernel launch once the groups are known. */
 template <typename T>
 __global__ void __launch_bounds__(MOE_WARPS * 32)
 k_moe_gate_up_grouped(float *out, const float *x, const void *const *tab_g, const void *const *tab_u, const int32_t *ids,
@@ -622,10 +622,10 @@ k_moe_gate_up_grouped(float *out, const float *x, const void *const *tab_g, cons
     }
 }
 
-/* y[slot, row] = W_down_e[row] . h[slot] for the slots of group blockIdx.y: warp w of the block owns MOE_GROUP_ROWS consecutive rows, streamed as
- * k_moe_down_combine streams them (down_load) once per MOE_GROUP_S slots. The groups are final at
- * entry (k_moe_group finished before the gate + up kernel let this one launch), so the first
- * weights load before waiting for h. */
+/* y[slot, row] = W_down_e[row] . h[slot] for the slots of group blockIdx.y: warp w of the block
+ * owns MOE_GROUP_ROWS consecutive rows, streamed as k_moe_down_combine streams them (down_load)
+ * once per MOE_GROUP_S slots. The groups are final at entry (k_moe_group finished before the gate
+ * + up kernel let this one launch), so the first weights load before waiting for h. */
 template <typename T, int R = MOE_GROUP_ROWS>
 __global__ void __launch_bounds__(MOE_WARPS * 32)
 k_moe_down_grouped(float *y, const float *h, const void *const *tab, const int32_t *ids, const int32_t *order,

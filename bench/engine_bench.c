@@ -5,6 +5,7 @@
  *                [--part decode,agentic,gap] [--conc 1,4,8,16] [--gen 32] [--sys 2000] [--user 100]
  *                [--n-user 10] [--long 16384] [--budget 256] [--kv-gb 4] [--pairs N] [--kv-dtype bf16]
  *                [--gap-streams 1] [--itl-ms MS] [--schema FILE] [--tokenizer DIR] [--temperature 1]
+ *                [--top-p 1] [--top-k 0]
  *
  * --config (alias --synthetic) synthesizes random weights of that shape, in device memory on cuda.
  * --kv-gb 0: the engine's default budget (free device memory minus a margin on cuda, 1 GiB on cpu).
@@ -12,6 +13,8 @@
  *
  * decode:  C concurrent requests (64-token prompts, --gen tokens, greedy): aggregate decode tok/s
  *          over the steps after every request has its first token, and the ratio to C = 1.
+ * sampled: the decode part greedy and sampled (--temperature, --top-p, --top-k, seeded) on the same
+ *          prompts: tok/s of each and their ratio, the cost of sampling on the host.
  * agentic: a --sys-token system prompt shared by --n-user requests with different --user-token
  *          messages; TTFT of the first (cold) and of the following ones one at a time (warm prefix):
  *          ratio warm/cold; then the same burst submitted at once to a fresh engine.
@@ -57,7 +60,9 @@ struct opts {
     long long   pairs;
     int         conc[8], n_conc;
     double      kv_gb;
-    double      temperature;   // constrained part: both runs' sampling temperature
+    double      temperature;   // sampled and constrained parts: the sampling temperature
+    double      top_p;
+    int         top_k;
 };
 
 static struct model   *g_m;
@@ -140,6 +145,8 @@ static struct decode_result decode_run(const struct opts *o, int c, bool sampled
         struct gen_request g = req_make(prompts + 64 * i, 64, max_tokens ? max_tokens[i] : o->gen);
         if (sampled) {
             g.sampling.temperature = (float)o->temperature;   // the same sampler both ways
+            g.sampling.top_p = (float)o->top_p;
+            g.sampling.top_k = o->top_k;
             g.sampling.seed = 7 + (uint64_t)i;
             g.sampling.has_seed = true;
         }
@@ -188,6 +195,20 @@ static void bench_decode(const struct opts *o)
         printf("decode conc=%d tokens=%d steps=%d wall_ms_per_step=%.1f tok_s_wall=%.2f cpu_ms_per_step=%.1f "
                "tok_s_idle_est=%.2f x_single_cpu=%.2f\n", c, r.tokens, r.steps, 1e3 * r.wall_s / steps, tps,
                1e3 * r.cpu_s / steps, tpc * o->threads, tpc / base);
+        fflush(stdout);
+    }
+}
+
+static void bench_sampled(const struct opts *o)
+{
+    for (int ci = 0; ci < o->n_conc; ci++) {
+        int c = o->conc[ci];
+        struct decode_result g = decode_run(o, c, false, NULL, NULL, NULL, NULL);
+        struct decode_result d = decode_run(o, c, true, NULL, NULL, NULL, NULL);
+        double gw = g.tokens / g.wall_s, dw = d.tokens / d.wall_s;
+        printf("sampled conc=%d temperature=%g top_p=%g top_k=%d greedy_tok_s=%.2f sampled_tok_s=%.2f ratio_wall=%.3f "
+               "ratio_cpu=%.3f\n", c, o->temperature, o->top_p, o->top_k, gw, dw, dw / gw,
+               (d.tokens / d.cpu_s) / (g.tokens / g.cpu_s));
         fflush(stdout);
     }
 }
@@ -416,7 +437,7 @@ int main(int argc, char **argv)
     log_init_from_env();
     struct opts o = { .config = "configs/qwen3-0.6b.json", .backend = "cpu", .parts = "decode,agentic,gap",
                       .threads = 2, .gen = 32, .sys = 2000, .user = 100, .n_user = 10, .long_tok = 16384,
-                      .budget = 256, .kv_gb = 4.0, .gap_streams = 1, .temperature = 1.0, .conc = { 1, 4, 8, 16 }, .n_conc = 4 };
+                      .budget = 256, .kv_gb = 4.0, .gap_streams = 1, .temperature = 1.0, .top_p = 1.0, .conc = { 1, 4, 8, 16 }, .n_conc = 4 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) { fprintf(stderr, "missing value for %s\n", a); return 2; }
@@ -440,6 +461,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--schema")) o.schema = v;
         else if (!strcmp(a, "--tokenizer")) o.tokenizer = v;
         else if (!strcmp(a, "--temperature")) o.temperature = atof(v);
+        else if (!strcmp(a, "--top-p")) o.top_p = atof(v);
+        else if (!strcmp(a, "--top-k")) o.top_k = atoi(v);
         else { fprintf(stderr, "unknown flag %s\n", a); return 2; }
         i++;
     }
@@ -459,6 +482,7 @@ int main(int argc, char **argv)
            g_m->hp.n_layers, g_m->hp.d_model, g_m->hp.n_vocab, (double)g_m->n_params / 1e9, o.backend, o.threads, o.kv_dtype);
     fflush(stdout);
     if (strstr(o.parts, "decode")) bench_decode(&o);
+    if (strstr(o.parts, "sampled")) bench_sampled(&o);
     if (strstr(o.parts, "agentic")) bench_agentic(&o);
     if (strstr(o.parts, "gap")) bench_gap(&o);
     if (strstr(o.parts, "constrained")) bench_constrained(&o);

@@ -12,7 +12,8 @@
 #      p95 latency;
 #   3. the engine: inter-token gap of 16 streams while a 32K prompt is ingested, against their gap
 #      alone (engine_bench --part gap, the engine's default pacing; SKIP_GAP=1 leaves it out).
-# RUNS (3) measured runs per sweep size, BURSTS (64,80,256) the burst sizes.
+# RUNS (3) measured runs per sweep size, BURSTS (64,80,256) the burst sizes, BURST_TEMPERATURES (0,1)
+# their requests' temperatures (0: greedy, the device's argmax; 1: what agents send, sampled on the host).
 set -uo pipefail   # no -e: one failing measurement must not hide the others
 OUT=${1:-/tmp/cairn-serve-bench}
 BUILD=${BUILD:-build}
@@ -20,6 +21,7 @@ CONFIG=${CONFIG:-configs/qwen3-8b.json}
 TOKENIZER=${TOKENIZER:?set TOKENIZER to a tokenizer directory (tests/text/fetch_tokenizers.sh qwen3)}
 BURSTS=${BURSTS:-64,80,256}
 RUNS=${RUNS:-3}           # measured runs per sweep size
+BURST_TEMPERATURES=${BURST_TEMPERATURES:-0,1}
 PORT=${PORT:-18080}
 mkdir -p "$OUT"
 export CAIRN_LOG=${CAIRN_LOG:-warn}
@@ -43,10 +45,12 @@ serve_run() {   # serve_run LABEL FLAGS...: one server, its sweep and bursts
     echo "== serve [$label] $*: TTFT (sweep)" | tee "$OUT/sweep-$label.txt"
     "$BUILD/cairn" bench --url "http://127.0.0.1:$PORT" --label "$label" --sizes 4096,32768 --runs "$RUNS" --max-tokens 16 \
         --progress off --summary-out "$OUT/sweep-$label.json" 2>&1 | tee -a "$OUT/sweep-$label.txt"
-    echo "== serve [$label] $*: bursts $BURSTS" | tee "$OUT/burst-$label.txt"
-    "$BUILD/cairn" bench --url "http://127.0.0.1:$PORT" --label "$label" --mode burst --burst "$BURSTS" \
-        --burst-prompt 512 --max-tokens 128 --progress off --summary-out "$OUT/burst-$label.json" 2>&1 |
-        tee -a "$OUT/burst-$label.txt"
+    for t in ${BURST_TEMPERATURES//,/ }; do
+        echo "== serve [$label] $*: bursts $BURSTS, temperature $t" | tee "$OUT/burst-$label-t$t.txt"
+        "$BUILD/cairn" bench --url "http://127.0.0.1:$PORT" --label "$label" --mode burst --burst "$BURSTS" \
+            --burst-prompt 512 --max-tokens 128 --temperature "$t" --progress off \
+            --summary-out "$OUT/burst-$label-t$t.json" 2>&1 | tee -a "$OUT/burst-$label-t$t.txt"
+    done
     kill $pid 2>/dev/null
     wait $pid 2>/dev/null
 }

@@ -25,8 +25,11 @@ static void bench_usage(FILE *f)
         "  --mode M              sweep (default) | agentic | burst\n"
         "  --sizes LIST          sweep prompt sizes in tokens (default 64,512,2048,4096,8192,16384,32768)\n"
         "  --runs N              measured runs per size (default 5)\n"
-        "  --no-warmup           skip the discarded full-size warm-up request\n"
+        "  --no-warmup           skip the discarded warm-up request (sweep: full size; agentic: one\n"
+        "                        call of another session, so server start-up costs are not \"cold\")\n"
         "  --max-tokens N        max_tokens per request (default 256)\n"
+        "  --temperature T       sampling temperature of every request (default 0: greedy; clients\n"
+        "                        such as coding agents send 1, which samples on the host)\n"
         "  --thinking on|off     chat_template_kwargs.enable_thinking (default off)\n"
         "  --no-cache-clear      do not try the servers' cache-reset endpoints\n"
         "  --burst LIST          burst sizes (default 1,5,8,30,60,80)\n"
@@ -94,6 +97,18 @@ static int parse_seconds(const char *flag, const char *s, double *out)
     double v = strtod(s, &end);
     if (*s == '\0' || *end || !(v > 0) || v > 7 * 86400) {
         fprintf(stderr, "cairn bench: %s: expected seconds > 0\n", flag);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_temperature(const char *flag, const char *s, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (*s == '\0' || *end || !(v >= 0 && v <= 2)) {
+        fprintf(stderr, "cairn bench: %s: expected a temperature in [0, 2]\n", flag);
         return -1;
     }
     *out = v;
@@ -173,6 +188,7 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(a, "--burst")) bad = (cfg.n_bursts = parse_list(a, v, cfg.bursts, BENCH_BURSTS_MAX, 1, 512)) < 0;
         else if (!strcmp(a, "--runs")) bad = parse_int(a, v, 1, 1000, &cfg.runs);
         else if (!strcmp(a, "--max-tokens")) bad = parse_int(a, v, 1, 1 << 20, &cfg.max_tokens);
+        else if (!strcmp(a, "--temperature")) bad = parse_temperature(a, v, &cfg.temperature);
         else if (!strcmp(a, "--burst-prompt")) bad = parse_int(a, v, 16, 1 << 20, &cfg.burst_prompt_tokens);
         else if (!strcmp(a, "--prefix-runs")) bad = parse_int(a, v, 1, 100, &cfg.agentic_prefix_runs);
         else if (!strcmp(a, "--agentic-system-bytes")) bad = parse_int(a, v, 256, 1 << 20, &cfg.agentic_system_bytes);

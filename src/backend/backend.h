@@ -277,6 +277,10 @@ struct backend_ops {
     /* ---- device memory ---- */
     // Optional (NULL: host memory, no fixed budget): bytes of device memory free now and in all.
     void (*mem_info)(struct backend *, size_t *free_bytes, size_t *total_bytes);
+    // Optional (NULL: nothing to do): pins (pin) or unpins host memory [p, p + bytes) that downloads
+    // write often (the engine's logits rows), so they copy at the bus's rate without staging. A pin
+    // that fails is logged and leaves the memory as it was (downloads still work).
+    void (*host_pin)(struct backend *, void *p, size_t bytes, bool pin);
 
     /* ---- synthetic weights ---- */
     // Optional (NULL: fill on the host and upload): t[i] = synth value i of the tensor with seed

@@ -1,5 +1,7 @@
 /* agentic: the orchestrator pattern. One ~7 KB system prompt with tool definitions stays
  * identical across calls; the ~150-token user message changes. Phases:
+ *   warmup  (unless --no-warmup) one discarded call under another session's system prompt, so a
+ *           server's first-request costs (allocations, graph capture, autotuning) are not "cold"
  *   cold    first call of the session (the system prompt starts with a session nonce, so no
  *           earlier session can have cached it)
  *   warm    the very same request again (same-prompt cache)
@@ -77,6 +79,23 @@ static void agentic_send(struct bench_ctx *c, const char *body, const char *all,
     chat_result_free(&res);
 }
 
+/* A system prompt of a new session (its nonce first), cut to --agentic-system-bytes if set. */
+static void agentic_system(struct bench_ctx *c, struct strbuf *out, bool note_cut)
+{
+    const struct bench_cfg *cfg = c->cfg;
+    char session[PROMPT_NONCE_LEN + 1];
+    prompt_nonce(&c->rng, session);
+    prompt_agentic_system(session, out);
+    if (cfg->agentic_system_bytes > 0 && out->len > (size_t)cfg->agentic_system_bytes) {
+        // cut at a line end: the nonce stays first and the text stays readable
+        size_t cut = (size_t)cfg->agentic_system_bytes;
+        while (cut > 64 && out->data[cut - 1] != '\n') cut--;
+        out->len = cut;
+        out->data[cut] = '\0';
+        if (note_cut) bench_note(c, "system prompt cut to %zu bytes (--agentic-system-bytes)", cut);
+    }
+}
+
 /* One request with a fresh nonce and user turn user_idx after the shared system prompt; with
  * repeat_warm, the identical bytes are sent again as the "warm" phase. */
 static void agentic_call(struct bench_ctx *c, const char *system, const json_t *tools, int user_idx,
@@ -119,20 +138,17 @@ enum status bench_agentic(struct bench_ctx *c)
 {
     const struct bench_cfg *cfg = c->cfg;
     int64_t t0 = clock_now_ns();
-    char session[PROMPT_NONCE_LEN + 1];
-    prompt_nonce(&c->rng, session);
     struct strbuf system = {0};
-    prompt_agentic_system(session, &system);
-    if (cfg->agentic_system_bytes > 0 && system.len > (size_t)cfg->agentic_system_bytes) {
-        // cut at a line end: the nonce stays first and the text stays readable
-        size_t cut = (size_t)cfg->agentic_system_bytes;
-        while (cut > 64 && system.data[cut - 1] != '\n') cut--;
-        system.len = cut;
-        system.data[cut] = '\0';
-        bench_note(c, "system prompt cut to %zu bytes (--agentic-system-bytes)", cut);
-    }
+    agentic_system(c, &system, true);
     json_t *tools = prompt_agentic_tools();
-    c->n_planned = 2 + cfg->agentic_prefix_runs + (cfg->restart_cmd ? 1 : 0);
+    c->n_planned = 2 + cfg->agentic_prefix_runs + (cfg->restart_cmd ? 1 : 0) + (cfg->warmup ? 1 : 0);
+
+    if (cfg->warmup && bench_time_left(c, c->n_planned)) {
+        struct strbuf other = {0};
+        agentic_system(c, &other, false);   // its own session nonce: it shares no prefix with the measured calls
+        agentic_call(c, other.data, tools, 0, "warmup", 0, false, t0);
+        strbuf_free(&other);
+    }
 
     // cold, then warm: the identical request
     if (bench_time_left(c, c->n_planned)) agentic_call(c, system.data, tools, 0, "cold", 0, true, t0);

@@ -171,7 +171,7 @@ bool analyze_agentic(const struct bench_run *v, int n, const char *label, struct
     int n_pre = 0;
     for (int i = 0; i < n; i++) {
         const struct bench_run *r = &v[i];
-        if (!label_match(r, label) || strcmp(r->mode, "agentic")) continue;
+        if (!label_match(r, label) || strcmp(r->mode, "agentic") || !strcmp(r->phase, "warmup")) continue;
         out->n_calls++;
         out->tool_calls += r->tool_calls;
         out->tool_calls_clean += r->tool_calls_clean;

@@ -55,7 +55,7 @@ char *bench_body(struct bench_ctx *c, const char *system, const char *user, cons
     json_object_set_new(o, "stream", json_true());
     json_object_set_new(o, "stream_options", json_pack("{s:b}", "include_usage", 1));
     json_object_set_new(o, "max_tokens", json_integer(max_tokens > 0 ? max_tokens : c->cfg->max_tokens));
-    json_object_set_new(o, "temperature", json_real(0.0));
+    json_object_set_new(o, "temperature", json_real(c->cfg->temperature));
     json_object_set_new(o, "chat_template_kwargs", json_pack("{s:b}", "enable_thinking", c->cfg->thinking));
     if (tools) json_object_set(o, "tools", (json_t *)tools);
     char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
@@ -123,6 +123,7 @@ void bench_measure(struct bench_ctx *c, const char *body, const char *prompt_tex
     bench_run_init(r);
     r->thinking = cfg->thinking;
     r->max_tokens = cfg->max_tokens;
+    r->temperature = cfg->temperature;
     r->http_status = res.http_status;
     snprintf(r->finish_reason, sizeof r->finish_reason, "%s", res.finish_reason);
     r->start_ms = ms_between(mode_t0_ns, res.t_start_ns);

@@ -35,6 +35,7 @@ struct bench_cfg {
     int             runs;           // measured runs per sweep size
     bool            warmup;         // one discarded full-size request before sweep runs
     int             max_tokens;
+    double          temperature;    // every request's sampling temperature (0: greedy)
     bool            thinking;       // chat_template_kwargs.enable_thinking
     bool            clear_cache;    // best-effort cache-clear endpoints before each sweep run
     int             bursts[BENCH_BURSTS_MAX]; // burst sizes N

@@ -82,6 +82,7 @@ enum status bench_run_write_jsonl(const struct bench_run *r, FILE *f)
     json_object_set_new(o, "finish_reason", json_string(r->finish_reason));
     json_object_set_new(o, "thinking", json_boolean(r->thinking));
     json_object_set_new(o, "max_tokens", json_integer(r->max_tokens));
+    json_object_set_new(o, "temperature", num_or_null(r->temperature));   // null: a record from before the field
     json_object_set_new(o, "error", str_or_null(r->error));
     char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
     json_decref(o);
@@ -157,6 +158,7 @@ enum status bench_run_from_json(const char *line, struct bench_run *out)
     get_fixed(o, "finish_reason", out->finish_reason, sizeof out->finish_reason);
     out->thinking = json_is_true(json_object_get(o, "thinking"));
     out->max_tokens = get_int(o, "max_tokens", 0);
+    out->temperature = get_num(o, "temperature");
     out->error = get_str(o, "error");
     json_decref(o);
     return STATUS_OK;

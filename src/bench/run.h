@@ -8,7 +8,7 @@
  * decode_tps, prompt_tokens, prompt_tokens_src (usage|tokenizer|none), completion_tokens,
  * reasoning_tokens, cached_tokens (usage.prompt_tokens_details), content_tokens, tool_calls, tool_calls_clean, tool_error, start_ms,
  * first_ms, end_ms (relative to the start of the mode; burst overlap analysis), http_status,
- * finish_reason, thinking, max_tokens, error (null when the run succeeded).
+ * finish_reason, thinking, max_tokens, temperature, error (null when the run succeeded).
  *
  *     struct bench_run r;  bench_run_init(&r);  ...fill...
  *     bench_run_write_jsonl(&r, f);  bench_run_deinit(&r);
@@ -53,6 +53,7 @@ struct bench_run {
     char   finish_reason[32];
     bool   thinking;
     int    max_tokens;
+    double temperature;
     char  *error;             // NULL when the run succeeded
 };
 

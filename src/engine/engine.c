@@ -31,6 +31,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/threadpool.h"
 #include "engine/engine_int.h"
 #include "text/constraint.h"
 
@@ -113,6 +114,10 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
     if (cfg.max_itl_ms == 0 && !device) cfg.max_itl_ms = -1;
     if (cfg.max_prefill_pairs == 0) cfg.max_prefill_pairs = (int64_t)cfg.max_batch_tokens * 512;
     if (cfg.max_prefill_pairs < 0) cfg.max_prefill_pairs = INT64_MAX;
+    if (cfg.sample_threads <= 0) {
+        int cpus = threadpool_cpu_count();
+        cfg.sample_threads = device ? (cpus < ENGINE_SAMPLE_THREADS_AUTO ? cpus : ENGINE_SAMPLE_THREADS_AUTO) : 1;
+    }
     const struct hparams *hp = &m->hp;
     int bs = cfg.block_size;
     int model_ctx = cfg.max_context > 0 && cfg.max_context < hp->max_pos ? cfg.max_context : hp->max_pos;
@@ -198,7 +203,10 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
     }
     if (e->state_bytes) e->state_buf = xcalloc(1, e->state_bytes);
     e->px = kv_prefix_new(e->kb, bs, e->state_bytes, cfg.prefix_cache ? n_snaps : 0);
-    e->scratch = sampler_scratch_new(e->n_vocab);
+    if (cfg.sample_threads > 1) e->sample_pool = threadpool_new(cfg.sample_threads);
+    e->n_scratch = cfg.sample_threads;
+    e->scratch = xcalloc((size_t)e->n_scratch, sizeof *e->scratch);
+    for (int i = 0; i < e->n_scratch; i++) e->scratch[i] = sampler_scratch_new(e->n_vocab);
     uint64_t shape[5] = { (uint64_t)hp->n_layers, (uint64_t)hp->d_model, (uint64_t)hp->n_vocab,
                           (uint64_t)hp->n_kv_heads, m->n_params };
     e->salt_model = XXH3_64bits_withSeed(shape, sizeof shape, XXH3_64bits(hp->arch, strlen(hp->arch)));
@@ -206,6 +214,8 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
     size_t mr = (size_t)cfg.max_running, mt = (size_t)cfg.max_batch_tokens;
     e->running = xcalloc(mr, sizeof *e->running);
     e->items = xcalloc(mr, sizeof *e->items);
+    e->sampled = xcalloc(mr, sizeof *e->sampled);
+    e->sample_items = xcalloc(mr, sizeof *e->sample_items);
     e->tok_id = xcalloc(mt, sizeof *e->tok_id);
     e->tok_pos = xcalloc(mt, sizeof *e->tok_pos);
     e->tok_seq = xcalloc(mt, sizeof *e->tok_seq);
@@ -216,7 +226,9 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
     e->block_ids = xcalloc(mr * (size_t)e->max_blocks_seq, sizeof *e->block_ids);
     e->out_tok = xcalloc(mr, sizeof *e->out_tok);
     e->argmax_ids = xcalloc(mr, sizeof *e->argmax_ids);
-    e->logits = xcalloc(mr * (size_t)e->n_vocab, sizeof *e->logits);
+    e->logits_bytes = mr * (size_t)e->n_vocab * sizeof *e->logits;
+    e->logits = xcalloc(1, e->logits_bytes);
+    if (be->ops->host_pin) be->ops->host_pin(be, e->logits, e->logits_bytes, true);
     e->mask_words = (e->n_vocab + 31) / 32;
     e->mask_rows = xcalloc(mr, sizeof *e->mask_rows);
     e->masks = xcalloc(mr * (size_t)e->mask_words, sizeof *e->masks);
@@ -277,7 +289,11 @@ void engine_free(struct engine *e)
     forward_free(e->fw);
     state_pool_free(e->states);
     kv_pool_free(e->pool);
-    sampler_scratch_free(e->scratch);
+    threadpool_free(e->sample_pool);
+    for (int i = 0; i < e->n_scratch; i++) sampler_scratch_free(e->scratch[i]);
+    free(e->scratch);
+    free(e->sampled);
+    free(e->sample_items);
     free(e->running);
     free(e->items);
     free(e->tok_id);
@@ -290,6 +306,7 @@ void engine_free(struct engine *e)
     free(e->block_ids);
     free(e->out_tok);
     free(e->argmax_ids);
+    if (e->logits && e->be->ops->host_pin) e->be->ops->host_pin(e->be, e->logits, e->logits_bytes, false);
     free(e->logits);
     free(e->mask_rows);
     free(e->masks);
@@ -513,16 +530,54 @@ static void emit(struct engine *e, struct request *r, int32_t tok, float lp, con
 static void sample_outputs(struct engine *e, const struct tensor *logits)
 {
     bool any_plain = false;
-    for (int i = 0; i < e->n_items; i++)
-        if (e->items[i].out_row >= 0 && e->items[i].r->plain_greedy) any_plain = true;
-    if (any_plain) e->be->ops->argmax(e->be, e->argmax_ids, logits);
+    int lo = -1, hi = -1;   // the rows the host samples lie in [lo, hi]: one download
     for (int i = 0; i < e->n_items; i++) {
-        struct sched_item *it = &e->items[i];
-        if (it->out_row < 0 || it->r->plain_greedy) continue;
-        struct tensor row = tensor_rows_view(logits, it->out_row, 1);
-        e->be->ops->download(e->be, e->logits + (size_t)it->out_row * (size_t)e->n_vocab, &row,
-                             (size_t)e->n_vocab * sizeof(float));
+        const struct sched_item *it = &e->items[i];
+        if (it->out_row < 0) continue;
+        if (it->r->plain_greedy) {
+            any_plain = true;
+            continue;
+        }
+        if (lo < 0 || it->out_row < lo) lo = it->out_row;
+        if (it->out_row > hi) hi = it->out_row;
     }
+    if (any_plain) e->be->ops->argmax(e->be, e->argmax_ids, logits);
+    if (lo < 0) return;
+    struct tensor rows = tensor_rows_view(logits, lo, hi - lo + 1);
+    e->be->ops->download(e->be, e->logits + (size_t)lo * (size_t)e->n_vocab, &rows,
+                         (size_t)(hi - lo + 1) * (size_t)e->n_vocab * sizeof(float));
+}
+
+static void sample_task(void *ctx, int task, int thread)
+{
+    struct engine *e = ctx;
+    int i = e->sample_items[task];
+    const struct sched_item *it = &e->items[i];
+    struct request *r = it->r;
+    struct sampled *d = &e->sampled[i];
+    float *row = e->logits + (size_t)it->out_row * (size_t)e->n_vocab;
+    d->lp = 0.0f;
+    d->n_top = 0;
+    d->tok = sampler_sample_top(r->smp, e->scratch[thread], row, r->n_logprobs != 0 ? &d->lp : NULL, r->n_logprobs,
+                                d->top, &d->n_top);
+}
+
+/* Draws the tokens of the step's items that sample on the host, into e->sampled, over the sampling
+ * threads (each item's own sampler and logits row: no two tasks share anything but the scratch
+ * of their thread). */
+static void sample_rows(struct engine *e)
+{
+    int n = 0;
+    for (int i = 0; i < e->n_items; i++) {
+        const struct sched_item *it = &e->items[i];
+        if (it->out_row >= 0 && it->hid_tok < 0 && it->mask_st == STATUS_OK && !it->r->plain_greedy)
+            e->sample_items[n++] = i;
+    }
+    if (n > 1 && e->sample_pool) {
+        threadpool_run(e->sample_pool, n, sample_task, e);
+        return;
+    }
+    for (int t = 0; t < n; t++) sample_task(e, t, 0);
 }
 
 /* Embedding requests that end in this step: their last token's row of the final normed hidden
@@ -693,6 +748,7 @@ bool engine_step(struct engine *e)
         publish_stats(e, (double)(clock_now_ns() - t0) / 1e6, n_tok, true);
         return true;
     }
+    sample_rows(e);
     // items are visited in order; finishing one never touches another's item
     for (int i = 0; i < e->n_items; i++) {
         struct sched_item *it = &e->items[i];
@@ -707,7 +763,7 @@ bool engine_step(struct engine *e)
         if (it->out_row < 0) continue;
         int32_t tok;
         float lp = 0.0f;
-        struct token_logprob top[SAMPLER_MAX_TOP];
+        const struct token_logprob *top = NULL;
         int n_top = 0;
         bool stop = false;
         if (it->mask_st != STATUS_OK) {
@@ -717,8 +773,11 @@ bool engine_step(struct engine *e)
         if (r->plain_greedy) {
             tok = e->argmax_ids[it->out_row];
         } else {
-            float *row = e->logits + (size_t)it->out_row * (size_t)e->n_vocab;
-            tok = sampler_sample_top(r->smp, row, r->n_logprobs != 0 ? &lp : NULL, r->n_logprobs, top, &n_top);
+            const struct sampled *d = &e->sampled[i];
+            tok = d->tok;
+            lp = d->lp;
+            top = d->top;
+            n_top = d->n_top;
         }
         // a row whose allowed ids all had -inf logits comes back with some id: never emit it
         const uint32_t *m = it->mask_idx >= 0 ? e->masks + (size_t)it->mask_idx * (size_t)e->mask_words : NULL;

@@ -73,6 +73,7 @@ enum finish_reason {
 };
 
 enum { ENGINE_MAX_RUNNING_AUTO = 256 };   // the most sequences a GPU runs at once by default
+enum { ENGINE_SAMPLE_THREADS_AUTO = 8 };  // the most threads that sample a step's rows by default
 
 /* Zero fields take the defaults of engine_cfg_default(), except prefix_cache (false = off). */
 struct engine_cfg {
@@ -114,6 +115,11 @@ struct engine_cfg {
     /* Hybrid models: host memory for the prefix cache's state snapshots (0: 1 GiB), each
      * model_seq_state_bytes + 8 bytes; fewer than one snapshot turns resumption off. */
     size_t     state_cache_bytes;
+    /* Threads that sample a step's rows (each row's token depends only on its request's sampler,
+     * never on the thread). 0: on a backend with its own device (cuda) min(CPUs, 8), since the
+     * host is idle there and a step's 64+ rows of a 150K vocabulary would cost more than the
+     * step; 1 on host backends, whose threads are the forward pass's. */
+    int        sample_threads;
 };
 
 /* Defaults, with the prefix cache on. */

@@ -75,6 +75,14 @@ struct engine_rank {
 };
 
 /* What one sequence contributes to a step. */
+/* One item's sampled token, with what it reports (log-probability, top alternatives). */
+struct sampled {
+    int32_t              tok;
+    float                lp;
+    int                  n_top;
+    struct token_logprob top[SAMPLER_MAX_TOP];
+};
+
 struct sched_item {
     struct request *r;
     int             start;              // first position computed
@@ -102,7 +110,11 @@ struct engine {
     const struct batch_meta *step_meta;     // the step the ranks execute
     enum status            ranks_failed;    // not OK once a rank failed a step: every later step fails
                                             // at once (a failed NCCL group's communicators are gone)
-    struct sampler_scratch *scratch;
+    struct threadpool     *sample_pool;     // samples a step's rows; NULL: the engine thread alone
+    struct sampler_scratch **scratch;       // [threads of sample_pool, or 1]
+    int                    n_scratch;
+    struct sampled        *sampled;         // [max_running] each item's draw (engine.c: sample_rows)
+    int                   *sample_items;    // [max_running] the step's items that sample on the host
     int                    n_vocab;
     int                    bs;              // block size
     int                    max_ctx;         // tokens a sequence may reach
@@ -142,7 +154,8 @@ struct engine {
     int32_t               *out_tok;         // [max_running]
     bool                   want_hidden;     // an embedding request ends in the step being built
     int32_t               *argmax_ids;      // [max_running]
-    float                 *logits;          // [max_running * n_vocab] host rows for the sampler
+    float                 *logits;          // [max_running * n_vocab] host rows for the sampler (pinned on cuda)
+    size_t                 logits_bytes;
     int                    mask_words;      // ceil(n_vocab / 32): uint32 words of one row's mask
     int32_t               *mask_rows;       // [max_running] the step's masked logits rows
     uint32_t              *masks;           // [max_running * mask_words] their masks, in mask_rows order

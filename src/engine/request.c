@@ -122,7 +122,7 @@ enum status request_new(struct engine *e, const struct gen_request *g, struct re
     kv_table_init(&r->table, e->max_blocks_seq);
     r->keys = xmalloc((size_t)e->max_blocks_seq * sizeof *r->keys);
     r->salt = e->salt_model ^ (g->cache_salt * 0x9e3779b97f4a7c15ULL);
-    r->smp = sampler_new_shared(&g->sampling, e->n_vocab, e->scratch);
+    r->smp = sampler_new_bare(&g->sampling, e->n_vocab);
     if (!g->sampling.has_seed) sampler_seed(r->smp, r->id);
     sampler_accept_prompt(r->smp, g->prompt, g->n_prompt);
     r->n_logprobs = g->n_logprobs;

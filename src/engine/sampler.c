@@ -1,11 +1,16 @@
 /* sampler: logit processing and seeded draws (see sampler.h for the order and semantics).
  *
- * Design note. A vocabulary is 32K-260K entries and a step samples up to max_running rows, so the
- * hot path avoids a full sort: top-k is a quickselect (O(V)), top-p first sorts only the best 64
- * candidates and widens (x8) only when their mass does not reach top_p, min-p is a linear filter
- * (the best candidate always survives, so its probability is the max). Candidates are ordered by
- * (probability desc, id asc), a total order, so quickselect and the draw are deterministic.
- * Probabilities are exp(x - max) in f32; sums and the draw use f64.
+ * Design note. A vocabulary is 32K-260K entries and a step samples up to max_running rows (a
+ * GPU step of 64 rows takes ~9 ms), so a row must cost well under a tenth of a millisecond and
+ * nothing sorts the vocabulary. Probabilities are exp(x - max) in f32 by an inline exp2 the
+ * compiler vectorizes, summed in f64 in fixed lanes and per SAMPLE_BLOCK. With no filter, the draw
+ * walks the block sums and then one block. Top-k and top-p build a histogram of the probabilities
+ * by their exponent and leading mantissa bits (count and mass per key): the key that holds the
+ * k-th best, or where the mass reaches top_p, is the only one whose ids are sorted; the ids above
+ * it are kept in id order. Top-p after top-k sorts the k survivors. Min-p is a linear filter (the
+ * best candidate, p = 1, always survives). Sorted candidates are ordered by (probability desc, id
+ * asc), a total order, so every result is deterministic: same seed, logits and history, same token
+ * on every machine and thread.
  */
 #include "engine/sampler.h"
 
@@ -16,10 +21,22 @@
 #include "base/log.h"
 #include "base/mem.h"
 
+enum {
+    SAMPLE_BLOCK = 1024,                    // the draw over every id walks block sums, then one block
+    SAMPLE_COLLECT_MAX = 4096,              // the most candidates a fast path sorts (else: histogram)
+    PROB_KEY_SHIFT = 18,                    // a probability's key: its f32 bits >> this (prob_key)
+    PROB_KEYS = (0x3F800000 >> PROB_KEY_SHIFT) + 1,   // keys of [0, 1] (1.0f is 0x3F800000)
+};
+
 struct sampler_scratch {
     int      n_vocab;
-    float   *prob;       // [n_vocab] unnormalized probabilities exp(x - max)
-    int32_t *idx;        // [n_vocab] candidate ids
+    float   *prob;                   // [n_vocab] unnormalized probabilities exp(x - max)
+    int32_t *idx;                    // [n_vocab] candidate ids
+    double  *block_sum;              // [blocks of SAMPLE_BLOCK] sums of prob
+    float   *block_max;              // [blocks] max of prob
+    float   *block_tmp;              // [blocks] scratch (top-k)
+    int32_t  key_count[PROB_KEYS];   // histogram of prob by key (top-k, top-p)
+    double   key_mass[PROB_KEYS];
 };
 
 struct sampler {
@@ -29,8 +46,7 @@ struct sampler {
     struct rng              rng;
     uint8_t                *seen;       // [n_vocab] prompt or generated (repetition penalty); NULL if unused
     int32_t                *count;      // [n_vocab] generated occurrences; NULL if unused
-    struct sampler_scratch *sc;
-    bool                    own_sc;
+    struct sampler_scratch *sc;         // its own (sampler_new), or NULL (sampler_new_bare)
 };
 
 struct sampling sampling_greedy(void)
@@ -46,6 +62,10 @@ struct sampler_scratch *sampler_scratch_new(int n_vocab)
     sc->n_vocab = n_vocab;
     sc->prob = xmalloc((size_t)n_vocab * sizeof *sc->prob);
     sc->idx = xmalloc((size_t)n_vocab * sizeof *sc->idx);
+    size_t nb = (size_t)(n_vocab / SAMPLE_BLOCK + 1);
+    sc->block_sum = xmalloc(nb * sizeof *sc->block_sum);
+    sc->block_max = xmalloc(nb * sizeof *sc->block_max);
+    sc->block_tmp = xmalloc(nb * sizeof *sc->block_tmp);
     return sc;
 }
 
@@ -54,6 +74,9 @@ void sampler_scratch_free(struct sampler_scratch *sc)
     if (!sc) return;
     free(sc->prob);
     free(sc->idx);
+    free(sc->block_sum);
+    free(sc->block_max);
+    free(sc->block_tmp);
     free(sc);
 }
 
@@ -67,10 +90,9 @@ static bool presfreq_on(const struct sampling *c)
     return c->presence_penalty != 0.0f || c->frequency_penalty != 0.0f;
 }
 
-struct sampler *sampler_new_shared(const struct sampling *cfg, int n_vocab, struct sampler_scratch *sc)
+struct sampler *sampler_new_bare(const struct sampling *cfg, int n_vocab)
 {
     CHECK(n_vocab > 0, "bad vocab size %d", n_vocab);
-    CHECK(sc == NULL || sc->n_vocab >= n_vocab, "scratch for %d < vocab %d", sc ? sc->n_vocab : 0, n_vocab);
     struct sampler *s = xcalloc(1, sizeof *s);
     s->cfg = *cfg;
     s->n_vocab = n_vocab;
@@ -83,25 +105,21 @@ struct sampler *sampler_new_shared(const struct sampling *cfg, int n_vocab, stru
     s->cfg.bias = s->bias;
     if (rep_on(cfg)) s->seen = xcalloc((size_t)n_vocab, 1);
     if (presfreq_on(cfg)) s->count = xcalloc((size_t)n_vocab, sizeof *s->count);
-    if (sc) {
-        s->sc = sc;
-    } else {
-        s->sc = sampler_scratch_new(n_vocab);
-        s->own_sc = true;
-    }
     rng_seed(&s->rng, cfg->seed);
     return s;
 }
 
 struct sampler *sampler_new(const struct sampling *cfg, int n_vocab)
 {
-    return sampler_new_shared(cfg, n_vocab, NULL);
+    struct sampler *s = sampler_new_bare(cfg, n_vocab);
+    s->sc = sampler_scratch_new(n_vocab);
+    return s;
 }
 
 void sampler_free(struct sampler *s)
 {
     if (!s) return;
-    if (s->own_sc) sampler_scratch_free(s->sc);
+    sampler_scratch_free(s->sc);
     free(s->bias);
     free(s->seen);
     free(s->count);
@@ -153,14 +171,6 @@ static void apply_bias_penalties(struct sampler *s, float *logits)
     }
 }
 
-static int32_t argmax(const float *x, int n)
-{
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;   // strict: lower index wins ties
-    return best;
-}
-
 /* ==== Candidate ordering: (prob desc, id asc) ==== */
 
 static inline bool better(const float *p, int32_t a, int32_t b)
@@ -187,18 +197,6 @@ static int partition(const float *p, int32_t *v, int lo, int hi)
     return store;
 }
 
-/* Moves the k best of v[0..n) into v[0..k) (in no particular order). */
-static void select_best(const float *p, int32_t *v, int n, int k)
-{
-    int lo = 0, hi = n - 1;
-    while (lo < hi) {
-        int q = partition(p, v, lo, hi);
-        if (q == k || q == k - 1) return;
-        if (q < k) lo = q + 1;
-        else hi = q - 1;
-    }
-}
-
 static void insertion_sort(const float *p, int32_t *v, int lo, int hi)
 {
     for (int i = lo + 1; i <= hi; i++) {
@@ -220,100 +218,376 @@ static void sort_best(const float *p, int32_t *v, int lo, int hi)
     insertion_sort(p, v, lo, hi);
 }
 
-/* Sorts the m best of v[0..n) into v[0..m). */
-static void sort_prefix(const float *p, int32_t *v, int n, int m)
+/* ==== Probabilities ==== */
+
+/* 2^y for y <= 0, to about 2 ulp; y below -126 (and NaN) gives 0. Plain arithmetic and bit moves
+ * in a fixed order (C11 mode contracts no a*b+c), so every machine and vector width gives the same
+ * bits, and the selects are on integers (a float compare may trap, so the compiler would keep it a
+ * branch), so the loops that call it vectorize, which expf's library call prevents. */
+static inline float exp2_nonpositive(float y)
 {
-    if (m < n) select_best(p, v, n, m);
-    sort_best(p, v, 0, m - 1);
+    uint32_t yb;
+    memcpy(&yb, &y, sizeof yb);
+    // in range: +0, or a negative float above -126 (negative floats' bits grow with magnitude)
+    uint32_t in = (uint32_t)(yb == 0u) | (uint32_t)(yb - 0x80000000u < 0xC2FC0000u - 0x80000000u);
+    uint32_t keep = 0u - in;
+    uint32_t ycb = (yb & keep) | (0xC2FC0000u & ~keep);   // out of range: -126, result cleared below
+    float yc;
+    memcpy(&yc, &ycb, sizeof yc);
+    float t = yc + 12582912.0f;                 // 1.5 * 2^23: rounds yc to an integer, kept in t's low bits
+    float n = t - 12582912.0f;
+    float f = yc - n;                           // [-0.5, 0.5]
+    // minimax polynomial of (2^f - 1) / f on [-0.5, 0.5] (Cephes exp2f's coefficients)
+    float q = 1.535336188319500e-4f;
+    q = q * f + 1.339887440266574e-3f;
+    q = q * f + 9.618437357674640e-3f;
+    q = q * f + 5.550332471162809e-2f;
+    q = q * f + 2.402264791363012e-1f;
+    q = q * f + 6.931472028550421e-1f;
+    float r = q * f + 1.0f;
+    uint32_t tb, rb;
+    memcpy(&tb, &t, sizeof tb);
+    uint32_t sb = (tb - 0x4B400000u + 127u) << 23;   // 2^n as a float: n = t's bits - 12582912.0f's bits
+    float scale;
+    memcpy(&scale, &sb, sizeof scale);
+    r *= scale;
+    memcpy(&rb, &r, sizeof rb);
+    rb &= keep;
+    memcpy(&r, &rb, sizeof r);
+    return r;
 }
 
-/* ==== Draw ==== */
+enum { LANES = 16 };   // the fixed lanes of the loops below (the compiler maps them to any vector width)
 
-/* Applies temperature, top-k, top-p and min-p and draws. logits are post-penalty. */
-static int32_t draw(struct sampler *s, const float *logits)
+/* The row loops, compiled for AVX-512 and AVX2 too and picked at load time: 3-4x over SSE2 on
+ * the exp pass. Same operations in the same order in every clone, so the same bits. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+/* max(x[0..n)); NaN entries are skipped, -inf when there is nothing else. */
+VECTOR_CLONES static float max_of(const float *x, int n)
 {
-    const struct sampling *c = &s->cfg;
-    float *p = s->sc->prob;
-    int32_t *v = s->sc->idx;
-    int V = s->n_vocab;
-    float inv_t = 1.0f / c->temperature;
-
+    float lane[LANES];
+    for (int j = 0; j < LANES; j++) lane[j] = -INFINITY;
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
     float mx = -INFINITY;
-    for (int i = 0; i < V; i++) {
-        float x = logits[i] * inv_t;
-        if (x > mx) mx = x;
-    }
-    if (!(mx > -INFINITY)) return argmax(logits, V);   // everything masked: fall back
-    int n = 0;
-    for (int i = 0; i < V; i++) {
-        float e = expf(logits[i] * inv_t - mx);
-        p[i] = e;
-        if (e > 0.0f) v[n++] = i;
-    }
+    for (int j = 0; j < LANES; j++) mx = lane[j] > mx ? lane[j] : mx;
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    return mx;
+}
 
-    if (c->top_k > 0 && c->top_k < n) {
-        select_best(p, v, n, c->top_k);
-        n = c->top_k;
+/* The first index of the max (lower index wins ties); 0 when every entry is -inf or NaN. A scalar
+ * running argmax waits on its own last load each element (~1 ms for 150K); max_of vectorizes. */
+static int32_t argmax(const float *x, int n)
+{
+    float mx = max_of(x, n);
+    for (int i = 0; i < n; i++)
+        if (x[i] == mx) return i;
+    return 0;
+}
+
+static inline int32_t bits_of(float x)
+{
+    int32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+
+/* p[i] = exp(x[i] * inv_t - mx) for i in [0, n), a multiple of LANES or the row's end; returns their
+ * sum in f64 (LANES partial sums added in order: the same on every machine), and their max in
+ * *p_max. Probabilities are >= 0, so their bits order as they do (integer compares vectorize). */
+VECTOR_CLONES static double exp_run(const float *restrict x, int n, float inv_t, float mx, float *restrict p, float *p_max)
+{
+    const float log2e = 1.4426950408889634f;
+    double part[LANES] = { 0 };
+    int32_t top[LANES] = { 0 };
+    int i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            float e = exp2_nonpositive((x[i + j] * inv_t - mx) * log2e);
+            p[i + j] = e;
+            part[j] += (double)e;
+            int32_t b = bits_of(e);
+            top[j] = b > top[j] ? b : top[j];
+        }
+    double sum = 0.0;
+    int32_t best = 0;
+    for (int j = 0; j < LANES; j++) {
+        sum += part[j];
+        best = top[j] > best ? top[j] : best;
     }
-    if (c->top_p > 0.0f && c->top_p < 1.0f) {
-        double total = 0.0;
-        for (int i = 0; i < n; i++) total += p[v[i]];
-        double target = (double)c->top_p * total;
-        int m = n < 64 ? n : 64;
-        for (;;) {
-            sort_prefix(p, v, n, m);
-            double cum = 0.0;
-            int keep = -1;
-            for (int i = 0; i < m; i++) {
-                // HF: keep a token while the mass before it is below top_p
-                if (cum >= target) { keep = i; break; }
-                cum += p[v[i]];
-            }
-            if (keep < 0 && (m == n || cum >= target)) keep = m;
-            if (keep >= 0) { n = keep < 1 ? 1 : keep; break; }
-            m = m * 8 < n ? m * 8 : n;
+    for (; i < n; i++) {
+        p[i] = exp2_nonpositive((x[i] * inv_t - mx) * log2e);
+        sum += (double)p[i];
+        best = bits_of(p[i]) > best ? bits_of(p[i]) : best;
+    }
+    memcpy(p_max, &best, sizeof *p_max);
+    return sum;
+}
+
+/* Fills sc->prob with exp(logits * inv_t - max), and sc->block_sum and block_max with each
+ * SAMPLE_BLOCK's sum and max; returns the total. */
+static double probabilities(struct sampler_scratch *sc, const float *logits, int V, float inv_t, float mx)
+{
+    double total = 0.0;
+    for (int b = 0; b * SAMPLE_BLOCK < V; b++) {
+        int lo = b * SAMPLE_BLOCK, n = V - lo < SAMPLE_BLOCK ? V - lo : SAMPLE_BLOCK;
+        sc->block_sum[b] = exp_run(logits + lo, n, inv_t, mx, sc->prob + lo, &sc->block_max[b]);
+        total += sc->block_sum[b];
+    }
+    return total;
+}
+
+/* Histogram key of a probability in [0, 1]: its exponent and top mantissa bits, so keys order as
+ * the probabilities do (equal keys: within 1/32 of an octave of each other). */
+static inline int prob_key(float p)
+{
+    uint32_t b;
+    memcpy(&b, &p, sizeof b);
+    return (int)(b >> PROB_KEY_SHIFT);
+}
+
+/* Counts and masses of sc->prob[0..V) per key. */
+static void histogram(struct sampler_scratch *sc, int V)
+{
+    memset(sc->key_count, 0, sizeof sc->key_count);
+    memset(sc->key_mass, 0, sizeof sc->key_mass);
+    for (int i = 0; i < V; i++) {
+        if (!(sc->prob[i] > 0.0f)) continue;   // never a candidate (masked, or underflowed)
+        int k = prob_key(sc->prob[i]);
+        sc->key_count[k]++;
+        sc->key_mass[k] += (double)sc->prob[i];
+    }
+}
+
+/* v = the ids (p > 0) whose key is above `boundary`, in id order, then those whose key is
+ * `boundary`, best first; returns how many lie above, and the total in *n_out. */
+static int gather(struct sampler_scratch *sc, int V, int boundary, int *n_out)
+{
+    const float *p = sc->prob;
+    int32_t *v = sc->idx;
+    int above = 0, at = 0;
+    for (int i = 0; i < V; i++) above += p[i] > 0.0f && prob_key(p[i]) > boundary;
+    for (int i = 0, a = 0; i < V; i++) {
+        if (!(p[i] > 0.0f)) continue;
+        int k = prob_key(p[i]);
+        if (k > boundary) v[a++] = i;
+        else if (k == boundary) v[above + at++] = i;
+    }
+    if (at > 0) sort_best(p, v, above, above + at - 1);
+    *n_out = above + at;
+    return above;
+}
+
+/* sum of p[i] >= tau over [0, V), in f64 (fixed lanes); tau > 0. */
+VECTOR_CLONES static double mass_at_least(const float *restrict p, int V, float tau)
+{
+    const int32_t tb = bits_of(tau);
+    double part[LANES] = { 0 };
+    int i = 0;
+    for (; i + LANES <= V; i += LANES)
+        for (int j = 0; j < LANES; j++) {
+            int32_t b = bits_of(p[i + j]), kept = b & -(int32_t)(b >= tb);
+            float f;
+            memcpy(&f, &kept, sizeof f);
+            part[j] += (double)f;
+        }
+    double sum = 0.0;
+    for (int j = 0; j < LANES; j++) sum += part[j];
+    for (; i < V; i++)
+        if (bits_of(p[i]) >= tb) sum += (double)p[i];
+    return sum;
+}
+
+/* v = the ids with p >= tau (> 0), in id order; returns how many, or cap + 1 when more than cap. */
+VECTOR_CLONES static int collect_at_least(const float *restrict p, int V, float tau, int32_t *restrict v, int cap)
+{
+    const int32_t tb = bits_of(tau);
+    int n = 0;
+    for (int i = 0; i < V; i += LANES) {
+        int end = i + LANES < V ? i + LANES : V;
+        int32_t any = end - i < LANES;
+        if (!any)
+            for (int j = 0; j < LANES; j++) any |= bits_of(p[i + j]) >= tb;
+        if (!any) continue;   // the common case: a whole lane group below tau
+        for (int j = i; j < end; j++) {
+            if (bits_of(p[j]) < tb) continue;
+            if (n == cap) return cap + 1;
+            v[n++] = j;
         }
     }
-    if (c->min_p > 0.0f) {
-        // the best candidate has p = exp(0) = 1 unless top-k/p removed it, which they never do
-        float thr = c->min_p * 1.0f;
-        int w = 0;
-        for (int i = 0; i < n; i++)
-            if (p[v[i]] >= thr) v[w++] = v[i];
-        n = w;
-        CHECK(n > 0, "min-p removed every candidate");
-    }
+    return n;
+}
 
-    double total = 0.0;
-    for (int i = 0; i < n; i++) total += p[v[i]];
-    double u = (double)rng_uniform(&s->rng) * total;
+/* The k best candidates (fewer when fewer have p > 0) into v[0..k). Fast path: the k-th largest
+ * block max is a floor under the k best (k blocks hold an id that likely), so only the ids at or
+ * above it are sorted. Else a histogram finds the key that holds the k-th best, and only that
+ * key's ids are sorted. */
+static int select_top_k(struct sampler_scratch *sc, int V, int k)
+{
+    int nb = (V + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK;
+    if (k <= nb) {
+        float *m = sc->block_tmp;
+        memcpy(m, sc->block_max, (size_t)nb * sizeof *m);
+        for (int i = 0; i < k; i++)   // partial selection sort: k <= nb, a few hundred
+            for (int j = i + 1; j < nb; j++)
+                if (m[j] > m[i]) { float t = m[i]; m[i] = m[j]; m[j] = t; }
+        float floor = m[k - 1];
+        if (floor > 0.0f) {
+            int n = collect_at_least(sc->prob, V, floor, sc->idx, SAMPLE_COLLECT_MAX);
+            if (n <= SAMPLE_COLLECT_MAX) {
+                sort_best(sc->prob, sc->idx, 0, n - 1);
+                return n < k ? n : k;
+            }
+        }
+    }
+    histogram(sc, V);
+    int b = PROB_KEYS - 1, cnt = 0;
+    for (; b > 0 && cnt + sc->key_count[b] < k; b--) cnt += sc->key_count[b];
+    int n;
+    gather(sc, V, b, &n);
+    return n < k ? n : k;
+}
+
+/* HF top-p over v[0..n) sorted best first: keeps a candidate while the mass before it is below
+ * top_p of the candidates' total; at least one. */
+static int keep_nucleus_sorted(const float *p, const int32_t *v, int n, double target)
+{
     double cum = 0.0;
     for (int i = 0; i < n; i++) {
+        if (cum >= target) return i < 1 ? 1 : i;
+        cum += p[v[i]];
+    }
+    return n;
+}
+
+/* Top-p over the whole vocabulary. Fast path: when the ids with p >= tau hold the target mass, the
+ * nucleus lies among them (the sorted walk reaches the target before it passes below tau), so only
+ * they are sorted; tau = 2^-6, 2^-12, 2^-18 of the best. Else the histogram finds the key where the
+ * mass reaches the target: the ids above it are all kept (the mass before each is below the
+ * target), that key's ids are sorted and kept by the HF rule. */
+static int select_nucleus(struct sampler_scratch *sc, int V, double target)
+{
+    for (float tau = 0x1p-6f; tau >= 0x1p-18f; tau *= 0x1p-6f) {
+        if (mass_at_least(sc->prob, V, tau) < target) continue;
+        int n = collect_at_least(sc->prob, V, tau, sc->idx, SAMPLE_COLLECT_MAX);
+        if (n > SAMPLE_COLLECT_MAX) break;
+        sort_best(sc->prob, sc->idx, 0, n - 1);
+        return keep_nucleus_sorted(sc->prob, sc->idx, n, target);
+    }
+    histogram(sc, V);
+    int b = PROB_KEYS - 1;
+    double before = 0.0;
+    for (; b > 0 && before + sc->key_mass[b] < target; b--) before += sc->key_mass[b];
+    int n, above = gather(sc, V, b, &n);
+    double cum = before;
+    for (int i = above; i < n; i++) {
+        if (cum >= target) return i < 1 ? 1 : i;
+        cum += sc->prob[sc->idx[i]];
+    }
+    return n;
+}
+
+/* A draw over candidates v[0..n); a rounding fall-off returns the last candidate with p > 0. */
+static int32_t draw_candidates(struct sampler *s, const float *p, const int32_t *v, int n)
+{
+    double total = 0.0;
+    for (int i = 0; i < n; i++) total += p[v[i]];
+    double u = (double)rng_uniform(&s->rng) * total, cum = 0.0;
+    int32_t last = v[0];
+    for (int i = 0; i < n; i++) {
+        if (p[v[i]] <= 0.0f) continue;
+        last = v[i];
         cum += p[v[i]];
         if (u < cum) return v[i];
     }
-    return v[n - 1];
+    return last;
+}
+
+/* A draw over the whole vocabulary: the block sums find the block, one block is walked. */
+static int32_t draw_all(struct sampler *s, const struct sampler_scratch *sc, const float *logits, double total)
+{
+    const float *p = sc->prob;
+    double u = (double)rng_uniform(&s->rng) * total, cum = 0.0;
+    for (int b = 0; b * SAMPLE_BLOCK < s->n_vocab; b++) {
+        if (!(u < cum + sc->block_sum[b])) {
+            cum += sc->block_sum[b];
+            continue;
+        }
+        int lo = b * SAMPLE_BLOCK, hi = lo + SAMPLE_BLOCK < s->n_vocab ? lo + SAMPLE_BLOCK : s->n_vocab;
+        for (int i = lo; i < hi; i++) {
+            cum += p[i];
+            if (u < cum && p[i] > 0.0f) return i;
+        }
+    }
+    return argmax(logits, s->n_vocab);   // rounding fall-off: the best token (p = 1)
+}
+
+/* Applies temperature, top-k, top-p and min-p and draws. logits are post-penalty. */
+static int32_t draw(struct sampler *s, struct sampler_scratch *sc, const float *logits)
+{
+    const struct sampling *c = &s->cfg;
+    float *p = sc->prob;
+    int32_t *v = sc->idx;
+    int V = s->n_vocab;
+    float inv_t = 1.0f / c->temperature;
+
+    // inv_t > 0 and rounding is monotonic, so the max of the scaled logits is the scaled max
+    float mx = max_of(logits, V) * inv_t;
+    if (!(mx > -INFINITY)) return argmax(logits, V);   // everything masked: fall back
+    double total = probabilities(sc, logits, V, inv_t, mx);
+    bool top_k = c->top_k > 0 && c->top_k < V, top_p = c->top_p > 0.0f && c->top_p < 1.0f;
+    if (!top_k && !top_p && c->min_p <= 0.0f) return draw_all(s, sc, logits, total);
+
+    int n = -1;   // candidates in v[0..n); -1: every id
+    if (top_k) n = select_top_k(sc, V, c->top_k);
+    if (top_p && n >= 0) {
+        sort_best(p, v, 0, n - 1);
+        double kept = 0.0;
+        for (int i = 0; i < n; i++) kept += p[v[i]];
+        n = keep_nucleus_sorted(p, v, n, (double)c->top_p * kept);
+    } else if (top_p) {
+        n = select_nucleus(sc, V, (double)c->top_p * total);
+    }
+    if (c->min_p > 0.0f) {
+        // the best candidate has p = exp(0) = 1 and top-k/p never remove it
+        float thr = c->min_p;
+        int w = 0;
+        if (n < 0)
+            for (int i = 0; i < V; i++) {
+                if (p[i] >= thr) v[w++] = i;
+            }
+        else
+            for (int i = 0; i < n; i++)
+                if (p[v[i]] >= thr) v[w++] = v[i];
+        n = w;
+        CHECK(n > 0, "min-p removed every candidate");
+    }
+    return draw_candidates(s, p, v, n);
 }
 
 /* ==== Public ==== */
 
-int32_t sampler_sample_top(struct sampler *s, float *logits, float *logprob_out, int n_top,
-                           struct token_logprob *top, int *n_top_out)
+int32_t sampler_sample_top(struct sampler *s, struct sampler_scratch *sc, float *logits, float *logprob_out,
+                           int n_top, struct token_logprob *top, int *n_top_out)
 {
+    if (!sc) sc = s->sc;
+    CHECK(sc && sc->n_vocab >= s->n_vocab, "sampler: no scratch for a vocabulary of %d", s->n_vocab);
     apply_bias_penalties(s, logits);
-    int32_t tok = s->cfg.temperature > 0.0f && s->cfg.top_k != 1 ? draw(s, logits)
+    int32_t tok = s->cfg.temperature > 0.0f && s->cfg.top_k != 1 ? draw(s, sc, logits)
                                                                    : argmax(logits, s->n_vocab);
     if (n_top > SAMPLER_MAX_TOP) n_top = SAMPLER_MAX_TOP;
     if (n_top_out) *n_top_out = 0;
     if (!logprob_out && (n_top <= 0 || !top)) return tok;
 
     // log_softmax of the processed logits (before temperature and filtering)
-    float mx = -INFINITY;
-    for (int i = 0; i < s->n_vocab; i++)
-        if (logits[i] > mx) mx = logits[i];
-    double sum = 0.0;
-    for (int i = 0; i < s->n_vocab; i++) sum += exp((double)logits[i] - (double)mx);
-    double lse = (double)mx + log(sum);
+    float mx = max_of(logits, s->n_vocab);
+    double lse = (double)mx + log(probabilities(sc, logits, s->n_vocab, 1.0f, mx));
     if (logprob_out) *logprob_out = (float)((double)logits[tok] - lse);
     if (n_top > 0 && top) {
         int k = 0;   // top[0..k) sorted by (logit desc, id asc)
@@ -332,5 +606,5 @@ int32_t sampler_sample_top(struct sampler *s, float *logits, float *logprob_out,
 
 int32_t sampler_sample(struct sampler *s, float *logits, float *logprob_out)
 {
-    return sampler_sample_top(s, logits, logprob_out, 0, NULL, NULL);
+    return sampler_sample_top(s, NULL, logits, logprob_out, 0, NULL, NULL);
 }

@@ -16,9 +16,11 @@
  * Tie-breaking and candidate order are deterministic (probability, then lower id), so the same
  * seed, logits and history give the same token on every machine.
  *
- * Threading: a sampler belongs to one request and is used by one thread at a time (the engine
- * thread). sampler_sample allocates nothing; all scratch comes from sampler_new, or from a
- * struct sampler_scratch shared by the samplers of one engine (sampler_new_shared).
+ * Threading: a sampler belongs to one request and is used by one thread at a time. Sampling
+ * allocates nothing: its scratch (a few [n_vocab] arrays) is the sampler's own (sampler_new), or
+ * one passed to each call (sampler_new_bare + sampler_sample_top), so an engine keeps one scratch
+ * per sampling thread, not per request. A sample depends only on the sampler's state and the
+ * logits, never on the scratch or the thread.
  *
  *     struct sampler *s = sampler_new(&cfg, n_vocab);
  *     sampler_accept_prompt(s, prompt, n_prompt);
@@ -62,11 +64,11 @@ struct sampler_scratch;
 struct sampler_scratch *sampler_scratch_new(int n_vocab);
 void                    sampler_scratch_free(struct sampler_scratch *sc);
 
-/* n_vocab: logits row length. Allocates all scratch here; sampler_sample allocates nothing.
+/* n_vocab: logits row length. Allocates its scratch here; sampling allocates nothing.
  * Seeds the RNG with cfg->seed (callers without a seed call sampler_seed). */
 struct sampler *sampler_new(const struct sampling *cfg, int n_vocab);
-/* Same, borrowing scratch (which must outlive the sampler and not be used concurrently). */
-struct sampler *sampler_new_shared(const struct sampling *cfg, int n_vocab, struct sampler_scratch *sc);
+/* Same without scratch: every sampler_sample_top call passes one. */
+struct sampler *sampler_new_bare(const struct sampling *cfg, int n_vocab);
 void            sampler_free(struct sampler *s);
 void            sampler_seed(struct sampler *s, uint64_t seed);
 /* Records prompt tokens: they count for the repetition penalty only. */
@@ -80,9 +82,10 @@ bool            sampler_is_plain_greedy(const struct sampler *s);
 /* Picks the next token from logits[n_vocab] (modified in place). If logprob_out != NULL, writes
  * the log-probability of the chosen token (see the top of this file for which distribution). */
 int32_t         sampler_sample(struct sampler *s, float *logits, float *logprob_out);
-/* Same, and also writes the n_top (<= SAMPLER_MAX_TOP) most likely tokens, most likely first
- * (ties: lower id), into top[]; returns how many were written in *n_top_out. */
-int32_t         sampler_sample_top(struct sampler *s, float *logits, float *logprob_out,
-                                   int n_top, struct token_logprob *top, int *n_top_out);
+/* Same with scratch sc (NULL: the sampler's own; not used by another thread during the call), and
+ * also writes the n_top (<= SAMPLER_MAX_TOP) most likely tokens, most likely first (ties: lower
+ * id), into top[]; returns how many were written in *n_top_out. */
+int32_t         sampler_sample_top(struct sampler *s, struct sampler_scratch *sc, float *logits,
+                                   float *logprob_out, int n_top, struct token_logprob *top, int *n_top_out);
 
 #endif

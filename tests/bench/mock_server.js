@@ -65,7 +65,7 @@ async function chat(req, res, body, idx) {
   const msgs = body.messages || [];
   const prompt = msgs.map((m) => m.content).join('\n');
   const user = (msgs.find((m) => m.role === 'user') || {}).content || '';
-  if (opt.log) fs.appendFileSync(opt.log, JSON.stringify({ idx, user_head: user.slice(0, 40), prompt_len: prompt.length, max_tokens: body.max_tokens }) + '\n');
+  if (opt.log) fs.appendFileSync(opt.log, JSON.stringify({ idx, user_head: user.slice(0, 40), prompt_len: prompt.length, max_tokens: body.max_tokens, temperature: body.temperature }) + '\n');
   const fault = faulted(idx) ? opt.mode : 'normal';
   if (fault === 'http500') {
     res.writeHead(500, { 'Content-Type': 'application/json' });

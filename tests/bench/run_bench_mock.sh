@@ -48,14 +48,21 @@ done
 echo "== agentic, prefix cache off"
 start_mock agentic_off --prefill-us 300 --prefix-cache off
 bench --url "http://127.0.0.1:$PORT" --mode agentic --max-tokens 16 --summary-out "$T/ag2.json" > "$T/ag2.txt" || fail "agentic off exit $?"
-$CHECK agentic "$T/ag2.json" NO unknown 3 5 || fail "agentic (cache off) check"
+# the warm-up call (another session) took one request: the measured ones are the mock's 3rd-7th
+$CHECK agentic "$T/ag2.json" NO unknown 2 5 || fail "agentic (cache off) check"
+grep -q "^warmup" "$T/ag2.txt" || fail "no warm-up call in the agentic table"
 
 echo "== burst: concurrent server, then a serializing one"
 start_mock burst --tokens 16 --tok-ms 5
-bench --url "http://127.0.0.1:$PORT" --mode burst --burst 1,4,12 --max-tokens 16 --burst-prompt 128 \
+bench --url "http://127.0.0.1:$PORT" --mode burst --burst 1,4,12 --max-tokens 16 --burst-prompt 128 --temperature 0.7 \
       --json-out "$T/burst.jsonl" --summary-out "$T/burst.json" --label mockA > "$T/burst.txt" || fail "burst exit $?"
 cat "$T/burst.txt"
 $CHECK burst "$T/burst.jsonl" "$T/burst.json" "1:false,4:false,12:false" || fail "burst check"
+# --temperature reaches every request and its record
+[ "$(grep -c '"temperature":0.7}' "$T/burst.log")" = 17 ] || fail "requests without temperature 0.7: $(grep -vc '"temperature":0.7}' "$T/burst.log")"
+[ "$(grep -c '"temperature":0.7' "$T/burst.jsonl")" = 17 ] || fail "records without temperature 0.7"
+bench --url "http://127.0.0.1:$PORT" --sizes 64 --runs 1 --temperature 3 > "$T/badtemp.txt" 2>&1 && fail "--temperature 3 accepted"
+grep -q "expected a temperature in \[0, 2\]" "$T/badtemp.txt" || fail "--temperature 3: no clear error"
 start_mock serial --mode serialize --tokens 8 --tok-ms 5
 bench --url "http://127.0.0.1:$PORT" --mode burst --burst 1,4 --max-tokens 8 --burst-prompt 64 \
       --json-out "$T/serial.jsonl" --summary-out "$T/serial.json" --label mockSerial > "$T/serial.txt" || fail "serial exit $?"

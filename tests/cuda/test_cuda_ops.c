@@ -758,6 +758,84 @@ TEST(moe_expert_subset)
     backend_free(det);
 }
 
+/* The root mean square of r (the scale the uneven-load bounds are relative to). */
+static double rms_of(const float *r, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)r[i] * r[i];
+    return n ? sqrt(s / (double)n) : 0.0;
+}
+
+/* The expert of choice j of token t in moe_uneven's patterns (distinct over j for every t). */
+static int uneven_expert(int pattern, int t, int j, int n)
+{
+    switch (pattern) {
+    case 0:   // expert 3 takes every token; 7 one in five, 11-13 the rest; the others none
+        return j == 0 ? 3 : t % 5 == 0 ? 7 : 11 + t % 3;
+    case 1:   // 0 nine tokens in ten (5 the tenth), 1 all but the last (6 has one row), 2 / 3 alternate
+        return j == 0 ? (t % 10 ? 0 : 5) : j == 1 ? (t == n - 1 ? 6 : 1) : 2 + t % 2;
+    default:   // 1 takes every token (the device path's slot chunks), 0 / 2 split, 3 the third choice
+        return j == 0 ? 1 : j == 1 ? (t % 3 ? 2 : 0) : 3;
+    }
+}
+
+/* Uneven expert loads against ref on cuda and cuda-deterministic, bf16, f16 and f32. Prefill sizes
+ * (grouped tensor-core GEMM for 16-bit weights): one expert with several 128-row items and a short
+ * last one, experts with no row and one with a single row, f = 136 (a gate + up tile of 8 columns,
+ * a down k slice of 8), d = 256 (more k slices than the 4-deep cp.async ring) and widths under one
+ * tile (d = 40, f = 24). Device sizes (slots grouped by expert from 8 tokens; deterministic: always):
+ * one expert shared by every token (several MOE_GROUP_S chunks), rows longer than one register
+ * pass (d = 2056, f = 800), 9 tokens (just past the grouping threshold). */
+TEST(moe_uneven)
+{
+    struct rng r;
+    rng_seed(&r, 14);
+    struct { int n, dm, f, E, k, pattern; } cases[] = {
+        { 300, 256, 136, 16, 2, 0 }, { 1000, 64, 48, 8, 2, 1 }, { 129, 40, 24, 9, 3, 1 },
+        { 64, 2056, 800, 4, 2, 2 }, { 9, 2056, 800, 4, 2, 2 }, { 37, 264, 136, 6, 3, 2 },
+    };
+    struct backend *det;
+    ASSERT(backend_new("cuda-deterministic", NULL, &det) == STATUS_OK);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int di = 0; di < 3; di++) {
+            int n = cases[c].n, dm = cases[c].dm, f = cases[c].f, E = cases[c].E, k = cases[c].k;
+            struct experts ex;
+            experts_new(&ex, &r, float_dtypes[di], E, dm, f);
+            struct tt xn = tt_new(DTYPE_F32, dm, n), ids = tt_new(DTYPE_I32, k, n), w = tt_new(DTYPE_F32, k, n);
+            struct tt b = tt_new(DTYPE_F32, dm, n), a = tt_new(DTYPE_F32, dm, n);
+            tt_randn(&xn, &r, 1.0f);
+            int32_t *id = ids.p;
+            float *wf = w.p;
+            for (int t = 0; t < n; t++)
+                for (int j = 0; j < k; j++) {
+                    id[t * k + j] = uneven_expert(cases[c].pattern, t, j, n);
+                    wf[t * k + j] = 0.1f + fabsf(rng_normal(&r));
+                }
+            g_ref->ops->moe_ffn(g_ref, tt_t(&b), tt_t(&xn), tt_t(&ids), tt_t(&w), ex.h.tg, ex.h.tu, ex.h.td, E, ACT_SILU);
+            const double scale = rms_of(b.p, (int64_t)dm * n);
+            struct dt dxn = dev_of(&xn), dids = dev_of(&ids), dw = dev_of(&w), dout = dev_new(&a);
+            struct backend *bes[2] = { g_cuda, det };
+            for (int bi = 0; bi < 2; bi++) {
+                struct backend *be = bes[bi];
+                be->ops->moe_ffn(be, &dout.t, &dxn.t, &dids.t, &dw.t, ex.tg, ex.tu, ex.td, E, ACT_SILU);
+                be->ops->download(be, a.p, &dout.t, sizeof(float) * (size_t)dm * n);
+                EXPECT(be->ops->sync(be) == STATUS_OK);
+                // f32 sums of exact weights (the device path, f32 weights) or 16-bit rounded inputs
+                // (x and the GLU rows of the grouped GEMM)
+                bool tight = n <= 64 || bi == 1 || float_dtypes[di] == DTYPE_F32;
+                EXPECTF(tt_close("moe_ffn uneven", a.p, b.p, (int64_t)dm * n, (tight ? 1e-5 : 5e-2) * scale,
+                                 tight ? 1e-3 : 2e-2, tight ? 1e-9 : 1e-4),
+                        "moe_ffn uneven case %zu %s on %s", c, dtype_name(float_dtypes[di]),
+                        bi ? "cuda-deterministic" : "cuda");
+            }
+            dev_free(&dxn); dev_free(&dids); dev_free(&dw); dev_free(&dout);
+            tt_free(&xn); tt_free(&ids); tt_free(&w); tt_free(&b); tt_free(&a);
+            experts_free(&ex);
+        }
+    }
+    backend_free(det);
+}
+
 /* cuda-deterministic: a token's routing and MoE output are the same alone as in a batch of 70
  * (prefill-sized: two slices of the per-token kernels), bit for bit. */
 TEST(moe_batch_invariance)
@@ -909,6 +987,7 @@ int main(void)
     RUN(moe_ffn_add);
     RUN(moe_batch_invariance);
     RUN(moe_expert_subset);
+    RUN(moe_uneven);
     RUN(wide_gemv_batch_invariance);
     // the same matmul cases with 5-16-row matmuls on cuBLAS (backend_cfg cuda_skinny_off)
     backend_free(g_cuda);

@@ -69,7 +69,8 @@ static struct gen_request preemption_req(const struct job *j, int i)
 }
 
 /* 10 requests whose total need is ~3x the cache: preemption must happen and every output must
- * still equal its solo run; sampled requests (seeded) must equal the same request run alone. */
+ * still equal its solo run; sampled requests (seeded) must equal the same request run alone, on
+ * an engine that samples on the engine thread alone (the batched one uses 3 sampling threads). */
 TEST(preemption_tiny_kv)
 {
     enum { N = 10 };
@@ -79,6 +80,7 @@ TEST(preemption_tiny_kv)
     cfg.max_batch_tokens = 64;
     cfg.max_running = 10;
     cfg.kv_cache_bytes = model_kv_bytes_per_token(g_m, DTYPE_F32) * 16 * 20;   // 20 blocks = 320 tokens
+    cfg.sample_threads = 3;
     struct engine *e;
     ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
     struct engine_stats st;
@@ -96,6 +98,7 @@ TEST(preemption_tiny_kv)
     // the sampled ones again, alone, on a roomy engine
     struct engine_cfg big = engine_cfg_default();
     big.kv_cache_bytes = 4 << 20;
+    big.sample_threads = 1;
     struct engine *e2;
     ASSERT(engine_new(&big, g_m, g_be, &e2) == STATUS_OK);
     for (int i = 1; i < N; i += 2) {   // the sampled ones' wanted output: their run alone
@@ -306,6 +309,7 @@ TEST(stop_ids_eos_logprobs)
     solo_greedy(p, 30, 12, want);
     struct engine_cfg cfg = engine_cfg_default();
     cfg.kv_cache_bytes = 1 << 20;
+    cfg.sample_threads = 2;   // log-probabilities come back from the sampling threads
     struct engine *e;
     ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
     int k = 3;

@@ -142,9 +142,58 @@ static int cmp_desc(const void *a, const void *b)
     return x - y;
 }
 
-/* A large vocabulary exercises the widening top-p path (nucleus of thousands of tokens) after top-k
- * and temperature. The expected set is computed by a full f64 sort; no excluded token may appear,
- * and the mass of the 20 best tokens must match. */
+/* keep[] = the tokens HF's top-k then top-p keep at temperature t (0 = off), by a full f64 sort
+ * (order: logit desc, id asc); returns how many, and their ids best first in order[]. */
+static int expected_keep(const float *l, int V, float t, int top_k, float top_p, int *order, int *keep)
+{
+    for (int i = 0; i < V; i++) order[i] = i, keep[i] = 0;
+    g_sort_logits = l;
+    qsort(order, (size_t)V, sizeof order[0], cmp_desc);
+    int n = top_k > 0 && top_k < V ? top_k : V;
+    double mx = l[order[0]] / t, tot = 0.0;
+    for (int i = 0; i < n; i++) tot += exp(l[order[i]] / t - mx);
+    double before = 0.0;
+    int n_keep = 0;
+    for (int i = 0; i < n; i++) {
+        if (top_p > 0.0f && top_p < 1.0f && before / tot >= top_p) break;
+        keep[order[i]] = 1;
+        n_keep++;
+        before += exp(l[order[i]] / t - mx);
+    }
+    return n_keep;
+}
+
+/* Draws with top-k/top-p over V tokens: no excluded token may appear, and the mass of the 20 best
+ * must match the f64 expectation. */
+static int filtered_draws_ok(const float *l, int V, float t, int top_k, float top_p, int n_draws, int *n_keep)
+{
+    int *order = malloc((size_t)V * sizeof *order), *keep = malloc((size_t)V * sizeof *keep);
+    double *want = malloc((size_t)V * sizeof *want), *freq = malloc((size_t)V * sizeof *freq);
+    *n_keep = expected_keep(l, V, t, top_k, top_p, order, keep);
+    filtered_softmax(l, V, t, keep, want);
+    struct sampling c = base_cfg(t, 1234);
+    c.top_k = top_k;
+    c.top_p = top_p;
+    int saved = N_DRAWS;
+    N_DRAWS = n_draws;
+    frequencies(&c, l, V, freq);
+    int bad = 0;
+    for (int i = 0; i < V; i++)
+        if (!keep[i] && freq[i] > 0) bad++;
+    double fw = 0, ww = 0;
+    for (int i = 0; i < 20 && i < V; i++) { fw += freq[order[i]]; ww += want[order[i]]; }
+    int ok = bad == 0 && fabs(fw - ww) < 6 * sqrt(ww * (1 - ww) / N_DRAWS) + 1e-4;
+    if (!ok) fprintf(stderr, "  %d excluded tokens drawn; top-20 mass %.5f want %.5f\n", bad, fw, ww);
+    N_DRAWS = saved;
+    free(order);
+    free(keep);
+    free(want);
+    free(freq);
+    return ok;
+}
+
+/* A large vocabulary exercises the histogram top-p path (nucleus of thousands of tokens) after
+ * top-k and temperature. */
 TEST(top_k_top_p_large_vocab)
 {
     enum { V = 5000 };
@@ -152,38 +201,79 @@ TEST(top_k_top_p_large_vocab)
     struct rng r;
     rng_seed(&r, 99);
     for (int i = 0; i < V; i++) l[i] = rng_normal(&r);
-    float t = 0.8f, top_p = 0.9f;
-    int top_k = 3000;
-    static int order[V], keep[V];
-    for (int i = 0; i < V; i++) order[i] = i;
-    g_sort_logits = l;
-    qsort(order, V, sizeof order[0], cmp_desc);
-    double mx = l[order[0]] / t, tot = 0.0;
-    for (int i = 0; i < top_k; i++) tot += exp(l[order[i]] / t - mx);
-    double before = 0.0;
-    int n_keep = 0;
-    for (int i = 0; i < top_k; i++) {
-        if (before / tot >= top_p) break;
-        keep[order[i]] = 1;
-        n_keep++;
-        before += exp(l[order[i]] / t - mx);
+    int n_keep;
+    EXPECT(filtered_draws_ok(l, V, 0.8f, 3000, 0.9f, 20000, &n_keep));
+    EXPECTF(n_keep > 64 && n_keep < 3000, "nucleus %d", n_keep);
+}
+
+/* Every selection path over a 40K vocabulary (40 blocks of 1,024): top-k within the block count
+ * (the block-max floor) and beyond it (the histogram); top-p with a small nucleus (a probability
+ * floor) and one beyond the fast path's 4,096 candidates (the histogram). */
+TEST(selection_paths_large_vocab)
+{
+    enum { V = 40000 };
+    static float peaked[V], flat[V];
+    struct rng r;
+    rng_seed(&r, 5);
+    for (int i = 0; i < V; i++) {
+        peaked[i] = 2.0f * rng_normal(&r);
+        flat[i] = 0.3f * rng_normal(&r);
     }
-    EXPECTF(n_keep > 64 && n_keep < top_k, "nucleus %d", n_keep);
-    double want[V], freq[V];
-    filtered_softmax(l, V, t, keep, want);
-    struct sampling c = base_cfg(t, 1234);
-    c.top_k = top_k;
-    c.top_p = top_p;
+    for (int i = 0; i < 30; i++) peaked[(i * 7919) % V] = 9.0f + 0.1f * (float)i;   // a nucleus of ~30
+    int n_keep;
+    EXPECT(filtered_draws_ok(peaked, V, 1.0f, 5, 0.0f, 4000, &n_keep) && n_keep == 5);
+    EXPECT(filtered_draws_ok(peaked, V, 1.0f, 100, 0.0f, 4000, &n_keep) && n_keep == 100);
+    EXPECT(filtered_draws_ok(peaked, V, 0.7f, 0, 0.8f, 4000, &n_keep));
+    EXPECTF(n_keep > 5 && n_keep < 100, "small nucleus %d", n_keep);
+    EXPECT(filtered_draws_ok(flat, V, 1.0f, 0, 0.9f, 4000, &n_keep));
+    EXPECTF(n_keep > 4096, "large nucleus %d", n_keep);
+    EXPECT(filtered_draws_ok(flat, V, 1.0f, 20, 0.95f, 4000, &n_keep) && n_keep <= 20);
+}
+
+/* A row masked to three ids (the rest -inf, as constrained decoding leaves it) samples among them
+ * by their softmax, through every filter. */
+TEST(masked_row)
+{
+    enum { V = 40000 };
+    static float l[V];
+    static int keep[V];
+    for (int i = 0; i < V; i++) l[i] = -INFINITY, keep[i] = 0;
+    l[17] = 1.0f, l[20000] = 0.5f, l[39999] = -0.2f;
+    keep[17] = keep[20000] = keep[39999] = 1;
+    int saved = N_DRAWS;
     N_DRAWS = 20000;
-    frequencies(&c, l, V, freq);
-    int bad = 0;
-    for (int i = 0; i < V; i++)
-        if (!keep[i] && freq[i] > 0) bad++;
-    EXPECTF(bad == 0, "%d excluded tokens drawn", bad);
-    double fw = 0, ww = 0;
-    for (int i = 0; i < 20; i++) { fw += freq[order[i]]; ww += want[order[i]]; }
-    EXPECTF(fabs(fw - ww) < 6 * sqrt(ww * (1 - ww) / N_DRAWS) + 1e-4, "top-20 mass %.5f want %.5f", fw, ww);
-    N_DRAWS = 200000;
+    for (int f = 0; f < 3; f++) {
+        struct sampling c = base_cfg(1.0f, 77);
+        if (f == 1) c.top_k = 20;
+        if (f == 2) c.top_p = 0.999f;
+        EXPECTF(draws_follow(&c, l, V, 1.0, keep), "filter %d", f);
+    }
+    N_DRAWS = saved;
+}
+
+/* The chosen token's log-probability over a 100K vocabulary, against an f64 log-softmax. */
+TEST(logprob_large_vocab)
+{
+    enum { V = 100000 };
+    static float l[V], row[V];
+    struct rng r;
+    rng_seed(&r, 8);
+    for (int i = 0; i < V; i++) l[i] = 4.0f * rng_normal(&r);
+    double mx = -INFINITY, sum = 0.0;
+    for (int i = 0; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+    for (int i = 0; i < V; i++) sum += exp((double)l[i] - mx);
+    double lse = mx + log(sum), worst = 0.0;
+    struct sampling c = base_cfg(1.0f, 9);
+    struct sampler *s = sampler_new(&c, V);
+    for (int d = 0; d < 50; d++) {
+        memcpy(row, l, sizeof row);
+        float lp;
+        int32_t tok = sampler_sample(s, row, &lp);
+        double err = fabs((double)lp - ((double)l[tok] - lse));
+        worst = err > worst ? err : worst;
+    }
+    sampler_free(s);
+    EXPECTF(worst < 1e-5, "worst log-probability error %.3g", worst);
 }
 
 TEST(repetition_penalty_hf)
@@ -273,7 +363,7 @@ TEST(logprobs_chosen_and_top)
     int n_top;
     float row[7];
     memcpy(row, l, sizeof row);
-    int32_t tok = sampler_sample_top(s, row, &lp, 3, top, &n_top);
+    int32_t tok = sampler_sample_top(s, NULL, row, &lp, 3, top, &n_top);
     EXPECT(tok == 1);
     EXPECT(fabs(lp - (2.0 - lse)) < 1e-5);
     EXPECT(n_top == 3);
@@ -284,7 +374,7 @@ TEST(logprobs_chosen_and_top)
     c = base_cfg(0.5f, 1);
     s = sampler_new(&c, 7);
     memcpy(row, l, sizeof row);
-    tok = sampler_sample_top(s, row, &lp, 0, NULL, &n_top);
+    tok = sampler_sample_top(s, NULL, row, &lp, 0, NULL, &n_top);
     EXPECT(fabs(lp - (l[tok] - lse)) < 1e-5 && n_top == 0);
     sampler_free(s);
 }
@@ -295,7 +385,7 @@ TEST(shared_scratch)
     struct sampling c = base_cfg(1.0f, 42);
     c.top_p = 0.95f;
     c.top_k = 40;
-    struct sampler *s1 = sampler_new_shared(&c, 64, sc), *s2 = sampler_new_shared(&c, 64, sc);
+    struct sampler *s1 = sampler_new_bare(&c, 64), *s2 = sampler_new_bare(&c, 64);
     int32_t want[50];
     draw_seq(42, want, 50);
     int same = 1;
@@ -304,7 +394,7 @@ TEST(shared_scratch)
         for (int j = 0; j < 64; j++) base[j] = (float)((j * 37) % 11) * 0.3f;
         memcpy(r1, base, sizeof r1);
         memcpy(r2, base, sizeof r2);
-        int32_t a = sampler_sample(s1, r1, NULL), b = sampler_sample(s2, r2, NULL);
+        int32_t a = sampler_sample_top(s1, sc, r1, NULL, 0, NULL, NULL), b = sampler_sample_top(s2, sc, r2, NULL, 0, NULL, NULL);
         if (a != want[i] || b != want[i]) same = 0;
     }
     EXPECT(same);
@@ -321,6 +411,9 @@ int main(void)
     RUN(top_p_exact_set);
     RUN(min_p_exact_set);
     RUN(top_k_top_p_large_vocab);
+    RUN(selection_paths_large_vocab);
+    RUN(masked_row);
+    RUN(logprob_large_vocab);
     RUN(repetition_penalty_hf);
     RUN(presence_frequency_count_generated_only);
     RUN(logit_bias);

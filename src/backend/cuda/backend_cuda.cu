@@ -428,6 +428,17 @@ static void c_mem_info(struct backend *be, size_t *free_bytes, size_t *total_byt
     CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 
+static void c_host_pin(struct backend *be, void *p, size_t bytes, bool pin)
+{
+    use_device(cuda_of(be));
+    cudaError_t e = pin ? cudaHostRegister(p, bytes, cudaHostRegisterDefault) : cudaHostUnregister(p);
+    if (e != cudaSuccess) {
+        cudaGetLastError();   // not sticky: clear it so the next check does not see it
+        LOG_WARN("cuda: %s %.1f MiB of host memory failed (%s); downloads into it are staged", pin ? "pinning" : "unpinning",
+                 (double)bytes / (double)(1u << 20), cudaGetErrorString(e));
+    }
+}
+
 static void c_destroy(struct backend *be)
 {
     struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
@@ -504,6 +515,7 @@ static const struct backend_ops cuda_ops = {
     /* .step_graph_begin = */ c_step_graph_begin,
     /* .step_graph_end = */ c_step_graph_end,
     /* .mem_info = */ c_mem_info,
+    /* .host_pin = */ c_host_pin,
     /* .fill_synthetic = */ cuda_fill_synthetic,
     /* .gdn_conv = */ cuda_gdn_conv,
     /* .gdn_recurrent = */ cuda_gdn_recurrent,

@@ -57,7 +57,7 @@ struct cuda_batch {
 
 /* cfg profile: calls and host-timed seconds per kernel choice (names from choose_matmul_kernel,
  * choose_attention_kernel). */
-#define CUDA_PROF_MAX 24
+#define CUDA_PROF_MAX 32
 struct cuda_prof_entry {
     const char *what;
     uint64_t    calls;

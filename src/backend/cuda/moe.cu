@@ -10,24 +10,29 @@
  * k_moe_down_combine (down, the weighted combine and the residual add). They are chained as
  * programmatic dependents (cuda_common.cuh): each waits for the one before, then lets the next
  * one launch, so the down kernel, whose expert ids are known two launches back, streams its first
- * weights while gate + up drains. For many tokens (prefill) the ids come back to the host, tokens
- * are grouped per expert (a sort on the host), and each expert runs through cuBLAS once on its
- * gathered rows; with bf16/f16 weights (not cuda-precise) all experts run together instead: one
- * gather of the rows, rounded to the weights' dtype, a grouped tensor-core GEMM for gate and up
- * with the GLU in its epilogue and one for down, over a host-made list of (expert, 64 rows) items,
- * and the combine reads the outputs where the sort put them: four launches a layer whatever the
- * experts.
+ * weights while gate + up drains. From MOE_GROUP_MIN_N tokens (and always in cuda-deterministic)
+ * the slots are grouped by expert on the device first and each picked expert's weights stream
+ * once for all its slots (k_moe_group, k_moe_gate_up_grouped, k_moe_down_grouped, the combine).
+ * For many tokens (prefill) with bf16/f16 weights (not cuda-precise) all experts run together:
+ * the slots are sorted by expert on the device (count, plan, place), x is converted once to the
+ * weights' dtype, a grouped tensor-core GEMM (moe_gemm.cuh) runs gate and up with the GLU in its
+ * epilogue and one runs down, over a device-made list of (expert, 128 rows) items, and the combine
+ * reads the outputs where the sort put them: eight launches a layer whatever the experts, no host
+ * round trip. Otherwise the ids come back to the host, tokens are grouped per expert there, and
+ * each expert runs through cuBLAS once on its gathered rows.
  *
  * MLX-quantized experts (DTYPE_QMLX) take the same two paths: on the device, gate + up + GLU in
  * one launch (k_moe_qgate_up, qmatmul.cu), down (k_moe_qgemv) and the combine, over a device table
  * of the experts' packed words, scales and biases; on the host path each expert's
  * matmuls choose their kernels as any quantized matmul (matmul.cu).
  *
- * cuda-deterministic runs every token through the per-token kernels (slices of moe_device_n), so a
- * token's routing and expert outputs do not depend on the batch.
+ * cuda-deterministic runs every token through the device kernels (slices of moe_device_n; 16-bit
+ * experts: the grouped ones at every size), whose per-slot sums do not depend on the other slots,
+ * so a token's routing and expert outputs do not depend on the batch.
  */
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/moe_gemm.cuh"
 
 #include <math.h>
 #include <stdlib.h>
@@ -496,6 +501,187 @@ __global__ void __launch_bounds__(MOE_K_MAX * 32) k_moe_down_combine(float *out,
     *o = accumulate ? *o + s : s;
 }
 
+/* ---- the device path with slots grouped by expert (MOE_GROUP_MIN_N tokens and more) ----
+ * At 64 decode streams 512 slots pick ~220 of 256 experts: read per slot, as the kernels above
+ * do, each expert's weights stream about twice. Grouped, a warp loads a weight row once and
+ * multiplies it with every slot of its expert (MOE_GROUP_S at a time). A slot's sums are formed
+ * exactly as in k_moe_gate_up_glu (and as a warp per row of k_moe_down_combine does them): each
+ * lane adds its 16-byte chunks in ascending order, then the warp tree; nothing depends on which
+ * other slots share the expert, so a token's outputs do not depend on the batch (the deterministic
+ * mode takes this path at every size). Launches: the grouping, gate + up + GLU, down into y per
+ * slot, k_moe_combine. */
+#define MOE_GROUP_MAX   (MOE_SMALL_N * MOE_K_MAX)   // slots k_moe_group takes (one block)
+#define MOE_GROUP_MIN_N 8   // tokens from which the device path groups (fewer: few experts repeat)
+#define MOE_GROUP_S     4   // slots a warp multiplies per pass over its weight rows
+#define MOE_GROUP_ROWS  4   // down rows per warp (8 as in k_moe_down_combine: 245 registers, one block an SM)
+
+/* order[p]: the slot at sorted position p (experts ascending, slots ascending within one); group
+ * g (the g-th smallest expert picked) is positions [gpos[g], gpos[g] + gcnt[g]); gcnt[g] = 0 for
+ * the other g < n_cap (the launch's groups: min(slots, experts) bounds them). One block, a thread
+ * per slot counting over all slots in shared memory: no atomics, so the same ids give the same
+ * order. A programmatic dependent of the router. */
+__global__ void __launch_bounds__(MOE_GROUP_MAX) k_moe_group(int32_t *order, int32_t *gpos, int32_t *gcnt,
+                                                             const int32_t *ids, int slots, int n_cap)
+{
+    __shared__ int32_t s_ids[MOE_GROUP_MAX];
+    __shared__ bool s_first[MOE_GROUP_MAX];   // the slot is its expert's first
+    pdl_wait();      // ids come from the router
+    pdl_trigger();
+    const int i = threadIdx.x;
+    if (i < slots) s_ids[i] = ids[i];
+    __syncthreads();
+    const int e = i < slots ? s_ids[i] : 0;
+    int before = 0, same = 0, rank = 0;
+    for (int j = 0; j < slots && i < slots; j++) {
+        const int o = s_ids[j];
+        before += o < e;
+        same += o == e;
+        rank += o == e && j < i;
+    }
+    if (i < slots) s_first[i] = rank == 0;
+    __syncthreads();
+    int group = 0, n_groups = 0;   // experts picked below e; experts picked
+    for (int j = 0; j < slots; j++) {
+        group += s_first[j] && s_ids[j] < e;
+        n_groups += s_first[j];
+    }
+    if (i < slots) {
+        order[before + rank] = i;
+        if (rank == 0) {
+            gpos[group] = before;
+            gcnt[group] = same;
+        }
+    }
+    if (i >= n_groups && i < n_cap) gcnt[i] = 0;
+}
+
+/* out[slot, row] = act(gate_e[row] . x[slot / x_div]) * (up_e[row] . x[slot / x_div]) for the
+ * slots of group blockIdx.y (k_moe_group's; blocks past the last group exit): a warp per row, its
+ * gate and up chunks loaded once per MOE_GROUP_S slots. A programmatic dependent of k_moe_group;
+ * lets the down kernel launch once the groups are known. */
+template <typename T>
+__global__ void __launch_bounds__(MOE_WARPS * 32)
+k_moe_gate_up_grouped(float *out, const float *x, const void *const *tab_g, const void *const *tab_u, const int32_t *ids,
+                      const int32_t *order, const int32_t *gpos, const int32_t *gcnt, int m, int kdim, int x_div,
+                      int act)
+{
+    pdl_wait();      // the groups come from the kernel before, x from the router
+    pdl_trigger();
+    const int c = gcnt[blockIdx.y], row = blockIdx.x * MOE_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (!c || row >= m) return;
+    const int p = gpos[blockIdx.y];
+    const int e = ids[order[p]];
+    if (!tab_g[e]) {   // absent expert: act(0) * 0
+        if (lane == 0)
+            for (int s = 0; s < c; s++) out[(size_t)order[p + s] * m + row] = 0.0f;
+        return;
+    }
+    const uint4 *wg = reinterpret_cast<const uint4 *>((const T *)tab_g[e] + (size_t)row * kdim);
+    const uint4 *wu = reinterpret_cast<const uint4 *>((const T *)tab_u[e] + (size_t)row * kdim);
+    const int n_vec = kdim / 8;
+    const bool one_pass = n_vec <= 32 * MOE_U;   // the chunks stay in registers for every slot
+    uint4 g[MOE_U], u[MOE_U];
+    for (int s0 = 0; s0 < c; s0 += MOE_GROUP_S) {
+        const int ns = min(MOE_GROUP_S, c - s0);
+        int slot[MOE_GROUP_S];
+        const float4 *xr[MOE_GROUP_S];
+        float ag[MOE_GROUP_S], au[MOE_GROUP_S];
+#pragma unroll
+        for (int s = 0; s < MOE_GROUP_S; s++) {
+            slot[s] = order[p + s0 + min(s, ns - 1)];
+            xr[s] = reinterpret_cast<const float4 *>(x + (size_t)(slot[s] / x_div) * kdim);
+            ag[s] = au[s] = 0.0f;
+        }
+        for (int base = 0; base < n_vec; base += 32 * MOE_U) {
+            if (s0 == 0 || !one_pass)
+#pragma unroll
+                for (int j = 0; j < MOE_U; j++) {
+                    const bool in = base + j * 32 + lane < n_vec;
+                    g[j] = in ? ld_expert16(wg + base + j * 32 + lane) : make_uint4(0, 0, 0, 0);
+                    u[j] = in ? ld_expert16(wu + base + j * 32 + lane) : make_uint4(0, 0, 0, 0);
+                }
+#pragma unroll
+            for (int j = 0; j < MOE_U; j++) {
+                const int vi = base + j * 32 + lane;
+                if (vi >= n_vec) break;
+#pragma unroll
+                for (int s = 0; s < MOE_GROUP_S; s++) {
+                    if (s >= ns) break;
+                    const float4 a = xr[s][2 * vi], b = xr[s][2 * vi + 1];
+                    ag[s] += dot8<T>(g[j], a, b);
+                    au[s] += dot8<T>(u[j], a, b);
+                }
+            }
+        }
+#pragma unroll
+        for (int s = 0; s < MOE_GROUP_S; s++) {
+            if (s >= ns) break;
+            const float gs = warp_sum(ag[s]), us = warp_sum(au[s]);
+            if (lane == 0) out[(size_t)slot[s] * m + row] = glu_act(gs, act) * us;
+        }
+    }
+}
+
+/* y[slot, row] = W_down_e[row] . h[slot] for the slots of group blockIdx.y: warp w of the block
+ * owns MOE_GROUP_ROWS consecutive rows, streamed as k_moe_down_combine streams them (down_load)
+ * once per MOE_GROUP_S slots. The groups are final at entry (k_moe_group finished before the gate
+ * + up kernel let this one launch), so the first weights load before waiting for h. */
+template <typename T, int R = MOE_GROUP_ROWS>
+__global__ void __launch_bounds__(MOE_WARPS * 32)
+k_moe_down_grouped(float *y, const float *h, const void *const *tab, const int32_t *ids, const int32_t *order,
+                   const int32_t *gpos, const int32_t *gcnt, int d, int f)
+{
+    const int c = gcnt[blockIdx.y], warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int row0 = (blockIdx.x * MOE_WARPS + warp) * R;
+    if (!c || row0 >= d) return;
+    const int p = gpos[blockIdx.y];
+    const int n_rows = min(R, d - row0), n_vec = f / 8;
+    const void *w_e = tab[ids[order[p]]];
+    const int n_load = w_e ? n_rows : 0;   // an absent expert loads nothing: its rows are 0
+    const uint4 *w = reinterpret_cast<const uint4 *>(w_e ? (const T *)w_e + (size_t)row0 * f : nullptr);
+    uint4 u[R][MOE_DOWN_V];
+    down_load<T, R>(u, w, n_vec, n_load, 0, lane);
+    pdl_wait();      // h comes from the kernel before
+    pdl_trigger();
+    for (int s0 = 0; s0 < c; s0 += MOE_GROUP_S) {
+        const int ns = min(MOE_GROUP_S, c - s0);
+        int slot[MOE_GROUP_S];
+        const float4 *hr[MOE_GROUP_S];
+        float acc[MOE_GROUP_S][R];
+#pragma unroll
+        for (int s = 0; s < MOE_GROUP_S; s++) {
+            slot[s] = order[p + s0 + min(s, ns - 1)];
+            hr[s] = reinterpret_cast<const float4 *>(h + (size_t)slot[s] * f);
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[s][r] = 0.0f;
+        }
+        for (int base = 0; base < n_vec; base += 32 * MOE_DOWN_V) {
+            if (base > 0 || (s0 > 0 && n_vec > 32 * MOE_DOWN_V)) down_load<T, R>(u, w, n_vec, n_load, base, lane);
+#pragma unroll
+            for (int cc = 0; cc < MOE_DOWN_V; cc++) {
+                const int vi = base + cc * 32 + lane;
+                if (vi >= n_vec) break;
+#pragma unroll
+                for (int s = 0; s < MOE_GROUP_S; s++) {
+                    if (s >= ns) break;
+                    const float4 a = hr[s][2 * vi], b = hr[s][2 * vi + 1];
+#pragma unroll
+                    for (int r = 0; r < R; r++) acc[s][r] += dot8<T>(u[r][cc], a, b);
+                }
+            }
+        }
+#pragma unroll
+        for (int s = 0; s < MOE_GROUP_S; s++) {
+            if (s >= ns) break;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                const float v = warp_sum(acc[s][r]);
+                if (lane == 0 && r < n_rows) y[(size_t)slot[s] * d + row0 + r] = v;
+            }
+        }
+    }
+}
+
 /* h[i] = act(g[i]) * u[i], in H (f32 in place over g, or the 16-bit input of the down GEMM) */
 template <typename H>
 __global__ void k_moe_glu(H *h, const float *g, const float *u, size_t n, int act)
@@ -535,121 +721,87 @@ __global__ void k_gather(D *dst, const float *src, const int32_t *rows, int d)
     for (int i = threadIdx.x; i < d; i += blockDim.x) dst[(size_t)r * d + i] = from_f<D>(src[(size_t)rows[r] * d + i]);
 }
 
-/* ---- grouped GEMM: every used expert's rows in one launch ----
- * out[row, n] = sum_k x[row, k] W_e[n, k] over the grouped rows of each expert e, x and W in the
- * same 16-bit dtype, f32 sums on tensor cores (m16n8k16). grid (work items, column tiles of
- * MG_BN): a work item is up to MG_BM grouped rows of one expert {expert, first row, rows}, listed
- * on the host with the sort. A block stages a 64 x 32 tile of x and of W in shared memory per k
- * step (rows padded to 40 halves: the fragment reads of a warp hit 32 distinct banks); its 4 warps
- * own 32 x 32 of the output each. GLU: W is the gate and W2 the up projection, both multiplied
- * against the same x tile, and the output is glu_act(gate) * up in T (the down GEMM's input). */
-#define MG_BM 64
-#define MG_BN 64
-#define MG_BK 32
-#define MG_PAD 8
-#define MG_THREADS 128
-static_assert(MG_BM == MG_BN, "k_moe_grouped_gemm stages x and W tiles in one loop");
-
-template <typename T, bool GLU>
-__global__ void __launch_bounds__(MG_THREADS)
-k_moe_grouped_gemm(void *out, const T *x, const void *const *w_tab, const void *const *w2_tab, const int32_t *work,
-                   int N, int K, int act)
+/* ---- the sort of the grouped path, on the device (no host round trip) ----
+ * cnt[e] = slots of expert e (atomics: a count does not depend on their order); k_moe_plan turns
+ * the counts into each expert's first grouped row (in place) and the work items of
+ * k_moe_grouped_mma; k_moe_place gives each slot a row of its expert (which row, atomics decide:
+ * every row's products and the combine's sum are the same wherever it lands). */
+__global__ void k_moe_count(int32_t *cnt, const int32_t *ids, int slots)
 {
-    constexpr int NW = GLU ? 2 : 1;
-    __shared__ __align__(16) T xs[MG_BM][MG_BK + MG_PAD], ws[NW][MG_BN][MG_BK + MG_PAD];
-    const int e = work[3 * blockIdx.x], row0 = work[3 * blockIdx.x + 1], rows = work[3 * blockIdx.x + 2];
-    const int n0 = blockIdx.y * MG_BN, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32, g = lane >> 2, c2 = (lane & 3) * 2;
-    const T *W[NW];
-    W[0] = (const T *)w_tab[e];
-    if (GLU) W[NW - 1] = (const T *)w2_tab[e];
-    float acc[NW][2][4][4];
-#pragma unroll
-    for (int p = 0; p < NW; p++)
-#pragma unroll
-        for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-            for (int ni = 0; ni < 4; ni++)
-#pragma unroll
-                for (int j = 0; j < 4; j++) acc[p][mi][ni][j] = 0.0f;
-    for (int k0 = 0; k0 < K; k0 += MG_BK) {
-#pragma unroll
-        for (int i = tid; i < MG_BM * MG_BK / 8; i += MG_THREADS) {   // 16-byte pieces; K % 8 == 0
-            const int r = i / (MG_BK / 8), kc = i % (MG_BK / 8) * 8;
-            const bool kin = k0 + kc < K;
-            uint4 xv = make_uint4(0, 0, 0, 0);
-            if (kin && r < rows) xv = *reinterpret_cast<const uint4 *>(x + (size_t)(row0 + r) * K + k0 + kc);
-            *reinterpret_cast<uint4 *>(&xs[r][kc]) = xv;
-#pragma unroll
-            for (int p = 0; p < NW; p++) {
-                uint4 wv = make_uint4(0, 0, 0, 0);
-                if (kin && n0 + r < N) wv = *reinterpret_cast<const uint4 *>(W[p] + (size_t)(n0 + r) * K + k0 + kc);
-                *reinterpret_cast<uint4 *>(&ws[p][r][kc]) = wv;
-            }
-        }
-        __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < MG_BK; kk += 16) {
-            uint32_t a[2][4];
-#pragma unroll
-            for (int mi = 0; mi < 2; mi++) {
-                const int r = wm + mi * 16 + g;
-                a[mi][0] = *reinterpret_cast<const uint32_t *>(&xs[r][kk + c2]);
-                a[mi][1] = *reinterpret_cast<const uint32_t *>(&xs[r + 8][kk + c2]);
-                a[mi][2] = *reinterpret_cast<const uint32_t *>(&xs[r][kk + c2 + 8]);
-                a[mi][3] = *reinterpret_cast<const uint32_t *>(&xs[r + 8][kk + c2 + 8]);
-            }
-#pragma unroll
-            for (int p = 0; p < NW; p++)
-#pragma unroll
-                for (int ni = 0; ni < 4; ni++) {
-                    const int n = wn + ni * 8 + g;
-                    const uint32_t b0 = *reinterpret_cast<const uint32_t *>(&ws[p][n][kk + c2]);
-                    const uint32_t b1 = *reinterpret_cast<const uint32_t *>(&ws[p][n][kk + c2 + 8]);
-#pragma unroll
-                    for (int mi = 0; mi < 2; mi++) mma16816<T>(acc[p][mi][ni], a[mi], b0, b1);
-                }
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int mi = 0; mi < 2; mi++)
-#pragma unroll
-        for (int ni = 0; ni < 4; ni++) {
-            const int col = n0 + wn + ni * 8 + c2;
-#pragma unroll
-            for (int half = 0; half < 2; half++) {   // rows g and g + 8 of the m16 tile
-                const int r = wm + mi * 16 + g + half * 8;
-                if (r >= rows) continue;
-                const size_t o = (size_t)(row0 + r) * N + col;
-#pragma unroll
-                for (int j = 0; j < 2; j++) {
-                    if (col + j >= N) continue;
-                    if (GLU)
-                        ((T *)out)[o + j] = from_f<T>(glu_act(acc[0][mi][ni][2 * half + j], act) *
-                                                      acc[NW - 1][mi][ni][2 * half + j]);
-                    else ((float *)out)[o + j] = acc[0][mi][ni][2 * half + j];
-                }
-            }
-        }
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < slots; i += gridDim.x * blockDim.x) atomicAdd(&cnt[ids[i]], 1);
 }
 
-/* The experts of 16-bit weights over their grouped rows (work: n_work items of k_moe_grouped_gemm;
- * idx: the token of each grouped row): one gather for all experts, rounded to the weights' dtype
- * (as cuBLAS would take it), gate and up with the GLU in one GEMM launch, down in another; y in
- * grouped order. */
-template <typename H>
-static void moe_grouped16(struct cuda_backend *cb, float *y, void *work16, const float *x, const int32_t *idx,
-                          const int32_t *work, int n_work, const struct moe_table *tab, int slots, int d, int f,
-                          enum act act)
+/* One thread: a few hundred experts and items, cheaper than a scan's launches. */
+__global__ void k_moe_plan(int32_t *cnt_to_first, int32_t *work, int32_t *n_work, int E)
 {
-    H *xh = (H *)work16, *hh = xh + (size_t)slots * d;   // [slots, d], [slots, f]
-    k_gather<H><<<slots, 256, 0, cb->stream>>>(xh, x, idx, d);
-    k_moe_grouped_gemm<H, true><<<dim3(n_work, (f + MG_BN - 1) / MG_BN), MG_THREADS, 0, cb->stream>>>(
-        hh, xh, tab->d_gate, tab->d_up, work, f, d, (int)act);
-    k_moe_grouped_gemm<H, false><<<dim3(n_work, (d + MG_BN - 1) / MG_BN), MG_THREADS, 0, cb->stream>>>(
-        y, hh, tab->d_down, NULL, work, d, f, (int)act);
+    if (threadIdx.x || blockIdx.x) return;
+    int row = 0, w = 0;
+    for (int e = 0; e < E; e++) {
+        const int c = cnt_to_first[e];
+        cnt_to_first[e] = row;
+        for (int r0 = 0; r0 < c; r0 += MGM_BM, w++) {
+            work[3 * w] = e;
+            work[3 * w + 1] = row + r0;
+            work[3 * w + 2] = c - r0 < MGM_BM ? c - r0 : MGM_BM;
+        }
+        row += c;
+    }
+    *n_work = w;
+}
+
+/* rows[r] = the token of grouped row r, at[slot] = the slot's grouped row. */
+__global__ void k_moe_place(int32_t *rows, int32_t *at, int32_t *fill, const int32_t *first, const int32_t *ids, int slots,
+                            int k)
+{
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < slots; i += gridDim.x * blockDim.x) {
+        const int e = ids[i], r = first[e] + atomicAdd(&fill[e], 1);
+        rows[r] = i / k;
+        at[i] = r;
+    }
+}
+
+/* dst[i] = src[i] in H, eight at a time (n8 groups of eight): x once in the GEMM's dtype. */
+template <typename H>
+__global__ void k_to16(H *dst, const float *src, size_t n8)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
+        const float4 a = reinterpret_cast<const float4 *>(src)[2 * i], b = reinterpret_cast<const float4 *>(src)[2 * i + 1];
+        uint4 v;
+        v.x = pack2<H>(a.x, a.y);
+        v.y = pack2<H>(a.z, a.w);
+        v.z = pack2<H>(b.x, b.y);
+        v.w = pack2<H>(b.z, b.w);
+        reinterpret_cast<uint4 *>(dst)[i] = v;
+    }
+}
+
+/* The experts of 16-bit weights over their grouped rows (work: *n_work items of MGM_BM rows,
+ * moe_gemm.cuh, at most max_work; idx: the token of each grouped row): x once in the weights'
+ * dtype (as cuBLAS would take it; the gate + up GEMM gathers its rows through idx), gate and up
+ * with the GLU in one GEMM launch, down in another; y in grouped order. Profile: "moe_grouped16
+ * gate_up" (with x's conversion), "moe_grouped16 down". */
+template <typename H>
+static void moe_grouped16(struct cuda_backend *cb, float *y, void *work16, const float *x, int n, const int32_t *idx,
+                          const int32_t *work, const int32_t *n_work, int max_work, const struct moe_table *tab, int d,
+                          int f, enum act act)
+{
+    H *xh = (H *)work16, *hh = xh + (size_t)n * d;   // [n, d], then [slots, f] in grouped order
+    const int tiles_gu = (f + MGM_BN / 2 - 1) / (MGM_BN / 2), tiles_down = (d + MGM_BN - 1) / MGM_BN;
+    CUDA_CHECK(cudaFuncSetAttribute(k_moe_grouped_mma<H, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    MGM_SMEM_BYTES));
+    CUDA_CHECK(cudaFuncSetAttribute(k_moe_grouped_mma<H, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    MGM_SMEM_BYTES));
+    double t0 = cuda_prof_begin(cb);
+    k_to16<H><<<moe_grid((size_t)n * d / 8), 256, 0, cb->stream>>>(xh, x, (size_t)n * d / 8);
+    k_moe_grouped_mma<H, true><<<max_work * tiles_gu, MGM_THREADS, MGM_SMEM_BYTES, cb->stream>>>(
+        hh, xh, idx, tab->d_gate, tab->d_up, work, n_work, tiles_gu, f, d, (int)act);
     LAUNCH_CHECK();
+    cuda_prof_end(cb, "moe_grouped16 gate_up", t0);
+    t0 = cuda_prof_begin(cb);
+    k_moe_grouped_mma<H, false><<<max_work * tiles_down, MGM_THREADS, MGM_SMEM_BYTES, cb->stream>>>(
+        y, hh, NULL, tab->d_down, NULL, work, n_work, tiles_down, d, f, (int)act);
+    LAUNCH_CHECK();
+    cuda_prof_end(cb, "moe_grouped16 down", t0);
 }
 
 __global__ void k_scatter_slots(float *y, const float *src, const int32_t *slots, int d)
@@ -684,13 +836,14 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
     // workspace: g [slots, f], u [slots, f], y [slots, d], gathered rows [slots, d] (f32, or the
     // 16-bit rows of x and of the GLU), then index lists
     const size_t h16_bytes = (sizeof(uint16_t) * slots * f + 15) & ~(size_t)15;   // the 16-bit GLU rows
-    const size_t max_work = slots / MG_BM + (size_t)n_experts + 1;   // k_moe_grouped_gemm's items
+    const size_t max_work = slots / MGM_BM + (size_t)n_experts + 1;   // k_moe_grouped_mma's items
     size_t bytes = sizeof(float) * (slots * (2 * (size_t)f + 2 * (size_t)d)) + h16_bytes +
-                   sizeof(int32_t) * (3 * slots + 3 * max_work) + 1024;
+                   sizeof(int32_t) * (3 * slots + 3 * max_work + 2 * (size_t)n_experts + 1) + 1024;
     char *ws = (char *)cuda_grow(cb, &cb->d_moe_work, &cb->moe_work_bytes, bytes);
     float *g = (float *)ws, *u = g + slots * f, *y = u + slots * f, *xg = y + slots * d;
     int32_t *idx = (int32_t *)((char *)(xg + slots * d) + h16_bytes), *slot_of = idx + slots;
     int32_t *at = slot_of + slots, *work = at + slots;
+    int32_t *cnt = work + 3 * max_work, *fill = cnt + n_experts, *n_work = fill + n_experts;   // the device sort's
     int gl = moe_grid(slots * f);
     const int32_t *combine_at = NULL;   // y in (token, choice) order
 
@@ -728,7 +881,29 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
         } else {
             bool vec = tab->aligned16 && aligned16(dptr(x)) && d % 8 == 0 && f % 8 == 0 && k <= MOE_K_MAX &&
                        g0->dtype != DTYPE_F32 && g0->dtype == u0->dtype && g0->dtype == d0->dtype;
+            if (vec && (n >= MOE_GROUP_MIN_N || cb->deterministic)) {   // slots grouped by expert
+                CHECK(slots <= MOE_GROUP_MAX, "cuda moe: %zu slots on the device path", slots);
+                const double t0 = cuda_prof_begin(cb);
+                int32_t *order = idx, *gpos = slot_of, *gcnt = at;
+                const int32_t *d_ids = (const int32_t *)dptr(ids);
+                const int n_cap = (int)slots < n_experts ? (int)slots : n_experts;   // most groups there can be
+                launch_pdl(cb, k_moe_group, dim3(1), dim3(MOE_GROUP_MAX), order, gpos, gcnt, d_ids, (int)slots, n_cap);
+                DISPATCH_FLOAT(g0->dtype, T,
+                    launch_pdl(cb, k_moe_gate_up_grouped<T>, dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)n_cap), blk, g,
+                               (const float *)dptr(x), tab->d_gate, tab->d_up, d_ids, (const int32_t *)order,
+                               (const int32_t *)gpos, (const int32_t *)gcnt, f, d, k, (int)act);
+                    launch_pdl(cb, k_moe_down_grouped<T>,
+                               dim3((d + MOE_WARPS * MOE_GROUP_ROWS - 1) / (MOE_WARPS * MOE_GROUP_ROWS), (unsigned)n_cap), blk,
+                               y, (const float *)g, tab->d_down, d_ids, (const int32_t *)order, (const int32_t *)gpos,
+                               (const int32_t *)gcnt, d, f));
+                k_moe_combine<<<n, 256, 0, cb->stream>>>((float *)dptr(out), y, NULL, (const float *)dptr(weights), k, d,
+                                                         accumulate);
+                LAUNCH_CHECK();
+                cuda_prof_end(cb, "moe_decode grouped", t0);
+                return;
+            }
             if (vec) {   // gate + up + GLU in one launch, down + combine (+ residual) in one launch
+                const double t0 = cuda_prof_begin(cb);
                 DISPATCH_FLOAT(g0->dtype, T,
                     launch_pdl(cb, k_moe_gate_up_glu<T>, dim3((f + MOE_WARPS - 1) / MOE_WARPS, (unsigned)slots), blk, g,
                                (const float *)dptr(x), tab->d_gate, tab->d_up, (const int32_t *)dptr(ids), f, d, k, (int)act));
@@ -737,6 +912,7 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
                                dim3(32 * k), (float *)dptr(out), (const float *)g, tab->d_down, (const int32_t *)dptr(ids),
                                (const float *)dptr(weights), d, f, k, accumulate));
                 LAUNCH_CHECK();
+                cuda_prof_end(cb, "moe_decode fused", t0);
                 return;
             }
             DISPATCH_FLOAT(g0->dtype, T,
@@ -752,34 +928,6 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
             LAUNCH_CHECK();
         }
     } else {
-        // Group (token, choice) slots by expert on the host: expert e's slots become grouped rows
-        // [count[e], count[e + 1]); at[slot] says which row each slot went to.
-        int32_t *h_ids = (int32_t *)xmalloc(sizeof(int32_t) * slots);
-        CUDA_CHECK(cudaMemcpyAsync(h_ids, dptr(ids), sizeof(int32_t) * slots, cudaMemcpyDeviceToHost, cb->stream));
-        cuda_step_roundtrip(cb);
-        int *count = (int *)xcalloc((size_t)n_experts + 1, sizeof(int));
-        for (size_t i = 0; i < slots; i++) count[h_ids[i] + 1]++;
-        for (int e = 0; e < n_experts; e++) count[e + 1] += count[e];
-        int32_t *h_rows = (int32_t *)xmalloc(sizeof(int32_t) * (3 * slots + 3 * max_work)), *h_slot = h_rows + slots;
-        int32_t *h_at = h_slot + slots, *h_work = h_at + slots;
-        int *fill = (int *)xcalloc((size_t)n_experts, sizeof(int));
-        for (size_t i = 0; i < slots; i++) {
-            int e = h_ids[i], row = count[e] + fill[e]++;
-            h_rows[row] = (int32_t)(i / k);
-            h_slot[row] = (int32_t)i;
-            h_at[i] = row;
-        }
-        int n_work = 0;
-        for (int e = 0; e < n_experts; e++)
-            for (int r0 = count[e]; r0 < count[e + 1]; r0 += MG_BM, n_work++) {
-                h_work[3 * n_work] = e;
-                h_work[3 * n_work + 1] = r0;
-                h_work[3 * n_work + 2] = count[e + 1] - r0 < MG_BM ? count[e + 1] - r0 : MG_BM;
-            }
-        CHECK((size_t)n_work <= max_work, "cuda moe: %d work items (room for %zu)", n_work, max_work);
-        CUDA_CHECK(cudaMemcpyAsync(idx, h_rows, sizeof(int32_t) * (3 * slots + 3 * (size_t)n_work), cudaMemcpyHostToDevice,
-                                   cb->stream));
-        cuda_step_roundtrip(cb);   // h_rows is pageable and freed below
         const enum dtype wdt = g0->dtype;
         const struct moe_table *tab = NULL;
         // the grouped kernel reads every expert's weights from its table: a rank without all
@@ -790,15 +938,42 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
             if (!tab->aligned16 || !aligned16(dptr(x))) tab = NULL;
         }
         if (tab) {   // 16-bit rows of x and of the GLU: 16-byte loads need rows of a multiple of 8
-            const double t0 = cuda_prof_begin(cb);
+            // cudaFuncSetAttribute (moe_grouped16) is not a stream operation: keep such steps out of
+            // step graphs, as the host sort did (steps this large are never recorded anyway)
+            cuda_mark_unrecordable(cb);
+            const double t_sort = cuda_prof_begin(cb);
+            const int32_t *d_ids = (const int32_t *)dptr(ids);
+            CUDA_CHECK(cudaMemsetAsync(cnt, 0, sizeof(int32_t) * 2 * (size_t)n_experts, cb->stream));   // cnt, fill
+            k_moe_count<<<moe_grid(slots), 256, 0, cb->stream>>>(cnt, d_ids, (int)slots);
+            k_moe_plan<<<1, 32, 0, cb->stream>>>(cnt, work, n_work, n_experts);
+            k_moe_place<<<moe_grid(slots), 256, 0, cb->stream>>>(idx, at, fill, cnt, d_ids, (int)slots, k);
+            LAUNCH_CHECK();
+            cuda_prof_end(cb, "moe_sort", t_sort);
             if (wdt == DTYPE_BF16)
-                moe_grouped16<__nv_bfloat16>(cb, y, xg, (const float *)dptr(x), idx, work, n_work, tab, (int)slots, d, f,
-                                             act);
+                moe_grouped16<__nv_bfloat16>(cb, y, xg, (const float *)dptr(x), n, idx, work, n_work, (int)max_work, tab,
+                                             d, f, act);
             else
-                moe_grouped16<__half>(cb, y, xg, (const float *)dptr(x), idx, work, n_work, tab, (int)slots, d, f, act);
-            cuda_prof_end(cb, "moe_grouped16", t0);
+                moe_grouped16<__half>(cb, y, xg, (const float *)dptr(x), n, idx, work, n_work, (int)max_work, tab, d, f,
+                                      act);
             combine_at = at;
         } else {   // f32, quantized, precise or partial experts: each expert's matmuls as any matmul
+            // Group (token, choice) slots by expert on the host: expert e's slots become grouped
+            // rows [count[e], count[e + 1]); slot_of[row] says which slot each row holds.
+            int32_t *h_ids = (int32_t *)xmalloc(sizeof(int32_t) * slots);
+            CUDA_CHECK(cudaMemcpyAsync(h_ids, dptr(ids), sizeof(int32_t) * slots, cudaMemcpyDeviceToHost, cb->stream));
+            cuda_step_roundtrip(cb);
+            int *count = (int *)xcalloc((size_t)n_experts + 1, sizeof(int));
+            for (size_t i = 0; i < slots; i++) count[h_ids[i] + 1]++;
+            for (int e = 0; e < n_experts; e++) count[e + 1] += count[e];
+            int32_t *h_rows = (int32_t *)xmalloc(sizeof(int32_t) * 2 * slots), *h_slot = h_rows + slots;
+            int *h_fill = (int *)xcalloc((size_t)n_experts, sizeof(int));
+            for (size_t i = 0; i < slots; i++) {
+                int e = h_ids[i], row = count[e] + h_fill[e]++;
+                h_rows[row] = (int32_t)(i / k);
+                h_slot[row] = (int32_t)i;
+            }
+            CUDA_CHECK(cudaMemcpyAsync(idx, h_rows, sizeof(int32_t) * 2 * slots, cudaMemcpyHostToDevice, cb->stream));
+            cuda_step_roundtrip(cb);   // h_rows is pageable and freed below
             if (subset)   // an absent expert's slots stay 0
                 CUDA_CHECK(cudaMemsetAsync(y, 0, sizeof(float) * slots * (size_t)d, cb->stream));
             for (int e = 0; e < n_experts; e++) {
@@ -814,15 +989,17 @@ static void moe_ffn(struct backend *be, struct tensor *out, const struct tensor 
                 k_scatter_slots<<<c, 256, 0, cb->stream>>>(y, xe, slot_of + count[e], d);
             }
             LAUNCH_CHECK();
+            free(h_ids);
+            free(count);
+            free(h_rows);
+            free(h_fill);
         }
-        free(h_ids);
-        free(count);
-        free(h_rows);
-        free(fill);
     }
+    const double t0 = cuda_prof_begin(cb);
     k_moe_combine<<<n, 256, 0, cb->stream>>>((float *)dptr(out), y, combine_at, (const float *)dptr(weights), k, d,
                                              accumulate);
     LAUNCH_CHECK();
+    cuda_prof_end(cb, "moe_combine", t0);
 }
 
 void cuda_moe_ffn(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *ids,

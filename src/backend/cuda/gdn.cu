@@ -457,22 +457,23 @@ __device__ __forceinline__ void gdn_cp_commit() { asm volatile("cp.async.commit_
 template <int N> __device__ __forceinline__ void gdn_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 /* dst[i][c] = src[i * lds + c] for i < rows, c < cols, zero up to [GDN_CHUNK][colp] (colp a
- * multiple of 4); 16-byte copies when vec (cols, lds and src 16-byte multiples), else 4-byte ones. */
+ * multiple of 4); 16-byte copies when vec (cols, lds and src 16-byte multiples), else 4-byte ones.
+ * A thread's (row, column) steps by blockDim.x elements without a division per copy. */
 __device__ __forceinline__ void gdn_rows_async(float *dst, int ldd, const float *src, size_t lds, int rows, int cols,
                                                int colp, bool vec)
 {
-    if (vec) {
-        const int q4 = colp / 4;
-        for (int e = threadIdx.x; e < GDN_CHUNK * q4; e += blockDim.x) {
-            const int i = e / q4, c = e % q4 * 4;
-            const bool ok = i < rows && c < cols;
-            gdn_cp16(dst + i * ldd + c, ok ? src + i * lds + c : src, ok);
-        }
-    } else {
-        for (int e = threadIdx.x; e < GDN_CHUNK * colp; e += blockDim.x) {
-            const int i = e / colp, c = e % colp;
-            const bool ok = i < rows && c < cols;
-            gdn_cp4(dst + i * ldd + c, ok ? src + i * lds + c : src, ok);
+    const int wd = vec ? 4 : 1, per_row = colp / wd, step = blockDim.x, di = step / per_row, dc = step % per_row;
+    int i = threadIdx.x / per_row, c = threadIdx.x % per_row;
+    for (int e = threadIdx.x; e < GDN_CHUNK * per_row; e += step) {
+        const int col = c * wd;
+        const bool ok = i < rows && col < cols;
+        if (vec) gdn_cp16(dst + i * ldd + col, ok ? src + i * lds + col : src, ok);
+        else gdn_cp4(dst + i * ldd + col, ok ? src + i * lds + col : src, ok);
+        i += di;
+        c += dc;
+        if (c >= per_row) {
+            c -= per_row;
+            i++;
         }
     }
 }
@@ -482,7 +483,7 @@ template <typename T>
 __global__ void __launch_bounds__(GDN_CHUNK_THREADS, 2)
 k_gdn_chunk_prep(float *ws, const float *q, const float *k, const float *v, const float *a, const float *b,
                  const T *a_log, const T *dt_bias, const int32_t *tiles, const int32_t *tok_pos, int nk, int nv,
-                 int dk, int dv, size_t ldq, size_t ldk, size_t ldv, size_t lda, size_t ldb)
+                 int dk, int dv, size_t ldq, size_t ldk, size_t ldv, size_t lda, size_t ldb, bool vec_qk)
 {
     constexpr int C = GDN_CHUNK, PS = GDN_P_STRIDE;
     const int h = blockIdx.y, kh = h / (nv / nk);
@@ -494,15 +495,14 @@ k_gdn_chunk_prep(float *ws, const float *q, const float *k, const float *v, cons
     float *Qn = smem;             // [C][dks]: q rows, normalised, zero padded
     float *Kn = Qn + C * dks;     // [C][dks]: k rows, the same
     float *A = Kn + C * dks;      // [C][PS]: strictly lower A
-    float *G = A + C * PS, *beta = G + C, *iq = beta + C, *ik = iq + C, *bw = ik + C;
+    double *G = (double *)(A + C * PS);   // gate prefix sums in f64: their rounding would feed every e^(G_i - G_j)
+    float *beta = (float *)(G + C), *iq = beta + C, *ik = iq + C, *bw = ik + C;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, n_warps = blockDim.x >> 5;
 
-    for (int e = tid; e < C * dkp; e += blockDim.x) {
-        const int i = e / dkp, r = e % dkp;
-        const bool ok = i < L && r < dk;
-        Qn[i * dks + r] = ok ? q[(size_t)(t0 + i) * ldq + (size_t)kh * dk + r] : 0.0f;
-        Kn[i * dks + r] = ok ? k[(size_t)(t0 + i) * ldk + (size_t)kh * dk + r] : 0.0f;
-    }
+    gdn_rows_async(Qn, dks, q + (size_t)t0 * ldq + (size_t)kh * dk, ldq, L, dk, dkp, vec_qk);   // all in flight at once
+    gdn_rows_async(Kn, dks, k + (size_t)t0 * ldk + (size_t)kh * dk, ldk, L, dk, dkp, vec_qk);
+    gdn_cp_commit();
+    gdn_cp_wait<0>();
     __syncthreads();
     const float neg_a = -expf(to_f<T>(a_log[h])), dtb = to_f<T>(dt_bias[h]), qscale = rsqrtf((float)dk);
     for (int i = warp; i < C; i += n_warps) {   // the norms and gates, as k_gdn_recurrent computes them
@@ -531,7 +531,7 @@ k_gdn_chunk_prep(float *ws, const float *q, const float *k, const float *v, cons
         Kn[i * dks + r] *= ik[i];
     }
     __syncthreads();
-    if (tid < C) bw[tid] = beta[tid] * expf(G[tid]);   // read after the barrier below
+    if (tid < C) bw[tid] = beta[tid] * expf((float)G[tid]);   // read after the barrier below
     {   // K K^T and Q K^T: warp (rt, ch) owns rows 16 rt.. and columns 32 ch.. (n-tiles wholly above the diagonal skipped)
         const int rt = warp & 3, ch = warp >> 2, g = lane >> 2, t = lane & 3;
         float kk[4][4], qk[4][4];
@@ -539,7 +539,8 @@ k_gdn_chunk_prep(float *ws, const float *q, const float *k, const float *v, cons
         for (int nn = 0; nn < 4; nn++)
 #pragma unroll
             for (int e = 0; e < 4; e++) kk[nn][e] = qk[nn][e] = 0.0f;
-        for (int k0 = 0; k0 < dkp; k0 += 8) {
+#pragma unroll 2
+        for (int k0 = 0; k0 < dkp; k0 += 8) {   // dkp / 8 even: the next step's loads overlap these MMAs
             const struct tf32_a ak = tf32_load_a(Kn, dks, 16 * rt, k0, lane), aq = tf32_load_a(Qn, dks, 16 * rt, k0, lane);
 #pragma unroll
             for (int nn = 0; nn < 4; nn++) {
@@ -555,7 +556,7 @@ k_gdn_chunk_prep(float *ws, const float *q, const float *k, const float *v, cons
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int i = 16 * rt + g + (e >= 2 ? 8 : 0), j = 32 * ch + 8 * nn + 2 * t + (e & 1);
-                const float d = j <= i ? expf(G[i] - G[j]) : 0.0f;
+                const float d = j <= i ? expf((float)(G[i] - G[j])) : 0.0f;
                 A[i * PS + j] = j < i ? beta[i] * kk[nn][e] * d : 0.0f;
                 if (i < L) ws[((size_t)(t0 + i) * nv + h) * rec + dkp + dvp + j] = qk[nn][e] * d;   // P, zero past L
             }
@@ -598,9 +599,9 @@ k_gdn_chunk_prep(float *ws, const float *q, const float *k, const float *v, cons
     }
     if (tid < L) {
         float *sc3 = ws + ((size_t)(t0 + tid) * nv + h) * rec + dkp + dvp + C;
-        sc3[0] = iq[tid] * expf(G[tid]);
-        sc3[1] = ik[tid] * expf(G[L - 1] - G[tid]);
-        sc3[2] = expf(G[L - 1]);
+        sc3[0] = iq[tid] * expf((float)G[tid]);
+        sc3[1] = ik[tid] * expf((float)(G[L - 1] - G[tid]));
+        sc3[2] = expf((float)G[L - 1]);
         sc3[3] = 0.0f;
     }
 }
@@ -695,7 +696,8 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
         for (int nn = 0; nn < 2; nn++)
 #pragma unroll
             for (int e = 0; e < 4; e++) xw[nn][e] = xq[nn][e] = 0.0f;
-        for (int k0 = 0; k0 < dkp; k0 += 8) {
+#pragma unroll 2
+        for (int k0 = 0; k0 < dkp; k0 += 8) {   // dkp / 8 even: the next step's loads overlap these MMAs
             const struct tf32_a aw = tf32_load_a(Wb, dks, 16 * rt, k0, lane), aq = tf32_load_a(Qb, dks, 16 * rt, k0, lane);
 #pragma unroll
             for (int nn = 0; nn < 2; nn++) {
@@ -725,6 +727,7 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
         gdn_cp_commit();   // empty past the last piece: the group count stays uniform
 
         /* phase 2: O += P V' (causal: k-steps up to the row tile's end), stored */
+#pragma unroll 2
         for (int k0 = 0; k0 < 16 * rt + 16; k0 += 8) {
             const struct tf32_a ap = tf32_load_a(Pb, PS, 16 * rt, k0, lane);
 #pragma unroll
@@ -743,6 +746,7 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
             for (int nn = 0; nn < 4; nn++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) sacc[nn][e] *= eL;
+#pragma unroll 2
             for (int k0 = 0; k0 < C; k0 += 8) {
                 const struct tf32_a ak = tf32_load_at(Kb, kst, 16 * w, k0, lane);
 #pragma unroll
@@ -768,7 +772,7 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
 static size_t gdn_prep_smem(int dk)
 {
     return sizeof(float) * (2 * (size_t)GDN_CHUNK * (gdn_dk_padded(dk) + 4) + (size_t)GDN_CHUNK * GDN_P_STRIDE +
-                            5 * (size_t)GDN_CHUNK);
+                            6 * (size_t)GDN_CHUNK);   // G in f64
 }
 
 static size_t gdn_state_smem(int dk)
@@ -814,19 +818,19 @@ static void gdn_chunked(struct cuda_backend *cb, struct tensor *out, const struc
     const size_t f = sizeof(float), ldq = q->nb[1] / f, ldk = k->nb[1] / f;
     float *ws = (float *)cuda_grow(cb, &cb->d_gdn_work, &cb->gdn_work_bytes, f * (size_t)m->n_tok * nv * gdn_rec_floats(dk, dv));
     const size_t smem1 = gdn_prep_smem(dk), smem2 = gdn_state_smem(dk);
+    // q and k rows in 16-byte copies when every row starts on 16 bytes (dkp pads the rest with zeros)
+    const bool vec_qk = dk % 4 == 0 && ldq % 4 == 0 && ldk % 4 == 0 && ((uintptr_t)dptr(q) & 15) == 0 &&
+                        ((uintptr_t)dptr(k) & 15) == 0;
     double t0 = cuda_prof_begin(cb);
     DISPATCH_FLOAT(a_log->dtype, T, {
         gdn_smem_optin(cb, k_gdn_chunk_prep<T>, smem1, "gdn chunked prefill");
         k_gdn_chunk_prep<T><<<dim3(bt->n_tiles * GDN_TILE_PIECES, nv), GDN_CHUNK_THREADS, smem1, cb->stream>>>(
             ws, (const float *)dptr(q), (const float *)dptr(k), (const float *)dptr(v), (const float *)dptr(a),
             (const float *)dptr(b), (const T *)dptr(a_log), (const T *)dptr(dt_bias), bt->d_tiles, bt->d_tok_pos, nk, nv,
-            dk, dv, ldq, ldk, v->nb[1] / f, a->nb[1] / f, b->nb[1] / f);
+            dk, dv, ldq, ldk, v->nb[1] / f, a->nb[1] / f, b->nb[1] / f, vec_qk);
     });
     LAUNCH_CHECK();
     cuda_prof_end(cb, "gdn_chunk_prep", t0);
-    // q and k rows in 16-byte copies when every row starts on 16 bytes (dkp pads the rest with zeros)
-    const bool vec_qk = dk % 4 == 0 && ldq % 4 == 0 && ldk % 4 == 0 && ((uintptr_t)dptr(q) & 15) == 0 &&
-                        ((uintptr_t)dptr(k) & 15) == 0;
     const int n_ct = (dv + GDN_STATE_COLS - 1) / GDN_STATE_COLS;
     gdn_smem_optin(cb, k_gdn_chunk_state, smem2, "gdn chunked prefill");
     t0 = cuda_prof_begin(cb);

@@ -3,7 +3,8 @@
  * tests/model/test_quant.c), for every mode / width / group size:
  *  - the cpu dequantizers of every ISA this CPU has equal qweight_dequant_row bit for bit;
  *  - matmul, matmul_rows and embed agree with ref within f32-accumulation tolerance;
- *  - a row's matmul output does not depend on the batch (bit for bit). */
+ *  - a row's matmul output does not depend on the batch (bit for bit), the decode GEMV's rows
+ *    (n = 1) included, at short and long k. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +128,32 @@ TEST(matmul_cpu_vs_ref)
         }
 }
 
+/* Rows longer than the GEMV's scale chunk (256 groups at g32) and a row count that leaves a
+ * partial step of rows: the decode GEMV against ref, and bit for bit against the GEMM (n = 9). */
+TEST(gemv_long_rows)
+{
+    struct rng r;
+    rng_seed(&r, 4);
+    int64_t k = 8448, m = 7, n = 9;
+    for (int c = 0; c < N_CASES; c++) {
+        struct qw *o = qw_new(&CASES[c], m, k, &r);
+        struct tt x = tt_new(DTYPE_F32, k, n), a = tt_new(DTYPE_F32, m, n), x1 = tt_new(DTYPE_F32, k, 1);
+        struct tt a1 = tt_new(DTYPE_F32, m, 1), b1 = tt_new(DTYPE_F32, m, 1);
+        tt_randn(&x, &r, 1.0f);
+        memcpy(x1.p, (float *)x.p + 4 * k, (size_t)k * 4);
+        g_cpu->ops->matmul(g_cpu, tt_t(&a), tt_t(&x), &o->w, NULL);
+        g_cpu->ops->matmul(g_cpu, tt_t(&a1), tt_t(&x1), &o->w, NULL);
+        g_ref->ops->matmul(g_ref, tt_t(&b1), tt_t(&x1), &o->w, NULL);
+        char what[96];
+        snprintf(what, sizeof what, "%s %d-bit g%d k%lld", qmode_name(CASES[c].mode), CASES[c].bits, CASES[c].gs,
+                 (long long)k);
+        EXPECTF(tt_close(what, a1.p, b1.p, m, 1e-5, 1e-4, 1e-10), "%s", what);
+        EXPECTF(!memcmp(a1.p, (float *)a.p + 4 * m, (size_t)m * 4), "%s: GEMV differs from the GEMM", what);
+        tt_free(&x); tt_free(&a); tt_free(&x1); tt_free(&a1); tt_free(&b1);
+        qw_free(o);
+    }
+}
+
 TEST(embed_and_matmul_rows)
 {
     struct rng r;
@@ -157,6 +184,7 @@ int main(void)
         return 1;
     RUN(dequant_every_isa_bitwise);
     RUN(matmul_cpu_vs_ref);
+    RUN(gemv_long_rows);
     RUN(embed_and_matmul_rows);
     backend_free(g_ref);
     backend_free(g_cpu);

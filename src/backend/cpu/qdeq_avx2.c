@@ -31,6 +31,8 @@ static inline VEC q_lut16(VECI c)
     return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, c), _mm256_permutevar8x32_ps(hi, c), sel);
 }
 
+static inline VECH q_ld16(const uint16_t *p) { return _mm_loadu_si128((const __m128i *)p); }
+
 static inline VECI q_codes8(const uint64_t *v, int bits)
 {
     __m256i w = _mm256_set1_epi64x((long long)v[0]);

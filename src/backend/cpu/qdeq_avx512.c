@@ -21,11 +21,23 @@ static inline VECI q_shifts4(void) { return _mm512_setr_epi32(0, 4, 8, 12, 16, 2
 static inline VECI q_shifts2(void) { return _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30); }
 static inline VECI q_and(VECI a, int m) { return _mm512_and_si512(a, _mm512_set1_epi32(m)); }
 static inline VECI q_bytes(const uint8_t *p) { return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)); }
-static inline VEC q_lut16(VECI c)
+static inline VECH q_ld16(const uint16_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* 16-entry f32 tables in one register (QDEQ_PERM16): a 4-bit group's values, looked up by code. */
+#define QDEQ_PERM16 1
+static inline VEC q_iota16(void) { return _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15); }
+static inline VEC q_e2m1_16(void)
 {
-    const VEC lut = _mm512_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
-                                   -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f);
-    return _mm512_permutexvar_ps(c, lut);
+    return _mm512_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f, -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f);
+}
+static inline VEC q_perm16(VECI codes, VEC table) { return _mm512_permutexvar_ps(codes, table); }   // low 4 bits index
+static inline VEC q_lut16(VECI c) { return q_perm16(c, q_e2m1_16()); }
+/* The 16 nibbles of the 8 bytes at p, nibble i in the low 4 bits of lane i (higher bits: junk). */
+static inline VECI q_nibbles(const uint8_t *p)
+{
+    const __m512i words = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    __m512i v = _mm512_permutexvar_epi32(words, _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)p)));
+    return _mm512_srlv_epi32(v, q_shifts4());
 }
 
 static inline VECI q_codes8(const uint64_t *v, int bits)

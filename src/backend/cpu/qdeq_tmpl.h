@@ -139,8 +139,48 @@ static inline __attribute__((always_inline)) VEC QDEQ_NAME(chunk)(int kind, cons
     }
 }
 
-/* Four weight rows against one x row: four independent accumulator chains (as the tile's nr),
- * kind a constant after inlining. */
+/* Byte offset of row `row` of t, a tensor with w's rows (the packed words, scales or biases). */
+static inline size_t QDEQ_NAME(row_off)(const struct tensor *t, const struct tensor *w, int64_t row)
+{
+    if (w->ne[2] * w->ne[3] == 1) return (size_t)row * t->nb[1];   // 2-D: no divisions (they cost)
+    int64_t i1 = row % w->ne[1], rest = row / w->ne[1];
+    return (size_t)i1 * t->nb[1] + (size_t)(rest % w->ne[2]) * t->nb[2] + (size_t)(rest / w->ne[2]) * t->nb[3];
+}
+
+/* Scales and biases (0 for the fp modes) of groups [g0, g0 + n) of weight row `row`: 16-bit
+ * affine scales with vector converts (exact), anything else through cpu_qdeq_scales. Also
+ * prefetches the same groups of the row `ahead` rows on (the next GEMV step's). */
+static void QDEQ_NAME(row_scales)(const struct tensor *w, int64_t row, int64_t g0, int64_t n, int ahead, float *s,
+                                  float *b)
+{
+    const struct qweight *q = w->q;
+    enum dtype dt = q->scales.dtype;
+    if (q->mode != QMODE_AFFINE || (dt != DTYPE_BF16 && dt != DTYPE_F16) || q->biases.dtype != dt) {
+        cpu_qdeq_scales(w, row, g0, n, s, b);
+        return;
+    }
+    const struct tensor *t[2] = { &q->scales, &q->biases };
+    float *dst[2] = { s, b };
+    for (int h = 0; h < 2; h++) {
+        const uint16_t *p =
+            (const uint16_t *)((const char *)t[h]->buf->data + t[h]->offset + QDEQ_NAME(row_off)(t[h], w, row)) + g0;
+        for (int64_t off = 0; off < n * 2; off += 64)
+            _mm_prefetch((const char *)p + (size_t)ahead * t[h]->nb[1] + off, _MM_HINT_T0);
+        int64_t j = 0;
+        for (; j + VLANES <= n; j += VLANES) v_st(dst[h] + j, v_cvt16(dt, q_ld16(p + j)));
+        for (; j < n; j++) dst[h][j] = dt == DTYPE_BF16 ? bf16_to_f32(p[j]) : f16_to_f32(p[j]);
+    }
+}
+
+/* Prefetch distance of the GEMV, in weight rows: the same bytes of the rows two steps on. */
+#define QGEMV_AHEAD 8
+
+/* Four weight rows (j .. j + 3; rows past nr repeat row j and are not stored) against one x
+ * row: four independent accumulator chains, as the tile's nr, held in registers; kind a
+ * constant after inlining. Each group's scales are decoded once per row; with a 16-entry
+ * register table (QDEQ_PERM16) a 4-bit group's 16 possible values are computed once (the
+ * same fma / mul the dequantizer does per value, so the same bits) and each chunk's values are
+ * one permute of its codes. */
 static inline __attribute__((always_inline)) void QDEQ_NAME(gemv4)(const int kind, const struct tensor *w,
                                                                     int64_t j, int nr, const float *x, float *out)
 {
@@ -149,38 +189,56 @@ static inline __attribute__((always_inline)) void QDEQ_NAME(gemv4)(const int kin
     enum { CH = 256 };
     float s[4][CH], b[4][CH];
     const uint32_t *wr[4];
-    VEC acc[4];
-    for (int r = 0; r < 4; r++) {
-        int64_t jr = j + (r < nr ? r : 0), i1 = jr % w->ne[1], rest = jr / w->ne[1];
-        wr[r] = (const uint32_t *)((const char *)w->buf->data + w->offset + (size_t)i1 * w->nb[1] +
-                                   (size_t)(rest % w->ne[2]) * w->nb[2] + (size_t)(rest / w->ne[2]) * w->nb[3]);
-        acc[r] = v_bcast(0.0f);
-    }
+    for (int r = 0; r < 4; r++)
+        wr[r] = (const uint32_t *)((const char *)w->buf->data + w->offset + QDEQ_NAME(row_off)(w, w, j + (r < nr ? r : 0)));
+    size_t pf_ahead = QGEMV_AHEAD * w->nb[1];
+    VEC a0 = v_bcast(0.0f), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t g0 = 0; g0 < n_groups; g0 += CH) {
         int64_t ng = n_groups - g0 < CH ? n_groups - g0 : CH;
-        for (int r = 0; r < nr; r++) cpu_qdeq_scales(w, j + r, g0, ng, s[r], b[r]);
+        for (int r = 0; r < 4; r++) QDEQ_NAME(row_scales)(w, j + (r < nr ? r : 0), g0, ng, QGEMV_AHEAD, s[r], b[r]);
         for (int64_t g = 0; g < ng; g++) {
             int64_t kk0 = (g0 + g) * gs;
-            if (nr == 4) {
-                VEC s0 = v_bcast(s[0][g]), s1 = v_bcast(s[1][g]), s2 = v_bcast(s[2][g]), s3 = v_bcast(s[3][g]);
-                VEC b0 = v_bcast(b[0][g]), b1 = v_bcast(b[1][g]), b2 = v_bcast(b[2][g]), b3 = v_bcast(b[3][g]);
+            for (int r = 0; r < 4; r++)   // the same group of the row 4 ahead (the next call's)
+                _mm_prefetch((const char *)wr[r] + pf_ahead + kk0 * q->bits / 8, _MM_HINT_T0);
+#ifdef QDEQ_PERM16
+            if (kind == QK_AFFINE4 || kind == QK_E2M1) {
+                VEC t0, t1, t2, t3;
+                if (kind == QK_AFFINE4) {
+                    const VEC iota = q_iota16();
+                    t0 = v_fma(iota, v_bcast(s[0][g]), v_bcast(b[0][g]));
+                    t1 = v_fma(iota, v_bcast(s[1][g]), v_bcast(b[1][g]));
+                    t2 = v_fma(iota, v_bcast(s[2][g]), v_bcast(b[2][g]));
+                    t3 = v_fma(iota, v_bcast(s[3][g]), v_bcast(b[3][g]));
+                } else {
+                    const VEC e2m1 = q_e2m1_16();
+                    t0 = v_mul(e2m1, v_bcast(s[0][g]));
+                    t1 = v_mul(e2m1, v_bcast(s[1][g]));
+                    t2 = v_mul(e2m1, v_bcast(s[2][g]));
+                    t3 = v_mul(e2m1, v_bcast(s[3][g]));
+                }
                 for (int64_t kk = kk0; kk < kk0 + gs; kk += VLANES) {
                     VEC xv = v_ldx(x + kk);
-                    acc[0] = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[0], kk, s0, b0), acc[0]);
-                    acc[1] = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[1], kk, s1, b1), acc[1]);
-                    acc[2] = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[2], kk, s2, b2), acc[2]);
-                    acc[3] = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[3], kk, s3, b3), acc[3]);
+                    a0 = v_fma(xv, q_perm16(q_nibbles((const uint8_t *)wr[0] + kk / 2), t0), a0);
+                    a1 = v_fma(xv, q_perm16(q_nibbles((const uint8_t *)wr[1] + kk / 2), t1), a1);
+                    a2 = v_fma(xv, q_perm16(q_nibbles((const uint8_t *)wr[2] + kk / 2), t2), a2);
+                    a3 = v_fma(xv, q_perm16(q_nibbles((const uint8_t *)wr[3] + kk / 2), t3), a3);
                 }
-            } else {
-                for (int r = 0; r < nr; r++) {
-                    VEC sv = v_bcast(s[r][g]), bv = v_bcast(b[r][g]);
-                    for (int64_t kk = kk0; kk < kk0 + gs; kk += VLANES)
-                        acc[r] = v_fma(v_ldx(x + kk), QDEQ_NAME(chunk)(kind, wr[r], kk, sv, bv), acc[r]);
-                }
+                continue;
+            }
+#endif
+            VEC s0 = v_bcast(s[0][g]), s1 = v_bcast(s[1][g]), s2 = v_bcast(s[2][g]), s3 = v_bcast(s[3][g]);
+            VEC b0 = v_bcast(b[0][g]), b1 = v_bcast(b[1][g]), b2 = v_bcast(b[2][g]), b3 = v_bcast(b[3][g]);
+            for (int64_t kk = kk0; kk < kk0 + gs; kk += VLANES) {
+                VEC xv = v_ldx(x + kk);
+                a0 = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[0], kk, s0, b0), a0);
+                a1 = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[1], kk, s1, b1), a1);
+                a2 = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[2], kk, s2, b2), a2);
+                a3 = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[3], kk, s3, b3), a3);
             }
         }
     }
-    for (int r = 0; r < nr; r++) out[j + r] = v_hsum(acc[r]);
+    float o[4] = { v_hsum(a0), v_hsum(a1), v_hsum(a2), v_hsum(a3) };
+    for (int r = 0; r < nr; r++) out[j + r] = o[r];
 }
 
 /* Only one x row (batch-1 decode, the bandwidth-bound case); larger n use the panel GEMM. */

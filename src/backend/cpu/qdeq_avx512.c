@@ -12,6 +12,7 @@
 #define VLANES 16
 #include "backend/cpu/simd_x86.h"
 #define QDEQ_ISA 1
+#define QGEMV_ROWS 8   // 8 accumulators + 8 tables of 32 registers
 
 static inline VECI q_splat_words(const uint32_t *p)
 {

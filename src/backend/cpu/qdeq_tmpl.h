@@ -6,8 +6,11 @@
  * v_srlv_i32, v_cvt_i32) and its integer words: q_splat_words(p): VLANES/8 words, each repeated
  * 8 times; q_shifts4(): 0, 4, ..., 28 per word; q_shifts2(): 0, 2, ...; q_and(VECI, mask);
  * q_bytes(p): VLANES bytes zero-extended; q_lut16(codes): E2M1 values; q_codes8(v[VLANES/8],
- * bits): the 8 codes of each 64-bit window v[h] (code i at bit i * bits). Without QDEQ_ISA the
- * entries fall back (no GEMV; the portable row dequantizer).
+ * bits): the 8 codes of each 64-bit window v[h] (code i at bit i * bits); q_ld16(p): VLANES
+ * 16-bit values; QGEMV_ROWS: the weight rows a GEMV step runs at once (independent accumulator
+ * chains, to hide the FMA latency, as many as the registers hold); optionally QDEQ_PERM16 with
+ * q_perm16 / q_iota16 / q_e2m1_16 / q_nibbles (16-entry tables, see gemv_rows). Without
+ * QDEQ_ISA the entries fall back (no GEMV; the portable row dequantizer).
  * The GEMV computes each dot product with the family tile's operation sequence (kern.h): lane
  * accumulators over k in VLANES chunks, one FMA per chunk with the exactly dequantized chunk, then
  * v_hsum, so it equals the GEMM on the dequantized panel bit for bit (batch invariance).
@@ -147,98 +150,101 @@ static inline size_t QDEQ_NAME(row_off)(const struct tensor *t, const struct ten
     return (size_t)i1 * t->nb[1] + (size_t)(rest % w->ne[2]) * t->nb[2] + (size_t)(rest / w->ne[2]) * t->nb[3];
 }
 
-/* Scales and biases (0 for the fp modes) of groups [g0, g0 + n) of weight row `row`: 16-bit
- * affine scales with vector converts (exact), anything else through cpu_qdeq_scales. Also
- * prefetches the same groups of the row `ahead` rows on (the next GEMV step's). */
-static void QDEQ_NAME(row_scales)(const struct tensor *w, int64_t row, int64_t g0, int64_t n, int ahead, float *s,
-                                  float *b)
+/* Prefetch distance of the GEMV, in weight rows: the same bytes of the rows two steps on. */
+#define QGEMV_AHEAD 8
+
+/* Scales and biases (0 for the fp modes) of groups [g0, g0 + ng) of weight rows j ..
+ * j + QGEMV_ROWS - 1 (rows past nr repeat row j): row r's group g0 + g at s[r * ng + g]. 16-bit
+ * affine scales go through vector converts (exact), in one run when the rows' scales are
+ * adjacent, and the same bytes QGEMV_AHEAD rows on are prefetched; anything else through
+ * cpu_qdeq_scales. */
+static void QDEQ_NAME(scales_rows)(const struct tensor *w, int64_t j, int nr, int64_t g0, int64_t ng, float *s,
+                                   float *b)
 {
     const struct qweight *q = w->q;
     enum dtype dt = q->scales.dtype;
     if (q->mode != QMODE_AFFINE || (dt != DTYPE_BF16 && dt != DTYPE_F16) || q->biases.dtype != dt) {
-        cpu_qdeq_scales(w, row, g0, n, s, b);
+        for (int r = 0; r < QGEMV_ROWS; r++) cpu_qdeq_scales(w, j + (r < nr ? r : 0), g0, ng, s + r * ng, b + r * ng);
         return;
     }
     const struct tensor *t[2] = { &q->scales, &q->biases };
     float *dst[2] = { s, b };
+    int64_t n_groups = w->ne[0] / q->group_size;
     for (int h = 0; h < 2; h++) {
-        const uint16_t *p =
-            (const uint16_t *)((const char *)t[h]->buf->data + t[h]->offset + QDEQ_NAME(row_off)(t[h], w, row)) + g0;
-        for (int64_t off = 0; off < n * 2; off += 64)
-            _mm_prefetch((const char *)p + (size_t)ahead * t[h]->nb[1] + off, _MM_HINT_T0);
-        int64_t j = 0;
-        for (; j + VLANES <= n; j += VLANES) v_st(dst[h] + j, v_cvt16(dt, q_ld16(p + j)));
-        for (; j < n; j++) dst[h][j] = dt == DTYPE_BF16 ? bf16_to_f32(p[j]) : f16_to_f32(p[j]);
+        bool run = nr == QGEMV_ROWS && ng == n_groups && w->ne[2] * w->ne[3] == 1 && t[h]->nb[1] == (size_t)ng * 2;
+        int64_t len = run ? QGEMV_ROWS * ng : ng;
+        for (int r = 0; r < (run ? 1 : QGEMV_ROWS); r++) {
+            const uint16_t *p = (const uint16_t *)((const char *)t[h]->buf->data + t[h]->offset +
+                                                   QDEQ_NAME(row_off)(t[h], w, j + (r < nr ? r : 0))) + g0;
+            for (int64_t off = 0; off < len * 2; off += 64)
+                _mm_prefetch((const char *)p + QGEMV_AHEAD * t[h]->nb[1] + off, _MM_HINT_T0);
+            float *d = dst[h] + r * ng;
+            int64_t i = 0;
+            for (; i + VLANES <= len; i += VLANES) v_st(d + i, v_cvt16(dt, q_ld16(p + i)));
+            for (; i < len; i++) d[i] = dt == DTYPE_BF16 ? bf16_to_f32(p[i]) : f16_to_f32(p[i]);
+        }
     }
 }
 
-/* Prefetch distance of the GEMV, in weight rows: the same bytes of the rows two steps on. */
-#define QGEMV_AHEAD 8
-
-/* Four weight rows (j .. j + 3; rows past nr repeat row j and are not stored) against one x
- * row: four independent accumulator chains, as the tile's nr, held in registers; kind a
- * constant after inlining. Each group's scales are decoded once per row; with a 16-entry
- * register table (QDEQ_PERM16) a 4-bit group's 16 possible values are computed once (the
- * same fma / mul the dequantizer does per value, so the same bits) and each chunk's values are
- * one permute of its codes. */
-static inline __attribute__((always_inline)) void QDEQ_NAME(gemv4)(const int kind, const struct tensor *w,
-                                                                    int64_t j, int nr, const float *x, float *out)
+/* QGEMV_ROWS weight rows (j ..; rows past nr repeat row j and are not stored) against one x
+ * row: one accumulator chain per row, as the tile's, held in registers; kind a constant after
+ * inlining. The scales are decoded ahead of the groups (scales_rows); with a 16-entry register
+ * table (QDEQ_PERM16) a 4-bit group's 16 possible values are computed once per row (the same
+ * fma / mul the dequantizer does per value, so the same bits) and each chunk's values are one
+ * permute of its codes. */
+static inline __attribute__((always_inline)) void QDEQ_NAME(gemv_rows)(const int kind, const struct tensor *w,
+                                                                        int64_t j, int nr, const float *x, float *out)
 {
+    enum { R = QGEMV_ROWS, CH = 128 };
     const struct qweight *q = w->q;
     int64_t k = w->ne[0], gs = q->group_size, n_groups = k / gs;
-    enum { CH = 256 };
-    float s[4][CH], b[4][CH];
-    const uint32_t *wr[4];
-    for (int r = 0; r < 4; r++)
-        wr[r] = (const uint32_t *)((const char *)w->buf->data + w->offset + QDEQ_NAME(row_off)(w, w, j + (r < nr ? r : 0)));
-    size_t pf_ahead = QGEMV_AHEAD * w->nb[1];
-    VEC a0 = v_bcast(0.0f), a1 = a0, a2 = a0, a3 = a0;
+    float s[R * CH], b[R * CH];
+    const uint8_t *wr[R];
+    VEC acc[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        wr[r] = (const uint8_t *)w->buf->data + w->offset + QDEQ_NAME(row_off)(w, w, j + (r < nr ? r : 0));
+        acc[r] = v_bcast(0.0f);
+    }
+    size_t ahead = QGEMV_AHEAD * w->nb[1];
     for (int64_t g0 = 0; g0 < n_groups; g0 += CH) {
         int64_t ng = n_groups - g0 < CH ? n_groups - g0 : CH;
-        for (int r = 0; r < 4; r++) QDEQ_NAME(row_scales)(w, j + (r < nr ? r : 0), g0, ng, QGEMV_AHEAD, s[r], b[r]);
+        QDEQ_NAME(scales_rows)(w, j, nr, g0, ng, s, b);
         for (int64_t g = 0; g < ng; g++) {
             int64_t kk0 = (g0 + g) * gs;
-            for (int r = 0; r < 4; r++)   // the same group of the row 4 ahead (the next call's)
-                _mm_prefetch((const char *)wr[r] + pf_ahead + kk0 * q->bits / 8, _MM_HINT_T0);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++)   // the same group QGEMV_AHEAD rows on
+                _mm_prefetch((const char *)wr[r] + ahead + kk0 * q->bits / 8, _MM_HINT_T0);
 #ifdef QDEQ_PERM16
             if (kind == QK_AFFINE4 || kind == QK_E2M1) {
-                VEC t0, t1, t2, t3;
-                if (kind == QK_AFFINE4) {
-                    const VEC iota = q_iota16();
-                    t0 = v_fma(iota, v_bcast(s[0][g]), v_bcast(b[0][g]));
-                    t1 = v_fma(iota, v_bcast(s[1][g]), v_bcast(b[1][g]));
-                    t2 = v_fma(iota, v_bcast(s[2][g]), v_bcast(b[2][g]));
-                    t3 = v_fma(iota, v_bcast(s[3][g]), v_bcast(b[3][g]));
-                } else {
-                    const VEC e2m1 = q_e2m1_16();
-                    t0 = v_mul(e2m1, v_bcast(s[0][g]));
-                    t1 = v_mul(e2m1, v_bcast(s[1][g]));
-                    t2 = v_mul(e2m1, v_bcast(s[2][g]));
-                    t3 = v_mul(e2m1, v_bcast(s[3][g]));
-                }
+                VEC t[R];
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++)
+                    t[r] = kind == QK_AFFINE4 ? v_fma(q_iota16(), v_bcast(s[r * ng + g]), v_bcast(b[r * ng + g]))
+                                              : v_mul(q_e2m1_16(), v_bcast(s[r * ng + g]));
                 for (int64_t kk = kk0; kk < kk0 + gs; kk += VLANES) {
                     VEC xv = v_ldx(x + kk);
-                    a0 = v_fma(xv, q_perm16(q_nibbles((const uint8_t *)wr[0] + kk / 2), t0), a0);
-                    a1 = v_fma(xv, q_perm16(q_nibbles((const uint8_t *)wr[1] + kk / 2), t1), a1);
-                    a2 = v_fma(xv, q_perm16(q_nibbles((const uint8_t *)wr[2] + kk / 2), t2), a2);
-                    a3 = v_fma(xv, q_perm16(q_nibbles((const uint8_t *)wr[3] + kk / 2), t3), a3);
+#pragma GCC unroll 8
+                    for (int r = 0; r < R; r++) acc[r] = v_fma(xv, q_perm16(q_nibbles(wr[r] + kk / 2), t[r]), acc[r]);
                 }
                 continue;
             }
 #endif
-            VEC s0 = v_bcast(s[0][g]), s1 = v_bcast(s[1][g]), s2 = v_bcast(s[2][g]), s3 = v_bcast(s[3][g]);
-            VEC b0 = v_bcast(b[0][g]), b1 = v_bcast(b[1][g]), b2 = v_bcast(b[2][g]), b3 = v_bcast(b[3][g]);
+            VEC sv[R], bv[R];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                sv[r] = v_bcast(s[r * ng + g]);
+                bv[r] = v_bcast(b[r * ng + g]);
+            }
             for (int64_t kk = kk0; kk < kk0 + gs; kk += VLANES) {
                 VEC xv = v_ldx(x + kk);
-                a0 = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[0], kk, s0, b0), a0);
-                a1 = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[1], kk, s1, b1), a1);
-                a2 = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[2], kk, s2, b2), a2);
-                a3 = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[3], kk, s3, b3), a3);
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++)
+                    acc[r] = v_fma(xv, QDEQ_NAME(chunk)(kind, (const uint32_t *)wr[r], kk, sv[r], bv[r]), acc[r]);
             }
         }
     }
-    float o[4] = { v_hsum(a0), v_hsum(a1), v_hsum(a2), v_hsum(a3) };
-    for (int r = 0; r < nr; r++) out[j + r] = o[r];
+    for (int r = 0; r < nr; r++) out[j + r] = v_hsum(acc[r]);
 }
 
 /* Only one x row (batch-1 decode, the bandwidth-bound case); larger n use the panel GEMM. */
@@ -247,16 +253,16 @@ bool QGEMV_ENTRY(const struct tensor *w, int64_t j0, int64_t j1, const float *x,
 {
     int kind = QDEQ_NAME(kind)(w);
     if (kind == QK_NONE || n != 1) return false;
-    for (int64_t j = j0; j < j1; j += 4) {
-        int nr = j1 - j < 4 ? (int)(j1 - j) : 4;
+    for (int64_t j = j0; j < j1; j += QGEMV_ROWS) {
+        int nr = j1 - j < QGEMV_ROWS ? (int)(j1 - j) : QGEMV_ROWS;
         switch (kind) {
-        case QK_AFFINE4: QDEQ_NAME(gemv4)(QK_AFFINE4, w, j, nr, x, out); break;
-        case QK_AFFINE8: QDEQ_NAME(gemv4)(QK_AFFINE8, w, j, nr, x, out); break;
-        case QK_AFFINE2: QDEQ_NAME(gemv4)(QK_AFFINE2, w, j, nr, x, out); break;
-        case QK_AFFINE3: QDEQ_NAME(gemv4)(QK_AFFINE3, w, j, nr, x, out); break;
-        case QK_AFFINE5: QDEQ_NAME(gemv4)(QK_AFFINE5, w, j, nr, x, out); break;
-        case QK_AFFINE6: QDEQ_NAME(gemv4)(QK_AFFINE6, w, j, nr, x, out); break;
-        default: QDEQ_NAME(gemv4)(QK_E2M1, w, j, nr, x, out); break;
+        case QK_AFFINE4: QDEQ_NAME(gemv_rows)(QK_AFFINE4, w, j, nr, x, out); break;
+        case QK_AFFINE8: QDEQ_NAME(gemv_rows)(QK_AFFINE8, w, j, nr, x, out); break;
+        case QK_AFFINE2: QDEQ_NAME(gemv_rows)(QK_AFFINE2, w, j, nr, x, out); break;
+        case QK_AFFINE3: QDEQ_NAME(gemv_rows)(QK_AFFINE3, w, j, nr, x, out); break;
+        case QK_AFFINE5: QDEQ_NAME(gemv_rows)(QK_AFFINE5, w, j, nr, x, out); break;
+        case QK_AFFINE6: QDEQ_NAME(gemv_rows)(QK_AFFINE6, w, j, nr, x, out); break;
+        default: QDEQ_NAME(gemv_rows)(QK_E2M1, w, j, nr, x, out); break;
         }
     }
     return true;

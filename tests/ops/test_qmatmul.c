@@ -75,6 +75,7 @@ TEST(dequant_every_isa_bitwise)
         { "portable", cpu_qdeq_row_portable, true },
         { "avx2", cpu_qdeq_row_avx2, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") },
         { "avx512", cpu_qdeq_row_avx512, __builtin_cpu_supports("avx512f") },
+        { "avx512vbmi", cpu_qdeq_row_avx512vbmi, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vbmi") },
     };
     int64_t k = 384, rows = 5;
     float *want = malloc((size_t)k * 4), *got = malloc((size_t)k * 4);
@@ -154,6 +155,42 @@ TEST(gemv_long_rows)
     }
 }
 
+/* Whether the cpu backend runs its avx512 family here. */
+static bool runs_avx512(void)
+{
+    const char *isa = getenv("CAIRN_CPU_ISA");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && (!isa || !strcmp(isa, "avx512"));
+}
+
+/* Every AVX-512 build of the GEMV this CPU runs (with and without VBMI) gives the bits of the
+ * backend's GEMM (n = 9); run where the backend runs the avx512 family. */
+TEST(gemv_every_avx512_build_bitwise)
+{
+    struct { const char *name; cpu_qgemv_fn f; bool ok; } builds[] = {
+        { "avx512", cpu_qgemv_avx512, true },
+        { "avx512vbmi", cpu_qgemv_avx512vbmi, __builtin_cpu_supports("avx512vbmi") },
+    };
+    struct rng r;
+    rng_seed(&r, 5);
+    int64_t k = 640, m = 37, n = 9;
+    float *got = malloc((size_t)m * 4);
+    for (int c = 0; c < N_CASES; c++) {
+        struct qw *o = qw_new(&CASES[c], m, k, &r);
+        struct tt x = tt_new(DTYPE_F32, k, n), a = tt_new(DTYPE_F32, m, n);
+        tt_randn(&x, &r, 1.0f);
+        g_cpu->ops->matmul(g_cpu, tt_t(&a), tt_t(&x), &o->w, NULL);
+        for (size_t i = 0; i < sizeof builds / sizeof builds[0]; i++) {
+            if (!builds[i].ok || !builds[i].f(&o->w, 0, m, (float *)x.p + 4 * k, k, 1, got, m)) continue;
+            EXPECTF(!memcmp(got, (float *)a.p + 4 * m, (size_t)m * 4), "%s %d-bit g%d: the %s GEMV differs from the GEMM",
+                    qmode_name(CASES[c].mode), CASES[c].bits, CASES[c].gs, builds[i].name);
+        }
+        tt_free(&x); tt_free(&a);
+        qw_free(o);
+    }
+    free(got);
+}
+
 TEST(embed_and_matmul_rows)
 {
     struct rng r;
@@ -185,6 +222,7 @@ int main(void)
     RUN(dequant_every_isa_bitwise);
     RUN(matmul_cpu_vs_ref);
     RUN(gemv_long_rows);
+    if (runs_avx512()) RUN(gemv_every_avx512_build_bitwise);
     RUN(embed_and_matmul_rows);
     backend_free(g_ref);
     backend_free(g_cpu);

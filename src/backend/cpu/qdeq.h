@@ -31,7 +31,8 @@ typedef bool (*cpu_qgemv_fn)(const struct tensor *w, int64_t j0, int64_t j1, con
                              float *out, int64_t ldo);
 
 cpu_qdeq_fn  cpu_qdeq_pick(const char *isa);     // "avx512", "avx2" or anything else (portable)
-cpu_qgemv_fn cpu_qgemv_pick(const char *isa);    // the GEMV of the same family (the portable one declines)
+cpu_qgemv_fn cpu_qgemv_pick(const char *isa);    // the GEMV of the same family (the portable one declines;
+                                                 // avx512 on a CPU with VBMI: its VBMI build)
 
 /* The per-ISA entry points (NULL-free: each falls back to the portable one for widths it lacks). */
 void cpu_qdeq_row_portable(const struct tensor *w, int64_t row, float *dst);
@@ -41,6 +42,9 @@ bool cpu_qgemv_avx2(const struct tensor *w, int64_t j0, int64_t j1, const float 
                     int64_t ldo);
 bool cpu_qgemv_avx512(const struct tensor *w, int64_t j0, int64_t j1, const float *x, int64_t ldx, int n, float *out,
                       int64_t ldo);
+void cpu_qdeq_row_avx512vbmi(const struct tensor *w, int64_t row, float *dst);
+bool cpu_qgemv_avx512vbmi(const struct tensor *w, int64_t j0, int64_t j1, const float *x, int64_t ldx, int n,
+                          float *out, int64_t ldo);   // qdeq_avx512_vbmi.c: the same bits, for CPUs with VBMI
 
 /* Shared by the ISA files: decoded scales and biases (0 for the fp modes) of groups [g0, g0 + n)
  * of row `row`. */

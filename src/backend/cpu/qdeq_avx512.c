@@ -1,6 +1,8 @@
 /* qdeq_avx512: AVX-512 dequantizers (16 lanes) for MLX-quantized weights; see qdeq.h. Compiled
  * with the Makefile's AVX-512 flags; picked only when the cpu backend runs its avx512 family. The
- * code is qdeq_tmpl.h over simd_x86.h and the integer words below. */
+ * code is qdeq_tmpl.h over simd_x86.h and the integer words below. qdeq_avx512_vbmi.c compiles
+ * this file again with AVX512_VBMI (its entry points named *_avx512vbmi), where q_nibbles is one
+ * vpmultishiftqb instead of a vpermd and a shift. */
 #include "backend/cpu/qdeq.h"
 
 #include <stdbool.h>
@@ -36,9 +38,19 @@ static inline VEC q_lut16(VECI c) { return q_perm16(c, q_e2m1_16()); }
 /* The 16 nibbles of the 8 bytes at p, nibble i in the low 4 bits of lane i (higher bits: junk). */
 static inline VECI q_nibbles(const uint8_t *p)
 {
+#ifdef __AVX512VBMI__
+    // lane i's low byte = the 8 bits at bit 4i of the (broadcast) 8 bytes; lane i is in qword i / 2
+    const __m512i at = _mm512_set_epi64(0x0000003C00000038, 0x0000003400000030, 0x0000002C00000028,
+                                        0x0000002400000020, 0x0000001C00000018, 0x0000001400000010,
+                                        0x0000000C00000008, 0x0000000400000000);
+    long long v;
+    memcpy(&v, p, 8);
+    return _mm512_multishift_epi64_epi8(at, _mm512_set1_epi64(v));
+#else
     const __m512i words = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     __m512i v = _mm512_permutexvar_epi32(words, _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)p)));
     return _mm512_srlv_epi32(v, q_shifts4());
+#endif
 }
 
 static inline VECI q_codes8(const uint64_t *v, int bits)
@@ -50,7 +62,13 @@ static inline VECI q_codes8(const uint64_t *v, int bits)
 }
 #endif
 
+#ifdef __AVX512VBMI__
+#define QGEMV_ENTRY  cpu_qgemv_avx512vbmi
+#define QDEQ_NAME(x) avx512vbmi_##x
+#define QDEQ_ENTRY   cpu_qdeq_row_avx512vbmi
+#else
 #define QGEMV_ENTRY  cpu_qgemv_avx512
 #define QDEQ_NAME(x) avx512_##x
 #define QDEQ_ENTRY   cpu_qdeq_row_avx512
+#endif
 #include "backend/cpu/qdeq_tmpl.h"

@@ -103,12 +103,13 @@ TEST(matmul_cpu_vs_ref)
 {
     struct rng r;
     rng_seed(&r, 2);
-    const int64_t ks[] = { 128, 640 }, ms[] = { 37, 96 }, ns[] = { 1, 5, 17 };
+    // n 2 .. 8: the batched-decode GEMV (blocks of up to 4 x rows, with every remainder)
+    const int64_t ks[] = { 128, 640 }, ms[] = { 37, 96 }, ns[] = { 1, 2, 3, 5, 7, 8, 17 };
     for (int c = 0; c < N_CASES; c++)
         for (int ki = 0; ki < 2; ki++) {
             int64_t k = ks[ki], m = ms[ki];
             struct qw *o = qw_new(&CASES[c], m, k, &r);
-            for (int ni = 0; ni < 3; ni++) {
+            for (int ni = 0; ni < (int)(sizeof ns / sizeof ns[0]); ni++) {
                 int64_t n = ns[ni];
                 struct tt x = tt_new(DTYPE_F32, k, n), a = tt_new(DTYPE_F32, m, n), b = tt_new(DTYPE_F32, m, n);
                 tt_randn(&x, &r, 1.0f);
@@ -118,11 +119,15 @@ TEST(matmul_cpu_vs_ref)
                 snprintf(what, sizeof what, "%s %d-bit g%d k%lld n%lld", qmode_name(CASES[c].mode), CASES[c].bits,
                          CASES[c].gs, (long long)k, (long long)n);
                 EXPECTF(tt_close(what, a.p, b.p, m * n, 1e-5, 1e-4, 1e-10), "%s", what);
-                // batch invariance: the last row alone gives the same bits
+                // batch invariance: each row alone gives the same bits
                 struct tt x1 = tt_new(DTYPE_F32, k, 1), a1 = tt_new(DTYPE_F32, m, 1);
-                memcpy(x1.p, (float *)x.p + (n - 1) * k, (size_t)k * 4);
-                g_cpu->ops->matmul(g_cpu, tt_t(&a1), tt_t(&x1), &o->w, NULL);
-                EXPECTF(!memcmp(a1.p, (float *)a.p + (n - 1) * m, (size_t)m * 4), "%s: batch-dependent", what);
+                int bad = 0;
+                for (int64_t i = 0; i < n; i++) {
+                    memcpy(x1.p, (float *)x.p + i * k, (size_t)k * 4);
+                    g_cpu->ops->matmul(g_cpu, tt_t(&a1), tt_t(&x1), &o->w, NULL);
+                    bad += memcmp(a1.p, (float *)a.p + i * m, (size_t)m * 4) != 0;
+                }
+                EXPECTF(!bad, "%s: %d rows batch-dependent", what, bad);
                 tt_free(&x); tt_free(&a); tt_free(&b); tt_free(&x1); tt_free(&a1);
             }
             qw_free(o);
@@ -163,8 +168,8 @@ static bool runs_avx512(void)
            __builtin_cpu_supports("avx512vl") && (!isa || !strcmp(isa, "avx512"));
 }
 
-/* Every AVX-512 build of the GEMV this CPU runs (with and without VBMI) gives the bits of the
- * backend's GEMM (n = 9); run where the backend runs the avx512 family. */
+/* Every AVX-512 build of the GEMV this CPU runs (with and without VBMI), at 1 and 3 x rows, gives
+ * the bits of the backend's GEMM (n = 9); run where the backend runs the avx512 family. */
 TEST(gemv_every_avx512_build_bitwise)
 {
     struct { const char *name; cpu_qgemv_fn f; bool ok; } builds[] = {
@@ -174,16 +179,20 @@ TEST(gemv_every_avx512_build_bitwise)
     struct rng r;
     rng_seed(&r, 5);
     int64_t k = 640, m = 37, n = 9;
-    float *got = malloc((size_t)m * 4);
+    float *got = malloc((size_t)(3 * m) * 4);
     for (int c = 0; c < N_CASES; c++) {
         struct qw *o = qw_new(&CASES[c], m, k, &r);
         struct tt x = tt_new(DTYPE_F32, k, n), a = tt_new(DTYPE_F32, m, n);
         tt_randn(&x, &r, 1.0f);
         g_cpu->ops->matmul(g_cpu, tt_t(&a), tt_t(&x), &o->w, NULL);
         for (size_t i = 0; i < sizeof builds / sizeof builds[0]; i++) {
-            if (!builds[i].ok || !builds[i].f(&o->w, 0, m, (float *)x.p + 4 * k, k, 1, got, m)) continue;
-            EXPECTF(!memcmp(got, (float *)a.p + 4 * m, (size_t)m * 4), "%s %d-bit g%d: the %s GEMV differs from the GEMM",
-                    qmode_name(CASES[c].mode), CASES[c].bits, CASES[c].gs, builds[i].name);
+            for (int nx = 1; nx <= 3; nx += 2) {   // x rows 4 (n = 1), 2 .. 4 (n = 3)
+                int64_t i0 = 5 - nx;
+                if (!builds[i].ok || !builds[i].f(&o->w, 0, m, (float *)x.p + i0 * k, k, nx, got, m)) continue;
+                EXPECTF(!memcmp(got, (float *)a.p + i0 * m, (size_t)(nx * m) * 4),
+                        "%s %d-bit g%d: the %s GEMV (n %d) differs from the GEMM", qmode_name(CASES[c].mode),
+                        CASES[c].bits, CASES[c].gs, builds[i].name, nx);
+            }
         }
         tt_free(&x); tt_free(&a);
         qw_free(o);

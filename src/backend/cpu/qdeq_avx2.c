@@ -13,6 +13,7 @@
 #include "backend/cpu/simd_x86.h"
 #define QDEQ_ISA 1
 #define QGEMV_ROWS 4   // 8 rows spill the 16 registers (measured 0.75x)
+#define QGEMV_XROWS 2  // x rows per batched-decode step: 4 x 2 accumulators
 
 static inline VECI q_splat_words(const uint32_t *p) { return v_splat_i32(p[0]); }
 static inline VECI q_shifts4(void) { return _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28); }

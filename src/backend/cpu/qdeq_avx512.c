@@ -15,6 +15,7 @@
 #include "backend/cpu/simd_x86.h"
 #define QDEQ_ISA 1
 #define QGEMV_ROWS 8   // 8 accumulators + 8 tables of 32 registers
+#define QGEMV_XROWS 4  // x rows per batched-decode step: 4 x 4 accumulators
 
 static inline VECI q_splat_words(const uint32_t *p)
 {

@@ -7,10 +7,9 @@
  * value is exact (scale * code is exact in f32; the affine bias adds one rounding, which an FMA
  * reproduces), so the output equals the ref backend's dequantization bit for bit, and the GEMV
  * equals the GEMM: batch-invariant.
- * Kernels: AVX-512 (also built with VBMI, qdeq_avx512_vbmi.c) and AVX2 (files *_avx512.c / *_avx2.c,
- * compiled with their ISA flags) for every
- * affine width (3, 5 and 6 bit read 8 codes from `bits` whole bytes) and the E2M1 modes (mxfp4,
- * nvfp4); portable C for mxfp8. Picked once by ISA name (the cpu kernel family's). Pure functions;
+ * Kernels: AVX-512 (also built with VBMI: qdeq_avx512_vbmi.c) and AVX2 (files *_avx512.c /
+ * *_avx2.c, compiled with their ISA flags) for every affine width (3, 5 and 6 bit read 8 codes
+ * from `bits` whole bytes) and the E2M1 modes (mxfp4, nvfp4); portable C for mxfp8. Picked once by ISA name (the cpu kernel family's). Pure functions;
  * any thread.
  *
  *     cpu_qdeq_fn f = cpu_qdeq_pick(c->kf->name);

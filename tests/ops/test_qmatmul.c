@@ -3,7 +3,8 @@
  * tests/model/test_quant.c), for every mode / width / group size:
  *  - the cpu dequantizers of every ISA this CPU has equal qweight_dequant_row bit for bit;
  *  - matmul, matmul_rows and embed agree with ref within f32-accumulation tolerance;
- *  - a row's matmul output does not depend on the batch (bit for bit). */
+ *  - a row's matmul output does not depend on the batch (bit for bit), the decode GEMV's rows
+ *    (n = 1) included, at short and long k. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,7 @@ TEST(dequant_every_isa_bitwise)
         { "portable", cpu_qdeq_row_portable, true },
         { "avx2", cpu_qdeq_row_avx2, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") },
         { "avx512", cpu_qdeq_row_avx512, __builtin_cpu_supports("avx512f") },
+        { "avx512vbmi", cpu_qdeq_row_avx512vbmi, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vbmi") },
     };
     int64_t k = 384, rows = 5;
     float *want = malloc((size_t)k * 4), *got = malloc((size_t)k * 4);
@@ -101,12 +103,13 @@ TEST(matmul_cpu_vs_ref)
 {
     struct rng r;
     rng_seed(&r, 2);
-    const int64_t ks[] = { 128, 640 }, ms[] = { 37, 96 }, ns[] = { 1, 5, 17 };
+    // n 2 .. 8: the batched-decode GEMV (blocks of up to 4 x rows, with every remainder)
+    const int64_t ks[] = { 128, 640 }, ms[] = { 37, 96 }, ns[] = { 1, 2, 3, 5, 7, 8, 17 };
     for (int c = 0; c < N_CASES; c++)
         for (int ki = 0; ki < 2; ki++) {
             int64_t k = ks[ki], m = ms[ki];
             struct qw *o = qw_new(&CASES[c], m, k, &r);
-            for (int ni = 0; ni < 3; ni++) {
+            for (int ni = 0; ni < (int)(sizeof ns / sizeof ns[0]); ni++) {
                 int64_t n = ns[ni];
                 struct tt x = tt_new(DTYPE_F32, k, n), a = tt_new(DTYPE_F32, m, n), b = tt_new(DTYPE_F32, m, n);
                 tt_randn(&x, &r, 1.0f);
@@ -116,15 +119,85 @@ TEST(matmul_cpu_vs_ref)
                 snprintf(what, sizeof what, "%s %d-bit g%d k%lld n%lld", qmode_name(CASES[c].mode), CASES[c].bits,
                          CASES[c].gs, (long long)k, (long long)n);
                 EXPECTF(tt_close(what, a.p, b.p, m * n, 1e-5, 1e-4, 1e-10), "%s", what);
-                // batch invariance: the last row alone gives the same bits
+                // batch invariance: each row alone gives the same bits
                 struct tt x1 = tt_new(DTYPE_F32, k, 1), a1 = tt_new(DTYPE_F32, m, 1);
-                memcpy(x1.p, (float *)x.p + (n - 1) * k, (size_t)k * 4);
-                g_cpu->ops->matmul(g_cpu, tt_t(&a1), tt_t(&x1), &o->w, NULL);
-                EXPECTF(!memcmp(a1.p, (float *)a.p + (n - 1) * m, (size_t)m * 4), "%s: batch-dependent", what);
+                int bad = 0;
+                for (int64_t i = 0; i < n; i++) {
+                    memcpy(x1.p, (float *)x.p + i * k, (size_t)k * 4);
+                    g_cpu->ops->matmul(g_cpu, tt_t(&a1), tt_t(&x1), &o->w, NULL);
+                    bad += memcmp(a1.p, (float *)a.p + i * m, (size_t)m * 4) != 0;
+                }
+                EXPECTF(!bad, "%s: %d rows batch-dependent", what, bad);
                 tt_free(&x); tt_free(&a); tt_free(&b); tt_free(&x1); tt_free(&a1);
             }
             qw_free(o);
         }
+}
+
+/* Rows longer than the GEMV's scale chunk (256 groups at g32) and a row count that leaves a
+ * partial step of rows: the decode GEMV against ref, and bit for bit against the GEMM (n = 9). */
+TEST(gemv_long_rows)
+{
+    struct rng r;
+    rng_seed(&r, 4);
+    int64_t k = 8448, m = 7, n = 9;
+    for (int c = 0; c < N_CASES; c++) {
+        struct qw *o = qw_new(&CASES[c], m, k, &r);
+        struct tt x = tt_new(DTYPE_F32, k, n), a = tt_new(DTYPE_F32, m, n), x1 = tt_new(DTYPE_F32, k, 1);
+        struct tt a1 = tt_new(DTYPE_F32, m, 1), b1 = tt_new(DTYPE_F32, m, 1);
+        tt_randn(&x, &r, 1.0f);
+        memcpy(x1.p, (float *)x.p + 4 * k, (size_t)k * 4);
+        g_cpu->ops->matmul(g_cpu, tt_t(&a), tt_t(&x), &o->w, NULL);
+        g_cpu->ops->matmul(g_cpu, tt_t(&a1), tt_t(&x1), &o->w, NULL);
+        g_ref->ops->matmul(g_ref, tt_t(&b1), tt_t(&x1), &o->w, NULL);
+        char what[96];
+        snprintf(what, sizeof what, "%s %d-bit g%d k%lld", qmode_name(CASES[c].mode), CASES[c].bits, CASES[c].gs,
+                 (long long)k);
+        EXPECTF(tt_close(what, a1.p, b1.p, m, 1e-5, 1e-4, 1e-10), "%s", what);
+        EXPECTF(!memcmp(a1.p, (float *)a.p + 4 * m, (size_t)m * 4), "%s: GEMV differs from the GEMM", what);
+        tt_free(&x); tt_free(&a); tt_free(&x1); tt_free(&a1); tt_free(&b1);
+        qw_free(o);
+    }
+}
+
+/* Whether the cpu backend runs its avx512 family here. */
+static bool runs_avx512(void)
+{
+    const char *isa = getenv("CAIRN_CPU_ISA");
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && (!isa || !strcmp(isa, "avx512"));
+}
+
+/* Every AVX-512 build of the GEMV this CPU runs (with and without VBMI), at 1 and 3 x rows, gives
+ * the bits of the backend's GEMM (n = 9); run where the backend runs the avx512 family. */
+TEST(gemv_every_avx512_build_bitwise)
+{
+    struct { const char *name; cpu_qgemv_fn f; bool ok; } builds[] = {
+        { "avx512", cpu_qgemv_avx512, true },
+        { "avx512vbmi", cpu_qgemv_avx512vbmi, __builtin_cpu_supports("avx512vbmi") },
+    };
+    struct rng r;
+    rng_seed(&r, 5);
+    int64_t k = 640, m = 37, n = 9;
+    float *got = malloc((size_t)(3 * m) * 4);
+    for (int c = 0; c < N_CASES; c++) {
+        struct qw *o = qw_new(&CASES[c], m, k, &r);
+        struct tt x = tt_new(DTYPE_F32, k, n), a = tt_new(DTYPE_F32, m, n);
+        tt_randn(&x, &r, 1.0f);
+        g_cpu->ops->matmul(g_cpu, tt_t(&a), tt_t(&x), &o->w, NULL);
+        for (size_t i = 0; i < sizeof builds / sizeof builds[0]; i++) {
+            for (int nx = 1; nx <= 3; nx += 2) {   // x rows 4 (n = 1), 2 .. 4 (n = 3)
+                int64_t i0 = 5 - nx;
+                if (!builds[i].ok || !builds[i].f(&o->w, 0, m, (float *)x.p + i0 * k, k, nx, got, m)) continue;
+                EXPECTF(!memcmp(got, (float *)a.p + i0 * m, (size_t)(nx * m) * 4),
+                        "%s %d-bit g%d: the %s GEMV (n %d) differs from the GEMM", qmode_name(CASES[c].mode),
+                        CASES[c].bits, CASES[c].gs, builds[i].name, nx);
+            }
+        }
+        tt_free(&x); tt_free(&a);
+        qw_free(o);
+    }
+    free(got);
 }
 
 TEST(embed_and_matmul_rows)
@@ -157,6 +230,8 @@ int main(void)
         return 1;
     RUN(dequant_every_isa_bitwise);
     RUN(matmul_cpu_vs_ref);
+    RUN(gemv_long_rows);
+    if (runs_avx512()) RUN(gemv_every_avx512_build_bitwise);
     RUN(embed_and_matmul_rows);
     backend_free(g_ref);
     backend_free(g_cpu);

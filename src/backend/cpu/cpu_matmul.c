@@ -18,9 +18,9 @@
  * and both loops run the kbf16 tiles (one struct tiling drives either family), which again give
  * every c[i, j] one operation sequence.
  *
- * MLX-quantized weights (DTYPE_QMLX): at batch 1 the fused GEMV (c->qgemv) dequantizes in
- * registers; otherwise (and for widths it lacks) each panel of rows is dequantized (c->qdeq,
- * exact) into the L2 panel. Either way only the packed bytes stream from memory and the results
+ * MLX-quantized weights (DTYPE_QMLX): at decode (n <= GEMV_MAX_ROWS) the fused GEMV (c->qgemv)
+ * dequantizes in registers; otherwise (and for widths it lacks) each panel of rows is
+ * dequantized (c->qdeq, exact) into the L2 panel. Either way only the packed bytes stream from memory and the results
  * equal those of the same weights dequantized to f32, bit for bit (qdeq.h).
  *
  * moe_ffn runs each expert's gate/up/down as ordinary gemms over the tokens routed to it

@@ -74,5 +74,11 @@ static const struct qdeq_family *family(const char *isa)
     return f;
 }
 
-cpu_qgemv_fn cpu_qgemv_pick(const char *isa) { return family(isa)->gemv; }
+cpu_qgemv_fn cpu_qgemv_pick(const char *isa)
+{
+#if defined(__x86_64__)
+    if (!strcmp(isa, "avx512") && __builtin_cpu_supports("avx512vbmi")) return cpu_qgemv_avx512vbmi;
+#endif
+    return family(isa)->gemv;
+}
 cpu_qdeq_fn  cpu_qdeq_pick(const char *isa) { return family(isa)->deq; }

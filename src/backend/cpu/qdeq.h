@@ -1,15 +1,15 @@
 /* qdeq: dequantization of MLX-quantized weight rows (tensor/qweight.h) for the cpu backend.
  *
  * The cpu GEMM never materialises a dequantized matrix: each task dequantizes a panel of weight
- * rows (about 192 KiB of f32, L2-resident) and runs its register tiles on it, and quantized
- * weights always take that path, decode included (cpu_matmul.c), so only packed bytes stream
- * from memory; at batch 1 the fused GEMV (cpu_qgemv_*) dequantizes in registers
- * instead. Every value is exact (scale * code is exact in f32; the affine bias adds one
- * rounding, which an FMA reproduces), so the output equals the ref backend's dequantization bit
- * for bit, and the GEMM stays batch-invariant.
- * Kernels: AVX-512 and AVX2 (files *_avx512.c / *_avx2.c, compiled with their ISA flags) for every
- * affine width (3, 5 and 6 bit read 8 codes from `bits` whole bytes) and the E2M1 modes (mxfp4,
- * nvfp4); portable C for mxfp8. Picked once by ISA name (the cpu kernel family's). Pure functions;
+ * rows (about 192 KiB of f32, L2-resident) and runs its register tiles on it, so only packed
+ * bytes stream from memory; at decode (1 .. 8 rows of x) the fused GEMV (cpu_qgemv_*)
+ * dequantizes in registers instead, several weight rows a step, with software prefetch. Every
+ * value is exact (scale * code is exact in f32; the affine bias adds one rounding, which an FMA
+ * reproduces), so the output equals the ref backend's dequantization bit for bit, and the GEMV
+ * equals the GEMM: batch-invariant.
+ * Kernels: AVX-512 (also built with VBMI: qdeq_avx512_vbmi.c) and AVX2 (files *_avx512.c /
+ * *_avx2.c, compiled with their ISA flags) for every affine width (3, 5 and 6 bit read 8 codes
+ * from `bits` whole bytes) and the E2M1 modes (mxfp4, nvfp4); portable C for mxfp8. Picked once by ISA name (the cpu kernel family's). Pure functions;
  * any thread.
  *
  *     cpu_qdeq_fn f = cpu_qdeq_pick(c->kf->name);
@@ -24,14 +24,15 @@
 
 typedef void (*cpu_qdeq_fn)(const struct tensor *w, int64_t row, float *dst);
 /* Fused decode GEMV: out[i * ldo + j] = dot(x_i, row j of w) for i < n and j in [j0, j1),
- * streaming the packed rows (never stored as f32), four rows at a time; bit-identical to the
- * family's tile on the dequantized row. Returns false (nothing done) for widths / shapes it does
- * not handle and for n > 1 (the panel GEMM is faster there). */
+ * streaming the packed rows (never stored as f32); bit-identical to the family's tile on the
+ * dequantized row. Returns false (nothing done) for widths / shapes it does not handle: n = 1
+ * takes every width but mxfp8, n = 2 .. 8 the 4- and 8-bit affine and the E2M1 modes. */
 typedef bool (*cpu_qgemv_fn)(const struct tensor *w, int64_t j0, int64_t j1, const float *x, int64_t ldx, int n,
                              float *out, int64_t ldo);
 
 cpu_qdeq_fn  cpu_qdeq_pick(const char *isa);     // "avx512", "avx2" or anything else (portable)
-cpu_qgemv_fn cpu_qgemv_pick(const char *isa);    // the GEMV of the same family (the portable one declines)
+cpu_qgemv_fn cpu_qgemv_pick(const char *isa);    // the GEMV of the same family (the portable one declines;
+                                                 // avx512 on a CPU with VBMI: its VBMI build)
 
 /* The per-ISA entry points (NULL-free: each falls back to the portable one for widths it lacks). */
 void cpu_qdeq_row_portable(const struct tensor *w, int64_t row, float *dst);
@@ -41,6 +42,9 @@ bool cpu_qgemv_avx2(const struct tensor *w, int64_t j0, int64_t j1, const float 
                     int64_t ldo);
 bool cpu_qgemv_avx512(const struct tensor *w, int64_t j0, int64_t j1, const float *x, int64_t ldx, int n, float *out,
                       int64_t ldo);
+void cpu_qdeq_row_avx512vbmi(const struct tensor *w, int64_t row, float *dst);
+bool cpu_qgemv_avx512vbmi(const struct tensor *w, int64_t j0, int64_t j1, const float *x, int64_t ldx, int n,
+                          float *out, int64_t ldo);   // qdeq_avx512_vbmi.c: the same bits, for CPUs with VBMI
 
 /* Shared by the ISA files: decoded scales and biases (0 for the fp modes) of groups [g0, g0 + n)
  * of row `row`. */

@@ -6,8 +6,11 @@
  * v_srlv_i32, v_cvt_i32) and its integer words: q_splat_words(p): VLANES/8 words, each repeated
  * 8 times; q_shifts4(): 0, 4, ..., 28 per word; q_shifts2(): 0, 2, ...; q_and(VECI, mask);
  * q_bytes(p): VLANES bytes zero-extended; q_lut16(codes): E2M1 values; q_codes8(v[VLANES/8],
- * bits): the 8 codes of each 64-bit window v[h] (code i at bit i * bits). Without QDEQ_ISA the
- * entries fall back (no GEMV; the portable row dequantizer).
+ * bits): the 8 codes of each 64-bit window v[h] (code i at bit i * bits); q_ld16(p): VLANES
+ * 16-bit values; QGEMV_ROWS: the weight rows a GEMV step runs at once (independent accumulator
+ * chains, to hide the FMA latency, as many as the registers hold); optionally QDEQ_PERM16 with
+ * q_perm16 / q_iota16 / q_e2m1_16 / q_nibbles (16-entry tables, see gemv_rows). Without
+ * QDEQ_ISA the entries fall back (no GEMV; the portable row dequantizer).
  * The GEMV computes each dot product with the family tile's operation sequence (kern.h): lane
  * accumulators over k in VLANES chunks, one FMA per chunk with the exactly dequantized chunk, then
  * v_hsum, so it equals the GEMM on the dequantized panel bit for bit (batch invariance).
@@ -139,68 +142,181 @@ static inline __attribute__((always_inline)) VEC QDEQ_NAME(chunk)(int kind, cons
     }
 }
 
-/* Four weight rows against one x row: four independent accumulator chains (as the tile's nr),
- * kind a constant after inlining. */
-static inline __attribute__((always_inline)) void QDEQ_NAME(gemv4)(const int kind, const struct tensor *w,
-                                                                    int64_t j, int nr, const float *x, float *out)
+/* Byte offset of row `row` of t, a tensor with w's rows (the packed words, scales or biases). */
+static inline size_t QDEQ_NAME(row_off)(const struct tensor *t, const struct tensor *w, int64_t row)
+{
+    if (w->ne[2] * w->ne[3] == 1) return (size_t)row * t->nb[1];   // 2-D: no divisions (they cost)
+    int64_t i1 = row % w->ne[1], rest = row / w->ne[1];
+    return (size_t)i1 * t->nb[1] + (size_t)(rest % w->ne[2]) * t->nb[2] + (size_t)(rest / w->ne[2]) * t->nb[3];
+}
+
+/* Prefetch distance of the GEMV, in weight rows: the same bytes of the rows two steps on. */
+#define QGEMV_AHEAD 8
+
+/* Scales and biases (0 for the fp modes) of groups [g0, g0 + ng) of weight rows j ..
+ * j + rows - 1 (rows past nr repeat row j): row r's group g0 + g at s[r * ng + g]. 16-bit
+ * affine scales go through vector converts (exact), in one run when the rows' scales are
+ * adjacent, and the same bytes QGEMV_AHEAD rows on are prefetched; anything else through
+ * cpu_qdeq_scales. */
+static void QDEQ_NAME(scales_rows)(const struct tensor *w, int64_t j, int rows, int nr, int64_t g0, int64_t ng,
+                                   float *s, float *b)
 {
     const struct qweight *q = w->q;
-    int64_t k = w->ne[0], gs = q->group_size, n_groups = k / gs;
-    enum { CH = 256 };
-    float s[4][CH], b[4][CH];
-    const uint32_t *wr[4];
-    VEC acc[4];
-    for (int r = 0; r < 4; r++) {
-        int64_t jr = j + (r < nr ? r : 0), i1 = jr % w->ne[1], rest = jr / w->ne[1];
-        wr[r] = (const uint32_t *)((const char *)w->buf->data + w->offset + (size_t)i1 * w->nb[1] +
-                                   (size_t)(rest % w->ne[2]) * w->nb[2] + (size_t)(rest / w->ne[2]) * w->nb[3]);
-        acc[r] = v_bcast(0.0f);
+    enum dtype dt = q->scales.dtype;
+    if (q->mode != QMODE_AFFINE || (dt != DTYPE_BF16 && dt != DTYPE_F16) || q->biases.dtype != dt) {
+        for (int r = 0; r < rows; r++) cpu_qdeq_scales(w, j + (r < nr ? r : 0), g0, ng, s + r * ng, b + r * ng);
+        return;
     }
+    const struct tensor *t[2] = { &q->scales, &q->biases };
+    float *dst[2] = { s, b };
+    int64_t n_groups = w->ne[0] / q->group_size;
+    for (int h = 0; h < 2; h++) {
+        bool run = nr == rows && ng == n_groups && w->ne[2] * w->ne[3] == 1 && t[h]->nb[1] == (size_t)ng * 2;
+        int64_t len = run ? rows * ng : ng;
+        for (int r = 0; r < (run ? 1 : rows); r++) {
+            const uint16_t *p = (const uint16_t *)((const char *)t[h]->buf->data + t[h]->offset +
+                                                   QDEQ_NAME(row_off)(t[h], w, j + (r < nr ? r : 0))) + g0;
+            for (int64_t off = 0; off < len * 2; off += 64)
+                _mm_prefetch((const char *)p + QGEMV_AHEAD * t[h]->nb[1] + off, _MM_HINT_T0);
+            float *d = dst[h] + r * ng;
+            int64_t i = 0;
+            for (; i + VLANES <= len; i += VLANES) v_st(d + i, v_cvt16(dt, q_ld16(p + i)));
+            for (; i < len; i++) d[i] = dt == DTYPE_BF16 ? bf16_to_f32(p[i]) : f16_to_f32(p[i]);
+        }
+    }
+}
+
+/* R weight rows (j ..; rows past nr repeat row j and are not stored) against NX rows of x (R,
+ * NX and kind constants after inlining): one accumulator chain per (x row, weight row), as the
+ * tile's, held in registers; each weight chunk is dequantized once for the NX x rows. The scales
+ * are decoded ahead of the groups (scales_rows); with a 16-entry register table (QDEQ_PERM16) a
+ * 4-bit group's 16 possible values are computed once per row (the same fma / mul the
+ * dequantizer does per value, so the same bits) and each chunk's values are one permute of its
+ * codes. */
+static inline __attribute__((always_inline)) void QDEQ_NAME(gemv_tile)(const int kind, const int R, const int NX,
+                                                                        const struct tensor *w, int64_t j, int nr,
+                                                                        const float *x, int64_t ldx, float *out,
+                                                                        int64_t ldo)
+{
+    enum { RMAX = QGEMV_ROWS, CH = 128 };
+    const struct qweight *q = w->q;
+    int64_t k = w->ne[0], gs = q->group_size, n_groups = k / gs;
+    float s[RMAX * CH], b[RMAX * CH];
+    const uint8_t *wr[RMAX];
+    VEC acc[QGEMV_XROWS][RMAX];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        wr[r] = (const uint8_t *)w->buf->data + w->offset + QDEQ_NAME(row_off)(w, w, j + (r < nr ? r : 0));
+#pragma GCC unroll 4
+        for (int i = 0; i < NX; i++) acc[i][r] = v_bcast(0.0f);
+    }
+    size_t ahead = QGEMV_AHEAD * w->nb[1];
     for (int64_t g0 = 0; g0 < n_groups; g0 += CH) {
         int64_t ng = n_groups - g0 < CH ? n_groups - g0 : CH;
-        for (int r = 0; r < nr; r++) cpu_qdeq_scales(w, j + r, g0, ng, s[r], b[r]);
+        QDEQ_NAME(scales_rows)(w, j, R, nr, g0, ng, s, b);
         for (int64_t g = 0; g < ng; g++) {
             int64_t kk0 = (g0 + g) * gs;
-            if (nr == 4) {
-                VEC s0 = v_bcast(s[0][g]), s1 = v_bcast(s[1][g]), s2 = v_bcast(s[2][g]), s3 = v_bcast(s[3][g]);
-                VEC b0 = v_bcast(b[0][g]), b1 = v_bcast(b[1][g]), b2 = v_bcast(b[2][g]), b3 = v_bcast(b[3][g]);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++)   // the same group QGEMV_AHEAD rows on
+                _mm_prefetch((const char *)wr[r] + ahead + kk0 * q->bits / 8, _MM_HINT_T0);
+#ifdef QDEQ_PERM16
+            if (kind == QK_AFFINE4 || kind == QK_E2M1) {
+                VEC t[RMAX];
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++)
+                    t[r] = kind == QK_AFFINE4 ? v_fma(q_iota16(), v_bcast(s[r * ng + g]), v_bcast(b[r * ng + g]))
+                                              : v_mul(q_e2m1_16(), v_bcast(s[r * ng + g]));
                 for (int64_t kk = kk0; kk < kk0 + gs; kk += VLANES) {
-                    VEC xv = v_ldx(x + kk);
-                    acc[0] = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[0], kk, s0, b0), acc[0]);
-                    acc[1] = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[1], kk, s1, b1), acc[1]);
-                    acc[2] = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[2], kk, s2, b2), acc[2]);
-                    acc[3] = v_fma(xv, QDEQ_NAME(chunk)(kind, wr[3], kk, s3, b3), acc[3]);
+                    VEC wv[RMAX];
+#pragma GCC unroll 8
+                    for (int r = 0; r < R; r++) wv[r] = q_perm16(q_nibbles(wr[r] + kk / 2), t[r]);
+#pragma GCC unroll 4
+                    for (int i = 0; i < NX; i++) {
+                        VEC xv = v_ldx(x + i * ldx + kk);
+#pragma GCC unroll 8
+                        for (int r = 0; r < R; r++) acc[i][r] = v_fma(xv, wv[r], acc[i][r]);
+                    }
                 }
-            } else {
-                for (int r = 0; r < nr; r++) {
-                    VEC sv = v_bcast(s[r][g]), bv = v_bcast(b[r][g]);
-                    for (int64_t kk = kk0; kk < kk0 + gs; kk += VLANES)
-                        acc[r] = v_fma(v_ldx(x + kk), QDEQ_NAME(chunk)(kind, wr[r], kk, sv, bv), acc[r]);
+                continue;
+            }
+#endif
+            VEC sv[RMAX], bv[RMAX];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                sv[r] = v_bcast(s[r * ng + g]);
+                bv[r] = v_bcast(b[r * ng + g]);
+            }
+            for (int64_t kk = kk0; kk < kk0 + gs; kk += VLANES) {
+                VEC wv[RMAX];
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++) wv[r] = QDEQ_NAME(chunk)(kind, (const uint32_t *)wr[r], kk, sv[r], bv[r]);
+#pragma GCC unroll 4
+                for (int i = 0; i < NX; i++) {
+                    VEC xv = v_ldx(x + i * ldx + kk);
+#pragma GCC unroll 8
+                    for (int r = 0; r < R; r++) acc[i][r] = v_fma(xv, wv[r], acc[i][r]);
                 }
             }
         }
     }
-    for (int r = 0; r < nr; r++) out[j + r] = v_hsum(acc[r]);
+    for (int i = 0; i < NX; i++)
+        for (int r = 0; r < nr; r++) out[i * ldo + j + r] = v_hsum(acc[i][r]);
 }
 
-/* Only one x row (batch-1 decode, the bandwidth-bound case); larger n use the panel GEMM. */
+/* Weight rows [j0, j1) against one x row (R = QGEMV_ROWS), every kind. */
+static void QDEQ_NAME(gemv1)(int kind, const struct tensor *w, int64_t j0, int64_t j1, const float *x, float *out)
+{
+    for (int64_t j = j0; j < j1; j += QGEMV_ROWS) {
+        int nr = j1 - j < QGEMV_ROWS ? (int)(j1 - j) : QGEMV_ROWS;
+        switch (kind) {
+        case QK_AFFINE4: QDEQ_NAME(gemv_tile)(QK_AFFINE4, QGEMV_ROWS, 1, w, j, nr, x, 0, out, 0); break;
+        case QK_AFFINE8: QDEQ_NAME(gemv_tile)(QK_AFFINE8, QGEMV_ROWS, 1, w, j, nr, x, 0, out, 0); break;
+        case QK_AFFINE2: QDEQ_NAME(gemv_tile)(QK_AFFINE2, QGEMV_ROWS, 1, w, j, nr, x, 0, out, 0); break;
+        case QK_AFFINE3: QDEQ_NAME(gemv_tile)(QK_AFFINE3, QGEMV_ROWS, 1, w, j, nr, x, 0, out, 0); break;
+        case QK_AFFINE5: QDEQ_NAME(gemv_tile)(QK_AFFINE5, QGEMV_ROWS, 1, w, j, nr, x, 0, out, 0); break;
+        case QK_AFFINE6: QDEQ_NAME(gemv_tile)(QK_AFFINE6, QGEMV_ROWS, 1, w, j, nr, x, 0, out, 0); break;
+        default: QDEQ_NAME(gemv_tile)(QK_E2M1, QGEMV_ROWS, 1, w, j, nr, x, 0, out, 0); break;
+        }
+    }
+}
+
+/* Weight rows [j0, j1) against n x rows (2 .. 8) for one kind: 4 weight rows a step, the x rows
+ * in blocks of QGEMV_XROWS (the registers hold 4 x QGEMV_XROWS accumulators; the step's weight
+ * rows stay in L1 between blocks). */
+#define QGEMV_MULTI(KIND)                                                                                          \
+    static void QDEQ_NAME(gemv_multi_##KIND)(const struct tensor *w, int64_t j0, int64_t j1, const float *x,      \
+                                             int64_t ldx, int n, float *out, int64_t ldo)                          \
+    {                                                                                                             \
+        for (int64_t j = j0; j < j1; j += 4) {                                                                    \
+            int nr = j1 - j < 4 ? (int)(j1 - j) : 4;                                                              \
+            for (int i0 = 0; i0 < n; i0 += QGEMV_XROWS) {                                                         \
+                const float *xi = x + i0 * ldx;                                                                   \
+                float *oi = out + i0 * ldo;                                                                       \
+                switch (n - i0 < QGEMV_XROWS ? n - i0 : QGEMV_XROWS) {                                            \
+                case 1: QDEQ_NAME(gemv_tile)(KIND, 4, 1, w, j, nr, xi, ldx, oi, ldo); break;                      \
+                case 2: QDEQ_NAME(gemv_tile)(KIND, 4, 2, w, j, nr, xi, ldx, oi, ldo); break;                      \
+                case 3: QDEQ_NAME(gemv_tile)(KIND, 4, QGEMV_XROWS < 3 ? 2 : 3, w, j, nr, xi, ldx, oi, ldo); break; \
+                default: QDEQ_NAME(gemv_tile)(KIND, 4, QGEMV_XROWS, w, j, nr, xi, ldx, oi, ldo); break;          \
+                }                                                                                                 \
+            }                                                                                                     \
+        }                                                                                                         \
+    }
+QGEMV_MULTI(QK_AFFINE4)
+QGEMV_MULTI(QK_AFFINE8)
+QGEMV_MULTI(QK_E2M1)
+
+/* One x row (batch-1 decode): every kind. 2 .. 8 rows (batched decode): 4- and 8-bit affine and
+ * the E2M1 modes; the other widths decline there (the panel GEMM). */
 bool QGEMV_ENTRY(const struct tensor *w, int64_t j0, int64_t j1, const float *x, int64_t ldx, int n, float *out,
                  int64_t ldo)
 {
     int kind = QDEQ_NAME(kind)(w);
-    if (kind == QK_NONE || n != 1) return false;
-    for (int64_t j = j0; j < j1; j += 4) {
-        int nr = j1 - j < 4 ? (int)(j1 - j) : 4;
-        switch (kind) {
-        case QK_AFFINE4: QDEQ_NAME(gemv4)(QK_AFFINE4, w, j, nr, x, out); break;
-        case QK_AFFINE8: QDEQ_NAME(gemv4)(QK_AFFINE8, w, j, nr, x, out); break;
-        case QK_AFFINE2: QDEQ_NAME(gemv4)(QK_AFFINE2, w, j, nr, x, out); break;
-        case QK_AFFINE3: QDEQ_NAME(gemv4)(QK_AFFINE3, w, j, nr, x, out); break;
-        case QK_AFFINE5: QDEQ_NAME(gemv4)(QK_AFFINE5, w, j, nr, x, out); break;
-        case QK_AFFINE6: QDEQ_NAME(gemv4)(QK_AFFINE6, w, j, nr, x, out); break;
-        default: QDEQ_NAME(gemv4)(QK_E2M1, w, j, nr, x, out); break;
-        }
-    }
+    if (kind == QK_NONE) return false;
+    if (n == 1) QDEQ_NAME(gemv1)(kind, w, j0, j1, x, out);
+    else if (kind == QK_AFFINE4) QDEQ_NAME(gemv_multi_QK_AFFINE4)(w, j0, j1, x, ldx, n, out, ldo);
+    else if (kind == QK_AFFINE8) QDEQ_NAME(gemv_multi_QK_AFFINE8)(w, j0, j1, x, ldx, n, out, ldo);
+    else if (kind == QK_E2M1) QDEQ_NAME(gemv_multi_QK_E2M1)(w, j0, j1, x, ldx, n, out, ldo);
+    else return false;
     return true;
 }
 

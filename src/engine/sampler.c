@@ -4,10 +4,13 @@
  * GPU step of 64 rows takes ~9 ms), so a row must cost well under a tenth of a millisecond and
  * nothing sorts the vocabulary. Probabilities are exp(x - max) in f32 by an inline exp2 the
  * compiler vectorizes, summed in f64 in fixed lanes and per SAMPLE_BLOCK. With no filter, the draw
- * walks the block sums and then one block. Top-k and top-p build a histogram of the probabilities
- * by their exponent and leading mantissa bits (count and mass per key): the key that holds the
- * k-th best, or where the mass reaches top_p, is the only one whose ids are sorted; the ids above
- * it are kept in id order. Top-p after top-k sorts the k survivors. Min-p is a linear filter (the
+ * walks the block sums and then one block. Top-k sorts only the ids at or above the k-th largest
+ * block max (a floor under the k best); top-p only the ids at or above a probability floor whose
+ * ids hold the target mass (2^-6, 2^-12, 2^-18 of the best). Where a floor would leave more than
+ * SAMPLE_COLLECT_MAX ids (flat distributions), a histogram of the probabilities by exponent and
+ * leading mantissa bits (count and mass per key) finds the key that holds the k-th best or where
+ * the mass reaches top_p: only that key's ids are sorted, those above it are kept in id order.
+ * Top-p after top-k sorts the k survivors. Min-p is a linear filter (the
  * best candidate, p = 1, always survives). Sorted candidates are ordered by (probability desc, id
  * asc), a total order, so every result is deterministic: same seed, logits and history, same token
  * on every machine and thread.

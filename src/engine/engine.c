@@ -98,6 +98,12 @@ enum status engine_new(const struct engine_cfg *cfg, struct model *m, struct bac
     return engine_new_sharded(cfg, &whole, out);
 }
 
+/* Bytes of the host logits rows (e->logits): one row per running sequence. */
+static size_t logits_bytes(const struct engine *e)
+{
+    return (size_t)e->cfg.max_running * (size_t)e->n_vocab * sizeof *e->logits;
+}
+
 enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct engine_shards *sh, struct engine **out)
 {
     struct model *m = sh->m[0];
@@ -204,9 +210,8 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
     if (e->state_bytes) e->state_buf = xcalloc(1, e->state_bytes);
     e->px = kv_prefix_new(e->kb, bs, e->state_bytes, cfg.prefix_cache ? n_snaps : 0);
     if (cfg.sample_threads > 1) e->sample_pool = threadpool_new(cfg.sample_threads);
-    e->n_scratch = cfg.sample_threads;
-    e->scratch = xcalloc((size_t)e->n_scratch, sizeof *e->scratch);
-    for (int i = 0; i < e->n_scratch; i++) e->scratch[i] = sampler_scratch_new(e->n_vocab);
+    e->scratch = xcalloc((size_t)cfg.sample_threads, sizeof *e->scratch);
+    for (int i = 0; i < cfg.sample_threads; i++) e->scratch[i] = sampler_scratch_new(e->n_vocab);
     uint64_t shape[5] = { (uint64_t)hp->n_layers, (uint64_t)hp->d_model, (uint64_t)hp->n_vocab,
                           (uint64_t)hp->n_kv_heads, m->n_params };
     e->salt_model = XXH3_64bits_withSeed(shape, sizeof shape, XXH3_64bits(hp->arch, strlen(hp->arch)));
@@ -226,9 +231,8 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
     e->block_ids = xcalloc(mr * (size_t)e->max_blocks_seq, sizeof *e->block_ids);
     e->out_tok = xcalloc(mr, sizeof *e->out_tok);
     e->argmax_ids = xcalloc(mr, sizeof *e->argmax_ids);
-    e->logits_bytes = mr * (size_t)e->n_vocab * sizeof *e->logits;
-    e->logits = xcalloc(1, e->logits_bytes);
-    if (be->ops->host_pin) be->ops->host_pin(be, e->logits, e->logits_bytes, true);
+    e->logits = xcalloc(mr * (size_t)e->n_vocab, sizeof *e->logits);
+    if (be->ops->host_pin) be->ops->host_pin(be, e->logits, logits_bytes(e), true);
     e->mask_words = (e->n_vocab + 31) / 32;
     e->mask_rows = xcalloc(mr, sizeof *e->mask_rows);
     e->masks = xcalloc(mr * (size_t)e->mask_words, sizeof *e->masks);
@@ -290,7 +294,7 @@ void engine_free(struct engine *e)
     state_pool_free(e->states);
     kv_pool_free(e->pool);
     threadpool_free(e->sample_pool);
-    for (int i = 0; i < e->n_scratch; i++) sampler_scratch_free(e->scratch[i]);
+    for (int i = 0; e->scratch && i < e->cfg.sample_threads; i++) sampler_scratch_free(e->scratch[i]);
     free(e->scratch);
     free(e->sampled);
     free(e->sample_items);
@@ -306,7 +310,7 @@ void engine_free(struct engine *e)
     free(e->block_ids);
     free(e->out_tok);
     free(e->argmax_ids);
-    if (e->logits && e->be->ops->host_pin) e->be->ops->host_pin(e->be, e->logits, e->logits_bytes, false);
+    if (e->logits && e->be->ops->host_pin) e->be->ops->host_pin(e->be, e->logits, logits_bytes(e), false);
     free(e->logits);
     free(e->mask_rows);
     free(e->masks);

@@ -111,8 +111,7 @@ struct engine {
     enum status            ranks_failed;    // not OK once a rank failed a step: every later step fails
                                             // at once (a failed NCCL group's communicators are gone)
     struct threadpool     *sample_pool;     // samples a step's rows; NULL: the engine thread alone
-    struct sampler_scratch **scratch;       // [threads of sample_pool, or 1]
-    int                    n_scratch;
+    struct sampler_scratch **scratch;       // [cfg.sample_threads] one per sampling thread
     struct sampled        *sampled;         // [max_running] each item's draw (engine.c: sample_rows)
     int                   *sample_items;    // [max_running] the step's items that sample on the host
     int                    n_vocab;
@@ -155,7 +154,6 @@ struct engine {
     bool                   want_hidden;     // an embedding request ends in the step being built
     int32_t               *argmax_ids;      // [max_running]
     float                 *logits;          // [max_running * n_vocab] host rows for the sampler (pinned on cuda)
-    size_t                 logits_bytes;
     int                    mask_words;      // ceil(n_vocab / 32): uint32 words of one row's mask
     int32_t               *mask_rows;       // [max_running] the step's masked logits rows
     uint32_t              *masks;           // [max_running * mask_words] their masks, in mask_rows order

@@ -91,11 +91,18 @@ static int parse_int(const char *flag, const char *s, int lo, int hi, int *out)
     return 0;
 }
 
-static int parse_seconds(const char *flag, const char *s, double *out)
+/* A whole string as a number; false on anything else. */
+static bool read_real(const char *s, double *v)
 {
     char *end;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end || !(v > 0) || v > 7 * 86400) {
+    *v = strtod(s, &end);
+    return *s != '\0' && *end == '\0';
+}
+
+static int parse_seconds(const char *flag, const char *s, double *out)
+{
+    double v;
+    if (!read_real(s, &v) || !(v > 0) || v > 7 * 86400) {
         fprintf(stderr, "cairn bench: %s: expected seconds > 0\n", flag);
         return -1;
     }
@@ -105,9 +112,8 @@ static int parse_seconds(const char *flag, const char *s, double *out)
 
 static int parse_temperature(const char *flag, const char *s, double *out)
 {
-    char *end;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end || !(v >= 0 && v <= 2)) {
+    double v;
+    if (!read_real(s, &v) || !(v >= 0 && v <= 2)) {
         fprintf(stderr, "cairn bench: %s: expected a temperature in [0, 2]\n", flag);
         return -1;
     }

@@ -7,7 +7,8 @@ CC      ?= cc
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 CUDA    ?= $(if $(NVCC),1,0)
 OPT     ?= -O2 -g
-CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -fPIC \
+# -pipe: the compiler's intermediates go through pipes, not /tmp (a full /tmp failed a CI build)
+CFLAGS  := -pipe -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -fPIC \
            -fno-strict-aliasing -pthread -Isrc $(OPT) $(EXTRA_CFLAGS)
 # CPU_LDLIBS: what every binary links; LDLIBS adds the CUDA libraries when CUDA is built.
 CPU_LDLIBS := -Wl,-Bstatic -ljansson -lpcre2-8 -lutf8proc -lxxhash -Wl,-Bdynamic \

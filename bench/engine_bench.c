@@ -28,7 +28,9 @@
  *          schema; --temperature, default 1, so the output keeps going instead of closing at once;
  *          0: greedy both ways, the backend's argmax of masked rows with no logits download), masks
  *          on the engine's worker thread as in serving: tok/s of each and their ratio (wall and CPU);
- *          the free run gives each stream the length its constrained run had.
+ *          the free run gives each stream the length its constrained run had; after one untimed
+ *          constrained run, --rounds pairs (default 3) in alternating order, pooled (tokens over
+ *          seconds of all rounds), with the lowest and highest round's ratio.
  * --budget 0 takes the engine's default step budget (8192 on a GPU, 256 on the CPU).
  * Every time is reported twice: wall seconds, and process CPU seconds (all threads; "cpu_s"),
  * because a shared machine makes wall time noisy: cpu_s / threads is what the wall time would be
@@ -63,6 +65,7 @@ struct opts {
     double      temperature;   // sampled and constrained parts: the sampling temperature
     double      top_p;
     int         top_k;
+    int         rounds;        // constrained part: free/constrained pairs, pooled
 };
 
 static struct model   *g_m;
@@ -412,16 +415,34 @@ static void bench_constrained(const struct opts *o)
     }
     for (int ci = 0; ci < o->n_conc; ci++) {
         int c = o->conc[ci];
-        // constrained first; then the free run with each stream's length, so both keep the same
-        // number of streams running at every step (a closed constraint ends its stream early)
+        // the constrained run first, untimed (it warms what the first run of a process pays for);
+        // then the free run with each stream's length, so both keep the same number of streams
+        // running at every step (a closed constraint ends its stream early); seeded, so every
+        // constrained run repeats these lengths. Rounds alternate which of the pair runs first.
         int *lens = xcalloc((size_t)c, sizeof *lens);
-        struct decode_result k = decode_run(o, c, true, cg, cv, NULL, lens);
-        struct decode_result f = decode_run(o, c, true, NULL, NULL, lens, NULL);
+        decode_run(o, c, true, cg, cv, NULL, lens);
+        struct decode_result ft = { 0 }, kt = { 0 };
+        double lo = 1e9, hi = 0;
+        for (int round = 0; round < o->rounds; round++) {
+            struct decode_result k, f;
+            if (round % 2 == 0) {
+                k = decode_run(o, c, true, cg, cv, NULL, NULL);
+                f = decode_run(o, c, true, NULL, NULL, lens, NULL);
+            } else {
+                f = decode_run(o, c, true, NULL, NULL, lens, NULL);
+                k = decode_run(o, c, true, cg, cv, NULL, NULL);
+            }
+            double r = (k.tokens / k.wall_s) / (f.tokens / f.wall_s);
+            lo = r < lo ? r : lo;
+            hi = r > hi ? r : hi;
+            ft.tokens += f.tokens, ft.wall_s += f.wall_s, ft.cpu_s += f.cpu_s;
+            kt.tokens += k.tokens, kt.wall_s += k.wall_s, kt.cpu_s += k.cpu_s;
+        }
         free(lens);
-        double fw = f.tokens / f.wall_s, fc = f.tokens / f.cpu_s, cw = k.tokens / k.wall_s, cc = k.tokens / k.cpu_s;
-        printf("constrained conc=%d temperature=%g free_tokens=%d free_tok_s=%.2f constrained_tokens=%d "
-               "constrained_tok_s=%.2f ratio_wall=%.3f ratio_cpu=%.3f\n", c, o->temperature, f.tokens, fw, k.tokens,
-               cw, cw / fw, cc / fc);
+        double fw = ft.tokens / ft.wall_s, fc = ft.tokens / ft.cpu_s, cw = kt.tokens / kt.wall_s, cc = kt.tokens / kt.cpu_s;
+        printf("constrained conc=%d temperature=%g rounds=%d free_tokens=%d free_tok_s=%.2f constrained_tokens=%d "
+               "constrained_tok_s=%.2f ratio_wall=%.3f ratio_cpu=%.3f round_ratio_min=%.3f round_ratio_max=%.3f\n", c,
+               o->temperature, o->rounds, ft.tokens, fw, kt.tokens, cw, cw / fw, cc / fc, lo, hi);
         fflush(stdout);
     }
     constraint_grammar_free(cg);
@@ -437,7 +458,7 @@ int main(int argc, char **argv)
     log_init_from_env();
     struct opts o = { .config = "configs/qwen3-0.6b.json", .backend = "cpu", .parts = "decode,agentic,gap",
                       .threads = 2, .gen = 32, .sys = 2000, .user = 100, .n_user = 10, .long_tok = 16384,
-                      .budget = 256, .kv_gb = 4.0, .gap_streams = 1, .temperature = 1.0, .top_p = 1.0, .conc = { 1, 4, 8, 16 }, .n_conc = 4 };
+                      .budget = 256, .kv_gb = 4.0, .gap_streams = 1, .temperature = 1.0, .top_p = 1.0, .rounds = 3, .conc = { 1, 4, 8, 16 }, .n_conc = 4 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) { fprintf(stderr, "missing value for %s\n", a); return 2; }
@@ -463,6 +484,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--temperature")) o.temperature = atof(v);
         else if (!strcmp(a, "--top-p")) o.top_p = atof(v);
         else if (!strcmp(a, "--top-k")) o.top_k = atoi(v);
+        else if (!strcmp(a, "--rounds")) o.rounds = atoi(v) > 0 ? atoi(v) : 1;
         else { fprintf(stderr, "unknown flag %s\n", a); return 2; }
         i++;
     }

@@ -14,8 +14,10 @@
  *     engine's step: sample token t under mask t, constraint_advance(c, t), then compute mask t+1
  *     (constraint_mask) on a worker thread while the forward pass for t+1 runs: it depends only on
  *     the tokens so far. It keeps caches (automaton states, their byte transitions, the masks of
- *     states seen before), so a repeated state costs a memcpy; constraint_reset rewinds it with the
- *     caches kept, so a pool of states per compiled grammar makes a repeated schema cheap.
+ *     states seen before), so a repeated state costs a memcpy. constraint_free hands a finished
+ *     matcher back to its grammar (up to 16 of them, 16 MB together) and constraint_new takes one
+ *     from there, rewound with its caches kept: a schema that comes back (agents send the same
+ *     tools every turn) starts warm instead of rebuilding its states token by token.
  *
  * Masks cover constraint_vocab_size ids; a model whose vocabulary is padded beyond the tokenizer
  * must treat the extra ids as disallowed.
@@ -108,6 +110,8 @@ enum status constraint_grammar_union(const struct constraint_grammar *a, const s
 void        constraint_grammar_free(struct constraint_grammar *g);
 /* Another reference to g (a cache handing it out); thread-safe. */
 void        constraint_grammar_ref(struct constraint_grammar *g);
+/* Matchers of finished sequences g keeps for the next ones (for tests and metrics). */
+int         constraint_grammar_n_idle(struct constraint_grammar *g);
 /* Shortest output of the grammar in bytes. */
 uint32_t    constraint_grammar_min_bytes(const struct constraint_grammar *g);
 
@@ -125,12 +129,15 @@ int         constraint_mask_words(const struct constraint_vocab *v);     // uint
 /* Bytes of token id (not NUL-terminated); NULL for special/unknown ids. */
 const uint8_t *constraint_vocab_token(const struct constraint_vocab *v, int32_t id, int *len);
 
-/* One sequence's state at the start of the grammar. It keeps g alive (a reference); v is borrowed
- * and must outlive it. */
+/* One sequence's state at the start of the grammar: a matcher g kept from a finished sequence of
+ * the same vocabulary when it has one, else a new one. It keeps g alive (a reference); v is
+ * borrowed and must outlive it. Thread-safe. */
 struct constraint *constraint_new(const struct constraint_grammar *g, const struct constraint_vocab *v);
+/* Ends c's sequence: its matcher goes back to the grammar for the next one when there is room. */
 void               constraint_free(struct constraint *c);
-/* Back to the start of the grammar, keeping the caches (automaton states, transitions, masks): a
- * pool of states per compiled grammar makes a repeated schema cost a memcpy per token. */
+/* Bytes the matcher's caches hold (states, transitions, masks; for tests and metrics). */
+size_t             constraint_bytes(const struct constraint *c);
+/* Back to the start of the grammar, keeping the caches (automaton states, transitions, masks). */
 void               constraint_reset(struct constraint *c);
 /* Writes the allowed ids into mask (constraint_mask_words words, bit id%32 of word id/32).
  * tokens_left < 0: no budget; otherwise the tokens that may still be generated, this one included.

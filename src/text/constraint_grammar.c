@@ -427,6 +427,7 @@ static struct constraint_grammar *grammar_new(const struct constraint_budget *bu
 {
     struct constraint_grammar *cg = xcalloc(1, sizeof *cg);
     atomic_init(&cg->refs, 1);
+    pthread_mutex_init(&cg->idle_mu, NULL);
     cg_init(&cg->g, budget, err, err_cap);
     return cg;
 }
@@ -439,6 +440,7 @@ static enum status grammar_finish(struct constraint_grammar *cg, enum status st,
     cg->g.err_cap = 0;
     if (st) {
         cg_deinit(&cg->g);
+        pthread_mutex_destroy(&cg->idle_mu);
         free(cg);
         *out = NULL;
         return st;
@@ -494,7 +496,9 @@ enum status constraint_compile_gbnf(const char *text, size_t len, const struct c
 void constraint_grammar_free(struct constraint_grammar *cg)
 {
     if (!cg || atomic_fetch_sub(&cg->refs, 1) > 1) return;
+    cg_idle_free(cg);
     cg_deinit(&cg->g);
+    pthread_mutex_destroy(&cg->idle_mu);
     free(cg);
 }
 

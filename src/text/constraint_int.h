@@ -15,6 +15,7 @@
 #ifndef CAIRN_TEXT_CONSTRAINT_INT_H
 #define CAIRN_TEXT_CONSTRAINT_INT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -117,11 +118,21 @@ struct json_t;
 enum status cg_json_integer(struct cg_grammar *g, struct json_t *s, const char *path, struct strbuf *o);
 enum status cg_json_number(struct cg_grammar *g, struct json_t *s, const char *path, struct strbuf *o);
 
-/* A compiled grammar handed out by constraint_compile_* */
+/* A compiled grammar handed out by constraint_compile_* . idle: matchers of finished sequences,
+ * kept warm for the next sequence of this grammar (constraint_free puts them there,
+ * constraint_new takes them); they hold no reference, and go when the grammar goes. */
+#define CG_IDLE_MAX       16                   // idle matchers kept per grammar
+#define CG_IDLE_BYTES_MAX ((size_t)16 << 20)   // and their memory together
 struct constraint_grammar {
-    struct cg_grammar g;
-    atomic_int        refs;   // the compiler's reference + one per constraint made from it
+    struct cg_grammar  g;
+    atomic_int         refs;   // the compiler's reference + one per live constraint made from it
+    pthread_mutex_t    idle_mu;
+    struct constraint *idle[CG_IDLE_MAX];
+    size_t             idle_bytes[CG_IDLE_MAX];
+    int                n_idle;
 };
+/* Frees cg's idle matchers (constraint_mask.c; when the grammar goes). */
+void cg_idle_free(struct constraint_grammar *cg);
 enum status cg_compile_text(const char *gbnf, size_t len, const struct constraint_budget *budget,
                             struct constraint_grammar **out, char *err, size_t err_cap);
 

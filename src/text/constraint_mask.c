@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <xxhash.h>
+
 #include "base/log.h"
 #include "text/constraint_int.h"
 #include "text/tokenizer.h"
@@ -49,11 +51,13 @@ struct constraint_vocab {
     int32_t  *plain_ids;
     int       max_depth;
     bool      all_bytes;    // every byte value is a token by itself
+    uint64_t  hash;         // of what a mask depends on (token bytes, stop ids): idle matchers match by it
 };
 
 struct constraint {
     const struct constraint_grammar *cg;
     const struct constraint_vocab   *v;
+    uint64_t   v_hash;      // v->hash: an idle matcher's v may be gone, a vocabulary equal to it may come
     struct pda pda;
     uint32_t   state;
     uint32_t   start;
@@ -260,6 +264,14 @@ enum status constraint_vocab_new_text(const struct tokenizer *tk, const int32_t 
     }
     v->tok_off[v->n_ids] = (uint32_t)blob.len;
     v->blob = (uint8_t *)strbuf_take(&blob);
+    XXH3_state_t *h = XXH3_createState();
+    CHECK(h, "out of memory");
+    XXH3_64bits_reset(h);
+    XXH3_64bits_update(h, v->tok_off, ((size_t)v->n_ids + 1) * sizeof *v->tok_off);
+    XXH3_64bits_update(h, v->blob, v->tok_off[v->n_ids]);
+    XXH3_64bits_update(h, v->is_stop, (size_t)v->n_ids * sizeof *v->is_stop);
+    v->hash = XXH3_64bits_digest(h);
+    XXH3_freeState(h);
 
     v->plain = xcalloc((size_t)constraint_mask_words(v), sizeof *v->plain);
     int32_t *all_ids = xmalloc(((size_t)v->n_ids + 1) * sizeof *all_ids), *rest_ids = xmalloc(((size_t)v->n_ids + 1) * sizeof *rest_ids);
@@ -321,12 +333,76 @@ const uint8_t *constraint_vocab_token(const struct constraint_vocab *v, int32_t 
 
 /* ==== Per-sequence state ==== */
 
+/* One of g's idle matchers made for a vocabulary equal to v, or NULL. */
+static struct constraint *idle_take(struct constraint_grammar *g, const struct constraint_vocab *v)
+{
+    struct constraint *c = NULL;
+    pthread_mutex_lock(&g->idle_mu);
+    for (int i = g->n_idle - 1; i >= 0; i--) {
+        if (g->idle[i]->v_hash != v->hash) continue;
+        c = g->idle[i];
+        g->n_idle--;
+        g->idle[i] = g->idle[g->n_idle];
+        g->idle_bytes[i] = g->idle_bytes[g->n_idle];
+        break;
+    }
+    pthread_mutex_unlock(&g->idle_mu);
+    return c;
+}
+
+/* Keeps c among g's idle matchers if there is room; false: the caller frees it. */
+static bool idle_put(struct constraint_grammar *g, struct constraint *c)
+{
+    size_t bytes = constraint_bytes(c), sum = 0;
+    if (c->pda.oom || bytes > CG_IDLE_BYTES_MAX) return false;
+    pthread_mutex_lock(&g->idle_mu);
+    for (int i = 0; i < g->n_idle; i++) sum += g->idle_bytes[i];
+    bool room = g->n_idle < CG_IDLE_MAX && sum + bytes <= CG_IDLE_BYTES_MAX;
+    if (room) {
+        g->idle[g->n_idle] = c;
+        g->idle_bytes[g->n_idle++] = bytes;
+    }
+    pthread_mutex_unlock(&g->idle_mu);
+    return room;
+}
+
+static void matcher_free(struct constraint *c)
+{
+    pda_deinit(&c->pda);
+    free(c->walk);
+    free(c);
+}
+
+int constraint_grammar_n_idle(struct constraint_grammar *g)
+{
+    pthread_mutex_lock(&g->idle_mu);
+    int n = g->n_idle;
+    pthread_mutex_unlock(&g->idle_mu);
+    return n;
+}
+
+size_t constraint_bytes(const struct constraint *c) { return c->pda.bytes_used + c->mask_cache_bytes; }
+
+void cg_idle_free(struct constraint_grammar *cg)
+{
+    for (int i = 0; i < cg->n_idle; i++) matcher_free(cg->idle[i]);
+    cg->n_idle = 0;
+}
+
 struct constraint *constraint_new(const struct constraint_grammar *cg, const struct constraint_vocab *v)
 {
-    struct constraint *c = xcalloc(1, sizeof *c);
-    atomic_fetch_add(&((struct constraint_grammar *)cg)->refs, 1);   // the count is not the grammar's value
+    struct constraint_grammar *g = (struct constraint_grammar *)cg;   // refs and idle are not its value
+    atomic_fetch_add(&g->refs, 1);
+    struct constraint *c = idle_take(g, v);
+    if (c) {   // a finished sequence's matcher: its states, transitions and masks stay warm
+        c->v = v;
+        constraint_reset(c);
+        return c;
+    }
+    c = xcalloc(1, sizeof *c);
     c->cg = cg;
     c->v = v;
+    c->v_hash = v->hash;
     pda_init(&c->pda, &cg->g, PDA_BYTES_MAX);
     c->state = c->start = pda_start(&c->pda);
     c->walk = xmalloc(((size_t)v->max_depth + 1) * sizeof *c->walk);
@@ -342,10 +418,9 @@ void constraint_reset(struct constraint *c)
 void constraint_free(struct constraint *c)
 {
     if (!c) return;
-    pda_deinit(&c->pda);
-    free(c->walk);
-    constraint_grammar_free((struct constraint_grammar *)c->cg);
-    free(c);
+    struct constraint_grammar *g = (struct constraint_grammar *)c->cg;
+    if (!idle_put(g, c)) matcher_free(c);
+    constraint_grammar_free(g);   // the last reference frees the idle ones, c among them
 }
 
 /* The state every plain character leads to from s (DEAD included), or -1 when they differ.

@@ -13,6 +13,7 @@
 #include "base/rng.h"
 #include "harness.h"
 #include "text/constraint.h"
+#include "text/constraint_int.h"   // CG_IDLE_MAX
 #include "text/tokenizer.h"
 
 static struct tokenizer *tk;
@@ -427,6 +428,76 @@ TEST(grammar_union)
     constraint_grammar_free(b);
 }
 
+/* The mask of g after prefix from matcher c (advanced from its start). */
+static void mask_after(struct constraint *c, const char *prefix, uint32_t *m)
+{
+    EXPECT(constraint_advance_bytes(c, prefix, strlen(prefix)) == STATUS_OK);
+    EXPECT(constraint_mask(c, -1, m) == STATUS_OK);
+}
+
+/* A finished sequence's matcher goes back to its grammar and the next sequence of an equal
+ * vocabulary starts from it, rewound and warm: its masks equal a new matcher's (one from a
+ * separate compile of the same schema); at most CG_IDLE_MAX wait; live matchers are never shared;
+ * a different vocabulary (other stop ids) never takes one. */
+TEST(idle_matchers)
+{
+    const char *src = "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"
+                      "\"n\":{\"type\":\"integer\"}},\"required\":[\"name\",\"n\"],\"additionalProperties\":false}";
+    const char *prefixes[] = { "", "{\"name\":\"ab", "{\"name\":\"x\",\"n\":1", "{\"name\":\"x\",\"n\":12}" };
+    struct constraint_grammar *g = schema(src), *ref = schema(src);
+    ASSERT(g && ref);
+    int words = constraint_mask_words(vocab);
+    uint32_t *got = xcalloc((size_t)words, sizeof *got), *want = xcalloc((size_t)words, sizeof *want);
+    struct constraint *c = constraint_new(g, vocab);
+    size_t fresh = constraint_bytes(c);
+    for (int i = 0; i < 4; i++) {   // warm c up on every prefix
+        constraint_reset(c);
+        mask_after(c, prefixes[i], got);
+    }
+    size_t warm = constraint_bytes(c);
+    EXPECTF(warm > fresh, "caches %zu bytes after the walks, %zu new", warm, fresh);
+    constraint_free(c);
+    EXPECT(constraint_grammar_n_idle(g) == 1);
+    for (int i = 0; i < 4; i++) {
+        struct constraint *a = constraint_new(g, vocab), *b = constraint_new(ref, vocab);
+        EXPECTF(constraint_bytes(a) >= warm, "prefix %d: the next sequence started cold (%zu bytes)", i, constraint_bytes(a));
+        EXPECT(!constraint_is_finished(a) && constraint_min_tokens_to_finish(a) == constraint_min_tokens_to_finish(b));
+        mask_after(a, prefixes[i], got);
+        mask_after(b, prefixes[i], want);
+        EXPECTF(mask_diff(got, want) < 0, "prefix '%s': id %d differs from a new matcher's", prefixes[i], mask_diff(got, want));
+        constraint_free(a);
+        constraint_free(b);
+    }
+    struct constraint *live[CG_IDLE_MAX + 4];
+    for (int i = 0; i < CG_IDLE_MAX + 4; i++) live[i] = constraint_new(g, vocab);
+    for (int i = 1; i < CG_IDLE_MAX + 4; i++) EXPECT(live[i] != live[0]);
+    EXPECT(constraint_grammar_n_idle(g) == 0);
+    for (int i = 0; i < CG_IDLE_MAX + 4; i++) constraint_free(live[i]);
+    EXPECTF(constraint_grammar_n_idle(g) == CG_IDLE_MAX, "%d idle", constraint_grammar_n_idle(g));
+    // an equal vocabulary (another object) takes one; one with other stop ids does not
+    struct constraint_vocab *same, *other;
+    int32_t other_stop = eos_id == 0 ? 1 : 0;
+    ASSERT(constraint_vocab_new(tk, &eos_id, 1, &same) == STATUS_OK);
+    ASSERT(constraint_vocab_new(tk, &other_stop, 1, &other) == STATUS_OK);
+    c = constraint_new(g, same);
+    EXPECT(constraint_grammar_n_idle(g) == CG_IDLE_MAX - 1);
+    constraint_free(c);
+    c = constraint_new(g, other);
+    EXPECT(constraint_grammar_n_idle(g) == CG_IDLE_MAX);
+    mask_after(c, prefixes[3], got);   // the object is closed: only the stop id may follow
+    EXPECTF((got[other_stop >> 5] >> (other_stop & 31) & 1) && !(got[eos_id >> 5] >> (eos_id & 31) & 1),
+            "after a complete object: stop %d allowed %d, old stop %d allowed %d", other_stop,
+            (int)(got[other_stop >> 5] >> (other_stop & 31) & 1), eos_id, (int)(got[eos_id >> 5] >> (eos_id & 31) & 1));
+    constraint_free(c);   // no room: freed
+    EXPECT(constraint_grammar_n_idle(g) == CG_IDLE_MAX);
+    constraint_grammar_free(g);   // the idle matchers go with it (ASan: no leak)
+    constraint_grammar_free(ref);
+    constraint_vocab_free(same);
+    constraint_vocab_free(other);
+    free(got);
+    free(want);
+}
+
 int main(void)
 {
     if (!use_tokenizer("models/default")) {
@@ -442,6 +513,7 @@ int main(void)
     RUN(walk_gbnf_closes_within_budget);
     RUN(special_markers_as_text);
     RUN(grammar_union);
+    RUN(idle_matchers);
     // The Qwen3 vocabulary (151669 ids, many partial UTF-8 tokens) when tests/text/fetch_tokenizers.sh cached it.
     char dir[512];
     snprintf(dir, sizeof dir, "%s/tokenizers/qwen3", getenv("BUILD") ? getenv("BUILD") : "build");

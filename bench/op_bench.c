@@ -1,7 +1,7 @@
 /* op_bench: micro-benchmarks of the cpu backend's matmul against the machine's measured peaks.
  *
  * Prints the memory read bandwidth (membw), then for 1 and 2 threads:
- *  - GEMV at decode shapes (n = 1, bf16 weights of a Qwen3-0.6B-shaped layer and its lm_head):
+ *  - GEMV at decode shapes (n = 1, bf16 weights, f16 with --dtype f16, of a Qwen3-0.6B-shaped layer and its lm_head):
  *    median µs, GB/s of weights streamed and the % of the measured read bandwidth. Weights are
  *    rotated through copies totalling > 256 MB so every call reads from DRAM, as decode does.
  *  - the whole decode step's matmuls (28 layers + lm_head) as tok/s, and as % of the roofline.
@@ -48,7 +48,7 @@ static void mat_init(struct mat *m, int rows, int cols, enum dtype dt, bool rota
     struct rng r;
     rng_seed(&r, 1);
     uint16_t *h = p;
-    for (size_t i = 0; i < one * (size_t)m->n_copies / 2; i++) h[i] = f32_to_bf16(rng_normal(&r) * 0.02f);
+    for (size_t i = 0; i < one * (size_t)m->n_copies / 2; i++) h[i] = dt == DTYPE_F16 ? f32_to_f16(rng_normal(&r) * 0.02f) : f32_to_bf16(rng_normal(&r) * 0.02f);
     m->buf = (struct buffer){ .kind = BUF_HOST, .data = p, .bytes = one * (size_t)m->n_copies };
     for (int c = 0; c < m->n_copies; c++) m->w[c] = tensor_2d(dt, cols, rows, &m->buf, one * (size_t)c);
 }
@@ -147,7 +147,15 @@ static double time_attention(struct backend *be, int ctx, int reps)
 
 int main(int argc, char **argv)
 {
-    int quick = argc > 1 && !strcmp(argv[1], "--quick");
+    int quick = 0;
+    enum dtype wdt = DTYPE_BF16;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--dtype") && i + 1 < argc && (!strcmp(argv[i + 1], "bf16") || !strcmp(argv[i + 1], "f16")))
+            wdt = !strcmp(argv[++i], "f16") ? DTYPE_F16 : DTYPE_BF16;
+        else { fprintf(stderr, "usage: op_bench [--quick] [--dtype bf16|f16]\n"); return 2; }
+    }
+    const char *wname = wdt == DTYPE_F16 ? "f16" : "bf16";
     printf("cpu kernels: %s\n", cpu_kern_pick()->name);
     double bw[3] = { 0, 0, 0 };
     for (int t = 1; t <= 2; t++) {
@@ -162,7 +170,7 @@ int main(int argc, char **argv)
     };
     int n_shapes = sizeof shapes / sizeof shapes[0];
     struct mat *mats = calloc((size_t)n_shapes, sizeof *mats);
-    for (int s = 0; s < n_shapes; s++) mat_init(&mats[s], shapes[s].rows, shapes[s].cols, DTYPE_BF16, true);
+    for (int s = 0; s < n_shapes; s++) mat_init(&mats[s], shapes[s].rows, shapes[s].cols, wdt, true);
     for (int t = 1; t <= 2; t++) {
         struct backend *be;
         if (backend_new("cpu", &(struct backend_cfg){ .n_threads = t }, &be)) return 1;
@@ -171,25 +179,25 @@ int main(int argc, char **argv)
             double bytes = (double)shapes[s].rows * shapes[s].cols * 2;
             double us = time_matmul(be, &mats[s], 1, quick ? 9 : (shapes[s].rows > 100000 ? 15 : 101));
             double gbs = bytes / us / 1e3;
-            printf("gemv bf16 %-9s [%d,%d] n=1 t=%d %8.1fus %6.1fGB/s %3.0f%%\n", shapes[s].name, shapes[s].rows,
+            printf("gemv %s %-9s [%d,%d] n=1 t=%d %8.1fus %6.1fGB/s %3.0f%%\n", wname, shapes[s].name, shapes[s].rows,
                    shapes[s].cols, t, us, gbs, 100 * gbs / bw[t]);
             int mult = shapes[s].per_layer ? 28 : 1;
             step_us += us * mult;
             step_bytes += bytes * mult;
         }
         double roof = bw[t] * 1e9 / step_bytes;
-        printf("decode matmuls Qwen3-0.6B bf16 t=%d: %.1f ms/token = %.1f tok/s, roofline %.1f tok/s (%.0f%%)\n", t,
+        printf("decode matmuls Qwen3-0.6B %s t=%d: %.1f ms/token = %.1f tok/s, roofline %.1f tok/s (%.0f%%)\n", wname, t,
                step_us / 1e3, 1e6 / step_us, roof, 100 * (1e6 / step_us) / roof);
         // prefill GEMM, weights hot (each is read n/panel times anyway)
         int ns[2] = { 512, 64 };
         for (int ni = 0; ni < 2; ni++) {
             for (int s = 4; s <= 6; s += 2) {
                 struct mat one;
-                mat_init(&one, shapes[s].rows, shapes[s].cols, DTYPE_BF16, false);
+                mat_init(&one, shapes[s].rows, shapes[s].cols, wdt, false);
                 int n = ns[ni];
                 double us = time_matmul(be, &one, n, quick ? 3 : 7);
                 double gflops = 2.0 * n * shapes[s].rows * shapes[s].cols / us / 1e3;
-                printf("gemm bf16 %-9s [%d,%d] n=%d t=%d %8.1fus %6.1fGFLOP/s\n", shapes[s].name, shapes[s].rows,
+                printf("gemm %s %-9s [%d,%d] n=%d t=%d %8.1fus %6.1fGFLOP/s\n", wname, shapes[s].name, shapes[s].rows,
                        shapes[s].cols, n, t, us, gflops);
                 free(one.buf.data);
             }

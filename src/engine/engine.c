@@ -239,7 +239,7 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
     e->hit_blocks = xcalloc((size_t)e->max_blocks_seq, sizeof *e->hit_blocks);
     e->hit_keys = xcalloc((size_t)e->max_blocks_seq, sizeof *e->hit_keys);
     e->mask_jobs = xcalloc(mr, sizeof *e->mask_jobs);
-    e->mw = mask_worker_new();
+    e->mw = mask_worker_new(cfg.sample_threads);   // the same idle host cores as the sampling
 
     pthread_mutex_init(&e->q_mu, NULL);
     pthread_cond_init(&e->q_cv, NULL);

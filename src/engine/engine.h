@@ -116,9 +116,10 @@ struct engine_cfg {
      * model_seq_state_bytes + 8 bytes; fewer than one snapshot turns resumption off. */
     size_t     state_cache_bytes;
     /* Threads that sample a step's rows (each row's token depends only on its request's sampler,
-     * never on the thread). 0: on a backend with its own device (cuda) min(CPUs, 8), since the
-     * host is idle there and a step's 64+ rows of a 150K vocabulary would cost more than the
-     * step; 1 on host backends, whose threads are the forward pass's. */
+     * never on the thread), and as many that compute constrained rows' masks during the forward
+     * pass. 0: on a backend with its own device (cuda) min(CPUs, 8), since the host is idle there
+     * and a step's 64+ rows of a 150K vocabulary would cost more than the step; 1 on host
+     * backends, whose threads are the forward pass's. */
     int        sample_threads;
 };
 

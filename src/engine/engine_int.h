@@ -190,12 +190,13 @@ void sched_state_advance(struct engine *e, struct request *r, int start, int n);
 /* The fingerprint of the state after tokens [0, n): a hash chain, stored with each snapshot and checked on resume. */
 uint64_t sched_state_of(const int32_t *tok, int n, uint64_t state);
 
-/* mask_worker.c: one thread that computes constrained requests' masks (constraint_mask with the
- * tokens left as budget) while the engine thread runs the forward pass; wait computes the jobs
- * the worker has not taken, then waits for the rest. Between post and wait's return a request's
- * cons / mask / mask_st / mask_ready belong to whichever thread took its job. */
+/* mask_worker.c: n_threads threads that compute constrained requests' masks (constraint_mask with
+ * the tokens left as budget) while the engine thread runs the forward pass; wait computes the jobs
+ * no worker has taken, then waits for the rest. Between post and wait's return a request's
+ * cons / mask / mask_st / mask_ready belong to whichever thread took its job. NULL: no thread could
+ * start (the engine then computes every mask itself). */
 struct mask_worker;
-struct mask_worker *mask_worker_new(void);
+struct mask_worker *mask_worker_new(int n_threads);
 void                mask_worker_free(struct mask_worker *w);
 void                mask_worker_post(struct mask_worker *w, struct request **rs, int n);
 void                mask_worker_wait(struct mask_worker *w);

@@ -4,7 +4,7 @@
  * Checks: every output of every schema in tests/text/schemas/valid.jsonl (a subset, several seeds)
  * ends on a stop the constraint accepted, within max_tokens, and parses as JSON; a batch of
  * constrained and free requests (greedy, sampled, penalties, logprobs) gives each the tokens of its
- * solo run; the tightest max_tokens still closes; a max_tokens below the shortest output is
+ * solo run, also with 3 sampling threads and mask workers; the tightest max_tokens still closes; a max_tokens below the shortest output is
  * refused; a deferred constraint (after </think>) starts there and is forced in time.
  * Independent validation: with ENGINE_CONSTRAINT_OUT set, the outputs are written as JSONL rows
  * for tests/text/validate_constraint.mjs (ajv): tests/engine/run_engine_constraint.sh. */
@@ -73,9 +73,11 @@ static void job_drain(struct job *j)
     }
 }
 
-static struct engine *new_engine(void)
+/* host_threads: sampling threads and mask workers (engine_cfg.sample_threads; 0: the default). */
+static struct engine *new_engine_threads(int host_threads)
 {
     struct engine_cfg cfg = engine_cfg_default();
+    cfg.sample_threads = host_threads;
     cfg.max_batch_tokens = 128;
     cfg.max_running = 32;
     cfg.kv_cache_bytes = 16 << 20;
@@ -83,6 +85,8 @@ static struct engine *new_engine(void)
     CHECK(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK, "engine_new");
     return e;
 }
+
+static struct engine *new_engine(void) { return new_engine_threads(0); }
 
 /* Submits jobs[0..n), steps until all are done, releases the streams. */
 static void run_jobs(struct engine *e, struct job **jobs, int n)
@@ -197,9 +201,9 @@ TEST(mixed_batch_equals_solo)
     char err[256];
     ASSERT(constraint_compile_json_schema(schema, strlen(schema), NULL, NULL, &g, err, sizeof err) == STATUS_OK);
     enum { N = 8 };
-    static struct job solo[N], mixed[N];
-    for (int pass = 0; pass < 2; pass++) {
-        struct job *js = pass == 0 ? solo : mixed;
+    static struct job solo[N], mixed[N], threaded[N];
+    for (int pass = 0; pass < 3; pass++) {   // solo, mixed, mixed on 3 sampling threads and mask workers
+        struct job *js = pass == 0 ? solo : pass == 1 ? mixed : threaded;
         for (int i = 0; i < N; i++) {
             bool cons = i % 2 == 0;
             job_init(&js[i], 500 + (uint64_t)i, 60, cons ? constraint_new(g, g_vocab) : NULL, i % 4 == 2 ? 0.0f : 1.0f);
@@ -217,7 +221,7 @@ TEST(mixed_batch_equals_solo)
         } else {
             struct job *ptrs[N];
             for (int i = 0; i < N; i++) ptrs[i] = &js[i];
-            struct engine *e = new_engine();
+            struct engine *e = new_engine_threads(pass == 2 ? 3 : 0);
             run_jobs(e, ptrs, N);
             engine_free(e);
         }
@@ -226,6 +230,9 @@ TEST(mixed_batch_equals_solo)
         EXPECTF(solo[i].n_got == mixed[i].n_got && !memcmp(solo[i].got, mixed[i].got, (size_t)solo[i].n_got * 4),
                 "job %d: solo %d tokens, mixed %d", i, solo[i].n_got, mixed[i].n_got);
         EXPECT(solo[i].last.finish == mixed[i].last.finish);
+        EXPECTF(solo[i].n_got == threaded[i].n_got && !memcmp(solo[i].got, threaded[i].got, (size_t)solo[i].n_got * 4) &&
+                solo[i].last.finish == threaded[i].last.finish,
+                "job %d on 3 host threads: %d tokens, solo %d", i, threaded[i].n_got, solo[i].n_got);
         if (i % 2 == 0) {
             char *text = job_text(&solo[i]);
             json_t *v = json_loads(text, 0, NULL);

@@ -12,8 +12,9 @@
  * (temperature 0, no penalties, no bias, no logprobs) are then reduced on the backend with argmax
  * (no [n, vocab] download: matters on the GPU); other rows are downloaded one by one into a
  * preallocated host buffer and go through the sampler, so penalties, temperature, top-k/p and
- * logprobs all see the masked row. A constraint's mask is computed by the mask worker while the
- * forward pass runs; the engine waits for it once the pass is issued, before masking.
+ * logprobs all see the masked row. A constraint's mask is computed by the mask workers while the
+ * forward pass runs (with one sampling thread: by the engine thread before it); the engine waits
+ * for them once the pass is issued, before masking.
  * Liveness: the engine thread stores a heartbeat (heartbeat_ns) while idle with nothing to do,
  * after each block a step issues (forward_bind_heartbeat) and after each step that did work; a
  * step that cannot schedule anything for waiting requests stores none. So engine_get_stats'
@@ -239,7 +240,10 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
     e->hit_blocks = xcalloc((size_t)e->max_blocks_seq, sizeof *e->hit_blocks);
     e->hit_keys = xcalloc((size_t)e->max_blocks_seq, sizeof *e->hit_keys);
     e->mask_jobs = xcalloc(mr, sizeof *e->mask_jobs);
-    e->mw = mask_worker_new(cfg.sample_threads);   // the same idle host cores as the sampling
+    // as many mask workers as sampling threads, on the host cores a device backend leaves idle;
+    // one thread (host backends' default) means the engine thread alone, as for sampling: a worker
+    // on the forward pass's cores would preempt one of its threads, and the pass's barrier waits
+    if (cfg.sample_threads > 1) e->mw = mask_worker_new(cfg.sample_threads);
 
     pthread_mutex_init(&e->q_mu, NULL);
     pthread_cond_init(&e->q_cv, NULL);

@@ -117,9 +117,10 @@ struct engine_cfg {
     size_t     state_cache_bytes;
     /* Threads that sample a step's rows (each row's token depends only on its request's sampler,
      * never on the thread), and as many that compute constrained rows' masks during the forward
-     * pass. 0: on a backend with its own device (cuda) min(CPUs, 8), since the host is idle there
-     * and a step's 64+ rows of a 150K vocabulary would cost more than the step; 1 on host
-     * backends, whose threads are the forward pass's. */
+     * pass; 1: the engine thread does both (masks before the pass). 0: on a backend with its own
+     * device (cuda) min(CPUs, 8), since the host is idle there and a step's 64+ rows of a 150K
+     * vocabulary would cost more than the step; 1 on host backends, whose threads are the
+     * forward pass's. */
     int        sample_threads;
 };
 

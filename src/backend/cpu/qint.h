@@ -1,0 +1,81 @@
+/* qint: integer dot products for affine 4- and 8-bit MLX weights on the cpu backend, decode
+ * and prefill alike.
+ *
+ * Each row of x is quantized to 16-bit integers held as two int8 levels, with a scale per run of
+ * the codes one int32 lane sums (8 at 4 bits, 4 at 8 bits): with m the run's largest |x|,
+ * sx = m / 32512 and v = rint(x / sx) (|v| <= 32512), v = 256 h + l with h = floor((v + 128) / 256)
+ * and l = v - 256 h, both int8. x ~= sx v to within sx / 2 = m / 65024 (bf16 keeps |x| / 512: this
+ * is finer than the bf16 activations cuda and the plain cpu bf16 path run on, not f32; the
+ * cpu-precise backend keeps the f32 path of qdeq.h). Weights stay packed: affine codes q are
+ * unsigned bytes (4-bit ones after a nibble split), so one vpdpbusd multiplies 64 codes by 64
+ * levels into 16 int32 lanes. For a weight w = s q + b a lane adds s sx sum(q v), a group
+ * b xs with xs = the sum of its quantized x (so the result is w . x~ exactly, up to f32
+ * roundings), and sum(q v) = 256 sum(q h) + sum(q l) is exact in int32, so which instruction
+ * adds which product never changes a bit.
+ *
+ * The float part is one formula on 16 lanes, the same in every ISA and at every batch size (so a
+ * row's output never depends on the batch, the thread count or the ISA). Per x row i and weight
+ * row j, acc[16] = 0; for each chunk of 16 groups (lane L: group 16 c + L, absent groups 0):
+ *     acc[L] = fma(b[L], xs[L], acc[L])                 xs: the lanes' sx * sum(v), in order
+ *     for each block of the chunk (128 codes at 4 bits, 64 at 8): lane L holds T = 256 sum(q h)
+ *         + sum(q l) over codes 8L .. 8L+7 (4-bit) or 4L .. 4L+3 (8-bit) of the block, and
+ *         acc[L] = fma((float)T, s[g] * sx_L, acc[L]) with g the group of those codes;
+ * then out = acc summed by the tree L + (L + 8), + 4, + 2, + 1.
+ *
+ * x is prepared once per matmul (cpu_qint_quantize_x, portable C: IEEE operations only, so any
+ * build gives the same bytes) into records of cpu_qint_x_bytes: the groups' xs (16-padded), then
+ * per block the 16 lanes' sx and the levels in the kernels' order (4-bit: h of the even codes, h
+ * of the odd codes, l even, l odd, 64 bytes each; 8-bit: h, l). Kernels: AVX-512 VNNI (qint_avx512_vnni.c),
+ * AVX2 (qint_avx2.c: vpmaddubsw + vpmaddwd, the 8-bit codes split into nibbles so the 16-bit sums
+ * cannot saturate) and portable C (qint.c). Pure functions; any thread.
+ *
+ *     if (cpu_qint_takes(w)) { cpu_qint_quantize_x(x, k, w->q->bits, w->q->group_size, xq);
+ *                              c->qint(w, j0, j1, xq, cpu_qint_x_bytes(...), n, out, ldo); }
+ */
+#ifndef CAIRN_BACKEND_CPU_QINT_H
+#define CAIRN_BACKEND_CPU_QINT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor/qweight.h"
+
+#define QINT_LANES 16
+#define QINT_XMAX  32512.0f   // 127 * 256: |v| <= this keeps h and l int8
+
+/* Whether w takes the integer path (affine 4 or 8 bit, 16/32-bit scales; any group size). */
+bool   cpu_qint_takes(const struct tensor *w);
+/* Bytes of one prepared x row (a multiple of 64) for k inputs at this width and group size. */
+size_t cpu_qint_x_bytes(int64_t k, int bits, int gs);
+/* Prepares x[k] (one row) into dst (cpu_qint_x_bytes, 64-byte aligned). A group holding an Inf
+ * or NaN gets sx = NaN, so the outputs it feeds are NaN. */
+void   cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
+
+/* out[i * ldo + j] = x_i . row j of w for i < n, j in [j0, j1), x_i prepared at xq + i * ldxq. */
+typedef void (*cpu_qint_fn)(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq,
+                            int64_t n, float *out, int64_t ldo);
+cpu_qint_fn cpu_qint_pick(const char *isa);   // "avx512" (with VNNI), "avx2", anything else: portable
+
+void cpu_qint_portable(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,
+                       float *out, int64_t ldo);
+void cpu_qint_avx512vnni(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,
+                         float *out, int64_t ldo);
+void cpu_qint_avx2(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,
+                   float *out, int64_t ldo);
+
+/* The layout both sides share. */
+struct qint_geom {
+    int     bits, gs;
+    int64_t k, n_groups;
+    int64_t groups_pad;     // n_groups rounded up to 16
+    int64_t block_codes;    // 128 (4-bit) or 64 (8-bit); a block is 64 weight bytes either way
+    int64_t k_pad;          // k rounded up to whole blocks
+    size_t  xblock_bytes;   // a block of a prepared x row: 16 lane scales, then the levels
+    size_t  x_bytes;        // one prepared x row
+};
+struct qint_geom qint_geom(int64_t k, int bits, int gs);
+/* Byte offset of weight row `row` of t (packed words, scales or biases: tensors with w's rows). */
+size_t qint_row_off(const struct tensor *t, const struct tensor *w, int64_t row);
+
+#endif

@@ -1,0 +1,222 @@
+/* qint_avx512_vnni: the integer kernel of qint.h on AVX-512 VNNI (Ice Lake, Zen 4 and later).
+ * Compiled with the Makefile's AVX-512 flags plus -mavx512vnni (by file name); picked when the
+ * backend runs its avx512 family on a CPU with VNNI.
+ *
+ * A tile is R weight rows against NX prepared x rows over all of k, one f32 accumulator per
+ * (x row, weight row) in registers. Per block of 64 weight bytes each row's codes are loaded once
+ * (4-bit: split into low and high nibbles, the even and odd codes), then per x row four
+ * vpdpbusd (h even, h odd, shift by 8, l even, l odd; two at 8 bits) give T exactly, and one
+ * convert and one FMA add it with the scale of the lane's group (a permute of the chunk's 16
+ * scales). Decode (n <= 8) runs 8 rows x 1 (or 4 x 4) and prefetches the bytes QINT_AHEAD rows on;
+ * prefill walks panels of QINT_PANEL weight rows, x tiles of 4 rows outside the panel's steps, so a
+ * panel (at most 64 rows of 6 KiB) stays in L2 while every x row passes once.
+ */
+#include "backend/cpu/qint.h"
+
+#if defined(__x86_64__) && defined(__AVX512VNNI__)
+#include <immintrin.h>
+
+#include "tensor/dtype.h"
+
+#define QINT_AHEAD 8     // prefetch distance at decode, in weight rows (the same as the f32 GEMV's)
+#define QINT_PANEL 64    // prefill: weight rows per panel
+#define DECODE_MAX 8     // x rows that still stream the weights once (the decode shape)
+
+/* One call's constants. */
+struct qk {
+    const struct tensor *w;
+    struct qint_geom     g;
+    const uint8_t       *wbase, *sbase, *bbase;   // packed rows, scales, biases: row 0
+    enum dtype           sdt;
+    int                  ssize;                   // bytes per scale
+    __mmask64            tail;                    // bytes of the last block that are inside a row
+    int                  gshift;                  // log2(group size)
+};
+
+static inline __m512 scales16(enum dtype dt, const uint8_t *p, __mmask16 m)
+{
+    if (dt == DTYPE_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+    if (dt == DTYPE_F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+    return _mm512_maskz_loadu_ps(m, p);
+}
+
+/* The tree of qint.h: L + (L + 8), then + 4, + 2, + 1. */
+static inline float hsum16(__m512 v)
+{
+    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
+static inline __attribute__((always_inline)) void tile(const int BITS, const int R, const int NX, const bool PF,
+                                                       const struct qk *K, int64_t j, int nr, const uint8_t *xq,
+                                                       size_t ldxq, float *out, int64_t ldo)
+{
+    const struct tensor *w = K->w;
+    const struct qint_geom *g = &K->g;
+    const int64_t BC = BITS == 4 ? 128 : 64;
+    const uint8_t *wr[8], *sp[8], *bp[8];
+    __m512 acc[4][8];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        int64_t row = j + (r < nr ? r : 0);
+        wr[r] = K->wbase + qint_row_off(w, w, row);
+        sp[r] = K->sbase + qint_row_off(&w->q->scales, w, row);
+        bp[r] = K->bbase + qint_row_off(&w->q->biases, w, row);
+#pragma GCC unroll 4
+        for (int i = 0; i < NX; i++) acc[i][r] = _mm512_setzero_ps();
+    }
+    const __m512i lane_codes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                  _mm512_set1_epi32((int)(BC / 16)));
+    const __m512i nib = _mm512_set1_epi8(0x0F);
+    const __m128i gsh = _mm_cvtsi32_si128(K->gshift);
+    const size_t blk_off = (size_t)g->groups_pad * sizeof(float);
+    size_t ahead = PF ? QINT_AHEAD * w->nb[1] : 0, sahead = PF ? QINT_AHEAD * w->q->scales.nb[1] : 0;
+    for (int64_t g0 = 0; g0 < g->n_groups; g0 += 16) {
+        int64_t ng = g->n_groups - g0 < 16 ? g->n_groups - g0 : 16;
+        __mmask16 gm = (__mmask16)((1u << ng) - 1);
+        __m512 s16[8];
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            if (PF) {
+                _mm_prefetch((const char *)sp[r] + sahead + g0 * K->ssize, _MM_HINT_T0);
+                _mm_prefetch((const char *)bp[r] + sahead + g0 * K->ssize, _MM_HINT_T0);
+            }
+            s16[r] = scales16(K->sdt, sp[r] + g0 * K->ssize, gm);
+            __m512 b16 = scales16(K->sdt, bp[r] + g0 * K->ssize, gm);
+#pragma GCC unroll 4
+            for (int i = 0; i < NX; i++) {
+                const float *xs = (const float *)(xq + (size_t)i * ldxq) + g0;
+                acc[i][r] = _mm512_fmadd_ps(b16, _mm512_loadu_ps(xs), acc[i][r]);
+            }
+        }
+        int64_t c_end = (g0 + 16) * g->gs < g->k_pad ? (g0 + 16) * g->gs : g->k_pad;
+        for (int64_t c0 = g0 * g->gs; c0 < c_end; c0 += BC) {
+            __m512i idx = _mm512_srl_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)(c0 - g0 * g->gs)), lane_codes), gsh);
+            bool part = c0 + BC > g->k;
+            __m512i lo[8], hi[8];
+            __m512 sl[8];
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                const uint8_t *p = wr[r] + c0 * BITS / 8;
+                if (PF) _mm_prefetch((const char *)p + ahead, _MM_HINT_T0);
+                __m512i v = part ? _mm512_maskz_loadu_epi8(K->tail, p) : _mm512_loadu_si512(p);
+                if (BITS == 4) {
+                    lo[r] = _mm512_and_si512(v, nib);
+                    hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
+                } else {
+                    lo[r] = v;
+                }
+                sl[r] = _mm512_permutexvar_ps(idx, s16[r]);
+            }
+#pragma GCC unroll 4
+            for (int i = 0; i < NX; i++) {
+                const uint8_t *blk = xq + (size_t)i * ldxq + blk_off + (size_t)(c0 / BC) * g->xblock_bytes;
+                const uint8_t *xb = blk + 64;
+                __m512 sxl = _mm512_loadu_ps((const float *)blk);
+#pragma GCC unroll 8
+                for (int r = 0; r < R; r++) {
+                    __m512i t;
+                    if (BITS == 4) {
+                        t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[r], _mm512_loadu_si512(xb));
+                        t = _mm512_dpbusd_epi32(t, hi[r], _mm512_loadu_si512(xb + 64));
+                        t = _mm512_slli_epi32(t, 8);
+                        t = _mm512_dpbusd_epi32(t, lo[r], _mm512_loadu_si512(xb + 128));
+                        t = _mm512_dpbusd_epi32(t, hi[r], _mm512_loadu_si512(xb + 192));
+                    } else {
+                        t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[r], _mm512_loadu_si512(xb));
+                        t = _mm512_slli_epi32(t, 8);
+                        t = _mm512_dpbusd_epi32(t, lo[r], _mm512_loadu_si512(xb + 64));
+                    }
+                    acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(sl[r], sxl), acc[i][r]);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < NX; i++)
+        for (int r = 0; r < nr; r++) out[i * ldo + j + r] = hsum16(acc[i][r]);
+}
+
+/* Weight rows [j0, j1) against x rows [0, n) at one width. */
+static inline __attribute__((always_inline)) void run(const int BITS, const struct qk *K, int64_t j0, int64_t j1,
+                                                      const uint8_t *xq, size_t ldxq, int64_t n, float *out,
+                                                      int64_t ldo)
+{
+    if (n == 1) {
+        for (int64_t j = j0; j < j1; j += 8)
+            tile(BITS, 8, 1, true, K, j, j1 - j < 8 ? (int)(j1 - j) : 8, xq, ldxq, out, ldo);
+        return;
+    }
+    if (n <= DECODE_MAX) {   // each step of 4 weight rows stays in L1 while the x tiles pass
+        for (int64_t j = j0; j < j1; j += 4) {
+            int nr = j1 - j < 4 ? (int)(j1 - j) : 4;
+            for (int64_t i0 = 0; i0 < n; i0 += 4) {
+                const uint8_t *xi = xq + (size_t)i0 * ldxq;
+                float *oi = out + i0 * ldo;
+                switch (n - i0 < 4 ? n - i0 : 4) {
+                case 1: tile(BITS, 4, 1, true, K, j, nr, xi, ldxq, oi, ldo); break;
+                case 2: tile(BITS, 4, 2, true, K, j, nr, xi, ldxq, oi, ldo); break;
+                case 3: tile(BITS, 4, 3, true, K, j, nr, xi, ldxq, oi, ldo); break;
+                default: tile(BITS, 4, 4, true, K, j, nr, xi, ldxq, oi, ldo); break;
+                }
+            }
+        }
+        return;
+    }
+    for (int64_t p0 = j0; p0 < j1; p0 += QINT_PANEL) {   // prefill: a panel in L2, every x tile through it
+        int64_t p1 = p0 + QINT_PANEL < j1 ? p0 + QINT_PANEL : j1;
+        for (int64_t i0 = 0; i0 < n; i0 += 4) {
+            const uint8_t *xi = xq + (size_t)i0 * ldxq;
+            float *oi = out + i0 * ldo;
+            int nx = n - i0 < 4 ? (int)(n - i0) : 4;
+            for (int64_t j = p0; j < p1; j += 4) {
+                int nr = p1 - j < 4 ? (int)(p1 - j) : 4;
+                switch (nx) {
+                case 1: tile(BITS, 4, 1, false, K, j, nr, xi, ldxq, oi, ldo); break;
+                case 2: tile(BITS, 4, 2, false, K, j, nr, xi, ldxq, oi, ldo); break;
+                case 3: tile(BITS, 4, 3, false, K, j, nr, xi, ldxq, oi, ldo); break;
+                default: tile(BITS, 4, 4, false, K, j, nr, xi, ldxq, oi, ldo); break;
+                }
+            }
+        }
+    }
+}
+
+static void run4(const struct qk *K, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n, float *out,
+                 int64_t ldo)
+{
+    run(4, K, j0, j1, xq, ldxq, n, out, ldo);
+}
+
+static void run8(const struct qk *K, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n, float *out,
+                 int64_t ldo)
+{
+    run(8, K, j0, j1, xq, ldxq, n, out, ldo);
+}
+
+void cpu_qint_avx512vnni(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,
+                         float *out, int64_t ldo)
+{
+    const struct qweight *q = w->q;
+    struct qk K = { .w = w, .g = qint_geom(w->ne[0], q->bits, q->group_size), .sdt = q->scales.dtype };
+    K.wbase = (const uint8_t *)w->buf->data + w->offset;
+    K.sbase = (const uint8_t *)q->scales.buf->data + q->scales.offset;
+    K.bbase = (const uint8_t *)q->biases.buf->data + q->biases.offset;
+    K.ssize = (int)dtype_size(K.sdt);
+    int64_t tail_bytes = (w->ne[0] * q->bits / 8) % 64;
+    K.tail = tail_bytes ? (((__mmask64)1 << tail_bytes) - 1) : ~(__mmask64)0;
+    K.gshift = __builtin_ctz((unsigned)q->group_size);
+    if (q->bits == 4) run4(&K, j0, j1, xq, ldxq, n, out, ldo);
+    else run8(&K, j0, j1, xq, ldxq, n, out, ldo);
+}
+
+#elif defined(__x86_64__)
+/* Built without VNNI flags (an old compiler): the portable kernel, never picked by qint.c. */
+void cpu_qint_avx512vnni(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,
+                         float *out, int64_t ldo)
+{
+    cpu_qint_portable(w, j0, j1, xq, ldxq, n, out, ldo);
+}
+#endif

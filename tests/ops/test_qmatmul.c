@@ -290,11 +290,23 @@ TEST(int_kernels_every_isa_bitwise)
             struct tt x = tt_new(DTYPE_F32, k, n), a = tt_new(DTYPE_F32, m, n);
             tt_randn(&x, &r, 1.0f);
             for (int64_t t = 0; t < k; t += 7) ((float *)x.p)[2 * k + t] *= 1000.0f;   // uneven group ranges
+            for (int64_t t = 0; t < k / 2; t++) ((float *)x.p)[3 * k + t] = 0.0f;      // zero lanes
+            for (int64_t t = 0; t < k; t += 3) ((float *)x.p)[4 * k + t] *= 1e-38f;    // tiny (and subnormal) ones
             g_cpu->ops->matmul(g_cpu, tt_t(&a), tt_t(&x), &o->w, NULL);
             size_t ld = cpu_qint_x_bytes(k, CASES[c].bits, CASES[c].gs);
             uint8_t *xq = aligned_alloc(64, ld * (size_t)n);
             for (int64_t i = 0; i < n; i++)
                 cpu_qint_quantize_x((float *)x.p + i * k, k, CASES[c].bits, CASES[c].gs, xq + (size_t)i * ld);
+            if (isa[1].ok) {   // the AVX-512 preparation writes the same bytes
+                uint8_t *xq2 = aligned_alloc(64, ld);
+                int bad = 0;
+                for (int64_t i = 0; i < n; i++) {
+                    cpu_qint_quantize_x_avx512((float *)x.p + i * k, k, CASES[c].bits, CASES[c].gs, xq2);
+                    bad += memcmp(xq2, xq + (size_t)i * ld, ld) != 0;
+                }
+                EXPECTF(!bad, "%s: the AVX-512 x preparation differs in %d rows", what, bad);
+                free(xq2);
+            }
             float *want = malloc((size_t)(n * m) * 4), *got = malloc((size_t)(n * m) * 4);
             cpu_qint_portable(&o->w, 0, m, xq, ld, n, want, m);
             EXPECTF(!memcmp(want, a.p, (size_t)(n * m) * 4), "%s: the backend's matmul differs from the portable loops",
@@ -324,6 +336,30 @@ TEST(int_kernels_every_isa_bitwise)
             tt_free(&x); tt_free(&a);
             qw_free(o);
         }
+}
+
+/* An Inf or NaN in x makes the outputs of its row NaN (never a silent finite value), and the other
+ * rows of the batch keep their bits. */
+TEST(int_nonfinite_x)
+{
+    struct rng r;
+    rng_seed(&r, 7);
+    const struct qcase c = { QMODE_AFFINE, 4, 64 };
+    int64_t k = 256, m = 16;
+    struct qw *o = qw_new(&c, m, k, &r);
+    struct tt x = tt_new(DTYPE_F32, k, 3), a = tt_new(DTYPE_F32, m, 3), x1 = tt_new(DTYPE_F32, k, 1), a1 = tt_new(DTYPE_F32, m, 1);
+    tt_randn(&x, &r, 1.0f);
+    ((float *)x.p)[0 * k + 5] = INFINITY;
+    ((float *)x.p)[1 * k + 200] = NAN;
+    g_cpu->ops->matmul(g_cpu, tt_t(&a), tt_t(&x), &o->w, NULL);
+    int finite = 0;
+    for (int64_t j = 0; j < 2 * m; j++) finite += !isnan(((float *)a.p)[j]);
+    EXPECTF(!finite, "%d outputs of rows with Inf / NaN are not NaN", finite);
+    memcpy(x1.p, (float *)x.p + 2 * k, (size_t)k * 4);
+    g_cpu->ops->matmul(g_cpu, tt_t(&a1), tt_t(&x1), &o->w, NULL);
+    EXPECT(!memcmp(a1.p, (float *)a.p + 2 * m, (size_t)m * 4));
+    tt_free(&x); tt_free(&a); tt_free(&x1); tt_free(&a1);
+    qw_free(o);
 }
 
 TEST(embed_and_matmul_rows)
@@ -363,6 +399,7 @@ int main(void)
     RUN(gemv_long_rows);
     if (runs_avx512()) RUN(gemv_every_avx512_build_bitwise);
     RUN(int_kernels_every_isa_bitwise);
+    RUN(int_nonfinite_x);
     RUN(embed_and_matmul_rows);
     backend_free(g_ref);
     backend_free(g_cpu);

@@ -312,6 +312,7 @@ enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out)
     c->qdeq = cpu_qdeq_pick(c->kf->name);
     c->qgemv = cpu_qgemv_pick(c->kf->name);
     c->qint = cfg && cfg->precise ? NULL : cpu_qint_pick(c->kf->name);   // precise: exact f32 weights x f32
+    c->qint_x = cpu_qint_quantize_pick(c->kf->name);
     c->tscratch = xcalloc((size_t)c->n_threads, sizeof *c->tscratch);
     c->be.ops = &cpu_ops;
     c->be.impl = c;

@@ -45,6 +45,7 @@ struct cpu {
     cpu_qdeq_fn            qdeq;       // dequantizes a row of an MLX-quantized weight (qdeq.h)
     cpu_qgemv_fn           qgemv;      // fused decode GEMV on MLX-quantized weights (qdeq.h)
     cpu_qint_fn            qint;       // integer kernel of affine 4- / 8-bit weights (qint.h); NULL: precise
+    cpu_qint_quantize_fn   qint_x;     // its x preparation
 };
 
 /* Scratch of at least n floats (64-byte aligned), owned by `thread`; contents not kept. */

@@ -243,6 +243,7 @@ static void gemm_task(void *arg, int task, int thread)
 
 /* x prepared for the integer kernels: rows [r0, r1) of each layout (qint.h). */
 struct xq_job {
+    cpu_qint_quantize_fn quantize;
     const float *x;
     int64_t      ldx, k, n, rows_per_task;
     int          n_layouts;
@@ -258,14 +259,14 @@ static void xq_task(void *arg, int task, int thread)
     int64_t r0 = task * q->rows_per_task, r1 = r0 + q->rows_per_task < q->n ? r0 + q->rows_per_task : q->n;
     for (int l = 0; l < q->n_layouts; l++)
         for (int64_t i = r0; i < r1; i++)
-            cpu_qint_quantize_x(q->x + i * q->ldx, q->k, q->bits[l], q->gs[l], q->dst[l] + (size_t)i * q->ld[l]);
+            q->quantize(q->x + i * q->ldx, q->k, q->bits[l], q->gs[l], q->dst[l] + (size_t)i * q->ld[l]);
 }
 
 /* Prepares x once per distinct (bits, group size) of the integer-path matrices and points their
  * gemm_mat at it; rows split across threads when there are enough of them. */
 static void prepare_xq(struct cpu *c, struct gemm_job *g, const struct tensor *const *ws)
 {
-    struct xq_job q = { .x = g->x, .ldx = g->ldx, .k = g->k, .n = g->n };
+    struct xq_job q = { .quantize = c->qint_x, .x = g->x, .ldx = g->ldx, .k = g->k, .n = g->n };
     int layout[GEMM_MAX_MATS];
     size_t bytes = 0;
     for (int i = 0; i < g->n_mats; i++) {

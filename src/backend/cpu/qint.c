@@ -31,13 +31,6 @@ struct qint_geom qint_geom(int64_t k, int bits, int gs)
 
 size_t cpu_qint_x_bytes(int64_t k, int bits, int gs) { return qint_geom(k, bits, gs).x_bytes; }
 
-size_t qint_row_off(const struct tensor *t, const struct tensor *w, int64_t row)
-{
-    if (w->ne[2] * w->ne[3] == 1) return (size_t)row * t->nb[1];
-    int64_t i1 = row % w->ne[1], rest = row / w->ne[1];
-    return (size_t)i1 * t->nb[1] + (size_t)(rest % w->ne[2]) * t->nb[2] + (size_t)(rest / w->ne[2]) * t->nb[3];
-}
-
 /* Where code t of a block (0 .. block_codes - 1) has its h level in the block's level bytes (its l
  * level: + half). 4-bit: byte t / 2 of the weight block holds codes t and t + 1, low nibble first. */
 static inline size_t level_pos(int bits, int64_t t)
@@ -60,9 +53,10 @@ void cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *d
             int64_t a = c0 + L * per, b = a + per < g.k ? a + per : g.k;
             float m = 0.0f;
             bool bad = false;
-            for (int64_t j = a; j < b; j++) {
-                m = fmaxf(m, fabsf(x[j]));
-                bad |= !(fabsf(x[j]) <= FLT_MAX);
+            for (int64_t j = a; j < b; j++) {   // (no fmaxf: a libm call at -O2)
+                float ax = fabsf(x[j]);
+                m = ax > m ? ax : m;
+                bad |= !(ax <= FLT_MAX);
             }
             if (bad) {   // Inf or NaN: the outputs it feeds become NaN
                 sx[L] = xs[a / gs] = NAN;
@@ -75,7 +69,7 @@ void cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *d
             for (int64_t j = a; j < b; j++) {
                 float r = x[j] * inv;
                 int32_t v = (int32_t)(r + 0x1.8p23f - 0x1.8p23f);   // round to nearest even (|r| < 2^22)
-                int32_t h = (v + 32896) / 256 - 128;                // floor((v + 128) / 256)
+                int32_t h = (int32_t)((uint32_t)(v + 32896) >> 8) - 128;   // floor((v + 128) / 256)
                 size_t at = level_pos(bits, j - c0);
                 lv[at] = (int8_t)h;
                 lv[at + half] = (int8_t)(v - 256 * h);
@@ -141,6 +135,10 @@ void cpu_qint_portable(const struct tensor *w, int64_t j0, int64_t j1, const uin
 }
 
 #if !defined(__x86_64__)
+void cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
+{
+    cpu_qint_quantize_x(x, k, bits, gs, dst);
+}
 void cpu_qint_avx512vnni(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,
                          float *out, int64_t ldo)
 {
@@ -152,6 +150,14 @@ void cpu_qint_avx2(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t
     cpu_qint_portable(w, j0, j1, xq, ldxq, n, out, ldo);
 }
 #endif
+
+cpu_qint_quantize_fn cpu_qint_quantize_pick(const char *isa)
+{
+#if defined(__x86_64__)
+    if (cpu_qint_pick(isa) == cpu_qint_avx512vnni) return cpu_qint_quantize_x_avx512;
+#endif
+    return cpu_qint_quantize_x;
+}
 
 cpu_qint_fn cpu_qint_pick(const char *isa)
 {

@@ -48,9 +48,12 @@
 bool   cpu_qint_takes(const struct tensor *w);
 /* Bytes of one prepared x row (a multiple of 64) for k inputs at this width and group size. */
 size_t cpu_qint_x_bytes(int64_t k, int bits, int gs);
-/* Prepares x[k] (one row) into dst (cpu_qint_x_bytes, 64-byte aligned). A group holding an Inf
+/* Prepares x[k] (one row) into dst (cpu_qint_x_bytes, 64-byte aligned). A lane holding an Inf
  * or NaN gets sx = NaN, so the outputs it feeds are NaN. */
 void   cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
+typedef void (*cpu_qint_quantize_fn)(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
+void   cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uint8_t *dst);   // the same bytes
+cpu_qint_quantize_fn cpu_qint_quantize_pick(const char *isa);   // avx512 with VNNI: the one above
 
 /* out[i * ldo + j] = x_i . row j of w for i < n, j in [j0, j1), x_i prepared at xq + i * ldxq. */
 typedef void (*cpu_qint_fn)(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq,
@@ -76,6 +79,11 @@ struct qint_geom {
 };
 struct qint_geom qint_geom(int64_t k, int bits, int gs);
 /* Byte offset of weight row `row` of t (packed words, scales or biases: tensors with w's rows). */
-size_t qint_row_off(const struct tensor *t, const struct tensor *w, int64_t row);
+static inline size_t qint_row_off(const struct tensor *t, const struct tensor *w, int64_t row)
+{
+    if (w->ne[2] * w->ne[3] == 1) return (size_t)row * t->nb[1];   // 2-D: no divisions (they cost)
+    int64_t i1 = row % w->ne[1], rest = row / w->ne[1];
+    return (size_t)i1 * t->nb[1] + (size_t)(rest % w->ne[2]) * t->nb[2] + (size_t)(rest / w->ne[2]) * t->nb[3];
+}
 
 #endif

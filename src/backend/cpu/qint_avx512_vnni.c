@@ -7,7 +7,8 @@
  * (4-bit: split into low and high nibbles, the even and odd codes), then per x row four
  * vpdpbusd (h even, h odd, shift by 8, l even, l odd; two at 8 bits) give T exactly, and one
  * convert and one FMA add it with the scale of the lane's group (a permute of the chunk's 16
- * scales). Decode (n <= 8) runs 8 rows x 1 (or 4 x 4) and prefetches the bytes QINT_AHEAD rows on;
+ * scales). Decode (n <= 8) runs 4 rows x 1 (8 spill registers: measured 0.8x) or 4 x 4, and
+ * prefetches the bytes QINT_AHEAD rows on;
  * prefill walks panels of QINT_PANEL weight rows, x tiles of 4 rows outside the panel's steps, so a
  * panel (at most 64 rows of 6 KiB) stays in L2 while every x row passes once.
  */
@@ -15,6 +16,9 @@
 
 #if defined(__x86_64__) && defined(__AVX512VNNI__)
 #include <immintrin.h>
+
+#include <float.h>
+#include <string.h>
 
 #include "tensor/dtype.h"
 
@@ -139,14 +143,91 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
         for (int r = 0; r < nr; r++) out[i * ldo + j + r] = hsum16(acc[i][r]);
 }
 
+/* ==== x preparation ==== */
+
+/* The largest |x| (and the sum of v) of each run of `per` (4 or 8) lanes of a vector, in every
+ * lane of the run: the same tree for max and add (both exact). */
+static inline __m512 runs_max(__m512 a, int per)
+{
+    a = _mm512_max_ps(a, _mm512_permute_ps(a, 0xB1));   // pairs
+    a = _mm512_max_ps(a, _mm512_permute_ps(a, 0x4E));   // quads
+    if (per == 8) a = _mm512_max_ps(a, _mm512_shuffle_f32x4(a, a, 0xB1));
+    return a;
+}
+static inline __m512i runs_sum(__m512i a, int per)
+{
+    a = _mm512_add_epi32(a, _mm512_shuffle_epi32(a, 0xB1));
+    a = _mm512_add_epi32(a, _mm512_shuffle_epi32(a, 0x4E));
+    if (per == 8) a = _mm512_add_epi32(a, _mm512_shuffle_i32x4(a, a, 0xB1));
+    return a;
+}
+
+/* cpu_qint_quantize_x with 16 values a step: the same IEEE operations (max, divide, multiply,
+ * round to nearest even), so the same bytes; rows with Inf / NaN or a partial last block take
+ * the portable loops. */
+void cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
+{
+    struct qint_geom g = qint_geom(k, bits, gs);
+    if (k % g.block_codes) {
+        cpu_qint_quantize_x(x, k, bits, gs, dst);
+        return;
+    }
+    const __m512 fmax = _mm512_set1_ps(FLT_MAX);
+    __mmask16 bad = 0;
+    for (int64_t j = 0; j < k; j += 16)
+        bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + j)), fmax, _CMP_NLE_UQ);
+    if (bad) {
+        cpu_qint_quantize_x(x, k, bits, gs, dst);
+        return;
+    }
+    const int per = (int)(g.block_codes / 16);
+    const __m128i evens_odds = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    float *xs = (float *)dst;
+    memset(xs, 0, (size_t)g.groups_pad * sizeof(float));
+    for (int64_t c0 = 0; c0 < k; c0 += g.block_codes) {
+        uint8_t *blk = dst + (size_t)g.groups_pad * sizeof(float) + (size_t)(c0 / g.block_codes) * g.xblock_bytes;
+        int8_t *lv = (int8_t *)(blk + 64);
+        float sxv[128], sumv[128];
+        for (int q = 0; q < g.block_codes / 16; q++) {
+            __m512 xv = _mm512_loadu_ps(x + c0 + 16 * q);
+            __m512 m = runs_max(_mm512_abs_ps(xv), per);
+            __mmask16 live = _mm512_cmp_ps_mask(m, _mm512_set1_ps(0x1p-100f), _CMP_GE_OQ);
+            __m512 inv = _mm512_div_ps(_mm512_set1_ps(QINT_XMAX), m);
+            __m512 sx = _mm512_maskz_div_ps(live, m, _mm512_set1_ps(QINT_XMAX));
+            __m512i v = _mm512_maskz_cvtps_epi32(live, _mm512_mul_ps(xv, inv));
+            __m512i h = _mm512_srai_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(128)), 8);
+            __m512i l = _mm512_sub_epi32(v, _mm512_slli_epi32(h, 8));
+            __m128i hb = _mm512_cvtepi32_epi8(h), lb = _mm512_cvtepi32_epi8(l);
+            if (bits == 8) {
+                _mm_storeu_si128((__m128i *)(lv + 16 * q), hb);
+                _mm_storeu_si128((__m128i *)(lv + 64 + 16 * q), lb);
+            } else {   // even codes to the first half of each level, odd ones to the second
+                hb = _mm_shuffle_epi8(hb, evens_odds);
+                lb = _mm_shuffle_epi8(lb, evens_odds);
+                _mm_storel_epi64((__m128i *)(lv + 8 * q), hb);
+                _mm_storel_epi64((__m128i *)(lv + 64 + 8 * q), _mm_unpackhi_epi64(hb, hb));
+                _mm_storel_epi64((__m128i *)(lv + 128 + 8 * q), lb);
+                _mm_storel_epi64((__m128i *)(lv + 192 + 8 * q), _mm_unpackhi_epi64(lb, lb));
+            }
+            _mm512_storeu_ps(sxv + 16 * q, sx);
+            _mm512_storeu_ps(sumv + 16 * q, _mm512_cvtepi32_ps(runs_sum(v, per)));   // |sum| < 2^24: exact
+        }
+        float *sxl = (float *)blk;
+        for (int L = 0; L < 16; L++) {
+            sxl[L] = sxv[L * per];
+            if (sxl[L] != 0.0f) xs[(c0 + L * per) / gs] += sxl[L] * sumv[L * per];
+        }
+    }
+}
+
 /* Weight rows [j0, j1) against x rows [0, n) at one width. */
 static inline __attribute__((always_inline)) void run(const int BITS, const struct qk *K, int64_t j0, int64_t j1,
                                                       const uint8_t *xq, size_t ldxq, int64_t n, float *out,
                                                       int64_t ldo)
 {
     if (n == 1) {
-        for (int64_t j = j0; j < j1; j += 8)
-            tile(BITS, 8, 1, true, K, j, j1 - j < 8 ? (int)(j1 - j) : 8, xq, ldxq, out, ldo);
+        for (int64_t j = j0; j < j1; j += 4)
+            tile(BITS, 4, 1, true, K, j, j1 - j < 4 ? (int)(j1 - j) : 4, xq, ldxq, out, ldo);
         return;
     }
     if (n <= DECODE_MAX) {   // each step of 4 weight rows stays in L1 while the x tiles pass
@@ -213,10 +294,14 @@ void cpu_qint_avx512vnni(const struct tensor *w, int64_t j0, int64_t j1, const u
 }
 
 #elif defined(__x86_64__)
-/* Built without VNNI flags (an old compiler): the portable kernel, never picked by qint.c. */
+/* Built without VNNI flags (an old compiler): the portable code, never picked by qint.c. */
 void cpu_qint_avx512vnni(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,
                          float *out, int64_t ldo)
 {
     cpu_qint_portable(w, j0, j1, xq, ldxq, n, out, ldo);
+}
+void cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
+{
+    cpu_qint_quantize_x(x, k, bits, gs, dst);
 }
 #endif

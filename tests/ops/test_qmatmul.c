@@ -267,11 +267,11 @@ TEST(gemv_every_avx512_build_bitwise)
  * level of the prepared x (a broken second level) must leave the bound. */
 TEST(int_kernels_every_isa_bitwise)
 {
-    struct { const char *name; cpu_qint_fn f; bool ok; } isa[] = {
-        { "avx2", cpu_qint_avx2, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") },
-        { "avx512vnni", cpu_qint_avx512vnni, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                                                 __builtin_cpu_supports("avx512vl") &&
-                                                 __builtin_cpu_supports("avx512vnni") },
+    struct { const char *name; cpu_qint_fn f; cpu_qint_quantize_fn prep; bool ok; } isa[] = {
+        { "avx2", cpu_qint_avx2, cpu_qint_quantize_x_v16, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") },
+        { "avx512vnni", cpu_qint_avx512vnni, cpu_qint_quantize_x_avx512,
+          __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") },
     };
     struct rng r;
     rng_seed(&r, 6);
@@ -312,15 +312,19 @@ TEST(int_kernels_every_isa_bitwise)
             EXPECTF(!memcmp(want, a.p, (size_t)(n * m) * 4), "%s: the backend's matmul differs from the portable loops",
                     what);
             EXPECTF(int_within_bound(what, &o->w, x.p, n, want, m), "%s", what);
+            uint8_t *xqi = aligned_alloc(64, ld * (size_t)n);
             for (size_t i = 0; i < sizeof isa / sizeof isa[0]; i++) {
                 if (!isa[i].ok) continue;
+                for (int64_t row = 0; row < n; row++)
+                    isa[i].prep((float *)x.p + row * k, k, CASES[c].bits, CASES[c].gs, xqi + (size_t)row * ld);
                 for (int64_t nx = 1; nx <= n; nx += nx < 3 ? 2 : 6) {   // 1, 3, 9 rows of x
                     memset(got, 0, (size_t)(n * m) * 4);
-                    isa[i].f(&o->w, 0, m, xq, ld, nx, got, m);
+                    isa[i].f(&o->w, 0, m, xqi, ld, nx, got, m);
                     EXPECTF(!memcmp(got, want, (size_t)(nx * m) * 4), "%s: %s at %lld rows differs from portable", what,
                             isa[i].name, (long long)nx);
                 }
             }
+            free(xqi);
             // mutation: without the l level x is known to 128 sx, not sx / 2
             struct qint_geom geo = qint_geom(k, CASES[c].bits, CASES[c].gs);
             size_t half = (size_t)geo.block_codes;

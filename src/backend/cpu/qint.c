@@ -38,7 +38,8 @@ static inline size_t level_pos(int bits, int64_t t)
     return bits == 8 ? (size_t)t : (size_t)((t % 2) * 64 + t / 2);
 }
 
-void cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
+/* v16: 8-bit blocks hold v as int16 (the AVX2 kernel's vpmaddwd operand) instead of h and l. */
+static void quantize(const float *x, int64_t k, int bits, int gs, bool v16, uint8_t *dst)
 {
     struct qint_geom g = qint_geom(k, bits, gs);
     float *xs = (float *)dst;
@@ -71,13 +72,27 @@ void cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *d
                 int32_t v = (int32_t)(r + 0x1.8p23f - 0x1.8p23f);   // round to nearest even (|r| < 2^22)
                 int32_t h = (int32_t)((uint32_t)(v + 32896) >> 8) - 128;   // floor((v + 128) / 256)
                 size_t at = level_pos(bits, j - c0);
-                lv[at] = (int8_t)h;
-                lv[at + half] = (int8_t)(v - 256 * h);
+                if (v16 && bits == 8) {
+                    ((int16_t *)lv)[j - c0] = (int16_t)v;
+                } else {
+                    lv[at] = (int8_t)h;
+                    lv[at + half] = (int8_t)(v - 256 * h);
+                }
                 sum += v;
             }
             xs[a / gs] += sx[L] * (float)sum;   // the group's sum of x as quantized, lane by lane
         }
     }
+}
+
+void cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
+{
+    quantize(x, k, bits, gs, false, dst);
+}
+
+void cpu_qint_quantize_x_v16(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
+{
+    quantize(x, k, bits, gs, true, dst);
 }
 
 /* Code c of a packed affine row (4 or 8 bits). */
@@ -154,7 +169,9 @@ void cpu_qint_avx2(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t
 cpu_qint_quantize_fn cpu_qint_quantize_pick(const char *isa)
 {
 #if defined(__x86_64__)
-    if (cpu_qint_pick(isa) == cpu_qint_avx512vnni) return cpu_qint_quantize_x_avx512;
+    cpu_qint_fn f = cpu_qint_pick(isa);
+    if (f == cpu_qint_avx512vnni) return cpu_qint_quantize_x_avx512;
+    if (f == cpu_qint_avx2) return cpu_qint_quantize_x_v16;
 #endif
     return cpu_qint_quantize_x;
 }

@@ -26,8 +26,8 @@
  * build gives the same bytes) into records of cpu_qint_x_bytes: the groups' xs (16-padded), then
  * per block the 16 lanes' sx and the levels in the kernels' order (4-bit: h of the even codes, h
  * of the odd codes, l even, l odd, 64 bytes each; 8-bit: h, l). Kernels: AVX-512 VNNI (qint_avx512_vnni.c),
- * AVX2 (qint_avx2.c: vpmaddubsw + vpmaddwd, the 8-bit codes split into nibbles so the 16-bit sums
- * cannot saturate) and portable C (qint.c). Pure functions; any thread.
+ * AVX2 (qint_avx2.c: vpmaddubsw + vpmaddwd at 4 bits, vpmaddwd of codes and v at 8 bits, where
+ * vpmaddubsw's 16-bit sums would saturate) and portable C (qint.c). Pure functions; any thread.
  *
  *     if (cpu_qint_takes(w)) { cpu_qint_quantize_x(x, k, w->q->bits, w->q->group_size, xq);
  *                              c->qint(w, j0, j1, xq, cpu_qint_x_bytes(...), n, out, ldo); }
@@ -53,7 +53,9 @@ size_t cpu_qint_x_bytes(int64_t k, int bits, int gs);
 void   cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
 typedef void (*cpu_qint_quantize_fn)(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
 void   cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uint8_t *dst);   // the same bytes
-cpu_qint_quantize_fn cpu_qint_quantize_pick(const char *isa);   // avx512 with VNNI: the one above
+/* The AVX2 kernel's layout: the same values, 8-bit blocks holding v as int16 instead of h and l. */
+void   cpu_qint_quantize_x_v16(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
+cpu_qint_quantize_fn cpu_qint_quantize_pick(const char *isa);   // the preparation cpu_qint_pick's kernel reads
 
 /* out[i * ldo + j] = x_i . row j of w for i < n, j in [j0, j1), x_i prepared at xq + i * ldxq. */
 typedef void (*cpu_qint_fn)(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq,

@@ -31,20 +31,19 @@ struct qint_geom qint_geom(int64_t k, int bits, int gs)
 
 size_t cpu_qint_x_bytes(int64_t k, int bits, int gs) { return qint_geom(k, bits, gs).x_bytes; }
 
-/* Where code t of a block (0 .. block_codes - 1) has its h level in the block's level bytes (its l
- * level: + half). 4-bit: byte t / 2 of the weight block holds codes t and t + 1, low nibble first. */
-static inline size_t level_pos(int bits, int64_t t)
-{
-    return bits == 8 ? (size_t)t : (size_t)((t % 2) * 64 + t / 2);
-}
+/* Where code t of a block (0 .. block_codes - 1) sits in the block's level bytes. 4-bit: its h level
+ * at byte level4_pos(t) (byte t / 2 of the weight block holds codes t and t + 1, low nibble first:
+ * the even codes' levels, then the odd ones'), its l level 128 bytes on. 8-bit: v as the int16
+ * v16_pos(t): lane L's codes 4L and 4L + 2 in words 2L, 2L + 1, codes 4L + 1 and 4L + 3 in words
+ * 32 + 2L, 33 + 2L (what the low and high bytes of the code words give). */
+static inline size_t level4_pos(int64_t t) { return (size_t)((t % 2) * 64 + t / 2); }
+static inline size_t v16_pos(int64_t t) { return (size_t)((t % 2) * 32 + t / 4 * 2 + t % 4 / 2); }
 
-/* v16: 8-bit blocks hold v as int16 (the AVX2 kernel's vpmaddwd operand) instead of h and l. */
-static void quantize(const float *x, int64_t k, int bits, int gs, bool v16, uint8_t *dst)
+void cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
 {
     struct qint_geom g = qint_geom(k, bits, gs);
     float *xs = (float *)dst;
     int64_t per = g.block_codes / QINT_LANES;
-    size_t half = (size_t)g.block_codes;   // from a code's h level to its l level
     memset(dst, 0, g.x_bytes);
     for (int64_t c0 = 0; c0 < g.k; c0 += g.block_codes) {
         uint8_t *blk = dst + (size_t)g.groups_pad * sizeof(float) + (size_t)(c0 / g.block_codes) * g.xblock_bytes;
@@ -71,28 +70,17 @@ static void quantize(const float *x, int64_t k, int bits, int gs, bool v16, uint
                 float r = x[j] * inv;
                 int32_t v = (int32_t)(r + 0x1.8p23f - 0x1.8p23f);   // round to nearest even (|r| < 2^22)
                 int32_t h = (int32_t)((uint32_t)(v + 32896) >> 8) - 128;   // floor((v + 128) / 256)
-                size_t at = level_pos(bits, j - c0);
-                if (v16 && bits == 8) {
-                    ((int16_t *)lv)[j - c0] = (int16_t)v;
+                if (bits == 8) {
+                    ((int16_t *)lv)[v16_pos(j - c0)] = (int16_t)v;
                 } else {
-                    lv[at] = (int8_t)h;
-                    lv[at + half] = (int8_t)(v - 256 * h);
+                    lv[level4_pos(j - c0)] = (int8_t)h;
+                    lv[level4_pos(j - c0) + 128] = (int8_t)(v - 256 * h);
                 }
                 sum += v;
             }
             xs[a / gs] += sx[L] * (float)sum;   // the group's sum of x as quantized, lane by lane
         }
     }
-}
-
-void cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
-{
-    quantize(x, k, bits, gs, false, dst);
-}
-
-void cpu_qint_quantize_x_v16(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
-{
-    quantize(x, k, bits, gs, true, dst);
 }
 
 /* Code c of a packed affine row (4 or 8 bits). */
@@ -108,7 +96,6 @@ void cpu_qint_portable(const struct tensor *w, int64_t j0, int64_t j1, const uin
     const struct qweight *q = w->q;
     struct qint_geom g = qint_geom(w->ne[0], q->bits, q->group_size);
     int64_t per = g.block_codes / QINT_LANES;
-    size_t half = (size_t)g.block_codes;
     float s[QINT_LANES], b[QINT_LANES];
     for (int64_t j = j0; j < j1; j++) {
         const uint8_t *wr = (const uint8_t *)w->buf->data + w->offset + qint_row_off(w, w, j);
@@ -129,16 +116,16 @@ void cpu_qint_portable(const struct tensor *w, int64_t j0, int64_t j1, const uin
                     const float *sx = (const float *)blk;
                     const int8_t *lv = (const int8_t *)(blk + QINT_LANES * sizeof(float));
                     for (int L = 0; L < QINT_LANES; L++) {
-                        int32_t th = 0, tl = 0;
+                        int32_t T = 0;   // sum of code * v, v = 256 h + l
                         for (int64_t e = 0; e < per && c0 + L * per + e < g.k; e++) {
                             int64_t t = L * per + e;
                             int qc = code_at(wr, q->bits, c0 + t);
-                            th += qc * lv[level_pos(q->bits, t)];
-                            tl += qc * lv[level_pos(q->bits, t) + half];
+                            T += qc * (q->bits == 8 ? ((const int16_t *)lv)[v16_pos(t)]
+                                                    : 256 * lv[level4_pos(t)] + lv[level4_pos(t) + 128]);
                         }
                         int64_t gl = (c0 + L * per) / g.gs - g0;   // the lane's group, within the chunk
                         float d = (gl < QINT_LANES ? s[gl] : 0.0f) * sx[L];
-                        acc[L] = fmaf((float)(th * 256 + tl), d, acc[L]);
+                        acc[L] = fmaf((float)T, d, acc[L]);
                     }
                 }
             }
@@ -171,7 +158,6 @@ cpu_qint_quantize_fn cpu_qint_quantize_pick(const char *isa)
 #if defined(__x86_64__)
     cpu_qint_fn f = cpu_qint_pick(isa);
     if (f == cpu_qint_avx512vnni) return cpu_qint_quantize_x_avx512;
-    if (f == cpu_qint_avx2) return cpu_qint_quantize_x_v16;
 #endif
     return cpu_qint_quantize_x;
 }

@@ -8,7 +8,7 @@
  * is finer than the bf16 activations cuda and the plain cpu bf16 path run on, not f32; the
  * cpu-precise backend keeps the f32 path of qdeq.h). Weights stay packed: affine codes q are
  * unsigned bytes (4-bit ones after a nibble split), so one vpdpbusd multiplies 64 codes by 64
- * levels into 16 int32 lanes. For a weight w = s q + b a lane adds s sx sum(q v), a group
+ * levels into 16 int32 lanes (8-bit codes: one vpdpwssd, 32 code words by 32 v words). For a weight w = s q + b a lane adds s sx sum(q v), a group
  * b xs with xs = the sum of its quantized x (so the result is w . x~ exactly, up to f32
  * roundings), and sum(q v) = 256 sum(q h) + sum(q l) is exact in int32, so which instruction
  * adds which product never changes a bit.
@@ -26,8 +26,8 @@
  * build gives the same bytes) into records of cpu_qint_x_bytes: the groups' xs (16-padded), then
  * per block the 16 lanes' sx and the levels in the kernels' order (4-bit: h of the even codes, h
  * of the odd codes, l even, l odd, 64 bytes each; 8-bit: h, l). Kernels: AVX-512 VNNI (qint_avx512_vnni.c),
- * AVX2 (qint_avx2.c: vpmaddubsw + vpmaddwd at 4 bits, vpmaddwd of codes and v at 8 bits, where
- * vpmaddubsw's 16-bit sums would saturate) and portable C (qint.c). Pure functions; any thread.
+ * AVX2 (qint_avx2.c: vpmaddubsw + vpmaddwd at 4 bits, vpmaddwd at 8 bits, where vpmaddubsw's
+ * 16-bit sums would saturate) and portable C (qint.c). Pure functions; any thread.
  *
  *     if (cpu_qint_takes(w)) { cpu_qint_quantize_x(x, k, w->q->bits, w->q->group_size, xq);
  *                              c->qint(w, j0, j1, xq, cpu_qint_x_bytes(...), n, out, ldo); }
@@ -53,9 +53,7 @@ size_t cpu_qint_x_bytes(int64_t k, int bits, int gs);
 void   cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
 typedef void (*cpu_qint_quantize_fn)(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
 void   cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uint8_t *dst);   // the same bytes
-/* The AVX2 kernel's layout: the same values, 8-bit blocks holding v as int16 instead of h and l. */
-void   cpu_qint_quantize_x_v16(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
-cpu_qint_quantize_fn cpu_qint_quantize_pick(const char *isa);   // the preparation cpu_qint_pick's kernel reads
+cpu_qint_quantize_fn cpu_qint_quantize_pick(const char *isa);   // avx512 with VNNI: the one above
 
 /* out[i * ldo + j] = x_i . row j of w for i < n, j in [j0, j1), x_i prepared at xq + i * ldxq. */
 typedef void (*cpu_qint_fn)(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq,

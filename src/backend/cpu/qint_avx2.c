@@ -4,9 +4,9 @@
  * The 16 lanes of qint.h are two 8-lane halves (a block's weight bytes 0-31 and 32-63). The int32
  * lane sums are exact, so they equal the VNNI kernel's and the float formula gives the same bits.
  * 4-bit: vpmaddubsw (code bytes times level bytes, pairs summed into int16: a code times a level
- * is at most 15 * 128, so two pairs fit) and vpmaddwd (times 256 or 1 into int32). 8-bit: codes
- * widened to int16 times v (cpu_qint_quantize_x_v16's layout) by vpmaddwd, adjacent pairs added
- * by vphaddd and its lane order undone by one vpermd (vpmaddubsw would saturate: 255 * 127 * 2).
+ * is at most 15 * 128, so two pairs fit) and vpmaddwd (times 256 or 1 into int32). 8-bit: the
+ * low and high bytes of the code words times the v words by vpmaddwd (vpmaddubsw would saturate:
+ * 255 * 127 * 2).
  * Tiles: 4 weight rows x 1 x row at n = 1 (prefetching QINT_AHEAD rows on), else 2 x 2, prefill
  * in panels of QINT_PANEL rows as in qint_avx512_vnni.c.
  */
@@ -129,22 +129,23 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
                                                  _mm256_mullo_epi32(lanes, _mm256_set1_epi32((int)(BC / 16))));
                 __m256i idx = _mm256_srl_epi32(codes, gsh);
                 __m256 sl[4];
-                __m256i lo[4], hi[4];   // 4-bit: the even and odd codes; 8-bit: codes 0-15 and 16-31 as int16
+                __m256i lo[4], hi[4];   // 4-bit: the even and odd codes; 8-bit: the code words' low and high bytes
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
                     if (BITS == 4) {
                         __m256i v = _mm256_loadu_si256((const __m256i *)(wb[r] + 32 * h));
                         lo[r] = _mm256_and_si256(v, nib);
                         hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
-                    } else {
-                        lo[r] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(wb[r] + 32 * h)));
-                        hi[r] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(wb[r] + 32 * h + 16)));
+                    } else {   // the low and high byte of each code word as int16
+                        __m256i v = _mm256_loadu_si256((const __m256i *)(wb[r] + 32 * h));
+                        lo[r] = _mm256_and_si256(v, _mm256_set1_epi16(0xFF));
+                        hi[r] = _mm256_srli_epi16(v, 8);
                     }
                     sl[r] = pick16(s16[r], idx);
                 }
                 for (int i = 0; i < NX; i++) {
                     const uint8_t *blk = xq + (size_t)i * ldxq + blk_off + (size_t)(c0 / BC) * g->xblock_bytes;
-                    const uint8_t *xb = blk + 64 + (BITS == 4 ? 32 : 64) * h;
+                    const uint8_t *xb = blk + 64 + 32 * h;
                     __m256 sxl = _mm256_loadu_ps((const float *)blk + 8 * h);
 #pragma GCC unroll 4
                     for (int r = 0; r < R; r++) {
@@ -157,10 +158,9 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
                                 _mm256_maddubs_epi16(lo[r], _mm256_loadu_si256((const __m256i *)(xb + 128))),
                                 _mm256_maddubs_epi16(hi[r], _mm256_loadu_si256((const __m256i *)(xb + 192))));
                             t = _mm256_add_epi32(madd(xh, 256), madd(xl, 1));
-                        } else {           // pairs of codes times v, then pairs of pairs: lanes 0, 1, 4, 5, 2, 3, 6, 7
-                            t = _mm256_hadd_epi32(_mm256_madd_epi16(lo[r], _mm256_loadu_si256((const __m256i *)xb)),
-                                                  _mm256_madd_epi16(hi[r], _mm256_loadu_si256((const __m256i *)(xb + 32))));
-                            t = _mm256_permutevar8x32_epi32(t, _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7));
+                        } else {           // code words times v words, exact in int32
+                            t = _mm256_add_epi32(_mm256_madd_epi16(lo[r], _mm256_loadu_si256((const __m256i *)xb)),
+                                                 _mm256_madd_epi16(hi[r], _mm256_loadu_si256((const __m256i *)(xb + 64))));
                         }
                         acc[i][r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_mul_ps(sl[r], sxl), acc[i][r][h]);
                     }

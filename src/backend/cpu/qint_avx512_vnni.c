@@ -4,10 +4,11 @@
  *
  * A tile is R weight rows against NX prepared x rows over all of k, one f32 accumulator per
  * (x row, weight row) in registers. Per block of 64 weight bytes each row's codes are loaded once
- * (4-bit: split into low and high nibbles, the even and odd codes), then per x row four
- * vpdpbusd (h even, h odd, shift by 8, l even, l odd; two at 8 bits) give T exactly, and one
- * convert and one FMA add it with the scale of the lane's group (a permute of the chunk's 16
- * scales). Decode (n <= 8) runs 4 rows x 1 (8 spill registers: measured 0.8x) or 4 x 4, and
+ * (4-bit: split into low and high nibbles, the even and odd codes; 8-bit: the low and high bytes
+ * of each 16-bit pair of codes), then per x row four vpdpbusd (h even, h odd, shift by 8, l even,
+ * l odd; at 8 bits two vpdpwssd of code words and v words) give T exactly, and a convert, a
+ * multiply and an FMA add it with the lane's weight scale (a permute of the chunk's 16 scales)
+ * times its x scale. Decode (n <= 8) runs 4 rows x 1 (8 spill registers: measured 0.8x) or 4 x 4, and
  * prefetches the bytes QINT_AHEAD rows on;
  * prefill walks panels of QINT_PANEL weight rows, x tiles of 4 rows outside the panel's steps, so a
  * panel (at most 64 rows of 6 KiB) stays in L2 while every x row passes once.
@@ -107,11 +108,12 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
                 const uint8_t *p = wr[r] + c0 * BITS / 8;
                 if (PF) _mm_prefetch((const char *)p + ahead, _MM_HINT_T0);
                 __m512i v = part ? _mm512_maskz_loadu_epi8(K->tail, p) : _mm512_loadu_si512(p);
-                if (BITS == 4) {
+                if (BITS == 4) {   // the even and odd codes as bytes
                     lo[r] = _mm512_and_si512(v, nib);
                     hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
-                } else {
-                    lo[r] = v;
+                } else {           // the low and high byte of each code word as int16
+                    lo[r] = _mm512_and_si512(v, _mm512_set1_epi16(0xFF));
+                    hi[r] = _mm512_srli_epi16(v, 8);
                 }
                 sl[r] = _mm512_permutexvar_ps(idx, s16[r]);
             }
@@ -130,9 +132,8 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
                         t = _mm512_dpbusd_epi32(t, lo[r], _mm512_loadu_si512(xb + 128));
                         t = _mm512_dpbusd_epi32(t, hi[r], _mm512_loadu_si512(xb + 192));
                     } else {
-                        t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[r], _mm512_loadu_si512(xb));
-                        t = _mm512_slli_epi32(t, 8);
-                        t = _mm512_dpbusd_epi32(t, lo[r], _mm512_loadu_si512(xb + 64));
+                        t = _mm512_dpwssd_epi32(_mm512_setzero_si512(), lo[r], _mm512_loadu_si512(xb));
+                        t = _mm512_dpwssd_epi32(t, hi[r], _mm512_loadu_si512(xb + 64));
                     }
                     acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(sl[r], sxl), acc[i][r]);
                 }
@@ -197,13 +198,14 @@ void cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uin
             __m512i v = _mm512_maskz_cvtps_epi32(live, _mm512_mul_ps(xv, inv));
             __m512i h = _mm512_srai_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(128)), 8);
             __m512i l = _mm512_sub_epi32(v, _mm512_slli_epi32(h, 8));
-            __m128i hb = _mm512_cvtepi32_epi8(h), lb = _mm512_cvtepi32_epi8(l);
-            if (bits == 8) {
-                _mm_storeu_si128((__m128i *)(lv + 16 * q), hb);
-                _mm_storeu_si128((__m128i *)(lv + 64 + 16 * q), lb);
+            if (bits == 8) {   // v as int16: codes 4L, 4L + 2 (even elements) first, then 4L + 1, 4L + 3
+                const __m512i evens_first = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+                __m256i w = _mm512_cvtepi32_epi16(_mm512_permutexvar_epi32(evens_first, v));
+                _mm_storeu_si128((__m128i *)(lv + 16 * q), _mm256_castsi256_si128(w));
+                _mm_storeu_si128((__m128i *)(lv + 64 + 16 * q), _mm256_extracti128_si256(w, 1));
             } else {   // even codes to the first half of each level, odd ones to the second
-                hb = _mm_shuffle_epi8(hb, evens_odds);
-                lb = _mm_shuffle_epi8(lb, evens_odds);
+                __m128i hb = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(h), evens_odds);
+                __m128i lb = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(l), evens_odds);
                 _mm_storel_epi64((__m128i *)(lv + 8 * q), hb);
                 _mm_storel_epi64((__m128i *)(lv + 64 + 8 * q), _mm_unpackhi_epi64(hb, hb));
                 _mm_storel_epi64((__m128i *)(lv + 128 + 8 * q), lb);

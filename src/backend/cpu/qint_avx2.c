@@ -88,6 +88,7 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
         wr[r] = K->wbase + qint_row_off(w, w, row);
         sp[r] = K->sbase + qint_row_off(&w->q->scales, w, row);
         bp[r] = K->bbase + qint_row_off(&w->q->biases, w, row);
+#pragma GCC unroll 2
         for (int i = 0; i < NX; i++) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_ps();
     }
     const __m256i nib = _mm256_set1_epi8(0x0F);
@@ -102,8 +103,10 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
             __m256 b16[2];
             scales16(K, sp[r], g0, ng, s16[r]);
             scales16(K, bp[r], g0, ng, b16);
+#pragma GCC unroll 2
             for (int i = 0; i < NX; i++) {
                 const float *xs = (const float *)(xq + (size_t)i * ldxq) + g0;
+#pragma GCC unroll 2
                 for (int h = 0; h < 2; h++)
                     acc[i][r][h] = _mm256_fmadd_ps(b16[h], _mm256_loadu_ps(xs + 8 * h), acc[i][r][h]);
             }
@@ -123,6 +126,7 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
                     wb[r] = tailbuf[r];
                 }
             }
+#pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
                 __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
                 __m256i codes = _mm256_add_epi32(_mm256_set1_epi32((int)(c0 - g0 * g->gs + 8 * h * (BC / 16))),
@@ -143,6 +147,7 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
                     }
                     sl[r] = pick16(s16[r], idx);
                 }
+#pragma GCC unroll 2
                 for (int i = 0; i < NX; i++) {
                     const uint8_t *blk = xq + (size_t)i * ldxq + blk_off + (size_t)(c0 / BC) * g->xblock_bytes;
                     const uint8_t *xb = blk + 64 + 32 * h;
@@ -168,8 +173,11 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
             }
         }
     }
+#pragma GCC unroll 2
     for (int i = 0; i < NX; i++)
-        for (int r = 0; r < nr; r++) out[i * ldo + j + r] = hsum16(acc[i][r][0], acc[i][r][1]);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)   // constant indices: acc stays in registers
+            if (r < nr) out[i * ldo + j + r] = hsum16(acc[i][r][0], acc[i][r][1]);
 }
 
 static inline __attribute__((always_inline)) void run(const int BITS, const struct qk *K, int64_t j0, int64_t j1,

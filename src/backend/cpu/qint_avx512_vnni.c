@@ -140,8 +140,11 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
             }
         }
     }
+#pragma GCC unroll 4
     for (int i = 0; i < NX; i++)
-        for (int r = 0; r < nr; r++) out[i * ldo + j + r] = hsum16(acc[i][r]);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++)   // constant indices: acc stays in registers
+            if (r < nr) out[i * ldo + j + r] = hsum16(acc[i][r]);
 }
 
 /* ==== x preparation ==== */

@@ -334,7 +334,7 @@ TEST(int_kernels_every_isa_bitwise)
                         memset(lv + 128, 0, 128);
                         continue;
                     }
-                    for (int t = 0; t < 64; t++) {
+                    for (int t = 0; t < 128; t++) {
                         int16_t v;
                         memcpy(&v, lv + 2 * t, 2);
                         v = (int16_t)(((v + 32896) / 256 - 128) * 256);   // 256 h

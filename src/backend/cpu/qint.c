@@ -22,7 +22,7 @@ struct qint_geom qint_geom(int64_t k, int bits, int gs)
 {
     struct qint_geom g = { .bits = bits, .gs = gs, .k = k, .n_groups = k / gs };
     g.groups_pad = (g.n_groups + QINT_LANES - 1) / QINT_LANES * QINT_LANES;
-    g.block_codes = bits == 4 ? 128 : 64;
+    g.block_codes = 128;
     g.k_pad = (k + g.block_codes - 1) / g.block_codes * g.block_codes;
     g.xblock_bytes = QINT_LANES * sizeof(float) + 2 * (size_t)g.block_codes;
     g.x_bytes = (size_t)g.groups_pad * sizeof(float) + (size_t)(g.k_pad / g.block_codes) * g.xblock_bytes;
@@ -31,13 +31,19 @@ struct qint_geom qint_geom(int64_t k, int bits, int gs)
 
 size_t cpu_qint_x_bytes(int64_t k, int bits, int gs) { return qint_geom(k, bits, gs).x_bytes; }
 
-/* Where code t of a block (0 .. block_codes - 1) sits in the block's level bytes. 4-bit: its h level
- * at byte level4_pos(t) (byte t / 2 of the weight block holds codes t and t + 1, low nibble first:
- * the even codes' levels, then the odd ones'), its l level 128 bytes on. 8-bit: v as the int16
- * v16_pos(t): lane L's codes 4L and 4L + 2 in words 2L, 2L + 1, codes 4L + 1 and 4L + 3 in words
- * 32 + 2L, 33 + 2L (what the low and high bytes of the code words give). */
+/* Where code t of a block (0 .. 127; lane L holds codes 8L .. 8L + 7) sits in the block's level
+ * bytes. 4-bit: its h level at byte level4_pos(t) (byte t / 2 of the weight block holds codes t and
+ * t + 1, low nibble first: the even codes' levels, then the odd ones'), its l level 128 bytes on.
+ * 8-bit: v as the int16 v16_pos(t), in four runs of 32 words (what the kernels make of the code
+ * bytes: the first and second 4 codes of each lane, each split into its low and high code of a
+ * 16-bit pair): lane L's codes 8L, 8L + 2 in words 2L, 2L + 1 of run 0; 8L + 1, 8L + 3 in run 1;
+ * 8L + 4, 8L + 6 in run 2; 8L + 5, 8L + 7 in run 3. */
 static inline size_t level4_pos(int64_t t) { return (size_t)((t % 2) * 64 + t / 2); }
-static inline size_t v16_pos(int64_t t) { return (size_t)((t % 2) * 32 + t / 4 * 2 + t % 4 / 2); }
+static inline size_t v16_pos(int64_t t)
+{
+    int64_t r = t % 8;
+    return (size_t)((r / 4 * 2 + r % 2) * 32 + t / 8 * 2 + r % 4 / 2);
+}
 
 void cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
 {

@@ -1,33 +1,33 @@
 /* qint: integer dot products for affine 4- and 8-bit MLX weights on the cpu backend, decode
  * and prefill alike.
  *
- * Each row of x is quantized to 16-bit integers held as two int8 levels, with a scale per run of
- * the codes one int32 lane sums (8 at 4 bits, 4 at 8 bits): with m the run's largest |x|,
- * sx = m / 32512 and v = rint(x / sx) (|v| <= 32512), v = 256 h + l with h = floor((v + 128) / 256)
- * and l = v - 256 h, both int8. x ~= sx v to within sx / 2 = m / 65024 (bf16 keeps |x| / 512: this
- * is finer than the bf16 activations cuda and the plain cpu bf16 path run on, not f32; the
- * cpu-precise backend keeps the f32 path of qdeq.h). Weights stay packed: affine codes q are
- * unsigned bytes (4-bit ones after a nibble split), so one vpdpbusd multiplies 64 codes by 64
- * levels into 16 int32 lanes (8-bit codes: one vpdpwssd, 32 code words by 32 v words). For a weight w = s q + b a lane adds s sx sum(q v), a group
- * b xs with xs = the sum of its quantized x (so the result is w . x~ exactly, up to f32
- * roundings), and sum(q v) = 256 sum(q h) + sum(q l) is exact in int32, so which instruction
- * adds which product never changes a bit.
+ * Each row of x is quantized to 16-bit integers held as two int8 levels, with one scale per run of
+ * the 8 inputs one int32 lane sums: with m the run's largest |x|, sx = m / 32512 and
+ * v = rint(x / sx) (|v| <= 32512), v = 256 h + l with h = floor((v + 128) / 256) and l = v - 256 h,
+ * both int8. x ~= sx v to within sx / 2 = m / 65024: finer than the bf16 activations cuda and the
+ * plain cpu bf16 path run on (|x| / 512), not f32, so the cpu-precise backend keeps the f32 path of
+ * qdeq.h. Weights stay packed: affine codes q are unsigned, so one vpdpbusd multiplies 64 4-bit
+ * codes (a nibble split away) by 64 levels into 16 int32 lanes, and one vpdpwssd 32 8-bit codes (as
+ * 16-bit words) by 32 v. For a weight w = s q + b a lane adds s sx sum(q v) and a group b xs, xs
+ * the sum of its quantized x (so the result is w . x~, up to f32 roundings); sum(q v) =
+ * 256 sum(q h) + sum(q l) is exact in int32, so which instruction adds which product never
+ * changes a bit.
  *
  * The float part is one formula on 16 lanes, the same in every ISA and at every batch size (so a
  * row's output never depends on the batch, the thread count or the ISA). Per x row i and weight
  * row j, acc[16] = 0; for each chunk of 16 groups (lane L: group 16 c + L, absent groups 0):
  *     acc[L] = fma(b[L], xs[L], acc[L])                 xs: the lanes' sx * sum(v), in order
- *     for each block of the chunk (128 codes at 4 bits, 64 at 8): lane L holds T = 256 sum(q h)
- *         + sum(q l) over codes 8L .. 8L+7 (4-bit) or 4L .. 4L+3 (8-bit) of the block, and
- *         acc[L] = fma((float)T, s[g] * sx_L, acc[L]) with g the group of those codes;
+ *     for each block of 128 codes of the chunk: lane L holds T = sum(q v) over codes 8L .. 8L+7
+ *         of the block, and acc[L] = fma((float)T, s[g] * sx_L, acc[L]), g the group of those codes;
  * then out = acc summed by the tree L + (L + 8), + 4, + 2, + 1.
  *
- * x is prepared once per matmul (cpu_qint_quantize_x, portable C: IEEE operations only, so any
- * build gives the same bytes) into records of cpu_qint_x_bytes: the groups' xs (16-padded), then
- * per block the 16 lanes' sx and the levels in the kernels' order (4-bit: h of the even codes, h
- * of the odd codes, l even, l odd, 64 bytes each; 8-bit: h, l). Kernels: AVX-512 VNNI (qint_avx512_vnni.c),
- * AVX2 (qint_avx2.c: vpmaddubsw + vpmaddwd at 4 bits, vpmaddwd at 8 bits, where vpmaddubsw's
- * 16-bit sums would saturate) and portable C (qint.c). Pure functions; any thread.
+ * x is prepared once per matmul (cpu_qint_quantize_x, portable C: IEEE operations only, so the
+ * AVX-512 version writes the same bytes) into records of cpu_qint_x_bytes: the groups' xs
+ * (16-padded), then per block the 16 lanes' sx and the levels in the kernels' order (4-bit: h of
+ * the even codes, h of the odd codes, l even, l odd, 64 bytes each; 8-bit: v as 256 bytes of
+ * int16, qint.c: v16_pos). Kernels: AVX-512 VNNI (qint_avx512_vnni.c), AVX2 (qint_avx2.c:
+ * vpmaddubsw + vpmaddwd at 4 bits, vpmaddwd at 8 bits, where vpmaddubsw's 16-bit sums would
+ * saturate) and portable C (qint.c). Pure functions; any thread.
  *
  *     if (cpu_qint_takes(w)) { cpu_qint_quantize_x(x, k, w->q->bits, w->q->group_size, xq);
  *                              c->qint(w, j0, j1, xq, cpu_qint_x_bytes(...), n, out, ldo); }
@@ -44,7 +44,7 @@
 #define QINT_LANES 16
 #define QINT_XMAX  32512.0f   // 127 * 256: |v| <= this keeps h and l int8
 
-/* Whether w takes the integer path (affine 4 or 8 bit, 16/32-bit scales; any group size). */
+/* Whether w takes the integer path (affine 4 or 8 bit, group 32 / 64 / 128, f16 / bf16 / f32 scales). */
 bool   cpu_qint_takes(const struct tensor *w);
 /* Bytes of one prepared x row (a multiple of 64) for k inputs at this width and group size. */
 size_t cpu_qint_x_bytes(int64_t k, int bits, int gs);
@@ -72,7 +72,7 @@ struct qint_geom {
     int     bits, gs;
     int64_t k, n_groups;
     int64_t groups_pad;     // n_groups rounded up to 16
-    int64_t block_codes;    // 128 (4-bit) or 64 (8-bit); a block is 64 weight bytes either way
+    int64_t block_codes;    // 128: 64 weight bytes at 4 bits, 128 at 8
     int64_t k_pad;          // k rounded up to whole blocks
     size_t  xblock_bytes;   // a block of a prepared x row: 16 lane scales, then the levels
     size_t  x_bytes;        // one prepared x row

@@ -1,12 +1,12 @@
 /* qint_avx2: the integer kernel of qint.h on AVX2 (and AVX-512 CPUs without VNNI). Compiled with
  * the Makefile's AVX2 flags.
  *
- * The 16 lanes of qint.h are two 8-lane halves (a block's weight bytes 0-31 and 32-63). The int32
+ * The 16 lanes of qint.h are two 8-lane halves (a block's codes 0-63 and 64-127). The int32
  * lane sums are exact, so they equal the VNNI kernel's and the float formula gives the same bits.
  * 4-bit: vpmaddubsw (code bytes times level bytes, pairs summed into int16: a code times a level
- * is at most 15 * 128, so two pairs fit) and vpmaddwd (times 256 or 1 into int32). 8-bit: the
- * low and high bytes of the code words times the v words by vpmaddwd (vpmaddubsw would saturate:
- * 255 * 127 * 2).
+ * is at most 15 * 128, so two pairs fit) and vpmaddwd (times 256 or 1 into int32). 8-bit: each
+ * lane's first and last 4 codes gathered (vshufps + vpermq), split into the low and high bytes of
+ * their 16-bit pairs, times the v words by vpmaddwd (vpmaddubsw would saturate: 255 * 127 * 2).
  * Tiles: 4 weight rows x 1 x row at n = 1 (prefetching QINT_AHEAD rows on), else 2 x 2, prefill
  * in panels of QINT_PANEL rows as in qint_avx512_vnni.c.
  */
@@ -79,7 +79,7 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
 {
     const struct tensor *w = K->w;
     const struct qint_geom *g = &K->g;
-    const int64_t BC = BITS == 4 ? 128 : 64;
+    const int64_t BC = 128;   // codes a block
     const uint8_t *wr[4], *sp[4], *bp[4];
     __m256 acc[2][4][2];
 #pragma GCC unroll 4
@@ -114,14 +114,14 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
         int64_t c_end = (g0 + 16) * g->gs < g->k_pad ? (g0 + 16) * g->gs : g->k_pad;
         for (int64_t c0 = g0 * g->gs; c0 < c_end; c0 += BC) {
             bool part = c0 + BC > g->k;
-            _Alignas(32) uint8_t tailbuf[4][64];
+            _Alignas(32) uint8_t tailbuf[4][128];
             const uint8_t *wb[4];
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 wb[r] = wr[r] + c0 * BITS / 8;
                 if (PF) _mm_prefetch((const char *)wb[r] + ahead, _MM_HINT_T0);
                 if (part) {   // the row's last bytes only
-                    memset(tailbuf[r], 0, 64);
+                    memset(tailbuf[r], 0, sizeof tailbuf[r]);
                     memcpy(tailbuf[r], wb[r], (size_t)(K->row_bytes - c0 * BITS / 8));
                     wb[r] = tailbuf[r];
                 }
@@ -129,21 +129,28 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
                 __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-                __m256i codes = _mm256_add_epi32(_mm256_set1_epi32((int)(c0 - g0 * g->gs + 8 * h * (BC / 16))),
-                                                 _mm256_mullo_epi32(lanes, _mm256_set1_epi32((int)(BC / 16))));
+                __m256i codes = _mm256_add_epi32(_mm256_set1_epi32((int)(c0 - g0 * g->gs + 64 * h)),
+                                                 _mm256_slli_epi32(lanes, 3));   // a lane's first code
                 __m256i idx = _mm256_srl_epi32(codes, gsh);
                 __m256 sl[4];
-                __m256i lo[4], hi[4];   // 4-bit: the even and odd codes; 8-bit: the code words' low and high bytes
+                // 4-bit: c[0], c[1] the even and odd codes as bytes; 8-bit: as int16 words, each lane's
+                // first 4 codes split into the low and high code of their pairs, then its last 4
+                __m256i c[4][4];
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
                     if (BITS == 4) {
                         __m256i v = _mm256_loadu_si256((const __m256i *)(wb[r] + 32 * h));
-                        lo[r] = _mm256_and_si256(v, nib);
-                        hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
-                    } else {   // the low and high byte of each code word as int16
-                        __m256i v = _mm256_loadu_si256((const __m256i *)(wb[r] + 32 * h));
-                        lo[r] = _mm256_and_si256(v, _mm256_set1_epi16(0xFF));
-                        hi[r] = _mm256_srli_epi16(v, 8);
+                        c[0][r] = _mm256_and_si256(v, nib);
+                        c[1][r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+                    } else {   // dwords 0, 2, 4, 6 of the half's 64 bytes, then 1, 3, 5, 7
+                        __m256 a = _mm256_loadu_ps((const float *)(wb[r] + 64 * h));
+                        __m256 b = _mm256_loadu_ps((const float *)(wb[r] + 64 * h + 32));
+                        __m256i first = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)), 0xD8);
+                        __m256i last = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8);
+                        c[0][r] = _mm256_and_si256(first, _mm256_set1_epi16(0xFF));
+                        c[1][r] = _mm256_srli_epi16(first, 8);
+                        c[2][r] = _mm256_and_si256(last, _mm256_set1_epi16(0xFF));
+                        c[3][r] = _mm256_srli_epi16(last, 8);
                     }
                     sl[r] = pick16(s16[r], idx);
                 }
@@ -155,17 +162,22 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
 #pragma GCC unroll 4
                     for (int r = 0; r < R; r++) {
                         __m256i t;
-                        if (BITS == 4) {   // lo / hi: the even / odd codes
+                        if (BITS == 4) {
                             __m256i xh = _mm256_add_epi16(
-                                _mm256_maddubs_epi16(lo[r], _mm256_loadu_si256((const __m256i *)xb)),
-                                _mm256_maddubs_epi16(hi[r], _mm256_loadu_si256((const __m256i *)(xb + 64))));
+                                _mm256_maddubs_epi16(c[0][r], _mm256_loadu_si256((const __m256i *)xb)),
+                                _mm256_maddubs_epi16(c[1][r], _mm256_loadu_si256((const __m256i *)(xb + 64))));
                             __m256i xl = _mm256_add_epi16(
-                                _mm256_maddubs_epi16(lo[r], _mm256_loadu_si256((const __m256i *)(xb + 128))),
-                                _mm256_maddubs_epi16(hi[r], _mm256_loadu_si256((const __m256i *)(xb + 192))));
+                                _mm256_maddubs_epi16(c[0][r], _mm256_loadu_si256((const __m256i *)(xb + 128))),
+                                _mm256_maddubs_epi16(c[1][r], _mm256_loadu_si256((const __m256i *)(xb + 192))));
                             t = _mm256_add_epi32(madd(xh, 256), madd(xl, 1));
                         } else {           // code words times v words, exact in int32
-                            t = _mm256_add_epi32(_mm256_madd_epi16(lo[r], _mm256_loadu_si256((const __m256i *)xb)),
-                                                 _mm256_madd_epi16(hi[r], _mm256_loadu_si256((const __m256i *)(xb + 64))));
+                            __m256i t0 = _mm256_add_epi32(
+                                _mm256_madd_epi16(c[0][r], _mm256_loadu_si256((const __m256i *)xb)),
+                                _mm256_madd_epi16(c[1][r], _mm256_loadu_si256((const __m256i *)(xb + 64))));
+                            __m256i t1 = _mm256_add_epi32(
+                                _mm256_madd_epi16(c[2][r], _mm256_loadu_si256((const __m256i *)(xb + 128))),
+                                _mm256_madd_epi16(c[3][r], _mm256_loadu_si256((const __m256i *)(xb + 192))));
+                            t = _mm256_add_epi32(t0, t1);
                         }
                         acc[i][r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_mul_ps(sl[r], sxl), acc[i][r][h]);
                     }

@@ -3,15 +3,17 @@
  * backend runs its avx512 family on a CPU with VNNI.
  *
  * A tile is R weight rows against NX prepared x rows over all of k, one f32 accumulator per
- * (x row, weight row) in registers. Per block of 64 weight bytes each row's codes are loaded once
- * (4-bit: split into low and high nibbles, the even and odd codes; 8-bit: the low and high bytes
- * of each 16-bit pair of codes), then per x row four vpdpbusd (h even, h odd, shift by 8, l even,
- * l odd; at 8 bits two vpdpwssd of code words and v words) give T exactly, and a convert, a
- * multiply and an FMA add it with the lane's weight scale (a permute of the chunk's 16 scales)
- * times its x scale. Decode (n <= 8) runs 4 rows x 1 (8 spill registers: measured 0.8x) or 4 x 4, and
- * prefetches the bytes QINT_AHEAD rows on;
- * prefill walks panels of QINT_PANEL weight rows, x tiles of 4 rows outside the panel's steps, so a
- * panel (at most 64 rows of 6 KiB) stays in L2 while every x row passes once.
+ * (x row, weight row) in registers. Per block of 128 codes each row's codes are loaded once
+ * (4-bit: 64 bytes split into low and high nibbles, the even and odd codes; 8-bit: 128 bytes, each
+ * lane's first and last 4 codes gathered by vpermt2d, split into the low and high byte of their
+ * 16-bit pairs), then per x row four vpdpbusd (h even, h odd, shift by 8, l even, l odd) or four
+ * vpdpwssd (code words times v words) give T exactly, and a convert, a multiply and an FMA add it
+ * with the lane's weight scale (a permute of the chunk's 16 scales) times its x scale. Decode
+ * (n <= 8) runs 4 weight rows x 1 (8 spill registers: measured 0.8x) or 4 x 4 and prefetches the
+ * bytes QINT_AHEAD rows on; prefill walks panels of QINT_PANEL weight rows in tiles of 2 rows x 4
+ * x rows (4 x 4 spills the 8-bit codes' 4 registers a row: 8-bit 800 -> 670 us at n = 64, 4-bit
+ * the same), the x tiles outside the panel's steps, so a panel stays in L2 while every x row
+ * passes once.
  */
 #include "backend/cpu/qint.h"
 
@@ -34,7 +36,7 @@ struct qk {
     const uint8_t       *wbase, *sbase, *bbase;   // packed rows, scales, biases: row 0
     enum dtype           sdt;
     int                  ssize;                   // bytes per scale
-    __mmask64            tail;                    // bytes of the last block that are inside a row
+    int64_t              row_bytes;
     int                  gshift;                  // log2(group size)
 };
 
@@ -44,6 +46,13 @@ static inline __m512 scales16(enum dtype dt, const uint8_t *p, __mmask16 m)
         return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
     if (dt == DTYPE_F16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
     return _mm512_maskz_loadu_ps(m, p);
+}
+
+/* The bytes of a 64-byte load at byte `at` of a row that lie inside it. */
+static inline __mmask64 tail_mask(const struct qk *K, int64_t at)
+{
+    int64_t n = K->row_bytes - at;
+    return n >= 64 ? ~(__mmask64)0 : n <= 0 ? 0 : ((__mmask64)1 << n) - 1;
 }
 
 /* The tree of qint.h: L + (L + 8), then + 4, + 2, + 1. */
@@ -61,7 +70,7 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
 {
     const struct tensor *w = K->w;
     const struct qint_geom *g = &K->g;
-    const int64_t BC = BITS == 4 ? 128 : 64;
+    const int64_t BC = 128;   // codes a block
     const uint8_t *wr[8], *sp[8], *bp[8];
     __m512 acc[4][8];
 #pragma GCC unroll 8
@@ -73,9 +82,10 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
 #pragma GCC unroll 4
         for (int i = 0; i < NX; i++) acc[i][r] = _mm512_setzero_ps();
     }
-    const __m512i lane_codes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                                  _mm512_set1_epi32((int)(BC / 16)));
-    const __m512i nib = _mm512_set1_epi8(0x0F);
+    const __m512i lane_codes = _mm512_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120);
+    const __m512i nib = _mm512_set1_epi8(0x0F), lowb = _mm512_set1_epi16(0xFF);
+    const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odds = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     const __m128i gsh = _mm_cvtsi32_si128(K->gshift);
     const size_t blk_off = (size_t)g->groups_pad * sizeof(float);
     size_t ahead = PF ? QINT_AHEAD * w->nb[1] : 0, sahead = PF ? QINT_AHEAD * w->q->scales.nb[1] : 0;
@@ -101,19 +111,27 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
         for (int64_t c0 = g0 * g->gs; c0 < c_end; c0 += BC) {
             __m512i idx = _mm512_srl_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)(c0 - g0 * g->gs)), lane_codes), gsh);
             bool part = c0 + BC > g->k;
-            __m512i lo[8], hi[8];
+            // 4-bit: c[0], c[1] the even and odd codes as bytes; 8-bit: as int16 words, each lane's
+            // first 4 codes split into the low and high code of their pairs, then its last 4
+            __m512i c[4][8];
             __m512 sl[8];
 #pragma GCC unroll 8
             for (int r = 0; r < R; r++) {
                 const uint8_t *p = wr[r] + c0 * BITS / 8;
                 if (PF) _mm_prefetch((const char *)p + ahead, _MM_HINT_T0);
-                __m512i v = part ? _mm512_maskz_loadu_epi8(K->tail, p) : _mm512_loadu_si512(p);
-                if (BITS == 4) {   // the even and odd codes as bytes
-                    lo[r] = _mm512_and_si512(v, nib);
-                    hi[r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
-                } else {           // the low and high byte of each code word as int16
-                    lo[r] = _mm512_and_si512(v, _mm512_set1_epi16(0xFF));
-                    hi[r] = _mm512_srli_epi16(v, 8);
+                if (BITS == 4) {
+                    __m512i v = part ? _mm512_maskz_loadu_epi8(tail_mask(K, c0 * BITS / 8), p) : _mm512_loadu_si512(p);
+                    c[0][r] = _mm512_and_si512(v, nib);
+                    c[1][r] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nib);
+                } else {
+                    if (PF) _mm_prefetch((const char *)p + ahead + 64, _MM_HINT_T0);
+                    __m512i a = part ? _mm512_maskz_loadu_epi8(tail_mask(K, c0), p) : _mm512_loadu_si512(p);
+                    __m512i b = part ? _mm512_maskz_loadu_epi8(tail_mask(K, c0 + 64), p + 64) : _mm512_loadu_si512(p + 64);
+                    __m512i first = _mm512_permutex2var_epi32(a, evens, b), last = _mm512_permutex2var_epi32(a, odds, b);
+                    c[0][r] = _mm512_and_si512(first, lowb);
+                    c[1][r] = _mm512_srli_epi16(first, 8);
+                    c[2][r] = _mm512_and_si512(last, lowb);
+                    c[3][r] = _mm512_srli_epi16(last, 8);
                 }
                 sl[r] = _mm512_permutexvar_ps(idx, s16[r]);
             }
@@ -126,14 +144,16 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
                 for (int r = 0; r < R; r++) {
                     __m512i t;
                     if (BITS == 4) {
-                        t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[r], _mm512_loadu_si512(xb));
-                        t = _mm512_dpbusd_epi32(t, hi[r], _mm512_loadu_si512(xb + 64));
+                        t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), c[0][r], _mm512_loadu_si512(xb));
+                        t = _mm512_dpbusd_epi32(t, c[1][r], _mm512_loadu_si512(xb + 64));
                         t = _mm512_slli_epi32(t, 8);
-                        t = _mm512_dpbusd_epi32(t, lo[r], _mm512_loadu_si512(xb + 128));
-                        t = _mm512_dpbusd_epi32(t, hi[r], _mm512_loadu_si512(xb + 192));
+                        t = _mm512_dpbusd_epi32(t, c[0][r], _mm512_loadu_si512(xb + 128));
+                        t = _mm512_dpbusd_epi32(t, c[1][r], _mm512_loadu_si512(xb + 192));
                     } else {
-                        t = _mm512_dpwssd_epi32(_mm512_setzero_si512(), lo[r], _mm512_loadu_si512(xb));
-                        t = _mm512_dpwssd_epi32(t, hi[r], _mm512_loadu_si512(xb + 64));
+                        t = _mm512_dpwssd_epi32(_mm512_setzero_si512(), c[0][r], _mm512_loadu_si512(xb));
+                        t = _mm512_dpwssd_epi32(t, c[1][r], _mm512_loadu_si512(xb + 64));
+                        t = _mm512_dpwssd_epi32(t, c[2][r], _mm512_loadu_si512(xb + 128));
+                        t = _mm512_dpwssd_epi32(t, c[3][r], _mm512_loadu_si512(xb + 192));
                     }
                     acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(sl[r], sxl), acc[i][r]);
                 }
@@ -149,21 +169,19 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
 
 /* ==== x preparation ==== */
 
-/* The largest |x| (and the sum of v) of each run of `per` (4 or 8) lanes of a vector, in every
- * lane of the run: the same tree for max and add (both exact). */
-static inline __m512 runs_max(__m512 a, int per)
+/* The largest |x| (and the sum of v) of each run of 8 lanes of a vector, in every lane of the run
+ * (max and add are exact, so any tree gives the portable loops' values). */
+static inline __m512 runs_max(__m512 a)
 {
     a = _mm512_max_ps(a, _mm512_permute_ps(a, 0xB1));   // pairs
     a = _mm512_max_ps(a, _mm512_permute_ps(a, 0x4E));   // quads
-    if (per == 8) a = _mm512_max_ps(a, _mm512_shuffle_f32x4(a, a, 0xB1));
-    return a;
+    return _mm512_max_ps(a, _mm512_shuffle_f32x4(a, a, 0xB1));
 }
-static inline __m512i runs_sum(__m512i a, int per)
+static inline __m512i runs_sum(__m512i a)
 {
     a = _mm512_add_epi32(a, _mm512_shuffle_epi32(a, 0xB1));
     a = _mm512_add_epi32(a, _mm512_shuffle_epi32(a, 0x4E));
-    if (per == 8) a = _mm512_add_epi32(a, _mm512_shuffle_i32x4(a, a, 0xB1));
-    return a;
+    return _mm512_add_epi32(a, _mm512_shuffle_i32x4(a, a, 0xB1));
 }
 
 /* cpu_qint_quantize_x with 16 values a step: the same IEEE operations (max, divide, multiply,
@@ -184,7 +202,7 @@ void cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uin
         cpu_qint_quantize_x(x, k, bits, gs, dst);
         return;
     }
-    const int per = (int)(g.block_codes / 16);
+    const int per = 8;   // codes a lane
     const __m128i evens_odds = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     float *xs = (float *)dst;
     memset(xs, 0, (size_t)g.groups_pad * sizeof(float));
@@ -194,18 +212,21 @@ void cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uin
         float sxv[128], sumv[128];
         for (int q = 0; q < g.block_codes / 16; q++) {
             __m512 xv = _mm512_loadu_ps(x + c0 + 16 * q);
-            __m512 m = runs_max(_mm512_abs_ps(xv), per);
+            __m512 m = runs_max(_mm512_abs_ps(xv));
             __mmask16 live = _mm512_cmp_ps_mask(m, _mm512_set1_ps(0x1p-100f), _CMP_GE_OQ);
             __m512 inv = _mm512_div_ps(_mm512_set1_ps(QINT_XMAX), m);
             __m512 sx = _mm512_maskz_div_ps(live, m, _mm512_set1_ps(QINT_XMAX));
             __m512i v = _mm512_maskz_cvtps_epi32(live, _mm512_mul_ps(xv, inv));
             __m512i h = _mm512_srai_epi32(_mm512_add_epi32(v, _mm512_set1_epi32(128)), 8);
             __m512i l = _mm512_sub_epi32(v, _mm512_slli_epi32(h, 8));
-            if (bits == 8) {   // v as int16: codes 4L, 4L + 2 (even elements) first, then 4L + 1, 4L + 3
-                const __m512i evens_first = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-                __m256i w = _mm512_cvtepi32_epi16(_mm512_permutexvar_epi32(evens_first, v));
-                _mm_storeu_si128((__m128i *)(lv + 16 * q), _mm256_castsi256_si128(w));
-                _mm_storeu_si128((__m128i *)(lv + 64 + 16 * q), _mm256_extracti128_si256(w, 1));
+            if (bits == 8) {   // v as int16 in qint.c's v16_pos order: 4 words to each of the 4 runs
+                const __m512i order = _mm512_setr_epi32(0, 2, 8, 10, 1, 3, 9, 11, 4, 6, 12, 14, 5, 7, 13, 15);
+                __m256i w = _mm512_cvtepi32_epi16(_mm512_permutexvar_epi32(order, v));
+                _mm_storel_epi64((__m128i *)(lv + 8 * q), _mm256_castsi256_si128(w));
+                _mm_storel_epi64((__m128i *)(lv + 64 + 8 * q), _mm_unpackhi_epi64(_mm256_castsi256_si128(w), _mm256_castsi256_si128(w)));
+                __m128i w1 = _mm256_extracti128_si256(w, 1);
+                _mm_storel_epi64((__m128i *)(lv + 128 + 8 * q), w1);
+                _mm_storel_epi64((__m128i *)(lv + 192 + 8 * q), _mm_unpackhi_epi64(w1, w1));
             } else {   // even codes to the first half of each level, odd ones to the second
                 __m128i hb = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(h), evens_odds);
                 __m128i lb = _mm_shuffle_epi8(_mm512_cvtepi32_epi8(l), evens_odds);
@@ -215,7 +236,7 @@ void cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uin
                 _mm_storel_epi64((__m128i *)(lv + 192 + 8 * q), _mm_unpackhi_epi64(lb, lb));
             }
             _mm512_storeu_ps(sxv + 16 * q, sx);
-            _mm512_storeu_ps(sumv + 16 * q, _mm512_cvtepi32_ps(runs_sum(v, per)));   // |sum| < 2^24: exact
+            _mm512_storeu_ps(sumv + 16 * q, _mm512_cvtepi32_ps(runs_sum(v)));   // |sum| < 2^24: exact
         }
         float *sxl = (float *)blk;
         for (int L = 0; L < 16; L++) {
@@ -257,13 +278,13 @@ static inline __attribute__((always_inline)) void run(const int BITS, const stru
             const uint8_t *xi = xq + (size_t)i0 * ldxq;
             float *oi = out + i0 * ldo;
             int nx = n - i0 < 4 ? (int)(n - i0) : 4;
-            for (int64_t j = p0; j < p1; j += 4) {
-                int nr = p1 - j < 4 ? (int)(p1 - j) : 4;
+            for (int64_t j = p0; j < p1; j += 2) {   // 2 rows x 4: 8-bit codes take 4 registers a row
+                int nr = p1 - j < 2 ? (int)(p1 - j) : 2;
                 switch (nx) {
-                case 1: tile(BITS, 4, 1, false, K, j, nr, xi, ldxq, oi, ldo); break;
-                case 2: tile(BITS, 4, 2, false, K, j, nr, xi, ldxq, oi, ldo); break;
-                case 3: tile(BITS, 4, 3, false, K, j, nr, xi, ldxq, oi, ldo); break;
-                default: tile(BITS, 4, 4, false, K, j, nr, xi, ldxq, oi, ldo); break;
+                case 1: tile(BITS, 2, 1, false, K, j, nr, xi, ldxq, oi, ldo); break;
+                case 2: tile(BITS, 2, 2, false, K, j, nr, xi, ldxq, oi, ldo); break;
+                case 3: tile(BITS, 2, 3, false, K, j, nr, xi, ldxq, oi, ldo); break;
+                default: tile(BITS, 2, 4, false, K, j, nr, xi, ldxq, oi, ldo); break;
                 }
             }
         }
@@ -291,8 +312,7 @@ void cpu_qint_avx512vnni(const struct tensor *w, int64_t j0, int64_t j1, const u
     K.sbase = (const uint8_t *)q->scales.buf->data + q->scales.offset;
     K.bbase = (const uint8_t *)q->biases.buf->data + q->biases.offset;
     K.ssize = (int)dtype_size(K.sdt);
-    int64_t tail_bytes = (w->ne[0] * q->bits / 8) % 64;
-    K.tail = tail_bytes ? (((__mmask64)1 << tail_bytes) - 1) : ~(__mmask64)0;
+    K.row_bytes = w->ne[0] * q->bits / 8;
     K.gshift = __builtin_ctz((unsigned)q->group_size);
     if (q->bits == 4) run4(&K, j0, j1, xq, ldxq, n, out, ldo);
     else run8(&K, j0, j1, xq, ldxq, n, out, ldo);

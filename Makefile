@@ -19,7 +19,7 @@ LDFLAGS := -pthread $(EXTRA_LDFLAGS)
 comma := ,
 
 # SIMD kernels: files named *_avx2.c / *_avx512.c get their ISA flags (*_avx512_vbmi.c AVX512_VBMI
-# too); dispatch is at run time.
+# too, *_avx512_vnni.c AVX512_VNNI); dispatch is at run time.
 AVX2_FLAGS   := -mavx2 -mfma -mf16c
 AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c -mavx2
 
@@ -65,7 +65,7 @@ all: $(BUILD)/cairn $(BUILD)/libcairn.a
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS) $(if $(findstring _vbmi,$<),-mavx512vbmi),$(if $(findstring _avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS) $(if $(findstring _vbmi,$<),-mavx512vbmi)$(if $(findstring _vnni,$<), -mavx512vnni),$(if $(findstring _avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
 
 $(BUILD)/obj/%.o: %.cu
 	@mkdir -p $(dir $@)

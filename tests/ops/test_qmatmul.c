@@ -4,12 +4,17 @@
  *  - the cpu dequantizers of every ISA this CPU has equal qweight_dequant_row bit for bit;
  *  - matmul, matmul_rows and embed agree with ref within f32-accumulation tolerance;
  *  - a row's matmul output does not depend on the batch (bit for bit), the decode GEMV's rows
- *    (n = 1) included, at short and long k. */
+ *    (n = 1) included, at short and long k;
+ *  - affine 4- and 8-bit weights take the integer kernels (qint.h): every ISA's kernel gives the
+ *    same bits at 1, 3 and 9 rows, and each output is within the bound that the two-level x
+ *    quantization allows of the f64 product of the dequantized weights and the exact x (a
+ *    mutation that drops the l level must break that bound). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/qdeq.h"
+#include "backend/cpu/qint.h"
 #include "base/log.h"
 #include "harness.h"
 #include "ops_util.h"
@@ -67,6 +72,57 @@ static void qw_free(struct qw *o)
 
 static struct backend *g_ref, *g_cpu;
 
+/* Whether out[n, m] (row stride ldo) = x[n, k] . w^T within the integer path's bound (qint.h), against
+ * the f64 product of the dequantized rows and the exact x. The kernel computes w . x~: per lane of
+ * codes, |x - x~| <= sx / 2 plus the f32 roundings of x / sx and of sx (under 1% of that: 0.51 sx,
+ * sx = the lane's largest |x| / 32512), times |w|; the float formula and the f32 sums of x~ add at
+ * most (chunks + blocks per lane + lanes per group + 8) roundings of 2^-24 of
+ * sum |s q x| + sum |b| |x|. */
+static bool int_within_bound(const char *what, const struct tensor *w, const float *x, int64_t n, const float *out,
+                             int64_t ldo)
+{
+    int64_t k = w->ne[0], m = tensor_rows(w), gs = w->q->group_size, ng = k / gs;
+    struct qint_geom geo = qint_geom(k, w->q->bits, (int)gs);
+    int64_t per = geo.block_codes / QINT_LANES;
+    double steps = (double)(geo.groups_pad / QINT_LANES + geo.k_pad / geo.block_codes + gs / per + 8);
+    float *dq = malloc((size_t)k * 4), *s = malloc((size_t)ng * 4), *b = malloc((size_t)ng * 4);
+    int64_t bad = 0;
+    double worst = 0;
+    for (int64_t j = 0; j < m; j++) {
+        qweight_dequant_row(w, j, dq);
+        cpu_qdeq_scales(w, j, 0, ng, s, b);
+        for (int64_t i = 0; i < n; i++) {
+            const float *xi = x + i * k;
+            double exact = 0, mag = 0, qerr = 0;
+            for (int64_t t = 0; t < k; t++) {
+                double sq = fabs((double)dq[t] - b[t / gs]);
+                exact += (double)dq[t] * xi[t];
+                mag += sq * fabs(xi[t]) + fabs(b[t / gs]) * fabs(xi[t]);
+            }
+            for (int64_t a = 0; a < k; a += per) {
+                double mx = 0, abs_w = 0;   // over the lane
+                for (int64_t t = a; t < a + per && t < k; t++) {
+                    abs_w += fabs(dq[t]);
+                    if (fabs(xi[t]) > mx) mx = fabs(xi[t]);
+                }
+                qerr += 0.51 * mx / QINT_XMAX * abs_w;
+            }
+            double bound = qerr + steps * 0x1p-24 * mag, d = fabs(out[i * ldo + j] - exact);
+            if (d / bound > worst) worst = d / bound;
+            if (!(d <= bound)) {
+                if (bad < 3)
+                    fprintf(stderr, "    %s: [%lld, %lld] got %.9g want %.9g (diff %.3g > bound %.3g)\n", what,
+                            (long long)i, (long long)j, out[i * ldo + j], exact, d, bound);
+                bad++;
+            }
+        }
+    }
+    free(dq); free(s); free(b);
+    if (bad) fprintf(stderr, "    %s: %lld of %lld outside the bound (worst %.2fx)\n", what, (long long)bad,
+                     (long long)(n * m), worst);
+    return bad == 0;
+}
+
 TEST(dequant_every_isa_bitwise)
 {
     struct rng r;
@@ -118,7 +174,8 @@ TEST(matmul_cpu_vs_ref)
                 char what[96];
                 snprintf(what, sizeof what, "%s %d-bit g%d k%lld n%lld", qmode_name(CASES[c].mode), CASES[c].bits,
                          CASES[c].gs, (long long)k, (long long)n);
-                EXPECTF(tt_close(what, a.p, b.p, m * n, 1e-5, 1e-4, 1e-10), "%s", what);
+                if (cpu_qint_takes(&o->w)) EXPECTF(int_within_bound(what, &o->w, x.p, n, a.p, m), "%s", what);
+                else EXPECTF(tt_close(what, a.p, b.p, m * n, 1e-5, 1e-4, 1e-10), "%s", what);
                 // batch invariance: each row alone gives the same bits
                 struct tt x1 = tt_new(DTYPE_F32, k, 1), a1 = tt_new(DTYPE_F32, m, 1);
                 int bad = 0;
@@ -153,7 +210,8 @@ TEST(gemv_long_rows)
         char what[96];
         snprintf(what, sizeof what, "%s %d-bit g%d k%lld", qmode_name(CASES[c].mode), CASES[c].bits, CASES[c].gs,
                  (long long)k);
-        EXPECTF(tt_close(what, a1.p, b1.p, m, 1e-5, 1e-4, 1e-10), "%s", what);
+        if (cpu_qint_takes(&o->w)) EXPECTF(int_within_bound(what, &o->w, x1.p, 1, a1.p, m), "%s", what);
+        else EXPECTF(tt_close(what, a1.p, b1.p, m, 1e-5, 1e-4, 1e-10), "%s", what);
         EXPECTF(!memcmp(a1.p, (float *)a.p + 4 * m, (size_t)m * 4), "%s: GEMV differs from the GEMM", what);
         tt_free(&x); tt_free(&a); tt_free(&x1); tt_free(&a1); tt_free(&b1);
         qw_free(o);
@@ -182,6 +240,10 @@ TEST(gemv_every_avx512_build_bitwise)
     float *got = malloc((size_t)(3 * m) * 4);
     for (int c = 0; c < N_CASES; c++) {
         struct qw *o = qw_new(&CASES[c], m, k, &r);
+        if (cpu_qint_takes(&o->w)) {   // the integer kernels' own test below
+            qw_free(o);
+            continue;
+        }
         struct tt x = tt_new(DTYPE_F32, k, n), a = tt_new(DTYPE_F32, m, n);
         tt_randn(&x, &r, 1.0f);
         g_cpu->ops->matmul(g_cpu, tt_t(&a), tt_t(&x), &o->w, NULL);
@@ -198,6 +260,119 @@ TEST(gemv_every_avx512_build_bitwise)
         qw_free(o);
     }
     free(got);
+}
+
+/* The integer kernels: every ISA this CPU has gives the bits of the portable loops (and of the
+ * backend's matmul) at 1, 3 and 9 x rows, k with a partial last block included; zeroing the l
+ * level of the prepared x (a broken second level) must leave the bound. */
+TEST(int_kernels_every_isa_bitwise)
+{
+    struct { const char *name; cpu_qint_fn f; cpu_qint_quantize_fn prep; bool ok; } isa[] = {
+        { "avx2", cpu_qint_avx2, cpu_qint_quantize_x, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") },
+        { "avx512vnni", cpu_qint_avx512vnni, cpu_qint_quantize_x_avx512,
+          __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") },
+    };
+    struct rng r;
+    rng_seed(&r, 6);
+    const int64_t ks[] = { 96, 640, 2112 }, n = 9, m = 21;
+    for (int c = 0; c < N_CASES; c++)
+        for (int ki = 0; ki < 3; ki++) {
+            int64_t k = ks[ki];
+            if (k % CASES[c].gs) continue;
+            struct qw *o = qw_new(&CASES[c], m, k, &r);
+            if (!cpu_qint_takes(&o->w)) {
+                qw_free(o);
+                continue;
+            }
+            char what[96];
+            snprintf(what, sizeof what, "affine %d-bit g%d k%lld", CASES[c].bits, CASES[c].gs, (long long)k);
+            struct tt x = tt_new(DTYPE_F32, k, n), a = tt_new(DTYPE_F32, m, n);
+            tt_randn(&x, &r, 1.0f);
+            for (int64_t t = 0; t < k; t += 7) ((float *)x.p)[2 * k + t] *= 1000.0f;   // uneven group ranges
+            for (int64_t t = 0; t < k / 2; t++) ((float *)x.p)[3 * k + t] = 0.0f;      // zero lanes
+            for (int64_t t = 0; t < k; t += 3) ((float *)x.p)[4 * k + t] *= 1e-38f;    // tiny (and subnormal) ones
+            g_cpu->ops->matmul(g_cpu, tt_t(&a), tt_t(&x), &o->w, NULL);
+            size_t ld = cpu_qint_x_bytes(k, CASES[c].bits, CASES[c].gs);
+            uint8_t *xq = aligned_alloc(64, ld * (size_t)n);
+            for (int64_t i = 0; i < n; i++)
+                cpu_qint_quantize_x((float *)x.p + i * k, k, CASES[c].bits, CASES[c].gs, xq + (size_t)i * ld);
+            if (isa[1].ok) {   // the AVX-512 preparation writes the same bytes
+                uint8_t *xq2 = aligned_alloc(64, ld);
+                int bad = 0;
+                for (int64_t i = 0; i < n; i++) {
+                    cpu_qint_quantize_x_avx512((float *)x.p + i * k, k, CASES[c].bits, CASES[c].gs, xq2);
+                    bad += memcmp(xq2, xq + (size_t)i * ld, ld) != 0;
+                }
+                EXPECTF(!bad, "%s: the AVX-512 x preparation differs in %d rows", what, bad);
+                free(xq2);
+            }
+            float *want = malloc((size_t)(n * m) * 4), *got = malloc((size_t)(n * m) * 4);
+            cpu_qint_portable(&o->w, 0, m, xq, ld, n, want, m);
+            EXPECTF(!memcmp(want, a.p, (size_t)(n * m) * 4), "%s: the backend's matmul differs from the portable loops",
+                    what);
+            EXPECTF(int_within_bound(what, &o->w, x.p, n, want, m), "%s", what);
+            uint8_t *xqi = aligned_alloc(64, ld * (size_t)n);
+            for (size_t i = 0; i < sizeof isa / sizeof isa[0]; i++) {
+                if (!isa[i].ok) continue;
+                for (int64_t row = 0; row < n; row++)
+                    isa[i].prep((float *)x.p + row * k, k, CASES[c].bits, CASES[c].gs, xqi + (size_t)row * ld);
+                for (int64_t nx = 1; nx <= n; nx += nx < 3 ? 2 : 6) {   // 1, 3, 9 rows of x
+                    memset(got, 0, (size_t)(n * m) * 4);
+                    isa[i].f(&o->w, 0, m, xqi, ld, nx, got, m);
+                    EXPECTF(!memcmp(got, want, (size_t)(nx * m) * 4), "%s: %s at %lld rows differs from portable", what,
+                            isa[i].name, (long long)nx);
+                }
+            }
+            free(xqi);
+            // mutation: without the l level x is known to 128 sx, not sx / 2 (8-bit: v holds both)
+            struct qint_geom geo = qint_geom(k, CASES[c].bits, CASES[c].gs);
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t b = 0; b < geo.k_pad / geo.block_codes; b++) {
+                    uint8_t *lv = xq + (size_t)i * ld + (size_t)geo.groups_pad * 4 + (size_t)b * geo.xblock_bytes + 64;
+                    if (CASES[c].bits == 4) {
+                        memset(lv + 128, 0, 128);
+                        continue;
+                    }
+                    for (int t = 0; t < 128; t++) {
+                        int16_t v;
+                        memcpy(&v, lv + 2 * t, 2);
+                        v = (int16_t)(((v + 32896) / 256 - 128) * 256);   // 256 h
+                        memcpy(lv + 2 * t, &v, 2);
+                    }
+                }
+            cpu_qint_portable(&o->w, 0, m, xq, ld, n, got, m);
+            fprintf(stderr, "    (mutation, expected to fail the bound:)\n");
+            EXPECTF(!int_within_bound("l level dropped", &o->w, x.p, n, got, m), "%s: dropping the l level went unseen",
+                    what);
+            free(xq); free(want); free(got);
+            tt_free(&x); tt_free(&a);
+            qw_free(o);
+        }
+}
+
+/* An Inf or NaN in x makes the outputs of its row NaN (never a silent finite value), and the other
+ * rows of the batch keep their bits. */
+TEST(int_nonfinite_x)
+{
+    struct rng r;
+    rng_seed(&r, 7);
+    const struct qcase c = { QMODE_AFFINE, 4, 64 };
+    int64_t k = 256, m = 16;
+    struct qw *o = qw_new(&c, m, k, &r);
+    struct tt x = tt_new(DTYPE_F32, k, 3), a = tt_new(DTYPE_F32, m, 3), x1 = tt_new(DTYPE_F32, k, 1), a1 = tt_new(DTYPE_F32, m, 1);
+    tt_randn(&x, &r, 1.0f);
+    ((float *)x.p)[0 * k + 5] = INFINITY;
+    ((float *)x.p)[1 * k + 200] = NAN;
+    g_cpu->ops->matmul(g_cpu, tt_t(&a), tt_t(&x), &o->w, NULL);
+    int finite = 0;
+    for (int64_t j = 0; j < 2 * m; j++) finite += !isnan(((float *)a.p)[j]);
+    EXPECTF(!finite, "%d outputs of rows with Inf / NaN are not NaN", finite);
+    memcpy(x1.p, (float *)x.p + 2 * k, (size_t)k * 4);
+    g_cpu->ops->matmul(g_cpu, tt_t(&a1), tt_t(&x1), &o->w, NULL);
+    EXPECT(!memcmp(a1.p, (float *)a.p + 2 * m, (size_t)m * 4));
+    tt_free(&x); tt_free(&a); tt_free(&x1); tt_free(&a1);
+    qw_free(o);
 }
 
 TEST(embed_and_matmul_rows)
@@ -217,7 +392,11 @@ TEST(embed_and_matmul_rows)
         struct tt la = tt_new(DTYPE_F32, vocab, 2), lb = tt_new(DTYPE_F32, vocab, 2);
         g_ref->ops->matmul_rows(g_ref, tt_t(&lb), tt_t(&b), &o->w, &meta);
         g_cpu->ops->matmul_rows(g_cpu, tt_t(&la), tt_t(&b), &o->w, &meta);
-        EXPECT(tt_close("matmul_rows", la.p, lb.p, 2 * vocab, 1e-5, 1e-4, 1e-10));
+        float xr[2 * 256];   // the rows matmul_rows picks: tokens 3 and 1
+        memcpy(xr, (float *)b.p + 3 * d, (size_t)d * 4);
+        memcpy(xr + d, (float *)b.p + 1 * d, (size_t)d * 4);
+        if (cpu_qint_takes(&o->w)) EXPECT(int_within_bound("matmul_rows", &o->w, xr, 2, la.p, vocab));
+        else EXPECT(tt_close("matmul_rows", la.p, lb.p, 2 * vocab, 1e-5, 1e-4, 1e-10));
         tt_free(&a); tt_free(&b); tt_free(&la); tt_free(&lb);
         qw_free(o);
     }
@@ -232,6 +411,8 @@ int main(void)
     RUN(matmul_cpu_vs_ref);
     RUN(gemv_long_rows);
     if (runs_avx512()) RUN(gemv_every_avx512_build_bitwise);
+    RUN(int_kernels_every_isa_bitwise);
+    RUN(int_nonfinite_x);
     RUN(embed_and_matmul_rows);
     backend_free(g_ref);
     backend_free(g_cpu);

@@ -41,6 +41,7 @@ float *cpu_thread_scratch(struct cpu *c, int thread, size_t n) { return scratch_
 float *cpu_shared_scratch(struct cpu *c, size_t n) { return scratch_get(&c->shared, n); }
 float *cpu_xpack_scratch(struct cpu *c, size_t n) { return scratch_get(&c->xpack, n); }
 float *cpu_xpack16_scratch(struct cpu *c, size_t n) { return scratch_get(&c->xpack16, n); }
+float *cpu_xq_scratch(struct cpu *c, size_t n) { return scratch_get(&c->xq, n); }
 
 /* ==== Parallel rows ==== */
 
@@ -84,6 +85,7 @@ static void cpu_destroy(struct backend *be)
     free(c->shared.p);
     free(c->xpack.p);
     free(c->xpack16.p);
+    free(c->xq.p);
     cpu_weights_free(c->weights);
     free(c);
 }
@@ -309,6 +311,8 @@ enum status backend_cpu_new(const struct backend_cfg *cfg, struct backend **out)
     c->kb = cfg && cfg->precise ? NULL : cpu_bf16_kern_pick(c->kf->name);
     c->qdeq = cpu_qdeq_pick(c->kf->name);
     c->qgemv = cpu_qgemv_pick(c->kf->name);
+    c->qint = cfg && cfg->precise ? NULL : cpu_qint_pick(c->kf->name);   // precise: exact f32 weights x f32
+    c->qint_x = cpu_qint_quantize_pick(c->kf->name);
     c->tscratch = xcalloc((size_t)c->n_threads, sizeof *c->tscratch);
     c->be.ops = &cpu_ops;
     c->be.impl = c;

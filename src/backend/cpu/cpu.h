@@ -19,6 +19,7 @@
 #include "backend/cpu/kbf16.h"
 #include "backend/cpu/kern.h"
 #include "backend/cpu/qdeq.h"
+#include "backend/cpu/qint.h"
 #include "base/threadpool.h"
 
 struct cpu_scratch {
@@ -39,9 +40,12 @@ struct cpu {
     struct cpu_scratch     shared;     // gathers (matmul_rows, moe_ffn), used outside tasks
     struct cpu_scratch     xpack;      // cpu_gemm's padded copy of x
     struct cpu_scratch     xpack16;    // cpu_gemm's copy of x rounded to bf16
+    struct cpu_scratch     xq;         // cpu_gemm's x prepared for the integer kernels (qint.h)
     struct cpu_weights    *weights;    // huge-page copies of the weights (cpu_weights.c), or NULL
     cpu_qdeq_fn            qdeq;       // dequantizes a row of an MLX-quantized weight (qdeq.h)
     cpu_qgemv_fn           qgemv;      // fused decode GEMV on MLX-quantized weights (qdeq.h)
+    cpu_qint_fn            qint;       // integer kernel of affine 4- / 8-bit weights (qint.h); NULL: precise
+    cpu_qint_quantize_fn   qint_x;     // its x preparation
 };
 
 /* Scratch of at least n floats (64-byte aligned), owned by `thread`; contents not kept. */
@@ -51,6 +55,7 @@ float *cpu_shared_scratch(struct cpu *c, size_t n);
 /* cpu_gemm's own scratch (so callers may pass x in the shared scratch). */
 float *cpu_xpack_scratch(struct cpu *c, size_t n);
 float *cpu_xpack16_scratch(struct cpu *c, size_t n);
+float *cpu_xq_scratch(struct cpu *c, size_t n);
 
 /* out[n, m] (row stride ldo floats) = x[n, k] (row stride ldx floats) @ w^T (+ bias), w any float
  * dtype [m, k] or MLX-quantized. Parallel over weight rows; batch-invariant (kern.h). */

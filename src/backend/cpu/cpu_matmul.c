@@ -18,10 +18,13 @@
  * and both loops run the kbf16 tiles (one struct tiling drives either family), which again give
  * every c[i, j] one operation sequence.
  *
- * MLX-quantized weights (DTYPE_QMLX): at decode (n <= GEMV_MAX_ROWS) the fused GEMV (c->qgemv)
+ * MLX-quantized weights (DTYPE_QMLX): affine 4- and 8-bit ones take the integer kernels (qint.h)
+ * at every n (not in cpu-precise, whose x stays f32): x is prepared once per call (int8 levels and group scales, per distinct width and
+ * group size), then c->qint streams the packed rows; one formula at any n, so decode and prefill
+ * agree bit for bit. The other modes: at decode (n <= GEMV_MAX_ROWS) the fused GEMV (c->qgemv)
  * dequantizes in registers; otherwise (and for widths it lacks) each panel of rows is
- * dequantized (c->qdeq, exact) into the L2 panel. Either way only the packed bytes stream from memory and the results
- * equal those of the same weights dequantized to f32, bit for bit (qdeq.h).
+ * dequantized (c->qdeq, exact) into the L2 panel, and the results equal those of the same
+ * weights dequantized to f32, bit for bit (qdeq.h). Only the packed bytes stream from memory.
  *
  * moe_ffn runs each expert's gate/up/down as ordinary gemms over the tokens routed to it
  * (gathered into scratch), so each expert's weights are read once per step, then adds the
@@ -55,6 +58,8 @@ struct gemm_mat {
     enum dtype           wdt;
     bool                 dot16;     // bf16 weight multiplied by x16 (kbf16.h)
     const struct tensor *bias;
+    const uint8_t       *xq;        // x prepared for the integer kernel (qint.h), or NULL
+    size_t               ldxq;      // bytes between prepared rows
     int64_t              m;
     int64_t              rows_per_task;
     int                  task0;     // the job's first task for this matrix
@@ -219,7 +224,10 @@ static void gemm_task(void *arg, int task, int thread)
     int64_t j0 = (int64_t)(task - mt->task0) * mt->rows_per_task;
     int64_t j1 = j0 + mt->rows_per_task < mt->m ? j0 + mt->rows_per_task : mt->m;
     bool done = false;
-    if (g->gemv && mt->wdt == DTYPE_QMLX)
+    if (mt->xq) {
+        g->c->qint(mt->wt, j0, j1, mt->xq, mt->ldxq, g->n, mt->out, mt->ldo);
+        done = true;
+    } else if (g->gemv && mt->wdt == DTYPE_QMLX)
         done = g->c->qgemv(mt->wt, j0, j1, g->x, g->ldx, (int)g->n, mt->out, mt->ldo);
     else if (g->gemv) {
         gemv_rows(g, mt, j0, j1);
@@ -231,6 +239,64 @@ static void gemm_task(void *arg, int task, int thread)
         for (int64_t i = 0; i < g->n; i++)
             for (int64_t j = j0; j < j1; j++) mt->out[i * mt->ldo + j] += host_elem_f32(mt->bias->dtype, b, j);
     }
+}
+
+/* x prepared for the integer kernels: rows [r0, r1) of each layout (qint.h). */
+struct xq_job {
+    cpu_qint_quantize_fn quantize;
+    const float *x;
+    int64_t      ldx, k, n, rows_per_task;
+    int          n_layouts;
+    int          bits[GEMM_MAX_MATS], gs[GEMM_MAX_MATS];
+    uint8_t     *dst[GEMM_MAX_MATS];
+    size_t       ld[GEMM_MAX_MATS];
+};
+
+static void xq_task(void *arg, int task, int thread)
+{
+    (void)thread;
+    const struct xq_job *q = arg;
+    int64_t r0 = task * q->rows_per_task, r1 = r0 + q->rows_per_task < q->n ? r0 + q->rows_per_task : q->n;
+    for (int l = 0; l < q->n_layouts; l++)
+        for (int64_t i = r0; i < r1; i++)
+            q->quantize(q->x + i * q->ldx, q->k, q->bits[l], q->gs[l], q->dst[l] + (size_t)i * q->ld[l]);
+}
+
+/* Prepares x once per distinct (bits, group size) of the integer-path matrices and points their
+ * gemm_mat at it; rows split across threads when there are enough of them. */
+static void prepare_xq(struct cpu *c, struct gemm_job *g, const struct tensor *const *ws)
+{
+    struct xq_job q = { .quantize = c->qint_x, .x = g->x, .ldx = g->ldx, .k = g->k, .n = g->n };
+    int layout[GEMM_MAX_MATS];
+    size_t bytes = 0;
+    for (int i = 0; i < g->n_mats; i++) {
+        layout[i] = -1;
+        if (!c->qint || !cpu_qint_takes(ws[i])) continue;
+        int bits = ws[i]->q->bits, gs = ws[i]->q->group_size, l = 0;
+        while (l < q.n_layouts && (q.bits[l] != bits || q.gs[l] != gs)) l++;
+        if (l == q.n_layouts) {
+            q.bits[l] = bits;
+            q.gs[l] = gs;
+            q.ld[l] = cpu_qint_x_bytes(g->k, bits, gs);
+            bytes += q.ld[l] * (size_t)g->n;
+            q.n_layouts++;
+        }
+        layout[i] = l;
+    }
+    if (!q.n_layouts) return;
+    uint8_t *p = (uint8_t *)cpu_xq_scratch(c, bytes / sizeof(float));
+    for (int l = 0; l < q.n_layouts; l++) {
+        q.dst[l] = p;
+        p += q.ld[l] * (size_t)g->n;
+    }
+    for (int i = 0; i < g->n_mats; i++)
+        if (layout[i] >= 0) {
+            g->mats[i].xq = q.dst[layout[i]];
+            g->mats[i].ldxq = q.ld[layout[i]];
+        }
+    int tasks = g->n >= 32 ? c->n_threads * 2 : 1;
+    q.rows_per_task = (g->n + tasks - 1) / tasks;
+    threadpool_run(c->tp, (int)((g->n + q.rows_per_task - 1) / q.rows_per_task), xq_task, &q);
 }
 
 /* Whether w multiplies x rounded to bf16 (kbf16.h: bf16 weights of more than KBF16_NARROW_M rows). */
@@ -299,6 +365,7 @@ void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ld
         mt->task0 = task;
         task += (int)((mt->m + mt->rows_per_task - 1) / mt->rows_per_task);
     }
+    prepare_xq(c, &g, ws);
     threadpool_run(c->tp, task, gemm_task, &g);
 }
 

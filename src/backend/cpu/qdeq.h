@@ -1,5 +1,6 @@
 /* qdeq: dequantization of MLX-quantized weight rows (tensor/qweight.h) for the cpu backend.
  *
+ * Affine 4- and 8-bit weights take qint.h's integer kernels instead, except in cpu-precise.
  * The cpu GEMM never materialises a dequantized matrix: each task dequantizes a panel of weight
  * rows (about 192 KiB of f32, L2-resident) and runs its register tiles on it, so only packed
  * bytes stream from memory; at decode (1 .. 8 rows of x) the fused GEMV (cpu_qgemv_*)

@@ -1,0 +1,253 @@
+/* qint_avx2: the integer kernel of qint.h on AVX2 (and AVX-512 CPUs without VNNI). Compiled with
+ * the Makefile's AVX2 flags.
+ *
+ * The 16 lanes of qint.h are two 8-lane halves (a block's codes 0-63 and 64-127). The int32
+ * lane sums are exact, so they equal the VNNI kernel's and the float formula gives the same bits.
+ * 4-bit: vpmaddubsw (code bytes times level bytes, pairs summed into int16: a code times a level
+ * is at most 15 * 128, so two pairs fit) and vpmaddwd (times 256 or 1 into int32). 8-bit: each
+ * lane's first and last 4 codes gathered (vshufps + vpermq), split into the low and high bytes of
+ * their 16-bit pairs, times the v words by vpmaddwd (vpmaddubsw would saturate: 255 * 127 * 2).
+ * Tiles: 4 weight rows x 1 x row at n = 1 (prefetching QINT_AHEAD rows on), else 2 x 2, prefill
+ * in panels of QINT_PANEL rows as in qint_avx512_vnni.c.
+ */
+#include "backend/cpu/qint.h"
+
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#include <string.h>
+
+#include "tensor/dtype.h"
+
+#define QINT_AHEAD 8
+#define QINT_PANEL 64
+#define DECODE_MAX 8
+
+struct qk {
+    const struct tensor *w;
+    struct qint_geom     g;
+    const uint8_t       *wbase, *sbase, *bbase;
+    enum dtype           sdt;
+    int                  ssize;
+    int64_t              row_bytes;
+    int                  gshift;
+};
+
+/* 8 scales (f16 / bf16 / f32) from 8 * ssize bytes at p. */
+static inline __m256 scales8(enum dtype dt, const uint8_t *p)
+{
+    if (dt == DTYPE_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    if (dt == DTYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_loadu_ps((const float *)p);
+}
+
+/* Groups [g0, g0 + ng) of a scale row as two halves; a partial chunk is copied first (never past
+ * the row's end). */
+static inline void scales16(const struct qk *K, const uint8_t *p, int64_t g0, int64_t ng, __m256 out[2])
+{
+    _Alignas(32) uint8_t buf[64];
+    const uint8_t *src = p + g0 * K->ssize;
+    if (ng < 16) {
+        memset(buf, 0, sizeof buf);
+        memcpy(buf, src, (size_t)(ng * K->ssize));
+        src = buf;
+    }
+    out[0] = scales8(K->sdt, src);
+    out[1] = scales8(K->sdt, src + 8 * K->ssize);
+}
+
+static inline float hsum16(__m256 lo, __m256 hi)
+{
+    __m256 a = _mm256_add_ps(lo, hi);
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
+/* Lanes of a 16-entry table (two halves) picked by idx (0 .. 15). */
+static inline __m256 pick16(const __m256 t[2], __m256i idx)
+{
+    __m256 hi = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, _mm256_set1_epi32(7)));
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t[0], idx), _mm256_permutevar8x32_ps(t[1], idx), hi);
+}
+
+static inline __m256i madd(__m256i a16, int f) { return _mm256_madd_epi16(a16, _mm256_set1_epi16((short)f)); }
+
+static inline __attribute__((always_inline)) void tile(const int BITS, const int R, const int NX, const bool PF,
+                                                       const struct qk *K, int64_t j, int nr, const uint8_t *xq,
+                                                       size_t ldxq, float *out, int64_t ldo)
+{
+    const struct tensor *w = K->w;
+    const struct qint_geom *g = &K->g;
+    const int64_t BC = 128;   // codes a block
+    const uint8_t *wr[4], *sp[4], *bp[4];
+    __m256 acc[2][4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        int64_t row = j + (r < nr ? r : 0);
+        wr[r] = K->wbase + qint_row_off(w, w, row);
+        sp[r] = K->sbase + qint_row_off(&w->q->scales, w, row);
+        bp[r] = K->bbase + qint_row_off(&w->q->biases, w, row);
+#pragma GCC unroll 2
+        for (int i = 0; i < NX; i++) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_ps();
+    }
+    const __m256i nib = _mm256_set1_epi8(0x0F);
+    const __m128i gsh = _mm_cvtsi32_si128(K->gshift);
+    const size_t blk_off = (size_t)g->groups_pad * sizeof(float);
+    size_t ahead = PF ? QINT_AHEAD * w->nb[1] : 0;
+    for (int64_t g0 = 0; g0 < g->n_groups; g0 += 16) {
+        int64_t ng = g->n_groups - g0 < 16 ? g->n_groups - g0 : 16;
+        __m256 s16[4][2];
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m256 b16[2];
+            scales16(K, sp[r], g0, ng, s16[r]);
+            scales16(K, bp[r], g0, ng, b16);
+#pragma GCC unroll 2
+            for (int i = 0; i < NX; i++) {
+                const float *xs = (const float *)(xq + (size_t)i * ldxq) + g0;
+#pragma GCC unroll 2
+                for (int h = 0; h < 2; h++)
+                    acc[i][r][h] = _mm256_fmadd_ps(b16[h], _mm256_loadu_ps(xs + 8 * h), acc[i][r][h]);
+            }
+        }
+        int64_t c_end = (g0 + 16) * g->gs < g->k_pad ? (g0 + 16) * g->gs : g->k_pad;
+        for (int64_t c0 = g0 * g->gs; c0 < c_end; c0 += BC) {
+            bool part = c0 + BC > g->k;
+            _Alignas(32) uint8_t tailbuf[4][128];
+            const uint8_t *wb[4];
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                wb[r] = wr[r] + c0 * BITS / 8;
+                if (PF) _mm_prefetch((const char *)wb[r] + ahead, _MM_HINT_T0);
+                if (part) {   // the row's last bytes only
+                    memset(tailbuf[r], 0, sizeof tailbuf[r]);
+                    memcpy(tailbuf[r], wb[r], (size_t)(K->row_bytes - c0 * BITS / 8));
+                    wb[r] = tailbuf[r];
+                }
+            }
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+                __m256i codes = _mm256_add_epi32(_mm256_set1_epi32((int)(c0 - g0 * g->gs + 64 * h)),
+                                                 _mm256_slli_epi32(lanes, 3));   // a lane's first code
+                __m256i idx = _mm256_srl_epi32(codes, gsh);
+                __m256 sl[4];
+                // 4-bit: c[0], c[1] the even and odd codes as bytes; 8-bit: as int16 words, each lane's
+                // first 4 codes split into the low and high code of their pairs, then its last 4
+                __m256i c[4][4];
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) {
+                    if (BITS == 4) {
+                        __m256i v = _mm256_loadu_si256((const __m256i *)(wb[r] + 32 * h));
+                        c[0][r] = _mm256_and_si256(v, nib);
+                        c[1][r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+                    } else {   // dwords 0, 2, 4, 6 of the half's 64 bytes, then 1, 3, 5, 7
+                        __m256 a = _mm256_loadu_ps((const float *)(wb[r] + 64 * h));
+                        __m256 b = _mm256_loadu_ps((const float *)(wb[r] + 64 * h + 32));
+                        __m256i first = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)), 0xD8);
+                        __m256i last = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8);
+                        c[0][r] = _mm256_and_si256(first, _mm256_set1_epi16(0xFF));
+                        c[1][r] = _mm256_srli_epi16(first, 8);
+                        c[2][r] = _mm256_and_si256(last, _mm256_set1_epi16(0xFF));
+                        c[3][r] = _mm256_srli_epi16(last, 8);
+                    }
+                    sl[r] = pick16(s16[r], idx);
+                }
+#pragma GCC unroll 2
+                for (int i = 0; i < NX; i++) {
+                    const uint8_t *blk = xq + (size_t)i * ldxq + blk_off + (size_t)(c0 / BC) * g->xblock_bytes;
+                    const uint8_t *xb = blk + 64 + 32 * h;
+                    __m256 sxl = _mm256_loadu_ps((const float *)blk + 8 * h);
+#pragma GCC unroll 4
+                    for (int r = 0; r < R; r++) {
+                        __m256i t;
+                        if (BITS == 4) {
+                            __m256i xh = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(c[0][r], _mm256_loadu_si256((const __m256i *)xb)),
+                                _mm256_maddubs_epi16(c[1][r], _mm256_loadu_si256((const __m256i *)(xb + 64))));
+                            __m256i xl = _mm256_add_epi16(
+                                _mm256_maddubs_epi16(c[0][r], _mm256_loadu_si256((const __m256i *)(xb + 128))),
+                                _mm256_maddubs_epi16(c[1][r], _mm256_loadu_si256((const __m256i *)(xb + 192))));
+                            t = _mm256_add_epi32(madd(xh, 256), madd(xl, 1));
+                        } else {           // code words times v words, exact in int32
+                            __m256i t0 = _mm256_add_epi32(
+                                _mm256_madd_epi16(c[0][r], _mm256_loadu_si256((const __m256i *)xb)),
+                                _mm256_madd_epi16(c[1][r], _mm256_loadu_si256((const __m256i *)(xb + 64))));
+                            __m256i t1 = _mm256_add_epi32(
+                                _mm256_madd_epi16(c[2][r], _mm256_loadu_si256((const __m256i *)(xb + 128))),
+                                _mm256_madd_epi16(c[3][r], _mm256_loadu_si256((const __m256i *)(xb + 192))));
+                            t = _mm256_add_epi32(t0, t1);
+                        }
+                        acc[i][r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_mul_ps(sl[r], sxl), acc[i][r][h]);
+                    }
+                }
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < NX; i++)
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++)   // constant indices: acc stays in registers
+            if (r < nr) out[i * ldo + j + r] = hsum16(acc[i][r][0], acc[i][r][1]);
+}
+
+static inline __attribute__((always_inline)) void run(const int BITS, const struct qk *K, int64_t j0, int64_t j1,
+                                                      const uint8_t *xq, size_t ldxq, int64_t n, float *out,
+                                                      int64_t ldo)
+{
+    if (n == 1) {
+        for (int64_t j = j0; j < j1; j += 4)
+            tile(BITS, 4, 1, true, K, j, j1 - j < 4 ? (int)(j1 - j) : 4, xq, ldxq, out, ldo);
+        return;
+    }
+    bool decode = n <= DECODE_MAX;
+    int64_t panel = decode ? 2 : QINT_PANEL;   // decode: 2 weight rows stay in L1 while x passes
+    for (int64_t p0 = j0; p0 < j1; p0 += panel) {
+        int64_t p1 = p0 + panel < j1 ? p0 + panel : j1;
+        for (int64_t i0 = 0; i0 < n; i0 += 2) {
+            const uint8_t *xi = xq + (size_t)i0 * ldxq;
+            float *oi = out + i0 * ldo;
+            for (int64_t j = p0; j < p1; j += 2) {
+                int nr = p1 - j < 2 ? (int)(p1 - j) : 2;
+                if (n - i0 == 1) tile(BITS, 2, 1, false, K, j, nr, xi, ldxq, oi, ldo);
+                else tile(BITS, 2, 2, false, K, j, nr, xi, ldxq, oi, ldo);
+            }
+        }
+    }
+}
+
+static void run4(const struct qk *K, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n, float *out,
+                 int64_t ldo)
+{
+    run(4, K, j0, j1, xq, ldxq, n, out, ldo);
+}
+
+static void run8(const struct qk *K, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n, float *out,
+                 int64_t ldo)
+{
+    run(8, K, j0, j1, xq, ldxq, n, out, ldo);
+}
+
+void cpu_qint_avx2(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,
+                   float *out, int64_t ldo)
+{
+    const struct qweight *q = w->q;
+    struct qk K = { .w = w, .g = qint_geom(w->ne[0], q->bits, q->group_size), .sdt = q->scales.dtype };
+    K.wbase = (const uint8_t *)w->buf->data + w->offset;
+    K.sbase = (const uint8_t *)q->scales.buf->data + q->scales.offset;
+    K.bbase = (const uint8_t *)q->biases.buf->data + q->biases.offset;
+    K.ssize = (int)dtype_size(K.sdt);
+    K.row_bytes = w->ne[0] * q->bits / 8;
+    K.gshift = __builtin_ctz((unsigned)q->group_size);
+    if (q->bits == 4) run4(&K, j0, j1, xq, ldxq, n, out, ldo);
+    else run8(&K, j0, j1, xq, ldxq, n, out, ldo);
+}
+
+#elif defined(__x86_64__)
+void cpu_qint_avx2(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,
+                   float *out, int64_t ldo)
+{
+    cpu_qint_portable(w, j0, j1, xq, ldxq, n, out, ldo);
+}
+#endif

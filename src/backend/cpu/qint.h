@@ -86,4 +86,28 @@ static inline size_t qint_row_off(const struct tensor *t, const struct tensor *w
     return (size_t)i1 * t->nb[1] + (size_t)(rest % w->ne[2]) * t->nb[2] + (size_t)(rest / w->ne[2]) * t->nb[3];
 }
 
+/* A weight as the ISA kernels read it: its bases (row 0 of the packed codes, scales, biases) and
+ * layout. */
+struct qint_w {
+    const struct tensor *w;
+    struct qint_geom     g;
+    const uint8_t       *wbase, *sbase, *bbase;
+    enum dtype           sdt;                     // of the scales and biases
+    int                  ssize;                   // bytes per scale
+    int64_t              row_bytes;
+    int                  gshift;                  // log2(group size)
+};
+static inline struct qint_w qint_w_of(const struct tensor *w)
+{
+    const struct qweight *q = w->q;
+    return (struct qint_w){
+        .w = w, .g = qint_geom(w->ne[0], q->bits, q->group_size), .sdt = q->scales.dtype,
+        .wbase = (const uint8_t *)w->buf->data + w->offset,
+        .sbase = (const uint8_t *)q->scales.buf->data + q->scales.offset,
+        .bbase = (const uint8_t *)q->biases.buf->data + q->biases.offset,
+        .ssize = (int)dtype_size(q->scales.dtype), .row_bytes = w->ne[0] * q->bits / 8,
+        .gshift = __builtin_ctz((unsigned)q->group_size),
+    };
+}
+
 #endif

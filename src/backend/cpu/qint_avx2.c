@@ -22,16 +22,6 @@
 #define QINT_PANEL 64
 #define DECODE_MAX 8
 
-struct qk {
-    const struct tensor *w;
-    struct qint_geom     g;
-    const uint8_t       *wbase, *sbase, *bbase;
-    enum dtype           sdt;
-    int                  ssize;
-    int64_t              row_bytes;
-    int                  gshift;
-};
-
 /* 8 scales (f16 / bf16 / f32) from 8 * ssize bytes at p. */
 static inline __m256 scales8(enum dtype dt, const uint8_t *p)
 {
@@ -43,7 +33,7 @@ static inline __m256 scales8(enum dtype dt, const uint8_t *p)
 
 /* Groups [g0, g0 + ng) of a scale row as two halves; a partial chunk is copied first (never past
  * the row's end). */
-static inline void scales16(const struct qk *K, const uint8_t *p, int64_t g0, int64_t ng, __m256 out[2])
+static inline void scales16(const struct qint_w *K, const uint8_t *p, int64_t g0, int64_t ng, __m256 out[2])
 {
     _Alignas(32) uint8_t buf[64];
     const uint8_t *src = p + g0 * K->ssize;
@@ -74,7 +64,7 @@ static inline __m256 pick16(const __m256 t[2], __m256i idx)
 static inline __m256i madd(__m256i a16, int f) { return _mm256_madd_epi16(a16, _mm256_set1_epi16((short)f)); }
 
 static inline __attribute__((always_inline)) void tile(const int BITS, const int R, const int NX, const bool PF,
-                                                       const struct qk *K, int64_t j, int nr, const uint8_t *xq,
+                                                       const struct qint_w *K, int64_t j, int nr, const uint8_t *xq,
                                                        size_t ldxq, float *out, int64_t ldo)
 {
     const struct tensor *w = K->w;
@@ -192,7 +182,7 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
             if (r < nr) out[i * ldo + j + r] = hsum16(acc[i][r][0], acc[i][r][1]);
 }
 
-static inline __attribute__((always_inline)) void run(const int BITS, const struct qk *K, int64_t j0, int64_t j1,
+static inline __attribute__((always_inline)) void run(const int BITS, const struct qint_w *K, int64_t j0, int64_t j1,
                                                       const uint8_t *xq, size_t ldxq, int64_t n, float *out,
                                                       int64_t ldo)
 {
@@ -217,13 +207,13 @@ static inline __attribute__((always_inline)) void run(const int BITS, const stru
     }
 }
 
-static void run4(const struct qk *K, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n, float *out,
+static void run4(const struct qint_w *K, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n, float *out,
                  int64_t ldo)
 {
     run(4, K, j0, j1, xq, ldxq, n, out, ldo);
 }
 
-static void run8(const struct qk *K, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n, float *out,
+static void run8(const struct qint_w *K, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n, float *out,
                  int64_t ldo)
 {
     run(8, K, j0, j1, xq, ldxq, n, out, ldo);
@@ -232,15 +222,8 @@ static void run8(const struct qk *K, int64_t j0, int64_t j1, const uint8_t *xq, 
 void cpu_qint_avx2(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,
                    float *out, int64_t ldo)
 {
-    const struct qweight *q = w->q;
-    struct qk K = { .w = w, .g = qint_geom(w->ne[0], q->bits, q->group_size), .sdt = q->scales.dtype };
-    K.wbase = (const uint8_t *)w->buf->data + w->offset;
-    K.sbase = (const uint8_t *)q->scales.buf->data + q->scales.offset;
-    K.bbase = (const uint8_t *)q->biases.buf->data + q->biases.offset;
-    K.ssize = (int)dtype_size(K.sdt);
-    K.row_bytes = w->ne[0] * q->bits / 8;
-    K.gshift = __builtin_ctz((unsigned)q->group_size);
-    if (q->bits == 4) run4(&K, j0, j1, xq, ldxq, n, out, ldo);
+    const struct qint_w K = qint_w_of(w);
+    if (w->q->bits == 4) run4(&K, j0, j1, xq, ldxq, n, out, ldo);
     else run8(&K, j0, j1, xq, ldxq, n, out, ldo);
 }
 

@@ -30,16 +30,6 @@
 #define DECODE_MAX 8     // x rows that still stream the weights once (the decode shape)
 
 /* One call's constants. */
-struct qk {
-    const struct tensor *w;
-    struct qint_geom     g;
-    const uint8_t       *wbase, *sbase, *bbase;   // packed rows, scales, biases: row 0
-    enum dtype           sdt;
-    int                  ssize;                   // bytes per scale
-    int64_t              row_bytes;
-    int                  gshift;                  // log2(group size)
-};
-
 static inline __m512 scales16(enum dtype dt, const uint8_t *p, __mmask16 m)
 {
     if (dt == DTYPE_BF16)
@@ -49,7 +39,7 @@ static inline __m512 scales16(enum dtype dt, const uint8_t *p, __mmask16 m)
 }
 
 /* The bytes of a 64-byte load at byte `at` of a row that lie inside it. */
-static inline __mmask64 tail_mask(const struct qk *K, int64_t at)
+static inline __mmask64 tail_mask(const struct qint_w *K, int64_t at)
 {
     int64_t n = K->row_bytes - at;
     return n >= 64 ? ~(__mmask64)0 : n <= 0 ? 0 : ((__mmask64)1 << n) - 1;
@@ -65,7 +55,7 @@ static inline float hsum16(__m512 v)
 }
 
 static inline __attribute__((always_inline)) void tile(const int BITS, const int R, const int NX, const bool PF,
-                                                       const struct qk *K, int64_t j, int nr, const uint8_t *xq,
+                                                       const struct qint_w *K, int64_t j, int nr, const uint8_t *xq,
                                                        size_t ldxq, float *out, int64_t ldo)
 {
     const struct tensor *w = K->w;
@@ -247,7 +237,7 @@ void cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uin
 }
 
 /* Weight rows [j0, j1) against x rows [0, n) at one width. */
-static inline __attribute__((always_inline)) void run(const int BITS, const struct qk *K, int64_t j0, int64_t j1,
+static inline __attribute__((always_inline)) void run(const int BITS, const struct qint_w *K, int64_t j0, int64_t j1,
                                                       const uint8_t *xq, size_t ldxq, int64_t n, float *out,
                                                       int64_t ldo)
 {
@@ -291,13 +281,13 @@ static inline __attribute__((always_inline)) void run(const int BITS, const stru
     }
 }
 
-static void run4(const struct qk *K, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n, float *out,
+static void run4(const struct qint_w *K, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n, float *out,
                  int64_t ldo)
 {
     run(4, K, j0, j1, xq, ldxq, n, out, ldo);
 }
 
-static void run8(const struct qk *K, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n, float *out,
+static void run8(const struct qint_w *K, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n, float *out,
                  int64_t ldo)
 {
     run(8, K, j0, j1, xq, ldxq, n, out, ldo);
@@ -306,15 +296,8 @@ static void run8(const struct qk *K, int64_t j0, int64_t j1, const uint8_t *xq, 
 void cpu_qint_avx512vnni(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,
                          float *out, int64_t ldo)
 {
-    const struct qweight *q = w->q;
-    struct qk K = { .w = w, .g = qint_geom(w->ne[0], q->bits, q->group_size), .sdt = q->scales.dtype };
-    K.wbase = (const uint8_t *)w->buf->data + w->offset;
-    K.sbase = (const uint8_t *)q->scales.buf->data + q->scales.offset;
-    K.bbase = (const uint8_t *)q->biases.buf->data + q->biases.offset;
-    K.ssize = (int)dtype_size(K.sdt);
-    K.row_bytes = w->ne[0] * q->bits / 8;
-    K.gshift = __builtin_ctz((unsigned)q->group_size);
-    if (q->bits == 4) run4(&K, j0, j1, xq, ldxq, n, out, ldo);
+    const struct qint_w K = qint_w_of(w);
+    if (w->q->bits == 4) run4(&K, j0, j1, xq, ldxq, n, out, ldo);
     else run8(&K, j0, j1, xq, ldxq, n, out, ldo);
 }
 

@@ -28,7 +28,9 @@
 #include "model/fixture_model.h"
 #include "ops/ops_util.h"
 
+#ifndef FIXTURES   // another tree of fixtures (e.g. f16 copies: tests/model/run_f16_fixtures.sh)
 #define FIXTURES "tests/model/fixtures"
+#endif
 
 
 

@@ -133,7 +133,7 @@ static struct tiling tiling_dot(const struct cpu_bf16_kern *kb, enum dtype wdt, 
 {
     if (wdt == DTYPE_BF16) return (struct tiling){ kb->mr, kb->nr, kb->lanes, KC16_MAX, KC16, tile_bf16 };
     if (split) return (struct tiling){ kb->mr, kb->nr, kb->lanes, KC16_MAX, KC16, tile_hilo };
-    return (struct tiling){ kb->mr_f16, kb->nr, kb->lanes, KC16_MAX, KC16, tile_f16 };
+    return (struct tiling){ kb->mr_f16, kb->nr_f16, kb->lanes, KC16_MAX, KC16, tile_f16 };
 }
 
 /* Floats of per-thread scratch the k blocks of one panel park their accumulators in. */

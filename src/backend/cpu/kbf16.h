@@ -53,9 +53,10 @@ struct cpu_bf16_kern {
     /* dst[i] = bf16(src[i]), round to nearest even (NaN stays NaN, subnormals become 0). */
     void (*to_bf16)(const float *src, uint16_t *dst, int64_t n);
 
-    /* f16 weights: tile's contract with w rows of f16 as stored (tile_f16, mr_ <= mr_f16), or
-     * rows split by split_f16 (tile_hilo; ldw counts split elements). */
-    int mr_f16;
+    /* f16 weights: tile's contract with w rows of f16 as stored (tile_f16), or
+     * rows split by split_f16 (tile_hilo; ldw counts split elements). tile_f16 takes its own
+     * tile shape (mr_ <= mr_f16, nr_ <= nr_f16). */
+    int mr_f16, nr_f16;
     void (*tile_f16)(int mr_, int nr_, int64_t k, int64_t k0, int64_t k1, const uint16_t *x, int64_t ldx,
                      const uint16_t *w, int64_t ldw, float *c, int64_t ldc, float *part);
     void (*tile_hilo)(int mr_, int nr_, int64_t k, int64_t k0, int64_t k1, const uint16_t *x, int64_t ldx,

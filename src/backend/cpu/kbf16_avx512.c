@@ -15,7 +15,14 @@
 
 #define KB_MR    6
 #define KB_NR    4
-#define KB_MR_F16 4   // f16 rows split in registers: 16 accumulators + 4 x rows + the split's temporaries
+#ifndef KB_F16_PREFETCH
+#define KB_F16_PREFETCH 1024
+#endif
+/* f16 rows split in registers (the GEMV): each accumulator takes two dependent vdpbf16ps a chunk,
+ * so 1 x 8 tiles keep 8 chains in flight where 1 x 4 ones waited on their latency; 2 x 8 = 16
+ * accumulators leave registers for the split. */
+#define KB_MR_F16 2
+#define KB_NR_F16 8
 
 #define KB_INLINE static inline __attribute__((always_inline))
 #define KB_UNROLL _Pragma("GCC unroll 6")
@@ -42,7 +49,7 @@ enum kb_wkind { KB_W_BF16, KB_W_F16, KB_W_HILO };
 
 /* acc[i][j] of one chunk of weight row j: one vdpbf16ps for bf16, hi then lo for f16. */
 KB_INLINE void kb_chunk_row(const int MR, const int j, enum kb_wkind wk, const uint16_t *wr, int n,
-                            const __m512bh *xv, __m512 acc[KB_MR][KB_NR])
+                            const __m512bh *xv, __m512 acc[KB_MR][KB_NR_F16])
 {
     if (wk == KB_W_BF16) {
         __m512bh wv = n == KBF16_CHUNK ? kb_ld(wr) : kb_ld_part(wr, n);
@@ -51,6 +58,7 @@ KB_INLINE void kb_chunk_row(const int MR, const int j, enum kb_wkind wk, const u
     }
     __m512bh hi, lo;
     if (wk == KB_W_F16) {
+        _mm_prefetch((const char *)(wr + KB_F16_PREFETCH), _MM_HINT_T0);
         __m512i h = n == KBF16_CHUNK ? _mm512_loadu_si512(wr) : _mm512_maskz_loadu_epi16((__mmask32)((1ull << n) - 1), wr);
         kb_split(h, &hi, &lo);
     } else {   // whole chunks: the split rows are zero past k
@@ -67,7 +75,7 @@ KB_INLINE void kb_tile_body(const int MR, const int NR, enum kb_wkind wk, int64_
                             float *part)
 {
     const int wstep = wk == KB_W_HILO ? 2 : 1;   // weight elements per k element
-    __m512 acc[KB_MR][KB_NR];
+    __m512 acc[KB_MR][KB_NR_F16];
     KB_UNROLL for (int i = 0; i < MR; i++)
         KB_UNROLL for (int j = 0; j < NR; j++) acc[i][j] = k0 == 0 ? v_zero() : v_ldx(part + (i * NR + j) * VLANES);
     int64_t kk = k0;
@@ -99,7 +107,9 @@ KB_INLINE void kb_tile_body(const int MR, const int NR, enum kb_wkind wk, int64_
 #define KB_TILES(WK) KB_TILES_NR(WK, 1) KB_TILES_NR(WK, 2) KB_TILES_NR(WK, 3) KB_TILES_NR(WK, 4) \
                      KB_TILES_NR(WK, 5) KB_TILES_NR(WK, 6)
 KB_TILES(BF16) KB_TILES(HILO)
-KB_TILES_NR(F16, 1) KB_TILES_NR(F16, 2) KB_TILES_NR(F16, 3) KB_TILES_NR(F16, 4)
+#define KB_TILES_NR8(WK, MR) KB_TILES_NR(WK, MR) KB_TILE_FN(WK, MR, 5) KB_TILE_FN(WK, MR, 6) KB_TILE_FN(WK, MR, 7) \
+                             KB_TILE_FN(WK, MR, 8)
+KB_TILES_NR8(F16, 1) KB_TILES_NR8(F16, 2)
 
 typedef void (*kb_tile_fn)(int64_t, int64_t, int64_t, const uint16_t *, int64_t, const uint16_t *, int64_t, float *,
                            int64_t, float *);
@@ -108,7 +118,9 @@ static const kb_tile_fn kb_tiles[KB_MR][KB_NR] = {
     KB_ROW(BF16, 1), KB_ROW(BF16, 2), KB_ROW(BF16, 3), KB_ROW(BF16, 4), KB_ROW(BF16, 5), KB_ROW(BF16, 6) };
 static const kb_tile_fn kb_tiles_hilo[KB_MR][KB_NR] = {
     KB_ROW(HILO, 1), KB_ROW(HILO, 2), KB_ROW(HILO, 3), KB_ROW(HILO, 4), KB_ROW(HILO, 5), KB_ROW(HILO, 6) };
-static const kb_tile_fn kb_tiles_f16[KB_MR_F16][KB_NR] = { KB_ROW(F16, 1), KB_ROW(F16, 2), KB_ROW(F16, 3), KB_ROW(F16, 4) };
+#define KB_ROW8(WK, MR) { kb_tile_##WK##_##MR##_1, kb_tile_##WK##_##MR##_2, kb_tile_##WK##_##MR##_3, kb_tile_##WK##_##MR##_4, \
+                         kb_tile_##WK##_##MR##_5, kb_tile_##WK##_##MR##_6, kb_tile_##WK##_##MR##_7, kb_tile_##WK##_##MR##_8 }
+static const kb_tile_fn kb_tiles_f16[KB_MR_F16][KB_NR_F16] = { KB_ROW8(F16, 1), KB_ROW8(F16, 2) };
 
 static void kb_tile(int mr, int nr, int64_t k, int64_t k0, int64_t k1, const uint16_t *x, int64_t ldx,
                     const uint16_t *w, int64_t ldw, float *c, int64_t ldc, float *part)
@@ -158,7 +170,7 @@ static void kb_to_bf16(const float *src, uint16_t *dst, int64_t n)
 
 static const struct cpu_bf16_kern kb_avx512 = {
     .mr = KB_MR, .nr = KB_NR, .lanes = VLANES, .tile = kb_tile, .to_bf16 = kb_to_bf16,
-    .mr_f16 = KB_MR_F16, .tile_f16 = kb_tile_f16, .tile_hilo = kb_tile_hilo, .split_f16 = kb_split_f16,
+    .mr_f16 = KB_MR_F16, .nr_f16 = KB_NR_F16, .tile_f16 = kb_tile_f16, .tile_hilo = kb_tile_hilo, .split_f16 = kb_split_f16,
 };
 
 /* Whether vdpbf16ps out-runs the f32 FMAs: AMD cores (Zen 4 and later) issue it at the FMA rate,

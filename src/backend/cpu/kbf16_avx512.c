@@ -25,7 +25,7 @@
 #define KB_NR_F16 8
 
 #define KB_INLINE static inline __attribute__((always_inline))
-#define KB_UNROLL _Pragma("GCC unroll 6")
+#define KB_UNROLL _Pragma("GCC unroll 8")
 
 KB_INLINE __m512bh kb_ld(const uint16_t *p) { return (__m512bh)_mm512_loadu_si512(p); }
 KB_INLINE __m512bh kb_ld_part(const uint16_t *p, int n) { return (__m512bh)_mm512_maskz_loadu_epi16((__mmask32)((1ull << n) - 1), p); }

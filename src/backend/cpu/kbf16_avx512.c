@@ -15,9 +15,7 @@
 
 #define KB_MR    6
 #define KB_NR    4
-#ifndef KB_F16_PREFETCH
-#define KB_F16_PREFETCH 1024
-#endif
+#define KB_F16_PREFETCH 1024   // elements ahead (2 KiB) an f16 row is prefetched: the split leaves the loads sparse
 /* f16 rows split in registers (the GEMV): each accumulator takes two dependent vdpbf16ps a chunk,
  * so 1 x 8 tiles keep 8 chains in flight where 1 x 4 ones waited on their latency; 2 x 8 = 16
  * accumulators leave registers for the split. */

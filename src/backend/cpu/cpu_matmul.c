@@ -128,12 +128,14 @@ static struct tiling tiling_f32(const struct cpu_kern *kf)
     return (struct tiling){ kf->mr, kf->nr, kf->lanes, KC_MAX, KC, tile_f32 };
 }
 
-/* The dot tiles for a weight of dtype wdt (bf16 or f16); split: its rows were split by split_f16. */
-static struct tiling tiling_dot(const struct cpu_bf16_kern *kb, enum dtype wdt, bool split)
+/* The dot tiles for a weight of dtype wdt (bf16 or f16) against n rows of x; split: its rows were
+ * split by split_f16. */
+static struct tiling tiling_dot(const struct cpu_bf16_kern *kb, enum dtype wdt, bool split, int64_t n)
 {
     if (wdt == DTYPE_BF16) return (struct tiling){ kb->mr, kb->nr, kb->lanes, KC16_MAX, KC16, tile_bf16 };
     if (split) return (struct tiling){ kb->mr, kb->nr, kb->lanes, KC16_MAX, KC16, tile_hilo };
-    return (struct tiling){ kb->mr_f16, kb->nr_f16, kb->lanes, KC16_MAX, KC16, tile_f16 };
+    if (n <= kb->mr_f16) return (struct tiling){ kb->mr_f16, kb->nr_f16, kb->lanes, KC16_MAX, KC16, tile_f16 };
+    return (struct tiling){ kb->mr_f16_tall, kb->nr_f16_tall, kb->lanes, KC16_MAX, KC16, tile_f16 };
 }
 
 /* Floats of per-thread scratch the k blocks of one panel park their accumulators in. */
@@ -183,7 +185,7 @@ static void gemm_rows(const struct gemm_job *g, const struct tiling *t, const st
 /* Decode: weight rows [j0, j1) streamed in their own dtype, nr at a time, against all rows of x. */
 static void gemv_rows(const struct gemm_job *g, const struct gemm_mat *mt, int64_t j0, int64_t j1)
 {
-    struct tiling t = mt->dot16 ? tiling_dot(g->c->kb, mt->wdt, false) : tiling_f32(g->kf);
+    struct tiling t = mt->dot16 ? tiling_dot(g->c->kb, mt->wdt, false, g->n) : tiling_f32(g->kf);
     for (int64_t j = j0; j < j1; j += t.nr) {
         int nr = j1 - j < t.nr ? (int)(j1 - j) : t.nr;
         const char *w = mt->w + (size_t)j * mt->ldw;
@@ -211,7 +213,7 @@ static int64_t padded_stride(int64_t k, int64_t chunk, int esize)
 static void gemm_panels(const struct gemm_job *g, const struct gemm_mat *mt, int64_t j0, int64_t j1, int thread)
 {
     bool b16 = mt->dot16, split = b16 && mt->wdt == DTYPE_F16;
-    struct tiling t = b16 ? tiling_dot(g->c->kb, mt->wdt, split) : tiling_f32(g->kf);
+    struct tiling t = b16 ? tiling_dot(g->c->kb, mt->wdt, split, g->n) : tiling_f32(g->kf);
     int esize = b16 ? 2 : 4;
     int64_t rows = split ? g->panel_rows_hilo : b16 ? g->panel_rows16 : g->panel_rows;
     int64_t ldp = split ? padded_stride(KBF16_SPLIT_ELEMS(g->k), 2 * KBF16_CHUNK, esize) : padded_stride(g->k, 16, esize);

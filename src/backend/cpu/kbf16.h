@@ -55,8 +55,9 @@ struct cpu_bf16_kern {
 
     /* f16 weights: tile's contract with w rows of f16 as stored (tile_f16), or
      * rows split by split_f16 (tile_hilo; ldw counts split elements). tile_f16 takes its own
-     * tile shape (mr_ <= mr_f16, nr_ <= nr_f16). */
-    int mr_f16, nr_f16;
+     * tile shapes: mr_ <= mr_f16 and nr_ <= nr_f16 (few x rows), or mr_ <= mr_f16_tall and
+     * nr_ <= nr_f16_tall (more: each weight chunk is split once per tile). */
+    int mr_f16, nr_f16, mr_f16_tall, nr_f16_tall;
     void (*tile_f16)(int mr_, int nr_, int64_t k, int64_t k0, int64_t k1, const uint16_t *x, int64_t ldx,
                      const uint16_t *w, int64_t ldw, float *c, int64_t ldc, float *part);
     void (*tile_hilo)(int mr_, int nr_, int64_t k, int64_t k0, int64_t k1, const uint16_t *x, int64_t ldx,

@@ -18,9 +18,13 @@
 #define KB_F16_PREFETCH 1024   // elements ahead (2 KiB) an f16 row is prefetched: the split leaves the loads sparse
 /* f16 rows split in registers (the GEMV): each accumulator takes two dependent vdpbf16ps a chunk,
  * so 1 x 8 tiles keep 8 chains in flight where 1 x 4 ones waited on their latency; 2 x 8 = 16
- * accumulators leave registers for the split. */
-#define KB_MR_F16 2
-#define KB_NR_F16 8
+ * accumulators leave registers for the split. More x rows take 8 x 2 tiles, which split each
+ * weight chunk once for all 8 (2 x 8 tiles split it 4 times: 0.67x the f32 tiles' step). */
+#define KB_MR_F16      2
+#define KB_NR_F16      8
+#define KB_MR_F16_TALL 8
+#define KB_NR_F16_TALL 2
+#define KB_MR_MAX      8   // array bounds; the unrolled tiles use only their MR x NR
 
 #define KB_INLINE static inline __attribute__((always_inline))
 #define KB_UNROLL _Pragma("GCC unroll 8")
@@ -47,7 +51,7 @@ enum kb_wkind { KB_W_BF16, KB_W_F16, KB_W_HILO };
 
 /* acc[i][j] of one chunk of weight row j: one vdpbf16ps for bf16, hi then lo for f16. */
 KB_INLINE void kb_chunk_row(const int MR, const int j, enum kb_wkind wk, const uint16_t *wr, int n,
-                            const __m512bh *xv, __m512 acc[KB_MR][KB_NR_F16])
+                            const __m512bh *xv, __m512 acc[KB_MR_MAX][KB_NR_F16])
 {
     if (wk == KB_W_BF16) {
         __m512bh wv = n == KBF16_CHUNK ? kb_ld(wr) : kb_ld_part(wr, n);
@@ -73,12 +77,12 @@ KB_INLINE void kb_tile_body(const int MR, const int NR, enum kb_wkind wk, int64_
                             float *part)
 {
     const int wstep = wk == KB_W_HILO ? 2 : 1;   // weight elements per k element
-    __m512 acc[KB_MR][KB_NR_F16];
+    __m512 acc[KB_MR_MAX][KB_NR_F16];
     KB_UNROLL for (int i = 0; i < MR; i++)
         KB_UNROLL for (int j = 0; j < NR; j++) acc[i][j] = k0 == 0 ? v_zero() : v_ldx(part + (i * NR + j) * VLANES);
     int64_t kk = k0;
     for (; kk + KBF16_CHUNK <= k1; kk += KBF16_CHUNK) {
-        __m512bh xv[KB_MR];
+        __m512bh xv[KB_MR_MAX];
         KB_UNROLL for (int i = 0; i < MR; i++) xv[i] = kb_ld(x + i * ldx + kk);
         KB_UNROLL for (int j = 0; j < NR; j++) kb_chunk_row(MR, j, wk, w + j * ldw + wstep * kk, KBF16_CHUNK, xv, acc);
     }
@@ -89,7 +93,7 @@ KB_INLINE void kb_tile_body(const int MR, const int NR, enum kb_wkind wk, int64_
     }
     if (kk < k) {
         int n = (int)(k - kk);
-        __m512bh xv[KB_MR];
+        __m512bh xv[KB_MR_MAX];
         KB_UNROLL for (int i = 0; i < MR; i++) xv[i] = kb_ld_part(x + i * ldx + kk, n);
         KB_UNROLL for (int j = 0; j < NR; j++) kb_chunk_row(MR, j, wk, w + j * ldw + wstep * kk, n, xv, acc);
     }
@@ -108,6 +112,9 @@ KB_TILES(BF16) KB_TILES(HILO)
 #define KB_TILES_NR8(WK, MR) KB_TILES_NR(WK, MR) KB_TILE_FN(WK, MR, 5) KB_TILE_FN(WK, MR, 6) KB_TILE_FN(WK, MR, 7) \
                              KB_TILE_FN(WK, MR, 8)
 KB_TILES_NR8(F16, 1) KB_TILES_NR8(F16, 2)
+#define KB_TILES_NR2(WK, MR) KB_TILE_FN(WK, MR, 1) KB_TILE_FN(WK, MR, 2)
+KB_TILES_NR2(F16, 3) KB_TILES_NR2(F16, 4) KB_TILES_NR2(F16, 5) KB_TILES_NR2(F16, 6) KB_TILES_NR2(F16, 7)
+KB_TILES_NR2(F16, 8)
 
 typedef void (*kb_tile_fn)(int64_t, int64_t, int64_t, const uint16_t *, int64_t, const uint16_t *, int64_t, float *,
                            int64_t, float *);
@@ -118,7 +125,11 @@ static const kb_tile_fn kb_tiles_hilo[KB_MR][KB_NR] = {
     KB_ROW(HILO, 1), KB_ROW(HILO, 2), KB_ROW(HILO, 3), KB_ROW(HILO, 4), KB_ROW(HILO, 5), KB_ROW(HILO, 6) };
 #define KB_ROW8(WK, MR) { kb_tile_##WK##_##MR##_1, kb_tile_##WK##_##MR##_2, kb_tile_##WK##_##MR##_3, kb_tile_##WK##_##MR##_4, \
                          kb_tile_##WK##_##MR##_5, kb_tile_##WK##_##MR##_6, kb_tile_##WK##_##MR##_7, kb_tile_##WK##_##MR##_8 }
+#define KB_ROW2(WK, MR) { kb_tile_##WK##_##MR##_1, kb_tile_##WK##_##MR##_2 }
 static const kb_tile_fn kb_tiles_f16[KB_MR_F16][KB_NR_F16] = { KB_ROW8(F16, 1), KB_ROW8(F16, 2) };
+static const kb_tile_fn kb_tiles_f16_tall[KB_MR_F16_TALL][KB_NR_F16_TALL] = {
+    KB_ROW2(F16, 1), KB_ROW2(F16, 2), KB_ROW2(F16, 3), KB_ROW2(F16, 4),
+    KB_ROW2(F16, 5), KB_ROW2(F16, 6), KB_ROW2(F16, 7), KB_ROW2(F16, 8) };
 
 static void kb_tile(int mr, int nr, int64_t k, int64_t k0, int64_t k1, const uint16_t *x, int64_t ldx,
                     const uint16_t *w, int64_t ldw, float *c, int64_t ldc, float *part)
@@ -135,7 +146,8 @@ static void kb_tile_hilo(int mr, int nr, int64_t k, int64_t k0, int64_t k1, cons
 static void kb_tile_f16(int mr, int nr, int64_t k, int64_t k0, int64_t k1, const uint16_t *x, int64_t ldx,
                         const uint16_t *w, int64_t ldw, float *c, int64_t ldc, float *part)
 {
-    kb_tiles_f16[mr - 1][nr - 1](k, k0, k1, x, ldx, w, ldw, c, ldc, part);
+    if (mr <= KB_MR_F16) kb_tiles_f16[mr - 1][nr - 1](k, k0, k1, x, ldx, w, ldw, c, ldc, part);
+    else kb_tiles_f16_tall[mr - 1][nr - 1](k, k0, k1, x, ldx, w, ldw, c, ldc, part);
 }
 
 /* One f16 row split into hi/lo chunks with the tiles' own kb_split, so that the GEMM's split
@@ -168,7 +180,8 @@ static void kb_to_bf16(const float *src, uint16_t *dst, int64_t n)
 
 static const struct cpu_bf16_kern kb_avx512 = {
     .mr = KB_MR, .nr = KB_NR, .lanes = VLANES, .tile = kb_tile, .to_bf16 = kb_to_bf16,
-    .mr_f16 = KB_MR_F16, .nr_f16 = KB_NR_F16, .tile_f16 = kb_tile_f16, .tile_hilo = kb_tile_hilo, .split_f16 = kb_split_f16,
+    .mr_f16 = KB_MR_F16, .nr_f16 = KB_NR_F16, .mr_f16_tall = KB_MR_F16_TALL,
+    .nr_f16_tall = KB_NR_F16_TALL, .tile_f16 = kb_tile_f16, .tile_hilo = kb_tile_hilo, .split_f16 = kb_split_f16,
 };
 
 /* Whether vdpbf16ps out-runs the f32 FMAs: AMD cores (Zen 4 and later) issue it at the FMA rate,

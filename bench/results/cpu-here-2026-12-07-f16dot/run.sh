@@ -1,4 +1,4 @@
-# Qwen3-1.7B f16: cairn cpu (f16 hi/lo dot products) vs cpu-precise (the f32 tiles, which plain cpu
+# Usage: bash run.sh > OUT.txt. Qwen3-1.7B f16: cairn cpu (f16 hi/lo dot products) vs cpu-precise (the f32 tiles, which plain cpu
 # ran for f16 before) vs llama.cpp f16, interleaved; each rep under the bench lock.
 cd /work/wt/cpuf16
 LB=/tmp/peer/lc/build-cpu/bin/llama-bench

@@ -6,7 +6,8 @@
  * held to 2e-2 and the first 8 greedy tokens; cpu-precise (f32 tiles) and cuda-precise (hi + lo
  * GEMM inputs, f32 attention) to the ref bounds.
  * Set CAIRN_TEST_BACKENDS=cuda,cuda-precise (or "ref,cpu,cuda") to run others, and
- * CAIRN_TEST_FIXTURES=a,b to run only those fixtures.
+ * CAIRN_TEST_FIXTURES=a,b to run only those fixtures, CAIRN_TEST_FIXTURES_DIR=DIR to read another
+ * tree of them (tests/model/run_f16_fixtures.sh: f16 copies).
  *
  * kv_fp8: on each of those backends, every fixture also runs with an f8e4m3 KV cache (scale 1.0)
  * against the same backend with a bf16 cache: the logits of every prompt position may differ by
@@ -28,7 +29,13 @@
 #include "model/fixture_model.h"
 #include "ops/ops_util.h"
 
-#define FIXTURES "tests/model/fixtures"
+#define FIXTURES fixtures_dir()
+
+static const char *fixtures_dir(void)
+{
+    const char *d = getenv("CAIRN_TEST_FIXTURES_DIR");
+    return d && *d ? d : "tests/model/fixtures";
+}
 
 
 

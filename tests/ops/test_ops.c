@@ -6,8 +6,9 @@
  * computation (e4m3_codes) and each kernel family's SIMD decode against the table.
  *
  * The avx512 family runs twice where the CPU has AVX-512 BF16: as "cpu-precise" (f32 tiles) and
- * as "cpu", whose bf16 weights multiply x rounded to bf16 (kbf16.h); there the oracle is ref on
- * the same rounded x (bf16 x bf16 products are exact, so only the summation order differs).
+ * as "cpu", whose bf16 and f16 weights multiply x rounded to bf16 (kbf16.h); there the oracle is
+ * ref on the same rounded x (bf16 x bf16 products are exact, f16 weights split exactly into bf16
+ * hi + lo, so only the summation order differs).
  *
  * Set CAIRN_CPU_ISA=portable|avx2|avx512 to test one kernel family (default: the best one here).
  */
@@ -27,7 +28,7 @@ static bool g_dot16;                               // g_cpu rounds x to bf16 for
 /* What the cpu backend multiplies a weight of m rows with: x itself, or x rounded to bf16 (a copy). */
 static struct tt x_as_multiplied(const struct tt *x, enum dtype wdt, int64_t m)
 {
-    bool rounds = g_dot16 && wdt == DTYPE_BF16 && m > KBF16_NARROW_M;
+    bool rounds = g_dot16 && (wdt == DTYPE_BF16 || wdt == DTYPE_F16) && m > KBF16_NARROW_M;
     struct tt c = tt_new(DTYPE_F32, x->t.ne[0], x->t.ne[1]);
     const float *s = x->p;
     float *d = c.p;
@@ -475,6 +476,37 @@ static float f32_next(float x, int ulps)
     return x;
 }
 
+/* kbf16.h's f16 split: every finite f16 w is exactly hi + lo, both bf16; inf and NaN give NaN. */
+TEST(f16_split_exact)
+{
+    const struct cpu_bf16_kern *kb = cpu_bf16_kern_pick("avx512");
+    if (!kb) {
+        fprintf(stderr, "SKIP f16 split: this CPU lacks AVX-512 BF16\n");
+        return;
+    }
+    const int64_t n = 65536 + 5;   // every code, then a partial chunk
+    uint16_t *w = malloc((size_t)n * sizeof *w), *hl = malloc((size_t)KBF16_SPLIT_ELEMS(n) * sizeof *hl);
+    for (int64_t i = 0; i < n; i++) w[i] = (uint16_t)(i < 65536 ? i : 0x3c01 + i);
+    kb->split_f16(w, hl, n);
+    int bad = 0, nonzero_lo = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const uint16_t *ch = hl + i / KBF16_CHUNK * 2 * KBF16_CHUNK;
+        float v = f16_to_f32(w[i]), hi = bf16_to_f32(ch[i % KBF16_CHUNK]), lo = bf16_to_f32(ch[KBF16_CHUNK + i % KBF16_CHUNK]);
+        bool ok = isfinite(v) ? (double)hi + (double)lo == (double)v && fabsf(lo) <= fabsf(v) * 0x1p-7f
+                              : isnan((double)hi + (double)lo);
+        if (!ok && bad++ < 5) fprintf(stderr, "  f16 0x%04x = %g: hi %g + lo %g\n", w[i], v, hi, lo);
+        nonzero_lo += lo != 0.0f;
+    }
+    EXPECTF(bad == 0, "f16 split: %d of %lld values not hi + lo exactly", bad, (long long)n);
+    EXPECT(nonzero_lo > 50000);   // lo carries 3 bits of most values (a split that drops them fails above)
+    for (int i = 0; i < 2 * KBF16_CHUNK; i++) {   // past k: zeros
+        int64_t tail = n / KBF16_CHUNK * 2 * KBF16_CHUNK;
+        EXPECT(i % KBF16_CHUNK < n % KBF16_CHUNK || hl[tail + i] == 0);
+    }
+    free(w);
+    free(hl);
+}
+
 TEST(e4m3_codes)
 {
     // known values, then every code: the table against the definition, and back to the same code
@@ -578,7 +610,7 @@ TEST(moe_ffn_vs_ref)
             // with bf16 dot products the expert's hidden row is rounded to bf16 before the down
             // projection too, which ref cannot be given: held to bf16's precision there (half an
             // ulp of a hidden value near 170 is 0.5; the outputs' rms is about 8)
-            bool rounded = g_dot16 && float_dtypes[d] == DTYPE_BF16;
+            bool rounded = g_dot16 && (float_dtypes[d] == DTYPE_BF16 || float_dtypes[d] == DTYPE_F16);
             EXPECTF(tt_close("moe_ffn", a.p, b.p, (int64_t)dm * n, rounded ? 0.25 : 1e-5, rounded ? 2e-2 : 1e-4,
                              rounded ? 2e-4 : 1e-11),
                     "moe_ffn %s act %d", dtype_name(float_dtypes[d]), act);
@@ -648,6 +680,7 @@ int main(void)
     if (backend_new("ref", NULL, &g_ref)) return 1;
     RUN(ref_known_answers);
     RUN(e4m3_codes);
+    RUN(f16_split_exact);
     // the avx512 family twice where it has the bf16 dot tiles: f32 tiles, then bf16 dot products
     for (int pass = 0; pass < 4; pass++) {
         int f = pass < 2 ? 0 : pass - 1;

@@ -13,10 +13,12 @@
  * does not depend on n, on the split or on the k blocking: batch invariance by construction.
  * matmul_n runs up to 3 weight matrices that share x (q/k/v, gate/up) in one fork-join.
  *
- * bf16 weights where the cpu has bf16 dot tiles (c->kb, kbf16.h: more than KBF16_NARROW_M rows,
- * not cpu-precise): x is rounded to bf16 once per call, panels are bf16 rows copied as they are,
- * and both loops run the kbf16 tiles (one struct tiling drives either family), which again give
- * every c[i, j] one operation sequence.
+ * bf16 and f16 weights where the cpu has bf16 dot tiles (c->kb, kbf16.h: more than KBF16_NARROW_M
+ * rows, not cpu-precise): x is rounded to bf16 once per call, and both loops run the kbf16 tiles
+ * (one struct tiling drives either family), which again give every c[i, j] one operation
+ * sequence. bf16 panels are rows copied as they are; an f16 weight is split exactly into bf16
+ * hi + lo, in registers by the decode GEMV and once per panel row by the GEMM (the panel then
+ * holds 4 bytes a weight, as an f32 panel does; the model stays f16 in memory).
  *
  * MLX-quantized weights (DTYPE_QMLX): affine 4- and 8-bit ones take the integer kernels (qint.h)
  * at every n (not in cpu-precise, whose x stays f32): x is prepared once per call (int8 levels and group scales, per distinct width and
@@ -56,7 +58,7 @@ struct gemm_mat {
     const char          *w;         // weight row 0
     size_t               ldw;       // bytes between weight rows
     enum dtype           wdt;
-    bool                 dot16;     // bf16 weight multiplied by x16 (kbf16.h)
+    bool                 dot16;     // bf16 or f16 weight multiplied by x16 (kbf16.h)
     const struct tensor *bias;
     const uint8_t       *xq;        // x prepared for the integer kernel (qint.h), or NULL
     size_t               ldxq;      // bytes between prepared rows
@@ -76,6 +78,7 @@ struct gemm_job {
     int64_t                n, k;
     int64_t                panel_rows;   // GEMM: weight rows converted at once (f32 panel)
     int64_t                panel_rows16; // the same for bf16 panels
+    int64_t                panel_rows_hilo; // and for f16 rows split into bf16 hi/lo
     bool                   gemv;
     int                    n_mats;
     struct gemm_mat        mats[GEMM_MAX_MATS];
@@ -104,14 +107,35 @@ static void tile_bf16(const struct gemm_job *g, int mr, int nr, int64_t i0, int6
                    (int64_t)(ldw / sizeof(uint16_t)), c, ldc, part);
 }
 
+/* f16 rows as stored, split into hi/lo in registers (the GEMV) */
+static void tile_f16(const struct gemm_job *g, int mr, int nr, int64_t i0, int64_t k0, int64_t k1, const char *w,
+                     size_t ldw, float *c, int64_t ldc, float *part)
+{
+    g->c->kb->tile_f16(mr, nr, g->k, k0, k1, g->x16 + i0 * g->ldx16, g->ldx16, (const uint16_t *)w,
+                       (int64_t)(ldw / sizeof(uint16_t)), c, ldc, part);
+}
+
+/* f16 rows split beforehand by split_f16 (the GEMM's panels) */
+static void tile_hilo(const struct gemm_job *g, int mr, int nr, int64_t i0, int64_t k0, int64_t k1, const char *w,
+                      size_t ldw, float *c, int64_t ldc, float *part)
+{
+    g->c->kb->tile_hilo(mr, nr, g->k, k0, k1, g->x16 + i0 * g->ldx16, g->ldx16, (const uint16_t *)w,
+                        (int64_t)(ldw / sizeof(uint16_t)), c, ldc, part);
+}
+
 static struct tiling tiling_f32(const struct cpu_kern *kf)
 {
     return (struct tiling){ kf->mr, kf->nr, kf->lanes, KC_MAX, KC, tile_f32 };
 }
 
-static struct tiling tiling_bf16(const struct cpu_bf16_kern *kb)
+/* The dot tiles for a weight of dtype wdt (bf16 or f16) against n rows of x; split: its rows were
+ * split by split_f16. */
+static struct tiling tiling_dot(const struct cpu_bf16_kern *kb, enum dtype wdt, bool split, int64_t n)
 {
-    return (struct tiling){ kb->mr, kb->nr, kb->lanes, KC16_MAX, KC16, tile_bf16 };
+    if (wdt == DTYPE_BF16) return (struct tiling){ kb->mr, kb->nr, kb->lanes, KC16_MAX, KC16, tile_bf16 };
+    if (split) return (struct tiling){ kb->mr, kb->nr, kb->lanes, KC16_MAX, KC16, tile_hilo };
+    if (n <= kb->mr_f16) return (struct tiling){ kb->mr_f16, kb->nr_f16, kb->lanes, KC16_MAX, KC16, tile_f16 };
+    return (struct tiling){ kb->mr_f16_tall, kb->nr_f16_tall, kb->lanes, KC16_MAX, KC16, tile_f16 };
 }
 
 /* Floats of per-thread scratch the k blocks of one panel park their accumulators in. */
@@ -161,7 +185,7 @@ static void gemm_rows(const struct gemm_job *g, const struct tiling *t, const st
 /* Decode: weight rows [j0, j1) streamed in their own dtype, nr at a time, against all rows of x. */
 static void gemv_rows(const struct gemm_job *g, const struct gemm_mat *mt, int64_t j0, int64_t j1)
 {
-    struct tiling t = mt->dot16 ? tiling_bf16(g->c->kb) : tiling_f32(g->kf);
+    struct tiling t = mt->dot16 ? tiling_dot(g->c->kb, mt->wdt, false, g->n) : tiling_f32(g->kf);
     for (int64_t j = j0; j < j1; j += t.nr) {
         int nr = j1 - j < t.nr ? (int)(j1 - j) : t.nr;
         const char *w = mt->w + (size_t)j * mt->ldw;
@@ -183,15 +207,16 @@ static int64_t padded_stride(int64_t k, int64_t chunk, int esize)
     return ld;
 }
 
-/* Prefill: each panel of weight rows is copied once into per-thread scratch (bf16 rows as they
- * are for the dot16 tiles; anything else converted or dequantized to f32), then multiplied with
- * every row of x. */
+/* Prefill: each panel of weight rows is copied once into per-thread scratch (for the dot16
+ * tiles bf16 rows as they are, f16 rows split into hi/lo; anything else converted or dequantized
+ * to f32), then multiplied with every row of x. */
 static void gemm_panels(const struct gemm_job *g, const struct gemm_mat *mt, int64_t j0, int64_t j1, int thread)
 {
-    bool b16 = mt->dot16;
-    struct tiling t = b16 ? tiling_bf16(g->c->kb) : tiling_f32(g->kf);
+    bool b16 = mt->dot16, split = b16 && mt->wdt == DTYPE_F16;
+    struct tiling t = b16 ? tiling_dot(g->c->kb, mt->wdt, split, g->n) : tiling_f32(g->kf);
     int esize = b16 ? 2 : 4;
-    int64_t rows = b16 ? g->panel_rows16 : g->panel_rows, ldp = padded_stride(g->k, 16, esize);
+    int64_t rows = split ? g->panel_rows_hilo : b16 ? g->panel_rows16 : g->panel_rows;
+    int64_t ldp = split ? padded_stride(KBF16_SPLIT_ELEMS(g->k), 2 * KBF16_CHUNK, esize) : padded_stride(g->k, 16, esize);
     size_t panel_floats = ((size_t)(rows * ldp) * (size_t)esize + sizeof(float) - 1) / sizeof(float);
     float *scratch = cpu_thread_scratch(g->c, thread, panel_floats + part_floats(g, &t, rows));
     char *panel = (char *)scratch;
@@ -200,7 +225,8 @@ static void gemm_panels(const struct gemm_job *g, const struct gemm_mat *mt, int
         int64_t p1 = p0 + rows < j1 ? p0 + rows : j1;
         for (int64_t j = p0; j < p1; j++) {
             char *row = panel + (size_t)((j - p0) * ldp) * (size_t)esize;
-            if (b16) memcpy(row, mt->w + (size_t)j * mt->ldw, (size_t)g->k * sizeof(uint16_t));
+            if (split) g->c->kb->split_f16((const uint16_t *)(mt->w + (size_t)j * mt->ldw), (uint16_t *)row, g->k);
+            else if (b16) memcpy(row, mt->w + (size_t)j * mt->ldw, (size_t)g->k * sizeof(uint16_t));
             else if (mt->wdt == DTYPE_QMLX) g->c->qdeq(mt->wt, j, (float *)row);
             else g->kf->to_f32(mt->wdt, mt->w + (size_t)j * mt->ldw, (float *)row, g->k);
         }
@@ -299,10 +325,11 @@ static void prepare_xq(struct cpu *c, struct gemm_job *g, const struct tensor *c
     threadpool_run(c->tp, (int)((g->n + q.rows_per_task - 1) / q.rows_per_task), xq_task, &q);
 }
 
-/* Whether w multiplies x rounded to bf16 (kbf16.h: bf16 weights of more than KBF16_NARROW_M rows). */
+/* Whether w multiplies x rounded to bf16 (kbf16.h: bf16 and f16 weights of more than
+ * KBF16_NARROW_M rows). */
 static bool multiplies_bf16(const struct cpu *c, const struct tensor *w)
 {
-    return c->kb && w->dtype == DTYPE_BF16 && tensor_rows(w) > KBF16_NARROW_M;
+    return c->kb && (w->dtype == DTYPE_BF16 || w->dtype == DTYPE_F16) && tensor_rows(w) > KBF16_NARROW_M;
 }
 
 void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ldos, const float *x, int64_t ldx,
@@ -341,7 +368,10 @@ void cpu_gemm_n(struct cpu *c, int n_mats, float *const *outs, const int64_t *ld
         g.x16 = x16;
     }
     g.panel_rows = panel_rows(PANEL_BYTES / (k * (int64_t)sizeof(float)), c->kf->nr);
-    if (c->kb) g.panel_rows16 = panel_rows(PANEL_BYTES / (k * (int64_t)sizeof(uint16_t)), c->kb->nr);
+    if (c->kb) {
+        g.panel_rows16 = panel_rows(PANEL_BYTES / (k * (int64_t)sizeof(uint16_t)), c->kb->nr);
+        g.panel_rows_hilo = panel_rows(PANEL_BYTES / (KBF16_SPLIT_ELEMS(k) * (int64_t)sizeof(uint16_t)), c->kb->nr);
+    }
     // A few contiguous slices per thread, handed out dynamically: a thread that gets
     // descheduled (or a slower core) strands little work. Slices are multiples of 16 rows so
     // threads never write the same cache line of out.

@@ -1,4 +1,4 @@
-/* kbf16: bf16 dot-product tiles for bf16 weights (AVX-512 BF16), the cpu backend's fast matmul.
+/* kbf16: bf16 dot-product tiles for bf16 and f16 weights (AVX-512 BF16), the cpu backend's fast matmul.
  *
  * The f32 tiles (kern.h) widen bf16 weights to f32 and run f32 FMAs; on CPUs with AVX-512 BF16
  * that issue it at the FMA rate (AMD's) one vdpbf16ps does 32 multiply-adds where an f32 FMA
@@ -16,9 +16,20 @@
  * shape, the batch size, the thread split or the k blocking, every c[i, j] gets those exact
  * operations, so the decode GEMV and the prefill GEMM agree bit for bit.
  *
+ * f16 weights: w = hi + lo exactly, hi = w truncated to bf16 and lo = w - hi (f16 has 11
+ * significant bits, bf16 8: lo keeps the 3 low mantissa bits, and every f16, subnormals included,
+ * lies in bf16's exponent range; tests/ops/test_ops checks all 65,536 values). A chunk then takes
+ * two vdpbf16ps in this order: acc = dot(x, hi) into acc, then dot(x, lo) into acc, each with the
+ * lane order above. tile_f16 splits rows as stored in registers (the decode GEMV), tile_hilo
+ * reads rows that split_f16 split beforehand (the GEMM's panels); both split with one function,
+ * so they agree bit for bit too. Two dot products per 32 weights: the f32 FMA's rate, but on
+ * half the x bytes. Infinite or NaN weights give NaN (inf - inf in lo).
+ *
  *     const struct cpu_bf16_kern *kb = cpu_bf16_kern_pick(kf->name);   // NULL: none here
  *     kb->to_bf16(x, x16, k);                                  // once per row of x
  *     kb->tile(2, 4, k, 0, k, x16, ldx, w, ldw, c, ldc, NULL); // c[2][4] = x16[2] . w[4]
+ *     kb->split_f16(w16, hl, k);                               // f16 row -> hi/lo chunks
+ *     kb->tile_hilo(2, 4, k, 0, k, x16, ldx, hl, ldhl, c, ldc, NULL);
  */
 #ifndef CAIRN_BACKEND_CPU_KBF16_H
 #define CAIRN_BACKEND_CPU_KBF16_H
@@ -41,7 +52,22 @@ struct cpu_bf16_kern {
                  const uint16_t *w, int64_t ldw, float *c, int64_t ldc, float *part);
     /* dst[i] = bf16(src[i]), round to nearest even (NaN stays NaN, subnormals become 0). */
     void (*to_bf16)(const float *src, uint16_t *dst, int64_t n);
+
+    /* f16 weights: tile's contract with w rows of f16 as stored (tile_f16), or
+     * rows split by split_f16 (tile_hilo; ldw counts split elements). tile_f16 takes its own
+     * tile shapes: mr_ <= mr_f16 and nr_ <= nr_f16 (few x rows), or mr_ <= mr_f16_tall and
+     * nr_ <= nr_f16_tall (more: each weight chunk is split once per tile). */
+    int mr_f16, nr_f16, mr_f16_tall, nr_f16_tall;
+    void (*tile_f16)(int mr_, int nr_, int64_t k, int64_t k0, int64_t k1, const uint16_t *x, int64_t ldx,
+                     const uint16_t *w, int64_t ldw, float *c, int64_t ldc, float *part);
+    void (*tile_hilo)(int mr_, int nr_, int64_t k, int64_t k0, int64_t k1, const uint16_t *x, int64_t ldx,
+                      const uint16_t *w, int64_t ldw, float *c, int64_t ldc, float *part);
+    /* dst = src (k f16 values) as KBF16_SPLIT_ELEMS(k) bf16: per chunk of 32, the 32 hi, then the
+     * 32 lo (zeros past k). */
+    void (*split_f16)(const uint16_t *src, uint16_t *dst, int64_t k);
 };
+
+#define KBF16_SPLIT_ELEMS(k) (((k) + KBF16_CHUNK - 1) / KBF16_CHUNK * 2 * KBF16_CHUNK)
 
 /* The kernels that go with the f32 family `family` (kern.h), or NULL: only "avx512" has them,
  * and only on CPUs with AVX-512 BF16 that run it faster than f32 FMAs (AMD Zen 4 and later; on

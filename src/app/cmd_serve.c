@@ -86,6 +86,8 @@ static void usage(void)
         "  --max-itl-ms MS|off         inter-token target of running streams while prompts are ingested\n"
         "                              (GPU: 2x the measured decode step; CPU: off)\n"
         "  --no-prefix-cache           do not share prompt blocks across requests\n"
+        "  --no-generation-defaults    sampling fields a request leaves out take the API's defaults\n"
+        "                              (temperature 1, no top-k/top-p), not the model's generation_config.json\n"
         "  --max-body-bytes N          413 above this (32M)\n"
         "  --http-timeout S            idle connection timeout (60)\n"
         "  --header-timeout S          a request header must be complete S s after the connection opened\n"
@@ -99,6 +101,38 @@ static void usage(void)
         "  --shutdown-grace S          seconds in-flight requests may finish on SIGTERM (5)\n"
         "  --test-script FILE          TEST ONLY: scripted outputs [{\"match\",\"output\",\"delay_ms\",\"last\"}]\n"
         "  --fake                      TEST ONLY: serve a built-in fake model (no weights)\n");
+}
+
+/* The model creator's sampling defaults (generation_config.json) over the API's, for the fields a
+ * request leaves out (vLLM's --generation-config auto does the same); logged, since they change
+ * what an unparameterised request gets. */
+static void apply_generation_defaults(const struct gen_defaults *gd, struct sampling *sp)
+{
+    if (!gd->set) return;
+    char desc[160] = "";
+    size_t n = 0;
+    if (gd->set & GEN_TEMPERATURE) {
+        sp->temperature = gd->temperature;
+        n += (size_t)snprintf(desc + n, sizeof desc - n, " temperature %g", gd->temperature);
+    }
+    if (gd->set & GEN_TOP_K) {
+        sp->top_k = gd->top_k;
+        n += (size_t)snprintf(desc + n, sizeof desc - n, " top_k %d", gd->top_k);
+    }
+    if (gd->set & GEN_TOP_P) {
+        sp->top_p = gd->top_p;
+        n += (size_t)snprintf(desc + n, sizeof desc - n, " top_p %g", gd->top_p);
+    }
+    if (gd->set & GEN_MIN_P) {
+        sp->min_p = gd->min_p;
+        n += (size_t)snprintf(desc + n, sizeof desc - n, " min_p %g", gd->min_p);
+    }
+    if (gd->set & GEN_REPETITION_PENALTY) {
+        sp->repetition_penalty = gd->repetition_penalty;
+        snprintf(desc + n, sizeof desc - n, " repetition_penalty %g", gd->repetition_penalty);
+    }
+    LOG_INFO("sampling defaults from generation_config.json:%s (a request's own values win; "
+             "--no-generation-defaults for the API's)", desc);
 }
 
 /* --served-model-name NAME, repeatable (and NAME may be a comma list): appended to names. */
@@ -246,7 +280,7 @@ int cmd_serve(int argc, char **argv)
     struct model_flags mf = {0};
     int max_queue = 0, max_batch = -1, max_running = -1, max_model_len = -1;
     const char *max_itl_s = NULL, *runner = NULL, *task = NULL, *content_special = NULL;
-    bool no_prefix = false, fake = false, bad = false, no_chat_template = false;
+    bool no_prefix = false, fake = false, bad = false, no_chat_template = false, no_gen_defaults = false;
     const char *template_arg = NULL;
     char names[1024] = "";   // every --served-model-name, comma-joined
     for (int i = 1; i < argc && !bad; i++) {
@@ -284,6 +318,7 @@ int cmd_serve(int argc, char **argv)
             flag_str(argc, argv, &i, "--test-script", &test_script, &bad))
             continue;
         if (!strcmp(argv[i], "--no-prefix-cache")) no_prefix = true;
+        else if (!strcmp(argv[i], "--no-generation-defaults")) no_gen_defaults = true;
         else if (!strcmp(argv[i], "--no-chat-template")) no_chat_template = true;
         else if (!strcmp(argv[i], "--fake")) fake = true;
         else if (!strcmp(argv[i], "--embedding") || !strcmp(argv[i], "--embeddings")) runner = "pooling";   // llama.cpp's
@@ -468,6 +503,7 @@ int cmd_serve(int argc, char **argv)
         // any output size up to the hidden size), so truncation is allowed for the Qwen3 family
         g->matryoshka = g->embedder && (!strcmp(am.m->hp.arch, "Qwen3ForCausalLM") || !strcmp(am.m->hp.arch, "Qwen3Model"));
         describe_model(am.m, &g->info);
+        if (!no_gen_defaults) apply_generation_defaults(&am.m->hp.gen, &g->sampling_default);
         if (g->embedder && !synthetic) matryoshka_of(dir, g);
     }
     served = g;

@@ -252,6 +252,47 @@ bad:
     return STATUS_EFORMAT;
 }
 
+/* generation_config.json's sampling fields into hp->gen. A value out of the range the server
+ * accepts in a request is logged and left out (the model still loads: it is only a default). */
+static void parse_gen_defaults(const json_t *gen, struct hparams *hp)
+{
+    static const struct { const char *key; unsigned bit; double lo, hi; bool lo_open; } fields[] = {
+        { "temperature", GEN_TEMPERATURE, 0, 2, false },   { "top_p", GEN_TOP_P, 0, 1, true },
+        { "top_k", GEN_TOP_K, 0, 1 << 30, false },         { "min_p", GEN_MIN_P, 0, 1, false },
+        { "repetition_penalty", GEN_REPETITION_PENALTY, 0.01, 10, false },
+    };
+    struct gen_defaults *g = &hp->gen;
+    const json_t *ds = json_object_get(gen, "do_sample");
+    if (json_is_false(ds)) {   // greedy whatever else it says, as transformers' generate
+        g->set = GEN_TEMPERATURE;
+        g->temperature = 0.0f;
+        return;
+    }
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        const json_t *v = json_object_get(gen, fields[i].key);
+        if (!v || json_is_null(v)) continue;
+        if (!json_is_number(v)) {
+            LOG_WARN("generation_config.json: %s is not a number: not used as a default", fields[i].key);
+            continue;
+        }
+        double x = json_number_value(v);
+        if (!(x >= fields[i].lo && x <= fields[i].hi) || (fields[i].lo_open && x == fields[i].lo) ||
+            (fields[i].bit == GEN_TOP_K && x != floor(x))) {
+            LOG_WARN("generation_config.json: %s %g is outside what a request may send: not used as a default",
+                     fields[i].key, x);
+            continue;
+        }
+        g->set |= fields[i].bit;
+        switch (fields[i].bit) {
+        case GEN_TEMPERATURE: g->temperature = (float)x; break;
+        case GEN_TOP_P: g->top_p = (float)x; break;
+        case GEN_TOP_K: g->top_k = (int)x; break;
+        case GEN_MIN_P: g->min_p = (float)x; break;
+        default: g->repetition_penalty = (float)x; break;
+        }
+    }
+}
+
 static enum status parse_bos(const json_t *o, const char *label, struct hparams *hp)
 {
     const json_t *b = json_object_get(o, "bos_token_id");
@@ -417,6 +458,7 @@ enum status config_parse(const char *label, const char *text, size_t len, const 
         }
         if ((st = parse_eos(gen, "generation_config.json", hp))) goto out;
         if (hp->bos_id < 0 && (st = parse_bos(gen, "generation_config.json", hp))) goto out;
+        parse_gen_defaults(gen, hp);
     }
     hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
     for (int i = 0; i < hp->n_layers; i++) hp->layer_moe[i] = false;

@@ -47,6 +47,17 @@ struct rope_cfg {
     bool              truncate;              // yarn: truncate correction range (default true)
 };
 
+/* The model creator's sampling defaults, from generation_config.json (HF GenerationConfig's
+ * names). `set` has a GEN_* bit for each field the file gives with a usable value; a file that
+ * says "do_sample": false gives temperature 0 (greedy), as transformers' generate would. A server
+ * applies them to the fields a request leaves out. */
+enum { GEN_TEMPERATURE = 1, GEN_TOP_P = 2, GEN_TOP_K = 4, GEN_MIN_P = 8, GEN_REPETITION_PENALTY = 16 };
+struct gen_defaults {
+    unsigned set;
+    float    temperature, top_p, min_p, repetition_penalty;
+    int      top_k;
+};
+
 struct hparams {
     char   arch[64];                 // "Qwen3ForCausalLM", ...
     int    n_vocab;
@@ -65,6 +76,7 @@ struct hparams {
     struct rope_cfg rope_local;      // sliding-window layers (Gemma 3: rope_local_base_freq)
     float  partial_rotary;           // fraction of head_dim that rotates (1.0 default)
 
+    struct gen_defaults gen;         // generation_config.json's sampling fields
     int    bos_id;                   // -1 if none
     int    eos_ids[MODEL_MAX_EOS];   // from config.json and generation_config.json
     int    n_eos;

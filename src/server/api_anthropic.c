@@ -496,7 +496,7 @@ enum MHD_Result api_anthropic_messages(struct req *r, json_t *body)
         goto fail;
     }
     if (!param_int(body, "max_tokens", 1, 1 << 30, 0, &max_tokens, &e)) goto fail;
-    if (!param_sampling(body, &p.sp, &e)) goto fail;
+    if (!param_sampling(body, &r->g->sampling_default, &p.sp, &e)) goto fail;
     if (!param_bool(body, "stream", false, &stream, &e)) goto fail;
     if (!param_stops(body, "stop_sequences", p.stops, &p.n_stops, &e)) goto fail;
     if (!anth_render(r, body, &prompt, &tools, &use_tools, &e)) goto fail;

@@ -130,7 +130,7 @@ static bool option_type_ok(enum opt_kind kind, json_t *v)
 }
 
 /* "options" -> sampling, stop strings and the output cap (*max: 0 = until the context ends). */
-static bool options(json_t *body, struct gen_params *p, long long *max, struct api_error *e)
+static bool options(struct req *r, json_t *body, struct gen_params *p, long long *max, struct api_error *e)
 {
     json_t *o = json_object_get(body, "options");
     *max = 0;
@@ -168,7 +168,7 @@ static bool options(json_t *body, struct gen_params *p, long long *max, struct a
         *e = api_error_make(STATUS_EUNSUPPORTED, "options", "option 'mirostat' is not supported; leave it at 0");
         goto out;
     }
-    if (!param_sampling(sampling, &p->sp, e)) {
+    if (!param_sampling(sampling, &r->g->sampling_default, &p->sp, e)) {
         char m[sizeof e->message];
         memcpy(m, e->message, sizeof m);
         snprintf(e->message, sizeof e->message, "options: %.1000s", m);
@@ -579,7 +579,7 @@ enum MHD_Result api_ollama_chat(struct req *r, json_t *body)
     json_t *in = json_object_get(body, "messages");
     if (!in || json_is_null(in) || (json_is_array(in) && !json_array_size(in))) return load_reply(r, body, model, true);
     if (!plain_fields(body, &stream, &p, &lp, &e)) goto fail;
-    if (!options(body, &p, &max_out, &e)) goto fail;
+    if (!options(r, body, &p, &max_out, &e)) goto fail;
     if (!srv_tools(body, &srv_chat_tool_api, &tools, &use_tools, &e)) goto fail;
     if (!srv_constraint_format(r->s->grammars, json_object_get(body, "format"), &p.grammar, &e)) goto fail;
     p.grammar_field = "format";
@@ -691,7 +691,7 @@ enum MHD_Result api_ollama_generate(struct req *r, json_t *body)
                    (!json_is_string(suffix) || !json_string_length(suffix));
     if (nothing && !json_object_get(body, "context")) return load_reply(r, body, model, false);
     if (!plain_fields(body, &stream, &p, &lp, &e)) goto fail;
-    if (!options(body, &p, &max_out, &e)) goto fail;
+    if (!options(r, body, &p, &max_out, &e)) goto fail;
     if (!srv_constraint_format(r->s->grammars, json_object_get(body, "format"), &p.grammar, &e)) goto fail;
     p.grammar_field = "format";
     if (!context_field(r, body, &ctx, &n_ctx_ids, &e)) goto fail;

@@ -365,7 +365,7 @@ static bool common_fields(struct req *r, json_t *body, struct gen_params *p, boo
                           struct logit_bias **bias, struct api_error *e)
 {
     if (!param_model(r, body, e)) return false;
-    if (!param_sampling(body, &p->sp, e)) return false;
+    if (!param_sampling(body, &r->g->sampling_default, &p->sp, e)) return false;
     long long n;
     if (!param_int(body, "n", 1, 16, 1, &n, e)) return false;
     p->n = (int)n;

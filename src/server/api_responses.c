@@ -522,7 +522,7 @@ enum MHD_Result api_responses(struct req *r, json_t *body)
     if (!param_model(r, body, &e)) goto fail;
     if (!stateless_fields(body, &e)) goto fail;
     if (!param_int(body, "max_output_tokens", 1, 1 << 30, 0, &max_out, &e)) goto fail;
-    if (!param_sampling(body, &p.sp, &e)) goto fail;
+    if (!param_sampling(body, &r->g->sampling_default, &p.sp, &e)) goto fail;
     if (!param_bool(body, "stream", false, &stream, &e)) goto fail;
     if (!param_bool(body, "parallel_tool_calls", true, &parallel, &e)) goto fail;
     if (!srv_tools(body, &resp_tool_api, &tools, &use_tools, &e)) goto fail;

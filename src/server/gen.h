@@ -93,6 +93,10 @@ struct gen {
     struct fim_format     fim;              // fill-in-the-middle markers (fim_detect at load); unsupported: none
     const char           *template_src;     // chat template source (borrowed; NULL without one)
     struct gen_model_info info;
+    /* What the sampling fields a request leaves out take (param_sampling): the APIs' defaults
+     * (temperature 1, nothing filtered or penalised), overlaid by cmd_serve with the model's
+     * generation_config.json values unless --no-generation-defaults. */
+    struct sampling       sampling_default;
     int                   matryoshka_dims[16];   // when n_matryoshka_dims > 0: the only widths allowed
     int                   n_matryoshka_dims;
 };

@@ -94,21 +94,21 @@ bool param_stops(json_t *o, const char *key, const char **out, int *n, struct ap
     return true;
 }
 
-bool param_sampling(json_t *o, struct sampling *sp, struct api_error *e)
+bool param_sampling(json_t *o, const struct sampling *def, struct sampling *sp, struct api_error *e)
 {
     double t, p, mp, pp, fp, rp;
     long long k, seed;
-    if (!param_num(o, "temperature", 0, 2, 1.0, &t, e)) return false;
-    if (!param_num(o, "top_p", 0, 1, 1.0, &p, e)) return false;
+    if (!param_num(o, "temperature", 0, 2, def->temperature, &t, e)) return false;
+    if (!param_num(o, "top_p", 0, 1, def->top_p, &p, e)) return false;
     if (json_object_get(o, "top_p") && p <= 0) {
         *e = api_error_make(STATUS_EINVAL, "top_p", "'top_p' must be in (0, 1]");
         return false;
     }
-    if (!param_int(o, "top_k", -1, 1 << 30, 0, &k, e)) return false;
-    if (!param_num(o, "min_p", 0, 1, 0, &mp, e)) return false;
-    if (!param_num(o, "presence_penalty", -2, 2, 0, &pp, e)) return false;
-    if (!param_num(o, "frequency_penalty", -2, 2, 0, &fp, e)) return false;
-    if (!param_num(o, "repetition_penalty", 0.01, 10, 1, &rp, e)) return false;
+    if (!param_int(o, "top_k", -1, 1 << 30, def->top_k, &k, e)) return false;
+    if (!param_num(o, "min_p", 0, 1, def->min_p, &mp, e)) return false;
+    if (!param_num(o, "presence_penalty", -2, 2, def->presence_penalty, &pp, e)) return false;
+    if (!param_num(o, "frequency_penalty", -2, 2, def->frequency_penalty, &fp, e)) return false;
+    if (!param_num(o, "repetition_penalty", 0.01, 10, def->repetition_penalty, &rp, e)) return false;
     if (!param_int(o, "seed", INT64_MIN, INT64_MAX, 0, &seed, e)) return false;
     sp->temperature = (float)t;
     sp->top_p = (float)p;

@@ -155,8 +155,9 @@ bool param_bool(json_t *o, const char *key, bool def, bool *out, struct api_erro
 bool param_str(json_t *o, const char *key, bool required, const char **out, struct api_error *e);
 /* stop: a string or an array of at most 16 strings. */
 bool param_stops(json_t *o, const char *key, const char **out, int *n, struct api_error *e);
-/* Sampling fields shared by the APIs (temperature, top_p, top_k, min_p, penalties, seed). */
-bool param_sampling(json_t *o, struct sampling *sp, struct api_error *e);
+/* Sampling fields shared by the APIs (temperature, top_p, top_k, min_p, penalties, seed); a field
+ * left out (or null) takes def's value (the served model's gen->sampling_default). */
+bool param_sampling(json_t *o, const struct sampling *def, struct sampling *sp, struct api_error *e);
 /* The request's model name must be the served one (404 otherwise); absent is fine. */
 bool param_model(struct req *r, json_t *o, struct api_error *e);
 /* Template kwargs: server defaults overlaid with the request's object (new reference). */

@@ -119,6 +119,33 @@ TEST(tie_defaults_and_eos_merge)
     EXPECT(parse2("{" BASE("Qwen2ForCausalLM") "}", "{\"eos_token_id\": [1,2") == STATUS_EFORMAT);
 }
 
+/* generation_config.json's sampling fields: the server's defaults for omitted request fields. */
+TEST(generation_defaults)
+{
+    const char *cfg = "{" BASE("Qwen3ForCausalLM") "}";
+    EXPECT(parse2(cfg, NULL) == STATUS_OK);
+    EXPECT(hp.gen.set == 0);
+    // Qwen3's published file
+    EXPECT(parse2(cfg, "{\"do_sample\": true, \"temperature\": 0.6, \"top_k\": 20, \"top_p\": 0.95, "
+                       "\"eos_token_id\": [151645, 151643]}") == STATUS_OK);
+    EXPECT(hp.gen.set == (GEN_TEMPERATURE | GEN_TOP_K | GEN_TOP_P));
+    EXPECT(hp.gen.temperature == 0.6f && hp.gen.top_k == 20 && hp.gen.top_p == 0.95f);
+    EXPECT(parse2(cfg, "{\"min_p\": 0.05, \"repetition_penalty\": 1.05, \"top_k\": 0}") == STATUS_OK);
+    EXPECT(hp.gen.set == (GEN_MIN_P | GEN_REPETITION_PENALTY | GEN_TOP_K));
+    EXPECT(hp.gen.min_p == 0.05f && hp.gen.repetition_penalty == 1.05f && hp.gen.top_k == 0);
+    // do_sample false: greedy, whatever the other fields say (transformers' generate)
+    EXPECT(parse2(cfg, "{\"do_sample\": false, \"temperature\": 0.7, \"top_p\": 0.8}") == STATUS_OK);
+    EXPECT(hp.gen.set == GEN_TEMPERATURE && hp.gen.temperature == 0.0f);
+    // values a request could not send are left out, and the model still loads
+    EXPECT(parse2(cfg, "{\"temperature\": -1, \"top_p\": 0, \"top_k\": 2.5, \"min_p\": \"x\", "
+                       "\"repetition_penalty\": 0}") == STATUS_OK);
+    EXPECT(hp.gen.set == 0);
+    EXPECT(parse2(cfg, "{\"temperature\": 2.5, \"top_p\": 1.5, \"top_k\": -3, \"min_p\": 1.1}") == STATUS_OK);
+    EXPECT(hp.gen.set == 0);
+    EXPECT(parse2(cfg, "{\"temperature\": 0, \"top_p\": 1, \"top_k\": 40.0}") == STATUS_OK);
+    EXPECT(hp.gen.set == (GEN_TEMPERATURE | GEN_TOP_P | GEN_TOP_K) && hp.gen.top_k == 40 && hp.gen.temperature == 0.0f);
+}
+
 TEST(sliding_windows)
 {
     EXPECT(parse("{" BASE("MistralForCausalLM") ", \"sliding_window\": 4096}") == STATUS_OK);
@@ -298,6 +325,7 @@ int main(void)
     RUN(rope_parameters_v5);
     RUN(gemma3_classic_and_v5);
     RUN(tie_defaults_and_eos_merge);
+    RUN(generation_defaults);
     RUN(sliding_windows);
     RUN(qwen3_moe);
     RUN(unsupported_named);

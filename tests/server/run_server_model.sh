@@ -17,7 +17,7 @@ export CAIRN_TEST_MODEL="$dir" LOAD_ARGS="--backend cpu --threads 2" LOAD_TOKENS
 # (the 64-client run is in run_server.sh, and here in normal builds)
 case "$BUILD" in *asan*) export LOAD_CLIENTS=${LOAD_CLIENTS:-16} ;; esac
 rc=0
-for t in api load responses embeddings ollama; do
+for t in api load responses embeddings ollama gen_defaults; do
     start=$(date +%s)
     if node tests/server/$t.test.mjs; then echo "ok   server/$t on $dir ($(( $(date +%s) - start )) s)"; else echo "FAIL server/$t on $dir"; rc=1; fi
 done

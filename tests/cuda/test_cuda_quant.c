@@ -100,10 +100,12 @@ static const struct fmt all_fmts[] = {
 #define N_FMTS ((int)(sizeof all_fmts / sizeof all_fmts[0]))
 
 /* Whether the cuda mode runs this format's decode rows on the tensor-core GEMV (qmatmul.cu's
- * k_qgemv_mma: affine 4 bit, outputs wider than 256), which rounds x to bf16 and sums in f32. */
+ * k_qgemv_mma: affine 4 bit, 8 bit in groups of 32 or 64, outputs wider than 256), which rounds x
+ * to bf16 and sums in f32. */
 static bool mma_gemv(const char *be_name, const struct fmt *f, int m)
 {
-    return !strcmp(be_name, "cuda") && f->mode == QMODE_AFFINE && f->bits == 4 && m > 256;
+    return !strcmp(be_name, "cuda") && f->mode == QMODE_AFFINE && (f->bits == 4 || (f->bits == 8 && f->gs <= 64)) &&
+           m > 256;
 }
 
 /* The bound on the tensor-core GEMV against ref on the same bf16 x: its MMAs' f32 sums run over
@@ -366,9 +368,9 @@ static void norm_bf16(float *xo, float *inv_rms, const float *x, const struct tt
     round_bf16(xo, (int64_t)n * k);
 }
 
-/* The tensor-core decode GEMV (cuda mode, affine 4 bit, outputs wider than 256) at its edges,
- * against ref on x rounded to bf16 as the kernel rounds it (the f32 bound): every group size and
- * scale dtype; k of one group (three of four warps without groups), k whose groups the warps split
+/* The tensor-core decode GEMV (cuda mode, affine 4 and 8 bit, outputs wider than 256) at its
+ * edges, against ref on x rounded to bf16 as the kernel rounds it: every group size and scale
+ * dtype; k of one group (three of four warps without groups), k whose groups the warps split
  * unevenly, over several pipeline stages; m not a multiple of 16; 1-16 rows (launches of 8; at
  * k = 12,288 three rows a launch, past the default 48 KB of shared memory); bias and matmul_add.
  * matmul_n (q/k/v) equals separate matmuls bit for bit; the RMSNorm (1 row) and the GLU forms
@@ -377,13 +379,18 @@ TEST(gemv_mma)
 {
     struct rng r;
     rng_seed(&r, 31);
-    const struct fmt g32 = { QMODE_AFFINE, 4, 32 }, g64 = { QMODE_AFFINE, 4, 64 }, g128 = { QMODE_AFFINE, 4, 128 };
+    const struct fmt g32 = { QMODE_AFFINE, 4, 32 }, g64 = { QMODE_AFFINE, 4, 64 }, g128 = { QMODE_AFFINE, 4, 128 },
+                     e32 = { QMODE_AFFINE, 8, 32 }, e64 = { QMODE_AFFINE, 8, 64 };
     static const int ns[] = { 1, 2, 3, 8, 9, 16 };
     for (int ni = 0; ni < 6; ni++) {
         check_matmul(g_cuda, "cuda", &r, &g32, 512, 300, ns[ni], ni % 2 == 0, 0, DTYPE_BF16, true);
         check_matmul(g_cuda, "cuda", &r, &g64, 512, 257, ns[ni], ni % 2 == 1, 0, DTYPE_BF16, true);
         check_matmul(g_cuda, "cuda", &r, &g128, 1024, 333, ns[ni], ni % 3 == 0, 0, DTYPE_BF16, true);
+        check_matmul(g_cuda, "cuda", &r, &e32, 512, 300, ns[ni], ni % 2 == 1, 0, DTYPE_BF16, true);
+        check_matmul(g_cuda, "cuda", &r, &e64, 1024, 271, ns[ni], ni % 2 == 0, 0, DTYPE_BF16, true);
     }
+    check_matmul(g_cuda, "cuda", &r, &e64, 2176, 300, 7, true, 0, DTYPE_F16, true);    // 8 bit: 34 groups
+    check_matmul(g_cuda, "cuda", &r, &e32, 12288, 264, 4, false, 0, DTYPE_BF16, true); // 8 bit, 3 rows a launch
     check_matmul(g_cuda, "cuda", &r, &g64, 512, 300, 4, true, 0, DTYPE_F16, true);
     check_matmul(g_cuda, "cuda", &r, &g128, 512, 300, 5, true, 0, DTYPE_F32, true);
     check_matmul(g_cuda, "cuda", &r, &g64, 64, 260, 2, true, 0, DTYPE_BF16, true);     // one group
@@ -417,8 +424,9 @@ TEST(gemv_mma)
 
     // matmul_n (three segments, the first two with biases) equal to separate matmuls, and the
     // RMSNorm form at 1 row against ref on the normed, rounded x
-    const int k = 1536, ms[3] = { 512, 300, 272 }, gss[3] = { 64, 128, 32 };
-    for (int fi = 0; fi < 3; fi++)
+    const int k = 1536, ms[3] = { 512, 300, 272 };
+    const struct fmt fs[] = { g64, g128, g32, e64, e32 };
+    for (int fi = 0; fi < 5; fi++)
         for (int n = 1; n <= 9; n += 8) {
             struct qm w[3];
             struct tt x = tt_new(DTYPE_F32, k, n), b = tt_new(DTYPE_BF16, 512, 1), nw = tt_new(DTYPE_BF16, k, 1);
@@ -432,7 +440,7 @@ TEST(gemv_mma)
             const struct tensor *ws[3], *bs[3];
             struct dbuf dout[3], dsep[3];
             for (int i = 0; i < 3; i++) {
-                qm_new(&w[i], g_cuda, &r, QMODE_AFFINE, 4, gss[fi], k, ms[i], DTYPE_BF16);
+                qm_new(&w[i], g_cuda, &r, QMODE_AFFINE, fs[fi].bits, fs[fi].gs, k, ms[i], DTYPE_BF16);
                 struct tt o = tt_new(DTYPE_F32, ms[i], n);
                 dout[i] = dev_put(g_cuda, &o, 0);
                 dsep[i] = dev_put(g_cuda, &o, 0);
@@ -449,8 +457,8 @@ TEST(gemv_mma)
                 struct tt got = tt_new(DTYPE_F32, ms[i], n), want = tt_new(DTYPE_F32, ms[i], n);
                 dev_read(g_cuda, &dout[i], &got);
                 dev_read(g_cuda, &dsep[i], &want);
-                EXPECTF(!memcmp(got.p, want.p, sizeof(float) * (size_t)ms[i] * n), "mma matmul_n g%d n=%d weight %d differs "
-                        "from matmul", gss[fi], n, i);
+                EXPECTF(!memcmp(got.p, want.p, sizeof(float) * (size_t)ms[i] * n), "mma matmul_n %d bit g%d n=%d weight %d "
+                        "differs from matmul", fs[fi].bits, fs[fi].gs, n, i);
                 tt_free(&got); tt_free(&want);
             }
             if (n == 1) {
@@ -466,7 +474,7 @@ TEST(gemv_mma)
                     for (int j = 0; j < ms[i]; j++) ((float *)want.p)[j] = ((float *)want.p)[j] * inv + (i != 2 ? bias[j] : 0.0f);
                     dev_read(g_cuda, &dout[i], &got);
                     char what[96];
-                    snprintf(what, sizeof what, "mma norm_matmul_n g%d weight %d", gss[fi], i);
+                    snprintf(what, sizeof what, "mma norm_matmul_n %d bit g%d weight %d", fs[fi].bits, fs[fi].gs, i);
                     EXPECTF(tt_close(what, got.p, want.p, ms[i], 1e-3, 1e-3, MMA_NMSE), "%s", what);
                     tt_free(&got); tt_free(&want);
                 }
@@ -478,7 +486,7 @@ TEST(gemv_mma)
             for (int with_norm = 0; with_norm <= (n == 1); with_norm++) {
                 const int f = ms[0];
                 struct qm u;
-                qm_new(&u, g_cuda, &r, QMODE_AFFINE, 4, gss[fi], k, f, DTYPE_BF16);
+                qm_new(&u, g_cuda, &r, QMODE_AFFINE, fs[fi].bits, fs[fi].gs, k, f, DTYPE_BF16);
                 struct tt o = tt_new(DTYPE_F32, f, n), up = tt_new(DTYPE_F32, f, n), gw = tt_new(DTYPE_F32, f, n),
                           uw = tt_new(DTYPE_F32, f, n), xq = tt_new(DTYPE_F32, k, n);
                 float inv[16];
@@ -502,7 +510,8 @@ TEST(gemv_mma)
                 dev_read(g_cuda, &dglu, &o);
                 EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
                 char what[96];
-                snprintf(what, sizeof what, "mma matmul_glu g%d n=%d%s", gss[fi], n, with_norm ? " +norm" : "");
+                snprintf(what, sizeof what, "mma matmul_glu %d bit g%d n=%d%s", fs[fi].bits, fs[fi].gs, n,
+                         with_norm ? " +norm" : "");
                 EXPECTF(tt_close(what, o.p, gw.p, (int64_t)f * n, 1e-3, 1e-3, MMA_NMSE), "%s", what);
                 g_cuda->ops->buffer_free(g_cuda, dup.b); g_cuda->ops->buffer_free(g_cuda, dglu.b);
                 tt_free(&o); tt_free(&up); tt_free(&gw); tt_free(&uw); tt_free(&xq);

@@ -370,8 +370,8 @@ static void norm_bf16(float *xo, float *inv_rms, const float *x, const struct tt
 
 /* The tensor-core decode GEMV (cuda mode, affine 4 and 8 bit, outputs wider than 256) at its
  * edges, against ref on x rounded to bf16 as the kernel rounds it: every group size and scale
- * dtype; k of one group (three of four warps without groups), k whose groups the warps split
- * unevenly, over several pipeline stages; m not a multiple of 16; 1-16 rows (launches of 8; at
+ * dtype; k of one group (most warps without groups), k whose groups the warps split unevenly,
+ * over several pipeline stages; m not a multiple of 16; blocks of 8 and of 4 warps; 1-16 rows (launches of 8; at
  * k = 12,288 three rows a launch, past the default 48 KB of shared memory); bias and matmul_add.
  * matmul_n (q/k/v) equals separate matmuls bit for bit; the RMSNorm (1 row) and the GLU forms
  * against ref on the normed x rounded as the kernel rounds it. */
@@ -390,6 +390,9 @@ TEST(gemv_mma)
         check_matmul(g_cuda, "cuda", &r, &e64, 1024, 271, ns[ni], ni % 2 == 0, 0, DTYPE_BF16, true);
     }
     check_matmul(g_cuda, "cuda", &r, &e64, 2176, 300, 7, true, 0, DTYPE_F16, true);    // 8 bit: 34 groups
+    // grids over 2 blocks an SM (4,500 / 16 > 264 on 132 SMs): blocks of 4 warps instead of 8
+    check_matmul(g_cuda, "cuda", &r, &g64, 256, 4500, 3, true, 0, DTYPE_BF16, true);
+    check_matmul(g_cuda, "cuda", &r, &e32, 512, 4300, 1, false, 0, DTYPE_BF16, true);
     check_matmul(g_cuda, "cuda", &r, &e32, 12288, 264, 4, false, 0, DTYPE_BF16, true); // 8 bit, 3 rows a launch
     check_matmul(g_cuda, "cuda", &r, &g64, 512, 300, 4, true, 0, DTYPE_F16, true);
     check_matmul(g_cuda, "cuda", &r, &g128, 512, 300, 5, true, 0, DTYPE_F32, true);

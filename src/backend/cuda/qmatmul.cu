@@ -23,7 +23,7 @@
  *  - k_qgemv_mma, k_qgemv_glu_mma: the cuda mode's decode rows at affine 4 bit and 8 bit (groups
  *    of 32 or 64 at 8 bit), outputs wider than 256 (cuda-precise and cuda-deterministic keep
  *    k_qgemv's f32 sums). A block owns a 16-row tile (the GLU: 8 gate rows and the same 8 up rows)
- *    and stages x as bf16 in shared memory once; its 4 warps split k by scale groups and stream
+ *    and stages x as bf16 in shared memory once; its 4 or 8 warps split k by scale groups and stream
  *    them, 4 groups a stage with the next 1-3 stages' loads in flight, through m16n8k16 MMAs:
  *    4-bit codes (8-bit codes' two nibbles, two MMAs) exact as bf16 16 + q (a shift and an and-or
  *    per two), the rows of x as the MMA's n (up to 8 a launch), per group s sum (16 + q) x +
@@ -448,7 +448,7 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv_glu(float *out, cons
 
 /* ==== Tensor-core decode GEMV (affine 4 bit, the cuda mode) ==== */
 
-#define QMMA_WARPS    4            // warps of a block; they split k by scale groups
+#define QMMA_WARPS    8            // most warps of a block (4 or 8: qmma_warps); they split k by scale groups
 #define QMMA_U        4            // scale groups a lane loads per pipeline stage (= lanes per row)
 #define QMMA_MAX_N    8            // rows of x one launch takes (the MMA's n)
 #define QMMA_SMEM_MAX (96 << 10)   // most bytes of staged x a block holds
@@ -628,8 +628,9 @@ __device__ __forceinline__ bool qmma_tile(float (&c)[4], const qmma_rows &rw, co
     extern __shared__ __align__(16) uint4 xs_s[];
     __shared__ float red[QMMA_WARPS][32][4];
     __shared__ float ss_s[QMMA_WARPS];
+    const int n_warps = blockDim.x >> 5;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
-    const int n_groups = k / GS, G_lo = warp * n_groups / QMMA_WARPS, G_hi = (warp + 1) * n_groups / QMMA_WARPS;
+    const int n_groups = k / GS, G_lo = warp * n_groups / n_warps, G_hi = (warp + 1) * n_groups / n_warps;
     const int units = k / 8, row_units = units + 1;
     constexpr int D = qmma_depth<BITS, GS>();
     qmma_stage<BITS, GS> st[D];
@@ -639,7 +640,7 @@ __device__ __forceinline__ bool qmma_tile(float (&c)[4], const qmma_rows &rw, co
     pdl_wait();   // x comes from the kernel before
     float ss = 0.0f;
 #pragma unroll 4
-    for (int i = threadIdx.x; i < n * units; i += QMMA_WARPS * 32) {
+    for (int i = threadIdx.x; i < n * units; i += blockDim.x) {
         const int tok = i / units, u = i - tok * units;
         const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)tok * k + 8 * u);
         float4 a = xp[0], b = xp[1];
@@ -685,14 +686,14 @@ __device__ __forceinline__ bool qmma_tile(float (&c)[4], const qmma_rows &rw, co
     float inv = 1.0f;
     if (NORM) {
         float s = 0.0f;
-        for (int w = 0; w < QMMA_WARPS; w++) s += ss_s[w];
+        for (int w = 0; w < n_warps; w++) s += ss_s[w];
         inv = rsqrtf(s / (float)k + nm.eps);
     }
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         float s = 0.0f;
 #pragma unroll
-        for (int w = 0; w < QMMA_WARPS; w++) s += red[w][lane][i];
+        for (int w = 0; w < n_warps; w++) s += red[w][lane][i];
         c[i] = s * inv;
     }
     return true;
@@ -702,7 +703,7 @@ __device__ __forceinline__ bool qmma_tile(float (&c)[4], const qmma_rows &rw, co
  * matrices of one format sharing x (q/k/v): segment s owns blocks [blk0[s], blk0[s + 1]), a block
  * 16 consecutive rows. */
 template <int BITS, int GS, bool NORM>
-__global__ void __launch_bounds__(QMMA_WARPS * 32, 4) k_qgemv_mma(qsegs sg, const float *x, qfmt f, int n, qnorm nm)
+__global__ void __launch_bounds__(QMMA_WARPS * 32, 2) k_qgemv_mma(qsegs sg, const float *x, qfmt f, int n, qnorm nm)
 {
     pdl_trigger();
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -738,7 +739,7 @@ __global__ void __launch_bounds__(QMMA_WARPS * 32, 4) k_qgemv_mma(qsegs sg, cons
 /* out[t, row] = act(gate[row] . x[t]) * (up[row] . x[t]) for t < n <= QMMA_MAX_N: a block's tile is
  * 8 gate rows (A rows 0-7) and the same 8 up rows (A rows 8-15), so a lane holds both sums. */
 template <int BITS, int GS, bool NORM>
-__global__ void __launch_bounds__(QMMA_WARPS * 32, 4) k_qgemv_glu_mma(float *out, const float *x, qmat gq, qmat uq, qfmt f,
+__global__ void __launch_bounds__(QMMA_WARPS * 32, 2) k_qgemv_glu_mma(float *out, const float *x, qmat gq, qmat uq, qfmt f,
                                                                    int n, int m, int act, qnorm nm)
 {
     pdl_trigger();
@@ -779,14 +780,19 @@ static int qmma_rows_per_launch(const qfmt &f)
     return r < QMMA_MAX_N ? r : QMMA_MAX_N;
 }
 
-/* Launches kernel with smem bytes of dynamic shared memory, raising its limit past the default
- * 48 KB when it needs more. */
+/* Warps a block of a grid of `blocks` tiles: 8 when the grid fits one wave of 2 such blocks an SM
+ * (o and down of an 8B model at batch 1: 256 tiles, 16 warps an SM instead of 8), else 4 (4
+ * blocks an SM: qkv's 384 tiles in one wave; 8 would take two). */
+static int qmma_warps(const struct cuda_backend *cb, int blocks) { return blocks <= 2 * cb->n_sm ? 8 : 4; }
+
+/* Launches kernel on `blocks` tiles with smem bytes of dynamic shared memory, raising its limit
+ * past the default 48 KB when it needs more. */
 template <typename... KArgs, typename... Args>
-static void qmma_launch(struct cuda_backend *cb, void (*kernel)(KArgs...), dim3 grid, size_t smem, Args... args)
+static void qmma_launch(struct cuda_backend *cb, void (*kernel)(KArgs...), int blocks, size_t smem, Args... args)
 {
     if (smem > (48 << 10))
         CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, QMMA_SMEM_MAX));
-    launch_pdl_smem(cb, kernel, grid, dim3(QMMA_WARPS * 32), smem, args...);
+    launch_pdl_smem(cb, kernel, dim3(blocks), dim3(qmma_warps(cb, blocks) * 32), smem, args...);
 }
 
 /* Calls F with BITS and GS as constants for a format qmma_takes. */
@@ -816,8 +822,8 @@ static void qgemv_mma_multi(struct cuda_backend *cb, qsegs sg, float *const *out
         const float *xr = x + (size_t)r0 * f.k;
         const size_t smem = (size_t)nr * (f.k / 8 + 1) * 16;
         DISPATCH_QMMA(f, {
-            if (nm.w) qmma_launch(cb, k_qgemv_mma<BITS, GS, true>, dim3(blocks), smem, sg, xr, f, nr, nm);
-            else qmma_launch(cb, k_qgemv_mma<BITS, GS, false>, dim3(blocks), smem, sg, xr, f, nr, nm);
+            if (nm.w) qmma_launch(cb, k_qgemv_mma<BITS, GS, true>, blocks, smem, sg, xr, f, nr, nm);
+            else qmma_launch(cb, k_qgemv_mma<BITS, GS, false>, blocks, smem, sg, xr, f, nr, nm);
         });
     }
     LAUNCH_CHECK();
@@ -833,7 +839,7 @@ static void qgemv_mma_glu(struct cuda_backend *cb, float *out, const float *x, i
         float *o = out + (size_t)r0 * m;
         const float *xr = x + (size_t)r0 * f.k;
         const size_t smem = (size_t)nr * (f.k / 8 + 1) * 16;
-        const dim3 grid((m + 7) / 8);
+        const int grid = (m + 7) / 8;
         DISPATCH_QMMA(f, {
             if (nm.w) qmma_launch(cb, k_qgemv_glu_mma<BITS, GS, true>, grid, smem, o, xr, g, u, f, nr, m, (int)act, nm);
             else qmma_launch(cb, k_qgemv_glu_mma<BITS, GS, false>, grid, smem, o, xr, g, u, f, nr, m, (int)act, nm);

@@ -99,7 +99,33 @@ static const struct fmt all_fmts[] = {
 };
 #define N_FMTS ((int)(sizeof all_fmts / sizeof all_fmts[0]))
 
-/* One matmul (with a bias when asked) on be against ref; tight: the f32 bound (GEMV rows, precise). */
+/* Whether the cuda mode runs this format's decode rows on the tensor-core GEMV (qmatmul.cu's
+ * k_qgemv_mma: affine 4 bit, 8 bit in groups of 32 or 64, outputs wider than 256), which rounds x
+ * to bf16 and sums in f32. */
+static bool mma_gemv(const char *be_name, const struct fmt *f, int m)
+{
+    return !strcmp(be_name, "cuda") && f->mode == QMODE_AFFINE && (f->bits == 4 || (f->bits == 8 && f->gs <= 64)) &&
+           m > 256;
+}
+
+/* The bound on the tensor-core GEMV against ref on the same bf16 x: its MMAs' f32 sums run over
+ * 16 + q (the offset comes off per group), so they round a few times coarser than ref's. A wrong
+ * code, scale or row of x gives 1e-3 and more; x left unrounded in ref, about 1e-6. */
+#define MMA_NMSE 1e-8
+
+/* x rounded to bf16 (to nearest, ties to even): what k_qgemv_mma multiplies. */
+static void round_bf16(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+        memcpy(&x[i], &u, 4);
+    }
+}
+
+/* One matmul (with a bias when asked) on be against ref; tight: the f32 bound (GEMV rows, precise).
+ * On the tensor-core GEMV ref gets x rounded to bf16, as that kernel rounds it (the f32 bound). */
 static void check_matmul(struct backend *be, const char *be_name, struct rng *r, const struct fmt *f, int k, int m,
                          int n, bool bias, size_t x_offset, enum dtype sdt, bool tight)
 {
@@ -109,7 +135,12 @@ static void check_matmul(struct backend *be, const char *be_name, struct rng *r,
     struct tt o_ref = tt_new(DTYPE_F32, m, n), o = tt_new(DTYPE_F32, m, n);
     tt_randn(&x, r, 1.0f);
     tt_randn(&b, r, 0.5f);
-    g_ref->ops->matmul(g_ref, tt_t(&o_ref), tt_t(&x), &q.h, bias ? tt_t(&b) : NULL);
+    struct tt xr = tt_new(DTYPE_F32, k, n);
+    tt_copy(&xr, &x);
+    const bool mma = tight && !x_offset && mma_gemv(be_name, f, m) && n <= 16;
+    if (mma) round_bf16((float *)xr.p, (int64_t)n * k);
+    g_ref->ops->matmul(g_ref, tt_t(&o_ref), tt_t(&xr), &q.h, bias ? tt_t(&b) : NULL);
+    tt_free(&xr);
     struct dbuf dx = dev_put(be, &x, x_offset), db = dev_put(be, &b, 0), dout = dev_put(be, &o, 0);
     for (int64_t i = 0; i < (int64_t)n * m; i++) ((float *)o.p)[i] = NAN;   // poison: every element must be written
     be->ops->upload(be, &dout.t, o.p, sizeof(float) * (size_t)n * m);
@@ -119,7 +150,7 @@ static void check_matmul(struct backend *be, const char *be_name, struct rng *r,
     char what[160];
     snprintf(what, sizeof what, "%s matmul %s %d bit g%d %s scales, n=%d k=%d m=%d%s%s", be_name, qmode_name(f->mode),
              f->bits, f->gs, dtype_name(q.hq.scales.dtype), n, k, m, bias ? " +bias" : "", x_offset ? " x unaligned" : "");
-    double nmse = tight ? 1e-10 : 1e-4, atol = tight ? 1e-3 : 0.02 * sqrt((double)k) / 8;
+    double nmse = tight ? (mma ? MMA_NMSE : 1e-10) : 1e-4, atol = tight ? 1e-3 : 0.02 * sqrt((double)k) / 8;
     EXPECTF(tt_close(what, o.p, o_ref.p, (int64_t)n * m, atol, 1e-3, nmse), "%s", what);
     be->ops->buffer_free(be, dx.b); be->ops->buffer_free(be, db.b); be->ops->buffer_free(be, dout.b);
     tt_free(&x); tt_free(&b); tt_free(&o_ref); tt_free(&o);
@@ -299,8 +330,9 @@ TEST(fused_ops)
                 char what[128];
                 snprintf(what, sizeof what, "matmul_glu %s %d bit n=%d%s", qmode_name(fs[fi].mode), fs[fi].bits, n,
                          with_norm ? " +norm" : "");
-                // 33 rows: composed, gate and up through bf16 cuBLAS; the GLU multiplies their errors
-                const bool tight = n <= 16;
+                // 33 rows: composed, gate and up through bf16 cuBLAS; the GLU multiplies their errors.
+                // Affine 4 bit (300 outputs): the tensor-core GEMV's bf16 x (gemv_mma checks it tightly)
+                const bool tight = n <= 16 && !mma_gemv("cuda", &fs[fi], f);
                 EXPECTF(tt_close(what, o.p, o_ref.p, (int64_t)f * n, tight ? 1e-3 : 0.08, 1e-3, tight ? 1e-10 : 1e-4), "%s", what);
                 g_cuda->ops->buffer_free(g_cuda, dup.b); g_cuda->ops->buffer_free(g_cuda, dxn.b);
                 g_cuda->ops->buffer_free(g_cuda, dglu.b);
@@ -314,6 +346,187 @@ TEST(fused_ops)
             g_cuda->ops->buffer_free(g_cuda, dx.b); g_cuda->ops->buffer_free(g_cuda, db.b);
             g_cuda->ops->buffer_free(g_cuda, dnw.b);
             tt_free(&x); tt_free(&b); tt_free(&nw);
+        }
+}
+
+/* x normed as k_qgemv_mma stages it: x * (nw + w_offset) rounded to bf16 (inv_rms applied to the
+ * sums); inv_rms = 1 / sqrt(mean(x^2) + eps) of each row. */
+static void norm_bf16(float *xo, float *inv_rms, const float *x, const struct tt *nw, int k, int n, float eps)
+{
+    for (int t = 0; t < n; t++) {
+        double ss = 0;
+        for (int j = 0; j < k; j++) {
+            const float v = x[(size_t)t * k + j];
+            ss += (double)v * v;
+            uint32_t u = (uint32_t)((const uint16_t *)nw->p)[j] << 16;
+            float g;
+            memcpy(&g, &u, 4);
+            xo[(size_t)t * k + j] = v * g;
+        }
+        inv_rms[t] = (float)(1.0 / sqrt(ss / k + eps));
+    }
+    round_bf16(xo, (int64_t)n * k);
+}
+
+/* The tensor-core decode GEMV (cuda mode, affine 4 and 8 bit, outputs wider than 256) at its
+ * edges, against ref on x rounded to bf16 as the kernel rounds it: every group size and scale
+ * dtype; k of one group (most warps without groups), k whose groups the warps split unevenly,
+ * over several pipeline stages; m not a multiple of 16; blocks of 8 and of 4 warps; 1-16 rows (launches of 8; at
+ * k = 12,288 three rows a launch, past the default 48 KB of shared memory); bias and matmul_add.
+ * matmul_n (q/k/v) equals separate matmuls bit for bit; the RMSNorm (1 row) and the GLU forms
+ * against ref on the normed x rounded as the kernel rounds it. */
+TEST(gemv_mma)
+{
+    struct rng r;
+    rng_seed(&r, 31);
+    const struct fmt g32 = { QMODE_AFFINE, 4, 32 }, g64 = { QMODE_AFFINE, 4, 64 }, g128 = { QMODE_AFFINE, 4, 128 },
+                     e32 = { QMODE_AFFINE, 8, 32 }, e64 = { QMODE_AFFINE, 8, 64 };
+    static const int ns[] = { 1, 2, 3, 8, 9, 16 };
+    for (int ni = 0; ni < 6; ni++) {
+        check_matmul(g_cuda, "cuda", &r, &g32, 512, 300, ns[ni], ni % 2 == 0, 0, DTYPE_BF16, true);
+        check_matmul(g_cuda, "cuda", &r, &g64, 512, 257, ns[ni], ni % 2 == 1, 0, DTYPE_BF16, true);
+        check_matmul(g_cuda, "cuda", &r, &g128, 1024, 333, ns[ni], ni % 3 == 0, 0, DTYPE_BF16, true);
+        check_matmul(g_cuda, "cuda", &r, &e32, 512, 300, ns[ni], ni % 2 == 1, 0, DTYPE_BF16, true);
+        check_matmul(g_cuda, "cuda", &r, &e64, 1024, 271, ns[ni], ni % 2 == 0, 0, DTYPE_BF16, true);
+    }
+    check_matmul(g_cuda, "cuda", &r, &e64, 2176, 300, 7, true, 0, DTYPE_F16, true);    // 8 bit: 34 groups
+    // grids over 2 blocks an SM (4,500 / 16 > 264 on 132 SMs): blocks of 4 warps instead of 8
+    check_matmul(g_cuda, "cuda", &r, &g64, 256, 4500, 3, true, 0, DTYPE_BF16, true);
+    check_matmul(g_cuda, "cuda", &r, &e32, 512, 4300, 1, false, 0, DTYPE_BF16, true);
+    check_matmul(g_cuda, "cuda", &r, &e32, 12288, 264, 4, false, 0, DTYPE_BF16, true); // 8 bit, 3 rows a launch
+    check_matmul(g_cuda, "cuda", &r, &g64, 512, 300, 4, true, 0, DTYPE_F16, true);
+    check_matmul(g_cuda, "cuda", &r, &g128, 512, 300, 5, true, 0, DTYPE_F32, true);
+    check_matmul(g_cuda, "cuda", &r, &g64, 64, 260, 2, true, 0, DTYPE_BF16, true);     // one group
+    check_matmul(g_cuda, "cuda", &r, &g64, 2176, 513, 5, false, 0, DTYPE_BF16, true);  // 34 groups: 8, 9, 8, 9
+    check_matmul(g_cuda, "cuda", &r, &g32, 4096, 400, 1, true, 0, DTYPE_BF16, true);   // 32 groups a warp
+    check_matmul(g_cuda, "cuda", &r, &g64, 12288, 272, 8, false, 0, DTYPE_BF16, true); // 3 rows a launch
+    check_matmul(g_cuda, "cuda", &r, &g128, 4096, 1000, 16, true, 0, DTYPE_BF16, true);
+
+    // matmul_add (out += x w^T), 3 rows
+    {
+        const int k = 1024, m = 520, n = 3;
+        struct qm q;
+        qm_new(&q, g_cuda, &r, QMODE_AFFINE, 4, 64, k, m, DTYPE_BF16);
+        struct tt x = tt_new(DTYPE_F32, k, n), xr = tt_new(DTYPE_F32, k, n), o = tt_new(DTYPE_F32, m, n),
+                  want = tt_new(DTYPE_F32, m, n);
+        tt_randn(&x, &r, 1.0f);
+        tt_randn(&o, &r, 1.0f);
+        tt_copy(&xr, &x);
+        round_bf16((float *)xr.p, (int64_t)n * k);
+        g_ref->ops->matmul(g_ref, tt_t(&want), tt_t(&xr), &q.h, NULL);
+        for (int64_t i = 0; i < (int64_t)n * m; i++) ((float *)want.p)[i] += ((float *)o.p)[i];
+        struct dbuf dx = dev_put(g_cuda, &x, 0), dout = dev_put(g_cuda, &o, 0);
+        g_cuda->ops->matmul_add(g_cuda, &dout.t, &dx.t, &q.d);
+        dev_read(g_cuda, &dout, &o);
+        EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
+        EXPECT(tt_close("mma matmul_add", o.p, want.p, (int64_t)n * m, 1e-3, 1e-3, MMA_NMSE));
+        g_cuda->ops->buffer_free(g_cuda, dx.b); g_cuda->ops->buffer_free(g_cuda, dout.b);
+        tt_free(&x); tt_free(&xr); tt_free(&o); tt_free(&want);
+        qm_free(&q);
+    }
+
+    // matmul_n (three segments, the first two with biases) equal to separate matmuls, and the
+    // RMSNorm form at 1 row against ref on the normed, rounded x
+    const int k = 1536, ms[3] = { 512, 300, 272 };
+    const struct fmt fs[] = { g64, g128, g32, e64, e32 };
+    for (int fi = 0; fi < 5; fi++)
+        for (int n = 1; n <= 9; n += 8) {
+            struct qm w[3];
+            struct tt x = tt_new(DTYPE_F32, k, n), b = tt_new(DTYPE_BF16, 512, 1), nw = tt_new(DTYPE_BF16, k, 1);
+            tt_randn(&x, &r, 1.0f);
+            tt_randn(&b, &r, 0.5f);
+            tt_randn(&nw, &r, 0.2f);
+            struct dbuf dx = dev_put(g_cuda, &x, 0), db = dev_put(g_cuda, &b, 0), dnw = dev_put(g_cuda, &nw, 0);
+            struct tt xn = tt_new(DTYPE_F32, k, n);
+            struct dbuf dxn = dev_put(g_cuda, &xn, 0);
+            struct tensor *outs[3], bv[3];
+            const struct tensor *ws[3], *bs[3];
+            struct dbuf dout[3], dsep[3];
+            for (int i = 0; i < 3; i++) {
+                qm_new(&w[i], g_cuda, &r, QMODE_AFFINE, fs[fi].bits, fs[fi].gs, k, ms[i], DTYPE_BF16);
+                struct tt o = tt_new(DTYPE_F32, ms[i], n);
+                dout[i] = dev_put(g_cuda, &o, 0);
+                dsep[i] = dev_put(g_cuda, &o, 0);
+                tt_free(&o);
+                outs[i] = &dout[i].t;
+                ws[i] = &w[i].d;
+                bv[i] = db.t;
+                bv[i].ne[0] = ms[i];
+                bs[i] = i == 2 ? NULL : &bv[i];   // one launch takes biases when the first has one
+            }
+            g_cuda->ops->matmul_n(g_cuda, 3, outs, &dx.t, ws, bs);
+            for (int i = 0; i < 3; i++) {
+                g_cuda->ops->matmul(g_cuda, &dsep[i].t, &dx.t, ws[i], bs[i]);
+                struct tt got = tt_new(DTYPE_F32, ms[i], n), want = tt_new(DTYPE_F32, ms[i], n);
+                dev_read(g_cuda, &dout[i], &got);
+                dev_read(g_cuda, &dsep[i], &want);
+                EXPECTF(!memcmp(got.p, want.p, sizeof(float) * (size_t)ms[i] * n), "mma matmul_n %d bit g%d n=%d weight %d "
+                        "differs from matmul", fs[fi].bits, fs[fi].gs, n, i);
+                tt_free(&got); tt_free(&want);
+            }
+            if (n == 1) {
+                float inv;
+                struct tt xq = tt_new(DTYPE_F32, k, 1);
+                norm_bf16((float *)xq.p, &inv, (const float *)x.p, &nw, k, 1, 1e-6f);
+                g_cuda->ops->norm_matmul_n(g_cuda, 3, outs, &dxn.t, &dx.t, &dnw.t, 1e-6f, 0.0f, ws, bs);
+                for (int i = 0; i < 3; i++) {
+                    struct tt got = tt_new(DTYPE_F32, ms[i], 1), want = tt_new(DTYPE_F32, ms[i], 1);
+                    g_ref->ops->matmul(g_ref, tt_t(&want), tt_t(&xq), &w[i].h, NULL);
+                    float bias[512];
+                    dtype_to_f32(DTYPE_BF16, b.p, bias, ms[i]);
+                    for (int j = 0; j < ms[i]; j++) ((float *)want.p)[j] = ((float *)want.p)[j] * inv + (i != 2 ? bias[j] : 0.0f);
+                    dev_read(g_cuda, &dout[i], &got);
+                    char what[96];
+                    snprintf(what, sizeof what, "mma norm_matmul_n %d bit g%d weight %d", fs[fi].bits, fs[fi].gs, i);
+                    EXPECTF(tt_close(what, got.p, want.p, ms[i], 1e-3, 1e-3, MMA_NMSE), "%s", what);
+                    tt_free(&got); tt_free(&want);
+                }
+                tt_free(&xq);
+            }
+            EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
+            // the GLU (+ its RMSNorm at 1 row) on the first two matrices' shape: gate w[0] rows, up
+            // a second matrix of that shape
+            for (int with_norm = 0; with_norm <= (n == 1); with_norm++) {
+                const int f = ms[0];
+                struct qm u;
+                qm_new(&u, g_cuda, &r, QMODE_AFFINE, fs[fi].bits, fs[fi].gs, k, f, DTYPE_BF16);
+                struct tt o = tt_new(DTYPE_F32, f, n), up = tt_new(DTYPE_F32, f, n), gw = tt_new(DTYPE_F32, f, n),
+                          uw = tt_new(DTYPE_F32, f, n), xq = tt_new(DTYPE_F32, k, n);
+                float inv[16];
+                if (with_norm) norm_bf16((float *)xq.p, inv, (const float *)x.p, &nw, k, n, 1e-6f);
+                else {
+                    tt_copy(&xq, &x);
+                    round_bf16((float *)xq.p, (int64_t)n * k);
+                    for (int t = 0; t < n; t++) inv[t] = 1.0f;
+                }
+                g_ref->ops->matmul(g_ref, tt_t(&gw), tt_t(&xq), &w[0].h, NULL);
+                g_ref->ops->matmul(g_ref, tt_t(&uw), tt_t(&xq), &u.h, NULL);
+                for (int t = 0; t < n; t++)
+                    for (int j = 0; j < f; j++) {
+                        float *gv = (float *)gw.p + (size_t)t * f + j;
+                        const float gs = *gv * inv[t], us = ((float *)uw.p)[(size_t)t * f + j] * inv[t];
+                        *gv = gs / (1.0f + expf(-gs)) * us;
+                    }
+                struct dbuf dup = dev_put(g_cuda, &up, 0), dglu = dev_put(g_cuda, &o, 0);
+                g_cuda->ops->matmul_glu(g_cuda, &dglu.t, &dup.t, &dxn.t, &dx.t, with_norm ? &dnw.t : NULL, 1e-6f, 0.0f,
+                                        &w[0].d, &u.d, ACT_SILU);
+                dev_read(g_cuda, &dglu, &o);
+                EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
+                char what[96];
+                snprintf(what, sizeof what, "mma matmul_glu %d bit g%d n=%d%s", fs[fi].bits, fs[fi].gs, n,
+                         with_norm ? " +norm" : "");
+                EXPECTF(tt_close(what, o.p, gw.p, (int64_t)f * n, 1e-3, 1e-3, MMA_NMSE), "%s", what);
+                g_cuda->ops->buffer_free(g_cuda, dup.b); g_cuda->ops->buffer_free(g_cuda, dglu.b);
+                tt_free(&o); tt_free(&up); tt_free(&gw); tt_free(&uw); tt_free(&xq);
+                qm_free(&u);
+            }
+            for (int i = 0; i < 3; i++) {
+                g_cuda->ops->buffer_free(g_cuda, dout[i].b); g_cuda->ops->buffer_free(g_cuda, dsep[i].b);
+                qm_free(&w[i]);
+            }
+            g_cuda->ops->buffer_free(g_cuda, dx.b); g_cuda->ops->buffer_free(g_cuda, db.b);
+            g_cuda->ops->buffer_free(g_cuda, dnw.b); g_cuda->ops->buffer_free(g_cuda, dxn.b);
+            tt_free(&x); tt_free(&b); tt_free(&nw); tt_free(&xn);
         }
 }
 
@@ -470,6 +683,7 @@ int main(void)
     RUN(fixtures_bitwise);
     RUN(matmul_every_format);
     RUN(fused_ops);
+    RUN(gemv_mma);
     RUN(matmul_precise);
     RUN(deterministic_batch_invariance);
     RUN(moe_quantized);

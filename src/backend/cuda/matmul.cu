@@ -12,8 +12,8 @@
  *                 | (same rows as the three lines above, operands not aligned)         | gemv_scalar
  *                 | 5-16   | > 256     | bf16/f16, k % 64, w aligned  | default       | skinny (tensor cores)
  *                 | other  |           |                              | any           | cublas (precise: hi + lo)
- *  matmul, MLX-  | 1-16   | any       | k % 32, 16-byte aligned x    | any           | qgemv (8 rows a launch)
- *   quantized     | any    | <= 256    |   "                          | any           |   "
+ *  matmul, MLX-  | 1-16   | any       | k % 32, 16-byte aligned x    | any           | qgemv (instances and rows a
+ *   quantized     | any    | <= 256    |   "                          | any           |   launch: qmatmul.cu)
  *   weights       | any    | any       |   "                          | deterministic |   "
  *                 | other  |           |   "                          | not determ.   | qdeq_cublas (rows dequantized
  *                 |        |           |                              |               |   to bf16, f32 if precise, in

@@ -20,6 +20,19 @@
  *    up (the GLU in the epilogue). At batch 1 both can take the RMSNorm of x (qnorm: x times the
  *    bf16 norm weight as it is read, the squares summed beside, the sums scaled by 1 / rms at the
  *    end), which saves the norm's launch before q/k/v and before gate + up.
+ *  - k_qgemv_mma, k_qgemv_glu_mma: the cuda mode's decode rows at affine 4 bit and 8 bit (groups
+ *    of 32 or 64 at 8 bit), outputs wider than 256 (cuda-precise and cuda-deterministic keep
+ *    k_qgemv's f32 sums). A block owns a 16-row tile (the GLU: 8 gate rows and the same 8 up rows)
+ *    and stages x as bf16 in shared memory once; its 4 or 8 warps split k by scale groups and stream
+ *    them, 4 groups a stage with the next 1-3 stages' loads in flight, through m16n8k16 MMAs:
+ *    4-bit codes (8-bit codes' two nibbles, two MMAs) exact as bf16 16 + q (a shift and an and-or
+ *    per two), the rows of x as the MMA's n (up to 8 a launch), per group s sum (16 + q) x +
+ *    (b - 16 s) sum x in f32 (sum x from a ones operand); the warps' sums added in warp order.
+ *    Why: k_qgemv spends an f32 fma and a decode per code and row (and re-reads x from L1 per
+ *    row of x), which held it near 0.3 of the bandwidth at batch 1 on H100 and made each row of x
+ *    cost another pass; here a lane decodes a 4-bit code in about one instruction for all rows of
+ *    x and the MMAs do the products. Promise: bf16-class (x rounded to bf16 as the bf16 GEMM
+ *    rounds it), f32 sums.
  *  - k_qdequant_chunks: dequantizes rows of a quantized matrix into a bf16 / f32 scratch (a thread
  *    per chunk, the GEMV's decoding; k_qdequant per element for inputs not a multiple of 32), for
  *    the prefill path (rows dequantized, then cuBLAS) and for shapes the GEMV does not take.
@@ -34,6 +47,9 @@
  *
  *  call                    | rows of x        | format, operands              | kernel
  *  ------------------------+------------------+-------------------------------+---------------------------
+ *  qgemv, qgemv_multi,     | up to 8 a launch | cuda mode, affine 4 bit g32-  | k_qgemv_mma<BITS, GS, NORM>,
+ *   qgemv_glu              |   (fewer past 96 |   128, 8 bit g32-64, outputs  |   k_qgemv_glu_mma (gate, up
+ *                          |   KB of bf16 x)  |   > 256, as below             |   of one format)
  *  qgemv, qgemv_multi,     | 1, 2, 3-4, 5-8   | k % 32, x and w 16-byte       | k_qgemv<MODE, BITS, N> with
  *   qgemv_glu              | a launch (more:  |   aligned (cuda_qgemv_fits),  |   N = 1, 2, 4, 8 (_glu)
  *                          |   8 at a time)   |   every mode and width        |
@@ -49,6 +65,7 @@
  * mma.sync MMAs would skip the write but give up cuBLAS's wgmma speed on sm_90, which costs more.
  */
 #include "backend/cuda/cuda_common.cuh"
+#include "backend/cuda/mma.cuh"
 
 #define QGEMV_WARPS 4   // warps per block
 #define QGEMV_R     4   // weight rows per warp (the GLU kernels: 2 gate rows and the same 2 up rows)
@@ -429,6 +446,408 @@ __global__ void __launch_bounds__(QGEMV_WARPS * 32) k_qgemv_glu(float *out, cons
             if (lane == r * N + t && row0 + r < m && t < n) out[(size_t)t * m + row0 + r] = glu_act(acc[r][t], act) * acc[H + r][t];
 }
 
+/* ==== Tensor-core decode GEMV (affine 4 bit, the cuda mode) ==== */
+
+#define QMMA_WARPS    8            // most warps of a block (4 or 8: qmma_warps); they split k by scale groups
+#define QMMA_U        4            // scale groups a lane loads per pipeline stage (= lanes per row)
+#define QMMA_MAX_N    8            // rows of x one launch takes (the MMA's n)
+#define QMMA_SMEM_MAX (96 << 10)   // most bytes of staged x a block holds
+#define QMMA_NARROW_M 256          // outputs this narrow keep the f32 GEMV (matmul.cu's GEMV_NARROW_M)
+
+/* A lane's two weight rows: rows g and g + 8 of its block's 16-row tile (g = lane / 4), as the
+ * m16n8k16 A operand holds them. */
+struct qmma_rows {
+    const uint32_t *w[2];          // the rows' packed words
+    const void     *s[2], *b[2];   // the scales and biases arrays of their matrices
+    size_t          g0[2];         // index of each row's first group in them
+};
+
+/* Words of a row a lane holds per group: its quarter of the group's codes (lane % 4 takes it). */
+template <int BITS, int GS>
+__host__ __device__ constexpr int qmma_words() { return GS * BITS / 128; }
+
+/* What a lane loads for QMMA_U consecutive groups G0.. of its two rows: its words of each, and
+ * the raw scale and bias of both rows for group G0 + lane % 4 (the row's four lanes load one group
+ * each; qmma_stage_mma shuffles). */
+template <int BITS, int GS>
+struct qmma_stage {
+    uint32_t a[QMMA_U][2][qmma_words<BITS, GS>()];
+    uint32_t s[2], b[2];
+};
+
+/* Stages a lane holds (D - 1 in flight while it multiplies one): 2-4 KB of a warp's weights in
+ * flight, 12-16 warps an SM (Little: ~3 TB/s x ~1.5 us under load / 132 SMs = 34 KB an SM). */
+template <int BITS, int GS>
+__host__ __device__ constexpr int qmma_depth() { return qmma_words<BITS, GS>() == 1 ? 4 : qmma_words<BITS, GS>() == 2 ? 3 : 2; }
+
+template <int W>
+__device__ __forceinline__ void load_words(uint32_t *wd, const uint32_t *p)
+{
+    if constexpr (W == 4)
+        asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+            : "=r"(wd[0]), "=r"(wd[1]), "=r"(wd[2]), "=r"(wd[3]) : "l"(p));
+    else if constexpr (W == 2)
+        asm("ld.global.nc.L1::no_allocate.L2::256B.v2.u32 {%0, %1}, [%2];" : "=r"(wd[0]), "=r"(wd[1]) : "l"(p));
+    else
+        asm("ld.global.nc.L1::no_allocate.L2::256B.u32 %0, [%1];" : "=r"(wd[0]) : "l"(p));
+}
+
+/* Groups G0 .. G0 + QMMA_U - 1 (those below G1) into st. */
+template <int BITS, int GS>
+__device__ __forceinline__ void qmma_stage_load(qmma_stage<BITS, GS> &st, const qmma_rows &rw, int sdt, int G0, int G1,
+                                                int t)
+{
+    constexpr int W = qmma_words<BITS, GS>();
+#pragma unroll
+    for (int u = 0; u < QMMA_U; u++)
+        if (G0 + u < G1)
+#pragma unroll
+            for (int r = 0; r < 2; r++) load_words<W>(st.a[u][r], rw.w[r] + (size_t)(G0 + u) * (4 * W) + t * W);
+    if (G0 + t < G1)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            st.s[r] = q_scale_raw<QMODE_AFFINE>(rw.s[r], sdt, rw.g0[r] + G0 + t);
+            st.b[r] = q_scale_raw<QMODE_AFFINE>(rw.b[r], sdt, rw.g0[r] + G0 + t);
+        }
+}
+
+/* Nibbles J and J + 4 of a word w as the bf16 pair (16 + n_J, 16 + n_J+4), exact: shifted so that
+ * their bits sit at 3..6 of each half, the mantissa's top under 16's exponent (a shift and an
+ * and-or). At 4 bit the nibbles are codes j, j + 4; at 8 bit J = 0..3 give the low nibbles of
+ * codes 0, 2, the high ones of 0, 2, the low of 1, 3, the high of 1, 3. The 16 comes off in the
+ * group's epilogue; 128 + n with the bits unshifted would save the shift but leave the MMA's f32
+ * sums ten times larger than the result they cancel to, and subtracting it in bf16 costs an fma a
+ * pair. */
+template <int J>
+__device__ __forceinline__ uint32_t code_pair_bf16(uint32_t w)
+{
+    return ((J == 0 ? w << 3 : w >> (4 * J - 3)) & 0x00780078u) | 0x41804180u;
+}
+
+/* c = a b for one m16n8k16 tile of bf16 inputs, the f32 sums started from zero (a zero register
+ * as the C operand: no per-tile clearing). */
+__device__ __forceinline__ void mma16816_bf16_from0(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%10,%10,%10,%10};\n"
+                 : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.0f));
+}
+
+/* acc (the lane's C fragment: rows g, g + 8 by rows of x 2t, 2t + 1) += the stage's groups . x.
+ * 4 bit: a register of the A operand holds codes j and j + 4 of a word (x is staged in that
+ * order), a word two k-steps; per group the MMAs give c = sum (16 + q) x~ and, from a ones
+ * operand, o = sum x~ (x~: x rounded to bf16), and acc += s c + (b - 16 s) o = s sum q x~ +
+ * b sum x~: the scale and bias applied once a group in f32. 8 bit: a word (codes 0-3) is one
+ * k-step, its codes' low nibbles one MMA (c) and high nibbles another (h), x staged as codes
+ * 0, 2, 1, 3: acc += s (16 h + c) + (b - 272 s) o. xs: the staged row of x this lane's B operand
+ * reads (lane / 4 < rows of x), or NULL (zeros). Groups at and past G1 are skipped. */
+template <int BITS, int GS>
+__device__ __forceinline__ void qmma_stage_mma(float (&acc)[4], const qmma_stage<BITS, GS> &st, const uint32_t *xs,
+                                               int sdt, int G0, int G1, int lane)
+{
+    constexpr int W = qmma_words<BITS, GS>();
+    const int t = lane & 3;
+    const uint32_t ones[4] = { 0x3f803f80u, 0x3f803f80u, 0x3f803f80u, 0x3f803f80u };   // bf16 1.0 pairs
+#pragma unroll
+    for (int u = 0; u < QMMA_U; u++) {
+        if (G0 + u >= G1) break;   // the same for the whole warp
+        const int G = G0 + u, src = (lane & ~3) | u;
+        float sc[2], bb[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            sc[r] = q_scale_val<QMODE_AFFINE>(__shfl_sync(0xffffffffu, st.s[r], src), sdt);
+            bb[r] = fmaf(BITS == 4 ? -16.0f : -272.0f, sc[r], q_scale_val<QMODE_AFFINE>(__shfl_sync(0xffffffffu, st.b[r], src), sdt));
+        }
+        float c[4], o[4], h[4];
+#pragma unroll
+        for (int v = 0; v < W; v++) {
+            // the lane's x for this word: 4 bit the unit of its 8 codes, 8 bit half a unit
+            const size_t code0 = (size_t)G * GS + t * (GS / 4) + v * (32 / BITS);
+            uint4 xb = make_uint4(0u, 0u, 0u, 0u);
+            if (BITS == 4 && xs) xb = *reinterpret_cast<const uint4 *>(xs + code0 / 2);
+            if (BITS == 8 && xs) {
+                const uint2 x2 = *reinterpret_cast<const uint2 *>(xs + code0 / 2);
+                xb.x = x2.x;
+                xb.y = x2.y;
+            }
+            uint32_t p[2][4];
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const uint32_t w = st.a[u][r][v];
+                p[r][0] = code_pair_bf16<0>(w);
+                p[r][1] = code_pair_bf16<1>(w);
+                p[r][2] = code_pair_bf16<2>(w);
+                p[r][3] = code_pair_bf16<3>(w);
+            }
+            // A: {row g k 2t..2t+1, row g+8 k 2t..2t+1, row g k 2t+8.., row g+8 k 2t+8..}; B: k 2t.., k 2t+8..
+            if (BITS == 4) {
+                const uint32_t a0[4] = { p[0][0], p[1][0], p[0][1], p[1][1] }, a1[4] = { p[0][2], p[1][2], p[0][3], p[1][3] };
+                if (v == 0) {
+                    mma16816_bf16_from0(c, a0, xb.x, xb.y);
+                    mma16816_bf16_from0(o, ones, xb.x, xb.y);
+                } else {
+                    mma16816<__nv_bfloat16>(c, a0, xb.x, xb.y);
+                    mma16816<__nv_bfloat16>(o, ones, xb.x, xb.y);
+                }
+                mma16816<__nv_bfloat16>(c, a1, xb.z, xb.w);
+                mma16816<__nv_bfloat16>(o, ones, xb.z, xb.w);
+            } else {
+                const uint32_t lo[4] = { p[0][0], p[1][0], p[0][2], p[1][2] }, hi[4] = { p[0][1], p[1][1], p[0][3], p[1][3] };
+                if (v == 0) {
+                    mma16816_bf16_from0(c, lo, xb.x, xb.y);
+                    mma16816_bf16_from0(h, hi, xb.x, xb.y);
+                    mma16816_bf16_from0(o, ones, xb.x, xb.y);
+                } else {
+                    mma16816<__nv_bfloat16>(c, lo, xb.x, xb.y);
+                    mma16816<__nv_bfloat16>(h, hi, xb.x, xb.y);
+                    mma16816<__nv_bfloat16>(o, ones, xb.x, xb.y);
+                }
+            }
+        }
+        if (BITS == 8)
+#pragma unroll
+            for (int i = 0; i < 4; i++) c[i] = fmaf(16.0f, h[i], c[i]);
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[i] = fmaf(sc[i / 2], c[i], fmaf(bb[i / 2], o[i], acc[i]));
+    }
+}
+
+/* The block's 16-row tile . x[0 .. n) (n <= QMMA_MAX_N). The block stages x as bf16 in shared
+ * memory (dynamic, n * (k / 8 + 1) 16-byte units: each 8 codes' values in the order 0,4,1,5,2,6,3,7,
+ * a unit of padding a row against bank conflicts) once, after issuing its first weight loads
+ * (PDL: x is the kernel before's), with the RMSNorm when NORM (x times the norm weight; the sums
+ * scaled by 1 / rms at the end, n = 1). Warp w takes scale groups [w NG / 4, (w + 1) NG / 4) and
+ * streams them QMMA_U a stage, the next stage's loads in flight while it multiplies; the warps'
+ * sums are added in warp order (shared memory). Returns true on warp 0, whose c is the tile's
+ * C fragment: c[0], c[1] row g, rows of x 2t, 2t + 1; c[2], c[3] row g + 8. */
+template <int BITS, int GS, bool NORM>
+__device__ __forceinline__ bool qmma_tile(float (&c)[4], const qmma_rows &rw, const float *x, int k, int sdt, int n,
+                                          const qnorm &nm)
+{
+    extern __shared__ __align__(16) uint4 xs_s[];
+    __shared__ float red[QMMA_WARPS][32][4];
+    __shared__ float ss_s[QMMA_WARPS];
+    const int n_warps = blockDim.x >> 5;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, t = lane & 3;
+    const int n_groups = k / GS, G_lo = warp * n_groups / n_warps, G_hi = (warp + 1) * n_groups / n_warps;
+    const int units = k / 8, row_units = units + 1;
+    constexpr int D = qmma_depth<BITS, GS>();
+    qmma_stage<BITS, GS> st[D];
+#pragma unroll
+    for (int d = 0; d < D - 1; d++)
+        if (G_lo + d * QMMA_U < G_hi) qmma_stage_load<BITS, GS>(st[d], rw, sdt, G_lo + d * QMMA_U, G_hi, t);
+    pdl_wait();   // x comes from the kernel before
+    float ss = 0.0f;
+#pragma unroll 4
+    for (int i = threadIdx.x; i < n * units; i += blockDim.x) {
+        const int tok = i / units, u = i - tok * units;
+        const float4 *xp = reinterpret_cast<const float4 *>(x + (size_t)tok * k + 8 * u);
+        float4 a = xp[0], b = xp[1];
+        if (NORM) {
+            ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w + b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+            const uint4 gw = *reinterpret_cast<const uint4 *>(nm.w + 8 * u);
+            a.x *= __uint_as_float(gw.x << 16) + nm.w_offset;
+            a.y *= __uint_as_float(gw.x & 0xffff0000u) + nm.w_offset;
+            a.z *= __uint_as_float(gw.y << 16) + nm.w_offset;
+            a.w *= __uint_as_float(gw.y & 0xffff0000u) + nm.w_offset;
+            b.x *= __uint_as_float(gw.z << 16) + nm.w_offset;
+            b.y *= __uint_as_float(gw.z & 0xffff0000u) + nm.w_offset;
+            b.z *= __uint_as_float(gw.w << 16) + nm.w_offset;
+            b.w *= __uint_as_float(gw.w & 0xffff0000u) + nm.w_offset;
+        }
+        // the A operand's code order: 4 bit 0,4 1,5 2,6 3,7; 8 bit 0,2 1,3 4,6 5,7
+        xs_s[tok * row_units + u] =
+            BITS == 4 ? make_uint4(pack2<__nv_bfloat16>(a.x, b.x), pack2<__nv_bfloat16>(a.y, b.y),
+                                   pack2<__nv_bfloat16>(a.z, b.z), pack2<__nv_bfloat16>(a.w, b.w))
+                      : make_uint4(pack2<__nv_bfloat16>(a.x, a.z), pack2<__nv_bfloat16>(a.y, a.w),
+                                   pack2<__nv_bfloat16>(b.x, b.z), pack2<__nv_bfloat16>(b.y, b.w));
+    }
+    if (NORM) {
+        ss = warp_sum(ss);
+        if (lane == 0) ss_s[warp] = ss;
+    }
+    __syncthreads();
+    const int tok = lane >> 2;
+    const uint32_t *xs = tok < n ? reinterpret_cast<const uint32_t *>(xs_s + tok * row_units) : NULL;
+    float acc[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+    for (int G0 = G_lo; G0 < G_hi; G0 += D * QMMA_U) {   // D stages a turn: the buffers rotate, no copies
+#pragma unroll
+        for (int d = 0; d < D; d++) {
+            const int G_mul = G0 + d * QMMA_U, G_load = G_mul + (D - 1) * QMMA_U;
+            if (G_load < G_hi) qmma_stage_load<BITS, GS>(st[(d + D - 1) % D], rw, sdt, G_load, G_hi, t);
+            if (G_mul < G_hi) qmma_stage_mma<BITS, GS>(acc, st[d], xs, sdt, G_mul, G_hi, lane);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) red[warp][lane][i] = acc[i];
+    __syncthreads();
+    if (warp != 0) return false;
+    float inv = 1.0f;
+    if (NORM) {
+        float s = 0.0f;
+        for (int w = 0; w < n_warps; w++) s += ss_s[w];
+        inv = rsqrtf(s / (float)k + nm.eps);
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float s = 0.0f;
+#pragma unroll
+        for (int w = 0; w < n_warps; w++) s += red[w][lane][i];
+        c[i] = s * inv;
+    }
+    return true;
+}
+
+/* out_s[t, row] (+)= w_s[row] . x[t] (+ bias_s[row]) for t < n <= QMMA_MAX_N, for up to three
+ * matrices of one format sharing x (q/k/v): segment s owns blocks [blk0[s], blk0[s + 1]), a block
+ * 16 consecutive rows. */
+template <int BITS, int GS, bool NORM>
+__global__ void __launch_bounds__(QMMA_WARPS * 32, 2) k_qgemv_mma(qsegs sg, const float *x, qfmt f, int n, qnorm nm)
+{
+    pdl_trigger();
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    int seg = 0;
+#pragma unroll
+    for (int j = 1; j < QGEMV_MAX_SEGS; j++)
+        if (j < sg.n_segs && (int)blockIdx.x >= sg.blk0[j]) seg = j;
+    const int m = seg_pick(sg.m, seg), row0 = ((int)blockIdx.x - seg_pick(sg.blk0, seg)) * 16;
+    const qmat qm = seg_pick(sg.qm, seg);
+    qmma_rows rw;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int row = min(row0 + g + 8 * r, m - 1);
+        rw.w[r] = qm.w + (size_t)row * (f.k / 32 * BITS);
+        rw.s[r] = qm.scales;
+        rw.b[r] = qm.biases;
+        rw.g0[r] = (size_t)row * f.n_groups;
+    }
+    float c[4];
+    if (!qmma_tile<BITS, GS, NORM>(c, rw, x, f.k, f.sdt, n, nm)) return;
+    float *out = seg_pick(sg.out, seg);
+    const void *bias = seg_pick(sg.bias, seg);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const int row = row0 + g + 8 * (i / 2), tok = 2 * t + (i & 1);
+        if (row >= m || tok >= n) continue;
+        const float v = c[i] + (bias ? q_scale(bias, sg.bias_dt, row) : 0.0f);
+        float *o = out + (size_t)tok * m + row;
+        *o = sg.accumulate ? *o + v : v;
+    }
+}
+
+/* out[t, row] = act(gate[row] . x[t]) * (up[row] . x[t]) for t < n <= QMMA_MAX_N: a block's tile is
+ * 8 gate rows (A rows 0-7) and the same 8 up rows (A rows 8-15), so a lane holds both sums. */
+template <int BITS, int GS, bool NORM>
+__global__ void __launch_bounds__(QMMA_WARPS * 32, 2) k_qgemv_glu_mma(float *out, const float *x, qmat gq, qmat uq, qfmt f,
+                                                                   int n, int m, int act, qnorm nm)
+{
+    pdl_trigger();
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int row0 = (int)blockIdx.x * 8, row = min(row0 + g, m - 1);
+    qmma_rows rw;
+    rw.w[0] = gq.w + (size_t)row * (f.k / 32 * BITS);
+    rw.w[1] = uq.w + (size_t)row * (f.k / 32 * BITS);
+    rw.s[0] = gq.scales;
+    rw.s[1] = uq.scales;
+    rw.b[0] = gq.biases;
+    rw.b[1] = uq.biases;
+    rw.g0[0] = rw.g0[1] = (size_t)row * f.n_groups;
+    float c[4];
+    if (!qmma_tile<BITS, GS, NORM>(c, rw, x, f.k, f.sdt, n, nm)) return;
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const int tok = 2 * t + i;
+        if (row0 + g < m && tok < n) out[(size_t)tok * m + row0 + g] = glu_act(c[i], act) * c[2 + i];
+    }
+}
+
+/* Whether the tensor-core GEMV takes a format in this mode: affine 4 bit (groups of 32-128) and
+ * 8 bit (32, 64: a lane's 16 bytes a group at most) in the cuda mode (x as bf16: cuda-precise
+ * and cuda-deterministic keep k_qgemv's f32 sums), for x rows of at most QMMA_SMEM_MAX bytes
+ * staged, outputs wider than QMMA_NARROW_M. */
+static bool qmma_takes(const struct cuda_backend *cb, const qfmt &f, int m)
+{
+    const bool fmt = f.mode == QMODE_AFFINE && ((f.bits == 4 && f.group_size >= 32 && f.group_size <= 128) ||
+                                                (f.bits == 8 && f.group_size >= 32 && f.group_size <= 64));
+    return !cb->precise && !cb->deterministic && fmt && m > QMMA_NARROW_M && (size_t)(f.k / 8 + 1) * 16 <= QMMA_SMEM_MAX;
+}
+
+/* Rows of x one launch takes: up to QMMA_MAX_N, as many as QMMA_SMEM_MAX holds. */
+static int qmma_rows_per_launch(const qfmt &f)
+{
+    const int r = (int)(QMMA_SMEM_MAX / ((size_t)(f.k / 8 + 1) * 16));
+    return r < QMMA_MAX_N ? r : QMMA_MAX_N;
+}
+
+/* Warps a block of a grid of `blocks` tiles: 8 when the grid fits one wave of 2 such blocks an SM
+ * (o and down of an 8B model at batch 1: 256 tiles, 16 warps an SM instead of 8), else 4 (4
+ * blocks an SM: qkv's 384 tiles in one wave; 8 would take two). */
+static int qmma_warps(const struct cuda_backend *cb, int blocks) { return blocks <= 2 * cb->n_sm ? 8 : 4; }
+
+/* Launches kernel on `blocks` tiles with smem bytes of dynamic shared memory, raising its limit
+ * past the default 48 KB when it needs more. */
+template <typename... KArgs, typename... Args>
+static void qmma_launch(struct cuda_backend *cb, void (*kernel)(KArgs...), int blocks, size_t smem, Args... args)
+{
+    if (smem > (48 << 10))
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, QMMA_SMEM_MAX));
+    launch_pdl_smem(cb, kernel, dim3(blocks), dim3(qmma_warps(cb, blocks) * 32), smem, args...);
+}
+
+/* Calls F with BITS and GS as constants for a format qmma_takes. */
+#define DISPATCH_QMMA(f, ...) do { \
+        switch ((f).bits * 1000 + (f).group_size) { \
+        case 4032: { constexpr int BITS = 4, GS = 32; __VA_ARGS__; break; } \
+        case 4064: { constexpr int BITS = 4, GS = 64; __VA_ARGS__; break; } \
+        case 4128: { constexpr int BITS = 4, GS = 128; __VA_ARGS__; break; } \
+        case 8032: { constexpr int BITS = 8, GS = 32; __VA_ARGS__; break; } \
+        case 8064: { constexpr int BITS = 8, GS = 64; __VA_ARGS__; break; } \
+        default: CHECK(0, "cuda: no tensor-core GEMV for %d bit g%d", (f).bits, (f).group_size); \
+        } } while (0)
+
+/* cuda_qgemv_multi on the tensor-core GEMV (sg: everything but blk0 and out filled). */
+static void qgemv_mma_multi(struct cuda_backend *cb, qsegs sg, float *const *outs, const float *x, int n, const qfmt &f,
+                            const qnorm &nm)
+{
+    int blocks = 0;
+    for (int i = 0; i < sg.n_segs; i++) {
+        sg.blk0[i] = blocks;
+        blocks += (sg.m[i] + 15) / 16;
+    }
+    const int per = qmma_rows_per_launch(f);
+    for (int r0 = 0; r0 < n; r0 += per) {
+        const int nr = n - r0 < per ? n - r0 : per;
+        for (int i = 0; i < sg.n_segs; i++) sg.out[i] = outs[i] + (size_t)r0 * sg.m[i];
+        const float *xr = x + (size_t)r0 * f.k;
+        const size_t smem = (size_t)nr * (f.k / 8 + 1) * 16;
+        DISPATCH_QMMA(f, {
+            if (nm.w) qmma_launch(cb, k_qgemv_mma<BITS, GS, true>, blocks, smem, sg, xr, f, nr, nm);
+            else qmma_launch(cb, k_qgemv_mma<BITS, GS, false>, blocks, smem, sg, xr, f, nr, nm);
+        });
+    }
+    LAUNCH_CHECK();
+}
+
+/* cuda_qgemv_glu on the tensor-core GEMV (gate and up of one format). */
+static void qgemv_mma_glu(struct cuda_backend *cb, float *out, const float *x, int n, const qmat &g, const qmat &u,
+                          const qfmt &f, int m, enum act act, const qnorm &nm)
+{
+    const int per = qmma_rows_per_launch(f);
+    for (int r0 = 0; r0 < n; r0 += per) {
+        const int nr = n - r0 < per ? n - r0 : per;
+        float *o = out + (size_t)r0 * m;
+        const float *xr = x + (size_t)r0 * f.k;
+        const size_t smem = (size_t)nr * (f.k / 8 + 1) * 16;
+        const int grid = (m + 7) / 8;
+        DISPATCH_QMMA(f, {
+            if (nm.w) qmma_launch(cb, k_qgemv_glu_mma<BITS, GS, true>, grid, smem, o, xr, g, u, f, nr, m, (int)act, nm);
+            else qmma_launch(cb, k_qgemv_glu_mma<BITS, GS, false>, grid, smem, o, xr, g, u, f, nr, m, (int)act, nm);
+        });
+    }
+    LAUNCH_CHECK();
+}
+
 /* The format of a quantized weight on the device, and its three arrays. */
 static qfmt fmt_of(const struct tensor *w)
 {
@@ -548,6 +967,12 @@ void cuda_qgemv_multi(struct cuda_backend *cb, int n_w, float *const *outs, cons
     }
     sg.bias_dt = bias_dtype(biases ? biases[0] : NULL);
     for (int i = 1; i < n_w; i++) CHECK(!sg.bias[i] || bias_dtype(biases[i]) == sg.bias_dt, "cuda qgemv: bias dtypes differ");
+    bool mma = true;
+    for (int i = 0; i < n_w; i++) mma = mma && qmma_takes(cb, f, sg.m[i]);
+    if (mma) {
+        qgemv_mma_multi(cb, sg, outs, x, n, f, nm);
+        return;
+    }
     dim3 grid(blocks), block(QGEMV_WARPS * 32);
     for (int r0 = 0; r0 < n; r0 += QGEMV_MAX_N) {   // each x row's sums are the same in any slice
         const int nr = n - r0 < QGEMV_MAX_N ? n - r0 : QGEMV_MAX_N;
@@ -585,6 +1010,10 @@ void cuda_qgemv_glu(struct cuda_backend *cb, float *out, const float *x, int n, 
     const qfmt fg = fmt_of(gate), fu = fmt_of(up);
     const qmat g = cuda_qmat_of(gate), u = cuda_qmat_of(up);
     const int m = (int)gate->ne[1], rows_per_block = QGEMV_WARPS * QGEMV_R / 2;   // of gate and of up
+    if (qmma_takes(cb, fg, m) && same_fmt(fg, fu)) {
+        qgemv_mma_glu(cb, out, x, n, g, u, fg, m, act, nm);
+        return;
+    }
     dim3 grid((m + rows_per_block - 1) / rows_per_block), block(QGEMV_WARPS * 32);
     for (int r0 = 0; r0 < n; r0 += QGEMV_MAX_N) {
         const int nr = n - r0 < QGEMV_MAX_N ? n - r0 : QGEMV_MAX_N;

@@ -5,7 +5,8 @@
  * bandwidth (measured here: lm_head GEMV 19 GB/s on the file mapping, 32 GB/s on 2 MiB pages,
  * one thread). So each weight is copied into anonymous memory that asks for transparent huge
  * pages (madvise), carved from 256 MiB chunks the backend owns and frees at destroy. The bytes
- * and layout stay the same; only w->buf and w->offset change. The same source bytes prepared
+ * and layout stay the same; only w->buf and w->offset change (for an MLX-quantized weight, those
+ * of its scales and biases too). The same source bytes prepared
  * twice (tied embeddings) share one copy.
  *
  * cpu_buffer_new puts the backend's large buffers (KV pool, activations) on huge pages too, touched
@@ -151,35 +152,30 @@ void cpu_buffer_free(struct backend *be, struct buffer *buf)
     free(buf);
 }
 
-enum status cpu_weight_prepare(struct backend *be, struct tensor *w)
+/* Moves t's bytes into the huge-page chunks (or onto an earlier copy of the same bytes). */
+static void copy_tensor(struct cpu *c, struct cpu_weights *cw, struct tensor *t)
 {
-    struct cpu *c = be->impl;
-    if (!w->buf || !w->buf->data) return STATUS_OK;                 // absent tensor
-    // quantized weights: the packed words are contiguous (their scales stay mapped; they are small)
-    if (w->buf->owner == be || (!tensor_is_contiguous(w) && w->dtype != DTYPE_QMLX)) return STATUS_OK;
-    struct cpu_weights *cw = weights_state(c);
-    if (cw->disabled) return STATUS_OK;
-    const void *src = (const char *)w->buf->data + w->offset;
-    size_t bytes = tensor_bytes(w);
+    const void *src = (const char *)t->buf->data + t->offset;
+    size_t bytes = tensor_bytes(t);
     for (int i = 0; i < cw->n_copies; i++) {
         if (cw->copies[i].src == src && cw->copies[i].bytes >= bytes) {
-            w->buf = cw->copies[i].buf;
-            w->offset = cw->copies[i].offset;
-            return STATUS_OK;
+            t->buf = cw->copies[i].buf;
+            t->offset = cw->copies[i].offset;
+            return;
         }
     }
     if (cw->total + bytes > cw->budget) {
         if (!cw->warned) LOG_INFO("cpu backend: weights past %.1f GiB stay file-mapped (slower decode)",
                                   (double)cw->budget / (double)(1ull << 30));
         cw->warned = true;
-        return STATUS_OK;
+        return;
     }
     size_t off;
     struct buffer *b = weights_alloc(c, cw, bytes, &off);
     if (!b) {
         if (!cw->warned) LOG_WARN("cpu backend: cannot map memory for weight copies; using the file mapping");
         cw->warned = true;
-        return STATUS_OK;
+        return;
     }
     memcpy((char *)b->data + off, src, bytes);
     if (cw->n_copies == cw->cap_copies) {
@@ -188,7 +184,24 @@ enum status cpu_weight_prepare(struct backend *be, struct tensor *w)
     }
     cw->copies[cw->n_copies++] = (struct wcopy){ src, bytes, b, off };
     cw->total += bytes;
-    w->buf = b;
-    w->offset = off;
+    t->buf = b;
+    t->offset = off;
+}
+
+enum status cpu_weight_prepare(struct backend *be, struct tensor *w)
+{
+    struct cpu *c = be->impl;
+    if (!w->buf || !w->buf->data) return STATUS_OK;                 // absent tensor
+    // quantized weights: the packed words are contiguous
+    if (w->buf->owner == be || (!tensor_is_contiguous(w) && w->dtype != DTYPE_QMLX)) return STATUS_OK;
+    struct cpu_weights *cw = weights_state(c);
+    if (cw->disabled) return STATUS_OK;
+    copy_tensor(c, cw, w);
+    if (w->dtype == DTYPE_QMLX) {
+        // the scales and biases stream beside the packed words (1/8 of their bytes at 4-bit g64)
+        struct qweight *q = (struct qweight *)w->q;   // the model's descriptor (model.qw), writable there
+        if (tensor_is_contiguous(&q->scales)) copy_tensor(c, cw, &q->scales);
+        if (q->biases.buf && tensor_is_contiguous(&q->biases)) copy_tensor(c, cw, &q->biases);
+    }
     return STATUS_OK;
 }

@@ -210,8 +210,10 @@ void cpu_attention(struct backend *be, struct tensor *out, const struct tensor *
     struct cpu *c = be->impl;
     host_check_attention(out, q, kv, ap);
     if (meta->n_tok <= 0) return;
-    // enough tasks to keep every thread busy (2 per thread), as few head groups as that allows
-    int want = (2 * c->n_threads + meta->n_tok - 1) / meta->n_tok;
+    // enough tasks to keep every thread busy, as few head groups as that allows: 4 per thread, as
+    // the tasks are handed out dynamically and a thread that starts late (a wake-up, another
+    // process on its core) should cost a quarter of its share, not half (decode: one kv head a task)
+    int want = (4 * c->n_threads + meta->n_tok - 1) / meta->n_tok;
     if (want > ap->n_kv_heads) want = ap->n_kv_heads;
     if (want < 1) want = 1;
     int hpt = (ap->n_kv_heads + want - 1) / want;

@@ -6,8 +6,8 @@
  * one thread). So each weight is copied into anonymous memory that asks for transparent huge
  * pages (madvise), carved from 256 MiB chunks the backend owns and frees at destroy. The bytes
  * and layout stay the same; only w->buf and w->offset change (for an MLX-quantized weight, those
- * of its scales and biases too). The same source bytes prepared
- * twice (tied embeddings) share one copy.
+ * of its scales and biases too). The same source bytes prepared twice (tied embeddings) share one
+ * copy.
  *
  * cpu_buffer_new puts the backend's large buffers (KV pool, activations) on huge pages too, touched
  * at creation (see there).

@@ -281,6 +281,23 @@ TEST(argmax_and_route)
     EXPECT(!memcmp(a, b, sizeof a));
     EXPECT(b[0] == 100 && b[1] == 999 && b[2] == 0 && b[3] == 7);
     tt_free(&l);
+    // rows of 13 (not whole groups of 8): all NaN (the last index), a NaN then -inf everywhere (the
+    // first -inf), the max in the tail, a NaN after the max
+    struct tt e = tt_new(DTYPE_F32, 13, 4);
+    float *ep = e.p;
+    for (int i = 0; i < 13; i++) {
+        ep[i] = NAN;
+        ep[13 + i] = i ? -INFINITY : NAN;
+        ep[26 + i] = (float)i;
+        ep[39 + i] = i == 3 ? 5.0f : i == 4 ? NAN : 1.0f;
+    }
+    int32_t ea[4], eb[4];
+    g_ref->ops->argmax(g_ref, eb, tt_t(&e));
+    g_cpu->ops->argmax(g_cpu, ea, tt_t(&e));
+    EXPECT(!memcmp(ea, eb, sizeof ea));
+    EXPECTF(eb[0] == 12 && eb[1] == 1 && eb[2] == 12 && eb[3] == 3, "argmax edge rows: %d %d %d %d", eb[0], eb[1],
+            eb[2], eb[3]);
+    tt_free(&e);
 
     const int n_exp[3] = { 8, 60, 128 }, ks[3] = { 2, 4, 8 };
     for (int c = 0; c < 3; c++) {

@@ -6,7 +6,7 @@
  *
  * Files: cpu.c (creation, scratch, row-wise ops), cpu_matmul.c (matmul, matmul_n, matmul_rows,
  * moe_ffn), cpu_attn.c (rope, kv_write, attention), cpu_gdn.c (Gated DeltaNet), cpu_weights.c
- * (weight_prepare: huge-page copies), kern*.c (SIMD kernels, see kern.h), membw.c (bandwidth
+ * (weight_prepare, buffer_new: huge-page memory), kern*.c (SIMD kernels, see kern.h), membw.c (bandwidth
  * probe); buffers, argmax and argument checks come from backend/host.c (shared with ref).
  *
  *     struct cpu *c = be->impl;
@@ -85,6 +85,9 @@ void cpu_attention(struct backend *be, struct tensor *out, const struct tensor *
 /* weight_prepare: copies w into huge-page memory the backend owns (see cpu_weights.c). */
 enum status cpu_weight_prepare(struct backend *be, struct tensor *w);
 void        cpu_weights_free(struct cpu_weights *cw);
+/* buffer_new / buffer_free: host buffers, those of 2 MiB or more on huge pages and touched (cpu_weights.c). */
+enum status cpu_buffer_new(struct backend *be, size_t bytes, struct buffer **out);
+void        cpu_buffer_free(struct backend *be, struct buffer *buf);
 
 /* act(g) * u over n contiguous floats (shared by glu and moe_ffn). */
 /* Gated DeltaNet ops (cpu_gdn.c). */

@@ -18,7 +18,8 @@
 #include "backend/host.h"
 #include "base/log.h"
 
-#define ATTN_CHUNK 64
+#define ATTN_CHUNK    64
+#define ATTN_PREFETCH 16   // keys of the next chunk prefetched per 16 keys computed
 #define ROPE_MAX_HALF 1024
 
 /* ==== rope ==== */
@@ -118,6 +119,24 @@ struct attn_job {
     int                       tasks_per_tok;
 };
 
+/* The next chunk's keys [j0, j_end) of a task, for prefetch_rows. */
+struct prefetch_rows {
+    const int32_t *blocks;      // the sequence's block table
+    int            bs;          // block size
+    int            j0, j_end;   // first key of the next chunk; one past the last key
+    size_t         bytes;       // bytes of a slot row the task reads
+};
+
+/* Prefetches (to L2) the task's slice of the rows of the next chunk's keys [s0, s0 + ATTN_PREFETCH). */
+static void prefetch_rows(const struct prefetch_rows *pf, const char *base, size_t stride, int s0)
+{
+    int j1 = pf->j0 + s0 + ATTN_PREFETCH < pf->j_end ? pf->j0 + s0 + ATTN_PREFETCH : pf->j_end;
+    for (int j = pf->j0 + s0; j < j1; j++) {
+        const char *r = base + (size_t)((int64_t)pf->blocks[j / pf->bs] * pf->bs + j % pf->bs) * stride;
+        for (size_t b = 0; b < pf->bytes; b += 64) __builtin_prefetch(r + b, 0, 1);
+    }
+}
+
 /* One task: token t, kv heads [g0, g1). For each chunk of keys, every head of the group runs
  * its own qk / softmax / pv, so the slot rows are walked once and read as long runs; each
  * head's arithmetic is the same whatever the grouping (batch invariance). */
@@ -170,22 +189,20 @@ static void attn_task(void *arg, int task, int thread)
                 vrows[g * ATTN_CHUNK + jj] = vbase + (size_t)slot * vstride + (size_t)g * head_bytes;
             }
         }
-        // prefetch the next chunk's rows: the group's slice of a slot row is a strided run that
-        // the hardware prefetchers do not follow well across a long context
-        int n_next = p + 1 - (c0 + ATTN_CHUNK) < ATTN_CHUNK ? p + 1 - (c0 + ATTN_CHUNK) : ATTN_CHUNK;
-        for (int jj = 0; jj < n_next; jj++) {
-            int j = c0 + ATTN_CHUNK + jj;
-            int64_t slot = (int64_t)blocks[j / bs] * bs + j % bs;
-            const char *kp = kbase + (size_t)slot * kstride, *vp = vbase + (size_t)slot * vstride;
-            for (size_t b = 0; b < (size_t)n_g * head_bytes; b += 64) {
-                __builtin_prefetch(kp + b, 0, 1);   // to L2: a chunk is larger than L1
-                __builtin_prefetch(vp + b, 0, 1);
-            }
-        }
+        // the next chunk's rows are prefetched while this one computes, ATTN_PREFETCH keys before
+        // each ATTN_PREFETCH keys of qk (K) and of pv (V): the group's slice of a slot row is a
+        // strided run the hardware prefetchers do not follow, and one burst for the whole chunk
+        // stalls on the fill buffers with no arithmetic beside it. Cutting qk and pv at these
+        // keys changes no bits (each dot is its own; pv's accumulators pass through acc exactly).
+        struct prefetch_rows pf = { blocks, bs, c0 + ATTN_CHUNK, p + 1, (size_t)n_g * head_bytes };
         for (int g = 0; g < n_g; g++) {
             const float *qg = q + (size_t)g * n_rep * hd;
             float *ag = acc + (size_t)g * n_rep * hd;
-            kf->qk(n_rep, qg, hd, krows + (size_t)g * ATTN_CHUNK, nk, dt, sc, ATTN_CHUNK);
+            for (int s0 = 0; s0 < nk; s0 += ATTN_PREFETCH) {
+                if (g == 0) prefetch_rows(&pf, kbase, kstride, s0);
+                int n = nk - s0 < ATTN_PREFETCH ? nk - s0 : ATTN_PREFETCH;
+                kf->qk(n_rep, qg, hd, krows + (size_t)g * ATTN_CHUNK + s0, n, dt, sc + s0, ATTN_CHUNK);
+            }
             for (int r = 0; r < n_rep; r++) {
                 int qr = g * n_rep + r;
                 float corr = kf->softmax_step(sc + (size_t)r * ATTN_CHUNK, nk, ap->scale, ap->softcap, &mx[qr], &l[qr]);
@@ -194,7 +211,11 @@ static void attn_task(void *arg, int task, int thread)
                     for (int i = 0; i < hd; i++) ar[i] *= corr;
                 }
             }
-            kf->pv(n_rep, ag, hd, sc, ATTN_CHUNK, vrows + (size_t)g * ATTN_CHUNK, nk, dt);
+            for (int s0 = 0; s0 < nk; s0 += ATTN_PREFETCH) {
+                if (g == 0) prefetch_rows(&pf, vbase, vstride, s0);
+                int n = nk - s0 < ATTN_PREFETCH ? nk - s0 : ATTN_PREFETCH;
+                kf->pv(n_rep, ag, hd, sc + s0, ATTN_CHUNK, vrows + (size_t)g * ATTN_CHUNK + s0, n, dt);
+            }
         }
     }
     float *o = (float *)host_row(a->out, t) + (size_t)g0 * n_rep * hd;
@@ -210,8 +231,10 @@ void cpu_attention(struct backend *be, struct tensor *out, const struct tensor *
     struct cpu *c = be->impl;
     host_check_attention(out, q, kv, ap);
     if (meta->n_tok <= 0) return;
-    // enough tasks to keep every thread busy (2 per thread), as few head groups as that allows
-    int want = (2 * c->n_threads + meta->n_tok - 1) / meta->n_tok;
+    // enough tasks to keep every thread busy, as few head groups as that allows: 4 per thread, as
+    // the tasks are handed out dynamically and a thread that starts late (a wake-up, another
+    // process on its core) should cost a quarter of its share, not half (decode: one kv head a task)
+    int want = (4 * c->n_threads + meta->n_tok - 1) / meta->n_tok;
     if (want > ap->n_kv_heads) want = ap->n_kv_heads;
     if (want < 1) want = 1;
     int hpt = (ap->n_kv_heads + want - 1) / want;

@@ -109,7 +109,7 @@ $(BUILD)/bench/kernels/%: bench/kernels/%.cu $(wildcard bench/kernels/*.cuh) $(B
 
 $(BUILD)/bench/%: bench/%.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 $< -lcublas -o $@
+	$(NVCC) -O3 -std=c++17 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 $< -lcublasLt -lcublas -o $@
 
 # Every C test binary, every corpus replay and every tests/*/run_*.sh script (black-box tests of
 # build/cairn), run in parallel by tests/run_all.sh (on JOBS CPUs, default all of them). What the

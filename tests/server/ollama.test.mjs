@@ -13,7 +13,9 @@ const SCRIPT = [
   { match: 'O_FINAL', output: 'It is sunny in Paris.' },
   { match: 'O_THINK', output: '<think>\nLet me think.\n</think>\n\nThe answer is 4.' },
   { match: 'O_TOOLS', output: '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n<tool_call>\n{"name": "get_time", "arguments": {"tz": "CET"}}\n</tool_call>' },
-  { match: 'O_SLOW', output: 'slow answer that takes a while to come out, word after word after word', delay_ms: 1500 },
+  // delay_ms slows the fake provider only: on a real engine the output's length keeps the stream
+  // open until the client's abort arrives (a short one could end first, and answer 200, not 499)
+  { match: 'O_SLOW', output: 'slow answer that takes a while to come out,' + ' word after word'.repeat(600), delay_ms: 1500 },
   { match: `<|fim_prefix|>${FIM_PREFIX}<|fim_suffix|>${FIM_SUFFIX}<|fim_middle|>`, output: '    c = a + b' },
 ];
 const TOOLS = [

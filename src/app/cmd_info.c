@@ -9,6 +9,7 @@
 #include "app/cmd.h"
 #include "base/log.h"
 #include "base/mem.h"
+#include "model/config.h"
 #include "model/model.h"
 #include "model/model_cost.h"
 #include "model/safetensors.h"
@@ -198,14 +199,9 @@ int cmd_info(int argc, char **argv)
     printf("%-14s %d / ", "bos / eos:", hp->bos_id);
     for (int i = 0; i < hp->n_eos; i++) printf("%s%d", i ? "," : "", hp->eos_ids[i]);
     printf("%s\n", hp->n_eos ? "" : "none");
-    printf("%-14s", "sampling:");   // generation_config.json's defaults, as cairn serve applies them
-    if (!hp->gen.set) printf(" (no generation_config.json defaults)");
-    if (hp->gen.set & GEN_TEMPERATURE) printf(" temperature %g", hp->gen.temperature);
-    if (hp->gen.set & GEN_TOP_K) printf(" top_k %d", hp->gen.top_k);
-    if (hp->gen.set & GEN_TOP_P) printf(" top_p %g", hp->gen.top_p);
-    if (hp->gen.set & GEN_MIN_P) printf(" min_p %g", hp->gen.min_p);
-    if (hp->gen.set & GEN_REPETITION_PENALTY) printf(" repetition_penalty %g", hp->gen.repetition_penalty);
-    printf("\n");
+    char gen[160];   // generation_config.json's defaults, as cairn serve applies them
+    gen_defaults_describe(&hp->gen, gen, sizeof gen);
+    printf("%-14s%s\n", "sampling:", hp->gen.set ? gen : " (no generation_config.json defaults)");
     print_provenance(argv[1]);
     model_free(m);
     return 0;

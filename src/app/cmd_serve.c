@@ -38,6 +38,7 @@
 #include "text/chat.h"
 #include "text/tokenizer.h"
 #include "model/arch.h"
+#include "model/config.h"
 #include "model/model.h"
 #include "model/quant_load.h"
 
@@ -109,28 +110,13 @@ static void usage(void)
 static void apply_generation_defaults(const struct gen_defaults *gd, struct sampling *sp)
 {
     if (!gd->set) return;
-    char desc[160] = "";
-    size_t n = 0;
-    if (gd->set & GEN_TEMPERATURE) {
-        sp->temperature = gd->temperature;
-        n += (size_t)snprintf(desc + n, sizeof desc - n, " temperature %g", gd->temperature);
-    }
-    if (gd->set & GEN_TOP_K) {
-        sp->top_k = gd->top_k;
-        n += (size_t)snprintf(desc + n, sizeof desc - n, " top_k %d", gd->top_k);
-    }
-    if (gd->set & GEN_TOP_P) {
-        sp->top_p = gd->top_p;
-        n += (size_t)snprintf(desc + n, sizeof desc - n, " top_p %g", gd->top_p);
-    }
-    if (gd->set & GEN_MIN_P) {
-        sp->min_p = gd->min_p;
-        n += (size_t)snprintf(desc + n, sizeof desc - n, " min_p %g", gd->min_p);
-    }
-    if (gd->set & GEN_REPETITION_PENALTY) {
-        sp->repetition_penalty = gd->repetition_penalty;
-        snprintf(desc + n, sizeof desc - n, " repetition_penalty %g", gd->repetition_penalty);
-    }
+    if (gd->set & GEN_TEMPERATURE) sp->temperature = gd->temperature;
+    if (gd->set & GEN_TOP_K) sp->top_k = gd->top_k;
+    if (gd->set & GEN_TOP_P) sp->top_p = gd->top_p;
+    if (gd->set & GEN_MIN_P) sp->min_p = gd->min_p;
+    if (gd->set & GEN_REPETITION_PENALTY) sp->repetition_penalty = gd->repetition_penalty;
+    char desc[160];
+    gen_defaults_describe(gd, desc, sizeof desc);
     LOG_INFO("sampling defaults from generation_config.json:%s (a request's own values win; "
              "--no-generation-defaults for the API's)", desc);
 }

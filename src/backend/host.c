@@ -15,13 +15,18 @@ enum status host_buffer_new(struct backend *be, size_t bytes, struct buffer **ou
         LOG_ERR("host buffer: cannot allocate %zu bytes", bytes);
         return STATUS_ENOMEM;
     }
+    *out = host_buffer_wrap(be, data, bytes);
+    return STATUS_OK;
+}
+
+struct buffer *host_buffer_wrap(struct backend *be, void *data, size_t bytes)
+{
     struct buffer *b = xcalloc(1, sizeof *b);
     b->kind = BUF_HOST;
     b->data = data;
     b->bytes = bytes;
     b->owner = be;
-    *out = b;
-    return STATUS_OK;
+    return b;
 }
 
 void host_buffer_free(struct backend *be, struct buffer *buf)

@@ -22,6 +22,8 @@
 #include "base/log.h"
 
 enum status host_buffer_new(struct backend *be, size_t bytes, struct buffer **out);
+/* A host buffer of be over `bytes` at data (the caller's allocation, freed by the caller's own free). */
+struct buffer *host_buffer_wrap(struct backend *be, void *data, size_t bytes);
 void        host_buffer_free(struct backend *be, struct buffer *buf);
 void        host_upload(struct backend *be, struct tensor *t, const void *src, size_t bytes);
 void        host_download(struct backend *be, void *dst, const struct tensor *t, size_t bytes);

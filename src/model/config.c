@@ -293,6 +293,19 @@ static void parse_gen_defaults(const json_t *gen, struct hparams *hp)
     }
 }
 
+void gen_defaults_describe(const struct gen_defaults *g, char *buf, size_t size)
+{
+    const struct { unsigned bit; const char *name; double v; } f[] = {
+        { GEN_TEMPERATURE, "temperature", g->temperature }, { GEN_TOP_K, "top_k", g->top_k },
+        { GEN_TOP_P, "top_p", g->top_p }, { GEN_MIN_P, "min_p", g->min_p },
+        { GEN_REPETITION_PENALTY, "repetition_penalty", g->repetition_penalty },
+    };
+    size_t n = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < sizeof f / sizeof f[0] && n < size; i++)
+        if (g->set & f[i].bit) n += (size_t)snprintf(buf + n, size - n, " %s %g", f[i].name, f[i].v);
+}
+
 static enum status parse_bos(const json_t *o, const char *label, struct hparams *hp)
 {
     const json_t *b = json_object_get(o, "bos_token_id");

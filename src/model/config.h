@@ -29,6 +29,8 @@ struct arch;
 enum status config_parse(const char *label, const char *text, size_t len, const char *gen_text,
                          size_t gen_len, struct hparams *hp, struct arch_features *f,
                          const struct arch **arch);
+/* hp->gen as text, e.g. " temperature 0.6 top_k 20 top_p 0.95" (empty when it sets nothing). */
+void gen_defaults_describe(const struct gen_defaults *g, char *buf, size_t size);
 /* Reads dir/config.json and dir/generation_config.json (if present). */
 enum status config_load(const char *dir, struct hparams *hp, struct arch_features *f,
                         const struct arch **arch);

@@ -132,12 +132,7 @@ enum status cpu_buffer_new(struct backend *be, size_t bytes, struct buffer **out
         return STATUS_ENOMEM;
     }
     memset(base, 0, size);
-    struct buffer *b = xcalloc(1, sizeof *b);
-    b->kind = BUF_HOST;
-    b->data = base;
-    b->bytes = bytes;
-    b->owner = be;
-    *out = b;
+    *out = host_buffer_wrap(be, base, bytes);
     return STATUS_OK;
 }
 

@@ -102,11 +102,7 @@ static struct buffer *weights_alloc(struct cpu *c, struct cpu_weights *cw, size_
     size_t size = need > CHUNK_BYTES ? (need + HUGE_BYTES - 1) / HUGE_BYTES * HUGE_BYTES : CHUNK_BYTES;
     char *base = huge_map(size);
     if (!base) return NULL;
-    struct buffer *b = xcalloc(1, sizeof *b);
-    b->kind = BUF_HOST;
-    b->data = base;
-    b->bytes = size;
-    b->owner = &c->be;
+    struct buffer *b = host_buffer_wrap(&c->be, base, size);
     cw->chunks = xrealloc(cw->chunks, sizeof *cw->chunks * (size_t)(cw->n_chunks + 1));
     cw->chunks[cw->n_chunks++] = b;
     cw->used = need;

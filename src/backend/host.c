@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/mem.h"
+#include "base/row_max.h"
 
 enum status host_buffer_new(struct backend *be, size_t bytes, struct buffer **out)
 {
@@ -63,24 +64,12 @@ enum status host_sync(struct backend *be)
     return STATUS_OK;
 }
 
-/* The index of the largest of l[0..n) (ties: the lower index; NaNs never win over numbers). */
-/* The first index of the largest value, NaNs skipped (every value NaN: the last index), as one scan
- * keeping the first strict maximum gives. Two passes without a loop-carried load (a greedy decode
- * step scans 152K logits on Qwen3: 1.5% of its time with the one-scan loop): the largest value in
- * 8 running maxima (a NaN never compares greater), then its first index. */
+/* The first index of the largest of l[0..n) (NaNs never win over numbers; every value NaN: the
+ * last index, as one scan keeping the first strict maximum gives). */
 static int32_t host_argmax_row(const float *l, int64_t n)
 {
-    float m[8];
-    for (int j = 0; j < 8; j++) m[j] = -INFINITY;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) m[j] = l[i + j] > m[j] ? l[i + j] : m[j];
-    for (; i < n; i++) m[0] = l[i] > m[0] ? l[i] : m[0];
-    float mx = m[0];
-    for (int j = 1; j < 8; j++) mx = m[j] > mx ? m[j] : mx;
-    for (i = 0; i < n; i++)
-        if (l[i] == mx) return (int32_t)i;
-    return (int32_t)(n - 1);   // every value NaN
+    int64_t i = row_argmax(l, n);
+    return (int32_t)(i < 0 ? n - 1 : i);
 }
 
 void host_argmax(struct backend *be, int32_t *out_ids, const struct tensor *logits)

@@ -23,6 +23,8 @@
 
 #include "base/log.h"
 #include "base/mem.h"
+#include "base/row_max.h"
+#include "base/simd_clones.h"
 
 enum {
     SAMPLE_BLOCK = 1024,                    // the draw over every id walks block sums, then one block
@@ -262,36 +264,14 @@ static inline float exp2_nonpositive(float y)
 
 enum { LANES = 16 };   // the fixed lanes of the loops below (the compiler maps them to any vector width)
 
-/* The row loops, compiled for AVX-512 and AVX2 too and picked at load time: 3-4x over SSE2 on
- * the exp pass. Same operations in the same order in every clone, so the same bits. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define VECTOR_CLONES
-#endif
+/* The row loops wear VECTOR_CLONES (base/simd_clones.h): 3-4x over SSE2 on the exp pass, the same
+ * bits in every clone. */
 
-/* max(x[0..n)); NaN entries are skipped, -inf when there is nothing else. */
-VECTOR_CLONES static float max_of(const float *x, int n)
-{
-    float lane[LANES];
-    for (int j = 0; j < LANES; j++) lane[j] = -INFINITY;
-    int i = 0;
-    for (; i + LANES <= n; i += LANES)
-        for (int j = 0; j < LANES; j++) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
-    float mx = -INFINITY;
-    for (int j = 0; j < LANES; j++) mx = lane[j] > mx ? lane[j] : mx;
-    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    return mx;
-}
-
-/* The first index of the max (lower index wins ties); 0 when every entry is -inf or NaN. A scalar
- * running argmax waits on its own last load each element (~1 ms for 150K); max_of vectorizes. */
+/* The first index of the max (lower index wins ties); 0 when every entry is -inf or NaN. */
 static int32_t argmax(const float *x, int n)
 {
-    float mx = max_of(x, n);
-    for (int i = 0; i < n; i++)
-        if (x[i] == mx) return i;
-    return 0;
+    int64_t i = row_argmax(x, n);
+    return i < 0 ? 0 : (int32_t)i;
 }
 
 static inline int32_t bits_of(float x)
@@ -541,7 +521,7 @@ static int32_t draw(struct sampler *s, struct sampler_scratch *sc, const float *
     float inv_t = 1.0f / c->temperature;
 
     // inv_t > 0 and rounding is monotonic, so the max of the scaled logits is the scaled max
-    float mx = max_of(logits, V) * inv_t;
+    float mx = row_max(logits, V) * inv_t;
     if (!(mx > -INFINITY)) return argmax(logits, V);   // everything masked: fall back
     double total = probabilities(sc, logits, V, inv_t, mx);
     bool top_k = c->top_k > 0 && c->top_k < V, top_p = c->top_p > 0.0f && c->top_p < 1.0f;
@@ -589,7 +569,7 @@ int32_t sampler_sample_top(struct sampler *s, struct sampler_scratch *sc, float 
     if (!logprob_out && (n_top <= 0 || !top)) return tok;
 
     // log_softmax of the processed logits (before temperature and filtering)
-    float mx = max_of(logits, s->n_vocab);
+    float mx = row_max(logits, s->n_vocab);
     double lse = (double)mx + log(probabilities(sc, logits, s->n_vocab, 1.0f, mx));
     if (logprob_out) *logprob_out = (float)((double)logits[tok] - lse);
     if (n_top > 0 && top) {

@@ -60,6 +60,13 @@ struct sampling sampling_greedy(void)
                               .repetition_penalty = 1.0f };
 }
 
+struct sampling sampling_api_default(void)
+{
+    struct sampling s = sampling_greedy();
+    s.temperature = 1.0f;
+    return s;
+}
+
 struct sampler_scratch *sampler_scratch_new(int n_vocab)
 {
     CHECK(n_vocab > 0, "bad vocab size %d", n_vocab);

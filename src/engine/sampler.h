@@ -56,6 +56,8 @@ struct sampling {
 
 /* A sampling configuration that is greedy and applies nothing. */
 struct sampling sampling_greedy(void);
+/* The APIs' defaults (OpenAI's, Anthropic's): temperature 1, nothing filtered or penalised. */
+struct sampling sampling_api_default(void);
 
 struct sampler;
 /* Scratch for sampling one row ([n_vocab] floats and ids); one per thread that samples. */

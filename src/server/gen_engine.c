@@ -192,8 +192,7 @@ enum status gen_engine_new(struct engine *eng, const struct tokenizer *tk, const
     e->g.chat = ct != NULL;
     e->g.n_vocab = tokenizer_vocab_size(tk);
     e->g.add_bos = true;
-    e->g.sampling_default = sampling_greedy();
-    e->g.sampling_default.temperature = 1.0f;   // OpenAI's and Anthropic's default
+    e->g.sampling_default = sampling_api_default();
     const char *eos = tokenizer_eos_str(tk);
     e->g.eot_id = eos ? tokenizer_token_id(tk, eos) : -1;
     for (int k = 0; k < 6 && family_markers[e->g.fmt.tool_family][k]; k++) {

@@ -488,8 +488,7 @@ enum status gen_fake_new(const struct gen_fake_cfg *cfg, struct gen **out)
     fim_detect(fake_is_added, NULL, &f->g.fim);   // the fake has no FIM tokens: suffix requests answer 400
     f->g.template_src = fake_template_src;
     f->g.n_ctx = cfg && cfg->n_ctx > 0 ? cfg->n_ctx : 4096;
-    f->g.sampling_default = sampling_greedy();
-    f->g.sampling_default.temperature = 1.0f;   // OpenAI's and Anthropic's default
+    f->g.sampling_default = sampling_api_default();
     f->g.chat = true;
     f->g.n_vocab = FAKE_VOCAB;
     f->g.eot_id = FAKE_EOS;

@@ -876,6 +876,82 @@ void cuda_matmul_rows(struct backend *be, struct tensor *out, const struct tenso
     linear(cb, (float *)dptr(out), rows, n, w, NULL, false);
 }
 
+#define FUSE_MAX_SEGS 4     // matrices one fused cuBLAS call takes
+#define FUSE_MAX_N    256   // most rows it takes: its [n, sum m] output is staged in the workspace
+
+/* The columns of a fused GEMM's [n, m_total] output, row by row, into each matrix's own [n, m]
+ * output, with its bias. */
+template <typename T>
+struct fused_split {
+    float   *out[FUSE_MAX_SEGS];
+    const T *bias[FUSE_MAX_SEGS];
+    int      col0[FUSE_MAX_SEGS + 1];   // segment s owns columns [col0[s], col0[s + 1])
+    int      n_segs;
+};
+
+template <typename T>
+__global__ void k_fused_split(fused_split<T> s, const float *src, size_t n_elems)
+{
+    const int m_total = s.col0[s.n_segs];
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n_elems; i += (size_t)gridDim.x * blockDim.x) {
+        const int r = (int)(i / m_total), c = (int)(i % m_total);
+        int seg = 0;
+        while (c >= s.col0[seg + 1]) seg++;
+        const int m = s.col0[seg + 1] - s.col0[seg], j = c - s.col0[seg];
+        s.out[seg][(size_t)r * m + j] = src[i] + (s.bias[seg] ? to_f<T>(s.bias[seg][j]) : 0.0f);
+    }
+}
+
+/* matmul_n as ONE cuBLAS GEMM when every matrix would take cuBLAS on its own and they lie back to
+ * back in memory (one 16-bit dtype and width; model_prepare's weights_reserve puts a layer's q, k
+ * and v, or gate and up, next to each other). Why: at 17-256 rows cuBLAS streams a [4096, 4096]
+ * matrix at ~2.2 TB/s but a [1024, 4096] one at ~0.55 TB/s (too few tiles to fill the GPU), so
+ * q, k and v of an 8B model take 48 us as three calls and 22 us as one (H100, 64 rows:
+ * bench/cublas_algos.cu). The output goes through the workspace and k_fused_split. False: not
+ * applicable, nothing done. */
+static bool matmul_n_fused(struct cuda_backend *cb, int n_w, struct tensor *const *outs, const struct tensor *x,
+                           const struct tensor *const *ws, const struct tensor *const *biases)
+{
+    const int n = (int)tensor_rows(x), k = (int)x->ne[0];
+    if (n_w < 2 || n_w > FUSE_MAX_SEGS || n > FUSE_MAX_N || !tensor_is_contiguous(x)) return false;
+    const enum dtype dt = ws[0]->dtype;
+    if (dt != DTYPE_BF16 && dt != DTYPE_F16) return false;
+    int m_total = 0;
+    for (int i = 0; i < n_w; i++) {
+        const struct tensor *w = ws[i];
+        const struct matmul_call one = { MATMUL_OP_PLAIN, n, k, (const float *)dptr(x), true, 1, &ws[i], NULL };
+        const bool same = w->dtype == dt && w->ne[0] == k && w->buf == ws[0]->buf && (!biases || !biases[i] ||
+                                                                                   biases[i]->dtype == dt);
+        if (!same || !tensor_is_contiguous(w) || !tensor_is_contiguous(outs[i]) ||
+            choose_matmul_kernel(cb, &one) != MATMUL_CUBLAS)
+            return false;
+        if (i + 1 < n_w && (const char *)dptr(w) + tensor_bytes(w) != (const char *)dptr(ws[i + 1])) return false;
+        m_total += (int)w->ne[1];
+    }
+    const double t0 = cuda_prof_begin(cb);
+    // the workspace: gemm_cublas's copies of x (hi + lo at most) first, the fused output after them
+    const size_t conv_bytes = ((2 * sizeof(uint16_t) * (size_t)n * k) + 255) & ~(size_t)255;
+    char *work = (char *)cuda_workspace(cb, conv_bytes + sizeof(float) * (size_t)n * m_total);
+    float *fused = (float *)(work + conv_bytes);
+    const struct tensor whole = tensor_2d(dt, k, m_total, ws[0]->buf, ws[0]->offset);   // the matrices as one
+    gemm_cublas(cb, fused, (const float *)dptr(x), &whole, n, m_total, k, false, m_total, cb->precise);
+    const size_t nel = (size_t)n * m_total;
+    const int grid = (int)((nel + 255) / 256 > 65535 ? 65535 : (nel + 255) / 256);
+    DISPATCH_FLOAT(dt, T, {
+        fused_split<T> s = {};
+        s.n_segs = n_w;
+        for (int i = 0; i < n_w; i++) {
+            s.out[i] = (float *)dptr(outs[i]);
+            s.bias[i] = biases && biases[i] ? (const T *)dptr(biases[i]) : (const T *)NULL;
+            s.col0[i + 1] = s.col0[i] + (int)ws[i]->ne[1];
+        }
+        k_fused_split<T><<<grid, 256, 0, cb->stream>>>(s, fused, nel);
+    });
+    LAUNCH_CHECK();
+    cuda_prof_end(cb, "matmul cublas_fused", t0);
+    return true;
+}
+
 void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, const struct tensor *x,
                    const struct tensor *const *ws, const struct tensor *const *biases)
 {
@@ -885,6 +961,7 @@ void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, cons
                                    biases };
     const enum matmul_kernel kern = choose_matmul_kernel(cb, &c);
     if (kern == MATMUL_COMPOSED) {
+        if (matmul_n_fused(cb, n_w, outs, x, ws, biases)) return;
         for (int i = 0; i < n_w; i++) cuda_matmul(be, outs[i], x, ws[i], biases ? biases[i] : NULL);
         return;
     }

@@ -22,6 +22,8 @@
  *                 |        |           |                              |               |   f32, then the rows above)
  *  matmul_n       | 1-4    | any       | one dtype, <= 3 matrices     | any           | gemv_multi (one launch)
  *                 | 1-8    |   "       |   "                          | deterministic |   "
+ *                 | 17-256 |   "       | 16-bit, back to back in one  | where each    | cublas_fused (one GEMM,
+ *                 |        |           | buffer, each takes cublas    | takes cublas  |   then a column split)
  *                 | other: each matrix as a matmul above                                | composed
  *  norm_matmul_n  | 1-4    | any       | norm dtype = weights', not   | not determ.   | gemv_norm (RMSNorm fused)
  *                 |        |           | f32, aligned, x contiguous   |               |

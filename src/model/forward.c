@@ -43,10 +43,10 @@ enum { ROPE_GLOBAL = 0, ROPE_LOCAL = 1, ROPE_N };
  * step time (at the cost of overlap). Printed by forward_free. Fused ops count as one kind (a
  * block's input norm counts as its first matmul's). */
 enum prof_op { P_EMBED, P_QKV, P_QK_ROPE_KV, P_ATTN, P_O_PROJ, P_POST_NORM, P_ADD, P_FFN_UP, P_FFN_DOWN, P_ROUTER,
-               P_MOE, P_LOGITS, P_ALL_REDUCE, P_N };
+               P_MOE, P_GDN, P_LOGITS, P_ALL_REDUCE, P_N };
 static const char *prof_names[P_N] = { "embed", "norm+qkv matmul", "qk norm+rope+kv", "attention", "o matmul",
                                        "post-norm", "residual add", "norm+gate/up+glu", "down matmul", "norm+router",
-                                       "moe experts", "logits", "all-reduce" };
+                                       "moe experts", "gated deltanet", "logits", "all-reduce" };
 #define OP(fw, id, call) do { \
         double t0_ = (fw)->prof ? prof_begin(fw) : 0; \
         call; \
@@ -401,7 +401,7 @@ static void step(struct forward *fw, struct kv_layer *kv, const struct batch_met
         if (hp->layer_linear[l]) {   // Gated DeltaNet (hybrids): a recurrent state per sequence, no KV cache
             CHECK(fw->states, "forward: a hybrid model's step without forward_bind_states");
             struct tensor proj = rows(&fw->proj, meta->n_tok);
-            hybrid_gdn_block(be, m, l, fw->hs, &x, &xn, &fw->states[l], meta, fw->coll ? &proj : NULL);
+            OP(fw, P_GDN, hybrid_gdn_block(be, m, l, fw->hs, &x, &xn, &fw->states[l], meta, fw->coll ? &proj : NULL));
             if (fw->coll) residual_add(fw, &x, &proj, NULL);
         } else {
             attention_block(fw, l, &kv[l], meta);

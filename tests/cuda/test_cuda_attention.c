@@ -191,6 +191,9 @@ TEST(split_kernel_cases)
         { 1, 3000, 1, 32, 4, 128, 0, 0 },    // long decode, GQA 8:1 (Qwen3-30B-A3B)
         { 3, 200, 1, 12, 2, 64, 100, 30.0f },// decode, GQA 6:1, window and softcap
         { 2, 1100, 2, 8, 2, 256, 0, 0 },     // two new tokens per sequence, hd 256
+        { 3, 37, 1, 16, 2, 256, 0, 0 },      // decode, hd 256, GQA 8:1 (Qwen3.5/3.6: the decode kernel's folded warp merge)
+        { 1, 6000, 1, 16, 2, 256, 0, 0 },    // long decode of that shape: many splits
+        { 2, 500, 1, 6, 1, 256, 0, 30.0f },  // hd 256, GQA 6:1 (heads past the group), softcap
     };
     const enum dtype dts[4] = { DTYPE_F32, DTYPE_F16, DTYPE_BF16, DTYPE_F8E4M3 };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)

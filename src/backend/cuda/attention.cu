@@ -7,7 +7,7 @@
  *  prefill (a sequence | any         | bf16, f16, fp8     | 64, 128, 256                  | default | fa2
  *   has > 1 token)     | any         | any                | 16-256 built, smem fits       | default | wmma
  *  any                 | >= 1,024 *  | fp8, block % 16    | 64, 128; G <= 16              | default | decode_mma
- *  any                 | any         | bf16, f16, fp8     | 64, 128 with G <= 8; 256, G<=4| any     | decode
+ *  any                 | any         | bf16, f16, fp8     | 64, 128, 256; G <= 8          | any     | decode
  *  any                 | any         | any                | G <= 16; 16-256 built         | any     | split
  *
  * (* cfg cuda_fp8_mma_min_len, a power of two so that a step graph replayed at other lengths of
@@ -257,7 +257,7 @@ static enum attention_kernel choose_attention_kernel(const struct cuda_backend *
     if (fast && kv_dtype == DTYPE_F8E4M3 && block_size % 16 == 0 && b->max_seq_len >= cb->att_mma_min_len &&
         (D == 64 || D == 128) && G <= 16)
         return ATTENTION_DECODE_MMA;
-    if (f16_or_f8 && (((D == 64 || D == 128) && G <= 8) || (D == 256 && G <= 4))) return ATTENTION_DECODE;
+    if (f16_or_f8 && (D == 64 || D == 128 || D == 256) && G <= 8) return ATTENTION_DECODE;
     return ATTENTION_SPLIT;
 }
 

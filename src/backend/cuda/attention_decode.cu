@@ -98,9 +98,12 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
     const int G = n_heads / n_kv;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int sub = lane / LPK, part = lane % LPK;
+    // Warps whose state the merge buffer holds: all, or half where GM * D > 1024 (head_dim 256 with
+    // 8 heads a KV head: 64 KB for all eight), the other half folded into them first.
+    constexpr int WB = GM * D > 1024 ? DEC_WARPS / 2 : DEC_WARPS;
     __shared__ __align__(16) float q_s[GM][D];
-    __shared__ __align__(16) float wacc_s[DEC_WARPS][GM][D];
-    __shared__ float wm_s[DEC_WARPS][GM], wl_s[DEC_WARPS][GM];
+    __shared__ __align__(16) float wacc_s[WB][GM][D];
+    __shared__ float wm_s[WB][GM], wl_s[WB][GM];
     __shared__ float w_s[GM][ATT_SPLIT_MAX];
 
     const int p = tok_pos[t], s = tok_seq[t];
@@ -322,16 +325,40 @@ __global__ void __launch_bounds__(DEC_THREADS) k_attn_decode(
         for (int e = 0; e < DPL; e++)
 #pragma unroll
             for (int o = LPK; o < 32; o <<= 1) acc[g][e] += __shfl_xor_sync(0xffffffffu, acc[g][e], o);
-    if (sub == 0)
+    if constexpr (WB < DEC_WARPS) {   // warp w + WB's state into warp w's registers
+        const int w = warp - WB;
+        if (w >= 0 && sub == 0)
+#pragma unroll
+            for (int g = 0; g < GM; g++)
+#pragma unroll
+                for (int e = 0; e < DPL; e++) wacc_s[w][g][part * DPL + e] = acc[g][e];
+        if (w >= 0 && lane == 0)
+#pragma unroll
+            for (int g = 0; g < GM; g++) { wm_s[w][g] = m[g]; wl_s[w][g] = l[g]; }
+        __syncthreads();
+        if (w < 0)
+#pragma unroll
+            for (int g = 0; g < GM; g++) {
+                const float m2 = wm_s[warp][g], mx = fmaxf(m[g], m2);
+                const float f1 = m[g] == -INFINITY ? 0.0f : __expf(m[g] - mx);
+                const float f2 = m2 == -INFINITY ? 0.0f : __expf(m2 - mx);
+                l[g] = l[g] * f1 + wl_s[warp][g] * f2;
+                m[g] = mx;
+#pragma unroll
+                for (int e = 0; e < DPL; e++) acc[g][e] = acc[g][e] * f1 + wacc_s[warp][g][part * DPL + e] * f2;
+            }
+        __syncthreads();
+    }
+    if (warp < WB && sub == 0)
 #pragma unroll
         for (int g = 0; g < GM; g++)
 #pragma unroll
             for (int e = 0; e < DPL; e++) wacc_s[warp][g][part * DPL + e] = acc[g][e];
-    if (lane == 0)
+    if (warp < WB && lane == 0)
 #pragma unroll
         for (int g = 0; g < GM; g++) { wm_s[warp][g] = m[g]; wl_s[warp][g] = l[g]; }
-    attn_warps_finish<D, DEC_WARPS, GM>(out, part_acc, part_ml, done, wacc_s, wm_s, wl_s, w_s, t, kvh, G, n_heads, n_kv,
-                                        split, split_grid, n_split);
+    attn_warps_finish<D, WB, GM, DEC_THREADS>(out, part_acc, part_ml, done, wacc_s, wm_s, wl_s, w_s, t, kvh, G, n_heads,
+                                              n_kv, split, split_grid, n_split);
 }
 
 /* Loads per lane per group (NL) for a cache element size: the same bytes in flight for both. */
@@ -370,7 +397,7 @@ static void dec_dispatch_shape(struct cuda_backend *cb, const dec_args &a, const
     switch (ap->head_dim) {
     case 64: if (GM == 4) dec_dispatch<T, 64, 4>(cb, a, ap, m); else dec_dispatch<T, 64, 8>(cb, a, ap, m); break;
     case 128: if (GM == 4) dec_dispatch<T, 128, 4>(cb, a, ap, m); else dec_dispatch<T, 128, 8>(cb, a, ap, m); break;
-    default: dec_dispatch<T, 256, 4>(cb, a, ap, m); break;
+    default: if (GM == 4) dec_dispatch<T, 256, 4>(cb, a, ap, m); else dec_dispatch<T, 256, 8>(cb, a, ap, m); break;
     }
 }
 
@@ -380,9 +407,8 @@ void cuda_attention_decode(struct cuda_backend *cb, struct tensor *out, const st
     const struct cuda_batch *b = &cb->batch;
     const int D = ap->head_dim, G = ap->n_heads / ap->n_kv_heads;
     const enum dtype dt = kv->k.dtype;
-    // GM * D <= 1024 keeps the block's shared memory under 48 KB
-    CHECK((dt == DTYPE_BF16 || dt == DTYPE_F16 || dt == DTYPE_F8E4M3) &&
-          (((D == 64 || D == 128) && G <= 8) || (D == 256 && G <= 4)), "cuda decode attention: %s, head_dim %d, %d heads per KV head",
+    CHECK((dt == DTYPE_BF16 || dt == DTYPE_F16 || dt == DTYPE_F8E4M3) && (D == 64 || D == 128 || D == 256) && G <= 8,
+          "cuda decode attention: %s, head_dim %d, %d heads per KV head",
           dtype_name(dt), D, G);
     const int GM = G <= 4 ? 4 : 8;
     const int kpg = dec_loads(dtype_size(dt)) * (32 / (D / 8));   // keys per group, as the kernel's KPG

@@ -99,18 +99,18 @@ __device__ __forceinline__ void ld_cache(const void *p, uint2 &r)
 __device__ __forceinline__ void zero(uint4 &r) { r = make_uint4(0, 0, 0, 0); }
 __device__ __forceinline__ void zero(uint2 &r) { r = make_uint2(0, 0); }
 
-/* Called by every thread of a block of W warps after each warp wrote its own softmax state for
+/* Called by every thread of a block of THREADS threads after each of W warps wrote its own softmax state for
  * the block's G query heads (running max wm_s, sum wl_s, unnormalized output wacc_s): merges the
  * warps and writes the output (one split) or this split's partials, then merges the splits if this
  * block is the last. split_grid: the splits the partials are laid out for; n_split: this token's. */
-template <int D, int W, int GM>
+template <int D, int W, int GM, int THREADS = W * 32>
 __device__ __forceinline__ void attn_warps_finish(float *out, float *part_acc, float *part_ml, int32_t *done,
                                                   const float (*wacc_s)[GM][D], const float (*wm_s)[GM],
                                                   const float (*wl_s)[GM], float (*w_s)[ATT_SPLIT_MAX], int t, int kvh,
                                                   int G, int n_heads, int n_kv, int split, int split_grid, int n_split)
 {
     __syncthreads();
-    for (int idx = threadIdx.x; idx < G * D; idx += W * 32) {
+    for (int idx = threadIdx.x; idx < G * D; idx += THREADS) {
         const int g = idx / D, d = idx - g * D;
         float M = -INFINITY;
 #pragma unroll
@@ -132,7 +132,7 @@ __device__ __forceinline__ void attn_warps_finish(float *out, float *part_acc, f
         }
     }
     if (n_split > 1)
-        attn_merge_if_last<D, W * 32>(out, part_acc, part_ml, done, t, kvh, G, n_heads, n_kv, split_grid, n_split, w_s);
+        attn_merge_if_last<D, THREADS>(out, part_acc, part_ml, done, t, kvh, G, n_heads, n_kv, split_grid, n_split, w_s);
 }
 
 /* The kernels' launchers; choose_attention_kernel (attention.cu) decides which one runs and has

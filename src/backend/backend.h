@@ -139,6 +139,8 @@ struct backend_cfg {
  *  - glu gelu_tanh: 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))) * up.
  *  - argmax: the lowest index among equal maxima; NaNs are never chosen over numbers.
  */
+#define BACKEND_WEIGHT_ALIGN 256   // weights_reserve: bytes each prepared copy is rounded up to
+
 struct backend_ops {
     const char *name;
     void        (*destroy)(struct backend *);   // frees the backend and its state
@@ -153,6 +155,11 @@ struct backend_ops {
     /* Optional: makes a weight usable by this backend (device copy or repack); may replace *w.
      * Host backends use the mmapped bytes as they are. NULL means nothing to do. */
     enum status (*weight_prepare)(struct backend *, struct tensor *w);
+    /* Optional: the next weight_prepare copies, in call order, take consecutive places (each
+     * rounded up to BACKEND_WEIGHT_ALIGN bytes) of one allocation of `bytes` while it has room (model_prepare reserves what a model's
+     * weights need), so weights prepared one after another (a layer's q, k and v) are adjacent in
+     * memory and a backend may multiply them as one matrix. NULL: no such arena. */
+    enum status (*weights_reserve)(struct backend *, size_t bytes);
 
     /* ---- step ---- */
     void        (*batch_begin)(struct backend *, const struct batch_meta *);

@@ -399,6 +399,22 @@ static void prepare_one(struct tensor *t, void *ctx)
     if (c->st == STATUS_OK) c->st = c->be->ops->weight_prepare(c->be, t);
 }
 
+static size_t weight_align(size_t bytes) { return (bytes + BACKEND_WEIGHT_ALIGN - 1) / BACKEND_WEIGHT_ALIGN * BACKEND_WEIGHT_ALIGN; }
+
+/* Bytes a device backend copies for t (weights_reserve's arena): host weights only, an
+ * MLX-quantized one with its scales and biases. */
+static void count_host_bytes(struct tensor *t, void *ctx)
+{
+    size_t *total = ctx;
+    if (!t->buf || t->buf->kind == BUF_DEVICE) return;
+    *total += weight_align(tensor_bytes(t));
+    if (t->dtype == DTYPE_QMLX) {
+        const struct qweight *q = t->q;
+        *total += weight_align(tensor_bytes(&q->scales));
+        if (q->biases.buf) *total += weight_align(tensor_bytes(&q->biases));
+    }
+}
+
 enum status model_prepare(struct model *m, struct backend *be)
 {
     if (m->n_qw && !be->ops->quant_weights) {
@@ -406,6 +422,13 @@ enum status model_prepare(struct model *m, struct backend *be)
         return STATUS_EUNSUPPORTED;
     }
     if (!be->ops->weight_prepare) return STATUS_OK;
+    if (be->ops->weights_reserve) {   // one allocation in visiting order: a layer's q, k, v adjacent
+        size_t total = 0;
+        weights_for_each(m, count_host_bytes, &total);
+        if (total && be->ops->weights_reserve(be, total) != STATUS_OK)
+            LOG_WARN("%s: no single %.2f GiB allocation for the weights on %s: each takes its own", m->dir,
+                     (double)total / (double)(1ull << 30), be->ops->name);
+    }
     struct prepare_ctx c = { be, STATUS_OK };
     weights_for_each(m, prepare_one, &c);
     // a rank's tied lm_head leaves out the embedding's extra zero row (model/shard.h)

@@ -117,6 +117,74 @@ TEST(matmul_n)
     }
 }
 
+/* Projections lying back to back in one buffer (as model_prepare's arena lays a layer's q, k, v
+ * out) take one cuBLAS GEMM from 17 to 256 rows (matmul_n_fused): each output, with its bias,
+ * against ref's separate matmuls, and against cuda's own separate matmuls of the same weights,
+ * within cuBLAS's bf16-input bounds; bf16 and f16; 300 rows check the unfused path beside it. */
+TEST(matmul_n_fused)
+{
+    struct rng r;
+    rng_seed(&r, 9);
+    const int k = 1024, ms[3] = { 768, 320, 320 }, m_total = 768 + 320 + 320;
+    const int ns[] = { 17, 64, 100, 256, 300 };
+    for (int d = 1; d < 3; d++) {   // bf16, f16
+        const enum dtype dt = float_dtypes[d];
+        struct tt w_all = tt_new(dt, k, m_total);
+        tt_randn(&w_all, &r, 1.0f);
+        struct dt dw = dev_of(&w_all);
+        struct tt b[3];
+        struct dt db[3];
+        struct tensor ws[3], hw[3];
+        size_t off = 0;
+        for (int i = 0; i < 3; i++) {
+            ws[i] = tensor_2d(dt, k, ms[i], dw.b, off);
+            hw[i] = tensor_2d(dt, k, ms[i], &w_all.b, off);
+            off += (size_t)k * ms[i] * dtype_size(dt);
+            b[i] = tt_new(dt, ms[i], 1);
+            tt_randn(&b[i], &r, 1.0f);
+            db[i] = dev_of(&b[i]);
+        }
+        const struct tensor *wp[3] = { &ws[0], &ws[1], &ws[2] }, *bp[3] = { &db[0].t, NULL, &db[2].t };
+        for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
+            const int n = ns[c];
+            struct tt x = tt_new(DTYPE_F32, k, n);
+            tt_randn(&x, &r, 1.0f);
+            struct dt dx = dev_of(&x);
+            struct tt o[3], want[3], sep[3];
+            struct dt dout[3], dsep[3];
+            struct tensor *outs[3];
+            for (int i = 0; i < 3; i++) {
+                o[i] = tt_new(DTYPE_F32, ms[i], n);
+                want[i] = tt_new(DTYPE_F32, ms[i], n);
+                sep[i] = tt_new(DTYPE_F32, ms[i], n);
+                dout[i] = dev_new(&o[i]);
+                dsep[i] = dev_new(&sep[i]);
+                outs[i] = &dout[i].t;
+                g_ref->ops->matmul(g_ref, tt_t(&want[i]), tt_t(&x), &hw[i], i == 1 ? NULL : tt_t(&b[i]));
+            }
+            g_cuda->ops->matmul_n(g_cuda, 3, outs, &dx.t, wp, bp);
+            for (int i = 0; i < 3; i++) g_cuda->ops->matmul(g_cuda, &dsep[i].t, &dx.t, wp[i], bp[i]);
+            EXPECT(g_cuda->ops->sync(g_cuda) == STATUS_OK);
+            for (int i = 0; i < 3; i++) {
+                dev_get(&dout[i], &o[i]);
+                dev_get(&dsep[i], &sep[i]);
+                char what[96];
+                snprintf(what, sizeof what, "matmul_n fused n=%d weight %d %s", n, i, dtype_name(dt));
+                const double atol = 0.1 * sqrt((double)k) / 8;   // x rounded to the weights' dtype (matmul's bound)
+                EXPECTF(tt_close(what, o[i].p, want[i].p, (int64_t)n * ms[i], atol, 1e-3, 1e-4), "%s vs ref", what);
+                EXPECTF(tt_close(what, o[i].p, sep[i].p, (int64_t)n * ms[i], atol, 1e-3, 1e-4), "%s vs matmul", what);
+                dev_free(&dout[i]); dev_free(&dsep[i]);
+                tt_free(&o[i]); tt_free(&want[i]); tt_free(&sep[i]);
+            }
+            dev_free(&dx);
+            tt_free(&x);
+        }
+        for (int i = 0; i < 3; i++) { dev_free(&db[i]); tt_free(&b[i]); }
+        dev_free(&dw);
+        tt_free(&w_all);
+    }
+}
+
 /* A GEMV-path row is the same alone as in a batch of 8 (batch invariance on the decode path). */
 TEST(gemv_batch_invariance)
 {
@@ -975,6 +1043,7 @@ int main(void)
     RUN(matmul);
     RUN(gemv_batch_invariance);
     RUN(matmul_n);
+    RUN(matmul_n_fused);
     RUN(matmul_glu);
     RUN(norm_matmul_n_and_add);
     RUN(elementwise);

@@ -37,6 +37,8 @@ struct cuda_backend_ext {
     bool                   graphs_off;    // cfg cuda_graphs_off or profile
     struct prepared_entry *prep;
     int                    n_prep, cap_prep;
+    struct buffer         *arena;         // weights_reserve's allocation (also in prep), or NULL
+    size_t                 arena_used;
     cudaEvent_t            staged;        // recorded after the last batch upload
     bool                   staged_pending;
 };
@@ -217,26 +219,52 @@ static void c_download(struct backend *be, void *dst, const struct tensor *t, si
     cuda_stream_wait(cb);
 }
 
-/* Device copy of `bytes` at a host (mmapped) tensor t; t then points at it. */
-static enum status upload_weight(struct backend *be, struct tensor *t, size_t bytes, const char *name)
+/* b is freed with the backend. */
+static void keep_prepared(struct cuda_backend_ext *x, struct buffer *b)
 {
-    struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
-    const void *host = tensor_data(t);
-    struct buffer *b;
-    enum status st = c_buffer_new(be, bytes, &b);
-    if (st != STATUS_OK) {
-        LOG_ERR("cuda: out of device memory loading weight %s", name ? name : "?");
-        return st;
-    }
-    CUDA_CHECK(cudaMemcpy(b->data, host, bytes, cudaMemcpyHostToDevice));
     if (x->n_prep == x->cap_prep) {
         x->cap_prep = x->cap_prep ? 2 * x->cap_prep : 256;
         x->prep = (struct prepared_entry *)xrealloc(x->prep, sizeof *x->prep * (size_t)x->cap_prep);
     }
     x->prep[x->n_prep].buf = b;
     x->n_prep++;
+}
+
+/* Device copy of `bytes` at a host (mmapped) tensor t, in the reserved arena while it has room,
+ * else in a buffer of its own; t then points at it. */
+static enum status upload_weight(struct backend *be, struct tensor *t, size_t bytes, const char *name)
+{
+    struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
+    const void *host = tensor_data(t);
+    const size_t placed = (bytes + BACKEND_WEIGHT_ALIGN - 1) / BACKEND_WEIGHT_ALIGN * BACKEND_WEIGHT_ALIGN;
+    struct buffer *b = x->arena;
+    size_t offset = x->arena_used;
+    if (b && placed <= b->bytes - offset) {
+        x->arena_used += placed;
+    } else {
+        enum status st = c_buffer_new(be, bytes, &b);
+        if (st != STATUS_OK) {
+            LOG_ERR("cuda: out of device memory loading weight %s", name ? name : "?");
+            return st;
+        }
+        keep_prepared(x, b);
+        offset = 0;
+    }
+    CUDA_CHECK(cudaMemcpy((char *)b->data + offset, host, bytes, cudaMemcpyHostToDevice));
     t->buf = b;
-    t->offset = 0;
+    t->offset = offset;
+    return STATUS_OK;
+}
+
+static enum status c_weights_reserve(struct backend *be, size_t bytes)
+{
+    struct cuda_backend_ext *x = (struct cuda_backend_ext *)be->impl;
+    use_device(&x->cb);
+    struct buffer *b;
+    if (c_buffer_new(be, bytes, &b) != STATUS_OK) return STATUS_ENOMEM;   // c_buffer_new logged it
+    keep_prepared(x, b);   // a previous arena's rest stays unused: its weights still point into it
+    x->arena = b;
+    x->arena_used = 0;
     return STATUS_OK;
 }
 
@@ -489,6 +517,7 @@ static const struct backend_ops cuda_ops = {
     /* .upload = */ c_upload,
     /* .download = */ c_download,
     /* .weight_prepare = */ c_weight_prepare,
+    /* .weights_reserve = */ c_weights_reserve,
     /* .batch_begin = */ c_batch_begin,
     /* .sync = */ c_sync,
     /* .embed = */ cuda_embed,

@@ -22,6 +22,9 @@
  *                 |        |           |                              |               |   f32, then the rows above)
  *  matmul_n       | 1-4    | any       | one dtype, <= 3 matrices     | any           | gemv_multi (one launch)
  *                 | 1-8    |   "       |   "                          | deterministic |   "
+ *                 | 17-256 |   "       | 16-bit, back to back in one  | where each    | cublas_fused (one GEMM,
+ *                 |        |           | buffer, each takes cublas,   | takes cublas  |   then a column split)
+ *                 |        |           | one < 2048 outputs (k, v)    |               |
  *                 | other: each matrix as a matmul above                                | composed
  *  norm_matmul_n  | 1-4    | any       | norm dtype = weights', not   | not determ.   | gemv_norm (RMSNorm fused)
  *                 |        |           | f32, aligned, x contiguous   |               |
@@ -62,6 +65,8 @@
  */
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/mma.cuh"
+
+#include <limits.h>
 
 #define GEMV_MAX_N        8     // rows one k_gemv launch takes
 #define GEMV_DECODE_MAX_N 4     // rows a matmul sends to the GEMV: at 5-8 the x re-reads saturate L1
@@ -876,6 +881,91 @@ void cuda_matmul_rows(struct backend *be, struct tensor *out, const struct tenso
     linear(cb, (float *)dptr(out), rows, n, w, NULL, false);
 }
 
+#define FUSE_MAX_SEGS 4      // matrices one fused cuBLAS call takes
+#define FUSE_MAX_N    256    // most rows it takes: its [n, sum m] output is staged in the workspace
+#define FUSE_NARROW_M 2048   // fused only when a matrix has fewer outputs (k, v): wider ones fill the
+                             // GPU alone, and the split's extra pass costs more than fusing saves
+                             // (gate + up fused: 64 streams of an 8B model 0.89x, 128 streams 0.81x)
+
+/* The columns of a fused GEMM's [n, m_total] output into each matrix's own [n, m] output, with its
+ * bias: a block row per row of x, four columns a thread (every m a multiple of 4). */
+template <typename T>
+struct fused_split {
+    float   *out[FUSE_MAX_SEGS];
+    const T *bias[FUSE_MAX_SEGS];
+    int      col0[FUSE_MAX_SEGS + 1];   // segment s owns columns [col0[s], col0[s + 1])
+    int      n_segs;
+};
+
+template <typename T>
+__global__ void k_fused_split(fused_split<T> s, const float *src)
+{
+    const int m_total = s.col0[s.n_segs], r = blockIdx.y, c = 4 * (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (c >= m_total) return;
+    int seg = 0;
+    while (c >= s.col0[seg + 1]) seg++;
+    const int m = s.col0[seg + 1] - s.col0[seg], j = c - s.col0[seg];
+    float4 v = *reinterpret_cast<const float4 *>(src + (size_t)r * m_total + c);
+    if (s.bias[seg]) {
+        const T *b = s.bias[seg] + j;
+        v.x += to_f<T>(b[0]);
+        v.y += to_f<T>(b[1]);
+        v.z += to_f<T>(b[2]);
+        v.w += to_f<T>(b[3]);
+    }
+    *reinterpret_cast<float4 *>(s.out[seg] + (size_t)r * m + j) = v;
+}
+
+/* matmul_n as ONE cuBLAS GEMM when every matrix would take cuBLAS on its own, they lie back to
+ * back in memory (one 16-bit dtype and width; model_prepare's weights_reserve puts a layer's q, k
+ * and v next to each other) and one has fewer than FUSE_NARROW_M outputs. Why: at 17-256 rows cuBLAS streams a [4096, 4096]
+ * matrix at ~2.2 TB/s but a [1024, 4096] one at ~0.55 TB/s (too few tiles to fill the GPU), so
+ * q, k and v of an 8B model take 48 us as three calls and 22 us as one (H100, 64 rows:
+ * bench/cublas_algos.cu). The output goes through the workspace and k_fused_split. False: not
+ * applicable, nothing done. */
+static bool matmul_n_fused(struct cuda_backend *cb, int n_w, struct tensor *const *outs, const struct tensor *x,
+                           const struct tensor *const *ws, const struct tensor *const *biases)
+{
+    const int n = (int)tensor_rows(x), k = (int)x->ne[0];
+    if (n_w < 2 || n_w > FUSE_MAX_SEGS || n > FUSE_MAX_N || !tensor_is_contiguous(x)) return false;
+    const enum dtype dt = ws[0]->dtype;
+    if (dt != DTYPE_BF16 && dt != DTYPE_F16) return false;
+    int m_total = 0, m_min = INT_MAX;
+    for (int i = 0; i < n_w; i++) {
+        const struct tensor *w = ws[i];
+        const struct matmul_call one = { MATMUL_OP_PLAIN, n, k, (const float *)dptr(x), true, 1, &ws[i], NULL };
+        const bool same = w->dtype == dt && w->ne[0] == k && w->buf == ws[0]->buf && (!biases || !biases[i] ||
+                                                                                   biases[i]->dtype == dt);
+        if (!same || w->ne[1] % 4 != 0 || !tensor_is_contiguous(w) || !tensor_is_contiguous(outs[i]) ||
+            !aligned16(dptr(outs[i])) || choose_matmul_kernel(cb, &one) != MATMUL_CUBLAS)
+            return false;
+        if (i + 1 < n_w && (const char *)dptr(w) + tensor_bytes(w) != (const char *)dptr(ws[i + 1])) return false;
+        m_total += (int)w->ne[1];
+        m_min = (int)w->ne[1] < m_min ? (int)w->ne[1] : m_min;
+    }
+    if (m_min >= FUSE_NARROW_M) return false;
+    const double t0 = cuda_prof_begin(cb);
+    // the workspace: gemm_cublas's copies of x (hi + lo at most) first, the fused output after them
+    const size_t conv_bytes = ((2 * sizeof(uint16_t) * (size_t)n * k) + 255) & ~(size_t)255;
+    char *work = (char *)cuda_workspace(cb, conv_bytes + sizeof(float) * (size_t)n * m_total);
+    float *fused = (float *)(work + conv_bytes);
+    const struct tensor whole = tensor_2d(dt, k, m_total, ws[0]->buf, ws[0]->offset);   // the matrices as one
+    gemm_cublas(cb, fused, (const float *)dptr(x), &whole, n, m_total, k, false, m_total, cb->precise);
+    DISPATCH_FLOAT(dt, T, {
+        fused_split<T> s = {};
+        s.n_segs = n_w;
+        for (int i = 0; i < n_w; i++) {
+            s.out[i] = (float *)dptr(outs[i]);
+            s.bias[i] = biases && biases[i] ? (const T *)dptr(biases[i]) : (const T *)NULL;
+            s.col0[i + 1] = s.col0[i] + (int)ws[i]->ne[1];
+        }
+        k_fused_split<T><<<dim3((m_total / 4 + 255) / 256, n), 256, 0, cb->stream>>>(s, fused);
+    });
+    LAUNCH_CHECK();
+    cuda_prof_end(cb, "matmul cublas_fused", t0);
+    return true;
+}
+
 void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, const struct tensor *x,
                    const struct tensor *const *ws, const struct tensor *const *biases)
 {
@@ -885,6 +975,7 @@ void cuda_matmul_n(struct backend *be, int n_w, struct tensor *const *outs, cons
                                    biases };
     const enum matmul_kernel kern = choose_matmul_kernel(cb, &c);
     if (kern == MATMUL_COMPOSED) {
+        if (matmul_n_fused(cb, n_w, outs, x, ws, biases)) return;
         for (int i = 0; i < n_w; i++) cuda_matmul(be, outs[i], x, ws[i], biases ? biases[i] : NULL);
         return;
     }

@@ -217,6 +217,13 @@ static void c_download(struct backend *be, void *dst, const struct tensor *t, si
     cuda_stream_wait(cb);
 }
 
+static void c_copy(struct backend *be, struct tensor *dst, const struct tensor *src, size_t bytes)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    use_device(cb);
+    CUDA_CHECK(cudaMemcpyAsync(dptr(dst), dptr(src), bytes, cudaMemcpyDeviceToDevice, cb->stream));
+}
+
 /* Device copy of `bytes` at a host (mmapped) tensor t; t then points at it. */
 static enum status upload_weight(struct backend *be, struct tensor *t, size_t bytes, const char *name)
 {
@@ -488,6 +495,7 @@ static const struct backend_ops cuda_ops = {
     /* .buffer_free = */ c_buffer_free,
     /* .upload = */ c_upload,
     /* .download = */ c_download,
+    /* .copy = */ c_copy,
     /* .weight_prepare = */ c_weight_prepare,
     /* .batch_begin = */ c_batch_begin,
     /* .sync = */ c_sync,

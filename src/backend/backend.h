@@ -152,6 +152,9 @@ struct backend_ops {
     void        (*upload)(struct backend *, struct tensor *t, const void *src, size_t bytes);
     /* Copies bytes of t's storage into host memory. Synchronous (waits for queued work). */
     void        (*download)(struct backend *, void *dst, const struct tensor *t, size_t bytes);
+    /* Copies bytes of src's storage into dst's (both this backend's, from each tensor's offset; not
+     * overlapping). Asynchronous like the compute ops: no host round trip. */
+    void        (*copy)(struct backend *, struct tensor *dst, const struct tensor *src, size_t bytes);
     /* Optional: makes a weight usable by this backend (device copy or repack); may replace *w.
      * Host backends use the mmapped bytes as they are. NULL means nothing to do. */
     enum status (*weight_prepare)(struct backend *, struct tensor *w);

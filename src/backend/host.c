@@ -52,6 +52,14 @@ void host_download(struct backend *be, void *dst, const struct tensor *t, size_t
     memcpy(dst, tensor_data(t), bytes);
 }
 
+void host_copy(struct backend *be, struct tensor *dst, const struct tensor *src, size_t bytes)
+{
+    (void)be;
+    CHECK(dst->offset + bytes <= dst->buf->bytes && src->offset + bytes <= src->buf->bytes,
+          "copy of %zu bytes past buffer end", bytes);
+    memcpy(tensor_data(dst), tensor_data(src), bytes);
+}
+
 void host_batch_begin(struct backend *be, const struct batch_meta *meta)
 {
     (void)be;

@@ -27,6 +27,7 @@ struct buffer *host_buffer_wrap(struct backend *be, void *data, size_t bytes);
 void        host_buffer_free(struct backend *be, struct buffer *buf);
 void        host_upload(struct backend *be, struct tensor *t, const void *src, size_t bytes);
 void        host_download(struct backend *be, void *dst, const struct tensor *t, size_t bytes);
+void        host_copy(struct backend *be, struct tensor *dst, const struct tensor *src, size_t bytes);
 /* Host ops run synchronously on the calling thread: nothing to stage, nothing to wait for. */
 void        host_batch_begin(struct backend *be, const struct batch_meta *meta);
 enum status host_sync(struct backend *be);

@@ -93,6 +93,25 @@ static int state_slots_for_budget(const struct engine_cfg *cfg, const struct mod
     return (int)n;
 }
 
+/* Hybrid models with the prefix cache: bytes for its state snapshots, a state pool of their own in
+ * the backend's memory, so a snapshot and its restore are device copies. cfg->state_cache_bytes,
+ * else 1 GiB. On a device whose sequence memory is the default (what is free), they come out of
+ * `budget` (by default at most a quarter of it); on a host backend or beside an explicit
+ * --kv-cache-bytes they are extra, as before. 0 (logged) when they would leave nothing. */
+static size_t snapshot_bytes(const struct engine_cfg *cfg, struct backend *be, size_t *budget)
+{
+    size_t want = cfg->state_cache_bytes ? cfg->state_cache_bytes : (size_t)1 << 30;
+    if (cfg->kv_cache_bytes || !be->ops->mem_info) return want;
+    if (!cfg->state_cache_bytes && want > *budget / 4) want = *budget / 4;
+    if (want >= *budget) {
+        LOG_ERR("state_cache_bytes %zu: the prefix cache's state snapshots would take all of the %zu bytes of "
+                "sequence memory", want, *budget);
+        return 0;
+    }
+    *budget -= want;
+    return want;
+}
+
 enum status engine_new(const struct engine_cfg *cfg, struct model *m, struct backend *be, struct engine **out)
 {
     struct engine_shards whole = { .n_ranks = 1, .m = &m, .be = &be };
@@ -151,6 +170,11 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
         st = STATUS_ENOMEM;
         goto out_free_fw;
     }
+    size_t snap_budget = 0;
+    if (hp->n_linear_layers > 0 && cfg.prefix_cache && (snap_budget = snapshot_bytes(&cfg, be, &budget)) == 0) {
+        st = STATUS_ENOMEM;
+        goto out_free_fw;
+    }
     if (hp->n_linear_layers > 0) {
         int n_slots = state_slots_for_budget(&cfg, m, budget);
         if (n_slots == 0) {
@@ -181,6 +205,16 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
              dtype_name(cfg.kv_dtype), n_blocks, bs, (long long)n_blocks * bs, why);
     st = kv_pool_new(m, be, cfg.kv_dtype, bs, n_blocks, &e->pool);
     if (st != STATUS_OK) goto out_free_fw;
+    if (e->states) {
+        e->state_bytes = (size_t)sh->n_ranks * state_pool_slot_bytes(e->states);
+        size_t n = snap_budget / state_pool_slot_bytes(e->states);   // snapshots on each rank, of its shard
+        int n_snaps = n > (size_t)n_blocks ? n_blocks : (int)n;
+        if (n_snaps > 0 && (st = state_pool_new(m, be, n_snaps, &e->snaps)) != STATUS_OK) goto out_free_ranks;
+        if (cfg.prefix_cache)
+            LOG_INFO("prefix cache: %d state snapshots of %.2f MiB (%.2f GiB of %s memory)", n_snaps,
+                     (double)state_pool_slot_bytes(e->states) / (double)(1u << 20),
+                     (double)n_snaps * (double)state_pool_slot_bytes(e->states) / (double)(1ull << 30), be->ops->name);
+    }
     if (sh->n_ranks > 1) {
         LOG_INFO("ranks: %d, each with its shard of the weights, the kv cache and the recurrent state", sh->n_ranks);
         if ((st = engine_ranks_new(e, sh, n_blocks)) != STATUS_OK) goto out_free_ranks;
@@ -197,19 +231,7 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
     e->max_ctx = model_ctx < n_blocks * bs ? model_ctx : n_blocks * bs;
     e->max_blocks_seq = (e->max_ctx + bs - 1) / bs;
     e->kb = kv_blocks_new(n_blocks);
-    int n_snaps = 0;
-    if (e->states) {
-        // a snapshot: the token-chain fingerprint (checked on resume), then the slot's state
-        e->state_bytes = sizeof(uint64_t) + (size_t)(sh->n_ranks) * state_pool_slot_bytes(e->states);
-        size_t snap_budget = cfg.state_cache_bytes ? cfg.state_cache_bytes : (size_t)1 << 30;
-        size_t n = snap_budget / e->state_bytes;
-        n_snaps = n > (size_t)n_blocks ? n_blocks : (int)n;
-        if (cfg.prefix_cache)
-            LOG_INFO("prefix cache: %d state snapshots of %.2f MiB in %.2f GiB of host memory", n_snaps,
-                     (double)e->state_bytes / (double)(1u << 20), (double)snap_budget / (double)(1ull << 30));
-    }
-    if (e->state_bytes) e->state_buf = xcalloc(1, e->state_bytes);
-    e->px = kv_prefix_new(e->kb, bs, e->state_bytes, cfg.prefix_cache ? n_snaps : 0);
+    e->px = kv_prefix_new(e->kb, bs, e->snaps ? e->snaps->n_slots : 0);
     if (cfg.sample_threads > 1) e->sample_pool = threadpool_new(cfg.sample_threads);
     e->scratch = xcalloc((size_t)cfg.sample_threads, sizeof *e->scratch);
     for (int i = 0; i < cfg.sample_threads; i++) e->scratch[i] = sampler_scratch_new(e->n_vocab);
@@ -262,6 +284,7 @@ out_free_ranks:
     engine_ranks_free(e);
     kv_pool_free(e->pool);
 out_free_fw:
+    state_pool_free(e->snaps);
     state_pool_free(e->states);
     forward_free(e->fw);
 out_free:
@@ -295,6 +318,7 @@ void engine_free(struct engine *e)
     kv_blocks_free(e->kb);
     engine_ranks_free(e);
     forward_free(e->fw);
+    state_pool_free(e->snaps);
     state_pool_free(e->states);
     kv_pool_free(e->pool);
     threadpool_free(e->sample_pool);
@@ -322,7 +346,6 @@ void engine_free(struct engine *e)
     free(e->hit_keys);
     mask_worker_free(e->mw);
     free(e->mask_jobs);
-    free(e->state_buf);
     pthread_mutex_destroy(&e->q_mu);
     pthread_cond_destroy(&e->q_cv);
     pthread_mutex_destroy(&e->st_mu);

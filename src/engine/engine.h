@@ -28,9 +28,10 @@
  * (kv/prefix.h) at its snapshot positions: the block-aligned ends of its chat messages
  * (gen_request.msg_ends, from the server's template rendering) and of its prompt; prefill chunks
  * are cut so a step ends exactly there. Admission then resumes from the deepest matched block that
- * has a snapshot, not from the deepest matched block. Snapshots live in host memory
- * (engine_cfg.state_cache_bytes, LRU), each with the hash chain of the tokens it covers, which the
- * engine checks on resume. Attention-only models ignore msg_ends.
+ * has a snapshot, not from the deepest matched block. Snapshots live in a state pool of their own
+ * in the backend's memory (engine_cfg.state_cache_bytes, LRU), so taking and restoring one are
+ * device copies queued with the steps; each is tagged with the hash chain of the tokens it covers,
+ * which the engine checks on resume. Attention-only models ignore msg_ends.
  *
  * n > 1 choices: submit n requests with the same prompt. Full prompt blocks are shared copy-free
  * through the prefix cache: a request whose prompt shares full blocks with a request still in
@@ -112,8 +113,10 @@ struct engine_cfg {
     double     max_itl_ms;
     bool       prefix_cache;        // share full blocks across requests
     int        max_context;         // tokens a request may reach (prompt + output); 0: the model's max_pos
-    /* Hybrid models: host memory for the prefix cache's state snapshots (0: 1 GiB), each
-     * model_seq_state_bytes + 8 bytes; fewer than one snapshot turns resumption off. */
+    /* Hybrid models: memory for the prefix cache's state snapshots (0: 1 GiB), each
+     * model_seq_state_bytes, in the backend's memory. On a device whose sequence memory is the
+     * default it comes out of that (the default at most a quarter of it); on host backends and
+     * beside an explicit kv_cache_bytes it is extra. Fewer than one snapshot turns resumption off. */
     size_t     state_cache_bytes;
     /* Threads that sample a step's rows (each row's token depends only on its request's sampler,
      * never on the thread), and as many that compute constrained rows' masks during the forward

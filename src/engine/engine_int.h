@@ -70,6 +70,7 @@ struct engine_rank {
     struct forward     *fw;
     struct kv_pool     *pool;
     struct state_pool  *states;     // hybrid models
+    struct state_pool  *snaps;      // hybrid models with the prefix cache: its state snapshots
     struct collective  *coll;       // borrowed: its handle of the ranks' collective
     enum status         st;         // its last step's collective_sync
 };
@@ -119,8 +120,8 @@ struct engine {
     int                    max_ctx;         // tokens a sequence may reach
     int                    max_blocks_seq;  // ceil(max_ctx / bs)
     uint64_t               salt_model;      // mixed into every request's salt
-    size_t                 state_bytes;     // per-sequence recurrent state (0: attention only)
-    uint8_t               *state_buf;       // [state_bytes] snapshot staging
+    size_t                 state_bytes;     // per-sequence recurrent state, all ranks (0: attention only)
+    struct state_pool     *snaps;           // prefix-cache snapshots: kv_prefix's slot s is slot s here (NULL: none)
 
     // inbox (any thread, under q_mu)
     pthread_mutex_t        q_mu;
@@ -216,8 +217,8 @@ void        engine_ranks_free(struct engine *e);
  * forward_step); the other ranks also sync, and the first failure is returned. */
 enum status engine_ranks_forward(struct engine *e, const struct batch_meta *meta, struct tensor *logits,
                                  struct tensor *hidden);
-/* A state slot's snapshot on every rank (e->state_bytes holds them all, rank after rank) / back. */
-void        engine_ranks_state_save(struct engine *e, int slot, void *dst);
-void        engine_ranks_state_load(struct engine *e, int slot, const void *src);
+/* On every rank, queued like a step: state slot `slot` into snapshot slot `snap` (save) / back (load). */
+void        engine_ranks_state_save(struct engine *e, int slot, int snap);
+void        engine_ranks_state_load(struct engine *e, int slot, int snap);
 
 #endif

@@ -24,7 +24,7 @@ enum status engine_ranks_new(struct engine *e, const struct engine_shards *sh, i
     e->n_ranks = sh->n_ranks;
     e->ranks = xcalloc((size_t)sh->n_ranks, sizeof *e->ranks);
     e->ranks[0] = (struct engine_rank){ .m = e->m, .be = e->be, .fw = e->fw, .pool = e->pool, .states = e->states,
-                                        .coll = sh->coll[0] };
+                                        .snaps = e->snaps, .coll = sh->coll[0] };
     forward_bind_collective(e->fw, sh->coll[0]);
     enum status st = STATUS_OK;
     for (int r = 1; r < sh->n_ranks && st == STATUS_OK; r++) {
@@ -37,6 +37,7 @@ enum status engine_ranks_new(struct engine *e, const struct engine_shards *sh, i
         if (e->states) {
             if ((st = state_pool_new(k->m, k->be, e->states->n_slots, &k->states)) != STATUS_OK) break;
             forward_bind_states(k->fw, k->states->layers);
+            if (e->snaps && (st = state_pool_new(k->m, k->be, e->snaps->n_slots, &k->snaps)) != STATUS_OK) break;
         }
         st = kv_pool_new(k->m, k->be, e->cfg.kv_dtype, e->bs, n_blocks, &k->pool);
     }
@@ -52,6 +53,7 @@ void engine_ranks_free(struct engine *e)
     for (int r = 1; r < e->n_ranks; r++) {
         forward_free(e->ranks[r].fw);
         state_pool_free(e->ranks[r].states);
+        state_pool_free(e->ranks[r].snaps);
         kv_pool_free(e->ranks[r].pool);
     }
     free(e->ranks);
@@ -107,38 +109,29 @@ enum status engine_ranks_forward(struct engine *e, const struct batch_meta *meta
 
 struct state_job {
     struct engine *e;
-    int            slot;
-    uint8_t       *dst;         // save
-    const uint8_t *src;         // load
+    int            slot, snap;
+    bool           save;        // slot -> snap; else snap -> slot
 };
 
 static void state_on_rank(void *ctx, int r)
 {
     struct state_job *j = ctx;
-    struct state_pool *p = j->e->ranks[r].states;
-    size_t off = (size_t)r * state_pool_slot_bytes(p);   // every rank's slot has the same size
-    if (j->dst) state_pool_save(p, j->slot, j->dst + off);
-    else state_pool_load(p, j->slot, j->src + off);
+    struct engine_rank *k = &j->e->ranks[r];
+    if (j->save) state_pool_copy(k->snaps, j->snap, k->states, j->slot);
+    else state_pool_copy(k->states, j->slot, k->snaps, j->snap);
 }
 
-void engine_ranks_state_save(struct engine *e, int slot, void *dst)
+static void state_job_run(struct engine *e, int slot, int snap, bool save)
 {
     if (e->n_ranks <= 1) {
-        state_pool_save(e->states, slot, dst);
+        if (save) state_pool_copy(e->snaps, snap, e->states, slot);
+        else state_pool_copy(e->states, slot, e->snaps, snap);
         return;
     }
     if (e->ranks_failed != STATUS_OK) return;   // its requests end with the failure anyway
-    struct state_job j = { .e = e, .slot = slot, .dst = dst };
+    struct state_job j = { .e = e, .slot = slot, .snap = snap, .save = save };
     ranks_run(e->rk, state_on_rank, &j);
 }
 
-void engine_ranks_state_load(struct engine *e, int slot, const void *src)
-{
-    if (e->n_ranks <= 1) {
-        state_pool_load(e->states, slot, src);
-        return;
-    }
-    if (e->ranks_failed != STATUS_OK) return;
-    struct state_job j = { .e = e, .slot = slot, .src = src };
-    ranks_run(e->rk, state_on_rank, &j);
-}
+void engine_ranks_state_save(struct engine *e, int slot, int snap) { state_job_run(e, slot, snap, true); }
+void engine_ranks_state_load(struct engine *e, int slot, int snap) { state_job_run(e, slot, snap, false); }

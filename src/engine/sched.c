@@ -89,10 +89,8 @@ void sched_state_advance(struct engine *e, struct request *r, int start, int n)
     if (!e->cfg.prefix_cache || end % e->bs != 0) return;
     for (int i = 0; i < r->n_snap_pos; i++) {
         if (r->snap_pos[i] != end) continue;
-        memset(e->state_buf, 0, e->state_bytes);
-        memcpy(e->state_buf, &r->state, sizeof r->state);
-        if (e->states) engine_ranks_state_save(e, r->state_slot, e->state_buf + sizeof r->state);
-        kv_prefix_snap_put(e->px, r->table.ids[end / e->bs - 1], e->state_buf);   // false: block not indexed
+        int snap = kv_prefix_snap_put(e->px, r->table.ids[end / e->bs - 1], r->state);   // -1: block not indexed
+        if (snap >= 0) engine_ranks_state_save(e, r->state_slot, snap);
         break;
     }
 }
@@ -210,9 +208,9 @@ static bool try_admit(struct engine *e, struct request *r)
     if (e->state_bytes > 0) {
         r->state = 0;
         if (n_hit > 0) {
-            CHECK(kv_prefix_snap_get(e->px, e->hit_blocks[n_hit - 1], e->state_buf), "snapshot vanished");
-            memcpy(&r->state, e->state_buf, sizeof r->state);
-            if (e->states) engine_ranks_state_load(e, r->state_slot, e->state_buf + sizeof r->state);
+            int snap = kv_prefix_snap_get(e->px, e->hit_blocks[n_hit - 1], &r->state);
+            CHECK(snap >= 0, "snapshot vanished");
+            engine_ranks_state_load(e, r->state_slot, snap);
         }
     }
     enum status st = kv_table_grow(e->kb, &r->table, r->n_tok, e->bs);

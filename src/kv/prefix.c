@@ -26,10 +26,9 @@ struct kv_prefix {
     int               n_indexed;
     int32_t          *slots;      // [cap] block id or -1
     uint32_t          mask;       // cap - 1
-    // snapshots
-    size_t            snap_bytes;
+    // snapshots (their state lives in the caller's store, slot for slot)
     int               n_snaps;
-    uint8_t          *snap_data;  // [n_snaps * snap_bytes]
+    uint64_t         *snap_tag;   // [n_snaps] the caller's tag of what the slot holds
     int32_t          *snap_block; // [n_snaps] block it belongs to, -1 = free
     uint64_t         *snap_tick;  // [n_snaps] last use
     int32_t          *block_snap; // [n_blocks] its snapshot slot, -1 = none
@@ -44,7 +43,7 @@ uint64_t kv_prefix_key(uint64_t parent, const int32_t *tok, int block_size)
 
 static void on_evict(void *ctx, int32_t block);
 
-struct kv_prefix *kv_prefix_new(struct kv_blocks *kb, int block_size, size_t snap_bytes, int n_snaps)
+struct kv_prefix *kv_prefix_new(struct kv_blocks *kb, int block_size, int n_snaps)
 {
     CHECK(block_size > 0, "bad block size %d", block_size);
     struct kv_prefix *px = xcalloc(1, sizeof *px);
@@ -63,10 +62,9 @@ struct kv_prefix *kv_prefix_new(struct kv_blocks *kb, int block_size, size_t sna
     memset(px->slots, 0xff, (size_t)cap * sizeof *px->slots);
     px->block_snap = xmalloc(n * sizeof *px->block_snap);
     memset(px->block_snap, 0xff, n * sizeof *px->block_snap);
-    if (snap_bytes > 0 && n_snaps > 0) {
-        px->snap_bytes = snap_bytes;
+    if (n_snaps > 0) {
         px->n_snaps = n_snaps;
-        px->snap_data = xmalloc(snap_bytes * (size_t)n_snaps);
+        px->snap_tag = xcalloc((size_t)n_snaps, sizeof *px->snap_tag);
         px->snap_block = xmalloc((size_t)n_snaps * sizeof *px->snap_block);
         memset(px->snap_block, 0xff, (size_t)n_snaps * sizeof *px->snap_block);
         px->snap_tick = xcalloc((size_t)n_snaps, sizeof *px->snap_tick);
@@ -85,7 +83,7 @@ void kv_prefix_free(struct kv_prefix *px)
     free(px->indexed);
     free(px->slots);
     free(px->block_snap);
-    free(px->snap_data);
+    free(px->snap_tag);
     free(px->snap_block);
     free(px->snap_tick);
     free(px);
@@ -192,7 +190,6 @@ int kv_prefix_lookup(struct kv_prefix *px, uint64_t salt, const int32_t *tok, in
 
 /* ==== Snapshots ==== */
 
-size_t kv_prefix_snap_bytes(const struct kv_prefix *px) { return px->snap_bytes; }
 int    kv_prefix_n_snaps_used(const struct kv_prefix *px) { return px->n_snaps_used; }
 
 bool kv_prefix_snap_has(const struct kv_prefix *px, int32_t block)
@@ -200,9 +197,9 @@ bool kv_prefix_snap_has(const struct kv_prefix *px, int32_t block)
     return block >= 0 && block < px->n_blocks && px->block_snap[block] >= 0;
 }
 
-bool kv_prefix_snap_put(struct kv_prefix *px, int32_t block, const void *state)
+int kv_prefix_snap_put(struct kv_prefix *px, int32_t block, uint64_t tag)
 {
-    if (px->n_snaps == 0 || block < 0 || block >= px->n_blocks || !px->indexed[block]) return false;
+    if (px->n_snaps == 0 || block < 0 || block >= px->n_blocks || !px->indexed[block]) return -1;
     int32_t s = px->block_snap[block];
     if (s < 0) {
         int32_t lru = -1;
@@ -218,18 +215,18 @@ bool kv_prefix_snap_put(struct kv_prefix *px, int32_t block, const void *state)
         px->block_snap[block] = s;
         px->n_snaps_used++;
     }
-    memcpy(px->snap_data + (size_t)s * px->snap_bytes, state, px->snap_bytes);
+    px->snap_tag[s] = tag;
     px->snap_tick[s] = ++px->tick;
-    return true;
+    return s;
 }
 
-bool kv_prefix_snap_get(struct kv_prefix *px, int32_t block, void *state)
+int kv_prefix_snap_get(struct kv_prefix *px, int32_t block, uint64_t *tag)
 {
-    if (!kv_prefix_snap_has(px, block)) return false;
+    if (!kv_prefix_snap_has(px, block)) return -1;
     int32_t s = px->block_snap[block];
-    memcpy(state, px->snap_data + (size_t)s * px->snap_bytes, px->snap_bytes);
+    *tag = px->snap_tag[s];
     px->snap_tick[s] = ++px->tick;
-    return true;
+    return s;
 }
 
 int kv_prefix_snap_depth(const struct kv_prefix *px, const int32_t *blocks, int n)

@@ -13,8 +13,10 @@
  *
  * Snapshots (hybrid models: Gated DeltaNet / Mamba layers keep a fixed-size state per sequence):
  * a snapshot attached to block i is the state after positions [0, (i + 1) * bs), i.e. at the end
- * of that block. Snapshot slots (n_snaps of snap_bytes, host memory here) are evicted least
- * recently used; a block's eviction frees its snapshot. A hybrid model resumes from the deepest
+ * of that block. This index keeps which of n_snaps snapshot slots belongs to which block, with
+ * the caller's 64-bit tag of its content; the state itself lives in the caller's store, slot for
+ * slot (the engine's: a state pool in the backend's memory). Slots are evicted least recently
+ * used; a block's eviction frees its snapshot. A hybrid model resumes from the deepest
  * matched block that has a snapshot (kv_prefix_snap_depth); the engine places snapshots at the
  * block-aligned ends of chat messages (gen_request.msg_ends) and of prompts.
  *
@@ -35,9 +37,9 @@
 
 struct kv_prefix;
 
-/* kb: the allocator whose blocks are indexed (its evict hook is taken). snap_bytes and n_snaps
- * size the snapshot store (0 and 0 without recurrent state). */
-struct kv_prefix *kv_prefix_new(struct kv_blocks *kb, int block_size, size_t snap_bytes, int n_snaps);
+/* kb: the allocator whose blocks are indexed (its evict hook is taken). n_snaps: snapshot slots
+ * (0 without recurrent state). */
+struct kv_prefix *kv_prefix_new(struct kv_blocks *kb, int block_size, int n_snaps);
 void              kv_prefix_free(struct kv_prefix *px);
 
 /* The chain key of a block of block_size tokens whose parent key is `parent` (the salt for the first). */
@@ -53,12 +55,12 @@ int  kv_prefix_n_indexed(const struct kv_prefix *px);
 
 /* ==== Snapshots ==== */
 
-size_t kv_prefix_snap_bytes(const struct kv_prefix *px);
-/* Stores state (snap_bytes) as the snapshot at the end of an indexed block; false if the store is
- * disabled or the block is not indexed. May evict the least recently used snapshot. */
-bool kv_prefix_snap_put(struct kv_prefix *px, int32_t block, const void *state);
-/* Copies the snapshot at the end of block into state; false if there is none. */
-bool kv_prefix_snap_get(struct kv_prefix *px, int32_t block, void *state);
+/* Makes a snapshot slot the one at the end of an indexed block, tagged tag, and returns it (the
+ * caller writes the state there before any later get of it can read it); -1 if snapshots are off
+ * or the block is not indexed. May evict the least recently used snapshot (its slot is reused). */
+int  kv_prefix_snap_put(struct kv_prefix *px, int32_t block, uint64_t tag);
+/* The slot of the snapshot at the end of block, with its tag (a use, for LRU); -1 if none. */
+int  kv_prefix_snap_get(struct kv_prefix *px, int32_t block, uint64_t *tag);
 bool kv_prefix_snap_has(const struct kv_prefix *px, int32_t block);
 /* The largest d <= n such that blocks[d - 1] has a snapshot (0: none): resume at d * block_size. */
 int  kv_prefix_snap_depth(const struct kv_prefix *px, const int32_t *blocks, int n);

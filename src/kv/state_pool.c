@@ -74,31 +74,18 @@ void state_pool_release(struct state_pool *p, int slot)
 
 size_t state_pool_slot_bytes(const struct state_pool *p) { return p->bytes / (size_t)p->n_slots; }
 
-void state_pool_save(struct state_pool *p, int slot, void *dst)
+void state_pool_copy(struct state_pool *dst, int dst_slot, const struct state_pool *src, int src_slot)
 {
-    CHECK(slot >= 0 && slot < p->n_slots, "save of state slot %d", slot);
-    char *d = dst;
-    for (int l = 0; l < p->n_layers; l++) {
-        if (!p->layers[l].conv.buf) continue;
-        struct tensor c = tensor_rows_view(&p->layers[l].conv, slot, 1), s = tensor_rows_view(&p->layers[l].ssm, slot, 1);
-        p->be->ops->download(p->be, d, &c, tensor_bytes(&c));
-        d += tensor_bytes(&c);
-        p->be->ops->download(p->be, d, &s, tensor_bytes(&s));
-        d += tensor_bytes(&s);
-    }
-    CHECK((size_t)(d - (char *)dst) == state_pool_slot_bytes(p), "state slot layout");
-}
-
-void state_pool_load(struct state_pool *p, int slot, const void *src)
-{
-    CHECK(slot >= 0 && slot < p->n_slots, "load of state slot %d", slot);
-    const char *d = src;
-    for (int l = 0; l < p->n_layers; l++) {
-        if (!p->layers[l].conv.buf) continue;
-        struct tensor c = tensor_rows_view(&p->layers[l].conv, slot, 1), s = tensor_rows_view(&p->layers[l].ssm, slot, 1);
-        p->be->ops->upload(p->be, &c, d, tensor_bytes(&c));
-        d += tensor_bytes(&c);
-        p->be->ops->upload(p->be, &s, d, tensor_bytes(&s));
-        d += tensor_bytes(&s);
+    CHECK(dst_slot >= 0 && dst_slot < dst->n_slots && src_slot >= 0 && src_slot < src->n_slots && dst->be == src->be &&
+          dst->n_layers == src->n_layers, "state copy from slot %d to slot %d", src_slot, dst_slot);
+    struct backend *be = dst->be;
+    for (int l = 0; l < dst->n_layers; l++) {
+        if (!dst->layers[l].conv.buf) continue;
+        struct tensor dc = tensor_rows_view(&dst->layers[l].conv, dst_slot, 1);
+        struct tensor ds = tensor_rows_view(&dst->layers[l].ssm, dst_slot, 1);
+        struct tensor sc = tensor_rows_view(&src->layers[l].conv, src_slot, 1);
+        struct tensor ss = tensor_rows_view(&src->layers[l].ssm, src_slot, 1);
+        be->ops->copy(be, &dc, &sc, tensor_bytes(&sc));
+        be->ops->copy(be, &ds, &ss, tensor_bytes(&ss));
     }
 }

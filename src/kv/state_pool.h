@@ -38,10 +38,9 @@ int         state_pool_alloc(struct state_pool *p);            // a free slot, o
 void        state_pool_release(struct state_pool *p, int slot);
 /* Bytes of one slot: model_seq_state_bytes(hp, DTYPE_F32). */
 size_t      state_pool_slot_bytes(const struct state_pool *p);
-/* Copies a slot's whole state to host memory (slot_bytes: each linear layer's conv state, then its
- * recurrent state, in layer order) / from it back into a slot. Synchronous (waits for queued work):
- * prefix-cache snapshots and their restore. */
-void        state_pool_save(struct state_pool *p, int slot, void *dst);
-void        state_pool_load(struct state_pool *p, int slot, const void *src);
+/* Copies slot src_slot of src into slot dst_slot of dst (pools of one model on one backend), in the
+ * backend's memory and queued like the compute ops (no host round trip): prefix-cache snapshots
+ * (a pool of their own) and their restore. */
+void        state_pool_copy(struct state_pool *dst, int dst_slot, const struct state_pool *src, int src_slot);
 
 #endif

@@ -6,6 +6,8 @@
  * or decode returns every KV block and every recurrent-state slot, and the prefix cache resumes
  * from real state snapshots at the block-aligned ends of messages and prompts: the cached tokens
  * are exactly the snapshot's position and the continuation equals a full recompute. */
+#include <math.h>
+
 #include "fixture.h"
 #include "harness.h"
 
@@ -164,6 +166,37 @@ TEST(cancel_returns_slots_and_blocks)
     }
 }
 
+/* Log-probabilities of toks[0, k) after prompt[0, n), one token at a time on a plain runner. */
+static void solo_logprobs(const int32_t *prompt, int n, const int32_t *toks, int k, float *lp)
+{
+    struct runner *r;
+    CHECK(runner_new(g_m, g_be, n + k + 1, 64, DTYPE_F32, &r) == STATUS_OK, "runner_new");
+    int nv = g_m->hp.n_vocab;
+    float *logits = malloc(sizeof(float) * (size_t)nv);
+    CHECK(runner_feed(r, prompt, n, logits, false) == STATUS_OK, "runner_feed");
+    for (int i = 0; i < k; i++) {
+        double mx = logits[0], sum = 0;
+        for (int v = 1; v < nv; v++) mx = logits[v] > mx ? logits[v] : mx;
+        for (int v = 0; v < nv; v++) sum += exp(logits[v] - mx);
+        lp[i] = (float)(logits[toks[i]] - mx - log(sum));
+        if (i + 1 < k) CHECK(runner_feed(r, &toks[i], 1, logits, false) == STATUS_OK, "runner_feed");
+    }
+    free(logits);
+    runner_free(r);
+}
+
+/* The chosen tokens' log-probabilities of every event available now. */
+static int drain_logprobs(struct token_stream *ts, float *lp, int cap)
+{
+    struct token_event ev;
+    int n = 0;
+    while (token_stream_next(ts, &ev, 0) == STATUS_OK) {
+        if (ev.has_token && n < cap) lp[n++] = ev.logprob;
+        if (ev.done) break;
+    }
+    return n;
+}
+
 TEST(prefix_cache_resumes_from_snapshots)
 {
     static int32_t a[600], b[600];
@@ -186,6 +219,11 @@ TEST(prefix_cache_resumes_from_snapshots)
     ASSERT(engine_submit(e, &ga, &ta) == STATUS_OK);
     run_until_idle(e, 500);
     EXPECT(kv_prefix_n_snaps_used(e->px) == 3);
+    // the snapshots' own state pool: 1 GiB's worth beside the explicit budget, at most a block each
+    size_t per_slot = model_seq_state_bytes(&g_m->hp, DTYPE_F32);
+    size_t want_snaps = ((size_t)1 << 30) / per_slot;
+    if (want_snaps > (size_t)e->acc.kv_blocks_total) want_snaps = (size_t)e->acc.kv_blocks_total;
+    EXPECTF(e->snaps && (size_t)e->snaps->n_slots == want_snaps, "%d snapshot slots", e->snaps ? e->snaps->n_slots : -1);
     struct gen_request gb = greedy_req(b, 600, 6);   // shares 450 tokens: 28 full blocks, snapshot at 416
     ASSERT(engine_submit(e, &gb, &tb) == STATUS_OK);
     run_until_idle(e, 500);
@@ -207,6 +245,22 @@ TEST(prefix_cache_resumes_from_snapshots)
     token_stream_release(ta);
     token_stream_release(tb);
     token_stream_release(tc);
+    // The resumed state is the computed one, not just one that happens to pick the same tokens: a
+    // resume at 592 gives the log-probabilities of a plain run (a zeroed restore keeps the tokens
+    // of this tiny model but moves these)
+    float want_lp[6], got_lp[8];
+    solo_logprobs(a, 600, want_a, 6, want_lp);
+    struct gen_request gd = greedy_req(a, 600, 6);
+    gd.n_logprobs = -1;
+    struct token_stream *td;
+    ASSERT(engine_submit(e, &gd, &td) == STATUS_OK);
+    run_until_idle(e, 500);
+    int nd = drain_logprobs(td, got_lp, 8);
+    EXPECT(nd == 6);
+    float worst = 0;
+    for (int i = 0; i < nd; i++) worst = fmaxf(worst, fabsf(got_lp[i] - want_lp[i]));
+    EXPECTF(worst < 1e-4f, "resumed log-probabilities differ by %g", worst);
+    token_stream_release(td);
     engine_free(e);
     // a snapshot budget below one snapshot: no resumption, same tokens
     cfg.state_cache_bytes = 1000;

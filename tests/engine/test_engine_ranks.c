@@ -5,7 +5,8 @@
  * where the shapes divide. One scenario per engine: three requests batched together with prefill
  * chunks smaller than the prompts (continuous batching), one of them cancelled mid-prefill, then a
  * request that extends a finished prompt: a prefix-cache hit (for the hybrid, a resume from its
- * state snapshot, which holds every rank's slot). Same tokens, same finish reasons, same hit.
+ * state snapshot: each rank copies its own slot into its own snapshot pool). Same tokens, same
+ * finish reasons, same hit.
  * rank_failure: a rank whose backend fails at sync (rank 1, then rank 0) fails the step for all
  * ranks, and every later step at once (engine_ranks.c). */
 #include "harness.h"

@@ -95,7 +95,7 @@ static void index_seq(struct kv_blocks *kb, struct kv_prefix *px, struct kv_tabl
 TEST(prefix_share_and_cache)
 {
     struct kv_blocks *kb = kv_blocks_new(16);
-    struct kv_prefix *px = kv_prefix_new(kb, BS, 0, 0);
+    struct kv_prefix *px = kv_prefix_new(kb, BS, 0);
     int32_t tok[14];
     for (int i = 0; i < 14; i++) tok[i] = 100 + i;
     struct kv_table t1, t2;
@@ -145,7 +145,7 @@ TEST(prefix_share_and_cache)
 TEST(prefix_collision_is_a_miss)
 {
     struct kv_blocks *kb = kv_blocks_new(4);
-    struct kv_prefix *px = kv_prefix_new(kb, BS, 0, 0);
+    struct kv_prefix *px = kv_prefix_new(kb, BS, 0);
     int32_t a[BS] = { 1, 2, 3, 4 }, b[BS] = { 9, 9, 9, 9 };
     int32_t blk = kv_blocks_alloc(kb);
     // pretend b's content hashed to a's key (a collision)
@@ -168,33 +168,32 @@ TEST(prefix_collision_is_a_miss)
     kv_blocks_free(kb);
 }
 
-TEST(snapshots_fake_state)
+TEST(snapshots_slots_and_tags)
 {
-    enum { SNAP = 24 };
     struct kv_blocks *kb = kv_blocks_new(12);
-    struct kv_prefix *px = kv_prefix_new(kb, BS, SNAP, 2);
+    struct kv_prefix *px = kv_prefix_new(kb, BS, 2);
     int32_t tok[5 * BS];
     for (int i = 0; i < 5 * BS; i++) tok[i] = i * 3 + 1;
     struct kv_table t;
     kv_table_init(&t, 8);
     index_seq(kb, px, &t, 1, tok, 5 * BS);
-    uint8_t st[SNAP], got[SNAP];
     // message ends at positions 2*BS+1 and 5*BS: snapshots at the block-aligned ends 2*BS and 5*BS
-    memset(st, 0xa1, SNAP);
-    EXPECT(kv_prefix_snap_put(px, t.ids[1], st));
-    memset(st, 0xb2, SNAP);
-    EXPECT(kv_prefix_snap_put(px, t.ids[4], st));
+    int s1 = kv_prefix_snap_put(px, t.ids[1], 0xa1), s4 = kv_prefix_snap_put(px, t.ids[4], 0xb2);
+    EXPECT(s1 >= 0 && s1 < 2 && s4 >= 0 && s4 < 2 && s1 != s4);
+    EXPECT(kv_prefix_snap_put(px, t.ids[1], 0xa5) == s1);   // a block's new snapshot keeps its slot
     int32_t hit[8];
-    uint64_t keys[8];
+    uint64_t keys[8], tag = 0;
     int n = kv_prefix_lookup(px, 1, tok, 5 * BS, 8, hit, keys);
     EXPECT(n == 5 && kv_prefix_snap_depth(px, hit, n) == 5);
     EXPECT(kv_prefix_snap_depth(px, hit, 4) == 2);   // a request diverging in block 4 resumes at 2*BS
-    EXPECT(kv_prefix_snap_get(px, hit[1], got) && got[0] == 0xa1 && got[SNAP - 1] == 0xa1);
-    // a third snapshot evicts the least recently used one (block 4's: block 1's was just read)
-    memset(st, 0xc3, SNAP);
-    EXPECT(kv_prefix_snap_put(px, t.ids[2], st));
+    EXPECT(kv_prefix_snap_get(px, hit[1], &tag) == s1 && tag == 0xa5);
+    EXPECT(kv_prefix_snap_get(px, hit[0], &tag) == -1);
+    // a third snapshot evicts the least recently used one (block 4's: block 1's was just read) and
+    // takes its slot
+    EXPECT(kv_prefix_snap_put(px, t.ids[2], 0xc3) == s4);
     EXPECT(kv_prefix_n_snaps_used(px) == 2);
     EXPECT(!kv_prefix_snap_has(px, t.ids[4]) && kv_prefix_snap_has(px, t.ids[1]));
+    EXPECT(kv_prefix_snap_get(px, t.ids[4], &tag) == -1 && kv_prefix_snap_get(px, t.ids[2], &tag) == s4 && tag == 0xc3);
     EXPECT(kv_prefix_snap_depth(px, hit, 5) == 3);
     // a block's eviction drops its snapshot; an unindexed block takes none
     kv_table_release(kb, &t);
@@ -202,7 +201,7 @@ TEST(snapshots_fake_state)
     kv_table_init(&big, 12);
     EXPECT(kv_table_grow(kb, &big, 12 * BS, BS) == STATUS_OK);
     EXPECT(kv_prefix_n_snaps_used(px) == 0 && kv_prefix_n_indexed(px) == 0);
-    EXPECT(!kv_prefix_snap_put(px, big.ids[0], st));
+    EXPECT(kv_prefix_snap_put(px, big.ids[0], 0xd4) == -1);
     kv_table_release(kb, &big);
     kv_table_deinit(&big);
     kv_table_deinit(&t);
@@ -215,7 +214,7 @@ TEST(random_stress)
 {
     enum { NB = 64, NS = 6, CAP = 32 };
     struct kv_blocks *kb = kv_blocks_new(NB);
-    struct kv_prefix *px = kv_prefix_new(kb, BS, 8, 4);
+    struct kv_prefix *px = kv_prefix_new(kb, BS, 4);
     struct kv_table t[NS];
     for (int i = 0; i < NS; i++) kv_table_init(&t[i], CAP);
     struct rng r;
@@ -242,8 +241,10 @@ TEST(random_stress)
             kv_prefix_insert(px, t[s].ids[i], parent, k, tok + i * BS);
             parent = k;
         }
-        uint8_t st[8] = { 0 };
-        if (n / BS > 0) kv_prefix_snap_put(px, t[s].ids[n / BS - 1], st);
+        if (n / BS > 0) {
+            int snap = kv_prefix_snap_put(px, t[s].ids[n / BS - 1], (uint64_t)it);
+            if (snap < 0 || snap >= 4) bad++;
+        }
         if (!counts_ok(kb)) bad++;
     }
     EXPECT(bad == 0);
@@ -261,7 +262,7 @@ int main(void)
     RUN(block_table_grow_release);
     RUN(prefix_share_and_cache);
     RUN(prefix_collision_is_a_miss);
-    RUN(snapshots_fake_state);
+    RUN(snapshots_slots_and_tags);
     RUN(random_stress);
     return test_summary();
 }

@@ -277,6 +277,7 @@ static const struct backend_ops cpu_ops = {
     .buffer_free = cpu_buffer_free,
     .upload = host_upload,
     .download = host_download,
+    .copy = host_copy,
     .weight_prepare = cpu_weight_prepare,
     .batch_begin = host_batch_begin,
     .sync = host_sync,

@@ -219,6 +219,13 @@ static void c_download(struct backend *be, void *dst, const struct tensor *t, si
     cuda_stream_wait(cb);
 }
 
+static void c_copy(struct backend *be, struct tensor *dst, const struct tensor *src, size_t bytes)
+{
+    struct cuda_backend *cb = cuda_of(be);
+    use_device(cb);
+    CUDA_CHECK(cudaMemcpyAsync(dptr(dst), dptr(src), bytes, cudaMemcpyDeviceToDevice, cb->stream));
+}
+
 /* b is freed with the backend. */
 static void keep_prepared(struct cuda_backend_ext *x, struct buffer *b)
 {
@@ -516,6 +523,7 @@ static const struct backend_ops cuda_ops = {
     /* .buffer_free = */ c_buffer_free,
     /* .upload = */ c_upload,
     /* .download = */ c_download,
+    /* .copy = */ c_copy,
     /* .weight_prepare = */ c_weight_prepare,
     /* .weights_reserve = */ c_weights_reserve,
     /* .batch_begin = */ c_batch_begin,

@@ -501,6 +501,7 @@ static const struct backend_ops ref_ops = {
     .buffer_free = host_buffer_free,
     .upload = host_upload,
     .download = host_download,
+    .copy = host_copy,
     .weight_prepare = NULL,
     .batch_begin = host_batch_begin,
     .sync = host_sync,

@@ -159,9 +159,10 @@ struct backend_ops {
      * Host backends use the mmapped bytes as they are. NULL means nothing to do. */
     enum status (*weight_prepare)(struct backend *, struct tensor *w);
     /* Optional: the next weight_prepare copies, in call order, take consecutive places (each
-     * rounded up to BACKEND_WEIGHT_ALIGN bytes) of one allocation of `bytes` while it has room (model_prepare reserves what a model's
-     * weights need), so weights prepared one after another (a layer's q, k and v) are adjacent in
-     * memory and a backend may multiply them as one matrix. NULL: no such arena. */
+     * rounded up to BACKEND_WEIGHT_ALIGN bytes) of one allocation of `bytes` while it has room
+     * (model_prepare reserves what a model's weights need; past that each copy is allocated on its
+     * own), so weights prepared one after another (a layer's q, k and v) are adjacent in memory
+     * and a backend may multiply them as one matrix. NULL: no such arena. */
     enum status (*weights_reserve)(struct backend *, size_t bytes);
 
     /* ---- step ---- */

@@ -399,7 +399,10 @@ static void prepare_one(struct tensor *t, void *ctx)
     if (c->st == STATUS_OK) c->st = c->be->ops->weight_prepare(c->be, t);
 }
 
-static size_t weight_align(size_t bytes) { return (bytes + BACKEND_WEIGHT_ALIGN - 1) / BACKEND_WEIGHT_ALIGN * BACKEND_WEIGHT_ALIGN; }
+static size_t weight_align(size_t bytes)
+{
+    return (bytes + BACKEND_WEIGHT_ALIGN - 1) / BACKEND_WEIGHT_ALIGN * BACKEND_WEIGHT_ALIGN;
+}
 
 /* Bytes a device backend copies for t (weights_reserve's arena): host weights only, an
  * MLX-quantized one with its scales and biases. */

@@ -918,11 +918,11 @@ __global__ void k_fused_split(fused_split<T> s, const float *src)
 
 /* matmul_n as ONE cuBLAS GEMM when every matrix would take cuBLAS on its own, they lie back to
  * back in memory (one 16-bit dtype and width; model_prepare's weights_reserve puts a layer's q, k
- * and v next to each other) and one has fewer than FUSE_NARROW_M outputs. Why: at 17-256 rows cuBLAS streams a [4096, 4096]
- * matrix at ~2.2 TB/s but a [1024, 4096] one at ~0.55 TB/s (too few tiles to fill the GPU), so
- * q, k and v of an 8B model take 48 us as three calls and 22 us as one (H100, 64 rows:
- * bench/cublas_algos.cu). The output goes through the workspace and k_fused_split. False: not
- * applicable, nothing done. */
+ * and v next to each other) and one has fewer than FUSE_NARROW_M outputs. Why: at 17-256 rows
+ * cuBLAS streams a [4096, 4096] matrix at ~2.2 TB/s but a [1024, 4096] one at ~0.55 TB/s (too few
+ * tiles to fill the GPU), so q, k and v of an 8B model take 48 us as three calls and 22 us as
+ * one (H100, 64 rows: bench/cublas_algos.cu). The output goes through the workspace and
+ * k_fused_split. False: not applicable, nothing done. */
 static bool matmul_n_fused(struct cuda_backend *cb, int n_w, struct tensor *const *outs, const struct tensor *x,
                            const struct tensor *const *ws, const struct tensor *const *biases)
 {

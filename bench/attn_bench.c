@@ -21,7 +21,7 @@
 #include "base/mem.h"
 #include "tensor/dtype.h"
 
-struct acase { const char *name; int n_seq, ctx, n_new, n_heads, n_kv, hd, window, n_layers; };   // n_layers 0: 1
+struct acase { const char *name; int n_seq, ctx, n_new, n_heads, n_kv, hd, window, n_layers, in_order; };   // n_layers 0: 1
 
 static uint64_t mix(uint64_t x)
 {
@@ -71,7 +71,7 @@ static void run_case(struct backend *be, const struct acase *c, enum dtype kvdt,
     int32_t *perm = xmalloc(sizeof(int32_t) * (size_t)n_blocks), *seq_len = xmalloc(sizeof(int32_t) * (size_t)c->n_seq);
     int32_t *seq_block0 = xmalloc(sizeof(int32_t) * (size_t)(c->n_seq + 1));
     for (int i = 0; i < n_blocks; i++) perm[i] = i;
-    for (int i = n_blocks - 1; i > 0; i--) {
+    for (int i = n_blocks - 1; i > 0 && !c->in_order; i--) {
         int j = (int)(mix((uint64_t)i + 77) % (uint64_t)(i + 1));
         int32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
     }
@@ -164,16 +164,17 @@ int main(int argc, char **argv)
     backend_cfg_from_env(&bcfg);
     if (backend_new(backend, &bcfg, &be) != STATUS_OK) return 1;
     const struct acase cases[] = {
-        { "4k", 1, 0, 4096, 32, 8, 128, 0, 1 },
-        { "32k", 1, 0, 32768, 32, 8, 128, 0, 1 },
-        { "8x512", 8, 0, 512, 32, 8, 128, 0, 1 },
-        { "4k_after_12k", 1, 12288, 4096, 32, 8, 128, 0, 1 },
-        { "4k_hd64", 1, 0, 4096, 32, 8, 64, 0, 1 },
-        { "4k_hd256", 1, 0, 4096, 16, 8, 256, 0, 1 },
-        { "4k_hd256_win1024", 1, 0, 4096, 16, 8, 256, 1024, 1 },
-        { "decode650_0.6b", 1, 650, 1, 16, 8, 128, 0, 28 },
-        { "decode4k_0.6b", 1, 4096, 1, 16, 8, 128, 0, 4 },
-        { "decode650_0.6b_cached", 1, 650, 1, 16, 8, 128, 0, 1 },   // one layer again and again: from cache
+        { "4k", 1, 0, 4096, 32, 8, 128, 0, 1, 0 },
+        { "32k", 1, 0, 32768, 32, 8, 128, 0, 1, 0 },
+        { "8x512", 8, 0, 512, 32, 8, 128, 0, 1, 0 },
+        { "4k_after_12k", 1, 12288, 4096, 32, 8, 128, 0, 1, 0 },
+        { "4k_hd64", 1, 0, 4096, 32, 8, 64, 0, 1, 0 },
+        { "4k_hd256", 1, 0, 4096, 16, 8, 256, 0, 1, 0 },
+        { "4k_hd256_win1024", 1, 0, 4096, 16, 8, 256, 1024, 1, 0 },
+        { "decode650_0.6b", 1, 650, 1, 16, 8, 128, 0, 28, 0 },
+        { "decode4k_0.6b", 1, 4096, 1, 16, 8, 128, 0, 4, 0 },
+        { "decode650_0.6b_inorder", 1, 650, 1, 16, 8, 128, 0, 28, 1 },   // blocks in address order
+        { "decode650_0.6b_cached", 1, 650, 1, 16, 8, 128, 0, 1, 0 },    // one layer again and again: from cache
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         if (only && strcmp(only, cases[c].name)) continue;

@@ -119,8 +119,10 @@ void cpu_kv_write(struct backend *be, struct kv_layer *kv, const struct tensor *
  *   heads, and each task reads whole cache rows (all heads of a slot are adjacent) in key order.
  * - many tokens (prefill): one task per (token, group of kv heads) that runs its splits in turn
  *   and merges as it goes.
- * Within a chunk the task walks the keys ATTN_STEP at a time, all its heads over those keys
- * before the next ones, so a few whole rows are in use at a time (8 keys: 32 KiB of f32 K). No
+ * Within a chunk a decode task walks the keys ATTN_STEP at a time, all its heads over those keys
+ * before the next ones, so a few whole rows are in use at a time (8 keys: 32 KiB of f32 K); a
+ * prefill task, whose rows are in cache, takes the whole chunk per call (fewer passes of pv's
+ * accumulators through memory: 8-key calls made attn_bench 8x512 1.2x slower). No
  * software prefetch: measured (attn_bench decode650_0.6b, f32 and f16, 8 to 32 keys ahead, to
  * L1 or L2, in bursts or a head at a time) it changed nothing here. Cutting qk and pv at these
  * keys changes no bits: each score is its own dot product and pv's accumulators pass through
@@ -170,8 +172,8 @@ struct attn_rows {
 static int64_t attn_slot(const struct attn_rows *rw, int j) { return (int64_t)rw->blocks[j / rw->bs] * rw->bs + j % rw->bs; }
 
 /* The partial of token t's q heads of kv heads [g0, g1) over keys [k_lo, k_hi): acc, m, l as in
- * attn_part_floats (n_q = (g1 - g0) * n_rep), online softmax in chunks of ATTN_CHUNK from k_lo.
- * scratch: attn_range_scratch floats. */
+ * attn_part_floats (n_q = (g1 - g0) * n_rep), online softmax in chunks of ATTN_CHUNK from k_lo;
+ * qk and pv run `step` keys at a time (no effect on the bits). scratch: attn_range_scratch floats. */
 static size_t attn_range_scratch(int n_g, int n_rep)
 {
     return (size_t)n_g * n_rep * ATTN_CHUNK + 2 * (size_t)n_g * ATTN_CHUNK * (sizeof(void *) / sizeof(float)) + 2;
@@ -187,7 +189,7 @@ static void attn_scale(float *x, int n, float f)
 }
 
 static void attn_range(const struct attn_job *a, const struct attn_rows *rw, const float *q, int n_g, int k_lo,
-                       int k_hi, float *acc, float *mx, float *l, float *scratch)
+                       int k_hi, int step, float *acc, float *mx, float *l, float *scratch)
 {
     const struct attn_params *ap = a->ap;
     const struct cpu_kern *kf = a->c->kf;
@@ -210,8 +212,8 @@ static void attn_range(const struct attn_job *a, const struct attn_rows *rw, con
                 vrows[g * ATTN_CHUNK + jj] = rw->vbase + (size_t)slot * rw->vstride + (size_t)g * rw->head_bytes;
             }
         }
-        for (int s0 = 0; s0 < nk; s0 += ATTN_STEP) {
-            int n = nk - s0 < ATTN_STEP ? nk - s0 : ATTN_STEP;
+        for (int s0 = 0; s0 < nk; s0 += step) {
+            int n = nk - s0 < step ? nk - s0 : step;
             for (int g = 0; g < n_g; g++)
                 kf->qk(n_rep, q + (size_t)g * n_rep * hd, hd, krows + (size_t)g * ATTN_CHUNK + s0, n, dt,
                        sc + (size_t)g * n_rep * ATTN_CHUNK + s0, ATTN_CHUNK);
@@ -220,8 +222,8 @@ static void attn_range(const struct attn_job *a, const struct attn_rows *rw, con
             float corr = kf->softmax_step(sc + (size_t)r * ATTN_CHUNK, nk, ap->scale, ap->softcap, &mx[r], &l[r]);
             if (corr != 1.0f && c0 != k_lo) attn_scale(acc + (size_t)r * hd, hd, corr);   // the first chunk's acc is 0
         }
-        for (int s0 = 0; s0 < nk; s0 += ATTN_STEP) {
-            int n = nk - s0 < ATTN_STEP ? nk - s0 : ATTN_STEP;
+        for (int s0 = 0; s0 < nk; s0 += step) {
+            int n = nk - s0 < step ? nk - s0 : step;
             for (int g = 0; g < n_g; g++)
                 kf->pv(n_rep, acc + (size_t)g * n_rep * hd, hd, sc + (size_t)g * n_rep * ATTN_CHUNK + s0, ATTN_CHUNK,
                        vrows + (size_t)g * ATTN_CHUNK + s0, n, dt);
@@ -231,8 +233,8 @@ static void attn_range(const struct attn_job *a, const struct attn_rows *rw, con
 
 /* Merges the partial (acc, m, l) of the next split into the running (o, mo, lo) of n_q q heads:
  * both rescaled to the larger max. The first split is copied (start with mo = -inf). */
-static void attn_merge(int n_q, int hd, float *o, float *mo, float *lo, const float *acc, const float *m,
-                       const float *l)
+static void attn_merge(const struct cpu_kern *kf, int n_q, int hd, float *o, float *mo, float *lo, const float *acc,
+                       const float *m, const float *l)
 {
     for (int r = 0; r < n_q; r++) {
         float *orow = o + (size_t)r * hd;
@@ -245,10 +247,7 @@ static void attn_merge(int n_q, int hd, float *o, float *mo, float *lo, const fl
         }
         float mn = m[r] > mo[r] ? m[r] : mo[r];
         float fo = expf(mo[r] - mn), fa = expf(m[r] - mn);
-        int i = 0;
-        for (; i + 16 <= hd; i += 16)   // a fixed count the compiler vectorizes (same bits)
-            for (int k = 0; k < 16; k++) orow[i + k] = orow[i + k] * fo + arow[i + k] * fa;
-        for (; i < hd; i++) orow[i] = orow[i] * fo + arow[i] * fa;
+        kf->axpby(orow, fo, arow, fa, hd);
         lo[r] = lo[r] * fo + l[r] * fa;
         mo[r] = mn;
     }
@@ -303,8 +302,8 @@ static void attn_group_task(void *arg, int task, int thread)
     int split = attn_split_keys(p + 1 - j0);
     for (int k0 = j0; k0 <= p; k0 += split) {
         int k1 = p + 1 - k0 < split ? p + 1 : k0 + split;
-        attn_range(a, &rw, q, n_g, k0, k1, acc, m, l, o + 2 * part);
-        attn_merge(n_q, hd, o, mo, lo, acc, m, l);
+        attn_range(a, &rw, q, n_g, k0, k1, ATTN_CHUNK, acc, m, l, o + 2 * part);
+        attn_merge(a->c->kf, n_q, hd, o, mo, lo, acc, m, l);
     }
     attn_finish(n_q, hd, (float *)host_row(a->out, t) + (size_t)g0 * n_rep * hd, o, lo);
 }
@@ -323,7 +322,7 @@ static void attn_split_task(void *arg, int task, int thread)
     struct attn_rows rw = attn_rows_of(a, t, 0);
     float *part = a->parts + (size_t)task * attn_part_floats(ap->n_heads, hd);
     float *scratch = cpu_thread_scratch(a->c, thread, attn_range_scratch(ap->n_kv_heads, n_rep));
-    attn_range(a, &rw, host_row(a->q, t), ap->n_kv_heads, k0, k1, part, part + (size_t)ap->n_heads * hd,
+    attn_range(a, &rw, host_row(a->q, t), ap->n_kv_heads, k0, k1, ATTN_STEP, part, part + (size_t)ap->n_heads * hd,
                part + (size_t)ap->n_heads * (hd + 1), scratch);
 }
 
@@ -353,7 +352,7 @@ void cpu_attention(struct backend *be, struct tensor *out, const struct tensor *
             memcpy(mo, o + (size_t)n_q * hd, 2 * (size_t)n_q * sizeof(float));   // as attn_merge's first copy
             for (int i = 1; i < n; i++) {
                 float *pi = o + (size_t)i * part;
-                attn_merge(n_q, hd, o, mo, lo, pi, pi + (size_t)n_q * hd, pi + (size_t)n_q * (hd + 1));
+                attn_merge(c->kf, n_q, hd, o, mo, lo, pi, pi + (size_t)n_q * hd, pi + (size_t)n_q * (hd + 1));
             }
             attn_finish(n_q, hd, host_row(out, t), o, lo);
         }

@@ -454,6 +454,13 @@ TEST(attention_vs_ref)
         { 2, 50, 17, 4, 2, 64, 7, 0 },     // sliding window
         { 2, 45, 3, 4, 2, 80, 0, 50.0f },  // softcap, odd head_dim
         { 1, 129, 129, 2, 1, 72, 64, 0 },  // window == chunk, prefill
+        // contexts over several splits (splits of at least 64 keys, merged), none a multiple of a chunk:
+        // a batch of 9 decode tokens takes the group path (a task runs its splits in turn), each
+        // alone the split path (a task per split, merged after): the bits must agree
+        { 9, 300, 1, 16, 8, 128, 0, 0 },   // Qwen3-0.6B heads, 3 splits
+        { 9, 333, 1, 8, 2, 64, 150, 0 },   // window over two splits, not split-aligned
+        { 2, 261, 1, 4, 2, 80, 0, 30.0f }, // softcap, 3 splits, split path in both
+        { 1, 270, 9, 4, 1, 64, 0, 0 },     // chunked prefill across split edges
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         for (int d = 0; d < 4; d++) attn_case_run(&cases[c], kv_dtypes[d], &r);

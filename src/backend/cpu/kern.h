@@ -58,6 +58,8 @@ struct cpu_kern {
     float (*softmax_step)(float *s, int n, float scale, float softcap, float *m, float *l);
     /* out[i] = act(g[i]) * u[i], act = silu (gelu 0) or gelu_tanh (gelu 1); out may alias g. */
     void (*glu)(float *out, const float *g, const float *u, int64_t n, int gelu);
+    /* o[i] = o[i] * a + x[i] * b (one FMA: x * b + (o * a)); attention merges its splits with it. */
+    void (*axpby)(float *o, float a, const float *x, float b, int64_t n);
 };
 
 /* The best family this CPU runs (or the one CAIRN_CPU_ISA names, if the CPU supports it). */

@@ -281,6 +281,18 @@ static void kt_glu(float *out, const float *g, const float *u, int64_t n, int ge
     }
 }
 
+/* o = o * a + x * b (x * b + (o * a) in one FMA). */
+static void kt_axpby(float *o, float a, const float *x, float b, int64_t n)
+{
+    VEC va = v_bcast(a), vb = v_bcast(b);
+    int64_t i = 0;
+    for (; i + VLANES <= n; i += VLANES) v_st(o + i, v_fma(v_ldx(x + i), vb, v_mul(v_ldx(o + i), va)));
+    if (i < n) {
+        int c = (int)(n - i);
+        v_st_part(o + i, v_fma(v_ldx_part(x + i, c), vb, v_mul(v_ldx_part(o + i, c), va)), c);
+    }
+}
+
 static void kt_qk(int n_q, const float *q, int hd, const void *const *k_rows, int n_k, enum dtype dt,
                   float *s, int ld_s)
 {
@@ -349,4 +361,5 @@ const struct cpu_kern KERN_TABLE = {
     .read_sum = kt_read_sum,
     .softmax_step = kt_softmax_step,
     .glu = kt_glu,
+    .axpby = kt_axpby,
 };

@@ -11,7 +11,7 @@ check() { if eval "$2"; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi; }
 
 CAIRN_LOG=error "$CAIRN" quantize tests/model/fixtures/qwen3 "$tmp/q4" --bits 4 --group-size 64 --quiet >"$tmp/out" 2>&1
 check "quantize writes and reloads" "grep -q 'quantized tensors' '$tmp/out'"
-check "info names the recipe" "CAIRN_LOG=error '$CAIRN' info '$tmp/q4' | grep -q 'affine 4-bit group 64'"
+check "info names the recipe" "CAIRN_LOG=error '$CAIRN' info '$tmp/q4' > '$tmp/info' && grep -q 'affine 4-bit group 64' '$tmp/info'"
 ids=$(CAIRN_LOG=error "$CAIRN" run "$tmp/q4" --prompt-ids 5,17,42 --max-tokens 4 --temperature 0 --ignore-eos \
       --output ids --backend cpu --threads 2 2>/dev/null || true)
 check "run on the quantized checkpoint" "[ \$(echo '$ids' | tr ',' '\n' | grep -c .) -eq 4 ]"

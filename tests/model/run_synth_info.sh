@@ -13,28 +13,28 @@ fail() { echo "FAIL: $*"; exit 1; }
 moe=tests/model/tiny_qwen3_moe.json
 out=$("$CAIRN" synth --config "$moe" --out "$T/moe" --seed 3 2>/dev/null)
 echo "$out"
-echo "$out" | grep -q "Qwen3MoeForCausalLM" || fail "synth summary: $out"
+grep -q "Qwen3MoeForCausalLM" <<<"$out" || fail "synth summary: $out"
 info=$("$CAIRN" info "$T/moe" 2>/dev/null)
 echo "$info"
 # parameters by hand: embed + lm_head + norm + 3 x attention (norms, q 32x32, k/v 16x32, o 32x32, q/k norms 8)
 # + dense layer 0 (3 x 48x32) + 2 sparse layers (router 4x32 + 4 experts x 3 x 16x32)
 attn=$((2*32 + 32*32 + 2*16*32 + 32*32 + 2*8))
 want=$((2*96*32 + 32 + 3*attn + 3*48*32 + 2*(4*32 + 4*3*16*32)))
-echo "$info" | grep -q "parameters:.*($want)" || fail "parameter count, want $want"
-echo "$info" | grep -q "experts: *4, 2 per token, ffn 16, not renormalized; 2 of 3 layers sparse" || fail "experts line"
-echo "$info" | grep -q "kv cache: *$((3*2*2*8*2)) bytes/token bf16" || fail "kv bytes"
-echo "$info" | grep -q "context: *256 tokens" || fail "context"
+grep -q "parameters:.*($want)" <<<"$info" || fail "parameter count, want $want"
+grep -q "experts: *4, 2 per token, ffn 16, not renormalized; 2 of 3 layers sparse" <<<"$info" || fail "experts line"
+grep -q "kv cache: *$((3*2*2*8*2)) bytes/token bf16" <<<"$info" || fail "kv bytes"
+grep -q "context: *256 tokens" <<<"$info" || fail "context"
 # --arch overrides; sharding at a tiny shard size; same seed gives the same bytes
 "$CAIRN" synth --arch Qwen3MoeForCausalLM --config "$moe" --out "$T/moe_sh" --seed 3 --shard-gb 0.00002 >/dev/null 2>&1
 [ -f "$T/moe_sh/model.safetensors.index.json" ] || fail "no index for a sharded synth"
 n=$(ls "$T/moe_sh"/model-*-of-*.safetensors | wc -l)
 [ "$n" -gt 2 ] || fail "expected several shards, got $n"
-"$CAIRN" info "$T/moe_sh" 2>/dev/null | grep -q "parameters:.*($want)" || fail "sharded parameter count"
+grep -q "parameters:.*($want)" <<<"$("$CAIRN" info "$T/moe_sh" 2>/dev/null)" || fail "sharded parameter count"
 "$CAIRN" synth --config "$moe" --out "$T/moe2" --seed 3 >/dev/null 2>&1
 cmp -s "$T/moe/model.safetensors" "$T/moe2/model.safetensors" || fail "same seed, different bytes"
 # provenance note
 printf 'Synthesized by run_synth_info.sh\nseed 3\n' > "$T/moe/PROVENANCE"
-"$CAIRN" info "$T/moe" 2>/dev/null | grep -q "Synthesized by run_synth_info.sh" || fail "provenance not printed"
+grep -q "Synthesized by run_synth_info.sh" <<<"$("$CAIRN" info "$T/moe" 2>/dev/null)" || fail "provenance not printed"
 # every ready config parses and has its model card's parameter count (rounded as published)
 while read -r c want; do
     got=$("$CAIRN" synth --config "configs/$c" --out "$T/dry" --dry-run 2>/dev/null | sed -n 's/.* \([0-9.]*\) B parameters.*/\1/p')
@@ -63,12 +63,12 @@ JSON
 "$CAIRN" synth --config "$T/hy.json" --out "$T/hy" >/dev/null 2>&1 || fail "hybrid synth"
 info=$("$CAIRN" info "$T/hy" 2>/dev/null)
 echo "$info"
-echo "$info" | grep -q "layer kinds: *6 Gated DeltaNet (L) + 2 attention (A): (LLLA) x 2" || fail "hybrid layer pattern"
+grep -q "layer kinds: *6 Gated DeltaNet (L) + 2 attention (A): (LLLA) x 2" <<<"$info" || fail "hybrid layer pattern"
 # per layer: conv (4-1) x (2*2*8 + 4*8) f32 + state 4 x 8 x 8 f32; 6 layers
-echo "$info" | grep -q "state: *$((6*(3*64*4 + 4*8*8*4))) bytes/sequence" || fail "hybrid state bytes"
-echo "$info" | grep -q "kv cache: *$((2*2*1*16*2)) bytes/token bf16" || fail "hybrid kv bytes"
-echo "$info" | grep -q "mtp head: *1 layer, loaded" || fail "hybrid mtp head"
-echo "$info" | grep -q "experts: *4, 2 per token, ffn 16, renormalized; 8 of 8 layers sparse" || fail "hybrid experts"
+grep -q "state: *$((6*(3*64*4 + 4*8*8*4))) bytes/sequence" <<<"$info" || fail "hybrid state bytes"
+grep -q "kv cache: *$((2*2*1*16*2)) bytes/token bf16" <<<"$info" || fail "hybrid kv bytes"
+grep -q "mtp head: *1 layer, loaded" <<<"$info" || fail "hybrid mtp head"
+grep -q "experts: *4, 2 per token, ffn 16, renormalized; 8 of 8 layers sparse" <<<"$info" || fail "hybrid experts"
 # a Qwen3-Next and a dense Qwen3.5 synthesize and load too
 cat > "$T/hy2.json" <<'JSON'
 {"architectures": ["ARCH"], "vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 4, "num_attention_heads": 2,
@@ -79,7 +79,7 @@ JSON
 for arch in Qwen3NextForCausalLM Qwen3_5ForCausalLM; do
     sed -i "s/\"architectures\": \[\"[A-Za-z0-9_]*\"\]/\"architectures\": [\"$arch\"]/" "$T/hy2.json"
     "$CAIRN" synth --config "$T/hy2.json" --out "$T/hy2_$arch" >/dev/null 2>&1 || fail "$arch synth"
-    "$CAIRN" info "$T/hy2_$arch" 2>/dev/null | grep -q "architecture: *$arch" || fail "$arch info"
+    grep -q "architecture: *$arch" <<<"$("$CAIRN" info "$T/hy2_$arch" 2>/dev/null)" || fail "$arch info"
 done
 # a Gemma 3 with a tokenizer directory copied in
 mkdir -p "$T/tok" && echo '{"model": {}}' > "$T/tok/tokenizer.json" && echo '{}' > "$T/tok/tokenizer_config.json"
@@ -90,8 +90,8 @@ cat > "$T/g.json" <<'JSON'
 JSON
 "$CAIRN" synth --config "$T/g.json" --out "$T/g" --tokenizer "$T/tok" >/dev/null 2>&1 || fail "gemma3 synth"
 [ -f "$T/g/tokenizer.json" ] && [ -f "$T/g/tokenizer_config.json" ] || fail "tokenizer files not copied"
-"$CAIRN" info "$T/g" 2>/dev/null | grep -q "sliding: *window 8 on 1 of 2 layers" || fail "gemma3 sliding"
-"$CAIRN" info "$T/g" 2>/dev/null | grep -q "tied embed: *yes" || fail "gemma3 ties by default"
+grep -q "sliding: *window 8 on 1 of 2 layers" <<<"$("$CAIRN" info "$T/g" 2>/dev/null)" || fail "gemma3 sliding"
+grep -q "tied embed: *yes" <<<"$("$CAIRN" info "$T/g" 2>/dev/null)" || fail "gemma3 ties by default"
 # corrupt: truncate the weights; info must fail and name the file
 truncate -s 1000 "$T/moe/model.safetensors"
 if "$CAIRN" info "$T/moe" >/dev/null 2>"$T/err"; then fail "info on a truncated file succeeded"; fi

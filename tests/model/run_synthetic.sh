@@ -83,7 +83,7 @@ for _ in $(seq 1 300); do   # up to 30 s (sanitizer builds)
 done
 resp=$(curl -s "http://127.0.0.1:$port/v1/completions" -H 'content-type: application/json' \
        -d '{"model": "tiny-8k", "prompt": "Hello", "max_tokens": 5, "temperature": 0, "ignore_eos": true}' || true)
-if echo "$resp" | grep -q '"completion_tokens":5'; then ok "serve --synthetic --tokenizer answers: ${resp:0:120}"
+if grep -q '"completion_tokens":5' <<<"$resp"; then ok "serve --synthetic --tokenizer answers: ${resp:0:120}"
 else bad "serve --synthetic: $resp"; tail -5 "$T/serve.err"; fi
 if grep -q "kv cache: .* bf16" "$T/serve.err"; then ok "serve logs the KV size and dtype"
 else bad "serve: no kv cache log line"; fi

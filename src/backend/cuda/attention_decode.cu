@@ -407,7 +407,8 @@ void cuda_attention_decode(struct cuda_backend *cb, struct tensor *out, const st
     const struct cuda_batch *b = &cb->batch;
     const int D = ap->head_dim, G = ap->n_heads / ap->n_kv_heads;
     const enum dtype dt = kv->k.dtype;
-    CHECK((dt == DTYPE_BF16 || dt == DTYPE_F16 || dt == DTYPE_F8E4M3) && (D == 64 || D == 128 || D == 256) && G <= 8,
+    CHECK((dt == DTYPE_BF16 || dt == DTYPE_F16 || dt == DTYPE_F8E4M3) && (D == 64 || D == 128 || D == 256) && G <= 8 &&
+          !(dt == DTYPE_F8E4M3 && D == 256 && G > 4),
           "cuda decode attention: %s, head_dim %d, %d heads per KV head",
           dtype_name(dt), D, G);
     const int GM = G <= 4 ? 4 : 8;

@@ -206,7 +206,6 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
     st = kv_pool_new(m, be, cfg.kv_dtype, bs, n_blocks, &e->pool);
     if (st != STATUS_OK) goto out_free_fw;
     if (e->states) {
-        e->state_bytes = (size_t)sh->n_ranks * state_pool_slot_bytes(e->states);
         size_t n = snap_budget / state_pool_slot_bytes(e->states);   // snapshots on each rank, of its shard
         int n_snaps = n > (size_t)n_blocks ? n_blocks : (int)n;
         if (n_snaps > 0 && (st = state_pool_new(m, be, n_snaps, &e->snaps)) != STATUS_OK) goto out_free_ranks;
@@ -487,7 +486,7 @@ void engine_end_request(struct engine *e, struct request *r, enum finish_reason 
         pthread_mutex_unlock(&e->q_mu);
         r->counted_waiting = false;
     }
-    if (e->state_bytes > 0)   // the state must be exactly that of the computed tokens, however it was resumed
+    if (e->states)   // the state must be exactly that of the computed tokens, however it was resumed
         CHECK(r->state == sched_state_of(r->tok, r->n_computed, 0), "request %llu: state out of step with its tokens",
               (unsigned long long)r->id);
     stream_end(r->ts, why, err, clock_now_s());

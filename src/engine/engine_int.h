@@ -120,7 +120,6 @@ struct engine {
     int                    max_ctx;         // tokens a sequence may reach
     int                    max_blocks_seq;  // ceil(max_ctx / bs)
     uint64_t               salt_model;      // mixed into every request's salt
-    size_t                 state_bytes;     // per-sequence recurrent state, all ranks (0: attention only)
     struct state_pool     *snaps;           // prefix-cache snapshots: kv_prefix's slot s is slot s here (NULL: none)
 
     // inbox (any thread, under q_mu)

@@ -140,7 +140,7 @@ enum status request_new(struct engine *e, const struct gen_request *g, struct re
     r->ignore_eos = g->ignore_eos;
     r->msg_ends = dup_ids(g->msg_ends, g->n_msg_ends);
     r->n_msg_ends = r->msg_ends ? g->n_msg_ends : 0;
-    if (e->state_bytes > 0 && !r->embed) {
+    if (e->states && !r->embed) {
         // snapshot positions: block-aligned ends of the messages and of the prompt, ascending, unique
         r->snap_pos = xmalloc((size_t)(r->n_msg_ends + 1) * sizeof *r->snap_pos);
         for (int i = 0; i <= r->n_msg_ends; i++) {

@@ -83,7 +83,7 @@ uint64_t sched_state_of(const int32_t *tok, int n, uint64_t state)
 
 void sched_state_advance(struct engine *e, struct request *r, int start, int n)
 {
-    if (e->state_bytes == 0) return;
+    if (!e->states) return;
     r->state = sched_state_of(r->tok + start, n, r->state);
     int end = start + n;
     if (!e->cfg.prefix_cache || end % e->bs != 0) return;
@@ -101,7 +101,7 @@ void sched_state_advance(struct engine *e, struct request *r, int start, int n)
  * step budget (nor so on the batch around it), only on its snapshot and resume positions. */
 static int chunk_cut(const struct engine *e, const struct request *r, int start, int n)
 {
-    if (e->state_bytes == 0) return n;
+    if (!e->states) return n;
     for (int i = 0; i < r->n_snap_pos; i++)
         if (r->snap_pos[i] > start && r->snap_pos[i] < start + n) return r->snap_pos[i] - start;
     int end = start + n, aligned = end / GDN_CHUNK * GDN_CHUNK;
@@ -174,7 +174,7 @@ static bool try_admit(struct engine *e, struct request *r)
         int max_hit = (r->n_tok - 1) / e->bs;   // always compute at least the last known token
         n_hit = kv_prefix_lookup(e->px, r->salt, r->tok, r->n_tok, max_hit, e->hit_blocks, e->hit_keys);
         // a state model resumes where it has both the KV blocks and a state snapshot
-        if (e->state_bytes > 0) n_hit = kv_prefix_snap_depth(e->px, e->hit_blocks, n_hit);
+        if (e->states) n_hit = kv_prefix_snap_depth(e->px, e->hit_blocks, n_hit);
         // n > 1 choices and bursts with a common prompt: if a request in prefill is computing
         // blocks this one could share, wait for them instead of computing them twice
         int full = (r->n_tok - 1) / e->bs;
@@ -204,8 +204,6 @@ static bool try_admit(struct engine *e, struct request *r)
     if (e->states) {
         r->state_slot = state_pool_alloc(e->states);
         CHECK(r->state_slot >= 0, "state slot accounting is wrong");
-    }
-    if (e->state_bytes > 0) {
         r->state = 0;
         if (n_hit > 0) {
             int snap = kv_prefix_snap_get(e->px, e->hit_blocks[n_hit - 1], &r->state);

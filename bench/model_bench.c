@@ -162,7 +162,7 @@ int main(int argc, char **argv)
     struct state_pool *states = NULL;   // hybrid models: a recurrent-state slot per sequence
     if (m->hp.n_linear_layers > 0) {
         if (state_pool_new(m, be, n_seq_max, &states) != STATUS_OK) return 1;
-        forward_bind_states(fw, states->layers);
+        forward_bind_states(fw, states->layers, NULL);
         S.state_slot = xmalloc(sizeof(int32_t) * (size_t)n_seq_max);
         for (int i = 0; i < n_seq_max; i++) S.state_slot[i] = i;
     }

@@ -44,6 +44,9 @@ struct batch_meta {
     int            block_size;     // tokens per KV block
     const int32_t *seq_state_slot; // [n_seq] recurrent-state slot of each sequence (Gated DeltaNet
                                    // layers, struct gdn_state_layer); NULL for attention-only models
+    const int32_t *tok_snap;       // [n_tok] or NULL (none in this step): >= 0 marks a token after which
+                                   // its sequence's recurrent state is also copied to that slot of the
+                                   // snapshot store (the prefix cache's snapshots, taken inside the step)
 };
 
 /* Paged KV storage for one layer: [n_blocks * block_size, n_kv_heads, head_dim]; slot s of the
@@ -77,9 +80,10 @@ struct gdn_state_layer {
 };
 
 /* Backends that run a prefill in the chunked (WY) form of the delta rule start its chunks at
- * positions that are multiples of this, counted from the sequence start; a prefill step that ends
- * on such a position leaves the same state whatever the steps before it were, bit for bit (the
- * scheduler cuts hybrid prefills there, sched.c: chunk_cut). */
+ * positions that are multiples of this, counted from the sequence start, and end one at every
+ * snapshot token (meta->tok_snap); a prefill step that ends on such a position leaves the same
+ * state whatever the steps before it were, bit for bit (the scheduler cuts hybrid prefills there,
+ * sched.c: chunk_cut), and a snapshot is the state a step ending at its token would leave. */
 enum { GDN_CHUNK = 64 };
 
 struct gdn_params {
@@ -302,11 +306,13 @@ struct backend_ops {
     /* ---- Gated DeltaNet (hybrid models; optional: NULL where not implemented) ---- */
     // A sequence's tokens appear in the step in increasing, consecutive positions; its state lives
     // in slot seq_state_slot[tok_seq]: the ops read it (zeros instead when the token's position is
-    // 0) and leave it advanced past the step's last token. Prefill chunks and decode alike.
+    // 0) and leave it advanced past the step's last token. Prefill chunks and decode alike. After
+    // a token with meta->tok_snap[t] = j >= 0 each op also writes its part of the state as it stands
+    // there into slot j of snap (the snapshot store's layer; NULL when meta->tok_snap is).
     // out[n_tok, C] = silu(x conv w): the causal depthwise conv over each sequence's last K inputs
     // (x [n_tok, C], taps w [C, 1, K] any float dtype, ne {K, 1, C}); out must not alias x.
     void (*gdn_conv)(struct backend *, struct tensor *out, const struct tensor *x, const struct tensor *w,
-                     struct gdn_state_layer *, const struct batch_meta *);
+                     struct gdn_state_layer *, struct gdn_state_layer *snap, const struct batch_meta *);
     // out[n_tok, nv*dv]: the gated delta rule per value head h (q/k head h / (nv/nk)): q, k
     // L2-normalised (x / sqrt(sum x^2 + 1e-6)), q times dk^-0.5; g = -exp(A_log[h]) softplus(a[h] +
     // dt_bias[h]), beta = sigmoid(b[h]); S = exp(g) S; S += k (beta (v - S^T k))^T; out = S^T q.
@@ -314,7 +320,7 @@ struct backend_ops {
     void (*gdn_recurrent)(struct backend *, struct tensor *out, const struct tensor *q, const struct tensor *k,
                           const struct tensor *v, const struct tensor *a, const struct tensor *b,
                           const struct tensor *a_log, const struct tensor *dt_bias, struct gdn_state_layer *,
-                          const struct gdn_params *, const struct batch_meta *);
+                          struct gdn_state_layer *snap, const struct gdn_params *, const struct batch_meta *);
     // out[n, H*dv] = w * (x / rms(x) per head of dv, eps) * silu(z); w [dv] plain weight; out may alias x
     void (*rmsnorm_gated)(struct backend *, struct tensor *out, const struct tensor *x, const struct tensor *z,
                           const struct tensor *w, float eps);

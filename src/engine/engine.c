@@ -182,7 +182,6 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
             goto out_free_fw;
         }
         if ((st = state_pool_new(m, be, n_slots, &e->states)) != STATUS_OK) goto out_free_fw;
-        forward_bind_states(e->fw, e->states->layers);
         budget -= e->states->bytes;
         LOG_INFO("recurrent state: %d slots of %.2f MiB (%.2f GiB of the sequence memory)", n_slots,
                  (double)state_pool_slot_bytes(e->states) / (double)(1u << 20),
@@ -209,6 +208,7 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
         size_t n = snap_budget / state_pool_slot_bytes(e->states);   // snapshots on each rank, of its shard
         int n_snaps = n > (size_t)n_blocks ? n_blocks : (int)n;
         if (n_snaps > 0 && (st = state_pool_new(m, be, n_snaps, &e->snaps)) != STATUS_OK) goto out_free_ranks;
+        forward_bind_states(e->fw, e->states->layers, e->snaps ? e->snaps->layers : NULL);
         if (cfg.prefix_cache)
             LOG_INFO("prefix cache: %d state snapshots of %.2f MiB (%.2f GiB of %s memory)", n_snaps,
                      (double)state_pool_slot_bytes(e->states) / (double)(1u << 20),
@@ -252,6 +252,10 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
     e->seq_state_slot = xcalloc(mr, sizeof *e->seq_state_slot);
     e->block_ids = xcalloc(mr * (size_t)e->max_blocks_seq, sizeof *e->block_ids);
     e->out_tok = xcalloc(mr, sizeof *e->out_tok);
+    if (e->snaps) {
+        e->tok_snap = xcalloc(mt, sizeof *e->tok_snap);
+        e->snap_jobs = xcalloc((size_t)e->snaps->n_slots, sizeof *e->snap_jobs);
+    }
     e->argmax_ids = xcalloc(mr, sizeof *e->argmax_ids);
     e->logits = xcalloc(mr * (size_t)e->n_vocab, sizeof *e->logits);
     if (be->ops->host_pin) be->ops->host_pin(be, e->logits, logits_bytes(e), true);
@@ -336,6 +340,8 @@ void engine_free(struct engine *e)
     free(e->seq_state_slot);
     free(e->block_ids);
     free(e->out_tok);
+    free(e->tok_snap);
+    free(e->snap_jobs);
     free(e->argmax_ids);
     if (e->logits && e->be->ops->host_pin) e->be->ops->host_pin(e->be, e->logits, logits_bytes(e), false);
     free(e->logits);
@@ -753,7 +759,7 @@ bool engine_step(struct engine *e)
         .n_tok = n_tok, .tok_id = e->tok_id, .tok_pos = e->tok_pos, .tok_seq = e->tok_seq,
         .tok_slot = e->tok_slot, .n_seq = e->n_items, .seq_len = e->seq_len, .seq_block0 = e->seq_block0,
         .block_ids = e->block_ids, .n_out = e->n_out, .out_tok = e->out_tok, .block_size = e->bs,
-        .seq_state_slot = e->states ? e->seq_state_slot : NULL,
+        .seq_state_slot = e->states ? e->seq_state_slot : NULL, .tok_snap = e->n_snap_jobs ? e->tok_snap : NULL,
     };
     int n_jobs = 0;
     for (int i = 0; i < e->n_items; i++) {
@@ -773,6 +779,7 @@ bool engine_step(struct engine *e)
     if (st == STATUS_OK) st = st_ranks;
     if (st != STATUS_OK) {
         LOG_ERR("engine step failed: %s; ending the %d requests of the step", status_str(st), e->n_items);
+        sched_snaps_release(e);
         for (int i = 0; i < e->n_items; i++) engine_end_request(e, e->items[i].r, FINISH_ERROR, st);
         e->acc.failed_steps++;
         publish_stats(e, (double)(clock_now_ns() - t0) / 1e6, n_tok, true);
@@ -785,7 +792,7 @@ bool engine_step(struct engine *e)
         struct request *r = it->r;
         r->n_computed += it->n;
         sched_index_blocks(e, r);
-        sched_state_advance(e, r, it->start, it->n);
+        sched_state_advance(e, i);
         if (it->hid_tok >= 0) {   // its blocks go back to the free list now (never indexed)
             engine_end_request(e, r, FINISH_EMBEDDED, STATUS_OK);
             continue;

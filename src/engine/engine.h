@@ -26,12 +26,13 @@
  * admission needs a free slot and the blocks, and finish, cancel and preemption return both. Its
  * state is snapshotted into the prefix cache
  * (kv/prefix.h) at its snapshot positions: the block-aligned ends of its chat messages
- * (gen_request.msg_ends, from the server's template rendering) and of its prompt; prefill chunks
- * are cut so a step ends exactly there. Admission then resumes from the deepest matched block that
- * has a snapshot, not from the deepest matched block. Snapshots live in a state pool of their own
- * in the backend's memory (engine_cfg.state_cache_bytes, LRU), so taking and restoring one are
- * device copies queued with the steps; each is tagged with the hash chain of the tokens it covers,
- * which the engine checks on resume. Attention-only models ignore msg_ends.
+ * (gen_request.msg_ends, from the server's template rendering) and of its prompt, inside the step
+ * whose chunk covers them (batch_meta.tok_snap: the Gated DeltaNet ops write the state there, so a
+ * prompt with several snapshot positions is still one forward pass). Admission then resumes from
+ * the deepest matched block that has a snapshot, not from the deepest matched block. Snapshots
+ * live in a state pool of their own in the backend's memory (engine_cfg.state_cache_bytes, LRU),
+ * so a restore is a device copy queued with the steps; each is tagged with the hash chain of the
+ * tokens it covers, which the engine checks on resume. Attention-only models ignore msg_ends.
  *
  * n > 1 choices: submit n requests with the same prompt. Full prompt blocks are shared copy-free
  * through the prefix cache: a request whose prompt shares full blocks with a request still in

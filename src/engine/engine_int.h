@@ -84,6 +84,15 @@ struct sampled {
     struct token_logprob top[SAMPLER_MAX_TOP];
 };
 
+/* A state snapshot a step takes inside its forward pass (hybrid prefix cache): held in kv_prefix
+ * while the step runs, attached to its block after it. */
+struct snap_job {
+    int             item;               // the item whose tokens reach pos
+    int             pos;                // the state after positions [0, pos): the end of block pos / bs - 1
+    int             slot;               // held snapshot slot
+    uint64_t        tag;                // the state's fingerprint (sched_state_of)
+};
+
 struct sched_item {
     struct request *r;
     int             start;              // first position computed
@@ -151,6 +160,9 @@ struct engine {
     int32_t               *seq_block0;      // [max_running + 1]
     int32_t               *block_ids;       // [max_running * max_blocks_seq]
     int32_t               *out_tok;         // [max_running]
+    int32_t               *tok_snap;        // [max_batch_tokens] meta.tok_snap (snapshot slot or -1), with snaps
+    struct snap_job       *snap_jobs;       // [snaps->n_slots] the step's snapshots
+    int                    n_snap_jobs;
     bool                   want_hidden;     // an embedding request ends in the step being built
     int32_t               *argmax_ids;      // [max_running]
     float                 *logits;          // [max_running * n_vocab] host rows for the sampler (pinned on cuda)
@@ -184,9 +196,11 @@ void sched_waiting_remove(struct engine *e, struct request *r);
 void sched_running_remove(struct engine *e, struct request *r);
 /* Indexes the full blocks of r computed so far in the prefix cache. */
 void sched_index_blocks(struct engine *e, struct request *r);
-/* State models: advances r's state over tokens [start, start + n) and snapshots it when r reaches
- * one of its snapshot positions. */
-void sched_state_advance(struct engine *e, struct request *r, int start, int n);
+/* State models, after a step: advances the fingerprint of item i's state over its tokens and
+ * attaches the snapshots the step took for it to their blocks (sched_index_blocks first). */
+void sched_state_advance(struct engine *e, int i);
+/* A failed step's snapshots: their held slots go back. */
+void sched_snaps_release(struct engine *e);
 /* The fingerprint of the state after tokens [0, n): a hash chain, stored with each snapshot and checked on resume. */
 uint64_t sched_state_of(const int32_t *tok, int n, uint64_t state);
 
@@ -216,8 +230,7 @@ void        engine_ranks_free(struct engine *e);
  * forward_step); the other ranks also sync, and the first failure is returned. */
 enum status engine_ranks_forward(struct engine *e, const struct batch_meta *meta, struct tensor *logits,
                                  struct tensor *hidden);
-/* On every rank, queued like a step: state slot `slot` into snapshot slot `snap` (save) / back (load). */
-void        engine_ranks_state_save(struct engine *e, int slot, int snap);
+/* On every rank, queued like a step: snapshot slot `snap` into state slot `slot` (a resume). */
 void        engine_ranks_state_load(struct engine *e, int slot, int snap);
 
 #endif

@@ -36,8 +36,8 @@ enum status engine_ranks_new(struct engine *e, const struct engine_shards *sh, i
         forward_bind_collective(k->fw, sh->coll[r]);
         if (e->states) {
             if ((st = state_pool_new(k->m, k->be, e->states->n_slots, &k->states)) != STATUS_OK) break;
-            forward_bind_states(k->fw, k->states->layers);
             if (e->snaps && (st = state_pool_new(k->m, k->be, e->snaps->n_slots, &k->snaps)) != STATUS_OK) break;
+            forward_bind_states(k->fw, k->states->layers, k->snaps ? k->snaps->layers : NULL);
         }
         st = kv_pool_new(k->m, k->be, e->cfg.kv_dtype, e->bs, n_blocks, &k->pool);
     }
@@ -105,33 +105,28 @@ enum status engine_ranks_forward(struct engine *e, const struct batch_meta *meta
     return STATUS_OK;
 }
 
-/* ==== Snapshots of the recurrent state ==== */
+/* ==== Resuming from a snapshot of the recurrent state ==== */
+/* (Snapshots are taken inside the forward pass: meta.tok_snap, forward_bind_states.) */
 
 struct state_job {
     struct engine *e;
     int            slot, snap;
-    bool           save;        // slot -> snap; else snap -> slot
 };
 
 static void state_on_rank(void *ctx, int r)
 {
     struct state_job *j = ctx;
     struct engine_rank *k = &j->e->ranks[r];
-    if (j->save) state_pool_copy(k->snaps, j->snap, k->states, j->slot);
-    else state_pool_copy(k->states, j->slot, k->snaps, j->snap);
+    state_pool_copy(k->states, j->slot, k->snaps, j->snap);
 }
 
-static void state_job_run(struct engine *e, int slot, int snap, bool save)
+void engine_ranks_state_load(struct engine *e, int slot, int snap)
 {
     if (e->n_ranks <= 1) {
-        if (save) state_pool_copy(e->snaps, snap, e->states, slot);
-        else state_pool_copy(e->states, slot, e->snaps, snap);
+        state_pool_copy(e->states, slot, e->snaps, snap);
         return;
     }
     if (e->ranks_failed != STATUS_OK) return;   // its requests end with the failure anyway
-    struct state_job j = { .e = e, .slot = slot, .snap = snap, .save = save };
+    struct state_job j = { .e = e, .slot = slot, .snap = snap };
     ranks_run(e->rk, state_on_rank, &j);
 }
-
-void engine_ranks_state_save(struct engine *e, int slot, int snap) { state_job_run(e, slot, snap, true); }
-void engine_ranks_state_load(struct engine *e, int slot, int snap) { state_job_run(e, slot, snap, false); }

@@ -55,7 +55,7 @@ enum status runner_new(struct model *m, struct backend *be, int max_ctx, int chu
     if (m->hp.n_linear_layers > 0) {
         if ((st = state_pool_new(m, be, 1, &r->states)) != STATUS_OK) goto out_free_fw;
         r->state_slot = state_pool_alloc(r->states);
-        forward_bind_states(r->fw, r->states->layers);
+        forward_bind_states(r->fw, r->states->layers, NULL);
     }
     for (int i = 0; i < n_blocks; i++) r->block_ids[i] = i;
     r->seq_block0[0] = 0;

@@ -81,29 +81,57 @@ uint64_t sched_state_of(const int32_t *tok, int n, uint64_t state)
     return state;
 }
 
-void sched_state_advance(struct engine *e, struct request *r, int start, int n)
+void sched_state_advance(struct engine *e, int i)
 {
     if (!e->states) return;
-    r->state = sched_state_of(r->tok + start, n, r->state);
-    int end = start + n;
-    if (!e->cfg.prefix_cache || end % e->bs != 0) return;
-    for (int i = 0; i < r->n_snap_pos; i++) {
-        if (r->snap_pos[i] != end) continue;
-        int snap = kv_prefix_snap_put(e->px, r->table.ids[end / e->bs - 1], r->state);   // -1: block not indexed
-        if (snap >= 0) engine_ranks_state_save(e, r->state_slot, snap);
-        break;
+    const struct sched_item *it = &e->items[i];
+    struct request *r = it->r;
+    r->state = sched_state_of(r->tok + it->start, it->n, r->state);
+    for (int j = 0; j < e->n_snap_jobs; j++) {
+        const struct snap_job *sj = &e->snap_jobs[j];
+        // false (the slot is free again): the same content is indexed in another block
+        if (sj->item == i) kv_prefix_snap_attach(e->px, sj->slot, r->table.ids[sj->pos / e->bs - 1], sj->tag);
     }
 }
 
-/* State models: a chunk from start ends at the first snapshot position inside it; else, short of
- * the end of the known tokens, on a multiple of GDN_CHUNK when one lies inside it, where the
- * backends' chunked delta rule cuts its own chunks: a prompt's state then does not depend on the
- * step budget (nor so on the batch around it), only on its snapshot and resume positions. */
+void sched_snaps_release(struct engine *e)
+{
+    for (int j = 0; j < e->n_snap_jobs; j++) kv_prefix_snap_release(e->px, e->snap_jobs[j].slot);
+    e->n_snap_jobs = 0;
+}
+
+/* The item just added, r's tokens [start, start + n), takes a snapshot at each of r's snapshot
+ * positions p in (start, start + n] inside the step: the token at p - 1 carries a held slot
+ * (meta.tok_snap), the deepest positions first while slots last (the next turn resumes from the
+ * deepest). */
+static void plan_snapshots(struct engine *e, struct request *r, int start, int n)
+{
+    if (!e->snaps) return;
+    int lo = 0, hi;
+    while (lo < r->n_snap_pos && r->snap_pos[lo] <= start) lo++;
+    for (hi = lo; hi < r->n_snap_pos && r->snap_pos[hi] <= start + n; hi++) {}
+    int first = e->n_snap_jobs, tok0 = e->n_tok - n;   // the item's tokens are the step's last n
+    for (int k = hi - 1; k >= lo; k--) {
+        int slot = kv_prefix_snap_hold(e->px);
+        if (slot < 0) break;   // this step holds every slot
+        e->snap_jobs[e->n_snap_jobs++] = (struct snap_job){ .item = e->n_items - 1, .pos = r->snap_pos[k], .slot = slot };
+        e->tok_snap[tok0 + r->snap_pos[k] - 1 - start] = slot;
+    }
+    uint64_t tag = r->state;   // the fingerprints, in position order (the jobs are deepest first)
+    for (int j = e->n_snap_jobs - 1, at = start; j >= first; j--) {
+        struct snap_job *sj = &e->snap_jobs[j];
+        sj->tag = tag = sched_state_of(r->tok + at, sj->pos - at, tag);
+        at = sj->pos;
+    }
+}
+
+/* State models: short of the end of the known tokens, a chunk from start ends on a multiple of
+ * GDN_CHUNK when one lies inside it, where the backends' chunked delta rule cuts its own chunks
+ * (as at snapshot tokens): a prompt's state then does not depend on the step budget (nor so on
+ * the batch around it), only on its snapshot and resume positions. */
 static int chunk_cut(const struct engine *e, const struct request *r, int start, int n)
 {
     if (!e->states) return n;
-    for (int i = 0; i < r->n_snap_pos; i++)
-        if (r->snap_pos[i] > start && r->snap_pos[i] < start + n) return r->snap_pos[i] - start;
     int end = start + n, aligned = end / GDN_CHUNK * GDN_CHUNK;
     if (end < r->n_tok && aligned > start) return aligned - start;
     return n;
@@ -246,6 +274,7 @@ static void add_item(struct engine *e, struct request *r, int start, int n)
     *it = (struct sched_item){ .r = r, .start = start, .n = n, .out_row = -1, .hid_tok = -1 };
     for (int t = start; t < start + n; t++) {
         int i = e->n_tok++;
+        if (e->tok_snap) e->tok_snap[i] = -1;
         e->tok_id[i] = r->tok[t];
         e->tok_pos[i] = t;
         e->tok_seq[i] = s;
@@ -276,8 +305,8 @@ static int first_token_waiters(const struct engine *e)
 }
 
 /* The next prefill chunk of r: as much of its pending tokens as the step's token budget, then the
- * pacing budget (paced >= 0) or the static pairs rule (*pairs != INT64_MAX), then its next
- * snapshot position allow. */
+ * pacing budget (paced >= 0) or the static pairs rule (*pairs != INT64_MAX), then chunk_cut
+ * allow, with the state snapshots that fall inside it. */
 static void add_chunk(struct engine *e, struct request *r, int *budget, int64_t *pairs, double *paced)
 {
     int start = r->n_computed, pend = r->n_tok - start;
@@ -287,13 +316,14 @@ static void add_chunk(struct engine *e, struct request *r, int *budget, int64_t 
     else if (*pairs != INT64_MAX) n = pairs_cut(pairs, start, n);
     n = chunk_cut(e, r, start, n);
     add_item(e, r, start, n);
+    plan_snapshots(e, r, start, n);
     e->prefill_units += pace_units(&e->pace, start, n);
     *budget -= n;
 }
 
 int sched_build(struct engine *e)
 {
-    e->n_items = e->n_tok = e->n_out = 0;
+    e->n_items = e->n_tok = e->n_out = e->n_snap_jobs = 0;
     e->want_hidden = false;
     e->preempted_step = false;
     e->seq_block0[0] = 0;

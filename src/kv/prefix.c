@@ -29,12 +29,14 @@ struct kv_prefix {
     // snapshots (their state lives in the caller's store, slot for slot)
     int               n_snaps;
     uint64_t         *snap_tag;   // [n_snaps] the caller's tag of what the slot holds
-    int32_t          *snap_block; // [n_snaps] block it belongs to, -1 = free
+    int32_t          *snap_block; // [n_snaps] block it belongs to, SNAP_FREE or SNAP_HELD
     uint64_t         *snap_tick;  // [n_snaps] last use
     int32_t          *block_snap; // [n_blocks] its snapshot slot, -1 = none
     uint64_t          tick;
     int               n_snaps_used;
 };
+
+enum { SNAP_FREE = -1, SNAP_HELD = -2 };   // snap_block of a slot that holds no block's snapshot
 
 uint64_t kv_prefix_key(uint64_t parent, const int32_t *tok, int block_size)
 {
@@ -127,7 +129,7 @@ static void snap_drop(struct kv_prefix *px, int32_t block)
 {
     int32_t s = px->block_snap[block];
     if (s < 0) return;
-    px->snap_block[s] = -1;
+    px->snap_block[s] = SNAP_FREE;
     px->block_snap[block] = -1;
     px->n_snaps_used--;
 }
@@ -197,27 +199,42 @@ bool kv_prefix_snap_has(const struct kv_prefix *px, int32_t block)
     return block >= 0 && block < px->n_blocks && px->block_snap[block] >= 0;
 }
 
-int kv_prefix_snap_put(struct kv_prefix *px, int32_t block, uint64_t tag)
+int kv_prefix_snap_hold(struct kv_prefix *px)
 {
-    if (px->n_snaps == 0 || block < 0 || block >= px->n_blocks || !px->indexed[block]) return -1;
-    int32_t s = px->block_snap[block];
-    if (s < 0) {
-        int32_t lru = -1;
-        for (int i = 0; i < px->n_snaps; i++) {
-            if (px->snap_block[i] < 0) { s = i; break; }
-            if (lru < 0 || px->snap_tick[i] < px->snap_tick[lru]) lru = i;
-        }
-        if (s < 0) {
-            s = lru;
-            snap_drop(px, px->snap_block[s]);
-        }
-        px->snap_block[s] = block;
-        px->block_snap[block] = s;
-        px->n_snaps_used++;
+    int32_t s = -1, lru = -1;
+    for (int i = 0; i < px->n_snaps; i++) {
+        if (px->snap_block[i] == SNAP_FREE) { s = i; break; }
+        if (px->snap_block[i] >= 0 && (lru < 0 || px->snap_tick[i] < px->snap_tick[lru])) lru = i;
     }
-    px->snap_tag[s] = tag;
-    px->snap_tick[s] = ++px->tick;
+    if (s < 0 && lru < 0) return -1;   // none, or every slot held
+    if (s < 0) {
+        s = lru;
+        snap_drop(px, px->snap_block[s]);
+    }
+    px->snap_block[s] = SNAP_HELD;
     return s;
+}
+
+bool kv_prefix_snap_attach(struct kv_prefix *px, int slot, int32_t block, uint64_t tag)
+{
+    CHECK(slot >= 0 && slot < px->n_snaps && px->snap_block[slot] == SNAP_HELD, "snapshot slot %d is not held", slot);
+    if (block < 0 || block >= px->n_blocks || !px->indexed[block]) {
+        px->snap_block[slot] = SNAP_FREE;
+        return false;
+    }
+    snap_drop(px, block);   // a newer snapshot of the same block replaces it
+    px->snap_block[slot] = block;
+    px->block_snap[block] = slot;
+    px->n_snaps_used++;
+    px->snap_tag[slot] = tag;
+    px->snap_tick[slot] = ++px->tick;
+    return true;
+}
+
+void kv_prefix_snap_release(struct kv_prefix *px, int slot)
+{
+    CHECK(slot >= 0 && slot < px->n_snaps && px->snap_block[slot] == SNAP_HELD, "snapshot slot %d is not held", slot);
+    px->snap_block[slot] = SNAP_FREE;
 }
 
 int kv_prefix_snap_get(struct kv_prefix *px, int32_t block, uint64_t *tag)

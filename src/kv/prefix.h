@@ -55,10 +55,16 @@ int  kv_prefix_n_indexed(const struct kv_prefix *px);
 
 /* ==== Snapshots ==== */
 
-/* Makes a snapshot slot the one at the end of an indexed block, tagged tag, and returns it (the
- * caller writes the state there before any later get of it can read it); -1 if snapshots are off
- * or the block is not indexed. May evict the least recently used snapshot (its slot is reused). */
-int  kv_prefix_snap_put(struct kv_prefix *px, int32_t block, uint64_t tag);
+/* Taking a snapshot: hold a slot, write the state there, then attach it to its block once the
+ * block is indexed (or release it). A held slot is nobody's snapshot: gets and evictions skip it. */
+/* A slot for a snapshot about to be written: a free one, else the least recently used snapshot's
+ * (evicted); -1 if snapshots are off or every slot is held. */
+int  kv_prefix_snap_hold(struct kv_prefix *px);
+/* Makes held slot the snapshot at the end of block, tagged tag (replacing the block's previous
+ * one). False, and the slot is free again, if the block is not indexed. */
+bool kv_prefix_snap_attach(struct kv_prefix *px, int slot, int32_t block, uint64_t tag);
+/* Frees a held slot (its snapshot was not taken). */
+void kv_prefix_snap_release(struct kv_prefix *px, int slot);
 /* The slot of the snapshot at the end of block, with its tag (a use, for LRU); -1 if none. */
 int  kv_prefix_snap_get(struct kv_prefix *px, int32_t block, uint64_t *tag);
 bool kv_prefix_snap_has(const struct kv_prefix *px, int32_t block);

@@ -10,7 +10,7 @@
  *
  *     struct state_pool *sp;  state_pool_new(m, be, 8, &sp);
  *     int slot = state_pool_alloc(sp);          // -1 when all are taken
- *     forward_bind_states(fw, sp->layers);   ...   state_pool_release(sp, slot);
+ *     forward_bind_states(fw, sp->layers, NULL);   ...   state_pool_release(sp, slot);
  */
 #ifndef CAIRN_KV_STATE_POOL_H
 #define CAIRN_KV_STATE_POOL_H

@@ -83,6 +83,7 @@ struct forward {
     float              *host_freq;      // [rot_dim / 2] staging for dynamic rope
     struct hybrid_scratch *hs;          // hybrid models' block scratch (forward_hybrid.h), else NULL
     struct gdn_state_layer *states;     // [n_layers] recurrent state (forward_bind_states), borrowed
+    struct gdn_state_layer *snaps;      // [n_layers] the snapshot store meta->tok_snap writes, or NULL
     bool                prof;           // the backend was made with cfg profile (CAIRN_PROFILE=1)
     double              prof_s[P_N];    // seconds per op kind
     _Atomic int64_t    *heartbeat_ns;       // forward_bind_heartbeat, borrowed; NULL: none
@@ -180,7 +181,11 @@ enum status forward_new(const struct model *m, struct backend *be, int max_tok, 
     return STATUS_OK;
 }
 
-void forward_bind_states(struct forward *fw, struct gdn_state_layer *states) { fw->states = states; }
+void forward_bind_states(struct forward *fw, struct gdn_state_layer *states, struct gdn_state_layer *snaps)
+{
+    fw->states = states;
+    fw->snaps = snaps;
+}
 void forward_bind_heartbeat(struct forward *fw, _Atomic int64_t *ns) { fw->heartbeat_ns = ns; }
 
 void forward_bind_collective(struct forward *fw, struct collective *c)
@@ -366,7 +371,8 @@ static struct batch_meta rank_meta(struct forward *fw, const struct batch_meta *
 
 /* hidden != NULL: every token's final normed hidden state is wanted as well (embeddings), so the
  * final norm runs over all rows even without logits rows, and the step is never recorded or replayed
- * as a graph (a recorded step of the same shape without logits rows would not have run it). Such a
+ * as a graph (a recorded step of the same shape without logits rows would not have run it); nor is
+ * a step that takes state snapshots (meta->tok_snap: a recording without them would not). Such a
  * step skips step_graph_begin, so cuda may count its cuBLAS calls against the decode shape it saw
  * last, which then stays unrecorded: harmless, as a server embeds or generates, not both. */
 static void step(struct forward *fw, struct kv_layer *kv, const struct batch_meta *meta, struct tensor *logits,
@@ -389,7 +395,7 @@ static void step(struct forward *fw, struct kv_layer *kv, const struct batch_met
 
     // A backend may replay a recording of an equivalent earlier step instead of the ops below
     // (not while profiling: the per-op syncs cannot be recorded).
-    int graph = fw->prof || hidden ? STEP_GRAPH_NONE : be->ops->step_graph_begin(be, meta, fw, kv);
+    int graph = fw->prof || hidden || meta->tok_snap ? STEP_GRAPH_NONE : be->ops->step_graph_begin(be, meta, fw, kv);
     *logits = rows(&fw->logits, meta->n_out);
     if (hidden) *hidden = rows(&fw->xn, meta->n_tok);
     if (graph == STEP_GRAPH_REPLAYED) return;
@@ -400,8 +406,10 @@ static void step(struct forward *fw, struct kv_layer *kv, const struct batch_met
     for (int l = 0; l < hp->n_layers; l++) {
         if (hp->layer_linear[l]) {   // Gated DeltaNet (hybrids): a recurrent state per sequence, no KV cache
             CHECK(fw->states, "forward: a hybrid model's step without forward_bind_states");
+            CHECK(fw->snaps || !meta->tok_snap, "forward: a step with snapshots and no snapshot store bound");
             struct tensor proj = rows(&fw->proj, meta->n_tok);
-            OP(fw, P_GDN, hybrid_gdn_block(be, m, l, fw->hs, &x, &xn, &fw->states[l], meta, fw->coll ? &proj : NULL));
+            OP(fw, P_GDN, hybrid_gdn_block(be, m, l, fw->hs, &x, &xn, &fw->states[l], fw->snaps ? &fw->snaps[l] : NULL,
+                                           meta, fw->coll ? &proj : NULL));
             if (fw->coll) residual_add(fw, &x, &proj, NULL);
         } else {
             attention_block(fw, l, &kv[l], meta);

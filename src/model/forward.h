@@ -23,9 +23,10 @@ enum status forward_new(const struct model *m, struct backend *be, int max_tok, 
                         struct forward **out);
 void        forward_free(struct forward *fw);
 /* Hybrid models: the recurrent state the DeltaNet layers read and advance ([n_layers], entries of
- * linear layers used; kv/state_pool.h), borrowed until the next call. Steps then need
+ * linear layers used; kv/state_pool.h), and the snapshot store that steps with meta->tok_snap write
+ * (the same layout; NULL: steps take no snapshots), borrowed until the next call. Steps then need
  * meta->seq_state_slot. */
-void        forward_bind_states(struct forward *fw, struct gdn_state_layer *states);
+void        forward_bind_states(struct forward *fw, struct gdn_state_layer *states, struct gdn_state_layer *snaps);
 int         forward_max_tok(const struct forward *fw);
 /* A step stores clock_now_ns() into *ns after each block (token mixing, FFN) it issues (NULL: none), so that a long
  * step shows it is progressing (the engine's liveness; engine_get_stats). Borrowed. */

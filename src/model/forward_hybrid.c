@@ -97,8 +97,8 @@ static void residual_matmul(struct backend *be, struct tensor *x, struct tensor 
 }
 
 void hybrid_gdn_block(struct backend *be, const struct model *m, int l, struct hybrid_scratch *s, struct tensor *x,
-                      struct tensor *xn, struct gdn_state_layer *st, const struct batch_meta *meta,
-                      struct tensor *out_only)
+                      struct tensor *xn, struct gdn_state_layer *st, struct gdn_state_layer *snap,
+                      const struct batch_meta *meta, struct tensor *out_only)
 {
     const struct hparams *hp = &m->hp;
     const struct layer_weights *lw = &m->layers[l];
@@ -110,11 +110,11 @@ void hybrid_gdn_block(struct backend *be, const struct model *m, int l, struct h
     struct tensor *outs[4] = { &qkv, &z, &b, &a };
     const struct tensor *ws[4] = { &lw->gdn_qkv, &lw->gdn_z, &lw->gdn_b, &lw->gdn_a };
     project(be, 4, outs, xn, ws);
-    be->ops->gdn_conv(be, &conv, &qkv, &lw->gdn_conv, st, meta);
+    be->ops->gdn_conv(be, &conv, &qkv, &lw->gdn_conv, st, snap, meta);
     int64_t kd = (int64_t)hp->lin_n_k_heads * hp->lin_k_dim, vd = (int64_t)hp->lin_n_v_heads * hp->lin_v_dim;
     struct tensor q = cols(&conv, 0, kd), k = cols(&conv, kd, kd), v = cols(&conv, 2 * kd, vd);
     struct gdn_params p = { hp->lin_n_k_heads, hp->lin_n_v_heads, hp->lin_k_dim, hp->lin_v_dim };
-    be->ops->gdn_recurrent(be, &core, &q, &k, &v, &a, &b, &lw->gdn_a_log, &lw->gdn_dt_bias, st, &p, meta);
+    be->ops->gdn_recurrent(be, &core, &q, &k, &v, &a, &b, &lw->gdn_a_log, &lw->gdn_dt_bias, st, snap, &p, meta);
     be->ops->rmsnorm_gated(be, &core, &core, &z, &lw->gdn_norm, hp->norm_eps);
     if (out_only) be->ops->matmul(be, out_only, &core, &lw->gdn_out, NULL);
     else residual_matmul(be, x, &out, &core, &lw->gdn_out);

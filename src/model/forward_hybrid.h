@@ -7,7 +7,7 @@
  * 3-5; weights come in the layouts weights_repack_hybrid makes. Same threading as forward.c.
  *
  *     hybrid_scratch_new(be, m, max_tok, &hs);
- *     hybrid_gdn_block(be, m, l, hs, &x, &xn, &states[l], meta);   // x += mixer(norm(x))
+ *     hybrid_gdn_block(be, m, l, hs, &x, &xn, &states[l], NULL, meta, NULL);   // x += mixer(norm(x))
  *     hybrid_scratch_free(be, hs);
  */
 #ifndef CAIRN_MODEL_FORWARD_HYBRID_H
@@ -34,11 +34,13 @@ enum status hybrid_scratch_new(struct backend *be, const struct model *m, int ma
 void        hybrid_scratch_free(struct backend *be, struct hybrid_scratch *s);
 
 /* x[n, d] += out_proj(gated_norm(delta_rule(conv(norm(x) W_qkv^T)), norm(x) W_z^T)) for DeltaNet
- * layer l, continuing each sequence's state in st (slots meta->seq_state_slot); xn: scratch [n, d].
+ * layer l, continuing each sequence's state in st (slots meta->seq_state_slot) and writing the
+ * snapshots meta->tok_snap asks for into snap (NULL without them); xn: scratch [n, d].
  * out != NULL ([n, d]): the mixer's output goes there instead and x is left as it was (a rank's
  * partial sum, added after the all-reduce). */
 void hybrid_gdn_block(struct backend *be, const struct model *m, int l, struct hybrid_scratch *s, struct tensor *x,
-                      struct tensor *xn, struct gdn_state_layer *st, const struct batch_meta *meta, struct tensor *out);
+                      struct tensor *xn, struct gdn_state_layer *st, struct gdn_state_layer *snap,
+                      const struct batch_meta *meta, struct tensor *out);
 /* attn[n, nh*hd] *= sigmoid(xn wq_gate^T); xn: the attention block's normalised input. */
 void hybrid_attn_output_gate(struct backend *be, const struct model *m, int l, struct hybrid_scratch *s,
                              struct tensor *attn, const struct tensor *xn);

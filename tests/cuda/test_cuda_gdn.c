@@ -1,9 +1,10 @@
 /* test_cuda_gdn: the cuda backend's Gated DeltaNet ops (gdn_conv, gdn_recurrent, rmsnorm_gated,
  * sigmoid_mul) against ref, on batches mixing fresh, continuing and decoding sequences in
- * scattered state slots, at small, odd and Qwen3.6 head shapes; the chunked prefill and decode forms
- * against ref (lengths 1 to 1000, fresh or continuing, mixed batches); chunking invariance (a sequence fed
- * whole or 1, 7 or 64 tokens at a time); and the whole hybrid forward (Qwen3-Next, Qwen3.5,
- * Qwen3.5-MoE, tiny synthesized models) through the runner on cuda and cuda-precise against ref.
+ * scattered state slots, at small, odd and Qwen3.6 head shapes; the chunked prefill and decode
+ * forms against ref (lengths 1 to 1000, fresh or continuing, mixed batches); chunking invariance
+ * (a sequence fed whole or 1, 7 or 64 tokens at a time); state snapshots taken inside a step; and
+ * the whole hybrid forward (Qwen3-Next, Qwen3.5, Qwen3.5-MoE, tiny synthesized models) through the
+ * runner on cuda and cuda-precise against ref.
  * Needs a GPU: run by `make test-cuda` on the GPU machine. */
 #include "cuda/cuda_util.h"
 #include "ops/gdn_io.h"
@@ -57,7 +58,7 @@ TEST(ops_vs_ref)
         struct tt *hs[] = { &h.x, &h.taps, &h.a, &h.b, &h.z, &h.a_log, &h.dt_bias, &h.norm_w, &h.conv_st, &h.ssm_st };
         struct tt *ds[] = { &d.x, &d.taps, &d.a, &d.b, &d.z, &d.a_log, &d.dt_bias, &d.norm_w, &d.conv_st, &d.ssm_st };
         for (int i = 0; i < 10; i++) tt_copy(ds[i], hs[i]);
-        struct tensor th[13], td[13];
+        struct tensor th[GDN_IO_N], td[GDN_IO_N];
         gdn_io_host(&h, th);
         gdn_run_ops(g_ref, th, c, &st.meta, 0);
         struct dev_io dv;
@@ -159,7 +160,7 @@ TEST(chunking_invariance)
     rng_seed(&r, 32);
     struct gdn_io whole;
     gdn_io_new(&whole, &c, T, 3, &r);
-    struct tensor tw[13];
+    struct tensor tw[GDN_IO_N];
     struct dev_io dw;
     dev_up(&whole, &dw, tw);
     struct gdn_step st;
@@ -170,7 +171,7 @@ TEST(chunking_invariance)
         struct gdn_io part;
         rng_seed(&r, 32);
         gdn_io_new(&part, &c, T, 3, &r);   // same inputs and initial states
-        struct tensor tp[13];
+        struct tensor tp[GDN_IO_N];
         struct dev_io dp;
         dev_up(&part, &dp, tp);
         for (int t0 = 0; t0 < T; t0 += chunks[k]) {
@@ -187,6 +188,62 @@ TEST(chunking_invariance)
         gdn_io_free(&part);
     }
     gdn_io_free(&whole);
+}
+
+/* gdn_run_fn for ref (host tensors) and for cuda (uploaded, run, downloaded). */
+static void host_run(struct backend *be, struct gdn_io *io, const struct batch_meta *meta, int t0)
+{
+    struct tensor t[GDN_IO_N];
+    gdn_io_host(io, t);
+    gdn_run_ops(be, t, &io->c, meta, t0);
+}
+
+static void dev_run(struct backend *be, struct gdn_io *io, const struct batch_meta *meta, int t0)
+{
+    struct tensor t[GDN_IO_N];
+    struct dev_io dv;
+    dev_up(io, &dv, t);
+    gdn_run_ops(be, t, &io->c, meta, t0);
+    dev_down(io, &dv);
+}
+
+/* Snapshots inside a step (meta->tok_snap; gdn_io.h: gdn_snap_step): the long case takes the
+ * conv's tile pass and the chunked rule (batch_begin ends a tile at each snapshot token), the
+ * short one the walk; at a small shape and Qwen3.6's heads, outputs, states and every snapshot
+ * slot against ref's steps cut at the snapshot positions. */
+TEST(snapshots_inside_a_step)
+{
+    const struct gdn_case cs[] = { { 2, 4, 16, 8, 4, DTYPE_BF16 }, { 16, 32, 128, 128, 4, DTYPE_BF16 } };
+    const struct gdn_snap_case *scs[] = { &gdn_snap_long, &gdn_snap_short };
+    struct rng r;
+    rng_seed(&r, 34);
+    for (size_t ci = 0; ci < 2; ci++)
+        for (size_t si = 0; si < 2; si++) {
+            const struct gdn_case *c = &cs[ci];
+            const struct gdn_snap_case *sc = scs[si];
+            int rows = gdn_snap_rows(sc);
+            struct gdn_io base, rio, dio;
+            gdn_io_new(&base, c, rows, 3, &r);
+            gdn_io_clone(&rio, &base);
+            gdn_io_clone(&dio, &base);
+            gdn_snap_reference(g_ref, host_run, &rio, sc);
+            struct gdn_step st;
+            gdn_snap_step(&st, sc);
+            dev_run(g_cuda, &dio, &st.meta, 0);
+            char what[96];
+            snprintf(what, sizeof what, "dk=%d dv=%d K=%d, %d rows", c->dk, c->dv, c->K, rows);
+            int64_t w = (int64_t)c->nv * c->dv, conv_row = (c->K - 1) * base.conv_dim;
+            EXPECTF(tt_close("gated norm", dio.y.p, rio.y.p, rows * w, 1e-5, 1e-4, 1e-10), "%s", what);
+            EXPECTF(tt_close("conv state", dio.conv_st.p, rio.conv_st.p, 3 * conv_row, 1e-6, 1e-6, 1e-12), "%s", what);
+            EXPECTF(tt_close("ssm state", dio.ssm_st.p, rio.ssm_st.p, 3 * w * c->dk, 1e-5, 1e-4, 1e-10), "%s", what);
+            EXPECTF(tt_close("conv snapshots", dio.conv_snap.p, rio.conv_snap.p, GDN_IO_SNAPS * conv_row, 1e-6, 1e-6,
+                             1e-12), "%s", what);
+            EXPECTF(tt_close("ssm snapshots", dio.ssm_snap.p, rio.ssm_snap.p, GDN_IO_SNAPS * w * c->dk, 1e-5, 1e-4,
+                             1e-10), "%s", what);
+            gdn_io_free(&base);
+            gdn_io_free(&rio);
+            gdn_io_free(&dio);
+        }
 }
 
 TEST(sigmoid_mul)
@@ -274,6 +331,7 @@ int main(void)
     RUN(ops_vs_ref);
     RUN(forms_vs_ref);
     RUN(chunking_invariance);
+    RUN(snapshots_inside_a_step);
     RUN(sigmoid_mul);
     RUN(models_vs_ref);
     backend_free(g_cuda);

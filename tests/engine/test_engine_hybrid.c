@@ -197,7 +197,9 @@ static int drain_logprobs(struct token_stream *ts, float *lp, int cap)
     return n;
 }
 
-TEST(prefix_cache_resumes_from_snapshots)
+/* max_batch_tokens 128: the prompt's snapshots fall inside its chunks of 128; 1024: the whole
+ * prompt is one step, which takes its three snapshots inside the forward pass. */
+static void resume_from_snapshots(int max_batch_tokens)
 {
     static int32_t a[600], b[600];
     random_prompt(61, a, 600);
@@ -207,7 +209,7 @@ TEST(prefix_cache_resumes_from_snapshots)
     solo_greedy(a, 600, 6, want_a);
     solo_greedy(b, 600, 6, want_b);
     struct engine_cfg cfg = engine_cfg_default();
-    cfg.max_batch_tokens = 128;
+    cfg.max_batch_tokens = max_batch_tokens;
     cfg.kv_cache_bytes = 4 << 20;
     struct engine *e;
     ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
@@ -219,6 +221,8 @@ TEST(prefix_cache_resumes_from_snapshots)
     ASSERT(engine_submit(e, &ga, &ta) == STATUS_OK);
     run_until_idle(e, 500);
     EXPECT(kv_prefix_n_snaps_used(e->px) == 3);
+    if (max_batch_tokens >= 600) EXPECTF(e->acc.steps == 6, "%llu steps for a one-step prompt and 5 decodes",
+                                         (unsigned long long)e->acc.steps);
     // the snapshots' own state pool: 1 GiB's worth beside the explicit budget, at most a block each
     size_t per_slot = model_seq_state_bytes(&g_m->hp, DTYPE_F32);
     size_t want_snaps = ((size_t)1 << 30) / per_slot;
@@ -275,6 +279,12 @@ TEST(prefix_cache_resumes_from_snapshots)
     token_stream_release(ta);
     token_stream_release(tc);
     engine_free(e);
+}
+
+TEST(prefix_cache_resumes_from_snapshots)
+{
+    resume_from_snapshots(128);
+    resume_from_snapshots(1024);
 }
 
 int main(void)

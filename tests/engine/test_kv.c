@@ -178,30 +178,46 @@ TEST(snapshots_slots_and_tags)
     kv_table_init(&t, 8);
     index_seq(kb, px, &t, 1, tok, 5 * BS);
     // message ends at positions 2*BS+1 and 5*BS: snapshots at the block-aligned ends 2*BS and 5*BS
-    int s1 = kv_prefix_snap_put(px, t.ids[1], 0xa1), s4 = kv_prefix_snap_put(px, t.ids[4], 0xb2);
+    int s1 = kv_prefix_snap_hold(px), s4 = kv_prefix_snap_hold(px);
     EXPECT(s1 >= 0 && s1 < 2 && s4 >= 0 && s4 < 2 && s1 != s4);
-    EXPECT(kv_prefix_snap_put(px, t.ids[1], 0xa5) == s1);   // a block's new snapshot keeps its slot
+    EXPECT(kv_prefix_snap_hold(px) == -1);   // both held: nothing to evict
+    EXPECT(kv_prefix_n_snaps_used(px) == 0 && !kv_prefix_snap_has(px, t.ids[1]));   // held is nobody's yet
+    EXPECT(kv_prefix_snap_attach(px, s1, t.ids[1], 0xa1) && kv_prefix_snap_attach(px, s4, t.ids[4], 0xb2));
     int32_t hit[8];
     uint64_t keys[8], tag = 0;
     int n = kv_prefix_lookup(px, 1, tok, 5 * BS, 8, hit, keys);
     EXPECT(n == 5 && kv_prefix_snap_depth(px, hit, n) == 5);
     EXPECT(kv_prefix_snap_depth(px, hit, 4) == 2);   // a request diverging in block 4 resumes at 2*BS
-    EXPECT(kv_prefix_snap_get(px, hit[1], &tag) == s1 && tag == 0xa5);
+    EXPECT(kv_prefix_snap_get(px, hit[1], &tag) == s1 && tag == 0xa1);
     EXPECT(kv_prefix_snap_get(px, hit[0], &tag) == -1);
     // a third snapshot evicts the least recently used one (block 4's: block 1's was just read) and
     // takes its slot
-    EXPECT(kv_prefix_snap_put(px, t.ids[2], 0xc3) == s4);
+    int s2 = kv_prefix_snap_hold(px);
+    EXPECT(s2 == s4 && kv_prefix_n_snaps_used(px) == 1 && !kv_prefix_snap_has(px, t.ids[4]));
+    EXPECT(kv_prefix_snap_attach(px, s2, t.ids[2], 0xc3));
     EXPECT(kv_prefix_n_snaps_used(px) == 2);
     EXPECT(!kv_prefix_snap_has(px, t.ids[4]) && kv_prefix_snap_has(px, t.ids[1]));
     EXPECT(kv_prefix_snap_get(px, t.ids[4], &tag) == -1 && kv_prefix_snap_get(px, t.ids[2], &tag) == s4 && tag == 0xc3);
     EXPECT(kv_prefix_snap_depth(px, hit, 5) == 3);
+    // a block's newer snapshot replaces its older one; a released slot is free again
+    int s5 = kv_prefix_snap_hold(px);   // the LRU: block 1's
+    EXPECT(s5 == s1 && kv_prefix_snap_attach(px, s5, t.ids[1], 0xa5));
+    EXPECT(kv_prefix_snap_get(px, t.ids[1], &tag) == s1 && tag == 0xa5 && kv_prefix_n_snaps_used(px) == 2);
+    int s6 = kv_prefix_snap_hold(px);
+    kv_prefix_snap_release(px, s6);
+    EXPECT(kv_prefix_n_snaps_used(px) == 1);   // its snapshot was evicted by the hold, the slot is free
     // a block's eviction drops its snapshot; an unindexed block takes none
     kv_table_release(kb, &t);
     struct kv_table big;
     kv_table_init(&big, 12);
     EXPECT(kv_table_grow(kb, &big, 12 * BS, BS) == STATUS_OK);
     EXPECT(kv_prefix_n_snaps_used(px) == 0 && kv_prefix_n_indexed(px) == 0);
-    EXPECT(kv_prefix_snap_put(px, big.ids[0], 0xd4) == -1);
+    int s7 = kv_prefix_snap_hold(px);
+    EXPECT(s7 >= 0 && !kv_prefix_snap_attach(px, s7, big.ids[0], 0xd4) && kv_prefix_n_snaps_used(px) == 0);
+    int s8 = kv_prefix_snap_hold(px), s9 = kv_prefix_snap_hold(px);   // s7's slot was freed: both slots again
+    EXPECT(s8 >= 0 && s9 >= 0 && s8 != s9);
+    kv_prefix_snap_release(px, s8);
+    kv_prefix_snap_release(px, s9);
     kv_table_release(kb, &big);
     kv_table_deinit(&big);
     kv_table_deinit(&t);
@@ -242,8 +258,9 @@ TEST(random_stress)
             parent = k;
         }
         if (n / BS > 0) {
-            int snap = kv_prefix_snap_put(px, t[s].ids[n / BS - 1], (uint64_t)it);
+            int snap = kv_prefix_snap_hold(px);
             if (snap < 0 || snap >= 4) bad++;
+            else kv_prefix_snap_attach(px, snap, t[s].ids[n / BS - 1], (uint64_t)it);   // false: indexed elsewhere
         }
         if (!counts_ok(kb)) bad++;
     }

@@ -9,7 +9,8 @@
  * recurrent one on fresh and continuing prefills; and chunking invariance: one 300-token
  * sequence fed whole or 1, 7, 64, 100 or 256 tokens at a time gives the same outputs and the
  * same final conv and recurrent states, on ref and on cpu (cpu: decode steps, chunked pieces
- * and their mixes, all within f32 rounding of each other).
+ * and their mixes, all within f32 rounding of each other); state snapshots taken inside a step
+ * equal, bit for bit, the states of steps cut at their positions.
  */
 #include "ops/gdn_io.h"
 
@@ -214,6 +215,51 @@ TEST(chunking_invariance)
     gdn_io_free(&base);
 }
 
+/* ==== Snapshots inside a step ==== */
+
+/* A step that takes snapshots (meta->tok_snap) leaves, bit for bit, the outputs, the states and in
+ * each snapshot slot the state that steps cut at the snapshot positions give (the chunked form
+ * ends its pieces there; gdn_io.h: gdn_snap_step, gdn_snap_reference); slots it does not write
+ * keep their contents. */
+TEST(snapshots_inside_a_step)
+{
+    struct rng r;
+    rng_seed(&r, 24);
+    const struct gdn_case cs[] = { { 2, 4, 16, 8, 4, DTYPE_BF16 }, { 3, 3, 33, 17, 2, DTYPE_F32 } };
+    const struct gdn_snap_case *scs[] = { &gdn_snap_long, &gdn_snap_short };
+    struct backend *bes[] = { g_ref, g_cpu };
+    for (size_t ci = 0; ci < 2; ci++)
+        for (size_t si = 0; si < 2; si++) {
+            const struct gdn_case *c = &cs[ci];
+            const struct gdn_snap_case *sc = scs[si];
+            int rows = gdn_snap_rows(sc);
+            struct gdn_io base;
+            gdn_io_new(&base, c, rows, 3, &r);
+            int64_t w = (int64_t)c->nv * c->dv, conv_row = (c->K - 1) * base.conv_dim;
+            for (int bi = 0; bi < 2; bi++) {
+                struct gdn_io whole, cut;
+                gdn_io_clone(&whole, &base);
+                gdn_io_clone(&cut, &base);
+                struct gdn_step st;
+                gdn_snap_step(&st, sc);
+                io_run(bes[bi], &whole, &st.meta, 0);
+                gdn_snap_reference(bes[bi], io_run, &cut, sc);
+                char what[96];
+                snprintf(what, sizeof what, "%s, dk=%d dv=%d K=%d, %d rows", bes[bi]->ops->name, c->dk, c->dv, c->K, rows);
+                EXPECTF(!memcmp(whole.y.p, cut.y.p, sizeof(float) * (size_t)(rows * w)), "%s: outputs", what);
+                EXPECTF(!memcmp(whole.conv_st.p, cut.conv_st.p, sizeof(float) * (size_t)(3 * conv_row)) &&
+                        !memcmp(whole.ssm_st.p, cut.ssm_st.p, sizeof(float) * (size_t)(3 * w * c->dk)), "%s: states", what);
+                EXPECTF(!memcmp(whole.conv_snap.p, cut.conv_snap.p, sizeof(float) * (size_t)(GDN_IO_SNAPS * conv_row)),
+                        "%s: conv snapshots", what);
+                EXPECTF(!memcmp(whole.ssm_snap.p, cut.ssm_snap.p, sizeof(float) * (size_t)(GDN_IO_SNAPS * w * c->dk)),
+                        "%s: recurrent-state snapshots", what);
+                gdn_io_free(&whole);
+                gdn_io_free(&cut);
+            }
+            gdn_io_free(&base);
+        }
+}
+
 TEST(sigmoid_mul_vs_ref)
 {
     struct rng r;
@@ -249,6 +295,7 @@ int main(void)
     RUN(ref_closed_form);
     RUN(cpu_vs_ref);
     RUN(chunking_invariance);
+    RUN(snapshots_inside_a_step);
     RUN(sigmoid_mul_vs_ref);
     backend_free(g_cpu1);
     backend_free(g_cpu);

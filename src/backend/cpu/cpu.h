@@ -92,11 +92,11 @@ void        cpu_buffer_free(struct backend *be, struct buffer *buf);
 /* act(g) * u over n contiguous floats (shared by glu and moe_ffn). */
 /* Gated DeltaNet ops (cpu_gdn.c). */
 void cpu_gdn_conv(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *w,
-                  struct gdn_state_layer *st, const struct batch_meta *meta);
+                  struct gdn_state_layer *st, struct gdn_state_layer *snap, const struct batch_meta *meta);
 void cpu_gdn_recurrent(struct backend *be, struct tensor *out, const struct tensor *q, const struct tensor *k,
                        const struct tensor *v, const struct tensor *a, const struct tensor *b,
                        const struct tensor *a_log, const struct tensor *dt_bias, struct gdn_state_layer *st,
-                       const struct gdn_params *p, const struct batch_meta *meta);
+                       struct gdn_state_layer *snap, const struct gdn_params *p, const struct batch_meta *meta);
 void cpu_rmsnorm_gated(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *z,
                        const struct tensor *w, float eps);
 void cpu_sigmoid_mul(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *g);

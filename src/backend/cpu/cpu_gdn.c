@@ -5,8 +5,9 @@
  * decode token takes the recurrent step (two sweeps over the head's state S with f32 sums over
  * contiguous dv), a prefill piece of 2-64 tokens the chunked WY form (rec_chunk: a few small
  * GEMMs on the attention kernels, qk and pv, with S read three times per chunk instead of twice
- * per token). Chunks are aligned to positions that are multiples of 64, so the result depends on
- * where the step cut the prompt only through the pieces next to the cut. Both forms match ref
+ * per token). Chunks are aligned to positions that are multiples of 64 and end at snapshot tokens
+ * (meta->tok_snap), so the result depends on where the step cut the prompt only through the pieces
+ * next to the cut, and a snapshot equals the state of a step cut there. Both forms match ref
  * (the recurrent oracle) within f32 rounding, not bit for bit (qwen35-arch.md 3.7).
  */
 #include <math.h>
@@ -29,13 +30,22 @@ static int32_t state_slot(const struct batch_meta *meta, int i, int64_t n_slots)
     return slot;
 }
 
+/* The snapshot row token i's state goes to after it (meta->tok_snap), or NULL. */
+static float *snap_row(const struct batch_meta *meta, int i, const struct tensor *snap)
+{
+    if (!meta->tok_snap || meta->tok_snap[i] < 0) return NULL;
+    CHECK(snap && snap->buf && meta->tok_snap[i] < tensor_rows(snap), "gdn: snapshot slot %d without its store",
+          meta->tok_snap[i]);
+    return host_row(snap, meta->tok_snap[i]);
+}
+
 /* ==== Causal depthwise conv + SiLU ==== */
 
 struct conv_ctx {
     struct cpu              *c;
     struct tensor           *out;
     const struct tensor     *x, *w;
-    struct gdn_state_layer  *st;
+    struct gdn_state_layer  *st, *snap;
     const struct batch_meta *meta;
 };
 
@@ -61,17 +71,20 @@ static void conv_task(void *arg, int task, int thread)
             for (int64_t j = 0; j + 1 < K - 1; j++) hist[j * C + ch] = hist[(j + 1) * C + ch];
             if (K > 1) hist[(K - 2) * C + ch] = xr[ch];
         }
+        float *snap = snap_row(a->meta, i, a->snap ? &a->snap->conv : NULL);
+        for (int64_t j = 0; snap && j < K - 1; j++)
+            memcpy(snap + j * C + c0, hist + j * C + c0, sizeof(float) * (size_t)(c1 - c0));
     }
 }
 
 void cpu_gdn_conv(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *w,
-                  struct gdn_state_layer *st, const struct batch_meta *meta)
+                  struct gdn_state_layer *st, struct gdn_state_layer *snap, const struct batch_meta *meta)
 {
     struct cpu *c = be->impl;
     int64_t C = x->ne[0], K = w->ne[0];
     CHECK(out->dtype == DTYPE_F32 && x->dtype == DTYPE_F32 && st->conv.dtype == DTYPE_F32, "gdn_conv: f32 only");
     CHECK(w->ne[1] == 1 && w->ne[2] == C && out->ne[0] == C && st->conv.ne[0] == (K - 1) * C, "gdn_conv: shapes");
-    struct conv_ctx a = { c, out, x, w, st, meta };
+    struct conv_ctx a = { c, out, x, w, st, snap, meta };
     int n_tasks = (int)((C + CONV_CHANNELS_PER_TASK - 1) / CONV_CHANNELS_PER_TASK);
     threadpool_run(c->tp, n_tasks, conv_task, &a);
 }
@@ -83,7 +96,7 @@ struct rec_ctx {
     struct tensor           *out;
     const struct tensor     *q, *k, *v, *a, *b;
     const float             *a_log, *dt_bias;   // [nv] f32 copies
-    struct gdn_state_layer  *st;
+    struct gdn_state_layer  *st, *snap;
     const struct gdn_params *p;
     const struct batch_meta *meta;
 };
@@ -208,7 +221,8 @@ static void rec_chunk(const struct rec_ctx *a, const int *idx, int L, int64_t h,
 }
 
 /* One (sequence, value head): its tokens of the step in order, cut into pieces at chunk
- * boundaries; a piece of one token (decode) takes the recurrent step, longer ones the chunked form. */
+ * boundaries and after snapshot tokens; a piece of one token (decode) takes the recurrent step,
+ * longer ones the chunked form. */
 static void rec_task(void *arg, int task, int thread)
 {
     struct rec_ctx *a = arg;
@@ -218,13 +232,14 @@ static void rec_task(void *arg, int task, int thread)
     int seq = task / (int)nv;
     int64_t h = task % nv, kh = h / (nv / p->n_k_heads);
     float *scr = cpu_thread_scratch(a->c, thread, rec_chunk_scratch(dk, dv) + (size_t)(2 * dk + 3 * dv));
-    float *S = NULL;
+    float *S = NULL, *snap = NULL;   // snap: where the state goes after the piece's last token
     int idx[GDN_CHUNK], L = 0;
     for (int i = 0; i <= meta->n_tok; i++) {
         bool mine = i < meta->n_tok && meta->tok_seq[i] == seq;
-        if (L > 0 && (!mine || meta->tok_pos[i] % GDN_CHUNK == 0 || L == GDN_CHUNK)) {   // the piece ends before token i
+        if (L > 0 && (!mine || meta->tok_pos[i] % GDN_CHUNK == 0 || L == GDN_CHUNK || snap)) {   // the piece ends before token i
             if (L == 1) rec_step(a, idx[0], h, kh, S, scr);
             else rec_chunk(a, idx, L, h, kh, S, scr);
+            if (snap) memcpy(snap + h * dk * dv, S, sizeof(float) * (size_t)(dk * dv));
             L = 0;
         }
         if (!mine) continue;
@@ -233,13 +248,14 @@ static void rec_task(void *arg, int task, int thread)
             if (meta->tok_pos[i] == 0) memset(S, 0, sizeof(float) * (size_t)(dk * dv));
         }
         idx[L++] = i;
+        snap = snap_row(meta, i, a->snap ? &a->snap->ssm : NULL);
     }
 }
 
 void cpu_gdn_recurrent(struct backend *be, struct tensor *out, const struct tensor *q, const struct tensor *k,
                        const struct tensor *v, const struct tensor *a, const struct tensor *b,
                        const struct tensor *a_log, const struct tensor *dt_bias, struct gdn_state_layer *st,
-                       const struct gdn_params *p, const struct batch_meta *meta)
+                       struct gdn_state_layer *snap, const struct gdn_params *p, const struct batch_meta *meta)
 {
     struct cpu *c = be->impl;
     int64_t nk = p->n_k_heads, nv = p->n_v_heads, dk = p->k_dim, dv = p->v_dim;
@@ -252,7 +268,7 @@ void cpu_gdn_recurrent(struct backend *be, struct tensor *out, const struct tens
     float *par = cpu_shared_scratch(c, (size_t)(2 * nv));
     c->kf->to_f32(a_log->dtype, host_row(a_log, 0), par, nv);
     c->kf->to_f32(dt_bias->dtype, host_row(dt_bias, 0), par + nv, nv);
-    struct rec_ctx ctx = { c, out, q, k, v, a, b, par, par + nv, st, p, meta };
+    struct rec_ctx ctx = { c, out, q, k, v, a, b, par, par + nv, st, snap, p, meta };
     threadpool_run(c->tp, meta->n_seq * (int)nv, rec_task, &ctx);
 }
 

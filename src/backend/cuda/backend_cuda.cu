@@ -308,7 +308,8 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
     if (x->staged_pending) CUDA_CHECK(cudaEventSynchronize(x->staged));   // pinned pack still in use
 
     // Query tiles for the tiled prefill kernel (see attention_tiled.cu): up to 128 tokens, its
-    // ATT_TILE (one 128-row block there: each K/V tile is fetched once per 128 query rows).
+    // ATT_TILE (one 128-row block there: each K/V tile is fetched once per 128 query rows); the
+    // Gated DeltaNet kernels' too, so a tile also ends at each snapshot token (gdn.cu).
     if (m->n_tok > b->cap_tok) {
         free(b->h_tiles);
         b->cap_tok = m->n_tok * 2;
@@ -318,7 +319,7 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
     for (int t = 0; t < m->n_tok; t++) {
         int32_t *cur = b->h_tiles + 3 * (n_tiles - 1);
         bool extend = n_tiles > 0 && m->tok_seq && m->tok_pos && cur[2] == m->tok_seq[t] && cur[1] < 128 &&
-                      m->tok_pos[t] == m->tok_pos[cur[0] + cur[1] - 1] + 1;
+                      m->tok_pos[t] == m->tok_pos[cur[0] + cur[1] - 1] + 1 && !(m->tok_snap && m->tok_snap[t - 1] >= 0);
         if (extend) {
             cur[1]++;
         } else {
@@ -330,19 +331,22 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
     }
 
     // One pinned pack, one copy. The block table, the only array whose length varies between
-    // steps of equal shape, goes last, so a recorded step graph's array addresses stay valid.
+    // steps of equal shape, goes last, so a recorded step graph's array addresses stay valid (a
+    // step with snapshots, whose tok_snap takes n_tok words instead of one, is never recorded).
     int n_blocks = m->seq_block0 ? m->seq_block0[m->n_seq] : 0;
-    enum { N_ARR = 10 };
+    enum { N_ARR = 11 };
     size_t sizes[N_ARR] = {
         sizeof(int64_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_tok,
         sizeof(int32_t) * (size_t)m->n_tok, sizeof(int32_t) * (size_t)m->n_seq, sizeof(int32_t) * (size_t)(m->n_seq + 1),
         sizeof(int32_t) * (size_t)(m->n_out > 0 ? m->n_out : 1), sizeof(int32_t) * 3 * (size_t)(n_tiles > 0 ? n_tiles : 1),
-        sizeof(int32_t) * (size_t)(m->n_seq > 0 ? m->n_seq : 1), sizeof(int32_t) * (size_t)(n_blocks > 0 ? n_blocks : 1),
+        sizeof(int32_t) * (size_t)(m->n_seq > 0 ? m->n_seq : 1), sizeof(int32_t) * (size_t)(m->tok_snap ? m->n_tok : 1),
+        sizeof(int32_t) * (size_t)(n_blocks > 0 ? n_blocks : 1),
     };
     const void *srcs[N_ARR] = { m->tok_slot, m->tok_id, m->tok_pos, m->tok_seq, m->seq_len, m->seq_block0, m->out_tok,
-                                b->h_tiles, m->seq_state_slot, m->block_ids };
+                                b->h_tiles, m->seq_state_slot, m->tok_snap, m->block_ids };
     int32_t **dsts32[N_ARR - 1] = { &b->d_tok_id, &b->d_tok_pos, &b->d_tok_seq, &b->d_seq_len, &b->d_seq_block0,
-                                    &b->d_out_tok, &b->d_tiles, &b->d_seq_state_slot, &b->d_block_ids };
+                                    &b->d_out_tok, &b->d_tiles, &b->d_seq_state_slot, &b->d_tok_snap,
+                                    &b->d_block_ids };
     size_t total = 0, offs[N_ARR];
     for (int i = 0; i < N_ARR; i++) {
         offs[i] = total;
@@ -357,6 +361,7 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
     x->staged_pending = true;
     b->d_tok_slot = (int64_t *)dev;
     for (int i = 1; i < N_ARR; i++) *dsts32[i - 1] = (int32_t *)(dev + offs[i]);
+    if (!m->tok_snap) b->d_tok_snap = NULL;
     b->n_tiles = n_tiles;
 
     b->n_tok = m->n_tok;

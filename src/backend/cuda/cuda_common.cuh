@@ -45,9 +45,11 @@ struct cuda_batch {
     bool     all_single;         // every sequence contributes at most one token (pure decode)
     int32_t *d_tok_id, *d_tok_pos, *d_tok_seq, *d_seq_len, *d_seq_block0, *d_block_ids, *d_out_tok;
     int32_t *d_seq_state_slot;   // [n_seq] recurrent-state slots (hybrid models; unset otherwise)
+    int32_t *d_tok_snap;         // [n_tok] meta->tok_snap, NULL when the step takes no snapshots
     int64_t *d_tok_slot;
     int      n_tiles;            // query tiles for the tiled prefill kernel: runs of consecutive
-    int32_t *d_tiles;            // positions of one sequence, <= 64 tokens: [n_tiles][first, n, seq]
+    int32_t *d_tiles;            // positions of one sequence, <= 128 tokens, ending at every snapshot
+                                 // token (tok_snap): [n_tiles][first, n, seq]
     int32_t *h_tiles;            // host staging, cap_tok * 3
     int      cap_tok, cap_seq, cap_blocks;
     void    *d_pack;             // device copy of all the arrays above, one allocation
@@ -316,11 +318,11 @@ void cuda_moe_ffn_add(struct backend *, struct tensor *, const struct tensor *, 
                       enum act);
 void cuda_fill_synthetic(struct backend *, struct tensor *, uint64_t, float, float);
 void cuda_gdn_conv(struct backend *, struct tensor *, const struct tensor *, const struct tensor *,
-                   struct gdn_state_layer *, const struct batch_meta *);
+                   struct gdn_state_layer *, struct gdn_state_layer *, const struct batch_meta *);
 void cuda_gdn_recurrent(struct backend *, struct tensor *, const struct tensor *, const struct tensor *,
                         const struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *,
-                        const struct tensor *, struct gdn_state_layer *, const struct gdn_params *,
-                        const struct batch_meta *);
+                        const struct tensor *, struct gdn_state_layer *, struct gdn_state_layer *,
+                        const struct gdn_params *, const struct batch_meta *);
 void cuda_rmsnorm_gated(struct backend *, struct tensor *, const struct tensor *, const struct tensor *,
                         const struct tensor *, float);
 void cuda_sigmoid_mul(struct backend *, struct tensor *, const struct tensor *, const struct tensor *);

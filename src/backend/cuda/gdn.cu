@@ -7,9 +7,13 @@
  * run of GDN_CHUNKED_MIN_RUN tokens of one sequence the chunked WY form of cpu_gdn.c (pieces
  * between multiples of GDN_CHUNK: everything that does not depend on S for all pieces in parallel,
  * then one pass over each sequence's pieces per 32 columns of S, both on tensor cores); any other
- * step, and every step in cuda-deterministic, k_gdn_recurrent, where the block that owns a
- * (sequence, value head) walks the step's tokens in order, one thread per column of S. The conv runs over the step's tiles when
- * each sequence's tokens are one run of the batch, else one thread per channel walks the step.
+ * step, every step in cuda-deterministic and every step with snapshots, k_gdn_recurrent, where the
+ * block that owns a (sequence, value head) walks the step's tokens in order, one thread per column
+ * of S. The conv runs over the step's tiles when each sequence's tokens are one run of the batch,
+ * else one thread per channel walks the step. Snapshots (meta->tok_snap): batch_begin ends a tile
+ * at each snapshot token, so a chunked piece ends there too, and the kernel that holds the state
+ * at that point writes it out (the conv state pass per tile end, the chunked pass per piece end,
+ * the walks per token).
  */
 #include "backend/cuda/cuda_common.cuh"
 
@@ -35,8 +39,9 @@ __device__ __forceinline__ float block_sum(float v, float *red)
 
 /* ---- conv, any layout: grid (channel blocks, sequences), one thread per channel walks the step ---- */
 template <typename T>
-__global__ void k_gdn_conv(float *out, const float *x, const T *w, float *conv_state, const int32_t *tok_seq,
-                           const int32_t *tok_pos, const int32_t *seq_slot, int n_tok, int C, int K)
+__global__ void k_gdn_conv(float *out, const float *x, const T *w, float *conv_state, float *snap_conv,
+                           const int32_t *tok_snap, const int32_t *tok_seq, const int32_t *tok_pos,
+                           const int32_t *seq_slot, int n_tok, int C, int K)
 {
     int c = blockIdx.x * blockDim.x + threadIdx.x, s = blockIdx.y;
     if (c >= C) return;
@@ -54,6 +59,8 @@ __global__ void k_gdn_conv(float *out, const float *x, const T *w, float *conv_s
         out[(size_t)t * C + c] = silu_f(acc);
         for (int j = 0; j + 1 < K - 1; j++) h[j] = h[j + 1];
         if (K > 1) h[K - 2] = xv;
+        if (tok_snap && tok_snap[t] >= 0)
+            for (int j = 0; j < K - 1; j++) snap_conv[((size_t)tok_snap[t] * (K - 1) + j) * C + c] = h[j];
     }
     for (int j = 0; j < K - 1; j++) hist[(size_t)j * C + c] = h[j];
 }
@@ -99,20 +106,32 @@ __global__ void k_gdn_conv_runs(float *out, const float *x, const T *w, const fl
     }
 }
 
-__global__ void k_gdn_conv_state(const float *x, float *conv_state, const int32_t *tiles, int n_tiles,
-                                 const int32_t *tok_seq, const int32_t *tok_pos, const int32_t *seq_slot, int C, int K)
+/* Channel c of the conv state after token t (its sequence's K - 1 inputs up to t) into dst, a
+ * [K-1][C] state; hist: the sequence's state before the step (read first: dst may be hist). */
+__device__ __forceinline__ void conv_state_store(float *dst, const float *x, const float *hist, const int32_t *tok_seq,
+                                                 const int32_t *tok_pos, int t, int K, int C, int c)
+{
+    float h[GDN_MAX_CONV_TAPS];
+    conv_history(h, x, hist, tok_seq, tok_pos, t, K, C, c);
+    for (int j = 0; j + 1 < K - 1; j++) dst[(size_t)j * C + c] = h[j + 1];
+    dst[(size_t)(K - 2) * C + c] = x[(size_t)t * C + c];
+}
+
+__global__ void k_gdn_conv_state(const float *x, float *conv_state, float *snap_conv, const int32_t *tok_snap,
+                                 const int32_t *tiles, int n_tiles, const int32_t *tok_seq, const int32_t *tok_pos,
+                                 const int32_t *seq_slot, int C, int K)
 {
     const int c = blockIdx.x * blockDim.x + threadIdx.x, s = blockIdx.y;
     if (c >= C || K < 2) return;
-    int last = -1;   // the sequence's last token of the step
-    for (int tl = 0; tl < n_tiles; tl++)
-        if (tiles[3 * tl + 2] == s) last = tiles[3 * tl] + tiles[3 * tl + 1] - 1;
-    if (last < 0) return;
     float *hist = conv_state + (size_t)seq_slot[s] * (size_t)(K - 1) * C;
-    float h[GDN_MAX_CONV_TAPS];
-    conv_history(h, x, hist, tok_seq, tok_pos, last, K, C, c);   // reads this thread's old state first
-    for (int j = 0; j + 1 < K - 1; j++) hist[(size_t)j * C + c] = h[j + 1];
-    hist[(size_t)(K - 2) * C + c] = x[(size_t)last * C + c];
+    int last = -1;   // the sequence's last token of the step
+    for (int tl = 0; tl < n_tiles; tl++) {
+        if (tiles[3 * tl + 2] != s) continue;
+        last = tiles[3 * tl] + tiles[3 * tl + 1] - 1;
+        if (tok_snap && tok_snap[last] >= 0)   // batch_begin ends a tile at each snapshot token
+            conv_state_store(snap_conv + (size_t)tok_snap[last] * (K - 1) * C, x, hist, tok_seq, tok_pos, last, K, C, c);
+    }
+    if (last >= 0) conv_state_store(hist, x, hist, tok_seq, tok_pos, last, K, C, c);
 }
 
 /* Each sequence's tokens one run of consecutive positions, the sequences in batch order (the
@@ -127,7 +146,7 @@ static bool batch_in_runs(const struct batch_meta *m)
 }
 
 void cuda_gdn_conv(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *w,
-                   struct gdn_state_layer *st, const struct batch_meta *m)
+                   struct gdn_state_layer *st, struct gdn_state_layer *snap, const struct batch_meta *m)
 {
     struct cuda_backend *cb = cuda_of(be);
     int C = (int)x->ne[0], K = (int)w->ne[0];
@@ -137,29 +156,32 @@ void cuda_gdn_conv(struct backend *be, struct tensor *out, const struct tensor *
     CHECK(K >= 1 && K <= GDN_MAX_CONV_TAPS, "gdn_conv: %d taps (at most %d)", K, GDN_MAX_CONV_TAPS);
     CHECK(m->seq_state_slot && tensor_is_contiguous(x) && tensor_is_contiguous(out), "gdn_conv: layout");
     const struct cuda_batch *b = &cb->batch;
+    CHECK(!b->d_tok_snap || (snap && snap->conv.ne[0] == st->conv.ne[0]), "gdn_conv: snapshots without their store");
+    float *snap_conv = b->d_tok_snap ? (float *)dptr(&snap->conv) : NULL;
     if (m->tok_seq && m->tok_pos && batch_in_runs(m)) {
         DISPATCH_FLOAT(w->dtype, T, k_gdn_conv_runs<T><<<dim3((C + 127) / 128, b->n_tiles), 128, 0, cb->stream>>>(
             (float *)dptr(out), (const float *)dptr(x), (const T *)dptr(w), (const float *)dptr(&st->conv), b->d_tiles,
             b->d_tok_seq, b->d_tok_pos, b->d_seq_state_slot, C, K));
         k_gdn_conv_state<<<dim3((C + 127) / 128, m->n_seq), 128, 0, cb->stream>>>(
-            (const float *)dptr(x), (float *)dptr(&st->conv), b->d_tiles, b->n_tiles, b->d_tok_seq, b->d_tok_pos,
-            b->d_seq_state_slot, C, K);
+            (const float *)dptr(x), (float *)dptr(&st->conv), snap_conv, b->d_tok_snap, b->d_tiles, b->n_tiles,
+            b->d_tok_seq, b->d_tok_pos, b->d_seq_state_slot, C, K);
         LAUNCH_CHECK();
         return;
     }
     dim3 grid((C + 127) / 128, m->n_seq);
     DISPATCH_FLOAT(w->dtype, T, k_gdn_conv<T><<<grid, 128, 0, cb->stream>>>(
-        (float *)dptr(out), (const float *)dptr(x), (const T *)dptr(w), (float *)dptr(&st->conv),
-        b->d_tok_seq, b->d_tok_pos, b->d_seq_state_slot, m->n_tok, C, K));
+        (float *)dptr(out), (const float *)dptr(x), (const T *)dptr(w), (float *)dptr(&st->conv), snap_conv,
+        b->d_tok_snap, b->d_tok_seq, b->d_tok_pos, b->d_seq_state_slot, m->n_tok, C, K));
     LAUNCH_CHECK();
 }
 
 /* ---- delta rule: grid (sequences * value heads), one thread per column of S ---- */
 template <typename T>
 __global__ void k_gdn_recurrent(float *out, const float *q, const float *k, const float *v, const float *a,
-                                const float *b, const T *a_log, const T *dt_bias, float *ssm, const int32_t *tok_seq,
-                                const int32_t *tok_pos, const int32_t *seq_slot, int n_tok, int nk, int nv, int dk,
-                                int dv, size_t ldq, size_t ldk, size_t ldv, size_t lda, size_t ldb)
+                                const float *b, const T *a_log, const T *dt_bias, float *ssm, float *snap_ssm,
+                                const int32_t *tok_snap, const int32_t *tok_seq, const int32_t *tok_pos,
+                                const int32_t *seq_slot, int n_tok, int nk, int nv, int dk, int dv, size_t ldq,
+                                size_t ldk, size_t ldv, size_t lda, size_t ldb)
 {
     extern __shared__ float smem[];   // qn[dk], kn[dk]
     __shared__ float red[32];
@@ -202,6 +224,10 @@ __global__ void k_gdn_recurrent(float *out, const float *q, const float *k, cons
                 o += sv * qn[r] * iq;
             }
             out[(size_t)t * nv * dv + (size_t)h * dv + c] = o;
+            if (tok_snap && tok_snap[t] >= 0) {   // this thread's column of S after token t
+                float *D = snap_ssm + (size_t)tok_snap[t] * nv * dk * dv + (size_t)h * dk * dv;
+                for (int r = 0; r < dk; r++) D[(size_t)r * dv + c] = S[(size_t)r * dv + c];
+            }
         }
         __syncthreads();   // qn, kn are rewritten for the next token
     }
@@ -614,9 +640,9 @@ k_gdn_chunk_prep(float *ws, const float *q, const float *k, const float *v, cons
  * K^T diag(sk) V'. Operands land by cp.async in two groups: W, Q, U, scales (read in phase 1, the
  * next piece's load during phase 2) and K, P (read in phase 2, the next load during phase 1). */
 __global__ void __launch_bounds__(GDN_CHUNK_THREADS, 1)
-k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, float *ssm, const int32_t *tiles,
-                  int n_tiles, const int32_t *tok_pos, const int32_t *seq_slot, int nk, int nv, int dk, int dv,
-                  size_t ldq, size_t ldk, bool vec_qk)
+k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, float *ssm, float *snap_ssm,
+                  const int32_t *tok_snap, const int32_t *tiles, int n_tiles, const int32_t *tok_pos,
+                  const int32_t *seq_slot, int nk, int nv, int dk, int dv, size_t ldq, size_t ldk, bool vec_qk)
 {
     constexpr int C = GDN_CHUNK, TC = GDN_STATE_COLS, PS = GDN_P_STRIDE, VS = GDN_V_STRIDE;
     const int n_ct = (dv + TC - 1) / TC;
@@ -647,6 +673,15 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
             const int r = 16 * w + g + (e >= 2 ? 8 : 0), cc = 8 * nn + 2 * t + (e & 1);
             sacc[nn][e] = r < dk && c0 + cc < dv ? Sg[(size_t)r * dv + c0 + cc] : 0.0f;
         }
+    auto s_store = [&](float *dst) {   // this warp's rows of S, columns c0.., into a [dk][dv] state
+#pragma unroll
+        for (int nn = 0; nn < 4; nn++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int r = 16 * w + g + (e >= 2 ? 8 : 0), cc = 8 * nn + 2 * t + (e & 1);
+                if (r < dk && c0 + cc < dv) dst[(size_t)r * dv + c0 + cc] = sacc[nn][e];
+            }
+    };
     auto s_publish = [&]() {   // this warp's rows of S into Shi / Slo
         if (!own_s) return;
 #pragma unroll
@@ -753,19 +788,15 @@ k_gdn_chunk_state(float *out, const float *ws, const float *q, const float *k, f
                 for (int nn = 0; nn < 4; nn++) mma_3xtf32(sacc[nn], ak, tf32_load_b(Vs, VS, k0, 8 * nn, lane));
             }
         }
+        const int snap = tok_snap ? tok_snap[cur_t0 + cur_L - 1] : -1;   // batch_begin ends a tile there
+        if (snap >= 0) s_store(snap_ssm + (size_t)snap * nv * dk * dv + (size_t)h * dk * dv);
         s_publish();        // nobody reads Shi / Slo in phase 2
         __syncthreads();    // K, P, V' read
         if (have) load_kp(t0, L);
         gdn_cp_commit();
     }
     gdn_cp_wait<0>();
-#pragma unroll
-    for (int nn = 0; nn < 4; nn++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const int r = 16 * w + g + (e >= 2 ? 8 : 0), cc = 8 * nn + 2 * t + (e & 1);
-            if (r < dk && c0 + cc < dv) Sg[(size_t)r * dv + c0 + cc] = sacc[nn][e];
-        }
+    s_store(Sg);
 }
 
 /* Shared memory of k_gdn_chunk_prep and k_gdn_chunk_state (bytes), as their layouts carve it. */
@@ -811,7 +842,7 @@ static void gdn_smem_optin(const struct cuda_backend *cb, KernelT kernel, size_t
 static void gdn_chunked(struct cuda_backend *cb, struct tensor *out, const struct tensor *q, const struct tensor *k,
                         const struct tensor *v, const struct tensor *a, const struct tensor *b,
                         const struct tensor *a_log, const struct tensor *dt_bias, struct gdn_state_layer *st,
-                        const struct gdn_params *p, const struct batch_meta *m)
+                        float *snap_ssm, const struct gdn_params *p, const struct batch_meta *m)
 {
     const struct cuda_batch *bt = &cb->batch;
     const int nk = p->n_k_heads, nv = p->n_v_heads, dk = p->k_dim, dv = p->v_dim;
@@ -835,8 +866,8 @@ static void gdn_chunked(struct cuda_backend *cb, struct tensor *out, const struc
     gdn_smem_optin(cb, k_gdn_chunk_state, smem2, "gdn chunked prefill");
     t0 = cuda_prof_begin(cb);
     k_gdn_chunk_state<<<m->n_seq * nv * n_ct, GDN_CHUNK_THREADS, smem2, cb->stream>>>(
-        (float *)dptr(out), ws, (const float *)dptr(q), (const float *)dptr(k), (float *)dptr(&st->ssm), bt->d_tiles,
-        bt->n_tiles, bt->d_tok_pos, bt->d_seq_state_slot, nk, nv, dk, dv, ldq, ldk, vec_qk);
+        (float *)dptr(out), ws, (const float *)dptr(q), (const float *)dptr(k), (float *)dptr(&st->ssm), snap_ssm,
+        bt->d_tok_snap, bt->d_tiles, bt->n_tiles, bt->d_tok_pos, bt->d_seq_state_slot, nk, nv, dk, dv, ldq, ldk, vec_qk);
     LAUNCH_CHECK();
     cuda_prof_end(cb, "gdn_chunk_state", t0);
 }
@@ -844,7 +875,7 @@ static void gdn_chunked(struct cuda_backend *cb, struct tensor *out, const struc
 void cuda_gdn_recurrent(struct backend *be, struct tensor *out, const struct tensor *q, const struct tensor *k,
                         const struct tensor *v, const struct tensor *a, const struct tensor *b,
                         const struct tensor *a_log, const struct tensor *dt_bias, struct gdn_state_layer *st,
-                        const struct gdn_params *p, const struct batch_meta *m)
+                        struct gdn_state_layer *snap, const struct gdn_params *p, const struct batch_meta *m)
 {
     struct cuda_backend *cb = cuda_of(be);
     int nk = p->n_k_heads, nv = p->n_v_heads, dk = p->k_dim, dv = p->v_dim;
@@ -857,13 +888,17 @@ void cuda_gdn_recurrent(struct backend *be, struct tensor *out, const struct ten
           dt_bias->ne[0] == nv && st->ssm.ne[0] == (int64_t)nv * dk * dv && tensor_is_contiguous(out),
           "gdn_recurrent: shapes");
     CHECK(dv <= 1024 && m->seq_state_slot, "gdn_recurrent: value head dim %d (at most 1024)", dv);
+    const int32_t *tok_snap = cb->batch.d_tok_snap;
+    CHECK(!tok_snap || (snap && snap->ssm.ne[0] == st->ssm.ne[0]), "gdn_recurrent: snapshots without their store");
+    float *snap_ssm = tok_snap ? (float *)dptr(&snap->ssm) : NULL;
     if (gdn_chunked_pays(cb, p)) {   // profiled per kernel: gdn_chunk_prep, gdn_chunk_state
-        gdn_chunked(cb, out, q, k, v, a, b, a_log, dt_bias, st, p, m);
+        gdn_chunked(cb, out, q, k, v, a, b, a_log, dt_bias, st, snap_ssm, p, m);
         return;
     }
     const double t0 = cuda_prof_begin(cb);
     size_t f = sizeof(float);
-    if (cb->batch.all_single && !cb->deterministic && dk <= GDN_DECODE_MAX_DK) {   // deterministic: the walk below for all
+    // deterministic, and steps with snapshots: the walk below for all
+    if (cb->batch.all_single && !cb->deterministic && !tok_snap && dk <= GDN_DECODE_MAX_DK) {
         DISPATCH_FLOAT(a_log->dtype, T,
             k_gdn_decode<T><<<dim3(m->n_tok, nv, (dv + 31) / 32), 32 * GDN_DECODE_ROW_GROUPS, 0, cb->stream>>>(
                 (float *)dptr(out), (const float *)dptr(q), (const float *)dptr(k), (const float *)dptr(v),
@@ -884,8 +919,9 @@ void cuda_gdn_recurrent(struct backend *be, struct tensor *out, const struct ten
     DISPATCH_FLOAT(a_log->dtype, T, k_gdn_recurrent<T><<<m->n_seq * nv, threads, smem, cb->stream>>>(
         (float *)dptr(out), (const float *)dptr(q), (const float *)dptr(k), (const float *)dptr(v),
         (const float *)dptr(a), (const float *)dptr(b), (const T *)dptr(a_log), (const T *)dptr(dt_bias),
-        (float *)dptr(&st->ssm), cb->batch.d_tok_seq, cb->batch.d_tok_pos, cb->batch.d_seq_state_slot, m->n_tok, nk,
-        nv, dk, dv, q->nb[1] / f, k->nb[1] / f, v->nb[1] / f, a->nb[1] / f, b->nb[1] / f));
+        (float *)dptr(&st->ssm), snap_ssm, tok_snap, cb->batch.d_tok_seq, cb->batch.d_tok_pos,
+        cb->batch.d_seq_state_slot, m->n_tok, nk, nv, dk, dv, q->nb[1] / f, k->nb[1] / f, v->nb[1] / f, a->nb[1] / f,
+        b->nb[1] / f));
     LAUNCH_CHECK();
     cuda_prof_end(cb, "gdn_recurrent", t0);
 }

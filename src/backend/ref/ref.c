@@ -371,8 +371,16 @@ static int32_t ref_state_slot(const struct batch_meta *meta, int i, int64_t n_sl
     return slot;
 }
 
+/* Row `bytes` of state after token i into the snapshot slot meta->tok_snap[i] marks (if any). */
+static void ref_snap_row(const struct batch_meta *meta, int i, const struct tensor *snap, const void *row, size_t bytes)
+{
+    if (!meta->tok_snap || meta->tok_snap[i] < 0) return;
+    CHECK(snap && meta->tok_snap[i] < tensor_rows(snap), "gdn: snapshot slot %d without its store", meta->tok_snap[i]);
+    memcpy(host_row(snap, meta->tok_snap[i]), row, bytes);
+}
+
 static void ref_gdn_conv(struct backend *be, struct tensor *out, const struct tensor *x, const struct tensor *w,
-                         struct gdn_state_layer *st, const struct batch_meta *meta)
+                         struct gdn_state_layer *st, struct gdn_state_layer *snap, const struct batch_meta *meta)
 {
     (void)be;
     host_check_f32(out, "gdn_conv out");
@@ -393,6 +401,7 @@ static void ref_gdn_conv(struct backend *be, struct tensor *out, const struct te
             for (int64_t j = 0; j + 1 < K - 1; j++) hist[j * C + c] = hist[(j + 1) * C + c];
             if (K > 1) hist[(K - 2) * C + c] = xr[c];
         }
+        ref_snap_row(meta, i, snap ? &snap->conv : NULL, hist, sizeof(float) * (size_t)((K - 1) * C));
     }
 }
 
@@ -408,7 +417,7 @@ static void ref_l2norm(double *y, const float *x, int64_t n, double scale)
 static void ref_gdn_recurrent(struct backend *be, struct tensor *out, const struct tensor *q, const struct tensor *k,
                               const struct tensor *v, const struct tensor *a, const struct tensor *b,
                               const struct tensor *a_log, const struct tensor *dt_bias, struct gdn_state_layer *st,
-                              const struct gdn_params *p, const struct batch_meta *meta)
+                              struct gdn_state_layer *snap, const struct gdn_params *p, const struct batch_meta *meta)
 {
     int64_t nk = p->n_k_heads, nv = p->n_v_heads, dk = p->k_dim, dv = p->v_dim;
     CHECK(nk > 0 && nv % nk == 0, "gdn_recurrent: %lld value heads over %lld key heads", (long long)nv, (long long)nk);
@@ -446,6 +455,7 @@ static void ref_gdn_recurrent(struct backend *be, struct tensor *out, const stru
                 orow[h * dv + c] = (float)o[c];
             }
         }
+        ref_snap_row(meta, i, snap ? &snap->ssm : NULL, S_all, sizeof(float) * (size_t)(nv * dk * dv));
     }
 }
 

@@ -48,6 +48,7 @@ struct request {
     int                  n_msg_ends;
     int32_t             *snap_pos;      // block-aligned snapshot positions, ascending (state models only)
     int                  n_snap_pos;
+    int                  n_snaps_taken; // snapshots its steps took (sched.c: plan_snapshots' budget)
     uint64_t             state;         // hash chain of the computed tokens: the fingerprint of its recurrent state
     bool                 admitted_once;
     bool                 counted_waiting;   // still counted in e->n_queued (never admitted)

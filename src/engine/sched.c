@@ -100,25 +100,45 @@ void sched_snaps_release(struct engine *e)
     e->n_snap_jobs = 0;
 }
 
+/* r's snapshot positions in the order they are worth taking, rank 0 first: its prompt's end (the
+ * next turn resumes there), then its first position (most often the end of a system prompt that
+ * other users share), then the others deepest first. The index of the position of that rank. */
+static int snap_by_rank(const struct request *r, int rank)
+{
+    if (rank == 0) return r->n_snap_pos - 1;
+    if (rank == 1) return r->n_snap_pos > 1 ? 0 : -1;
+    return r->n_snap_pos - rank;   // ranks 2.. : n - 2 down to 1
+}
+
 /* The item just added, r's tokens [start, start + n), takes a snapshot at each of r's snapshot
  * positions p in (start, start + n] inside the step: the token at p - 1 carries a held slot
- * (meta.tok_snap), the deepest positions first while slots last (the next turn resumes from the
- * deepest). */
+ * (meta.tok_snap), by rank while slots last. A request takes at most a quarter of the slots (at
+ * least 2; its prompt's end always), so one long conversation cannot evict every other user's
+ * snapshots. */
 static void plan_snapshots(struct engine *e, struct request *r, int start, int n)
 {
     if (!e->snaps) return;
-    int lo = 0, hi;
-    while (lo < r->n_snap_pos && r->snap_pos[lo] <= start) lo++;
-    for (hi = lo; hi < r->n_snap_pos && r->snap_pos[hi] <= start + n; hi++) {}
-    int first = e->n_snap_jobs, tok0 = e->n_tok - n;   // the item's tokens are the step's last n
-    for (int k = hi - 1; k >= lo; k--) {
+    int cap = e->snaps->n_slots / 4 > 2 ? e->snaps->n_slots / 4 : 2, first = e->n_snap_jobs;
+    int tok0 = e->n_tok - n;   // the item's tokens are the step's last n
+    for (int rank = 0; rank < r->n_snap_pos; rank++) {
+        int k = snap_by_rank(r, rank);
+        if (k < 0 || r->snap_pos[k] <= start || r->snap_pos[k] > start + n) continue;
+        if (rank > 0 && r->n_snaps_taken >= cap) break;
         int slot = kv_prefix_snap_hold(e->px);
         if (slot < 0) break;   // this step holds every slot
         e->snap_jobs[e->n_snap_jobs++] = (struct snap_job){ .item = e->n_items - 1, .pos = r->snap_pos[k], .slot = slot };
         e->tok_snap[tok0 + r->snap_pos[k] - 1 - start] = slot;
+        r->n_snaps_taken++;
     }
-    uint64_t tag = r->state;   // the fingerprints, in position order (the jobs are deepest first)
-    for (int j = e->n_snap_jobs - 1, at = start; j >= first; j--) {
+    // the fingerprints, in position order
+    for (int j = first + 1; j < e->n_snap_jobs; j++)   // insertion sort by position: a handful of jobs
+        for (int i = j; i > first && e->snap_jobs[i].pos < e->snap_jobs[i - 1].pos; i--) {
+            struct snap_job t = e->snap_jobs[i];
+            e->snap_jobs[i] = e->snap_jobs[i - 1];
+            e->snap_jobs[i - 1] = t;
+        }
+    uint64_t tag = r->state;
+    for (int j = first, at = start; j < e->n_snap_jobs; j++) {
         struct snap_job *sj = &e->snap_jobs[j];
         sj->tag = tag = sched_state_of(r->tok + at, sj->pos - at, tag);
         at = sj->pos;

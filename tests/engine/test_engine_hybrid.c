@@ -281,6 +281,48 @@ static void resume_from_snapshots(int max_batch_tokens)
     engine_free(e);
 }
 
+/* A snapshot pool of 8 slots: a request takes at most 2 snapshots, its prompt's end and its first
+ * message's end, not the deeper message ends between them. */
+TEST(snapshot_budget_per_request)
+{
+    static int32_t a[600], b[600];
+    random_prompt(63, a, 600);
+    memcpy(b, a, 450 * sizeof(int32_t));
+    random_prompt(64, b + 450, 150);
+    int32_t want_a[4], want_b[4], got[8];
+    solo_greedy(a, 600, 4, want_a);
+    solo_greedy(b, 600, 4, want_b);
+    struct engine_cfg cfg = engine_cfg_default();
+    cfg.max_batch_tokens = 1024;
+    cfg.kv_cache_bytes = 4 << 20;
+    cfg.state_cache_bytes = 8 * model_seq_state_bytes(&g_m->hp, DTYPE_F32);
+    struct engine *e;
+    ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
+    ASSERT(e->snaps && e->snaps->n_slots == 8);
+    int32_t ends[4] = { 130, 230, 330, 420 };   // positions 128, 224, 320, 416 and the prompt end 592
+    struct gen_request ga = greedy_req(a, 600, 4), gb = greedy_req(b, 600, 4), gc = greedy_req(a, 600, 4);
+    ga.msg_ends = ends;
+    ga.n_msg_ends = 4;
+    struct token_stream *ta, *tb, *tc;
+    ASSERT(engine_submit(e, &ga, &ta) == STATUS_OK);
+    run_until_idle(e, 500);
+    EXPECTF(kv_prefix_n_snaps_used(e->px) == 2, "%d snapshots", kv_prefix_n_snaps_used(e->px));
+    ASSERT(engine_submit(e, &gb, &tb) == STATUS_OK);   // shares 450 tokens: resumes at 128, not 416
+    run_until_idle(e, 500);
+    ASSERT(engine_submit(e, &gc, &tc) == STATUS_OK);   // the same prompt: resumes at 592
+    run_until_idle(e, 500);
+    struct token_event la = { 0 }, lb = { 0 }, lc = { 0 };
+    int da, db, dc;
+    EXPECT(drain(ta, got, 8, &la, &da) == 4 && !memcmp(got, want_a, sizeof want_a));
+    EXPECT(drain(tb, got, 8, &lb, &db) == 4 && !memcmp(got, want_b, sizeof want_b));
+    EXPECT(drain(tc, got, 8, &lc, &dc) == 4 && !memcmp(got, want_a, sizeof want_a));
+    EXPECTF(lb.n_cached == 128 && lc.n_cached == 592, "cached %d %d", lb.n_cached, lc.n_cached);
+    token_stream_release(ta);
+    token_stream_release(tb);
+    token_stream_release(tc);
+    engine_free(e);
+}
+
 TEST(prefix_cache_resumes_from_snapshots)
 {
     resume_from_snapshots(128);
@@ -298,6 +340,7 @@ int main(void)
     RUN(state_pool_exhaustion_waits);
     RUN(cancel_returns_slots_and_blocks);
     RUN(prefix_cache_resumes_from_snapshots);
+    RUN(snapshot_budget_per_request);
     fixture_deinit();
     return test_summary();
 }

@@ -197,17 +197,24 @@ static int drain_logprobs(struct token_stream *ts, float *lp, int cap)
     return n;
 }
 
+/* Two 600-token prompts a and b that share their first 450 tokens, and their greedy continuations
+ * of n_gen tokens run alone. */
+static void shared_prompts(uint64_t seed, int32_t *a, int32_t *b, int n_gen, int32_t *want_a, int32_t *want_b)
+{
+    random_prompt(seed, a, 600);
+    memcpy(b, a, 450 * sizeof(int32_t));
+    random_prompt(seed + 1, b + 450, 150);
+    solo_greedy(a, 600, n_gen, want_a);
+    solo_greedy(b, 600, n_gen, want_b);
+}
+
 /* max_batch_tokens 128: the prompt's snapshots fall inside its chunks of 128; 1024: the whole
  * prompt is one step, which takes its three snapshots inside the forward pass. */
 static void resume_from_snapshots(int max_batch_tokens)
 {
     static int32_t a[600], b[600];
-    random_prompt(61, a, 600);
-    memcpy(b, a, 450 * sizeof(int32_t));
-    random_prompt(62, b + 450, 150);
     int32_t want_a[6], want_b[6], got[8];
-    solo_greedy(a, 600, 6, want_a);
-    solo_greedy(b, 600, 6, want_b);
+    shared_prompts(61, a, b, 6, want_a, want_b);
     struct engine_cfg cfg = engine_cfg_default();
     cfg.max_batch_tokens = max_batch_tokens;
     cfg.kv_cache_bytes = 4 << 20;
@@ -286,12 +293,8 @@ static void resume_from_snapshots(int max_batch_tokens)
 TEST(snapshot_budget_per_request)
 {
     static int32_t a[600], b[600];
-    random_prompt(63, a, 600);
-    memcpy(b, a, 450 * sizeof(int32_t));
-    random_prompt(64, b + 450, 150);
     int32_t want_a[4], want_b[4], got[8];
-    solo_greedy(a, 600, 4, want_a);
-    solo_greedy(b, 600, 4, want_b);
+    shared_prompts(63, a, b, 4, want_a, want_b);
     struct engine_cfg cfg = engine_cfg_default();
     cfg.max_batch_tokens = 1024;
     cfg.kv_cache_bytes = 4 << 20;

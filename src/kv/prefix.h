@@ -56,9 +56,9 @@ int  kv_prefix_n_indexed(const struct kv_prefix *px);
 /* ==== Snapshots ==== */
 
 /* Taking a snapshot: hold a slot, write the state there, then attach it to its block once the
- * block is indexed (or release it). A held slot is nobody's snapshot: gets and evictions skip it. */
-/* A slot for a snapshot about to be written: a free one, else the least recently used snapshot's
- * (evicted); -1 if snapshots are off or every slot is held. */
+ * block is indexed (or release it). A held slot is nobody's snapshot: gets and evictions skip it.
+ * kv_prefix_snap_hold: a slot for a snapshot about to be written, a free one, else the least
+ * recently used snapshot's (evicted); -1 if snapshots are off or every slot is held. */
 int  kv_prefix_snap_hold(struct kv_prefix *px);
 /* Makes held slot the snapshot at the end of block, tagged tag (replacing the block's previous
  * one). False, and the slot is free again, if the block is not indexed. */

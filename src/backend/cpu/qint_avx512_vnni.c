@@ -16,10 +16,10 @@
  * at a time (one core without software prefetch: 12 GB/s from DRAM for adjacent rows, 25 for four
  * streams); [151936, 1024] on 2 threads from DRAM, 3 rounds at load 1.0-1.4: 4-bit 34.8 -> 36.4
  * GB/s, 8-bit 38.1 -> 40.5 (median; slices of a layer's matrices, 100-400 KB, gained nothing and
- * keep adjacent rows). Each row's arithmetic is the same either way. Prefill walks panels of QINT_PANEL weight rows in tiles of 2 rows x 4
- * x rows (4 x 4 spills the 8-bit codes' 4 registers a row: 8-bit 800 -> 670 us at n = 64, 4-bit
- * the same), the x tiles outside the panel's steps, so a panel stays in L2 while every x row
- * passes once.
+ * keep adjacent rows). Each row's arithmetic is the same either way. Prefill walks panels of
+ * QINT_PANEL weight rows in tiles of 2 rows x 4 x rows (4 x 4 spills the 8-bit codes' 4 registers
+ * a row: 8-bit 800 -> 670 us at n = 64, 4-bit the same), the x tiles outside the panel's steps, so
+ * a panel stays in L2 while every x row passes once.
  */
 #include "backend/cpu/qint.h"
 
@@ -251,7 +251,7 @@ static inline __attribute__((always_inline)) void run(const int BITS, const stru
         int64_t m = j1 - j0;
         if (m * K->row_bytes >= QINT_STREAM_MIN_BYTES && K->w->ne[2] * K->w->ne[3] == 1) {
             // four streams: a tile takes rows i, q + i, 2q + i, 3q + i of the slice (the last
-            // stream may be shorter: its tiles have 3 rows)
+            // stream may be shorter: the tiles past its end have fewer rows)
             int64_t q = (m + 3) / 4;
             for (int64_t i = 0; i < q; i++) {
                 int nr = 1 + (i + q < m) + (i + 2 * q < m) + (i + 3 * q < m);

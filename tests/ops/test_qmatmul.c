@@ -351,6 +351,48 @@ TEST(int_kernels_every_isa_bitwise)
         }
 }
 
+/* A decode slice of QINT_STREAM_MIN_BYTES or more, which the AVX-512 kernel walks as four streams
+ * of rows (a row count that leaves the last stream shorter, and a slice that starts at an odd row):
+ * the bits of the portable loops, as for adjacent rows. */
+TEST(int_gemv_streams_bitwise)
+{
+    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))) {
+        fprintf(stderr, "    (no AVX-512 VNNI here: skipped)\n");
+        return;
+    }
+    struct rng r;
+    rng_seed(&r, 8);
+    const struct qcase cs[2] = { { QMODE_AFFINE, 4, 64 }, { QMODE_AFFINE, 8, 64 } };
+    const int64_t k = 256;
+    for (int c = 0; c < 2; c++) {
+        int64_t row_bytes = k * cs[c].bits / 8, m = QINT_STREAM_MIN_BYTES / row_bytes + 7;   // m % 4 == 3
+        struct qw *o = qw_new(&cs[c], m, k, &r);
+        struct tt x = tt_new(DTYPE_F32, k, 1);
+        tt_randn(&x, &r, 1.0f);
+        size_t ld = cpu_qint_x_bytes(k, cs[c].bits, cs[c].gs);
+        uint8_t *xq = aligned_alloc(64, ld);
+        cpu_qint_quantize_x(x.p, k, cs[c].bits, cs[c].gs, xq);
+        float *want = malloc((size_t)m * 4), *got = malloc((size_t)m * 4);
+        cpu_qint_portable(&o->w, 0, m, xq, ld, 1, want, m);
+        const int64_t j0s[2] = { 0, 5 };
+        for (int s = 0; s < 2; s++) {
+            int64_t j0 = j0s[s];
+            EXPECT((m - j0) * row_bytes >= QINT_STREAM_MIN_BYTES);
+            memset(got, 0, (size_t)m * 4);
+            cpu_qint_avx512vnni(&o->w, j0, m, xq, ld, 1, got, m);
+            int bad = 0;
+            for (int64_t j = j0; j < m; j++) bad += memcmp(&got[j], &want[j], 4) != 0;
+            for (int64_t j = 0; j < j0; j++) bad += got[j] != 0.0f;   // rows outside the slice untouched
+            EXPECTF(!bad, "affine %d-bit, rows [%lld, %lld) in streams: %d outputs differ from the portable loops",
+                    cs[c].bits, (long long)j0, (long long)m, bad);
+        }
+        free(xq); free(want); free(got);
+        tt_free(&x);
+        qw_free(o);
+    }
+}
+
 /* An Inf or NaN in x makes the outputs of its row NaN (never a silent finite value), and the other
  * rows of the batch keep their bits. */
 TEST(int_nonfinite_x)
@@ -412,6 +454,7 @@ int main(void)
     RUN(gemv_long_rows);
     if (runs_avx512()) RUN(gemv_every_avx512_build_bitwise);
     RUN(int_kernels_every_isa_bitwise);
+    RUN(int_gemv_streams_bitwise);
     RUN(int_nonfinite_x);
     RUN(embed_and_matmul_rows);
     backend_free(g_ref);

@@ -42,6 +42,7 @@
 #include "tensor/qweight.h"
 
 #define QINT_LANES 16
+#define QINT_STREAM_MIN_BYTES ((int64_t)1 << 20)   // decode slices this large walk 4 streams (qint_avx512_vnni.c)
 #define QINT_XMAX  32512.0f   // 127 * 256: |v| <= this keeps h and l int8
 
 /* Whether w takes the integer path (affine 4 or 8 bit, group 32 / 64 / 128, f16 / bf16 / f32 scales). */

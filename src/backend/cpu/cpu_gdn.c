@@ -1,11 +1,13 @@
 /* cpu_gdn: the Gated DeltaNet ops of the cpu backend (contracts in backend/backend.h).
  *
- * Design note: the conv runs token by token, threaded over blocks of channels. The delta rule is
- * threaded over (sequence, value head) pairs, each walking its sequence's tokens in order: a
- * decode token takes the recurrent step (two sweeps over the head's state S with f32 sums over
- * contiguous dv), a prefill piece of 2-64 tokens the chunked WY form (rec_chunk: a few small
- * GEMMs on the attention kernels, qk and pv, with S read three times per chunk instead of twice
- * per token). Chunks are aligned to positions that are multiples of 64 and end at snapshot tokens
+ * Design note: the conv runs token by token, threaded over blocks of channels, a tap at a time
+ * over the block's contiguous channels (taps stored by position; the history rows move as whole
+ * rows); each output sums the current input's product first, then the history's oldest first.
+ * The delta rule is threaded over (sequence, value head) pairs, each walking its sequence's
+ * tokens in order: a decode token takes the recurrent step (two sweeps over the head's state S
+ * with f32 sums over contiguous dv), a prefill piece of 2-64 tokens the chunked WY form
+ * (rec_chunk: a few small GEMMs on the attention kernels, qk and pv, with S read three times per
+ * chunk instead of twice per token). Chunks are aligned to positions that are multiples of 64 and end at snapshot tokens
  * (meta->tok_snap), so the result depends on where the step cut the prompt only through the pieces
  * next to the cut, and a snapshot equals the state of a step cut there. Both forms match ref
  * (the recurrent oracle) within f32 rounding, not bit for bit (qwen35-arch.md 3.7).
@@ -54,26 +56,30 @@ static void conv_task(void *arg, int task, int thread)
     struct conv_ctx *a = arg;
     int64_t C = a->x->ne[0], K = a->w->ne[0];
     int64_t c0 = (int64_t)task * CONV_CHANNELS_PER_TASK;
-    int64_t c1 = c0 + CONV_CHANNELS_PER_TASK < C ? c0 + CONV_CHANNELS_PER_TASK : C;
-    float *taps = cpu_thread_scratch(a->c, thread, (size_t)((c1 - c0) * K));   // [channel][K]
-    for (int64_t ch = c0; ch < c1; ch++) a->c->kf->to_f32(a->w->dtype, host_row(a->w, ch), taps + (ch - c0) * K, K);
+    int64_t c1 = c0 + CONV_CHANNELS_PER_TASK < C ? c0 + CONV_CHANNELS_PER_TASK : C, nc = c1 - c0;
+    // the block's taps by position ([K][nc]: each tap's loop runs over contiguous channels), its
+    // sums [nc] and one channel's K taps
+    float *taps = cpu_thread_scratch(a->c, thread, (size_t)(nc * (K + 1) + K)), *acc = taps + nc * K, *tc = acc + nc;
+    for (int64_t ch = 0; ch < nc; ch++) {
+        a->c->kf->to_f32(a->w->dtype, host_row(a->w, c0 + ch), tc, K);
+        for (int64_t j = 0; j < K; j++) taps[j * nc + ch] = tc[j];
+    }
     for (int i = 0; i < a->meta->n_tok; i++) {
-        float *hist = host_row(&a->st->conv, state_slot(a->meta, i, tensor_rows(&a->st->conv)));   // [K-1][C]
+        float *hist = (float *)host_row(&a->st->conv, state_slot(a->meta, i, tensor_rows(&a->st->conv))) + c0;   // [K-1][C]
         if (a->meta->tok_pos[i] == 0)
-            for (int64_t j = 0; j < K - 1; j++) memset(hist + j * C + c0, 0, sizeof(float) * (size_t)(c1 - c0));
-        const float *xr = host_row(a->x, i);
-        float *o = host_row(a->out, i);
-        for (int64_t ch = c0; ch < c1; ch++) {
-            const float *t = taps + (ch - c0) * K;
-            float acc = t[K - 1] * xr[ch];
-            for (int64_t j = 0; j < K - 1; j++) acc += t[j] * hist[j * C + ch];
-            o[ch] = silu_f(acc);
-            for (int64_t j = 0; j + 1 < K - 1; j++) hist[j * C + ch] = hist[(j + 1) * C + ch];
-            if (K > 1) hist[(K - 2) * C + ch] = xr[ch];
-        }
+            for (int64_t j = 0; j < K - 1; j++) memset(hist + j * C, 0, sizeof(float) * (size_t)nc);
+        const float *xr = (const float *)host_row(a->x, i) + c0;
+        float *o = (float *)host_row(a->out, i) + c0;
+        // per channel: the current input's tap first, then the history oldest first
+        for (int64_t ch = 0; ch < nc; ch++) acc[ch] = taps[(K - 1) * nc + ch] * xr[ch];
+        for (int64_t j = 0; j < K - 1; j++)
+            for (int64_t ch = 0; ch < nc; ch++) acc[ch] += taps[j * nc + ch] * hist[j * C + ch];
+        for (int64_t ch = 0; ch < nc; ch++) o[ch] = silu_f(acc[ch]);
+        for (int64_t j = 0; j + 1 < K - 1; j++) memcpy(hist + j * C, hist + (j + 1) * C, sizeof(float) * (size_t)nc);
+        if (K > 1) memcpy(hist + (K - 2) * C, xr, sizeof(float) * (size_t)nc);
         float *snap = snap_row(a->meta, i, a->snap ? &a->snap->conv : NULL);
         for (int64_t j = 0; snap && j < K - 1; j++)
-            memcpy(snap + j * C + c0, hist + j * C + c0, sizeof(float) * (size_t)(c1 - c0));
+            memcpy(snap + j * C + c0, hist + j * C, sizeof(float) * (size_t)nc);
     }
 }
 

@@ -44,10 +44,13 @@ struct batch_meta {
     int            block_size;     // tokens per KV block
     const int32_t *seq_state_slot; // [n_seq] recurrent-state slot of each sequence (Gated DeltaNet
                                    // layers, struct gdn_state_layer); NULL for attention-only models
-    const int32_t *tok_snap;       // [n_tok] or NULL (none in this step): >= 0 marks a token after which
-                                   // its sequence's recurrent state is also copied to that slot of the
-                                   // snapshot store (the prefix cache's snapshots, taken inside the step)
+    const int32_t *tok_snap;       // [n_tok] or NULL (all TOK_SNAP_NONE): after a token marked
+                                   // TOK_SNAP_CUT or with a slot >= 0 a chunked form ends its piece, and
+                                   // after a slot its sequence's recurrent state is also copied to that
+                                   // slot of the snapshot store (the prefix cache's snapshots)
 };
+
+enum { TOK_SNAP_NONE = -1, TOK_SNAP_CUT = -2 };   // batch_meta.tok_snap entries that are not slots
 
 /* Paged KV storage for one layer: [n_blocks * block_size, n_kv_heads, head_dim]; slot s of the
  * cache is row s. Allocated by kv/ from the backend's buffers. */
@@ -80,10 +83,11 @@ struct gdn_state_layer {
 };
 
 /* Backends that run a prefill in the chunked (WY) form of the delta rule start its chunks at
- * positions that are multiples of this, counted from the sequence start, and end one at every
- * snapshot token (meta->tok_snap); a prefill step that ends on such a position leaves the same
- * state whatever the steps before it were, bit for bit (the scheduler cuts hybrid prefills there,
- * sched.c: chunk_cut), and a snapshot is the state a step ending at its token would leave. */
+ * positions that are multiples of this, counted from the sequence start, and end one after every
+ * token meta->tok_snap marks (a cut or a snapshot); a prefill step that ends on such a position
+ * leaves the same state whatever the steps before it were, bit for bit (the scheduler cuts hybrid
+ * prefills there, sched.c: chunk_cut), and a snapshot is the state a step ending at its token
+ * would leave. */
 enum { GDN_CHUNK = 64 };
 
 struct gdn_params {

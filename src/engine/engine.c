@@ -252,10 +252,8 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
     e->seq_state_slot = xcalloc(mr, sizeof *e->seq_state_slot);
     e->block_ids = xcalloc(mr * (size_t)e->max_blocks_seq, sizeof *e->block_ids);
     e->out_tok = xcalloc(mr, sizeof *e->out_tok);
-    if (e->snaps) {
-        e->tok_snap = xcalloc(mt, sizeof *e->tok_snap);
-        e->snap_jobs = xcalloc((size_t)e->snaps->n_slots, sizeof *e->snap_jobs);
-    }
+    if (e->states) e->tok_snap = xcalloc(mt, sizeof *e->tok_snap);
+    if (e->snaps) e->snap_jobs = xcalloc((size_t)e->snaps->n_slots, sizeof *e->snap_jobs);
     e->argmax_ids = xcalloc(mr, sizeof *e->argmax_ids);
     e->logits = xcalloc(mr * (size_t)e->n_vocab, sizeof *e->logits);
     if (be->ops->host_pin) be->ops->host_pin(be, e->logits, logits_bytes(e), true);
@@ -759,7 +757,7 @@ bool engine_step(struct engine *e)
         .n_tok = n_tok, .tok_id = e->tok_id, .tok_pos = e->tok_pos, .tok_seq = e->tok_seq,
         .tok_slot = e->tok_slot, .n_seq = e->n_items, .seq_len = e->seq_len, .seq_block0 = e->seq_block0,
         .block_ids = e->block_ids, .n_out = e->n_out, .out_tok = e->out_tok, .block_size = e->bs,
-        .seq_state_slot = e->states ? e->seq_state_slot : NULL, .tok_snap = e->n_snap_jobs ? e->tok_snap : NULL,
+        .seq_state_slot = e->states ? e->seq_state_slot : NULL, .tok_snap = e->n_tok_marks ? e->tok_snap : NULL,
     };
     int n_jobs = 0;
     for (int i = 0; i < e->n_items; i++) {

@@ -161,8 +161,9 @@ struct engine {
     int32_t               *seq_block0;      // [max_running + 1]
     int32_t               *block_ids;       // [max_running * max_blocks_seq]
     int32_t               *out_tok;         // [max_running]
-    int32_t               *tok_snap;        // [max_batch_tokens] meta.tok_snap (snapshot slot or -1), with snaps
-    struct snap_job       *snap_jobs;       // [snaps->n_slots] the step's snapshots
+    int32_t               *tok_snap;        // [max_batch_tokens] meta.tok_snap (hybrid models)
+    int                    n_tok_marks;     // its entries that are not TOK_SNAP_NONE this step
+    struct snap_job       *snap_jobs;       // [snaps->n_slots] the step's snapshots (with the prefix cache)
     int                    n_snap_jobs;
     bool                   want_hidden;     // an embedding request ends in the step being built
     int32_t               *argmax_ids;      // [max_running]

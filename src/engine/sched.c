@@ -110,16 +110,23 @@ static int snap_by_rank(const struct request *r, int rank)
     return r->n_snap_pos - rank;   // ranks 2.. : n - 2 down to 1
 }
 
-/* The item just added, r's tokens [start, start + n), takes a snapshot at each of r's snapshot
- * positions p in (start, start + n] inside the step: the token at p - 1 carries a held slot
- * (meta.tok_snap), by rank while slots last. A request takes at most a quarter of the slots (at
- * least 2; its prompt's end always), so one long conversation cannot evict every other user's
- * snapshots. */
+/* The item just added, r's tokens [start, start + n), ends a chunked piece at each of r's
+ * snapshot positions p in (start, start + n] (the token at p - 1 is marked TOK_SNAP_CUT in
+ * meta.tok_snap), whether or not a snapshot is taken there, so that a prompt's state never depends
+ * on the snapshot store (its size, other users' snapshots). With the prefix cache, those positions
+ * take a snapshot inside the step (the mark becomes a held slot) by rank while slots last; a
+ * request takes at most a quarter of the slots (at least 2; its prompt's end always), so one long
+ * conversation cannot evict every other user's snapshots. */
 static void plan_snapshots(struct engine *e, struct request *r, int start, int n)
 {
+    int tok0 = e->n_tok - n;   // the item's tokens are the step's last n
+    for (int k = 0; k < r->n_snap_pos; k++)
+        if (r->snap_pos[k] > start && r->snap_pos[k] <= start + n) {
+            e->tok_snap[tok0 + r->snap_pos[k] - 1 - start] = TOK_SNAP_CUT;
+            e->n_tok_marks++;
+        }
     if (!e->snaps) return;
     int cap = e->snaps->n_slots / 4 > 2 ? e->snaps->n_slots / 4 : 2, first = e->n_snap_jobs;
-    int tok0 = e->n_tok - n;   // the item's tokens are the step's last n
     for (int rank = 0; rank < r->n_snap_pos; rank++) {
         int k = snap_by_rank(r, rank);
         if (k < 0 || r->snap_pos[k] <= start || r->snap_pos[k] > start + n) continue;
@@ -294,7 +301,7 @@ static void add_item(struct engine *e, struct request *r, int start, int n)
     *it = (struct sched_item){ .r = r, .start = start, .n = n, .out_row = -1, .hid_tok = -1 };
     for (int t = start; t < start + n; t++) {
         int i = e->n_tok++;
-        if (e->tok_snap) e->tok_snap[i] = -1;
+        if (e->tok_snap) e->tok_snap[i] = TOK_SNAP_NONE;
         e->tok_id[i] = r->tok[t];
         e->tok_pos[i] = t;
         e->tok_seq[i] = s;
@@ -343,7 +350,7 @@ static void add_chunk(struct engine *e, struct request *r, int *budget, int64_t 
 
 int sched_build(struct engine *e)
 {
-    e->n_items = e->n_tok = e->n_out = e->n_snap_jobs = 0;
+    e->n_items = e->n_tok = e->n_out = e->n_snap_jobs = e->n_tok_marks = 0;
     e->want_hidden = false;
     e->preempted_step = false;
     e->seq_block0[0] = 0;

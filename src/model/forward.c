@@ -406,7 +406,6 @@ static void step(struct forward *fw, struct kv_layer *kv, const struct batch_met
     for (int l = 0; l < hp->n_layers; l++) {
         if (hp->layer_linear[l]) {   // Gated DeltaNet (hybrids): a recurrent state per sequence, no KV cache
             CHECK(fw->states, "forward: a hybrid model's step without forward_bind_states");
-            CHECK(fw->snaps || !meta->tok_snap, "forward: a step with snapshots and no snapshot store bound");
             struct tensor proj = rows(&fw->proj, meta->n_tok);
             OP(fw, P_GDN, hybrid_gdn_block(be, m, l, fw->hs, &x, &xn, &fw->states[l], fw->snaps ? &fw->snaps[l] : NULL,
                                            meta, fw->coll ? &proj : NULL));

@@ -273,16 +273,30 @@ static void resume_from_snapshots(int max_batch_tokens)
     EXPECTF(worst < 1e-4f, "resumed log-probabilities differ by %g", worst);
     token_stream_release(td);
     engine_free(e);
-    // a snapshot budget below one snapshot: no resumption, same tokens
+    // a snapshot budget below one snapshot: no resumption, same tokens; the prompt's chunked pieces
+    // still end at its snapshot positions (the first step marks all three when it holds the prompt)
     cfg.state_cache_bytes = 1000;
     ASSERT(engine_new(&cfg, g_m, g_be, &e) == STATUS_OK);
-    ASSERT(engine_submit(e, &ga, &ta) == STATUS_OK);
+    ASSERT(!e->snaps && engine_submit(e, &ga, &ta) == STATUS_OK);
+    ASSERT(engine_step(e));
+    EXPECTF(e->n_tok_marks == (max_batch_tokens >= 600 ? 3 : 1), "%d marked tokens", e->n_tok_marks);
     run_until_idle(e, 500);
     ASSERT(engine_submit(e, &gc, &tc) == STATUS_OK);
     run_until_idle(e, 500);
     drain(ta, got, 8, &la, &da);
     nc = drain(tc, got, 8, &lc, &dc);
     EXPECT(nc == 6 && !memcmp(got, want_a, sizeof want_a) && lc.n_cached == 0);
+    // and the log-probabilities of the resume above, bit for bit
+    struct gen_request ge = greedy_req(a, 600, 6);
+    ge.msg_ends = ends_a;
+    ge.n_msg_ends = 2;
+    ge.n_logprobs = -1;
+    struct token_stream *te;
+    float no_store_lp[8];
+    ASSERT(engine_submit(e, &ge, &te) == STATUS_OK);
+    run_until_idle(e, 500);
+    EXPECT(drain_logprobs(te, no_store_lp, 8) == 6 && !memcmp(no_store_lp, got_lp, 6 * sizeof(float)));
+    token_stream_release(te);
     token_stream_release(ta);
     token_stream_release(tc);
     engine_free(e);

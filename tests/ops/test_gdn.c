@@ -220,7 +220,8 @@ TEST(chunking_invariance)
 /* A step that takes snapshots (meta->tok_snap) leaves, bit for bit, the outputs, the states and in
  * each snapshot slot the state that steps cut at the snapshot positions give (the chunked form
  * ends its pieces there; gdn_io.h: gdn_snap_step, gdn_snap_reference); slots it does not write
- * keep their contents. */
+ * keep their contents. Marked as cuts only (TOK_SNAP_CUT), the same tokens give the same outputs
+ * and states and write nothing. */
 TEST(snapshots_inside_a_step)
 {
     struct rng r;
@@ -256,6 +257,25 @@ TEST(snapshots_inside_a_step)
                 gdn_io_free(&whole);
                 gdn_io_free(&cut);
             }
+            // the same marks as cuts only (TOK_SNAP_CUT): the same outputs and states, no snapshot written
+            struct gdn_io cuts;
+            gdn_io_clone(&cuts, &base);
+            struct gdn_step st;
+            gdn_snap_step(&st, sc);
+            for (int t = 0; t < st.meta.n_tok; t++)
+                if (st.tok_snap[t] >= 0) st.tok_snap[t] = TOK_SNAP_CUT;
+            io_run(g_cpu, &cuts, &st.meta, 0);
+            struct gdn_io whole;
+            gdn_io_clone(&whole, &base);
+            gdn_snap_step(&st, sc);
+            io_run(g_cpu, &whole, &st.meta, 0);
+            EXPECTF(!memcmp(cuts.y.p, whole.y.p, sizeof(float) * (size_t)(rows * w)) &&
+                    !memcmp(cuts.ssm_st.p, whole.ssm_st.p, sizeof(float) * (size_t)(3 * w * c->dk)),
+                    "cpu, %d rows: cuts alone change the outputs or states", rows);
+            EXPECTF(!memcmp(cuts.ssm_snap.p, base.ssm_snap.p, sizeof(float) * (size_t)(GDN_IO_SNAPS * w * c->dk)),
+                    "cpu, %d rows: a cut wrote a snapshot", rows);
+            gdn_io_free(&cuts);
+            gdn_io_free(&whole);
             gdn_io_free(&base);
         }
 }

@@ -7,9 +7,10 @@
  * tokens in order: a decode token takes the recurrent step (two sweeps over the head's state S
  * with f32 sums over contiguous dv), a prefill piece of 2-64 tokens the chunked WY form
  * (rec_chunk: a few small GEMMs on the attention kernels, qk and pv, with S read three times per
- * chunk instead of twice per token). Chunks are aligned to positions that are multiples of 64 and end at snapshot tokens
- * (meta->tok_snap), so the result depends on where the step cut the prompt only through the pieces
- * next to the cut, and a snapshot equals the state of a step cut there. Both forms match ref
+ * chunk instead of twice per token). Chunks are aligned to positions that are multiples of 64 and
+ * end at marked tokens (meta->tok_snap: cuts and snapshots), so the result depends on where the
+ * step cut the prompt only through the pieces next to the cut, and a snapshot equals the state of
+ * a step cut there. Both forms match ref
  * (the recurrent oracle) within f32 rounding, not bit for bit (qwen35-arch.md 3.7).
  */
 #include <math.h>
@@ -240,9 +241,10 @@ static void rec_task(void *arg, int task, int thread)
     float *scr = cpu_thread_scratch(a->c, thread, rec_chunk_scratch(dk, dv) + (size_t)(2 * dk + 3 * dv));
     float *S = NULL, *snap = NULL;   // snap: where the state goes after the piece's last token
     int idx[GDN_CHUNK], L = 0;
+    bool cut = false;                // the piece's last token is marked (meta->tok_snap)
     for (int i = 0; i <= meta->n_tok; i++) {
         bool mine = i < meta->n_tok && meta->tok_seq[i] == seq;
-        if (L > 0 && (!mine || meta->tok_pos[i] % GDN_CHUNK == 0 || L == GDN_CHUNK || snap)) {   // the piece ends before token i
+        if (L > 0 && (!mine || meta->tok_pos[i] % GDN_CHUNK == 0 || L == GDN_CHUNK || cut)) {   // the piece ends before token i
             if (L == 1) rec_step(a, idx[0], h, kh, S, scr);
             else rec_chunk(a, idx, L, h, kh, S, scr);
             if (snap) memcpy(snap + h * dk * dv, S, sizeof(float) * (size_t)(dk * dv));
@@ -254,6 +256,7 @@ static void rec_task(void *arg, int task, int thread)
             if (meta->tok_pos[i] == 0) memset(S, 0, sizeof(float) * (size_t)(dk * dv));
         }
         idx[L++] = i;
+        cut = meta->tok_snap && meta->tok_snap[i] != TOK_SNAP_NONE;
         snap = snap_row(meta, i, a->snap ? &a->snap->ssm : NULL);
     }
 }

@@ -309,7 +309,7 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
 
     // Query tiles for the tiled prefill kernel (see attention_tiled.cu): up to 128 tokens, its
     // ATT_TILE (one 128-row block there: each K/V tile is fetched once per 128 query rows); the
-    // Gated DeltaNet kernels' too, so a tile also ends at each snapshot token (gdn.cu).
+    // Gated DeltaNet kernels' too, so a tile also ends after each token tok_snap marks (gdn.cu).
     if (m->n_tok > b->cap_tok) {
         free(b->h_tiles);
         b->cap_tok = m->n_tok * 2;
@@ -319,7 +319,8 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
     for (int t = 0; t < m->n_tok; t++) {
         int32_t *cur = b->h_tiles + 3 * (n_tiles - 1);
         bool extend = n_tiles > 0 && m->tok_seq && m->tok_pos && cur[2] == m->tok_seq[t] && cur[1] < 128 &&
-                      m->tok_pos[t] == m->tok_pos[cur[0] + cur[1] - 1] + 1 && !(m->tok_snap && m->tok_snap[t - 1] >= 0);
+                      m->tok_pos[t] == m->tok_pos[cur[0] + cur[1] - 1] + 1 &&
+                      !(m->tok_snap && m->tok_snap[t - 1] != TOK_SNAP_NONE);
         if (extend) {
             cur[1]++;
         } else {
@@ -362,6 +363,8 @@ static void c_batch_begin(struct backend *be, const struct batch_meta *m)
     b->d_tok_slot = (int64_t *)dev;
     for (int i = 1; i < N_ARR; i++) *dsts32[i - 1] = (int32_t *)(dev + offs[i]);
     if (!m->tok_snap) b->d_tok_snap = NULL;
+    b->snap_writes = false;
+    for (int t = 0; m->tok_snap && t < m->n_tok && !b->snap_writes; t++) b->snap_writes = m->tok_snap[t] >= 0;
     b->n_tiles = n_tiles;
 
     b->n_tok = m->n_tok;

@@ -45,7 +45,8 @@ struct cuda_batch {
     bool     all_single;         // every sequence contributes at most one token (pure decode)
     int32_t *d_tok_id, *d_tok_pos, *d_tok_seq, *d_seq_len, *d_seq_block0, *d_block_ids, *d_out_tok;
     int32_t *d_seq_state_slot;   // [n_seq] recurrent-state slots (hybrid models; unset otherwise)
-    int32_t *d_tok_snap;         // [n_tok] meta->tok_snap, NULL when the step takes no snapshots
+    int32_t *d_tok_snap;         // [n_tok] meta->tok_snap, NULL when it is
+    bool     snap_writes;        // some token of the step has a snapshot slot (tok_snap >= 0)
     int64_t *d_tok_slot;
     int      n_tiles;            // query tiles for the tiled prefill kernel: runs of consecutive
     int32_t *d_tiles;            // positions of one sequence, <= 128 tokens, ending at every snapshot

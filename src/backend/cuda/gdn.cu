@@ -11,9 +11,9 @@
  * block that owns a (sequence, value head) walks the step's tokens in order, one thread per column
  * of S. The conv runs over the step's tiles when each sequence's tokens are one run of the batch,
  * else one thread per channel walks the step. Snapshots (meta->tok_snap): batch_begin ends a tile
- * at each snapshot token, so a chunked piece ends there too, and the kernel that holds the state
- * at that point writes it out (the conv state pass per tile end, the chunked pass per piece end,
- * the walks per token).
+ * after each marked token (a cut or a snapshot), so a chunked piece ends there too, and at a
+ * snapshot the kernel that holds the state writes it out (the conv state pass per tile end, the
+ * chunked pass per piece end, the walks per token).
  */
 #include "backend/cuda/cuda_common.cuh"
 
@@ -128,7 +128,7 @@ __global__ void k_gdn_conv_state(const float *x, float *conv_state, float *snap_
     for (int tl = 0; tl < n_tiles; tl++) {
         if (tiles[3 * tl + 2] != s) continue;
         last = tiles[3 * tl] + tiles[3 * tl + 1] - 1;
-        if (tok_snap && tok_snap[last] >= 0)   // batch_begin ends a tile at each snapshot token
+        if (tok_snap && tok_snap[last] >= 0)   // batch_begin ends a tile after each marked token
             conv_state_store(snap_conv + (size_t)tok_snap[last] * (K - 1) * C, x, hist, tok_seq, tok_pos, last, K, C, c);
     }
     if (last >= 0) conv_state_store(hist, x, hist, tok_seq, tok_pos, last, K, C, c);
@@ -156,8 +156,8 @@ void cuda_gdn_conv(struct backend *be, struct tensor *out, const struct tensor *
     CHECK(K >= 1 && K <= GDN_MAX_CONV_TAPS, "gdn_conv: %d taps (at most %d)", K, GDN_MAX_CONV_TAPS);
     CHECK(m->seq_state_slot && tensor_is_contiguous(x) && tensor_is_contiguous(out), "gdn_conv: layout");
     const struct cuda_batch *b = &cb->batch;
-    CHECK(!b->d_tok_snap || (snap && snap->conv.ne[0] == st->conv.ne[0]), "gdn_conv: snapshots without their store");
-    float *snap_conv = b->d_tok_snap ? (float *)dptr(&snap->conv) : NULL;
+    CHECK(!b->snap_writes || (snap && snap->conv.ne[0] == st->conv.ne[0]), "gdn_conv: snapshots without their store");
+    float *snap_conv = b->snap_writes ? (float *)dptr(&snap->conv) : NULL;
     if (m->tok_seq && m->tok_pos && batch_in_runs(m)) {
         DISPATCH_FLOAT(w->dtype, T, k_gdn_conv_runs<T><<<dim3((C + 127) / 128, b->n_tiles), 128, 0, cb->stream>>>(
             (float *)dptr(out), (const float *)dptr(x), (const T *)dptr(w), (const float *)dptr(&st->conv), b->d_tiles,
@@ -889,8 +889,9 @@ void cuda_gdn_recurrent(struct backend *be, struct tensor *out, const struct ten
           "gdn_recurrent: shapes");
     CHECK(dv <= 1024 && m->seq_state_slot, "gdn_recurrent: value head dim %d (at most 1024)", dv);
     const int32_t *tok_snap = cb->batch.d_tok_snap;
-    CHECK(!tok_snap || (snap && snap->ssm.ne[0] == st->ssm.ne[0]), "gdn_recurrent: snapshots without their store");
-    float *snap_ssm = tok_snap ? (float *)dptr(&snap->ssm) : NULL;
+    const bool writes = cb->batch.snap_writes;
+    CHECK(!writes || (snap && snap->ssm.ne[0] == st->ssm.ne[0]), "gdn_recurrent: snapshots without their store");
+    float *snap_ssm = writes ? (float *)dptr(&snap->ssm) : NULL;
     if (gdn_chunked_pays(cb, p)) {   // profiled per kernel: gdn_chunk_prep, gdn_chunk_state
         gdn_chunked(cb, out, q, k, v, a, b, a_log, dt_bias, st, snap_ssm, p, m);
         return;
@@ -898,7 +899,7 @@ void cuda_gdn_recurrent(struct backend *be, struct tensor *out, const struct ten
     const double t0 = cuda_prof_begin(cb);
     size_t f = sizeof(float);
     // deterministic, and steps with snapshots: the walk below for all
-    if (cb->batch.all_single && !cb->deterministic && !tok_snap && dk <= GDN_DECODE_MAX_DK) {
+    if (cb->batch.all_single && !cb->deterministic && !writes && dk <= GDN_DECODE_MAX_DK) {
         DISPATCH_FLOAT(a_log->dtype, T,
             k_gdn_decode<T><<<dim3(m->n_tok, nv, (dv + 31) / 32), 32 * GDN_DECODE_ROW_GROUPS, 0, cb->stream>>>(
                 (float *)dptr(out), (const float *)dptr(q), (const float *)dptr(k), (const float *)dptr(v),

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Summarises rounds.sh's log: per measurement the median, best and range (tok/s), and per round the
 NEW / BASE ratio of each pair (median of the ratios: each pair ran back to back, so it sees the
-same load), decode's fraction of the roofline measured in its round.  usage: table.py rounds.log [FIRST_ROUND]"""
+same load), decode's fraction of the roofline measured in its round.
+usage: bench/cpu_rounds_table.py ROUNDS_LOG [FIRST_ROUND]
+(the logs of the rounds.sh scripts in bench/results/cpu-here-2026-12-07-{attn,fuse})"""
 import re, statistics, sys
 from collections import defaultdict
 first = int(sys.argv[2]) if len(sys.argv) > 2 else 1

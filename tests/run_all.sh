@@ -6,7 +6,9 @@
 #     N passed, N failed, N skipped
 # Exits non-zero if any failed. Exit status 77 means the program could not run here (no GPU, no
 # node, tokenizer files not fetchable): it is counted as a skip, and its reason is its last
-# "SKIP: ..." output line (tests/harness.h test_skip; `skip` in the scripts).
+# "SKIP: ..." output line (tests/harness.h test_skip; `skip` in the scripts). A program that passes
+# with some of its tests skipped here (tests/harness.h SKIP_CASE: "SKIP case NAME: reason" lines)
+# counts as passed, and each skipped case is listed after the time line ("skipped case: ...").
 #
 # Order: longest first, by the times of the previous run ($BUILD/test-logs/times: wall seconds,
 # CPU seconds, program), or on a first run by tests/times (a reference run's wall times, committed:
@@ -62,7 +64,7 @@ run_one() {
 declare -A start_of=()   # running program -> start time
 load=0                   # the running programs' CPU shares summed, in hundredths
 passed=0 failed=0 skipped=0
-failures=() skips=()
+failures=() skips=() skipped_cases=()
 t_begin=$(now)
 : > "$times_file.new"
 
@@ -78,7 +80,11 @@ report() {
     echo "$secs ${cpu:-0} $p" >> "$times_file.new"
     if [ "$rc" -eq 0 ]; then
         passed=$((passed + 1))
-        printf 'PASS %6ss  %s\n' "$secs" "$p"
+        local cases
+        mapfile -t cases < <(grep -a '^SKIP case ' "$log" | cut -c11-)
+        for c in "${cases[@]}"; do skipped_cases+=("$p: $c"); done
+        if [ ${#cases[@]} -gt 0 ]; then printf 'PASS %6ss  %s (%d cases skipped)\n' "$secs" "$p" ${#cases[@]}
+        else printf 'PASS %6ss  %s\n' "$secs" "$p"; fi
     elif [ "$rc" -eq 77 ]; then
         skipped=$((skipped + 1))
         local why
@@ -117,6 +123,7 @@ sort -k1,1nr "$times_file.new" > "$times_file"
 rm -f "$times_file.new"
 echo "test time: ${wall} s wall with ${JOBS} jobs, ${sum} s summed over programs, ${cpu} s CPU (logs: $LOGS)"
 for s in "${skips[@]}"; do echo "skipped: $s"; done
+for s in "${skipped_cases[@]}"; do echo "skipped case: $s"; done
 for f in "${failures[@]}"; do echo "failed: $f"; done
 # a program that never reported (a bug here) must not pass unnoticed
 if [ $((passed + failed + skipped)) -ne ${#progs[@]} ]; then

@@ -504,10 +504,7 @@ static float f32_next(float x, int ulps)
 TEST(f16_split_exact)
 {
     const struct cpu_bf16_kern *kb = cpu_bf16_kern_pick("avx512");
-    if (!kb) {
-        fprintf(stderr, "SKIP f16 split: this CPU lacks AVX-512 BF16\n");
-        return;
-    }
+    if (!kb) SKIP_CASE("this CPU lacks AVX-512 BF16");
     const int64_t n = 65536 + 5;   // every code, then a partial chunk
     uint16_t *w = malloc((size_t)n * sizeof *w), *hl = malloc((size_t)KBF16_SPLIT_ELEMS(n) * sizeof *hl);
     for (int64_t i = 0; i < n; i++) w[i] = (uint16_t)(i < 65536 ? i : 0x3c01 + i);

@@ -126,8 +126,9 @@ static int stream_poll(struct token_stream *ts, struct token_event *last, bool *
 /* ==== decode ==== */
 
 struct decode_result {
-    int    tokens, steps;   // tokens decoded in the timed steps
-    double wall_s, cpu_s;
+    int      tokens, steps;   // tokens decoded in the timed steps
+    double   wall_s, cpu_s;
+    uint64_t by_cands, cands_full;   // sampled rows the backend's candidates decided / sent to the full row
 };
 
 /* c streams of 64-token prompts and o->gen new tokens, timed from the first step after every stream
@@ -178,6 +179,10 @@ static struct decode_result decode_run(const struct opts *o, int c, bool sampled
     for (int i = 0; i < c; i++) { n_tok[i] += stream_poll(ts[i], &last, &done[i]); after += n_tok[i]; }
     r.tokens = after - before;
     for (int i = 0; got && i < c; i++) got[i] = n_tok[i];
+    struct engine_stats st;
+    engine_get_stats(e, &st);
+    r.by_cands = st.sampled_by_cands;
+    r.cands_full = st.sampled_cands_full;
     for (int i = 0; i < c; i++) token_stream_release(ts[i]);
     free(prompts);
     free(ts);
@@ -210,9 +215,11 @@ static void bench_sampled(const struct opts *o)
         struct decode_result g = decode_run(o, c, false, NULL, NULL, NULL, NULL);
         struct decode_result d = decode_run(o, c, true, NULL, NULL, NULL, NULL);
         double gw = g.tokens / g.wall_s, dw = d.tokens / d.wall_s;
+        uint64_t via = d.by_cands + d.cands_full;   // rows through the sample_cands op (0: the backend has none)
         printf("sampled conc=%d temperature=%g top_p=%g top_k=%d greedy_tok_s=%.2f sampled_tok_s=%.2f ratio_wall=%.3f "
-               "ratio_cpu=%.3f\n", c, o->temperature, o->top_p, o->top_k, gw, dw, dw / gw,
-               (d.tokens / d.cpu_s) / (g.tokens / g.cpu_s));
+               "ratio_cpu=%.3f cands_rows=%llu cands_full_frac=%.3f\n", c, o->temperature, o->top_p, o->top_k, gw, dw,
+               dw / gw, (d.tokens / d.cpu_s) / (g.tokens / g.cpu_s), (unsigned long long)via,
+               via ? (double)d.cands_full / (double)via : 0.0);
         fflush(stdout);
     }
 }

@@ -148,6 +148,7 @@ struct backend_cfg {
  *  - argmax: the lowest index among equal maxima; NaNs are never chosen over numbers.
  */
 #define BACKEND_WEIGHT_ALIGN 256   // weights_reserve: bytes each prepared copy is rounded up to
+#define BACKEND_CANDS_MAX    128   // sample_cands: the most candidates per row
 
 struct backend_ops {
     const char *name;
@@ -226,6 +227,14 @@ struct backend_ops {
     // returns; asynchronous like the compute ops (cuda: one copy from pinned staging, one kernel),
     // issued outside step graphs, before the argmax or download that reads the rows.
     void (*logits_mask)(struct backend *, struct tensor *logits, int n, const int32_t *rows, const uint32_t *words);
+    // Optional (NULL: the engine downloads sampled rows; cpu leaves it so). Sampling candidates of n
+    // rows of logits (rows[i], host array), k <= BACKEND_CANDS_MAX: ids/vals[i * k + j] = row
+    // rows[i]'s k largest logits, largest first (ties: lower id; NaN ranks and is reported as
+    // -inf, -0 as +0; past the row's end id -1, -inf), and sums[i] = the sum over the row of
+    // sample_prob(x, inv_t[i], vals[i * k] * inv_t[i]) (base/sample_prob.h, the same f32 bits)
+    // in f64, in any order (0 when the max is -inf). Outputs host memory; synchronous.
+    void (*sample_cands)(struct backend *, const struct tensor *logits, int n, const int32_t *rows, const float *inv_t,
+                         int k, int32_t *ids, float *vals, double *sums);
     /* ---- fused ops ----
      * Several plain ops in one pass. Every backend has them: cuda implements all seven fused; cpu
      * implements matmul_n; backend.c composes each one a backend leaves NULL from the plain ops

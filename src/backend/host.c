@@ -7,6 +7,7 @@
 
 #include "base/mem.h"
 #include "base/row_max.h"
+#include "base/sample_prob.h"
 
 enum status host_buffer_new(struct backend *be, size_t bytes, struct buffer **out)
 {
@@ -103,6 +104,46 @@ void host_logits_mask(struct backend *be, struct tensor *logits, int n, const in
             for (int64_t j = k * 32; j < end; j++)
                 if (!(w[k] >> (j & 31) & 1)) l[j] = -INFINITY;
         }
+    }
+}
+
+/* The sample_cands op as its contract reads: an insertion into the k best so far, then the sum in
+ * id order. A plain loop, the oracle for the device kernel. */
+void host_sample_cands(struct backend *be, const struct tensor *logits, int n, const int32_t *rows, const float *inv_t,
+                       int k, int32_t *ids, float *vals, double *sums)
+{
+    (void)be;
+    host_check_f32(logits, "sample_cands logits");
+    CHECK(k >= 1 && k <= BACKEND_CANDS_MAX, "sample_cands: k = %d", k);
+    const int64_t n_ids = logits->ne[0];
+    for (int i = 0; i < n; i++) {
+        CHECK(rows[i] >= 0 && rows[i] < tensor_rows(logits), "sample_cands: row %d of %lld", rows[i],
+              (long long)tensor_rows(logits));
+        const float *l = host_row(logits, rows[i]);
+        int32_t *id = ids + (size_t)i * (size_t)k;
+        float *v = vals + (size_t)i * (size_t)k;
+        for (int j = 0; j < k; j++) {
+            id[j] = -1;
+            v[j] = -INFINITY;
+        }
+        int have = 0;
+        for (int64_t c = 0; c < n_ids; c++) {
+            float x = l[c] != l[c] ? -INFINITY : l[c] == 0.0f ? 0.0f : l[c];
+            if (have == k && !(x > v[k - 1])) continue;   // ties keep the lower id, seen first
+            int j = have < k ? have++ : k - 1;
+            for (; j > 0 && x > v[j - 1]; j--) {
+                v[j] = v[j - 1];
+                id[j] = id[j - 1];
+            }
+            v[j] = x;
+            id[j] = (int32_t)c;
+        }
+        double sum = 0.0;
+        if (v[0] > -INFINITY) {
+            float mx = v[0] * inv_t[i];
+            for (int64_t c = 0; c < n_ids; c++) sum += (double)sample_prob(l[c], inv_t[i], mx);
+        }
+        sums[i] = sum;
     }
 }
 

@@ -33,6 +33,9 @@ void        host_batch_begin(struct backend *be, const struct batch_meta *meta);
 enum status host_sync(struct backend *be);
 /* The argmax op (a plain loop: fast enough on any host backend). */
 void        host_argmax(struct backend *be, int32_t *out_ids, const struct tensor *logits);
+/* The sample_cands op (the oracle; ref has it, cpu samples on the host from the row). */
+void        host_sample_cands(struct backend *be, const struct tensor *logits, int n, const int32_t *rows,
+                              const float *inv_t, int k, int32_t *ids, float *vals, double *sums);
 /* The logits_mask op: a loop over the masked rows (the logits are in host memory already). */
 void        host_logits_mask(struct backend *be, struct tensor *logits, int n, const int32_t *rows,
                              const uint32_t *words);

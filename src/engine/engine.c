@@ -255,6 +255,14 @@ enum status engine_new_sharded(const struct engine_cfg *cfg_in, const struct eng
     if (e->states) e->tok_snap = xcalloc(mt, sizeof *e->tok_snap);
     if (e->snaps) e->snap_jobs = xcalloc((size_t)e->snaps->n_slots, sizeof *e->snap_jobs);
     e->argmax_ids = xcalloc(mr, sizeof *e->argmax_ids);
+    if (be->ops->sample_cands) {
+        e->cand_items = xcalloc(mr, sizeof *e->cand_items);
+        e->cand_rows = xcalloc(mr, sizeof *e->cand_rows);
+        e->cand_inv_t = xcalloc(mr, sizeof *e->cand_inv_t);
+        e->cand_ids = xcalloc(mr * SAMPLER_CANDS, sizeof *e->cand_ids);
+        e->cand_vals = xcalloc(mr * SAMPLER_CANDS, sizeof *e->cand_vals);
+        e->cand_sums = xcalloc(mr, sizeof *e->cand_sums);
+    }
     e->logits = xcalloc(mr * (size_t)e->n_vocab, sizeof *e->logits);
     if (be->ops->host_pin) be->ops->host_pin(be, e->logits, logits_bytes(e), true);
     e->mask_words = (e->n_vocab + 31) / 32;
@@ -341,6 +349,12 @@ void engine_free(struct engine *e)
     free(e->tok_snap);
     free(e->snap_jobs);
     free(e->argmax_ids);
+    free(e->cand_items);
+    free(e->cand_rows);
+    free(e->cand_inv_t);
+    free(e->cand_ids);
+    free(e->cand_vals);
+    free(e->cand_sums);
     if (e->logits && e->be->ops->host_pin) e->be->ops->host_pin(e->be, e->logits, logits_bytes(e), false);
     free(e->logits);
     free(e->mask_rows);
@@ -561,10 +575,47 @@ static void emit(struct engine *e, struct request *r, int32_t tok, float lp, con
     if (r->n_gen >= r->max_gen) engine_end_request(e, r, FINISH_LENGTH, STATUS_OK);
 }
 
+/* Whether item i samples on the host (its own sampler, not the backend's argmax). */
+static bool samples_on_host(const struct sched_item *it)
+{
+    return it->out_row >= 0 && it->hid_tok < 0 && it->mask_st == STATUS_OK && !it->r->plain_greedy;
+}
+
+/* Rows the candidates may decide go through the backend's sample_cands (one call); the tokens
+ * they decide are drawn here, and only the rest are downloaded. */
+static void sample_from_cands(struct engine *e, const struct tensor *logits)
+{
+    int n = 0;
+    for (int i = 0; i < e->n_items; i++) {
+        const struct sched_item *it = &e->items[i];
+        if (!samples_on_host(it) || it->r->n_logprobs != 0 || !sampler_takes_cands(it->r->smp)) continue;
+        e->cand_items[n] = i;
+        e->cand_rows[n] = it->out_row;
+        e->cand_inv_t[n++] = sampler_inv_temperature(it->r->smp);
+    }
+    if (n == 0) return;
+    e->be->ops->sample_cands(e->be, logits, n, e->cand_rows, e->cand_inv_t, SAMPLER_CANDS, e->cand_ids, e->cand_vals,
+                             e->cand_sums);
+    for (int j = 0; j < n; j++) {
+        struct sampled *d = &e->sampled[e->cand_items[j]];
+        struct sampler_cands c = { .ids = e->cand_ids + (size_t)j * SAMPLER_CANDS,
+                                   .vals = e->cand_vals + (size_t)j * SAMPLER_CANDS, .sum = e->cand_sums[j] };
+        d->from_cands = sampler_sample_cands(e->items[e->cand_items[j]].r->smp, &c, &d->tok);
+        if (d->from_cands) {
+            d->lp = 0.0f;
+            d->n_top = 0;
+        }
+        if (d->from_cands) e->acc.sampled_by_cands++;
+        else e->acc.sampled_cands_full++;
+    }
+}
+
 static void sample_outputs(struct engine *e, const struct tensor *logits)
 {
     bool any_plain = false;
-    int lo = -1, hi = -1;   // the rows the host samples lie in [lo, hi]: one download
+    for (int i = 0; i < e->n_items; i++) e->sampled[i].from_cands = false;
+    if (e->be->ops->sample_cands) sample_from_cands(e, logits);
+    int lo = -1, hi = -1, n_host = 0;   // the rows the host samples lie in [lo, hi]
     for (int i = 0; i < e->n_items; i++) {
         const struct sched_item *it = &e->items[i];
         if (it->out_row < 0) continue;
@@ -572,14 +623,26 @@ static void sample_outputs(struct engine *e, const struct tensor *logits)
             any_plain = true;
             continue;
         }
+        if (e->sampled[i].from_cands) continue;
         if (lo < 0 || it->out_row < lo) lo = it->out_row;
         if (it->out_row > hi) hi = it->out_row;
+        n_host++;
     }
     if (any_plain) e->be->ops->argmax(e->be, e->argmax_ids, logits);
     if (lo < 0) return;
-    struct tensor rows = tensor_rows_view(logits, lo, hi - lo + 1);
-    e->be->ops->download(e->be, e->logits + (size_t)lo * (size_t)e->n_vocab, &rows,
-                         (size_t)(hi - lo + 1) * (size_t)e->n_vocab * sizeof(float));
+    // one download of [lo, hi]; row by row where the candidates decided most of the rows in it
+    size_t row_bytes = (size_t)e->n_vocab * sizeof(float);
+    if (2 * n_host >= hi - lo + 1) {
+        struct tensor rows = tensor_rows_view(logits, lo, hi - lo + 1);
+        e->be->ops->download(e->be, e->logits + (size_t)lo * (size_t)e->n_vocab, &rows, (size_t)(hi - lo + 1) * row_bytes);
+        return;
+    }
+    for (int i = 0; i < e->n_items; i++) {
+        const struct sched_item *it = &e->items[i];
+        if (it->out_row < 0 || it->r->plain_greedy || e->sampled[i].from_cands) continue;
+        struct tensor row = tensor_rows_view(logits, it->out_row, 1);
+        e->be->ops->download(e->be, e->logits + (size_t)it->out_row * (size_t)e->n_vocab, &row, row_bytes);
+    }
 }
 
 static void sample_task(void *ctx, int task, int thread)
@@ -602,11 +665,8 @@ static void sample_task(void *ctx, int task, int thread)
 static void sample_rows(struct engine *e)
 {
     int n = 0;
-    for (int i = 0; i < e->n_items; i++) {
-        const struct sched_item *it = &e->items[i];
-        if (it->out_row >= 0 && it->hid_tok < 0 && it->mask_st == STATUS_OK && !it->r->plain_greedy)
-            e->sample_items[n++] = i;
-    }
+    for (int i = 0; i < e->n_items; i++)
+        if (samples_on_host(&e->items[i]) && !e->sampled[i].from_cands) e->sample_items[n++] = i;
     if (n > 1 && e->sample_pool) {
         threadpool_run(e->sample_pool, n, sample_task, e);
         return;

@@ -250,6 +250,9 @@ struct engine_stats {
     /* Steps a backend (any rank's) failed at sync: their requests ended with FINISH_ERROR. A device
      * error is sticky (a poisoned CUDA context), so /health answers 503 once this is non-zero. */
     uint64_t failed_steps;
+    /* Sampled rows (not plain greedy) the backend's candidates decided (sample_cands: no download), and
+     * those that went through the op and still needed their full row (a draw in the tail). */
+    uint64_t sampled_by_cands, sampled_cands_full;
     /* clock_now_s() of the engine thread's last sign of progress: an idle loop with nothing to do,
      * a layer of a step issued, a step done. Stale only while work is pending and not advancing. */
     double   last_progress_s;

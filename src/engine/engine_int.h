@@ -79,6 +79,7 @@ struct engine_rank {
 /* What one sequence contributes to a step. */
 /* One item's sampled token, with what it reports (log-probability, top alternatives). */
 struct sampled {
+    bool                 from_cands;   // tok came from the row's candidates (no download, no host pass)
     int32_t              tok;
     float                lp;
     int                  n_top;
@@ -168,6 +169,13 @@ struct engine {
     bool                   want_hidden;     // an embedding request ends in the step being built
     int32_t               *argmax_ids;      // [max_running]
     float                 *logits;          // [max_running * n_vocab] host rows for the sampler (pinned on cuda)
+    // the sample_cands op's rows (engine.c: sample_outputs); allocated where the backend has it
+    int                   *cand_items;      // [max_running] the step's items that sent their row
+    int32_t               *cand_rows;       // [max_running] their logits rows
+    float                 *cand_inv_t;      // [max_running] their 1 / temperature
+    int32_t               *cand_ids;        // [max_running * SAMPLER_CANDS]
+    float                 *cand_vals;       // [max_running * SAMPLER_CANDS]
+    double                *cand_sums;       // [max_running]
     int                    mask_words;      // ceil(n_vocab / 32): uint32 words of one row's mask
     int32_t               *mask_rows;       // [max_running] the step's masked logits rows
     uint32_t              *masks;           // [max_running * mask_words] their masks, in mask_rows order

@@ -24,6 +24,7 @@
 #include "base/log.h"
 #include "base/mem.h"
 #include "base/row_max.h"
+#include "base/sample_prob.h"
 #include "base/simd_clones.h"
 
 enum {
@@ -232,43 +233,6 @@ static void sort_best(const float *p, int32_t *v, int lo, int hi)
 
 /* ==== Probabilities ==== */
 
-/* 2^y for y <= 0, to about 2 ulp; y below -126 (and NaN) gives 0. Plain arithmetic and bit moves
- * in a fixed order (C11 mode contracts no a*b+c), so every machine and vector width gives the same
- * bits, and the selects are on integers (a float compare may trap, so the compiler would keep it a
- * branch), so the loops that call it vectorize, which expf's library call prevents. */
-static inline float exp2_nonpositive(float y)
-{
-    uint32_t yb;
-    memcpy(&yb, &y, sizeof yb);
-    // in range: +0, or a negative float above -126 (negative floats' bits grow with magnitude)
-    uint32_t in = (uint32_t)(yb == 0u) | (uint32_t)(yb - 0x80000000u < 0xC2FC0000u - 0x80000000u);
-    uint32_t keep = 0u - in;
-    uint32_t ycb = (yb & keep) | (0xC2FC0000u & ~keep);   // out of range: -126, result cleared below
-    float yc;
-    memcpy(&yc, &ycb, sizeof yc);
-    float t = yc + 12582912.0f;                 // 1.5 * 2^23: rounds yc to an integer, kept in t's low bits
-    float n = t - 12582912.0f;
-    float f = yc - n;                           // [-0.5, 0.5]
-    // minimax polynomial of (2^f - 1) / f on [-0.5, 0.5] (Cephes exp2f's coefficients)
-    float q = 1.535336188319500e-4f;
-    q = q * f + 1.339887440266574e-3f;
-    q = q * f + 9.618437357674640e-3f;
-    q = q * f + 5.550332471162809e-2f;
-    q = q * f + 2.402264791363012e-1f;
-    q = q * f + 6.931472028550421e-1f;
-    float r = q * f + 1.0f;
-    uint32_t tb, rb;
-    memcpy(&tb, &t, sizeof tb);
-    uint32_t sb = (tb - 0x4B400000u + 127u) << 23;   // 2^n as a float: n = t's bits - 12582912.0f's bits
-    float scale;
-    memcpy(&scale, &sb, sizeof scale);
-    r *= scale;
-    memcpy(&rb, &r, sizeof rb);
-    rb &= keep;
-    memcpy(&r, &rb, sizeof r);
-    return r;
-}
-
 enum { LANES = 16 };   // the fixed lanes of the loops below (the compiler maps them to any vector width)
 
 /* The row loops wear VECTOR_CLONES (base/simd_clones.h): 3-4x over SSE2 on the exp pass, the same
@@ -293,13 +257,12 @@ static inline int32_t bits_of(float x)
  * *p_max. Probabilities are >= 0, so their bits order as they do (integer compares vectorize). */
 VECTOR_CLONES static double exp_run(const float *restrict x, int n, float inv_t, float mx, float *restrict p, float *p_max)
 {
-    const float log2e = 1.4426950408889634f;
     double part[LANES] = { 0 };
     int32_t top[LANES] = { 0 };
     int i = 0;
     for (; i + LANES <= n; i += LANES)
         for (int j = 0; j < LANES; j++) {
-            float e = exp2_nonpositive((x[i + j] * inv_t - mx) * log2e);
+            float e = sample_prob(x[i + j], inv_t, mx);
             p[i + j] = e;
             part[j] += (double)e;
             int32_t b = bits_of(e);
@@ -312,7 +275,7 @@ VECTOR_CLONES static double exp_run(const float *restrict x, int n, float inv_t,
         best = top[j] > best ? top[j] : best;
     }
     for (; i < n; i++) {
-        p[i] = exp2_nonpositive((x[i] * inv_t - mx) * log2e);
+        p[i] = sample_prob(x[i], inv_t, mx);
         sum += (double)p[i];
         best = bits_of(p[i]) > best ? bits_of(p[i]) : best;
     }
@@ -441,7 +404,9 @@ static int select_top_k(struct sampler_scratch *sc, int V, int k)
     for (; b > 0 && cnt + sc->key_count[b] < k; b--) cnt += sc->key_count[b];
     int n;
     gather(sc, V, b, &n);
-    return n < k ? n : k;
+    n = n < k ? n : k;
+    sort_best(sc->prob, sc->idx, 0, n - 1);   // best first, as the fast path leaves them
+    return n;
 }
 
 /* HF top-p over v[0..n) sorted best first: keeps a candidate while the mass before it is below
@@ -474,13 +439,19 @@ static int select_nucleus(struct sampler_scratch *sc, int V, double target)
     int b = PROB_KEYS - 1;
     double before = 0.0;
     for (; b > 0 && before + sc->key_mass[b] < target; b--) before += sc->key_mass[b];
-    int n, above = gather(sc, V, b, &n);
+    int n, above = gather(sc, V, b, &n), kept = n;
     double cum = before;
     for (int i = above; i < n; i++) {
-        if (cum >= target) return i < 1 ? 1 : i;
+        if (cum >= target) {
+            kept = i < 1 ? 1 : i;
+            break;
+        }
         cum += sc->prob[sc->idx[i]];
     }
-    return n;
+    // best first, as the fast path leaves them (the candidate path's order: sampler_sample_cands);
+    // a nucleus too large for that path keeps the gather's order rather than a long sort
+    if (kept <= SAMPLE_COLLECT_MAX) sort_best(sc->prob, sc->idx, 0, kept - 1);
+    return kept;
 }
 
 /* A draw over candidates v[0..n); a rounding fall-off returns the last candidate with p > 0. */
@@ -499,11 +470,24 @@ static int32_t draw_candidates(struct sampler *s, const float *p, const int32_t 
     return last;
 }
 
-/* A draw over the whole vocabulary: the block sums find the block, one block is walked. */
-static int32_t draw_all(struct sampler *s, const struct sampler_scratch *sc, const float *logits, double total)
+/* A draw over the whole vocabulary, in a fixed order: the head (the SAMPLER_HEAD best ids, best
+ * first), then every other id in id order; the head's prefix sums find a head token without the
+ * rest of the row (sampler_sample_cands), the block sums less the head's share find the block of a
+ * tail token, and one block is walked. */
+static int32_t draw_all(struct sampler *s, struct sampler_scratch *sc, const float *logits, double total)
 {
-    const float *p = sc->prob;
+    float *p = sc->prob;
+    const int32_t *head = sc->idx;
+    int n_head = select_top_k(sc, s->n_vocab, SAMPLER_HEAD);
     double u = (double)rng_uniform(&s->rng) * total, cum = 0.0;
+    for (int i = 0; i < n_head; i++) {
+        cum += p[head[i]];
+        if (u < cum) return head[i];
+    }
+    for (int i = 0; i < n_head; i++) {   // the tail walk skips the head
+        sc->block_sum[head[i] / SAMPLE_BLOCK] -= (double)p[head[i]];
+        p[head[i]] = 0.0f;
+    }
     for (int b = 0; b * SAMPLE_BLOCK < s->n_vocab; b++) {
         if (!(u < cum + sc->block_sum[b])) {
             cum += sc->block_sum[b];
@@ -559,6 +543,150 @@ static int32_t draw(struct sampler *s, struct sampler_scratch *sc, const float *
         CHECK(n > 0, "min-p removed every candidate");
     }
     return draw_candidates(s, p, v, n);
+}
+
+/* ==== Candidates (sampler_sample_cands) ====
+ * Why its answers are the full row's, bit for bit. The head's probabilities come from the
+ * candidates' logits through the row pass's own sample_prob, so they are the same floats; sorted
+ * by (p desc, id asc) they are the row's best ids as far as each beats every id outside the head.
+ * Those ids' logits are at most the last candidate's (vals[SAMPLER_HEAD]); the exponent is
+ * monotonic in the logit (rounded products and differences are) and exp2_nonpositive is within
+ * 2^-20 of 2^y, so their p is at most p_next (1 + 2^-18), plus 2^-140 for subnormal results, and
+ * exactly 0 where p_next is 0 (an exponent below -126 gives 0). Sums, targets and walks over these
+ * floats then repeat the full path's operations in its order. Only the row's total is not the full
+ * path's bits (the same f64 sum in another order): a decision that uses it (a plain draw, top-p
+ * alone) is taken only when every total within CANDS_SUM_TOL of it decides the same.
+ */
+
+#define CANDS_SUM_TOL 0x1p-18   // relative; >> the order error of an f64 sum of 2^18 terms (2^-35)
+
+struct cands_head {
+    float   p[SAMPLER_HEAD];    // the candidates' p > 0, best first (ties: lower id)
+    int32_t id[SAMPLER_HEAD];
+    int     n;
+    int     sure;               // p[0..sure) are the row's best ids in the row's order
+    bool    complete;           // no id outside the head has p > 0
+    double  outside;            // no id outside the head has p above this
+};
+
+static void cands_head(const struct sampler_cands *c, float inv_t, struct cands_head *h)
+{
+    float mx = c->vals[0] * inv_t;
+    h->n = 0;
+    for (int j = 0; j < SAMPLER_HEAD; j++) {
+        float p = sample_prob(c->vals[j], inv_t, mx);
+        if (!(p > 0.0f)) continue;
+        int i = h->n++;
+        for (; i > 0 && (p > h->p[i - 1] || (p == h->p[i - 1] && c->ids[j] < h->id[i - 1])); i--) {
+            h->p[i] = h->p[i - 1];
+            h->id[i] = h->id[i - 1];
+        }
+        h->p[i] = p;
+        h->id[i] = c->ids[j];
+    }
+    float p_next = sample_prob(c->vals[SAMPLER_HEAD], inv_t, mx);
+    h->complete = !(p_next > 0.0f);
+    h->outside = h->complete ? 0.0 : (double)p_next * (1.0 + 0x1p-18) + 0x1p-140;
+    h->sure = h->n;
+    while (h->sure > 0 && !((double)h->p[h->sure - 1] > h->outside)) h->sure--;
+}
+
+/* HF top-p over the sorted p[0..n) (keep_nucleus_sorted): how many are kept, or -1 when the
+ * target is not reached within them and ids past them could still count (!whole). */
+static int cands_nucleus(const float *p, int n, double target, bool whole)
+{
+    double cum = 0.0;
+    for (int i = 0; i < n; i++) {
+        if (cum >= target) return i < 1 ? 1 : i;
+        cum += p[i];
+    }
+    return cum >= target || whole ? n : -1;
+}
+
+/* A plain draw (no filter): decided when it lands in the head for every total near c->sum. */
+static bool cands_draw_plain(struct sampler *s, const struct cands_head *h, double sum, int32_t *tok)
+{
+    if (h->sure < h->n || (h->n < SAMPLER_HEAD && !h->complete)) return false;
+    struct rng before = s->rng;
+    double u = (double)rng_uniform(&s->rng);
+    double lo = u * sum * (1.0 - CANDS_SUM_TOL), hi = u * sum * (1.0 + CANDS_SUM_TOL), cum = 0.0;
+    for (int i = 0; i < h->n; i++) {
+        cum += h->p[i];
+        if (!(lo < cum)) continue;
+        if (!(hi < cum)) break;   // the full row's target may fall either side of this boundary
+        *tok = h->id[i];
+        return true;
+    }
+    s->rng = before;   // the full row makes this draw again
+    return false;
+}
+
+bool sampler_takes_cands(const struct sampler *s)
+{
+    return s->cfg.temperature > 0.0f && s->cfg.n_bias == 0 && !s->seen && !s->count;
+}
+
+float sampler_inv_temperature(const struct sampler *s) { return 1.0f / s->cfg.temperature; }
+
+bool sampler_sample_cands(struct sampler *s, const struct sampler_cands *c, int32_t *tok)
+{
+    const struct sampling *cfg = &s->cfg;
+    CHECK(sampler_takes_cands(s), "sampler_sample_cands: the request needs its full row");
+    if (!(c->vals[0] > -INFINITY)) return false;   // nothing allowed: the full row's fallback
+    if (cfg->top_k == 1) {                          // argmax, no draw
+        *tok = c->ids[0];
+        return true;
+    }
+    int V = s->n_vocab;
+    struct cands_head h;
+    cands_head(c, sampler_inv_temperature(s), &h);
+    bool top_k = cfg->top_k > 0 && cfg->top_k < V, top_p = cfg->top_p > 0.0f && cfg->top_p < 1.0f;
+    if (!top_k && !top_p && cfg->min_p <= 0.0f) return cands_draw_plain(s, &h, c->sum, tok);
+
+    int n = -1;   // the kept head h.p[0..n), as the full row keeps them; -1: every id
+    if (top_k) {
+        if (cfg->top_k <= h.sure) n = cfg->top_k;
+        else if (h.complete) n = h.n;
+        else return false;
+        if (top_p) {
+            double kept = 0.0;
+            for (int i = 0; i < n; i++) kept += h.p[i];
+            n = cands_nucleus(h.p, n, (double)cfg->top_p * kept, true);
+        }
+    } else if (top_p) {
+        double target = (double)cfg->top_p * c->sum;
+        int lo = cands_nucleus(h.p, h.n, target * (1.0 - CANDS_SUM_TOL), h.complete);
+        int hi = cands_nucleus(h.p, h.n, target * (1.0 + CANDS_SUM_TOL), h.complete);
+        if (lo < 0 || lo != hi || lo > h.sure) return false;
+        n = lo;
+    }
+    float p[SAMPLER_HEAD];
+    int32_t id[SAMPLER_HEAD], at[SAMPLER_HEAD];
+    int m = 0;
+    if (cfg->min_p > 0.0f && n < 0) {
+        // min-p alone: the full row keeps p >= min_p in id order; no id outside may reach it
+        if (!((double)cfg->min_p > h.outside)) return false;
+        for (int i = 0; i < h.n; i++) {
+            if (!(h.p[i] >= cfg->min_p)) continue;
+            int j = m++;
+            for (; j > 0 && id[j - 1] > h.id[i]; j--) {
+                id[j] = id[j - 1];
+                p[j] = p[j - 1];
+            }
+            id[j] = h.id[i];
+            p[j] = h.p[i];
+        }
+    } else {
+        for (int i = 0; i < n; i++) {
+            if (cfg->min_p > 0.0f && !(h.p[i] >= cfg->min_p)) continue;
+            id[m] = h.id[i];
+            p[m++] = h.p[i];
+        }
+    }
+    if (m == 0) return false;
+    for (int i = 0; i < m; i++) at[i] = i;
+    *tok = id[draw_candidates(s, p, at, m)];
+    return true;
 }
 
 /* ==== Public ==== */

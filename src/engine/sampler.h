@@ -14,7 +14,16 @@
  * numbers (vLLM's "processed_logits" mode).
  *
  * Tie-breaking and candidate order are deterministic (probability, then lower id), so the same
- * seed, logits and history give the same token on every machine.
+ * seed, logits and history give the same token on every machine. Draws without a filter walk the
+ * SAMPLER_HEAD most likely ids first (best first), then the others in id order.
+ *
+ * Candidates. Where the logits live on a device, a row's SAMPLER_CANDS largest logits and its sum
+ * of probabilities (the backend's sample_cands op) usually decide the token without the row:
+ * sampler_sample_cands returns the token the full row would give for the same RNG state, or says
+ * that only the full row can decide (then it leaves the RNG as it was, and sampler_sample_top on
+ * the row makes the same draw). It decides top-k <= SAMPLER_HEAD, a top-p or min-p set that
+ * closes inside the candidates, and plain draws that land among the head; requests with a bias,
+ * penalties or log-probabilities always take the full row.
  *
  * Threading: a sampler belongs to one request and is used by one thread at a time. Sampling
  * allocates nothing: its scratch (a few [n_vocab] arrays) is the sampler's own (sampler_new), or
@@ -35,6 +44,8 @@
 #include "base/rng.h"
 
 #define SAMPLER_MAX_TOP 20          // most top log-probabilities one sample reports
+#define SAMPLER_HEAD    64          // ids a draw without a filter walks first (the candidate head)
+#define SAMPLER_CANDS   (SAMPLER_HEAD + 1)   // candidates per row: the head and the best id below it
 
 struct logit_bias { int32_t id; float bias; };
 
@@ -80,6 +91,25 @@ void            sampler_accept(struct sampler *s, int32_t token);
 /* True when sampling is a plain argmax of the raw logits (temperature 0, no bias, no penalties):
  * the engine may then use the backend's argmax instead of downloading the logits. */
 bool            sampler_is_plain_greedy(const struct sampler *s);
+
+/* One row's candidates, as the backend's sample_cands op returns them (backend.h): ids and vals
+ * [SAMPLER_CANDS], the row's largest logits, largest first (ties: lower id; past the row's end id
+ * -1 and -inf), sum = the row's sum of probabilities at this sampler's temperature (sampler.c:
+ * sample_prob over every id) in f64, in any order. */
+struct sampler_cands {
+    const int32_t *ids;
+    const float   *vals;
+    double         sum;
+};
+
+/* True when the candidate path may decide this sampler's tokens: temperature > 0, no bias, no
+ * penalties (the caller adds: no log-probabilities wanted). */
+bool            sampler_takes_cands(const struct sampler *s);
+/* 1 / temperature as the sampler rounds it (the sample_cands op's inv_t); sampler_takes_cands only. */
+float           sampler_inv_temperature(const struct sampler *s);
+/* The token for candidates c into *tok (the RNG advanced as sampler_sample would), or false: only
+ * the full row decides (the RNG untouched). Only where sampler_takes_cands. */
+bool            sampler_sample_cands(struct sampler *s, const struct sampler_cands *c, int32_t *tok);
 
 /* Picks the next token from logits[n_vocab] (modified in place). If logprob_out != NULL, writes
  * the log-probability of the chosen token (see the top of this file for which distribution). */

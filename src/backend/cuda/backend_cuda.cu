@@ -516,6 +516,8 @@ static void c_destroy(struct backend *be)
     mem_release(cb->d_argmax, false);
     mem_release(cb->h_mask, true);
     mem_release(cb->d_mask, false);
+    mem_release(cb->h_cands, true);
+    mem_release(cb->d_cands, false);
     if (cb->mask_copied) cudaEventDestroy(cb->mask_copied);
     cudaEventDestroy(x->staged);
     cublasDestroy(cb->cublas);
@@ -550,6 +552,7 @@ static const struct backend_ops cuda_ops = {
     /* .moe_ffn = */ cuda_moe_ffn,
     /* .argmax = */ cuda_argmax,
     /* .logits_mask = */ cuda_logits_mask,
+    /* .sample_cands = */ cuda_sample_cands,
     /* .matmul_n = */ cuda_matmul_n,
     /* .norm_matmul_n = */ cuda_norm_matmul_n,
     /* .matmul_add = */ cuda_matmul_add,

@@ -94,6 +94,9 @@ struct cuda_backend {
     void           *d_mask;             // its device copy
     size_t          mask_bytes;         // capacity of both
     cudaEvent_t     mask_copied;        // recorded after each staging copy: the next one waits for it
+    void           *h_cands;            // sample_cands: pinned staging of its inputs and outputs (sample_cands.cu)
+    void           *d_cands;            // their device copy
+    size_t          cands_bytes;        // capacity of both
     bool            deterministic;      // backend "cuda-deterministic": batch-invariant rows (GEMV, f32 attention)
     bool            precise;            // backend "cuda-precise": hi + lo bf16 GEMM inputs, f32 attention
     bool            pdl;                // programmatic dependent launch of GEMVs (sm_90+)
@@ -300,6 +303,8 @@ void cuda_add(struct backend *, struct tensor *, const struct tensor *, const st
 void cuda_softcap(struct backend *, struct tensor *, float);
 void cuda_argmax(struct backend *, int32_t *, const struct tensor *);
 void cuda_logits_mask(struct backend *, struct tensor *, int, const int32_t *, const uint32_t *);
+void cuda_sample_cands(struct backend *, const struct tensor *, int, const int32_t *, const float *, int, int32_t *,
+                       float *, double *);
 void cuda_matmul(struct backend *, struct tensor *, const struct tensor *, const struct tensor *, const struct tensor *);
 void cuda_matmul_n(struct backend *, int, struct tensor *const *, const struct tensor *, const struct tensor *const *,
                    const struct tensor *const *);

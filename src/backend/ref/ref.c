@@ -529,6 +529,7 @@ static const struct backend_ops ref_ops = {
     .moe_ffn = ref_moe_ffn,
     .argmax = host_argmax,
     .logits_mask = host_logits_mask,
+    .sample_cands = host_sample_cands,
     .gdn_conv = ref_gdn_conv,
     .gdn_recurrent = ref_gdn_recurrent,
     .rmsnorm_gated = ref_rmsnorm_gated,

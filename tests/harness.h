@@ -24,7 +24,7 @@
 #include <string.h>
 
 static int t_failures, t_checks, t_tests, t_test_failed, t_skipped;
-static char t_skip_why[256];   // the reason of the running test's SKIP_CASE, "" if none
+static char t_skip_why[256] __attribute__((unused));   // the reason of the running test's SKIP_CASE, "" if none
 
 #define TEST(name) static void test_##name(void)
 #define RUN(name) do { \

@@ -5,7 +5,7 @@
 // output_config, max_tokens 32000 against a 40,960-token context, server-side tool shapes.
 import fs from 'node:fs';
 import path from 'node:path';
-import { check, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED, requestLines, watchdog, finish } from './lib.mjs';
+import { check, serveScripted, runClient, requireRunnable, tmpDir, tail, hermesCall, BIN_DIR, SERVED, settledRequestLines, watchdog, finish } from './lib.mjs';
 
 const CLAUDE = path.join(BIN_DIR, 'claude');
 const work = tmpDir('cc-work');
@@ -61,7 +61,7 @@ async function main() {
   fs.writeFileSync(path.join(work, 'pixel.png'), PIXEL);
   // the Bash run first: its prefill of Claude Code's ~11k-token prefix is then cached for the others
   const bash = await claude(srv, 'CC_BASH_TASK: run the command that prints the marker.', TOOLS);
-  const bashLines = requestLines(srv);
+  const bashLines = await settledRequestLines(srv);
   const others = Promise.all([
     claude(srv, 'CC_WRITE_TASK: write the file.', TOOLS),
     claude(srv, 'CC_IMAGE_TASK: look at pixel.png.', TOOLS),
@@ -102,7 +102,7 @@ async function main() {
   // every run shares Claude Code's system prompt and tools, ~80% of its first prompt (its billing
   // line, a hash of the conversation, is dropped; the user's own text comes next): only the
   // first request prefills them
-  const lines = requestLines(srv);
+  const lines = await settledRequestLines(srv);
   const misses = lines.slice(1).filter((l) => { const [, p, c] = /prompt=(\d+) cached=(\d+)/.exec(l) ?? []; return !(Number(c) > 0.75 * Number(p)); });
   check(lines.length > 1 && misses.length === 0, 'every request after the first reads the system prompt and tools from the cache', misses.join('\n'));
   await finish(srv, 'clients/claude_code');

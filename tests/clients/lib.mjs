@@ -82,6 +82,19 @@ export const hermesCall = (name, args) => `<tool_call>\n${JSON.stringify({ name,
 export function requestLines(srv) {
   return srv.stderr().split('\n').filter((l) => / req-\d+ [A-Z]+ \//.test(l)).map((l) => l.replace(/^.*?(req-\d+)/, '$1'));
 }
+/* The request lines once the server has logged every request a client that just exited made: the
+ * server writes a request's line after its response ends, which the client may have read (and
+ * exited on) first, so the lines are read again until they stop changing for 300 ms (5 s at most). */
+export async function settledRequestLines(srv) {
+  let lines = requestLines(srv);
+  for (let i = 0; i < 16; i++) {
+    await new Promise((r) => setTimeout(r, 300));
+    const now = requestLines(srv);
+    if (now.length === lines.length) return now;
+    lines = now;
+  }
+  return lines;
+}
 export function refusedLines(srv) {
   return requestLines(srv).filter((l) => /^req-\d+ [A-Z]+ \S+ [45]\d\d /.test(l));
 }

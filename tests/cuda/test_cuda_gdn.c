@@ -240,6 +240,22 @@ TEST(snapshots_inside_a_step)
                              1e-12), "%s", what);
             EXPECTF(tt_close("ssm snapshots", dio.ssm_snap.p, rio.ssm_snap.p, GDN_IO_SNAPS * w * c->dk, 1e-5, 1e-4,
                              1e-10), "%s", what);
+            // the same marks as cuts only (TOK_SNAP_CUT): the same outputs and states bit for bit
+            // (the tiles end at the same tokens), and no snapshot slot written
+            struct gdn_io cio;
+            gdn_io_clone(&cio, &base);
+            gdn_snap_step(&st, sc);
+            for (int t = 0; t < st.meta.n_tok; t++)
+                if (st.tok_snap[t] >= 0) st.tok_snap[t] = TOK_SNAP_CUT;
+            dev_run(g_cuda, &cio, &st.meta, 0);
+            EXPECTF(!memcmp(cio.y.p, dio.y.p, sizeof(float) * (size_t)(rows * w)) &&
+                    !memcmp(cio.conv_st.p, dio.conv_st.p, sizeof(float) * (size_t)(3 * conv_row)) &&
+                    !memcmp(cio.ssm_st.p, dio.ssm_st.p, sizeof(float) * (size_t)(3 * w * c->dk)),
+                    "%s: cuts alone change the outputs or states", what);
+            EXPECTF(!memcmp(cio.conv_snap.p, base.conv_snap.p, sizeof(float) * (size_t)(GDN_IO_SNAPS * conv_row)) &&
+                    !memcmp(cio.ssm_snap.p, base.ssm_snap.p, sizeof(float) * (size_t)(GDN_IO_SNAPS * w * c->dk)),
+                    "%s: a cut wrote a snapshot", what);
+            gdn_io_free(&cio);
             gdn_io_free(&base);
             gdn_io_free(&rio);
             gdn_io_free(&dio);

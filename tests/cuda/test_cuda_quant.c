@@ -401,6 +401,11 @@ TEST(gemv_mma)
     check_matmul(g_cuda, "cuda", &r, &g32, 4096, 400, 1, true, 0, DTYPE_BF16, true);   // 32 groups a warp
     check_matmul(g_cuda, "cuda", &r, &g64, 12288, 272, 8, false, 0, DTYPE_BF16, true); // 3 rows a launch
     check_matmul(g_cuda, "cuda", &r, &g128, 4096, 1000, 16, true, 0, DTYPE_BF16, true);
+    // grids over 4 tiles an SM (over 528 on 132 SMs): the persistent walk, several tiles a block,
+    // the last ones shared unevenly
+    check_matmul(g_cuda, "cuda", &r, &g64, 512, 9000, 3, true, 0, DTYPE_BF16, true);
+    check_matmul(g_cuda, "cuda", &r, &g32, 256, 20001, 1, false, 0, DTYPE_BF16, true);
+    check_matmul(g_cuda, "cuda", &r, &e64, 2176, 8500, 2, false, 0, DTYPE_BF16, true);  // 34 groups, 8 bit
 
     // matmul_add (out += x w^T), 3 rows
     {
@@ -426,13 +431,15 @@ TEST(gemv_mma)
     }
 
     // matmul_n (three segments, the first two with biases) equal to separate matmuls, and the
-    // RMSNorm form at 1 row against ref on the normed, rounded x
-    const int k = 1536, ms[3] = { 512, 300, 272 };
+    // RMSNorm form at 1 row against ref on the normed, rounded x; at 4 bit g64 a first segment of
+    // 538 tiles (over 4 an SM on 132 SMs: the persistent walk, fused and alone) and a GLU of 1,075
+    const int k = 1536;
     const struct fmt fs[] = { g64, g128, g32, e64, e32 };
     for (int fi = 0; fi < 5; fi++)
         for (int n = 1; n <= 9; n += 8) {
+            const int ms[3] = { fi == 0 ? 8600 : 512, 300, 272 };
             struct qm w[3];
-            struct tt x = tt_new(DTYPE_F32, k, n), b = tt_new(DTYPE_BF16, 512, 1), nw = tt_new(DTYPE_BF16, k, 1);
+            struct tt x = tt_new(DTYPE_F32, k, n), b = tt_new(DTYPE_BF16, ms[0], 1), nw = tt_new(DTYPE_BF16, k, 1);
             tt_randn(&x, &r, 1.0f);
             tt_randn(&b, &r, 0.5f);
             tt_randn(&nw, &r, 0.2f);
@@ -472,9 +479,10 @@ TEST(gemv_mma)
                 for (int i = 0; i < 3; i++) {
                     struct tt got = tt_new(DTYPE_F32, ms[i], 1), want = tt_new(DTYPE_F32, ms[i], 1);
                     g_ref->ops->matmul(g_ref, tt_t(&want), tt_t(&xq), &w[i].h, NULL);
-                    float bias[512];
+                    float *bias = malloc(sizeof(float) * (size_t)ms[i]);
                     dtype_to_f32(DTYPE_BF16, b.p, bias, ms[i]);
                     for (int j = 0; j < ms[i]; j++) ((float *)want.p)[j] = ((float *)want.p)[j] * inv + (i != 2 ? bias[j] : 0.0f);
+                    free(bias);
                     dev_read(g_cuda, &dout[i], &got);
                     char what[96];
                     snprintf(what, sizeof what, "mma norm_matmul_n %d bit g%d weight %d", fs[fi].bits, fs[fi].gs, i);

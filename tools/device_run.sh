@@ -50,7 +50,7 @@ for p in "${progs[@]}"; do
     n=$(basename "$p")
     timeout "${TEST_TIMEOUT:-150}" env "${env[@]}" "build-dev/$p" >"$OUT/$n.log" 2>&1
     rc=$?
-    printf '%-4s %-32s %s (%d s)\n' "$([ $rc = 0 ] && echo ok || echo FAIL)" "$n" "$(grep -v ' I ' "$OUT/$n.log" | tail -1)" \
-        $(( $(date +%s) - T0 ))
-    [ $rc = 0 ] || grep -E "expected|FAIL|assert" "$OUT/$n.log" | head -8 | sed 's/^/     /'
+    case $rc in 0) word=ok ;; 77) word=skip ;; *) word=FAIL ;; esac
+    printf '%-4s %-32s %s (%d s)\n' $word "$n" "$(grep -v ' I ' "$OUT/$n.log" | tail -1)" $(( $(date +%s) - T0 ))
+    [ $word != FAIL ] || grep -E "expected|FAIL|assert" "$OUT/$n.log" | head -8 | sed 's/^/     /'
 done

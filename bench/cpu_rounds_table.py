@@ -3,7 +3,7 @@
 NEW / BASE ratio of each pair (median of the ratios: each pair ran back to back, so it sees the
 same load), decode's fraction of the roofline measured in its round.
 usage: bench/cpu_rounds_table.py ROUNDS_LOG [FIRST_ROUND]
-(the logs of the rounds.sh scripts in bench/results/cpu-here-2026-12-07-{attn,fuse})"""
+(the logs of the rounds.sh scripts in bench/results/cpu-here-2026-12-07-{decode,quant-int,attn,fuse})"""
 import re, statistics, sys
 from collections import defaultdict
 first = int(sys.argv[2]) if len(sys.argv) > 2 else 1

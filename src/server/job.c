@@ -26,6 +26,7 @@ struct job_choice {
     int                n_reason_tokens;
     double             t_first_s;   // since job start, 0 before the first token
     double             t_last_s;
+    double             t_queued_s;  // the engine's submit -> admitted, once admitted
 };
 
 struct job {
@@ -137,6 +138,7 @@ static void keep_logprobs(struct job_choice *c, const struct token_event *ev)
 static void on_event(struct job *j, struct job_choice *c, const struct token_event *ev)
 {
     c->n_cached = ev->n_cached;   // kept current by the engine: known from the first token on
+    c->t_queued_s = ev->t_queued_s;
     if (ev->has_token && !output_stop_string(c->out)) {
         double now = clock_now_s() - j->t_start_s;
         bool first = c->n_generated == 0;
@@ -240,6 +242,8 @@ void job_choice_info(const struct job *j, int i, struct job_choice_info *out)
     out->n_reasoning_tokens = c->n_reason_tokens;
     out->t_first_s = c->t_first_s;
     out->t_last_s = c->t_last_s;
+    out->t_queued_s = c->t_queued_s;
+    out->t_start_s = j->t_start_s;
 }
 
 const struct output_ev *job_drain(struct job *j, int i, int *n) { return output_drain(choice(j, i)->out, n); }

@@ -41,6 +41,8 @@ struct job_choice_info {
     int          n_reasoning_tokens;  // of them, inside a think block
     double       t_first_s;           // since job start; 0 before the first token
     double       t_last_s;
+    double       t_queued_s;          // waiting in the engine's queue (submit -> admitted)
+    double       t_start_s;           // clock_now_s() at job start: the prompt rendered and tokenized
 };
 
 struct job_lp {

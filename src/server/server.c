@@ -1161,9 +1161,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         struct job_choice_info c0;
         job_choice_info(r->job, 0, &c0);
         if (c0.n_generated > 1 && c0.t_last_s > c0.t_first_s) dec = (c0.n_generated - 1) / (c0.t_last_s - c0.t_first_s);
-        LOG_INFO("req-%llu %s %s %d%s prompt=%d cached=%d gen=%d ttft=%.1fms decode=%.1ftok/s time=%.3fs",
+        // ttft split: the request's arrival to the job (body, parse, template, tokenizer), the engine's
+        // queue, then admission to the first token (prefix restore, prefill, first sample)
+        LOG_INFO("req-%llu %s %s %d%s prompt=%d cached=%d gen=%d ttft=%.1fms (request %.1f, queue %.1f) "
+                 "decode=%.1ftok/s time=%.3fs",
                  (unsigned long long)r->id, r->method, r->path, code, client_gone ? " (client gone)" : "",
-                 r->n_prompt, r->n_cached, r->n_generated, r->ttft_s * 1e3, dec, dur);
+                 r->n_prompt, r->n_cached, r->n_generated, r->ttft_s * 1e3, (c0.t_start_s - r->t0_s) * 1e3,
+                 c0.t_queued_s * 1e3, dec, dur);
     } else {
         LOG_INFO("req-%llu %s %s %d time=%.3fs", (unsigned long long)r->id, r->method, r->path, code, dur);
     }

@@ -268,7 +268,7 @@ TEST(gemv_every_avx512_build_bitwise)
 TEST(int_kernels_every_isa_bitwise)
 {
     struct { const char *name; cpu_qint_fn f; cpu_qint_quantize_fn prep; bool ok; } isa[] = {
-        { "avx2", cpu_qint_avx2, cpu_qint_quantize_x, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") },
+        { "avx2", cpu_qint_avx2, cpu_qint_quantize_x_avx2, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") },
         { "avx512vnni", cpu_qint_avx512vnni, cpu_qint_quantize_x_avx512,
           __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") },

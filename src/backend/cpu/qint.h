@@ -54,7 +54,13 @@ size_t cpu_qint_x_bytes(int64_t k, int bits, int gs);
 void   cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
 typedef void (*cpu_qint_quantize_fn)(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
 void   cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uint8_t *dst);   // the same bytes
-cpu_qint_quantize_fn cpu_qint_quantize_pick(const char *isa);   // avx512 with VNNI: the one above
+/* The same record with 4-bit levels as v words (qint.c: w4_pos), which the AVX2 kernel multiplies
+ * by the code words (8-bit: the bytes above). */
+void   cpu_qint_quantize_x_words(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
+void   cpu_qint_quantize_x_avx2(const float *x, int64_t k, int bits, int gs, uint8_t *dst);   // what cpu_qint_avx2 reads
+/* The preparation the kernel of cpu_qint_pick(isa) reads: avx512 with VNNI: cpu_qint_quantize_x_avx512;
+ * avx2 (or avx512 without VNNI): cpu_qint_quantize_x_avx2; else cpu_qint_quantize_x. */
+cpu_qint_quantize_fn cpu_qint_quantize_pick(const char *isa);
 
 /* out[i * ldo + j] = x_i . row j of w for i < n, j in [j0, j1), x_i prepared at xq + i * ldxq. */
 typedef void (*cpu_qint_fn)(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq,

@@ -61,7 +61,126 @@ static inline __m256 pick16(const __m256 t[2], __m256i idx)
     return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t[0], idx), _mm256_permutevar8x32_ps(t[1], idx), hi);
 }
 
-static inline __m256i madd(__m256i a16, int f) { return _mm256_madd_epi16(a16, _mm256_set1_epi16((short)f)); }
+/* The code words of half h (codes 64h .. 64h + 63) of a block at wb, in the order of the x runs:
+ * 4-bit: the nibbles at bits 4i of each 16-bit word (lane L's codes 8L + i and 8L + 4 + i);
+ * 8-bit: dwords 0, 2, 4, 6 of the half's 64 bytes, then 1, 3, 5, 7, each split into the low and
+ * high code of its 16-bit pairs. */
+static inline __attribute__((always_inline)) void code_words(const int BITS, const uint8_t *wb, int h, __m256i c[4])
+{
+    if (BITS == 4) {
+        const __m256i nib = _mm256_set1_epi16(0x0F);
+        __m256i v = _mm256_loadu_si256((const __m256i *)(wb + 32 * h));
+        c[0] = _mm256_and_si256(v, nib);
+        c[1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+        c[2] = _mm256_and_si256(_mm256_srli_epi16(v, 8), nib);
+        c[3] = _mm256_srli_epi16(v, 12);
+    } else {
+        __m256 a = _mm256_loadu_ps((const float *)(wb + 64 * h));
+        __m256 b = _mm256_loadu_ps((const float *)(wb + 64 * h + 32));
+        __m256i first = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)), 0xD8);
+        __m256i last = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8);
+        c[0] = _mm256_and_si256(first, _mm256_set1_epi16(0xFF));
+        c[1] = _mm256_srli_epi16(first, 8);
+        c[2] = _mm256_and_si256(last, _mm256_set1_epi16(0xFF));
+        c[3] = _mm256_srli_epi16(last, 8);
+    }
+}
+
+/* The x runs of half h of the block at blk (its 16 lane scales, then the v words). */
+static inline const uint8_t *x_runs(const int BITS, const uint8_t *blk, int h)
+{
+    return blk + 64 + (BITS == 4 ? 128 : 32) * h;
+}
+
+/* T of the half's 8 lanes: code words times v words, exact in int32. */
+static inline __attribute__((always_inline)) __m256i dot_half(const int BITS, const __m256i c[4], const uint8_t *xb)
+{
+    const size_t run = BITS == 4 ? 32 : 64;
+    __m256i t0 = _mm256_add_epi32(_mm256_madd_epi16(c[0], _mm256_loadu_si256((const __m256i *)xb)),
+                                  _mm256_madd_epi16(c[1], _mm256_loadu_si256((const __m256i *)(xb + run))));
+    __m256i t1 = _mm256_add_epi32(_mm256_madd_epi16(c[2], _mm256_loadu_si256((const __m256i *)(xb + 2 * run))),
+                                  _mm256_madd_epi16(c[3], _mm256_loadu_si256((const __m256i *)(xb + 3 * run))));
+    return _mm256_add_epi32(t0, t1);
+}
+
+/* Decode (one x row): 4 weight rows, row by row inside each half block so that only the 8
+ * accumulators stay in registers. BCAST: groups of 64 or more codes, so a half block has one
+ * scale (broadcast), else each lane's is picked from the chunk's 16. */
+static inline __attribute__((always_inline)) void gemv_tile(const int BITS, const bool BCAST, const struct qint_w *K,
+                                                            int64_t j, int nr, const uint8_t *xq, float *out)
+{
+    const struct tensor *w = K->w;
+    const struct qint_geom *g = &K->g;
+    const int64_t BC = 128;   // codes a block
+    const uint8_t *wr[4], *sp[4], *bp[4];
+    __m256 acc[4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++) {
+        int64_t row = j + (r < nr ? r : 0);
+        wr[r] = K->wbase + qint_row_off(w, w, row);
+        sp[r] = K->sbase + qint_row_off(&w->q->scales, w, row);
+        bp[r] = K->bbase + qint_row_off(&w->q->biases, w, row);
+        acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    }
+    const __m128i gsh = _mm_cvtsi32_si128(K->gshift);
+    const size_t blk_off = (size_t)g->groups_pad * sizeof(float);
+    const size_t ahead = QINT_AHEAD * w->nb[1];
+    for (int64_t g0 = 0; g0 < g->n_groups; g0 += 16) {
+        int64_t ng = g->n_groups - g0 < 16 ? g->n_groups - g0 : 16;
+        _Alignas(32) float s_chunk[4][16];
+        __m256 s16[4][2];
+        const float *xs = (const float *)xq + g0;
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            __m256 b16[2];
+            scales16(K, sp[r], g0, ng, s16[r]);
+            scales16(K, bp[r], g0, ng, b16);
+            if (BCAST) {
+                _mm256_store_ps(s_chunk[r], s16[r][0]);
+                _mm256_store_ps(s_chunk[r] + 8, s16[r][1]);
+            }
+            acc[r][0] = _mm256_fmadd_ps(b16[0], _mm256_loadu_ps(xs), acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(b16[1], _mm256_loadu_ps(xs + 8), acc[r][1]);
+        }
+        int64_t c_end = (g0 + 16) * g->gs < g->k_pad ? (g0 + 16) * g->gs : g->k_pad;
+        for (int64_t c0 = g0 * g->gs; c0 < c_end; c0 += BC) {
+            bool part = c0 + BC > g->k;
+            _Alignas(32) uint8_t tailbuf[4][128];
+            const uint8_t *wb[4];
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; r++) {
+                wb[r] = wr[r] + c0 * BITS / 8;
+                _mm_prefetch((const char *)wb[r] + ahead, _MM_HINT_T0);
+                if (BITS == 8) _mm_prefetch((const char *)wb[r] + ahead + 64, _MM_HINT_T0);   // a block's second line
+                if (part) {   // the row's last bytes only
+                    memset(tailbuf[r], 0, sizeof tailbuf[r]);
+                    memcpy(tailbuf[r], wb[r], (size_t)(K->row_bytes - c0 * BITS / 8));
+                    wb[r] = tailbuf[r];
+                }
+            }
+            const uint8_t *blk = xq + blk_off + (size_t)(c0 / BC) * g->xblock_bytes;
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const uint8_t *xb = x_runs(BITS, blk, h);
+                __m256 sxl = _mm256_loadu_ps((const float *)blk + 8 * h);
+                int64_t cg = c0 - g0 * g->gs + 64 * h;   // the half's first code, within the chunk
+                __m256i idx = _mm256_srl_epi32(
+                    _mm256_add_epi32(_mm256_set1_epi32((int)cg), _mm256_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56)), gsh);
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) {
+                    __m256i c[4];
+                    code_words(BITS, wb[r], h, c);
+                    __m256 sl = BCAST ? _mm256_broadcast_ss(&s_chunk[r][cg >> K->gshift]) : pick16(s16[r], idx);
+                    acc[r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_half(BITS, c, xb)), _mm256_mul_ps(sl, sxl),
+                                                acc[r][h]);
+                }
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < 4; r++)   // constant indices: acc stays in registers
+        if (r < nr) out[j + r] = hsum16(acc[r][0], acc[r][1]);
+}
 
 static inline __attribute__((always_inline)) void tile(const int BITS, const int R, const int NX, const bool PF,
                                                        const struct qint_w *K, int64_t j, int nr, const uint8_t *xq,
@@ -81,17 +200,20 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
 #pragma GCC unroll 2
         for (int i = 0; i < NX; i++) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_ps();
     }
-    const __m256i nib = _mm256_set1_epi8(0x0F);
+    const __m256i nib = _mm256_set1_epi16(0x0F);
     const __m128i gsh = _mm_cvtsi32_si128(K->gshift);
     const size_t blk_off = (size_t)g->groups_pad * sizeof(float);
     size_t ahead = PF ? QINT_AHEAD * w->nb[1] : 0;
     for (int64_t g0 = 0; g0 < g->n_groups; g0 += 16) {
         int64_t ng = g->n_groups - g0 < 16 ? g->n_groups - g0 : 16;
         __m256 s16[4][2];
+        _Alignas(32) float s_chunk[4][16];
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             __m256 b16[2];
             scales16(K, sp[r], g0, ng, s16[r]);
+            _mm256_store_ps(s_chunk[r], s16[r][0]);
+            _mm256_store_ps(s_chunk[r] + 8, s16[r][1]);
             scales16(K, bp[r], g0, ng, b16);
 #pragma GCC unroll 2
             for (int i = 0; i < NX; i++) {
@@ -110,6 +232,7 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
             for (int r = 0; r < R; r++) {
                 wb[r] = wr[r] + c0 * BITS / 8;
                 if (PF) _mm_prefetch((const char *)wb[r] + ahead, _MM_HINT_T0);
+                if (PF && BITS == 8) _mm_prefetch((const char *)wb[r] + ahead + 64, _MM_HINT_T0);   // a block's second line
                 if (part) {   // the row's last bytes only
                     memset(tailbuf[r], 0, sizeof tailbuf[r]);
                     memcpy(tailbuf[r], wb[r], (size_t)(K->row_bytes - c0 * BITS / 8));
@@ -128,10 +251,12 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
                 __m256i c[4][4];
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) {
-                    if (BITS == 4) {
+                    if (BITS == 4) {   // the nibbles at bits 4i of each 16-bit word: codes 8L + i, 8L + 4 + i
                         __m256i v = _mm256_loadu_si256((const __m256i *)(wb[r] + 32 * h));
                         c[0][r] = _mm256_and_si256(v, nib);
                         c[1][r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
+                        c[2][r] = _mm256_and_si256(_mm256_srli_epi16(v, 8), nib);
+                        c[3][r] = _mm256_srli_epi16(v, 12);
                     } else {   // dwords 0, 2, 4, 6 of the half's 64 bytes, then 1, 3, 5, 7
                         __m256 a = _mm256_loadu_ps((const float *)(wb[r] + 64 * h));
                         __m256 b = _mm256_loadu_ps((const float *)(wb[r] + 64 * h + 32));
@@ -142,33 +267,26 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
                         c[2][r] = _mm256_and_si256(last, _mm256_set1_epi16(0xFF));
                         c[3][r] = _mm256_srli_epi16(last, 8);
                     }
-                    sl[r] = pick16(s16[r], idx);
+                    // a half block lies in one group of 64 or more codes: its scale, broadcast
+                    sl[r] = g->gs >= 64 ? _mm256_broadcast_ss(&s_chunk[r][(c0 - g0 * g->gs + 64 * h) >> K->gshift])
+                                        : pick16(s16[r], idx);
                 }
 #pragma GCC unroll 2
                 for (int i = 0; i < NX; i++) {
                     const uint8_t *blk = xq + (size_t)i * ldxq + blk_off + (size_t)(c0 / BC) * g->xblock_bytes;
-                    const uint8_t *xb = blk + 64 + 32 * h;
+                    const uint8_t *xb = blk + 64 + (BITS == 4 ? 128 : 32) * h;   // run 0 of the half
+                    const size_t run = BITS == 4 ? 32 : 64;
                     __m256 sxl = _mm256_loadu_ps((const float *)blk + 8 * h);
 #pragma GCC unroll 4
                     for (int r = 0; r < R; r++) {
-                        __m256i t;
-                        if (BITS == 4) {
-                            __m256i xh = _mm256_add_epi16(
-                                _mm256_maddubs_epi16(c[0][r], _mm256_loadu_si256((const __m256i *)xb)),
-                                _mm256_maddubs_epi16(c[1][r], _mm256_loadu_si256((const __m256i *)(xb + 64))));
-                            __m256i xl = _mm256_add_epi16(
-                                _mm256_maddubs_epi16(c[0][r], _mm256_loadu_si256((const __m256i *)(xb + 128))),
-                                _mm256_maddubs_epi16(c[1][r], _mm256_loadu_si256((const __m256i *)(xb + 192))));
-                            t = _mm256_add_epi32(madd(xh, 256), madd(xl, 1));
-                        } else {           // code words times v words, exact in int32
-                            __m256i t0 = _mm256_add_epi32(
-                                _mm256_madd_epi16(c[0][r], _mm256_loadu_si256((const __m256i *)xb)),
-                                _mm256_madd_epi16(c[1][r], _mm256_loadu_si256((const __m256i *)(xb + 64))));
-                            __m256i t1 = _mm256_add_epi32(
-                                _mm256_madd_epi16(c[2][r], _mm256_loadu_si256((const __m256i *)(xb + 128))),
-                                _mm256_madd_epi16(c[3][r], _mm256_loadu_si256((const __m256i *)(xb + 192))));
-                            t = _mm256_add_epi32(t0, t1);
-                        }
+                        // code words times v words, exact in int32
+                        __m256i t0 = _mm256_add_epi32(
+                            _mm256_madd_epi16(c[0][r], _mm256_loadu_si256((const __m256i *)xb)),
+                            _mm256_madd_epi16(c[1][r], _mm256_loadu_si256((const __m256i *)(xb + run))));
+                        __m256i t1 = _mm256_add_epi32(
+                            _mm256_madd_epi16(c[2][r], _mm256_loadu_si256((const __m256i *)(xb + 2 * run))),
+                            _mm256_madd_epi16(c[3][r], _mm256_loadu_si256((const __m256i *)(xb + 3 * run))));
+                        __m256i t = _mm256_add_epi32(t0, t1);
                         acc[i][r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_mul_ps(sl[r], sxl), acc[i][r][h]);
                     }
                 }
@@ -187,8 +305,10 @@ static inline __attribute__((always_inline)) void run(const int BITS, const stru
                                                       int64_t ldo)
 {
     if (n == 1) {
-        for (int64_t j = j0; j < j1; j += 4)
-            tile(BITS, 4, 1, true, K, j, j1 - j < 4 ? (int)(j1 - j) : 4, xq, ldxq, out, ldo);
+        if (K->g.gs >= 64)
+            for (int64_t j = j0; j < j1; j += 4) gemv_tile(BITS, true, K, j, j1 - j < 4 ? (int)(j1 - j) : 4, xq, out);
+        else
+            for (int64_t j = j0; j < j1; j += 4) gemv_tile(BITS, false, K, j, j1 - j < 4 ? (int)(j1 - j) : 4, xq, out);
         return;
     }
     bool decode = n <= DECODE_MAX;
@@ -219,6 +339,11 @@ static void run8(const struct qint_w *K, int64_t j0, int64_t j1, const uint8_t *
     run(8, K, j0, j1, xq, ldxq, n, out, ldo);
 }
 
+void cpu_qint_quantize_x_avx2(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
+{
+    cpu_qint_quantize_x_words(x, k, bits, gs, dst);
+}
+
 void cpu_qint_avx2(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,
                    float *out, int64_t ldo)
 {
@@ -228,6 +353,11 @@ void cpu_qint_avx2(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t
 }
 
 #elif defined(__x86_64__)
+void cpu_qint_quantize_x_avx2(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
+{
+    cpu_qint_quantize_x(x, k, bits, gs, dst);
+}
+
 void cpu_qint_avx2(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,
                    float *out, int64_t ldo)
 {

@@ -14,6 +14,7 @@
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
+#include <float.h>
 #include <string.h>
 
 #include "tensor/dtype.h"
@@ -103,11 +104,12 @@ static inline __attribute__((always_inline)) __m256i dot_half(const int BITS, co
     return _mm256_add_epi32(t0, t1);
 }
 
-/* Decode (one x row): 4 weight rows, row by row inside each half block so that only the 8
- * accumulators stay in registers. BCAST: groups of 64 or more codes, so a half block has one
- * scale (broadcast), else each lane's is picked from the chunk's 16. */
+/* Decode (one x row): weight rows j, j + stride, .. (nr of them, at most 4), row by row inside
+ * each half block so that only the 8 accumulators stay in registers. BCAST: groups of 64 or more
+ * codes, so a half block has one scale (broadcast), else each lane's is picked from the chunk's 16. */
 static inline __attribute__((always_inline)) void gemv_tile(const int BITS, const bool BCAST, const struct qint_w *K,
-                                                            int64_t j, int nr, const uint8_t *xq, float *out)
+                                                            int64_t j, int64_t stride, int nr, const uint8_t *xq,
+                                                            float *out)
 {
     const struct tensor *w = K->w;
     const struct qint_geom *g = &K->g;
@@ -116,7 +118,7 @@ static inline __attribute__((always_inline)) void gemv_tile(const int BITS, cons
     __m256 acc[4][2];
 #pragma GCC unroll 4
     for (int r = 0; r < 4; r++) {
-        int64_t row = j + (r < nr ? r : 0);
+        int64_t row = j + (r < nr ? r : 0) * stride;
         wr[r] = K->wbase + qint_row_off(w, w, row);
         sp[r] = K->sbase + qint_row_off(&w->q->scales, w, row);
         bp[r] = K->bbase + qint_row_off(&w->q->biases, w, row);
@@ -179,7 +181,23 @@ static inline __attribute__((always_inline)) void gemv_tile(const int BITS, cons
     }
 #pragma GCC unroll 4
     for (int r = 0; r < 4; r++)   // constant indices: acc stays in registers
-        if (r < nr) out[j + r] = hsum16(acc[r][0], acc[r][1]);
+        if (r < nr) out[j + r * stride] = hsum16(acc[r][0], acc[r][1]);
+}
+
+/* Weight rows [j0, j1) against one x row. A slice of QINT_STREAM_MIN_BYTES or more (an lm_head's)
+ * is walked as four sequential streams, a tile's rows a quarter of the slice apart, as in
+ * qint_avx512_vnni.c (the hardware prefetcher follows each stream). */
+static inline __attribute__((always_inline)) void gemv(const int BITS, const bool BCAST, const struct qint_w *K,
+                                                       int64_t j0, int64_t j1, const uint8_t *xq, float *out)
+{
+    int64_t m = j1 - j0;
+    if (m * K->row_bytes >= QINT_STREAM_MIN_BYTES && K->w->ne[2] * K->w->ne[3] == 1) {
+        int64_t q = (m + 3) / 4;   // the last stream may be shorter: its tiles past the end have fewer rows
+        for (int64_t i = 0; i < q; i++)
+            gemv_tile(BITS, BCAST, K, j0 + i, q, 1 + (i + q < m) + (i + 2 * q < m) + (i + 3 * q < m), xq, out);
+        return;
+    }
+    for (int64_t j = j0; j < j1; j += 4) gemv_tile(BITS, BCAST, K, j, 1, j1 - j < 4 ? (int)(j1 - j) : 4, xq, out);
 }
 
 static inline __attribute__((always_inline)) void tile(const int BITS, const int R, const int NX, const bool PF,
@@ -305,10 +323,8 @@ static inline __attribute__((always_inline)) void run(const int BITS, const stru
                                                       int64_t ldo)
 {
     if (n == 1) {
-        if (K->g.gs >= 64)
-            for (int64_t j = j0; j < j1; j += 4) gemv_tile(BITS, true, K, j, j1 - j < 4 ? (int)(j1 - j) : 4, xq, out);
-        else
-            for (int64_t j = j0; j < j1; j += 4) gemv_tile(BITS, false, K, j, j1 - j < 4 ? (int)(j1 - j) : 4, xq, out);
+        if (K->g.gs >= 64) gemv(BITS, true, K, j0, j1, xq, out);
+        else gemv(BITS, false, K, j0, j1, xq, out);
         return;
     }
     bool decode = n <= DECODE_MAX;
@@ -339,9 +355,60 @@ static void run8(const struct qint_w *K, int64_t j0, int64_t j1, const uint8_t *
     run(8, K, j0, j1, xq, ldxq, n, out, ldo);
 }
 
+/* ==== x preparation ==== */
+
+/* cpu_qint_quantize_x_words a lane (8 values) a step: the same IEEE operations (max, divide,
+ * multiply, round to nearest even), so the same bytes; rows with Inf / NaN or a partial last
+ * block take the portable loops. */
 void cpu_qint_quantize_x_avx2(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
 {
-    cpu_qint_quantize_x_words(x, k, bits, gs, dst);
+    struct qint_geom g = qint_geom(k, bits, gs);
+    const __m256 fmax = _mm256_set1_ps(FLT_MAX), absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 bad = _mm256_setzero_ps();
+    for (int64_t j = 0; j + 8 <= k; j += 8)
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(_mm256_and_ps(_mm256_loadu_ps(x + j), absm), fmax, _CMP_NLE_UQ));
+    if (k % g.block_codes || !_mm256_testz_ps(bad, bad)) {
+        cpu_qint_quantize_x_words(x, k, bits, gs, dst);
+        return;
+    }
+    // where a lane's (v_e, v_e') int16 pairs go: 4-bit (w4_pos): (v_e, v_e+4) to dword e * 8 + L of its
+    // half; 8-bit (v16_pos): (v0, v2), (v1, v3), (v4, v6), (v5, v7) to dword 16 run + L
+    const __m256i order = bits == 8 ? _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7) : _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const int run_dwords = bits == 8 ? 16 : 8;
+    float *xs = (float *)dst;
+    memset(xs, 0, (size_t)g.groups_pad * sizeof(float));
+    for (int64_t c0 = 0; c0 < k; c0 += g.block_codes) {
+        uint8_t *blk = dst + (size_t)g.groups_pad * sizeof(float) + (size_t)(c0 / g.block_codes) * g.xblock_bytes;
+        float *sxl = (float *)blk;
+        int32_t *lv = (int32_t *)(blk + 64);
+        for (int L = 0; L < QINT_LANES; L++) {
+            __m256 xv = _mm256_loadu_ps(x + c0 + 8 * L);
+            __m256 m = _mm256_and_ps(xv, absm);   // max is exact: any tree gives the loops' value
+            m = _mm256_max_ps(m, _mm256_permute_ps(m, 0xB1));
+            m = _mm256_max_ps(m, _mm256_permute_ps(m, 0x4E));
+            m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 0x01));
+            float mf = _mm256_cvtss_f32(m);
+            int32_t *d = lv + (bits == 8 ? L : L / 8 * 32 + L % 8);
+            if (mf < 0x1p-100f) {   // zero (or too small for 1 / sx): adds 0
+                sxl[L] = 0.0f;
+                for (int e = 0; e < 4; e++) d[e * run_dwords] = 0;
+                continue;
+            }
+            __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(xv, _mm256_div_ps(_mm256_set1_ps(QINT_XMAX), m)));
+            __m256i p = _mm256_permutevar8x32_epi32(v, order);
+            __m128i w = _mm_or_si128(_mm_and_si128(_mm256_castsi256_si128(p), _mm_set1_epi32(0xFFFF)),
+                                     _mm_slli_epi32(_mm256_extracti128_si256(p, 1), 16));
+            d[0] = _mm_cvtsi128_si32(w);
+            d[run_dwords] = _mm_extract_epi32(w, 1);
+            d[2 * run_dwords] = _mm_extract_epi32(w, 2);
+            d[3 * run_dwords] = _mm_extract_epi32(w, 3);
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+            sxl[L] = mf / QINT_XMAX;
+            xs[(c0 + 8 * L) / gs] += sxl[L] * (float)_mm_cvtsi128_si32(s4);
+        }
+    }
 }
 
 void cpu_qint_avx2(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq, int64_t n,

@@ -1,14 +1,20 @@
-/* qint_avx2: the integer kernel of qint.h on AVX2 (and AVX-512 CPUs without VNNI). Compiled with
- * the Makefile's AVX2 flags.
+/* qint_avx2: the integer kernel of qint.h on AVX2 (and AVX-512 CPUs without VNNI), with its x
+ * preparation. Compiled with the Makefile's AVX2 flags.
  *
  * The 16 lanes of qint.h are two 8-lane halves (a block's codes 0-63 and 64-127). The int32
- * lane sums are exact, so they equal the VNNI kernel's and the float formula gives the same bits.
- * 4-bit: vpmaddubsw (code bytes times level bytes, pairs summed into int16: a code times a level
- * is at most 15 * 128, so two pairs fit) and vpmaddwd (times 256 or 1 into int32). 8-bit: each
- * lane's first and last 4 codes gathered (vshufps + vpermq), split into the low and high bytes of
- * their 16-bit pairs, times the v words by vpmaddwd (vpmaddubsw would saturate: 255 * 127 * 2).
- * Tiles: 4 weight rows x 1 x row at n = 1 (prefetching QINT_AHEAD rows on), else 2 x 2, prefill
- * in panels of QINT_PANEL rows as in qint_avx512_vnni.c.
+ * lane sums are exact, so they equal the other kernels' and the float formula gives the same bits.
+ * Both widths multiply code words by v words with vpmaddwd, 4 of them a half block (64 products):
+ * 4-bit: the nibbles at bits 0, 4, 8, 12 of each 16-bit word of the packed codes (shift + mask),
+ * against x prepared with v as words in that order (cpu_qint_quantize_x_avx2; qint.c: w4_pos).
+ * That is 4 multiplies where the h / l byte levels that VNNI's vpdpbusd takes needed 6 (4
+ * vpmaddubsw, 2 vpmaddwd to widen them; Zen 3, one core, [3072, 1024] in L2: 10 -> 14.6 GB/s).
+ * 8-bit: each lane's first and last 4 codes gathered (vshufps + vpermq), split into the low and
+ * high bytes of their 16-bit pairs (vpmaddubsw would saturate: 255 * 127 * 2).
+ * Decode (n = 1): 4 weight rows a tile, row by row inside each half block, so only the 8
+ * accumulators stay in registers (4 rows with all their code words live spilled: 2x slower);
+ * groups of 64 or more codes give a half block one scale, broadcast; the bytes QINT_AHEAD rows
+ * on are prefetched (both lines of an 8-bit block); an lm_head-sized slice is walked as four
+ * streams as in qint_avx512_vnni.c. Else 2 x 2 tiles, prefill in panels of QINT_PANEL rows.
  */
 #include "backend/cpu/qint.h"
 
@@ -200,16 +206,18 @@ static inline __attribute__((always_inline)) void gemv(const int BITS, const boo
     for (int64_t j = j0; j < j1; j += 4) gemv_tile(BITS, BCAST, K, j, 1, j1 - j < 4 ? (int)(j1 - j) : 4, xq, out);
 }
 
-static inline __attribute__((always_inline)) void tile(const int BITS, const int R, const int NX, const bool PF,
+/* Prefill and small batches: R weight rows x NX x rows (2 x 2), each row's code words made once
+ * a half block and used for every x row. */
+static inline __attribute__((always_inline)) void tile(const int BITS, const int R, const int NX,
                                                        const struct qint_w *K, int64_t j, int nr, const uint8_t *xq,
                                                        size_t ldxq, float *out, int64_t ldo)
 {
     const struct tensor *w = K->w;
     const struct qint_geom *g = &K->g;
     const int64_t BC = 128;   // codes a block
-    const uint8_t *wr[4], *sp[4], *bp[4];
-    __m256 acc[2][4][2];
-#pragma GCC unroll 4
+    const uint8_t *wr[2], *sp[2], *bp[2];
+    __m256 acc[2][2][2];
+#pragma GCC unroll 2
     for (int r = 0; r < R; r++) {
         int64_t row = j + (r < nr ? r : 0);
         wr[r] = K->wbase + qint_row_off(w, w, row);
@@ -218,20 +226,15 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
 #pragma GCC unroll 2
         for (int i = 0; i < NX; i++) acc[i][r][0] = acc[i][r][1] = _mm256_setzero_ps();
     }
-    const __m256i nib = _mm256_set1_epi16(0x0F);
     const __m128i gsh = _mm_cvtsi32_si128(K->gshift);
     const size_t blk_off = (size_t)g->groups_pad * sizeof(float);
-    size_t ahead = PF ? QINT_AHEAD * w->nb[1] : 0;
     for (int64_t g0 = 0; g0 < g->n_groups; g0 += 16) {
         int64_t ng = g->n_groups - g0 < 16 ? g->n_groups - g0 : 16;
-        __m256 s16[4][2];
-        _Alignas(32) float s_chunk[4][16];
-#pragma GCC unroll 4
+        __m256 s16[2][2];
+#pragma GCC unroll 2
         for (int r = 0; r < R; r++) {
             __m256 b16[2];
             scales16(K, sp[r], g0, ng, s16[r]);
-            _mm256_store_ps(s_chunk[r], s16[r][0]);
-            _mm256_store_ps(s_chunk[r] + 8, s16[r][1]);
             scales16(K, bp[r], g0, ng, b16);
 #pragma GCC unroll 2
             for (int i = 0; i < NX; i++) {
@@ -244,13 +247,11 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
         int64_t c_end = (g0 + 16) * g->gs < g->k_pad ? (g0 + 16) * g->gs : g->k_pad;
         for (int64_t c0 = g0 * g->gs; c0 < c_end; c0 += BC) {
             bool part = c0 + BC > g->k;
-            _Alignas(32) uint8_t tailbuf[4][128];
-            const uint8_t *wb[4];
-#pragma GCC unroll 4
+            _Alignas(32) uint8_t tailbuf[2][128];
+            const uint8_t *wb[2];
+#pragma GCC unroll 2
             for (int r = 0; r < R; r++) {
                 wb[r] = wr[r] + c0 * BITS / 8;
-                if (PF) _mm_prefetch((const char *)wb[r] + ahead, _MM_HINT_T0);
-                if (PF && BITS == 8) _mm_prefetch((const char *)wb[r] + ahead + 64, _MM_HINT_T0);   // a block's second line
                 if (part) {   // the row's last bytes only
                     memset(tailbuf[r], 0, sizeof tailbuf[r]);
                     memcpy(tailbuf[r], wb[r], (size_t)(K->row_bytes - c0 * BITS / 8));
@@ -259,61 +260,32 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
             }
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
-                __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-                __m256i codes = _mm256_add_epi32(_mm256_set1_epi32((int)(c0 - g0 * g->gs + 64 * h)),
-                                                 _mm256_slli_epi32(lanes, 3));   // a lane's first code
-                __m256i idx = _mm256_srl_epi32(codes, gsh);
-                __m256 sl[4];
-                // 4-bit: c[0], c[1] the even and odd codes as bytes; 8-bit: as int16 words, each lane's
-                // first 4 codes split into the low and high code of their pairs, then its last 4
-                __m256i c[4][4];
-#pragma GCC unroll 4
+                __m256i idx = _mm256_srl_epi32(_mm256_add_epi32(_mm256_set1_epi32((int)(c0 - g0 * g->gs + 64 * h)),
+                                                                _mm256_setr_epi32(0, 8, 16, 24, 32, 40, 48, 56)),
+                                               gsh);   // each lane's group within the chunk
+                __m256 sl[2];
+                __m256i c[2][4];
+#pragma GCC unroll 2
                 for (int r = 0; r < R; r++) {
-                    if (BITS == 4) {   // the nibbles at bits 4i of each 16-bit word: codes 8L + i, 8L + 4 + i
-                        __m256i v = _mm256_loadu_si256((const __m256i *)(wb[r] + 32 * h));
-                        c[0][r] = _mm256_and_si256(v, nib);
-                        c[1][r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), nib);
-                        c[2][r] = _mm256_and_si256(_mm256_srli_epi16(v, 8), nib);
-                        c[3][r] = _mm256_srli_epi16(v, 12);
-                    } else {   // dwords 0, 2, 4, 6 of the half's 64 bytes, then 1, 3, 5, 7
-                        __m256 a = _mm256_loadu_ps((const float *)(wb[r] + 64 * h));
-                        __m256 b = _mm256_loadu_ps((const float *)(wb[r] + 64 * h + 32));
-                        __m256i first = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0x88)), 0xD8);
-                        __m256i last = _mm256_permute4x64_epi64(_mm256_castps_si256(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8);
-                        c[0][r] = _mm256_and_si256(first, _mm256_set1_epi16(0xFF));
-                        c[1][r] = _mm256_srli_epi16(first, 8);
-                        c[2][r] = _mm256_and_si256(last, _mm256_set1_epi16(0xFF));
-                        c[3][r] = _mm256_srli_epi16(last, 8);
-                    }
-                    // a half block lies in one group of 64 or more codes: its scale, broadcast
-                    sl[r] = g->gs >= 64 ? _mm256_broadcast_ss(&s_chunk[r][(c0 - g0 * g->gs + 64 * h) >> K->gshift])
-                                        : pick16(s16[r], idx);
+                    code_words(BITS, wb[r], h, c[r]);
+                    sl[r] = pick16(s16[r], idx);
                 }
 #pragma GCC unroll 2
                 for (int i = 0; i < NX; i++) {
                     const uint8_t *blk = xq + (size_t)i * ldxq + blk_off + (size_t)(c0 / BC) * g->xblock_bytes;
-                    const uint8_t *xb = blk + 64 + (BITS == 4 ? 128 : 32) * h;   // run 0 of the half
-                    const size_t run = BITS == 4 ? 32 : 64;
+                    const uint8_t *xb = x_runs(BITS, blk, h);
                     __m256 sxl = _mm256_loadu_ps((const float *)blk + 8 * h);
-#pragma GCC unroll 4
-                    for (int r = 0; r < R; r++) {
-                        // code words times v words, exact in int32
-                        __m256i t0 = _mm256_add_epi32(
-                            _mm256_madd_epi16(c[0][r], _mm256_loadu_si256((const __m256i *)xb)),
-                            _mm256_madd_epi16(c[1][r], _mm256_loadu_si256((const __m256i *)(xb + run))));
-                        __m256i t1 = _mm256_add_epi32(
-                            _mm256_madd_epi16(c[2][r], _mm256_loadu_si256((const __m256i *)(xb + 2 * run))),
-                            _mm256_madd_epi16(c[3][r], _mm256_loadu_si256((const __m256i *)(xb + 3 * run))));
-                        __m256i t = _mm256_add_epi32(t0, t1);
-                        acc[i][r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_mul_ps(sl[r], sxl), acc[i][r][h]);
-                    }
+#pragma GCC unroll 2
+                    for (int r = 0; r < R; r++)
+                        acc[i][r][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_half(BITS, c[r], xb)),
+                                                       _mm256_mul_ps(sl[r], sxl), acc[i][r][h]);
                 }
             }
         }
     }
 #pragma GCC unroll 2
     for (int i = 0; i < NX; i++)
-#pragma GCC unroll 4
+#pragma GCC unroll 2
         for (int r = 0; r < R; r++)   // constant indices: acc stays in registers
             if (r < nr) out[i * ldo + j + r] = hsum16(acc[i][r][0], acc[i][r][1]);
 }
@@ -336,8 +308,8 @@ static inline __attribute__((always_inline)) void run(const int BITS, const stru
             float *oi = out + i0 * ldo;
             for (int64_t j = p0; j < p1; j += 2) {
                 int nr = p1 - j < 2 ? (int)(p1 - j) : 2;
-                if (n - i0 == 1) tile(BITS, 2, 1, false, K, j, nr, xi, ldxq, oi, ldo);
-                else tile(BITS, 2, 2, false, K, j, nr, xi, ldxq, oi, ldo);
+                if (n - i0 == 1) tile(BITS, 2, 1, K, j, nr, xi, ldxq, oi, ldo);
+                else tile(BITS, 2, 2, K, j, nr, xi, ldxq, oi, ldo);
             }
         }
     }

@@ -268,7 +268,7 @@ TEST(gemv_every_avx512_build_bitwise)
 TEST(int_kernels_every_isa_bitwise)
 {
     struct { const char *name; cpu_qint_fn f; cpu_qint_quantize_fn prep; bool ok; } isa[] = {
-        { "avx2", cpu_qint_avx2, cpu_qint_quantize_x, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") },
+        { "avx2", cpu_qint_avx2, cpu_qint_quantize_x_avx2, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") },
         { "avx512vnni", cpu_qint_avx512vnni, cpu_qint_quantize_x_avx512,
           __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") },
@@ -297,6 +297,17 @@ TEST(int_kernels_every_isa_bitwise)
             uint8_t *xq = aligned_alloc(64, ld * (size_t)n);
             for (int64_t i = 0; i < n; i++)
                 cpu_qint_quantize_x((float *)x.p + i * k, k, CASES[c].bits, CASES[c].gs, xq + (size_t)i * ld);
+            if (isa[0].ok) {   // the AVX2 preparation writes the bytes of the portable words layout
+                uint8_t *xw = aligned_alloc(64, ld), *xa = aligned_alloc(64, ld);
+                int bad = 0;
+                for (int64_t i = 0; i < n; i++) {
+                    cpu_qint_quantize_x_words((float *)x.p + i * k, k, CASES[c].bits, CASES[c].gs, xw);
+                    cpu_qint_quantize_x_avx2((float *)x.p + i * k, k, CASES[c].bits, CASES[c].gs, xa);
+                    bad += memcmp(xw, xa, ld) != 0;
+                }
+                EXPECTF(!bad, "%s: the AVX2 x preparation differs in %d rows", what, bad);
+                free(xw); free(xa);
+            }
             if (isa[1].ok) {   // the AVX-512 preparation writes the same bytes
                 uint8_t *xq2 = aligned_alloc(64, ld);
                 int bad = 0;

@@ -39,13 +39,23 @@ size_t cpu_qint_x_bytes(int64_t k, int bits, int gs) { return qint_geom(k, bits,
  * 16-bit pair): lane L's codes 8L, 8L + 2 in words 2L, 2L + 1 of run 0; 8L + 1, 8L + 3 in run 1;
  * 8L + 4, 8L + 6 in run 2; 8L + 5, 8L + 7 in run 3. */
 static inline size_t level4_pos(int64_t t) { return (size_t)((t % 2) * 64 + t / 2); }
+/* 4-bit as words (cpu_qint_quantize_x_avx2): v as the int16 w4_pos(t), in 8 runs of 16 words, four
+ * a half block (codes 0-63, 64-127): a lane's 16-bit word pairs hold its codes 8L + i and 8L + 4 + i
+ * in run i (0 .. 3) of its half, as the nibbles at bits 4i of the lane's two 16-bit code words. */
+static inline size_t w4_pos(int64_t t)
+{
+    int64_t e = t % 8;
+    return (size_t)(t / 64 * 64 + e % 4 * 16 + t % 64 / 8 * 2 + e / 4);
+}
 static inline size_t v16_pos(int64_t t)
 {
     int64_t r = t % 8;
     return (size_t)((r / 4 * 2 + r % 2) * 32 + t / 8 * 2 + r % 4 / 2);
 }
 
-void cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
+/* words4: 4-bit levels as v words (w4_pos) instead of h and l bytes; the scales, sums and v are
+ * the same. */
+static void quantize_x(const float *x, int64_t k, int bits, int gs, bool words4, uint8_t *dst)
 {
     struct qint_geom g = qint_geom(k, bits, gs);
     float *xs = (float *)dst;
@@ -78,6 +88,8 @@ void cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *d
                 int32_t h = (int32_t)((uint32_t)(v + 32896) >> 8) - 128;   // floor((v + 128) / 256)
                 if (bits == 8) {
                     ((int16_t *)lv)[v16_pos(j - c0)] = (int16_t)v;
+                } else if (words4) {
+                    ((int16_t *)lv)[w4_pos(j - c0)] = (int16_t)v;
                 } else {
                     lv[level4_pos(j - c0)] = (int8_t)h;
                     lv[level4_pos(j - c0) + 128] = (int8_t)(v - 256 * h);
@@ -87,6 +99,16 @@ void cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *d
             xs[a / gs] += sx[L] * (float)sum;   // the group's sum of x as quantized, lane by lane
         }
     }
+}
+
+void cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
+{
+    quantize_x(x, k, bits, gs, false, dst);
+}
+
+void cpu_qint_quantize_x_words(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
+{
+    quantize_x(x, k, bits, gs, true, dst);
 }
 
 /* Code c of a packed affine row (4 or 8 bits). */
@@ -143,6 +165,10 @@ void cpu_qint_portable(const struct tensor *w, int64_t j0, int64_t j1, const uin
 }
 
 #if !defined(__x86_64__)
+void cpu_qint_quantize_x_avx2(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
+{
+    cpu_qint_quantize_x(x, k, bits, gs, dst);
+}
 void cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uint8_t *dst)
 {
     cpu_qint_quantize_x(x, k, bits, gs, dst);
@@ -164,6 +190,7 @@ cpu_qint_quantize_fn cpu_qint_quantize_pick(const char *isa)
 #if defined(__x86_64__)
     cpu_qint_fn f = cpu_qint_pick(isa);
     if (f == cpu_qint_avx512vnni) return cpu_qint_quantize_x_avx512;
+    if (f == cpu_qint_avx2) return cpu_qint_quantize_x_avx2;
 #endif
     return cpu_qint_quantize_x;
 }

@@ -25,11 +25,13 @@
  * AVX-512 version writes the same bytes) into records of cpu_qint_x_bytes: the groups' xs
  * (16-padded), then per block the 16 lanes' sx and the levels in the kernels' order (4-bit: h of
  * the even codes, h of the odd codes, l even, l odd, 64 bytes each; 8-bit: v as 256 bytes of
- * int16, qint.c: v16_pos). Kernels: AVX-512 VNNI (qint_avx512_vnni.c), AVX2 (qint_avx2.c:
- * vpmaddubsw + vpmaddwd at 4 bits, vpmaddwd at 8 bits, where vpmaddubsw's 16-bit sums would
- * saturate) and portable C (qint.c). Pure functions; any thread.
+ * int16, qint.c: v16_pos). The AVX2 kernel reads 4-bit x as v words instead (the same 256 bytes a
+ * block, qint.c: w4_pos; cpu_qint_quantize_x_words, and cpu_qint_quantize_x_avx2 with its bytes):
+ * the same sx, xs and v, so the same T. Kernels: AVX-512 VNNI (qint_avx512_vnni.c), AVX2
+ * (qint_avx2.c: vpmaddwd of code words by v words at both widths) and portable C (qint.c). Pure
+ * functions; any thread. A kernel reads the record of its own preparation (cpu_qint_quantize_pick).
  *
- *     if (cpu_qint_takes(w)) { cpu_qint_quantize_x(x, k, w->q->bits, w->q->group_size, xq);
+ *     if (cpu_qint_takes(w)) { cpu_qint_quantize_pick(isa)(x, k, w->q->bits, w->q->group_size, xq);
  *                              c->qint(w, j0, j1, xq, cpu_qint_x_bytes(...), n, out, ldo); }
  */
 #ifndef CAIRN_BACKEND_CPU_QINT_H
@@ -54,7 +56,13 @@ size_t cpu_qint_x_bytes(int64_t k, int bits, int gs);
 void   cpu_qint_quantize_x(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
 typedef void (*cpu_qint_quantize_fn)(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
 void   cpu_qint_quantize_x_avx512(const float *x, int64_t k, int bits, int gs, uint8_t *dst);   // the same bytes
-cpu_qint_quantize_fn cpu_qint_quantize_pick(const char *isa);   // avx512 with VNNI: the one above
+/* The same record with 4-bit levels as v words (qint.c: w4_pos), which the AVX2 kernel multiplies
+ * by the code words (8-bit: the bytes above). */
+void   cpu_qint_quantize_x_words(const float *x, int64_t k, int bits, int gs, uint8_t *dst);
+void   cpu_qint_quantize_x_avx2(const float *x, int64_t k, int bits, int gs, uint8_t *dst);   // what cpu_qint_avx2 reads
+/* The preparation the kernel of cpu_qint_pick(isa) reads: avx512 with VNNI: cpu_qint_quantize_x_avx512;
+ * avx2 (or avx512 without VNNI): cpu_qint_quantize_x_avx2; else cpu_qint_quantize_x. */
+cpu_qint_quantize_fn cpu_qint_quantize_pick(const char *isa);
 
 /* out[i * ldo + j] = x_i . row j of w for i < n, j in [j0, j1), x_i prepared at xq + i * ldxq. */
 typedef void (*cpu_qint_fn)(const struct tensor *w, int64_t j0, int64_t j1, const uint8_t *xq, size_t ldxq,

@@ -16,7 +16,8 @@
  * sampled: the decode part greedy and sampled (--temperature, --top-p, --top-k, seeded) on the same
  *          prompts: tok/s of each and their ratio, the cost of sampling on the host.
  * agentic: a --sys-token system prompt shared by --n-user requests with different --user-token
- *          messages; TTFT of the first (cold) and of the following ones one at a time (warm prefix):
+ *          messages, its end marked as a message end (a hybrid snapshots its state there, as when
+ *          served); TTFT of the first (cold) and of the following ones one at a time (warm prefix):
  *          ratio warm/cold; then the same burst submitted at once to a fresh engine.
  * gap:     --gap-streams running streams decode while a --long-token prompt is ingested in chunks of
  *          the step budget, paced to --itl-ms (engine_cfg.max_itl_ms: 0 the engine's default, -1 off;
@@ -226,10 +227,22 @@ static void bench_sampled(const struct opts *o)
 
 /* ==== agentic ==== */
 
-/* Runs one request alone; returns its wall TTFT and, in *cpu, the process CPU seconds to its first token. */
-static double ttft_one(struct engine *e, const int32_t *p, int n, int *cached, double *cpu)
+/* An agentic request: the system prompt's end is a message end, as the server's template
+ * rendering marks it (gen_request.msg_ends), so a hybrid model snapshots its state there and the
+ * next user's request resumes from it; attention-only models ignore the mark. */
+static struct gen_request agentic_req(const struct opts *o, const int32_t *p, int n, const int32_t *sys_end)
 {
     struct gen_request g = req_make(p, n, 4);
+    if (o->sys > 0 && o->user > 0) {
+        g.msg_ends = sys_end;
+        g.n_msg_ends = 1;
+    }
+    return g;
+}
+
+/* Runs one request alone; returns its wall TTFT and, in *cpu, the process CPU seconds to its first token. */
+static double ttft_one(struct engine *e, struct gen_request g, int *cached, double *cpu)
+{
     struct token_stream *ts;
     double c0 = cpu_now_s();
     *cpu = 0;
@@ -257,15 +270,16 @@ static void bench_agentic(const struct opts *o)
         prompt_fill(7, pi, o->sys);                         // the same system prompt
         prompt_fill(100 + (uint64_t)i, pi + o->sys, o->user); // a different user message
     }
+    const int32_t sys_end[1] = { o->sys };
     struct engine *e = engine_make(o, o->budget, 16);
     int cached;
     double cold_cpu, cpu;
-    double cold = ttft_one(e, p, n, &cached, &cold_cpu);
+    double cold = ttft_one(e, agentic_req(o, p, n, sys_end), &cached, &cold_cpu);
     printf("agentic cold ttft_s=%.3f ttft_cpu_s=%.3f prompt=%d cached=%d\n", cold, cold_cpu, n, cached);
     fflush(stdout);
     double sum = 0, worst = 0, cpu_sum = 0;
     for (int i = 1; i < o->n_user; i++) {
-        double t = ttft_one(e, p + (size_t)i * (size_t)n, n, &cached, &cpu);
+        double t = ttft_one(e, agentic_req(o, p + (size_t)i * (size_t)n, n, sys_end), &cached, &cpu);
         printf("agentic warm i=%d ttft_s=%.3f ttft_cpu_s=%.3f cached=%d\n", i, t, cpu, cached);
         fflush(stdout);
         sum += t;
@@ -287,7 +301,7 @@ static void bench_agentic(const struct opts *o)
     int nb = o->n_user < 64 ? o->n_user : 64;
     double t0 = clock_now_s(), c0 = cpu_now_s();
     for (int i = 0; i < nb; i++) {
-        struct gen_request g = req_make(p + (size_t)i * (size_t)n, n, 4);
+        struct gen_request g = agentic_req(o, p + (size_t)i * (size_t)n, n, sys_end);
         CHECK(engine_submit(e, &g, &ts[i]) == STATUS_OK, "submit");
     }
     while (engine_step(e))

@@ -47,8 +47,6 @@ def gemm_s64(xb, w, n, m, k, n_sm, segs, bias, accumulate, outs):
                         src = xb[min(tok, n - 1), ch * 64 + q * 8: ch * 64 + q * 8 + 8]
                         xs[i % S64_STAGES, tok, q * 8:q * 8 + 8] = src if tok < n else 0
             for i in range(S64_STAGES - 1): load_x(i)
-            for warp in range(S64_WARPS):
-                pass
             accs = [[[[0.0]*4 for _ in range(NT)] for _ in range(32)] for _ in range(S64_WARPS)]
             # emulate chunk by chunk (all warps), the ring as the kernel orders it
             def load_w(warp, i):

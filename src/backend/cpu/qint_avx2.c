@@ -72,6 +72,16 @@ static inline __m256 pick16(const __m256 t[2], __m256i idx)
  * 4-bit: the nibbles at bits 4i of each 16-bit word (lane L's codes 8L + i and 8L + 4 + i);
  * 8-bit: dwords 0, 2, 4, 6 of the half's 64 bytes, then 1, 3, 5, 7, each split into the low and
  * high code of its 16-bit pairs. */
+/* A row's bytes of the chunk at byte off: in place, or (part: the row ends inside the chunk) its
+ * last bytes copied into tail, zero-padded to the chunk's 128 bytes. */
+static inline const uint8_t *chunk_bytes(const uint8_t *row, size_t off, bool part, size_t row_bytes, uint8_t tail[128])
+{
+    if (!part) return row + off;
+    memset(tail, 0, 128);
+    memcpy(tail, row + off, row_bytes - off);
+    return tail;
+}
+
 static inline __attribute__((always_inline)) void code_words(const int BITS, const uint8_t *wb, int h, __m256i c[4])
 {
     if (BITS == 4) {
@@ -157,14 +167,10 @@ static inline __attribute__((always_inline)) void gemv_tile(const int BITS, cons
             const uint8_t *wb[4];
 #pragma GCC unroll 4
             for (int r = 0; r < 4; r++) {
-                wb[r] = wr[r] + c0 * BITS / 8;
-                _mm_prefetch((const char *)wb[r] + ahead, _MM_HINT_T0);
-                if (BITS == 8) _mm_prefetch((const char *)wb[r] + ahead + 64, _MM_HINT_T0);   // a block's second line
-                if (part) {   // the row's last bytes only
-                    memset(tailbuf[r], 0, sizeof tailbuf[r]);
-                    memcpy(tailbuf[r], wb[r], (size_t)(K->row_bytes - c0 * BITS / 8));
-                    wb[r] = tailbuf[r];
-                }
+                const char *next = (const char *)wr[r] + c0 * BITS / 8 + ahead;
+                _mm_prefetch(next, _MM_HINT_T0);
+                if (BITS == 8) _mm_prefetch(next + 64, _MM_HINT_T0);   // a block's second line
+                wb[r] = chunk_bytes(wr[r], (size_t)(c0 * BITS / 8), part, (size_t)K->row_bytes, tailbuf[r]);
             }
             const uint8_t *blk = xq + blk_off + (size_t)(c0 / BC) * g->xblock_bytes;
 #pragma GCC unroll 2
@@ -250,14 +256,8 @@ static inline __attribute__((always_inline)) void tile(const int BITS, const int
             _Alignas(32) uint8_t tailbuf[2][128];
             const uint8_t *wb[2];
 #pragma GCC unroll 2
-            for (int r = 0; r < R; r++) {
-                wb[r] = wr[r] + c0 * BITS / 8;
-                if (part) {   // the row's last bytes only
-                    memset(tailbuf[r], 0, sizeof tailbuf[r]);
-                    memcpy(tailbuf[r], wb[r], (size_t)(K->row_bytes - c0 * BITS / 8));
-                    wb[r] = tailbuf[r];
-                }
-            }
+            for (int r = 0; r < R; r++)
+                wb[r] = chunk_bytes(wr[r], (size_t)(c0 * BITS / 8), part, (size_t)K->row_bytes, tailbuf[r]);
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
                 __m256i idx = _mm256_srl_epi32(_mm256_add_epi32(_mm256_set1_epi32((int)(c0 - g0 * g->gs + 64 * h)),
